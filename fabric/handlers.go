@@ -1,0 +1,457 @@
+package fabric
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/wire"
+	"github.com/wasmfabric/fabric/objects"
+	"github.com/wasmfabric/fabric/sandbox"
+)
+
+// maxReturns bounds NumReturns of one task.
+const maxReturns = 1024
+
+// handle serves one message from a worker. An error means the worker
+// broke the protocol and is stopped.
+func (n *Node) handle(w *workerProc, t wire.Type, body []byte) error {
+	switch t {
+	case wire.TypeOutput:
+		var m wire.Output
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		n.output(w, m)
+		return nil
+	case wire.TypeUnpin:
+		var m wire.Unpin
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		n.mu.Lock()
+		n.unpinAll(w, m.IDs)
+		n.mu.Unlock()
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if w.dead {
+		return nil
+	}
+	switch t {
+	case wire.TypeDone:
+		var m wire.Done
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		return n.handleDone(w, m)
+	case wire.TypeSubmit:
+		var m wire.Submit
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		ids, err := n.handleSubmit(w, m)
+		n.reply(w, m.Seq, err, wire.Reply{IDs: ids})
+	case wire.TypeCreate:
+		var m wire.Create
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		n.handleCreate(w, m)
+	case wire.TypePut:
+		var m wire.Put
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		id, err := n.handlePut(w, m)
+		n.reply(w, m.Seq, err, wire.Reply{IDs: [][]byte{id[:]}})
+	case wire.TypeGet:
+		var m wire.Get
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		n.handleGet(w, m)
+	case wire.TypeWait:
+		var m wire.Wait
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		n.handleWait(w, m)
+	case wire.TypeCancel:
+		var m wire.Cancel
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		n.reply(w, m.Seq, n.handleCancel(w, m), wire.Reply{})
+	case wire.TypeRelease:
+		var m wire.Release
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		if t := w.task; t != nil {
+			h := t.holder()
+			for _, b := range m.IDs {
+				id, err := objects.IDFromBytes(b)
+				if err == nil && h.held[id] > 0 {
+					h.held[id]--
+					n.decRef(id)
+				}
+			}
+		}
+	case wire.TypeActorLookup:
+		var m wire.ActorLookup
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		id, ok := n.named[w.job.id+"/"+m.Name]
+		if !ok {
+			n.reply(w, m.Seq, fmt.Errorf("no actor named %q in this job", m.Name), wire.Reply{})
+		} else {
+			n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{id[:]}})
+		}
+	case wire.TypeActorKill:
+		var m wire.ActorKill
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		n.reply(w, m.Seq, n.handleActorKill(w, m), wire.Reply{})
+	default:
+		return fmt.Errorf("unexpected message %s", t)
+	}
+	return nil
+}
+
+func (n *Node) reply(w *workerProc, seq uint64, err error, r wire.Reply) {
+	r.Seq = seq
+	if err != nil {
+		r = wire.Reply{Seq: seq, Error: err.Error()}
+	}
+	w.send(wire.TypeReply, r)
+}
+
+// current returns the execution a worker runs, checking the message names it.
+func (n *Node) current(w *workerProc, taskID []byte) (*task, error) {
+	t := w.task
+	if t == nil || string(t.id[:]) != string(taskID) {
+		return nil, fmt.Errorf("request for a task this worker is not running")
+	}
+	return t, nil
+}
+
+// object returns an object of w's job by ID; other jobs' objects do not exist for it.
+func (n *Node) object(w *workerProc, b []byte) (objects.ID, *object, error) {
+	id, err := objects.IDFromBytes(b)
+	if err != nil {
+		return id, nil, err
+	}
+	o := n.objs[id]
+	if o == nil || o.job != w.job {
+		return id, nil, fmt.Errorf("object %s not found: it was released or never existed", id.Short())
+	}
+	return id, o, nil
+}
+
+func (n *Node) handleSubmit(w *workerProc, m wire.Submit) ([][]byte, error) {
+	parent, err := n.current(w, m.Task)
+	if err != nil {
+		return nil, err
+	}
+	var spec abi.TaskSpec
+	if err := wire.Unmarshal(m.Spec, &spec); err != nil {
+		return nil, fmt.Errorf("submit: malformed task spec: %v", err)
+	}
+	if spec.Func == "" {
+		return nil, fmt.Errorf("submit: task spec names no function")
+	}
+	if spec.NumReturns < 0 || spec.NumReturns > maxReturns {
+		return nil, fmt.Errorf("submit: %d return values; at most %d", spec.NumReturns, maxReturns)
+	}
+	for i, a := range spec.Args {
+		if a.Ref != nil {
+			if _, _, err := n.object(w, a.Ref); err != nil {
+				return nil, fmt.Errorf("submit: argument %d: %v", i, err)
+			}
+		}
+	}
+	for _, r := range spec.Refs {
+		if _, _, err := n.object(w, r); err != nil {
+			return nil, fmt.Errorf("submit: nested reference: %v", err)
+		}
+	}
+	if m.Actor {
+		a := n.createActor(w.job, parent, spec)
+		return [][]byte{a.id[:]}, nil
+	}
+	if spec.Actor != nil {
+		id, err := objects.IDFromBytes(spec.Actor)
+		if err != nil {
+			return nil, err
+		}
+		a := n.actors[id]
+		if a == nil || a.job != w.job {
+			return nil, fmt.Errorf("submit: no actor %s in this job", id.Short())
+		}
+		t := n.newTask(w.job, parent, spec, wire.ExecActorMethod)
+		t.actor = a
+		t.name = a.class + "." + spec.Func[len(a.class)+min(len(spec.Func)-len(a.class), 1):]
+		n.actorEnqueue(a, t)
+		return idsBytes(t.returns), nil
+	}
+	t := n.newTask(w.job, parent, spec, wire.ExecTask)
+	n.submit(t)
+	return idsBytes(t.returns), nil
+}
+
+func idsBytes(ids []objects.ID) [][]byte {
+	out := make([][]byte, len(ids))
+	for i := range ids {
+		out[i] = append([]byte(nil), ids[i][:]...)
+	}
+	return out
+}
+
+func (n *Node) handleCreate(w *workerProc, m wire.Create) {
+	t, err := n.current(w, m.Task)
+	if err != nil {
+		n.reply(w, m.Seq, err, wire.Reply{})
+		return
+	}
+	id := newID()
+	if m.Result {
+		if len(t.returns) != 1 {
+			n.reply(w, m.Seq, fmt.Errorf("create: task has %d returns", len(t.returns)), wire.Reply{})
+			return
+		}
+		id = t.returns[0]
+		n.store.Abort(id) // a lost earlier attempt may have left a reservation
+	}
+	off, err := n.store.Create(id, m.Size)
+	if err != nil {
+		n.reply(w, m.Seq, err, wire.Reply{})
+		return
+	}
+	n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{id[:]}, Off: off})
+}
+
+func (n *Node) handlePut(w *workerProc, m wire.Put) (objects.ID, error) {
+	t, err := n.current(w, m.Task)
+	if err != nil {
+		return objects.NilID, err
+	}
+	var refs []objects.ID
+	for _, r := range m.Refs {
+		id, _, err := n.object(w, r)
+		if err != nil {
+			return objects.NilID, fmt.Errorf("put: nested reference: %v", err)
+		}
+		refs = append(refs, id)
+	}
+	var id objects.ID
+	stored := false
+	var inline []byte
+	switch {
+	case m.Created != nil:
+		if id, err = objects.IDFromBytes(m.Created); err != nil {
+			return id, err
+		}
+		if err := n.store.Seal(id); err != nil {
+			return id, fmt.Errorf("put: %v", err)
+		}
+		stored = true
+	case len(m.Data) > sandbox.InlineMax:
+		id = newID()
+		if err := n.store.Put(id, m.Data); err != nil {
+			return id, fmt.Errorf("put: %v", err)
+		}
+		stored = true
+	default:
+		id = newID()
+		inline = m.Data
+	}
+	n.objs[id] = &object{job: w.job}
+	n.hold(t.holder(), id)
+	n.setReady(id, inline, false, stored, refs)
+	if stored {
+		if loc, err := n.store.Pin(id); err == nil {
+			n.objs[id].size = loc.Size
+			n.store.Unpin(id)
+		}
+	}
+	return id, nil
+}
+
+// items builds the reply of a Get whose objects are all ready.
+func (n *Node) items(w *workerProc, ids []objects.ID) ([]wire.Item, error) {
+	out := make([]wire.Item, len(ids))
+	for i, id := range ids {
+		o := n.objs[id]
+		if o == nil {
+			return nil, fmt.Errorf("object %s was released while waiting", id.Short())
+		}
+		if o.isError {
+			out[i] = wire.Item{IsError: true, Data: wire.Piece{Inline: o.inline}}
+			continue
+		}
+		p, err := n.piece(w, id, o)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = wire.Item{Data: p}
+	}
+	return out, nil
+}
+
+func (n *Node) parseIDs(w *workerProc, raw [][]byte) ([]objects.ID, error) {
+	ids := make([]objects.ID, len(raw))
+	for i, b := range raw {
+		id, _, err := n.object(w, b)
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = id
+	}
+	return ids, nil
+}
+
+func timeoutOf(ms int64) time.Duration {
+	if ms < 0 {
+		return -1
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+func (n *Node) handleGet(w *workerProc, m wire.Get) {
+	t, err := n.current(w, m.Task)
+	if err != nil {
+		n.reply(w, m.Seq, err, wire.Reply{})
+		return
+	}
+	ids, err := n.parseIDs(w, m.IDs)
+	if err != nil {
+		n.reply(w, m.Seq, fmt.Errorf("get: %v", err), wire.Reply{})
+		return
+	}
+	for _, id := range ids {
+		n.addRef(id) // keep them alive while waiting
+	}
+	finish := func(timedOut bool) {
+		if t.blocked {
+			t.blocked = false
+			if t.kind == wire.ExecTask {
+				n.sched.Unblocked(t.schedID())
+			}
+		}
+		var items []wire.Item
+		var err error
+		if !timedOut {
+			items, err = n.items(w, ids)
+		}
+		for _, id := range ids {
+			n.decRef(id)
+		}
+		if timedOut {
+			n.reply(w, m.Seq, nil, wire.Reply{Code: abi.TimedOut})
+			return
+		}
+		n.reply(w, m.Seq, err, wire.Reply{Items: items})
+	}
+	waiting := n.waitFor(ids, len(ids), timeoutOf(m.TimeoutMs), func() { finish(false) }, func() { finish(true) })
+	if !waiting {
+		finish(false)
+		return
+	}
+	if t.kind == wire.ExecTask && !t.blocked {
+		t.blocked = true
+		n.sched.Blocked(t.schedID())
+		n.schedule()
+	}
+}
+
+func (n *Node) handleWait(w *workerProc, m wire.Wait) {
+	if _, err := n.current(w, m.Task); err != nil {
+		n.reply(w, m.Seq, err, wire.Reply{})
+		return
+	}
+	ids, err := n.parseIDs(w, m.IDs)
+	if err != nil {
+		n.reply(w, m.Seq, fmt.Errorf("wait: %v", err), wire.Reply{})
+		return
+	}
+	if m.NumReady < 0 || m.NumReady > len(ids) {
+		n.reply(w, m.Seq, fmt.Errorf("wait: num_ready %d out of range", m.NumReady), wire.Reply{})
+		return
+	}
+	for _, id := range ids {
+		n.addRef(id)
+	}
+	finish := func() {
+		ready := make([]bool, len(ids))
+		for i, id := range ids {
+			if o := n.objs[id]; o != nil && o.ready {
+				ready[i] = true
+			}
+			n.decRef(id)
+		}
+		n.reply(w, m.Seq, nil, wire.Reply{Ready: ready})
+	}
+	if !n.waitFor(ids, m.NumReady, timeoutOf(m.TimeoutMs), finish, finish) {
+		finish()
+	}
+}
+
+func (n *Node) handleCancel(w *workerProc, m wire.Cancel) error {
+	id, o, err := n.object(w, m.ID)
+	if err != nil {
+		return fmt.Errorf("cancel: %v", err)
+	}
+	if o.ready || o.producer == nil {
+		return nil
+	}
+	n.cancelTask(o.producer, m.Force, m.Recursive)
+	_ = id
+	return nil
+}
+
+func (n *Node) cancelTask(t *task, force, recursive bool) {
+	if recursive {
+		for _, c := range t.children {
+			n.cancelTask(c, force, recursive)
+		}
+	}
+	ev := abi.ErrorValue{Kind: "cancelled", Message: fmt.Sprintf("task %s was cancelled", t.name), Task: t.name}
+	switch t.state {
+	case taskQueued:
+		if t.kind == wire.ExecActorMethod {
+			if a := t.actor; a != nil {
+				for i, q := range a.queue {
+					if q == t {
+						a.queue = append(a.queue[:i], a.queue[i+1:]...)
+						break
+					}
+				}
+			}
+			n.failTask(t, ev, false)
+			return
+		}
+		n.sched.Cancel(t.schedID())
+		n.failTask(t, ev, false)
+	case taskRunning:
+		if t.kind == wire.ExecActorMethod || t.kind == wire.ExecMain {
+			return // Ray does not cancel running actor calls
+		}
+		if w := t.worker; w != nil {
+			w.killReason = &ev
+			w.kill()
+			return
+		}
+		// placed but waiting for a worker
+		for i, q := range t.job.queue {
+			if q == t {
+				t.job.queue = append(t.job.queue[:i], t.job.queue[i+1:]...)
+				break
+			}
+		}
+		n.failTask(t, ev, true)
+	}
+}

@@ -1,0 +1,150 @@
+package fabric
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/wire"
+	"github.com/wasmfabric/fabric/objects"
+	"github.com/wasmfabric/fabric/sandbox"
+)
+
+// job is one run of a module's driver with everything it started.
+type job struct {
+	id         string
+	modulePath string
+	workers    map[*workerProc]struct{}
+	idle       []*workerProc
+	queue      []*task // placed executions waiting for a worker
+	starting   int
+	done       bool
+	driver     *task
+	result     chan error
+	once       sync.Once
+}
+
+func (j *job) fail(err error) {
+	j.once.Do(func() { j.result <- err })
+}
+
+func (j *job) removeIdle(w *workerProc) {
+	for i, x := range j.idle {
+		if x == w {
+			j.idle = append(j.idle[:i], j.idle[i+1:]...)
+			return
+		}
+	}
+}
+
+func newID() objects.ID {
+	var id objects.ID
+	if _, err := rand.Read(id[:16]); err != nil {
+		panic(err)
+	}
+	return id
+}
+
+// RunJob runs the module's `main` with args on this node and returns its
+// error. ctx bounds the whole job: when it ends, the job's workers are killed.
+func (n *Node) RunJob(ctx context.Context, wasm []byte, args []string) error {
+	if _, err := sandbox.Validate(wasm, sandbox.Limits{MaxMemoryPages: uint32(n.cfg.GuestMemoryLimit / sandbox.WasmPageSize)}); err != nil {
+		return err
+	}
+	digest := sandbox.Digest(wasm)
+	path := filepath.Join(n.dataDir, "modules", digest+".wasm")
+	if _, err := os.Stat(path); err != nil {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, wasm, 0o600); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return err
+		}
+	}
+	argv, err := wire.Marshal([]any{args})
+	if err != nil {
+		return err
+	}
+	j := &job{id: newID().String()[:16], modulePath: path, workers: map[*workerProc]struct{}{}, result: make(chan error, 1)}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return ErrClosed
+	}
+	n.jobs[j.id] = j
+	zero := 0.0
+	spec := abi.TaskSpec{Func: abi.MainFunc, Options: abi.Options{CPU: &zero, MaxRetries: new(int)}}
+	t := n.newTask(j, nil, spec, wire.ExecMain)
+	t.rawArgs = argv
+	j.driver = t
+	n.submit(t)
+	n.mu.Unlock()
+
+	var res error
+	start := time.Now()
+	select {
+	case res = <-j.result:
+	case <-ctx.Done():
+		res = fmt.Errorf("%w after %s", ErrJobTimeout, time.Since(start).Round(time.Millisecond))
+		if ctx.Err() == context.Canceled {
+			res = fmt.Errorf("fabric: job cancelled")
+		}
+	}
+	n.endJob(j)
+	return res
+}
+
+// endJob stops the job's workers and drops its tasks, objects and actors.
+func (n *Node) endJob(j *job) {
+	n.mu.Lock()
+	j.done = true
+	ws := make([]*workerProc, 0, len(j.workers))
+	for w := range j.workers {
+		ws = append(ws, w)
+	}
+	for id, t := range n.tasks {
+		if t.job == j {
+			if t.state == taskQueued {
+				n.sched.Cancel(t.schedID())
+			}
+			if t.state == taskRunning && t.kind != wire.ExecActorMethod {
+				n.sched.Finished(t.schedID())
+			}
+			t.state = taskDone
+			t.stopTimer()
+			delete(n.tasks, id)
+		}
+	}
+	for id, a := range n.actors {
+		if a.job == j {
+			delete(n.actors, id)
+			if a.name != "" {
+				delete(n.named, a.name)
+			}
+		}
+	}
+	for id, o := range n.objs {
+		if o.job == j {
+			n.dropObject(id, o)
+		}
+	}
+	j.queue = nil
+	j.idle = nil
+	delete(n.jobs, j.id)
+	n.mu.Unlock()
+	for _, w := range ws {
+		w.kill()
+	}
+	for _, w := range ws {
+		<-w.exited
+	}
+	n.mu.Lock()
+	n.schedule()
+	n.mu.Unlock()
+}

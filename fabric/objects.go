@@ -1,0 +1,128 @@
+package fabric
+
+import (
+	"time"
+
+	"github.com/wasmfabric/fabric/objects"
+	"github.com/wasmfabric/fabric/scheduler"
+)
+
+// object is the node's record of one object: its state, where its bytes
+// are and how many references keep it alive.
+type object struct {
+	job      *job
+	ready    bool
+	isError  bool
+	inline   []byte // small values and error values
+	stored   bool   // bytes are in the node's store under the object's ID
+	size     int64
+	refs     int
+	nested   []objects.ID // references inside the value, kept alive by it
+	waiters  []*waiter
+	producer *task
+}
+
+// waiter is a Get or Wait waiting for objects.
+type waiter struct {
+	need  int
+	fired bool
+	fn    func()
+	timer *time.Timer
+}
+
+// setReady gives an object its value. Caller holds n.mu.
+func (n *Node) setReady(id objects.ID, inline []byte, isError, stored bool, nested []objects.ID) {
+	o := n.objs[id]
+	if o == nil || o.ready {
+		if stored && o == nil {
+			n.store.Delete(id)
+		}
+		return
+	}
+	o.ready, o.isError, o.inline, o.stored = true, isError, inline, stored
+	o.size = int64(len(inline))
+	for _, r := range nested {
+		n.addRef(r)
+	}
+	o.nested = nested
+	ws := o.waiters
+	o.waiters = nil
+	for _, w := range ws {
+		if w.fired {
+			continue
+		}
+		w.need--
+		if w.need <= 0 {
+			w.fired = true
+			if w.timer != nil {
+				w.timer.Stop()
+			}
+			w.fn()
+		}
+	}
+	n.sched.ObjectReady(scheduler.ObjectKey(id[:]))
+	if o.refs <= 0 {
+		n.dropObject(id, o)
+	}
+}
+
+func (n *Node) addRef(id objects.ID) {
+	if o := n.objs[id]; o != nil {
+		o.refs++
+	}
+}
+
+// decRef drops one reference; an unreferenced ready object is freed.
+func (n *Node) decRef(id objects.ID) {
+	o := n.objs[id]
+	if o == nil {
+		return
+	}
+	o.refs--
+	if o.refs <= 0 && o.ready && len(o.waiters) == 0 {
+		n.dropObject(id, o)
+	}
+}
+
+func (n *Node) dropObject(id objects.ID, o *object) {
+	delete(n.objs, id)
+	if o.stored {
+		n.store.Delete(id)
+	}
+	for _, r := range o.nested {
+		n.decRef(r)
+	}
+	o.nested = nil
+}
+
+// waitFor calls fn (under n.mu) once need of ids are ready. It returns
+// false when they already are, without calling fn.
+func (n *Node) waitFor(ids []objects.ID, need int, timeout time.Duration, fn, onTimeout func()) bool {
+	pending := 0
+	for _, id := range ids {
+		if o := n.objs[id]; o != nil && !o.ready {
+			pending++
+		}
+	}
+	ready := len(ids) - pending
+	if ready >= need {
+		return false
+	}
+	w := &waiter{need: need - ready, fn: fn}
+	for _, id := range ids {
+		if o := n.objs[id]; o != nil && !o.ready {
+			o.waiters = append(o.waiters, w)
+		}
+	}
+	if timeout >= 0 {
+		w.timer = afterFunc(timeout, func() {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			if !w.fired {
+				w.fired = true
+				onTimeout()
+			}
+		})
+	}
+	return true
+}

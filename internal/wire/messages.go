@@ -1,0 +1,182 @@
+package wire
+
+// ExecKind says what an Exec runs.
+type ExecKind uint8
+
+// Kinds of execution.
+const (
+	ExecTask ExecKind = iota
+	ExecMain
+	ExecActorCreate
+	ExecActorMethod
+)
+
+// Ready is a worker's first message: its module is loaded.
+type Ready struct {
+	_     struct{} `cbor:",toarray"`
+	Pid   int
+	Error string // non-empty when the worker could not load the module
+}
+
+// Piece is part of a byte sequence: inline bytes, a range of the shared
+// arena, or a spill file (for objects larger than the arena).
+type Piece struct {
+	_      struct{} `cbor:",toarray"`
+	Inline []byte
+	Off    int64
+	Size   int64
+	Path   string
+	Arena  bool
+}
+
+// Len returns the number of bytes the piece holds.
+func (p Piece) Len() int64 {
+	if p.Arena || p.Path != "" {
+		return p.Size
+	}
+	return int64(len(p.Inline))
+}
+
+// Exec asks a worker to run one call in its guest.
+type Exec struct {
+	_    struct{} `cbor:",toarray"`
+	Task []byte // task ID
+	Kind ExecKind
+	Name string  // function name passed to fabric_call
+	Args []Piece // concatenated, they are the CBOR array of arguments
+	// Unpin lists arena objects the agent pinned for Args; the worker sends
+	// Unpin for them once copied.
+	Unpin [][]byte
+}
+
+// Done reports the end of an Exec.
+type Done struct {
+	_      struct{} `cbor:",toarray"`
+	Task   []byte
+	OK     bool
+	Value  Piece    // CBOR value when OK
+	Error  string   // error text (message and stack) when !OK
+	Kind   string   // error kind: "app" (guest returned an error), "trap", "exit"
+	Refs   [][]byte // object IDs nested in Value
+	Output int64    // bytes of output dropped by the cap
+	// Created names the object reserved with Create whose arena range
+	// Value points at (results too large to send inline).
+	Created []byte
+}
+
+// Output carries guest output of the running call.
+type Output struct {
+	_      struct{} `cbor:",toarray"`
+	Task   []byte
+	Stream uint8 // 1 stdout, 2 stderr, 3 log
+	Data   []byte
+}
+
+// Reply answers a worker's request.
+type Reply struct {
+	_     struct{} `cbor:",toarray"`
+	Seq   uint64
+	Error string // non-empty: the request failed
+	Code  int32  // guest-visible status when Error is empty (e.g. 1 = timed out)
+	IDs   [][]byte
+	Items []Item
+	Ready []bool
+	Off   int64
+}
+
+// Item is one result of a Get: a value or an error value.
+type Item struct {
+	_       struct{} `cbor:",toarray"`
+	IsError bool
+	Data    Piece
+}
+
+// Submit asks the agent to run a task, create an actor or call a method.
+// Spec is the guest's CBOR task spec (docs/ABI.md).
+type Submit struct {
+	_     struct{} `cbor:",toarray"`
+	Seq   uint64
+	Task  []byte // the submitting execution
+	Actor bool   // Spec creates an actor
+	Spec  []byte
+}
+
+// Put stores a value. Either Data holds it inline, or Created names an
+// object reserved with Create that the worker has filled in the arena.
+type Put struct {
+	_       struct{} `cbor:",toarray"`
+	Seq     uint64
+	Task    []byte
+	Data    []byte
+	Created []byte
+	Refs    [][]byte
+}
+
+// Create reserves arena space for a large Put; the reply gives Off and the ID.
+type Create struct {
+	_    struct{} `cbor:",toarray"`
+	Seq  uint64
+	Task []byte
+	Size int64
+	// Result reserves the space for the running call's return value.
+	Result bool
+}
+
+// Get waits for objects and returns their values.
+type Get struct {
+	_         struct{} `cbor:",toarray"`
+	Seq       uint64
+	Task      []byte
+	IDs       [][]byte
+	TimeoutMs int64 // < 0: no timeout
+}
+
+// Unpin releases arena pins taken for a Get reply or an Exec.
+type Unpin struct {
+	_   struct{} `cbor:",toarray"`
+	IDs [][]byte
+}
+
+// Wait waits until NumReady of IDs are ready or the timeout passes.
+type Wait struct {
+	_         struct{} `cbor:",toarray"`
+	Seq       uint64
+	Task      []byte
+	IDs       [][]byte
+	NumReady  int
+	TimeoutMs int64
+}
+
+// Cancel cancels the task that makes object ID.
+type Cancel struct {
+	_         struct{} `cbor:",toarray"`
+	Seq       uint64
+	Task      []byte
+	ID        []byte
+	Force     bool
+	Recursive bool
+}
+
+// Release drops the guest's references to objects.
+type Release struct {
+	_    struct{} `cbor:",toarray"`
+	Task []byte
+	IDs  [][]byte
+}
+
+// ActorLookup finds a named actor.
+type ActorLookup struct {
+	_    struct{} `cbor:",toarray"`
+	Seq  uint64
+	Task []byte
+	Name string
+}
+
+// ActorKill kills an actor.
+type ActorKill struct {
+	_         struct{} `cbor:",toarray"`
+	Seq       uint64
+	Task      []byte
+	Actor     []byte
+	NoRestart bool
+}

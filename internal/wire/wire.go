@@ -1,0 +1,156 @@
+// Package wire holds the messages between an agent and its worker processes
+// and the framing that carries them over a Unix socket.
+//
+// A frame is a 4-byte big-endian length, then one byte of message type, then
+// the message encoded as CBOR. Frames are limited to MaxFrame bytes; large
+// object payloads travel through the shared-memory arena instead.
+package wire
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// MaxFrame bounds one frame: a peer announcing more is broken or hostile.
+const MaxFrame = 1 << 30
+
+// Errors returned by the codec.
+var (
+	ErrFrameTooLarge = errors.New("wire: frame too large")
+	ErrUnknownType   = errors.New("wire: unknown message type")
+)
+
+// Type identifies a message.
+type Type byte
+
+// Message types. Requests from a worker carry a Seq that the agent's Reply echoes.
+const (
+	TypeReady Type = iota + 1
+	TypeExec
+	TypeDone
+	TypeOutput
+	TypeReply
+	TypeSubmit
+	TypePut
+	TypeCreate
+	TypeGet
+	TypeUnpin
+	TypeWait
+	TypeCancel
+	TypeRelease
+	TypeActorLookup
+	TypeActorKill
+	TypeBlocked
+)
+
+var typeNames = map[Type]string{
+	TypeReady: "ready", TypeExec: "exec", TypeDone: "done", TypeOutput: "output", TypeReply: "reply",
+	TypeSubmit: "submit", TypePut: "put", TypeCreate: "create", TypeGet: "get", TypeUnpin: "unpin",
+	TypeWait: "wait", TypeCancel: "cancel", TypeRelease: "release", TypeActorLookup: "actor_lookup",
+	TypeActorKill: "actor_kill", TypeBlocked: "blocked",
+}
+
+// String names the type.
+func (t Type) String() string {
+	if s, ok := typeNames[t]; ok {
+		return s
+	}
+	return fmt.Sprintf("type(%d)", byte(t))
+}
+
+var (
+	encMode cbor.EncMode
+	decMode cbor.DecMode
+)
+
+func init() {
+	var err error
+	encMode, err = cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		panic(err)
+	}
+	decMode, err = cbor.DecOptions{MaxArrayElements: 1 << 24, MaxMapPairs: 1 << 20, MaxNestedLevels: 32}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+}
+
+// Marshal encodes v as CBOR.
+func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }
+
+// Unmarshal decodes CBOR into v.
+func Unmarshal(b []byte, v any) error { return decMode.Unmarshal(b, v) }
+
+// Conn reads and writes frames. Writes are safe from many goroutines; reads
+// belong to one goroutine.
+type Conn struct {
+	r  *bufio.Reader
+	wm sync.Mutex
+	w  io.Writer
+	c  io.Closer
+}
+
+// NewConn wraps a stream.
+func NewConn(rwc io.ReadWriteCloser) *Conn {
+	return &Conn{r: bufio.NewReaderSize(rwc, 64<<10), w: rwc, c: rwc}
+}
+
+// Send encodes and writes one message.
+func (c *Conn) Send(t Type, msg any) error {
+	body, err := encMode.Marshal(msg)
+	if err != nil {
+		return fmt.Errorf("wire: encode %s: %w", t, err)
+	}
+	if len(body)+1 > MaxFrame {
+		return fmt.Errorf("%w: %s of %d bytes", ErrFrameTooLarge, t, len(body))
+	}
+	var hdr [5]byte
+	binary.BigEndian.PutUint32(hdr[:4], uint32(len(body)+1))
+	hdr[4] = byte(t)
+	c.wm.Lock()
+	defer c.wm.Unlock()
+	if len(body) < 64<<10 {
+		buf := make([]byte, 0, 5+len(body))
+		buf = append(append(buf, hdr[:]...), body...)
+		_, err = c.w.Write(buf)
+		return err
+	}
+	if _, err = c.w.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err = c.w.Write(body)
+	return err
+}
+
+// Recv reads one frame and returns its type and body (to Decode).
+func (c *Conn) Recv() (Type, []byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:4])
+	if n == 0 || n > MaxFrame {
+		return 0, nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	}
+	t := Type(hdr[4])
+	if _, ok := typeNames[t]; !ok {
+		return 0, nil, fmt.Errorf("%w: %d", ErrUnknownType, hdr[4])
+	}
+	body := make([]byte, n-1)
+	if _, err := io.ReadFull(c.r, body); err != nil {
+		return 0, nil, err
+	}
+	return t, body, nil
+}
+
+// Close closes the stream.
+func (c *Conn) Close() error { return c.c.Close() }
+
+// RawMessage is an undecoded CBOR item.
+type RawMessage = cbor.RawMessage

@@ -1,0 +1,631 @@
+package objects
+
+import (
+	"container/list"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// Errors returned by Store. They are wrapped with context (the operation and
+// the object's ID); test for them with errors.Is.
+var (
+	// ErrObjectNotFound is returned for an ID the store does not hold, or
+	// holds only until the last Unpin after a Delete.
+	ErrObjectNotFound = errors.New("objects: object not found")
+	// ErrStoreFull is returned when an object would fit in the arena but all
+	// of the arena is pinned or being written, so nothing can be spilled to
+	// make room (or spilling is disabled).
+	ErrStoreFull = errors.New("objects: object store full") // all space pinned/being written
+	// ErrObjectExists is returned by Create and Put for an ID that is
+	// already present, being written, or deleted but still pinned.
+	ErrObjectExists = errors.New("objects: object already exists")
+	// ErrObjectTooLarge is returned by Create for an object larger than the
+	// whole arena (Put writes such an object to a spill file instead), and
+	// by Put for one when the store has no spill directory.
+	ErrObjectTooLarge = errors.New("objects: object larger than the arena")
+	// ErrNotSealed is returned by Pin and Read for an object that is still
+	// being written.
+	ErrNotSealed = errors.New("objects: object not sealed")
+	// ErrAlreadySealed is returned by Seal for an object sealed before.
+	ErrAlreadySealed = errors.New("objects: object already sealed")
+	// ErrStoreClosed is returned by a Store's methods after Close.
+	ErrStoreClosed = errors.New("objects: object store closed")
+	// ErrInvalidSize is returned for a negative object size, and by
+	// SharedMemory for a size that cannot be mapped.
+	ErrInvalidSize = errors.New("objects: invalid size")
+)
+
+// storeAlign is the alignment of objects in the arena: a cache line, so
+// that two objects never share one.
+const storeAlign = 64
+
+// Location says where a sealed object's bytes are: in the arena at Offset, or (when it is larger than the whole arena) only in the spill file at Path.
+//
+// Path is empty for an object in the arena. An object that is in a spill file
+// has Offset -1; the file stays in place, unchanged, until the matching Unpin.
+type Location struct {
+	// Offset of the first byte in the arena, or -1 when the object is at Path.
+	Offset int64
+	// Size of the object in bytes.
+	Size int64
+	// Path of the spill file holding the object, or "" when it is in the arena.
+	Path string
+}
+
+// StoreStats is a snapshot of a Store's counters.
+type StoreStats struct {
+	// Capacity is the number of bytes of the arena the store can use (its
+	// length rounded down to the 64-byte alignment).
+	Capacity int64
+	// Used is the number of arena bytes allocated, including alignment
+	// padding, objects being written, and deleted objects still pinned.
+	Used int64
+	// Objects is the number of sealed objects held, in the arena or spilled.
+	Objects int
+	// SpilledObjects is the number of objects held only in spill files.
+	SpilledObjects int
+	// SpilledBytes is the total size of the objects held only in spill files.
+	SpilledBytes int64
+	// SpillCount is the number of times an object was moved from the arena
+	// to a spill file since the store was made.
+	SpillCount int64
+	// RestoreCount is the number of times an object was moved back from a
+	// spill file into the arena.
+	RestoreCount int64
+}
+
+// entry is the store's record of one object.
+type entry struct {
+	size    int64
+	off     int64 // offset in the arena, or -1 when not in the arena
+	spilled bool  // the bytes are in the spill file (and then off is -1)
+	sealed  bool
+	direct  bool // being written straight to a spill file by Put
+	deleted bool // Delete was called; removed at the last Unpin
+	pins    int  // an unsealed object holds one pin for its writer
+	lru     *list.Element
+}
+
+// Store holds immutable objects in an arena of memory and spills them to
+// disk when the arena is full.
+//
+// The arena is a byte slice that the store only reads and writes between
+// Create and Seal (through its writer) and when it spills or restores; it
+// does the bookkeeping of offsets with an Allocator. A writer calls Create,
+// fills mem[off:off+size] (directly, possibly from another process that maps
+// the same memory) and calls Seal; Put does all three. A reader Pins an
+// object, reads its bytes at the Location returned, and Unpins it; Read does
+// all three and returns a copy.
+//
+// When Create needs room, sealed objects that nobody has pinned are written
+// to spill files (one per object in the spill directory, named by the ID in
+// hex), least recently used first, and their space is freed. Pin and Read
+// bring a spilled object back into the arena. An object larger than the
+// whole arena lives only in its spill file.
+//
+// A Store is safe for concurrent use. One mutex guards its state; spilling
+// and restoring do their file I/O while holding it, and copies in and out of
+// the arena by Put and Read happen outside it. It starts no goroutines.
+type Store struct {
+	mu         sync.Mutex
+	mem        []byte
+	alloc      *Allocator
+	dir        string
+	dirChecked bool // dir exists (made by us or found)
+	dirMade    bool // we made dir, so Close removes it
+	objects    map[ID]*entry
+	lru        *list.List // of ID: sealed, unpinned objects in the arena; front is most recently used
+	lruBytes   int64      // arena bytes held by the objects in lru
+	releaser   func(off, size int64)
+	spills     int64
+	restores   int64
+	closed     bool
+}
+
+// NewStore returns a store over the arena mem (SharedMemory.Bytes() in
+// production, a plain slice in tests). Spill files go to spillDir, which is
+// created when the first object is spilled; an empty spillDir disables
+// spilling, so a full arena makes Create fail with ErrStoreFull.
+func NewStore(mem []byte, spillDir string) *Store {
+	return &Store{
+		mem:     mem,
+		alloc:   NewAllocator(int64(len(mem)), storeAlign),
+		dir:     spillDir,
+		objects: make(map[ID]*entry),
+		lru:     list.New(),
+	}
+}
+
+// SetReleaser sets f to be called with every range of the arena that is
+// freed (by a spill, a Delete or an Abort), before it can be handed out
+// again. Production passes a function that calls SharedMemory.Release for
+// large ranges, so the OS gets freed pages back. f is called with the
+// store's lock held and must not call the Store. nil removes the hook.
+func (s *Store) SetReleaser(f func(off, size int64)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.releaser = f
+}
+
+// Create reserves size bytes in the arena for id and returns their offset.
+// The caller fills mem[off:off+size] and then calls Seal, or Abort to give
+// up; until then the range counts as pinned. To make room, Create spills
+// sealed, unpinned objects, least recently used first. It fails with
+// ErrStoreFull when it cannot make room, ErrObjectTooLarge when size is
+// larger than the arena, and ErrObjectExists when id is present.
+func (s *Store) Create(id ID, size int64) (off int64, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkNewLocked(id, size); err != nil {
+		return 0, fmt.Errorf("%w: create %s", err, id)
+	}
+	off, err = s.allocateLocked(size)
+	if err != nil {
+		return 0, fmt.Errorf("%w: create %s (%d bytes)", err, id, size)
+	}
+	s.objects[id] = &entry{size: size, off: off, pins: 1}
+	return off, nil
+}
+
+// checkNewLocked returns an error if a new object id of size bytes cannot
+// be added.
+func (s *Store) checkNewLocked(id ID, size int64) error {
+	if s.closed {
+		return ErrStoreClosed
+	}
+	if size < 0 {
+		return fmt.Errorf("%w %d", ErrInvalidSize, size)
+	}
+	if _, ok := s.objects[id]; ok {
+		return ErrObjectExists
+	}
+	return nil
+}
+
+// Seal makes the object id, filled after Create, readable. The writer's pin
+// is dropped. Sealing an object that was deleted meanwhile frees it and
+// returns ErrObjectNotFound.
+func (s *Store) Seal(id ID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.objects[id]
+	switch {
+	case !ok || (e.sealed && e.deleted):
+		return fmt.Errorf("%w: seal %s", ErrObjectNotFound, id)
+	case e.sealed:
+		return fmt.Errorf("%w: seal %s", ErrAlreadySealed, id)
+	case e.direct:
+		return fmt.Errorf("%w: seal %s: being written by Put", ErrObjectExists, id)
+	}
+	deleted := e.deleted
+	e.sealed = true
+	s.unpinLocked(id, e)
+	if deleted {
+		return fmt.Errorf("%w: seal %s: deleted before it was sealed", ErrObjectNotFound, id)
+	}
+	return nil
+}
+
+// Abort gives up on an object reserved by Create and not sealed, freeing its
+// space. It does nothing for an ID that is not being created.
+func (s *Store) Abort(id ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.objects[id]
+	if !ok || e.sealed || e.direct {
+		return
+	}
+	s.removeLocked(id, e)
+}
+
+// Put stores a copy of data as the sealed object id: Create, copy and Seal.
+// An object larger than the whole arena is written straight to its spill
+// file instead (its Location then has a Path).
+func (s *Store) Put(id ID, data []byte) error {
+	size := int64(len(data))
+	s.mu.Lock()
+	if err := s.checkNewLocked(id, size); err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: put %s", err, id)
+	}
+	if _, fits := s.alloc.roundedSize(size); fits {
+		off, err := s.allocateLocked(size)
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("%w: put %s (%d bytes)", err, id, size)
+		}
+		e := &entry{size: size, off: off, pins: 1}
+		s.objects[id] = e
+		s.mu.Unlock()
+
+		copy(s.mem[off:off+size], data)
+
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			return fmt.Errorf("%w: put %s", ErrStoreClosed, id)
+		}
+		// A Delete while copying leaves the entry marked; unpinning it
+		// then frees it, as if the Delete came after the Put.
+		e.sealed = true
+		s.unpinLocked(id, e)
+		return nil
+	}
+
+	// Larger than the arena: straight to a spill file, written without the
+	// lock. The entry reserves the ID meanwhile.
+	if s.dir == "" {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: put %s (%d bytes, arena %d) with no spill directory", ErrObjectTooLarge, id, size, s.alloc.Capacity())
+	}
+	if err := s.ensureDirLocked(); err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("objects: put %s: %w", id, err)
+	}
+	e := &entry{size: size, off: -1, pins: 1, direct: true}
+	s.objects[id] = e
+	s.mu.Unlock()
+
+	err := writeSpillFile(s.dir, id, data)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		if err == nil {
+			os.Remove(s.spillPath(id))
+		}
+		return fmt.Errorf("%w: put %s", ErrStoreClosed, id)
+	}
+	if err != nil {
+		delete(s.objects, id)
+		return fmt.Errorf("objects: put %s: %w", id, err)
+	}
+	e.direct = false
+	e.sealed = true
+	e.spilled = true
+	s.unpinLocked(id, e)
+	return nil
+}
+
+// Pin keeps the object id where it is until the matching Unpin and returns
+// its Location. Pins are counted. A spilled object that nobody has pinned is
+// restored into the arena (spilling others) when it fits; otherwise (larger
+// than the arena, already pinned in its file, or the arena is all pinned)
+// the Location names its spill file. The object becomes the most recently
+// used when its last pin is dropped.
+func (s *Store) Pin(id ID) (Location, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Location{}, fmt.Errorf("%w: pin %s", ErrStoreClosed, id)
+	}
+	e, ok := s.objects[id]
+	if !ok || e.deleted {
+		return Location{}, fmt.Errorf("%w: pin %s", ErrObjectNotFound, id)
+	}
+	if !e.sealed {
+		return Location{}, fmt.Errorf("%w: pin %s", ErrNotSealed, id)
+	}
+	if e.off < 0 && e.pins == 0 {
+		if _, fits := s.alloc.roundedSize(e.size); fits {
+			err := s.restoreLocked(id, e)
+			if err != nil && !errors.Is(err, ErrStoreFull) {
+				return Location{}, fmt.Errorf("objects: pin %s: %w", id, err)
+			}
+		}
+	}
+	if e.lru != nil {
+		s.lru.Remove(e.lru)
+		e.lru = nil
+		s.lruBytes -= s.allocSize(e)
+	}
+	e.pins++
+	if e.off >= 0 {
+		return Location{Offset: e.off, Size: e.size}, nil
+	}
+	return Location{Offset: -1, Size: e.size, Path: s.spillPath(id)}, nil
+}
+
+// Unpin drops one pin taken by Pin. At the last one, the object becomes the
+// most recently used, or is removed if it was deleted meanwhile. Unpinning
+// an object that is not pinned does nothing.
+func (s *Store) Unpin(id ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.objects[id]
+	if !ok || !e.sealed || e.pins == 0 {
+		return
+	}
+	s.unpinLocked(id, e)
+}
+
+// Read returns a copy of the object's bytes. Like Pin, it restores a
+// spilled object into the arena when it can, and otherwise reads its spill
+// file.
+func (s *Store) Read(id ID) ([]byte, error) {
+	loc, err := s.Pin(id)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Unpin(id)
+	if loc.Path == "" {
+		b := make([]byte, loc.Size)
+		copy(b, s.mem[loc.Offset:loc.Offset+loc.Size])
+		return b, nil
+	}
+	b, err := readSpillFile(loc.Path, loc.Size)
+	if err != nil {
+		return nil, fmt.Errorf("objects: read %s: %w", id, err)
+	}
+	return b, nil
+}
+
+// Delete removes the object id and its spill file. If it is pinned (or
+// still being written), its space is freed at the last Unpin (or at Seal or
+// Abort); until then it cannot be pinned or read, and the ID cannot be
+// reused. Deleting an ID the store does not hold does nothing.
+func (s *Store) Delete(id ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.objects[id]
+	if !ok || e.deleted {
+		return
+	}
+	e.deleted = true
+	if e.pins == 0 {
+		s.removeLocked(id, e)
+	}
+}
+
+// Contains reports whether the store holds the sealed object id, in the
+// arena or spilled.
+func (s *Store) Contains(id ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.objects[id]
+	return ok && e.sealed && !e.deleted
+}
+
+// Stats returns a snapshot of the store's counters.
+func (s *Store) Stats() StoreStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := StoreStats{
+		Capacity:     s.alloc.Capacity(),
+		Used:         s.alloc.Used(),
+		SpillCount:   s.spills,
+		RestoreCount: s.restores,
+	}
+	for _, e := range s.objects {
+		if !e.sealed || e.deleted {
+			continue
+		}
+		st.Objects++
+		if e.spilled {
+			st.SpilledObjects++
+			st.SpilledBytes += e.size
+		}
+	}
+	return st
+}
+
+// Close removes the spill files (and the spill directory, if the store made
+// it and it is empty) and forgets every object. The arena is left as it is;
+// it belongs to the caller. Later calls fail with ErrStoreClosed or do
+// nothing.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	for id, e := range s.objects {
+		if e.spilled {
+			if err := os.Remove(s.spillPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if s.dirMade {
+		os.Remove(s.dir) // fails, harmlessly, while a Put is still writing there
+	}
+	s.objects = make(map[ID]*entry)
+	s.lru.Init()
+	s.lruBytes = 0
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("objects: close store: %w", err)
+	}
+	return nil
+}
+
+// allocateLocked finds size bytes in the arena, spilling sealed unpinned
+// objects, least recently used first, until they fit.
+func (s *Store) allocateLocked(size int64) (int64, error) {
+	need, fits := s.alloc.roundedSize(size)
+	if !fits {
+		return 0, fmt.Errorf("%w (arena %d bytes)", ErrObjectTooLarge, s.alloc.Capacity())
+	}
+	evictable := s.lruBytes
+	if s.dir == "" {
+		evictable = 0
+	}
+	if s.alloc.Capacity()-s.alloc.Used()+evictable < need {
+		// Even spilling everything would not make room: spill nothing.
+		return 0, ErrStoreFull
+	}
+	for {
+		if off, ok := s.alloc.Alloc(size); ok {
+			return off, nil
+		}
+		back := s.lru.Back()
+		if back == nil || s.dir == "" {
+			return 0, ErrStoreFull
+		}
+		id := back.Value.(ID)
+		if err := s.spillLocked(id, s.objects[id]); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// spillLocked moves a sealed, unpinned object from the arena to its spill
+// file and frees its range.
+func (s *Store) spillLocked(id ID, e *entry) error {
+	if err := s.ensureDirLocked(); err != nil {
+		return fmt.Errorf("spill %s: %w", id, err)
+	}
+	if err := writeSpillFile(s.dir, id, s.mem[e.off:e.off+e.size]); err != nil {
+		return fmt.Errorf("spill %s: %w", id, err)
+	}
+	s.lru.Remove(e.lru)
+	e.lru = nil
+	s.lruBytes -= s.allocSize(e)
+	s.freeRangeLocked(e)
+	e.spilled = true
+	s.spills++
+	return nil
+}
+
+// restoreLocked moves a spilled, unpinned object back into the arena and
+// removes its spill file. The object is not put on the LRU list: the caller
+// pins it.
+func (s *Store) restoreLocked(id ID, e *entry) error {
+	off, err := s.allocateLocked(e.size)
+	if err != nil {
+		return err
+	}
+	path := s.spillPath(id)
+	if err := readSpillFileInto(path, s.mem[off:off+e.size]); err != nil {
+		s.alloc.Free(off)
+		return fmt.Errorf("restore: %w", err)
+	}
+	os.Remove(path) // a leftover file is overwritten by the next spill
+	e.off = off
+	e.spilled = false
+	s.restores++
+	return nil
+}
+
+// unpinLocked drops one pin of e. At the last, it removes a deleted object
+// or makes an object in the arena the most recently used.
+func (s *Store) unpinLocked(id ID, e *entry) {
+	e.pins--
+	if e.pins > 0 {
+		return
+	}
+	switch {
+	case e.deleted:
+		s.removeLocked(id, e)
+	case e.off >= 0:
+		e.lru = s.lru.PushFront(id)
+		s.lruBytes += s.allocSize(e)
+	}
+}
+
+// removeLocked forgets e, freeing its range and removing its spill file.
+func (s *Store) removeLocked(id ID, e *entry) {
+	if e.lru != nil {
+		s.lru.Remove(e.lru)
+		e.lru = nil
+		s.lruBytes -= s.allocSize(e)
+	}
+	if e.off >= 0 {
+		s.freeRangeLocked(e)
+	}
+	if e.spilled {
+		os.Remove(s.spillPath(id))
+		e.spilled = false
+	}
+	delete(s.objects, id)
+}
+
+// freeRangeLocked gives e's arena range back, telling the releaser first.
+func (s *Store) freeRangeLocked(e *entry) {
+	if s.releaser != nil {
+		s.releaser(e.off, s.allocSize(e))
+	}
+	s.alloc.Free(e.off)
+	e.off = -1
+}
+
+// allocSize returns the bytes of the arena that e holds.
+func (s *Store) allocSize(e *entry) int64 {
+	n, _ := s.alloc.SizeOf(e.off)
+	return n
+}
+
+func (s *Store) spillPath(id ID) string {
+	return filepath.Join(s.dir, id.String())
+}
+
+// ensureDirLocked creates the spill directory the first time it is needed.
+func (s *Store) ensureDirLocked() error {
+	if s.dirChecked {
+		return nil
+	}
+	if _, err := os.Stat(s.dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(s.dir, 0o700); err != nil {
+			return err
+		}
+		s.dirMade = true
+	} else if err != nil {
+		return err
+	}
+	s.dirChecked = true
+	return nil
+}
+
+// writeSpillFile writes data to the spill file of id in dir, under a
+// temporary name renamed into place, so that the file is whole or absent.
+func writeSpillFile(dir string, id ID, data []byte) (err error) {
+	f, err := os.CreateTemp(dir, id.String()+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), filepath.Join(dir, id.String()))
+}
+
+// readSpillFile returns the contents of a spill file that must hold size bytes.
+func readSpillFile(path string, size int64) ([]byte, error) {
+	b := make([]byte, size)
+	if err := readSpillFileInto(path, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// readSpillFileInto fills dst from the spill file at path, which must hold
+// exactly len(dst) bytes.
+func readSpillFileInto(path string, dst []byte) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := io.ReadFull(f, dst); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	var one [1]byte
+	if n, _ := f.Read(one[:]); n != 0 {
+		return fmt.Errorf("%s: longer than %d bytes", path, len(dst))
+	}
+	return nil
+}

@@ -1,0 +1,306 @@
+// Package sandbox is the only importer of wazero. It validates and compiles
+// guest modules (with a compile cache on disk keyed by the module's digest),
+// creates instances with no filesystem, network or environment, implements
+// the host side of the guest ABI (docs/ABI.md), and runs the worker process
+// that hosts guests for one job.
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+)
+
+// WasmPageSize is the size of one page of guest memory.
+const WasmPageSize = 64 << 10
+
+// DefaultMemoryLimit is the default cap of one guest's linear memory.
+const DefaultMemoryLimit = 2 << 30
+
+// Errors of the sandbox.
+var (
+	ErrABIVersion = errors.New("sandbox: unsupported ABI version")
+	ErrClosed     = errors.New("sandbox: instance closed")
+)
+
+// EngineConfig configures an Engine.
+type EngineConfig struct {
+	// CacheDir holds compiled modules across processes; empty disables it.
+	CacheDir string
+	// MemoryLimit caps each guest's linear memory in bytes (0: DefaultMemoryLimit).
+	MemoryLimit int64
+}
+
+// Engine is a wazero runtime with the fabric host module.
+type Engine struct {
+	rt       wazero.Runtime
+	cache    wazero.CompilationCache
+	memLimit int64
+	pages    uint32
+}
+
+// NewEngine creates a runtime. Guests run without WithCloseOnContextDone
+// (it slows loops 4-11x); deadlines are enforced by killing the worker.
+func NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, error) {
+	limit := cfg.MemoryLimit
+	if limit <= 0 {
+		limit = DefaultMemoryLimit
+	}
+	pages := uint64(limit) / WasmPageSize
+	if pages == 0 {
+		pages = 1
+	}
+	if pages > 65536 {
+		pages = 65536
+	}
+	rc := wazero.NewRuntimeConfig().WithMemoryLimitPages(uint32(pages)).WithCloseOnContextDone(false)
+	e := &Engine{memLimit: int64(pages) * WasmPageSize, pages: uint32(pages)}
+	if cfg.CacheDir != "" {
+		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: compile cache %s: %w", cfg.CacheDir, err)
+		}
+		e.cache = c
+		rc = rc.WithCompilationCache(c)
+	}
+	e.rt = wazero.NewRuntimeWithConfig(ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, e.rt); err != nil {
+		return nil, fmt.Errorf("sandbox: wasi: %w", err)
+	}
+	if err := instantiateHostModule(ctx, e.rt); err != nil {
+		return nil, fmt.Errorf("sandbox: host module: %w", err)
+	}
+	return e, nil
+}
+
+// MemoryLimit returns the cap of each guest's memory in bytes.
+func (e *Engine) MemoryLimit() int64 { return e.memLimit }
+
+// Close releases the runtime.
+func (e *Engine) Close(ctx context.Context) error {
+	err := e.rt.Close(ctx)
+	if e.cache != nil {
+		_ = e.cache.Close(ctx)
+	}
+	return err
+}
+
+// Digest returns the hex sha256 of a module: its content address.
+func Digest(wasm []byte) string {
+	d := sha256.Sum256(wasm)
+	return hex.EncodeToString(d[:])
+}
+
+// Module is a validated, compiled guest module.
+type Module struct {
+	e      *Engine
+	cm     wazero.CompiledModule
+	info   *ModuleInfo
+	digest string
+	hasIni bool
+}
+
+// Compile validates a module against the ABI and compiles it (or loads it
+// from the compile cache).
+func (e *Engine) Compile(ctx context.Context, wasm []byte) (*Module, error) {
+	info, err := Validate(wasm, Limits{MaxMemoryPages: e.pages})
+	if err != nil {
+		return nil, err
+	}
+	digest := Digest(wasm)
+	cm, err := e.rt.CompileModule(ctx, capTables(wasm))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidModule, err)
+	}
+	m := &Module{e: e, cm: cm, info: info, digest: digest}
+	for _, x := range info.Exports {
+		if x.Name == "_initialize" && x.Kind == ExternFunc {
+			m.hasIni = true
+		}
+	}
+	return m, nil
+}
+
+// Digest returns the module's sha256 in hex.
+func (m *Module) Digest() string { return m.digest }
+
+// Instance is one guest instance. It runs one call at a time and must be
+// discarded (Close) after any trap or exit.
+type Instance struct {
+	mod    api.Module
+	alloc  api.Function
+	free   api.Function
+	call   api.Function
+	out    *outputSink
+	mu     sync.Mutex
+	broken bool
+}
+
+// Instantiate creates an instance: no files, no network, no environment,
+// real clocks, crypto-random WASI randomness. It runs _initialize and checks
+// fabric_abi_version.
+func (m *Module) Instantiate(ctx context.Context) (*Instance, error) {
+	out := &outputSink{}
+	cfg := wazero.NewModuleConfig().
+		WithName("").
+		WithStdout(out.stream(1)).
+		WithStderr(out.stream(2)).
+		WithSysNanotime().WithSysWalltime().WithSysNanosleep().
+		WithRandSource(rand.Reader).
+		WithStartFunctions()
+	mod, err := m.e.rt.InstantiateModule(ctx, m.cm, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: instantiate: %w", err)
+	}
+	inst := &Instance{mod: mod, out: out,
+		alloc: mod.ExportedFunction("fabric_alloc"),
+		free:  mod.ExportedFunction("fabric_free"),
+		call:  mod.ExportedFunction("fabric_call"),
+	}
+	fail := func(err error) (*Instance, error) {
+		_ = mod.Close(ctx)
+		return nil, err
+	}
+	if m.hasIni {
+		if _, err := mod.ExportedFunction("_initialize").Call(ctx); err != nil {
+			return fail(fmt.Errorf("sandbox: _initialize failed: %w%s", err, tailNote(out.stderrTail())))
+		}
+	}
+	res, err := mod.ExportedFunction("fabric_abi_version").Call(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("sandbox: fabric_abi_version failed: %w", err))
+	}
+	if v := int32(res[0]); v != 1 {
+		return fail(fmt.Errorf("%w: module speaks ABI version %d, this host speaks 1", ErrABIVersion, v))
+	}
+	return inst, nil
+}
+
+func tailNote(tail string) string {
+	if tail == "" {
+		return ""
+	}
+	return "\nguest stderr (last lines):\n" + tail
+}
+
+// Close discards the instance.
+func (i *Instance) Close(ctx context.Context) error { return i.mod.Close(ctx) }
+
+// Broken reports whether the instance trapped and must be discarded.
+func (i *Instance) Broken() bool { return i.broken }
+
+// MemorySize returns the guest's current memory size in bytes.
+func (i *Instance) MemorySize() uint32 { return i.mod.Memory().Size() }
+
+// CallResult is the outcome of a Call.
+type CallResult struct {
+	OK      bool
+	Value   []byte   // the CBOR value from return_value
+	Refs    [][]byte // IDs declared with return_refs
+	Error   string   // error text: the guest's message and stack, or the trap
+	Kind    string   // "app", "trap" or "exit" when !OK
+	Dropped int64    // output bytes dropped by the cap
+}
+
+// ArgSource writes the arguments of a call into guest memory at dst.
+type ArgSource struct {
+	Len   int64
+	Write func(dst []byte) error
+}
+
+// Call runs fabric_call(name, args) with host as the target of host calls.
+// The error return is for failures of the host side (the instance is then
+// broken too); guest failures are reported in the result.
+func (i *Instance) Call(ctx context.Context, host Host, name string, args ArgSource, emit OutputFunc, outCap int64) (CallResult, error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.broken {
+		return CallResult{}, ErrClosed
+	}
+	if outCap <= 0 {
+		outCap = DefaultOutputCap
+	}
+	i.out.reset(emit, outCap)
+	total := int64(len(name)) + args.Len
+	if total > int64(^uint32(0)>>1) {
+		return CallResult{OK: false, Kind: "app", Error: fmt.Sprintf("arguments of %d bytes do not fit in a 32-bit guest", args.Len)}, nil
+	}
+	res, err := i.alloc.Call(ctx, uint64(uint32(total)))
+	if err != nil {
+		return i.trapped(err), nil
+	}
+	ptr := uint32(res[0])
+	mem := i.mod.Memory()
+	buf, ok := mem.Read(ptr, uint32(total))
+	if !ok || (ptr == 0 && total > 0) {
+		i.broken = true
+		return CallResult{Kind: "trap", Error: fmt.Sprintf("fabric_alloc(%d) returned an invalid pointer %d", total, ptr)}, nil
+	}
+	copy(buf, name)
+	if args.Write != nil {
+		if err := args.Write(buf[len(name):]); err != nil {
+			return CallResult{}, err
+		}
+	}
+	cs := &callState{host: host, mod: i.mod}
+	cctx := context.WithValue(ctx, callKey{}, cs)
+	res, err = i.call.Call(cctx, uint64(ptr), uint64(len(name)), uint64(ptr)+uint64(len(name)), uint64(args.Len))
+	cs.unstage()
+	if err != nil {
+		return i.trapped(err), nil
+	}
+	if _, err := i.free.Call(ctx, uint64(ptr)); err != nil {
+		return i.trapped(err), nil
+	}
+	r := CallResult{Dropped: i.out.droppedBytes()}
+	switch {
+	case cs.hostErr != "":
+		r.Kind, r.Error = "app", cs.hostErr
+	case uint32(res[0]) == 0 && cs.valueSet:
+		r.OK, r.Value, r.Refs = true, cs.value, cs.refs
+	case uint32(res[0]) == 0:
+		r.Kind, r.Error = "app", "fabric_call returned 0 without calling return_value"
+	default:
+		r.Kind = "app"
+		r.Error = cs.errText
+		if !cs.errSet {
+			r.Error = fmt.Sprintf("fabric_call returned %d without calling return_error", int32(res[0]))
+		}
+	}
+	return r, nil
+}
+
+// trapped turns a failed guest call into a result and marks the instance broken.
+func (i *Instance) trapped(err error) CallResult {
+	i.broken = true
+	r := CallResult{Kind: "trap", Dropped: i.out.droppedBytes()}
+	var exit *sys.ExitError
+	tail := i.out.stderrTail()
+	if errors.As(err, &exit) {
+		r.Kind = "exit"
+		r.Error = fmt.Sprintf("guest exited with code %d", exit.ExitCode())
+	} else {
+		r.Error = "guest trapped: " + err.Error()
+	}
+	if tail != "" {
+		r.Error += "\n" + tail
+	}
+	if containsOOM(tail) || containsOOM(err.Error()) {
+		r.Error = fmt.Sprintf("guest ran out of memory (limit %d MiB per guest; raise it with --memory)\n%s", i.mod.Memory().Size()>>20, r.Error)
+	}
+	return r
+}
+
+func containsOOM(s string) bool {
+	return strings.Contains(s, "out of memory") || strings.Contains(s, "memory.grow")
+}

@@ -1,0 +1,380 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+)
+
+// Host is what guests reach through the fabric import module. The worker
+// implements it by talking to its agent. Byte slices passed in are views
+// of guest memory, valid only during the call: copy what you keep.
+type Host interface {
+	Submit(spec []byte, actor bool) (ids [][]byte, err error)
+	Put(data []byte, refs [][]byte) (id []byte, err error)
+	// Get blocks until every object is ready or the timeout passes
+	// (timeoutMs < 0: no timeout). release, when non-nil, is called once
+	// the guest no longer needs the staged bytes.
+	Get(ids [][]byte, timeoutMs int64) (items []Staged, release func(), timedOut bool, err error)
+	Wait(ids [][]byte, numReady int, timeoutMs int64) (ready []bool, err error)
+	Cancel(id []byte, force, recursive bool) error
+	Release(ids [][]byte)
+	ActorLookup(name string) ([]byte, error)
+	ActorKill(id []byte, noRestart bool) error
+	Log(level int32, msg []byte)
+}
+
+// Staged is one result waiting for the guest to read it.
+type Staged struct {
+	Kind int32 // abi.StagedValue, abi.StagedError or abi.StagedText
+	Data []byte
+}
+
+// maxIDsPerCall bounds the IDs one host call takes.
+const maxIDsPerCall = 1 << 20
+
+type callKey struct{}
+
+// callState is the host side of one fabric_call.
+type callState struct {
+	host     Host
+	mod      api.Module
+	staged   []Staged
+	release  func()
+	value    []byte
+	valueSet bool
+	refs     [][]byte
+	errText  string
+	errSet   bool
+	hostErr  string // set when the guest misused a no-return import
+}
+
+func (cs *callState) unstage() {
+	if cs.release != nil {
+		cs.release()
+		cs.release = nil
+	}
+	cs.staged = cs.staged[:0]
+}
+
+func (cs *callState) stage(items []Staged, release func()) {
+	cs.unstage()
+	cs.staged = append(cs.staged, items...)
+	cs.release = release
+}
+
+// fail stages an error message for the guest and returns abi.HostError.
+func (cs *callState) fail(format string, a ...any) uint64 {
+	cs.stage([]Staged{{Kind: abi.StagedText, Data: fmt.Appendf(nil, format, a...)}}, nil)
+	return uint64(uint32(abi.HostError & 0xffffffff))
+}
+
+func stateOf(ctx context.Context) *callState {
+	cs, _ := ctx.Value(callKey{}).(*callState)
+	return cs
+}
+
+func (cs *callState) read(ptr, n uint32) ([]byte, bool) {
+	return cs.mod.Memory().Read(ptr, n)
+}
+
+// readIDs reads count IDs of abi.IDSize bytes.
+func (cs *callState) readIDs(ptr, count uint32) ([][]byte, bool) {
+	if count > maxIDsPerCall {
+		return nil, false
+	}
+	b, ok := cs.read(ptr, count*abi.IDSize)
+	if !ok {
+		return nil, false
+	}
+	ids := make([][]byte, count)
+	for i := range ids {
+		ids[i] = append([]byte(nil), b[i*abi.IDSize:(i+1)*abi.IDSize]...)
+	}
+	return ids, true
+}
+
+func (cs *callState) writeIDs(ptr uint32, ids [][]byte) bool {
+	buf := make([]byte, 0, len(ids)*abi.IDSize)
+	for _, id := range ids {
+		buf = append(buf, id...)
+	}
+	return cs.mod.Memory().Write(ptr, buf)
+}
+
+var (
+	i32 = api.ValueTypeI32
+	i64 = api.ValueTypeI64
+)
+
+type hostFunc struct {
+	name    string
+	params  []api.ValueType
+	results []api.ValueType
+	fn      func(cs *callState, st []uint64)
+}
+
+func u32(v uint64) uint32 { return uint32(v) }
+
+const hostErr = uint64(uint32(0xffffffff)) // abi.HostError as i32
+
+// hostFuncs is the fabric import module. Every pointer and length is
+// checked; a bad one fails that call, never the host.
+var hostFuncs = []hostFunc{
+	{"return_value", []api.ValueType{i32, i32}, nil, func(cs *callState, st []uint64) {
+		b, ok := cs.read(u32(st[0]), u32(st[1]))
+		if !ok {
+			cs.hostErr = fmt.Sprintf("return_value: pointer %d length %d is outside guest memory", u32(st[0]), u32(st[1]))
+			return
+		}
+		cs.value, cs.valueSet = append([]byte(nil), b...), true
+	}},
+	{"return_error", []api.ValueType{i32, i32}, nil, func(cs *callState, st []uint64) {
+		b, ok := cs.read(u32(st[0]), u32(st[1]))
+		if !ok {
+			cs.hostErr = fmt.Sprintf("return_error: pointer %d length %d is outside guest memory", u32(st[0]), u32(st[1]))
+			return
+		}
+		cs.errText, cs.errSet = string(b), true
+	}},
+	{"return_refs", []api.ValueType{i32, i32}, nil, func(cs *callState, st []uint64) {
+		ids, ok := cs.readIDs(u32(st[0]), u32(st[1]))
+		if !ok {
+			cs.hostErr = "return_refs: IDs outside guest memory"
+			return
+		}
+		cs.refs = ids
+	}},
+	{"log", []api.ValueType{i32, i32, i32}, nil, func(cs *callState, st []uint64) {
+		b, ok := cs.read(u32(st[1]), u32(st[2]))
+		if !ok {
+			return
+		}
+		cs.host.Log(int32(u32(st[0])), b)
+	}},
+	{"submit", []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		spec, ok := cs.read(u32(st[0]), u32(st[1]))
+		if !ok {
+			st[0] = cs.fail("submit: spec outside guest memory")
+			return
+		}
+		ids, err := cs.host.Submit(spec, false)
+		if err != nil {
+			st[0] = cs.fail("%v", err)
+			return
+		}
+		if uint32(len(ids)) > u32(st[3]) {
+			st[0] = cs.fail("submit: %d return IDs but room for %d", len(ids), u32(st[3]))
+			return
+		}
+		if !cs.writeIDs(u32(st[2]), ids) {
+			st[0] = cs.fail("submit: ID buffer outside guest memory")
+			return
+		}
+		st[0] = uint64(len(ids))
+	}},
+	{"actor_create", []api.ValueType{i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		spec, ok := cs.read(u32(st[0]), u32(st[1]))
+		if !ok {
+			st[0] = cs.fail("actor_create: spec outside guest memory")
+			return
+		}
+		ids, err := cs.host.Submit(spec, true)
+		if err != nil {
+			st[0] = cs.fail("%v", err)
+			return
+		}
+		if len(ids) != 1 || !cs.writeIDs(u32(st[2]), ids[:1]) {
+			st[0] = cs.fail("actor_create: ID buffer outside guest memory")
+			return
+		}
+		st[0] = 0
+	}},
+	{"put", []api.ValueType{i32, i32, i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		data, ok := cs.read(u32(st[0]), u32(st[1]))
+		if !ok {
+			st[0] = cs.fail("put: value outside guest memory")
+			return
+		}
+		refs, ok := cs.readIDs(u32(st[2]), u32(st[3]))
+		if !ok {
+			st[0] = cs.fail("put: nested refs outside guest memory")
+			return
+		}
+		if _, ok := cs.read(u32(st[4]), abi.IDSize); !ok {
+			st[0] = cs.fail("put: ID buffer outside guest memory")
+			return
+		}
+		id, err := cs.host.Put(data, refs)
+		if err != nil {
+			st[0] = cs.fail("%v", err)
+			return
+		}
+		cs.mod.Memory().Write(u32(st[4]), id)
+		st[0] = 0
+	}},
+	{"get", []api.ValueType{i32, i32, i64}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		ids, ok := cs.readIDs(u32(st[0]), u32(st[1]))
+		if !ok {
+			st[0] = cs.fail("get: IDs outside guest memory")
+			return
+		}
+		cs.unstage()
+		items, release, timedOut, err := cs.host.Get(ids, int64(st[2]))
+		if err != nil {
+			st[0] = cs.fail("%v", err)
+			return
+		}
+		if timedOut {
+			cs.stage(nil, release)
+			st[0] = abi.TimedOut
+			return
+		}
+		cs.stage(items, release)
+		st[0] = 0
+	}},
+	{"wait", []api.ValueType{i32, i32, i32, i64, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		ids, ok := cs.readIDs(u32(st[0]), u32(st[1]))
+		if !ok {
+			st[0] = cs.fail("wait: IDs outside guest memory")
+			return
+		}
+		if _, ok := cs.read(u32(st[4]), u32(st[1])); !ok {
+			st[0] = cs.fail("wait: result buffer outside guest memory")
+			return
+		}
+		n := int(int32(u32(st[2])))
+		if n < 0 || n > len(ids) {
+			st[0] = cs.fail("wait: num_ready %d is not between 0 and %d", n, len(ids))
+			return
+		}
+		ready, err := cs.host.Wait(ids, n, int64(st[3]))
+		if err != nil {
+			st[0] = cs.fail("%v", err)
+			return
+		}
+		out := make([]byte, len(ids))
+		cnt := 0
+		for i, r := range ready {
+			if r {
+				out[i] = 1
+				cnt++
+			}
+		}
+		cs.mod.Memory().Write(u32(st[4]), out)
+		st[0] = uint64(cnt)
+	}},
+	{"cancel", []api.ValueType{i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		id, ok := cs.read(u32(st[0]), abi.IDSize)
+		if !ok {
+			st[0] = cs.fail("cancel: ID outside guest memory")
+			return
+		}
+		if err := cs.host.Cancel(append([]byte(nil), id...), u32(st[1]) != 0, u32(st[2]) != 0); err != nil {
+			st[0] = cs.fail("%v", err)
+			return
+		}
+		st[0] = 0
+	}},
+	{"release", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		ids, ok := cs.readIDs(u32(st[0]), u32(st[1]))
+		if !ok {
+			st[0] = cs.fail("release: IDs outside guest memory")
+			return
+		}
+		cs.host.Release(ids)
+		st[0] = 0
+	}},
+	{"actor_lookup", []api.ValueType{i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		name, ok := cs.read(u32(st[0]), u32(st[1]))
+		if !ok || len(name) > 1024 {
+			st[0] = cs.fail("actor_lookup: name outside guest memory or longer than 1024 bytes")
+			return
+		}
+		if _, ok := cs.read(u32(st[2]), abi.IDSize); !ok {
+			st[0] = cs.fail("actor_lookup: ID buffer outside guest memory")
+			return
+		}
+		id, err := cs.host.ActorLookup(string(name))
+		if err != nil {
+			st[0] = cs.fail("%v", err)
+			return
+		}
+		cs.mod.Memory().Write(u32(st[2]), id)
+		st[0] = 0
+	}},
+	{"actor_kill", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		id, ok := cs.read(u32(st[0]), abi.IDSize)
+		if !ok {
+			st[0] = cs.fail("actor_kill: ID outside guest memory")
+			return
+		}
+		if err := cs.host.ActorKill(append([]byte(nil), id...), u32(st[1]) != 0); err != nil {
+			st[0] = cs.fail("%v", err)
+			return
+		}
+		st[0] = 0
+	}},
+	{"staged_count", nil, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		st[0] = uint64(len(cs.staged))
+	}},
+	{"staged_len", []api.ValueType{i32}, []api.ValueType{i64}, func(cs *callState, st []uint64) {
+		i := u32(st[0])
+		if int(i) >= len(cs.staged) {
+			st[0] = uint64(0xffffffffffffffff)
+			return
+		}
+		st[0] = uint64(len(cs.staged[i].Data))
+	}},
+	{"staged_kind", []api.ValueType{i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		i := u32(st[0])
+		if int(i) >= len(cs.staged) {
+			st[0] = hostErr
+			return
+		}
+		st[0] = uint64(uint32(cs.staged[i].Kind))
+	}},
+	{"staged_read", []api.ValueType{i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		i := u32(st[0])
+		if int(i) >= len(cs.staged) {
+			st[0] = hostErr
+			return
+		}
+		d := cs.staged[i].Data
+		if uint64(u32(st[2])) < uint64(len(d)) {
+			st[0] = hostErr
+			return
+		}
+		if !cs.mod.Memory().Write(u32(st[1]), d) {
+			st[0] = hostErr
+			return
+		}
+		st[0] = 0
+	}},
+}
+
+func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
+	b := rt.NewHostModuleBuilder("fabric")
+	for _, hf := range hostFuncs {
+		f := hf.fn
+		name := hf.name
+		nres := len(hf.results)
+		b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, _ api.Module, st []uint64) {
+			cs := stateOf(ctx)
+			if cs == nil {
+				// Called outside fabric_call (e.g. from _initialize): no host to serve it.
+				if nres > 0 {
+					st[0] = hostErr
+				}
+				return
+			}
+			f(cs, st)
+		}), hf.params, hf.results).WithName(name).Export(name)
+	}
+	_, err := b.Instantiate(ctx)
+	return err
+}

@@ -1,0 +1,400 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/wire"
+	"github.com/wasmfabric/fabric/objects"
+)
+
+// InlineMax is the largest value sent inside a message; larger ones go
+// through the shared-memory arena.
+const InlineMax = 100 << 10
+
+// ErrAgentGone is returned by host calls once the agent connection is lost.
+var ErrAgentGone = errors.New("sandbox: agent connection lost")
+
+// WorkerConfig configures a worker process.
+type WorkerConfig struct {
+	Socket      string // the agent's Unix socket
+	Module      string // path of the .wasm file
+	CacheDir    string // compile cache
+	MemoryLimit int64  // per-guest linear memory cap in bytes
+	OutputCap   int64  // output bytes kept per call
+	ArenaFD     int    // inherited file descriptor of the arena (0: none)
+	ArenaSize   int64
+	// ProcessLimit caps the worker's data segment (RLIMIT_DATA) so that
+	// guests that escape the linear-memory cap (tables, deep recursion)
+	// kill only this worker. 0: no cap.
+	ProcessLimit int64
+}
+
+// RunWorker is the body of `fabric worker`: it loads the module, tells the
+// agent it is ready and runs calls until the agent closes the connection.
+func RunWorker(ctx context.Context, cfg WorkerConfig) error {
+	if cfg.ProcessLimit > 0 {
+		lim := uint64(cfg.ProcessLimit)
+		if err := unix.Setrlimit(unix.RLIMIT_DATA, &unix.Rlimit{Cur: lim, Max: lim}); err != nil {
+			return fmt.Errorf("sandbox: set memory cap: %w", err)
+		}
+	}
+	c, err := net.Dial("unix", cfg.Socket)
+	if err != nil {
+		return fmt.Errorf("sandbox: connect to agent: %w", err)
+	}
+	w := &worker{conn: wire.NewConn(c), cfg: cfg, pending: map[uint64]chan wire.Reply{}, execs: make(chan wire.Exec, 16)}
+	defer w.conn.Close()
+	if cfg.ArenaFD > 0 {
+		m, err := objects.OpenSharedMemory(os.NewFile(uintptr(cfg.ArenaFD), "arena"), cfg.ArenaSize)
+		if err != nil {
+			return w.fatal(err)
+		}
+		w.arena = m.Bytes()
+	}
+	if err := w.load(ctx); err != nil {
+		return w.fatal(err)
+	}
+	if err := w.conn.Send(wire.TypeReady, wire.Ready{Pid: os.Getpid()}); err != nil {
+		return err
+	}
+	go w.readLoop()
+	for ex := range w.execs {
+		w.exec(ctx, ex)
+	}
+	return nil
+}
+
+type worker struct {
+	conn   *wire.Conn
+	cfg    WorkerConfig
+	arena  []byte
+	engine *Engine
+	module *Module
+	inst   *Instance
+
+	mu      sync.Mutex
+	seq     uint64
+	pending map[uint64]chan wire.Reply
+	closed  bool
+	execs   chan wire.Exec
+}
+
+func (w *worker) fatal(err error) error {
+	_ = w.conn.Send(wire.TypeReady, wire.Ready{Pid: os.Getpid(), Error: err.Error()})
+	return err
+}
+
+func (w *worker) load(ctx context.Context) error {
+	wasm, err := os.ReadFile(w.cfg.Module)
+	if err != nil {
+		return err
+	}
+	w.engine, err = NewEngine(ctx, EngineConfig{CacheDir: w.cfg.CacheDir, MemoryLimit: w.cfg.MemoryLimit})
+	if err != nil {
+		return err
+	}
+	w.module, err = w.engine.Compile(ctx, wasm)
+	if err != nil {
+		return err
+	}
+	w.inst, err = w.module.Instantiate(ctx)
+	return err
+}
+
+func (w *worker) readLoop() {
+	defer func() {
+		w.mu.Lock()
+		w.closed = true
+		for s, ch := range w.pending {
+			close(ch)
+			delete(w.pending, s)
+		}
+		w.mu.Unlock()
+		close(w.execs)
+	}()
+	for {
+		t, body, err := w.conn.Recv()
+		if err != nil {
+			return
+		}
+		switch t {
+		case wire.TypeExec:
+			var ex wire.Exec
+			if wire.Unmarshal(body, &ex) != nil {
+				return
+			}
+			w.execs <- ex
+		case wire.TypeReply:
+			var r wire.Reply
+			if wire.Unmarshal(body, &r) != nil {
+				return
+			}
+			w.mu.Lock()
+			ch := w.pending[r.Seq]
+			delete(w.pending, r.Seq)
+			w.mu.Unlock()
+			if ch != nil {
+				ch <- r
+			}
+		default:
+			return
+		}
+	}
+}
+
+// rpc sends a request whose Seq field is set by fill and waits for the reply.
+func (w *worker) rpc(t wire.Type, fill func(seq uint64) any) (wire.Reply, error) {
+	ch := make(chan wire.Reply, 1)
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return wire.Reply{}, ErrAgentGone
+	}
+	w.seq++
+	seq := w.seq
+	w.pending[seq] = ch
+	w.mu.Unlock()
+	if err := w.conn.Send(t, fill(seq)); err != nil {
+		return wire.Reply{}, ErrAgentGone
+	}
+	r, ok := <-ch
+	if !ok {
+		return wire.Reply{}, ErrAgentGone
+	}
+	if r.Error != "" {
+		return r, errors.New(r.Error)
+	}
+	return r, nil
+}
+
+// pieceBytes returns the bytes of a piece: inline, an arena view or a file.
+func (w *worker) pieceBytes(p wire.Piece) ([]byte, error) {
+	switch {
+	case p.Arena:
+		if p.Off < 0 || p.Size < 0 || p.Off+p.Size > int64(len(w.arena)) {
+			return nil, fmt.Errorf("sandbox: arena range %d+%d out of bounds", p.Off, p.Size)
+		}
+		return w.arena[p.Off : p.Off+p.Size], nil
+	case p.Path != "":
+		return os.ReadFile(p.Path)
+	default:
+		return p.Inline, nil
+	}
+}
+
+func (w *worker) exec(ctx context.Context, ex wire.Exec) {
+	done := wire.Done{Task: ex.Task}
+	defer func() { _ = w.conn.Send(wire.TypeDone, done) }()
+	if w.inst == nil || w.inst.Broken() {
+		if w.inst != nil {
+			_ = w.inst.Close(ctx)
+		}
+		inst, err := w.module.Instantiate(ctx)
+		if err != nil {
+			done.Kind, done.Error = "trap", err.Error()
+			return
+		}
+		w.inst = inst
+	}
+	pieces := make([][]byte, len(ex.Args))
+	var total int64
+	for i, p := range ex.Args {
+		b, err := w.pieceBytes(p)
+		if err != nil {
+			done.Kind, done.Error = "trap", err.Error()
+			return
+		}
+		pieces[i] = b
+		total += int64(len(b))
+	}
+	args := ArgSource{Len: total, Write: func(dst []byte) error {
+		off := 0
+		for _, b := range pieces {
+			off += copy(dst[off:], b)
+		}
+		return nil
+	}}
+	h := &workerHost{w: w, task: ex.Task}
+	emit := func(stream uint8, p []byte) {
+		_ = w.conn.Send(wire.TypeOutput, wire.Output{Task: ex.Task, Stream: stream, Data: p})
+	}
+	res, err := w.inst.Call(ctx, h, ex.Name, args, emit, w.cfg.OutputCap)
+	if len(ex.Unpin) > 0 {
+		_ = w.conn.Send(wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+	}
+	if err != nil {
+		done.Kind, done.Error = "trap", err.Error()
+		return
+	}
+	done.OK, done.Error, done.Kind, done.Output = res.OK, res.Error, res.Kind, res.Dropped
+	for _, r := range res.Refs {
+		done.Refs = append(done.Refs, r)
+	}
+	if !res.OK {
+		return
+	}
+	if len(res.Value) <= InlineMax || w.arena == nil {
+		done.Value = wire.Piece{Inline: res.Value}
+		return
+	}
+	id, off, err := h.create(int64(len(res.Value)), true)
+	if err != nil {
+		done.Value = wire.Piece{Inline: res.Value}
+		return
+	}
+	copy(w.arena[off:], res.Value)
+	done.Value = wire.Piece{Arena: true, Off: off, Size: int64(len(res.Value))}
+	done.Created = id
+}
+
+// workerHost serves the host calls of one Exec.
+type workerHost struct {
+	w    *worker
+	task []byte
+}
+
+func (h *workerHost) Submit(spec []byte, actor bool) ([][]byte, error) {
+	r, err := h.w.rpc(wire.TypeSubmit, func(seq uint64) any {
+		return wire.Submit{Seq: seq, Task: h.task, Actor: actor, Spec: spec}
+	})
+	return r.IDs, err
+}
+
+func (h *workerHost) create(size int64, result bool) ([]byte, int64, error) {
+	r, err := h.w.rpc(wire.TypeCreate, func(seq uint64) any {
+		return wire.Create{Seq: seq, Task: h.task, Size: size, Result: result}
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(r.IDs) != 1 || r.Off < 0 || r.Off+size > int64(len(h.w.arena)) {
+		return nil, 0, errors.New("sandbox: bad create reply")
+	}
+	return r.IDs[0], r.Off, nil
+}
+
+func (h *workerHost) Put(data []byte, refs [][]byte) ([]byte, error) {
+	msg := wire.Put{Task: h.task, Refs: refs}
+	if len(data) > InlineMax && h.w.arena != nil {
+		id, off, err := h.create(int64(len(data)), false)
+		if err == nil {
+			copy(h.w.arena[off:], data)
+			msg.Created = id
+		}
+	}
+	if msg.Created == nil {
+		msg.Data = data
+	}
+	r, err := h.w.rpc(wire.TypePut, func(seq uint64) any { msg.Seq = seq; return msg })
+	if err != nil {
+		return nil, err
+	}
+	if len(r.IDs) != 1 || len(r.IDs[0]) != abi.IDSize {
+		return nil, errors.New("sandbox: bad put reply")
+	}
+	return r.IDs[0], nil
+}
+
+func (h *workerHost) Get(ids [][]byte, timeoutMs int64) ([]Staged, func(), bool, error) {
+	r, err := h.w.rpc(wire.TypeGet, func(seq uint64) any {
+		return wire.Get{Seq: seq, Task: h.task, IDs: ids, TimeoutMs: timeoutMs}
+	})
+	if err != nil {
+		return nil, nil, false, err
+	}
+	var pinned [][]byte
+	release := func() {
+		if len(pinned) > 0 {
+			_ = h.w.conn.Send(wire.TypeUnpin, wire.Unpin{IDs: pinned})
+		}
+	}
+	if r.Code == abi.TimedOut {
+		return nil, nil, true, nil
+	}
+	if len(r.Items) != len(ids) {
+		return nil, nil, false, errors.New("sandbox: bad get reply")
+	}
+	items := make([]Staged, len(ids))
+	for i, it := range r.Items {
+		b, err := h.w.pieceBytes(it.Data)
+		if err != nil {
+			release()
+			return nil, nil, false, err
+		}
+		if it.Data.Arena {
+			pinned = append(pinned, ids[i])
+		}
+		items[i] = Staged{Kind: abi.StagedValue, Data: b}
+		if it.IsError {
+			items[i].Kind = abi.StagedError
+		}
+	}
+	return items, release, false, nil
+}
+
+func (h *workerHost) Wait(ids [][]byte, numReady int, timeoutMs int64) ([]bool, error) {
+	r, err := h.w.rpc(wire.TypeWait, func(seq uint64) any {
+		return wire.Wait{Seq: seq, Task: h.task, IDs: ids, NumReady: numReady, TimeoutMs: timeoutMs}
+	})
+	if err == nil && len(r.Ready) != len(ids) {
+		err = errors.New("sandbox: bad wait reply")
+	}
+	return r.Ready, err
+}
+
+func (h *workerHost) Cancel(id []byte, force, recursive bool) error {
+	_, err := h.w.rpc(wire.TypeCancel, func(seq uint64) any {
+		return wire.Cancel{Seq: seq, Task: h.task, ID: id, Force: force, Recursive: recursive}
+	})
+	return err
+}
+
+func (h *workerHost) Release(ids [][]byte) {
+	_ = h.w.conn.Send(wire.TypeRelease, wire.Release{Task: h.task, IDs: ids})
+}
+
+func (h *workerHost) ActorLookup(name string) ([]byte, error) {
+	r, err := h.w.rpc(wire.TypeActorLookup, func(seq uint64) any {
+		return wire.ActorLookup{Seq: seq, Task: h.task, Name: name}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(r.IDs) != 1 || len(r.IDs[0]) != abi.IDSize {
+		return nil, errors.New("sandbox: bad lookup reply")
+	}
+	return r.IDs[0], nil
+}
+
+func (h *workerHost) ActorKill(id []byte, noRestart bool) error {
+	_, err := h.w.rpc(wire.TypeActorKill, func(seq uint64) any {
+		return wire.ActorKill{Seq: seq, Task: h.task, Actor: id, NoRestart: noRestart}
+	})
+	return err
+}
+
+func (h *workerHost) Log(level int32, msg []byte) {
+	line := append([]byte(levelName(level)+": "), stripControl(new(escState), msg)...)
+	line = append(line, '\n')
+	_ = h.w.conn.Send(wire.TypeOutput, wire.Output{Task: h.task, Stream: 3, Data: line})
+}
+
+func levelName(l int32) string {
+	switch l {
+	case abi.LevelDebug:
+		return "DEBUG"
+	case abi.LevelWarn:
+		return "WARN"
+	case abi.LevelError:
+		return "ERROR"
+	}
+	return "INFO"
+}

@@ -1,0 +1,765 @@
+// Package scheduler is the deterministic placement core of Fabric.
+//
+// A Core holds the cluster's nodes and their resources, the tasks waiting for
+// them, and the tasks placed on each node. It does no I/O, reads no clock and
+// starts no goroutines: the caller feeds it events (AddNode, RemoveNode,
+// Submit, ObjectReady, Finished, Blocked, Unblocked, Cancel) and asks for a
+// Plan with Schedule, in the manner of etcd's raft. The same sequence of
+// calls always yields the same plans, so tests drive it step by step.
+//
+// Placement follows Ray's hybrid policy: a task goes to the first node, in
+// NodeID order, whose utilization stays below one half after placing it
+// ("pack"); when no such node has room, to the node with the lowest
+// utilization after placing ("spread"). Tasks with equal demand, label
+// selector and node affinity form a scheduling class; once a task of a class
+// finds no room, Schedule skips the rest of that class until its next call,
+// and tasks of other classes still get their turn (no head-of-line blocking).
+//
+// A Core is not safe for concurrent use; the caller serializes calls.
+package scheduler
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// NodeID names a node of the cluster.
+type NodeID string
+
+// TaskID names a task. IDs are unique among the tasks a Core knows.
+type TaskID string
+
+// ObjectKey names an object that tasks may depend on.
+type ObjectKey string
+
+// Task is a unit of work waiting for resources.
+type Task struct {
+	ID     TaskID
+	Demand Resources
+	// Deps are objects not yet available; the task is not placed before
+	// ObjectReady was called for each. The Core does not remember objects
+	// that became ready before Submit: list only objects still missing.
+	Deps []ObjectKey
+	// Labels is a node selector: the node's labels must contain each key
+	// with the equal value.
+	Labels map[string]string
+	// Node, when non-empty, is the only node the task may run on (hard
+	// affinity).
+	Node NodeID
+}
+
+// Placement says that a task was placed on a node and holds its resources there.
+type Placement struct {
+	Task TaskID
+	Node NodeID
+}
+
+// Infeasible says that a task was dropped because no node of the cluster can
+// ever run it; Reason says why, for people.
+type Infeasible struct {
+	Task   TaskID
+	Reason string
+}
+
+// Plan is the outcome of one Schedule call.
+type Plan struct {
+	// Placements are the tasks placed by this call, in the order placed.
+	Placements []Placement
+	// Infeasible are the tasks dropped by this call because no node can
+	// ever run them.
+	Infeasible []Infeasible
+}
+
+type taskStatus uint8
+
+const (
+	statusWaiting taskStatus = iota // waiting on deps
+	statusQueued                    // ready, in its class queue
+	statusRunning                   // placed on a node
+)
+
+type taskState struct {
+	t       Task
+	seq     uint64
+	key     string // scheduling class key
+	status  taskStatus
+	missing map[ObjectKey]struct{} // unmet deps while waiting
+	cls     *class                 // while queued
+	idx     int                    // index in cls.queue while queued
+	node    *node                  // while running
+	blocked bool                   // while running: CPU given back
+}
+
+// class is a scheduling class: tasks with equal demand, labels and node
+// affinity. Its queue is a min-heap by submission sequence.
+type class struct {
+	key    string
+	demand Resources
+	labels map[string]string
+	node   NodeID
+	queue  []*taskState
+	gen    uint64 // Schedule call in which feasibility was last checked
+}
+
+type node struct {
+	id      NodeID
+	total   Resources
+	used    Resources
+	labels  map[string]string
+	running map[TaskID]*taskState
+}
+
+// Core is the scheduler's state. Create one with New.
+type Core struct {
+	nodes   map[NodeID]*node
+	order   []NodeID // sorted IDs of nodes
+	tasks   map[TaskID]*taskState
+	classes map[string]*class // classes with a non-empty queue
+	waiters map[ObjectKey]map[uint64]*taskState
+	seq     uint64
+	queued  int
+	gen     uint64
+	visits  uint64 // task placements attempted by Schedule; for tests
+}
+
+// New returns an empty Core: no nodes, no tasks.
+func New() *Core {
+	return &Core{
+		nodes:   make(map[NodeID]*node),
+		tasks:   make(map[TaskID]*taskState),
+		classes: make(map[string]*class),
+		waiters: make(map[ObjectKey]map[uint64]*taskState),
+	}
+}
+
+// AddNode adds a node with the given total resources and labels. Adding a node
+// that exists updates its total and labels and keeps its used amounts and
+// running tasks.
+func (c *Core) AddNode(id NodeID, total Resources, labels map[string]string) {
+	n := c.nodes[id]
+	if n == nil {
+		n = &node{id: id, running: make(map[TaskID]*taskState)}
+		c.nodes[id] = n
+		i := sort.Search(len(c.order), func(i int) bool { return c.order[i] >= id })
+		c.order = append(c.order, "")
+		copy(c.order[i+1:], c.order[i:])
+		c.order[i] = id
+	}
+	n.total = total.clone()
+	n.labels = copyLabels(labels)
+}
+
+// RemoveNode removes a node and forgets the tasks running there. It returns
+// their IDs, sorted, for the caller to resubmit. Removing an unknown node
+// returns nil.
+func (c *Core) RemoveNode(id NodeID) []TaskID {
+	n := c.nodes[id]
+	if n == nil {
+		return nil
+	}
+	delete(c.nodes, id)
+	i := sort.Search(len(c.order), func(i int) bool { return c.order[i] >= id })
+	c.order = append(c.order[:i], c.order[i+1:]...)
+	var ids []TaskID
+	for tid := range n.running {
+		ids = append(ids, tid)
+		delete(c.tasks, tid)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+// Submit enqueues a task. Tasks are considered in submission order within
+// their class. Submitting an ID that the Core already knows (waiting, queued
+// or running) is ignored. The Core copies t and keeps no reference to its
+// slices or maps.
+func (c *Core) Submit(t Task) {
+	if _, ok := c.tasks[t.ID]; ok {
+		return
+	}
+	t.Demand = t.Demand.clone()
+	t.Labels = copyLabels(t.Labels)
+	t.Deps = append([]ObjectKey(nil), t.Deps...)
+	c.seq++
+	ts := &taskState{t: t, seq: c.seq, key: classKey(t)}
+	c.tasks[t.ID] = ts
+	c.queued++
+	for _, k := range t.Deps {
+		if ts.missing == nil {
+			ts.missing = make(map[ObjectKey]struct{}, len(t.Deps))
+		}
+		ts.missing[k] = struct{}{}
+	}
+	if len(ts.missing) == 0 {
+		c.enqueue(ts)
+		return
+	}
+	ts.status = statusWaiting
+	for k := range ts.missing {
+		w := c.waiters[k]
+		if w == nil {
+			w = make(map[uint64]*taskState)
+			c.waiters[k] = w
+		}
+		w[ts.seq] = ts
+	}
+}
+
+// ObjectReady satisfies dependency k for every task waiting on it. A task
+// whose last dependency is met becomes ready, keeping its submission order
+// within its class. Calling it again for the same object is a no-op.
+func (c *Core) ObjectReady(k ObjectKey) {
+	w := c.waiters[k]
+	if w == nil {
+		return
+	}
+	delete(c.waiters, k)
+	ready := make([]*taskState, 0, len(w))
+	for _, ts := range w {
+		ready = append(ready, ts)
+	}
+	sort.Slice(ready, func(i, j int) bool { return ready[i].seq < ready[j].seq })
+	for _, ts := range ready {
+		delete(ts.missing, k)
+		if len(ts.missing) == 0 {
+			ts.missing = nil
+			c.enqueue(ts)
+		}
+	}
+}
+
+// Finished records that a placed task ended: its resources return to its
+// node. An unknown ID, or a task not placed, is a no-op.
+func (c *Core) Finished(id TaskID) {
+	ts := c.tasks[id]
+	if ts == nil || ts.status != statusRunning {
+		return
+	}
+	d := ts.t.Demand
+	if ts.blocked {
+		d.CPU = 0
+	}
+	ts.node.used = ts.node.used.Sub(d)
+	delete(ts.node.running, id)
+	delete(c.tasks, id)
+}
+
+// Blocked records that a placed task blocks (waiting in get): its CPU returns
+// to the node while it is blocked. Other kinds stay held. Idempotent; a no-op
+// for tasks not placed.
+func (c *Core) Blocked(id TaskID) {
+	ts := c.tasks[id]
+	if ts == nil || ts.status != statusRunning || ts.blocked {
+		return
+	}
+	ts.blocked = true
+	ts.node.used.CPU -= ts.t.Demand.CPU
+}
+
+// Unblocked records that a blocked task runs again: it takes its CPU back,
+// even if that makes the node's available CPU negative. Idempotent; a no-op
+// for tasks not blocked.
+func (c *Core) Unblocked(id TaskID) {
+	ts := c.tasks[id]
+	if ts == nil || ts.status != statusRunning || !ts.blocked {
+		return
+	}
+	ts.blocked = false
+	ts.node.used.CPU += ts.t.Demand.CPU
+}
+
+// Cancel removes a task that is not placed yet, whether waiting on deps or
+// queued. It reports whether the task was removed; placed and unknown tasks
+// are left alone.
+func (c *Core) Cancel(id TaskID) bool {
+	ts := c.tasks[id]
+	if ts == nil {
+		return false
+	}
+	switch ts.status {
+	case statusWaiting:
+		for k := range ts.missing {
+			if w := c.waiters[k]; w != nil {
+				delete(w, ts.seq)
+				if len(w) == 0 {
+					delete(c.waiters, k)
+				}
+			}
+		}
+		ts.missing = nil
+	case statusQueued:
+		cl := ts.cls
+		cl.remove(ts.idx)
+		if len(cl.queue) == 0 {
+			delete(c.classes, cl.key)
+		}
+	default:
+		return false
+	}
+	delete(c.tasks, id)
+	c.queued--
+	return true
+}
+
+// Schedule places every ready task that fits now, and drops the queued tasks
+// that no node can ever run (reported in Plan.Infeasible). When the cluster
+// has no nodes, tasks stay queued: a node may join.
+//
+// Tasks are walked in submission order, but once a task of a class finds no
+// node with room, the rest of its class is skipped for this call. The cost is
+// O((placed + classes) * (nodes + log queue)), however long the queue.
+func (c *Core) Schedule() Plan {
+	var plan Plan
+	if len(c.nodes) == 0 || len(c.classes) == 0 {
+		return plan
+	}
+	c.gen++
+	// A heap of classes by the sequence of their head task. Sorted is a heap.
+	h := make(classHeap, 0, len(c.classes))
+	for _, cl := range c.classes {
+		h = append(h, cl)
+	}
+	sort.Slice(h, func(i, j int) bool { return h[i].queue[0].seq < h[j].queue[0].seq })
+	for len(h) > 0 {
+		cl := h[0]
+		if cl.gen != c.gen {
+			cl.gen = c.gen
+			if reason, ok := c.infeasible(cl); !ok {
+				for len(cl.queue) > 0 {
+					ts := cl.queue[0]
+					cl.remove(0)
+					delete(c.tasks, ts.t.ID)
+					c.queued--
+					plan.Infeasible = append(plan.Infeasible, Infeasible{Task: ts.t.ID, Reason: reason})
+				}
+				delete(c.classes, cl.key)
+				h.pop()
+				continue
+			}
+		}
+		c.visits++
+		n := c.pick(cl)
+		if n == nil {
+			h.pop() // the rest of this class waits for the next call
+			continue
+		}
+		ts := cl.queue[0]
+		cl.remove(0)
+		ts.cls, ts.idx = nil, -1
+		ts.status = statusRunning
+		ts.node = n
+		n.used = n.used.Add(cl.demand)
+		n.running[ts.t.ID] = ts
+		c.queued--
+		plan.Placements = append(plan.Placements, Placement{Task: ts.t.ID, Node: n.id})
+		if len(cl.queue) == 0 {
+			delete(c.classes, cl.key)
+			h.pop()
+		} else {
+			h.down(0)
+		}
+	}
+	return plan
+}
+
+// Available returns what the node has free now (total minus used), which may
+// be negative for CPU after Unblocked. The bool is false for unknown nodes.
+func (c *Core) Available(id NodeID) (Resources, bool) {
+	n := c.nodes[id]
+	if n == nil {
+		return Resources{}, false
+	}
+	return n.total.Sub(n.used), true
+}
+
+// Total returns the node's total resources. The bool is false for unknown nodes.
+func (c *Core) Total(id NodeID) (Resources, bool) {
+	n := c.nodes[id]
+	if n == nil {
+		return Resources{}, false
+	}
+	return n.total.clone(), true
+}
+
+// Labels returns a copy of the node's labels. The bool is false for unknown nodes.
+func (c *Core) Labels(id NodeID) (map[string]string, bool) {
+	n := c.nodes[id]
+	if n == nil {
+		return nil, false
+	}
+	return copyLabels(n.labels), true
+}
+
+// Nodes returns the IDs of all nodes, sorted.
+func (c *Core) Nodes() []NodeID {
+	return append([]NodeID(nil), c.order...)
+}
+
+// Queued returns the number of tasks submitted and not yet placed, including
+// those waiting on deps.
+func (c *Core) Queued() int {
+	return c.queued
+}
+
+// Running returns the number of tasks placed on the node and not finished.
+func (c *Core) Running(id NodeID) int {
+	n := c.nodes[id]
+	if n == nil {
+		return 0
+	}
+	return len(n.running)
+}
+
+// RunningTasks returns the IDs of the tasks placed on the node and not
+// finished, sorted.
+func (c *Core) RunningTasks(id NodeID) []TaskID {
+	n := c.nodes[id]
+	if n == nil {
+		return nil
+	}
+	ids := make([]TaskID, 0, len(n.running))
+	for tid := range n.running {
+		ids = append(ids, tid)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+// enqueue puts a ready task into its class queue.
+func (c *Core) enqueue(ts *taskState) {
+	cl := c.classes[ts.key]
+	if cl == nil {
+		cl = &class{key: ts.key, demand: ts.t.Demand, labels: ts.t.Labels, node: ts.t.Node}
+		c.classes[ts.key] = cl
+	}
+	ts.status = statusQueued
+	ts.cls = cl
+	cl.push(ts)
+}
+
+// matches reports whether node n satisfies the class's labels and affinity.
+func (cl *class) matches(n *node) bool {
+	if cl.node != "" && n.id != cl.node {
+		return false
+	}
+	for k, v := range cl.labels {
+		if nv, ok := n.labels[k]; !ok || nv != v {
+			return false
+		}
+	}
+	return true
+}
+
+// pick chooses the node for the class's next task by the hybrid policy, or
+// returns nil when no matching node has room now.
+func (c *Core) pick(cl *class) *node {
+	candidates := c.order
+	if cl.node != "" {
+		candidates = []NodeID{cl.node}
+	}
+	var best *node
+	var bestU float64
+	for _, id := range candidates {
+		n := c.nodes[id]
+		if n == nil || !cl.matches(n) || !cl.demand.Fits(n.total) || !fitsAvail(cl.demand, n) {
+			continue
+		}
+		low, u := utilAfter(n, cl.demand)
+		if low {
+			return n // pack: first node in ID order that stays below half
+		}
+		if best == nil || u < bestU {
+			best, bestU = n, u
+		}
+	}
+	return best
+}
+
+// fitsAvail reports whether d fits the node's free resources, without allocating.
+func fitsAvail(d Resources, n *node) bool {
+	if d.CPU > 0 && d.CPU > n.total.CPU-n.used.CPU {
+		return false
+	}
+	if d.Memory > 0 && d.Memory > n.total.Memory-n.used.Memory {
+		return false
+	}
+	if d.GPU > 0 && d.GPU > n.total.GPU-n.used.GPU {
+		return false
+	}
+	for k, v := range d.Custom {
+		if v > 0 && v > n.total.Custom[k]-n.used.Custom[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// utilAfter returns the node's utilization after placing d: the maximum over
+// all kinds of used/total. low reports whether every kind stays strictly
+// below one half, computed exactly in integers. A kind in use with a total of
+// zero counts as fully used. The result does not depend on map order.
+func utilAfter(n *node, d Resources) (low bool, u float64) {
+	low = true
+	add := func(used, total int64) {
+		if total <= 0 {
+			if used > 0 {
+				low = false
+				u = max(u, 1)
+			}
+			return
+		}
+		if used >= total-used { // used/total >= 1/2
+			low = false
+		}
+		u = max(u, float64(used)/float64(total))
+	}
+	add(n.used.CPU+d.CPU, n.total.CPU)
+	add(n.used.Memory+d.Memory, n.total.Memory)
+	add(n.used.GPU+d.GPU, n.total.GPU)
+	for k, t := range n.total.Custom {
+		add(n.used.Custom[k]+d.Custom[k], t)
+	}
+	for k, v := range n.used.Custom {
+		if _, ok := n.total.Custom[k]; !ok {
+			add(v+d.Custom[k], 0)
+		}
+	}
+	for k, v := range d.Custom {
+		if _, ok := n.total.Custom[k]; !ok {
+			add(v+n.used.Custom[k], 0)
+		}
+	}
+	return low, u
+}
+
+// infeasible checks whether any node can ever run the class. When none can,
+// it returns a reason for people and false.
+func (c *Core) infeasible(cl *class) (string, bool) {
+	var matching []*node
+	for _, id := range c.order {
+		n := c.nodes[id]
+		if cl.matches(n) {
+			if cl.demand.Fits(n.total) {
+				return "", true
+			}
+			matching = append(matching, n)
+		}
+	}
+	needs := "task needs " + cl.demand.String()
+	if cl.node != "" && c.nodes[cl.node] == nil {
+		return needs + " on node " + string(cl.node) + " but that node is not in the cluster", false
+	}
+	if len(matching) == 0 {
+		if cl.node != "" {
+			return needs + " but node " + string(cl.node) + " does not have labels " + formatLabels(cl.labels), false
+		}
+		return needs + " but no node has labels " + formatLabels(cl.labels), false
+	}
+	var who string
+	switch {
+	case cl.node != "":
+		who = "node " + string(cl.node)
+	case len(cl.labels) > 0:
+		who = "no node with labels " + formatLabels(cl.labels)
+	default:
+		who = "no node"
+	}
+	// Show the nodes that come closest: most demanded kinds satisfied first.
+	score := func(n *node) int {
+		s := 0
+		d := cl.demand
+		if d.CPU <= n.total.CPU {
+			s++
+		}
+		if d.Memory <= n.total.Memory {
+			s++
+		}
+		if d.GPU <= n.total.GPU {
+			s++
+		}
+		for k, v := range d.Custom {
+			if v <= n.total.Custom[k] {
+				s++
+			}
+		}
+		return s
+	}
+	sort.SliceStable(matching, func(i, j int) bool { return score(matching[i]) > score(matching[j]) })
+	const shown = 3
+	var b strings.Builder
+	b.WriteString(needs)
+	if cl.node != "" {
+		b.WriteString(" but " + who + " can never provide it (nodes: ")
+	} else {
+		b.WriteString(" but " + who + " can ever provide it (nodes: ")
+	}
+	for i, n := range matching {
+		if i == shown {
+			b.WriteString("; and " + strconv.Itoa(len(matching)-shown) + " more")
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(string(n.id) + " has " + n.total.String())
+	}
+	b.WriteString(")")
+	return b.String(), false
+}
+
+// classKey returns a canonical, unambiguous key for the task's scheduling
+// class: its demand, label selector and node affinity.
+func classKey(t Task) string {
+	var b strings.Builder
+	num := func(v int64) {
+		b.WriteString(strconv.FormatInt(v, 10))
+		b.WriteByte(';')
+	}
+	str := func(s string) { // length-prefixed, so any bytes are safe
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
+	}
+	num(t.Demand.CPU)
+	num(t.Demand.Memory)
+	num(t.Demand.GPU)
+	keys := t.Demand.customKeys()
+	num(int64(len(keys)))
+	for _, k := range keys {
+		str(k)
+		num(t.Demand.Custom[k])
+	}
+	lk := sortedKeys(t.Labels)
+	num(int64(len(lk)))
+	for _, k := range lk {
+		str(k)
+		str(t.Labels[k])
+	}
+	str(string(t.Node))
+	return b.String()
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func formatLabels(m map[string]string) string {
+	var parts []string
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func copyLabels(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// push adds a task to the class's min-heap by sequence.
+func (cl *class) push(ts *taskState) {
+	ts.idx = len(cl.queue)
+	cl.queue = append(cl.queue, ts)
+	cl.up(ts.idx)
+}
+
+// remove deletes the task at heap index i.
+func (cl *class) remove(i int) {
+	q := cl.queue
+	last := len(q) - 1
+	removed := q[i]
+	if i != last {
+		q[i] = q[last]
+		q[i].idx = i
+	}
+	q[last] = nil
+	cl.queue = q[:last]
+	if i != last {
+		if !cl.down(i) {
+			cl.up(i)
+		}
+	}
+	removed.cls, removed.idx = nil, -1
+}
+
+func (cl *class) up(i int) {
+	q := cl.queue
+	for i > 0 {
+		p := (i - 1) / 2
+		if q[p].seq <= q[i].seq {
+			break
+		}
+		q[p], q[i] = q[i], q[p]
+		q[p].idx, q[i].idx = p, i
+		i = p
+	}
+}
+
+// down sifts the task at i down and reports whether it moved.
+func (cl *class) down(i0 int) bool {
+	q := cl.queue
+	i := i0
+	for {
+		l := 2*i + 1
+		if l >= len(q) {
+			break
+		}
+		m := l
+		if r := l + 1; r < len(q) && q[r].seq < q[l].seq {
+			m = r
+		}
+		if q[i].seq <= q[m].seq {
+			break
+		}
+		q[i], q[m] = q[m], q[i]
+		q[i].idx, q[m].idx = i, m
+		i = m
+	}
+	return i > i0
+}
+
+// classHeap is a min-heap of classes by the sequence of their head task.
+type classHeap []*class
+
+func (h classHeap) less(i, j int) bool { return h[i].queue[0].seq < h[j].queue[0].seq }
+
+func (h *classHeap) pop() {
+	s := *h
+	last := len(s) - 1
+	s[0] = s[last]
+	s[last] = nil
+	*h = s[:last]
+	if last > 0 {
+		h.down(0)
+	}
+}
+
+func (h classHeap) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(h) && h.less(r, l) {
+			m = r
+		}
+		if !h.less(m, i) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+}

@@ -1,0 +1,216 @@
+//go:build wasip1
+
+package sdk
+
+import "unsafe"
+
+//go:wasmimport fabric return_value
+func hostReturnValue(ptr, n uint32)
+
+//go:wasmimport fabric return_error
+func hostReturnError(ptr, n uint32)
+
+//go:wasmimport fabric return_refs
+func hostReturnRefs(ptr, n uint32)
+
+//go:wasmimport fabric log
+func hostLog(level, ptr, n uint32)
+
+//go:wasmimport fabric submit
+func hostSubmit(spec, specLen, idsOut, idsCap uint32) int32
+
+//go:wasmimport fabric actor_create
+func hostActorCreate(spec, specLen, idOut uint32) int32
+
+//go:wasmimport fabric put
+func hostPut(ptr, n, refs, nrefs, idOut uint32) int32
+
+//go:wasmimport fabric get
+func hostGet(ids, n uint32, timeoutMs int64) int32
+
+//go:wasmimport fabric wait
+func hostWait(ids, n, numReady uint32, timeoutMs int64, readyOut uint32) int32
+
+//go:wasmimport fabric cancel
+func hostCancel(id, force, recursive uint32) int32
+
+//go:wasmimport fabric release
+func hostRelease(ids, n uint32) int32
+
+//go:wasmimport fabric actor_lookup
+func hostActorLookup(name, n, idOut uint32) int32
+
+//go:wasmimport fabric actor_kill
+func hostActorKill(id, noRestart uint32) int32
+
+//go:wasmimport fabric staged_len
+func hostStagedLen(i uint32) int64
+
+//go:wasmimport fabric staged_kind
+func hostStagedKind(i uint32) int32
+
+//go:wasmimport fabric staged_read
+func hostStagedRead(i, ptr, n uint32) int32
+
+// ptr returns the guest address of b's first byte (0 for an empty slice).
+func ptr(b []byte) uint32 {
+	if len(b) == 0 {
+		return 0
+	}
+	return uint32(uintptr(unsafe.Pointer(&b[0])))
+}
+
+var allocs = map[uint32][]byte{}
+
+//go:wasmexport fabric_abi_version
+func exportABIVersion() int32 { return 1 }
+
+//go:wasmexport fabric_alloc
+func exportAlloc(size int32) int32 {
+	n := int(uint32(size))
+	if n == 0 {
+		n = 1
+	}
+	b := make([]byte, n)
+	p := ptr(b)
+	allocs[p] = b
+	return int32(p)
+}
+
+//go:wasmexport fabric_free
+func exportFree(p int32) { delete(allocs, uint32(p)) }
+
+//go:wasmexport fabric_call
+func exportCall(namePtr, nameLen, argsPtr, argsLen int32) int32 {
+	name := string(unsafe.Slice((*byte)(unsafe.Pointer(uintptr(uint32(namePtr)))), int(uint32(nameLen))))
+	var args []byte
+	if argsLen > 0 {
+		args = unsafe.Slice((*byte)(unsafe.Pointer(uintptr(uint32(argsPtr)))), int(uint32(argsLen)))
+	}
+	value, refs, err := dispatch(name, args)
+	if err != nil {
+		msg := []byte(err.Error())
+		hostReturnError(ptr(msg), uint32(len(msg)))
+		return 1
+	}
+	if len(refs) > 0 {
+		b := joinIDs(refs)
+		hostReturnRefs(ptr(b), uint32(len(refs)))
+	}
+	hostReturnValue(ptr(value), uint32(len(value)))
+	return 0
+}
+
+type wasmHost struct{}
+
+func (wasmHost) log(level int, msg []byte) { hostLog(uint32(level), ptr(msg), uint32(len(msg))) }
+
+func (wasmHost) submit(spec []byte, n int) ([]ObjectID, error) {
+	out := make([]byte, n*IDSize)
+	r := hostSubmit(ptr(spec), uint32(len(spec)), ptr(out), uint32(n))
+	if r < 0 {
+		return nil, stagedError()
+	}
+	return splitIDs(out[:int(r)*IDSize]), nil
+}
+
+func (wasmHost) actorCreate(spec []byte) (ObjectID, error) {
+	var id ObjectID
+	if hostActorCreate(ptr(spec), uint32(len(spec)), ptr(id[:])) < 0 {
+		return id, stagedError()
+	}
+	return id, nil
+}
+
+func (wasmHost) put(data []byte, refs []ObjectID) (ObjectID, error) {
+	var id ObjectID
+	rb := joinIDs(refs)
+	if hostPut(ptr(data), uint32(len(data)), ptr(rb), uint32(len(refs)), ptr(id[:])) < 0 {
+		return id, stagedError()
+	}
+	return id, nil
+}
+
+func (wasmHost) get(ids []ObjectID, timeoutMs int64) ([]staged, error) {
+	b := joinIDs(ids)
+	switch r := hostGet(ptr(b), uint32(len(ids)), timeoutMs); {
+	case r == 1:
+		return nil, ErrGetTimeout
+	case r < 0:
+		return nil, stagedError()
+	}
+	out := make([]staged, len(ids))
+	for i := range out {
+		n := hostStagedLen(uint32(i))
+		if n < 0 {
+			return nil, errHost("get: result missing")
+		}
+		data := make([]byte, n)
+		if hostStagedRead(uint32(i), ptr(data), uint32(n)) < 0 {
+			return nil, errHost("get: cannot read result")
+		}
+		out[i] = staged{kind: hostStagedKind(uint32(i)), data: data}
+	}
+	return out, nil
+}
+
+func (wasmHost) wait(ids []ObjectID, numReady int, timeoutMs int64) ([]bool, error) {
+	b := joinIDs(ids)
+	out := make([]byte, len(ids)+1)
+	if hostWait(ptr(b), uint32(len(ids)), uint32(numReady), timeoutMs, ptr(out)) < 0 {
+		return nil, stagedError()
+	}
+	ready := make([]bool, len(ids))
+	for i := range ready {
+		ready[i] = out[i] != 0
+	}
+	return ready, nil
+}
+
+func (wasmHost) cancel(id ObjectID, force, recursive bool) error {
+	if hostCancel(ptr(id[:]), b2u(force), b2u(recursive)) < 0 {
+		return stagedError()
+	}
+	return nil
+}
+
+func (wasmHost) release(ids []ObjectID) {
+	b := joinIDs(ids)
+	hostRelease(ptr(b), uint32(len(ids)))
+}
+
+func (wasmHost) actorLookup(name string) (ObjectID, error) {
+	var id ObjectID
+	nb := []byte(name)
+	if hostActorLookup(ptr(nb), uint32(len(nb)), ptr(id[:])) < 0 {
+		return id, stagedError()
+	}
+	return id, nil
+}
+
+func (wasmHost) actorKill(id ObjectID, noRestart bool) error {
+	if hostActorKill(ptr(id[:]), b2u(noRestart)) < 0 {
+		return stagedError()
+	}
+	return nil
+}
+
+func b2u(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// stagedError reads the message the host staged for a failed call.
+func stagedError() error {
+	n := hostStagedLen(0)
+	if n < 0 {
+		return errHost("host call failed")
+	}
+	msg := make([]byte, n)
+	hostStagedRead(0, ptr(msg), uint32(n))
+	return errHost(string(msg))
+}
+
+var host hostAPI = wasmHost{}

@@ -1,0 +1,74 @@
+package sdk
+
+import (
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+)
+
+// Option sets a resource demand or a policy of a task or an actor. Options
+// given at registration apply to every call; Options(...) on a task or
+// class adds per-call ones on top.
+type Option func(*abi.Options)
+
+// CPUs sets the CPUs a task needs while it runs; fractions such as 0.25 are
+// allowed (default 1 for tasks, 0 for actors).
+func CPUs(n float64) Option { return func(o *abi.Options) { o.CPU = &n } }
+
+// GPUs sets the GPUs a task needs (fractions allowed).
+func GPUs(n float64) Option { return func(o *abi.Options) { o.GPU = n } }
+
+// Memory sets the bytes of memory a task reserves on its node.
+func Memory(bytes int64) Option { return func(o *abi.Options) { o.Memory = bytes } }
+
+// Resource sets an amount of a custom resource (for example "TPU").
+func Resource(name string, amount float64) Option {
+	return func(o *abi.Options) {
+		if o.Resources == nil {
+			o.Resources = map[string]float64{}
+		}
+		o.Resources[name] = amount
+	}
+}
+
+// MaxRetries sets how often a task is retried after its worker died
+// (default 3; -1 retries forever).
+func MaxRetries(n int) Option { return func(o *abi.Options) { o.MaxRetries = &n } }
+
+// RetryExceptions makes application errors (a returned error or a panic)
+// count as retriable too.
+func RetryExceptions() Option { return func(o *abi.Options) { o.RetryExceptions = true } }
+
+// TaskTimeout bounds one attempt of the task; past it the worker is killed
+// and the task fails with ErrTaskTimeout.
+func TaskTimeout(d time.Duration) Option {
+	return func(o *abi.Options) { o.TimeoutMs = d.Milliseconds() }
+}
+
+// Name sets the name shown in output and listings; for an actor it is the
+// name other tasks look it up by (GetActor).
+func Name(name string) Option { return func(o *abi.Options) { o.Name = name } }
+
+// MaxRestarts sets how often an actor is restarted after its worker died.
+func MaxRestarts(n int) Option { return func(o *abi.Options) { o.MaxRestarts = n } }
+
+// NodeLabel restricts placement to nodes that carry the label key=value.
+func NodeLabel(key, value string) Option {
+	return func(o *abi.Options) {
+		if o.Labels == nil {
+			o.Labels = map[string]string{}
+		}
+		o.Labels[key] = value
+	}
+}
+
+func applyOptions(base []Option, extra []Option) abi.Options {
+	var o abi.Options
+	for _, f := range base {
+		f(&o)
+	}
+	for _, f := range extra {
+		f(&o)
+	}
+	return o
+}

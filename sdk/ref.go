@@ -1,0 +1,217 @@
+package sdk
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+)
+
+// Ref is a reference to an object of type T that a task returned or Put
+// stored. It is returned at once; the value arrives later. A Ref may be
+// passed to other tasks (as an argument the task receives the value; nested
+// inside a value it stays a reference).
+type Ref[T any] struct {
+	id  ObjectID
+	err error // set when submitting failed
+}
+
+type anyRef interface {
+	objectID() (ObjectID, error)
+}
+
+func (r Ref[T]) objectID() (ObjectID, error) { return r.id, r.err }
+
+// ID returns the object's ID.
+func (r Ref[T]) ID() ObjectID { return r.id }
+
+// Err returns the error of submitting the task that makes r, if any.
+func (r Ref[T]) Err() error { return r.err }
+
+// Get waits for the value. Shorthand for sdk.Get(r).
+func (r Ref[T]) Get(opts ...GetOption) (T, error) { return Get(r, opts...) }
+
+// Release tells the host this guest no longer needs the object; it is freed
+// once nothing else refers to it.
+func (r Ref[T]) Release() {
+	if r.err == nil {
+		host.release([]ObjectID{r.id})
+	}
+}
+
+func marshalTagged(tag uint32, id ObjectID) []byte {
+	b := make([]byte, 0, 5+2+IDSize)
+	b = append(b, 0xda)
+	b = binary.BigEndian.AppendUint32(b, tag)
+	b = append(b, 0x40|IDSize) // byte string of 20 bytes
+	return append(b, id[:]...)
+}
+
+func unmarshalTagged(tag uint32, b []byte, what string) (ObjectID, error) {
+	var id ObjectID
+	if len(b) != 5+1+IDSize || b[0] != 0xda || binary.BigEndian.Uint32(b[1:5]) != tag || b[5] != 0x40|IDSize {
+		return id, fmt.Errorf("%w: expected a %s", ErrBadArguments, what)
+	}
+	copy(id[:], b[6:])
+	return id, nil
+}
+
+// MarshalCBOR encodes the reference as CBOR tag abi.TagObjectRef.
+func (r Ref[T]) MarshalCBOR() ([]byte, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	collected = append(collected, r.id)
+	return marshalTagged(abi.TagObjectRef, r.id), nil
+}
+
+// UnmarshalCBOR decodes a reference.
+func (r *Ref[T]) UnmarshalCBOR(b []byte) error {
+	id, err := unmarshalTagged(abi.TagObjectRef, b, "object reference")
+	r.id = id
+	return err
+}
+
+// GetOption changes how Get waits.
+type GetOption func(*getConfig)
+
+type getConfig struct{ timeoutMs int64 }
+
+// Timeout bounds how long Get waits; past it Get returns ErrGetTimeout.
+func Timeout(d time.Duration) GetOption {
+	return func(c *getConfig) { c.timeoutMs = d.Milliseconds() }
+}
+
+func getOpts(opts []GetOption) getConfig {
+	c := getConfig{timeoutMs: -1}
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
+}
+
+// Get waits for one object and decodes its value. If the task that makes it
+// failed, the error is a *TaskError with the guest's message and stack.
+func Get[T any](r Ref[T], opts ...GetOption) (T, error) {
+	vals, err := GetAll([]Ref[T]{r}, opts...)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return vals[0], nil
+}
+
+// GetAll waits for all objects and decodes their values in order. The
+// first failed object's error is returned.
+func GetAll[T any](refs []Ref[T], opts ...GetOption) ([]T, error) {
+	ids := make([]ObjectID, len(refs))
+	for i, r := range refs {
+		if r.err != nil {
+			return nil, r.err
+		}
+		ids[i] = r.id
+	}
+	items, err := host.get(ids, getOpts(opts).timeoutMs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, len(refs))
+	for i, it := range items {
+		if err := decodeStaged(it, &out[i]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func decodeStaged(it staged, v any) error {
+	switch it.kind {
+	case abi.StagedValue:
+		if err := decode(it.data, v); err != nil {
+			return fmt.Errorf("%w: cannot decode value into %T: %v", ErrBadArguments, v, err)
+		}
+		return nil
+	case abi.StagedError:
+		var ev abi.ErrorValue
+		if err := decode(it.data, &ev); err != nil {
+			return errHost("undecodable error value")
+		}
+		return &TaskError{Kind: ev.Kind, Message: ev.Message, Task: ev.Task}
+	default:
+		return errHost(string(it.data))
+	}
+}
+
+// Put stores a value in the object store and returns a reference to it.
+func Put[T any](v T) (Ref[T], error) {
+	b, refs, err := encode(v)
+	if err != nil {
+		return Ref[T]{err: err}, err
+	}
+	id, err := host.put(b, refs)
+	if err != nil {
+		return Ref[T]{err: err}, err
+	}
+	return Ref[T]{id: id}, nil
+}
+
+// Wait waits until numReady of refs are ready or the timeout passes
+// (timeout < 0: no timeout) and returns the ready and the not-ready
+// references, each in input order, as ray.wait does.
+func Wait[T any](refs []Ref[T], numReady int, timeout time.Duration) (ready, notReady []Ref[T], err error) {
+	if numReady > len(refs) {
+		numReady = len(refs)
+	}
+	ids := make([]ObjectID, len(refs))
+	for i, r := range refs {
+		if r.err != nil {
+			return nil, nil, r.err
+		}
+		ids[i] = r.id
+	}
+	ms := int64(-1)
+	if timeout >= 0 {
+		ms = timeout.Milliseconds()
+	}
+	flags, err := host.wait(ids, numReady, ms)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, r := range refs {
+		if flags[i] && len(ready) < numReady {
+			ready = append(ready, r)
+		} else {
+			notReady = append(notReady, r)
+		}
+	}
+	return ready, notReady, nil
+}
+
+// CancelOption changes Cancel.
+type CancelOption func(*cancelConfig)
+
+type cancelConfig struct{ force, recursive bool }
+
+// Force kills the worker running the task.
+func Force() CancelOption { return func(c *cancelConfig) { c.force = true } }
+
+// Recursive also cancels tasks the task submitted.
+func Recursive() CancelOption { return func(c *cancelConfig) { c.recursive = true } }
+
+// Cancel cancels the task that makes r. A queued task never runs; a running
+// task's worker is stopped. Get on r then returns an error matching
+// ErrTaskCancelled.
+func Cancel[T any](r Ref[T], opts ...CancelOption) error {
+	if r.err != nil {
+		return r.err
+	}
+	var c cancelConfig
+	for _, o := range opts {
+		o(&c)
+	}
+	return host.cancel(r.id, c.force, c.recursive)
+}
+
+var errNotRef = errors.New("not a reference")

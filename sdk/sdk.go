@@ -1,0 +1,253 @@
+// Package sdk is the Go guest SDK for Fabric: Ray's programming model
+// (remote tasks returning references, actors, Put, Get, Wait) for programs
+// built to WebAssembly with `fabric build`.
+//
+// Register tasks, actor classes and the driver in package-level variables or
+// init functions; the host instantiates the module and calls them by name:
+//
+//	var square = sdk.Task1("square", func(x int) (int, error) { return x * x, nil })
+//
+//	func init() { sdk.Main(run) }
+//
+//	func run(args []string) error {
+//		refs := []sdk.Ref[int]{}
+//		for i := 0; i < 4; i++ {
+//			refs = append(refs, square.Remote(i))
+//		}
+//		vals, err := sdk.GetAll(refs)
+//		fmt.Println(vals)
+//		return err
+//	}
+//
+//	func main() {}
+//
+// Values cross the sandbox boundary as CBOR; any type that
+// github.com/fxamacker/cbor/v2 can encode may be an argument or a result.
+// References and actor handles may be nested inside values.
+package sdk
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sort"
+	"strings"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+)
+
+// IDSize is the length of an ObjectID.
+const IDSize = abi.IDSize
+
+// ObjectID names an object or an actor.
+type ObjectID [IDSize]byte
+
+// String returns the ID in hex.
+func (id ObjectID) String() string { return fmt.Sprintf("%x", id[:]) }
+
+// Errors returned by the SDK. A failed task's error is a *TaskError; use
+// errors.Is with the sentinels below to tell its kind.
+var (
+	ErrNotInGuest     = errors.New("fabric: the SDK runs only inside a wasm guest; build with `fabric build`")
+	ErrGetTimeout     = errors.New("fabric: get timed out")
+	ErrTaskCancelled  = errors.New("fabric: task cancelled")
+	ErrTaskTimeout    = errors.New("fabric: task timed out")
+	ErrWorkerDied     = errors.New("fabric: worker died")
+	ErrActorDied      = errors.New("fabric: actor died")
+	ErrInfeasible     = errors.New("fabric: task can never be scheduled")
+	ErrOwnerDied      = errors.New("fabric: owner died")
+	ErrNoSuchFunction = errors.New("fabric: no such function")
+	ErrBadArguments   = errors.New("fabric: bad arguments")
+)
+
+// HostError is a failed host call: the host's message.
+type HostError struct{ Message string }
+
+func (e *HostError) Error() string { return "fabric: " + e.Message }
+
+func errHost(msg string) error { return &HostError{Message: msg} }
+
+// TaskError is the error a failed task stored as its result: Get returns it.
+type TaskError struct {
+	Kind    string // "task", "cancelled", "timeout", "worker_died", "actor_died", "infeasible", "owner_died"
+	Message string // for "task": the guest's message and stack
+	Task    string // the task's name
+}
+
+func (e *TaskError) Error() string {
+	if e.Task != "" {
+		return fmt.Sprintf("task %s failed: %s", e.Task, e.Message)
+	}
+	return e.Message
+}
+
+// Is matches the sentinel of the error's kind.
+func (e *TaskError) Is(target error) bool {
+	switch e.Kind {
+	case "cancelled":
+		return target == ErrTaskCancelled
+	case "timeout":
+		return target == ErrTaskTimeout
+	case "worker_died":
+		return target == ErrWorkerDied
+	case "actor_died":
+		return target == ErrActorDied
+	case "infeasible":
+		return target == ErrInfeasible
+	case "owner_died":
+		return target == ErrOwnerDied
+	}
+	return false
+}
+
+type staged struct {
+	kind int32
+	data []byte
+}
+
+type hostAPI interface {
+	log(level int, msg []byte)
+	submit(spec []byte, n int) ([]ObjectID, error)
+	actorCreate(spec []byte) (ObjectID, error)
+	put(data []byte, refs []ObjectID) (ObjectID, error)
+	get(ids []ObjectID, timeoutMs int64) ([]staged, error)
+	wait(ids []ObjectID, numReady int, timeoutMs int64) ([]bool, error)
+	cancel(id ObjectID, force, recursive bool) error
+	release(ids []ObjectID)
+	actorLookup(name string) (ObjectID, error)
+	actorKill(id ObjectID, noRestart bool) error
+}
+
+// invoker runs a registered function on decoded CBOR arguments and returns
+// the value to encode.
+type invoker func(args []cbor.RawMessage) (any, error)
+
+type registered struct {
+	nargs  int
+	invoke invoker
+}
+
+var (
+	registry = map[string]registered{}
+	mainFn   func(args []string) error
+	actor    any // the state of the actor this instance hosts
+)
+
+func register(name string, nargs int, fn invoker) {
+	if _, dup := registry[name]; dup {
+		panic(fmt.Sprintf("fabric: %q registered twice", name))
+	}
+	registry[name] = registered{nargs: nargs, invoke: fn}
+}
+
+// Main registers the job's driver: `fabric run` calls it with the
+// command-line arguments after `--`. Call it from an init function.
+func Main(fn func(args []string) error) { mainFn = fn }
+
+var (
+	encMode cbor.EncMode
+	decMode cbor.DecMode
+	// collected gathers IDs of references encoded while a value is being
+	// marshalled; the guest is single-threaded.
+	collected []ObjectID
+)
+
+func init() {
+	var err error
+	if encMode, err = (cbor.EncOptions{}).EncMode(); err != nil {
+		panic(err)
+	}
+	if decMode, err = (cbor.DecOptions{MaxArrayElements: 1 << 30, MaxMapPairs: 1 << 30, MaxNestedLevels: 64}).DecMode(); err != nil {
+		panic(err)
+	}
+}
+
+// encode marshals v and returns the references nested in it.
+func encode(v any) ([]byte, []ObjectID, error) {
+	collected = collected[:0]
+	b, err := encMode.Marshal(v)
+	refs := append([]ObjectID(nil), collected...)
+	collected = collected[:0]
+	return b, refs, err
+}
+
+func decode(b []byte, v any) error { return decMode.Unmarshal(b, v) }
+
+// dispatch runs the function named by the host. It recovers panics into an
+// error carrying the panic value and the stack.
+func dispatch(name string, args []byte) (value []byte, refs []ObjectID, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v\n\n%s", r, debug.Stack())
+		}
+	}()
+	var raw []cbor.RawMessage
+	if len(args) > 0 {
+		if err := decode(args, &raw); err != nil {
+			return nil, nil, fmt.Errorf("%w: arguments of %s are not a CBOR array: %v", ErrBadArguments, name, err)
+		}
+	}
+	var result any
+	switch {
+	case name == abi.MainFunc:
+		if mainFn == nil {
+			return nil, nil, fmt.Errorf("%w: the module registers no driver; call sdk.Main in an init function", ErrNoSuchFunction)
+		}
+		var argv []string
+		if len(raw) > 0 {
+			if err := decode(raw[0], &argv); err != nil {
+				return nil, nil, fmt.Errorf("%w: main takes a list of strings: %v", ErrBadArguments, err)
+			}
+		}
+		if err := mainFn(argv); err != nil {
+			return nil, nil, err
+		}
+	default:
+		reg, ok := registry[name]
+		if !ok {
+			return nil, nil, fmt.Errorf("%w: %q is not registered in this module (registered: %s)", ErrNoSuchFunction, name, registeredNames())
+		}
+		if len(raw) != reg.nargs {
+			return nil, nil, fmt.Errorf("%w: %s takes %d arguments, got %d", ErrBadArguments, name, reg.nargs, len(raw))
+		}
+		result, err = reg.invoke(raw)
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return encode(result)
+}
+
+func registeredNames() string {
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+func joinIDs(ids []ObjectID) []byte {
+	var b bytes.Buffer
+	for _, id := range ids {
+		b.Write(id[:])
+	}
+	return b.Bytes()
+}
+
+func splitIDs(b []byte) []ObjectID {
+	ids := make([]ObjectID, len(b)/IDSize)
+	for i := range ids {
+		copy(ids[i][:], b[i*IDSize:])
+	}
+	return ids
+}
+
+// Log writes a log line at a level (abi.LevelInfo and so on) to the job's output.
+func Log(level int, msg string) { host.log(level, []byte(msg)) }
+
+// Logf writes a formatted info log line.
+func Logf(format string, a ...any) { Log(abi.LevelInfo, fmt.Sprintf(format, a...)) }

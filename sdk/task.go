@@ -1,0 +1,234 @@
+package sdk
+
+import (
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+)
+
+// taskDef is the untyped core shared by the typed task wrappers.
+type taskDef struct {
+	name string
+	opts []Option
+	nret int
+}
+
+// buildArgs encodes the arguments of a call: values inline, references by ID.
+func buildArgs(args []any) ([]abi.Arg, [][]byte, error) {
+	out := make([]abi.Arg, len(args))
+	var nested [][]byte
+	for i, a := range args {
+		if r, ok := a.(anyRef); ok {
+			id, err := r.objectID()
+			if err != nil {
+				return nil, nil, err
+			}
+			out[i] = abi.Arg{Ref: append([]byte(nil), id[:]...)}
+			continue
+		}
+		b, refs, err := encode(a)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: argument %d: %v", ErrBadArguments, i, err)
+		}
+		for _, id := range refs {
+			nested = append(nested, append([]byte(nil), id[:]...))
+		}
+		out[i] = abi.Arg{Value: b}
+	}
+	return out, nested, nil
+}
+
+func (d *taskDef) submit(actorID *ObjectID, fn string, extra []Option, args []any) ([]ObjectID, error) {
+	spec := abi.TaskSpec{Func: fn, NumReturns: d.nret, Options: applyOptions(d.opts, extra)}
+	if actorID != nil {
+		spec.Actor = append([]byte(nil), actorID[:]...)
+	}
+	var err error
+	if spec.Args, spec.Refs, err = buildArgs(args); err != nil {
+		return nil, err
+	}
+	b, err := encMode.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	n := d.nret
+	if n == 0 {
+		n = 1
+	}
+	return host.submit(b, n)
+}
+
+func submitOne[R any](d *taskDef, actorID *ObjectID, fn string, extra []Option, args ...any) Ref[R] {
+	ids, err := d.submit(actorID, fn, extra, args)
+	if err != nil {
+		return Ref[R]{err: err}
+	}
+	return Ref[R]{id: ids[0]}
+}
+
+func arg[A any](raw []cbor.RawMessage, i int) (A, error) {
+	var a A
+	if err := decode(raw[i], &a); err != nil {
+		return a, fmt.Errorf("%w: argument %d: cannot decode into %T: %v", ErrBadArguments, i, a, err)
+	}
+	return a, nil
+}
+
+// Func0 is a registered task with no arguments.
+type Func0[R any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// Task0 registers fn as a task named name.
+func Task0[R any](name string, fn func() (R, error), opts ...Option) Func0[R] {
+	register(name, 0, func([]cbor.RawMessage) (any, error) { return fn() })
+	return Func0[R]{d: &taskDef{name: name, opts: opts}}
+}
+
+// Options returns the task with per-call options added.
+func (f Func0[R]) Options(opts ...Option) Func0[R] {
+	f.extra = append(append([]Option(nil), f.extra...), opts...)
+	return f
+}
+
+// Remote submits a call and returns a reference to its result at once.
+func (f Func0[R]) Remote() Ref[R] { return submitOne[R](f.d, nil, f.d.name, f.extra) }
+
+// Func1 is a registered task with one argument.
+type Func1[A, R any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// Task1 registers fn as a task named name.
+func Task1[A, R any](name string, fn func(A) (R, error), opts ...Option) Func1[A, R] {
+	register(name, 1, func(raw []cbor.RawMessage) (any, error) {
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		return fn(a)
+	})
+	return Func1[A, R]{d: &taskDef{name: name, opts: opts}}
+}
+
+// Options returns the task with per-call options added.
+func (f Func1[A, R]) Options(opts ...Option) Func1[A, R] {
+	f.extra = append(append([]Option(nil), f.extra...), opts...)
+	return f
+}
+
+// Remote submits a call. a is an A or a Ref to one (resolved to its value
+// before the task runs).
+func (f Func1[A, R]) Remote(a any) Ref[R] { return submitOne[R](f.d, nil, f.d.name, f.extra, a) }
+
+// Func2 is a registered task with two arguments.
+type Func2[A, B, R any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// Task2 registers fn as a task named name.
+func Task2[A, B, R any](name string, fn func(A, B) (R, error), opts ...Option) Func2[A, B, R] {
+	register(name, 2, func(raw []cbor.RawMessage) (any, error) {
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		b, err := arg[B](raw, 1)
+		if err != nil {
+			return nil, err
+		}
+		return fn(a, b)
+	})
+	return Func2[A, B, R]{d: &taskDef{name: name, opts: opts}}
+}
+
+// Options returns the task with per-call options added.
+func (f Func2[A, B, R]) Options(opts ...Option) Func2[A, B, R] {
+	f.extra = append(append([]Option(nil), f.extra...), opts...)
+	return f
+}
+
+// Remote submits a call; each argument is a value or a Ref to one.
+func (f Func2[A, B, R]) Remote(a, b any) Ref[R] {
+	return submitOne[R](f.d, nil, f.d.name, f.extra, a, b)
+}
+
+// Func3 is a registered task with three arguments.
+type Func3[A, B, C, R any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// Task3 registers fn as a task named name.
+func Task3[A, B, C, R any](name string, fn func(A, B, C) (R, error), opts ...Option) Func3[A, B, C, R] {
+	register(name, 3, func(raw []cbor.RawMessage) (any, error) {
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		b, err := arg[B](raw, 1)
+		if err != nil {
+			return nil, err
+		}
+		c, err := arg[C](raw, 2)
+		if err != nil {
+			return nil, err
+		}
+		return fn(a, b, c)
+	})
+	return Func3[A, B, C, R]{d: &taskDef{name: name, opts: opts}}
+}
+
+// Options returns the task with per-call options added.
+func (f Func3[A, B, C, R]) Options(opts ...Option) Func3[A, B, C, R] {
+	f.extra = append(append([]Option(nil), f.extra...), opts...)
+	return f
+}
+
+// Remote submits a call; each argument is a value or a Ref to one.
+func (f Func3[A, B, C, R]) Remote(a, b, c any) Ref[R] {
+	return submitOne[R](f.d, nil, f.d.name, f.extra, a, b, c)
+}
+
+// Func1x2 is a registered task with one argument and two return values,
+// each its own object (Ray's num_returns=2).
+type Func1x2[A, R1, R2 any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// Task1x2 registers fn, whose two results become two objects.
+func Task1x2[A, R1, R2 any](name string, fn func(A) (R1, R2, error), opts ...Option) Func1x2[A, R1, R2] {
+	register(name, 1, func(raw []cbor.RawMessage) (any, error) {
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		r1, r2, err := fn(a)
+		if err != nil {
+			return nil, err
+		}
+		return []any{r1, r2}, nil
+	})
+	return Func1x2[A, R1, R2]{d: &taskDef{name: name, opts: opts, nret: 2}}
+}
+
+// Options returns the task with per-call options added.
+func (f Func1x2[A, R1, R2]) Options(opts ...Option) Func1x2[A, R1, R2] {
+	f.extra = append(append([]Option(nil), f.extra...), opts...)
+	return f
+}
+
+// Remote submits a call and returns one reference per result.
+func (f Func1x2[A, R1, R2]) Remote(a any) (Ref[R1], Ref[R2]) {
+	ids, err := f.d.submit(nil, f.d.name, f.extra, []any{a})
+	if err != nil {
+		return Ref[R1]{err: err}, Ref[R2]{err: err}
+	}
+	return Ref[R1]{id: ids[0]}, Ref[R2]{id: ids[1]}
+}
