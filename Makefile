@@ -3,7 +3,7 @@
 GO        ?= go
 BIN       := bin/fabric
 EXAMPLES  := quickstart batches counter shared wait resources
-GUESTS    := $(notdir $(wildcard internal/testguests/*))
+GUESTS    := $(notdir $(patsubst %/,%,$(dir $(wildcard internal/testguests/*/main.go))))
 STATICCHECK_VERSION := 2025.1.1
 
 GO_SOURCES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum

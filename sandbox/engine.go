@@ -142,8 +142,9 @@ type Instance struct {
 	free   api.Function
 	call   api.Function
 	out    *outputSink
-	mu     sync.Mutex
-	broken bool
+	mu       sync.Mutex
+	broken   bool
+	memLimit int64
 }
 
 // Instantiate creates an instance: no files, no network, no environment,
@@ -162,7 +163,7 @@ func (m *Module) Instantiate(ctx context.Context) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: instantiate: %w", err)
 	}
-	inst := &Instance{mod: mod, out: out,
+	inst := &Instance{mod: mod, out: out, memLimit: m.e.memLimit,
 		alloc: mod.ExportedFunction("fabric_alloc"),
 		free:  mod.ExportedFunction("fabric_free"),
 		call:  mod.ExportedFunction("fabric_call"),
@@ -296,7 +297,7 @@ func (i *Instance) trapped(err error) CallResult {
 		r.Error += "\n" + tail
 	}
 	if containsOOM(tail) || containsOOM(err.Error()) {
-		r.Error = fmt.Sprintf("guest ran out of memory (limit %d MiB per guest; raise it with --memory)\n%s", i.mod.Memory().Size()>>20, r.Error)
+		r.Error = fmt.Sprintf("guest ran out of memory (limit %d MiB per guest; raise it with --memory)\n%s", i.memLimit>>20, r.Error)
 	}
 	return r
 }

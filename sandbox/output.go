@@ -16,17 +16,22 @@ type OutputFunc func(stream uint8, p []byte)
 // keeps the tail of stderr for error messages. One sink serves one instance,
 // so one call at a time.
 type outputSink struct {
-	mu      sync.Mutex
-	emit    OutputFunc
-	cap     int64
-	written int64
-	dropped int64
-	noticed bool
-	esc     [3]escState // per stream
-	tail    []byte      // last bytes of stderr
+	mu       sync.Mutex
+	emit     OutputFunc
+	cap      int64
+	written  int64
+	dropped  int64
+	noticed  bool
+	esc      [3]escState // per stream
+	head     []byte      // first bytes of stderr
+	tail     []byte      // last bytes of stderr
+	errTotal int64       // stderr bytes written in this call
 }
 
-const stderrTailSize = 4096
+const (
+	stderrHeadSize = 1024
+	stderrTailSize = 3072
+)
 
 type escState uint8
 
@@ -44,6 +49,8 @@ func (s *outputSink) reset(emit OutputFunc, capBytes int64) {
 	s.emit, s.cap, s.written, s.dropped, s.noticed = emit, capBytes, 0, 0, false
 	s.esc = [3]escState{}
 	s.tail = s.tail[:0]
+	s.head = s.head[:0]
+	s.errTotal = 0
 	s.mu.Unlock()
 }
 
@@ -65,6 +72,10 @@ func (s *outputSink) write(n uint8, p []byte) {
 	defer s.mu.Unlock()
 	clean := stripControl(&s.esc[n], p)
 	if n == 2 {
+		if room := stderrHeadSize - len(s.head); room > 0 {
+			s.head = append(s.head, clean[:min(room, len(clean))]...)
+		}
+		s.errTotal += int64(len(clean))
 		s.tail = append(s.tail, clean...)
 		if len(s.tail) > stderrTailSize {
 			s.tail = append(s.tail[:0], s.tail[len(s.tail)-stderrTailSize:]...)
@@ -94,11 +105,15 @@ func (s *outputSink) write(n uint8, p []byte) {
 	}
 }
 
-// stderrTail returns a copy of the last bytes written to stderr.
+// stderrTail returns the first and the last bytes written to stderr in
+// this call (where a Go guest's fatal error puts its reason and its stack).
 func (s *outputSink) stderrTail() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return string(s.tail)
+	if s.errTotal <= int64(len(s.tail)) {
+		return string(s.tail)
+	}
+	return string(s.head) + "\n...\n" + string(s.tail)
 }
 
 func (s *outputSink) droppedBytes() int64 {

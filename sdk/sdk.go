@@ -167,6 +167,9 @@ func init() {
 
 // encode marshals v and returns the references nested in it.
 func encode(v any) ([]byte, []ObjectID, error) {
+	if b, ok := encodeTyped(v); ok {
+		return b, nil, nil
+	}
 	collected = collected[:0]
 	b, err := encMode.Marshal(v)
 	refs := append([]ObjectID(nil), collected...)
@@ -174,7 +177,12 @@ func encode(v any) ([]byte, []ObjectID, error) {
 	return b, refs, err
 }
 
-func decode(b []byte, v any) error { return decMode.Unmarshal(b, v) }
+func decode(b []byte, v any) error {
+	if decodeTyped(b, v) {
+		return nil
+	}
+	return decMode.Unmarshal(b, v)
+}
 
 // dispatch runs the function named by the host. It recovers panics into an
 // error carrying the panic value and the stack.

@@ -132,7 +132,7 @@ prefixed with the task's name and worker pid.`,
 					fmt.Fprintln(os.Stderr, "fabric: job failed:", err)
 					return exitError{1}
 				}
-				return fmt.Errorf("job failed: %s", firstLine(err.Error()))
+				return fmt.Errorf("job failed: %s", strings.TrimPrefix(firstLine(err.Error()), "fabric: "))
 			}
 			return nil
 		},

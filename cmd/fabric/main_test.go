@@ -1,0 +1,106 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/testrig"
+)
+
+// TestBadInput runs hostile and malformed guests with the real binary: each
+// fails with a clear message and nothing else is harmed.
+func TestBadInput(t *testing.T) {
+	hostile := testrig.Guest(t, "internal/testguests/hostile")
+	dir := t.TempDir()
+	notWasm := filepath.Join(dir, "notes.wasm")
+	if err := os.WriteFile(notWasm, []byte("# just some text\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emptyModule := filepath.Join(dir, "empty.wasm")
+	if err := os.WriteFile(emptyModule, []byte("\x00asm\x01\x00\x00\x00"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name      string
+		args      []string
+		code      int
+		stdout    []string
+		stderr    []string
+		notStdout []string
+		maxTime   time.Duration
+		maxStdout int
+	}{
+		{name: "not wasm", args: []string{"run", notWasm}, code: 1,
+			stderr: []string{"not a WebAssembly module", "fabric build"}},
+		{name: "no ABI exports", args: []string{"run", emptyModule}, code: 1,
+			stderr: []string{"missing required exports: fabric_abi_version, fabric_alloc, fabric_free, fabric_call, memory"}},
+		{name: "guest panic", args: []string{"run", hostile, "--", "panic"},
+			stdout: []string{"get returned: task panicky failed: panic: boom: the guest panicked", "goroutine 1", "hostile/main.go:", "still serving: 42"}},
+		{name: "task timeout", args: []string{"run", hostile, "--", "timeout"},
+			stdout: []string{"timed out after 1s", "(is timeout: true)", "still serving: 42"}, maxTime: 20 * time.Second},
+		{name: "job timeout", args: []string{"run", hostile, "--timeout", "2s", "--", "loop"}, code: 1,
+			stderr: []string{"job timed out"}, maxTime: 3 * time.Second},
+		{name: "memory bomb", args: []string{"run", hostile, "--memory", "64MiB", "--", "membomb"},
+			stdout: []string{"guest ran out of memory (limit 64 MiB per guest", "still serving: 42"}},
+		{name: "runaway recursion", args: []string{"run", hostile, "--memory", "64MiB", "--", "recursion"},
+			stdout: []string{"task recursion failed", "still serving: 42"}},
+		{name: "bad pointers", args: []string{"run", hostile, "--", "badptr"},
+			stdout: []string{"9 bad host calls rejected", "return_value: pointer 4294967280 length 64 is outside guest memory", "still serving: 42"}},
+		{name: "output flood", args: []string{"run", hostile, "--", "flood"},
+			stdout: []string{"reached its cap of 8388608 bytes", "red done", "still serving: 42"}, notStdout: []string{"\x1b", "title"},
+			maxStdout: 9 << 20},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res := testrig.Run(t, 2*time.Minute, c.args...)
+			if res.Code != c.code {
+				t.Fatalf("exit %d, want %d\nstdout:\n%.3000s\nstderr:\n%.3000s", res.Code, c.code, res.Stdout, res.Stderr)
+			}
+			for _, w := range c.stdout {
+				if !strings.Contains(res.Stdout, w) {
+					t.Errorf("stdout lacks %q:\n%.3000s", w, res.Stdout)
+				}
+			}
+			for _, w := range c.notStdout {
+				if strings.Contains(res.Stdout, w) {
+					t.Errorf("stdout contains %q", w)
+				}
+			}
+			for _, w := range c.stderr {
+				if !strings.Contains(res.Stderr, w) {
+					t.Errorf("stderr lacks %q:\n%.3000s", w, res.Stderr)
+				}
+			}
+			if c.code == 1 && strings.Count(strings.TrimSpace(res.Stderr), "\n") > 0 {
+				t.Errorf("a failed job should print one line, got:\n%s", res.Stderr)
+			}
+			if c.maxTime > 0 && res.Elapsed > c.maxTime {
+				t.Errorf("took %s, want under %s", res.Elapsed, c.maxTime)
+			}
+			if c.maxStdout > 0 && len(res.Stdout) > c.maxStdout {
+				t.Errorf("stdout is %d bytes, want at most %d", len(res.Stdout), c.maxStdout)
+			}
+		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	cases := []struct {
+		in   string
+		want int64
+		err  bool
+	}{
+		{"64MiB", 64 << 20, false}, {"1GiB", 1 << 30, false}, {"512KB", 512000, false},
+		{"100M", 100 << 20, false}, {"1048576", 1 << 20, false}, {"1.5GiB", 3 << 29, false},
+		{"lots", 0, true}, {"-1MiB", 0, true}, {"", 0, true},
+	}
+	for _, c := range cases {
+		got, err := ParseSize(c.in)
+		if (err != nil) != c.err || got != c.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d, err %v", c.in, got, err, c.want, c.err)
+		}
+	}
+}

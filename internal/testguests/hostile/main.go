@@ -1,0 +1,170 @@
+//go:build wasip1
+
+// Hostile is a guest that misbehaves in the way its first argument names,
+// then shows that the node still serves by running an ordinary task.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/wasmfabric/fabric/sdk"
+)
+
+var answer = sdk.Task0("answer", func() (int, error) { return 42, nil })
+
+var panicky = sdk.Task0("panicky", func() (int, error) { panic("boom: the guest panicked") })
+
+var spin = sdk.Task0("spin", func() (int, error) {
+	x := 0
+	for {
+		x++
+	}
+}, sdk.TaskTimeout(time.Second))
+
+var spinForever = sdk.Task0("spin_forever", func() (int, error) {
+	x := 0
+	for {
+		x++
+	}
+})
+
+var keep [][]byte
+
+var membomb = sdk.Task0("membomb", func() (int, error) {
+	for {
+		b := make([]byte, 1<<20)
+		for i := range b {
+			b[i] = 1
+		}
+		keep = append(keep, b)
+	}
+}, sdk.MaxRetries(0))
+
+func recurse(n int) int {
+	var pad [64]byte
+	pad[n%64] = byte(n)
+	return recurse(n+1) + int(pad[0])
+}
+
+var recursion = sdk.Task0("recursion", func() (int, error) { return recurse(0), nil }, sdk.MaxRetries(0))
+
+var flood = sdk.Task0("flood", func() (int, error) {
+	fmt.Print("\x1b[31mred\x1b[0m \x1b]0;title\x07done\n")
+	line := strings.Repeat("x", 1023) + "\n"
+	for range 20 << 10 { // 20 MiB
+		os.Stdout.WriteString(line)
+	}
+	return 0, nil
+})
+
+//go:wasmimport fabric get
+func rawGet(ids, n uint32, timeoutMs int64) int32
+
+//go:wasmimport fabric put
+func rawPut(ptr, n, refs, nrefs, idOut uint32) int32
+
+//go:wasmimport fabric submit
+func rawSubmit(spec, specLen, idsOut, idsCap uint32) int32
+
+//go:wasmimport fabric staged_read
+func rawStagedRead(i, ptr, n uint32) int32
+
+//go:wasmimport fabric wait
+func rawWait(ids, n, numReady uint32, timeoutMs int64, readyOut uint32) int32
+
+//go:wasmimport fabric release
+func rawRelease(ids, n uint32) int32
+
+//go:wasmimport fabric return_value
+func rawReturnValue(ptr, n uint32)
+
+var badPointers = sdk.Task0("bad_pointers", func() (string, error) {
+	const far = 0xfffffff0
+	var id [20]byte
+	idp := uint32(uintptr(unsafe.Pointer(&id[0])))
+	results := []int32{
+		rawGet(far, 1, 0),
+		rawGet(idp, 1<<30, 0),
+		rawPut(far, 100, 0, 0, idp),
+		rawPut(idp, 20, 0, 0, far),
+		rawSubmit(far, 10, idp, 1),
+		rawStagedRead(0, far, 10),
+		rawWait(far, 3, 1, 0, idp),
+		rawRelease(far, 5),
+		rawGet(idp, 1, 0), // a well-formed pointer to an unknown ID
+	}
+	for i, r := range results {
+		if r >= 0 {
+			return "", fmt.Errorf("bad call %d returned %d, want an error", i, r)
+		}
+	}
+	return fmt.Sprintf("%d bad host calls rejected", len(results)), nil
+})
+
+var badReturn = sdk.Task0("bad_return", func() (int, error) {
+	rawReturnValue(0xfffffff0, 64)
+	return 0, nil
+})
+
+func init() { sdk.Main(run) }
+
+func run(args []string) error {
+	if len(args) == 0 {
+		return errors.New("usage: hostile panic|timeout|loop|membomb|recursion|flood|badptr")
+	}
+	switch args[0] {
+	case "panic":
+		_, err := panicky.Remote().Get()
+		fmt.Printf("get returned: %v\n", err)
+	case "timeout":
+		_, err := spin.Remote().Get()
+		fmt.Printf("get returned: %v (is timeout: %v)\n", err, errors.Is(err, sdk.ErrTaskTimeout))
+	case "loop":
+		_, err := spinForever.Remote().Get()
+		return err
+	case "membomb":
+		_, err := membomb.Remote().Get()
+		fmt.Printf("get returned: %v\n", firstLine(err))
+	case "recursion":
+		_, err := recursion.Remote().Get()
+		fmt.Printf("get returned: %v\n", firstLine(err))
+	case "flood":
+		if _, err := flood.Remote().Get(); err != nil {
+			return err
+		}
+	case "badptr":
+		msg, err := badPointers.Remote().Get()
+		if err != nil {
+			return err
+		}
+		fmt.Println(msg)
+		_, err = badReturn.Remote().Get()
+		fmt.Printf("bad return_value: %v\n", err)
+	default:
+		return fmt.Errorf("unknown case %q", args[0])
+	}
+	v, err := answer.Remote().Get()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("still serving: %d\n", v)
+	return nil
+}
+
+func firstLine(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func main() {}

@@ -1,0 +1,129 @@
+package sdk
+
+import (
+	"encoding/binary"
+	"unsafe"
+)
+
+// Numeric slices travel as RFC 8746 typed arrays (a CBOR tag around a byte
+// string of little-endian elements), so encoding and decoding them is a
+// memory copy instead of one CBOR item per element. Wasm is little-endian,
+// so the slice's memory is the encoding.
+const (
+	tagUint32LE  = 70
+	tagUint64LE  = 71
+	tagInt32LE   = 78
+	tagInt64LE   = 79
+	tagFloat32LE = 85
+	tagFloat64LE = 86
+)
+
+func rawBytes[E any](s []E) []byte {
+	if len(s) == 0 {
+		return nil
+	}
+	var e E
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(e)))
+}
+
+func typedArray(tag byte, data []byte) []byte {
+	b := make([]byte, 0, 11+len(data))
+	b = append(b, 0xd8, tag)
+	n := uint64(len(data))
+	switch {
+	case n < 24:
+		b = append(b, 0x40|byte(n))
+	case n < 256:
+		b = append(b, 0x58, byte(n))
+	case n < 65536:
+		b = binary.BigEndian.AppendUint16(append(b, 0x59), uint16(n))
+	case n < 1<<32:
+		b = binary.BigEndian.AppendUint32(append(b, 0x5a), uint32(n))
+	default:
+		b = binary.BigEndian.AppendUint64(append(b, 0x5b), n)
+	}
+	return append(b, data...)
+}
+
+// typedArrayBody returns the byte string inside tag, or ok=false.
+func typedArrayBody(b []byte, tag byte) ([]byte, bool) {
+	if len(b) < 3 || b[0] != 0xd8 || b[1] != tag || b[2]>>5 != 2 {
+		return nil, false
+	}
+	info := b[2] & 0x1f
+	p := 3
+	var n uint64
+	switch {
+	case info < 24:
+		n = uint64(info)
+	case info == 24 && len(b) >= 4:
+		n, p = uint64(b[3]), 4
+	case info == 25 && len(b) >= 5:
+		n, p = uint64(binary.BigEndian.Uint16(b[3:])), 5
+	case info == 26 && len(b) >= 7:
+		n, p = uint64(binary.BigEndian.Uint32(b[3:])), 7
+	case info == 27 && len(b) >= 11:
+		n, p = binary.BigEndian.Uint64(b[3:]), 11
+	default:
+		return nil, false
+	}
+	if uint64(len(b)-p) != n {
+		return nil, false
+	}
+	return b[p:], true
+}
+
+// encodeTyped returns the typed-array encoding of v when it is a numeric slice.
+func encodeTyped(v any) ([]byte, bool) {
+	switch x := v.(type) {
+	case []float64:
+		return typedArray(tagFloat64LE, rawBytes(x)), true
+	case []float32:
+		return typedArray(tagFloat32LE, rawBytes(x)), true
+	case []int64:
+		return typedArray(tagInt64LE, rawBytes(x)), true
+	case []int:
+		return typedArray(tagInt64LE, rawBytes(x)), true // int is 64-bit on wasm
+	case []int32:
+		return typedArray(tagInt32LE, rawBytes(x)), true
+	case []uint64:
+		return typedArray(tagUint64LE, rawBytes(x)), true
+	case []uint32:
+		return typedArray(tagUint32LE, rawBytes(x)), true
+	}
+	return nil, false
+}
+
+func decodeInto[E any](b []byte, tag byte, dst *[]E) bool {
+	body, ok := typedArrayBody(b, tag)
+	var e E
+	size := int(unsafe.Sizeof(e))
+	if !ok || len(body)%size != 0 {
+		return false
+	}
+	s := make([]E, len(body)/size)
+	copy(rawBytes(s), body)
+	*dst = s
+	return true
+}
+
+// decodeTyped decodes a typed array into a pointer to a numeric slice.
+func decodeTyped(b []byte, v any) bool {
+	switch p := v.(type) {
+	case *[]float64:
+		return decodeInto(b, tagFloat64LE, p)
+	case *[]float32:
+		return decodeInto(b, tagFloat32LE, p)
+	case *[]int64:
+		return decodeInto(b, tagInt64LE, p)
+	case *[]int:
+		return decodeInto(b, tagInt64LE, p)
+	case *[]int32:
+		return decodeInto(b, tagInt32LE, p)
+	case *[]uint64:
+		return decodeInto(b, tagUint64LE, p)
+	case *[]uint32:
+		return decodeInto(b, tagUint32LE, p)
+	}
+	return false
+}
