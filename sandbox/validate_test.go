@@ -422,13 +422,6 @@ func TestValidateRejects(t *testing.T) {
 		{"memory min LEB overflow", valRaw(valSec(wasmSecMemory, valLEB(1), []byte{0x00, 0xff, 0xff, 0xff, 0xff, 0x7f})), Limits{}, "overflows 32 bits"},
 
 		// Tables.
-		{"table without max", (&valGuest{tables: [][]byte{valCat([]byte{0x70}, valLimits(0x00, 1))}}).bytes(), Limits{},
-			"table 0 has no maximum size; tables must declare one (at most 100000 elements)"},
-		{"second table without max", (&valGuest{tables: [][]byte{
-			valCat([]byte{0x70}, valLimits(0x01, 1, 1)),
-			valCat([]byte{0x6f}, valLimits(0x00, 0)),
-		}}).bytes(), Limits{MaxTableSize: 50},
-			"table 1 has no maximum size; tables must declare one (at most 50 elements)"},
 		{"table max over limit", (&valGuest{tables: [][]byte{valCat([]byte{0x70}, valLimits(0x01, 1, 100001))}}).bytes(), Limits{},
 			"table 0 may grow to 100001 elements but the limit is 100000"},
 		{"table min over limit", (&valGuest{tables: [][]byte{valCat([]byte{0x70}, valLimits(0x01, 11, 11))}}).bytes(), Limits{MaxTableSize: 10},
