@@ -137,11 +137,11 @@ func (m *Module) Digest() string { return m.digest }
 // Instance is one guest instance. It runs one call at a time and must be
 // discarded (Close) after any trap or exit.
 type Instance struct {
-	mod    api.Module
-	alloc  api.Function
-	free   api.Function
-	call   api.Function
-	out    *outputSink
+	mod      api.Module
+	alloc    api.Function
+	free     api.Function
+	call     api.Function
+	out      *outputSink
 	mu       sync.Mutex
 	broken   bool
 	memLimit int64

@@ -6,17 +6,17 @@ package sdk
 // checks) but every host call fails.
 type noHost struct{}
 
-func (noHost) log(int, []byte) {}
+func (noHost) log(int, []byte)                        {}
 func (noHost) submit([]byte, int) ([]ObjectID, error) { return nil, ErrNotInGuest }
-func (noHost) actorCreate([]byte) (ObjectID, error)  { return ObjectID{}, ErrNotInGuest }
+func (noHost) actorCreate([]byte) (ObjectID, error)   { return ObjectID{}, ErrNotInGuest }
 func (noHost) put([]byte, []ObjectID) (ObjectID, error) {
 	return ObjectID{}, ErrNotInGuest
 }
-func (noHost) get([]ObjectID, int64) ([]staged, error)       { return nil, ErrNotInGuest }
-func (noHost) wait([]ObjectID, int, int64) ([]bool, error)   { return nil, ErrNotInGuest }
-func (noHost) cancel(ObjectID, bool, bool) error             { return ErrNotInGuest }
-func (noHost) release([]ObjectID)                            {}
-func (noHost) actorLookup(string) (ObjectID, error)          { return ObjectID{}, ErrNotInGuest }
-func (noHost) actorKill(ObjectID, bool) error                { return ErrNotInGuest }
+func (noHost) get([]ObjectID, int64) ([]staged, error)     { return nil, ErrNotInGuest }
+func (noHost) wait([]ObjectID, int, int64) ([]bool, error) { return nil, ErrNotInGuest }
+func (noHost) cancel(ObjectID, bool, bool) error           { return ErrNotInGuest }
+func (noHost) release([]ObjectID)                          {}
+func (noHost) actorLookup(string) (ObjectID, error)        { return ObjectID{}, ErrNotInGuest }
+func (noHost) actorKill(ObjectID, bool) error              { return ErrNotInGuest }
 
 var host hostAPI = noHost{}

@@ -40,7 +40,7 @@ func (p Piece) Len() int64 {
 // Exec asks a worker to run one call in its guest.
 type Exec struct {
 	_    struct{} `cbor:",toarray"`
-	Task []byte // task ID
+	Task []byte   // task ID
 	Kind ExecKind
 	Name string  // function name passed to fabric_call
 	Args []Piece // concatenated, they are the CBOR array of arguments
