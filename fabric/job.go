@@ -125,7 +125,7 @@ func (n *Node) endJob(j *job) {
 		if a.job == j {
 			delete(n.actors, id)
 			if a.name != "" {
-				delete(n.named, a.name)
+				delete(n.named, j.id+"/"+a.name)
 			}
 		}
 	}

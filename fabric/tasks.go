@@ -440,6 +440,15 @@ func (n *Node) executionFailed(w *workerProc, t *task, d wire.Done) {
 		return
 	}
 	n.failTask(t, abi.ErrorValue{Kind: "task", Message: d.Error, Task: t.name}, true)
+	if t.kind == wire.ExecActorMethod && d.Kind != "app" {
+		// A trap lost the actor's state: stop its worker so that it is
+		// restarted (constructor again) or declared dead.
+		if a := t.actor; a != nil && a.inflight == t {
+			a.inflight = nil
+		}
+		w.kill()
+		return
+	}
 	n.afterExecution(w, t)
 	n.schedule()
 }

@@ -157,6 +157,9 @@ func (n *Node) serveWorker(c *wire.Conn) {
 func (n *Node) workerExited(w *workerProc, waitErr error, stderr string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if !w.ready && w.actor == nil {
+		w.job.starting = max(0, w.job.starting-1)
+	}
 	w.dead = true
 	delete(n.workers, w.pid)
 	n.nworkers--

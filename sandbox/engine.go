@@ -181,6 +181,9 @@ func (m *Module) Instantiate(ctx context.Context) (*Instance, error) {
 	if err != nil {
 		return fail(fmt.Errorf("sandbox: fabric_abi_version failed: %w", err))
 	}
+	if len(res) != 1 {
+		return fail(fmt.Errorf("%w: fabric_abi_version must return one i32", ErrInvalidModule))
+	}
 	if v := int32(res[0]); v != 1 {
 		return fail(fmt.Errorf("%w: module speaks ABI version %d, this host speaks 1", ErrABIVersion, v))
 	}
@@ -240,6 +243,10 @@ func (i *Instance) Call(ctx context.Context, host Host, name string, args ArgSou
 	if err != nil {
 		return i.trapped(err), nil
 	}
+	if len(res) != 1 {
+		i.broken = true
+		return CallResult{Kind: "trap", Error: "fabric_alloc must return one i32 (see docs/ABI.md)"}, nil
+	}
 	ptr := uint32(res[0])
 	mem := i.mod.Memory()
 	buf, ok := mem.Read(ptr, uint32(total))
@@ -259,6 +266,10 @@ func (i *Instance) Call(ctx context.Context, host Host, name string, args ArgSou
 	cs.unstage()
 	if err != nil {
 		return i.trapped(err), nil
+	}
+	if len(res) != 1 {
+		i.broken = true
+		return CallResult{Kind: "trap", Error: "fabric_call must return one i32 (see docs/ABI.md)"}, nil
 	}
 	if _, err := i.free.Call(ctx, uint64(ptr)); err != nil {
 		return i.trapped(err), nil

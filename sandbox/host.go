@@ -162,6 +162,14 @@ var hostFuncs = []hostFunc{
 			st[0] = cs.fail("submit: spec outside guest memory")
 			return
 		}
+		if u32(st[3]) > maxIDsPerCall {
+			st[0] = cs.fail("submit: room for %d IDs is more than %d", u32(st[3]), maxIDsPerCall)
+			return
+		}
+		if _, ok := cs.read(u32(st[2]), u32(st[3])*abi.IDSize); !ok {
+			st[0] = cs.fail("submit: ID buffer outside guest memory")
+			return
+		}
 		ids, err := cs.host.Submit(spec, false)
 		if err != nil {
 			st[0] = cs.fail("%v", err)
@@ -181,6 +189,10 @@ var hostFuncs = []hostFunc{
 		spec, ok := cs.read(u32(st[0]), u32(st[1]))
 		if !ok {
 			st[0] = cs.fail("actor_create: spec outside guest memory")
+			return
+		}
+		if _, ok := cs.read(u32(st[2]), abi.IDSize); !ok {
+			st[0] = cs.fail("actor_create: ID buffer outside guest memory")
 			return
 		}
 		ids, err := cs.host.Submit(spec, true)

@@ -158,8 +158,6 @@ func stripControl(st *escState, p []byte) []byte {
 		switch {
 		case c == 0x1b:
 			*st = escStart
-		case c == 0x9b: // 8-bit CSI
-			*st = escCSI
 		case c == '\n' || c == '\t':
 			out = append(out, c)
 		case c < 0x20 || c == 0x7f:

@@ -26,7 +26,8 @@ type Limits struct {
 	// larger declared maximum, because the runtime caps growth.
 	MaxMemoryPages uint32
 	// MaxTableSize is the number of elements a table may ever hold, so
-	// both its minimum and its (required) maximum must be at most this.
+	// its minimum and any declared maximum must be at most this (a table
+	// without a maximum is capped at its minimum when compiled).
 	// 0 means 100000.
 	MaxTableSize uint32
 	// MaxModuleSize is the largest module accepted, in bytes. 0 (or a
@@ -79,7 +80,7 @@ type TableInfo struct {
 	// Min is the table's initial number of elements.
 	Min uint32
 	// Max is the table's maximum number of elements; meaningful only when
-	// HasMax is true (always true for a module that passed validation).
+	// HasMax is true; a table without one is capped at its minimum when compiled.
 	Max uint32
 	// HasMax reports whether the table declares a maximum.
 	HasMax bool

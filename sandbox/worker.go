@@ -235,9 +235,7 @@ func (w *worker) exec(ctx context.Context, ex wire.Exec) {
 		return
 	}
 	done.OK, done.Error, done.Kind, done.Output = res.OK, res.Error, res.Kind, res.Dropped
-	for _, r := range res.Refs {
-		done.Refs = append(done.Refs, r)
-	}
+	done.Refs = append(done.Refs, res.Refs...)
 	if !res.OK {
 		return
 	}

@@ -1,5 +1,7 @@
 //go:build wasip1
 
+//lint:file-ignore U1000 the //go:wasmexport functions are called by the host, which staticcheck cannot see
+
 package sdk
 
 import "unsafe"
@@ -82,11 +84,8 @@ func exportFree(p int32) { delete(allocs, uint32(p)) }
 
 //go:wasmexport fabric_call
 func exportCall(namePtr, nameLen, argsPtr, argsLen int32) int32 {
-	name := string(unsafe.Slice((*byte)(unsafe.Pointer(uintptr(uint32(namePtr)))), int(uint32(nameLen))))
-	var args []byte
-	if argsLen > 0 {
-		args = unsafe.Slice((*byte)(unsafe.Pointer(uintptr(uint32(argsPtr)))), int(uint32(argsLen)))
-	}
+	name := string(guestBytes(namePtr, nameLen))
+	args := guestBytes(argsPtr, argsLen)
 	value, refs, err := dispatch(name, args)
 	if err != nil {
 		msg := []byte(err.Error())
@@ -99,6 +98,14 @@ func exportCall(namePtr, nameLen, argsPtr, argsLen int32) int32 {
 	}
 	hostReturnValue(ptr(value), uint32(len(value)))
 	return 0
+}
+
+// guestBytes returns the bytes at a guest address the host passed in.
+func guestBytes(p, n int32) []byte {
+	if n <= 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(nil), uintptr(uint32(p)))), int(uint32(n)))
 }
 
 type wasmHost struct{}

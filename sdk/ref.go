@@ -2,7 +2,6 @@ package sdk
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
@@ -213,5 +212,3 @@ func Cancel[T any](r Ref[T], opts ...CancelOption) error {
 	}
 	return host.cancel(r.id, c.force, c.recursive)
 }
-
-var errNotRef = errors.New("not a reference")

@@ -24,6 +24,8 @@
 // Values cross the sandbox boundary as CBOR; any type that
 // github.com/fxamacker/cbor/v2 can encode may be an argument or a result.
 // References and actor handles may be nested inside values.
+//lint:file-ignore U1000 dispatch and its helpers are called from imports_wasip1.go, which only the wasm build compiles
+
 package sdk
 
 import (

@@ -57,7 +57,7 @@ func run(args []string) error {
 		fmt.Printf("actor: in-flight call failed: %v\n", errors.Is(err, sdk.ErrActorDied))
 		n2, err := add.Remote(h, 0).Get()
 		fmt.Printf("actor: after restart %d %v\n", n2, err)
-		_, err = add.Remote(h, 3000).Get() // killed again: no restarts left
+		_, _ = add.Remote(h, 3000).Get() // killed again: no restarts left
 		_, err = add.Remote(h, 0).Get()
 		fmt.Printf("actor: dead after max restarts: %v\n", errors.Is(err, sdk.ErrActorDied))
 	default:
