@@ -45,10 +45,10 @@ var membomb = sdk.Task0("membomb", func() (int, error) {
 	}
 }, sdk.MaxRetries(0))
 
-//lint:ignore SA5007 runaway recursion is what this guest tests
 func recurse(n int) int {
 	var pad [64]byte
 	pad[n%64] = byte(n)
+	//lint:ignore SA5007 runaway recursion is what this guest tests
 	return recurse(n+1) + int(pad[0])
 }
 
