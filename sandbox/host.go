@@ -372,6 +372,7 @@ var hostFuncs = []hostFunc{
 func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
 	b := rt.NewHostModuleBuilder("fabric")
 	for _, hf := range hostFuncs {
+		hf := hf
 		f := hf.fn
 		name := hf.name
 		nres := len(hf.results)
@@ -381,6 +382,9 @@ func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
 				// Called outside fabric_call (e.g. from _initialize): no host to serve it.
 				if nres > 0 {
 					st[0] = hostErr
+					if hf.results[0] == i64 {
+						st[0] = ^uint64(0) // -1 as i64
+					}
 				}
 				return
 			}
