@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/wire"
@@ -93,9 +94,24 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// profiling is set when workers write CPU profiles and need a SIGTERM to
+// flush them before they are killed.
+var profiling = os.Getenv("FABRIC_CPUPROFILE") != ""
+
 // kill stops the worker process; its exit is handled by workerExited.
 func (w *workerProc) kill() {
 	w.once.Do(func() {
+		if w.cmd.Process != nil && profiling && w.killReason == nil {
+			_ = w.cmd.Process.Signal(syscall.SIGTERM)
+			go func() {
+				select {
+				case <-w.exited:
+				case <-time.After(time.Second):
+					_ = syscall.Kill(-w.pid, syscall.SIGKILL)
+				}
+			}()
+			return
+		}
 		if w.cmd.Process != nil {
 			_ = syscall.Kill(-w.pid, syscall.SIGKILL)
 			_ = w.cmd.Process.Kill()
@@ -137,6 +153,9 @@ func (n *Node) serveWorker(c *wire.Conn) {
 		return
 	}
 	w.ready = true
+	if w.actor == nil {
+		w.job.starting = max(0, w.job.starting-1)
+	}
 	n.workerIdle(w)
 	n.mu.Unlock()
 	for {
@@ -208,7 +227,6 @@ func (n *Node) workerIdle(w *workerProc) {
 		return
 	}
 	j := w.job
-	j.starting = max(0, j.starting-1)
 	if j.done {
 		w.kill()
 		return

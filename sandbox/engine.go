@@ -17,6 +17,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 )
@@ -159,7 +160,7 @@ func (m *Module) Instantiate(ctx context.Context) (*Instance, error) {
 		WithSysNanotime().WithSysWalltime().WithSysNanosleep().
 		WithRandSource(rand.Reader).
 		WithStartFunctions()
-	mod, err := m.e.rt.InstantiateModule(ctx, m.cm, cfg)
+	mod, err := m.e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mmapAllocator), m.cm, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: instantiate: %w", err)
 	}

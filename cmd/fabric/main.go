@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,7 +24,42 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(profiled(func() int { return run(os.Args[1:]) }))
+}
+
+// profiled runs f under the CPU profiler when FABRIC_CPUPROFILE names a
+// directory: each process (agent or worker) writes PROCESS-PID.pprof there.
+// Workers stop profiling on SIGTERM, which the agent sends before SIGKILL
+// while the variable is set.
+func profiled(f func() int) int {
+	dir := os.Getenv("FABRIC_CPUPROFILE")
+	if dir == "" {
+		return f()
+	}
+	role := "agent"
+	if len(os.Args) > 1 && os.Args[1] == "worker" {
+		role = "worker"
+	}
+	out, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", role, os.Getpid())))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fabric: profile:", err)
+		return f()
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		fmt.Fprintln(os.Stderr, "fabric: profile:", err)
+		return f()
+	}
+	stop := func() { pprof.StopCPUProfile(); _ = out.Close() }
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	go func() {
+		<-sig
+		stop()
+		os.Exit(143)
+	}()
+	code := f()
+	stop()
+	return code
 }
 
 // exitError carries an exit code without printing usage.
