@@ -1,0 +1,84 @@
+package sandbox
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/wasmfabric/fabric/internal/testrig"
+)
+
+func compileGuest(b *testing.B, dir string) (*Engine, *Module) {
+	b.Helper()
+	wasm, err := os.ReadFile(testrig.Guest(b, dir))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	e, err := NewEngine(ctx, EngineConfig{CacheDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := e.Compile(ctx, wasm)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return e, m
+}
+
+// BenchmarkGoGuestColdStart is the time from a compiled Go guest to a fresh
+// instance ready for its first call (_initialize and the ABI check).
+func BenchmarkGoGuestColdStart(b *testing.B) {
+	ctx := context.Background()
+	e, m := compileGuest(b, "internal/testguests/bench")
+	defer e.Close(ctx)
+	b.ResetTimer()
+	for range b.N {
+		inst, err := m.Instantiate(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		_ = inst.Close(ctx)
+		b.StartTimer()
+	}
+}
+
+// BenchmarkBaselineWazeroCall is the limit for entering a sandbox: a bare
+// call of an exported function that does nothing (fabric_abi_version).
+func BenchmarkBaselineWazeroCall(b *testing.B) {
+	ctx := context.Background()
+	e, m := compileGuest(b, "internal/testguests/bench")
+	defer e.Close(ctx)
+	inst, err := m.Instantiate(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := inst.mod.ExportedFunction("fabric_abi_version")
+	b.ResetTimer()
+	for range b.N {
+		if _, err := f.Call(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkGuestCall is one fabric_call of a registered no-op task through
+// the host side of the ABI (allocation, argument copy, result copy).
+func BenchmarkGuestCall(b *testing.B) {
+	ctx := context.Background()
+	e, m := compileGuest(b, "internal/testguests/bench")
+	defer e.Close(ctx)
+	inst, err := m.Instantiate(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	args := ArgSource{Len: 1, Write: func(dst []byte) error { dst[0] = 0x80; return nil }}
+	b.ResetTimer()
+	for range b.N {
+		res, err := inst.Call(ctx, fakeHost{}, "noop", args, nil, 0)
+		if err != nil || !res.OK {
+			b.Fatalf("%v %+v", err, res)
+		}
+	}
+}
