@@ -1,0 +1,50 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/testrig"
+)
+
+// TestFeatures runs the features guest's cases with the real binary: Get
+// and Wait timeouts, cancel, nested references, tasks that submit tasks
+// (on one CPU, so the parent must give its CPU back while it blocks),
+// infeasible tasks, multiple returns, retries of application errors, error
+// propagation through arguments, Put/Get and logging.
+func TestFeatures(t *testing.T) {
+	wasm := testrig.Guest(t, "internal/testguests/features")
+	cases := []struct {
+		cpus  string
+		args  []string
+		want  []string
+		extra []string // substrings of stdout or stderr
+	}{
+		{"2", []string{"get_timeout", "wait_timeout"}, []string{"get_timeout", "get_after_timeout", "wait_timeout"}, nil},
+		{"2", []string{"cancel"}, []string{"cancel_queued", "cancel_queued_get", "cancel_running", "cancel_running_get", "cpus_back_after_cancel"}, nil},
+		{"1", []string{"nested", "fanout"}, []string{"nested_refs", "tasks_submit_tasks"}, nil},
+		{"2", []string{"infeasible"}, []string{"infeasible"}, []string{"task needs CPU: 1, GPU: 1 but no node can ever provide it"}},
+		{"2", []string{"multi", "retry_exceptions", "error_propagation", "put_get", "log"},
+			[]string{"multiple_returns", "retry_exceptions", "error_propagates", "put_get_map", "put_get_big", "log"},
+			[]string{"(logger pid=", "INFO: hello from a task"}},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, "+"), func(t *testing.T) {
+			res := testrig.Run(t, 2*time.Minute, append([]string{"run", wasm, "--num-cpus", c.cpus, "--"}, c.args...)...)
+			if res.Code != 0 || strings.Contains(res.Stdout, "FAIL:") {
+				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(res.Stdout, "ok: "+w+"\n") {
+					t.Errorf("no %q in:\n%s", "ok: "+w, res.Stdout)
+				}
+			}
+			for _, w := range c.extra {
+				if !strings.Contains(res.Stdout+res.Stderr, w) {
+					t.Errorf("output lacks %q:\n%s\n%s", w, res.Stdout, res.Stderr)
+				}
+			}
+		})
+	}
+}

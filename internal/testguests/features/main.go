@@ -1,0 +1,164 @@
+//go:build wasip1
+
+// Features exercises the SDK's semantics one case at a time; each case
+// prints "ok: NAME" lines that the tests check.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/wasmfabric/fabric/sdk"
+)
+
+var sleepy = sdk.Task1("sleepy", func(ms int) (int, error) {
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	return ms, nil
+}, sdk.CPUs(0.25))
+
+var blocker = sdk.Task1("blocker", func(ms int) (int, error) {
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	return ms, nil
+}, sdk.CPUs(2))
+
+var sumAll = sdk.Task1("sum_all", func(refs []sdk.Ref[int]) (int, error) {
+	vals, err := sdk.GetAll(refs) // nested refs arrive as refs
+	if err != nil {
+		return 0, err
+	}
+	s := 0
+	for _, v := range vals {
+		s += v
+	}
+	return s, nil
+})
+
+var square = sdk.Task1("square", func(x int) (int, error) { return x * x, nil })
+
+// fanout submits tasks from inside a task and blocks in Get; it takes the
+// node's only CPU, which it gives back while blocked.
+var fanout = sdk.Task1("fanout", func(n int) (int, error) {
+	var refs []sdk.Ref[int]
+	for i := range n {
+		refs = append(refs, square.Remote(i))
+	}
+	vals, err := sdk.GetAll(refs)
+	if err != nil {
+		return 0, err
+	}
+	s := 0
+	for _, v := range vals {
+		s += v
+	}
+	return s, nil
+})
+
+var gpuTask = sdk.Task0("gpu_task", func() (int, error) { return 1, nil }, sdk.GPUs(1))
+
+var divmod = sdk.Task1x2("divmod", func(x int) (int, int, error) { return x / 7, x % 7, nil })
+
+var attempts = 0
+
+var flaky = sdk.Task0("flaky", func() (int, error) {
+	attempts++
+	return 0, fmt.Errorf("flaky failure %d", attempts)
+}, sdk.RetryExceptions(), sdk.MaxRetries(2))
+
+var failing = sdk.Task0("failing", func() (int, error) { return 0, errors.New("deliberate failure") })
+
+var consumer = sdk.Task1("consumer", func(x int) (int, error) { return x, nil })
+
+var logger = sdk.Task0("logger", func() (int, error) {
+	sdk.Logf("hello from %s", "a task")
+	return 0, nil
+})
+
+func init() { sdk.Main(run) }
+
+func check(name string, ok bool, detail any) {
+	if ok {
+		fmt.Printf("ok: %s\n", name)
+	} else {
+		fmt.Printf("FAIL: %s: %v\n", name, detail)
+	}
+}
+
+func run(args []string) error {
+	for _, c := range args {
+		switch c {
+		case "get_timeout":
+			r := sleepy.Remote(1500)
+			start := time.Now()
+			_, err := r.Get(sdk.Timeout(200 * time.Millisecond))
+			check("get_timeout", errors.Is(err, sdk.ErrGetTimeout) && time.Since(start) < time.Second, err)
+			v, err := r.Get()
+			check("get_after_timeout", err == nil && v == 1500, err)
+		case "wait_timeout":
+			refs := []sdk.Ref[int]{sleepy.Remote(50), sleepy.Remote(3000)}
+			ready, notReady, err := sdk.Wait(refs, 2, 1000*time.Millisecond)
+			check("wait_timeout", err == nil && len(ready) == 1 && len(notReady) == 1 && ready[0].ID() == refs[0].ID(), fmt.Sprint(len(ready), len(notReady), err))
+		case "cancel":
+			running := blocker.Remote(5000) // takes both CPUs
+			time.Sleep(500 * time.Millisecond)
+			queued := blocker.Remote(10)
+			check("cancel_queued", sdk.Cancel(queued) == nil, "")
+			_, err := queued.Get()
+			check("cancel_queued_get", errors.Is(err, sdk.ErrTaskCancelled), err)
+			start := time.Now()
+			check("cancel_running", sdk.Cancel(running, sdk.Force()) == nil, "")
+			_, err = running.Get()
+			check("cancel_running_get", errors.Is(err, sdk.ErrTaskCancelled) && time.Since(start) < 2*time.Second, err)
+			v, err := blocker.Remote(1).Get()
+			check("cpus_back_after_cancel", err == nil && v == 1, err)
+		case "nested":
+			var refs []sdk.Ref[int]
+			for i := range 5 {
+				refs = append(refs, square.Remote(i))
+			}
+			v, err := sumAll.Remote(refs).Get()
+			check("nested_refs", err == nil && v == 30, fmt.Sprint(v, err))
+		case "fanout":
+			v, err := fanout.Options(sdk.CPUs(1)).Remote(10).Get()
+			check("tasks_submit_tasks", err == nil && v == 285, fmt.Sprint(v, err))
+		case "infeasible":
+			_, err := gpuTask.Remote().Get()
+			check("infeasible", errors.Is(err, sdk.ErrInfeasible), err)
+			fmt.Printf("infeasible message: %v\n", err)
+		case "multi":
+			q, r := divmod.Remote(23)
+			qv, err1 := q.Get()
+			rv, err2 := r.Get()
+			check("multiple_returns", err1 == nil && err2 == nil && qv == 3 && rv == 2, fmt.Sprint(qv, rv, err1, err2))
+		case "retry_exceptions":
+			_, err := flaky.Remote().Get()
+			check("retry_exceptions", err != nil && errors.Is(err, err), err)
+			fmt.Printf("flaky error: %v\n", err)
+		case "error_propagation":
+			_, err := consumer.Remote(failing.Remote()).Get()
+			var te *sdk.TaskError
+			check("error_propagates", errors.As(err, &te) && te.Task == "failing", err)
+		case "put_get":
+			ref, err := sdk.Put(map[string][]int{"a": {1, 2}, "b": {3}})
+			if err != nil {
+				return err
+			}
+			m, err := ref.Get()
+			check("put_get_map", err == nil && len(m["a"]) == 2 && m["b"][0] == 3, err)
+			big, err := sdk.Put(make([]float64, 1<<20))
+			if err != nil {
+				return err
+			}
+			b, err := big.Get()
+			check("put_get_big", err == nil && len(b) == 1<<20, err)
+		case "log":
+			_, err := logger.Remote().Get()
+			check("log", err == nil, err)
+		default:
+			return fmt.Errorf("unknown case %q", c)
+		}
+	}
+	return nil
+}
+
+func main() {}
