@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -135,4 +136,65 @@ func checkGoroutines(t *testing.T, limit int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestSpillThroughAgent runs examples on an arena far smaller than their
+// data: objects spill to disk and are restored when read, and an object
+// larger than the whole arena lives in a file; results stay correct.
+func TestSpillThroughAgent(t *testing.T) {
+	cases := []struct {
+		example string
+		args    []string
+		arena   int64
+		want    string
+		check   func(Stats) bool
+	}{
+		// Ten 4 MB objects held at once in a 12 MiB arena: older ones
+		// spill, and reading them restores them.
+		{"internal/testguests/features", []string{"spill"}, 12 << 20, "ok: spill", func(s Stats) bool { return s.Store.SpillCount > 0 && s.Store.RestoreCount > 0 }},
+		// The 80 MB array is larger than the arena: it lives in one file,
+		// stored once however many tasks read it.
+		{"examples/shared", nil, 32 << 20, "10000000 each", func(s Stats) bool { return s.Store.DirectCount == 1 && s.Store.SpillCount == 0 }},
+	}
+	for _, c := range cases {
+		t.Run(filepath.Base(c.example), func(t *testing.T) {
+			wasm, err := os.ReadFile(testrig.Guest(t, c.example))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out strings.Builder
+			n, err := Start(Config{NumCPUs: 2, ObjectStoreMemory: c.arena, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: &syncWriter{w: &out}, Stderr: io.Discard})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			err = n.RunJob(ctx, wasm, c.args)
+			stats := n.Stats()
+			_ = n.Close()
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out.String())
+			}
+			if !strings.Contains(out.String(), c.want) {
+				t.Errorf("output lacks %q:\n%s", c.want, out.String())
+			}
+			if !c.check(stats) {
+				t.Errorf("store stats %+v", stats.Store)
+			}
+			if stats.Store.Objects != 0 || stats.Objects != 0 {
+				t.Errorf("objects left after the job: %+v", stats)
+			}
+		})
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

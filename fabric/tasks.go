@@ -8,6 +8,7 @@ import (
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/wire"
 	"github.com/wasmfabric/fabric/objects"
+	"github.com/wasmfabric/fabric/sandbox"
 	"github.com/wasmfabric/fabric/scheduler"
 )
 
@@ -526,15 +527,34 @@ func (n *Node) storeResults(t *task, d wire.Done) error {
 			n.objs[id].size = d.Value.Size
 			return nil
 		}
-		n.setReady(id, d.Value.Inline, false, false, refs)
-		return nil
+		return n.storeValue(id, d.Value.Inline, refs)
 	}
 	var parts []wire.RawMessage
 	if err := wire.Unmarshal(d.Value.Inline, &parts); err != nil || len(parts) != len(t.returns) {
 		return fmt.Errorf("task %s declares %d return values but returned %d", t.name, len(t.returns), len(parts))
 	}
 	for i, id := range t.returns {
-		n.setReady(id, []byte(parts[i]), false, false, refs)
+		if err := n.storeValue(id, []byte(parts[i]), refs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// storeValue makes a value that arrived inline ready: small ones stay in the
+// object table, large ones go to the store (which spills as needed).
+func (n *Node) storeValue(id objects.ID, data []byte, refs []objects.ID) error {
+	if len(data) <= sandbox.InlineMax {
+		n.setReady(id, data, false, false, refs)
+		return nil
+	}
+	n.store.Abort(id)
+	if err := n.store.Put(id, data); err != nil {
+		return err
+	}
+	n.setReady(id, nil, false, true, refs)
+	if o := n.objs[id]; o != nil {
+		o.size = int64(len(data))
 	}
 	return nil
 }

@@ -76,6 +76,9 @@ type StoreStats struct {
 	// RestoreCount is the number of times an object was moved back from a
 	// spill file into the arena.
 	RestoreCount int64
+	// DirectCount is the number of objects Put wrote straight to a file
+	// (larger than the arena, or no room while the arena was pinned).
+	DirectCount int64
 }
 
 // entry is the store's record of one object.
@@ -123,6 +126,7 @@ type Store struct {
 	releaser   func(off, size int64)
 	spills     int64
 	restores   int64
+	directs    int64
 	closed     bool
 }
 
@@ -232,12 +236,21 @@ func (s *Store) Put(id ID, data []byte) error {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: put %s", err, id)
 	}
+	off := int64(-1)
 	if _, fits := s.alloc.roundedSize(size); fits {
-		off, err := s.allocateLocked(size)
-		if err != nil {
+		var err error
+		off, err = s.allocateLocked(size)
+		if err != nil && (!errors.Is(err, ErrStoreFull) || s.dir == "") {
 			s.mu.Unlock()
 			return fmt.Errorf("%w: put %s (%d bytes)", err, id, size)
 		}
+		// ErrStoreFull with a spill directory: everything in the arena is
+		// pinned right now, so the object goes straight to a file below.
+		if err != nil {
+			off = -1
+		}
+	}
+	if off >= 0 {
 		e := &entry{size: size, off: off, pins: 1}
 		s.objects[id] = e
 		s.mu.Unlock()
@@ -256,8 +269,9 @@ func (s *Store) Put(id ID, data []byte) error {
 		return nil
 	}
 
-	// Larger than the arena: straight to a spill file, written without the
-	// lock. The entry reserves the ID meanwhile.
+	// Larger than the arena, or no room while everything is pinned:
+	// straight to a spill file, written without the lock. The entry
+	// reserves the ID meanwhile.
 	if s.dir == "" {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: put %s (%d bytes, arena %d) with no spill directory", ErrObjectTooLarge, id, size, s.alloc.Capacity())
@@ -267,6 +281,7 @@ func (s *Store) Put(id ID, data []byte) error {
 		return fmt.Errorf("objects: put %s: %w", id, err)
 	}
 	e := &entry{size: size, off: -1, pins: 1, direct: true}
+	s.directs++
 	s.objects[id] = e
 	s.mu.Unlock()
 
@@ -399,6 +414,7 @@ func (s *Store) Stats() StoreStats {
 		Used:         s.alloc.Used(),
 		SpillCount:   s.spills,
 		RestoreCount: s.restores,
+		DirectCount:  s.directs,
 	}
 	for _, e := range s.objects {
 		if !e.sealed || e.deleted {

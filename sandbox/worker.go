@@ -220,6 +220,11 @@ func (w *worker) exec(ctx context.Context, ex wire.Exec) {
 		for _, b := range pieces {
 			off += copy(dst[off:], b)
 		}
+		// The arguments are in guest memory now: release the arena pins.
+		if len(ex.Unpin) > 0 {
+			_ = w.conn.Send(wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+			ex.Unpin = nil
+		}
 		return nil
 	}}
 	h := &workerHost{w: w, task: ex.Task}

@@ -151,6 +151,24 @@ func run(args []string) error {
 			}
 			b, err := big.Get()
 			check("put_get_big", err == nil && len(b) == 1<<20, err)
+		case "spill":
+			// ten 4 MB objects held at once: more than a small arena holds
+			var refs []sdk.Ref[[]int64]
+			for i := range 10 {
+				v := make([]int64, 512<<10)
+				v[0] = int64(i)
+				r, err := sdk.Put(v)
+				if err != nil {
+					return err
+				}
+				refs = append(refs, r)
+			}
+			ok := true
+			for i, r := range refs {
+				v, err := r.Get()
+				ok = ok && err == nil && len(v) == 512<<10 && v[0] == int64(i)
+			}
+			check("spill", ok, "")
 		case "log":
 			_, err := logger.Remote().Get()
 			check("log", err == nil, err)
