@@ -370,11 +370,18 @@ func TestStoreFull(t *testing.T) {
 			if _, err := s.Create(testID(100), tt.size); !errors.Is(err, ErrStoreFull) {
 				t.Fatalf("Create: %v, want ErrStoreFull", err)
 			}
-			if err := s.Put(testID(100), make([]byte, tt.size)); !errors.Is(err, ErrStoreFull) {
-				t.Fatalf("Put: %v, want ErrStoreFull", err)
-			}
 			if got := s.Stats().SpillCount; got != tt.wantSpill {
 				t.Fatalf("SpillCount = %d, want %d", got, tt.wantSpill)
+			}
+			// Put has the value in hand: with no room it goes to a file.
+			if err := s.Put(testID(100), make([]byte, tt.size)); err != nil {
+				t.Fatalf("Put: %v, want it written to a file", err)
+			}
+			if got := s.Stats().DirectCount; got != 1 {
+				t.Fatalf("DirectCount = %d, want 1", got)
+			}
+			if b, err := s.Read(testID(100)); err != nil || int64(len(b)) != tt.size {
+				t.Fatalf("Read: %d bytes, %v", len(b), err)
 			}
 		})
 	}
@@ -404,7 +411,7 @@ func TestStoreLargerThanArena(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkStats(t, s, StoreStats{Capacity: 4 * kib, Used: kib, Objects: 2,
-		SpilledObjects: 1, SpilledBytes: 10 * kib})
+		SpilledObjects: 1, SpilledBytes: 10 * kib, DirectCount: 1})
 
 	loc, err := s.Pin(id)
 	if err != nil {
@@ -430,7 +437,7 @@ func TestStoreLargerThanArena(t *testing.T) {
 	if _, err := os.Stat(want.Path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("spill file after Delete: %v", err)
 	}
-	checkStats(t, s, StoreStats{Capacity: 4 * kib, Used: kib, Objects: 1})
+	checkStats(t, s, StoreStats{Capacity: 4 * kib, Used: kib, Objects: 1, DirectCount: 1})
 
 	// An empty arena sends everything to files, even empty objects.
 	s2, _ := newTestStore(t, 0)
