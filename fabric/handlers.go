@@ -168,6 +168,9 @@ func (n *Node) handleSubmit(w *workerProc, m wire.Submit) ([][]byte, error) {
 		return nil, fmt.Errorf("submit: %d return values; at most %d", spec.NumReturns, maxReturns)
 	}
 	for i, a := range spec.Args {
+		if (a.Ref == nil) == (a.Value == nil) {
+			return nil, fmt.Errorf("submit: argument %d must have exactly one of a value (\"v\") or a reference (\"r\")", i)
+		}
 		if a.Ref != nil {
 			if _, _, err := n.object(w, a.Ref); err != nil {
 				return nil, fmt.Errorf("submit: argument %d: %v", i, err)
@@ -180,6 +183,11 @@ func (n *Node) handleSubmit(w *workerProc, m wire.Submit) ([][]byte, error) {
 		}
 	}
 	if m.Actor {
+		if name := spec.Options.Name; name != "" {
+			if _, taken := n.named[w.job.id+"/"+name]; taken {
+				return nil, fmt.Errorf("submit: an actor named %q already exists in this job", name)
+			}
+		}
 		a := n.createActor(w.job, parent, spec)
 		return [][]byte{a.id[:]}, nil
 	}

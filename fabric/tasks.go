@@ -510,7 +510,7 @@ func (n *Node) storeResults(t *task, d wire.Done) error {
 		if err != nil {
 			return err
 		}
-		if n.objs[id] != nil {
+		if o := n.objs[id]; o != nil && o.job == t.job {
 			refs = append(refs, id)
 		}
 	}

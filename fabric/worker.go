@@ -81,15 +81,13 @@ type limitedBuffer struct {
 	max int
 }
 
+// Write keeps the last max bytes written.
 func (l *limitedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if room := l.max - l.b.Len(); room > 0 {
-		if len(p) > room {
-			l.b.Write(p[:room])
-		} else {
-			l.b.Write(p)
-		}
+	l.b.Write(p)
+	if extra := l.b.Len() - l.max; extra > 0 {
+		l.b.Next(extra)
 	}
 	return len(p), nil
 }

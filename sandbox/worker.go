@@ -192,7 +192,13 @@ func (w *worker) pieceBytes(p wire.Piece) ([]byte, error) {
 
 func (w *worker) exec(ctx context.Context, ex wire.Exec) {
 	done := wire.Done{Task: ex.Task}
-	defer func() { _ = w.conn.Send(wire.TypeDone, done) }()
+	defer func() {
+		err := w.conn.Send(wire.TypeDone, done)
+		if errors.Is(err, wire.ErrFrameTooLarge) {
+			_ = w.conn.Send(wire.TypeDone, wire.Done{Task: ex.Task, Kind: "app",
+				Error: fmt.Sprintf("the result is too large to return (%d bytes; the limit is %d)", done.Value.Len(), wire.MaxFrame)})
+		}
+	}()
 	if w.inst == nil || w.inst.Broken() {
 		if w.inst != nil {
 			_ = w.inst.Close(ctx)
@@ -260,8 +266,9 @@ func (w *worker) exec(ctx context.Context, ex wire.Exec) {
 
 // workerHost serves the host calls of one Exec.
 type workerHost struct {
-	w    *worker
-	task []byte
+	w      *worker
+	task   []byte
+	logged int64 // log bytes sent in this call
 }
 
 func (h *workerHost) Submit(spec []byte, actor bool) ([][]byte, error) {
@@ -385,7 +392,18 @@ func (h *workerHost) ActorKill(id []byte, noRestart bool) error {
 }
 
 func (h *workerHost) Log(level int32, msg []byte) {
+	limit := h.w.cfg.OutputCap
+	if limit <= 0 {
+		limit = DefaultOutputCap
+	}
+	if h.logged >= limit {
+		return
+	}
 	line := append([]byte(levelName(level)+": "), stripControl(new(escState), msg)...)
+	if room := limit - h.logged; int64(len(line)) >= room {
+		line = append(line[:room], "\n[fabric: log output of this call reached its cap; the rest is dropped]"...)
+	}
+	h.logged += int64(len(line))
 	line = append(line, '\n')
 	_ = h.w.conn.Send(wire.TypeOutput, wire.Output{Task: h.task, Stream: 3, Data: line})
 }

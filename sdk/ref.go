@@ -193,7 +193,9 @@ type CancelOption func(*cancelConfig)
 
 type cancelConfig struct{ force, recursive bool }
 
-// Force kills the worker running the task.
+// Force asks to kill the worker running the task. Compiled wasm cannot be
+// interrupted cooperatively, so cancelling a running task always stops its
+// worker; Force is accepted for Ray compatibility.
 func Force() CancelOption { return func(c *cancelConfig) { c.force = true } }
 
 // Recursive also cancels tasks the task submitted.

@@ -46,14 +46,13 @@ const (
 	TypeRelease
 	TypeActorLookup
 	TypeActorKill
-	TypeBlocked
 )
 
 var typeNames = map[Type]string{
 	TypeReady: "ready", TypeExec: "exec", TypeDone: "done", TypeOutput: "output", TypeReply: "reply",
 	TypeSubmit: "submit", TypePut: "put", TypeCreate: "create", TypeGet: "get", TypeUnpin: "unpin",
 	TypeWait: "wait", TypeCancel: "cancel", TypeRelease: "release", TypeActorLookup: "actor_lookup",
-	TypeActorKill: "actor_kill", TypeBlocked: "blocked",
+	TypeActorKill: "actor_kill",
 }
 
 // String names the type.

@@ -74,6 +74,13 @@ var logger = sdk.Task0("logger", func() (int, error) {
 	return 0, nil
 })
 
+// Echo is an actor that returns what it is given.
+type Echo struct{}
+
+var echoClass = sdk.Actor("Echo", func() (*Echo, error) { return &Echo{}, nil })
+
+var echo = sdk.NewMethod1(echoClass, "echo", func(_ *Echo, s string) (string, error) { return s, nil })
+
 func init() { sdk.Main(run) }
 
 func check(name string, ok bool, detail any) {
@@ -169,6 +176,18 @@ func run(args []string) error {
 				ok = ok && err == nil && len(v) == 512<<10 && v[0] == int64(i)
 			}
 			check("spill", ok, "")
+		case "named":
+			a := echoClass.Options(sdk.Name("echo")).Remote()
+			b := echoClass.Options(sdk.Name("echo")).Remote()
+			check("duplicate_name_refused", a.Err() == nil && b.Err() != nil, b.Err())
+			h, err := sdk.GetActor(echoClass, "echo")
+			v, err2 := echo.Remote(h, "hi").Get()
+			check("named_lookup", err == nil && err2 == nil && v == "hi", fmt.Sprint(err, err2))
+			_, err = sdk.GetActor(echoClass, "nobody")
+			check("unknown_name", err != nil, err)
+			check("kill", sdk.Kill(h, true) == nil, "")
+			_, err = echo.Remote(h, "again").Get()
+			check("call_after_kill", errors.Is(err, sdk.ErrActorDied), err)
 		case "log":
 			_, err := logger.Remote().Get()
 			check("log", err == nil, err)
