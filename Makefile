@@ -8,7 +8,12 @@ STATICCHECK_VERSION := v0.8.2
 
 GO_SOURCES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 
-.PHONY: all build examples guests demo test check bench clean
+# C guests build with Debian's clang and wasi-libc; `make c-toolchain`
+# installs them when they are missing (CI runs as root).
+CLANG     ?= clang
+WASI_LIBC := /usr/lib/wasm32-wasi/libc.a
+
+.PHONY: all build examples guests demo test check bench clean c-toolchain
 
 all: build examples
 
@@ -25,7 +30,17 @@ bin/testguests/%.wasm: $(BIN) $(GO_SOURCES)
 	@mkdir -p bin/testguests
 	$(BIN) build ./internal/testguests/$* -o $@
 
-examples: $(addprefix bin/examples/,$(addsuffix .wasm,$(EXAMPLES)))
+examples: $(addprefix bin/examples/,$(addsuffix .wasm,$(EXAMPLES))) bin/examples/c_add.wasm
+
+c-toolchain:
+	@if ! command -v $(CLANG) >/dev/null || [ ! -e $(WASI_LIBC) ] || [ ! -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a ]; then \
+	  echo "installing the C guest toolchain (clang, lld, wasi-libc)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang lld wasi-libc libclang-rt-14-dev-wasm32 >/dev/null; \
+	fi
+
+bin/examples/c_add.wasm: examples/c/add.c | c-toolchain
+	@mkdir -p bin/examples
+	$(CLANG) --target=wasm32-wasi -mexec-model=reactor -O2 -o $@ $<
 
 guests: $(addprefix bin/testguests/,$(addsuffix .wasm,$(GUESTS)))
 

@@ -1,6 +1,8 @@
 package examples_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,11 +24,17 @@ func TestExamples(t *testing.T) {
 		{name: "counter", want: []string{"Final count: 100\n"}},
 		{name: "shared", want: []string{"10 tasks summed the same 10000000-float object: 10000000 each\n"}},
 		{name: "wait", want: []string{"finished: 200 ms\nfinished: 400 ms\nfinished: 600 ms\nfinished: 800 ms\n"}},
+		{name: "c_add", want: []string{"2 + 3 = 5\n"}},
 		{name: "resources", args: []string{"--num-cpus", "2"}, want: []string{"heavy task ran with 2 CPUs reserved\n", "at most 8 ran at once\n"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			wasm := testrig.Guest(t, "examples/"+c.name)
+			var wasm string
+			if c.name == "c_add" {
+				wasm = testrig.Make(t, "bin/examples/c_add.wasm")
+			} else {
+				wasm = testrig.Guest(t, "examples/"+c.name)
+			}
 			res := testrig.Run(t, 3*time.Minute, append([]string{"run", wasm}, c.args...)...)
 			if res.Code != 0 {
 				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
@@ -40,5 +48,30 @@ func TestExamples(t *testing.T) {
 				t.Errorf("took %s, want under %s", res.Elapsed, c.maxTime)
 			}
 		})
+	}
+}
+
+// TestABIDocExample keeps the C guest in docs/ABI.md identical to
+// examples/c/add.c, which TestExamples builds and runs.
+func TestABIDocExample(t *testing.T) {
+	root := testrig.Root(t)
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "ABI.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(filepath.Join(root, "examples", "c", "add.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(doc), "```c\n")
+	if !ok {
+		t.Fatal("docs/ABI.md has no C example")
+	}
+	block, _, ok := strings.Cut(after, "```")
+	if !ok {
+		t.Fatal("docs/ABI.md: the C example is not closed")
+	}
+	if block != string(src) {
+		t.Error("the C example in docs/ABI.md differs from examples/c/add.c; keep them identical")
 	}
 }

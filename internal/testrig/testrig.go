@@ -123,3 +123,21 @@ func tail(s string) string {
 	}
 	return s
 }
+
+// Make returns bin/TARGET, running `make TARGET` in the repository when it
+// is missing (for modules built by other toolchains, such as C guests).
+func Make(t testing.TB, target string) string {
+	t.Helper()
+	r := Root(t)
+	out := filepath.Join(r, target)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if _, err := os.Stat(out); err != nil {
+		cmd := exec.Command("make", target)
+		cmd.Dir = r
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("testrig: make %s: %v\n%s", target, err, b)
+		}
+	}
+	return out
+}
