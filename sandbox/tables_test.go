@@ -103,3 +103,67 @@ func TestTableGrowthBomb(t *testing.T) {
 		t.Errorf("host heap grew by %d MiB", grew>>20)
 	}
 }
+
+// TestRunawayRecursion runs a guest whose fabric_call calls itself forever:
+// wazero traps with a stack overflow, the host survives, and the memory the
+// host took for the guest's call stack stays bounded.
+func TestRunawayRecursion(t *testing.T) {
+	body := func(code ...byte) []byte {
+		b := valCat([]byte{0}, code)
+		return valCat(valLEB(uint32(len(b))), b)
+	}
+	m := valMod(
+		valSec(wasmSecType, valVec(
+			[]byte{0x60, 0, 1, 0x7f},
+			[]byte{0x60, 1, 0x7f, 1, 0x7f},
+			[]byte{0x60, 1, 0x7f, 0},
+			[]byte{0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 1, 0x7f},
+		)),
+		valSec(wasmSecFunction, valVec([]byte{0}, []byte{1}, []byte{2}, []byte{3})),
+		valSec(wasmSecMemory, valVec(valLimits(0x00, 1))),
+		valSec(wasmSecExport, valVec(
+			valExp("fabric_abi_version", ExternFunc, 0),
+			valExp("fabric_alloc", ExternFunc, 1),
+			valExp("fabric_free", ExternFunc, 2),
+			valExp("fabric_call", ExternFunc, 3),
+			valExp("memory", ExternMemory, 0),
+		)),
+		valSec(wasmSecCode, valVec(
+			body(0x41, 0x01, 0x0b),
+			body(0x41, 0x10, 0x0b),
+			body(0x0b),
+			// local.get 0..3; call 3 (itself); end
+			body(0x20, 0, 0x20, 1, 0x20, 2, 0x20, 3, 0x10, 3, 0x0b),
+		)),
+	)
+	ctx := context.Background()
+	e, err := NewEngine(ctx, EngineConfig{MemoryLimit: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close(ctx)
+	mod, err := e.Compile(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := mod.Instantiate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	res, err := inst.Call(ctx, nil, "x", ArgSource{}, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if res.OK || res.Kind != "trap" || !strings.Contains(res.Error, "stack overflow") || !inst.Broken() {
+		t.Errorf("want a stack-overflow trap and a broken instance, got %+v", res)
+	}
+	grew := int64(after.Sys) - int64(before.Sys)
+	t.Logf("host memory obtained from the OS during the call: %d MiB", grew>>20)
+	if grew > 512<<20 {
+		t.Errorf("host took %d MiB for one runaway call", grew>>20)
+	}
+}

@@ -123,8 +123,11 @@ func run(args []string) error {
 		_, err := panicky.Remote().Get()
 		fmt.Printf("get returned: %v\n", err)
 	case "timeout":
+		start := time.Now()
 		_, err := spin.Remote().Get()
 		fmt.Printf("get returned: %v (is timeout: %v)\n", err, errors.Is(err, sdk.ErrTaskTimeout))
+		// The task's timeout is 1 s: it must fail within 1 s more.
+		fmt.Printf("failed within the timeout plus 1s: %v (%s)\n", time.Since(start) < 2*time.Second, time.Since(start).Round(time.Millisecond))
 	case "loop":
 		_, err := spinForever.Remote().Get()
 		return err
