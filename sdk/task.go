@@ -195,6 +195,60 @@ func (f Func3[A, B, C, R]) Remote(a, b, c any) Ref[R] {
 	return submitOne[R](f.d, nil, f.d.name, f.extra, a, b, c)
 }
 
+// Func1N is a registered task with one argument whose result is a slice of
+// n values, each returned as its own object (Ray's num_returns=n).
+type Func1N[A, R any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// Task1N registers fn, which must return exactly n values; each becomes an
+// object of its own.
+func Task1N[A, R any](name string, n int, fn func(A) ([]R, error), opts ...Option) Func1N[A, R] {
+	register(name, 1, func(raw []cbor.RawMessage) (any, error) {
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		rs, err := fn(a)
+		if err != nil {
+			return nil, err
+		}
+		if len(rs) != n {
+			return nil, fmt.Errorf("%s declares %d return values but returned %d", name, n, len(rs))
+		}
+		if n == 1 {
+			return rs[0], nil // one return value travels as itself
+		}
+		out := make([]any, n)
+		for i := range rs {
+			out[i] = rs[i]
+		}
+		return out, nil
+	})
+	return Func1N[A, R]{d: &taskDef{name: name, opts: opts, nret: n}}
+}
+
+// Options returns the task with per-call options added.
+func (f Func1N[A, R]) Options(opts ...Option) Func1N[A, R] {
+	f.extra = append(append([]Option(nil), f.extra...), opts...)
+	return f
+}
+
+// Remote submits a call and returns one reference per result.
+func (f Func1N[A, R]) Remote(a any) []Ref[R] {
+	refs := make([]Ref[R], f.d.nret)
+	ids, err := f.d.submit(nil, f.d.name, f.extra, []any{a})
+	for i := range refs {
+		if err != nil {
+			refs[i] = Ref[R]{err: err}
+		} else {
+			refs[i] = Ref[R]{id: ids[i]}
+		}
+	}
+	return refs
+}
+
 // Func1x2 is a registered task with one argument and two return values,
 // each its own object (Ray's num_returns=2).
 type Func1x2[A, R1, R2 any] struct {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"testing"
+
+	"github.com/wasmfabric/fabric/internal/abi"
 )
 
 type pipe struct {
@@ -77,7 +79,7 @@ func FuzzRecv(f *testing.F) {
 			if err != nil {
 				return
 			}
-			for _, v := range []any{&Ready{}, &Exec{}, &Done{}, &Output{}, &Reply{}, &Submit{}, &Put{}, &Create{}, &Get{}, &Unpin{}, &Wait{}, &Cancel{}, &Release{}, &ActorLookup{}, &ActorKill{}} {
+			for _, v := range []any{&Ready{}, &Exec{}, &Done{}, &Output{}, &Reply{}, &Submit{}, &Put{}, &Create{}, &Get{}, &Unpin{}, &Wait{}, &Cancel{}, &Release{}, &ActorLookup{}, &ActorKill{}, &abi.TaskSpec{}, &abi.ErrorValue{}} {
 				_ = Unmarshal(body, v)
 			}
 		}

@@ -158,6 +158,23 @@ func run(args []string) error {
 			}
 			b, err := big.Get()
 			check("put_get_big", err == nil && len(b) == 1<<20, err)
+		case "release":
+			// twenty 4 MB objects, each released before the next: freed
+			// objects make room, so a small arena never spills
+			for i := range 20 {
+				v := make([]int64, 512<<10)
+				v[0] = int64(i)
+				r, err := sdk.Put(v)
+				if err != nil {
+					return err
+				}
+				got, err := r.Get()
+				if err != nil || got[0] != int64(i) {
+					return fmt.Errorf("object %d: %v", i, err)
+				}
+				r.Release()
+			}
+			check("release", true, "")
 		case "spill":
 			// ten 4 MB objects held at once: more than a small arena holds
 			var refs []sdk.Ref[[]int64]

@@ -1,0 +1,343 @@
+//go:build !wasip1
+
+package sdk
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+)
+
+// memHost is an in-process host for testing the SDK without wasm: it runs
+// every submitted call at once through dispatch, as the agent would.
+type memHost struct {
+	objs  map[ObjectID]staged
+	next  byte
+	logs  []string
+	calls int
+}
+
+func newMemHost(t *testing.T) *memHost {
+	h := &memHost{objs: map[ObjectID]staged{}}
+	old := host
+	host = h
+	t.Cleanup(func() { host = old; actor = nil })
+	return h
+}
+
+func (h *memHost) newID() ObjectID {
+	h.next++
+	var id ObjectID
+	id[0] = h.next
+	return id
+}
+
+func (h *memHost) log(level int, msg []byte) { h.logs = append(h.logs, string(msg)) }
+
+func (h *memHost) args(spec abi.TaskSpec) ([]byte, error) {
+	b := []byte{0x80 | byte(len(spec.Args))}
+	for _, a := range spec.Args {
+		if a.Ref == nil {
+			b = append(b, a.Value...)
+			continue
+		}
+		var id ObjectID
+		copy(id[:], a.Ref)
+		o, ok := h.objs[id]
+		if !ok {
+			return nil, fmt.Errorf("unknown ref")
+		}
+		if o.kind != abi.StagedValue {
+			return nil, errors.New("argument failed")
+		}
+		b = append(b, o.data...)
+	}
+	return b, nil
+}
+
+func (h *memHost) run(name string, spec abi.TaskSpec, n int) []ObjectID {
+	h.calls++
+	ids := make([]ObjectID, n)
+	for i := range ids {
+		ids[i] = h.newID()
+	}
+	args, err := h.args(spec)
+	var value []byte
+	if err == nil {
+		value, _, err = dispatch(name, args)
+	}
+	if err != nil {
+		ev, _ := cbor.Marshal(abi.ErrorValue{Kind: "task", Message: err.Error(), Task: name})
+		for _, id := range ids {
+			h.objs[id] = staged{kind: abi.StagedError, data: ev}
+		}
+		return ids
+	}
+	if n == 1 {
+		h.objs[ids[0]] = staged{data: value}
+		return ids
+	}
+	var parts []cbor.RawMessage
+	if err := cbor.Unmarshal(value, &parts); err != nil || len(parts) != n {
+		panic(fmt.Sprintf("bad multi-return value: %v", err))
+	}
+	for i, id := range ids {
+		h.objs[id] = staged{data: parts[i]}
+	}
+	return ids
+}
+
+func (h *memHost) submit(b []byte, n int) ([]ObjectID, error) {
+	var spec abi.TaskSpec
+	if err := cbor.Unmarshal(b, &spec); err != nil {
+		return nil, err
+	}
+	return h.run(spec.Func, spec, n), nil
+}
+
+func (h *memHost) actorCreate(b []byte) (ObjectID, error) {
+	var spec abi.TaskSpec
+	if err := cbor.Unmarshal(b, &spec); err != nil {
+		return ObjectID{}, err
+	}
+	ids := h.run(spec.Func+abi.ActorInitSuffix, spec, 1)
+	if h.objs[ids[0]].kind != abi.StagedValue {
+		return ObjectID{}, errors.New("constructor failed")
+	}
+	return h.newID(), nil
+}
+
+func (h *memHost) put(data []byte, refs []ObjectID) (ObjectID, error) {
+	id := h.newID()
+	h.objs[id] = staged{data: append([]byte(nil), data...)}
+	return id, nil
+}
+
+func (h *memHost) get(ids []ObjectID, timeoutMs int64) ([]staged, error) {
+	out := make([]staged, len(ids))
+	for i, id := range ids {
+		o, ok := h.objs[id]
+		if !ok {
+			return nil, errHost("object not found")
+		}
+		out[i] = o
+	}
+	return out, nil
+}
+
+func (h *memHost) wait(ids []ObjectID, numReady int, timeoutMs int64) ([]bool, error) {
+	ready := make([]bool, len(ids))
+	for i := range ready {
+		ready[i] = true
+	}
+	return ready, nil
+}
+
+func (h *memHost) cancel(ObjectID, bool, bool) error { return nil }
+func (h *memHost) release([]ObjectID)                {}
+func (h *memHost) actorLookup(name string) (ObjectID, error) {
+	return ObjectID{}, errHost("no actor named " + name)
+}
+func (h *memHost) actorKill(ObjectID, bool) error { return nil }
+
+// Registrations are global, as in a guest; each name is used once.
+var (
+	tAdd = Task2("t_add", func(a, b int) (int, error) { return a + b, nil })
+	tSum = Task1("t_sum", func(xs []float64) (float64, error) {
+		s := 0.0
+		for _, x := range xs {
+			s += x
+		}
+		return s, nil
+	})
+	tPanic  = Task0("t_panic", func() (int, error) { panic("kaboom") })
+	tFail   = Task0("t_fail", func() (int, error) { return 0, errors.New("plain failure") })
+	tNested = Task1("t_nested", func(refs []Ref[int]) (int, error) {
+		vs, err := GetAll(refs)
+		s := 0
+		for _, v := range vs {
+			s += v
+		}
+		return s, err
+	})
+	tDivmod  = Task1x2("t_divmod", func(x int) (int, int, error) { return x / 10, x % 10, nil })
+	tSplit   = Task1N("t_split", 3, func(s string) ([]string, error) { return strings.SplitN(s, ",", 3), nil })
+	tWrongN  = Task1N("t_wrong_n", 2, func(int) ([]int, error) { return []int{1}, nil })
+	tCounter = Actor1("TCounter", func(start int) (*tCount, error) { return &tCount{n: start}, nil })
+	tIncr    = NewMethod1(tCounter, "incr", func(c *tCount, by int) (int, error) { c.n += by; return c.n, nil })
+)
+
+type tCount struct{ n int }
+
+func TestTasksThroughDispatch(t *testing.T) {
+	h := newMemHost(t)
+	v, err := tAdd.Remote(2, 3).Get()
+	if err != nil || v != 5 {
+		t.Fatalf("add: %v %v", v, err)
+	}
+	// a Ref as an argument is resolved to its value
+	v, err = tAdd.Remote(tAdd.Remote(1, 1), 40).Get()
+	if err != nil || v != 42 {
+		t.Fatalf("add with ref: %v %v", v, err)
+	}
+	// numeric slices travel as typed arrays
+	xs := []float64{1.5, 2.5, 3}
+	ref, err := Put(xs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw := h.objs[ref.ID()].data; raw[0] != 0xd8 || raw[1] != tagFloat64LE {
+		t.Errorf("[]float64 not encoded as a typed array: % x", raw[:4])
+	}
+	s, err := tSum.Remote(ref).Get()
+	if err != nil || s != 7 {
+		t.Fatalf("sum: %v %v", s, err)
+	}
+	// nested refs stay refs
+	n, err := tNested.Remote([]Ref[int]{tAdd.Remote(1, 2), tAdd.Remote(3, 4)}).Get()
+	if err != nil || n != 10 {
+		t.Fatalf("nested: %v %v", n, err)
+	}
+	q, r := tDivmod.Remote(42)
+	qv, _ := q.Get()
+	rv, _ := r.Get()
+	if qv != 4 || rv != 2 {
+		t.Errorf("divmod: %d %d", qv, rv)
+	}
+	parts, err := GetAll(tSplit.Remote("a,b,c"))
+	if err != nil || strings.Join(parts, "") != "abc" {
+		t.Errorf("split: %v %v", parts, err)
+	}
+	if _, err := GetAll(tWrongN.Remote(1)); err == nil || !strings.Contains(err.Error(), "declares 2 return values but returned 1") {
+		t.Errorf("wrong n: %v", err)
+	}
+}
+
+func TestErrorsThroughDispatch(t *testing.T) {
+	newMemHost(t)
+	_, err := tPanic.Remote().Get()
+	var te *TaskError
+	if !errors.As(err, &te) || !strings.Contains(te.Message, "panic: kaboom") || !strings.Contains(te.Message, "goroutine") {
+		t.Errorf("panic should carry its message and stack: %v", err)
+	}
+	if _, err := tFail.Remote().Get(); err == nil || !strings.Contains(err.Error(), "plain failure") {
+		t.Errorf("error: %v", err)
+	}
+	if _, err := tAdd.Remote("two", 3).Get(); !errors.As(err, &te) || !strings.Contains(te.Message, "bad arguments") {
+		t.Errorf("bad argument type: %v", err)
+	}
+	if _, _, err := dispatch("nope", []byte{0x80}); !errors.Is(err, ErrNoSuchFunction) || !strings.Contains(err.Error(), "t_add") {
+		t.Errorf("unknown function: %v", err)
+	}
+	if _, _, err := dispatch("t_add", []byte{0x81, 0x01}); !errors.Is(err, ErrBadArguments) {
+		t.Errorf("wrong arity: %v", err)
+	}
+	if _, _, err := dispatch("t_add", []byte{0xff}); !errors.Is(err, ErrBadArguments) {
+		t.Errorf("garbage arguments: %v", err)
+	}
+}
+
+func TestActorThroughDispatch(t *testing.T) {
+	newMemHost(t)
+	h := tCounter.Remote(10)
+	if h.Err() != nil {
+		t.Fatal(h.Err())
+	}
+	for i := 1; i <= 3; i++ {
+		v, err := tIncr.Remote(h, 1).Get()
+		if err != nil || v != 10+i {
+			t.Fatalf("incr %d: %v %v", i, v, err)
+		}
+	}
+	if _, err := GetActor(tCounter, "missing"); err == nil {
+		t.Error("lookup of a missing actor succeeded")
+	}
+}
+
+func TestRefAndHandleEncoding(t *testing.T) {
+	var id ObjectID
+	for i := range id {
+		id[i] = byte(i)
+	}
+	b, refs, err := encode(struct{ R Ref[int] }{Ref[int]{id: id}})
+	if err != nil || len(refs) != 1 || refs[0] != id {
+		t.Fatalf("encode: %v %v", refs, err)
+	}
+	var back struct{ R Ref[int] }
+	if err := decode(b, &back); err != nil || back.R.ID() != id {
+		t.Fatalf("decode: %v %v", back, err)
+	}
+	hb, err := Handle[tCount]{id: id}.MarshalCBOR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Ref[int]
+	if err := r.UnmarshalCBOR(hb); err == nil {
+		t.Error("an actor handle decoded as an object reference")
+	}
+}
+
+func TestTypedArrays(t *testing.T) {
+	cases := []any{
+		[]float64{1, -2.5, 3e300}, []float32{1.5}, []int64{-1, 1 << 40}, []int{7, -7},
+		[]int32{-5}, []uint64{1 << 63}, []uint32{42}, []float64{}, make([]float64, 70000),
+	}
+	for _, c := range cases {
+		b, ok := encodeTyped(c)
+		if !ok {
+			t.Fatalf("%T not encoded", c)
+		}
+		switch x := c.(type) {
+		case []float64:
+			var got []float64
+			if !decodeTyped(b, &got) || fmt.Sprint(got) != fmt.Sprint(x) {
+				t.Errorf("%v round-tripped to %v", x, got)
+			}
+		case []int:
+			var got []int
+			if !decodeTyped(b, &got) || fmt.Sprint(got) != fmt.Sprint(x) {
+				t.Errorf("%v round-tripped to %v", x, got)
+			}
+		}
+		// the generic decoder reads typed arrays as tags without failing
+		var anyv any
+		if err := cbor.Unmarshal(b, &anyv); err != nil {
+			t.Errorf("%T: generic decode: %v", c, err)
+		}
+	}
+	var f []float64
+	if decodeTyped([]byte{0xd8, tagFloat64LE, 0x43, 1, 2, 3}, &f) {
+		t.Error("accepted a float64 array of 3 bytes")
+	}
+}
+
+// FuzzDecodeTyped feeds arbitrary bytes to the typed-array decoder.
+func FuzzDecodeTyped(f *testing.F) {
+	b, _ := encodeTyped([]float64{1, 2})
+	f.Add(b)
+	f.Add([]byte{0xd8, tagInt64LE, 0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var a []float64
+		var b []int32
+		var c []uint64
+		decodeTyped(data, &a)
+		decodeTyped(data, &b)
+		decodeTyped(data, &c)
+		_ = decode(data, &a)
+	})
+}
+
+func TestTimeoutOption(t *testing.T) {
+	if c := getOpts([]GetOption{Timeout(1500 * time.Millisecond)}); c.timeoutMs != 1500 {
+		t.Errorf("timeout = %d", c.timeoutMs)
+	}
+	if c := getOpts(nil); c.timeoutMs != -1 {
+		t.Errorf("default timeout = %d, want -1 (none)", c.timeoutMs)
+	}
+}
