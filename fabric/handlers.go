@@ -2,6 +2,7 @@ package fabric
 
 import (
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
@@ -36,8 +37,8 @@ func (n *Node) handle(w *workerProc, t wire.Type, body []byte) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if w.dead {
-		return nil
+	if w.dead || w.job.done {
+		return nil // late messages of an ended job
 	}
 	switch t {
 	case wire.TypeDone:
@@ -423,7 +424,12 @@ func (n *Node) handleCancel(w *workerProc, m wire.Cancel) error {
 
 func (n *Node) cancelTask(t *task, force, recursive bool) {
 	if recursive {
-		for _, c := range t.children {
+		children := make([]*task, 0, len(t.children))
+		for c := range t.children {
+			children = append(children, c)
+		}
+		sort.Slice(children, func(i, j int) bool { return string(children[i].id[:]) < string(children[j].id[:]) })
+		for _, c := range children {
 			n.cancelTask(c, force, recursive)
 		}
 	}

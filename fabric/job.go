@@ -123,6 +123,7 @@ func (n *Node) endJob(j *job) {
 	}
 	for id, a := range n.actors {
 		if a.job == j {
+			a.state = actorDead // its worker's exit must not restart it
 			delete(n.actors, id)
 			if a.name != "" {
 				delete(n.named, j.id+"/"+a.name)

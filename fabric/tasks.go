@@ -41,7 +41,7 @@ type task struct {
 	retriesLeft int
 	timer       *time.Timer
 	held        map[objects.ID]int // handles this execution holds
-	children    []*task
+	children    map[*task]struct{} // unfinished tasks it submitted, for recursive cancel
 	blocked     bool
 	depWait     bool
 	demand      scheduler.Resources
@@ -129,7 +129,10 @@ func (n *Node) newTask(j *job, parent *task, spec abi.TaskSpec, kind wire.ExecKi
 		t.nested = append(t.nested, id)
 	}
 	if parent != nil {
-		parent.children = append(parent.children, t)
+		if parent.children == nil {
+			parent.children = map[*task]struct{}{}
+		}
+		parent.children[t] = struct{}{}
 	}
 	n.tasks[t.id] = t
 	return t
@@ -146,6 +149,7 @@ func (n *Node) hold(h *task, id objects.ID) {
 // submit queues a task with the scheduler. Caller holds n.mu.
 func (n *Node) submit(t *task) {
 	t.state = taskQueued
+	t.blocked = false
 	var deps []scheduler.ObjectKey
 	for _, id := range t.argRefs {
 		if o := n.objs[id]; o != nil && !o.ready {
@@ -353,6 +357,9 @@ func (n *Node) finishTask(t *task, releaseSched bool) {
 		n.decRef(id)
 	}
 	t.argRefs, t.nested = nil, nil
+	if t.parent != nil {
+		delete(t.parent.children, t)
+	}
 	if !t.keepsHandles() {
 		n.releaseHandles(t)
 	}
