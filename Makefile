@@ -44,6 +44,9 @@ bin/examples/c_add.wasm: examples/c/add.c | c-toolchain
 
 guests: $(addprefix bin/testguests/,$(addsuffix .wasm,$(GUESTS)))
 
+bench: build examples guests
+	$(BIN) bench --update-doc docs/PERFORMANCE.md
+
 demo: $(BIN) bin/examples/quickstart.wasm
 	$(BIN) run bin/examples/quickstart.wasm
 

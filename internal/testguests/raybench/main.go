@@ -1,0 +1,301 @@
+//go:build wasip1
+
+// Raybench is the driver of `fabric bench`: Ray's microbenchmarks
+// (python/ray/_private/ray_perf.py) with Ray's definitions, timed from
+// inside the guest as Ray times them from its Python driver: a warm-up,
+// then trials of at least a minimum duration each, reported as the mean and
+// standard deviation of operations per second. Each result is one line:
+//
+//	BENCH {"name":"...","value":...,"sd":...,"unit":"/s"}
+//
+// Arguments: FILTER-REGEX TRIAL-SECONDS WARMUP-SECONDS TRIALS CPUS.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/wasmfabric/fabric/sdk"
+)
+
+var smallValue = sdk.Task0("small_value", func() (int, error) { return 0, nil })
+
+// Actor is Ray's benchmark actor: a method returning a small value.
+type Actor struct{}
+
+var actorClass = sdk.Actor("Actor", func() (*Actor, error) { return &Actor{}, nil })
+
+var actorSmallValue = sdk.NewMethod0(actorClass, "small_value", func(*Actor) (int, error) { return 0, nil })
+
+// Client is Ray's benchmark client actor: it submits batches itself.
+type Client struct {
+	actors []sdk.Handle[Actor]
+}
+
+var clientClass = sdk.Actor1("Client", func(actors []sdk.Handle[Actor]) (*Client, error) {
+	return &Client{actors: actors}, nil
+})
+
+// smallValueBatch submits n no-op tasks and waits for them.
+var smallValueBatch = sdk.NewMethod1(clientClass, "small_value_batch", func(c *Client, n int) (int, error) {
+	refs := make([]sdk.Ref[int], n)
+	for i := range refs {
+		refs[i] = smallValue.Remote()
+	}
+	_, err := sdk.GetAll(refs)
+	return n, err
+})
+
+// actorBatch calls each of the client's actors n times and waits.
+var actorBatch = sdk.NewMethod1(clientClass, "small_value_batch_actors", func(c *Client, n int) (int, error) {
+	refs := make([]sdk.Ref[int], 0, n*len(c.actors))
+	for _, a := range c.actors {
+		for range n {
+			refs = append(refs, actorSmallValue.Remote(a))
+		}
+	}
+	_, err := sdk.GetAll(refs)
+	return len(refs), err
+})
+
+// work makes n calls round-robin over the actors (Ray's n:n benchmark).
+var work = sdk.Task2("work", func(actors []sdk.Handle[Actor], n int) (int, error) {
+	refs := make([]sdk.Ref[int], n)
+	for i := range refs {
+		refs[i] = actorSmallValue.Remote(actors[i%len(actors)])
+	}
+	_, err := sdk.GetAll(refs)
+	return n, err
+}, sdk.CPUs(0))
+
+type config struct {
+	filter  *regexp.Regexp
+	trial   time.Duration
+	warmup  time.Duration
+	trials  int
+	numCPUs int
+}
+
+type result struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	SD    float64 `json:"sd"`
+	Unit  string  `json:"unit"`
+	Runs  int     `json:"runs"`
+}
+
+// timeit is ray_perf's timeit: warm up, then trials of at least cfg.trial,
+// each giving count*multiplier/elapsed.
+func timeit(cfg config, name string, fn func() error, multiplier float64, unit string) error {
+	if !cfg.filter.MatchString(name) {
+		return nil
+	}
+	start := time.Now()
+	for time.Since(start) < cfg.warmup {
+		if err := fn(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	rates := make([]float64, 0, cfg.trials)
+	runs := 0
+	for range cfg.trials {
+		count := 0
+		start := time.Now()
+		for time.Since(start) < cfg.trial {
+			if err := fn(); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			count++
+		}
+		runs += count
+		rates = append(rates, float64(count)*multiplier/time.Since(start).Seconds())
+	}
+	mean, sd := meanSD(rates)
+	b, _ := json.Marshal(result{Name: name, Value: mean, SD: sd, Unit: unit, Runs: runs})
+	fmt.Printf("BENCH %s\n", b)
+	return nil
+}
+
+func meanSD(xs []float64) (float64, float64) {
+	m := 0.0
+	for _, x := range xs {
+		m += x
+	}
+	m /= float64(len(xs))
+	v := 0.0
+	for _, x := range xs {
+		v += (x - m) * (x - m)
+	}
+	return m, math.Sqrt(v / float64(len(xs)))
+}
+
+func init() { sdk.Main(run) }
+
+func run(args []string) error {
+	cfg := config{filter: regexp.MustCompile("."), trial: 2 * time.Second, warmup: time.Second, trials: 4, numCPUs: 2}
+	if len(args) >= 5 {
+		var err error
+		if cfg.filter, err = regexp.Compile(args[0]); err != nil {
+			return err
+		}
+		secs, err1 := strconv.ParseFloat(args[1], 64)
+		warm, err2 := strconv.ParseFloat(args[2], 64)
+		trials, err3 := strconv.Atoi(args[3])
+		cpus, err4 := strconv.Atoi(args[4])
+		if err1 != nil || err2 != nil || err3 != nil || err4 != nil || trials < 1 {
+			return fmt.Errorf("usage: FILTER TRIAL-SECONDS WARMUP-SECONDS TRIALS CPUS")
+		}
+		cfg.trial = time.Duration(secs * float64(time.Second))
+		cfg.warmup = time.Duration(warm * float64(time.Second))
+		cfg.trials, cfg.numCPUs = trials, cpus
+	}
+	nActors := max(1, cfg.numCPUs/2) // Ray: multiprocessing.cpu_count() // 2
+
+	steps := []func() error{
+		func() error {
+			return timeit(cfg, "single_client_tasks_sync", func() error {
+				_, err := smallValue.Remote().Get()
+				return err
+			}, 1, "/s")
+		},
+		func() error {
+			return timeit(cfg, "single_client_tasks_async", func() error {
+				refs := make([]sdk.Ref[int], 1000)
+				for i := range refs {
+					refs[i] = smallValue.Remote()
+				}
+				_, err := sdk.GetAll(refs)
+				return err
+			}, 1000, "/s")
+		},
+		func() error {
+			if !cfg.filter.MatchString("multi_client_tasks_async") {
+				return nil
+			}
+			const n, m = 10000, 4
+			clients := make([]sdk.Handle[Client], m)
+			for i := range clients {
+				clients[i] = clientClass.Remote([]sdk.Handle[Actor]{})
+			}
+			return timeit(cfg, "multi_client_tasks_async", func() error {
+				refs := make([]sdk.Ref[int], m)
+				for i, c := range clients {
+					refs[i] = smallValueBatch.Remote(c, n)
+				}
+				_, err := sdk.GetAll(refs)
+				return err
+			}, n*m, "/s")
+		},
+		func() error {
+			if !cfg.filter.MatchString("1_1_actor_calls") {
+				return nil
+			}
+			a := actorClass.Remote()
+			if err := timeit(cfg, "1_1_actor_calls_sync", func() error {
+				_, err := actorSmallValue.Remote(a).Get()
+				return err
+			}, 1, "/s"); err != nil {
+				return err
+			}
+			return timeit(cfg, "1_1_actor_calls_async", func() error {
+				refs := make([]sdk.Ref[int], 1000)
+				for i := range refs {
+					refs[i] = actorSmallValue.Remote(a)
+				}
+				_, err := sdk.GetAll(refs)
+				return err
+			}, 1000, "/s")
+		},
+		func() error {
+			if !cfg.filter.MatchString("1_n_actor_calls_async") {
+				return nil
+			}
+			const n = 5000
+			actors := make([]sdk.Handle[Actor], nActors)
+			for i := range actors {
+				actors[i] = actorClass.Remote()
+			}
+			client := clientClass.Remote(actors)
+			return timeit(cfg, "1_n_actor_calls_async", func() error {
+				_, err := actorBatch.Remote(client, n).Get()
+				return err
+			}, float64(n*nActors), "/s")
+		},
+		func() error {
+			if !cfg.filter.MatchString("n_n_actor_calls_async") {
+				return nil
+			}
+			const n, m = 5000, 4
+			actors := make([]sdk.Handle[Actor], nActors)
+			for i := range actors {
+				actors[i] = actorClass.Remote()
+			}
+			return timeit(cfg, "n_n_actor_calls_async", func() error {
+				refs := make([]sdk.Ref[int], m)
+				for i := range refs {
+					refs[i] = work.Remote(actors, n)
+				}
+				_, err := sdk.GetAll(refs)
+				return err
+			}, n*m, "/s")
+		},
+		func() error {
+			return timeit(cfg, "single_client_put_calls", func() error {
+				r, err := sdk.Put(0)
+				r.Release()
+				return err
+			}, 1, "/s")
+		},
+		func() error {
+			if !cfg.filter.MatchString("single_client_get_calls") {
+				return nil
+			}
+			v, err := sdk.Put(0)
+			if err != nil {
+				return err
+			}
+			return timeit(cfg, "single_client_get_calls", func() error {
+				_, err := v.Get()
+				return err
+			}, 1, "/s")
+		},
+		func() error {
+			if !cfg.filter.MatchString("single_client_put_gigabytes") {
+				return nil
+			}
+			arr := make([]int64, 100*1024*1024) // np.zeros(100 * 1024 * 1024, dtype=np.int64)
+			return timeit(cfg, "single_client_put_gigabytes", func() error {
+				r, err := sdk.Put(arr)
+				r.Release()
+				return err
+			}, 8*0.1, "GB/s")
+		},
+		func() error {
+			return timeit(cfg, "single_client_wait_1k_refs", func() error {
+				notReady := make([]sdk.Ref[int], 1000)
+				for i := range notReady {
+					notReady[i] = smallValue.Remote()
+				}
+				for range 1000 {
+					var err error
+					if _, notReady, err = sdk.Wait(notReady, 1, -1); err != nil {
+						return err
+					}
+				}
+				return nil
+			}, 1, "/s")
+		},
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func main() {}
