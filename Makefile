@@ -13,7 +13,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 CLANG     ?= clang
 WASI_LIBC := /usr/lib/wasm32-wasi/libc.a
 
-.PHONY: all build examples guests demo test check bench clean c-toolchain
+.PHONY: all build examples guests demo test check bench bench-check clean c-toolchain
 
 all: build examples
 
@@ -47,11 +47,18 @@ guests: $(addprefix bin/testguests/,$(addsuffix .wasm,$(GUESTS)))
 bench: build examples guests
 	$(BIN) bench --update-doc docs/PERFORMANCE.md
 
+# A short run of the benchmarks that fails when a figure, as a ratio to its
+# same-run baseline, falls below its floor in docs/bench-floors.json.
+BENCH_CHECK_FILTER := ^(single_client_tasks_sync|single_client_tasks_async|1_1_actor_calls_sync|single_client_put_calls|single_client_get_calls|cold_start_go_guest|cold_start_c_guest)$$
+bench-check: build examples guests
+	$(BIN) bench --trial 500ms --warmup 200ms --trials 2 --filter '$(BENCH_CHECK_FILTER)' --check docs/bench-floors.json
+
 demo: $(BIN) bin/examples/quickstart.wasm
 	$(BIN) run bin/examples/quickstart.wasm
 
 test: build examples guests
 	$(GO) test -race -timeout 15m ./...
+	$(MAKE) --no-print-directory bench-check
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

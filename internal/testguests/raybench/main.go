@@ -191,7 +191,7 @@ func run(args []string) error {
 			}, n*m, "/s")
 		},
 		func() error {
-			if !cfg.filter.MatchString("1_1_actor_calls") {
+			if !cfg.filter.MatchString("1_1_actor_calls_sync") && !cfg.filter.MatchString("1_1_actor_calls_async") {
 				return nil
 			}
 			a := actorClass.Remote()
