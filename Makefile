@@ -42,7 +42,12 @@ bin/examples/c_add.wasm: examples/c/add.c | c-toolchain
 	@mkdir -p bin/examples
 	$(CLANG) --target=wasm32-wasi -mexec-model=reactor -O2 -o $@ $<
 
-guests: $(addprefix bin/testguests/,$(addsuffix .wasm,$(GUESTS)))
+# -msimd128: wasm's 128-bit SIMD, which wazero compiles to SSE.
+bin/testguests/cmatmul.wasm: internal/testguests/cmatmul/matmul.c | c-toolchain
+	@mkdir -p bin/testguests
+	$(CLANG) --target=wasm32-wasi -mexec-model=reactor -O3 -msimd128 -o $@ $<
+
+guests: $(addprefix bin/testguests/,$(addsuffix .wasm,$(GUESTS))) bin/testguests/cmatmul.wasm
 
 bench: build examples guests
 	$(BIN) bench --update-doc docs/PERFORMANCE.md

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -50,7 +49,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	if err != nil {
 		return fmt.Errorf("sandbox: connect to agent: %w", err)
 	}
-	w := &worker{conn: wire.NewConn(c), cfg: cfg, pending: map[uint64]chan wire.Reply{}, execs: make(chan wire.Exec, 16)}
+	w := &worker{conn: wire.NewConn(c), cfg: cfg}
 	defer w.conn.Close()
 	if cfg.ArenaFD > 0 {
 		m, err := objects.OpenSharedMemory(os.NewFile(uintptr(cfg.ArenaFD), "arena"), cfg.ArenaSize)
@@ -65,11 +64,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	if err := w.conn.Send(wire.TypeReady, wire.Ready{Pid: os.Getpid()}); err != nil {
 		return err
 	}
-	go w.readLoop()
-	for ex := range w.execs {
-		w.exec(ctx, ex)
-	}
-	return nil
+	return w.serve(ctx)
 }
 
 type worker struct {
@@ -80,11 +75,9 @@ type worker struct {
 	module *Module
 	inst   *Instance
 
-	mu      sync.Mutex
-	seq     uint64
-	pending map[uint64]chan wire.Reply
-	closed  bool
-	execs   chan wire.Exec
+	// seq and closed belong to the serving goroutine.
+	seq    uint64
+	closed bool
 }
 
 func (w *worker) fatal(err error) error {
@@ -109,70 +102,62 @@ func (w *worker) load(ctx context.Context) error {
 	return err
 }
 
-func (w *worker) readLoop() {
-	defer func() {
-		w.mu.Lock()
-		w.closed = true
-		for s, ch := range w.pending {
-			close(ch)
-			delete(w.pending, s)
-		}
-		w.mu.Unlock()
-		close(w.execs)
-	}()
+// serve runs the worker's one loop: it reads an Exec, runs it, and reads
+// the replies to the guest's host calls itself while the guest waits. The
+// agent sends one Exec at a time per worker and answers each request before
+// the guest can make another, so a single goroutine owns the connection:
+// no goroutine hand-offs on the path of a host call.
+func (w *worker) serve(ctx context.Context) error {
 	for {
 		t, body, err := w.conn.Recv()
 		if err != nil {
-			return
+			return nil // the agent closed the connection: the job is over
 		}
-		switch t {
-		case wire.TypeExec:
-			var ex wire.Exec
-			if wire.Unmarshal(body, &ex) != nil {
-				return
-			}
-			w.execs <- ex
-		case wire.TypeReply:
-			var r wire.Reply
-			if wire.Unmarshal(body, &r) != nil {
-				return
-			}
-			w.mu.Lock()
-			ch := w.pending[r.Seq]
-			delete(w.pending, r.Seq)
-			w.mu.Unlock()
-			if ch != nil {
-				ch <- r
-			}
-		default:
-			return
+		if t != wire.TypeExec {
+			return fmt.Errorf("sandbox: unexpected %s message while idle", t)
 		}
+		var ex wire.Exec
+		if err := wire.Unmarshal(body, &ex); err != nil {
+			return fmt.Errorf("sandbox: bad exec message: %w", err)
+		}
+		w.exec(ctx, ex)
 	}
 }
 
-// rpc sends a request whose Seq field is set by fill and waits for the reply.
+// rpc sends a request whose Seq field is set by fill and reads its reply.
 func (w *worker) rpc(t wire.Type, fill func(seq uint64) any) (wire.Reply, error) {
-	ch := make(chan wire.Reply, 1)
-	w.mu.Lock()
 	if w.closed {
-		w.mu.Unlock()
 		return wire.Reply{}, ErrAgentGone
 	}
 	w.seq++
 	seq := w.seq
-	w.pending[seq] = ch
-	w.mu.Unlock()
 	if err := w.conn.Send(t, fill(seq)); err != nil {
+		w.closed = true
 		return wire.Reply{}, ErrAgentGone
 	}
-	r, ok := <-ch
-	if !ok {
-		return wire.Reply{}, ErrAgentGone
+	for {
+		rt, body, err := w.conn.Recv()
+		if err != nil {
+			w.closed = true
+			return wire.Reply{}, ErrAgentGone
+		}
+		if rt != wire.TypeReply {
+			w.closed = true
+			return wire.Reply{}, fmt.Errorf("sandbox: unexpected %s message during a host call", rt)
+		}
+		var r wire.Reply
+		if err := wire.Unmarshal(body, &r); err != nil {
+			w.closed = true
+			return wire.Reply{}, ErrAgentGone
+		}
+		if r.Seq != seq {
+			continue // a late reply to an abandoned request
+		}
+		if r.Error != "" {
+			return r, errors.New(r.Error)
+		}
+		return r, nil
 	}
-	if r.Error != "" {
-		return r, errors.New(r.Error)
-	}
-	return r, nil
 }
 
 // pieceBytes returns the bytes of a piece: inline, an arena view or a file.

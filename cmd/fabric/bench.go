@@ -52,6 +52,8 @@ var baselineOf = map[string]string{
 	"single_client_put_calls":     "baseline_goroutine_pool_sync",
 	"single_client_get_calls":     "baseline_goroutine_pool_sync",
 	"single_client_put_gigabytes": "baseline_memcpy_gigabytes",
+	"matmul_256_go_guest":         "matmul_256_native",
+	"matmul_256_c_guest":          "matmul_256_native",
 	"cold_start_go_guest":         "baseline_wazero_call",
 	"cold_start_c_guest":          "baseline_wazero_call",
 }
@@ -79,6 +81,7 @@ type benchOptions struct {
 	updateDoc   string
 	storeMemory string
 	check       string
+	cMatmul     string
 }
 
 func newBenchCmd() *cobra.Command {
@@ -109,6 +112,7 @@ into a sandbox. It also measures cold starts of a Go and a C guest.`,
 	f.IntVar(&o.trials, "trials", 4, "number of trials")
 	f.StringVar(&o.updateDoc, "update-doc", "", "rewrite the table between the bench markers of this Markdown file")
 	f.StringVar(&o.storeMemory, "object-store-memory", "2GiB", "size of the node's object arena")
+	f.StringVar(&o.cMatmul, "c-matmul-module", "", "the C guest with bench_matmul (default: bin/testguests/cmatmul.wasm beside this binary)")
 	f.StringVar(&o.check, "check", "", "fail when a figure, as a ratio to its same-run baseline, falls below the floor this JSON file gives it")
 	return cmd
 }
@@ -202,6 +206,16 @@ func runBench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) err
 			return err
 		}
 		add(r)
+	}
+
+	if re.MatchString("matmul_256") {
+		rs, err := matmulResults(ctx, o, wasm)
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			add(r)
+		}
 	}
 
 	decorate(results)
@@ -345,6 +359,8 @@ func printTable(w io.Writer, results []benchResult) {
 		ray, ratio := "", ""
 		if r.Ray != nil {
 			ray = humanNumber(*r.Ray) + " " + r.Unit
+		}
+		if r.Ratio != nil {
 			ratio = fmt.Sprintf("%.2fx", *r.Ratio)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, formatValue(r), ray, ratio, r.Baseline)
@@ -575,7 +591,7 @@ func updateDoc(path string, results []benchResult, cpus int) error {
 	var t strings.Builder
 	fmt.Fprintf(&t, "%s\n\n`make bench` on %d CPUs, %s (`fabric bench`, trials as Ray's: warm-up, then mean ± sd of trials).\n\n",
 		docStart, cpus, time.Now().UTC().Format("2006-01-02"))
-	t.WriteString("| name | Fabric | Ray 2.48, 64 vCPU | ratio to Ray | same-run baseline |\n| --- | --- | --- | --- | --- |\n")
+	t.WriteString("| name | Fabric | Ray 2.48, 64 vCPU | ratio (to Ray; matmul: time over native) | same-run baseline |\n| --- | --- | --- | --- | --- |\n")
 	byName := map[string]benchResult{}
 	for _, r := range results {
 		byName[r.Name] = r
@@ -584,6 +600,8 @@ func updateDoc(path string, results []benchResult, cpus int) error {
 		ray, ratio, base := "", "", ""
 		if r.Ray != nil {
 			ray = humanNumber(*r.Ray) + " " + r.Unit
+		}
+		if r.Ratio != nil {
 			ratio = fmt.Sprintf("%.2fx", *r.Ratio)
 		}
 		if br, ok := byName[r.Baseline]; ok {
@@ -594,4 +612,111 @@ func updateDoc(path string, results []benchResult, cpus int) error {
 	t.WriteString("\n")
 	out := doc[:i] + t.String() + doc[j:]
 	return os.WriteFile(path, []byte(out), 0o644)
+}
+
+const matmulN = 256
+
+// nativeMatmul is the kernel both guests run: the product of two
+// deterministic n x n float64 matrices, summed as a checksum.
+func nativeMatmul(n int) float64 {
+	a, b, c := make([]float64, n*n), make([]float64, n*n), make([]float64, n*n)
+	for i := range a {
+		a[i] = float64(i%7) * 0.5
+		b[i] = float64(i%5) * 0.25
+	}
+	for i := 0; i < n; i++ {
+		for k := 0; k < n; k++ {
+			aik := a[i*n+k]
+			for j := 0; j < n; j++ {
+				c[i*n+j] += aik * b[k*n+j]
+			}
+		}
+	}
+	sum := 0.0
+	for _, v := range c {
+		sum += v
+	}
+	return sum
+}
+
+// matmulResults times the 256x256 matmul natively, in the Go guest and in
+// the C guest (milliseconds per product, median of runs over a second), and
+// checks that all three agree.
+func matmulResults(ctx context.Context, o benchOptions, goWasm []byte) ([]benchResult, error) {
+	if o.cMatmul == "" {
+		o.cMatmul = besideBinary(filepath.Join("testguests", "cmatmul.wasm"))
+	}
+	cWasm, err := os.ReadFile(o.cMatmul)
+	if err != nil {
+		return nil, fmt.Errorf("read the C matmul guest: %w (build it with `make guests`, or pass --c-matmul-module)", err)
+	}
+	want := nativeMatmul(matmulN)
+	native := timeKernel("matmul_256_native", func() (float64, error) { return nativeMatmul(matmulN), nil })
+	out := []benchResult{native.benchResult}
+	for _, g := range []struct {
+		name string
+		wasm []byte
+	}{{"matmul_256_go_guest", goWasm}, {"matmul_256_c_guest", cWasm}} {
+		e, err := sandbox.NewEngine(ctx, sandbox.EngineConfig{})
+		if err != nil {
+			return nil, err
+		}
+		m, err := e.Compile(ctx, g.wasm)
+		if err != nil {
+			_ = e.Close(ctx)
+			return nil, err
+		}
+		inst, err := m.Instantiate(ctx)
+		if err != nil {
+			_ = e.Close(ctx)
+			return nil, err
+		}
+		f, err := inst.Export("bench_matmul")
+		if err != nil {
+			_ = e.Close(ctx)
+			return nil, err
+		}
+		r := timeKernel(g.name, func() (float64, error) {
+			res, err := f.Call(ctx, matmulN)
+			if err != nil {
+				return 0, err
+			}
+			return math.Float64frombits(res[0]), nil
+		})
+		_ = e.Close(ctx)
+		if r.err != nil {
+			return nil, fmt.Errorf("%s: %w", g.name, r.err)
+		}
+		if r.check != want {
+			return nil, fmt.Errorf("%s: checksum %v, native %v", g.name, r.check, want)
+		}
+		ratio := r.Value / native.Value
+		r.Ratio = &ratio
+		out = append(out, r.benchResult)
+	}
+	return out, nil
+}
+
+type kernelResult struct {
+	benchResult
+	check float64
+	err   error
+}
+
+func timeKernel(name string, fn func() (float64, error)) kernelResult {
+	var times []float64
+	var check float64
+	start := time.Now()
+	for len(times) < 3 || time.Since(start) < time.Second {
+		t := time.Now()
+		c, err := fn()
+		if err != nil {
+			return kernelResult{err: err}
+		}
+		check = c
+		times = append(times, float64(time.Since(t).Microseconds())/1000)
+	}
+	_, sd := meanSD(times)
+	sort.Float64s(times)
+	return kernelResult{benchResult: benchResult{Name: name, Value: times[len(times)/2], SD: &sd, Unit: "ms", Runs: len(times)}, check: check}
 }

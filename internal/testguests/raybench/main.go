@@ -133,6 +133,34 @@ func meanSD(xs []float64) (float64, float64) {
 	return m, math.Sqrt(v / float64(len(xs)))
 }
 
+//lint:ignore U1000 the host calls it through go:wasmexport
+
+// benchMatmul is the Go twin of cmatmul's bench_matmul, exported raw so
+// that `fabric bench` times only the computation.
+//
+//go:wasmexport bench_matmul
+func benchMatmul(n int32) float64 {
+	N := int(n)
+	a, b, c := make([]float64, N*N), make([]float64, N*N), make([]float64, N*N)
+	for i := range a {
+		a[i] = float64(i%7) * 0.5
+		b[i] = float64(i%5) * 0.25
+	}
+	for i := 0; i < N; i++ {
+		for k := 0; k < N; k++ {
+			aik := a[i*N+k]
+			for j := 0; j < N; j++ {
+				c[i*N+j] += aik * b[k*N+j]
+			}
+		}
+	}
+	sum := 0.0
+	for _, v := range c {
+		sum += v
+	}
+	return sum
+}
+
 func init() { sdk.Main(run) }
 
 func run(args []string) error {
