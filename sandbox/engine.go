@@ -119,7 +119,7 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 		return nil, err
 	}
 	digest := Digest(wasm)
-	cm, err := e.rt.CompileModule(ctx, capTables(wasm))
+	cm, err := e.rt.CompileModule(ctx, mergeData(capTables(wasm)))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidModule, err)
 	}
