@@ -48,6 +48,7 @@ type Engine struct {
 	cache    wazero.CompilationCache
 	memLimit int64
 	pages    uint32
+	images   []*memImage
 }
 
 // NewEngine creates a runtime. Guests run without WithCloseOnContextDone
@@ -90,6 +91,9 @@ func (e *Engine) MemoryLimit() int64 { return e.memLimit }
 // Close releases the runtime.
 func (e *Engine) Close(ctx context.Context) error {
 	err := e.rt.Close(ctx)
+	for _, im := range e.images {
+		im.close()
+	}
 	if e.cache != nil {
 		_ = e.cache.Close(ctx)
 	}
@@ -102,6 +106,10 @@ func Digest(wasm []byte) string {
 	return hex.EncodeToString(d[:])
 }
 
+// minMappedImage is the smallest initial memory image worth mapping
+// copy-on-write instead of copying at each instantiation.
+const minMappedImage = 256 << 10
+
 // Module is a validated, compiled guest module.
 type Module struct {
 	e      *Engine
@@ -109,6 +117,7 @@ type Module struct {
 	info   *ModuleInfo
 	digest string
 	hasIni bool
+	image  *memImage // the initial memory, mapped copy-on-write; nil: data segments are applied
 }
 
 // Compile validates a module against the ABI and compiles it (or loads it
@@ -119,11 +128,28 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 		return nil, err
 	}
 	digest := Digest(wasm)
-	cm, err := e.rt.CompileModule(ctx, mergeData(capTables(wasm)))
+	code := capTables(wasm)
+	var img *memImage
+	// Small images are cheaper to copy than to map (C guests have a few KiB).
+	if stripped, image, ok := dataImage(code, info.MemoryMin); ok && len(image) >= minMappedImage {
+		if im, err := newMemImage(image); err == nil {
+			code, img = stripped, im
+		}
+	}
+	if img == nil {
+		code = mergeData(code)
+	}
+	cm, err := e.rt.CompileModule(ctx, code)
 	if err != nil {
+		if img != nil {
+			img.close()
+		}
 		return nil, fmt.Errorf("%w: %v", ErrInvalidModule, err)
 	}
-	m := &Module{e: e, cm: cm, info: info, digest: digest}
+	m := &Module{e: e, cm: cm, info: info, digest: digest, image: img}
+	if img != nil {
+		e.images = append(e.images, img)
+	}
 	for _, x := range info.Exports {
 		if x.Name == "_initialize" && x.Kind == ExternFunc {
 			m.hasIni = true
@@ -160,7 +186,11 @@ func (m *Module) Instantiate(ctx context.Context) (*Instance, error) {
 		WithSysNanotime().WithSysWalltime().WithSysNanosleep().
 		WithRandSource(rand.Reader).
 		WithStartFunctions()
-	mod, err := m.e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mmapAllocator), m.cm, cfg)
+	alloc := experimental.MemoryAllocator(mmapAllocator)
+	if m.image != nil {
+		alloc = m.image.allocator()
+	}
+	mod, err := m.e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, alloc), m.cm, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: instantiate: %w", err)
 	}

@@ -1,6 +1,9 @@
 package sandbox
 
 import (
+	"os"
+	"unsafe"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/tetratelabs/wazero/experimental"
@@ -70,3 +73,67 @@ func (s *sliceMemory) Reallocate(size uint64) []byte {
 }
 
 func (s *sliceMemory) Free() { s.buf = nil }
+
+// memImage is a module's initial memory in a memfd, mapped copy-on-write
+// into each new instance: instantiation copies nothing, and pages the guest
+// never touches are shared by all instances of the module.
+type memImage struct {
+	f    *os.File
+	size int64 // rounded up to the page size
+}
+
+func newMemImage(image []byte) (*memImage, error) {
+	fd, err := unix.MemfdCreate("fabric-image", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "fabric-image")
+	page := int64(os.Getpagesize())
+	size := (int64(len(image)) + page - 1) / page * page
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.WriteAt(image, 0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &memImage{f: f, size: size}, nil
+}
+
+func (im *memImage) close() { _ = im.f.Close() }
+
+// allocator returns a MemoryAllocator whose memories start as private
+// (copy-on-write) mappings of the image.
+func (im *memImage) allocator() experimental.MemoryAllocator {
+	return experimental.MemoryAllocatorFunc(func(capacity, max uint64) experimental.LinearMemory {
+		if max < capacity {
+			max = capacity
+		}
+		if uint64(im.size) > capacity {
+			return &failedMemory{}
+		}
+		buf, err := unix.Mmap(-1, 0, int(max), unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+		if err != nil {
+			return &failedMemory{}
+		}
+		if _, err := unix.MmapPtr(int(im.f.Fd()), 0, unsafe.Pointer(&buf[0]), uintptr(im.size),
+			unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED); err != nil {
+			_ = unix.Munmap(buf)
+			return &failedMemory{}
+		}
+		m := &mmapMemory{buf: buf, committed: uint64(im.size)}
+		if m.Reallocate(capacity) == nil {
+			m.Free()
+			return &failedMemory{}
+		}
+		return m
+	})
+}
+
+// failedMemory is a memory that could not be created: every allocation
+// fails, which wazero reports as a failed instantiation.
+type failedMemory struct{}
+
+func (failedMemory) Reallocate(uint64) []byte { return nil }
+func (failedMemory) Free()                    {}

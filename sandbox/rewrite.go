@@ -245,3 +245,54 @@ func appendSLEB(b []byte, v int64) []byte {
 		b = append(b, c|0x80)
 	}
 }
+
+// dataImage returns the module without its data section and the initial
+// memory image the section described (the bytes from 0 to the end of the
+// last segment), under the same conditions as mergeData, and only when the
+// image fits in the memory's minimum size. Instances then start from a
+// copy-on-write mapping of the image instead of copying every segment.
+func dataImage(wasm []byte, minPages uint32) (stripped, image []byte, ok bool) {
+	var dataStart, dataEnd, headerStart int
+	pos := 8
+	for pos < len(wasm) {
+		id := wasm[pos]
+		size, n := uleb(wasm[pos+1:])
+		if n == 0 {
+			return nil, nil, false
+		}
+		start := pos + 1 + n
+		end := start + int(size)
+		if end > len(wasm) {
+			return nil, nil, false
+		}
+		switch id {
+		case 12:
+			return nil, nil, false
+		case 11:
+			headerStart, dataStart, dataEnd = pos, start, end
+		}
+		pos = end
+	}
+	if dataStart == 0 {
+		return nil, nil, false
+	}
+	segs, ok := parseActiveSegments(wasm[dataStart:dataEnd])
+	if !ok {
+		return nil, nil, false
+	}
+	var size uint64
+	for _, s := range segs {
+		size = max(size, uint64(s.off)+uint64(len(s.data)))
+	}
+	if size == 0 || size > uint64(minPages)*WasmPageSize {
+		return nil, nil, false
+	}
+	image = make([]byte, size)
+	for _, s := range segs { // in order: later segments win, as in instantiation
+		copy(image[s.off:], s.data)
+	}
+	stripped = make([]byte, 0, len(wasm)-(dataEnd-headerStart))
+	stripped = append(stripped, wasm[:headerStart]...)
+	stripped = append(stripped, wasm[dataEnd:]...)
+	return stripped, image, true
+}
