@@ -36,6 +36,7 @@ func (r Ref[T]) Get(opts ...GetOption) (T, error) { return Get(r, opts...) }
 // once nothing else refers to it.
 func (r Ref[T]) Release() {
 	if r.err == nil {
+		delete(knownReady, r.id)
 		host.release([]ObjectID{r.id})
 	}
 }
@@ -156,6 +157,15 @@ func Put[T any](v T) (Ref[T], error) {
 	return Ref[T]{id: id}, nil
 }
 
+// knownReady remembers objects a Wait reply reported ready: an object never
+// stops being ready, so a later Wait that would be satisfied by known-ready
+// objects needs no host call (Ray's pattern of waiting for one object at a
+// time over a long list makes one host call per batch of completions, not
+// per object). It is cleared when it grows past maxKnownReady.
+var knownReady = map[ObjectID]struct{}{}
+
+const maxKnownReady = 1 << 16
+
 // Wait waits until numReady of refs are ready or the timeout passes
 // (timeout < 0: no timeout) and returns the ready and the not-ready
 // references, each in input order, as ray.wait does.
@@ -163,20 +173,37 @@ func Wait[T any](refs []Ref[T], numReady int, timeout time.Duration) (ready, not
 	if numReady > len(refs) {
 		numReady = len(refs)
 	}
-	ids := make([]ObjectID, len(refs))
+	flags := make([]bool, len(refs))
+	known := 0
 	for i, r := range refs {
 		if r.err != nil {
 			return nil, nil, r.err
 		}
-		ids[i] = r.id
+		if _, ok := knownReady[r.id]; ok {
+			flags[i] = true
+			known++
+		}
 	}
-	ms := int64(-1)
-	if timeout >= 0 {
-		ms = timeout.Milliseconds()
-	}
-	flags, err := host.wait(ids, numReady, ms)
-	if err != nil {
-		return nil, nil, err
+	if known < numReady {
+		ids := make([]ObjectID, len(refs))
+		for i, r := range refs {
+			ids[i] = r.id
+		}
+		ms := int64(-1)
+		if timeout >= 0 {
+			ms = timeout.Milliseconds()
+		}
+		if flags, err = host.wait(ids, numReady, ms); err != nil {
+			return nil, nil, err
+		}
+		if len(knownReady) > maxKnownReady {
+			clear(knownReady)
+		}
+		for i, f := range flags {
+			if f {
+				knownReady[ids[i]] = struct{}{}
+			}
+		}
 	}
 	for i, r := range refs {
 		if flags[i] && len(ready) < numReady {
