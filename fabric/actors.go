@@ -33,9 +33,9 @@ type actor struct {
 	cause        string
 }
 
-func (n *Node) createActor(j *job, parent *task, spec abi.TaskSpec) *actor {
-	a := &actor{id: newID(), job: j, class: spec.Func, name: spec.Options.Name, restartsLeft: spec.Options.MaxRestarts}
-	t := n.newTask(j, parent, spec, wire.ExecActorCreate)
+func (n *Node) createActor(j *job, parent *task, spec abi.TaskSpec, id objects.ID) *actor {
+	a := &actor{id: id, job: j, class: spec.Func, name: spec.Options.Name, restartsLeft: spec.Options.MaxRestarts}
+	t := n.newTask(j, parent, spec, wire.ExecActorCreate, newID())
 	t.actor = a
 	t.name = a.class
 	a.create = t

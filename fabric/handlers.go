@@ -11,8 +11,6 @@ import (
 	"github.com/wasmfabric/fabric/sandbox"
 )
 
-// maxReturns bounds NumReturns of one task.
-const maxReturns = 1024
 
 // handle serves one message from a worker. An error means the worker
 // broke the protocol and is stopped.
@@ -52,8 +50,7 @@ func (n *Node) handle(w *workerProc, t wire.Type, body []byte) error {
 		if err := wire.Unmarshal(body, &m); err != nil {
 			return err
 		}
-		ids, err := n.handleSubmit(w, m)
-		n.reply(w, m.Seq, err, wire.Reply{IDs: ids})
+		return n.handleSubmit(w, m)
 	case wire.TypeCreate:
 		var m wire.Create
 		if err := wire.Unmarshal(body, &m); err != nil {
@@ -153,63 +150,135 @@ func (n *Node) object(w *workerProc, b []byte) (objects.ID, *object, error) {
 	return id, o, nil
 }
 
-func (n *Node) handleSubmit(w *workerProc, m wire.Submit) ([][]byte, error) {
+// handleSubmit starts a task or a method call, whose return IDs the worker
+// made, or creates an actor (the only submission with a reply). IDs that
+// are malformed or already in use break the protocol (an error: the worker
+// is stopped); a spec the agent refuses fails the call: its objects hold
+// the error, which Get returns.
+func (n *Node) handleSubmit(w *workerProc, m wire.Submit) error {
 	parent, err := n.current(w, m.Task)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	if m.Actor {
+		id, err := n.freshIDs(m.IDs, true)
+		if err != nil {
+			return err
+		}
+		spec, err := n.checkSpec(w, m.Spec)
+		if err == nil && spec.Options.Name != "" {
+			if _, taken := n.named[w.job.id+"/"+spec.Options.Name]; taken {
+				err = fmt.Errorf("submit: an actor named %q already exists in this job", spec.Options.Name)
+			}
+		}
+		if err != nil {
+			n.reply(w, m.Seq, err, wire.Reply{})
+			return nil
+		}
+		n.createActor(w.job, parent, spec, id)
+		n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{id[:]}})
+		return nil
+	}
+	taskID, err := n.freshIDs(m.IDs, false)
+	if err != nil {
+		return err
+	}
+	spec, err := n.checkSpec(w, m.Spec)
+	if err == nil && max(spec.NumReturns, 1) != len(m.IDs) {
+		err = fmt.Errorf("submit: the spec declares %d return values but the caller made room for %d", max(spec.NumReturns, 1), len(m.IDs))
+	}
+	var a *actor
+	if err == nil && spec.Actor != nil {
+		aid, _ := objects.IDFromBytes(spec.Actor)
+		if a = n.actors[aid]; a == nil || a.job != w.job {
+			err = fmt.Errorf("submit: no actor %s in this job", aid.Short())
+		}
+	}
+	if err != nil {
+		n.refuseSubmit(w, parent, taskID, len(m.IDs), spec.Func, err)
+		return nil
+	}
+	if a != nil {
+		t := n.newTask(w.job, parent, spec, wire.ExecActorMethod, taskID)
+		t.actor = a
+		t.name = a.class + "." + spec.Func[len(a.class)+min(len(spec.Func)-len(a.class), 1):]
+		n.actorEnqueue(a, t)
+		return nil
+	}
+	n.submit(n.newTask(w.job, parent, spec, wire.ExecTask, taskID))
+	return nil
+}
+
+// freshIDs checks IDs a worker made: 20 bytes each, one random task part,
+// return indexes 1..n in order (an actor: one ID with index 0), and not in
+// use. It returns the task (or actor) ID.
+func (n *Node) freshIDs(raw [][]byte, actor bool) (objects.ID, error) {
+	if len(raw) == 0 || len(raw) > abi.MaxReturns || (actor && len(raw) != 1) {
+		return objects.NilID, fmt.Errorf("submit with %d IDs", len(raw))
+	}
+	first, err := objects.IDFromBytes(raw[0])
+	if err != nil {
+		return objects.NilID, err
+	}
+	base := first.Task()
+	if base.IsNil() || n.tasks[base] != nil || n.actors[base] != nil {
+		return objects.NilID, fmt.Errorf("submit reuses ID %s", base.Short())
+	}
+	for i, b := range raw {
+		id, err := objects.IDFromBytes(b)
+		if err != nil {
+			return objects.NilID, err
+		}
+		want := base.WithIndex(uint32(i + 1))
+		if actor {
+			want = base
+		}
+		if id != want || n.objs[id] != nil {
+			return objects.NilID, fmt.Errorf("submit with a malformed or reused ID %s", id.Short())
+		}
+	}
+	return base, nil
+}
+
+// checkSpec decodes and checks a task spec against the worker's job.
+func (n *Node) checkSpec(w *workerProc, raw []byte) (abi.TaskSpec, error) {
 	var spec abi.TaskSpec
-	if err := wire.Unmarshal(m.Spec, &spec); err != nil {
-		return nil, fmt.Errorf("submit: malformed task spec: %v", err)
+	if err := wire.Unmarshal(raw, &spec); err != nil {
+		return spec, fmt.Errorf("submit: malformed task spec: %v", err)
 	}
 	if spec.Func == "" {
-		return nil, fmt.Errorf("submit: task spec names no function")
+		return spec, fmt.Errorf("submit: task spec names no function")
 	}
-	if spec.NumReturns < 0 || spec.NumReturns > maxReturns {
-		return nil, fmt.Errorf("submit: %d return values; at most %d", spec.NumReturns, maxReturns)
+	if spec.NumReturns < 0 || spec.NumReturns > abi.MaxReturns {
+		return spec, fmt.Errorf("submit: %d return values; at most %d", spec.NumReturns, abi.MaxReturns)
 	}
 	for i, a := range spec.Args {
 		if (a.Ref == nil) == (a.Value == nil) {
-			return nil, fmt.Errorf("submit: argument %d must have exactly one of a value (\"v\") or a reference (\"r\")", i)
+			return spec, fmt.Errorf("submit: argument %d must have exactly one of a value (\"v\") or a reference (\"r\")", i)
 		}
 		if a.Ref != nil {
 			if _, _, err := n.object(w, a.Ref); err != nil {
-				return nil, fmt.Errorf("submit: argument %d: %v", i, err)
+				return spec, fmt.Errorf("submit: argument %d: %v", i, err)
 			}
 		}
 	}
 	for _, r := range spec.Refs {
 		if _, _, err := n.object(w, r); err != nil {
-			return nil, fmt.Errorf("submit: nested reference: %v", err)
+			return spec, fmt.Errorf("submit: nested reference: %v", err)
 		}
 	}
-	if m.Actor {
-		if name := spec.Options.Name; name != "" {
-			if _, taken := n.named[w.job.id+"/"+name]; taken {
-				return nil, fmt.Errorf("submit: an actor named %q already exists in this job", name)
-			}
-		}
-		a := n.createActor(w.job, parent, spec)
-		return [][]byte{a.id[:]}, nil
+	return spec, nil
+}
+
+// refuseSubmit makes the objects of a refused submission hold its error.
+func (n *Node) refuseSubmit(w *workerProc, parent *task, taskID objects.ID, nret int, fn string, err error) {
+	b, _ := wire.Marshal(abi.ErrorValue{Kind: "task", Message: err.Error(), Task: fn})
+	for i := 1; i <= nret; i++ {
+		id := taskID.WithIndex(uint32(i))
+		n.objs[id] = &object{job: w.job}
+		n.hold(parent.holder(), id)
+		n.setReady(id, b, true, false, nil)
 	}
-	if spec.Actor != nil {
-		id, err := objects.IDFromBytes(spec.Actor)
-		if err != nil {
-			return nil, err
-		}
-		a := n.actors[id]
-		if a == nil || a.job != w.job {
-			return nil, fmt.Errorf("submit: no actor %s in this job", id.Short())
-		}
-		t := n.newTask(w.job, parent, spec, wire.ExecActorMethod)
-		t.actor = a
-		t.name = a.class + "." + spec.Func[len(a.class)+min(len(spec.Func)-len(a.class), 1):]
-		n.actorEnqueue(a, t)
-		return idsBytes(t.returns), nil
-	}
-	t := n.newTask(w.job, parent, spec, wire.ExecTask)
-	n.submit(t)
-	return idsBytes(t.returns), nil
 }
 
 func idsBytes(ids []objects.ID) [][]byte {

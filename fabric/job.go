@@ -80,7 +80,7 @@ func (n *Node) RunJob(ctx context.Context, wasm []byte, args []string) error {
 	n.jobs[j.id] = j
 	zero := 0.0
 	spec := abi.TaskSpec{Func: abi.MainFunc, Options: abi.Options{CPU: &zero, MaxRetries: new(int)}}
-	t := n.newTask(j, nil, spec, wire.ExecMain)
+	t := n.newTask(j, nil, spec, wire.ExecMain, newID())
 	t.rawArgs = argv
 	j.driver = t
 	n.submit(t)

@@ -86,8 +86,8 @@ func demandOf(spec abi.TaskSpec, defaultCPU float64) scheduler.Resources {
 }
 
 // newTask creates a task and its return objects. Caller holds n.mu.
-func (n *Node) newTask(j *job, parent *task, spec abi.TaskSpec, kind wire.ExecKind) *task {
-	t := &task{id: newID(), job: j, parent: parent, spec: spec, kind: kind, name: spec.Func, held: map[objects.ID]int{}}
+func (n *Node) newTask(j *job, parent *task, spec abi.TaskSpec, kind wire.ExecKind, id objects.ID) *task {
+	t := &task{id: id, job: j, parent: parent, spec: spec, kind: kind, name: spec.Func, held: map[objects.ID]int{}}
 	if spec.Options.Name != "" && kind != wire.ExecActorCreate {
 		t.name = spec.Options.Name
 	}

@@ -14,7 +14,8 @@ import (
 // implements it by talking to its agent. Byte slices passed in are views
 // of guest memory, valid only during the call: copy what you keep.
 type Host interface {
-	Submit(spec []byte, actor bool) (ids [][]byte, err error)
+	// Submit starts a task, a method call (n return IDs) or an actor (n is 1).
+	Submit(spec []byte, actor bool, n int) (ids [][]byte, err error)
 	Put(data []byte, refs [][]byte) (id []byte, err error)
 	// Get blocks until every object is ready or the timeout passes
 	// (timeoutMs < 0: no timeout). release, when non-nil, is called once
@@ -162,15 +163,19 @@ var hostFuncs = []hostFunc{
 			st[0] = cs.fail("submit: spec outside guest memory")
 			return
 		}
-		if u32(st[3]) > maxIDsPerCall {
-			st[0] = cs.fail("submit: room for %d IDs is more than %d", u32(st[3]), maxIDsPerCall)
+		if u32(st[3]) > abi.MaxReturns {
+			st[0] = cs.fail("submit: room for %d IDs is more than the %d return values a task may have", u32(st[3]), abi.MaxReturns)
 			return
 		}
 		if _, ok := cs.read(u32(st[2]), u32(st[3])*abi.IDSize); !ok {
 			st[0] = cs.fail("submit: ID buffer outside guest memory")
 			return
 		}
-		ids, err := cs.host.Submit(spec, false)
+		if u32(st[3]) == 0 {
+			st[0] = cs.fail("submit: room for no IDs; pass the number of return values as ids_cap")
+			return
+		}
+		ids, err := cs.host.Submit(spec, false, int(u32(st[3])))
 		if err != nil {
 			st[0] = cs.fail("%v", err)
 			return
@@ -195,7 +200,7 @@ var hostFuncs = []hostFunc{
 			st[0] = cs.fail("actor_create: ID buffer outside guest memory")
 			return
 		}
-		ids, err := cs.host.Submit(spec, true)
+		ids, err := cs.host.Submit(spec, true, 1)
 		if err != nil {
 			st[0] = cs.fail("%v", err)
 			return

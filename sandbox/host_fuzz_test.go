@@ -9,8 +9,12 @@ import (
 // fakeHost answers every host call with fixed, well-formed results.
 type fakeHost struct{}
 
-func (fakeHost) Submit(spec []byte, actor bool) ([][]byte, error) {
-	return [][]byte{make([]byte, 20)}, nil
+func (fakeHost) Submit(spec []byte, actor bool, n int) ([][]byte, error) {
+	ids := make([][]byte, n)
+	for i := range ids {
+		ids[i] = make([]byte, 20)
+	}
+	return ids, nil
 }
 func (fakeHost) Put(data []byte, refs [][]byte) ([]byte, error) { return make([]byte, 20), nil }
 func (fakeHost) Get(ids [][]byte, timeoutMs int64) ([]Staged, func(), bool, error) {

@@ -2,10 +2,14 @@ package sandbox
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -49,7 +53,11 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	if err != nil {
 		return fmt.Errorf("sandbox: connect to agent: %w", err)
 	}
-	w := &worker{conn: wire.NewConn(c), cfg: cfg}
+	var seed [32]byte
+	if _, err := crand.Read(seed[:]); err != nil {
+		return err
+	}
+	w := &worker{conn: wire.NewConn(c), cfg: cfg, rng: rand.NewChaCha8(seed)}
 	defer w.conn.Close()
 	if cfg.ArenaFD > 0 {
 		m, err := objects.OpenSharedMemory(os.NewFile(uintptr(cfg.ArenaFD), "arena"), cfg.ArenaSize)
@@ -64,7 +72,29 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	if err := w.conn.Send(wire.TypeReady, wire.Ready{Pid: os.Getpid()}); err != nil {
 		return err
 	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go w.flushLoop(stop)
 	return w.serve(ctx)
+}
+
+// flushInterval bounds how long queued one-way messages (submissions,
+// output) wait while the guest computes without making a blocking call.
+const flushInterval = 5 * time.Millisecond
+
+func (w *worker) flushLoop(stop chan struct{}) {
+	t := time.NewTicker(flushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if w.conn.Queued() {
+				_ = w.conn.Flush()
+			}
+		}
+	}
 }
 
 type worker struct {
@@ -78,6 +108,7 @@ type worker struct {
 	// seq and closed belong to the serving goroutine.
 	seq    uint64
 	closed bool
+	rng    *rand.ChaCha8 // makes task and actor IDs
 }
 
 func (w *worker) fatal(err error) error {
@@ -220,7 +251,7 @@ func (w *worker) exec(ctx context.Context, ex wire.Exec) {
 	}}
 	h := &workerHost{w: w, task: ex.Task}
 	emit := func(stream uint8, p []byte) {
-		_ = w.conn.Send(wire.TypeOutput, wire.Output{Task: ex.Task, Stream: stream, Data: p})
+		_ = w.conn.Queue(wire.TypeOutput, wire.Output{Task: ex.Task, Stream: stream, Data: append([]byte(nil), p...)})
 	}
 	res, err := w.inst.Call(ctx, h, ex.Name, args, emit, w.cfg.OutputCap)
 	if len(ex.Unpin) > 0 {
@@ -256,11 +287,31 @@ type workerHost struct {
 	logged int64 // log bytes sent in this call
 }
 
-func (h *workerHost) Submit(spec []byte, actor bool) ([][]byte, error) {
-	r, err := h.w.rpc(wire.TypeSubmit, func(seq uint64) any {
-		return wire.Submit{Seq: seq, Task: h.task, Actor: actor, Spec: spec}
-	})
-	return r.IDs, err
+// Submit sends the spec without waiting: the worker makes the IDs (random,
+// so unguessable) and the agent turns a spec it refuses into errors stored
+// in those objects.
+func (h *workerHost) Submit(spec []byte, actor bool, n int) ([][]byte, error) {
+	var base [abi.IDSize]byte
+	h.w.rng.Read(base[:16])
+	ids := make([][]byte, n)
+	for i := range ids {
+		id := base
+		if !actor {
+			binary.BigEndian.PutUint32(id[16:], uint32(i+1))
+		}
+		ids[i] = id[:]
+	}
+	msg := wire.Submit{Task: h.task, Actor: actor, Spec: append([]byte(nil), spec...), IDs: ids}
+	if actor { // answered, so that a refused creation fails at once
+		if _, err := h.w.rpc(wire.TypeSubmit, func(seq uint64) any { msg.Seq = seq; return msg }); err != nil {
+			return nil, err
+		}
+		return ids, nil
+	}
+	if err := h.w.conn.Queue(wire.TypeSubmit, msg); err != nil {
+		return nil, err
+	}
+	return ids, nil
 }
 
 func (h *workerHost) create(size int64, result bool) ([]byte, int64, error) {
@@ -353,7 +404,7 @@ func (h *workerHost) Cancel(id []byte, force, recursive bool) error {
 }
 
 func (h *workerHost) Release(ids [][]byte) {
-	_ = h.w.conn.Send(wire.TypeRelease, wire.Release{Task: h.task, IDs: ids})
+	_ = h.w.conn.Queue(wire.TypeRelease, wire.Release{Task: h.task, IDs: ids})
 }
 
 func (h *workerHost) ActorLookup(name string) ([]byte, error) {
@@ -390,7 +441,7 @@ func (h *workerHost) Log(level int32, msg []byte) {
 	}
 	h.logged += int64(len(line))
 	line = append(line, '\n')
-	_ = h.w.conn.Send(wire.TypeOutput, wire.Output{Task: h.task, Stream: 3, Data: line})
+	_ = h.w.conn.Queue(wire.TypeOutput, wire.Output{Task: h.task, Stream: 3, Data: line})
 }
 
 func levelName(l int32) string {

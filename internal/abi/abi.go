@@ -10,6 +10,9 @@ const Version = 1
 // IDSize is the length of every object and actor ID in the ABI.
 const IDSize = 20
 
+// MaxReturns bounds the return values of one task.
+const MaxReturns = 1024
+
 // CBOR tags that mark references nested inside values.
 const (
 	TagObjectRef = 1717658226 // tag content: byte string of IDSize bytes

@@ -92,13 +92,18 @@ type Item struct {
 }
 
 // Submit asks the agent to run a task, create an actor or call a method.
-// Spec is the guest's CBOR task spec (docs/ABI.md).
+// Spec is the guest's CBOR task spec (docs/ABI.md). The worker makes the
+// IDs (a random task or actor ID, then the return objects' IDs). A task or
+// method call has no reply, so the guest goes on at once; a spec the agent
+// refuses makes its objects hold the error, which Get reports. An actor
+// creation is answered, so that a refused one (a name in use) fails at once.
 type Submit struct {
 	_     struct{} `cbor:",toarray"`
-	Seq   uint64
+	Seq   uint64 // actor creations only: they are answered with a Reply
 	Task  []byte // the submitting execution
 	Actor bool   // Spec creates an actor
 	Spec  []byte
+	IDs   [][]byte // for a task or call: its return objects; for an actor: the actor's ID
 }
 
 // Put stores a value. Either Data holds it inline, or Created names an

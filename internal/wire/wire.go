@@ -87,12 +87,15 @@ func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }
 func Unmarshal(b []byte, v any) error { return decMode.Unmarshal(b, v) }
 
 // Conn reads and writes frames. Writes are safe from many goroutines; reads
-// belong to one goroutine.
+// belong to one goroutine. Send writes at once; Queue appends to a buffer
+// that the next Send or Flush writes, so one-way messages (task submissions,
+// output) cost one system call per batch instead of one each.
 type Conn struct {
-	r  *bufio.Reader
-	wm sync.Mutex
-	w  io.Writer
-	c  io.Closer
+	r   *bufio.Reader
+	wm  sync.Mutex
+	w   io.Writer
+	c   io.Closer
+	buf []byte // queued frames
 }
 
 // NewConn wraps a stream.
@@ -100,30 +103,85 @@ func NewConn(rwc io.ReadWriteCloser) *Conn {
 	return &Conn{r: bufio.NewReaderSize(rwc, 64<<10), w: rwc, c: rwc}
 }
 
-// Send encodes and writes one message.
-func (c *Conn) Send(t Type, msg any) error {
+// queueMax is the most bytes Queue holds before it writes them itself.
+const queueMax = 256 << 10
+
+func frame(t Type, msg any) ([]byte, []byte, error) {
 	body, err := encMode.Marshal(msg)
 	if err != nil {
-		return fmt.Errorf("wire: encode %s: %w", t, err)
+		return nil, nil, fmt.Errorf("wire: encode %s: %w", t, err)
 	}
 	if len(body)+1 > MaxFrame {
-		return fmt.Errorf("%w: %s of %d bytes", ErrFrameTooLarge, t, len(body))
+		return nil, nil, fmt.Errorf("%w: %s of %d bytes", ErrFrameTooLarge, t, len(body))
 	}
-	var hdr [5]byte
+	hdr := make([]byte, 5)
 	binary.BigEndian.PutUint32(hdr[:4], uint32(len(body)+1))
 	hdr[4] = byte(t)
+	return hdr, body, nil
+}
+
+// Send encodes one message and writes it, after anything queued.
+func (c *Conn) Send(t Type, msg any) error {
+	hdr, body, err := frame(t, msg)
+	if err != nil {
+		return err
+	}
 	c.wm.Lock()
 	defer c.wm.Unlock()
 	if len(body) < 64<<10 {
-		buf := make([]byte, 0, 5+len(body))
-		buf = append(append(buf, hdr[:]...), body...)
-		_, err = c.w.Write(buf)
+		c.buf = append(append(c.buf, hdr...), body...)
+		return c.flushLocked()
+	}
+	if err := c.flushLocked(); err != nil {
 		return err
 	}
-	if _, err = c.w.Write(hdr[:]); err != nil {
+	if _, err = c.w.Write(hdr); err != nil {
 		return err
 	}
 	_, err = c.w.Write(body)
+	return err
+}
+
+// Queue encodes one message and appends it to the write buffer; it is
+// written by the next Send or Flush, or at once when the buffer is full.
+func (c *Conn) Queue(t Type, msg any) error {
+	hdr, body, err := frame(t, msg)
+	if err != nil {
+		return err
+	}
+	c.wm.Lock()
+	defer c.wm.Unlock()
+	c.buf = append(append(c.buf, hdr...), body...)
+	if len(c.buf) >= queueMax {
+		return c.flushLocked()
+	}
+	return nil
+}
+
+// Flush writes what Queue buffered.
+func (c *Conn) Flush() error {
+	c.wm.Lock()
+	defer c.wm.Unlock()
+	return c.flushLocked()
+}
+
+// Queued reports whether messages wait in the buffer.
+func (c *Conn) Queued() bool {
+	c.wm.Lock()
+	defer c.wm.Unlock()
+	return len(c.buf) > 0
+}
+
+func (c *Conn) flushLocked() error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_, err := c.w.Write(c.buf)
+	if cap(c.buf) > 4*queueMax {
+		c.buf = nil
+	} else {
+		c.buf = c.buf[:0]
+	}
 	return err
 }
 
