@@ -62,8 +62,7 @@ func (n *Node) handle(w *workerProc, t wire.Type, body []byte) error {
 		if err := wire.Unmarshal(body, &m); err != nil {
 			return err
 		}
-		id, err := n.handlePut(w, m)
-		n.reply(w, m.Seq, err, wire.Reply{IDs: [][]byte{id[:]}})
+		return n.handlePut(w, m)
 	case wire.TypeGet:
 		var m wire.Get
 		if err := wire.Unmarshal(body, &m); err != nil {
@@ -312,51 +311,69 @@ func (n *Node) handleCreate(w *workerProc, m wire.Create) {
 	n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{id[:]}, Off: off})
 }
 
-func (n *Node) handlePut(w *workerProc, m wire.Put) (objects.ID, error) {
+// handlePut stores a value under the ID the worker made (or that Create
+// reserved). An ID in use breaks the protocol; a value that cannot be stored
+// (a released nested reference, no room) becomes an error value.
+func (n *Node) handlePut(w *workerProc, m wire.Put) error {
 	t, err := n.current(w, m.Task)
 	if err != nil {
-		return objects.NilID, err
+		return err
+	}
+	id, err := objects.IDFromBytes(m.ID)
+	if err != nil {
+		return err
+	}
+	if id.IsNil() || n.objs[id] != nil || n.tasks[id] != nil || n.actors[id] != nil {
+		return fmt.Errorf("put reuses ID %s", id.Short())
+	}
+	if m.Created != nil && string(m.Created) != string(m.ID) {
+		return fmt.Errorf("put of a reservation under another ID")
+	}
+	n.objs[id] = &object{job: w.job}
+	n.hold(t.holder(), id)
+	fail := func(err error) error {
+		if m.Created != nil {
+			n.store.Abort(id)
+		}
+		b, _ := wire.Marshal(abi.ErrorValue{Kind: "task", Message: "put: " + err.Error()})
+		n.setReady(id, b, true, false, nil)
+		return nil
 	}
 	var refs []objects.ID
 	for _, r := range m.Refs {
-		id, _, err := n.object(w, r)
+		rid, _, err := n.object(w, r)
 		if err != nil {
-			return objects.NilID, fmt.Errorf("put: nested reference: %v", err)
+			return fail(fmt.Errorf("nested reference: %v", err))
 		}
-		refs = append(refs, id)
+		refs = append(refs, rid)
 	}
-	var id objects.ID
 	stored := false
 	var inline []byte
 	switch {
 	case m.Created != nil:
-		if id, err = objects.IDFromBytes(m.Created); err != nil {
-			return id, err
-		}
 		if err := n.store.Seal(id); err != nil {
-			return id, fmt.Errorf("put: %v", err)
+			return fail(err)
 		}
 		stored = true
 	case len(m.Data) > sandbox.InlineMax:
-		id = newID()
 		if err := n.store.Put(id, m.Data); err != nil {
-			return id, fmt.Errorf("put: %v", err)
+			return fail(err)
 		}
 		stored = true
 	default:
-		id = newID()
 		inline = m.Data
 	}
-	n.objs[id] = &object{job: w.job}
-	n.hold(t.holder(), id)
 	n.setReady(id, inline, false, stored, refs)
-	if stored {
-		if loc, err := n.store.Pin(id); err == nil {
-			n.objs[id].size = loc.Size
-			n.store.Unpin(id)
+	if o := n.objs[id]; o != nil && stored {
+		o.size = int64(len(m.Data))
+		if m.Created != nil {
+			if loc, err := n.store.Pin(id); err == nil {
+				o.size = loc.Size
+				n.store.Unpin(id)
+			}
 		}
 	}
-	return id, nil
+	return nil
 }
 
 // items builds the reply of a Get whose objects are all ready.

@@ -148,4 +148,5 @@ func (n *Node) endJob(j *job) {
 	n.mu.Lock()
 	n.schedule()
 	n.mu.Unlock()
+	n.store.Trim() // give the pages of the job's freed objects back
 }

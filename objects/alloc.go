@@ -136,6 +136,13 @@ func (a *Allocator) SizeOf(off int64) (int64, bool) {
 	return size, ok
 }
 
+// FreeRanges calls f with each free range, in order of offset.
+func (a *Allocator) FreeRanges(f func(off, size int64)) {
+	for _, s := range a.free {
+		f(s.off, s.size)
+	}
+}
+
 // Used returns the number of bytes allocated, counting alignment padding.
 func (a *Allocator) Used() int64 { return a.used }
 

@@ -144,11 +144,13 @@ func NewStore(mem []byte, spillDir string) *Store {
 	}
 }
 
-// SetReleaser sets f to be called with every range of the arena that is
-// freed (by a spill, a Delete or an Abort), before it can be handed out
-// again. Production passes a function that calls SharedMemory.Release for
-// large ranges, so the OS gets freed pages back. f is called with the
-// store's lock held and must not call the Store. nil removes the hook.
+// SetReleaser sets f to be called, by Trim, with every free range of the
+// arena. Production passes a function that calls SharedMemory.Release for
+// large ranges, so the OS gets freed pages back. Freed ranges are not
+// released at once: like plasma, the store keeps them resident so that the
+// next large object does not fault every page in again; the agent trims
+// when it is idle (at the end of a job). f is called with the store's lock
+// held and must not call the Store. nil removes the hook.
 func (s *Store) SetReleaser(f func(off, size int64)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -561,13 +563,21 @@ func (s *Store) removeLocked(id ID, e *entry) {
 	delete(s.objects, id)
 }
 
-// freeRangeLocked gives e's arena range back, telling the releaser first.
+// freeRangeLocked gives e's arena range back to the allocator.
 func (s *Store) freeRangeLocked(e *entry) {
-	if s.releaser != nil {
-		s.releaser(e.off, s.allocSize(e))
-	}
 	s.alloc.Free(e.off)
 	e.off = -1
+}
+
+// Trim calls the releaser with every free range of the arena, so that the
+// pages of freed objects go back to the OS.
+func (s *Store) Trim() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.releaser == nil || s.closed {
+		return
+	}
+	s.alloc.FreeRanges(s.releaser)
 }
 
 // allocSize returns the bytes of the arena that e holds.

@@ -522,23 +522,30 @@ func TestStoreDeleteWhilePinned(t *testing.T) {
 	mustRead(t, s, 1, kib)
 }
 
-func TestStoreReleaser(t *testing.T) {
+func TestStoreTrim(t *testing.T) {
 	s, _ := newTestStore(t, 4*kib)
 	var got [][2]int64
 	s.SetReleaser(func(off, size int64) { got = append(got, [2]int64{off, size}) })
 	mustPut(t, s, 0, 2*kib)
 	mustPut(t, s, 1, 1000)
 	mustPut(t, s, 2, 3*kib) // spills 0, then 1
-	s.Delete(testID(2))
-	if _, err := s.Create(testID(3), 10); err != nil {
-		t.Fatal(err)
+	if len(got) != 0 {
+		t.Fatalf("freeing called the releaser: %v", got)
 	}
-	s.Abort(testID(3))
-	want := [][2]int64{{0, 2 * kib}, {2 * kib, 1024}, {0, 3 * kib}, {0, 64}}
+	s.Delete(testID(2))
+	s.Trim()
+	want := [][2]int64{{0, 4 * kib}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("releaser calls %v, want %v", got, want)
 	}
+	got = nil
+	mustPut(t, s, 3, kib)
+	s.Trim()
+	if want := [][2]int64{{kib, 3 * kib}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("releaser calls %v, want %v", got, want)
+	}
 	s.SetReleaser(nil)
+	s.Trim()
 	mustRead(t, s, 0, 2*kib)
 }
 

@@ -16,7 +16,8 @@ import (
 type Host interface {
 	// Submit starts a task, a method call (n return IDs) or an actor (n is 1).
 	Submit(spec []byte, actor bool, n int) (ids [][]byte, err error)
-	Put(data []byte, refs [][]byte) (id []byte, err error)
+	// Put stores the concatenation of parts as one object.
+	Put(parts [][]byte, refs [][]byte) (id []byte, err error)
 	// Get blocks until every object is ready or the timeout passes
 	// (timeoutMs < 0: no timeout). release, when non-nil, is called once
 	// the guest no longer needs the staged bytes.
@@ -97,6 +98,32 @@ func (cs *callState) readIDs(ptr, count uint32) ([][]byte, bool) {
 		ids[i] = append([]byte(nil), b[i*abi.IDSize:(i+1)*abi.IDSize]...)
 	}
 	return ids, true
+}
+
+// maxParts bounds the parts of one put_parts or return_value_parts.
+const maxParts = 64
+
+// readParts reads count (ptr, len) pairs of little-endian u32 and returns
+// views of the guest memory they name.
+func (cs *callState) readParts(ptr, count uint32) ([][]byte, bool) {
+	if count > maxParts {
+		return nil, false
+	}
+	iov, ok := cs.read(ptr, count*8)
+	if !ok {
+		return nil, false
+	}
+	parts := make([][]byte, count)
+	for i := range parts {
+		p := uint32(iov[i*8]) | uint32(iov[i*8+1])<<8 | uint32(iov[i*8+2])<<16 | uint32(iov[i*8+3])<<24
+		n := uint32(iov[i*8+4]) | uint32(iov[i*8+5])<<8 | uint32(iov[i*8+6])<<16 | uint32(iov[i*8+7])<<24
+		b, ok := cs.read(p, n)
+		if !ok {
+			return nil, false
+		}
+		parts[i] = b
+	}
+	return parts, true
 }
 
 func (cs *callState) writeIDs(ptr uint32, ids [][]byte) bool {
@@ -226,13 +253,52 @@ var hostFuncs = []hostFunc{
 			st[0] = cs.fail("put: ID buffer outside guest memory")
 			return
 		}
-		id, err := cs.host.Put(data, refs)
+		id, err := cs.host.Put([][]byte{data}, refs)
 		if err != nil {
 			st[0] = cs.fail("%v", err)
 			return
 		}
 		cs.mod.Memory().Write(u32(st[4]), id)
 		st[0] = 0
+	}},
+	{"put_parts", []api.ValueType{i32, i32, i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		parts, ok := cs.readParts(u32(st[0]), u32(st[1]))
+		if !ok {
+			st[0] = cs.fail("put_parts: parts outside guest memory, or more than %d of them", maxParts)
+			return
+		}
+		refs, ok := cs.readIDs(u32(st[2]), u32(st[3]))
+		if !ok {
+			st[0] = cs.fail("put_parts: nested refs outside guest memory")
+			return
+		}
+		if _, ok := cs.read(u32(st[4]), abi.IDSize); !ok {
+			st[0] = cs.fail("put_parts: ID buffer outside guest memory")
+			return
+		}
+		id, err := cs.host.Put(parts, refs)
+		if err != nil {
+			st[0] = cs.fail("%v", err)
+			return
+		}
+		cs.mod.Memory().Write(u32(st[4]), id)
+		st[0] = 0
+	}},
+	{"return_value_parts", []api.ValueType{i32, i32}, nil, func(cs *callState, st []uint64) {
+		parts, ok := cs.readParts(u32(st[0]), u32(st[1]))
+		if !ok {
+			cs.hostErr = fmt.Sprintf("return_value_parts: parts outside guest memory, or more than %d of them", maxParts)
+			return
+		}
+		n := 0
+		for _, p := range parts {
+			n += len(p)
+		}
+		v := make([]byte, 0, n)
+		for _, p := range parts {
+			v = append(v, p...)
+		}
+		cs.value, cs.valueSet = v, true
 	}},
 	{"get", []api.ValueType{i32, i32, i64}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
 		ids, ok := cs.readIDs(u32(st[0]), u32(st[1]))

@@ -16,7 +16,7 @@ func (fakeHost) Submit(spec []byte, actor bool, n int) ([][]byte, error) {
 	}
 	return ids, nil
 }
-func (fakeHost) Put(data []byte, refs [][]byte) ([]byte, error) { return make([]byte, 20), nil }
+func (fakeHost) Put(parts [][]byte, refs [][]byte) ([]byte, error) { return make([]byte, 20), nil }
 func (fakeHost) Get(ids [][]byte, timeoutMs int64) ([]Staged, func(), bool, error) {
 	items := make([]Staged, len(ids))
 	for i := range items {

@@ -327,26 +327,37 @@ func (h *workerHost) create(size int64, result bool) ([]byte, int64, error) {
 	return r.IDs[0], r.Off, nil
 }
 
-func (h *workerHost) Put(data []byte, refs [][]byte) ([]byte, error) {
+// Put stores the concatenated parts without waiting for the agent: a
+// value over InlineMax is copied straight into an arena range that Create
+// reserved (one copy from guest memory), a small one travels inline in a
+// queued message under an ID the worker made.
+func (h *workerHost) Put(parts [][]byte, refs [][]byte) ([]byte, error) {
+	total := 0
+	for _, p := range parts {
+		total += len(p)
+	}
 	msg := wire.Put{Task: h.task, Refs: refs}
-	if len(data) > InlineMax && h.w.arena != nil {
-		id, off, err := h.create(int64(len(data)), false)
-		if err == nil {
-			copy(h.w.arena[off:], data)
-			msg.Created = id
+	if total > InlineMax && h.w.arena != nil {
+		if id, off, err := h.create(int64(total), false); err == nil {
+			for _, p := range parts {
+				off += int64(copy(h.w.arena[off:], p))
+			}
+			msg.Created, msg.ID = id, id
 		}
 	}
 	if msg.Created == nil {
-		msg.Data = data
+		var id [abi.IDSize]byte
+		h.w.rng.Read(id[:16])
+		msg.ID = id[:]
+		msg.Data = make([]byte, 0, total)
+		for _, p := range parts {
+			msg.Data = append(msg.Data, p...)
+		}
 	}
-	r, err := h.w.rpc(wire.TypePut, func(seq uint64) any { msg.Seq = seq; return msg })
-	if err != nil {
+	if err := h.w.conn.Queue(wire.TypePut, msg); err != nil {
 		return nil, err
 	}
-	if len(r.IDs) != 1 || len(r.IDs[0]) != abi.IDSize {
-		return nil, errors.New("sandbox: bad put reply")
-	}
-	return r.IDs[0], nil
+	return msg.ID, nil
 }
 
 func (h *workerHost) Get(ids [][]byte, timeoutMs int64) ([]Staged, func(), bool, error) {

@@ -9,7 +9,7 @@ type noHost struct{}
 func (noHost) log(int, []byte)                        {}
 func (noHost) submit([]byte, int) ([]ObjectID, error) { return nil, ErrNotInGuest }
 func (noHost) actorCreate([]byte) (ObjectID, error)   { return ObjectID{}, ErrNotInGuest }
-func (noHost) put([]byte, []ObjectID) (ObjectID, error) {
+func (noHost) put([][]byte, []ObjectID) (ObjectID, error) {
 	return ObjectID{}, ErrNotInGuest
 }
 func (noHost) get([]ObjectID, int64) ([]staged, error)     { return nil, ErrNotInGuest }

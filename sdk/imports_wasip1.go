@@ -4,7 +4,11 @@
 
 package sdk
 
-import "unsafe"
+import (
+	"encoding/binary"
+	"runtime"
+	"unsafe"
+)
 
 //go:wasmimport fabric return_value
 func hostReturnValue(ptr, n uint32)
@@ -24,8 +28,22 @@ func hostSubmit(spec, specLen, idsOut, idsCap uint32) int32
 //go:wasmimport fabric actor_create
 func hostActorCreate(spec, specLen, idOut uint32) int32
 
-//go:wasmimport fabric put
-func hostPut(ptr, n, refs, nrefs, idOut uint32) int32
+//go:wasmimport fabric put_parts
+func hostPutParts(iov, n, refs, nrefs, idOut uint32) int32
+
+//go:wasmimport fabric return_value_parts
+func hostReturnValueParts(iov, n uint32)
+
+// iovec lays parts out as (ptr, len) pairs of little-endian u32 for the
+// *_parts imports. The parts must stay alive until the host call returns.
+func iovec(parts [][]byte) []byte {
+	b := make([]byte, 8*len(parts))
+	for i, p := range parts {
+		binary.LittleEndian.PutUint32(b[i*8:], ptr(p))
+		binary.LittleEndian.PutUint32(b[i*8+4:], uint32(len(p)))
+	}
+	return b
+}
 
 //go:wasmimport fabric get
 func hostGet(ids, n uint32, timeoutMs int64) int32
@@ -96,7 +114,13 @@ func exportCall(namePtr, nameLen, argsPtr, argsLen int32) int32 {
 		b := joinIDs(refs)
 		hostReturnRefs(ptr(b), uint32(len(refs)))
 	}
-	hostReturnValue(ptr(value), uint32(len(value)))
+	if len(value) == 1 {
+		hostReturnValue(ptr(value[0]), uint32(len(value[0])))
+	} else {
+		iov := iovec(value)
+		hostReturnValueParts(ptr(iov), uint32(len(value)))
+		runtime.KeepAlive(value)
+	}
 	return 0
 }
 
@@ -129,10 +153,13 @@ func (wasmHost) actorCreate(spec []byte) (ObjectID, error) {
 	return id, nil
 }
 
-func (wasmHost) put(data []byte, refs []ObjectID) (ObjectID, error) {
+func (wasmHost) put(parts [][]byte, refs []ObjectID) (ObjectID, error) {
 	var id ObjectID
 	rb := joinIDs(refs)
-	if hostPut(ptr(data), uint32(len(data)), ptr(rb), uint32(len(refs)), ptr(id[:])) < 0 {
+	iov := iovec(parts)
+	r := hostPutParts(ptr(iov), uint32(len(parts)), ptr(rb), uint32(len(refs)), ptr(id[:]))
+	runtime.KeepAlive(parts)
+	if r < 0 {
 		return id, stagedError()
 	}
 	return id, nil

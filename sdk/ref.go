@@ -146,11 +146,11 @@ func decodeStaged(it staged, v any) error {
 
 // Put stores a value in the object store and returns a reference to it.
 func Put[T any](v T) (Ref[T], error) {
-	b, refs, err := encode(v)
+	parts, refs, err := encodeParts(v)
 	if err != nil {
 		return Ref[T]{err: err}, err
 	}
-	id, err := host.put(b, refs)
+	id, err := host.put(parts, refs)
 	if err != nil {
 		return Ref[T]{err: err}, err
 	}

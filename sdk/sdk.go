@@ -114,7 +114,7 @@ type hostAPI interface {
 	log(level int, msg []byte)
 	submit(spec []byte, n int) ([]ObjectID, error)
 	actorCreate(spec []byte) (ObjectID, error)
-	put(data []byte, refs []ObjectID) (ObjectID, error)
+	put(parts [][]byte, refs []ObjectID) (ObjectID, error)
 	get(ids []ObjectID, timeoutMs int64) ([]staged, error)
 	wait(ids []ObjectID, numReady int, timeoutMs int64) ([]bool, error)
 	cancel(id ObjectID, force, recursive bool) error
@@ -167,6 +167,17 @@ func init() {
 	}
 }
 
+// encodeParts is encode for values about to leave the guest: a numeric
+// slice comes back as its head and its own memory, so the host copies it
+// once, straight from the slice.
+func encodeParts(v any) ([][]byte, []ObjectID, error) {
+	if head, body, ok := typedParts(v); ok {
+		return [][]byte{head, body}, nil, nil
+	}
+	b, refs, err := encode(v)
+	return [][]byte{b}, refs, err
+}
+
 // encode marshals v and returns the references nested in it.
 func encode(v any) ([]byte, []ObjectID, error) {
 	if b, ok := encodeTyped(v); ok {
@@ -188,7 +199,7 @@ func decode(b []byte, v any) error {
 
 // dispatch runs the function named by the host. It recovers panics into an
 // error carrying the panic value and the stack.
-func dispatch(name string, args []byte) (value []byte, refs []ObjectID, err error) {
+func dispatch(name string, args []byte) (value [][]byte, refs []ObjectID, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic: %v\n\n%s", r, debug.Stack())
@@ -228,7 +239,7 @@ func dispatch(name string, args []byte) (value []byte, refs []ObjectID, err erro
 			return nil, nil, err
 		}
 	}
-	return encode(result)
+	return encodeParts(result)
 }
 
 func registeredNames() string {

@@ -3,6 +3,7 @@
 package sdk
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -70,7 +71,9 @@ func (h *memHost) run(name string, spec abi.TaskSpec, n int) []ObjectID {
 	args, err := h.args(spec)
 	var value []byte
 	if err == nil {
-		value, _, err = dispatch(name, args)
+		var parts [][]byte
+		parts, _, err = dispatch(name, args)
+		value = bytes.Join(parts, nil)
 	}
 	if err != nil {
 		ev, _ := cbor.Marshal(abi.ErrorValue{Kind: "task", Message: err.Error(), Task: name})
@@ -113,9 +116,9 @@ func (h *memHost) actorCreate(b []byte) (ObjectID, error) {
 	return h.newID(), nil
 }
 
-func (h *memHost) put(data []byte, refs []ObjectID) (ObjectID, error) {
+func (h *memHost) put(parts [][]byte, refs []ObjectID) (ObjectID, error) {
 	id := h.newID()
-	h.objs[id] = staged{data: append([]byte(nil), data...)}
+	h.objs[id] = staged{data: bytes.Join(parts, nil)}
 	return id, nil
 }
 

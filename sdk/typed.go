@@ -27,9 +27,15 @@ func rawBytes[E any](s []E) []byte {
 }
 
 func typedArray(tag byte, data []byte) []byte {
-	b := make([]byte, 0, 11+len(data))
+	head := typedHeader(tag, len(data))
+	return append(append(make([]byte, 0, len(head)+len(data)), head...), data...)
+}
+
+// typedHeader returns the CBOR head of a typed array of n bytes.
+func typedHeader(tag byte, size int) []byte {
+	b := make([]byte, 0, 11)
 	b = append(b, 0xd8, tag)
-	n := uint64(len(data))
+	n := uint64(size)
 	switch {
 	case n < 24:
 		b = append(b, 0x40|byte(n))
@@ -42,7 +48,7 @@ func typedArray(tag byte, data []byte) []byte {
 	default:
 		b = binary.BigEndian.AppendUint64(append(b, 0x5b), n)
 	}
-	return append(b, data...)
+	return b
 }
 
 // typedArrayBody returns the byte string inside tag, or ok=false.
@@ -71,6 +77,31 @@ func typedArrayBody(b []byte, tag byte) ([]byte, bool) {
 		return nil, false
 	}
 	return b[p:], true
+}
+
+// typedParts returns the head and the body (the slice's own memory, not a
+// copy) of v's typed-array encoding when v is a numeric slice.
+func typedParts(v any) (head, body []byte, ok bool) {
+	var tag byte
+	switch x := v.(type) {
+	case []float64:
+		tag, body = tagFloat64LE, rawBytes(x)
+	case []float32:
+		tag, body = tagFloat32LE, rawBytes(x)
+	case []int64:
+		tag, body = tagInt64LE, rawBytes(x)
+	case []int:
+		tag, body = tagInt64LE, rawBytes(x)
+	case []int32:
+		tag, body = tagInt32LE, rawBytes(x)
+	case []uint64:
+		tag, body = tagUint64LE, rawBytes(x)
+	case []uint32:
+		tag, body = tagUint32LE, rawBytes(x)
+	default:
+		return nil, nil, false
+	}
+	return typedHeader(tag, len(body)), body, true
 }
 
 // encodeTyped returns the typed-array encoding of v when it is a numeric slice.

@@ -106,12 +106,15 @@ type Submit struct {
 	IDs   [][]byte // for a task or call: its return objects; for an actor: the actor's ID
 }
 
-// Put stores a value. Either Data holds it inline, or Created names an
-// object reserved with Create that the worker has filled in the arena.
+// Put stores a value under ID, which the worker made (or, for a value in
+// the arena, the ID that Create reserved). Either Data holds the value
+// inline, or Created names an object reserved with Create that the worker
+// has filled in the arena. It has no reply: a value the agent cannot store
+// becomes an error value that Get reports.
 type Put struct {
 	_       struct{} `cbor:",toarray"`
-	Seq     uint64
 	Task    []byte
+	ID      []byte
 	Data    []byte
 	Created []byte
 	Refs    [][]byte
