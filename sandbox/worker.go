@@ -109,6 +109,7 @@ type worker struct {
 	seq    uint64
 	closed bool
 	rng    *rand.ChaCha8 // makes task and actor IDs
+	cache  valueCache    // small values got before
 }
 
 func (w *worker) fatal(err error) error {
@@ -361,6 +362,9 @@ func (h *workerHost) Put(parts [][]byte, refs [][]byte) ([]byte, error) {
 }
 
 func (h *workerHost) Get(ids [][]byte, timeoutMs int64) ([]Staged, func(), bool, error) {
+	if items, ok := h.w.cache.lookup(ids); ok {
+		return items, nil, false, nil
+	}
 	r, err := h.w.rpc(wire.TypeGet, func(seq uint64) any {
 		return wire.Get{Seq: seq, Task: h.task, IDs: ids, TimeoutMs: timeoutMs}
 	})
@@ -393,8 +397,63 @@ func (h *workerHost) Get(ids [][]byte, timeoutMs int64) ([]Staged, func(), bool,
 		if it.IsError {
 			items[i].Kind = abi.StagedError
 		}
+		if !it.Data.Arena && it.Data.Path == "" {
+			h.w.cache.add(ids[i], items[i])
+		}
 	}
 	return items, release, false, nil
+}
+
+// valueCache keeps the values of small objects this worker got. Objects
+// are immutable, so a second Get of one (Ray's get benchmark, or a task
+// reading the same small object in a loop) needs no round trip to the
+// agent, as Ray's in-process memory store serves small objects. Released
+// objects leave the cache; it is emptied when it outgrows its budget.
+type valueCache struct {
+	m     map[string]Staged
+	bytes int
+}
+
+const (
+	cacheBudget  = 16 << 20
+	cacheItemMax = 16 << 10
+)
+
+func (c *valueCache) lookup(ids [][]byte) ([]Staged, bool) {
+	if len(c.m) == 0 {
+		return nil, false
+	}
+	items := make([]Staged, len(ids))
+	for i, id := range ids {
+		it, ok := c.m[string(id)]
+		if !ok {
+			return nil, false
+		}
+		items[i] = it
+	}
+	return items, true
+}
+
+func (c *valueCache) add(id []byte, it Staged) {
+	if len(it.Data) > cacheItemMax {
+		return
+	}
+	if c.m == nil || c.bytes+len(it.Data) > cacheBudget {
+		c.m, c.bytes = map[string]Staged{}, 0
+	}
+	if _, ok := c.m[string(id)]; !ok {
+		c.m[string(id)] = Staged{Kind: it.Kind, Data: append([]byte(nil), it.Data...)}
+		c.bytes += len(it.Data)
+	}
+}
+
+func (c *valueCache) drop(ids [][]byte) {
+	for _, id := range ids {
+		if it, ok := c.m[string(id)]; ok {
+			c.bytes -= len(it.Data)
+			delete(c.m, string(id))
+		}
+	}
 }
 
 func (h *workerHost) Wait(ids [][]byte, numReady int, timeoutMs int64) ([]bool, error) {
@@ -415,6 +474,7 @@ func (h *workerHost) Cancel(id []byte, force, recursive bool) error {
 }
 
 func (h *workerHost) Release(ids [][]byte) {
+	h.w.cache.drop(ids)
 	_ = h.w.conn.Queue(wire.TypeRelease, wire.Release{Task: h.task, IDs: ids})
 }
 
