@@ -27,7 +27,6 @@ type actor struct {
 	create       *task // the creation task; holds the actor's resources and handles
 	worker       *workerProc
 	queue        []*task
-	inflight     *task
 	restartsLeft int
 	noRestart    bool
 	cause        string
@@ -75,9 +74,14 @@ func (n *Node) actorDiedError(a *actor, t *task) abi.ErrorValue {
 	return abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s is dead: %s", a.class, a.cause), Task: t.name}
 }
 
-// actorNext runs the head of the actor's queue once its arguments are ready.
+// actorPipeline is how many calls an actor's worker may have been sent at
+// once: it runs them in order, without waiting for the agent in between.
+const actorPipeline = 16
+
+// actorNext sends the head of the actor's queue once its arguments are
+// ready, until the pipeline is full.
 func (n *Node) actorNext(a *actor) {
-	for a.state == actorAlive && a.inflight == nil && len(a.queue) > 0 && a.worker != nil && a.worker.ready {
+	for a.state == actorAlive && len(a.queue) > 0 && a.worker != nil && a.worker.ready && !a.worker.dead && a.worker.inFlight() < actorPipeline {
 		t := a.queue[0]
 		var deps []objects.ID
 		for _, id := range t.argRefs {
@@ -93,12 +97,8 @@ func (n *Node) actorNext(a *actor) {
 			return
 		}
 		a.queue = a.queue[1:]
-		a.inflight = t
 		t.state = taskRunning
-		n.run(a.worker, t)
-		if t.state == taskDone { // failed before running (bad argument)
-			a.inflight = nil
-		}
+		n.run(a.worker, t) // a bad argument fails the call at once; the loop goes on
 	}
 }
 
@@ -158,8 +158,8 @@ func (n *Node) handleActorKill(w *workerProc, m wire.ActorKill) error {
 		a.noRestart = true
 	}
 	if a.worker != nil {
-		if a.inflight != nil {
-			a.worker.killReason = &abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s was killed", a.class), Task: a.inflight.name}
+		if cur := a.worker.task; cur != nil {
+			a.worker.killReason = &abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s was killed", a.class), Task: cur.name}
 		}
 		a.worker.kill()
 	} else if m.NoRestart {

@@ -262,20 +262,30 @@ func (n *Node) run(w *workerProc, t *task) {
 			ex.Args = append(ex.Args, p)
 		}
 	}
-	w.task = t
 	t.worker = w
-	if t.spec.Options.TimeoutMs > 0 {
-		d := time.Duration(t.spec.Options.TimeoutMs) * time.Millisecond
-		t.timer = afterFunc(d, func() {
-			n.mu.Lock()
-			defer n.mu.Unlock()
-			if t.worker == w && t.state == taskRunning {
-				w.killReason = &abi.ErrorValue{Kind: "timeout", Message: fmt.Sprintf("task %s timed out after %s; its worker was stopped", t.name, d), Task: t.name}
-				w.kill()
-			}
-		})
+	if w.task == nil {
+		w.task = t
+		n.startTimer(w, t)
+	} else {
+		w.queued = append(w.queued, t)
 	}
 	w.send(wire.TypeExec, ex)
+}
+
+// startTimer arms the timeout of an execution that starts running on w.
+func (n *Node) startTimer(w *workerProc, t *task) {
+	if t.spec.Options.TimeoutMs <= 0 {
+		return
+	}
+	d := time.Duration(t.spec.Options.TimeoutMs) * time.Millisecond
+	t.timer = afterFunc(d, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if w.task == t && t.state == taskRunning {
+			w.killReason = &abi.ErrorValue{Kind: "timeout", Message: fmt.Sprintf("task %s timed out after %s; its worker was stopped", t.name, d), Task: t.name}
+			w.kill()
+		}
+	})
 }
 
 func (n *Node) unpinAll(w *workerProc, ids [][]byte) {
@@ -285,11 +295,14 @@ func (n *Node) unpinAll(w *workerProc, ids [][]byte) {
 	}
 }
 
-// abandon fails a task before it ran and gives its worker back.
+// abandon fails a task before it ran and gives a task worker back (an
+// actor's worker goes on with the actor's queue).
 func (n *Node) abandon(w *workerProc, t *task, ev abi.ErrorValue) {
 	t.state = taskDone
 	n.failTask(t, ev, true)
-	n.workerIdle(w)
+	if w.actor == nil {
+		n.workerIdle(w)
+	}
 }
 
 // piece returns where a ready object's bytes are, pinning arena objects for w.
@@ -387,6 +400,11 @@ func (n *Node) handleDone(w *workerProc, d wire.Done) error {
 	t.stopTimer()
 	w.task = nil
 	t.worker = nil
+	if len(w.queued) > 0 { // the next pipelined execution is running now
+		w.task = w.queued[0]
+		w.queued = w.queued[1:]
+		n.startTimer(w, w.task)
+	}
 	if t.blocked {
 		t.blocked = false
 	}
@@ -421,11 +439,7 @@ func (n *Node) handleDone(w *workerProc, d wire.Done) error {
 // afterExecution hands the worker its next execution.
 func (n *Node) afterExecution(w *workerProc, t *task) {
 	if w.actor != nil {
-		a := w.actor
-		if a.inflight == t {
-			a.inflight = nil
-		}
-		n.actorNext(a)
+		n.actorNext(w.actor)
 		return
 	}
 	n.workerIdle(w)
@@ -451,9 +465,6 @@ func (n *Node) executionFailed(w *workerProc, t *task, d wire.Done) {
 	if t.kind == wire.ExecActorMethod && d.Kind != "app" {
 		// A trap lost the actor's state: stop its worker so that it is
 		// restarted (constructor again) or declared dead.
-		if a := t.actor; a != nil && a.inflight == t {
-			a.inflight = nil
-		}
 		w.kill()
 		return
 	}
@@ -472,9 +483,6 @@ func (n *Node) executionLost(t *task, w *workerProc, cause string) {
 		return // actorLost decides
 	}
 	if t.kind == wire.ExecActorMethod {
-		if t.actor != nil && t.actor.inflight == t {
-			t.actor.inflight = nil
-		}
 		ev := abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s died while running %s: %s", t.actor.class, t.name, cause), Task: t.name}
 		if w.killReason != nil {
 			ev = *w.killReason

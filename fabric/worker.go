@@ -26,6 +26,9 @@ type workerProc struct {
 	dead  bool
 	// task is the execution it runs now (nil when idle).
 	task *task
+	// queued are executions sent to it behind task (actor calls are
+	// pipelined: the worker runs them in order as soon as task is done).
+	queued []*task
 	// actor is set for a worker dedicated to one actor.
 	actor *actor
 	// killReason, when set before a kill, becomes the error of the task.
@@ -95,6 +98,15 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 // profiling is set when workers write CPU profiles and need a SIGTERM to
 // flush them before they are killed.
 var profiling = os.Getenv("FABRIC_CPUPROFILE") != ""
+
+// inFlight counts the executions sent to the worker and not done.
+func (w *workerProc) inFlight() int {
+	n := len(w.queued)
+	if w.task != nil {
+		n++
+	}
+	return n
+}
 
 // kill stops the worker process; its exit is handled by workerExited.
 func (w *workerProc) kill() {
@@ -198,6 +210,12 @@ func (n *Node) workerExited(w *workerProc, waitErr error, stderr string) {
 	if t := w.task; t != nil {
 		w.task = nil
 		n.flushOutput(w, t)
+		n.executionLost(t, w, cause)
+	}
+	w.killReason = nil // it was for the running execution only
+	queued := w.queued
+	w.queued = nil
+	for _, t := range queued {
 		n.executionLost(t, w, cause)
 	}
 	if a := w.actor; a != nil && a.worker == w {
