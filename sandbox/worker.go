@@ -109,7 +109,9 @@ type worker struct {
 	seq    uint64
 	closed bool
 	rng    *rand.ChaCha8 // makes task and actor IDs
-	cache  valueCache    // small values got before
+	// pending are Execs that arrived while the guest was in a host call.
+	pending []wire.Exec
+	cache   valueCache // small values got before
 }
 
 func (w *worker) fatal(err error) error {
@@ -141,6 +143,12 @@ func (w *worker) load(ctx context.Context) error {
 // no goroutine hand-offs on the path of a host call.
 func (w *worker) serve(ctx context.Context) error {
 	for {
+		if len(w.pending) > 0 {
+			ex := w.pending[0]
+			w.pending = w.pending[1:]
+			w.exec(ctx, ex)
+			continue
+		}
 		t, body, err := w.conn.Recv()
 		if err != nil {
 			return nil // the agent closed the connection: the job is over
@@ -172,6 +180,17 @@ func (w *worker) rpc(t wire.Type, fill func(seq uint64) any) (wire.Reply, error)
 		if err != nil {
 			w.closed = true
 			return wire.Reply{}, ErrAgentGone
+		}
+		if rt == wire.TypeExec {
+			// The agent pipelines an actor's calls: this one runs after
+			// the current call.
+			var ex wire.Exec
+			if err := wire.Unmarshal(body, &ex); err != nil {
+				w.closed = true
+				return wire.Reply{}, ErrAgentGone
+			}
+			w.pending = append(w.pending, ex)
+			continue
 		}
 		if rt != wire.TypeReply {
 			w.closed = true

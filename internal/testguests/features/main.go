@@ -74,6 +74,21 @@ var logger = sdk.Task0("logger", func() (int, error) {
 	return 0, nil
 })
 
+// Acc is an actor whose method makes host calls (submit and get) while
+// more calls to it are already on their way to its worker.
+type Acc struct{ total int }
+
+var accClass = sdk.Actor("Acc", func() (*Acc, error) { return &Acc{}, nil })
+
+var accAdd = sdk.NewMethod1(accClass, "add_square", func(a *Acc, x int) (int, error) {
+	v, err := square.Remote(x).Get()
+	if err != nil {
+		return 0, err
+	}
+	a.total += v
+	return a.total, nil
+})
+
 // Echo is an actor that returns what it is given.
 type Echo struct{}
 
@@ -205,6 +220,19 @@ func run(args []string) error {
 			check("kill", sdk.Kill(h, true) == nil, "")
 			_, err = echo.Remote(h, "again").Get()
 			check("call_after_kill", errors.Is(err, sdk.ErrActorDied), err)
+		case "actor_hostcalls":
+			acc := accClass.Remote()
+			var refs []sdk.Ref[int]
+			for i := range 50 {
+				refs = append(refs, accAdd.Remote(acc, i))
+			}
+			vals, err := sdk.GetAll(refs)
+			want, ordered := 0, true
+			for i, v := range vals {
+				want += i * i
+				ordered = ordered && v == want
+			}
+			check("actor_hostcalls", err == nil && ordered && want == 40425, fmt.Sprint(err, vals))
 		case "log":
 			_, err := logger.Remote().Get()
 			check("log", err == nil, err)
