@@ -344,3 +344,20 @@ func TestTimeoutOption(t *testing.T) {
 		t.Errorf("default timeout = %d, want -1 (none)", c.timeoutMs)
 	}
 }
+
+func TestByteSliceParts(t *testing.T) {
+	for _, n := range []int{0, 5, 23, 24, 255, 256, 70000} {
+		b := bytes.Repeat([]byte{9}, n)
+		parts, _, err := encodeParts(b)
+		if err != nil || len(parts) != 2 {
+			t.Fatalf("%d bytes: %d parts, %v", n, len(parts), err)
+		}
+		want, _ := cbor.Marshal(b)
+		if got := bytes.Join(parts, nil); !bytes.Equal(got, want) {
+			t.Errorf("%d bytes: parts encode % x..., want % x...", n, got[:min(8, len(got))], want[:min(8, len(want))])
+		}
+		if n > 0 && &parts[1][0] != &b[0] {
+			t.Errorf("%d bytes: the body is a copy", n)
+		}
+	}
+}

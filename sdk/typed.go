@@ -53,23 +53,32 @@ func typedHeader(tag byte, size int) []byte {
 
 // typedArrayBody returns the byte string inside tag, or ok=false.
 func typedArrayBody(b []byte, tag byte) ([]byte, bool) {
-	if len(b) < 3 || b[0] != 0xd8 || b[1] != tag || b[2]>>5 != 2 {
+	if len(b) < 3 || b[0] != 0xd8 || b[1] != tag {
 		return nil, false
 	}
-	info := b[2] & 0x1f
-	p := 3
+	return byteStringBody(b[2:])
+}
+
+// byteStringBody returns the contents of b when b is exactly one definite
+// CBOR byte string.
+func byteStringBody(b []byte) ([]byte, bool) {
+	if len(b) < 1 || b[0]>>5 != 2 {
+		return nil, false
+	}
+	info := b[0] & 0x1f
+	p := 1
 	var n uint64
 	switch {
 	case info < 24:
 		n = uint64(info)
-	case info == 24 && len(b) >= 4:
-		n, p = uint64(b[3]), 4
-	case info == 25 && len(b) >= 5:
-		n, p = uint64(binary.BigEndian.Uint16(b[3:])), 5
-	case info == 26 && len(b) >= 7:
-		n, p = uint64(binary.BigEndian.Uint32(b[3:])), 7
-	case info == 27 && len(b) >= 11:
-		n, p = binary.BigEndian.Uint64(b[3:]), 11
+	case info == 24 && len(b) >= 2:
+		n, p = uint64(b[1]), 2
+	case info == 25 && len(b) >= 3:
+		n, p = uint64(binary.BigEndian.Uint16(b[1:])), 3
+	case info == 26 && len(b) >= 5:
+		n, p = uint64(binary.BigEndian.Uint32(b[1:])), 5
+	case info == 27 && len(b) >= 9:
+		n, p = binary.BigEndian.Uint64(b[1:]), 9
 	default:
 		return nil, false
 	}
@@ -84,6 +93,8 @@ func typedArrayBody(b []byte, tag byte) ([]byte, bool) {
 func typedParts(v any) (head, body []byte, ok bool) {
 	var tag byte
 	switch x := v.(type) {
+	case []byte: // a plain CBOR byte string: its head, then the bytes themselves
+		return typedHeader(0, len(x))[2:], x, true
 	case []float64:
 		tag, body = tagFloat64LE, rawBytes(x)
 	case []float32:
@@ -138,9 +149,17 @@ func decodeInto[E any](b []byte, tag byte, dst *[]E) bool {
 	return true
 }
 
-// decodeTyped decodes a typed array into a pointer to a numeric slice.
+// decodeTyped decodes a typed array into a pointer to a numeric slice, or
+// a byte string into a *[]byte. b must be a fresh buffer the caller owns:
+// a []byte result shares its memory instead of copying it.
 func decodeTyped(b []byte, v any) bool {
 	switch p := v.(type) {
+	case *[]byte:
+		body, ok := byteStringBody(b)
+		if ok {
+			*p = body
+		}
+		return ok
 	case *[]float64:
 		return decodeInto(b, tagFloat64LE, p)
 	case *[]float32:
