@@ -11,7 +11,6 @@ import (
 	"github.com/wasmfabric/fabric/sandbox"
 )
 
-
 // handle serves one message from a worker. An error means the worker
 // broke the protocol and is stopped.
 func (n *Node) handle(w *workerProc, t wire.Type, body []byte) error {
@@ -278,14 +277,6 @@ func (n *Node) refuseSubmit(w *workerProc, parent *task, taskID objects.ID, nret
 		n.hold(parent.holder(), id)
 		n.setReady(id, b, true, false, nil)
 	}
-}
-
-func idsBytes(ids []objects.ID) [][]byte {
-	out := make([][]byte, len(ids))
-	for i := range ids {
-		out[i] = append([]byte(nil), ids[i][:]...)
-	}
-	return out
 }
 
 func (n *Node) handleCreate(w *workerProc, m wire.Create) {

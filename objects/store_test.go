@@ -629,7 +629,7 @@ func TestStoreNoGoroutines(t *testing.T) {
 	}
 	mustPut(t, s, 10, 8*kib)
 	s.Close()
-	if after := runtime.NumGoroutine(); after != before {
+	if after := runtime.NumGoroutine(); after > before { // fewer is fine: an earlier test's goroutines may still be ending
 		t.Fatalf("goroutines: %d before, %d after", before, after)
 	}
 }

@@ -99,9 +99,9 @@ type Item struct {
 // creation is answered, so that a refused one (a name in use) fails at once.
 type Submit struct {
 	_     struct{} `cbor:",toarray"`
-	Seq   uint64 // actor creations only: they are answered with a Reply
-	Task  []byte // the submitting execution
-	Actor bool   // Spec creates an actor
+	Seq   uint64   // actor creations only: they are answered with a Reply
+	Task  []byte   // the submitting execution
+	Actor bool     // Spec creates an actor
 	Spec  []byte
 	IDs   [][]byte // for a task or call: its return objects; for an actor: the actor's ID
 }
