@@ -95,7 +95,8 @@ a Python driver: a warm-up, then trials of at least --trial each, reported
 as mean ± standard deviation. Beside each figure it prints Ray 2.48's figure
 on a 64-vCPU m5.16xlarge and a baseline measured in the same run: a native
 goroutine pool doing the same no-op work, memcpy bandwidth, or a bare call
-into a sandbox. It also measures cold starts of a Go and a C guest.`,
+into a sandbox. It also measures cold starts of a Go and a C guest, and a
+256x256 matmul natively, in a Go guest and in a C guest.`,
 		Example: "  fabric bench\n  fabric bench --filter 'tasks' --json\n  make bench   # also rewrites the table in docs/PERFORMANCE.md",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
