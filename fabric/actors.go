@@ -81,7 +81,7 @@ const actorPipeline = 16
 // actorNext sends the head of the actor's queue once its arguments are
 // ready, until the pipeline is full.
 func (n *Node) actorNext(a *actor) {
-	for a.state == actorAlive && len(a.queue) > 0 && a.worker != nil && a.worker.ready && !a.worker.dead && a.worker.inFlight() < actorPipeline {
+	for a.state == actorAlive && len(a.queue) > 0 && a.worker != nil && a.worker.ready && !a.worker.dead && !a.worker.stopping.Load() && a.worker.inFlight() < actorPipeline {
 		t := a.queue[0]
 		var deps []objects.ID
 		for _, id := range t.argRefs {

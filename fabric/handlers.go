@@ -2,6 +2,7 @@ package fabric
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -250,6 +251,9 @@ func (n *Node) checkSpec(w *workerProc, raw []byte) (abi.TaskSpec, error) {
 	if spec.NumReturns < 0 || spec.NumReturns > abi.MaxReturns {
 		return spec, fmt.Errorf("submit: %d return values; at most %d", spec.NumReturns, abi.MaxReturns)
 	}
+	if err := checkDemand(spec.Options); err != nil {
+		return spec, err
+	}
 	for i, a := range spec.Args {
 		if (a.Ref == nil) == (a.Value == nil) {
 			return spec, fmt.Errorf("submit: argument %d must have exactly one of a value (\"v\") or a reference (\"r\")", i)
@@ -279,6 +283,10 @@ func (n *Node) refuseSubmit(w *workerProc, parent *task, taskID objects.ID, nret
 	}
 }
 
+// maxCreatesPerWorker bounds the arena reservations one worker may hold
+// before storing them: a worker makes at most one at a time.
+const maxCreatesPerWorker = 4
+
 func (n *Node) handleCreate(w *workerProc, m wire.Create) {
 	t, err := n.current(w, m.Task)
 	if err != nil {
@@ -294,11 +302,19 @@ func (n *Node) handleCreate(w *workerProc, m wire.Create) {
 		id = t.returns[0]
 		n.store.Abort(id) // a lost earlier attempt may have left a reservation
 	}
+	if len(w.creates) >= maxCreatesPerWorker {
+		n.reply(w, m.Seq, fmt.Errorf("create: too many reservations in flight"), wire.Reply{})
+		return
+	}
 	off, err := n.store.Create(id, m.Size)
 	if err != nil {
 		n.reply(w, m.Seq, err, wire.Reply{})
 		return
 	}
+	if w.creates == nil {
+		w.creates = map[objects.ID]struct{}{}
+	}
+	w.creates[id] = struct{}{}
 	n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{id[:]}, Off: off})
 }
 
@@ -317,8 +333,14 @@ func (n *Node) handlePut(w *workerProc, m wire.Put) error {
 	if id.IsNil() || n.objs[id] != nil || n.tasks[id] != nil || n.actors[id] != nil {
 		return fmt.Errorf("put reuses ID %s", id.Short())
 	}
-	if m.Created != nil && string(m.Created) != string(m.ID) {
-		return fmt.Errorf("put of a reservation under another ID")
+	if m.Created != nil {
+		if string(m.Created) != string(m.ID) {
+			return fmt.Errorf("put of a reservation under another ID")
+		}
+		if _, ok := w.creates[id]; !ok {
+			return fmt.Errorf("put of a reservation the worker did not make")
+		}
+		delete(w.creates, id)
 	}
 	n.objs[id] = &object{job: w.job}
 	n.hold(t.holder(), id)
@@ -422,6 +444,12 @@ func (n *Node) handleGet(w *workerProc, m wire.Get) {
 		n.addRef(id) // keep them alive while waiting
 	}
 	finish := func(timedOut bool) {
+		if w.dead || w.task != t { // the waiting execution is gone
+			for _, id := range ids {
+				n.decRef(id)
+			}
+			return
+		}
 		if t.blocked {
 			t.blocked = false
 			if t.kind == wire.ExecTask {
@@ -500,6 +528,9 @@ func (n *Node) handleCancel(w *workerProc, m wire.Cancel) error {
 }
 
 func (n *Node) cancelTask(t *task, force, recursive bool) {
+	if t.kind == wire.ExecActorCreate {
+		return // actors are not cancelled (Ray kills them with kill)
+	}
 	if recursive {
 		children := make([]*task, 0, len(t.children))
 		for c := range t.children {
@@ -545,4 +576,26 @@ func (n *Node) cancelTask(t *task, force, recursive bool) {
 		}
 		n.failTask(t, ev, true)
 	}
+}
+
+// checkDemand refuses resource amounts that are negative, not finite or
+// absurdly large: a demand of -1000 CPUs would overcommit the node for
+// every tenant.
+func checkDemand(o abi.Options) error {
+	bad := func(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || v > 1e9 }
+	if o.CPU != nil && bad(*o.CPU) {
+		return fmt.Errorf("submit: CPUs %v is not a non-negative amount", *o.CPU)
+	}
+	if bad(o.GPU) {
+		return fmt.Errorf("submit: GPUs %v is not a non-negative amount", o.GPU)
+	}
+	if o.Memory < 0 {
+		return fmt.Errorf("submit: memory %d is negative", o.Memory)
+	}
+	for k, v := range o.Resources {
+		if bad(v) || k == "" {
+			return fmt.Errorf("submit: resource %q amount %v is not a non-negative amount", k, v)
+		}
+	}
+	return nil
 }

@@ -120,9 +120,28 @@ func (n *Node) waitFor(ids []objects.ID, need int, timeout time.Duration, fn, on
 			defer n.mu.Unlock()
 			if !w.fired {
 				w.fired = true
+				n.dropWaiter(ids, w) // a polling loop must not pile waiters up
 				onTimeout()
 			}
 		})
 	}
 	return true
+}
+
+// dropWaiter removes a waiter that timed out from the objects it waited on.
+func (n *Node) dropWaiter(ids []objects.ID, w *waiter) {
+	for _, id := range ids {
+		o := n.objs[id]
+		if o == nil {
+			continue
+		}
+		kept := o.waiters[:0]
+		for _, x := range o.waiters {
+			if x != w {
+				kept = append(kept, x)
+			}
+		}
+		clear(o.waiters[len(kept):])
+		o.waiters = kept
+	}
 }

@@ -170,6 +170,10 @@ func (n *Node) schedule() {
 		for _, inf := range plan.Infeasible {
 			if t := n.tasks[objects.ID([]byte(inf.Task))]; t != nil {
 				t.state = taskDone
+				if t.kind == wire.ExecActorCreate {
+					n.actorDead(t.actor, inf.Reason+"; lower the actor's demand or start the node with more resources")
+					continue
+				}
 				n.failTask(t, abi.ErrorValue{Kind: "infeasible", Message: inf.Reason + "; lower the task's demand or start the node with more resources", Task: t.name}, false)
 			}
 		}
@@ -310,6 +314,9 @@ func (n *Node) piece(w *workerProc, id objects.ID, o *object) (wire.Piece, error
 	if !o.stored {
 		return wire.Piece{Inline: o.inline}, nil
 	}
+	if w.dead {
+		return wire.Piece{}, fmt.Errorf("worker %d is gone", w.pid)
+	}
 	loc, err := n.store.Pin(id)
 	if err != nil {
 		return wire.Piece{}, err
@@ -344,6 +351,7 @@ func decodeErrorValue(b []byte) abi.ErrorValue {
 func (n *Node) failTask(t *task, ev abi.ErrorValue, releaseSched bool) {
 	b, _ := wire.Marshal(ev)
 	for _, id := range t.returns {
+		n.store.Abort(id) // a reservation a lost attempt may have left
 		n.setReady(id, b, true, false, nil)
 	}
 	if t.kind == wire.ExecMain {
@@ -408,12 +416,15 @@ func (n *Node) handleDone(w *workerProc, d wire.Done) error {
 	if t.blocked {
 		t.blocked = false
 	}
-	if !d.OK {
-		if d.Created != nil {
-			if id, err := objects.IDFromBytes(d.Created); err == nil {
+	if d.Created != nil {
+		if id, err := objects.IDFromBytes(d.Created); err == nil {
+			delete(w.creates, id)
+			if !d.OK {
 				n.store.Abort(id)
 			}
 		}
+	}
+	if !d.OK {
 		n.executionFailed(w, t, d)
 		return nil
 	}
@@ -539,7 +550,9 @@ func (n *Node) storeResults(t *task, d wire.Done) error {
 				return err
 			}
 			n.setReady(id, nil, false, true, refs)
-			n.objs[id].size = d.Value.Size
+			if o := n.objs[id]; o != nil { // nil when nobody holds it any more
+				o.size = d.Value.Size
+			}
 			return nil
 		}
 		return n.storeValue(id, d.Value.Inline, refs)

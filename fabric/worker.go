@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,7 +39,13 @@ type workerProc struct {
 	// partial output lines per stream, for prefixing.
 	partial [4][]byte
 	exited  chan struct{}
+	wake    chan struct{} // tells writeLoop that send buffered something
 	once    sync.Once
+	// stopping is set by kill: a dying worker gets no more executions.
+	stopping atomic.Bool
+	// creates are arena reservations it made and has not stored yet;
+	// they are aborted if it dies.
+	creates map[objects.ID]struct{}
 }
 
 // startWorker launches a worker process for j. Caller holds n.mu.
@@ -64,7 +71,7 @@ func (n *Node) startWorker(j *job) (*workerProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("fabric: start worker: %w", err)
 	}
-	w := &workerProc{n: n, job: j, cmd: cmd, pid: cmd.Process.Pid, pins: map[objects.ID]int{}, exited: make(chan struct{})}
+	w := &workerProc{n: n, job: j, cmd: cmd, pid: cmd.Process.Pid, pins: map[objects.ID]int{}, exited: make(chan struct{}), wake: make(chan struct{}, 1)}
 	n.workers[w.pid] = w
 	n.nworkers++
 	j.workers[w] = struct{}{}
@@ -110,6 +117,7 @@ func (w *workerProc) inFlight() int {
 
 // kill stops the worker process; its exit is handled by workerExited.
 func (w *workerProc) kill() {
+	w.stopping.Store(true)
 	w.once.Do(func() {
 		if w.cmd.Process != nil && profiling && w.killReason == nil {
 			_ = w.cmd.Process.Signal(syscall.SIGTERM)
@@ -129,10 +137,38 @@ func (w *workerProc) kill() {
 	})
 }
 
+// maxOutbound bounds what the agent buffers for one worker; a worker that
+// stops reading past it is stopped.
+const maxOutbound = 256 << 20
+
+// send buffers a message for the worker's writer goroutine. It never
+// blocks, so it is safe under n.mu.
 func (w *workerProc) send(t wire.Type, msg any) {
-	if w.conn != nil {
-		if err := w.conn.Send(t, msg); err != nil {
-			w.kill()
+	if w.conn == nil {
+		return
+	}
+	n, err := w.conn.Append(t, msg)
+	if err != nil || n > maxOutbound {
+		w.kill()
+		return
+	}
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop writes what send buffered, outside every lock of the agent.
+func (w *workerProc) writeLoop() {
+	for {
+		select {
+		case <-w.exited:
+			return
+		case <-w.wake:
+			if err := w.conn.Flush(); err != nil {
+				w.kill()
+				return
+			}
 		}
 	}
 }
@@ -154,7 +190,16 @@ func (n *Node) serveWorker(c *wire.Conn) {
 		n.mu.Unlock()
 		return
 	}
+	if w.conn != nil {
+		n.mu.Unlock()
+		return // a second connection claiming the same worker
+	}
 	w.conn = c
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		w.writeLoop()
+	}()
 	if r.Error != "" {
 		j := w.job
 		n.mu.Unlock()
@@ -200,6 +245,10 @@ func (n *Node) workerExited(w *workerProc, waitErr error, stderr string) {
 		}
 	}
 	w.pins = nil
+	for id := range w.creates {
+		n.store.Abort(id)
+	}
+	w.creates = nil
 	cause := "worker process exited"
 	if waitErr != nil {
 		cause = "worker process " + waitErr.Error()
@@ -235,7 +284,7 @@ func lastLines(s string, k int) string {
 
 // workerIdle hands an idle task worker the next queued execution. Caller holds n.mu.
 func (n *Node) workerIdle(w *workerProc) {
-	if w.dead || !w.ready {
+	if w.dead || !w.ready || w.stopping.Load() {
 		return
 	}
 	if w.actor != nil {

@@ -110,6 +110,10 @@ func Digest(wasm []byte) string {
 // copy-on-write instead of copying at each instantiation.
 const minMappedImage = 256 << 10
 
+// maxMappedImage bounds the image: a module whose data reaches far into a
+// large minimum memory would make one dense image that large.
+const maxMappedImage = 64 << 20
+
 // Module is a validated, compiled guest module.
 type Module struct {
 	e      *Engine
@@ -131,7 +135,7 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	code := capTables(wasm)
 	var img *memImage
 	// Small images are cheaper to copy than to map (C guests have a few KiB).
-	if stripped, image, ok := dataImage(code, info.MemoryMin); ok && len(image) >= minMappedImage {
+	if stripped, image, ok := dataImage(code, info.MemoryMin); ok && len(image) >= minMappedImage && len(image) <= maxMappedImage {
 		if im, err := newMemImage(image); err == nil {
 			code, img = stripped, im
 		}

@@ -79,7 +79,8 @@ func (s *sliceMemory) Free() { s.buf = nil }
 // never touches are shared by all instances of the module.
 type memImage struct {
 	f    *os.File
-	size int64 // rounded up to the page size
+	size int64  // rounded up to the page size
+	data []byte // the image, for the fallback when mapping fails
 }
 
 func newMemImage(image []byte) (*memImage, error) {
@@ -98,7 +99,7 @@ func newMemImage(image []byte) (*memImage, error) {
 		f.Close()
 		return nil, err
 	}
-	return &memImage{f: f, size: size}, nil
+	return &memImage{f: f, size: size, data: image}, nil
 }
 
 func (im *memImage) close() { _ = im.f.Close() }
@@ -111,29 +112,30 @@ func (im *memImage) allocator() experimental.MemoryAllocator {
 			max = capacity
 		}
 		if uint64(im.size) > capacity {
-			return &failedMemory{}
+			return im.copied(capacity)
 		}
 		buf, err := unix.Mmap(-1, 0, int(max), unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 		if err != nil {
-			return &failedMemory{}
+			return im.copied(capacity)
 		}
 		if _, err := unix.MmapPtr(int(im.f.Fd()), 0, unsafe.Pointer(&buf[0]), uintptr(im.size),
 			unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED); err != nil {
 			_ = unix.Munmap(buf)
-			return &failedMemory{}
+			return im.copied(capacity)
 		}
 		m := &mmapMemory{buf: buf, committed: uint64(im.size)}
 		if m.Reallocate(capacity) == nil {
 			m.Free()
-			return &failedMemory{}
+			return im.copied(capacity)
 		}
 		return m
 	})
 }
 
-// failedMemory is a memory that could not be created: every allocation
-// fails, which wazero reports as a failed instantiation.
-type failedMemory struct{}
-
-func (failedMemory) Reallocate(uint64) []byte { return nil }
-func (failedMemory) Free()                    {}
+// copied is the fallback when the image cannot be mapped: a plain memory
+// holding a copy of it.
+func (im *memImage) copied(capacity uint64) experimental.LinearMemory {
+	buf := make([]byte, max(capacity, uint64(len(im.data))))
+	copy(buf, im.data)
+	return &sliceMemory{buf: buf}
+}

@@ -284,7 +284,7 @@ func dataImage(wasm []byte, minPages uint32) (stripped, image []byte, ok bool) {
 	for _, s := range segs {
 		size = max(size, uint64(s.off)+uint64(len(s.data)))
 	}
-	if size == 0 || size > uint64(minPages)*WasmPageSize {
+	if size == 0 || size > uint64(minPages)*WasmPageSize || size > maxMappedImage {
 		return nil, nil, false
 	}
 	image = make([]byte, size)

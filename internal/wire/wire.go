@@ -158,6 +158,21 @@ func (c *Conn) Queue(t Type, msg any) error {
 	return nil
 }
 
+// Append encodes one message and appends it to the write buffer without
+// ever writing, so it never blocks; it returns the bytes now buffered. A
+// writer goroutine calls Flush. The agent uses it so that no lock is held
+// while a slow worker's socket is full.
+func (c *Conn) Append(t Type, msg any) (int, error) {
+	hdr, body, err := frame(t, msg)
+	if err != nil {
+		return 0, err
+	}
+	c.wm.Lock()
+	defer c.wm.Unlock()
+	c.buf = append(append(c.buf, hdr...), body...)
+	return len(c.buf), nil
+}
+
 // Flush writes what Queue buffered.
 func (c *Conn) Flush() error {
 	c.wm.Lock()
@@ -177,6 +192,10 @@ func (c *Conn) flushLocked() error {
 		return nil
 	}
 	_, err := c.w.Write(c.buf)
+	if err != nil {
+		c.buf = c.buf[:0]
+		return err
+	}
 	if cap(c.buf) > 4*queueMax {
 		c.buf = nil
 	} else {
