@@ -7,6 +7,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/wasmfabric/fabric/sdk"
@@ -88,6 +89,27 @@ var accAdd = sdk.NewMethod1(accClass, "add_square", func(a *Acc, x int) (int, er
 	a.total += v
 	return a.total, nil
 })
+
+// slowBig returns a value too large to travel inline, after a while.
+var slowBig = sdk.Task1("slow_big", func(ms int) ([]byte, error) {
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	return make([]byte, 300<<10), nil
+}, sdk.CPUs(0.25))
+
+// orphaner submits a task and returns without waiting: nobody holds the
+// child's large result when it arrives.
+var orphaner = sdk.Task0("orphaner", func() (int, error) {
+	slowBig.Remote(300)
+	return 0, nil
+}, sdk.CPUs(0.25))
+
+// impatient waits for a slow large value but is killed by its timeout first.
+var impatient = sdk.Task0("impatient", func() (int, error) {
+	b, err := slowBig.Remote(1200).Get()
+	return len(b), err
+}, sdk.CPUs(0.25), sdk.TaskTimeout(300*time.Millisecond))
+
+var negative = sdk.Task0("negative", func() (int, error) { return 0, nil }, sdk.CPUs(-1000))
 
 // Echo is an actor that returns what it is given.
 type Echo struct{}
@@ -233,6 +255,18 @@ func run(args []string) error {
 				ordered = ordered && v == want
 			}
 			check("actor_hostcalls", err == nil && ordered && want == 40425, fmt.Sprint(err, vals))
+		case "robust":
+			// results nobody holds, a get whose waiter died, a negative demand:
+			// each is handled and the node goes on serving
+			_, err := orphaner.Remote().Get()
+			check("orphan_submitted", err == nil, err)
+			_, err = impatient.Remote().Get()
+			check("impatient_timed_out", errors.Is(err, sdk.ErrTaskTimeout), err)
+			time.Sleep(1500 * time.Millisecond) // the orphan and the slow value arrive
+			_, err = negative.Remote().Get()
+			check("negative_demand_refused", err != nil && strings.Contains(err.Error(), "not a non-negative amount"), err)
+			v, err := square.Remote(7).Get()
+			check("still_serving", err == nil && v == 49, err)
 		case "log":
 			_, err := logger.Remote().Get()
 			check("log", err == nil, err)
