@@ -13,10 +13,10 @@ var heavy = sdk.Task0("heavy", func() (string, error) {
 	return "heavy task ran with 2 CPUs reserved", nil
 }, sdk.CPUs(2))
 
-// fetch waits a second (on I/O, not computing) and reports when it ran.
+// fetch waits two seconds (on I/O, not computing) and reports when it ran.
 var fetch = sdk.Task1("fetch", func(i int) ([2]int64, error) {
 	start := time.Now().UnixNano()
-	time.Sleep(time.Second)
+	time.Sleep(2 * time.Second)
 	return [2]int64{start, time.Now().UnixNano()}, nil
 }, sdk.CPUs(0.25))
 
