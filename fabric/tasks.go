@@ -260,7 +260,7 @@ func (n *Node) run(w *workerProc, t *task) {
 				n.abandon(w, t, abi.ErrorValue{Kind: "task", Message: "cannot read argument: " + err.Error(), Task: t.name})
 				return
 			}
-			if p.Arena {
+			if p.Arena || p.Path != "" {
 				ex.Unpin = append(ex.Unpin, id[:])
 			}
 			ex.Args = append(ex.Args, p)
@@ -321,11 +321,10 @@ func (n *Node) piece(w *workerProc, id objects.ID, o *object) (wire.Piece, error
 	if err != nil {
 		return wire.Piece{}, err
 	}
+	w.pins[id]++ // held until the worker has read the range or the file
 	if loc.Path != "" {
-		n.store.Unpin(id)
 		return wire.Piece{Path: loc.Path, Size: loc.Size}, nil
 	}
-	w.pins[id]++
 	return wire.Piece{Arena: true, Off: loc.Offset, Size: loc.Size}, nil
 }
 

@@ -229,6 +229,9 @@ func (w *worker) pieceBytes(p wire.Piece) ([]byte, error) {
 func (w *worker) exec(ctx context.Context, ex wire.Exec) {
 	done := wire.Done{Task: ex.Task}
 	defer func() {
+		if len(ex.Unpin) > 0 { // the call failed before its arguments were copied
+			_ = w.conn.Queue(wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+		}
 		err := w.conn.Send(wire.TypeDone, done)
 		if errors.Is(err, wire.ErrFrameTooLarge) {
 			_ = w.conn.Send(wire.TypeDone, wire.Done{Task: ex.Task, Kind: "app",
@@ -276,6 +279,7 @@ func (w *worker) exec(ctx context.Context, ex wire.Exec) {
 	res, err := w.inst.Call(ctx, h, ex.Name, args, emit, w.cfg.OutputCap)
 	if len(ex.Unpin) > 0 {
 		_ = w.conn.Send(wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+		ex.Unpin = nil
 	}
 	if err != nil {
 		done.Kind, done.Error = "trap", err.Error()
@@ -409,7 +413,7 @@ func (h *workerHost) Get(ids [][]byte, timeoutMs int64) ([]Staged, func(), bool,
 			release()
 			return nil, nil, false, err
 		}
-		if it.Data.Arena {
+		if it.Data.Arena || it.Data.Path != "" {
 			pinned = append(pinned, ids[i])
 		}
 		items[i] = Staged{Kind: abi.StagedValue, Data: b}
