@@ -107,6 +107,24 @@ func (n *Node) handle(w *workerProc, t wire.Type, body []byte) error {
 		} else {
 			n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{id[:]}})
 		}
+	case wire.TypeGroupCreate:
+		var m wire.GroupCreate
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		n.handleGroupCreate(w, m)
+	case wire.TypeGroupWait:
+		var m wire.GroupWait
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		n.handleGroupWait(w, m)
+	case wire.TypeGroupRemove:
+		var m wire.GroupRemove
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return err
+		}
+		n.handleGroupRemove(w, m)
 	case wire.TypeActorKill:
 		var m wire.ActorKill
 		if err := wire.Unmarshal(body, &m); err != nil {
@@ -253,6 +271,14 @@ func (n *Node) checkSpec(w *workerProc, raw []byte) (abi.TaskSpec, error) {
 	}
 	if err := checkDemand(spec.Options); err != nil {
 		return spec, err
+	}
+	if g := spec.Options.Group; g != nil {
+		if _, err := n.jobGroup(w, g); err != nil {
+			return spec, fmt.Errorf("submit: %v", err)
+		}
+		if b := spec.Options.Bundle; b != nil && *b < -1 {
+			return spec, fmt.Errorf("submit: bundle index %d", *b)
+		}
 	}
 	for i, a := range spec.Args {
 		if (a.Ref == nil) == (a.Value == nil) {

@@ -130,6 +130,11 @@ func (n *Node) endJob(j *job) {
 			}
 		}
 	}
+	for _, g := range n.groups {
+		if g.job == j {
+			n.removeGroup(g, "was removed when its job ended")
+		}
+	}
 	for id, o := range n.objs {
 		if o.job == j {
 			n.dropObject(id, o)

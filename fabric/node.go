@@ -78,6 +78,7 @@ type Node struct {
 	objs     map[objects.ID]*object
 	actors   map[objects.ID]*actor
 	named    map[string]objects.ID
+	groups   map[objects.ID]*group
 	jobs     map[string]*job
 	workers  map[int]*workerProc // by pid
 	nworkers int
@@ -124,6 +125,7 @@ func Start(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, dataDir: cfg.DataDir, nodeID: "local",
 		sched: scheduler.New(), tasks: map[objects.ID]*task{}, objs: map[objects.ID]*object{},
 		actors: map[objects.ID]*actor{}, named: map[string]objects.ID{}, jobs: map[string]*job{},
+		groups: map[objects.ID]*group{},
 		workers: map[int]*workerProc{},
 	}
 	if n.dataDir == "" {

@@ -156,7 +156,14 @@ func (n *Node) submit(t *task) {
 			deps = append(deps, scheduler.ObjectKey(id[:]))
 		}
 	}
-	n.sched.Submit(scheduler.Task{ID: t.schedID(), Demand: t.demand, Deps: deps, Labels: t.spec.Options.Labels})
+	st := scheduler.Task{ID: t.schedID(), Demand: t.demand, Deps: deps, Labels: t.spec.Options.Labels, Bundle: -1}
+	if g := t.spec.Options.Group; g != nil {
+		st.Group = scheduler.GroupID(g)
+		if b := t.spec.Options.Bundle; b != nil {
+			st.Bundle = *b
+		}
+	}
+	n.sched.Submit(st)
 	n.schedule()
 }
 
@@ -164,7 +171,8 @@ func (n *Node) submit(t *task) {
 func (n *Node) schedule() {
 	for {
 		plan := n.sched.Schedule()
-		if len(plan.Placements) == 0 && len(plan.Infeasible) == 0 {
+		n.groupPlanned(plan)
+		if len(plan.Placements) == 0 && len(plan.Infeasible) == 0 && len(plan.Groups) == 0 && len(plan.GroupsInfeasible) == 0 {
 			return
 		}
 		for _, inf := range plan.Infeasible {

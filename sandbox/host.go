@@ -28,6 +28,12 @@ type Host interface {
 	ActorLookup(name string) ([]byte, error)
 	ActorKill(id []byte, noRestart bool) error
 	Log(level int32, msg []byte)
+	// GroupCreate creates a placement group and returns its ID.
+	GroupCreate(spec []byte) ([]byte, error)
+	// GroupWait waits until the group is placed; timedOut when it is not
+	// within timeoutMs (< 0: no timeout).
+	GroupWait(id []byte, timeoutMs int64) (timedOut bool, err error)
+	GroupRemove(id []byte) error
 }
 
 // Staged is one result waiting for the guest to read it.
@@ -397,6 +403,52 @@ var hostFuncs = []hostFunc{
 			return
 		}
 		if err := cs.host.ActorKill(append([]byte(nil), id...), u32(st[1]) != 0); err != nil {
+			st[0] = cs.fail("%v", err)
+			return
+		}
+		st[0] = 0
+	}},
+	{"pg_create", []api.ValueType{i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		spec, ok := cs.read(u32(st[0]), u32(st[1]))
+		if !ok {
+			st[0] = cs.fail("pg_create: spec outside guest memory")
+			return
+		}
+		if _, ok := cs.read(u32(st[2]), abi.IDSize); !ok {
+			st[0] = cs.fail("pg_create: ID buffer outside guest memory")
+			return
+		}
+		id, err := cs.host.GroupCreate(append([]byte(nil), spec...))
+		if err != nil {
+			st[0] = cs.fail("%v", err)
+			return
+		}
+		cs.mod.Memory().Write(u32(st[2]), id)
+		st[0] = 0
+	}},
+	{"pg_wait", []api.ValueType{i32, i64}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		id, ok := cs.read(u32(st[0]), abi.IDSize)
+		if !ok {
+			st[0] = cs.fail("pg_wait: ID outside guest memory")
+			return
+		}
+		timedOut, err := cs.host.GroupWait(append([]byte(nil), id...), int64(st[1]))
+		switch {
+		case err != nil:
+			st[0] = cs.fail("%v", err)
+		case timedOut:
+			st[0] = abi.TimedOut
+		default:
+			st[0] = 0
+		}
+	}},
+	{"pg_remove", []api.ValueType{i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		id, ok := cs.read(u32(st[0]), abi.IDSize)
+		if !ok {
+			st[0] = cs.fail("pg_remove: ID outside guest memory")
+			return
+		}
+		if err := cs.host.GroupRemove(append([]byte(nil), id...)); err != nil {
 			st[0] = cs.fail("%v", err)
 			return
 		}

@@ -32,6 +32,11 @@ func (fakeHost) Release(ids [][]byte)                          {}
 func (fakeHost) ActorLookup(name string) ([]byte, error)       { return make([]byte, 20), nil }
 func (fakeHost) ActorKill(id []byte, noRestart bool) error     { return nil }
 func (fakeHost) Log(level int32, msg []byte)                   {}
+func (fakeHost) GroupCreate(spec []byte) ([]byte, error)       { return make([]byte, 20), nil }
+func (fakeHost) GroupWait(id []byte, timeoutMs int64) (bool, error) {
+	return false, nil
+}
+func (fakeHost) GroupRemove(id []byte) error { return nil }
 
 // FuzzHostFuncs calls every host function with arbitrary pointers and
 // lengths against a one-page guest memory: a bad one is an error for that

@@ -549,3 +549,33 @@ func levelName(l int32) string {
 	}
 	return "INFO"
 }
+
+func (h *workerHost) GroupCreate(spec []byte) ([]byte, error) {
+	r, err := h.w.rpc(wire.TypeGroupCreate, func(seq uint64) any {
+		return wire.GroupCreate{Seq: seq, Task: h.task, Spec: spec}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(r.IDs) != 1 || len(r.IDs[0]) != abi.IDSize {
+		return nil, errors.New("sandbox: bad pg_create reply")
+	}
+	return r.IDs[0], nil
+}
+
+func (h *workerHost) GroupWait(id []byte, timeoutMs int64) (bool, error) {
+	r, err := h.w.rpc(wire.TypeGroupWait, func(seq uint64) any {
+		return wire.GroupWait{Seq: seq, Task: h.task, Group: id, TimeoutMs: timeoutMs}
+	})
+	if err != nil {
+		return false, err
+	}
+	return r.Code == abi.TimedOut, nil
+}
+
+func (h *workerHost) GroupRemove(id []byte) error {
+	_, err := h.w.rpc(wire.TypeGroupRemove, func(seq uint64) any {
+		return wire.GroupRemove{Seq: seq, Task: h.task, Group: id}
+	})
+	return err
+}

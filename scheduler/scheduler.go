@@ -15,6 +15,10 @@
 // finds no room, Schedule skips the rest of that class until its next call,
 // and tasks of other classes still get their turn (no head-of-line blocking).
 //
+// Placement groups (Group, CreateGroup) reserve bundles of resources on
+// nodes by a PACK, SPREAD, STRICT_PACK or STRICT_SPREAD strategy; tasks
+// naming a group run in its bundles' reservations.
+//
 // A Core is not safe for concurrent use; the caller serializes calls.
 package scheduler
 
@@ -47,6 +51,14 @@ type Task struct {
 	// Node, when non-empty, is the only node the task may run on (hard
 	// affinity).
 	Node NodeID
+	// Group, when non-empty, is the placement group whose reserved
+	// resources the task runs in: it waits until the group is placed and
+	// then runs on a node holding one of its bundles.
+	Group GroupID
+	// Bundle is the index of the group's bundle the task runs in; -1 means
+	// any bundle of the group (the first with room, in index order).
+	// Ignored when Group is empty.
+	Bundle int
 }
 
 // Placement says that a task was placed on a node and holds its resources there.
@@ -69,6 +81,12 @@ type Plan struct {
 	// Infeasible are the tasks dropped by this call because no node can
 	// ever run them.
 	Infeasible []Infeasible
+	// Groups are the placement groups placed by this call, in the order
+	// placed.
+	Groups []GroupPlacement
+	// GroupsInfeasible are the placement groups dropped by this call
+	// because the current nodes can never hold them.
+	GroupsInfeasible []GroupInfeasible
 }
 
 type taskStatus uint8
@@ -89,6 +107,8 @@ type taskState struct {
 	idx     int                    // index in cls.queue while queued
 	node    *node                  // while running
 	blocked bool                   // while running: CPU given back
+	grp     *group                 // while running in a bundle
+	bundle  int                    // while running in a bundle: its index
 }
 
 // class is a scheduling class: tasks with equal demand, labels and node
@@ -98,6 +118,8 @@ type class struct {
 	demand Resources
 	labels map[string]string
 	node   NodeID
+	group  GroupID // placement group; empty for none
+	bundle int     // bundle index in group; -1 for any
 	queue  []*taskState
 	gen    uint64 // Schedule call in which feasibility was last checked
 }
@@ -108,6 +130,7 @@ type node struct {
 	used    Resources
 	labels  map[string]string
 	running map[TaskID]*taskState
+	groups  map[GroupID]*group // groups with a bundle reserved here
 }
 
 // Core is the scheduler's state. Create one with New.
@@ -121,6 +144,11 @@ type Core struct {
 	queued  int
 	gen     uint64
 	visits  uint64 // task placements attempted by Schedule; for tests
+
+	groups     map[GroupID]*group
+	gqueue     []*group // groups not fully placed, by creation sequence
+	gseq       uint64
+	groupTasks map[GroupID]map[TaskID]*taskState // known tasks by Task.Group
 }
 
 // New returns an empty Core: no nodes, no tasks.
@@ -130,6 +158,9 @@ func New() *Core {
 		tasks:   make(map[TaskID]*taskState),
 		classes: make(map[string]*class),
 		waiters: make(map[ObjectKey]map[uint64]*taskState),
+
+		groups:     make(map[GroupID]*group),
+		groupTasks: make(map[GroupID]map[TaskID]*taskState),
 	}
 }
 
@@ -152,7 +183,9 @@ func (c *Core) AddNode(id NodeID, total Resources, labels map[string]string) {
 
 // RemoveNode removes a node and forgets the tasks running there. It returns
 // their IDs, sorted, for the caller to resubmit. Removing an unknown node
-// returns nil.
+// returns nil. Placement groups with bundles on the node lose those bundles
+// and go back to the group queue, to be placed again; their other bundles
+// stay reserved.
 func (c *Core) RemoveNode(id NodeID) []TaskID {
 	n := c.nodes[id]
 	if n == nil {
@@ -162,11 +195,12 @@ func (c *Core) RemoveNode(id NodeID) []TaskID {
 	i := sort.Search(len(c.order), func(i int) bool { return c.order[i] >= id })
 	c.order = append(c.order[:i], c.order[i+1:]...)
 	var ids []TaskID
-	for tid := range n.running {
+	for tid, ts := range n.running {
 		ids = append(ids, tid)
-		delete(c.tasks, tid)
+		c.forget(ts)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	c.dropBundles(n)
 	return ids
 }
 
@@ -181,9 +215,20 @@ func (c *Core) Submit(t Task) {
 	t.Demand = t.Demand.clone()
 	t.Labels = copyLabels(t.Labels)
 	t.Deps = append([]ObjectKey(nil), t.Deps...)
+	if t.Group == "" {
+		t.Bundle = 0
+	}
 	c.seq++
 	ts := &taskState{t: t, seq: c.seq, key: classKey(t)}
 	c.tasks[t.ID] = ts
+	if t.Group != "" {
+		m := c.groupTasks[t.Group]
+		if m == nil {
+			m = make(map[TaskID]*taskState)
+			c.groupTasks[t.Group] = m
+		}
+		m[t.ID] = ts
+	}
 	c.queued++
 	for _, k := range t.Deps {
 		if ts.missing == nil {
@@ -230,7 +275,8 @@ func (c *Core) ObjectReady(k ObjectKey) {
 }
 
 // Finished records that a placed task ended: its resources return to its
-// node. An unknown ID, or a task not placed, is a no-op.
+// node, or to its bundle for a task in a placement group. An unknown ID, or
+// a task not placed, is a no-op.
 func (c *Core) Finished(id TaskID) {
 	ts := c.tasks[id]
 	if ts == nil || ts.status != statusRunning {
@@ -240,13 +286,14 @@ func (c *Core) Finished(id TaskID) {
 	if ts.blocked {
 		d.CPU = 0
 	}
-	ts.node.used = ts.node.used.Sub(d)
+	pool := c.pool(ts)
+	*pool = pool.Sub(d)
 	delete(ts.node.running, id)
-	delete(c.tasks, id)
+	c.forget(ts)
 }
 
 // Blocked records that a placed task blocks (waiting in get): its CPU returns
-// to the node while it is blocked. Other kinds stay held. Idempotent; a no-op
+// to the node (or to its bundle) while it is blocked. Other kinds stay held. Idempotent; a no-op
 // for tasks not placed.
 func (c *Core) Blocked(id TaskID) {
 	ts := c.tasks[id]
@@ -254,7 +301,7 @@ func (c *Core) Blocked(id TaskID) {
 		return
 	}
 	ts.blocked = true
-	ts.node.used.CPU -= ts.t.Demand.CPU
+	c.pool(ts).CPU -= ts.t.Demand.CPU
 }
 
 // Unblocked records that a blocked task runs again: it takes its CPU back,
@@ -266,7 +313,7 @@ func (c *Core) Unblocked(id TaskID) {
 		return
 	}
 	ts.blocked = false
-	ts.node.used.CPU += ts.t.Demand.CPU
+	c.pool(ts).CPU += ts.t.Demand.CPU
 }
 
 // Cancel removes a task that is not placed yet, whether waiting on deps or
@@ -274,9 +321,17 @@ func (c *Core) Unblocked(id TaskID) {
 // are left alone.
 func (c *Core) Cancel(id TaskID) bool {
 	ts := c.tasks[id]
-	if ts == nil {
+	if ts == nil || !c.unqueue(ts) {
 		return false
 	}
+	c.forget(ts)
+	return true
+}
+
+// unqueue takes a task that is not placed out of the waiters or its class
+// queue and counts it out of Queued. It reports false, doing nothing, for a
+// placed task.
+func (c *Core) unqueue(ts *taskState) bool {
 	switch ts.status {
 	case statusWaiting:
 		for k := range ts.missing {
@@ -297,21 +352,49 @@ func (c *Core) Cancel(id TaskID) bool {
 	default:
 		return false
 	}
-	delete(c.tasks, id)
 	c.queued--
 	return true
 }
 
-// Schedule places every ready task that fits now, and drops the queued tasks
-// that no node can ever run (reported in Plan.Infeasible). When the cluster
-// has no nodes, tasks stay queued: a node may join.
+// forget deletes a task from the Core's indexes of known tasks.
+func (c *Core) forget(ts *taskState) {
+	delete(c.tasks, ts.t.ID)
+	if g := ts.t.Group; g != "" {
+		if m := c.groupTasks[g]; m != nil {
+			delete(m, ts.t.ID)
+			if len(m) == 0 {
+				delete(c.groupTasks, g)
+			}
+		}
+	}
+}
+
+// pool returns the used amounts that a running task's demand counts in: its
+// bundle's for a task in a placement group, else its node's.
+func (c *Core) pool(ts *taskState) *Resources {
+	if ts.grp != nil {
+		return &ts.grp.used[ts.bundle]
+	}
+	return &ts.node.used
+}
+
+// Schedule first places queued placement groups, in creation order, each
+// atomically (see Group), and drops the groups the nodes can never hold
+// (Plan.GroupsInfeasible). It then places every ready task that fits now,
+// and drops the queued tasks that no node can ever run (reported in
+// Plan.Infeasible). When the cluster has no nodes, groups and tasks stay
+// queued: a node may join.
 //
 // Tasks are walked in submission order, but once a task of a class finds no
 // node with room, the rest of its class is skipped for this call. The cost is
 // O((placed + classes) * (nodes + log queue)), however long the queue.
 func (c *Core) Schedule() Plan {
 	var plan Plan
-	if len(c.nodes) == 0 || len(c.classes) == 0 {
+	if len(c.nodes) == 0 {
+		return plan
+	}
+	c.scheduleGroups(&plan)
+	if len(c.classes) == 0 {
 		return plan
 	}
 	c.gen++
@@ -325,11 +408,15 @@ func (c *Core) Schedule() Plan {
 		cl := h[0]
 		if cl.gen != c.gen {
 			cl.gen = c.gen
-			if reason, ok := c.infeasible(cl); !ok {
+			infeasible := c.infeasible
+			if cl.group != "" {
+				infeasible = c.groupTaskInfeasible
+			}
+			if reason, ok := infeasible(cl); !ok {
 				for len(cl.queue) > 0 {
 					ts := cl.queue[0]
 					cl.remove(0)
-					delete(c.tasks, ts.t.ID)
+					c.forget(ts)
 					c.queued--
 					plan.Infeasible = append(plan.Infeasible, Infeasible{Task: ts.t.ID, Reason: reason})
 				}
@@ -339,7 +426,17 @@ func (c *Core) Schedule() Plan {
 			}
 		}
 		c.visits++
-		n := c.pick(cl)
+		var n *node
+		var g *group
+		b := -1
+		if cl.group != "" {
+			g, b = c.pickBundle(cl)
+			if g != nil {
+				n = g.nodes[b]
+			}
+		} else {
+			n = c.pick(cl)
+		}
 		if n == nil {
 			h.pop() // the rest of this class waits for the next call
 			continue
@@ -349,7 +446,12 @@ func (c *Core) Schedule() Plan {
 		ts.cls, ts.idx = nil, -1
 		ts.status = statusRunning
 		ts.node = n
-		n.used = n.used.Add(cl.demand)
+		if g != nil {
+			ts.grp, ts.bundle = g, b
+			g.used[b] = g.used[b].Add(cl.demand)
+		} else {
+			n.used = n.used.Add(cl.demand)
+		}
 		n.running[ts.t.ID] = ts
 		c.queued--
 		plan.Placements = append(plan.Placements, Placement{Task: ts.t.ID, Node: n.id})
@@ -430,7 +532,8 @@ func (c *Core) RunningTasks(id NodeID) []TaskID {
 func (c *Core) enqueue(ts *taskState) {
 	cl := c.classes[ts.key]
 	if cl == nil {
-		cl = &class{key: ts.key, demand: ts.t.Demand, labels: ts.t.Labels, node: ts.t.Node}
+		cl = &class{key: ts.key, demand: ts.t.Demand, labels: ts.t.Labels, node: ts.t.Node,
+			group: ts.t.Group, bundle: ts.t.Bundle}
 		c.classes[ts.key] = cl
 	}
 	ts.status = statusQueued
@@ -478,17 +581,22 @@ func (c *Core) pick(cl *class) *node {
 
 // fitsAvail reports whether d fits the node's free resources, without allocating.
 func fitsAvail(d Resources, n *node) bool {
-	if d.CPU > 0 && d.CPU > n.total.CPU-n.used.CPU {
+	return fitsWithin(d, n.total, n.used)
+}
+
+// fitsWithin reports whether d fits total-used, without allocating.
+func fitsWithin(d, total, used Resources) bool {
+	if d.CPU > 0 && d.CPU > total.CPU-used.CPU {
 		return false
 	}
-	if d.Memory > 0 && d.Memory > n.total.Memory-n.used.Memory {
+	if d.Memory > 0 && d.Memory > total.Memory-used.Memory {
 		return false
 	}
-	if d.GPU > 0 && d.GPU > n.total.GPU-n.used.GPU {
+	if d.GPU > 0 && d.GPU > total.GPU-used.GPU {
 		return false
 	}
 	for k, v := range d.Custom {
-		if v > 0 && v > n.total.Custom[k]-n.used.Custom[k] {
+		if v > 0 && v > total.Custom[k]-used.Custom[k] {
 			return false
 		}
 	}
@@ -609,7 +717,8 @@ func (c *Core) infeasible(cl *class) (string, bool) {
 }
 
 // classKey returns a canonical, unambiguous key for the task's scheduling
-// class: its demand, label selector and node affinity.
+// class: its demand, label selector, node affinity, placement group and
+// bundle.
 func classKey(t Task) string {
 	var b strings.Builder
 	num := func(v int64) {
@@ -637,6 +746,8 @@ func classKey(t Task) string {
 		str(t.Labels[k])
 	}
 	str(string(t.Node))
+	str(string(t.Group))
+	num(int64(t.Bundle))
 	return b.String()
 }
 

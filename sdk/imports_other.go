@@ -19,4 +19,8 @@ func (noHost) release([]ObjectID)                          {}
 func (noHost) actorLookup(string) (ObjectID, error)        { return ObjectID{}, ErrNotInGuest }
 func (noHost) actorKill(ObjectID, bool) error              { return ErrNotInGuest }
 
+func (noHost) groupCreate([]byte) (ObjectID, error)    { return ObjectID{}, ErrNotInGuest }
+func (noHost) groupWait(ObjectID, int64) (bool, error) { return false, ErrNotInGuest }
+func (noHost) groupRemove(ObjectID) error              { return ErrNotInGuest }
+
 var host hostAPI = noHost{}

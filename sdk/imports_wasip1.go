@@ -63,6 +63,15 @@ func hostActorLookup(name, n, idOut uint32) int32
 //go:wasmimport fabric actor_kill
 func hostActorKill(id, noRestart uint32) int32
 
+//go:wasmimport fabric pg_create
+func hostGroupCreate(spec, n, idOut uint32) int32
+
+//go:wasmimport fabric pg_wait
+func hostGroupWait(id uint32, timeoutMs int64) int32
+
+//go:wasmimport fabric pg_remove
+func hostGroupRemove(id uint32) int32
+
 //go:wasmimport fabric staged_len
 func hostStagedLen(i uint32) int64
 
@@ -224,6 +233,31 @@ func (wasmHost) actorLookup(name string) (ObjectID, error) {
 
 func (wasmHost) actorKill(id ObjectID, noRestart bool) error {
 	if hostActorKill(ptr(id[:]), b2u(noRestart)) < 0 {
+		return stagedError()
+	}
+	return nil
+}
+
+func (wasmHost) groupCreate(spec []byte) (ObjectID, error) {
+	var id ObjectID
+	if hostGroupCreate(ptr(spec), uint32(len(spec)), ptr(id[:])) < 0 {
+		return id, stagedError()
+	}
+	return id, nil
+}
+
+func (wasmHost) groupWait(id ObjectID, timeoutMs int64) (bool, error) {
+	switch r := hostGroupWait(ptr(id[:]), timeoutMs); {
+	case r == 1:
+		return true, nil
+	case r < 0:
+		return false, stagedError()
+	}
+	return false, nil
+}
+
+func (wasmHost) groupRemove(id ObjectID) error {
+	if hostGroupRemove(ptr(id[:])) < 0 {
 		return stagedError()
 	}
 	return nil

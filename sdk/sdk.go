@@ -121,6 +121,9 @@ type hostAPI interface {
 	release(ids []ObjectID)
 	actorLookup(name string) (ObjectID, error)
 	actorKill(id ObjectID, noRestart bool) error
+	groupCreate(spec []byte) (ObjectID, error)
+	groupWait(id ObjectID, timeoutMs int64) (timedOut bool, err error)
+	groupRemove(id ObjectID) error
 }
 
 // invoker runs a registered function on decoded CBOR arguments and returns

@@ -148,6 +148,15 @@ func (h *memHost) actorLookup(name string) (ObjectID, error) {
 	return ObjectID{}, errHost("no actor named " + name)
 }
 func (h *memHost) actorKill(ObjectID, bool) error { return nil }
+func (h *memHost) groupCreate(spec []byte) (ObjectID, error) {
+	var gs abi.GroupSpec
+	if err := cbor.Unmarshal(spec, &gs); err != nil {
+		return ObjectID{}, err
+	}
+	return h.newID(), nil
+}
+func (h *memHost) groupWait(ObjectID, int64) (bool, error) { return false, nil }
+func (h *memHost) groupRemove(ObjectID) error              { return nil }
 
 // Registrations are global, as in a guest; each name is used once.
 var (

@@ -25,6 +25,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"cancel"}, []string{"cancel_queued", "cancel_queued_get", "cancel_running", "cancel_running_get", "cpus_back_after_cancel"}, nil},
 		{"1", []string{"nested", "fanout"}, []string{"nested_refs", "tasks_submit_tasks"}, nil},
 		{"2", []string{"actor_hostcalls"}, []string{"actor_hostcalls"}, nil},
+		{"2", []string{"placement_groups"}, []string{"pg_created", "pg_ready", "task_in_bundle", "reservation_hides_cpus", "pg_removed", "cpus_back_after_removal", "spread_created", "strict_spread_infeasible_on_one_node", "bad_bundle_refused"}, nil},
 		{"2", []string{"robust"}, []string{"orphan_submitted", "impatient_timed_out", "negative_demand_refused", "still_serving"}, nil},
 		{"2", []string{"named"}, []string{"duplicate_name_refused", "named_lookup", "unknown_name", "kill", "call_after_kill"}, nil},
 		{"2", []string{"infeasible"}, []string{"infeasible"}, []string{"task needs CPU: 1, GPU: 1 but no node can ever provide it"}},

@@ -65,6 +65,16 @@ type Options struct {
 	Name            string             `cbor:"name,omitempty"`
 	MaxRestarts     int                `cbor:"max_restarts,omitempty"`
 	Labels          map[string]string  `cbor:"labels,omitempty"`
+	Group           []byte             `cbor:"pg,omitempty"`     // a placement group's ID: run in one of its bundles
+	Bundle          *int               `cbor:"bundle,omitempty"` // the bundle index in Group; absent: any bundle
+}
+
+// GroupSpec is what pg_create takes: a placement group's bundles and how
+// to spread them. A bundle maps resource names ("CPU", "GPU", "memory" in
+// bytes, or a custom resource) to amounts.
+type GroupSpec struct {
+	Bundles  []map[string]float64 `cbor:"bundles"`
+	Strategy string               `cbor:"strategy,omitempty"` // PACK (default), SPREAD, STRICT_PACK, STRICT_SPREAD
 }
 
 // TaskSpec is what submit takes: a task, an actor creation or a method call.

@@ -188,3 +188,28 @@ type ActorKill struct {
 	Actor     []byte
 	NoRestart bool
 }
+
+// GroupCreate creates a placement group from a guest's CBOR GroupSpec.
+type GroupCreate struct {
+	_    struct{} `cbor:",toarray"`
+	Seq  uint64
+	Task []byte
+	Spec []byte
+}
+
+// GroupWait waits until a placement group is placed (Reply.Code 1: timed out).
+type GroupWait struct {
+	_         struct{} `cbor:",toarray"`
+	Seq       uint64
+	Task      []byte
+	Group     []byte
+	TimeoutMs int64
+}
+
+// GroupRemove removes a placement group.
+type GroupRemove struct {
+	_     struct{} `cbor:",toarray"`
+	Seq   uint64
+	Task  []byte
+	Group []byte
+}

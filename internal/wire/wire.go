@@ -46,13 +46,17 @@ const (
 	TypeRelease
 	TypeActorLookup
 	TypeActorKill
+	TypeGroupCreate
+	TypeGroupWait
+	TypeGroupRemove
 )
 
 var typeNames = map[Type]string{
 	TypeReady: "ready", TypeExec: "exec", TypeDone: "done", TypeOutput: "output", TypeReply: "reply",
 	TypeSubmit: "submit", TypePut: "put", TypeCreate: "create", TypeGet: "get", TypeUnpin: "unpin",
 	TypeWait: "wait", TypeCancel: "cancel", TypeRelease: "release", TypeActorLookup: "actor_lookup",
-	TypeActorKill: "actor_kill",
+	TypeActorKill: "actor_kill", TypeGroupCreate: "group_create", TypeGroupWait: "group_wait",
+	TypeGroupRemove: "group_remove",
 }
 
 // String names the type.

@@ -303,6 +303,31 @@ func run(args []string) error {
 			}, 8*0.1, "GB/s")
 		},
 		func() error {
+			// Ray: 100 groups of one bundle {"custom": 0.001}, wait for each, remove each.
+			const numPGs = 100
+			return timeit(cfg, "placement_group_create_removal", func() error {
+				pgs := make([]sdk.PlacementGroup, numPGs)
+				for i := range pgs {
+					pg, err := sdk.NewPlacementGroup([]sdk.Bundle{{"custom": 0.001}}, sdk.Pack)
+					if err != nil {
+						return err
+					}
+					pgs[i] = pg
+				}
+				for _, pg := range pgs {
+					if err := pg.Ready(30 * time.Second); err != nil {
+						return err
+					}
+				}
+				for _, pg := range pgs {
+					if err := sdk.RemovePlacementGroup(pg); err != nil {
+						return err
+					}
+				}
+				return nil
+			}, numPGs, "/s")
+		},
+		func() error {
 			return timeit(cfg, "single_client_wait_1k_refs", func() error {
 				notReady := make([]sdk.Ref[int], 1000)
 				for i := range notReady {

@@ -1,0 +1,90 @@
+package sdk
+
+import (
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+)
+
+// Bundle is one set of resources a placement group reserves: "CPU",
+// "GPU", "memory" (bytes) or custom resource names, to amounts.
+type Bundle map[string]float64
+
+// Placement group strategies, as Ray names them.
+const (
+	Pack         = "PACK"          // as few nodes as possible
+	Spread       = "SPREAD"        // as many distinct nodes as possible
+	StrictPack   = "STRICT_PACK"   // all bundles on one node
+	StrictSpread = "STRICT_SPREAD" // every bundle on its own node
+)
+
+// PlacementGroup is a set of bundles reserved together on the cluster's
+// nodes; tasks and actors run inside its bundles with InPlacementGroup.
+type PlacementGroup struct {
+	id  ObjectID
+	err error
+}
+
+// NewPlacementGroup reserves bundles with a strategy (Pack, Spread,
+// StrictPack or StrictSpread). It returns at once; Ready waits until the
+// bundles are placed.
+func NewPlacementGroup(bundles []Bundle, strategy string) (PlacementGroup, error) {
+	spec := abi.GroupSpec{Strategy: strategy}
+	for _, b := range bundles {
+		spec.Bundles = append(spec.Bundles, map[string]float64(b))
+	}
+	raw, err := encMode.Marshal(spec)
+	if err != nil {
+		return PlacementGroup{err: err}, err
+	}
+	id, err := host.groupCreate(raw)
+	if err != nil {
+		return PlacementGroup{err: err}, err
+	}
+	return PlacementGroup{id: id}, nil
+}
+
+// ID returns the group's ID.
+func (pg PlacementGroup) ID() ObjectID { return pg.id }
+
+// Ready waits until the group's bundles are placed (timeout < 0: no
+// timeout). Past the timeout it returns ErrGetTimeout; a group that can
+// never be placed returns an error saying why.
+func (pg PlacementGroup) Ready(timeout time.Duration) error {
+	if pg.err != nil {
+		return pg.err
+	}
+	ms := int64(-1)
+	if timeout >= 0 {
+		ms = timeout.Milliseconds()
+	}
+	timedOut, err := host.groupWait(pg.id, ms)
+	if err != nil {
+		return err
+	}
+	if timedOut {
+		return ErrGetTimeout
+	}
+	return nil
+}
+
+// RemovePlacementGroup frees a group's reservations; tasks and actors
+// running in it are stopped.
+func RemovePlacementGroup(pg PlacementGroup) error {
+	if pg.err != nil {
+		return pg.err
+	}
+	return host.groupRemove(pg.id)
+}
+
+// InPlacementGroup runs a task or an actor in bundle of pg (-1: any of
+// its bundles).
+func InPlacementGroup(pg PlacementGroup, bundle int) Option {
+	return func(o *abi.Options) {
+		o.Group = append([]byte(nil), pg.id[:]...)
+		if bundle >= 0 {
+			b := bundle
+			o.Bundle = &b
+		}
+	}
+}
