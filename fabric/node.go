@@ -125,7 +125,7 @@ func Start(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, dataDir: cfg.DataDir, nodeID: "local",
 		sched: scheduler.New(), tasks: map[objects.ID]*task{}, objs: map[objects.ID]*object{},
 		actors: map[objects.ID]*actor{}, named: map[string]objects.ID{}, jobs: map[string]*job{},
-		groups: map[objects.ID]*group{},
+		groups:  map[objects.ID]*group{},
 		workers: map[int]*workerProc{},
 	}
 	if n.dataDir == "" {
