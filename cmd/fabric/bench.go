@@ -38,7 +38,7 @@ var rayFigures = map[string]float64{
 	"single_client_get_calls":        10620,
 	"single_client_put_gigabytes":    19.9,
 	"single_client_wait_1k_refs":     5.08,
-	"placement_group_create_removal": 765,
+	"placement_group_create/removal": 765,
 }
 
 // baselineOf names the same-run baseline each figure is compared with.

@@ -305,7 +305,7 @@ func run(args []string) error {
 		func() error {
 			// Ray: 100 groups of one bundle {"custom": 0.001}, wait for each, remove each.
 			const numPGs = 100
-			return timeit(cfg, "placement_group_create_removal", func() error {
+			return timeit(cfg, "placement_group_create/removal", func() error {
 				pgs := make([]sdk.PlacementGroup, numPGs)
 				for i := range pgs {
 					pg, err := sdk.NewPlacementGroup([]sdk.Bundle{{"custom": 0.001}}, sdk.Pack)
