@@ -58,44 +58,58 @@ func bundleResources(b map[string]float64) (scheduler.Resources, error) {
 	return r, nil
 }
 
-func (n *Node) handleGroupCreate(w *workerProc, m wire.GroupCreate) {
+// handleGroupCreate creates a group under the ID the worker made. An ID in
+// use breaks the protocol; a spec the agent refuses makes a failed group,
+// which pg_wait reports.
+func (n *Node) handleGroupCreate(w *workerProc, m wire.GroupCreate) error {
 	if _, err := n.current(w, m.Task); err != nil {
-		n.reply(w, m.Seq, err, wire.Reply{})
-		return
+		return err
 	}
+	id, err := objects.IDFromBytes(m.ID)
+	if err != nil {
+		return err
+	}
+	if id.IsNil() || n.groups[id] != nil || n.objs[id] != nil || n.tasks[id] != nil || n.actors[id] != nil {
+		return fmt.Errorf("pg_create reuses ID %s", id.Short())
+	}
+	g := &group{id: id, job: w.job}
+	n.groups[id] = g
+	sg, err := groupSpec(m.Spec)
+	if err != nil {
+		g.failed = "was refused: " + err.Error()
+		return nil
+	}
+	sg.ID = g.schedID()
+	n.sched.CreateGroup(sg)
+	n.schedule()
+	return nil
+}
+
+// groupSpec decodes and checks a guest's GroupSpec.
+func groupSpec(raw []byte) (scheduler.Group, error) {
 	var spec abi.GroupSpec
-	if err := wire.Unmarshal(m.Spec, &spec); err != nil {
-		n.reply(w, m.Seq, fmt.Errorf("pg_create: malformed spec: %v", err), wire.Reply{})
-		return
+	if err := wire.Unmarshal(raw, &spec); err != nil {
+		return scheduler.Group{}, fmt.Errorf("malformed spec: %v", err)
 	}
 	if len(spec.Bundles) == 0 || len(spec.Bundles) > maxBundles {
-		n.reply(w, m.Seq, fmt.Errorf("pg_create: %d bundles; a placement group has 1 to %d", len(spec.Bundles), maxBundles), wire.Reply{})
-		return
+		return scheduler.Group{}, fmt.Errorf("%d bundles; a placement group has 1 to %d", len(spec.Bundles), maxBundles)
 	}
-	strategy := scheduler.Pack
+	sg := scheduler.Group{Strategy: scheduler.Pack}
 	if spec.Strategy != "" {
 		s, err := scheduler.ParseStrategy(spec.Strategy)
 		if err != nil {
-			n.reply(w, m.Seq, fmt.Errorf("pg_create: %v", err), wire.Reply{})
-			return
+			return scheduler.Group{}, err
 		}
-		strategy = s
+		sg.Strategy = s
 	}
-	sg := scheduler.Group{Strategy: strategy}
 	for i, b := range spec.Bundles {
 		r, err := bundleResources(b)
 		if err != nil {
-			n.reply(w, m.Seq, fmt.Errorf("pg_create: bundle %d: %v", i, err), wire.Reply{})
-			return
+			return scheduler.Group{}, fmt.Errorf("bundle %d: %v", i, err)
 		}
 		sg.Bundles = append(sg.Bundles, r)
 	}
-	g := &group{id: newID(), job: w.job}
-	sg.ID = g.schedID()
-	n.groups[g.id] = g
-	n.sched.CreateGroup(sg)
-	n.schedule()
-	n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{g.id[:]}})
+	return sg, nil
 }
 
 // jobGroup returns a group of w's job by ID.
@@ -158,19 +172,17 @@ func (n *Node) handleGroupWait(w *workerProc, m wire.GroupWait) {
 	}
 }
 
-func (n *Node) handleGroupRemove(w *workerProc, m wire.GroupRemove) {
+// handleGroupRemove removes a group of the worker's job; an unknown one
+// (already removed) is ignored.
+func (n *Node) handleGroupRemove(w *workerProc, m wire.GroupRemove) error {
 	if _, err := n.current(w, m.Task); err != nil {
-		n.reply(w, m.Seq, err, wire.Reply{})
-		return
+		return err
 	}
-	g, err := n.jobGroup(w, m.Group)
-	if err != nil {
-		n.reply(w, m.Seq, fmt.Errorf("pg_remove: %v", err), wire.Reply{})
-		return
+	if g, err := n.jobGroup(w, m.Group); err == nil {
+		n.removeGroup(g, "was removed")
+		n.schedule()
 	}
-	n.removeGroup(g, "was removed")
-	n.schedule()
-	n.reply(w, m.Seq, nil, wire.Reply{})
+	return nil
 }
 
 // removeGroup frees a group's reservations and stops what runs in it, as

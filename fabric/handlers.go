@@ -112,7 +112,7 @@ func (n *Node) handle(w *workerProc, t wire.Type, body []byte) error {
 		if err := wire.Unmarshal(body, &m); err != nil {
 			return err
 		}
-		n.handleGroupCreate(w, m)
+		return n.handleGroupCreate(w, m)
 	case wire.TypeGroupWait:
 		var m wire.GroupWait
 		if err := wire.Unmarshal(body, &m); err != nil {
@@ -124,7 +124,7 @@ func (n *Node) handle(w *workerProc, t wire.Type, body []byte) error {
 		if err := wire.Unmarshal(body, &m); err != nil {
 			return err
 		}
-		n.handleGroupRemove(w, m)
+		return n.handleGroupRemove(w, m)
 	case wire.TypeActorKill:
 		var m wire.ActorKill
 		if err := wire.Unmarshal(body, &m); err != nil {

@@ -550,17 +550,15 @@ func levelName(l int32) string {
 	return "INFO"
 }
 
+// GroupCreate queues the creation under an ID the worker makes, without
+// waiting: pg_wait reports a group the agent refused.
 func (h *workerHost) GroupCreate(spec []byte) ([]byte, error) {
-	r, err := h.w.rpc(wire.TypeGroupCreate, func(seq uint64) any {
-		return wire.GroupCreate{Seq: seq, Task: h.task, Spec: spec}
-	})
-	if err != nil {
+	var id [abi.IDSize]byte
+	h.w.rng.Read(id[:16])
+	if err := h.w.conn.Queue(wire.TypeGroupCreate, wire.GroupCreate{Task: h.task, Spec: spec, ID: id[:]}); err != nil {
 		return nil, err
 	}
-	if len(r.IDs) != 1 || len(r.IDs[0]) != abi.IDSize {
-		return nil, errors.New("sandbox: bad pg_create reply")
-	}
-	return r.IDs[0], nil
+	return id[:], nil
 }
 
 func (h *workerHost) GroupWait(id []byte, timeoutMs int64) (bool, error) {
@@ -573,9 +571,7 @@ func (h *workerHost) GroupWait(id []byte, timeoutMs int64) (bool, error) {
 	return r.Code == abi.TimedOut, nil
 }
 
+// GroupRemove queues the removal without waiting.
 func (h *workerHost) GroupRemove(id []byte) error {
-	_, err := h.w.rpc(wire.TypeGroupRemove, func(seq uint64) any {
-		return wire.GroupRemove{Seq: seq, Task: h.task, Group: id}
-	})
-	return err
+	return h.w.conn.Queue(wire.TypeGroupRemove, wire.GroupRemove{Task: h.task, Group: id})
 }

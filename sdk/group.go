@@ -1,6 +1,9 @@
 package sdk
 
 import (
+	"errors"
+	"fmt"
+	"math"
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
@@ -30,7 +33,17 @@ type PlacementGroup struct {
 // bundles are placed.
 func NewPlacementGroup(bundles []Bundle, strategy string) (PlacementGroup, error) {
 	spec := abi.GroupSpec{Strategy: strategy}
-	for _, b := range bundles {
+	if len(bundles) == 0 {
+		err := errors.New("fabric: a placement group needs at least one bundle")
+		return PlacementGroup{err: err}, err
+	}
+	for i, b := range bundles {
+		for k, v := range b {
+			if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || k == "" {
+				err := fmt.Errorf("fabric: bundle %d: %q amount %v is not a non-negative amount", i, k, v)
+				return PlacementGroup{err: err}, err
+			}
+		}
 		spec.Bundles = append(spec.Bundles, map[string]float64(b))
 	}
 	raw, err := encMode.Marshal(spec)

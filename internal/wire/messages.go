@@ -189,12 +189,14 @@ type ActorKill struct {
 	NoRestart bool
 }
 
-// GroupCreate creates a placement group from a guest's CBOR GroupSpec.
+// GroupCreate creates a placement group from a guest's CBOR GroupSpec,
+// under an ID the worker made. It has no reply: a spec the agent refuses
+// makes the group fail, which GroupWait reports.
 type GroupCreate struct {
 	_    struct{} `cbor:",toarray"`
-	Seq  uint64
 	Task []byte
 	Spec []byte
+	ID   []byte
 }
 
 // GroupWait waits until a placement group is placed (Reply.Code 1: timed out).
@@ -206,10 +208,9 @@ type GroupWait struct {
 	TimeoutMs int64
 }
 
-// GroupRemove removes a placement group.
+// GroupRemove removes a placement group. It has no reply.
 type GroupRemove struct {
 	_     struct{} `cbor:",toarray"`
-	Seq   uint64
 	Task  []byte
 	Group []byte
 }
