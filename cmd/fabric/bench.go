@@ -43,20 +43,21 @@ var rayFigures = map[string]float64{
 
 // baselineOf names the same-run baseline each figure is compared with.
 var baselineOf = map[string]string{
-	"single_client_tasks_sync":    "baseline_goroutine_pool_sync",
-	"single_client_tasks_async":   "baseline_goroutine_pool_async",
-	"multi_client_tasks_async":    "baseline_goroutine_pool_async",
-	"1_1_actor_calls_sync":        "baseline_goroutine_pool_sync",
-	"1_1_actor_calls_async":       "baseline_goroutine_pool_async",
-	"1_n_actor_calls_async":       "baseline_goroutine_pool_async",
-	"n_n_actor_calls_async":       "baseline_goroutine_pool_async",
-	"single_client_put_calls":     "baseline_goroutine_pool_sync",
-	"single_client_get_calls":     "baseline_goroutine_pool_sync",
-	"single_client_put_gigabytes": "baseline_memcpy_gigabytes",
-	"matmul_256_go_guest":         "matmul_256_native",
-	"matmul_256_c_guest":          "matmul_256_native",
-	"cold_start_go_guest":         "baseline_wazero_call",
-	"cold_start_c_guest":          "baseline_wazero_call",
+	"single_client_tasks_sync":       "baseline_goroutine_pool_sync",
+	"single_client_tasks_async":      "baseline_goroutine_pool_async",
+	"multi_client_tasks_async":       "baseline_goroutine_pool_async",
+	"1_1_actor_calls_sync":           "baseline_goroutine_pool_sync",
+	"1_1_actor_calls_async":          "baseline_goroutine_pool_async",
+	"1_n_actor_calls_async":          "baseline_goroutine_pool_async",
+	"n_n_actor_calls_async":          "baseline_goroutine_pool_async",
+	"single_client_put_calls":        "baseline_goroutine_pool_sync",
+	"single_client_get_calls":        "baseline_goroutine_pool_sync",
+	"single_client_put_gigabytes":    "baseline_memcpy_gigabytes",
+	"placement_group_create/removal": "baseline_goroutine_pool_sync",
+	"matmul_256_go_guest":            "matmul_256_native",
+	"matmul_256_c_guest":             "matmul_256_native",
+	"cold_start_go_guest":            "baseline_wazero_call",
+	"cold_start_c_guest":             "baseline_wazero_call",
 }
 
 // benchResult is one row of `fabric bench --json`.
