@@ -103,6 +103,34 @@ func appendULEB(b []byte, v uint64) []byte {
 	}
 }
 
+// dataSection finds a module's data section: the offset of its header and
+// the bounds of its contents. ok is false when there is none, when the
+// module has a data count section (instructions may then name segments by
+// index, so segments must stay as they are), or when a section is malformed.
+func dataSection(wasm []byte) (header, start, end int, ok bool) {
+	pos := 8
+	for pos < len(wasm) {
+		id := wasm[pos]
+		size, n := uleb(wasm[pos+1:])
+		if n == 0 {
+			return 0, 0, 0, false
+		}
+		s := pos + 1 + n
+		e := s + int(size)
+		if e > len(wasm) {
+			return 0, 0, 0, false
+		}
+		switch id {
+		case 12:
+			return 0, 0, 0, false
+		case 11:
+			header, start, end, ok = pos, s, e, true
+		}
+		pos = e
+	}
+	return header, start, end, ok
+}
+
 // mergeGap is the largest run of zeros between two data segments that
 // mergeData fills in to join them.
 const mergeGap = 4096
@@ -123,28 +151,8 @@ type dataSegment struct {
 // has no data count section (whose presence allows instructions that name
 // segments by index).
 func mergeData(wasm []byte) []byte {
-	var dataStart, dataEnd, headerStart int
-	pos := 8
-	for pos < len(wasm) {
-		id := wasm[pos]
-		size, n := uleb(wasm[pos+1:])
-		if n == 0 {
-			return wasm
-		}
-		start := pos + 1 + n
-		end := start + int(size)
-		if end > len(wasm) {
-			return wasm
-		}
-		switch id {
-		case 12:
-			return wasm
-		case 11:
-			headerStart, dataStart, dataEnd = pos, start, end
-		}
-		pos = end
-	}
-	if dataStart == 0 {
+	headerStart, dataStart, dataEnd, ok := dataSection(wasm)
+	if !ok {
 		return wasm
 	}
 	segs, ok := parseActiveSegments(wasm[dataStart:dataEnd])
@@ -252,28 +260,8 @@ func appendSLEB(b []byte, v int64) []byte {
 // image fits in the memory's minimum size. Instances then start from a
 // copy-on-write mapping of the image instead of copying every segment.
 func dataImage(wasm []byte, minPages uint32) (stripped, image []byte, ok bool) {
-	var dataStart, dataEnd, headerStart int
-	pos := 8
-	for pos < len(wasm) {
-		id := wasm[pos]
-		size, n := uleb(wasm[pos+1:])
-		if n == 0 {
-			return nil, nil, false
-		}
-		start := pos + 1 + n
-		end := start + int(size)
-		if end > len(wasm) {
-			return nil, nil, false
-		}
-		switch id {
-		case 12:
-			return nil, nil, false
-		case 11:
-			headerStart, dataStart, dataEnd = pos, start, end
-		}
-		pos = end
-	}
-	if dataStart == 0 {
+	headerStart, dataStart, dataEnd, ok := dataSection(wasm)
+	if !ok {
 		return nil, nil, false
 	}
 	segs, ok := parseActiveSegments(wasm[dataStart:dataEnd])

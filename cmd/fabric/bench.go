@@ -512,15 +512,11 @@ func bareWazeroCall(o benchOptions) (benchResult, error) {
 	if err != nil {
 		return benchResult{}, err
 	}
-	e, err := sandbox.NewEngine(ctx, sandbox.EngineConfig{})
+	e, m, err := compileFresh(ctx, wasm)
 	if err != nil {
 		return benchResult{}, err
 	}
 	defer e.Close(ctx)
-	m, err := e.Compile(ctx, wasm)
-	if err != nil {
-		return benchResult{}, err
-	}
 	inst, err := m.Instantiate(ctx)
 	if err != nil {
 		return benchResult{}, err
@@ -543,15 +539,11 @@ func bareWazeroCall(o benchOptions) (benchResult, error) {
 // coldStart times a fresh instance to the end of its first call, with the
 // module compiled: the median of 50 starts, in microseconds (sd over all).
 func coldStart(ctx context.Context, wasm []byte, fn string, args []byte, name string) (benchResult, error) {
-	e, err := sandbox.NewEngine(ctx, sandbox.EngineConfig{})
+	e, m, err := compileFresh(ctx, wasm)
 	if err != nil {
 		return benchResult{}, err
 	}
 	defer e.Close(ctx)
-	m, err := e.Compile(ctx, wasm)
-	if err != nil {
-		return benchResult{}, err
-	}
 	src := sandbox.ArgSource{Len: int64(len(args)), Write: func(dst []byte) error { copy(dst, args); return nil }}
 	var times []float64
 	for range 50 {
@@ -661,13 +653,8 @@ func matmulResults(ctx context.Context, o benchOptions, goWasm []byte) ([]benchR
 		name string
 		wasm []byte
 	}{{"matmul_256_go_guest", goWasm}, {"matmul_256_c_guest", cWasm}} {
-		e, err := sandbox.NewEngine(ctx, sandbox.EngineConfig{})
+		e, m, err := compileFresh(ctx, g.wasm)
 		if err != nil {
-			return nil, err
-		}
-		m, err := e.Compile(ctx, g.wasm)
-		if err != nil {
-			_ = e.Close(ctx)
 			return nil, err
 		}
 		inst, err := m.Instantiate(ctx)
@@ -723,4 +710,19 @@ func timeKernel(name string, fn func() (float64, error)) kernelResult {
 	_, sd := meanSD(times)
 	sort.Float64s(times)
 	return kernelResult{benchResult: benchResult{Name: name, Value: times[len(times)/2], SD: &sd, Unit: "ms", Runs: len(times)}, check: check}
+}
+
+// compileFresh compiles a module on an engine of its own (no compile cache),
+// so that measurements do not share state. The caller closes the engine.
+func compileFresh(ctx context.Context, wasm []byte) (*sandbox.Engine, *sandbox.Module, error) {
+	e, err := sandbox.NewEngine(ctx, sandbox.EngineConfig{})
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := e.Compile(ctx, wasm)
+	if err != nil {
+		_ = e.Close(ctx)
+		return nil, nil, err
+	}
+	return e, m, nil
 }
