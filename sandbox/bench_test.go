@@ -8,7 +8,7 @@ import (
 	"github.com/wasmfabric/fabric/internal/testrig"
 )
 
-func compileGuest(b *testing.B, dir string) (*Engine, *Module) {
+func compileGuest(b testing.TB, dir string) (*Engine, *Module) {
 	b.Helper()
 	wasm, err := os.ReadFile(testrig.Guest(b, dir))
 	if err != nil {

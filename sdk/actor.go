@@ -3,8 +3,6 @@ package sdk
 import (
 	"fmt"
 
-	"github.com/fxamacker/cbor/v2"
-
 	"github.com/wasmfabric/fabric/internal/abi"
 )
 
@@ -18,7 +16,7 @@ type ActorClass[S any] struct {
 
 // Actor registers a class whose constructor takes no arguments.
 func Actor[S any](name string, ctor func() (*S, error), opts ...Option) *ActorClass[S] {
-	register(name+abi.ActorInitSuffix, 0, func([]cbor.RawMessage) (any, error) {
+	register(name+abi.ActorInitSuffix, 0, func([][]byte) (any, error) {
 		s, err := ctor()
 		if err != nil {
 			return nil, err
@@ -31,7 +29,7 @@ func Actor[S any](name string, ctor func() (*S, error), opts ...Option) *ActorCl
 
 // Actor1 registers a class whose constructor takes one argument.
 func Actor1[S, A any](name string, ctor func(A) (*S, error), opts ...Option) *ActorClass[S] {
-	register(name+abi.ActorInitSuffix, 1, func(raw []cbor.RawMessage) (any, error) {
+	register(name+abi.ActorInitSuffix, 1, func(raw [][]byte) (any, error) {
 		a, err := arg[A](raw, 0)
 		if err != nil {
 			return nil, err
@@ -65,10 +63,7 @@ func (c *ActorClass[S]) Remote(args ...any) Handle[S] {
 	if spec.Args, spec.Refs, err = buildArgs(args); err != nil {
 		return Handle[S]{err: err}
 	}
-	b, err := encMode.Marshal(spec)
-	if err != nil {
-		return Handle[S]{err: err}
-	}
+	b := spec.AppendCBOR(nil)
 	id, err := host.actorCreate(b)
 	if err != nil {
 		return Handle[S]{err: err}
@@ -139,7 +134,7 @@ type Method0[S, R any] struct{ d *taskDef }
 // NewMethod0 registers fn as method name of class c.
 func NewMethod0[S, R any](c *ActorClass[S], name string, fn func(*S) (R, error)) Method0[S, R] {
 	d := methodDef(c.name, name)
-	register(d.name, 0, func([]cbor.RawMessage) (any, error) {
+	register(d.name, 0, func([][]byte) (any, error) {
 		s, err := self[S](c.name)
 		if err != nil {
 			return nil, err
@@ -164,7 +159,7 @@ type Method1[S, A, R any] struct{ d *taskDef }
 // NewMethod1 registers fn as method name of class c.
 func NewMethod1[S, A, R any](c *ActorClass[S], name string, fn func(*S, A) (R, error)) Method1[S, A, R] {
 	d := methodDef(c.name, name)
-	register(d.name, 1, func(raw []cbor.RawMessage) (any, error) {
+	register(d.name, 1, func(raw [][]byte) (any, error) {
 		s, err := self[S](c.name)
 		if err != nil {
 			return nil, err
@@ -192,7 +187,7 @@ type Method2[S, A, B, R any] struct{ d *taskDef }
 // NewMethod2 registers fn as method name of class c.
 func NewMethod2[S, A, B, R any](c *ActorClass[S], name string, fn func(*S, A, B) (R, error)) Method2[S, A, B, R] {
 	d := methodDef(c.name, name)
-	register(d.name, 2, func(raw []cbor.RawMessage) (any, error) {
+	register(d.name, 2, func(raw [][]byte) (any, error) {
 		s, err := self[S](c.name)
 		if err != nil {
 			return nil, err

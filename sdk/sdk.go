@@ -39,6 +39,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/cborlite"
 )
 
 // IDSize is the length of an ObjectID.
@@ -128,7 +129,7 @@ type hostAPI interface {
 
 // invoker runs a registered function on decoded CBOR arguments and returns
 // the value to encode.
-type invoker func(args []cbor.RawMessage) (any, error)
+type invoker func(args [][]byte) (any, error)
 
 type registered struct {
 	nargs  int
@@ -186,6 +187,9 @@ func encode(v any) ([]byte, []ObjectID, error) {
 	if b, ok := encodeTyped(v); ok {
 		return b, nil, nil
 	}
+	if b, ok := encodeScalar(v); ok {
+		return b, nil, nil
+	}
 	collected = collected[:0]
 	b, err := encMode.Marshal(v)
 	refs := append([]ObjectID(nil), collected...)
@@ -194,7 +198,7 @@ func encode(v any) ([]byte, []ObjectID, error) {
 }
 
 func decode(b []byte, v any) error {
-	if decodeTyped(b, v) {
+	if decodeTyped(b, v) || decodeScalar(b, v) {
 		return nil
 	}
 	return decMode.Unmarshal(b, v)
@@ -208,9 +212,9 @@ func dispatch(name string, args []byte) (value [][]byte, refs []ObjectID, err er
 			err = fmt.Errorf("panic: %v\n\n%s", r, debug.Stack())
 		}
 	}()
-	var raw []cbor.RawMessage
+	var raw [][]byte
 	if len(args) > 0 {
-		if err := decode(args, &raw); err != nil {
+		if raw, err = cborlite.SplitArray(args); err != nil {
 			return nil, nil, fmt.Errorf("%w: arguments of %s are not a CBOR array: %v", ErrBadArguments, name, err)
 		}
 	}

@@ -3,8 +3,6 @@ package sdk
 import (
 	"fmt"
 
-	"github.com/fxamacker/cbor/v2"
-
 	"github.com/wasmfabric/fabric/internal/abi"
 )
 
@@ -49,10 +47,7 @@ func (d *taskDef) submit(actorID *ObjectID, fn string, extra []Option, args []an
 	if spec.Args, spec.Refs, err = buildArgs(args); err != nil {
 		return nil, err
 	}
-	b, err := encMode.Marshal(spec)
-	if err != nil {
-		return nil, err
-	}
+	b := spec.AppendCBOR(nil)
 	n := d.nret
 	if n == 0 {
 		n = 1
@@ -68,7 +63,7 @@ func submitOne[R any](d *taskDef, actorID *ObjectID, fn string, extra []Option, 
 	return Ref[R]{id: ids[0]}
 }
 
-func arg[A any](raw []cbor.RawMessage, i int) (A, error) {
+func arg[A any](raw [][]byte, i int) (A, error) {
 	var a A
 	if err := decode(raw[i], &a); err != nil {
 		return a, fmt.Errorf("%w: argument %d: cannot decode into %T: %v", ErrBadArguments, i, a, err)
@@ -84,7 +79,7 @@ type Func0[R any] struct {
 
 // Task0 registers fn as a task named name.
 func Task0[R any](name string, fn func() (R, error), opts ...Option) Func0[R] {
-	register(name, 0, func([]cbor.RawMessage) (any, error) { return fn() })
+	register(name, 0, func([][]byte) (any, error) { return fn() })
 	return Func0[R]{d: &taskDef{name: name, opts: opts}}
 }
 
@@ -105,7 +100,7 @@ type Func1[A, R any] struct {
 
 // Task1 registers fn as a task named name.
 func Task1[A, R any](name string, fn func(A) (R, error), opts ...Option) Func1[A, R] {
-	register(name, 1, func(raw []cbor.RawMessage) (any, error) {
+	register(name, 1, func(raw [][]byte) (any, error) {
 		a, err := arg[A](raw, 0)
 		if err != nil {
 			return nil, err
@@ -133,7 +128,7 @@ type Func2[A, B, R any] struct {
 
 // Task2 registers fn as a task named name.
 func Task2[A, B, R any](name string, fn func(A, B) (R, error), opts ...Option) Func2[A, B, R] {
-	register(name, 2, func(raw []cbor.RawMessage) (any, error) {
+	register(name, 2, func(raw [][]byte) (any, error) {
 		a, err := arg[A](raw, 0)
 		if err != nil {
 			return nil, err
@@ -166,7 +161,7 @@ type Func3[A, B, C, R any] struct {
 
 // Task3 registers fn as a task named name.
 func Task3[A, B, C, R any](name string, fn func(A, B, C) (R, error), opts ...Option) Func3[A, B, C, R] {
-	register(name, 3, func(raw []cbor.RawMessage) (any, error) {
+	register(name, 3, func(raw [][]byte) (any, error) {
 		a, err := arg[A](raw, 0)
 		if err != nil {
 			return nil, err
@@ -205,7 +200,7 @@ type Func1N[A, R any] struct {
 // Task1N registers fn, which must return exactly n values; each becomes an
 // object of its own.
 func Task1N[A, R any](name string, n int, fn func(A) ([]R, error), opts ...Option) Func1N[A, R] {
-	register(name, 1, func(raw []cbor.RawMessage) (any, error) {
+	register(name, 1, func(raw [][]byte) (any, error) {
 		a, err := arg[A](raw, 0)
 		if err != nil {
 			return nil, err
@@ -258,7 +253,7 @@ type Func1x2[A, R1, R2 any] struct {
 
 // Task1x2 registers fn, whose two results become two objects.
 func Task1x2[A, R1, R2 any](name string, fn func(A) (R1, R2, error), opts ...Option) Func1x2[A, R1, R2] {
-	register(name, 1, func(raw []cbor.RawMessage) (any, error) {
+	register(name, 1, func(raw [][]byte) (any, error) {
 		a, err := arg[A](raw, 0)
 		if err != nil {
 			return nil, err

@@ -4,6 +4,12 @@
 // builds for GOOS=wasip1.
 package abi
 
+import (
+	"slices"
+
+	"github.com/wasmfabric/fabric/internal/cborlite"
+)
+
 // Version is the value fabric_abi_version returns.
 const Version = 1
 
@@ -92,4 +98,137 @@ type ErrorValue struct {
 	Kind    string `cbor:"kind"`    // "task", "cancelled", "timeout", "worker_died", "actor_died", "infeasible", "owner_died"
 	Message string `cbor:"message"` // the guest's message and stack, or the host's explanation
 	Task    string `cbor:"task,omitempty"`
+}
+
+// AppendCBOR appends the spec's CBOR encoding: the same map, field for
+// field, that github.com/fxamacker/cbor/v2 writes for the struct tags
+// above, written by hand because reflection is slow in wasm guests.
+func (s *TaskSpec) AppendCBOR(dst []byte) []byte {
+	n := uint64(1)
+	opts := s.Options.appendFields(nil)
+	for _, present := range []bool{len(s.Args) > 0, s.NumReturns != 0, len(s.Actor) > 0, len(s.Refs) > 0, opts != nil} {
+		if present {
+			n++
+		}
+	}
+	dst = cborlite.AppendHead(dst, cborlite.MajorMap, n)
+	dst = cborlite.AppendString(cborlite.AppendString(dst, "fn"), s.Func)
+	if len(s.Args) > 0 {
+		dst = cborlite.AppendHead(cborlite.AppendString(dst, "args"), cborlite.MajorArray, uint64(len(s.Args)))
+		for _, a := range s.Args {
+			dst = a.appendCBOR(dst)
+		}
+	}
+	if s.NumReturns != 0 {
+		dst = cborlite.AppendInt(cborlite.AppendString(dst, "n"), int64(s.NumReturns))
+	}
+	if len(s.Actor) > 0 {
+		dst = cborlite.AppendBytes(cborlite.AppendString(dst, "actor"), s.Actor)
+	}
+	if len(s.Refs) > 0 {
+		dst = cborlite.AppendHead(cborlite.AppendString(dst, "refs"), cborlite.MajorArray, uint64(len(s.Refs)))
+		for _, r := range s.Refs {
+			dst = cborlite.AppendBytes(dst, r)
+		}
+	}
+	if opts != nil {
+		dst = append(cborlite.AppendString(dst, "opts"), opts...)
+	}
+	return dst
+}
+
+func (a *Arg) appendCBOR(dst []byte) []byte {
+	n := uint64(0)
+	if len(a.Value) > 0 {
+		n++
+	}
+	if len(a.Ref) > 0 {
+		n++
+	}
+	dst = cborlite.AppendHead(dst, cborlite.MajorMap, n)
+	if len(a.Value) > 0 {
+		dst = cborlite.AppendBytes(cborlite.AppendString(dst, "v"), a.Value)
+	}
+	if len(a.Ref) > 0 {
+		dst = cborlite.AppendBytes(cborlite.AppendString(dst, "r"), a.Ref)
+	}
+	return dst
+}
+
+// appendFields appends the options as a CBOR map, or returns dst unchanged
+// (nil when dst is nil) when every option is at its default.
+func (o *Options) appendFields(dst []byte) []byte {
+	var body []byte
+	n := uint64(0)
+	field := func(key string) {
+		n++
+		body = cborlite.AppendString(body, key)
+	}
+	if o.CPU != nil {
+		field("cpu")
+		body = cborlite.AppendFloat64(body, *o.CPU)
+	}
+	if o.GPU != 0 {
+		field("gpu")
+		body = cborlite.AppendFloat64(body, o.GPU)
+	}
+	if o.Memory != 0 {
+		field("mem")
+		body = cborlite.AppendInt(body, o.Memory)
+	}
+	if len(o.Resources) > 0 {
+		field("res")
+		body = cborlite.AppendHead(body, cborlite.MajorMap, uint64(len(o.Resources)))
+		for _, k := range sortedKeys(o.Resources) {
+			body = cborlite.AppendFloat64(cborlite.AppendString(body, k), o.Resources[k])
+		}
+	}
+	if o.MaxRetries != nil {
+		field("retries")
+		body = cborlite.AppendInt(body, int64(*o.MaxRetries))
+	}
+	if o.RetryExceptions {
+		field("retry_exc")
+		body = cborlite.AppendBool(body, true)
+	}
+	if o.TimeoutMs != 0 {
+		field("timeout_ms")
+		body = cborlite.AppendInt(body, o.TimeoutMs)
+	}
+	if o.Name != "" {
+		field("name")
+		body = cborlite.AppendString(body, o.Name)
+	}
+	if o.MaxRestarts != 0 {
+		field("max_restarts")
+		body = cborlite.AppendInt(body, int64(o.MaxRestarts))
+	}
+	if len(o.Labels) > 0 {
+		field("labels")
+		body = cborlite.AppendHead(body, cborlite.MajorMap, uint64(len(o.Labels)))
+		for _, k := range sortedKeys(o.Labels) {
+			body = cborlite.AppendString(cborlite.AppendString(body, k), o.Labels[k])
+		}
+	}
+	if len(o.Group) > 0 {
+		field("pg")
+		body = cborlite.AppendBytes(body, o.Group)
+	}
+	if o.Bundle != nil {
+		field("bundle")
+		body = cborlite.AppendInt(body, int64(*o.Bundle))
+	}
+	if n == 0 {
+		return dst
+	}
+	return append(cborlite.AppendHead(dst, cborlite.MajorMap, n), body...)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
