@@ -222,7 +222,11 @@ func (n *Node) handleSubmit(w *workerProc, m wire.Submit) error {
 		n.actorEnqueue(a, t)
 		return nil
 	}
-	n.submit(n.newTask(w.job, parent, spec, wire.ExecTask, taskID))
+	t := n.newTask(w.job, parent, spec, wire.ExecTask, taskID)
+	n.submit(t)
+	if t.state == taskQueued && t.job.short(t.spec.Func) {
+		n.topUpAll(t.job) // workers may take it behind their current task
+	}
 	return nil
 }
 
@@ -503,6 +507,7 @@ func (n *Node) handleGet(w *workerProc, m wire.Get) {
 	}
 	if t.kind == wire.ExecTask && !t.blocked {
 		t.blocked = true
+		n.recall(w)
 		n.sched.Blocked(t.schedID())
 		n.schedule()
 	}
@@ -537,7 +542,9 @@ func (n *Node) handleWait(w *workerProc, m wire.Wait) {
 	}
 	if !n.waitFor(ids, m.NumReady, timeoutOf(m.TimeoutMs), finish, finish) {
 		finish()
+		return
 	}
+	n.recall(w) // what it waits for may be queued behind it
 }
 
 func (n *Node) handleCancel(w *workerProc, m wire.Cancel) error {
@@ -589,6 +596,10 @@ func (n *Node) cancelTask(t *task, force, recursive bool) {
 			return // Ray does not cancel running actor calls
 		}
 		if w := t.worker; w != nil {
+			if w.task != t { // sent ahead, perhaps not started
+				n.cancelQueued(w, t, ev)
+				return
+			}
 			w.killReason = &ev
 			w.kill()
 			return

@@ -27,6 +27,7 @@ type job struct {
 	driver     *task
 	result     chan error
 	once       sync.Once
+	runTimes   map[string]time.Duration // mean run time of each task function
 }
 
 func (j *job) fail(err error) {

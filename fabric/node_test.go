@@ -91,6 +91,9 @@ func TestWorkerFailures(t *testing.T) {
 	}{
 		{"retry", 1, []string{"retry: victim finished <nil>"}},
 		{"noretry", 1, []string{"noretry: worker died: true"}},
+		// Tasks sent ahead to the victim's worker never ran: they run
+		// again elsewhere though they have no retries.
+		{"queued", 1, []string{"queued: victim died: true", "queued: tasks sent ahead survived: <nil>"}},
 		{"actor", 2, []string{"actor: before kill 1 <nil>", "actor: in-flight call failed: true", "actor: after restart 1 <nil>", "actor: dead after max restarts: true"}},
 	}
 	for _, c := range cases {

@@ -45,6 +45,12 @@ type task struct {
 	blocked     bool
 	depWait     bool
 	demand      scheduler.Resources
+	started     time.Time // when it began to run on its worker
+	// recalled is set while a Drop for it, queued behind another task on
+	// its worker, is on its way; cancelled is set when that Drop is for a
+	// cancel, which then also applies if the task started meanwhile.
+	recalled  bool
+	cancelled *abi.ErrorValue
 }
 
 func (t *task) schedID() scheduler.TaskID { return scheduler.TaskID(t.id[:]) }
@@ -276,8 +282,7 @@ func (n *Node) run(w *workerProc, t *task) {
 	}
 	t.worker = w
 	if w.task == nil {
-		w.task = t
-		n.startTimer(w, t)
+		n.started(w, t)
 	} else {
 		w.queued = append(w.queued, t)
 	}
@@ -312,7 +317,7 @@ func (n *Node) unpinAll(w *workerProc, ids [][]byte) {
 func (n *Node) abandon(w *workerProc, t *task, ev abi.ErrorValue) {
 	t.state = taskDone
 	n.failTask(t, ev, true)
-	if w.actor == nil {
+	if w.actor == nil && w.task == nil {
 		n.workerIdle(w)
 	}
 }
@@ -407,18 +412,30 @@ func (n *Node) releaseHandles(t *task) {
 
 // handleDone completes an execution. Caller holds n.mu.
 func (n *Node) handleDone(w *workerProc, d wire.Done) error {
+	if d.Dropped {
+		return n.handleDropped(w, d)
+	}
 	t := w.task
 	if t == nil || string(t.id[:]) != string(d.Task) {
 		return fmt.Errorf("done for a task it was not running")
 	}
 	n.flushOutput(w, t)
 	t.stopTimer()
+	t.job.ran(t)
 	w.task = nil
 	t.worker = nil
-	if len(w.queued) > 0 { // the next pipelined execution is running now
-		w.task = w.queued[0]
+	if len(w.queued) > 0 { // the next execution sent ahead is running now
+		next := w.queued[0]
 		w.queued = w.queued[1:]
-		n.startTimer(w, w.task)
+		if next.kind == wire.ExecTask && t.kind == wire.ExecTask {
+			n.sched.Handoff(t.schedID(), next.schedID()) // next runs in t's reservation
+		}
+		n.started(w, next)
+		next.recalled = false // a Drop, if any, came too late: its Done follows
+		if ev := next.cancelled; ev != nil {
+			w.killReason = ev // cancelling a running task stops its worker
+			w.kill()
+		}
 	}
 	if t.blocked {
 		t.blocked = false
@@ -458,6 +475,10 @@ func (n *Node) handleDone(w *workerProc, d wire.Done) error {
 func (n *Node) afterExecution(w *workerProc, t *task) {
 	if w.actor != nil {
 		n.actorNext(w.actor)
+		return
+	}
+	if w.task != nil { // it runs a task sent ahead: send more
+		n.topUp(w)
 		return
 	}
 	n.workerIdle(w)

@@ -265,6 +265,10 @@ func (n *Node) workerExited(w *workerProc, waitErr error, stderr string) {
 	queued := w.queued
 	w.queued = nil
 	for _, t := range queued {
+		if t.kind == wire.ExecTask {
+			n.requeueUnstarted(t)
+			continue
+		}
 		n.executionLost(t, w, cause)
 	}
 	if a := w.actor; a != nil && a.worker == w {
@@ -300,6 +304,7 @@ func (n *Node) workerIdle(w *workerProc) {
 		t := j.queue[0]
 		j.queue = j.queue[1:]
 		n.run(w, t)
+		n.topUp(w)
 		return
 	}
 	j.idle = append(j.idle, w)
@@ -313,6 +318,7 @@ func (n *Node) pump(j *job) {
 		t := j.queue[0]
 		j.queue = j.queue[1:]
 		n.run(w, t)
+		n.topUp(w)
 	}
 	for !j.done && len(j.queue) > j.starting && n.nworkers < n.cfg.MaxWorkers && !n.closed {
 		if _, err := n.startWorker(j); err != nil {

@@ -136,32 +136,63 @@ func (w *worker) load(ctx context.Context) error {
 	return err
 }
 
-// serve runs the worker's one loop: it reads an Exec, runs it, and reads
-// the replies to the guest's host calls itself while the guest waits. The
-// agent sends one Exec at a time per worker and answers each request before
-// the guest can make another, so a single goroutine owns the connection:
-// no goroutine hand-offs on the path of a host call.
+// serve runs the worker's one loop: it reads Execs, runs them in order,
+// and reads the replies to the guest's host calls itself while the guest
+// waits. The agent answers each request before the guest can make
+// another, so a single goroutine owns the connection: no goroutine
+// hand-offs on the path of a host call. The agent may send Execs ahead of
+// time (an actor's calls, and short tasks); they wait in pending, where a
+// Drop can still take them back.
 func (w *worker) serve(ctx context.Context) error {
 	for {
-		if len(w.pending) > 0 {
-			ex := w.pending[0]
-			w.pending = w.pending[1:]
-			w.exec(ctx, ex)
-			continue
+		// Take in every frame already here before starting the next
+		// execution, so that a Drop reaches a queued Exec before it runs.
+		for len(w.pending) == 0 || w.conn.FrameReady() {
+			t, body, err := w.conn.Recv()
+			if err != nil {
+				return nil // the agent closed the connection: the job is over
+			}
+			if !w.queueFrame(t, body) {
+				return fmt.Errorf("sandbox: unexpected or malformed %s message while idle", t)
+			}
 		}
-		t, body, err := w.conn.Recv()
-		if err != nil {
-			return nil // the agent closed the connection: the job is over
-		}
-		if t != wire.TypeExec {
-			return fmt.Errorf("sandbox: unexpected %s message while idle", t)
-		}
-		var ex wire.Exec
-		if err := wire.Unmarshal(body, &ex); err != nil {
-			return fmt.Errorf("sandbox: bad exec message: %w", err)
-		}
+		ex := w.pending[0]
+		w.pending = w.pending[1:]
 		w.exec(ctx, ex)
 	}
+}
+
+// queueFrame takes an Exec into pending or applies a Drop. It reports
+// false for any other message, or one it cannot decode.
+func (w *worker) queueFrame(t wire.Type, body []byte) bool {
+	switch t {
+	case wire.TypeExec:
+		var ex wire.Exec
+		if err := wire.Unmarshal(body, &ex); err != nil {
+			return false
+		}
+		w.pending = append(w.pending, ex)
+		return true
+	case wire.TypeDrop:
+		var d wire.Drop
+		if err := wire.Unmarshal(body, &d); err != nil {
+			return false
+		}
+		for i, ex := range w.pending {
+			if string(ex.Task) == string(d.Task) {
+				w.pending = append(w.pending[:i], w.pending[i+1:]...)
+				if len(ex.Unpin) > 0 {
+					_ = w.conn.Queue(wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+				}
+				if err := w.conn.Send(wire.TypeDone, wire.Done{Task: ex.Task, Dropped: true}); err != nil {
+					w.closed = true
+				}
+				break
+			}
+		}
+		return true // an execution that already started: its Done follows
+	}
+	return false
 }
 
 // rpc sends a request whose Seq field is set by fill and reads its reply.
@@ -181,15 +212,12 @@ func (w *worker) rpc(t wire.Type, fill func(seq uint64) any) (wire.Reply, error)
 			w.closed = true
 			return wire.Reply{}, ErrAgentGone
 		}
-		if rt == wire.TypeExec {
-			// The agent pipelines an actor's calls: this one runs after
-			// the current call.
-			var ex wire.Exec
-			if err := wire.Unmarshal(body, &ex); err != nil {
+		if rt == wire.TypeExec || rt == wire.TypeDrop {
+			// An execution sent ahead runs after the current call.
+			if !w.queueFrame(rt, body) {
 				w.closed = true
 				return wire.Reply{}, ErrAgentGone
 			}
-			w.pending = append(w.pending, ex)
 			continue
 		}
 		if rt != wire.TypeReply {

@@ -109,6 +109,7 @@ type taskState struct {
 	blocked bool                   // while running: CPU given back
 	grp     *group                 // while running in a bundle
 	bundle  int                    // while running in a bundle: its index
+	leased  bool                   // placed behind another task, charged nothing yet (see Lease)
 }
 
 // class is a scheduling class: tasks with equal demand, labels and node
@@ -282,14 +283,73 @@ func (c *Core) Finished(id TaskID) {
 	if ts == nil || ts.status != statusRunning {
 		return
 	}
-	d := ts.t.Demand
-	if ts.blocked {
-		d.CPU = 0
+	if !ts.leased {
+		d := ts.t.Demand
+		if ts.blocked {
+			d.CPU = 0
+		}
+		pool := c.pool(ts)
+		*pool = pool.Sub(d)
 	}
-	pool := c.pool(ts)
-	*pool = pool.Sub(d)
 	delete(ts.node.running, id)
 	c.forget(ts)
+}
+
+// Lease places up to max queued tasks of the running task id's scheduling
+// class (equal demand, labels, affinity and group) behind it, on its node
+// and in its bundle, without charging them: each is to run in the
+// reservation id holds, after id, on the same worker. Handoff passes the
+// reservation on. Tasks are taken in submission order while accept
+// approves them. It returns the tasks leased, in order; none for a task
+// that is not running, is blocked, or is itself leased.
+//
+// Leasing lets an agent send a worker its next task before the current
+// one ends, so that short tasks do not wait a round trip each.
+func (c *Core) Lease(id TaskID, max int, accept func(TaskID) bool) []TaskID {
+	ts := c.tasks[id]
+	if ts == nil || ts.status != statusRunning || ts.blocked || ts.leased {
+		return nil
+	}
+	cl := c.classes[ts.key]
+	var out []TaskID
+	for cl != nil && len(cl.queue) > 0 && len(out) < max {
+		next := cl.queue[0]
+		if !accept(next.t.ID) {
+			break
+		}
+		cl.remove(0)
+		next.cls, next.idx = nil, -1
+		next.status = statusRunning
+		next.leased = true
+		next.node, next.grp, next.bundle = ts.node, ts.grp, ts.bundle
+		ts.node.running[next.t.ID] = next
+		c.queued--
+		out = append(out, next.t.ID)
+	}
+	if cl != nil && len(cl.queue) == 0 {
+		delete(c.classes, cl.key)
+	}
+	return out
+}
+
+// Handoff records that the running task from ended and that to, a task
+// leased behind it, now runs in its reservation. When from was blocked, to
+// takes the CPU back (even past the node's total, as Unblocked does). It
+// reports false, doing nothing, unless from is running and charged and to
+// is leased in the same place.
+func (c *Core) Handoff(from, to TaskID) bool {
+	f, t := c.tasks[from], c.tasks[to]
+	if f == nil || t == nil || f.status != statusRunning || f.leased || !t.leased ||
+		t.status != statusRunning || f.node != t.node || f.grp != t.grp || f.bundle != t.bundle {
+		return false
+	}
+	if f.blocked {
+		c.pool(f).CPU += f.t.Demand.CPU
+	}
+	t.leased = false
+	delete(f.node.running, from)
+	c.forget(f)
+	return true
 }
 
 // Blocked records that a placed task blocks (waiting in get): its CPU returns
@@ -297,7 +357,7 @@ func (c *Core) Finished(id TaskID) {
 // for tasks not placed.
 func (c *Core) Blocked(id TaskID) {
 	ts := c.tasks[id]
-	if ts == nil || ts.status != statusRunning || ts.blocked {
+	if ts == nil || ts.status != statusRunning || ts.blocked || ts.leased {
 		return
 	}
 	ts.blocked = true
@@ -309,7 +369,7 @@ func (c *Core) Blocked(id TaskID) {
 // for tasks not blocked.
 func (c *Core) Unblocked(id TaskID) {
 	ts := c.tasks[id]
-	if ts == nil || ts.status != statusRunning || !ts.blocked {
+	if ts == nil || ts.status != statusRunning || !ts.blocked || ts.leased {
 		return
 	}
 	ts.blocked = false

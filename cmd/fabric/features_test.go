@@ -24,6 +24,8 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"get_timeout", "wait_timeout"}, []string{"get_timeout", "get_after_timeout", "wait_timeout"}, nil},
 		{"2", []string{"cancel"}, []string{"cancel_queued", "cancel_queued_get", "cancel_running", "cancel_running_get", "cpus_back_after_cancel"}, nil},
 		{"1", []string{"nested", "fanout"}, []string{"nested_refs", "tasks_submit_tasks"}, nil},
+		{"1", []string{"pipeline"}, []string{"pipeline_warm", "pipeline_blocking_children", "pipeline_cancel", "pipeline_others_unharmed"}, nil},
+		{"2", []string{"pipeline"}, []string{"pipeline_warm", "pipeline_blocking_children", "pipeline_cancel", "pipeline_others_unharmed"}, nil},
 		{"2", []string{"actor_hostcalls"}, []string{"actor_hostcalls"}, nil},
 		{"2", []string{"placement_groups"}, []string{"pg_created", "pg_ready", "task_in_bundle", "reservation_hides_cpus", "pg_removed", "cpus_back_after_removal", "spread_created", "strict_spread_infeasible_on_one_node", "bad_bundle_refused"}, nil},
 		{"2", []string{"robust"}, []string{"orphan_submitted", "impatient_timed_out", "negative_demand_refused", "still_serving"}, nil},

@@ -62,6 +62,9 @@ type Done struct {
 	// Created names the object reserved with Create whose arena range
 	// Value points at (results too large to send inline).
 	Created []byte
+	// Dropped answers a Drop: the execution was taken out of the worker's
+	// queue and never ran.
+	Dropped bool
 }
 
 // Output carries guest output of the running call.
@@ -213,4 +216,13 @@ type GroupRemove struct {
 	_     struct{} `cbor:",toarray"`
 	Task  []byte
 	Group []byte
+}
+
+// Drop asks a worker to take an execution it has queued and not started
+// out of its queue (the agent sends tasks ahead; see Exec). The worker
+// answers with a Done whose Dropped is set, or not at all when the
+// execution already started: its usual Done follows.
+type Drop struct {
+	_    struct{} `cbor:",toarray"`
+	Task []byte
 }

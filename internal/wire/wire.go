@@ -49,6 +49,7 @@ const (
 	TypeGroupCreate
 	TypeGroupWait
 	TypeGroupRemove
+	TypeDrop
 )
 
 var typeNames = map[Type]string{
@@ -56,7 +57,7 @@ var typeNames = map[Type]string{
 	TypeSubmit: "submit", TypePut: "put", TypeCreate: "create", TypeGet: "get", TypeUnpin: "unpin",
 	TypeWait: "wait", TypeCancel: "cancel", TypeRelease: "release", TypeActorLookup: "actor_lookup",
 	TypeActorKill: "actor_kill", TypeGroupCreate: "group_create", TypeGroupWait: "group_wait",
-	TypeGroupRemove: "group_remove",
+	TypeGroupRemove: "group_remove", TypeDrop: "drop",
 }
 
 // String names the type.
@@ -227,6 +228,20 @@ func (c *Conn) Recv() (Type, []byte, error) {
 		return 0, nil, err
 	}
 	return t, body, nil
+}
+
+// FrameReady reports whether a whole frame is already buffered, so that
+// Recv would return without waiting for the peer.
+func (c *Conn) FrameReady() bool {
+	if c.r.Buffered() < 5 {
+		return false
+	}
+	hdr, err := c.r.Peek(5)
+	if err != nil {
+		return false
+	}
+	n := binary.BigEndian.Uint32(hdr[:4])
+	return n == 0 || n > MaxFrame || uint64(c.r.Buffered()) >= 4+uint64(n) // a bad length: let Recv report it
 }
 
 // Close closes the stream.

@@ -24,6 +24,16 @@ var fragile = sdk.Task1("fragile", func(ms int) (string, error) {
 	return "fragile finished", nil
 }, sdk.MaxRetries(0))
 
+// brief is short unless asked to sleep, so that the agent sends its calls
+// to workers ahead of time; it has no retries.
+var brief = sdk.Task1("brief", func(ms int) (int, error) {
+	if ms > 0 {
+		fmt.Println("victim running")
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+	}
+	return ms, nil
+}, sdk.MaxRetries(0))
+
 // Tally is an actor whose state shows restarts: a restart runs the
 // constructor again and the count starts over.
 type Tally struct{ n int }
@@ -49,6 +59,23 @@ func run(args []string) error {
 	case "noretry":
 		_, err := fragile.Remote(3000).Get()
 		fmt.Printf("noretry: worker died: %v\n", errors.Is(err, sdk.ErrWorkerDied))
+	case "queued":
+		warm := make([]sdk.Ref[int], 300)
+		for i := range warm {
+			warm[i] = brief.Remote(0)
+		}
+		if _, err := sdk.GetAll(warm); err != nil {
+			return err
+		}
+		doomed := brief.Remote(3000) // killed by the test while it sleeps
+		behind := make([]sdk.Ref[int], 100)
+		for i := range behind {
+			behind[i] = brief.Remote(0)
+		}
+		_, err := doomed.Get()
+		fmt.Printf("queued: victim died: %v\n", errors.Is(err, sdk.ErrWorkerDied))
+		_, err = sdk.GetAll(behind)
+		fmt.Printf("queued: tasks sent ahead survived: %v\n", err)
 	case "actor":
 		h := tallyClass.Remote()
 		n1, err := add.Remote(h, 0).Get()

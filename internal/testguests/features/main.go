@@ -55,6 +55,21 @@ var fanout = sdk.Task1("fanout", func(n int) (int, error) {
 	return s, nil
 })
 
+// quick is short at depth 0; above, it submits itself one level down and
+// waits: once its calls are known to be short the agent sends them to
+// workers ahead of time, and must take them back when one blocks.
+var quick sdk.Func1[int, int]
+
+func init() {
+	quick = sdk.Task1("quick", func(depth int) (int, error) {
+		if depth == 0 {
+			return 1, nil
+		}
+		v, err := quick.Remote(depth - 1).Get()
+		return v + 1, err
+	})
+}
+
 var gpuTask = sdk.Task0("gpu_task", func() (int, error) { return 1, nil }, sdk.GPUs(1))
 
 var divmod = sdk.Task1x2("divmod", func(x int) (int, int, error) { return x / 7, x % 7, nil })
@@ -165,6 +180,37 @@ func run(args []string) error {
 		case "fanout":
 			v, err := fanout.Options(sdk.CPUs(1)).Remote(10).Get()
 			check("tasks_submit_tasks", err == nil && v == 285, fmt.Sprint(v, err))
+		case "pipeline":
+			warm := make([]sdk.Ref[int], 300)
+			for i := range warm {
+				warm[i] = quick.Remote(0)
+			}
+			_, err := sdk.GetAll(warm)
+			check("pipeline_warm", err == nil, err)
+			nested := make([]sdk.Ref[int], 20) // each blocked parent holds a worker: stay under the cap
+			for i := range nested {
+				nested[i] = quick.Remote(1 + i%2)
+			}
+			vals, err := sdk.GetAll(nested)
+			good := err == nil
+			for i, v := range vals {
+				good = good && v == 2+i%2
+			}
+			check("pipeline_blocking_children", good, err)
+			batch := make([]sdk.Ref[int], 300)
+			for i := range batch {
+				batch[i] = quick.Remote(0)
+			}
+			cerr := sdk.Cancel(batch[150])
+			v, err := batch[150].Get()
+			check("pipeline_cancel", cerr == nil && (errors.Is(err, sdk.ErrTaskCancelled) || (err == nil && v == 1)), fmt.Sprint(v, err))
+			batch = append(batch[:150], batch[151:]...)
+			vals, err = sdk.GetAll(batch)
+			good = err == nil && len(vals) == 299
+			for _, v := range vals {
+				good = good && v == 1
+			}
+			check("pipeline_others_unharmed", good, err)
 		case "infeasible":
 			_, err := gpuTask.Remote().Get()
 			check("infeasible", errors.Is(err, sdk.ErrInfeasible), err)

@@ -1,0 +1,93 @@
+package scheduler
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestLeaseAndHandoff(t *testing.T) {
+	all := func(TaskID) bool { return true }
+	c := New()
+	c.AddNode("n1", cpu(1), nil)
+	for _, id := range []TaskID{"a", "b", "c", "d"} {
+		c.Submit(Task{ID: id, Demand: cpu(1)})
+	}
+	c.Submit(Task{ID: "other", Demand: cpu(0.5)}) // another class
+	mustPlace(t, c, "a@n1")
+
+	if got := c.Lease("a", 2, all); !reflect.DeepEqual(got, []TaskID{"b", "c"}) {
+		t.Fatalf("Lease(a, 2) = %v, want [b c]", got)
+	}
+	if c.Queued() != 2 || c.Running("n1") != 3 {
+		t.Fatalf("queued %d running %d, want 2 and 3", c.Queued(), c.Running("n1"))
+	}
+	mustAvail(t, c, "n1", cpu(0)) // leased tasks charge nothing
+	if got := c.Lease("b", 1, all); got != nil {
+		t.Fatalf("a leased task leased %v", got)
+	}
+	if got := c.Lease("a", 5, func(id TaskID) bool { return id != "d" }); got != nil {
+		t.Fatalf("accept refused d, yet Lease = %v", got)
+	}
+
+	// a ends; b takes its reservation; nothing else fits meanwhile.
+	if !c.Handoff("a", "b") {
+		t.Fatal("Handoff(a, b) refused")
+	}
+	mustAvail(t, c, "n1", cpu(0))
+	mustPlace(t, c)
+	if c.Handoff("a", "c") || c.Handoff("c", "b") {
+		t.Fatal("Handoff from an ended or leased task accepted")
+	}
+
+	// A leased task that is finished without running frees nothing.
+	c.Finished("c")
+	mustAvail(t, c, "n1", cpu(0))
+	c.Finished("b")
+	mustAvail(t, c, "n1", cpu(1))
+	mustPlace(t, c, "d@n1")
+}
+
+func TestHandoffFromBlockedTask(t *testing.T) {
+	c := New()
+	c.AddNode("n1", cpu(2), nil)
+	c.Submit(Task{ID: "a", Demand: cpu(1)})
+	c.Submit(Task{ID: "b", Demand: cpu(1)})
+	mustPlace(t, c, "a@n1", "b@n1")
+	c.Submit(Task{ID: "c", Demand: cpu(1)})
+	if got := c.Lease("a", 1, func(TaskID) bool { return true }); len(got) != 1 {
+		t.Fatalf("Lease = %v", got)
+	}
+	if got := c.Lease("b", 1, func(TaskID) bool { return true }); got != nil {
+		t.Fatalf("empty class leased %v", got)
+	}
+	c.Blocked("a")
+	c.Blocked("c") // leased: not running yet, a no-op
+	mustAvail(t, c, "n1", cpu(1))
+	if !c.Handoff("a", "c") {
+		t.Fatal("Handoff refused")
+	}
+	mustAvail(t, c, "n1", cpu(0)) // c runs with a whole CPU
+	c.Finished("c")
+	c.Finished("b")
+	mustAvail(t, c, "n1", cpu(2))
+}
+
+func TestLeaseInBundleAndNodeLoss(t *testing.T) {
+	c := New()
+	c.AddNode("n1", cpu(2), nil)
+	c.CreateGroup(Group{ID: "g", Bundles: []Resources{cpu(1)}, Strategy: Pack})
+	c.Schedule()
+	for _, id := range []TaskID{"a", "b"} {
+		c.Submit(Task{ID: id, Demand: cpu(1), Group: "g", Bundle: -1})
+	}
+	mustPlace(t, c, "a@n1")
+	if got := c.Lease("a", 4, func(TaskID) bool { return true }); !reflect.DeepEqual(got, []TaskID{"b"}) {
+		t.Fatalf("Lease = %v", got)
+	}
+	if !c.Handoff("a", "b") {
+		t.Fatal("Handoff in a bundle refused")
+	}
+	if got := c.RemoveNode("n1"); !reflect.DeepEqual(got, []TaskID{"b"}) {
+		t.Fatalf("RemoveNode = %v, want [b]", got)
+	}
+}
