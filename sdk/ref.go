@@ -170,21 +170,22 @@ const maxKnownReady = 1 << 16
 // (timeout < 0: no timeout) and returns the ready and the not-ready
 // references, each in input order, as ray.wait does.
 func Wait[T any](refs []Ref[T], numReady int, timeout time.Duration) (ready, notReady []Ref[T], err error) {
-	if numReady > len(refs) {
-		numReady = len(refs)
-	}
-	flags := make([]bool, len(refs))
-	known := 0
-	for i, r := range refs {
+	numReady = max(0, min(numReady, len(refs)))
+	for _, r := range refs {
 		if r.err != nil {
 			return nil, nil, r.err
 		}
-		if _, ok := knownReady[r.id]; ok {
-			flags[i] = true
-			known++
+	}
+	// The first numReady refs known to be ready, in input order. The scan
+	// stops there: waiting for one object at a time over a long list
+	// (Ray's pattern) then costs little per call, however long the list.
+	picked := make([]int, 0, numReady)
+	for i := 0; i < len(refs) && len(picked) < numReady; i++ {
+		if _, ok := knownReady[refs[i].id]; ok {
+			picked = append(picked, i)
 		}
 	}
-	if known < numReady {
+	if len(picked) < numReady {
 		ids := make([]ObjectID, len(refs))
 		for i, r := range refs {
 			ids[i] = r.id
@@ -193,25 +194,32 @@ func Wait[T any](refs []Ref[T], numReady int, timeout time.Duration) (ready, not
 		if timeout >= 0 {
 			ms = timeout.Milliseconds()
 		}
-		if flags, err = host.wait(ids, numReady, ms); err != nil {
+		flags, err := host.wait(ids, numReady, ms)
+		if err != nil {
 			return nil, nil, err
 		}
 		if len(knownReady) > maxKnownReady {
 			clear(knownReady)
 		}
+		picked = picked[:0]
 		for i, f := range flags {
 			if f {
 				knownReady[ids[i]] = struct{}{}
+				if len(picked) < numReady {
+					picked = append(picked, i)
+				}
 			}
 		}
 	}
-	for i, r := range refs {
-		if flags[i] && len(ready) < numReady {
-			ready = append(ready, r)
-		} else {
-			notReady = append(notReady, r)
-		}
+	ready = make([]Ref[T], 0, len(picked))
+	notReady = make([]Ref[T], 0, len(refs)-len(picked))
+	prev := 0
+	for _, i := range picked {
+		notReady = append(notReady, refs[prev:i]...)
+		ready = append(ready, refs[i])
+		prev = i + 1
 	}
+	notReady = append(notReady, refs[prev:]...)
 	return ready, notReady, nil
 }
 
