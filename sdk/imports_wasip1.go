@@ -37,13 +37,21 @@ func hostReturnValueParts(iov, n uint32)
 // iovec lays parts out as (ptr, len) pairs of little-endian u32 for the
 // *_parts imports. The parts must stay alive until the host call returns.
 func iovec(parts [][]byte) []byte {
-	b := make([]byte, 8*len(parts))
+	var b []byte
+	if len(parts) <= len(iovBuf)/8 {
+		b = iovBuf[:8*len(parts)] // the guest is single-threaded and no host call nests
+	} else {
+		b = make([]byte, 8*len(parts))
+	}
 	for i, p := range parts {
 		binary.LittleEndian.PutUint32(b[i*8:], ptr(p))
 		binary.LittleEndian.PutUint32(b[i*8+4:], uint32(len(p)))
 	}
 	return b
 }
+
+// iovBuf holds the iovec of calls with few parts, to spare an allocation.
+var iovBuf = make([]byte, 8*4)
 
 //go:wasmimport fabric get
 func hostGet(ids, n uint32, timeoutMs int64) int32

@@ -37,7 +37,8 @@ func (r Ref[T]) Get(opts ...GetOption) (T, error) { return Get(r, opts...) }
 func (r Ref[T]) Release() {
 	if r.err == nil {
 		delete(knownReady, r.id)
-		host.release([]ObjectID{r.id})
+		one := [1]ObjectID{r.id}
+		host.release(one[:])
 	}
 }
 

@@ -29,7 +29,6 @@
 package sdk
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -259,11 +258,14 @@ func registeredNames() string {
 }
 
 func joinIDs(ids []ObjectID) []byte {
-	var b bytes.Buffer
-	for _, id := range ids {
-		b.Write(id[:])
+	if len(ids) == 0 {
+		return nil
 	}
-	return b.Bytes()
+	b := make([]byte, len(ids)*IDSize)
+	for i := range ids {
+		copy(b[i*IDSize:], ids[i][:])
+	}
+	return b
 }
 
 func splitIDs(b []byte) []ObjectID {
