@@ -42,6 +42,22 @@ func (r Ref[T]) Release() {
 	}
 }
 
+// ReleaseAll releases every reference in refs with one host call: what
+// Ray does when a list of references goes out of scope. References that
+// hold a submit error are skipped.
+func ReleaseAll[T any](refs []Ref[T]) {
+	ids := make([]ObjectID, 0, len(refs))
+	for _, r := range refs {
+		if r.err == nil {
+			delete(knownReady, r.id)
+			ids = append(ids, r.id)
+		}
+	}
+	if len(ids) > 0 {
+		host.release(ids)
+	}
+}
+
 func marshalTagged(tag uint32, id ObjectID) []byte {
 	b := make([]byte, 0, 5+2+IDSize)
 	b = append(b, 0xda)

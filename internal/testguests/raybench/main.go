@@ -47,6 +47,7 @@ var smallValueBatch = sdk.NewMethod1(clientClass, "small_value_batch", func(c *C
 		refs[i] = smallValue.Remote()
 	}
 	_, err := sdk.GetAll(refs)
+	sdk.ReleaseAll(refs)
 	return n, err
 })
 
@@ -59,6 +60,7 @@ var actorBatch = sdk.NewMethod1(clientClass, "small_value_batch_actors", func(c 
 		}
 	}
 	_, err := sdk.GetAll(refs)
+	sdk.ReleaseAll(refs)
 	return len(refs), err
 })
 
@@ -69,6 +71,7 @@ var work = sdk.Task2("work", func(actors []sdk.Handle[Actor], n int) (int, error
 		refs[i] = actorSmallValue.Remote(actors[i%len(actors)])
 	}
 	_, err := sdk.GetAll(refs)
+	sdk.ReleaseAll(refs)
 	return n, err
 }, sdk.CPUs(0))
 
@@ -186,7 +189,9 @@ func run(args []string) error {
 	steps := []func() error{
 		func() error {
 			return timeit(cfg, "single_client_tasks_sync", func() error {
-				_, err := smallValue.Remote().Get()
+				r := smallValue.Remote()
+				_, err := r.Get()
+				r.Release() // Python frees the reference as it goes out of scope
 				return err
 			}, 1, "/s")
 		},
@@ -197,6 +202,7 @@ func run(args []string) error {
 					refs[i] = smallValue.Remote()
 				}
 				_, err := sdk.GetAll(refs)
+				sdk.ReleaseAll(refs)
 				return err
 			}, 1000, "/s")
 		},
@@ -215,6 +221,7 @@ func run(args []string) error {
 					refs[i] = smallValueBatch.Remote(c, n)
 				}
 				_, err := sdk.GetAll(refs)
+				sdk.ReleaseAll(refs)
 				return err
 			}, n*m, "/s")
 		},
@@ -224,7 +231,9 @@ func run(args []string) error {
 			}
 			a := actorClass.Remote()
 			if err := timeit(cfg, "1_1_actor_calls_sync", func() error {
-				_, err := actorSmallValue.Remote(a).Get()
+				r := actorSmallValue.Remote(a)
+				_, err := r.Get()
+				r.Release()
 				return err
 			}, 1, "/s"); err != nil {
 				return err
@@ -235,6 +244,7 @@ func run(args []string) error {
 					refs[i] = actorSmallValue.Remote(a)
 				}
 				_, err := sdk.GetAll(refs)
+				sdk.ReleaseAll(refs)
 				return err
 			}, 1000, "/s")
 		},
@@ -249,7 +259,9 @@ func run(args []string) error {
 			}
 			client := clientClass.Remote(actors)
 			return timeit(cfg, "1_n_actor_calls_async", func() error {
-				_, err := actorBatch.Remote(client, n).Get()
+				r := actorBatch.Remote(client, n)
+				_, err := r.Get()
+				r.Release()
 				return err
 			}, float64(n*nActors), "/s")
 		},
@@ -268,6 +280,7 @@ func run(args []string) error {
 					refs[i] = work.Remote(actors, n)
 				}
 				_, err := sdk.GetAll(refs)
+				sdk.ReleaseAll(refs)
 				return err
 			}, n*m, "/s")
 		},
@@ -334,10 +347,12 @@ func run(args []string) error {
 					notReady[i] = smallValue.Remote()
 				}
 				for range 1000 {
+					var ready []sdk.Ref[int]
 					var err error
-					if _, notReady, err = sdk.Wait(notReady, 1, -1); err != nil {
+					if ready, notReady, err = sdk.Wait(notReady, 1, -1); err != nil {
 						return err
 					}
+					sdk.ReleaseAll(ready)
 				}
 				return nil
 			}, 1, "/s")
