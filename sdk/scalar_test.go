@@ -11,7 +11,7 @@ import (
 
 func TestEncodeScalarMatchesFxamacker(t *testing.T) {
 	values := []any{nil, 0, -1, math.MaxInt64, math.MinInt64, int64(-300), int32(70000), uint64(math.MaxUint64), uint32(7), uint(9),
-		1.5, -0.0, math.MaxFloat64, true, false, "", "héllo", string(make([]byte, 1000))}
+		1.5, math.Copysign(0, -1), math.MaxFloat64, true, false, "", "héllo", string(make([]byte, 1000))}
 	for _, v := range values {
 		got, ok := encodeScalar(v)
 		if !ok {
