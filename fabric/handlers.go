@@ -34,7 +34,11 @@ func (n *Node) handle(w *workerProc, t wire.Type, body []byte) error {
 		return nil
 	}
 	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.handling = true
+	defer func() {
+		n.handling = false
+		n.mu.Unlock()
+	}()
 	if w.dead || w.job.done {
 		return nil // late messages of an ended job
 	}

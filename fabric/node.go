@@ -81,6 +81,10 @@ type Node struct {
 	groups   map[objects.ID]*group
 	jobs     map[string]*job
 	workers  map[int]*workerProc // by pid
+	// handling is set while a worker's message is handled under mu;
+	// sends then collect in dirty, written when handling ends.
+	handling bool
+	dirty    []*workerProc
 	nworkers int
 	closed   bool
 	wg       sync.WaitGroup

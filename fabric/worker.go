@@ -41,6 +41,8 @@ type workerProc struct {
 	exited  chan struct{}
 	wake    chan struct{} // tells writeLoop that send buffered something
 	once    sync.Once
+	// dirty is set while it is in Node.dirty.
+	dirty bool
 	// stopping is set by kill: a dying worker gets no more executions.
 	stopping atomic.Bool
 	// creates are arena reservations it made and has not stored yet;
@@ -152,9 +154,40 @@ func (w *workerProc) send(t wire.Type, msg any) {
 		w.kill()
 		return
 	}
+	if w.n.handling {
+		// A worker's message is being handled: write at its end, from
+		// the reading goroutine (flushDirty), sparing a hand-off.
+		if !w.dirty {
+			w.dirty = true
+			w.n.dirty = append(w.n.dirty, w)
+		}
+		return
+	}
+	w.wakeWriter()
+}
+
+func (w *workerProc) wakeWriter() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
+	}
+}
+
+// flushDirty writes what handlers buffered for workers, without waiting:
+// what a socket does not take at once goes to that worker's writer
+// goroutine.
+func (n *Node) flushDirty() {
+	n.mu.Lock()
+	dirty := n.dirty
+	n.dirty = nil
+	for _, w := range dirty {
+		w.dirty = false
+	}
+	n.mu.Unlock()
+	for _, w := range dirty {
+		if !w.conn.TryFlush() {
+			w.wakeWriter()
+		}
 	}
 }
 
@@ -219,7 +252,11 @@ func (n *Node) serveWorker(c *wire.Conn) {
 			w.kill()
 			return
 		}
-		if err := n.handle(w, t, body); err != nil {
+		err = n.handle(w, t, body)
+		if err != nil || !c.FrameReady() {
+			n.flushDirty() // replies go out once the frames at hand are handled
+		}
+		if err != nil {
 			fmt.Fprintf(n.cfg.Stderr, "fabric: worker %d sent a bad %s message: %v; stopping it\n", w.pid, t, err)
 			w.kill()
 			return

@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"syscall"
 
 	"github.com/fxamacker/cbor/v2"
+	"golang.org/x/sys/unix"
 )
 
 // MaxFrame bounds one frame: a peer announcing more is broken or hostile.
@@ -100,12 +102,19 @@ type Conn struct {
 	wm  sync.Mutex
 	w   io.Writer
 	c   io.Closer
-	buf []byte // queued frames
+	raw syscall.RawConn // for TryFlush; nil when the stream has no descriptor
+	buf []byte          // queued frames
 }
 
 // NewConn wraps a stream.
 func NewConn(rwc io.ReadWriteCloser) *Conn {
-	return &Conn{r: bufio.NewReaderSize(rwc, 64<<10), w: rwc, c: rwc}
+	c := &Conn{r: bufio.NewReaderSize(rwc, 64<<10), w: rwc, c: rwc}
+	if sc, ok := rwc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+		}
+	}
+	return c
 }
 
 // queueMax is the most bytes Queue holds before it writes them itself.
@@ -183,6 +192,36 @@ func (c *Conn) Flush() error {
 	c.wm.Lock()
 	defer c.wm.Unlock()
 	return c.flushLocked()
+}
+
+// TryFlush writes what is buffered if it can without waiting: when no
+// other goroutine is writing and the socket takes it all at once. It
+// reports whether the buffer is empty afterwards; if not, what is left
+// waits for Flush (a write error, too, is left for Flush to report). It
+// never blocks, so a caller holding other locks may use it.
+func (c *Conn) TryFlush() bool {
+	if c.raw == nil || !c.wm.TryLock() {
+		return false
+	}
+	defer c.wm.Unlock()
+	for len(c.buf) > 0 {
+		var n int
+		var werr error
+		err := c.raw.Write(func(fd uintptr) bool {
+			n, werr = unix.Write(int(fd), c.buf)
+			return true // one attempt: never wait for the socket
+		})
+		if n > 0 {
+			c.buf = c.buf[:copy(c.buf, c.buf[n:])]
+		}
+		if err != nil || werr != nil || n <= 0 {
+			return len(c.buf) == 0
+		}
+	}
+	if cap(c.buf) > 4*queueMax {
+		c.buf = nil
+	}
+	return true
 }
 
 // Queued reports whether messages wait in the buffer.

@@ -85,3 +85,48 @@ func FuzzRecv(f *testing.F) {
 		}
 	})
 }
+
+// TestTryFlushNeverBlocks fills a socket whose peer does not read: TryFlush
+// writes what fits and returns, Flush then finishes once the peer reads,
+// and every frame arrives whole and in order.
+func TestTryFlushNeverBlocks(t *testing.T) {
+	a, b, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	src, dst := NewConn(a), NewConn(b)
+	const frames = 400
+	payload := bytes.Repeat([]byte{7}, 16<<10)
+	full := false
+	for i := range frames {
+		if _, err := src.Append(TypeOutput, Output{Task: []byte{byte(i), byte(i >> 8)}, Data: payload}); err != nil {
+			t.Fatal(err)
+		}
+		if !src.TryFlush() {
+			full = true // the socket buffer is full; the rest stays queued
+		}
+	}
+	if !full {
+		t.Fatalf("%d frames of 16 KiB fit in the socket buffer; the test needs a full socket", frames)
+	}
+	done := make(chan error, 1)
+	go func() { done <- src.Flush() }()
+	for i := range frames {
+		typ, body, err := dst.Recv()
+		if err != nil || typ != TypeOutput {
+			t.Fatalf("frame %d: %v %v", i, typ, err)
+		}
+		var o Output
+		if err := Unmarshal(body, &o); err != nil || int(o.Task[0])|int(o.Task[1])<<8 != i || !bytes.Equal(o.Data, payload) {
+			t.Fatalf("frame %d arrived damaged or out of order (%v)", i, err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !src.TryFlush() {
+		t.Fatal("TryFlush of an empty buffer reported leftovers")
+	}
+}
