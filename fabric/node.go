@@ -72,15 +72,15 @@ type Node struct {
 	sock    string
 	nodeID  scheduler.NodeID
 
-	mu       sync.Mutex
-	sched    *scheduler.Core
-	tasks    map[objects.ID]*task
-	objs     map[objects.ID]*object
-	actors   map[objects.ID]*actor
-	named    map[string]objects.ID
-	groups   map[objects.ID]*group
-	jobs     map[string]*job
-	workers  map[int]*workerProc // by pid
+	mu      sync.Mutex
+	sched   *scheduler.Core
+	tasks   map[objects.ID]*task
+	objs    map[objects.ID]*object
+	actors  map[objects.ID]*actor
+	named   map[string]objects.ID
+	groups  map[objects.ID]*group
+	jobs    map[string]*job
+	workers map[int]*workerProc // by pid
 	// handling is set while a worker's message is handled under mu;
 	// sends then collect in dirty, written when handling ends.
 	handling bool
