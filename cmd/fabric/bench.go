@@ -159,7 +159,7 @@ func runBench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) err
 		}
 		fmt.Fprintf(stderr, "  %-32s %s\n", r.Name, formatValue(r))
 	}
-	var results []benchResult
+	results := []benchResult{} // --json prints [] when nothing matches
 	add := func(r benchResult) {
 		results = append(results, r)
 		progress(r)
@@ -212,14 +212,19 @@ func runBench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) err
 		add(r)
 	}
 
-	if re.MatchString("matmul_256") {
+	if re.MatchString("matmul_256_native") || re.MatchString("matmul_256_go_guest") || re.MatchString("matmul_256_c_guest") {
 		rs, err := matmulResults(ctx, o, wasm)
 		if err != nil {
 			return err
 		}
 		for _, r := range rs {
-			add(r)
+			if re.MatchString(r.Name) || anyMatchUses(re, r.Name) {
+				add(r)
+			}
 		}
+	}
+	if len(results) == 0 {
+		fmt.Fprintf(stderr, "fabric bench: no benchmark matches --filter %q\n", o.filter)
 	}
 
 	decorate(results)
