@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -28,6 +29,8 @@ type job struct {
 	result     chan error
 	once       sync.Once
 	runTimes   map[string]time.Duration // mean run time of each task function
+	// stdout and stderr receive guest output.
+	stdout, stderr io.Writer
 }
 
 func (j *job) fail(err error) {
@@ -53,7 +56,19 @@ func newID() objects.ID {
 
 // RunJob runs the module's `main` with args on this node and returns its
 // error. ctx bounds the whole job: when it ends, the job's workers are killed.
+// Output goes to the node's Stdout and Stderr.
 func (n *Node) RunJob(ctx context.Context, wasm []byte, args []string) error {
+	return n.RunJobWith(ctx, wasm, args, JobOptions{})
+}
+
+// JobOptions are per-job settings of RunJobWith.
+type JobOptions struct {
+	// Stdout and Stderr receive the job's guest output (nil: the node's).
+	Stdout, Stderr io.Writer
+}
+
+// RunJobWith is RunJob with per-job options.
+func (n *Node) RunJobWith(ctx context.Context, wasm []byte, args []string, o JobOptions) error {
 	if _, err := sandbox.Validate(wasm, sandbox.Limits{MaxMemoryPages: uint32(n.cfg.GuestMemoryLimit / sandbox.WasmPageSize)}); err != nil {
 		return err
 	}
@@ -72,7 +87,14 @@ func (n *Node) RunJob(ctx context.Context, wasm []byte, args []string) error {
 	if err != nil {
 		return err
 	}
-	j := &job{id: newID().String()[:16], modulePath: path, workers: map[*workerProc]struct{}{}, result: make(chan error, 1)}
+	j := &job{id: newID().String()[:16], modulePath: path, workers: map[*workerProc]struct{}{}, result: make(chan error, 1),
+		stdout: o.Stdout, stderr: o.Stderr}
+	if j.stdout == nil {
+		j.stdout = n.cfg.Stdout
+	}
+	if j.stderr == nil {
+		j.stderr = n.cfg.Stderr
+	}
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()

@@ -256,4 +256,41 @@ func (n *Node) Stats() Stats {
 		CPUAvail: float64(avail.CPU) / scheduler.Unit, CPUTotal: float64(total.CPU) / scheduler.Unit}
 }
 
+// Usage is what a node offers and what of it is in use, in the units of
+// `fabric status`: CPUs and GPUs as counts, memory in bytes.
+type Usage struct {
+	Total, Used map[string]float64
+	// Pending counts tasks waiting for resources or for their arguments;
+	// PendingDemand sums what they ask for.
+	Pending       int
+	PendingDemand map[string]float64
+}
+
+// Usage returns the node's resources and their use.
+func (n *Node) Usage() Usage {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	total, _ := n.sched.Total(n.nodeID)
+	avail, _ := n.sched.Available(n.nodeID)
+	return Usage{Total: amounts(total), Used: amounts(total.Sub(avail)), Pending: n.sched.Queued(),
+		PendingDemand: amounts(n.sched.QueuedDemand())}
+}
+
+// amounts converts scheduler quantities to plain numbers by resource name.
+func amounts(r scheduler.Resources) map[string]float64 {
+	out := map[string]float64{}
+	put := func(k string, v float64) {
+		if v != 0 {
+			out[k] = v
+		}
+	}
+	put("CPU", float64(r.CPU)/scheduler.Unit)
+	put("GPU", float64(r.GPU)/scheduler.Unit)
+	put("memory", float64(r.Memory))
+	for k, v := range r.Custom {
+		put(k, float64(v)/scheduler.Unit)
+	}
+	return out
+}
+
 func afterFunc(d time.Duration, f func()) *time.Timer { return time.AfterFunc(d, f) }

@@ -17,9 +17,9 @@ func (n *Node) output(w *workerProc, m wire.Output) {
 	if t == nil || string(t.id[:]) != string(m.Task) || m.Stream == 0 || m.Stream > 3 {
 		return
 	}
-	dst := n.cfg.Stdout
+	dst := w.job.stdout
 	if m.Stream != 1 {
-		dst = n.cfg.Stderr
+		dst = w.job.stderr
 	}
 	n.outMu.Lock()
 	defer n.outMu.Unlock()
@@ -53,9 +53,9 @@ func (n *Node) flushOutput(w *workerProc, t *task) {
 	defer n.outMu.Unlock()
 	for s := uint8(1); s <= 3; s++ {
 		if len(w.partial[s]) > 0 {
-			dst := n.cfg.Stdout
+			dst := w.job.stdout
 			if s != 1 {
-				dst = n.cfg.Stderr
+				dst = w.job.stderr
 			}
 			writeLine(dst, t.name, w.pid, w.partial[s])
 			w.partial[s] = w.partial[s][:0]

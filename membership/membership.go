@@ -28,6 +28,7 @@ type Info struct {
 	HTTP      string             // host:port of its HTTP API
 	Role      string             // "server" or "client"
 	Resources map[string]float64 // totals: "CPU", "GPU", "memory" (bytes), custom ones
+	Used      map[string]float64 // the part of Resources in use, as last gossiped
 	Labels    map[string]string  // for label selectors, for example tier=edge
 }
 

@@ -139,7 +139,7 @@ func TestTags(t *testing.T) {
 		err  error
 	}{
 		{"full", Info{ID: "n1", QUIC: "10.0.0.1:7947", HTTP: "10.0.0.1:7948", Role: "server",
-			Resources: map[string]float64{"CPU": 0.5, "GPU": 1, "memory": 1 << 34, "custom": 1e-3}, Labels: map[string]string{"tier": "edge", "zone": ""}}, nil},
+			Resources: map[string]float64{"CPU": 0.5, "GPU": 1, "memory": 1 << 34, "custom": 1e-3}, Used: map[string]float64{"CPU": 0.25}, Labels: map[string]string{"tier": "edge", "zone": ""}}, nil},
 		{"bare", Info{ID: "n2"}, nil},
 		{"no ID", Info{}, ErrBadTags},
 		{"negative resource", Info{ID: "n", Resources: map[string]float64{"CPU": -1}}, ErrBadTags},
@@ -170,7 +170,7 @@ func FuzzDecodeTags(f *testing.F) {
 	f.Add("n1", "1.2.3.4:5", "CPU=2,memory=1024", "tier=edge")
 	f.Add("", "", "CPU=", "=x")
 	f.Fuzz(func(t *testing.T, id, quic, res, labels string) {
-		in, err := decodeTags(map[string]string{tagID: id, tagQUIC: quic, tagResources: res, tagLabels: labels})
+		in, err := decodeTags(map[string]string{tagID: id, tagQUIC: quic, tagResources: res, tagUsed: res, tagLabels: labels})
 		if err != nil {
 			return
 		}

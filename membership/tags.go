@@ -28,6 +28,7 @@ const (
 	tagRole      = "r"
 	tagResources = "res"
 	tagLabels    = "lb"
+	tagUsed      = "u"
 )
 
 // encodeTags turns a node's description into serf tags.
@@ -45,10 +46,13 @@ func encodeTags(in Info) (map[string]string, error) {
 	if in.Role != "" {
 		tags[tagRole] = in.Role
 	}
-	if len(in.Resources) > 0 {
-		parts := make([]string, 0, len(in.Resources))
-		for _, k := range sortedKeys(in.Resources) {
-			v := in.Resources[k]
+	for key, res := range map[string]map[string]float64{tagResources: in.Resources, tagUsed: in.Used} {
+		if len(res) == 0 {
+			continue
+		}
+		parts := make([]string, 0, len(res))
+		for _, k := range sortedKeys(res) {
+			v := res[k]
 			if err := checkName(k); err != nil {
 				return nil, fmt.Errorf("resource %q: %w", k, err)
 			}
@@ -57,7 +61,7 @@ func encodeTags(in Info) (map[string]string, error) {
 			}
 			parts = append(parts, k+"="+strconv.FormatFloat(v, 'g', -1, 64))
 		}
-		tags[tagResources] = strings.Join(parts, ",")
+		tags[key] = strings.Join(parts, ",")
 	}
 	if len(in.Labels) > 0 {
 		parts := make([]string, 0, len(in.Labels))
@@ -96,19 +100,12 @@ func decodeTags(tags map[string]string) (Info, error) {
 	if in.ID == "" {
 		return in, fmt.Errorf("%w: no node ID", ErrBadTags)
 	}
-	if s := tags[tagResources]; s != "" {
-		in.Resources = map[string]float64{}
-		for _, kv := range strings.Split(s, ",") {
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok || k == "" {
-				return in, fmt.Errorf("%w: resource %q", ErrBadTags, kv)
-			}
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
-				return in, fmt.Errorf("%w: resource %q", ErrBadTags, kv)
-			}
-			in.Resources[k] = f
-		}
+	var err error
+	if in.Resources, err = decodeAmounts(tags[tagResources]); err != nil {
+		return in, err
+	}
+	if in.Used, err = decodeAmounts(tags[tagUsed]); err != nil {
+		return in, err
 	}
 	if s := tags[tagLabels]; s != "" {
 		in.Labels = map[string]string{}
@@ -121,6 +118,25 @@ func decodeTags(tags map[string]string) (Info, error) {
 		}
 	}
 	return in, nil
+}
+
+func decodeAmounts(s string) (map[string]float64, error) {
+	if s == "" {
+		return nil, nil
+	}
+	out := map[string]float64{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%w: resource %q", ErrBadTags, kv)
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
+			return nil, fmt.Errorf("%w: resource %q", ErrBadTags, kv)
+		}
+		out[k] = f
+	}
+	return out, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -91,3 +91,15 @@ func TestLeaseInBundleAndNodeLoss(t *testing.T) {
 		t.Fatalf("RemoveNode = %v, want [b]", got)
 	}
 }
+
+func TestQueuedDemand(t *testing.T) {
+	c := New()
+	c.AddNode("n1", Resources{CPU: Quantity(1), Memory: 100}, nil)
+	c.Submit(Task{ID: "a", Demand: cpu(1)})
+	c.Submit(Task{ID: "b", Demand: Resources{CPU: Quantity(0.5), Memory: 10}})
+	c.Submit(Task{ID: "c", Demand: cpu(2), Deps: []ObjectKey{"x"}})
+	mustPlace(t, c, "a@n1")
+	if got, want := c.QueuedDemand(), (Resources{CPU: Quantity(2.5), Memory: 10}); got.String() != want.String() {
+		t.Fatalf("QueuedDemand = %v, want %v", got, want)
+	}
+}

@@ -558,6 +558,18 @@ func (c *Core) Nodes() []NodeID {
 	return append([]NodeID(nil), c.order...)
 }
 
+// QueuedDemand sums the demand of the tasks submitted and not yet placed,
+// including those waiting on deps: the resources the cluster lacks now.
+func (c *Core) QueuedDemand() Resources {
+	var sum Resources
+	for _, ts := range c.tasks {
+		if ts.status != statusRunning {
+			sum = sum.Add(ts.t.Demand)
+		}
+	}
+	return sum
+}
+
 // Queued returns the number of tasks submitted and not yet placed, including
 // those waiting on deps.
 func (c *Core) Queued() int {

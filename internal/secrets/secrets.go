@@ -9,12 +9,15 @@ package secrets
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -258,6 +261,15 @@ func (c *Cluster) NodeCertificate(nodeID string, hosts []string) (tls.Certificat
 		return tls.Certificate{}, err
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// APIToken is the bearer token of every agent's HTTP API in the cluster,
+// derived from the gossip key, so that any agent accepts it and no second
+// secret has to be handed around.
+func (c *Cluster) APIToken() string {
+	m := hmac.New(sha256.New, c.GossipKey)
+	m.Write([]byte("fabric api token v1"))
+	return "fat1_" + hex.EncodeToString(m.Sum(nil))[:40]
 }
 
 // Pool is a certificate pool holding only the cluster's CA.

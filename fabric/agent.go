@@ -1,0 +1,335 @@
+package fabric
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/secrets"
+	"github.com/wasmfabric/fabric/membership"
+)
+
+// Default addresses of an agent: one agent per machine.
+const (
+	DefaultGossipAddr = "0.0.0.0:7946"
+	DefaultQUICAddr   = "0.0.0.0:7947"
+	DefaultHTTPAddr   = "127.0.0.1:7948"
+)
+
+// AgentConfig configures a long-running agent (`fabric agent`).
+type AgentConfig struct {
+	// DataDir holds the cluster's secrets, the node's ID and the node's
+	// state. Required.
+	DataDir string
+	// GossipAddr, QUICAddr and HTTPAddr are where the agent listens
+	// (host:port; port 0 picks a free one).
+	GossipAddr, QUICAddr, HTTPAddr string
+	// AdvertiseHost is the host other nodes reach this one at (empty: the
+	// gossip layer's choice).
+	AdvertiseHost string
+	// Join lists gossip addresses of members to join (empty: start a
+	// cluster, or rejoin the nodes of the last run).
+	Join []string
+	// Token is a join token from the first agent. Without it the agent
+	// uses the secrets in DataDir, creating them if there are none.
+	Token string
+	// Server marks the node as a server (it will hold the control state).
+	Server bool
+	// Labels are the node's labels, for label selectors.
+	Labels map[string]string
+	// Node configures the local node (resources, workers); its DataDir is
+	// set by the agent.
+	Node Config
+	// Timing tunes failure detection (zero: LAN defaults).
+	Timing membership.Timing
+	// Log receives the agent's own messages (nil: discarded).
+	Log io.Writer
+}
+
+// Agent is a node of a cluster: its local Node, its membership and its
+// HTTP API.
+type Agent struct {
+	cfg      AgentConfig
+	ID       string
+	node     *Node
+	members  *membership.Membership
+	cluster  *secrets.Cluster
+	http     *http.Server
+	httpAddr string
+	info     membership.Info
+	done     chan struct{}
+	wg       sync.WaitGroup
+	closeMu  sync.Mutex
+	closed   bool
+}
+
+// Errors of the agent.
+var (
+	ErrNoDataDir = errors.New("fabric: the agent needs a data directory")
+	// ErrOtherCluster means a join token names another cluster than the
+	// one whose secrets are in the data directory.
+	ErrOtherCluster = errors.New("fabric: the join token is for another cluster than the data directory's")
+)
+
+// StartAgent starts an agent: it loads or creates the cluster's secrets,
+// starts the local node, gossips, joins cfg.Join and serves the HTTP API.
+func StartAgent(cfg AgentConfig) (*Agent, error) {
+	if cfg.DataDir == "" {
+		return nil, ErrNoDataDir
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	cluster, created, err := clusterSecrets(cfg)
+	if err != nil {
+		return nil, err
+	}
+	id, err := nodeID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []*string{&cfg.GossipAddr, &cfg.QUICAddr, &cfg.HTTPAddr} {
+		if *d == "" {
+			switch d {
+			case &cfg.GossipAddr:
+				*d = DefaultGossipAddr
+			case &cfg.QUICAddr:
+				*d = DefaultQUICAddr
+			default:
+				*d = DefaultHTTPAddr
+			}
+		}
+	}
+	nodeCfg := cfg.Node
+	nodeCfg.DataDir = filepath.Join(cfg.DataDir, "node")
+	if err := os.MkdirAll(nodeCfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	node, err := Start(nodeCfg)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{})}
+	fail := func(err error) (*Agent, error) {
+		_ = a.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fail(fmt.Errorf("fabric: HTTP API on %s: %w (another agent may be running; pass --http-addr)", cfg.HTTPAddr, err))
+	}
+	a.httpAddr = ln.Addr().String()
+	role := "client"
+	if cfg.Server || (created && len(cfg.Join) == 0) {
+		role = "server"
+	}
+	u := node.Usage()
+	a.info = membership.Info{ID: id, QUIC: advertise(cfg.QUICAddr, cfg.AdvertiseHost), HTTP: advertise(a.httpAddr, cfg.AdvertiseHost),
+		Role: role, Resources: u.Total, Used: u.Used, Labels: cfg.Labels}
+	var adv string
+	if cfg.AdvertiseHost != "" {
+		_, port, _ := net.SplitHostPort(cfg.GossipAddr)
+		adv = net.JoinHostPort(cfg.AdvertiseHost, port)
+	}
+	a.members, err = membership.Start(membership.Config{Info: a.info, BindAddr: cfg.GossipAddr, AdvertiseAddr: adv,
+		Key: cluster.GossipKey, SnapshotPath: filepath.Join(cfg.DataDir, "serf.snapshot"), Timing: cfg.Timing, Log: cfg.Log})
+	if err != nil {
+		_ = ln.Close()
+		return fail(err)
+	}
+	a.http = &http.Server{Handler: a.api(), ReadHeaderTimeout: 10 * time.Second}
+	a.wg.Add(2)
+	go func() {
+		defer a.wg.Done()
+		_ = a.http.Serve(ln)
+	}()
+	go a.gossipUsage()
+	if len(cfg.Join) > 0 {
+		if err := a.join(cfg.Join); err != nil {
+			return fail(err)
+		}
+	}
+	return a, nil
+}
+
+// clusterSecrets returns the secrets to use and whether they were created now.
+func clusterSecrets(cfg AgentConfig) (*secrets.Cluster, bool, error) {
+	dir := filepath.Join(cfg.DataDir, "cluster")
+	saved, err := secrets.Load(dir)
+	if err != nil && !errors.Is(err, secrets.ErrNotFound) {
+		return nil, false, err
+	}
+	if cfg.Token != "" {
+		c, err := secrets.ParseToken(cfg.Token)
+		if err != nil {
+			return nil, false, err
+		}
+		if saved != nil && saved.Token() != c.Token() {
+			return nil, false, fmt.Errorf("%w (%s); use another --data-dir", ErrOtherCluster, cfg.DataDir)
+		}
+		return c, false, c.Save(dir)
+	}
+	if saved != nil {
+		return saved, false, nil
+	}
+	if len(cfg.Join) > 0 {
+		return nil, false, fmt.Errorf("fabric: joining a cluster needs its join token (--token, or FABRIC_JOIN_TOKEN), printed by its first agent")
+	}
+	c, err := secrets.Create()
+	if err != nil {
+		return nil, false, err
+	}
+	return c, true, c.Save(dir)
+}
+
+// nodeID returns the node's ID, made on first start: the host name and
+// random hex, so that two agents on one host differ.
+func nodeID(dir string) (string, error) {
+	path := filepath.Join(dir, "node-id")
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	}
+	host, _ := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		if r == ',' || r == '=' || r == ' ' {
+			return '-'
+		}
+		return r
+	}, host)
+	if len(host) > 24 {
+		host = host[:24]
+	}
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(b[:])
+	if host != "" {
+		id = host + "-" + id
+	}
+	return id, os.WriteFile(path, []byte(id+"\n"), 0o600)
+}
+
+// advertise replaces a wildcard or missing host in addr with host (when
+// set) so that other nodes can dial it.
+func advertise(addr, host string) string {
+	h, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host != "" && (h == "" || h == "0.0.0.0" || h == "::") {
+		return net.JoinHostPort(host, port)
+	}
+	return addr
+}
+
+// join contacts the given members, retrying for a while as Nomad's
+// retry_join does: the first agent may still be starting.
+func (a *Agent) join(addrs []string) error {
+	var err error
+	for attempt := 0; attempt < 10; attempt++ {
+		if _, err = a.members.Join(addrs...); err == nil {
+			return nil
+		}
+		select {
+		case <-a.done:
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// usageInterval bounds how often a node gossips its resource use.
+const usageInterval = 2 * time.Second
+
+// gossipUsage keeps the node's gossiped resource use current.
+func (a *Agent) gossipUsage() {
+	defer a.wg.Done()
+	t := time.NewTicker(usageInterval)
+	defer t.Stop()
+	last := a.info.Used
+	for {
+		select {
+		case <-a.done:
+			return
+		case <-t.C:
+		}
+		u := a.node.Usage()
+		if maps.Equal(u.Used, last) {
+			continue
+		}
+		info := a.info
+		info.Used = u.Used
+		if a.members.Update(info) == nil {
+			last = u.Used
+		}
+	}
+}
+
+// Node is the agent's local node.
+func (a *Agent) Node() *Node { return a.node }
+
+// Members is the agent's view of the cluster.
+func (a *Agent) Members() *membership.Membership { return a.members }
+
+// HTTPAddr is where the HTTP API listens.
+func (a *Agent) HTTPAddr() string { return a.httpAddr }
+
+// GossipAddr is where other agents join this one.
+func (a *Agent) GossipAddr() string { return a.members.Addr() }
+
+// JoinToken is the token other agents join the cluster with.
+func (a *Agent) JoinToken() string { return a.cluster.Token() }
+
+// APIToken is the bearer token of the cluster's HTTP APIs.
+func (a *Agent) APIToken() string { return a.cluster.APIToken() }
+
+// Leave tells the cluster this node leaves, then stops it.
+func (a *Agent) Leave() error {
+	var err error
+	if a.members != nil {
+		err = a.members.Leave()
+	}
+	if cerr := a.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Close stops the agent without telling the cluster (others see it fail).
+func (a *Agent) Close() error {
+	a.closeMu.Lock()
+	if a.closed {
+		a.closeMu.Unlock()
+		return nil
+	}
+	a.closed = true
+	a.closeMu.Unlock()
+	close(a.done)
+	var errs []error
+	if a.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, a.http.Shutdown(ctx))
+		cancel()
+	}
+	if a.members != nil {
+		errs = append(errs, a.members.Close())
+	}
+	a.wg.Wait()
+	errs = append(errs, a.node.Close())
+	return errors.Join(errs...)
+}

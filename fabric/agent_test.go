@@ -1,0 +1,165 @@
+package fabric
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/testrig"
+	"github.com/wasmfabric/fabric/membership"
+)
+
+func startAgent(t *testing.T, token string, join ...string) *Agent {
+	t.Helper()
+	a, err := StartAgent(AgentConfig{
+		DataDir:    t.TempDir(),
+		GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Join: join, Token: token, Labels: map[string]string{"tier": "test"},
+		Node: Config{NumCPUs: 2, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"},
+			Stdout: io.Discard, Stderr: io.Discard},
+		Timing: membership.Fast,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestAgentsFormCluster starts three agents in one process: the second and
+// third join the first with its token. Each lists all three through its
+// HTTP API; a job submitted to one runs and streams its output; a wrong API
+// token and a stranger's join token are refused; a stopped agent is
+// reported dead.
+func TestAgentsFormCluster(t *testing.T) {
+	before := runtime.NumGoroutine()
+	a := startAgent(t, "")
+	b := startAgent(t, a.JoinToken(), a.GossipAddr())
+	c := startAgent(t, a.JoinToken(), a.GossipAddr())
+	ctx := context.Background()
+	clients := map[string]*Client{}
+	for _, ag := range []*Agent{a, b, c} {
+		clients[ag.ID] = &Client{Address: ag.HTTPAddr(), Token: a.APIToken()}
+	}
+	for id, cl := range clients {
+		waitFor(t, 10*time.Second, id+" sees three alive nodes", func() bool {
+			nodes, err := cl.Nodes(ctx)
+			if err != nil || len(nodes) != 3 {
+				return false
+			}
+			for _, n := range nodes {
+				if n.Status != "alive" || n.Resources["CPU"] != 2 || n.Labels["tier"] != "test" {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	st, err := clients[b.ID].Status(ctx)
+	if err != nil || st.Nodes["alive"] != 3 || st.Total["CPU"] != 6 {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+
+	wasm, err := os.ReadFile(testrig.Guest(t, "examples/quickstart"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := clients[c.ID].Submit(ctx, wasm, nil, &out); err != nil {
+		t.Fatalf("submit: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "[0 1 4 9 16]") {
+		t.Fatalf("job output: %q", out.String())
+	}
+	if err := clients[c.ID].Submit(ctx, []byte("not wasm"), nil, io.Discard); !errors.Is(err, ErrJob) {
+		t.Fatalf("submit of garbage: %v, want ErrJob", err)
+	}
+
+	wrong := &Client{Address: a.HTTPAddr(), Token: "fat1_wrong"}
+	if _, err := wrong.Nodes(ctx); !errors.Is(err, ErrAPI) || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("wrong token: %v", err)
+	}
+	stranger := startAgent(t, "")
+	_, err = StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Join: []string{a.GossipAddr()}, Token: stranger.JoinToken(), Timing: membership.Fast,
+		Node: Config{NumCPUs: 1, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}})
+	if !errors.Is(err, membership.ErrNoJoin) {
+		t.Fatalf("agent of another cluster joined: %v", err)
+	}
+	if err := stranger.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "c reported dead", func() bool {
+		st, err := clients[a.ID].Status(ctx)
+		return err == nil && st.Nodes["dead"] == 1 && st.Nodes["alive"] == 2 && st.Total["CPU"] == 4
+	})
+	if err := b.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkGoroutines(t, before)
+}
+
+// TestAgentDataDir checks what the data directory keeps across restarts:
+// the node's ID and the cluster's secrets; and that a token for another
+// cluster is refused for it.
+func TestAgentDataDir(t *testing.T) {
+	dir := t.TempDir()
+	cfg := AgentConfig{DataDir: dir, GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Timing: membership.Fast,
+		Node: Config{NumCPUs: 1, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}}
+	a, err := StartAgent(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, token := a.ID, a.JoinToken()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"node-id", "cluster/gossip.key", "cluster/ca.pem", "cluster/ca-key.pem"} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || st.Mode().Perm()&0o077 != 0 {
+			t.Fatalf("%s: %v, mode %v (want owner-only)", f, err, st.Mode())
+		}
+	}
+	a, err = StartAgent(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ID != id || a.JoinToken() != token {
+		t.Fatal("restart changed the node ID or the cluster's secrets")
+	}
+	other := startAgent(t, "")
+	defer other.Close()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Token = other.JoinToken()
+	if _, err := StartAgent(cfg); !errors.Is(err, ErrOtherCluster) {
+		t.Fatalf("start with another cluster's token: %v, want ErrOtherCluster", err)
+	}
+	if _, err := StartAgent(AgentConfig{}); !errors.Is(err, ErrNoDataDir) {
+		t.Fatalf("no data dir: %v", err)
+	}
+}

@@ -1,0 +1,169 @@
+package fabric
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/wasmfabric/fabric/membership"
+)
+
+// MaxModuleSize bounds a module uploaded to the HTTP API.
+const MaxModuleSize = 256 << 20
+
+// NodeView is one node as the HTTP API and `fabric list nodes` show it.
+type NodeView struct {
+	ID        string             `json:"id"`
+	Status    string             `json:"status"`
+	Role      string             `json:"role"`
+	Gossip    string             `json:"gossip"`
+	QUIC      string             `json:"quic"`
+	HTTP      string             `json:"http"`
+	Resources map[string]float64 `json:"resources"`
+	Used      map[string]float64 `json:"used"`
+	Labels    map[string]string  `json:"labels,omitempty"`
+}
+
+// StatusView is the cluster's state as `fabric status` shows it.
+type StatusView struct {
+	Nodes map[string]int `json:"nodes"` // count by status
+	// Total and Used sum the alive nodes' resources, as gossiped.
+	Total map[string]float64 `json:"total"`
+	Used  map[string]float64 `json:"used"`
+	// Pending counts the tasks waiting on the answering node, and
+	// PendingDemand sums what they ask for.
+	Pending       int                `json:"pending"`
+	PendingDemand map[string]float64 `json:"pending_demand"`
+	Node          string             `json:"node"` // the node that answered
+}
+
+// Trailer names of a job's streamed response.
+const (
+	TrailerJobError = "Fabric-Job-Error" // a Go-quoted string (strconv.Unquote), "" when the job succeeded
+)
+
+func (a *Agent) api() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/nodes", a.handleNodes)
+	mux.HandleFunc("GET /v1/status", a.handleStatus)
+	mux.HandleFunc("POST /v1/jobs", a.handleJob)
+	token := []byte("Bearer " + a.cluster.APIToken())
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), token) != 1 {
+			apiError(w, http.StatusUnauthorized, "missing or wrong API token: pass the token the first agent printed (--token or FABRIC_TOKEN)")
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func apiError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func viewOf(m membership.Member) NodeView {
+	v := NodeView{ID: m.ID, Status: string(m.Status), Role: m.Role, Gossip: m.Gossip, QUIC: m.QUIC, HTTP: m.HTTP,
+		Resources: m.Resources, Used: m.Used, Labels: m.Labels}
+	if v.Resources == nil {
+		v.Resources = map[string]float64{}
+	}
+	if v.Used == nil {
+		v.Used = map[string]float64{}
+	}
+	return v
+}
+
+func (a *Agent) handleNodes(w http.ResponseWriter, _ *http.Request) {
+	out := []NodeView{}
+	for _, m := range a.members.Members() {
+		out = append(out, viewOf(m))
+	}
+	writeJSON(w, out)
+}
+
+func (a *Agent) handleStatus(w http.ResponseWriter, _ *http.Request) {
+	st := StatusView{Nodes: map[string]int{}, Total: map[string]float64{}, Used: map[string]float64{}, Node: a.ID}
+	for _, m := range a.members.Members() {
+		st.Nodes[string(m.Status)]++
+		if m.Status != membership.Alive && m.Status != membership.Suspect {
+			continue
+		}
+		for k, v := range m.Resources {
+			st.Total[k] += v
+		}
+		for k, v := range m.Used {
+			st.Used[k] += v
+		}
+	}
+	u := a.node.Usage()
+	st.Pending, st.PendingDemand = u.Pending, u.PendingDemand
+	writeJSON(w, st)
+}
+
+// flushWriter writes a streamed response as output arrives.
+type flushWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+	f  http.Flusher
+}
+
+func (f *flushWriter) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, err := f.w.Write(p)
+	if f.f != nil {
+		f.f.Flush()
+	}
+	return n, err
+}
+
+// handleJob runs an uploaded module's driver on this node and streams its
+// output (stdout and stderr interleaved) as the response body; the
+// trailer Fabric-Job-Error carries the job's error, empty on success.
+// Query parameters: arg (repeated) are the driver's arguments.
+func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
+	body := http.MaxBytesReader(w, r.Body, MaxModuleSize)
+	wasm, err := io.ReadAll(body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			apiError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the module is larger than %d MiB", MaxModuleSize>>20))
+			return
+		}
+		apiError(w, http.StatusBadRequest, "reading the module: "+err.Error())
+		return
+	}
+	if len(wasm) == 0 {
+		apiError(w, http.StatusBadRequest, "no module in the request body")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Trailer", TrailerJobError)
+	w.WriteHeader(http.StatusOK)
+	fw, _ := w.(http.Flusher)
+	out := &flushWriter{w: w, f: fw}
+	if fw != nil {
+		fw.Flush()
+	}
+	jerr := a.node.RunJobWith(r.Context(), wasm, r.URL.Query()["arg"], JobOptions{Stdout: out, Stderr: out})
+	msg := ""
+	if jerr != nil {
+		msg = jerr.Error()
+		if msg == "" {
+			msg = "job failed"
+		}
+	}
+	w.Header().Set(TrailerJobError, strconv.QuoteToASCII(msg)) // a header value holds no newlines
+}

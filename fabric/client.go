@@ -1,0 +1,124 @@
+package fabric
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Client talks to an agent's HTTP API.
+type Client struct {
+	// Address is the agent's API, for example http://127.0.0.1:7948.
+	Address string
+	// Token is the cluster's API token.
+	Token string
+	// HTTP is the client to use (nil: http.DefaultClient).
+	HTTP *http.Client
+}
+
+// ErrAPI is wrapped by errors the agent's API returned.
+var ErrAPI = errors.New("fabric: agent API")
+
+// ErrJob is wrapped by the error of a job that ran and failed.
+var ErrJob = errors.New("fabric: job failed")
+
+func (c *Client) url(path string, q url.Values) (string, error) {
+	base := strings.TrimRight(c.Address, "/")
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	u, err := url.Parse(base + path)
+	if err != nil {
+		return "", fmt.Errorf("fabric: bad agent address %q: %w", c.Address, err)
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader) (*http.Response, error) {
+	u, err := c.url(path, q)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fabric: cannot reach the agent at %s: %w (is `fabric agent` running? set --address or FABRIC_ADDR)", c.Address, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		var e struct {
+			Error string `json:"error"`
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(b))
+		}
+		return nil, fmt.Errorf("%w: %s: %s", ErrAPI, resp.Status, e.Error)
+	}
+	return resp, nil
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, out any) error {
+	resp, err := c.do(ctx, http.MethodGet, path, nil, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
+		return fmt.Errorf("%w: malformed reply to %s: %v", ErrAPI, path, err)
+	}
+	return nil
+}
+
+// Nodes lists the cluster's nodes as the agent sees them.
+func (c *Client) Nodes(ctx context.Context) ([]NodeView, error) {
+	var out []NodeView
+	return out, c.getJSON(ctx, "/v1/nodes", &out)
+}
+
+// Status returns the cluster's state as the agent sees it.
+func (c *Client) Status(ctx context.Context) (StatusView, error) {
+	var out StatusView
+	return out, c.getJSON(ctx, "/v1/status", &out)
+}
+
+// Submit runs a job on the agent's node, copying its output to out as it
+// arrives. It returns an error wrapping ErrJob when the job failed.
+func (c *Client) Submit(ctx context.Context, wasm []byte, args []string, out io.Writer) error {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs", url.Values{"arg": args}, bytes.NewReader(wasm))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		return fmt.Errorf("fabric: lost the job's output stream: %w", err)
+	}
+	raw := resp.Trailer.Get(TrailerJobError)
+	if raw == "" {
+		return fmt.Errorf("fabric: the agent ended the job's stream without its result (did the agent stop?)")
+	}
+	msg, err := strconv.Unquote(raw)
+	if err != nil {
+		return fmt.Errorf("%w: malformed job result %q", ErrAPI, raw)
+	}
+	if msg != "" {
+		return fmt.Errorf("%w: %s", ErrJob, msg)
+	}
+	return nil
+}
