@@ -95,7 +95,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newBuildCmd(), newBenchCmd(), newWorkerCmd())
+	root.AddCommand(newRunCmd(), newBuildCmd(), newBenchCmd(), newAgentCmd(), newSubmitCmd(), newListCmd(), newStatusCmd(), newWorkerCmd())
 	return root
 }
 

@@ -1,0 +1,360 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wasmfabric/fabric/fabric"
+)
+
+// defaultDataDir is where `fabric agent` keeps its state, and where the
+// other commands look for the API token and address of a local agent.
+func defaultDataDir() string {
+	if d := os.Getenv("FABRIC_DATA_DIR"); d != "" {
+		return d
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "fabric")
+	}
+	return filepath.Join(home, ".fabric")
+}
+
+// Files an agent writes in its data dir for local clients.
+const (
+	apiTokenFile = "api-token"
+	apiAddrFile  = "api-address"
+)
+
+func parseKVs(flag string, items []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, it := range items {
+		k, v, ok := strings.Cut(it, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--%s: %q is not KEY=VALUE", flag, it)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func newAgentCmd() *cobra.Command {
+	var (
+		cfg                fabric.AgentConfig
+		join, labels, ress []string
+		memory, store      string
+		cpus, gpus         float64
+	)
+	cmd := &cobra.Command{
+		Use:   "agent [flags]",
+		Short: "Run a long-lived node of a cluster (agent and workers)",
+		Long: `Agent runs one node of a Fabric cluster until it is interrupted. The first
+agent creates the cluster's secrets (a gossip key and a CA for mutual TLS) in
+its data directory and prints a join token; start the others with
+--join ADDRESS --token TOKEN. The HTTP API (for fabric submit, list and
+status) needs the API token the agent prints; local commands read it from
+the data directory.`,
+		Example: `  fabric agent                                   # first node: prints the join token
+  fabric agent --join 10.0.0.1:7946 --token fabric1.…  --labels tier=edge
+  fabric agent --data-dir /var/lib/fabric --num-cpus 8 --memory 16GiB`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if cfg.Labels, err = parseKVs("labels", labels); err != nil {
+				return err
+			}
+			res, err := parseKVs("resources", ress)
+			if err != nil {
+				return err
+			}
+			cfg.Join = join
+			if cfg.Token == "" {
+				cfg.Token = os.Getenv("FABRIC_JOIN_TOKEN")
+			}
+			cfg.Node.NumCPUs, cfg.Node.GPUs = cpus, gpus
+			if memory != "" {
+				if cfg.Node.Memory, err = ParseSize(memory); err != nil {
+					return fmt.Errorf("--memory: %w", err)
+				}
+			}
+			if store != "" {
+				if cfg.Node.ObjectStoreMemory, err = ParseSize(store); err != nil {
+					return fmt.Errorf("--object-store-memory: %w", err)
+				}
+			}
+			for k, v := range res {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					return fmt.Errorf("--resources: %s=%q is not a number", k, v)
+				}
+				if cfg.Node.Resources == nil {
+					cfg.Node.Resources = map[string]float64{}
+				}
+				cfg.Node.Resources[k] = f
+			}
+			out := cmd.OutOrStdout()
+			cfg.Node.Stdout, cfg.Node.Stderr = out, cmd.ErrOrStderr()
+			a, err := fabric.StartAgent(cfg)
+			if err != nil {
+				return err
+			}
+			for name, v := range map[string]string{apiTokenFile: a.APIToken(), apiAddrFile: "http://" + a.HTTPAddr()} {
+				if err := os.WriteFile(filepath.Join(cfg.DataDir, name), []byte(v+"\n"), 0o600); err != nil {
+					_ = a.Close()
+					return err
+				}
+			}
+			fmt.Fprintf(out, "fabric agent %s\n", a.ID)
+			fmt.Fprintf(out, "  gossip:     %s\n", a.GossipAddr())
+			fmt.Fprintf(out, "  HTTP API:   http://%s\n", a.HTTPAddr())
+			fmt.Fprintf(out, "  data dir:   %s\n", cfg.DataDir)
+			fmt.Fprintf(out, "  join token: %s\n", a.JoinToken())
+			fmt.Fprintf(out, "  API token:  %s\n", a.APIToken())
+			fmt.Fprintf(out, "Join another agent with: fabric agent --join %s --token <join token>\n", a.GossipAddr())
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+			<-sig
+			fmt.Fprintln(out, "fabric agent: leaving the cluster")
+			return a.Leave()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory for the cluster's secrets and the node's state (env FABRIC_DATA_DIR)")
+	f.StringVar(&cfg.GossipAddr, "gossip-addr", fabric.DefaultGossipAddr, "gossip address (UDP and TCP)")
+	f.StringVar(&cfg.QUICAddr, "quic-addr", fabric.DefaultQUICAddr, "QUIC address for objects and control messages")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", fabric.DefaultHTTPAddr, "HTTP API address")
+	f.StringVar(&cfg.AdvertiseHost, "advertise", "", "host or IP other nodes reach this one at (default: picked by the gossip layer)")
+	f.StringSliceVar(&join, "join", nil, "gossip address of any member to join, host:port (repeatable)")
+	f.StringVar(&cfg.Token, "token", "", "join token printed by the cluster's first agent (env FABRIC_JOIN_TOKEN)")
+	f.BoolVar(&cfg.Server, "server", false, "hold the cluster's control state (the first agent always does)")
+	f.StringSliceVar(&labels, "labels", nil, "node labels for label selectors, KEY=VALUE,...")
+	f.Float64Var(&cpus, "num-cpus", 0, "CPUs the node offers (default: the machine's cores)")
+	f.Float64Var(&gpus, "num-gpus", 0, "GPUs the node offers")
+	f.StringVar(&memory, "memory", "", "memory the node offers to tasks, e.g. 16GiB (default: the machine's)")
+	f.StringVar(&store, "object-store-memory", "", "size of the shared object arena (default 1GiB)")
+	f.StringSliceVar(&ress, "resources", nil, "custom resources, NAME=AMOUNT,...")
+	return cmd
+}
+
+// clientFlags are the flags of the commands that talk to an agent.
+type clientFlags struct {
+	address, token, output string
+}
+
+func (c *clientFlags) register(cmd *cobra.Command, withOutput bool) {
+	f := cmd.Flags()
+	f.StringVar(&c.address, "address", "", "agent HTTP API, e.g. http://10.0.0.1:7948 (env FABRIC_ADDR; default: the local agent's)")
+	f.StringVar(&c.token, "token", "", "API token (env FABRIC_TOKEN; default: the local agent's)")
+	if withOutput {
+		f.StringVarP(&c.output, "output", "o", "table", "output format: table or json")
+	}
+}
+
+// client resolves the address and token: flags, then the environment,
+// then the files a local agent wrote in the default data dir.
+func (c *clientFlags) client() (*fabric.Client, error) {
+	if c.output != "table" && c.output != "json" && c.output != "" {
+		return nil, fmt.Errorf("--output %q: use table or json", c.output)
+	}
+	local := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(defaultDataDir(), name))
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+	addr := firstNonEmpty(c.address, os.Getenv("FABRIC_ADDR"), local(apiAddrFile), "http://"+fabric.DefaultHTTPAddr)
+	token := firstNonEmpty(c.token, os.Getenv("FABRIC_TOKEN"), local(apiTokenFile))
+	if token == "" {
+		return nil, fmt.Errorf("no API token: pass --token or set FABRIC_TOKEN (the agent printed it as \"API token\")")
+	}
+	return &fabric.Client{Address: addr, Token: token}, nil
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+func newSubmitCmd() *cobra.Command {
+	var (
+		cf      clientFlags
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "submit FILE.wasm [flags] [-- ARGS...]",
+		Short: "Run a job on a cluster and stream its output",
+		Long: `Submit uploads a module to an agent, runs its main with ARGS there, streams
+the job's output and exits 0 when the job succeeds or 1 with its error.`,
+		Example: "  fabric submit job.wasm -- input.txt\n  FABRIC_ADDR=http://10.0.0.1:7948 FABRIC_TOKEN=fat1_… fabric submit job.wasm",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			wasm, err := os.ReadFile(args[0])
+			if err != nil {
+				return fmt.Errorf("read module: %w", err)
+			}
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			if err := cl.Submit(ctx, wasm, args[1:], cmd.OutOrStdout()); err != nil {
+				return fmt.Errorf("%s", strings.TrimPrefix(firstLine(err.Error()), "fabric: "))
+			}
+			return nil
+		},
+	}
+	cf.register(cmd, false)
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "bound on the whole job, e.g. 30s (default: none)")
+	return cmd
+}
+
+func newListCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "list", Short: "List cluster objects (nodes)"}
+	var cf clientFlags
+	nodes := &cobra.Command{
+		Use:     "nodes",
+		Short:   "List the cluster's nodes, their state, resources and labels",
+		Example: "  fabric list nodes\n  fabric list nodes -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ns, err := cl.Nodes(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if cf.output == "json" {
+				return printJSON(cmd.OutOrStdout(), ns)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATUS\tROLE\tADDRESS\tCPU\tMEMORY\tGPU\tLABELS")
+			for _, n := range ns {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.Status, n.Role, n.Gossip,
+					usedOf(n.Used["CPU"], n.Resources["CPU"], false), usedOf(n.Used["memory"], n.Resources["memory"], true),
+					usedOf(n.Used["GPU"], n.Resources["GPU"], false), joinKVs(n.Labels))
+			}
+			return tw.Flush()
+		},
+	}
+	cf.register(nodes, true)
+	cmd.AddCommand(nodes)
+	return cmd
+}
+
+func newStatusCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the cluster: nodes by state, resources used and total, pending demand",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			st, err := cl.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if cf.output == "json" {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "Nodes:  %d alive, %d suspect, %d dead, %d left (as %s sees them)\n",
+				st.Nodes["alive"], st.Nodes["suspect"], st.Nodes["dead"], st.Nodes["left"], st.Node)
+			fmt.Fprintln(w, "Resources (used / total, alive nodes):")
+			for _, k := range sortedNames(st.Total) {
+				fmt.Fprintf(w, "  %-10s %s\n", k, usedOf(st.Used[k], st.Total[k], k == "memory"))
+			}
+			fmt.Fprintf(w, "Pending on %s: %d tasks", st.Node, st.Pending)
+			if len(st.PendingDemand) > 0 {
+				fmt.Fprintf(w, ", asking for %s", joinAmounts(st.PendingDemand))
+			}
+			fmt.Fprintln(w)
+			return nil
+		},
+	}
+	cf.register(cmd, true)
+	return cmd
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func usedOf(used, total float64, bytes bool) string {
+	if bytes {
+		return formatBytes(used) + "/" + formatBytes(total)
+	}
+	return strconv.FormatFloat(used, 'g', 4, 64) + "/" + strconv.FormatFloat(total, 'g', 4, 64)
+}
+
+func formatBytes(b float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for b >= 1024 && i < len(units)-1 {
+		b /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.4g%s", b, units[i])
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func joinKVs(m map[string]string) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(m))
+	for _, k := range sortedNames(m) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func joinAmounts(m map[string]float64) string {
+	parts := make([]string, 0, len(m))
+	for _, k := range sortedNames(m) {
+		v := strconv.FormatFloat(m[k], 'g', 4, 64)
+		if k == "memory" {
+			v = formatBytes(m[k])
+		}
+		parts = append(parts, k+" "+v)
+	}
+	return strings.Join(parts, ", ")
+}

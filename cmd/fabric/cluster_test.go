@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/testrig"
+)
+
+// agentProc is a running `fabric agent` process and what it printed.
+type agentProc struct {
+	cmd                          *exec.Cmd
+	gossip, api, joinTok, apiTok string
+	exited                       chan error
+}
+
+var agentLine = regexp.MustCompile(`^\s+(gossip|HTTP API|join token|API token):\s+(\S+)$`)
+
+func startAgentProc(t *testing.T, extra ...string) *agentProc {
+	t.Helper()
+	args := append([]string{"agent", "--data-dir", t.TempDir(), "--gossip-addr", "127.0.0.1:0",
+		"--quic-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--num-cpus", "1"}, extra...)
+	cmd := exec.Command(testrig.Fabric(t), args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &agentProc{cmd: cmd, exited: make(chan error, 1)}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+	})
+	got := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if m := agentLine.FindStringSubmatch(sc.Text()); m != nil {
+				switch m[1] {
+				case "gossip":
+					p.gossip = m[2]
+				case "HTTP API":
+					p.api = m[2]
+				case "join token":
+					p.joinTok = m[2]
+				case "API token":
+					p.apiTok = m[2]
+					close(got)
+				}
+			}
+		}
+		p.exited <- cmd.Wait()
+	}()
+	select {
+	case <-got:
+	case err := <-p.exited:
+		p.exited <- err
+		t.Fatalf("agent exited before it was ready: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent did not print its addresses within 30s")
+	}
+	return p
+}
+
+// TestAgentProcesses runs two real agent processes on loopback: the second
+// joins the first with its join token; list, status and submit work
+// against either; a wrong API token is refused; both leave on SIGTERM.
+func TestAgentProcesses(t *testing.T) {
+	a := startAgentProc(t)
+	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok, "--labels", "tier=edge")
+	auth := []string{"--address", b.api, "--token", a.apiTok}
+
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		res := testrig.Run(t, 30*time.Second, append([]string{"list", "nodes", "-o", "json"}, auth...)...)
+		var nodes []struct {
+			ID, Status string
+			Labels     map[string]string
+		}
+		if res.Code == 0 && json.Unmarshal([]byte(res.Stdout), &nodes) == nil && len(nodes) == 2 &&
+			nodes[0].Status == "alive" && nodes[1].Status == "alive" && (nodes[0].Labels["tier"] == "edge" || nodes[1].Labels["tier"] == "edge") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("two alive nodes not listed: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	res := testrig.Run(t, 30*time.Second, append([]string{"list", "nodes"}, auth...)...)
+	if res.Code != 0 || !strings.Contains(res.Stdout, "ID") || !strings.Contains(res.Stdout, "tier=edge") {
+		t.Fatalf("list nodes table: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = testrig.Run(t, 30*time.Second, append([]string{"status"}, auth...)...)
+	if res.Code != 0 || !strings.Contains(res.Stdout, "2 alive") || !strings.Contains(res.Stdout, "CPU") {
+		t.Fatalf("status: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+
+	quick := testrig.Guest(t, "examples/quickstart")
+	res = testrig.Run(t, time.Minute, append([]string{"submit", quick}, "--address", a.api, "--token", a.apiTok)...)
+	if res.Code != 0 || !strings.Contains(res.Stdout, "[0 1 4 9 16]") {
+		t.Fatalf("submit: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = testrig.Run(t, 30*time.Second, "list", "nodes", "--address", a.api, "--token", "fat1_wrong")
+	if res.Code != 1 || !strings.Contains(res.Stderr, "401") || !strings.Contains(res.Stderr, "API token") {
+		t.Fatalf("wrong token: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+
+	for _, p := range []*agentProc{b, a} {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-p.exited:
+			p.exited <- err
+			if err != nil {
+				t.Fatalf("agent exit on SIGTERM: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("agent did not exit on SIGTERM")
+		}
+	}
+}
