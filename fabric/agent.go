@@ -18,6 +18,7 @@ import (
 
 	"github.com/wasmfabric/fabric/internal/secrets"
 	"github.com/wasmfabric/fabric/membership"
+	"github.com/wasmfabric/fabric/transport"
 )
 
 // Default addresses of an agent: one agent per machine.
@@ -64,6 +65,7 @@ type Agent struct {
 	ID       string
 	node     *Node
 	members  *membership.Membership
+	quic     *transport.Endpoint
 	cluster  *secrets.Cluster
 	http     *http.Server
 	httpAddr string
@@ -130,12 +132,25 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		return fail(fmt.Errorf("fabric: HTTP API on %s: %w (another agent may be running; pass --http-addr)", cfg.HTTPAddr, err))
 	}
 	a.httpAddr = ln.Addr().String()
+	hosts := []string{"127.0.0.1", "::1"}
+	if cfg.AdvertiseHost != "" {
+		hosts = append(hosts, cfg.AdvertiseHost)
+	}
+	cert, err := cluster.NodeCertificate(id, hosts)
+	if err != nil {
+		_ = ln.Close()
+		return fail(err)
+	}
+	if a.quic, err = transport.Listen(transport.Config{Addr: cfg.QUICAddr, TLS: cluster.TLSConfig(cert), Handler: a.handlePeer}); err != nil {
+		_ = ln.Close()
+		return fail(err)
+	}
 	role := "client"
 	if cfg.Server || (created && len(cfg.Join) == 0) {
 		role = "server"
 	}
 	u := node.Usage()
-	a.info = membership.Info{ID: id, QUIC: advertise(cfg.QUICAddr, cfg.AdvertiseHost), HTTP: advertise(a.httpAddr, cfg.AdvertiseHost),
+	a.info = membership.Info{ID: id, QUIC: advertise(a.quic.Addr(), cfg.AdvertiseHost), HTTP: advertise(a.httpAddr, cfg.AdvertiseHost),
 		Role: role, Resources: u.Total, Used: u.Used, Labels: cfg.Labels}
 	var adv string
 	if cfg.AdvertiseHost != "" {
@@ -280,6 +295,42 @@ func (a *Agent) gossipUsage() {
 	}
 }
 
+// Messages between agents over QUIC.
+const (
+	msgPing transport.Type = 1 // body: none; answer: the node's ID
+)
+
+// handlePeer answers another agent's request.
+func (a *Agent) handlePeer(_ context.Context, _ string, t transport.Type, _ []byte) (transport.Type, []byte, error) {
+	switch t {
+	case msgPing:
+		return msgPing, []byte(a.ID), nil
+	}
+	return 0, nil, fmt.Errorf("unknown message type %d (is the peer a newer version?)", t)
+}
+
+// ErrUnknownNode means no alive member has the node ID.
+var ErrUnknownNode = errors.New("fabric: no alive node with that ID")
+
+// Ping calls the node over QUIC and returns the round-trip time.
+func (a *Agent) Ping(ctx context.Context, nodeID string) (time.Duration, error) {
+	for _, m := range a.members.Members() {
+		if m.ID != nodeID || m.Status != membership.Alive {
+			continue
+		}
+		start := time.Now()
+		_, body, err := a.quic.Call(ctx, m.QUIC, msgPing, nil)
+		if err != nil {
+			return 0, err
+		}
+		if string(body) != nodeID {
+			return 0, fmt.Errorf("fabric: %s answered at %s, where %s was expected", body, m.QUIC, nodeID)
+		}
+		return time.Since(start), nil
+	}
+	return 0, fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
+}
+
 // Node is the agent's local node.
 func (a *Agent) Node() *Node { return a.node }
 
@@ -328,6 +379,9 @@ func (a *Agent) Close() error {
 	}
 	if a.members != nil {
 		errs = append(errs, a.members.Close())
+	}
+	if a.quic != nil {
+		errs = append(errs, a.quic.Close())
 	}
 	a.wg.Wait()
 	errs = append(errs, a.node.Close())

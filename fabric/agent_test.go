@@ -71,6 +71,17 @@ func TestAgentsFormCluster(t *testing.T) {
 			return true
 		})
 	}
+	// Every agent reaches every other over mutual-TLS QUIC.
+	for _, from := range []*Agent{a, b, c} {
+		for _, to := range []*Agent{a, b, c} {
+			if _, err := from.Ping(ctx, to.ID); err != nil {
+				t.Fatalf("%s -> %s over QUIC: %v", from.ID, to.ID, err)
+			}
+		}
+	}
+	if _, err := a.Ping(ctx, "no-such-node"); !errors.Is(err, ErrUnknownNode) {
+		t.Fatalf("ping of an unknown node: %v", err)
+	}
 	st, err := clients[b.ID].Status(ctx)
 	if err != nil || st.Nodes["alive"] != 3 || st.Total["CPU"] != 6 {
 		t.Fatalf("status: %+v %v", st, err)

@@ -1,0 +1,378 @@
+// Package transport carries requests between agents over QUIC (quic-go;
+// this package is its only importer). Each pair of nodes shares one
+// connection, authenticated both ways with the cluster's certificates;
+// every request opens its own stream, so a slow request never holds up
+// another. A request and its answer are one frame each:
+//
+//	version (1 byte) | type (1 byte) | length (4 bytes, big endian) | body
+//
+// Bodies are at most MaxMessage bytes, and each call has a deadline.
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// ALPN is the protocol name agents negotiate in TLS.
+const ALPN = "fabric/1"
+
+// Version is the frame format's version; a frame of another is refused.
+const Version = 1
+
+// Limits.
+const (
+	// MaxMessage bounds a request or answer body by default.
+	MaxMessage = 64 << 20
+	// DefaultTimeout bounds a call whose context has no deadline.
+	DefaultTimeout = 30 * time.Second
+)
+
+// Type is a message type. Types below 128 are requests; TypeError answers
+// a request whose handler failed.
+type Type byte
+
+// TypeError carries a handler's error text.
+const TypeError Type = 255
+
+// Errors of the package.
+var (
+	ErrClosed       = errors.New("transport: endpoint closed")
+	ErrTooLarge     = errors.New("transport: message too large")
+	ErrVersion      = errors.New("transport: unsupported frame version")
+	ErrRemote       = errors.New("transport: the peer's handler failed")
+	ErrNoHandler    = errors.New("transport: no handler for the message type")
+	errShortMessage = errors.New("transport: truncated frame")
+)
+
+// Handler answers one request from the node named peer (its certificate's
+// common name: the node ID). An error is sent back as TypeError.
+type Handler func(ctx context.Context, peer string, t Type, body []byte) (Type, []byte, error)
+
+// Config configures an endpoint.
+type Config struct {
+	// Addr is the UDP address to listen on, host:port (port 0 picks one).
+	Addr string
+	// TLS is the node's mutual-TLS configuration (secrets.Cluster.TLSConfig);
+	// its NextProtos is set to ALPN.
+	TLS *tls.Config
+	// Handler answers requests (nil: every request fails with ErrNoHandler).
+	Handler Handler
+	// MaxMessage bounds bodies (0: MaxMessage).
+	MaxMessage int
+	// MaxStreams bounds the requests a peer may have open at once (0: 256).
+	MaxStreams int64
+	// IdleTimeout closes a connection without traffic (0: 60 s; keep-alives
+	// every third of it).
+	IdleTimeout time.Duration
+}
+
+// Endpoint is a node's QUIC endpoint: it serves requests and makes calls.
+type Endpoint struct {
+	cfg    Config
+	ln     *quic.Listener
+	tr     *quic.Transport
+	quic   *quic.Config
+	tls    *tls.Config
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	conns  map[string]*quic.Conn // outgoing, by address
+	dials  map[string]*dial
+	closed bool
+}
+
+type dial struct {
+	done chan struct{}
+	conn *quic.Conn
+	err  error
+}
+
+// Listen starts an endpoint.
+func Listen(cfg Config) (*Endpoint, error) {
+	if cfg.TLS == nil {
+		return nil, errors.New("transport: a TLS configuration is required")
+	}
+	if cfg.MaxMessage <= 0 {
+		cfg.MaxMessage = MaxMessage
+	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 256
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 60 * time.Second
+	}
+	tlsConf := cfg.TLS.Clone()
+	tlsConf.NextProtos = []string{ALPN}
+	qc := &quic.Config{
+		MaxIncomingStreams:         cfg.MaxStreams,
+		MaxIncomingUniStreams:      -1,
+		MaxIdleTimeout:             cfg.IdleTimeout,
+		KeepAlivePeriod:            cfg.IdleTimeout / 3,
+		HandshakeIdleTimeout:       10 * time.Second,
+		MaxStreamReceiveWindow:     16 << 20,
+		MaxConnectionReceiveWindow: 64 << 20,
+	}
+	udp, err := net.ListenPacket("udp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("transport: listen on %s: %w", cfg.Addr, err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	ln, err := tr.Listen(tlsConf, qc)
+	if err != nil {
+		_ = udp.Close()
+		return nil, fmt.Errorf("transport: listen on %s: %w", cfg.Addr, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Endpoint{cfg: cfg, ln: ln, tr: tr, quic: qc, tls: tlsConf, ctx: ctx, cancel: cancel,
+		conns: map[string]*quic.Conn{}, dials: map[string]*dial{}}
+	e.wg.Add(1)
+	go e.accept()
+	return e, nil
+}
+
+// Addr is the endpoint's UDP address.
+func (e *Endpoint) Addr() string { return e.ln.Addr().String() }
+
+func (e *Endpoint) accept() {
+	defer e.wg.Done()
+	for {
+		c, err := e.ln.Accept(e.ctx)
+		if err != nil {
+			return
+		}
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.serveConn(c)
+		}()
+	}
+}
+
+// peerName is the node ID in the peer's certificate.
+func peerName(c *quic.Conn) string {
+	if certs := c.ConnectionState().TLS.PeerCertificates; len(certs) > 0 {
+		return certs[0].Subject.CommonName
+	}
+	return ""
+}
+
+// serveConn answers the requests on one connection, each on its own stream.
+func (e *Endpoint) serveConn(c *quic.Conn) {
+	peer := peerName(c)
+	for {
+		s, err := c.AcceptStream(e.ctx)
+		if err != nil {
+			return
+		}
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.serveStream(c.Context(), peer, s)
+		}()
+	}
+}
+
+func (e *Endpoint) serveStream(ctx context.Context, peer string, s *quic.Stream) {
+	defer s.Close()
+	_ = s.SetReadDeadline(time.Now().Add(DefaultTimeout))
+	t, body, err := ReadFrame(s, e.cfg.MaxMessage)
+	if err != nil {
+		s.CancelRead(1)
+		_ = WriteFrame(s, TypeError, []byte(err.Error()))
+		return
+	}
+	var rt Type
+	var rb []byte
+	if e.cfg.Handler == nil {
+		err = fmt.Errorf("%w %d", ErrNoHandler, t)
+	} else {
+		rt, rb, err = e.safeHandle(ctx, peer, t, body)
+	}
+	if err == nil && len(rb) > e.cfg.MaxMessage {
+		err = fmt.Errorf("%w: answer of %d bytes", ErrTooLarge, len(rb))
+	}
+	if err != nil {
+		rt, rb = TypeError, []byte(err.Error())
+	}
+	_ = s.SetWriteDeadline(time.Now().Add(DefaultTimeout))
+	_ = WriteFrame(s, rt, rb)
+}
+
+// safeHandle runs the handler, turning a panic into an error so that a bad
+// request never stops the agent.
+func (e *Endpoint) safeHandle(ctx context.Context, peer string, t Type, body []byte) (rt Type, rb []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("transport: handler panicked on message type %d: %v", t, r)
+		}
+	}()
+	return e.cfg.Handler(ctx, peer, t, body)
+}
+
+// conn returns the connection to addr, dialling it once for all callers.
+func (e *Endpoint) conn(ctx context.Context, addr string) (*quic.Conn, error) {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if c := e.conns[addr]; c != nil && c.Context().Err() == nil {
+		e.mu.Unlock()
+		return c, nil
+	}
+	d := e.dials[addr]
+	if d == nil {
+		d = &dial{done: make(chan struct{})}
+		e.dials[addr] = d
+		go func() {
+			dctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+			defer cancel()
+			udp, err := net.ResolveUDPAddr("udp", addr)
+			if err == nil {
+				d.conn, d.err = e.tr.Dial(dctx, udp, e.tls, e.quic)
+			} else {
+				d.err = err
+			}
+			e.mu.Lock()
+			delete(e.dials, addr)
+			if d.err == nil {
+				if e.closed {
+					_ = d.conn.CloseWithError(0, "closed")
+					d.conn, d.err = nil, ErrClosed
+				} else {
+					e.conns[addr] = d.conn
+				}
+			}
+			e.mu.Unlock()
+			close(d.done)
+		}()
+	}
+	e.mu.Unlock()
+	select {
+	case <-d.done:
+		if d.err != nil {
+			return nil, fmt.Errorf("transport: connect to %s: %w", addr, d.err)
+		}
+		return d.conn, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Call sends a request to the node at addr and returns its answer. The
+// context's deadline bounds the whole call (DefaultTimeout when it has
+// none). An answer of TypeError comes back as an error wrapping ErrRemote.
+func (e *Endpoint) Call(ctx context.Context, addr string, t Type, body []byte) (Type, []byte, error) {
+	if len(body) > e.cfg.MaxMessage {
+		return 0, nil, fmt.Errorf("%w: request of %d bytes", ErrTooLarge, len(body))
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		defer cancel()
+	}
+	c, err := e.conn(ctx, addr)
+	if err != nil {
+		return 0, nil, err
+	}
+	s, err := c.OpenStreamSync(ctx)
+	if err != nil {
+		return 0, nil, fmt.Errorf("transport: open a stream to %s: %w", addr, err)
+	}
+	dl, _ := ctx.Deadline()
+	_ = s.SetDeadline(dl)
+	stop := context.AfterFunc(ctx, func() { s.CancelRead(2); s.CancelWrite(2) })
+	defer stop()
+	if werr := WriteFrame(s, t, body); werr != nil {
+		// The peer may have refused the request (too large) and said why.
+		if rt, rb, err := ReadFrame(s, e.cfg.MaxMessage); err == nil && rt == TypeError {
+			return 0, nil, fmt.Errorf("%w: %s", ErrRemote, rb)
+		}
+		return 0, nil, fmt.Errorf("transport: send to %s: %w", addr, werr)
+	}
+	_ = s.Close() // our side is done: the peer reads to the end
+	rt, rb, err := ReadFrame(s, e.cfg.MaxMessage)
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			err = ctx.Err()
+		case !time.Now().Before(dl): // the stream's deadline fired just before the context's
+			err = context.DeadlineExceeded
+		}
+		return 0, nil, fmt.Errorf("transport: answer from %s: %w", addr, err)
+	}
+	if rt == TypeError {
+		return 0, nil, fmt.Errorf("%w: %s", ErrRemote, rb)
+	}
+	return rt, rb, nil
+}
+
+// Close stops the endpoint: its listener, its connections and its calls.
+func (e *Endpoint) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	conns := e.conns
+	e.conns = map[string]*quic.Conn{}
+	e.mu.Unlock()
+	e.cancel()
+	for _, c := range conns {
+		_ = c.CloseWithError(0, "endpoint closed")
+	}
+	err := e.ln.Close()
+	e.wg.Wait()
+	if cerr := e.tr.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// WriteFrame writes one frame.
+func WriteFrame(w io.Writer, t Type, body []byte) error {
+	var hdr [6]byte
+	hdr[0], hdr[1] = Version, byte(t)
+	binary.BigEndian.PutUint32(hdr[2:], uint32(len(body)))
+	if _, err := w.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(body)
+	return err
+}
+
+// ReadFrame reads one frame whose body is at most max bytes.
+func ReadFrame(r io.Reader, max int) (Type, []byte, error) {
+	var hdr [6]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			err = errShortMessage
+		}
+		return 0, nil, err
+	}
+	if hdr[0] != Version {
+		return 0, nil, fmt.Errorf("%w %d (this node speaks %d)", ErrVersion, hdr[0], Version)
+	}
+	n := binary.BigEndian.Uint32(hdr[2:])
+	if uint64(n) > uint64(max) {
+		return 0, nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, n, max)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, nil, errShortMessage
+	}
+	return Type(hdr[1]), body, nil
+}
