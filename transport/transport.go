@@ -74,6 +74,8 @@ type Config struct {
 	// IdleTimeout closes a connection without traffic (0: 60 s; keep-alives
 	// every third of it).
 	IdleTimeout time.Duration
+	// Objects are the objects this node serves to Pull (nil: none).
+	Objects ObjectSource
 }
 
 // Endpoint is a node's QUIC endpoint: it serves requests and makes calls.
@@ -87,8 +89,10 @@ type Endpoint struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	metas  metaCache
 	mu     sync.Mutex
 	conns  map[string]*quic.Conn // outgoing, by address
+	served map[*quic.Conn]struct{} // incoming
 	dials  map[string]*dial
 	closed bool
 }
@@ -136,7 +140,7 @@ func Listen(cfg Config) (*Endpoint, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Endpoint{cfg: cfg, ln: ln, tr: tr, quic: qc, tls: tlsConf, ctx: ctx, cancel: cancel,
-		conns: map[string]*quic.Conn{}, dials: map[string]*dial{}}
+		conns: map[string]*quic.Conn{}, dials: map[string]*dial{}, served: map[*quic.Conn]struct{}{}}
 	e.wg.Add(1)
 	go e.accept()
 	return e, nil
@@ -152,10 +156,16 @@ func (e *Endpoint) accept() {
 		if err != nil {
 			return
 		}
+		e.mu.Lock()
+		e.served[c] = struct{}{}
+		e.mu.Unlock()
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
 			e.serveConn(c)
+			e.mu.Lock()
+			delete(e.served, c)
+			e.mu.Unlock()
 		}()
 	}
 }
@@ -191,6 +201,13 @@ func (e *Endpoint) serveStream(ctx context.Context, peer string, s *quic.Stream)
 	if err != nil {
 		s.CancelRead(1)
 		_ = WriteFrame(s, TypeError, []byte(err.Error()))
+		return
+	}
+	if t == TypePull {
+		_ = s.SetWriteDeadline(time.Now().Add(DefaultTimeout))
+		if err := e.servePull(s, body); err != nil {
+			_ = WriteFrame(s, TypeError, []byte(err.Error()))
+		}
 		return
 	}
 	var rt Type
@@ -329,6 +346,9 @@ func (e *Endpoint) Close() error {
 	e.closed = true
 	conns := e.conns
 	e.conns = map[string]*quic.Conn{}
+	for c := range e.served {
+		conns["served "+c.RemoteAddr().String()] = c
+	}
 	e.mu.Unlock()
 	e.cancel()
 	for _, c := range conns {

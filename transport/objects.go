@@ -1,0 +1,366 @@
+package transport
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// Objects are pulled from a holder in ranges of chunks, several streams at
+// once. The first request asks only for the object's description (size,
+// SHA-256, encoding plan); each later one names a range of chunks. A range
+// cut by a broken stream is asked for again from its first missing chunk,
+// and the whole object is checked against the hash at the end.
+
+// Reserved message types of object pulls.
+const (
+	TypePull      Type = 128 // request: pullRequest
+	TypePullMeta  Type = 129 // answer: the object's description
+	TypePullChunk Type = 130 // answer: one encoded chunk
+)
+
+// IDSize is the length of an object ID.
+const IDSize = 20
+
+// ObjectSource gives an endpoint the objects it serves.
+type ObjectSource interface {
+	// Object returns the object's bytes, valid until release is called,
+	// or ok=false when this node does not hold it.
+	Object(id [IDSize]byte) (data []byte, release func(), ok bool)
+}
+
+// Errors of object pulls.
+var (
+	ErrNoObject = errors.New("transport: the peer does not hold the object")
+	ErrCorrupt  = errors.New("transport: the object arrived damaged (hash mismatch)")
+)
+
+// pullRequest asks for chunks [First, Last) of an object; Last == 0 asks
+// for the description only.
+type pullRequest struct {
+	ID          [IDSize]byte
+	First, Last uint32
+}
+
+func (r pullRequest) encode() []byte {
+	b := append([]byte(nil), r.ID[:]...)
+	b = binary.BigEndian.AppendUint32(b, r.First)
+	return binary.BigEndian.AppendUint32(b, r.Last)
+}
+
+func decodePullRequest(b []byte) (pullRequest, error) {
+	var r pullRequest
+	if len(b) != IDSize+8 {
+		return r, fmt.Errorf("transport: pull request of %d bytes", len(b))
+	}
+	copy(r.ID[:], b)
+	r.First, r.Last = binary.BigEndian.Uint32(b[IDSize:]), binary.BigEndian.Uint32(b[IDSize+4:])
+	return r, nil
+}
+
+// objectMeta describes an object: its size, hash and plan.
+type objectMeta struct {
+	Size int64
+	Hash [32]byte
+	Plan Plan
+}
+
+func (m objectMeta) encode() []byte {
+	b := binary.BigEndian.AppendUint64(nil, uint64(m.Size))
+	b = append(b, m.Hash[:]...)
+	b = append(b, byte(m.Plan.Codec), byte(m.Plan.Width))
+	return binary.BigEndian.AppendUint64(b, uint64(m.Plan.DataOffset))
+}
+
+func decodeObjectMeta(b []byte) (objectMeta, error) {
+	var m objectMeta
+	if len(b) != 8+32+2+8 {
+		return m, fmt.Errorf("transport: object description of %d bytes", len(b))
+	}
+	m.Size = int64(binary.BigEndian.Uint64(b))
+	copy(m.Hash[:], b[8:])
+	m.Plan = Plan{Codec: Codec(b[40]), Width: int(b[41]), DataOffset: int64(binary.BigEndian.Uint64(b[42:]))}
+	if m.Size < 0 || m.Plan.DataOffset < 0 || m.Plan.DataOffset > m.Size || m.Plan.Codec > Zstd || m.Plan.Width > 16 {
+		return m, fmt.Errorf("transport: bad object description")
+	}
+	return m, nil
+}
+
+// metaCache remembers objects' descriptions: objects never change, and
+// hashing a large one takes a while.
+type metaCache struct {
+	mu sync.Mutex
+	m  map[[IDSize]byte]objectMeta
+}
+
+const metaCacheMax = 4096
+
+func (c *metaCache) get(id [IDSize]byte, data []byte) objectMeta {
+	c.mu.Lock()
+	m, ok := c.m[id]
+	c.mu.Unlock()
+	if ok && m.Size == int64(len(data)) {
+		return m
+	}
+	m = objectMeta{Size: int64(len(data)), Hash: sha256.Sum256(data), Plan: PlanFor(data)}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= metaCacheMax {
+		c.m = map[[IDSize]byte]objectMeta{}
+	}
+	c.m[id] = m
+	c.mu.Unlock()
+	return m
+}
+
+// servePull answers a pull request on stream s.
+func (e *Endpoint) servePull(s frameWriter, body []byte) error {
+	req, err := decodePullRequest(body)
+	if err != nil {
+		return err
+	}
+	if e.cfg.Objects == nil {
+		return ErrNoObject
+	}
+	data, release, ok := e.cfg.Objects.Object(req.ID)
+	if !ok {
+		return fmt.Errorf("%w %x", ErrNoObject, req.ID[:8])
+	}
+	defer release()
+	meta := e.metas.get(req.ID, data)
+	if err := WriteFrame(s, TypePullMeta, meta.encode()); err != nil {
+		return err
+	}
+	bounds := meta.Plan.Chunks(meta.Size)
+	nchunks := uint32(len(bounds) - 1)
+	if req.Last > nchunks || req.First > req.Last {
+		return fmt.Errorf("transport: chunks [%d, %d) of %d", req.First, req.Last, nchunks)
+	}
+	var buf []byte
+	for i := req.First; i < req.Last; i++ {
+		lo, hi := bounds[i], bounds[i+1]
+		buf = meta.Plan.EncodeChunk(buf[:0], data[lo:hi], lo)
+		if err := WriteFrame(s, TypePullChunk, buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type frameWriter interface {
+	Write(p []byte) (int, error)
+}
+
+// PullOptions tune Pull.
+type PullOptions struct {
+	// Streams is how many ranges are pulled at once (0: 4).
+	Streams int
+	// RangeChunks is how many chunks one request asks for (0: 8).
+	RangeChunks int
+	// Retries bounds how often a failed range is asked for again (0: 5).
+	Retries int
+}
+
+// PullStats says how a pull went.
+type PullStats struct {
+	Size    int64 // the object's size
+	Wire    int64 // bytes of chunks received (after compression)
+	Retries int   // ranges asked for again after a failure
+	Plan    Plan
+}
+
+// Pull fetches an object from the node at addr. alloc is called once with
+// the object's size and returns where to put it (for example a range of
+// the arena). The object is checked against its hash before Pull returns.
+func (e *Endpoint) Pull(ctx context.Context, addr string, id [IDSize]byte, alloc func(size int64) ([]byte, error), o PullOptions) (PullStats, error) {
+	if o.Streams <= 0 {
+		o.Streams = 4
+	}
+	if o.RangeChunks <= 0 {
+		o.RangeChunks = 8
+	}
+	if o.Retries <= 0 {
+		o.Retries = 5
+	}
+	var st PullStats
+	frames, err := e.open(ctx, addr, TypePull, pullRequest{ID: id}.encode())
+	if err != nil {
+		return st, err
+	}
+	meta, err := readMeta(frames)
+	frames.close()
+	if err != nil {
+		return st, err
+	}
+	st.Size, st.Plan = meta.Size, meta.Plan
+	dst, err := alloc(meta.Size)
+	if err != nil {
+		return st, err
+	}
+	if int64(len(dst)) != meta.Size {
+		return st, fmt.Errorf("transport: alloc gave %d bytes for an object of %d", len(dst), meta.Size)
+	}
+	bounds := meta.Plan.Chunks(meta.Size)
+	n := uint32(len(bounds) - 1)
+	type span struct{ first, last uint32 }
+	work := make(chan span, n+1)
+	pending := sync.WaitGroup{}
+	for first := uint32(0); first < n; first += uint32(o.RangeChunks) {
+		pending.Add(1)
+		work <- span{first, min(first+uint32(o.RangeChunks), n)}
+	}
+	var (
+		mu       sync.Mutex
+		firstErr error
+		retries  = map[uint32]int{}
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
+	go func() { pending.Wait(); close(work) }()
+	var workers sync.WaitGroup
+	for range min(o.Streams, int(n)) {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for sp := range work {
+				mu.Lock()
+				failed := firstErr != nil
+				mu.Unlock()
+				if failed || ctx.Err() != nil {
+					pending.Done() // the pull has failed: drain the rest
+					continue
+				}
+				got, wire, err := e.pullRange(ctx, addr, id, meta, bounds, sp.first, sp.last, dst)
+				mu.Lock()
+				st.Wire += wire
+				stop := firstErr != nil
+				mu.Unlock()
+				if err != nil && !stop && ctx.Err() == nil && !errors.Is(err, ErrBadChunk) && !errors.Is(err, ErrRemote) {
+					mu.Lock()
+					retries[sp.first]++
+					tries := retries[sp.first]
+					st.Retries++
+					mu.Unlock()
+					if tries <= o.Retries {
+						// Resume from the first chunk that did not arrive.
+						time.Sleep(time.Duration(tries*tries) * 20 * time.Millisecond)
+						work <- span{got, sp.last}
+						continue
+					}
+				}
+				if err != nil {
+					fail(err)
+				}
+				pending.Done()
+			}
+		}()
+	}
+	workers.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	if firstErr != nil {
+		return st, fmt.Errorf("transport: pull %x from %s: %w", id[:8], addr, firstErr)
+	}
+	if sha256.Sum256(dst) != meta.Hash {
+		return st, fmt.Errorf("%w: object %x from %s", ErrCorrupt, id[:8], addr)
+	}
+	return st, nil
+}
+
+func readMeta(f *frames) (objectMeta, error) {
+	t, body, err := f.next()
+	if err != nil {
+		return objectMeta{}, err
+	}
+	if t == TypeError {
+		return objectMeta{}, fmt.Errorf("%w: %s", ErrRemote, body)
+	}
+	if t != TypePullMeta {
+		return objectMeta{}, fmt.Errorf("transport: expected an object description, got message type %d", t)
+	}
+	return decodeObjectMeta(body)
+}
+
+// pullRange fetches chunks [first, last) into dst and returns the index of
+// the first chunk it did not get and the bytes received.
+func (e *Endpoint) pullRange(ctx context.Context, addr string, id [IDSize]byte, meta objectMeta, bounds []int64, first, last uint32, dst []byte) (uint32, int64, error) {
+	f, err := e.open(ctx, addr, TypePull, pullRequest{ID: id, First: first, Last: last}.encode())
+	if err != nil {
+		return first, 0, err
+	}
+	defer f.close()
+	again, err := readMeta(f)
+	if err != nil {
+		return first, 0, err
+	}
+	if again.Hash != meta.Hash || again.Size != meta.Size || again.Plan != meta.Plan {
+		return first, 0, fmt.Errorf("%w: the holder's description of the object changed", ErrCorrupt)
+	}
+	var wire int64
+	for i := first; i < last; i++ {
+		t, body, err := f.next()
+		if err != nil {
+			return i, wire, err
+		}
+		if t == TypeError {
+			return i, wire, fmt.Errorf("%w: %s", ErrRemote, body)
+		}
+		if t != TypePullChunk {
+			return i, wire, fmt.Errorf("transport: expected a chunk, got message type %d", t)
+		}
+		wire += int64(len(body))
+		if err := DecodeChunk(dst[bounds[i]:bounds[i+1]], body); err != nil {
+			return i, wire, err
+		}
+	}
+	return last, wire, nil
+}
+
+// maxChunkFrame bounds an encoded chunk frame: a chunk that did not shrink
+// is sent raw, so its header plus ChunkSize.
+const maxChunkFrame = ChunkSize + chunkHeader + 64
+
+// frames reads the answer frames of one request stream.
+type frames struct {
+	s      *quic.Stream
+	max    int
+	cancel func() bool
+}
+
+func (f *frames) next() (Type, []byte, error) { return ReadFrame(f.s, f.max) }
+
+func (f *frames) close() {
+	f.cancel()
+	f.s.CancelRead(0)
+	_ = f.s.Close()
+}
+
+// open sends a request on a new stream and returns its answer frames.
+func (e *Endpoint) open(ctx context.Context, addr string, t Type, body []byte) (*frames, error) {
+	c, err := e.conn(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("transport: open a stream to %s: %w", addr, err)
+	}
+	stop := context.AfterFunc(ctx, func() { s.CancelRead(2); s.CancelWrite(2) })
+	if err := WriteFrame(s, t, body); err != nil {
+		stop()
+		return nil, fmt.Errorf("transport: send to %s: %w", addr, err)
+	}
+	_ = s.Close()
+	return &frames{s: s, max: max(maxChunkFrame, 1<<10), cancel: stop}, nil
+}
