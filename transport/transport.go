@@ -91,7 +91,7 @@ type Endpoint struct {
 
 	metas  metaCache
 	mu     sync.Mutex
-	conns  map[string]*quic.Conn // outgoing, by address
+	conns  map[string]*quic.Conn   // outgoing, by address
 	served map[*quic.Conn]struct{} // incoming
 	dials  map[string]*dial
 	closed bool
