@@ -141,7 +141,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		_ = ln.Close()
 		return fail(err)
 	}
-	if a.quic, err = transport.Listen(transport.Config{Addr: cfg.QUICAddr, TLS: cluster.TLSConfig(cert), Handler: a.handlePeer}); err != nil {
+	if a.quic, err = transport.Listen(transport.Config{Addr: cfg.QUICAddr, TLS: cluster.TLSConfig(cert), Handler: a.handlePeer, Objects: agentObjects{node}}); err != nil {
 		_ = ln.Close()
 		return fail(err)
 	}

@@ -1,6 +1,7 @@
 package fabric
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/wasmfabric/fabric/internal/testrig"
 	"github.com/wasmfabric/fabric/membership"
+	"github.com/wasmfabric/fabric/transport"
 )
 
 func startAgent(t *testing.T, token string, join ...string) *Agent {
@@ -77,6 +79,25 @@ func TestAgentsFormCluster(t *testing.T) {
 			if _, err := from.Ping(ctx, to.ID); err != nil {
 				t.Fatalf("%s -> %s over QUIC: %v", from.ID, to.ID, err)
 			}
+		}
+	}
+	// Objects move between nodes: a stored one (arena) and a small one.
+	big := make([]byte, 5<<20)
+	for i := range big {
+		big[i] = byte(i * 7 / 3)
+	}
+	for _, data := range [][]byte{big, []byte("small value")} {
+		id, err := a.Node().PutObject(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, st, err := c.PullObject(ctx, a.ID, id, transport.PullOptions{})
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("pull of %d bytes from a to c: %v (stats %+v)", len(data), err, st)
+		}
+		a.Node().DeleteObject(id)
+		if _, _, err := c.PullObject(ctx, a.ID, id, transport.PullOptions{}); !errors.Is(err, transport.ErrRemote) {
+			t.Fatalf("pull of a deleted object: %v", err)
 		}
 	}
 	if _, err := a.Ping(ctx, "no-such-node"); !errors.Is(err, ErrUnknownNode) {

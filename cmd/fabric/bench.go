@@ -223,6 +223,13 @@ func runBench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) err
 			}
 		}
 	}
+	cluster, err := clusterResults(ctx, re, stderr)
+	if err != nil {
+		return fmt.Errorf("cluster benchmarks: %w", err)
+	}
+	for _, r := range cluster {
+		add(r)
+	}
 	if len(results) == 0 {
 		fmt.Fprintf(stderr, "fabric bench: no benchmark matches --filter %q\n", o.filter)
 	}
