@@ -91,12 +91,22 @@ func TestAgentsFormCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, st, err := c.PullObject(ctx, a.ID, id, transport.PullOptions{})
-		if err != nil || !bytes.Equal(got, data) {
+		st, err := c.PullObject(ctx, a.ID, id, transport.PullOptions{})
+		if err != nil {
 			t.Fatalf("pull of %d bytes from a to c: %v (stats %+v)", len(data), err, st)
 		}
+		if got, err := c.Node().ReadObject(id); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("c's copy of %d bytes: %v", len(data), err)
+		}
+		if _, err := c.PullObject(ctx, a.ID, id, transport.PullOptions{}); err == nil {
+			t.Fatal("a second pull of an object c holds succeeded")
+		}
 		a.Node().DeleteObject(id)
-		if _, _, err := c.PullObject(ctx, a.ID, id, transport.PullOptions{}); !errors.Is(err, transport.ErrRemote) {
+		c.Node().DeleteObject(id)
+		if _, err := c.Node().ReadObject(id); !errors.Is(err, ErrNoObject) {
+			t.Fatalf("read after delete: %v", err)
+		}
+		if _, err := c.PullObject(ctx, a.ID, id, transport.PullOptions{}); !errors.Is(err, transport.ErrRemote) {
 			t.Fatalf("pull of a deleted object: %v", err)
 		}
 	}

@@ -90,17 +90,88 @@ func (s agentObjects) Object(id [transport.IDSize]byte) ([]byte, func(), bool) {
 	return b, release, true
 }
 
-// PullObject fetches an object from another node of the cluster.
-func (a *Agent) PullObject(ctx context.Context, nodeID string, id objects.ID, o transport.PullOptions) ([]byte, transport.PullStats, error) {
-	for _, m := range a.members.Members() {
-		if m.ID == nodeID {
-			var out []byte
-			st, err := a.quic.Pull(ctx, m.QUIC, [transport.IDSize]byte(id), func(size int64) ([]byte, error) {
-				out = make([]byte, size)
-				return out, nil
-			}, o)
-			return out, st, err
+// ReadObject returns a copy of a ready object's value.
+func (n *Node) ReadObject(id objects.ID) ([]byte, error) {
+	b, release, err := n.objectBytes(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return append([]byte(nil), b...), nil
+}
+
+// receive reserves room for an object arriving from another node under id,
+// in the arena when it fits. commit(true) makes it a ready object of no
+// job (DeleteObject drops it); commit(false) gives the room back.
+func (n *Node) receive(id objects.ID, size int64) (dst []byte, commit func(ok bool) error, err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, nil, ErrClosed
+	}
+	if _, ok := n.objs[id]; ok {
+		return nil, nil, fmt.Errorf("fabric: object %s is already on this node", id.Short())
+	}
+	finish := func(inline []byte, stored bool) {
+		n.objs[id] = &object{refs: 1}
+		n.setReady(id, inline, false, stored, nil)
+		n.objs[id].size = size
+	}
+	if size > 100<<10 {
+		if off, cerr := n.store.Create(id, size); cerr == nil {
+			return n.shm.Bytes()[off : off+size], func(ok bool) error {
+				n.mu.Lock()
+				defer n.mu.Unlock()
+				if !ok {
+					n.store.Abort(id)
+					return nil
+				}
+				if err := n.store.Seal(id); err != nil {
+					return err
+				}
+				finish(nil, true)
+				return nil
+			}, nil
 		}
 	}
-	return nil, transport.PullStats{}, fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
+	buf := make([]byte, size) // small, or larger than the arena: the store spills it
+	return buf, func(ok bool) error {
+		if !ok {
+			return nil
+		}
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		stored := size > 100<<10
+		if stored {
+			if err := n.store.Put(id, buf); err != nil {
+				return err
+			}
+			buf = nil
+		}
+		finish(buf, stored)
+		return nil
+	}, nil
+}
+
+// PullObject copies an object from another node of the cluster into this
+// node's store, under the same ID. The copy lives until DeleteObject.
+func (a *Agent) PullObject(ctx context.Context, nodeID string, id objects.ID, o transport.PullOptions) (transport.PullStats, error) {
+	for _, m := range a.members.Members() {
+		if m.ID != nodeID {
+			continue
+		}
+		var commit func(bool) error
+		st, err := a.quic.Pull(ctx, m.QUIC, [transport.IDSize]byte(id), func(size int64) ([]byte, error) {
+			dst, c, err := a.node.receive(id, size)
+			commit = c
+			return dst, err
+		}, o)
+		if commit != nil {
+			if cerr := commit(err == nil); err == nil {
+				err = cerr
+			}
+		}
+		return st, err
+	}
+	return transport.PullStats{}, fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
 }

@@ -232,9 +232,26 @@ func DecodeChunk(dst, enc []byte) error {
 func shuffle(src []byte, width int) []byte {
 	out := make([]byte, len(src))
 	n := len(src) / width
-	for i := 0; i < n; i++ {
-		for j := 0; j < width; j++ {
-			out[j*n+i] = src[i*width+j]
+	switch width {
+	case 8:
+		p0, p1, p2, p3 := out[0:n], out[n:2*n], out[2*n:3*n], out[3*n:4*n]
+		p4, p5, p6, p7 := out[4*n:5*n], out[5*n:6*n], out[6*n:7*n], out[7*n:8*n]
+		for i := range n {
+			e := src[i*8 : i*8+8 : i*8+8]
+			p0[i], p1[i], p2[i], p3[i], p4[i], p5[i], p6[i], p7[i] = e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]
+		}
+	case 4:
+		p0, p1, p2, p3 := out[0:n], out[n:2*n], out[2*n:3*n], out[3*n:4*n]
+		for i := range n {
+			e := src[i*4 : i*4+4 : i*4+4]
+			p0[i], p1[i], p2[i], p3[i] = e[0], e[1], e[2], e[3]
+		}
+	default:
+		for j := range width {
+			plane := out[j*n : (j+1)*n]
+			for i := range plane {
+				plane[i] = src[i*width+j]
+			}
 		}
 	}
 	copy(out[n*width:], src[n*width:])
@@ -244,9 +261,26 @@ func shuffle(src []byte, width int) []byte {
 // unshuffle undoes shuffle from src into dst (same length).
 func unshuffle(dst, src []byte, width int) {
 	n := len(src) / width
-	for i := 0; i < n; i++ {
-		for j := 0; j < width; j++ {
-			dst[i*width+j] = src[j*n+i]
+	switch width {
+	case 8:
+		p0, p1, p2, p3 := src[0:n], src[n:2*n], src[2*n:3*n], src[3*n:4*n]
+		p4, p5, p6, p7 := src[4*n:5*n], src[5*n:6*n], src[6*n:7*n], src[7*n:8*n]
+		for i := range n {
+			e := dst[i*8 : i*8+8 : i*8+8]
+			e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7] = p0[i], p1[i], p2[i], p3[i], p4[i], p5[i], p6[i], p7[i]
+		}
+	case 4:
+		p0, p1, p2, p3 := src[0:n], src[n:2*n], src[2*n:3*n], src[3*n:4*n]
+		for i := range n {
+			e := dst[i*4 : i*4+4 : i*4+4]
+			e[0], e[1], e[2], e[3] = p0[i], p1[i], p2[i], p3[i]
+		}
+	default:
+		for j := range width {
+			plane := src[j*n : (j+1)*n]
+			for i := range plane {
+				dst[i*width+j] = plane[i]
+			}
 		}
 	}
 	copy(dst[n*width:], src[n*width:])

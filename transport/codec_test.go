@@ -125,3 +125,12 @@ func TestShuffle(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkShuffle8(b *testing.B) {
+	src := randomBytes(ChunkSize)
+	dst := make([]byte, ChunkSize)
+	b.SetBytes(ChunkSize)
+	for range b.N {
+		unshuffle(dst, shuffle(src, 8), 8)
+	}
+}

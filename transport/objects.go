@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -144,6 +145,21 @@ func (e *Endpoint) servePull(s frameWriter, body []byte) error {
 	var buf []byte
 	for i := req.First; i < req.Last; i++ {
 		lo, hi := bounds[i], bounds[i+1]
+		if meta.Plan.Codec == Raw && meta.Plan.Width <= 1 {
+			// Raw chunks go out straight from the object's memory.
+			var hdr [6 + chunkHeader]byte
+			hdr[0], hdr[1] = Version, byte(TypePullChunk)
+			binary.BigEndian.PutUint32(hdr[2:], uint32(chunkHeader+hi-lo))
+			binary.BigEndian.PutUint32(hdr[6+2:], uint32(hi-lo))
+			binary.BigEndian.PutUint32(hdr[6+6:], uint32(hi-lo))
+			if _, err := s.Write(hdr[:]); err != nil {
+				return err
+			}
+			if _, err := s.Write(data[lo:hi]); err != nil {
+				return err
+			}
+			continue
+		}
 		buf = meta.Plan.EncodeChunk(buf[:0], data[lo:hi], lo)
 		if err := WriteFrame(s, TypePullChunk, buf); err != nil {
 			return err
@@ -308,23 +324,62 @@ func (e *Endpoint) pullRange(ctx context.Context, addr string, id [IDSize]byte, 
 		return first, 0, fmt.Errorf("%w: the holder's description of the object changed", ErrCorrupt)
 	}
 	var wire int64
+	var scratch []byte
 	for i := first; i < last; i++ {
-		t, body, err := f.next()
+		n, err := f.readChunk(dst[bounds[i]:bounds[i+1]], &scratch)
+		wire += n
 		if err != nil {
-			return i, wire, err
-		}
-		if t == TypeError {
-			return i, wire, fmt.Errorf("%w: %s", ErrRemote, body)
-		}
-		if t != TypePullChunk {
-			return i, wire, fmt.Errorf("transport: expected a chunk, got message type %d", t)
-		}
-		wire += int64(len(body))
-		if err := DecodeChunk(dst[bounds[i]:bounds[i+1]], body); err != nil {
 			return i, wire, err
 		}
 	}
 	return last, wire, nil
+}
+
+// readChunk reads one chunk frame into dst: a raw chunk straight into it,
+// an encoded one through scratch. It returns the bytes received.
+func (f *frames) readChunk(dst []byte, scratch *[]byte) (int64, error) {
+	var hdr [6]byte
+	if _, err := io.ReadFull(f.s, hdr[:]); err != nil {
+		return 0, err
+	}
+	if hdr[0] != Version {
+		return 0, fmt.Errorf("%w %d", ErrVersion, hdr[0])
+	}
+	t, n := Type(hdr[1]), binary.BigEndian.Uint32(hdr[2:])
+	if uint64(n) > uint64(f.max) {
+		return 0, fmt.Errorf("%w: chunk frame of %d bytes", ErrTooLarge, n)
+	}
+	if t != TypePullChunk {
+		body := make([]byte, n)
+		if _, err := io.ReadFull(f.s, body); err != nil {
+			return 0, err
+		}
+		if t == TypeError {
+			return 0, fmt.Errorf("%w: %s", ErrRemote, body)
+		}
+		return 0, fmt.Errorf("transport: expected a chunk, got message type %d", t)
+	}
+	if n < chunkHeader {
+		return 0, fmt.Errorf("%w: frame of %d bytes", ErrBadChunk, n)
+	}
+	var ch [chunkHeader]byte
+	if _, err := io.ReadFull(f.s, ch[:]); err != nil {
+		return 0, err
+	}
+	if Codec(ch[0]) == Raw && ch[1] == 0 && n == chunkHeader+uint32(len(dst)) &&
+		binary.BigEndian.Uint32(ch[2:]) == uint32(len(dst)) && binary.BigEndian.Uint32(ch[6:]) == uint32(len(dst)) {
+		_, err := io.ReadFull(f.s, dst)
+		return int64(n), err
+	}
+	if cap(*scratch) < int(n) {
+		*scratch = make([]byte, n)
+	}
+	buf := (*scratch)[:n]
+	copy(buf, ch[:])
+	if _, err := io.ReadFull(f.s, buf[chunkHeader:]); err != nil {
+		return int64(n), err
+	}
+	return int64(n), DecodeChunk(dst, buf)
 }
 
 // maxChunkFrame bounds an encoded chunk frame: a chunk that did not shrink

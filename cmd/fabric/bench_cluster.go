@@ -103,10 +103,10 @@ func clusterResults(ctx context.Context, re *regexp.Regexp, stderr io.Writer) ([
 		defer os.RemoveAll(dir)
 		cfg := fabric.AgentConfig{DataDir: dir, GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 			Token: token, Timing: membership.Fast,
-			Node: fabric.Config{NumCPUs: 1, ObjectStoreMemory: 64 << 20, Stdout: io.Discard, Stderr: stderr}}
-		if i == 0 {
-			cfg.Node.ObjectStoreMemory = 1280 << 20 // holds the 1 GiB broadcast object
-		} else {
+			// Each arena holds the 1 GiB broadcast object; pages are only
+			// used when touched.
+			Node: fabric.Config{NumCPUs: 1, ObjectStoreMemory: 1280 << 20, Stdout: io.Discard, Stderr: stderr}}
+		if i > 0 {
 			cfg.Join = []string{agents[0].GossipAddr()}
 		}
 		a, err := fabric.StartAgent(cfg)
@@ -130,13 +130,14 @@ func clusterResults(ctx context.Context, re *regexp.Regexp, stderr io.Writer) ([
 		var ds []time.Duration
 		for range times {
 			start := time.Now()
-			got, _, err := to.PullObject(ctx, src.ID, id, transport.PullOptions{})
+			st, err := to.PullObject(ctx, src.ID, id, transport.PullOptions{})
 			if err != nil {
 				return nil, err
 			}
 			ds = append(ds, time.Since(start))
-			if len(got) != len(data) {
-				return nil, fmt.Errorf("pulled %d bytes of %d", len(got), len(data))
+			to.Node().DeleteObject(id)
+			if st.Size != int64(len(data)) {
+				return nil, fmt.Errorf("pulled %d bytes of %d", st.Size, len(data))
 			}
 		}
 		return ds, nil
@@ -183,10 +184,11 @@ func clusterResults(ctx context.Context, re *regexp.Regexp, stderr io.Writer) ([
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				got, _, err := to.PullObject(ctx, src.ID, id, transport.PullOptions{})
-				if err == nil && len(got) != len(big) {
-					err = fmt.Errorf("pulled %d bytes of %d", len(got), len(big))
+				st, err := to.PullObject(ctx, src.ID, id, transport.PullOptions{})
+				if err == nil && st.Size != int64(len(big)) {
+					err = fmt.Errorf("pulled %d bytes of %d", st.Size, len(big))
 				}
+				to.Node().DeleteObject(id)
 				errs <- err
 			}()
 		}
