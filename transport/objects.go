@@ -145,6 +145,7 @@ func (e *Endpoint) servePull(s frameWriter, body []byte) error {
 	var buf []byte
 	for i := req.First; i < req.Last; i++ {
 		lo, hi := bounds[i], bounds[i+1]
+		_ = s.SetWriteDeadline(time.Now().Add(DefaultTimeout)) // per chunk: slow links take long per range
 		if meta.Plan.Codec == Raw && meta.Plan.Width <= 1 {
 			// Raw chunks go out straight from the object's memory.
 			var hdr [6 + chunkHeader]byte
@@ -170,6 +171,7 @@ func (e *Endpoint) servePull(s frameWriter, body []byte) error {
 
 type frameWriter interface {
 	Write(p []byte) (int, error)
+	SetWriteDeadline(t time.Time) error
 }
 
 // PullOptions tune Pull.
