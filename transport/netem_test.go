@@ -74,7 +74,6 @@ func netemHolder() error {
 	return nil
 }
 
-
 // TestPullOverLossyLink: through 50 ms of delay and 1% loss each way, an
 // object arrives intact. With root and a kernel that has netem, the holder
 // runs in a network namespace behind a veth pair shaped by `tc netem`;
