@@ -14,6 +14,7 @@ import (
 
 	"github.com/wasmfabric/fabric/internal/testrig"
 	"github.com/wasmfabric/fabric/membership"
+	"github.com/wasmfabric/fabric/sandbox"
 	"github.com/wasmfabric/fabric/transport"
 )
 
@@ -110,6 +111,13 @@ func TestAgentsFormCluster(t *testing.T) {
 			t.Fatalf("pull of a deleted object: %v", err)
 		}
 	}
+	// Modules travel by digest: c ran the quickstart (below), so a takes it from c.
+	if err := a.PullModule(ctx, b.ID, strings.Repeat("ab", 32)); err == nil {
+		t.Fatal("pull of a module nobody has succeeded")
+	}
+	if err := a.PullModule(ctx, b.ID, "xyz"); !errors.Is(err, ErrBadDigest) {
+		t.Fatalf("bad digest: %v", err)
+	}
 	if _, err := a.Ping(ctx, "no-such-node"); !errors.Is(err, ErrUnknownNode) {
 		t.Fatalf("ping of an unknown node: %v", err)
 	}
@@ -128,6 +136,16 @@ func TestAgentsFormCluster(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "[0 1 4 9 16]") {
 		t.Fatalf("job output: %q", out.String())
+	}
+	digest := sandbox.Digest(wasm)
+	if a.Node().HasModule(digest) || !c.Node().HasModule(digest) {
+		t.Fatal("the module should be on c only")
+	}
+	if err := a.PullModule(ctx, c.ID, digest); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(a.Node().dataDir, "modules", digest+".wasm")); err != nil || !bytes.Equal(got, wasm) {
+		t.Fatalf("a's copy of the module: %v", err)
 	}
 	if err := clients[c.ID].Submit(ctx, []byte("not wasm"), nil, io.Discard); !errors.Is(err, ErrJob) {
 		t.Fatalf("submit of garbage: %v, want ErrJob", err)

@@ -2,9 +2,11 @@ package fabric
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/wasmfabric/fabric/objects"
 	"github.com/wasmfabric/fabric/transport"
@@ -83,11 +85,68 @@ func (n *Node) objectBytes(id objects.ID) ([]byte, func(), error) {
 type agentObjects struct{ n *Node }
 
 func (s agentObjects) Object(id [transport.IDSize]byte) ([]byte, func(), bool) {
-	b, release, err := s.n.objectBytes(objects.ID(id))
+	if b, release, err := s.n.objectBytes(objects.ID(id)); err == nil {
+		return b, release, true
+	}
+	// Modules travel as objects too, named by the first bytes of their
+	// SHA-256 digest; the puller checks the whole digest.
+	matches, _ := filepath.Glob(filepath.Join(s.n.dataDir, "modules", hex.EncodeToString(id[:])+"*.wasm"))
+	if len(matches) != 1 {
+		return nil, nil, false
+	}
+	b, err := os.ReadFile(matches[0])
 	if err != nil {
 		return nil, nil, false
 	}
-	return b, release, true
+	return b, func() {}, true
+}
+
+// ErrBadDigest means a module digest is not 64 hex digits.
+var ErrBadDigest = errors.New("fabric: a module digest is 64 hex digits (sha256)")
+
+// HasModule reports whether the node has the module with the digest.
+func (n *Node) HasModule(digest string) bool {
+	_, err := os.Stat(filepath.Join(n.dataDir, "modules", digest+".wasm"))
+	return err == nil
+}
+
+// PullModule copies a module, by its SHA-256 digest (hex), from another
+// node into this node's modules, unless it is here already. The bytes are
+// checked against the digest.
+func (a *Agent) PullModule(ctx context.Context, nodeID, digest string) error {
+	raw, err := hex.DecodeString(digest)
+	if err != nil || len(raw) != 32 {
+		return fmt.Errorf("%w: %q", ErrBadDigest, digest)
+	}
+	if a.node.HasModule(digest) {
+		return nil
+	}
+	for _, m := range a.members.Members() {
+		if m.ID != nodeID {
+			continue
+		}
+		var buf []byte
+		st, err := a.quic.Pull(ctx, m.QUIC, [transport.IDSize]byte(raw[:transport.IDSize]), func(size int64) ([]byte, error) {
+			if size > MaxModuleSize {
+				return nil, fmt.Errorf("fabric: module of %d bytes is larger than %d MiB", size, MaxModuleSize>>20)
+			}
+			buf = make([]byte, size)
+			return buf, nil
+		}, transport.PullOptions{})
+		if err != nil {
+			return err
+		}
+		if hex.EncodeToString(st.Hash[:]) != digest {
+			return fmt.Errorf("fabric: node %s sent a module whose digest is not %s", nodeID, digest[:12])
+		}
+		path := filepath.Join(a.node.dataDir, "modules", digest+".wasm")
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, buf, 0o600); err != nil {
+			return err
+		}
+		return os.Rename(tmp, path)
+	}
+	return fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
 }
 
 // ReadObject returns a copy of a ready object's value.

@@ -186,7 +186,8 @@ type PullOptions struct {
 
 // PullStats says how a pull went.
 type PullStats struct {
-	Size    int64 // the object's size
+	Hash    [32]byte // the object's SHA-256, which the bytes were checked against
+	Size    int64    // the object's size
 	Wire    int64 // bytes of chunks received (after compression)
 	Retries int   // ranges asked for again after a failure
 	Plan    Plan
@@ -215,7 +216,7 @@ func (e *Endpoint) Pull(ctx context.Context, addr string, id [IDSize]byte, alloc
 	if err != nil {
 		return st, err
 	}
-	st.Size, st.Plan = meta.Size, meta.Plan
+	st.Size, st.Plan, st.Hash = meta.Size, meta.Plan, meta.Hash
 	dst, err := alloc(meta.Size)
 	if err != nil {
 		return st, err

@@ -210,3 +210,42 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+// TestGarbageOnTheWire sends malformed frames on a member's connection:
+// each gets an error answer, and the endpoint goes on serving.
+func TestGarbageOnTheWire(t *testing.T) {
+	c, _ := secrets.Create()
+	a, b := endpoint(t, c, "node-a"), endpoint(t, c, "node-b")
+	defer a.Close()
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := a.conn(ctx, b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string][]byte{
+		"other version":     {9, 1, 0, 0, 0, 0},
+		"huge length":       {Version, 1, 0x7f, 0xff, 0xff, 0xff},
+		"truncated":         {Version, 1, 0, 0, 0, 9, 1, 2},
+		"pull of nonsense":  {Version, byte(TypePull), 0, 0, 0, 3, 1, 2, 3},
+		"short header only": {Version},
+	}
+	for name, garbage := range cases {
+		s, err := conn.OpenStreamSync(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = s.Write(garbage)
+		_ = s.Close()
+		_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		typ, body, err := ReadFrame(s, 1<<20)
+		if err == nil && typ != TypeError {
+			t.Errorf("%s: answered with type %d", name, typ)
+		}
+		t.Logf("%s: %d %q %v", name, typ, body, err)
+	}
+	if _, rb, err := a.Call(ctx, b.Addr(), typeEcho, []byte("still serving")); err != nil || string(rb) != "still serving" {
+		t.Fatalf("after garbage: %q %v", rb, err)
+	}
+}
