@@ -188,8 +188,8 @@ type PullOptions struct {
 type PullStats struct {
 	Hash    [32]byte // the object's SHA-256, which the bytes were checked against
 	Size    int64    // the object's size
-	Wire    int64 // bytes of chunks received (after compression)
-	Retries int   // ranges asked for again after a failure
+	Wire    int64    // bytes of chunks received (after compression)
+	Retries int      // ranges asked for again after a failure
 	Plan    Plan
 }
 
