@@ -54,8 +54,11 @@ type AgentConfig struct {
 	Node Config
 	// Timing tunes failure detection (zero: LAN defaults).
 	Timing membership.Timing
-	// Log receives the agent's own messages (nil: discarded).
+	// Log receives the agent's own messages, such as nodes joining and
+	// failing (nil: discarded).
 	Log io.Writer
+	// GossipLog receives serf's and memberlist's log lines (nil: discarded).
+	GossipLog io.Writer
 }
 
 // Agent is a node of a cluster: its local Node, its membership and its
@@ -158,18 +161,19 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		adv = net.JoinHostPort(cfg.AdvertiseHost, port)
 	}
 	a.members, err = membership.Start(membership.Config{Info: a.info, BindAddr: cfg.GossipAddr, AdvertiseAddr: adv,
-		Key: cluster.GossipKey, SnapshotPath: filepath.Join(cfg.DataDir, "serf.snapshot"), Timing: cfg.Timing, Log: cfg.Log})
+		Key: cluster.GossipKey, SnapshotPath: filepath.Join(cfg.DataDir, "serf.snapshot"), Timing: cfg.Timing, Log: cfg.GossipLog})
 	if err != nil {
 		_ = ln.Close()
 		return fail(err)
 	}
 	a.http = &http.Server{Handler: a.api(), ReadHeaderTimeout: 10 * time.Second}
-	a.wg.Add(2)
+	a.wg.Add(3)
 	go func() {
 		defer a.wg.Done()
 		_ = a.http.Serve(ln)
 	}()
 	go a.gossipUsage()
+	go a.watchMembers()
 	if len(cfg.Join) > 0 {
 		if err := a.join(cfg.Join); err != nil {
 			return fail(err)
@@ -266,6 +270,20 @@ func (a *Agent) join(addrs []string) error {
 		}
 	}
 	return err
+}
+
+// watchMembers logs the cluster's changes as they happen.
+func (a *Agent) watchMembers() {
+	defer a.wg.Done()
+	for e := range a.members.Events() {
+		if e.Member.ID == a.ID || a.cfg.Log == nil {
+			continue
+		}
+		switch e.Kind {
+		case membership.Joined, membership.LeftCluster, membership.Failed:
+			fmt.Fprintf(a.cfg.Log, "fabric agent: node %s %s (%s)\n", e.Member.ID, e.Kind, e.Member.Gossip)
+		}
+	}
 }
 
 // usageInterval bounds how often a node gossips its resource use.

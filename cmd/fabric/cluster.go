@@ -107,6 +107,8 @@ the data directory.`,
 			}
 			out := cmd.OutOrStdout()
 			cfg.Node.Stdout, cfg.Node.Stderr = out, cmd.ErrOrStderr()
+			cfg.Log = cmd.ErrOrStderr() // membership changes; serf's own lines stay out
+			cfg.GossipLog = io.Discard
 			a, err := fabric.StartAgent(cfg)
 			if err != nil {
 				return err

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +19,25 @@ type agentProc struct {
 	cmd                          *exec.Cmd
 	gossip, api, joinTok, apiTok string
 	exited                       chan error
+	stderr                       *lockedBuffer
+}
+
+// lockedBuffer collects a process's stderr for checks while it runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 var agentLine = regexp.MustCompile(`^\s+(gossip|HTTP API|join token|API token):\s+(\S+)$`)
@@ -27,6 +47,8 @@ func startAgentProc(t *testing.T, extra ...string) *agentProc {
 	args := append([]string{"agent", "--data-dir", t.TempDir(), "--gossip-addr", "127.0.0.1:0",
 		"--quic-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--num-cpus", "1"}, extra...)
 	cmd := exec.Command(testrig.Fabric(t), args...)
+	errBuf := &lockedBuffer{}
+	cmd.Stderr = errBuf
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +56,7 @@ func startAgentProc(t *testing.T, extra ...string) *agentProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &agentProc{cmd: cmd, exited: make(chan error, 1)}
+	p := &agentProc{cmd: cmd, exited: make(chan error, 1), stderr: errBuf}
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-p.exited
@@ -113,6 +135,9 @@ func TestAgentProcesses(t *testing.T) {
 		t.Fatalf("wrong token: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 
+	if !strings.Contains(a.stderr.String(), "joined") {
+		t.Errorf("the first agent did not log the second one joining:\n%s", a.stderr.String())
+	}
 	for _, p := range []*agentProc{b, a} {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
