@@ -319,10 +319,12 @@ const (
 )
 
 // handlePeer answers another agent's request.
-func (a *Agent) handlePeer(_ context.Context, _ string, t transport.Type, _ []byte) (transport.Type, []byte, error) {
+func (a *Agent) handlePeer(ctx context.Context, _ string, t transport.Type, body []byte) (transport.Type, []byte, error) {
 	switch t {
 	case msgPing:
 		return msgPing, []byte(a.ID), nil
+	case msgRunTask:
+		return a.handleRunTask(ctx, body)
 	}
 	return 0, nil, fmt.Errorf("unknown message type %d (is the peer a newer version?)", t)
 }

@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/testrig"
+	"github.com/wasmfabric/fabric/internal/wire"
 	"github.com/wasmfabric/fabric/membership"
 	"github.com/wasmfabric/fabric/sandbox"
 	"github.com/wasmfabric/fabric/transport"
@@ -138,6 +140,25 @@ func TestAgentsFormCluster(t *testing.T) {
 		t.Fatalf("job output: %q", out.String())
 	}
 	digest := sandbox.Digest(wasm)
+	// A task of c's job runs on b: b fetches the module from c.
+	seven, _ := wire.Marshal(7)
+	long, cancelLong := context.WithTimeout(ctx, time.Minute)
+	v, err := c.RunRemote(long, b.ID, digest, abi.TaskSpec{Func: "square", Args: []abi.Arg{{Value: seven}}})
+	cancelLong()
+	var n int
+	if err != nil || wire.Unmarshal(v, &n) != nil || n != 49 {
+		t.Fatalf("square(7) on b: %x %v", v, err)
+	}
+	if !b.Node().HasModule(digest) {
+		t.Fatal("b did not keep the module it fetched")
+	}
+	bad, _ := wire.Marshal("seven")
+	if _, err := c.RunRemote(ctx, b.ID, digest, abi.TaskSpec{Func: "square", Args: []abi.Arg{{Value: bad}}}); !errors.Is(err, ErrRemoteTask) {
+		t.Fatalf("square(\"seven\") on b: %v, want ErrRemoteTask", err)
+	}
+	if _, err := c.RunRemote(ctx, b.ID, digest, abi.TaskSpec{Func: "square", Args: []abi.Arg{{Ref: make([]byte, 20)}}}); !errors.Is(err, transport.ErrRemote) || !strings.Contains(err.Error(), "not supported") {
+		t.Fatalf("reference argument: %v", err)
+	}
 	if a.Node().HasModule(digest) || !c.Node().HasModule(digest) {
 		t.Fatal("the module should be on c only")
 	}

@@ -67,25 +67,22 @@ type JobOptions struct {
 	Stdout, Stderr io.Writer
 }
 
-// RunJobWith is RunJob with per-job options.
-func (n *Node) RunJobWith(ctx context.Context, wasm []byte, args []string, o JobOptions) error {
+// newJob validates a module, keeps it in the node's modules and returns a
+// job for it, not yet registered.
+func (n *Node) newJob(wasm []byte, o JobOptions) (*job, error) {
 	if _, err := sandbox.Validate(wasm, sandbox.Limits{MaxMemoryPages: uint32(n.cfg.GuestMemoryLimit / sandbox.WasmPageSize)}); err != nil {
-		return err
+		return nil, err
 	}
 	digest := sandbox.Digest(wasm)
 	path := filepath.Join(n.dataDir, "modules", digest+".wasm")
 	if _, err := os.Stat(path); err != nil {
 		tmp := path + ".tmp"
 		if err := os.WriteFile(tmp, wasm, 0o600); err != nil {
-			return err
+			return nil, err
 		}
 		if err := os.Rename(tmp, path); err != nil {
-			return err
+			return nil, err
 		}
-	}
-	argv, err := wire.Marshal([]any{args})
-	if err != nil {
-		return err
 	}
 	j := &job{id: newID().String()[:16], modulePath: path, workers: map[*workerProc]struct{}{}, result: make(chan error, 1),
 		stdout: o.Stdout, stderr: o.Stderr}
@@ -94,6 +91,19 @@ func (n *Node) RunJobWith(ctx context.Context, wasm []byte, args []string, o Job
 	}
 	if j.stderr == nil {
 		j.stderr = n.cfg.Stderr
+	}
+	return j, nil
+}
+
+// RunJobWith is RunJob with per-job options.
+func (n *Node) RunJobWith(ctx context.Context, wasm []byte, args []string, o JobOptions) error {
+	j, err := n.newJob(wasm, o)
+	if err != nil {
+		return err
+	}
+	argv, err := wire.Marshal([]any{args})
+	if err != nil {
+		return err
 	}
 	n.mu.Lock()
 	if n.closed {
