@@ -2,7 +2,7 @@
 # `make test` builds everything the tests need and runs them under -race.
 GO        ?= go
 BIN       := bin/fabric
-EXAMPLES  := quickstart batches counter shared wait resources
+EXAMPLES  := quickstart batches counter shared wait resources cluster
 GUESTS    := $(notdir $(patsubst %/,%,$(dir $(wildcard internal/testguests/*/main.go))))
 STATICCHECK_VERSION := v0.8.2
 

@@ -75,6 +75,11 @@ type Agent struct {
 	info     membership.Info
 	done     chan struct{}
 	wg       sync.WaitGroup
+	// usageStop and usageDone stop gossipUsage before the node leaves: a
+	// tag update racing a leave waits seconds for an acknowledgement.
+	usageStop chan struct{}
+	usageDone chan struct{}
+	usageOnce sync.Once
 	closeMu  sync.Mutex
 	closed   bool
 }
@@ -118,6 +123,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	nodeCfg := cfg.Node
 	nodeCfg.DataDir = filepath.Join(cfg.DataDir, "node")
+	nodeCfg.NodeID, nodeCfg.Labels = id, cfg.Labels
 	if err := os.MkdirAll(nodeCfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -125,7 +131,8 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{})}
+	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{}),
+		usageStop: make(chan struct{}), usageDone: make(chan struct{})}
 	fail := func(err error) (*Agent, error) {
 		_ = a.Close()
 		return nil, err
@@ -167,7 +174,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		return fail(err)
 	}
 	a.http = &http.Server{Handler: a.api(), ReadHeaderTimeout: 10 * time.Second}
-	a.wg.Add(3)
+	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
 		_ = a.http.Serve(ln)
@@ -177,6 +184,12 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	if len(cfg.Join) > 0 {
 		if err := a.join(cfg.Join); err != nil {
 			return fail(err)
+		}
+	}
+	node.SetPeers(a.runOn)
+	for _, m := range a.members.Members() {
+		if m.Status == membership.Alive {
+			node.AddPeer(m.ID, m.Resources, m.Labels)
 		}
 	}
 	return a, nil
@@ -276,12 +289,22 @@ func (a *Agent) join(addrs []string) error {
 func (a *Agent) watchMembers() {
 	defer a.wg.Done()
 	for e := range a.members.Events() {
-		if e.Member.ID == a.ID || a.cfg.Log == nil {
+		if e.Member.ID == a.ID {
 			continue
 		}
 		switch e.Kind {
+		case membership.Joined, membership.Updated:
+			if e.Member.Status == membership.Alive {
+				a.node.AddPeer(e.Member.ID, e.Member.Resources, e.Member.Labels)
+			}
+		case membership.LeftCluster, membership.Failed, membership.Reaped:
+			a.node.RemovePeer(e.Member.ID)
+		}
+		switch e.Kind {
 		case membership.Joined, membership.LeftCluster, membership.Failed:
-			fmt.Fprintf(a.cfg.Log, "fabric agent: node %s %s (%s)\n", e.Member.ID, e.Kind, e.Member.Gossip)
+			if a.cfg.Log != nil {
+				fmt.Fprintf(a.cfg.Log, "fabric agent: node %s %s (%s)\n", e.Member.ID, e.Kind, e.Member.Gossip)
+			}
 		}
 	}
 }
@@ -291,13 +314,13 @@ const usageInterval = 2 * time.Second
 
 // gossipUsage keeps the node's gossiped resource use current.
 func (a *Agent) gossipUsage() {
-	defer a.wg.Done()
+	defer close(a.usageDone)
 	t := time.NewTicker(usageInterval)
 	defer t.Stop()
 	last := a.info.Used
 	for {
 		select {
-		case <-a.done:
+		case <-a.usageStop:
 			return
 		case <-t.C:
 		}
@@ -369,9 +392,20 @@ func (a *Agent) JoinToken() string { return a.cluster.Token() }
 // APIToken is the bearer token of the cluster's HTTP APIs.
 func (a *Agent) APIToken() string { return a.cluster.APIToken() }
 
+// stopUsage stops gossipUsage and waits for it, if it was started.
+func (a *Agent) stopUsage() {
+	a.usageOnce.Do(func() {
+		close(a.usageStop)
+		if a.members != nil && a.http != nil { // gossipUsage was started
+			<-a.usageDone
+		}
+	})
+}
+
 // Leave tells the cluster this node leaves, then stops it.
 func (a *Agent) Leave() error {
 	var err error
+	a.stopUsage()
 	if a.members != nil {
 		err = a.members.Leave()
 	}
@@ -390,6 +424,7 @@ func (a *Agent) Close() error {
 	}
 	a.closed = true
 	a.closeMu.Unlock()
+	a.stopUsage()
 	close(a.done)
 	var errs []error
 	if a.http != nil {

@@ -5,6 +5,7 @@
 package fabric
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -59,6 +60,10 @@ type Config struct {
 	OutputCap int64
 	// MaxWorkers bounds the worker processes of the node (0: 8 per CPU, at least 32).
 	MaxWorkers int
+	// NodeID names the node to its scheduler and its peers (empty: "local").
+	NodeID string
+	// Labels are the node's labels, for tasks' label selectors.
+	Labels map[string]string
 }
 
 // Node is one agent with its workers.
@@ -85,6 +90,14 @@ type Node struct {
 	// sends then collect in dirty, written when handling ends.
 	handling bool
 	dirty    []*workerProc
+	// remote runs a task on another node; set by an Agent (nil: tasks
+	// stay on this node).
+	remote RemoteRunner
+	// remoteRuns counts tasks running on other nodes, for Close;
+	// remoteCtx ends their calls when the node closes.
+	remoteRuns sync.WaitGroup
+	remoteCtx  context.Context
+	remoteStop context.CancelFunc
 	nworkers int
 	closed   bool
 	wg       sync.WaitGroup
@@ -126,7 +139,11 @@ func Start(cfg Config) (*Node, error) {
 		}
 		cfg.WorkerCommand = []string{exe, "worker"}
 	}
-	n := &Node{cfg: cfg, dataDir: cfg.DataDir, nodeID: "local",
+	if cfg.NodeID == "" {
+		cfg.NodeID = "local"
+	}
+	n := &Node{cfg: cfg, dataDir: cfg.DataDir, nodeID: scheduler.NodeID(cfg.NodeID),
+		remoteStop: func() {},
 		sched: scheduler.New(), tasks: map[objects.ID]*task{}, objs: map[objects.ID]*object{},
 		actors: map[objects.ID]*actor{}, named: map[string]objects.ID{}, jobs: map[string]*job{},
 		groups:  map[objects.ID]*group{},
@@ -170,7 +187,8 @@ func Start(cfg Config) (*Node, error) {
 		}
 		total.Custom[k] = scheduler.Quantity(v)
 	}
-	n.sched.AddNode(n.nodeID, total, nil)
+	n.sched.AddNode(n.nodeID, total, cfg.Labels)
+	n.remoteCtx, n.remoteStop = context.WithCancel(context.Background())
 	n.wg.Add(1)
 	go n.acceptLoop()
 	return n, nil
@@ -201,6 +219,8 @@ func (n *Node) Close() error {
 		ws = append(ws, w)
 	}
 	n.mu.Unlock()
+	n.remoteStop()
+	n.remoteRuns.Wait()
 	for _, w := range ws {
 		w.kill()
 	}

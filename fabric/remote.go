@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/wire"
 	"github.com/wasmfabric/fabric/objects"
+	"github.com/wasmfabric/fabric/scheduler"
 	"github.com/wasmfabric/fabric/transport"
 )
 
@@ -56,6 +59,7 @@ func (n *Node) RunTask(ctx context.Context, wasm []byte, spec abi.TaskSpec) (val
 	}
 	n.jobs[j.id] = j
 	t := n.newTask(j, nil, spec, wire.ExecTask, newID())
+	t.here = true // the owner chose this node: no second hop
 	ret := t.returns[0]
 	n.addRef(ret) // held until read: nobody else refers to it
 	n.submit(t)
@@ -136,8 +140,21 @@ func (a *Agent) handleRunTask(ctx context.Context, body []byte) (transport.Type,
 // returns its value (CBOR). The module must be on this node. A task that
 // fails returns an error wrapping ErrRemoteTask with the task's message.
 func (a *Agent) RunRemote(ctx context.Context, nodeID, digest string, spec abi.TaskSpec) ([]byte, error) {
+	value, isError, err := a.runOn(ctx, nodeID, digest, spec)
+	if err != nil {
+		return nil, err
+	}
+	if isError {
+		ev := decodeErrorValue(value)
+		return nil, fmt.Errorf("%w on %s: %s: %s", ErrRemoteTask, nodeID, ev.Kind, ev.Message)
+	}
+	return value, nil
+}
+
+// runOn is RunRemote's core, and the node's RemoteRunner.
+func (a *Agent) runOn(ctx context.Context, nodeID, digest string, spec abi.TaskSpec) ([]byte, bool, error) {
 	if !a.node.HasModule(digest) {
-		return nil, fmt.Errorf("fabric: module %.12s is not on this node", digest)
+		return nil, false, fmt.Errorf("fabric: module %.12s is not on this node", digest)
 	}
 	var addr string
 	for _, m := range a.members.Members() {
@@ -146,23 +163,143 @@ func (a *Agent) RunRemote(ctx context.Context, nodeID, digest string, spec abi.T
 		}
 	}
 	if addr == "" {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
+		return nil, false, fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
 	}
 	req, err := wire.Marshal(runTaskRequest{Owner: a.ID, Digest: digest, Spec: spec.AppendCBOR(nil)})
 	if err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		// Tasks may run for long: the call waits as long as the node is up.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 7*24*time.Hour)
+		defer cancel()
 	}
 	t, body, err := a.quic.Call(ctx, addr, msgRunTask, req)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var res taskResult
 	if t != msgTaskResult || wire.Unmarshal(body, &res) != nil {
-		return nil, fmt.Errorf("fabric: node %s answered a task with a malformed result", nodeID)
+		return nil, false, fmt.Errorf("fabric: node %s answered a task with a malformed result", nodeID)
 	}
-	if res.IsError {
-		ev := decodeErrorValue(res.Value)
-		return nil, fmt.Errorf("%w on %s: %s: %s", ErrRemoteTask, nodeID, ev.Kind, ev.Message)
+	return res.Value, res.IsError, nil
+}
+
+// RemoteRunner runs a task on another node: the module is digest, which is
+// on this node. It returns the task's value or error value (isError), or
+// err when the task could not be run there (the node is gone, the link
+// broke): the task may then be retried elsewhere.
+type RemoteRunner func(ctx context.Context, node, digest string, spec abi.TaskSpec) (value []byte, isError bool, err error)
+
+// SetPeers gives the node a way to run tasks on other nodes. Until then,
+// and for tasks that cannot move, tasks stay here.
+func (n *Node) SetPeers(run RemoteRunner) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.remote = run
+}
+
+// AddPeer tells the node's scheduler about another node of the cluster
+// (again to update its resources or labels).
+func (n *Node) AddPeer(id string, resources map[string]float64, labels map[string]string) {
+	if scheduler.NodeID(id) == n.nodeID {
+		return
 	}
-	return res.Value, nil
+	total := scheduler.Resources{CPU: scheduler.Quantity(resources["CPU"]), GPU: scheduler.Quantity(resources["GPU"]), Memory: int64(resources["memory"])}
+	for k, v := range resources {
+		if k != "CPU" && k != "GPU" && k != "memory" {
+			if total.Custom == nil {
+				total.Custom = map[string]int64{}
+			}
+			total.Custom[k] = scheduler.Quantity(v)
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.sched.AddNode(scheduler.NodeID(id), total, labels)
+	n.schedule()
+}
+
+// RemovePeer forgets a node that left or failed. Tasks placed there are
+// scheduled again: their runs fail with the lost connection, and are
+// retried while retries last.
+func (n *Node) RemovePeer(id string) {
+	if scheduler.NodeID(id) == n.nodeID {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.sched.RemoveNode(scheduler.NodeID(id))
+	n.schedule()
+}
+
+// movable reports whether a task may run on another node: a plain task
+// whose arguments are values or ready objects held inline, with nothing
+// nested in them. Caller holds n.mu.
+func (n *Node) movable(t *task) bool {
+	if n.remote == nil || t.kind != wire.ExecTask || len(t.spec.Refs) > 0 || t.spec.NumReturns > 1 || t.spec.Options.Group != nil {
+		return false
+	}
+	for _, a := range t.spec.Args {
+		if a.Ref == nil {
+			continue
+		}
+		id, _ := objects.IDFromBytes(a.Ref)
+		if o := n.objs[id]; o == nil || !o.ready || o.isError || o.stored || len(o.nested) > 0 {
+			return false // pending, large or holding references: kept here for now
+		}
+	}
+	return true
+}
+
+// runRemote sends a task the scheduler placed on another node there, and
+// applies its result when it comes back. Caller holds n.mu.
+func (n *Node) runRemote(t *task, node string) {
+	spec := t.spec
+	spec.Args = make([]abi.Arg, len(t.spec.Args))
+	for i, a := range t.spec.Args {
+		if a.Ref == nil {
+			spec.Args[i] = a
+			continue
+		}
+		id, _ := objects.IDFromBytes(a.Ref)
+		o := n.objs[id]
+		if o == nil || !o.ready || o.stored {
+			n.failTask(t, abi.ErrorValue{Kind: "task", Message: fmt.Sprintf("argument object %s is not available to send", id.Short()), Task: t.name}, true)
+			return
+		}
+		spec.Args[i] = abi.Arg{Value: o.inline}
+	}
+	digest := strings.TrimSuffix(filepath.Base(t.job.modulePath), ".wasm")
+	run, ctx := n.remote, n.remoteCtx
+	t.started = time.Now()
+	n.remoteRuns.Add(1)
+	go func() {
+		defer n.remoteRuns.Done()
+		value, isError, err := run(ctx, node, digest, spec)
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.closed || t.state != taskRunning || t.job.done {
+			return // cancelled, or its job or the node ended meanwhile
+		}
+		switch {
+		case err != nil && t.retriesLeft != 0:
+			t.retriesLeft--
+			n.sched.Finished(t.schedID())
+			fmt.Fprintf(n.cfg.Stderr, "fabric: task %s could not run on node %s (%s); retrying\n", t.name, node, firstLine(err.Error()))
+			n.submit(t)
+		case err != nil:
+			n.failTask(t, abi.ErrorValue{Kind: "worker_died", Message: fmt.Sprintf("task %s could not run on node %s and no retries are left: %v", t.name, node, err), Task: t.name}, true)
+		case isError:
+			n.failTask(t, decodeErrorValue(value), true)
+		default:
+			if err := n.storeValue(t.returns[0], value, nil); err != nil {
+				n.failTask(t, abi.ErrorValue{Kind: "task", Message: err.Error(), Task: t.name}, true)
+			} else {
+				n.finishTask(t, true)
+			}
+		}
+		n.schedule()
+	}()
 }

@@ -51,6 +51,8 @@ type task struct {
 	// cancel, which then also applies if the task started meanwhile.
 	recalled  bool
 	cancelled *abi.ErrorValue
+	// here pins the task to this node: another node sent it (RunTask).
+	here bool
 }
 
 func (t *task) schedID() scheduler.TaskID { return scheduler.TaskID(t.id[:]) }
@@ -163,6 +165,9 @@ func (n *Node) submit(t *task) {
 		}
 	}
 	st := scheduler.Task{ID: t.schedID(), Demand: t.demand, Deps: deps, Labels: t.spec.Options.Labels, Bundle: -1}
+	if n.remote != nil && (t.here || !n.movable(t)) {
+		st.Node = n.nodeID // sent here by another node, or it cannot leave this node (yet)
+	}
 	if g := t.spec.Options.Group; g != nil {
 		st.Group = scheduler.GroupID(g)
 		if b := t.spec.Options.Bundle; b != nil {
@@ -198,6 +203,10 @@ func (n *Node) schedule() {
 				continue
 			}
 			t.state = taskRunning
+			if p.Node != n.nodeID {
+				n.runRemote(t, string(p.Node))
+				continue
+			}
 			n.dispatch(t)
 		}
 	}

@@ -57,6 +57,7 @@ func (n *Node) startWorker(j *job) (*workerProc, error) {
 		"--socket", n.sock,
 		"--module", j.modulePath,
 		"--cache-dir", n.cfg.CacheDir,
+		"--node-id", string(n.nodeID),
 		"--memory", strconv.FormatInt(n.cfg.GuestMemoryLimit, 10),
 		"--output-cap", strconv.FormatInt(n.cfg.OutputCap, 10),
 		"--arena-fd", "3",

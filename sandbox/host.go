@@ -34,6 +34,8 @@ type Host interface {
 	// within timeoutMs (< 0: no timeout).
 	GroupWait(id []byte, timeoutMs int64) (timedOut bool, err error)
 	GroupRemove(id []byte) error
+	// NodeID names the node the call runs on.
+	NodeID() string
 }
 
 // Staged is one result waiting for the guest to read it.
@@ -377,6 +379,21 @@ var hostFuncs = []hostFunc{
 		}
 		cs.host.Release(ids)
 		st[0] = 0
+	}},
+	{"node_id", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// node_id(buf, cap) -> length: the ID of the node running the call,
+		// written to buf when it fits in cap bytes.
+		id := cs.host.NodeID()
+		if len(id) > int(u32(st[1])) {
+			st[0] = uint64(uint32(len(id)))
+			return
+		}
+		if _, ok := cs.read(u32(st[0]), uint32(len(id))); !ok {
+			st[0] = cs.fail("node_id: buffer outside guest memory")
+			return
+		}
+		cs.mod.Memory().Write(u32(st[0]), []byte(id))
+		st[0] = uint64(uint32(len(id)))
 	}},
 	{"actor_lookup", []api.ValueType{i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
 		name, ok := cs.read(u32(st[0]), u32(st[1]))

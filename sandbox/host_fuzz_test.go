@@ -37,6 +37,7 @@ func (fakeHost) GroupWait(id []byte, timeoutMs int64) (bool, error) {
 	return false, nil
 }
 func (fakeHost) GroupRemove(id []byte) error { return nil }
+func (fakeHost) NodeID() string              { return "fuzz-node" }
 
 // FuzzHostFuncs calls every host function with arbitrary pointers and
 // lengths against a one-page guest memory: a bad one is an error for that

@@ -34,6 +34,8 @@ type WorkerConfig struct {
 	OutputCap   int64  // output bytes kept per call
 	ArenaFD     int    // inherited file descriptor of the arena (0: none)
 	ArenaSize   int64
+	// NodeID names the node, for guests that ask (node_id).
+	NodeID string
 	// ProcessLimit caps the worker's data segment (RLIMIT_DATA) so that
 	// guests that escape the linear-memory cap (tables, deep recursion)
 	// kill only this worker. 0: no cap.
@@ -600,6 +602,9 @@ func (h *workerHost) GroupWait(id []byte, timeoutMs int64) (bool, error) {
 }
 
 // GroupRemove queues the removal without waiting.
+// NodeID names the worker's node.
+func (h *workerHost) NodeID() string { return h.w.cfg.NodeID }
+
 func (h *workerHost) GroupRemove(id []byte) error {
 	return h.w.conn.Queue(wire.TypeGroupRemove, wire.GroupRemove{Task: h.task, Group: id})
 }

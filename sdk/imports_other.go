@@ -22,5 +22,6 @@ func (noHost) actorKill(ObjectID, bool) error              { return ErrNotInGues
 func (noHost) groupCreate([]byte) (ObjectID, error)    { return ObjectID{}, ErrNotInGuest }
 func (noHost) groupWait(ObjectID, int64) (bool, error) { return false, ErrNotInGuest }
 func (noHost) groupRemove(ObjectID) error              { return ErrNotInGuest }
+func (noHost) nodeID() string                          { return "" }
 
 var host hostAPI = noHost{}

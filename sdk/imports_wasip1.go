@@ -80,6 +80,9 @@ func hostGroupWait(id uint32, timeoutMs int64) int32
 //go:wasmimport fabric pg_remove
 func hostGroupRemove(id uint32) int32
 
+//go:wasmimport fabric node_id
+func hostNodeID(buf, capacity uint32) int32
+
 //go:wasmimport fabric staged_len
 func hostStagedLen(i uint32) int64
 
@@ -287,6 +290,20 @@ func stagedError() error {
 	msg := make([]byte, n)
 	hostStagedRead(0, ptr(msg), uint32(n))
 	return errHost(string(msg))
+}
+
+func (wasmHost) nodeID() string {
+	buf := make([]byte, 64)
+	for {
+		n := hostNodeID(ptr(buf), uint32(len(buf)))
+		if n < 0 {
+			return ""
+		}
+		if int(n) <= len(buf) {
+			return string(buf[:n])
+		}
+		buf = make([]byte, n)
+	}
 }
 
 var host hostAPI = wasmHost{}

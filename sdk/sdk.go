@@ -124,6 +124,7 @@ type hostAPI interface {
 	groupCreate(spec []byte) (ObjectID, error)
 	groupWait(id ObjectID, timeoutMs int64) (timedOut bool, err error)
 	groupRemove(id ObjectID) error
+	nodeID() string
 }
 
 // invoker runs a registered function on decoded CBOR arguments and returns
@@ -275,6 +276,10 @@ func splitIDs(b []byte) []ObjectID {
 	}
 	return ids
 }
+
+// NodeID returns the ID of the node running the caller ("local" on an
+// embedded node): for logs, and to see where work ran.
+func NodeID() string { return host.nodeID() }
 
 // Log writes a log line at a level (abi.LevelInfo and so on) to the job's output.
 func Log(level int, msg string) { host.log(level, []byte(msg)) }

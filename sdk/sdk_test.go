@@ -157,6 +157,7 @@ func (h *memHost) groupCreate(spec []byte) (ObjectID, error) {
 }
 func (h *memHost) groupWait(ObjectID, int64) (bool, error) { return false, nil }
 func (h *memHost) groupRemove(ObjectID) error              { return nil }
+func (h *memHost) nodeID() string                          { return "test-node" }
 
 // Registrations are global, as in a guest; each name is used once.
 var (

@@ -244,6 +244,7 @@ func newWorkerCmd() *cobra.Command {
 	f.StringVar(&cfg.Socket, "socket", "", "agent socket")
 	f.StringVar(&cfg.Module, "module", "", "module file")
 	f.StringVar(&cfg.CacheDir, "cache-dir", "", "compile cache")
+	f.StringVar(&cfg.NodeID, "node-id", "local", "the node's ID, for guests that ask")
 	f.Int64Var(&cfg.MemoryLimit, "memory", 0, "guest memory cap in bytes")
 	f.Int64Var(&cfg.OutputCap, "output-cap", 0, "output bytes per call")
 	f.IntVar(&cfg.ArenaFD, "arena-fd", 0, "arena file descriptor")

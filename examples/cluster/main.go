@@ -1,0 +1,52 @@
+//go:build wasip1
+
+// Cluster runs tasks across the nodes of a cluster: each reports the node
+// that ran it, and two ask for a node labelled tier=edge. Run it with
+// `make cluster-demo`, or `fabric submit` on a cluster of your own.
+package main
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/wasmfabric/fabric/sdk"
+)
+
+// where takes a whole CPU for a moment and says which node it ran on.
+var where = sdk.Task1("where", func(i int) (string, error) {
+	time.Sleep(300 * time.Millisecond)
+	return sdk.NodeID(), nil
+}, sdk.CPUs(1))
+
+func init() { sdk.Main(run) }
+
+func run(args []string) error {
+	var refs []sdk.Ref[string]
+	for i := range 8 {
+		refs = append(refs, where.Remote(i))
+	}
+	edge := where.Options(sdk.NodeLabel("tier", "edge"))
+	for i := range 2 {
+		refs = append(refs, edge.Remote(100+i))
+	}
+	nodes, err := sdk.GetAll(refs)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("edge tasks ran on %s and %s\n", nodes[8], nodes[9])
+	seen := map[string]bool{}
+	for _, n := range nodes {
+		seen[n] = true
+	}
+	distinct := make([]string, 0, len(seen))
+	for n := range seen {
+		distinct = append(distinct, n)
+	}
+	sort.Strings(distinct)
+	fmt.Printf("ran on %d nodes: %s\n", len(distinct), strings.Join(distinct, " "))
+	return nil
+}
+
+func main() {}
