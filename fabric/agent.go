@@ -80,8 +80,8 @@ type Agent struct {
 	usageStop chan struct{}
 	usageDone chan struct{}
 	usageOnce sync.Once
-	closeMu  sync.Mutex
-	closed   bool
+	closeMu   sync.Mutex
+	closed    bool
 }
 
 // Errors of the agent.

@@ -98,10 +98,10 @@ type Node struct {
 	remoteRuns sync.WaitGroup
 	remoteCtx  context.Context
 	remoteStop context.CancelFunc
-	nworkers int
-	closed   bool
-	wg       sync.WaitGroup
-	outMu    sync.Mutex
+	nworkers   int
+	closed     bool
+	wg         sync.WaitGroup
+	outMu      sync.Mutex
 }
 
 // Start starts a node: the object arena, the worker socket and the scheduler.
@@ -144,7 +144,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, dataDir: cfg.DataDir, nodeID: scheduler.NodeID(cfg.NodeID),
 		remoteStop: func() {},
-		sched: scheduler.New(), tasks: map[objects.ID]*task{}, objs: map[objects.ID]*object{},
+		sched:      scheduler.New(), tasks: map[objects.ID]*task{}, objs: map[objects.ID]*object{},
 		actors: map[objects.ID]*actor{}, named: map[string]objects.ID{}, jobs: map[string]*job{},
 		groups:  map[objects.ID]*group{},
 		workers: map[int]*workerProc{},
