@@ -13,7 +13,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 CLANG     ?= clang
 WASI_LIBC := /usr/lib/wasm32-wasi/libc.a
 
-.PHONY: all build examples guests demo test check bench bench-check clean c-toolchain
+.PHONY: all build examples guests demo cluster-demo test check bench bench-check clean c-toolchain
 
 all: build examples
 
@@ -60,6 +60,9 @@ bench-check: build examples guests
 
 demo: $(BIN) bin/examples/quickstart.wasm
 	$(BIN) run bin/examples/quickstart.wasm
+
+cluster-demo: $(BIN) bin/examples/cluster.wasm
+	bash examples/cluster/demo.sh $(BIN) bin/examples/cluster.wasm
 
 test: build examples guests
 	$(GO) test -race -timeout 15m ./...
