@@ -39,11 +39,21 @@ func (n *Node) RunTask(ctx context.Context, wasm []byte, spec abi.TaskSpec) (val
 	if len(spec.Refs) > 0 || spec.Actor != nil || spec.NumReturns > 1 || spec.Options.Group != nil {
 		return nil, false, fmt.Errorf("%w: reference arguments, actor calls, several returns and placement groups", ErrUnsupported)
 	}
+	n.mu.Lock()
 	for _, a := range spec.Args {
-		if a.Ref != nil || a.Value == nil {
-			return nil, false, fmt.Errorf("%w: arguments must be values", ErrUnsupported)
+		if a.Ref == nil && a.Value == nil {
+			n.mu.Unlock()
+			return nil, false, fmt.Errorf("fabric: an argument is neither a value nor a reference")
+		}
+		if a.Ref != nil {
+			id, err := objects.IDFromBytes(a.Ref)
+			if o := n.objs[id]; err != nil || o == nil || !o.ready || o.job != nil {
+				n.mu.Unlock()
+				return nil, false, fmt.Errorf("%w: reference arguments the owner did not send", ErrUnsupported)
+			}
 		}
 	}
+	n.mu.Unlock()
 	if err := checkDemand(spec.Options); err != nil {
 		return nil, false, err
 	}
@@ -127,6 +137,23 @@ func (a *Agent) handleRunTask(ctx context.Context, body []byte) (transport.Type,
 	wasm, err := os.ReadFile(filepath.Join(a.node.dataDir, "modules", req.Digest+".wasm"))
 	if err != nil {
 		return 0, nil, err
+	}
+	// Reference arguments are large objects of the owner: fetch each into
+	// this node's store first (or use a copy already here), for the task.
+	for _, arg := range spec.Args {
+		if arg.Ref == nil {
+			continue
+		}
+		id, err := objects.IDFromBytes(arg.Ref)
+		if err != nil {
+			return 0, nil, err
+		}
+		if !a.node.holdObject(id) {
+			if _, err := a.PullObject(ctx, req.Owner, id, transport.PullOptions{}); err != nil && !a.node.holdObject(id) {
+				return 0, nil, fmt.Errorf("fetching argument %s from %s: %v", id.Short(), req.Owner, err)
+			}
+		}
+		defer a.node.DeleteObject(id)
 	}
 	value, isError, err := a.node.RunTask(ctx, wasm, spec)
 	if err != nil {
@@ -246,8 +273,8 @@ func (n *Node) movable(t *task) bool {
 			continue
 		}
 		id, _ := objects.IDFromBytes(a.Ref)
-		if o := n.objs[id]; o == nil || !o.ready || o.isError || o.stored || len(o.nested) > 0 {
-			return false // pending, large or holding references: kept here for now
+		if o := n.objs[id]; o == nil || !o.ready || o.isError || len(o.nested) > 0 {
+			return false // pending, failed or holding references: kept here for now
 		}
 	}
 	return true
@@ -265,9 +292,13 @@ func (n *Node) runRemote(t *task, node string) {
 		}
 		id, _ := objects.IDFromBytes(a.Ref)
 		o := n.objs[id]
-		if o == nil || !o.ready || o.stored {
+		if o == nil || !o.ready {
 			n.failTask(t, abi.ErrorValue{Kind: "task", Message: fmt.Sprintf("argument object %s is not available to send", id.Short()), Task: t.name}, true)
 			return
+		}
+		if o.stored {
+			spec.Args[i] = a // large: the node pulls it from here
+			continue
 		}
 		spec.Args[i] = abi.Arg{Value: o.inline}
 	}

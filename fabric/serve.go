@@ -41,7 +41,21 @@ func (n *Node) PutObject(data []byte) (objects.ID, error) {
 	return id, nil
 }
 
-// DeleteObject drops an object made by PutObject.
+// holdObject takes one more hold on an object of no job that is here and
+// ready (a pulled copy), reporting false when there is none.
+func (n *Node) holdObject(id objects.ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	o := n.objs[id]
+	if o == nil || o.job != nil || !o.ready {
+		return false
+	}
+	n.addRef(id)
+	return true
+}
+
+// DeleteObject drops a hold on an object made by PutObject or pulled from
+// another node; the object goes with the last one.
 func (n *Node) DeleteObject(id objects.ID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -20,6 +20,15 @@ var where = sdk.Task1("where", func(i int) (string, error) {
 	return sdk.NodeID(), nil
 }, sdk.CPUs(1))
 
+// measure reports the size of a large array, and where it was measured.
+var measure = sdk.Task1("measure", func(data []float64) (string, error) {
+	sum := 0.0
+	for _, v := range data {
+		sum += v
+	}
+	return fmt.Sprintf("%d floats summing to %.0f on %s", len(data), sum, sdk.NodeID()), nil
+}, sdk.CPUs(1), sdk.NodeLabel("tier", "edge"))
+
 func init() { sdk.Main(run) }
 
 func run(args []string) error {
@@ -36,6 +45,22 @@ func run(args []string) error {
 		return err
 	}
 	fmt.Printf("edge tasks ran on %s and %s\n", nodes[8], nodes[9])
+
+	// A large object made here, read on the edge node: it travels once,
+	// pulled in chunks over QUIC.
+	big := make([]float64, 1<<20)
+	for i := range big {
+		big[i] = 1
+	}
+	ref, err := sdk.Put(big)
+	if err != nil {
+		return err
+	}
+	report, err := measure.Remote(ref).Get()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("8 MiB object from %s: %s\n", sdk.NodeID(), report)
 	seen := map[string]bool{}
 	for _, n := range nodes {
 		seen[n] = true
