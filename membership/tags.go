@@ -3,8 +3,9 @@ package membership
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -51,7 +52,7 @@ func encodeTags(in Info) (map[string]string, error) {
 			continue
 		}
 		parts := make([]string, 0, len(res))
-		for _, k := range sortedKeys(res) {
+		for _, k := range slices.Sorted(maps.Keys(res)) {
 			v := res[k]
 			if err := checkName(k); err != nil {
 				return nil, fmt.Errorf("resource %q: %w", k, err)
@@ -65,7 +66,7 @@ func encodeTags(in Info) (map[string]string, error) {
 	}
 	if len(in.Labels) > 0 {
 		parts := make([]string, 0, len(in.Labels))
-		for _, k := range sortedKeys(in.Labels) {
+		for _, k := range slices.Sorted(maps.Keys(in.Labels)) {
 			v := in.Labels[k]
 			if err := checkName(k); err != nil {
 				return nil, fmt.Errorf("label %q: %w", k, err)
@@ -137,13 +138,4 @@ func decodeAmounts(s string) (map[string]float64, error) {
 		out[k] = f
 	}
 	return out, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

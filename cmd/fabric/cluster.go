@@ -5,10 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -291,7 +292,7 @@ func newStatusCmd() *cobra.Command {
 			fmt.Fprintf(w, "Nodes:  %d alive, %d suspect, %d dead, %d left (as %s sees them)\n",
 				st.Nodes["alive"], st.Nodes["suspect"], st.Nodes["dead"], st.Nodes["left"], st.Node)
 			fmt.Fprintln(w, "Resources (used / total, alive nodes):")
-			for _, k := range sortedNames(st.Total) {
+			for _, k := range slices.Sorted(maps.Keys(st.Total)) {
 				fmt.Fprintf(w, "  %-10s %s\n", k, usedOf(st.Used[k], st.Total[k], k == "memory"))
 			}
 			fmt.Fprintf(w, "Pending on %s: %d tasks", st.Node, st.Pending)
@@ -329,21 +330,12 @@ func formatBytes(b float64) string {
 	return fmt.Sprintf("%.4g%s", b, units[i])
 }
 
-func sortedNames[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 func joinKVs(m map[string]string) string {
 	if len(m) == 0 {
 		return "-"
 	}
 	parts := make([]string, 0, len(m))
-	for _, k := range sortedNames(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		parts = append(parts, k+"="+m[k])
 	}
 	return strings.Join(parts, ",")
@@ -351,7 +343,7 @@ func joinKVs(m map[string]string) string {
 
 func joinAmounts(m map[string]float64) string {
 	parts := make([]string, 0, len(m))
-	for _, k := range sortedNames(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		v := strconv.FormatFloat(m[k], 'g', 4, 64)
 		if k == "memory" {
 			v = formatBytes(m[k])

@@ -5,6 +5,7 @@
 package abi
 
 import (
+	"maps"
 	"slices"
 
 	"github.com/wasmfabric/fabric/internal/cborlite"
@@ -179,7 +180,7 @@ func (o *Options) appendFields(dst []byte) []byte {
 	if len(o.Resources) > 0 {
 		field("res")
 		body = cborlite.AppendHead(body, cborlite.MajorMap, uint64(len(o.Resources)))
-		for _, k := range sortedKeys(o.Resources) {
+		for _, k := range slices.Sorted(maps.Keys(o.Resources)) {
 			body = cborlite.AppendFloat64(cborlite.AppendString(body, k), o.Resources[k])
 		}
 	}
@@ -206,7 +207,7 @@ func (o *Options) appendFields(dst []byte) []byte {
 	if len(o.Labels) > 0 {
 		field("labels")
 		body = cborlite.AppendHead(body, cborlite.MajorMap, uint64(len(o.Labels)))
-		for _, k := range sortedKeys(o.Labels) {
+		for _, k := range slices.Sorted(maps.Keys(o.Labels)) {
 			body = cborlite.AppendString(cborlite.AppendString(body, k), o.Labels[k])
 		}
 	}
@@ -222,13 +223,4 @@ func (o *Options) appendFields(dst []byte) []byte {
 		return dst
 	}
 	return append(cborlite.AppendHead(dst, cborlite.MajorMap, n), body...)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
