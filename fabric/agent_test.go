@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strings"
@@ -286,6 +287,9 @@ func TestTasksAcrossNodes(t *testing.T) {
 	}
 	want := fmt.Sprintf("ran on 3 nodes: %s\n", strings.Join(sortedIDs(a.ID, b.ID, c.ID), " "))
 	bigLine := fmt.Sprintf("8 MiB object from %s: 1048576 floats summing to 1048576 on %s\n", a.ID, b.ID)
+	if !regexp.MustCompile(`\(measure pid=\d+, node=` + regexp.QuoteMeta(b.ID) + `\) measuring 1048576 floats\n`).MatchString(out.String()) {
+		t.Errorf("the remote task's output is missing or unmarked:\n%s", out.String())
+	}
 	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), bigLine) ||
 		!strings.Contains(out.String(), fmt.Sprintf("edge tasks ran on %s and %s", b.ID, b.ID)) {
 		t.Fatalf("output:\n%s\nwant %q and both edge tasks on %s", out.String(), want, b.ID)
@@ -295,4 +299,19 @@ func TestTasksAcrossNodes(t *testing.T) {
 func sortedIDs(ids ...string) []string {
 	sort.Strings(ids)
 	return ids
+}
+
+func TestMarkNode(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"(f pid=7) hello\n", "(f pid=7, node=n1) hello\n"},
+		{"(f pid=7) a\n(g pid=8) b\n", "(f pid=7, node=n1) a\n(g pid=8, node=n1) b\n"},
+		{"no prefix\n", "no prefix\n"},
+		{"(f pid=7) no newline", "(f pid=7, node=n1) no newline"},
+		{"", ""},
+	}
+	for _, c := range cases {
+		if got := string(markNode([]byte(c.in), "n1")); got != c.want {
+			t.Errorf("markNode(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package fabric
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,7 +36,7 @@ var (
 // RunTask runs one task of a module outside any driver, in a job made for
 // it and ended after it. It returns the task's value (CBOR), or its error
 // value (an abi.ErrorValue in CBOR) with isError set.
-func (n *Node) RunTask(ctx context.Context, wasm []byte, spec abi.TaskSpec) (value []byte, isError bool, err error) {
+func (n *Node) RunTask(ctx context.Context, wasm []byte, spec abi.TaskSpec, jo JobOptions) (value []byte, isError bool, err error) {
 	if len(spec.Refs) > 0 || spec.Actor != nil || spec.NumReturns > 1 || spec.Options.Group != nil {
 		return nil, false, fmt.Errorf("%w: reference arguments, actor calls, several returns and placement groups", ErrUnsupported)
 	}
@@ -57,7 +58,7 @@ func (n *Node) RunTask(ctx context.Context, wasm []byte, spec abi.TaskSpec) (val
 	if err := checkDemand(spec.Options); err != nil {
 		return nil, false, err
 	}
-	j, err := n.newJob(wasm, JobOptions{})
+	j, err := n.newJob(wasm, jo)
 	if err != nil {
 		return nil, false, err
 	}
@@ -119,7 +120,11 @@ type taskResult struct {
 	_       struct{} `cbor:",toarray"`
 	Value   []byte   // CBOR value, or abi.ErrorValue when IsError
 	IsError bool
+	Output  []byte // the task's output lines, as this node prefixed them (the last remoteOutputMax bytes)
 }
+
+// remoteOutputMax bounds the output a remote task's answer carries.
+const remoteOutputMax = 1 << 20
 
 // handleRunTask runs a task for another node.
 func (a *Agent) handleRunTask(ctx context.Context, body []byte) (transport.Type, []byte, error) {
@@ -155,11 +160,12 @@ func (a *Agent) handleRunTask(ctx context.Context, body []byte) (transport.Type,
 		}
 		defer a.node.DeleteObject(id)
 	}
-	value, isError, err := a.node.RunTask(ctx, wasm, spec)
+	output := &limitedBuffer{b: &bytes.Buffer{}, max: remoteOutputMax}
+	value, isError, err := a.node.RunTask(ctx, wasm, spec, JobOptions{Stdout: output, Stderr: output})
 	if err != nil {
 		return 0, nil, err
 	}
-	out, err := wire.Marshal(taskResult{Value: value, IsError: isError})
+	out, err := wire.Marshal(taskResult{Value: value, IsError: isError, Output: output.b.Bytes()})
 	return msgTaskResult, out, err
 }
 
@@ -167,21 +173,21 @@ func (a *Agent) handleRunTask(ctx context.Context, body []byte) (transport.Type,
 // returns its value (CBOR). The module must be on this node. A task that
 // fails returns an error wrapping ErrRemoteTask with the task's message.
 func (a *Agent) RunRemote(ctx context.Context, nodeID, digest string, spec abi.TaskSpec) ([]byte, error) {
-	value, isError, err := a.runOn(ctx, nodeID, digest, spec)
+	res, err := a.runOn(ctx, nodeID, digest, spec)
 	if err != nil {
 		return nil, err
 	}
-	if isError {
-		ev := decodeErrorValue(value)
+	if res.IsError {
+		ev := decodeErrorValue(res.Value)
 		return nil, fmt.Errorf("%w on %s: %s: %s", ErrRemoteTask, nodeID, ev.Kind, ev.Message)
 	}
-	return value, nil
+	return res.Value, nil
 }
 
 // runOn is RunRemote's core, and the node's RemoteRunner.
-func (a *Agent) runOn(ctx context.Context, nodeID, digest string, spec abi.TaskSpec) ([]byte, bool, error) {
+func (a *Agent) runOn(ctx context.Context, nodeID, digest string, spec abi.TaskSpec) (RemoteResult, error) {
 	if !a.node.HasModule(digest) {
-		return nil, false, fmt.Errorf("fabric: module %.12s is not on this node", digest)
+		return RemoteResult{}, fmt.Errorf("fabric: module %.12s is not on this node", digest)
 	}
 	var addr string
 	for _, m := range a.members.Members() {
@@ -190,11 +196,11 @@ func (a *Agent) runOn(ctx context.Context, nodeID, digest string, spec abi.TaskS
 		}
 	}
 	if addr == "" {
-		return nil, false, fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
+		return RemoteResult{}, fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
 	}
 	req, err := wire.Marshal(runTaskRequest{Owner: a.ID, Digest: digest, Spec: spec.AppendCBOR(nil)})
 	if err != nil {
-		return nil, false, err
+		return RemoteResult{}, err
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		// Tasks may run for long: the call waits as long as the node is up.
@@ -204,20 +210,27 @@ func (a *Agent) runOn(ctx context.Context, nodeID, digest string, spec abi.TaskS
 	}
 	t, body, err := a.quic.Call(ctx, addr, msgRunTask, req)
 	if err != nil {
-		return nil, false, err
+		return RemoteResult{}, err
 	}
 	var res taskResult
 	if t != msgTaskResult || wire.Unmarshal(body, &res) != nil {
-		return nil, false, fmt.Errorf("fabric: node %s answered a task with a malformed result", nodeID)
+		return RemoteResult{}, fmt.Errorf("fabric: node %s answered a task with a malformed result", nodeID)
 	}
-	return res.Value, res.IsError, nil
+	return RemoteResult{Value: res.Value, IsError: res.IsError, Output: res.Output}, nil
 }
 
 // RemoteRunner runs a task on another node: the module is digest, which is
 // on this node. It returns the task's value or error value (isError), or
 // err when the task could not be run there (the node is gone, the link
 // broke): the task may then be retried elsewhere.
-type RemoteRunner func(ctx context.Context, node, digest string, spec abi.TaskSpec) (value []byte, isError bool, err error)
+type RemoteRunner func(ctx context.Context, node, digest string, spec abi.TaskSpec) (res RemoteResult, err error)
+
+// RemoteResult is what a task that ran on another node gave back.
+type RemoteResult struct {
+	Value   []byte // CBOR value, or an abi.ErrorValue when IsError
+	IsError bool
+	Output  []byte // its output lines, prefixed there with the task's name and pid
+}
 
 // SetPeers gives the node a way to run tasks on other nodes. Until then,
 // and for tasks that cannot move, tasks stay here.
@@ -308,11 +321,17 @@ func (n *Node) runRemote(t *task, node string) {
 	n.remoteRuns.Add(1)
 	go func() {
 		defer n.remoteRuns.Done()
-		value, isError, err := run(ctx, node, digest, spec)
+		res, err := run(ctx, node, digest, spec)
+		value, isError := res.Value, res.IsError
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		if n.closed || t.state != taskRunning || t.job.done {
 			return // cancelled, or its job or the node ended meanwhile
+		}
+		if len(res.Output) > 0 {
+			n.outMu.Lock()
+			_, _ = t.job.stdout.Write(markNode(res.Output, node))
+			n.outMu.Unlock()
 		}
 		switch {
 		case err != nil && t.retriesLeft != 0:
@@ -333,4 +352,24 @@ func (n *Node) runRemote(t *task, node string) {
 		}
 		n.schedule()
 	}()
+}
+
+// markNode adds the node to the prefix of each output line of a remote
+// task: "(name pid=7) text" becomes "(name pid=7, node=ID) text", as Ray
+// adds the worker's IP.
+func markNode(out []byte, node string) []byte {
+	var b bytes.Buffer
+	for _, line := range bytes.SplitAfter(out, []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		if i := bytes.Index(line, []byte(") ")); line[0] == '(' && i > 0 {
+			b.Write(line[:i])
+			b.WriteString(", node=" + node)
+			b.Write(line[i:])
+			continue
+		}
+		b.Write(line)
+	}
+	return b.Bytes()
 }

@@ -22,6 +22,7 @@ var where = sdk.Task1("where", func(i int) (string, error) {
 
 // measure reports the size of a large array, and where it was measured.
 var measure = sdk.Task1("measure", func(data []float64) (string, error) {
+	fmt.Printf("measuring %d floats\n", len(data)) // shown by the job, marked with the node
 	sum := 0.0
 	for _, v := range data {
 		sum += v
