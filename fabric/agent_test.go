@@ -315,3 +315,64 @@ func TestMarkNode(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoteTaskSurvivesNodeLoss stops the node running a task of another
+// node's job: the owner retries it on the other node that can run it.
+func TestRemoteTaskSurvivesNodeLoss(t *testing.T) {
+	mk := func(labels map[string]string, token string, join ...string) *Agent {
+		a, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+			Join: join, Token: token, Labels: labels, Timing: membership.Fast,
+			Node: Config{NumCPUs: 1, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.Close() })
+		return a
+	}
+	edge := map[string]string{"tier": "edge"}
+	a := mk(nil, "")
+	b := mk(edge, a.JoinToken(), a.GossipAddr())
+	c := mk(edge, a.JoinToken(), a.GossipAddr())
+	waitFor(t, 10*time.Second, "a's scheduler knows b and c", func() bool {
+		a.Node().mu.Lock()
+		defer a.Node().mu.Unlock()
+		return len(a.Node().sched.Nodes()) == 3
+	})
+	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan string, 1)
+	go func() {
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, ag := range []*Agent{b, c} {
+				if ag.Node().Stats().Tasks > 0 {
+					time.Sleep(300 * time.Millisecond) // mid-task
+					_ = ag.Close()
+					stopped <- ag.ID
+					return
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		stopped <- ""
+	}()
+	var out strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := a.Node().RunJobWith(ctx, wasm, []string{"remote"}, JobOptions{Stdout: &syncWriter{w: &out}}); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	gone := <-stopped
+	if gone == "" {
+		t.Fatal("the task never started on b or c")
+	}
+	other := b.ID
+	if gone == b.ID {
+		other = c.ID
+	}
+	if want := "remote: ran on " + other + " <nil>\n"; !strings.Contains(out.String(), want) {
+		t.Fatalf("output %q, want %q (stopped %s)", out.String(), want, gone)
+	}
+}

@@ -98,10 +98,12 @@ type Node struct {
 	remoteRuns sync.WaitGroup
 	remoteCtx  context.Context
 	remoteStop context.CancelFunc
-	nworkers   int
-	closed     bool
-	wg         sync.WaitGroup
-	outMu      sync.Mutex
+	// remoteCalls cancel the calls running on each other node.
+	remoteCalls map[string]map[*task]context.CancelFunc
+	nworkers    int
+	closed      bool
+	wg          sync.WaitGroup
+	outMu       sync.Mutex
 }
 
 // Start starts a node: the object arena, the worker socket and the scheduler.

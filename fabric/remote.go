@@ -270,8 +270,17 @@ func (n *Node) RemovePeer(id string) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.sched.RemoveNode(scheduler.NodeID(id))
+	n.removePeerLocked(id)
 	n.schedule()
+}
+
+// removePeerLocked forgets a node and ends the calls running there: their
+// tasks are retried elsewhere. Caller holds n.mu.
+func (n *Node) removePeerLocked(id string) {
+	n.sched.RemoveNode(scheduler.NodeID(id))
+	for _, cancel := range n.remoteCalls[id] {
+		cancel()
+	}
 }
 
 // movable reports whether a task may run on another node: a plain task
@@ -316,7 +325,15 @@ func (n *Node) runRemote(t *task, node string) {
 		spec.Args[i] = abi.Arg{Value: o.inline}
 	}
 	digest := strings.TrimSuffix(filepath.Base(t.job.modulePath), ".wasm")
-	run, ctx := n.remote, n.remoteCtx
+	run := n.remote
+	ctx, cancel := context.WithCancel(n.remoteCtx)
+	if n.remoteCalls == nil {
+		n.remoteCalls = map[string]map[*task]context.CancelFunc{}
+	}
+	if n.remoteCalls[node] == nil {
+		n.remoteCalls[node] = map[*task]context.CancelFunc{}
+	}
+	n.remoteCalls[node][t] = cancel
 	t.started = time.Now()
 	n.remoteRuns.Add(1)
 	go func() {
@@ -325,6 +342,13 @@ func (n *Node) runRemote(t *task, node string) {
 		value, isError := res.Value, res.IsError
 		n.mu.Lock()
 		defer n.mu.Unlock()
+		cancel()
+		delete(n.remoteCalls[node], t)
+		if err != nil && !errors.Is(err, transport.ErrRemote) && n.remoteCtx.Err() == nil {
+			// The node could not be reached or the link broke: take it out
+			// of the scheduler until gossip says it is alive again.
+			n.removePeerLocked(node)
+		}
 		if n.closed || t.state != taskRunning || t.job.done {
 			return // cancelled, or its job or the node ended meanwhile
 		}

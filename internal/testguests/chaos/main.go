@@ -34,6 +34,12 @@ var brief = sdk.Task1("brief", func(ms int) (int, error) {
 	return ms, nil
 }, sdk.MaxRetries(0))
 
+// edgeSleeper runs on a node labelled tier=edge for a while and says which.
+var edgeSleeper = sdk.Task1("edge_sleeper", func(ms int) (string, error) {
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	return sdk.NodeID(), nil
+}, sdk.NodeLabel("tier", "edge"), sdk.MaxRetries(3))
+
 // Tally is an actor whose state shows restarts: a restart runs the
 // constructor again and the count starts over.
 type Tally struct{ n int }
@@ -76,6 +82,9 @@ func run(args []string) error {
 		fmt.Printf("queued: victim died: %v\n", errors.Is(err, sdk.ErrWorkerDied))
 		_, err = sdk.GetAll(behind)
 		fmt.Printf("queued: tasks sent ahead survived: %v\n", err)
+	case "remote":
+		node, err := edgeSleeper.Remote(3000).Get() // its node is stopped by the test
+		fmt.Printf("remote: ran on %s %v\n", node, err)
 	case "actor":
 		h := tallyClass.Remote()
 		n1, err := add.Remote(h, 0).Get()
