@@ -17,13 +17,14 @@ import (
 	"github.com/wasmfabric/fabric/transport"
 )
 
-// Running a task for another node: the first piece of scheduling across
-// nodes. The owner sends the task's spec and its module's digest; this
-// node fetches the module if it lacks it, runs the task in a job of its
-// own, and answers with the task's value. What is not there yet:
-// reference arguments (values only), calls back to the owner from inside
-// the task, and the owner's scheduler choosing the node (ARCHITECTURE.md,
-// "The path of a task across nodes").
+// Tasks across nodes. The owner's scheduler places a task that can move on
+// another node (runRemote); the owner sends the task's spec, with small
+// arguments as values, and its module's digest. That node fetches the
+// module and any large argument from the owner if it lacks them, runs the
+// task in a job of its own, pinned to itself, and answers with the value
+// and the task's output. Not there yet: calls back to the owner from
+// inside the task, large results left where they were made, actors
+// (ARCHITECTURE.md, "The path of a task across nodes").
 
 // Errors of remote tasks.
 var (
