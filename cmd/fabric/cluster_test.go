@@ -151,3 +151,61 @@ func TestAgentProcesses(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentKilledMidTask kills -9 the agent process running a task of
+// another agent's job: gossip declares it dead, and the owner runs the
+// task again on the other node that can.
+func TestAgentKilledMidTask(t *testing.T) {
+	a := startAgentProc(t)
+	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok, "--labels", "tier=edge")
+	c := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok, "--labels", "tier=edge")
+	ids := map[*agentProc]string{}
+	deadline := time.Now().Add(15 * time.Second)
+	for len(ids) < 3 && time.Now().Before(deadline) {
+		for _, p := range []*agentProc{a, b, c} {
+			res := testrig.Run(t, 30*time.Second, "status", "-o", "json", "--address", p.api, "--token", a.apiTok)
+			var st struct{ Node string }
+			if res.Code == 0 && json.Unmarshal([]byte(res.Stdout), &st) == nil {
+				ids[p] = st.Node
+			}
+		}
+	}
+	type nodeView struct {
+		ID     string
+		Status string
+		Used   map[string]float64
+	}
+	done := make(chan testrig.Result, 1)
+	chaos := testrig.Guest(t, "internal/testguests/chaos")
+	go func() {
+		done <- testrig.Run(t, 2*time.Minute, "submit", chaos, "--address", a.api, "--token", a.apiTok, "--", "remote", "8000")
+	}()
+	var killed *agentProc
+	deadline = time.Now().Add(30 * time.Second)
+	for killed == nil && time.Now().Before(deadline) {
+		res := testrig.Run(t, 30*time.Second, "list", "nodes", "-o", "json", "--address", a.api, "--token", a.apiTok)
+		var nodes []nodeView
+		if json.Unmarshal([]byte(res.Stdout), &nodes) == nil {
+			for _, n := range nodes {
+				for _, p := range []*agentProc{b, c} {
+					if n.ID == ids[p] && n.Used["CPU"] > 0 {
+						killed = p
+					}
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if killed == nil {
+		t.Fatal("no edge node reported the task running")
+	}
+	_ = killed.cmd.Process.Signal(syscall.SIGKILL)
+	survivor := b
+	if killed == b {
+		survivor = c
+	}
+	res := <-done
+	if res.Code != 0 || !strings.Contains(res.Stdout, "remote: ran on "+ids[survivor]+" <nil>") {
+		t.Fatalf("after killing %s: exit %d\n%s\n%s", ids[killed], res.Code, res.Stdout, res.Stderr)
+	}
+}

@@ -7,6 +7,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/wasmfabric/fabric/sdk"
@@ -83,7 +84,11 @@ func run(args []string) error {
 		_, err = sdk.GetAll(behind)
 		fmt.Printf("queued: tasks sent ahead survived: %v\n", err)
 	case "remote":
-		node, err := edgeSleeper.Remote(3000).Get() // its node is stopped by the test
+		ms := 3000
+		if len(args) > 1 {
+			ms, _ = strconv.Atoi(args[1])
+		}
+		node, err := edgeSleeper.Remote(ms).Get() // its node is stopped by the test
 		fmt.Printf("remote: ran on %s %v\n", node, err)
 	case "actor":
 		h := tallyClass.Remote()
