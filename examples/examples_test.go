@@ -23,7 +23,7 @@ func TestExamples(t *testing.T) {
 		{name: "batches", want: []string{"Processed 100 batches\n"}},
 		{name: "counter", want: []string{"Final count: 100\n"}},
 		{name: "shared", want: []string{"10 tasks summed the same 10000000-float object: 10000000 each\n"}},
-		{name: "wait", want: []string{"finished: 200 ms\nfinished: 400 ms\nfinished: 600 ms\nfinished: 800 ms\n"}},
+		{name: "wait", want: []string{"finished: 500 ms\nfinished: 1000 ms\nfinished: 1500 ms\nfinished: 2000 ms\n"}},
 		{name: "c_add", want: []string{"2 + 3 = 5\n"}},
 		{name: "resources", args: []string{"--num-cpus", "2"}, want: []string{"heavy task ran with 2 CPUs reserved\n", "at most 8 ran at once\n"}},
 	}

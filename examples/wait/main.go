@@ -17,7 +17,7 @@ func init() { sdk.Main(run) }
 
 func run(args []string) error {
 	var pending []sdk.Ref[int]
-	for _, ms := range []int{800, 200, 600, 400} {
+	for _, ms := range []int{2000, 500, 1500, 1000} { // 500 ms apart: room for worker start-up on a loaded machine
 		pending = append(pending, slow.Remote(ms))
 	}
 	for len(pending) > 0 {
