@@ -1,6 +1,7 @@
 package fabric
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -109,18 +110,9 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range []*string{&cfg.GossipAddr, &cfg.QUICAddr, &cfg.HTTPAddr} {
-		if *d == "" {
-			switch d {
-			case &cfg.GossipAddr:
-				*d = DefaultGossipAddr
-			case &cfg.QUICAddr:
-				*d = DefaultQUICAddr
-			default:
-				*d = DefaultHTTPAddr
-			}
-		}
-	}
+	cfg.GossipAddr = cmp.Or(cfg.GossipAddr, DefaultGossipAddr)
+	cfg.QUICAddr = cmp.Or(cfg.QUICAddr, DefaultQUICAddr)
+	cfg.HTTPAddr = cmp.Or(cfg.HTTPAddr, DefaultHTTPAddr)
 	nodeCfg := cfg.Node
 	nodeCfg.DataDir = filepath.Join(cfg.DataDir, "node")
 	nodeCfg.NodeID, nodeCfg.Labels = id, cfg.Labels

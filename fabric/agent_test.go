@@ -245,23 +245,37 @@ func TestAgentDataDir(t *testing.T) {
 	}
 }
 
+// oneCPUAgent starts an agent of one CPU with fast failure detection,
+// stopped when the test ends.
+func oneCPUAgent(t *testing.T, labels map[string]string, token string, join ...string) *Agent {
+	t.Helper()
+	a, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Join: join, Token: token, Labels: labels, Timing: membership.Fast,
+		Node: Config{NumCPUs: 1, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	return a
+}
+
+// waitSchedulerNodes waits until a's scheduler knows n nodes.
+func waitSchedulerNodes(t *testing.T, a *Agent, n int) {
+	t.Helper()
+	waitFor(t, 10*time.Second, fmt.Sprintf("%s's scheduler knows %d nodes", a.ID, n), func() bool {
+		a.Node().mu.Lock()
+		defer a.Node().mu.Unlock()
+		return len(a.Node().sched.Nodes()) == n
+	})
+}
+
 // TestTasksAcrossNodes submits examples/cluster to one of three agents of
 // one CPU each: its tasks spread over the three nodes, and the two that
 // ask for tier=edge run on the only node with that label.
 func TestTasksAcrossNodes(t *testing.T) {
-	mk := func(labels map[string]string, token string, join ...string) *Agent {
-		a, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-			Join: join, Token: token, Labels: labels, Timing: membership.Fast,
-			Node: Config{NumCPUs: 1, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = a.Close() })
-		return a
-	}
-	a := mk(nil, "")
-	b := mk(map[string]string{"tier": "edge"}, a.JoinToken(), a.GossipAddr())
-	c := mk(nil, a.JoinToken(), a.GossipAddr())
+	a := oneCPUAgent(t, nil, "")
+	b := oneCPUAgent(t, map[string]string{"tier": "edge"}, a.JoinToken(), a.GossipAddr())
+	c := oneCPUAgent(t, nil, a.JoinToken(), a.GossipAddr())
 	waitFor(t, 10*time.Second, "a knows b and c", func() bool {
 		n := 0
 		for _, m := range a.Members().Members() {
@@ -271,11 +285,7 @@ func TestTasksAcrossNodes(t *testing.T) {
 		}
 		return n == 3
 	})
-	waitFor(t, 10*time.Second, "a's scheduler knows b and c", func() bool {
-		a.Node().mu.Lock()
-		defer a.Node().mu.Unlock()
-		return len(a.Node().sched.Nodes()) == 3
-	})
+	waitSchedulerNodes(t, a, 3)
 	wasm, err := os.ReadFile(testrig.Guest(t, "examples/cluster"))
 	if err != nil {
 		t.Fatal(err)
@@ -319,25 +329,11 @@ func TestMarkNode(t *testing.T) {
 // TestRemoteTaskSurvivesNodeLoss stops the node running a task of another
 // node's job: the owner retries it on the other node that can run it.
 func TestRemoteTaskSurvivesNodeLoss(t *testing.T) {
-	mk := func(labels map[string]string, token string, join ...string) *Agent {
-		a, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-			Join: join, Token: token, Labels: labels, Timing: membership.Fast,
-			Node: Config{NumCPUs: 1, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = a.Close() })
-		return a
-	}
 	edge := map[string]string{"tier": "edge"}
-	a := mk(nil, "")
-	b := mk(edge, a.JoinToken(), a.GossipAddr())
-	c := mk(edge, a.JoinToken(), a.GossipAddr())
-	waitFor(t, 10*time.Second, "a's scheduler knows b and c", func() bool {
-		a.Node().mu.Lock()
-		defer a.Node().mu.Unlock()
-		return len(a.Node().sched.Nodes()) == 3
-	})
+	a := oneCPUAgent(t, nil, "")
+	b := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
+	c := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
+	waitSchedulerNodes(t, a, 3)
 	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
 	if err != nil {
 		t.Fatal(err)

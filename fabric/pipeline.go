@@ -111,21 +111,16 @@ func (n *Node) handleDropped(w *workerProc, d wire.Done) error {
 			continue
 		}
 		w.queued = append(w.queued[:i], w.queued[i+1:]...)
-		q.worker, q.recalled = nil, false
-		if ev := q.cancelled; ev != nil {
-			n.failTask(q, *ev, true)
-		} else {
-			n.sched.Finished(q.schedID()) // the lease: it charged nothing
-			n.submit(q)
-		}
+		n.requeueUnstarted(q)
 		n.schedule()
 		return nil
 	}
 	return errDropUnknown
 }
 
-// requeueUnstarted schedules again the tasks a dead task worker held
-// queued: they never ran, so no retry is spent. Caller holds n.mu.
+// requeueUnstarted schedules again a task that was queued on a worker and
+// never ran (taken back with Drop, or left by a dead worker), so no retry is
+// spent; one cancelled meanwhile fails as cancelled. Caller holds n.mu.
 func (n *Node) requeueUnstarted(t *task) {
 	t.worker, t.recalled = nil, false
 	if t.state == taskDone {
@@ -135,7 +130,7 @@ func (n *Node) requeueUnstarted(t *task) {
 		n.failTask(t, *ev, true)
 		return
 	}
-	n.sched.Finished(t.schedID())
+	n.sched.Finished(t.schedID()) // the lease: it charged nothing
 	n.submit(t)
 }
 

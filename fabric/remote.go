@@ -360,10 +360,7 @@ func (n *Node) runRemote(t *task, node string) {
 		}
 		switch {
 		case err != nil && t.retriesLeft != 0:
-			t.retriesLeft--
-			n.sched.Finished(t.schedID())
-			fmt.Fprintf(n.cfg.Stderr, "fabric: task %s could not run on node %s (%s); retrying\n", t.name, node, firstLine(err.Error()))
-			n.submit(t)
+			n.retry(t, fmt.Sprintf("could not run on node %s (%s)", node, firstLine(err.Error())))
 		case err != nil:
 			n.failTask(t, abi.ErrorValue{Kind: "worker_died", Message: fmt.Sprintf("task %s could not run on node %s and no retries are left: %v", t.name, node, err), Task: t.name}, true)
 		case isError:

@@ -20,25 +20,12 @@ var ErrNoObject = errors.New("fabric: no such object on this node")
 // DeleteObject.
 func (n *Node) PutObject(data []byte) (objects.ID, error) {
 	id := newID()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		return id, ErrClosed
+	dst, commit, err := n.receive(id, int64(len(data)))
+	if err != nil {
+		return id, err
 	}
-	n.objs[id] = &object{refs: 1}
-	stored := len(data) > 100<<10
-	var inline []byte
-	if stored {
-		if err := n.store.Put(id, data); err != nil {
-			delete(n.objs, id)
-			return id, err
-		}
-	} else {
-		inline = append([]byte(nil), data...)
-	}
-	n.setReady(id, inline, false, stored, nil)
-	n.objs[id].size = int64(len(data))
-	return id, nil
+	copy(dst, data)
+	return id, commit(true)
 }
 
 // holdObject takes one more hold on an object of no job that is here and

@@ -547,13 +547,19 @@ func (n *Node) executionLost(t *task, w *workerProc, cause string) {
 		return
 	}
 	if t.retriesLeft != 0 {
-		t.retriesLeft--
-		n.sched.Finished(t.schedID())
-		fmt.Fprintf(n.cfg.Stderr, "fabric: task %s lost its worker (%s); retrying\n", t.name, firstLine(cause))
-		n.submit(t)
+		n.retry(t, fmt.Sprintf("lost its worker (%s)", firstLine(cause)))
 		return
 	}
 	n.failTask(t, abi.ErrorValue{Kind: "worker_died", Message: fmt.Sprintf("task %s failed: its worker died and no retries are left: %s", t.name, cause), Task: t.name}, true)
+}
+
+// retry spends one of t's retries and schedules it again, saying why on
+// the node's stderr. Caller holds n.mu.
+func (n *Node) retry(t *task, why string) {
+	t.retriesLeft--
+	n.sched.Finished(t.schedID())
+	fmt.Fprintf(n.cfg.Stderr, "fabric: task %s %s; retrying\n", t.name, why)
+	n.submit(t)
 }
 
 func firstLine(s string) string {

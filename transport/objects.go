@@ -207,7 +207,7 @@ func (e *Endpoint) Pull(ctx context.Context, addr string, id [IDSize]byte, alloc
 		o.Retries = 5
 	}
 	var st PullStats
-	frames, err := e.open(ctx, addr, TypePull, pullRequest{ID: id}.encode())
+	frames, err := e.open(ctx, addr, TypePull, pullRequest{ID: id}.encode(), maxChunkFrame)
 	if err != nil {
 		return st, err
 	}
@@ -314,7 +314,7 @@ func readMeta(f *frames) (objectMeta, error) {
 // pullRange fetches chunks [first, last) into dst and returns the index of
 // the first chunk it did not get and the bytes received.
 func (e *Endpoint) pullRange(ctx context.Context, addr string, id [IDSize]byte, meta objectMeta, bounds []int64, first, last uint32, dst []byte) (uint32, int64, error) {
-	f, err := e.open(ctx, addr, TypePull, pullRequest{ID: id, First: first, Last: last}.encode())
+	f, err := e.open(ctx, addr, TypePull, pullRequest{ID: id, First: first, Last: last}.encode(), maxChunkFrame)
 	if err != nil {
 		return first, 0, err
 	}
@@ -404,8 +404,10 @@ func (f *frames) close() {
 	_ = f.s.Close()
 }
 
-// open sends a request on a new stream and returns its answer frames.
-func (e *Endpoint) open(ctx context.Context, addr string, t Type, body []byte) (*frames, error) {
+// open sends a request on a new stream and returns its answer frames, each
+// at most max bytes. The context's deadline, if any, bounds the stream, and
+// its end cancels the stream.
+func (e *Endpoint) open(ctx context.Context, addr string, t Type, body []byte, max int) (*frames, error) {
 	c, err := e.conn(ctx, addr)
 	if err != nil {
 		return nil, err
@@ -414,11 +416,19 @@ func (e *Endpoint) open(ctx context.Context, addr string, t Type, body []byte) (
 	if err != nil {
 		return nil, fmt.Errorf("transport: open a stream to %s: %w", addr, err)
 	}
-	stop := context.AfterFunc(ctx, func() { s.CancelRead(2); s.CancelWrite(2) })
-	if err := WriteFrame(s, t, body); err != nil {
-		stop()
-		return nil, fmt.Errorf("transport: send to %s: %w", addr, err)
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(dl)
 	}
-	_ = s.Close()
-	return &frames{s: s, max: max(maxChunkFrame, 1<<10), cancel: stop}, nil
+	stop := context.AfterFunc(ctx, func() { s.CancelRead(2); s.CancelWrite(2) })
+	f := &frames{s: s, max: max, cancel: stop}
+	if werr := WriteFrame(s, t, body); werr != nil {
+		defer f.close()
+		// The peer may have refused the request (too large) and said why.
+		if rt, rb, err := f.next(); err == nil && rt == TypeError {
+			return nil, fmt.Errorf("%w: %s", ErrRemote, rb)
+		}
+		return nil, fmt.Errorf("transport: send to %s: %w", addr, werr)
+	}
+	_ = s.Close() // our side is done: the peer reads to the end
+	return f, nil
 }

@@ -300,28 +300,14 @@ func (e *Endpoint) Call(ctx context.Context, addr string, t Type, body []byte) (
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
 		defer cancel()
 	}
-	c, err := e.conn(ctx, addr)
+	f, err := e.open(ctx, addr, t, body, e.cfg.MaxMessage)
 	if err != nil {
 		return 0, nil, err
 	}
-	s, err := c.OpenStreamSync(ctx)
+	defer f.close()
+	rt, rb, err := f.next()
 	if err != nil {
-		return 0, nil, fmt.Errorf("transport: open a stream to %s: %w", addr, err)
-	}
-	dl, _ := ctx.Deadline()
-	_ = s.SetDeadline(dl)
-	stop := context.AfterFunc(ctx, func() { s.CancelRead(2); s.CancelWrite(2) })
-	defer stop()
-	if werr := WriteFrame(s, t, body); werr != nil {
-		// The peer may have refused the request (too large) and said why.
-		if rt, rb, err := ReadFrame(s, e.cfg.MaxMessage); err == nil && rt == TypeError {
-			return 0, nil, fmt.Errorf("%w: %s", ErrRemote, rb)
-		}
-		return 0, nil, fmt.Errorf("transport: send to %s: %w", addr, werr)
-	}
-	_ = s.Close() // our side is done: the peer reads to the end
-	rt, rb, err := ReadFrame(s, e.cfg.MaxMessage)
-	if err != nil {
+		dl, _ := ctx.Deadline()
 		switch {
 		case ctx.Err() != nil:
 			err = ctx.Err()
