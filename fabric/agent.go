@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/secrets"
+	"github.com/wasmfabric/fabric/internal/wire"
 	"github.com/wasmfabric/fabric/membership"
+	"github.com/wasmfabric/fabric/objects"
 	"github.com/wasmfabric/fabric/transport"
 )
 
@@ -178,7 +180,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 			return fail(err)
 		}
 	}
-	node.SetPeers(a.runOn)
+	node.SetPeers(a)
 	for _, m := range a.members.Members() {
 		if m.Status == membership.Alive {
 			node.AddPeer(m.ID, m.Resources, m.Labels)
@@ -333,15 +335,63 @@ const (
 	msgPing transport.Type = 1 // body: none; answer: the node's ID
 )
 
-// handlePeer answers another agent's request.
-func (a *Agent) handlePeer(ctx context.Context, _ string, t transport.Type, body []byte) (transport.Type, []byte, error) {
+// handlePeer answers another agent's request; peer is its node ID, from
+// its certificate.
+func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, body []byte) (transport.Type, []byte, error) {
+	ack := func(err error) (transport.Type, []byte, error) { return msgAck, nil, err }
 	switch t {
 	case msgPing:
 		return msgPing, []byte(a.ID), nil
 	case msgRunTask:
-		return a.handleRunTask(ctx, body)
+		var req runRequest
+		if err := wire.Unmarshal(body, &req); err != nil {
+			return 0, nil, fmt.Errorf("malformed task request: %v", err)
+		}
+		if err := a.PullModule(ctx, peer, req.Digest); err != nil {
+			return 0, nil, fmt.Errorf("fetching module %.12s from %s: %v", req.Digest, peer, err)
+		}
+		return a.node.runForPeer(ctx, peer, req)
+	case msgGetObject:
+		return a.node.serveObject(ctx, peer, body)
+	case msgRelease:
+		return ack(a.node.handleRelease(peer, body))
+	case msgEndJob:
+		return ack(a.node.handleEndJob(body))
+	case msgOutput:
+		return ack(a.node.handleOutput(peer, body))
+	case msgActorDied:
+		return ack(a.node.handleActorDied(peer, body))
 	}
 	return 0, nil, fmt.Errorf("unknown message type %d (is the peer a newer version?)", t)
+}
+
+// addrOf returns the QUIC address of an alive node.
+func (a *Agent) addrOf(nodeID string) (string, error) {
+	for _, m := range a.members.Members() {
+		if m.ID == nodeID && m.Status == membership.Alive {
+			return m.QUIC, nil
+		}
+	}
+	return "", fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
+}
+
+// Call sends a request to another node of the cluster (Peers).
+func (a *Agent) Call(ctx context.Context, nodeID string, t transport.Type, body []byte) (transport.Type, []byte, error) {
+	addr, err := a.addrOf(nodeID)
+	if err != nil {
+		return 0, nil, err
+	}
+	return a.quic.Call(ctx, addr, t, body)
+}
+
+// Pull copies an object's bytes from another node (Peers).
+func (a *Agent) Pull(ctx context.Context, nodeID string, id objects.ID, alloc func(size int64) ([]byte, error)) error {
+	addr, err := a.addrOf(nodeID)
+	if err != nil {
+		return err
+	}
+	_, err = a.quic.Pull(ctx, addr, [transport.IDSize]byte(id), alloc, transport.PullOptions{})
+	return err
 }
 
 // ErrUnknownNode means no alive member has the node ID.

@@ -159,7 +159,7 @@ func TestAgentsFormCluster(t *testing.T) {
 	if _, err := c.RunRemote(ctx, b.ID, digest, abi.TaskSpec{Func: "square", Args: []abi.Arg{{Value: bad}}}); !errors.Is(err, ErrRemoteTask) {
 		t.Fatalf("square(\"seven\") on b: %v, want ErrRemoteTask", err)
 	}
-	if _, err := c.RunRemote(ctx, b.ID, digest, abi.TaskSpec{Func: "square", Args: []abi.Arg{{Ref: make([]byte, 20)}}}); !errors.Is(err, transport.ErrRemote) || !strings.Contains(err.Error(), "does not hold the object") {
+	if _, err := c.RunRemote(ctx, b.ID, digest, abi.TaskSpec{Func: "square", Args: []abi.Arg{{Ref: make([]byte, 20)}}}); !errors.Is(err, transport.ErrRemote) || !strings.Contains(err.Error(), "which its sender did not send") {
 		t.Fatalf("reference argument the owner does not hold: %v", err)
 	}
 	if err := a.PullModule(ctx, c.ID, digest); err != nil {
@@ -371,4 +371,116 @@ func TestRemoteTaskSurvivesNodeLoss(t *testing.T) {
 	if want := "remote: ran on " + other + " <nil>\n"; !strings.Contains(out.String(), want) {
 		t.Fatalf("output %q, want %q (stopped %s)", out.String(), want, gone)
 	}
+}
+
+// runChaos runs a mode of the chaos guest as a job of a and returns its output.
+func runChaos(t *testing.T, a *Agent, args ...string) string {
+	t.Helper()
+	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := a.Node().RunJobWith(ctx, wasm, args, JobOptions{Stdout: &syncWriter{w: &out}}); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	return out.String()
+}
+
+// TestJobSharesAcrossNodes runs tasks and an actor of a job on other
+// nodes: a task on an edge node gets the driver's objects through nested
+// references and submits tasks of its own; objects put on an edge node
+// come back by reference; an actor placed on an edge node runs 50 calls
+// in order and answers a call from a task on another node.
+func TestJobSharesAcrossNodes(t *testing.T) {
+	before := runtime.NumGoroutine()
+	edge := map[string]string{"tier": "edge"}
+	a := oneCPUAgent(t, nil, "")
+	b := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
+	c := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
+	waitSchedulerNodes(t, a, 3)
+	waitSchedulerNodes(t, b, 3)
+	waitSchedulerNodes(t, c, 3)
+	out := runChaos(t, a, "spread")
+	for _, re := range []string{
+		`spread: nested sum 12 on (` + b.ID + `|` + c.ID + `) <nil>\n`,
+		`\(edge_sum pid=\d+, node=(` + b.ID + `|` + c.ID + `)\) summed 3 values\n`,
+		`spread: objects made remotely 3 sum 393216\n`,
+		`spread: actor on (` + b.ID + `|` + c.ID + `), 50 calls in order: true\n`,
+		`spread: call from a remote task 51@(` + b.ID + `|` + c.ID + `) <nil>\n`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("output lacks %s:\n%s", re, out)
+		}
+	}
+	// Every node's share of the job ends with it: no objects, tasks or
+	// reserved CPUs are left.
+	for _, ag := range []*Agent{a, b, c} {
+		waitFor(t, 10*time.Second, ag.ID+" lets go of the job", func() bool {
+			st := ag.Node().Stats()
+			return st.Objects == 0 && st.Tasks == 0 && st.CPUAvail == st.CPUTotal
+		})
+	}
+	for _, ag := range []*Agent{a, b, c} {
+		_ = ag.Close()
+	}
+	checkGoroutines(t, before)
+}
+
+// TestRemoteActorSurvivesNodeLoss stops the node an actor lives on: the
+// call it was running fails with actor_died, and the actor restarts on
+// the other edge node, where the next call runs.
+func TestRemoteActorSurvivesNodeLoss(t *testing.T) {
+	edge := map[string]string{"tier": "edge"}
+	a := oneCPUAgent(t, nil, "")
+	b := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
+	c := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
+	waitSchedulerNodes(t, a, 3)
+	stopped := make(chan string, 1)
+	go func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, ag := range []*Agent{b, c} {
+				if strings.Contains(taskNames(ag.Node()), "Counter.bump") {
+					time.Sleep(time.Second) // mid-call
+					_ = ag.Close()
+					stopped <- ag.ID
+					return
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		stopped <- ""
+	}()
+	out := runChaos(t, a, "actor_loss")
+	gone := <-stopped
+	if gone == "" {
+		t.Fatalf("the actor never ran on b or c:\n%s", out)
+	}
+	other := b.ID
+	if gone == b.ID {
+		other = c.ID
+	}
+	for _, want := range []string{
+		"actor_loss: first 1@" + gone + " <nil>\n",
+		"actor_loss: in-flight call failed: true\n",
+		"actor_loss: after restart 1@" + other + " <nil>\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// taskNames lists the names of the node's tasks.
+func taskNames(n *Node) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var names []string
+	for _, t := range n.tasks {
+		names = append(names, t.name)
+	}
+	return strings.Join(names, " ")
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
@@ -196,7 +197,7 @@ func (n *Node) handleSubmit(w *workerProc, m wire.Submit) error {
 			n.reply(w, m.Seq, err, wire.Reply{})
 			return nil
 		}
-		n.createActor(w.job, parent, spec, id)
+		n.createActor(w.job, parent, spec, id, nil)
 		n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{id[:]}})
 		return nil
 	}
@@ -211,7 +212,13 @@ func (n *Node) handleSubmit(w *workerProc, m wire.Submit) error {
 	var a *actor
 	if err == nil && spec.Actor != nil {
 		aid, _ := objects.IDFromBytes(spec.Actor)
-		if a = n.actors[aid]; a == nil || a.job != w.job {
+		if a = n.actors[aid]; a == nil && w.job.root != "" && !aid.IsNil() {
+			// A handle this share has not seen: the job's root owns the actor.
+			class, _, _ := strings.Cut(spec.Func, ".")
+			a = &actor{id: aid, job: w.job, class: class, state: actorAlive, stub: true, node: w.job.root}
+			n.actors[aid] = a
+		}
+		if a == nil || a.job != w.job {
 			err = fmt.Errorf("submit: no actor %s in this job", aid.Short())
 		}
 	}
@@ -222,7 +229,7 @@ func (n *Node) handleSubmit(w *workerProc, m wire.Submit) error {
 	if a != nil {
 		t := n.newTask(w.job, parent, spec, wire.ExecActorMethod, taskID)
 		t.actor = a
-		t.name = a.class + "." + spec.Func[len(a.class)+min(len(spec.Func)-len(a.class), 1):]
+		t.name = methodName(a.class, spec.Func)
 		n.actorEnqueue(a, t)
 		return nil
 	}

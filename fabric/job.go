@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,9 +30,22 @@ type job struct {
 	result     chan error
 	once       sync.Once
 	runTimes   map[string]time.Duration // mean run time of each task function
+	// root is the node whose driver runs the job ("": this node); a job
+	// with a root elsewhere is this node's share of it (peers.go).
+	root string
+	// ctx ends with the job: calls and fetches made for it end too.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// sentTo are the nodes this job sent work to, told when it ends.
+	sentTo map[string]struct{}
+	// exports are holds on objects kept for other nodes.
+	exports map[exportKey]int
 	// stdout and stderr receive guest output.
 	stdout, stderr io.Writer
 }
+
+// digest is the SHA-256 of the job's module, its name among the node's modules.
+func (j *job) digest() string { return strings.TrimSuffix(filepath.Base(j.modulePath), ".wasm") }
 
 func (j *job) fail(err error) {
 	j.once.Do(func() { j.result <- err })
@@ -86,6 +100,7 @@ func (n *Node) newJob(wasm []byte, o JobOptions) (*job, error) {
 	}
 	j := &job{id: newID().String()[:16], modulePath: path, workers: map[*workerProc]struct{}{}, result: make(chan error, 1),
 		stdout: o.Stdout, stderr: o.Stderr}
+	j.ctx, j.cancel = context.WithCancel(n.remoteCtx)
 	if j.stdout == nil {
 		j.stdout = n.cfg.Stdout
 	}
@@ -136,7 +151,15 @@ func (n *Node) RunJobWith(ctx context.Context, wasm []byte, args []string, o Job
 // endJob stops the job's workers and drops its tasks, objects and actors.
 func (n *Node) endJob(j *job) {
 	n.mu.Lock()
+	if j.done {
+		n.mu.Unlock()
+		return
+	}
 	j.done = true
+	j.cancel()
+	for node := range j.sentTo {
+		n.sendAsync(node, msgEndJob, jobRequest{Job: j.id})
+	}
 	ws := make([]*workerProc, 0, len(j.workers))
 	for w := range j.workers {
 		ws = append(ws, w)

@@ -90,9 +90,9 @@ type Node struct {
 	// sends then collect in dirty, written when handling ends.
 	handling bool
 	dirty    []*workerProc
-	// remote runs a task on another node; set by an Agent (nil: tasks
-	// stay on this node).
-	remote RemoteRunner
+	// peers reach the other nodes of the cluster; set by an Agent (nil:
+	// tasks stay on this node).
+	peers Peers
 	// remoteRuns counts tasks running on other nodes, for Close;
 	// remoteCtx ends their calls when the node closes.
 	remoteRuns sync.WaitGroup
@@ -146,6 +146,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, dataDir: cfg.DataDir, nodeID: scheduler.NodeID(cfg.NodeID),
 		remoteStop: func() {},
+		remoteCtx:  context.Background(),
 		sched:      scheduler.New(), tasks: map[objects.ID]*task{}, objs: map[objects.ID]*object{},
 		actors: map[objects.ID]*actor{}, named: map[string]objects.ID{}, jobs: map[string]*job{},
 		groups:  map[objects.ID]*group{},

@@ -20,6 +20,12 @@ type object struct {
 	nested   []objects.ID // references inside the value, kept alive by it
 	waiters  []*waiter
 	producer *task
+	// remote is the node that holds the object for this one (a share's
+	// placeholder, fetched on demand, or its fetched copy); borrows counts
+	// the holds it keeps, given back when the object is dropped here.
+	remote   string
+	borrows  int
+	fetching bool
 }
 
 // waiter is a Get or Wait waiting for objects.
@@ -79,13 +85,17 @@ func (n *Node) decRef(id objects.ID) {
 		return
 	}
 	o.refs--
-	if o.refs <= 0 && o.ready && len(o.waiters) == 0 {
+	if o.refs <= 0 && (o.ready || (o.remote != "" && !o.fetching)) && len(o.waiters) == 0 {
 		n.dropObject(id, o)
 	}
 }
 
 func (n *Node) dropObject(id objects.ID, o *object) {
 	delete(n.objs, id)
+	if o.remote != "" && o.borrows > 0 && !o.job.done {
+		n.sendRelease(o.job.id, o.remote, []objects.ID{id}, []int{o.borrows})
+		o.borrows = 0
+	}
 	if o.stored {
 		n.store.Delete(id)
 	}
@@ -112,6 +122,7 @@ func (n *Node) waitFor(ids []objects.ID, need int, timeout time.Duration, fn, on
 	for _, id := range ids {
 		if o := n.objs[id]; o != nil && !o.ready {
 			o.waiters = append(o.waiters, w)
+			n.fetch(id, o)
 		}
 	}
 	if timeout >= 0 {

@@ -2,12 +2,10 @@ package fabric
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
@@ -17,228 +15,312 @@ import (
 	"github.com/wasmfabric/fabric/transport"
 )
 
-// Tasks across nodes. The owner's scheduler places a task that can move on
-// another node (runRemote); the owner sends the task's spec, with small
-// arguments as values, and its module's digest. That node fetches the
-// module and any large argument from the owner if it lacks them, runs the
-// task in a job of its own, pinned to itself, and answers with the value
-// and the task's output. Not there yet: calls back to the owner from
-// inside the task, large results left where they were made, actors
-// (ARCHITECTURE.md, "The path of a task across nodes").
+// Tasks and actors across nodes. The scheduler places a task or an actor
+// that can move on another node (runRemote); the job's share there
+// (peers.go) runs it pinned to that node and answers with its value. An
+// actor placed on another node lives there in the job's share; its owner
+// forwards calls to it in order (sequence numbers per sender and actor
+// incarnation) and restarts it elsewhere when it or its node dies. A task
+// in a share that calls an actor it does not know sends the call to the
+// job's root (ARCHITECTURE.md, "The path of a task across nodes").
 
 // Errors of remote tasks.
 var (
 	// ErrRemoteTask wraps the error a task that ran on another node failed with.
 	ErrRemoteTask = errors.New("fabric: remote task failed")
-	// ErrUnsupported means a request needs what remote tasks cannot do yet.
-	ErrUnsupported = errors.New("fabric: not supported for tasks on other nodes yet")
 )
 
-// RunTask runs one task of a module outside any driver, in a job made for
-// it and ended after it. It returns the task's value (CBOR), or its error
-// value (an abi.ErrorValue in CBOR) with isError set.
-func (n *Node) RunTask(ctx context.Context, wasm []byte, spec abi.TaskSpec, jo JobOptions) (value []byte, isError bool, err error) {
-	if len(spec.Refs) > 0 || spec.Actor != nil || spec.NumReturns > 1 || spec.Options.Group != nil {
-		return nil, false, fmt.Errorf("%w: reference arguments, actor calls, several returns and placement groups", ErrUnsupported)
+// What a runRequest asks for.
+const (
+	runTask uint8 = iota
+	runActorCreate
+	runActorCall
+	runActorKill
+)
+
+// runRequest asks a node to run a task, create an actor, call or kill one,
+// for a job's share there.
+type runRequest struct {
+	_      struct{} `cbor:",toarray"`
+	Kind   uint8
+	Job    string
+	Root   string // the node running the job's driver
+	Digest string // the module's SHA-256; the sender has it
+	Spec   []byte // an abi.TaskSpec in CBOR
+	// Refs are the objects the spec refers to by reference, each exported
+	// by the sender to the receiver.
+	Refs        [][]byte
+	Actor       []byte // create, kill: the actor's ID (a call names it in Spec)
+	Incarnation uint64 // actors: the owner's count of its placements (0: a call from a share)
+	Seq         uint64 // calls: the call's place among the sender's calls to this incarnation
+	NoRestart   bool   // kill
+}
+
+// taskResult answers a runRequest: the value of each return (a CBOR array
+// of them when there are several), or the error value. Refs are the
+// references inside the value, exported to the asker.
+type taskResult struct {
+	_       struct{} `cbor:",toarray"`
+	Value   []byte
+	IsError bool
+	Refs    [][]byte
+}
+
+// remoteActorPipeline bounds the calls an owner has sent to an actor on
+// another node and not yet seen answered.
+const remoteActorPipeline = 64
+
+// runForPeer runs what another node asks of this node's share of a job.
+func (n *Node) runForPeer(ctx context.Context, from string, req runRequest) (transport.Type, []byte, error) {
+	var spec abi.TaskSpec
+	if req.Kind != runActorKill {
+		if err := wire.Unmarshal(req.Spec, &spec); err != nil {
+			return 0, nil, fmt.Errorf("malformed task spec: %v", err)
+		}
+		if spec.Func == "" || spec.NumReturns < 0 || spec.NumReturns > abi.MaxReturns {
+			return 0, nil, fmt.Errorf("malformed task spec: function %q with %d returns", spec.Func, spec.NumReturns)
+		}
+		if err := checkDemand(spec.Options); err != nil {
+			return 0, nil, err
+		}
+		if spec.Options.Group != nil {
+			return 0, nil, fmt.Errorf("placement groups on another node are not supported yet")
+		}
+	}
+	j, err := n.share(req.Job, req.Root, req.Digest)
+	if err != nil {
+		return 0, nil, err
 	}
 	n.mu.Lock()
-	for _, a := range spec.Args {
-		if a.Ref == nil && a.Value == nil {
+	if j.done {
+		n.mu.Unlock()
+		return 0, nil, fmt.Errorf("job %s has ended on node %s", j.id, n.nodeID)
+	}
+	for _, r := range req.Refs {
+		id, err := objects.IDFromBytes(r)
+		if err != nil {
 			n.mu.Unlock()
-			return nil, false, fmt.Errorf("fabric: an argument is neither a value nor a reference")
+			return 0, nil, err
 		}
-		if a.Ref != nil {
-			id, err := objects.IDFromBytes(a.Ref)
-			if o := n.objs[id]; err != nil || o == nil || !o.ready || o.job != nil {
-				n.mu.Unlock()
-				return nil, false, fmt.Errorf("%w: reference arguments the owner did not send", ErrUnsupported)
+		n.importRef(j, id, from)
+	}
+	known := func(b []byte) error {
+		id, err := objects.IDFromBytes(b)
+		if err != nil {
+			return err
+		}
+		if o := n.objs[id]; o == nil || o.job != j {
+			return fmt.Errorf("the request refers to object %s, which its sender did not send", id.Short())
+		}
+		return nil
+	}
+	for i, a := range spec.Args {
+		err := known(a.Ref)
+		if a.Ref == nil {
+			err = nil
+			if a.Value == nil {
+				err = fmt.Errorf("argument %d is neither a value nor a reference", i)
 			}
 		}
+		if err != nil {
+			n.mu.Unlock()
+			return 0, nil, err
+		}
 	}
-	n.mu.Unlock()
-	if err := checkDemand(spec.Options); err != nil {
-		return nil, false, err
+	for _, r := range spec.Refs {
+		if err := known(r); err != nil {
+			n.mu.Unlock()
+			return 0, nil, err
+		}
 	}
-	j, err := n.newJob(wasm, jo)
-	if err != nil {
-		return nil, false, err
+	var t *task
+	switch req.Kind {
+	case runActorCreate:
+		id, err := objects.IDFromBytes(req.Actor)
+		if err != nil {
+			n.mu.Unlock()
+			return 0, nil, err
+		}
+		if old := n.actors[id]; old != nil {
+			if old.job != j || old.reportTo == "" {
+				n.mu.Unlock()
+				return 0, nil, fmt.Errorf("actor %s exists on node %s already", id.Short(), n.nodeID)
+			}
+			old.reportTo = "" // replaced: its owner has moved on
+			n.actorDead(old, "replaced by a newer incarnation")
+		}
+		spec.Options.MaxRestarts = 0 // its owner restarts it, anywhere
+		a := n.createActor(j, nil, spec, id, func(a *actor) {
+			a.reportTo, a.incarnation = from, req.Incarnation
+			a.create.here = true
+		})
+		_ = a
+		n.mu.Unlock()
+		out, err := wire.Marshal(taskResult{})
+		return msgTaskResult, out, err
+	case runActorKill:
+		id, _ := objects.IDFromBytes(req.Actor)
+		if a := n.actors[id]; a != nil && a.job == j && a.incarnation == req.Incarnation && a.worker != nil {
+			if cur := a.worker.task; cur != nil {
+				a.worker.killReason = &abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s was killed", a.class), Task: cur.name}
+			}
+			a.worker.kill()
+		}
+		n.mu.Unlock()
+		return msgAck, nil, nil
+	case runActorCall:
+		aid, _ := objects.IDFromBytes(spec.Actor)
+		a := n.actors[aid]
+		if a == nil || a.job != j || a.stub || (a.reportTo != "" && a.incarnation != req.Incarnation) {
+			n.mu.Unlock()
+			b, _ := wire.Marshal(abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s is not on node %s (it died or moved)", aid.Short(), n.nodeID), Task: spec.Func})
+			out, err := wire.Marshal(taskResult{Value: b, IsError: true})
+			return msgTaskResult, out, err
+		}
+		t = n.newTask(j, nil, spec, wire.ExecActorMethod, newID())
+		t.actor = a
+		t.name = methodName(a.class, spec.Func)
+		n.actorReceive(a, from, req.Seq, t)
+	default:
+		t = n.newTask(j, nil, spec, wire.ExecTask, newID())
+		t.here = true // the sender chose this node: no second hop
+		n.submit(t)
+	}
+	rets := t.returns
+	for _, id := range rets {
+		n.addRef(id) // held until answered: nobody else refers to them
 	}
 	done := make(chan struct{})
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
-		return nil, false, ErrClosed
-	}
-	n.jobs[j.id] = j
-	t := n.newTask(j, nil, spec, wire.ExecTask, newID())
-	t.here = true // the owner chose this node: no second hop
-	ret := t.returns[0]
-	n.addRef(ret) // held until read: nobody else refers to it
-	n.submit(t)
-	if !n.waitFor([]objects.ID{ret}, 1, -1, func() { close(done) }, nil) {
+	if !n.waitFor(rets, len(rets), -1, func() { close(done) }, nil) {
 		close(done)
 	}
 	n.mu.Unlock()
-	defer n.endJob(j)
+	var waitErr error
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return nil, false, ctx.Err()
+		waitErr = ctx.Err()
+	case <-j.ctx.Done():
+		waitErr = fmt.Errorf("job %s ended on node %s", j.id, n.nodeID)
+	}
+	if waitErr == nil {
+		flushShareOutput(j) // the task's output comes before its value
 	}
 	n.mu.Lock()
-	o := n.objs[ret]
-	var inline []byte
-	stored := false
-	if o != nil {
-		isError, inline, stored = o.isError, o.inline, o.stored
+	defer n.mu.Unlock()
+	defer func() {
+		for _, id := range rets {
+			n.decRef(id)
+		}
+	}()
+	if waitErr != nil {
+		return 0, nil, waitErr
 	}
-	n.mu.Unlock()
-	switch {
-	case o == nil:
-		return nil, false, fmt.Errorf("fabric: the result of %s was lost", spec.Func)
-	case stored:
-		value, err = n.store.Read(ret)
-		return value, isError, err
-	default:
-		return inline, isError, nil
-	}
-}
-
-// Messages between agents for remote tasks.
-const (
-	msgRunTask    transport.Type = 2 // body: runTaskRequest; answer: msgTaskResult
-	msgTaskResult transport.Type = 3 // body: taskResult
-)
-
-type runTaskRequest struct {
-	_      struct{} `cbor:",toarray"`
-	Owner  string   // the node that has the module
-	Digest string   // the module's SHA-256
-	Spec   []byte   // an abi.TaskSpec in CBOR
-}
-
-type taskResult struct {
-	_       struct{} `cbor:",toarray"`
-	Value   []byte   // CBOR value, or abi.ErrorValue when IsError
-	IsError bool
-	Output  []byte // the task's output lines, as this node prefixed them (the last remoteOutputMax bytes)
-}
-
-// remoteOutputMax bounds the output a remote task's answer carries.
-const remoteOutputMax = 1 << 20
-
-// handleRunTask runs a task for another node.
-func (a *Agent) handleRunTask(ctx context.Context, body []byte) (transport.Type, []byte, error) {
-	var req runTaskRequest
-	if err := wire.Unmarshal(body, &req); err != nil {
-		return 0, nil, fmt.Errorf("malformed task request: %v", err)
-	}
-	var spec abi.TaskSpec
-	if err := wire.Unmarshal(req.Spec, &spec); err != nil {
-		return 0, nil, fmt.Errorf("malformed task spec: %v", err)
-	}
-	if err := a.PullModule(ctx, req.Owner, req.Digest); err != nil {
-		return 0, nil, fmt.Errorf("fetching module %.12s from %s: %v", req.Digest, req.Owner, err)
-	}
-	wasm, err := os.ReadFile(filepath.Join(a.node.dataDir, "modules", req.Digest+".wasm"))
+	res, err := n.resultOf(j, rets, from)
 	if err != nil {
 		return 0, nil, err
 	}
-	// Reference arguments are large objects of the owner: fetch each into
-	// this node's store first (or use a copy already here), for the task.
-	for _, arg := range spec.Args {
-		if arg.Ref == nil {
-			continue
-		}
-		id, err := objects.IDFromBytes(arg.Ref)
-		if err != nil {
-			return 0, nil, err
-		}
-		if !a.node.holdObject(id) {
-			if _, err := a.PullObject(ctx, req.Owner, id, transport.PullOptions{}); err != nil && !a.node.holdObject(id) {
-				return 0, nil, fmt.Errorf("fetching argument %s from %s: %v", id.Short(), req.Owner, err)
-			}
-		}
-		defer a.node.DeleteObject(id)
-	}
-	output := &limitedBuffer{b: &bytes.Buffer{}, max: remoteOutputMax}
-	value, isError, err := a.node.RunTask(ctx, wasm, spec, JobOptions{Stdout: output, Stderr: output})
-	if err != nil {
-		return 0, nil, err
-	}
-	out, err := wire.Marshal(taskResult{Value: value, IsError: isError, Output: output.b.Bytes()})
+	out, err := wire.Marshal(res)
 	return msgTaskResult, out, err
 }
 
-// RunRemote runs a task of the module with the digest on another node and
-// returns its value (CBOR). The module must be on this node. A task that
-// fails returns an error wrapping ErrRemoteTask with the task's message.
+// resultOf builds the answer of a finished remote execution, exporting the
+// references in its value to node to. Caller holds n.mu.
+func (n *Node) resultOf(j *job, rets []objects.ID, to string) (taskResult, error) {
+	var res taskResult
+	values := make([]wire.RawMessage, 0, len(rets))
+	for _, id := range rets {
+		o := n.objs[id]
+		if o == nil || !o.ready {
+			return taskResult{}, fmt.Errorf("the result %s was lost", id.Short())
+		}
+		v := o.inline
+		if o.stored {
+			b, err := n.store.Read(id)
+			if err != nil {
+				return taskResult{}, err
+			}
+			v = b
+		}
+		if o.isError {
+			return taskResult{Value: v, IsError: true}, nil
+		}
+		values = append(values, v)
+		for _, r := range o.nested {
+			n.export(j, r, to)
+			res.Refs = append(res.Refs, r[:])
+		}
+	}
+	if len(values) == 1 {
+		res.Value = values[0]
+		return res, nil
+	}
+	b, err := wire.Marshal(values)
+	res.Value = b
+	return res, err
+}
+
+// actorReceive queues a call that node from sent, in the order of the
+// sequence numbers it gave its calls. Caller holds n.mu.
+func (n *Node) actorReceive(a *actor, from string, seq uint64, t *task) {
+	if a.recvNext == nil {
+		a.recvNext, a.recvHeld = map[string]uint64{}, map[string]map[uint64]*task{}
+	}
+	if seq != a.recvNext[from] {
+		if a.recvHeld[from] == nil {
+			a.recvHeld[from] = map[uint64]*task{}
+		}
+		a.recvHeld[from][seq] = t // an earlier call is still on its way
+		return
+	}
+	for {
+		n.actorEnqueue(a, t)
+		a.recvNext[from]++
+		next, ok := a.recvHeld[from][a.recvNext[from]]
+		if !ok {
+			return
+		}
+		delete(a.recvHeld[from], a.recvNext[from])
+		t = next
+	}
+}
+
+func methodName(class, fn string) string {
+	return class + "." + fn[len(class)+min(len(fn)-len(class), 1):]
+}
+
+// RunRemote runs a task of the module with the digest on another node, in
+// a job of its own, and returns its value (CBOR). The module must be on
+// this node. A task that fails returns an error wrapping ErrRemoteTask
+// with the task's message.
 func (a *Agent) RunRemote(ctx context.Context, nodeID, digest string, spec abi.TaskSpec) ([]byte, error) {
-	res, err := a.runOn(ctx, nodeID, digest, spec)
+	if !a.node.HasModule(digest) {
+		return nil, fmt.Errorf("fabric: module %.12s is not on this node", digest)
+	}
+	jobID := newID().String()[:16]
+	body, err := wire.Marshal(runRequest{Kind: runTask, Job: jobID, Root: a.ID, Digest: digest, Spec: spec.AppendCBOR(nil)})
 	if err != nil {
 		return nil, err
+	}
+	defer func() {
+		end, _ := wire.Marshal(jobRequest{Job: jobID})
+		ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+		defer cancel()
+		_, _, _ = a.Call(ctx, nodeID, msgEndJob, end)
+	}()
+	t, rb, err := a.Call(ctx, nodeID, msgRunTask, body)
+	if err != nil {
+		return nil, err
+	}
+	var res taskResult
+	if t != msgTaskResult || wire.Unmarshal(rb, &res) != nil {
+		return nil, fmt.Errorf("fabric: node %s answered a task with a malformed result", nodeID)
 	}
 	if res.IsError {
 		ev := decodeErrorValue(res.Value)
 		return nil, fmt.Errorf("%w on %s: %s: %s", ErrRemoteTask, nodeID, ev.Kind, ev.Message)
 	}
 	return res.Value, nil
-}
-
-// runOn is RunRemote's core, and the node's RemoteRunner.
-func (a *Agent) runOn(ctx context.Context, nodeID, digest string, spec abi.TaskSpec) (RemoteResult, error) {
-	if !a.node.HasModule(digest) {
-		return RemoteResult{}, fmt.Errorf("fabric: module %.12s is not on this node", digest)
-	}
-	var addr string
-	for _, m := range a.members.Members() {
-		if m.ID == nodeID && m.Status == "alive" {
-			addr = m.QUIC
-		}
-	}
-	if addr == "" {
-		return RemoteResult{}, fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
-	}
-	req, err := wire.Marshal(runTaskRequest{Owner: a.ID, Digest: digest, Spec: spec.AppendCBOR(nil)})
-	if err != nil {
-		return RemoteResult{}, err
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		// Tasks may run for long: the call waits as long as the node is up.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 7*24*time.Hour)
-		defer cancel()
-	}
-	t, body, err := a.quic.Call(ctx, addr, msgRunTask, req)
-	if err != nil {
-		return RemoteResult{}, err
-	}
-	var res taskResult
-	if t != msgTaskResult || wire.Unmarshal(body, &res) != nil {
-		return RemoteResult{}, fmt.Errorf("fabric: node %s answered a task with a malformed result", nodeID)
-	}
-	return RemoteResult{Value: res.Value, IsError: res.IsError, Output: res.Output}, nil
-}
-
-// RemoteRunner runs a task on another node: the module is digest, which is
-// on this node. It returns the task's value or error value (isError), or
-// err when the task could not be run there (the node is gone, the link
-// broke): the task may then be retried elsewhere.
-type RemoteRunner func(ctx context.Context, node, digest string, spec abi.TaskSpec) (res RemoteResult, err error)
-
-// RemoteResult is what a task that ran on another node gave back.
-type RemoteResult struct {
-	Value   []byte // CBOR value, or an abi.ErrorValue when IsError
-	IsError bool
-	Output  []byte // its output lines, prefixed there with the task's name and pid
-}
-
-// SetPeers gives the node a way to run tasks on other nodes. Until then,
-// and for tasks that cannot move, tasks stay here.
-func (n *Node) SetPeers(run RemoteRunner) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.remote = run
 }
 
 // AddPeer tells the node's scheduler about another node of the cluster
@@ -276,19 +358,43 @@ func (n *Node) RemovePeer(id string) {
 }
 
 // removePeerLocked forgets a node and ends the calls running there: their
-// tasks are retried elsewhere. Caller holds n.mu.
+// tasks are retried elsewhere, actors that lived there restart elsewhere,
+// and shares of jobs whose root it was end. Caller holds n.mu.
 func (n *Node) removePeerLocked(id string) {
 	n.sched.RemoveNode(scheduler.NodeID(id))
 	for _, cancel := range n.remoteCalls[id] {
 		cancel()
 	}
+	for _, a := range n.actors {
+		if !a.stub && a.node == id && a.state != actorDead {
+			n.remoteActorLost(a, "its node "+id+" was lost")
+		}
+	}
+	for _, j := range n.jobs {
+		if j.root == id && !j.done {
+			n.remoteRuns.Add(1)
+			go func() {
+				defer n.remoteRuns.Done()
+				n.endJob(j)
+			}()
+		}
+	}
 }
 
-// movable reports whether a task may run on another node: a plain task
-// whose arguments are values or ready objects held inline, with nothing
-// nested in them. Caller holds n.mu.
+// movable reports whether a task may run on another node: a task, or an
+// actor created by a job's root, outside placement groups, whose
+// arguments did not fail. Caller holds n.mu.
 func (n *Node) movable(t *task) bool {
-	if n.remote == nil || t.kind != wire.ExecTask || len(t.spec.Refs) > 0 || t.spec.NumReturns > 1 || t.spec.Options.Group != nil {
+	if n.peers == nil || t.spec.Options.Group != nil {
+		return false
+	}
+	switch t.kind {
+	case wire.ExecTask:
+	case wire.ExecActorCreate:
+		if t.job.root != "" {
+			return false // actors made in a share stay there (their owner is here)
+		}
+	default:
 		return false
 	}
 	for _, a := range t.spec.Args {
@@ -296,16 +402,18 @@ func (n *Node) movable(t *task) bool {
 			continue
 		}
 		id, _ := objects.IDFromBytes(a.Ref)
-		if o := n.objs[id]; o == nil || !o.ready || o.isError || len(o.nested) > 0 {
-			return false // pending, failed or holding references: kept here for now
+		if o := n.objs[id]; o == nil || (o.ready && o.isError) {
+			return false // it fails here, at once
 		}
 	}
 	return true
 }
 
-// runRemote sends a task the scheduler placed on another node there, and
-// applies its result when it comes back. Caller holds n.mu.
+// runRemote sends a task, an actor's creation or an actor call to another
+// node, and applies the answer when it comes back. Caller holds n.mu.
 func (n *Node) runRemote(t *task, node string) {
+	j := t.job
+	req := runRequest{Kind: runTask, Job: j.id, Root: cmp.Or(j.root, string(n.nodeID)), Digest: j.digest()}
 	spec := t.spec
 	spec.Args = make([]abi.Arg, len(t.spec.Args))
 	for i, a := range t.spec.Args {
@@ -314,20 +422,39 @@ func (n *Node) runRemote(t *task, node string) {
 			continue
 		}
 		id, _ := objects.IDFromBytes(a.Ref)
-		o := n.objs[id]
-		if o == nil || !o.ready {
-			n.failTask(t, abi.ErrorValue{Kind: "task", Message: fmt.Sprintf("argument object %s is not available to send", id.Short()), Task: t.name}, true)
-			return
-		}
-		if o.stored {
-			spec.Args[i] = a // large: the node pulls it from here
+		if o := n.objs[id]; o != nil && o.ready && !o.stored && !o.isError && len(o.nested) == 0 {
+			spec.Args[i] = abi.Arg{Value: o.inline} // small: sent as a value
 			continue
 		}
-		spec.Args[i] = abi.Arg{Value: o.inline}
+		spec.Args[i] = a
+		n.export(j, id, node)
+		req.Refs = append(req.Refs, a.Ref)
 	}
-	digest := strings.TrimSuffix(filepath.Base(t.job.modulePath), ".wasm")
-	run := n.remote
-	ctx, cancel := context.WithCancel(n.remoteCtx)
+	for _, r := range t.spec.Refs {
+		id, _ := objects.IDFromBytes(r)
+		n.export(j, id, node)
+		req.Refs = append(req.Refs, r)
+	}
+	switch t.kind {
+	case wire.ExecActorCreate:
+		a := t.actor
+		a.incarnation++
+		req.Kind, req.Actor, req.Incarnation = runActorCreate, a.id[:], a.incarnation
+	case wire.ExecActorMethod:
+		a := t.actor
+		req.Kind, req.Incarnation, req.Seq = runActorCall, a.incarnation, a.sendSeq
+		if a.stub {
+			req.Incarnation = 0
+		}
+		a.sendSeq++
+	}
+	req.Spec = spec.AppendCBOR(nil)
+	body, err := wire.Marshal(req)
+	if j.sentTo == nil {
+		j.sentTo = map[string]struct{}{}
+	}
+	j.sentTo[node] = struct{}{}
+	ctx, cancel := context.WithTimeout(j.ctx, 7*24*time.Hour) // as long as the node is up
 	if n.remoteCalls == nil {
 		n.remoteCalls = map[string]map[*task]context.CancelFunc{}
 	}
@@ -336,44 +463,101 @@ func (n *Node) runRemote(t *task, node string) {
 	}
 	n.remoteCalls[node][t] = cancel
 	t.started = time.Now()
+	p := n.peers
 	n.remoteRuns.Add(1)
 	go func() {
 		defer n.remoteRuns.Done()
-		res, err := run(ctx, node, digest, spec)
-		value, isError := res.Value, res.IsError
+		var res taskResult
+		if err == nil {
+			var typ transport.Type
+			var rb []byte
+			typ, rb, err = p.Call(ctx, node, msgRunTask, body)
+			if err == nil && (typ != msgTaskResult || wire.Unmarshal(rb, &res) != nil) {
+				err = fmt.Errorf("%w: node %s answered with a malformed result", transport.ErrRemote, node)
+			}
+		}
 		n.mu.Lock()
 		defer n.mu.Unlock()
+		cancelled := ctx.Err() != nil
 		cancel()
 		delete(n.remoteCalls[node], t)
-		if err != nil && !errors.Is(err, transport.ErrRemote) && n.remoteCtx.Err() == nil {
+		if err != nil && !errors.Is(err, transport.ErrRemote) && !cancelled {
 			// The node could not be reached or the link broke: take it out
 			// of the scheduler until gossip says it is alive again.
 			n.removePeerLocked(node)
 		}
-		if n.closed || t.state != taskRunning || t.job.done {
-			return // cancelled, or its job or the node ended meanwhile
-		}
-		if len(res.Output) > 0 {
-			n.outMu.Lock()
-			_, _ = t.job.stdout.Write(markNode(res.Output, node))
-			n.outMu.Unlock()
+		refs := n.importAll(j, res.Refs, node)
+		live := !n.closed && t.state == taskRunning && !j.done
+		if !live || err != nil || res.IsError {
+			n.dropImports(j, refs, node)
+			refs = nil
 		}
 		switch {
+		case t.kind == wire.ExecActorCreate:
+			n.remoteActorPlaced(t, node, req.Incarnation, res, err)
+		case t.kind == wire.ExecActorMethod:
+			n.remoteCallDone(t, node, res, refs, err)
+		case !live:
 		case err != nil && t.retriesLeft != 0:
 			n.retry(t, fmt.Sprintf("could not run on node %s (%s)", node, firstLine(err.Error())))
 		case err != nil:
 			n.failTask(t, abi.ErrorValue{Kind: "worker_died", Message: fmt.Sprintf("task %s could not run on node %s and no retries are left: %v", t.name, node, err), Task: t.name}, true)
-		case isError:
-			n.failTask(t, decodeErrorValue(value), true)
 		default:
-			if err := n.storeValue(t.returns[0], value, nil); err != nil {
-				n.failTask(t, abi.ErrorValue{Kind: "task", Message: err.Error(), Task: t.name}, true)
-			} else {
-				n.finishTask(t, true)
-			}
+			n.applyResult(t, res, refs)
 		}
 		n.schedule()
 	}()
+}
+
+// importAll imports the references of an answer from node. Caller holds n.mu.
+func (n *Node) importAll(j *job, raw [][]byte, node string) []objects.ID {
+	var ids []objects.ID
+	for _, r := range raw {
+		if id, err := objects.IDFromBytes(r); err == nil {
+			n.importRef(j, id, node)
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// dropImports lets go of imported references nothing will hold. Caller
+// holds n.mu.
+func (n *Node) dropImports(j *job, ids []objects.ID, node string) {
+	for _, id := range ids {
+		o := n.objs[id]
+		switch {
+		case o == nil || o.remote != node || o.borrows <= 0:
+		case o.refs <= 0:
+			n.decRef(id) // dropped, and its holds given back
+		default:
+			o.borrows--
+			n.sendRelease(j.id, node, []objects.ID{id}, []int{1})
+		}
+	}
+}
+
+// applyResult stores a remote execution's value(s) and finishes it, or
+// fails it with its error value. Caller holds n.mu.
+func (n *Node) applyResult(t *task, res taskResult, refs []objects.ID) {
+	if res.IsError {
+		n.failTask(t, decodeErrorValue(res.Value), true)
+		return
+	}
+	values := []wire.RawMessage{res.Value}
+	if len(t.returns) > 1 {
+		if err := wire.Unmarshal(res.Value, &values); err != nil || len(values) != len(t.returns) {
+			n.failTask(t, abi.ErrorValue{Kind: "task", Message: fmt.Sprintf("task %s declares %d return values but its node answered with %d", t.name, len(t.returns), len(values)), Task: t.name}, true)
+			return
+		}
+	}
+	for i, id := range t.returns {
+		if err := n.storeValue(id, values[i], refs); err != nil {
+			n.failTask(t, abi.ErrorValue{Kind: "task", Message: err.Error(), Task: t.name}, true)
+			return
+		}
+	}
+	n.finishTask(t, true)
 }
 
 // markNode adds the node to the prefix of each output line of a remote

@@ -28,19 +28,6 @@ func (n *Node) PutObject(data []byte) (objects.ID, error) {
 	return id, commit(true)
 }
 
-// holdObject takes one more hold on an object of no job that is here and
-// ready (a pulled copy), reporting false when there is none.
-func (n *Node) holdObject(id objects.ID) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	o := n.objs[id]
-	if o == nil || o.job != nil || !o.ready {
-		return false
-	}
-	n.addRef(id)
-	return true
-}
-
 // DeleteObject drops a hold on an object made by PutObject or pulled from
 // another node; the object goes with the last one.
 func (n *Node) DeleteObject(id objects.ID) {
@@ -172,44 +159,56 @@ func (n *Node) receive(id objects.ID, size int64) (dst []byte, commit func(ok bo
 	if _, ok := n.objs[id]; ok {
 		return nil, nil, fmt.Errorf("fabric: object %s is already on this node", id.Short())
 	}
-	finish := func(inline []byte, stored bool) {
+	dst, keep, err := n.reserve(id, size)
+	if err != nil {
+		return nil, nil, err
+	}
+	return dst, func(ok bool) error {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		stored, err := keep(ok)
+		if err != nil || !ok {
+			return err
+		}
+		if _, taken := n.objs[id]; taken {
+			if stored {
+				n.store.Delete(id)
+			}
+			return fmt.Errorf("fabric: object %s is already on this node", id.Short())
+		}
+		inline := []byte(nil)
+		if !stored {
+			inline = dst
+		}
 		n.objs[id] = &object{refs: 1}
 		n.setReady(id, inline, false, stored, nil)
 		n.objs[id].size = size
-	}
+		return nil
+	}, nil
+}
+
+// reserve makes room for size bytes arriving under id: in the arena when
+// they fit, else in memory. keep(true) puts them in the store (stored) or
+// leaves them as an inline value in dst (small ones); keep(false) gives the
+// room back. keep does not take n.mu.
+func (n *Node) reserve(id objects.ID, size int64) (dst []byte, keep func(ok bool) (stored bool, err error), err error) {
 	if size > 100<<10 {
 		if off, cerr := n.store.Create(id, size); cerr == nil {
-			return n.shm.Bytes()[off : off+size], func(ok bool) error {
-				n.mu.Lock()
-				defer n.mu.Unlock()
+			return n.shm.Bytes()[off : off+size], func(ok bool) (bool, error) {
 				if !ok {
 					n.store.Abort(id)
-					return nil
+					return false, nil
 				}
-				if err := n.store.Seal(id); err != nil {
-					return err
-				}
-				finish(nil, true)
-				return nil
+				return true, n.store.Seal(id)
 			}, nil
 		}
 	}
 	buf := make([]byte, size) // small, or larger than the arena: the store spills it
-	return buf, func(ok bool) error {
-		if !ok {
-			return nil
+	return buf, func(ok bool) (bool, error) {
+		if !ok || size <= 100<<10 {
+			return false, nil
 		}
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		stored := size > 100<<10
-		if stored {
-			if err := n.store.Put(id, buf); err != nil {
-				return err
-			}
-			buf = nil
-		}
-		finish(buf, stored)
-		return nil
+		return true, n.store.Put(id, buf)
 	}, nil
 }
 

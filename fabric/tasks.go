@@ -162,10 +162,11 @@ func (n *Node) submit(t *task) {
 	for _, id := range t.argRefs {
 		if o := n.objs[id]; o != nil && !o.ready {
 			deps = append(deps, scheduler.ObjectKey(id[:]))
+			n.fetch(id, o)
 		}
 	}
 	st := scheduler.Task{ID: t.schedID(), Demand: t.demand, Deps: deps, Labels: t.spec.Options.Labels, Bundle: -1}
-	if n.remote != nil && (t.here || !n.movable(t)) {
+	if n.peers != nil && (t.here || !n.movable(t)) {
 		st.Node = n.nodeID // sent here by another node, or it cannot leave this node (yet)
 	}
 	if g := t.spec.Options.Group; g != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/wasmfabric/fabric/sdk"
@@ -56,6 +57,68 @@ var add = sdk.NewMethod1(tallyClass, "add", func(t *Tally, ms int) (int, error) 
 	return t.n, nil
 })
 
+// Counter is an actor on an edge node; it says where it lives.
+type Counter struct{ n int }
+
+var counterClass = sdk.Actor("Counter", func() (*Counter, error) { return &Counter{}, nil },
+	sdk.NodeLabel("tier", "edge"), sdk.MaxRestarts(2))
+
+var bump = sdk.NewMethod1(counterClass, "bump", func(c *Counter, ms int) (string, error) {
+	c.n++
+	if ms > 0 {
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+	}
+	return fmt.Sprintf("%d@%s", c.n, sdk.NodeID()), nil
+})
+
+// double runs wherever the scheduler puts it.
+var double = sdk.Task1("double", func(x int) (int, error) { return 2 * x, nil })
+
+// edgeSum runs on an edge node: it gets the driver's objects through the
+// references nested in its argument, and submits tasks of its own.
+var edgeSum = sdk.Task1("edge_sum", func(refs []sdk.Ref[int]) (string, error) {
+	vals, err := sdk.GetAll(refs)
+	if err != nil {
+		return "", err
+	}
+	var kids []sdk.Ref[int]
+	for _, v := range vals {
+		kids = append(kids, double.Remote(v))
+	}
+	doubled, err := sdk.GetAll(kids)
+	if err != nil {
+		return "", err
+	}
+	sum := 0
+	for _, v := range doubled {
+		sum += v
+	}
+	fmt.Printf("summed %d values\n", len(vals))
+	return fmt.Sprintf("%d on %s", sum, sdk.NodeID()), nil
+}, sdk.NodeLabel("tier", "edge"))
+
+// edgeMake puts objects on an edge node and returns references to them.
+var edgeMake = sdk.Task1("edge_make", func(n int) ([]sdk.Ref[[]float64], error) {
+	var out []sdk.Ref[[]float64]
+	for i := range n {
+		v := make([]float64, 1<<17) // 1 MiB: stored, pulled in chunks
+		for k := range v {
+			v[k] = float64(i)
+		}
+		r, err := sdk.Put(v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}, sdk.NodeLabel("tier", "edge"))
+
+// edgeCall calls the counter through a handle passed to it.
+var edgeCall = sdk.Task1("edge_call", func(h sdk.Handle[Counter]) (string, error) {
+	return bump.Remote(h, 0).Get()
+}, sdk.NodeLabel("tier", "edge"))
+
 func init() { sdk.Main(run) }
 
 func run(args []string) error {
@@ -101,6 +164,57 @@ func run(args []string) error {
 		_, _ = add.Remote(h, 3000).Get() // killed again: no restarts left
 		_, err = add.Remote(h, 0).Get()
 		fmt.Printf("actor: dead after max restarts: %v\n", errors.Is(err, sdk.ErrActorDied))
+	case "spread":
+		var refs []sdk.Ref[int]
+		for i := 1; i <= 3; i++ {
+			r, err := sdk.Put(i)
+			if err != nil {
+				return err
+			}
+			refs = append(refs, r)
+		}
+		sum, err := edgeSum.Remote(refs).Get()
+		fmt.Printf("spread: nested sum %s %v\n", sum, err)
+		made, err := edgeMake.Remote(3).Get()
+		if err != nil {
+			return err
+		}
+		total := 0.0
+		for _, r := range made {
+			v, err := r.Get()
+			if err != nil {
+				return err
+			}
+			total += v[0] * float64(len(v))
+		}
+		fmt.Printf("spread: objects made remotely %d sum %.0f\n", len(made), total)
+		h := counterClass.Remote()
+		var calls []sdk.Ref[string]
+		for range 50 {
+			calls = append(calls, bump.Remote(h, 0))
+		}
+		got, err := sdk.GetAll(calls)
+		if err != nil {
+			return err
+		}
+		inOrder := true
+		for i, g := range got {
+			if !strings.HasPrefix(g, fmt.Sprintf("%d@", i+1)) {
+				inOrder = false
+			}
+		}
+		node := got[0][strings.Index(got[0], "@")+1:]
+		fmt.Printf("spread: actor on %s, 50 calls in order: %v\n", node, inOrder)
+		via, err := edgeCall.Remote(h).Get()
+		fmt.Printf("spread: call from a remote task %s %v\n", via, err)
+	case "actor_loss":
+		h := counterClass.Remote()
+		first, err := bump.Remote(h, 0).Get()
+		fmt.Printf("actor_loss: first %s %v\n", first, err)
+		_, err = bump.Remote(h, 5000).Get() // its node is stopped by the test meanwhile
+		fmt.Printf("actor_loss: in-flight call failed: %v\n", errors.Is(err, sdk.ErrActorDied))
+		after, err := bump.Remote(h, 0).Get()
+		fmt.Printf("actor_loss: after restart %s %v\n", after, err)
 	default:
 		return fmt.Errorf("unknown case %q", args[0])
 	}
