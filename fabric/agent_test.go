@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -292,7 +293,12 @@ func TestTasksAcrossNodes(t *testing.T) {
 	}
 	var out strings.Builder
 	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
-	if err := cl.Submit(context.Background(), wasm, nil, &out); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := cl.Submit(ctx, wasm, nil, &out); err != nil {
+		for _, ag := range []*Agent{a, b, c} {
+			t.Log(debugState(ag.Node()))
+		}
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	want := fmt.Sprintf("ran on 3 nodes: %s\n", strings.Join(sortedIDs(a.ID, b.ID, c.ID), " "))
@@ -301,7 +307,8 @@ func TestTasksAcrossNodes(t *testing.T) {
 		t.Errorf("the remote task's output is missing or unmarked:\n%s", out.String())
 	}
 	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), bigLine) ||
-		!strings.Contains(out.String(), fmt.Sprintf("edge tasks ran on %s and %s", b.ID, b.ID)) {
+		!strings.Contains(out.String(), fmt.Sprintf("edge tasks ran on %s and %s", b.ID, b.ID)) ||
+		!strings.Contains(out.String(), "actor Tally: 1+2+...+10 = 55 on "+b.ID+"\n") {
 		t.Fatalf("output:\n%s\nwant %q and both edge tasks on %s", out.String(), want, b.ID)
 	}
 }
@@ -483,4 +490,71 @@ func taskNames(n *Node) string {
 		names = append(names, t.name)
 	}
 	return strings.Join(names, " ")
+}
+
+// debugState describes a node's tasks, jobs and workers, for failures.
+func debugState(n *Node) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "node %s: %d workers, sched queued %d\n", n.nodeID, len(n.workers), n.sched.Queued())
+	for _, t := range n.tasks {
+		fmt.Fprintf(&b, "  task %s kind %d state %d here %v blocked %v worker %v job %s\n", t.name, t.kind, t.state, t.here, t.blocked, t.worker != nil, t.job.id)
+	}
+	for _, j := range n.jobs {
+		fmt.Fprintf(&b, "  job %s root %q: %d workers, %d idle, %d queued, %d starting\n", j.id, j.root, len(j.workers), len(j.idle), len(j.queue), j.starting)
+	}
+	for id, o := range n.objs {
+		fmt.Fprintf(&b, "  object %s ready %v stored %v remote %q fetching %v refs %d borrows %d waiters %d\n", id.Short(), o.ready, o.stored, o.remote, o.fetching, o.refs, o.borrows, len(o.waiters))
+	}
+	for _, w := range n.workers {
+		fmt.Fprintf(&b, "  worker %d ready %v dead %v task %v queued %d actor %v\n", w.pid, w.ready, w.dead, w.task != nil, len(w.queued), w.actor != nil)
+	}
+	return b.String()
+}
+
+// signalWriter collects output and closes seen when a line with want arrives.
+type signalWriter struct {
+	syncWriter
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (s *signalWriter) Write(p []byte) (int, error) {
+	n, err := s.syncWriter.Write(p)
+	if bytes.Contains(p, []byte(s.want)) {
+		s.once.Do(func() { close(s.seen) })
+	}
+	return n, err
+}
+
+// TestOwnerDied stops the node that put an object the driver holds by
+// reference: the driver's get fails with owner_died.
+func TestOwnerDied(t *testing.T) {
+	a := oneCPUAgent(t, nil, "")
+	b := oneCPUAgent(t, map[string]string{"tier": "edge"}, a.JoinToken(), a.GossipAddr())
+	waitSchedulerNodes(t, a, 2)
+	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	w := &signalWriter{syncWriter: syncWriter{w: &out}, want: "owner_died: made", seen: make(chan struct{})}
+	go func() {
+		select {
+		case <-w.seen:
+			_ = b.Close()
+		case <-time.After(time.Minute):
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = a.Node().RunJobWith(ctx, wasm, []string{"owner_died"}, JobOptions{Stdout: w})
+	w.mu.Lock()
+	got := out.String()
+	w.mu.Unlock()
+	if err != nil || !strings.Contains(got, "owner_died: get after its node died: true\n") {
+		t.Fatalf("%v\n%s", err, got)
+	}
 }

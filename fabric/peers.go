@@ -203,6 +203,7 @@ func (n *Node) fetch(id objects.ID, o *object) {
 		ans, release, err := n.getObject(j.ctx, p, from, j.id, id)
 		n.mu.Lock()
 		defer n.mu.Unlock()
+		defer n.schedule() // tasks may wait for it
 		o.fetching = false
 		if n.objs[id] != o || o.ready {
 			_, _, _ = release(false) // dropped meanwhile: its job ended

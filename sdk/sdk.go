@@ -61,6 +61,7 @@ var (
 	ErrActorDied      = errors.New("fabric: actor died")
 	ErrInfeasible     = errors.New("fabric: task can never be scheduled")
 	ErrOwnerDied      = errors.New("fabric: owner died")
+	ErrObjectLost     = errors.New("fabric: object lost")
 	ErrNoSuchFunction = errors.New("fabric: no such function")
 	ErrBadArguments   = errors.New("fabric: bad arguments")
 )
@@ -74,7 +75,7 @@ func errHost(msg string) error { return &HostError{Message: msg} }
 
 // TaskError is the error a failed task stored as its result: Get returns it.
 type TaskError struct {
-	Kind    string // "task", "cancelled", "timeout", "worker_died", "actor_died", "infeasible", "owner_died"
+	Kind    string // "task", "cancelled", "timeout", "worker_died", "actor_died", "infeasible", "owner_died", "object_lost"
 	Message string // for "task": the guest's message and stack
 	Task    string // the task's name
 }
@@ -101,6 +102,8 @@ func (e *TaskError) Is(target error) bool {
 		return target == ErrInfeasible
 	case "owner_died":
 		return target == ErrOwnerDied
+	case "object_lost":
+		return target == ErrObjectLost
 	}
 	return false
 }

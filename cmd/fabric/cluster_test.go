@@ -159,17 +159,7 @@ func TestAgentKilledMidTask(t *testing.T) {
 	a := startAgentProc(t)
 	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok, "--labels", "tier=edge")
 	c := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok, "--labels", "tier=edge")
-	ids := map[*agentProc]string{}
-	deadline := time.Now().Add(15 * time.Second)
-	for len(ids) < 3 && time.Now().Before(deadline) {
-		for _, p := range []*agentProc{a, b, c} {
-			res := testrig.Run(t, 30*time.Second, "status", "-o", "json", "--address", p.api, "--token", a.apiTok)
-			var st struct{ Node string }
-			if res.Code == 0 && json.Unmarshal([]byte(res.Stdout), &st) == nil {
-				ids[p] = st.Node
-			}
-		}
-	}
+	ids := agentIDs(t, a.apiTok, a, b, c)
 	type nodeView struct {
 		ID     string
 		Status string
@@ -181,7 +171,7 @@ func TestAgentKilledMidTask(t *testing.T) {
 		done <- testrig.Run(t, 2*time.Minute, "submit", chaos, "--address", a.api, "--token", a.apiTok, "--", "remote", "8000")
 	}()
 	var killed *agentProc
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for killed == nil && time.Now().Before(deadline) {
 		res := testrig.Run(t, 30*time.Second, "list", "nodes", "-o", "json", "--address", a.api, "--token", a.apiTok)
 		var nodes []nodeView
@@ -208,4 +198,109 @@ func TestAgentKilledMidTask(t *testing.T) {
 	if res.Code != 0 || !strings.Contains(res.Stdout, "remote: ran on "+ids[survivor]+" <nil>") {
 		t.Fatalf("after killing %s: exit %d\n%s\n%s", ids[killed], res.Code, res.Stdout, res.Stderr)
 	}
+}
+
+// TestChaosKillAgent kills -9 one of three agent processes while a job
+// runs 2,000 tasks across them and calls an actor that lives on the
+// killed node: every task's result arrives, the actor's calls resume
+// after its restart on the other edge node, and the surviving nodes'
+// resources in use return to zero within 60 s.
+func TestChaosKillAgent(t *testing.T) {
+	a := startAgentProc(t)
+	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok, "--labels", "tier=edge")
+	c := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok, "--labels", "tier=edge")
+	ids := agentIDs(t, a.apiTok, a, b, c)
+	cmd := exec.Command(testrig.Fabric(t), "submit", testrig.Guest(t, "internal/testguests/chaos"),
+		"--address", a.api, "--token", a.apiTok, "--", "storm", "2000")
+	out := &lockedBuffer{}
+	cmd.Stderr = out
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	var killed *agentProc
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		_, _ = out.Write([]byte(line + "\n"))
+		if node, ok := strings.CutPrefix(line, "storm: actor on "); ok && killed == nil {
+			for _, p := range []*agentProc{b, c} {
+				if ids[p] == node {
+					killed = p
+				}
+			}
+			if killed == nil {
+				t.Fatalf("the actor is on %q, not an edge node", node)
+			}
+			time.Sleep(2 * time.Second) // tasks are spread over the three nodes by now
+			_ = killed.cmd.Process.Signal(syscall.SIGKILL)
+		}
+	}
+	if err := cmd.Wait(); err != nil || killed == nil {
+		t.Fatalf("submit: %v\n%s", err, out.String())
+	}
+	survivor := b
+	if killed == b {
+		survivor = c
+	}
+	got := out.String()
+	if !strings.Contains(got, "storm: 2000 of 2000 results right\n") {
+		t.Errorf("not every result arrived:\n%s", got)
+	}
+	m := regexp.MustCompile(`storm: actor calls ok (\d+), failed (\d+), restarts seen (\d+); last call (\d+)@(\S+) <nil>`).FindStringSubmatch(got)
+	if m == nil || m[3] != "1" || m[5] != ids[survivor] {
+		t.Errorf("the actor did not resume on %s after one restart:\n%s", ids[survivor], got)
+	} else {
+		t.Logf("killed %s: %s", ids[killed], m[0])
+	}
+	// The surviving nodes give back what the job held, and see the killed one dead.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		res := testrig.Run(t, 30*time.Second, "list", "nodes", "-o", "json", "--address", a.api, "--token", a.apiTok)
+		var nodes []struct {
+			ID, Status string
+			Used       map[string]float64
+		}
+		settled := json.Unmarshal([]byte(res.Stdout), &nodes) == nil && len(nodes) == 3
+		for _, n := range nodes {
+			switch {
+			case n.ID == ids[killed] && n.Status == "alive":
+				settled = false
+			case n.ID != ids[killed] && (n.Status != "alive" || len(n.Used) > 0):
+				settled = false
+			}
+		}
+		if settled {
+			t.Logf("surviving nodes back to zero use %s after the job", time.Since(deadline.Add(-60*time.Second)).Round(100*time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("60 s after the job the surviving nodes still hold resources:\n%s", res.Stdout)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// agentIDs returns the node ID of each agent process.
+func agentIDs(t *testing.T, apiTok string, procs ...*agentProc) map[*agentProc]string {
+	t.Helper()
+	ids := map[*agentProc]string{}
+	deadline := time.Now().Add(15 * time.Second)
+	for len(ids) < len(procs) && time.Now().Before(deadline) {
+		for _, p := range procs {
+			res := testrig.Run(t, 30*time.Second, "status", "-o", "json", "--address", p.api, "--token", apiTok)
+			var st struct{ Node string }
+			if res.Code == 0 && json.Unmarshal([]byte(res.Stdout), &st) == nil {
+				ids[p] = st.Node
+			}
+		}
+	}
+	if len(ids) < len(procs) {
+		t.Fatalf("only %d of %d agents answered status", len(ids), len(procs))
+	}
+	return ids
 }

@@ -1,7 +1,8 @@
 //go:build wasip1
 
 // Cluster runs tasks across the nodes of a cluster: each reports the node
-// that ran it, and two ask for a node labelled tier=edge. Run it with
+// that ran it, and two ask for a node labelled tier=edge. A large object
+// travels to the edge node, and an actor lives there. Run it with
 // `make cluster-demo`, or `fabric submit` on a cluster of your own.
 package main
 
@@ -29,6 +30,17 @@ var measure = sdk.Task1("measure", func(data []float64) (string, error) {
 	}
 	return fmt.Sprintf("%d floats summing to %.0f on %s", len(data), sum, sdk.NodeID()), nil
 }, sdk.CPUs(1), sdk.NodeLabel("tier", "edge"))
+
+// Tally is an actor that lives on an edge node: its calls travel there
+// from the driver, in order, and its state stays there.
+type Tally struct{ sum int }
+
+var tallyClass = sdk.Actor("Tally", func() (*Tally, error) { return &Tally{}, nil }, sdk.NodeLabel("tier", "edge"))
+
+var add = sdk.NewMethod1(tallyClass, "add", func(t *Tally, x int) (string, error) {
+	t.sum += x
+	return fmt.Sprintf("%d on %s", t.sum, sdk.NodeID()), nil
+})
 
 func init() { sdk.Main(run) }
 
@@ -62,6 +74,17 @@ func run(args []string) error {
 		return err
 	}
 	fmt.Printf("8 MiB object from %s: %s\n", sdk.NodeID(), report)
+	tally := tallyClass.Remote()
+	var sums []sdk.Ref[string]
+	for i := 1; i <= 10; i++ {
+		sums = append(sums, add.Remote(tally, i))
+	}
+	all, err := sdk.GetAll(sums)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("actor Tally: 1+2+...+10 = %s\n", all[len(all)-1])
+
 	seen := map[string]bool{}
 	for _, n := range nodes {
 		seen[n] = true

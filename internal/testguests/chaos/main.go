@@ -119,6 +119,68 @@ var edgeCall = sdk.Task1("edge_call", func(h sdk.Handle[Counter]) (string, error
 	return bump.Remote(h, 0).Get()
 }, sdk.NodeLabel("tier", "edge"))
 
+// stormTask is one of the many short tasks of the storm case.
+var stormTask = sdk.Task1("storm_task", func(i int) (int, error) {
+	time.Sleep(10 * time.Millisecond)
+	return i * i, nil
+})
+
+// storm runs n short tasks across the cluster and calls the counter on an
+// edge node every 20 submissions, while the test kills that node: every
+// task's result must arrive, and the counter's calls resume after its
+// restart.
+func storm(n int) error {
+	h := counterClass.Remote()
+	first, err := bump.Remote(h, 0).Get()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("storm: actor on %s\n", first[strings.Index(first, "@")+1:])
+	refs := make([]sdk.Ref[int], 0, n)
+	okCalls, failedCalls, resets := 0, 0, 0
+	last := 1
+	for i := range n {
+		refs = append(refs, stormTask.Remote(i))
+		if i%20 != 19 {
+			continue
+		}
+		if i >= 200 { // keep about 200 tasks in flight, so that the calls spread over the run
+			if _, err := refs[i-200].Get(); err != nil {
+				return err
+			}
+		}
+		v, err := bump.Remote(h, 0).Get()
+		switch {
+		case errors.Is(err, sdk.ErrActorDied):
+			failedCalls++ // it was on its way when the node died
+		case err != nil:
+			return err
+		default:
+			okCalls++
+			var count int
+			fmt.Sscanf(v, "%d@", &count)
+			if count < last {
+				resets++ // a restarted actor counts from 1 again
+			}
+			last = count
+		}
+	}
+	vals, err := sdk.GetAll(refs)
+	if err != nil {
+		return err
+	}
+	right := 0
+	for i, v := range vals {
+		if v == i*i {
+			right++
+		}
+	}
+	fmt.Printf("storm: %d of %d results right\n", right, n)
+	after, err := bump.Remote(h, 0).Get()
+	fmt.Printf("storm: actor calls ok %d, failed %d, restarts seen %d; last call %s %v\n", okCalls, failedCalls, resets, after, err)
+	return nil
+}
+
 func init() { sdk.Main(run) }
 
 func run(args []string) error {
@@ -207,6 +269,21 @@ func run(args []string) error {
 		fmt.Printf("spread: actor on %s, 50 calls in order: %v\n", node, inOrder)
 		via, err := edgeCall.Remote(h).Get()
 		fmt.Printf("spread: call from a remote task %s %v\n", via, err)
+	case "storm":
+		n := 2000
+		if len(args) > 1 {
+			n, _ = strconv.Atoi(args[1])
+		}
+		return storm(n)
+	case "owner_died":
+		made, err := edgeMake.Remote(1).Get() // the node that made it is stopped by the test
+		if err != nil {
+			return err
+		}
+		fmt.Println("owner_died: made")
+		time.Sleep(3 * time.Second)
+		_, err = made[0].Get()
+		fmt.Printf("owner_died: get after its node died: %v\n", errors.Is(err, sdk.ErrOwnerDied))
 	case "actor_loss":
 		h := counterClass.Remote()
 		first, err := bump.Remote(h, 0).Get()
