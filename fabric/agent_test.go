@@ -417,6 +417,7 @@ func TestJobSharesAcrossNodes(t *testing.T) {
 		`spread: objects made remotely 3 sum 393216\n`,
 		`spread: actor on (` + b.ID + `|` + c.ID + `), 50 calls in order: true\n`,
 		`spread: call from a remote task 51@(` + b.ID + `|` + c.ID + `) <nil>\n`,
+		`spread: 1000 short tasks on the edge sum to 999000\n`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("output lacks %s:\n%s", re, out)

@@ -279,6 +279,13 @@ func (n *Node) Stats() Stats {
 		CPUAvail: float64(avail.CPU) / scheduler.Unit, CPUTotal: float64(total.CPU) / scheduler.Unit}
 }
 
+// NodeCount is how many nodes the node's scheduler knows, itself included.
+func (n *Node) NodeCount() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.sched.Nodes())
+}
+
 // Usage is what a node offers and what of it is in use, in the units of
 // `fabric status`: CPUs and GPUs as counts, memory in bytes.
 type Usage struct {

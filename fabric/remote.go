@@ -464,6 +464,7 @@ func (n *Node) runRemote(t *task, node string) {
 	n.remoteCalls[node][t] = cancel
 	t.started = time.Now()
 	p := n.peers
+	defer n.leaseRemote(t, node)
 	n.remoteRuns.Add(1)
 	go func() {
 		defer n.remoteRuns.Done()
@@ -486,6 +487,12 @@ func (n *Node) runRemote(t *task, node string) {
 			// of the scheduler until gossip says it is alive again.
 			n.removePeerLocked(node)
 		}
+		if t.kind == wire.ExecTask {
+			n.passLease(t, node)
+			if err == nil {
+				j.ran(t)
+			}
+		}
 		refs := n.importAll(j, res.Refs, node)
 		live := !n.closed && t.state == taskRunning && !j.done
 		if !live || err != nil || res.IsError {
@@ -507,6 +514,61 @@ func (n *Node) runRemote(t *task, node string) {
 		}
 		n.schedule()
 	}()
+}
+
+// remotePipelineDepth is how many short tasks may follow one on another
+// node, in its reservation, sent without waiting for it to end.
+const remotePipelineDepth = 8
+
+// leaseRemote sends queued short tasks of t's kind to t's node to run in
+// its reservation, as topUp does for a local worker: their node queues
+// them, so that a round trip per task does not bound the rate. Caller
+// holds n.mu.
+func (n *Node) leaseRemote(t *task, node string) {
+	if t.kind != wire.ExecTask || t.leader != nil || t.state != taskRunning || t.job.done || !t.job.short(t.spec.Func) {
+		return
+	}
+	ids := n.sched.Lease(t.schedID(), remotePipelineDepth-len(t.followers), func(id scheduler.TaskID) bool {
+		next := n.tasks[objects.ID([]byte(id))]
+		return next != nil && next.state == taskQueued && next.kind == wire.ExecTask && next.job == t.job &&
+			t.job.short(next.spec.Func) && !next.here && n.movable(next)
+	})
+	for _, id := range ids {
+		next := n.tasks[objects.ID([]byte(id))]
+		next.state = taskRunning
+		next.leader = t
+		t.followers = append(t.followers, next)
+		n.runRemote(next, node)
+	}
+}
+
+// passLease runs when remote task t ends: a follower leaves its leader;
+// a leader hands its reservation to its first follower still running,
+// which takes the others and tops up. Caller holds n.mu.
+func (n *Node) passLease(t *task, node string) {
+	if l := t.leader; l != nil {
+		t.leader = nil
+		for i, f := range l.followers {
+			if f == t {
+				l.followers = append(l.followers[:i], l.followers[i+1:]...)
+				break
+			}
+		}
+		return
+	}
+	for len(t.followers) > 0 {
+		f := t.followers[0]
+		t.followers = t.followers[1:]
+		f.leader = nil
+		if f.state == taskRunning && n.sched.Handoff(t.schedID(), f.schedID()) {
+			f.followers, t.followers = t.followers, nil
+			for _, g := range f.followers {
+				g.leader = f
+			}
+			n.leaseRemote(f, node)
+			return
+		}
+	}
 }
 
 // importAll imports the references of an answer from node. Caller holds n.mu.

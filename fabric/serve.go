@@ -127,12 +127,24 @@ func (a *Agent) PullModule(ctx context.Context, nodeID, digest string) error {
 		if hex.EncodeToString(st.Hash[:]) != digest {
 			return fmt.Errorf("fabric: node %s sent a module whose digest is not %s", nodeID, digest[:12])
 		}
-		path := filepath.Join(a.node.dataDir, "modules", digest+".wasm")
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, buf, 0o600); err != nil {
+		// Several tasks may fetch the same module at once: each writes its
+		// own temporary file, and the renames agree.
+		dir := filepath.Join(a.node.dataDir, "modules")
+		f, err := os.CreateTemp(dir, digest+".*.tmp")
+		if err != nil {
 			return err
 		}
-		return os.Rename(tmp, path)
+		_, werr := f.Write(buf)
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr == nil {
+			werr = os.Rename(f.Name(), filepath.Join(dir, digest+".wasm"))
+		}
+		if werr != nil {
+			_ = os.Remove(f.Name())
+		}
+		return werr
 	}
 	return fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
 }

@@ -51,8 +51,13 @@ type task struct {
 	// cancel, which then also applies if the task started meanwhile.
 	recalled  bool
 	cancelled *abi.ErrorValue
-	// here pins the task to this node: another node sent it (RunTask).
+	// here pins the task to this node: another node sent it.
 	here bool
+	// followers are short tasks sent to the same node as this one, to run
+	// in its reservation there (leaseRemote); leader is the task whose
+	// reservation a follower runs in.
+	followers []*task
+	leader    *task
 }
 
 func (t *task) schedID() scheduler.TaskID { return scheduler.TaskID(t.id[:]) }

@@ -223,7 +223,7 @@ func runBench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) err
 			}
 		}
 	}
-	cluster, err := clusterResults(ctx, re, stderr)
+	cluster, err := clusterResults(ctx, re, o, wasm, stderr)
 	if err != nil {
 		return fmt.Errorf("cluster benchmarks: %w", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"math"
 	"os"
 	"regexp"
+	"runtime"
+	"strconv"
 	"sync"
 	"time"
 
@@ -22,12 +24,15 @@ import (
 var clusterRows = []string{
 	"baseline_quic_stream_gigabytes", "baseline_tcp_gigabytes",
 	"object_transfer_gigabytes", "object_transfer_compressible_gigabytes", "object_broadcast_1gib_3_nodes",
+	"single_client_tasks_async_spilled",
 }
 
 func init() {
 	baselineOf["object_transfer_gigabytes"] = "baseline_quic_stream_gigabytes"
 	baselineOf["object_transfer_compressible_gigabytes"] = "baseline_quic_stream_gigabytes"
 	baselineOf["object_broadcast_1gib_3_nodes"] = "baseline_quic_stream_gigabytes"
+	// The same tasks, run on the driver's node, in the same run.
+	baselineOf["single_client_tasks_async_spilled"] = "single_client_tasks_async"
 }
 
 const transferSize = 256 << 20
@@ -51,8 +56,9 @@ func wantsAny(re *regexp.Regexp, names ...string) bool {
 }
 
 // clusterResults starts agents in this process, on loopback, and times
-// object transfers between them.
-func clusterResults(ctx context.Context, re *regexp.Regexp, stderr io.Writer) ([]benchResult, error) {
+// object transfers between them, and tasks sent from one to the other
+// (wasm is the bench driver).
+func clusterResults(ctx context.Context, re *regexp.Regexp, o benchOptions, wasm []byte, stderr io.Writer) ([]benchResult, error) {
 	if !wantsAny(re, clusterRows...) {
 		return nil, nil
 	}
@@ -109,6 +115,10 @@ func clusterResults(ctx context.Context, re *regexp.Regexp, stderr io.Writer) ([
 		if i > 0 {
 			cfg.Join = []string{agents[0].GossipAddr()}
 		}
+		if i == 1 { // the node spilled tasks go to, with the machine's CPUs as in single_client_tasks_async
+			cfg.Labels = map[string]string{"bench": "spill"}
+			cfg.Node.NumCPUs = float64(runtime.NumCPU())
+		}
 		a, err := fabric.StartAgent(cfg)
 		if err != nil {
 			return nil, err
@@ -118,7 +128,7 @@ func clusterResults(ctx context.Context, re *regexp.Regexp, stderr io.Writer) ([
 	}
 	src := agents[0]
 	deadline := time.Now().Add(10 * time.Second)
-	for len(agents[n-1].Members().Members()) < n && time.Now().Before(deadline) {
+	for (len(agents[n-1].Members().Members()) < n || agents[0].Node().NodeCount() < n) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	pull := func(to *fabric.Agent, data []byte, times int) ([]time.Duration, error) {
@@ -167,6 +177,16 @@ func clusterResults(ctx context.Context, re *regexp.Regexp, stderr io.Writer) ([
 			return nil, err
 		}
 		add("object_transfer_compressible_gigabytes", gbps(int64(len(arr)), ds))
+	}
+	if wantsAny(re, "single_client_tasks_async_spilled") {
+		lines := &benchLineWriter{onResult: func(r benchResult) { add(r.Name, r) }}
+		args := []string{"^single_client_tasks_async_spilled$", strconv.FormatFloat(o.trial.Seconds(), 'f', -1, 64),
+			strconv.FormatFloat(o.warmup.Seconds(), 'f', -1, 64), strconv.Itoa(o.trials), strconv.Itoa(runtime.NumCPU()), "spill"}
+		err := agents[0].Node().RunJobWith(ctx, wasm, args, fabric.JobOptions{Stdout: lines, Stderr: stderr})
+		lines.flush()
+		if err != nil {
+			return nil, fmt.Errorf("spilled tasks: %w", err)
+		}
 	}
 	if broadcast {
 		big := make([]byte, 1<<30)

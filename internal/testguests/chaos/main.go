@@ -269,6 +269,22 @@ func run(args []string) error {
 		fmt.Printf("spread: actor on %s, 50 calls in order: %v\n", node, inOrder)
 		via, err := edgeCall.Remote(h).Get()
 		fmt.Printf("spread: call from a remote task %s %v\n", via, err)
+		// Many short tasks on the edge nodes: sent ahead in the
+		// reservations of those running there.
+		edgeDouble := double.Options(sdk.NodeLabel("tier", "edge"))
+		many := make([]sdk.Ref[int], 1000)
+		for i := range many {
+			many[i] = edgeDouble.Remote(i)
+		}
+		doubled, err := sdk.GetAll(many)
+		if err != nil {
+			return err
+		}
+		manySum := 0
+		for _, v := range doubled {
+			manySum += v
+		}
+		fmt.Printf("spread: 1000 short tasks on the edge sum to %d\n", manySum)
 	case "storm":
 		n := 2000
 		if len(args) > 1 {

@@ -81,6 +81,9 @@ type config struct {
 	warmup  time.Duration
 	trials  int
 	numCPUs int
+	// spill runs only the row whose tasks all go to a node labelled
+	// bench=spill (`fabric bench` starts one).
+	spill bool
 }
 
 type result struct {
@@ -183,6 +186,21 @@ func run(args []string) error {
 		cfg.trial = time.Duration(secs * float64(time.Second))
 		cfg.warmup = time.Duration(warm * float64(time.Second))
 		cfg.trials, cfg.numCPUs = trials, cpus
+		cfg.spill = len(args) >= 6 && args[5] == "spill"
+	}
+	if cfg.spill {
+		// Every task goes to the other node: the spec over QUIC, a run in
+		// the job's share there, the value back.
+		spilled := smallValue.Options(sdk.NodeLabel("bench", "spill"))
+		return timeit(cfg, "single_client_tasks_async_spilled", func() error {
+			refs := make([]sdk.Ref[int], 1000)
+			for i := range refs {
+				refs[i] = spilled.Remote()
+			}
+			_, err := sdk.GetAll(refs)
+			sdk.ReleaseAll(refs)
+			return err
+		}, 1000, "/s")
 	}
 	nActors := max(1, cfg.numCPUs/2) // Ray: multiprocessing.cpu_count() // 2
 
