@@ -559,3 +559,17 @@ func TestOwnerDied(t *testing.T) {
 		t.Fatalf("%v\n%s", err, got)
 	}
 }
+
+// TestLocality runs tasks whose argument is a 4 MiB object of the driver's
+// node, on a cluster of two idle nodes: each runs on the driver's node,
+// where the bytes are, rather than wherever the hybrid policy would pack.
+func TestLocality(t *testing.T) {
+	a := oneCPUAgent(t, nil, "")
+	b := oneCPUAgent(t, nil, a.JoinToken(), a.GossipAddr())
+	waitSchedulerNodes(t, a, 2)
+	_ = b
+	out := runChaos(t, a, "locality")
+	if want := "locality: " + strings.TrimSpace(strings.Repeat(a.ID+" ", 5)) + "\n"; !strings.Contains(out, want) {
+		t.Fatalf("output %q, want %q", out, want)
+	}
+}

@@ -26,6 +26,9 @@ type object struct {
 	remote   string
 	borrows  int
 	fetching bool
+	// copies are the other nodes that pulled the stored value from here
+	// and still hold it, for locality.
+	copies map[string]struct{}
 }
 
 // waiter is a Get or Wait waiting for objects.

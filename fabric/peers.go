@@ -140,6 +140,9 @@ func (n *Node) unexport(j *job, id objects.ID, node string, count int) {
 		return
 	}
 	delete(j.exports, k)
+	if o := n.objs[id]; o != nil {
+		delete(o.copies, node)
+	}
 	n.decRef(id)
 }
 
@@ -330,6 +333,11 @@ func (n *Node) serveObject(ctx context.Context, from string, body []byte) (trans
 	ans := objectAnswer{IsError: o.isError, Stored: o.stored, Size: o.size}
 	if !o.stored {
 		ans.Inline = o.inline
+	} else {
+		if o.copies == nil {
+			o.copies = map[string]struct{}{}
+		}
+		o.copies[from] = struct{}{} // it pulls the bytes now, and holds them until it releases
 	}
 	n.export(j, id, from)
 	for _, r := range o.nested {

@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
@@ -407,6 +409,39 @@ func (n *Node) movable(t *task) bool {
 		}
 	}
 	return true
+}
+
+// localityMin is the argument bytes on one node that make a task prefer it.
+const localityMin = 1 << 20
+
+// locality returns the node holding most of a task's stored argument
+// bytes (this node first on a tie), or "" when no node holds localityMin.
+// Caller holds n.mu.
+func (n *Node) locality(t *task) scheduler.NodeID {
+	var bytes map[string]int64
+	for _, id := range t.argRefs {
+		o := n.objs[id]
+		if o == nil || !o.ready || !o.stored {
+			continue
+		}
+		if bytes == nil {
+			bytes = map[string]int64{}
+		}
+		bytes[string(n.nodeID)] += o.size
+		for c := range o.copies {
+			bytes[c] += o.size
+		}
+	}
+	best, most := n.nodeID, bytes[string(n.nodeID)]
+	for _, node := range slices.Sorted(maps.Keys(bytes)) {
+		if bytes[node] > most {
+			best, most = scheduler.NodeID(node), bytes[node]
+		}
+	}
+	if most < localityMin {
+		return ""
+	}
+	return best
 }
 
 // runRemote sends a task, an actor's creation or an actor call to another

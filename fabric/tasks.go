@@ -173,6 +173,8 @@ func (n *Node) submit(t *task) {
 	st := scheduler.Task{ID: t.schedID(), Demand: t.demand, Deps: deps, Labels: t.spec.Options.Labels, Bundle: -1}
 	if n.peers != nil && (t.here || !n.movable(t)) {
 		st.Node = n.nodeID // sent here by another node, or it cannot leave this node (yet)
+	} else if n.peers != nil {
+		st.Prefer = n.locality(t)
 	}
 	if g := t.spec.Options.Group; g != nil {
 		st.Group = scheduler.GroupID(g)

@@ -10,8 +10,10 @@
 // Placement follows Ray's hybrid policy: a task goes to the first node, in
 // NodeID order, whose utilization stays below one half after placing it
 // ("pack"); when no such node has room, to the node with the lowest
-// utilization after placing ("spread"). Tasks with equal demand, label
-// selector and node affinity form a scheduling class; once a task of a class
+// utilization after placing ("spread"). A task that prefers a node (the
+// one holding most of its arguments' bytes) goes there first when it has
+// room. Tasks with equal demand, label selector and node affinity and
+// preference form a scheduling class; once a task of a class
 // finds no room, Schedule skips the rest of that class until its next call,
 // and tasks of other classes still get their turn (no head-of-line blocking).
 //
@@ -51,6 +53,10 @@ type Task struct {
 	// Node, when non-empty, is the only node the task may run on (hard
 	// affinity).
 	Node NodeID
+	// Prefer, when non-empty, is the node the task should run on when it
+	// has room (soft affinity): the node holding most of its arguments'
+	// bytes. Without room there, the hybrid policy places it.
+	Prefer NodeID
 	// Group, when non-empty, is the placement group whose reserved
 	// resources the task runs in: it waits until the group is placed and
 	// then runs on a node holding one of its bundles.
@@ -119,6 +125,7 @@ type class struct {
 	demand Resources
 	labels map[string]string
 	node   NodeID
+	prefer NodeID
 	group  GroupID // placement group; empty for none
 	bundle int     // bundle index in group; -1 for any
 	queue  []*taskState
@@ -604,7 +611,7 @@ func (c *Core) RunningTasks(id NodeID) []TaskID {
 func (c *Core) enqueue(ts *taskState) {
 	cl := c.classes[ts.key]
 	if cl == nil {
-		cl = &class{key: ts.key, demand: ts.t.Demand, labels: ts.t.Labels, node: ts.t.Node,
+		cl = &class{key: ts.key, demand: ts.t.Demand, labels: ts.t.Labels, node: ts.t.Node, prefer: ts.t.Prefer,
 			group: ts.t.Group, bundle: ts.t.Bundle}
 		c.classes[ts.key] = cl
 	}
@@ -632,6 +639,9 @@ func (c *Core) pick(cl *class) *node {
 	candidates := c.order
 	if cl.node != "" {
 		candidates = []NodeID{cl.node}
+	}
+	if p := c.nodes[cl.prefer]; p != nil && cl.node == "" && cl.matches(p) && fitsAvail(cl.demand, p) {
+		return p // locality: where the arguments are
 	}
 	var best *node
 	var bestU float64
@@ -818,6 +828,7 @@ func classKey(t Task) string {
 		str(t.Labels[k])
 	}
 	str(string(t.Node))
+	str(string(t.Prefer))
 	str(string(t.Group))
 	num(int64(t.Bundle))
 	return b.String()

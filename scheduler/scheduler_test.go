@@ -329,6 +329,26 @@ func TestNodeAffinity(t *testing.T) {
 	}
 }
 
+// TestPreferNode checks soft affinity (locality): a task goes to the node
+// it prefers while that node has room, even past the packing threshold, and
+// elsewhere by the hybrid policy when it has none; a preferred node that
+// lacks the task's labels or is unknown is ignored.
+func TestPreferNode(t *testing.T) {
+	c := New()
+	c.AddNode("a", cpu(2), nil)
+	c.AddNode("b", cpu(2), map[string]string{"tier": "edge"})
+	c.Submit(Task{ID: "p1", Demand: cpu(1), Prefer: "b"})
+	c.Submit(Task{ID: "p2", Demand: cpu(1), Prefer: "b"})
+	c.Submit(Task{ID: "p3", Demand: cpu(1), Prefer: "b"}) // b is full: hybrid
+	c.Submit(Task{ID: "plain", Demand: cpu(1)})
+	mustPlace(t, c, "p1@b", "p2@b", "p3@a", "plain@a")
+	c.Finished("p1")
+	c.Finished("p3")
+	c.Submit(Task{ID: "gone", Demand: cpu(1), Prefer: "z"})                                             // unknown: hybrid
+	c.Submit(Task{ID: "label", Demand: cpu(1), Prefer: "a", Labels: map[string]string{"tier": "edge"}}) // a lacks the label
+	mustPlace(t, c, "gone@a", "label@b")
+}
+
 func TestDeps(t *testing.T) {
 	c := New()
 	c.AddNode("n", cpu(1), nil)

@@ -114,6 +114,9 @@ var edgeMake = sdk.Task1("edge_make", func(n int) ([]sdk.Ref[[]float64], error) 
 	return out, nil
 }, sdk.NodeLabel("tier", "edge"))
 
+// bigWhere reports where it ran with a large argument.
+var bigWhere = sdk.Task1("big_where", func(v []float64) (string, error) { return sdk.NodeID(), nil })
+
 // edgeCall calls the counter through a handle passed to it.
 var edgeCall = sdk.Task1("edge_call", func(h sdk.Handle[Counter]) (string, error) {
 	return bump.Remote(h, 0).Get()
@@ -291,6 +294,20 @@ func run(args []string) error {
 			n, _ = strconv.Atoi(args[1])
 		}
 		return storm(n)
+	case "locality":
+		big, err := sdk.Put(make([]float64, 1<<19)) // 4 MiB, held by the driver's node
+		if err != nil {
+			return err
+		}
+		var nodes []string
+		for range 5 {
+			n, err := bigWhere.Remote(big).Get()
+			if err != nil {
+				return err
+			}
+			nodes = append(nodes, n)
+		}
+		fmt.Printf("locality: %s\n", strings.Join(nodes, " "))
 	case "owner_died":
 		made, err := edgeMake.Remote(1).Get() // the node that made it is stopped by the test
 		if err != nil {
