@@ -573,3 +573,17 @@ func TestLocality(t *testing.T) {
 		t.Fatalf("output %q, want %q", out, want)
 	}
 }
+
+// TestGroupsAcrossNodes places a STRICT_SPREAD placement group of three
+// one-CPU bundles on a cluster of three one-CPU nodes: the task in each
+// bundle runs on its own node.
+func TestGroupsAcrossNodes(t *testing.T) {
+	a := oneCPUAgent(t, nil, "")
+	b := oneCPUAgent(t, nil, a.JoinToken(), a.GossipAddr())
+	c := oneCPUAgent(t, nil, a.JoinToken(), a.GossipAddr())
+	waitSchedulerNodes(t, a, 3)
+	out := runChaos(t, a, "groups")
+	if want := "groups: bundles ran on " + strings.Join(sortedIDs(a.ID, b.ID, c.ID), " ") + "\n"; !strings.Contains(out, want) {
+		t.Fatalf("output %q, want %q", out, want)
+	}
+}

@@ -384,10 +384,10 @@ func (n *Node) removePeerLocked(id string) {
 }
 
 // movable reports whether a task may run on another node: a task, or an
-// actor created by a job's root, outside placement groups, whose
-// arguments did not fail. Caller holds n.mu.
+// actor created by a job's root, whose arguments did not fail. Caller
+// holds n.mu.
 func (n *Node) movable(t *task) bool {
-	if n.peers == nil || t.spec.Options.Group != nil {
+	if n.peers == nil {
 		return false
 	}
 	switch t.kind {
@@ -450,6 +450,9 @@ func (n *Node) runRemote(t *task, node string) {
 	j := t.job
 	req := runRequest{Kind: runTask, Job: j.id, Root: cmp.Or(j.root, string(n.nodeID)), Digest: j.digest()}
 	spec := t.spec
+	// A task in a placement group runs in the reservation the owner's
+	// scheduler made for the bundle on that node: there it is a plain task.
+	spec.Options.Group, spec.Options.Bundle = nil, nil
 	spec.Args = make([]abi.Arg, len(t.spec.Args))
 	for i, a := range t.spec.Args {
 		if a.Ref == nil {

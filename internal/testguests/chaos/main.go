@@ -7,6 +7,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -113,6 +114,12 @@ var edgeMake = sdk.Task1("edge_make", func(n int) ([]sdk.Ref[[]float64], error) 
 	}
 	return out, nil
 }, sdk.NodeLabel("tier", "edge"))
+
+// bundleWhere runs in a bundle of a placement group and says where.
+var bundleWhere = sdk.Task1("bundle_where", func(ms int) (string, error) {
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	return sdk.NodeID(), nil
+})
 
 // bigWhere reports where it ran with a large argument.
 var bigWhere = sdk.Task1("big_where", func(v []float64) (string, error) { return sdk.NodeID(), nil })
@@ -294,6 +301,27 @@ func run(args []string) error {
 			n, _ = strconv.Atoi(args[1])
 		}
 		return storm(n)
+	case "groups":
+		pg, err := sdk.NewPlacementGroup([]sdk.Bundle{{"CPU": 1}, {"CPU": 1}, {"CPU": 1}}, "STRICT_SPREAD")
+		if err != nil {
+			return err
+		}
+		if err := pg.Ready(30 * time.Second); err != nil {
+			return err
+		}
+		var refs []sdk.Ref[string]
+		for i := range 3 {
+			refs = append(refs, bundleWhere.Options(sdk.InPlacementGroup(pg, i)).Remote(200))
+		}
+		nodes, err := sdk.GetAll(refs)
+		if err != nil {
+			return err
+		}
+		sort.Strings(nodes)
+		fmt.Printf("groups: bundles ran on %s\n", strings.Join(nodes, " "))
+		if err := sdk.RemovePlacementGroup(pg); err != nil {
+			return err
+		}
 	case "locality":
 		big, err := sdk.Put(make([]float64, 1<<19)) // 4 MiB, held by the driver's node
 		if err != nil {
