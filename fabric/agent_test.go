@@ -587,3 +587,41 @@ func TestGroupsAcrossNodes(t *testing.T) {
 		t.Fatalf("output %q, want %q", out, want)
 	}
 }
+
+// TestCancelRemoteTask cancels a task running on another node: its get
+// fails as cancelled at once, and the node stops it (its worker is killed
+// and the task is gone) long before the task would have ended.
+func TestCancelRemoteTask(t *testing.T) {
+	a := oneCPUAgent(t, nil, "")
+	b := oneCPUAgent(t, map[string]string{"tier": "edge"}, a.JoinToken(), a.GossipAddr())
+	waitSchedulerNodes(t, a, 2)
+	stopped := make(chan bool, 1)
+	go func() {
+		ran := false
+		deadline := time.Now().Add(15 * time.Second)
+		for time.Now().Before(deadline) {
+			names := taskNames(b.Node())
+			if strings.Contains(names, "edge_sleeper") {
+				ran = true
+			} else if ran {
+				stopped <- true
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		stopped <- false
+	}()
+	outc := make(chan string, 1)
+	go func() { outc <- runChaos(t, a, "cancel_remote") }()
+	if !<-stopped {
+		t.Fatal("the edge node did not stop the cancelled task")
+	}
+	select {
+	case out := <-outc:
+		t.Fatalf("the job ended before the edge node stopped the task (so the job's end stopped it):\n%s", out)
+	default:
+	}
+	if out := <-outc; !strings.Contains(out, "cancel_remote: cancelled true\n") {
+		t.Fatalf("output %q", out)
+	}
+}

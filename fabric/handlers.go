@@ -615,7 +615,12 @@ func (n *Node) cancelTask(t *task, force, recursive bool) {
 			w.kill()
 			return
 		}
-		// placed but waiting for a worker
+		for _, calls := range n.remoteCalls {
+			if cancel := calls[t]; cancel != nil {
+				cancel() // its node cancels it when the call goes away (runForPeer)
+			}
+		}
+		// placed but waiting for a worker, or running on another node
 		for i, q := range t.job.queue {
 			if q == t {
 				t.job.queue = append(t.job.queue[:i], t.job.queue[i+1:]...)

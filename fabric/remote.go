@@ -210,6 +210,9 @@ func (n *Node) runForPeer(ctx context.Context, from string, req runRequest) (tra
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if waitErr != nil && t.kind == wire.ExecTask && t.state != taskDone && ctx.Err() != nil {
+		n.cancelTask(t, true, true) // the sender went away: it cancelled the task, or ended
+	}
 	defer func() {
 		for _, id := range rets {
 			n.decRef(id)

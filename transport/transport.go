@@ -215,7 +215,9 @@ func (e *Endpoint) serveStream(ctx context.Context, peer string, s *quic.Stream)
 	if e.cfg.Handler == nil {
 		err = fmt.Errorf("%w %d", ErrNoHandler, t)
 	} else {
-		rt, rb, err = e.safeHandle(ctx, peer, t, body)
+		// The stream's context ends when the caller gives up on the call
+		// (it stops reading), so that the handler can stop its work.
+		rt, rb, err = e.safeHandle(s.Context(), peer, t, body)
 	}
 	if err == nil && len(rb) > e.cfg.MaxMessage {
 		err = fmt.Errorf("%w: answer of %d bytes", ErrTooLarge, len(rb))

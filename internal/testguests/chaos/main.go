@@ -322,6 +322,15 @@ func run(args []string) error {
 		if err := sdk.RemovePlacementGroup(pg); err != nil {
 			return err
 		}
+	case "cancel_remote":
+		r := edgeSleeper.Remote(20000)
+		time.Sleep(3 * time.Second) // running on the edge node by now
+		if err := sdk.Cancel(r); err != nil {
+			return err
+		}
+		_, err := r.Get()
+		fmt.Printf("cancel_remote: cancelled %v\n", errors.Is(err, sdk.ErrTaskCancelled))
+		time.Sleep(5 * time.Second) // the job goes on while the test looks at the edge node
 	case "locality":
 		big, err := sdk.Put(make([]float64, 1<<19)) // 4 MiB, held by the driver's node
 		if err != nil {
