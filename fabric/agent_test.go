@@ -418,6 +418,7 @@ func TestJobSharesAcrossNodes(t *testing.T) {
 		`spread: actor on (` + b.ID + `|` + c.ID + `), 50 calls in order: true\n`,
 		`spread: call from a remote task 51@(` + b.ID + `|` + c.ID + `) <nil>\n`,
 		`spread: 1000 short tasks on the edge sum to 999000\n`,
+		`spread: a result left on the edge node: 1048576 floats <nil>\n`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("output lacks %s:\n%s", re, out)
@@ -623,5 +624,52 @@ func TestCancelRemoteTask(t *testing.T) {
 	}
 	if out := <-outc; !strings.Contains(out, "cancel_remote: cancelled true\n") {
 		t.Fatalf("output %q", out)
+	}
+}
+
+// TestLineage stops the node that holds a task's large result before the
+// driver fetches it: the driver's node runs the task again, on the other
+// edge node, and the get returns the value.
+func TestLineage(t *testing.T) {
+	edge := map[string]string{"tier": "edge"}
+	a := oneCPUAgent(t, nil, "")
+	b := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
+	c := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
+	waitSchedulerNodes(t, a, 3)
+	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	w := &signalWriter{syncWriter: syncWriter{w: &out}, want: "made big", seen: make(chan struct{})}
+	stopped := make(chan string, 1)
+	go func() {
+		select {
+		case <-w.seen:
+			time.Sleep(time.Second) // its answer is back at the driver's node
+			w.mu.Lock()
+			got := out.String()
+			w.mu.Unlock()
+			for _, ag := range []*Agent{b, c} {
+				if strings.Contains(got, "node="+ag.ID+") made big") {
+					_ = ag.Close()
+					stopped <- ag.ID
+					return
+				}
+			}
+		case <-time.After(time.Minute):
+		}
+		stopped <- ""
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = a.Node().RunJobWith(ctx, wasm, []string{"lineage"}, JobOptions{Stdout: w})
+	w.mu.Lock()
+	got := out.String()
+	w.mu.Unlock()
+	gone := <-stopped
+	if err != nil || gone == "" || !strings.Contains(got, "lineage: got 1048576 floats after its node died: <nil>\n") ||
+		strings.Count(got, "made big") != 2 {
+		t.Fatalf("stopped %q: %v\n%s", gone, err, got)
 	}
 }

@@ -99,6 +99,10 @@ func (n *Node) dropObject(id objects.ID, o *object) {
 		n.sendRelease(o.job.id, o.remote, []objects.ID{id}, []int{o.borrows})
 		o.borrows = 0
 	}
+	if p := o.producer; p != nil && p.lineage && p.state == taskDone {
+		p.lineage = false // nobody can need the result again
+		n.releaseArgs(p)
+	}
 	if o.stored {
 		n.store.Delete(id)
 	}

@@ -212,6 +212,9 @@ func (n *Node) fetch(id objects.ID, o *object) {
 			_, _, _ = release(false) // dropped meanwhile: its job ended
 			return
 		}
+		if err != nil && !errors.Is(err, transport.ErrRemote) && n.reconstruct(id, o, from) {
+			return // made again from its lineage
+		}
 		if err != nil {
 			ev := abi.ErrorValue{Kind: "object_lost", Message: fmt.Sprintf("object %s could not be fetched from node %s: %v", id.Short(), from, err)}
 			if !errors.Is(err, transport.ErrRemote) {

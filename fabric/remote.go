@@ -56,6 +56,10 @@ type runRequest struct {
 	Incarnation uint64 // actors: the owner's count of its placements (0: a call from a share)
 	Seq         uint64 // calls: the call's place among the sender's calls to this incarnation
 	NoRestart   bool   // kill
+	// Task is the sender's ID of a task: the receiver uses it when free,
+	// so that a large result it keeps (taskResult.Held) has the same
+	// object ID on both nodes.
+	Task []byte
 }
 
 // taskResult answers a runRequest: the value of each return (a CBOR array
@@ -66,7 +70,16 @@ type taskResult struct {
 	Value   []byte
 	IsError bool
 	Refs    [][]byte
+	// Held says that the value stays on the answering node, exported to
+	// the asker, under the task's return ID: the asker fetches it when
+	// needed. Size is its size.
+	Held bool
+	Size int64
 }
+
+// leaveMin is the size from which a remote task's single result stays on
+// the node that made it until someone needs it.
+const leaveMin = 4 << 20
 
 // remoteActorPipeline bounds the calls an owner has sent to an actor on
 // another node and not yet seen answered.
@@ -136,6 +149,7 @@ func (n *Node) runForPeer(ctx context.Context, from string, req runRequest) (tra
 		}
 	}
 	var t *task
+	leave := false // a large result may stay here
 	switch req.Kind {
 	case runActorCreate:
 		id, err := objects.IDFromBytes(req.Actor)
@@ -184,7 +198,11 @@ func (n *Node) runForPeer(ctx context.Context, from string, req runRequest) (tra
 		t.name = methodName(a.class, spec.Func)
 		n.actorReceive(a, from, req.Seq, t)
 	default:
-		t = n.newTask(j, nil, spec, wire.ExecTask, newID())
+		id := newID()
+		if tid, err := objects.IDFromBytes(req.Task); err == nil && !tid.IsNil() && n.tasks[tid] == nil && n.objs[tid.WithIndex(1)] == nil {
+			id, leave = tid, spec.NumReturns <= 1
+		}
+		t = n.newTask(j, nil, spec, wire.ExecTask, id)
 		t.here = true // the sender chose this node: no second hop
 		n.submit(t)
 	}
@@ -220,6 +238,11 @@ func (n *Node) runForPeer(ctx context.Context, from string, req runRequest) (tra
 	}()
 	if waitErr != nil {
 		return 0, nil, waitErr
+	}
+	if o := n.objs[rets[0]]; leave && o != nil && o.ready && o.stored && !o.isError && o.size >= leaveMin {
+		n.export(j, rets[0], from)
+		out, err := wire.Marshal(taskResult{Held: true, Size: o.size})
+		return msgTaskResult, out, err
 	}
 	res, err := n.resultOf(j, rets, from)
 	if err != nil {
@@ -477,6 +500,8 @@ func (n *Node) runRemote(t *task, node string) {
 		req.Refs = append(req.Refs, r)
 	}
 	switch t.kind {
+	case wire.ExecTask:
+		req.Task = t.id[:]
 	case wire.ExecActorCreate:
 		a := t.actor
 		a.incarnation++
@@ -550,11 +575,62 @@ func (n *Node) runRemote(t *task, node string) {
 			n.retry(t, fmt.Sprintf("could not run on node %s (%s)", node, firstLine(err.Error())))
 		case err != nil:
 			n.failTask(t, abi.ErrorValue{Kind: "worker_died", Message: fmt.Sprintf("task %s could not run on node %s and no retries are left: %v", t.name, node, err), Task: t.name}, true)
+		case res.Held:
+			n.resultHeld(t, node, res.Size)
 		default:
 			n.applyResult(t, res, refs)
 		}
 		n.schedule()
 	}()
+}
+
+// resultHeld finishes a task whose result stayed on the node that ran
+// it: the result becomes a placeholder served by that node, fetched when
+// needed, and the task keeps its arguments (its lineage) so that it can
+// run again if that node is lost first. Caller holds n.mu.
+func (n *Node) resultHeld(t *task, node string, size int64) {
+	id := t.returns[0]
+	o := n.objs[id]
+	if o == nil || o.ready || len(t.returns) != 1 {
+		n.sendRelease(t.job.id, node, []objects.ID{id}, []int{1}) // nobody wants it
+		n.finishTask(t, true)
+		return
+	}
+	o.remote, o.borrows, o.size = node, 1, size
+	t.lineage = true
+	n.finishTask(t, true)
+	needed := len(o.waiters) > 0
+	for _, q := range n.tasks {
+		if q.state == taskQueued && slices.Contains(q.argRefs, id) {
+			needed = true
+			break
+		}
+	}
+	if needed {
+		n.fetch(id, o)
+	}
+}
+
+// reconstruct runs again the task that made a result lost with the node
+// that held it, when the task's retries allow. Caller holds n.mu.
+func (n *Node) reconstruct(id objects.ID, o *object, node string) bool {
+	t := o.producer
+	if t == nil || !t.lineage || t.retriesLeft == 0 || t.job.done || n.tasks[t.id] != nil {
+		return false
+	}
+	t.retriesLeft--
+	t.lineage = false
+	o.remote, o.borrows = "", 0
+	n.tasks[t.id] = t
+	if t.parent != nil && t.parent.state != taskDone {
+		if t.parent.children == nil {
+			t.parent.children = map[*task]struct{}{}
+		}
+		t.parent.children[t] = struct{}{}
+	}
+	fmt.Fprintf(n.cfg.Stderr, "fabric: object %s was lost with node %s; running task %s again to make it\n", id.Short(), node, t.name)
+	n.submit(t)
+	return true
 }
 
 // remotePipelineDepth is how many short tasks may follow one on another

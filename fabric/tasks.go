@@ -58,6 +58,9 @@ type task struct {
 	// reservation a follower runs in.
 	followers []*task
 	leader    *task
+	// lineage is set while the task's result lives on another node: the
+	// task keeps its arguments, to run again if that node is lost.
+	lineage bool
 }
 
 func (t *task) schedID() scheduler.TaskID { return scheduler.TaskID(t.id[:]) }
@@ -400,13 +403,9 @@ func (n *Node) finishTask(t *task, releaseSched bool) {
 	if releaseSched && t.kind != wire.ExecActorMethod && t.kind != wire.ExecActorCreate {
 		n.sched.Finished(t.schedID())
 	}
-	for _, id := range t.argRefs {
-		n.decRef(id)
+	if !t.lineage {
+		n.releaseArgs(t)
 	}
-	for _, id := range t.nested {
-		n.decRef(id)
-	}
-	t.argRefs, t.nested = nil, nil
 	if t.parent != nil {
 		delete(t.parent.children, t)
 	}
@@ -416,6 +415,17 @@ func (n *Node) finishTask(t *task, releaseSched bool) {
 	if t.kind != wire.ExecActorCreate {
 		delete(n.tasks, t.id)
 	}
+}
+
+// releaseArgs drops the holds a task has on its arguments. Caller holds n.mu.
+func (n *Node) releaseArgs(t *task) {
+	for _, id := range t.argRefs {
+		n.decRef(id)
+	}
+	for _, id := range t.nested {
+		n.decRef(id)
+	}
+	t.argRefs, t.nested = nil, nil
 }
 
 func (n *Node) releaseHandles(t *task) {

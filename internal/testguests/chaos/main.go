@@ -115,6 +115,17 @@ var edgeMake = sdk.Task1("edge_make", func(n int) ([]sdk.Ref[[]float64], error) 
 	return out, nil
 }, sdk.NodeLabel("tier", "edge"))
 
+// edgeBig makes an 8 MiB result on an edge node, where it stays until
+// the driver needs it.
+var edgeBig = sdk.Task1("edge_big", func(n int) ([]float64, error) {
+	fmt.Println("made big")
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = 1
+	}
+	return v, nil
+}, sdk.NodeLabel("tier", "edge"))
+
 // bundleWhere runs in a bundle of a placement group and says where.
 var bundleWhere = sdk.Task1("bundle_where", func(ms int) (string, error) {
 	time.Sleep(time.Duration(ms) * time.Millisecond)
@@ -295,6 +306,8 @@ func run(args []string) error {
 			manySum += v
 		}
 		fmt.Printf("spread: 1000 short tasks on the edge sum to %d\n", manySum)
+		big, err := edgeBig.Remote(1 << 20).Get()
+		fmt.Printf("spread: a result left on the edge node: %d floats %v\n", len(big), err)
 	case "storm":
 		n := 2000
 		if len(args) > 1 {
@@ -331,6 +344,11 @@ func run(args []string) error {
 		_, err := r.Get()
 		fmt.Printf("cancel_remote: cancelled %v\n", errors.Is(err, sdk.ErrTaskCancelled))
 		time.Sleep(5 * time.Second) // the job goes on while the test looks at the edge node
+	case "lineage":
+		r := edgeBig.Remote(1 << 20)
+		time.Sleep(4 * time.Second) // done; its node is stopped by the test meanwhile
+		v, err := r.Get()
+		fmt.Printf("lineage: got %d floats after its node died: %v\n", len(v), err)
 	case "locality":
 		big, err := sdk.Put(make([]float64, 1<<19)) // 4 MiB, held by the driver's node
 		if err != nil {
