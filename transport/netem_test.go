@@ -82,10 +82,11 @@ func TestPullOverLossyLink(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the lossy-link test")
 	}
-	// 8 MiB by default: through 1% loss a loss-based congestion controller
-	// moves about 0.25 MB/s at this delay, so 256 MiB would take about 17
-	// minutes (docs/PERFORMANCE.md). FABRIC_NETEM_SIZE sets the size.
-	size := 8 << 20
+	// 256 MiB, as the cluster issue asks. Through 1% loss one connection's
+	// loss-based congestion controller moves about 0.3 MB/s at this delay;
+	// the pull spreads its ranges over 16 connections (lanesFor) and takes
+	// about 80 s here. FABRIC_NETEM_SIZE sets another size.
+	size := 256 << 20
 	if s := os.Getenv("FABRIC_NETEM_SIZE"); s != "" {
 		size, _ = strconv.Atoi(s)
 	}
@@ -120,7 +121,10 @@ func TestPullOverLossyLink(t *testing.T) {
 	if sha256.Sum256(got) != sha256.Sum256(netemObject(size)) {
 		t.Fatal("the object arrived different")
 	}
-	t.Logf("%d MiB in %v (%.2f MB/s, %d ranges retried)", size>>20, d.Round(time.Millisecond), float64(size)/d.Seconds()/1e6, st.Retries)
+	t.Logf("%d MiB in %v (%.2f MB/s over %d connections, %d ranges retried)", size>>20, d.Round(time.Millisecond), float64(size)/d.Seconds()/1e6, st.Lanes, st.Retries)
+	if size >= 32<<20 && st.Lanes < 2 {
+		t.Errorf("a pull of %d MiB over a 100 ms round trip used %d connection", size>>20, st.Lanes)
+	}
 }
 
 // netemNamespace sets up the namespace and veth pair with netem on both

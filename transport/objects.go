@@ -182,6 +182,22 @@ type PullOptions struct {
 	RangeChunks int
 	// Retries bounds how often a failed range is asked for again (0: 5).
 	Retries int
+	// Lanes is how many connections the ranges are spread over (0: one,
+	// or on a long round trip one per 16 MiB, up to 16; see lanesFor).
+	Lanes int
+}
+
+// lanesFor picks how many connections a pull of size bytes uses when the
+// caller did not say. On a link with a long round trip, a loss-based
+// congestion controller takes each lost packet for congestion, so one
+// connection moves little through random loss (about 0.3 MB/s at 100 ms
+// and 1%); parallel connections each get their own window, as parallel
+// TCP streams do for bulk transfers. Short round trips keep one.
+func lanesFor(size int64, rtt time.Duration) int {
+	if rtt < 20*time.Millisecond {
+		return 1
+	}
+	return int(min(max(size/(16<<20), 1), 16))
 }
 
 // PullStats says how a pull went.
@@ -190,6 +206,7 @@ type PullStats struct {
 	Size    int64    // the object's size
 	Wire    int64    // bytes of chunks received (after compression)
 	Retries int      // ranges asked for again after a failure
+	Lanes   int      // connections the ranges were spread over
 	Plan    Plan
 }
 
@@ -217,6 +234,19 @@ func (e *Endpoint) Pull(ctx context.Context, addr string, id [IDSize]byte, alloc
 		return st, err
 	}
 	st.Size, st.Plan, st.Hash = meta.Size, meta.Plan, meta.Hash
+	lanes := []*quic.Conn{frames.conn}
+	if o.Lanes <= 0 {
+		o.Lanes = lanesFor(meta.Size, frames.conn.ConnectionStats().SmoothedRTT)
+	}
+	for range o.Lanes - 1 {
+		c, err := e.dial(ctx, addr)
+		if err != nil {
+			break // fewer lanes
+		}
+		defer c.CloseWithError(0, "pull done")
+		lanes = append(lanes, c)
+	}
+	st.Lanes = len(lanes)
 	dst, err := alloc(meta.Size)
 	if err != nil {
 		return st, err
@@ -247,7 +277,8 @@ func (e *Endpoint) Pull(ctx context.Context, addr string, id [IDSize]byte, alloc
 	}
 	go func() { pending.Wait(); close(work) }()
 	var workers sync.WaitGroup
-	for range min(o.Streams, int(n)) {
+	for i := range min(o.Streams*len(lanes), int(n)) {
+		lane := lanes[i%len(lanes)]
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
@@ -259,7 +290,7 @@ func (e *Endpoint) Pull(ctx context.Context, addr string, id [IDSize]byte, alloc
 					pending.Done() // the pull has failed: drain the rest
 					continue
 				}
-				got, wire, err := e.pullRange(ctx, addr, id, meta, bounds, sp.first, sp.last, dst)
+				got, wire, err := e.pullRange(ctx, addr, lane, id, meta, bounds, sp.first, sp.last, dst)
 				mu.Lock()
 				st.Wire += wire
 				stop := firstErr != nil
@@ -313,8 +344,11 @@ func readMeta(f *frames) (objectMeta, error) {
 
 // pullRange fetches chunks [first, last) into dst and returns the index of
 // the first chunk it did not get and the bytes received.
-func (e *Endpoint) pullRange(ctx context.Context, addr string, id [IDSize]byte, meta objectMeta, bounds []int64, first, last uint32, dst []byte) (uint32, int64, error) {
-	f, err := e.open(ctx, addr, TypePull, pullRequest{ID: id, First: first, Last: last}.encode(), maxChunkFrame)
+func (e *Endpoint) pullRange(ctx context.Context, addr string, lane *quic.Conn, id [IDSize]byte, meta objectMeta, bounds []int64, first, last uint32, dst []byte) (uint32, int64, error) {
+	if lane.Context().Err() != nil {
+		lane = nil // broken: the shared connection, dialled again if need be
+	}
+	f, err := e.openOn(ctx, lane, addr, TypePull, pullRequest{ID: id, First: first, Last: last}.encode(), maxChunkFrame)
 	if err != nil {
 		return first, 0, err
 	}
@@ -392,6 +426,7 @@ const maxChunkFrame = ChunkSize + chunkHeader + 64
 // frames reads the answer frames of one request stream.
 type frames struct {
 	s      *quic.Stream
+	conn   *quic.Conn
 	max    int
 	cancel func() bool
 }
@@ -408,9 +443,16 @@ func (f *frames) close() {
 // at most max bytes. The context's deadline, if any, bounds the stream, and
 // its end cancels the stream.
 func (e *Endpoint) open(ctx context.Context, addr string, t Type, body []byte, max int) (*frames, error) {
-	c, err := e.conn(ctx, addr)
-	if err != nil {
-		return nil, err
+	return e.openOn(ctx, nil, addr, t, body, max)
+}
+
+// openOn is open on connection c (nil: the shared connection to addr).
+func (e *Endpoint) openOn(ctx context.Context, c *quic.Conn, addr string, t Type, body []byte, max int) (*frames, error) {
+	if c == nil {
+		var err error
+		if c, err = e.conn(ctx, addr); err != nil {
+			return nil, err
+		}
 	}
 	s, err := c.OpenStreamSync(ctx)
 	if err != nil {
@@ -420,7 +462,7 @@ func (e *Endpoint) open(ctx context.Context, addr string, t Type, body []byte, m
 		_ = s.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { s.CancelRead(2); s.CancelWrite(2) })
-	f := &frames{s: s, max: max, cancel: stop}
+	f := &frames{s: s, conn: c, max: max, cancel: stop}
 	if werr := WriteFrame(s, t, body); werr != nil {
 		defer f.close()
 		// The peer may have refused the request (too large) and said why.

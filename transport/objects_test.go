@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/wasmfabric/fabric/internal/secrets"
 )
@@ -88,6 +89,30 @@ func TestPull(t *testing.T) {
 	}
 	if _, err := cl.Pull(ctx, srv.Addr(), [IDSize]byte{9}, alloc, PullOptions{}); !errors.Is(err, ErrRemote) || !bytes.Contains([]byte(err.Error()), []byte("does not hold")) {
 		t.Fatalf("unknown object: %v", err)
+	}
+	// Spread over three connections, the bytes arrive the same.
+	st, err := cl.Pull(ctx, srv.Addr(), [IDSize]byte{1}, func(n int64) ([]byte, error) { got = make([]byte, n); return got, nil }, PullOptions{Lanes: 3})
+	if err != nil || st.Lanes != 3 || !bytes.Equal(got, objs[[IDSize]byte{1}]) {
+		t.Fatalf("pull over 3 lanes: %d lanes, %v", st.Lanes, err)
+	}
+}
+
+func TestLanesFor(t *testing.T) {
+	cases := []struct {
+		size int64
+		rtt  time.Duration
+		want int
+	}{
+		{1 << 30, time.Millisecond, 1}, // loopback or LAN: one connection
+		{1 << 20, 100 * time.Millisecond, 1},
+		{64 << 20, 100 * time.Millisecond, 4},
+		{256 << 20, 100 * time.Millisecond, 16},
+		{4 << 30, 20 * time.Millisecond, 16},
+	}
+	for _, c := range cases {
+		if got := lanesFor(c.size, c.rtt); got != c.want {
+			t.Errorf("lanesFor(%d, %v) = %d, want %d", c.size, c.rtt, got, c.want)
+		}
 	}
 }
 

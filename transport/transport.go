@@ -240,6 +240,17 @@ func (e *Endpoint) safeHandle(ctx context.Context, peer string, t Type, body []b
 	return e.cfg.Handler(ctx, peer, t, body)
 }
 
+// dial opens a new connection to addr, not shared (conn shares one).
+func (e *Endpoint) dial(ctx context.Context, addr string) (*quic.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	udp, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return e.tr.Dial(dctx, udp, e.tls, e.quic)
+}
+
 // conn returns the connection to addr, dialling it once for all callers.
 func (e *Endpoint) conn(ctx context.Context, addr string) (*quic.Conn, error) {
 	e.mu.Lock()
@@ -256,14 +267,7 @@ func (e *Endpoint) conn(ctx context.Context, addr string) (*quic.Conn, error) {
 		d = &dial{done: make(chan struct{})}
 		e.dials[addr] = d
 		go func() {
-			dctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
-			defer cancel()
-			udp, err := net.ResolveUDPAddr("udp", addr)
-			if err == nil {
-				d.conn, d.err = e.tr.Dial(dctx, udp, e.tls, e.quic)
-			} else {
-				d.err = err
-			}
+			d.conn, d.err = e.dial(e.ctx, addr)
 			e.mu.Lock()
 			delete(e.dials, addr)
 			if d.err == nil {
