@@ -156,6 +156,9 @@ func (n *Node) remoteActorLost(a *actor, cause string) {
 func (n *Node) remoteActorPlaced(t *task, node string, incarnation uint64, res taskResult, err error) {
 	a := t.actor
 	if a.state != actorPending || a.create != t || a.incarnation != incarnation || t.job.done || n.closed {
+		if err == nil && !res.IsError && !t.job.done && !n.closed {
+			n.sendActorKill(t.job, a.id, node, incarnation, true) // made there after it was killed or moved on
+		}
 		return
 	}
 	if err == nil && res.IsError {
@@ -248,15 +251,16 @@ func (n *Node) actorDead(a *actor, cause string) {
 	if a.reportTo != "" {
 		n.sendAsync(a.reportTo, msgActorDied, actorDiedRequest{Job: a.job.id, Actor: a.id[:], Incarnation: a.incarnation, Cause: cause})
 	}
-	if a.node != "" && !a.stub && a.noRestart {
-		n.sendActorKill(a, true)
+	if a.node != "" && !a.stub {
+		n.sendActorKill(a.job, a.id, a.node, a.incarnation, true) // its copy there must not live on
 	}
 }
 
-// sendActorKill asks the node an actor lives on to stop it. Caller holds n.mu.
-func (n *Node) sendActorKill(a *actor, noRestart bool) {
-	n.sendAsync(a.node, msgRunTask, runRequest{Kind: runActorKill, Job: a.job.id, Root: cmp.Or(a.job.root, string(n.nodeID)),
-		Digest: a.job.digest(), Actor: a.id[:], Incarnation: a.incarnation, NoRestart: noRestart})
+// sendActorKill asks node to stop incarnation inc of actor id there.
+// Caller holds n.mu.
+func (n *Node) sendActorKill(j *job, id objects.ID, node string, inc uint64, noRestart bool) {
+	n.sendAsync(node, msgRunTask, runRequest{Kind: runActorKill, Job: j.id, Root: cmp.Or(j.root, string(n.nodeID)),
+		Digest: j.digest(), Actor: id[:], Incarnation: inc, NoRestart: noRestart})
 }
 
 func (n *Node) handleActorKill(w *workerProc, m wire.ActorKill) error {
@@ -278,7 +282,7 @@ func (n *Node) handleActorKill(w *workerProc, m wire.ActorKill) error {
 		if m.NoRestart {
 			a.cause = "it was killed with no restart"
 		}
-		n.sendActorKill(a, m.NoRestart)
+		n.sendActorKill(a.job, a.id, a.node, a.incarnation, m.NoRestart)
 		return nil
 	}
 	if a.worker != nil {

@@ -673,3 +673,57 @@ func TestLineage(t *testing.T) {
 		t.Fatalf("stopped %q: %v\n%s", gone, err, got)
 	}
 }
+
+// storedObjects counts the node's objects whose bytes are in its store.
+func storedObjects(n *Node) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := 0
+	for _, o := range n.objs {
+		if o.stored {
+			c++
+		}
+	}
+	return c
+}
+
+// TestHoldsReleased passes a 4 MiB object of the driver to a task on
+// another node, which fetches it; once the task ended and the driver
+// dropped its reference, both nodes free it while the job goes on.
+func TestHoldsReleased(t *testing.T) {
+	a := oneCPUAgent(t, nil, "")
+	b := oneCPUAgent(t, map[string]string{"tier": "edge"}, a.JoinToken(), a.GossipAddr())
+	waitSchedulerNodes(t, a, 2)
+	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	w := &signalWriter{syncWriter: syncWriter{w: &out}, want: "dropped", seen: make(chan struct{})}
+	freed := make(chan bool, 1)
+	go func() {
+		select {
+		case <-w.seen:
+		case <-time.After(time.Minute):
+			freed <- false
+			return
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) {
+			if storedObjects(a.Node()) == 0 && storedObjects(b.Node()) == 0 {
+				freed <- true
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		freed <- false
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := a.Node().RunJobWith(ctx, wasm, []string{"release"}, JobOptions{Stdout: w}); err != nil {
+		t.Fatal(err)
+	}
+	if !<-freed {
+		t.Fatalf("the object is still held: %d stored on %s, %d on %s", storedObjects(a.Node()), a.ID, storedObjects(b.Node()), b.ID)
+	}
+}

@@ -212,7 +212,11 @@ func (n *Node) handleSubmit(w *workerProc, m wire.Submit) error {
 	var a *actor
 	if err == nil && spec.Actor != nil {
 		aid, _ := objects.IDFromBytes(spec.Actor)
-		if a = n.actors[aid]; a == nil && w.job.root != "" && !aid.IsNil() {
+		a = n.actors[aid]
+		if a != nil && a.reportTo != "" && a.state == actorDead && a.job == w.job {
+			a = nil // a copy that died here: the actor may live on elsewhere, which the root knows
+		}
+		if a == nil && w.job.root != "" && !aid.IsNil() {
 			// A handle this share has not seen: the job's root owns the actor.
 			class, _, _ := strings.Cut(spec.Func, ".")
 			a = &actor{id: aid, job: w.job, class: class, state: actorAlive, stub: true, node: w.job.root}
@@ -615,9 +619,10 @@ func (n *Node) cancelTask(t *task, force, recursive bool) {
 			w.kill()
 			return
 		}
-		for _, calls := range n.remoteCalls {
+		for node, calls := range n.remoteCalls {
 			if cancel := calls[t]; cancel != nil {
-				cancel() // its node cancels it when the call goes away (runForPeer)
+				n.passLease(t, node) // tasks sent behind it keep its reservation
+				cancel()             // its node cancels it when the call goes away (runForPeer)
 			}
 		}
 		// placed but waiting for a worker, or running on another node

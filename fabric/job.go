@@ -148,6 +148,9 @@ func (n *Node) RunJobWith(ctx context.Context, wasm []byte, args []string, o Job
 	return res
 }
 
+// maxEndedJobs bounds how many ended job IDs a node remembers.
+const maxEndedJobs = 4096
+
 // endJob stops the job's workers and drops its tasks, objects and actors.
 func (n *Node) endJob(j *job) {
 	n.mu.Lock()
@@ -157,6 +160,15 @@ func (n *Node) endJob(j *job) {
 	}
 	j.done = true
 	j.cancel()
+	if n.ended == nil {
+		n.ended = map[string]struct{}{}
+	}
+	n.ended[j.id] = struct{}{}
+	n.endedIDs = append(n.endedIDs, j.id)
+	if len(n.endedIDs) > maxEndedJobs {
+		delete(n.ended, n.endedIDs[0])
+		n.endedIDs = n.endedIDs[1:]
+	}
 	for node := range j.sentTo {
 		n.sendAsync(node, msgEndJob, jobRequest{Job: j.id})
 	}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/wire"
@@ -100,10 +101,15 @@ type Node struct {
 	remoteStop context.CancelFunc
 	// remoteCalls cancel the calls running on each other node.
 	remoteCalls map[string]map[*task]context.CancelFunc
-	nworkers    int
-	closed      bool
-	wg          sync.WaitGroup
-	outMu       sync.Mutex
+	// ended remembers the IDs of jobs that ended here lately, so that a
+	// late request for one does not open a share nobody would end.
+	ended    map[string]struct{}
+	endedIDs []string
+	nworkers int
+	closed   bool
+	closing  atomic.Bool // set when Close starts, for writers that do not take mu
+	wg       sync.WaitGroup
+	outMu    sync.Mutex
 }
 
 // Start starts a node: the object arena, the worker socket and the scheduler.
@@ -217,6 +223,7 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.closed = true
+	n.closing.Store(true)
 	ws := make([]*workerProc, 0, len(n.workers))
 	for _, w := range n.workers {
 		ws = append(ws, w)

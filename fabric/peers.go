@@ -209,7 +209,20 @@ func (n *Node) fetch(id objects.ID, o *object) {
 		defer n.schedule() // tasks may wait for it
 		o.fetching = false
 		if n.objs[id] != o || o.ready {
-			_, _, _ = release(false) // dropped meanwhile: its job ended
+			_, _, _ = release(false) // dropped meanwhile
+			if err == nil && !j.done {
+				ids := []objects.ID{id} // the holds the answer took for this node
+				for _, r := range ans.Refs {
+					if rid, err := objects.IDFromBytes(r); err == nil {
+						ids = append(ids, rid)
+					}
+				}
+				counts := make([]int, len(ids))
+				for i := range counts {
+					counts[i] = 1
+				}
+				n.sendRelease(j.id, from, ids, counts)
+			}
 			return
 		}
 		if err != nil && !errors.Is(err, transport.ErrRemote) && n.reconstruct(id, o, from) {
@@ -240,6 +253,7 @@ func (n *Node) fetch(id objects.ID, o *object) {
 		if !stored && inline != nil {
 			ans.Inline = inline
 		}
+		o.borrows++ // the answer took a hold on it for this node
 		n.setReady(id, ans.Inline, ans.IsError, stored, nested)
 		if o := n.objs[id]; o != nil && stored {
 			o.size = ans.Size
@@ -381,7 +395,7 @@ func (n *Node) handleEndJob(body []byte) error {
 	n.mu.Lock()
 	j := n.jobs[req.Job]
 	n.mu.Unlock()
-	if j != nil && j.root != "" {
+	if j != nil && j.root != "" && !n.closing.Load() {
 		n.remoteRuns.Add(1)
 		go func() {
 			defer n.remoteRuns.Done()
@@ -418,9 +432,13 @@ func (n *Node) handleOutput(from string, body []byte) error {
 func (n *Node) share(jobID, root, digest string) (*job, error) {
 	n.mu.Lock()
 	j := n.jobs[jobID]
+	_, ended := n.ended[jobID]
 	n.mu.Unlock()
 	if j != nil {
 		return j, nil
+	}
+	if ended {
+		return nil, fmt.Errorf("job %s has ended on node %s", jobID, n.nodeID)
 	}
 	path := filepath.Join(n.dataDir, "modules", digest+".wasm")
 	wasm, err := os.ReadFile(path)
@@ -437,6 +455,9 @@ func (n *Node) share(jobID, root, digest string) (*job, error) {
 	}
 	if j := n.jobs[jobID]; j != nil {
 		return j, nil
+	}
+	if _, ended := n.ended[jobID]; ended {
+		return nil, fmt.Errorf("job %s has ended on node %s", jobID, n.nodeID)
 	}
 	j = &job{id: jobID, root: root, modulePath: path, workers: map[*workerProc]struct{}{}, result: make(chan error, 1)}
 	j.ctx, j.cancel = context.WithCancel(n.remoteCtx)
@@ -470,8 +491,10 @@ func (p *peerOutput) Write(b []byte) (int, error) {
 	} else {
 		p.buf = append(p.buf, b...)
 	}
-	start := !p.flushing
-	p.flushing = true
+	start := !p.flushing && !p.n.closing.Load()
+	if start {
+		p.flushing = true
+	}
 	p.mu.Unlock()
 	if start {
 		p.n.remoteRuns.Add(1)

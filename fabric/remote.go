@@ -157,7 +157,9 @@ func (n *Node) runForPeer(ctx context.Context, from string, req runRequest) (tra
 			n.mu.Unlock()
 			return 0, nil, err
 		}
-		if old := n.actors[id]; old != nil {
+		if old := n.actors[id]; old != nil && old.stub && old.job == j {
+			delete(n.actors, id) // a relay to the root: the actor itself comes here now
+		} else if old != nil {
 			if old.job != j || old.reportTo == "" {
 				n.mu.Unlock()
 				return 0, nil, fmt.Errorf("actor %s exists on node %s already", id.Short(), n.nodeID)
@@ -176,11 +178,15 @@ func (n *Node) runForPeer(ctx context.Context, from string, req runRequest) (tra
 		return msgTaskResult, out, err
 	case runActorKill:
 		id, _ := objects.IDFromBytes(req.Actor)
-		if a := n.actors[id]; a != nil && a.job == j && a.incarnation == req.Incarnation && a.worker != nil {
-			if cur := a.worker.task; cur != nil {
-				a.worker.killReason = &abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s was killed", a.class), Task: cur.name}
+		if a := n.actors[id]; a != nil && a.job == j && !a.stub && a.incarnation == req.Incarnation {
+			if a.worker == nil {
+				n.actorDead(a, "it was killed before it started")
+			} else {
+				if cur := a.worker.task; cur != nil {
+					a.worker.killReason = &abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s was killed", a.class), Task: cur.name}
+				}
+				a.worker.kill()
 			}
-			a.worker.kill()
 		}
 		n.mu.Unlock()
 		return msgAck, nil, nil
@@ -381,17 +387,35 @@ func (n *Node) RemovePeer(id string) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.removePeerLocked(id)
+	n.removePeerLocked(id, true)
 	n.schedule()
 }
 
 // removePeerLocked forgets a node and ends the calls running there: their
-// tasks are retried elsewhere, actors that lived there restart elsewhere,
-// and shares of jobs whose root it was end. Caller holds n.mu.
-func (n *Node) removePeerLocked(id string) {
+// tasks are retried elsewhere and actors that lived there restart
+// elsewhere. When membership says the node is gone, the holds kept for it
+// are given back and shares of jobs whose root it was end (a call that
+// failed once does not end them). Caller holds n.mu.
+func (n *Node) removePeerLocked(id string, gone bool) {
 	n.sched.RemoveNode(scheduler.NodeID(id))
 	for _, cancel := range n.remoteCalls[id] {
 		cancel()
+	}
+	if !gone {
+		for _, a := range n.actors {
+			if !a.stub && a.node == id && a.state != actorDead {
+				n.sendActorKill(a.job, a.id, id, a.incarnation, true) // in case it lives on there
+				n.remoteActorLost(a, "its node "+id+" could not be reached")
+			}
+		}
+		return
+	}
+	for _, j := range n.jobs {
+		for k, c := range j.exports {
+			if k.node == id {
+				n.unexport(j, k.id, id, c)
+			}
+		}
 	}
 	for _, a := range n.actors {
 		if !a.stub && a.node == id && a.state != actorDead {
@@ -399,7 +423,7 @@ func (n *Node) removePeerLocked(id string) {
 		}
 	}
 	for _, j := range n.jobs {
-		if j.root == id && !j.done {
+		if j.root == id && !j.done && !n.closed {
 			n.remoteRuns.Add(1)
 			go func() {
 				defer n.remoteRuns.Done()
@@ -473,6 +497,9 @@ func (n *Node) locality(t *task) scheduler.NodeID {
 // runRemote sends a task, an actor's creation or an actor call to another
 // node, and applies the answer when it comes back. Caller holds n.mu.
 func (n *Node) runRemote(t *task, node string) {
+	if n.closed {
+		return // the node is closing: its jobs end with it
+	}
 	j := t.job
 	req := runRequest{Kind: runTask, Job: j.id, Root: cmp.Or(j.root, string(n.nodeID)), Digest: j.digest()}
 	spec := t.spec
@@ -551,7 +578,7 @@ func (n *Node) runRemote(t *task, node string) {
 		if err != nil && !errors.Is(err, transport.ErrRemote) && !cancelled {
 			// The node could not be reached or the link broke: take it out
 			// of the scheduler until gossip says it is alive again.
-			n.removePeerLocked(node)
+			n.removePeerLocked(node, false)
 		}
 		if t.kind == wire.ExecTask {
 			n.passLease(t, node)
@@ -571,6 +598,9 @@ func (n *Node) runRemote(t *task, node string) {
 		case t.kind == wire.ExecActorMethod:
 			n.remoteCallDone(t, node, res, refs, err)
 		case !live:
+			if err == nil && res.Held {
+				n.sendRelease(j.id, node, []objects.ID{t.returns[0]}, []int{1})
+			}
 		case err != nil && t.retriesLeft != 0:
 			n.retry(t, fmt.Sprintf("could not run on node %s (%s)", node, firstLine(err.Error())))
 		case err != nil:
@@ -599,6 +629,10 @@ func (n *Node) resultHeld(t *task, node string, size int64) {
 	o.remote, o.borrows, o.size = node, 1, size
 	t.lineage = true
 	n.finishTask(t, true)
+	if o.refs <= 0 && len(o.waiters) == 0 {
+		n.dropObject(id, o) // nobody holds the result: give it back, and the lineage
+		return
+	}
 	needed := len(o.waiters) > 0
 	for _, q := range n.tasks {
 		if q.state == taskQueued && slices.Contains(q.argRefs, id) {

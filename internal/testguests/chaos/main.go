@@ -126,6 +126,9 @@ var edgeBig = sdk.Task1("edge_big", func(n int) ([]float64, error) {
 	return v, nil
 }, sdk.NodeLabel("tier", "edge"))
 
+// edgeLen gets its argument on an edge node.
+var edgeLen = sdk.Task1("edge_len", func(v []float64) (int, error) { return len(v), nil }, sdk.NodeLabel("tier", "edge"))
+
 // bundleWhere runs in a bundle of a placement group and says where.
 var bundleWhere = sdk.Task1("bundle_where", func(ms int) (string, error) {
 	time.Sleep(time.Duration(ms) * time.Millisecond)
@@ -349,6 +352,18 @@ func run(args []string) error {
 		time.Sleep(4 * time.Second) // done; its node is stopped by the test meanwhile
 		v, err := r.Get()
 		fmt.Printf("lineage: got %d floats after its node died: %v\n", len(v), err)
+	case "release":
+		big, err := sdk.Put(make([]float64, 1<<19)) // 4 MiB, fetched by the edge node
+		if err != nil {
+			return err
+		}
+		n, err := edgeLen.Remote(big).Get()
+		if err != nil {
+			return err
+		}
+		big.Release()
+		fmt.Printf("release: the edge task read %d floats; dropped\n", n)
+		time.Sleep(3 * time.Second) // the test looks for the object meanwhile
 	case "locality":
 		big, err := sdk.Put(make([]float64, 1<<19)) // 4 MiB, held by the driver's node
 		if err != nil {
