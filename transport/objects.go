@@ -2,11 +2,12 @@ package transport
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,9 +16,10 @@ import (
 
 // Objects are pulled from a holder in ranges of chunks, several streams at
 // once. The first request asks only for the object's description (size,
-// SHA-256, encoding plan); each later one names a range of chunks. A range
-// cut by a broken stream is asked for again from its first missing chunk,
-// and the whole object is checked against the hash at the end.
+// encoding plan, a CRC-32C per chunk); each later one names a range of
+// chunks. Each chunk is checked against its checksum as it arrives, in the
+// goroutine that read it; a range cut by a broken stream is asked for
+// again from its first missing chunk.
 
 // Reserved message types of object pulls.
 const (
@@ -39,7 +41,7 @@ type ObjectSource interface {
 // Errors of object pulls.
 var (
 	ErrNoObject = errors.New("transport: the peer does not hold the object")
-	ErrCorrupt  = errors.New("transport: the object arrived damaged (hash mismatch)")
+	ErrCorrupt  = errors.New("transport: the object arrived damaged (checksum mismatch)")
 )
 
 // pullRequest asks for chunks [First, Last) of an object; Last == 0 asks
@@ -65,33 +67,66 @@ func decodePullRequest(b []byte) (pullRequest, error) {
 	return r, nil
 }
 
-// objectMeta describes an object: its size, hash and plan.
+// objectMeta describes an object: its size, plan, and the CRC-32C of each
+// chunk's raw bytes (Plan.Chunks), which the puller checks each chunk
+// against as it arrives.
 type objectMeta struct {
 	Size int64
-	Hash [32]byte
 	Plan Plan
+	Sums []uint32
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// newObjectMeta describes data.
+func newObjectMeta(data []byte) objectMeta {
+	m := objectMeta{Size: int64(len(data)), Plan: PlanFor(data)}
+	bounds := m.Plan.Chunks(m.Size)
+	m.Sums = make([]uint32, len(bounds)-1)
+	for i := range m.Sums {
+		m.Sums[i] = crc32.Checksum(data[bounds[i]:bounds[i+1]], castagnoli)
+	}
+	return m
+}
+
+func (m objectMeta) equal(o objectMeta) bool {
+	return m.Size == o.Size && m.Plan == o.Plan && slices.Equal(m.Sums, o.Sums)
 }
 
 func (m objectMeta) encode() []byte {
-	b := binary.BigEndian.AppendUint64(nil, uint64(m.Size))
-	b = append(b, m.Hash[:]...)
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 22+4*len(m.Sums)), uint64(m.Size))
 	b = append(b, byte(m.Plan.Codec), byte(m.Plan.Width))
-	return binary.BigEndian.AppendUint64(b, uint64(m.Plan.DataOffset))
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Plan.DataOffset))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(m.Sums)))
+	for _, s := range m.Sums {
+		b = binary.BigEndian.AppendUint32(b, s)
+	}
+	return b
 }
 
 func decodeObjectMeta(b []byte) (objectMeta, error) {
 	var m objectMeta
-	if len(b) != 8+32+2+8 {
+	if len(b) < 22 {
 		return m, fmt.Errorf("transport: object description of %d bytes", len(b))
 	}
 	m.Size = int64(binary.BigEndian.Uint64(b))
-	copy(m.Hash[:], b[8:])
-	m.Plan = Plan{Codec: Codec(b[40]), Width: int(b[41]), DataOffset: int64(binary.BigEndian.Uint64(b[42:]))}
-	if m.Size < 0 || m.Plan.DataOffset < 0 || m.Plan.DataOffset > m.Size || m.Plan.Codec > Zstd || m.Plan.Width > 16 {
+	m.Plan = Plan{Codec: Codec(b[8]), Width: int(b[9]), DataOffset: int64(binary.BigEndian.Uint64(b[10:]))}
+	if m.Size < 0 || m.Size > maxObjectSize || m.Plan.DataOffset < 0 || m.Plan.DataOffset > m.Size || m.Plan.Codec > Zstd || m.Plan.Width > 16 {
 		return m, fmt.Errorf("transport: bad object description")
+	}
+	n := binary.BigEndian.Uint32(b[18:])
+	if want := len(m.Plan.Chunks(m.Size)) - 1; int64(n) != int64(want) || len(b) != 22+4*want {
+		return m, fmt.Errorf("transport: object description with %d checksums for %d chunks", n, want)
+	}
+	m.Sums = make([]uint32, n)
+	for i := range m.Sums {
+		m.Sums[i] = binary.BigEndian.Uint32(b[22+4*i:])
 	}
 	return m, nil
 }
+
+// maxObjectSize bounds the objects a description may announce (1 TiB).
+const maxObjectSize = 1 << 40
 
 // metaCache remembers objects' descriptions: objects never change, and
 // hashing a large one takes a while.
@@ -109,7 +144,7 @@ func (c *metaCache) get(id [IDSize]byte, data []byte) objectMeta {
 	if ok && m.Size == int64(len(data)) {
 		return m
 	}
-	m = objectMeta{Size: int64(len(data)), Hash: sha256.Sum256(data), Plan: PlanFor(data)}
+	m = newObjectMeta(data)
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= metaCacheMax {
 		c.m = map[[IDSize]byte]objectMeta{}
@@ -176,7 +211,7 @@ type frameWriter interface {
 
 // PullOptions tune Pull.
 type PullOptions struct {
-	// Streams is how many ranges are pulled at once (0: 4).
+	// Streams is how many ranges are pulled at once on each connection (0: 2).
 	Streams int
 	// RangeChunks is how many chunks one request asks for (0: 8).
 	RangeChunks int
@@ -202,11 +237,10 @@ func lanesFor(size int64, rtt time.Duration) int {
 
 // PullStats says how a pull went.
 type PullStats struct {
-	Hash    [32]byte // the object's SHA-256, which the bytes were checked against
-	Size    int64    // the object's size
-	Wire    int64    // bytes of chunks received (after compression)
-	Retries int      // ranges asked for again after a failure
-	Lanes   int      // connections the ranges were spread over
+	Size    int64 // the object's size
+	Wire    int64 // bytes of chunks received (after compression)
+	Retries int   // ranges asked for again after a failure
+	Lanes   int   // connections the ranges were spread over
 	Plan    Plan
 }
 
@@ -215,7 +249,7 @@ type PullStats struct {
 // the arena). The object is checked against its hash before Pull returns.
 func (e *Endpoint) Pull(ctx context.Context, addr string, id [IDSize]byte, alloc func(size int64) ([]byte, error), o PullOptions) (PullStats, error) {
 	if o.Streams <= 0 {
-		o.Streams = 4
+		o.Streams = 2
 	}
 	if o.RangeChunks <= 0 {
 		o.RangeChunks = 8
@@ -233,7 +267,7 @@ func (e *Endpoint) Pull(ctx context.Context, addr string, id [IDSize]byte, alloc
 	if err != nil {
 		return st, err
 	}
-	st.Size, st.Plan, st.Hash = meta.Size, meta.Plan, meta.Hash
+	st.Size, st.Plan = meta.Size, meta.Plan
 	lanes := []*quic.Conn{frames.conn}
 	if o.Lanes <= 0 {
 		o.Lanes = lanesFor(meta.Size, frames.conn.ConnectionStats().SmoothedRTT)
@@ -295,7 +329,7 @@ func (e *Endpoint) Pull(ctx context.Context, addr string, id [IDSize]byte, alloc
 				st.Wire += wire
 				stop := firstErr != nil
 				mu.Unlock()
-				if err != nil && !stop && ctx.Err() == nil && !errors.Is(err, ErrBadChunk) && !errors.Is(err, ErrRemote) {
+				if err != nil && !stop && ctx.Err() == nil && !errors.Is(err, ErrBadChunk) && !errors.Is(err, ErrRemote) && !errors.Is(err, ErrCorrupt) {
 					mu.Lock()
 					retries[sp.first]++
 					tries := retries[sp.first]
@@ -321,9 +355,6 @@ func (e *Endpoint) Pull(ctx context.Context, addr string, id [IDSize]byte, alloc
 	}
 	if firstErr != nil {
 		return st, fmt.Errorf("transport: pull %x from %s: %w", id[:8], addr, firstErr)
-	}
-	if sha256.Sum256(dst) != meta.Hash {
-		return st, fmt.Errorf("%w: object %x from %s", ErrCorrupt, id[:8], addr)
 	}
 	return st, nil
 }
@@ -357,7 +388,7 @@ func (e *Endpoint) pullRange(ctx context.Context, addr string, lane *quic.Conn, 
 	if err != nil {
 		return first, 0, err
 	}
-	if again.Hash != meta.Hash || again.Size != meta.Size || again.Plan != meta.Plan {
+	if !again.equal(meta) {
 		return first, 0, fmt.Errorf("%w: the holder's description of the object changed", ErrCorrupt)
 	}
 	var wire int64
@@ -367,6 +398,9 @@ func (e *Endpoint) pullRange(ctx context.Context, addr string, lane *quic.Conn, 
 		wire += n
 		if err != nil {
 			return i, wire, err
+		}
+		if crc32.Checksum(dst[bounds[i]:bounds[i+1]], castagnoli) != meta.Sums[i] {
+			return i, wire, fmt.Errorf("%w: chunk %d of object %x", ErrCorrupt, i, id[:8])
 		}
 	}
 	return last, wire, nil
