@@ -361,6 +361,8 @@ func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, b
 		return ack(a.node.handleOutput(peer, body))
 	case msgActorDied:
 		return ack(a.node.handleActorDied(peer, body))
+	case msgRegister:
+		return ack(a.node.handleRegister(peer, body))
 	}
 	return 0, nil, fmt.Errorf("unknown message type %d (is the peer a newer version?)", t)
 }

@@ -727,3 +727,25 @@ func TestHoldsReleased(t *testing.T) {
 		t.Fatalf("the object is still held: %d stored on %s, %d on %s", storedObjects(a.Node()), a.ID, storedObjects(b.Node()), b.ID)
 	}
 }
+
+// TestActorMadeInRemoteTask: a task on an edge node creates an actor and
+// returns its handle; the driver and a task on another node call it, and
+// each call reaches the one actor.
+func TestActorMadeInRemoteTask(t *testing.T) {
+	edge := map[string]string{"tier": "edge"}
+	a := oneCPUAgent(t, nil, "")
+	b := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
+	c := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
+	waitSchedulerNodes(t, a, 3)
+	waitSchedulerNodes(t, b, 3)
+	waitSchedulerNodes(t, c, 3)
+	out := runChaos(t, a, "nested_actor")
+	for _, re := range []string{
+		`nested_actor: from the driver 2@(` + b.ID + `|` + c.ID + `) <nil>\n`,
+		`nested_actor: from another task 3@(` + b.ID + `|` + c.ID + `) <nil>\n`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("output lacks %s:\n%s", re, out)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package fabric
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"sort"
@@ -197,8 +198,31 @@ func (n *Node) handleSubmit(w *workerProc, m wire.Submit) error {
 			n.reply(w, m.Seq, err, wire.Reply{})
 			return nil
 		}
-		n.createActor(w.job, parent, spec, id, nil)
-		n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{id[:]}})
+		a := n.createActor(w.job, parent, spec, id, nil)
+		if w.job.root == "" || n.peers == nil || n.closed {
+			n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{id[:]}})
+			return nil
+		}
+		// A share's actor: the job's root learns of it before the guest
+		// holds a handle it could pass on, so that calls from anywhere,
+		// which go to the root, find it.
+		body, _ := wire.Marshal(registerRequest{Job: w.job.id, Actor: id[:], Class: a.class})
+		p, root := n.peers, w.job.root
+		n.remoteRuns.Add(1)
+		go func() {
+			defer n.remoteRuns.Done()
+			ctx, cancel := context.WithTimeout(n.remoteCtx, peerTimeout)
+			defer cancel()
+			_, _, err := p.Call(ctx, root, msgRegister, body)
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			if err != nil {
+				fmt.Fprintf(n.cfg.Stderr, "fabric: actor %s: the job's root %s did not take its registration (%v); calls from other nodes will not reach it\n", a.class, root, firstLine(err.Error()))
+			}
+			if !w.dead {
+				n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{id[:]}})
+			}
+		}()
 		return nil
 	}
 	taskID, err := n.freshIDs(m.IDs, false)

@@ -37,6 +37,7 @@ const (
 	msgOutput     transport.Type = 8  // body: outputRequest; answer: msgAck
 	msgActorDied  transport.Type = 9  // body: actorDiedRequest; answer: msgAck
 	msgAck        transport.Type = 10 // body: none
+	msgRegister   transport.Type = 11 // body: registerRequest; answer: msgAck
 )
 
 // Peers is how a node reaches the other nodes of its cluster; an Agent
@@ -94,6 +95,38 @@ type actorDiedRequest struct {
 	Actor       []byte
 	Incarnation uint64
 	Cause       string
+}
+
+// registerRequest tells a job's root about an actor a share created, so
+// that calls from other nodes, which go to the root, reach it.
+type registerRequest struct {
+	_     struct{} `cbor:",toarray"`
+	Job   string
+	Actor []byte
+	Class string
+}
+
+// handleRegister records an actor of a share at the job's root: a stub
+// that forwards calls to the node that owns it.
+func (n *Node) handleRegister(from string, body []byte) error {
+	var req registerRequest
+	if err := wire.Unmarshal(body, &req); err != nil {
+		return fmt.Errorf("malformed actor registration")
+	}
+	id, err := objects.IDFromBytes(req.Actor)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	j := n.jobs[req.Job]
+	if j == nil || j.root != "" || j.done {
+		return fmt.Errorf("job %s does not run its driver on node %s", req.Job, n.nodeID)
+	}
+	if n.actors[id] == nil {
+		n.actors[id] = &actor{id: id, job: j, class: req.Class, state: actorAlive, stub: true, node: from}
+	}
+	return nil
 }
 
 // exportKey names the holds a node keeps on an object for another node.

@@ -193,7 +193,7 @@ func (n *Node) runForPeer(ctx context.Context, from string, req runRequest) (tra
 	case runActorCall:
 		aid, _ := objects.IDFromBytes(spec.Actor)
 		a := n.actors[aid]
-		if a == nil || a.job != j || a.stub || (a.reportTo != "" && a.incarnation != req.Incarnation) {
+		if a == nil || a.job != j || (a.stub && j.root != "") || (a.reportTo != "" && a.incarnation != req.Incarnation) {
 			n.mu.Unlock()
 			b, _ := wire.Marshal(abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s is not on node %s (it died or moved)", aid.Short(), n.nodeID), Task: spec.Func})
 			out, err := wire.Marshal(taskResult{Value: b, IsError: true})
@@ -433,9 +433,8 @@ func (n *Node) removePeerLocked(id string, gone bool) {
 	}
 }
 
-// movable reports whether a task may run on another node: a task, or an
-// actor created by a job's root, whose arguments did not fail. Caller
-// holds n.mu.
+// movable reports whether a task or an actor may run on another node:
+// one whose arguments did not fail. Caller holds n.mu.
 func (n *Node) movable(t *task) bool {
 	if n.peers == nil {
 		return false
@@ -443,9 +442,6 @@ func (n *Node) movable(t *task) bool {
 	switch t.kind {
 	case wire.ExecTask:
 	case wire.ExecActorCreate:
-		if t.job.root != "" {
-			return false // actors made in a share stay there (their owner is here)
-		}
 	default:
 		return false
 	}

@@ -126,6 +126,14 @@ var edgeBig = sdk.Task1("edge_big", func(n int) ([]float64, error) {
 	return v, nil
 }, sdk.NodeLabel("tier", "edge"))
 
+// edgeMakeCounter creates a counter from a task on an edge node, calls
+// it once and hands it back to the driver.
+var edgeMakeCounter = sdk.Task0("edge_make_counter", func() (sdk.Handle[Counter], error) {
+	h := counterClass.Remote()
+	_, err := bump.Remote(h, 0).Get()
+	return h, err
+}, sdk.NodeLabel("tier", "edge"))
+
 // edgeLen gets its argument on an edge node.
 var edgeLen = sdk.Task1("edge_len", func(v []float64) (int, error) { return len(v), nil }, sdk.NodeLabel("tier", "edge"))
 
@@ -364,6 +372,15 @@ func run(args []string) error {
 		big.Release()
 		fmt.Printf("release: the edge task read %d floats; dropped\n", n)
 		time.Sleep(3 * time.Second) // the test looks for the object meanwhile
+	case "nested_actor":
+		h, err := edgeMakeCounter.Remote().Get()
+		if err != nil {
+			return err
+		}
+		second, err := bump.Remote(h, 0).Get()
+		fmt.Printf("nested_actor: from the driver %s %v\n", second, err)
+		third, err := edgeCall.Remote(h).Get()
+		fmt.Printf("nested_actor: from another task %s %v\n", third, err)
 	case "locality":
 		big, err := sdk.Put(make([]float64, 1<<19)) // 4 MiB, held by the driver's node
 		if err != nil {
