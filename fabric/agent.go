@@ -42,6 +42,10 @@ type AgentConfig struct {
 	// AdvertiseHost is the host other nodes reach this one at (empty: the
 	// gossip layer's choice).
 	AdvertiseHost string
+	// AdvertiseQUIC is the host:port other nodes dial for QUIC, when it
+	// is not QUICAddr's (a port forwarded by NAT or a relay; empty: the
+	// QUIC address, with AdvertiseHost).
+	AdvertiseQUIC string
 	// Join lists gossip addresses of members to join (empty: start a
 	// cluster, or rejoin the nodes of the last run).
 	Join []string
@@ -154,7 +158,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		role = "server"
 	}
 	u := node.Usage()
-	a.info = membership.Info{ID: id, QUIC: advertise(a.quic.Addr(), cfg.AdvertiseHost), HTTP: advertise(a.httpAddr, cfg.AdvertiseHost),
+	a.info = membership.Info{ID: id, QUIC: cmp.Or(cfg.AdvertiseQUIC, advertise(a.quic.Addr(), cfg.AdvertiseHost)), HTTP: advertise(a.httpAddr, cfg.AdvertiseHost),
 		Role: role, Resources: u.Total, Used: u.Used, Labels: cfg.Labels}
 	var adv string
 	if cfg.AdvertiseHost != "" {

@@ -749,3 +749,40 @@ func TestActorMadeInRemoteTask(t *testing.T) {
 		}
 	}
 }
+
+// TestJobOverLossyLink runs a job whose tasks, objects and actor cross a
+// link with 50 ms of delay and 1% loss each way: each agent advertises its
+// QUIC address through a lossy UDP relay (testrig.LossyRelay; this
+// machine's kernel has no netem).
+func TestJobOverLossyLink(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping the lossy-link job")
+	}
+	lossy := func(labels map[string]string, token string, join ...string) *Agent {
+		quic := testrig.FreeUDPAddr(t)
+		relay := testrig.LossyRelay(t, quic, 50*time.Millisecond, 0.01)
+		a, err := StartAgent(AgentConfig{
+			DataDir:    t.TempDir(),
+			GossipAddr: "127.0.0.1:0", QUICAddr: quic, HTTPAddr: "127.0.0.1:0", AdvertiseQUIC: relay,
+			Join: join, Token: token, Labels: labels,
+			Node: Config{NumCPUs: 1, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"},
+				Stdout: io.Discard, Stderr: io.Discard},
+			Timing: membership.Fast,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.Close() })
+		return a
+	}
+	a := lossy(nil, "")
+	b := lossy(map[string]string{"tier": "edge"}, a.JoinToken(), a.GossipAddr())
+	waitSchedulerNodes(t, a, 2)
+	waitSchedulerNodes(t, b, 2)
+	start := time.Now()
+	out := runChaos(t, a, "lossy")
+	if want := "lossy: sum 12 on " + b.ID + "; 262144 floats back; counter 5@" + b.ID + "\n"; !strings.Contains(out, want) {
+		t.Fatalf("output %q, want %q", out, want)
+	}
+	t.Logf("the job took %s over the lossy link", time.Since(start).Round(time.Millisecond))
+}

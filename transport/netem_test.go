@@ -6,18 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/secrets"
+	"github.com/wasmfabric/fabric/internal/testrig"
 )
 
 // The netem test runs a holder in a network namespace behind a veth pair
@@ -100,7 +97,7 @@ func TestPullOverLossyLink(t *testing.T) {
 		t.Log("link: network namespace, veth and tc netem (delay 50ms loss 1% each way)")
 	} else {
 		target := startHolder(t, c, size, false)
-		addr, local = lossyRelay(t, target, 50*time.Millisecond, 0.01), "127.0.0.1"
+		addr, local = testrig.LossyRelay(t, target, 50*time.Millisecond, 0.01), "127.0.0.1"
 		t.Log("link: user-space UDP relay (delay 50ms, loss 1% each way): this kernel or user has no netem")
 	}
 	cert, _ := c.NodeCertificate("puller", []string{local})
@@ -191,55 +188,4 @@ func startHolder(t *testing.T, c *secrets.Cluster, size int, inNamespace bool) s
 		t.Fatalf("holder: %q %v", line, err)
 	}
 	return got
-}
-
-// lossyRelay relays UDP between one client and target, delaying every
-// datagram by delay and dropping a fraction loss of them, each way.
-func lossyRelay(t *testing.T, target string, delay time.Duration, loss float64) string {
-	t.Helper()
-	front, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	back, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst, err := net.ResolveUDPAddr("udp", target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = front.Close(); _ = back.Close() })
-	var client atomic.Pointer[net.Addr]
-	r := rand.New(rand.NewPCG(7, 11))
-	var rmu sync.Mutex
-	drop := func() bool {
-		rmu.Lock()
-		defer rmu.Unlock()
-		return r.Float64() < loss
-	}
-	pump := func(from net.PacketConn, send func(p []byte)) {
-		buf := make([]byte, 65536)
-		for {
-			n, src, err := from.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if from == front {
-				client.Store(&src)
-			}
-			if drop() {
-				continue
-			}
-			p := append([]byte(nil), buf[:n]...)
-			time.AfterFunc(delay, func() { send(p) })
-		}
-	}
-	go pump(front, func(p []byte) { _, _ = back.WriteTo(p, dst) })
-	go pump(back, func(p []byte) {
-		if c := client.Load(); c != nil {
-			_, _ = front.WriteTo(p, *c)
-		}
-	})
-	return front.LocalAddr().String()
 }

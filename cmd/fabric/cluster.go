@@ -140,6 +140,7 @@ the data directory.`,
 	f.StringVar(&cfg.QUICAddr, "quic-addr", fabric.DefaultQUICAddr, "QUIC address for objects and control messages")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", fabric.DefaultHTTPAddr, "HTTP API address")
 	f.StringVar(&cfg.AdvertiseHost, "advertise", "", "host or IP other nodes reach this one at (default: picked by the gossip layer)")
+	f.StringVar(&cfg.AdvertiseQUIC, "advertise-quic", "", "host:port other nodes dial for QUIC, when a NAT or relay forwards it (default: the QUIC address)")
 	f.StringSliceVar(&join, "join", nil, "gossip address of any member to join, host:port (repeatable)")
 	f.StringVar(&cfg.Token, "token", "", "join token printed by the cluster's first agent (env FABRIC_JOIN_TOKEN)")
 	f.BoolVar(&cfg.Server, "server", false, "hold the cluster's control state (the first agent always does)")

@@ -381,6 +381,41 @@ func run(args []string) error {
 		fmt.Printf("nested_actor: from the driver %s %v\n", second, err)
 		third, err := edgeCall.Remote(h).Get()
 		fmt.Printf("nested_actor: from another task %s %v\n", third, err)
+	case "lossy":
+		// Across a lossy link: the driver's objects to the edge node, the
+		// edge node's objects back, an actor there.
+		var refs []sdk.Ref[int]
+		for i := 1; i <= 3; i++ {
+			r, err := sdk.Put(i)
+			if err != nil {
+				return err
+			}
+			refs = append(refs, r)
+		}
+		sum, err := edgeSum.Remote(refs).Get()
+		if err != nil {
+			return err
+		}
+		made, err := edgeMake.Remote(2).Get()
+		if err != nil {
+			return err
+		}
+		floats := 0
+		for _, r := range made {
+			v, err := r.Get()
+			if err != nil {
+				return err
+			}
+			floats += len(v)
+		}
+		h := counterClass.Remote()
+		var last string
+		for range 5 {
+			if last, err = bump.Remote(h, 0).Get(); err != nil {
+				return err
+			}
+		}
+		fmt.Printf("lossy: sum %s; %d floats back; counter %s\n", sum, floats, last)
 	case "locality":
 		big, err := sdk.Put(make([]float64, 1<<19)) // 4 MiB, held by the driver's node
 		if err != nil {
