@@ -531,33 +531,49 @@ func (s *signalWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+func (s *signalWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.(*strings.Builder).String()
+}
+
+// runChaosWatching runs a mode of the chaos guest as a job of a; once a
+// line containing want is printed, then runs beside the job, given a
+// function that returns the output so far. It returns the job's output
+// and error after both ended.
+func runChaosWatching(t *testing.T, a *Agent, want string, then func(output func() string), args ...string) (string, error) {
+	t.Helper()
+	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &signalWriter{syncWriter: syncWriter{w: &strings.Builder{}}, want: want, seen: make(chan struct{})}
+	ended, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-w.seen:
+			then(w.String)
+		case <-ended:
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = a.Node().RunJobWith(ctx, wasm, args, JobOptions{Stdout: w})
+	close(ended)
+	<-watched
+	return w.String(), err
+}
+
 // TestOwnerDied stops the node that put an object the driver holds by
 // reference: the driver's get fails with owner_died.
 func TestOwnerDied(t *testing.T) {
 	a := oneCPUAgent(t, nil, "")
 	b := oneCPUAgent(t, map[string]string{"tier": "edge"}, a.JoinToken(), a.GossipAddr())
 	waitSchedulerNodes(t, a, 2)
-	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	w := &signalWriter{syncWriter: syncWriter{w: &out}, want: "owner_died: made", seen: make(chan struct{})}
-	go func() {
-		select {
-		case <-w.seen:
-			_ = b.Close()
-		case <-time.After(time.Minute):
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	err = a.Node().RunJobWith(ctx, wasm, []string{"owner_died"}, JobOptions{Stdout: w})
-	w.mu.Lock()
-	got := out.String()
-	w.mu.Unlock()
-	if err != nil || !strings.Contains(got, "owner_died: get after its node died: true\n") {
-		t.Fatalf("%v\n%s", err, got)
+	out, err := runChaosWatching(t, a, "owner_died: made", func(func() string) { _ = b.Close() }, "owner_died")
+	if err != nil || !strings.Contains(out, "owner_died: get after its node died: true\n") {
+		t.Fatalf("%v\n%s", err, out)
 	}
 }
 
@@ -636,41 +652,20 @@ func TestLineage(t *testing.T) {
 	b := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
 	c := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
 	waitSchedulerNodes(t, a, 3)
-	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	w := &signalWriter{syncWriter: syncWriter{w: &out}, want: "made big", seen: make(chan struct{})}
-	stopped := make(chan string, 1)
-	go func() {
-		select {
-		case <-w.seen:
-			time.Sleep(time.Second) // its answer is back at the driver's node
-			w.mu.Lock()
-			got := out.String()
-			w.mu.Unlock()
-			for _, ag := range []*Agent{b, c} {
-				if strings.Contains(got, "node="+ag.ID+") made big") {
-					_ = ag.Close()
-					stopped <- ag.ID
-					return
-				}
+	gone := ""
+	out, err := runChaosWatching(t, a, "made big", func(output func() string) {
+		time.Sleep(time.Second) // its answer is back at the driver's node
+		for _, ag := range []*Agent{b, c} {
+			if strings.Contains(output(), "node="+ag.ID+") made big") {
+				_ = ag.Close()
+				gone = ag.ID
+				return
 			}
-		case <-time.After(time.Minute):
 		}
-		stopped <- ""
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	err = a.Node().RunJobWith(ctx, wasm, []string{"lineage"}, JobOptions{Stdout: w})
-	w.mu.Lock()
-	got := out.String()
-	w.mu.Unlock()
-	gone := <-stopped
-	if err != nil || gone == "" || !strings.Contains(got, "lineage: got 1048576 floats after its node died: <nil>\n") ||
-		strings.Count(got, "made big") != 2 {
-		t.Fatalf("stopped %q: %v\n%s", gone, err, got)
+	}, "lineage")
+	if err != nil || gone == "" || !strings.Contains(out, "lineage: got 1048576 floats after its node died: <nil>\n") ||
+		strings.Count(out, "made big") != 2 {
+		t.Fatalf("stopped %q: %v\n%s", gone, err, out)
 	}
 }
 
@@ -694,36 +689,18 @@ func TestHoldsReleased(t *testing.T) {
 	a := oneCPUAgent(t, nil, "")
 	b := oneCPUAgent(t, map[string]string{"tier": "edge"}, a.JoinToken(), a.GossipAddr())
 	waitSchedulerNodes(t, a, 2)
-	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
+	freed := false
+	_, err := runChaosWatching(t, a, "dropped", func(func() string) {
+		deadline := time.Now().Add(5 * time.Second) // the job goes on for 6 s
+		for !freed && time.Now().Before(deadline) {
+			freed = storedObjects(a.Node()) == 0 && storedObjects(b.Node()) == 0
+			time.Sleep(20 * time.Millisecond)
+		}
+	}, "release")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out strings.Builder
-	w := &signalWriter{syncWriter: syncWriter{w: &out}, want: "dropped", seen: make(chan struct{})}
-	freed := make(chan bool, 1)
-	go func() {
-		select {
-		case <-w.seen:
-		case <-time.After(time.Minute):
-			freed <- false
-			return
-		}
-		deadline := time.Now().Add(2 * time.Second)
-		for time.Now().Before(deadline) {
-			if storedObjects(a.Node()) == 0 && storedObjects(b.Node()) == 0 {
-				freed <- true
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		freed <- false
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := a.Node().RunJobWith(ctx, wasm, []string{"release"}, JobOptions{Stdout: w}); err != nil {
-		t.Fatal(err)
-	}
-	if !<-freed {
+	if !freed {
 		t.Fatalf("the object is still held: %d stored on %s, %d on %s", storedObjects(a.Node()), a.ID, storedObjects(b.Node()), b.ID)
 	}
 }

@@ -371,7 +371,7 @@ func run(args []string) error {
 		}
 		big.Release()
 		fmt.Printf("release: the edge task read %d floats; dropped\n", n)
-		time.Sleep(3 * time.Second) // the test looks for the object meanwhile
+		time.Sleep(6 * time.Second) // the test looks for the object meanwhile
 	case "nested_actor":
 		h, err := edgeMakeCounter.Remote().Get()
 		if err != nil {
