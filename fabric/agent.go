@@ -81,7 +81,10 @@ type Agent struct {
 	httpAddr string
 	info     membership.Info
 	done     chan struct{}
-	wg       sync.WaitGroup
+	// ready is closed once the agent's membership is set: the QUIC
+	// endpoint serves peers before that, and its handler waits for it.
+	ready chan struct{}
+	wg    sync.WaitGroup
 	// usageStop and usageDone stop gossipUsage before the node leaves: a
 	// tag update racing a leave waits seconds for an acknowledgement.
 	usageStop chan struct{}
@@ -129,7 +132,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{}),
+	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{}), ready: make(chan struct{}),
 		usageStop: make(chan struct{}), usageDone: make(chan struct{})}
 	fail := func(err error) (*Agent, error) {
 		_ = a.Close()
@@ -171,6 +174,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		_ = ln.Close()
 		return fail(err)
 	}
+	close(a.ready)
 	a.http = &http.Server{Handler: a.api(), ReadHeaderTimeout: 10 * time.Second}
 	a.wg.Add(2)
 	go func() {
@@ -342,6 +346,13 @@ const (
 // handlePeer answers another agent's request; peer is its node ID, from
 // its certificate.
 func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, body []byte) (transport.Type, []byte, error) {
+	select {
+	case <-a.ready:
+	case <-a.done:
+		return 0, nil, ErrClosed
+	case <-ctx.Done():
+		return 0, nil, ctx.Err()
+	}
 	ack := func(err error) (transport.Type, []byte, error) { return msgAck, nil, err }
 	switch t {
 	case msgPing:
