@@ -260,6 +260,30 @@ func oneCPUAgent(t *testing.T, labels map[string]string, token string, join ...s
 	return a
 }
 
+// edgeCluster starts three one-CPU agents: a, and b and c labelled
+// tier=edge, and waits until each one's scheduler knows all three.
+func edgeCluster(t *testing.T) (a, b, c *Agent) {
+	t.Helper()
+	edge := map[string]string{"tier": "edge"}
+	a = oneCPUAgent(t, nil, "")
+	b = oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
+	c = oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
+	for _, ag := range []*Agent{a, b, c} {
+		waitSchedulerNodes(t, ag, 3)
+	}
+	return a, b, c
+}
+
+// matchAll reports each regular expression that out does not match.
+func matchAll(t *testing.T, out string, res ...string) {
+	t.Helper()
+	for _, re := range res {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("output lacks %s:\n%s", re, out)
+		}
+	}
+}
+
 // waitSchedulerNodes waits until a's scheduler knows n nodes.
 func waitSchedulerNodes(t *testing.T, a *Agent, n int) {
 	t.Helper()
@@ -336,11 +360,7 @@ func TestMarkNode(t *testing.T) {
 // TestRemoteTaskSurvivesNodeLoss stops the node running a task of another
 // node's job: the owner retries it on the other node that can run it.
 func TestRemoteTaskSurvivesNodeLoss(t *testing.T) {
-	edge := map[string]string{"tier": "edge"}
-	a := oneCPUAgent(t, nil, "")
-	b := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
-	c := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
-	waitSchedulerNodes(t, a, 3)
+	a, b, c := edgeCluster(t)
 	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
 	if err != nil {
 		t.Fatal(err)
@@ -403,27 +423,17 @@ func runChaos(t *testing.T, a *Agent, args ...string) string {
 // in order and answers a call from a task on another node.
 func TestJobSharesAcrossNodes(t *testing.T) {
 	before := runtime.NumGoroutine()
-	edge := map[string]string{"tier": "edge"}
-	a := oneCPUAgent(t, nil, "")
-	b := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
-	c := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
-	waitSchedulerNodes(t, a, 3)
-	waitSchedulerNodes(t, b, 3)
-	waitSchedulerNodes(t, c, 3)
+	a, b, c := edgeCluster(t)
 	out := runChaos(t, a, "spread")
-	for _, re := range []string{
-		`spread: nested sum 12 on (` + b.ID + `|` + c.ID + `) <nil>\n`,
-		`\(edge_sum pid=\d+, node=(` + b.ID + `|` + c.ID + `)\) summed 3 values\n`,
+	matchAll(t, out,
+		`spread: nested sum 12 on (`+b.ID+`|`+c.ID+`) <nil>\n`,
+		`\(edge_sum pid=\d+, node=(`+b.ID+`|`+c.ID+`)\) summed 3 values\n`,
 		`spread: objects made remotely 3 sum 393216\n`,
-		`spread: actor on (` + b.ID + `|` + c.ID + `), 50 calls in order: true\n`,
-		`spread: call from a remote task 51@(` + b.ID + `|` + c.ID + `) <nil>\n`,
+		`spread: actor on (`+b.ID+`|`+c.ID+`), 50 calls in order: true\n`,
+		`spread: call from a remote task 51@(`+b.ID+`|`+c.ID+`) <nil>\n`,
 		`spread: 1000 short tasks on the edge sum to 999000\n`,
 		`spread: a result left on the edge node: 1048576 floats <nil>\n`,
-	} {
-		if !regexp.MustCompile(re).MatchString(out) {
-			t.Errorf("output lacks %s:\n%s", re, out)
-		}
-	}
+	)
 	// Every node's share of the job ends with it: no objects, tasks or
 	// reserved CPUs are left.
 	for _, ag := range []*Agent{a, b, c} {
@@ -442,11 +452,7 @@ func TestJobSharesAcrossNodes(t *testing.T) {
 // call it was running fails with actor_died, and the actor restarts on
 // the other edge node, where the next call runs.
 func TestRemoteActorSurvivesNodeLoss(t *testing.T) {
-	edge := map[string]string{"tier": "edge"}
-	a := oneCPUAgent(t, nil, "")
-	b := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
-	c := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
-	waitSchedulerNodes(t, a, 3)
+	a, b, c := edgeCluster(t)
 	stopped := make(chan string, 1)
 	go func() {
 		deadline := time.Now().Add(30 * time.Second)
@@ -647,11 +653,7 @@ func TestCancelRemoteTask(t *testing.T) {
 // driver fetches it: the driver's node runs the task again, on the other
 // edge node, and the get returns the value.
 func TestLineage(t *testing.T) {
-	edge := map[string]string{"tier": "edge"}
-	a := oneCPUAgent(t, nil, "")
-	b := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
-	c := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
-	waitSchedulerNodes(t, a, 3)
+	a, b, c := edgeCluster(t)
 	gone := ""
 	out, err := runChaosWatching(t, a, "made big", func(output func() string) {
 		time.Sleep(time.Second) // its answer is back at the driver's node
@@ -709,22 +711,12 @@ func TestHoldsReleased(t *testing.T) {
 // returns its handle; the driver and a task on another node call it, and
 // each call reaches the one actor.
 func TestActorMadeInRemoteTask(t *testing.T) {
-	edge := map[string]string{"tier": "edge"}
-	a := oneCPUAgent(t, nil, "")
-	b := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
-	c := oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
-	waitSchedulerNodes(t, a, 3)
-	waitSchedulerNodes(t, b, 3)
-	waitSchedulerNodes(t, c, 3)
+	a, b, c := edgeCluster(t)
 	out := runChaos(t, a, "nested_actor")
-	for _, re := range []string{
-		`nested_actor: from the driver 2@(` + b.ID + `|` + c.ID + `) <nil>\n`,
-		`nested_actor: from another task 3@(` + b.ID + `|` + c.ID + `) <nil>\n`,
-	} {
-		if !regexp.MustCompile(re).MatchString(out) {
-			t.Errorf("output lacks %s:\n%s", re, out)
-		}
-	}
+	matchAll(t, out,
+		`nested_actor: from the driver 2@(`+b.ID+`|`+c.ID+`) <nil>\n`,
+		`nested_actor: from another task 3@(`+b.ID+`|`+c.ID+`) <nil>\n`,
+	)
 }
 
 // TestJobOverLossyLink runs a job whose tasks, objects and actor cross a

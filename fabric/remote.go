@@ -401,13 +401,19 @@ func (n *Node) removePeerLocked(id string, gone bool) {
 	for _, cancel := range n.remoteCalls[id] {
 		cancel()
 	}
+	why := "was lost"
 	if !gone {
-		for _, a := range n.actors {
-			if !a.stub && a.node == id && a.state != actorDead {
+		why = "could not be reached"
+	}
+	for _, a := range n.actors {
+		if !a.stub && a.node == id && a.state != actorDead {
+			if !gone {
 				n.sendActorKill(a.job, a.id, id, a.incarnation, true) // in case it lives on there
-				n.remoteActorLost(a, "its node "+id+" could not be reached")
 			}
+			n.remoteActorLost(a, "its node "+id+" "+why)
 		}
+	}
+	if !gone {
 		return
 	}
 	for _, j := range n.jobs {
@@ -415,11 +421,6 @@ func (n *Node) removePeerLocked(id string, gone bool) {
 			if k.node == id {
 				n.unexport(j, k.id, id, c)
 			}
-		}
-	}
-	for _, a := range n.actors {
-		if !a.stub && a.node == id && a.state != actorDead {
-			n.remoteActorLost(a, "its node "+id+" was lost")
 		}
 	}
 	for _, j := range n.jobs {

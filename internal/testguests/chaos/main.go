@@ -213,6 +213,19 @@ func storm(n int) error {
 	return nil
 }
 
+// putOneTwoThree puts 1, 2 and 3 as objects of the driver.
+func putOneTwoThree() ([]sdk.Ref[int], error) {
+	var refs []sdk.Ref[int]
+	for i := 1; i <= 3; i++ {
+		r, err := sdk.Put(i)
+		if err != nil {
+			return nil, err
+		}
+		refs = append(refs, r)
+	}
+	return refs, nil
+}
+
 func init() { sdk.Main(run) }
 
 func run(args []string) error {
@@ -259,13 +272,9 @@ func run(args []string) error {
 		_, err = add.Remote(h, 0).Get()
 		fmt.Printf("actor: dead after max restarts: %v\n", errors.Is(err, sdk.ErrActorDied))
 	case "spread":
-		var refs []sdk.Ref[int]
-		for i := 1; i <= 3; i++ {
-			r, err := sdk.Put(i)
-			if err != nil {
-				return err
-			}
-			refs = append(refs, r)
+		refs, err := putOneTwoThree()
+		if err != nil {
+			return err
 		}
 		sum, err := edgeSum.Remote(refs).Get()
 		fmt.Printf("spread: nested sum %s %v\n", sum, err)
@@ -384,13 +393,9 @@ func run(args []string) error {
 	case "lossy":
 		// Across a lossy link: the driver's objects to the edge node, the
 		// edge node's objects back, an actor there.
-		var refs []sdk.Ref[int]
-		for i := 1; i <= 3; i++ {
-			r, err := sdk.Put(i)
-			if err != nil {
-				return err
-			}
-			refs = append(refs, r)
+		refs, err := putOneTwoThree()
+		if err != nil {
+			return err
 		}
 		sum, err := edgeSum.Remote(refs).Get()
 		if err != nil {
