@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -754,4 +755,75 @@ func TestJobOverLossyLink(t *testing.T) {
 		t.Fatalf("output %q, want %q", out, want)
 	}
 	t.Logf("the job took %s over the lossy link", time.Since(start).Round(time.Millisecond))
+}
+
+// TestStuckOutputReader submits a job whose client opens the output stream
+// and never reads it, while the job prints far more than any socket
+// buffer holds: a second job on the same node finishes within 1.5x of its
+// time alone, and the stuck job ends when its client goes away.
+func TestStuckOutputReader(t *testing.T) {
+	a, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Labels: map[string]string{"tier": "edge"}, Timing: membership.Fast,
+		Node: Config{NumCPUs: 2, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	hostile, err := os.ReadFile(testrig.Guest(t, "internal/testguests/hostile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chaos, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	storm := func() time.Duration {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		start := time.Now()
+		var out strings.Builder
+		if err := cl.Submit(ctx, chaos, []string{"storm", "400"}, &out); err != nil {
+			t.Fatalf("storm: %v\n%s", err, out.String())
+		}
+		if !strings.Contains(out.String(), "storm: 400 of 400 results right") {
+			t.Fatalf("storm output:\n%s", out.String())
+		}
+		return time.Since(start)
+	}
+	alone := min(storm(), storm())
+
+	// The stuck client: it reads the response's header and nothing more.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, err := cl.do(ctx, "POST", "/v1/jobs", url.Values{"arg": {"loud"}}, bytes.NewReader(hostile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The floods (4 x 8 MiB) are printed once no task runs but the driver.
+	waitFor(t, time.Minute, "the loud job's floods end", func() bool {
+		a.Node().mu.Lock()
+		defer a.Node().mu.Unlock()
+		n := 0
+		for _, tk := range a.Node().tasks {
+			if tk.kind == wire.ExecTask {
+				n++
+			}
+		}
+		return n == 0 && len(a.Node().jobs) == 1
+	})
+	time.Sleep(500 * time.Millisecond)
+	beside := storm()
+	t.Logf("storm alone %s, beside a stuck reader %s (%.2fx)", alone.Round(time.Millisecond), beside.Round(time.Millisecond), float64(beside)/float64(alone))
+	if beside > alone*3/2 {
+		t.Errorf("a job beside a stuck output reader took %s, more than 1.5x its %s alone", beside, alone)
+	}
+	cancel()
+	_ = resp.Body.Close()
+	waitFor(t, 30*time.Second, "the stuck job ends with its client", func() bool {
+		a.Node().mu.Lock()
+		defer a.Node().mu.Unlock()
+		return len(a.Node().jobs) == 0
+	})
 }

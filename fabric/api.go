@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/wasmfabric/fabric/membership"
 )
@@ -157,7 +158,11 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 	if fw != nil {
 		fw.Flush()
 	}
-	jerr := a.node.RunJobWith(r.Context(), wasm, r.URL.Query()["arg"], JobOptions{Stdout: out, Stderr: out})
+	// A client that stops reading holds up only this job's output; once the
+	// job has ended, a write it still blocks is ended by a deadline.
+	rc := http.NewResponseController(w)
+	abort := func() { _ = rc.SetWriteDeadline(time.Now()) }
+	jerr := a.node.RunJobWith(r.Context(), wasm, r.URL.Query()["arg"], JobOptions{Stdout: out, Stderr: out, Abort: abort})
 	msg := ""
 	if jerr != nil {
 		msg = jerr.Error()

@@ -1,6 +1,7 @@
 package fabric
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -40,8 +41,10 @@ type job struct {
 	sentTo map[string]struct{}
 	// exports are holds on objects kept for other nodes.
 	exports map[exportKey]int
-	// stdout and stderr receive guest output.
+	// stdout and stderr receive guest output; at the job's root they
+	// write to out, which never blocks.
 	stdout, stderr io.Writer
+	out            *jobOutput
 }
 
 // digest is the SHA-256 of the job's module, its name among the node's modules.
@@ -78,7 +81,17 @@ func (n *Node) RunJob(ctx context.Context, wasm []byte, args []string) error {
 // JobOptions are per-job settings of RunJobWith.
 type JobOptions struct {
 	// Stdout and Stderr receive the job's guest output (nil: the node's).
+	// A writer that blocks holds up only this job's output: past
+	// OutputBuffer bytes not yet written, output is dropped, and a notice
+	// on Stderr says how much.
 	Stdout, Stderr io.Writer
+	// OutputBuffer bounds the output held for the writers (0:
+	// DefaultOutputBuffer).
+	OutputBuffer int
+	// Abort, when set, makes a blocked write to Stdout or Stderr return.
+	// It is called when the job has ended and its writer has made no
+	// progress for 5 s (the HTTP API sets a write deadline).
+	Abort func()
 }
 
 // newJob validates a module, keeps it in the node's modules and returns a
@@ -98,15 +111,10 @@ func (n *Node) newJob(wasm []byte, o JobOptions) (*job, error) {
 			return nil, err
 		}
 	}
-	j := &job{id: newID().String()[:16], modulePath: path, workers: map[*workerProc]struct{}{}, result: make(chan error, 1),
-		stdout: o.Stdout, stderr: o.Stderr}
+	j := &job{id: newID().String()[:16], modulePath: path, workers: map[*workerProc]struct{}{}, result: make(chan error, 1)}
 	j.ctx, j.cancel = context.WithCancel(n.remoteCtx)
-	if j.stdout == nil {
-		j.stdout = n.cfg.Stdout
-	}
-	if j.stderr == nil {
-		j.stderr = n.cfg.Stderr
-	}
+	j.out = newJobOutput(cmp.Or[io.Writer](o.Stdout, n.cfg.Stdout), cmp.Or[io.Writer](o.Stderr, n.cfg.Stderr), o.OutputBuffer, o.Abort)
+	j.stdout, j.stderr = j.out.Stdout(), j.out.Stderr()
 	return j, nil
 }
 
@@ -118,11 +126,13 @@ func (n *Node) RunJobWith(ctx context.Context, wasm []byte, args []string, o Job
 	}
 	argv, err := wire.Marshal([]any{args})
 	if err != nil {
+		j.out.close()
 		return err
 	}
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
+		j.out.close()
 		return ErrClosed
 	}
 	n.jobs[j.id] = j
@@ -145,6 +155,7 @@ func (n *Node) RunJobWith(ctx context.Context, wasm []byte, args []string, o Job
 		}
 	}
 	n.endJob(j)
+	j.out.close()
 	return res
 }
 

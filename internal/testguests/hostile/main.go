@@ -116,7 +116,7 @@ func init() { sdk.Main(run) }
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: hostile panic|timeout|loop|membomb|recursion|flood|badptr")
+		return errors.New("usage: hostile panic|timeout|loop|membomb|recursion|flood|loud|badptr")
 	}
 	switch args[0] {
 	case "panic":
@@ -144,6 +144,19 @@ func run(args []string) error {
 		if _, err := flood.Remote().Get(); err != nil {
 			return err
 		}
+	case "loud":
+		// Output far past any socket buffer, then a long quiet wait: a
+		// client that never reads its job's output must not hold up the
+		// node (TestStuckOutputReader).
+		refs := make([]sdk.Ref[int], 4)
+		for i := range refs {
+			refs[i] = flood.Remote()
+		}
+		if _, err := sdk.GetAll(refs); err != nil {
+			return err
+		}
+		fmt.Println("loud: done")
+		time.Sleep(10 * time.Minute)
 	case "badptr":
 		msg, err := badPointers.Remote().Get()
 		if err != nil {
