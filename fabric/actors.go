@@ -264,10 +264,7 @@ func (n *Node) sendActorKill(j *job, id objects.ID, node string, inc uint64, noR
 }
 
 func (n *Node) handleActorKill(w *workerProc, m wire.ActorKill) error {
-	id, err := objects.IDFromBytes(m.Actor)
-	if err != nil {
-		return err
-	}
+	id := m.Actor
 	a := n.actors[id]
 	if a == nil || a.job != w.job {
 		return fmt.Errorf("kill: no actor %s in this job", id.Short())

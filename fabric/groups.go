@@ -65,10 +65,7 @@ func (n *Node) handleGroupCreate(w *workerProc, m wire.GroupCreate) error {
 	if _, err := n.current(w, m.Task); err != nil {
 		return err
 	}
-	id, err := objects.IDFromBytes(m.ID)
-	if err != nil {
-		return err
-	}
+	id := m.ID
 	if id.IsNil() || n.groups[id] != nil || n.objs[id] != nil || n.tasks[id] != nil || n.actors[id] != nil {
 		return fmt.Errorf("pg_create reuses ID %s", id.Short())
 	}
@@ -113,11 +110,7 @@ func groupSpec(raw []byte) (scheduler.Group, error) {
 }
 
 // jobGroup returns a group of w's job by ID.
-func (n *Node) jobGroup(w *workerProc, b []byte) (*group, error) {
-	id, err := objects.IDFromBytes(b)
-	if err != nil {
-		return nil, err
-	}
+func (n *Node) jobGroup(w *workerProc, id objects.ID) (*group, error) {
 	g := n.groups[id]
 	if g == nil || g.job != w.job {
 		return nil, fmt.Errorf("no placement group %s in this job (it was removed or never existed)", id.Short())

@@ -94,9 +94,8 @@ func (n *Node) handle(w *workerProc, t wire.Type, body []byte) error {
 		}
 		if t := w.task; t != nil {
 			h := t.holder()
-			for _, b := range m.IDs {
-				id, err := objects.IDFromBytes(b)
-				if err == nil && h.held[id] > 0 {
+			for _, id := range m.IDs {
+				if h.held[id] > 0 {
 					h.held[id]--
 					n.decRef(id)
 				}
@@ -111,7 +110,7 @@ func (n *Node) handle(w *workerProc, t wire.Type, body []byte) error {
 		if !ok {
 			n.reply(w, m.Seq, fmt.Errorf("no actor named %q in this job", m.Name), wire.Reply{})
 		} else {
-			n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{id[:]}})
+			n.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{id}})
 		}
 	case wire.TypeGroupCreate:
 		var m wire.GroupCreate
@@ -152,20 +151,25 @@ func (n *Node) reply(w *workerProc, seq uint64, err error, r wire.Reply) {
 }
 
 // current returns the execution a worker runs, checking the message names it.
-func (n *Node) current(w *workerProc, taskID []byte) (*task, error) {
+func (n *Node) current(w *workerProc, taskID objects.ID) (*task, error) {
 	t := w.task
-	if t == nil || string(t.id[:]) != string(taskID) {
+	if t == nil || t.id != taskID {
 		return nil, fmt.Errorf("request for a task this worker is not running")
 	}
 	return t, nil
 }
 
-// object returns an object of w's job by ID; other jobs' objects do not exist for it.
-func (n *Node) object(w *workerProc, b []byte) (objects.ID, *object, error) {
+// guestObject is object for an ID in bytes from a guest.
+func (n *Node) guestObject(w *workerProc, b []byte) (objects.ID, *object, error) {
 	id, err := objects.IDFromBytes(b)
 	if err != nil {
 		return id, nil, err
 	}
+	return n.object(w, id)
+}
+
+// object returns an object of w's job by ID; other jobs' objects do not exist for it.
+func (n *Node) object(w *workerProc, id objects.ID) (objects.ID, *object, error) {
 	o := n.objs[id]
 	if o == nil || o.job != w.job {
 		return id, nil, fmt.Errorf("object %s not found: it was released or never existed", id.Short())
@@ -200,7 +204,7 @@ func (n *Node) handleSubmit(w *workerProc, m wire.Submit) error {
 		}
 		a := n.createActor(w.job, parent, spec, id, nil)
 		if w.job.root == "" || n.peers == nil || n.closed {
-			n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{id[:]}})
+			n.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{id}})
 			return nil
 		}
 		// A share's actor: the job's root learns of it before the guest
@@ -220,7 +224,7 @@ func (n *Node) handleSubmit(w *workerProc, m wire.Submit) error {
 				fmt.Fprintf(n.cfg.Stderr, "fabric: actor %s: the job's root %s did not take its registration (%v); calls from other nodes will not reach it\n", a.class, root, firstLine(err.Error()))
 			}
 			if !w.dead {
-				n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{id[:]}})
+				n.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{id}})
 			}
 		}()
 		return nil
@@ -272,23 +276,15 @@ func (n *Node) handleSubmit(w *workerProc, m wire.Submit) error {
 // freshIDs checks IDs a worker made: 20 bytes each, one random task part,
 // return indexes 1..n in order (an actor: one ID with index 0), and not in
 // use. It returns the task (or actor) ID.
-func (n *Node) freshIDs(raw [][]byte, actor bool) (objects.ID, error) {
+func (n *Node) freshIDs(raw []objects.ID, actor bool) (objects.ID, error) {
 	if len(raw) == 0 || len(raw) > abi.MaxReturns || (actor && len(raw) != 1) {
 		return objects.NilID, fmt.Errorf("submit with %d IDs", len(raw))
 	}
-	first, err := objects.IDFromBytes(raw[0])
-	if err != nil {
-		return objects.NilID, err
-	}
-	base := first.Task()
+	base := raw[0].Task()
 	if base.IsNil() || n.tasks[base] != nil || n.actors[base] != nil {
 		return objects.NilID, fmt.Errorf("submit reuses ID %s", base.Short())
 	}
-	for i, b := range raw {
-		id, err := objects.IDFromBytes(b)
-		if err != nil {
-			return objects.NilID, err
-		}
+	for i, id := range raw {
 		want := base.WithIndex(uint32(i + 1))
 		if actor {
 			want = base
@@ -316,7 +312,11 @@ func (n *Node) checkSpec(w *workerProc, raw []byte) (abi.TaskSpec, error) {
 		return spec, err
 	}
 	if g := spec.Options.Group; g != nil {
-		if _, err := n.jobGroup(w, g); err != nil {
+		gid, err := objects.IDFromBytes(g)
+		if err == nil {
+			_, err = n.jobGroup(w, gid)
+		}
+		if err != nil {
 			return spec, fmt.Errorf("submit: %v", err)
 		}
 		if b := spec.Options.Bundle; b != nil && *b < -1 {
@@ -328,13 +328,13 @@ func (n *Node) checkSpec(w *workerProc, raw []byte) (abi.TaskSpec, error) {
 			return spec, fmt.Errorf("submit: argument %d must have exactly one of a value (\"v\") or a reference (\"r\")", i)
 		}
 		if a.Ref != nil {
-			if _, _, err := n.object(w, a.Ref); err != nil {
+			if _, _, err := n.guestObject(w, a.Ref); err != nil {
 				return spec, fmt.Errorf("submit: argument %d: %v", i, err)
 			}
 		}
 	}
 	for _, r := range spec.Refs {
-		if _, _, err := n.object(w, r); err != nil {
+		if _, _, err := n.guestObject(w, r); err != nil {
 			return spec, fmt.Errorf("submit: nested reference: %v", err)
 		}
 	}
@@ -384,7 +384,7 @@ func (n *Node) handleCreate(w *workerProc, m wire.Create) {
 		w.creates = map[objects.ID]struct{}{}
 	}
 	w.creates[id] = struct{}{}
-	n.reply(w, m.Seq, nil, wire.Reply{IDs: [][]byte{id[:]}, Off: off})
+	n.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{id}, Off: off})
 }
 
 // handlePut stores a value under the ID the worker made (or that Create
@@ -395,15 +395,12 @@ func (n *Node) handlePut(w *workerProc, m wire.Put) error {
 	if err != nil {
 		return err
 	}
-	id, err := objects.IDFromBytes(m.ID)
-	if err != nil {
-		return err
-	}
+	id := m.ID
 	if id.IsNil() || n.objs[id] != nil || n.tasks[id] != nil || n.actors[id] != nil {
 		return fmt.Errorf("put reuses ID %s", id.Short())
 	}
-	if m.Created != nil {
-		if string(m.Created) != string(m.ID) {
+	if !m.Created.IsNil() {
+		if m.Created != m.ID {
 			return fmt.Errorf("put of a reservation under another ID")
 		}
 		if _, ok := w.creates[id]; !ok {
@@ -414,7 +411,7 @@ func (n *Node) handlePut(w *workerProc, m wire.Put) error {
 	n.objs[id] = &object{job: w.job}
 	n.hold(t.holder(), id)
 	fail := func(err error) error {
-		if m.Created != nil {
+		if !m.Created.IsNil() {
 			n.store.Abort(id)
 		}
 		b, _ := wire.Marshal(abi.ErrorValue{Kind: "task", Message: "put: " + err.Error()})
@@ -423,7 +420,7 @@ func (n *Node) handlePut(w *workerProc, m wire.Put) error {
 	}
 	var refs []objects.ID
 	for _, r := range m.Refs {
-		rid, _, err := n.object(w, r)
+		rid, _, err := n.object(w, objects.ID(r))
 		if err != nil {
 			return fail(fmt.Errorf("nested reference: %v", err))
 		}
@@ -432,7 +429,7 @@ func (n *Node) handlePut(w *workerProc, m wire.Put) error {
 	stored := false
 	var inline []byte
 	switch {
-	case m.Created != nil:
+	case !m.Created.IsNil():
 		if err := n.store.Seal(id); err != nil {
 			return fail(err)
 		}
@@ -448,7 +445,7 @@ func (n *Node) handlePut(w *workerProc, m wire.Put) error {
 	n.setReady(id, inline, false, stored, refs)
 	if o := n.objs[id]; o != nil && stored {
 		o.size = int64(len(m.Data))
-		if m.Created != nil {
+		if !m.Created.IsNil() {
 			if loc, err := n.store.Pin(id); err == nil {
 				o.size = loc.Size
 				n.store.Unpin(id)
@@ -479,7 +476,7 @@ func (n *Node) items(w *workerProc, ids []objects.ID) ([]wire.Item, error) {
 	return out, nil
 }
 
-func (n *Node) parseIDs(w *workerProc, raw [][]byte) ([]objects.ID, error) {
+func (n *Node) parseIDs(w *workerProc, raw []objects.ID) ([]objects.ID, error) {
 	ids := make([]objects.ID, len(raw))
 	for i, b := range raw {
 		id, _, err := n.object(w, b)

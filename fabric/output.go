@@ -14,7 +14,7 @@ func (n *Node) output(w *workerProc, m wire.Output) {
 	n.mu.Lock()
 	t := w.task
 	n.mu.Unlock()
-	if t == nil || string(t.id[:]) != string(m.Task) || m.Stream == 0 || m.Stream > 3 {
+	if t == nil || t.id != m.Task || m.Stream == 0 || m.Stream > 3 {
 		return
 	}
 	dst := w.job.stdout

@@ -98,7 +98,7 @@ func (n *Node) recall(w *workerProc) {
 	for _, q := range w.queued {
 		if !q.recalled {
 			q.recalled = true
-			w.send(wire.TypeDrop, wire.Drop{Task: q.id[:]})
+			w.send(wire.TypeDrop, wire.Drop{Task: q.id})
 		}
 	}
 }
@@ -107,7 +107,7 @@ func (n *Node) recall(w *workerProc) {
 // queue without running. Caller holds n.mu.
 func (n *Node) handleDropped(w *workerProc, d wire.Done) error {
 	for i, q := range w.queued {
-		if string(q.id[:]) != string(d.Task) {
+		if q.id != d.Task {
 			continue
 		}
 		w.queued = append(w.queued[:i], w.queued[i+1:]...)
@@ -140,6 +140,6 @@ func (n *Node) cancelQueued(w *workerProc, t *task, ev abi.ErrorValue) {
 	t.cancelled = &ev
 	if !t.recalled {
 		t.recalled = true
-		w.send(wire.TypeDrop, wire.Drop{Task: t.id[:]})
+		w.send(wire.TypeDrop, wire.Drop{Task: t.id})
 	}
 }

@@ -259,7 +259,7 @@ func cborArrayHeader(n int) []byte {
 
 // run sends an execution to a worker. Caller holds n.mu.
 func (n *Node) run(w *workerProc, t *task) {
-	ex := wire.Exec{Task: t.id[:], Kind: t.kind, Name: t.spec.Func}
+	ex := wire.Exec{Task: t.id, Kind: t.kind, Name: t.spec.Func}
 	switch t.kind {
 	case wire.ExecActorCreate:
 		ex.Name = t.spec.Func + abi.ActorInitSuffix
@@ -295,7 +295,7 @@ func (n *Node) run(w *workerProc, t *task) {
 				return
 			}
 			if p.Arena || p.Path != "" {
-				ex.Unpin = append(ex.Unpin, id[:])
+				ex.Unpin = append(ex.Unpin, id)
 			}
 			ex.Args = append(ex.Args, p)
 		}
@@ -325,9 +325,8 @@ func (n *Node) startTimer(w *workerProc, t *task) {
 	})
 }
 
-func (n *Node) unpinAll(w *workerProc, ids [][]byte) {
-	for _, b := range ids {
-		id, _ := objects.IDFromBytes(b)
+func (n *Node) unpinAll(w *workerProc, ids []objects.ID) {
+	for _, id := range ids {
 		n.unpin(w, id)
 	}
 }
@@ -443,7 +442,7 @@ func (n *Node) handleDone(w *workerProc, d wire.Done) error {
 		return n.handleDropped(w, d)
 	}
 	t := w.task
-	if t == nil || string(t.id[:]) != string(d.Task) {
+	if t == nil || t.id != d.Task {
 		return fmt.Errorf("done for a task it was not running")
 	}
 	n.flushOutput(w, t)
@@ -467,12 +466,10 @@ func (n *Node) handleDone(w *workerProc, d wire.Done) error {
 	if t.blocked {
 		t.blocked = false
 	}
-	if d.Created != nil {
-		if id, err := objects.IDFromBytes(d.Created); err == nil {
-			delete(w.creates, id)
-			if !d.OK {
-				n.store.Abort(id)
-			}
+	if id := d.Created; !id.IsNil() {
+		delete(w.creates, id)
+		if !d.OK {
+			n.store.Abort(id)
 		}
 	}
 	if !d.OK {
@@ -592,19 +589,15 @@ func firstLine(s string) string {
 // storeResults makes a successful execution's value(s) ready.
 func (n *Node) storeResults(t *task, d wire.Done) error {
 	var refs []objects.ID
-	for _, r := range d.Refs {
-		id, err := objects.IDFromBytes(r)
-		if err != nil {
-			return err
-		}
+	for _, id := range d.Refs {
 		if o := n.objs[id]; o != nil && o.job == t.job {
 			refs = append(refs, id)
 		}
 	}
 	if len(t.returns) == 1 {
 		id := t.returns[0]
-		if d.Created != nil {
-			if string(d.Created) != string(id[:]) {
+		if !d.Created.IsNil() {
+			if d.Created != id {
 				return fmt.Errorf("result stored under the wrong ID")
 			}
 			if err := n.store.Seal(id); err != nil {

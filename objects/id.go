@@ -56,11 +56,16 @@ func IDFromBytes(b []byte) (ID, error) {
 	return id, nil
 }
 
-// ParseID parses the hex form returned by String.
-func ParseID(s string) (ID, error) {
-	b, err := hex.DecodeString(s)
+// MarshalBinary returns the ID's bytes: in CBOR an ID is a byte string
+// of IDSize bytes.
+func (id ID) MarshalBinary() ([]byte, error) { return id[:], nil }
+
+// UnmarshalBinary sets the ID from exactly IDSize bytes.
+func (id *ID) UnmarshalBinary(b []byte) error {
+	v, err := IDFromBytes(b)
 	if err != nil {
-		return NilID, fmt.Errorf("%w: %v", ErrBadID, err)
+		return err
 	}
-	return IDFromBytes(b)
+	*id = v
+	return nil
 }

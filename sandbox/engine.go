@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/wasmfabric/fabric/objects"
 	"strings"
 	"sync"
 
@@ -244,11 +245,11 @@ func (i *Instance) MemorySize() uint32 { return i.mod.Memory().Size() }
 // CallResult is the outcome of a Call.
 type CallResult struct {
 	OK      bool
-	Value   []byte   // the CBOR value from return_value
-	Refs    [][]byte // IDs declared with return_refs
-	Error   string   // error text: the guest's message and stack, or the trap
-	Kind    string   // "app", "trap" or "exit" when !OK
-	Dropped int64    // output bytes dropped by the cap
+	Value   []byte       // the CBOR value from return_value
+	Refs    []objects.ID // IDs declared with return_refs
+	Error   string       // error text: the guest's message and stack, or the trap
+	Kind    string       // "app", "trap" or "exit" when !OK
+	Dropped int64        // output bytes dropped by the cap
 }
 
 // ArgSource writes the arguments of a call into guest memory at dst.

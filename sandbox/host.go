@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"github.com/wasmfabric/fabric/objects"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -15,25 +16,25 @@ import (
 // of guest memory, valid only during the call: copy what you keep.
 type Host interface {
 	// Submit starts a task, a method call (n return IDs) or an actor (n is 1).
-	Submit(spec []byte, actor bool, n int) (ids [][]byte, err error)
+	Submit(spec []byte, actor bool, n int) (ids []objects.ID, err error)
 	// Put stores the concatenation of parts as one object.
-	Put(parts [][]byte, refs [][]byte) (id []byte, err error)
+	Put(parts [][]byte, refs []objects.ID) (id objects.ID, err error)
 	// Get blocks until every object is ready or the timeout passes
 	// (timeoutMs < 0: no timeout). release, when non-nil, is called once
 	// the guest no longer needs the staged bytes.
-	Get(ids [][]byte, timeoutMs int64) (items []Staged, release func(), timedOut bool, err error)
-	Wait(ids [][]byte, numReady int, timeoutMs int64) (ready []bool, err error)
-	Cancel(id []byte, force, recursive bool) error
-	Release(ids [][]byte)
-	ActorLookup(name string) ([]byte, error)
-	ActorKill(id []byte, noRestart bool) error
+	Get(ids []objects.ID, timeoutMs int64) (items []Staged, release func(), timedOut bool, err error)
+	Wait(ids []objects.ID, numReady int, timeoutMs int64) (ready []bool, err error)
+	Cancel(id objects.ID, force, recursive bool) error
+	Release(ids []objects.ID)
+	ActorLookup(name string) (objects.ID, error)
+	ActorKill(id objects.ID, noRestart bool) error
 	Log(level int32, msg []byte)
 	// GroupCreate creates a placement group and returns its ID.
-	GroupCreate(spec []byte) ([]byte, error)
+	GroupCreate(spec []byte) (objects.ID, error)
 	// GroupWait waits until the group is placed; timedOut when it is not
 	// within timeoutMs (< 0: no timeout).
-	GroupWait(id []byte, timeoutMs int64) (timedOut bool, err error)
-	GroupRemove(id []byte) error
+	GroupWait(id objects.ID, timeoutMs int64) (timedOut bool, err error)
+	GroupRemove(id objects.ID) error
 	// NodeID names the node the call runs on.
 	NodeID() string
 }
@@ -57,7 +58,7 @@ type callState struct {
 	release  func()
 	value    []byte
 	valueSet bool
-	refs     [][]byte
+	refs     []objects.ID
 	errText  string
 	errSet   bool
 	hostErr  string // set when the guest misused a no-return import
@@ -93,7 +94,7 @@ func (cs *callState) read(ptr, n uint32) ([]byte, bool) {
 }
 
 // readIDs reads count IDs of abi.IDSize bytes.
-func (cs *callState) readIDs(ptr, count uint32) ([][]byte, bool) {
+func (cs *callState) readIDs(ptr, count uint32) ([]objects.ID, bool) {
 	if count > maxIDsPerCall {
 		return nil, false
 	}
@@ -101,9 +102,9 @@ func (cs *callState) readIDs(ptr, count uint32) ([][]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	ids := make([][]byte, count)
+	ids := make([]objects.ID, count)
 	for i := range ids {
-		ids[i] = append([]byte(nil), b[i*abi.IDSize:(i+1)*abi.IDSize]...)
+		ids[i] = objects.ID(b[i*abi.IDSize:])
 	}
 	return ids, true
 }
@@ -134,10 +135,10 @@ func (cs *callState) readParts(ptr, count uint32) ([][]byte, bool) {
 	return parts, true
 }
 
-func (cs *callState) writeIDs(ptr uint32, ids [][]byte) bool {
+func (cs *callState) writeIDs(ptr uint32, ids []objects.ID) bool {
 	buf := make([]byte, 0, len(ids)*abi.IDSize)
 	for _, id := range ids {
-		buf = append(buf, id...)
+		buf = append(buf, id[:]...)
 	}
 	return cs.mod.Memory().Write(ptr, buf)
 }
@@ -266,7 +267,7 @@ var hostFuncs = []hostFunc{
 			st[0] = cs.fail("%v", err)
 			return
 		}
-		cs.mod.Memory().Write(u32(st[4]), id)
+		cs.mod.Memory().Write(u32(st[4]), id[:])
 		st[0] = 0
 	}},
 	{"put_parts", []api.ValueType{i32, i32, i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
@@ -289,7 +290,7 @@ var hostFuncs = []hostFunc{
 			st[0] = cs.fail("%v", err)
 			return
 		}
-		cs.mod.Memory().Write(u32(st[4]), id)
+		cs.mod.Memory().Write(u32(st[4]), id[:])
 		st[0] = 0
 	}},
 	{"return_value_parts", []api.ValueType{i32, i32}, nil, func(cs *callState, st []uint64) {
@@ -365,7 +366,7 @@ var hostFuncs = []hostFunc{
 			st[0] = cs.fail("cancel: ID outside guest memory")
 			return
 		}
-		if err := cs.host.Cancel(append([]byte(nil), id...), u32(st[1]) != 0, u32(st[2]) != 0); err != nil {
+		if err := cs.host.Cancel(objects.ID(id), u32(st[1]) != 0, u32(st[2]) != 0); err != nil {
 			st[0] = cs.fail("%v", err)
 			return
 		}
@@ -410,7 +411,7 @@ var hostFuncs = []hostFunc{
 			st[0] = cs.fail("%v", err)
 			return
 		}
-		cs.mod.Memory().Write(u32(st[2]), id)
+		cs.mod.Memory().Write(u32(st[2]), id[:])
 		st[0] = 0
 	}},
 	{"actor_kill", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
@@ -419,7 +420,7 @@ var hostFuncs = []hostFunc{
 			st[0] = cs.fail("actor_kill: ID outside guest memory")
 			return
 		}
-		if err := cs.host.ActorKill(append([]byte(nil), id...), u32(st[1]) != 0); err != nil {
+		if err := cs.host.ActorKill(objects.ID(id), u32(st[1]) != 0); err != nil {
 			st[0] = cs.fail("%v", err)
 			return
 		}
@@ -440,7 +441,7 @@ var hostFuncs = []hostFunc{
 			st[0] = cs.fail("%v", err)
 			return
 		}
-		cs.mod.Memory().Write(u32(st[2]), id)
+		cs.mod.Memory().Write(u32(st[2]), id[:])
 		st[0] = 0
 	}},
 	{"pg_wait", []api.ValueType{i32, i64}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
@@ -449,7 +450,7 @@ var hostFuncs = []hostFunc{
 			st[0] = cs.fail("pg_wait: ID outside guest memory")
 			return
 		}
-		timedOut, err := cs.host.GroupWait(append([]byte(nil), id...), int64(st[1]))
+		timedOut, err := cs.host.GroupWait(objects.ID(id), int64(st[1]))
 		switch {
 		case err != nil:
 			st[0] = cs.fail("%v", err)
@@ -465,7 +466,7 @@ var hostFuncs = []hostFunc{
 			st[0] = cs.fail("pg_remove: ID outside guest memory")
 			return
 		}
-		if err := cs.host.GroupRemove(append([]byte(nil), id...)); err != nil {
+		if err := cs.host.GroupRemove(objects.ID(id)); err != nil {
 			st[0] = cs.fail("%v", err)
 			return
 		}

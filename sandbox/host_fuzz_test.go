@@ -4,40 +4,38 @@ import (
 	"context"
 	"encoding/binary"
 	"testing"
+
+	"github.com/wasmfabric/fabric/objects"
 )
 
 // fakeHost answers every host call with fixed, well-formed results.
 type fakeHost struct{}
 
-func (fakeHost) Submit(spec []byte, actor bool, n int) ([][]byte, error) {
-	ids := make([][]byte, n)
-	for i := range ids {
-		ids[i] = make([]byte, 20)
-	}
-	return ids, nil
+func (fakeHost) Submit(spec []byte, actor bool, n int) ([]objects.ID, error) {
+	return make([]objects.ID, n), nil
 }
-func (fakeHost) Put(parts [][]byte, refs [][]byte) ([]byte, error) { return make([]byte, 20), nil }
-func (fakeHost) Get(ids [][]byte, timeoutMs int64) ([]Staged, func(), bool, error) {
+func (fakeHost) Put(parts [][]byte, refs []objects.ID) (objects.ID, error) { return objects.NilID, nil }
+func (fakeHost) Get(ids []objects.ID, timeoutMs int64) ([]Staged, func(), bool, error) {
 	items := make([]Staged, len(ids))
 	for i := range items {
 		items[i] = Staged{Data: []byte{0x01, 0x02, 0x03}}
 	}
 	return items, nil, false, nil
 }
-func (fakeHost) Wait(ids [][]byte, n int, timeoutMs int64) ([]bool, error) {
+func (fakeHost) Wait(ids []objects.ID, n int, timeoutMs int64) ([]bool, error) {
 	return make([]bool, len(ids)), nil
 }
-func (fakeHost) Cancel(id []byte, force, recursive bool) error { return nil }
-func (fakeHost) Release(ids [][]byte)                          {}
-func (fakeHost) ActorLookup(name string) ([]byte, error)       { return make([]byte, 20), nil }
-func (fakeHost) ActorKill(id []byte, noRestart bool) error     { return nil }
-func (fakeHost) Log(level int32, msg []byte)                   {}
-func (fakeHost) GroupCreate(spec []byte) ([]byte, error)       { return make([]byte, 20), nil }
-func (fakeHost) GroupWait(id []byte, timeoutMs int64) (bool, error) {
+func (fakeHost) Cancel(id objects.ID, force, recursive bool) error { return nil }
+func (fakeHost) Release(ids []objects.ID)                          {}
+func (fakeHost) ActorLookup(name string) (objects.ID, error)       { return objects.NilID, nil }
+func (fakeHost) ActorKill(id objects.ID, noRestart bool) error     { return nil }
+func (fakeHost) Log(level int32, msg []byte)                       {}
+func (fakeHost) GroupCreate(spec []byte) (objects.ID, error)       { return objects.NilID, nil }
+func (fakeHost) GroupWait(id objects.ID, timeoutMs int64) (bool, error) {
 	return false, nil
 }
-func (fakeHost) GroupRemove(id []byte) error { return nil }
-func (fakeHost) NodeID() string              { return "fuzz-node" }
+func (fakeHost) GroupRemove(id objects.ID) error { return nil }
+func (fakeHost) NodeID() string                  { return "fuzz-node" }
 
 // FuzzHostFuncs calls every host function with arbitrary pointers and
 // lengths against a one-page guest memory: a bad one is an error for that

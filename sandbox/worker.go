@@ -3,7 +3,6 @@ package sandbox
 import (
 	"context"
 	crand "crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -181,7 +180,7 @@ func (w *worker) queueFrame(t wire.Type, body []byte) bool {
 			return false
 		}
 		for i, ex := range w.pending {
-			if string(ex.Task) == string(d.Task) {
+			if ex.Task == d.Task {
 				w.pending = append(w.pending[:i], w.pending[i+1:]...)
 				if len(ex.Unpin) > 0 {
 					_ = w.conn.Queue(wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
@@ -337,23 +336,22 @@ func (w *worker) exec(ctx context.Context, ex wire.Exec) {
 // workerHost serves the host calls of one Exec.
 type workerHost struct {
 	w      *worker
-	task   []byte
+	task   objects.ID
 	logged int64 // log bytes sent in this call
 }
 
 // Submit sends the spec without waiting: the worker makes the IDs (random,
 // so unguessable) and the agent turns a spec it refuses into errors stored
 // in those objects.
-func (h *workerHost) Submit(spec []byte, actor bool, n int) ([][]byte, error) {
-	var base [abi.IDSize]byte
+func (h *workerHost) Submit(spec []byte, actor bool, n int) ([]objects.ID, error) {
+	var base objects.ID
 	h.w.rng.Read(base[:16])
-	ids := make([][]byte, n)
+	ids := make([]objects.ID, n)
 	for i := range ids {
-		id := base
+		ids[i] = base
 		if !actor {
-			binary.BigEndian.PutUint32(id[16:], uint32(i+1))
+			ids[i] = base.WithIndex(uint32(i + 1))
 		}
-		ids[i] = id[:]
 	}
 	msg := wire.Submit{Task: h.task, Actor: actor, Spec: append([]byte(nil), spec...), IDs: ids}
 	if actor { // answered, so that a refused creation fails at once
@@ -368,15 +366,15 @@ func (h *workerHost) Submit(spec []byte, actor bool, n int) ([][]byte, error) {
 	return ids, nil
 }
 
-func (h *workerHost) create(size int64, result bool) ([]byte, int64, error) {
+func (h *workerHost) create(size int64, result bool) (objects.ID, int64, error) {
 	r, err := h.w.rpc(wire.TypeCreate, func(seq uint64) any {
 		return wire.Create{Seq: seq, Task: h.task, Size: size, Result: result}
 	})
 	if err != nil {
-		return nil, 0, err
+		return objects.NilID, 0, err
 	}
 	if len(r.IDs) != 1 || r.Off < 0 || r.Off+size > int64(len(h.w.arena)) {
-		return nil, 0, errors.New("sandbox: bad create reply")
+		return objects.NilID, 0, errors.New("sandbox: bad create reply")
 	}
 	return r.IDs[0], r.Off, nil
 }
@@ -385,7 +383,7 @@ func (h *workerHost) create(size int64, result bool) ([]byte, int64, error) {
 // value over InlineMax is copied straight into an arena range that Create
 // reserved (one copy from guest memory), a small one travels inline in a
 // queued message under an ID the worker made.
-func (h *workerHost) Put(parts [][]byte, refs [][]byte) ([]byte, error) {
+func (h *workerHost) Put(parts [][]byte, refs []objects.ID) (objects.ID, error) {
 	total := 0
 	for _, p := range parts {
 		total += len(p)
@@ -399,22 +397,20 @@ func (h *workerHost) Put(parts [][]byte, refs [][]byte) ([]byte, error) {
 			msg.Created, msg.ID = id, id
 		}
 	}
-	if msg.Created == nil {
-		var id [abi.IDSize]byte
-		h.w.rng.Read(id[:16])
-		msg.ID = id[:]
+	if msg.Created.IsNil() {
+		h.w.rng.Read(msg.ID[:16])
 		msg.Data = make([]byte, 0, total)
 		for _, p := range parts {
 			msg.Data = append(msg.Data, p...)
 		}
 	}
 	if err := h.w.conn.Queue(wire.TypePut, msg); err != nil {
-		return nil, err
+		return objects.NilID, err
 	}
 	return msg.ID, nil
 }
 
-func (h *workerHost) Get(ids [][]byte, timeoutMs int64) ([]Staged, func(), bool, error) {
+func (h *workerHost) Get(ids []objects.ID, timeoutMs int64) ([]Staged, func(), bool, error) {
 	if items, ok := h.w.cache.lookup(ids); ok {
 		return items, nil, false, nil
 	}
@@ -424,7 +420,7 @@ func (h *workerHost) Get(ids [][]byte, timeoutMs int64) ([]Staged, func(), bool,
 	if err != nil {
 		return nil, nil, false, err
 	}
-	var pinned [][]byte
+	var pinned []objects.ID
 	release := func() {
 		if len(pinned) > 0 {
 			_ = h.w.conn.Send(wire.TypeUnpin, wire.Unpin{IDs: pinned})
@@ -463,7 +459,7 @@ func (h *workerHost) Get(ids [][]byte, timeoutMs int64) ([]Staged, func(), bool,
 // agent, as Ray's in-process memory store serves small objects. Released
 // objects leave the cache; it is emptied when it outgrows its budget.
 type valueCache struct {
-	m     map[string]Staged
+	m     map[objects.ID]Staged
 	bytes int
 }
 
@@ -472,13 +468,13 @@ const (
 	cacheItemMax = 16 << 10
 )
 
-func (c *valueCache) lookup(ids [][]byte) ([]Staged, bool) {
+func (c *valueCache) lookup(ids []objects.ID) ([]Staged, bool) {
 	if len(c.m) == 0 {
 		return nil, false
 	}
 	items := make([]Staged, len(ids))
 	for i, id := range ids {
-		it, ok := c.m[string(id)]
+		it, ok := c.m[id]
 		if !ok {
 			return nil, false
 		}
@@ -487,29 +483,29 @@ func (c *valueCache) lookup(ids [][]byte) ([]Staged, bool) {
 	return items, true
 }
 
-func (c *valueCache) add(id []byte, it Staged) {
+func (c *valueCache) add(id objects.ID, it Staged) {
 	if len(it.Data) > cacheItemMax {
 		return
 	}
 	if c.m == nil || c.bytes+len(it.Data) > cacheBudget {
-		c.m, c.bytes = map[string]Staged{}, 0
+		c.m, c.bytes = map[objects.ID]Staged{}, 0
 	}
-	if _, ok := c.m[string(id)]; !ok {
-		c.m[string(id)] = Staged{Kind: it.Kind, Data: append([]byte(nil), it.Data...)}
+	if _, ok := c.m[id]; !ok {
+		c.m[id] = Staged{Kind: it.Kind, Data: append([]byte(nil), it.Data...)}
 		c.bytes += len(it.Data)
 	}
 }
 
-func (c *valueCache) drop(ids [][]byte) {
+func (c *valueCache) drop(ids []objects.ID) {
 	for _, id := range ids {
-		if it, ok := c.m[string(id)]; ok {
+		if it, ok := c.m[id]; ok {
 			c.bytes -= len(it.Data)
-			delete(c.m, string(id))
+			delete(c.m, id)
 		}
 	}
 }
 
-func (h *workerHost) Wait(ids [][]byte, numReady int, timeoutMs int64) ([]bool, error) {
+func (h *workerHost) Wait(ids []objects.ID, numReady int, timeoutMs int64) ([]bool, error) {
 	r, err := h.w.rpc(wire.TypeWait, func(seq uint64) any {
 		return wire.Wait{Seq: seq, Task: h.task, IDs: ids, NumReady: numReady, TimeoutMs: timeoutMs}
 	})
@@ -519,32 +515,32 @@ func (h *workerHost) Wait(ids [][]byte, numReady int, timeoutMs int64) ([]bool, 
 	return r.Ready, err
 }
 
-func (h *workerHost) Cancel(id []byte, force, recursive bool) error {
+func (h *workerHost) Cancel(id objects.ID, force, recursive bool) error {
 	_, err := h.w.rpc(wire.TypeCancel, func(seq uint64) any {
 		return wire.Cancel{Seq: seq, Task: h.task, ID: id, Force: force, Recursive: recursive}
 	})
 	return err
 }
 
-func (h *workerHost) Release(ids [][]byte) {
+func (h *workerHost) Release(ids []objects.ID) {
 	h.w.cache.drop(ids)
 	_ = h.w.conn.Queue(wire.TypeRelease, wire.Release{Task: h.task, IDs: ids})
 }
 
-func (h *workerHost) ActorLookup(name string) ([]byte, error) {
+func (h *workerHost) ActorLookup(name string) (objects.ID, error) {
 	r, err := h.w.rpc(wire.TypeActorLookup, func(seq uint64) any {
 		return wire.ActorLookup{Seq: seq, Task: h.task, Name: name}
 	})
 	if err != nil {
-		return nil, err
+		return objects.NilID, err
 	}
-	if len(r.IDs) != 1 || len(r.IDs[0]) != abi.IDSize {
-		return nil, errors.New("sandbox: bad lookup reply")
+	if len(r.IDs) != 1 {
+		return objects.NilID, errors.New("sandbox: bad lookup reply")
 	}
 	return r.IDs[0], nil
 }
 
-func (h *workerHost) ActorKill(id []byte, noRestart bool) error {
+func (h *workerHost) ActorKill(id objects.ID, noRestart bool) error {
 	_, err := h.w.rpc(wire.TypeActorKill, func(seq uint64) any {
 		return wire.ActorKill{Seq: seq, Task: h.task, Actor: id, NoRestart: noRestart}
 	})
@@ -582,16 +578,16 @@ func levelName(l int32) string {
 
 // GroupCreate queues the creation under an ID the worker makes, without
 // waiting: pg_wait reports a group the agent refused.
-func (h *workerHost) GroupCreate(spec []byte) ([]byte, error) {
-	var id [abi.IDSize]byte
+func (h *workerHost) GroupCreate(spec []byte) (objects.ID, error) {
+	var id objects.ID
 	h.w.rng.Read(id[:16])
-	if err := h.w.conn.Queue(wire.TypeGroupCreate, wire.GroupCreate{Task: h.task, Spec: spec, ID: id[:]}); err != nil {
-		return nil, err
+	if err := h.w.conn.Queue(wire.TypeGroupCreate, wire.GroupCreate{Task: h.task, Spec: spec, ID: id}); err != nil {
+		return objects.NilID, err
 	}
-	return id[:], nil
+	return id, nil
 }
 
-func (h *workerHost) GroupWait(id []byte, timeoutMs int64) (bool, error) {
+func (h *workerHost) GroupWait(id objects.ID, timeoutMs int64) (bool, error) {
 	r, err := h.w.rpc(wire.TypeGroupWait, func(seq uint64) any {
 		return wire.GroupWait{Seq: seq, Task: h.task, Group: id, TimeoutMs: timeoutMs}
 	})
@@ -605,6 +601,6 @@ func (h *workerHost) GroupWait(id []byte, timeoutMs int64) (bool, error) {
 // NodeID names the worker's node.
 func (h *workerHost) NodeID() string { return h.w.cfg.NodeID }
 
-func (h *workerHost) GroupRemove(id []byte) error {
+func (h *workerHost) GroupRemove(id objects.ID) error {
 	return h.w.conn.Queue(wire.TypeGroupRemove, wire.GroupRemove{Task: h.task, Group: id})
 }

@@ -1,5 +1,7 @@
 package wire
 
+import "github.com/wasmfabric/fabric/objects"
+
 // ExecKind says what an Exec runs.
 type ExecKind uint8
 
@@ -39,29 +41,29 @@ func (p Piece) Len() int64 {
 
 // Exec asks a worker to run one call in its guest.
 type Exec struct {
-	_    struct{} `cbor:",toarray"`
-	Task []byte   // task ID
+	_    struct{}   `cbor:",toarray"`
+	Task objects.ID // task ID
 	Kind ExecKind
 	Name string  // function name passed to fabric_call
 	Args []Piece // concatenated, they are the CBOR array of arguments
 	// Unpin lists arena objects the agent pinned for Args; the worker sends
 	// Unpin for them once copied.
-	Unpin [][]byte
+	Unpin []objects.ID
 }
 
 // Done reports the end of an Exec.
 type Done struct {
 	_      struct{} `cbor:",toarray"`
-	Task   []byte
+	Task   objects.ID
 	OK     bool
-	Value  Piece    // CBOR value when OK
-	Error  string   // error text (message and stack) when !OK
-	Kind   string   // error kind: "app" (guest returned an error), "trap", "exit"
-	Refs   [][]byte // object IDs nested in Value
-	Output int64    // bytes of output dropped by the cap
+	Value  Piece        // CBOR value when OK
+	Error  string       // error text (message and stack) when !OK
+	Kind   string       // error kind: "app" (guest returned an error), "trap", "exit"
+	Refs   []objects.ID // object IDs nested in Value
+	Output int64        // bytes of output dropped by the cap
 	// Created names the object reserved with Create whose arena range
 	// Value points at (results too large to send inline).
-	Created []byte
+	Created objects.ID
 	// Dropped answers a Drop: the execution was taken out of the worker's
 	// queue and never ran.
 	Dropped bool
@@ -70,7 +72,7 @@ type Done struct {
 // Output carries guest output of the running call.
 type Output struct {
 	_      struct{} `cbor:",toarray"`
-	Task   []byte
+	Task   objects.ID
 	Stream uint8 // 1 stdout, 2 stderr, 3 log
 	Data   []byte
 }
@@ -81,7 +83,7 @@ type Reply struct {
 	Seq   uint64
 	Error string // non-empty: the request failed
 	Code  int32  // guest-visible status when Error is empty (e.g. 1 = timed out)
-	IDs   [][]byte
+	IDs   []objects.ID
 	Items []Item
 	Ready []bool
 	Off   int64
@@ -101,12 +103,12 @@ type Item struct {
 // refuses makes its objects hold the error, which Get reports. An actor
 // creation is answered, so that a refused one (a name in use) fails at once.
 type Submit struct {
-	_     struct{} `cbor:",toarray"`
-	Seq   uint64   // actor creations only: they are answered with a Reply
-	Task  []byte   // the submitting execution
-	Actor bool     // Spec creates an actor
+	_     struct{}   `cbor:",toarray"`
+	Seq   uint64     // actor creations only: they are answered with a Reply
+	Task  objects.ID // the submitting execution
+	Actor bool       // Spec creates an actor
 	Spec  []byte
-	IDs   [][]byte // for a task or call: its return objects; for an actor: the actor's ID
+	IDs   []objects.ID // for a task or call: its return objects; for an actor: the actor's ID
 }
 
 // Put stores a value under ID, which the worker made (or, for a value in
@@ -116,18 +118,18 @@ type Submit struct {
 // becomes an error value that Get reports.
 type Put struct {
 	_       struct{} `cbor:",toarray"`
-	Task    []byte
-	ID      []byte
+	Task    objects.ID
+	ID      objects.ID
 	Data    []byte
-	Created []byte
-	Refs    [][]byte
+	Created objects.ID
+	Refs    []objects.ID
 }
 
 // Create reserves arena space for a large Put; the reply gives Off and the ID.
 type Create struct {
 	_    struct{} `cbor:",toarray"`
 	Seq  uint64
-	Task []byte
+	Task objects.ID
 	Size int64
 	// Result reserves the space for the running call's return value.
 	Result bool
@@ -137,23 +139,23 @@ type Create struct {
 type Get struct {
 	_         struct{} `cbor:",toarray"`
 	Seq       uint64
-	Task      []byte
-	IDs       [][]byte
+	Task      objects.ID
+	IDs       []objects.ID
 	TimeoutMs int64 // < 0: no timeout
 }
 
 // Unpin releases arena pins taken for a Get reply or an Exec.
 type Unpin struct {
 	_   struct{} `cbor:",toarray"`
-	IDs [][]byte
+	IDs []objects.ID
 }
 
 // Wait waits until NumReady of IDs are ready or the timeout passes.
 type Wait struct {
 	_         struct{} `cbor:",toarray"`
 	Seq       uint64
-	Task      []byte
-	IDs       [][]byte
+	Task      objects.ID
+	IDs       []objects.ID
 	NumReady  int
 	TimeoutMs int64
 }
@@ -162,8 +164,8 @@ type Wait struct {
 type Cancel struct {
 	_         struct{} `cbor:",toarray"`
 	Seq       uint64
-	Task      []byte
-	ID        []byte
+	Task      objects.ID
+	ID        objects.ID
 	Force     bool
 	Recursive bool
 }
@@ -171,15 +173,15 @@ type Cancel struct {
 // Release drops the guest's references to objects.
 type Release struct {
 	_    struct{} `cbor:",toarray"`
-	Task []byte
-	IDs  [][]byte
+	Task objects.ID
+	IDs  []objects.ID
 }
 
 // ActorLookup finds a named actor.
 type ActorLookup struct {
 	_    struct{} `cbor:",toarray"`
 	Seq  uint64
-	Task []byte
+	Task objects.ID
 	Name string
 }
 
@@ -187,8 +189,8 @@ type ActorLookup struct {
 type ActorKill struct {
 	_         struct{} `cbor:",toarray"`
 	Seq       uint64
-	Task      []byte
-	Actor     []byte
+	Task      objects.ID
+	Actor     objects.ID
 	NoRestart bool
 }
 
@@ -197,25 +199,25 @@ type ActorKill struct {
 // makes the group fail, which GroupWait reports.
 type GroupCreate struct {
 	_    struct{} `cbor:",toarray"`
-	Task []byte
+	Task objects.ID
 	Spec []byte
-	ID   []byte
+	ID   objects.ID
 }
 
 // GroupWait waits until a placement group is placed (Reply.Code 1: timed out).
 type GroupWait struct {
 	_         struct{} `cbor:",toarray"`
 	Seq       uint64
-	Task      []byte
-	Group     []byte
+	Task      objects.ID
+	Group     objects.ID
 	TimeoutMs int64
 }
 
 // GroupRemove removes a placement group. It has no reply.
 type GroupRemove struct {
 	_     struct{} `cbor:",toarray"`
-	Task  []byte
-	Group []byte
+	Task  objects.ID
+	Group objects.ID
 }
 
 // Drop asks a worker to take an execution it has queued and not started
@@ -224,5 +226,5 @@ type GroupRemove struct {
 // execution already started: its usual Done follows.
 type Drop struct {
 	_    struct{} `cbor:",toarray"`
-	Task []byte
+	Task objects.ID
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/objects"
 )
 
 type pipe struct {
@@ -21,10 +22,10 @@ func TestRoundTrip(t *testing.T) {
 		msg any
 		out any
 	}{
-		{TypeExec, Exec{Task: []byte("t"), Kind: ExecActorMethod, Name: "C.m", Args: []Piece{{Inline: []byte{0x80}}, {Arena: true, Off: 64, Size: 10}}}, &Exec{}},
-		{TypeDone, Done{Task: []byte("t"), OK: true, Value: Piece{Inline: []byte{1}}, Refs: [][]byte{make([]byte, 20)}}, &Done{}},
+		{TypeExec, Exec{Task: objects.ID{1, 2, 3}, Kind: ExecActorMethod, Name: "C.m", Args: []Piece{{Inline: []byte{0x80}}, {Arena: true, Off: 64, Size: 10}}}, &Exec{}},
+		{TypeDone, Done{Task: objects.ID{4}, OK: true, Value: Piece{Inline: []byte{1}}, Refs: []objects.ID{{5}}}, &Done{}},
 		{TypeReply, Reply{Seq: 7, Items: []Item{{IsError: true, Data: Piece{Inline: []byte("x")}}}, Ready: []bool{true, false}}, &Reply{}},
-		{TypeGet, Get{Seq: 1, IDs: [][]byte{make([]byte, 20)}, TimeoutMs: -1}, &Get{}},
+		{TypeGet, Get{Seq: 1, IDs: []objects.ID{{6}, {7}}, TimeoutMs: -1}, &Get{}},
 	}
 	for _, c := range cases {
 		p := &pipe{}
@@ -101,7 +102,7 @@ func TestTryFlushNeverBlocks(t *testing.T) {
 	payload := bytes.Repeat([]byte{7}, 16<<10)
 	full := false
 	for i := range frames {
-		if _, err := src.Append(TypeOutput, Output{Task: []byte{byte(i), byte(i >> 8)}, Data: payload}); err != nil {
+		if _, err := src.Append(TypeOutput, Output{Task: objects.ID{byte(i), byte(i >> 8)}, Data: payload}); err != nil {
 			t.Fatal(err)
 		}
 		if !src.TryFlush() {
