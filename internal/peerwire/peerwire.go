@@ -1,0 +1,323 @@
+// Package peerwire holds the messages agents send each other about the
+// jobs they share, and their encoding: one enumeration of kinds, one typed
+// struct per kind, and one table that decodes them.
+//
+// Every message is one-way. A request that takes long (running a task,
+// fetching an object that is still being made) is answered by a message of
+// its own when its work is done, so no stream stays open while a task runs.
+// The peer link (internal/peerlink) carries messages to each peer in order,
+// batched, and retried until the peer acknowledges them.
+//
+// A message travels as an Envelope: its Kind and its body in CBOR (an array
+// of the struct's fields in order). Object, task and actor IDs are byte
+// strings of exactly 20 bytes.
+package peerwire
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/wasmfabric/fabric/internal/wire"
+	"github.com/wasmfabric/fabric/objects"
+)
+
+// Kind names a message's type.
+type Kind uint8
+
+// Kinds of messages. Numbers are part of the protocol: never reuse one.
+const (
+	KindRunTask Kind = iota + 1
+	KindTaskDone
+	KindCancelTask
+	KindGetObject
+	KindObjectValue
+	KindRelease
+	KindEndJob
+	KindOutput
+	KindActorDied
+	KindRegisterActor
+	KindActorRegistered
+	KindKillActor
+	kindEnd
+)
+
+var kindNames = [kindEnd]string{
+	KindRunTask: "run_task", KindTaskDone: "task_done", KindCancelTask: "cancel_task",
+	KindGetObject: "get_object", KindObjectValue: "object_value", KindRelease: "release",
+	KindEndJob: "end_job", KindOutput: "output", KindActorDied: "actor_died",
+	KindRegisterActor: "register_actor", KindActorRegistered: "actor_registered", KindKillActor: "kill_actor",
+}
+
+// String names the kind.
+func (k Kind) String() string {
+	if k > 0 && k < kindEnd {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// newMessage is the dispatch table: an empty message of each kind.
+var newMessage = [kindEnd]func() Message{
+	KindRunTask:         func() Message { return new(RunTask) },
+	KindTaskDone:        func() Message { return new(TaskDone) },
+	KindCancelTask:      func() Message { return new(CancelTask) },
+	KindGetObject:       func() Message { return new(GetObject) },
+	KindObjectValue:     func() Message { return new(ObjectValue) },
+	KindRelease:         func() Message { return new(Release) },
+	KindEndJob:          func() Message { return new(EndJob) },
+	KindOutput:          func() Message { return new(Output) },
+	KindActorDied:       func() Message { return new(ActorDied) },
+	KindRegisterActor:   func() Message { return new(RegisterActor) },
+	KindActorRegistered: func() Message { return new(ActorRegistered) },
+	KindKillActor:       func() Message { return new(KillActor) },
+}
+
+// Message is one of the structs of this package.
+type Message interface {
+	Kind() Kind
+	// JobID names the job the message is about.
+	JobID() string
+}
+
+// Errors of the package.
+var (
+	ErrUnknownKind = errors.New("peerwire: unknown message kind")
+	ErrMalformed   = errors.New("peerwire: malformed message")
+)
+
+// Run says what a RunTask asks for.
+type Run uint8
+
+// What a RunTask may ask for.
+const (
+	RunPlainTask   Run = iota // a task
+	RunActorCreate            // create an actor (answered once accepted)
+	RunActorCall              // call a method of an actor that lives there
+)
+
+// RunTask asks a node to run a task, create an actor or call one, for its
+// share of a job. It is answered by a TaskDone naming Task and Attempt.
+type RunTask struct {
+	_      struct{} `cbor:",toarray"`
+	Job    string
+	Root   string // the node running the job's driver
+	Digest string // the module's SHA-256 (hex); the sender has it
+	What   Run
+	// Task is the sender's ID of the execution. The receiver runs a task
+	// under it when it can, so that a result it keeps (TaskDone.Held) has
+	// the same object ID on both nodes.
+	Task    objects.ID
+	Attempt uint32
+	Spec    []byte // an abi.TaskSpec in CBOR
+	// Refs are the objects Spec refers to by reference, each exported by
+	// the sender to the receiver (one hold each).
+	Refs        []objects.ID
+	Actor       objects.ID // creation: the actor (a call names it in Spec)
+	Incarnation uint64     // actors: the owner's count of its placements
+}
+
+// TaskDone answers a RunTask: its value, its error value, or why the
+// receiver refused to run it.
+type TaskDone struct {
+	_       struct{} `cbor:",toarray"`
+	Job     string
+	Task    objects.ID
+	Attempt uint32
+	// Refused says why the receiver did not run the task (it may run
+	// elsewhere).
+	Refused string
+	IsError bool
+	// Value is the value of each return (a CBOR array of them when there
+	// are several), or the error value (abi.ErrorValue).
+	Value []byte
+	// Refs are the references inside the value, each exported to the asker.
+	Refs []objects.ID
+	// Held says that the single result stays on the answering node under
+	// HeldID, exported to the asker, which fetches it when needed; Size is
+	// its size.
+	Held   bool
+	HeldID objects.ID
+	Size   int64
+}
+
+// CancelTask stops a task the sender asked the receiver to run.
+type CancelTask struct {
+	_       struct{} `cbor:",toarray"`
+	Job     string
+	Task    objects.ID
+	Attempt uint32
+}
+
+// GetObject asks for an object's value once it is ready; the receiver
+// answers with an ObjectValue.
+type GetObject struct {
+	_   struct{} `cbor:",toarray"`
+	Job string
+	ID  objects.ID
+}
+
+// ObjectValue answers a GetObject: the value inline, or Stored (the asker
+// pulls the bytes by ID), or Missing (why it cannot be had). Refs are the
+// references inside the value; the object and each of them are exported
+// to the asker.
+type ObjectValue struct {
+	_       struct{} `cbor:",toarray"`
+	Job     string
+	ID      objects.ID
+	Missing string
+	IsError bool
+	Inline  []byte
+	Stored  bool
+	Size    int64
+	Refs    []objects.ID
+}
+
+// Release gives back exports: Counts[i] holds on object IDs[i].
+type Release struct {
+	_      struct{} `cbor:",toarray"`
+	Job    string
+	IDs    []objects.ID
+	Counts []uint32
+}
+
+// EndJob ends the receiver's share of a job.
+type EndJob struct {
+	_   struct{} `cbor:",toarray"`
+	Job string
+}
+
+// Output carries output of a share's tasks to the job's root, each line
+// already prefixed with its task's name and worker.
+type Output struct {
+	_      struct{} `cbor:",toarray"`
+	Job    string
+	Stderr bool
+	Data   []byte
+}
+
+// ActorDied tells an actor's owner that the actor died on the sender.
+type ActorDied struct {
+	_           struct{} `cbor:",toarray"`
+	Job         string
+	Actor       objects.ID
+	Incarnation uint64
+	Cause       string
+}
+
+// RegisterActor tells a job's root of an actor a share created, so that
+// calls from other nodes, which go to the root, reach it. The root
+// answers with ActorRegistered.
+type RegisterActor struct {
+	_     struct{} `cbor:",toarray"`
+	Job   string
+	Actor objects.ID
+	Class string
+}
+
+// ActorRegistered answers RegisterActor; Err says why the root refused.
+type ActorRegistered struct {
+	_     struct{} `cbor:",toarray"`
+	Job   string
+	Actor objects.ID
+	Err   string
+}
+
+// KillActor stops an incarnation of an actor living on the receiver.
+type KillActor struct {
+	_           struct{} `cbor:",toarray"`
+	Job         string
+	Actor       objects.ID
+	Incarnation uint64
+	NoRestart   bool
+}
+
+// Kind implementations.
+func (*RunTask) Kind() Kind         { return KindRunTask }
+func (*TaskDone) Kind() Kind        { return KindTaskDone }
+func (*CancelTask) Kind() Kind      { return KindCancelTask }
+func (*GetObject) Kind() Kind       { return KindGetObject }
+func (*ObjectValue) Kind() Kind     { return KindObjectValue }
+func (*Release) Kind() Kind         { return KindRelease }
+func (*EndJob) Kind() Kind          { return KindEndJob }
+func (*Output) Kind() Kind          { return KindOutput }
+func (*ActorDied) Kind() Kind       { return KindActorDied }
+func (*RegisterActor) Kind() Kind   { return KindRegisterActor }
+func (*ActorRegistered) Kind() Kind { return KindActorRegistered }
+func (*KillActor) Kind() Kind       { return KindKillActor }
+
+// JobID implementations.
+func (m *RunTask) JobID() string         { return m.Job }
+func (m *TaskDone) JobID() string        { return m.Job }
+func (m *CancelTask) JobID() string      { return m.Job }
+func (m *GetObject) JobID() string       { return m.Job }
+func (m *ObjectValue) JobID() string     { return m.Job }
+func (m *Release) JobID() string         { return m.Job }
+func (m *EndJob) JobID() string          { return m.Job }
+func (m *Output) JobID() string          { return m.Job }
+func (m *ActorDied) JobID() string       { return m.Job }
+func (m *RegisterActor) JobID() string   { return m.Job }
+func (m *ActorRegistered) JobID() string { return m.Job }
+func (m *KillActor) JobID() string       { return m.Job }
+
+// Envelope is a message on the wire: its kind and its CBOR body.
+type Envelope struct {
+	_    struct{} `cbor:",toarray"`
+	Kind Kind
+	Body cbor.RawMessage
+}
+
+// Encode wraps a message in an envelope.
+func Encode(m Message) (Envelope, error) {
+	b, err := wire.Marshal(m)
+	if err != nil {
+		return Envelope{}, fmt.Errorf("peerwire: encode %s: %w", m.Kind(), err)
+	}
+	return Envelope{Kind: m.Kind(), Body: b}, nil
+}
+
+// Decode returns the message in an envelope.
+func Decode(e Envelope) (Message, error) {
+	if e.Kind == 0 || e.Kind >= kindEnd {
+		return nil, fmt.Errorf("%w %d (is the sender a newer version?)", ErrUnknownKind, e.Kind)
+	}
+	m := newMessage[e.Kind]()
+	if err := wire.Unmarshal(e.Body, m); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, e.Kind, err)
+	}
+	if m, ok := m.(*Release); ok && len(m.IDs) != len(m.Counts) {
+		return nil, fmt.Errorf("%w: release of %d IDs with %d counts", ErrMalformed, len(m.IDs), len(m.Counts))
+	}
+	return m, nil
+}
+
+// Batch is what the peer link sends in one go: messages in order, numbered
+// by the sender's session and a sequence number, so that the receiver
+// applies each batch once although the sender may send it again.
+type Batch struct {
+	_       struct{} `cbor:",toarray"`
+	Session uint64
+	Seq     uint64
+	Msgs    []Envelope
+}
+
+// EncodeBatch encodes a batch.
+func EncodeBatch(b Batch) ([]byte, error) { return wire.Marshal(b) }
+
+// DecodeBatch decodes a batch and the messages in it.
+func DecodeBatch(body []byte) (Batch, []Message, error) {
+	var b Batch
+	if err := wire.Unmarshal(body, &b); err != nil {
+		return Batch{}, nil, fmt.Errorf("%w: batch: %v", ErrMalformed, err)
+	}
+	msgs := make([]Message, len(b.Msgs))
+	for i, e := range b.Msgs {
+		m, err := Decode(e)
+		if err != nil {
+			return Batch{}, nil, err
+		}
+		msgs[i] = m
+	}
+	return b, msgs, nil
+}
