@@ -15,12 +15,18 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/core"
+	"github.com/wasmfabric/fabric/internal/peerlink"
+	"github.com/wasmfabric/fabric/internal/peerwire"
 	"github.com/wasmfabric/fabric/internal/secrets"
 	"github.com/wasmfabric/fabric/internal/wire"
 	"github.com/wasmfabric/fabric/membership"
 	"github.com/wasmfabric/fabric/objects"
+	"github.com/wasmfabric/fabric/scheduler"
 	"github.com/wasmfabric/fabric/transport"
 )
 
@@ -77,6 +83,7 @@ type Agent struct {
 	members  *membership.Membership
 	quic     *transport.Endpoint
 	cluster  *secrets.Cluster
+	link     *peerlink.Link
 	http     *http.Server
 	httpAddr string
 	info     membership.Info
@@ -92,6 +99,11 @@ type Agent struct {
 	usageOnce sync.Once
 	closeMu   sync.Mutex
 	closed    bool
+	// direct are the answers RunRemote waits for, by task ID.
+	directMu sync.Mutex
+	direct   map[objects.ID]chan *peerwire.TaskDone
+	// discarded counts messages not sent because their node is gone.
+	discarded atomic.Uint64
 }
 
 // Errors of the agent.
@@ -125,6 +137,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	nodeCfg := cfg.Node
 	nodeCfg.DataDir = filepath.Join(cfg.DataDir, "node")
 	nodeCfg.NodeID, nodeCfg.Labels = id, cfg.Labels
+	nodeCfg.clustered = true
 	if err := os.MkdirAll(nodeCfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -133,7 +146,15 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{}), ready: make(chan struct{}),
-		usageStop: make(chan struct{}), usageDone: make(chan struct{})}
+		usageStop: make(chan struct{}), usageDone: make(chan struct{}), direct: map[objects.ID]chan *peerwire.TaskDone{}}
+	a.link = peerlink.New(peerlink.Config{
+		Send: a.sendBatch,
+		Log:  func(s string) { a.logf("fabric agent: %s", s) },
+		Unreachable: func(node string) {
+			go a.node.step(core.PeerDown{Node: scheduler.NodeID(node)})
+		},
+		Reachable: func(node string) { go a.peerUp(node) },
+	})
 	fail := func(err error) (*Agent, error) {
 		_ = a.Close()
 		return nil, err
@@ -188,13 +209,32 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 			return fail(err)
 		}
 	}
-	node.SetPeers(a)
+	node.mu.Lock()
+	node.cluster = a
+	node.mu.Unlock()
 	for _, m := range a.members.Members() {
-		if m.Status == membership.Alive {
-			node.AddPeer(m.ID, m.Resources, m.Labels)
+		if m.Status == membership.Alive && m.ID != a.ID {
+			node.step(core.PeerUp{Node: scheduler.NodeID(m.ID), Resources: resources(m.Resources), Labels: m.Labels})
 		}
 	}
 	return a, nil
+}
+
+// logf writes a line to the agent's log, if it has one.
+func (a *Agent) logf(format string, args ...any) {
+	if a.cfg.Log != nil {
+		fmt.Fprintf(a.cfg.Log, format+"\n", args...)
+	}
+}
+
+// peerUp tells the node of an alive member again (after the link could
+// not reach it for a while).
+func (a *Agent) peerUp(id string) {
+	for _, m := range a.members.Members() {
+		if m.ID == id && m.Status == membership.Alive {
+			a.node.step(core.PeerUp{Node: scheduler.NodeID(m.ID), Resources: resources(m.Resources), Labels: m.Labels})
+		}
+	}
 }
 
 // clusterSecrets returns the secrets to use and whether they were created now.
@@ -297,10 +337,12 @@ func (a *Agent) watchMembers() {
 		switch e.Kind {
 		case membership.Joined, membership.Updated:
 			if e.Member.Status == membership.Alive {
-				a.node.AddPeer(e.Member.ID, e.Member.Resources, e.Member.Labels)
+				a.node.step(core.PeerUp{Node: scheduler.NodeID(e.Member.ID), Resources: resources(e.Member.Resources), Labels: e.Member.Labels})
 			}
 		case membership.LeftCluster, membership.Failed, membership.Reaped:
-			a.node.RemovePeer(e.Member.ID)
+			a.link.Drop(e.Member.ID)
+			a.link.Forget(e.Member.ID)
+			a.node.step(core.PeerDown{Node: scheduler.NodeID(e.Member.ID), Gone: true})
 		}
 		switch e.Kind {
 		case membership.Joined, membership.LeftCluster, membership.Failed:
@@ -338,9 +380,13 @@ func (a *Agent) gossipUsage() {
 	}
 }
 
-// Messages between agents over QUIC.
+// Messages between agents over QUIC: a ping, and batches of the peer
+// link (internal/peerwire), each answered with an acknowledgement once
+// applied.
 const (
-	msgPing transport.Type = 1 // body: none; answer: the node's ID
+	msgPing  transport.Type = 1  // body: none; answer: the node's ID
+	msgBatch transport.Type = 12 // body: a peerwire.Batch; answer: msgAck
+	msgAck   transport.Type = 13 // body: none
 )
 
 // handlePeer answers another agent's request; peer is its node ID, from
@@ -353,33 +399,49 @@ func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, b
 	case <-ctx.Done():
 		return 0, nil, ctx.Err()
 	}
-	ack := func(err error) (transport.Type, []byte, error) { return msgAck, nil, err }
 	switch t {
 	case msgPing:
 		return msgPing, []byte(a.ID), nil
-	case msgRunTask:
-		var req runRequest
-		if err := wire.Unmarshal(body, &req); err != nil {
-			return 0, nil, fmt.Errorf("malformed task request: %v", err)
-		}
-		if err := a.PullModule(ctx, peer, req.Digest); err != nil {
-			return 0, nil, fmt.Errorf("fetching module %.12s from %s: %v", req.Digest, peer, err)
-		}
-		return a.node.runForPeer(ctx, peer, req)
-	case msgGetObject:
-		return a.node.serveObject(ctx, peer, body)
-	case msgRelease:
-		return ack(a.node.handleRelease(peer, body))
-	case msgEndJob:
-		return ack(a.node.handleEndJob(body))
-	case msgOutput:
-		return ack(a.node.handleOutput(peer, body))
-	case msgActorDied:
-		return ack(a.node.handleActorDied(peer, body))
-	case msgRegister:
-		return ack(a.node.handleRegister(peer, body))
+	case msgBatch:
+		err := a.link.Receive(peer, body, func(msgs []peerwire.Message) {
+			evs := make([]core.Event, 0, len(msgs))
+			for _, m := range msgs {
+				if d, ok := m.(*peerwire.TaskDone); ok && a.directAnswer(d) {
+					continue
+				}
+				evs = append(evs, core.PeerMessage{From: scheduler.NodeID(peer), Msg: m})
+			}
+			a.node.stepAll(evs)
+		})
+		return msgAck, nil, err
 	}
 	return 0, nil, fmt.Errorf("unknown message type %d (is the peer a newer version?)", t)
+}
+
+// sendBatch sends one batch of the peer link and waits for its
+// acknowledgement.
+func (a *Agent) sendBatch(ctx context.Context, node string, body []byte) error {
+	addr, err := a.addrOf(node)
+	if err != nil {
+		return err
+	}
+	_, _, err = a.quic.Call(ctx, addr, msgBatch, body)
+	if errors.Is(err, transport.ErrRemote) {
+		return fmt.Errorf("%w: %v", peerlink.ErrRefused, err)
+	}
+	return err
+}
+
+// Send queues a message for another node (the node's cluster): through the
+// peer link, unless membership says the node is gone.
+func (a *Agent) Send(node string, m peerwire.Message) {
+	for _, mem := range a.members.Members() {
+		if mem.ID == node && mem.Status != membership.Alive && mem.Status != membership.Suspect {
+			a.discarded.Add(1)
+			return
+		}
+	}
+	a.link.Send(node, m)
 }
 
 // addrOf returns the QUIC address of an alive node.
@@ -392,16 +454,7 @@ func (a *Agent) addrOf(nodeID string) (string, error) {
 	return "", fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
 }
 
-// Call sends a request to another node of the cluster (Peers).
-func (a *Agent) Call(ctx context.Context, nodeID string, t transport.Type, body []byte) (transport.Type, []byte, error) {
-	addr, err := a.addrOf(nodeID)
-	if err != nil {
-		return 0, nil, err
-	}
-	return a.quic.Call(ctx, addr, t, body)
-}
-
-// Pull copies an object's bytes from another node (Peers).
+// Pull copies an object's bytes from another node (the node's cluster).
 func (a *Agent) Pull(ctx context.Context, nodeID string, id objects.ID, alloc func(size int64) ([]byte, error)) error {
 	addr, err := a.addrOf(nodeID)
 	if err != nil {
@@ -497,7 +550,74 @@ func (a *Agent) Close() error {
 	if a.quic != nil {
 		errs = append(errs, a.quic.Close())
 	}
+	a.link.Close()
 	a.wg.Wait()
 	errs = append(errs, a.node.Close())
 	return errors.Join(errs...)
+}
+
+// directAnswer hands a TaskDone to the RunRemote waiting for it.
+func (a *Agent) directAnswer(m *peerwire.TaskDone) bool {
+	a.directMu.Lock()
+	ch := a.direct[m.Task]
+	a.directMu.Unlock()
+	if ch == nil {
+		return false
+	}
+	select {
+	case ch <- m:
+	default:
+	}
+	return true
+}
+
+// Errors of remote tasks.
+var (
+	// ErrRemoteTask wraps the error a task that ran on another node failed with.
+	ErrRemoteTask = errors.New("fabric: remote task failed")
+)
+
+// RunRemote runs a task of the module with the digest on another node, in
+// a job of its own, and returns its value (CBOR). The module must be on
+// this node. A task that fails returns an error wrapping ErrRemoteTask
+// with the task's message; one the node refuses, an error wrapping
+// transport.ErrRemote.
+func (a *Agent) RunRemote(ctx context.Context, nodeID, digest string, spec abi.TaskSpec) ([]byte, error) {
+	if !a.node.HasModule(digest) {
+		return nil, fmt.Errorf("fabric: module %.12s is not on this node", digest)
+	}
+	job := string(newJobID())
+	var task objects.ID
+	if _, err := rand.Read(task[:16]); err != nil {
+		return nil, err
+	}
+	ch := make(chan *peerwire.TaskDone, 1)
+	a.directMu.Lock()
+	a.direct[task] = ch
+	a.directMu.Unlock()
+	defer func() {
+		a.directMu.Lock()
+		delete(a.direct, task)
+		a.directMu.Unlock()
+		a.link.Send(nodeID, &peerwire.EndJob{Job: job})
+	}()
+	a.link.Send(nodeID, &peerwire.RunTask{Job: job, Root: a.ID, Digest: digest, What: peerwire.RunPlainTask, Task: task, Attempt: 1,
+		Spec: spec.AppendCBOR(nil)})
+	var m *peerwire.TaskDone
+	select {
+	case m = <-ch:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	switch {
+	case m.Refused != "":
+		return nil, fmt.Errorf("%w: %s", transport.ErrRemote, m.Refused)
+	case m.Error != nil:
+		var ev abi.ErrorValue
+		_ = wire.Unmarshal(m.Error, &ev)
+		return nil, fmt.Errorf("%w on %s: %s: %s", ErrRemoteTask, nodeID, ev.Kind, ev.Message)
+	case len(m.Results) != 1 || m.Results[0].Held:
+		return nil, fmt.Errorf("fabric: node %s answered with a result this call cannot take (%d values, or one too large to send)", nodeID, len(m.Results))
+	}
+	return m.Results[0].Value, nil
 }

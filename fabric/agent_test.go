@@ -289,9 +289,7 @@ func matchAll(t *testing.T, out string, res ...string) {
 func waitSchedulerNodes(t *testing.T, a *Agent, n int) {
 	t.Helper()
 	waitFor(t, 10*time.Second, fmt.Sprintf("%s's scheduler knows %d nodes", a.ID, n), func() bool {
-		a.Node().mu.Lock()
-		defer a.Node().mu.Unlock()
-		return len(a.Node().sched.Nodes()) == n
+		return a.Node().NodeCount() == n
 	})
 }
 
@@ -341,21 +339,6 @@ func TestTasksAcrossNodes(t *testing.T) {
 func sortedIDs(ids ...string) []string {
 	sort.Strings(ids)
 	return ids
-}
-
-func TestMarkNode(t *testing.T) {
-	cases := []struct{ in, want string }{
-		{"(f pid=7) hello\n", "(f pid=7, node=n1) hello\n"},
-		{"(f pid=7) a\n(g pid=8) b\n", "(f pid=7, node=n1) a\n(g pid=8, node=n1) b\n"},
-		{"no prefix\n", "no prefix\n"},
-		{"(f pid=7) no newline", "(f pid=7, node=n1) no newline"},
-		{"", ""},
-	}
-	for _, c := range cases {
-		if got := string(markNode([]byte(c.in), "n1")); got != c.want {
-			t.Errorf("markNode(%q) = %q, want %q", c.in, got, c.want)
-		}
-	}
 }
 
 // TestRemoteTaskSurvivesNodeLoss stops the node running a task of another
@@ -494,32 +477,14 @@ func TestRemoteActorSurvivesNodeLoss(t *testing.T) {
 func taskNames(n *Node) string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	var names []string
-	for _, t := range n.tasks {
-		names = append(names, t.name)
-	}
-	return strings.Join(names, " ")
+	return strings.Join(n.core.TaskNames(), " ")
 }
 
-// debugState describes a node's tasks, jobs and workers, for failures.
+// debugState describes a node's tasks and objects, for failures.
 func debugState(n *Node) string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	var b strings.Builder
-	fmt.Fprintf(&b, "node %s: %d workers, sched queued %d\n", n.nodeID, len(n.workers), n.sched.Queued())
-	for _, t := range n.tasks {
-		fmt.Fprintf(&b, "  task %s kind %d state %d here %v blocked %v worker %v job %s\n", t.name, t.kind, t.state, t.here, t.blocked, t.worker != nil, t.job.id)
-	}
-	for _, j := range n.jobs {
-		fmt.Fprintf(&b, "  job %s root %q: %d workers, %d idle, %d queued, %d starting\n", j.id, j.root, len(j.workers), len(j.idle), len(j.queue), j.starting)
-	}
-	for id, o := range n.objs {
-		fmt.Fprintf(&b, "  object %s ready %v stored %v remote %q fetching %v refs %d borrows %d waiters %d\n", id.Short(), o.ready, o.stored, o.remote, o.fetching, o.refs, o.borrows, len(o.waiters))
-	}
-	for _, w := range n.workers {
-		fmt.Fprintf(&b, "  worker %d ready %v dead %v task %v queued %d actor %v\n", w.pid, w.ready, w.dead, w.task != nil, len(w.queued), w.actor != nil)
-	}
-	return b.String()
+	return n.core.Describe()
 }
 
 // signalWriter collects output and closes seen when a line with want arrives.
@@ -673,17 +638,7 @@ func TestLineage(t *testing.T) {
 }
 
 // storedObjects counts the node's objects whose bytes are in its store.
-func storedObjects(n *Node) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c := 0
-	for _, o := range n.objs {
-		if o.stored {
-			c++
-		}
-	}
-	return c
-}
+func storedObjects(n *Node) int { return n.Stats().Stored }
 
 // TestHoldsReleased passes a 4 MiB object of the driver to a task on
 // another node, which fetches it; once the task ended and the driver
@@ -803,15 +758,8 @@ func TestStuckOutputReader(t *testing.T) {
 	}
 	// The floods (4 x 8 MiB) are printed once no task runs but the driver.
 	waitFor(t, time.Minute, "the loud job's floods end", func() bool {
-		a.Node().mu.Lock()
-		defer a.Node().mu.Unlock()
-		n := 0
-		for _, tk := range a.Node().tasks {
-			if tk.kind == wire.ExecTask {
-				n++
-			}
-		}
-		return n == 0 && len(a.Node().jobs) == 1
+		st := a.Node().Stats()
+		return st.Tasks == 1 && st.Jobs == 1 // the driver
 	})
 	time.Sleep(500 * time.Millisecond)
 	beside := storm()
@@ -822,8 +770,6 @@ func TestStuckOutputReader(t *testing.T) {
 	cancel()
 	_ = resp.Body.Close()
 	waitFor(t, 30*time.Second, "the stuck job ends with its client", func() bool {
-		a.Node().mu.Lock()
-		defer a.Node().mu.Unlock()
-		return len(a.Node().jobs) == 0
+		return a.Node().Stats().Jobs == 0
 	})
 }

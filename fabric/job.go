@@ -4,72 +4,17 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strings"
-	"sync"
 	"time"
 
-	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/core"
 	"github.com/wasmfabric/fabric/internal/wire"
-	"github.com/wasmfabric/fabric/objects"
 	"github.com/wasmfabric/fabric/sandbox"
 )
-
-// job is one run of a module's driver with everything it started.
-type job struct {
-	id         string
-	modulePath string
-	workers    map[*workerProc]struct{}
-	idle       []*workerProc
-	queue      []*task // placed executions waiting for a worker
-	starting   int
-	done       bool
-	driver     *task
-	result     chan error
-	once       sync.Once
-	runTimes   map[string]time.Duration // mean run time of each task function
-	// root is the node whose driver runs the job ("": this node); a job
-	// with a root elsewhere is this node's share of it (peers.go).
-	root string
-	// ctx ends with the job: calls and fetches made for it end too.
-	ctx    context.Context
-	cancel context.CancelFunc
-	// sentTo are the nodes this job sent work to, told when it ends.
-	sentTo map[string]struct{}
-	// exports are holds on objects kept for other nodes.
-	exports map[exportKey]int
-	// stdout and stderr receive guest output; at the job's root they
-	// write to out, which never blocks.
-	stdout, stderr io.Writer
-	out            *jobOutput
-}
-
-// digest is the SHA-256 of the job's module, its name among the node's modules.
-func (j *job) digest() string { return strings.TrimSuffix(filepath.Base(j.modulePath), ".wasm") }
-
-func (j *job) fail(err error) {
-	j.once.Do(func() { j.result <- err })
-}
-
-func (j *job) removeIdle(w *workerProc) {
-	for i, x := range j.idle {
-		if x == w {
-			j.idle = append(j.idle[:i], j.idle[i+1:]...)
-			return
-		}
-	}
-}
-
-func newID() objects.ID {
-	var id objects.ID
-	if _, err := rand.Read(id[:16]); err != nil {
-		panic(err)
-	}
-	return id
-}
 
 // RunJob runs the module's `main` with args on this node and returns its
 // error. ctx bounds the whole job: when it ends, the job's workers are killed.
@@ -92,145 +37,95 @@ type JobOptions struct {
 	// It is called when the job has ended and its writer has made no
 	// progress for 5 s (the HTTP API sets a write deadline).
 	Abort func()
+	// Lossless makes the job's workers wait for a slow writer instead of
+	// the output being dropped: for a job that has the node to itself
+	// (`fabric run`), as a program waits for a paused terminal. A waiting
+	// worker keeps its CPUs, so a shared node must not use it.
+	Lossless bool
 }
 
-// newJob validates a module, keeps it in the node's modules and returns a
-// job for it, not yet registered.
-func (n *Node) newJob(wasm []byte, o JobOptions) (*job, error) {
+// newJobID returns a fresh job ID: 16 random hex digits.
+func newJobID() core.JobID {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return core.JobID(hex.EncodeToString(b[:]))
+}
+
+// addModule validates a module and keeps it in the node's modules,
+// returning its digest.
+func (n *Node) addModule(wasm []byte) (string, error) {
 	if _, err := sandbox.Validate(wasm, sandbox.Limits{MaxMemoryPages: uint32(n.cfg.GuestMemoryLimit / sandbox.WasmPageSize)}); err != nil {
-		return nil, err
+		return "", err
 	}
 	digest := sandbox.Digest(wasm)
-	path := filepath.Join(n.dataDir, "modules", digest+".wasm")
-	if _, err := os.Stat(path); err != nil {
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, wasm, 0o600); err != nil {
-			return nil, err
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			return nil, err
-		}
+	path := n.modulePath(digest)
+	if _, err := os.Stat(path); err == nil {
+		return digest, nil
 	}
-	j := &job{id: newID().String()[:16], modulePath: path, workers: map[*workerProc]struct{}{}, result: make(chan error, 1)}
-	j.ctx, j.cancel = context.WithCancel(n.remoteCtx)
-	j.out = newJobOutput(cmp.Or[io.Writer](o.Stdout, n.cfg.Stdout), cmp.Or[io.Writer](o.Stderr, n.cfg.Stderr), o.OutputBuffer, o.Abort)
-	j.stdout, j.stderr = j.out.Stdout(), j.out.Stderr()
-	return j, nil
+	f, err := os.CreateTemp(n.dataDir+"/modules", digest+".*.tmp")
+	if err != nil {
+		return "", err
+	}
+	_, werr := f.Write(wasm)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(f.Name(), path)
+	}
+	if werr != nil {
+		_ = os.Remove(f.Name())
+		return "", werr
+	}
+	return digest, nil
 }
 
 // RunJobWith is RunJob with per-job options.
 func (n *Node) RunJobWith(ctx context.Context, wasm []byte, args []string, o JobOptions) error {
-	j, err := n.newJob(wasm, o)
+	digest, err := n.addModule(wasm)
 	if err != nil {
 		return err
 	}
 	argv, err := wire.Marshal([]any{args})
 	if err != nil {
-		j.out.close()
 		return err
 	}
+	id := newJobID()
+	h := &jobHandle{result: make(chan string, 1), ended: make(chan struct{}),
+		out: newJobOutput(cmp.Or[io.Writer](o.Stdout, n.cfg.Stdout), cmp.Or[io.Writer](o.Stderr, n.cfg.Stderr), o.OutputBuffer, o.Abort)}
+	h.out.lossless = o.Lossless
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
-		j.out.close()
+		h.out.close()
 		return ErrClosed
 	}
-	n.jobs[j.id] = j
-	zero := 0.0
-	spec := abi.TaskSpec{Func: abi.MainFunc, Options: abi.Options{CPU: &zero, MaxRetries: new(int)}}
-	t := n.newTask(j, nil, spec, wire.ExecMain, newID())
-	t.rawArgs = argv
-	j.driver = t
-	n.submit(t)
+	n.jobs[id] = h
 	n.mu.Unlock()
+	n.step(core.SubmitJob{Job: id, Digest: digest, Args: argv})
 
+	var msg string
 	var res error
 	start := time.Now()
 	select {
-	case res = <-j.result:
+	case msg = <-h.result:
 	case <-ctx.Done():
 		res = fmt.Errorf("%w after %s", ErrJobTimeout, time.Since(start).Round(time.Millisecond))
-		if ctx.Err() == context.Canceled {
-			res = fmt.Errorf("fabric: job cancelled")
+		if errors.Is(ctx.Err(), context.Canceled) {
+			res = errors.New("fabric: job cancelled")
 		}
+		n.step(core.CancelJob{Job: id, Reason: res.Error()})
+		<-h.result
 	}
-	n.endJob(j)
-	j.out.close()
-	return res
-}
-
-// maxEndedJobs bounds how many ended job IDs a node remembers.
-const maxEndedJobs = 4096
-
-// endJob stops the job's workers and drops its tasks, objects and actors.
-func (n *Node) endJob(j *job) {
-	n.mu.Lock()
-	if j.done {
-		n.mu.Unlock()
-		return
+	<-h.ended
+	h.out.close()
+	if res != nil {
+		return res
 	}
-	j.done = true
-	j.cancel()
-	if n.ended == nil {
-		n.ended = map[string]struct{}{}
+	if msg != "" {
+		return errors.New(msg)
 	}
-	n.ended[j.id] = struct{}{}
-	n.endedIDs = append(n.endedIDs, j.id)
-	if len(n.endedIDs) > maxEndedJobs {
-		delete(n.ended, n.endedIDs[0])
-		n.endedIDs = n.endedIDs[1:]
-	}
-	for node := range j.sentTo {
-		n.sendAsync(node, msgEndJob, jobRequest{Job: j.id})
-	}
-	ws := make([]*workerProc, 0, len(j.workers))
-	for w := range j.workers {
-		ws = append(ws, w)
-	}
-	for id, t := range n.tasks {
-		if t.job == j {
-			if t.state == taskQueued {
-				n.sched.Cancel(t.schedID())
-			}
-			if t.state == taskRunning && t.kind != wire.ExecActorMethod {
-				n.sched.Finished(t.schedID())
-			}
-			t.state = taskDone
-			t.stopTimer()
-			delete(n.tasks, id)
-		}
-	}
-	for id, a := range n.actors {
-		if a.job == j {
-			a.state = actorDead // its worker's exit must not restart it
-			delete(n.actors, id)
-			if a.name != "" {
-				delete(n.named, j.id+"/"+a.name)
-			}
-		}
-	}
-	for _, g := range n.groups {
-		if g.job == j {
-			n.removeGroup(g, "was removed when its job ended")
-		}
-	}
-	for id, o := range n.objs {
-		if o.job == j {
-			n.dropObject(id, o)
-		}
-	}
-	j.queue = nil
-	j.idle = nil
-	delete(n.jobs, j.id)
-	n.mu.Unlock()
-	for _, w := range ws {
-		w.kill()
-	}
-	for _, w := range ws {
-		<-w.exited
-	}
-	n.mu.Lock()
-	n.schedule()
-	n.mu.Unlock()
-	n.store.Trim() // give the pages of the job's freed objects back
+	return nil
 }

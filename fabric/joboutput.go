@@ -24,6 +24,8 @@ type jobOutput struct {
 	stdout, stderr io.Writer
 	max            int
 	abort          func()
+	// lossless: write never drops; producers wait for room (waitRoom).
+	lossless bool
 
 	mu       sync.Mutex
 	queue    []outputChunk
@@ -33,6 +35,7 @@ type jobOutput struct {
 	progress time.Time // when the writer last finished a write
 	wake     chan struct{}
 	done     chan struct{}
+	room     *sync.Cond // signalled when the writer took a chunk
 }
 
 type outputChunk struct {
@@ -49,8 +52,20 @@ func newJobOutput(stdout, stderr io.Writer, max int, abort func()) *jobOutput {
 	}
 	o := &jobOutput{stdout: stdout, stderr: stderr, max: max, abort: abort,
 		wake: make(chan struct{}, 1), done: make(chan struct{}), progress: time.Now()}
+	o.room = sync.NewCond(&o.mu)
 	go o.run()
 	return o
+}
+
+// waitRoom waits until n more bytes fit, or the output is closed. A
+// lossless job's workers call it before their output goes in, so that a
+// slow reader slows the job instead of losing its output.
+func (o *jobOutput) waitRoom(n int) {
+	o.mu.Lock()
+	for !o.closed && o.size > 0 && o.size+n > o.max {
+		o.room.Wait()
+	}
+	o.mu.Unlock()
 }
 
 // write queues output for the job's stdout (stderr false) or stderr. It
@@ -62,7 +77,7 @@ func (o *jobOutput) write(stderr bool, p []byte) {
 	o.mu.Lock()
 	switch {
 	case o.closed:
-	case o.size+len(p) > o.max:
+	case o.size+len(p) > o.max && !o.lossless:
 		o.dropped += int64(len(p))
 	default:
 		o.queue = append(o.queue, outputChunk{stderr: stderr, data: append([]byte(nil), p...)})
@@ -124,6 +139,7 @@ func (o *jobOutput) run() {
 			o.closed = true
 			o.queue, o.size, o.dropped = nil, 0, 0
 		}
+		o.room.Broadcast()
 		o.mu.Unlock()
 	}
 }
@@ -134,6 +150,7 @@ func (o *jobOutput) run() {
 func (o *jobOutput) close() {
 	o.mu.Lock()
 	o.closed = true
+	o.room.Broadcast()
 	o.mu.Unlock()
 	select {
 	case o.wake <- struct{}{}:

@@ -95,3 +95,32 @@ func TestJobOutputReaderGone(t *testing.T) {
 		t.Fatalf("%d writes to a writer that failed", f.n)
 	}
 }
+
+// TestJobOutputLossless: a lossless job's output is never dropped; its
+// producers wait for room instead.
+func TestJobOutputLossless(t *testing.T) {
+	g := &gateWriter{open: make(chan struct{})}
+	o := newJobOutput(g, g, 100, nil)
+	o.lossless = true
+	o.Stdout().Write([]byte("first\n"))
+	time.Sleep(20 * time.Millisecond) // the writer holds "first" and blocks
+	for range 20 {
+		o.Stdout().Write([]byte(strings.Repeat("y", 9) + "\n"))
+	}
+	waited := make(chan struct{})
+	go func() {
+		o.waitRoom(50) // the buffer is past its bound: this waits
+		close(waited)
+	}()
+	select {
+	case <-waited:
+		t.Fatal("waitRoom returned while the buffer was full")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(g.open)
+	<-waited
+	o.close()
+	if out := g.String(); strings.Count(out, "yyyyyyyyy\n") != 20 || strings.Contains(out, "dropped") {
+		t.Fatalf("output:\n%s", out)
+	}
+}

@@ -1,23 +1,35 @@
-// Package fabric is the agent: it composes the scheduler, the object store
-// and the worker pool of one node, and runs jobs. It never executes guest
-// code itself; guests run in worker processes (`fabric worker`) that talk to
-// the agent over a Unix socket and share the object arena with it.
+// Package fabric is the agent: the shell around the agent's core
+// (internal/core). It feeds the core events (worker messages, timers,
+// messages from other nodes, membership) and carries out the effects the
+// core returns: messages to workers and peers, worker processes to start
+// and stop, timers, job output, object store operations. It never executes
+// guest code itself; guests run in worker processes (`fabric worker`) that
+// talk to the agent over a Unix socket and share the object arena with it.
+//
+// One mutex guards the core. Every effect applied while it is held is
+// non-blocking: an append to a worker's or a peer's queue, a timer, a
+// signal. What blocks (starting a process, writing to the object store,
+// fetching a module or an object, writing a job's output) runs on
+// goroutines of its own and reports back with an event.
 package fabric
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/wasmfabric/fabric/internal/core"
+	"github.com/wasmfabric/fabric/internal/peerwire"
 	"github.com/wasmfabric/fabric/internal/wire"
+	"github.com/wasmfabric/fabric/internal/workerpool"
 	"github.com/wasmfabric/fabric/objects"
 	"github.com/wasmfabric/fabric/sandbox"
 	"github.com/wasmfabric/fabric/scheduler"
@@ -27,7 +39,6 @@ import (
 var (
 	ErrClosed     = errors.New("fabric: node closed")
 	ErrJobTimeout = errors.New("fabric: job timed out")
-	ErrJobFailed  = errors.New("fabric: job failed")
 )
 
 // Config configures a node.
@@ -65,6 +76,9 @@ type Config struct {
 	NodeID string
 	// Labels are the node's labels, for tasks' label selectors.
 	Labels map[string]string
+
+	// clustered lets tasks go to other nodes (set by StartAgent).
+	clustered bool
 }
 
 // Node is one agent with its workers.
@@ -74,45 +88,44 @@ type Node struct {
 	tmpDir  bool
 	shm     *objects.SharedMemory
 	store   *objects.Store
-	ln      net.Listener
-	sock    string
-	nodeID  scheduler.NodeID
+	pool    *workerpool.Pool
+	start   time.Time
+	log     *jobOutput // the agent's own messages, to cfg.Stderr
+	storeq  *workQueue // store operations that may write to disk
+	ctx     context.Context
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
 
-	mu      sync.Mutex
-	sched   *scheduler.Core
-	tasks   map[objects.ID]*task
-	objs    map[objects.ID]*object
-	actors  map[objects.ID]*actor
-	named   map[string]objects.ID
-	groups  map[objects.ID]*group
-	jobs    map[string]*job
-	workers map[int]*workerProc // by pid
-	// handling is set while a worker's message is handled under mu;
-	// sends then collect in dirty, written when handling ends.
-	handling bool
-	dirty    []*workerProc
-	// peers reach the other nodes of the cluster; set by an Agent (nil:
-	// tasks stay on this node).
-	peers Peers
-	// remoteRuns counts tasks running on other nodes, for Close;
-	// remoteCtx ends their calls when the node closes.
-	remoteRuns sync.WaitGroup
-	remoteCtx  context.Context
-	remoteStop context.CancelFunc
-	// remoteCalls cancel the calls running on each other node.
-	remoteCalls map[string]map[*task]context.CancelFunc
-	// ended remembers the IDs of jobs that ended here lately, so that a
-	// late request for one does not open a share nobody would end.
-	ended    map[string]struct{}
-	endedIDs []string
-	nworkers int
+	mu     sync.Mutex
+	core   *core.Core
+	timers map[core.TimerID]*time.Timer
+	jobs   map[core.JobID]*jobHandle
+	// lossless are the workers of lossless jobs, whose output waits for
+	// room in the job's output before it goes in.
+	lossless map[core.WorkerID]*jobOutput
+	cluster  cluster
 	closed   bool
-	closing  atomic.Bool // set when Close starts, for writers that do not take mu
-	wg       sync.WaitGroup
-	outMu    sync.Mutex
 }
 
-// Start starts a node: the object arena, the worker socket and the scheduler.
+// cluster is how a node reaches the other nodes of its cluster; an Agent
+// gives its node one.
+type cluster interface {
+	// Send queues a message for a node (the peer link).
+	Send(node string, m peerwire.Message)
+	// Pull copies an object's bytes from a node into memory alloc gives.
+	Pull(ctx context.Context, node string, id objects.ID, alloc func(size int64) ([]byte, error)) error
+	// PullModule copies a module from a node into this node's modules.
+	PullModule(ctx context.Context, node, digest string) error
+}
+
+// jobHandle is the shell's side of a job that runs its driver here.
+type jobHandle struct {
+	out    *jobOutput
+	result chan string
+	ended  chan struct{}
+}
+
+// Start starts a node: the object arena, the worker socket and the core.
 func Start(cfg Config) (*Node, error) {
 	if cfg.NumCPUs <= 0 {
 		cfg.NumCPUs = float64(runtime.NumCPU())
@@ -150,14 +163,9 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.NodeID == "" {
 		cfg.NodeID = "local"
 	}
-	n := &Node{cfg: cfg, dataDir: cfg.DataDir, nodeID: scheduler.NodeID(cfg.NodeID),
-		remoteStop: func() {},
-		remoteCtx:  context.Background(),
-		sched:      scheduler.New(), tasks: map[objects.ID]*task{}, objs: map[objects.ID]*object{},
-		actors: map[objects.ID]*actor{}, named: map[string]objects.ID{}, jobs: map[string]*job{},
-		groups:  map[objects.ID]*group{},
-		workers: map[int]*workerProc{},
-	}
+	n := &Node{cfg: cfg, dataDir: cfg.DataDir, start: time.Now(), timers: map[core.TimerID]*time.Timer{},
+		jobs: map[core.JobID]*jobHandle{}, lossless: map[core.WorkerID]*jobOutput{}}
+	n.ctx, n.stop = context.WithCancel(context.Background())
 	if n.dataDir == "" {
 		d, err := os.MkdirTemp("", "fabric-")
 		if err != nil {
@@ -182,13 +190,45 @@ func Start(cfg Config) (*Node, error) {
 			_ = shm.Release(off, size)
 		}
 	})
-	n.sock = filepath.Join(n.dataDir, "agent.sock")
-	ln, err := net.Listen("unix", n.sock)
+	n.log = newJobOutput(cfg.Stderr, cfg.Stderr, 0, nil)
+	n.storeq = newWorkQueue()
+	pool, err := workerpool.New(workerpool.Config{
+		Command: cfg.WorkerCommand, Socket: filepath.Join(n.dataDir, "agent.sock"),
+		Arena: shm.File(), ArenaSize: shm.Size(), CacheDir: cfg.CacheDir, NodeID: cfg.NodeID,
+		GuestMemoryLimit: cfg.GuestMemoryLimit, OutputCap: cfg.OutputCap, Profiling: os.Getenv("FABRIC_CPUPROFILE") != "",
+		Ready: func(id workerpool.ID, err string) {
+			if err != "" {
+				n.step(core.WorkerLoadFailed{Worker: core.WorkerID(id), Err: err})
+				return
+			}
+			n.step(core.WorkerReady{Worker: core.WorkerID(id)})
+		},
+		Message: func(id workerpool.ID, msg any) {
+			if out, ok := msg.(wire.Output); ok {
+				n.mu.Lock()
+				o := n.lossless[core.WorkerID(id)]
+				n.mu.Unlock()
+				if o != nil {
+					o.waitRoom(len(out.Data) + 64) // outside the lock: only this worker waits
+				}
+			}
+			n.stepQuiet(core.WorkerMessage{Worker: core.WorkerID(id), Msg: msg})
+		},
+		Exited: func(id workerpool.ID, cause string) {
+			n.step(core.WorkerExited{Worker: core.WorkerID(id), Cause: cause})
+			n.mu.Lock()
+			delete(n.lossless, core.WorkerID(id))
+			n.mu.Unlock()
+		},
+		Log: func(s string) { n.log.write(true, []byte(s+"\n")) },
+	})
 	if err != nil {
+		n.storeq.close()
+		n.log.close()
 		n.cleanup()
-		return nil, fmt.Errorf("fabric: listen on worker socket: %w", err)
+		return nil, err
 	}
-	n.ln = ln
+	n.pool = pool
 	total := scheduler.Resources{CPU: scheduler.Quantity(cfg.NumCPUs), GPU: scheduler.Quantity(cfg.GPUs), Memory: cfg.Memory}
 	for k, v := range cfg.Resources {
 		if total.Custom == nil {
@@ -196,10 +236,13 @@ func Start(cfg Config) (*Node, error) {
 		}
 		total.Custom[k] = scheduler.Quantity(v)
 	}
-	n.sched.AddNode(n.nodeID, total, cfg.Labels)
-	n.remoteCtx, n.remoteStop = context.WithCancel(context.Background())
-	n.wg.Add(1)
-	go n.acceptLoop()
+	var seed [8]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return nil, err
+	}
+	n.core = core.New(core.Config{Node: scheduler.NodeID(cfg.NodeID), Resources: total, Labels: cfg.Labels,
+		MaxWorkers: cfg.MaxWorkers, InlineMax: sandbox.InlineMax, HeapBudget: max(64<<20, cfg.ObjectStoreMemory/4),
+		Seed: binary.LittleEndian.Uint64(seed[:]), Clustered: cfg.clustered}, n.store)
 	return n, nil
 }
 
@@ -215,7 +258,8 @@ func (n *Node) cleanup() {
 	}
 }
 
-// Close stops every worker and releases the node's resources.
+// Close ends every job, stops every worker and releases the node's
+// resources.
 func (n *Node) Close() error {
 	n.mu.Lock()
 	if n.closed {
@@ -223,36 +267,168 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.closed = true
-	n.closing.Store(true)
-	ws := make([]*workerProc, 0, len(n.workers))
-	for _, w := range n.workers {
-		ws = append(ws, w)
+	handles := make([]*jobHandle, 0, len(n.jobs))
+	for id, h := range n.jobs {
+		handles = append(handles, h)
+		n.core.Step(n.now(), core.CancelJob{Job: id, Reason: "the node is closing"})
+	}
+	n.apply(n.core.Effects())
+	n.mu.Unlock()
+	n.pool.Flush()
+	for _, h := range handles {
+		select {
+		case <-h.ended:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	n.stop()
+	n.pool.Close()
+	n.mu.Lock()
+	for id, t := range n.timers {
+		t.Stop()
+		delete(n.timers, id)
 	}
 	n.mu.Unlock()
-	n.remoteStop()
-	n.remoteRuns.Wait()
-	for _, w := range ws {
-		w.kill()
-	}
-	_ = n.ln.Close()
 	n.wg.Wait()
+	n.storeq.close()
+	n.log.close()
 	n.cleanup()
 	return nil
 }
 
-func (n *Node) acceptLoop() {
-	defer n.wg.Done()
-	for {
-		c, err := n.ln.Accept()
-		if err != nil {
-			return
-		}
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			n.serveWorker(wire.NewConn(c))
-		}()
+// now is the shell's clock for the core.
+func (n *Node) now() core.Time { return time.Since(n.start) }
+
+// step applies one event and carries out its effects, then writes what
+// they queued for workers.
+func (n *Node) step(ev core.Event) {
+	n.mu.Lock()
+	n.core.Step(n.now(), ev)
+	n.apply(n.core.Effects())
+	n.mu.Unlock()
+	n.pool.Flush()
+}
+
+// stepQuiet is step for a worker's own reading goroutine, which flushes
+// once the frames at hand are handled.
+func (n *Node) stepQuiet(ev core.Event) {
+	n.mu.Lock()
+	n.core.Step(n.now(), ev)
+	n.apply(n.core.Effects())
+	n.mu.Unlock()
+}
+
+// stepAll applies several events under one lock (a batch from a peer).
+func (n *Node) stepAll(evs []core.Event) {
+	n.mu.Lock()
+	now := n.now()
+	for _, ev := range evs {
+		n.core.Step(now, ev)
 	}
+	n.apply(n.core.Effects())
+	n.mu.Unlock()
+	n.pool.Flush()
+}
+
+// apply carries out effects. Caller holds n.mu: nothing here blocks.
+func (n *Node) apply(effs []core.Effect) {
+	for _, e := range effs {
+		switch e := e.(type) {
+		case core.SendWorker:
+			n.pool.Send(workerpool.ID(e.Worker), e.Type, e.Msg)
+		case core.StartWorker:
+			if h := n.jobs[e.Job]; h != nil && h.out.lossless {
+				n.lossless[e.Worker] = h.out
+			}
+			if !n.closed {
+				n.startWorker(e)
+			}
+		case core.KillWorker:
+			n.pool.Kill(workerpool.ID(e.Worker))
+		case core.SetTimer:
+			id := e.Timer
+			n.timers[id] = time.AfterFunc(e.At-n.now(), func() {
+				n.mu.Lock()
+				_, live := n.timers[id]
+				delete(n.timers, id)
+				n.mu.Unlock()
+				if live {
+					n.step(core.TimerFired{Timer: id})
+				}
+			})
+		case core.StopTimer:
+			if t := n.timers[e.Timer]; t != nil {
+				t.Stop()
+				delete(n.timers, e.Timer)
+			}
+		case core.JobOutput:
+			if h := n.jobs[e.Job]; h != nil {
+				h.out.write(e.Stderr, e.Data)
+			}
+		case core.JobResult:
+			if h := n.jobs[e.Job]; h != nil {
+				select {
+				case h.result <- e.Err:
+				default:
+				}
+			}
+		case core.JobEnded:
+			if h := n.jobs[e.Job]; h != nil {
+				delete(n.jobs, e.Job)
+				close(h.ended)
+			}
+		case core.Log:
+			n.log.write(true, []byte(e.Text+"\n"))
+		case core.Reserve:
+			n.storeq.push(func() {
+				off, err := n.store.Create(e.ID, e.Size)
+				ev := core.Reserved{Worker: e.Worker, Seq: e.Seq, ID: e.ID, Off: off}
+				if err != nil {
+					ev.Err = err.Error()
+				}
+				n.step(ev)
+			})
+		case core.StoreValue:
+			n.storeq.push(func() {
+				ev := core.ValueStored{ID: e.ID}
+				if err := n.store.Put(e.ID, e.Data); err != nil {
+					ev.Err = err.Error()
+				}
+				n.step(ev)
+			})
+		case core.TrimStore:
+			n.storeq.push(n.store.Trim)
+		case core.PeerSend:
+			if n.cluster != nil {
+				n.cluster.Send(string(e.Node), e.Msg)
+			}
+		case core.FetchModule:
+			n.fetchModule(e)
+		case core.PullObject:
+			n.pullObject(e)
+		}
+	}
+}
+
+// startWorker starts a worker process on a goroutine of its own (a fork
+// takes milliseconds): WorkerStarted, or WorkerStartFailed, follows.
+func (n *Node) startWorker(e core.StartWorker) {
+	path := n.modulePath(e.Digest)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		err := n.pool.Start(workerpool.ID(e.Worker), path, func(pid int) {
+			n.step(core.WorkerStarted{Worker: e.Worker, Pid: pid})
+		})
+		if err != nil {
+			n.step(core.WorkerStartFailed{Worker: e.Worker, Err: err.Error()})
+		}
+	}()
+}
+
+// modulePath is where the module with the digest is kept.
+func (n *Node) modulePath(digest string) string {
+	return filepath.Join(n.dataDir, "modules", digest+".wasm")
 }
 
 func systemMemory() int64 {
@@ -271,6 +447,9 @@ type Stats struct {
 	Workers  int
 	Objects  int
 	Tasks    int
+	Jobs     int
+	Stored   int // objects whose bytes are in the store
+	Heap     int64
 	Store    objects.StoreStats
 	CPUAvail float64
 	CPUTotal float64
@@ -279,18 +458,17 @@ type Stats struct {
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	avail, _ := n.sched.Available(n.nodeID)
-	total, _ := n.sched.Total(n.nodeID)
-	return Stats{Workers: len(n.workers), Objects: len(n.objs), Tasks: len(n.tasks), Store: n.store.Stats(),
-		CPUAvail: float64(avail.CPU) / scheduler.Unit, CPUTotal: float64(total.CPU) / scheduler.Unit}
+	st := n.core.Stats()
+	n.mu.Unlock()
+	return Stats{Workers: st.Workers, Objects: st.Objects, Tasks: st.Tasks, Jobs: st.Jobs, Stored: st.Stored, Heap: st.Heap,
+		Store: n.store.Stats(), CPUAvail: float64(st.Available.CPU) / scheduler.Unit, CPUTotal: float64(st.Total.CPU) / scheduler.Unit}
 }
 
 // NodeCount is how many nodes the node's scheduler knows, itself included.
 func (n *Node) NodeCount() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return len(n.sched.Nodes())
+	return n.core.Stats().Nodes
 }
 
 // Usage is what a node offers and what of it is in use, in the units of
@@ -306,11 +484,10 @@ type Usage struct {
 // Usage returns the node's resources and their use.
 func (n *Node) Usage() Usage {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	total, _ := n.sched.Total(n.nodeID)
-	avail, _ := n.sched.Available(n.nodeID)
-	return Usage{Total: amounts(total), Used: amounts(total.Sub(avail)), Pending: n.sched.Queued(),
-		PendingDemand: amounts(n.sched.QueuedDemand())}
+	st := n.core.Stats()
+	n.mu.Unlock()
+	return Usage{Total: amounts(st.Total), Used: amounts(st.Total.Sub(st.Available)), Pending: st.Queued,
+		PendingDemand: amounts(st.QueuedDemand)}
 }
 
 // amounts converts scheduler quantities to plain numbers by resource name.
@@ -330,4 +507,75 @@ func amounts(r scheduler.Resources) map[string]float64 {
 	return out
 }
 
-func afterFunc(d time.Duration, f func()) *time.Timer { return time.AfterFunc(d, f) }
+// resources converts plain numbers by resource name to scheduler quantities.
+func resources(m map[string]float64) scheduler.Resources {
+	r := scheduler.Resources{CPU: scheduler.Quantity(m["CPU"]), GPU: scheduler.Quantity(m["GPU"]), Memory: int64(m["memory"])}
+	for k, v := range m {
+		if k != "CPU" && k != "GPU" && k != "memory" {
+			if r.Custom == nil {
+				r.Custom = map[string]int64{}
+			}
+			r.Custom[k] = scheduler.Quantity(v)
+		}
+	}
+	return r
+}
+
+// workQueue runs functions in order on one goroutine of its own; push
+// never blocks.
+type workQueue struct {
+	mu    sync.Mutex
+	queue []func()
+	wake  chan struct{}
+	done  chan struct{}
+	stop  bool
+}
+
+func newWorkQueue() *workQueue {
+	q := &workQueue{wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go q.run()
+	return q
+}
+
+func (q *workQueue) push(f func()) {
+	q.mu.Lock()
+	q.queue = append(q.queue, f)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *workQueue) run() {
+	defer close(q.done)
+	for {
+		q.mu.Lock()
+		for len(q.queue) == 0 && !q.stop {
+			q.mu.Unlock()
+			<-q.wake
+			q.mu.Lock()
+		}
+		if len(q.queue) == 0 {
+			q.mu.Unlock()
+			return
+		}
+		f := q.queue[0]
+		q.queue[0] = nil
+		q.queue = q.queue[1:]
+		q.mu.Unlock()
+		f()
+	}
+}
+
+// close runs what is queued and stops.
+func (q *workQueue) close() {
+	q.mu.Lock()
+	q.stop = true
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	<-q.done
+}

@@ -153,8 +153,8 @@ func TestSpillThroughAgent(t *testing.T) {
 		check   func(Stats) bool
 	}{
 		// Ten 4 MB objects held at once in a 12 MiB arena: older ones
-		// spill, and reading them restores them.
-		{"internal/testguests/features", []string{"spill"}, 12 << 20, "ok: spill", func(s Stats) bool { return s.Store.SpillCount > 0 && s.Store.RestoreCount > 0 }},
+		// spill, and workers read them from their spill files.
+		{"internal/testguests/features", []string{"spill"}, 12 << 20, "ok: spill", func(s Stats) bool { return s.Store.SpillCount > 0 }},
 		// The 80 MB array is larger than the arena: it lives in one file,
 		// stored once however many tasks read it.
 		// Twenty 4 MB objects, each released before the next is made: the

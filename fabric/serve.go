@@ -2,6 +2,7 @@ package fabric
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/wasmfabric/fabric/internal/core"
 	"github.com/wasmfabric/fabric/objects"
+	"github.com/wasmfabric/fabric/sandbox"
 	"github.com/wasmfabric/fabric/transport"
 )
 
@@ -20,7 +23,10 @@ var ErrNoObject = errors.New("fabric: no such object on this node")
 // cluster's own use (tests, benchmarks, broadcast). It lives until
 // DeleteObject.
 func (n *Node) PutObject(data []byte) (objects.ID, error) {
-	id := newID()
+	var id objects.ID
+	if _, err := rand.Read(id[:16]); err != nil {
+		return id, err
+	}
 	dst, commit, err := n.receive(id, int64(len(data)))
 	if err != nil {
 		return id, err
@@ -29,31 +35,26 @@ func (n *Node) PutObject(data []byte) (objects.ID, error) {
 	return id, commit(true)
 }
 
-// DeleteObject drops a hold on an object made by PutObject or pulled from
-// another node; the object goes with the last one.
+// DeleteObject drops the hold on an object made by PutObject or pulled
+// from another node; the object goes with it.
 func (n *Node) DeleteObject(id objects.ID) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if o := n.objs[id]; o != nil && o.job == nil {
-		n.decRef(id)
-	}
+	n.step(core.DeleteObject{ID: id})
 }
 
 // objectBytes returns a ready object's value for a peer, pinned until
 // release. Error values are not served.
 func (n *Node) objectBytes(id objects.ID) ([]byte, func(), error) {
 	n.mu.Lock()
-	o := n.objs[id]
-	if o == nil || !o.ready || o.isError {
+	inline, stored, ok := n.core.ObjectBytes(id)
+	if !ok {
 		n.mu.Unlock()
 		return nil, nil, ErrNoObject
 	}
-	if !o.stored {
-		b := o.inline
+	if !stored {
 		n.mu.Unlock()
-		return b, func() {}, nil
+		return inline, func() {}, nil
 	}
-	loc, err := n.store.Pin(id)
+	loc, err := n.store.PinInPlace(id)
 	n.mu.Unlock()
 	if err != nil {
 		return nil, nil, err
@@ -95,8 +96,73 @@ var ErrBadDigest = errors.New("fabric: a module digest is 64 hex digits (sha256)
 
 // HasModule reports whether the node has the module with the digest.
 func (n *Node) HasModule(digest string) bool {
-	_, err := os.Stat(filepath.Join(n.dataDir, "modules", digest+".wasm"))
+	_, err := os.Stat(n.modulePath(digest))
 	return err == nil
+}
+
+// fetchModule makes a module another node sent work of ready here:
+// fetched from that node when missing, checked against its digest, and
+// validated. ModuleReady follows.
+func (n *Node) fetchModule(e core.FetchModule) {
+	cl := n.cluster
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		ev := core.ModuleReady{Digest: e.Digest}
+		err := error(nil)
+		if !n.HasModule(e.Digest) {
+			if cl == nil {
+				err = fmt.Errorf("module %.12s is not on node %s", e.Digest, n.cfg.NodeID)
+			} else {
+				err = cl.PullModule(n.ctx, string(e.From), e.Digest)
+			}
+		}
+		if err == nil {
+			var wasm []byte
+			if wasm, err = os.ReadFile(n.modulePath(e.Digest)); err == nil {
+				_, err = sandbox.Validate(wasm, sandbox.Limits{MaxMemoryPages: uint32(n.cfg.GuestMemoryLimit / sandbox.WasmPageSize)})
+			}
+		}
+		if err != nil {
+			ev.Err = err.Error()
+		}
+		n.step(ev)
+	}()
+}
+
+// pullObject copies a stored object's bytes from the node that holds it
+// into this node's store. ObjectPulled follows.
+func (n *Node) pullObject(e core.PullObject) {
+	cl := n.cluster
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		ev := core.ObjectPulled{Job: e.Job, ID: e.ID, Size: e.Size}
+		var keep func(bool) (bool, error)
+		var buf []byte
+		err := errors.New("this node is not in a cluster")
+		if cl != nil {
+			err = cl.Pull(n.ctx, string(e.From), e.As, func(size int64) ([]byte, error) {
+				dst, k, err := n.reserve(e.ID, size)
+				keep, buf = k, dst
+				ev.Size = size
+				return dst, err
+			})
+		}
+		if keep != nil {
+			stored, kerr := keep(err == nil)
+			if err == nil {
+				err = kerr
+			}
+			if err == nil && !stored {
+				err = n.store.Put(e.ID, buf) // small: the core wants it in the store
+			}
+		}
+		if err != nil {
+			ev.Err = err.Error()
+		}
+		n.step(ev)
+	}()
 }
 
 // PullModule copies a module, by its SHA-256 digest (hex), from another
@@ -110,44 +176,42 @@ func (a *Agent) PullModule(ctx context.Context, nodeID, digest string) error {
 	if a.node.HasModule(digest) {
 		return nil
 	}
-	for _, m := range a.members.Members() {
-		if m.ID != nodeID {
-			continue
-		}
-		var buf []byte
-		_, err := a.quic.Pull(ctx, m.QUIC, [transport.IDSize]byte(raw[:transport.IDSize]), func(size int64) ([]byte, error) {
-			if size > MaxModuleSize {
-				return nil, fmt.Errorf("fabric: module of %d bytes is larger than %d MiB", size, MaxModuleSize>>20)
-			}
-			buf = make([]byte, size)
-			return buf, nil
-		}, transport.PullOptions{})
-		if err != nil {
-			return err
-		}
-		if sum := sha256.Sum256(buf); hex.EncodeToString(sum[:]) != digest {
-			return fmt.Errorf("fabric: node %s sent a module whose digest is not %s", nodeID, digest[:12])
-		}
-		// Several tasks may fetch the same module at once: each writes its
-		// own temporary file, and the renames agree.
-		dir := filepath.Join(a.node.dataDir, "modules")
-		f, err := os.CreateTemp(dir, digest+".*.tmp")
-		if err != nil {
-			return err
-		}
-		_, werr := f.Write(buf)
-		if cerr := f.Close(); werr == nil {
-			werr = cerr
-		}
-		if werr == nil {
-			werr = os.Rename(f.Name(), filepath.Join(dir, digest+".wasm"))
-		}
-		if werr != nil {
-			_ = os.Remove(f.Name())
-		}
-		return werr
+	addr, err := a.addrOf(nodeID)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
+	var buf []byte
+	_, err = a.quic.Pull(ctx, addr, [transport.IDSize]byte(raw[:transport.IDSize]), func(size int64) ([]byte, error) {
+		if size > MaxModuleSize {
+			return nil, fmt.Errorf("fabric: module of %d bytes is larger than %d MiB", size, MaxModuleSize>>20)
+		}
+		buf = make([]byte, size)
+		return buf, nil
+	}, transport.PullOptions{})
+	if err != nil {
+		return err
+	}
+	if sum := sha256.Sum256(buf); hex.EncodeToString(sum[:]) != digest {
+		return fmt.Errorf("fabric: node %s sent a module whose digest is not %s", nodeID, digest[:12])
+	}
+	// Several tasks may fetch the same module at once: each writes its
+	// own temporary file, and the renames agree.
+	dir := filepath.Join(a.node.dataDir, "modules")
+	f, err := os.CreateTemp(dir, digest+".*.tmp")
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(buf)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(f.Name(), filepath.Join(dir, digest+".wasm"))
+	}
+	if werr != nil {
+		_ = os.Remove(f.Name())
+	}
+	return werr
 }
 
 // ReadObject returns a copy of a ready object's value.
@@ -160,16 +224,17 @@ func (n *Node) ReadObject(id objects.ID) ([]byte, error) {
 	return append([]byte(nil), b...), nil
 }
 
-// receive reserves room for an object arriving from another node under id,
-// in the arena when it fits. commit(true) makes it a ready object of no
-// job (DeleteObject drops it); commit(false) gives the room back.
+// receive reserves room for an object arriving under id, in the arena when
+// it fits. commit(true) makes it a ready object of no job (DeleteObject
+// drops it); commit(false) gives the room back.
 func (n *Node) receive(id objects.ID, size int64) (dst []byte, commit func(ok bool) error, err error) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
+	closed, taken := n.closed, n.core.HasObject(id)
+	n.mu.Unlock()
+	if closed {
 		return nil, nil, ErrClosed
 	}
-	if _, ok := n.objs[id]; ok {
+	if taken {
 		return nil, nil, fmt.Errorf("fabric: object %s is already on this node", id.Short())
 	}
 	dst, keep, err := n.reserve(id, size)
@@ -177,25 +242,24 @@ func (n *Node) receive(id objects.ID, size int64) (dst []byte, commit func(ok bo
 		return nil, nil, err
 	}
 	return dst, func(ok bool) error {
-		n.mu.Lock()
-		defer n.mu.Unlock()
 		stored, err := keep(ok)
 		if err != nil || !ok {
 			return err
 		}
-		if _, taken := n.objs[id]; taken {
+		n.mu.Lock()
+		taken := n.core.HasObject(id)
+		n.mu.Unlock()
+		if taken {
 			if stored {
 				n.store.Delete(id)
 			}
 			return fmt.Errorf("fabric: object %s is already on this node", id.Short())
 		}
-		inline := []byte(nil)
+		ev := core.AddObject{ID: id, Stored: stored, Size: size}
 		if !stored {
-			inline = dst
+			ev.Inline = dst
 		}
-		n.objs[id] = &object{refs: 1}
-		n.setReady(id, inline, false, stored, nil)
-		n.objs[id].size = size
+		n.step(ev)
 		return nil
 	}, nil
 }
@@ -203,9 +267,9 @@ func (n *Node) receive(id objects.ID, size int64) (dst []byte, commit func(ok bo
 // reserve makes room for size bytes arriving under id: in the arena when
 // they fit, else in memory. keep(true) puts them in the store (stored) or
 // leaves them as an inline value in dst (small ones); keep(false) gives the
-// room back. keep does not take n.mu.
+// room back. It may spill: call it without n.mu.
 func (n *Node) reserve(id objects.ID, size int64) (dst []byte, keep func(ok bool) (stored bool, err error), err error) {
-	if size > 100<<10 {
+	if size > sandbox.InlineMax {
 		if off, cerr := n.store.Create(id, size); cerr == nil {
 			return n.shm.Bytes()[off : off+size], func(ok bool) (bool, error) {
 				if !ok {
@@ -218,7 +282,7 @@ func (n *Node) reserve(id objects.ID, size int64) (dst []byte, keep func(ok bool
 	}
 	buf := make([]byte, size) // small, or larger than the arena: the store spills it
 	return buf, func(ok bool) (bool, error) {
-		if !ok || size <= 100<<10 {
+		if !ok || size <= sandbox.InlineMax {
 			return false, nil
 		}
 		return true, n.store.Put(id, buf)
@@ -228,22 +292,20 @@ func (n *Node) reserve(id objects.ID, size int64) (dst []byte, keep func(ok bool
 // PullObject copies an object from another node of the cluster into this
 // node's store, under the same ID. The copy lives until DeleteObject.
 func (a *Agent) PullObject(ctx context.Context, nodeID string, id objects.ID, o transport.PullOptions) (transport.PullStats, error) {
-	for _, m := range a.members.Members() {
-		if m.ID != nodeID {
-			continue
-		}
-		var commit func(bool) error
-		st, err := a.quic.Pull(ctx, m.QUIC, [transport.IDSize]byte(id), func(size int64) ([]byte, error) {
-			dst, c, err := a.node.receive(id, size)
-			commit = c
-			return dst, err
-		}, o)
-		if commit != nil {
-			if cerr := commit(err == nil); err == nil {
-				err = cerr
-			}
-		}
-		return st, err
+	addr, err := a.addrOf(nodeID)
+	if err != nil {
+		return transport.PullStats{}, err
 	}
-	return transport.PullStats{}, fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
+	var commit func(bool) error
+	st, err := a.quic.Pull(ctx, addr, [transport.IDSize]byte(id), func(size int64) ([]byte, error) {
+		dst, c, err := a.node.receive(id, size)
+		commit = c
+		return dst, err
+	}, o)
+	if commit != nil {
+		if cerr := commit(err == nil); err == nil {
+			err = cerr
+		}
+	}
+	return st, err
 }

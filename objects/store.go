@@ -347,6 +347,34 @@ func (s *Store) Pin(id ID) (Location, error) {
 	return Location{Offset: -1, Size: e.size, Path: s.spillPath(id)}, nil
 }
 
+// PinInPlace is Pin without the restore: a spilled object stays in its
+// spill file, whose Path the Location names. It does no I/O, so a caller
+// may hold its own locks around it.
+func (s *Store) PinInPlace(id ID) (Location, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Location{}, fmt.Errorf("%w: pin %s", ErrStoreClosed, id)
+	}
+	e, ok := s.objects[id]
+	if !ok || e.deleted {
+		return Location{}, fmt.Errorf("%w: pin %s", ErrObjectNotFound, id)
+	}
+	if !e.sealed {
+		return Location{}, fmt.Errorf("%w: pin %s", ErrNotSealed, id)
+	}
+	if e.lru != nil {
+		s.lru.Remove(e.lru)
+		e.lru = nil
+		s.lruBytes -= s.allocSize(e)
+	}
+	e.pins++
+	if e.off >= 0 {
+		return Location{Offset: e.off, Size: e.size}, nil
+	}
+	return Location{Offset: -1, Size: e.size, Path: s.spillPath(id)}, nil
+}
+
 // Unpin drops one pin taken by Pin. At the last one, the object becomes the
 // most recently used, or is removed if it was deleted meanwhile. Unpinning
 // an object that is not pinned does nothing.

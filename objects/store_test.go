@@ -243,6 +243,47 @@ func TestStoreSpillAndRestore(t *testing.T) {
 	}
 }
 
+// TestStorePinInPlace: a spilled object pinned in place stays in its file
+// (no restore, no spill of others), and one in the arena stays there.
+func TestStorePinInPlace(t *testing.T) {
+	s, dir := newTestStore(t, 2*kib)
+	for n := range 3 {
+		mustPut(t, s, n, kib) // object 0 spills
+	}
+	loc, err := s.PinInPlace(testID(0))
+	if err != nil || loc.Path == "" || loc.Offset != -1 || loc.Size != kib {
+		t.Fatalf("spilled object: %+v %v", loc, err)
+	}
+	if b, err := os.ReadFile(loc.Path); err != nil || !bytes.Equal(b, payload(testID(0), kib)) {
+		t.Fatalf("its file: %v", err)
+	}
+	if !spillFileExists(dir, 0) || spillFileExists(dir, 1) {
+		t.Fatal("PinInPlace moved objects")
+	}
+	loc, err = s.PinInPlace(testID(2))
+	if err != nil || loc.Path != "" || loc.Offset < 0 {
+		t.Fatalf("object in the arena: %+v %v", loc, err)
+	}
+	s.Delete(testID(0))
+	if !spillFileExists(dir, 0) {
+		t.Fatal("a pinned spill file was removed")
+	}
+	s.Unpin(testID(0))
+	s.Unpin(testID(2))
+	if spillFileExists(dir, 0) {
+		t.Fatal("the spill file outlived its last pin after Delete")
+	}
+	if _, err := s.PinInPlace(testID(9)); !errors.Is(err, ErrObjectNotFound) {
+		t.Fatalf("unknown ID: %v", err)
+	}
+	if _, err := s.Create(testID(5), kib); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PinInPlace(testID(5)); !errors.Is(err, ErrNotSealed) {
+		t.Fatalf("unsealed: %v", err)
+	}
+}
+
 func TestStoreLRUOrder(t *testing.T) {
 	tests := []struct {
 		name      string

@@ -165,7 +165,9 @@ prefixed with the task's name and worker pid.`,
 			if len(args) > 1 {
 				jobArgs = args[1:]
 			}
-			if err := node.RunJob(ctx, wasm, jobArgs); err != nil {
+			// The job has the node to itself: its output waits for a slow
+			// terminal instead of being dropped.
+			if err := node.RunJobWith(ctx, wasm, jobArgs, fabric.JobOptions{Lossless: true}); err != nil {
 				if verbose {
 					fmt.Fprintln(os.Stderr, "fabric: job failed:", err)
 					return exitError{1}

@@ -57,6 +57,7 @@ type Stats struct {
 	Batches   uint64 // batches acknowledged
 	Retries   uint64 // sends of a batch that failed and were tried again
 	Dropped   uint64 // messages discarded because their peer was gone
+	Refused   uint64 // messages discarded because their peer refused their batch
 	OutputCut uint64 // output bytes dropped because a peer's queue was full
 	Received  uint64 // messages applied from peers
 	Repeats   uint64 // batches received again and not applied twice
@@ -100,8 +101,15 @@ type receiver struct {
 	started bool
 }
 
-// ErrClosed is returned by Receive after Close.
-var ErrClosed = errors.New("peerlink: closed")
+// Errors of the package.
+var (
+	// ErrClosed is returned by Receive after Close.
+	ErrClosed = errors.New("peerlink: closed")
+	// ErrRefused, wrapped in an error Send returns, means the peer read
+	// the batch and refused it: sending it again cannot help, so it is
+	// discarded, counted and reported.
+	ErrRefused = errors.New("peerlink: the peer refused the batch")
+)
 
 // New returns a link.
 func New(cfg Config) *Link {
@@ -230,6 +238,17 @@ func (l *Link) run(p *peer) {
 			p.seq++
 			l.mu.Unlock()
 			backoff = 10 * time.Millisecond
+			continue
+		case errors.Is(err, ErrRefused):
+			clear(p.queue[:take])
+			p.queue = p.queue[take:]
+			p.bytes -= size
+			p.seq++
+			l.stats.Refused += uint64(take)
+			l.mu.Unlock()
+			if l.cfg.Log != nil {
+				l.cfg.Log(fmt.Sprintf("peerlink: node %s refused %d messages: %v", p.node, take, err))
+			}
 			continue
 		case err == nil:
 			clear(p.queue[:take])

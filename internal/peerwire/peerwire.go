@@ -118,8 +118,8 @@ type RunTask struct {
 	Incarnation uint64     // actors: the owner's count of its placements
 }
 
-// TaskDone answers a RunTask: its value, its error value, or why the
-// receiver refused to run it.
+// TaskDone answers a RunTask: the values of its results, its error
+// value, or why the receiver refused to run it.
 type TaskDone struct {
 	_       struct{} `cbor:",toarray"`
 	Job     string
@@ -128,18 +128,24 @@ type TaskDone struct {
 	// Refused says why the receiver did not run the task (it may run
 	// elsewhere).
 	Refused string
-	IsError bool
-	// Value is the value of each return (a CBOR array of them when there
-	// are several), or the error value (abi.ErrorValue).
-	Value []byte
-	// Refs are the references inside the value, each exported to the asker.
+	// Error is the task's error value (an abi.ErrorValue in CBOR), when
+	// it failed.
+	Error []byte
+	// Results are the task's return values, in order.
+	Results []Result
+	// Refs are the references inside the values, each exported to the
+	// asker.
 	Refs []objects.ID
-	// Held says that the single result stays on the answering node under
-	// HeldID, exported to the asker, which fetches it when needed; Size is
-	// its size.
-	Held   bool
-	HeldID objects.ID
-	Size   int64
+}
+
+// Result is one return value of a task: inline, or Held on the answering
+// node under ID (exported to the asker, which fetches it when needed).
+type Result struct {
+	_     struct{} `cbor:",toarray"`
+	Value []byte
+	Held  bool
+	ID    objects.ID
+	Size  int64
 }
 
 // CancelTask stops a task the sender asked the receiver to run.
@@ -156,6 +162,10 @@ type GetObject struct {
 	_   struct{} `cbor:",toarray"`
 	Job string
 	ID  objects.ID
+	// For is the asker's ID of the object (the answer repeats it): the
+	// same as ID, except for a task's result that its node keeps under
+	// another ID (TaskDone.HeldID).
+	For objects.ID
 }
 
 // ObjectValue answers a GetObject: the value inline, or Stored (the asker
@@ -166,6 +176,7 @@ type ObjectValue struct {
 	_       struct{} `cbor:",toarray"`
 	Job     string
 	ID      objects.ID
+	For     objects.ID
 	Missing string
 	IsError bool
 	Inline  []byte

@@ -1,9 +1,9 @@
-package fabric
+package core
 
 import (
 	"fmt"
 	"math"
-	"time"
+	"slices"
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/wire"
@@ -58,27 +58,27 @@ func bundleResources(b map[string]float64) (scheduler.Resources, error) {
 	return r, nil
 }
 
-// handleGroupCreate creates a group under the ID the worker made. An ID in
+// groupCreate creates a group under the ID the worker made. An ID in
 // use breaks the protocol; a spec the agent refuses makes a failed group,
 // which pg_wait reports.
-func (n *Node) handleGroupCreate(w *workerProc, m wire.GroupCreate) error {
-	if _, err := n.current(w, m.Task); err != nil {
+func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
+	if _, err := c.current(w, m.Task); err != nil {
 		return err
 	}
 	id := m.ID
-	if id.IsNil() || n.groups[id] != nil || n.objs[id] != nil || n.tasks[id] != nil || n.actors[id] != nil {
+	if id.IsNil() || c.groups[id] != nil || c.objs[id] != nil || c.tasks[id] != nil || c.actors[id] != nil {
 		return fmt.Errorf("pg_create reuses ID %s", id.Short())
 	}
 	g := &group{id: id, job: w.job}
-	n.groups[id] = g
+	c.groups[id] = g
 	sg, err := groupSpec(m.Spec)
 	if err != nil {
 		g.failed = "was refused: " + err.Error()
 		return nil
 	}
 	sg.ID = g.schedID()
-	n.sched.CreateGroup(sg)
-	n.schedule()
+	c.sched.CreateGroup(sg)
+	c.schedule()
 	return nil
 }
 
@@ -110,83 +110,79 @@ func groupSpec(raw []byte) (scheduler.Group, error) {
 }
 
 // jobGroup returns a group of w's job by ID.
-func (n *Node) jobGroup(w *workerProc, id objects.ID) (*group, error) {
-	g := n.groups[id]
+func (c *Core) jobGroup(w *worker, id objects.ID) (*group, error) {
+	g := c.groups[id]
 	if g == nil || g.job != w.job {
 		return nil, fmt.Errorf("no placement group %s in this job (it was removed or never existed)", id.Short())
 	}
 	return g, nil
 }
 
-func (n *Node) handleGroupWait(w *workerProc, m wire.GroupWait) {
-	t, err := n.current(w, m.Task)
+func (c *Core) groupWait(w *worker, m wire.GroupWait) {
+	t, err := c.current(w, m.Task)
 	if err != nil {
-		n.reply(w, m.Seq, err, wire.Reply{})
+		c.reply(w, m.Seq, err, wire.Reply{})
 		return
 	}
-	g, err := n.jobGroup(w, m.Group)
+	g, err := c.jobGroup(w, m.Group)
 	if err != nil {
-		n.reply(w, m.Seq, fmt.Errorf("pg_wait: %v", err), wire.Reply{})
+		c.reply(w, m.Seq, fmt.Errorf("pg_wait: %v", err), wire.Reply{})
 		return
 	}
 	answer := func() {
 		if g.failed != "" {
-			n.reply(w, m.Seq, fmt.Errorf("placement group %s %s", g.id.Short(), g.failed), wire.Reply{})
+			c.reply(w, m.Seq, fmt.Errorf("placement group %s %s", g.id.Short(), g.failed), wire.Reply{})
 			return
 		}
-		n.reply(w, m.Seq, nil, wire.Reply{})
+		c.reply(w, m.Seq, nil, wire.Reply{})
 	}
 	if g.placed || g.failed != "" {
 		answer()
 		return
 	}
 	done := false
-	var timer *time.Timer
+	var timer TimerID
 	g.waiters = append(g.waiters, func() {
-		if done || w.dead || w.task != t {
+		if done || w.state == workerDead || w.task != t {
 			return
 		}
 		done = true
-		if timer != nil {
-			timer.Stop()
-		}
+		c.stopTimer(timer)
 		answer()
 	})
 	if m.TimeoutMs >= 0 {
-		timer = afterFunc(time.Duration(m.TimeoutMs)*time.Millisecond, func() {
-			n.mu.Lock()
-			defer n.mu.Unlock()
-			if done || w.dead || w.task != t {
+		timer = c.setTimer(Time(m.TimeoutMs)*1e6, func() {
+			if done || w.state == workerDead || w.task != t {
 				return
 			}
 			done = true
-			n.reply(w, m.Seq, nil, wire.Reply{Code: abi.TimedOut})
+			c.reply(w, m.Seq, nil, wire.Reply{Code: abi.TimedOut})
 		})
 	}
 }
 
-// handleGroupRemove removes a group of the worker's job; an unknown one
+// groupRemove removes a group of the worker's job; an unknown one
 // (already removed) is ignored.
-func (n *Node) handleGroupRemove(w *workerProc, m wire.GroupRemove) error {
-	if _, err := n.current(w, m.Task); err != nil {
+func (c *Core) groupRemove(w *worker, m wire.GroupRemove) error {
+	if _, err := c.current(w, m.Task); err != nil {
 		return err
 	}
-	if g, err := n.jobGroup(w, m.Group); err == nil {
-		n.removeGroup(g, "was removed")
-		n.schedule()
+	if g, err := c.jobGroup(w, m.Group); err == nil {
+		c.removeGroup(g, "was removed")
+		c.schedule()
 	}
 	return nil
 }
 
 // removeGroup frees a group's reservations and stops what runs in it, as
-// Ray does. Caller holds n.mu.
-func (n *Node) removeGroup(g *group, why string) {
-	delete(n.groups, g.id)
+// Ray does.
+func (c *Core) removeGroup(g *group, why string) {
+	delete(c.groups, g.id)
 	if g.failed == "" {
 		g.failed = why
 	}
-	for _, tid := range n.sched.RemoveGroup(g.schedID()) {
-		t := n.tasks[objects.ID([]byte(tid))]
+	for _, tid := range c.sched.RemoveGroup(g.schedID()) {
+		t := c.tasks[idOf(string(tid))]
 		if t == nil || t.state == taskDone {
 			continue
 		}
@@ -194,33 +190,33 @@ func (n *Node) removeGroup(g *group, why string) {
 		switch {
 		case t.kind == wire.ExecActorCreate:
 			t.state = taskDone
-			n.actorDead(t.actor, "its placement group "+why)
+			c.actorDead(t.actor, "its placement group "+why)
 		case t.worker != nil:
 			t.worker.killReason = &ev
-			t.worker.kill()
+			c.killWorker(t.worker)
 		default:
-			for i, q := range t.job.queue {
-				if q == t {
-					t.job.queue = append(t.job.queue[:i], t.job.queue[i+1:]...)
-					break
-				}
+			if i := slices.Index(t.job.queue, t); i >= 0 {
+				t.job.queue = slices.Delete(t.job.queue, i, i+1)
 			}
-			n.failTask(t, ev, false)
+			if t.remoteNode != "" {
+				c.cancelRemote(t)
+			}
+			c.failTask(t, ev, false)
 		}
 	}
 	g.fire()
 }
 
-// groupPlanned applies the groups part of a scheduling plan. Caller holds n.mu.
-func (n *Node) groupPlanned(plan scheduler.Plan) {
+// groupPlanned applies the groups part of a scheduling plan.
+func (c *Core) groupPlanned(plan scheduler.Plan) {
 	for _, p := range plan.Groups {
-		if g := n.groups[objects.ID([]byte(p.Group))]; g != nil {
+		if g := c.groups[idOf(string(p.Group))]; g != nil {
 			g.placed = true
 			g.fire()
 		}
 	}
 	for _, inf := range plan.GroupsInfeasible {
-		if g := n.groups[objects.ID([]byte(inf.Group))]; g != nil {
+		if g := c.groups[idOf(string(inf.Group))]; g != nil {
 			g.failed = "can never be placed: " + inf.Reason
 			g.fire()
 		}

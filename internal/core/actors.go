@@ -1,0 +1,323 @@
+package core
+
+import (
+	"fmt"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/peerwire"
+	"github.com/wasmfabric/fabric/internal/wire"
+	"github.com/wasmfabric/fabric/objects"
+)
+
+type actorState uint8
+
+const (
+	actorPending actorState = iota
+	actorAlive
+	actorDead
+)
+
+// actorPipeline is how many calls an actor's worker may have been sent at
+// once: it runs them in order, without waiting for the agent in between.
+const actorPipeline = 16
+
+// remoteActorPipeline bounds the calls an owner has sent to an actor on
+// another node and not yet seen answered.
+const remoteActorPipeline = 64
+
+// actor is a stateful worker: its own process, calls run one at a time in
+// submission order.
+type actor struct {
+	id           objects.ID
+	job          *job
+	class        string
+	name         string
+	state        actorState
+	create       *task // the creation task; holds the actor's resources and handles
+	worker       *worker
+	queue        []*task
+	restartsLeft int
+	noRestart    bool
+	cause        string
+
+	// node is where calls go when the actor is not here: the node it lives
+	// on (for its owner), or the job's root (for a stub).
+	node NodeID
+	// stub marks a handle in a share to an actor the job's root knows:
+	// calls go to the root, which owns the actor.
+	stub bool
+	// incarnation counts the owner's placements on other nodes; on the
+	// node it lives on, the owner's count when it was placed there.
+	incarnation uint64
+	forwarded   int // calls sent to node and not yet answered
+	// reportTo is the owner to tell when an actor placed here dies.
+	reportTo NodeID
+	// registering is the worker request (a share's actor creation) that
+	// waits for the root to know the actor.
+	registering *pendingReply
+}
+
+// pendingReply is a worker request answered later.
+type pendingReply struct {
+	w   *worker
+	seq uint64
+}
+
+// createActor creates an actor and submits its creation; setup, when set,
+// runs before the submission.
+func (c *Core) createActor(j *job, parent *task, spec abi.TaskSpec, id objects.ID, setup func(*actor)) *actor {
+	a := &actor{id: id, job: j, class: spec.Func, name: spec.Options.Name, restartsLeft: spec.Options.MaxRestarts}
+	t := c.newTask(j, parent, spec, wire.ExecActorCreate, c.newID())
+	t.actor = a
+	t.name = a.class
+	a.create = t
+	c.actors[a.id] = a
+	if a.name != "" {
+		c.named[string(j.id)+"/"+a.name] = a.id
+	}
+	if setup != nil {
+		setup(a)
+	}
+	c.submit(t)
+	return a
+}
+
+// actorWorkerReady runs the constructor on a fresh actor worker.
+func (c *Core) actorWorkerReady(a *actor, w *worker) {
+	if a.state == actorDead || a.worker != w {
+		c.killWorker(w)
+		return
+	}
+	c.run(w, a.create)
+}
+
+func (c *Core) actorCreated(a *actor) {
+	a.state = actorAlive
+	c.actorNext(a)
+}
+
+func (c *Core) actorEnqueue(a *actor, t *task) {
+	t.state = taskQueued
+	if a.state == actorDead {
+		c.failTask(t, actorDiedError(a, t), false)
+		return
+	}
+	a.queue = append(a.queue, t)
+	c.actorNext(a)
+}
+
+func actorDiedError(a *actor, t *task) abi.ErrorValue {
+	return abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s is dead: %s", a.class, a.cause), Task: t.name}
+}
+
+// actorNext sends the head of the actor's queue once its arguments are
+// ready, until the pipeline is full: to its worker, or to the node it
+// lives on.
+func (c *Core) actorNext(a *actor) {
+	for a.state == actorAlive && len(a.queue) > 0 {
+		if a.node != "" {
+			if a.forwarded >= remoteActorPipeline {
+				return
+			}
+		} else if a.worker == nil || !a.worker.usable() || a.worker.inFlight() >= actorPipeline {
+			return
+		}
+		t := a.queue[0]
+		var deps []objects.ID
+		for _, id := range t.argRefs {
+			if o := c.objs[id]; o != nil && !o.ready {
+				deps = append(deps, id)
+			}
+		}
+		if len(deps) > 0 {
+			if !t.depWait {
+				t.depWait = true
+				c.waitFor(deps, len(deps), -1, func() { t.depWait = false; c.actorNext(a) }, nil)
+			}
+			return
+		}
+		a.queue = a.queue[1:]
+		t.state = taskRunning
+		if a.node != "" {
+			a.forwarded++
+			c.runRemote(t, a.node)
+			continue
+		}
+		c.run(a.worker, t) // a bad argument fails the call at once; the loop goes on
+	}
+}
+
+// actorLost restarts an actor whose worker died, or declares it dead.
+func (c *Core) actorLost(a *actor, cause string) {
+	a.worker = nil
+	c.restartActor(a, cause)
+}
+
+// remoteActorLost restarts an actor that lived on another node, or
+// declares it dead, after it or its node died.
+func (c *Core) remoteActorLost(a *actor, cause string) {
+	a.node = ""
+	c.restartActor(a, cause)
+}
+
+// remoteActorPlaced applies the answer to an actor's creation on another
+// node, or lost: why none will come.
+func (c *Core) remoteActorPlaced(t *task, node NodeID, m *peerwire.TaskDone, lost string) {
+	a := t.actor
+	if a.state != actorPending || a.create != t || t.job.done {
+		return
+	}
+	switch {
+	case lost != "":
+		c.remoteActorLost(a, fmt.Sprintf("it could not be created on node %s: %s", node, lost))
+	case m.Refused != "":
+		c.remoteActorLost(a, fmt.Sprintf("it could not be created on node %s: %s", node, m.Refused))
+	case m.Error != nil:
+		c.remoteActorLost(a, fmt.Sprintf("it could not be created on node %s: %s", node, decodeErrorValue(m.Error).Message))
+	default:
+		a.node, a.state = node, actorAlive
+		c.actorNext(a)
+	}
+}
+
+// remoteCallDone applies the answer to an actor call sent to another
+// node; lost says why none will come.
+func (c *Core) remoteCallDone(t *task, node NodeID, m *peerwire.TaskDone, lost string) {
+	a := t.actor
+	a.forwarded--
+	switch {
+	case t.state != taskRunning || t.job.done:
+		if m != nil {
+			c.dropAnswer(t.job, node, m)
+		}
+	case lost != "" || m.Refused != "":
+		why := lost
+		if why == "" {
+			why = m.Refused
+		}
+		c.failTask(t, abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s on node %s did not answer %s: %s", a.class, node, t.name, firstLine(why)), Task: t.name}, false)
+	default:
+		c.applyResult(t, node, m)
+	}
+	c.actorNext(a)
+}
+
+// actorDiedThere restarts or ends an actor of this node whose node
+// reports it dead.
+func (c *Core) actorDiedThere(from NodeID, m *peerwire.ActorDied) {
+	a := c.actors[m.Actor]
+	if a != nil && string(a.job.id) == m.Job && !a.stub && a.node == from && a.incarnation == m.Incarnation {
+		c.remoteActorLost(a, fmt.Sprintf("it died on node %s: %s", from, m.Cause))
+		c.schedule()
+	}
+}
+
+// restartActor restarts a lost actor while restarts last, or declares it
+// dead.
+func (c *Core) restartActor(a *actor, cause string) {
+	if a.state == actorDead {
+		return
+	}
+	if a.noRestart || a.restartsLeft == 0 {
+		c.actorDead(a, cause)
+		return
+	}
+	if a.restartsLeft > 0 {
+		a.restartsLeft--
+	}
+	c.logf("fabric: actor %s lost its worker (%s); restarting it", a.class, firstLine(cause))
+	a.state = actorPending
+	c.sched.Finished(a.create.schedID())
+	a.create.state = taskQueued
+	c.submit(a.create)
+}
+
+// actorDead fails every queued call and frees the actor's resources.
+func (c *Core) actorDead(a *actor, cause string) {
+	if a.state == actorDead {
+		return
+	}
+	a.state = actorDead
+	a.cause = cause
+	q := a.queue
+	a.queue = nil
+	for _, t := range q {
+		c.failTask(t, actorDiedError(a, t), false)
+	}
+	if a.create.state != taskDone {
+		c.sched.Finished(a.create.schedID())
+	}
+	a.create.state = taskDone
+	c.releaseHandles(a.create)
+	c.forgetTask(a.create)
+	if a.worker != nil {
+		c.killWorker(a.worker)
+	}
+	if a.reportTo != "" {
+		c.sendPeer(a.reportTo, &peerwire.ActorDied{Job: string(a.job.id), Actor: a.id, Incarnation: a.incarnation, Cause: cause})
+	}
+	if a.node != "" && !a.stub {
+		c.sendActorKill(a.job, a.id, a.node, a.incarnation, true) // its copy there must not live on
+	}
+	if p := a.registering; p != nil {
+		a.registering = nil
+		c.reply(p.w, p.seq, nil, wire.Reply{IDs: []objects.ID{a.id}})
+	}
+}
+
+// sendActorKill asks node to stop incarnation inc of actor id there.
+func (c *Core) sendActorKill(j *job, id objects.ID, node NodeID, inc uint64, noRestart bool) {
+	c.sendPeer(node, &peerwire.KillActor{Job: string(j.id), Actor: id, Incarnation: inc, NoRestart: noRestart})
+}
+
+// killActorHere stops an actor of this node on its owner's word.
+func (c *Core) killActorHere(m *peerwire.KillActor) {
+	j := c.jobs[JobID(m.Job)]
+	a := c.actors[m.Actor]
+	if j == nil || a == nil || a.job != j || a.stub || a.incarnation != m.Incarnation {
+		return
+	}
+	if a.worker == nil {
+		c.actorDead(a, "it was killed before it started")
+		return
+	}
+	if cur := a.worker.task; cur != nil {
+		a.worker.killReason = &abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s was killed", a.class), Task: cur.name}
+	}
+	c.killWorker(a.worker)
+}
+
+// actorKill serves a worker's ActorKill.
+func (c *Core) actorKill(w *worker, m wire.ActorKill) error {
+	a := c.actors[m.Actor]
+	if a == nil || a.job != w.job {
+		return fmt.Errorf("kill: no actor %s in this job", m.Actor.Short())
+	}
+	if a.stub {
+		return fmt.Errorf("kill: actor %s belongs to the job's root; killing it from a task on another node is not supported yet", m.Actor.Short())
+	}
+	if m.NoRestart {
+		a.noRestart = true
+		a.cause = "it was killed with no restart"
+	}
+	if a.node != "" {
+		c.sendActorKill(a.job, a.id, a.node, a.incarnation, m.NoRestart)
+		return nil
+	}
+	if a.worker != nil {
+		if cur := a.worker.task; cur != nil {
+			a.worker.killReason = &abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s was killed", a.class), Task: cur.name}
+		}
+		c.killWorker(a.worker)
+	} else if m.NoRestart {
+		c.actorDead(a, "killed")
+	}
+	if m.NoRestart {
+		a.cause = "it was killed with no restart"
+	}
+	return nil
+}
+
+func methodName(class, fn string) string {
+	return class + "." + fn[len(class)+min(len(fn)-len(class), 1):]
+}

@@ -1,0 +1,545 @@
+package core
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/peerwire"
+	"github.com/wasmfabric/fabric/internal/wire"
+	"github.com/wasmfabric/fabric/objects"
+)
+
+// apply serves one message from a worker. A message that breaks the
+// protocol stops the worker.
+func (e WorkerMessage) apply(c *Core) {
+	w := c.workers[e.Worker]
+	if w == nil || w.state == workerDead {
+		return
+	}
+	if err := c.workerMessage(w, e.Msg); err != nil {
+		c.logf("fabric: worker %d sent a bad %T message: %v; stopping it", w.pid, e.Msg, err)
+		c.killWorker(w)
+	}
+}
+
+func (c *Core) workerMessage(w *worker, msg any) error {
+	switch m := msg.(type) {
+	case wire.Output:
+		c.output(w, m)
+		return nil
+	case wire.Unpin:
+		c.unpinAll(w, m.IDs)
+		return nil
+	}
+	if w.state != workerReady || w.job.done {
+		return nil // late messages of a worker being stopped, or of an ended job
+	}
+	switch m := msg.(type) {
+	case wire.Done:
+		return c.done(w, m)
+	case wire.Submit:
+		return c.submitFrom(w, m)
+	case wire.Create:
+		c.create(w, m)
+	case wire.Put:
+		return c.put(w, m)
+	case wire.Get:
+		c.get(w, m)
+	case wire.Wait:
+		c.wait(w, m)
+	case wire.Cancel:
+		c.reply(w, m.Seq, c.cancel(w, m), wire.Reply{})
+	case wire.Release:
+		if t := w.task; t != nil {
+			h := t.holder()
+			for _, id := range m.IDs {
+				if h.held[id] > 0 {
+					h.held[id]--
+					if h.held[id] == 0 {
+						delete(h.held, id)
+					}
+					c.decRef(id)
+				}
+			}
+		}
+	case wire.ActorLookup:
+		id, ok := c.named[string(w.job.id)+"/"+m.Name]
+		if !ok {
+			c.reply(w, m.Seq, fmt.Errorf("no actor named %q in this job", m.Name), wire.Reply{})
+		} else {
+			c.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{id}})
+		}
+	case wire.ActorKill:
+		c.reply(w, m.Seq, c.actorKill(w, m), wire.Reply{})
+	case wire.GroupCreate:
+		return c.groupCreate(w, m)
+	case wire.GroupWait:
+		c.groupWait(w, m)
+	case wire.GroupRemove:
+		return c.groupRemove(w, m)
+	default:
+		return fmt.Errorf("unexpected message %T", msg)
+	}
+	return nil
+}
+
+// current returns the execution a worker runs, checking the message names it.
+func (c *Core) current(w *worker, taskID objects.ID) (*task, error) {
+	t := w.task
+	if t == nil || t.id != taskID {
+		return nil, fmt.Errorf("request for a task this worker is not running")
+	}
+	return t, nil
+}
+
+// object returns an object of w's job by ID; other jobs' objects do not
+// exist for it.
+func (c *Core) object(w *worker, id objects.ID) (*object, error) {
+	o := c.objs[id]
+	if o == nil || o.job != w.job {
+		return nil, fmt.Errorf("object %s not found: it was released or never existed", id.Short())
+	}
+	return o, nil
+}
+
+// guestObject is object for an ID in bytes from a guest's spec.
+func (c *Core) guestObject(w *worker, b []byte) (objects.ID, error) {
+	id, err := objects.IDFromBytes(b)
+	if err != nil {
+		return id, err
+	}
+	_, err = c.object(w, id)
+	return id, err
+}
+
+// submitFrom starts a task or a method call, whose return IDs the worker
+// made, or creates an actor (the only submission with a reply). IDs that
+// are malformed or already in use break the protocol; a spec the core
+// refuses fails the call: its objects hold the error, which Get returns.
+func (c *Core) submitFrom(w *worker, m wire.Submit) error {
+	parent, err := c.current(w, m.Task)
+	if err != nil {
+		return err
+	}
+	if m.Actor {
+		id, err := c.freshIDs(m.IDs, true)
+		if err != nil {
+			return err
+		}
+		spec, err := c.checkSpec(w, m.Spec)
+		if err == nil && spec.Options.Name != "" {
+			if _, taken := c.named[string(w.job.id)+"/"+spec.Options.Name]; taken {
+				err = fmt.Errorf("submit: an actor named %q already exists in this job", spec.Options.Name)
+			}
+		}
+		if err != nil {
+			c.reply(w, m.Seq, err, wire.Reply{})
+			return nil
+		}
+		a := c.createActor(w.job, parent, spec, id, nil)
+		if w.job.root == "" {
+			c.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{id}})
+			return nil
+		}
+		// A share's actor: the job's root learns of it before the guest
+		// holds a handle it could pass on, so that calls from anywhere,
+		// which go to the root, find it.
+		if a.state == actorDead {
+			c.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{id}})
+			return nil
+		}
+		a.registering = &pendingReply{w: w, seq: m.Seq}
+		c.sendPeer(w.job.root, &peerwire.RegisterActor{Job: string(w.job.id), Actor: id, Class: a.class})
+		return nil
+	}
+	taskID, err := c.freshIDs(m.IDs, false)
+	if err != nil {
+		return err
+	}
+	spec, err := c.checkSpec(w, m.Spec)
+	if err == nil && max(spec.NumReturns, 1) != len(m.IDs) {
+		err = fmt.Errorf("submit: the spec declares %d return values but the caller made room for %d", max(spec.NumReturns, 1), len(m.IDs))
+	}
+	if err == nil && c.heap+specCharge(spec) > c.cfg.HeapBudget {
+		err = fmt.Errorf("submit: the node's memory for tasks' arguments is full (%d MiB); pass large arguments by reference (put) or wait for tasks to finish", c.cfg.HeapBudget>>20)
+	}
+	var a *actor
+	if err == nil && spec.Actor != nil {
+		aid, _ := objects.IDFromBytes(spec.Actor)
+		a = c.actors[aid]
+		if a != nil && a.reportTo != "" && a.state == actorDead && a.job == w.job {
+			a = nil // a copy that died here: the actor may live on elsewhere, which the root knows
+		}
+		if a == nil && w.job.root != "" && !aid.IsNil() {
+			// A handle this share has not seen: the job's root owns the actor.
+			class, _, _ := strings.Cut(spec.Func, ".")
+			a = &actor{id: aid, job: w.job, class: class, state: actorAlive, stub: true, node: w.job.root}
+			c.actors[aid] = a
+		}
+		if a == nil || a.job != w.job {
+			err = fmt.Errorf("submit: no actor %s in this job", aid.Short())
+		}
+	}
+	if err != nil {
+		c.refuseSubmit(w, parent, taskID, len(m.IDs), spec.Func, err)
+		return nil
+	}
+	if a != nil {
+		t := c.newTask(w.job, parent, spec, wire.ExecActorMethod, taskID)
+		t.actor = a
+		t.name = methodName(a.class, spec.Func)
+		c.actorEnqueue(a, t)
+		return nil
+	}
+	t := c.newTask(w.job, parent, spec, wire.ExecTask, taskID)
+	c.submit(t)
+	if t.state == taskQueued && t.job.short(t.spec.Func) {
+		c.topUpAll(t.job) // workers may take it behind their current task
+	}
+	return nil
+}
+
+// freshIDs checks IDs a worker made: one random task part, return indexes
+// 1..n in order (an actor: one ID with index 0), and not in use. It
+// returns the task (or actor) ID.
+func (c *Core) freshIDs(ids []objects.ID, actor bool) (objects.ID, error) {
+	if len(ids) == 0 || len(ids) > abi.MaxReturns || (actor && len(ids) != 1) {
+		return objects.NilID, fmt.Errorf("submit with %d IDs", len(ids))
+	}
+	base := ids[0].Task()
+	if base.IsNil() || c.tasks[base] != nil || c.actors[base] != nil {
+		return objects.NilID, fmt.Errorf("submit reuses ID %s", base.Short())
+	}
+	for i, id := range ids {
+		want := base.WithIndex(uint32(i + 1))
+		if actor {
+			want = base
+		}
+		if id != want || c.objs[id] != nil {
+			return objects.NilID, fmt.Errorf("submit with a malformed or reused ID %s", id.Short())
+		}
+	}
+	return base, nil
+}
+
+// checkSpec decodes and checks a task spec against the worker's job.
+func (c *Core) checkSpec(w *worker, raw []byte) (abi.TaskSpec, error) {
+	var spec abi.TaskSpec
+	if err := wire.Unmarshal(raw, &spec); err != nil {
+		return spec, fmt.Errorf("submit: malformed task spec: %v", err)
+	}
+	if spec.Func == "" {
+		return spec, fmt.Errorf("submit: task spec names no function")
+	}
+	if spec.NumReturns < 0 || spec.NumReturns > abi.MaxReturns {
+		return spec, fmt.Errorf("submit: %d return values; at most %d", spec.NumReturns, abi.MaxReturns)
+	}
+	if err := checkDemand(spec.Options); err != nil {
+		return spec, err
+	}
+	if g := spec.Options.Group; g != nil {
+		gid, err := objects.IDFromBytes(g)
+		if err == nil {
+			_, err = c.jobGroup(w, gid)
+		}
+		if err != nil {
+			return spec, fmt.Errorf("submit: %v", err)
+		}
+		if b := spec.Options.Bundle; b != nil && *b < -1 {
+			return spec, fmt.Errorf("submit: bundle index %d", *b)
+		}
+	}
+	if spec.Actor != nil {
+		if _, err := objects.IDFromBytes(spec.Actor); err != nil {
+			return spec, fmt.Errorf("submit: actor: %v", err)
+		}
+	}
+	for i, a := range spec.Args {
+		if (a.Ref == nil) == (a.Value == nil) {
+			return spec, fmt.Errorf("submit: argument %d must have exactly one of a value (\"v\") or a reference (\"r\")", i)
+		}
+		if a.Ref != nil {
+			if _, err := c.guestObject(w, a.Ref); err != nil {
+				return spec, fmt.Errorf("submit: argument %d: %v", i, err)
+			}
+		}
+	}
+	for _, r := range spec.Refs {
+		if _, err := c.guestObject(w, r); err != nil {
+			return spec, fmt.Errorf("submit: nested reference: %v", err)
+		}
+	}
+	return spec, nil
+}
+
+// refuseSubmit makes the objects of a refused submission hold its error.
+func (c *Core) refuseSubmit(w *worker, parent *task, taskID objects.ID, nret int, fn string, err error) {
+	for i := 1; i <= nret; i++ {
+		id := taskID.WithIndex(uint32(i))
+		c.newObject(id, w.job)
+		c.hold(parent.holder(), id)
+		c.setError(id, abi.ErrorValue{Kind: "task", Message: err.Error(), Task: fn})
+	}
+}
+
+// maxCreatesPerWorker bounds the store reservations one worker may hold
+// before storing them: a worker makes one at a time.
+const maxCreatesPerWorker = 4
+
+// create reserves room in the store for a worker's large value: the
+// Reserve effect's answer (Reserved) replies to the worker.
+func (c *Core) create(w *worker, m wire.Create) {
+	t, err := c.current(w, m.Task)
+	if err != nil {
+		c.reply(w, m.Seq, err, wire.Reply{})
+		return
+	}
+	id := c.newID()
+	if m.Result {
+		if len(t.returns) != 1 {
+			c.reply(w, m.Seq, fmt.Errorf("create: task has %d returns", len(t.returns)), wire.Reply{})
+			return
+		}
+		id = t.returns[0]
+		c.store.Abort(id) // a lost earlier attempt may have left a reservation
+	}
+	if len(w.creates)+w.reserving >= maxCreatesPerWorker {
+		c.reply(w, m.Seq, fmt.Errorf("create: too many reservations in flight"), wire.Reply{})
+		return
+	}
+	if m.Size < 0 {
+		c.reply(w, m.Seq, fmt.Errorf("create: size %d", m.Size), wire.Reply{})
+		return
+	}
+	w.reserving++
+	c.emit(Reserve{Worker: w.id, Seq: m.Seq, ID: id, Size: m.Size})
+}
+
+func (e Reserved) apply(c *Core) {
+	w := c.workers[e.Worker]
+	if w == nil || w.state == workerDead {
+		if e.Err == "" {
+			c.store.Abort(e.ID)
+		}
+		return
+	}
+	w.reserving--
+	if e.Err != "" {
+		c.reply(w, e.Seq, fmt.Errorf("%s", e.Err), wire.Reply{})
+		return
+	}
+	if w.creates == nil {
+		w.creates = map[objects.ID]struct{}{}
+	}
+	w.creates[e.ID] = struct{}{}
+	c.reply(w, e.Seq, nil, wire.Reply{IDs: []objects.ID{e.ID}, Off: e.Off})
+}
+
+// put stores a value under the ID the worker made (or that Create
+// reserved). An ID in use breaks the protocol; a value that cannot be
+// stored (a released nested reference, no room) becomes an error value.
+func (c *Core) put(w *worker, m wire.Put) error {
+	t, err := c.current(w, m.Task)
+	if err != nil {
+		return err
+	}
+	id := m.ID
+	if id.IsNil() || c.objs[id] != nil || c.tasks[id] != nil || c.actors[id] != nil {
+		return fmt.Errorf("put reuses ID %s", id.Short())
+	}
+	if !m.Created.IsNil() {
+		if m.Created != m.ID {
+			return fmt.Errorf("put of a reservation under another ID")
+		}
+		if _, ok := w.creates[id]; !ok {
+			return fmt.Errorf("put of a reservation the worker did not make")
+		}
+		delete(w.creates, id)
+	}
+	c.newObject(id, w.job)
+	c.hold(t.holder(), id)
+	fail := func(err error) error {
+		if !m.Created.IsNil() {
+			c.store.Abort(id)
+		}
+		c.setError(id, abi.ErrorValue{Kind: "task", Message: "put: " + err.Error()})
+		return nil
+	}
+	var refs []objects.ID
+	for _, r := range m.Refs {
+		if _, err := c.object(w, r); err != nil {
+			return fail(fmt.Errorf("nested reference: %v", err))
+		}
+		refs = append(refs, r)
+	}
+	if m.Created.IsNil() {
+		c.storeValue(id, m.Data, refs)
+		return nil
+	}
+	if err := c.store.Seal(id); err != nil {
+		return fail(err)
+	}
+	size := int64(0)
+	if loc, err := c.store.PinInPlace(id); err == nil {
+		size = loc.Size
+		c.store.Unpin(id)
+	}
+	c.setReady(id, nil, false, true, refs)
+	if o := c.objs[id]; o != nil {
+		o.size = size
+	}
+	return nil
+}
+
+// items builds the reply of a Get whose objects are all ready.
+func (c *Core) items(w *worker, ids []objects.ID) ([]wire.Item, error) {
+	out := make([]wire.Item, len(ids))
+	for i, id := range ids {
+		o := c.objs[id]
+		if o == nil {
+			c.unpinItems(w, ids[:i], out[:i])
+			return nil, fmt.Errorf("object %s was released while waiting", id.Short())
+		}
+		if o.isError {
+			out[i] = wire.Item{IsError: true, Data: wire.Piece{Inline: o.inline}}
+			continue
+		}
+		p, err := c.piece(w, id, o)
+		if err != nil {
+			c.unpinItems(w, ids[:i], out[:i])
+			return nil, err
+		}
+		out[i] = wire.Item{Data: p}
+	}
+	return out, nil
+}
+
+// unpinItems gives back the pins of a Get reply that was not sent.
+func (c *Core) unpinItems(w *worker, ids []objects.ID, items []wire.Item) {
+	for i, it := range items {
+		if it.Data.Arena || it.Data.Path != "" {
+			c.unpin(w, ids[i])
+		}
+	}
+}
+
+// checkIDs checks that every ID names an object of w's job.
+func (c *Core) checkIDs(w *worker, ids []objects.ID) error {
+	for _, id := range ids {
+		if _, err := c.object(w, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func timeoutOf(ms int64) Time {
+	if ms < 0 {
+		return -1
+	}
+	return Time(ms) * 1e6
+}
+
+func (c *Core) get(w *worker, m wire.Get) {
+	t, err := c.current(w, m.Task)
+	if err != nil {
+		c.reply(w, m.Seq, err, wire.Reply{})
+		return
+	}
+	ids := m.IDs
+	if err := c.checkIDs(w, ids); err != nil {
+		c.reply(w, m.Seq, fmt.Errorf("get: %v", err), wire.Reply{})
+		return
+	}
+	for _, id := range ids {
+		c.addRef(id) // keep them alive while waiting
+	}
+	finish := func(timedOut bool) {
+		if w.state == workerDead || w.task != t { // the waiting execution is gone
+			for _, id := range ids {
+				c.decRef(id)
+			}
+			return
+		}
+		if t.blocked {
+			t.blocked = false
+			if t.kind == wire.ExecTask {
+				c.sched.Unblocked(t.schedID())
+			}
+		}
+		var items []wire.Item
+		var err error
+		if !timedOut {
+			items, err = c.items(w, ids)
+		}
+		for _, id := range ids {
+			c.decRef(id)
+		}
+		if timedOut {
+			c.reply(w, m.Seq, nil, wire.Reply{Code: abi.TimedOut})
+			return
+		}
+		c.reply(w, m.Seq, err, wire.Reply{Items: items})
+	}
+	waiting := c.waitFor(ids, len(ids), timeoutOf(m.TimeoutMs), func() { finish(false) }, func() { finish(true) })
+	if !waiting {
+		finish(false)
+		return
+	}
+	if t.kind == wire.ExecTask && !t.blocked {
+		t.blocked = true
+		c.recall(w)
+		c.sched.Blocked(t.schedID())
+		c.schedule()
+	}
+}
+
+func (c *Core) wait(w *worker, m wire.Wait) {
+	if _, err := c.current(w, m.Task); err != nil {
+		c.reply(w, m.Seq, err, wire.Reply{})
+		return
+	}
+	ids := m.IDs
+	if err := c.checkIDs(w, ids); err != nil {
+		c.reply(w, m.Seq, fmt.Errorf("wait: %v", err), wire.Reply{})
+		return
+	}
+	if m.NumReady < 0 || m.NumReady > len(ids) {
+		c.reply(w, m.Seq, fmt.Errorf("wait: num_ready %d out of range", m.NumReady), wire.Reply{})
+		return
+	}
+	for _, id := range ids {
+		c.addRef(id)
+	}
+	finish := func() {
+		ready := make([]bool, len(ids))
+		for i, id := range ids {
+			if o := c.objs[id]; o != nil && o.ready {
+				ready[i] = true
+			}
+		}
+		for _, id := range ids {
+			c.decRef(id)
+		}
+		c.reply(w, m.Seq, nil, wire.Reply{Ready: ready})
+	}
+	if !c.waitFor(ids, m.NumReady, timeoutOf(m.TimeoutMs), finish, finish) {
+		finish()
+		return
+	}
+	c.recall(w) // what it waits for may be queued behind it
+}
+
+func (c *Core) cancel(w *worker, m wire.Cancel) error {
+	o, err := c.object(w, m.ID)
+	if err != nil {
+		return fmt.Errorf("cancel: %v", err)
+	}
+	if o.ready || o.producer == nil {
+		return nil
+	}
+	c.cancelTask(o.producer, m.Force, m.Recursive)
+	c.schedule()
+	return nil
+}

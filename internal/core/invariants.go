@@ -1,0 +1,105 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+)
+
+// CheckInvariants reports what is inconsistent in the core's state: a
+// reference count below zero, a record of a job that is gone, a worker
+// its job does not know, a count that disagrees with what it counts. Tests
+// call it after every step.
+func (c *Core) CheckInvariants() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	for id, o := range c.objs {
+		if o.refs < 0 {
+			bad("object %s has %d references", id.Short(), o.refs)
+		}
+		if o.borrows < 0 {
+			bad("object %s has %d borrows", id.Short(), o.borrows)
+		}
+		if o.job != nil && c.jobs[o.job.id] != o.job {
+			bad("object %s belongs to job %s, which is gone", id.Short(), o.job.id)
+		}
+		if o.job != nil && o.job.done {
+			bad("object %s outlived its job %s", id.Short(), o.job.id)
+		}
+	}
+	for id, t := range c.tasks {
+		if c.jobs[t.job.id] != t.job || t.job.done {
+			bad("task %s (%s) outlived its job %s", id.Short(), t.name, t.job.id)
+		}
+		if t.state == taskDone && t.kind != 2 /* actor creation */ {
+			bad("task %s (%s) is done but still in the table", id.Short(), t.name)
+		}
+	}
+	for id, a := range c.actors {
+		if c.jobs[a.job.id] != a.job || a.job.done {
+			bad("actor %s outlived its job %s", id.Short(), a.job.id)
+		}
+	}
+	for id, g := range c.groups {
+		if c.jobs[g.job.id] != g.job || g.job.done {
+			bad("placement group %s outlived its job %s", id.Short(), g.job.id)
+		}
+	}
+	if c.procs != len(c.workers) {
+		bad("%d worker processes counted, %d known", c.procs, len(c.workers))
+	}
+	for id, w := range c.workers {
+		if _, ok := w.job.workers[w]; !ok {
+			bad("worker %d is not among its job's workers", id)
+		}
+		if c.jobs[w.job.id] != w.job {
+			bad("worker %d outlived its job %s", id, w.job.id)
+		}
+	}
+	for _, j := range c.jobs {
+		if j.starting < 0 {
+			bad("job %s has %d workers starting", j.id, j.starting)
+		}
+	}
+	if c.heap < 0 {
+		bad("the heap count is %d", c.heap)
+	}
+	return errors.Join(errs...)
+}
+
+// CheckIdle reports what is left on a node where no job runs: objects of
+// jobs, tasks, actors, groups, workers, and resources not given back.
+func (c *Core) CheckIdle() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if len(c.jobs) > 0 {
+		bad("%d jobs remain", len(c.jobs))
+	}
+	for id, o := range c.objs {
+		if o.job != nil {
+			bad("object %s of job %s remains", id.Short(), o.job.id)
+		}
+	}
+	if len(c.tasks) > 0 || len(c.actors) > 0 || len(c.groups) > 0 || len(c.workers) > 0 || len(c.named) > 0 {
+		bad("%d tasks, %d actors, %d groups, %d workers, %d names remain", len(c.tasks), len(c.actors), len(c.groups), len(c.workers), len(c.named))
+	}
+	for n, m := range c.remote {
+		if len(m) > 0 {
+			bad("%d executions remain on node %s", len(m), n)
+		}
+	}
+	if len(c.asked) > 0 {
+		bad("%d tasks asked by other nodes remain", len(c.asked))
+	}
+	total, _ := c.sched.Total(c.cfg.Node)
+	avail, _ := c.sched.Available(c.cfg.Node)
+	if !total.Sub(avail).IsZero() {
+		bad("resources in use with no job: %s of %s", total.Sub(avail), total)
+	}
+	if q := c.sched.Queued(); q > 0 {
+		bad("%d tasks queued in the scheduler", q)
+	}
+	if len(c.releases) > 0 {
+		bad("%d release messages not sent", len(c.releases))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,204 @@
+package core
+
+import (
+	"cmp"
+	"slices"
+	"sort"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/peerwire"
+	"github.com/wasmfabric/fabric/internal/wire"
+)
+
+// job is one run of a module's driver with everything it started, or this
+// node's share of a job whose driver runs on another node (its root).
+type job struct {
+	id       JobID
+	digest   string
+	workers  map[*worker]struct{}
+	idle     []*worker
+	queue    []*task // placed executions waiting for a worker
+	starting int
+	// done is set when the job ends; the job is forgotten once its
+	// workers have exited (JobEnded).
+	done   bool
+	result bool // JobResult was emitted
+	driver *task
+	// runTimes is the mean run time of each task function, for pipelining.
+	runTimes map[string]Time
+	// root is the node whose driver runs the job ("": this node).
+	root NodeID
+	// sentTo are the nodes this job sent work to, told when it ends.
+	sentTo map[NodeID]struct{}
+	// exports are holds on objects kept for other nodes.
+	exports map[exportKey]int
+	// startFailing is set while worker processes fail to start;
+	// startHeld while the next try waits.
+	startFailing, startHeld bool
+}
+
+// maxEndedJobs bounds how many ended job IDs a node remembers.
+const maxEndedJobs = 4096
+
+func (c *Core) newJob(id JobID, digest string, root NodeID) *job {
+	j := &job{id: id, digest: digest, root: root, workers: map[*worker]struct{}{}}
+	c.jobs[id] = j
+	return j
+}
+
+func (e SubmitJob) apply(c *Core) {
+	if c.jobs[e.Job] != nil || c.ended[e.Job] {
+		c.emit(JobResult{Job: e.Job, Err: "a job with this ID exists"})
+		return
+	}
+	c.modules[e.Digest] = true
+	j := c.newJob(e.Job, e.Digest, "")
+	zero := 0.0
+	spec := abi.TaskSpec{Func: abi.MainFunc, Options: abi.Options{CPU: &zero, MaxRetries: new(int)}}
+	t := c.newTask(j, nil, spec, wire.ExecMain, c.newID())
+	t.rawArgs = e.Args
+	c.heap += int64(len(e.Args))
+	t.charge += int64(len(e.Args))
+	j.driver = t
+	c.submit(t)
+}
+
+func (e CancelJob) apply(c *Core) {
+	j := c.jobs[e.Job]
+	if j == nil || j.root != "" {
+		return
+	}
+	c.jobResult(j, cmp.Or(e.Reason, "the job was cancelled"))
+}
+
+// jobResult ends a job whose driver runs here with its result (msg empty:
+// success).
+func (c *Core) jobResult(j *job, msg string) {
+	if j.root != "" || j.result {
+		return
+	}
+	j.result = true
+	c.emit(JobResult{Job: j.id, Err: msg})
+	c.endJob(j)
+}
+
+// endJob stops the job's workers and drops its tasks, objects and actors.
+// The job is forgotten when its last worker has exited.
+func (c *Core) endJob(j *job) {
+	if j.done {
+		return
+	}
+	j.done = true
+	if !c.ended[j.id] {
+		c.ended[j.id] = true
+		c.endedIDs = append(c.endedIDs, j.id)
+		if len(c.endedIDs) > maxEndedJobs {
+			delete(c.ended, c.endedIDs[0])
+			c.endedIDs = c.endedIDs[1:]
+		}
+	}
+	nodes := make([]NodeID, 0, len(j.sentTo))
+	for n := range j.sentTo {
+		nodes = append(nodes, n)
+	}
+	slices.Sort(nodes)
+	for _, n := range nodes {
+		if _, ok := c.peers[n]; ok {
+			c.sendPeer(n, &peerwire.EndJob{Job: string(j.id)})
+		}
+	}
+	for _, id := range sortedIDs(c.tasks) {
+		t := c.tasks[id]
+		if t.job != j {
+			continue
+		}
+		if t.state == taskQueued {
+			c.sched.Cancel(t.schedID())
+		}
+		if t.state == taskRunning && t.kind != wire.ExecActorMethod {
+			c.sched.Finished(t.schedID())
+		}
+		if t.remoteNode != "" && t.state == taskRunning {
+			c.forgetRemote(t)
+		}
+		t.state = taskDone
+		c.stopTaskTimer(t)
+		c.forgetTask(t)
+	}
+	for _, id := range sortedIDs(c.actors) {
+		a := c.actors[id]
+		if a.job == j {
+			a.state = actorDead // its worker's exit must not restart it
+			delete(c.actors, id)
+			if a.name != "" {
+				delete(c.named, string(j.id)+"/"+a.name)
+			}
+		}
+	}
+	for _, id := range sortedIDs(c.groups) {
+		if g := c.groups[id]; g.job == j {
+			c.removeGroup(g, "was removed when its job ended")
+		}
+	}
+	for _, id := range sortedIDs(c.objs) {
+		if o := c.objs[id]; o != nil && o.job == j {
+			o.waiters = nil
+			c.dropObject(id)
+		}
+	}
+	j.exports = nil
+	j.queue = nil
+	j.idle = nil
+	for _, w := range j.sortedWorkers() {
+		c.killWorker(w)
+	}
+	c.schedule()
+	c.emit(TrimStore{})
+	c.jobMaybeEnded(j)
+}
+
+// jobMaybeEnded forgets an ended job once its workers have exited.
+func (c *Core) jobMaybeEnded(j *job) {
+	if !j.done || len(j.workers) > 0 || c.jobs[j.id] != j {
+		return
+	}
+	delete(c.jobs, j.id)
+	c.emit(JobEnded{Job: j.id})
+}
+
+// ran folds the run time of a task that finished into its function's mean.
+func (j *job) ran(t *task, now Time) {
+	if t.kind != wire.ExecTask || t.started == 0 && now == 0 {
+		return
+	}
+	d := now - t.started
+	if j.runTimes == nil {
+		j.runTimes = map[string]Time{}
+	}
+	if m, ok := j.runTimes[t.spec.Func]; ok {
+		d = (4*m + d) / 5
+	}
+	j.runTimes[t.spec.Func] = d
+}
+
+// short reports whether calls of fn have been seen to run quickly.
+func (j *job) short(fn string) bool {
+	m, ok := j.runTimes[fn]
+	return ok && m <= pipelineMaxDuration
+}
+
+func (j *job) removeIdle(w *worker) {
+	if i := slices.Index(j.idle, w); i >= 0 {
+		j.idle = slices.Delete(j.idle, i, i+1)
+	}
+}
+
+// sortedWorkers returns the job's workers in the order they started.
+func (j *job) sortedWorkers() []*worker {
+	ws := make([]*worker, 0, len(j.workers))
+	for w := range j.workers {
+		ws = append(ws, w)
+	}
+	sort.Slice(ws, func(a, b int) bool { return ws[a].id < ws[b].id })
+	return ws
+}

@@ -1,0 +1,87 @@
+package core
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/wasmfabric/fabric/objects"
+	"github.com/wasmfabric/fabric/scheduler"
+)
+
+// Queries read the core's state for the shell; they change nothing.
+
+// Stats are counters of a node.
+type Stats struct {
+	Workers int
+	Objects int
+	Tasks   int
+	Jobs    int
+	// Stored counts the objects whose bytes are in the object store.
+	Stored int
+	// Heap is the bytes of values and arguments held in memory.
+	Heap int64
+	// Total and Available are the node's resources and what of them is free.
+	Total, Available scheduler.Resources
+	// Queued counts tasks waiting for resources or arguments; QueuedDemand
+	// sums what they ask for.
+	Queued       int
+	QueuedDemand scheduler.Resources
+	// Nodes counts the nodes the scheduler knows, this one included.
+	Nodes int
+}
+
+// Stats returns the core's counters.
+func (c *Core) Stats() Stats {
+	st := Stats{Workers: len(c.workers), Objects: len(c.objs), Tasks: len(c.tasks), Jobs: len(c.jobs), Heap: c.heap,
+		Queued: c.sched.Queued(), QueuedDemand: c.sched.QueuedDemand(), Nodes: len(c.sched.Nodes())}
+	st.Total, _ = c.sched.Total(c.cfg.Node)
+	st.Available, _ = c.sched.Available(c.cfg.Node)
+	for _, o := range c.objs {
+		if o.stored {
+			st.Stored++
+		}
+	}
+	return st
+}
+
+// ObjectBytes is what the shell needs to serve a ready object's bytes to
+// another node: the inline value, or that the bytes are in the store.
+// Error values are not served.
+func (c *Core) ObjectBytes(id objects.ID) (inline []byte, stored, ok bool) {
+	o := c.objs[id]
+	if o == nil || !o.ready || o.isError {
+		return nil, false, false
+	}
+	return o.inline, o.stored, true
+}
+
+// HasObject reports whether the node knows an object by ID.
+func (c *Core) HasObject(id objects.ID) bool { return c.objs[id] != nil }
+
+// TaskNames lists the names of the node's tasks, sorted.
+func (c *Core) TaskNames() []string {
+	names := make([]string, 0, len(c.tasks))
+	for _, t := range c.tasks {
+		names = append(names, t.name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Describe tells the core's state, for tests that fail.
+func (c *Core) Describe() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "node %s: %d workers, %d queued, heap %d\n", c.cfg.Node, len(c.workers), c.sched.Queued(), c.heap)
+	for _, id := range sortedIDs(c.tasks) {
+		t := c.tasks[id]
+		fmt.Fprintf(&b, "  task %s %s kind %d state %d here %v blocked %v worker %v remote %q job %s\n",
+			id.Short(), t.name, t.kind, t.state, t.here, t.blocked, t.worker != nil, t.remoteNode, t.job.id)
+	}
+	for _, id := range sortedIDs(c.objs) {
+		o := c.objs[id]
+		fmt.Fprintf(&b, "  object %s ready %v stored %v remote %q fetching %v refs %d borrows %d waiters %d\n",
+			id.Short(), o.ready, o.stored, o.remote, o.fetching, o.refs, o.borrows, len(o.waiters))
+	}
+	return b.String()
+}

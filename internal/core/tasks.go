@@ -1,0 +1,738 @@
+package core
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/wire"
+	"github.com/wasmfabric/fabric/objects"
+	"github.com/wasmfabric/fabric/scheduler"
+)
+
+type taskState uint8
+
+const (
+	taskQueued taskState = iota
+	taskRunning
+	taskDone
+)
+
+// defaultMaxRetries is Ray's default for tasks whose worker died.
+const defaultMaxRetries = 3
+
+// task is one task, driver, actor creation or actor method call.
+type task struct {
+	id          objects.ID
+	job         *job
+	parent      *task
+	spec        abi.TaskSpec
+	kind        wire.ExecKind
+	name        string
+	rawArgs     []byte // the complete argument array (the driver's)
+	returns     []objects.ID
+	argRefs     []objects.ID
+	nested      []objects.ID
+	state       taskState
+	worker      *worker
+	actor       *actor
+	retriesLeft int
+	timer       TimerID
+	held        map[objects.ID]int // handles this execution holds
+	children    map[*task]struct{} // unfinished tasks it submitted, for recursive cancel
+	blocked     bool
+	depWait     bool
+	demand      scheduler.Resources
+	started     Time // when it began to run on its worker
+	// recalled is set while a Drop for it, queued behind another task on
+	// its worker, is on its way; cancelled is set when that Drop is for a
+	// cancel, which then also applies if the task started meanwhile.
+	recalled  bool
+	cancelled *abi.ErrorValue
+	// here pins the task to this node: another node sent it.
+	here bool
+	// followers are short tasks sent to the same node as this one, to run
+	// in its reservation there (leaseRemote); leader is the task whose
+	// reservation a follower runs in.
+	followers []*task
+	leader    *task
+	// lineage is set while a result of the task lives on another node: the
+	// task keeps its arguments, to run again if that node is lost.
+	lineage bool
+	// remoteNode is the node it runs on when placed on another one, and
+	// attempt counts its runs there (answers name it).
+	remoteNode NodeID
+	attempt    uint32
+	// asker is the node that asked this node to run it, which knows it as
+	// askerTask (attempt askerAttempt); it gets a TaskDone at the end.
+	asker        NodeID
+	askerTask    objects.ID
+	askerAttempt uint32
+	answered     bool
+	// charge is what the task counts against the heap budget.
+	charge int64
+}
+
+func (t *task) schedID() scheduler.TaskID { return schedID(t.id) }
+
+// keepsHandles reports whether handles of this execution outlive it (the
+// driver's live until the job ends, an actor's until it dies).
+func (t *task) keepsHandles() bool {
+	return t.kind == wire.ExecMain || t.kind == wire.ExecActorCreate || t.kind == wire.ExecActorMethod
+}
+
+// holder returns the execution whose handle table owns what t creates.
+func (t *task) holder() *task {
+	if t.kind == wire.ExecActorMethod && t.actor != nil && t.actor.create != nil {
+		return t.actor.create
+	}
+	return t
+}
+
+// Quantity converts an amount (CPUs, GPUs, custom units) to the
+// scheduler's fixed point.
+func demandOf(spec abi.TaskSpec, defaultCPU float64) scheduler.Resources {
+	cpu := defaultCPU
+	if spec.Options.CPU != nil {
+		cpu = *spec.Options.CPU
+	}
+	r := scheduler.Resources{CPU: scheduler.Quantity(cpu), GPU: scheduler.Quantity(spec.Options.GPU), Memory: spec.Options.Memory}
+	for k, v := range spec.Options.Resources {
+		if r.Custom == nil {
+			r.Custom = map[string]int64{}
+		}
+		r.Custom[k] = scheduler.Quantity(v)
+	}
+	return r
+}
+
+// checkDemand refuses resource amounts that are negative, not finite or
+// absurdly large: a demand of -1000 CPUs would overcommit the node for
+// every tenant.
+func checkDemand(o abi.Options) error {
+	bad := func(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || v > 1e9 }
+	if o.CPU != nil && bad(*o.CPU) {
+		return fmt.Errorf("submit: CPUs %v is not a non-negative amount", *o.CPU)
+	}
+	if bad(o.GPU) {
+		return fmt.Errorf("submit: GPUs %v is not a non-negative amount", o.GPU)
+	}
+	if o.Memory < 0 {
+		return fmt.Errorf("submit: memory %d is negative", o.Memory)
+	}
+	for k, v := range o.Resources {
+		if bad(v) || k == "" {
+			return fmt.Errorf("submit: resource %q amount %v is not a non-negative amount", k, v)
+		}
+	}
+	return nil
+}
+
+// specCharge is what a spec's inline arguments count against the heap.
+func specCharge(spec abi.TaskSpec) int64 {
+	n := int64(len(spec.Func)) + 64
+	for _, a := range spec.Args {
+		n += int64(len(a.Value)) + int64(len(a.Ref))
+	}
+	return n + int64(len(spec.Refs))*objects.IDSize
+}
+
+// newTask creates a task and its return objects.
+func (c *Core) newTask(j *job, parent *task, spec abi.TaskSpec, kind wire.ExecKind, id objects.ID) *task {
+	t := &task{id: id, job: j, parent: parent, spec: spec, kind: kind, name: spec.Func, held: map[objects.ID]int{}}
+	if spec.Options.Name != "" && kind != wire.ExecActorCreate {
+		t.name = spec.Options.Name
+	}
+	t.retriesLeft = defaultMaxRetries
+	if spec.Options.MaxRetries != nil {
+		t.retriesLeft = *spec.Options.MaxRetries
+	}
+	switch kind {
+	case wire.ExecTask:
+		t.demand = demandOf(spec, 1)
+	case wire.ExecActorCreate:
+		t.demand = demandOf(spec, 0)
+	}
+	nret := max(spec.NumReturns, 1)
+	if kind == wire.ExecActorCreate || kind == wire.ExecMain {
+		nret = 0
+	}
+	for i := 1; i <= nret; i++ {
+		rid := t.id.WithIndex(uint32(i))
+		c.newObject(rid, j).producer = t
+		t.returns = append(t.returns, rid)
+		if parent != nil {
+			c.hold(parent.holder(), rid)
+		}
+	}
+	for _, a := range spec.Args {
+		if a.Ref != nil {
+			rid := objects.ID(a.Ref)
+			c.addRef(rid)
+			t.argRefs = append(t.argRefs, rid)
+		}
+	}
+	for _, r := range spec.Refs {
+		rid := objects.ID(r)
+		c.addRef(rid)
+		t.nested = append(t.nested, rid)
+	}
+	if parent != nil {
+		if parent.children == nil {
+			parent.children = map[*task]struct{}{}
+		}
+		parent.children[t] = struct{}{}
+	}
+	t.charge = specCharge(spec) + int64(len(t.rawArgs))
+	c.heap += t.charge
+	c.tasks[t.id] = t
+	return t
+}
+
+// hold records that execution h holds a handle to object id (refs+1).
+func (c *Core) hold(h *task, id objects.ID) {
+	if o := c.objs[id]; o != nil {
+		o.refs++
+		h.held[id]++
+	}
+}
+
+// submit queues a task with the scheduler.
+func (c *Core) submit(t *task) {
+	t.state = taskQueued
+	t.blocked = false
+	var deps []scheduler.ObjectKey
+	for _, id := range t.argRefs {
+		if o := c.objs[id]; o != nil && !o.ready {
+			deps = append(deps, schedKey(id))
+			c.fetch(id, o)
+		}
+	}
+	st := scheduler.Task{ID: t.schedID(), Demand: t.demand, Deps: deps, Labels: t.spec.Options.Labels, Bundle: -1}
+	if c.cfg.Clustered && (t.here || !c.movable(t)) {
+		st.Node = c.cfg.Node // sent here by another node, or it cannot leave this node
+	} else if c.cfg.Clustered {
+		st.Prefer = c.locality(t)
+	}
+	if g := t.spec.Options.Group; g != nil {
+		st.Group = scheduler.GroupID(g)
+		if b := t.spec.Options.Bundle; b != nil {
+			st.Bundle = *b
+		}
+	}
+	c.sched.Submit(st)
+	c.schedule()
+}
+
+// schedule applies the scheduler's plans until it has nothing more to place.
+func (c *Core) schedule() {
+	for {
+		plan := c.sched.Schedule()
+		c.groupPlanned(plan)
+		if len(plan.Placements) == 0 && len(plan.Infeasible) == 0 && len(plan.Groups) == 0 && len(plan.GroupsInfeasible) == 0 {
+			return
+		}
+		for _, inf := range plan.Infeasible {
+			t := c.tasks[idOf(string(inf.Task))]
+			if t == nil {
+				continue
+			}
+			t.state = taskDone
+			if t.kind == wire.ExecActorCreate {
+				c.actorDead(t.actor, inf.Reason+"; lower the actor's demand or start the node with more resources")
+				continue
+			}
+			c.failTask(t, abi.ErrorValue{Kind: "infeasible", Message: inf.Reason + "; lower the task's demand or start the node with more resources", Task: t.name}, false)
+		}
+		for _, p := range plan.Placements {
+			t := c.tasks[idOf(string(p.Task))]
+			if t == nil || t.state != taskQueued {
+				c.sched.Finished(p.Task)
+				continue
+			}
+			t.state = taskRunning
+			if p.Node != c.cfg.Node {
+				c.runRemote(t, p.Node)
+				continue
+			}
+			c.dispatch(t)
+		}
+	}
+}
+
+// dispatch finds a worker for a placed task.
+func (c *Core) dispatch(t *task) {
+	j := t.job
+	if j.done {
+		return
+	}
+	if t.kind == wire.ExecActorCreate {
+		w := c.startWorker(j)
+		if w == nil {
+			c.actorDead(t.actor, fmt.Sprintf("the node has %d worker processes, its most", c.cfg.MaxWorkers))
+			return
+		}
+		w.actor = t.actor
+		t.actor.worker = w
+		return
+	}
+	j.queue = append(j.queue, t)
+	c.pump(j)
+}
+
+// cborArrayHeader is the CBOR head of an array of n items.
+func cborArrayHeader(n int) []byte {
+	switch {
+	case n < 24:
+		return []byte{0x80 | byte(n)}
+	case n < 256:
+		return []byte{0x98, byte(n)}
+	case n < 65536:
+		return []byte{0x99, byte(n >> 8), byte(n)}
+	}
+	b := []byte{0x9a, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(b[1:], uint32(n))
+	return b
+}
+
+// run sends an execution to a worker.
+func (c *Core) run(w *worker, t *task) {
+	ex := wire.Exec{Task: t.id, Kind: t.kind, Name: t.spec.Func}
+	switch t.kind {
+	case wire.ExecActorCreate:
+		ex.Name = t.spec.Func + abi.ActorInitSuffix
+	case wire.ExecMain:
+		ex.Name = abi.MainFunc
+	}
+	if t.rawArgs != nil {
+		ex.Args = []wire.Piece{{Inline: t.rawArgs}}
+	} else {
+		ex.Args = append(ex.Args, wire.Piece{Inline: cborArrayHeader(len(t.spec.Args))})
+		for _, a := range t.spec.Args {
+			if a.Ref == nil {
+				ex.Args = append(ex.Args, wire.Piece{Inline: a.Value})
+				continue
+			}
+			id := objects.ID(a.Ref)
+			o := c.objs[id]
+			var fail *abi.ErrorValue
+			switch {
+			case o == nil:
+				fail = &abi.ErrorValue{Kind: "task", Message: fmt.Sprintf("argument object %s was released before the task ran", id.Short()), Task: t.name}
+			case o.isError:
+				ev := decodeErrorValue(o.inline)
+				fail = &ev
+			}
+			var p wire.Piece
+			if fail == nil {
+				var err error
+				if p, err = c.piece(w, id, o); err != nil {
+					fail = &abi.ErrorValue{Kind: "task", Message: "cannot read argument: " + err.Error(), Task: t.name}
+				}
+			}
+			if fail != nil {
+				c.unpinAll(w, ex.Unpin)
+				c.abandon(w, t, *fail)
+				return
+			}
+			if p.Arena || p.Path != "" {
+				ex.Unpin = append(ex.Unpin, id)
+			}
+			ex.Args = append(ex.Args, p)
+		}
+	}
+	t.worker = w
+	if w.task == nil {
+		c.started(w, t)
+	} else {
+		w.queued = append(w.queued, t)
+	}
+	c.sendWorker(w, wire.TypeExec, ex)
+}
+
+// started records that t begins to run on w now.
+func (c *Core) started(w *worker, t *task) {
+	w.task = t
+	t.started = c.now
+	if t.spec.Options.TimeoutMs <= 0 {
+		return
+	}
+	d := Time(t.spec.Options.TimeoutMs) * 1e6
+	t.timer = c.setTimer(d, func() {
+		t.timer = 0
+		if w.task == t && t.state == taskRunning {
+			w.killReason = &abi.ErrorValue{Kind: "timeout", Message: fmt.Sprintf("task %s timed out after %s; its worker was stopped", t.name, d), Task: t.name}
+			c.killWorker(w)
+		}
+	})
+}
+
+func (c *Core) stopTaskTimer(t *task) {
+	c.stopTimer(t.timer)
+	t.timer = 0
+}
+
+// abandon fails a task before it ran and gives a task worker back (an
+// actor's worker goes on with the actor's queue).
+func (c *Core) abandon(w *worker, t *task, ev abi.ErrorValue) {
+	t.state = taskDone
+	c.failTask(t, ev, true)
+	if w.actor == nil && w.task == nil {
+		c.workerIdle(w)
+	}
+}
+
+// piece returns where a ready object's bytes are, pinning stored ones for w.
+func (c *Core) piece(w *worker, id objects.ID, o *object) (wire.Piece, error) {
+	if !o.stored {
+		return wire.Piece{Inline: o.inline}, nil
+	}
+	if w.state == workerDead {
+		return wire.Piece{}, fmt.Errorf("worker %d is gone", w.pid)
+	}
+	loc, err := c.store.PinInPlace(id)
+	if err != nil {
+		return wire.Piece{}, err
+	}
+	w.pins[id]++ // held until the worker has read the range or the file
+	if loc.Path != "" {
+		return wire.Piece{Path: loc.Path, Size: loc.Size}, nil
+	}
+	return wire.Piece{Arena: true, Off: loc.Offset, Size: loc.Size}, nil
+}
+
+func (c *Core) unpin(w *worker, id objects.ID) {
+	if w.pins[id] > 0 {
+		w.pins[id]--
+		if w.pins[id] == 0 {
+			delete(w.pins, id)
+		}
+		c.store.Unpin(id)
+	}
+}
+
+func (c *Core) unpinAll(w *worker, ids []objects.ID) {
+	for _, id := range ids {
+		c.unpin(w, id)
+	}
+}
+
+// failTask stores ev as the value of every return of t and finishes it.
+func (c *Core) failTask(t *task, ev abi.ErrorValue, releaseSched bool) {
+	for _, id := range t.returns {
+		c.store.Abort(id) // a reservation a lost attempt may have left
+		if o := c.objs[id]; o != nil && !o.ready && o.remote != "" {
+			o.remote, o.fetching = "", false // a result held elsewhere that cannot be had
+		}
+		c.setError(id, ev)
+	}
+	if t.kind == wire.ExecMain {
+		c.jobResult(t.job, ev.Message)
+	}
+	c.finishTask(t, releaseSched)
+}
+
+// finishTask releases what a finished execution held.
+func (c *Core) finishTask(t *task, releaseSched bool) {
+	t.state = taskDone
+	c.stopTaskTimer(t)
+	if t.worker != nil && t.worker.task == t {
+		t.worker.task = nil
+	}
+	t.worker = nil
+	if releaseSched && t.kind != wire.ExecActorMethod && t.kind != wire.ExecActorCreate {
+		c.sched.Finished(t.schedID())
+	}
+	c.answerAsker(t)
+	if !t.lineage {
+		c.releaseArgs(t)
+	}
+	if t.parent != nil {
+		delete(t.parent.children, t)
+	}
+	if !t.keepsHandles() {
+		c.releaseHandles(t)
+	}
+	if t.kind != wire.ExecActorCreate {
+		c.forgetTask(t)
+	}
+}
+
+// forgetTask removes a finished task from the table.
+func (c *Core) forgetTask(t *task) {
+	if c.tasks[t.id] == t {
+		delete(c.tasks, t.id)
+		c.heap -= t.charge
+		t.charge = 0
+	}
+	if t.asker != "" {
+		if k := (askKey{t.asker, t.askerTask}); c.asked[k] == t {
+			delete(c.asked, k)
+		}
+	}
+}
+
+// releaseArgs drops the holds a task has on its arguments.
+func (c *Core) releaseArgs(t *task) {
+	args, nested := t.argRefs, t.nested
+	t.argRefs, t.nested = nil, nil
+	for _, id := range args {
+		c.decRef(id)
+	}
+	for _, id := range nested {
+		c.decRef(id)
+	}
+}
+
+// releaseHandles drops the handles an execution holds, in ID order.
+func (c *Core) releaseHandles(t *task) {
+	held := t.held
+	t.held = map[objects.ID]int{}
+	for _, id := range sortedIDs(held) {
+		for range held[id] {
+			c.decRef(id)
+		}
+	}
+}
+
+// done completes an execution.
+func (c *Core) done(w *worker, d wire.Done) error {
+	if d.Dropped {
+		return c.dropped(w, d)
+	}
+	t := w.task
+	if t == nil || t.id != d.Task {
+		return fmt.Errorf("done for a task it was not running")
+	}
+	c.flushOutput(w, t)
+	c.stopTaskTimer(t)
+	t.job.ran(t, c.now)
+	w.task = nil
+	t.worker = nil
+	if len(w.queued) > 0 { // the next execution sent ahead is running now
+		next := w.queued[0]
+		w.queued = w.queued[1:]
+		if next.kind == wire.ExecTask && t.kind == wire.ExecTask {
+			c.sched.Handoff(t.schedID(), next.schedID()) // next runs in t's reservation
+		}
+		c.started(w, next)
+		next.recalled = false // a Drop, if any, came too late: its Done follows
+		if ev := next.cancelled; ev != nil {
+			w.killReason = ev // cancelling a running task stops its worker
+			c.killWorker(w)
+		}
+	}
+	t.blocked = false
+	if id := d.Created; !id.IsNil() {
+		delete(w.creates, id)
+		if !d.OK {
+			c.store.Abort(id)
+		}
+	}
+	if !d.OK {
+		c.executionFailed(w, t, d)
+		return nil
+	}
+	switch t.kind {
+	case wire.ExecMain:
+		c.jobResult(t.job, "")
+		c.finishTask(t, true)
+	case wire.ExecActorCreate:
+		c.actorCreated(t.actor)
+		return nil
+	default:
+		if err := c.storeResults(t, d); err != nil {
+			c.failTask(t, abi.ErrorValue{Kind: "task", Message: err.Error(), Task: t.name}, true)
+		} else {
+			c.finishTask(t, true)
+		}
+	}
+	c.afterExecution(w)
+	c.schedule()
+	return nil
+}
+
+// afterExecution hands the worker its next execution.
+func (c *Core) afterExecution(w *worker) {
+	if w.actor != nil {
+		c.actorNext(w.actor)
+		return
+	}
+	if w.task != nil { // it runs a task sent ahead: send more
+		c.topUp(w)
+		return
+	}
+	c.workerIdle(w)
+}
+
+// executionFailed handles a guest error (returned error, panic or trap).
+func (c *Core) executionFailed(w *worker, t *task, d wire.Done) {
+	if t.kind == wire.ExecActorCreate {
+		c.actorDead(t.actor, "the constructor failed: "+d.Error)
+		c.killWorker(w)
+		return
+	}
+	if t.kind == wire.ExecTask && t.spec.Options.RetryExceptions && t.retriesLeft != 0 {
+		t.retriesLeft--
+		c.sched.Finished(t.schedID())
+		c.submit(t)
+		c.afterExecution(w)
+		return
+	}
+	c.failTask(t, abi.ErrorValue{Kind: "task", Message: d.Error, Task: t.name}, true)
+	if t.kind == wire.ExecActorMethod && d.Kind != "app" {
+		// A trap lost the actor's state: stop its worker so that it is
+		// restarted (constructor again) or declared dead.
+		c.killWorker(w)
+		return
+	}
+	c.afterExecution(w)
+	c.schedule()
+}
+
+// executionLost handles a worker that died while running t.
+func (c *Core) executionLost(t *task, w *worker, cause string) {
+	if t.state == taskDone {
+		return
+	}
+	c.stopTaskTimer(t)
+	t.worker = nil
+	switch {
+	case t.kind == wire.ExecActorCreate:
+		return // actorLost decides
+	case t.kind == wire.ExecActorMethod:
+		ev := abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s died while running %s: %s", t.actor.class, t.name, cause), Task: t.name}
+		if w.killReason != nil {
+			ev = *w.killReason
+		}
+		c.failTask(t, ev, false)
+	case w.killReason != nil:
+		c.failTask(t, *w.killReason, true)
+	case t.kind == wire.ExecMain:
+		c.failTask(t, abi.ErrorValue{Kind: "worker_died", Message: "the driver's worker died: " + cause}, true)
+	case t.retriesLeft != 0:
+		c.retry(t, fmt.Sprintf("lost its worker (%s)", firstLine(cause)))
+	default:
+		c.failTask(t, abi.ErrorValue{Kind: "worker_died", Message: fmt.Sprintf("task %s failed: its worker died and no retries are left: %s", t.name, cause), Task: t.name}, true)
+	}
+}
+
+// retry spends one of t's retries and schedules it again, saying why in
+// the node's log.
+func (c *Core) retry(t *task, why string) {
+	t.retriesLeft--
+	c.sched.Finished(t.schedID())
+	c.logf("fabric: task %s %s; retrying", t.name, why)
+	c.submit(t)
+}
+
+func firstLine(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+// storeResults makes a successful execution's value(s) ready.
+func (c *Core) storeResults(t *task, d wire.Done) error {
+	var refs []objects.ID
+	for _, id := range d.Refs {
+		if o := c.objs[id]; o != nil && o.job == t.job {
+			refs = append(refs, id)
+		}
+	}
+	if len(t.returns) == 1 {
+		id := t.returns[0]
+		if !d.Created.IsNil() {
+			if d.Created != id {
+				return fmt.Errorf("result stored under the wrong ID")
+			}
+			if err := c.store.Seal(id); err != nil {
+				return err
+			}
+			c.setReady(id, nil, false, true, refs)
+			if o := c.objs[id]; o != nil { // nil when nobody holds it any more
+				o.size = d.Value.Size
+			}
+			return nil
+		}
+		c.storeValue(id, d.Value.Inline, refs)
+		return nil
+	}
+	var parts []wire.RawMessage
+	if err := wire.Unmarshal(d.Value.Inline, &parts); err != nil || len(parts) != len(t.returns) {
+		return fmt.Errorf("task %s declares %d return values but returned %d", t.name, len(t.returns), len(parts))
+	}
+	for i, id := range t.returns {
+		c.storeValue(id, []byte(parts[i]), refs)
+	}
+	return nil
+}
+
+// cancelTask cancels a task, and with recursive the tasks it submitted
+// first (in ID order, by a work list: no recursion a guest controls).
+func (c *Core) cancelTask(root *task, force, recursive bool) {
+	order := []*task{root}
+	if recursive {
+		// Children first, as Ray does: collect the tree, then cancel it
+		// from the leaves up.
+		for i := 0; i < len(order); i++ {
+			kids := make([]*task, 0, len(order[i].children))
+			for k := range order[i].children {
+				kids = append(kids, k)
+			}
+			slices.SortFunc(kids, func(a, b *task) int { return compareIDs(a.id, b.id) })
+			order = append(order, kids...)
+		}
+	}
+	for i := len(order) - 1; i >= 0; i-- {
+		c.cancelOne(order[i])
+	}
+}
+
+// cancelOne cancels one task (not an actor: Ray kills those with kill).
+func (c *Core) cancelOne(t *task) {
+	if t.kind == wire.ExecActorCreate || t.state == taskDone {
+		return
+	}
+	ev := abi.ErrorValue{Kind: "cancelled", Message: fmt.Sprintf("task %s was cancelled", t.name), Task: t.name}
+	switch t.state {
+	case taskQueued:
+		if t.kind == wire.ExecActorMethod {
+			if a := t.actor; a != nil {
+				if i := slices.Index(a.queue, t); i >= 0 {
+					a.queue = slices.Delete(a.queue, i, i+1)
+				}
+			}
+			c.failTask(t, ev, false)
+			return
+		}
+		c.sched.Cancel(t.schedID())
+		c.failTask(t, ev, false)
+	case taskRunning:
+		if t.kind == wire.ExecActorMethod || t.kind == wire.ExecMain {
+			return // Ray does not cancel running actor calls
+		}
+		if w := t.worker; w != nil {
+			if w.task != t { // sent ahead, perhaps not started
+				c.cancelQueued(w, t, ev)
+				return
+			}
+			w.killReason = &ev
+			c.killWorker(w)
+			return
+		}
+		if t.remoteNode != "" {
+			c.cancelRemote(t)
+		}
+		// placed but waiting for a worker, or running on another node
+		if i := slices.Index(t.job.queue, t); i >= 0 {
+			t.job.queue = slices.Delete(t.job.queue, i, i+1)
+		}
+		c.failTask(t, ev, true)
+	}
+}
