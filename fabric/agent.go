@@ -104,6 +104,10 @@ type Agent struct {
 	direct   map[objects.ID]chan *peerwire.TaskDone
 	// discarded counts messages not sent because their node is gone.
 	discarded atomic.Uint64
+	// table is the cluster's members as membership events last told of
+	// them: addresses and states, looked up on every send.
+	tableMu sync.RWMutex
+	table   map[string]membership.Member
 }
 
 // Errors of the agent.
@@ -146,7 +150,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{}), ready: make(chan struct{}),
-		usageStop: make(chan struct{}), usageDone: make(chan struct{}), direct: map[objects.ID]chan *peerwire.TaskDone{}}
+		usageStop: make(chan struct{}), usageDone: make(chan struct{}), direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{}}
 	a.link = peerlink.New(peerlink.Config{
 		Send: a.sendBatch,
 		Log:  func(s string) { a.logf("fabric agent: %s", s) },
@@ -213,11 +217,27 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	node.cluster = a
 	node.mu.Unlock()
 	for _, m := range a.members.Members() {
+		a.remember(m)
 		if m.Status == membership.Alive && m.ID != a.ID {
 			node.step(core.PeerUp{Node: scheduler.NodeID(m.ID), Resources: resources(m.Resources), Labels: m.Labels})
 		}
 	}
 	return a, nil
+}
+
+// remember records what membership says of a member.
+func (a *Agent) remember(m membership.Member) {
+	a.tableMu.Lock()
+	a.table[m.ID] = m
+	a.tableMu.Unlock()
+}
+
+// member returns what membership last said of a node.
+func (a *Agent) member(id string) (membership.Member, bool) {
+	a.tableMu.RLock()
+	defer a.tableMu.RUnlock()
+	m, ok := a.table[id]
+	return m, ok
 }
 
 // logf writes a line to the agent's log, if it has one.
@@ -230,10 +250,8 @@ func (a *Agent) logf(format string, args ...any) {
 // peerUp tells the node of an alive member again (after the link could
 // not reach it for a while).
 func (a *Agent) peerUp(id string) {
-	for _, m := range a.members.Members() {
-		if m.ID == id && m.Status == membership.Alive {
-			a.node.step(core.PeerUp{Node: scheduler.NodeID(m.ID), Resources: resources(m.Resources), Labels: m.Labels})
-		}
+	if m, ok := a.member(id); ok && m.Status == membership.Alive {
+		a.node.step(core.PeerUp{Node: scheduler.NodeID(m.ID), Resources: resources(m.Resources), Labels: m.Labels})
 	}
 }
 
@@ -331,6 +349,7 @@ func (a *Agent) join(addrs []string) error {
 func (a *Agent) watchMembers() {
 	defer a.wg.Done()
 	for e := range a.members.Events() {
+		a.remember(e.Member)
 		if e.Member.ID == a.ID {
 			continue
 		}
@@ -435,21 +454,17 @@ func (a *Agent) sendBatch(ctx context.Context, node string, body []byte) error {
 // Send queues a message for another node (the node's cluster): through the
 // peer link, unless membership says the node is gone.
 func (a *Agent) Send(node string, m peerwire.Message) {
-	for _, mem := range a.members.Members() {
-		if mem.ID == node && mem.Status != membership.Alive && mem.Status != membership.Suspect {
-			a.discarded.Add(1)
-			return
-		}
+	if mem, ok := a.member(node); ok && mem.Status != membership.Alive && mem.Status != membership.Suspect {
+		a.discarded.Add(1)
+		return
 	}
 	a.link.Send(node, m)
 }
 
-// addrOf returns the QUIC address of an alive node.
+// addrOf returns the QUIC address of an alive (or suspect) node.
 func (a *Agent) addrOf(nodeID string) (string, error) {
-	for _, m := range a.members.Members() {
-		if m.ID == nodeID && m.Status == membership.Alive {
-			return m.QUIC, nil
-		}
+	if m, ok := a.member(nodeID); ok && (m.Status == membership.Alive || m.Status == membership.Suspect) {
+		return m.QUIC, nil
 	}
 	return "", fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
 }

@@ -166,12 +166,18 @@ func (c *Core) jobMaybeEnded(j *job) {
 	c.emit(JobEnded{Job: j.id})
 }
 
-// ran folds the run time of a task that finished into its function's mean.
+// ran folds the run time of a task that finished on a worker here into
+// its function's mean.
 func (j *job) ran(t *task, now Time) {
-	if t.kind != wire.ExecTask || t.started == 0 && now == 0 {
+	if t.kind != wire.ExecTask || !t.timed {
 		return
 	}
-	d := now - t.started
+	t.ranFor = now - t.started
+	j.ranFor(t, t.ranFor)
+}
+
+// ranFor folds a run time of t's function into its mean.
+func (j *job) ranFor(t *task, d Time) {
 	if j.runTimes == nil {
 		j.runTimes = map[string]Time{}
 	}

@@ -38,7 +38,7 @@ const localityMin = 1 << 20
 
 // remotePipelineDepth is how many short tasks may follow one on another
 // node, in its reservation, sent without waiting for it to end.
-const remotePipelineDepth = 8
+const remotePipelineDepth = 64
 
 func (e PeerUp) apply(c *Core) {
 	if e.Node == c.cfg.Node {
@@ -313,8 +313,8 @@ func (c *Core) remoteEnded(t *task, node NodeID, m *peerwire.TaskDone, lost stri
 	j := t.job
 	if t.kind == wire.ExecTask {
 		c.passLease(t, node)
-		if lost == "" {
-			j.ran(t, c.now)
+		if m != nil && m.Ran > 0 {
+			j.ranFor(t, Time(m.Ran))
 		}
 	}
 	switch {
@@ -741,7 +741,7 @@ func (c *Core) answerAsker(t *task) {
 	if j.done {
 		return
 	}
-	msg := &peerwire.TaskDone{Job: string(j.id), Task: t.askerTask, Attempt: t.askerAttempt}
+	msg := &peerwire.TaskDone{Job: string(j.id), Task: t.askerTask, Attempt: t.askerAttempt, Ran: int64(t.ranFor)}
 	for _, id := range t.returns {
 		o := c.objs[id]
 		switch {

@@ -45,7 +45,9 @@ type task struct {
 	blocked     bool
 	depWait     bool
 	demand      scheduler.Resources
-	started     Time // when it began to run on its worker
+	started     Time // when it began to run on its worker (timed: it did)
+	timed       bool
+	ranFor      Time // how long it ran, once done
 	// recalled is set while a Drop for it, queued behind another task on
 	// its worker, is on its way; cancelled is set when that Drop is for a
 	// cancel, which then also applies if the task started meanwhile.
@@ -355,7 +357,7 @@ func (c *Core) run(w *worker, t *task) {
 // started records that t begins to run on w now.
 func (c *Core) started(w *worker, t *task) {
 	w.task = t
-	t.started = c.now
+	t.started, t.timed = c.now, true
 	if t.spec.Options.TimeoutMs <= 0 {
 		return
 	}

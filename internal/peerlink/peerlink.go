@@ -65,11 +65,10 @@ type Stats struct {
 
 // Link is one agent's side of the links to all its peers.
 type Link struct {
-	cfg     Config
-	session uint64
-	ctx     context.Context
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
+	cfg  Config
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
 
 	mu    sync.Mutex
 	peers map[string]*peer
@@ -79,27 +78,50 @@ type Link struct {
 	recv   map[string]*receiver
 }
 
+// Window is how many batches may be on their way to one peer at once. The
+// receiver applies them in order, whatever order they arrive in.
+const Window = 4
+
 // peer is the queue of one node.
 type peer struct {
-	node    string
-	queue   []peerwire.Envelope
-	bytes   int
+	node  string
+	queue []peerwire.Envelope
+	bytes int
+	// session numbers this run of batches; Drop starts another, from
+	// sequence number 0.
+	session uint64
 	seq     uint64 // of the next batch
-	running bool   // a goroutine sends the queue
-	cancel  context.CancelFunc
-	gone    uint64 // Drop count: a sender that sees it change discards its batch
+	senders int    // goroutines sending batches (at most Window)
+	flying  int    // messages in batches on their way
+	ctx     context.Context
+	cancel  context.CancelFunc // ends the sends of this session
 	cut     map[string]int64
 	failing time.Time // first failure of the current run of failures
 	unreach bool
 }
 
-// receiver dedups the batches of one sending node.
+// receiver orders and dedups the batches of one sending node, and applies
+// them on a goroutine of its own, in order.
 type receiver struct {
 	mu      sync.Mutex
+	cond    *sync.Cond
 	session uint64
-	seq     uint64 // next expected
+	next    uint64 // the next batch to take
 	started bool
+	// pending are batches taken and not yet applied; applying is set
+	// while the receiver's goroutine runs.
+	pending  []pendingBatch
+	applying bool
 }
+
+type pendingBatch struct {
+	msgs  []peerwire.Message
+	apply func([]peerwire.Message)
+}
+
+// maxPending bounds the batches of one sender taken and not yet applied:
+// past it, Receive waits, and so does the sender.
+const maxPending = 64
 
 // Errors of the package.
 var (
@@ -125,11 +147,16 @@ func New(cfg Config) *Link {
 	if cfg.UnreachableAfter <= 0 {
 		cfg.UnreachableAfter = 10 * time.Second
 	}
+	ctx, stop := context.WithCancel(context.Background())
+	return &Link{cfg: cfg, ctx: ctx, stop: stop, peers: map[string]*peer{}, recv: map[string]*receiver{}}
+}
+
+// newSession starts p's next run of batches. Caller holds l.mu.
+func (l *Link) newSession(p *peer) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	ctx, stop := context.WithCancel(context.Background())
-	return &Link{cfg: cfg, session: binary.LittleEndian.Uint64(b[:]), ctx: ctx, stop: stop,
-		peers: map[string]*peer{}, recv: map[string]*receiver{}}
+	p.session, p.seq = binary.LittleEndian.Uint64(b[:]), 0
+	p.ctx, p.cancel = context.WithCancel(l.ctx)
 }
 
 // Send queues a message for node. It never blocks. An output message is
@@ -150,6 +177,7 @@ func (l *Link) Send(node string, m peerwire.Message) {
 	p := l.peers[node]
 	if p == nil {
 		p = &peer{node: node}
+		l.newSession(p)
 		l.peers[node] = p
 	}
 	if out, ok := m.(*peerwire.Output); ok {
@@ -173,15 +201,18 @@ func (l *Link) Send(node string, m peerwire.Message) {
 	}
 	p.queue = append(p.queue, e)
 	p.bytes += len(e.Body)
-	if !p.running {
-		p.running = true
+	// A sender more while the queue grows behind the ones on their way:
+	// small messages wait for the next batch (they batch better), a long
+	// queue goes out on several at once (long round trips).
+	if p.senders == 0 || (p.senders < Window && (len(p.queue) >= 64 || p.bytes >= 256<<10)) {
+		p.senders++
 		l.wg.Add(1)
 		go l.run(p)
 	}
 }
 
-// Drop discards what is queued for node, and the batch on its way: the
-// node is gone. The messages are counted and reported.
+// Drop discards what is queued for node, and the batches on their way:
+// the node is gone. The messages are counted and reported.
 func (l *Link) Drop(node string) {
 	l.mu.Lock()
 	p := l.peers[node]
@@ -189,12 +220,10 @@ func (l *Link) Drop(node string) {
 		l.mu.Unlock()
 		return
 	}
-	n := len(p.queue)
+	n := len(p.queue) + p.flying // a batch on its way may or may not have arrived
 	p.queue, p.bytes, p.cut = nil, 0, nil
-	p.gone++
-	if p.cancel != nil {
-		p.cancel()
-	}
+	p.cancel()
+	l.newSession(p)
 	l.stats.Dropped += uint64(n)
 	l.mu.Unlock()
 	if n > 0 && l.cfg.Log != nil {
@@ -202,14 +231,14 @@ func (l *Link) Drop(node string) {
 	}
 }
 
-// run sends p's queue until it is empty.
+// run sends batches of p's queue until it is empty; up to Window of them
+// run at once, each sending its own batch until the peer takes it.
 func (l *Link) run(p *peer) {
 	defer l.wg.Done()
-	backoff := 10 * time.Millisecond
 	for {
 		l.mu.Lock()
 		if len(p.queue) == 0 || l.ctx.Err() != nil {
-			p.running = false
+			p.senders--
 			l.mu.Unlock()
 			return
 		}
@@ -219,54 +248,64 @@ func (l *Link) run(p *peer) {
 			take++
 		}
 		msgs := p.queue[:take:take]
-		gone := p.gone
-		seq := p.seq
-		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.Timeout)
-		p.cancel = cancel
+		p.queue = p.queue[take:]
+		p.bytes -= size
+		p.flying += take
+		session, seq, ctx := p.session, p.seq, p.ctx
+		p.seq++
 		l.mu.Unlock()
 
-		body, err := peerwire.EncodeBatch(peerwire.Batch{Session: l.session, Seq: seq, Msgs: msgs})
+		body, err := peerwire.EncodeBatch(peerwire.Batch{Session: session, Seq: seq, Msgs: msgs})
 		if err == nil {
-			err = l.cfg.Send(ctx, p.node, body)
+			err = l.sendBatch(ctx, p, body)
 		}
-		cancel()
 
 		l.mu.Lock()
-		p.cancel = nil
+		p.flying -= take
 		switch {
-		case p.gone != gone: // dropped meanwhile: the batch is counted there
-			p.seq++
-			l.mu.Unlock()
-			backoff = 10 * time.Millisecond
-			continue
+		case l.ctx.Err() != nil: // closed
+		case ctx.Err() != nil: // dropped (counted by Drop): the node is gone
 		case errors.Is(err, ErrRefused):
-			clear(p.queue[:take])
-			p.queue = p.queue[take:]
-			p.bytes -= size
-			p.seq++
 			l.stats.Refused += uint64(take)
-			l.mu.Unlock()
+		case err != nil: // it could not be encoded
+			l.stats.Refused += uint64(take)
 			if l.cfg.Log != nil {
-				l.cfg.Log(fmt.Sprintf("peerlink: node %s refused %d messages: %v", p.node, take, err))
+				l.cfg.Log(fmt.Sprintf("peerlink: %d messages to node %s discarded: %v", take, p.node, err))
 			}
-			continue
-		case err == nil:
-			clear(p.queue[:take])
-			p.queue = p.queue[take:]
-			p.bytes -= size
-			p.seq++
+		default:
 			l.stats.Sent += uint64(take)
 			l.stats.Batches++
 			p.failing = time.Time{}
-			back := p.unreach
-			p.unreach = false
-			l.mu.Unlock()
-			if back && l.cfg.Reachable != nil {
-				l.cfg.Reachable(p.node)
-			}
-			backoff = 10 * time.Millisecond
-			continue
 		}
+		back := err == nil && p.unreach
+		if back {
+			p.unreach = false
+		}
+		l.mu.Unlock()
+		if errors.Is(err, ErrRefused) && l.cfg.Log != nil {
+			l.cfg.Log(fmt.Sprintf("peerlink: node %s refused %d messages: %v", p.node, take, err))
+		}
+		if back && l.cfg.Reachable != nil {
+			l.cfg.Reachable(p.node)
+		}
+	}
+}
+
+// sendBatch sends one batch until p takes it, refuses it, or its session
+// ends (Drop or Close), retrying with backoff.
+func (l *Link) sendBatch(ctx context.Context, p *peer, body []byte) error {
+	backoff := 10 * time.Millisecond
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		actx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
+		err := l.cfg.Send(actx, p.node, body)
+		cancel()
+		if err == nil || errors.Is(err, ErrRefused) || ctx.Err() != nil {
+			return err
+		}
+		l.mu.Lock()
 		l.stats.Retries++
 		if p.failing.IsZero() {
 			p.failing = time.Now()
@@ -281,16 +320,18 @@ func (l *Link) run(p *peer) {
 		}
 		select {
 		case <-time.After(backoff):
-		case <-l.ctx.Done():
+		case <-ctx.Done():
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 
-// Receive decodes a batch from node from and applies its messages with
-// apply, once: a batch sent again (its acknowledgement was lost) is not
-// applied twice. Batches of one sender are applied one at a time, in
-// order. A nil error acknowledges the batch.
+// Receive decodes a batch from node from and takes it: its messages are
+// applied with apply once, in the order the sender sent its batches, on a
+// goroutine of the link's for that sender, so that the sender's round trip
+// does not wait for them. A batch that arrives before the ones sent ahead
+// of it waits for them; a batch sent again (its acknowledgement was lost)
+// is not taken twice. A nil error acknowledges the batch.
 func (l *Link) Receive(from string, body []byte, apply func([]peerwire.Message)) error {
 	b, msgs, err := peerwire.DecodeBatch(body)
 	if err != nil {
@@ -304,26 +345,75 @@ func (l *Link) Receive(from string, body []byte, apply func([]peerwire.Message))
 	r := l.recv[from]
 	if r == nil {
 		r = &receiver{}
+		r.cond = sync.NewCond(&r.mu)
 		l.recv[from] = r
 	}
 	l.recvMu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	switch {
-	case !r.started || r.session != b.Session: // a new sender, or one that restarted
-		r.started, r.session = true, b.Session
-	case b.Seq < r.seq:
+	if !r.started || r.session != b.Session {
+		// A new run of batches (a new sender, one that restarted, or one
+		// whose earlier run was dropped) starts at 0; one that does not is
+		// a run this receiver joined late (it restarted).
+		r.started, r.session, r.next = true, b.Session, b.Seq
+		if b.Seq < Window {
+			r.next = 0
+		}
+		r.cond.Broadcast()
+	}
+	deadline := time.Now().Add(l.cfg.Timeout)
+	for r.session == b.Session && (b.Seq > r.next || (b.Seq == r.next && len(r.pending) >= maxPending)) {
+		if time.Now().After(deadline) || l.ctx.Err() != nil {
+			return fmt.Errorf("peerlink: batch %d from %s waited too long (for batch %d, or for room)", b.Seq, from, r.next)
+		}
+		waitCond(r.cond, 100*time.Millisecond)
+	}
+	if r.session != b.Session || b.Seq < r.next {
 		l.mu.Lock()
 		l.stats.Repeats++
 		l.mu.Unlock()
-		return nil // applied before; its acknowledgement was lost
+		return nil // taken before (its acknowledgement was lost), or superseded
 	}
-	r.seq = b.Seq + 1
-	apply(msgs)
-	l.mu.Lock()
-	l.stats.Received += uint64(len(msgs))
-	l.mu.Unlock()
+	r.next = b.Seq + 1
+	r.pending = append(r.pending, pendingBatch{msgs: msgs, apply: apply})
+	r.cond.Broadcast()
+	if !r.applying {
+		r.applying = true
+		l.wg.Add(1)
+		go l.applyLoop(r)
+	}
 	return nil
+}
+
+// applyLoop applies a sender's batches in order until none is pending.
+func (l *Link) applyLoop(r *receiver) {
+	defer l.wg.Done()
+	r.mu.Lock()
+	for len(r.pending) > 0 {
+		b := r.pending[0]
+		r.pending[0] = pendingBatch{}
+		r.pending = r.pending[1:]
+		r.cond.Broadcast() // room for a waiting batch
+		r.mu.Unlock()
+		b.apply(b.msgs)
+		l.mu.Lock()
+		l.stats.Received += uint64(len(b.msgs))
+		l.mu.Unlock()
+		r.mu.Lock()
+	}
+	r.applying = false
+	r.mu.Unlock()
+}
+
+// waitCond waits on c for at most d.
+func waitCond(c *sync.Cond, d time.Duration) {
+	t := time.AfterFunc(d, func() {
+		c.L.Lock()
+		c.Broadcast()
+		c.L.Unlock()
+	})
+	c.Wait()
+	t.Stop()
 }
 
 // Forget drops what the link remembers of node's batches (the node left).
@@ -345,7 +435,7 @@ func (l *Link) Queued(node string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if p := l.peers[node]; p != nil {
-		return len(p.queue)
+		return len(p.queue) + p.flying
 	}
 	return 0
 }
@@ -355,11 +445,13 @@ func (l *Link) Queued(node string) int {
 func (l *Link) Close() {
 	l.mu.Lock()
 	l.stop()
-	for _, p := range l.peers {
-		if p.cancel != nil {
-			p.cancel()
-		}
-	}
 	l.mu.Unlock()
+	l.recvMu.Lock()
+	for _, r := range l.recv {
+		r.mu.Lock()
+		r.cond.Broadcast()
+		r.mu.Unlock()
+	}
+	l.recvMu.Unlock()
 	l.wg.Wait()
 }

@@ -136,6 +136,9 @@ type TaskDone struct {
 	// Refs are the references inside the values, each exported to the
 	// asker.
 	Refs []objects.ID
+	// Ran is how long the task ran on its worker, in nanoseconds (not how
+	// long it waited there), for the asker's estimate of its run time.
+	Ran int64
 }
 
 // Result is one return value of a task: inline, or Held on the answering
