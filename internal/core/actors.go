@@ -171,7 +171,8 @@ func (c *Core) remoteActorPlaced(t *task, node NodeID, m *peerwire.TaskDone, los
 	case lost != "":
 		c.remoteActorLost(a, fmt.Sprintf("it could not be created on node %s: %s", node, lost))
 	case m.Refused != "":
-		c.remoteActorLost(a, fmt.Sprintf("it could not be created on node %s: %s", node, m.Refused))
+		a.node = ""
+		c.actorDead(a, fmt.Sprintf("node %s refused to create it: %s", node, m.Refused)) // final, as for tasks
 	case m.Error != nil:
 		c.remoteActorLost(a, fmt.Sprintf("it could not be created on node %s: %s", node, decodeErrorValue(m.Error).Message))
 	default:

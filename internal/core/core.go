@@ -114,8 +114,10 @@ type Core struct {
 	// fetchingModules are digests being fetched, with the RunTasks that
 	// wait for them.
 	fetchingModules map[string][]pendingRun
-	// peers are the other nodes the scheduler knows.
+	// peers are the other nodes this node may talk to (true: the
+	// scheduler places work there); gone are those declared gone.
 	peers map[NodeID]bool
+	gone  map[NodeID]bool
 	// remote are the executions running on each other node, for node loss.
 	remote map[NodeID]map[*task]struct{}
 	// ended remembers jobs that ended here lately, so that a late message
@@ -158,7 +160,7 @@ func New(cfg Config, store Store) *Core {
 		jobs: map[JobID]*job{}, workers: map[WorkerID]*worker{}, timers: map[TimerID]func(){},
 		modules: map[string]bool{}, fetchingModules: map[string][]pendingRun{}, peers: map[NodeID]bool{},
 		remote: map[NodeID]map[*task]struct{}{}, ended: map[JobID]bool{}, releases: map[releaseKey]map[objects.ID]uint32{},
-		asked: map[askKey]*task{}}
+		asked: map[askKey]*task{}, gone: map[NodeID]bool{}}
 	c.sched.AddNode(cfg.Node, cfg.Resources, cfg.Labels)
 	return c
 }

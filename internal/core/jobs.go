@@ -89,14 +89,7 @@ func (c *Core) endJob(j *job) {
 		return
 	}
 	j.done = true
-	if !c.ended[j.id] {
-		c.ended[j.id] = true
-		c.endedIDs = append(c.endedIDs, j.id)
-		if len(c.endedIDs) > maxEndedJobs {
-			delete(c.ended, c.endedIDs[0])
-			c.endedIDs = c.endedIDs[1:]
-		}
-	}
+	c.markEnded(j.id)
 	nodes := make([]NodeID, 0, len(j.sentTo))
 	for n := range j.sentTo {
 		nodes = append(nodes, n)
@@ -155,6 +148,19 @@ func (c *Core) endJob(j *job) {
 	c.schedule()
 	c.emit(TrimStore{})
 	c.jobMaybeEnded(j)
+}
+
+// markEnded remembers that a job ended here, for a while.
+func (c *Core) markEnded(id JobID) {
+	if c.ended[id] {
+		return
+	}
+	c.ended[id] = true
+	c.endedIDs = append(c.endedIDs, id)
+	if len(c.endedIDs) > maxEndedJobs {
+		delete(c.ended, c.endedIDs[0])
+		c.endedIDs = c.endedIDs[1:]
+	}
 }
 
 // jobMaybeEnded forgets an ended job once its workers have exited.

@@ -44,6 +44,7 @@ func (e PeerUp) apply(c *Core) {
 	if e.Node == c.cfg.Node {
 		return
 	}
+	delete(c.gone, e.Node)
 	c.peers[e.Node] = true
 	c.sched.AddNode(e.Node, e.Resources, e.Labels)
 	c.schedule()
@@ -68,6 +69,7 @@ func (c *Core) peerDown(node NodeID, gone bool) {
 	c.sched.RemoveNode(node)
 	if gone {
 		delete(c.peers, node)
+		c.gone[node] = true
 	} else {
 		c.peers[node] = false
 	}
@@ -326,18 +328,15 @@ func (c *Core) remoteEnded(t *task, node NodeID, m *peerwire.TaskDone, lost stri
 		if m != nil {
 			c.dropAnswer(j, node, m)
 		}
-	case (lost != "" || m.Refused != "") && t.retriesLeft != 0:
-		why := lost
-		if why == "" {
-			why = m.Refused
-		}
-		c.retry(t, fmt.Sprintf("could not run on node %s (%s)", node, firstLine(why)))
-	case lost != "" || m.Refused != "":
-		why := lost
-		if why == "" {
-			why = m.Refused
-		}
-		c.failTask(t, abi.ErrorValue{Kind: "worker_died", Message: fmt.Sprintf("task %s could not run on node %s and no retries are left: %s", t.name, node, why), Task: t.name}, true)
+	case lost != "" && t.retriesLeft != 0:
+		c.retry(t, fmt.Sprintf("could not run on node %s (%s)", node, firstLine(lost)))
+	case lost != "":
+		c.failTask(t, abi.ErrorValue{Kind: "worker_died", Message: fmt.Sprintf("task %s could not run on node %s and no retries are left: %s", t.name, node, lost), Task: t.name}, true)
+	case m.Refused != "":
+		// A refusal is final: what made the node refuse (the job ended
+		// there, its root is gone, a spec it cannot run) would make it
+		// refuse again, and retrying would go round for ever.
+		c.failTask(t, abi.ErrorValue{Kind: "task", Message: fmt.Sprintf("node %s refused to run task %s: %s", node, t.name, m.Refused), Task: t.name}, true)
 	default:
 		c.applyResult(t, node, m)
 	}
@@ -530,6 +529,9 @@ func (e PeerMessage) apply(c *Core) {
 	case *peerwire.EndJob:
 		if j := c.jobs[JobID(m.Job)]; j != nil && j.root != "" {
 			c.endJob(j)
+		} else if j == nil {
+			c.markEnded(JobID(m.Job)) // work for it still on its way is refused
+			c.unpark(func(r pendingRun) bool { return r.msg.Job == m.Job })
 		}
 	case *peerwire.Output:
 		if j := c.jobs[JobID(m.Job)]; j != nil && j.root == "" && !j.done {
@@ -550,6 +552,16 @@ func (e PeerMessage) apply(c *Core) {
 		}
 	case *peerwire.KillActor:
 		c.killActorHere(m)
+	case *peerwire.ShareOpened:
+		switch j := c.jobs[JobID(m.Job)]; {
+		case j != nil && j.root == "" && !j.done:
+			if j.sentTo == nil {
+				j.sentTo = map[NodeID]struct{}{}
+			}
+			j.sentTo[e.From] = struct{}{}
+		case j == nil || j.done:
+			c.sendPeer(e.From, &peerwire.EndJob{Job: m.Job}) // it ended already
+		}
 	}
 }
 
@@ -598,8 +610,17 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 		}
 		c.fetchingModules[m.Digest] = append(c.fetchingModules[m.Digest], pendingRun{from: from, msg: m})
 		return
+	case j == nil && c.gone[NodeID(m.Root)]:
+		c.refuse(from, m, fmt.Sprintf("job %s: its root, node %s, is gone", m.Job, m.Root))
+		c.releaseRefs(m, from)
+		return
 	case j == nil:
 		j = c.newJob(JobID(m.Job), m.Digest, NodeID(m.Root))
+		if from != j.root && j.root != c.cfg.Node {
+			// Work of the job reached this node through another: the
+			// root learns of the share, to end it with the job.
+			c.sendPeer(j.root, &peerwire.ShareOpened{Job: m.Job})
+		}
 	}
 	c.importAll(j, m.Refs, from)
 	known := func(b []byte) error {
@@ -790,10 +811,28 @@ type askKey struct {
 
 // cancelForPeer stops a task another node asked this node to run.
 func (c *Core) cancelForPeer(from NodeID, m *peerwire.CancelTask) {
+	c.unpark(func(r pendingRun) bool { return r.from == from && r.msg.Task == m.Task && r.msg.Attempt == m.Attempt })
 	t := c.asked[askKey{from, m.Task}]
 	if t != nil && t.askerAttempt == m.Attempt && string(t.job.id) == m.Job && t.kind == wire.ExecTask {
 		c.cancelTask(t, true, true)
 		c.schedule()
+	}
+}
+
+// unpark drops the runs waiting for a module that match, giving their
+// exports back.
+func (c *Core) unpark(match func(pendingRun) bool) {
+	for _, d := range slices.Sorted(maps.Keys(c.fetchingModules)) {
+		runs := c.fetchingModules[d]
+		kept := runs[:0]
+		for _, r := range runs {
+			if match(r) {
+				c.releaseRefs(r.msg, r.from)
+				continue
+			}
+			kept = append(kept, r)
+		}
+		c.fetchingModules[d] = kept
 	}
 }
 

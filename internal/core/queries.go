@@ -73,13 +73,24 @@ func (c *Core) TaskNames() []string {
 func (c *Core) Describe() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "node %s: %d workers, %d queued, heap %d\n", c.cfg.Node, len(c.workers), c.sched.Queued(), c.heap)
+	jobs := make([]string, 0, len(c.jobs))
+	for id, j := range c.jobs {
+		jobs = append(jobs, fmt.Sprintf("  job %s root %q done %v workers %d sent to %d nodes", id, j.root, j.done, len(j.workers), len(j.sentTo)))
+	}
+	sort.Strings(jobs)
+	for _, j := range jobs {
+		b.WriteString(j + "\n")
+	}
 	for _, id := range sortedIDs(c.tasks) {
 		t := c.tasks[id]
-		fmt.Fprintf(&b, "  task %s %s kind %d state %d here %v blocked %v worker %v remote %q job %s\n",
-			id.Short(), t.name, t.kind, t.state, t.here, t.blocked, t.worker != nil, t.remoteNode, t.job.id)
+		fmt.Fprintf(&b, "  task %s %s kind %d state %d here %v blocked %v worker %v remote %q asker %q job %s\n",
+			id.Short(), t.name, t.kind, t.state, t.here, t.blocked, t.worker != nil, t.remoteNode, t.asker, t.job.id)
 	}
 	for _, id := range sortedIDs(c.objs) {
 		o := c.objs[id]
+		if o.job == nil {
+			continue
+		}
 		fmt.Fprintf(&b, "  object %s ready %v stored %v remote %q fetching %v refs %d borrows %d waiters %d\n",
 			id.Short(), o.ready, o.stored, o.remote, o.fetching, o.refs, o.borrows, len(o.waiters))
 	}

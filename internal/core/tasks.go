@@ -474,6 +474,9 @@ func (c *Core) forgetTask(t *task) {
 			delete(c.asked, k)
 		}
 	}
+	if t.remoteNode != "" {
+		c.forgetRemote(t)
+	}
 }
 
 // releaseArgs drops the holds a task has on its arguments.

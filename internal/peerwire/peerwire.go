@@ -40,6 +40,7 @@ const (
 	KindRegisterActor
 	KindActorRegistered
 	KindKillActor
+	KindShareOpened
 	kindEnd
 )
 
@@ -48,6 +49,7 @@ var kindNames = [kindEnd]string{
 	KindGetObject: "get_object", KindObjectValue: "object_value", KindRelease: "release",
 	KindEndJob: "end_job", KindOutput: "output", KindActorDied: "actor_died",
 	KindRegisterActor: "register_actor", KindActorRegistered: "actor_registered", KindKillActor: "kill_actor",
+	KindShareOpened: "share_opened",
 }
 
 // String names the kind.
@@ -72,6 +74,7 @@ var newMessage = [kindEnd]func() Message{
 	KindRegisterActor:   func() Message { return new(RegisterActor) },
 	KindActorRegistered: func() Message { return new(ActorRegistered) },
 	KindKillActor:       func() Message { return new(KillActor) },
+	KindShareOpened:     func() Message { return new(ShareOpened) },
 }
 
 // Message is one of the structs of this package.
@@ -247,6 +250,14 @@ type KillActor struct {
 	NoRestart   bool
 }
 
+// ShareOpened tells a job's root that the sender opened a share of the
+// job for work another node sent it, so that the root ends that share
+// too when the job ends, whatever became of the node in between.
+type ShareOpened struct {
+	_   struct{} `cbor:",toarray"`
+	Job string
+}
+
 // Kind implementations.
 func (*RunTask) Kind() Kind         { return KindRunTask }
 func (*TaskDone) Kind() Kind        { return KindTaskDone }
@@ -260,6 +271,7 @@ func (*ActorDied) Kind() Kind       { return KindActorDied }
 func (*RegisterActor) Kind() Kind   { return KindRegisterActor }
 func (*ActorRegistered) Kind() Kind { return KindActorRegistered }
 func (*KillActor) Kind() Kind       { return KindKillActor }
+func (*ShareOpened) Kind() Kind     { return KindShareOpened }
 
 // JobID implementations.
 func (m *RunTask) JobID() string         { return m.Job }
@@ -274,6 +286,7 @@ func (m *ActorDied) JobID() string       { return m.Job }
 func (m *RegisterActor) JobID() string   { return m.Job }
 func (m *ActorRegistered) JobID() string { return m.Job }
 func (m *KillActor) JobID() string       { return m.Job }
+func (m *ShareOpened) JobID() string     { return m.Job }
 
 // Envelope is a message on the wire: its kind and its CBOR body.
 type Envelope struct {

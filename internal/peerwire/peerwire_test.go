@@ -26,6 +26,7 @@ func every() []Message {
 		&RegisterActor{Job: "j", Actor: id, Class: "C"},
 		&ActorRegistered{Job: "j", Actor: id, Err: "no"},
 		&KillActor{Job: "j", Actor: id, Incarnation: 1, NoRestart: true},
+		&ShareOpened{Job: "j"},
 	}
 }
 
