@@ -773,3 +773,55 @@ func TestStuckOutputReader(t *testing.T) {
 		return a.Node().Stats().Jobs == 0
 	})
 }
+
+// TestManyTasksOnOnePeer runs 300 tasks on one edge node at once, more
+// than a QUIC connection allows streams (256): each reads an object of the
+// driver's node, prints a line and returns. Every line and every result
+// arrives, the edge node's share of the job ends with the job, and both
+// nodes let go of every object.
+func TestManyTasksOnOnePeer(t *testing.T) {
+	a := oneCPUAgent(t, nil, "")
+	b, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Join: []string{a.GossipAddr()}, Token: a.JoinToken(), Labels: map[string]string{"tier": "edge"}, Timing: membership.Fast,
+		// 300 CPUs of demand fit at once; 8 worker processes run them.
+		Node: Config{NumCPUs: 300, MaxWorkers: 8, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"},
+			Stdout: io.Discard, Stderr: io.Discard}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	waitSchedulerNodes(t, a, 2)
+	most := 0
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			most = max(most, b.Node().Stats().Tasks)
+		}
+	}()
+	out := runChaos(t, a, "wide", "300")
+	close(stop)
+	<-watched
+	if !strings.Contains(out, "wide: 300 tasks, sum 44850\n") {
+		t.Fatalf("output:\n%s", out)
+	}
+	if n := strings.Count(out, "read 100000 floats\n"); n != 300 || !strings.Contains(out, ", node="+b.ID+") task 299 read") {
+		t.Errorf("%d task lines of 300, marked with the edge node:\n%.2000s", n, out)
+	}
+	if most <= 256 {
+		t.Errorf("at most %d tasks were on the edge node at once; the test needs more than 256", most)
+	}
+	t.Logf("%d tasks on the edge node at once", most)
+	for _, ag := range []*Agent{a, b} {
+		waitFor(t, 10*time.Second, ag.ID+" lets go of the job", func() bool {
+			st := ag.Node().Stats()
+			return st.Jobs == 0 && st.Objects == 0 && st.Tasks == 0 && st.CPUAvail == st.CPUTotal
+		})
+	}
+}

@@ -162,7 +162,7 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 		err = fmt.Errorf("submit: the spec declares %d return values but the caller made room for %d", max(spec.NumReturns, 1), len(m.IDs))
 	}
 	if err == nil && c.heap+specCharge(spec) > c.cfg.HeapBudget {
-		err = fmt.Errorf("submit: the node's memory for tasks' arguments is full (%d MiB); pass large arguments by reference (put) or wait for tasks to finish", c.cfg.HeapBudget>>20)
+		err = fmt.Errorf("submit: the node's memory for tasks' arguments is full (%s); pass large arguments by reference (put) or wait for tasks to finish", sizeOf(c.cfg.HeapBudget))
 	}
 	var a *actor
 	if err == nil && spec.Actor != nil {
@@ -542,4 +542,17 @@ func (c *Core) cancel(w *worker, m wire.Cancel) error {
 	c.cancelTask(o.producer, m.Force, m.Recursive)
 	c.schedule()
 	return nil
+}
+
+// sizeOf formats a number of bytes for people.
+func sizeOf(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }

@@ -582,8 +582,8 @@ func (c *Core) executionFailed(w *worker, t *task, d wire.Done) {
 	if t.kind == wire.ExecTask && t.spec.Options.RetryExceptions && t.retriesLeft != 0 {
 		t.retriesLeft--
 		c.sched.Finished(t.schedID())
+		c.afterExecution(w) // the worker is idle first: the retry may go to it
 		c.submit(t)
-		c.afterExecution(w)
 		return
 	}
 	c.failTask(t, abi.ErrorValue{Kind: "task", Message: d.Error, Task: t.name}, true)

@@ -2,7 +2,6 @@ package core
 
 import (
 	"bufio"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -681,6 +680,9 @@ func (h *harness) spec(a args) []byte {
 	if v, ok := a.kv["gpu"]; ok {
 		s.Options.GPU, _ = strconv.ParseFloat(v, 64)
 	}
+	if _, ok := a.kv["mem"]; ok {
+		s.Options.Memory = int64(a.int("mem", 0))
+	}
 	if _, ok := a.kv["retries"]; ok {
 		r := a.int("retries", 0)
 		s.Options.MaxRetries = &r
@@ -1020,4 +1022,18 @@ func (h *harness) checkInvariants() {
 	}
 }
 
-var _ = errors.New
+
+// TestEveryEffectDescribed: the transcripts print every kind of effect in
+// their own words, and every event and effect is of its interface.
+func TestEveryEffectDescribed(t *testing.T) {
+	h := newHarness(t)
+	n := h.node()
+	effects := []Effect{StartWorker{}, KillWorker{}, SendWorker{Msg: wire.Drop{}}, SetTimer{}, StopTimer{}, JobOutput{}, JobResult{},
+		JobEnded{}, Log{}, Reserve{}, StoreValue{}, PeerSend{Msg: &peerwire.EndJob{}}, FetchModule{}, PullObject{}, TrimStore{}}
+	for _, e := range effects {
+		e.effect()
+		if d := h.describe(n, e); strings.Contains(d, "core.") {
+			t.Errorf("%T is not described: %s", e, d)
+		}
+	}
+}

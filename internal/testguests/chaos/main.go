@@ -135,6 +135,13 @@ var edgeMakeCounter = sdk.Task0("edge_make_counter", func() (sdk.Handle[Counter]
 }, sdk.NodeLabel("tier", "edge"))
 
 // edgeLen gets its argument on an edge node.
+// wideTask sleeps on an edge node, reads a shared object and says so.
+var wideTask = sdk.Task2("wide_task", func(i int, data []float64) (int, error) {
+	time.Sleep(20 * time.Millisecond)
+	fmt.Printf("task %d read %d floats\n", i, len(data))
+	return i, nil
+}, sdk.NodeLabel("tier", "edge"))
+
 var edgeLen = sdk.Task1("edge_len", func(v []float64) (int, error) { return len(v), nil }, sdk.NodeLabel("tier", "edge"))
 
 // bundleWhere runs in a bundle of a placement group and says where.
@@ -328,6 +335,33 @@ func run(args []string) error {
 		fmt.Printf("spread: 1000 short tasks on the edge sum to %d\n", manySum)
 		big, err := edgeBig.Remote(1 << 20).Get()
 		fmt.Printf("spread: a result left on the edge node: %d floats %v\n", len(big), err)
+	case "wide":
+		// Many more tasks on one edge node at once than a QUIC connection
+		// allows streams (256): all in flight there together, each reading
+		// an object of the driver's node.
+		n := 300
+		if len(args) > 1 {
+			n, _ = strconv.Atoi(args[1])
+		}
+		shared, err := sdk.Put(make([]float64, 100_000))
+		if err != nil {
+			return err
+		}
+		refs := make([]sdk.Ref[int], n)
+		for i := range refs {
+			refs[i] = wideTask.Remote(i, shared)
+		}
+		vals, err := sdk.GetAll(refs)
+		if err != nil {
+			return err
+		}
+		sum := 0
+		for _, v := range vals {
+			sum += v
+		}
+		shared.Release()
+		sdk.ReleaseAll(refs)
+		fmt.Printf("wide: %d tasks, sum %d\n", n, sum)
 	case "storm":
 		n := 2000
 		if len(args) > 1 {
