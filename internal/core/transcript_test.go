@@ -1022,7 +1022,6 @@ func (h *harness) checkInvariants() {
 	}
 }
 
-
 // TestEveryEffectDescribed: the transcripts print every kind of effect in
 // their own words, and every event and effect is of its interface.
 func TestEveryEffectDescribed(t *testing.T) {
