@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -174,6 +175,18 @@ func TestAgentsFormCluster(t *testing.T) {
 		t.Fatalf("submit of garbage: %v, want ErrJob", err)
 	}
 
+	// The node's state, for operators.
+	req, _ := http.NewRequest("GET", "http://"+a.HTTPAddr()+"/v1/debug/state", nil)
+	req.Header.Set("Authorization", "Bearer "+a.APIToken())
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("debug state: %v %v", resp, err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), "node "+a.ID) {
+			t.Fatalf("debug state: %s", b)
+		}
+	}
 	wrong := &Client{Address: a.HTTPAddr(), Token: "fat1_wrong"}
 	if _, err := wrong.Nodes(ctx); !errors.Is(err, ErrAPI) || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("wrong token: %v", err)
@@ -478,13 +491,6 @@ func taskNames(n *Node) string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return strings.Join(n.core.TaskNames(), " ")
-}
-
-// debugState describes a node's tasks and objects, for failures.
-func debugState(n *Node) string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.core.Describe()
 }
 
 // signalWriter collects output and closes seen when a line with want arrives.

@@ -53,6 +53,7 @@ func (a *Agent) api() http.Handler {
 	mux.HandleFunc("GET /v1/nodes", a.handleNodes)
 	mux.HandleFunc("GET /v1/status", a.handleStatus)
 	mux.HandleFunc("POST /v1/jobs", a.handleJob)
+	mux.HandleFunc("GET /v1/debug/state", a.handleDebugState)
 	token := []byte("Bearer " + a.cluster.APIToken())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), token) != 1 {
@@ -171,4 +172,15 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set(TrailerJobError, strconv.QuoteToASCII(msg)) // a header value holds no newlines
+}
+
+// DebugState describes the node's core and its shell: jobs, tasks,
+// objects, workers (also GET /v1/debug/state).
+func (a *Agent) DebugState() string { return debugState(a.node) }
+
+// handleDebugState describes the node's core: its jobs, tasks and objects,
+// for operators looking into a node that does not do what it should.
+func (a *Agent) handleDebugState(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, debugState(a.node))
 }

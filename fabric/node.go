@@ -54,8 +54,14 @@ type Config struct {
 	// GuestMemoryLimit caps each guest's linear memory (0: sandbox.DefaultMemoryLimit).
 	GuestMemoryLimit int64
 	// ObjectStoreMemory is the size of the shared arena (0: 1 GiB);
-	// objects past it spill to disk.
+	// objects past it spill to disk. A quarter of it (at least 64 MiB)
+	// bounds what the agent keeps in its own memory for jobs: object
+	// records, small values and tasks' inline arguments.
 	ObjectStoreMemory int64
+	// SpillLimit bounds the disk space objects spill to (0: four times
+	// ObjectStoreMemory). Past the arena and the spill limit, puts fail
+	// with a clear error.
+	SpillLimit int64
 	// DataDir holds the socket, modules and spilled objects (empty: a temp
 	// dir removed on Close).
 	DataDir string
@@ -136,6 +142,9 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.ObjectStoreMemory <= 0 {
 		cfg.ObjectStoreMemory = 1 << 30
 	}
+	if cfg.SpillLimit <= 0 {
+		cfg.SpillLimit = 4 * cfg.ObjectStoreMemory
+	}
 	if cfg.GuestMemoryLimit <= 0 {
 		cfg.GuestMemoryLimit = sandbox.DefaultMemoryLimit
 	}
@@ -185,6 +194,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.shm = shm
 	n.store = objects.NewStore(shm.Bytes(), filepath.Join(n.dataDir, "spill"))
+	n.store.SetSpillLimit(cfg.SpillLimit)
 	n.store.SetReleaser(func(off, size int64) {
 		if size >= 1<<20 {
 			_ = shm.Release(off, size)
@@ -398,6 +408,12 @@ func (n *Node) apply(effs []core.Effect) {
 			})
 		case core.TrimStore:
 			n.storeq.push(n.store.Trim)
+		case core.Yield:
+			n.wg.Add(1)
+			go func() { // once this step has released the lock
+				defer n.wg.Done()
+				n.step(core.Continue{})
+			}()
 		case core.PeerSend:
 			if n.cluster != nil {
 				n.cluster.Send(string(e.Node), e.Msg)
@@ -578,4 +594,11 @@ func (q *workQueue) close() {
 	default:
 	}
 	<-q.done
+}
+
+// debugState describes the node's core and its shell's pending work.
+func debugState(n *Node) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return fmt.Sprintf("%s  shell: %d timers, %d jobs with handles, %d worker processes\n", n.core.Describe(), len(n.timers), len(n.jobs), n.pool.Count())
 }

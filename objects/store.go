@@ -124,6 +124,8 @@ type Store struct {
 	lru        *list.List // of ID: sealed, unpinned objects in the arena; front is most recently used
 	lruBytes   int64      // arena bytes held by the objects in lru
 	releaser   func(off, size int64)
+	spillLimit int64 // bytes the spill files may hold (0: no limit)
+	spillBytes int64 // bytes the spill files hold
 	spills     int64
 	restores   int64
 	directs    int64
@@ -155,6 +157,24 @@ func (s *Store) SetReleaser(f func(off, size int64)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.releaser = f
+}
+
+// SetSpillLimit bounds the bytes the spill files may hold (0: no bound).
+// Past it, spilling and Put of objects that do not fit in the arena fail
+// with ErrStoreFull, so that a job that keeps objects cannot fill the
+// node's disk.
+func (s *Store) SetSpillLimit(n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.spillLimit = n
+}
+
+// spillRoomLocked reports whether size more bytes may go to spill files.
+func (s *Store) spillRoomLocked(size int64) error {
+	if s.spillLimit > 0 && s.spillBytes+size > s.spillLimit {
+		return fmt.Errorf("%w: the spill files hold %d bytes of their limit of %d", ErrStoreFull, s.spillBytes, s.spillLimit)
+	}
+	return nil
 }
 
 // Create reserves size bytes in the arena for id and returns their offset.
@@ -282,6 +302,11 @@ func (s *Store) Put(id ID, data []byte) error {
 		s.mu.Unlock()
 		return fmt.Errorf("objects: put %s: %w", id, err)
 	}
+	if err := s.spillRoomLocked(size); err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("objects: put %s (%d bytes): %w", id, size, err)
+	}
+	s.spillBytes += size // reserved while the file is written
 	e := &entry{size: size, off: -1, pins: 1, direct: true}
 	s.directs++
 	s.objects[id] = e
@@ -298,6 +323,7 @@ func (s *Store) Put(id ID, data []byte) error {
 		return fmt.Errorf("%w: put %s", ErrStoreClosed, id)
 	}
 	if err != nil {
+		s.spillBytes -= size
 		delete(s.objects, id)
 		return fmt.Errorf("objects: put %s: %w", id, err)
 	}
@@ -523,6 +549,9 @@ func (s *Store) allocateLocked(size int64) (int64, error) {
 // spillLocked moves a sealed, unpinned object from the arena to its spill
 // file and frees its range.
 func (s *Store) spillLocked(id ID, e *entry) error {
+	if err := s.spillRoomLocked(e.size); err != nil {
+		return err
+	}
 	if err := s.ensureDirLocked(); err != nil {
 		return fmt.Errorf("spill %s: %w", id, err)
 	}
@@ -534,6 +563,7 @@ func (s *Store) spillLocked(id ID, e *entry) error {
 	s.lruBytes -= s.allocSize(e)
 	s.freeRangeLocked(e)
 	e.spilled = true
+	s.spillBytes += e.size
 	s.spills++
 	return nil
 }
@@ -554,6 +584,7 @@ func (s *Store) restoreLocked(id ID, e *entry) error {
 	os.Remove(path) // a leftover file is overwritten by the next spill
 	e.off = off
 	e.spilled = false
+	s.spillBytes -= e.size
 	s.restores++
 	return nil
 }
@@ -587,6 +618,7 @@ func (s *Store) removeLocked(id ID, e *entry) {
 	if e.spilled {
 		os.Remove(s.spillPath(id))
 		e.spilled = false
+		s.spillBytes -= e.size
 	}
 	delete(s.objects, id)
 }

@@ -284,6 +284,28 @@ func TestStorePinInPlace(t *testing.T) {
 	}
 }
 
+// TestStoreSpillLimit: past the spill limit, neither spilling nor a Put
+// larger than the arena may write to disk: they fail with ErrStoreFull,
+// and room comes back as objects are deleted.
+func TestStoreSpillLimit(t *testing.T) {
+	s, _ := newTestStore(t, 2*kib)
+	s.SetSpillLimit(2 * kib)
+	for n := range 4 {
+		mustPut(t, s, n, kib) // objects 0 and 1 spill: the limit is reached
+	}
+	if err := s.Put(testID(4), payload(testID(4), kib)); !errors.Is(err, ErrStoreFull) {
+		t.Fatalf("a put that needs a spill past the limit: %v", err)
+	}
+	if err := s.Put(testID(5), payload(testID(5), 3*kib)); !errors.Is(err, ErrStoreFull) {
+		t.Fatalf("a put larger than the arena past the limit: %v", err)
+	}
+	s.Delete(testID(0))
+	mustPut(t, s, 4, kib) // a spill fits again
+	for n := 1; n <= 4; n++ {
+		mustRead(t, s, n, kib)
+	}
+}
+
 func TestStoreLRUOrder(t *testing.T) {
 	tests := []struct {
 		name      string

@@ -57,6 +57,7 @@ func newAgentCmd() *cobra.Command {
 		cfg                fabric.AgentConfig
 		join, labels, ress []string
 		memory, store      string
+		spill              string
 		cpus, gpus         float64
 	)
 	cmd := &cobra.Command{
@@ -89,6 +90,11 @@ the data directory.`,
 			if memory != "" {
 				if cfg.Node.Memory, err = ParseSize(memory); err != nil {
 					return fmt.Errorf("--memory: %w", err)
+				}
+			}
+			if spill != "" {
+				if cfg.Node.SpillLimit, err = ParseSize(spill); err != nil {
+					return fmt.Errorf("--spill-limit: %w", err)
 				}
 			}
 			if store != "" {
@@ -127,6 +133,15 @@ the data directory.`,
 			fmt.Fprintf(out, "  join token: %s\n", a.JoinToken())
 			fmt.Fprintf(out, "  API token:  %s\n", a.APIToken())
 			fmt.Fprintf(out, "Join another agent with: fabric agent --join %s --token <join token>\n", a.GossipAddr())
+			// SIGUSR1 writes the node's state to stderr, for operators.
+			usr1 := make(chan os.Signal, 1)
+			signal.Notify(usr1, syscall.SIGUSR1)
+			defer signal.Stop(usr1)
+			go func() {
+				for range usr1 {
+					fmt.Fprint(cmd.ErrOrStderr(), a.DebugState())
+				}
+			}()
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 			<-sig
@@ -148,7 +163,8 @@ the data directory.`,
 	f.Float64Var(&cpus, "num-cpus", 0, "CPUs the node offers (default: the machine's cores)")
 	f.Float64Var(&gpus, "num-gpus", 0, "GPUs the node offers")
 	f.StringVar(&memory, "memory", "", "memory the node offers to tasks, e.g. 16GiB (default: the machine's)")
-	f.StringVar(&store, "object-store-memory", "", "size of the shared object arena (default 1GiB)")
+	f.StringVar(&store, "object-store-memory", "", "size of the shared object arena (default 1GiB); a quarter of it bounds the objects' records and small values in the agent's memory")
+	f.StringVar(&spill, "spill-limit", "", "disk space objects past the arena may spill to (default: 4x the arena)")
 	f.StringSliceVar(&ress, "resources", nil, "custom resources, NAME=AMOUNT,...")
 	return cmd
 }

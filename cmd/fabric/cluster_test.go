@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -137,6 +139,15 @@ func TestAgentProcesses(t *testing.T) {
 
 	if !strings.Contains(a.stderr.String(), "joined") {
 		t.Errorf("the first agent did not log the second one joining:\n%s", a.stderr.String())
+	}
+	// SIGUSR1 writes the node's state to stderr.
+	_ = a.cmd.Process.Signal(syscall.SIGUSR1)
+	deadline = time.Now().Add(10 * time.Second)
+	for !strings.Contains(a.stderr.String(), "worker processes") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(a.stderr.String(), "shell: 0 timers, 0 jobs with handles") {
+		t.Errorf("no state on SIGUSR1:\n%s", a.stderr.String())
 	}
 	for _, p := range []*agentProc{b, a} {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
@@ -303,4 +314,86 @@ func agentIDs(t *testing.T, apiTok string, procs ...*agentProc) map[*agentProc]s
 		t.Fatalf("only %d of %d agents answered status", len(ids), len(procs))
 	}
 	return ids
+}
+
+// peakRSS returns the most memory a process has held (VmHWM), in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var kb int64
+		if _, err := fmt.Sscanf(line, "VmHWM: %d kB", &kb); err == nil {
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM in /proc status")
+	return 0
+}
+
+// TestHostileMemory runs, as a hostile tenant would, the two programs that
+// took an agent down: a chain of 3 million objects, each nesting a
+// reference to the one before, released at once (the recursive release
+// overflowed the stack), and 40,000 puts of 100 KiB kept (small values
+// sat in the agent's heap uncounted). The agents stay up with their memory
+// bounded by their configuration, the puts past the node's capacity fail
+// with a clear error, and another job on the same agent runs meanwhile.
+func TestHostileMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping 3 million puts")
+	}
+	hostile := testrig.Guest(t, "internal/testguests/hostile")
+	quick := testrig.Guest(t, "examples/quickstart")
+	cases := []struct {
+		name  string
+		flags []string
+		args  []string
+		want  []string
+		limit int64 // peak agent memory
+	}{
+		{"chain", []string{"--object-store-memory", "6GiB"}, []string{"chain", "3000000"},
+			[]string{"chain: 3000000 links made and released", "still serving: 42"}, 3 << 30},
+		{"smallputs", []string{"--object-store-memory", "64MiB"}, []string{"smallputs", "40000"},
+			[]string{"object store full", "smallputs: 40000 puts", "still serving: 42"}, 512 << 20},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := startAgentProc(t, append([]string{"--num-cpus", "2"}, c.flags...)...)
+			auth := []string{"--address", a.api, "--token", a.apiTok}
+			done := make(chan testrig.Result, 1)
+			go func() {
+				done <- testrig.Run(t, 5*time.Minute, append(append([]string{"submit", hostile}, auth...), append([]string{"--"}, c.args...)...)...)
+			}()
+			// Another tenant's job, beside it, until it ends.
+			others := 0
+			for running := true; running; {
+				res := testrig.Run(t, 2*time.Minute, append([]string{"submit", quick}, auth...)...)
+				if res.Code != 0 || !strings.Contains(res.Stdout, "[0 1 4 9 16]") {
+					t.Fatalf("the other job failed beside %s: exit %d\n%s%s", c.name, res.Code, res.Stdout, res.Stderr)
+				}
+				others++
+				select {
+				case res := <-done:
+					running = false
+					for _, w := range c.want {
+						if !strings.Contains(res.Stdout+res.Stderr, w) {
+							t.Errorf("%s: output lacks %q: exit %d\n%.3000s\n%.3000s", c.name, w, res.Code, res.Stdout, res.Stderr)
+						}
+					}
+				default:
+				}
+			}
+			if peak := peakRSS(t, a.cmd.Process.Pid); peak > c.limit {
+				t.Errorf("the agent's memory peaked at %d MiB; its bound is %d MiB", peak>>20, c.limit>>20)
+			} else {
+				t.Logf("%s: the agent's memory peaked at %d MiB; %d other jobs ran beside it", c.name, peak>>20, others)
+			}
+			res := testrig.Run(t, time.Minute, append([]string{"submit", quick}, auth...)...)
+			if res.Code != 0 || !strings.Contains(res.Stdout, "[0 1 4 9 16]") {
+				t.Fatalf("the agent does not serve after %s: exit %d\n%s%s", c.name, res.Code, res.Stdout, res.Stderr)
+			}
+		})
+	}
 }

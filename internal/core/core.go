@@ -131,8 +131,9 @@ type Core struct {
 	heap int64
 	// dropping is the work list of objects being dropped (no recursion a
 	// guest controls).
-	dropping []objects.ID
-	inDrop   bool
+	dropping   []objects.ID
+	inDrop     bool
+	continuing bool // a Yield is out: Continue will come
 	// asked are the tasks other nodes asked this node to run.
 	asked map[askKey]*task
 	// later is work deferred to the end of the step, out of loops that

@@ -102,6 +102,10 @@ type PullObject struct {
 // TrimStore gives the pages of freed objects back to the OS.
 type TrimStore struct{}
 
+// Yield says the core has work left that it stopped to let other events
+// in: the shell steps Continue once it has released its lock.
+type Yield struct{}
+
 func (StartWorker) effect() {}
 func (KillWorker) effect()  {}
 func (SendWorker) effect()  {}
@@ -117,3 +121,4 @@ func (PeerSend) effect()    {}
 func (FetchModule) effect() {}
 func (PullObject) effect()  {}
 func (TrimStore) effect()   {}
+func (Yield) effect()       {}

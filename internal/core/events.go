@@ -127,6 +127,9 @@ type AddObject struct {
 // DeleteObject gives back the hold of an object added with AddObject.
 type DeleteObject struct{ ID objects.ID }
 
+// Continue resumes work the core left off after a Yield.
+type Continue struct{}
+
 func (e TimerFired) apply(c *Core) {
 	if fn, ok := c.timers[e.Timer]; ok {
 		delete(c.timers, e.Timer)
@@ -137,4 +140,4 @@ func (e TimerFired) apply(c *Core) {
 // Every event is an Event.
 var _ = []Event{SubmitJob{}, CancelJob{}, WorkerStarted{}, WorkerStartFailed{}, WorkerReady{}, WorkerLoadFailed{},
 	WorkerMessage{}, WorkerExited{}, TimerFired{}, Reserved{}, ValueStored{}, PeerUp{}, PeerDown{}, PeerMessage{},
-	ModuleReady{}, ObjectPulled{}, AddObject{}, DeleteObject{}}
+	ModuleReady{}, ObjectPulled{}, AddObject{}, DeleteObject{}, Continue{}}

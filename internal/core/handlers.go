@@ -98,6 +98,9 @@ func (c *Core) current(w *worker, taskID objects.ID) (*task, error) {
 func (c *Core) object(w *worker, id objects.ID) (*object, error) {
 	o := c.objs[id]
 	if o == nil || o.job != w.job {
+		if w.job.refused > 0 {
+			return nil, fmt.Errorf("object %s not found: it was released, never existed, or was refused because the node's memory for objects was full", id.Short())
+		}
 		return nil, fmt.Errorf("object %s not found: it was released or never existed", id.Short())
 	}
 	return o, nil
@@ -157,12 +160,12 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 	if err != nil {
 		return err
 	}
+	if c.full(w.job, int64(len(m.Spec))+int64(len(m.IDs))*objectOverhead) {
+		return nil // nothing is made: its results are not found
+	}
 	spec, err := c.checkSpec(w, m.Spec)
 	if err == nil && max(spec.NumReturns, 1) != len(m.IDs) {
 		err = fmt.Errorf("submit: the spec declares %d return values but the caller made room for %d", max(spec.NumReturns, 1), len(m.IDs))
-	}
-	if err == nil && c.heap+specCharge(spec) > c.cfg.HeapBudget {
-		err = fmt.Errorf("submit: the node's memory for tasks' arguments is full (%s); pass large arguments by reference (put) or wait for tasks to finish", sizeOf(c.cfg.HeapBudget))
 	}
 	var a *actor
 	if err == nil && spec.Actor != nil {
@@ -347,6 +350,9 @@ func (c *Core) put(w *worker, m wire.Put) error {
 	id := m.ID
 	if id.IsNil() || c.objs[id] != nil || c.tasks[id] != nil || c.actors[id] != nil {
 		return fmt.Errorf("put reuses ID %s", id.Short())
+	}
+	if m.Created.IsNil() && c.full(w.job, objectOverhead) {
+		return nil // nothing is made: the object is not found
 	}
 	if !m.Created.IsNil() {
 		if m.Created != m.ID {
@@ -542,6 +548,21 @@ func (c *Core) cancel(w *worker, m wire.Cancel) error {
 	c.cancelTask(o.producer, m.Force, m.Recursive)
 	c.schedule()
 	return nil
+}
+
+// full reports whether n more bytes of records and arguments would take
+// the core past its heap budget; if so, the job is told (once) and counts
+// the refusal, and its guest finds the object it made missing.
+func (c *Core) full(j *job, n int64) bool {
+	if c.heap+n <= c.cfg.HeapBudget {
+		return false
+	}
+	if j.refused == 0 {
+		c.logf("fabric: job %s: the node's memory for objects and arguments is full (%s); its puts and submissions are refused until some are released", j.id, sizeOf(c.cfg.HeapBudget))
+		c.jobOutput(j, true, fmt.Appendf(nil, "fabric: the node's memory for objects and arguments is full (%s): puts and submissions are refused until some are released\n", sizeOf(c.cfg.HeapBudget)))
+	}
+	j.refused++
+	return true
 }
 
 // sizeOf formats a number of bytes for people.

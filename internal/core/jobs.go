@@ -35,6 +35,8 @@ type job struct {
 	// startFailing is set while worker processes fail to start;
 	// startHeld while the next try waits.
 	startFailing, startHeld bool
+	// refused counts puts and submissions refused for want of memory.
+	refused int
 }
 
 // maxEndedJobs bounds how many ended job IDs a node remembers.
@@ -133,12 +135,16 @@ func (c *Core) endJob(j *job) {
 			c.removeGroup(g, "was removed when its job ended")
 		}
 	}
-	for _, id := range sortedIDs(c.objs) {
-		if o := c.objs[id]; o != nil && o.job == j {
+	// Every object of the job goes now. Their order does not matter: what
+	// dropping one does (holds given back to other nodes) is gathered into
+	// one message per node at the end of the step.
+	for id, o := range c.objs {
+		if o.job == j {
 			o.waiters = nil
-			c.dropObject(id)
+			c.dropping = append(c.dropping, id)
 		}
 	}
+	c.drainDrops(-1)
 	j.exports = nil
 	j.queue = nil
 	j.idle = nil

@@ -42,8 +42,10 @@ type object struct {
 }
 
 // objectOverhead is what the core counts for an object's record against
-// its heap budget, besides its inline bytes.
-const objectOverhead = 160
+// its heap budget, besides its inline bytes: the record, its entry in the
+// table and its holder's, as measured (about 360 bytes with Go's size
+// classes), rounded up.
+const objectOverhead = 384
 
 // waiter is a get, a wait, or a part of the core waiting for objects.
 type waiter struct {
@@ -122,26 +124,46 @@ func (c *Core) decRef(id objects.ID) {
 }
 
 // dropObject forgets an object and drops the references inside it. The
-// references inside those are dropped by the same loop, not by recursion:
-// a chain of a million nested objects is released in constant stack.
+// references inside those are dropped by the same loop, not by recursion,
+// and at most dropChunk objects go per step: a chain of millions of
+// nested objects is released in constant stack, a chunk at a time, the
+// rest in Continue events, so that other jobs are not held up meanwhile.
 func (c *Core) dropObject(id objects.ID) {
 	c.dropping = append(c.dropping, id)
-	if c.inDrop {
-		return
+	if !c.inDrop {
+		c.drainDrops(dropChunk)
 	}
+}
+
+// dropChunk bounds the objects dropped in one step.
+const dropChunk = 20000
+
+// drainDrops works through the drop list, up to limit objects (< 0: all),
+// and asks for a Continue when some are left.
+func (c *Core) drainDrops(limit int) {
 	c.inDrop = true
-	for len(c.dropping) > 0 {
+	for done := 0; len(c.dropping) > 0 && (limit < 0 || done < limit); done++ {
 		id := c.dropping[len(c.dropping)-1]
 		c.dropping = c.dropping[:len(c.dropping)-1]
 		c.forgetObject(id)
 	}
 	c.inDrop = false
+	if len(c.dropping) > 0 && !c.continuing {
+		c.continuing = true
+		c.emit(Yield{})
+	}
 }
 
-// forgetObject is one step of dropObject.
+func (e Continue) apply(c *Core) {
+	c.continuing = false
+	c.drainDrops(dropChunk)
+}
+
+// forgetObject is one step of dropObject. An object that something
+// refers to again while it waited in the list is kept.
 func (c *Core) forgetObject(id objects.ID) {
 	o := c.objs[id]
-	if o == nil {
+	if o == nil || (o.refs > 0 && o.job != nil && !o.job.done) {
 		return
 	}
 	delete(c.objs, id)
@@ -242,14 +264,16 @@ func (c *Core) dropWaiter(ids []objects.ID, w *waiter) {
 }
 
 // storeValue makes a value that arrived inline ready: small ones stay in
-// memory while the heap budget lasts; others go to the store, and are
-// ready once stored.
+// memory while half the heap budget lasts; others go to the store, and
+// are ready once stored.
 func (c *Core) storeValue(id objects.ID, data []byte, nested []objects.ID) {
 	o := c.objs[id]
 	if o == nil || o.ready {
 		return
 	}
-	if len(data) <= c.cfg.InlineMax && c.heap+int64(len(data)) <= c.cfg.HeapBudget {
+	// Small values stay in memory while they take at most half the budget:
+	// the rest is for records and arguments. Past it they go to the store.
+	if len(data) <= c.cfg.InlineMax && c.heap+int64(len(data)) <= c.cfg.HeapBudget/2 {
 		c.setReady(id, data, false, false, nested)
 		return
 	}

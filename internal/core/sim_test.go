@@ -201,9 +201,7 @@ func (s *sim) effect(n *simNode, e Effect) {
 		case wire.Reply:
 			if m.Seq == w.waiting {
 				w.waiting = 0
-				for _, id := range m.IDs {
-					n.ids[w.job] = append(n.ids[w.job], id)
-				}
+				n.ids[w.job] = append(n.ids[w.job], m.IDs...)
 			}
 		case wire.Drop:
 			for i, ex := range w.execs {
@@ -231,6 +229,8 @@ func (s *sim) effect(n *simNode, e Effect) {
 		s.answerLater(n, ModuleReady{Digest: e.Digest})
 	case PullObject:
 		s.answerLater(n, e)
+	case Yield:
+		s.answerLater(n, Continue{})
 	case JobResult, JobEnded, JobOutput, Log, TrimStore:
 	default:
 		s.err = fmt.Errorf("unknown effect %T", e)

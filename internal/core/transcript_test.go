@@ -517,6 +517,8 @@ func (h *harness) run(line string) (out []string) {
 		ev = ObjectPulled{Job: h.job(a.kv["job"]), ID: h.id(a.pos[0]), Size: int64(a.int("size", 0)), Err: a.kv["err"]}
 	case "add-object":
 		ev = AddObject{ID: h.id(a.pos[0]), Inline: value(a.kv["value"])}
+	case "continue":
+		ev = Continue{}
 	case "delete-object":
 		ev = DeleteObject{ID: h.id(a.pos[0])}
 	case "from":
@@ -837,6 +839,8 @@ func (h *harness) describe(n *harnessNode, e Effect) string {
 		return fmt.Sprintf("pull %s from=%s as=%s size=%d job=%s", h.name(e.ID), e.From, h.name(e.As), e.Size, e.Job)
 	case TrimStore:
 		return "trim"
+	case Yield:
+		return "yield"
 	}
 	return fmt.Sprintf("%T %+v", e, e)
 }
@@ -1028,7 +1032,7 @@ func TestEveryEffectDescribed(t *testing.T) {
 	h := newHarness(t)
 	n := h.node()
 	effects := []Effect{StartWorker{}, KillWorker{}, SendWorker{Msg: wire.Drop{}}, SetTimer{}, StopTimer{}, JobOutput{}, JobResult{},
-		JobEnded{}, Log{}, Reserve{}, StoreValue{}, PeerSend{Msg: &peerwire.EndJob{}}, FetchModule{}, PullObject{}, TrimStore{}}
+		JobEnded{}, Log{}, Reserve{}, StoreValue{}, PeerSend{Msg: &peerwire.EndJob{}}, FetchModule{}, PullObject{}, TrimStore{}, Yield{}}
 	for _, e := range effects {
 		e.effect()
 		if d := h.describe(n, e); strings.Contains(d, "core.") {

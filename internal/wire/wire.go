@@ -97,9 +97,14 @@ func Unmarshal(b []byte, v any) error { return decMode.Unmarshal(b, v) }
 // belong to one goroutine. Send writes at once; Queue appends to a buffer
 // that the next Send or Flush writes, so one-way messages (task submissions,
 // output) cost one system call per batch instead of one each.
+//
+// Two locks: bm guards the buffer and is only ever held briefly, so Append
+// never waits for the socket; wm orders the writes and is held while one
+// blocks.
 type Conn struct {
 	r   *bufio.Reader
-	wm  sync.Mutex
+	bm  sync.Mutex // guards buf
+	wm  sync.Mutex // one writer at a time
 	w   io.Writer
 	c   io.Closer
 	raw syscall.RawConn // for TryFlush; nil when the stream has no descriptor
@@ -143,7 +148,9 @@ func (c *Conn) Send(t Type, msg any) error {
 	c.wm.Lock()
 	defer c.wm.Unlock()
 	if len(body) < 64<<10 {
+		c.bm.Lock()
 		c.buf = append(append(c.buf, hdr...), body...)
+		c.bm.Unlock()
 		return c.flushLocked()
 	}
 	if err := c.flushLocked(); err != nil {
@@ -159,35 +166,30 @@ func (c *Conn) Send(t Type, msg any) error {
 // Queue encodes one message and appends it to the write buffer; it is
 // written by the next Send or Flush, or at once when the buffer is full.
 func (c *Conn) Queue(t Type, msg any) error {
-	hdr, body, err := frame(t, msg)
-	if err != nil {
+	n, err := c.Append(t, msg)
+	if err != nil || n < queueMax {
 		return err
 	}
-	c.wm.Lock()
-	defer c.wm.Unlock()
-	c.buf = append(append(c.buf, hdr...), body...)
-	if len(c.buf) >= queueMax {
-		return c.flushLocked()
-	}
-	return nil
+	return c.Flush()
 }
 
 // Append encodes one message and appends it to the write buffer without
-// ever writing, so it never blocks; it returns the bytes now buffered. A
-// writer goroutine calls Flush. The agent uses it so that no lock is held
-// while a slow worker's socket is full.
+// ever writing, so it never blocks, even while another goroutine's write
+// waits for a full socket; it returns the bytes now buffered. A writer
+// goroutine calls Flush. The agent uses it so that no lock is held while
+// a slow worker's socket is full.
 func (c *Conn) Append(t Type, msg any) (int, error) {
 	hdr, body, err := frame(t, msg)
 	if err != nil {
 		return 0, err
 	}
-	c.wm.Lock()
-	defer c.wm.Unlock()
+	c.bm.Lock()
+	defer c.bm.Unlock()
 	c.buf = append(append(c.buf, hdr...), body...)
 	return len(c.buf), nil
 }
 
-// Flush writes what Queue buffered.
+// Flush writes what Queue or Append buffered.
 func (c *Conn) Flush() error {
 	c.wm.Lock()
 	defer c.wm.Unlock()
@@ -204,6 +206,8 @@ func (c *Conn) TryFlush() bool {
 		return false
 	}
 	defer c.wm.Unlock()
+	c.bm.Lock()
+	defer c.bm.Unlock()
 	for len(c.buf) > 0 {
 		var n int
 		var werr error
@@ -226,26 +230,34 @@ func (c *Conn) TryFlush() bool {
 
 // Queued reports whether messages wait in the buffer.
 func (c *Conn) Queued() bool {
-	c.wm.Lock()
-	defer c.wm.Unlock()
+	c.bm.Lock()
+	defer c.bm.Unlock()
 	return len(c.buf) > 0
 }
 
+// flushLocked writes the buffer; the caller holds wm. The buffer is taken
+// out under bm and written without it, so that Append goes on meanwhile;
+// what was appended during the write goes next.
 func (c *Conn) flushLocked() error {
-	if len(c.buf) == 0 {
-		return nil
-	}
-	_, err := c.w.Write(c.buf)
-	if err != nil {
-		c.buf = c.buf[:0]
-		return err
-	}
-	if cap(c.buf) > 4*queueMax {
+	for {
+		c.bm.Lock()
+		out := c.buf
 		c.buf = nil
-	} else {
-		c.buf = c.buf[:0]
+		c.bm.Unlock()
+		if len(out) == 0 {
+			return nil
+		}
+		if _, err := c.w.Write(out); err != nil {
+			return err
+		}
+		if cap(out) <= 4*queueMax {
+			c.bm.Lock()
+			if c.buf == nil {
+				c.buf = out[:0] // reuse it
+			}
+			c.bm.Unlock()
+		}
 	}
-	return err
 }
 
 // Recv reads one frame and returns its type and body (to Decode).

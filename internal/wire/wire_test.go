@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/objects"
@@ -129,5 +130,47 @@ func TestTryFlushNeverBlocks(t *testing.T) {
 	}
 	if !src.TryFlush() {
 		t.Fatal("TryFlush of an empty buffer reported leftovers")
+	}
+}
+
+// TestAppendWhileFlushBlocks: while a Flush waits for a socket whose peer
+// does not read, Append still returns at once (the agent appends under
+// its lock), and everything arrives in order once the peer reads.
+func TestAppendWhileFlushBlocks(t *testing.T) {
+	a, b, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	src, dst := NewConn(a), NewConn(b)
+	payload := bytes.Repeat([]byte{1}, 64<<10)
+	for i := range 64 { // 4 MiB: more than a socket holds
+		if _, err := src.Append(TypeOutput, Output{Task: objects.ID{byte(i)}, Data: payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- src.Flush() }()
+	time.Sleep(50 * time.Millisecond) // the flush is blocked on the full socket
+	appended := make(chan struct{})
+	go func() {
+		for i := 64; i < 80; i++ {
+			_, _ = src.Append(TypeOutput, Output{Task: objects.ID{byte(i)}, Data: payload})
+		}
+		close(appended)
+	}()
+	select {
+	case <-appended:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Append waited for a blocked Flush")
+	}
+	go func() { <-flushed; flushed <- src.Flush() }()
+	for i := range 80 {
+		typ, body, err := dst.Recv()
+		var o Output
+		if err != nil || typ != TypeOutput || Unmarshal(body, &o) != nil || o.Task[0] != byte(i) {
+			t.Fatalf("frame %d: %v", i, err)
+		}
 	}
 }

@@ -76,6 +76,11 @@ type Pool struct {
 	ln  net.Listener
 	wg  sync.WaitGroup
 
+	// startMu orders starts: a worker that connects before its start was
+	// recorded waits for it. mu guards the tables and is never held while
+	// a process starts, so Send never waits for a fork.
+	startMu sync.Mutex
+	starts  int // connections that waited for a start to be recorded
 	mu      sync.Mutex
 	workers map[ID]*proc
 	byPid   map[int]*proc
@@ -137,19 +142,24 @@ func (p *Pool) Start(id ID, modulePath string, started func(pid int)) error {
 	cmd.Stderr = &tailBuffer{b: &stderr, max: 64 << 10}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	w := &proc{id: id, cmd: cmd, started: make(chan struct{}), exited: make(chan struct{}), wake: make(chan struct{}, 1)}
+	p.startMu.Lock()
 	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		p.startMu.Unlock()
 		return ErrClosed
 	}
 	if err := cmd.Start(); err != nil {
-		p.mu.Unlock()
+		p.startMu.Unlock()
 		return fmt.Errorf("workerpool: start worker: %w", err)
 	}
 	w.pid = cmd.Process.Pid
+	p.mu.Lock()
 	p.workers[id] = w
 	p.byPid[w.pid] = w
 	p.mu.Unlock()
+	p.startMu.Unlock()
 	started(w.pid)
 	close(w.started)
 	p.wg.Add(1)
@@ -230,23 +240,31 @@ func (p *Pool) kill(w *proc, hard bool) {
 func (p *Pool) Send(id ID, t wire.Type, msg any) {
 	p.mu.Lock()
 	w := p.workers[id]
-	if w == nil || w.conn == nil {
-		p.mu.Unlock()
-		return
-	}
-	if !w.dirty {
-		w.dirty = true
-		p.dirty = append(p.dirty, w)
+	var c *wire.Conn
+	if w != nil {
+		c = w.conn
 	}
 	p.mu.Unlock()
-	n, err := w.conn.Append(t, msg)
+	if c == nil {
+		return
+	}
+	n, err := c.Append(t, msg)
 	if err != nil || n > MaxOutbound {
 		if p.cfg.Log != nil && !w.sendErr {
 			p.cfg.Log(fmt.Sprintf("fabric: worker %d does not take its messages (%d bytes queued); stopping it", w.pid, n))
 		}
 		w.sendErr = true
 		p.kill(w, true)
+		return
 	}
+	// Marked for Flush after the append: a Flush that took the dirty list
+	// before the message was in would otherwise leave it unwritten.
+	p.mu.Lock()
+	if !w.dirty {
+		w.dirty = true
+		p.dirty = append(p.dirty, w)
+	}
+	p.mu.Unlock()
 }
 
 // Flush writes what Send queued, without waiting: what a socket does not
@@ -297,6 +315,13 @@ func (p *Pool) serve(c *wire.Conn) {
 	}
 	p.mu.Lock()
 	w := p.byPid[r.Pid]
+	if w == nil {
+		// Its start may not be recorded yet: wait for the starts under way.
+		p.mu.Unlock()
+		p.awaitStarts()
+		p.mu.Lock()
+		w = p.byPid[r.Pid]
+	}
 	if w == nil || w.conn != nil {
 		p.mu.Unlock()
 		return // not ours, or a second connection claiming the same worker
@@ -333,6 +358,13 @@ func (p *Pool) serve(c *wire.Conn) {
 			p.Flush() // replies go out once the frames at hand are handled
 		}
 	}
+}
+
+// awaitStarts waits for the starts under way to be recorded.
+func (p *Pool) awaitStarts() {
+	p.startMu.Lock()
+	p.starts++ // counted, and a critical section that is not empty
+	p.startMu.Unlock()
 }
 
 // writeLoop writes what Flush left, outside every lock of the agent.

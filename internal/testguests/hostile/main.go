@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -112,11 +113,70 @@ var badReturn = sdk.Task0("bad_return", func() (int, error) {
 	return 0, nil
 })
 
+// link is one object of a chain: each holds a reference to the one before.
+type link struct {
+	N    int
+	Prev sdk.Ref[link]
+}
+
+// chain puts n objects, each nesting a reference to the one before, keeps
+// only the last, and releases it: the agent drops the whole chain at once.
+func chain(n int) error {
+	prev, err := sdk.Put(link{N: 0})
+	if err != nil {
+		return err
+	}
+	for i := 1; i < n; i++ {
+		next, err := sdk.Put(link{N: i, Prev: prev})
+		if err != nil {
+			return err
+		}
+		prev.Release() // the chain keeps it
+		prev = next
+		if i%500_000 == 0 {
+			fmt.Printf("chain: %d links\n", i)
+		}
+	}
+	last, err := prev.Get()
+	if err != nil {
+		return fmt.Errorf("the chain's last link: %w", err)
+	}
+	prev.Release()
+	fmt.Printf("chain: %d links made and released\n", last.N+1)
+	return nil
+}
+
+// smallPuts keeps puts of 100 KiB until the node refuses them, then lets
+// them all go.
+func smallPuts(n int) error {
+	refs := make([]sdk.Ref[[]byte], 0, n)
+	value := make([]byte, 100<<10-16)
+	refused := 0
+	for i := range n {
+		r, err := sdk.Put(value)
+		if err != nil {
+			return err
+		}
+		refs = append(refs, r)
+		if i%1000 == 999 {
+			if _, err := r.Get(); err != nil {
+				refused++
+				if refused == 1 {
+					fmt.Printf("smallputs: refused after about %d puts: %v\n", i, firstLine(err))
+				}
+			}
+		}
+	}
+	sdk.ReleaseAll(refs)
+	fmt.Printf("smallputs: %d puts, refusals seen %d times\n", n, refused)
+	return nil
+}
+
 func init() { sdk.Main(run) }
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: hostile panic|timeout|loop|membomb|recursion|flood|loud|badptr")
+		return errors.New("usage: hostile panic|timeout|loop|membomb|recursion|flood|loud|chain|smallputs|badptr")
 	}
 	switch args[0] {
 	case "panic":
@@ -157,6 +217,22 @@ func run(args []string) error {
 		}
 		fmt.Println("loud: done")
 		time.Sleep(10 * time.Minute)
+	case "chain":
+		n := 3_000_000
+		if len(args) > 1 {
+			n, _ = strconv.Atoi(args[1])
+		}
+		if err := chain(n); err != nil {
+			return err
+		}
+	case "smallputs":
+		n := 40_000
+		if len(args) > 1 {
+			n, _ = strconv.Atoi(args[1])
+		}
+		if err := smallPuts(n); err != nil {
+			return err
+		}
 	case "badptr":
 		msg, err := badPointers.Remote().Get()
 		if err != nil {
