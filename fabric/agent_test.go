@@ -19,11 +19,11 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/membership"
+	"github.com/wasmfabric/fabric/internal/sandbox"
 	"github.com/wasmfabric/fabric/internal/testrig"
+	"github.com/wasmfabric/fabric/internal/transport"
 	"github.com/wasmfabric/fabric/internal/wire"
-	"github.com/wasmfabric/fabric/membership"
-	"github.com/wasmfabric/fabric/sandbox"
-	"github.com/wasmfabric/fabric/transport"
 )
 
 func startAgent(t *testing.T, token string, join ...string) *Agent {

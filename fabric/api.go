@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/wasmfabric/fabric/membership"
+	"github.com/wasmfabric/fabric/internal/membership"
 )
 
 // MaxModuleSize bounds a module uploaded to the HTTP API.

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/core"
+	"github.com/wasmfabric/fabric/internal/sandbox"
 	"github.com/wasmfabric/fabric/internal/wire"
-	"github.com/wasmfabric/fabric/sandbox"
 )
 
 // RunJob runs the module's `main` with args on this node and returns its

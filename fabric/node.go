@@ -27,12 +27,12 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/core"
+	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/peerwire"
+	"github.com/wasmfabric/fabric/internal/sandbox"
+	"github.com/wasmfabric/fabric/internal/scheduler"
 	"github.com/wasmfabric/fabric/internal/wire"
 	"github.com/wasmfabric/fabric/internal/workerpool"
-	"github.com/wasmfabric/fabric/objects"
-	"github.com/wasmfabric/fabric/sandbox"
-	"github.com/wasmfabric/fabric/scheduler"
 )
 
 // Errors of the agent.

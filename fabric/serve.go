@@ -11,9 +11,9 @@ import (
 	"path/filepath"
 
 	"github.com/wasmfabric/fabric/internal/core"
-	"github.com/wasmfabric/fabric/objects"
-	"github.com/wasmfabric/fabric/sandbox"
-	"github.com/wasmfabric/fabric/transport"
+	"github.com/wasmfabric/fabric/internal/objects"
+	"github.com/wasmfabric/fabric/internal/sandbox"
+	"github.com/wasmfabric/fabric/internal/transport"
 )
 
 // ErrNoObject means the node holds no ready value under the ID.

@@ -21,7 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/wasmfabric/fabric/fabric"
-	"github.com/wasmfabric/fabric/sandbox"
+	"github.com/wasmfabric/fabric/internal/sandbox"
 )
 
 // rayFigures are Ray 2.48's published microbenchmarks on one m5.16xlarge

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/fabric"
+	"github.com/wasmfabric/fabric/internal/membership"
 	"github.com/wasmfabric/fabric/internal/secrets"
-	"github.com/wasmfabric/fabric/membership"
-	"github.com/wasmfabric/fabric/transport"
+	"github.com/wasmfabric/fabric/internal/transport"
 )
 
 // Rows of the cluster part of `fabric bench`: objects between agents on

@@ -20,7 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/wasmfabric/fabric/fabric"
-	"github.com/wasmfabric/fabric/sandbox"
+	"github.com/wasmfabric/fabric/internal/sandbox"
 )
 
 func main() {

@@ -29,9 +29,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/peerwire"
-	"github.com/wasmfabric/fabric/objects"
-	"github.com/wasmfabric/fabric/scheduler"
+	"github.com/wasmfabric/fabric/internal/scheduler"
 )
 
 // Time is the shell's clock: the time since the node started. The core

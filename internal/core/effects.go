@@ -1,9 +1,9 @@
 package core
 
 import (
+	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/peerwire"
 	"github.com/wasmfabric/fabric/internal/wire"
-	"github.com/wasmfabric/fabric/objects"
 )
 
 // Effect is something the shell must do. None of them waits for an

@@ -1,9 +1,9 @@
 package core
 
 import (
+	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/peerwire"
-	"github.com/wasmfabric/fabric/objects"
-	"github.com/wasmfabric/fabric/scheduler"
+	"github.com/wasmfabric/fabric/internal/scheduler"
 )
 
 // Event is something that happened, for Step.

@@ -6,9 +6,9 @@ import (
 	"slices"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/objects"
+	"github.com/wasmfabric/fabric/internal/scheduler"
 	"github.com/wasmfabric/fabric/internal/wire"
-	"github.com/wasmfabric/fabric/objects"
-	"github.com/wasmfabric/fabric/scheduler"
 )
 
 // maxBundles bounds the bundles of one placement group.

@@ -5,9 +5,9 @@ import (
 	"strings"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/peerwire"
 	"github.com/wasmfabric/fabric/internal/wire"
-	"github.com/wasmfabric/fabric/objects"
 )
 
 // apply serves one message from a worker. A message that breaks the

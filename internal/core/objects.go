@@ -4,9 +4,9 @@ import (
 	"fmt"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/peerwire"
 	"github.com/wasmfabric/fabric/internal/wire"
-	"github.com/wasmfabric/fabric/objects"
 )
 
 // object is the node's record of one object: its state, where its bytes

@@ -6,10 +6,10 @@ import (
 	"slices"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/peerwire"
+	"github.com/wasmfabric/fabric/internal/scheduler"
 	"github.com/wasmfabric/fabric/internal/wire"
-	"github.com/wasmfabric/fabric/objects"
-	"github.com/wasmfabric/fabric/scheduler"
 )
 
 // Jobs across nodes. A job runs its driver on one node, its root. When a

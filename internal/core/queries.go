@@ -5,8 +5,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/wasmfabric/fabric/objects"
-	"github.com/wasmfabric/fabric/scheduler"
+	"github.com/wasmfabric/fabric/internal/objects"
+	"github.com/wasmfabric/fabric/internal/scheduler"
 )
 
 // Queries read the core's state for the shell; they change nothing.

@@ -7,9 +7,9 @@ import (
 	"slices"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/objects"
+	"github.com/wasmfabric/fabric/internal/scheduler"
 	"github.com/wasmfabric/fabric/internal/wire"
-	"github.com/wasmfabric/fabric/objects"
-	"github.com/wasmfabric/fabric/scheduler"
 )
 
 type taskState uint8

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/peerwire"
+	"github.com/wasmfabric/fabric/internal/scheduler"
 	"github.com/wasmfabric/fabric/internal/wire"
-	"github.com/wasmfabric/fabric/objects"
-	"github.com/wasmfabric/fabric/scheduler"
 )
 
 // The transcript tests drive a core through files of events and check the

@@ -19,8 +19,8 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/wire"
-	"github.com/wasmfabric/fabric/objects"
 )
 
 // Kind names a message's type.

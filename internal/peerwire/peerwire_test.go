@@ -5,7 +5,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/wasmfabric/fabric/objects"
+	"github.com/wasmfabric/fabric/internal/objects"
 )
 
 // every holds one message of each kind, with every field set.

@@ -1,6 +1,6 @@
 package wire
 
-import "github.com/wasmfabric/fabric/objects"
+import "github.com/wasmfabric/fabric/internal/objects"
 
 // ExecKind says what an Exec runs.
 type ExecKind uint8

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
-	"github.com/wasmfabric/fabric/objects"
+	"github.com/wasmfabric/fabric/internal/objects"
 )
 
 type pipe struct {

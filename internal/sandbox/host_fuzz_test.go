@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"testing"
 
-	"github.com/wasmfabric/fabric/objects"
+	"github.com/wasmfabric/fabric/internal/objects"
 )
 
 // fakeHost answers every host call with fixed, well-formed results.

@@ -3,7 +3,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
-	"github.com/wasmfabric/fabric/objects"
+	"github.com/wasmfabric/fabric/internal/objects"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"

@@ -12,7 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/wasmfabric/fabric/objects"
+	"github.com/wasmfabric/fabric/internal/objects"
 	"strings"
 	"sync"
 
