@@ -171,8 +171,12 @@ func TestAgentsFormCluster(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(a.Node().dataDir, "modules", digest+".wasm")); err != nil || !bytes.Equal(got, wasm) {
 		t.Fatalf("a's copy of the module: %v", err)
 	}
-	if err := clients[c.ID].Submit(ctx, []byte("not wasm"), nil, io.Discard); !errors.Is(err, ErrJob) {
-		t.Fatalf("submit of garbage: %v, want ErrJob", err)
+	// A module is checked before the job starts: bad ones are a bad request.
+	if err := clients[c.ID].Submit(ctx, []byte("not wasm"), nil, io.Discard); !errors.Is(err, ErrAPI) || !strings.Contains(err.Error(), "400") || !strings.Contains(err.Error(), "invalid module") {
+		t.Fatalf("submit of garbage: %v, want a 400 naming the invalid module", err)
+	}
+	if err := clients[c.ID].Submit(ctx, nil, nil, io.Discard); !errors.Is(err, ErrAPI) || !strings.Contains(err.Error(), "no module") {
+		t.Fatalf("submit of nothing: %v", err)
 	}
 
 	// The node's state, for operators.

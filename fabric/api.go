@@ -4,7 +4,6 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -12,10 +11,17 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/membership"
+	"github.com/wasmfabric/fabric/internal/sandbox"
 )
 
-// MaxModuleSize bounds a module uploaded to the HTTP API.
+// MaxModuleSize bounds a module.
 const MaxModuleSize = 256 << 20
+
+// Errors of module uploads.
+var (
+	ErrModuleTooLarge = errors.New("fabric: the module is too large")
+	ErrNoModule       = errors.New("fabric: no module given (an empty file?)")
+)
 
 // NodeView is one node as the HTTP API and `fabric list nodes` show it.
 type NodeView struct {
@@ -136,19 +142,19 @@ func (f *flushWriter) Write(p []byte) (int, error) {
 // trailer Fabric-Job-Error carries the job's error, empty on success.
 // Query parameters: arg (repeated) are the driver's arguments.
 func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
-	body := http.MaxBytesReader(w, r.Body, MaxModuleSize)
-	wasm, err := io.ReadAll(body)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			apiError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the module is larger than %d MiB", MaxModuleSize>>20))
-			return
-		}
-		apiError(w, http.StatusBadRequest, "reading the module: "+err.Error())
+	digest, err := a.node.addModule(r.Body)
+	switch {
+	case errors.Is(err, ErrModuleTooLarge):
+		apiError(w, http.StatusRequestEntityTooLarge, err.Error())
 		return
-	}
-	if len(wasm) == 0 {
+	case errors.Is(err, ErrNoModule):
 		apiError(w, http.StatusBadRequest, "no module in the request body")
+		return
+	case errors.Is(err, sandbox.ErrInvalidModule), errors.Is(err, errUpload):
+		apiError(w, http.StatusBadRequest, err.Error())
+		return
+	case err != nil:
+		apiError(w, http.StatusInternalServerError, "storing the module: "+err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -163,7 +169,7 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 	// job has ended, a write it still blocks is ended by a deadline.
 	rc := http.NewResponseController(w)
 	abort := func() { _ = rc.SetWriteDeadline(time.Now()) }
-	jerr := a.node.RunJobWith(r.Context(), wasm, r.URL.Query()["arg"], JobOptions{Stdout: out, Stderr: out, Abort: abort})
+	jerr := a.node.runJob(r.Context(), digest, r.URL.Query()["arg"], JobOptions{Stdout: out, Stderr: out, Abort: abort})
 	msg := ""
 	if jerr != nil {
 		msg = jerr.Error()

@@ -1,15 +1,20 @@
 package fabric
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/wasmfabric/fabric/internal/core"
 	"github.com/wasmfabric/fabric/internal/sandbox"
@@ -53,41 +58,85 @@ func newJobID() core.JobID {
 	return core.JobID(hex.EncodeToString(b[:]))
 }
 
-// addModule validates a module and keeps it in the node's modules,
-// returning its digest.
-func (n *Node) addModule(wasm []byte) (string, error) {
-	if _, err := sandbox.Validate(wasm, sandbox.Limits{MaxMemoryPages: uint32(n.cfg.GuestMemoryLimit / sandbox.WasmPageSize)}); err != nil {
-		return "", err
-	}
-	digest := sandbox.Digest(wasm)
-	path := n.modulePath(digest)
-	if _, err := os.Stat(path); err == nil {
-		return digest, nil
-	}
-	f, err := os.CreateTemp(n.dataDir+"/modules", digest+".*.tmp")
+// addModule keeps a module in the node's modules, validated, and returns
+// its digest. The module goes from r straight to a file, hashed on the
+// way; the file is then mapped read-only for validation, so an upload
+// never sits in the agent's heap. Past MaxModuleSize it fails with
+// ErrModuleTooLarge.
+func (n *Node) addModule(r io.Reader) (string, error) {
+	f, err := os.CreateTemp(filepath.Join(n.dataDir, "modules"), "upload.*.tmp")
 	if err != nil {
 		return "", err
 	}
-	_, werr := f.Write(wasm)
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
+	tmp := f.Name()
+	defer os.Remove(tmp) // after the rename, a no-op
+	h := sha256.New()
+	src := &uploadReader{r: io.LimitReader(r, MaxModuleSize+1)}
+	size, err := io.Copy(io.MultiWriter(f, h), src)
+	if src.err != nil {
+		err = fmt.Errorf("%w: %w", errUpload, src.err)
 	}
-	if werr == nil {
-		werr = os.Rename(f.Name(), path)
+	if err == nil && size > MaxModuleSize {
+		err = fmt.Errorf("%w: more than %d MiB", ErrModuleTooLarge, MaxModuleSize>>20)
 	}
-	if werr != nil {
-		_ = os.Remove(f.Name())
-		return "", werr
+	if err == nil && size == 0 {
+		err = ErrNoModule
+	}
+	if err == nil {
+		err = n.validateFile(f, size)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", err
+	}
+	digest := hex.EncodeToString(h.Sum(nil))
+	if err := os.Rename(tmp, n.modulePath(digest)); err != nil {
+		return "", err
 	}
 	return digest, nil
 }
 
+// errUpload wraps the errors of reading an uploaded module.
+var errUpload = errors.New("fabric: reading the module")
+
+// uploadReader keeps the error of its reader, to tell it from the file's.
+type uploadReader struct {
+	r   io.Reader
+	err error
+}
+
+func (u *uploadReader) Read(p []byte) (int, error) {
+	n, err := u.r.Read(p)
+	if err != nil && err != io.EOF {
+		u.err = err
+	}
+	return n, err
+}
+
+// validateFile validates the module in f (size bytes), mapped read-only.
+func (n *Node) validateFile(f *os.File, size int64) error {
+	wasm, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("fabric: mapping the module: %w", err)
+	}
+	defer func() { _ = unix.Munmap(wasm) }()
+	_, err = sandbox.Validate(wasm, sandbox.Limits{MaxMemoryPages: uint32(n.cfg.GuestMemoryLimit / sandbox.WasmPageSize)})
+	return err
+}
+
 // RunJobWith is RunJob with per-job options.
 func (n *Node) RunJobWith(ctx context.Context, wasm []byte, args []string, o JobOptions) error {
-	digest, err := n.addModule(wasm)
+	digest, err := n.addModule(bytes.NewReader(wasm))
 	if err != nil {
 		return err
 	}
+	return n.runJob(ctx, digest, args, o)
+}
+
+// runJob runs the driver of a module the node holds.
+func (n *Node) runJob(ctx context.Context, digest string, args []string, o JobOptions) error {
 	argv, err := wire.Marshal([]any{args})
 	if err != nil {
 		return err

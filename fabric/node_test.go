@@ -2,7 +2,9 @@ package fabric
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wasmfabric/fabric/internal/sandbox"
 	"github.com/wasmfabric/fabric/internal/testrig"
 )
 
@@ -207,4 +210,50 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// failingReader returns some bytes, then an error.
+type failingReader struct{ n int }
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		return 0, errors.New("connection reset")
+	}
+	k := min(len(p), f.n)
+	f.n -= k
+	return k, nil
+}
+
+// Uploads go to disk, checked; a failed one leaves nothing behind.
+func TestAddModule(t *testing.T) {
+	n := startNode(t, io.Discard)
+	wasm, err := os.ReadFile(testrig.Guest(t, "examples/quickstart"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest, err := n.addModule(bytes.NewReader(wasm))
+	if err != nil || digest != sandbox.Digest(wasm) {
+		t.Fatalf("addModule: %q, %v; want %q", digest, err, sandbox.Digest(wasm))
+	}
+	if got, err := os.ReadFile(n.modulePath(digest)); err != nil || !bytes.Equal(got, wasm) {
+		t.Fatalf("stored module: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		r    io.Reader
+		want error
+	}{
+		{"garbage", strings.NewReader("not wasm"), sandbox.ErrInvalidModule},
+		{"empty", strings.NewReader(""), ErrNoModule},
+		{"broken upload", &failingReader{n: 1000}, errUpload},
+		{"truncated module", bytes.NewReader(wasm[:len(wasm)/2]), sandbox.ErrInvalidModule},
+	} {
+		if _, err := n.addModule(tc.r); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(n.dataDir, "modules"))
+	if len(ents) != 1 {
+		t.Fatalf("modules after failed uploads: %v, want only the good one", ents)
+	}
 }

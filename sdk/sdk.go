@@ -73,10 +73,25 @@ func (e *HostError) Error() string { return "fabric: " + e.Message }
 
 func errHost(msg string) error { return &HostError{Message: msg} }
 
+// ErrorKind says why a task's result is an error.
+type ErrorKind = abi.ErrorKind
+
+// Error kinds, as TaskError.Kind holds them.
+const (
+	KindTask       = abi.KindTask       // the guest returned an error, panicked or trapped
+	KindCancelled  = abi.KindCancelled  // the task was cancelled
+	KindTimeout    = abi.KindTimeout    // the task ran past its timeout
+	KindWorkerDied = abi.KindWorkerDied // its worker died and no retries were left
+	KindActorDied  = abi.KindActorDied  // the actor died, or was dead when called
+	KindInfeasible = abi.KindInfeasible // no node can ever satisfy its demand
+	KindOwnerDied  = abi.KindOwnerDied  // the node that made the object is gone
+	KindObjectLost = abi.KindObjectLost // its bytes could not be fetched or stored
+)
+
 // TaskError is the error a failed task stored as its result: Get returns it.
 type TaskError struct {
-	Kind    string // "task", "cancelled", "timeout", "worker_died", "actor_died", "infeasible", "owner_died", "object_lost"
-	Message string // for "task": the guest's message and stack
+	Kind    ErrorKind
+	Message string // for KindTask: the guest's message and stack
 	Task    string // the task's name
 }
 
@@ -87,25 +102,21 @@ func (e *TaskError) Error() string {
 	return e.Message
 }
 
+// kindErrors maps each kind but KindTask to its sentinel.
+var kindErrors = map[ErrorKind]error{
+	KindCancelled:  ErrTaskCancelled,
+	KindTimeout:    ErrTaskTimeout,
+	KindWorkerDied: ErrWorkerDied,
+	KindActorDied:  ErrActorDied,
+	KindInfeasible: ErrInfeasible,
+	KindOwnerDied:  ErrOwnerDied,
+	KindObjectLost: ErrObjectLost,
+}
+
 // Is matches the sentinel of the error's kind.
 func (e *TaskError) Is(target error) bool {
-	switch e.Kind {
-	case "cancelled":
-		return target == ErrTaskCancelled
-	case "timeout":
-		return target == ErrTaskTimeout
-	case "worker_died":
-		return target == ErrWorkerDied
-	case "actor_died":
-		return target == ErrActorDied
-	case "infeasible":
-		return target == ErrInfeasible
-	case "owner_died":
-		return target == ErrOwnerDied
-	case "object_lost":
-		return target == ErrObjectLost
-	}
-	return false
+	s, ok := kindErrors[e.Kind]
+	return ok && s == target
 }
 
 type staged struct {

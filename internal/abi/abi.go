@@ -94,11 +94,30 @@ type TaskSpec struct {
 	Options    Options  `cbor:"opts,omitempty"`
 }
 
+// ErrorKind says why an object holds an error instead of a value. The host
+// stores it and the SDK matches it: both use these constants.
+type ErrorKind string
+
+// Error kinds.
+const (
+	KindTask       ErrorKind = "task"        // the guest returned an error, panicked or trapped
+	KindCancelled  ErrorKind = "cancelled"   // the task was cancelled
+	KindTimeout    ErrorKind = "timeout"     // the task ran past its timeout
+	KindWorkerDied ErrorKind = "worker_died" // its worker died and no retries were left
+	KindActorDied  ErrorKind = "actor_died"  // the actor died, or was dead when called
+	KindInfeasible ErrorKind = "infeasible"  // no node can ever satisfy its demand
+	KindOwnerDied  ErrorKind = "owner_died"  // the node that made the object is gone
+	KindObjectLost ErrorKind = "object_lost" // its bytes could not be fetched or stored
+)
+
+// ErrorKinds lists every error kind.
+var ErrorKinds = []ErrorKind{KindTask, KindCancelled, KindTimeout, KindWorkerDied, KindActorDied, KindInfeasible, KindOwnerDied, KindObjectLost}
+
 // ErrorValue is how an error is stored as an object's value.
 type ErrorValue struct {
-	Kind    string `cbor:"kind"`    // "task", "cancelled", "timeout", "worker_died", "actor_died", "infeasible", "owner_died"
-	Message string `cbor:"message"` // the guest's message and stack, or the host's explanation
-	Task    string `cbor:"task,omitempty"`
+	Kind    ErrorKind `cbor:"kind"`
+	Message string    `cbor:"message"` // the guest's message and stack, or the host's explanation
+	Task    string    `cbor:"task,omitempty"`
 }
 
 // AppendCBOR appends the spec's CBOR encoding: the same map, field for

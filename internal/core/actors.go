@@ -107,7 +107,7 @@ func (c *Core) actorEnqueue(a *actor, t *task) {
 }
 
 func actorDiedError(a *actor, t *task) abi.ErrorValue {
-	return abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s is dead: %s", a.class, a.cause), Task: t.name}
+	return abi.ErrorValue{Kind: abi.KindActorDied, Message: fmt.Sprintf("actor %s is dead: %s", a.class, a.cause), Task: t.name}
 }
 
 // actorNext sends the head of the actor's queue once its arguments are
@@ -196,7 +196,7 @@ func (c *Core) remoteCallDone(t *task, node NodeID, m *peerwire.TaskDone, lost s
 		if why == "" {
 			why = m.Refused
 		}
-		c.failTask(t, abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s on node %s did not answer %s: %s", a.class, node, t.name, firstLine(why)), Task: t.name}, false)
+		c.failTask(t, abi.ErrorValue{Kind: abi.KindActorDied, Message: fmt.Sprintf("actor %s on node %s did not answer %s: %s", a.class, node, t.name, firstLine(why)), Task: t.name}, false)
 	default:
 		c.applyResult(t, node, m)
 	}
@@ -283,7 +283,7 @@ func (c *Core) killActorHere(m *peerwire.KillActor) {
 		return
 	}
 	if cur := a.worker.task; cur != nil {
-		a.worker.killReason = &abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s was killed", a.class), Task: cur.name}
+		a.worker.killReason = &abi.ErrorValue{Kind: abi.KindActorDied, Message: fmt.Sprintf("actor %s was killed", a.class), Task: cur.name}
 	}
 	c.killWorker(a.worker)
 }
@@ -307,7 +307,7 @@ func (c *Core) actorKill(w *worker, m wire.ActorKill) error {
 	}
 	if a.worker != nil {
 		if cur := a.worker.task; cur != nil {
-			a.worker.killReason = &abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s was killed", a.class), Task: cur.name}
+			a.worker.killReason = &abi.ErrorValue{Kind: abi.KindActorDied, Message: fmt.Sprintf("actor %s was killed", a.class), Task: cur.name}
 		}
 		c.killWorker(a.worker)
 	} else if m.NoRestart {

@@ -186,7 +186,7 @@ func (c *Core) removeGroup(g *group, why string) {
 		if t == nil || t.state == taskDone {
 			continue
 		}
-		ev := abi.ErrorValue{Kind: "cancelled", Message: fmt.Sprintf("task %s stopped: its placement group %s", t.name, why), Task: t.name}
+		ev := abi.ErrorValue{Kind: abi.KindCancelled, Message: fmt.Sprintf("task %s stopped: its placement group %s", t.name, why), Task: t.name}
 		switch {
 		case t.kind == wire.ExecActorCreate:
 			t.state = taskDone

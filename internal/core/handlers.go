@@ -282,7 +282,7 @@ func (c *Core) refuseSubmit(w *worker, parent *task, taskID objects.ID, nret int
 		id := taskID.WithIndex(uint32(i))
 		c.newObject(id, w.job)
 		c.hold(parent.holder(), id)
-		c.setError(id, abi.ErrorValue{Kind: "task", Message: err.Error(), Task: fn})
+		c.setError(id, abi.ErrorValue{Kind: abi.KindTask, Message: err.Error(), Task: fn})
 	}
 }
 
@@ -369,7 +369,7 @@ func (c *Core) put(w *worker, m wire.Put) error {
 		if !m.Created.IsNil() {
 			c.store.Abort(id)
 		}
-		c.setError(id, abi.ErrorValue{Kind: "task", Message: "put: " + err.Error()})
+		c.setError(id, abi.ErrorValue{Kind: abi.KindTask, Message: "put: " + err.Error()})
 		return nil
 	}
 	var refs []objects.ID
@@ -391,7 +391,7 @@ func (c *Core) put(w *worker, m wire.Put) error {
 		size = loc.Size
 		c.store.Unpin(id)
 	}
-	c.setReady(id, nil, false, true, refs)
+	c.setReady(id, objValue{stored: true, nested: refs})
 	if o := c.objs[id]; o != nil {
 		o.size = size
 	}
@@ -545,7 +545,7 @@ func (c *Core) cancel(w *worker, m wire.Cancel) error {
 	if o.ready || o.producer == nil {
 		return nil
 	}
-	c.cancelTask(o.producer, m.Force, m.Recursive)
+	c.cancelTask(o.producer, m.Recursive)
 	c.schedule()
 	return nil
 }

@@ -63,22 +63,30 @@ func (c *Core) newObject(id objects.ID, j *job) *object {
 	return o
 }
 
+// objValue is an object's value, for setReady.
+type objValue struct {
+	inline  []byte       // the bytes, when the agent keeps them in memory
+	stored  bool         // the bytes are in the object store
+	isError bool         // the bytes are an abi.ErrorValue
+	nested  []objects.ID // the references nested in it
+}
+
 // setReady gives an object its value.
-func (c *Core) setReady(id objects.ID, inline []byte, isError, stored bool, nested []objects.ID) {
+func (c *Core) setReady(id objects.ID, v objValue) {
 	o := c.objs[id]
 	if o == nil || o.ready {
-		if stored && o == nil {
+		if v.stored && o == nil {
 			c.store.Delete(id)
 		}
 		return
 	}
-	o.ready, o.isError, o.inline, o.stored = true, isError, inline, stored
-	o.size = int64(len(inline))
-	c.heap += int64(len(inline))
-	for _, r := range nested {
+	o.ready, o.isError, o.inline, o.stored = true, v.isError, v.inline, v.stored
+	o.size = int64(len(v.inline))
+	c.heap += int64(len(v.inline))
+	for _, r := range v.nested {
 		c.addRef(r)
 	}
-	o.nested = nested
+	o.nested = v.nested
 	ws := o.waiters
 	o.waiters = nil
 	for _, w := range ws {
@@ -102,7 +110,7 @@ func (c *Core) setReady(id objects.ID, inline []byte, isError, stored bool, nest
 // setError makes an object hold an error value.
 func (c *Core) setError(id objects.ID, ev abi.ErrorValue) {
 	b, _ := wire.Marshal(ev)
-	c.setReady(id, b, true, false, nil)
+	c.setReady(id, objValue{inline: b, isError: true})
 }
 
 func (c *Core) addRef(id objects.ID) {
@@ -274,7 +282,7 @@ func (c *Core) storeValue(id objects.ID, data []byte, nested []objects.ID) {
 	// Small values stay in memory while they take at most half the budget:
 	// the rest is for records and arguments. Past it they go to the store.
 	if len(data) <= c.cfg.InlineMax && c.heap+int64(len(data)) <= c.cfg.HeapBudget/2 {
-		c.setReady(id, data, false, false, nested)
+		c.setReady(id, objValue{inline: data, nested: nested})
 		return
 	}
 	o.storing = true
@@ -302,7 +310,7 @@ func (c *Core) valueStored(ev ValueStored) {
 		for _, r := range nested {
 			c.decRef(r)
 		}
-		c.setError(ev.ID, abi.ErrorValue{Kind: "task", Message: "the node could not store the value: " + ev.Err})
+		c.setError(ev.ID, abi.ErrorValue{Kind: abi.KindTask, Message: "the node could not store the value: " + ev.Err})
 		return
 	}
 	size := int64(0)
@@ -310,7 +318,7 @@ func (c *Core) valueStored(ev ValueStored) {
 		size = loc.Size
 		c.store.Unpin(ev.ID)
 	}
-	c.setReady(ev.ID, nil, false, true, nested)
+	c.setReady(ev.ID, objValue{stored: true, nested: nested})
 	if o := c.objs[ev.ID]; o != nil {
 		o.size = size
 	}
@@ -330,7 +338,7 @@ func (e AddObject) apply(c *Core) {
 	}
 	o := c.newObject(e.ID, nil)
 	o.refs = 1
-	c.setReady(e.ID, e.Inline, false, e.Stored, nil)
+	c.setReady(e.ID, objValue{inline: e.Inline, stored: e.Stored})
 	if o := c.objs[e.ID]; o != nil && e.Stored {
 		o.size = e.Size
 	}
@@ -346,7 +354,7 @@ func (e DeleteObject) apply(c *Core) {
 func decodeErrorValue(b []byte) abi.ErrorValue {
 	var ev abi.ErrorValue
 	if err := wire.Unmarshal(b, &ev); err != nil {
-		ev = abi.ErrorValue{Kind: "task", Message: "undecodable error value"}
+		ev = abi.ErrorValue{Kind: abi.KindTask, Message: "undecodable error value"}
 	}
 	return ev
 }
@@ -529,7 +537,7 @@ func (c *Core) objectValue(from NodeID, m *peerwire.ObjectValue) {
 		if c.reconstruct(id, o) {
 			return
 		}
-		c.setError(id, abi.ErrorValue{Kind: "object_lost", Message: fmt.Sprintf("object %s could not be fetched from node %s: %s", id.Short(), from, m.Missing)})
+		c.setError(id, abi.ErrorValue{Kind: abi.KindObjectLost, Message: fmt.Sprintf("object %s could not be fetched from node %s: %s", id.Short(), from, m.Missing)})
 		c.schedule()
 		return
 	}
@@ -543,7 +551,7 @@ func (c *Core) objectValue(from NodeID, m *peerwire.ObjectValue) {
 		return
 	}
 	o.fetching = false
-	c.setReady(id, m.Inline, m.IsError, false, m.Refs)
+	c.setReady(id, objValue{inline: m.Inline, isError: m.IsError, nested: m.Refs})
 	c.schedule()
 }
 
@@ -566,11 +574,11 @@ func (e ObjectPulled) apply(c *Core) {
 		if _, alive := c.peers[o.remote]; !alive && c.reconstruct(e.ID, o) {
 			return
 		}
-		c.setError(e.ID, abi.ErrorValue{Kind: "object_lost", Message: fmt.Sprintf("object %s arrived from node %s but could not be stored: %s", e.ID.Short(), o.remote, e.Err)})
+		c.setError(e.ID, abi.ErrorValue{Kind: abi.KindObjectLost, Message: fmt.Sprintf("object %s arrived from node %s but could not be stored: %s", e.ID.Short(), o.remote, e.Err)})
 		c.schedule()
 		return
 	}
-	c.setReady(e.ID, nil, false, true, nested)
+	c.setReady(e.ID, objValue{stored: true, nested: nested})
 	if o := c.objs[e.ID]; o != nil {
 		o.size = e.Size
 	}

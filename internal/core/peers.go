@@ -148,7 +148,7 @@ func (c *Core) fetchFailed(id objects.ID, o *object) {
 	o.pulling = nil
 	from := o.remote
 	o.remote = ""
-	c.setError(id, abi.ErrorValue{Kind: "owner_died", Message: fmt.Sprintf("object %s: node %s, which holds it for this node, is gone", id.Short(), from)})
+	c.setError(id, abi.ErrorValue{Kind: abi.KindOwnerDied, Message: fmt.Sprintf("object %s: node %s, which holds it for this node, is gone", id.Short(), from)})
 }
 
 // movable reports whether a task or an actor may run on another node:
@@ -331,12 +331,12 @@ func (c *Core) remoteEnded(t *task, node NodeID, m *peerwire.TaskDone, lost stri
 	case lost != "" && t.retriesLeft != 0:
 		c.retry(t, fmt.Sprintf("could not run on node %s (%s)", node, firstLine(lost)))
 	case lost != "":
-		c.failTask(t, abi.ErrorValue{Kind: "worker_died", Message: fmt.Sprintf("task %s could not run on node %s and no retries are left: %s", t.name, node, lost), Task: t.name}, true)
+		c.failTask(t, abi.ErrorValue{Kind: abi.KindWorkerDied, Message: fmt.Sprintf("task %s could not run on node %s and no retries are left: %s", t.name, node, lost), Task: t.name}, true)
 	case m.Refused != "":
 		// A refusal is final: what made the node refuse (the job ended
 		// there, its root is gone, a spec it cannot run) would make it
 		// refuse again, and retrying would go round for ever.
-		c.failTask(t, abi.ErrorValue{Kind: "task", Message: fmt.Sprintf("node %s refused to run task %s: %s", node, t.name, m.Refused), Task: t.name}, true)
+		c.failTask(t, abi.ErrorValue{Kind: abi.KindTask, Message: fmt.Sprintf("node %s refused to run task %s: %s", node, t.name, m.Refused), Task: t.name}, true)
 	default:
 		c.applyResult(t, node, m)
 	}
@@ -376,7 +376,7 @@ func (c *Core) applyResult(t *task, node NodeID, m *peerwire.TaskDone) {
 	}
 	if len(m.Results) != len(t.returns) {
 		c.dropAnswer(j, node, m)
-		c.failTask(t, abi.ErrorValue{Kind: "task", Message: fmt.Sprintf("task %s declares %d return values but its node answered with %d", t.name, len(t.returns), len(m.Results)), Task: t.name}, true)
+		c.failTask(t, abi.ErrorValue{Kind: abi.KindTask, Message: fmt.Sprintf("task %s declares %d return values but its node answered with %d", t.name, len(t.returns), len(m.Results)), Task: t.name}, true)
 		return
 	}
 	c.importAll(j, m.Refs, node)
@@ -683,7 +683,7 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 		aid, _ := objects.IDFromBytes(spec.Actor)
 		a := c.actors[aid]
 		if a == nil || a.job != j || (a.stub && j.root != "") || (a.reportTo != "" && a.incarnation != m.Incarnation) {
-			ev, _ := wire.Marshal(abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s is not on node %s (it died or moved)", aid.Short(), c.cfg.Node), Task: spec.Func})
+			ev, _ := wire.Marshal(abi.ErrorValue{Kind: abi.KindActorDied, Message: fmt.Sprintf("actor %s is not on node %s (it died or moved)", aid.Short(), c.cfg.Node), Task: spec.Func})
 			c.sendPeer(from, &peerwire.TaskDone{Job: m.Job, Task: m.Task, Attempt: m.Attempt, Error: ev})
 			c.dropImports(j, m.Refs, from)
 			return
@@ -767,7 +767,7 @@ func (c *Core) answerAsker(t *task) {
 		o := c.objs[id]
 		switch {
 		case o == nil || !o.ready:
-			ev, _ := wire.Marshal(abi.ErrorValue{Kind: "task", Message: fmt.Sprintf("the result %s was lost", id.Short()), Task: t.name})
+			ev, _ := wire.Marshal(abi.ErrorValue{Kind: abi.KindTask, Message: fmt.Sprintf("the result %s was lost", id.Short()), Task: t.name})
 			msg = &peerwire.TaskDone{Job: msg.Job, Task: msg.Task, Attempt: msg.Attempt, Error: ev}
 		case o.isError:
 			msg = &peerwire.TaskDone{Job: msg.Job, Task: msg.Task, Attempt: msg.Attempt, Error: o.inline}
@@ -814,7 +814,7 @@ func (c *Core) cancelForPeer(from NodeID, m *peerwire.CancelTask) {
 	c.unpark(func(r pendingRun) bool { return r.from == from && r.msg.Task == m.Task && r.msg.Attempt == m.Attempt })
 	t := c.asked[askKey{from, m.Task}]
 	if t != nil && t.askerAttempt == m.Attempt && string(t.job.id) == m.Job && t.kind == wire.ExecTask {
-		c.cancelTask(t, true, true)
+		c.cancelTask(t, true)
 		c.schedule()
 	}
 }

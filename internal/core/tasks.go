@@ -246,7 +246,7 @@ func (c *Core) schedule() {
 				c.actorDead(t.actor, inf.Reason+"; lower the actor's demand or start the node with more resources")
 				continue
 			}
-			c.failTask(t, abi.ErrorValue{Kind: "infeasible", Message: inf.Reason + "; lower the task's demand or start the node with more resources", Task: t.name}, false)
+			c.failTask(t, abi.ErrorValue{Kind: abi.KindInfeasible, Message: inf.Reason + "; lower the task's demand or start the node with more resources", Task: t.name}, false)
 		}
 		for _, p := range plan.Placements {
 			t := c.tasks[idOf(string(p.Task))]
@@ -322,7 +322,7 @@ func (c *Core) run(w *worker, t *task) {
 			var fail *abi.ErrorValue
 			switch {
 			case o == nil:
-				fail = &abi.ErrorValue{Kind: "task", Message: fmt.Sprintf("argument object %s was released before the task ran", id.Short()), Task: t.name}
+				fail = &abi.ErrorValue{Kind: abi.KindTask, Message: fmt.Sprintf("argument object %s was released before the task ran", id.Short()), Task: t.name}
 			case o.isError:
 				ev := decodeErrorValue(o.inline)
 				fail = &ev
@@ -331,7 +331,7 @@ func (c *Core) run(w *worker, t *task) {
 			if fail == nil {
 				var err error
 				if p, err = c.piece(w, id, o); err != nil {
-					fail = &abi.ErrorValue{Kind: "task", Message: "cannot read argument: " + err.Error(), Task: t.name}
+					fail = &abi.ErrorValue{Kind: abi.KindTask, Message: "cannot read argument: " + err.Error(), Task: t.name}
 				}
 			}
 			if fail != nil {
@@ -365,7 +365,7 @@ func (c *Core) started(w *worker, t *task) {
 	t.timer = c.setTimer(d, func() {
 		t.timer = 0
 		if w.task == t && t.state == taskRunning {
-			w.killReason = &abi.ErrorValue{Kind: "timeout", Message: fmt.Sprintf("task %s timed out after %s; its worker was stopped", t.name, d), Task: t.name}
+			w.killReason = &abi.ErrorValue{Kind: abi.KindTimeout, Message: fmt.Sprintf("task %s timed out after %s; its worker was stopped", t.name, d), Task: t.name}
 			c.killWorker(w)
 		}
 	})
@@ -549,7 +549,7 @@ func (c *Core) done(w *worker, d wire.Done) error {
 		return nil
 	default:
 		if err := c.storeResults(t, d); err != nil {
-			c.failTask(t, abi.ErrorValue{Kind: "task", Message: err.Error(), Task: t.name}, true)
+			c.failTask(t, abi.ErrorValue{Kind: abi.KindTask, Message: err.Error(), Task: t.name}, true)
 		} else {
 			c.finishTask(t, true)
 		}
@@ -586,7 +586,7 @@ func (c *Core) executionFailed(w *worker, t *task, d wire.Done) {
 		c.submit(t)
 		return
 	}
-	c.failTask(t, abi.ErrorValue{Kind: "task", Message: d.Error, Task: t.name}, true)
+	c.failTask(t, abi.ErrorValue{Kind: abi.KindTask, Message: d.Error, Task: t.name}, true)
 	if t.kind == wire.ExecActorMethod && d.Kind != "app" {
 		// A trap lost the actor's state: stop its worker so that it is
 		// restarted (constructor again) or declared dead.
@@ -608,7 +608,7 @@ func (c *Core) executionLost(t *task, w *worker, cause string) {
 	case t.kind == wire.ExecActorCreate:
 		return // actorLost decides
 	case t.kind == wire.ExecActorMethod:
-		ev := abi.ErrorValue{Kind: "actor_died", Message: fmt.Sprintf("actor %s died while running %s: %s", t.actor.class, t.name, cause), Task: t.name}
+		ev := abi.ErrorValue{Kind: abi.KindActorDied, Message: fmt.Sprintf("actor %s died while running %s: %s", t.actor.class, t.name, cause), Task: t.name}
 		if w.killReason != nil {
 			ev = *w.killReason
 		}
@@ -616,11 +616,11 @@ func (c *Core) executionLost(t *task, w *worker, cause string) {
 	case w.killReason != nil:
 		c.failTask(t, *w.killReason, true)
 	case t.kind == wire.ExecMain:
-		c.failTask(t, abi.ErrorValue{Kind: "worker_died", Message: "the driver's worker died: " + cause}, true)
+		c.failTask(t, abi.ErrorValue{Kind: abi.KindWorkerDied, Message: "the driver's worker died: " + cause}, true)
 	case t.retriesLeft != 0:
 		c.retry(t, fmt.Sprintf("lost its worker (%s)", firstLine(cause)))
 	default:
-		c.failTask(t, abi.ErrorValue{Kind: "worker_died", Message: fmt.Sprintf("task %s failed: its worker died and no retries are left: %s", t.name, cause), Task: t.name}, true)
+		c.failTask(t, abi.ErrorValue{Kind: abi.KindWorkerDied, Message: fmt.Sprintf("task %s failed: its worker died and no retries are left: %s", t.name, cause), Task: t.name}, true)
 	}
 }
 
@@ -659,7 +659,7 @@ func (c *Core) storeResults(t *task, d wire.Done) error {
 			if err := c.store.Seal(id); err != nil {
 				return err
 			}
-			c.setReady(id, nil, false, true, refs)
+			c.setReady(id, objValue{stored: true, nested: refs})
 			if o := c.objs[id]; o != nil { // nil when nobody holds it any more
 				o.size = d.Value.Size
 			}
@@ -679,8 +679,10 @@ func (c *Core) storeResults(t *task, d wire.Done) error {
 }
 
 // cancelTask cancels a task, and with recursive the tasks it submitted
-// first (in ID order, by a work list: no recursion a guest controls).
-func (c *Core) cancelTask(root *task, force, recursive bool) {
+// first (in ID order, by a work list: no recursion a guest controls). A
+// running task's worker is killed: compiled Wasm cannot be interrupted, so
+// there is no gentler cancel for force to choose against.
+func (c *Core) cancelTask(root *task, recursive bool) {
 	order := []*task{root}
 	if recursive {
 		// Children first, as Ray does: collect the tree, then cancel it
@@ -704,7 +706,7 @@ func (c *Core) cancelOne(t *task) {
 	if t.kind == wire.ExecActorCreate || t.state == taskDone {
 		return
 	}
-	ev := abi.ErrorValue{Kind: "cancelled", Message: fmt.Sprintf("task %s was cancelled", t.name), Task: t.name}
+	ev := abi.ErrorValue{Kind: abi.KindCancelled, Message: fmt.Sprintf("task %s was cancelled", t.name), Task: t.name}
 	switch t.state {
 	case taskQueued:
 		if t.kind == wire.ExecActorMethod {

@@ -353,17 +353,6 @@ func containsOOM(s string) bool {
 	return strings.Contains(s, "out of memory") || strings.Contains(s, "memory.grow")
 }
 
-// CallExport calls an exported function that takes and returns only
-// integers, outside the fabric_call protocol. It exists for benchmarks
-// (the cost of entering a sandbox, raw guest kernels).
-func (i *Instance) CallExport(ctx context.Context, name string, args ...uint64) ([]uint64, error) {
-	f := i.mod.ExportedFunction(name)
-	if f == nil {
-		return nil, fmt.Errorf("sandbox: module exports no function %q", name)
-	}
-	return f.Call(ctx, args...)
-}
-
 // ExportedFunc is a handle to an exported function looked up once, for
 // calling it many times (a lookup costs microseconds, a call nanoseconds).
 type ExportedFunc struct{ f api.Function }
