@@ -258,7 +258,7 @@ func (e *Endpoint) Pull(ctx context.Context, addr string, id [IDSize]byte, alloc
 		o.Retries = 5
 	}
 	var st PullStats
-	frames, err := e.open(ctx, addr, TypePull, pullRequest{ID: id}.encode(), maxChunkFrame)
+	frames, err := e.open(ctx, addr, classBulk, TypePull, pullRequest{ID: id}.encode(), maxChunkFrame)
 	if err != nil {
 		return st, err
 	}
@@ -377,7 +377,12 @@ func readMeta(f *frames) (objectMeta, error) {
 // the first chunk it did not get and the bytes received.
 func (e *Endpoint) pullRange(ctx context.Context, addr string, lane *quic.Conn, id [IDSize]byte, meta objectMeta, bounds []int64, first, last uint32, dst []byte) (uint32, int64, error) {
 	if lane.Context().Err() != nil {
-		lane = nil // broken: the shared connection, dialled again if need be
+		// Broken: the shared bulk connection, dialled again if need be.
+		c, err := e.conn(ctx, addr, classBulk)
+		if err != nil {
+			return first, 0, err
+		}
+		lane = c
 	}
 	f, err := e.openOn(ctx, lane, addr, TypePull, pullRequest{ID: id, First: first, Last: last}.encode(), maxChunkFrame)
 	if err != nil {
@@ -476,18 +481,16 @@ func (f *frames) close() {
 // open sends a request on a new stream and returns its answer frames, each
 // at most max bytes. The context's deadline, if any, bounds the stream, and
 // its end cancels the stream.
-func (e *Endpoint) open(ctx context.Context, addr string, t Type, body []byte, max int) (*frames, error) {
-	return e.openOn(ctx, nil, addr, t, body, max)
+func (e *Endpoint) open(ctx context.Context, addr string, class connClass, t Type, body []byte, max int) (*frames, error) {
+	c, err := e.conn(ctx, addr, class)
+	if err != nil {
+		return nil, err
+	}
+	return e.openOn(ctx, c, addr, t, body, max)
 }
 
-// openOn is open on connection c (nil: the shared connection to addr).
+// openOn is open on connection c.
 func (e *Endpoint) openOn(ctx context.Context, c *quic.Conn, addr string, t Type, body []byte, max int) (*frames, error) {
-	if c == nil {
-		var err error
-		if c, err = e.conn(ctx, addr); err != nil {
-			return nil, err
-		}
-	}
 	s, err := c.OpenStreamSync(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("transport: open a stream to %s: %w", addr, err)

@@ -62,6 +62,10 @@ type Handler func(ctx context.Context, peer string, t Type, body []byte) (Type, 
 type Config struct {
 	// Addr is the UDP address to listen on, host:port (port 0 picks one).
 	Addr string
+	// PacketConn, when set, is used instead of listening on Addr: a
+	// simulated network in tests (quic-go's simnet), or a socket the
+	// caller set up. The caller closes it after Close.
+	PacketConn net.PacketConn
 	// TLS is the node's mutual-TLS configuration (secrets.Cluster.TLSConfig);
 	// its NextProtos is set to ALPN.
 	TLS *tls.Config
@@ -83,6 +87,7 @@ type Endpoint struct {
 	cfg    Config
 	ln     *quic.Listener
 	tr     *quic.Transport
+	udp    net.PacketConn // closed by Close when the endpoint opened it
 	quic   *quic.Config
 	tls    *tls.Config
 	ctx    context.Context
@@ -91,10 +96,26 @@ type Endpoint struct {
 
 	metas  metaCache
 	mu     sync.Mutex
-	conns  map[string]*quic.Conn   // outgoing, by address
+	conns  map[connKey]*quic.Conn  // outgoing
 	served map[*quic.Conn]struct{} // incoming
-	dials  map[string]*dial
+	dials  map[connKey]*dial
 	closed bool
+}
+
+// connClass separates a peer's traffic: requests and answers (control)
+// never share a connection with object pulls (bulk), so a pull that fills
+// a connection's congestion and flow-control windows does not delay them.
+type connClass uint8
+
+const (
+	classControl connClass = iota
+	classBulk
+)
+
+// connKey names an outgoing connection.
+type connKey struct {
+	addr  string
+	class connClass
 }
 
 type dial struct {
@@ -128,19 +149,25 @@ func Listen(cfg Config) (*Endpoint, error) {
 		MaxStreamReceiveWindow:     16 << 20,
 		MaxConnectionReceiveWindow: 64 << 20,
 	}
-	udp, err := net.ListenPacket("udp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("transport: listen on %s: %w", cfg.Addr, err)
+	pc, own := cfg.PacketConn, net.PacketConn(nil)
+	if pc == nil {
+		udp, err := net.ListenPacket("udp", cfg.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("transport: listen on %s: %w", cfg.Addr, err)
+		}
+		pc, own = udp, udp
 	}
-	tr := &quic.Transport{Conn: udp}
+	tr := &quic.Transport{Conn: pc}
 	ln, err := tr.Listen(tlsConf, qc)
 	if err != nil {
-		_ = udp.Close()
-		return nil, fmt.Errorf("transport: listen on %s: %w", cfg.Addr, err)
+		if own != nil {
+			_ = own.Close()
+		}
+		return nil, fmt.Errorf("transport: listen on %s: %w", pc.LocalAddr(), err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &Endpoint{cfg: cfg, ln: ln, tr: tr, quic: qc, tls: tlsConf, ctx: ctx, cancel: cancel,
-		conns: map[string]*quic.Conn{}, dials: map[string]*dial{}, served: map[*quic.Conn]struct{}{}}
+	e := &Endpoint{cfg: cfg, ln: ln, tr: tr, udp: own, quic: qc, tls: tlsConf, ctx: ctx, cancel: cancel,
+		conns: map[connKey]*quic.Conn{}, dials: map[connKey]*dial{}, served: map[*quic.Conn]struct{}{}}
 	e.wg.Add(1)
 	go e.accept()
 	return e, nil
@@ -251,31 +278,33 @@ func (e *Endpoint) dial(ctx context.Context, addr string) (*quic.Conn, error) {
 	return e.tr.Dial(dctx, udp, e.tls, e.quic)
 }
 
-// conn returns the connection to addr, dialling it once for all callers.
-func (e *Endpoint) conn(ctx context.Context, addr string) (*quic.Conn, error) {
+// conn returns the connection of a class to addr, dialling it once for
+// all callers.
+func (e *Endpoint) conn(ctx context.Context, addr string, class connClass) (*quic.Conn, error) {
+	key := connKey{addr, class}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if c := e.conns[addr]; c != nil && c.Context().Err() == nil {
+	if c := e.conns[key]; c != nil && c.Context().Err() == nil {
 		e.mu.Unlock()
 		return c, nil
 	}
-	d := e.dials[addr]
+	d := e.dials[key]
 	if d == nil {
 		d = &dial{done: make(chan struct{})}
-		e.dials[addr] = d
+		e.dials[key] = d
 		go func() {
 			d.conn, d.err = e.dial(e.ctx, addr)
 			e.mu.Lock()
-			delete(e.dials, addr)
+			delete(e.dials, key)
 			if d.err == nil {
 				if e.closed {
 					_ = d.conn.CloseWithError(0, "closed")
 					d.conn, d.err = nil, ErrClosed
 				} else {
-					e.conns[addr] = d.conn
+					e.conns[key] = d.conn
 				}
 			}
 			e.mu.Unlock()
@@ -306,7 +335,7 @@ func (e *Endpoint) Call(ctx context.Context, addr string, t Type, body []byte) (
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
 		defer cancel()
 	}
-	f, err := e.open(ctx, addr, t, body, e.cfg.MaxMessage)
+	f, err := e.open(ctx, addr, classControl, t, body, e.cfg.MaxMessage)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -336,11 +365,14 @@ func (e *Endpoint) Close() error {
 		return nil
 	}
 	e.closed = true
-	conns := e.conns
-	e.conns = map[string]*quic.Conn{}
-	for c := range e.served {
-		conns["served "+c.RemoteAddr().String()] = c
+	conns := make([]*quic.Conn, 0, len(e.conns)+len(e.served))
+	for _, c := range e.conns {
+		conns = append(conns, c)
 	}
+	for c := range e.served {
+		conns = append(conns, c)
+	}
+	e.conns = map[connKey]*quic.Conn{}
 	e.mu.Unlock()
 	e.cancel()
 	for _, c := range conns {
@@ -350,6 +382,11 @@ func (e *Endpoint) Close() error {
 	e.wg.Wait()
 	if cerr := e.tr.Close(); err == nil {
 		err = cerr
+	}
+	if e.udp != nil { // quic.Transport leaves a socket it was given open
+		if cerr := e.udp.Close(); err == nil {
+			err = cerr
+		}
 	}
 	return err
 }

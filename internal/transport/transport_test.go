@@ -220,7 +220,7 @@ func TestGarbageOnTheWire(t *testing.T) {
 	defer b.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := a.conn(ctx, b.Addr())
+	conn, err := a.conn(ctx, b.Addr(), classControl)
 	if err != nil {
 		t.Fatal(err)
 	}
