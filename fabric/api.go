@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -182,11 +183,15 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 
 // DebugState describes the node's core and its shell: jobs, tasks,
 // objects, workers (also GET /v1/debug/state).
-func (a *Agent) DebugState() string { return debugState(a.node) }
+func (a *Agent) DebugState() string {
+	st := a.link.Stats()
+	return debugState(a.node) + fmt.Sprintf("  peer link: %d messages in %d batches sent, %d retries, %d dropped, %d refused, %d output bytes cut; %d received, %d repeats\n",
+		st.Sent, st.Batches, st.Retries, st.Dropped, st.Refused, st.OutputCut, st.Received, st.Repeats)
+}
 
 // handleDebugState describes the node's core: its jobs, tasks and objects,
 // for operators looking into a node that does not do what it should.
 func (a *Agent) handleDebugState(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	_, _ = io.WriteString(w, debugState(a.node))
+	_, _ = io.WriteString(w, a.DebugState())
 }

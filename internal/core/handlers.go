@@ -226,10 +226,21 @@ func (c *Core) freshIDs(ids []objects.ID, actor bool) (objects.ID, error) {
 	return base, nil
 }
 
+// decodeSpec decodes a task spec: the SDK's shape without reflection,
+// anything else with the general decoder. Byte strings may alias raw.
+func decodeSpec(raw []byte) (abi.TaskSpec, error) {
+	if spec, ok := abi.ParseTaskSpec(raw); ok {
+		return spec, nil
+	}
+	var spec abi.TaskSpec
+	err := wire.Unmarshal(raw, &spec)
+	return spec, err
+}
+
 // checkSpec decodes and checks a task spec against the worker's job.
 func (c *Core) checkSpec(w *worker, raw []byte) (abi.TaskSpec, error) {
-	var spec abi.TaskSpec
-	if err := wire.Unmarshal(raw, &spec); err != nil {
+	spec, err := decodeSpec(raw)
+	if err != nil {
 		return spec, fmt.Errorf("submit: malformed task spec: %v", err)
 	}
 	if spec.Func == "" {

@@ -586,8 +586,8 @@ func (c *Core) refuse(from NodeID, m *peerwire.RunTask, why string) {
 
 // runForPeer runs what another node asks of this node's share of a job.
 func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
-	var spec abi.TaskSpec
-	if err := wire.Unmarshal(m.Spec, &spec); err != nil {
+	spec, err := decodeSpec(m.Spec)
+	if err != nil {
 		c.refuse(from, m, fmt.Sprintf("malformed task spec: %v", err))
 		c.releaseRefs(m, from)
 		return

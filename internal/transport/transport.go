@@ -223,6 +223,12 @@ func (e *Endpoint) serveConn(c *quic.Conn) {
 
 func (e *Endpoint) serveStream(ctx context.Context, peer string, s *quic.Stream) {
 	defer s.Close()
+	// A request is one frame. The stream counts against the peer's limit
+	// of open streams until its receiving side is done too: reading the
+	// end of the stream does that, but the end may come in a packet after
+	// the frame, and nothing reads it. Cancelling the read side (once the
+	// frame is in) completes it either way, so streams are never leaked.
+	defer s.CancelRead(0)
 	_ = s.SetReadDeadline(time.Now().Add(DefaultTimeout))
 	t, body, err := ReadFrame(s, e.cfg.MaxMessage)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"runtime"
 	"strings"
 	"sync"
@@ -247,5 +248,47 @@ func TestGarbageOnTheWire(t *testing.T) {
 	}
 	if _, rb, err := a.Call(ctx, b.Addr(), typeEcho, []byte("still serving")); err != nil || string(rb) != "still serving" {
 		t.Fatalf("after garbage: %q %v", rb, err)
+	}
+}
+
+// TestStreamsAreReleased makes calls whose end of stream arrives in a
+// packet of its own, after the request: the server never reads that end,
+// and each such stream once stayed counted against the peer's limit of
+// open streams, so that calls blocked for ever once it was reached.
+func TestStreamsAreReleased(t *testing.T) {
+	c, _ := secrets.Create()
+	a := endpoint(t, c, "node-a")
+	cert, err := c.NodeCertificate("node-b", []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Listen(Config{Addr: "127.0.0.1:0", TLS: c.TLSConfig(cert), Handler: handler, MaxStreams: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := a.conn(ctx, b.Addr(), classControl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 { // five times the limit
+		s, err := conn.OpenStreamSync(ctx)
+		if err != nil {
+			t.Fatalf("stream %d: %v (streams leaked)", i, err)
+		}
+		if err := WriteFrame(s, typeEcho, []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		rt, rb, err := ReadFrame(s, 1<<20) // the answer comes before our end of stream
+		if err != nil || rt != typeEcho || len(rb) != 1 || rb[0] != byte(i) {
+			t.Fatalf("call %d: %v %v %v", i, rt, rb, err)
+		}
+		_ = s.Close() // the end of stream, in a packet of its own
+		if _, err := s.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("after the answer: %v, want EOF", err)
+		}
 	}
 }
