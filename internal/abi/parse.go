@@ -1,9 +1,7 @@
 package abi
 
 import (
-	"encoding/binary"
 	"math"
-	"unicode/utf8"
 
 	"github.com/wasmfabric/fabric/internal/cborlite"
 )
@@ -17,14 +15,14 @@ import (
 // function returns ok, it returns what that decoder would (a differential
 // fuzz test holds it to that). Byte strings in the result alias b.
 func ParseTaskSpec(b []byte) (s TaskSpec, ok bool) {
-	p := parser{b: b}
-	n, ok := p.head(cborlite.MajorMap)
+	p := parser{cborlite.NewReader(b)}
+	n, ok := p.Head(cborlite.MajorMap)
 	if !ok || n > 6 {
 		return TaskSpec{}, false
 	}
 	var seen uint8
 	for range n {
-		key, ok := p.text()
+		key, ok := p.Text()
 		if !ok {
 			return TaskSpec{}, false
 		}
@@ -32,7 +30,7 @@ func ParseTaskSpec(b []byte) (s TaskSpec, ok bool) {
 		switch key {
 		case "fn":
 			bit = 1
-			s.Func, ok = p.text()
+			s.Func, ok = p.Text()
 		case "args":
 			bit = 2
 			s.Args, ok = p.args()
@@ -41,7 +39,7 @@ func ParseTaskSpec(b []byte) (s TaskSpec, ok bool) {
 			s.NumReturns, ok = p.int()
 		case "actor":
 			bit = 8
-			s.Actor, ok = p.bytes()
+			s.Actor, ok = p.Bytes()
 		case "refs":
 			bit = 16
 			s.Refs, ok = p.byteStrings()
@@ -56,131 +54,42 @@ func ParseTaskSpec(b []byte) (s TaskSpec, ok bool) {
 		}
 		seen |= bit
 	}
-	if p.off != len(b) {
+	if !p.Done() {
 		return TaskSpec{}, false
 	}
 	return s, true
 }
 
-// parser reads the CBOR items ParseTaskSpec accepts from b.
-type parser struct {
-	b   []byte
-	off int
-}
-
-// head reads a definite head of the major type and returns its argument.
-func (p *parser) head(major byte) (uint64, bool) {
-	h, err := cborlite.ReadHead(p.b[p.off:])
-	if err != nil || h.Indefinite || h.Major != major {
-		return 0, false
-	}
-	p.off += h.Len
-	return h.Arg, true
-}
-
-// payload takes n bytes.
-func (p *parser) payload(n uint64) ([]byte, bool) {
-	if n > uint64(len(p.b)-p.off) {
-		return nil, false
-	}
-	out := p.b[p.off : p.off+int(n) : p.off+int(n)]
-	p.off += int(n)
-	return out, true
-}
-
-func (p *parser) text() (string, bool) {
-	n, ok := p.head(cborlite.MajorText)
-	if !ok {
-		return "", false
-	}
-	body, ok := p.payload(n)
-	if !ok || !utf8.Valid(body) {
-		return "", false
-	}
-	return string(body), true
-}
-
-func (p *parser) bytes() ([]byte, bool) {
-	n, ok := p.head(cborlite.MajorBytes)
-	if !ok {
-		return nil, false
-	}
-	return p.payload(n)
-}
+// parser reads the items of a task spec.
+type parser struct{ *cborlite.Reader }
 
 // int reads an integer that fits an int on every platform (32 bits).
-func (p *parser) int() (int, bool) {
-	v, ok := p.int64()
+func (p parser) int() (int, bool) {
+	v, ok := p.Int64()
 	if !ok || v < math.MinInt32 || v > math.MaxInt32 {
 		return 0, false
 	}
 	return int(v), true
 }
 
-func (p *parser) int64() (int64, bool) {
-	h, err := cborlite.ReadHead(p.b[p.off:])
-	if err != nil || h.Indefinite || h.Arg > math.MaxInt64 {
-		return 0, false
-	}
-	var v int64
-	switch h.Major {
-	case cborlite.MajorUint:
-		v = int64(h.Arg)
-	case cborlite.MajorNegInt:
-		v = -1 - int64(h.Arg)
-	default:
-		return 0, false
-	}
-	p.off += h.Len
-	return v, true
-}
+// maxItems is the most elements of a list or map ParseTaskSpec reads; the
+// general decoder's limits are higher (1<<24 and 1<<20).
+const maxItems = 1 << 20
 
-// float reads a single- or double-precision float.
-func (p *parser) float() (float64, bool) {
-	rest := p.b[p.off:]
-	switch {
-	case len(rest) >= 9 && rest[0] == 0xfb:
-		p.off += 9
-		return math.Float64frombits(binary.BigEndian.Uint64(rest[1:])), true
-	case len(rest) >= 5 && rest[0] == 0xfa:
-		p.off += 5
-		return float64(math.Float32frombits(binary.BigEndian.Uint32(rest[1:]))), true
-	}
-	return 0, false
-}
-
-func (p *parser) bool() (bool, bool) {
-	if p.off < len(p.b) && (p.b[p.off] == 0xf4 || p.b[p.off] == 0xf5) {
-		p.off++
-		return p.b[p.off-1] == 0xf5, true
-	}
-	return false, false
-}
-
-// count reads an array or map head whose count fits what is left of b
-// (each element takes at least one byte).
-func (p *parser) count(major byte) (int, bool) {
-	n, ok := p.head(major)
-	if !ok || n > uint64(len(p.b)-p.off) || n > 1<<20 { // the general decoder's limits are 1<<24 and 1<<20
-		return 0, false
-	}
-	return int(n), true
-}
-
-func (p *parser) args() ([]Arg, bool) {
-	n, ok := p.count(cborlite.MajorArray)
+func (p parser) args() ([]Arg, bool) {
+	n, ok := p.Count(cborlite.MajorArray, maxItems)
 	if !ok {
 		return nil, false
 	}
 	args := make([]Arg, n)
 	for i := range args {
-		m, ok := p.count(cborlite.MajorMap)
+		m, ok := p.Count(cborlite.MajorMap, maxItems)
 		if !ok || m > 2 {
 			return nil, false
 		}
 		var seen uint8
 		for range m {
-			key, ok := p.text()
+			key, ok := p.Text()
 			if !ok {
 				return nil, false
 			}
@@ -188,10 +97,10 @@ func (p *parser) args() ([]Arg, bool) {
 			switch key {
 			case "v":
 				bit = 1
-				args[i].Value, ok = p.bytes()
+				args[i].Value, ok = p.Bytes()
 			case "r":
 				bit = 2
-				args[i].Ref, ok = p.bytes()
+				args[i].Ref, ok = p.Bytes()
 			default:
 				return nil, false
 			}
@@ -204,28 +113,28 @@ func (p *parser) args() ([]Arg, bool) {
 	return args, true
 }
 
-func (p *parser) byteStrings() ([][]byte, bool) {
-	n, ok := p.count(cborlite.MajorArray)
+func (p parser) byteStrings() ([][]byte, bool) {
+	n, ok := p.Count(cborlite.MajorArray, maxItems)
 	if !ok {
 		return nil, false
 	}
 	out := make([][]byte, n)
 	for i := range out {
-		if out[i], ok = p.bytes(); !ok {
+		if out[i], ok = p.Bytes(); !ok {
 			return nil, false
 		}
 	}
 	return out, true
 }
 
-func (p *parser) options(o *Options) bool {
-	n, ok := p.count(cborlite.MajorMap)
+func (p parser) options(o *Options) bool {
+	n, ok := p.Count(cborlite.MajorMap, maxItems)
 	if !ok {
 		return false
 	}
 	var seen uint16
 	for range n {
-		key, ok := p.text()
+		key, ok := p.Text()
 		if !ok {
 			return false
 		}
@@ -234,14 +143,14 @@ func (p *parser) options(o *Options) bool {
 		case "cpu":
 			bit = 1
 			var v float64
-			v, ok = p.float()
+			v, ok = p.Float64()
 			o.CPU = &v
 		case "gpu":
 			bit = 2
-			o.GPU, ok = p.float()
+			o.GPU, ok = p.Float64()
 		case "mem":
 			bit = 4
-			o.Memory, ok = p.int64()
+			o.Memory, ok = p.Int64()
 		case "res":
 			bit = 8
 			o.Resources, ok = p.floatMap()
@@ -252,13 +161,13 @@ func (p *parser) options(o *Options) bool {
 			o.MaxRetries = &v
 		case "retry_exc":
 			bit = 32
-			o.RetryExceptions, ok = p.bool()
+			o.RetryExceptions, ok = p.Bool()
 		case "timeout_ms":
 			bit = 64
-			o.TimeoutMs, ok = p.int64()
+			o.TimeoutMs, ok = p.Int64()
 		case "name":
 			bit = 128
-			o.Name, ok = p.text()
+			o.Name, ok = p.Text()
 		case "max_restarts":
 			bit = 256
 			o.MaxRestarts, ok = p.int()
@@ -267,7 +176,7 @@ func (p *parser) options(o *Options) bool {
 			o.Labels, ok = p.textMap()
 		case "pg":
 			bit = 1024
-			o.Group, ok = p.bytes()
+			o.Group, ok = p.Bytes()
 		case "bundle":
 			bit = 2048
 			var v int
@@ -284,18 +193,18 @@ func (p *parser) options(o *Options) bool {
 	return true
 }
 
-func (p *parser) floatMap() (map[string]float64, bool) {
-	n, ok := p.count(cborlite.MajorMap)
+func (p parser) floatMap() (map[string]float64, bool) {
+	n, ok := p.Count(cborlite.MajorMap, maxItems)
 	if !ok {
 		return nil, false
 	}
 	m := make(map[string]float64, n)
 	for range n {
-		k, ok := p.text()
+		k, ok := p.Text()
 		if !ok {
 			return nil, false
 		}
-		v, ok := p.float()
+		v, ok := p.Float64()
 		if _, dup := m[k]; !ok || dup {
 			return nil, false
 		}
@@ -304,18 +213,18 @@ func (p *parser) floatMap() (map[string]float64, bool) {
 	return m, true
 }
 
-func (p *parser) textMap() (map[string]string, bool) {
-	n, ok := p.count(cborlite.MajorMap)
+func (p parser) textMap() (map[string]string, bool) {
+	n, ok := p.Count(cborlite.MajorMap, maxItems)
 	if !ok {
 		return nil, false
 	}
 	m := make(map[string]string, n)
 	for range n {
-		k, ok := p.text()
+		k, ok := p.Text()
 		if !ok {
 			return nil, false
 		}
-		v, ok := p.text()
+		v, ok := p.Text()
 		if _, dup := m[k]; !ok || dup {
 			return nil, false
 		}

@@ -309,6 +309,9 @@ func Decode(e Envelope) (Message, error) {
 	if e.Kind == 0 || e.Kind >= kindEnd {
 		return nil, fmt.Errorf("%w %d (is the sender a newer version?)", ErrUnknownKind, e.Kind)
 	}
+	if m, ok := decodeFast(e.Kind, e.Body); ok {
+		return m, nil
+	}
 	m := newMessage[e.Kind]()
 	if err := wire.Unmarshal(e.Body, m); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, e.Kind, err)
@@ -334,9 +337,12 @@ func EncodeBatch(b Batch) ([]byte, error) { return wire.Marshal(b) }
 
 // DecodeBatch decodes a batch and the messages in it.
 func DecodeBatch(body []byte) (Batch, []Message, error) {
-	var b Batch
-	if err := wire.Unmarshal(body, &b); err != nil {
-		return Batch{}, nil, fmt.Errorf("%w: batch: %v", ErrMalformed, err)
+	b, ok := splitBatch(body)
+	if !ok {
+		b = Batch{}
+		if err := wire.Unmarshal(body, &b); err != nil {
+			return Batch{}, nil, fmt.Errorf("%w: batch: %v", ErrMalformed, err)
+		}
 	}
 	msgs := make([]Message, len(b.Msgs))
 	for i, e := range b.Msgs {

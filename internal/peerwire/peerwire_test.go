@@ -1,11 +1,13 @@
 package peerwire
 
 import (
+	"bytes"
 	"errors"
 	"reflect"
 	"testing"
 
 	"github.com/wasmfabric/fabric/internal/objects"
+	"github.com/wasmfabric/fabric/internal/wire"
 )
 
 // every holds one message of each kind, with every field set.
@@ -113,6 +115,94 @@ func FuzzDecodeBatch(f *testing.F) {
 			if _, err := Encode(m); err != nil {
 				t.Fatal(err)
 			}
+		}
+	})
+}
+
+// fastSamples are messages of the kinds with fast decoders.
+func fastSamples() []Message {
+	id := func(b byte) objects.ID { var x objects.ID; x[0], x[19] = b, b; return x }
+	return []Message{
+		&RunTask{Job: "0123456789abcdef", Root: "node-a", Digest: "ff00", What: RunActorCall, Task: id(1), Attempt: 3,
+			Spec: []byte{0xa1, 0x62, 'f', 'n', 0x61, 'f'}, Refs: []objects.ID{id(2), id(3)}, Actor: id(4), Incarnation: 7},
+		&RunTask{Job: "j", Task: id(9), Spec: []byte{}},
+		&TaskDone{Job: "j", Task: id(5), Attempt: 1, Results: []Result{{Value: []byte{0x01}}, {Held: true, ID: id(6), Size: 1 << 40}},
+			Refs: []objects.ID{id(7)}, Ran: 12345},
+		&TaskDone{Job: "j", Task: id(8), Refused: "no room", Error: []byte{0xa0}, Ran: -1},
+	}
+}
+
+// The fast decoders read what the encoder writes, as the general decoder
+// does, and so does the batch splitter.
+func TestFastDecoders(t *testing.T) {
+	var envs []Envelope
+	for _, m := range fastSamples() {
+		e, err := Encode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		envs = append(envs, e)
+		got, ok := decodeFast(e.Kind, e.Body)
+		if !ok {
+			t.Fatalf("%s: not decoded", e.Kind)
+		}
+		if !sameEncoding(t, got, m) {
+			t.Fatalf("%s: decoded %+v, want %+v", e.Kind, got, m)
+		}
+	}
+	raw, err := EncodeBatch(Batch{Session: 42, Seq: 7, Msgs: envs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ok := splitBatch(raw)
+	if !ok || b.Session != 42 || b.Seq != 7 || len(b.Msgs) != len(envs) {
+		t.Fatalf("split batch: %+v %v", b, ok)
+	}
+	for i := range envs {
+		if b.Msgs[i].Kind != envs[i].Kind || !bytes.Equal(b.Msgs[i].Body, envs[i].Body) {
+			t.Fatalf("envelope %d differs", i)
+		}
+	}
+}
+
+func sameEncoding(t testing.TB, a, b any) bool {
+	ea, err1 := wire.Marshal(a)
+	eb, err2 := wire.Marshal(b)
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	return bytes.Equal(ea, eb)
+}
+
+// FuzzFastDecoders holds the fast decoders to the general one: whatever
+// they accept, the general decoder accepts with the same result.
+func FuzzFastDecoders(f *testing.F) {
+	for _, m := range fastSamples() {
+		e, _ := Encode(m)
+		f.Add(byte(e.Kind), []byte(e.Body))
+	}
+	f.Fuzz(func(t *testing.T, kind byte, body []byte) {
+		k := Kind(kind%2) + KindRunTask
+		got, ok := decodeFast(k, body)
+		if ok {
+			want := newMessage[k]()
+			if err := wire.Unmarshal(body, want); err != nil {
+				t.Fatalf("%s %x: decoded fast, but the general decoder says %v", k, body, err)
+			}
+			if !sameEncoding(t, got, want) {
+				t.Fatalf("%s %x: fast %+v, general %+v", k, body, got, want)
+			}
+		}
+		// A batch decodes to the same messages, or fails, either way.
+		b1, m1, err1 := DecodeBatch(body)
+		fast = false
+		b2, m2, err2 := DecodeBatch(body)
+		fast = true
+		if (err1 == nil) != (err2 == nil) {
+			t.Fatalf("batch %x: with the fast decoders %v, without %v", body, err1, err2)
+		}
+		if err1 == nil && (b1.Session != b2.Session || b1.Seq != b2.Seq || !sameEncoding(t, m1, m2)) {
+			t.Fatalf("batch %x: with the fast decoders %+v, without %+v", body, m1, m2)
 		}
 	})
 }

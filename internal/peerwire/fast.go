@@ -1,0 +1,215 @@
+package peerwire
+
+import (
+	"math"
+
+	"github.com/wasmfabric/fabric/internal/cborlite"
+	"github.com/wasmfabric/fabric/internal/objects"
+)
+
+// The peer link carries a run_task and a task_done for every task sent to
+// another node, so their bodies, and the batches around them, are read by
+// hand-written decoders rather than by reflection. Each returns ok=false
+// for anything but the shape the encoder writes, and the caller then uses
+// the general decoder, whose answer is the reference (a differential fuzz
+// target holds the fast ones to it). Byte strings the core keeps (specs,
+// values, errors) are copied, so that a small value kept for long does not
+// keep a whole batch alive.
+
+// maxItems bounds the lists the fast decoders read.
+const maxItems = 1 << 20
+
+// fastReader reads the fields of a message.
+type fastReader struct{ *cborlite.Reader }
+
+func (r fastReader) id() (objects.ID, bool) {
+	b, ok := r.Bytes()
+	if !ok || len(b) != objects.IDSize {
+		return objects.ID{}, false
+	}
+	return objects.ID(b), true
+}
+
+func (r fastReader) ids() ([]objects.ID, bool) {
+	if r.Null() { // a nil list
+		return nil, true
+	}
+	n, ok := r.Count(cborlite.MajorArray, maxItems)
+	if !ok {
+		return nil, false
+	}
+	out := make([]objects.ID, n)
+	for i := range out {
+		if out[i], ok = r.id(); !ok {
+			return nil, false
+		}
+	}
+	return out, true
+}
+
+// bytes reads a byte string into a copy of its own.
+func (r fastReader) bytes() ([]byte, bool) {
+	if r.Null() { // a nil byte string
+		return nil, true
+	}
+	b, ok := r.Bytes()
+	return append([]byte{}, b...), ok
+}
+
+func (r fastReader) uint(max uint64) (uint64, bool) {
+	v, ok := r.Uint64()
+	return v, ok && v <= max
+}
+
+// fields reads the head of a struct encoded as an array of n fields.
+func (r fastReader) fields(n int) bool {
+	m, ok := r.Count(cborlite.MajorArray, n)
+	return ok && m == n
+}
+
+// decodeRunTask is the fast decoder of a run_task body.
+func decodeRunTask(b []byte) (*RunTask, bool) {
+	r := fastReader{cborlite.NewReader(b)}
+	m := new(RunTask)
+	ok := r.fields(10)
+	var what, attempt uint64
+	if ok {
+		m.Job, ok = r.Text()
+	}
+	if ok {
+		m.Root, ok = r.Text()
+	}
+	if ok {
+		m.Digest, ok = r.Text()
+	}
+	if ok {
+		what, ok = r.uint(math.MaxUint8)
+		m.What = Run(what)
+	}
+	if ok {
+		m.Task, ok = r.id()
+	}
+	if ok {
+		attempt, ok = r.uint(math.MaxUint32)
+		m.Attempt = uint32(attempt)
+	}
+	if ok {
+		m.Spec, ok = r.bytes()
+	}
+	if ok {
+		m.Refs, ok = r.ids()
+	}
+	if ok {
+		m.Actor, ok = r.id()
+	}
+	if ok {
+		m.Incarnation, ok = r.Uint64()
+	}
+	return m, ok && r.Done()
+}
+
+// decodeTaskDone is the fast decoder of a task_done body.
+func decodeTaskDone(b []byte) (*TaskDone, bool) {
+	r := fastReader{cborlite.NewReader(b)}
+	m := new(TaskDone)
+	ok := r.fields(8)
+	var attempt uint64
+	if ok {
+		m.Job, ok = r.Text()
+	}
+	if ok {
+		m.Task, ok = r.id()
+	}
+	if ok {
+		attempt, ok = r.uint(math.MaxUint32)
+		m.Attempt = uint32(attempt)
+	}
+	if ok {
+		m.Refused, ok = r.Text()
+	}
+	if ok {
+		m.Error, ok = r.bytes()
+	}
+	if ok {
+		var n int
+		if r.Null() { // no results
+		} else if n, ok = r.Count(cborlite.MajorArray, maxItems); ok {
+			m.Results = make([]Result, n)
+			for i := 0; ok && i < n; i++ {
+				res := &m.Results[i]
+				ok = r.fields(4)
+				if ok {
+					res.Value, ok = r.bytes()
+				}
+				if ok {
+					res.Held, ok = r.Bool()
+				}
+				if ok {
+					res.ID, ok = r.id()
+				}
+				if ok {
+					res.Size, ok = r.Int64()
+				}
+			}
+		}
+	}
+	if ok {
+		m.Refs, ok = r.ids()
+	}
+	if ok {
+		m.Ran, ok = r.Int64()
+	}
+	return m, ok && r.Done()
+}
+
+// fast turns the fast decoders on (tests compare with them off).
+var fast = true
+
+// decodeFast decodes a body of the kinds that have a fast decoder.
+func decodeFast(k Kind, body []byte) (Message, bool) {
+	if !fast {
+		return nil, false
+	}
+	switch k {
+	case KindRunTask:
+		return decodeRunTask(body)
+	case KindTaskDone:
+		return decodeTaskDone(body)
+	}
+	return nil, false
+}
+
+// splitBatch is the fast decoder of a batch's frame: its numbers and its
+// envelopes, whose bodies alias b.
+func splitBatch(b []byte) (Batch, bool) {
+	if !fast {
+		return Batch{}, false
+	}
+	r := fastReader{cborlite.NewReader(b)}
+	var batch Batch
+	ok := r.fields(3)
+	if ok {
+		batch.Session, ok = r.Uint64()
+	}
+	if ok {
+		batch.Seq, ok = r.Uint64()
+	}
+	if ok {
+		var n int
+		if n, ok = r.Count(cborlite.MajorArray, maxItems); ok {
+			batch.Msgs = make([]Envelope, n)
+			for i := 0; ok && i < n; i++ {
+				var k uint64
+				ok = r.fields(2)
+				if ok {
+					k, ok = r.uint(math.MaxUint8)
+					batch.Msgs[i].Kind = Kind(k)
+				}
+				if ok {
+					batch.Msgs[i].Body, ok = r.Raw()
+				}
+			}
+		}
+	}
+	return batch, ok && r.Done()
+}
