@@ -385,21 +385,36 @@ func (l *Link) Receive(from string, body []byte, apply func([]peerwire.Message))
 	return nil
 }
 
-// applyLoop applies a sender's batches in order until none is pending.
+// applyLinger is how long a sender's apply goroutine waits for its next
+// batch before it ends: a busy sender's batches are applied by one
+// goroutine, not one per burst.
+const applyLinger = 100 * time.Millisecond
+
+// applyLoop applies a sender's batches in order until none has come for
+// applyLinger.
 func (l *Link) applyLoop(r *receiver) {
 	defer l.wg.Done()
 	r.mu.Lock()
-	for len(r.pending) > 0 {
-		b := r.pending[0]
-		r.pending[0] = pendingBatch{}
-		r.pending = r.pending[1:]
-		r.cond.Broadcast() // room for a waiting batch
-		r.mu.Unlock()
-		b.apply(b.msgs)
-		l.mu.Lock()
-		l.stats.Received += uint64(len(b.msgs))
-		l.mu.Unlock()
-		r.mu.Lock()
+	for {
+		for len(r.pending) > 0 {
+			b := r.pending[0]
+			r.pending[0] = pendingBatch{}
+			r.pending = r.pending[1:]
+			r.cond.Broadcast() // room for a waiting batch
+			r.mu.Unlock()
+			b.apply(b.msgs)
+			l.mu.Lock()
+			l.stats.Received += uint64(len(b.msgs))
+			l.mu.Unlock()
+			r.mu.Lock()
+		}
+		idle := time.Now().Add(applyLinger)
+		for len(r.pending) == 0 && l.ctx.Err() == nil && time.Now().Before(idle) {
+			waitCond(r.cond, applyLinger)
+		}
+		if len(r.pending) == 0 {
+			break
+		}
 	}
 	r.applying = false
 	r.mu.Unlock()

@@ -297,6 +297,9 @@ type Envelope struct {
 
 // Encode wraps a message in an envelope.
 func Encode(m Message) (Envelope, error) {
+	if b, ok := encodeFast(m); ok {
+		return Envelope{Kind: m.Kind(), Body: b}, nil
+	}
 	b, err := wire.Marshal(m)
 	if err != nil {
 		return Envelope{}, fmt.Errorf("peerwire: encode %s: %w", m.Kind(), err)
@@ -333,7 +336,16 @@ type Batch struct {
 }
 
 // EncodeBatch encodes a batch.
-func EncodeBatch(b Batch) ([]byte, error) { return wire.Marshal(b) }
+func EncodeBatch(b Batch) ([]byte, error) {
+	if !fast {
+		return wire.Marshal(b)
+	}
+	n := 16
+	for _, e := range b.Msgs {
+		n += 4 + len(e.Body)
+	}
+	return appendBatch(make([]byte, 0, n), b), nil
+}
 
 // DecodeBatch decodes a batch and the messages in it.
 func DecodeBatch(body []byte) (Batch, []Message, error) {

@@ -95,6 +95,7 @@ type Endpoint struct {
 	wg     sync.WaitGroup
 
 	metas  metaCache
+	idle   chan streamRequest // to server goroutines waiting for a stream
 	mu     sync.Mutex
 	conns  map[connKey]*quic.Conn  // outgoing
 	served map[*quic.Conn]struct{} // incoming
@@ -167,7 +168,8 @@ func Listen(cfg Config) (*Endpoint, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Endpoint{cfg: cfg, ln: ln, tr: tr, udp: own, quic: qc, tls: tlsConf, ctx: ctx, cancel: cancel,
-		conns: map[connKey]*quic.Conn{}, dials: map[connKey]*dial{}, served: map[*quic.Conn]struct{}{}}
+		conns: map[connKey]*quic.Conn{}, dials: map[connKey]*dial{}, served: map[*quic.Conn]struct{}{},
+		idle: make(chan streamRequest)}
 	e.wg.Add(1)
 	go e.accept()
 	return e, nil
@@ -213,11 +215,43 @@ func (e *Endpoint) serveConn(c *quic.Conn) {
 		if err != nil {
 			return
 		}
-		e.wg.Add(1)
-		go func() {
-			defer e.wg.Done()
-			e.serveStream(c.Context(), peer, s)
-		}()
+		req := streamRequest{ctx: c.Context(), peer: peer, s: s}
+		select {
+		case e.idle <- req: // a server goroutine waiting for work takes it
+		default:
+			e.wg.Add(1)
+			go e.streamServer(req)
+		}
+	}
+}
+
+// streamRequest is a stream for a server goroutine.
+type streamRequest struct {
+	ctx  context.Context
+	peer string
+	s    *quic.Stream
+}
+
+// streamIdle is how long a server goroutine waits for its next stream.
+const streamIdle = 2 * time.Second
+
+// streamServer serves a stream, then the next ones handed to it while it
+// waits: a busy endpoint reuses its goroutines (and their grown stacks)
+// instead of starting one per request.
+func (e *Endpoint) streamServer(req streamRequest) {
+	defer e.wg.Done()
+	idle := time.NewTimer(streamIdle)
+	defer idle.Stop()
+	for {
+		e.serveStream(req.ctx, req.peer, req.s)
+		idle.Reset(streamIdle)
+		select {
+		case req = <-e.idle:
+		case <-idle.C:
+			return
+		case <-e.ctx.Done():
+			return
+		}
 	}
 }
 
