@@ -401,7 +401,7 @@ func (a *Agent) gossipUsage() {
 
 // Messages between agents over QUIC: a ping, and batches of the peer
 // link (internal/peerwire), each answered with an acknowledgement once
-// applied.
+// taken (in order; applied after).
 const (
 	msgPing  transport.Type = 1  // body: none; answer: the node's ID
 	msgBatch transport.Type = 12 // body: a peerwire.Batch; answer: msgAck

@@ -185,8 +185,8 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 // objects, workers (also GET /v1/debug/state).
 func (a *Agent) DebugState() string {
 	st := a.link.Stats()
-	return debugState(a.node) + fmt.Sprintf("  peer link: %d messages in %d batches sent, %d retries, %d dropped, %d refused, %d output bytes cut; %d received, %d repeats\n",
-		st.Sent, st.Batches, st.Retries, st.Dropped, st.Refused, st.OutputCut, st.Received, st.Repeats)
+	return debugState(a.node) + fmt.Sprintf("  peer link: %d messages in %d batches sent, %d retries, %d dropped, %d refused, %d output bytes cut, %d not sent (node gone); %d received, %d repeats\n",
+		st.Sent, st.Batches, st.Retries, st.Dropped, st.Refused, st.OutputCut, a.discarded.Load(), st.Received, st.Repeats)
 }
 
 // handleDebugState describes the node's core: its jobs, tasks and objects,

@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/core"
@@ -98,9 +99,12 @@ type Node struct {
 	start   time.Time
 	log     *jobOutput // the agent's own messages, to cfg.Stderr
 	storeq  *workQueue // store operations that may write to disk
-	ctx     context.Context
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
+	// sweepQueued is set while a Sweep of deleted objects' spill files
+	// waits on storeq.
+	sweepQueued atomic.Bool
+	ctx         context.Context
+	stop        context.CancelFunc
+	wg          sync.WaitGroup
 
 	mu     sync.Mutex
 	core   *core.Core
@@ -423,6 +427,14 @@ func (n *Node) apply(effs []core.Effect) {
 		case core.PullObject:
 			n.pullObject(e)
 		}
+	}
+	// Deleting spilled objects left files to remove: on the store's
+	// queue, not under the lock.
+	if n.store.Doomed() > 0 && n.sweepQueued.CompareAndSwap(false, true) {
+		n.storeq.push(func() {
+			n.sweepQueued.Store(false)
+			n.store.Sweep()
+		})
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -182,7 +183,21 @@ func clusterResults(ctx context.Context, re *regexp.Regexp, o benchOptions, wasm
 		lines := &benchLineWriter{onResult: func(r benchResult) { add(r.Name, r) }}
 		args := []string{"^single_client_tasks_async_spilled$", strconv.FormatFloat(o.trial.Seconds(), 'f', -1, 64),
 			strconv.FormatFloat(o.warmup.Seconds(), 'f', -1, 64), strconv.Itoa(o.trials), strconv.Itoa(runtime.NumCPU()), "spill"}
+		if o.spillProf != "" && o.cpuProfile == "" { // one profile at a time
+			f, err := os.Create(o.spillProf)
+			if err != nil {
+				return nil, err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return nil, err
+			}
+		}
 		err := agents[0].Node().RunJobWith(ctx, wasm, args, fabric.JobOptions{Stdout: lines, Stderr: stderr})
+		if o.spillProf != "" && o.cpuProfile == "" {
+			pprof.StopCPUProfile()
+			fmt.Fprint(stderr, agents[0].DebugState(), agents[1].DebugState())
+		}
 		lines.flush()
 		if err != nil {
 			return nil, fmt.Errorf("spilled tasks: %w", err)

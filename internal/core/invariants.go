@@ -3,6 +3,8 @@ package core
 import (
 	"errors"
 	"fmt"
+
+	"github.com/wasmfabric/fabric/internal/objects"
 )
 
 // CheckInvariants reports what is inconsistent in the core's state: a
@@ -12,7 +14,17 @@ import (
 func (c *Core) CheckInvariants() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	// An ended job's objects go in chunks: those still on the drop list
+	// are on their way out.
+	dropping := make(map[objects.ID]bool, len(c.dropping))
+	for _, id := range c.dropping {
+		dropping[id] = true
+	}
+	counts := map[*job]int{}
 	for id, o := range c.objs {
+		if o.job != nil {
+			counts[o.job]++
+		}
 		if o.refs < 0 {
 			bad("object %s has %d references", id.Short(), o.refs)
 		}
@@ -22,8 +34,13 @@ func (c *Core) CheckInvariants() error {
 		if o.job != nil && c.jobs[o.job.id] != o.job {
 			bad("object %s belongs to job %s, which is gone", id.Short(), o.job.id)
 		}
-		if o.job != nil && o.job.done {
+		if o.job != nil && o.job.done && !dropping[id] {
 			bad("object %s outlived its job %s", id.Short(), o.job.id)
+		}
+	}
+	for _, j := range c.jobs {
+		if counts[j] != j.objects {
+			bad("job %s counts %d objects, has %d", j.id, j.objects, counts[j])
 		}
 	}
 	for id, t := range c.tasks {

@@ -37,6 +37,9 @@ type job struct {
 	startFailing, startHeld bool
 	// refused counts puts and submissions refused for want of memory.
 	refused int
+	// objects counts the job's object records; an ended job is forgotten
+	// once they are all dropped too.
+	objects int
 }
 
 // maxEndedJobs bounds how many ended job IDs a node remembers.
@@ -135,7 +138,8 @@ func (c *Core) endJob(j *job) {
 			c.removeGroup(g, "was removed when its job ended")
 		}
 	}
-	// Every object of the job goes now. Their order does not matter: what
+	// Every object of the job goes, in chunks between other events, since a
+	// job may have millions. Their order does not matter: what
 	// dropping one does (holds given back to other nodes) is gathered into
 	// one message per node at the end of the step.
 	for id, o := range c.objs {
@@ -144,7 +148,7 @@ func (c *Core) endJob(j *job) {
 			c.dropping = append(c.dropping, id)
 		}
 	}
-	c.drainDrops(-1)
+	c.drainDrops(dropChunk) // the rest in later steps (Yield)
 	j.exports = nil
 	j.queue = nil
 	j.idle = nil
@@ -171,7 +175,7 @@ func (c *Core) markEnded(id JobID) {
 
 // jobMaybeEnded forgets an ended job once its workers have exited.
 func (c *Core) jobMaybeEnded(j *job) {
-	if !j.done || len(j.workers) > 0 || c.jobs[j.id] != j {
+	if !j.done || len(j.workers) > 0 || j.objects > 0 || c.jobs[j.id] != j {
 		return
 	}
 	delete(c.jobs, j.id)

@@ -60,6 +60,9 @@ func (c *Core) newObject(id objects.ID, j *job) *object {
 	o := &object{job: j}
 	c.objs[id] = o
 	c.heap += objectOverhead
+	if j != nil {
+		j.objects++
+	}
 	return o
 }
 
@@ -176,6 +179,12 @@ func (c *Core) forgetObject(id objects.ID) {
 	}
 	delete(c.objs, id)
 	c.heap -= objectOverhead + int64(len(o.inline))
+	if j := o.job; j != nil {
+		j.objects--
+		if j.done && j.objects == 0 {
+			defer c.jobMaybeEnded(j) // the last of an ended job's objects
+		}
+	}
 	if o.remote != "" && o.borrows > 0 && o.job != nil && !o.job.done {
 		c.release(o.job.id, o.remote, o.remoteID, o.borrows)
 		o.borrows = 0

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 )
 
 // Errors returned by Store. They are wrapped with context (the operation and
@@ -85,7 +86,13 @@ type StoreStats struct {
 type entry struct {
 	size    int64
 	off     int64 // offset in the arena, or -1 when not in the arena
-	spilled bool  // the bytes are in the spill file (and then off is -1)
+	spilled bool  // the bytes are only in the spill file (and then off is -1)
+	// file names its spill file in the spill directory, when it has one:
+	// a spilled object, or one restored or read while it was being
+	// spilled, which keeps its file for the next time. Names are unique
+	// per spill, so removing a deleted object's file later never hits a
+	// newer one.
+	file    string
 	sealed  bool
 	direct  bool // being written straight to a spill file by Put
 	deleted bool // Delete was called; removed at the last Unpin
@@ -110,9 +117,13 @@ type entry struct {
 // bring a spilled object back into the arena. An object larger than the
 // whole arena lives only in its spill file.
 //
-// A Store is safe for concurrent use. One mutex guards its state; spilling
-// and restoring do their file I/O while holding it, and copies in and out of
-// the arena by Put and Read happen outside it. It starts no goroutines.
+// A Store is safe for concurrent use. One mutex guards its state. The calls
+// a caller may make under its own locks (Seal, Abort, PinInPlace, Unpin,
+// Delete, Contains, Stats) do no I/O and never wait for any: Create and Put
+// write spill files with the mutex released (the object being spilled is
+// pinned meanwhile), and the files of deleted objects are removed by Sweep.
+// Restoring (Pin, Read) reads files under the mutex. It starts no
+// goroutines.
 type Store struct {
 	mu         sync.Mutex
 	mem        []byte
@@ -128,6 +139,9 @@ type Store struct {
 	spillBytes int64 // bytes the spill files hold
 	spills     int64
 	restores   int64
+	fileSeq    uint64   // numbers spill files
+	doomed     []string // spill files of deleted objects, for Sweep
+	doomedN    atomic.Int64
 	directs    int64
 	closed     bool
 }
@@ -189,9 +203,12 @@ func (s *Store) Create(id ID, size int64) (off int64, err error) {
 	if err := s.checkNewLocked(id, size); err != nil {
 		return 0, fmt.Errorf("%w: create %s", err, id)
 	}
-	off, err = s.allocateLocked(size)
+	off, err = s.allocateLocked(size, s.spillOutsideLocked)
 	if err != nil {
 		return 0, fmt.Errorf("%w: create %s (%d bytes)", err, id, size)
+	}
+	if err := s.recheckLocked(id, off); err != nil { // the lock was released while spilling
+		return 0, fmt.Errorf("%w: create %s", err, id)
 	}
 	s.objects[id] = &entry{size: size, off: off, pins: 1}
 	return off, nil
@@ -261,10 +278,16 @@ func (s *Store) Put(id ID, data []byte) error {
 	off := int64(-1)
 	if _, fits := s.alloc.roundedSize(size); fits {
 		var err error
-		off, err = s.allocateLocked(size)
+		off, err = s.allocateLocked(size, s.spillOutsideLocked)
 		if err != nil && (!errors.Is(err, ErrStoreFull) || s.dir == "") {
 			s.mu.Unlock()
 			return fmt.Errorf("%w: put %s (%d bytes)", err, id, size)
+		}
+		if err == nil {
+			if err := s.recheckLocked(id, off); err != nil {
+				s.mu.Unlock()
+				return fmt.Errorf("%w: put %s", err, id)
+			}
 		}
 		// ErrStoreFull with a spill directory: everything in the arena is
 		// pinned right now, so the object goes straight to a file below.
@@ -298,6 +321,10 @@ func (s *Store) Put(id ID, data []byte) error {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: put %s (%d bytes, arena %d) with no spill directory", ErrObjectTooLarge, id, size, s.alloc.Capacity())
 	}
+	if err := s.recheckLocked(id, -1); err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: put %s", err, id)
+	}
 	if err := s.ensureDirLocked(); err != nil {
 		s.mu.Unlock()
 		return fmt.Errorf("objects: put %s: %w", id, err)
@@ -310,15 +337,16 @@ func (s *Store) Put(id ID, data []byte) error {
 	e := &entry{size: size, off: -1, pins: 1, direct: true}
 	s.directs++
 	s.objects[id] = e
+	name, dir := s.fileNameLocked(id), s.dir
 	s.mu.Unlock()
 
-	err := writeSpillFile(s.dir, id, data)
+	err := writeSpillFile(dir, name, data)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		if err == nil {
-			os.Remove(s.spillPath(id))
+			os.Remove(filepath.Join(dir, name))
 		}
 		return fmt.Errorf("%w: put %s", ErrStoreClosed, id)
 	}
@@ -330,6 +358,7 @@ func (s *Store) Put(id ID, data []byte) error {
 	e.direct = false
 	e.sealed = true
 	e.spilled = true
+	e.file = name
 	s.unpinLocked(id, e)
 	return nil
 }
@@ -355,7 +384,7 @@ func (s *Store) Pin(id ID) (Location, error) {
 	}
 	if e.off < 0 && e.pins == 0 {
 		if _, fits := s.alloc.roundedSize(e.size); fits {
-			err := s.restoreLocked(id, e)
+			err := s.restoreLocked(e)
 			if err != nil && !errors.Is(err, ErrStoreFull) {
 				return Location{}, fmt.Errorf("objects: pin %s: %w", id, err)
 			}
@@ -370,7 +399,7 @@ func (s *Store) Pin(id ID) (Location, error) {
 	if e.off >= 0 {
 		return Location{Offset: e.off, Size: e.size}, nil
 	}
-	return Location{Offset: -1, Size: e.size, Path: s.spillPath(id)}, nil
+	return Location{Offset: -1, Size: e.size, Path: s.filePath(e)}, nil
 }
 
 // PinInPlace is Pin without the restore: a spilled object stays in its
@@ -398,7 +427,7 @@ func (s *Store) PinInPlace(id ID) (Location, error) {
 	if e.off >= 0 {
 		return Location{Offset: e.off, Size: e.size}, nil
 	}
-	return Location{Offset: -1, Size: e.size, Path: s.spillPath(id)}, nil
+	return Location{Offset: -1, Size: e.size, Path: s.filePath(e)}, nil
 }
 
 // Unpin drops one pin taken by Pin. At the last one, the object becomes the
@@ -497,11 +526,17 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	var errs []error
-	for id, e := range s.objects {
-		if e.spilled {
-			if err := os.Remove(s.spillPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, err)
-			}
+	paths := s.doomed
+	s.doomed = nil
+	s.doomedN.Store(0)
+	for _, e := range s.objects {
+		if e.file != "" {
+			paths = append(paths, s.filePath(e))
+		}
+	}
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
 		}
 	}
 	if s.dirMade {
@@ -517,8 +552,9 @@ func (s *Store) Close() error {
 }
 
 // allocateLocked finds size bytes in the arena, spilling sealed unpinned
-// objects, least recently used first, until they fit.
-func (s *Store) allocateLocked(size int64) (int64, error) {
+// objects, least recently used first, with spill, until they fit. With
+// spillOutsideLocked the lock is released while each file is written.
+func (s *Store) allocateLocked(size int64, spill func(ID, *entry) error) (int64, error) {
 	need, fits := s.alloc.roundedSize(size)
 	if !fits {
 		return 0, fmt.Errorf("%w (arena %d bytes)", ErrObjectTooLarge, s.alloc.Capacity())
@@ -532,6 +568,9 @@ func (s *Store) allocateLocked(size int64) (int64, error) {
 		return 0, ErrStoreFull
 	}
 	for {
+		if s.closed {
+			return 0, ErrStoreClosed
+		}
 		if off, ok := s.alloc.Alloc(size); ok {
 			return off, nil
 		}
@@ -540,51 +579,124 @@ func (s *Store) allocateLocked(size int64) (int64, error) {
 			return 0, ErrStoreFull
 		}
 		id := back.Value.(ID)
-		if err := s.spillLocked(id, s.objects[id]); err != nil {
+		if err := spill(id, s.objects[id]); err != nil {
 			return 0, err
 		}
 	}
 }
 
-// spillLocked moves a sealed, unpinned object from the arena to its spill
-// file and frees its range.
-func (s *Store) spillLocked(id ID, e *entry) error {
+// spillHook, when set (by tests), runs before a spill file is written
+// with the lock released.
+var spillHook func(ID)
+
+// recheckLocked makes sure, after allocateLocked released the lock, that
+// the store is open and id still new; if not, it frees off (when >= 0).
+func (s *Store) recheckLocked(id ID, off int64) error {
+	err := error(nil)
+	switch _, taken := s.objects[id]; {
+	case s.closed:
+		err = ErrStoreClosed
+	case taken:
+		err = ErrObjectExists
+	}
+	if err != nil && off >= 0 {
+		s.alloc.Free(off)
+	}
+	return err
+}
+
+// spillOutsideLocked spills e as spillLocked does, but writes its file with
+// the lock released: e is taken off the LRU list and pinned meanwhile, so
+// its bytes stay put and nobody else spills it. If it was pinned or deleted
+// while the file was written, it stays in the arena (keeping the file for
+// its next spill) or goes with its file.
+func (s *Store) spillOutsideLocked(id ID, e *entry) error {
+	if e.file != "" { // written before: nothing to write
+		return s.spillLocked(id, e)
+	}
 	if err := s.spillRoomLocked(e.size); err != nil {
 		return err
 	}
 	if err := s.ensureDirLocked(); err != nil {
 		return fmt.Errorf("spill %s: %w", id, err)
 	}
-	if err := writeSpillFile(s.dir, id, s.mem[e.off:e.off+e.size]); err != nil {
+	s.lru.Remove(e.lru)
+	e.lru = nil
+	s.lruBytes -= s.allocSize(e)
+	e.pins++
+	s.spillBytes += e.size // reserved while the file is written
+	name, dir, data := s.fileNameLocked(id), s.dir, s.mem[e.off:e.off+e.size]
+	s.mu.Unlock()
+	if spillHook != nil {
+		spillHook(id)
+	}
+	err := writeSpillFile(dir, name, data)
+	s.mu.Lock()
+	if err != nil || s.closed {
+		s.spillBytes -= e.size
+		if err == nil {
+			os.Remove(filepath.Join(dir, name)) // closed: nobody else uses the store
+			err = ErrStoreClosed
+		}
+		s.unpinLocked(id, e)
 		return fmt.Errorf("spill %s: %w", id, err)
+	}
+	e.file = name
+	e.pins--
+	if e.pins > 0 || e.deleted {
+		// Pinned meanwhile (its readers use the arena) or deleted: the
+		// arena copy stays until the last unpin, and then goes on the LRU
+		// list, or away with its file.
+		e.pins++
+		s.unpinLocked(id, e)
+		return nil
+	}
+	s.freeRangeLocked(e)
+	e.spilled = true
+	s.spills++
+	return nil
+}
+
+// spillLocked moves a sealed, unpinned object from the arena to its spill
+// file and frees its range.
+func (s *Store) spillLocked(id ID, e *entry) error {
+	if e.file == "" {
+		if err := s.spillRoomLocked(e.size); err != nil {
+			return err
+		}
+		if err := s.ensureDirLocked(); err != nil {
+			return fmt.Errorf("spill %s: %w", id, err)
+		}
+		name := s.fileNameLocked(id)
+		if err := writeSpillFile(s.dir, name, s.mem[e.off:e.off+e.size]); err != nil {
+			return fmt.Errorf("spill %s: %w", id, err)
+		}
+		e.file = name
+		s.spillBytes += e.size
 	}
 	s.lru.Remove(e.lru)
 	e.lru = nil
 	s.lruBytes -= s.allocSize(e)
 	s.freeRangeLocked(e)
 	e.spilled = true
-	s.spillBytes += e.size
 	s.spills++
 	return nil
 }
 
-// restoreLocked moves a spilled, unpinned object back into the arena and
-// removes its spill file. The object is not put on the LRU list: the caller
-// pins it.
-func (s *Store) restoreLocked(id ID, e *entry) error {
-	off, err := s.allocateLocked(e.size)
+// restoreLocked copies a spilled, unpinned object back into the arena; it
+// keeps its spill file for the next spill. The object is not put on the
+// LRU list: the caller pins it.
+func (s *Store) restoreLocked(e *entry) error {
+	off, err := s.allocateLocked(e.size, s.spillLocked)
 	if err != nil {
 		return err
 	}
-	path := s.spillPath(id)
-	if err := readSpillFileInto(path, s.mem[off:off+e.size]); err != nil {
+	if err := readSpillFileInto(s.filePath(e), s.mem[off:off+e.size]); err != nil {
 		s.alloc.Free(off)
 		return fmt.Errorf("restore: %w", err)
 	}
-	os.Remove(path) // a leftover file is overwritten by the next spill
 	e.off = off
 	e.spilled = false
-	s.spillBytes -= e.size
 	s.restores++
 	return nil
 }
@@ -615,13 +727,33 @@ func (s *Store) removeLocked(id ID, e *entry) {
 	if e.off >= 0 {
 		s.freeRangeLocked(e)
 	}
-	if e.spilled {
-		os.Remove(s.spillPath(id))
-		e.spilled = false
+	if e.file != "" {
+		s.doomed = append(s.doomed, s.filePath(e))
+		s.doomedN.Store(int64(len(s.doomed)))
+		e.file = ""
 		s.spillBytes -= e.size
 	}
+	e.spilled = false
 	delete(s.objects, id)
 }
+
+// Sweep removes the spill files of deleted objects. Delete and Unpin only
+// note them, so that they do no I/O; the agent sweeps on its store work
+// queue.
+func (s *Store) Sweep() {
+	s.mu.Lock()
+	paths := s.doomed
+	s.doomed = nil
+	s.doomedN.Store(0)
+	s.mu.Unlock()
+	for _, p := range paths {
+		os.Remove(p)
+	}
+}
+
+// Doomed reports how many spill files Sweep has to remove. It takes no
+// lock.
+func (s *Store) Doomed() int { return int(s.doomedN.Load()) }
 
 // freeRangeLocked gives e's arena range back to the allocator.
 func (s *Store) freeRangeLocked(e *entry) {
@@ -646,8 +778,13 @@ func (s *Store) allocSize(e *entry) int64 {
 	return n
 }
 
-func (s *Store) spillPath(id ID) string {
-	return filepath.Join(s.dir, id.String())
+// filePath is the path of e's spill file.
+func (s *Store) filePath(e *entry) string { return filepath.Join(s.dir, e.file) }
+
+// fileNameLocked names a new spill file of id.
+func (s *Store) fileNameLocked(id ID) string {
+	s.fileSeq++
+	return fmt.Sprintf("%s.%d", id, s.fileSeq)
 }
 
 // ensureDirLocked creates the spill directory the first time it is needed.
@@ -667,10 +804,10 @@ func (s *Store) ensureDirLocked() error {
 	return nil
 }
 
-// writeSpillFile writes data to the spill file of id in dir, under a
-// temporary name renamed into place, so that the file is whole or absent.
-func writeSpillFile(dir string, id ID, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, id.String()+".tmp-*")
+// writeSpillFile writes data to the file name in dir, under a temporary
+// name renamed into place, so that the file is whole or absent.
+func writeSpillFile(dir, name string, data []byte) (err error) {
+	f, err := os.CreateTemp(dir, name+".tmp-*")
 	if err != nil {
 		return err
 	}
@@ -686,7 +823,7 @@ func writeSpillFile(dir string, id ID, data []byte) (err error) {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(f.Name(), filepath.Join(dir, id.String()))
+	return os.Rename(f.Name(), filepath.Join(dir, name))
 }
 
 // readSpillFile returns the contents of a spill file that must hold size bytes.

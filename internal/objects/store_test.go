@@ -61,8 +61,16 @@ func mustRead(t testing.TB, s *Store, n, size int) {
 }
 
 func spillFileExists(dir string, n int) bool {
-	_, err := os.Stat(filepath.Join(dir, testID(n).String()))
-	return err == nil
+	return spillFileOf(dir, testID(n)) != ""
+}
+
+// spillFileOf returns the path of id's spill file in dir, or "".
+func spillFileOf(dir string, id ID) string {
+	m, _ := filepath.Glob(filepath.Join(dir, id.String()+".[0-9]*"))
+	if len(m) != 1 {
+		return ""
+	}
+	return m[0]
 }
 
 func checkStats(t testing.TB, s *Store, want StoreStats) {
@@ -217,10 +225,11 @@ func TestStoreSpillAndRestore(t *testing.T) {
 		t.Fatal("a spilled object is not Contained")
 	}
 
-	// Reading it back restores it and spills the next oldest.
+	// Reading it back restores it (keeping its file for the next spill)
+	// and spills the next oldest.
 	mustRead(t, s, 0, kib)
-	if spillFileExists(dir, 0) || !spillFileExists(dir, 1) {
-		t.Fatal("expected object 0 restored and object 1 spilled")
+	if !spillFileExists(dir, 0) || !spillFileExists(dir, 1) {
+		t.Fatal("expected object 0 restored with its file kept, and object 1 spilled")
 	}
 	checkStats(t, s, StoreStats{Capacity: 4 * kib, Used: 4 * kib, Objects: 5,
 		SpilledObjects: 1, SpilledBytes: kib, SpillCount: 2, RestoreCount: 1})
@@ -238,6 +247,7 @@ func TestStoreSpillAndRestore(t *testing.T) {
 		s.Delete(testID(n))
 	}
 	checkStats(t, s, StoreStats{Capacity: 4 * kib, SpillCount: 16, RestoreCount: 15})
+	s.Sweep()
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("spill files left after Delete: %v", entries)
 	}
@@ -270,6 +280,10 @@ func TestStorePinInPlace(t *testing.T) {
 	}
 	s.Unpin(testID(0))
 	s.Unpin(testID(2))
+	if s.Doomed() != 1 {
+		t.Fatalf("%d files to sweep, want 1", s.Doomed())
+	}
+	s.Sweep()
 	if spillFileExists(dir, 0) {
 		t.Fatal("the spill file outlived its last pin after Delete")
 	}
@@ -480,7 +494,7 @@ func TestStoreLargerThanArena(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Location{Offset: -1, Size: 10 * kib, Path: filepath.Join(dir, id.String())}
+	want := Location{Offset: -1, Size: 10 * kib, Path: spillFileOf(dir, id)}
 	if loc != want {
 		t.Fatalf("Pin = %+v, want %+v", loc, want)
 	}
@@ -497,6 +511,7 @@ func TestStoreLargerThanArena(t *testing.T) {
 	}
 
 	s.Delete(id)
+	s.Sweep()
 	if _, err := os.Stat(want.Path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("spill file after Delete: %v", err)
 	}
@@ -518,7 +533,7 @@ func TestStorePinFallsBackToFile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	path := filepath.Join(dir, testID(0).String())
+	path := spillFileOf(dir, testID(0))
 	loc, err := s.Pin(testID(0))
 	if err != nil || loc != (Location{Offset: -1, Size: kib, Path: path}) {
 		t.Fatalf("Pin with the arena all pinned = %+v, %v", loc, err)
@@ -539,6 +554,7 @@ func TestStorePinFallsBackToFile(t *testing.T) {
 		t.Fatal("spill file removed before the last Unpin")
 	}
 	s.Unpin(testID(0))
+	s.Sweep()
 	if spillFileExists(dir, 0) {
 		t.Fatal("spill file kept after the last Unpin of a deleted object")
 	}
@@ -617,7 +633,7 @@ func TestStoreCorruptSpillFile(t *testing.T) {
 	mustPut(t, s, 0, kib)
 	mustPut(t, s, 1, kib)
 	mustPut(t, s, 2, kib) // spills 0
-	path := filepath.Join(dir, testID(0).String())
+	path := spillFileOf(dir, testID(0))
 	for _, content := range [][]byte{[]byte("short"), make([]byte, kib+1)} {
 		if err := os.WriteFile(path, content, 0o600); err != nil {
 			t.Fatal(err)
@@ -801,6 +817,7 @@ func TestStoreConcurrent(t *testing.T) {
 	if st := s.Stats(); st.Used != 0 || st.Objects != 0 || st.SpilledObjects != 0 || st.SpilledBytes != 0 {
 		t.Fatalf("after deleting everything: %+v", st)
 	}
+	s.Sweep()
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("files left in the spill dir: %v", entries)
 	}
@@ -848,4 +865,78 @@ func TestStoreSpillFailure(t *testing.T) {
 	mustRead(t, s, 0, kib)
 	mustRead(t, s, 1, kib)
 	checkStats(t, s, StoreStats{Capacity: 2 * kib, Used: 2 * kib, Objects: 2})
+}
+
+// While Create writes a spill file, the store's lock is free: the calls an
+// agent makes under its own lock (Seal, PinInPlace, Unpin, Delete) go on,
+// and an object pinned or deleted meanwhile ends up right.
+func TestStoreSpillsWithoutTheLock(t *testing.T) {
+	for _, meanwhile := range []string{"pin", "delete"} {
+		t.Run(meanwhile, func(t *testing.T) {
+			s, dir := newTestStore(t, 2*kib)
+			mustPut(t, s, 0, kib)
+			mustPut(t, s, 1, kib)
+			writing, done := make(chan ID), make(chan struct{})
+			spillHook = func(id ID) { writing <- id; <-done }
+			defer func() { spillHook = nil }()
+			created := make(chan error, 1)
+			go func() {
+				_, err := s.Create(testID(2), kib)
+				created <- err
+			}()
+			victim := <-writing // object 0, the least recently used
+			if victim != testID(0) {
+				t.Fatalf("spilling %v, want object 0", victim)
+			}
+			// The lock is free while the file is written.
+			switch meanwhile {
+			case "pin":
+				loc, err := s.PinInPlace(victim)
+				if err != nil || loc.Path != "" {
+					t.Fatalf("PinInPlace during the spill: %+v %v", loc, err)
+				}
+			case "delete":
+				s.Delete(victim)
+			}
+			if st := s.Stats(); st.Objects == 0 {
+				t.Fatal("no stats during the spill")
+			}
+			spillHook = func(ID) {} // the next victim is written at once
+			close(done)
+			if err := <-created; err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Seal(testID(2)); err != nil {
+				t.Fatal(err)
+			}
+			switch meanwhile {
+			case "pin":
+				// Object 0 stayed in the arena for its reader (object 1
+				// was spilled instead) and keeps its file.
+				mustRead(t, s, 0, kib)
+				s.Unpin(victim)
+				if !spillFileExists(dir, 1) || !spillFileExists(dir, 0) {
+					t.Fatal("want object 1 spilled, object 0's file kept")
+				}
+			case "delete":
+				if s.Contains(victim) {
+					t.Fatal("a deleted object is still there")
+				}
+				s.Sweep()
+				if spillFileExists(dir, 0) {
+					t.Fatal("the deleted object's file is left")
+				}
+			}
+			for n := 0; n < 3; n++ {
+				s.Delete(testID(n))
+			}
+			s.Sweep()
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Fatalf("files left: %v", entries)
+			}
+			if st := s.Stats(); st.Used != 0 || st.Objects != 0 {
+				t.Fatalf("after deleting everything: %+v", st)
+			}
+		})
+	}
 }

@@ -30,8 +30,9 @@ import (
 // Config configures a link.
 type Config struct {
 	// Send delivers one encoded batch (peerwire.Batch) to node and returns
-	// nil once the node has applied it. It is called from one goroutine per
-	// node at a time.
+	// nil once the node has taken it (the receiver acknowledges a batch
+	// when it takes it, before applying it; see Receive). It is called
+	// from up to Window goroutines per node at a time.
 	Send func(ctx context.Context, node string, batch []byte) error
 	// MaxBatch bounds the encoded messages of one batch (0: 1 MiB); a
 	// larger message goes alone.

@@ -108,9 +108,8 @@ type RunTask struct {
 	Root   string // the node running the job's driver
 	Digest string // the module's SHA-256 (hex); the sender has it
 	What   Run
-	// Task is the sender's ID of the execution. The receiver runs a task
-	// under it when it can, so that a result it keeps (TaskDone.Held) has
-	// the same object ID on both nodes.
+	// Task is the sender's ID of the execution; the receiver runs it under
+	// an ID of its own and answers with TaskDone naming this one.
 	Task    objects.ID
 	Attempt uint32
 	Spec    []byte // an abi.TaskSpec in CBOR
@@ -170,7 +169,7 @@ type GetObject struct {
 	ID  objects.ID
 	// For is the asker's ID of the object (the answer repeats it): the
 	// same as ID, except for a task's result that its node keeps under
-	// another ID (TaskDone.HeldID).
+	// another ID (Result.ID).
 	For objects.ID
 }
 

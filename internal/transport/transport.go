@@ -1,8 +1,10 @@
 // Package transport carries requests between agents over QUIC (quic-go;
-// this package is its only importer). Each pair of nodes shares one
-// connection, authenticated both ways with the cluster's certificates;
-// every request opens its own stream, so a slow request never holds up
-// another. A request and its answer are one frame each:
+// this package is its only importer). A node calls each peer on two
+// connections, authenticated both ways with the cluster's certificates:
+// one for requests and their answers (control), one for object pulls
+// (bulk), so that bulk traffic never delays control. Every request opens
+// its own stream, so a slow request never holds up another. A request and
+// its answer are one frame each:
 //
 //	version (1 byte) | type (1 byte) | length (4 bytes, big endian) | body
 //
