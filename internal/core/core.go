@@ -257,8 +257,6 @@ func compareIDs(a, b objects.ID) int {
 }
 
 // schedID is an ID as the scheduler names tasks and objects.
-func schedID(id objects.ID) scheduler.TaskID { return scheduler.TaskID(id[:]) }
+func schedID(id objects.ID) scheduler.TaskID { return scheduler.TaskID(id) }
 
-func schedKey(id objects.ID) scheduler.ObjectKey { return scheduler.ObjectKey(id[:]) }
-
-func idOf(s string) objects.ID { return objects.ID([]byte(s)) }
+func schedKey(id objects.ID) scheduler.ObjectKey { return scheduler.ObjectKey(id) }

@@ -23,7 +23,7 @@ type group struct {
 	waiters []func()
 }
 
-func (g *group) schedID() scheduler.GroupID { return scheduler.GroupID(g.id[:]) }
+func (g *group) schedID() scheduler.GroupID { return scheduler.GroupID(g.id) }
 
 // fire wakes the waiters of a group that was placed or failed.
 func (g *group) fire() {
@@ -182,7 +182,7 @@ func (c *Core) removeGroup(g *group, why string) {
 		g.failed = why
 	}
 	for _, tid := range c.sched.RemoveGroup(g.schedID()) {
-		t := c.tasks[idOf(string(tid))]
+		t := c.tasks[objects.ID(tid)]
 		if t == nil || t.state == taskDone {
 			continue
 		}
@@ -210,13 +210,13 @@ func (c *Core) removeGroup(g *group, why string) {
 // groupPlanned applies the groups part of a scheduling plan.
 func (c *Core) groupPlanned(plan scheduler.Plan) {
 	for _, p := range plan.Groups {
-		if g := c.groups[idOf(string(p.Group))]; g != nil {
+		if g := c.groups[objects.ID(p.Group)]; g != nil {
 			g.placed = true
 			g.fire()
 		}
 	}
 	for _, inf := range plan.GroupsInfeasible {
-		if g := c.groups[idOf(string(inf.Group))]; g != nil {
+		if g := c.groups[objects.ID(inf.Group)]; g != nil {
 			g.failed = "can never be placed: " + inf.Reason
 			g.fire()
 		}

@@ -464,12 +464,12 @@ func (c *Core) leaseRemote(t *task, node NodeID) {
 		return
 	}
 	ids := c.sched.Lease(t.schedID(), remotePipelineDepth-len(t.followers), func(id scheduler.TaskID) bool {
-		next := c.tasks[idOf(string(id))]
+		next := c.tasks[objects.ID(id)]
 		return next != nil && next.state == taskQueued && next.kind == wire.ExecTask && next.job == t.job &&
 			t.job.short(next.spec.Func) && !next.here && c.movable(next)
 	})
 	for _, id := range ids {
-		next := c.tasks[idOf(string(id))]
+		next := c.tasks[objects.ID(id)]
 		next.state = taskRunning
 		next.leader = t
 		t.followers = append(t.followers, next)

@@ -218,7 +218,7 @@ func (c *Core) submit(t *task) {
 	} else if c.cfg.Clustered {
 		st.Prefer = c.locality(t)
 	}
-	if g := t.spec.Options.Group; g != nil {
+	if g, err := objects.IDFromBytes(t.spec.Options.Group); err == nil { // checked at submit
 		st.Group = scheduler.GroupID(g)
 		if b := t.spec.Options.Bundle; b != nil {
 			st.Bundle = *b
@@ -237,7 +237,7 @@ func (c *Core) schedule() {
 			return
 		}
 		for _, inf := range plan.Infeasible {
-			t := c.tasks[idOf(string(inf.Task))]
+			t := c.tasks[objects.ID(inf.Task)]
 			if t == nil {
 				continue
 			}
@@ -249,7 +249,7 @@ func (c *Core) schedule() {
 			c.failTask(t, abi.ErrorValue{Kind: abi.KindInfeasible, Message: inf.Reason + "; lower the task's demand or start the node with more resources", Task: t.name}, false)
 		}
 		for _, p := range plan.Placements {
-			t := c.tasks[idOf(string(p.Task))]
+			t := c.tasks[objects.ID(p.Task)]
 			if t == nil || t.state != taskQueued {
 				c.sched.Finished(p.Task)
 				continue

@@ -285,12 +285,12 @@ func (c *Core) topUp(w *worker) {
 		return
 	}
 	ids := c.sched.Lease(t.schedID(), pipelineDepth-len(w.queued), func(id scheduler.TaskID) bool {
-		next := c.tasks[idOf(string(id))]
+		next := c.tasks[objects.ID(id)]
 		return next != nil && next.state == taskQueued && next.kind == wire.ExecTask && next.job == t.job &&
 			t.job.short(next.spec.Func)
 	})
 	for _, id := range ids {
-		next := c.tasks[idOf(string(id))]
+		next := c.tasks[objects.ID(id)]
 		next.state = taskRunning
 		c.run(w, next)
 	}

@@ -8,7 +8,7 @@ import (
 )
 
 // GroupID names a placement group.
-type GroupID string
+type GroupID [IDSize]byte
 
 // Strategy says how a group's bundles spread over nodes.
 type Strategy uint8
@@ -129,7 +129,7 @@ func (c *Core) RemoveGroup(id GroupID) []TaskID {
 		delete(c.tasks, tid)
 	}
 	delete(c.groupTasks, id)
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	sort.Slice(ids, func(i, j int) bool { return compareIDs(ids[i], ids[j]) < 0 })
 	for i, n := range g.nodes {
 		if n != nil {
 			n.used = n.used.Sub(g.bundles[i])
@@ -486,7 +486,7 @@ func (c *Core) pickBundle(cl *class) (*group, int) {
 // people and false.
 func (c *Core) groupTaskInfeasible(cl *class) (string, bool) {
 	needs := "task needs " + cl.demand.String()
-	name := "placement group " + string(cl.group)
+	name := "placement group " + cl.group.String()
 	g := c.groups[cl.group]
 	if g == nil {
 		return needs + " in " + name + " but that group does not exist (never created, or removed)", false

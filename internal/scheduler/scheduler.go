@@ -25,6 +25,8 @@
 package scheduler
 
 import (
+	"bytes"
+	"encoding/hex"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,11 +35,43 @@ import (
 // NodeID names a node of the cluster.
 type NodeID string
 
+// IDSize is the size of task, object and group IDs: the agent's 20-byte
+// object IDs, used as they are.
+const IDSize = 20
+
 // TaskID names a task. IDs are unique among the tasks a Core knows.
-type TaskID string
+type TaskID [IDSize]byte
 
 // ObjectKey names an object that tasks may depend on.
-type ObjectKey string
+type ObjectKey [IDSize]byte
+
+// String shows an ID that holds text (tests name IDs "t1") as that text,
+// and any other in hex.
+func (id TaskID) String() string { return idString(id) }
+
+// String is as TaskID's.
+func (k ObjectKey) String() string { return idString(k) }
+
+// String is as TaskID's.
+func (id GroupID) String() string { return idString(id) }
+
+func idString(id [IDSize]byte) string {
+	n := bytes.IndexByte(id[:], 0)
+	if n < 0 {
+		n = IDSize
+	}
+	text := n > 0 && bytes.Count(id[n:], []byte{0}) == IDSize-n
+	for _, c := range id[:n] {
+		text = text && c >= 0x20 && c < 0x7f
+	}
+	if text {
+		return string(id[:n])
+	}
+	return hex.EncodeToString(id[:])
+}
+
+// compareIDs orders IDs by their bytes.
+func compareIDs[T ~[IDSize]byte](a, b T) int { return bytes.Compare(a[:], b[:]) }
 
 // Task is a unit of work waiting for resources.
 type Task struct {
@@ -207,7 +241,7 @@ func (c *Core) RemoveNode(id NodeID) []TaskID {
 		ids = append(ids, tid)
 		c.forget(ts)
 	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	sort.Slice(ids, func(i, j int) bool { return compareIDs(ids[i], ids[j]) < 0 })
 	c.dropBundles(n)
 	return ids
 }
@@ -223,13 +257,13 @@ func (c *Core) Submit(t Task) {
 	t.Demand = t.Demand.clone()
 	t.Labels = copyLabels(t.Labels)
 	t.Deps = append([]ObjectKey(nil), t.Deps...)
-	if t.Group == "" {
+	if t.Group == (GroupID{}) {
 		t.Bundle = 0
 	}
 	c.seq++
 	ts := &taskState{t: t, seq: c.seq, key: classKey(t)}
 	c.tasks[t.ID] = ts
-	if t.Group != "" {
+	if t.Group != (GroupID{}) {
 		m := c.groupTasks[t.Group]
 		if m == nil {
 			m = make(map[TaskID]*taskState)
@@ -426,7 +460,7 @@ func (c *Core) unqueue(ts *taskState) bool {
 // forget deletes a task from the Core's indexes of known tasks.
 func (c *Core) forget(ts *taskState) {
 	delete(c.tasks, ts.t.ID)
-	if g := ts.t.Group; g != "" {
+	if g := ts.t.Group; g != (GroupID{}) {
 		if m := c.groupTasks[g]; m != nil {
 			delete(m, ts.t.ID)
 			if len(m) == 0 {
@@ -476,7 +510,7 @@ func (c *Core) Schedule() Plan {
 		if cl.gen != c.gen {
 			cl.gen = c.gen
 			infeasible := c.infeasible
-			if cl.group != "" {
+			if cl.group != (GroupID{}) {
 				infeasible = c.groupTaskInfeasible
 			}
 			if reason, ok := infeasible(cl); !ok {
@@ -496,7 +530,7 @@ func (c *Core) Schedule() Plan {
 		var n *node
 		var g *group
 		b := -1
-		if cl.group != "" {
+		if cl.group != (GroupID{}) {
 			g, b = c.pickBundle(cl)
 			if g != nil {
 				n = g.nodes[b]
@@ -603,7 +637,7 @@ func (c *Core) RunningTasks(id NodeID) []TaskID {
 	for tid := range n.running {
 		ids = append(ids, tid)
 	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	sort.Slice(ids, func(i, j int) bool { return compareIDs(ids[i], ids[j]) < 0 })
 	return ids
 }
 
@@ -829,7 +863,7 @@ func classKey(t Task) string {
 	}
 	str(string(t.Node))
 	str(string(t.Prefer))
-	str(string(t.Group))
+	str(string(t.Group[:]))
 	num(int64(t.Bundle))
 	return b.String()
 }

@@ -15,11 +15,16 @@ const (
 
 func cpu(f float64) Resources { return Resources{CPU: Quantity(f)} }
 
+// tid, okey and gid make IDs from short names, as the agent's are bytes.
+func tid(s string) TaskID     { var id TaskID; copy(id[:], s); return id }
+func okey(s string) ObjectKey { var k ObjectKey; copy(k[:], s); return k }
+func gid(s string) GroupID    { var id GroupID; copy(id[:], s); return id }
+
 // place returns the plan's placements as "task@node" strings.
 func place(p Plan) []string {
 	var out []string
 	for _, pl := range p.Placements {
-		out = append(out, string(pl.Task)+"@"+string(pl.Node))
+		out = append(out, pl.Task.String()+"@"+string(pl.Node))
 	}
 	return out
 }
@@ -136,7 +141,7 @@ func TestFractionalCPU(t *testing.T) {
 	c := New()
 	c.AddNode("n1", cpu(1), nil)
 	for i := 1; i <= 5; i++ {
-		c.Submit(Task{ID: TaskID(fmt.Sprint("t", i)), Demand: cpu(0.25)})
+		c.Submit(Task{ID: tid(fmt.Sprint("t", i)), Demand: cpu(0.25)})
 	}
 	mustPlace(t, c, "t1@n1", "t2@n1", "t3@n1", "t4@n1")
 	if c.Queued() != 1 || c.Running("n1") != 4 {
@@ -144,7 +149,7 @@ func TestFractionalCPU(t *testing.T) {
 	}
 	mustAvail(t, c, "n1", Resources{})
 	mustPlace(t, c) // t5 waits
-	c.Finished("t2")
+	c.Finished(tid("t2"))
 	mustAvail(t, c, "n1", cpu(0.25))
 	mustPlace(t, c, "t5@n1")
 	if c.Queued() != 0 {
@@ -169,7 +174,7 @@ func TestResourceKinds(t *testing.T) {
 			c := New()
 			c.AddNode("n", tc.total, nil)
 			for i := 0; i <= tc.fit; i++ {
-				c.Submit(Task{ID: TaskID(fmt.Sprint("t", i)), Demand: tc.demand})
+				c.Submit(Task{ID: tid(fmt.Sprint("t", i)), Demand: tc.demand})
 			}
 			p := c.Schedule()
 			if len(p.Placements) != tc.fit || len(p.Infeasible) != 0 {
@@ -183,7 +188,7 @@ func TestResourceKinds(t *testing.T) {
 			mustPlace(t, c, fmt.Sprintf("t%d@n", tc.fit))
 			// Finishing all returns everything.
 			for i := 1; i <= tc.fit; i++ {
-				c.Finished(TaskID(fmt.Sprint("t", i)))
+				c.Finished(tid(fmt.Sprint("t", i)))
 			}
 			mustAvail(t, c, "n", tc.total)
 		})
@@ -200,13 +205,13 @@ func TestInfeasible(t *testing.T) {
 		{
 			name:  "gpu on gpu-less node",
 			nodes: func(c *Core) { c.AddNode("node-a", Resources{CPU: 2 * Unit, Memory: gib}, nil) },
-			task:  Task{ID: "t", Demand: Resources{GPU: Unit}},
+			task:  Task{ID: tid("t"), Demand: Resources{GPU: Unit}},
 			want:  "task needs GPU: 1 but no node can ever provide it (nodes: node-a has CPU: 2, memory: 1GiB)",
 		},
 		{
 			name:  "labels match nothing",
 			nodes: func(c *Core) { c.AddNode("node-a", cpu(2), map[string]string{"tier": "core"}) },
-			task:  Task{ID: "t", Demand: cpu(1), Labels: map[string]string{"tier": "edge"}},
+			task:  Task{ID: tid("t"), Demand: cpu(1), Labels: map[string]string{"tier": "edge"}},
 			want:  "task needs CPU: 1 but no node has labels tier=edge",
 		},
 		{
@@ -216,19 +221,19 @@ func TestInfeasible(t *testing.T) {
 				c.AddNode("e1", cpu(1), map[string]string{"tier": "edge"})
 				c.AddNode("e2", Resources{CPU: 2 * Unit, Custom: map[string]int64{"TPU": Unit}}, map[string]string{"tier": "edge"})
 			},
-			task: Task{ID: "t", Demand: Resources{CPU: 4 * Unit, Custom: map[string]int64{"TPU": Unit}}, Labels: map[string]string{"tier": "edge"}},
+			task: Task{ID: tid("t"), Demand: Resources{CPU: 4 * Unit, Custom: map[string]int64{"TPU": Unit}}, Labels: map[string]string{"tier": "edge"}},
 			want: "task needs CPU: 4, TPU: 1 but no node with labels tier=edge can ever provide it (nodes: e2 has CPU: 2, TPU: 1; e1 has CPU: 1)",
 		},
 		{
 			name:  "affinity to missing node",
 			nodes: func(c *Core) { c.AddNode("a", cpu(8), nil) },
-			task:  Task{ID: "t", Demand: cpu(1), Node: "b"},
+			task:  Task{ID: tid("t"), Demand: cpu(1), Node: "b"},
 			want:  "task needs CPU: 1 on node b but that node is not in the cluster",
 		},
 		{
 			name:  "affinity to small node",
 			nodes: func(c *Core) { c.AddNode("a", cpu(8), nil); c.AddNode("b", cpu(1), nil) },
-			task:  Task{ID: "t", Demand: cpu(2), Node: "b"},
+			task:  Task{ID: tid("t"), Demand: cpu(2), Node: "b"},
 			want:  "task needs CPU: 2 but node b can never provide it (nodes: b has CPU: 1)",
 		},
 		{
@@ -238,7 +243,7 @@ func TestInfeasible(t *testing.T) {
 					c.AddNode(NodeID(fmt.Sprint("n", i)), cpu(1), nil)
 				}
 			},
-			task: Task{ID: "t", Demand: cpu(2)},
+			task: Task{ID: tid("t"), Demand: cpu(2)},
 			want: "task needs CPU: 2 but no node can ever provide it (nodes: n0 has CPU: 1; n1 has CPU: 1; n2 has CPU: 1; and 2 more)",
 		},
 	} {
@@ -246,13 +251,13 @@ func TestInfeasible(t *testing.T) {
 			c := New()
 			tc.nodes(c)
 			c.Submit(tc.task)
-			c.Submit(Task{ID: "ok", Demand: Resources{}})
+			c.Submit(Task{ID: tid("ok"), Demand: Resources{}})
 			p := c.Schedule()
-			want := []Infeasible{{Task: "t", Reason: tc.want}}
+			want := []Infeasible{{Task: tid("t"), Reason: tc.want}}
 			if !reflect.DeepEqual(p.Infeasible, want) {
 				t.Fatalf("infeasible =\n  %v\nwant\n  %v", p.Infeasible, want)
 			}
-			if len(p.Placements) != 1 || p.Placements[0].Task != "ok" {
+			if len(p.Placements) != 1 || p.Placements[0].Task != tid("ok") {
 				t.Fatalf("placements %v, want ok placed", place(p))
 			}
 			if c.Queued() != 0 {
@@ -267,7 +272,7 @@ func TestInfeasible(t *testing.T) {
 
 func TestInfeasibleCheckedAtSchedule(t *testing.T) {
 	c := New()
-	c.Submit(Task{ID: "g", Demand: Resources{GPU: Unit}})
+	c.Submit(Task{ID: tid("g"), Demand: Resources{GPU: Unit}})
 	// No nodes: the task stays queued, a node may join.
 	p := c.Schedule()
 	if len(p.Placements)+len(p.Infeasible) != 0 || c.Queued() != 1 {
@@ -278,13 +283,13 @@ func TestInfeasibleCheckedAtSchedule(t *testing.T) {
 	c.AddNode("gpu", Resources{CPU: Unit, GPU: Unit}, nil)
 	mustPlace(t, c, "g@gpu")
 	// The same class becomes infeasible once the GPU node leaves.
-	c.Submit(Task{ID: "g2", Demand: Resources{GPU: Unit}})
-	c.Submit(Task{ID: "g3", Demand: Resources{GPU: Unit}})
-	if got := c.RemoveNode("gpu"); !reflect.DeepEqual(got, []TaskID{"g"}) {
+	c.Submit(Task{ID: tid("g2"), Demand: Resources{GPU: Unit}})
+	c.Submit(Task{ID: tid("g3"), Demand: Resources{GPU: Unit}})
+	if got := c.RemoveNode("gpu"); !reflect.DeepEqual(got, []TaskID{tid("g")}) {
 		t.Fatalf("RemoveNode = %v", got)
 	}
 	p = c.Schedule()
-	if len(p.Infeasible) != 2 || p.Infeasible[0].Task != "g2" || p.Infeasible[1].Task != "g3" {
+	if len(p.Infeasible) != 2 || p.Infeasible[0].Task != tid("g2") || p.Infeasible[1].Task != tid("g3") {
 		t.Fatalf("infeasible %v, want g2 and g3", p.Infeasible)
 	}
 }
@@ -294,17 +299,17 @@ func TestLabelSelector(t *testing.T) {
 	c.AddNode("a", cpu(4), map[string]string{"zone": "us", "tier": "core"})
 	c.AddNode("b", cpu(4), map[string]string{"zone": "eu", "tier": "edge"})
 	c.AddNode("c", cpu(4), map[string]string{"zone": "eu"})
-	c.Submit(Task{ID: "edge", Demand: cpu(1), Labels: map[string]string{"tier": "edge"}})
-	c.Submit(Task{ID: "eu1", Demand: cpu(3), Labels: map[string]string{"zone": "eu"}})
-	c.Submit(Task{ID: "eu2", Demand: cpu(3), Labels: map[string]string{"zone": "eu"}})
-	c.Submit(Task{ID: "eu-edge", Demand: cpu(1), Labels: map[string]string{"zone": "eu", "tier": "edge"}})
-	c.Submit(Task{ID: "any", Demand: cpu(1)})
+	c.Submit(Task{ID: tid("edge"), Demand: cpu(1), Labels: map[string]string{"tier": "edge"}})
+	c.Submit(Task{ID: tid("eu1"), Demand: cpu(3), Labels: map[string]string{"zone": "eu"}})
+	c.Submit(Task{ID: tid("eu2"), Demand: cpu(3), Labels: map[string]string{"zone": "eu"}})
+	c.Submit(Task{ID: tid("eu-edge"), Demand: cpu(1), Labels: map[string]string{"zone": "eu", "tier": "edge"}})
+	c.Submit(Task{ID: tid("any"), Demand: cpu(1)})
 	mustPlace(t, c, "edge@b", "eu1@c", "eu2@b", "any@a")
 	// b is full (4 of 4), c has 1 but lacks tier=edge.
 	if c.Queued() != 1 {
 		t.Fatalf("queued %d, want eu-edge waiting", c.Queued())
 	}
-	c.Finished("edge")
+	c.Finished(tid("edge"))
 	mustPlace(t, c, "eu-edge@b")
 }
 
@@ -312,17 +317,17 @@ func TestNodeAffinity(t *testing.T) {
 	c := New()
 	c.AddNode("a", cpu(2), nil)
 	c.AddNode("b", cpu(2), nil)
-	c.Submit(Task{ID: "t1", Demand: cpu(1), Node: "b"})
-	c.Submit(Task{ID: "t2", Demand: cpu(1), Node: "b"})
-	c.Submit(Task{ID: "t3", Demand: cpu(1), Node: "b"})
-	c.Submit(Task{ID: "free", Demand: cpu(1)})
+	c.Submit(Task{ID: tid("t1"), Demand: cpu(1), Node: "b"})
+	c.Submit(Task{ID: tid("t2"), Demand: cpu(1), Node: "b"})
+	c.Submit(Task{ID: tid("t3"), Demand: cpu(1), Node: "b"})
+	c.Submit(Task{ID: tid("free"), Demand: cpu(1)})
 	mustPlace(t, c, "t1@b", "t2@b", "free@a")
 	// t3 waits for b even though a has room.
 	mustPlace(t, c)
-	c.Finished("t1")
+	c.Finished(tid("t1"))
 	mustPlace(t, c, "t3@b")
 	// Affinity plus a label the node lacks is infeasible.
-	c.Submit(Task{ID: "x", Demand: cpu(1), Node: "a", Labels: map[string]string{"gpu": "yes"}})
+	c.Submit(Task{ID: tid("x"), Demand: cpu(1), Node: "a", Labels: map[string]string{"gpu": "yes"}})
 	p := c.Schedule()
 	if len(p.Infeasible) != 1 || p.Infeasible[0].Reason != "task needs CPU: 1 but node a does not have labels gpu=yes" {
 		t.Fatalf("infeasible %v", p.Infeasible)
@@ -337,35 +342,35 @@ func TestPreferNode(t *testing.T) {
 	c := New()
 	c.AddNode("a", cpu(2), nil)
 	c.AddNode("b", cpu(2), map[string]string{"tier": "edge"})
-	c.Submit(Task{ID: "p1", Demand: cpu(1), Prefer: "b"})
-	c.Submit(Task{ID: "p2", Demand: cpu(1), Prefer: "b"})
-	c.Submit(Task{ID: "p3", Demand: cpu(1), Prefer: "b"}) // b is full: hybrid
-	c.Submit(Task{ID: "plain", Demand: cpu(1)})
+	c.Submit(Task{ID: tid("p1"), Demand: cpu(1), Prefer: "b"})
+	c.Submit(Task{ID: tid("p2"), Demand: cpu(1), Prefer: "b"})
+	c.Submit(Task{ID: tid("p3"), Demand: cpu(1), Prefer: "b"}) // b is full: hybrid
+	c.Submit(Task{ID: tid("plain"), Demand: cpu(1)})
 	mustPlace(t, c, "p1@b", "p2@b", "p3@a", "plain@a")
-	c.Finished("p1")
-	c.Finished("p3")
-	c.Submit(Task{ID: "gone", Demand: cpu(1), Prefer: "z"})                                             // unknown: hybrid
-	c.Submit(Task{ID: "label", Demand: cpu(1), Prefer: "a", Labels: map[string]string{"tier": "edge"}}) // a lacks the label
+	c.Finished(tid("p1"))
+	c.Finished(tid("p3"))
+	c.Submit(Task{ID: tid("gone"), Demand: cpu(1), Prefer: "z"})                                             // unknown: hybrid
+	c.Submit(Task{ID: tid("label"), Demand: cpu(1), Prefer: "a", Labels: map[string]string{"tier": "edge"}}) // a lacks the label
 	mustPlace(t, c, "gone@a", "label@b")
 }
 
 func TestDeps(t *testing.T) {
 	c := New()
 	c.AddNode("n", cpu(1), nil)
-	c.Submit(Task{ID: "t1", Demand: cpu(0.5), Deps: []ObjectKey{"x", "y", "x"}})
-	c.Submit(Task{ID: "t2", Demand: cpu(0.5), Deps: []ObjectKey{"y"}})
-	c.Submit(Task{ID: "t3", Demand: cpu(0.5)})
+	c.Submit(Task{ID: tid("t1"), Demand: cpu(0.5), Deps: []ObjectKey{okey("x"), okey("y"), okey("x")}})
+	c.Submit(Task{ID: tid("t2"), Demand: cpu(0.5), Deps: []ObjectKey{okey("y")}})
+	c.Submit(Task{ID: tid("t3"), Demand: cpu(0.5)})
 	// Only t3 is ready.
 	mustPlace(t, c, "t3@n")
 	if c.Queued() != 2 {
 		t.Fatalf("queued %d, want 2 (waiting on deps count)", c.Queued())
 	}
-	c.ObjectReady("y") // t2 ready; t1 still needs x
-	c.ObjectReady("y") // idempotent
-	c.Finished("t3")
-	c.ObjectReady("x") // t1 ready too, and goes first: it was submitted first
+	c.ObjectReady(okey("y")) // t2 ready; t1 still needs x
+	c.ObjectReady(okey("y")) // idempotent
+	c.Finished(tid("t3"))
+	c.ObjectReady(okey("x")) // t1 ready too, and goes first: it was submitted first
 	mustPlace(t, c, "t1@n", "t2@n")
-	c.ObjectReady("x") // no waiters: no-op
+	c.ObjectReady(okey("x")) // no waiters: no-op
 	if c.Queued() != 0 {
 		t.Fatalf("queued %d", c.Queued())
 	}
@@ -374,16 +379,16 @@ func TestDeps(t *testing.T) {
 func TestDepsKeepSubmissionOrder(t *testing.T) {
 	c := New()
 	c.AddNode("n", cpu(1), nil)
-	c.Submit(Task{ID: "blocker", Demand: cpu(1)})
+	c.Submit(Task{ID: tid("blocker"), Demand: cpu(1)})
 	mustPlace(t, c, "blocker@n")
-	c.Submit(Task{ID: "a", Demand: cpu(1), Deps: []ObjectKey{"obj"}})
-	c.Submit(Task{ID: "b", Demand: cpu(1)})
-	c.Submit(Task{ID: "c", Demand: cpu(1)})
-	c.ObjectReady("obj") // a joins the class ahead of b and c
-	prev := TaskID("blocker")
-	for _, want := range []TaskID{"a", "b", "c"} {
+	c.Submit(Task{ID: tid("a"), Demand: cpu(1), Deps: []ObjectKey{okey("obj")}})
+	c.Submit(Task{ID: tid("b"), Demand: cpu(1)})
+	c.Submit(Task{ID: tid("c"), Demand: cpu(1)})
+	c.ObjectReady(okey("obj")) // a joins the class ahead of b and c
+	prev := tid("blocker")
+	for _, want := range []TaskID{tid("a"), tid("b"), tid("c")} {
 		c.Finished(prev)
-		mustPlace(t, c, string(want)+"@n")
+		mustPlace(t, c, want.String()+"@n")
 		prev = want
 	}
 }
@@ -391,35 +396,35 @@ func TestDepsKeepSubmissionOrder(t *testing.T) {
 func TestBlockedUnblocked(t *testing.T) {
 	c := New()
 	c.AddNode("n", Resources{CPU: Unit, Memory: gib}, nil)
-	c.Submit(Task{ID: "parent", Demand: Resources{CPU: Unit, Memory: 256 * mib}})
-	c.Submit(Task{ID: "child", Demand: Resources{CPU: Unit, Memory: 256 * mib}})
+	c.Submit(Task{ID: tid("parent"), Demand: Resources{CPU: Unit, Memory: 256 * mib}})
+	c.Submit(Task{ID: tid("child"), Demand: Resources{CPU: Unit, Memory: 256 * mib}})
 	mustPlace(t, c, "parent@n")
 	mustPlace(t, c)
 
 	// The parent blocks in get: its CPU (only) returns to the node.
-	c.Blocked("parent")
-	c.Blocked("parent") // idempotent
+	c.Blocked(tid("parent"))
+	c.Blocked(tid("parent")) // idempotent
 	mustAvail(t, c, "n", Resources{CPU: Unit, Memory: 768 * mib})
 	mustPlace(t, c, "child@n")
 	mustAvail(t, c, "n", Resources{Memory: 512 * mib})
 
 	// Unblocked takes the CPU back, even past zero.
-	c.Unblocked("parent")
-	c.Unblocked("parent") // idempotent
+	c.Unblocked(tid("parent"))
+	c.Unblocked(tid("parent")) // idempotent
 	mustAvail(t, c, "n", Resources{CPU: -Unit, Memory: 512 * mib})
 
-	c.Finished("child")
+	c.Finished(tid("child"))
 	mustAvail(t, c, "n", Resources{Memory: 768 * mib})
 	// Finishing while blocked returns what it still holds, not its CPU twice.
-	c.Blocked("parent")
-	c.Finished("parent")
+	c.Blocked(tid("parent"))
+	c.Finished(tid("parent"))
 	mustAvail(t, c, "n", Resources{CPU: Unit, Memory: gib})
 
 	// Unknown and unplaced tasks: no-ops.
-	c.Submit(Task{ID: "q", Demand: cpu(5)})
-	c.Blocked("q")
-	c.Unblocked("nope")
-	c.Finished("q")
+	c.Submit(Task{ID: tid("q"), Demand: cpu(5)})
+	c.Blocked(tid("q"))
+	c.Unblocked(tid("nope"))
+	c.Finished(tid("q"))
 	mustAvail(t, c, "n", Resources{CPU: Unit, Memory: gib})
 	if c.Queued() != 1 {
 		t.Fatalf("queued %d", c.Queued())
@@ -429,21 +434,21 @@ func TestBlockedUnblocked(t *testing.T) {
 func TestCancel(t *testing.T) {
 	c := New()
 	c.AddNode("n", cpu(1), nil)
-	c.Submit(Task{ID: "run", Demand: cpu(1)})
+	c.Submit(Task{ID: tid("run"), Demand: cpu(1)})
 	mustPlace(t, c, "run@n")
-	c.Submit(Task{ID: "q1", Demand: cpu(1)})
-	c.Submit(Task{ID: "q2", Demand: cpu(1)})
-	c.Submit(Task{ID: "q3", Demand: cpu(1)})
-	c.Submit(Task{ID: "dep", Demand: cpu(1), Deps: []ObjectKey{"o"}})
+	c.Submit(Task{ID: tid("q1"), Demand: cpu(1)})
+	c.Submit(Task{ID: tid("q2"), Demand: cpu(1)})
+	c.Submit(Task{ID: tid("q3"), Demand: cpu(1)})
+	c.Submit(Task{ID: tid("dep"), Demand: cpu(1), Deps: []ObjectKey{okey("o")}})
 	for _, tc := range []struct {
 		id   TaskID
 		want bool
 	}{
-		{"run", false}, // placed
-		{"nope", false},
-		{"q2", true},
-		{"q2", false},
-		{"dep", true},
+		{tid("run"), false}, // placed
+		{tid("nope"), false},
+		{tid("q2"), true},
+		{tid("q2"), false},
+		{tid("dep"), true},
 	} {
 		if got := c.Cancel(tc.id); got != tc.want {
 			t.Fatalf("Cancel(%s) = %v, want %v", tc.id, got, tc.want)
@@ -452,25 +457,25 @@ func TestCancel(t *testing.T) {
 	if c.Queued() != 2 {
 		t.Fatalf("queued %d, want 2", c.Queued())
 	}
-	c.ObjectReady("o") // the cancelled task must not come back
-	c.Finished("run")
+	c.ObjectReady(okey("o")) // the cancelled task must not come back
+	c.Finished(tid("run"))
 	mustPlace(t, c, "q1@n")
-	c.Finished("q1")
+	c.Finished(tid("q1"))
 	mustPlace(t, c, "q3@n")
-	c.Finished("q3")
+	c.Finished(tid("q3"))
 	mustPlace(t, c)
 	// A cancelled ID can be submitted again.
-	c.Submit(Task{ID: "q2", Demand: cpu(1)})
+	c.Submit(Task{ID: tid("q2"), Demand: cpu(1)})
 	mustPlace(t, c, "q2@n")
 }
 
 func TestDuplicateSubmitIgnored(t *testing.T) {
 	c := New()
 	c.AddNode("n", cpu(4), nil)
-	c.Submit(Task{ID: "t", Demand: cpu(1)})
-	c.Submit(Task{ID: "t", Demand: cpu(2)})
+	c.Submit(Task{ID: tid("t"), Demand: cpu(1)})
+	c.Submit(Task{ID: tid("t"), Demand: cpu(2)})
 	mustPlace(t, c, "t@n")
-	c.Submit(Task{ID: "t", Demand: cpu(1)}) // running: ignored
+	c.Submit(Task{ID: tid("t"), Demand: cpu(1)}) // running: ignored
 	mustPlace(t, c)
 	mustAvail(t, c, "n", cpu(3))
 }
@@ -479,12 +484,12 @@ func TestRemoveNode(t *testing.T) {
 	c := New()
 	c.AddNode("a", cpu(1), nil)
 	c.AddNode("b", cpu(4), nil)
-	for _, id := range []TaskID{"t3", "t1", "t2", "t4"} {
+	for _, id := range []TaskID{tid("t3"), tid("t1"), tid("t2"), tid("t4")} {
 		c.Submit(Task{ID: id, Demand: cpu(1)})
 	}
 	// t3 packs on b (a would be full), then spread: b until it is as full as a.
 	mustPlace(t, c, "t3@b", "t1@b", "t2@b", "t4@a")
-	if got := c.RemoveNode("b"); !reflect.DeepEqual(got, []TaskID{"t1", "t2", "t3"}) {
+	if got := c.RemoveNode("b"); !reflect.DeepEqual(got, []TaskID{tid("t1"), tid("t2"), tid("t3")}) {
 		t.Fatalf("RemoveNode(b) = %v", got)
 	}
 	if got := c.Nodes(); !reflect.DeepEqual(got, []NodeID{"a"}) {
@@ -494,17 +499,17 @@ func TestRemoveNode(t *testing.T) {
 		t.Fatal("b still known")
 	}
 	// Their IDs are free; the caller resubmits them.
-	c.Finished("t1") // no-op: forgotten
-	c.Submit(Task{ID: "t1", Demand: cpu(1)})
+	c.Finished(tid("t1")) // no-op: forgotten
+	c.Submit(Task{ID: tid("t1"), Demand: cpu(1)})
 	mustPlace(t, c)
-	c.Finished("t4")
+	c.Finished(tid("t4"))
 	mustPlace(t, c, "t1@a")
 }
 
 func TestAddNodeUpdateKeepsUsed(t *testing.T) {
 	c := New()
 	c.AddNode("n", cpu(2), map[string]string{"a": "1"})
-	c.Submit(Task{ID: "t", Demand: cpu(1.5)})
+	c.Submit(Task{ID: tid("t"), Demand: cpu(1.5)})
 	mustPlace(t, c, "t@n")
 	c.AddNode("n", cpu(4), map[string]string{"a": "2"})
 	mustAvail(t, c, "n", cpu(2.5))
@@ -519,7 +524,7 @@ func TestAddNodeUpdateKeepsUsed(t *testing.T) {
 	if got := c.Nodes(); !reflect.DeepEqual(got, []NodeID{"l", "m", "n"}) {
 		t.Fatalf("Nodes = %v", got)
 	}
-	if c.Running("n") != 1 || !reflect.DeepEqual(c.RunningTasks("n"), []TaskID{"t"}) {
+	if c.Running("n") != 1 || !reflect.DeepEqual(c.RunningTasks("n"), []TaskID{tid("t")}) {
 		t.Fatal("running lost")
 	}
 }
@@ -531,7 +536,7 @@ func TestHybridPackThenSpread(t *testing.T) {
 	}
 	step := func(want ...string) {
 		t.Helper()
-		c.Submit(Task{ID: TaskID(fmt.Sprint("t", c.seq+1)), Demand: cpu(1)})
+		c.Submit(Task{ID: tid(fmt.Sprint("t", c.seq+1)), Demand: cpu(1)})
 		mustPlace(t, c, want...)
 	}
 	// Pack: n1 stays below half with 1 of 4 CPUs.
@@ -544,8 +549,8 @@ func TestHybridPackThenSpread(t *testing.T) {
 	step("t5@n2") // n1 would be at 75%, n2 at 50%
 	step("t6@n3")
 	// Finish on n3 so it is the least used.
-	c.Finished("t3")
-	c.Finished("t6")
+	c.Finished(tid("t3"))
+	c.Finished(tid("t6"))
 	step("t7@n3") // 25% after: pack
 	step("t8@n3") // spread: n3 at 50% after beats n1 and n2 at 75%
 	step("t9@n1") // 75% anywhere: tie, n1 by ID
@@ -554,9 +559,9 @@ func TestHybridPackThenSpread(t *testing.T) {
 	d := New()
 	d.AddNode("a", Resources{CPU: 4 * Unit, Memory: 4 * gib}, nil)
 	d.AddNode("b", Resources{CPU: 4 * Unit, Memory: 4 * gib}, nil)
-	d.Submit(Task{ID: "mem", Demand: Resources{Memory: 3 * gib}}) // 75% anywhere: a by ID
-	d.Submit(Task{ID: "c1", Demand: cpu(1)})                      // a is at 75% by memory: pack on b
-	d.Submit(Task{ID: "c2", Demand: cpu(1)})                      // spread: b at 50% beats a at 75%
+	d.Submit(Task{ID: tid("mem"), Demand: Resources{Memory: 3 * gib}}) // 75% anywhere: a by ID
+	d.Submit(Task{ID: tid("c1"), Demand: cpu(1)})                      // a is at 75% by memory: pack on b
+	d.Submit(Task{ID: tid("c2"), Demand: cpu(1)})                      // spread: b at 50% beats a at 75%
 	mustPlace(t, d, "mem@a", "c1@b", "c2@b")
 }
 
@@ -565,7 +570,7 @@ func TestPackFillsFirstNodeBelowHalf(t *testing.T) {
 	c.AddNode("a", cpu(10), nil)
 	c.AddNode("b", cpu(10), nil)
 	for i := 0; i < 6; i++ {
-		c.Submit(Task{ID: TaskID(fmt.Sprint("t", i)), Demand: cpu(1)})
+		c.Submit(Task{ID: tid(fmt.Sprint("t", i)), Demand: cpu(1)})
 	}
 	// a takes 4 (40% after), the fifth would make it 50%: spread to b (10%),
 	// then b packs again (20% < 50%) because b is the first below half.
@@ -575,13 +580,13 @@ func TestPackFillsFirstNodeBelowHalf(t *testing.T) {
 func TestNoHeadOfLineBlocking(t *testing.T) {
 	c := New()
 	c.AddNode("n", cpu(4), nil)
-	c.Submit(Task{ID: "s0", Demand: cpu(2)})
+	c.Submit(Task{ID: tid("s0"), Demand: cpu(2)})
 	mustPlace(t, c, "s0@n")
-	c.Submit(Task{ID: "big", Demand: cpu(4)}) // feasible, but not now
-	c.Submit(Task{ID: "big2", Demand: cpu(4)})
-	c.Submit(Task{ID: "s1", Demand: cpu(1)})
-	c.Submit(Task{ID: "s2", Demand: cpu(1)})
-	c.Submit(Task{ID: "s3", Demand: cpu(1)})
+	c.Submit(Task{ID: tid("big"), Demand: cpu(4)}) // feasible, but not now
+	c.Submit(Task{ID: tid("big2"), Demand: cpu(4)})
+	c.Submit(Task{ID: tid("s1"), Demand: cpu(1)})
+	c.Submit(Task{ID: tid("s2"), Demand: cpu(1)})
+	c.Submit(Task{ID: tid("s3"), Demand: cpu(1)})
 	before := c.visits
 	mustPlace(t, c, "s1@n", "s2@n")
 	// big (once, then its class is skipped), s1, s2, s3 (fails, class skipped).
@@ -591,7 +596,7 @@ func TestNoHeadOfLineBlocking(t *testing.T) {
 	if c.Queued() != 3 {
 		t.Fatalf("queued %d", c.Queued())
 	}
-	for _, id := range []TaskID{"s0", "s1", "s2"} {
+	for _, id := range []TaskID{tid("s0"), tid("s1"), tid("s2")} {
 		c.Finished(id)
 	}
 	mustPlace(t, c, "big@n")
@@ -602,9 +607,9 @@ func TestScheduleSkipsRestOfClass(t *testing.T) {
 	c.AddNode("n", cpu(2), nil)
 	const n = 100000
 	for i := 0; i < n; i++ {
-		c.Submit(Task{ID: TaskID(fmt.Sprint("t", i)), Demand: cpu(1)})
+		c.Submit(Task{ID: tid(fmt.Sprint("t", i)), Demand: cpu(1)})
 	}
-	c.Submit(Task{ID: "other", Demand: cpu(0)})
+	c.Submit(Task{ID: tid("other"), Demand: cpu(0)})
 	before := c.visits
 	mustPlace(t, c, "t0@n", "t1@n", "other@n")
 	if got := c.visits - before; got > 4 {
@@ -627,7 +632,7 @@ func TestDeterministic(t *testing.T) {
 		var b strings.Builder
 		for round := 0; round < 20; round++ {
 			for i := 0; i < 15; i++ {
-				id := TaskID(fmt.Sprint("r", round, "t", i))
+				id := tid(fmt.Sprint("r", round, "t", i))
 				tk := Task{ID: id, Demand: Resources{CPU: int64(i%4) * 2500, Memory: int64(i%3) * 100 * mib}}
 				if i%5 == 0 {
 					tk.Demand.GPU = Unit
@@ -639,11 +644,11 @@ func TestDeterministic(t *testing.T) {
 					tk.Labels = map[string]string{"zone": "z1"}
 				}
 				if i%4 == 0 {
-					tk.Deps = []ObjectKey{ObjectKey(fmt.Sprint("o", round))}
+					tk.Deps = []ObjectKey{okey(fmt.Sprint(okey("o"), round))}
 				}
 				c.Submit(tk)
 			}
-			c.ObjectReady(ObjectKey(fmt.Sprint("o", round-1)))
+			c.ObjectReady(okey(fmt.Sprint("o", round-1)))
 			p := c.Schedule()
 			fmt.Fprintln(&b, place(p), p.Infeasible)
 			for i, pl := range p.Placements {
@@ -670,7 +675,7 @@ func TestNoAliasing(t *testing.T) {
 	total.Custom["TPU"] = 0
 	labels["k"] = "w"
 	demand := Resources{Custom: map[string]int64{"TPU": Unit}}
-	c.Submit(Task{ID: "t", Demand: demand, Labels: map[string]string{"k": "v"}})
+	c.Submit(Task{ID: tid("t"), Demand: demand, Labels: map[string]string{"k": "v"}})
 	demand.Custom["TPU"] = 5 * Unit
 	mustPlace(t, c, "t@n")
 	av, _ := c.Available("n")
@@ -686,11 +691,11 @@ func ExampleCore() {
 	c.AddNode("node-a", Resources{CPU: 4 * Unit, Memory: 8 << 30}, nil)
 	c.AddNode("node-b", Resources{CPU: 4 * Unit, Memory: 8 << 30, GPU: Unit}, nil)
 
-	c.Submit(Task{ID: "prep", Demand: Resources{CPU: Quantity(0.5), Memory: 1 << 30}})
-	c.Submit(Task{ID: "train", Demand: Resources{CPU: Unit, GPU: Unit}})
-	c.Submit(Task{ID: "eval", Demand: Resources{CPU: Unit, GPU: Unit}})
-	c.Submit(Task{ID: "report", Demand: Resources{CPU: 2 * Unit}})
-	c.Submit(Task{ID: "tpu", Demand: Resources{Custom: map[string]int64{"TPU": Unit}}})
+	c.Submit(Task{ID: tid("prep"), Demand: Resources{CPU: Quantity(0.5), Memory: 1 << 30}})
+	c.Submit(Task{ID: tid("train"), Demand: Resources{CPU: Unit, GPU: Unit}})
+	c.Submit(Task{ID: tid("eval"), Demand: Resources{CPU: Unit, GPU: Unit}})
+	c.Submit(Task{ID: tid("report"), Demand: Resources{CPU: 2 * Unit}})
+	c.Submit(Task{ID: tid("tpu"), Demand: Resources{Custom: map[string]int64{"TPU": Unit}}})
 
 	plan := c.Schedule()
 	for _, p := range plan.Placements {
@@ -719,7 +724,7 @@ func BenchmarkScheduleQueue(b *testing.B) {
 	const queue = 100000
 	next := 0
 	submit := func() {
-		c.Submit(Task{ID: TaskID(fmt.Sprint("t", next)), Demand: demand})
+		c.Submit(Task{ID: tid(fmt.Sprint("t", next)), Demand: demand})
 		next++
 	}
 	for i := 0; i < queue; i++ {
