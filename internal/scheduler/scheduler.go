@@ -26,6 +26,7 @@ package scheduler
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"sort"
 	"strconv"
@@ -164,6 +165,9 @@ type class struct {
 	bundle int     // bundle index in group; -1 for any
 	queue  []*taskState
 	gen    uint64 // Schedule call in which feasibility was last checked
+	// feasibleIn is the Core's nodesGen in which the class was found
+	// feasible: it stays so until a node is added, changed or removed.
+	feasibleIn uint64
 }
 
 type node struct {
@@ -181,11 +185,15 @@ type Core struct {
 	order   []NodeID // sorted IDs of nodes
 	tasks   map[TaskID]*taskState
 	classes map[string]*class // classes with a non-empty queue
+	keyBuf  []byte            // scratch for class keys
 	waiters map[ObjectKey]map[uint64]*taskState
 	seq     uint64
 	queued  int
 	gen     uint64
-	visits  uint64 // task placements attempted by Schedule; for tests
+	// nodesGen counts changes to the nodes (added, changed, removed),
+	// from 1; feasibility found in one generation holds until the next.
+	nodesGen uint64
+	visits   uint64 // task placements attempted by Schedule; for tests
 
 	groups     map[GroupID]*group
 	gqueue     []*group // groups not fully placed, by creation sequence
@@ -210,6 +218,7 @@ func New() *Core {
 // that exists updates its total and labels and keeps its used amounts and
 // running tasks.
 func (c *Core) AddNode(id NodeID, total Resources, labels map[string]string) {
+	c.nodesGen++
 	n := c.nodes[id]
 	if n == nil {
 		n = &node{id: id, running: make(map[TaskID]*taskState)}
@@ -233,6 +242,7 @@ func (c *Core) RemoveNode(id NodeID) []TaskID {
 	if n == nil {
 		return nil
 	}
+	c.nodesGen++
 	delete(c.nodes, id)
 	i := sort.Search(len(c.order), func(i int) bool { return c.order[i] >= id })
 	c.order = append(c.order[:i], c.order[i+1:]...)
@@ -261,7 +271,14 @@ func (c *Core) Submit(t Task) {
 		t.Bundle = 0
 	}
 	c.seq++
-	ts := &taskState{t: t, seq: c.seq, key: classKey(t)}
+	c.keyBuf = appendClassKey(c.keyBuf[:0], &t)
+	key := ""
+	if cl := c.classes[string(c.keyBuf)]; cl != nil {
+		key = cl.key // no copy of a key its class has
+	} else {
+		key = string(c.keyBuf)
+	}
+	ts := &taskState{t: t, seq: c.seq, key: key}
 	c.tasks[t.ID] = ts
 	if t.Group != (GroupID{}) {
 		m := c.groupTasks[t.Group]
@@ -507,13 +524,17 @@ func (c *Core) Schedule() Plan {
 	sort.Slice(h, func(i, j int) bool { return h[i].queue[0].seq < h[j].queue[0].seq })
 	for len(h) > 0 {
 		cl := h[0]
-		if cl.gen != c.gen {
+		if cl.gen != c.gen && (cl.group != (GroupID{}) || cl.feasibleIn != c.nodesGen) {
 			cl.gen = c.gen
 			infeasible := c.infeasible
 			if cl.group != (GroupID{}) {
 				infeasible = c.groupTaskInfeasible
 			}
-			if reason, ok := infeasible(cl); !ok {
+			reason, ok := infeasible(cl)
+			if ok && cl.group == (GroupID{}) {
+				cl.feasibleIn = c.nodesGen // a group's bundles change without the nodes
+			}
+			if !ok {
 				for len(cl.queue) > 0 {
 					ts := cl.queue[0]
 					cl.remove(0)
@@ -832,40 +853,44 @@ func (c *Core) infeasible(cl *class) (string, bool) {
 	return b.String(), false
 }
 
-// classKey returns a canonical, unambiguous key for the task's scheduling
-// class: its demand, label selector, node affinity, placement group and
-// bundle.
-func classKey(t Task) string {
-	var b strings.Builder
-	num := func(v int64) {
-		b.WriteString(strconv.FormatInt(v, 10))
-		b.WriteByte(';')
+// appendClassKey appends the key of t's scheduling class to dst: tasks
+// with equal demands, labels, node, preference and bundle share a class.
+// Strings are length-prefixed, so any bytes are safe.
+func appendClassKey(dst []byte, t *Task) []byte {
+	str := func(s string) {
+		dst = binary.AppendUvarint(dst, uint64(len(s)))
+		dst = append(dst, s...)
 	}
-	str := func(s string) { // length-prefixed, so any bytes are safe
-		b.WriteString(strconv.Itoa(len(s)))
-		b.WriteByte(':')
-		b.WriteString(s)
+	dst = binary.AppendVarint(dst, t.Demand.CPU)
+	dst = binary.AppendVarint(dst, t.Demand.Memory)
+	dst = binary.AppendVarint(dst, t.Demand.GPU)
+	var small [4]string
+	keys := small[:0]
+	for k, v := range t.Demand.Custom {
+		if v != 0 {
+			keys = append(keys, k)
+		}
 	}
-	num(t.Demand.CPU)
-	num(t.Demand.Memory)
-	num(t.Demand.GPU)
-	keys := t.Demand.customKeys()
-	num(int64(len(keys)))
+	sort.Strings(keys)
+	dst = binary.AppendUvarint(dst, uint64(len(keys)))
 	for _, k := range keys {
 		str(k)
-		num(t.Demand.Custom[k])
+		dst = binary.AppendVarint(dst, t.Demand.Custom[k])
 	}
-	lk := sortedKeys(t.Labels)
-	num(int64(len(lk)))
-	for _, k := range lk {
+	keys = small[:0]
+	for k := range t.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	dst = binary.AppendUvarint(dst, uint64(len(keys)))
+	for _, k := range keys {
 		str(k)
 		str(t.Labels[k])
 	}
 	str(string(t.Node))
 	str(string(t.Prefer))
-	str(string(t.Group[:]))
-	num(int64(t.Bundle))
-	return b.String()
+	dst = append(dst, t.Group[:]...)
+	return binary.AppendVarint(dst, int64(t.Bundle))
 }
 
 func sortedKeys(m map[string]string) []string {
