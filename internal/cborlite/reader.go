@@ -25,6 +25,12 @@ func (r *Reader) Done() bool { return r.off == len(r.b) }
 
 // Head reads a definite head of the major type and returns its argument.
 func (r *Reader) Head(major byte) (uint64, bool) {
+	if r.off < len(r.b) { // most heads are one byte
+		if c := r.b[r.off]; c>>5 == major && c&0x1f < 24 {
+			r.off++
+			return uint64(c & 0x1f), true
+		}
+	}
 	h, err := ReadHead(r.b[r.off:])
 	if err != nil || h.Indefinite || h.Major != major {
 		return 0, false

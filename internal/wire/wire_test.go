@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"reflect"
 	"testing"
 	"time"
 
@@ -173,4 +174,76 @@ func TestAppendWhileFlushBlocks(t *testing.T) {
 			t.Fatalf("frame %d: %v", i, err)
 		}
 	}
+}
+
+// fastSamples are Done and Submit messages as workers send them.
+func fastSamples() []any {
+	id := objects.ID{1, 2, 3}
+	return []any{
+		Done{Task: id, OK: true, Value: Piece{Inline: []byte{0x07}}},
+		Done{Task: id, Value: Piece{Off: 1 << 33, Size: 5 << 20, Arena: true}, Refs: []objects.ID{id, {9}}, Created: objects.ID{4}, Output: 12},
+		Done{Task: id, Error: "boom", Kind: "trap", Value: Piece{Path: "/spill/x", Size: -1}},
+		Done{Task: id, Dropped: true},
+		Submit{Task: id, Spec: []byte{0xa1, 0x62, 'f', 'n', 0x61, 'f'}, IDs: []objects.ID{{1}, {2}}},
+		Submit{Seq: 7, Task: id, Actor: true, Spec: []byte{}, IDs: []objects.ID{{5}}},
+	}
+}
+
+// The fast decoders read what Marshal writes, as Unmarshal does.
+func TestFastDecoders(t *testing.T) {
+	for _, m := range fastSamples() {
+		b, err := Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got any
+		var ok bool
+		switch m.(type) {
+		case Done:
+			got, ok = decodeDone(b)
+		case Submit:
+			got, ok = decodeSubmit(b)
+		}
+		if !ok || !reflect.DeepEqual(got, m) && !sameEncoding(t, got, m) {
+			t.Fatalf("%T: fast %+v (%v), want %+v", m, got, ok, m)
+		}
+	}
+}
+
+func sameEncoding(t testing.TB, a, b any) bool {
+	ea, err1 := Marshal(a)
+	eb, err2 := Marshal(b)
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	return bytes.Equal(ea, eb)
+}
+
+// FuzzFastDecoders holds the fast decoders to Unmarshal: whatever they
+// accept, Unmarshal accepts with the same result.
+func FuzzFastDecoders(f *testing.F) {
+	for _, m := range fastSamples() {
+		b, _ := Marshal(m)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if d, ok := decodeDone(b); ok {
+			var want Done
+			if err := Unmarshal(b, &want); err != nil {
+				t.Fatalf("done %x: decoded fast, but Unmarshal says %v", b, err)
+			}
+			if !sameEncoding(t, d, want) {
+				t.Fatalf("done %x: fast %+v, general %+v", b, d, want)
+			}
+		}
+		if s, ok := decodeSubmit(b); ok {
+			var want Submit
+			if err := Unmarshal(b, &want); err != nil {
+				t.Fatalf("submit %x: decoded fast, but Unmarshal says %v", b, err)
+			}
+			if !sameEncoding(t, s, want) {
+				t.Fatalf("submit %x: fast %+v, general %+v", b, s, want)
+			}
+		}
+	})
 }

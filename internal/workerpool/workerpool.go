@@ -388,9 +388,7 @@ func Decode(t wire.Type, body []byte) (any, error) {
 	var msg any
 	switch t {
 	case wire.TypeDone:
-		var m wire.Done
-		err = wire.Unmarshal(body, &m)
-		msg = m
+		msg, err = wire.DecodeDone(body)
 	case wire.TypeOutput:
 		var m wire.Output
 		err = wire.Unmarshal(body, &m)
@@ -400,9 +398,7 @@ func Decode(t wire.Type, body []byte) (any, error) {
 		err = wire.Unmarshal(body, &m)
 		msg = m
 	case wire.TypeSubmit:
-		var m wire.Submit
-		err = wire.Unmarshal(body, &m)
-		msg = m
+		msg, err = wire.DecodeSubmit(body)
 	case wire.TypeCreate:
 		var m wire.Create
 		err = wire.Unmarshal(body, &m)

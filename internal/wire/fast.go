@@ -1,0 +1,161 @@
+package wire
+
+import (
+	"github.com/wasmfabric/fabric/internal/cborlite"
+	"github.com/wasmfabric/fabric/internal/objects"
+)
+
+// A worker sends a Submit and a Done for every task, so they are read by
+// hand-written decoders rather than by reflection. Each returns ok=false
+// for anything but the shape the encoder writes, and the caller then uses
+// Unmarshal, whose answer is the reference (a differential fuzz target
+// holds these to it). Byte strings are copied: a kept value never pins a
+// frame.
+
+// fastDecode turns the fast decoders on (tests compare with them off).
+var fastDecode = true
+
+type fastReader struct{ *cborlite.Reader }
+
+func (r fastReader) fields(n int) bool {
+	m, ok := r.Count(cborlite.MajorArray, n)
+	return ok && m == n
+}
+
+func (r fastReader) id() (objects.ID, bool) {
+	b, ok := r.Bytes()
+	if !ok || len(b) != objects.IDSize {
+		return objects.ID{}, false
+	}
+	return objects.ID(b), true
+}
+
+func (r fastReader) ids() ([]objects.ID, bool) {
+	if r.Null() {
+		return nil, true
+	}
+	n, ok := r.Count(cborlite.MajorArray, 1<<20)
+	if !ok {
+		return nil, false
+	}
+	out := make([]objects.ID, n)
+	for i := range out {
+		if out[i], ok = r.id(); !ok {
+			return nil, false
+		}
+	}
+	return out, true
+}
+
+func (r fastReader) bytes() ([]byte, bool) {
+	if r.Null() {
+		return nil, true
+	}
+	b, ok := r.Bytes()
+	return append([]byte{}, b...), ok
+}
+
+func (r fastReader) piece() (Piece, bool) {
+	var p Piece
+	ok := r.fields(5)
+	if ok {
+		p.Inline, ok = r.bytes()
+	}
+	if ok {
+		p.Off, ok = r.Int64()
+	}
+	if ok {
+		p.Size, ok = r.Int64()
+	}
+	if ok {
+		p.Path, ok = r.Text()
+	}
+	if ok {
+		p.Arena, ok = r.Bool()
+	}
+	return p, ok
+}
+
+// decodeDone is the fast decoder of a Done.
+func decodeDone(b []byte) (Done, bool) {
+	var d Done
+	if !fastDecode {
+		return d, false
+	}
+	r := fastReader{cborlite.NewReader(b)}
+	ok := r.fields(9)
+	if ok {
+		d.Task, ok = r.id()
+	}
+	if ok {
+		d.OK, ok = r.Bool()
+	}
+	if ok {
+		d.Value, ok = r.piece()
+	}
+	if ok {
+		d.Error, ok = r.Text()
+	}
+	if ok {
+		d.Kind, ok = r.Text()
+	}
+	if ok {
+		d.Refs, ok = r.ids()
+	}
+	if ok {
+		d.Output, ok = r.Int64()
+	}
+	if ok {
+		d.Created, ok = r.id()
+	}
+	if ok {
+		d.Dropped, ok = r.Bool()
+	}
+	return d, ok && r.Done()
+}
+
+// decodeSubmit is the fast decoder of a Submit.
+func decodeSubmit(b []byte) (Submit, bool) {
+	var s Submit
+	if !fastDecode {
+		return s, false
+	}
+	r := fastReader{cborlite.NewReader(b)}
+	ok := r.fields(5)
+	if ok {
+		s.Seq, ok = r.Uint64()
+	}
+	if ok {
+		s.Task, ok = r.id()
+	}
+	if ok {
+		s.Actor, ok = r.Bool()
+	}
+	if ok {
+		s.Spec, ok = r.bytes()
+	}
+	if ok {
+		s.IDs, ok = r.ids()
+	}
+	return s, ok && r.Done()
+}
+
+// DecodeDone decodes a Done.
+func DecodeDone(b []byte) (Done, error) {
+	if d, ok := decodeDone(b); ok {
+		return d, nil
+	}
+	var d Done
+	err := Unmarshal(b, &d)
+	return d, err
+}
+
+// DecodeSubmit decodes a Submit.
+func DecodeSubmit(b []byte) (Submit, error) {
+	if s, ok := decodeSubmit(b); ok {
+		return s, nil
+	}
+	var s Submit
+	err := Unmarshal(b, &s)
+	return s, err
+}
