@@ -782,9 +782,12 @@ func (c *Core) answerAsker(t *task) {
 		break
 	}
 	if msg.Error == nil {
-		seen := map[objects.ID]bool{}
+		var seen map[objects.ID]bool
 		for _, id := range t.returns {
 			for _, r := range c.objs[id].nested {
+				if seen == nil {
+					seen = map[objects.ID]bool{}
+				}
 				if !seen[r] {
 					seen[r] = true
 					c.export(j, r, t.asker)
