@@ -1,6 +1,7 @@
 package sdk
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 
@@ -30,5 +31,23 @@ func TestEveryErrorKindHasSentinel(t *testing.T) {
 	}
 	if errors.Is(&TaskError{Kind: KindTask}, ErrTaskCancelled) {
 		t.Error("a task error matches ErrTaskCancelled")
+	}
+}
+
+// A task's options are encoded once per list of extra options, and the
+// cached encoding is what encoding them afresh gives.
+func TestEncodedOptionsCache(t *testing.T) {
+	d := &taskDef{name: "f", opts: []Option{CPUs(0.5)}}
+	f := Func0[int]{d: d}
+	spill := f.Options(NodeLabel("bench", "spill"))
+	eu := f.Options(NodeLabel("zone", "eu"), MaxRetries(2))
+	for range 2 {
+		for _, g := range []Func0[int]{f, spill, eu, spill} {
+			o := applyOptions(d.opts, g.extra)
+			want := o.AppendCBOR(nil)
+			if got := d.encodedOptions(g.extra); !bytes.Equal(got, want) {
+				t.Fatalf("options %x, want %x", got, want)
+			}
+		}
 	}
 }

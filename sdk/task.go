@@ -11,6 +11,28 @@ type taskDef struct {
 	name string
 	opts []Option
 	nret int
+	// The encoding of the options with the last list of extra options a
+	// call used. Options(...) makes a new list each time and options are
+	// values, so a Func made once with Options encodes them once, not on
+	// every call.
+	cachedExtra *Option
+	cachedLen   int
+	cached      bool
+	cachedCBOR  []byte
+}
+
+// encodedOptions returns the encoding of the task's options with extra.
+func (d *taskDef) encodedOptions(extra []Option) []byte {
+	var first *Option
+	if len(extra) > 0 {
+		first = &extra[0]
+	}
+	if !d.cached || d.cachedExtra != first || d.cachedLen != len(extra) {
+		o := applyOptions(d.opts, extra)
+		d.cachedCBOR = o.AppendCBOR(nil)
+		d.cachedExtra, d.cachedLen, d.cached = first, len(extra), true
+	}
+	return d.cachedCBOR
 }
 
 // buildArgs encodes the arguments of a call: values inline, references by ID.
@@ -39,7 +61,7 @@ func buildArgs(args []any) ([]abi.Arg, [][]byte, error) {
 }
 
 func (d *taskDef) submit(actorID *ObjectID, fn string, extra []Option, args []any) ([]ObjectID, error) {
-	spec := abi.TaskSpec{Func: fn, NumReturns: d.nret, Options: applyOptions(d.opts, extra)}
+	spec := abi.TaskSpec{Func: fn, NumReturns: d.nret, RawOptions: d.encodedOptions(extra)}
 	if actorID != nil {
 		spec.Actor = append([]byte(nil), actorID[:]...)
 	}

@@ -92,6 +92,10 @@ type TaskSpec struct {
 	Actor      []byte   `cbor:"actor,omitempty"` // for a method call: the actor's ID
 	Refs       [][]byte `cbor:"refs,omitempty"`  // IDs nested inside inline argument values
 	Options    Options  `cbor:"opts,omitempty"`
+	// RawOptions, when set, is Options already encoded (a CBOR map),
+	// which AppendCBOR writes instead: the SDK encodes a task's options
+	// once, not on every call.
+	RawOptions []byte `cbor:"-"`
 }
 
 // ErrorKind says why an object holds an error instead of a value. The host
@@ -125,7 +129,10 @@ type ErrorValue struct {
 // above, written by hand because reflection is slow in wasm guests.
 func (s *TaskSpec) AppendCBOR(dst []byte) []byte {
 	n := uint64(1)
-	opts := s.Options.appendFields(nil)
+	opts := s.RawOptions
+	if opts == nil {
+		opts = s.Options.appendFields(nil)
+	}
 	for _, present := range []bool{len(s.Args) > 0, s.NumReturns != 0, len(s.Actor) > 0, len(s.Refs) > 0, opts != nil} {
 		if present {
 			n++
@@ -174,6 +181,10 @@ func (a *Arg) appendCBOR(dst []byte) []byte {
 	}
 	return dst
 }
+
+// AppendCBOR appends the options as a CBOR map, or returns dst unchanged
+// when every option is at its default: what TaskSpec.RawOptions holds.
+func (o *Options) AppendCBOR(dst []byte) []byte { return o.appendFields(dst) }
 
 // appendFields appends the options as a CBOR map, or returns dst unchanged
 // (nil when dst is nil) when every option is at its default.
