@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -74,8 +73,7 @@ type benchResult struct {
 }
 
 type benchOptions struct {
-	cpuProfile  string // the whole run
-	spillProf   string // single_client_tasks_async_spilled only
+	spillProf   string // a CPU profile of single_client_tasks_async_spilled
 	filter      string
 	jsonOut     bool
 	module      string
@@ -105,22 +103,10 @@ into a sandbox. It also measures cold starts of a Go and a C guest, and a
 		Example: "  fabric bench\n  fabric bench --filter 'tasks' --json\n  make bench   # also rewrites the table in docs/PERFORMANCE.md",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if o.cpuProfile != "" {
-				f, err := os.Create(o.cpuProfile)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
-			}
 			return runBench(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the agents and baselines, not the workers) to this file")
 	f.StringVar(&o.spillProf, "cpuprofile-spilled", "", "write a CPU profile of the two agents while single_client_tasks_async_spilled runs to this file, and print their peer links' counters")
 	f.StringVar(&o.filter, "filter", ".", "run only the benchmarks whose name matches this regular expression")
 	f.BoolVar(&o.jsonOut, "json", false, "print one JSON array of {name, value, unit, sd, ray, ratio}")

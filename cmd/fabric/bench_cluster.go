@@ -183,7 +183,7 @@ func clusterResults(ctx context.Context, re *regexp.Regexp, o benchOptions, wasm
 		lines := &benchLineWriter{onResult: func(r benchResult) { add(r.Name, r) }}
 		args := []string{"^single_client_tasks_async_spilled$", strconv.FormatFloat(o.trial.Seconds(), 'f', -1, 64),
 			strconv.FormatFloat(o.warmup.Seconds(), 'f', -1, 64), strconv.Itoa(o.trials), strconv.Itoa(runtime.NumCPU()), "spill"}
-		if o.spillProf != "" && o.cpuProfile == "" { // one profile at a time
+		if o.spillProf != "" && os.Getenv("FABRIC_CPUPROFILE") == "" { // one profile at a time
 			f, err := os.Create(o.spillProf)
 			if err != nil {
 				return nil, err
@@ -194,7 +194,7 @@ func clusterResults(ctx context.Context, re *regexp.Regexp, o benchOptions, wasm
 			}
 		}
 		err := agents[0].Node().RunJobWith(ctx, wasm, args, fabric.JobOptions{Stdout: lines, Stderr: stderr})
-		if o.spillProf != "" && o.cpuProfile == "" {
+		if o.spillProf != "" && os.Getenv("FABRIC_CPUPROFILE") == "" {
 			pprof.StopCPUProfile()
 			fmt.Fprint(stderr, agents[0].DebugState(), agents[1].DebugState())
 		}
