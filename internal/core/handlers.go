@@ -196,6 +196,7 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 		return nil
 	}
 	t := c.newTask(w.job, parent, spec, wire.ExecTask, taskID)
+	t.rawSpec = m.Spec
 	c.submit(t)
 	if t.state == taskQueued && t.job.short(t.spec.Func) {
 		c.topUpAll(t.job) // workers may take it behind their current task

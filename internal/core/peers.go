@@ -210,6 +210,7 @@ func (c *Core) runRemote(t *task, node NodeID) {
 	spec := t.spec
 	// A task in a placement group runs in the reservation the owner's
 	// scheduler made for the bundle on that node: there it is a plain task.
+	changed := spec.Options.Group != nil || spec.Options.Bundle != nil
 	spec.Options.Group, spec.Options.Bundle = nil, nil
 	spec.Args = make([]abi.Arg, len(t.spec.Args))
 	for i, a := range t.spec.Args {
@@ -220,6 +221,7 @@ func (c *Core) runRemote(t *task, node NodeID) {
 		id := objects.ID(a.Ref)
 		if o := c.objs[id]; o != nil && o.ready && !o.stored && !o.isError && len(o.nested) == 0 {
 			spec.Args[i] = abi.Arg{Value: o.inline} // small: sent as a value
+			changed = true
 			continue
 		}
 		spec.Args[i] = a
@@ -246,7 +248,11 @@ func (c *Core) runRemote(t *task, node NodeID) {
 		}
 	}
 	msg.Attempt = t.attempt
-	msg.Spec = spec.AppendCBOR(nil)
+	if t.rawSpec != nil && t.kind == wire.ExecTask && !changed {
+		msg.Spec = t.rawSpec // as the guest wrote it: no need to encode it again
+	} else {
+		msg.Spec = spec.AppendCBOR(nil)
+	}
 	if j.sentTo == nil {
 		j.sentTo = map[NodeID]struct{}{}
 	}

@@ -25,10 +25,13 @@ const defaultMaxRetries = 3
 
 // task is one task, driver, actor creation or actor method call.
 type task struct {
-	id          objects.ID
-	job         *job
-	parent      *task
-	spec        abi.TaskSpec
+	id     objects.ID
+	job    *job
+	parent *task
+	spec   abi.TaskSpec
+	// rawSpec is spec as it came (from a worker's Submit), sent on to
+	// another node as it is when nothing in it changes on the way.
+	rawSpec     []byte
 	kind        wire.ExecKind
 	name        string
 	rawArgs     []byte // the complete argument array (the driver's)
