@@ -772,7 +772,9 @@ func TestStuckOutputReader(t *testing.T) {
 		return st.Tasks == 1 && st.Jobs == 1 // the driver
 	})
 	time.Sleep(500 * time.Millisecond)
-	beside := storm()
+	// The best of two, as alone: other tests share the machine, and one
+	// run can meet a burst of their work.
+	beside := min(storm(), storm())
 	t.Logf("storm alone %s, beside a stuck reader %s (%.2fx)", alone.Round(time.Millisecond), beside.Round(time.Millisecond), float64(beside)/float64(alone))
 	if beside > alone*3/2 {
 		t.Errorf("a job beside a stuck output reader took %s, more than 1.5x its %s alone", beside, alone)
