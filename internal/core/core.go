@@ -129,6 +129,8 @@ type Core struct {
 	releases map[releaseKey]map[objects.ID]uint32
 	// heap counts the bytes of values and arguments held in memory.
 	heap int64
+	// stored counts the objects whose bytes are in the object store.
+	stored int
 	// dropping is the work list of objects being dropped (no recursion a
 	// guest controls).
 	dropping   []objects.ID

@@ -21,9 +21,13 @@ func (c *Core) CheckInvariants() error {
 		dropping[id] = true
 	}
 	counts := map[*job]int{}
+	stored := 0
 	for id, o := range c.objs {
 		if o.job != nil {
 			counts[o.job]++
+		}
+		if o.stored {
+			stored++
 		}
 		if o.refs < 0 {
 			bad("object %s has %d references", id.Short(), o.refs)
@@ -76,6 +80,9 @@ func (c *Core) CheckInvariants() error {
 		if j.starting < 0 {
 			bad("job %s has %d workers starting", j.id, j.starting)
 		}
+	}
+	if stored != c.stored {
+		bad("the core counts %d stored objects, has %d", c.stored, stored)
 	}
 	if c.heap < 0 {
 		bad("the heap count is %d", c.heap)

@@ -84,6 +84,9 @@ func (c *Core) setReady(id objects.ID, v objValue) {
 		return
 	}
 	o.ready, o.isError, o.inline, o.stored = true, v.isError, v.inline, v.stored
+	if v.stored {
+		c.stored++
+	}
 	o.size = int64(len(v.inline))
 	c.heap += int64(len(v.inline))
 	for _, r := range v.nested {
@@ -203,6 +206,7 @@ func (c *Core) forgetObject(id objects.ID) {
 	}
 	if o.stored {
 		c.store.Delete(id)
+		c.stored--
 	}
 	for _, r := range o.nested {
 		c.unrefLater(r)

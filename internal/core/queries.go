@@ -34,14 +34,9 @@ type Stats struct {
 // Stats returns the core's counters.
 func (c *Core) Stats() Stats {
 	st := Stats{Workers: len(c.workers), Objects: len(c.objs), Tasks: len(c.tasks), Jobs: len(c.jobs), Heap: c.heap,
-		Queued: c.sched.Queued(), QueuedDemand: c.sched.QueuedDemand(), Nodes: len(c.sched.Nodes())}
+		Stored: c.stored, Queued: c.sched.Queued(), QueuedDemand: c.sched.QueuedDemand(), Nodes: len(c.sched.Nodes())}
 	st.Total, _ = c.sched.Total(c.cfg.Node)
 	st.Available, _ = c.sched.Available(c.cfg.Node)
-	for _, o := range c.objs {
-		if o.stored {
-			st.Stored++
-		}
-	}
 	return st
 }
 
