@@ -154,3 +154,24 @@ func (r *Reader) Null() bool {
 	}
 	return false
 }
+
+// Fields reads the head of an array of exactly n items: a struct encoded
+// as an array of its fields.
+func (r *Reader) Fields(n int) bool {
+	start := r.off
+	m, ok := r.Count(MajorArray, n)
+	if !ok || m != n {
+		r.off = start
+		return false
+	}
+	return true
+}
+
+// BytesCopy reads a byte string into a slice of its own, or null as nil.
+func (r *Reader) BytesCopy() ([]byte, bool) {
+	if r.Null() {
+		return nil, true
+	}
+	b, ok := r.Bytes()
+	return append([]byte{}, b...), ok
+}

@@ -372,15 +372,9 @@ func (s *Store) Put(id ID, data []byte) error {
 func (s *Store) Pin(id ID) (Location, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return Location{}, fmt.Errorf("%w: pin %s", ErrStoreClosed, id)
-	}
-	e, ok := s.objects[id]
-	if !ok || e.deleted {
-		return Location{}, fmt.Errorf("%w: pin %s", ErrObjectNotFound, id)
-	}
-	if !e.sealed {
-		return Location{}, fmt.Errorf("%w: pin %s", ErrNotSealed, id)
+	e, err := s.pinnableLocked(id)
+	if err != nil {
+		return Location{}, err
 	}
 	if e.off < 0 && e.pins == 0 {
 		if _, fits := s.alloc.roundedSize(e.size); fits {
@@ -390,16 +384,7 @@ func (s *Store) Pin(id ID) (Location, error) {
 			}
 		}
 	}
-	if e.lru != nil {
-		s.lru.Remove(e.lru)
-		e.lru = nil
-		s.lruBytes -= s.allocSize(e)
-	}
-	e.pins++
-	if e.off >= 0 {
-		return Location{Offset: e.off, Size: e.size}, nil
-	}
-	return Location{Offset: -1, Size: e.size, Path: s.filePath(e)}, nil
+	return s.pinLocked(e), nil
 }
 
 // PinInPlace is Pin without the restore: a spilled object stays in its
@@ -408,26 +393,11 @@ func (s *Store) Pin(id ID) (Location, error) {
 func (s *Store) PinInPlace(id ID) (Location, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return Location{}, fmt.Errorf("%w: pin %s", ErrStoreClosed, id)
+	e, err := s.pinnableLocked(id)
+	if err != nil {
+		return Location{}, err
 	}
-	e, ok := s.objects[id]
-	if !ok || e.deleted {
-		return Location{}, fmt.Errorf("%w: pin %s", ErrObjectNotFound, id)
-	}
-	if !e.sealed {
-		return Location{}, fmt.Errorf("%w: pin %s", ErrNotSealed, id)
-	}
-	if e.lru != nil {
-		s.lru.Remove(e.lru)
-		e.lru = nil
-		s.lruBytes -= s.allocSize(e)
-	}
-	e.pins++
-	if e.off >= 0 {
-		return Location{Offset: e.off, Size: e.size}, nil
-	}
-	return Location{Offset: -1, Size: e.size, Path: s.filePath(e)}, nil
+	return s.pinLocked(e), nil
 }
 
 // Unpin drops one pin taken by Pin. At the last one, the object becomes the
@@ -620,9 +590,7 @@ func (s *Store) spillOutsideLocked(id ID, e *entry) error {
 	if err := s.ensureDirLocked(); err != nil {
 		return fmt.Errorf("spill %s: %w", id, err)
 	}
-	s.lru.Remove(e.lru)
-	e.lru = nil
-	s.lruBytes -= s.allocSize(e)
+	s.offLRULocked(e)
 	e.pins++
 	s.spillBytes += e.size // reserved while the file is written
 	name, dir, data := s.fileNameLocked(id), s.dir, s.mem[e.off:e.off+e.size]
@@ -674,9 +642,7 @@ func (s *Store) spillLocked(id ID, e *entry) error {
 		e.file = name
 		s.spillBytes += e.size
 	}
-	s.lru.Remove(e.lru)
-	e.lru = nil
-	s.lruBytes -= s.allocSize(e)
+	s.offLRULocked(e)
 	s.freeRangeLocked(e)
 	e.spilled = true
 	s.spills++
@@ -719,11 +685,7 @@ func (s *Store) unpinLocked(id ID, e *entry) {
 
 // removeLocked forgets e, freeing its range and removing its spill file.
 func (s *Store) removeLocked(id ID, e *entry) {
-	if e.lru != nil {
-		s.lru.Remove(e.lru)
-		e.lru = nil
-		s.lruBytes -= s.allocSize(e)
-	}
+	s.offLRULocked(e)
 	if e.off >= 0 {
 		s.freeRangeLocked(e)
 	}
@@ -776,6 +738,41 @@ func (s *Store) Trim() {
 func (s *Store) allocSize(e *entry) int64 {
 	n, _ := s.alloc.SizeOf(e.off)
 	return n
+}
+
+// pinnableLocked returns the sealed, undeleted object id of an open store.
+func (s *Store) pinnableLocked(id ID) (*entry, error) {
+	if s.closed {
+		return nil, fmt.Errorf("%w: pin %s", ErrStoreClosed, id)
+	}
+	e, ok := s.objects[id]
+	if !ok || e.deleted {
+		return nil, fmt.Errorf("%w: pin %s", ErrObjectNotFound, id)
+	}
+	if !e.sealed {
+		return nil, fmt.Errorf("%w: pin %s", ErrNotSealed, id)
+	}
+	return e, nil
+}
+
+// pinLocked pins e where it is and returns its location.
+func (s *Store) pinLocked(e *entry) Location {
+	s.offLRULocked(e)
+	e.pins++
+	if e.off >= 0 {
+		return Location{Offset: e.off, Size: e.size}
+	}
+	return Location{Offset: -1, Size: e.size, Path: s.filePath(e)}
+}
+
+// offLRULocked takes e off the LRU list, if it is on it.
+func (s *Store) offLRULocked(e *entry) {
+	if e.lru == nil {
+		return
+	}
+	s.lru.Remove(e.lru)
+	e.lru = nil
+	s.lruBytes -= s.allocSize(e)
 }
 
 // filePath is the path of e's spill file.

@@ -5,6 +5,7 @@ import (
 
 	"github.com/wasmfabric/fabric/internal/cborlite"
 	"github.com/wasmfabric/fabric/internal/objects"
+	"github.com/wasmfabric/fabric/internal/wire"
 )
 
 // The peer link carries a run_task and a task_done for every task sent to
@@ -22,56 +23,16 @@ const maxItems = 1 << 20
 // fastReader reads the fields of a message.
 type fastReader struct{ *cborlite.Reader }
 
-func (r fastReader) id() (objects.ID, bool) {
-	b, ok := r.Bytes()
-	if !ok || len(b) != objects.IDSize {
-		return objects.ID{}, false
-	}
-	return objects.ID(b), true
-}
-
-func (r fastReader) ids() ([]objects.ID, bool) {
-	if r.Null() { // a nil list
-		return nil, true
-	}
-	n, ok := r.Count(cborlite.MajorArray, maxItems)
-	if !ok {
-		return nil, false
-	}
-	out := make([]objects.ID, n)
-	for i := range out {
-		if out[i], ok = r.id(); !ok {
-			return nil, false
-		}
-	}
-	return out, true
-}
-
-// bytes reads a byte string into a copy of its own.
-func (r fastReader) bytes() ([]byte, bool) {
-	if r.Null() { // a nil byte string
-		return nil, true
-	}
-	b, ok := r.Bytes()
-	return append([]byte{}, b...), ok
-}
-
 func (r fastReader) uint(max uint64) (uint64, bool) {
 	v, ok := r.Uint64()
 	return v, ok && v <= max
-}
-
-// fields reads the head of a struct encoded as an array of n fields.
-func (r fastReader) fields(n int) bool {
-	m, ok := r.Count(cborlite.MajorArray, n)
-	return ok && m == n
 }
 
 // decodeRunTask is the fast decoder of a run_task body.
 func decodeRunTask(b []byte) (*RunTask, bool) {
 	r := fastReader{cborlite.NewReader(b)}
 	m := new(RunTask)
-	ok := r.fields(10)
+	ok := r.Fields(10)
 	var what, attempt uint64
 	if ok {
 		m.Job, ok = r.Text()
@@ -87,20 +48,20 @@ func decodeRunTask(b []byte) (*RunTask, bool) {
 		m.What = Run(what)
 	}
 	if ok {
-		m.Task, ok = r.id()
+		m.Task, ok = wire.ReadID(r.Reader)
 	}
 	if ok {
 		attempt, ok = r.uint(math.MaxUint32)
 		m.Attempt = uint32(attempt)
 	}
 	if ok {
-		m.Spec, ok = r.bytes()
+		m.Spec, ok = r.BytesCopy()
 	}
 	if ok {
-		m.Refs, ok = r.ids()
+		m.Refs, ok = wire.ReadIDs(r.Reader, maxItems)
 	}
 	if ok {
-		m.Actor, ok = r.id()
+		m.Actor, ok = wire.ReadID(r.Reader)
 	}
 	if ok {
 		m.Incarnation, ok = r.Uint64()
@@ -112,13 +73,13 @@ func decodeRunTask(b []byte) (*RunTask, bool) {
 func decodeTaskDone(b []byte) (*TaskDone, bool) {
 	r := fastReader{cborlite.NewReader(b)}
 	m := new(TaskDone)
-	ok := r.fields(8)
+	ok := r.Fields(8)
 	var attempt uint64
 	if ok {
 		m.Job, ok = r.Text()
 	}
 	if ok {
-		m.Task, ok = r.id()
+		m.Task, ok = wire.ReadID(r.Reader)
 	}
 	if ok {
 		attempt, ok = r.uint(math.MaxUint32)
@@ -128,7 +89,7 @@ func decodeTaskDone(b []byte) (*TaskDone, bool) {
 		m.Refused, ok = r.Text()
 	}
 	if ok {
-		m.Error, ok = r.bytes()
+		m.Error, ok = r.BytesCopy()
 	}
 	if ok {
 		var n int
@@ -137,15 +98,15 @@ func decodeTaskDone(b []byte) (*TaskDone, bool) {
 			m.Results = make([]Result, n)
 			for i := 0; ok && i < n; i++ {
 				res := &m.Results[i]
-				ok = r.fields(4)
+				ok = r.Fields(4)
 				if ok {
-					res.Value, ok = r.bytes()
+					res.Value, ok = r.BytesCopy()
 				}
 				if ok {
 					res.Held, ok = r.Bool()
 				}
 				if ok {
-					res.ID, ok = r.id()
+					res.ID, ok = wire.ReadID(r.Reader)
 				}
 				if ok {
 					res.Size, ok = r.Int64()
@@ -154,7 +115,7 @@ func decodeTaskDone(b []byte) (*TaskDone, bool) {
 		}
 	}
 	if ok {
-		m.Refs, ok = r.ids()
+		m.Refs, ok = wire.ReadIDs(r.Reader, maxItems)
 	}
 	if ok {
 		m.Ran, ok = r.Int64()
@@ -187,7 +148,7 @@ func splitBatch(b []byte) (Batch, bool) {
 	}
 	r := fastReader{cborlite.NewReader(b)}
 	var batch Batch
-	ok := r.fields(3)
+	ok := r.Fields(3)
 	if ok {
 		batch.Session, ok = r.Uint64()
 	}
@@ -200,7 +161,7 @@ func splitBatch(b []byte) (Batch, bool) {
 			batch.Msgs = make([]Envelope, n)
 			for i := 0; ok && i < n; i++ {
 				var k uint64
-				ok = r.fields(2)
+				ok = r.Fields(2)
 				if ok {
 					k, ok = r.uint(math.MaxUint8)
 					batch.Msgs[i].Kind = Kind(k)

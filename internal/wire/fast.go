@@ -15,51 +15,39 @@ import (
 // fastDecode turns the fast decoders on (tests compare with them off).
 var fastDecode = true
 
-type fastReader struct{ *cborlite.Reader }
-
-func (r fastReader) fields(n int) bool {
-	m, ok := r.Count(cborlite.MajorArray, n)
-	return ok && m == n
-}
-
-func (r fastReader) id() (objects.ID, bool) {
+// ReadID reads an object ID: a byte string of exactly objects.IDSize bytes.
+func ReadID(r *cborlite.Reader) (objects.ID, bool) {
+	var id objects.ID
 	b, ok := r.Bytes()
-	if !ok || len(b) != objects.IDSize {
-		return objects.ID{}, false
+	if !ok || len(b) != len(id) {
+		return id, false
 	}
 	return objects.ID(b), true
 }
 
-func (r fastReader) ids() ([]objects.ID, bool) {
+// ReadIDs reads a list of object IDs (null: nil) of at most max.
+func ReadIDs(r *cborlite.Reader, max int) ([]objects.ID, bool) {
 	if r.Null() {
 		return nil, true
 	}
-	n, ok := r.Count(cborlite.MajorArray, 1<<20)
+	n, ok := r.Count(cborlite.MajorArray, max)
 	if !ok {
 		return nil, false
 	}
 	out := make([]objects.ID, n)
 	for i := range out {
-		if out[i], ok = r.id(); !ok {
+		if out[i], ok = ReadID(r); !ok {
 			return nil, false
 		}
 	}
 	return out, true
 }
 
-func (r fastReader) bytes() ([]byte, bool) {
-	if r.Null() {
-		return nil, true
-	}
-	b, ok := r.Bytes()
-	return append([]byte{}, b...), ok
-}
-
-func (r fastReader) piece() (Piece, bool) {
+func readPiece(r *cborlite.Reader) (Piece, bool) {
 	var p Piece
-	ok := r.fields(5)
+	ok := r.Fields(5)
 	if ok {
-		p.Inline, ok = r.bytes()
+		p.Inline, ok = r.BytesCopy()
 	}
 	if ok {
 		p.Off, ok = r.Int64()
@@ -82,16 +70,16 @@ func decodeDone(b []byte) (Done, bool) {
 	if !fastDecode {
 		return d, false
 	}
-	r := fastReader{cborlite.NewReader(b)}
-	ok := r.fields(9)
+	r := cborlite.NewReader(b)
+	ok := r.Fields(9)
 	if ok {
-		d.Task, ok = r.id()
+		d.Task, ok = ReadID(r)
 	}
 	if ok {
 		d.OK, ok = r.Bool()
 	}
 	if ok {
-		d.Value, ok = r.piece()
+		d.Value, ok = readPiece(r)
 	}
 	if ok {
 		d.Error, ok = r.Text()
@@ -100,13 +88,13 @@ func decodeDone(b []byte) (Done, bool) {
 		d.Kind, ok = r.Text()
 	}
 	if ok {
-		d.Refs, ok = r.ids()
+		d.Refs, ok = ReadIDs(r, 1<<20)
 	}
 	if ok {
 		d.Output, ok = r.Int64()
 	}
 	if ok {
-		d.Created, ok = r.id()
+		d.Created, ok = ReadID(r)
 	}
 	if ok {
 		d.Dropped, ok = r.Bool()
@@ -120,22 +108,22 @@ func decodeSubmit(b []byte) (Submit, bool) {
 	if !fastDecode {
 		return s, false
 	}
-	r := fastReader{cborlite.NewReader(b)}
-	ok := r.fields(5)
+	r := cborlite.NewReader(b)
+	ok := r.Fields(5)
 	if ok {
 		s.Seq, ok = r.Uint64()
 	}
 	if ok {
-		s.Task, ok = r.id()
+		s.Task, ok = ReadID(r)
 	}
 	if ok {
 		s.Actor, ok = r.Bool()
 	}
 	if ok {
-		s.Spec, ok = r.bytes()
+		s.Spec, ok = r.BytesCopy()
 	}
 	if ok {
-		s.IDs, ok = r.ids()
+		s.IDs, ok = ReadIDs(r, 1<<20)
 	}
 	return s, ok && r.Done()
 }
