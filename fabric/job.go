@@ -82,8 +82,13 @@ func (n *Node) addModule(r io.Reader) (string, error) {
 	if err == nil && size == 0 {
 		err = ErrNoModule
 	}
+	digest := hex.EncodeToString(h.Sum(nil))
 	if err == nil {
-		err = n.validateFile(f, size)
+		// A module the node holds was validated when it came: validation
+		// reads all of its code (120 ms for a 5 MB Go guest).
+		if _, serr := os.Stat(n.modulePath(digest)); serr != nil {
+			err = n.validateFile(f, size)
+		}
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -91,7 +96,6 @@ func (n *Node) addModule(r io.Reader) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	digest := hex.EncodeToString(h.Sum(nil))
 	if err := os.Rename(tmp, n.modulePath(digest)); err != nil {
 		return "", err
 	}

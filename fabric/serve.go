@@ -110,14 +110,15 @@ func (n *Node) fetchModule(e core.FetchModule) {
 		defer n.wg.Done()
 		ev := core.ModuleReady{Digest: e.Digest}
 		err := error(nil)
-		if !n.HasModule(e.Digest) {
+		held := n.HasModule(e.Digest) // validated when it came
+		if !held {
 			if cl == nil {
 				err = fmt.Errorf("module %.12s is not on node %s", e.Digest, n.cfg.NodeID)
 			} else {
 				err = cl.PullModule(n.ctx, string(e.From), e.Digest)
 			}
 		}
-		if err == nil {
+		if err == nil && !held {
 			var wasm []byte
 			if wasm, err = os.ReadFile(n.modulePath(e.Digest)); err == nil {
 				_, err = sandbox.Validate(wasm, sandbox.Limits{MaxMemoryPages: uint32(n.cfg.GuestMemoryLimit / sandbox.WasmPageSize)})

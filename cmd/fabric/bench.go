@@ -43,21 +43,23 @@ var rayFigures = map[string]float64{
 
 // baselineOf names the same-run baseline each figure is compared with.
 var baselineOf = map[string]string{
-	"single_client_tasks_sync":       "baseline_goroutine_pool_sync",
-	"single_client_tasks_async":      "baseline_goroutine_pool_async",
-	"multi_client_tasks_async":       "baseline_goroutine_pool_async",
-	"1_1_actor_calls_sync":           "baseline_goroutine_pool_sync",
-	"1_1_actor_calls_async":          "baseline_goroutine_pool_async",
-	"1_n_actor_calls_async":          "baseline_goroutine_pool_async",
-	"n_n_actor_calls_async":          "baseline_goroutine_pool_async",
-	"single_client_put_calls":        "baseline_goroutine_pool_sync",
-	"single_client_get_calls":        "baseline_goroutine_pool_sync",
-	"single_client_put_gigabytes":    "baseline_memcpy_gigabytes",
-	"placement_group_create/removal": "baseline_goroutine_pool_sync",
-	"matmul_256_go_guest":            "matmul_256_native",
-	"matmul_256_c_guest":             "matmul_256_native",
-	"cold_start_go_guest":            "baseline_wazero_call",
-	"cold_start_c_guest":             "baseline_wazero_call",
+	"single_client_tasks_sync":            "baseline_goroutine_pool_sync",
+	"single_client_tasks_async":           "baseline_goroutine_pool_async",
+	"multi_client_tasks_async":            "baseline_goroutine_pool_async",
+	"1_1_actor_calls_sync":                "baseline_goroutine_pool_sync",
+	"1_1_actor_calls_async":               "baseline_goroutine_pool_async",
+	"1_n_actor_calls_async":               "baseline_goroutine_pool_async",
+	"n_n_actor_calls_async":               "baseline_goroutine_pool_async",
+	"single_client_put_calls":             "baseline_goroutine_pool_sync",
+	"single_client_get_calls":             "baseline_goroutine_pool_sync",
+	"single_client_put_gigabytes":         "baseline_memcpy_gigabytes",
+	"placement_group_create/removal":      "baseline_goroutine_pool_sync",
+	"matmul_256_go_guest":                 "matmul_256_go_guest_uninterruptible",
+	"matmul_256_c_guest":                  "matmul_256_c_guest_uninterruptible",
+	"matmul_256_go_guest_uninterruptible": "matmul_256_native",
+	"matmul_256_c_guest_uninterruptible":  "matmul_256_native",
+	"cold_start_go_guest":                 "baseline_wazero_call",
+	"cold_start_c_guest":                  "baseline_wazero_call",
 }
 
 // benchResult is one row of `fabric bench --json`.
@@ -214,7 +216,7 @@ func runBench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) err
 		add(r)
 	}
 
-	if re.MatchString("matmul_256_native") || re.MatchString("matmul_256_go_guest") || re.MatchString("matmul_256_c_guest") {
+	if re.MatchString("matmul_256_native") || re.MatchString("matmul_256_go_guest") || re.MatchString("matmul_256_c_guest") || re.MatchString("matmul_256_go_guest_uninterruptible") || re.MatchString("matmul_256_c_guest_uninterruptible") {
 		rs, err := matmulResults(ctx, o, wasm)
 		if err != nil {
 			return err
@@ -297,8 +299,11 @@ func checkFloors(path string, results []benchResult, stderr io.Writer) error {
 			continue
 		}
 		ratio := r.Value / base.Value
-		if r.Unit == "µs" { // a time: smaller is better
+		switch r.Unit {
+		case "µs": // a time against a rate: smaller is better
 			ratio = 1e6 / r.Value / base.Value
+		case "ms": // a time against a time
+			ratio = base.Value / r.Value
 		}
 		status := "ok"
 		if ratio < floor {
@@ -526,7 +531,7 @@ func bareWazeroCall(o benchOptions) (benchResult, error) {
 	if err != nil {
 		return benchResult{}, err
 	}
-	e, m, err := compileFresh(ctx, wasm)
+	e, m, err := compileFresh(ctx, wasm, false)
 	if err != nil {
 		return benchResult{}, err
 	}
@@ -553,7 +558,7 @@ func bareWazeroCall(o benchOptions) (benchResult, error) {
 // coldStart times a fresh instance to the end of its first call, with the
 // module compiled: the median of 50 starts, in microseconds (sd over all).
 func coldStart(ctx context.Context, wasm []byte, fn string, args []byte, name string) (benchResult, error) {
-	e, m, err := compileFresh(ctx, wasm)
+	e, m, err := compileFresh(ctx, wasm, false)
 	if err != nil {
 		return benchResult{}, err
 	}
@@ -651,7 +656,9 @@ func nativeMatmul(n int) float64 {
 
 // matmulResults times the 256x256 matmul natively, in the Go guest and in
 // the C guest (milliseconds per product, median of runs over a second), and
-// checks that all three agree.
+// checks that all three agree. Each guest runs compiled with interruption
+// points and without, in alternation, so that the two see the same
+// machine: their ratio is the cost of being interruptible.
 func matmulResults(ctx context.Context, o benchOptions, goWasm []byte) ([]benchResult, error) {
 	if o.cMatmul == "" {
 		o.cMatmul = besideBinary(filepath.Join("testguests", "cmatmul.wasm"))
@@ -667,39 +674,68 @@ func matmulResults(ctx context.Context, o benchOptions, goWasm []byte) ([]benchR
 		name string
 		wasm []byte
 	}{{"matmul_256_go_guest", goWasm}, {"matmul_256_c_guest", cWasm}} {
-		e, m, err := compileFresh(ctx, g.wasm)
-		if err != nil {
-			return nil, err
-		}
-		inst, err := m.Instantiate(ctx)
-		if err != nil {
-			_ = e.Close(ctx)
-			return nil, err
-		}
-		f, err := inst.Export("bench_matmul")
-		if err != nil {
-			_ = e.Close(ctx)
-			return nil, err
-		}
-		r := timeKernel(g.name, func() (float64, error) {
-			res, err := f.Call(ctx, matmulN)
+		var kernels [2]func() (float64, error)
+		for k, plain := range []bool{false, true} {
+			e, m, err := compileFresh(ctx, g.wasm, plain)
 			if err != nil {
-				return 0, err
+				return nil, err
 			}
-			return math.Float64frombits(res[0]), nil
-		})
-		_ = e.Close(ctx)
-		if r.err != nil {
-			return nil, fmt.Errorf("%s: %w", g.name, r.err)
+			defer e.Close(ctx)
+			inst, err := m.Instantiate(ctx)
+			if err != nil {
+				return nil, err
+			}
+			f, err := inst.Export("bench_matmul")
+			if err != nil {
+				return nil, err
+			}
+			kernels[k] = func() (float64, error) {
+				res, err := f.Call(ctx, matmulN)
+				if err != nil {
+					return 0, err
+				}
+				return math.Float64frombits(res[0]), nil
+			}
 		}
-		if r.check != want {
-			return nil, fmt.Errorf("%s: checksum %v, native %v", g.name, r.check, want)
+		rs := timeKernels([2]string{g.name, g.name + "_uninterruptible"}, kernels)
+		for _, r := range rs {
+			if r.err != nil {
+				return nil, fmt.Errorf("%s: %w", r.Name, r.err)
+			}
+			if r.check != want {
+				return nil, fmt.Errorf("%s: checksum %v, native %v", r.Name, r.check, want)
+			}
+			ratio := r.Value / native.Value
+			r.Ratio = &ratio
+			out = append(out, r.benchResult)
 		}
-		ratio := r.Value / native.Value
-		r.Ratio = &ratio
-		out = append(out, r.benchResult)
 	}
 	return out, nil
+}
+
+// timeKernels times two kernels in alternation, as timeKernel does one.
+func timeKernels(names [2]string, fns [2]func() (float64, error)) [2]kernelResult {
+	var times [2][]float64
+	var res [2]kernelResult
+	start := time.Now()
+	for len(times[0]) < 3 || time.Since(start) < 2*time.Second {
+		for k, fn := range fns {
+			t := time.Now()
+			c, err := fn()
+			if err != nil {
+				res[k].err = err
+				return res
+			}
+			res[k].check = c
+			times[k] = append(times[k], float64(time.Since(t).Microseconds())/1000)
+		}
+	}
+	for k := range fns {
+		_, sd := meanSD(times[k])
+		sort.Float64s(times[k])
+		res[k].benchResult = benchResult{Name: names[k], Value: times[k][len(times[k])/2], SD: &sd, Unit: "ms", Runs: len(times[k])}
+	}
+	return res
 }
 
 type kernelResult struct {
@@ -728,8 +764,8 @@ func timeKernel(name string, fn func() (float64, error)) kernelResult {
 
 // compileFresh compiles a module on an engine of its own (no compile cache),
 // so that measurements do not share state. The caller closes the engine.
-func compileFresh(ctx context.Context, wasm []byte) (*sandbox.Engine, *sandbox.Module, error) {
-	e, err := sandbox.NewEngine(ctx, sandbox.EngineConfig{})
+func compileFresh(ctx context.Context, wasm []byte, uninterruptible bool) (*sandbox.Engine, *sandbox.Module, error) {
+	e, err := sandbox.NewEngine(ctx, sandbox.EngineConfig{Uninterruptible: uninterruptible})
 	if err != nil {
 		return nil, nil, err
 	}

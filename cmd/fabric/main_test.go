@@ -30,6 +30,7 @@ func TestBadInput(t *testing.T) {
 		stdout    []string
 		stderr    []string
 		notStdout []string
+		notStderr []string
 		maxTime   time.Duration
 		maxStdout int
 	}{
@@ -40,7 +41,9 @@ func TestBadInput(t *testing.T) {
 		{name: "guest panic", args: []string{"run", hostile, "--", "panic"},
 			stdout: []string{"get returned: task panicky failed: panic: boom: the guest panicked", "goroutine 1", "hostile/main.go:", "still serving: 42"}},
 		{name: "task timeout", args: []string{"run", hostile, "--", "timeout"},
-			stdout: []string{"timed out after 1s", "(is timeout: true)", "failed within the timeout plus 1s: true", "still serving: 42"}, maxTime: 20 * time.Second},
+			stdout: []string{"timed out after 1s and was stopped", "(is timeout: true)", "failed within the timeout plus 1s: true", "still serving: 42"}, maxTime: 20 * time.Second,
+			// The spinning guest is interrupted; its worker is not killed.
+			notStderr: []string{"did not stop within"}},
 		{name: "job timeout", args: []string{"run", hostile, "--timeout", "2s", "--", "loop"}, code: 1,
 			stderr: []string{"job timed out"}, maxTime: 3 * time.Second},
 		{name: "memory bomb", args: []string{"run", hostile, "--memory", "64MiB", "--", "membomb"},
@@ -72,6 +75,11 @@ func TestBadInput(t *testing.T) {
 			for _, w := range c.stderr {
 				if !strings.Contains(res.Stderr, w) {
 					t.Errorf("stderr lacks %q:\n%.3000s", w, res.Stderr)
+				}
+			}
+			for _, w := range c.notStderr {
+				if strings.Contains(res.Stderr, w) {
+					t.Errorf("stderr contains %q:\n%.3000s", w, res.Stderr)
 				}
 			}
 			if c.code == 1 && strings.Count(strings.TrimSpace(res.Stderr), "\n") > 0 {

@@ -191,6 +191,8 @@ func (c *Core) removeGroup(g *group, why string) {
 		case t.kind == wire.ExecActorCreate:
 			t.state = taskDone
 			c.actorDead(t.actor, "its placement group "+why)
+		case t.worker != nil && t.worker.task == t && t.kind == wire.ExecTask:
+			c.stopExecution(t.worker, t, ev)
 		case t.worker != nil:
 			t.worker.killReason = &ev
 			c.killWorker(t.worker)

@@ -203,6 +203,14 @@ func (s *sim) effect(n *simNode, e Effect) {
 				w.waiting = 0
 				n.ids[w.job] = append(n.ids[w.job], m.IDs...)
 			}
+		case wire.Stop:
+			// Most stops are answered; the others leave the agent to kill
+			// the worker once its grace has passed.
+			if len(w.execs) > 0 && w.execs[0].Task == m.Task && s.intn(4) != 0 {
+				w.execs = w.execs[1:]
+				w.waiting = 0
+				s.answerLater(n, WorkerMessage{Worker: w.id, Msg: wire.Done{Task: m.Task, Kind: "interrupted", Error: "interrupted: stopped"}})
+			}
 		case wire.Drop:
 			for i, ex := range w.execs {
 				if i > 0 && ex.Task == m.Task {

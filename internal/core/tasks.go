@@ -367,10 +367,18 @@ func (c *Core) started(w *worker, t *task) {
 	d := Time(t.spec.Options.TimeoutMs) * 1e6
 	t.timer = c.setTimer(d, func() {
 		t.timer = 0
-		if w.task == t && t.state == taskRunning {
-			w.killReason = &abi.ErrorValue{Kind: abi.KindTimeout, Message: fmt.Sprintf("task %s timed out after %s; its worker was stopped", t.name, d), Task: t.name}
-			c.killWorker(w)
+		if w.task != t || t.state != taskRunning {
+			return
 		}
+		ev := abi.ErrorValue{Kind: abi.KindTimeout, Message: fmt.Sprintf("task %s timed out after %s and was stopped", t.name, d), Task: t.name}
+		if t.kind == wire.ExecTask {
+			c.stopExecution(w, t, ev)
+			return
+		}
+		// An actor's call: the actor's state goes with its instance, so
+		// its worker goes, and the actor restarts if it may.
+		w.killReason = &ev
+		c.killWorker(w)
 	})
 }
 
@@ -519,6 +527,14 @@ func (c *Core) done(w *worker, d wire.Done) error {
 	t.job.ran(t, c.now)
 	w.task = nil
 	t.worker = nil
+	stopped := w.killReason
+	if w.stopping == t {
+		// It ended, stopped or not: the reason was for it alone. One that
+		// finished before the Stop reached it keeps its result.
+		w.killReason, w.stopping = nil, nil
+	} else {
+		stopped = nil
+	}
 	if len(w.queued) > 0 { // the next execution sent ahead is running now
 		next := w.queued[0]
 		w.queued = w.queued[1:]
@@ -528,8 +544,7 @@ func (c *Core) done(w *worker, d wire.Done) error {
 		c.started(w, next)
 		next.recalled = false // a Drop, if any, came too late: its Done follows
 		if ev := next.cancelled; ev != nil {
-			w.killReason = ev // cancelling a running task stops its worker
-			c.killWorker(w)
+			c.stopExecution(w, next, *ev)
 		}
 	}
 	t.blocked = false
@@ -538,6 +553,12 @@ func (c *Core) done(w *worker, d wire.Done) error {
 		if !d.OK {
 			c.store.Abort(id)
 		}
+	}
+	if !d.OK && stopped != nil && d.Kind == "interrupted" { // only tasks are stopped
+		c.failTask(t, *stopped, true)
+		c.afterExecution(w)
+		c.schedule()
+		return nil
 	}
 	if !d.OK {
 		c.executionFailed(w, t, d)
@@ -732,8 +753,7 @@ func (c *Core) cancelOne(t *task) {
 				c.cancelQueued(w, t, ev)
 				return
 			}
-			w.killReason = &ev
-			c.killWorker(w)
+			c.stopExecution(w, t, ev)
 			return
 		}
 		if t.remoteNode != "" {

@@ -900,6 +900,8 @@ func (h *harness) workerSend(n *harnessNode, e SendWorker) string {
 		return s
 	case wire.Drop:
 		return fmt.Sprintf("drop %s", h.name(m.Task))
+	case wire.Stop:
+		return fmt.Sprintf("stop %s", h.name(m.Task))
 	}
 	return fmt.Sprintf("%T", e.Msg)
 }

@@ -34,8 +34,11 @@ type worker struct {
 	queued []*task
 	// actor is set for a worker dedicated to one actor.
 	actor *actor
-	// killReason, when set before a kill, becomes the error of the task.
+	// killReason, when set before a kill or a Stop, becomes the error of
+	// the execution it runs.
 	killReason *abi.ErrorValue
+	// stopping is the execution a Stop was sent for, until it ends.
+	stopping *task
 	// pins are objects pinned for the worker, released on Unpin or death.
 	pins map[objects.ID]int
 	// partial output lines per stream, for prefixing.
@@ -74,6 +77,29 @@ func (c *Core) startWorker(j *job) *worker {
 	j.workers[w] = struct{}{}
 	c.emit(StartWorker{Worker: w.id, Job: j.id, Digest: j.digest})
 	return w
+}
+
+// stopGrace is how long an execution asked to stop has to end before its
+// worker is killed. Guests reach an interruption point about every
+// millisecond; what may take longer is a host call the worker cannot cut
+// short, or a guest that defeats the points.
+const stopGrace = 2e9 // 2 s
+
+// stopExecution stops t, which w runs, without its process: a Stop, after
+// which t's Done comes back as interrupted and fails with ev. If t still
+// runs stopGrace later, the worker is killed.
+func (c *Core) stopExecution(w *worker, t *task, ev abi.ErrorValue) {
+	if w.stopping == t {
+		return
+	}
+	w.killReason, w.stopping = &ev, t
+	c.sendWorker(w, wire.TypeStop, wire.Stop{Task: t.id})
+	c.setTimer(stopGrace, func() {
+		if w.stopping == t && w.task == t && w.state != workerDead {
+			c.logf("fabric: task %s did not stop within %s of being asked; stopping its worker", t.name, Time(stopGrace))
+			c.killWorker(w)
+		}
+	})
 }
 
 // killWorker stops a worker; its exit is handled by WorkerExited.
@@ -196,7 +222,7 @@ func (c *Core) workerGone(w *worker, cause string) {
 		c.flushOutput(w, t)
 		c.executionLost(t, w, cause)
 	}
-	w.killReason = nil // it was for the running execution only
+	w.killReason, w.stopping = nil, nil // they were for the running execution only
 	queued := w.queued
 	w.queued = nil
 	for _, t := range queued {

@@ -54,6 +54,7 @@ type callKey struct{}
 type callState struct {
 	host     Host
 	mod      api.Module
+	intr     *interruptState // the instance's: a stopped call ends at its next host call
 	staged   []Staged
 	release  func()
 	value    []byte
@@ -82,6 +83,13 @@ func (cs *callState) stage(items []Staged, release func()) {
 func (cs *callState) fail(format string, a ...any) uint64 {
 	cs.stage([]Staged{{Kind: abi.StagedText, Data: fmt.Appendf(nil, format, a...)}}, nil)
 	return uint64(uint32(abi.HostError & 0xffffffff))
+}
+
+// checkStop unwinds the guest's call when its instance was interrupted.
+func (cs *callState) checkStop() {
+	if cs.intr != nil {
+		cs.intr.checkStop()
+	}
 }
 
 func stateOf(ctx context.Context) *callState {
@@ -510,8 +518,9 @@ var hostFuncs = []hostFunc{
 	}},
 }
 
-func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
+func instantiateHostModule(ctx context.Context, rt wazero.Runtime, extra func(wazero.HostModuleBuilder)) error {
 	b := rt.NewHostModuleBuilder("fabric")
+	extra(b)
 	for _, hf := range hostFuncs {
 		hf := hf
 		f := hf.fn
@@ -529,7 +538,9 @@ func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
 				}
 				return
 			}
+			cs.checkStop()
 			f(cs, st)
+			cs.checkStop() // a host call the stop cut short ends the call
 		}), hf.params, hf.results).WithName(name).Export(name)
 	}
 	_, err := b.Instantiate(ctx)

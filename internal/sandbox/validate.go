@@ -238,7 +238,24 @@ var wasmMagic = []byte{0x00, 'a', 's', 'm'}
 // Validate parses the module and checks it against the guest ABI and
 // limits. It returns what it learned, or a *ValidationError (which wraps
 // ErrInvalidModule) naming the first problem found.
+//
+// It also reads the module's code the way the sandbox does before
+// compiling it (instrument.go), so that a module the workers would refuse
+// is refused at upload, in the same words.
 func Validate(wasm []byte, lim Limits) (*ModuleInfo, error) {
+	info, err := validate(wasm, lim)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := instrument(capTables(wasm)); err != nil {
+		return nil, valErrorf("%v", err)
+	}
+	return info, nil
+}
+
+// validate is Validate without reading the code, for Compile, which
+// rewrites the code right after.
+func validate(wasm []byte, lim Limits) (*ModuleInfo, error) {
 	v := valValidator{
 		wasm:      wasm,
 		memLimit:  lim.MaxMemoryPages,
@@ -260,6 +277,15 @@ func Validate(wasm []byte, lim Limits) (*ModuleInfo, error) {
 	return &v.info, nil
 }
 
+// validateLayout runs Validate's checks of the binary format and of
+// counts with the default limits, but not those of the guest ABI (the
+// required exports): for tests of modules that are not guests.
+func validateLayout(wasm []byte) error {
+	v := valValidator{wasm: wasm, memLimit: valDefaultMaxMemoryPages, tblLimit: valDefaultMaxTableSize,
+		sizeLimit: valDefaultMaxModuleSize, layoutOnly: true}
+	return v.run()
+}
+
 // valValidator holds the state of one Validate call.
 type valValidator struct {
 	wasm      []byte
@@ -268,6 +294,8 @@ type valValidator struct {
 	sizeLimit int
 
 	info ModuleInfo
+	// layoutOnly skips the checks of the guest ABI (validateLayout).
+	layoutOnly bool
 
 	// Sizes of the index spaces, imports included, for checking export
 	// and start indices. uint64 so sums of untrusted counts cannot wrap.
@@ -667,6 +695,9 @@ func (v *valValidator) startSection(sec *valReader) error {
 
 // finish runs the checks that need the whole module.
 func (v *valValidator) finish() error {
+	if v.layoutOnly {
+		return nil
+	}
 	kinds := make(map[string]ExternKind, len(valRequiredExports))
 	for _, e := range v.info.Exports {
 		for _, req := range valRequiredExports {

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,7 +59,9 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	if _, err := crand.Read(seed[:]); err != nil {
 		return err
 	}
-	w := &worker{conn: wire.NewConn(c), cfg: cfg, rng: rand.NewChaCha8(seed)}
+	w := &worker{conn: wire.NewConn(c), cfg: cfg, rng: rand.NewChaCha8(seed),
+		waiters: map[uint64]chan rpcResult{}, reply: make(chan rpcResult, 1)}
+	w.cond = sync.NewCond(&w.mu)
 	defer w.conn.Close()
 	if cfg.ArenaFD > 0 {
 		m, err := objects.OpenSharedMemory(os.NewFile(uintptr(cfg.ArenaFD), "arena"), cfg.ArenaSize)
@@ -76,7 +79,10 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	stop := make(chan struct{})
 	defer close(stop)
 	go w.flushLoop(stop)
-	return w.serve(ctx)
+	readErr := make(chan error, 1)
+	go func() { readErr <- w.readLoop() }()
+	w.serve(ctx)
+	return <-readErr
 }
 
 // flushInterval bounds how long queued one-way messages (submissions,
@@ -98,22 +104,52 @@ func (w *worker) flushLoop(stop chan struct{}) {
 	}
 }
 
+// A worker has two goroutines on its connection: readLoop reads every
+// frame the agent sends and routes it (executions to the queue, replies to
+// the host call waiting for them, stops to the execution they name), and
+// serve runs the executions. So a Stop reaches a guest while it computes
+// or waits in a host call, and a Drop reaches a queued execution at once.
 type worker struct {
 	conn   *wire.Conn
 	cfg    WorkerConfig
 	arena  []byte
 	engine *Engine
 	module *Module
-	inst   *Instance
+	inst   *Instance // belongs to serve
 
-	// seq and closed belong to the serving goroutine.
-	seq    uint64
-	closed bool
-	rng    *rand.ChaCha8 // makes task and actor IDs
-	// pending are Execs that arrived while the guest was in a host call.
-	pending []wire.Exec
-	cache   valueCache // small values got before
+	mu      sync.Mutex
+	cond    *sync.Cond  // signalled when pending grows or the connection closes
+	pending []wire.Exec // executions sent ahead, not started
+	current *execution  // the execution running, nil between them
+	// waiters are the host calls waiting for their reply, by Seq.
+	waiters map[uint64]chan rpcResult
+	closed  bool // the connection is gone: no reply will come
+
+	// seq, reply, rng and cache belong to serve.
+	seq   uint64
+	reply chan rpcResult // a host call's reply; one host call at a time
+	rng   *rand.ChaCha8  // makes task and actor IDs
+	cache valueCache     // small values got before
 }
+
+// execution is one execution that serve runs.
+type execution struct {
+	task objects.ID
+	inst *Instance     // set once it has one; under worker.mu
+	stop chan struct{} // closed by a Stop
+	// stopped is set by a Stop; under worker.mu.
+	stopped bool
+}
+
+// rpcResult is what a host call waiting for a reply gets.
+type rpcResult struct {
+	r      wire.Reply
+	closed bool // the connection closed first
+}
+
+// errStopped is the reason given to an instance that a Stop interrupts,
+// and what a host call it waits in returns.
+var errStopped = errors.New("stopped")
 
 func (w *worker) fatal(err error) error {
 	_ = w.conn.Send(wire.TypeReady, wire.Ready{Pid: os.Getpid(), Error: err.Error()})
@@ -137,107 +173,189 @@ func (w *worker) load(ctx context.Context) error {
 	return err
 }
 
-// serve runs the worker's one loop: it reads Execs, runs them in order,
-// and reads the replies to the guest's host calls itself while the guest
-// waits. The agent answers each request before the guest can make
-// another, so a single goroutine owns the connection: no goroutine
-// hand-offs on the path of a host call. The agent may send Execs ahead of
-// time (an actor's calls, and short tasks); they wait in pending, where a
-// Drop can still take them back.
-func (w *worker) serve(ctx context.Context) error {
+// serve runs the executions in the order they came, one at a time, until
+// the connection closes and nothing is left to run.
+func (w *worker) serve(ctx context.Context) {
 	for {
-		// Take in every frame already here before starting the next
-		// execution, so that a Drop reaches a queued Exec before it runs.
-		for len(w.pending) == 0 || w.conn.FrameReady() {
-			t, body, err := w.conn.Recv()
-			if err != nil {
-				return nil // the agent closed the connection: the job is over
-			}
-			if !w.queueFrame(t, body) {
-				return fmt.Errorf("sandbox: unexpected or malformed %s message while idle", t)
-			}
+		w.mu.Lock()
+		for len(w.pending) == 0 && !w.closed {
+			w.cond.Wait()
+		}
+		if len(w.pending) == 0 {
+			w.mu.Unlock()
+			return // the agent closed the connection: the job is over
 		}
 		ex := w.pending[0]
 		w.pending = w.pending[1:]
-		w.exec(ctx, ex)
+		cur := &execution{task: ex.Task, stop: make(chan struct{})}
+		w.current = cur
+		w.mu.Unlock()
+		w.exec(ctx, ex, cur)
+		w.mu.Lock()
+		w.current = nil
+		w.mu.Unlock()
 	}
 }
 
-// queueFrame takes an Exec into pending or applies a Drop. It reports
-// false for any other message, or one it cannot decode.
-func (w *worker) queueFrame(t wire.Type, body []byte) bool {
+// readLoop reads the agent's frames until the connection closes. It
+// returns an error for a frame it cannot take, after closing the
+// connection (the agent then sees the worker fail).
+func (w *worker) readLoop() error {
+	var err error
+	for err == nil {
+		var t wire.Type
+		var body []byte
+		if t, body, err = w.conn.Recv(); err != nil {
+			err = nil // the agent closed the connection: the job is over
+			break
+		}
+		err = w.route(t, body)
+	}
+	w.mu.Lock()
+	w.closed = true
+	for seq, ch := range w.waiters {
+		ch <- rpcResult{closed: true}
+		delete(w.waiters, seq)
+	}
+	w.cond.Broadcast()
+	w.mu.Unlock()
+	if err != nil {
+		_ = w.conn.Close()
+	}
+	return err
+}
+
+// route handles one frame from the agent.
+func (w *worker) route(t wire.Type, body []byte) error {
 	switch t {
+	case wire.TypeReply:
+		var r wire.Reply
+		if err := wire.Unmarshal(body, &r); err != nil {
+			return fmt.Errorf("sandbox: malformed reply: %w", err)
+		}
+		w.mu.Lock()
+		ch := w.waiters[r.Seq]
+		delete(w.waiters, r.Seq)
+		w.mu.Unlock()
+		if ch != nil { // else a late reply to an abandoned request
+			ch <- rpcResult{r: r}
+		}
 	case wire.TypeExec:
 		var ex wire.Exec
 		if err := wire.Unmarshal(body, &ex); err != nil {
-			return false
+			return fmt.Errorf("sandbox: malformed exec: %w", err)
 		}
+		w.mu.Lock()
 		w.pending = append(w.pending, ex)
-		return true
+		w.cond.Signal()
+		w.mu.Unlock()
 	case wire.TypeDrop:
 		var d wire.Drop
 		if err := wire.Unmarshal(body, &d); err != nil {
-			return false
+			return fmt.Errorf("sandbox: malformed drop: %w", err)
 		}
-		for i, ex := range w.pending {
-			if ex.Task == d.Task {
-				w.pending = append(w.pending[:i], w.pending[i+1:]...)
-				if len(ex.Unpin) > 0 {
-					_ = w.conn.Queue(wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
-				}
-				if err := w.conn.Send(wire.TypeDone, wire.Done{Task: ex.Task, Dropped: true}); err != nil {
-					w.closed = true
-				}
-				break
+		if ex, ok := w.take(d.Task); ok {
+			if len(ex.Unpin) > 0 {
+				_ = w.conn.Queue(wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
 			}
+			return w.conn.Send(wire.TypeDone, wire.Done{Task: ex.Task, Dropped: true})
 		}
-		return true // an execution that already started: its Done follows
+		// an execution that already started: its Done follows
+	case wire.TypeStop:
+		var m wire.Stop
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return fmt.Errorf("sandbox: malformed stop: %w", err)
+		}
+		return w.stop(m.Task)
+	default:
+		return fmt.Errorf("sandbox: unexpected %s message from the agent", t)
 	}
-	return false
+	return nil
 }
 
-// rpc sends a request whose Seq field is set by fill and reads its reply.
-func (w *worker) rpc(t wire.Type, fill func(seq uint64) any) (wire.Reply, error) {
-	if w.closed {
-		return wire.Reply{}, ErrAgentGone
+// take removes a queued execution that has not started.
+func (w *worker) take(task objects.ID) (wire.Exec, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, ex := range w.pending {
+		if ex.Task == task {
+			w.pending = append(w.pending[:i], w.pending[i+1:]...)
+			return ex, true
+		}
 	}
+	return wire.Exec{}, false
+}
+
+// stop interrupts the execution of task: the one running, or one queued
+// (which then ends as interrupted without running). One that already
+// ended is left alone.
+func (w *worker) stop(task objects.ID) error {
+	w.mu.Lock()
+	cur := w.current
+	if cur != nil && cur.task == task {
+		if !cur.stopped {
+			cur.stopped = true
+			close(cur.stop)
+			if cur.inst != nil {
+				cur.inst.Interrupt(errStopped)
+			}
+		}
+		w.mu.Unlock()
+		return nil
+	}
+	w.mu.Unlock()
+	if ex, ok := w.take(task); ok {
+		if len(ex.Unpin) > 0 {
+			_ = w.conn.Queue(wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+		}
+		return w.conn.Send(wire.TypeDone, wire.Done{Task: task, Kind: "interrupted", Error: "interrupted: stopped before it started"})
+	}
+	return nil
+}
+
+// rpc sends a request whose Seq field is set by fill and waits for its
+// reply, or for the execution cur to be stopped.
+func (w *worker) rpc(cur *execution, t wire.Type, fill func(seq uint64) any) (wire.Reply, error) {
 	w.seq++
 	seq := w.seq
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return wire.Reply{}, ErrAgentGone
+	}
+	w.waiters[seq] = w.reply
+	w.mu.Unlock()
 	if err := w.conn.Send(t, fill(seq)); err != nil {
-		w.closed = true
+		w.forget(seq)
 		return wire.Reply{}, ErrAgentGone
 	}
 	for {
-		rt, body, err := w.conn.Recv()
-		if err != nil {
-			w.closed = true
-			return wire.Reply{}, ErrAgentGone
-		}
-		if rt == wire.TypeExec || rt == wire.TypeDrop {
-			// An execution sent ahead runs after the current call.
-			if !w.queueFrame(rt, body) {
-				w.closed = true
+		select {
+		case res := <-w.reply:
+			if res.closed {
 				return wire.Reply{}, ErrAgentGone
 			}
-			continue
+			if res.r.Seq != seq {
+				continue // the reply to a request a stop abandoned
+			}
+			if res.r.Error != "" {
+				return res.r, errors.New(res.r.Error)
+			}
+			return res.r, nil
+		case <-cur.stop:
+			w.forget(seq)
+			return wire.Reply{}, errStopped
 		}
-		if rt != wire.TypeReply {
-			w.closed = true
-			return wire.Reply{}, fmt.Errorf("sandbox: unexpected %s message during a host call", rt)
-		}
-		var r wire.Reply
-		if err := wire.Unmarshal(body, &r); err != nil {
-			w.closed = true
-			return wire.Reply{}, ErrAgentGone
-		}
-		if r.Seq != seq {
-			continue // a late reply to an abandoned request
-		}
-		if r.Error != "" {
-			return r, errors.New(r.Error)
-		}
-		return r, nil
 	}
+}
+
+// forget abandons a request: its reply, should it come, is dropped (or,
+// if it was being routed, skipped by the next request, which shares the
+// channel).
+func (w *worker) forget(seq uint64) {
+	w.mu.Lock()
+	delete(w.waiters, seq)
+	w.mu.Unlock()
 }
 
 // pieceBytes returns the bytes of a piece: inline, an arena view or a file.
@@ -255,7 +373,7 @@ func (w *worker) pieceBytes(p wire.Piece) ([]byte, error) {
 	}
 }
 
-func (w *worker) exec(ctx context.Context, ex wire.Exec) {
+func (w *worker) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 	done := wire.Done{Task: ex.Task}
 	defer func() {
 		if len(ex.Unpin) > 0 { // the call failed before its arguments were copied
@@ -278,6 +396,12 @@ func (w *worker) exec(ctx context.Context, ex wire.Exec) {
 		}
 		w.inst = inst
 	}
+	w.mu.Lock()
+	cur.inst = w.inst
+	if cur.stopped { // stopped while it started
+		w.inst.Interrupt(errStopped)
+	}
+	w.mu.Unlock()
 	pieces := make([][]byte, len(ex.Args))
 	var total int64
 	for i, p := range ex.Args {
@@ -301,7 +425,7 @@ func (w *worker) exec(ctx context.Context, ex wire.Exec) {
 		}
 		return nil
 	}}
-	h := &workerHost{w: w, task: ex.Task}
+	h := &workerHost{w: w, task: ex.Task, cur: cur}
 	emit := func(stream uint8, p []byte) {
 		_ = w.conn.Queue(wire.TypeOutput, wire.Output{Task: ex.Task, Stream: stream, Data: append([]byte(nil), p...)})
 	}
@@ -337,6 +461,7 @@ func (w *worker) exec(ctx context.Context, ex wire.Exec) {
 type workerHost struct {
 	w      *worker
 	task   objects.ID
+	cur    *execution
 	logged int64 // log bytes sent in this call
 }
 
@@ -355,7 +480,7 @@ func (h *workerHost) Submit(spec []byte, actor bool, n int) ([]objects.ID, error
 	}
 	msg := wire.Submit{Task: h.task, Actor: actor, Spec: append([]byte(nil), spec...), IDs: ids}
 	if actor { // answered, so that a refused creation fails at once
-		if _, err := h.w.rpc(wire.TypeSubmit, func(seq uint64) any { msg.Seq = seq; return msg }); err != nil {
+		if _, err := h.w.rpc(h.cur, wire.TypeSubmit, func(seq uint64) any { msg.Seq = seq; return msg }); err != nil {
 			return nil, err
 		}
 		return ids, nil
@@ -367,7 +492,7 @@ func (h *workerHost) Submit(spec []byte, actor bool, n int) ([]objects.ID, error
 }
 
 func (h *workerHost) create(size int64, result bool) (objects.ID, int64, error) {
-	r, err := h.w.rpc(wire.TypeCreate, func(seq uint64) any {
+	r, err := h.w.rpc(h.cur, wire.TypeCreate, func(seq uint64) any {
 		return wire.Create{Seq: seq, Task: h.task, Size: size, Result: result}
 	})
 	if err != nil {
@@ -414,7 +539,7 @@ func (h *workerHost) Get(ids []objects.ID, timeoutMs int64) ([]Staged, func(), b
 	if items, ok := h.w.cache.lookup(ids); ok {
 		return items, nil, false, nil
 	}
-	r, err := h.w.rpc(wire.TypeGet, func(seq uint64) any {
+	r, err := h.w.rpc(h.cur, wire.TypeGet, func(seq uint64) any {
 		return wire.Get{Seq: seq, Task: h.task, IDs: ids, TimeoutMs: timeoutMs}
 	})
 	if err != nil {
@@ -506,7 +631,7 @@ func (c *valueCache) drop(ids []objects.ID) {
 }
 
 func (h *workerHost) Wait(ids []objects.ID, numReady int, timeoutMs int64) ([]bool, error) {
-	r, err := h.w.rpc(wire.TypeWait, func(seq uint64) any {
+	r, err := h.w.rpc(h.cur, wire.TypeWait, func(seq uint64) any {
 		return wire.Wait{Seq: seq, Task: h.task, IDs: ids, NumReady: numReady, TimeoutMs: timeoutMs}
 	})
 	if err == nil && len(r.Ready) != len(ids) {
@@ -516,7 +641,7 @@ func (h *workerHost) Wait(ids []objects.ID, numReady int, timeoutMs int64) ([]bo
 }
 
 func (h *workerHost) Cancel(id objects.ID, force, recursive bool) error {
-	_, err := h.w.rpc(wire.TypeCancel, func(seq uint64) any {
+	_, err := h.w.rpc(h.cur, wire.TypeCancel, func(seq uint64) any {
 		return wire.Cancel{Seq: seq, Task: h.task, ID: id, Force: force, Recursive: recursive}
 	})
 	return err
@@ -528,7 +653,7 @@ func (h *workerHost) Release(ids []objects.ID) {
 }
 
 func (h *workerHost) ActorLookup(name string) (objects.ID, error) {
-	r, err := h.w.rpc(wire.TypeActorLookup, func(seq uint64) any {
+	r, err := h.w.rpc(h.cur, wire.TypeActorLookup, func(seq uint64) any {
 		return wire.ActorLookup{Seq: seq, Task: h.task, Name: name}
 	})
 	if err != nil {
@@ -541,7 +666,7 @@ func (h *workerHost) ActorLookup(name string) (objects.ID, error) {
 }
 
 func (h *workerHost) ActorKill(id objects.ID, noRestart bool) error {
-	_, err := h.w.rpc(wire.TypeActorKill, func(seq uint64) any {
+	_, err := h.w.rpc(h.cur, wire.TypeActorKill, func(seq uint64) any {
 		return wire.ActorKill{Seq: seq, Task: h.task, Actor: id, NoRestart: noRestart}
 	})
 	return err
@@ -588,7 +713,7 @@ func (h *workerHost) GroupCreate(spec []byte) (objects.ID, error) {
 }
 
 func (h *workerHost) GroupWait(id objects.ID, timeoutMs int64) (bool, error) {
-	r, err := h.w.rpc(wire.TypeGroupWait, func(seq uint64) any {
+	r, err := h.w.rpc(h.cur, wire.TypeGroupWait, func(seq uint64) any {
 		return wire.GroupWait{Seq: seq, Task: h.task, Group: id, TimeoutMs: timeoutMs}
 	})
 	if err != nil {

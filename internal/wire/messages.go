@@ -228,3 +228,11 @@ type Drop struct {
 	_    struct{} `cbor:",toarray"`
 	Task objects.ID
 }
+
+// Stop asks a worker to stop the execution of Task: the guest is
+// interrupted at its next interruption point or host call, and its Done
+// has Kind "interrupted". An execution that already ended is left alone.
+type Stop struct {
+	_    struct{} `cbor:",toarray"`
+	Task objects.ID
+}

@@ -52,6 +52,7 @@ const (
 	TypeGroupWait
 	TypeGroupRemove
 	TypeDrop
+	TypeStop
 )
 
 var typeNames = map[Type]string{
@@ -59,7 +60,7 @@ var typeNames = map[Type]string{
 	TypeSubmit: "submit", TypePut: "put", TypeCreate: "create", TypeGet: "get", TypeUnpin: "unpin",
 	TypeWait: "wait", TypeCancel: "cancel", TypeRelease: "release", TypeActorLookup: "actor_lookup",
 	TypeActorKill: "actor_kill", TypeGroupCreate: "group_create", TypeGroupWait: "group_wait",
-	TypeGroupRemove: "group_remove", TypeDrop: "drop",
+	TypeGroupRemove: "group_remove", TypeDrop: "drop", TypeStop: "stop",
 }
 
 // String names the type.
