@@ -47,7 +47,19 @@ type StatusView struct {
 	// PendingDemand sums what they ask for.
 	Pending       int                `json:"pending"`
 	PendingDemand map[string]float64 `json:"pending_demand"`
-	Node          string             `json:"node"` // the node that answered
+	// Workers are the answering node's worker processes.
+	Workers WorkersView `json:"workers"`
+	Node    string      `json:"node"` // the node that answered
+}
+
+// WorkersView counts a node's worker processes for `fabric status`.
+type WorkersView struct {
+	Busy int `json:"busy"` // running an execution or hosting an actor
+	Idle int `json:"idle"` // kept for their job's next tasks
+	Max  int `json:"max"`  // the most the node may have
+	// Waiting counts the executions placed on the node that wait for a
+	// worker process.
+	Waiting int `json:"waiting"`
 }
 
 // Trailer names of a job's streamed response.
@@ -118,6 +130,7 @@ func (a *Agent) handleStatus(w http.ResponseWriter, _ *http.Request) {
 	}
 	u := a.node.Usage()
 	st.Pending, st.PendingDemand = u.Pending, u.PendingDemand
+	st.Workers = WorkersView{Busy: u.WorkersBusy, Idle: u.WorkersIdle, Max: u.MaxWorkers, Waiting: u.WaitingForWorker}
 	writeJSON(w, st)
 }
 

@@ -507,6 +507,11 @@ type Usage struct {
 	// PendingDemand sums what they ask for.
 	Pending       int
 	PendingDemand map[string]float64
+	// Worker processes: running an execution or an actor, kept idle for
+	// their job, the most the node may have, and executions placed here
+	// that wait for one.
+	WorkersBusy, WorkersIdle, MaxWorkers int
+	WaitingForWorker                     int
 }
 
 // Usage returns the node's resources and their use.
@@ -515,7 +520,8 @@ func (n *Node) Usage() Usage {
 	st := n.core.Stats()
 	n.mu.Unlock()
 	return Usage{Total: amounts(st.Total), Used: amounts(st.Total.Sub(st.Available)), Pending: st.Queued,
-		PendingDemand: amounts(st.QueuedDemand)}
+		PendingDemand: amounts(st.QueuedDemand), WorkersBusy: st.Busy, WorkersIdle: st.Idle,
+		MaxWorkers: st.MaxWorkers, WaitingForWorker: st.WaitingForWorker}
 }
 
 // amounts converts scheduler quantities to plain numbers by resource name.

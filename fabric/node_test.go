@@ -257,3 +257,49 @@ func TestAddModule(t *testing.T) {
 		t.Fatalf("modules after failed uploads: %v, want only the good one", ents)
 	}
 }
+
+// TestIdleWorkersMakeRoom runs a job that ran 32 zero-CPU tasks at once
+// (a worker process each, the node's most) and then idles, and meanwhile
+// another job: its driver and task get processes from the idle job's
+// workers, and it finishes in well under 2 s, not after the idle job.
+func TestIdleWorkersMakeRoom(t *testing.T) {
+	n := startNode(t, io.Discard)
+	defer n.Close()
+	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &signalWriter{syncWriter: syncWriter{w: &strings.Builder{}}, want: "burst done", seen: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	idleDone := make(chan error, 1)
+	go func() { idleDone <- n.RunJobWith(ctx, wasm, []string{"burst_idle"}, JobOptions{Stdout: w}) }()
+	select {
+	case <-w.seen:
+	case err := <-idleDone:
+		t.Fatalf("the idle job ended first: %v\n%s", err, w.String())
+	case <-time.After(time.Minute):
+		t.Fatalf("no burst: %s", w.String())
+	}
+	if got := n.Stats().Workers; got < 32 {
+		t.Fatalf("%d worker processes after the burst, want the node's most, 32", got)
+	}
+	if u := n.Usage(); u.WorkersIdle < 31 || u.MaxWorkers != 32 {
+		t.Fatalf("after the burst: %d idle of %d most, want 31 or more idle", u.WorkersIdle, u.MaxWorkers)
+	}
+	var out strings.Builder
+	start := time.Now()
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
+	if err := n.RunJobWith(sctx, wasm, []string{"small"}, JobOptions{Stdout: &syncWriter{w: &out}}); err != nil {
+		t.Fatalf("the small job: %v", err)
+	}
+	took := time.Since(start)
+	if !strings.Contains(out.String(), "small: 1 <nil>") {
+		t.Fatalf("the small job printed %q", out.String())
+	}
+	t.Logf("the small job took %v beside the idle one", took)
+	if took > 2*time.Second {
+		t.Errorf("the small job took %v beside an idle job", took)
+	}
+}

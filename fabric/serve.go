@@ -121,7 +121,10 @@ func (n *Node) fetchModule(e core.FetchModule) {
 		if err == nil && !held {
 			var wasm []byte
 			if wasm, err = os.ReadFile(n.modulePath(e.Digest)); err == nil {
-				_, err = sandbox.Validate(wasm, sandbox.Limits{MaxMemoryPages: uint32(n.cfg.GuestMemoryLimit / sandbox.WasmPageSize)})
+				// Its code was read where it was uploaded; here it is
+				// checked against this node's limits. The worker that
+				// compiles it reads the code again.
+				_, err = sandbox.ValidateSections(wasm, sandbox.Limits{MaxMemoryPages: uint32(n.cfg.GuestMemoryLimit / sandbox.WasmPageSize)})
 			}
 		}
 		if err != nil {

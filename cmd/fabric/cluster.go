@@ -291,7 +291,7 @@ func newStatusCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show the cluster: nodes by state, resources used and total, pending demand",
+		Short: "Show the cluster: nodes by state, resources used and total, pending demand, worker processes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := cf.client()
@@ -317,6 +317,8 @@ func newStatusCmd() *cobra.Command {
 				fmt.Fprintf(w, ", asking for %s", joinAmounts(st.PendingDemand))
 			}
 			fmt.Fprintln(w)
+			fmt.Fprintf(w, "Worker processes on %s: %d busy, %d idle, %d most; %d executions waiting for one\n",
+				st.Node, st.Workers.Busy, st.Workers.Idle, st.Workers.Max, st.Workers.Waiting)
 			return nil
 		},
 	}

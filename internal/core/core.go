@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/objects"
@@ -105,10 +106,15 @@ type Core struct {
 	jobs    map[JobID]*job
 	workers map[WorkerID]*worker
 	// procs counts worker processes started and not exited.
-	procs      int
-	nextWorker WorkerID
-	nextTimer  TimerID
-	timers     map[TimerID]func()
+	procs int
+	// procWaiters are the jobs that wanted a worker process while the
+	// node had as many as it may, in the order they asked; reclaiming
+	// counts idle workers killed to make room for them.
+	procWaiters []*job
+	reclaiming  int
+	nextWorker  WorkerID
+	nextTimer   TimerID
+	timers      map[TimerID]func()
 	// modules are the module digests this node holds.
 	modules map[string]bool
 	// fetchingModules are digests being fetched, with the RunTasks that
@@ -233,6 +239,17 @@ func (c *Core) stopTimer(id TimerID) {
 // sendPeer queues a message for another node.
 func (c *Core) sendPeer(node NodeID, m peerwire.Message) {
 	c.emit(PeerSend{Node: node, Msg: m})
+}
+
+// sortedJobs returns the node's jobs in the order of their IDs, so that
+// what the core does for each is the same from run to run.
+func (c *Core) sortedJobs() []*job {
+	jobs := make([]*job, 0, len(c.jobs))
+	for _, j := range c.jobs {
+		jobs = append(jobs, j)
+	}
+	slices.SortFunc(jobs, func(a, b *job) int { return strings.Compare(string(a.id), string(b.id)) })
+	return jobs
 }
 
 // sortedIDs returns the keys of a map of IDs in order, so that what the

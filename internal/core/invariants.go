@@ -68,12 +68,24 @@ func (c *Core) CheckInvariants() error {
 	if c.procs != len(c.workers) {
 		bad("%d worker processes counted, %d known", c.procs, len(c.workers))
 	}
+	reclaimed := 0
 	for id, w := range c.workers {
+		if w.reclaimed {
+			reclaimed++
+		}
 		if _, ok := w.job.workers[w]; !ok {
 			bad("worker %d is not among its job's workers", id)
 		}
 		if c.jobs[w.job.id] != w.job {
 			bad("worker %d outlived its job %s", id, w.job.id)
+		}
+	}
+	if reclaimed != c.reclaiming {
+		bad("%d idle workers counted as stopped for room, %d are", c.reclaiming, reclaimed)
+	}
+	for _, j := range c.procWaiters {
+		if c.jobs[j.id] != j || j.done {
+			bad("job %s waits for a worker process after it ended", j.id)
 		}
 	}
 	for _, j := range c.jobs {

@@ -13,12 +13,15 @@ import (
 // job is one run of a module's driver with everything it started, or this
 // node's share of a job whose driver runs on another node (its root).
 type job struct {
-	id       JobID
-	digest   string
-	workers  map[*worker]struct{}
-	idle     []*worker
-	queue    []*task // placed executions waiting for a worker
-	starting int
+	id      JobID
+	digest  string
+	workers map[*worker]struct{}
+	idle    []*worker
+	queue   []*task // placed executions waiting for a worker
+	// actorStarts are actor creations waiting for a worker process the
+	// node is making room for.
+	actorStarts []*task
+	starting    int
 	// done is set when the job ends; the job is forgotten once its
 	// workers have exited (JobEnded).
 	done   bool
@@ -151,7 +154,11 @@ func (c *Core) endJob(j *job) {
 	c.drainDrops(dropChunk) // the rest in later steps (Yield)
 	j.exports = nil
 	j.queue = nil
+	j.actorStarts = nil
 	j.idle = nil
+	if i := slices.Index(c.procWaiters, j); i >= 0 {
+		c.procWaiters = slices.Delete(c.procWaiters, i, i+1)
+	}
 	for _, w := range j.sortedWorkers() {
 		c.killWorker(w)
 	}

@@ -29,6 +29,13 @@ type Stats struct {
 	QueuedDemand scheduler.Resources
 	// Nodes counts the nodes the scheduler knows, this one included.
 	Nodes int
+	// Busy counts the worker processes running an execution or hosting
+	// an actor, Idle those kept for their job's next tasks, MaxWorkers
+	// how many the node may have; WaitingForWorker counts the executions
+	// placed here that wait for a worker process (so that a node out of
+	// processes does not look idle).
+	Busy, Idle, MaxWorkers int
+	WaitingForWorker       int
 }
 
 // Stats returns the core's counters.
@@ -37,6 +44,16 @@ func (c *Core) Stats() Stats {
 		Stored: c.stored, Queued: c.sched.Queued(), QueuedDemand: c.sched.QueuedDemand(), Nodes: len(c.sched.Nodes())}
 	st.Total, _ = c.sched.Total(c.cfg.Node)
 	st.Available, _ = c.sched.Available(c.cfg.Node)
+	st.MaxWorkers = c.cfg.MaxWorkers
+	for _, j := range c.jobs {
+		st.Idle += len(j.idle)
+		st.WaitingForWorker += len(j.queue) + len(j.actorStarts)
+	}
+	for _, w := range c.workers {
+		if w.task != nil || w.actor != nil {
+			st.Busy++
+		}
+	}
 	return st
 }
 

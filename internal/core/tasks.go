@@ -274,17 +274,37 @@ func (c *Core) dispatch(t *task) {
 		return
 	}
 	if t.kind == wire.ExecActorCreate {
-		w := c.startWorker(j)
-		if w == nil {
-			c.actorDead(t.actor, fmt.Sprintf("the node has %d worker processes, its most", c.cfg.MaxWorkers))
-			return
-		}
-		w.actor = t.actor
-		t.actor.worker = w
+		j.actorStarts = append(j.actorStarts, t)
+		c.startActors(j)
 		return
 	}
 	j.queue = append(j.queue, t)
 	c.pump(j)
+}
+
+// startActors starts a worker process for each actor of j waiting for one.
+// While the node has as many as it may, they wait for an idle worker of
+// another job to be stopped; when there is none to stop, they fail.
+func (c *Core) startActors(j *job) {
+	for len(j.actorStarts) > 0 {
+		t := j.actorStarts[0]
+		if t.state == taskDone {
+			j.actorStarts = j.actorStarts[1:]
+			continue
+		}
+		w := c.startWorker(j)
+		if w == nil {
+			if c.reclaiming > 0 {
+				return // an idle worker is being stopped for it
+			}
+			j.actorStarts = j.actorStarts[1:]
+			c.actorDead(t.actor, fmt.Sprintf("the node has %d worker processes, its most, and none is idle", c.cfg.MaxWorkers))
+			continue
+		}
+		j.actorStarts = j.actorStarts[1:]
+		w.actor = t.actor
+		t.actor.worker = w
+	}
 }
 
 // cborArrayHeader is the CBOR head of an array of n items.

@@ -3,6 +3,7 @@ package core
 import (
 	"bytes"
 	"fmt"
+	"slices"
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/objects"
@@ -50,6 +51,9 @@ type worker struct {
 	reserving int
 	// starting is set while it counts in its job's starting workers.
 	starting bool
+	// reclaimed is set when it was stopped, idle, to make room for
+	// another job's worker (it counts in Core.reclaiming until it exits).
+	reclaimed bool
 }
 
 // usable reports whether the worker may be given executions.
@@ -65,9 +69,11 @@ func (w *worker) inFlight() int {
 }
 
 // startWorker starts a worker process for j, unless the node has as many
-// as it may.
+// as it may: then j waits for one (procWaiters), and an idle worker of
+// another job is stopped to make room.
 func (c *Core) startWorker(j *job) *worker {
 	if c.procs >= c.cfg.MaxWorkers {
+		c.waitForProcess(j)
 		return nil
 	}
 	c.nextWorker++
@@ -100,6 +106,47 @@ func (c *Core) stopExecution(w *worker, t *task, ev abi.ErrorValue) {
 			c.killWorker(w)
 		}
 	})
+}
+
+// waitForProcess queues j for the next worker process that exits, and
+// stops an idle worker (the one idle longest, of the job with the most
+// idle) unless enough are already being stopped for the jobs waiting. A
+// job's idle workers are kept to spare its next tasks a cold start, but
+// never while another job waits: one job that ran many short tasks and
+// then idled held every process of its node.
+func (c *Core) waitForProcess(j *job) {
+	if !slices.Contains(c.procWaiters, j) {
+		c.procWaiters = append(c.procWaiters, j)
+	}
+	if c.reclaiming >= len(c.procWaiters) {
+		return
+	}
+	var victim *job
+	for _, o := range c.sortedJobs() {
+		if o != j && len(o.idle) > 0 && (victim == nil || len(o.idle) > len(victim.idle)) {
+			victim = o
+		}
+	}
+	if victim == nil {
+		return
+	}
+	w := victim.idle[0]
+	victim.idle = victim.idle[1:]
+	w.reclaimed = true
+	c.reclaiming++
+	c.killWorker(w)
+}
+
+// processFreed gives a worker process that exited to the jobs waiting
+// for one, in order.
+func (c *Core) processFreed() {
+	for len(c.procWaiters) > 0 && c.procs < c.cfg.MaxWorkers {
+		j := c.procWaiters[0]
+		c.procWaiters = c.procWaiters[1:]
+		if c.jobs[j.id] == j && !j.done {
+			c.pump(j)
+		}
+	}
 }
 
 // killWorker stops a worker; its exit is handled by WorkerExited.
@@ -204,6 +251,10 @@ func (c *Core) workerGone(w *worker, cause string) {
 	w.state = workerDead
 	delete(c.workers, w.id)
 	c.procs--
+	if w.reclaimed {
+		w.reclaimed = false
+		c.reclaiming--
+	}
 	j := w.job
 	delete(j.workers, w)
 	j.removeIdle(w)
@@ -237,6 +288,7 @@ func (c *Core) workerGone(w *worker, cause string) {
 	}
 	c.schedule()
 	c.pump(j)
+	c.processFreed()
 	c.jobMaybeEnded(j)
 }
 
@@ -267,6 +319,9 @@ func (c *Core) workerIdle(w *worker) {
 // pump gives queued executions of j to its idle workers and starts
 // workers while executions wait for one.
 func (c *Core) pump(j *job) {
+	if !j.done && len(j.actorStarts) > 0 {
+		c.startActors(j)
+	}
 	for !j.done && len(j.queue) > 0 && len(j.idle) > 0 {
 		w := j.idle[len(j.idle)-1]
 		j.idle = j.idle[:len(j.idle)-1]

@@ -253,8 +253,15 @@ func Validate(wasm []byte, lim Limits) (*ModuleInfo, error) {
 	return info, nil
 }
 
-// validate is Validate without reading the code, for Compile, which
-// rewrites the code right after.
+// ValidateSections is Validate without reading the code: for a module
+// whose code was read where it was uploaded (a node fetching it from
+// another checks it against its own limits), and for Compile, which
+// rewrites the code right after. Reading the code is most of Validate's
+// time: 90 ms for a 5 MB Go guest, 1.2 s under the race detector.
+func ValidateSections(wasm []byte, lim Limits) (*ModuleInfo, error) {
+	return validate(wasm, lim)
+}
+
 func validate(wasm []byte, lim Limits) (*ModuleInfo, error) {
 	v := valValidator{
 		wasm:      wasm,

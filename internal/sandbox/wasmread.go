@@ -134,61 +134,52 @@ func (r *wreader) memarg() {
 // skipInstr skips one instruction and its immediates.
 func (r *wreader) skipInstr() error {
 	op := r.byte()
-	switch {
-	case r.err != nil:
-	case op == 0x00 || op == 0x01 || op == 0x05 || op == 0x0b || op == 0x0f ||
-		op == 0x1a || op == 0x1b || op == 0xd1 || (op >= 0x45 && op <= 0xc4):
-		// no immediates
-	case op >= 0x02 && op <= 0x04: // block, loop, if
+	if r.err != nil {
+		return instrumentErrorf("truncated instruction")
+	}
+	switch immediates[op] {
+	case immNone:
+	case immBlock: // block, loop, if
 		r.blockType()
-	case op == 0x0c || op == 0x0d: // br, br_if
+	case immU32: // branches, calls, locals, tables, memory.size/grow, ref.func
 		r.u32()
-	case op == 0x0e: // br_table
+	case immGlobal: // global.get, global.set
+		g := r.u32()
+		if r.lim != nil {
+			r.checkIndex(g, r.lim.globals, "global")
+		}
+	case immBrTable:
 		n := r.u32()
 		for i := uint32(0); i <= n && r.err == nil; i++ {
 			r.u32()
 		}
-	case op == 0x10 || op == 0x12: // call, return_call
-		r.u32()
-	case op == 0x11 || op == 0x13: // call_indirect, return_call_indirect
+	case immCallIndirect: // call_indirect, return_call_indirect
 		t := r.u32()
 		if r.lim != nil {
 			r.checkIndex(t, r.lim.types, "type")
 		}
 		r.u32()
-	case op == 0x1c: // select with types
+	case immSelect: // select with types
 		n := r.u32()
 		r.bytes(int(n))
-	case op == 0x23 || op == 0x24: // global.get, global.set
-		g := r.u32()
-		if r.lim != nil {
-			r.checkIndex(g, r.lim.globals, "global")
-		}
-	case op >= 0x20 && op <= 0x26: // locals, table.get/set
-		r.u32()
-	case op >= 0x28 && op <= 0x3e: // loads and stores
+	case immMemarg: // loads and stores
 		r.memarg()
-	case op == 0x3f || op == 0x40: // memory.size, memory.grow
-		r.u32()
-	case op == 0x41:
+	case immS32:
 		r.sleb(5)
-	case op == 0x42:
+	case immS64:
 		r.sleb(10)
-	case op == 0x43:
+	case immF32:
 		r.bytes(4)
-	case op == 0x44:
+	case immF64:
 		r.bytes(8)
-	case op == 0xd0: // ref.null
+	case immByte: // ref.null
 		r.byte()
-	case op == 0xd2: // ref.func
-		r.u32()
-	case op == 0xfc:
+	case immFC:
 		r.skipFC()
-	case op == 0xfd:
+	case immSIMD:
 		r.skipSIMD()
-	case op == 0xfe:
-		sub := r.u32()
-		if sub == 0x03 { // atomic.fence
+	case immAtomic:
+		if sub := r.u32(); sub == 0x03 { // atomic.fence
 			r.byte()
 		} else {
 			r.memarg()
@@ -201,6 +192,60 @@ func (r *wreader) skipInstr() error {
 	}
 	return nil
 }
+
+// The kinds of immediates an opcode takes, by its first byte.
+const (
+	immInvalid = iota
+	immNone
+	immBlock
+	immU32
+	immGlobal
+	immBrTable
+	immCallIndirect
+	immSelect
+	immMemarg
+	immS32
+	immS64
+	immF32
+	immF64
+	immByte
+	immFC
+	immSIMD
+	immAtomic
+)
+
+// immediates gives each opcode's kind of immediates (a table, since the
+// rewrite reads every instruction of a module: a 5 MB Go guest has
+// millions).
+var immediates = func() (t [256]uint8) {
+	set := func(kind uint8, ops ...byte) {
+		for _, op := range ops {
+			t[op] = kind
+		}
+	}
+	set(immNone, 0x00, 0x01, 0x05, 0x0b, 0x0f, 0x1a, 0x1b, 0xd1)
+	for op := 0x45; op <= 0xc4; op++ {
+		t[op] = immNone
+	}
+	set(immBlock, 0x02, 0x03, 0x04)
+	set(immU32, 0x0c, 0x0d, 0x10, 0x12, 0x20, 0x21, 0x22, 0x25, 0x26, 0x3f, 0x40, 0xd2)
+	set(immGlobal, 0x23, 0x24)
+	set(immBrTable, 0x0e)
+	set(immCallIndirect, 0x11, 0x13)
+	set(immSelect, 0x1c)
+	for op := 0x28; op <= 0x3e; op++ {
+		t[op] = immMemarg
+	}
+	set(immS32, 0x41)
+	set(immS64, 0x42)
+	set(immF32, 0x43)
+	set(immF64, 0x44)
+	set(immByte, 0xd0)
+	set(immFC, 0xfc)
+	set(immSIMD, 0xfd)
+	set(immAtomic, 0xfe)
+	return t
+}()
 
 func (r *wreader) skipFC() {
 	switch sub := r.u32(); {

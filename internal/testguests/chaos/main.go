@@ -233,10 +233,29 @@ func putOneTwoThree() ([]sdk.Ref[int], error) {
 	return refs, nil
 }
 
+// napper sleeps and takes no CPU: many run at once, each in a process.
+var napper = sdk.Task1("napper", func(ms int) (int, error) {
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	return ms, nil
+}, sdk.CPUs(0))
+
 func init() { sdk.Main(run) }
 
 func run(args []string) error {
 	switch args[0] {
+	case "burst_idle": // 32 zero-CPU tasks at once, then nothing for a while
+		refs := make([]sdk.Ref[int], 32)
+		for i := range refs {
+			refs[i] = napper.Remote(200)
+		}
+		if _, err := sdk.GetAll(refs); err != nil {
+			return err
+		}
+		fmt.Println("burst_idle: burst done")
+		time.Sleep(20 * time.Second)
+	case "small": // one short task
+		v, err := napper.Remote(1).Get()
+		fmt.Printf("small: %v %v\n", v, err)
 	case "retry":
 		v, err := victim.Remote(3000).Get()
 		fmt.Printf("retry: %v %v\n", v, err)
