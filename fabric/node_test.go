@@ -281,11 +281,9 @@ func TestIdleWorkersMakeRoom(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatalf("no burst: %s", w.String())
 	}
-	if got := n.Stats().Workers; got < 32 {
-		t.Fatalf("%d worker processes after the burst, want the node's most, 32", got)
-	}
-	if u := n.Usage(); u.WorkersIdle < 31 || u.MaxWorkers != 32 {
-		t.Fatalf("after the burst: %d idle of %d most, want 31 or more idle", u.WorkersIdle, u.MaxWorkers)
+	// The driver's process does not count: 32 idle ones are the most.
+	if u := n.Usage(); u.WorkersIdle < 32 || u.MaxWorkers != 32 {
+		t.Fatalf("after the burst: %d idle of %d most, want 32 idle", u.WorkersIdle, u.MaxWorkers)
 	}
 	var out strings.Builder
 	start := time.Now()

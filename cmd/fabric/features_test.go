@@ -54,3 +54,19 @@ func TestFeatures(t *testing.T) {
 		})
 	}
 }
+
+// TestTreeOfTasks runs Ray's tree-of-tasks pattern as a new user would,
+// with `fabric run` on a 2-CPU node: a recursive quicksort of 8 million
+// numbers, where every parent waits in get for its two children. Parents
+// blocked in get give their CPU back and their processes do not count
+// against the node's most, so the leaves get processes; before, the node
+// ran out of processes full of waiting parents and the job hung until its
+// timeout.
+func TestTreeOfTasks(t *testing.T) {
+	chaos := testrig.Guest(t, "internal/testguests/chaos")
+	res := testrig.Run(t, 4*time.Minute, "run", "--num-cpus", "2", "--timeout", "200s", chaos, "--", "quicksort", "8000000")
+	if res.Code != 0 || !strings.Contains(res.Stdout, "quicksort: 8000000 numbers sorted: true") {
+		t.Fatalf("exit %d\nstdout:\n%.3000s\nstderr:\n%.3000s", res.Code, res.Stdout, res.Stderr)
+	}
+	t.Logf("%s(fabric run took %v)", res.Stdout, res.Elapsed.Round(time.Millisecond))
+}

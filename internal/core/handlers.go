@@ -510,6 +510,7 @@ func (c *Core) get(w *worker, m wire.Get) {
 		c.recall(w)
 		c.sched.Blocked(t.schedID())
 		c.schedule()
+		c.processFreed() // its process no longer counts against the most
 	}
 }
 

@@ -72,7 +72,7 @@ func (w *worker) inFlight() int {
 // as it may: then j waits for one (procWaiters), and an idle worker of
 // another job is stopped to make room.
 func (c *Core) startWorker(j *job) *worker {
-	if c.procs >= c.cfg.MaxWorkers {
+	if !c.roomForProcess() {
 		c.waitForProcess(j)
 		return nil
 	}
@@ -108,6 +108,36 @@ func (c *Core) stopExecution(w *worker, t *task, ev abi.ErrorValue) {
 	})
 }
 
+// hardWorkerFactor bounds the worker processes of a node, parked ones
+// included, at this many times MaxWorkers: each is a process with its own
+// runtimes, tens of MB.
+const hardWorkerFactor = 4
+
+// roomForProcess reports whether the node may start another worker
+// process.
+func (c *Core) roomForProcess() bool {
+	if c.procs < c.cfg.MaxWorkers {
+		return true
+	}
+	return c.procs < hardWorkerFactor*c.cfg.MaxWorkers && c.procs-c.parked() < c.cfg.MaxWorkers
+}
+
+// parked counts the worker processes that MaxWorkers does not count:
+// those whose task is blocked in get (it gave its CPU back), and those
+// running a job's driver (one per job, for the job's life). As in Ray,
+// where workers blocked in ray.get do not count against the soft limit:
+// otherwise a tree of tasks (a recursive quicksort) deadlocks once every
+// process holds a parent waiting for children that have none left.
+func (c *Core) parked() int {
+	n := 0
+	for _, w := range c.workers {
+		if t := w.task; t != nil && (t.blocked || t.kind == wire.ExecMain) {
+			n++
+		}
+	}
+	return n
+}
+
 // waitForProcess queues j for the next worker process that exits, and
 // stops an idle worker (the one idle longest, of the job with the most
 // idle) unless enough are already being stopped for the jobs waiting. A
@@ -140,7 +170,7 @@ func (c *Core) waitForProcess(j *job) {
 // processFreed gives a worker process that exited to the jobs waiting
 // for one, in order.
 func (c *Core) processFreed() {
-	for len(c.procWaiters) > 0 && c.procs < c.cfg.MaxWorkers {
+	for len(c.procWaiters) > 0 && c.roomForProcess() {
 		j := c.procWaiters[0]
 		c.procWaiters = c.procWaiters[1:]
 		if c.jobs[j.id] == j && !j.done {

@@ -233,6 +233,55 @@ func putOneTwoThree() ([]sdk.Ref[int], error) {
 	return refs, nil
 }
 
+// quicksortLeaf is the size below which quicksort sorts in place.
+const quicksortLeaf = 1 << 18
+
+// quicksort is Ray's tree-of-tasks example: a task that partitions its
+// numbers around a pivot, sorts each side in a task of its own, and waits
+// for both. Every level waits on the next, so a node must run children
+// while their parents are blocked in get.
+var quicksort sdk.Func1[[]int64, []int64]
+
+func init() {
+	quicksort = sdk.Task1("quicksort", func(xs []int64) ([]int64, error) {
+		if len(xs) <= quicksortLeaf {
+			sort.Slice(xs, func(i, j int) bool { return xs[i] < xs[j] })
+			return xs, nil
+		}
+		pivot := xs[len(xs)/2]
+		var less, equal, more []int64
+		for _, x := range xs {
+			switch {
+			case x < pivot:
+				less = append(less, x)
+			case x > pivot:
+				more = append(more, x)
+			default:
+				equal = append(equal, x)
+			}
+		}
+		// Large halves go by reference, through the object store.
+		lr, err := sdk.Put(less)
+		if err != nil {
+			return nil, err
+		}
+		mr, err := sdk.Put(more)
+		if err != nil {
+			return nil, err
+		}
+		l, m := quicksort.Remote(lr), quicksort.Remote(mr)
+		ls, err := l.Get()
+		if err != nil {
+			return nil, err
+		}
+		ms, err := m.Get()
+		if err != nil {
+			return nil, err
+		}
+		return append(append(ls, equal...), ms...), nil
+	})
+}
+
 // napper sleeps and takes no CPU: many run at once, each in a process.
 var napper = sdk.Task1("napper", func(ms int) (int, error) {
 	time.Sleep(time.Duration(ms) * time.Millisecond)
@@ -246,13 +295,37 @@ func run(args []string) error {
 	case "burst_idle": // 32 zero-CPU tasks at once, then nothing for a while
 		refs := make([]sdk.Ref[int], 32)
 		for i := range refs {
-			refs[i] = napper.Remote(200)
+			refs[i] = napper.Remote(3000) // long enough that all 32 run at once
 		}
 		if _, err := sdk.GetAll(refs); err != nil {
 			return err
 		}
 		fmt.Println("burst_idle: burst done")
 		time.Sleep(20 * time.Second)
+	case "quicksort": // quicksort N: the tree of tasks on one node
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		xs := make([]int64, n)
+		state := uint64(88172645463325252)
+		for i := range xs { // xorshift: the same numbers every run
+			state ^= state << 13
+			state ^= state >> 7
+			state ^= state << 17
+			xs[i] = int64(state >> 1)
+		}
+		start := time.Now()
+		ref, err := sdk.Put(xs)
+		if err != nil {
+			return err
+		}
+		sorted, err := quicksort.Remote(ref).Get()
+		if err != nil {
+			return err
+		}
+		ok := len(sorted) == n && sort.SliceIsSorted(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+		fmt.Printf("quicksort: %d numbers sorted: %v in %v\n", len(sorted), ok, time.Since(start).Round(time.Millisecond))
 	case "small": // one short task
 		v, err := napper.Remote(1).Get()
 		fmt.Printf("small: %v %v\n", v, err)
