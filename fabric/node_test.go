@@ -301,3 +301,43 @@ func TestIdleWorkersMakeRoom(t *testing.T) {
 		t.Errorf("the small job took %v beside an idle job", took)
 	}
 }
+
+// TestIdleActorsLeaveRoom runs a job with 100 idle actors (a worker
+// process each, past the node's most of 32) and meanwhile another job,
+// which finishes in well under 2 s: actors' processes do not count
+// against the most.
+func TestIdleActorsLeaveRoom(t *testing.T) {
+	n := startNode(t, io.Discard)
+	defer n.Close()
+	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &signalWriter{syncWriter: syncWriter{w: &strings.Builder{}}, want: "100 ready", seen: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	actorsDone := make(chan error, 1)
+	go func() { actorsDone <- n.RunJobWith(ctx, wasm, []string{"idle_actors", "100"}, JobOptions{Stdout: w}) }()
+	select {
+	case <-w.seen:
+	case err := <-actorsDone:
+		t.Fatalf("the actors' job ended first: %v\n%s", err, w.String())
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("no actors: %s", w.String())
+	}
+	var out strings.Builder
+	start := time.Now()
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
+	if err := n.RunJobWith(sctx, wasm, []string{"small"}, JobOptions{Stdout: &syncWriter{w: &out}}); err != nil {
+		t.Fatalf("the small job: %v", err)
+	}
+	took := time.Since(start)
+	if !strings.Contains(out.String(), "small: 1 <nil>") {
+		t.Fatalf("the small job printed %q", out.String())
+	}
+	t.Logf("the small job took %v beside 100 idle actors (%d worker processes)", took, n.Stats().Workers)
+	if took > 2*time.Second {
+		t.Errorf("the small job took %v beside 100 idle actors", took)
+	}
+}

@@ -123,15 +123,18 @@ func (c *Core) roomForProcess() bool {
 }
 
 // parked counts the worker processes that MaxWorkers does not count:
-// those whose task is blocked in get (it gave its CPU back), and those
-// running a job's driver (one per job, for the job's life). As in Ray,
-// where workers blocked in ray.get do not count against the soft limit:
-// otherwise a tree of tasks (a recursive quicksort) deadlocks once every
-// process holds a parent waiting for children that have none left.
+// those whose task is blocked in get (it gave its CPU back), those
+// running a job's driver (one per job, for the job's life), and actors'
+// (an actor holds its process for its life, busy or not). As in Ray,
+// where workers blocked in ray.get and actors' workers do not count
+// against the soft limit: otherwise a tree of tasks (a recursive
+// quicksort) deadlocks once every process holds a parent waiting for
+// children that have none left, and a job's idle actors leave other
+// jobs no process for their tasks.
 func (c *Core) parked() int {
 	n := 0
 	for _, w := range c.workers {
-		if t := w.task; t != nil && (t.blocked || t.kind == wire.ExecMain) {
+		if t := w.task; w.actor != nil || t != nil && (t.blocked || t.kind == wire.ExecMain) {
 			n++
 		}
 	}

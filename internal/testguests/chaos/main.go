@@ -326,6 +326,20 @@ func run(args []string) error {
 		}
 		ok := len(sorted) == n && sort.SliceIsSorted(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
 		fmt.Printf("quicksort: %d numbers sorted: %v in %v\n", len(sorted), ok, time.Since(start).Round(time.Millisecond))
+	case "idle_actors": // idle_actors N: N actors, each called once, then nothing for a while
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		refs := make([]sdk.Ref[int], n)
+		for i := range refs {
+			refs[i] = add.Remote(tallyClass.Remote(), 0)
+		}
+		if _, err := sdk.GetAll(refs); err != nil {
+			return err
+		}
+		fmt.Printf("idle_actors: %d ready\n", n)
+		time.Sleep(30 * time.Second)
 	case "small": // one short task
 		v, err := napper.Remote(1).Get()
 		fmt.Printf("small: %v %v\n", v, err)
