@@ -60,7 +60,12 @@ func (c *ActorClass[S]) Options(opts ...Option) *ActorClass[S] {
 func (c *ActorClass[S]) Remote(args ...any) Handle[S] {
 	spec := abi.TaskSpec{Func: c.name, Options: applyOptions(c.opts, c.extra)}
 	var err error
-	if spec.Args, spec.Refs, err = buildArgs(args); err != nil {
+	var put []ObjectID
+	spec.Args, spec.Refs, put, err = buildArgs(args)
+	if len(put) > 0 {
+		defer host.release(put) // after the creation: the constructor holds them
+	}
+	if err != nil {
 		return Handle[S]{err: err}
 	}
 	b := spec.AppendCBOR(nil)

@@ -15,7 +15,7 @@ func BenchmarkEncodeSpec(b *testing.B) {
 	for range b.N {
 		spec := abi.TaskSpec{Func: d.name, NumReturns: d.nret, Options: applyOptions(d.opts, nil)}
 		var err error
-		if spec.Args, spec.Refs, err = buildArgs(nil); err != nil {
+		if spec.Args, spec.Refs, _, err = buildArgs(nil); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := encMode.Marshal(spec); err != nil {

@@ -18,10 +18,12 @@ import (
 // memHost is an in-process host for testing the SDK without wasm: it runs
 // every submitted call at once through dispatch, as the agent would.
 type memHost struct {
-	objs  map[ObjectID]staged
-	next  byte
-	logs  []string
-	calls int
+	objs     map[ObjectID]staged
+	next     byte
+	logs     []string
+	calls    int
+	specs    []abi.TaskSpec // submitted, in order
+	released []ObjectID
 }
 
 func newMemHost(t *testing.T) *memHost {
@@ -101,6 +103,7 @@ func (h *memHost) submit(b []byte, n int) ([]ObjectID, error) {
 	if err := cbor.Unmarshal(b, &spec); err != nil {
 		return nil, err
 	}
+	h.specs = append(h.specs, spec)
 	return h.run(spec.Func, spec, n), nil
 }
 
@@ -143,7 +146,7 @@ func (h *memHost) wait(ids []ObjectID, numReady int, timeoutMs int64) ([]bool, e
 }
 
 func (h *memHost) cancel(ObjectID, bool, bool) error { return nil }
-func (h *memHost) release([]ObjectID)                {}
+func (h *memHost) release(ids []ObjectID)            { h.released = append(h.released, ids...) }
 func (h *memHost) actorLookup(name string) (ObjectID, error) {
 	return ObjectID{}, errHost("no actor named " + name)
 }
@@ -368,6 +371,34 @@ func TestByteSliceParts(t *testing.T) {
 		}
 		if n > 0 && &parts[1][0] != &b[0] {
 			t.Errorf("%d bytes: the body is a copy", n)
+		}
+	}
+}
+
+var byteLen = Task1("byte_len", func(b []byte) (int, error) { return len(b), nil })
+
+// TestLargeArgumentsGoByReference: an argument of 100 KiB or more is put
+// in the object store and passed by reference, as Ray does, and the
+// caller's reference is released once the submission has gone; a small
+// one travels in the submission.
+func TestLargeArgumentsGoByReference(t *testing.T) {
+	h := newMemHost(t)
+	for _, n := range []int{10, autoPutMin - 8, autoPutMin, 1 << 20} {
+		v, err := byteLen.Remote(make([]byte, n)).Get()
+		if err != nil || v != n {
+			t.Fatalf("byte_len(%d bytes) = %d, %v", n, v, err)
+		}
+		arg := h.specs[len(h.specs)-1].Args[0]
+		encoded := n + 5 // a CBOR byte string's head
+		if n < 24 {
+			encoded = n + 1
+		}
+		byRef := arg.Ref != nil
+		if want := encoded >= autoPutMin; byRef != want {
+			t.Errorf("%d bytes: passed by reference %v, want %v", n, byRef, want)
+		}
+		if byRef && (len(h.released) == 0 || !bytes.Equal(h.released[len(h.released)-1][:], arg.Ref)) {
+			t.Errorf("%d bytes: the put %x was not released after the submission (released %v)", n, arg.Ref, h.released)
 		}
 	}
 }

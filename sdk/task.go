@@ -36,28 +36,46 @@ func (d *taskDef) encodedOptions(extra []Option) []byte {
 }
 
 // buildArgs encodes the arguments of a call: values inline, references by ID.
-func buildArgs(args []any) ([]abi.Arg, [][]byte, error) {
-	out := make([]abi.Arg, len(args))
-	var nested [][]byte
+// autoPutMin is the size of an encoded argument from which it goes
+// through the object store, as Ray puts arguments over 100 KiB: the
+// submission then carries its ID, not its bytes, and the agent keeps no
+// copy of it in its memory.
+const autoPutMin = 100 << 10
+
+// buildArgs encodes a call's arguments. Those of autoPutMin bytes or more
+// are put first and passed by reference; their IDs are returned in put,
+// for the caller to release once the submission has gone (the task holds
+// them from then on).
+func buildArgs(args []any) (out []abi.Arg, nested [][]byte, put []ObjectID, err error) {
+	out = make([]abi.Arg, len(args))
 	for i, a := range args {
 		if r, ok := a.(anyRef); ok {
 			id, err := r.objectID()
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, put, err
 			}
 			out[i] = abi.Arg{Ref: append([]byte(nil), id[:]...)}
 			continue
 		}
 		b, refs, err := encode(a)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: argument %d: %v", ErrBadArguments, i, err)
+			return nil, nil, put, fmt.Errorf("%w: argument %d: %v", ErrBadArguments, i, err)
+		}
+		if len(b) >= autoPutMin {
+			id, err := host.put([][]byte{b}, refs)
+			if err != nil {
+				return nil, nil, put, fmt.Errorf("argument %d (%d bytes, put in the object store): %w", i, len(b), err)
+			}
+			put = append(put, id)
+			out[i] = abi.Arg{Ref: append([]byte(nil), id[:]...)}
+			continue
 		}
 		for _, id := range refs {
 			nested = append(nested, append([]byte(nil), id[:]...))
 		}
 		out[i] = abi.Arg{Value: b}
 	}
-	return out, nested, nil
+	return out, nested, put, nil
 }
 
 func (d *taskDef) submit(actorID *ObjectID, fn string, extra []Option, args []any) ([]ObjectID, error) {
@@ -66,7 +84,12 @@ func (d *taskDef) submit(actorID *ObjectID, fn string, extra []Option, args []an
 		spec.Actor = append([]byte(nil), actorID[:]...)
 	}
 	var err error
-	if spec.Args, spec.Refs, err = buildArgs(args); err != nil {
+	var put []ObjectID
+	spec.Args, spec.Refs, put, err = buildArgs(args)
+	if len(put) > 0 {
+		defer host.release(put) // after the submission: the task holds them
+	}
+	if err != nil {
 		return nil, err
 	}
 	b := spec.AppendCBOR(nil)

@@ -260,16 +260,9 @@ func init() {
 				equal = append(equal, x)
 			}
 		}
-		// Large halves go by reference, through the object store.
-		lr, err := sdk.Put(less)
-		if err != nil {
-			return nil, err
-		}
-		mr, err := sdk.Put(more)
-		if err != nil {
-			return nil, err
-		}
-		l, m := quicksort.Remote(lr), quicksort.Remote(mr)
+		// As in Ray's example, the halves are passed as they are: the SDK
+		// puts large arguments in the object store by itself.
+		l, m := quicksort.Remote(less), quicksort.Remote(more)
 		ls, err := l.Get()
 		if err != nil {
 			return nil, err
@@ -316,11 +309,7 @@ func run(args []string) error {
 			xs[i] = int64(state >> 1)
 		}
 		start := time.Now()
-		ref, err := sdk.Put(xs)
-		if err != nil {
-			return err
-		}
-		sorted, err := quicksort.Remote(ref).Get()
+		sorted, err := quicksort.Remote(xs).Get()
 		if err != nil {
 			return err
 		}
