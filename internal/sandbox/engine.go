@@ -238,6 +238,13 @@ type Instance struct {
 // real clocks, crypto-random WASI randomness. It runs _initialize and checks
 // fabric_abi_version.
 func (m *Module) Instantiate(ctx context.Context) (*Instance, error) {
+	return m.InstantiateWatched(ctx, nil)
+}
+
+// InstantiateWatched is Instantiate that hands the instance to started
+// before its _initialize runs, so that Interrupt can stop a guest that
+// loops there (Instantiate then fails with an InterruptedError).
+func (m *Module) InstantiateWatched(ctx context.Context, started func(*Instance)) (*Instance, error) {
 	out := &outputSink{}
 	intr := &interruptState{stopped: make(chan struct{})}
 	cfg := wazero.NewModuleConfig().
@@ -265,6 +272,9 @@ func (m *Module) Instantiate(ctx context.Context) (*Instance, error) {
 		m.e.instances.remove(mod)
 		_ = mod.Close(ctx)
 		return nil, err
+	}
+	if started != nil {
+		started(inst)
 	}
 	if m.hasIni {
 		if _, err := mod.ExportedFunction("_initialize").Call(ctx); err != nil {

@@ -406,3 +406,42 @@ func FuzzInstrument(f *testing.F) {
 		}
 	})
 }
+
+// TestInterruptInitialize stops a guest whose _initialize never returns:
+// Instantiate fails with an InterruptedError instead of hanging, so a
+// worker need not be killed for it.
+func TestInterruptInitialize(t *testing.T) {
+	wasm := watModule(t, "init_loop", `(module
+	  (memory (export "memory") 1)
+	  (func (export "_initialize") (loop $l (br $l)))
+	  (func (export "fabric_abi_version") (result i32) (i32.const 1))
+	  (func (export "fabric_alloc") (param i32) (result i32) (i32.const 16))
+	  (func (export "fabric_free") (param i32))
+	  (func (export "fabric_call") (param i32 i32 i32 i32) (result i32) (i32.const 0)))`)
+	ctx := context.Background()
+	e, err := NewEngine(ctx, EngineConfig{MemoryLimit: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close(ctx)
+	m, err := e.Compile(ctx, wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.InstantiateWatched(ctx, func(inst *Instance) {
+			time.AfterFunc(20*time.Millisecond, func() { inst.Interrupt(errors.New("test stop")) })
+		})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		var ie *InterruptedError
+		if !errors.As(err, &ie) {
+			t.Fatalf("Instantiate = %v, want an InterruptedError", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Instantiate did not stop")
+	}
+}

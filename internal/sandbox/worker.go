@@ -389,9 +389,21 @@ func (w *worker) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 		if w.inst != nil {
 			_ = w.inst.Close(ctx)
 		}
-		inst, err := w.module.Instantiate(ctx)
+		// A Stop that comes while the instance initializes stops it there.
+		inst, err := w.module.InstantiateWatched(ctx, func(inst *Instance) {
+			w.mu.Lock()
+			cur.inst = inst
+			if cur.stopped {
+				inst.Interrupt(errStopped)
+			}
+			w.mu.Unlock()
+		})
 		if err != nil {
 			done.Kind, done.Error = "trap", err.Error()
+			var ie *InterruptedError
+			if errors.As(err, &ie) {
+				done.Kind = "interrupted"
+			}
 			return
 		}
 		w.inst = inst
