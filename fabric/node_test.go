@@ -258,32 +258,31 @@ func TestAddModule(t *testing.T) {
 	}
 }
 
-// TestIdleWorkersMakeRoom runs a job that ran 32 zero-CPU tasks at once
-// (a worker process each, the node's most) and then idles, and meanwhile
-// another job: its driver and task get processes from the idle job's
-// workers, and it finishes in well under 2 s, not after the idle job.
-func TestIdleWorkersMakeRoom(t *testing.T) {
+// smallBeside runs, on a fresh node, the chaos guest's mode hog until it
+// prints ready, then checks (after what the caller checks of the node)
+// that the guest's "small" job, submitted meanwhile, finishes in well
+// under 2 s.
+func smallBeside(t *testing.T, what string, hog []string, ready string, check func(*Node)) {
 	n := startNode(t, io.Discard)
 	defer n.Close()
 	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &signalWriter{syncWriter: syncWriter{w: &strings.Builder{}}, want: "burst done", seen: make(chan struct{})}
+	w := &signalWriter{syncWriter: syncWriter{w: &strings.Builder{}}, want: ready, seen: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	idleDone := make(chan error, 1)
-	go func() { idleDone <- n.RunJobWith(ctx, wasm, []string{"burst_idle"}, JobOptions{Stdout: w}) }()
+	hogDone := make(chan error, 1)
+	go func() { hogDone <- n.RunJobWith(ctx, wasm, hog, JobOptions{Stdout: w}) }()
 	select {
 	case <-w.seen:
-	case err := <-idleDone:
-		t.Fatalf("the idle job ended first: %v\n%s", err, w.String())
-	case <-time.After(time.Minute):
-		t.Fatalf("no burst: %s", w.String())
+	case err := <-hogDone:
+		t.Fatalf("the job with %s ended first: %v\n%s", what, err, w.String())
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("no %q: %s", ready, w.String())
 	}
-	// The driver's process does not count: 32 idle ones are the most.
-	if u := n.Usage(); u.WorkersIdle < 32 || u.MaxWorkers != 32 {
-		t.Fatalf("after the burst: %d idle of %d most, want 32 idle", u.WorkersIdle, u.MaxWorkers)
+	if check != nil {
+		check(n)
 	}
 	var out strings.Builder
 	start := time.Now()
@@ -296,10 +295,23 @@ func TestIdleWorkersMakeRoom(t *testing.T) {
 	if !strings.Contains(out.String(), "small: 1 <nil>") {
 		t.Fatalf("the small job printed %q", out.String())
 	}
-	t.Logf("the small job took %v beside the idle one", took)
+	t.Logf("the small job took %v beside %s (%d worker processes)", took, what, n.Stats().Workers)
 	if took > 2*time.Second {
-		t.Errorf("the small job took %v beside an idle job", took)
+		t.Errorf("the small job took %v beside %s", took, what)
 	}
+}
+
+// TestIdleWorkersMakeRoom runs a job that ran 32 zero-CPU tasks at once
+// (a worker process each, the node's most) and then idles, and meanwhile
+// another job: its driver and task get processes from the idle job's
+// workers, and it finishes in well under 2 s, not after the idle job.
+func TestIdleWorkersMakeRoom(t *testing.T) {
+	smallBeside(t, "an idle job", []string{"burst_idle"}, "burst done", func(n *Node) {
+		// The driver's process does not count: 32 idle ones are the most.
+		if u := n.Usage(); u.WorkersIdle < 32 || u.MaxWorkers != 32 {
+			t.Fatalf("after the burst: %d idle of %d most, want 32 idle", u.WorkersIdle, u.MaxWorkers)
+		}
+	})
 }
 
 // TestIdleActorsLeaveRoom runs a job with 40 idle actors (a worker
@@ -308,37 +320,5 @@ func TestIdleWorkersMakeRoom(t *testing.T) {
 // against the most. (40, not the 100 of the dense-worker issue: each is
 // still a Go process of about 40 MB.)
 func TestIdleActorsLeaveRoom(t *testing.T) {
-	n := startNode(t, io.Discard)
-	defer n.Close()
-	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &signalWriter{syncWriter: syncWriter{w: &strings.Builder{}}, want: "40 ready", seen: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	actorsDone := make(chan error, 1)
-	go func() { actorsDone <- n.RunJobWith(ctx, wasm, []string{"idle_actors", "40"}, JobOptions{Stdout: w}) }()
-	select {
-	case <-w.seen:
-	case err := <-actorsDone:
-		t.Fatalf("the actors' job ended first: %v\n%s", err, w.String())
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("no actors: %s", w.String())
-	}
-	var out strings.Builder
-	start := time.Now()
-	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer scancel()
-	if err := n.RunJobWith(sctx, wasm, []string{"small"}, JobOptions{Stdout: &syncWriter{w: &out}}); err != nil {
-		t.Fatalf("the small job: %v", err)
-	}
-	took := time.Since(start)
-	if !strings.Contains(out.String(), "small: 1 <nil>") {
-		t.Fatalf("the small job printed %q", out.String())
-	}
-	t.Logf("the small job took %v beside 40 idle actors (%d worker processes)", took, n.Stats().Workers)
-	if took > 2*time.Second {
-		t.Errorf("the small job took %v beside 40 idle actors", took)
-	}
+	smallBeside(t, "40 idle actors", []string{"idle_actors", "40"}, "40 ready", nil)
 }

@@ -761,36 +761,11 @@ func (in *instrumenter) function(i uint32, body, dst []byte) ([]byte, error) {
 			continue
 		case 0x0f: // return
 			dst = in.store(dst, fuel)
-		case 0x0c, 0x0d: // br, br_if
-			l := r.u32()
-			if r.err != nil {
-				return nil, instrumentErrorf("truncated branch")
-			}
-			if l == uint32(len(stack)-1) { // to the function's block
-				dst = in.store(dst, fuel)
-			}
-			dst = append(dst, op)
-			dst = appendULEB(dst, uint64(relabel(l)))
-			continue
-		case 0x0e: // br_table
-			cnt := r.u32()
-			labels := make([]uint32, 0, min(cnt+1, 1024))
-			store := false
-			for i := uint32(0); i <= cnt && r.err == nil; i++ {
-				l := r.u32()
-				store = store || l == uint32(len(stack)-1)
-				labels = append(labels, relabel(l))
-			}
-			if r.err != nil {
-				return nil, instrumentErrorf("truncated br_table")
-			}
-			if store {
-				dst = in.store(dst, fuel)
-			}
-			dst = append(dst, op)
-			dst = appendULEB(dst, uint64(cnt))
-			for _, l := range labels {
-				dst = appendULEB(dst, uint64(l))
+		case 0x0c, 0x0d, 0x0e: // br, br_if, br_table
+			funcLabel := uint32(len(stack) - 1)
+			var err error
+			if dst, err = in.branch(r, op, dst, fuel, func(l uint32) bool { return l == funcLabel }, relabel); err != nil {
+				return nil, err
 			}
 			continue
 		case 0x0b: // end
@@ -854,6 +829,37 @@ func (in *instrumenter) function(i uint32, body, dst []byte) ([]byte, error) {
 		}
 	}
 	return nil, instrumentErrorf("body without an end")
+}
+
+// branch copies a br, br_if or br_table (op, already read from r) with
+// its labels relabelled, writing the local fuel back first when one of
+// them leaves the function (toFunction, on the label as written).
+func (in *instrumenter) branch(r *wreader, op byte, dst []byte, fuel uint32, toFunction func(uint32) bool, relabel func(uint32) uint32) ([]byte, error) {
+	cnt := uint32(0) // br_table: the labels beside the default
+	if op == 0x0e {
+		cnt = r.u32()
+	}
+	labels := make([]uint32, 0, min(cnt+1, 1024))
+	store := false
+	for i := uint32(0); i <= cnt && r.err == nil; i++ {
+		l := r.u32()
+		store = store || toFunction(l)
+		labels = append(labels, relabel(l))
+	}
+	if r.err != nil {
+		return nil, instrumentErrorf("truncated branch 0x%02x", op)
+	}
+	if store {
+		dst = in.store(dst, fuel)
+	}
+	dst = append(dst, op)
+	if op == 0x0e {
+		dst = appendULEB(dst, uint64(cnt))
+	}
+	for _, l := range labels {
+		dst = appendULEB(dst, uint64(l))
+	}
+	return dst, nil
 }
 
 // spendLocalOut spends from the local fuel at the head of a wrapped loop
@@ -986,36 +992,10 @@ func (in *instrumenter) copyLoopBody(dst, body []byte, fuel, added uint32, outer
 		op := r.byte()
 		n++
 		switch op {
-		case 0x0c, 0x0d: // br, br_if
-			l := r.u32()
-			if r.err != nil {
-				return nil, 0, instrumentErrorf("truncated branch")
-			}
-			if toFunction(l) {
-				dst = in.store(dst, fuel)
-			}
-			dst = append(dst, op)
-			dst = appendULEB(dst, uint64(relabel(l)))
-			continue
-		case 0x0e: // br_table
-			cnt := r.u32()
-			labels := make([]uint32, 0, min(cnt+1, 1024))
-			store := false
-			for i := uint32(0); i <= cnt && r.err == nil; i++ {
-				l := r.u32()
-				store = store || toFunction(l)
-				labels = append(labels, relabel(l))
-			}
-			if r.err != nil {
-				return nil, 0, instrumentErrorf("truncated br_table")
-			}
-			if store {
-				dst = in.store(dst, fuel)
-			}
-			dst = append(dst, op)
-			dst = appendULEB(dst, uint64(cnt))
-			for _, l := range labels {
-				dst = appendULEB(dst, uint64(l))
+		case 0x0c, 0x0d, 0x0e: // br, br_if, br_table
+			var err error
+			if dst, err = in.branch(r, op, dst, fuel, toFunction, relabel); err != nil {
+				return nil, 0, err
 			}
 			continue
 		case 0xd2: // ref.func
