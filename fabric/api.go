@@ -47,19 +47,27 @@ type StatusView struct {
 	// PendingDemand sums what they ask for.
 	Pending       int                `json:"pending"`
 	PendingDemand map[string]float64 `json:"pending_demand"`
-	// Workers are the answering node's worker processes.
+	// Workers are the answering node's workers.
 	Workers WorkersView `json:"workers"`
 	Node    string      `json:"node"` // the node that answered
 }
 
-// WorkersView counts a node's worker processes for `fabric status`.
+// WorkersView counts a node's workers (instances of jobs' modules) and
+// worker processes for `fabric status`.
 type WorkersView struct {
 	Busy int `json:"busy"` // running an execution or hosting an actor
-	Idle int `json:"idle"` // kept for their job's next tasks
-	Max  int `json:"max"`  // the most the node may have
+	// Parked counts the busy ones that do not count against Max: blocked
+	// in get or wait, drivers, actors.
+	Parked       int `json:"parked"`
+	Idle         int `json:"idle"`          // kept for their job's next tasks
+	Max          int `json:"max"`           // the most that run at once
+	MaxInstances int `json:"max_instances"` // the most the node holds, parked ones included
 	// Waiting counts the executions placed on the node that wait for a
-	// worker process.
+	// worker.
 	Waiting int `json:"waiting"`
+	// Processes counts the worker processes that host them (one per job
+	// with workers here, and one per driver).
+	Processes int `json:"processes"`
 }
 
 // Trailer names of a job's streamed response.
@@ -130,7 +138,8 @@ func (a *Agent) handleStatus(w http.ResponseWriter, _ *http.Request) {
 	}
 	u := a.node.Usage()
 	st.Pending, st.PendingDemand = u.Pending, u.PendingDemand
-	st.Workers = WorkersView{Busy: u.WorkersBusy, Idle: u.WorkersIdle, Max: u.MaxWorkers, Waiting: u.WaitingForWorker}
+	st.Workers = WorkersView{Busy: u.WorkersBusy, Parked: u.WorkersParked, Idle: u.WorkersIdle, Max: u.MaxWorkers,
+		MaxInstances: u.MaxInstances, Waiting: u.WaitingForWorker, Processes: u.Processes}
 	writeJSON(w, st)
 }
 

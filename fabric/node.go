@@ -77,8 +77,14 @@ type Config struct {
 	Stderr io.Writer
 	// OutputCap bounds the output kept per call (0: 8 MiB).
 	OutputCap int64
-	// MaxWorkers bounds the worker processes of the node (0: 8 per CPU, at least 32).
+	// MaxWorkers bounds the workers of the node that run at once (0: 8
+	// per CPU, at least 32); workers blocked in get or wait, drivers and
+	// actors do not count. A worker is one instance of a job's module in
+	// the job's worker process.
 	MaxWorkers int
+	// MaxInstances bounds the workers of the node, parked ones included
+	// (0: 16384).
+	MaxInstances int
 	// NodeID names the node to its scheduler and its peers (empty: "local").
 	NodeID string
 	// Labels are the node's labels, for tasks' label selectors.
@@ -255,7 +261,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.core = core.New(core.Config{Node: scheduler.NodeID(cfg.NodeID), Resources: total, Labels: cfg.Labels,
-		MaxWorkers: cfg.MaxWorkers, InlineMax: sandbox.InlineMax, HeapBudget: max(64<<20, cfg.ObjectStoreMemory/4),
+		MaxWorkers: cfg.MaxWorkers, MaxInstances: cfg.MaxInstances, InlineMax: sandbox.InlineMax, HeapBudget: max(64<<20, cfg.ObjectStoreMemory/4),
 		Seed: binary.LittleEndian.Uint64(seed[:]), Clustered: cfg.clustered}, n.store)
 	return n, nil
 }
@@ -445,7 +451,11 @@ func (n *Node) startWorker(e core.StartWorker) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		err := n.pool.Start(workerpool.ID(e.Worker), path, func(pid int) {
+		group := string(e.Job)
+		if e.Driver {
+			group += "/driver" // a task that crashes its process leaves the driver be
+		}
+		err := n.pool.Start(workerpool.ID(e.Worker), group, path, func(pid int) {
 			n.step(core.WorkerStarted{Worker: e.Worker, Pid: pid})
 		})
 		if err != nil {
@@ -507,11 +517,13 @@ type Usage struct {
 	// PendingDemand sums what they ask for.
 	Pending       int
 	PendingDemand map[string]float64
-	// Worker processes: running an execution or an actor, kept idle for
-	// their job, the most the node may have, and executions placed here
-	// that wait for one.
-	WorkersBusy, WorkersIdle, MaxWorkers int
-	WaitingForWorker                     int
+	// Workers: running an execution or an actor (parked: of them, those
+	// blocked in get or wait, drivers and actors), kept idle for their
+	// job, the most the node runs at once and holds, and executions
+	// placed here that wait for one; the worker processes that host them.
+	WorkersBusy, WorkersParked, WorkersIdle int
+	MaxWorkers, MaxInstances                int
+	WaitingForWorker, Processes             int
 }
 
 // Usage returns the node's resources and their use.
@@ -520,8 +532,9 @@ func (n *Node) Usage() Usage {
 	st := n.core.Stats()
 	n.mu.Unlock()
 	return Usage{Total: amounts(st.Total), Used: amounts(st.Total.Sub(st.Available)), Pending: st.Queued,
-		PendingDemand: amounts(st.QueuedDemand), WorkersBusy: st.Busy, WorkersIdle: st.Idle,
-		MaxWorkers: st.MaxWorkers, WaitingForWorker: st.WaitingForWorker}
+		PendingDemand: amounts(st.QueuedDemand), WorkersBusy: st.Busy, WorkersParked: st.Parked, WorkersIdle: st.Idle,
+		MaxWorkers: st.MaxWorkers, MaxInstances: st.MaxInstances, WaitingForWorker: st.WaitingForWorker,
+		Processes: n.pool.Count()}
 }
 
 // amounts converts scheduler quantities to plain numbers by resource name.

@@ -317,8 +317,9 @@ func newStatusCmd() *cobra.Command {
 				fmt.Fprintf(w, ", asking for %s", joinAmounts(st.PendingDemand))
 			}
 			fmt.Fprintln(w)
-			fmt.Fprintf(w, "Worker processes on %s: %d busy, %d idle, %d most; %d executions waiting for one\n",
-				st.Node, st.Workers.Busy, st.Workers.Idle, st.Workers.Max, st.Workers.Waiting)
+			fmt.Fprintf(w, "Workers on %s: %d busy (%d parked: blocked, drivers, actors), %d idle; %d running at most, %d in all; %d executions waiting for one; %d worker processes\n",
+				st.Node, st.Workers.Busy, st.Workers.Parked, st.Workers.Idle, st.Workers.Max, st.Workers.MaxInstances,
+				st.Workers.Waiting, st.Workers.Processes)
 			return nil
 		},
 	}

@@ -124,7 +124,7 @@ func TestAgentProcesses(t *testing.T) {
 	}
 	res = testrig.Run(t, 30*time.Second, append([]string{"status"}, auth...)...)
 	if res.Code != 0 || !strings.Contains(res.Stdout, "2 alive") || !strings.Contains(res.Stdout, "CPU") ||
-		!strings.Contains(res.Stdout, "Worker processes on ") || !strings.Contains(res.Stdout, "0 executions waiting for one") {
+		!strings.Contains(res.Stdout, "Workers on ") || !strings.Contains(res.Stdout, "0 executions waiting for one") {
 		t.Fatalf("status: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 

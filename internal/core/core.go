@@ -71,8 +71,13 @@ type Config struct {
 	Resources scheduler.Resources
 	// Labels are the node's labels.
 	Labels map[string]string
-	// MaxWorkers bounds the worker processes of the node (0: 32).
+	// MaxWorkers bounds the workers of the node that run (0: 32):
+	// parked ones (blocked in get or wait, drivers, actors) do not count.
 	MaxWorkers int
+	// MaxInstances bounds the workers of the node, parked ones included
+	// (0: DefaultMaxInstances). Each is an instance of its job's module
+	// in its job's worker process: kilobytes to megabytes of memory.
+	MaxInstances int
 	// InlineMax is the largest value kept in the agent's memory and sent
 	// inline (0: 100 KiB); larger ones live in the object store.
 	InlineMax int
@@ -105,11 +110,12 @@ type Core struct {
 	groups  map[objects.ID]*group
 	jobs    map[JobID]*job
 	workers map[WorkerID]*worker
-	// procs counts worker processes started and not exited.
-	procs int
-	// procWaiters are the jobs that wanted a worker process while the
-	// node had as many as it may, in the order they asked; reclaiming
-	// counts idle workers killed to make room for them.
+	// live counts workers started and not exited; parked counts those
+	// of them that MaxWorkers does not count (worker.parked).
+	live, parked int
+	// procWaiters are the jobs that wanted a worker while the node had
+	// as many as it may, in the order they asked; reclaiming counts idle
+	// workers stopped to make room for them.
 	procWaiters []*job
 	reclaiming  int
 	nextWorker  WorkerID
@@ -157,6 +163,10 @@ func New(cfg Config, store Store) *Core {
 	if cfg.MaxWorkers <= 0 {
 		cfg.MaxWorkers = 32
 	}
+	if cfg.MaxInstances <= 0 {
+		cfg.MaxInstances = DefaultMaxInstances
+	}
+	cfg.MaxInstances = max(cfg.MaxInstances, cfg.MaxWorkers)
 	if cfg.InlineMax <= 0 {
 		cfg.InlineMax = 100 << 10
 	}

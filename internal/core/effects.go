@@ -17,6 +17,10 @@ type StartWorker struct {
 	Worker WorkerID
 	Job    JobID
 	Digest string
+	// Driver says that it runs the job's driver, which gets a process of
+	// its own: a task that crashes its process must not take the job
+	// with it.
+	Driver bool
 }
 
 // KillWorker stops a worker process; WorkerExited follows.

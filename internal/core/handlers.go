@@ -481,7 +481,7 @@ func (c *Core) get(w *worker, m wire.Get) {
 			return
 		}
 		if t.blocked {
-			t.blocked = false
+			c.setBlocked(t, false)
 			if t.kind == wire.ExecTask {
 				c.sched.Unblocked(t.schedID())
 			}
@@ -506,11 +506,11 @@ func (c *Core) get(w *worker, m wire.Get) {
 		return
 	}
 	if t.kind == wire.ExecTask && !t.blocked {
-		t.blocked = true
+		c.setBlocked(t, true)
 		c.recall(w)
 		c.sched.Blocked(t.schedID())
 		c.schedule()
-		c.processFreed() // its process no longer counts against the most
+		c.workerFreed() // its process no longer counts against the most
 	}
 }
 

@@ -1,8 +1,10 @@
 package core
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/wasmfabric/fabric/internal/objects"
 )
@@ -65,20 +67,29 @@ func (c *Core) CheckInvariants() error {
 			bad("placement group %s outlived its job %s", id.Short(), g.job.id)
 		}
 	}
-	if c.procs != len(c.workers) {
-		bad("%d worker processes counted, %d known", c.procs, len(c.workers))
+	if c.live != len(c.workers) {
+		bad("%d workers counted, %d known", c.live, len(c.workers))
 	}
-	reclaimed := 0
+	reclaimed, parked := 0, 0
 	for id, w := range c.workers {
 		if w.reclaimed {
 			reclaimed++
 		}
-		if _, ok := w.job.workers[w]; !ok {
+		if w.parked != w.isParked() {
+			bad("worker %d counted parked %v, is %v", id, w.parked, w.isParked())
+		}
+		if w.parked {
+			parked++
+		}
+		if _, ok := slices.BinarySearchFunc(w.job.workers, w.id, func(x *worker, id WorkerID) int { return cmp.Compare(x.id, id) }); !ok {
 			bad("worker %d is not among its job's workers", id)
 		}
 		if c.jobs[w.job.id] != w.job {
 			bad("worker %d outlived its job %s", id, w.job.id)
 		}
+	}
+	if parked != c.parked {
+		bad("%d workers counted parked, %d are", c.parked, parked)
 	}
 	if reclaimed != c.reclaiming {
 		bad("%d idle workers counted as stopped for room, %d are", c.reclaiming, reclaimed)

@@ -3,7 +3,6 @@ package core
 import (
 	"cmp"
 	"slices"
-	"sort"
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/peerwire"
@@ -15,13 +14,14 @@ import (
 type job struct {
 	id      JobID
 	digest  string
-	workers map[*worker]struct{}
+	workers []*worker // in ID order
 	idle    []*worker
 	queue   []*task // placed executions waiting for a worker
-	// actorStarts are actor creations waiting for a worker process the
+	// soloStarts are executions that get a worker of their own (actor
+	// creations, the driver) waiting for a worker the
 	// node is making room for.
-	actorStarts []*task
-	starting    int
+	soloStarts []*task
+	starting   int
 	// done is set when the job ends; the job is forgotten once its
 	// workers have exited (JobEnded).
 	done   bool
@@ -49,7 +49,7 @@ type job struct {
 const maxEndedJobs = 4096
 
 func (c *Core) newJob(id JobID, digest string, root NodeID) *job {
-	j := &job{id: id, digest: digest, root: root, workers: map[*worker]struct{}{}}
+	j := &job{id: id, digest: digest, root: root}
 	c.jobs[id] = j
 	return j
 }
@@ -154,7 +154,7 @@ func (c *Core) endJob(j *job) {
 	c.drainDrops(dropChunk) // the rest in later steps (Yield)
 	j.exports = nil
 	j.queue = nil
-	j.actorStarts = nil
+	j.soloStarts = nil
 	j.idle = nil
 	if i := slices.Index(c.procWaiters, j); i >= 0 {
 		c.procWaiters = slices.Delete(c.procWaiters, i, i+1)
@@ -222,12 +222,13 @@ func (j *job) removeIdle(w *worker) {
 	}
 }
 
-// sortedWorkers returns the job's workers in the order they started.
-func (j *job) sortedWorkers() []*worker {
-	ws := make([]*worker, 0, len(j.workers))
-	for w := range j.workers {
-		ws = append(ws, w)
+// sortedWorkers returns a copy of the job's workers, in the order they
+// started.
+func (j *job) sortedWorkers() []*worker { return slices.Clone(j.workers) }
+
+// removeWorker takes w out of the job's workers.
+func (j *job) removeWorker(w *worker) {
+	if i, ok := slices.BinarySearchFunc(j.workers, w.id, func(x *worker, id WorkerID) int { return cmp.Compare(x.id, id) }); ok {
+		j.workers = slices.Delete(j.workers, i, i+1)
 	}
-	sort.Slice(ws, func(a, b int) bool { return ws[a].id < ws[b].id })
-	return ws
 }

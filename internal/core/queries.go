@@ -29,13 +29,14 @@ type Stats struct {
 	QueuedDemand scheduler.Resources
 	// Nodes counts the nodes the scheduler knows, this one included.
 	Nodes int
-	// Busy counts the worker processes running an execution or hosting
-	// an actor, Idle those kept for their job's next tasks, MaxWorkers
-	// how many the node may have; WaitingForWorker counts the executions
-	// placed here that wait for a worker process (so that a node out of
-	// processes does not look idle).
-	Busy, Idle, MaxWorkers int
-	WaitingForWorker       int
+	// Busy counts the workers running an execution or hosting an actor,
+	// Parked those of them that MaxWorkers does not count (blocked in get
+	// or wait, drivers, actors), Idle those kept for their job's next
+	// tasks; MaxWorkers and MaxInstances are the node's limits;
+	// WaitingForWorker counts the executions placed here that wait for a
+	// worker (so that a node out of workers does not look idle).
+	Busy, Parked, Idle, MaxWorkers, MaxInstances int
+	WaitingForWorker                             int
 }
 
 // Stats returns the core's counters.
@@ -44,10 +45,10 @@ func (c *Core) Stats() Stats {
 		Stored: c.stored, Queued: c.sched.Queued(), QueuedDemand: c.sched.QueuedDemand(), Nodes: len(c.sched.Nodes())}
 	st.Total, _ = c.sched.Total(c.cfg.Node)
 	st.Available, _ = c.sched.Available(c.cfg.Node)
-	st.MaxWorkers = c.cfg.MaxWorkers
+	st.MaxWorkers, st.MaxInstances, st.Parked = c.cfg.MaxWorkers, c.cfg.MaxInstances, c.parked
 	for _, j := range c.jobs {
 		st.Idle += len(j.idle)
-		st.WaitingForWorker += len(j.queue) + len(j.actorStarts)
+		st.WaitingForWorker += len(j.queue) + len(j.soloStarts)
 	}
 	for _, w := range c.workers {
 		if w.task != nil || w.actor != nil {

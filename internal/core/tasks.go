@@ -207,7 +207,7 @@ func (c *Core) hold(h *task, id objects.ID) {
 // submit queues a task with the scheduler.
 func (c *Core) submit(t *task) {
 	t.state = taskQueued
-	t.blocked = false
+	c.setBlocked(t, false)
 	var deps []scheduler.ObjectKey
 	for _, id := range t.argRefs {
 		if o := c.objs[id]; o != nil && !o.ready {
@@ -273,37 +273,45 @@ func (c *Core) dispatch(t *task) {
 	if j.done {
 		return
 	}
-	if t.kind == wire.ExecActorCreate {
-		j.actorStarts = append(j.actorStarts, t)
-		c.startActors(j)
+	if t.kind == wire.ExecActorCreate || t.kind == wire.ExecMain {
+		j.soloStarts = append(j.soloStarts, t)
+		c.startSolos(j)
 		return
 	}
 	j.queue = append(j.queue, t)
 	c.pump(j)
 }
 
-// startActors starts a worker process for each actor of j waiting for one.
-// While the node has as many as it may, they wait for an idle worker of
-// another job to be stopped; when there is none to stop, they fail.
-func (c *Core) startActors(j *job) {
-	for len(j.actorStarts) > 0 {
-		t := j.actorStarts[0]
+// startSolos starts a worker for each actor of j, and for its driver,
+// waiting for one. While the node has as many as it may, they wait for an
+// idle worker of another job to be stopped; when there is none to stop,
+// an actor fails (a driver waits).
+func (c *Core) startSolos(j *job) {
+	for len(j.soloStarts) > 0 {
+		t := j.soloStarts[0]
 		if t.state == taskDone {
-			j.actorStarts = j.actorStarts[1:]
+			j.soloStarts = j.soloStarts[1:]
 			continue
 		}
-		w := c.startWorker(j)
+		var driver *task
+		if t.kind == wire.ExecMain {
+			driver = t
+		}
+		w := c.startWorker(j, driver, true)
 		if w == nil {
-			if c.reclaiming > 0 {
-				return // an idle worker is being stopped for it
+			if c.reclaiming > 0 || driver != nil {
+				return // an idle worker is being stopped for it, or a driver waits
 			}
-			j.actorStarts = j.actorStarts[1:]
-			c.actorDead(t.actor, fmt.Sprintf("the node has %d worker processes, its most, and none is idle", c.cfg.MaxWorkers))
+			j.soloStarts = j.soloStarts[1:]
+			c.actorDead(t.actor, fmt.Sprintf("the node has %d workers, its most, and none is idle", c.cfg.MaxInstances))
 			continue
 		}
-		j.actorStarts = j.actorStarts[1:]
-		w.actor = t.actor
-		t.actor.worker = w
+		j.soloStarts = j.soloStarts[1:]
+		if driver == nil {
+			w.actor = t.actor
+			t.actor.worker = w
+			c.updateParked(w)
+		}
 	}
 }
 
@@ -380,6 +388,7 @@ func (c *Core) run(w *worker, t *task) {
 // started records that t begins to run on w now.
 func (c *Core) started(w *worker, t *task) {
 	w.task = t
+	c.updateParked(w)
 	t.started, t.timed = c.now, true
 	if t.spec.Options.TimeoutMs <= 0 {
 		return
@@ -471,8 +480,9 @@ func (c *Core) failTask(t *task, ev abi.ErrorValue, releaseSched bool) {
 func (c *Core) finishTask(t *task, releaseSched bool) {
 	t.state = taskDone
 	c.stopTaskTimer(t)
-	if t.worker != nil && t.worker.task == t {
-		t.worker.task = nil
+	if w := t.worker; w != nil && w.task == t {
+		w.task = nil
+		c.updateParked(w)
 	}
 	t.worker = nil
 	if releaseSched && t.kind != wire.ExecActorMethod && t.kind != wire.ExecActorCreate {
@@ -546,6 +556,7 @@ func (c *Core) done(w *worker, d wire.Done) error {
 	c.stopTaskTimer(t)
 	t.job.ran(t, c.now)
 	w.task = nil
+	c.updateParked(w)
 	t.worker = nil
 	stopped := w.killReason
 	if w.stopping == t {

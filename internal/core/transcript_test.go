@@ -401,7 +401,7 @@ func (h *harness) node() *harnessNode {
 func (h *harness) newNode(name string, a args) {
 	cpu := a.int("cpu", 2)
 	cfg := Config{Node: NodeID(name), Resources: scheduler.Resources{CPU: scheduler.Quantity(float64(cpu)), Memory: 1 << 30},
-		MaxWorkers: a.int("max-workers", 8), InlineMax: a.int("inline", 1000), HeapBudget: int64(a.int("heap", 1<<20)),
+		MaxWorkers: a.int("max-workers", 8), MaxInstances: a.int("max-instances", 0), InlineMax: a.int("inline", 1000), HeapBudget: int64(a.int("heap", 1<<20)),
 		Seed: 1, Clustered: a.has("clustered")}
 	if l, ok := a.kv["labels"]; ok {
 		cfg.Labels = labels(l)
@@ -797,6 +797,9 @@ func (h *harness) step(n *harnessNode, ev Event) []string {
 func (h *harness) describe(n *harnessNode, e Effect) string {
 	switch e := e.(type) {
 	case StartWorker:
+		if e.Driver {
+			return fmt.Sprintf("start w%d job=%s driver", e.Worker, e.Job)
+		}
 		return fmt.Sprintf("start w%d job=%s", e.Worker, e.Job)
 	case KillWorker:
 		return fmt.Sprintf("kill w%d", e.Worker)

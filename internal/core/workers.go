@@ -22,7 +22,10 @@ const (
 	workerDead
 )
 
-// worker is one worker process of a job, as the core sees it.
+// worker is one worker of a job, as the core sees it: an instance of the
+// job's module in the job's worker process on this node (the shell's
+// workerpool puts a job's workers in one process, and its driver in one
+// of its own). A worker runs one execution at a time.
 type worker struct {
 	id    WorkerID
 	job   *job
@@ -35,6 +38,10 @@ type worker struct {
 	queued []*task
 	// actor is set for a worker dedicated to one actor.
 	actor *actor
+	// driver is set for the worker dedicated to its job's driver.
+	driver *task
+	// parked is set while MaxWorkers does not count it (isParked).
+	parked bool
 	// killReason, when set before a kill or a Stop, becomes the error of
 	// the execution it runs.
 	killReason *abi.ErrorValue
@@ -68,20 +75,25 @@ func (w *worker) inFlight() int {
 	return n
 }
 
-// startWorker starts a worker process for j, unless the node has as many
-// as it may: then j waits for one (procWaiters), and an idle worker of
-// another job is stopped to make room.
-func (c *Core) startWorker(j *job) *worker {
-	if !c.roomForProcess() {
-		c.waitForProcess(j)
+// DefaultMaxInstances is the default of Config.MaxInstances.
+const DefaultMaxInstances = 16384
+
+// startWorker starts a worker for j (for its driver when driver is set),
+// unless the node has as many as it may: then j waits for one
+// (procWaiters), and an idle worker of another job is stopped to make
+// room.
+func (c *Core) startWorker(j *job, driver *task, parked bool) *worker {
+	if !c.roomForWorker(parked) {
+		c.waitForWorker(j)
 		return nil
 	}
 	c.nextWorker++
-	w := &worker{id: c.nextWorker, job: j, pins: map[objects.ID]int{}}
+	w := &worker{id: c.nextWorker, job: j, pins: map[objects.ID]int{}, driver: driver}
 	c.workers[w.id] = w
-	c.procs++
-	j.workers[w] = struct{}{}
-	c.emit(StartWorker{Worker: w.id, Job: j.id, Digest: j.digest})
+	c.live++
+	j.workers = append(j.workers, w) // IDs grow: the list stays in order
+	c.emit(StartWorker{Worker: w.id, Job: j.id, Digest: j.digest, Driver: driver != nil})
+	c.updateParked(w)
 	return w
 }
 
@@ -108,46 +120,53 @@ func (c *Core) stopExecution(w *worker, t *task, ev abi.ErrorValue) {
 	})
 }
 
-// hardWorkerFactor bounds the worker processes of a node, parked ones
-// included, at this many times MaxWorkers: each is a process with its own
-// runtimes, tens of MB.
-const hardWorkerFactor = 4
-
-// roomForProcess reports whether the node may start another worker
-// process.
-func (c *Core) roomForProcess() bool {
-	if c.procs < c.cfg.MaxWorkers {
-		return true
-	}
-	return c.procs < hardWorkerFactor*c.cfg.MaxWorkers && c.procs-c.parked() < c.cfg.MaxWorkers
+// roomForWorker reports whether the node may start another worker, one
+// that will be parked (an actor's, a driver's) or not.
+func (c *Core) roomForWorker(parked bool) bool {
+	return c.live < c.cfg.MaxInstances && (parked || c.live-c.parked < c.cfg.MaxWorkers)
 }
 
-// parked counts the worker processes that MaxWorkers does not count:
-// those whose task is blocked in get (it gave its CPU back), those
-// running a job's driver (one per job, for the job's life), and actors'
-// (an actor holds its process for its life, busy or not). As in Ray,
-// where workers blocked in ray.get and actors' workers do not count
-// against the soft limit: otherwise a tree of tasks (a recursive
-// quicksort) deadlocks once every process holds a parent waiting for
-// children that have none left, and a job's idle actors leave other
-// jobs no process for their tasks.
-func (c *Core) parked() int {
-	n := 0
-	for _, w := range c.workers {
-		if t := w.task; w.actor != nil || t != nil && (t.blocked || t.kind == wire.ExecMain) {
-			n++
+// isParked reports whether MaxWorkers does not count w: its task is
+// blocked in get or wait (it gave its CPU back), it runs a job's driver
+// (one per job, for the job's life), or it is an actor's (an actor holds
+// its worker for its life, busy or not). As in Ray, where workers blocked
+// in ray.get and actors' workers do not count against the soft limit:
+// otherwise a tree of tasks (a recursive quicksort) deadlocks once every
+// worker holds a parent waiting for children that have none left, and a
+// job's idle actors leave other jobs no worker for their tasks. They
+// count against MaxInstances.
+func (w *worker) isParked() bool {
+	t := w.task
+	return w.state != workerDead && (w.actor != nil || w.driver != nil || t != nil && t.blocked)
+}
+
+// updateParked recounts w after a change to what isParked reads.
+func (c *Core) updateParked(w *worker) {
+	if p := w.isParked(); p != w.parked {
+		w.parked = p
+		if p {
+			c.parked++
+		} else {
+			c.parked--
 		}
 	}
-	return n
 }
 
-// waitForProcess queues j for the next worker process that exits, and
+// setBlocked marks t blocked in get or wait, or not.
+func (c *Core) setBlocked(t *task, blocked bool) {
+	t.blocked = blocked
+	if w := t.worker; w != nil && w.task == t {
+		c.updateParked(w)
+	}
+}
+
+// waitForWorker queues j for the next worker that exits, and
 // stops an idle worker (the one idle longest, of the job with the most
 // idle) unless enough are already being stopped for the jobs waiting. A
 // job's idle workers are kept to spare its next tasks a cold start, but
 // never while another job waits: one job that ran many short tasks and
 // then idled held every process of its node.
-func (c *Core) waitForProcess(j *job) {
+func (c *Core) waitForWorker(j *job) {
 	if !slices.Contains(c.procWaiters, j) {
 		c.procWaiters = append(c.procWaiters, j)
 	}
@@ -170,10 +189,10 @@ func (c *Core) waitForProcess(j *job) {
 	c.killWorker(w)
 }
 
-// processFreed gives a worker process that exited to the jobs waiting
-// for one, in order.
-func (c *Core) processFreed() {
-	for len(c.procWaiters) > 0 && c.roomForProcess() {
+// workerFreed gives room that a worker left to the jobs waiting for one,
+// in order.
+func (c *Core) workerFreed() {
+	for len(c.procWaiters) > 0 && c.roomForWorker(false) {
 		j := c.procWaiters[0]
 		c.procWaiters = c.procWaiters[1:]
 		if c.jobs[j.id] == j && !j.done {
@@ -283,13 +302,14 @@ func (c *Core) workerGone(w *worker, cause string) {
 	}
 	w.state = workerDead
 	delete(c.workers, w.id)
-	c.procs--
+	c.live--
+	c.updateParked(w)
 	if w.reclaimed {
 		w.reclaimed = false
 		c.reclaiming--
 	}
 	j := w.job
-	delete(j.workers, w)
+	j.removeWorker(w)
 	j.removeIdle(w)
 	for _, id := range sortedIDs(w.pins) {
 		for range w.pins[id] {
@@ -319,9 +339,12 @@ func (c *Core) workerGone(w *worker, cause string) {
 	if a := w.actor; a != nil && a.worker == w {
 		c.actorLost(a, cause)
 	}
+	if t := w.driver; t != nil && t.state == taskRunning && t.worker == nil && !j.done {
+		j.soloStarts = append([]*task{t}, j.soloStarts...) // it never ran: start another
+	}
 	c.schedule()
 	c.pump(j)
-	c.processFreed()
+	c.workerFreed()
 	c.jobMaybeEnded(j)
 }
 
@@ -332,6 +355,14 @@ func (c *Core) workerIdle(w *worker) {
 	}
 	if w.actor != nil {
 		c.actorWorkerReady(w.actor, w)
+		return
+	}
+	if t := w.driver; t != nil {
+		if t.state == taskRunning && t.worker == nil && !w.job.done {
+			c.run(w, t)
+		} else {
+			c.killWorker(w)
+		}
 		return
 	}
 	j := w.job
@@ -352,8 +383,8 @@ func (c *Core) workerIdle(w *worker) {
 // pump gives queued executions of j to its idle workers and starts
 // workers while executions wait for one.
 func (c *Core) pump(j *job) {
-	if !j.done && len(j.actorStarts) > 0 {
-		c.startActors(j)
+	if !j.done && !j.startHeld && len(j.soloStarts) > 0 {
+		c.startSolos(j)
 	}
 	for !j.done && len(j.queue) > 0 && len(j.idle) > 0 {
 		w := j.idle[len(j.idle)-1]
@@ -364,7 +395,7 @@ func (c *Core) pump(j *job) {
 		c.topUp(w)
 	}
 	for !j.done && !j.startHeld && len(j.queue) > j.starting {
-		w := c.startWorker(j)
+		w := c.startWorker(j, nil, false)
 		if w == nil {
 			return
 		}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -43,7 +44,9 @@ type WorkerConfig struct {
 }
 
 // RunWorker is the body of `fabric worker`: it loads the module, tells the
-// agent it is ready and runs calls until the agent closes the connection.
+// agent it is ready and hosts the lanes the agent opens (one instance of
+// the module each, on goroutines of its own) until the agent closes the
+// connection.
 func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	if cfg.ProcessLimit > 0 {
 		lim := uint64(cfg.ProcessLimit)
@@ -55,13 +58,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	if err != nil {
 		return fmt.Errorf("sandbox: connect to agent: %w", err)
 	}
-	var seed [32]byte
-	if _, err := crand.Read(seed[:]); err != nil {
-		return err
-	}
-	w := &worker{conn: wire.NewConn(c), cfg: cfg, rng: rand.NewChaCha8(seed),
-		waiters: map[uint64]chan rpcResult{}, reply: make(chan rpcResult, 1)}
-	w.cond = sync.NewCond(&w.mu)
+	w := &worker{conn: wire.NewConn(c), cfg: cfg, lanes: map[wire.Lane]*lane{}, waiters: map[uint64]chan rpcResult{}}
 	defer w.conn.Close()
 	if cfg.ArenaFD > 0 {
 		m, err := objects.OpenSharedMemory(os.NewFile(uintptr(cfg.ArenaFD), "arena"), cfg.ArenaSize)
@@ -73,16 +70,13 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	if err := w.load(ctx); err != nil {
 		return w.fatal(err)
 	}
-	if err := w.conn.Send(wire.TypeReady, wire.Ready{Pid: os.Getpid()}); err != nil {
+	if err := w.conn.Send(wire.ProcessLane, wire.TypeReady, wire.Ready{Pid: os.Getpid()}); err != nil {
 		return err
 	}
 	stop := make(chan struct{})
 	defer close(stop)
 	go w.flushLoop(stop)
-	readErr := make(chan error, 1)
-	go func() { readErr <- w.readLoop() }()
-	w.serve(ctx)
-	return <-readErr
+	return w.readLoop(ctx)
 }
 
 // flushInterval bounds how long queued one-way messages (submissions,
@@ -104,41 +98,52 @@ func (w *worker) flushLoop(stop chan struct{}) {
 	}
 }
 
-// A worker has two goroutines on its connection: readLoop reads every
-// frame the agent sends and routes it (executions to the queue, replies to
-// the host call waiting for them, stops to the execution they name), and
-// serve runs the executions. So a Stop reaches a guest while it computes
-// or waits in a host call, and a Drop reaches a queued execution at once.
+// A worker process hosts lanes: each is one instance of the job's module
+// with a goroutine that runs the executions sent to it, one at a time, in
+// the order they came. readLoop reads every frame the agent sends and
+// routes it: executions to their lane's queue, replies to the host call
+// waiting for them, stops to the execution they name. So the lanes run
+// side by side, a Stop reaches a guest while it computes or waits in a
+// host call, and a Drop reaches a queued execution at once.
 type worker struct {
 	conn   *wire.Conn
 	cfg    WorkerConfig
 	arena  []byte
 	engine *Engine
 	module *Module
-	inst   *Instance // belongs to serve
+	seq    atomic.Uint64 // numbers host calls' requests
+	cache  valueCache    // small values got before, by any lane
 
-	mu      sync.Mutex
-	cond    *sync.Cond  // signalled when pending grows or the connection closes
-	pending []wire.Exec // executions sent ahead, not started
-	current *execution  // the execution running, nil between them
+	mu    sync.Mutex
+	lanes map[wire.Lane]*lane
 	// waiters are the host calls waiting for their reply, by Seq.
 	waiters map[uint64]chan rpcResult
 	closed  bool // the connection is gone: no reply will come
-
-	// seq, reply, rng and cache belong to serve.
-	seq   uint64
-	reply chan rpcResult // a host call's reply; one host call at a time
-	rng   *rand.ChaCha8  // makes task and actor IDs
-	cache valueCache     // small values got before
 }
 
-// execution is one execution that serve runs.
+// lane is one instance and the executions sent to it.
+type lane struct {
+	id wire.Lane
+	w  *worker
+	// Under w.mu:
+	cond    *sync.Cond  // signalled when pending grows or the lane closes
+	pending []wire.Exec // executions sent ahead, not started
+	current *execution  // the execution running, nil between them
+	closing bool        // Close came, or the connection closed
+	// Belong to the lane's goroutine:
+	inst  *Instance
+	reply chan rpcResult // a host call's reply; one host call at a time
+	rng   *rand.ChaCha8  // makes task and actor IDs
+}
+
+// execution is one execution that a lane runs.
 type execution struct {
 	task objects.ID
 	inst *Instance     // set once it has one; under worker.mu
-	stop chan struct{} // closed by a Stop
-	// stopped is set by a Stop; under worker.mu.
-	stopped bool
+	stop chan struct{} // closed by a Stop or a Close
+	// stopped is set by a Stop or a Close, closed by a Close (its Done
+	// is not sent); under worker.mu.
+	stopped, closed bool
 }
 
 // rpcResult is what a host call waiting for a reply gets.
@@ -148,14 +153,21 @@ type rpcResult struct {
 }
 
 // errStopped is the reason given to an instance that a Stop interrupts,
-// and what a host call it waits in returns.
-var errStopped = errors.New("stopped")
+// and what a host call it waits in returns; errClosed is the same for a
+// Close.
+var (
+	errStopped = errors.New("stopped")
+	errClosed  = errors.New("its worker was closed")
+)
 
 func (w *worker) fatal(err error) error {
-	_ = w.conn.Send(wire.TypeReady, wire.Ready{Pid: os.Getpid(), Error: err.Error()})
+	_ = w.conn.Send(wire.ProcessLane, wire.TypeReady, wire.Ready{Pid: os.Getpid(), Error: err.Error()})
 	return err
 }
 
+// load compiles the module. It also makes one instance, and throws it
+// away, so that a module that cannot be instantiated fails the process's
+// Ready, not each lane.
 func (w *worker) load(ctx context.Context) error {
 	wasm, err := os.ReadFile(w.cfg.Module)
 	if err != nil {
@@ -169,47 +181,27 @@ func (w *worker) load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.inst, err = w.module.Instantiate(ctx)
-	return err
-}
-
-// serve runs the executions in the order they came, one at a time, until
-// the connection closes and nothing is left to run.
-func (w *worker) serve(ctx context.Context) {
-	for {
-		w.mu.Lock()
-		for len(w.pending) == 0 && !w.closed {
-			w.cond.Wait()
-		}
-		if len(w.pending) == 0 {
-			w.mu.Unlock()
-			return // the agent closed the connection: the job is over
-		}
-		ex := w.pending[0]
-		w.pending = w.pending[1:]
-		cur := &execution{task: ex.Task, stop: make(chan struct{})}
-		w.current = cur
-		w.mu.Unlock()
-		w.exec(ctx, ex, cur)
-		w.mu.Lock()
-		w.current = nil
-		w.mu.Unlock()
+	inst, err := w.module.Instantiate(ctx)
+	if err != nil {
+		return err
 	}
+	return inst.Close(ctx)
 }
 
 // readLoop reads the agent's frames until the connection closes. It
 // returns an error for a frame it cannot take, after closing the
-// connection (the agent then sees the worker fail).
-func (w *worker) readLoop() error {
+// connection (the agent then sees the process fail).
+func (w *worker) readLoop(ctx context.Context) error {
 	var err error
 	for err == nil {
+		var ln wire.Lane
 		var t wire.Type
 		var body []byte
-		if t, body, err = w.conn.Recv(); err != nil {
+		if ln, t, body, err = w.conn.Recv(); err != nil {
 			err = nil // the agent closed the connection: the job is over
 			break
 		}
-		err = w.route(t, body)
+		err = w.route(ctx, ln, t, body)
 	}
 	w.mu.Lock()
 	w.closed = true
@@ -217,7 +209,9 @@ func (w *worker) readLoop() error {
 		ch <- rpcResult{closed: true}
 		delete(w.waiters, seq)
 	}
-	w.cond.Broadcast()
+	for _, l := range w.lanes {
+		l.close()
+	}
 	w.mu.Unlock()
 	if err != nil {
 		_ = w.conn.Close()
@@ -225,8 +219,9 @@ func (w *worker) readLoop() error {
 	return err
 }
 
-// route handles one frame from the agent.
-func (w *worker) route(t wire.Type, body []byte) error {
+// route handles one frame from the agent. Frames for a lane that is gone
+// (it closed while they were on their way) are dropped.
+func (w *worker) route(ctx context.Context, ln wire.Lane, t wire.Type, body []byte) error {
 	switch t {
 	case wire.TypeReply:
 		var r wire.Reply
@@ -240,25 +235,47 @@ func (w *worker) route(t wire.Type, body []byte) error {
 		if ch != nil { // else a late reply to an abandoned request
 			ch <- rpcResult{r: r}
 		}
+	case wire.TypeOpen:
+		if ln == wire.ProcessLane {
+			return errors.New("sandbox: open of the process lane")
+		}
+		w.mu.Lock()
+		if w.lanes[ln] != nil {
+			w.mu.Unlock()
+			return fmt.Errorf("sandbox: lane %d opened twice", ln)
+		}
+		l := &lane{id: ln, w: w, reply: make(chan rpcResult, 1), rng: newRNG()}
+		l.cond = sync.NewCond(&w.mu)
+		w.lanes[ln] = l
+		w.mu.Unlock()
+		go l.run(ctx)
+	case wire.TypeClose:
+		w.mu.Lock()
+		if l := w.lanes[ln]; l != nil {
+			l.close()
+		}
+		w.mu.Unlock()
 	case wire.TypeExec:
 		var ex wire.Exec
 		if err := wire.Unmarshal(body, &ex); err != nil {
 			return fmt.Errorf("sandbox: malformed exec: %w", err)
 		}
 		w.mu.Lock()
-		w.pending = append(w.pending, ex)
-		w.cond.Signal()
+		if l := w.lanes[ln]; l != nil && !l.closing {
+			l.pending = append(l.pending, ex)
+			l.cond.Signal()
+		}
 		w.mu.Unlock()
 	case wire.TypeDrop:
 		var d wire.Drop
 		if err := wire.Unmarshal(body, &d); err != nil {
 			return fmt.Errorf("sandbox: malformed drop: %w", err)
 		}
-		if ex, ok := w.take(d.Task); ok {
+		if ex, ok := w.take(ln, d.Task); ok {
 			if len(ex.Unpin) > 0 {
-				_ = w.conn.Queue(wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+				_ = w.conn.Queue(ln, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
 			}
-			return w.conn.Send(wire.TypeDone, wire.Done{Task: ex.Task, Dropped: true})
+			return w.conn.Send(ln, wire.TypeDone, wire.Done{Task: ex.Task, Dropped: true})
 		}
 		// an execution that already started: its Done follows
 	case wire.TypeStop:
@@ -266,33 +283,143 @@ func (w *worker) route(t wire.Type, body []byte) error {
 		if err := wire.Unmarshal(body, &m); err != nil {
 			return fmt.Errorf("sandbox: malformed stop: %w", err)
 		}
-		return w.stop(m.Task)
+		return w.stop(ln, m.Task)
 	default:
 		return fmt.Errorf("sandbox: unexpected %s message from the agent", t)
 	}
 	return nil
 }
 
-// take removes a queued execution that has not started.
-func (w *worker) take(task objects.ID) (wire.Exec, bool) {
+func newRNG() *rand.ChaCha8 {
+	var seed [32]byte
+	if _, err := crand.Read(seed[:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return rand.NewChaCha8(seed)
+}
+
+// close ends the lane: its queue is dropped and the execution it runs is
+// interrupted, without a Done (the agent counts them lost when Closed
+// comes). Caller holds w.mu.
+func (l *lane) close() {
+	if l.closing {
+		return
+	}
+	l.closing = true
+	l.pending = nil
+	if cur := l.current; cur != nil {
+		cur.closed = true
+		if !cur.stopped {
+			cur.stopped = true
+			close(cur.stop)
+		}
+		if cur.inst != nil {
+			cur.inst.Interrupt(errClosed)
+		}
+	}
+	l.cond.Broadcast()
+}
+
+// run is the lane's goroutine: it makes the lane's instance, says Ready,
+// runs the executions sent to it until the lane closes, and says Closed.
+func (l *lane) run(ctx context.Context) {
+	w := l.w
+	defer func() {
+		if l.inst != nil {
+			_ = l.inst.Close(ctx)
+		}
+		w.mu.Lock()
+		delete(w.lanes, l.id)
+		closed := w.closed
+		w.mu.Unlock()
+		if !closed {
+			_ = w.conn.Send(l.id, wire.TypeClosed, wire.Closed{})
+		}
+	}()
+	boot := &execution{stop: make(chan struct{})}
+	w.mu.Lock()
+	l.current = boot
+	w.mu.Unlock()
+	inst, err := l.instantiate(ctx, boot)
+	w.mu.Lock()
+	l.current = nil
+	closing := l.closing
+	w.mu.Unlock()
+	l.inst = inst
+	if closing {
+		return
+	}
+	ready := wire.Ready{Pid: os.Getpid()}
+	if err != nil {
+		ready.Error = err.Error()
+	}
+	_ = w.conn.Send(l.id, wire.TypeReady, ready)
+	for {
+		w.mu.Lock()
+		for len(l.pending) == 0 && !l.closing {
+			l.cond.Wait()
+		}
+		if l.closing {
+			w.mu.Unlock()
+			return
+		}
+		ex := l.pending[0]
+		l.pending = l.pending[1:]
+		cur := &execution{task: ex.Task, stop: make(chan struct{})}
+		l.current = cur
+		w.mu.Unlock()
+		l.exec(ctx, ex, cur)
+		w.mu.Lock()
+		l.current = nil
+		w.mu.Unlock()
+	}
+}
+
+// instantiate makes a new instance for the lane; a Stop or Close that
+// comes while it initializes stops it there.
+func (l *lane) instantiate(ctx context.Context, cur *execution) (*Instance, error) {
+	w := l.w
+	return w.module.InstantiateWatched(ctx, func(inst *Instance) {
+		w.mu.Lock()
+		cur.inst = inst
+		if cur.stopped {
+			inst.Interrupt(errStopped)
+		}
+		if cur.closed {
+			inst.Interrupt(errClosed)
+		}
+		w.mu.Unlock()
+	})
+}
+
+// take removes a queued execution of lane ln that has not started.
+func (w *worker) take(ln wire.Lane, task objects.ID) (wire.Exec, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for i, ex := range w.pending {
+	l := w.lanes[ln]
+	if l == nil {
+		return wire.Exec{}, false
+	}
+	for i, ex := range l.pending {
 		if ex.Task == task {
-			w.pending = append(w.pending[:i], w.pending[i+1:]...)
+			l.pending = append(l.pending[:i], l.pending[i+1:]...)
 			return ex, true
 		}
 	}
 	return wire.Exec{}, false
 }
 
-// stop interrupts the execution of task: the one running, or one queued
-// (which then ends as interrupted without running). One that already
-// ended is left alone.
-func (w *worker) stop(task objects.ID) error {
+// stop interrupts the execution of task on lane ln: the one running, or
+// one queued (which then ends as interrupted without running). One that
+// already ended is left alone.
+func (w *worker) stop(ln wire.Lane, task objects.ID) error {
 	w.mu.Lock()
-	cur := w.current
-	if cur != nil && cur.task == task {
+	l := w.lanes[ln]
+	if l == nil {
+		w.mu.Unlock()
+		return nil
+	}
+	if cur := l.current; cur != nil && cur.task == task {
 		if !cur.stopped {
 			cur.stopped = true
 			close(cur.stop)
@@ -304,34 +431,34 @@ func (w *worker) stop(task objects.ID) error {
 		return nil
 	}
 	w.mu.Unlock()
-	if ex, ok := w.take(task); ok {
+	if ex, ok := w.take(ln, task); ok {
 		if len(ex.Unpin) > 0 {
-			_ = w.conn.Queue(wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+			_ = w.conn.Queue(ln, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
 		}
-		return w.conn.Send(wire.TypeDone, wire.Done{Task: task, Kind: "interrupted", Error: "interrupted: stopped before it started"})
+		return w.conn.Send(ln, wire.TypeDone, wire.Done{Task: task, Kind: "interrupted", Error: "interrupted: stopped before it started"})
 	}
 	return nil
 }
 
 // rpc sends a request whose Seq field is set by fill and waits for its
 // reply, or for the execution cur to be stopped.
-func (w *worker) rpc(cur *execution, t wire.Type, fill func(seq uint64) any) (wire.Reply, error) {
-	w.seq++
-	seq := w.seq
+func (l *lane) rpc(cur *execution, t wire.Type, fill func(seq uint64) any) (wire.Reply, error) {
+	w := l.w
+	seq := w.seq.Add(1)
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
 		return wire.Reply{}, ErrAgentGone
 	}
-	w.waiters[seq] = w.reply
+	w.waiters[seq] = l.reply
 	w.mu.Unlock()
-	if err := w.conn.Send(t, fill(seq)); err != nil {
+	if err := w.conn.Send(l.id, t, fill(seq)); err != nil {
 		w.forget(seq)
 		return wire.Reply{}, ErrAgentGone
 	}
 	for {
 		select {
-		case res := <-w.reply:
+		case res := <-l.reply:
 			if res.closed {
 				return wire.Reply{}, ErrAgentGone
 			}
@@ -350,8 +477,8 @@ func (w *worker) rpc(cur *execution, t wire.Type, fill func(seq uint64) any) (wi
 }
 
 // forget abandons a request: its reply, should it come, is dropped (or,
-// if it was being routed, skipped by the next request, which shares the
-// channel).
+// if it was being routed, skipped by the lane's next request, which
+// shares the channel).
 func (w *worker) forget(seq uint64) {
 	w.mu.Lock()
 	delete(w.waiters, seq)
@@ -373,31 +500,31 @@ func (w *worker) pieceBytes(p wire.Piece) ([]byte, error) {
 	}
 }
 
-func (w *worker) exec(ctx context.Context, ex wire.Exec, cur *execution) {
+func (l *lane) exec(ctx context.Context, ex wire.Exec, cur *execution) {
+	w := l.w
 	done := wire.Done{Task: ex.Task}
 	defer func() {
-		if len(ex.Unpin) > 0 { // the call failed before its arguments were copied
-			_ = w.conn.Queue(wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+		w.mu.Lock()
+		closed := cur.closed
+		w.mu.Unlock()
+		if closed { // the agent counts it lost, and unpins what it pinned
+			return
 		}
-		err := w.conn.Send(wire.TypeDone, done)
+		if len(ex.Unpin) > 0 { // the call failed before its arguments were copied
+			_ = w.conn.Queue(l.id, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+		}
+		err := w.conn.Send(l.id, wire.TypeDone, done)
 		if errors.Is(err, wire.ErrFrameTooLarge) {
-			_ = w.conn.Send(wire.TypeDone, wire.Done{Task: ex.Task, Kind: "app",
+			_ = w.conn.Send(l.id, wire.TypeDone, wire.Done{Task: ex.Task, Kind: "app",
 				Error: fmt.Sprintf("the result is too large to return (%d bytes; the limit is %d)", done.Value.Len(), wire.MaxFrame)})
 		}
 	}()
-	if w.inst == nil || w.inst.Broken() {
-		if w.inst != nil {
-			_ = w.inst.Close(ctx)
+	if l.inst == nil || l.inst.Broken() {
+		if l.inst != nil {
+			_ = l.inst.Close(ctx)
+			l.inst = nil
 		}
-		// A Stop that comes while the instance initializes stops it there.
-		inst, err := w.module.InstantiateWatched(ctx, func(inst *Instance) {
-			w.mu.Lock()
-			cur.inst = inst
-			if cur.stopped {
-				inst.Interrupt(errStopped)
-			}
-			w.mu.Unlock()
-		})
+		inst, err := l.instantiate(ctx, cur)
 		if err != nil {
 			done.Kind, done.Error = "trap", err.Error()
 			var ie *InterruptedError
@@ -406,12 +533,15 @@ func (w *worker) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 			}
 			return
 		}
-		w.inst = inst
+		l.inst = inst
 	}
 	w.mu.Lock()
-	cur.inst = w.inst
+	cur.inst = l.inst
 	if cur.stopped { // stopped while it started
-		w.inst.Interrupt(errStopped)
+		l.inst.Interrupt(errStopped)
+	}
+	if cur.closed {
+		l.inst.Interrupt(errClosed)
 	}
 	w.mu.Unlock()
 	pieces := make([][]byte, len(ex.Args))
@@ -432,18 +562,18 @@ func (w *worker) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 		}
 		// The arguments are in guest memory now: release the arena pins.
 		if len(ex.Unpin) > 0 {
-			_ = w.conn.Send(wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+			_ = w.conn.Send(l.id, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
 			ex.Unpin = nil
 		}
 		return nil
 	}}
-	h := &workerHost{w: w, task: ex.Task, cur: cur}
+	h := &workerHost{w: w, l: l, task: ex.Task, cur: cur}
 	emit := func(stream uint8, p []byte) {
-		_ = w.conn.Queue(wire.TypeOutput, wire.Output{Task: ex.Task, Stream: stream, Data: append([]byte(nil), p...)})
+		_ = w.conn.Queue(l.id, wire.TypeOutput, wire.Output{Task: ex.Task, Stream: stream, Data: append([]byte(nil), p...)})
 	}
-	res, err := w.inst.Call(ctx, h, ex.Name, args, emit, w.cfg.OutputCap)
+	res, err := l.inst.Call(ctx, h, ex.Name, args, emit, w.cfg.OutputCap)
 	if len(ex.Unpin) > 0 {
-		_ = w.conn.Send(wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+		_ = w.conn.Send(l.id, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
 		ex.Unpin = nil
 	}
 	if err != nil {
@@ -472,6 +602,7 @@ func (w *worker) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 // workerHost serves the host calls of one Exec.
 type workerHost struct {
 	w      *worker
+	l      *lane
 	task   objects.ID
 	cur    *execution
 	logged int64 // log bytes sent in this call
@@ -482,7 +613,7 @@ type workerHost struct {
 // in those objects.
 func (h *workerHost) Submit(spec []byte, actor bool, n int) ([]objects.ID, error) {
 	var base objects.ID
-	h.w.rng.Read(base[:16])
+	h.l.rng.Read(base[:16])
 	ids := make([]objects.ID, n)
 	for i := range ids {
 		ids[i] = base
@@ -492,19 +623,19 @@ func (h *workerHost) Submit(spec []byte, actor bool, n int) ([]objects.ID, error
 	}
 	msg := wire.Submit{Task: h.task, Actor: actor, Spec: append([]byte(nil), spec...), IDs: ids}
 	if actor { // answered, so that a refused creation fails at once
-		if _, err := h.w.rpc(h.cur, wire.TypeSubmit, func(seq uint64) any { msg.Seq = seq; return msg }); err != nil {
+		if _, err := h.l.rpc(h.cur, wire.TypeSubmit, func(seq uint64) any { msg.Seq = seq; return msg }); err != nil {
 			return nil, err
 		}
 		return ids, nil
 	}
-	if err := h.w.conn.Queue(wire.TypeSubmit, msg); err != nil {
+	if err := h.w.conn.Queue(h.l.id, wire.TypeSubmit, msg); err != nil {
 		return nil, err
 	}
 	return ids, nil
 }
 
 func (h *workerHost) create(size int64, result bool) (objects.ID, int64, error) {
-	r, err := h.w.rpc(h.cur, wire.TypeCreate, func(seq uint64) any {
+	r, err := h.l.rpc(h.cur, wire.TypeCreate, func(seq uint64) any {
 		return wire.Create{Seq: seq, Task: h.task, Size: size, Result: result}
 	})
 	if err != nil {
@@ -535,13 +666,13 @@ func (h *workerHost) Put(parts [][]byte, refs []objects.ID) (objects.ID, error) 
 		}
 	}
 	if msg.Created.IsNil() {
-		h.w.rng.Read(msg.ID[:16])
+		h.l.rng.Read(msg.ID[:16])
 		msg.Data = make([]byte, 0, total)
 		for _, p := range parts {
 			msg.Data = append(msg.Data, p...)
 		}
 	}
-	if err := h.w.conn.Queue(wire.TypePut, msg); err != nil {
+	if err := h.w.conn.Queue(h.l.id, wire.TypePut, msg); err != nil {
 		return objects.NilID, err
 	}
 	return msg.ID, nil
@@ -551,7 +682,7 @@ func (h *workerHost) Get(ids []objects.ID, timeoutMs int64) ([]Staged, func(), b
 	if items, ok := h.w.cache.lookup(ids); ok {
 		return items, nil, false, nil
 	}
-	r, err := h.w.rpc(h.cur, wire.TypeGet, func(seq uint64) any {
+	r, err := h.l.rpc(h.cur, wire.TypeGet, func(seq uint64) any {
 		return wire.Get{Seq: seq, Task: h.task, IDs: ids, TimeoutMs: timeoutMs}
 	})
 	if err != nil {
@@ -560,7 +691,7 @@ func (h *workerHost) Get(ids []objects.ID, timeoutMs int64) ([]Staged, func(), b
 	var pinned []objects.ID
 	release := func() {
 		if len(pinned) > 0 {
-			_ = h.w.conn.Send(wire.TypeUnpin, wire.Unpin{IDs: pinned})
+			_ = h.w.conn.Send(h.l.id, wire.TypeUnpin, wire.Unpin{IDs: pinned})
 		}
 	}
 	if r.Code == abi.TimedOut {
@@ -596,6 +727,7 @@ func (h *workerHost) Get(ids []objects.ID, timeoutMs int64) ([]Staged, func(), b
 // agent, as Ray's in-process memory store serves small objects. Released
 // objects leave the cache; it is emptied when it outgrows its budget.
 type valueCache struct {
+	mu    sync.Mutex // the lanes share it
 	m     map[objects.ID]Staged
 	bytes int
 }
@@ -606,6 +738,8 @@ const (
 )
 
 func (c *valueCache) lookup(ids []objects.ID) ([]Staged, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if len(c.m) == 0 {
 		return nil, false
 	}
@@ -624,6 +758,8 @@ func (c *valueCache) add(id objects.ID, it Staged) {
 	if len(it.Data) > cacheItemMax {
 		return
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.m == nil || c.bytes+len(it.Data) > cacheBudget {
 		c.m, c.bytes = map[objects.ID]Staged{}, 0
 	}
@@ -634,6 +770,8 @@ func (c *valueCache) add(id objects.ID, it Staged) {
 }
 
 func (c *valueCache) drop(ids []objects.ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, id := range ids {
 		if it, ok := c.m[id]; ok {
 			c.bytes -= len(it.Data)
@@ -643,7 +781,7 @@ func (c *valueCache) drop(ids []objects.ID) {
 }
 
 func (h *workerHost) Wait(ids []objects.ID, numReady int, timeoutMs int64) ([]bool, error) {
-	r, err := h.w.rpc(h.cur, wire.TypeWait, func(seq uint64) any {
+	r, err := h.l.rpc(h.cur, wire.TypeWait, func(seq uint64) any {
 		return wire.Wait{Seq: seq, Task: h.task, IDs: ids, NumReady: numReady, TimeoutMs: timeoutMs}
 	})
 	if err == nil && len(r.Ready) != len(ids) {
@@ -653,7 +791,7 @@ func (h *workerHost) Wait(ids []objects.ID, numReady int, timeoutMs int64) ([]bo
 }
 
 func (h *workerHost) Cancel(id objects.ID, force, recursive bool) error {
-	_, err := h.w.rpc(h.cur, wire.TypeCancel, func(seq uint64) any {
+	_, err := h.l.rpc(h.cur, wire.TypeCancel, func(seq uint64) any {
 		return wire.Cancel{Seq: seq, Task: h.task, ID: id, Force: force, Recursive: recursive}
 	})
 	return err
@@ -661,11 +799,11 @@ func (h *workerHost) Cancel(id objects.ID, force, recursive bool) error {
 
 func (h *workerHost) Release(ids []objects.ID) {
 	h.w.cache.drop(ids)
-	_ = h.w.conn.Queue(wire.TypeRelease, wire.Release{Task: h.task, IDs: ids})
+	_ = h.w.conn.Queue(h.l.id, wire.TypeRelease, wire.Release{Task: h.task, IDs: ids})
 }
 
 func (h *workerHost) ActorLookup(name string) (objects.ID, error) {
-	r, err := h.w.rpc(h.cur, wire.TypeActorLookup, func(seq uint64) any {
+	r, err := h.l.rpc(h.cur, wire.TypeActorLookup, func(seq uint64) any {
 		return wire.ActorLookup{Seq: seq, Task: h.task, Name: name}
 	})
 	if err != nil {
@@ -678,7 +816,7 @@ func (h *workerHost) ActorLookup(name string) (objects.ID, error) {
 }
 
 func (h *workerHost) ActorKill(id objects.ID, noRestart bool) error {
-	_, err := h.w.rpc(h.cur, wire.TypeActorKill, func(seq uint64) any {
+	_, err := h.l.rpc(h.cur, wire.TypeActorKill, func(seq uint64) any {
 		return wire.ActorKill{Seq: seq, Task: h.task, Actor: id, NoRestart: noRestart}
 	})
 	return err
@@ -698,7 +836,7 @@ func (h *workerHost) Log(level int32, msg []byte) {
 	}
 	h.logged += int64(len(line))
 	line = append(line, '\n')
-	_ = h.w.conn.Queue(wire.TypeOutput, wire.Output{Task: h.task, Stream: 3, Data: line})
+	_ = h.w.conn.Queue(h.l.id, wire.TypeOutput, wire.Output{Task: h.task, Stream: 3, Data: line})
 }
 
 func levelName(l int32) string {
@@ -717,15 +855,15 @@ func levelName(l int32) string {
 // waiting: pg_wait reports a group the agent refused.
 func (h *workerHost) GroupCreate(spec []byte) (objects.ID, error) {
 	var id objects.ID
-	h.w.rng.Read(id[:16])
-	if err := h.w.conn.Queue(wire.TypeGroupCreate, wire.GroupCreate{Task: h.task, Spec: spec, ID: id}); err != nil {
+	h.l.rng.Read(id[:16])
+	if err := h.w.conn.Queue(h.l.id, wire.TypeGroupCreate, wire.GroupCreate{Task: h.task, Spec: spec, ID: id}); err != nil {
 		return objects.NilID, err
 	}
 	return id, nil
 }
 
 func (h *workerHost) GroupWait(id objects.ID, timeoutMs int64) (bool, error) {
-	r, err := h.w.rpc(h.cur, wire.TypeGroupWait, func(seq uint64) any {
+	r, err := h.l.rpc(h.cur, wire.TypeGroupWait, func(seq uint64) any {
 		return wire.GroupWait{Seq: seq, Task: h.task, Group: id, TimeoutMs: timeoutMs}
 	})
 	if err != nil {
@@ -739,5 +877,5 @@ func (h *workerHost) GroupWait(id objects.ID, timeoutMs int64) (bool, error) {
 func (h *workerHost) NodeID() string { return h.w.cfg.NodeID }
 
 func (h *workerHost) GroupRemove(id objects.ID) error {
-	return h.w.conn.Queue(wire.TypeGroupRemove, wire.GroupRemove{Task: h.task, Group: id})
+	return h.w.conn.Queue(h.l.id, wire.TypeGroupRemove, wire.GroupRemove{Task: h.task, Group: id})
 }

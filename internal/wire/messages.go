@@ -13,7 +13,9 @@ const (
 	ExecActorMethod
 )
 
-// Ready is a worker's first message: its module is loaded.
+// Ready says that a worker process loaded its module (on ProcessLane, its
+// first message) or that a lane's instance is ready for executions (on
+// that lane, answering Open).
 type Ready struct {
 	_     struct{} `cbor:",toarray"`
 	Pid   int
@@ -235,4 +237,24 @@ type Drop struct {
 type Stop struct {
 	_    struct{} `cbor:",toarray"`
 	Task objects.ID
+}
+
+// Open asks a worker process for a new lane: an instance of its module
+// that runs the executions sent on that lane, one at a time. The process
+// answers Ready on the lane.
+type Open struct {
+	_ struct{} `cbor:",toarray"`
+}
+
+// Close asks a worker process to end a lane: the execution it runs is
+// interrupted and sends no Done, the ones queued are dropped without a
+// word, and the instance is discarded. The process answers Closed on the
+// lane once nothing of it runs.
+type Close struct {
+	_ struct{} `cbor:",toarray"`
+}
+
+// Closed answers Close: the lane's instance is gone.
+type Closed struct {
+	_ struct{} `cbor:",toarray"`
 }

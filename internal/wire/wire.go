@@ -1,8 +1,10 @@
 // Package wire holds the messages between an agent and its worker processes
 // and the framing that carries them over a Unix socket.
 //
-// A frame is a 4-byte big-endian length, then one byte of message type, then
-// the message encoded as CBOR. Frames are limited to MaxFrame bytes; large
+// A frame is a 4-byte big-endian length, then one byte of message type,
+// then an 8-byte big-endian lane, then the message encoded as CBOR. A lane
+// names one instance of the worker process's module (the agent's worker);
+// lane 0 is the process itself. Frames are limited to MaxFrame bytes; large
 // object payloads travel through the shared-memory arena instead.
 package wire
 
@@ -53,7 +55,20 @@ const (
 	TypeGroupRemove
 	TypeDrop
 	TypeStop
+	TypeOpen
+	TypeClose
+	TypeClosed
 )
+
+// Lane names one instance in a worker process: the agent's worker ID. The
+// frames of lane ProcessLane are about the process itself.
+type Lane uint64
+
+// ProcessLane is the lane of the process's own frames (its first Ready).
+const ProcessLane Lane = 0
+
+// headerLen is the bytes of a frame before its body: length, type, lane.
+const headerLen = 13
 
 var typeNames = map[Type]string{
 	TypeReady: "ready", TypeExec: "exec", TypeDone: "done", TypeOutput: "output", TypeReply: "reply",
@@ -61,6 +76,7 @@ var typeNames = map[Type]string{
 	TypeWait: "wait", TypeCancel: "cancel", TypeRelease: "release", TypeActorLookup: "actor_lookup",
 	TypeActorKill: "actor_kill", TypeGroupCreate: "group_create", TypeGroupWait: "group_wait",
 	TypeGroupRemove: "group_remove", TypeDrop: "drop", TypeStop: "stop",
+	TypeOpen: "open", TypeClose: "close", TypeClosed: "closed",
 }
 
 // String names the type.
@@ -126,23 +142,25 @@ func NewConn(rwc io.ReadWriteCloser) *Conn {
 // queueMax is the most bytes Queue holds before it writes them itself.
 const queueMax = 256 << 10
 
-func frame(t Type, msg any) ([]byte, []byte, error) {
+func frame(lane Lane, t Type, msg any) ([]byte, []byte, error) {
 	body, err := encMode.Marshal(msg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("wire: encode %s: %w", t, err)
 	}
-	if len(body)+1 > MaxFrame {
+	if len(body)+headerLen-4 > MaxFrame {
 		return nil, nil, fmt.Errorf("%w: %s of %d bytes", ErrFrameTooLarge, t, len(body))
 	}
-	hdr := make([]byte, 5)
-	binary.BigEndian.PutUint32(hdr[:4], uint32(len(body)+1))
+	hdr := make([]byte, headerLen)
+	binary.BigEndian.PutUint32(hdr[:4], uint32(len(body)+headerLen-4))
 	hdr[4] = byte(t)
+	binary.BigEndian.PutUint64(hdr[5:], uint64(lane))
 	return hdr, body, nil
 }
 
-// Send encodes one message and writes it, after anything queued.
-func (c *Conn) Send(t Type, msg any) error {
-	hdr, body, err := frame(t, msg)
+// Send encodes one message for a lane and writes it, after anything
+// queued.
+func (c *Conn) Send(lane Lane, t Type, msg any) error {
+	hdr, body, err := frame(lane, t, msg)
 	if err != nil {
 		return err
 	}
@@ -166,8 +184,8 @@ func (c *Conn) Send(t Type, msg any) error {
 
 // Queue encodes one message and appends it to the write buffer; it is
 // written by the next Send or Flush, or at once when the buffer is full.
-func (c *Conn) Queue(t Type, msg any) error {
-	n, err := c.Append(t, msg)
+func (c *Conn) Queue(lane Lane, t Type, msg any) error {
+	n, err := c.Append(lane, t, msg)
 	if err != nil || n < queueMax {
 		return err
 	}
@@ -179,8 +197,8 @@ func (c *Conn) Queue(t Type, msg any) error {
 // waits for a full socket; it returns the bytes now buffered. A writer
 // goroutine calls Flush. The agent uses it so that no lock is held while
 // a slow worker's socket is full.
-func (c *Conn) Append(t Type, msg any) (int, error) {
-	hdr, body, err := frame(t, msg)
+func (c *Conn) Append(lane Lane, t Type, msg any) (int, error) {
+	hdr, body, err := frame(lane, t, msg)
 	if err != nil {
 		return 0, err
 	}
@@ -261,39 +279,40 @@ func (c *Conn) flushLocked() error {
 	}
 }
 
-// Recv reads one frame and returns its type and body (to Decode).
-func (c *Conn) Recv() (Type, []byte, error) {
-	var hdr [5]byte
+// Recv reads one frame and returns its lane, type and body (to Decode).
+func (c *Conn) Recv() (Lane, Type, []byte, error) {
+	var hdr [headerLen]byte
 	if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:4])
-	if n == 0 || n > MaxFrame {
-		return 0, nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	if n < headerLen-4 || n > MaxFrame {
+		return 0, 0, nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
 	}
 	t := Type(hdr[4])
 	if _, ok := typeNames[t]; !ok {
-		return 0, nil, fmt.Errorf("%w: %d", ErrUnknownType, hdr[4])
+		return 0, 0, nil, fmt.Errorf("%w: %d", ErrUnknownType, hdr[4])
 	}
-	body := make([]byte, n-1)
+	lane := Lane(binary.BigEndian.Uint64(hdr[5:]))
+	body := make([]byte, n-(headerLen-4))
 	if _, err := io.ReadFull(c.r, body); err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
-	return t, body, nil
+	return lane, t, body, nil
 }
 
 // FrameReady reports whether a whole frame is already buffered, so that
 // Recv would return without waiting for the peer.
 func (c *Conn) FrameReady() bool {
-	if c.r.Buffered() < 5 {
+	if c.r.Buffered() < headerLen {
 		return false
 	}
-	hdr, err := c.r.Peek(5)
+	hdr, err := c.r.Peek(4)
 	if err != nil {
 		return false
 	}
 	n := binary.BigEndian.Uint32(hdr[:4])
-	return n == 0 || n > MaxFrame || uint64(c.r.Buffered()) >= 4+uint64(n) // a bad length: let Recv report it
+	return n < headerLen-4 || n > MaxFrame || uint64(c.r.Buffered()) >= 4+uint64(n) // a bad length: let Recv report it
 }
 
 // Close closes the stream.

@@ -29,15 +29,15 @@ func TestRoundTrip(t *testing.T) {
 		{TypeReply, Reply{Seq: 7, Items: []Item{{IsError: true, Data: Piece{Inline: []byte("x")}}}, Ready: []bool{true, false}}, &Reply{}},
 		{TypeGet, Get{Seq: 1, IDs: []objects.ID{{6}, {7}}, TimeoutMs: -1}, &Get{}},
 	}
-	for _, c := range cases {
+	for i, c := range cases {
 		p := &pipe{}
 		conn := NewConn(p)
-		if err := conn.Send(c.t, c.msg); err != nil {
+		if err := conn.Send(Lane(i*1000), c.t, c.msg); err != nil {
 			t.Fatal(err)
 		}
-		typ, body, err := conn.Recv()
-		if err != nil || typ != c.t {
-			t.Fatalf("recv %s: %v %v", c.t, typ, err)
+		lane, typ, body, err := conn.Recv()
+		if err != nil || typ != c.t || lane != Lane(i*1000) {
+			t.Fatalf("recv %s: lane %d, %v %v", c.t, lane, typ, err)
 		}
 		if err := Unmarshal(body, c.out); err != nil {
 			t.Fatalf("%s: %v", c.t, err)
@@ -51,15 +51,17 @@ func TestRecvRejectsGarbage(t *testing.T) {
 		in   []byte
 		want error
 	}{
-		{"huge frame", []byte{0xff, 0xff, 0xff, 0xff, 1}, ErrFrameTooLarge},
-		{"empty frame", []byte{0, 0, 0, 0, 1}, ErrFrameTooLarge},
-		{"unknown type", []byte{0, 0, 0, 1, 200}, ErrUnknownType},
-		{"truncated", []byte{0, 0, 0, 9, byte(TypeExec), 1}, io.ErrUnexpectedEOF},
+		{"huge frame", []byte{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 0, 0, 0, 0}, ErrFrameTooLarge},
+		{"empty frame", []byte{0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0}, ErrFrameTooLarge},
+		{"frame shorter than its lane", []byte{0, 0, 0, 8, 1, 0, 0, 0, 0, 0, 0, 0, 0}, ErrFrameTooLarge},
+		{"unknown type", []byte{0, 0, 0, 9, 200, 0, 0, 0, 0, 0, 0, 0, 0}, ErrUnknownType},
+		{"truncated header", []byte{0, 0, 0, 9, byte(TypeExec), 1}, io.ErrUnexpectedEOF},
+		{"truncated", []byte{0, 0, 0, 12, byte(TypeExec), 0, 0, 0, 0, 0, 0, 0, 1, 0x80}, io.ErrUnexpectedEOF},
 	}
 	for _, c := range cases {
 		p := &pipe{}
 		p.Write(c.in)
-		_, _, err := NewConn(p).Recv()
+		_, _, _, err := NewConn(p).Recv()
 		if !errors.Is(err, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, err, c.want)
 		}
@@ -70,19 +72,19 @@ func TestRecvRejectsGarbage(t *testing.T) {
 // decoder: they return errors, never panic.
 func FuzzRecv(f *testing.F) {
 	p := &pipe{}
-	_ = NewConn(p).Send(TypeExec, Exec{Name: "f", Args: []Piece{{Inline: []byte{0x80}}}})
+	_ = NewConn(p).Send(3, TypeExec, Exec{Name: "f", Args: []Piece{{Inline: []byte{0x80}}}})
 	f.Add(p.Bytes())
-	f.Add([]byte{0, 0, 0, 2, byte(TypeReply), 0xa0})
+	f.Add([]byte{0, 0, 0, 10, byte(TypeReply), 0, 0, 0, 0, 0, 0, 0, 1, 0xa0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p := &pipe{}
 		p.Write(data)
 		c := NewConn(p)
 		for range 4 {
-			_, body, err := c.Recv()
+			_, _, body, err := c.Recv()
 			if err != nil {
 				return
 			}
-			for _, v := range []any{&Ready{}, &Exec{}, &Done{}, &Output{}, &Reply{}, &Submit{}, &Put{}, &Create{}, &Get{}, &Unpin{}, &Wait{}, &Cancel{}, &Release{}, &ActorLookup{}, &ActorKill{}, &abi.TaskSpec{}, &abi.ErrorValue{}} {
+			for _, v := range []any{&Ready{}, &Open{}, &Close{}, &Closed{}, &Exec{}, &Done{}, &Output{}, &Reply{}, &Submit{}, &Put{}, &Create{}, &Get{}, &Unpin{}, &Wait{}, &Cancel{}, &Release{}, &ActorLookup{}, &ActorKill{}, &abi.TaskSpec{}, &abi.ErrorValue{}} {
 				_ = Unmarshal(body, v)
 			}
 		}
@@ -104,7 +106,7 @@ func TestTryFlushNeverBlocks(t *testing.T) {
 	payload := bytes.Repeat([]byte{7}, 16<<10)
 	full := false
 	for i := range frames {
-		if _, err := src.Append(TypeOutput, Output{Task: objects.ID{byte(i), byte(i >> 8)}, Data: payload}); err != nil {
+		if _, err := src.Append(1, TypeOutput, Output{Task: objects.ID{byte(i), byte(i >> 8)}, Data: payload}); err != nil {
 			t.Fatal(err)
 		}
 		if !src.TryFlush() {
@@ -117,7 +119,7 @@ func TestTryFlushNeverBlocks(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- src.Flush() }()
 	for i := range frames {
-		typ, body, err := dst.Recv()
+		_, typ, body, err := dst.Recv()
 		if err != nil || typ != TypeOutput {
 			t.Fatalf("frame %d: %v %v", i, typ, err)
 		}
@@ -147,7 +149,7 @@ func TestAppendWhileFlushBlocks(t *testing.T) {
 	src, dst := NewConn(a), NewConn(b)
 	payload := bytes.Repeat([]byte{1}, 64<<10)
 	for i := range 64 { // 4 MiB: more than a socket holds
-		if _, err := src.Append(TypeOutput, Output{Task: objects.ID{byte(i)}, Data: payload}); err != nil {
+		if _, err := src.Append(1, TypeOutput, Output{Task: objects.ID{byte(i)}, Data: payload}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -157,7 +159,7 @@ func TestAppendWhileFlushBlocks(t *testing.T) {
 	appended := make(chan struct{})
 	go func() {
 		for i := 64; i < 80; i++ {
-			_, _ = src.Append(TypeOutput, Output{Task: objects.ID{byte(i)}, Data: payload})
+			_, _ = src.Append(1, TypeOutput, Output{Task: objects.ID{byte(i)}, Data: payload})
 		}
 		close(appended)
 	}()
@@ -168,7 +170,7 @@ func TestAppendWhileFlushBlocks(t *testing.T) {
 	}
 	go func() { <-flushed; flushed <- src.Flush() }()
 	for i := range 80 {
-		typ, body, err := dst.Recv()
+		_, typ, body, err := dst.Recv()
 		var o Output
 		if err != nil || typ != TypeOutput || Unmarshal(body, &o) != nil || o.Task[0] != byte(i) {
 			t.Fatalf("frame %d: %v", i, err)

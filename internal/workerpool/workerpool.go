@@ -1,17 +1,24 @@
 // Package workerpool starts and stops an agent's worker processes (`fabric
 // worker`) and carries messages to and from them over the agent's Unix
 // socket. It knows nothing of tasks: the agent's core decides what runs
-// where, and the pool reports what happened to its processes.
+// where, and the pool reports what happened to its workers.
 //
-// Each worker is a process of its own group, killed with SIGKILL on the
+// A worker, as the agent sees it, is one lane of a worker process: one
+// instance of the job's module, which runs one execution at a time. A
+// process hosts every lane of its group (the agent's job) on this node,
+// each on goroutines of its own, so a worker costs an instance, not a
+// process; groups never share a process. The pool starts a group's process
+// with its first lane and stops it once its last lane is closed.
+//
+// Each process is of its own process group, killed with SIGKILL on the
 // group, and dies with the agent (Pdeathsig). It maps the object arena
 // (passed as file descriptor 3), connects to the socket and says Ready with
-// its pid; the pool matches the pid to the process it started. One
-// goroutine per worker reads its frames, decodes them and hands them to
-// the agent; sends never block: they append to the connection's buffer,
-// which Flush writes without waiting, leaving what a full socket does not
-// take to the worker's own writer goroutine. A worker that stops reading
-// past MaxOutbound bytes is stopped.
+// its pid; the pool matches the pid to the process it started and then
+// opens its lanes. One goroutine per process reads its frames, decodes
+// them and hands them to the agent by lane; sends never block: they append
+// to the connection's buffer, which Flush writes without waiting, leaving
+// what a full socket does not take to the process's own writer goroutine.
+// A process that stops reading past MaxOutbound bytes is stopped.
 package workerpool
 
 import (
@@ -21,6 +28,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -29,15 +37,22 @@ import (
 	"github.com/wasmfabric/fabric/internal/wire"
 )
 
-// ID names a worker; the agent chooses it.
+// ID names a worker (a lane of a worker process); the agent chooses it,
+// from 1.
 type ID uint64
 
-// MaxOutbound bounds what the pool buffers for one worker.
+// MaxOutbound bounds what the pool buffers for one process.
 const MaxOutbound = 256 << 20
+
+// CloseGrace is how long a lane asked to close has to answer before its
+// process is killed (with every other lane of its group): an instance that
+// does not stop within it is stuck in a host call or defeats the
+// interruption points.
+const CloseGrace = 2 * time.Second
 
 // Config configures a pool.
 type Config struct {
-	// Command starts a worker; the pool appends the worker's flags.
+	// Command starts a worker process; the pool appends the flags.
 	Command []string
 	// Socket is the Unix socket path the pool listens on.
 	Socket string
@@ -48,23 +63,27 @@ type Config struct {
 	CacheDir string
 	// NodeID names the node, for guests that ask.
 	NodeID string
-	// GuestMemoryLimit caps each guest's linear memory; the process gets
-	// 2 GiB more (RLIMIT_DATA).
+	// GuestMemoryLimit caps each guest's linear memory.
 	GuestMemoryLimit int64
+	// ProcessLimit caps each worker process's data segment (RLIMIT_DATA),
+	// all its instances together (0: GuestMemoryLimit + 2 GiB).
+	ProcessLimit int64
 	// OutputCap bounds the output kept per call.
 	OutputCap int64
 	// Profiling makes Kill send SIGTERM first, so that workers writing CPU
 	// profiles flush them.
 	Profiling bool
 
-	// Ready is called when a worker loaded its module (err empty) or
-	// failed to (err says why).
+	// Ready is called when a worker's instance is ready (err empty) or
+	// when its process could not load the module or it could not make the
+	// instance (err says why).
 	Ready func(id ID, err string)
 	// Message is called with each message a worker sends, decoded; an
-	// undecodable one stops the worker.
+	// undecodable one stops its process.
 	Message func(id ID, msg any)
-	// Exited is called once when a started worker's process ended; cause
-	// says how, with the last lines it wrote to stderr.
+	// Exited is called once for each worker that Start accepted, when it
+	// is gone: closed, or its process ended (cause says how, with the last
+	// lines the process wrote to stderr).
 	Exited func(id ID, cause string)
 	// Log receives the pool's own messages.
 	Log func(string)
@@ -76,13 +95,15 @@ type Pool struct {
 	ln  net.Listener
 	wg  sync.WaitGroup
 
-	// startMu orders starts: a worker that connects before its start was
+	// startMu orders starts: a process that connects before its start was
 	// recorded waits for it. mu guards the tables and is never held while
 	// a process starts, so Send never waits for a fork.
 	startMu sync.Mutex
 	starts  int // connections that waited for a start to be recorded
 	mu      sync.Mutex
-	workers map[ID]*proc
+	lanes   map[ID]*lane
+	groups  map[string]*proc // the process that takes a group's new lanes
+	procs   map[*proc]struct{}
 	byPid   map[int]*proc
 	dirty   []*proc
 	closed  bool
@@ -90,17 +111,34 @@ type Pool struct {
 
 // proc is one worker process.
 type proc struct {
-	id      ID
+	group   string
 	cmd     *exec.Cmd
 	pid     int
-	conn    *wire.Conn // set when it connected
-	started chan struct{}
+	conn    *wire.Conn    // set when it connected
+	started chan struct{} // closed once the fork is done
 	exited  chan struct{}
 	wake    chan struct{}
 	once    sync.Once
-	dirty   bool
-	// sendErr is set when a send failed: the worker is being stopped.
-	sendErr bool
+	// Under Pool.mu:
+	startErr error // the fork failed
+	dirty    bool
+	sendErr  bool // a send failed: the process is being stopped
+	loaded   bool // it said Ready: its lanes may be opened
+	// lanes are its workers, opened or not.
+	lanes map[ID]*lane
+	// retiring is set once it takes no new lanes: its last lane closed,
+	// or it failed.
+	retiring bool
+}
+
+// lane is one worker: an instance in a process. Under Pool.mu.
+type lane struct {
+	id      ID
+	proc    *proc
+	started bool // Start reported the pid: it may be opened
+	opened  bool // Open was sent
+	closing bool // Kill was called
+	timer   *time.Timer
 }
 
 // ErrClosed is returned by Start after Close.
@@ -112,16 +150,65 @@ func New(cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("workerpool: listen on worker socket: %w", err)
 	}
-	p := &Pool{cfg: cfg, ln: ln, workers: map[ID]*proc{}, byPid: map[int]*proc{}}
+	p := &Pool{cfg: cfg, ln: ln, lanes: map[ID]*lane{}, groups: map[string]*proc{},
+		procs: map[*proc]struct{}{}, byPid: map[int]*proc{}}
 	p.wg.Add(1)
 	go p.acceptLoop()
 	return p, nil
 }
 
-// Start starts worker id for the module at modulePath and returns its
-// pid. started is called once the process runs and before any other
-// callback of the worker.
-func (p *Pool) Start(id ID, modulePath string, started func(pid int)) error {
+// Start starts worker id of group, an instance of the module at
+// modulePath, in the group's process (started first if the group has
+// none), and returns once the process runs. started is called with its pid
+// before any other callback of the worker. After a nil return, Exited
+// follows for id, sooner or later.
+func (p *Pool) Start(id ID, group, modulePath string, started func(pid int)) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	pr := p.groups[group]
+	fresh := pr == nil
+	if fresh {
+		pr = &proc{group: group, started: make(chan struct{}), exited: make(chan struct{}),
+			wake: make(chan struct{}, 1), lanes: map[ID]*lane{}}
+		p.groups[group] = pr
+		p.procs[pr] = struct{}{}
+	}
+	l := &lane{id: id, proc: pr}
+	pr.lanes[id] = l
+	p.lanes[id] = l
+	p.mu.Unlock()
+	if fresh {
+		p.spawn(pr, modulePath)
+	}
+	<-pr.started
+	p.mu.Lock()
+	if err := pr.startErr; err != nil {
+		delete(p.lanes, id)
+		delete(pr.lanes, id)
+		p.mu.Unlock()
+		return err
+	}
+	p.mu.Unlock()
+	started(pr.pid)
+	p.mu.Lock()
+	l.started = true
+	if pr.loaded && p.lanes[id] == l && !l.closing {
+		p.openLocked(l)
+	}
+	p.mu.Unlock()
+	p.Flush()
+	return nil
+}
+
+// spawn starts pr's process and closes pr.started.
+func (p *Pool) spawn(pr *proc, modulePath string) {
+	limit := p.cfg.ProcessLimit
+	if limit <= 0 {
+		limit = p.cfg.GuestMemoryLimit + 2<<30
+	}
 	args := append([]string(nil), p.cfg.Command[1:]...)
 	args = append(args,
 		"--socket", p.cfg.Socket,
@@ -132,7 +219,7 @@ func (p *Pool) Start(id ID, modulePath string, started func(pid int)) error {
 		"--output-cap", strconv.FormatInt(p.cfg.OutputCap, 10),
 		"--arena-fd", "3",
 		"--arena-size", strconv.FormatInt(p.cfg.ArenaSize, 10),
-		"--process-limit", strconv.FormatInt(p.cfg.GuestMemoryLimit+2<<30, 10),
+		"--process-limit", strconv.FormatInt(limit, 10),
 	)
 	cmd := exec.Command(p.cfg.Command[0], args...)
 	cmd.Env = append(os.Environ(), "FABRIC_WORKER=1")
@@ -141,36 +228,43 @@ func (p *Pool) Start(id ID, modulePath string, started func(pid int)) error {
 	var stderr bytes.Buffer
 	cmd.Stderr = &tailBuffer{b: &stderr, max: 64 << 10}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	w := &proc{id: id, cmd: cmd, started: make(chan struct{}), exited: make(chan struct{}), wake: make(chan struct{}, 1)}
+	pr.cmd = cmd
+	fail := func(err error) {
+		p.mu.Lock()
+		pr.startErr = err
+		pr.retiring = true
+		delete(p.procs, pr)
+		if p.groups[pr.group] == pr {
+			delete(p.groups, pr.group)
+		}
+		p.mu.Unlock()
+		close(pr.started)
+	}
 	p.startMu.Lock()
 	p.mu.Lock()
 	closed := p.closed
 	p.mu.Unlock()
 	if closed {
 		p.startMu.Unlock()
-		return ErrClosed
+		fail(ErrClosed)
+		return
 	}
 	if err := cmd.Start(); err != nil {
 		p.startMu.Unlock()
-		return fmt.Errorf("workerpool: start worker: %w", err)
+		fail(fmt.Errorf("workerpool: start worker: %w", err))
+		return
 	}
-	w.pid = cmd.Process.Pid
+	pr.pid = cmd.Process.Pid
 	p.mu.Lock()
-	p.workers[id] = w
-	p.byPid[w.pid] = w
+	p.byPid[pr.pid] = pr
 	p.mu.Unlock()
 	p.startMu.Unlock()
-	started(w.pid)
-	close(w.started)
+	close(pr.started)
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		err := cmd.Wait()
-		close(w.exited)
-		p.mu.Lock()
-		delete(p.workers, id)
-		delete(p.byPid, w.pid)
-		p.mu.Unlock()
+		close(pr.exited)
 		cause := "worker process exited"
 		if err != nil {
 			cause = "worker process " + err.Error()
@@ -178,9 +272,69 @@ func (p *Pool) Start(id ID, modulePath string, started func(pid int)) error {
 		if s := stderr.String(); s != "" {
 			cause += ": " + lastLines(s, 8)
 		}
-		p.cfg.Exited(id, cause)
+		p.mu.Lock()
+		delete(p.procs, pr)
+		delete(p.byPid, pr.pid)
+		if p.groups[pr.group] == pr {
+			delete(p.groups, pr.group)
+		}
+		pr.retiring = true
+		gone := p.dropLanesLocked(pr)
+		p.mu.Unlock()
+		for _, l := range gone {
+			p.cfg.Exited(l.id, cause)
+		}
 	}()
-	return nil
+}
+
+// dropLanesLocked removes every lane of pr and returns them in ID order.
+func (p *Pool) dropLanesLocked(pr *proc) []*lane {
+	gone := make([]*lane, 0, len(pr.lanes))
+	for _, l := range pr.lanes {
+		gone = append(gone, l)
+		delete(p.lanes, l.id)
+		if l.timer != nil {
+			l.timer.Stop()
+		}
+	}
+	pr.lanes = map[ID]*lane{}
+	slices.SortFunc(gone, func(a, b *lane) int { return compareIDs(a.id, b.id) })
+	return gone
+}
+
+func compareIDs(a, b ID) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// openLocked sends Open for l.
+func (p *Pool) openLocked(l *lane) {
+	l.opened = true
+	p.sendLocked(l.proc, wire.Lane(l.id), wire.TypeOpen, wire.Open{})
+}
+
+// removeLaneLocked forgets a lane and reports whether its process is now
+// empty and must go.
+func (p *Pool) removeLaneLocked(l *lane) bool {
+	pr := l.proc
+	delete(p.lanes, l.id)
+	delete(pr.lanes, l.id)
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	if len(pr.lanes) > 0 || pr.retiring {
+		return false
+	}
+	pr.retiring = true
+	if p.groups[pr.group] == pr {
+		delete(p.groups, pr.group)
+	}
+	return true
 }
 
 // tailBuffer keeps the last max bytes written.
@@ -208,63 +362,95 @@ func lastLines(s string, k int) string {
 	return string(bytes.Join(lines, []byte("\n")))
 }
 
-// Kill stops a worker; Exited follows. Unknown IDs are ignored.
+// Kill closes a worker: its instance is discarded, and the execution it
+// runs ends without a Done. Exited follows. Like Send, it queues its
+// message for Flush. A worker that does not close
+// within CloseGrace is stopped with its whole process. Unknown IDs are
+// ignored. Kill never blocks and never calls back before it returns.
 func (p *Pool) Kill(id ID) {
 	p.mu.Lock()
-	w := p.workers[id]
-	p.mu.Unlock()
-	if w != nil {
-		p.kill(w, false)
+	defer p.mu.Unlock()
+	l := p.lanes[id]
+	if l == nil || l.closing {
+		return
 	}
+	l.closing = true
+	pr := l.proc
+	if !l.opened { // nothing of it runs
+		last := p.removeLaneLocked(l)
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.cfg.Exited(id, "worker stopped before it started")
+		}()
+		if last {
+			p.kill(pr, false)
+		}
+		return
+	}
+	p.sendLocked(pr, wire.Lane(id), wire.TypeClose, wire.Close{})
+	l.timer = time.AfterFunc(CloseGrace, func() {
+		p.mu.Lock()
+		stuck := p.lanes[id] == l
+		p.mu.Unlock()
+		if stuck {
+			if p.cfg.Log != nil {
+				p.cfg.Log(fmt.Sprintf("fabric: a worker of process %d did not stop within %s of being closed; stopping the process", pr.pid, CloseGrace))
+			}
+			p.kill(pr, true)
+		}
+	})
 }
 
-func (p *Pool) kill(w *proc, hard bool) {
-	w.once.Do(func() {
+func (p *Pool) kill(pr *proc, hard bool) {
+	pr.once.Do(func() {
+		if pr.cmd == nil || pr.cmd.Process == nil {
+			return
+		}
 		if p.cfg.Profiling && !hard {
-			_ = syscall.Kill(w.pid, syscall.SIGTERM)
+			_ = syscall.Kill(pr.pid, syscall.SIGTERM)
 			go func() {
 				select {
-				case <-w.exited:
+				case <-pr.exited:
 				case <-time.After(time.Second):
-					_ = syscall.Kill(-w.pid, syscall.SIGKILL)
+					_ = syscall.Kill(-pr.pid, syscall.SIGKILL)
 				}
 			}()
 			return
 		}
-		_ = syscall.Kill(-w.pid, syscall.SIGKILL)
-		_ = w.cmd.Process.Kill()
+		_ = syscall.Kill(-pr.pid, syscall.SIGKILL)
+		_ = pr.cmd.Process.Kill()
 	})
 }
 
 // Send queues a message for a worker. It never blocks; Flush writes.
 func (p *Pool) Send(id ID, t wire.Type, msg any) {
 	p.mu.Lock()
-	w := p.workers[id]
-	var c *wire.Conn
-	if w != nil {
-		c = w.conn
+	defer p.mu.Unlock()
+	if l := p.lanes[id]; l != nil && l.opened {
+		p.sendLocked(l.proc, wire.Lane(id), t, msg)
 	}
-	p.mu.Unlock()
-	if c == nil {
+}
+
+// sendLocked appends a frame to pr's buffer and marks it for Flush.
+func (p *Pool) sendLocked(pr *proc, lane wire.Lane, t wire.Type, msg any) {
+	c := pr.conn
+	if c == nil || pr.sendErr {
 		return
 	}
-	n, err := c.Append(t, msg)
+	n, err := c.Append(lane, t, msg)
 	if err != nil || n > MaxOutbound {
-		if p.cfg.Log != nil && !w.sendErr {
-			p.cfg.Log(fmt.Sprintf("fabric: worker %d does not take its messages (%d bytes queued); stopping it", w.pid, n))
+		if p.cfg.Log != nil {
+			p.cfg.Log(fmt.Sprintf("fabric: worker process %d does not take its messages (%d bytes queued); stopping it", pr.pid, n))
 		}
-		w.sendErr = true
-		p.kill(w, true)
+		pr.sendErr = true
+		p.kill(pr, true)
 		return
 	}
-	// Marked for Flush after the append: a Flush that took the dirty list
-	// before the message was in would otherwise leave it unwritten.
-	p.mu.Lock()
-	if !w.dirty {
-		w.dirty = true
-		p.dirty = append(p.dirty, w)
+	if !pr.dirty {
+		pr.dirty = true
+		p.dirty = append(p.dirty, pr)
 	}
-	p.mu.Unlock()
 }
 
 // Flush writes what Send queued, without waiting: what a socket does not
@@ -273,14 +459,14 @@ func (p *Pool) Flush() {
 	p.mu.Lock()
 	dirty := p.dirty
 	p.dirty = nil
-	for _, w := range dirty {
-		w.dirty = false
+	for _, pr := range dirty {
+		pr.dirty = false
 	}
 	p.mu.Unlock()
-	for _, w := range dirty {
-		if !w.conn.TryFlush() {
+	for _, pr := range dirty {
+		if !pr.conn.TryFlush() {
 			select {
-			case w.wake <- struct{}{}:
+			case pr.wake <- struct{}{}:
 			default:
 			}
 		}
@@ -302,11 +488,11 @@ func (p *Pool) acceptLoop() {
 	}
 }
 
-// serve reads one worker connection until it closes.
+// serve reads one worker process's connection until it closes.
 func (p *Pool) serve(c *wire.Conn) {
 	defer c.Close()
-	t, body, err := c.Recv()
-	if err != nil || t != wire.TypeReady {
+	lane, t, body, err := c.Recv()
+	if err != nil || t != wire.TypeReady || lane != wire.ProcessLane {
 		return
 	}
 	var r wire.Ready
@@ -314,50 +500,114 @@ func (p *Pool) serve(c *wire.Conn) {
 		return
 	}
 	p.mu.Lock()
-	w := p.byPid[r.Pid]
-	if w == nil {
+	pr := p.byPid[r.Pid]
+	if pr == nil {
 		// Its start may not be recorded yet: wait for the starts under way.
 		p.mu.Unlock()
 		p.awaitStarts()
 		p.mu.Lock()
-		w = p.byPid[r.Pid]
+		pr = p.byPid[r.Pid]
 	}
-	if w == nil || w.conn != nil {
+	if pr == nil || pr.conn != nil {
 		p.mu.Unlock()
-		return // not ours, or a second connection claiming the same worker
+		return // not ours, or a second connection claiming the same process
 	}
-	w.conn = c
+	pr.conn = c
 	p.mu.Unlock()
-	<-w.started
+	<-pr.started
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		p.writeLoop(w)
+		p.writeLoop(pr)
 	}()
-	p.cfg.Ready(w.id, r.Error)
 	if r.Error != "" {
-		p.kill(w, true)
+		p.loadFailed(pr, r.Error)
 		return
 	}
+	p.mu.Lock()
+	pr.loaded = true
+	for _, l := range pr.lanes {
+		if l.started && !l.opened && !l.closing {
+			p.openLocked(l)
+		}
+	}
+	p.mu.Unlock()
+	p.Flush()
 	for {
-		t, body, err := c.Recv()
+		lane, t, body, err := c.Recv()
 		if err != nil {
-			p.kill(w, true)
+			p.kill(pr, true)
 			return
 		}
-		msg, err := Decode(t, body)
-		if err != nil {
+		if err := p.handle(pr, ID(lane), t, body); err != nil {
 			if p.cfg.Log != nil {
-				p.cfg.Log(fmt.Sprintf("fabric: worker %d sent a bad %s message: %v; stopping it", w.pid, t, err))
+				p.cfg.Log(fmt.Sprintf("fabric: worker process %d sent a bad %s message: %v; stopping it", pr.pid, t, err))
 			}
-			p.kill(w, true)
+			p.kill(pr, true)
 			return
 		}
-		p.cfg.Message(w.id, msg)
 		if !c.FrameReady() {
 			p.Flush() // replies go out once the frames at hand are handled
 		}
 	}
+}
+
+// loadFailed reports a process that could not load its module to each
+// of its lanes that may hear it, and stops the process.
+func (p *Pool) loadFailed(pr *proc, reason string) {
+	p.mu.Lock()
+	var told []ID
+	for _, l := range pr.lanes {
+		if l.started && !l.closing {
+			told = append(told, l.id)
+		}
+	}
+	p.mu.Unlock()
+	slices.Sort(told)
+	for _, id := range told {
+		p.cfg.Ready(id, reason)
+	}
+	p.kill(pr, true)
+}
+
+// handle takes one frame of a process, on one of its lanes.
+func (p *Pool) handle(pr *proc, id ID, t wire.Type, body []byte) error {
+	p.mu.Lock()
+	l := pr.lanes[id]
+	p.mu.Unlock()
+	if l == nil {
+		if id == ID(wire.ProcessLane) {
+			return fmt.Errorf("a %s message on the process lane", t)
+		}
+		return nil // a lane that closed, or that Kill forgot before it opened
+	}
+	switch t {
+	case wire.TypeReady:
+		var r wire.Ready
+		if err := wire.Unmarshal(body, &r); err != nil {
+			return err
+		}
+		p.cfg.Ready(id, r.Error)
+	case wire.TypeClosed:
+		p.mu.Lock()
+		if p.lanes[id] != l || !l.closing {
+			p.mu.Unlock()
+			return errors.New("closed a worker it was not asked to close")
+		}
+		last := p.removeLaneLocked(l)
+		p.mu.Unlock()
+		p.cfg.Exited(id, "worker stopped")
+		if last {
+			p.kill(pr, false)
+		}
+	default:
+		msg, err := Decode(t, body)
+		if err != nil {
+			return err
+		}
+		p.cfg.Message(id, msg)
+	}
+	return nil
 }
 
 // awaitStarts waits for the starts under way to be recorded.
@@ -368,14 +618,14 @@ func (p *Pool) awaitStarts() {
 }
 
 // writeLoop writes what Flush left, outside every lock of the agent.
-func (p *Pool) writeLoop(w *proc) {
+func (p *Pool) writeLoop(pr *proc) {
 	for {
 		select {
-		case <-w.exited:
+		case <-pr.exited:
 			return
-		case <-w.wake:
-			if err := w.conn.Flush(); err != nil {
-				p.kill(w, true)
+		case <-pr.wake:
+			if err := pr.conn.Flush(); err != nil {
+				p.kill(pr, true)
 				return
 			}
 		}
@@ -453,21 +703,29 @@ func Decode(t wire.Type, body []byte) (any, error) {
 func (p *Pool) Count() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.workers)
+	return len(p.procs)
 }
 
-// Close kills every worker, stops listening and waits for the pool's
-// goroutines.
+// Workers returns the number of workers (lanes) started and not gone.
+func (p *Pool) Workers() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.lanes)
+}
+
+// Close kills every worker process, stops listening and waits for the
+// pool's goroutines.
 func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
-	ws := make([]*proc, 0, len(p.workers))
-	for _, w := range p.workers {
-		ws = append(ws, w)
+	prs := make([]*proc, 0, len(p.procs))
+	for pr := range p.procs {
+		prs = append(prs, pr)
 	}
 	p.mu.Unlock()
-	for _, w := range ws {
-		p.kill(w, true)
+	for _, pr := range prs {
+		<-pr.started
+		p.kill(pr, true)
 	}
 	_ = p.ln.Close()
 	p.wg.Wait()

@@ -25,9 +25,10 @@ func TestMain(m *testing.M) {
 }
 
 // fakeWorker connects to the pool's socket and behaves as mode says:
-// "echo" answers every Exec with a Done; "fail" cannot load its module;
-// "garbage" sends a frame no worker sends; "crash" writes to stderr and
-// exits.
+// "echo" opens lanes, answers every Exec with a Done and closes lanes when
+// asked; "deaf" is echo that never answers Close; "fail" cannot load its
+// module; "garbage" sends a frame no worker sends; "crash" writes to
+// stderr and exits.
 func fakeWorker(mode string) int {
 	var socket string
 	for i, a := range os.Args {
@@ -48,25 +49,33 @@ func fakeWorker(mode string) int {
 	if mode == "fail" {
 		ready.Error = "invalid module: no fabric_call export"
 	}
-	if c.Send(wire.TypeReady, ready) != nil {
+	if c.Send(wire.ProcessLane, wire.TypeReady, ready) != nil {
 		return 1
 	}
-	if mode == "garbage" {
-		_ = c.Send(wire.TypeDone, "not a Done")
-	}
 	for {
-		t, body, err := c.Recv()
+		lane, t, body, err := c.Recv()
 		if err != nil {
 			return 0
 		}
-		if t != wire.TypeExec {
-			continue
+		switch t {
+		case wire.TypeOpen:
+			if mode == "garbage" {
+				_ = c.Send(lane, wire.TypeDone, "not a Done")
+				continue
+			}
+			err = c.Send(lane, wire.TypeReady, wire.Ready{Pid: os.Getpid()})
+		case wire.TypeClose:
+			if mode != "deaf" {
+				err = c.Send(lane, wire.TypeClosed, wire.Closed{})
+			}
+		case wire.TypeExec:
+			var ex wire.Exec
+			if wire.Unmarshal(body, &ex) != nil {
+				return 2
+			}
+			err = c.Send(lane, wire.TypeDone, wire.Done{Task: ex.Task, OK: true, Value: wire.Piece{Inline: []byte{0x07}}})
 		}
-		var ex wire.Exec
-		if wire.Unmarshal(body, &ex) != nil {
-			return 2
-		}
-		if c.Send(wire.TypeDone, wire.Done{Task: ex.Task, OK: true, Value: wire.Piece{Inline: []byte{0x07}}}) != nil {
+		if err != nil {
 			return 0
 		}
 	}
@@ -140,43 +149,79 @@ func newPool(t *testing.T, mode string) (*Pool, *events) {
 	return p, ev
 }
 
-// A worker starts, says it is ready, runs what it is sent and answers;
-// killed, it is reported gone; Close leaves no goroutine behind.
+// Workers start, say they are ready, run what they are sent and answer;
+// the workers of one group share a process, other groups get their own;
+// a closed worker is reported gone, and a process goes with its last
+// worker; Close leaves no goroutine behind.
 func TestWorkerLifecycle(t *testing.T) {
 	before := runtime.NumGoroutine()
 	p, ev := newPool(t, "echo")
-	var pid int
-	if err := p.Start(1, "module.wasm", func(n int) { pid = n }); err != nil {
-		t.Fatal(err)
+	pids := map[ID]int{}
+	for _, w := range []struct {
+		id    ID
+		group string
+	}{{1, "a"}, {2, "a"}, {3, "b"}} {
+		if err := p.Start(w.id, w.group, "module.wasm", func(n int) { pids[w.id] = n }); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if pid <= 0 {
-		t.Fatalf("started with pid %d", pid)
+	if pids[1] <= 0 || pids[1] != pids[2] || pids[3] == pids[1] || pids[3] <= 0 {
+		t.Fatalf("pids %v: want workers 1 and 2 in one process, 3 in another", pids)
 	}
-	ev.await(t, "ready", func() bool { _, ok := ev.ready[1]; return ok })
+	ev.await(t, "ready", func() bool { return len(ev.ready) == 3 })
 	task := objects.ID{1, 2, 3}
 	for range 3 {
 		p.Send(1, wire.TypeExec, wire.Exec{Task: task, Name: "f"})
 	}
+	p.Send(2, wire.TypeExec, wire.Exec{Task: objects.ID{9}, Name: "f"})
 	p.Flush()
-	ev.await(t, "three answers", func() bool { return len(ev.messages[1]) == 3 })
+	ev.await(t, "four answers", func() bool { return len(ev.messages[1]) == 3 && len(ev.messages[2]) == 1 })
 	if d, ok := ev.messages[1][0].(wire.Done); !ok || d.Task != task || !d.OK {
 		t.Fatalf("answer: %#v", ev.messages[1][0])
 	}
-	if p.Count() != 1 {
-		t.Fatalf("Count = %d, want 1", p.Count())
+	if d, ok := ev.messages[2][0].(wire.Done); !ok || d.Task != (objects.ID{9}) {
+		t.Fatalf("answer on the second lane: %#v", ev.messages[2][0])
+	}
+	if p.Count() != 2 || p.Workers() != 3 {
+		t.Fatalf("Count = %d, Workers = %d; want 2 and 3", p.Count(), p.Workers())
 	}
 	p.Kill(1)
-	ev.await(t, "exit", func() bool { _, ok := ev.exited[1]; return ok })
-	if !strings.Contains(ev.exited[1], "killed") {
+	p.Flush()
+	ev.await(t, "worker 1 gone", func() bool { _, ok := ev.exited[1]; return ok })
+	if !strings.Contains(ev.exited[1], "stopped") {
 		t.Fatalf("cause: %q", ev.exited[1])
 	}
+	if p.Count() != 2 {
+		t.Fatalf("Count = %d after closing one of two workers of a process, want 2", p.Count())
+	}
+	p.Kill(2) // the last of its process: the process goes
+	p.Flush()
+	ev.await(t, "worker 2 gone", func() bool { _, ok := ev.exited[2]; return ok })
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Count() != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p.Count() != 1 {
+		t.Fatalf("Count = %d after closing every worker of a process, want 1", p.Count())
+	}
+	// The group's next worker gets a new process.
+	if err := p.Start(4, "a", "module.wasm", func(n int) { pids[4] = n }); err != nil {
+		t.Fatal(err)
+	}
+	if pids[4] == pids[1] {
+		t.Fatalf("a new worker joined a process that was stopping")
+	}
+	ev.await(t, "ready", func() bool { _, ok := ev.ready[4]; return ok })
 	p.Send(1, wire.TypeExec, wire.Exec{Task: task}) // to a gone worker: ignored
 	p.Kill(1)
 	p.Close()
-	if err := p.Start(2, "module.wasm", func(int) {}); err != ErrClosed {
+	if _, ok := ev.exited[4]; !ok {
+		t.Fatal("Close did not report the workers of the processes it killed")
+	}
+	if err := p.Start(5, "a", "module.wasm", func(int) {}); err != ErrClosed {
 		t.Fatalf("Start after Close: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(5 * time.Second)
 	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -199,7 +244,7 @@ func TestWorkerFailures(t *testing.T) {
 		t.Run(tc.mode, func(t *testing.T) {
 			p, ev := newPool(t, tc.mode)
 			defer p.Close()
-			if err := p.Start(7, "module.wasm", func(int) {}); err != nil {
+			if err := p.Start(7, "g", "module.wasm", func(int) {}); err != nil {
 				t.Fatal(err)
 			}
 			ev.await(t, "exit", func() bool { _, ok := ev.exited[7]; return ok })
@@ -219,6 +264,33 @@ func TestWorkerFailures(t *testing.T) {
 	}
 }
 
+// A worker that does not answer Close within CloseGrace is stopped with
+// its process, and so are the other workers of that process.
+func TestCloseGrace(t *testing.T) {
+	p, ev := newPool(t, "deaf")
+	defer p.Close()
+	for _, id := range []ID{1, 2} {
+		if err := p.Start(id, "g", "module.wasm", func(int) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev.await(t, "ready", func() bool { return len(ev.ready) == 2 })
+	start := time.Now()
+	p.Kill(1)
+	p.Flush()
+	ev.await(t, "both gone", func() bool { return len(ev.exited) == 2 })
+	if waited := time.Since(start); waited < CloseGrace {
+		t.Fatalf("stopped after %s, before the grace of %s", waited, CloseGrace)
+	}
+	if !strings.Contains(ev.exited[2], "killed") {
+		t.Fatalf("cause of the sibling: %q", ev.exited[2])
+	}
+	ev.await(t, "the log line", func() bool { return len(ev.logs) > 0 })
+	if !strings.Contains(ev.logs[0], "did not stop") {
+		t.Fatalf("logs: %q", ev.logs)
+	}
+}
+
 // A process that is not one of the pool's cannot pose as a worker.
 func TestStrangerConnection(t *testing.T) {
 	p, ev := newPool(t, "echo")
@@ -228,10 +300,10 @@ func TestStrangerConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := wire.NewConn(nc)
-	if err := c.Send(wire.TypeReady, wire.Ready{Pid: 1}); err != nil {
+	if err := c.Send(wire.ProcessLane, wire.TypeReady, wire.Ready{Pid: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := c.Recv(); err == nil {
+	if _, _, _, err := c.Recv(); err == nil {
 		t.Fatal("the pool kept a connection from a stranger")
 	}
 	ev.mu.Lock()
