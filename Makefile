@@ -56,7 +56,11 @@ bin/testguests/cmatmul.wasm: internal/testguests/cmatmul/matmul.c | c-toolchain
 	@mkdir -p bin/testguests
 	$(CLANG) --target=wasm32-wasi -mexec-model=reactor -O3 -msimd128 -o $@ $<
 
-guests: $(addprefix bin/testguests/,$(addsuffix .wasm,$(GUESTS))) bin/testguests/cmatmul.wasm
+bin/testguests/cactors.wasm: internal/testguests/cactors/actors.c | c-toolchain
+	@mkdir -p bin/testguests
+	$(CLANG) --target=wasm32-wasi -mexec-model=reactor -O2 -o $@ $<
+
+guests: $(addprefix bin/testguests/,$(addsuffix .wasm,$(GUESTS))) bin/testguests/cmatmul.wasm bin/testguests/cactors.wasm
 
 bench: build examples guests
 	$(BIN) bench --update-doc docs/PERFORMANCE.md

@@ -44,6 +44,8 @@ func TestBadInput(t *testing.T) {
 			stdout: []string{"timed out after 1s and was stopped", "(is timeout: true)", "failed within the timeout plus 1s: true", "still serving: 42"}, maxTime: 20 * time.Second,
 			// The spinning guest is interrupted; its worker is not killed.
 			notStderr: []string{"did not stop within"}},
+		{name: "deadline among siblings", args: []string{"run", "--num-cpus", "2", hostile, "--", "deadline"},
+			stdout: []string{"(is timeout: true)", "stopped within 50ms of it: true", "siblings correct: true <nil>", "still serving: 42"}},
 		{name: "job timeout", args: []string{"run", hostile, "--timeout", "2s", "--", "loop"}, code: 1,
 			stderr: []string{"job timed out"}, maxTime: 3 * time.Second},
 		{name: "memory bomb", args: []string{"run", hostile, "--memory", "64MiB", "--", "membomb"},

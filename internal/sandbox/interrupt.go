@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,32 @@ type interruptState struct {
 	closeOnce sync.Once
 	// yields counts the calls of yield, for tests and benchmarks.
 	yields atomic.Int64
+	// shared is when the instance last gave its processor up (share);
+	// only its goroutine touches it.
+	shared time.Duration
+}
+
+// shareEvery is how long an instance computes before yield gives its
+// processor to the other goroutines that wait for one.
+const shareEvery = time.Millisecond
+
+// epoch is the origin of the monotonic times share compares.
+var epoch = time.Now()
+
+// share lets the goroutines waiting for a processor run once the
+// instance has computed for shareEvery. Go's scheduler would take the
+// processor back itself only after 10 ms; sibling instances of a worker
+// process, and the goroutine that reads the agent's messages (a Stop),
+// would wait that long behind a guest that computes. Yields come tens of
+// microseconds apart in some guests (Go's), so it reads the clock and
+// does not call Gosched each time: that cost a tenth of a loop-heavy Go
+// guest's speed.
+func (st *interruptState) share() {
+	now := time.Since(epoch)
+	if now-st.shared >= shareEvery {
+		st.shared = now
+		runtime.Gosched()
+	}
 }
 
 // instanceTable maps a wazero module to its instance's interrupt state,
@@ -71,6 +98,7 @@ func (e *Engine) defineYield(b wazero.HostModuleBuilder) {
 		}
 		st.yields.Add(1)
 		st.checkStop()
+		st.share()
 	}), nil, nil).WithName(yieldImport).Export(yieldImport)
 }
 

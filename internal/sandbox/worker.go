@@ -54,11 +54,17 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 			return fmt.Errorf("sandbox: set memory cap: %w", err)
 		}
 	}
+	// Should the machine run out of memory, the kernel's OOM killer takes
+	// a worker process (the largest) before the agent or anything else.
+	// Raising one's own score needs no privilege; where it fails, the
+	// worker runs all the same.
+	_ = os.WriteFile("/proc/self/oom_score_adj", []byte("1000"), 0)
 	c, err := net.Dial("unix", cfg.Socket)
 	if err != nil {
 		return fmt.Errorf("sandbox: connect to agent: %w", err)
 	}
-	w := &worker{conn: wire.NewConn(c), cfg: cfg, lanes: map[wire.Lane]*lane{}, waiters: map[uint64]chan rpcResult{}}
+	w := &worker{conn: wire.NewConn(c), cfg: cfg, lanes: map[wire.Lane]*lane{}, waiters: map[uint64]chan rpcResult{},
+		queued: make(chan struct{}, 1)}
 	defer w.conn.Close()
 	if cfg.ArenaFD > 0 {
 		m, err := objects.OpenSharedMemory(os.NewFile(uintptr(cfg.ArenaFD), "arena"), cfg.ArenaSize)
@@ -83,19 +89,40 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 // output) wait while the guest computes without making a blocking call.
 const flushInterval = 5 * time.Millisecond
 
+// flushLoop writes queued messages flushInterval after the first of them
+// was queued, unless a Send wrote them first. It sleeps while nothing is
+// queued: a ticker in each of hundreds of idle worker processes (one per
+// job on a node) cost a CPU in wakeups.
 func (w *worker) flushLoop(stop chan struct{}) {
-	t := time.NewTicker(flushInterval)
-	defer t.Stop()
+	t := time.NewTimer(flushInterval)
+	t.Stop()
 	for {
 		select {
 		case <-stop:
 			return
+		case <-w.queued:
+		}
+		t.Reset(flushInterval)
+		select {
+		case <-stop:
+			return
 		case <-t.C:
-			if w.conn.Queued() {
-				_ = w.conn.Flush()
-			}
+		}
+		if w.conn.Queued() {
+			_ = w.conn.Flush()
 		}
 	}
+}
+
+// queue queues a one-way message for the agent; flushLoop writes it
+// within flushInterval if nothing else does first.
+func (w *worker) queue(lane wire.Lane, t wire.Type, msg any) error {
+	err := w.conn.Queue(lane, t, msg)
+	select {
+	case w.queued <- struct{}{}:
+	default:
+	}
+	return err
 }
 
 // A worker process hosts lanes: each is one instance of the job's module
@@ -113,6 +140,7 @@ type worker struct {
 	module *Module
 	seq    atomic.Uint64 // numbers host calls' requests
 	cache  valueCache    // small values got before, by any lane
+	queued chan struct{} // wakes flushLoop: a message was queued
 
 	mu    sync.Mutex
 	lanes map[wire.Lane]*lane
@@ -273,7 +301,7 @@ func (w *worker) route(ctx context.Context, ln wire.Lane, t wire.Type, body []by
 		}
 		if ex, ok := w.take(ln, d.Task); ok {
 			if len(ex.Unpin) > 0 {
-				_ = w.conn.Queue(ln, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+				_ = w.queue(ln, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
 			}
 			return w.conn.Send(ln, wire.TypeDone, wire.Done{Task: ex.Task, Dropped: true})
 		}
@@ -433,7 +461,7 @@ func (w *worker) stop(ln wire.Lane, task objects.ID) error {
 	w.mu.Unlock()
 	if ex, ok := w.take(ln, task); ok {
 		if len(ex.Unpin) > 0 {
-			_ = w.conn.Queue(ln, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+			_ = w.queue(ln, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
 		}
 		return w.conn.Send(ln, wire.TypeDone, wire.Done{Task: task, Kind: "interrupted", Error: "interrupted: stopped before it started"})
 	}
@@ -511,7 +539,7 @@ func (l *lane) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 			return
 		}
 		if len(ex.Unpin) > 0 { // the call failed before its arguments were copied
-			_ = w.conn.Queue(l.id, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
+			_ = w.queue(l.id, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
 		}
 		err := w.conn.Send(l.id, wire.TypeDone, done)
 		if errors.Is(err, wire.ErrFrameTooLarge) {
@@ -569,7 +597,7 @@ func (l *lane) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 	}}
 	h := &workerHost{w: w, l: l, task: ex.Task, cur: cur}
 	emit := func(stream uint8, p []byte) {
-		_ = w.conn.Queue(l.id, wire.TypeOutput, wire.Output{Task: ex.Task, Stream: stream, Data: append([]byte(nil), p...)})
+		_ = w.queue(l.id, wire.TypeOutput, wire.Output{Task: ex.Task, Stream: stream, Data: append([]byte(nil), p...)})
 	}
 	res, err := l.inst.Call(ctx, h, ex.Name, args, emit, w.cfg.OutputCap)
 	if len(ex.Unpin) > 0 {
@@ -628,7 +656,7 @@ func (h *workerHost) Submit(spec []byte, actor bool, n int) ([]objects.ID, error
 		}
 		return ids, nil
 	}
-	if err := h.w.conn.Queue(h.l.id, wire.TypeSubmit, msg); err != nil {
+	if err := h.w.queue(h.l.id, wire.TypeSubmit, msg); err != nil {
 		return nil, err
 	}
 	return ids, nil
@@ -672,7 +700,7 @@ func (h *workerHost) Put(parts [][]byte, refs []objects.ID) (objects.ID, error) 
 			msg.Data = append(msg.Data, p...)
 		}
 	}
-	if err := h.w.conn.Queue(h.l.id, wire.TypePut, msg); err != nil {
+	if err := h.w.queue(h.l.id, wire.TypePut, msg); err != nil {
 		return objects.NilID, err
 	}
 	return msg.ID, nil
@@ -799,7 +827,7 @@ func (h *workerHost) Cancel(id objects.ID, force, recursive bool) error {
 
 func (h *workerHost) Release(ids []objects.ID) {
 	h.w.cache.drop(ids)
-	_ = h.w.conn.Queue(h.l.id, wire.TypeRelease, wire.Release{Task: h.task, IDs: ids})
+	_ = h.w.queue(h.l.id, wire.TypeRelease, wire.Release{Task: h.task, IDs: ids})
 }
 
 func (h *workerHost) ActorLookup(name string) (objects.ID, error) {
@@ -836,7 +864,7 @@ func (h *workerHost) Log(level int32, msg []byte) {
 	}
 	h.logged += int64(len(line))
 	line = append(line, '\n')
-	_ = h.w.conn.Queue(h.l.id, wire.TypeOutput, wire.Output{Task: h.task, Stream: 3, Data: line})
+	_ = h.w.queue(h.l.id, wire.TypeOutput, wire.Output{Task: h.task, Stream: 3, Data: line})
 }
 
 func levelName(l int32) string {
@@ -856,7 +884,7 @@ func levelName(l int32) string {
 func (h *workerHost) GroupCreate(spec []byte) (objects.ID, error) {
 	var id objects.ID
 	h.l.rng.Read(id[:16])
-	if err := h.w.conn.Queue(h.l.id, wire.TypeGroupCreate, wire.GroupCreate{Task: h.task, Spec: spec, ID: id}); err != nil {
+	if err := h.w.queue(h.l.id, wire.TypeGroupCreate, wire.GroupCreate{Task: h.task, Spec: spec, ID: id}); err != nil {
 		return objects.NilID, err
 	}
 	return id, nil
@@ -877,5 +905,5 @@ func (h *workerHost) GroupWait(id objects.ID, timeoutMs int64) (bool, error) {
 func (h *workerHost) NodeID() string { return h.w.cfg.NodeID }
 
 func (h *workerHost) GroupRemove(id objects.ID) error {
-	return h.w.conn.Queue(h.l.id, wire.TypeGroupRemove, wire.GroupRemove{Task: h.task, Group: id})
+	return h.w.queue(h.l.id, wire.TypeGroupRemove, wire.GroupRemove{Task: h.task, Group: id})
 }

@@ -30,6 +30,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -66,7 +67,12 @@ type Config struct {
 	// GuestMemoryLimit caps each guest's linear memory.
 	GuestMemoryLimit int64
 	// ProcessLimit caps each worker process's data segment (RLIMIT_DATA),
-	// all its instances together (0: GuestMemoryLimit + 2 GiB).
+	// all its instances together (0: the machine's memory, and at least
+	// GuestMemoryLimit + 2 GiB). It counts the guest memory instances
+	// have grown to, touched or not (a Go guest starts at about 4 MiB of
+	// which it touches about 0.5), so it is not a per-job memory quota:
+	// it stops a runaway process before the machine's OOM killer has to,
+	// and that killer picks worker processes first (oom_score_adj).
 	ProcessLimit int64
 	// OutputCap bounds the output kept per call.
 	OutputCap int64
@@ -207,7 +213,7 @@ func (p *Pool) Start(id ID, group, modulePath string, started func(pid int)) err
 func (p *Pool) spawn(pr *proc, modulePath string) {
 	limit := p.cfg.ProcessLimit
 	if limit <= 0 {
-		limit = p.cfg.GuestMemoryLimit + 2<<30
+		limit = max(p.cfg.GuestMemoryLimit+2<<30, physicalMemory())
 	}
 	args := append([]string(nil), p.cfg.Command[1:]...)
 	args = append(args,
@@ -226,7 +232,8 @@ func (p *Pool) spawn(pr *proc, modulePath string) {
 	cmd.ExtraFiles = []*os.File{p.cfg.Arena}
 	cmd.Stdout = os.Stderr
 	var stderr bytes.Buffer
-	cmd.Stderr = &tailBuffer{b: &stderr, max: 64 << 10}
+	errTail := &tailBuffer{b: &stderr, max: 64 << 10}
+	cmd.Stderr = errTail
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	pr.cmd = cmd
 	fail := func(err error) {
@@ -269,8 +276,8 @@ func (p *Pool) spawn(pr *proc, modulePath string) {
 		if err != nil {
 			cause = "worker process " + err.Error()
 		}
-		if s := stderr.String(); s != "" {
-			cause += ": " + lastLines(s, 8)
+		if s := errTail.String(); s != "" {
+			cause += ": " + s
 		}
 		p.mu.Lock()
 		delete(p.procs, pr)
@@ -285,6 +292,15 @@ func (p *Pool) spawn(pr *proc, modulePath string) {
 			p.cfg.Exited(l.id, cause)
 		}
 	}()
+}
+
+// physicalMemory returns the machine's memory in bytes (0 if unknown).
+func physicalMemory() int64 {
+	var si syscall.Sysinfo_t
+	if syscall.Sysinfo(&si) != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit)
 }
 
 // dropLanesLocked removes every lane of pr and returns them in ID order.
@@ -337,21 +353,52 @@ func (p *Pool) removeLaneLocked(l *lane) bool {
 	return true
 }
 
-// tailBuffer keeps the last max bytes written.
+// tailBuffer keeps what a process writes to stderr: the first line
+// that says why Go's runtime gave up (a crash dump lists every goroutine,
+// and a process hosting thousands of lanes has thousands), and the last
+// max bytes.
 type tailBuffer struct {
-	mu  sync.Mutex
-	b   *bytes.Buffer
-	max int
+	mu    sync.Mutex
+	b     *bytes.Buffer
+	max   int
+	head  []byte // the first headMax bytes
+	fatal string // the first "fatal error:" or "panic:" line
 }
+
+const headMax = 4 << 10
 
 func (l *tailBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if room := headMax - len(l.head); room > 0 {
+		l.head = append(l.head, p[:min(room, len(p))]...)
+		if l.fatal == "" {
+			for _, line := range bytes.Split(l.head, []byte("\n")) {
+				if bytes.HasPrefix(line, []byte("fatal error:")) || bytes.HasPrefix(line, []byte("panic:")) ||
+					bytes.HasPrefix(line, []byte("runtime:")) {
+					l.fatal = string(line)
+					break
+				}
+			}
+		}
+	}
 	l.b.Write(p)
 	if extra := l.b.Len() - l.max; extra > 0 {
 		l.b.Next(extra)
 	}
 	return len(p), nil
+}
+
+// String is the last lines written, after the line that says why the
+// process crashed when they do not hold it.
+func (l *tailBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	tail := lastLines(l.b.String(), 8)
+	if tail == "" || l.fatal == "" || strings.Contains(tail, l.fatal) {
+		return tail
+	}
+	return l.fatal + " ... " + tail
 }
 
 func lastLines(s string, k int) string {

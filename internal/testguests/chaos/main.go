@@ -281,6 +281,27 @@ var napper = sdk.Task1("napper", func(ms int) (int, error) {
 	return ms, nil
 }, sdk.CPUs(0))
 
+// waiter blocks in get on the gate it is handed inside a list (so that it
+// starts before the gate is ready) and takes the default CPU: it gives the
+// CPU back while it waits, and thousands wait at once.
+var waiter = sdk.Task1("waiter", func(gate []sdk.Ref[int]) (int, error) {
+	v, err := gate[0].Get()
+	return v + 1, err
+})
+
+// depth recurses n tasks deep: each waits for its child in get.
+var depth sdk.Func1[int, int]
+
+func init() {
+	depth = sdk.Task1("depth", func(n int) (int, error) {
+		if n == 0 {
+			return 0, nil
+		}
+		d, err := depth.Remote(n - 1).Get()
+		return d + 1, err
+	})
+}
+
 func init() { sdk.Main(run) }
 
 func run(args []string) error {
@@ -329,6 +350,36 @@ func run(args []string) error {
 		}
 		fmt.Printf("idle_actors: %d ready\n", n)
 		time.Sleep(30 * time.Second)
+	case "blocked": // blocked N MS: N tasks blocked in get at once, on a gate that opens after MS
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		ms, err := strconv.Atoi(args[2])
+		if err != nil {
+			return err
+		}
+		gate := []sdk.Ref[int]{napper.Remote(ms)}
+		refs := make([]sdk.Ref[int], n)
+		for i := range refs {
+			refs[i] = waiter.Remote(gate)
+		}
+		vs, err := sdk.GetAll(refs)
+		if err != nil {
+			return err
+		}
+		sum := 0
+		for _, v := range vs {
+			sum += v
+		}
+		fmt.Printf("blocked: %d done, sum %d\n", n, sum)
+	case "deep": // deep N: a recursion N tasks deep
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		d, err := depth.Remote(n).Get()
+		fmt.Printf("deep: %d %v\n", d, err)
 	case "small": // one short task
 		v, err := napper.Remote(1).Get()
 		fmt.Printf("small: %v %v\n", v, err)

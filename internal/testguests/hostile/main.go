@@ -34,6 +34,33 @@ var spinForever = sdk.Task0("spin_forever", func() (int, error) {
 	}
 })
 
+// spinBriefly loops without calls past its deadline of 100 ms, beside
+// siblings in the same worker process (half a CPU each, so that two run
+// at once on a 2-CPU node, and the rest on lanes of the same process).
+var spinBriefly = sdk.Task0("spin_briefly", func() (int, error) {
+	x := 0
+	for {
+		x++
+	}
+}, sdk.TaskTimeout(100*time.Millisecond), sdk.CPUs(0.5))
+
+// sibling computes for a while: the sum of i*i mod 1000003 for i < n.
+var sibling = sdk.Task1("sibling", func(n int) (int, error) {
+	s := 0
+	for i := 0; i < n; i++ {
+		s = (s + i*i) % 1000003
+	}
+	return s, nil
+}, sdk.CPUs(0.5))
+
+func siblingWant(n int) int {
+	s := 0
+	for i := 0; i < n; i++ {
+		s = (s + i*i) % 1000003
+	}
+	return s
+}
+
 var keep [][]byte
 
 var membomb = sdk.Task0("membomb", func() (int, error) {
@@ -191,6 +218,20 @@ func run(args []string) error {
 		fmt.Printf("get returned: %v (is timeout: %v)\n", err, errors.Is(err, sdk.ErrTaskTimeout))
 		// The task's timeout is 1 s: it must fail within 1 s more.
 		fmt.Printf("failed within the timeout plus 1s: %v (%s)\n", time.Since(start) < 2*time.Second, time.Since(start).Round(time.Millisecond))
+	case "deadline": // a deadline on one of several tasks running in one worker process
+		if _, err := sdk.GetAll([]sdk.Ref[int]{sibling.Remote(1), sibling.Remote(1), sibling.Remote(1), sibling.Remote(1)}); err != nil {
+			return err // warm lanes, so that the clock measures the deadline
+		}
+		const n = 20_000_000
+		sibs := []sdk.Ref[int]{sibling.Remote(n), sibling.Remote(n + 1), sibling.Remote(n + 2)}
+		start := time.Now()
+		_, err := spinBriefly.Remote().Get()
+		late := time.Since(start) - 100*time.Millisecond
+		fmt.Printf("deadline: %v (is timeout: %v)\n", err, errors.Is(err, sdk.ErrTaskTimeout))
+		fmt.Printf("deadline: stopped within 50ms of it: %v (%s after)\n", late <= 50*time.Millisecond, late.Round(time.Millisecond))
+		vs, err := sdk.GetAll(sibs)
+		ok := err == nil && vs[0] == siblingWant(n) && vs[1] == siblingWant(n+1) && vs[2] == siblingWant(n+2)
+		fmt.Printf("deadline: siblings correct: %v %v\n", ok, err)
 	case "loop":
 		_, err := spinForever.Remote().Get()
 		return err
