@@ -213,7 +213,7 @@ func Start(cfg Config) (*Node, error) {
 	n.log = newJobOutput(cfg.Stderr, cfg.Stderr, 0, nil)
 	n.storeq = newWorkQueue()
 	pool, err := workerpool.New(workerpool.Config{
-		Command: cfg.WorkerCommand, Socket: filepath.Join(n.dataDir, "agent.sock"),
+		Command: cfg.WorkerCommand, Socket: n.WorkerSocket(),
 		Arena: shm.File(), ArenaSize: shm.Size(), CacheDir: cfg.CacheDir, NodeID: cfg.NodeID,
 		GuestMemoryLimit: cfg.GuestMemoryLimit, OutputCap: cfg.OutputCap, Profiling: os.Getenv("FABRIC_CPUPROFILE") != "",
 		Ready: func(id workerpool.ID, err string) {
@@ -463,6 +463,10 @@ func (n *Node) startWorker(e core.StartWorker) {
 		}
 	}()
 }
+
+// WorkerSocket returns the Unix socket the node's worker processes
+// connect to; their command lines name it, which is how tools find them.
+func (n *Node) WorkerSocket() string { return filepath.Join(n.dataDir, "agent.sock") }
 
 // modulePath is where the module with the digest is kept.
 func (n *Node) modulePath(digest string) string {

@@ -60,6 +60,9 @@ var baselineOf = map[string]string{
 	"matmul_256_c_guest_uninterruptible":  "matmul_256_native",
 	"cold_start_go_guest":                 "baseline_wazero_call",
 	"cold_start_c_guest":                  "baseline_wazero_call",
+	"actor_creation_go_guest":             "baseline_goroutine_pool_sync",
+	"actor_creation_c_guest":              "baseline_goroutine_pool_sync",
+	"parked_go_task_memory":               "go_guest_instance_memory",
 }
 
 // benchResult is one row of `fabric bench --json`.
@@ -87,6 +90,7 @@ type benchOptions struct {
 	storeMemory string
 	check       string
 	cMatmul     string
+	cActors     string
 }
 
 func newBenchCmd() *cobra.Command {
@@ -120,6 +124,7 @@ into a sandbox. It also measures cold starts of a Go and a C guest, and a
 	f.StringVar(&o.updateDoc, "update-doc", "", "rewrite the table between the bench markers of this Markdown file")
 	f.StringVar(&o.storeMemory, "object-store-memory", "2GiB", "size of the node's object arena")
 	f.StringVar(&o.cMatmul, "c-matmul-module", "", "the C guest with bench_matmul (default: bin/testguests/cmatmul.wasm beside this binary)")
+	f.StringVar(&o.cActors, "c-actors-module", "", "the C guest with the Counter actor (default: bin/testguests/cactors.wasm beside this binary)")
 	f.StringVar(&o.check, "check", "", "fail when a figure, as a ratio to its same-run baseline, falls below the floor this JSON file gives it")
 	return cmd
 }
@@ -216,6 +221,14 @@ func runBench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) err
 		add(r)
 	}
 
+	density, err := densityResults(ctx, re, o, wasm)
+	if err != nil {
+		return err
+	}
+	for _, r := range density {
+		add(r)
+	}
+
 	if re.MatchString("matmul_256_native") || re.MatchString("matmul_256_go_guest") || re.MatchString("matmul_256_c_guest") || re.MatchString("matmul_256_go_guest_uninterruptible") || re.MatchString("matmul_256_c_guest_uninterruptible") {
 		rs, err := matmulResults(ctx, o, wasm)
 		if err != nil {
@@ -302,7 +315,7 @@ func checkFloors(path string, results []benchResult, stderr io.Writer) error {
 		switch r.Unit {
 		case "µs": // a time against a rate: smaller is better
 			ratio = 1e6 / r.Value / base.Value
-		case "ms": // a time against a time
+		case "ms", "KiB": // a time against a time, memory against memory
 			ratio = base.Value / r.Value
 		}
 		status := "ok"

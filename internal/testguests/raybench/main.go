@@ -167,9 +167,42 @@ func benchMatmul(n int32) float64 {
 	return sum
 }
 
+// nap sleeps and takes no CPU: the gate of the parked-task benchmark.
+var nap = sdk.Task1("nap", func(ms int) (int, error) {
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	return ms, nil
+}, sdk.CPUs(0))
+
+// parkedWaiter blocks in get on the gate it is handed in a list, so that
+// it starts (and parks) before the gate is ready.
+var parkedWaiter = sdk.Task1("parked_waiter", func(gate []sdk.Ref[int]) (int, error) {
+	v, err := gate[0].Get()
+	return v, err
+})
+
+// park runs `park N MS`: N tasks parked in get at once on a gate that
+// opens after MS; `fabric bench` measures the node's memory meanwhile.
+func park(args []string) error {
+	n, err1 := strconv.Atoi(args[1])
+	ms, err2 := strconv.Atoi(args[2])
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("usage: park N MS")
+	}
+	gate := []sdk.Ref[int]{nap.Remote(ms)}
+	refs := make([]sdk.Ref[int], n)
+	for i := range refs {
+		refs[i] = parkedWaiter.Remote(gate)
+	}
+	_, err := sdk.GetAll(refs)
+	return err
+}
+
 func init() { sdk.Main(run) }
 
 func run(args []string) error {
+	if len(args) == 3 && args[0] == "park" {
+		return park(args)
+	}
 	cfg := config{filter: regexp.MustCompile("."), trial: 2 * time.Second, warmup: time.Second, trials: 4, numCPUs: 2}
 	if len(args) >= 5 {
 		var err error
@@ -374,6 +407,27 @@ func run(args []string) error {
 				}
 				return nil
 			}, 1, "/s")
+		},
+		func() error {
+			// Fabric's own: actors made, each called once, and killed;
+			// each is an instance in the job's worker process.
+			const batch = 50
+			return timeit(cfg, "actor_creation_go_guest", func() error {
+				actors := make([]sdk.Handle[Actor], batch)
+				refs := make([]sdk.Ref[int], batch)
+				for i := range actors {
+					actors[i] = actorClass.Remote()
+					refs[i] = actorSmallValue.Remote(actors[i])
+				}
+				_, err := sdk.GetAll(refs)
+				sdk.ReleaseAll(refs)
+				for _, a := range actors {
+					if kerr := sdk.Kill(a, true); kerr != nil && err == nil {
+						err = kerr
+					}
+				}
+				return err
+			}, batch, "/s")
 		},
 	}
 	for _, step := range steps {
