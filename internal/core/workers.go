@@ -83,6 +83,9 @@ const DefaultMaxInstances = 16384
 // (procWaiters), and an idle worker of another job is stopped to make
 // room.
 func (c *Core) startWorker(j *job, driver *task, parked bool) *worker {
+	if driver == nil && len(j.workers) >= c.jobMaxWorkers() {
+		return nil // it waits for one of its own to end (workerGone pumps it)
+	}
 	if !c.roomForWorker(parked) {
 		c.waitForWorker(j)
 		return nil
@@ -119,6 +122,12 @@ func (c *Core) stopExecution(w *worker, t *task, ev abi.ErrorValue) {
 		}
 	})
 }
+
+// jobMaxWorkers is the most workers one job may hold on the node, parked
+// ones included: half of MaxInstances, so that one job (16,384 actors of
+// a C guest are 180 MB) cannot take every worker the node may hold while
+// other jobs wait. Its driver is never refused.
+func (c *Core) jobMaxWorkers() int { return max(c.cfg.MaxInstances/2, c.cfg.MaxWorkers) }
 
 // roomForWorker reports whether the node may start another worker, one
 // that will be parked (an actor's, a driver's) or not.
