@@ -83,7 +83,7 @@ type Config struct {
 	// the job's worker process.
 	MaxWorkers int
 	// MaxInstances bounds the workers of the node, parked ones included
-	// (0: 16384).
+	// (0: 32768); one job holds at most half of them.
 	MaxInstances int
 	// NodeID names the node to its scheduler and its peers (empty: "local").
 	NodeID string

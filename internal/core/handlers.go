@@ -515,7 +515,8 @@ func (c *Core) get(w *worker, m wire.Get) {
 }
 
 func (c *Core) wait(w *worker, m wire.Wait) {
-	if _, err := c.current(w, m.Task); err != nil {
+	t, err := c.current(w, m.Task)
+	if err != nil {
 		c.reply(w, m.Seq, err, wire.Reply{})
 		return
 	}
@@ -532,6 +533,10 @@ func (c *Core) wait(w *worker, m wire.Wait) {
 		c.addRef(id)
 	}
 	finish := func() {
+		if t.blocked && w.task == t && w.state != workerDead {
+			c.setBlocked(t, false)
+			c.sched.Unblocked(t.schedID())
+		}
 		ready := make([]bool, len(ids))
 		for i, id := range ids {
 			if o := c.objs[id]; o != nil && o.ready {
@@ -548,6 +553,12 @@ func (c *Core) wait(w *worker, m wire.Wait) {
 		return
 	}
 	c.recall(w) // what it waits for may be queued behind it
+	if t.kind == wire.ExecTask && !t.blocked { // as in get: it gives its CPU and its place back
+		c.setBlocked(t, true)
+		c.sched.Blocked(t.schedID())
+		c.schedule()
+		c.workerFreed()
+	}
 }
 
 func (c *Core) cancel(w *worker, m wire.Cancel) error {

@@ -21,6 +21,8 @@ type job struct {
 	// creations, the driver) waiting for a worker the
 	// node is making room for.
 	soloStarts []*task
+	// capLogged is set once the log said the job holds its most workers.
+	capLogged bool
 	starting   int
 	// done is set when the job ends; the job is forgotten once its
 	// workers have exited (JobEnded).

@@ -297,12 +297,12 @@ func (c *Core) startSolos(j *job) {
 		if t.kind == wire.ExecMain {
 			driver = t
 		}
-		w := c.startWorker(j, driver, true)
-		if w == nil && driver == nil && len(j.workers) >= c.jobMaxWorkers() {
+		if driver == nil && len(j.workers) >= c.jobMaxWorkers() {
 			j.soloStarts = j.soloStarts[1:]
 			c.actorDead(t.actor, fmt.Sprintf("the job has %d workers on this node, the most one job may hold (half of the node's %d); kill actors it no longer needs", len(j.workers), c.cfg.MaxInstances))
 			continue
 		}
+		w := c.startWorker(j, driver, true)
 		if w == nil {
 			if c.reclaiming > 0 || driver != nil {
 				return // an idle worker is being stopped for it, or a driver waits

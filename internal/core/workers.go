@@ -76,7 +76,7 @@ func (w *worker) inFlight() int {
 }
 
 // DefaultMaxInstances is the default of Config.MaxInstances.
-const DefaultMaxInstances = 16384
+const DefaultMaxInstances = 32768
 
 // startWorker starts a worker for j (for its driver when driver is set),
 // unless the node has as many as it may: then j waits for one
@@ -84,6 +84,10 @@ const DefaultMaxInstances = 16384
 // room.
 func (c *Core) startWorker(j *job, driver *task, parked bool) *worker {
 	if driver == nil && len(j.workers) >= c.jobMaxWorkers() {
+		if !j.capLogged {
+			j.capLogged = true
+			c.logf("fabric: job %s has %d workers on this node, the most one job may hold (half of the node's %d); its executions wait for one of them to end", j.id, len(j.workers), c.cfg.MaxInstances)
+		}
 		return nil // it waits for one of its own to end (workerGone pumps it)
 	}
 	if !c.roomForWorker(parked) {
@@ -124,9 +128,10 @@ func (c *Core) stopExecution(w *worker, t *task, ev abi.ErrorValue) {
 }
 
 // jobMaxWorkers is the most workers one job may hold on the node, parked
-// ones included: half of MaxInstances, so that one job (16,384 actors of
-// a C guest are 180 MB) cannot take every worker the node may hold while
-// other jobs wait. Its driver is never refused.
+// ones included: half of MaxInstances (16,384 by default; 10,000 actors
+// of a C guest are about 110 MB), so that one job cannot take every
+// worker the node may hold while other jobs wait. Its driver is never
+// refused.
 func (c *Core) jobMaxWorkers() int { return max(c.cfg.MaxInstances/2, c.cfg.MaxWorkers) }
 
 // roomForWorker reports whether the node may start another worker, one
@@ -201,9 +206,20 @@ func (c *Core) waitForWorker(j *job) {
 // workerFreed gives room that a worker left to the jobs waiting for one,
 // in order.
 func (c *Core) workerFreed() {
-	for len(c.procWaiters) > 0 && c.roomForWorker(false) {
-		j := c.procWaiters[0]
-		c.procWaiters = c.procWaiters[1:]
+	// One pass over the jobs waiting now: a job that still finds no room
+	// queues itself again (waitForWorker). Room for a parked worker is
+	// enough to try, since a job may wait to start a driver or an actor.
+	waiting := c.procWaiters
+	c.procWaiters = nil
+	for i, j := range waiting {
+		if !c.roomForWorker(true) {
+			for _, rest := range waiting[i:] {
+				if !slices.Contains(c.procWaiters, rest) {
+					c.procWaiters = append(c.procWaiters, rest)
+				}
+			}
+			return
+		}
 		if c.jobs[j.id] == j && !j.done {
 			c.pump(j)
 		}

@@ -42,7 +42,10 @@ func longestPause(before, after *metrics.Float64Histogram) time.Duration {
 // alone, Go's collector (forced every 100 ms) never stops the world for
 // 20 ms or more, and a stop ends the loop within 50 ms. The loop runs in
 // eight rounds, each after a window of the short calls alone, so that a
-// machine busy with other work weighs on both rates alike.
+// machine busy with other work weighs on both alike: on a machine whose
+// other processes hold the CPUs, a stop-the-world pause also waits for the
+// kernel to run the process's threads, so the pauses beside the loop are
+// held to 20 ms or, when the windows alone paused longer, to twice those.
 func TestSiblingInstances(t *testing.T) {
 	ctx := context.Background()
 	wasm, err := os.ReadFile(testrig.Make(t, "bin/testguests/cmatmul.wasm"))
@@ -100,11 +103,12 @@ func TestSiblingInstances(t *testing.T) {
 	}()
 	const rounds, loopFor = 8, 1250 * time.Millisecond
 	var nAlone, nBeside int
-	var tAlone, tBeside, slowestStop time.Duration
-	before := gcPauses()
+	var tAlone, tBeside, slowestStop, pauseAlone, pauseBeside time.Duration
 	for range rounds {
+		before := gcPauses()
 		n, d := calls(loopFor / 3)
 		nAlone, tAlone = nAlone+n, tAlone+d
+		pauseAlone = max(pauseAlone, longestPause(before, gcPauses()))
 		looper, loop := instance()
 		loopDone := make(chan error, 1)
 		go func() {
@@ -114,8 +118,10 @@ func TestSiblingInstances(t *testing.T) {
 		for looper.Yields() == 0 {
 			time.Sleep(time.Millisecond)
 		}
+		before = gcPauses()
 		n, d = calls(loopFor)
 		nBeside, tBeside = nBeside+n, tBeside+d
+		pauseBeside = max(pauseBeside, longestPause(before, gcPauses()))
 		start := time.Now()
 		looper.Interrupt(errors.New("the round is over"))
 		select {
@@ -130,21 +136,19 @@ func TestSiblingInstances(t *testing.T) {
 		slowestStop = max(slowestStop, time.Since(start))
 		_ = looper.Close(ctx)
 	}
-	after := gcPauses()
 	close(stopGC)
 	<-gcDone
 	alone, beside := float64(nAlone)/tAlone.Seconds(), float64(nBeside)/tBeside.Seconds()
-	pause := longestPause(before, after)
-	t.Logf("short calls: %.0f/s alone, %.0f/s beside the loop (%.2fx); %d collections, longest stop-the-world pause under %v; the slowest stop took %v",
-		alone, beside, beside/alone, collections.Load(), pause, slowestStop)
+	t.Logf("short calls: %.0f/s alone, %.0f/s beside the loop (%.2fx); %d collections, longest stop-the-world pause under %v beside the loop (%v alone); the slowest stop took %v",
+		alone, beside, beside/alone, collections.Load(), pauseBeside, pauseAlone, slowestStop)
 	if beside < alone/2 {
 		t.Errorf("beside a looping sibling the short calls ran at %.0f/s, less than half of %.0f/s alone", beside, alone)
 	}
 	if want := int64((tAlone + tBeside) / (200 * time.Millisecond)); collections.Load() < want {
 		t.Errorf("only %d collections in %v: the collector waited for the loop", collections.Load(), tAlone+tBeside)
 	}
-	if pause >= 20*time.Millisecond {
-		t.Errorf("a stop-the-world pause of up to %v, want under 20ms", pause)
+	if pauseBeside >= 20*time.Millisecond && pauseBeside > 2*pauseAlone {
+		t.Errorf("a stop-the-world pause of up to %v beside the loop (%v alone), want under 20ms", pauseBeside, pauseAlone)
 	}
 	if slowestStop > 50*time.Millisecond {
 		t.Errorf("a loop stopped %v after being asked, want within 50ms", slowestStop)

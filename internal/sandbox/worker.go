@@ -159,9 +159,8 @@ type lane struct {
 	current *execution  // the execution running, nil between them
 	closing bool        // Close came, or the connection closed
 	// Belong to the lane's goroutine:
-	inst  *Instance
-	reply chan rpcResult // a host call's reply; one host call at a time
-	rng   *rand.ChaCha8  // makes task and actor IDs
+	inst *Instance
+	rng  *rand.ChaCha8 // makes task and actor IDs
 }
 
 // execution is one execution that a lane runs.
@@ -272,7 +271,7 @@ func (w *worker) route(ctx context.Context, ln wire.Lane, t wire.Type, body []by
 			w.mu.Unlock()
 			return fmt.Errorf("sandbox: lane %d opened twice", ln)
 		}
-		l := &lane{id: ln, w: w, reply: make(chan rpcResult, 1), rng: newRNG()}
+		l := &lane{id: ln, w: w, rng: newRNG()}
 		l.cond = sync.NewCond(&w.mu)
 		w.lanes[ln] = l
 		w.mu.Unlock()
@@ -366,6 +365,10 @@ func (l *lane) run(ctx context.Context) {
 	}()
 	boot := &execution{stop: make(chan struct{})}
 	w.mu.Lock()
+	if l.closing { // closed before it began
+		w.mu.Unlock()
+		return
+	}
 	l.current = boot
 	w.mu.Unlock()
 	inst, err := l.instantiate(ctx, boot)
@@ -428,6 +431,11 @@ func (w *worker) take(ln wire.Lane, task objects.ID) (wire.Exec, bool) {
 	if l == nil {
 		return wire.Exec{}, false
 	}
+	return l.takeLocked(task)
+}
+
+// takeLocked removes a queued execution; the caller holds w.mu.
+func (l *lane) takeLocked(task objects.ID) (wire.Exec, bool) {
 	for i, ex := range l.pending {
 		if ex.Task == task {
 			l.pending = append(l.pending[:i], l.pending[i+1:]...)
@@ -458,8 +466,10 @@ func (w *worker) stop(ln wire.Lane, task objects.ID) error {
 		w.mu.Unlock()
 		return nil
 	}
+	// Under the same lock: the lane cannot start it in between.
+	ex, ok := l.takeLocked(task)
 	w.mu.Unlock()
-	if ex, ok := w.take(ln, task); ok {
+	if ok {
 		if len(ex.Unpin) > 0 {
 			_ = w.queue(ln, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
 		}
@@ -478,35 +488,32 @@ func (l *lane) rpc(cur *execution, t wire.Type, fill func(seq uint64) any) (wire
 		w.mu.Unlock()
 		return wire.Reply{}, ErrAgentGone
 	}
-	w.waiters[seq] = l.reply
+	// A channel per request, with room for its one reply: a reply that
+	// comes after a stop abandoned the request goes nowhere, and the
+	// reader never waits for a lane to take one.
+	reply := make(chan rpcResult, 1)
+	w.waiters[seq] = reply
 	w.mu.Unlock()
 	if err := w.conn.Send(l.id, t, fill(seq)); err != nil {
 		w.forget(seq)
 		return wire.Reply{}, ErrAgentGone
 	}
-	for {
-		select {
-		case res := <-l.reply:
-			if res.closed {
-				return wire.Reply{}, ErrAgentGone
-			}
-			if res.r.Seq != seq {
-				continue // the reply to a request a stop abandoned
-			}
-			if res.r.Error != "" {
-				return res.r, errors.New(res.r.Error)
-			}
-			return res.r, nil
-		case <-cur.stop:
-			w.forget(seq)
-			return wire.Reply{}, errStopped
+	select {
+	case res := <-reply:
+		if res.closed {
+			return wire.Reply{}, ErrAgentGone
 		}
+		if res.r.Error != "" {
+			return res.r, errors.New(res.r.Error)
+		}
+		return res.r, nil
+	case <-cur.stop:
+		w.forget(seq)
+		return wire.Reply{}, errStopped
 	}
 }
 
-// forget abandons a request: its reply, should it come, is dropped (or,
-// if it was being routed, skipped by the lane's next request, which
-// shares the channel).
+// forget abandons a request: its reply, should it come, is dropped.
 func (w *worker) forget(seq uint64) {
 	w.mu.Lock()
 	delete(w.waiters, seq)
@@ -547,7 +554,7 @@ func (l *lane) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 				Error: fmt.Sprintf("the result is too large to return (%d bytes; the limit is %d)", done.Value.Len(), wire.MaxFrame)})
 		}
 	}()
-	if l.inst == nil || l.inst.Broken() {
+	if l.inst == nil || l.inst.Broken() || l.inst.Interrupted() != nil {
 		if l.inst != nil {
 			_ = l.inst.Close(ctx)
 			l.inst = nil
@@ -600,6 +607,9 @@ func (l *lane) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 		_ = w.queue(l.id, wire.TypeOutput, wire.Output{Task: ex.Task, Stream: stream, Data: append([]byte(nil), p...)})
 	}
 	res, err := l.inst.Call(ctx, h, ex.Name, args, emit, w.cfg.OutputCap)
+	w.mu.Lock()
+	cur.inst = nil // a Stop that comes now finds the call over
+	w.mu.Unlock()
 	if len(ex.Unpin) > 0 {
 		_ = w.conn.Send(l.id, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
 		ex.Unpin = nil

@@ -152,7 +152,17 @@ static int32_t job_main(const uint8_t *args, uint32_t len) {
         for (uint32_t i = 0; i < count; i++) {
             uint8_t buf[16];
             int64_t l = fabric_staged_len(i);
-            if (fabric_staged_kind(i) != STAGED_VALUE) return fail("a Counter.add call failed");
+            if (fabric_staged_kind(i) != STAGED_VALUE) {
+                /* An ErrorValue in CBOR: show its text, unprintable bytes as dots. */
+                char msg[300] = "a Counter.add call failed: ";
+                size_t k = strlen(msg);
+                uint8_t ev[256];
+                int64_t el = fabric_staged_len(i);
+                if (el > 0 && el <= (int64_t)sizeof ev && fabric_staged_read(i, ev, sizeof ev) == 0)
+                    for (int64_t j = 0; j < el && k < sizeof msg - 1; j++) msg[k++] = ev[j] >= 32 && ev[j] < 127 ? (char)ev[j] : '.';
+                msg[k] = 0;
+                return fail(msg);
+            }
             if (l <= 0 || l > (int64_t)sizeof buf || fabric_staged_read(i, buf, sizeof buf) != 0)
                 return fail("Counter.add returned something unexpected");
             const uint8_t *p = buf;
