@@ -553,7 +553,8 @@ func (c *Core) wait(w *worker, m wire.Wait) {
 		return
 	}
 	c.recall(w) // what it waits for may be queued behind it
-	if t.kind == wire.ExecTask && !t.blocked { // as in get: it gives its CPU and its place back
+	// As in get: it gives its CPU and its place among the running back.
+	if t.kind == wire.ExecTask && !t.blocked {
 		c.setBlocked(t, true)
 		c.sched.Blocked(t.schedID())
 		c.schedule()

@@ -23,7 +23,7 @@ type job struct {
 	soloStarts []*task
 	// capLogged is set once the log said the job holds its most workers.
 	capLogged bool
-	starting   int
+	starting  int
 	// done is set when the job ends; the job is forgotten once its
 	// workers have exited (JobEnded).
 	done   bool
