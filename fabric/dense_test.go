@@ -3,6 +3,7 @@ package fabric
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -238,5 +239,37 @@ func TestManyJobsAtOnce(t *testing.T) {
 		took.Round(time.Millisecond), jobs, usage.Processes, memory>>20)
 	if took > 2*time.Second {
 		t.Errorf("the small job took %v beside %d jobs", took, jobs)
+	}
+}
+
+// TestShortPath runs short tasks one at a time from the driver: after the
+// first calls, its process runs them itself under a lease, and their
+// results (values and errors) are the same as the agent's.
+func TestShortPath(t *testing.T) {
+	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, io.Discard)
+	defer n.Close()
+	var out syncWriter
+	var buf strings.Builder
+	out.w = &buf
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const rounds = 300
+	if err := n.RunJobWith(ctx, wasm, []string{"sync", strconv.Itoa(rounds)}, JobOptions{Stdout: &out}); err != nil {
+		t.Fatalf("job: %v\n%s", err, buf.String())
+	}
+	if want := fmt.Sprintf("sync: %d rounds, 0 wrong", rounds); !strings.Contains(buf.String(), want) {
+		t.Fatalf("output %q, want %q", buf.String(), want)
+	}
+	st := n.Stats()
+	t.Logf("%d of %d tasks ran under a lease", st.LeasedTasks, 2*rounds)
+	if st.LeasedTasks < rounds {
+		t.Errorf("only %d of %d tasks ran under a lease", st.LeasedTasks, 2*rounds)
+	}
+	if st.CPUAvail != st.CPUTotal || st.Tasks != 0 {
+		t.Errorf("after the job: %+v; want all CPUs free and no tasks", st)
 	}
 }

@@ -82,6 +82,13 @@ type Config struct {
 	// actors do not count. A worker is one instance of a job's module in
 	// the job's worker process.
 	MaxWorkers int
+	// NoShortPaths runs every task in its job's worker process. By
+	// default a process whose executions submit short tasks runs them
+	// itself, on a lane of its own that holds a lease (for the driver's
+	// tasks, the driver's process), and keeps their results for its own
+	// gets: no round trip to the agent each. Such a task shares the fate
+	// of that process should it crash.
+	NoShortPaths bool
 	// MaxInstances bounds the workers of the node, parked ones included
 	// (0: 32768); one job holds at most half of them.
 	MaxInstances int
@@ -261,7 +268,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.core = core.New(core.Config{Node: scheduler.NodeID(cfg.NodeID), Resources: total, Labels: cfg.Labels,
-		MaxWorkers: cfg.MaxWorkers, MaxInstances: cfg.MaxInstances, InlineMax: sandbox.InlineMax, HeapBudget: max(64<<20, cfg.ObjectStoreMemory/4),
+		MaxWorkers: cfg.MaxWorkers, MaxInstances: cfg.MaxInstances, Leases: !cfg.NoShortPaths, InlineMax: sandbox.InlineMax, HeapBudget: max(64<<20, cfg.ObjectStoreMemory/4),
 		Seed: binary.LittleEndian.Uint64(seed[:]), Clustered: cfg.clustered}, n.store)
 	return n, nil
 }
@@ -452,8 +459,8 @@ func (n *Node) startWorker(e core.StartWorker) {
 	go func() {
 		defer n.wg.Done()
 		group := string(e.Job)
-		if e.Driver {
-			group += "/driver" // a task that crashes its process leaves the driver be
+		if e.Process != "" {
+			group += "/" + e.Process // the driver's: a task that crashes its process leaves the driver be
 		}
 		err := n.pool.Start(workerpool.ID(e.Worker), group, path, func(pid int) {
 			n.step(core.WorkerStarted{Worker: e.Worker, Pid: pid})
@@ -495,6 +502,9 @@ type Stats struct {
 	Store    objects.StoreStats
 	CPUAvail float64
 	CPUTotal float64
+	// LeasedTasks counts the tasks that ran on the short path: in their
+	// submitter's process, under a lease, without the agent sending them.
+	LeasedTasks int
 }
 
 // Stats returns the node's counters.
@@ -503,7 +513,8 @@ func (n *Node) Stats() Stats {
 	st := n.core.Stats()
 	n.mu.Unlock()
 	return Stats{Workers: st.Workers, Objects: st.Objects, Tasks: st.Tasks, Jobs: st.Jobs, Stored: st.Stored, Heap: st.Heap,
-		Store: n.store.Stats(), CPUAvail: float64(st.Available.CPU) / scheduler.Unit, CPUTotal: float64(st.Total.CPU) / scheduler.Unit}
+		Store: n.store.Stats(), CPUAvail: float64(st.Available.CPU) / scheduler.Unit, CPUTotal: float64(st.Total.CPU) / scheduler.Unit,
+		LeasedTasks: st.LeasedTasks}
 }
 
 // NodeCount is how many nodes the node's scheduler knows, itself included.

@@ -71,11 +71,19 @@ func startNode(t *testing.T, out io.Writer) *Node {
 
 func startNodeCPUs(t *testing.T, out io.Writer, cpus float64) *Node {
 	t.Helper()
+	return startNodeWith(t, Config{NumCPUs: cpus, Stdout: out})
+}
+
+// startNodeWith starts a node as startNode does, with cfg's CPUs, output
+// and short paths.
+func startNodeWith(t *testing.T, cfg Config) *Node {
+	t.Helper()
 	n, err := Start(Config{
-		NumCPUs:           cpus,
+		NumCPUs:           cfg.NumCPUs,
+		NoShortPaths:      cfg.NoShortPaths,
 		ObjectStoreMemory: 64 << 20,
 		WorkerCommand:     []string{testrig.Fabric(t), "worker"},
-		Stdout:            out,
+		Stdout:            cfg.Stdout,
 		Stderr:            io.Discard,
 	})
 	if err != nil {
@@ -87,7 +95,8 @@ func startNodeCPUs(t *testing.T, out io.Writer, cpus float64) *Node {
 // TestWorkerFailures kills worker processes mid-task and mid-call: tasks
 // retry up to their max retries, actors restart up to their max restarts,
 // and then calls fail with clear errors. The driver has a process of its
-// own: it outlives the kills.
+// own: it outlives the kills. (With short paths off: under a lease, the
+// driver's short tasks run in its process, and a kill of one kills it.)
 func TestWorkerFailures(t *testing.T) {
 	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/chaos"))
 	if err != nil {
@@ -115,7 +124,7 @@ func TestWorkerFailures(t *testing.T) {
 			if c.arg == "queued" {
 				cpus = 1
 			}
-			n := startNodeCPUs(t, k, cpus)
+			n := startNodeWith(t, Config{NumCPUs: cpus, Stdout: k, NoShortPaths: true})
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			err := n.RunJob(ctx, wasm, []string{c.arg})

@@ -182,6 +182,13 @@ func (a *Arg) appendCBOR(dst []byte) []byte {
 	return dst
 }
 
+// LeaseKey names the tasks that one lease may run (see the agent's
+// leases): the function, then the options in their one encoding
+// (AppendCBOR, whose map keys are sorted).
+func LeaseKey(fn string, o *Options) string {
+	return fn + "\x00" + string(o.AppendCBOR(nil))
+}
+
 // AppendCBOR appends the options as a CBOR map, or returns dst unchanged
 // when every option is at its default: what TaskSpec.RawOptions holds.
 func (o *Options) AppendCBOR(dst []byte) []byte { return o.appendFields(dst) }

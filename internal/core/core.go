@@ -88,6 +88,10 @@ type Config struct {
 	// Seed seeds the IDs the core makes (tasks it starts for actors and
 	// drivers, reservations).
 	Seed uint64
+	// Leases lets a worker process run the simple tasks its lanes submit
+	// itself, on a lane that holds a lease (leases.go). The shell sets it;
+	// tests of other things leave it off.
+	Leases bool
 	// Clustered says that other nodes may exist: tasks and actors may be
 	// placed on them once PeerUp names them.
 	Clustered bool
@@ -110,6 +114,10 @@ type Core struct {
 	groups  map[objects.ID]*group
 	jobs    map[JobID]*job
 	workers map[WorkerID]*worker
+	// leases are the workers that hold a lease, by leaseGroupKey;
+	// leasedTasks counts the tasks run under one.
+	leases      map[string]*worker
+	leasedTasks int
 	// live counts workers started and not exited; parked counts those
 	// of them that MaxWorkers does not count (worker.parked).
 	live, parked int
@@ -176,7 +184,7 @@ func New(cfg Config, store Store) *Core {
 	c := &Core{cfg: cfg, store: store, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		sched: scheduler.New(), tasks: map[objects.ID]*task{}, objs: map[objects.ID]*object{},
 		actors: map[objects.ID]*actor{}, named: map[string]objects.ID{}, groups: map[objects.ID]*group{},
-		jobs: map[JobID]*job{}, workers: map[WorkerID]*worker{}, timers: map[TimerID]func(){},
+		jobs: map[JobID]*job{}, workers: map[WorkerID]*worker{}, leases: map[string]*worker{}, timers: map[TimerID]func(){},
 		modules: map[string]bool{}, fetchingModules: map[string][]pendingRun{}, peers: map[NodeID]bool{},
 		remote: map[NodeID]map[*task]struct{}{}, ended: map[JobID]bool{}, releases: map[releaseKey]map[objects.ID]uint32{},
 		asked: map[askKey]*task{}, gone: map[NodeID]bool{}}

@@ -17,10 +17,11 @@ type StartWorker struct {
 	Worker WorkerID
 	Job    JobID
 	Digest string
-	// Driver says that it runs the job's driver, which gets a process of
-	// its own: a task that crashes its process must not take the job
-	// with it.
-	Driver bool
+	// Process names the job's worker process it goes in: "" for the one
+	// of its tasks and actors, "driver" for its driver's own (a task that
+	// crashes its process must not take the job with it); a lease's lane
+	// goes in the process of the worker that asked.
+	Process string
 }
 
 // KillWorker stops a worker process; WorkerExited follows.

@@ -38,6 +38,8 @@ func (c *Core) workerMessage(w *worker, msg any) error {
 	switch m := msg.(type) {
 	case wire.Done:
 		return c.done(w, m)
+	case wire.LeaseOver:
+		return c.leaseOver(w)
 	case wire.Submit:
 		return c.submitFrom(w, m)
 	case wire.Create:
@@ -161,6 +163,7 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 		return err
 	}
 	if c.full(w.job, int64(len(m.Spec))+int64(len(m.IDs))*objectOverhead) {
+		c.refuseLeased(w, m.Lane)
 		return nil // nothing is made: its results are not found
 	}
 	spec, err := c.checkSpec(w, m.Spec)
@@ -185,6 +188,7 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 		}
 	}
 	if err != nil {
+		c.refuseLeased(w, m.Lane)
 		c.refuseSubmit(w, parent, taskID, len(m.IDs), spec.Func, err)
 		return nil
 	}
@@ -197,6 +201,9 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 	}
 	t := c.newTask(w.job, parent, spec, wire.ExecTask, taskID)
 	t.rawSpec = m.Spec
+	if m.Lane != 0 {
+		return c.leasedSubmit(w, t, WorkerID(m.Lane))
+	}
 	c.submit(t)
 	if t.state == taskQueued && t.job.short(t.spec.Func) {
 		c.topUpAll(t.job) // workers may take it behind their current task
@@ -483,7 +490,7 @@ func (c *Core) get(w *worker, m wire.Get) {
 		if t.blocked {
 			c.setBlocked(t, false)
 			if t.kind == wire.ExecTask {
-				c.sched.Unblocked(t.schedID())
+				c.sched.Unblocked(c.reservation(t))
 			}
 		}
 		var items []wire.Item
@@ -508,7 +515,7 @@ func (c *Core) get(w *worker, m wire.Get) {
 	if t.kind == wire.ExecTask && !t.blocked {
 		c.setBlocked(t, true)
 		c.recall(w)
-		c.sched.Blocked(t.schedID())
+		c.sched.Blocked(c.reservation(t))
 		c.schedule()
 		c.workerFreed() // its process no longer counts against the most
 	}
@@ -535,7 +542,7 @@ func (c *Core) wait(w *worker, m wire.Wait) {
 	finish := func() {
 		if t.blocked && w.task == t && w.state != workerDead {
 			c.setBlocked(t, false)
-			c.sched.Unblocked(t.schedID())
+			c.sched.Unblocked(c.reservation(t))
 		}
 		ready := make([]bool, len(ids))
 		for i, id := range ids {
@@ -556,7 +563,7 @@ func (c *Core) wait(w *worker, m wire.Wait) {
 	// As in get: it gives its CPU and its place among the running back.
 	if t.kind == wire.ExecTask && !t.blocked {
 		c.setBlocked(t, true)
-		c.sched.Blocked(t.schedID())
+		c.sched.Blocked(c.reservation(t))
 		c.schedule()
 		c.workerFreed()
 	}

@@ -88,6 +88,16 @@ func (c *Core) CheckInvariants() error {
 			bad("worker %d outlived its job %s", id, w.job.id)
 		}
 	}
+	for gk, w := range c.leases {
+		if c.workers[w.id] != w || w.lease == nil || leaseGroupKey(w, w.lease.key) != gk {
+			bad("lease %q names worker %d, which does not hold it", gk, w.id)
+		}
+	}
+	for id, w := range c.workers {
+		if w.lease != nil && c.leases[leaseGroupKey(w, w.lease.key)] != w {
+			bad("worker %d holds a lease the node does not know", id)
+		}
+	}
 	if parked != c.parked {
 		bad("%d workers counted parked, %d are", c.parked, parked)
 	}

@@ -37,6 +37,10 @@ type Stats struct {
 	// worker (so that a node out of workers does not look idle).
 	Busy, Parked, Idle, MaxWorkers, MaxInstances int
 	WaitingForWorker                             int
+	// Leases counts the leases held now; LeasedTasks the tasks run under
+	// one so far (their processes ran them without the agent sending
+	// them).
+	Leases, LeasedTasks int
 }
 
 // Stats returns the core's counters.
@@ -46,6 +50,7 @@ func (c *Core) Stats() Stats {
 	st.Total, _ = c.sched.Total(c.cfg.Node)
 	st.Available, _ = c.sched.Available(c.cfg.Node)
 	st.MaxWorkers, st.MaxInstances, st.Parked = c.cfg.MaxWorkers, c.cfg.MaxInstances, c.parked
+	st.Leases, st.LeasedTasks = len(c.leases), c.leasedTasks
 	for _, j := range c.jobs {
 		st.Idle += len(j.idle)
 		st.WaitingForWorker += len(j.queue) + len(j.soloStarts)

@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -51,7 +52,7 @@ func FuzzEvents(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
 	f.Add([]byte("a job, its workers, its tasks and a lost node"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		s := newSim(1, 2)
+		s := newSim(uint64(len(b)%2), 2) // even lengths: with leases
 		s.script = b
 		for len(s.script) > 0 && !s.failed() {
 			s.step()
@@ -67,6 +68,7 @@ func FuzzEvents(f *testing.F) {
 var trailLen = 60
 
 type sim struct {
+	leases bool // the nodes grant leases
 	rng    *rand.Rand
 	script []byte // when set, choices come from it
 	nodes  []*simNode
@@ -106,10 +108,12 @@ type simWorker struct {
 	seq     uint64
 	// nret are the returns of each execution the guest knows of.
 	rets map[objects.ID]int
+	// process is the job's process it is in; leaseKey the lease it holds.
+	process, leaseKey string
 }
 
 func newSim(seed uint64, nodes int) *sim {
-	s := &sim{rng: rand.New(rand.NewPCG(seed, seed*7+1)), net: map[[2]NodeID][]peerwire.Message{}}
+	s := &sim{rng: rand.New(rand.NewPCG(seed, seed*7+1)), net: map[[2]NodeID][]peerwire.Message{}, leases: seed%2 == 0}
 	for i := range nodes {
 		id := NodeID(fmt.Sprintf("n%d", i+1))
 		labels := map[string]string{"tier": "core"}
@@ -119,7 +123,8 @@ func newSim(seed uint64, nodes int) *sim {
 		n := &simNode{id: id, store: newFakeStore(), alive: true, timers: map[TimerID]Time{}, workers: map[WorkerID]*simWorker{},
 			ids: map[JobID][]objects.ID{}, actors: map[JobID][]objects.ID{}, groups: map[JobID][]objects.ID{}}
 		n.core = New(Config{Node: id, Resources: scheduler.Resources{CPU: 2 * scheduler.Unit, Memory: 1 << 30}, Labels: labels,
-			MaxWorkers: 6, InlineMax: 100, HeapBudget: 1 << 20, Seed: seed*100 + uint64(i), Clustered: nodes > 1}, n.store)
+			MaxWorkers: 6, InlineMax: 100, HeapBudget: 1 << 20, Seed: seed*100 + uint64(i), Clustered: nodes > 1,
+			Leases: s.leases}, n.store)
 		s.nodes = append(s.nodes, n)
 	}
 	for _, n := range s.nodes {
@@ -185,7 +190,7 @@ func (s *sim) apply(n *simNode, ev Event) {
 func (s *sim) effect(n *simNode, e Effect) {
 	switch e := e.(type) {
 	case StartWorker:
-		n.workers[e.Worker] = &simWorker{id: e.Worker, job: e.Job, rets: map[objects.ID]int{}}
+		n.workers[e.Worker] = &simWorker{id: e.Worker, job: e.Job, rets: map[objects.ID]int{}, process: e.Process}
 	case KillWorker:
 		if w := n.workers[e.Worker]; w != nil && w.started {
 			s.answerLater(n, WorkerExited{Worker: e.Worker, Cause: "killed"})
@@ -198,6 +203,11 @@ func (s *sim) effect(n *simNode, e Effect) {
 		switch m := e.Msg.(type) {
 		case wire.Exec:
 			w.execs = append(w.execs, m)
+		case wire.Lease:
+			w.leaseKey = m.Fn + "\x00" + string(m.Opts)
+		case wire.LeaseEnd:
+			w.leaseKey = ""
+			s.answerLater(n, WorkerMessage{Worker: w.id, Msg: wire.LeaseOver{}})
 		case wire.Reply:
 			if m.Seq == w.waiting {
 				w.waiting = 0
@@ -333,7 +343,11 @@ func (s *sim) step() {
 			s.answer(n, s.intn(len(n.answers)))
 		}
 	case 15:
-		s.now += Time(s.intn(50)+1) * 1e6
+		if s.leases && s.intn(2) == 0 { // short steps: functions look short, leases are granted
+			s.now += Time(s.intn(500)+1) * 1e3
+		} else {
+			s.now += Time(s.intn(50)+1) * 1e6
+		}
 		s.fireTimers()
 	case 16:
 		if ws := n.sortedWorkers(); len(ws) > 0 && s.intn(3) == 0 {
@@ -513,13 +527,25 @@ func (s *sim) guest(n *simNode) {
 			b := s.intn(3) - 1
 			spec.Options.Bundle = &b
 		}
+		if s.leases && s.intn(2) == 0 { // one shape of task, so that leases cover it
+			nret = 1
+			one := 1.0
+			spec = abi.TaskSpec{Func: "f", Args: []abi.Arg{{Value: []byte{0x01}}}, Options: abi.Options{CPU: &one}}
+		}
 		rets := make([]objects.ID, nret)
 		for i := range rets {
 			rets[i] = id.WithIndex(uint32(i + 1))
 		}
 		n.ids[w.job] = append(n.ids[w.job], rets...)
 		w.rets[id] = nret
-		send(wire.Submit{Task: ex.Task, Spec: spec.AppendCBOR(nil), IDs: rets})
+		sub := wire.Submit{Task: ex.Task, Spec: spec.AppendCBOR(nil), IDs: rets}
+		// The process runs it itself on a lane of its own that holds a
+		// lease for it, when one is idle.
+		if l := s.leaseLane(n, w, spec); l != nil && s.intn(2) == 0 {
+			l.execs = append(l.execs, wire.Exec{Task: id, Kind: wire.ExecTask, Name: spec.Func})
+			sub.Lane = uint64(l.id)
+		}
+		send(sub)
 	case 5: // create an actor
 		id := s.newID()
 		spec := abi.TaskSpec{Func: "C", Options: abi.Options{MaxRestarts: s.intn(3) - 1}}
@@ -727,4 +753,24 @@ func (s *sim) pending() bool {
 		}
 	}
 	return false
+}
+
+// leaseLane is an idle lane of w's process that holds a lease for spec.
+func (s *sim) leaseLane(n *simNode, w *simWorker, spec abi.TaskSpec) *simWorker {
+	if spec.NumReturns > 1 || spec.Actor != nil || len(spec.Refs) > 0 || len(spec.Options.Group) > 0 || len(spec.Options.Labels) > 0 {
+		return nil
+	}
+	for _, a := range spec.Args {
+		if a.Ref != nil {
+			return nil
+		}
+	}
+	key := abi.LeaseKey(spec.Func, &spec.Options)
+	for _, id := range slices.Sorted(maps.Keys(n.workers)) {
+		l := n.workers[id]
+		if l != w && l.job == w.job && l.process == w.process && l.ready && l.leaseKey == key && len(l.execs) == 0 {
+			return l
+		}
+	}
+	return nil
 }

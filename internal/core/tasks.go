@@ -278,6 +278,9 @@ func (c *Core) dispatch(t *task) {
 		c.startSolos(j)
 		return
 	}
+	if c.cfg.Leases && c.leasable(t) && c.grantLease(t) {
+		return
+	}
 	j.queue = append(j.queue, t)
 	c.pump(j)
 }
@@ -302,7 +305,7 @@ func (c *Core) startSolos(j *job) {
 			c.actorDead(t.actor, fmt.Sprintf("the job has %d workers on this node, the most one job may hold (half of the node's %d); kill actors it no longer needs", len(j.workers), c.cfg.MaxInstances))
 			continue
 		}
-		w := c.startWorker(j, driver, true)
+		w := c.startWorker(j, driver, true, "")
 		if w == nil {
 			if c.reclaiming > 0 || driver != nil {
 				return // an idle worker is being stopped for it, or a driver waits

@@ -401,7 +401,7 @@ func (h *harness) node() *harnessNode {
 func (h *harness) newNode(name string, a args) {
 	cpu := a.int("cpu", 2)
 	cfg := Config{Node: NodeID(name), Resources: scheduler.Resources{CPU: scheduler.Quantity(float64(cpu)), Memory: 1 << 30},
-		MaxWorkers: a.int("max-workers", 8), MaxInstances: a.int("max-instances", 0), InlineMax: a.int("inline", 1000), HeapBudget: int64(a.int("heap", 1<<20)),
+		MaxWorkers: a.int("max-workers", 8), MaxInstances: a.int("max-instances", 0), Leases: a.int("leases", 0) == 1, InlineMax: a.int("inline", 1000), HeapBudget: int64(a.int("heap", 1<<20)),
 		Seed: 1, Clustered: a.has("clustered")}
 	if l, ok := a.kv["labels"]; ok {
 		cfg.Labels = labels(l)
@@ -558,7 +558,12 @@ func (h *harness) workerMsg(n *harnessNode, cmd string, a args) Event {
 			rets[i] = tid.WithIndex(uint32(i + 1))
 			h.name(rets[i])
 		}
-		msg = wire.Submit{Task: task, Spec: h.spec(a), IDs: rets}
+		sub := wire.Submit{Task: task, Spec: h.spec(a), IDs: rets}
+		if l, ok := a.kv["lane"]; ok { // run by its process under the lane's lease
+			sub.Lane = uint64(workerID(l))
+			n.running[workerID(l)] = append(n.running[workerID(l)], tid)
+		}
+		msg = sub
 	case "actor":
 		aid := h.id(a.pos[1])
 		msg = wire.Submit{Seq: seq, Task: task, Actor: true, Spec: h.spec(a), IDs: []objects.ID{aid}}
@@ -642,6 +647,8 @@ func (h *harness) workerMsg(n *harnessNode, cmd string, a args) Event {
 		msg = wire.GroupWait{Seq: seq, Task: task, Group: h.id(a.pos[1]), TimeoutMs: int64(a.int("timeout", -1))}
 	case "pg-remove":
 		msg = wire.GroupRemove{Task: task, Group: h.id(a.pos[1])}
+	case "lease-over":
+		msg = wire.LeaseOver{}
 	case "raw":
 		msg = struct{}{} // a message of no known kind
 	default:
@@ -797,8 +804,8 @@ func (h *harness) step(n *harnessNode, ev Event) []string {
 func (h *harness) describe(n *harnessNode, e Effect) string {
 	switch e := e.(type) {
 	case StartWorker:
-		if e.Driver {
-			return fmt.Sprintf("start w%d job=%s driver", e.Worker, e.Job)
+		if e.Process != "" {
+			return fmt.Sprintf("start w%d job=%s process=%s", e.Worker, e.Job, e.Process)
 		}
 		return fmt.Sprintf("start w%d job=%s", e.Worker, e.Job)
 	case KillWorker:
@@ -905,6 +912,10 @@ func (h *harness) workerSend(n *harnessNode, e SendWorker) string {
 		return fmt.Sprintf("drop %s", h.name(m.Task))
 	case wire.Stop:
 		return fmt.Sprintf("stop %s", h.name(m.Task))
+	case wire.Lease:
+		return fmt.Sprintf("lease fn=%s opts=%x", m.Fn, m.Opts)
+	case wire.LeaseEnd:
+		return "lease_end"
 	}
 	return fmt.Sprintf("%T", e.Msg)
 }

@@ -40,6 +40,10 @@ type worker struct {
 	actor *actor
 	// driver is set for the worker dedicated to its job's driver.
 	driver *task
+	// group names its process among its job's: "" or "driver".
+	group string
+	// lease is set while it holds a lease (leases.go).
+	lease *lease
 	// parked is set while MaxWorkers does not count it (isParked).
 	parked bool
 	// killReason, when set before a kill or a Stop, becomes the error of
@@ -82,7 +86,7 @@ const DefaultMaxInstances = 32768
 // unless the node has as many as it may: then j waits for one
 // (procWaiters), and an idle worker of another job is stopped to make
 // room.
-func (c *Core) startWorker(j *job, driver *task, parked bool) *worker {
+func (c *Core) startWorker(j *job, driver *task, parked bool, group string) *worker {
 	if driver == nil && len(j.workers) >= c.jobMaxWorkers() {
 		if !j.capLogged {
 			j.capLogged = true
@@ -95,11 +99,14 @@ func (c *Core) startWorker(j *job, driver *task, parked bool) *worker {
 		return nil
 	}
 	c.nextWorker++
-	w := &worker{id: c.nextWorker, job: j, pins: map[objects.ID]int{}, driver: driver}
+	if driver != nil {
+		group = "driver"
+	}
+	w := &worker{id: c.nextWorker, job: j, pins: map[objects.ID]int{}, driver: driver, group: group}
 	c.workers[w.id] = w
 	c.live++
 	j.workers = append(j.workers, w) // IDs grow: the list stays in order
-	c.emit(StartWorker{Worker: w.id, Job: j.id, Digest: j.digest, Driver: driver != nil})
+	c.emit(StartWorker{Worker: w.id, Job: j.id, Digest: j.digest, Process: group})
 	c.updateParked(w)
 	return w
 }
@@ -361,6 +368,7 @@ func (c *Core) workerGone(w *worker, cause string) {
 		}
 		c.executionLost(t, w, cause)
 	}
+	c.dropLease(w)
 	if a := w.actor; a != nil && a.worker == w {
 		c.actorLost(a, cause)
 	}
@@ -380,6 +388,10 @@ func (c *Core) workerIdle(w *worker) {
 	}
 	if w.actor != nil {
 		c.actorWorkerReady(w.actor, w)
+		return
+	}
+	if w.lease != nil {
+		c.leaseWorkerIdle(w)
 		return
 	}
 	if t := w.driver; t != nil {
@@ -420,7 +432,7 @@ func (c *Core) pump(j *job) {
 		c.topUp(w)
 	}
 	for !j.done && !j.startHeld && len(j.queue) > j.starting {
-		w := c.startWorker(j, nil, false)
+		w := c.startWorker(j, nil, false, "")
 		if w == nil {
 			return
 		}
@@ -450,7 +462,7 @@ const (
 // topUp sends a task worker the tasks that may run behind its current one.
 func (c *Core) topUp(w *worker) {
 	t := w.task
-	if w.actor != nil || t == nil || t.kind != wire.ExecTask || t.blocked || !w.usable() ||
+	if w.actor != nil || w.lease != nil || t == nil || t.kind != wire.ExecTask || t.blocked || !w.usable() ||
 		t.job.done || !t.job.short(t.spec.Func) || len(w.queued) >= pipelineDepth {
 		return
 	}

@@ -64,7 +64,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		return fmt.Errorf("sandbox: connect to agent: %w", err)
 	}
 	w := &worker{conn: wire.NewConn(c), cfg: cfg, lanes: map[wire.Lane]*lane{}, waiters: map[uint64]chan rpcResult{},
-		queued: make(chan struct{}, 1)}
+		queued: make(chan struct{}, 1), leases: map[string]*lane{}, local: map[objects.ID]*localTask{}}
 	defer w.conn.Close()
 	if cfg.ArenaFD > 0 {
 		m, err := objects.OpenSharedMemory(os.NewFile(uintptr(cfg.ArenaFD), "arena"), cfg.ArenaSize)
@@ -125,6 +125,16 @@ func (w *worker) queue(lane wire.Lane, t wire.Type, msg any) error {
 	return err
 }
 
+// append is queue that never writes, for callers that hold w.mu.
+func (w *worker) append(lane wire.Lane, t wire.Type, msg any) error {
+	_, err := w.conn.Append(lane, t, msg)
+	select {
+	case w.queued <- struct{}{}:
+	default:
+	}
+	return err
+}
+
 // A worker process hosts lanes: each is one instance of the job's module
 // with a goroutine that runs the executions sent to it, one at a time, in
 // the order they came. readLoop reads every frame the agent sends and
@@ -147,6 +157,12 @@ type worker struct {
 	// waiters are the host calls waiting for their reply, by Seq.
 	waiters map[uint64]chan rpcResult
 	closed  bool // the connection is gone: no reply will come
+	// leases are the lanes that hold a lease, by abi.LeaseKey; local are
+	// the tasks the process runs under them, by return object, until they
+	// end (lease.go).
+	leases map[string]*lane
+	local  map[objects.ID]*localTask
+	nLease atomic.Int32 // len(leases), read without the lock
 }
 
 // lane is one instance and the executions sent to it.
@@ -158,6 +174,8 @@ type lane struct {
 	pending []wire.Exec // executions sent ahead, not started
 	current *execution  // the execution running, nil between them
 	closing bool        // Close came, or the connection closed
+	// leaseKey is the key of the lease it holds, "" for none.
+	leaseKey string
 	// Belong to the lane's goroutine:
 	inst *Instance
 	rng  *rand.ChaCha8 // makes task and actor IDs
@@ -302,7 +320,9 @@ func (w *worker) route(ctx context.Context, ln wire.Lane, t wire.Type, body []by
 			if len(ex.Unpin) > 0 {
 				_ = w.queue(ln, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
 			}
-			return w.conn.Send(ln, wire.TypeDone, wire.Done{Task: ex.Task, Dropped: true})
+			err := w.conn.Send(ln, wire.TypeDone, wire.Done{Task: ex.Task, Dropped: true})
+			w.releaseLocal(ex.Task) // its gets ask the agent, which runs it elsewhere
+			return err
 		}
 		// an execution that already started: its Done follows
 	case wire.TypeStop:
@@ -311,6 +331,14 @@ func (w *worker) route(ctx context.Context, ln wire.Lane, t wire.Type, body []by
 			return fmt.Errorf("sandbox: malformed stop: %w", err)
 		}
 		return w.stop(ln, m.Task)
+	case wire.TypeLease:
+		var m wire.Lease
+		if err := wire.Unmarshal(body, &m); err != nil {
+			return fmt.Errorf("sandbox: malformed lease: %w", err)
+		}
+		w.grantLease(ln, m)
+	case wire.TypeLeaseEnd:
+		w.endLease(ln)
 	default:
 		return fmt.Errorf("sandbox: unexpected %s message from the agent", t)
 	}
@@ -334,6 +362,8 @@ func (l *lane) close() {
 	}
 	l.closing = true
 	l.pending = nil
+	l.w.dropLeaseLocked(l)
+	l.w.releaseLocalLocked(l, objects.NilID)
 	if cur := l.current; cur != nil {
 		cur.closed = true
 		if !cur.stopped {
@@ -552,7 +582,9 @@ func (l *lane) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 		if errors.Is(err, wire.ErrFrameTooLarge) {
 			_ = w.conn.Send(l.id, wire.TypeDone, wire.Done{Task: ex.Task, Kind: "app",
 				Error: fmt.Sprintf("the result is too large to return (%d bytes; the limit is %d)", done.Value.Len(), wire.MaxFrame)})
+			done.OK = false
 		}
+		w.localDone(ex.Task, done)
 	}()
 	if l.inst == nil || l.inst.Broken() || l.inst.Interrupted() != nil {
 		if l.inst != nil {
@@ -660,6 +692,9 @@ func (h *workerHost) Submit(spec []byte, actor bool, n int) ([]objects.ID, error
 		}
 	}
 	msg := wire.Submit{Task: h.task, Actor: actor, Spec: append([]byte(nil), spec...), IDs: ids}
+	if !actor && h.w.nLease.Load() > 0 && h.w.runLeased(h.l.id, msg) {
+		return ids, nil
+	}
 	if actor { // answered, so that a refused creation fails at once
 		if _, err := h.l.rpc(h.cur, wire.TypeSubmit, func(seq uint64) any { msg.Seq = seq; return msg }); err != nil {
 			return nil, err
@@ -719,6 +754,15 @@ func (h *workerHost) Put(parts [][]byte, refs []objects.ID) (objects.ID, error) 
 func (h *workerHost) Get(ids []objects.ID, timeoutMs int64) ([]Staged, func(), bool, error) {
 	if items, ok := h.w.cache.lookup(ids); ok {
 		return items, nil, false, nil
+	}
+	if h.w.nLease.Load() > 0 {
+		timedOut, err := h.w.awaitLocal(h.cur, ids, timeoutMs)
+		if err != nil || timedOut {
+			return nil, nil, timedOut, err
+		}
+		if items, ok := h.w.cache.lookup(ids); ok {
+			return items, nil, false, nil
+		}
 	}
 	r, err := h.l.rpc(h.cur, wire.TypeGet, func(seq uint64) any {
 		return wire.Get{Seq: seq, Task: h.task, IDs: ids, TimeoutMs: timeoutMs}

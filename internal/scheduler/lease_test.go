@@ -103,3 +103,66 @@ func TestQueuedDemand(t *testing.T) {
 		t.Fatalf("QueuedDemand = %v, want %v", got, want)
 	}
 }
+
+// A task adopted behind a running holder runs in the holder's reservation:
+// it charges nothing, Finished forgets it, and the holder keeps the
+// reservation until it finishes itself.
+func TestAdopt(t *testing.T) {
+	c := New()
+	c.AddNode("n1", cpu(1), nil)
+	c.Submit(Task{ID: tid("holder"), Demand: cpu(1)})
+	mustPlace(t, c, "holder@n1")
+	if !c.Adopt(tid("holder"), Task{ID: tid("x"), Demand: cpu(1)}) {
+		t.Fatal("Adopt refused")
+	}
+	mustAvail(t, c, "n1", cpu(0))
+	if c.Running("n1") != 2 {
+		t.Fatalf("running %d, want 2", c.Running("n1"))
+	}
+	for _, bad := range []struct {
+		holder TaskID
+		t      Task
+	}{
+		{tid("holder"), Task{ID: tid("x")}},                  // known
+		{tid("x"), Task{ID: tid("y")}},                       // a leased holder
+		{tid("nobody"), Task{ID: tid("y")}},                  // unknown holder
+		{tid("holder"), Task{ID: tid("y"), Group: gid("g")}}, // in a group
+	} {
+		if c.Adopt(bad.holder, bad.t) {
+			t.Errorf("Adopt(%v, %v) accepted", bad.holder, bad.t.ID)
+		}
+	}
+	c.Blocked(tid("x")) // adopted: its CPU is the holder's
+	mustAvail(t, c, "n1", cpu(0))
+	c.Finished(tid("x"))
+	mustAvail(t, c, "n1", cpu(0))
+	c.Submit(Task{ID: tid("next"), Demand: cpu(1)})
+	mustPlace(t, c) // the holder still holds it
+	c.Finished(tid("holder"))
+	mustAvail(t, c, "n1", cpu(1))
+	mustPlace(t, c, "next@n1")
+}
+
+// Detach hands a running task's reservation to a holder, behind which the
+// task (and others, with Adopt) then run uncharged.
+func TestDetach(t *testing.T) {
+	c := New()
+	c.AddNode("n1", cpu(1), nil)
+	c.Submit(Task{ID: tid("first"), Demand: cpu(1)})
+	mustPlace(t, c, "first@n1")
+	if !c.Detach(tid("first"), tid("lease")) {
+		t.Fatal("Detach refused")
+	}
+	if c.Detach(tid("first"), tid("other")) || c.Detach(tid("lease"), tid("lease")) {
+		t.Fatal("Detach of an adopted task, or to a known holder, accepted")
+	}
+	mustAvail(t, c, "n1", cpu(0))
+	c.Finished(tid("first"))
+	mustAvail(t, c, "n1", cpu(0)) // the lease holds it
+	if !c.Adopt(tid("lease"), Task{ID: tid("second"), Demand: cpu(1)}) {
+		t.Fatal("Adopt behind the holder refused")
+	}
+	c.Finished(tid("second"))
+	c.Finished(tid("lease"))
+	mustAvail(t, c, "n1", cpu(1))
+}

@@ -390,6 +390,53 @@ func (c *Core) Lease(id TaskID, max int, accept func(TaskID) bool) []TaskID {
 	return out
 }
 
+// Adopt places task t, new to the Core, behind the running task holder,
+// on its node and in its bundle, without charging it: t runs in the
+// reservation holder keeps (an agent's lease to a worker, which holds one
+// task's resources while the worker runs its tasks one after another), and
+// Finished forgets it. It reports false, doing nothing, when holder is not
+// running and charged, when t is known, or when t names a placement group.
+func (c *Core) Adopt(holder TaskID, t Task) bool {
+	h := c.tasks[holder]
+	if h == nil || h.status != statusRunning || h.leased || t.Group != (GroupID{}) {
+		return false
+	}
+	if _, ok := c.tasks[t.ID]; ok {
+		return false
+	}
+	t.Demand = t.Demand.clone()
+	t.Labels = copyLabels(t.Labels)
+	t.Deps = nil
+	c.seq++
+	ts := &taskState{t: t, seq: c.seq, key: h.key, status: statusRunning, leased: true, idx: -1,
+		node: h.node, grp: h.grp, bundle: h.bundle}
+	c.tasks[t.ID] = ts
+	h.node.running[t.ID] = ts
+	return true
+}
+
+// Detach moves the reservation of the running task id to holder, a new
+// entry that keeps it until Finished(holder); id stays placed, adopted
+// behind holder (as Adopt places a task). It reports false, doing
+// nothing, unless id is running, charged, not blocked and in no placement
+// group, and holder is new.
+func (c *Core) Detach(id, holder TaskID) bool {
+	ts := c.tasks[id]
+	if ts == nil || ts.status != statusRunning || ts.leased || ts.blocked || ts.t.Group != (GroupID{}) {
+		return false
+	}
+	if _, ok := c.tasks[holder]; ok {
+		return false
+	}
+	h := &taskState{t: ts.t, seq: ts.seq, key: ts.key, status: statusRunning, idx: -1,
+		node: ts.node, grp: ts.grp, bundle: ts.bundle}
+	h.t.ID = holder
+	c.tasks[holder] = h
+	ts.node.running[holder] = h
+	ts.leased = true
+	return true
+}
+
 // Handoff records that the running task from ended and that to, a task
 // leased behind it, now runs in its reservation. When from was blocked, to
 // takes the CPU back (even past the node's total, as Unblocked does). It

@@ -109,7 +109,7 @@ func decodeSubmit(b []byte) (Submit, bool) {
 		return s, false
 	}
 	r := cborlite.NewReader(b)
-	ok := r.Fields(5)
+	ok := r.Fields(6)
 	if ok {
 		s.Seq, ok = r.Uint64()
 	}
@@ -124,6 +124,9 @@ func decodeSubmit(b []byte) (Submit, bool) {
 	}
 	if ok {
 		s.IDs, ok = ReadIDs(r, 1<<20)
+	}
+	if ok {
+		s.Lane, ok = r.Uint64()
 	}
 	return s, ok && r.Done()
 }

@@ -111,6 +111,10 @@ type Submit struct {
 	Actor bool       // Spec creates an actor
 	Spec  []byte
 	IDs   []objects.ID // for a task or call: its return objects; for an actor: the actor's ID
+	// Lane, when not 0, is the lane of the submitting process that runs
+	// the task already, under the lease the agent granted it (Lease): the
+	// agent records the task as that lane's, and sends it no Exec.
+	Lane uint64
 }
 
 // Put stores a value under ID, which the worker made (or, for a value in
@@ -256,5 +260,29 @@ type Close struct {
 
 // Closed answers Close: the lane's instance is gone.
 type Closed struct {
+	_ struct{} `cbor:",toarray"`
+}
+
+// Lease tells a lane that it holds a lease: its process may run on it,
+// without asking the agent, the tasks its lanes submit whose function is
+// Fn and whose options encode (canonically, Marshal) as Opts, with inline
+// arguments and one return value, while the lane is idle. It sends a
+// Submit with Lane set for each, which the agent accounts in the lease's
+// reservation. The lane runs them one at a time, in the order submitted.
+type Lease struct {
+	_    struct{} `cbor:",toarray"`
+	Fn   string
+	Opts []byte
+}
+
+// LeaseEnd ends a lane's lease; the process answers LeaseOver once it runs
+// no more tasks on the lane by itself (every Submit with the lane set was
+// sent before it).
+type LeaseEnd struct {
+	_ struct{} `cbor:",toarray"`
+}
+
+// LeaseOver answers LeaseEnd.
+type LeaseOver struct {
 	_ struct{} `cbor:",toarray"`
 }

@@ -58,6 +58,9 @@ const (
 	TypeOpen
 	TypeClose
 	TypeClosed
+	TypeLease
+	TypeLeaseEnd
+	TypeLeaseOver
 )
 
 // Lane names one instance in a worker process: the agent's worker ID. The
@@ -77,6 +80,7 @@ var typeNames = map[Type]string{
 	TypeActorKill: "actor_kill", TypeGroupCreate: "group_create", TypeGroupWait: "group_wait",
 	TypeGroupRemove: "group_remove", TypeDrop: "drop", TypeStop: "stop",
 	TypeOpen: "open", TypeClose: "close", TypeClosed: "closed",
+	TypeLease: "lease", TypeLeaseEnd: "lease_end", TypeLeaseOver: "lease_over",
 }
 
 // String names the type.

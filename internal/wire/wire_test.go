@@ -84,7 +84,7 @@ func FuzzRecv(f *testing.F) {
 			if err != nil {
 				return
 			}
-			for _, v := range []any{&Ready{}, &Open{}, &Close{}, &Closed{}, &Exec{}, &Done{}, &Output{}, &Reply{}, &Submit{}, &Put{}, &Create{}, &Get{}, &Unpin{}, &Wait{}, &Cancel{}, &Release{}, &ActorLookup{}, &ActorKill{}, &abi.TaskSpec{}, &abi.ErrorValue{}} {
+			for _, v := range []any{&Ready{}, &Open{}, &Close{}, &Closed{}, &Lease{}, &LeaseEnd{}, &LeaseOver{}, &Exec{}, &Done{}, &Output{}, &Reply{}, &Submit{}, &Put{}, &Create{}, &Get{}, &Unpin{}, &Wait{}, &Cancel{}, &Release{}, &ActorLookup{}, &ActorKill{}, &abi.TaskSpec{}, &abi.ErrorValue{}} {
 				_ = Unmarshal(body, v)
 			}
 		}
@@ -188,6 +188,7 @@ func fastSamples() []any {
 		Done{Task: id, Dropped: true},
 		Submit{Task: id, Spec: []byte{0xa1, 0x62, 'f', 'n', 0x61, 'f'}, IDs: []objects.ID{{1}, {2}}},
 		Submit{Seq: 7, Task: id, Actor: true, Spec: []byte{}, IDs: []objects.ID{{5}}},
+		Submit{Task: id, Spec: []byte{0xa0}, IDs: []objects.ID{{6}}, Lane: 1 << 40},
 	}
 }
 

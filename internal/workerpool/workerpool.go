@@ -740,6 +740,10 @@ func Decode(t wire.Type, body []byte) (any, error) {
 		var m wire.GroupRemove
 		err = wire.Unmarshal(body, &m)
 		msg = m
+	case wire.TypeLeaseOver:
+		var m wire.LeaseOver
+		err = wire.Unmarshal(body, &m)
+		msg = m
 	default:
 		return nil, fmt.Errorf("%w %s", wire.ErrUnknownType, t)
 	}

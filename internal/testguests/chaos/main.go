@@ -289,6 +289,14 @@ var waiter = sdk.Task1("waiter", func(gate []sdk.Ref[int]) (int, error) {
 	return v + 1, err
 })
 
+// oddFails fails for odd numbers, and doubles even ones.
+var oddFails = sdk.Task1("odd_fails", func(x int) (int, error) {
+	if x%2 == 1 {
+		return 0, fmt.Errorf("odd: %d", x)
+	}
+	return 2 * x, nil
+})
+
 // depth recurses n tasks deep: each waits for its child in get.
 var depth sdk.Func1[int, int]
 
@@ -380,6 +388,26 @@ func run(args []string) error {
 		}
 		d, err := depth.Remote(n).Get()
 		fmt.Printf("deep: %d %v\n", d, err)
+	case "sync": // sync N: N short tasks, each waited for before the next (the short path)
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		bad := 0
+		for i := range n {
+			v, err := double.Remote(i).Get()
+			if err != nil || v != 2*i {
+				bad++
+			}
+			w, err := oddFails.Remote(i).Get()
+			if (i%2 == 1) != (err != nil) || (err == nil && w != 2*i) {
+				bad++
+			}
+			if err != nil && !strings.Contains(err.Error(), fmt.Sprintf("odd: %d", i)) {
+				bad++
+			}
+		}
+		fmt.Printf("sync: %d rounds, %d wrong\n", n, bad)
 	case "small": // one short task
 		v, err := napper.Remote(1).Get()
 		fmt.Printf("small: %v %v\n", v, err)
