@@ -73,6 +73,20 @@ func (w *worker) dropLeaseLocked(l *lane) {
 // set. It reports
 // whether it did; if not, the task goes to the agent.
 func (w *worker) runLeased(from wire.Lane, msg wire.Submit) bool {
+	// Most submissions of a burst find the lanes busy: they need not
+	// decode their spec to learn it.
+	w.mu.Lock()
+	idle := false
+	for _, l := range w.leases {
+		if !l.closing && l.current == nil && len(l.pending) == 0 {
+			idle = true
+			break
+		}
+	}
+	w.mu.Unlock()
+	if !idle {
+		return false
+	}
 	spec, ok := abi.ParseTaskSpec(msg.Spec)
 	if !ok {
 		if wire.Unmarshal(msg.Spec, &spec) != nil {
