@@ -33,7 +33,13 @@ func (c *Core) workerMessage(w *worker, msg any) error {
 		return nil
 	}
 	if w.state != workerReady || w.job.done {
-		return nil // late messages of a worker being stopped, or of an ended job
+		// Late messages of a worker being stopped, or of an ended job. A
+		// task its process runs under a lease must not run unaccounted:
+		// its lane is stopped.
+		if m, ok := msg.(wire.Submit); ok {
+			c.refuseLeased(w, m.Lane)
+		}
+		return nil
 	}
 	switch m := msg.(type) {
 	case wire.Done:
@@ -125,6 +131,7 @@ func (c *Core) guestObject(w *worker, b []byte) (objects.ID, error) {
 func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 	parent, err := c.current(w, m.Task)
 	if err != nil {
+		c.refuseLeased(w, m.Lane)
 		return err
 	}
 	if m.Actor {
@@ -160,6 +167,7 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 	}
 	taskID, err := c.freshIDs(m.IDs, false)
 	if err != nil {
+		c.refuseLeased(w, m.Lane)
 		return err
 	}
 	if c.full(w.job, int64(len(m.Spec))+int64(len(m.IDs))*objectOverhead) {

@@ -91,7 +91,7 @@ func (c *Core) grantLease(t *task) bool {
 	key, opts := leaseKeyOf(t.spec)
 	gk := leaseGroupKey(s, key)
 	j := t.job
-	if c.leases[gk] != nil || !c.roomForWorker(false) || len(j.workers) >= c.jobMaxWorkers() {
+	if c.leases[gk] != nil || j.startHeld || !c.roomForWorker(false) || len(j.workers) >= c.jobMaxWorkers() {
 		return false
 	}
 	holder := schedID(c.newID())
@@ -205,10 +205,15 @@ func (c *Core) leasedSubmit(from *worker, t *task, lane WorkerID) error {
 		c.submit(t)
 		return fmt.Errorf("submit: lane %d holds no lease for %s", lane, t.spec.Func)
 	}
+	if !c.sched.Adopt(l.holder, scheduler.Task{ID: t.schedID(), Demand: t.demand}) {
+		c.logf("fabric: lane %d's lease could not take task %s; stopping the lane", lane, t.name)
+		c.killWorker(w)
+		c.submit(t)
+		return nil
+	}
 	c.leasedTasks++
 	t.state = taskRunning
 	t.worker = w
-	c.sched.Adopt(l.holder, scheduler.Task{ID: t.schedID(), Demand: t.demand})
 	l.gen++ // not idle
 	if w.task == nil {
 		c.started(w, t)
@@ -224,7 +229,7 @@ func (c *Core) refuseLeased(from *worker, lane uint64) {
 	if lane == 0 {
 		return
 	}
-	if w := c.workers[WorkerID(lane)]; w != nil && w.job == from.job && w.lease != nil {
+	if w := c.workers[WorkerID(lane)]; w != nil && w.job == from.job && w.group == from.group && w.lease != nil {
 		c.killWorker(w)
 	}
 }

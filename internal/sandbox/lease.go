@@ -68,11 +68,11 @@ func (w *worker) dropLeaseLocked(l *lane) {
 	l.leaseKey = ""
 }
 
-// runLeased queues the task msg (from lane from) submits on the lane that
+// runLeased queues the task msg (from execution cur of lane from) submits on the lane that
 // holds a lease for it, if that lane is idle, and queues msg with the lane
 // set. It reports
 // whether it did; if not, the task goes to the agent.
-func (w *worker) runLeased(from wire.Lane, msg wire.Submit) bool {
+func (w *worker) runLeased(from *lane, cur *execution, msg wire.Submit) bool {
 	// Most submissions of a burst find the lanes busy: they need not
 	// decode their spec to learn it.
 	w.mu.Lock()
@@ -100,7 +100,7 @@ func (w *worker) runLeased(from wire.Lane, msg wire.Submit) bool {
 	args := make([]wire.Piece, 0, len(spec.Args)+1)
 	args = append(args, wire.Piece{Inline: arrayHead(len(spec.Args))})
 	for _, a := range spec.Args {
-		if a.Ref != nil {
+		if a.Ref != nil || a.Value == nil {
 			return false
 		}
 		args = append(args, wire.Piece{Inline: a.Value})
@@ -110,13 +110,13 @@ func (w *worker) runLeased(from wire.Lane, msg wire.Submit) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	l := w.leases[key]
-	if l == nil || l.closing || l.current != nil || len(l.pending) > 0 {
-		return false
+	if l == nil || l.closing || l.current != nil || len(l.pending) > 0 || from.closing || cur.stopped {
+		return false // (a submitter being stopped: the agent may no longer hear it)
 	}
 	msg.Lane = uint64(l.id)
 	// Queued under the lock that orders the lane's executions, so that the
 	// agent learns of the lane's tasks in the order the lane runs them.
-	if w.append(from, wire.TypeSubmit, msg) != nil {
+	if w.append(from.id, wire.TypeSubmit, msg) != nil {
 		return false
 	}
 	l.pending = append(l.pending, wire.Exec{Task: task, Kind: wire.ExecTask, Name: spec.Func, Args: args})

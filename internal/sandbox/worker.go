@@ -498,6 +498,9 @@ func (w *worker) stop(ln wire.Lane, task objects.ID) error {
 	}
 	// Under the same lock: the lane cannot start it in between.
 	ex, ok := l.takeLocked(task)
+	if ok {
+		w.releaseLocalLocked(nil, task) // its gets ask the agent
+	}
 	w.mu.Unlock()
 	if ok {
 		if len(ex.Unpin) > 0 {
@@ -692,7 +695,7 @@ func (h *workerHost) Submit(spec []byte, actor bool, n int) ([]objects.ID, error
 		}
 	}
 	msg := wire.Submit{Task: h.task, Actor: actor, Spec: append([]byte(nil), spec...), IDs: ids}
-	if !actor && h.w.nLease.Load() > 0 && h.w.runLeased(h.l.id, msg) {
+	if !actor && h.w.nLease.Load() > 0 && h.w.runLeased(h.l, h.cur, msg) {
 		return ids, nil
 	}
 	if actor { // answered, so that a refused creation fails at once
