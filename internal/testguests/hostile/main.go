@@ -61,6 +61,17 @@ func siblingWant(n int) int {
 	return s
 }
 
+// maybeSpin is short unless asked to spin: once its calls are known to be
+// short, the driver's process runs them itself under a lease, spinning
+// one too; its deadline must still stop it.
+var maybeSpin = sdk.Task1("maybe_spin", func(spin bool) (int, error) {
+	x := 0
+	for spin {
+		x++
+	}
+	return 7, nil
+}, sdk.TaskTimeout(500*time.Millisecond))
+
 var keep [][]byte
 
 var membomb = sdk.Task0("membomb", func() (int, error) {
@@ -203,7 +214,7 @@ func init() { sdk.Main(run) }
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: hostile panic|timeout|loop|membomb|recursion|flood|loud|chain|smallputs|badptr")
+		return errors.New("usage: hostile panic|timeout|deadline|lease_spin|loop|membomb|recursion|flood|loud|chain|smallputs|badptr")
 	}
 	switch args[0] {
 	case "panic":
@@ -232,6 +243,17 @@ func run(args []string) error {
 		vs, err := sdk.GetAll(sibs)
 		ok := err == nil && vs[0] == siblingWant(n) && vs[1] == siblingWant(n+1) && vs[2] == siblingWant(n+2)
 		fmt.Printf("deadline: siblings correct: %v %v\n", ok, err)
+	case "lease_spin": // a call under a lease that spins past its deadline
+		for range 30 {
+			if _, err := maybeSpin.Remote(false).Get(); err != nil {
+				return err
+			}
+		}
+		start := time.Now()
+		_, err := maybeSpin.Remote(true).Get()
+		fmt.Printf("lease_spin: %v (is timeout: %v, within 1.5s: %v)\n", err, errors.Is(err, sdk.ErrTaskTimeout), time.Since(start) < 1500*time.Millisecond)
+		v, err := maybeSpin.Remote(false).Get()
+		fmt.Printf("lease_spin: next call %d %v\n", v, err)
 	case "loop":
 		_, err := spinForever.Remote().Get()
 		return err
