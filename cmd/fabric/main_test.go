@@ -47,7 +47,7 @@ func TestBadInput(t *testing.T) {
 		{name: "deadline among siblings", args: []string{"run", "--num-cpus", "2", hostile, "--", "deadline"},
 			stdout: []string{"(is timeout: true)", "stopped within 50ms of it: true", "siblings correct: true <nil>", "still serving: 42"}},
 		{name: "deadline under a lease", args: []string{"run", hostile, "--", "lease_spin"},
-			stdout: []string{"timed out after 500ms", "(is timeout: true, within 1.5s: true)", "lease_spin: next call 7 <nil>", "still serving: 42"},
+			stdout:    []string{"timed out after 500ms", "(is timeout: true, within 1.5s: true)", "lease_spin: next call 7 <nil>", "still serving: 42"},
 			notStderr: []string{"did not stop within"}},
 		{name: "job timeout", args: []string{"run", hostile, "--timeout", "2s", "--", "loop"}, code: 1,
 			stderr: []string{"job timed out"}, maxTime: 3 * time.Second},
