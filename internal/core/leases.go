@@ -48,8 +48,10 @@ type lease struct {
 	first *task
 	// ending is set once LeaseEnd was sent; over once LeaseOver came.
 	ending, over bool
-	// gen counts the lane's idle spells, so a timer knows its own.
-	gen uint64
+	// idleAt is when the lane last went idle; timing is set while a
+	// timer will look at it.
+	idleAt Time
+	timing bool
 }
 
 // leaseKeyOf is the key a lease and the tasks it may run share
@@ -127,14 +129,28 @@ func (c *Core) leaseWorkerIdle(w *worker) {
 	if l.ending {
 		return
 	}
-	l.gen++
-	gen := l.gen
-	c.setTimer(leaseIdle, func() {
-		if w.lease == l && l.gen == gen && w.task == nil && !l.ending && w.state == workerReady {
-			l.ending = true
-			c.sendWorker(w, wire.TypeLeaseEnd, wire.LeaseEnd{})
-		}
-	})
+	l.idleAt = c.now
+	if !l.timing {
+		l.timing = true
+		c.setTimer(leaseIdle, func() { c.leaseTimer(w, l) })
+	}
+}
+
+// leaseTimer ends a lease whose lane has been idle leaseIdle, or waits
+// for the rest of that time. One timer per lease at most: a lane that
+// runs 20,000 tasks a second goes idle as often.
+func (c *Core) leaseTimer(w *worker, l *lease) {
+	l.timing = false
+	if w.lease != l || l.ending || w.state != workerReady || w.task != nil {
+		return // busy: it arms the timer again when idle
+	}
+	if idle := c.now - l.idleAt; idle < leaseIdle {
+		l.timing = true
+		c.setTimer(leaseIdle-idle, func() { c.leaseTimer(w, l) })
+		return
+	}
+	l.ending = true
+	c.sendWorker(w, wire.TypeLeaseEnd, wire.LeaseEnd{})
 }
 
 // leaseOver handles LeaseOver: the process runs nothing more on the lane
@@ -214,7 +230,6 @@ func (c *Core) leasedSubmit(from *worker, t *task, lane WorkerID) error {
 	c.leasedTasks++
 	t.state = taskRunning
 	t.worker = w
-	l.gen++ // not idle
 	if w.task == nil {
 		c.started(w, t)
 	} else {
