@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -32,6 +33,9 @@ func TestRandomEvents(t *testing.T) {
 		seeds = 10
 	}
 	for seed := range uint64(seeds) {
+		if os.Getenv("SEED") != "" && fmt.Sprint(seed) != os.Getenv("SEED") { // SEED=n runs seed n alone
+			continue
+		}
 		s := newSim(seed, 3)
 		for range 1500 {
 			s.step()
@@ -453,6 +457,20 @@ func (s *sim) guest(n *simNode) {
 		return
 	}
 	w := busy[s.intn(len(busy))]
+	// What the worker answered before (a Dropped, an interrupted Done)
+	// reaches the agent before anything it sends now: one connection.
+	for i := 0; i < len(n.answers); {
+		if a, ok := n.answers[i].(wrapEvent); ok {
+			if m, ok := a.ev.(WorkerMessage); ok && m.Worker == w.id {
+				s.answer(n, i)
+				if s.failed() || n.workers[w.id] != w || len(w.execs) == 0 {
+					return
+				}
+				continue
+			}
+		}
+		i++
+	}
 	ex := w.execs[0]
 	ids := n.ids[w.job]
 	pick := func() objects.ID {
