@@ -1,12 +1,10 @@
 package fabric
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,37 +49,8 @@ func watchNode(n *Node) *nodeMemory {
 	return m
 }
 
-// sample sums the PSS of the agent and of the processes whose command
-// line names the node's worker socket.
-func (m *nodeMemory) sample() int64 {
-	total := pssOf("self")
-	socket := []byte(filepath.Join(m.n.dataDir, "agent.sock"))
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		if _, err := strconv.Atoi(p.Name()); err != nil {
-			continue
-		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
-		if err == nil && bytes.Contains(cmd, socket) {
-			total += pssOf(p.Name())
-		}
-	}
-	return total
-}
-
-func pssOf(pid string) int64 {
-	b, err := os.ReadFile(filepath.Join("/proc", pid, "smaps_rollup"))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
+// sample sums the PSS of the agent (this process) and its workers.
+func (m *nodeMemory) sample() int64 { return processPSS("self") + m.n.WorkerMemory() }
 
 func (m *nodeMemory) finish() (peak int64, parked int) {
 	close(m.stop)

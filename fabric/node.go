@@ -14,6 +14,7 @@
 package fabric
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -23,6 +24,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -474,6 +477,42 @@ func (n *Node) startWorker(e core.StartWorker) {
 // WorkerSocket returns the Unix socket the node's worker processes
 // connect to; their command lines name it, which is how tools find them.
 func (n *Node) WorkerSocket() string { return filepath.Join(n.dataDir, "agent.sock") }
+
+// WorkerMemory returns the memory the node's worker processes hold now:
+// the sum of their proportional set sizes (PSS, from /proc), in bytes; 0
+// where /proc does not tell. Each process is found by the socket its
+// command line names.
+func (n *Node) WorkerMemory() int64 {
+	socket := []byte(n.WorkerSocket())
+	var total int64
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		if _, err := strconv.Atoi(p.Name()); err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err == nil && bytes.Contains(cmd, socket) {
+			total += processPSS(p.Name())
+		}
+	}
+	return total
+}
+
+// processPSS reads the proportional set size of process pid ("self" for
+// this one) in bytes, or 0.
+func processPSS(pid string) int64 {
+	b, err := os.ReadFile(filepath.Join("/proc", pid, "smaps_rollup"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
 
 // modulePath is where the module with the digest is kept.
 func (n *Node) modulePath(digest string) string {

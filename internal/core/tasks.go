@@ -1,12 +1,12 @@
 package core
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/cborlite"
 	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/scheduler"
 	"github.com/wasmfabric/fabric/internal/wire"
@@ -323,21 +323,6 @@ func (c *Core) startSolos(j *job) {
 	}
 }
 
-// cborArrayHeader is the CBOR head of an array of n items.
-func cborArrayHeader(n int) []byte {
-	switch {
-	case n < 24:
-		return []byte{0x80 | byte(n)}
-	case n < 256:
-		return []byte{0x98, byte(n)}
-	case n < 65536:
-		return []byte{0x99, byte(n >> 8), byte(n)}
-	}
-	b := []byte{0x9a, 0, 0, 0, 0}
-	binary.BigEndian.PutUint32(b[1:], uint32(n))
-	return b
-}
-
 // run sends an execution to a worker.
 func (c *Core) run(w *worker, t *task) {
 	ex := wire.Exec{Task: t.id, Kind: t.kind, Name: t.spec.Func}
@@ -350,7 +335,7 @@ func (c *Core) run(w *worker, t *task) {
 	if t.rawArgs != nil {
 		ex.Args = []wire.Piece{{Inline: t.rawArgs}}
 	} else {
-		ex.Args = append(ex.Args, wire.Piece{Inline: cborArrayHeader(len(t.spec.Args))})
+		ex.Args = append(ex.Args, wire.Piece{Inline: cborlite.AppendHead(nil, cborlite.MajorArray, uint64(len(t.spec.Args)))})
 		for _, a := range t.spec.Args {
 			if a.Ref == nil {
 				ex.Args = append(ex.Args, wire.Piece{Inline: a.Value})

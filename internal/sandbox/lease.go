@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/cborlite"
 	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/wire"
 )
@@ -98,7 +99,7 @@ func (w *worker) runLeased(from *lane, cur *execution, msg wire.Submit) bool {
 		return false
 	}
 	args := make([]wire.Piece, 0, len(spec.Args)+1)
-	args = append(args, wire.Piece{Inline: arrayHead(len(spec.Args))})
+	args = append(args, wire.Piece{Inline: cborlite.AppendHead(nil, cborlite.MajorArray, uint64(len(spec.Args)))})
 	for _, a := range spec.Args {
 		if a.Ref != nil || a.Value == nil {
 			return false
@@ -123,19 +124,6 @@ func (w *worker) runLeased(from *lane, cur *execution, msg wire.Submit) bool {
 	w.local[msg.IDs[0]] = &localTask{lane: l, task: task, done: make(chan struct{})}
 	l.cond.Signal()
 	return true
-}
-
-// arrayHead is the CBOR head of an array of n items.
-func arrayHead(n int) []byte {
-	switch {
-	case n < 24:
-		return []byte{0x80 | byte(n)}
-	case n < 256:
-		return []byte{0x98, byte(n)}
-	case n < 65536:
-		return []byte{0x99, byte(n >> 8), byte(n)}
-	}
-	return []byte{0x9a, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
 }
 
 // localDone keeps the result of a task run under a lease, if it was one,

@@ -442,15 +442,21 @@ func (l *lane) instantiate(ctx context.Context, cur *execution) (*Instance, erro
 	w := l.w
 	return w.module.InstantiateWatched(ctx, func(inst *Instance) {
 		w.mu.Lock()
-		cur.inst = inst
-		if cur.stopped {
-			inst.Interrupt(errStopped)
-		}
-		if cur.closed {
-			inst.Interrupt(errClosed)
-		}
+		cur.attachLocked(inst)
 		w.mu.Unlock()
 	})
+}
+
+// attachLocked gives the execution its instance, which a Stop or Close
+// that came first interrupts at once. The caller holds worker.mu.
+func (cur *execution) attachLocked(inst *Instance) {
+	cur.inst = inst
+	if cur.stopped {
+		inst.Interrupt(errStopped)
+	}
+	if cur.closed {
+		inst.Interrupt(errClosed)
+	}
 }
 
 // take removes a queued execution of lane ln that has not started.
@@ -606,13 +612,7 @@ func (l *lane) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 		l.inst = inst
 	}
 	w.mu.Lock()
-	cur.inst = l.inst
-	if cur.stopped { // stopped while it started
-		l.inst.Interrupt(errStopped)
-	}
-	if cur.closed {
-		l.inst.Interrupt(errClosed)
-	}
+	cur.attachLocked(l.inst) // stopped while it started: interrupted now
 	w.mu.Unlock()
 	pieces := make([][]byte, len(ex.Args))
 	var total int64
