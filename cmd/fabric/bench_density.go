@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -122,8 +123,8 @@ func instanceMemory(ctx context.Context, wasm []byte) (benchResult, error) {
 	}
 	defer e.Close(ctx)
 	const n = 200
-	runtime.GC()
-	before := pssKiB("self")
+	debug.FreeOSMemory() // what earlier benchmarks left, returned to the system before the reading
+	before := selfPSSKiB()
 	insts := make([]*sandbox.Instance, 0, n)
 	for range n {
 		inst, err := m.Instantiate(ctx)
@@ -132,13 +133,13 @@ func instanceMemory(ctx context.Context, wasm []byte) (benchResult, error) {
 		}
 		insts = append(insts, inst)
 	}
-	runtime.GC()
-	after := pssKiB("self")
+	debug.FreeOSMemory()
+	after := selfPSSKiB()
 	for _, inst := range insts {
 		_ = inst.Close(ctx)
 	}
 	if before == 0 || after <= before {
-		return benchResult{}, fmt.Errorf("cannot read this process's memory from /proc")
+		return benchResult{}, fmt.Errorf("cannot read this process's memory from /proc (%d then %d KiB)", before, after)
 	}
 	return benchResult{Name: "go_guest_instance_memory", Value: float64(after-before) / n, Unit: "KiB", Runs: n}, nil
 }
@@ -168,7 +169,7 @@ func parkedMemory(ctx context.Context, wasm []byte) (benchResult, error) {
 			}
 		}
 		time.Sleep(200 * time.Millisecond) // let the last ones settle in get
-		return workersPSSKiB(node), nil
+		return node.WorkerMemory() >> 10, nil
 	}
 	if _, err := hold(parkedFew); err != nil { // compiles the module into the cache
 		return benchResult{}, err
@@ -189,27 +190,9 @@ func parkedMemory(ctx context.Context, wasm []byte) (benchResult, error) {
 	return benchResult{Name: "parked_go_task_memory", Value: mean, SD: &sd, Unit: "KiB", Runs: len(perTask)}, nil
 }
 
-// workersPSSKiB sums the PSS of the node's worker processes: those whose
-// command line names its worker socket.
-func workersPSSKiB(node *fabric.Node) int64 {
-	socket := []byte(node.WorkerSocket())
-	var total int64
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		if _, err := strconv.Atoi(p.Name()); err != nil {
-			continue
-		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
-		if err == nil && strings.Contains(string(cmd), string(socket)) {
-			total += pssKiB(p.Name())
-		}
-	}
-	return total
-}
-
-// pssKiB reads a process's proportional set size.
-func pssKiB(pid string) int64 {
-	b, err := os.ReadFile(filepath.Join("/proc", pid, "smaps_rollup"))
+// selfPSSKiB reads this process's proportional set size.
+func selfPSSKiB() int64 {
+	b, err := os.ReadFile("/proc/self/smaps_rollup")
 	if err != nil {
 		return 0
 	}
