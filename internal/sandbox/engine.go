@@ -187,7 +187,7 @@ func (m *Module) Digest() string { return m.digest }
 
 // instrumentVersion names the output of the rewrite in instrument.go in
 // the cache: change it whenever the rewrite changes what it writes.
-const instrumentVersion = "fuel1"
+const instrumentVersion = "fuel1-stack1"
 
 // instrumented returns the module with interruption points, from the
 // engine's cache directory when an earlier process wrote it there. The

@@ -34,11 +34,14 @@ import (
 // host stops an instance that must stop (a deadline, a cancel) and lets
 // Go's scheduler and collector preempt the goroutine.
 //
-// The new import comes after the module's own imports, so every defined
-// function's index grows by one: calls, ref.func, exports, the start
+// The same pass counts the stack that nested calls hold (stack.go), with
+// a second global and a second import, fabric.stack_exhausted.
+//
+// The new imports come after the module's own imports, so every defined
+// function's index grows by two: calls, ref.func, exports, the start
 // function, element segments and the name section are renumbered. The
-// global comes after the module's own, so no global index changes. Guest
-// code cannot name the new global or function: validation checked every
+// globals come after the module's own, so no global index changes. Guest
+// code cannot name the new globals or functions: validation checked every
 // index against the module as uploaded.
 
 // fuelBudget is the fuel a guest spends between two calls of yield: about
@@ -98,36 +101,55 @@ type funcInfo struct {
 	// size counts its instructions; for a function without loops or
 	// calls it is the fuel its callers spend for it.
 	size uint32
+	// frame is the stack a call of it takes from the stack budget
+	// (stack.go).
+	frame uint32
 }
 
 // instrumenter holds what the rewrite needs across sections.
 type instrumenter struct {
 	importedFuncs uint32
 	types         uint32
-	globals       uint32   // imported and defined
-	params        []uint32 // parameter count of each type
-	funcTypes     []uint32 // type of each defined function
+	globals       uint32    // imported and defined
+	sigs          []sigInfo // of each type
+	importTypes   []uint32  // type of each imported function
+	funcTypes     []uint32  // type of each defined function
 	funcs         []funcInfo
-	yieldType     uint32 // the type index of () -> ()
-	yieldFunc     uint32 // the new import's function index
-	fuel          uint32 // the new global's index
+	// indirectFrames is, per signature, the largest frame of a defined
+	// function a call_indirect of that signature can reach.
+	indirectFrames map[string]uint32
+	yieldType      uint32 // the type index of () -> ()
+	yieldFunc      uint32 // the new imports' function indices
+	exhaustedFunc  uint32
+	fuel           uint32 // the new globals' indices
+	stack          uint32
+	// The sections the module has of those the rewrite adds to.
+	hasType, hasImport, hasGlobal bool
 }
+
+// addedImports is the number of functions the rewrite imports.
+const addedImports = 2
 
 // shift renumbers a function index of the module as uploaded.
 func (in *instrumenter) shift(f uint32) uint32 {
 	if f >= in.importedFuncs {
-		return f + 1
+		return f + addedImports
 	}
 	return f
 }
 
-// callCost is the fuel a call to f spends in its caller: the size of a
-// callee that spends none itself, and 1 otherwise.
-func (in *instrumenter) callCost(f uint32) uint32 {
-	if f < in.importedFuncs || f-in.importedFuncs >= uint32(len(in.funcs)) {
+// callCost is the fuel a call spends in its caller (body[p:] is its
+// function index): the size of a callee that spends none itself, and 1
+// otherwise.
+func (in *instrumenter) callCost(body []byte, p int) uint32 {
+	f, n := uleb(body[p:])
+	if n == 0 || f > 0xffffffff {
 		return 1
 	}
-	fi := in.funcs[f-in.importedFuncs]
+	if uint32(f) < in.importedFuncs || uint32(f)-in.importedFuncs >= uint32(len(in.funcs)) {
+		return 1
+	}
+	fi := in.funcs[uint32(f)-in.importedFuncs]
 	if fi.loops || fi.calls {
 		return 1
 	}
@@ -206,110 +228,10 @@ func instrument(wasm []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := &instrumenter{}
-	// First pass: types, imports, functions, globals, and what each
-	// function body does.
-	var hasType, hasImport, hasGlobal bool
-	for _, s := range secs {
-		r := &wreader{b: s.body}
-		switch s.id {
-		case wasmSecType:
-			hasType = true
-			in.types = r.u32()
-			for i := uint32(0); i < in.types && r.err == nil; i++ {
-				if form := r.byte(); form != 0x60 {
-					return nil, instrumentErrorf("type %d is not a function type (0x%02x)", i, form)
-				}
-				np := r.u32()
-				r.bytes(int(np))
-				nr := r.u32()
-				r.bytes(int(nr))
-				in.params = append(in.params, np)
-			}
-		case wasmSecImport:
-			hasImport = true
-			n := r.u32()
-			for i := uint32(0); i < n && r.err == nil; i++ {
-				r.name()
-				r.name()
-				kind := r.byte()
-				switch kind {
-				case 0x00:
-					r.u32()
-					in.importedFuncs++
-				case 0x01:
-					r.byte()
-					r.limits()
-				case 0x02:
-					r.limits()
-				case 0x03:
-					r.byte()
-					r.byte()
-					in.globals++
-				case 0x04: // a tag (exception handling): attribute, type
-					r.byte()
-					r.u32()
-				default:
-					return nil, instrumentErrorf("import of unknown kind %d", kind)
-				}
-			}
-		case wasmSecFunction:
-			n := r.u32()
-			for i := uint32(0); i < n && r.err == nil; i++ {
-				t := r.u32()
-				if t >= uint32(len(in.params)) {
-					return nil, instrumentErrorf("function %d has type %d, which does not exist", i, t)
-				}
-				in.funcTypes = append(in.funcTypes, t)
-			}
-		case wasmSecGlobal:
-			hasGlobal = true
-			in.globals += r.u32()
-		case wasmSecData:
-			// Copied as it is, but read through first: wazero allocates
-			// as many segments as the section claims before reading them.
-			n := r.u32()
-			for i := uint32(0); i < n && r.err == nil; i++ {
-				switch flags := r.u32(); flags {
-				case 0, 2:
-					if flags == 2 {
-						r.u32() // memory index
-					}
-					if _, err := in.constExpr(r, nil); err != nil {
-						return nil, err
-					}
-				case 1:
-				default:
-					return nil, instrumentErrorf("data segment with flags %d", flags)
-				}
-				size := r.u32()
-				r.bytes(int(size))
-			}
-			if r.err == nil && r.p != len(s.body) {
-				return nil, instrumentErrorf("malformed data section")
-			}
-		case wasmSecCode:
-			n := r.u32()
-			for i := uint32(0); i < n && r.err == nil; i++ {
-				size := r.u32()
-				fi, err := scanFunction(r.bytes(int(size)), &indexLimits{globals: in.globals, types: in.types})
-				if err != nil {
-					return nil, fmt.Errorf("%w (function %d)", err, in.importedFuncs+i)
-				}
-				in.funcs = append(in.funcs, fi)
-			}
-		}
-		if r.err != nil {
-			return nil, instrumentErrorf("section %d: %v", s.id, r.err)
-		}
+	in, err := scanModule(secs)
+	if err != nil {
+		return nil, err
 	}
-	if len(in.funcs) != len(in.funcTypes) {
-		return nil, instrumentErrorf("%d function bodies for %d functions", len(in.funcs), len(in.funcTypes))
-	}
-	in.yieldType = in.types
-	in.yieldFunc = in.importedFuncs
-	in.fuel = in.globals
-
 	out := make([]byte, 0, len(wasm)+len(wasm)/4+64)
 	out = append(out, wasm[:8]...)
 	emit := func(id byte, body []byte) {
@@ -332,19 +254,22 @@ func instrument(wasm []byte) ([]byte, error) {
 			c, n := uleb(old)
 			count, rest = c, old[n:]
 		}
-		body := appendULEB(nil, count+1)
+		body := appendULEB(nil, count+addedImports)
 		body = append(body, rest...)
-		body = appendName(body, "fabric")
-		body = appendName(body, yieldImport)
-		body = append(body, 0x00)
-		return appendULEB(body, uint64(in.yieldType))
+		for _, name := range []string{yieldImport, stackExhaustedImport} {
+			body = appendName(body, "fabric")
+			body = appendName(body, name)
+			body = append(body, 0x00)
+			body = appendULEB(body, uint64(in.yieldType))
+		}
+		return body
 	}
 	globalSec := func(old []byte) ([]byte, error) {
 		var body []byte
 		if old != nil {
 			r := &wreader{b: old}
 			c := r.u32()
-			body = appendULEB(body, uint64(c)+1)
+			body = appendULEB(body, uint64(c)+2)
 			for i := uint32(0); i < c && r.err == nil; i++ {
 				body = append(body, r.bytes(2)...) // value type, mutability
 				var err error
@@ -356,10 +281,12 @@ func instrument(wasm []byte) ([]byte, error) {
 				return nil, instrumentErrorf("malformed global section")
 			}
 		} else {
-			body = appendULEB(body, 1)
+			body = appendULEB(body, 2)
 		}
 		body = append(body, 0x7f, 0x01, 0x41) // mut i32 = fuelBudget
 		body = appendSLEB(body, fuelBudget)
+		body = append(body, 0x0b, 0x7f, 0x01, 0x41) // mut i32 = StackBudget
+		body = appendSLEB(body, StackBudget)
 		return append(body, 0x0b), nil
 	}
 	exportSec := func(old []byte) ([]byte, error) {
@@ -385,7 +312,7 @@ func instrument(wasm []byte) ([]byte, error) {
 
 	// Sections the module lacks go before the first section that ranks
 	// after them.
-	pendingType, pendingImport, pendingGlobal := !hasType, !hasImport, !hasGlobal
+	pendingType, pendingImport, pendingGlobal := !in.hasType, !in.hasImport, !in.hasGlobal
 	flushBelow := func(rank int) {
 		if pendingType && rank > wasmSectionRank[wasmSecType] {
 			emit(wasmSecType, typeSec(nil))
@@ -442,6 +369,134 @@ func instrument(wasm []byte) ([]byte, error) {
 	}
 	flushBelow(1 << 30)
 	return out, nil
+}
+
+// scanModule is the rewrite's first pass: types, imports, functions,
+// globals, and what each function body does.
+func scanModule(secs []section) (*instrumenter, error) {
+	in := &instrumenter{}
+	for _, s := range secs {
+		r := &wreader{b: s.body}
+		switch s.id {
+		case wasmSecType:
+			in.hasType = true
+			in.types = r.u32()
+			for i := uint32(0); i < in.types && r.err == nil; i++ {
+				if form := r.byte(); form != 0x60 {
+					return nil, instrumentErrorf("type %d is not a function type (0x%02x)", i, form)
+				}
+				np := r.u32()
+				ps := r.bytes(int(np))
+				nr := r.u32()
+				rs := r.bytes(int(nr))
+				sig := sigInfo{params: np, results: nr, key: string(ps) + "/" + string(rs)}
+				for _, t := range ps {
+					sig.bytes += valueSize(t)
+				}
+				for _, t := range rs {
+					sig.bytes += valueSize(t)
+				}
+				in.sigs = append(in.sigs, sig)
+			}
+		case wasmSecImport:
+			in.hasImport = true
+			n := r.u32()
+			for i := uint32(0); i < n && r.err == nil; i++ {
+				r.name()
+				r.name()
+				kind := r.byte()
+				switch kind {
+				case 0x00:
+					t := r.u32()
+					if r.err == nil && t >= uint32(len(in.sigs)) {
+						return nil, instrumentErrorf("imported function %d has type %d, which does not exist", in.importedFuncs, t)
+					}
+					in.importTypes = append(in.importTypes, t)
+					in.importedFuncs++
+				case 0x01:
+					r.byte()
+					r.limits()
+				case 0x02:
+					r.limits()
+				case 0x03:
+					r.byte()
+					r.byte()
+					in.globals++
+				case 0x04: // a tag (exception handling): attribute, type
+					r.byte()
+					r.u32()
+				default:
+					return nil, instrumentErrorf("import of unknown kind %d", kind)
+				}
+			}
+		case wasmSecFunction:
+			n := r.u32()
+			for i := uint32(0); i < n && r.err == nil; i++ {
+				t := r.u32()
+				if t >= uint32(len(in.sigs)) {
+					return nil, instrumentErrorf("function %d has type %d, which does not exist", i, t)
+				}
+				in.funcTypes = append(in.funcTypes, t)
+			}
+		case wasmSecGlobal:
+			in.hasGlobal = true
+			in.globals += r.u32()
+		case wasmSecData:
+			// Copied as it is, but read through first: wazero allocates
+			// as many segments as the section claims before reading them.
+			n := r.u32()
+			for i := uint32(0); i < n && r.err == nil; i++ {
+				switch flags := r.u32(); flags {
+				case 0, 2:
+					if flags == 2 {
+						r.u32() // memory index
+					}
+					if _, err := in.constExpr(r, nil); err != nil {
+						return nil, err
+					}
+				case 1:
+				default:
+					return nil, instrumentErrorf("data segment with flags %d", flags)
+				}
+				size := r.u32()
+				r.bytes(int(size))
+			}
+			if r.err == nil && r.p != len(s.body) {
+				return nil, instrumentErrorf("malformed data section")
+			}
+		case wasmSecCode:
+			n := r.u32()
+			for i := uint32(0); i < n && r.err == nil; i++ {
+				size := r.u32()
+				if int(i) >= len(in.funcTypes) {
+					return nil, instrumentErrorf("more function bodies than functions")
+				}
+				fi, err := in.scanFunction(r.bytes(int(size)), in.sigs[in.funcTypes[i]], &indexLimits{globals: in.globals, types: in.types})
+				if err != nil {
+					return nil, fmt.Errorf("%w (function %d)", err, in.importedFuncs+i)
+				}
+				in.funcs = append(in.funcs, fi)
+			}
+		}
+		if r.err != nil {
+			return nil, instrumentErrorf("section %d: %v", s.id, r.err)
+		}
+	}
+	if len(in.funcs) != len(in.funcTypes) {
+		return nil, instrumentErrorf("%d function bodies for %d functions", len(in.funcs), len(in.funcTypes))
+	}
+	in.yieldType = in.types
+	in.yieldFunc = in.importedFuncs
+	in.exhaustedFunc = in.importedFuncs + 1
+	in.fuel = in.globals
+	in.stack = in.globals + 1
+	in.indirectFrames = make(map[string]uint32)
+	for i, fi := range in.funcs {
+		k := in.sigs[in.funcTypes[i]].key
+		in.indirectFrames[k] = max(in.indirectFrames[k], fi.frame)
+	}
+
+	return in, nil
 }
 
 func appendName(dst []byte, s string) []byte {
@@ -586,18 +641,21 @@ func (in *instrumenter) customSection(sec []byte) ([]byte, error) {
 	return out, nil
 }
 
-// scanFunction learns whether a body has loops and calls, and its size.
-func scanFunction(body []byte, lim *indexLimits) (funcInfo, error) {
+// scanFunction learns whether a body (of signature sig) has loops and
+// calls, its size, and its frame.
+func (in *instrumenter) scanFunction(body []byte, sig sigInfo, lim *indexLimits) (funcInfo, error) {
 	var fi funcInfo
 	r := &wreader{b: body, lim: lim}
 	groups := r.u32()
+	var localBytes uint64
 	for i := uint32(0); i < groups && r.err == nil; i++ {
-		r.u32()
-		r.byte()
+		n := r.u32()
+		localBytes += uint64(n) * valueSize(r.byte())
 	}
 	if r.err != nil {
 		return fi, instrumentErrorf("malformed locals")
 	}
+	var depth stackDepth
 	for r.p < len(body) {
 		switch r.peek() {
 		case 0x03:
@@ -605,11 +663,13 @@ func scanFunction(body []byte, lim *indexLimits) (funcInfo, error) {
 		case 0x10, 0x11, 0x12, 0x13:
 			fi.calls = true
 		}
+		in.step(&depth, r)
 		if err := r.skipInstr(); err != nil {
 			return fi, err
 		}
 		fi.size++
 	}
+	fi.frame = frameSize(sig, localBytes, depth.max)
 	return fi, nil
 }
 
@@ -682,7 +742,7 @@ func (in *instrumenter) function(i uint32, body, dst []byte) ([]byte, error) {
 	fi := in.funcs[i]
 	r := &wreader{b: body}
 	groups := r.u32()
-	locals := uint64(in.params[in.funcTypes[i]])
+	locals := uint64(in.sigs[in.funcTypes[i]].params)
 	for g := uint32(0); g < groups && r.err == nil; g++ {
 		locals += uint64(r.u32())
 		r.byte()
@@ -733,19 +793,11 @@ func (in *instrumenter) function(i uint32, body, dst []byte) ([]byte, error) {
 		case 0x10, 0x11, 0x12, 0x13: // call, call_indirect, return_call(_indirect)
 			dst = in.store(dst, fuel)
 			if op == 0x10 || op == 0x12 {
-				f := r.u32()
-				if r.err != nil {
-					return nil, instrumentErrorf("truncated call")
-				}
-				top.cost += in.callCost(f)
-				dst = append(dst, op)
-				dst = appendULEB(dst, uint64(in.shift(f)))
-			} else {
-				r.p = start
-				if err := r.skipInstr(); err != nil {
-					return nil, err
-				}
-				dst = append(dst, body[start:r.p]...)
+				top.cost += in.callCost(body, r.p)
+			}
+			var err error
+			if dst, err = in.call(r, op, dst); err != nil {
+				return nil, err
 			}
 			if op == 0x10 || op == 0x11 {
 				dst = in.load(dst, fuel)
@@ -1046,7 +1098,13 @@ func (in *instrumenter) copyCode(r *wreader, dst []byte) ([]byte, error) {
 	for r.p < len(body) {
 		start := r.p
 		switch op := r.byte(); op {
-		case 0x10, 0x12, 0xd2: // call, return_call, ref.func
+		case 0x10, 0x11, 0x12, 0x13: // calls
+			var err error
+			if dst, err = in.call(r, op, dst); err != nil {
+				return nil, err
+			}
+			continue
+		case 0xd2: // ref.func
 			f := r.u32()
 			if r.err != nil {
 				return nil, instrumentErrorf("truncated instruction 0x%02x", op)
@@ -1060,6 +1118,42 @@ func (in *instrumenter) copyCode(r *wreader, dst []byte) ([]byte, error) {
 			return nil, err
 		}
 		dst = append(dst, body[start:r.p]...)
+	}
+	return dst, nil
+}
+
+// call copies a call instruction (op, already read from r), renumbering
+// a direct call's function and taking the callee's frame from the stack
+// budget around it.
+func (in *instrumenter) call(r *wreader, op byte, dst []byte) ([]byte, error) {
+	x := r.u32()
+	table := uint32(0)
+	indirect := op == 0x11 || op == 0x13
+	if indirect {
+		table = r.u32()
+	}
+	if r.err != nil {
+		return nil, instrumentErrorf("truncated call 0x%02x", op)
+	}
+	if indirect && x >= uint32(len(in.sigs)) {
+		return nil, instrumentErrorf("call_indirect of type %d, which does not exist", x)
+	}
+	w := uint32(0)
+	if op == 0x10 || op == 0x11 { // a tail call replaces its caller's frame
+		w = in.callFrame(op, x)
+	}
+	if w > 0 {
+		dst = in.chargeStack(dst, w)
+	}
+	dst = append(dst, op)
+	if indirect {
+		dst = appendULEB(dst, uint64(x))
+		dst = appendULEB(dst, uint64(table))
+	} else {
+		dst = appendULEB(dst, uint64(in.shift(x)))
+	}
+	if w > 0 {
+		dst = in.releaseStack(dst, w)
 	}
 	return dst, nil
 }

@@ -3,10 +3,14 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
+	"sort"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -175,7 +179,10 @@ func rawRuntime(t testing.TB, yields *atomic.Int64, stop *atomic.Bool) wazero.Ru
 			if stop != nil && stop.Load() {
 				panic(&InterruptedError{Reason: errors.New("test stop")})
 			}
-		}), nil, nil).Export(yieldImport).Instantiate(ctx)
+		}), nil, nil).Export(yieldImport).
+		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(context.Context, api.Module, []uint64) {
+		panic(errStackBudget)
+	}), nil, nil).Export(stackExhaustedImport).Instantiate(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,6 +381,9 @@ func FuzzInstrument(f *testing.F) {
 	for name, src := range spinPrograms {
 		f.Add(watModule(f, name, src))
 	}
+	for name, src := range stackPrograms() {
+		f.Add(watModule(f, name, src))
+	}
 	for _, target := range []string{"bin/testguests/cmatmul.wasm", "bin/examples/c_add.wasm"} {
 		if wasm, err := os.ReadFile(testrig.Make(f, target)); err == nil {
 			f.Add(wasm)
@@ -443,5 +453,141 @@ func TestInterruptInitialize(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("Instantiate did not stop")
+	}
+}
+
+// stackPrograms export run(i64) -> i64 and recurse: without end, or with
+// frames as wide as a guest can make them, or deep but bounded.
+func stackPrograms() map[string]string {
+	var locals, sets, gets, pushes, adds strings.Builder
+	for i := range 500 {
+		locals.WriteString(" i64")
+		fmt.Fprintf(&sets, "(local.set %d (i64.add (local.get 0) (i64.const %d)))", i+1, i)
+		fmt.Fprintf(&gets, " (local.get %d)", i+1)
+		fmt.Fprintf(&pushes, " (i64.add (local.get 0) (i64.const %d))", i)
+		adds.WriteString(" i64.add")
+	}
+	return map[string]string{
+		"runaway": `(module
+		  (func $r (param i64) (result i64) (i64.add (i64.const 1) (call $r (local.get 0))))
+		  (func (export "run") (param i64) (result i64) (call $r (local.get 0))))`,
+		// 500 locals live across each call
+		"wide_locals": `(module
+		  (func $r (param i64) (result i64) (local` + locals.String() + `)
+		    ` + sets.String() + `
+		    (i64.add (call $r (local.get 0)) (block (result i64) (local.get 0)` + gets.String() + adds.String() + `)))
+		  (func (export "run") (param i64) (result i64) (call $r (local.get 0))))`,
+		// 500 values on the operand stack across each call
+		"wide_stack": `(module
+		  (func $r (param i64) (result i64)
+		    ` + pushes.String() + ` (call $r (local.get 0))` + adds.String() + `)
+		  (func (export "run") (param i64) (result i64) (call $r (local.get 0))))`,
+		// through a table, with a leaf beside it
+		"indirect": `(module
+		  (type $t (func (param i64) (result i64)))
+		  (table 2 funcref)
+		  (elem (i32.const 0) $r $leaf)
+		  (func $leaf (type $t) (local.get 0))
+		  (func $r (type $t) (i64.add (call_indirect (type $t) (local.get 0) (i32.const 1))
+		    (call_indirect (type $t) (local.get 0) (i32.const 0))))
+		  (func (export "run") (param i64) (result i64) (call $r (local.get 0))))`,
+		// 50,000 calls deep, then back
+		"deep": `(module
+		  (func $r (param i64) (result i64)
+		    (if (result i64) (i64.eqz (local.get 0)) (then (i64.const 0))
+		      (else (i64.add (i64.const 1) (call $r (i64.sub (local.get 0) (i64.const 1)))))))
+		  (func (export "run") (param i64) (result i64) (call $r (i64.const 50000))))`,
+	}
+}
+
+// heapAllocs is the bytes the Go heap has handed out so far (wazero's
+// stacks are Go slices).
+func heapAllocs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// TestStackBudget runs recursions that do not end, with narrow and wide
+// frames: each must end with ErrStackExhausted, having made the host
+// allocate at most four budgets of stack (wazero doubles its stack as it
+// grows, so the copies add up to under twice the last, which is under
+// twice what the frames took). Without the rewrite the same recursion
+// takes wazero's own ceiling, several times more. A deep recursion that
+// ends stays within the budget, and a call after an exhaustion, in a
+// fresh instance, has the whole budget again.
+func TestStackBudget(t *testing.T) {
+	const bound = 4 * StackBudget
+	var yields atomic.Int64
+	rt := rawRuntime(t, &yields, nil)
+	progs := stackPrograms()
+	for _, name := range []string{"runaway", "wide_locals", "wide_stack", "indirect"} {
+		t.Run(name, func(t *testing.T) {
+			wasm := watModule(t, name, progs[name])
+			out, err := instrument(wasm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for round := range 2 {
+				before := heapAllocs()
+				_, err = runExport(t, rt, out, 1)
+				took := heapAllocs() - before
+				if !errors.Is(err, ErrStackExhausted) {
+					t.Fatalf("round %d: call ended with %v, want ErrStackExhausted", round, err)
+				}
+				if took > bound {
+					t.Errorf("round %d: the call allocated %d MiB, want at most %d MiB", round, took>>20, bound>>20)
+				}
+				t.Logf("round %d: exhausted after %d MiB of host allocations", round, took>>20)
+			}
+			if name != "runaway" {
+				return
+			}
+			before := heapAllocs()
+			_, err = runExport(t, rt, wasm, 1)
+			took := heapAllocs() - before
+			if err == nil || errors.Is(err, ErrStackExhausted) {
+				t.Fatalf("as written: %v, want wazero's stack overflow", err)
+			}
+			t.Logf("as written: wazero's own ceiling after %d MiB", took>>20)
+			if took <= bound {
+				t.Errorf("as written the recursion allocated %d MiB, expected more than the budget's bound", took>>20)
+			}
+		})
+	}
+	out, err := instrument(watModule(t, "deep", progs["deep"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := runExport(t, rt, out, 0); err != nil || got != 50000 {
+		t.Fatalf("deep recursion: %d, %v; want 50000", got, err)
+	}
+}
+
+// TestFrameSizes prints the frames the rewrite charges for the functions
+// of real guests (go test -run FrameSizes -v).
+func TestFrameSizes(t *testing.T) {
+	for _, target := range []string{"bin/testguests/hostile.wasm", "bin/testguests/cmatmul.wasm"} {
+		wasm, err := os.ReadFile(testrig.Make(t, target))
+		if err != nil {
+			t.Fatal(err)
+		}
+		secs, err := splitSections(wasm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := scanModule(secs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var frames []int
+		for _, fi := range in.funcs {
+			if fi.calls {
+				frames = append(frames, int(fi.frame))
+			}
+		}
+		sort.Ints(frames)
+		n := len(frames)
+		t.Logf("%s: %d calling functions; frame p10 %d p50 %d p90 %d p99 %d max %d", target, n, frames[n/10], frames[n/2], frames[n*9/10], frames[n*99/100], frames[n-1])
 	}
 }

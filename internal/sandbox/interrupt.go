@@ -100,6 +100,12 @@ func (e *Engine) defineYield(b wazero.HostModuleBuilder) {
 		st.checkStop()
 		st.share()
 	}), nil, nil).WithName(yieldImport).Export(yieldImport)
+	// The guest calls fabric.stack_exhausted before a call that would
+	// take its stack past StackBudget (stack.go): the call ends with
+	// ErrStackExhausted and the instance is discarded, as after a trap.
+	b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(context.Context, api.Module, []uint64) {
+		panic(errStackBudget)
+	}), nil, nil).WithName(stackExhaustedImport).Export(stackExhaustedImport)
 }
 
 // Interrupt asks the instance to stop: the call it runs returns within
