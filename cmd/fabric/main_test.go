@@ -14,6 +14,7 @@ import (
 // fails with a clear message and nothing else is harmed.
 func TestBadInput(t *testing.T) {
 	hostile := testrig.Guest(t, "internal/testguests/hostile")
+	cactors := testrig.Make(t, "bin/testguests/cactors.wasm")
 	dir := t.TempDir()
 	notWasm := filepath.Join(dir, "notes.wasm")
 	if err := os.WriteFile(notWasm, []byte("# just some text\n"), 0o600); err != nil {
@@ -55,6 +56,11 @@ func TestBadInput(t *testing.T) {
 			stdout: []string{"guest ran out of memory (limit 64 MiB per guest", "still serving: 42"}},
 		{name: "runaway recursion", args: []string{"run", hostile, "--memory", "64MiB", "--", "recursion"},
 			stdout: []string{"task recursion failed: guest ran out of memory (limit 64 MiB per guest", "still serving: 42"}},
+		// Four actors of a C guest recurse without end, in the process
+		// that hosts sixteen others: the stack budget ends each of the
+		// four calls, and the others answer.
+		{name: "runaway recursions among siblings", args: []string{"run", cactors, "--", "20", "0", "4"},
+			stdout: []string{"divers: 4, ended by the stack budget: 4", "actors: 16 called once, sum 184"}},
 		{name: "bad pointers", args: []string{"run", hostile, "--", "badptr"},
 			stdout: []string{"9 bad host calls rejected", "return_value: pointer 4294967280 length 64 is outside guest memory", "still serving: 42"}},
 		{name: "output flood", args: []string{"run", hostile, "--", "flood"},

@@ -3,11 +3,13 @@
  * each), calls Counter.add(i) once on each, and prints the sum of what
  * they return.
  *
- *   fabric run cactors.wasm -- 10000 [MS]
+ *   fabric run cactors.wasm -- 10000 [MS [DIVERS]]
  *
  * Arguments: N (default 100), then how long to sleep afterwards in
- * milliseconds (default 0), holding the actors. The driver returns the sum
- * as its value. */
+ * milliseconds (default 0), holding the actors, then how many of the
+ * actors call Counter.dive instead (default 0): a recursion without end,
+ * which the host's stack budget must end with only that actor's instance
+ * lost. The driver returns the sum as its value. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +98,19 @@ static int32_t counter_add(const uint8_t *args, uint32_t len) {
     return return_uint(total);
 }
 
+/* dive recurses without end on the wasm stack (no local of it has its
+ * address taken, so C's own stack in linear memory does not grow): the
+ * host's stack budget ends the call, and the instance with it. */
+static volatile uint64_t dive_sink;
+
+__attribute__((noinline)) static uint64_t dive(uint64_t depth) {
+    dive_sink = depth;
+    uint64_t r = dive(depth + 1);
+    return r * 3 + depth;
+}
+
+static int32_t counter_dive(void) { return return_uint(dive(0)); }
+
 /* ---- The driver. ---- */
 
 /* parse_arg returns main's argument k as a number: main's arguments are
@@ -120,15 +135,25 @@ static uint64_t parse_arg(const uint8_t *args, uint32_t len, uint64_t k, uint64_
 }
 
 static int32_t job_main(const uint8_t *args, uint32_t len) {
-    uint64_t n = parse_arg(args, len, 0, 100), ms = parse_arg(args, len, 1, 0);
+    uint64_t n = parse_arg(args, len, 0, 100), ms = parse_arg(args, len, 1, 0), divers = parse_arg(args, len, 2, 0);
+    if (divers > n) divers = n;
     uint8_t *actors = malloc(n * ID_SIZE + 1), *results = malloc(n * ID_SIZE + 1);
     if (actors == NULL || results == NULL) return fail("out of memory");
     /* {"fn": "Counter"} */
     static const uint8_t create[] = {0xa1, 0x62, 'f', 'n', 0x67, 'C', 'o', 'u', 'n', 't', 'e', 'r'};
     for (uint64_t i = 0; i < n; i++)
         if (fabric_actor_create(create, sizeof create, actors + i * ID_SIZE) < 0) return fail_host_call("actor_create");
+    /* {"fn": "Counter.dive", "actor": h'<id>'} */
+    for (uint64_t i = 0; i < divers; i++) {
+        uint8_t spec[64];
+        static const uint8_t head[] = {0xa2, 0x62, 'f', 'n', 0x6c, 'C', 'o', 'u', 'n', 't', 'e', 'r', '.', 'd', 'i', 'v', 'e',
+                                       0x65, 'a', 'c', 't', 'o', 'r', 0x54};
+        memcpy(spec, head, sizeof head);
+        memcpy(spec + sizeof head, actors + i * ID_SIZE, ID_SIZE);
+        if (fabric_submit(spec, (uint32_t)(sizeof head + ID_SIZE), results + i * ID_SIZE, 1) < 0) return fail_host_call("submit");
+    }
     /* {"fn": "Counter.add", "actor": h'<id>', "args": [{"v": h'<i>'}]} */
-    for (uint64_t i = 0; i < n; i++) {
+    for (uint64_t i = divers; i < n; i++) {
         uint8_t spec[96], v[9];
         size_t k = 0, vlen = put_head(v, 0, i);
         static const uint8_t head[] = {0xa3, 0x62, 'f', 'n', 0x6b, 'C', 'o', 'u', 'n', 't', 'e', 'r', '.', 'a', 'd', 'd',
@@ -145,8 +170,21 @@ static int32_t job_main(const uint8_t *args, uint32_t len) {
         k += vlen;
         if (fabric_submit(spec, (uint32_t)k, results + i * ID_SIZE, 1) < 0) return fail_host_call("submit");
     }
-    uint64_t sum = 0;
-    for (uint64_t at = 0; at < n; at += GET_BATCH) {
+    uint64_t sum = 0, exhausted = 0;
+    for (uint64_t i = 0; i < divers; i++) {
+        if (fabric_get(results + i * ID_SIZE, 1, -1) != 0) return fail_host_call("get");
+        static char ev[64 << 10];
+        int64_t el = fabric_staged_len(0);
+        if (fabric_staged_kind(0) != STAGED_VALUE && el > 0 && el < (int64_t)sizeof ev && fabric_staged_read(0, ev, sizeof ev) == 0) {
+            ev[el] = 0;
+            for (int64_t j = 0; j < el; j++)
+                if (ev[j] == 0) ev[j] = '.';
+            if (strstr(ev, "guest stack exhausted") != NULL) exhausted++;
+        }
+        fabric_release(results + i * ID_SIZE, 1);
+    }
+    if (divers > 0) printf("divers: %llu, ended by the stack budget: %llu\n", (unsigned long long)divers, (unsigned long long)exhausted);
+    for (uint64_t at = divers; at < n; at += GET_BATCH) {
         uint32_t count = (uint32_t)(n - at < GET_BATCH ? n - at : GET_BATCH);
         if (fabric_get(results + at * ID_SIZE, count, -1) != 0) return fail_host_call("get");
         for (uint32_t i = 0; i < count; i++) {
@@ -172,7 +210,7 @@ static int32_t job_main(const uint8_t *args, uint32_t len) {
         }
         fabric_release(results + at * ID_SIZE, count);
     }
-    printf("actors: %llu called once, sum %llu\n", (unsigned long long)n, (unsigned long long)sum);
+    printf("actors: %llu called once, sum %llu\n", (unsigned long long)(n - divers), (unsigned long long)sum);
     fflush(stdout);
     if (ms > 0) usleep((useconds_t)(ms * 1000));
     free(actors);
@@ -190,5 +228,6 @@ int32_t fabric_call(const char *name, uint32_t name_len, const uint8_t *args, ui
     if (IS("main")) return job_main(args, args_len);
     if (IS("Counter.__init__")) return counter_init();
     if (IS("Counter.add")) return counter_add(args, args_len);
+    if (IS("Counter.dive")) return counter_dive();
     return fail("no such function");
 }
