@@ -31,8 +31,9 @@ func Resource(name string, amount float64) Option {
 	}
 }
 
-// MaxRetries sets how often a task is retried after its worker died
-// (default 3; -1 retries forever).
+// MaxRetries sets how often a task is retried after its worker died or
+// its guest exited (os.Exit): system failures, not errors the task
+// returned (default 3; -1 retries forever).
 func MaxRetries(n int) Option { return func(o *abi.Options) { o.MaxRetries = &n } }
 
 // RetryExceptions makes application errors (a returned error or a panic)
@@ -49,7 +50,8 @@ func TaskTimeout(d time.Duration) Option {
 // name other tasks look it up by (GetActor).
 func Name(name string) Option { return func(o *abi.Options) { o.Name = name } }
 
-// MaxRestarts sets how often an actor is restarted after its worker died.
+// MaxRestarts sets how often an actor is restarted after its worker died
+// or one of its methods exited (os.Exit).
 func MaxRestarts(n int) Option { return func(o *abi.Options) { o.MaxRestarts = n } }
 
 // NodeLabel restricts placement to nodes that carry the label key=value.

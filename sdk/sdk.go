@@ -81,7 +81,7 @@ const (
 	KindTask       = abi.KindTask       // the guest returned an error, panicked or trapped
 	KindCancelled  = abi.KindCancelled  // the task was cancelled
 	KindTimeout    = abi.KindTimeout    // the task ran past its timeout
-	KindWorkerDied = abi.KindWorkerDied // its worker died and no retries were left
+	KindWorkerDied = abi.KindWorkerDied // its worker died or its guest exited, and no retries were left
 	KindActorDied  = abi.KindActorDied  // the actor died, or was dead when called
 	KindInfeasible = abi.KindInfeasible // no node can ever satisfy its demand
 	KindOwnerDied  = abi.KindOwnerDied  // the node that made the object is gone

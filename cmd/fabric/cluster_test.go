@@ -164,6 +164,51 @@ func TestAgentProcesses(t *testing.T) {
 	}
 }
 
+// TestRayCoreOnCluster runs the features guest's Ray Core cases on a
+// cluster of three agent processes (one CPU each), submitted to one of
+// them, as TestFeatures runs them on an embedded node.
+func TestRayCoreOnCluster(t *testing.T) {
+	a := startAgentProc(t)
+	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok)
+	c := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok)
+	auth := []string{"--address", a.api, "--token", a.apiTok}
+	_, _ = b, c
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res := testrig.Run(t, 30*time.Second, append([]string{"list", "nodes", "-o", "json"}, auth...)...)
+		var nodes []struct{ Status string }
+		alive := 0
+		if res.Code == 0 && json.Unmarshal([]byte(res.Stdout), &nodes) == nil {
+			for _, n := range nodes {
+				if n.Status == "alive" {
+					alive++
+				}
+			}
+		}
+		if alive == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("three alive nodes not listed: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	wasm := testrig.Guest(t, "internal/testguests/features")
+	res := testrig.Run(t, 2*time.Minute, append(append([]string{"submit", wasm}, auth...), "--", "exits")...)
+	if res.Code != 0 || strings.Contains(res.Stdout, "FAIL:") {
+		t.Fatalf("exits: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	for _, w := range exitChecks {
+		if !strings.Contains(res.Stdout, "ok: "+w+"\n") {
+			t.Errorf("no %q in:\n%s", "ok: "+w, res.Stdout)
+		}
+	}
+	res = testrig.Run(t, time.Minute, append(append([]string{"submit", wasm}, auth...), "--", "driver_exit", "5")...)
+	if res.Code != 1 || !strings.Contains(res.Stderr, "the driver exited with code 5") {
+		t.Errorf("driver_exit 5: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+}
+
 // TestAgentKilledMidTask kills -9 the agent process running a task of
 // another agent's job: gossip declares it dead, and the owner runs the
 // task again on the other node that can.

@@ -31,6 +31,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"robust"}, []string{"orphan_submitted", "impatient_timed_out", "negative_demand_refused", "still_serving"}, nil},
 		{"2", []string{"named"}, []string{"duplicate_name_refused", "named_lookup", "unknown_name", "kill", "call_after_kill"}, nil},
 		{"2", []string{"infeasible"}, []string{"infeasible"}, []string{"task needs CPU: 1, GPU: 1 but no node can ever provide it"}},
+		{"2", []string{"exits"}, exitChecks, []string{"task quitter exited (guest exited with code 3); retrying"}},
 		{"2", []string{"multi", "retry_exceptions", "error_propagation", "put_get", "log"},
 			[]string{"multiple_returns", "retry_exceptions", "error_propagates", "put_get_map", "put_get_big", "log"},
 			[]string{"(logger pid=", "INFO: hello from a task"}},
@@ -52,6 +53,26 @@ func TestFeatures(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// exitChecks are the features guest's checks of guests that exit: a task
+// that calls os.Exit is retried under MaxRetries and fails as a dead
+// worker; an actor method that does kills the call and restarts the
+// actor.
+var exitChecks = []string{"task_exit_is_a_worker_failure", "task_exit_retried", "actor_exit_kills_the_call", "actor_restarted_after_exit"}
+
+// TestDriverExit runs drivers that call os.Exit: with code 0 the job
+// succeeded, with another code it failed and says the code.
+func TestDriverExit(t *testing.T) {
+	wasm := testrig.Guest(t, "internal/testguests/features")
+	res := testrig.Run(t, time.Minute, "run", wasm, "--", "driver_exit", "0")
+	if res.Code != 0 || !strings.Contains(res.Stdout, "driver exits with code 0") {
+		t.Errorf("exit 0: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = testrig.Run(t, time.Minute, "run", wasm, "--", "driver_exit", "5")
+	if res.Code != 1 || !strings.Contains(res.Stderr, "job failed: the driver exited with code 5") {
+		t.Errorf("exit 5: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 }
 

@@ -625,6 +625,10 @@ func (c *Core) afterExecution(w *worker) {
 
 // executionFailed handles a guest error (returned error, panic or trap).
 func (c *Core) executionFailed(w *worker, t *task, d wire.Done) {
+	if d.Kind == "exit" && t.kind != wire.ExecActorCreate {
+		c.executionExited(w, t, d)
+		return
+	}
 	if t.kind == wire.ExecActorCreate {
 		c.actorDead(t.actor, "the constructor failed: "+d.Error)
 		c.killWorker(w)
@@ -643,6 +647,42 @@ func (c *Core) executionFailed(w *worker, t *task, d wire.Done) {
 		// restarted (constructor again) or declared dead.
 		c.killWorker(w)
 		return
+	}
+	c.afterExecution(w)
+	c.schedule()
+}
+
+// executionExited handles a guest that exited (os.Exit, WASI's
+// proc_exit) during t: a system failure, as Ray counts a worker process
+// that exits, not an application error. A task is retried under
+// MaxRetries and fails as a dead worker when none are left; an actor dies
+// with the call, and is restarted under MaxRestarts; a driver that exits
+// with code 0 ends its job as if it had returned.
+func (c *Core) executionExited(w *worker, t *task, d wire.Done) {
+	switch t.kind {
+	case wire.ExecMain:
+		if d.ExitCode == 0 {
+			c.jobResult(t.job, "")
+			c.finishTask(t, true)
+		} else {
+			c.failTask(t, abi.ErrorValue{Kind: abi.KindTask, Message: fmt.Sprintf("the driver exited with code %d", d.ExitCode)}, true)
+		}
+	case wire.ExecActorMethod:
+		c.failTask(t, abi.ErrorValue{Kind: abi.KindActorDied, Task: t.name,
+			Message: fmt.Sprintf("actor %s died while running %s: %s", t.actor.class, t.name, d.Error)}, true)
+		c.killWorker(w) // restarted (constructor again) or declared dead
+		return
+	default:
+		if t.retriesLeft != 0 {
+			t.retriesLeft--
+			c.sched.Finished(t.schedID())
+			c.afterExecution(w) // the worker is idle first: the retry may go to it
+			c.logf("fabric: task %s exited (%s); retrying", t.name, firstLine(d.Error))
+			c.submit(t)
+			return
+		}
+		c.failTask(t, abi.ErrorValue{Kind: abi.KindWorkerDied, Task: t.name,
+			Message: fmt.Sprintf("task %s failed: %s, and no retries are left", t.name, firstLine(d.Error))}, true)
 	}
 	c.afterExecution(w)
 	c.schedule()

@@ -581,6 +581,7 @@ func (h *harness) workerMsg(n *harnessNode, cmd string, a args) Event {
 		}
 		if !d.OK {
 			d.Error, d.Kind = a.kv["err"], a.kv["kind"]
+			d.ExitCode = uint32(a.int("code", 0))
 		}
 		if q := n.running[w]; len(q) > 0 && q[0] == task {
 			n.running[w] = q[1:]

@@ -321,6 +321,9 @@ type CallResult struct {
 	Error   string       // error text: the guest's message and stack, or the trap
 	Kind    string       // "app", "trap" or "exit" when !OK
 	Dropped int64        // output bytes dropped by the cap
+	// ExitCode is the code the guest passed to proc_exit, when Kind is
+	// "exit".
+	ExitCode uint32
 }
 
 // ArgSource writes the arguments of a call into guest memory at dst.
@@ -412,7 +415,7 @@ func (i *Instance) trapped(err error) CallResult {
 		return r
 	}
 	if errors.As(err, &exit) {
-		r.Kind = "exit"
+		r.Kind, r.ExitCode = "exit", exit.ExitCode()
 		r.Error = fmt.Sprintf("guest exited with code %d", exit.ExitCode())
 	} else {
 		r.Error = "guest trapped: " + err.Error()

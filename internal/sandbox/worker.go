@@ -653,7 +653,7 @@ func (l *lane) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 		done.Kind, done.Error = "trap", err.Error()
 		return
 	}
-	done.OK, done.Error, done.Kind, done.Output = res.OK, res.Error, res.Kind, res.Dropped
+	done.OK, done.Error, done.Kind, done.Output, done.ExitCode = res.OK, res.Error, res.Kind, res.Dropped, res.ExitCode
 	done.Refs = append(done.Refs, res.Refs...)
 	if !res.OK {
 		return

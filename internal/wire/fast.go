@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"math"
+
 	"github.com/wasmfabric/fabric/internal/cborlite"
 	"github.com/wasmfabric/fabric/internal/objects"
 )
@@ -71,7 +73,7 @@ func decodeDone(b []byte) (Done, bool) {
 		return d, false
 	}
 	r := cborlite.NewReader(b)
-	ok := r.Fields(9)
+	ok := r.Fields(10)
 	if ok {
 		d.Task, ok = ReadID(r)
 	}
@@ -98,6 +100,12 @@ func decodeDone(b []byte) (Done, bool) {
 	}
 	if ok {
 		d.Dropped, ok = r.Bool()
+	}
+	if ok {
+		var code int64
+		code, ok = r.Int64()
+		ok = ok && code >= 0 && code <= math.MaxUint32
+		d.ExitCode = uint32(code)
 	}
 	return d, ok && r.Done()
 }

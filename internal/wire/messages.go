@@ -69,6 +69,9 @@ type Done struct {
 	// Dropped answers a Drop: the execution was taken out of the worker's
 	// queue and never ran.
 	Dropped bool
+	// ExitCode is the code the guest passed to proc_exit (os.Exit), when
+	// Kind is "exit".
+	ExitCode uint32
 }
 
 // Output carries guest output of the running call.

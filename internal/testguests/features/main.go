@@ -7,6 +7,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -132,6 +134,35 @@ type Echo struct{}
 var echoClass = sdk.Actor("Echo", func() (*Echo, error) { return &Echo{}, nil })
 
 var echo = sdk.NewMethod1(echoClass, "echo", func(_ *Echo, s string) (string, error) { return s, nil })
+
+// Tally counts: the attempts of a task that exits, across its retries.
+type Tally struct{ n int }
+
+var tallyClass = sdk.Actor("Tally", func() (*Tally, error) { return &Tally{}, nil })
+
+var tallyAdd = sdk.NewMethod0(tallyClass, "add", func(t *Tally) (int, error) { t.n++; return t.n, nil })
+
+// quitter counts its attempt and exits: a system failure, retried once.
+var quitter = sdk.Task0("quitter", func() (int, error) {
+	h, err := sdk.GetActor(tallyClass, "tally")
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tallyAdd.Remote(h).Get(); err != nil {
+		return 0, err
+	}
+	os.Exit(3)
+	return 0, nil
+}, sdk.MaxRetries(1))
+
+// Quitter is an actor one of whose methods exits.
+type Quitter struct{ calls int }
+
+var quitterClass = sdk.Actor("Quitter", func() (*Quitter, error) { return &Quitter{}, nil }, sdk.MaxRestarts(1))
+
+var quitterQuit = sdk.NewMethod0(quitterClass, "quit", func(q *Quitter) (int, error) { os.Exit(4); return 0, nil })
+
+var quitterCalls = sdk.NewMethod0(quitterClass, "calls", func(q *Quitter) (int, error) { q.calls++; return q.calls, nil })
 
 func init() { sdk.Main(run) }
 
@@ -335,6 +366,26 @@ func run(args []string) error {
 		case "log":
 			_, err := logger.Remote().Get()
 			check("log", err == nil, err)
+		case "exits":
+			tally := tallyClass.Options(sdk.Name("tally")).Remote()
+			_, err := quitter.Remote().Get()
+			n, err2 := tallyAdd.Remote(tally).Get()
+			check("task_exit_is_a_worker_failure", errors.Is(err, sdk.ErrWorkerDied) && strings.Contains(fmt.Sprint(err), "exited with code 3"), err)
+			check("task_exit_retried", err2 == nil && n == 3, fmt.Sprint(n, err2)) // two attempts, then this call
+			q := quitterClass.Remote()
+			c1, err1 := quitterCalls.Remote(q).Get()
+			_, err = quitterQuit.Remote(q).Get()
+			check("actor_exit_kills_the_call", errors.Is(err, sdk.ErrActorDied) && strings.Contains(fmt.Sprint(err), "exited with code 4"), err)
+			c2, err2 := quitterCalls.Remote(q).Get()
+			check("actor_restarted_after_exit", err1 == nil && c1 == 1 && err2 == nil && c2 == 1, fmt.Sprint(c1, err1, c2, err2))
+		case "driver_exit":
+			// The rest of the arguments is the code.
+			code := 0
+			if len(args) > 1 {
+				code, _ = strconv.Atoi(args[len(args)-1])
+			}
+			fmt.Printf("driver exits with code %d\n", code)
+			os.Exit(code)
 		default:
 			return fmt.Errorf("unknown case %q", c)
 		}
