@@ -29,7 +29,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"actor_hostcalls"}, []string{"actor_hostcalls"}, nil},
 		{"2", []string{"placement_groups"}, []string{"pg_created", "pg_ready", "task_in_bundle", "reservation_hides_cpus", "pg_removed", "cpus_back_after_removal", "spread_created", "strict_spread_infeasible_on_one_node", "bad_bundle_refused"}, nil},
 		{"2", []string{"robust"}, []string{"orphan_submitted", "impatient_timed_out", "negative_demand_refused", "still_serving"}, nil},
-		{"2", []string{"named"}, []string{"duplicate_name_refused", "named_lookup", "unknown_name", "kill", "call_after_kill"}, nil},
+		{"2", []string{"named"}, namedChecks, nil},
 		{"2", []string{"infeasible"}, []string{"infeasible"}, []string{"task needs CPU: 1, GPU: 1 but no node can ever provide it"}},
 		{"2", []string{"exits"}, exitChecks, []string{"task quitter exited (guest exited with code 3); retrying"}},
 		{"2", []string{"multi", "retry_exceptions", "error_propagation", "put_get", "log"},
@@ -61,6 +61,10 @@ func TestFeatures(t *testing.T) {
 // worker; an actor method that does kills the call and restarts the
 // actor.
 var exitChecks = []string{"task_exit_is_a_worker_failure", "task_exit_retried", "actor_exit_kills_the_call", "actor_restarted_after_exit"}
+
+// namedChecks are the features guest's checks of named actors: a name is
+// taken once, found, and free again as soon as its actor is killed.
+var namedChecks = []string{"duplicate_name_refused", "named_lookup", "unknown_name", "kill", "call_after_kill", "name_free_after_kill"}
 
 // TestDriverExit runs drivers that call os.Exit: with code 0 the job
 // succeeded, with another code it failed and says the code.

@@ -240,6 +240,7 @@ func (c *Core) actorDead(a *actor, cause string) {
 	}
 	a.state = actorDead
 	a.cause = cause
+	c.freeName(a)
 	q := a.queue
 	a.queue = nil
 	for _, t := range q {
@@ -300,6 +301,7 @@ func (c *Core) actorKill(w *worker, m wire.ActorKill) error {
 	if m.NoRestart {
 		a.noRestart = true
 		a.cause = "it was killed with no restart"
+		c.freeName(a) // at once, though its worker stops later
 	}
 	if a.node != "" {
 		c.sendActorKill(a.job, a.id, a.node, a.incarnation, m.NoRestart)
@@ -317,6 +319,19 @@ func (c *Core) actorKill(w *worker, m wire.ActorKill) error {
 		a.cause = "it was killed with no restart"
 	}
 	return nil
+}
+
+// freeName lets another actor of a's job take a's name, if a holds it:
+// a dead actor's name is free again at once, as in Ray, and so is that of
+// one killed with no restart.
+func (c *Core) freeName(a *actor) {
+	if a.name == "" {
+		return
+	}
+	key := string(a.job.id) + "/" + a.name
+	if c.named[key] == a.id {
+		delete(c.named, key)
+	}
 }
 
 func methodName(class, fn string) string {

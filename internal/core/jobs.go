@@ -133,9 +133,7 @@ func (c *Core) endJob(j *job) {
 		if a.job == j {
 			a.state = actorDead // its worker's exit must not restart it
 			delete(c.actors, id)
-			if a.name != "" {
-				delete(c.named, string(j.id)+"/"+a.name)
-			}
+			c.freeName(a)
 		}
 	}
 	for _, id := range sortedIDs(c.groups) {

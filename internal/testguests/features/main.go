@@ -319,6 +319,11 @@ func run(args []string) error {
 			check("kill", sdk.Kill(h, true) == nil, "")
 			_, err = echo.Remote(h, "again").Get()
 			check("call_after_kill", errors.Is(err, sdk.ErrActorDied), err)
+			// The dead actor's name is free again at once.
+			c := echoClass.Options(sdk.Name("echo")).Remote()
+			h2, err := sdk.GetActor(echoClass, "echo")
+			v, err2 = echo.Remote(h2, "anew").Get()
+			check("name_free_after_kill", c.Err() == nil && err == nil && err2 == nil && v == "anew", fmt.Sprint(c.Err(), err, err2))
 		case "actor_hostcalls":
 			acc := accClass.Remote()
 			var refs []sdk.Ref[int]
