@@ -641,13 +641,15 @@ func (c *Core) executionFailed(w *worker, t *task, d wire.Done) {
 		c.submit(t)
 		return
 	}
-	c.failTask(t, abi.ErrorValue{Kind: abi.KindTask, Message: d.Error, Task: t.name}, true)
 	if t.kind == wire.ExecActorMethod && d.Kind != "app" {
-		// A trap lost the actor's state: stop its worker so that it is
-		// restarted (constructor again) or declared dead.
-		c.killWorker(w)
+		// A trap lost the actor's state: the actor died with this call
+		// (as with the calls after it, should it not restart). Its worker
+		// is stopped so that it is restarted (constructor again) or
+		// declared dead.
+		c.actorDiedIn(w, t, d.Error)
 		return
 	}
+	c.failTask(t, abi.ErrorValue{Kind: abi.KindTask, Message: d.Error, Task: t.name}, true)
 	c.afterExecution(w)
 	c.schedule()
 }
@@ -668,9 +670,7 @@ func (c *Core) executionExited(w *worker, t *task, d wire.Done) {
 			c.failTask(t, abi.ErrorValue{Kind: abi.KindTask, Message: fmt.Sprintf("the driver exited with code %d", d.ExitCode)}, true)
 		}
 	case wire.ExecActorMethod:
-		c.failTask(t, abi.ErrorValue{Kind: abi.KindActorDied, Task: t.name,
-			Message: fmt.Sprintf("actor %s died while running %s: %s", t.actor.class, t.name, d.Error)}, true)
-		c.killWorker(w) // restarted (constructor again) or declared dead
+		c.actorDiedIn(w, t, d.Error)
 		return
 	default:
 		if t.retriesLeft != 0 {
@@ -686,6 +686,18 @@ func (c *Core) executionExited(w *worker, t *task, d wire.Done) {
 	}
 	c.afterExecution(w)
 	c.schedule()
+}
+
+// actorDiedIn fails the method call t, during which its actor's instance
+// was lost (a trap, an exit: why), with actor_died, as the calls sent
+// ahead to the worker will be; the worker is stopped so that the actor is
+// restarted (constructor again) or declared dead.
+func (c *Core) actorDiedIn(w *worker, t *task, why string) {
+	ev := abi.ErrorValue{Kind: abi.KindActorDied, Task: t.name,
+		Message: fmt.Sprintf("actor %s died while running %s: %s", t.actor.class, t.name, firstLine(why))}
+	c.failTask(t, ev, true)
+	w.killReason = &ev
+	c.killWorker(w)
 }
 
 // executionLost handles a worker that died while running t.
