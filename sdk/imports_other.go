@@ -23,5 +23,6 @@ func (noHost) groupCreate([]byte) (ObjectID, error)    { return ObjectID{}, ErrN
 func (noHost) groupWait(ObjectID, int64) (bool, error) { return false, ErrNotInGuest }
 func (noHost) groupRemove(ObjectID) error              { return ErrNotInGuest }
 func (noHost) nodeID() string                          { return "" }
+func (noHost) runtimeContext() ([]byte, error)         { return nil, ErrNotInGuest }
 
 var host hostAPI = noHost{}

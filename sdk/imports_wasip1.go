@@ -83,6 +83,9 @@ func hostGroupRemove(id uint32) int32
 //go:wasmimport fabric node_id
 func hostNodeID(buf, capacity uint32) int32
 
+//go:wasmimport fabric runtime_context
+func hostRuntimeContext(buf, capacity uint32) int32
+
 //go:wasmimport fabric staged_len
 func hostStagedLen(i uint32) int64
 
@@ -301,6 +304,20 @@ func (wasmHost) nodeID() string {
 		}
 		if int(n) <= len(buf) {
 			return string(buf[:n])
+		}
+		buf = make([]byte, n)
+	}
+}
+
+func (wasmHost) runtimeContext() ([]byte, error) {
+	buf := make([]byte, 256)
+	for {
+		n := hostRuntimeContext(ptr(buf), uint32(len(buf)))
+		if n < 0 {
+			return nil, stagedError()
+		}
+		if int(n) <= len(buf) {
+			return buf[:n], nil
 		}
 		buf = make([]byte, n)
 	}

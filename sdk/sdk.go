@@ -139,6 +139,7 @@ type hostAPI interface {
 	groupWait(id ObjectID, timeoutMs int64) (timedOut bool, err error)
 	groupRemove(id ObjectID) error
 	nodeID() string
+	runtimeContext() ([]byte, error)
 }
 
 // invoker runs a registered function on decoded CBOR arguments and returns
@@ -294,6 +295,45 @@ func splitIDs(b []byte) []ObjectID {
 // NodeID returns the ID of the node running the caller ("local" on an
 // embedded node): for logs, and to see where work ran.
 func NodeID() string { return host.nodeID() }
+
+// RuntimeContext says who and where the running code is, as Ray's
+// get_runtime_context does.
+type RuntimeContext struct {
+	JobID   string
+	TaskID  ObjectID // the running call: a task, an actor's constructor or method call, or the driver
+	ActorID ObjectID // the actor it runs in; zero outside one
+	NodeID  string
+	// Attempt is 0 on the first run and grows by one with each retry.
+	Attempt int
+	// Resources are those the call holds: "CPU", "GPU", "memory" (bytes)
+	// and custom ones. An actor's methods hold what the actor was
+	// created with.
+	Resources map[string]float64
+	// PlacementGroup is the group it runs in (its ID is zero outside one),
+	// and Bundle its bundle there (-1 when it asked for any).
+	PlacementGroup PlacementGroup
+	Bundle         int
+}
+
+// GetRuntimeContext returns the running code's RuntimeContext.
+func GetRuntimeContext() (RuntimeContext, error) {
+	b, err := host.runtimeContext()
+	if err != nil {
+		return RuntimeContext{}, err
+	}
+	var rc abi.RuntimeContext
+	if err := decMode.Unmarshal(b, &rc); err != nil {
+		return RuntimeContext{}, fmt.Errorf("fabric: malformed runtime context: %w", err)
+	}
+	out := RuntimeContext{JobID: rc.Job, NodeID: rc.Node, Attempt: rc.Attempt, Resources: rc.Resources, Bundle: -1}
+	copy(out.TaskID[:], rc.Task)
+	copy(out.ActorID[:], rc.Actor)
+	copy(out.PlacementGroup.id[:], rc.Group)
+	if rc.Bundle != nil {
+		out.Bundle = *rc.Bundle
+	}
+	return out, nil
+}
 
 // Log writes a log line at a level (abi.LevelInfo and so on) to the job's output.
 func Log(level int, msg string) { host.log(level, []byte(msg)) }

@@ -161,6 +161,10 @@ func (h *memHost) groupCreate(spec []byte) (ObjectID, error) {
 func (h *memHost) groupWait(ObjectID, int64) (bool, error) { return false, nil }
 func (h *memHost) groupRemove(ObjectID) error              { return nil }
 func (h *memHost) nodeID() string                          { return "test-node" }
+func (h *memHost) runtimeContext() ([]byte, error) {
+	return encMode.Marshal(abi.RuntimeContext{Job: "j1", Task: make([]byte, IDSize), Node: "test-node", Attempt: 2,
+		Resources: map[string]float64{"CPU": 0.5}})
+}
 
 // Registrations are global, as in a guest; each name is used once.
 var (
@@ -400,5 +404,18 @@ func TestLargeArgumentsGoByReference(t *testing.T) {
 		if byRef && (len(h.released) == 0 || !bytes.Equal(h.released[len(h.released)-1][:], arg.Ref)) {
 			t.Errorf("%d bytes: the put %x was not released after the submission (released %v)", n, arg.Ref, h.released)
 		}
+	}
+}
+
+// TestGetRuntimeContext decodes what the host's runtime_context writes.
+func TestGetRuntimeContext(t *testing.T) {
+	newMemHost(t)
+	rc, err := GetRuntimeContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.JobID != "j1" || rc.NodeID != "test-node" || rc.Attempt != 2 || rc.Resources["CPU"] != 0.5 ||
+		rc.ActorID != (ObjectID{}) || rc.PlacementGroup.ID() != (ObjectID{}) || rc.Bundle != -1 {
+		t.Errorf("got %+v", rc)
 	}
 }

@@ -31,6 +31,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"robust"}, []string{"orphan_submitted", "impatient_timed_out", "negative_demand_refused", "still_serving"}, nil},
 		{"2", []string{"named"}, namedChecks, nil},
 		{"2", []string{"infeasible"}, []string{"infeasible"}, []string{"task needs CPU: 1, GPU: 1 but no node can ever provide it"}},
+		{"2", []string{"context"}, contextChecks, nil},
 		{"2", []string{"exits"}, exitChecks, []string{"task quitter exited (guest exited with code 3); retrying"}},
 		{"2", []string{"multi", "retry_exceptions", "error_propagation", "put_get", "log"},
 			[]string{"multiple_returns", "retry_exceptions", "error_propagates", "put_get_map", "put_get_big", "log"},
@@ -61,6 +62,11 @@ func TestFeatures(t *testing.T) {
 // worker; an actor method that does kills the call and restarts the
 // actor.
 var exitChecks = []string{"task_exit_is_a_worker_failure", "task_exit_retried", "actor_exit_kills_the_call", "actor_restarted_after_exit"}
+
+// contextChecks are the features guest's checks of the runtime context:
+// the driver's, a task's (its ID, resources and attempt), an actor
+// method's and that of a task in a placement group.
+var contextChecks = []string{"context_driver", "context_task", "context_attempt", "context_actor", "context_placement_group"}
 
 // namedChecks are the features guest's checks of named actors: a name is
 // taken once, found, and free again as soon as its actor is killed.

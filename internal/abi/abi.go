@@ -76,6 +76,21 @@ type Options struct {
 	Bundle          *int               `cbor:"bundle,omitempty"` // the bundle index in Group; absent: any bundle
 }
 
+// RuntimeContext is what runtime_context writes: who and where the running
+// call is.
+type RuntimeContext struct {
+	Job     string `cbor:"job"`
+	Task    []byte `cbor:"task"`            // the running call's task ID (20 bytes)
+	Actor   []byte `cbor:"actor,omitempty"` // the actor it runs in, for a constructor or method
+	Node    string `cbor:"node"`
+	Attempt int    `cbor:"attempt"` // 0 for the first run; each retry adds one
+	// Resources are those the call holds: "CPU", "GPU", "memory" (bytes)
+	// and custom ones; an actor's methods hold what its creation asked.
+	Resources map[string]float64 `cbor:"res"`
+	Group     []byte             `cbor:"pg,omitempty"`     // the placement group it runs in
+	Bundle    *int               `cbor:"bundle,omitempty"` // its bundle there, when one was asked for
+}
+
 // GroupSpec is what pg_create takes: a placement group's bundles and how
 // to spread them. A bundle maps resource names ("CPU", "GPU", "memory" in
 // bytes, or a custom resource) to amounts.

@@ -80,6 +80,9 @@ func (c *Core) workerMessage(w *worker, msg any) error {
 		}
 	case wire.ActorKill:
 		c.reply(w, m.Seq, c.actorKill(w, m), wire.Reply{})
+	case wire.Context:
+		b, err := c.runtimeContext(w, m.Task)
+		c.reply(w, m.Seq, err, wire.Reply{Items: []wire.Item{{Data: wire.Piece{Inline: b}}}})
 	case wire.GroupCreate:
 		return c.groupCreate(w, m)
 	case wire.GroupWait:

@@ -211,6 +211,10 @@ func (c *Core) runRemote(t *task, node NodeID) {
 	// A task in a placement group runs in the reservation the owner's
 	// scheduler made for the bundle on that node: there it is a plain task.
 	changed := spec.Options.Group != nil || spec.Options.Bundle != nil
+	msg.Group, msg.Bundle = spec.Options.Group, -1
+	if spec.Options.Bundle != nil {
+		msg.Bundle = int64(*spec.Options.Bundle)
+	}
 	spec.Options.Group, spec.Options.Bundle = nil, nil
 	spec.Args = make([]abi.Arg, len(t.spec.Args))
 	for i, a := range t.spec.Args {
@@ -247,7 +251,7 @@ func (c *Core) runRemote(t *task, node NodeID) {
 			msg.Incarnation = 0
 		}
 	}
-	msg.Attempt = t.attempt
+	msg.Attempt, msg.Retried = t.attempt, uint32(t.retried)
 	if t.rawSpec != nil && t.kind == wire.ExecTask && !changed {
 		msg.Spec = t.rawSpec // as the guest wrote it: no need to encode it again
 	} else {
@@ -442,6 +446,7 @@ func (c *Core) reconstruct(id objects.ID, o *object) bool {
 		return false // it is there: the answer said it is gone for good
 	}
 	t.retriesLeft--
+	t.retried++
 	t.lineage = false
 	node := o.remote
 	for _, rid := range t.returns {
@@ -682,6 +687,9 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 		c.createActor(j, nil, spec, m.Actor, func(a *actor) {
 			a.reportTo, a.incarnation = from, m.Incarnation
 			a.create.here = true
+			if len(m.Group) > 0 {
+				a.create.ctxGroup, a.create.ctxBundle = m.Group, int(m.Bundle)
+			}
 		})
 		c.sendPeer(from, &peerwire.TaskDone{Job: m.Job, Task: m.Task, Attempt: m.Attempt})
 		return
@@ -702,6 +710,10 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 		t.here = true // the sender chose this node: no second hop
 	}
 	t.asker, t.askerTask, t.askerAttempt = from, m.Task, m.Attempt
+	t.retried = int(m.Retried)
+	if len(m.Group) > 0 {
+		t.ctxGroup, t.ctxBundle = m.Group, int(m.Bundle)
+	}
 	c.asked[askKey{from, m.Task}] = t
 	for _, id := range t.returns {
 		c.addRef(id) // held until answered: nobody else refers to them

@@ -8,6 +8,7 @@ import (
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/cborlite"
 	"github.com/wasmfabric/fabric/internal/objects"
+	"github.com/wasmfabric/fabric/internal/peerwire"
 	"github.com/wasmfabric/fabric/internal/scheduler"
 	"github.com/wasmfabric/fabric/internal/wire"
 )
@@ -42,15 +43,20 @@ type task struct {
 	worker      *worker
 	actor       *actor
 	retriesLeft int
-	timer       TimerID
-	held        map[objects.ID]int // handles this execution holds
-	children    map[*task]struct{} // unfinished tasks it submitted, for recursive cancel
-	blocked     bool
-	depWait     bool
-	demand      scheduler.Resources
-	started     Time // when it began to run on its worker (timed: it did)
-	timed       bool
-	ranFor      Time // how long it ran, once done
+	retried     int // retries spent: the attempt that runs now
+	// ctxGroup and ctxBundle are the placement group and bundle (-1: any)
+	// of a task another node sent, whose spec no longer names them.
+	ctxGroup  []byte
+	ctxBundle int
+	timer     TimerID
+	held      map[objects.ID]int // handles this execution holds
+	children  map[*task]struct{} // unfinished tasks it submitted, for recursive cancel
+	blocked   bool
+	depWait   bool
+	demand    scheduler.Resources
+	started   Time // when it began to run on its worker (timed: it did)
+	timed     bool
+	ranFor    Time // how long it ran, once done
 	// recalled is set while a Drop for it, queued behind another task on
 	// its worker, is on its way; cancelled is set when that Drop is for a
 	// cancel, which then also applies if the task started meanwhile.
@@ -636,6 +642,7 @@ func (c *Core) executionFailed(w *worker, t *task, d wire.Done) {
 	}
 	if t.kind == wire.ExecTask && t.spec.Options.RetryExceptions && t.retriesLeft != 0 {
 		t.retriesLeft--
+		t.retried++
 		c.sched.Finished(t.schedID())
 		c.afterExecution(w) // the worker is idle first: the retry may go to it
 		c.submit(t)
@@ -675,6 +682,7 @@ func (c *Core) executionExited(w *worker, t *task, d wire.Done) {
 	default:
 		if t.retriesLeft != 0 {
 			t.retriesLeft--
+			t.retried++
 			c.sched.Finished(t.schedID())
 			c.afterExecution(w) // the worker is idle first: the retry may go to it
 			c.logf("fabric: task %s exited (%s); retrying", t.name, firstLine(d.Error))
@@ -695,6 +703,12 @@ func (c *Core) executionExited(w *worker, t *task, d wire.Done) {
 func (c *Core) actorDiedIn(w *worker, t *task, why string) {
 	ev := abi.ErrorValue{Kind: abi.KindActorDied, Task: t.name,
 		Message: fmt.Sprintf("actor %s died while running %s: %s", t.actor.class, t.name, firstLine(why))}
+	if a := t.actor; a.reportTo != "" {
+		// A copy of another node's actor: its owner hears of the death
+		// before the call's answer, so that a call its caller makes on
+		// that answer waits for the restart instead of coming here.
+		c.sendPeer(a.reportTo, &peerwire.ActorDied{Job: string(a.job.id), Actor: a.id, Incarnation: a.incarnation, Cause: ev.Message})
+	}
 	c.failTask(t, ev, true)
 	w.killReason = &ev
 	c.killWorker(w)
@@ -731,6 +745,7 @@ func (c *Core) executionLost(t *task, w *worker, cause string) {
 // the node's log.
 func (c *Core) retry(t *task, why string) {
 	t.retriesLeft--
+	t.retried++
 	c.sched.Finished(t.schedID())
 	c.logf("fabric: task %s %s; retrying", t.name, why)
 	c.submit(t)
@@ -844,4 +859,47 @@ func (c *Core) cancelOne(t *task) {
 		}
 		c.failTask(t, ev, true)
 	}
+}
+
+// runtimeContext is the runtime context of the execution worker w runs
+// (runtime_context): an abi.RuntimeContext in CBOR.
+func (c *Core) runtimeContext(w *worker, taskID objects.ID) ([]byte, error) {
+	t, err := c.current(w, taskID)
+	if err != nil {
+		return nil, err
+	}
+	id := t.id
+	if !t.askerTask.IsNil() {
+		id = t.askerTask // another node's task: its ID there, which the caller knows
+	}
+	rc := abi.RuntimeContext{Job: string(t.job.id), Task: id[:], Node: string(c.cfg.Node), Attempt: t.retried}
+	held, spec := t, t.spec // what holds the resources: an actor's creation, for its methods
+	if a := t.actor; a != nil {
+		rc.Actor = a.id[:]
+		if a.create != nil {
+			held, spec = a.create, a.create.spec
+		}
+	}
+	d := held.demand
+	rc.Resources = map[string]float64{"CPU": float64(d.CPU) / scheduler.Unit}
+	if d.GPU != 0 {
+		rc.Resources["GPU"] = float64(d.GPU) / scheduler.Unit
+	}
+	if d.Memory != 0 {
+		rc.Resources["memory"] = float64(d.Memory)
+	}
+	for k, v := range d.Custom {
+		rc.Resources[k] = float64(v) / scheduler.Unit
+	}
+	switch {
+	case len(spec.Options.Group) > 0:
+		rc.Group, rc.Bundle = spec.Options.Group, spec.Options.Bundle
+	case len(held.ctxGroup) > 0:
+		rc.Group = held.ctxGroup
+		if held.ctxBundle >= 0 {
+			b := held.ctxBundle
+			rc.Bundle = &b
+		}
+	}
+	return wire.Marshal(rc)
 }

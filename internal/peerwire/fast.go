@@ -32,8 +32,8 @@ func (r fastReader) uint(max uint64) (uint64, bool) {
 func decodeRunTask(b []byte) (*RunTask, bool) {
 	r := fastReader{cborlite.NewReader(b)}
 	m := new(RunTask)
-	ok := r.Fields(10)
-	var what, attempt uint64
+	ok := r.Fields(13)
+	var what, attempt, retried uint64
 	if ok {
 		m.Job, ok = r.Text()
 	}
@@ -65,6 +65,16 @@ func decodeRunTask(b []byte) (*RunTask, bool) {
 	}
 	if ok {
 		m.Incarnation, ok = r.Uint64()
+	}
+	if ok {
+		retried, ok = r.uint(math.MaxUint32)
+		m.Retried = uint32(retried)
+	}
+	if ok {
+		m.Group, ok = r.BytesCopy()
+	}
+	if ok {
+		m.Bundle, ok = r.Int64()
 	}
 	return m, ok && r.Done()
 }
@@ -198,7 +208,7 @@ func appendIDs(dst []byte, ids []objects.ID) []byte {
 }
 
 func appendRunTask(dst []byte, m *RunTask) []byte {
-	dst = cborlite.AppendHead(dst, cborlite.MajorArray, 10)
+	dst = cborlite.AppendHead(dst, cborlite.MajorArray, 13)
 	dst = cborlite.AppendString(dst, m.Job)
 	dst = cborlite.AppendString(dst, m.Root)
 	dst = cborlite.AppendString(dst, m.Digest)
@@ -208,7 +218,10 @@ func appendRunTask(dst []byte, m *RunTask) []byte {
 	dst = appendBytesOrNull(dst, m.Spec)
 	dst = appendIDs(dst, m.Refs)
 	dst = cborlite.AppendBytes(dst, m.Actor[:])
-	return cborlite.AppendUint(dst, m.Incarnation)
+	dst = cborlite.AppendUint(dst, m.Incarnation)
+	dst = cborlite.AppendUint(dst, uint64(m.Retried))
+	dst = appendBytesOrNull(dst, m.Group)
+	return cborlite.AppendInt(dst, m.Bundle)
 }
 
 func appendTaskDone(dst []byte, m *TaskDone) []byte {

@@ -118,6 +118,14 @@ type RunTask struct {
 	Refs        []objects.ID
 	Actor       objects.ID // creation: the actor (a call names it in Spec)
 	Incarnation uint64     // actors: the owner's count of its placements
+	// Retried counts the retries the sender spent on the task before
+	// this run: the attempt its runtime context reports.
+	Retried uint32
+	// Group and Bundle are the placement group and bundle (-1: any) the
+	// task runs in, which Spec no longer names (it runs in the sender's
+	// reservation there), for its runtime context.
+	Group  []byte
+	Bundle int64
 }
 
 // TaskDone answers a RunTask: the values of its results, its error

@@ -37,6 +37,8 @@ type Host interface {
 	GroupRemove(id objects.ID) error
 	// NodeID names the node the call runs on.
 	NodeID() string
+	// RuntimeContext is the running call's abi.RuntimeContext, in CBOR.
+	RuntimeContext() ([]byte, error)
 }
 
 // Staged is one result waiting for the guest to read it.
@@ -403,6 +405,25 @@ var hostFuncs = []hostFunc{
 		}
 		cs.mod.Memory().Write(u32(st[0]), []byte(id))
 		st[0] = uint64(uint32(len(id)))
+	}},
+	{"runtime_context", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// runtime_context(buf, cap) -> length: the running call's context
+		// (a CBOR map), written to buf when it fits in cap bytes.
+		b, err := cs.host.RuntimeContext()
+		if err != nil {
+			st[0] = cs.fail("runtime_context: %v", err)
+			return
+		}
+		if len(b) > int(u32(st[1])) {
+			st[0] = uint64(uint32(len(b)))
+			return
+		}
+		if _, ok := cs.read(u32(st[0]), uint32(len(b))); !ok {
+			st[0] = cs.fail("runtime_context: buffer outside guest memory")
+			return
+		}
+		cs.mod.Memory().Write(u32(st[0]), b)
+		st[0] = uint64(uint32(len(b)))
 	}},
 	{"actor_lookup", []api.ValueType{i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
 		name, ok := cs.read(u32(st[0]), u32(st[1]))

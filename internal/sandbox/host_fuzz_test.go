@@ -36,6 +36,9 @@ func (fakeHost) GroupWait(id objects.ID, timeoutMs int64) (bool, error) {
 }
 func (fakeHost) GroupRemove(id objects.ID) error { return nil }
 func (fakeHost) NodeID() string                  { return "fuzz-node" }
+func (fakeHost) RuntimeContext() ([]byte, error) {
+	return []byte{0xa1, 0x63, 'j', 'o', 'b', 0x61, 'j'}, nil
+}
 
 // FuzzHostFuncs calls every host function with arbitrary pointers and
 // lengths against a one-page guest memory: a bad one is an error for that

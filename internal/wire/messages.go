@@ -194,6 +194,14 @@ type ActorLookup struct {
 	Name string
 }
 
+// Context asks for the runtime context of the running execution Task: the
+// Reply's single Item is an abi.RuntimeContext in CBOR.
+type Context struct {
+	_    struct{} `cbor:",toarray"`
+	Seq  uint64
+	Task objects.ID
+}
+
 // ActorKill kills an actor.
 type ActorKill struct {
 	_         struct{} `cbor:",toarray"`

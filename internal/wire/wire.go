@@ -61,6 +61,7 @@ const (
 	TypeLease
 	TypeLeaseEnd
 	TypeLeaseOver
+	TypeContext
 )
 
 // Lane names one instance in a worker process: the agent's worker ID. The
@@ -81,6 +82,7 @@ var typeNames = map[Type]string{
 	TypeGroupRemove: "group_remove", TypeDrop: "drop", TypeStop: "stop",
 	TypeOpen: "open", TypeClose: "close", TypeClosed: "closed",
 	TypeLease: "lease", TypeLeaseEnd: "lease_end", TypeLeaseOver: "lease_over",
+	TypeContext: "context",
 }
 
 // String names the type.

@@ -724,6 +724,10 @@ func Decode(t wire.Type, body []byte) (any, error) {
 		var m wire.ActorLookup
 		err = wire.Unmarshal(body, &m)
 		msg = m
+	case wire.TypeContext:
+		var m wire.Context
+		err = wire.Unmarshal(body, &m)
+		msg = m
 	case wire.TypeActorKill:
 		var m wire.ActorKill
 		err = wire.Unmarshal(body, &m)

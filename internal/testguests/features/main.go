@@ -164,6 +164,46 @@ var quitterQuit = sdk.NewMethod0(quitterClass, "quit", func(q *Quitter) (int, er
 
 var quitterCalls = sdk.NewMethod0(quitterClass, "calls", func(q *Quitter) (int, error) { q.calls++; return q.calls, nil })
 
+// ctxView is what the context cases return of a RuntimeContext.
+type ctxView struct {
+	Job, Task, Actor, Node, Group string
+	Attempt, Bundle               int
+	CPU                           float64
+}
+
+func viewOf(rc sdk.RuntimeContext) ctxView {
+	gid := rc.PlacementGroup.ID()
+	return ctxView{Job: rc.JobID, Task: fmt.Sprintf("%x", rc.TaskID[:]), Actor: fmt.Sprintf("%x", rc.ActorID[:]), Node: rc.NodeID,
+		Group: fmt.Sprintf("%x", gid[:]), Attempt: rc.Attempt, Bundle: rc.Bundle, CPU: rc.Resources["CPU"]}
+}
+
+var ctxTask = sdk.Task0("ctx_task", func() (ctxView, error) {
+	rc, err := sdk.GetRuntimeContext()
+	return viewOf(rc), err
+}, sdk.CPUs(0.5))
+
+// ctxRetry fails until its third attempt, which returns its attempt.
+var ctxRetry = sdk.Task0("ctx_retry", func() (int, error) {
+	rc, err := sdk.GetRuntimeContext()
+	if err != nil {
+		return 0, err
+	}
+	if rc.Attempt < 2 {
+		return 0, fmt.Errorf("attempt %d fails", rc.Attempt)
+	}
+	return rc.Attempt, nil
+}, sdk.RetryExceptions(), sdk.MaxRetries(2))
+
+// Ctx is an actor that reports its methods' context.
+type Ctx struct{}
+
+var ctxClass = sdk.Actor("Ctx", func() (*Ctx, error) { return &Ctx{}, nil }, sdk.CPUs(0.25))
+
+var ctxMethod = sdk.NewMethod0(ctxClass, "context", func(*Ctx) (ctxView, error) {
+	rc, err := sdk.GetRuntimeContext()
+	return viewOf(rc), err
+})
+
 func init() { sdk.Main(run) }
 
 func check(name string, ok bool, detail any) {
@@ -383,6 +423,33 @@ func run(args []string) error {
 			check("actor_exit_kills_the_call", errors.Is(err, sdk.ErrActorDied) && strings.Contains(fmt.Sprint(err), "exited with code 4"), err)
 			c2, err2 := quitterCalls.Remote(q).Get()
 			check("actor_restarted_after_exit", err1 == nil && c1 == 1 && err2 == nil && c2 == 1, fmt.Sprint(c1, err1, c2, err2))
+		case "context":
+			drv, err := sdk.GetRuntimeContext()
+			check("context_driver", err == nil && drv.JobID != "" && drv.TaskID != (sdk.ObjectID{}) && drv.NodeID == sdk.NodeID() &&
+				drv.ActorID == (sdk.ObjectID{}) && drv.Attempt == 0 && drv.Bundle == -1, fmt.Sprintf("%+v %v", drv, err))
+			ref := ctxTask.Remote()
+			v, err := ref.Get()
+			tid := ref.ID()
+			copy(tid[16:], []byte{0, 0, 0, 0}) // a task's ID is its first result's, with index 0
+			check("context_task", err == nil && v.Job == drv.JobID && v.Task == fmt.Sprintf("%x", tid[:]) &&
+				v.CPU == 0.5 && v.Attempt == 0 && v.Actor == fmt.Sprintf("%x", make([]byte, sdk.IDSize)) && v.Node != "",
+				fmt.Sprintf("%+v %v; driver job %s, task %x", v, err, drv.JobID, tid[:]))
+			n, err := ctxRetry.Remote().Get()
+			check("context_attempt", err == nil && n == 2, fmt.Sprint(n, err))
+			a := ctxClass.Remote()
+			av, err := ctxMethod.Remote(a).Get()
+			id := a.ID()
+			check("context_actor", err == nil && av.Actor == fmt.Sprintf("%x", id[:]) && av.CPU == 0.25 && av.Job == drv.JobID,
+				fmt.Sprintf("%+v %v", av, err))
+			pg, err := sdk.NewPlacementGroup([]sdk.Bundle{{"CPU": 1}}, sdk.Pack)
+			if err == nil {
+				err = pg.Ready(10 * time.Second)
+			}
+			gv, err2 := ctxTask.Options(sdk.InPlacementGroup(pg, 0)).Remote().Get()
+			gid := pg.ID()
+			check("context_placement_group", err == nil && err2 == nil && gv.Group == fmt.Sprintf("%x", gid[:]) && gv.Bundle == 0,
+				fmt.Sprintf("%+v %v %v", gv, err, err2))
+			_ = sdk.RemovePlacementGroup(pg)
 		case "driver_exit":
 			// The rest of the arguments is the code.
 			code := 0
