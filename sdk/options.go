@@ -50,6 +50,11 @@ func TaskTimeout(d time.Duration) Option {
 // name other tasks look it up by (GetActor).
 func Name(name string) Option { return func(o *abi.Options) { o.Name = name } }
 
+// GetIfExists makes creating an actor whose Name is taken in the job
+// return a handle to the actor that has it, instead of an error (Ray's
+// get_if_exists).
+func GetIfExists() Option { return func(o *abi.Options) { o.GetIfExists = true } }
+
 // MaxRestarts sets how often an actor is restarted after its worker died
 // or one of its methods exited (os.Exit).
 func MaxRestarts(n int) Option { return func(o *abi.Options) { o.MaxRestarts = n } }

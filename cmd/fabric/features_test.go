@@ -70,7 +70,7 @@ var contextChecks = []string{"context_driver", "context_task", "context_attempt"
 
 // namedChecks are the features guest's checks of named actors: a name is
 // taken once, found, and free again as soon as its actor is killed.
-var namedChecks = []string{"duplicate_name_refused", "named_lookup", "unknown_name", "kill", "call_after_kill", "name_free_after_kill"}
+var namedChecks = []string{"duplicate_name_refused", "named_lookup", "unknown_name", "kill", "call_after_kill", "name_free_after_kill", "get_if_exists"}
 
 // TestDriverExit runs drivers that call os.Exit: with code 0 the job
 // succeeded, with another code it failed and says the code.

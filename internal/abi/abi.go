@@ -74,6 +74,9 @@ type Options struct {
 	Labels          map[string]string  `cbor:"labels,omitempty"`
 	Group           []byte             `cbor:"pg,omitempty"`     // a placement group's ID: run in one of its bundles
 	Bundle          *int               `cbor:"bundle,omitempty"` // the bundle index in Group; absent: any bundle
+	// GetIfExists makes an actor creation whose Name is taken return the
+	// actor that has it (Ray's get_if_exists) instead of failing.
+	GetIfExists bool `cbor:"get_if_exists,omitempty"`
 }
 
 // RuntimeContext is what runtime_context writes: who and where the running
@@ -270,6 +273,10 @@ func (o *Options) appendFields(dst []byte) []byte {
 	if o.Bundle != nil {
 		field("bundle")
 		body = cborlite.AppendInt(body, int64(*o.Bundle))
+	}
+	if o.GetIfExists {
+		field("get_if_exists")
+		body = cborlite.AppendBool(body, true)
 	}
 	if n == 0 {
 		return dst

@@ -182,6 +182,9 @@ func (p parser) options(o *Options) bool {
 			var v int
 			v, ok = p.int()
 			o.Bundle = &v
+		case "get_if_exists":
+			bit = 4096
+			o.GetIfExists, ok = p.Bool()
 		default:
 			return false
 		}

@@ -144,8 +144,12 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 		}
 		spec, err := c.checkSpec(w, m.Spec)
 		if err == nil && spec.Options.Name != "" {
-			if _, taken := c.named[string(w.job.id)+"/"+spec.Options.Name]; taken {
-				err = fmt.Errorf("submit: an actor named %q already exists in this job", spec.Options.Name)
+			if have, taken := c.named[string(w.job.id)+"/"+spec.Options.Name]; taken {
+				if spec.Options.GetIfExists {
+					c.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{have}})
+					return nil
+				}
+				err = fmt.Errorf("submit: an actor named %q already exists in this job (ask for it with get_if_exists, or look it up)", spec.Options.Name)
 			}
 		}
 		if err != nil {

@@ -700,6 +700,7 @@ func (h *harness) spec(a args) []byte {
 	s.Options.RetryExceptions = a.has("retry-exc")
 	s.Options.TimeoutMs = int64(a.int("timeout", 0))
 	s.Options.Name = a.kv["name"]
+	s.Options.GetIfExists = a.has("get-if-exists")
 	s.Options.MaxRestarts = a.int("restarts", 0)
 	if l, ok := a.kv["labels"]; ok {
 		s.Options.Labels = labels(l)

@@ -699,8 +699,12 @@ func (h *workerHost) Submit(spec []byte, actor bool, n int) ([]objects.ID, error
 		return ids, nil
 	}
 	if actor { // answered, so that a refused creation fails at once
-		if _, err := h.l.rpc(h.cur, wire.TypeSubmit, func(seq uint64) any { msg.Seq = seq; return msg }); err != nil {
+		r, err := h.l.rpc(h.cur, wire.TypeSubmit, func(seq uint64) any { msg.Seq = seq; return msg })
+		if err != nil {
 			return nil, err
+		}
+		if len(r.IDs) == 1 && len(ids) == 1 {
+			return r.IDs, nil // get_if_exists: the actor that has the name
 		}
 		return ids, nil
 	}

@@ -364,6 +364,12 @@ func run(args []string) error {
 			h2, err := sdk.GetActor(echoClass, "echo")
 			v, err2 = echo.Remote(h2, "anew").Get()
 			check("name_free_after_kill", c.Err() == nil && err == nil && err2 == nil && v == "anew", fmt.Sprint(c.Err(), err, err2))
+			// get_if_exists: the second creation gets the first actor.
+			g1 := echoClass.Options(sdk.Name("echo2"), sdk.GetIfExists()).Remote()
+			g2 := echoClass.Options(sdk.Name("echo2"), sdk.GetIfExists()).Remote()
+			v, err = echo.Remote(g2, "same").Get()
+			check("get_if_exists", g1.Err() == nil && g2.Err() == nil && g1.ID() == g2.ID() && err == nil && v == "same",
+				fmt.Sprint(g1.Err(), g2.Err(), g1.ID() == g2.ID(), err))
 		case "actor_hostcalls":
 			acc := accClass.Remote()
 			var refs []sdk.Ref[int]
