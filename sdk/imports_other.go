@@ -24,5 +24,6 @@ func (noHost) groupWait(ObjectID, int64) (bool, error) { return false, ErrNotInG
 func (noHost) groupRemove(ObjectID) error              { return ErrNotInGuest }
 func (noHost) nodeID() string                          { return "" }
 func (noHost) runtimeContext() ([]byte, error)         { return nil, ErrNotInGuest }
+func (noHost) clusterInfo() ([]byte, error)            { return nil, ErrNotInGuest }
 
 var host hostAPI = noHost{}

@@ -86,6 +86,9 @@ func hostNodeID(buf, capacity uint32) int32
 //go:wasmimport fabric runtime_context
 func hostRuntimeContext(buf, capacity uint32) int32
 
+//go:wasmimport fabric cluster_info
+func hostClusterInfo(buf, capacity uint32) int32
+
 //go:wasmimport fabric staged_len
 func hostStagedLen(i uint32) int64
 
@@ -309,10 +312,16 @@ func (wasmHost) nodeID() string {
 	}
 }
 
-func (wasmHost) runtimeContext() ([]byte, error) {
+func (wasmHost) runtimeContext() ([]byte, error) { return sized(hostRuntimeContext) }
+
+func (wasmHost) clusterInfo() ([]byte, error) { return sized(hostClusterInfo) }
+
+// sized calls a host function of the form f(buf, cap) -> length until
+// its answer fits.
+func sized(f func(buf, capacity uint32) int32) ([]byte, error) {
 	buf := make([]byte, 256)
 	for {
-		n := hostRuntimeContext(ptr(buf), uint32(len(buf)))
+		n := f(ptr(buf), uint32(len(buf)))
 		if n < 0 {
 			return nil, stagedError()
 		}

@@ -140,6 +140,7 @@ type hostAPI interface {
 	groupRemove(id ObjectID) error
 	nodeID() string
 	runtimeContext() ([]byte, error)
+	clusterInfo() ([]byte, error)
 }
 
 // invoker runs a registered function on decoded CBOR arguments and returns
@@ -333,6 +334,57 @@ func GetRuntimeContext() (RuntimeContext, error) {
 		out.Bundle = *rc.Bundle
 	}
 	return out, nil
+}
+
+// Node is one live node of the cluster, as ray.nodes() lists them.
+// Resources are keyed "CPU", "GPU", "memory" (bytes) and custom names;
+// Available is what the node has free as the caller's node sees it.
+type Node struct {
+	ID               string
+	Labels           map[string]string
+	Total, Available map[string]float64
+}
+
+// Nodes lists the cluster's live nodes, as the caller's node knows them.
+func Nodes() ([]Node, error) {
+	b, err := host.clusterInfo()
+	if err != nil {
+		return nil, err
+	}
+	var ci abi.ClusterInfo
+	if err := decMode.Unmarshal(b, &ci); err != nil {
+		return nil, fmt.Errorf("fabric: malformed cluster info: %w", err)
+	}
+	nodes := make([]Node, len(ci.Nodes))
+	for i, n := range ci.Nodes {
+		nodes[i] = Node{ID: n.ID, Labels: n.Labels, Total: n.Total, Available: n.Available}
+	}
+	return nodes, nil
+}
+
+// ClusterResources sums the live nodes' resources (ray.cluster_resources).
+func ClusterResources() (map[string]float64, error) {
+	return sumResources(func(n Node) map[string]float64 { return n.Total })
+}
+
+// AvailableResources sums what the live nodes have free
+// (ray.available_resources).
+func AvailableResources() (map[string]float64, error) {
+	return sumResources(func(n Node) map[string]float64 { return n.Available })
+}
+
+func sumResources(of func(Node) map[string]float64) (map[string]float64, error) {
+	nodes, err := Nodes()
+	if err != nil {
+		return nil, err
+	}
+	sum := map[string]float64{}
+	for _, n := range nodes {
+		for k, v := range of(n) {
+			sum[k] += v
+		}
+	}
+	return sum, nil
 }
 
 // Log writes a log line at a level (abi.LevelInfo and so on) to the job's output.

@@ -161,6 +161,13 @@ func (h *memHost) groupCreate(spec []byte) (ObjectID, error) {
 func (h *memHost) groupWait(ObjectID, int64) (bool, error) { return false, nil }
 func (h *memHost) groupRemove(ObjectID) error              { return nil }
 func (h *memHost) nodeID() string                          { return "test-node" }
+func (h *memHost) clusterInfo() ([]byte, error) {
+	return encMode.Marshal(abi.ClusterInfo{Nodes: []abi.NodeInfo{
+		{ID: "a", Total: map[string]float64{"CPU": 2, "GPU": 1}, Available: map[string]float64{"CPU": 0.5, "GPU": 1}},
+		{ID: "b", Labels: map[string]string{"zone": "edge"}, Total: map[string]float64{"CPU": 4}, Available: map[string]float64{"CPU": 4}},
+	}})
+}
+
 func (h *memHost) runtimeContext() ([]byte, error) {
 	return encMode.Marshal(abi.RuntimeContext{Job: "j1", Task: make([]byte, IDSize), Node: "test-node", Attempt: 2,
 		Resources: map[string]float64{"CPU": 0.5}})
@@ -417,5 +424,23 @@ func TestGetRuntimeContext(t *testing.T) {
 	if rc.JobID != "j1" || rc.NodeID != "test-node" || rc.Attempt != 2 || rc.Resources["CPU"] != 0.5 ||
 		rc.ActorID != (ObjectID{}) || rc.PlacementGroup.ID() != (ObjectID{}) || rc.Bundle != -1 {
 		t.Errorf("got %+v", rc)
+	}
+}
+
+// TestClusterQueries decodes what the host's cluster_info writes, and sums
+// the nodes' resources.
+func TestClusterQueries(t *testing.T) {
+	newMemHost(t)
+	nodes, err := Nodes()
+	if err != nil || len(nodes) != 2 || nodes[1].Labels["zone"] != "edge" {
+		t.Fatalf("Nodes: %+v, %v", nodes, err)
+	}
+	total, err := ClusterResources()
+	if err != nil || total["CPU"] != 6 || total["GPU"] != 1 {
+		t.Errorf("ClusterResources: %v, %v", total, err)
+	}
+	avail, err := AvailableResources()
+	if err != nil || avail["CPU"] != 4.5 || avail["GPU"] != 1 {
+		t.Errorf("AvailableResources: %v, %v", avail, err)
 	}
 }

@@ -94,6 +94,22 @@ type RuntimeContext struct {
 	Bundle    *int               `cbor:"bundle,omitempty"` // its bundle there, when one was asked for
 }
 
+// ClusterInfo is what cluster_info writes: the nodes the running call's
+// node knows, alive ones only.
+type ClusterInfo struct {
+	Nodes []NodeInfo `cbor:"nodes"`
+}
+
+// NodeInfo is one node of a ClusterInfo. Resources are keyed "CPU", "GPU",
+// "memory" (bytes) and custom names; Available is what the node has free
+// as the asking node's scheduler sees it.
+type NodeInfo struct {
+	ID        string             `cbor:"id"`
+	Labels    map[string]string  `cbor:"labels,omitempty"`
+	Total     map[string]float64 `cbor:"total"`
+	Available map[string]float64 `cbor:"available"`
+}
+
 // GroupSpec is what pg_create takes: a placement group's bundles and how
 // to spread them. A bundle maps resource names ("CPU", "GPU", "memory" in
 // bytes, or a custom resource) to amounts.

@@ -80,6 +80,12 @@ func (c *Core) workerMessage(w *worker, msg any) error {
 		}
 	case wire.ActorKill:
 		c.reply(w, m.Seq, c.actorKill(w, m), wire.Reply{})
+	case wire.Cluster:
+		if _, err := c.current(w, m.Task); err != nil {
+			return err
+		}
+		b, err := wire.Marshal(c.clusterInfo())
+		c.reply(w, m.Seq, err, wire.Reply{Items: []wire.Item{{Data: wire.Piece{Inline: b}}}})
 	case wire.Context:
 		b, err := c.runtimeContext(w, m.Task)
 		c.reply(w, m.Seq, err, wire.Reply{Items: []wire.Item{{Data: wire.Piece{Inline: b}}}})

@@ -880,17 +880,7 @@ func (c *Core) runtimeContext(w *worker, taskID objects.ID) ([]byte, error) {
 			held, spec = a.create, a.create.spec
 		}
 	}
-	d := held.demand
-	rc.Resources = map[string]float64{"CPU": float64(d.CPU) / scheduler.Unit}
-	if d.GPU != 0 {
-		rc.Resources["GPU"] = float64(d.GPU) / scheduler.Unit
-	}
-	if d.Memory != 0 {
-		rc.Resources["memory"] = float64(d.Memory)
-	}
-	for k, v := range d.Custom {
-		rc.Resources[k] = float64(v) / scheduler.Unit
-	}
+	rc.Resources = resourceMap(held.demand, false)
 	switch {
 	case len(spec.Options.Group) > 0:
 		rc.Group, rc.Bundle = spec.Options.Group, spec.Options.Bundle
@@ -902,4 +892,33 @@ func (c *Core) runtimeContext(w *worker, taskID objects.ID) ([]byte, error) {
 		}
 	}
 	return wire.Marshal(rc)
+}
+
+// resourceMap turns resources into the map guests see: "CPU", "GPU" and
+// custom ones in units, "memory" in bytes. CPU is always there; other
+// zero amounts are left out unless all is set.
+func resourceMap(r scheduler.Resources, all bool) map[string]float64 {
+	m := map[string]float64{"CPU": float64(r.CPU) / scheduler.Unit}
+	if r.GPU != 0 || all {
+		m["GPU"] = float64(r.GPU) / scheduler.Unit
+	}
+	if r.Memory != 0 || all {
+		m["memory"] = float64(r.Memory)
+	}
+	for k, v := range r.Custom {
+		m[k] = float64(v) / scheduler.Unit
+	}
+	return m
+}
+
+// clusterInfo lists the nodes the scheduler knows (cluster_info).
+func (c *Core) clusterInfo() abi.ClusterInfo {
+	var ci abi.ClusterInfo
+	for _, id := range c.sched.Nodes() {
+		total, _ := c.sched.Total(id)
+		avail, _ := c.sched.Available(id)
+		labels, _ := c.sched.Labels(id)
+		ci.Nodes = append(ci.Nodes, abi.NodeInfo{ID: string(id), Labels: labels, Total: resourceMap(total, true), Available: resourceMap(avail, true)})
+	}
+	return ci
 }

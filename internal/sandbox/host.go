@@ -39,6 +39,8 @@ type Host interface {
 	NodeID() string
 	// RuntimeContext is the running call's abi.RuntimeContext, in CBOR.
 	RuntimeContext() ([]byte, error)
+	// ClusterInfo is the cluster's abi.ClusterInfo, in CBOR.
+	ClusterInfo() ([]byte, error)
 }
 
 // Staged is one result waiting for the guest to read it.
@@ -82,6 +84,23 @@ func (cs *callState) stage(items []Staged, release func()) {
 }
 
 // fail stages an error message for the guest and returns abi.HostError.
+// writeSized answers a host call (name) of the form f(buf, cap) ->
+// length: it writes b to buf when it fits in cap bytes, and returns b's
+// length either way, so that the guest can call again with a larger
+// buffer.
+func (cs *callState) writeSized(name string, b []byte, st []uint64) {
+	if len(b) > int(u32(st[1])) {
+		st[0] = uint64(uint32(len(b)))
+		return
+	}
+	if _, ok := cs.read(u32(st[0]), uint32(len(b))); !ok {
+		st[0] = cs.fail("%s: buffer outside guest memory", name)
+		return
+	}
+	cs.mod.Memory().Write(u32(st[0]), b)
+	st[0] = uint64(uint32(len(b)))
+}
+
 func (cs *callState) fail(format string, a ...any) uint64 {
 	cs.stage([]Staged{{Kind: abi.StagedText, Data: fmt.Appendf(nil, format, a...)}}, nil)
 	return uint64(uint32(abi.HostError & 0xffffffff))
@@ -392,38 +411,27 @@ var hostFuncs = []hostFunc{
 		st[0] = 0
 	}},
 	{"node_id", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
-		// node_id(buf, cap) -> length: the ID of the node running the call,
-		// written to buf when it fits in cap bytes.
-		id := cs.host.NodeID()
-		if len(id) > int(u32(st[1])) {
-			st[0] = uint64(uint32(len(id)))
-			return
-		}
-		if _, ok := cs.read(u32(st[0]), uint32(len(id))); !ok {
-			st[0] = cs.fail("node_id: buffer outside guest memory")
-			return
-		}
-		cs.mod.Memory().Write(u32(st[0]), []byte(id))
-		st[0] = uint64(uint32(len(id)))
+		// node_id(buf, cap) -> length: the ID of the node running the call.
+		cs.writeSized("node_id", []byte(cs.host.NodeID()), st)
 	}},
 	{"runtime_context", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
-		// runtime_context(buf, cap) -> length: the running call's context
-		// (a CBOR map), written to buf when it fits in cap bytes.
+		// runtime_context(buf, cap) -> length: the running call's context,
+		// a CBOR map.
 		b, err := cs.host.RuntimeContext()
 		if err != nil {
 			st[0] = cs.fail("runtime_context: %v", err)
 			return
 		}
-		if len(b) > int(u32(st[1])) {
-			st[0] = uint64(uint32(len(b)))
+		cs.writeSized("runtime_context", b, st)
+	}},
+	{"cluster_info", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// cluster_info(buf, cap) -> length: the cluster's nodes, a CBOR map.
+		b, err := cs.host.ClusterInfo()
+		if err != nil {
+			st[0] = cs.fail("cluster_info: %v", err)
 			return
 		}
-		if _, ok := cs.read(u32(st[0]), uint32(len(b))); !ok {
-			st[0] = cs.fail("runtime_context: buffer outside guest memory")
-			return
-		}
-		cs.mod.Memory().Write(u32(st[0]), b)
-		st[0] = uint64(uint32(len(b)))
+		cs.writeSized("cluster_info", b, st)
 	}},
 	{"actor_lookup", []api.ValueType{i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
 		name, ok := cs.read(u32(st[0]), u32(st[1]))

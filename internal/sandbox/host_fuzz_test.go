@@ -36,6 +36,9 @@ func (fakeHost) GroupWait(id objects.ID, timeoutMs int64) (bool, error) {
 }
 func (fakeHost) GroupRemove(id objects.ID) error { return nil }
 func (fakeHost) NodeID() string                  { return "fuzz-node" }
+func (fakeHost) ClusterInfo() ([]byte, error) {
+	return []byte{0xa1, 0x65, 'n', 'o', 'd', 'e', 's', 0x80}, nil
+}
 func (fakeHost) RuntimeContext() ([]byte, error) {
 	return []byte{0xa1, 0x63, 'j', 'o', 'b', 0x61, 'j'}, nil
 }

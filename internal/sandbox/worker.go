@@ -965,6 +965,19 @@ func (h *workerHost) GroupWait(id objects.ID, timeoutMs int64) (bool, error) {
 // NodeID names the worker's node.
 func (h *workerHost) NodeID() string { return h.w.cfg.NodeID }
 
+func (h *workerHost) ClusterInfo() ([]byte, error) {
+	r, err := h.l.rpc(h.cur, wire.TypeCluster, func(seq uint64) any {
+		return wire.Cluster{Seq: seq, Task: h.task}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Items) != 1 || r.Items[0].Data.Inline == nil {
+		return nil, errors.New("sandbox: bad cluster info reply")
+	}
+	return r.Items[0].Data.Inline, nil
+}
+
 func (h *workerHost) RuntimeContext() ([]byte, error) {
 	r, err := h.l.rpc(h.cur, wire.TypeContext, func(seq uint64) any {
 		return wire.Context{Seq: seq, Task: h.task}

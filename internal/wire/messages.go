@@ -202,6 +202,14 @@ type Context struct {
 	Task objects.ID
 }
 
+// Cluster asks for the cluster's nodes as the agent sees them: the
+// Reply's single Item is an abi.ClusterInfo in CBOR.
+type Cluster struct {
+	_    struct{} `cbor:",toarray"`
+	Seq  uint64
+	Task objects.ID
+}
+
 // ActorKill kills an actor.
 type ActorKill struct {
 	_         struct{} `cbor:",toarray"`

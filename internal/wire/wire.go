@@ -62,6 +62,7 @@ const (
 	TypeLeaseEnd
 	TypeLeaseOver
 	TypeContext
+	TypeCluster
 )
 
 // Lane names one instance in a worker process: the agent's worker ID. The
@@ -82,7 +83,7 @@ var typeNames = map[Type]string{
 	TypeGroupRemove: "group_remove", TypeDrop: "drop", TypeStop: "stop",
 	TypeOpen: "open", TypeClose: "close", TypeClosed: "closed",
 	TypeLease: "lease", TypeLeaseEnd: "lease_end", TypeLeaseOver: "lease_over",
-	TypeContext: "context",
+	TypeContext: "context", TypeCluster: "cluster",
 }
 
 // String names the type.

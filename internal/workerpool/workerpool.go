@@ -728,6 +728,10 @@ func Decode(t wire.Type, body []byte) (any, error) {
 		var m wire.Context
 		err = wire.Unmarshal(body, &m)
 		msg = m
+	case wire.TypeCluster:
+		var m wire.Cluster
+		err = wire.Unmarshal(body, &m)
+		msg = m
 	case wire.TypeActorKill:
 		var m wire.ActorKill
 		err = wire.Unmarshal(body, &m)

@@ -456,6 +456,18 @@ func run(args []string) error {
 			check("context_placement_group", err == nil && err2 == nil && gv.Group == fmt.Sprintf("%x", gid[:]) && gv.Bundle == 0,
 				fmt.Sprintf("%+v %v %v", gv, err, err2))
 			_ = sdk.RemovePlacementGroup(pg)
+		case "cluster":
+			nodes, err := sdk.Nodes()
+			here := false
+			for _, n := range nodes {
+				here = here || n.ID == sdk.NodeID()
+			}
+			check("cluster_nodes", err == nil && here, fmt.Sprint(nodes, err))
+			total, err1 := sdk.ClusterResources()
+			avail, err2 := sdk.AvailableResources()
+			check("cluster_resources", err1 == nil && err2 == nil && total["CPU"] > 0 && avail["CPU"] <= total["CPU"],
+				fmt.Sprint(total, avail, err1, err2))
+			fmt.Printf("cluster: %d nodes, CPU %g\n", len(nodes), total["CPU"])
 		case "driver_exit":
 			// The rest of the arguments is the code.
 			code := 0
