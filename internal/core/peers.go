@@ -834,8 +834,8 @@ type askKey struct {
 func (c *Core) cancelForPeer(from NodeID, m *peerwire.CancelTask) {
 	c.unpark(func(r pendingRun) bool { return r.from == from && r.msg.Task == m.Task && r.msg.Attempt == m.Attempt })
 	t := c.asked[askKey{from, m.Task}]
-	if t != nil && t.askerAttempt == m.Attempt && string(t.job.id) == m.Job && t.kind == wire.ExecTask {
-		c.cancelTask(t, true)
+	if t != nil && t.askerAttempt == m.Attempt && string(t.job.id) == m.Job && (t.kind == wire.ExecTask || t.kind == wire.ExecActorMethod) {
+		c.cancelTask(t, t.kind == wire.ExecTask)
 		c.schedule()
 	}
 }

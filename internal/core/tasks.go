@@ -577,7 +577,11 @@ func (c *Core) done(w *worker, d wire.Done) error {
 		c.started(w, next)
 		next.recalled = false // a Drop, if any, came too late: its Done follows
 		if ev := next.cancelled; ev != nil {
-			c.stopExecution(w, next, *ev)
+			if next.kind == wire.ExecActorMethod {
+				next.cancelled = nil // an actor call that started runs to its end, as in Ray
+			} else {
+				c.stopExecution(w, next, *ev)
+			}
 		}
 	}
 	t.blocked = false
@@ -839,8 +843,19 @@ func (c *Core) cancelOne(t *task) {
 		c.sched.Cancel(t.schedID())
 		c.failTask(t, ev, false)
 	case taskRunning:
-		if t.kind == wire.ExecActorMethod || t.kind == wire.ExecMain {
-			return // Ray does not cancel running actor calls
+		if t.kind == wire.ExecMain {
+			return
+		}
+		if t.kind == wire.ExecActorMethod {
+			// Ray cancels an actor call only before it starts: one sent
+			// ahead to the actor's worker is taken back if it has not.
+			if w := t.worker; w != nil && w.task != t {
+				c.cancelQueued(w, t, ev)
+			}
+			if t.remoteNode != "" { // its node cancels it if it has not started; its answer says
+				c.sendPeer(t.remoteNode, &peerwire.CancelTask{Job: string(t.job.id), Task: t.id, Attempt: t.attempt})
+			}
+			return
 		}
 		if w := t.worker; w != nil {
 			if w.task != t { // sent ahead, perhaps not started

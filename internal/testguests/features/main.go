@@ -164,6 +164,17 @@ var quitterQuit = sdk.NewMethod0(quitterClass, "quit", func(q *Quitter) (int, er
 
 var quitterCalls = sdk.NewMethod0(quitterClass, "calls", func(q *Quitter) (int, error) { q.calls++; return q.calls, nil })
 
+// Sleeper is an actor whose calls sleep, and count the calls that ran.
+type Sleeper struct{ ran int }
+
+var sleeperClass = sdk.Actor("Sleeper", func() (*Sleeper, error) { return &Sleeper{}, nil })
+
+var sleeperSleep = sdk.NewMethod1(sleeperClass, "sleep", func(s *Sleeper, ms int) (int, error) {
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	s.ran++
+	return s.ran, nil
+})
+
 // ctxView is what the context cases return of a RuntimeContext.
 type ctxView struct {
 	Job, Task, Actor, Node, Group string
@@ -456,6 +467,19 @@ func run(args []string) error {
 			check("context_placement_group", err == nil && err2 == nil && gv.Group == fmt.Sprintf("%x", gid[:]) && gv.Bundle == 0,
 				fmt.Sprintf("%+v %v %v", gv, err, err2))
 			_ = sdk.RemovePlacementGroup(pg)
+		case "cancel_actor":
+			// The second call waits behind the first (it may already be
+			// on the actor's worker): cancelled, it never runs.
+			s := sleeperClass.Remote()
+			r1 := sleeperSleep.Remote(s, 500)
+			r2 := sleeperSleep.Remote(s, 1)
+			r3 := sleeperSleep.Remote(s, 1)
+			err := sdk.Cancel(r2)
+			_, err2 := r2.Get()
+			v1, err1 := r1.Get()
+			v3, err3 := r3.Get()
+			check("cancel_queued_actor_call", err == nil && errors.Is(err2, sdk.ErrTaskCancelled), fmt.Sprint(err, err2))
+			check("cancelled_actor_call_never_ran", err1 == nil && v1 == 1 && err3 == nil && v3 == 2, fmt.Sprint(v1, err1, v3, err3))
 		case "cluster":
 			nodes, err := sdk.Nodes()
 			here := false
