@@ -50,6 +50,12 @@ func TaskTimeout(d time.Duration) Option {
 // name other tasks look it up by (GetActor).
 func Name(name string) Option { return func(o *abi.Options) { o.Name = name } }
 
+// MaxTaskRetries sets how often an actor's method call that was running,
+// or sent ahead to it, when the actor died runs again once the actor has
+// restarted (MaxRestarts), instead of failing with ErrActorDied (default
+// 0; -1 forever). It is an actor option, as in Ray.
+func MaxTaskRetries(n int) Option { return func(o *abi.Options) { o.MaxTaskRetries = n } }
+
 // GetIfExists makes creating an actor whose Name is taken in the job
 // return a handle to the actor that has it, instead of an error (Ray's
 // get_if_exists).

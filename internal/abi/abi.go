@@ -77,6 +77,10 @@ type Options struct {
 	// GetIfExists makes an actor creation whose Name is taken return the
 	// actor that has it (Ray's get_if_exists) instead of failing.
 	GetIfExists bool `cbor:"get_if_exists,omitempty"`
+	// MaxTaskRetries is how often an actor's method call that was running
+	// or sent ahead when the actor died runs again once it restarted
+	// (Ray's max_task_retries; -1 forever).
+	MaxTaskRetries int `cbor:"max_task_retries,omitempty"`
 }
 
 // RuntimeContext is what runtime_context writes: who and where the running
@@ -293,6 +297,10 @@ func (o *Options) appendFields(dst []byte) []byte {
 	if o.GetIfExists {
 		field("get_if_exists")
 		body = cborlite.AppendBool(body, true)
+	}
+	if o.MaxTaskRetries != 0 {
+		field("max_task_retries")
+		body = cborlite.AppendInt(body, int64(o.MaxTaskRetries))
 	}
 	if n == 0 {
 		return dst

@@ -185,6 +185,9 @@ func (p parser) options(o *Options) bool {
 		case "get_if_exists":
 			bit = 4096
 			o.GetIfExists, ok = p.Bool()
+		case "max_task_retries":
+			bit = 8192
+			o.MaxTaskRetries, ok = p.int()
 		default:
 			return false
 		}

@@ -19,7 +19,7 @@ var specs = []abi.TaskSpec{
 	{Func: "Counter.incr", Actor: bytes.Repeat([]byte{1}, 20), NumReturns: -1},
 	{Func: "g", Options: abi.Options{CPU: ptr(0.25), GPU: 1, Memory: 1 << 30, Resources: map[string]float64{"tpu": 2, "a": 0.5},
 		MaxRetries: ptr(-1), RetryExceptions: true, TimeoutMs: 1500, Name: "named", MaxRestarts: 3,
-		Labels: map[string]string{"zone": "eu", "bench": "spill"}, Group: bytes.Repeat([]byte{4}, 20), Bundle: ptr(0), GetIfExists: true}},
+		Labels: map[string]string{"zone": "eu", "bench": "spill"}, Group: bytes.Repeat([]byte{4}, 20), Bundle: ptr(0), GetIfExists: true, MaxTaskRetries: 2}},
 	{Func: "h", Options: abi.Options{CPU: ptr(0.0), Bundle: ptr(2)}},
 }
 

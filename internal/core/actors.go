@@ -39,6 +39,11 @@ type actor struct {
 	restartsLeft int
 	noRestart    bool
 	cause        string
+	// taskRetries is each method call's MaxTaskRetries; retrying holds
+	// the calls that were running or sent ahead when its worker died and
+	// will run again, in order, before the queue, once it restarts.
+	taskRetries int
+	retrying    []*task
 
 	// node is where calls go when the actor is not here: the node it lives
 	// on (for its owner), or the job's root (for a stub).
@@ -66,7 +71,8 @@ type pendingReply struct {
 // createActor creates an actor and submits its creation; setup, when set,
 // runs before the submission.
 func (c *Core) createActor(j *job, parent *task, spec abi.TaskSpec, id objects.ID, setup func(*actor)) *actor {
-	a := &actor{id: id, job: j, class: spec.Func, name: spec.Options.Name, restartsLeft: spec.Options.MaxRestarts}
+	a := &actor{id: id, job: j, class: spec.Func, name: spec.Options.Name, restartsLeft: spec.Options.MaxRestarts,
+		taskRetries: spec.Options.MaxTaskRetries}
 	t := c.newTask(j, parent, spec, wire.ExecActorCreate, c.newID())
 	t.actor = a
 	t.name = a.class
@@ -150,7 +156,29 @@ func (c *Core) actorNext(a *actor) {
 // actorLost restarts an actor whose worker died, or declares it dead.
 func (c *Core) actorLost(a *actor, cause string) {
 	a.worker = nil
+	a.queue = append(a.retrying, a.queue...) // dead, they fail with the rest
+	a.retrying = nil
 	c.restartActor(a, cause)
+}
+
+// retryCall keeps t, a method call lost with its actor's worker, to run
+// again after the restart, if it has a retry left (Ray's
+// max_task_retries), and reports whether it did.
+func (c *Core) retryCall(t *task) bool {
+	a := t.actor
+	if a == nil || t.retriesLeft == 0 || a.noRestart || a.node != "" || a.reportTo != "" {
+		return false
+	}
+	t.retriesLeft--
+	t.retried++
+	c.stopTaskTimer(t)
+	if w := t.worker; w != nil && w.task == t {
+		w.task = nil
+		c.updateParked(w)
+	}
+	t.worker, t.state = nil, taskQueued
+	a.retrying = append(a.retrying, t)
+	return true
 }
 
 // remoteActorLost restarts an actor that lived on another node, or

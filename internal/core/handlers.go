@@ -217,6 +217,7 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 		t := c.newTask(w.job, parent, spec, wire.ExecActorMethod, taskID)
 		t.actor = a
 		t.name = methodName(a.class, spec.Func)
+		t.retriesLeft = a.taskRetries
 		c.actorEnqueue(a, t)
 		return nil
 	}

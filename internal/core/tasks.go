@@ -705,6 +705,11 @@ func (c *Core) executionExited(w *worker, t *task, d wire.Done) {
 // ahead to the worker will be; the worker is stopped so that the actor is
 // restarted (constructor again) or declared dead.
 func (c *Core) actorDiedIn(w *worker, t *task, why string) {
+	if c.retryCall(t) { // the calls sent ahead follow it (executionLost)
+		c.logf("fabric: actor %s died while running %s (%s); the call runs again when the actor has restarted", t.actor.class, t.name, firstLine(why))
+		c.killWorker(w)
+		return
+	}
 	ev := abi.ErrorValue{Kind: abi.KindActorDied, Task: t.name,
 		Message: fmt.Sprintf("actor %s died while running %s: %s", t.actor.class, t.name, firstLine(why))}
 	if a := t.actor; a.reportTo != "" {
@@ -728,6 +733,8 @@ func (c *Core) executionLost(t *task, w *worker, cause string) {
 	switch {
 	case t.kind == wire.ExecActorCreate:
 		return // actorLost decides
+	case t.kind == wire.ExecActorMethod && w.killReason == nil && c.retryCall(t):
+		c.logf("fabric: call %s lost its actor's worker (%s); it runs again when the actor has restarted", t.name, firstLine(cause))
 	case t.kind == wire.ExecActorMethod:
 		ev := abi.ErrorValue{Kind: abi.KindActorDied, Message: fmt.Sprintf("actor %s died while running %s: %s", t.actor.class, t.name, cause), Task: t.name}
 		if w.killReason != nil {

@@ -702,6 +702,7 @@ func (h *harness) spec(a args) []byte {
 	s.Options.Name = a.kv["name"]
 	s.Options.GetIfExists = a.has("get-if-exists")
 	s.Options.MaxRestarts = a.int("restarts", 0)
+	s.Options.MaxTaskRetries = a.int("task-retries", 0)
 	if l, ok := a.kv["labels"]; ok {
 		s.Options.Labels = labels(l)
 	}

@@ -164,6 +164,23 @@ var quitterQuit = sdk.NewMethod0(quitterClass, "quit", func(q *Quitter) (int, er
 
 var quitterCalls = sdk.NewMethod0(quitterClass, "calls", func(q *Quitter) (int, error) { q.calls++; return q.calls, nil })
 
+// Phoenix is an actor whose first attempt at a call exits: with a restart
+// and a task retry, the call runs again on the restarted actor.
+type Phoenix struct{}
+
+var phoenixClass = sdk.Actor("Phoenix", func() (*Phoenix, error) { return &Phoenix{}, nil }, sdk.MaxRestarts(1), sdk.MaxTaskRetries(1))
+
+var phoenixRise = sdk.NewMethod0(phoenixClass, "rise", func(*Phoenix) (int, error) {
+	rc, err := sdk.GetRuntimeContext()
+	if err != nil {
+		return 0, err
+	}
+	if rc.Attempt == 0 {
+		os.Exit(4)
+	}
+	return rc.Attempt, nil
+})
+
 // Sleeper is an actor whose calls sleep, and count the calls that ran.
 type Sleeper struct{ ran int }
 
@@ -480,6 +497,10 @@ func run(args []string) error {
 			v3, err3 := r3.Get()
 			check("cancel_queued_actor_call", err == nil && errors.Is(err2, sdk.ErrTaskCancelled), fmt.Sprint(err, err2))
 			check("cancelled_actor_call_never_ran", err1 == nil && v1 == 1 && err3 == nil && v3 == 2, fmt.Sprint(v1, err1, v3, err3))
+		case "task_retries":
+			p := phoenixClass.Remote()
+			v, err := phoenixRise.Remote(p).Get()
+			check("actor_call_retried_after_restart", err == nil && v == 1, fmt.Sprint(v, err))
 		case "cluster":
 			nodes, err := sdk.Nodes()
 			here := false
