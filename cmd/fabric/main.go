@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -192,15 +193,21 @@ prefixed with the task's name and worker pid.`,
 func newBuildCmd() *cobra.Command {
 	var out string
 	cmd := &cobra.Command{
-		Use:     "build DIR -o FILE.wasm",
-		Short:   "Build a Go package to a Fabric guest module",
-		Long:    "Build runs `go build` for GOOS=wasip1 GOARCH=wasm with -buildmode=c-shared, the flags a Go guest needs.",
-		Example: "  fabric build ./examples/quickstart -o quickstart.wasm",
+		Use:   "build DIR [-o FILE.wasm]",
+		Short: "Build a Go package to a Fabric guest module",
+		Long: "Build runs `go build` for GOOS=wasip1 GOARCH=wasm with -buildmode=c-shared, the flags a Go guest needs,\n" +
+			"and checks that the result is a Fabric guest (a package that uses the SDK). The module is named after\n" +
+			"the package's directory unless -o says otherwise.",
+		Example: "  fabric build ./examples/quickstart            # writes quickstart.wasm\n  fabric build . -o job.wasm",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := args[0]
-			if out == "" {
-				out = filepath.Base(filepath.Clean(dir)) + ".wasm"
+			absDir, err := filepath.Abs(dir)
+			if err != nil {
+				return err
+			}
+			if out == "" { // named after the package's directory, even for "."
+				out = filepath.Base(absDir) + ".wasm"
 			}
 			absOut, err := filepath.Abs(out)
 			if err != nil {
@@ -219,12 +226,19 @@ func newBuildCmd() *cobra.Command {
 				return err
 			}
 			if _, err := sandbox.Validate(wasm, sandbox.Limits{}); err != nil {
+				_ = os.Remove(absOut)
+				var ve *sandbox.ValidationError
+				if errors.As(err, &ve) && slices.Contains(ve.Missing, "fabric_call") {
+					return fmt.Errorf("%s does not use the Fabric SDK: the module it builds exports no fabric_call. Import %q, register the driver with sdk.Main and tasks with sdk.Task in an init function, and build again (see examples/quickstart)",
+						dir, "github.com/wasmfabric/fabric/sdk")
+				}
 				return fmt.Errorf("built module is not a Fabric guest: %w", err)
 			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "built %s\n", out)
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&out, "output", "o", "", "output file (default DIR's name + .wasm)")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "output file (default: the package directory's name + .wasm)")
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -121,5 +122,40 @@ func TestParseSize(t *testing.T) {
 		if (err != nil) != c.err || got != c.want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d, err %v", c.in, got, err, c.want, c.err)
 		}
+	}
+}
+
+// TestBuild runs `fabric build` as a new user would: `fabric build .`
+// names the module after the package's directory, and a program that
+// does not use the SDK gets an error that says so, and no module.
+func TestBuild(t *testing.T) {
+	bin := testrig.Fabric(t)
+	dir := filepath.Join(testrig.Root(t), "examples", "quickstart")
+	out := filepath.Join(dir, "quickstart.wasm")
+	t.Cleanup(func() { _ = os.Remove(out) })
+	cmd := exec.Command(bin, "build", ".")
+	cmd.Dir = dir
+	if b, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(b), "built quickstart.wasm") {
+		t.Fatalf("fabric build .: %v\n%s", err, b)
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Fatalf("no quickstart.wasm: %v", err)
+	}
+
+	plain := t.TempDir()
+	if err := os.WriteFile(filepath.Join(plain, "go.mod"), []byte("module plain\n\ngo 1.26\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(plain, "main.go"), []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(bin, "build", ".")
+	cmd.Dir = plain
+	b, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(b), "does not use the Fabric SDK") || !strings.Contains(string(b), "sdk.Main") {
+		t.Fatalf("a program without the SDK: %v\n%s", err, b)
+	}
+	if _, err := os.Stat(filepath.Join(plain, filepath.Base(plain)+".wasm")); err == nil {
+		t.Errorf("a module that is not a guest was left behind")
 	}
 }

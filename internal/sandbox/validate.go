@@ -132,6 +132,9 @@ type ValidationError struct {
 	// taken from the module are truncated and quoted when they are not
 	// plain printable text.
 	Reason string
+	// Missing lists the required exports the module lacks, if that is
+	// why it was rejected.
+	Missing []string
 }
 
 // Error returns "sandbox: invalid module: " followed by the reason.
@@ -720,8 +723,10 @@ func (v *valValidator) finish() error {
 		}
 	}
 	if len(missing) > 0 {
-		return valErrorf("missing required exports: %s; is this a Fabric guest? Build it with `fabric build` or see docs/ABI.md",
+		e := valErrorf("missing required exports: %s; is this a Fabric guest? Build it with `fabric build` or see docs/ABI.md",
 			strings.Join(missing, ", "))
+		e.Missing = missing
+		return e
 	}
 	for _, req := range valRequiredExports {
 		if k := kinds[req.name]; k != req.kind {
