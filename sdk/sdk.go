@@ -387,8 +387,26 @@ func sumResources(of func(Node) map[string]float64) (map[string]float64, error) 
 	return sum, nil
 }
 
-// Log writes a log line at a level (abi.LevelInfo and so on) to the job's output.
-func Log(level int, msg string) { host.log(level, []byte(msg)) }
+// LogLevel is the level of a log line.
+type LogLevel int
+
+// The log levels, as the job's output shows them ("INFO: ...").
+const (
+	LevelDebug LogLevel = abi.LevelDebug
+	LevelInfo  LogLevel = abi.LevelInfo
+	LevelWarn  LogLevel = abi.LevelWarn
+	LevelError LogLevel = abi.LevelError
+)
+
+// Log writes a log line at a level to the job's output.
+func Log(level LogLevel, msg string) { host.log(int(level), []byte(msg)) }
 
 // Logf writes a formatted info log line.
-func Logf(format string, a ...any) { Log(abi.LevelInfo, fmt.Sprintf(format, a...)) }
+func Logf(format string, a ...any) { Log(LevelInfo, fmt.Sprintf(format, a...)) }
+
+// Warnf writes a formatted warning log line.
+func Warnf(format string, a ...any) { Log(LevelWarn, fmt.Sprintf(format, a...)) }
+
+// Errorf writes a formatted error log line (it returns nothing: for an
+// error value, use fmt.Errorf).
+func Errorf(format string, a ...any) { Log(LevelError, fmt.Sprintf(format, a...)) }

@@ -38,7 +38,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"exits"}, exitChecks, []string{"task quitter exited (guest exited with code 3); retrying"}},
 		{"2", []string{"multi", "retry_exceptions", "error_propagation", "put_get", "log"},
 			[]string{"multiple_returns", "retry_exceptions", "error_propagates", "put_get_map", "put_get_big", "log"},
-			[]string{"(logger pid=", "INFO: hello from a task"}},
+			[]string{"(logger pid=", "INFO: hello from a task", "WARN: careful, a task", "ERROR: an error line"}},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, "+"), func(t *testing.T) {

@@ -89,6 +89,8 @@ var consumer = sdk.Task1("consumer", func(x int) (int, error) { return x, nil })
 
 var logger = sdk.Task0("logger", func() (int, error) {
 	sdk.Logf("hello from %s", "a task")
+	sdk.Warnf("careful, %s", "a task")
+	sdk.Log(sdk.LevelError, "an error line")
 	return 0, nil
 })
 
