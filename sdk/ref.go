@@ -186,6 +186,7 @@ const maxKnownReady = 1 << 16
 // Wait waits until numReady of refs are ready or the timeout passes
 // (timeout < 0: no timeout) and returns the ready and the not-ready
 // references, each in input order, as ray.wait does.
+
 func Wait[T any](refs []Ref[T], numReady int, timeout time.Duration) (ready, notReady []Ref[T], err error) {
 	numReady = max(0, min(numReady, len(refs)))
 	for _, r := range refs {
@@ -238,6 +239,66 @@ func Wait[T any](refs []Ref[T], numReady int, timeout time.Duration) (ready, not
 	}
 	notReady = append(notReady, refs[prev:]...)
 	return ready, notReady, nil
+}
+
+// AnyRef is a reference whatever its value's type: WaitAny and GetEach
+// take references of different types together. Every Ref is one.
+type AnyRef interface {
+	ID() ObjectID
+	Err() error
+}
+
+// WaitAny is Wait over references of different types.
+func WaitAny(refs []AnyRef, numReady int, timeout time.Duration) (ready, notReady []AnyRef, err error) {
+	plain := make([]Ref[any], len(refs))
+	for i, r := range refs {
+		plain[i] = Ref[any]{id: r.ID(), err: r.Err()}
+	}
+	got, _, err := Wait(plain, numReady, timeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The ready ones are a subsequence of refs, in order.
+	for _, r := range refs {
+		if len(got) > 0 && got[0].id == r.ID() {
+			ready, got = append(ready, r), got[1:]
+		} else {
+			notReady = append(notReady, r)
+		}
+	}
+	return ready, notReady, nil
+}
+
+// Target pairs a reference with the variable its value goes to (To).
+type Target struct {
+	ref AnyRef
+	dst any
+}
+
+// To makes a Target: GetEach decodes r's value into *dst.
+func To[T any](r Ref[T], dst *T) Target { return Target{ref: r, dst: dst} }
+
+// GetEach waits for the values of references of different types with one
+// host call, as ray.get of a list does, and decodes each into its target.
+// The first error (a failed task, a timeout) is returned.
+func GetEach(targets []Target, opts ...GetOption) error {
+	ids := make([]ObjectID, len(targets))
+	for i, t := range targets {
+		if err := t.ref.Err(); err != nil {
+			return err
+		}
+		ids[i] = t.ref.ID()
+	}
+	items, err := host.get(ids, getOpts(opts).timeoutMs)
+	if err != nil {
+		return err
+	}
+	for i, it := range items {
+		if err := decodeStaged(it, targets[i].dst); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // CancelOption changes Cancel.

@@ -444,3 +444,29 @@ func TestClusterQueries(t *testing.T) {
 		t.Errorf("AvailableResources: %v, %v", avail, err)
 	}
 }
+
+// TestMixedRefs waits for and gets references of different types together.
+func TestMixedRefs(t *testing.T) {
+	newMemHost(t)
+	n, err := Put(42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Put("hi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready, notReady, err := WaitAny([]AnyRef{n, s}, 1, -1)
+	if err != nil || len(ready) != 1 || len(notReady) != 1 || ready[0].ID() != n.ID() || notReady[0].ID() != s.ID() {
+		t.Fatalf("WaitAny: %v %v %v", ready, notReady, err)
+	}
+	var x int
+	var y string
+	if err := GetEach([]Target{To(n, &x), To(s, &y)}); err != nil || x != 42 || y != "hi" {
+		t.Fatalf("GetEach: %d %q %v", x, y, err)
+	}
+	bad := Ref[int]{err: errHost("submit failed")}
+	if err := GetEach([]Target{To(n, &x), To(bad, &x)}); err == nil {
+		t.Error("GetEach with a failed reference: no error")
+	}
+}

@@ -32,6 +32,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"named"}, namedChecks, nil},
 		{"2", []string{"infeasible"}, []string{"infeasible"}, []string{"task needs CPU: 1, GPU: 1 but no node can ever provide it"}},
 		{"2", []string{"context"}, contextChecks, nil},
+		{"2", []string{"mixed"}, []string{"wait_mixed_types", "get_mixed_types"}, nil},
 		{"2", []string{"task_retries"}, []string{"actor_call_retried_after_restart"}, []string{"the call runs again when the actor has restarted"}},
 		{"2", []string{"cancel_actor"}, []string{"cancel_queued_actor_call", "cancelled_actor_call_never_ran"}, nil},
 		{"2", []string{"cluster"}, []string{"cluster_nodes", "cluster_resources"}, []string{"cluster: 1 nodes, CPU 2\n"}},

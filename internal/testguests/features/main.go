@@ -503,6 +503,16 @@ func run(args []string) error {
 			p := phoenixClass.Remote()
 			v, err := phoenixRise.Remote(p).Get()
 			check("actor_call_retried_after_restart", err == nil && v == 1, fmt.Sprint(v, err))
+		case "mixed":
+			// References of different types, waited for and got together.
+			sq := square.Remote(5)
+			txt, err := sdk.Put("text")
+			ready, _, err2 := sdk.WaitAny([]sdk.AnyRef{sq, txt}, 2, 10*time.Second)
+			var n int
+			var s string
+			err3 := sdk.GetEach([]sdk.Target{sdk.To(sq, &n), sdk.To(txt, &s)})
+			check("wait_mixed_types", err == nil && err2 == nil && len(ready) == 2, fmt.Sprint(len(ready), err, err2))
+			check("get_mixed_types", err3 == nil && n == 25 && s == "text", fmt.Sprint(n, s, err3))
 		case "cluster":
 			nodes, err := sdk.Nodes()
 			here := false
