@@ -24,6 +24,15 @@
 // Values cross the sandbox boundary as CBOR; any type that
 // github.com/fxamacker/cbor/v2 can encode may be an argument or a result.
 // References and actor handles may be nested inside values.
+//
+// Beyond tasks and actors: WaitAny and GetEach take references of
+// different types together; GetRuntimeContext says who and where the
+// running code is (job, task, actor, node, attempt, resources, placement
+// group); Nodes, ClusterResources and AvailableResources describe the
+// cluster; Log, Logf, Warnf and Errorf write to the job's output. A task
+// that calls os.Exit is a system failure, retried under MaxRetries; an
+// actor method that does restarts its actor (MaxRestarts), and its call
+// runs again under MaxTaskRetries.
 //lint:file-ignore U1000 dispatch and its helpers are called from imports_wasip1.go, which only the wasm build compiles
 
 package sdk
