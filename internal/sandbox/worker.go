@@ -961,36 +961,33 @@ func (h *workerHost) GroupWait(id objects.ID, timeoutMs int64) (bool, error) {
 	return r.Code == abi.TimedOut, nil
 }
 
-// GroupRemove queues the removal without waiting.
 // NodeID names the worker's node.
 func (h *workerHost) NodeID() string { return h.w.cfg.NodeID }
 
+// ClusterInfo asks the agent for the nodes it knows (abi.ClusterInfo).
 func (h *workerHost) ClusterInfo() ([]byte, error) {
-	r, err := h.l.rpc(h.cur, wire.TypeCluster, func(seq uint64) any {
-		return wire.Cluster{Seq: seq, Task: h.task}
-	})
-	if err != nil {
-		return nil, err
-	}
-	if len(r.Items) != 1 || r.Items[0].Data.Inline == nil {
-		return nil, errors.New("sandbox: bad cluster info reply")
-	}
-	return r.Items[0].Data.Inline, nil
+	return h.askBytes(wire.TypeCluster, "cluster info", func(seq uint64) any { return wire.Cluster{Seq: seq, Task: h.task} })
 }
 
+// RuntimeContext asks the agent for the call's abi.RuntimeContext.
 func (h *workerHost) RuntimeContext() ([]byte, error) {
-	r, err := h.l.rpc(h.cur, wire.TypeContext, func(seq uint64) any {
-		return wire.Context{Seq: seq, Task: h.task}
-	})
+	return h.askBytes(wire.TypeContext, "runtime context", func(seq uint64) any { return wire.Context{Seq: seq, Task: h.task} })
+}
+
+// askBytes sends a request whose Reply carries one inline item (what),
+// and returns its bytes.
+func (h *workerHost) askBytes(t wire.Type, what string, fill func(seq uint64) any) ([]byte, error) {
+	r, err := h.l.rpc(h.cur, t, fill)
 	if err != nil {
 		return nil, err
 	}
 	if len(r.Items) != 1 || r.Items[0].Data.Inline == nil {
-		return nil, errors.New("sandbox: bad runtime context reply")
+		return nil, fmt.Errorf("sandbox: bad %s reply", what)
 	}
 	return r.Items[0].Data.Inline, nil
 }
 
+// GroupRemove queues the removal without waiting.
 func (h *workerHost) GroupRemove(id objects.ID) error {
 	return h.w.queue(h.l.id, wire.TypeGroupRemove, wire.GroupRemove{Task: h.task, Group: id})
 }
