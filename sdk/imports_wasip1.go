@@ -16,6 +16,9 @@ func hostReturnValue(ptr, n uint32)
 //go:wasmimport fabric return_error
 func hostReturnError(ptr, n uint32)
 
+//go:wasmimport fabric return_error_types
+func hostReturnErrorTypes(ptr, n uint32)
+
 //go:wasmimport fabric return_refs
 func hostReturnRefs(ptr, n uint32)
 
@@ -132,6 +135,9 @@ func exportCall(namePtr, nameLen, argsPtr, argsLen int32) int32 {
 	args := guestBytes(argsPtr, argsLen)
 	value, refs, err := dispatch(name, args)
 	if err != nil {
+		if b := encodeErrorTypes(errorTypesOf(err)); b != nil {
+			hostReturnErrorTypes(ptr(b), uint32(len(b)))
+		}
 		msg := []byte(err.Error())
 		hostReturnError(ptr(msg), uint32(len(msg)))
 		return 1

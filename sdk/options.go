@@ -36,9 +36,22 @@ func Resource(name string, amount float64) Option {
 // returned (default 3; -1 retries forever).
 func MaxRetries(n int) Option { return func(o *abi.Options) { o.MaxRetries = &n } }
 
-// RetryExceptions makes application errors (a returned error or a panic)
-// count as retriable too.
-func RetryExceptions() Option { return func(o *abi.Options) { o.RetryExceptions = true } }
+// RetryExceptions makes application errors count as retriable too, under
+// MaxRetries: with no arguments every error (a returned error, a panic, a
+// trap); with sentinels, only returned errors that wrap one of them
+// (errors.Is), as Ray's retry_exceptions takes a list. The sentinels are
+// registered (RegisterError). For error types, see RetryOn.
+func RetryExceptions(sentinels ...error) Option {
+	if len(sentinels) == 0 {
+		return func(o *abi.Options) { o.RetryExceptions = true }
+	}
+	names := make([]string, len(sentinels))
+	for i, s := range sentinels {
+		RegisterError(s)
+		names[i] = sentinelName(s)
+	}
+	return func(o *abi.Options) { o.RetryOn = append(o.RetryOn, names...) }
+}
 
 // TaskTimeout bounds one attempt of the task; past it the worker is killed
 // and the task fails with ErrTaskTimeout.

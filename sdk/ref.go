@@ -155,7 +155,7 @@ func decodeStaged(it staged, v any) error {
 		if err := decode(it.data, &ev); err != nil {
 			return errHost("undecodable error value")
 		}
-		return &TaskError{Kind: ev.Kind, Message: ev.Message, Task: ev.Task}
+		return &TaskError{Kind: ev.Kind, Message: ev.Message, Task: ev.Task, types: ev.Types}
 	default:
 		return errHost(string(it.data))
 	}

@@ -33,6 +33,11 @@
 // that calls os.Exit is a system failure, retried under MaxRetries; an
 // actor method that does restarts its actor (MaxRestarts), and its call
 // runs again under MaxTaskRetries.
+//
+// Errors keep their types across the trip: register error types with
+// RegisterErrorType and sentinels with RegisterError, and a caller's
+// errors.As and errors.Is see what the task returned. RetryOn and
+// RetryExceptions with sentinels retry only those errors.
 //lint:file-ignore U1000 dispatch and its helpers are called from imports_wasip1.go, which only the wasm build compiles
 
 package sdk
@@ -102,6 +107,7 @@ type TaskError struct {
 	Kind    ErrorKind
 	Message string // for KindTask: the guest's message and stack
 	Task    string // the task's name
+	types   []abi.ErrorType
 }
 
 func (e *TaskError) Error() string {
@@ -122,11 +128,6 @@ var kindErrors = map[ErrorKind]error{
 	KindObjectLost: ErrObjectLost,
 }
 
-// Is matches the sentinel of the error's kind.
-func (e *TaskError) Is(target error) bool {
-	s, ok := kindErrors[e.Kind]
-	return ok && s == target
-}
 
 type staged struct {
 	kind int32

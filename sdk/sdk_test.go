@@ -78,7 +78,13 @@ func (h *memHost) run(name string, spec abi.TaskSpec, n int) []ObjectID {
 		value = bytes.Join(parts, nil)
 	}
 	if err != nil {
-		ev, _ := cbor.Marshal(abi.ErrorValue{Kind: "task", Message: err.Error(), Task: name})
+		v := abi.ErrorValue{Kind: "task", Message: err.Error(), Task: name}
+		if b := encodeErrorTypes(errorTypesOf(err)); b != nil { // as return_error_types
+			if err := cbor.Unmarshal(b, &v.Types); err != nil {
+				panic(err)
+			}
+		}
+		ev, _ := cbor.Marshal(v)
 		for _, id := range ids {
 			h.objs[id] = staged{kind: abi.StagedError, data: ev}
 		}

@@ -36,6 +36,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"task_retries"}, []string{"actor_call_retried_after_restart"}, []string{"the call runs again when the actor has restarted"}},
 		{"2", []string{"cancel_actor"}, []string{"cancel_queued_actor_call", "cancelled_actor_call_never_ran"}, nil},
 		{"2", []string{"cluster"}, []string{"cluster_nodes", "cluster_resources"}, []string{"cluster: 1 nodes, CPU 2\n"}},
+		{"2", []string{"error_types"}, errorChecks, nil},
 		{"2", []string{"exits"}, exitChecks, []string{"task quitter exited (guest exited with code 3); retrying"}},
 		{"2", []string{"multi", "retry_exceptions", "error_propagation", "put_get", "log"},
 			[]string{"multiple_returns", "retry_exceptions", "error_propagates", "put_get_map", "put_get_big", "log"},
@@ -66,6 +67,12 @@ func TestFeatures(t *testing.T) {
 // worker; an actor method that does kills the call and restarts the
 // actor.
 var exitChecks = []string{"task_exit_is_a_worker_failure", "task_exit_retried", "actor_exit_kills_the_call", "actor_restarted_after_exit"}
+
+// errorChecks are the features guest's checks of user error types: a
+// registered type's value reaches the caller's errors.As, also passed on
+// by a task in between; a registered sentinel reaches errors.Is; RetryOn
+// and RetryExceptions with sentinels retry those errors and no others.
+var errorChecks = []string{"error_type_as", "error_type_nested", "error_sentinel_is", "retry_on_type", "retry_on_sentinel", "no_retry_on_other_types"}
 
 // contextChecks are the features guest's checks of the runtime context:
 // the driver's, a task's (its ID, resources and attempt), an actor

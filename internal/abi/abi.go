@@ -81,6 +81,9 @@ type Options struct {
 	// or sent ahead when the actor died runs again once it restarted
 	// (Ray's max_task_retries; -1 forever).
 	MaxTaskRetries int `cbor:"max_task_retries,omitempty"`
+	// RetryOn lists the error types (ErrorType.Name) whose errors are
+	// retried under MaxRetries, as RetryExceptions retries every error.
+	RetryOn []string `cbor:"retry_on,omitempty"`
 }
 
 // RuntimeContext is what runtime_context writes: who and where the running
@@ -160,6 +163,30 @@ type ErrorValue struct {
 	Kind    ErrorKind `cbor:"kind"`
 	Message string    `cbor:"message"` // the guest's message and stack, or the host's explanation
 	Task    string    `cbor:"task,omitempty"`
+	// Types are the registered error types the guest's error matched
+	// (return_error_types), outermost first.
+	Types []ErrorType `cbor:"types,omitempty"`
+}
+
+// ErrorType is one registered error type that a guest's error matched:
+// its name and, for a typed error, its value in CBOR (absent for a
+// sentinel error, which is matched by name alone).
+type ErrorType struct {
+	Name  string `cbor:"name"`
+	Value []byte `cbor:"value,omitempty"`
+}
+
+// MaxErrorTypes bounds the bytes a guest passes to return_error_types.
+const MaxErrorTypes = 64 << 10
+
+// MatchesAny reports whether one of the error's types is named in names.
+func (ev *ErrorValue) MatchesAny(names []string) bool {
+	for _, t := range ev.Types {
+		if slices.Contains(names, t.Name) {
+			return true
+		}
+	}
+	return false
 }
 
 // AppendCBOR appends the spec's CBOR encoding: the same map, field for
@@ -302,8 +329,21 @@ func (o *Options) appendFields(dst []byte) []byte {
 		field("max_task_retries")
 		body = cborlite.AppendInt(body, int64(o.MaxTaskRetries))
 	}
+	if len(o.RetryOn) > 0 {
+		field("retry_on")
+		body = appendTexts(body, o.RetryOn)
+	}
 	if n == 0 {
 		return dst
 	}
 	return append(cborlite.AppendHead(dst, cborlite.MajorMap, n), body...)
+}
+
+// appendTexts appends a CBOR array of text strings.
+func appendTexts(dst []byte, list []string) []byte {
+	dst = cborlite.AppendHead(dst, cborlite.MajorArray, uint64(len(list)))
+	for _, v := range list {
+		dst = cborlite.AppendString(dst, v)
+	}
+	return dst
 }

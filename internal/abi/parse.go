@@ -188,6 +188,9 @@ func (p parser) options(o *Options) bool {
 		case "max_task_retries":
 			bit = 8192
 			o.MaxTaskRetries, ok = p.int()
+		case "retry_on":
+			bit = 16384
+			o.RetryOn, ok = p.texts()
 		default:
 			return false
 		}
@@ -197,6 +200,20 @@ func (p parser) options(o *Options) bool {
 		seen |= bit
 	}
 	return true
+}
+
+func (p parser) texts() ([]string, bool) {
+	n, ok := p.Count(cborlite.MajorArray, maxItems)
+	if !ok {
+		return nil, false
+	}
+	out := make([]string, n)
+	for i := range out {
+		if out[i], ok = p.Text(); !ok {
+			return nil, false
+		}
+	}
+	return out, true
 }
 
 func (p parser) floatMap() (map[string]float64, bool) {

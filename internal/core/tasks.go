@@ -644,7 +644,14 @@ func (c *Core) executionFailed(w *worker, t *task, d wire.Done) {
 		c.killWorker(w)
 		return
 	}
-	if t.kind == wire.ExecTask && t.spec.Options.RetryExceptions && t.retriesLeft != 0 {
+	ev := abi.ErrorValue{Kind: abi.KindTask, Message: d.Error, Task: t.name}
+	if d.Kind == "app" && len(d.ErrorTypes) > 0 {
+		// Checked by the worker's host; a worker that sends garbage only
+		// loses its own error's types.
+		_ = wire.Unmarshal(d.ErrorTypes, &ev.Types)
+	}
+	retriable := t.spec.Options.RetryExceptions || d.Kind == "app" && ev.MatchesAny(t.spec.Options.RetryOn)
+	if t.kind == wire.ExecTask && retriable && t.retriesLeft != 0 {
 		t.retriesLeft--
 		t.retried++
 		c.sched.Finished(t.schedID())
@@ -660,7 +667,7 @@ func (c *Core) executionFailed(w *worker, t *task, d wire.Done) {
 		c.actorDiedIn(w, t, d.Error)
 		return
 	}
-	c.failTask(t, abi.ErrorValue{Kind: abi.KindTask, Message: d.Error, Task: t.name}, true)
+	c.failTask(t, ev, true)
 	c.afterExecution(w)
 	c.schedule()
 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/objects"
 
 	"github.com/tetratelabs/wazero"
@@ -324,6 +325,9 @@ type CallResult struct {
 	// ExitCode is the code the guest passed to proc_exit, when Kind is
 	// "exit".
 	ExitCode uint32
+	// ErrorTypes are the registered error types the guest's error
+	// matched (return_error_types), when Kind is "app".
+	ErrorTypes []abi.ErrorType
 }
 
 // ArgSource writes the arguments of a call into guest memory at dst.
@@ -394,7 +398,7 @@ func (i *Instance) Call(ctx context.Context, host Host, name string, args ArgSou
 		r.Kind, r.Error = "app", "fabric_call returned 0 without calling return_value"
 	default:
 		r.Kind = "app"
-		r.Error = cs.errText
+		r.Error, r.ErrorTypes = cs.errText, cs.errTypes
 		if !cs.errSet {
 			r.Error = fmt.Sprintf("fabric_call returned %d without calling return_error", int32(res[0]))
 		}

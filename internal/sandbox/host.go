@@ -9,6 +9,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/wire"
 )
 
 // Host is what guests reach through the fabric import module. The worker
@@ -66,6 +67,7 @@ type callState struct {
 	refs     []objects.ID
 	errText  string
 	errSet   bool
+	errTypes []abi.ErrorType // from return_error_types
 	hostErr  string // set when the guest misused a no-return import
 }
 
@@ -206,6 +208,25 @@ var hostFuncs = []hostFunc{
 			return
 		}
 		cs.errText, cs.errSet = string(b), true
+	}},
+	{"return_error_types", []api.ValueType{i32, i32}, nil, func(cs *callState, st []uint64) {
+		// return_error_types(ptr, len): the registered error types the
+		// call's error matched, a CBOR array of {"name", "value"} maps.
+		if u32(st[1]) > abi.MaxErrorTypes {
+			cs.hostErr = fmt.Sprintf("return_error_types: %d bytes; the limit is %d", u32(st[1]), abi.MaxErrorTypes)
+			return
+		}
+		b, ok := cs.read(u32(st[0]), u32(st[1]))
+		if !ok {
+			cs.hostErr = fmt.Sprintf("return_error_types: pointer %d length %d is outside guest memory", u32(st[0]), u32(st[1]))
+			return
+		}
+		var types []abi.ErrorType
+		if err := wire.Unmarshal(b, &types); err != nil {
+			cs.hostErr = fmt.Sprintf("return_error_types: not a CBOR array of error types: %v", err)
+			return
+		}
+		cs.errTypes = types
 	}},
 	{"return_refs", []api.ValueType{i32, i32}, nil, func(cs *callState, st []uint64) {
 		ids, ok := cs.readIDs(u32(st[0]), u32(st[1]))

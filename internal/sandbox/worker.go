@@ -656,6 +656,9 @@ func (l *lane) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 	done.OK, done.Error, done.Kind, done.Output, done.ExitCode = res.OK, res.Error, res.Kind, res.Dropped, res.ExitCode
 	done.Refs = append(done.Refs, res.Refs...)
 	if !res.OK {
+		if len(res.ErrorTypes) > 0 {
+			done.ErrorTypes, _ = wire.Marshal(res.ErrorTypes)
+		}
 		return
 	}
 	if len(res.Value) <= InlineMax || w.arena == nil {

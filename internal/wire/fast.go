@@ -73,7 +73,7 @@ func decodeDone(b []byte) (Done, bool) {
 		return d, false
 	}
 	r := cborlite.NewReader(b)
-	ok := r.Fields(10)
+	ok := r.Fields(11)
 	if ok {
 		d.Task, ok = ReadID(r)
 	}
@@ -106,6 +106,9 @@ func decodeDone(b []byte) (Done, bool) {
 		code, ok = r.Int64()
 		ok = ok && code >= 0 && code <= math.MaxUint32
 		d.ExitCode = uint32(code)
+	}
+	if ok {
+		d.ErrorTypes, ok = r.BytesCopy()
 	}
 	return d, ok && r.Done()
 }

@@ -72,6 +72,9 @@ type Done struct {
 	// ExitCode is the code the guest passed to proc_exit (os.Exit), when
 	// Kind is "exit".
 	ExitCode uint32
+	// ErrorTypes are the registered error types the guest's error
+	// matched, a CBOR array of abi.ErrorType, when Kind is "app".
+	ErrorTypes []byte
 }
 
 // Output carries guest output of the running call.

@@ -186,6 +186,7 @@ func fastSamples() []any {
 		Done{Task: id, Value: Piece{Off: 1 << 33, Size: 5 << 20, Arena: true}, Refs: []objects.ID{id, {9}}, Created: objects.ID{4}, Output: 12},
 		Done{Task: id, Error: "boom", Kind: "trap", Value: Piece{Path: "/spill/x", Size: -1}},
 		Done{Task: id, Dropped: true},
+		Done{Task: id, Error: "not found", Kind: "app", ErrorTypes: []byte{0x81, 0xa1, 0x64, 'n', 'a', 'm', 'e', 0x61, 'E'}},
 		Submit{Task: id, Spec: []byte{0xa1, 0x62, 'f', 'n', 0x61, 'f'}, IDs: []objects.ID{{1}, {2}}},
 		Submit{Seq: 7, Task: id, Actor: true, Spec: []byte{}, IDs: []objects.ID{{5}}},
 		Submit{Task: id, Spec: []byte{0xa0}, IDs: []objects.ID{{6}}, Lane: 1 << 40},
