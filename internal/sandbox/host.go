@@ -68,7 +68,7 @@ type callState struct {
 	errText  string
 	errSet   bool
 	errTypes []abi.ErrorType // from return_error_types
-	hostErr  string // set when the guest misused a no-return import
+	hostErr  string          // set when the guest misused a no-return import
 }
 
 func (cs *callState) unstage() {

@@ -3,9 +3,12 @@ package sandbox
 import (
 	"context"
 	"encoding/binary"
+	"strings"
 	"testing"
 
+	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/objects"
+	"github.com/wasmfabric/fabric/internal/wire"
 )
 
 // fakeHost answers every host call with fixed, well-formed results.
@@ -77,4 +80,97 @@ func FuzzHostFuncs(f *testing.F) {
 		cs.stage([]Staged{{Data: []byte("abc")}}, nil)
 		hf.fn(cs, st)
 	})
+}
+
+// hostFuncNamed returns the host function called name.
+func hostFuncNamed(t testing.TB, name string) hostFunc {
+	for _, hf := range hostFuncs {
+		if hf.name == name {
+			return hf
+		}
+	}
+	t.Fatalf("no host function %q", name)
+	return hostFunc{}
+}
+
+// FuzzReturnErrorTypes hands return_error_types arbitrary bytes in guest
+// memory: they become error types or the call's error, never a crash.
+func FuzzReturnErrorTypes(f *testing.F) {
+	ctx := context.Background()
+	e, err := NewEngine(ctx, EngineConfig{MemoryLimit: 1 << 20})
+	if err != nil {
+		f.Fatal(err)
+	}
+	mod, err := e.Compile(ctx, valMinimal())
+	if err != nil {
+		f.Fatal(err)
+	}
+	inst, err := mod.Instantiate(ctx)
+	if err != nil {
+		f.Fatal(err)
+	}
+	hf := hostFuncNamed(f, "return_error_types")
+	f.Add([]byte{0x81, 0xa2, 0x64, 'n', 'a', 'm', 'e', 0x61, 'E', 0x65, 'v', 'a', 'l', 'u', 'e', 0x41, 0x01})
+	f.Add([]byte{0x80})
+	f.Add([]byte{0x9f, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 4096 {
+			return
+		}
+		inst.mod.Memory().Write(16, b)
+		cs := &callState{host: fakeHost{}, mod: inst.mod}
+		hf.fn(cs, []uint64{16, uint64(len(b))})
+		var again []abi.ErrorType
+		if cs.hostErr == "" && wire.Unmarshal(b, &again) != nil {
+			t.Fatalf("accepted %x, which does not decode", b)
+		}
+	})
+}
+
+// TestReturnErrorTypes: well-formed types are kept; garbage, an oversized
+// list and a bad pointer are the call's error.
+func TestReturnErrorTypes(t *testing.T) {
+	ctx := context.Background()
+	e, err := NewEngine(ctx, EngineConfig{MemoryLimit: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := e.Compile(ctx, valMinimal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := mod.Instantiate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := wire.Marshal([]abi.ErrorType{{Name: "*app.NotFound", Value: []byte{0xa0}}, {Name: "sentinel:busy"}})
+	hf := hostFuncNamed(t, "return_error_types")
+	cases := []struct {
+		name    string
+		data    []byte
+		ptr, n  uint64
+		wantErr string
+	}{
+		{"well formed", good, 16, uint64(len(good)), ""},
+		{"not CBOR", []byte{0xff, 0x00}, 16, 2, "not a CBOR array of error types"},
+		{"a map", []byte{0xa0}, 16, 1, "not a CBOR array of error types"},
+		{"outside memory", nil, 1 << 30, 8, "outside guest memory"},
+		{"too large", nil, 16, abi.MaxErrorTypes + 1, "the limit is 65536"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			inst.mod.Memory().Write(16, c.data)
+			cs := &callState{host: fakeHost{}, mod: inst.mod}
+			hf.fn(cs, []uint64{c.ptr, c.n})
+			if c.wantErr == "" {
+				if cs.hostErr != "" || len(cs.errTypes) != 2 || cs.errTypes[0].Name != "*app.NotFound" || cs.errTypes[1].Name != "sentinel:busy" {
+					t.Fatalf("types %+v, error %q", cs.errTypes, cs.hostErr)
+				}
+				return
+			}
+			if !strings.Contains(cs.hostErr, c.wantErr) || cs.errTypes != nil {
+				t.Fatalf("error %q (want %q), types %+v", cs.hostErr, c.wantErr, cs.errTypes)
+			}
+		})
+	}
 }
