@@ -23,6 +23,7 @@ func (noHost) groupCreate([]byte) (ObjectID, error)    { return ObjectID{}, ErrN
 func (noHost) groupWait(ObjectID, int64) (bool, error) { return false, ErrNotInGuest }
 func (noHost) groupRemove(ObjectID) error              { return ErrNotInGuest }
 func (noHost) nodeID() string                          { return "" }
+func (noHost) cancelled() bool                         { return false }
 func (noHost) runtimeContext() ([]byte, error)         { return nil, ErrNotInGuest }
 func (noHost) clusterInfo() ([]byte, error)            { return nil, ErrNotInGuest }
 

@@ -8,6 +8,8 @@ import (
 	"encoding/binary"
 	"runtime"
 	"unsafe"
+
+	"github.com/wasmfabric/fabric/internal/abi"
 )
 
 //go:wasmimport fabric return_value
@@ -85,6 +87,9 @@ func hostGroupRemove(id uint32) int32
 
 //go:wasmimport fabric node_id
 func hostNodeID(buf, capacity uint32) int32
+
+//go:wasmimport fabric cancelled
+func hostCancelled() int32
 
 //go:wasmimport fabric runtime_context
 func hostRuntimeContext(buf, capacity uint32) int32
@@ -200,8 +205,10 @@ func (wasmHost) put(parts [][]byte, refs []ObjectID) (ObjectID, error) {
 func (wasmHost) get(ids []ObjectID, timeoutMs int64) ([]staged, error) {
 	b := joinIDs(ids)
 	switch r := hostGet(ptr(b), uint32(len(ids)), timeoutMs); {
-	case r == 1:
+	case r == abi.TimedOut:
 		return nil, ErrGetTimeout
+	case r == abi.Cancelled:
+		return nil, ErrCancelled
 	case r < 0:
 		return nil, stagedError()
 	}
@@ -223,7 +230,10 @@ func (wasmHost) get(ids []ObjectID, timeoutMs int64) ([]staged, error) {
 func (wasmHost) wait(ids []ObjectID, numReady int, timeoutMs int64) ([]bool, error) {
 	b := joinIDs(ids)
 	out := make([]byte, len(ids)+1)
-	if hostWait(ptr(b), uint32(len(ids)), uint32(numReady), timeoutMs, ptr(out)) < 0 {
+	switch r := hostWait(ptr(b), uint32(len(ids)), uint32(numReady), timeoutMs, ptr(out)); {
+	case r == abi.Cancelled:
+		return nil, ErrCancelled
+	case r < 0:
 		return nil, stagedError()
 	}
 	ready := make([]bool, len(ids))
@@ -271,8 +281,10 @@ func (wasmHost) groupCreate(spec []byte) (ObjectID, error) {
 
 func (wasmHost) groupWait(id ObjectID, timeoutMs int64) (bool, error) {
 	switch r := hostGroupWait(ptr(id[:]), timeoutMs); {
-	case r == 1:
+	case r == abi.TimedOut:
 		return true, nil
+	case r == abi.Cancelled:
+		return false, ErrCancelled
 	case r < 0:
 		return false, stagedError()
 	}
@@ -317,6 +329,8 @@ func (wasmHost) nodeID() string {
 		buf = make([]byte, n)
 	}
 }
+
+func (wasmHost) cancelled() bool { return hostCancelled() == 1 }
 
 func (wasmHost) runtimeContext() ([]byte, error) { return sized(hostRuntimeContext) }
 

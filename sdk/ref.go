@@ -306,17 +306,19 @@ type CancelOption func(*cancelConfig)
 
 type cancelConfig struct{ force, recursive bool }
 
-// Force asks to kill the worker running the task. Compiled wasm cannot be
-// interrupted cooperatively, so cancelling a running task always stops its
-// worker; Force is accepted for Ray compatibility.
+// Force stops a running task at once. Without it, a running task is
+// asked to return: Cancelled reports true in it and its blocking calls
+// return ErrCancelled, and it is stopped if it has not returned a second
+// later.
 func Force() CancelOption { return func(c *cancelConfig) { c.force = true } }
 
-// Recursive also cancels tasks the task submitted.
+// Recursive also cancels tasks the task submitted, first.
 func Recursive() CancelOption { return func(c *cancelConfig) { c.recursive = true } }
 
 // Cancel cancels the task that makes r. A queued task never runs; a running
-// task's worker is stopped. Get on r then returns an error matching
-// ErrTaskCancelled.
+// task is asked to return, or with Force stopped at once (see Force). Get
+// on r then returns an error matching ErrTaskCancelled. An actor's method
+// call is cancelled only before it starts, as in Ray.
 func Cancel[T any](r Ref[T], opts ...CancelOption) error {
 	if r.err != nil {
 		return r.err

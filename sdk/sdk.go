@@ -78,6 +78,10 @@ var (
 	ErrObjectLost     = errors.New("fabric: object lost")
 	ErrNoSuchFunction = errors.New("fabric: no such function")
 	ErrBadArguments   = errors.New("fabric: bad arguments")
+	// ErrCancelled is what Get, Wait and a placement group's Ready return
+	// inside a task that was cancelled without force: it should return
+	// soon (see Cancelled).
+	ErrCancelled = errors.New("fabric: this task was cancelled")
 )
 
 // HostError is a failed host call: the host's message.
@@ -128,7 +132,6 @@ var kindErrors = map[ErrorKind]error{
 	KindObjectLost: ErrObjectLost,
 }
 
-
 type staged struct {
 	kind int32
 	data []byte
@@ -149,6 +152,7 @@ type hostAPI interface {
 	groupWait(id ObjectID, timeoutMs int64) (timedOut bool, err error)
 	groupRemove(id ObjectID) error
 	nodeID() string
+	cancelled() bool
 	runtimeContext() ([]byte, error)
 	clusterInfo() ([]byte, error)
 }
@@ -306,6 +310,20 @@ func splitIDs(b []byte) []ObjectID {
 // NodeID returns the ID of the node running the caller ("local" on an
 // embedded node): for logs, and to see where work ran.
 func NodeID() string { return host.nodeID() }
+
+// Cancelled reports whether the running task was cancelled (Cancel
+// without Force). The task then has a second to return before it is
+// stopped, and its Get, Wait and Ready calls return ErrCancelled at once;
+// whatever it returns, its result is ErrTaskCancelled. A long loop can
+// check it to stop early and clean up:
+//
+//	for _, item := range work {
+//		if sdk.Cancelled() {
+//			return 0, sdk.ErrCancelled
+//		}
+//		...
+//	}
+func Cancelled() bool { return host.cancelled() }
 
 // RuntimeContext says who and where the running code is, as Ray's
 // get_runtime_context does.

@@ -167,6 +167,7 @@ func (h *memHost) groupCreate(spec []byte) (ObjectID, error) {
 func (h *memHost) groupWait(ObjectID, int64) (bool, error) { return false, nil }
 func (h *memHost) groupRemove(ObjectID) error              { return nil }
 func (h *memHost) nodeID() string                          { return "test-node" }
+func (h *memHost) cancelled() bool                         { return false }
 func (h *memHost) clusterInfo() ([]byte, error) {
 	return encMode.Marshal(abi.ClusterInfo{Nodes: []abi.NodeInfo{
 		{ID: "a", Total: map[string]float64{"CPU": 2, "GPU": 1}, Available: map[string]float64{"CPU": 0.5, "GPU": 1}},

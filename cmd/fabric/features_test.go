@@ -37,6 +37,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"cancel_actor"}, []string{"cancel_queued_actor_call", "cancelled_actor_call_never_ran"}, nil},
 		{"2", []string{"cluster"}, []string{"cluster_nodes", "cluster_resources"}, []string{"cluster: 1 nodes, CPU 2\n"}},
 		{"2", []string{"error_types"}, errorChecks, nil},
+		{"2", []string{"cancel_cooperative"}, cancelChecks, []string{"polite saw the cancel and returns", "patient's get returned: fabric: this task was cancelled"}},
 		{"2", []string{"exits"}, exitChecks, []string{"task quitter exited (guest exited with code 3); retrying"}},
 		{"2", []string{"multi", "retry_exceptions", "error_propagation", "put_get", "log"},
 			[]string{"multiple_returns", "retry_exceptions", "error_propagates", "put_get_map", "put_get_big", "log"},
@@ -73,6 +74,12 @@ var exitChecks = []string{"task_exit_is_a_worker_failure", "task_exit_retried", 
 // by a task in between; a registered sentinel reaches errors.Is; RetryOn
 // and RetryExceptions with sentinels retry those errors and no others.
 var errorChecks = []string{"error_type_as", "error_type_nested", "error_sentinel_is", "retry_on_type", "retry_on_sentinel", "no_retry_on_other_types"}
+
+// cancelChecks are the features guest's checks of a cancel without force:
+// a running task sees it (sdk.Cancelled), a task blocked in Get is woken,
+// one that ignores it is stopped when its grace ends, and the node runs
+// tasks afterwards.
+var cancelChecks = []string{"cancel_seen_by_task", "cancel_ends_blocked_get", "cancel_stops_stubborn_task", "runs_after_cooperative_cancel"}
 
 // contextChecks are the features guest's checks of the runtime context:
 // the driver's, a task's (its ID, resources and attempt), an actor

@@ -31,6 +31,10 @@ const (
 	OK        = 0
 	TimedOut  = 1
 	HostError = -1 // an error message is staged at index 0
+	// Cancelled: the running call was cancelled (without force); a
+	// blocking call (get, wait, pg_wait) returns it at once, with a
+	// message staged at index 0 as for HostError.
+	Cancelled = -2
 )
 
 // Staged item kinds returned by staged_kind.

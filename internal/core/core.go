@@ -158,6 +158,11 @@ type Core struct {
 	continuing bool // a Yield is out: Continue will come
 	// asked are the tasks other nodes asked this node to run.
 	asked map[askKey]*task
+	// askedTasks counts the plain tasks of asked by each node.
+	askedTasks map[NodeID]int
+	// busyUntil is when the last busy answer of each node stops shaping
+	// placements (scheduler.ObserveFree); a timer per node clears it.
+	busyUntil map[NodeID]Time
 	// later is work deferred to the end of the step, out of loops that
 	// must not see its effects.
 	later []func()
@@ -187,7 +192,7 @@ func New(cfg Config, store Store) *Core {
 		jobs: map[JobID]*job{}, workers: map[WorkerID]*worker{}, leases: map[string]*worker{}, timers: map[TimerID]func(){},
 		modules: map[string]bool{}, fetchingModules: map[string][]pendingRun{}, peers: map[NodeID]bool{},
 		remote: map[NodeID]map[*task]struct{}{}, ended: map[JobID]bool{}, releases: map[releaseKey]map[objects.ID]uint32{},
-		asked: map[askKey]*task{}, gone: map[NodeID]bool{}}
+		asked: map[askKey]*task{}, askedTasks: map[NodeID]int{}, busyUntil: map[NodeID]Time{}, gone: map[NodeID]bool{}}
 	c.sched.AddNode(cfg.Node, cfg.Resources, cfg.Labels)
 	return c
 }

@@ -201,7 +201,7 @@ func (c *Core) removeGroup(g *group, why string) {
 				t.job.queue = slices.Delete(t.job.queue, i, i+1)
 			}
 			if t.remoteNode != "" {
-				c.cancelRemote(t)
+				c.cancelRemote(t, true)
 			}
 			c.failTask(t, ev, false)
 		}

@@ -599,7 +599,7 @@ func (c *Core) cancel(w *worker, m wire.Cancel) error {
 	if o.ready || o.producer == nil {
 		return nil
 	}
-	c.cancelTask(o.producer, m.Recursive)
+	c.cancelTask(o.producer, m.Recursive, m.Force)
 	c.schedule()
 	return nil
 }

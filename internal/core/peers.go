@@ -288,10 +288,10 @@ func (c *Core) forgetRemote(t *task) {
 }
 
 // cancelRemote stops t on the node it runs on.
-func (c *Core) cancelRemote(t *task) {
+func (c *Core) cancelRemote(t *task, force bool) {
 	node := t.remoteNode
 	c.passLease(t, node) // tasks sent behind it keep its reservation
-	c.sendPeer(node, &peerwire.CancelTask{Job: string(t.job.id), Task: t.id, Attempt: t.attempt})
+	c.sendPeer(node, &peerwire.CancelTask{Job: string(t.job.id), Task: t.id, Attempt: t.attempt, Force: force})
 	c.forgetRemote(t)
 }
 
@@ -338,6 +338,11 @@ func (c *Core) remoteEnded(t *task, node NodeID, m *peerwire.TaskDone, lost stri
 		if m != nil {
 			c.dropAnswer(j, node, m)
 		}
+	case m != nil && m.Busy != nil:
+		// The node lacked the room: place it again, without that room.
+		c.sched.Finished(t.schedID()) // first: the room it took is not the others'
+		c.observeBusy(node, m.Busy)
+		c.submit(t)
 	case lost != "" && t.retriesLeft != 0:
 		c.retry(t, fmt.Sprintf("could not run on node %s (%s)", node, firstLine(lost)))
 	case lost != "":
@@ -350,6 +355,42 @@ func (c *Core) remoteEnded(t *task, node NodeID, m *peerwire.TaskDone, lost stri
 	default:
 		c.applyResult(t, node, m)
 	}
+}
+
+// busyMemory is how long a node's busy answer shapes where tasks go:
+// after it, the node's room is what this node's own placements leave.
+const busyMemory = 1e9 // 1 s
+
+// observeBusy records what a node that refused a task for lack of room
+// has free, until busyMemory passes without another such answer.
+func (c *Core) observeBusy(node NodeID, b []byte) {
+	var free scheduler.Resources
+	if wire.Unmarshal(b, &free) != nil {
+		return // garbage from a peer: nothing learned
+	}
+	c.sched.ObserveFree(node, free)
+	_, pending := c.busyUntil[node]
+	c.busyUntil[node] = c.now + busyMemory
+	if !pending {
+		c.clearBusyLater(node, busyMemory)
+	}
+}
+
+// clearBusyLater forgets a node's busy answers once busyMemory passed
+// since the last one: one timer per node, however many answers come.
+func (c *Core) clearBusyLater(node NodeID, after Time) {
+	c.setTimer(after, func() {
+		until, ok := c.busyUntil[node]
+		switch {
+		case !ok:
+		case c.now < until:
+			c.clearBusyLater(node, until-c.now)
+		default:
+			delete(c.busyUntil, node)
+			c.sched.ClearObserved(node)
+			c.schedule()
+		}
+	})
 }
 
 func orEmpty(m *peerwire.TaskDone) *peerwire.TaskDone {
@@ -608,6 +649,19 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 		c.releaseRefs(m, from)
 		return
 	}
+	if m.What == peerwire.RunPlainTask && c.askedTasks[from] == 0 {
+		// Other nodes place work here too, so the sender's view of this
+		// node may be stale: a task that does not fit now goes back, with
+		// what this node has free, to be placed again. (One sent behind
+		// the sender's tasks already here waits for them: see
+		// leaseRemote.)
+		if free, _ := c.sched.Available(c.cfg.Node); !demandOf(spec, 1).Fits(free) {
+			b, _ := wire.Marshal(free)
+			c.sendPeer(from, &peerwire.TaskDone{Job: m.Job, Task: m.Task, Attempt: m.Attempt, Busy: b})
+			c.releaseRefs(m, from)
+			return
+		}
+	}
 	j := c.jobs[JobID(m.Job)]
 	switch {
 	case j != nil && j.done, j == nil && c.ended[JobID(m.Job)]:
@@ -715,6 +769,9 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 		t.ctxGroup, t.ctxBundle = m.Group, int(m.Bundle)
 	}
 	c.asked[askKey{from, m.Task}] = t
+	if t.kind == wire.ExecTask {
+		c.askedTasks[from]++
+	}
 	for _, id := range t.returns {
 		c.addRef(id) // held until answered: nobody else refers to them
 	}
@@ -835,7 +892,7 @@ func (c *Core) cancelForPeer(from NodeID, m *peerwire.CancelTask) {
 	c.unpark(func(r pendingRun) bool { return r.from == from && r.msg.Task == m.Task && r.msg.Attempt == m.Attempt })
 	t := c.asked[askKey{from, m.Task}]
 	if t != nil && t.askerAttempt == m.Attempt && string(t.job.id) == m.Job && (t.kind == wire.ExecTask || t.kind == wire.ExecActorMethod) {
-		c.cancelTask(t, t.kind == wire.ExecTask)
+		c.cancelTask(t, t.kind == wire.ExecTask, m.Force)
 		c.schedule()
 	}
 }

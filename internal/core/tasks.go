@@ -43,7 +43,10 @@ type task struct {
 	worker      *worker
 	actor       *actor
 	retriesLeft int
-	retried     int // retries spent: the attempt that runs now
+	// cancelling is set when the running task was asked to cancel without
+	// force: however it ends, its results hold the cancelled error.
+	cancelling bool
+	retried    int // retries spent: the attempt that runs now
 	// ctxGroup and ctxBundle are the placement group and bundle (-1: any)
 	// of a task another node sent, whose spec no longer names them.
 	ctxGroup  []byte
@@ -512,6 +515,11 @@ func (c *Core) forgetTask(t *task) {
 	if t.asker != "" {
 		if k := (askKey{t.asker, t.askerTask}); c.asked[k] == t {
 			delete(c.asked, k)
+			if t.kind == wire.ExecTask {
+				if c.askedTasks[t.asker]--; c.askedTasks[t.asker] <= 0 {
+					delete(c.askedTasks, t.asker)
+				}
+			}
 		}
 	}
 	if t.remoteNode != "" {
@@ -593,6 +601,12 @@ func (c *Core) done(w *worker, d wire.Done) error {
 	}
 	if !d.OK && stopped != nil && d.Kind == "interrupted" { // only tasks are stopped
 		c.failTask(t, *stopped, true)
+		c.afterExecution(w)
+		c.schedule()
+		return nil
+	}
+	if t.cancelling { // asked to cancel: whatever it returned, it was cancelled
+		c.failTask(t, cancelledError(t), true)
 		c.afterExecution(w)
 		c.schedule()
 		return nil
@@ -750,6 +764,8 @@ func (c *Core) executionLost(t *task, w *worker, cause string) {
 		c.failTask(t, ev, false)
 	case w.killReason != nil:
 		c.failTask(t, *w.killReason, true)
+	case t.cancelling: // its worker died while it had its grace to return
+		c.failTask(t, cancelledError(t), true)
 	case t.kind == wire.ExecMain:
 		c.failTask(t, abi.ErrorValue{Kind: abi.KindWorkerDied, Message: "the driver's worker died: " + cause}, true)
 	case t.retriesLeft != 0:
@@ -814,11 +830,23 @@ func (c *Core) storeResults(t *task, d wire.Done) error {
 	return nil
 }
 
+// cancelGrace is how long a running task asked to cancel without force
+// has to return by itself (seeing sdk.Cancelled, or a Get that returned
+// cancelled) before it is stopped.
+const cancelGrace = 1e9 // 1 s
+
+// cancelledError is the error a cancelled task's results hold.
+func cancelledError(t *task) abi.ErrorValue {
+	return abi.ErrorValue{Kind: abi.KindCancelled, Message: fmt.Sprintf("task %s was cancelled", t.name), Task: t.name}
+}
+
 // cancelTask cancels a task, and with recursive the tasks it submitted
 // first (in ID order, by a work list: no recursion a guest controls). A
-// running task's worker is killed: compiled Wasm cannot be interrupted, so
-// there is no gentler cancel for force to choose against.
-func (c *Core) cancelTask(root *task, recursive bool) {
+// task that has not started never runs. A running one is stopped at once
+// with force; without, it is told (its blocking calls return cancelled,
+// and the cancelled host call says so) and has cancelGrace to return
+// before it is stopped. Its results hold the cancelled error either way.
+func (c *Core) cancelTask(root *task, recursive, force bool) {
 	order := []*task{root}
 	if recursive {
 		// Children first, as Ray does: collect the tree, then cancel it
@@ -833,16 +861,16 @@ func (c *Core) cancelTask(root *task, recursive bool) {
 		}
 	}
 	for i := len(order) - 1; i >= 0; i-- {
-		c.cancelOne(order[i])
+		c.cancelOne(order[i], force)
 	}
 }
 
 // cancelOne cancels one task (not an actor: Ray kills those with kill).
-func (c *Core) cancelOne(t *task) {
+func (c *Core) cancelOne(t *task, force bool) {
 	if t.kind == wire.ExecActorCreate || t.state == taskDone {
 		return
 	}
-	ev := abi.ErrorValue{Kind: abi.KindCancelled, Message: fmt.Sprintf("task %s was cancelled", t.name), Task: t.name}
+	ev := cancelledError(t)
 	switch t.state {
 	case taskQueued:
 		if t.kind == wire.ExecActorMethod {
@@ -867,7 +895,7 @@ func (c *Core) cancelOne(t *task) {
 				c.cancelQueued(w, t, ev)
 			}
 			if t.remoteNode != "" { // its node cancels it if it has not started; its answer says
-				c.sendPeer(t.remoteNode, &peerwire.CancelTask{Job: string(t.job.id), Task: t.id, Attempt: t.attempt})
+				c.sendPeer(t.remoteNode, &peerwire.CancelTask{Job: string(t.job.id), Task: t.id, Attempt: t.attempt, Force: force})
 			}
 			return
 		}
@@ -876,11 +904,15 @@ func (c *Core) cancelOne(t *task) {
 				c.cancelQueued(w, t, ev)
 				return
 			}
-			c.stopExecution(w, t, ev)
+			if force || t.kind != wire.ExecTask {
+				c.stopExecution(w, t, ev)
+			} else {
+				c.cancelRunning(w, t, ev)
+			}
 			return
 		}
 		if t.remoteNode != "" {
-			c.cancelRemote(t)
+			c.cancelRemote(t, force)
 		}
 		// placed but waiting for a worker, or running on another node
 		if i := slices.Index(t.job.queue, t); i >= 0 {
@@ -888,6 +920,21 @@ func (c *Core) cancelOne(t *task) {
 		}
 		c.failTask(t, ev, true)
 	}
+}
+
+// cancelRunning asks a running task to return: its worker marks the call
+// cancelled, and stops it if it has not returned within cancelGrace.
+func (c *Core) cancelRunning(w *worker, t *task, ev abi.ErrorValue) {
+	if t.cancelling {
+		return
+	}
+	t.cancelling = true
+	c.sendWorker(w, wire.TypeStop, wire.Stop{Task: t.id, Soft: true})
+	c.setTimer(cancelGrace, func() {
+		if w.task == t && t.state != taskDone && w.state != workerDead {
+			c.stopExecution(w, t, ev)
+		}
+	})
 }
 
 // runtimeContext is the runtime context of the execution worker w runs

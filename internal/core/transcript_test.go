@@ -759,9 +759,16 @@ func (h *harness) peerMsg(a args) peerwire.Message {
 		if held, ok := a.kv["held"]; ok {
 			m.Results = append(m.Results, peerwire.Result{Held: true, ID: h.id(held), Size: int64(a.int("size", 1<<20))})
 		}
+		if free, ok := a.kv["busy"]; ok { // free CPUs
+			cpu, err := strconv.ParseFloat(free, 64)
+			if err != nil {
+				panic(err)
+			}
+			m.Busy, _ = wire.Marshal(scheduler.Resources{CPU: int64(cpu * scheduler.Unit)})
+		}
 		return m
 	case "cancel_task":
-		return &peerwire.CancelTask{Job: job, Task: h.id(a.kv["task"]), Attempt: uint32(a.int("attempt", 1))}
+		return &peerwire.CancelTask{Job: job, Task: h.id(a.kv["task"]), Attempt: uint32(a.int("attempt", 1)), Force: a.has("force")}
 	case "get_object":
 		id := h.id(a.kv["id"])
 		return &peerwire.GetObject{Job: job, ID: id, For: h.id(a.kv["for"])}
@@ -914,6 +921,9 @@ func (h *harness) workerSend(n *harnessNode, e SendWorker) string {
 	case wire.Drop:
 		return fmt.Sprintf("drop %s", h.name(m.Task))
 	case wire.Stop:
+		if m.Soft {
+			return fmt.Sprintf("stop %s soft", h.name(m.Task))
+		}
 		return fmt.Sprintf("stop %s", h.name(m.Task))
 	case wire.Lease:
 		return fmt.Sprintf("lease fn=%s opts=%x", m.Fn, m.Opts)
@@ -966,9 +976,18 @@ func (h *harness) peerSend(m peerwire.Message) string {
 		if len(m.Refs) > 0 {
 			s += " refs=" + h.names_(m.Refs)
 		}
+		if m.Busy != nil {
+			var free scheduler.Resources
+			_ = wire.Unmarshal(m.Busy, &free)
+			s += fmt.Sprintf(" busy=%g", float64(free.CPU)/scheduler.Unit)
+		}
 		return s
 	case *peerwire.CancelTask:
-		return fmt.Sprintf("cancel_task job=%s task=%s attempt=%d", m.Job, h.name(m.Task), m.Attempt)
+		s := fmt.Sprintf("cancel_task job=%s task=%s attempt=%d", m.Job, h.name(m.Task), m.Attempt)
+		if m.Force {
+			s += " force"
+		}
+		return s
 	case *peerwire.GetObject:
 		return fmt.Sprintf("get_object job=%s id=%s for=%s", m.Job, h.name(m.ID), h.name(m.For))
 	case *peerwire.ObjectValue:

@@ -83,7 +83,7 @@ func decodeRunTask(b []byte) (*RunTask, bool) {
 func decodeTaskDone(b []byte) (*TaskDone, bool) {
 	r := fastReader{cborlite.NewReader(b)}
 	m := new(TaskDone)
-	ok := r.Fields(8)
+	ok := r.Fields(9)
 	var attempt uint64
 	if ok {
 		m.Job, ok = r.Text()
@@ -129,6 +129,9 @@ func decodeTaskDone(b []byte) (*TaskDone, bool) {
 	}
 	if ok {
 		m.Ran, ok = r.Int64()
+	}
+	if ok {
+		m.Busy, ok = r.BytesCopy()
 	}
 	return m, ok && r.Done()
 }
@@ -225,7 +228,7 @@ func appendRunTask(dst []byte, m *RunTask) []byte {
 }
 
 func appendTaskDone(dst []byte, m *TaskDone) []byte {
-	dst = cborlite.AppendHead(dst, cborlite.MajorArray, 8)
+	dst = cborlite.AppendHead(dst, cborlite.MajorArray, 9)
 	dst = cborlite.AppendString(dst, m.Job)
 	dst = cborlite.AppendBytes(dst, m.Task[:])
 	dst = cborlite.AppendUint(dst, uint64(m.Attempt))
@@ -245,7 +248,8 @@ func appendTaskDone(dst []byte, m *TaskDone) []byte {
 		}
 	}
 	dst = appendIDs(dst, m.Refs)
-	return cborlite.AppendInt(dst, m.Ran)
+	dst = cborlite.AppendInt(dst, m.Ran)
+	return appendBytesOrNull(dst, m.Busy)
 }
 
 // encodeFast encodes a message of the kinds that have a fast encoder.

@@ -149,6 +149,11 @@ type TaskDone struct {
 	// Ran is how long the task ran on its worker, in nanoseconds (not how
 	// long it waited there), for the asker's estimate of its run time.
 	Ran int64
+	// Busy, when set, says that the receiver did not take the task
+	// because it lacks the room now (other nodes place work there too):
+	// what it has free, a scheduler.Resources in CBOR. The asker places
+	// the task again, elsewhere if it can.
+	Busy []byte
 }
 
 // Result is one return value of a task: inline, or Held on the answering
@@ -167,6 +172,9 @@ type CancelTask struct {
 	Job     string
 	Task    objects.ID
 	Attempt uint32
+	// Force stops a running task at once; without it, the task is asked
+	// to return and stopped after a grace period.
+	Force bool
 }
 
 // GetObject asks for an object's value once it is ready; the receiver

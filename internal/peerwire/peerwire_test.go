@@ -129,6 +129,7 @@ func fastSamples() []Message {
 		&TaskDone{Job: "j", Task: id(5), Attempt: 1, Results: []Result{{Value: []byte{0x01}}, {Held: true, ID: id(6), Size: 1 << 40}},
 			Refs: []objects.ID{id(7)}, Ran: 12345},
 		&TaskDone{Job: "j", Task: id(8), Refused: "no room", Error: []byte{0xa0}, Ran: -1},
+		&TaskDone{Job: "j", Task: id(9), Busy: []byte{0xa1, 0x63, 'C', 'P', 'U', 0x19, 0x01, 0xf4}},
 	}
 }
 

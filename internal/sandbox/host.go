@@ -2,13 +2,14 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/wasmfabric/fabric/internal/objects"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/wire"
 )
 
@@ -38,6 +39,8 @@ type Host interface {
 	GroupRemove(id objects.ID) error
 	// NodeID names the node the call runs on.
 	NodeID() string
+	// Cancelled reports whether the running call was asked to cancel.
+	Cancelled() bool
 	// RuntimeContext is the running call's abi.RuntimeContext, in CBOR.
 	RuntimeContext() ([]byte, error)
 	// ClusterInfo is the cluster's abi.ClusterInfo, in CBOR.
@@ -106,6 +109,16 @@ func (cs *callState) writeSized(name string, b []byte, st []uint64) {
 func (cs *callState) fail(format string, a ...any) uint64 {
 	cs.stage([]Staged{{Kind: abi.StagedText, Data: fmt.Appendf(nil, format, a...)}}, nil)
 	return uint64(uint32(abi.HostError & 0xffffffff))
+}
+
+// failOrCancelled is a blocking call's status for err: abi.Cancelled when
+// the running call was cancelled, else a failure with err's message.
+func (cs *callState) failOrCancelled(err error) uint64 {
+	if errors.Is(err, ErrCallCancelled) {
+		cs.fail("the running task was cancelled")
+		return uint64(uint32(abi.Cancelled & 0xffffffff))
+	}
+	return cs.fail("%v", err)
 }
 
 // checkStop unwinds the guest's call when its instance was interrupted.
@@ -368,7 +381,7 @@ var hostFuncs = []hostFunc{
 		cs.unstage()
 		items, release, timedOut, err := cs.host.Get(ids, int64(st[2]))
 		if err != nil {
-			st[0] = cs.fail("%v", err)
+			st[0] = cs.failOrCancelled(err)
 			return
 		}
 		if timedOut {
@@ -396,7 +409,7 @@ var hostFuncs = []hostFunc{
 		}
 		ready, err := cs.host.Wait(ids, n, int64(st[3]))
 		if err != nil {
-			st[0] = cs.fail("%v", err)
+			st[0] = cs.failOrCancelled(err)
 			return
 		}
 		out := make([]byte, len(ids))
@@ -434,6 +447,13 @@ var hostFuncs = []hostFunc{
 	{"node_id", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
 		// node_id(buf, cap) -> length: the ID of the node running the call.
 		cs.writeSized("node_id", []byte(cs.host.NodeID()), st)
+	}},
+	{"cancelled", nil, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// cancelled() -> 1 when the running call was asked to cancel.
+		st[0] = 0
+		if cs.host.Cancelled() {
+			st[0] = 1
+		}
 	}},
 	{"runtime_context", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
 		// runtime_context(buf, cap) -> length: the running call's context,
@@ -511,7 +531,7 @@ var hostFuncs = []hostFunc{
 		timedOut, err := cs.host.GroupWait(objects.ID(id), int64(st[1]))
 		switch {
 		case err != nil:
-			st[0] = cs.fail("%v", err)
+			st[0] = cs.failOrCancelled(err)
 		case timedOut:
 			st[0] = abi.TimedOut
 		default:

@@ -39,6 +39,7 @@ func (fakeHost) GroupWait(id objects.ID, timeoutMs int64) (bool, error) {
 }
 func (fakeHost) GroupRemove(id objects.ID) error { return nil }
 func (fakeHost) NodeID() string                  { return "fuzz-node" }
+func (fakeHost) Cancelled() bool                 { return false }
 func (fakeHost) ClusterInfo() ([]byte, error) {
 	return []byte{0xa1, 0x65, 'n', 'o', 'd', 'e', 's', 0x80}, nil
 }

@@ -188,7 +188,7 @@ func (w *worker) awaitLocal(cur *execution, ids []objects.ID, timeoutMs int64) (
 		case <-deadline:
 			return true, nil
 		case <-cur.stop:
-			return false, errStopped
+			return false, w.wokenErr(cur)
 		}
 	}
 	return false, nil

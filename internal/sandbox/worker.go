@@ -185,11 +185,35 @@ type lane struct {
 type execution struct {
 	task objects.ID
 	inst *Instance     // set once it has one; under worker.mu
-	stop chan struct{} // closed by a Stop or a Close
+	stop chan struct{} // closed by a Stop (soft or not) or a Close: wakes its waits
 	// stopped is set by a Stop or a Close, closed by a Close (its Done
-	// is not sent); under worker.mu.
-	stopped, closed bool
+	// is not sent), cancelled by a soft Stop (a cancel without force);
+	// woken once stop is closed. Under worker.mu.
+	stopped, closed, cancelled, woken bool
 }
+
+// wakeLocked closes stop once. The caller holds worker.mu.
+func (cur *execution) wakeLocked() {
+	if !cur.woken {
+		cur.woken = true
+		close(cur.stop)
+	}
+}
+
+// wokenErr is what a wait that stop woke returns: cancelled when only a
+// soft Stop came.
+func (w *worker) wokenErr(cur *execution) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if cur.cancelled && !cur.stopped {
+		return ErrCallCancelled
+	}
+	return errStopped
+}
+
+// ErrCallCancelled is what the blocking host calls of a call that was
+// cancelled without force return (abi.Cancelled to the guest).
+var ErrCallCancelled = errors.New("sandbox: the running call was cancelled")
 
 // rpcResult is what a host call waiting for a reply gets.
 type rpcResult struct {
@@ -330,7 +354,7 @@ func (w *worker) route(ctx context.Context, ln wire.Lane, t wire.Type, body []by
 		if err := wire.Unmarshal(body, &m); err != nil {
 			return fmt.Errorf("sandbox: malformed stop: %w", err)
 		}
-		return w.stop(ln, m.Task)
+		return w.stop(ln, m.Task, m.Soft)
 	case wire.TypeLease:
 		var m wire.Lease
 		if err := wire.Unmarshal(body, &m); err != nil {
@@ -366,10 +390,8 @@ func (l *lane) close() {
 	l.w.releaseLocalLocked(l, objects.NilID)
 	if cur := l.current; cur != nil {
 		cur.closed = true
-		if !cur.stopped {
-			cur.stopped = true
-			close(cur.stop)
-		}
+		cur.stopped = true
+		cur.wakeLocked()
 		if cur.inst != nil {
 			cur.inst.Interrupt(errClosed)
 		}
@@ -484,7 +506,7 @@ func (l *lane) takeLocked(task objects.ID) (wire.Exec, bool) {
 // stop interrupts the execution of task on lane ln: the one running, or
 // one queued (which then ends as interrupted without running). One that
 // already ended is left alone.
-func (w *worker) stop(ln wire.Lane, task objects.ID) error {
+func (w *worker) stop(ln wire.Lane, task objects.ID, soft bool) error {
 	w.mu.Lock()
 	l := w.lanes[ln]
 	if l == nil {
@@ -492,9 +514,13 @@ func (w *worker) stop(ln wire.Lane, task objects.ID) error {
 		return nil
 	}
 	if cur := l.current; cur != nil && cur.task == task {
-		if !cur.stopped {
+		switch {
+		case soft:
+			cur.cancelled = true
+			cur.wakeLocked()
+		case !cur.stopped:
 			cur.stopped = true
-			close(cur.stop)
+			cur.wakeLocked()
 			if cur.inst != nil {
 				cur.inst.Interrupt(errStopped)
 			}
@@ -518,7 +544,8 @@ func (w *worker) stop(ln wire.Lane, task objects.ID) error {
 }
 
 // rpc sends a request whose Seq field is set by fill and waits for its
-// reply, or for the execution cur to be stopped.
+// reply, or for the execution cur to be stopped, or, for a request that
+// blocks (get, wait, pg_wait), cancelled.
 func (l *lane) rpc(cur *execution, t wire.Type, fill func(seq uint64) any) (wire.Reply, error) {
 	w := l.w
 	seq := w.seq.Add(1)
@@ -537,18 +564,28 @@ func (l *lane) rpc(cur *execution, t wire.Type, fill func(seq uint64) any) (wire
 		w.forget(seq)
 		return wire.Reply{}, ErrAgentGone
 	}
-	select {
-	case res := <-reply:
-		if res.closed {
-			return wire.Reply{}, ErrAgentGone
+	stop := cur.stop
+	for {
+		select {
+		case res := <-reply:
+			if res.closed {
+				return wire.Reply{}, ErrAgentGone
+			}
+			if res.r.Error != "" {
+				return res.r, errors.New(res.r.Error)
+			}
+			return res.r, nil
+		case <-stop:
+			err := w.wokenErr(cur)
+			if err == ErrCallCancelled && t != wire.TypeGet && t != wire.TypeWait && t != wire.TypeGroupWait {
+				// A cancel wakes only the calls that block; the agent
+				// answers the others at once.
+				stop = nil
+				continue
+			}
+			w.forget(seq)
+			return wire.Reply{}, err
 		}
-		if res.r.Error != "" {
-			return res.r, errors.New(res.r.Error)
-		}
-		return res.r, nil
-	case <-cur.stop:
-		w.forget(seq)
-		return wire.Reply{}, errStopped
 	}
 }
 
@@ -966,6 +1003,13 @@ func (h *workerHost) GroupWait(id objects.ID, timeoutMs int64) (bool, error) {
 
 // NodeID names the worker's node.
 func (h *workerHost) NodeID() string { return h.w.cfg.NodeID }
+
+// Cancelled reports whether the call was asked to cancel.
+func (h *workerHost) Cancelled() bool {
+	h.w.mu.Lock()
+	defer h.w.mu.Unlock()
+	return h.cur.cancelled || h.cur.stopped
+}
 
 // ClusterInfo asks the agent for the nodes it knows (abi.ClusterInfo).
 func (h *workerHost) ClusterInfo() ([]byte, error) {

@@ -171,9 +171,12 @@ type class struct {
 }
 
 type node struct {
-	id      NodeID
-	total   Resources
-	used    Resources
+	id    NodeID
+	total Resources
+	used  Resources
+	// foreign is what the node said others use there (ObserveFree):
+	// counted as used until ClearObserved.
+	foreign Resources
 	labels  map[string]string
 	running map[TaskID]*taskState
 	groups  map[GroupID]*group // groups with a bundle reserved here
@@ -641,7 +644,7 @@ func (c *Core) Available(id NodeID) (Resources, bool) {
 	if n == nil {
 		return Resources{}, false
 	}
-	return n.total.Sub(n.used), true
+	return n.total.Sub(n.used).Sub(n.foreign), true
 }
 
 // Total returns the node's total resources. The bool is false for unknown nodes.
@@ -763,9 +766,43 @@ func (c *Core) pick(cl *class) *node {
 	return best
 }
 
-// fitsAvail reports whether d fits the node's free resources, without allocating.
+// fitsAvail reports whether d fits the node's free resources, without
+// allocating when nothing foreign was observed there.
 func fitsAvail(d Resources, n *node) bool {
-	return fitsWithin(d, n.total, n.used)
+	if n.foreign.IsZero() {
+		return fitsWithin(d, n.total, n.used)
+	}
+	return fitsWithin(d, n.total, n.used.Add(n.foreign))
+}
+
+// ObserveFree records what a node said it has free now: another node's
+// scheduler places work there too, so the node refused a task this Core
+// placed. Until ClearObserved, the part of the node's resources that this
+// Core believed free and the node did not (total - used - free, each kind
+// at least zero) counts as used by others. Unknown nodes are ignored.
+func (c *Core) ObserveFree(id NodeID, free Resources) {
+	n := c.nodes[id]
+	if n == nil {
+		return
+	}
+	f := n.total.Sub(n.used).Sub(free)
+	f.CPU, f.Memory, f.GPU = max(f.CPU, 0), max(f.Memory, 0), max(f.GPU, 0)
+	for k, v := range f.Custom {
+		if v <= 0 {
+			delete(f.Custom, k)
+		}
+	}
+	if len(f.Custom) == 0 {
+		f.Custom = nil
+	}
+	n.foreign = f
+}
+
+// ClearObserved forgets what ObserveFree recorded for the node.
+func (c *Core) ClearObserved(id NodeID) {
+	if n := c.nodes[id]; n != nil {
+		n.foreign = Resources{}
+	}
 }
 
 // fitsWithin reports whether d fits total-used, without allocating.

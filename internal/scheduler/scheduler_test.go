@@ -746,3 +746,27 @@ func BenchmarkScheduleQueue(b *testing.B) {
 		b.Fatalf("queued %d", c.Queued())
 	}
 }
+
+// TestObserveFree: what a node said it has free counts against its room
+// (beyond this Core's own placements there) until ClearObserved.
+func TestObserveFree(t *testing.T) {
+	c := New()
+	c.AddNode("n1", cpu(2), nil)
+	c.AddNode("n2", cpu(2), nil)
+	c.Submit(Task{ID: tid("a"), Demand: cpu(1), Node: "n1"})
+	mustPlace(t, c, "a@n1")
+	// n1 says 0.5 free: others use 0.5 of the 1 this Core thought free.
+	c.ObserveFree("n1", cpu(0.5))
+	mustAvail(t, c, "n1", cpu(0.5))
+	c.Submit(Task{ID: tid("b"), Demand: cpu(1)})
+	mustPlace(t, c, "b@n2")
+	c.Submit(Task{ID: tid("c"), Demand: cpu(1), Node: "n1"})
+	mustPlace(t, c)               // waits: n1 has no room as observed
+	c.ObserveFree("n1", cpu(5))   // more than this Core's view: nothing foreign
+	mustAvail(t, c, "n1", cpu(1)) // never above total - used
+	c.ObserveFree("n1", cpu(0))
+	c.ObserveFree("nope", cpu(0)) // unknown: ignored
+	c.ClearObserved("n1")
+	mustPlace(t, c, "c@n1")
+	mustAvail(t, c, "n1", Resources{})
+}

@@ -263,6 +263,10 @@ type Drop struct {
 type Stop struct {
 	_    struct{} `cbor:",toarray"`
 	Task objects.ID
+	// Soft asks the running call to return by itself (cancel without
+	// force): its cancelled host call says so and its blocking calls
+	// return at once; it is not interrupted.
+	Soft bool
 }
 
 // Open asks a worker process for a new lane: an instance of its module
