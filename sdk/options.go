@@ -88,6 +88,49 @@ func NodeLabel(key, value string) Option {
 	}
 }
 
+// SchedulingStrategy chooses how tasks or actors are spread over the
+// nodes, as Ray's scheduling_strategy: Spread ("SPREAD") places each on
+// the next node with room, the nodes taking turns in ID order; "DEFAULT" (or
+// Pack) packs work onto nodes until they are half used, then spreads it.
+// Any other strategy is refused when the task is submitted.
+func SchedulingStrategy(strategy string) Option {
+	if strategy == "DEFAULT" || strategy == Pack {
+		strategy = ""
+	}
+	return func(o *abi.Options) { o.Strategy = strategy }
+}
+
+// NodeAffinity runs the task or actor on the node with this ID (from
+// Nodes or GetRuntimeContext). Hard (soft false): only there; it fails
+// with ErrInfeasible when no such node is in the cluster. Soft: there
+// when it has room, elsewhere otherwise (Ray's
+// NodeAffinitySchedulingStrategy).
+func NodeAffinity(nodeID string, soft bool) Option {
+	return func(o *abi.Options) { o.Node, o.Soft = nodeID, soft }
+}
+
+func selector(key, op string, values []string) Option {
+	return func(o *abi.Options) {
+		o.Selector = append(o.Selector, abi.LabelTerm{Key: key, Op: op, Values: values})
+	}
+}
+
+// LabelIn restricts placement to nodes whose label key has one of the
+// values (Ray's label selector "in(...)"; with one value, equals, as
+// NodeLabel). Label options add up: every one must hold.
+func LabelIn(key string, values ...string) Option { return selector(key, abi.LabelIn, values) }
+
+// LabelNotIn restricts placement to nodes whose label key has none of the
+// values, or that lack the label (Ray's "!in(...)"; with one value, not
+// equals).
+func LabelNotIn(key string, values ...string) Option { return selector(key, abi.LabelNotIn, values) }
+
+// LabelExists restricts placement to nodes that have the label key.
+func LabelExists(key string) Option { return selector(key, abi.LabelExists, nil) }
+
+// LabelNotExists restricts placement to nodes that lack the label key.
+func LabelNotExists(key string) Option { return selector(key, abi.LabelNotExists, nil) }
+
 func applyOptions(base []Option, extra []Option) abi.Options {
 	var o abi.Options
 	for _, f := range base {

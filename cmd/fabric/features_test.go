@@ -37,6 +37,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"cancel_actor"}, []string{"cancel_queued_actor_call", "cancelled_actor_call_never_ran"}, nil},
 		{"2", []string{"cluster"}, []string{"cluster_nodes", "cluster_resources"}, []string{"cluster: 1 nodes, CPU 2\n"}},
 		{"2", []string{"error_types"}, errorChecks, nil},
+		{"2", []string{"scheduling"}, schedulingChecks, nil},
 		{"2", []string{"cancel_cooperative"}, cancelChecks, []string{"polite saw the cancel and returns", "patient's get returned: fabric: this task was cancelled"}},
 		{"2", []string{"exits"}, exitChecks, []string{"task quitter exited (guest exited with code 3); retrying"}},
 		{"2", []string{"multi", "retry_exceptions", "error_propagation", "put_get", "log"},
@@ -80,6 +81,12 @@ var errorChecks = []string{"error_type_as", "error_type_nested", "error_sentinel
 // one that ignores it is stopped when its grace ends, and the node runs
 // tasks afterwards.
 var cancelChecks = []string{"cancel_seen_by_task", "cancel_ends_blocked_get", "cancel_stops_stubborn_task", "runs_after_cooperative_cancel"}
+
+// schedulingChecks are the features guest's checks of scheduling
+// options: hard node affinity to each node and to a missing one, soft
+// affinity's fallback, SPREAD over every node, label selectors with each
+// operator, and an unknown strategy refused.
+var schedulingChecks = []string{"affinity_each_node", "affinity_missing_node_infeasible", "soft_affinity_falls_back", "spread_over_every_node", "label_operators", "unknown_strategy_refused"}
 
 // contextChecks are the features guest's checks of the runtime context:
 // the driver's, a task's (its ID, resources and attempt), an actor

@@ -88,7 +88,39 @@ type Options struct {
 	// RetryOn lists the error types (ErrorType.Name) whose errors are
 	// retried under MaxRetries, as RetryExceptions retries every error.
 	RetryOn []string `cbor:"retry_on,omitempty"`
+	// Strategy is where tasks or actors go: "" (the default: pack, then
+	// spread when nodes are half full) or "SPREAD" (the least used node
+	// with room).
+	Strategy string `cbor:"strategy,omitempty"`
+	// Node asks for one node by ID (node affinity): only there, or,
+	// with Soft, there when it has room and elsewhere otherwise.
+	Node string `cbor:"node,omitempty"`
+	Soft bool   `cbor:"soft,omitempty"`
+	// Selector is a label selector with Ray's operators: every term must
+	// hold on the node.
+	Selector []LabelTerm `cbor:"selector,omitempty"`
 }
+
+// LabelTerm is one term of a label selector: Op is "in" (the node's
+// value of Key is one of Values; one value is Ray's equals), "not_in"
+// (it is none of them, or the node lacks Key; one value is not equals),
+// "exists" or "not_exists".
+type LabelTerm struct {
+	Key    string   `cbor:"key"`
+	Op     string   `cbor:"op"`
+	Values []string `cbor:"values,omitempty"`
+}
+
+// Label selector operators.
+const (
+	LabelIn        = "in"
+	LabelNotIn     = "not_in"
+	LabelExists    = "exists"
+	LabelNotExists = "not_exists"
+)
+
+// StrategySpread is the Strategy that spreads tasks over the nodes.
+const StrategySpread = "SPREAD"
 
 // RuntimeContext is what runtime_context writes: who and where the running
 // call is.
@@ -336,6 +368,34 @@ func (o *Options) appendFields(dst []byte) []byte {
 	if len(o.RetryOn) > 0 {
 		field("retry_on")
 		body = appendTexts(body, o.RetryOn)
+	}
+	if o.Strategy != "" {
+		field("strategy")
+		body = cborlite.AppendString(body, o.Strategy)
+	}
+	if o.Node != "" {
+		field("node")
+		body = cborlite.AppendString(body, o.Node)
+	}
+	if o.Soft {
+		field("soft")
+		body = cborlite.AppendBool(body, true)
+	}
+	if len(o.Selector) > 0 {
+		field("selector")
+		body = cborlite.AppendHead(body, cborlite.MajorArray, uint64(len(o.Selector)))
+		for _, t := range o.Selector {
+			n := uint64(2)
+			if len(t.Values) > 0 {
+				n++
+			}
+			body = cborlite.AppendHead(body, cborlite.MajorMap, n)
+			body = cborlite.AppendString(cborlite.AppendString(body, "key"), t.Key)
+			body = cborlite.AppendString(cborlite.AppendString(body, "op"), t.Op)
+			if len(t.Values) > 0 {
+				body = appendTexts(cborlite.AppendString(body, "values"), t.Values)
+			}
+		}
 	}
 	if n == 0 {
 		return dst

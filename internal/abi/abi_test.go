@@ -21,7 +21,8 @@ func TestTaskSpecAppendCBOR(t *testing.T) {
 			CPU: &one, GPU: 0.25, Memory: 1 << 40, Resources: map[string]float64{"b": 1, "a": 0.001},
 			MaxRetries: &two, RetryExceptions: true, TimeoutMs: 1000, Name: "n", MaxRestarts: 3,
 			Labels: map[string]string{"tier": "edge", "zone": "z"}, Group: []byte{1, 2}, Bundle: &two, GetIfExists: true, MaxTaskRetries: -1,
-			RetryOn: []string{"*main.Transient", "sentinel:busy"},
+			RetryOn: []string{"*main.Transient", "sentinel:busy"}, Strategy: "SPREAD", Node: "n1", Soft: true,
+			Selector: []LabelTerm{{Key: "zone", Op: "in", Values: []string{"a", "b"}}, {Key: "gpu", Op: "exists"}},
 		}},
 	}
 	for name, spec := range cases {

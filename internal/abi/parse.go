@@ -132,13 +132,13 @@ func (p parser) options(o *Options) bool {
 	if !ok {
 		return false
 	}
-	var seen uint16
+	var seen uint32
 	for range n {
 		key, ok := p.Text()
 		if !ok {
 			return false
 		}
-		var bit uint16
+		var bit uint32
 		switch key {
 		case "cpu":
 			bit = 1
@@ -191,6 +191,18 @@ func (p parser) options(o *Options) bool {
 		case "retry_on":
 			bit = 16384
 			o.RetryOn, ok = p.texts()
+		case "strategy":
+			bit = 1 << 15
+			o.Strategy, ok = p.Text()
+		case "node":
+			bit = 1 << 16
+			o.Node, ok = p.Text()
+		case "soft":
+			bit = 1 << 17
+			o.Soft, ok = p.Bool()
+		case "selector":
+			bit = 1 << 18
+			o.Selector, ok = p.selector()
 		default:
 			return false
 		}
@@ -200,6 +212,46 @@ func (p parser) options(o *Options) bool {
 		seen |= bit
 	}
 	return true
+}
+
+func (p parser) selector() ([]LabelTerm, bool) {
+	n, ok := p.Count(cborlite.MajorArray, maxItems)
+	if !ok {
+		return nil, false
+	}
+	out := make([]LabelTerm, n)
+	for i := range out {
+		m, ok := p.Count(cborlite.MajorMap, maxItems)
+		if !ok || m > 3 {
+			return nil, false
+		}
+		var seen uint8
+		for range m {
+			key, ok := p.Text()
+			if !ok {
+				return nil, false
+			}
+			var bit uint8
+			switch key {
+			case "key":
+				bit = 1
+				out[i].Key, ok = p.Text()
+			case "op":
+				bit = 2
+				out[i].Op, ok = p.Text()
+			case "values":
+				bit = 4
+				out[i].Values, ok = p.texts()
+			default:
+				return nil, false
+			}
+			if !ok || seen&bit != 0 {
+				return nil, false
+			}
+			seen |= bit
+		}
+	}
+	return out, true
 }
 
 func (p parser) texts() ([]string, bool) {

@@ -141,7 +141,45 @@ func checkDemand(o abi.Options) error {
 			return fmt.Errorf("submit: resource %q amount %v is not a non-negative amount", k, v)
 		}
 	}
-	return nil
+	if o.Strategy != "" && o.Strategy != abi.StrategySpread {
+		return fmt.Errorf("submit: unknown scheduling strategy %q (the default, or %q)", o.Strategy, abi.StrategySpread)
+	}
+	if o.Soft && o.Node == "" {
+		return fmt.Errorf("submit: soft node affinity without a node")
+	}
+	_, err := selectorOf(o.Selector)
+	return err
+}
+
+// selectorOf converts a label selector for the scheduler, checking it.
+func selectorOf(terms []abi.LabelTerm) ([]scheduler.LabelTerm, error) {
+	if len(terms) > 64 {
+		return nil, fmt.Errorf("submit: a label selector of %d terms (at most 64)", len(terms))
+	}
+	var out []scheduler.LabelTerm
+	for _, t := range terms {
+		st := scheduler.LabelTerm{Key: t.Key, Values: t.Values}
+		switch t.Op {
+		case abi.LabelIn:
+			st.Op = scheduler.LabelIn
+		case abi.LabelNotIn:
+			st.Op = scheduler.LabelNotIn
+		case abi.LabelExists:
+			st.Op = scheduler.LabelExists
+		case abi.LabelNotExists:
+			st.Op = scheduler.LabelNotExists
+		default:
+			return nil, fmt.Errorf("submit: label selector on %q: unknown operator %q (in, not_in, exists, not_exists)", t.Key, t.Op)
+		}
+		if t.Key == "" {
+			return nil, fmt.Errorf("submit: label selector term without a key")
+		}
+		if (st.Op == scheduler.LabelIn || st.Op == scheduler.LabelNotIn) != (len(t.Values) > 0) {
+			return nil, fmt.Errorf("submit: label selector on %q: %s takes values; exists and not_exists take none", t.Key, t.Op)
+		}
+		out = append(out, st)
+	}
+	return out, nil
 }
 
 // specCharge is what a spec's inline arguments count against the heap.
@@ -224,10 +262,17 @@ func (c *Core) submit(t *task) {
 			c.fetch(id, o)
 		}
 	}
-	st := scheduler.Task{ID: t.schedID(), Demand: t.demand, Deps: deps, Labels: t.spec.Options.Labels, Bundle: -1}
-	if c.cfg.Clustered && (t.here || !c.movable(t)) {
+	o := &t.spec.Options
+	st := scheduler.Task{ID: t.schedID(), Demand: t.demand, Deps: deps, Labels: o.Labels, Bundle: -1, Spread: o.Strategy == abi.StrategySpread}
+	st.Selector, _ = selectorOf(o.Selector) // checked at submit
+	switch {
+	case c.cfg.Clustered && (t.here || !c.movable(t)):
 		st.Node = c.cfg.Node // sent here by another node, or it cannot leave this node
-	} else if c.cfg.Clustered {
+	case o.Node != "" && o.Soft:
+		st.Prefer = NodeID(o.Node)
+	case o.Node != "":
+		st.Node = NodeID(o.Node)
+	case c.cfg.Clustered:
 		st.Prefer = c.locality(t)
 	}
 	if g, err := objects.IDFromBytes(t.spec.Options.Group); err == nil { // checked at submit

@@ -28,6 +28,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -85,6 +86,12 @@ type Task struct {
 	// Labels is a node selector: the node's labels must contain each key
 	// with the equal value.
 	Labels map[string]string
+	// Selector is a label selector with operators: every term must hold
+	// on the node.
+	Selector []LabelTerm
+	// Spread places the task on the least used node with room instead of
+	// packing (Ray's SPREAD strategy).
+	Spread bool
 	// Node, when non-empty, is the only node the task may run on (hard
 	// affinity).
 	Node NodeID
@@ -100,6 +107,58 @@ type Task struct {
 	// any bundle of the group (the first with room, in index order).
 	// Ignored when Group is empty.
 	Bundle int
+}
+
+// LabelOp is the operator of a LabelTerm.
+type LabelOp uint8
+
+// Label operators, as Ray's label selectors have them.
+const (
+	LabelIn        LabelOp = iota // the node's value is one of Values (one value: equals)
+	LabelNotIn                    // it is none of them, or the node lacks the key (one value: not equals)
+	LabelExists                   // the node has the key
+	LabelNotExists                // the node lacks the key
+)
+
+// LabelTerm is one term of a label selector.
+type LabelTerm struct {
+	Key    string
+	Op     LabelOp
+	Values []string
+}
+
+// holds reports whether the term holds for a node's labels.
+func (t *LabelTerm) holds(labels map[string]string) bool {
+	v, ok := labels[t.Key]
+	switch t.Op {
+	case LabelIn:
+		return ok && slices.Contains(t.Values, v)
+	case LabelNotIn:
+		return !ok || !slices.Contains(t.Values, v)
+	case LabelExists:
+		return ok
+	case LabelNotExists:
+		return !ok
+	}
+	return false
+}
+
+// String writes the term as Ray's selector syntax does: "key=v",
+// "key!=v", "key in (a,b)", "key not in (a,b)", "key", "!key".
+func (t *LabelTerm) String() string {
+	switch {
+	case t.Op == LabelIn && len(t.Values) == 1:
+		return t.Key + "=" + t.Values[0]
+	case t.Op == LabelNotIn && len(t.Values) == 1:
+		return t.Key + "!=" + t.Values[0]
+	case t.Op == LabelIn:
+		return t.Key + " in (" + strings.Join(t.Values, ",") + ")"
+	case t.Op == LabelNotIn:
+		return t.Key + " not in (" + strings.Join(t.Values, ",") + ")"
+	case t.Op == LabelExists:
+		return t.Key
+	}
+	return "!" + t.Key
 }
 
 // Placement says that a task was placed on a node and holds its resources there.
@@ -159,6 +218,8 @@ type class struct {
 	key    string
 	demand Resources
 	labels map[string]string
+	sel    []LabelTerm
+	spread bool
 	node   NodeID
 	prefer NodeID
 	group  GroupID // placement group; empty for none
@@ -197,6 +258,8 @@ type Core struct {
 	// from 1; feasibility found in one generation holds until the next.
 	nodesGen uint64
 	visits   uint64 // task placements attempted by Schedule; for tests
+	// spreadNext is where pickSpread starts looking among equal nodes.
+	spreadNext int
 
 	groups     map[GroupID]*group
 	gqueue     []*group // groups not fully placed, by creation sequence
@@ -269,6 +332,7 @@ func (c *Core) Submit(t Task) {
 	}
 	t.Demand = t.Demand.clone()
 	t.Labels = copyLabels(t.Labels)
+	t.Selector = copySelector(t.Selector)
 	t.Deps = append([]ObjectKey(nil), t.Deps...)
 	if t.Group == (GroupID{}) {
 		t.Bundle = 0
@@ -716,7 +780,7 @@ func (c *Core) RunningTasks(id NodeID) []TaskID {
 func (c *Core) enqueue(ts *taskState) {
 	cl := c.classes[ts.key]
 	if cl == nil {
-		cl = &class{key: ts.key, demand: ts.t.Demand, labels: ts.t.Labels, node: ts.t.Node, prefer: ts.t.Prefer,
+		cl = &class{key: ts.key, demand: ts.t.Demand, labels: ts.t.Labels, sel: ts.t.Selector, spread: ts.t.Spread, node: ts.t.Node, prefer: ts.t.Prefer,
 			group: ts.t.Group, bundle: ts.t.Bundle}
 		c.classes[ts.key] = cl
 	}
@@ -735,6 +799,11 @@ func (cl *class) matches(n *node) bool {
 			return false
 		}
 	}
+	for i := range cl.sel {
+		if !cl.sel[i].holds(n.labels) {
+			return false
+		}
+	}
 	return true
 }
 
@@ -747,6 +816,9 @@ func (c *Core) pick(cl *class) *node {
 	}
 	if p := c.nodes[cl.prefer]; p != nil && cl.node == "" && cl.matches(p) && fitsAvail(cl.demand, p) {
 		return p // locality: where the arguments are
+	}
+	if cl.spread && cl.node == "" {
+		return c.pickSpread(cl)
 	}
 	var best *node
 	var bestU float64
@@ -764,6 +836,20 @@ func (c *Core) pick(cl *class) *node {
 		}
 	}
 	return best
+}
+
+// pickSpread chooses for a SPREAD class the next matching node with room
+// after the one the last spread task went to, in ID order, as Ray's
+// spread policy takes nodes in turn.
+func (c *Core) pickSpread(cl *class) *node {
+	for i := range c.order {
+		at := (c.spreadNext + i) % len(c.order)
+		if n := c.nodes[c.order[at]]; cl.matches(n) && fitsAvail(cl.demand, n) {
+			c.spreadNext = at + 1
+			return n
+		}
+	}
+	return nil
 }
 
 // fitsAvail reports whether d fits the node's free resources, without
@@ -881,16 +967,16 @@ func (c *Core) infeasible(cl *class) (string, bool) {
 	}
 	if len(matching) == 0 {
 		if cl.node != "" {
-			return needs + " but node " + string(cl.node) + " does not have labels " + formatLabels(cl.labels), false
+			return needs + " but node " + string(cl.node) + " does not have labels " + formatSelector(cl), false
 		}
-		return needs + " but no node has labels " + formatLabels(cl.labels), false
+		return needs + " but no node has labels " + formatSelector(cl), false
 	}
 	var who string
 	switch {
 	case cl.node != "":
 		who = "node " + string(cl.node)
-	case len(cl.labels) > 0:
-		who = "no node with labels " + formatLabels(cl.labels)
+	case len(cl.labels) > 0 || len(cl.sel) > 0:
+		who = "no node with labels " + formatSelector(cl)
 	default:
 		who = "no node"
 	}
@@ -971,6 +1057,20 @@ func appendClassKey(dst []byte, t *Task) []byte {
 		str(k)
 		str(t.Labels[k])
 	}
+	dst = binary.AppendUvarint(dst, uint64(len(t.Selector)))
+	for _, term := range t.Selector {
+		str(term.Key)
+		dst = append(dst, byte(term.Op))
+		dst = binary.AppendUvarint(dst, uint64(len(term.Values)))
+		for _, v := range term.Values {
+			str(v)
+		}
+	}
+	if t.Spread {
+		dst = append(dst, 1)
+	} else {
+		dst = append(dst, 0)
+	}
 	str(string(t.Node))
 	str(string(t.Prefer))
 	dst = append(dst, t.Group[:]...)
@@ -990,6 +1090,29 @@ func formatLabels(m map[string]string) string {
 	var parts []string
 	for _, k := range sortedKeys(m) {
 		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func copySelector(sel []LabelTerm) []LabelTerm {
+	if len(sel) == 0 {
+		return nil
+	}
+	out := make([]LabelTerm, len(sel))
+	for i, t := range sel {
+		out[i] = LabelTerm{Key: t.Key, Op: t.Op, Values: slices.Clone(t.Values)}
+	}
+	return out
+}
+
+// formatSelector writes a class's label constraints for people.
+func formatSelector(cl *class) string {
+	var parts []string
+	if len(cl.labels) > 0 {
+		parts = append(parts, formatLabels(cl.labels))
+	}
+	for i := range cl.sel {
+		parts = append(parts, cl.sel[i].String())
 	}
 	return strings.Join(parts, ",")
 }

@@ -770,3 +770,64 @@ func TestObserveFree(t *testing.T) {
 	mustPlace(t, c, "c@n1")
 	mustAvail(t, c, "n1", Resources{})
 }
+
+// TestLabelOperators: each operator picks the nodes it should, and a
+// selector no node satisfies makes the task infeasible with the
+// selector in the reason.
+func TestLabelOperators(t *testing.T) {
+	zone := func(z string) map[string]string { return map[string]string{"zone": z} }
+	cases := []struct {
+		name string
+		sel  []LabelTerm
+		want string // the node, or "" for infeasible
+	}{
+		{"equals", []LabelTerm{{Key: "zone", Op: LabelIn, Values: []string{"b"}}}, "n2"},
+		{"in", []LabelTerm{{Key: "zone", Op: LabelIn, Values: []string{"x", "c"}}}, "n3"},
+		{"not equals", []LabelTerm{{Key: "zone", Op: LabelNotIn, Values: []string{"a"}}}, "n2"},
+		{"not in, or no key", []LabelTerm{{Key: "zone", Op: LabelNotIn, Values: []string{"a", "b", "c"}}}, "n4"},
+		{"exists", []LabelTerm{{Key: "gpu", Op: LabelExists}}, "n3"},
+		{"does not exist", []LabelTerm{{Key: "zone", Op: LabelNotExists}}, "n4"},
+		{"all terms", []LabelTerm{{Key: "zone", Op: LabelExists}, {Key: "gpu", Op: LabelNotExists}, {Key: "zone", Op: LabelNotIn, Values: []string{"a"}}}, "n2"},
+		{"none", []LabelTerm{{Key: "zone", Op: LabelIn, Values: []string{"z"}}}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := New()
+			c.AddNode("n1", cpu(1), zone("a"))
+			c.AddNode("n2", cpu(1), zone("b"))
+			c.AddNode("n3", cpu(1), map[string]string{"zone": "c", "gpu": "h100"})
+			c.AddNode("n4", cpu(1), nil)
+			c.Submit(Task{ID: tid("t"), Demand: cpu(1), Selector: tc.sel})
+			p := c.Schedule()
+			if tc.want == "" {
+				if len(p.Infeasible) != 1 || !strings.Contains(p.Infeasible[0].Reason, "no node has labels zone in (z)") && !strings.Contains(p.Infeasible[0].Reason, "zone=z") {
+					t.Fatalf("plan %+v, want infeasible naming the selector", p)
+				}
+				return
+			}
+			if got := place(p); len(got) != 1 || got[0] != "t@"+tc.want {
+				t.Fatalf("placed %v, want t@%s", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestSpread: SPREAD tasks take the nodes with room in turn, whatever
+// their load, where the default packs them.
+func TestSpread(t *testing.T) {
+	c := New()
+	for _, n := range []NodeID{"n1", "n2", "n3"} {
+		c.AddNode(n, cpu(4), nil)
+	}
+	for i := range 6 {
+		c.Submit(Task{ID: tid(fmt.Sprint("s", i)), Demand: cpu(1), Spread: true})
+	}
+	mustPlace(t, c, "s0@n1", "s1@n2", "s2@n3", "s3@n1", "s4@n2", "s5@n3")
+	for i := range 2 {
+		c.Submit(Task{ID: tid(fmt.Sprint("p", i)), Demand: cpu(1)})
+	}
+	mustPlace(t, c, "p0@n1", "p1@n2") // pack: the first node below half after placing, else the least used
+	c.Submit(Task{ID: tid("s6"), Demand: cpu(2), Spread: true})
+	c.Submit(Task{ID: tid("s7"), Demand: cpu(1), Spread: true})
+	mustPlace(t, c, "s6@n3", "s7@n1") // the turn passes n1 and n2, which lack the room for s6
+}
