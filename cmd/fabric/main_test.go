@@ -159,3 +159,63 @@ func TestBuild(t *testing.T) {
 		t.Errorf("a module that is not a guest was left behind")
 	}
 }
+
+// TestBuildOutsideModule builds and runs a guest from a Go module outside
+// the repository, set up as the README says: its go.mod requires the SDK
+// and replaces it with this checkout.
+func TestBuildOutsideModule(t *testing.T) {
+	bin := testrig.Fabric(t)
+	root := testrig.Root(t)
+	dir := filepath.Join(t.TempDir(), "myjob")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	gomod := "module example.com/myjob\n\ngo 1.26\n\nrequire github.com/wasmfabric/fabric v0.0.0\n\nreplace github.com/wasmfabric/fabric => " + root + "\n"
+	main := `package main
+
+import (
+	"fmt"
+
+	"github.com/wasmfabric/fabric/sdk"
+)
+
+var square = sdk.Task1("square", func(x int) (int, error) { return x * x, nil })
+
+func init() { sdk.Main(run) }
+
+func run(args []string) error {
+	v, err := square.Remote(7).Get()
+	fmt.Println("square of 7 from another module:", v)
+	return err
+}
+
+func main() {}
+`
+	// The repository's go.sum holds every hash the SDK's imports need, so
+	// go mod tidy finds them in the module cache that building the
+	// repository filled, without the network.
+	sum, err := os.ReadFile(filepath.Join(root, "go.sum"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"go.mod": []byte(gomod), "main.go": []byte(main), "go.sum": sum} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tidy := exec.Command("go", "mod", "tidy")
+	tidy.Dir = dir
+	tidy.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off")
+	if b, err := tidy.CombinedOutput(); err != nil {
+		t.Fatalf("go mod tidy: %v\n%s", err, b)
+	}
+	build := exec.Command(bin, "build", ".")
+	build.Dir = dir
+	if b, err := build.CombinedOutput(); err != nil || !strings.Contains(string(b), "built myjob.wasm") {
+		t.Fatalf("fabric build .: %v\n%s", err, b)
+	}
+	res := testrig.Run(t, time.Minute, "run", filepath.Join(dir, "myjob.wasm"))
+	if res.Code != 0 || !strings.Contains(res.Stdout, "square of 7 from another module: 49") {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+}
