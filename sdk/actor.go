@@ -134,7 +134,10 @@ func methodDef(class, method string) *taskDef {
 }
 
 // Method0 is an actor method without arguments.
-type Method0[S, R any] struct{ d *taskDef }
+type Method0[S, R any] struct {
+	d     *taskDef
+	extra []Option
+}
 
 // NewMethod0 registers fn as method name of class c.
 func NewMethod0[S, R any](c *ActorClass[S], name string, fn func(*S) (R, error)) Method0[S, R] {
@@ -155,11 +158,22 @@ func (m Method0[S, R]) Remote(h Handle[S]) Ref[R] {
 	if h.err != nil {
 		return Ref[R]{err: h.err}
 	}
-	return submitOne[R](m.d, &h.id, m.d.name, nil)
+	return submitOne[R](m.d, &h.id, m.d.name, m.extra)
+}
+
+// Options returns the method with per-call options added, as .options()
+// on a Ray method: Name (the call's name in output), TaskTimeout and
+// MaxTaskRetries apply to a method call.
+func (m Method0[S, R]) Options(opts ...Option) Method0[S, R] {
+	m.extra = append(append([]Option(nil), m.extra...), opts...)
+	return m
 }
 
 // Method1 is an actor method with one argument.
-type Method1[S, A, R any] struct{ d *taskDef }
+type Method1[S, A, R any] struct {
+	d     *taskDef
+	extra []Option
+}
 
 // NewMethod1 registers fn as method name of class c.
 func NewMethod1[S, A, R any](c *ActorClass[S], name string, fn func(*S, A) (R, error)) Method1[S, A, R] {
@@ -183,11 +197,21 @@ func (m Method1[S, A, R]) Remote(h Handle[S], a any) Ref[R] {
 	if h.err != nil {
 		return Ref[R]{err: h.err}
 	}
-	return submitOne[R](m.d, &h.id, m.d.name, nil, a)
+	return submitOne[R](m.d, &h.id, m.d.name, m.extra, a)
+}
+
+// Options returns the method with per-call options added (see
+// Method0.Options).
+func (m Method1[S, A, R]) Options(opts ...Option) Method1[S, A, R] {
+	m.extra = append(append([]Option(nil), m.extra...), opts...)
+	return m
 }
 
 // Method2 is an actor method with two arguments.
-type Method2[S, A, B, R any] struct{ d *taskDef }
+type Method2[S, A, B, R any] struct {
+	d     *taskDef
+	extra []Option
+}
 
 // NewMethod2 registers fn as method name of class c.
 func NewMethod2[S, A, B, R any](c *ActorClass[S], name string, fn func(*S, A, B) (R, error)) Method2[S, A, B, R] {
@@ -215,5 +239,12 @@ func (m Method2[S, A, B, R]) Remote(h Handle[S], a, b any) Ref[R] {
 	if h.err != nil {
 		return Ref[R]{err: h.err}
 	}
-	return submitOne[R](m.d, &h.id, m.d.name, nil, a, b)
+	return submitOne[R](m.d, &h.id, m.d.name, m.extra, a, b)
+}
+
+// Options returns the method with per-call options added (see
+// Method0.Options).
+func (m Method2[S, A, B, R]) Options(opts ...Option) Method2[S, A, B, R] {
+	m.extra = append(append([]Option(nil), m.extra...), opts...)
+	return m
 }

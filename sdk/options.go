@@ -66,7 +66,8 @@ func Name(name string) Option { return func(o *abi.Options) { o.Name = name } }
 // MaxTaskRetries sets how often an actor's method call that was running,
 // or sent ahead to it, when the actor died runs again once the actor has
 // restarted (MaxRestarts), instead of failing with ErrActorDied (default
-// 0; -1 forever). It is an actor option, as in Ray.
+// 0; -1 forever). As an actor option it applies to every call; as a
+// method's per-call option (Method1.Options) to that call, as in Ray.
 func MaxTaskRetries(n int) Option { return func(o *abi.Options) { o.MaxTaskRetries = n } }
 
 // GetIfExists makes creating an actor whose Name is taken in the job

@@ -38,6 +38,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"cluster"}, []string{"cluster_nodes", "cluster_resources"}, []string{"cluster: 1 nodes, CPU 2\n"}},
 		{"2", []string{"error_types"}, errorChecks, nil},
 		{"2", []string{"scheduling"}, schedulingChecks, nil},
+		{"2", []string{"method_options"}, methodOptionChecks, []string{"(short_nap pid=", "INFO: napping 1 ms"}},
 		{"2", []string{"cancel_cooperative"}, cancelChecks, []string{"polite saw the cancel and returns", "patient's get returned: fabric: this task was cancelled"}},
 		{"2", []string{"exits"}, exitChecks, []string{"task quitter exited (guest exited with code 3); retrying"}},
 		{"2", []string{"multi", "retry_exceptions", "error_propagation", "put_get", "log"},
@@ -87,6 +88,11 @@ var cancelChecks = []string{"cancel_seen_by_task", "cancel_ends_blocked_get", "c
 // affinity's fallback, SPREAD over every node, label selectors with each
 // operator, and an unknown strategy refused.
 var schedulingChecks = []string{"affinity_each_node", "affinity_missing_node_infeasible", "soft_affinity_falls_back", "spread_over_every_node", "label_operators", "unknown_strategy_refused"}
+
+// methodOptionChecks are the features guest's checks of per-call options
+// on an actor's method: a name for the call's output, and a timeout after
+// which the actor restarts and serves again.
+var methodOptionChecks = []string{"method_call_named", "method_call_timeout", "actor_serves_after_call_timeout"}
 
 // contextChecks are the features guest's checks of the runtime context:
 // the driver's, a task's (its ID, resources and attempt), an actor

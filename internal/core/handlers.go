@@ -217,7 +217,13 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 		t := c.newTask(w.job, parent, spec, wire.ExecActorMethod, taskID)
 		t.actor = a
 		t.name = methodName(a.class, spec.Func)
+		if spec.Options.Name != "" { // per-call options, as .options() on a Ray method
+			t.name = spec.Options.Name
+		}
 		t.retriesLeft = a.taskRetries
+		if spec.Options.MaxTaskRetries != 0 {
+			t.retriesLeft = spec.Options.MaxTaskRetries
+		}
 		c.actorEnqueue(a, t)
 		return nil
 	}

@@ -759,6 +759,9 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 		t = c.newTask(j, nil, spec, wire.ExecActorMethod, c.newID())
 		t.actor = a
 		t.name = methodName(a.class, spec.Func)
+		if spec.Options.Name != "" {
+			t.name = spec.Options.Name
+		}
 	default:
 		t = c.newTask(j, nil, spec, wire.ExecTask, c.newID())
 		t.here = true // the sender chose this node: no second hop
