@@ -34,6 +34,8 @@
 // actor method that does restarts its actor (MaxRestarts), and its call
 // runs again under MaxTaskRetries.
 //
+// ActorPool and Queue are ray.util's actor pool and queue.
+//
 // Errors keep their types across the trip: register error types with
 // RegisterErrorType and sentinels with RegisterError, and a caller's
 // errors.As and errors.Is see what the task returned. RetryOn and

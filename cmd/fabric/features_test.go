@@ -38,6 +38,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"cluster"}, []string{"cluster_nodes", "cluster_resources"}, []string{"cluster: 1 nodes, CPU 2\n"}},
 		{"2", []string{"error_types"}, errorChecks, nil},
 		{"2", []string{"scheduling"}, schedulingChecks, nil},
+		{"2", []string{"util"}, utilChecks, nil},
 		{"2", []string{"method_options"}, methodOptionChecks, []string{"(short_nap pid=", "INFO: napping 1 ms"}},
 		{"2", []string{"cancel_cooperative"}, cancelChecks, []string{"polite saw the cancel and returns", "patient's get returned: fabric: this task was cancelled"}},
 		{"2", []string{"exits"}, exitChecks, []string{"task quitter exited (guest exited with code 3); retrying"}},
@@ -93,6 +94,11 @@ var schedulingChecks = []string{"affinity_each_node", "affinity_missing_node_inf
 // on an actor's method: a name for the call's output, and a timeout after
 // which the actor restarts and serves again.
 var methodOptionChecks = []string{"method_call_named", "method_call_timeout", "actor_serves_after_call_timeout"}
+
+// utilChecks are the features guest's checks of ray.util's counterparts:
+// an actor pool's ordered map and unordered results, and a bounded queue
+// between a producing task and the driver.
+var utilChecks = []string{"pool_map_in_order", "pool_unordered", "queue_between_tasks", "queue_bounded"}
 
 // contextChecks are the features guest's checks of the runtime context:
 // the driver's, a task's (its ID, resources and attempt), an actor
