@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
 )
@@ -60,18 +59,14 @@ func NewPlacementGroup(bundles []Bundle, strategy string) (PlacementGroup, error
 // ID returns the group's ID.
 func (pg PlacementGroup) ID() ObjectID { return pg.id }
 
-// Ready waits until the group's bundles are placed (timeout < 0: no
-// timeout). Past the timeout it returns ErrGetTimeout; a group that can
-// never be placed returns an error saying why.
-func (pg PlacementGroup) Ready(timeout time.Duration) error {
+// Ready waits until the group's bundles are placed, without bound unless
+// Timeout says otherwise. Past the timeout it returns ErrGetTimeout; a
+// group that can never be placed returns an error saying why.
+func (pg PlacementGroup) Ready(opts ...GetOption) error {
 	if pg.err != nil {
 		return pg.err
 	}
-	ms := int64(-1)
-	if timeout >= 0 {
-		ms = timeout.Milliseconds()
-	}
-	timedOut, err := host.groupWait(pg.id, ms)
+	timedOut, err := host.groupWait(pg.id, getOpts(opts).timeoutMs)
 	if err != nil {
 		return err
 	}

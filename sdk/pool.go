@@ -2,7 +2,6 @@ package sdk
 
 import (
 	"errors"
-	"time"
 )
 
 // ErrPoolEmpty is what ActorPool's GetNext returns when no call is
@@ -94,9 +93,8 @@ func (p *ActorPool[S, R]) GetNext(opts ...GetOption) (R, error) {
 }
 
 // GetNextUnordered returns the result of whichever pending call finishes
-// first, waiting at most timeout (negative: no bound). GetNext then
-// skips it.
-func (p *ActorPool[S, R]) GetNextUnordered(timeout time.Duration) (R, error) {
+// first (Timeout bounds the wait). GetNext then skips it.
+func (p *ActorPool[S, R]) GetNextUnordered(opts ...GetOption) (R, error) {
 	var zero R
 	if len(p.pending) == 0 {
 		return zero, ErrPoolEmpty
@@ -105,7 +103,7 @@ func (p *ActorPool[S, R]) GetNextUnordered(timeout time.Duration) (R, error) {
 	for i, c := range p.pending {
 		refs[i] = c.ref
 	}
-	ready, _, err := Wait(refs, 1, timeout)
+	ready, _, err := Wait(refs, 1, opts...)
 	if err != nil {
 		return zero, err
 	}

@@ -39,7 +39,7 @@ func TestActorPool(t *testing.T) {
 	if len(pool.queued) != 2 || len(pool.pending) != 2 {
 		t.Fatalf("queued %d pending %d, want 2 and 2 (two actors)", len(pool.queued), len(pool.pending))
 	}
-	first, err := pool.GetNextUnordered(time.Second)
+	first, err := pool.GetNextUnordered(Timeout(time.Second))
 	if err != nil || first != 30 && first != 60 {
 		t.Fatalf("GetNextUnordered = %d, %v", first, err)
 	}

@@ -85,10 +85,10 @@ func (q Queue[T]) PutNowait(v T) error {
 	return nil
 }
 
-// Put adds v, waiting while the queue is full, at most timeout (negative:
-// no bound); then ErrQueueFull.
-func (q Queue[T]) Put(v T, timeout time.Duration) error {
-	return poll(timeout, ErrQueueFull, func() error { return q.PutNowait(v) })
+// Put adds v, waiting while the queue is full (Timeout bounds the wait;
+// past it, ErrQueueFull).
+func (q Queue[T]) Put(v T, opts ...GetOption) error {
+	return poll(getOpts(opts).timeoutMs, ErrQueueFull, func() error { return q.PutNowait(v) })
 }
 
 // GetNowait takes the oldest item, or returns ErrQueueEmpty at once.
@@ -105,11 +105,11 @@ func (q Queue[T]) GetNowait() (T, error) {
 	return v, err
 }
 
-// Get takes the oldest item, waiting while the queue is empty, at most
-// timeout (negative: no bound); then ErrQueueEmpty.
-func (q Queue[T]) Get(timeout time.Duration) (T, error) {
+// Get takes the oldest item, waiting while the queue is empty (Timeout
+// bounds the wait; past it, ErrQueueEmpty).
+func (q Queue[T]) Get(opts ...GetOption) (T, error) {
 	var v T
-	err := poll(timeout, ErrQueueEmpty, func() error {
+	err := poll(getOpts(opts).timeoutMs, ErrQueueEmpty, func() error {
 		var err error
 		v, err = q.GetNowait()
 		return err
@@ -130,8 +130,10 @@ func (q Queue[T]) MarshalCBOR() ([]byte, error) { return cbor.Marshal(q.h) }
 func (q *Queue[T]) UnmarshalCBOR(b []byte) error { return decMode.Unmarshal(b, &q.h) }
 
 // poll calls try until it returns something other than busy, waiting
-// longer between tries (1 ms doubling to 50 ms), at most timeout.
-func poll(timeout time.Duration, busy error, try func() error) error {
+// longer between tries (1 ms doubling to 50 ms), at most timeoutMs
+// (negative: no bound).
+func poll(timeoutMs int64, busy error, try func() error) error {
+	timeout := time.Duration(timeoutMs) * time.Millisecond
 	var deadline time.Time
 	if timeout >= 0 {
 		deadline = time.Now().Add(timeout)

@@ -91,12 +91,17 @@ func (r *Ref[T]) UnmarshalCBOR(b []byte) error {
 	return err
 }
 
-// GetOption changes how Get waits.
+// GetOption changes how a call that waits waits. Every such call (Get,
+// GetAll, GetEach, Wait, WaitAny, PlacementGroup.Ready, Queue.Put and
+// Get, ActorPool.GetNext and GetNextUnordered) waits without bound unless
+// given Timeout: one way to say a timeout everywhere.
 type GetOption func(*getConfig)
 
 type getConfig struct{ timeoutMs int64 }
 
-// Timeout bounds how long Get waits; past it Get returns ErrGetTimeout.
+// Timeout bounds how long a call waits. Past it Get, GetAll, GetEach,
+// Ready and the pool's calls return ErrGetTimeout; Wait returns what is
+// ready; a queue's Put and Get return ErrQueueFull and ErrQueueEmpty.
 func Timeout(d time.Duration) GetOption {
 	return func(c *getConfig) { c.timeoutMs = d.Milliseconds() }
 }
@@ -183,11 +188,10 @@ var knownReady = map[ObjectID]struct{}{}
 
 const maxKnownReady = 1 << 16
 
-// Wait waits until numReady of refs are ready or the timeout passes
-// (timeout < 0: no timeout) and returns the ready and the not-ready
-// references, each in input order, as ray.wait does.
-
-func Wait[T any](refs []Ref[T], numReady int, timeout time.Duration) (ready, notReady []Ref[T], err error) {
+// Wait waits until numReady of refs are ready, or until Timeout passes,
+// and returns the ready and the not-ready references, each in input
+// order, as ray.wait does.
+func Wait[T any](refs []Ref[T], numReady int, opts ...GetOption) (ready, notReady []Ref[T], err error) {
 	numReady = max(0, min(numReady, len(refs)))
 	for _, r := range refs {
 		if r.err != nil {
@@ -208,11 +212,7 @@ func Wait[T any](refs []Ref[T], numReady int, timeout time.Duration) (ready, not
 		for i, r := range refs {
 			ids[i] = r.id
 		}
-		ms := int64(-1)
-		if timeout >= 0 {
-			ms = timeout.Milliseconds()
-		}
-		flags, err := host.wait(ids, numReady, ms)
+		flags, err := host.wait(ids, numReady, getOpts(opts).timeoutMs)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -249,12 +249,12 @@ type AnyRef interface {
 }
 
 // WaitAny is Wait over references of different types.
-func WaitAny(refs []AnyRef, numReady int, timeout time.Duration) (ready, notReady []AnyRef, err error) {
+func WaitAny(refs []AnyRef, numReady int, opts ...GetOption) (ready, notReady []AnyRef, err error) {
 	plain := make([]Ref[any], len(refs))
 	for i, r := range refs {
 		plain[i] = Ref[any]{id: r.ID(), err: r.Err()}
 	}
-	got, _, err := Wait(plain, numReady, timeout)
+	got, _, err := Wait(plain, numReady, opts...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -463,7 +463,7 @@ func TestMixedRefs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ready, notReady, err := WaitAny([]AnyRef{n, s}, 1, -1)
+	ready, notReady, err := WaitAny([]AnyRef{n, s}, 1)
 	if err != nil || len(ready) != 1 || len(notReady) != 1 || ready[0].ID() != n.ID() || notReady[0].ID() != s.ID() {
 		t.Fatalf("WaitAny: %v %v %v", ready, notReady, err)
 	}

@@ -21,7 +21,7 @@ func run(args []string) error {
 		pending = append(pending, slow.Remote(ms))
 	}
 	for len(pending) > 0 {
-		ready, rest, err := sdk.Wait(pending, 1, -1)
+		ready, rest, err := sdk.Wait(pending, 1)
 		if err != nil {
 			return err
 		}

@@ -547,7 +547,7 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := pg.Ready(30 * time.Second); err != nil {
+		if err := pg.Ready(sdk.Timeout(30 * time.Second)); err != nil {
 			return err
 		}
 		var refs []sdk.Ref[string]

@@ -260,7 +260,7 @@ func run(args []string) error {
 			check("get_after_timeout", err == nil && v == 1500, err)
 		case "wait_timeout":
 			refs := []sdk.Ref[int]{sleepy.Remote(50), sleepy.Remote(3000)}
-			ready, notReady, err := sdk.Wait(refs, 2, 1000*time.Millisecond)
+			ready, notReady, err := sdk.Wait(refs, 2, sdk.Timeout(1000*time.Millisecond))
 			check("wait_timeout", err == nil && len(ready) == 1 && len(notReady) == 1 && ready[0].ID() == refs[0].ID(), fmt.Sprint(len(ready), len(notReady), err))
 		case "cancel":
 			running := blocker.Remote(5000) // takes both CPUs
@@ -432,19 +432,19 @@ func run(args []string) error {
 		case "placement_groups":
 			pg, err := sdk.NewPlacementGroup([]sdk.Bundle{{"CPU": 1}, {"CPU": 1}}, sdk.StrictPack)
 			check("pg_created", err == nil, err)
-			check("pg_ready", pg.Ready(10*time.Second) == nil, "")
+			check("pg_ready", pg.Ready(sdk.Timeout(10*time.Second)) == nil, "")
 			v, err := square.Options(sdk.InPlacementGroup(pg, 0)).Remote(6).Get()
 			check("task_in_bundle", err == nil && v == 36, fmt.Sprint(v, err))
 			// the group holds both CPUs: an ordinary task waits until it is removed
 			outside := square.Remote(5)
-			ready, _, err := sdk.Wait([]sdk.Ref[int]{outside}, 1, 500*time.Millisecond)
+			ready, _, err := sdk.Wait([]sdk.Ref[int]{outside}, 1, sdk.Timeout(500*time.Millisecond))
 			check("reservation_hides_cpus", err == nil && len(ready) == 0, fmt.Sprint(len(ready), err))
 			check("pg_removed", sdk.RemovePlacementGroup(pg) == nil, "")
 			v, err = outside.Get(sdk.Timeout(10 * time.Second))
 			check("cpus_back_after_removal", err == nil && v == 25, fmt.Sprint(v, err))
 			spread, err := sdk.NewPlacementGroup([]sdk.Bundle{{"CPU": 0.1}, {"CPU": 0.1}}, sdk.StrictSpread)
 			check("spread_created", err == nil, err)
-			err = spread.Ready(5 * time.Second)
+			err = spread.Ready(sdk.Timeout(5 * time.Second))
 			check("strict_spread_infeasible_on_one_node", err != nil && strings.Contains(err.Error(), "never"), err)
 			_, err = sdk.NewPlacementGroup([]sdk.Bundle{{"CPU": -1}}, sdk.Pack)
 			check("bad_bundle_refused", err != nil, err)
@@ -483,7 +483,7 @@ func run(args []string) error {
 				fmt.Sprintf("%+v %v", av, err))
 			pg, err := sdk.NewPlacementGroup([]sdk.Bundle{{"CPU": 1}}, sdk.Pack)
 			if err == nil {
-				err = pg.Ready(10 * time.Second)
+				err = pg.Ready(sdk.Timeout(10 * time.Second))
 			}
 			gv, err2 := ctxTask.Options(sdk.InPlacementGroup(pg, 0)).Remote().Get()
 			gid := pg.ID()
@@ -511,7 +511,7 @@ func run(args []string) error {
 			// References of different types, waited for and got together.
 			sq := square.Remote(5)
 			txt, err := sdk.Put("text")
-			ready, _, err2 := sdk.WaitAny([]sdk.AnyRef{sq, txt}, 2, 10*time.Second)
+			ready, _, err2 := sdk.WaitAny([]sdk.AnyRef{sq, txt}, 2, sdk.Timeout(10*time.Second))
 			var n int
 			var s string
 			err3 := sdk.GetEach([]sdk.Target{sdk.To(sq, &n), sdk.To(txt, &s)})

@@ -27,7 +27,7 @@ var double = sdk.NewMethod1(doublerClass, "double", func(d *Doubler, x int) (int
 // producer puts n numbers on a queue, waiting while it is full.
 var producer = sdk.Task2("producer", func(q sdk.Queue[int], n int) (int, error) {
 	for i := range n {
-		if err := q.Put(i, 10*time.Second); err != nil {
+		if err := q.Put(i, sdk.Timeout(10*time.Second)); err != nil {
 			return i, err
 		}
 	}
@@ -48,7 +48,7 @@ func utilCases() error {
 	}
 	var got []int
 	for pool.HasNext() {
-		v, err := pool.GetNextUnordered(10 * time.Second)
+		v, err := pool.GetNextUnordered(sdk.Timeout(10 * time.Second))
 		if err != nil {
 			return err
 		}
@@ -66,7 +66,7 @@ func utilCases() error {
 	done := producer.Remote(q, 5) // blocks in Put once two items wait
 	var items []int
 	for range 5 {
-		v, err := q.Get(10 * time.Second)
+		v, err := q.Get(sdk.Timeout(10 * time.Second))
 		if err != nil {
 			return err
 		}
@@ -79,6 +79,6 @@ func utilCases() error {
 	for i := range 2 {
 		_ = q.PutNowait(i)
 	}
-	check("queue_bounded", errors.Is(q.PutNowait(9), sdk.ErrQueueFull) && errors.Is(q.Put(9, 50*time.Millisecond), sdk.ErrQueueFull), "")
+	check("queue_bounded", errors.Is(q.PutNowait(9), sdk.ErrQueueFull) && errors.Is(q.Put(9, sdk.Timeout(50*time.Millisecond)), sdk.ErrQueueFull), "")
 	return q.Shutdown()
 }

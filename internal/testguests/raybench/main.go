@@ -379,7 +379,7 @@ func run(args []string) error {
 					pgs[i] = pg
 				}
 				for _, pg := range pgs {
-					if err := pg.Ready(30 * time.Second); err != nil {
+					if err := pg.Ready(sdk.Timeout(30 * time.Second)); err != nil {
 						return err
 					}
 				}
@@ -400,7 +400,7 @@ func run(args []string) error {
 				for range 1000 {
 					var ready []sdk.Ref[int]
 					var err error
-					if ready, notReady, err = sdk.Wait(notReady, 1, -1); err != nil {
+					if ready, notReady, err = sdk.Wait(notReady, 1); err != nil {
 						return err
 					}
 					sdk.ReleaseAll(ready)
