@@ -76,6 +76,22 @@ func (pg PlacementGroup) Ready(opts ...GetOption) error {
 	return nil
 }
 
+// pgReady is the task behind ReadyRef: it runs, taking nothing, once its
+// group is placed.
+var pgReady = Task0("fabric.pg_ready", func() (bool, error) { return true, nil }, CPUs(0))
+
+// ReadyRef returns a reference that becomes ready, holding true, once the
+// group is placed, for Wait and WaitAny alongside other references (Ray's
+// pg.ready()). It holds an error when the group can never be placed or is
+// removed first. Like Ray's, it is a task that runs in the group and takes
+// no resources.
+func (pg PlacementGroup) ReadyRef() Ref[bool] {
+	if pg.err != nil {
+		return Ref[bool]{err: pg.err}
+	}
+	return pgReady.Options(InPlacementGroup(pg, -1)).Remote()
+}
+
 // RemovePlacementGroup frees a group's reservations; tasks and actors
 // running in it are stopped.
 func RemovePlacementGroup(pg PlacementGroup) error {

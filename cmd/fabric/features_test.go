@@ -39,6 +39,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"error_types"}, errorChecks, nil},
 		{"2", []string{"scheduling"}, schedulingChecks, nil},
 		{"2", []string{"util"}, utilChecks, nil},
+		{"2", []string{"pg_ready_ref"}, []string{"pg_ready_ref_in_wait", "pg_ready_ref_never"}, nil},
 		{"2", []string{"method_options"}, methodOptionChecks, []string{"(short_nap pid=", "INFO: napping 1 ms"}},
 		{"2", []string{"cancel_cooperative"}, cancelChecks, []string{"polite saw the cancel and returns", "patient's get returned: fabric: this task was cancelled"}},
 		{"2", []string{"exits"}, exitChecks, []string{"task quitter exited (guest exited with code 3); retrying"}},
