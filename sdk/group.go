@@ -27,11 +27,23 @@ type PlacementGroup struct {
 	err error
 }
 
+// GroupOption sets a property of a placement group.
+type GroupOption func(*abi.GroupSpec)
+
+// GroupName names a placement group: GetPlacementGroup finds it by name,
+// and PlacementGroupTable lists it under it. A name is unique among the
+// job's groups; a second group with a name in use fails (its Ready says
+// why).
+func GroupName(name string) GroupOption { return func(s *abi.GroupSpec) { s.Name = name } }
+
 // NewPlacementGroup reserves bundles with a strategy (Pack, Spread,
 // StrictPack or StrictSpread). It returns at once; Ready waits until the
 // bundles are placed.
-func NewPlacementGroup(bundles []Bundle, strategy string) (PlacementGroup, error) {
+func NewPlacementGroup(bundles []Bundle, strategy string, opts ...GroupOption) (PlacementGroup, error) {
 	spec := abi.GroupSpec{Strategy: strategy}
+	for _, o := range opts {
+		o(&spec)
+	}
 	if len(bundles) == 0 {
 		err := errors.New("fabric: a placement group needs at least one bundle")
 		return PlacementGroup{err: err}, err
@@ -90,6 +102,55 @@ func (pg PlacementGroup) ReadyRef() Ref[bool] {
 		return Ref[bool]{err: pg.err}
 	}
 	return pgReady.Options(InPlacementGroup(pg, -1)).Remote()
+}
+
+// PlacementGroupInfo is one row of PlacementGroupTable. State is
+// "pending" (waiting for room), "created" (its bundles are reserved, on
+// Nodes, one per bundle) or "failed" (Reason says why).
+type PlacementGroupInfo struct {
+	Group                         PlacementGroup
+	Name, Strategy, State, Reason string
+	Bundles                       []Bundle
+	Nodes                         []string
+}
+
+// PlacementGroupTable lists the job's placement groups and their states,
+// as Ray's placement_group_table. Removed groups are not listed.
+func PlacementGroupTable() ([]PlacementGroupInfo, error) {
+	b, err := host.groupTable()
+	if err != nil {
+		return nil, err
+	}
+	var tab abi.GroupTable
+	if err := decMode.Unmarshal(b, &tab); err != nil {
+		return nil, fmt.Errorf("fabric: malformed placement group table: %w", err)
+	}
+	out := make([]PlacementGroupInfo, len(tab.Groups))
+	for i, g := range tab.Groups {
+		info := PlacementGroupInfo{Name: g.Name, Strategy: g.Strategy, State: g.State, Reason: g.Reason, Nodes: g.Nodes}
+		copy(info.Group.id[:], g.ID)
+		for _, bd := range g.Bundles {
+			info.Bundles = append(info.Bundles, Bundle(bd))
+		}
+		out[i] = info
+	}
+	return out, nil
+}
+
+// GetPlacementGroup returns the job's placement group named name (Ray's
+// get_placement_group).
+func GetPlacementGroup(name string) (PlacementGroup, error) {
+	tab, err := PlacementGroupTable()
+	if err != nil {
+		return PlacementGroup{err: err}, err
+	}
+	for _, g := range tab {
+		if g.Name == name {
+			return g.Group, nil
+		}
+	}
+	err = fmt.Errorf("fabric: no placement group named %q in this job", name)
+	return PlacementGroup{err: err}, err
 }
 
 // RemovePlacementGroup frees a group's reservations; tasks and actors

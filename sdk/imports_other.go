@@ -26,5 +26,6 @@ func (noHost) nodeID() string                          { return "" }
 func (noHost) cancelled() bool                         { return false }
 func (noHost) runtimeContext() ([]byte, error)         { return nil, ErrNotInGuest }
 func (noHost) clusterInfo() ([]byte, error)            { return nil, ErrNotInGuest }
+func (noHost) groupTable() ([]byte, error)             { return nil, ErrNotInGuest }
 
 var host hostAPI = noHost{}

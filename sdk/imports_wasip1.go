@@ -94,6 +94,9 @@ func hostCancelled() int32
 //go:wasmimport fabric runtime_context
 func hostRuntimeContext(buf, capacity uint32) int32
 
+//go:wasmimport fabric pg_table
+func hostGroupTable(buf, capacity uint32) int32
+
 //go:wasmimport fabric cluster_info
 func hostClusterInfo(buf, capacity uint32) int32
 
@@ -335,6 +338,8 @@ func (wasmHost) cancelled() bool { return hostCancelled() == 1 }
 func (wasmHost) runtimeContext() ([]byte, error) { return sized(hostRuntimeContext) }
 
 func (wasmHost) clusterInfo() ([]byte, error) { return sized(hostClusterInfo) }
+
+func (wasmHost) groupTable() ([]byte, error) { return sized(hostGroupTable) }
 
 // sized calls a host function of the form f(buf, cap) -> length until
 // its answer fits.

@@ -157,6 +157,7 @@ type hostAPI interface {
 	cancelled() bool
 	runtimeContext() ([]byte, error)
 	clusterInfo() ([]byte, error)
+	groupTable() ([]byte, error)
 }
 
 // invoker runs a registered function on decoded CBOR arguments and returns

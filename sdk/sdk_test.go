@@ -175,6 +175,15 @@ func (h *memHost) clusterInfo() ([]byte, error) {
 	}})
 }
 
+func (h *memHost) groupTable() ([]byte, error) {
+	return encMode.Marshal(abi.GroupTable{Groups: []abi.GroupInfo{
+		{ID: append(make([]byte, IDSize-1), 7), Name: "train", Strategy: "PACK", State: "created",
+			Bundles: []map[string]float64{{"CPU": 1}}, Nodes: []string{"a"}},
+		{ID: append(make([]byte, IDSize-1), 8), Strategy: "SPREAD", State: "failed", Reason: "can never be placed",
+			Bundles: []map[string]float64{{"CPU": 100}}},
+	}})
+}
+
 func (h *memHost) runtimeContext() ([]byte, error) {
 	return encMode.Marshal(abi.RuntimeContext{Job: "j1", Task: make([]byte, IDSize), Node: "test-node", Attempt: 2,
 		Resources: map[string]float64{"CPU": 0.5}})
@@ -475,5 +484,23 @@ func TestMixedRefs(t *testing.T) {
 	bad := Ref[int]{err: errHost("submit failed")}
 	if err := GetEach([]Target{To(n, &x), To(bad, &x)}); err == nil {
 		t.Error("GetEach with a failed reference: no error")
+	}
+}
+
+// TestPlacementGroupTable decodes what the host's pg_table writes, and
+// finds a group by name.
+func TestPlacementGroupTable(t *testing.T) {
+	newMemHost(t)
+	tab, err := PlacementGroupTable()
+	if err != nil || len(tab) != 2 || tab[0].Name != "train" || tab[0].State != "created" || tab[0].Nodes[0] != "a" ||
+		tab[0].Bundles[0]["CPU"] != 1 || tab[1].State != "failed" || tab[1].Reason == "" {
+		t.Fatalf("table %+v, %v", tab, err)
+	}
+	pg, err := GetPlacementGroup("train")
+	if err != nil || pg.ID()[IDSize-1] != 7 {
+		t.Fatalf("GetPlacementGroup(train) = %v, %v", pg.ID(), err)
+	}
+	if _, err := GetPlacementGroup("nope"); err == nil || !strings.Contains(err.Error(), `no placement group named "nope"`) {
+		t.Fatalf("GetPlacementGroup(nope): %v", err)
 	}
 }

@@ -40,6 +40,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"scheduling"}, schedulingChecks, nil},
 		{"2", []string{"util"}, utilChecks, nil},
 		{"2", []string{"pg_ready_ref"}, []string{"pg_ready_ref_in_wait", "pg_ready_ref_never"}, nil},
+		{"2", []string{"pg_named"}, pgNamedChecks, []string{"pg trainers: created on 1, bundles [map[CPU:0.5]]"}},
 		{"2", []string{"method_options"}, methodOptionChecks, []string{"(short_nap pid=", "INFO: napping 1 ms"}},
 		{"2", []string{"cancel_cooperative"}, cancelChecks, []string{"polite saw the cancel and returns", "patient's get returned: fabric: this task was cancelled"}},
 		{"2", []string{"exits"}, exitChecks, []string{"task quitter exited (guest exited with code 3); retrying"}},
@@ -100,6 +101,11 @@ var methodOptionChecks = []string{"method_call_named", "method_call_timeout", "a
 // an actor pool's ordered map and unordered results, and a bounded queue
 // between a producing task and the driver.
 var utilChecks = []string{"pool_map_in_order", "pool_unordered", "queue_between_tasks", "queue_bounded"}
+
+// pgNamedChecks are the features guest's checks of named placement
+// groups: found by name, a name in use refused, the table of states, and
+// a name free again once its group is removed.
+var pgNamedChecks = []string{"pg_found_by_name", "pg_name_taken", "pg_table", "pg_name_free_after_removal"}
 
 // contextChecks are the features guest's checks of the runtime context:
 // the driver's, a task's (its ID, resources and attempt), an actor

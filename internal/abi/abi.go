@@ -159,6 +159,28 @@ type NodeInfo struct {
 type GroupSpec struct {
 	Bundles  []map[string]float64 `cbor:"bundles"`
 	Strategy string               `cbor:"strategy,omitempty"` // PACK (default), SPREAD, STRICT_PACK, STRICT_SPREAD
+	// Name, when set, is the name pg_table lists the group under; it is
+	// unique among the job's groups.
+	Name string `cbor:"name,omitempty"`
+}
+
+// GroupTable is what pg_table writes: the placement groups of the
+// running call's job.
+type GroupTable struct {
+	Groups []GroupInfo `cbor:"groups"`
+}
+
+// GroupInfo is one placement group of a GroupTable. State is "pending"
+// (waiting for room), "created" (its bundles are reserved) or "failed"
+// (Reason says why: it can never be placed, or its spec was refused).
+type GroupInfo struct {
+	ID       []byte               `cbor:"id"`
+	Name     string               `cbor:"name,omitempty"`
+	Strategy string               `cbor:"strategy"`
+	State    string               `cbor:"state"`
+	Reason   string               `cbor:"reason,omitempty"`
+	Bundles  []map[string]float64 `cbor:"bundles"`
+	Nodes    []string             `cbor:"nodes,omitempty"` // the node of each bundle, once created
 }
 
 // TaskSpec is what submit takes: a task, an actor creation or a method call.

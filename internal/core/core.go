@@ -163,6 +163,8 @@ type Core struct {
 	// busyUntil is when the last busy answer of each node stops shaping
 	// placements (scheduler.ObserveFree); a timer per node clears it.
 	busyUntil map[NodeID]Time
+	// groupNames maps job ID + "/" + name to the named placement group.
+	groupNames map[string]objects.ID
 	// later is work deferred to the end of the step, out of loops that
 	// must not see its effects.
 	later []func()
@@ -192,7 +194,7 @@ func New(cfg Config, store Store) *Core {
 		jobs: map[JobID]*job{}, workers: map[WorkerID]*worker{}, leases: map[string]*worker{}, timers: map[TimerID]func(){},
 		modules: map[string]bool{}, fetchingModules: map[string][]pendingRun{}, peers: map[NodeID]bool{},
 		remote: map[NodeID]map[*task]struct{}{}, ended: map[JobID]bool{}, releases: map[releaseKey]map[objects.ID]uint32{},
-		asked: map[askKey]*task{}, askedTasks: map[NodeID]int{}, busyUntil: map[NodeID]Time{}, gone: map[NodeID]bool{}}
+		asked: map[askKey]*task{}, askedTasks: map[NodeID]int{}, busyUntil: map[NodeID]Time{}, groupNames: map[string]objects.ID{}, gone: map[NodeID]bool{}}
 	c.sched.AddNode(cfg.Node, cfg.Resources, cfg.Labels)
 	return c
 }

@@ -18,10 +18,14 @@ const maxBundles = 1000
 type group struct {
 	id      objects.ID
 	job     *job
+	spec    abi.GroupSpec // as the guest gave it, for pg_table
 	placed  bool
 	failed  string // why it will never be placed (or was removed)
 	waiters []func()
 }
+
+// maxGroupName bounds a placement group's name.
+const maxGroupName = 1024
 
 func (g *group) schedID() scheduler.GroupID { return scheduler.GroupID(g.id) }
 
@@ -71,9 +75,22 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 	}
 	g := &group{id: id, job: w.job}
 	c.groups[id] = g
-	sg, err := groupSpec(m.Spec)
+	sg, spec, err := groupSpec(m.Spec)
+	g.spec = spec
+	if err == nil && spec.Name != "" {
+		key := string(w.job.id) + "/" + spec.Name
+		switch other, taken := c.groupNames[key]; {
+		case len(spec.Name) > maxGroupName:
+			err = fmt.Errorf("a name of %d bytes (at most %d)", len(spec.Name), maxGroupName)
+		case taken:
+			err = fmt.Errorf("the name %q is taken by placement group %s in this job", spec.Name, other.Short())
+		default:
+			c.groupNames[key] = id
+		}
+	}
 	if err != nil {
 		g.failed = "was refused: " + err.Error()
+		g.spec.Name = "" // not its name: another group has it
 		return nil
 	}
 	sg.ID = g.schedID()
@@ -83,30 +100,58 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 }
 
 // groupSpec decodes and checks a guest's GroupSpec.
-func groupSpec(raw []byte) (scheduler.Group, error) {
+func groupSpec(raw []byte) (scheduler.Group, abi.GroupSpec, error) {
 	var spec abi.GroupSpec
 	if err := wire.Unmarshal(raw, &spec); err != nil {
-		return scheduler.Group{}, fmt.Errorf("malformed spec: %v", err)
+		return scheduler.Group{}, abi.GroupSpec{}, fmt.Errorf("malformed spec: %v", err)
 	}
 	if len(spec.Bundles) == 0 || len(spec.Bundles) > maxBundles {
-		return scheduler.Group{}, fmt.Errorf("%d bundles; a placement group has 1 to %d", len(spec.Bundles), maxBundles)
+		return scheduler.Group{}, spec, fmt.Errorf("%d bundles; a placement group has 1 to %d", len(spec.Bundles), maxBundles)
 	}
 	sg := scheduler.Group{Strategy: scheduler.Pack}
 	if spec.Strategy != "" {
 		s, err := scheduler.ParseStrategy(spec.Strategy)
 		if err != nil {
-			return scheduler.Group{}, err
+			return scheduler.Group{}, spec, err
 		}
 		sg.Strategy = s
 	}
 	for i, b := range spec.Bundles {
 		r, err := bundleResources(b)
 		if err != nil {
-			return scheduler.Group{}, fmt.Errorf("bundle %d: %v", i, err)
+			return scheduler.Group{}, spec, fmt.Errorf("bundle %d: %v", i, err)
 		}
 		sg.Bundles = append(sg.Bundles, r)
 	}
-	return sg, nil
+	return sg, spec, nil
+}
+
+// groupTable lists a job's placement groups (pg_table), by ID.
+func (c *Core) groupTable(j *job) abi.GroupTable {
+	tab := abi.GroupTable{Groups: []abi.GroupInfo{}}
+	for _, id := range sortedIDs(c.groups) {
+		g := c.groups[id]
+		if g.job != j {
+			continue
+		}
+		gi := abi.GroupInfo{ID: append([]byte(nil), id[:]...), Name: g.spec.Name, Strategy: g.spec.Strategy, State: "pending",
+			Bundles: g.spec.Bundles, Reason: g.failed}
+		if gi.Strategy == "" {
+			gi.Strategy = "PACK"
+		}
+		switch {
+		case g.failed != "":
+			gi.State = "failed"
+		case g.placed:
+			gi.State = "created"
+			nodes, _ := c.sched.GroupNodes(g.schedID())
+			for _, n := range nodes {
+				gi.Nodes = append(gi.Nodes, string(n))
+			}
+		}
+		tab.Groups = append(tab.Groups, gi)
+	}
+	return tab
 }
 
 // jobGroup returns a group of w's job by ID.
@@ -178,6 +223,9 @@ func (c *Core) groupRemove(w *worker, m wire.GroupRemove) error {
 // Ray does.
 func (c *Core) removeGroup(g *group, why string) {
 	delete(c.groups, g.id)
+	if key := string(g.job.id) + "/" + g.spec.Name; g.spec.Name != "" && c.groupNames[key] == g.id {
+		delete(c.groupNames, key)
+	}
 	if g.failed == "" {
 		g.failed = why
 	}

@@ -86,6 +86,12 @@ func (c *Core) workerMessage(w *worker, msg any) error {
 		}
 		b, err := wire.Marshal(c.clusterInfo())
 		c.reply(w, m.Seq, err, wire.Reply{Items: []wire.Item{{Data: wire.Piece{Inline: b}}}})
+	case wire.Groups:
+		if _, err := c.current(w, m.Task); err != nil {
+			return err
+		}
+		b, err := wire.Marshal(c.groupTable(w.job))
+		c.reply(w, m.Seq, err, wire.Reply{Items: []wire.Item{{Data: wire.Piece{Inline: b}}}})
 	case wire.Context:
 		b, err := c.runtimeContext(w, m.Task)
 		c.reply(w, m.Seq, err, wire.Reply{Items: []wire.Item{{Data: wire.Piece{Inline: b}}}})

@@ -45,6 +45,8 @@ type Host interface {
 	RuntimeContext() ([]byte, error)
 	// ClusterInfo is the cluster's abi.ClusterInfo, in CBOR.
 	ClusterInfo() ([]byte, error)
+	// PlacementGroups is the job's abi.GroupTable, in CBOR.
+	PlacementGroups() ([]byte, error)
 }
 
 // Staged is one result waiting for the guest to read it.
@@ -473,6 +475,15 @@ var hostFuncs = []hostFunc{
 			return
 		}
 		cs.writeSized("cluster_info", b, st)
+	}},
+	{"pg_table", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// pg_table(buf, cap) -> length: the job's placement groups, a CBOR map.
+		b, err := cs.host.PlacementGroups()
+		if err != nil {
+			st[0] = cs.fail("pg_table: %v", err)
+			return
+		}
+		cs.writeSized("pg_table", b, st)
 	}},
 	{"actor_lookup", []api.ValueType{i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
 		name, ok := cs.read(u32(st[0]), u32(st[1]))

@@ -40,6 +40,9 @@ func (fakeHost) GroupWait(id objects.ID, timeoutMs int64) (bool, error) {
 func (fakeHost) GroupRemove(id objects.ID) error { return nil }
 func (fakeHost) NodeID() string                  { return "fuzz-node" }
 func (fakeHost) Cancelled() bool                 { return false }
+func (fakeHost) PlacementGroups() ([]byte, error) {
+	return []byte{0xa1, 0x66, 'g', 'r', 'o', 'u', 'p', 's', 0x80}, nil
+}
 func (fakeHost) ClusterInfo() ([]byte, error) {
 	return []byte{0xa1, 0x65, 'n', 'o', 'd', 'e', 's', 0x80}, nil
 }

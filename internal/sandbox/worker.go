@@ -1016,6 +1016,11 @@ func (h *workerHost) ClusterInfo() ([]byte, error) {
 	return h.askBytes(wire.TypeCluster, "cluster info", func(seq uint64) any { return wire.Cluster{Seq: seq, Task: h.task} })
 }
 
+// PlacementGroups asks the agent for the job's abi.GroupTable.
+func (h *workerHost) PlacementGroups() ([]byte, error) {
+	return h.askBytes(wire.TypeGroups, "placement groups", func(seq uint64) any { return wire.Groups{Seq: seq, Task: h.task} })
+}
+
 // RuntimeContext asks the agent for the call's abi.RuntimeContext.
 func (h *workerHost) RuntimeContext() ([]byte, error) {
 	return h.askBytes(wire.TypeContext, "runtime context", func(seq uint64) any { return wire.Context{Seq: seq, Task: h.task} })

@@ -213,6 +213,14 @@ type Cluster struct {
 	Task objects.ID
 }
 
+// Groups asks for the placement groups of the running execution's job:
+// the Reply's single Item is an abi.GroupTable in CBOR.
+type Groups struct {
+	_    struct{} `cbor:",toarray"`
+	Seq  uint64
+	Task objects.ID
+}
+
 // ActorKill kills an actor.
 type ActorKill struct {
 	_         struct{} `cbor:",toarray"`

@@ -63,6 +63,7 @@ const (
 	TypeLeaseOver
 	TypeContext
 	TypeCluster
+	TypeGroups
 )
 
 // Lane names one instance in a worker process: the agent's worker ID. The
@@ -83,7 +84,7 @@ var typeNames = map[Type]string{
 	TypeGroupRemove: "group_remove", TypeDrop: "drop", TypeStop: "stop",
 	TypeOpen: "open", TypeClose: "close", TypeClosed: "closed",
 	TypeLease: "lease", TypeLeaseEnd: "lease_end", TypeLeaseOver: "lease_over",
-	TypeContext: "context", TypeCluster: "cluster",
+	TypeContext: "context", TypeCluster: "cluster", TypeGroups: "groups",
 }
 
 // String names the type.

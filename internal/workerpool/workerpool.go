@@ -732,6 +732,10 @@ func Decode(t wire.Type, body []byte) (any, error) {
 		var m wire.Cluster
 		err = wire.Unmarshal(body, &m)
 		msg = m
+	case wire.TypeGroups:
+		var m wire.Groups
+		err = wire.Unmarshal(body, &m)
+		msg = m
 	case wire.TypeActorKill:
 		var m wire.ActorKill
 		err = wire.Unmarshal(body, &m)
