@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/wasmfabric/fabric/internal/objects"
+	"github.com/wasmfabric/fabric/internal/wire"
 )
 
 // CheckInvariants reports what is inconsistent in the core's state: a
@@ -21,6 +22,28 @@ func (c *Core) CheckInvariants() error {
 	dropping := make(map[objects.ID]bool, len(c.dropping))
 	for _, id := range c.dropping {
 		dropping[id] = true
+	}
+	for key, id := range c.groupNames {
+		g := c.groups[id]
+		if g == nil || string(g.job.id)+"/"+g.spec.Name != key {
+			bad("placement group name %q names group %s, which is gone or named otherwise", key, id.Short())
+		}
+	}
+	for key, until := range c.busyUntil {
+		if until <= 0 {
+			bad("busy answer of node %s remembered until %d", key, until)
+		}
+	}
+	askedTasks := map[NodeID]int{}
+	for k, t := range c.asked {
+		if t.kind == wire.ExecTask {
+			askedTasks[k.node]++
+		}
+	}
+	for n, k := range c.askedTasks {
+		if askedTasks[n] != k {
+			bad("node %s asked %d tasks by the count, %d by the table", n, k, askedTasks[n])
+		}
 	}
 	counts := map[*job]int{}
 	stored := 0

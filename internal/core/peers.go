@@ -771,7 +771,11 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 	if len(m.Group) > 0 {
 		t.ctxGroup, t.ctxBundle = m.Group, int(m.Bundle)
 	}
-	c.asked[askKey{from, m.Task}] = t
+	key := askKey{from, m.Task}
+	if old := c.asked[key]; old != nil && old.kind == wire.ExecTask { // a later attempt replaces it
+		c.askedTasks[from]--
+	}
+	c.asked[key] = t
 	if t.kind == wire.ExecTask {
 		c.askedTasks[from]++
 	}

@@ -610,11 +610,12 @@ func (s *sim) guest(n *simNode) {
 			send(wire.ActorKill{Seq: rpc(), Task: ex.Task, Actor: actors[s.intn(len(actors))], NoRestart: s.intn(2) == 0})
 		}
 	case 12: // placement groups
-		switch s.intn(3) {
+		switch s.intn(4) {
 		case 0:
 			id := s.newID()
 			n.groups[w.job] = append(n.groups[w.job], id)
-			spec := abi.GroupSpec{Bundles: []map[string]float64{{"CPU": 1}, {"CPU": float64(s.intn(3))}}, Strategy: []string{"PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"}[s.intn(4)]}
+			spec := abi.GroupSpec{Bundles: []map[string]float64{{"CPU": 1}, {"CPU": float64(s.intn(3))}}, Strategy: []string{"PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"}[s.intn(4)],
+				Name: []string{"", "g1", "g2"}[s.intn(3)]}
 			raw, _ := wire.Marshal(spec)
 			send(wire.GroupCreate{Task: ex.Task, Spec: raw, ID: id})
 		case 1:
@@ -625,6 +626,8 @@ func (s *sim) guest(n *simNode) {
 			if gs := n.groups[w.job]; len(gs) > 0 {
 				send(wire.GroupRemove{Task: ex.Task, Group: gs[s.intn(len(gs))]})
 			}
+		case 3:
+			send(wire.Groups{Seq: rpc(), Task: ex.Task})
 		}
 	case 13: // output
 		send(wire.Output{Task: ex.Task, Stream: uint8(1 + s.intn(3)), Data: []byte("a line\npart")})
