@@ -248,3 +248,61 @@ func (m Method2[S, A, B, R]) Options(opts ...Option) Method2[S, A, B, R] {
 	m.extra = append(append([]Option(nil), m.extra...), opts...)
 	return m
 }
+
+// Method1N is an actor method with one argument whose result is a slice
+// of n values, each returned as its own object (num_returns=n on a Ray
+// method).
+type Method1N[S, A, R any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// NewMethod1N registers fn as method name of class c; fn must return
+// exactly n values.
+func NewMethod1N[S, A, R any](c *ActorClass[S], name string, n int, fn func(*S, A) ([]R, error)) Method1N[S, A, R] {
+	d := methodDef(c.name, name)
+	d.nret = n
+	register(d.name, 1, func(raw [][]byte) (any, error) {
+		s, err := self[S](c.name)
+		if err != nil {
+			return nil, err
+		}
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		rs, err := fn(s, a)
+		if err != nil {
+			return nil, err
+		}
+		return splitReturns(d.name, n, rs)
+	})
+	return Method1N[S, A, R]{d: d}
+}
+
+// Remote calls the method and returns one reference per result.
+func (m Method1N[S, A, R]) Remote(h Handle[S], a any) []Ref[R] {
+	refs := make([]Ref[R], m.d.nret)
+	if h.err != nil {
+		for i := range refs {
+			refs[i] = Ref[R]{err: h.err}
+		}
+		return refs
+	}
+	ids, err := m.d.submit(&h.id, m.d.name, m.extra, []any{a})
+	for i := range refs {
+		if err != nil {
+			refs[i] = Ref[R]{err: err}
+		} else {
+			refs[i] = Ref[R]{id: ids[i]}
+		}
+	}
+	return refs
+}
+
+// Options returns the method with per-call options added (see
+// Method0.Options).
+func (m Method1N[S, A, R]) Options(opts ...Option) Method1N[S, A, R] {
+	m.extra = append(append([]Option(nil), m.extra...), opts...)
+	return m
+}

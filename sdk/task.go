@@ -254,19 +254,25 @@ func Task1N[A, R any](name string, n int, fn func(A) ([]R, error), opts ...Optio
 		if err != nil {
 			return nil, err
 		}
-		if len(rs) != n {
-			return nil, fmt.Errorf("%s declares %d return values but returned %d", name, n, len(rs))
-		}
-		if n == 1 {
-			return rs[0], nil // one return value travels as itself
-		}
-		out := make([]any, n)
-		for i := range rs {
-			out[i] = rs[i]
-		}
-		return out, nil
+		return splitReturns(name, n, rs)
 	})
 	return Func1N[A, R]{d: &taskDef{name: name, opts: opts, nret: n}}
+}
+
+// splitReturns checks that a function declaring n return values returned
+// n, and shapes them for dispatch: one value as itself, more as a list.
+func splitReturns[R any](name string, n int, rs []R) (any, error) {
+	if len(rs) != n {
+		return nil, fmt.Errorf("%s declares %d return values but returned %d", name, n, len(rs))
+	}
+	if n == 1 {
+		return rs[0], nil // one return value travels as itself
+	}
+	out := make([]any, n)
+	for i := range rs {
+		out[i] = rs[i]
+	}
+	return out, nil
 }
 
 // Options returns the task with per-call options added.

@@ -94,8 +94,9 @@ var schedulingChecks = []string{"affinity_each_node", "affinity_missing_node_inf
 
 // methodOptionChecks are the features guest's checks of per-call options
 // on an actor's method: a name for the call's output, and a timeout after
-// which the actor restarts and serves again.
-var methodOptionChecks = []string{"method_call_named", "method_call_timeout", "actor_serves_after_call_timeout"}
+// which the actor restarts and serves again; and a method with three
+// results.
+var methodOptionChecks = []string{"method_call_named", "method_call_timeout", "actor_serves_after_call_timeout", "method_num_returns"}
 
 // utilChecks are the features guest's checks of ray.util's counterparts:
 // an actor pool's ordered map and unordered results, and a bounded queue
