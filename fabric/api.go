@@ -73,6 +73,9 @@ type WorkersView struct {
 // Trailer names of a job's streamed response.
 const (
 	TrailerJobError = "Fabric-Job-Error" // a Go-quoted string (strconv.Unquote), "" when the job succeeded
+	// TrailerJobExitCode is the code the driver passed to os.Exit, when it
+	// exited with one other than 0; absent otherwise.
+	TrailerJobExitCode = "Fabric-Job-Exit-Code"
 )
 
 func (a *Agent) api() http.Handler {
@@ -181,7 +184,7 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Trailer", TrailerJobError)
+	w.Header().Set("Trailer", TrailerJobError+", "+TrailerJobExitCode)
 	w.WriteHeader(http.StatusOK)
 	fw, _ := w.(http.Flusher)
 	out := &flushWriter{w: w, f: fw}
@@ -199,6 +202,9 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 		if msg == "" {
 			msg = "job failed"
 		}
+	}
+	if je := (*JobError)(nil); errors.As(jerr, &je) && je.ExitCode != 0 {
+		w.Header().Set(TrailerJobExitCode, strconv.Itoa(je.ExitCode))
 	}
 	w.Header().Set(TrailerJobError, strconv.QuoteToASCII(msg)) // a header value holds no newlines
 }

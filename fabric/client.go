@@ -99,7 +99,8 @@ func (c *Client) Status(ctx context.Context) (StatusView, error) {
 }
 
 // Submit runs a job on the agent's node, copying its output to out as it
-// arrives. It returns an error wrapping ErrJob when the job failed.
+// arrives. When the job failed it returns a *JobError (which matches
+// ErrJob), with the driver's exit code when it exited with one.
 func (c *Client) Submit(ctx context.Context, wasm []byte, args []string, out io.Writer) error {
 	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs", url.Values{"arg": args}, bytes.NewReader(wasm))
 	if err != nil {
@@ -118,7 +119,11 @@ func (c *Client) Submit(ctx context.Context, wasm []byte, args []string, out io.
 		return fmt.Errorf("%w: malformed job result %q", ErrAPI, raw)
 	}
 	if msg != "" {
-		return fmt.Errorf("%w: %s", ErrJob, msg)
+		je := &JobError{Message: "fabric: job failed: " + msg}
+		if code, err := strconv.Atoi(resp.Trailer.Get(TrailerJobExitCode)); err == nil && code > 0 && code < 256 {
+			je.ExitCode = code
+		}
+		return je
 	}
 	return nil
 }

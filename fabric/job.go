@@ -146,7 +146,7 @@ func (n *Node) runJob(ctx context.Context, digest string, args []string, o JobOp
 		return err
 	}
 	id := newJobID()
-	h := &jobHandle{result: make(chan string, 1), ended: make(chan struct{}),
+	h := &jobHandle{result: make(chan core.JobResult, 1), ended: make(chan struct{}),
 		out: newJobOutput(cmp.Or[io.Writer](o.Stdout, n.cfg.Stdout), cmp.Or[io.Writer](o.Stderr, n.cfg.Stderr), o.OutputBuffer, o.Abort)}
 	h.out.lossless = o.Lossless
 	n.mu.Lock()
@@ -159,11 +159,11 @@ func (n *Node) runJob(ctx context.Context, digest string, args []string, o JobOp
 	n.mu.Unlock()
 	n.step(core.SubmitJob{Job: id, Digest: digest, Args: argv})
 
-	var msg string
+	var result core.JobResult
 	var res error
 	start := time.Now()
 	select {
-	case msg = <-h.result:
+	case result = <-h.result:
 	case <-ctx.Done():
 		res = fmt.Errorf("%w after %s", ErrJobTimeout, time.Since(start).Round(time.Millisecond))
 		if errors.Is(ctx.Err(), context.Canceled) {
@@ -177,8 +177,21 @@ func (n *Node) runJob(ctx context.Context, digest string, args []string, o JobOp
 	if res != nil {
 		return res
 	}
-	if msg != "" {
-		return errors.New(msg)
+	if result.Err != "" {
+		return &JobError{Message: result.Err, ExitCode: int(result.ExitCode)}
 	}
 	return nil
 }
+
+// JobError is the error of a job whose driver failed: its message, and the
+// code its driver passed to os.Exit when it exited with one other than 0.
+// It matches ErrJob.
+type JobError struct {
+	Message  string
+	ExitCode int
+}
+
+func (e *JobError) Error() string { return e.Message }
+
+// Is matches ErrJob.
+func (e *JobError) Is(target error) bool { return target == ErrJob }

@@ -147,7 +147,7 @@ type cluster interface {
 // jobHandle is the shell's side of a job that runs its driver here.
 type jobHandle struct {
 	out    *jobOutput
-	result chan string
+	result chan core.JobResult
 	ended  chan struct{}
 }
 
@@ -398,7 +398,7 @@ func (n *Node) apply(effs []core.Effect) {
 		case core.JobResult:
 			if h := n.jobs[e.Job]; h != nil {
 				select {
-				case h.result <- e.Err:
+				case h.result <- e:
 				default:
 				}
 			}

@@ -242,7 +242,7 @@ the job's output and exits 0 when the job succeeds or 1 with its error.`,
 				defer cancel()
 			}
 			if err := cl.Submit(ctx, wasm, args[1:], cmd.OutOrStdout()); err != nil {
-				return fmt.Errorf("%s", strings.TrimPrefix(firstLine(err.Error()), "fabric: "))
+				return jobFailed(fmt.Errorf("%s", strings.TrimPrefix(firstLine(err.Error()), "fabric: ")), err)
 			}
 			return nil
 		},

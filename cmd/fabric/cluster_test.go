@@ -205,7 +205,7 @@ func TestRayCoreOnCluster(t *testing.T) {
 		}
 	}
 	res = testrig.Run(t, time.Minute, append(append([]string{"submit", wasm}, auth...), "--", "driver_exit", "5")...)
-	if res.Code != 1 || !strings.Contains(res.Stderr, "the driver exited with code 5") {
+	if res.Code != 5 || !strings.Contains(res.Stderr, "the driver exited with code 5") {
 		t.Errorf("driver_exit 5: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 }

@@ -118,7 +118,8 @@ var contextChecks = []string{"context_driver", "context_task", "context_attempt"
 var namedChecks = []string{"duplicate_name_refused", "named_lookup", "unknown_name", "kill", "call_after_kill", "name_free_after_kill", "get_if_exists"}
 
 // TestDriverExit runs drivers that call os.Exit: with code 0 the job
-// succeeded, with another code it failed and says the code.
+// succeeded, with another code it failed, says the code, and fabric run
+// exits with it.
 func TestDriverExit(t *testing.T) {
 	wasm := testrig.Guest(t, "internal/testguests/features")
 	res := testrig.Run(t, time.Minute, "run", wasm, "--", "driver_exit", "0")
@@ -126,7 +127,7 @@ func TestDriverExit(t *testing.T) {
 		t.Errorf("exit 0: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 	res = testrig.Run(t, time.Minute, "run", wasm, "--", "driver_exit", "5")
-	if res.Code != 1 || !strings.Contains(res.Stderr, "job failed: the driver exited with code 5") {
+	if res.Code != 5 || !strings.Contains(res.Stderr, "job failed: the driver exited with code 5") {
 		t.Errorf("exit 5: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 }

@@ -63,6 +63,26 @@ func profiled(f func() int) int {
 	return code
 }
 
+// jobExitCode is the code the fabric command exits with for a failed job:
+// the driver's own exit code when it called os.Exit with one, else 1.
+func jobExitCode(err error) int {
+	var je *fabric.JobError
+	if errors.As(err, &je) && je.ExitCode > 0 && je.ExitCode < 256 {
+		return je.ExitCode
+	}
+	return 1
+}
+
+// jobFailed prints msg and ends the command with the job's exit code.
+func jobFailed(msg, err error) error {
+	code := jobExitCode(err)
+	if code == 1 {
+		return msg
+	}
+	fmt.Fprintln(os.Stderr, "fabric:", firstLine(msg.Error()))
+	return exitError{code}
+}
+
 // exitError carries an exit code without printing usage.
 type exitError struct{ code int }
 
@@ -171,9 +191,9 @@ prefixed with the task's name and worker pid.`,
 			if err := node.RunJobWith(ctx, wasm, jobArgs, fabric.JobOptions{Lossless: true}); err != nil {
 				if verbose {
 					fmt.Fprintln(os.Stderr, "fabric: job failed:", err)
-					return exitError{1}
+					return exitError{jobExitCode(err)}
 				}
-				return fmt.Errorf("job failed: %s", strings.TrimPrefix(firstLine(err.Error()), "fabric: "))
+				return jobFailed(fmt.Errorf("job failed: %s", strings.TrimPrefix(firstLine(err.Error()), "fabric: ")), err)
 			}
 			return nil
 		},

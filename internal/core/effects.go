@@ -52,9 +52,12 @@ type JobOutput struct {
 }
 
 // JobResult is the end of a job's driver: Err is empty when it succeeded.
+// ExitCode is the code the driver passed to os.Exit (proc_exit) when it
+// exited with one other than 0.
 type JobResult struct {
-	Job JobID
-	Err string
+	Job      JobID
+	Err      string
+	ExitCode uint32
 }
 
 // JobEnded says that nothing of a job is left on this node: its tasks,

@@ -12,7 +12,9 @@ import (
 // job is one run of a module's driver with everything it started, or this
 // node's share of a job whose driver runs on another node (its root).
 type job struct {
-	id      JobID
+	id JobID
+	// exitCode is the code its driver exited with, when not 0.
+	exitCode uint32
 	digest  string
 	workers []*worker // in ID order
 	idle    []*worker
@@ -88,7 +90,7 @@ func (c *Core) jobResult(j *job, msg string) {
 		return
 	}
 	j.result = true
-	c.emit(JobResult{Job: j.id, Err: msg})
+	c.emit(JobResult{Job: j.id, Err: msg, ExitCode: j.exitCode})
 	c.endJob(j)
 }
 

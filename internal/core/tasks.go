@@ -744,6 +744,7 @@ func (c *Core) executionExited(w *worker, t *task, d wire.Done) {
 			c.jobResult(t.job, "")
 			c.finishTask(t, true)
 		} else {
+			t.job.exitCode = d.ExitCode
 			c.failTask(t, abi.ErrorValue{Kind: abi.KindTask, Message: fmt.Sprintf("the driver exited with code %d", d.ExitCode)}, true)
 		}
 	case wire.ExecActorMethod:
