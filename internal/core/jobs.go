@@ -15,10 +15,10 @@ type job struct {
 	id JobID
 	// exitCode is the code its driver exited with, when not 0.
 	exitCode uint32
-	digest  string
-	workers []*worker // in ID order
-	idle    []*worker
-	queue   []*task // placed executions waiting for a worker
+	digest   string
+	workers  []*worker // in ID order
+	idle     []*worker
+	queue    []*task // placed executions waiting for a worker
 	// soloStarts are executions that get a worker of their own (actor
 	// creations, the driver) waiting for a worker the
 	// node is making room for.
