@@ -88,6 +88,7 @@ check:
 	GOBIN=$(CURDIR)/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	bin/staticcheck ./...
 	GOOS=wasip1 GOARCH=wasm bin/staticcheck ./sdk/ ./examples/... ./internal/testguests/...
+	@cd sdk && $(GO) generate . && cd .. && if ! git diff --quiet -- sdk/arities.go; then echo "sdk/arities.go is not what sdk/internal/arities writes: run go generate ./sdk"; exit 1; fi
 	@cp go.mod /tmp/fabric-go.mod.bak; cp go.sum /tmp/fabric-go.sum.bak; $(GO) mod tidy; \
 	  if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod/go.sum"; git diff -- go.mod go.sum; exit 1; fi
 

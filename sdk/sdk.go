@@ -40,9 +40,11 @@
 // RegisterErrorType and sentinels with RegisterError, and a caller's
 // errors.As and errors.Is see what the task returned. RetryOn and
 // RetryExceptions with sentinels retry only those errors.
-//lint:file-ignore U1000 dispatch and its helpers are called from imports_wasip1.go, which only the wasm build compiles
-
 package sdk
+
+//go:generate go run ./internal/arities
+
+//lint:file-ignore U1000 dispatch and its helpers are called from imports_wasip1.go, which only the wasm build compiles
 
 import (
 	"errors"

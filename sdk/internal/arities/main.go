@@ -1,0 +1,169 @@
+// Command arities writes the SDK's arities.go: tasks (Task0..Task6),
+// actor constructors (Actor, Actor1..Actor6) and methods
+// (NewMethod0..NewMethod6) for each number of arguments, from one
+// template each. Run it with `go generate ./sdk`.
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"go/format"
+	"log"
+	"os"
+	"strings"
+)
+
+// maxArgs is the most arguments a task, constructor or method takes.
+const maxArgs = 6
+
+var letters = []string{"A", "B", "C", "D", "E", "F"}
+
+// arity is what the templates need for n arguments.
+type arity struct {
+	n                  int
+	types              []string // A, B, ...
+	vars               []string // a, b, ...
+	typeList, varList  string   // "A, B", "a, b"
+	typeParams, params string   // "A, B, " (before R), "a, b any"
+}
+
+func newArity(n int) arity {
+	a := arity{n: n, types: letters[:n]}
+	for _, t := range a.types {
+		a.vars = append(a.vars, strings.ToLower(t))
+	}
+	a.typeList = strings.Join(a.types, ", ")
+	a.varList = strings.Join(a.vars, ", ")
+	if n > 0 {
+		a.typeParams = a.typeList + ", "
+		a.params = a.varList + " any"
+	}
+	return a
+}
+
+// decodeArgs writes the decoding of the raw arguments into a, b, ...
+func (a arity) decodeArgs(b *bytes.Buffer) {
+	for i, v := range a.vars {
+		fmt.Fprintf(b, "\t\t%s, err := arg[%s](raw, %d)\n\t\tif err != nil {\n\t\t\treturn nil, err\n\t\t}\n", v, a.types[i], i)
+	}
+}
+
+func (a arity) rawParam() string {
+	if a.n == 0 {
+		return "[][]byte"
+	}
+	return "raw [][]byte"
+}
+
+func (a arity) callArgs() string {
+	if a.n == 0 {
+		return ""
+	}
+	return ", " + a.varList
+}
+
+func count(n int) string {
+	return []string{"no arguments", "one argument", "two arguments", "three arguments", "four arguments", "five arguments", "six arguments"}[n]
+}
+
+func task(b *bytes.Buffer, a arity) {
+	fn := fmt.Sprintf("Func%d[%sR]", a.n, a.typeParams)
+	fmt.Fprintf(b, "// Func%d is a registered task with %s.\n", a.n, count(a.n))
+	fmt.Fprintf(b, "type Func%d[%sR any] struct {\n\td     *taskDef\n\textra []Option\n}\n\n", a.n, a.typeParams)
+	fmt.Fprintf(b, "// Task%d registers fn as a task named name.\n", a.n)
+	fmt.Fprintf(b, "func Task%d[%sR any](name string, fn func(%s) (R, error), opts ...Option) %s {\n", a.n, a.typeParams, a.typeList, fn)
+	fmt.Fprintf(b, "\tregister(name, %d, func(%s) (any, error) {\n", a.n, a.rawParam())
+	a.decodeArgs(b)
+	fmt.Fprintf(b, "\t\treturn fn(%s)\n\t})\n", a.varList)
+	fmt.Fprintf(b, "\treturn %s{d: &taskDef{name: name, opts: opts}}\n}\n\n", fn)
+	fmt.Fprintf(b, "// Options returns the task with per-call options added.\n")
+	fmt.Fprintf(b, "func (t %s) Options(opts ...Option) %s {\n\tt.extra = append(append([]Option(nil), t.extra...), opts...)\n\treturn t\n}\n\n", fn, fn)
+	switch a.n {
+	case 0:
+		b.WriteString("// Remote submits a call and returns a reference to its result at once.\n")
+	case 1:
+		b.WriteString("// Remote submits a call. a is an A or a Ref to one (resolved to its value\n// before the task runs).\n")
+	default:
+		b.WriteString("// Remote submits a call; each argument is a value or a Ref to one.\n")
+	}
+	fmt.Fprintf(b, "func (t %s) Remote(%s) Ref[R] {\n\treturn submitOne[R](t.d, nil, t.d.name, t.extra%s)\n}\n\n", fn, a.params, a.callArgs())
+}
+
+func actor(b *bytes.Buffer, a arity) {
+	name := fmt.Sprintf("Actor%d", a.n)
+	if a.n == 0 {
+		name = "Actor"
+		b.WriteString("// Actor registers a class whose constructor takes no arguments.\n")
+	} else {
+		fmt.Fprintf(b, "// %s registers a class whose constructor takes %s.\n", name, count(a.n))
+	}
+	fmt.Fprintf(b, "func %s[S%s any](name string, ctor func(%s) (*S, error), opts ...Option) *ActorClass[S] {\n", name, prefixed(a.typeList), a.typeList)
+	fmt.Fprintf(b, "\tregister(name+abi.ActorInitSuffix, %d, func(%s) (any, error) {\n", a.n, a.rawParam())
+	a.decodeArgs(b)
+	fmt.Fprintf(b, "\t\ts, err := ctor(%s)\n\t\tif err != nil {\n\t\t\treturn nil, err\n\t\t}\n\t\tactor = s\n\t\treturn nil, nil\n\t})\n", a.varList)
+	b.WriteString("\treturn &ActorClass[S]{name: name, opts: opts}\n}\n\n")
+}
+
+func prefixed(list string) string {
+	if list == "" {
+		return ""
+	}
+	return ", " + list
+}
+
+func method(b *bytes.Buffer, a arity) {
+	typ := fmt.Sprintf("Method%d[S, %sR]", a.n, a.typeParams)
+	if a.n == 0 {
+		b.WriteString("// Method0 is an actor method without arguments.\n")
+	} else {
+		fmt.Fprintf(b, "// Method%d is an actor method with %s.\n", a.n, count(a.n))
+	}
+	fmt.Fprintf(b, "type Method%d[S, %sR any] struct {\n\td     *taskDef\n\textra []Option\n}\n\n", a.n, a.typeParams)
+	fmt.Fprintf(b, "// NewMethod%d registers fn as method name of class c.\n", a.n)
+	fmt.Fprintf(b, "func NewMethod%d[S, %sR any](c *ActorClass[S], name string, fn func(*S%s) (R, error)) %s {\n", a.n, a.typeParams, prefixed(a.typeList), typ)
+	fmt.Fprintf(b, "\tdef := methodDef(c.name, name)\n\tregister(def.name, %d, func(%s) (any, error) {\n", a.n, a.rawParam())
+	b.WriteString("\t\ts, err := self[S](c.name)\n\t\tif err != nil {\n\t\t\treturn nil, err\n\t\t}\n")
+	a.decodeArgs(b)
+	fmt.Fprintf(b, "\t\treturn fn(s%s)\n\t})\n\treturn %s{d: def}\n}\n\n", a.callArgs(), typ)
+	switch a.n {
+	case 0:
+		b.WriteString("// Remote calls the method on the actor; calls from one caller run in the\n// order they were made.\n")
+	case 1:
+		b.WriteString("// Remote calls the method; a is an A or a Ref to one.\n")
+	default:
+		b.WriteString("// Remote calls the method; each argument is a value or a Ref to one.\n")
+	}
+	params := "h Handle[S]"
+	if a.n > 0 {
+		params += ", " + a.params
+	}
+	fmt.Fprintf(b, "func (m %s) Remote(%s) Ref[R] {\n\tif h.err != nil {\n\t\treturn Ref[R]{err: h.err}\n\t}\n", typ, params)
+	fmt.Fprintf(b, "\treturn submitOne[R](m.d, &h.id, m.d.name, m.extra%s)\n}\n\n", a.callArgs())
+	if a.n == 0 {
+		b.WriteString("// Options returns the method with per-call options added, as .options()\n// on a Ray method: Name (the call's name in output), TaskTimeout and\n// MaxTaskRetries apply to a method call.\n")
+	} else {
+		b.WriteString("// Options returns the method with per-call options added (see\n// Method0.Options).\n")
+	}
+	fmt.Fprintf(b, "func (m %s) Options(opts ...Option) %s {\n\tm.extra = append(append([]Option(nil), m.extra...), opts...)\n\treturn m\n}\n\n", typ, typ)
+}
+
+func main() {
+	var b bytes.Buffer
+	b.WriteString("// Code generated by sdk/internal/arities; DO NOT EDIT.\n\npackage sdk\n\nimport \"github.com/wasmfabric/fabric/internal/abi\"\n\n")
+	for n := 0; n <= maxArgs; n++ {
+		task(&b, newArity(n))
+	}
+	for n := 0; n <= maxArgs; n++ {
+		actor(&b, newArity(n))
+	}
+	for n := 0; n <= maxArgs; n++ {
+		method(&b, newArity(n))
+	}
+	src, err := format.Source(b.Bytes())
+	if err != nil {
+		log.Fatalf("arities: %v\n%s", err, b.Bytes())
+	}
+	if err := os.WriteFile("arities.go", src, 0o644); err != nil {
+		log.Fatal(err)
+	}
+}
