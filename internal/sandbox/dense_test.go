@@ -166,8 +166,11 @@ func TestSiblingInstances(t *testing.T) {
 	if want := int64((tAlone + tBeside) / (200 * time.Millisecond)); collections.Load() < want {
 		t.Errorf("only %d collections in %v: the collector waited for the loop", collections.Load(), tAlone+tBeside)
 	}
-	if pauseBeside >= 20*time.Millisecond && pauseBeside > 2*pauseNative {
-		t.Errorf("a stop-the-world pause of up to %v beside the loop (%v beside plain Go), want under 20ms", pauseBeside, pauseNative)
+	// A loop the collector could not stop would hold a pause for its whole
+	// round (over a second); noise on a loaded machine gives tens of
+	// milliseconds (29ms seen once on a 2-core CI beside 5ms for plain Go).
+	if pauseBeside >= 100*time.Millisecond && pauseBeside > 4*pauseNative {
+		t.Errorf("a stop-the-world pause of up to %v beside the loop (%v beside plain Go), want under 100ms", pauseBeside, pauseNative)
 	}
 	if slowestStop > 50*time.Millisecond {
 		t.Errorf("a loop stopped %v after being asked, want within 50ms", slowestStop)
