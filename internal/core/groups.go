@@ -19,6 +19,7 @@ type group struct {
 	id      objects.ID
 	job     *job
 	spec    abi.GroupSpec // as the guest gave it, for pg_table
+	charge  int64         // what it counts against the heap budget
 	placed  bool
 	failed  string // why it will never be placed (or was removed)
 	waiters []func()
@@ -26,6 +27,10 @@ type group struct {
 
 // maxGroupName bounds a placement group's name.
 const maxGroupName = 1024
+
+// groupCharge is what a placement group's record counts against the heap
+// budget beyond its spec's bytes.
+const groupCharge = 256
 
 func (g *group) schedID() scheduler.GroupID { return scheduler.GroupID(g.id) }
 
@@ -73,8 +78,16 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 	if id.IsNil() || c.groups[id] != nil || c.objs[id] != nil || c.tasks[id] != nil || c.actors[id] != nil {
 		return fmt.Errorf("pg_create reuses ID %s", id.Short())
 	}
-	g := &group{id: id, job: w.job}
+	// A group's record counts against the heap budget, as values do: a
+	// job cannot grow the agent without bound by creating groups. One that
+	// does not fit is not kept (the job is told): pg_wait finds no group.
+	n := groupCharge + int64(len(m.Spec))
+	if c.full(w.job, n) {
+		return nil
+	}
+	g := &group{id: id, job: w.job, charge: n}
 	c.groups[id] = g
+	c.heap += n
 	sg, spec, err := groupSpec(m.Spec)
 	g.spec = spec
 	if err == nil && spec.Name != "" {
@@ -158,7 +171,7 @@ func (c *Core) groupTable(j *job) abi.GroupTable {
 func (c *Core) jobGroup(w *worker, id objects.ID) (*group, error) {
 	g := c.groups[id]
 	if g == nil || g.job != w.job {
-		return nil, fmt.Errorf("no placement group %s in this job (it was removed or never existed)", id.Short())
+		return nil, fmt.Errorf("no placement group %s in this job (it was removed, never existed, or was refused because the node's memory for objects and arguments was full)", id.Short())
 	}
 	return g, nil
 }
@@ -223,6 +236,8 @@ func (c *Core) groupRemove(w *worker, m wire.GroupRemove) error {
 // Ray does.
 func (c *Core) removeGroup(g *group, why string) {
 	delete(c.groups, g.id)
+	c.heap -= g.charge
+	g.charge = 0
 	if key := string(g.job.id) + "/" + g.spec.Name; g.spec.Name != "" && c.groupNames[key] == g.id {
 		delete(c.groupNames, key)
 	}
