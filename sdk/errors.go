@@ -3,6 +3,7 @@ package sdk
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 
@@ -111,7 +112,7 @@ func errorTypesOf(err error) []abi.ErrorType {
 			add(abi.ErrorType{Name: errorTypeName(t), Value: b})
 		}
 	}
-	for _, name := range sortedKeys(errorSentinels) {
+	for _, name := range slices.Sorted(maps.Keys(errorSentinels)) {
 		if errors.Is(err, errorSentinels[name]) {
 			add(abi.ErrorType{Name: name})
 		}
@@ -157,15 +158,6 @@ func encodeErrorTypes(types []abi.ErrorType) []byte {
 		types = types[:len(types)-1]
 	}
 	return nil
-}
-
-func sortedKeys(m map[string]error) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // Is reports whether the error is of the sentinel's kind (ErrWorkerDied,

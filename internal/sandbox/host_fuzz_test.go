@@ -54,19 +54,7 @@ func (fakeHost) RuntimeContext() ([]byte, error) {
 // lengths against a one-page guest memory: a bad one is an error for that
 // call (or ignored for functions without a result), never a host crash.
 func FuzzHostFuncs(f *testing.F) {
-	ctx := context.Background()
-	e, err := NewEngine(ctx, EngineConfig{MemoryLimit: 1 << 20})
-	if err != nil {
-		f.Fatal(err)
-	}
-	mod, err := e.Compile(ctx, valMinimal())
-	if err != nil {
-		f.Fatal(err)
-	}
-	inst, err := mod.Instantiate(ctx)
-	if err != nil {
-		f.Fatal(err)
-	}
+	inst := minimalInstance(f)
 	f.Add(uint8(0), make([]byte, 40))
 	f.Add(uint8(7), []byte{0xf0, 0xff, 0xff, 0xff, 1, 0, 0, 0})
 	f.Add(uint8(15), []byte{0, 0, 0, 0, 0, 0, 1, 0, 0xff, 0xff, 0, 0})
@@ -86,6 +74,25 @@ func FuzzHostFuncs(f *testing.F) {
 	})
 }
 
+// minimalInstance is an instance of the smallest valid guest, with one
+// page of memory for host functions to read and write.
+func minimalInstance(tb testing.TB) *Instance {
+	ctx := context.Background()
+	e, err := NewEngine(ctx, EngineConfig{MemoryLimit: 1 << 20})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	mod, err := e.Compile(ctx, valMinimal())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	inst, err := mod.Instantiate(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return inst
+}
+
 // hostFuncNamed returns the host function called name.
 func hostFuncNamed(t testing.TB, name string) hostFunc {
 	for _, hf := range hostFuncs {
@@ -100,19 +107,7 @@ func hostFuncNamed(t testing.TB, name string) hostFunc {
 // FuzzReturnErrorTypes hands return_error_types arbitrary bytes in guest
 // memory: they become error types or the call's error, never a crash.
 func FuzzReturnErrorTypes(f *testing.F) {
-	ctx := context.Background()
-	e, err := NewEngine(ctx, EngineConfig{MemoryLimit: 1 << 20})
-	if err != nil {
-		f.Fatal(err)
-	}
-	mod, err := e.Compile(ctx, valMinimal())
-	if err != nil {
-		f.Fatal(err)
-	}
-	inst, err := mod.Instantiate(ctx)
-	if err != nil {
-		f.Fatal(err)
-	}
+	inst := minimalInstance(f)
 	hf := hostFuncNamed(f, "return_error_types")
 	f.Add([]byte{0x81, 0xa2, 0x64, 'n', 'a', 'm', 'e', 0x61, 'E', 0x65, 'v', 'a', 'l', 'u', 'e', 0x41, 0x01})
 	f.Add([]byte{0x80})
@@ -134,19 +129,7 @@ func FuzzReturnErrorTypes(f *testing.F) {
 // TestReturnErrorTypes: well-formed types are kept; garbage, an oversized
 // list and a bad pointer are the call's error.
 func TestReturnErrorTypes(t *testing.T) {
-	ctx := context.Background()
-	e, err := NewEngine(ctx, EngineConfig{MemoryLimit: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mod, err := e.Compile(ctx, valMinimal())
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst, err := mod.Instantiate(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	inst := minimalInstance(t)
 	good, _ := wire.Marshal([]abi.ErrorType{{Name: "*app.NotFound", Value: []byte{0xa0}}, {Name: "sentinel:busy"}})
 	hf := hostFuncNamed(t, "return_error_types")
 	cases := []struct {
