@@ -140,8 +140,16 @@ func exportFree(p int32) { delete(allocs, uint32(p)) }
 //go:wasmexport fabric_call
 func exportCall(namePtr, nameLen, argsPtr, argsLen int32) int32 {
 	name := string(guestBytes(namePtr, nameLen))
+	if name == abi.ServeFunc {
+		return serve()
+	}
 	args := guestBytes(argsPtr, argsLen)
-	value, refs, err := dispatch(name, args)
+	return returnResult(dispatch(name, args))
+}
+
+// returnResult hands a call's outcome to the host with the return
+// imports, and returns fabric_call's status.
+func returnResult(value [][]byte, refs []ObjectID, err error) int32 {
 	if err != nil {
 		if b := encodeErrorTypes(errorTypesOf(err)); b != nil {
 			hostReturnErrorTypes(ptr(b), uint32(len(b)))
@@ -174,9 +182,13 @@ func guestBytes(p, n int32) []byte {
 
 type wasmHost struct{}
 
-func (wasmHost) log(level int, msg []byte) { hostLog(uint32(level), ptr(msg), uint32(len(msg))) }
+func (wasmHost) log(level int, msg []byte) {
+	enterCurrent()
+	hostLog(uint32(level), ptr(msg), uint32(len(msg)))
+}
 
 func (wasmHost) submit(spec []byte, n int) ([]ObjectID, error) {
+	enterCurrent()
 	out := make([]byte, n*IDSize)
 	r := hostSubmit(ptr(spec), uint32(len(spec)), ptr(out), uint32(n))
 	if r < 0 {
@@ -186,6 +198,7 @@ func (wasmHost) submit(spec []byte, n int) ([]ObjectID, error) {
 }
 
 func (wasmHost) actorCreate(spec []byte) (ObjectID, error) {
+	enterCurrent()
 	var id ObjectID
 	if hostActorCreate(ptr(spec), uint32(len(spec)), ptr(id[:])) < 0 {
 		return id, stagedError()
@@ -194,6 +207,7 @@ func (wasmHost) actorCreate(spec []byte) (ObjectID, error) {
 }
 
 func (wasmHost) put(parts [][]byte, refs []ObjectID) (ObjectID, error) {
+	enterCurrent()
 	var id ObjectID
 	rb := joinIDs(refs)
 	iov := iovec(parts)
@@ -206,6 +220,9 @@ func (wasmHost) put(parts [][]byte, refs []ObjectID) (ObjectID, error) {
 }
 
 func (wasmHost) get(ids []ObjectID, timeoutMs int64) ([]staged, error) {
+	if s := serving; s != nil {
+		return s.get(ids, timeoutMs)
+	}
 	b := joinIDs(ids)
 	switch r := hostGet(ptr(b), uint32(len(ids)), timeoutMs); {
 	case r == abi.TimedOut:
@@ -215,7 +232,12 @@ func (wasmHost) get(ids []ObjectID, timeoutMs int64) ([]staged, error) {
 	case r < 0:
 		return nil, stagedError()
 	}
-	out := make([]staged, len(ids))
+	return readStaged(len(ids))
+}
+
+// readStaged copies the n items a get staged.
+func readStaged(n int) ([]staged, error) {
+	out := make([]staged, n)
 	for i := range out {
 		n := hostStagedLen(uint32(i))
 		if n < 0 {
@@ -231,6 +253,9 @@ func (wasmHost) get(ids []ObjectID, timeoutMs int64) ([]staged, error) {
 }
 
 func (wasmHost) wait(ids []ObjectID, numReady int, timeoutMs int64) ([]bool, error) {
+	if s := serving; s != nil {
+		return s.wait(ids, numReady, timeoutMs)
+	}
 	b := joinIDs(ids)
 	out := make([]byte, len(ids)+1)
 	switch r := hostWait(ptr(b), uint32(len(ids)), uint32(numReady), timeoutMs, ptr(out)); {
@@ -247,6 +272,7 @@ func (wasmHost) wait(ids []ObjectID, numReady int, timeoutMs int64) ([]bool, err
 }
 
 func (wasmHost) cancel(id ObjectID, force, recursive bool) error {
+	enterCurrent()
 	if hostCancel(ptr(id[:]), b2u(force), b2u(recursive)) < 0 {
 		return stagedError()
 	}
@@ -254,11 +280,13 @@ func (wasmHost) cancel(id ObjectID, force, recursive bool) error {
 }
 
 func (wasmHost) release(ids []ObjectID) {
+	enterCurrent()
 	b := joinIDs(ids)
 	hostRelease(ptr(b), uint32(len(ids)))
 }
 
 func (wasmHost) actorLookup(name string) (ObjectID, error) {
+	enterCurrent()
 	var id ObjectID
 	nb := []byte(name)
 	if hostActorLookup(ptr(nb), uint32(len(nb)), ptr(id[:])) < 0 {
@@ -268,6 +296,7 @@ func (wasmHost) actorLookup(name string) (ObjectID, error) {
 }
 
 func (wasmHost) actorKill(id ObjectID, noRestart bool) error {
+	enterCurrent()
 	if hostActorKill(ptr(id[:]), b2u(noRestart)) < 0 {
 		return stagedError()
 	}
@@ -275,6 +304,7 @@ func (wasmHost) actorKill(id ObjectID, noRestart bool) error {
 }
 
 func (wasmHost) groupCreate(spec []byte) (ObjectID, error) {
+	enterCurrent()
 	var id ObjectID
 	if hostGroupCreate(ptr(spec), uint32(len(spec)), ptr(id[:])) < 0 {
 		return id, stagedError()
@@ -283,6 +313,7 @@ func (wasmHost) groupCreate(spec []byte) (ObjectID, error) {
 }
 
 func (wasmHost) groupWait(id ObjectID, timeoutMs int64) (bool, error) {
+	enterCurrent()
 	switch r := hostGroupWait(ptr(id[:]), timeoutMs); {
 	case r == abi.TimedOut:
 		return true, nil
@@ -295,6 +326,7 @@ func (wasmHost) groupWait(id ObjectID, timeoutMs int64) (bool, error) {
 }
 
 func (wasmHost) groupRemove(id ObjectID) error {
+	enterCurrent()
 	if hostGroupRemove(ptr(id[:])) < 0 {
 		return stagedError()
 	}
@@ -333,9 +365,15 @@ func (wasmHost) nodeID() string {
 	}
 }
 
-func (wasmHost) cancelled() bool { return hostCancelled() == 1 }
+func (wasmHost) cancelled() bool {
+	enterCurrent()
+	return hostCancelled() == 1
+}
 
-func (wasmHost) runtimeContext() ([]byte, error) { return sized(hostRuntimeContext) }
+func (wasmHost) runtimeContext() ([]byte, error) {
+	enterCurrent()
+	return sized(hostRuntimeContext)
+}
 
 func (wasmHost) clusterInfo() ([]byte, error) { return sized(hostClusterInfo) }
 

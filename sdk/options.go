@@ -79,6 +79,38 @@ func GetIfExists() Option { return func(o *abi.Options) { o.GetIfExists = true }
 // or one of its methods exited (os.Exit).
 func MaxRestarts(n int) Option { return func(o *abi.Options) { o.MaxRestarts = n } }
 
+// MaxConcurrency makes an actor serve up to n method calls at once (Ray's
+// max_concurrency on an async actor): each call runs on a goroutine of
+// its own inside the actor's one instance, and a call's Get, Wait and
+// calls to other actors park only its goroutine. Guard state the calls
+// share as any Go code run by goroutines would; a loop that never blocks
+// holds up the other calls, as in asyncio. The default, 1, runs calls one
+// at a time, in order. At most 10000.
+func MaxConcurrency(n int) Option { return func(o *abi.Options) { o.MaxConcurrency = n } }
+
+// ConcurrencyGroups gives an actor named groups of methods, each with its
+// own limit of calls at once (Ray's concurrency_groups); a method joins
+// one with the per-call option ConcurrencyGroup. Methods in no group
+// share the default group, limited by MaxConcurrency. An actor with
+// groups serves its calls concurrently, as MaxConcurrency above 1 does.
+func ConcurrencyGroups(limits map[string]int) Option {
+	return func(o *abi.Options) {
+		if o.ConcurrencyGroups == nil {
+			o.ConcurrencyGroups = map[string]int{}
+		}
+		for g, n := range limits {
+			o.ConcurrencyGroups[g] = n
+		}
+	}
+}
+
+// ConcurrencyGroup runs a method call in one of its actor's concurrency
+// groups: give it as the method's option (Method1.Options), for every
+// call, or on one call. A group the actor does not have fails the call.
+func ConcurrencyGroup(name string) Option {
+	return func(o *abi.Options) { o.ConcurrencyGroup = name }
+}
+
 // NodeLabel restricts placement to nodes that carry the label key=value.
 func NodeLabel(key, value string) Option {
 	return func(o *abi.Options) {

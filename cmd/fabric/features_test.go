@@ -41,6 +41,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"util"}, utilChecks, nil},
 		{"2", []string{"pg_ready_ref"}, []string{"pg_ready_ref_in_wait", "pg_ready_ref_never"}, nil},
 		{"2", []string{"pg_named"}, pgNamedChecks, []string{"pg trainers: created on 1, bundles [map[CPU:0.5]]"}},
+		{"2", []string{"async_actor", "concurrency_groups"}, asyncChecks, []string{"async: 100 calls of 1 s on one actor took"}},
 		{"2", []string{"method_options"}, methodOptionChecks, []string{"(short_nap pid=", "INFO: napping 1 ms"}},
 		{"2", []string{"cancel_cooperative"}, cancelChecks, []string{"polite saw the cancel and returns", "patient's get returned: fabric: this task was cancelled"}},
 		{"2", []string{"exits"}, exitChecks, []string{"task quitter exited (guest exited with code 3); retrying"}},
@@ -97,6 +98,14 @@ var schedulingChecks = []string{"affinity_each_node", "affinity_missing_node_inf
 // which the actor restarts and serves again; and a method with three
 // results.
 var methodOptionChecks = []string{"method_call_named", "method_call_timeout", "actor_serves_after_call_timeout", "method_num_returns"}
+
+// asyncChecks are the features guest's checks of concurrent (async)
+// actors: 100 calls that each wait 1 s, served at once in under 2 s; a
+// Get that parks only its call; each call's own task ID; a cancelled call
+// that stops at its Get while the others go on; concurrency groups' limits.
+var asyncChecks = []string{"async_100_calls_at_once", "async_100_calls_under_2s", "async_get_parks_only_its_call", "async_get_values",
+	"async_calls_own_task_ids", "async_cancel_stops_at_park", "async_cancel_leaves_others",
+	"default_group_beside_full_group", "concurrency_group_limit", "unknown_concurrency_group_fails"}
 
 // utilChecks are the features guest's checks of ray.util's counterparts:
 // an actor pool's ordered map and unordered results, and a bounded queue

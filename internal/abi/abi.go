@@ -56,7 +56,26 @@ const (
 const (
 	MainFunc        = "main"
 	ActorInitSuffix = ".__init__" // "<Class>.__init__" constructs the actor
+	// ServeFunc is the name the host passes to fabric_call to run a
+	// concurrent actor's serve loop: the guest takes its method calls
+	// with serve_poll and call_take, runs them side by side, and ends
+	// each with call_finish.
+	ServeFunc = "__serve__"
 )
+
+// Events that serve_poll writes, each as two little-endian u32: the kind,
+// then a call handle or an operation token.
+const (
+	EventCall   = 1 // a new method call: call_take(handle) stages it
+	EventOp     = 2 // a started get or wait is done: op_take(token)
+	EventCancel = 3 // the call was cancelled: its blocking calls return Cancelled
+	EventIdle   = 4 // no call runs or waits: the serve loop may return
+	EventSize   = 8
+)
+
+// MaxConcurrency bounds an actor's MaxConcurrency and each of its
+// concurrency groups' limits (Ray's default for an async actor is 1000).
+const MaxConcurrency = 1000
 
 // Arg is one argument of a task: an inline CBOR value or a reference.
 type Arg struct {
@@ -99,6 +118,22 @@ type Options struct {
 	// Selector is a label selector with Ray's operators: every term must
 	// hold on the node.
 	Selector []LabelTerm `cbor:"selector,omitempty"`
+	// MaxConcurrency is how many of an actor's method calls its instance
+	// serves at once (0 or 1: one at a time). Above 1 the actor is
+	// concurrent: its guest runs a serve loop (ServeFunc).
+	MaxConcurrency int `cbor:"max_concurrency,omitempty"`
+	// ConcurrencyGroups are an actor's named groups of methods, each
+	// with its own limit of calls at once; a concurrent actor either way.
+	ConcurrencyGroups map[string]int `cbor:"concurrency_groups,omitempty"`
+	// ConcurrencyGroup names the group a method call runs in ("": the
+	// default group, limited by MaxConcurrency).
+	ConcurrencyGroup string `cbor:"concurrency_group,omitempty"`
+}
+
+// Concurrent reports whether an actor created with these options serves
+// calls side by side.
+func (o Options) Concurrent() bool {
+	return o.MaxConcurrency > 1 || len(o.ConcurrencyGroups) > 0
 }
 
 // LabelTerm is one term of a label selector: Op is "in" (the node's
@@ -418,6 +453,21 @@ func (o *Options) appendFields(dst []byte) []byte {
 				body = appendTexts(cborlite.AppendString(body, "values"), t.Values)
 			}
 		}
+	}
+	if o.MaxConcurrency != 0 {
+		field("max_concurrency")
+		body = cborlite.AppendInt(body, int64(o.MaxConcurrency))
+	}
+	if len(o.ConcurrencyGroups) > 0 {
+		field("concurrency_groups")
+		body = cborlite.AppendHead(body, cborlite.MajorMap, uint64(len(o.ConcurrencyGroups)))
+		for _, k := range slices.Sorted(maps.Keys(o.ConcurrencyGroups)) {
+			body = cborlite.AppendInt(cborlite.AppendString(body, k), int64(o.ConcurrencyGroups[k]))
+		}
+	}
+	if o.ConcurrencyGroup != "" {
+		field("concurrency_group")
+		body = cborlite.AppendString(body, o.ConcurrencyGroup)
 	}
 	if n == 0 {
 		return dst

@@ -22,7 +22,8 @@ func TestTaskSpecAppendCBOR(t *testing.T) {
 			MaxRetries: &two, RetryExceptions: true, TimeoutMs: 1000, Name: "n", MaxRestarts: 3,
 			Labels: map[string]string{"tier": "edge", "zone": "z"}, Group: []byte{1, 2}, Bundle: &two, GetIfExists: true, MaxTaskRetries: -1,
 			RetryOn: []string{"*main.Transient", "sentinel:busy"}, Strategy: "SPREAD", Node: "n1", Soft: true,
-			Selector: []LabelTerm{{Key: "zone", Op: "in", Values: []string{"a", "b"}}, {Key: "gpu", Op: "exists"}},
+			Selector:       []LabelTerm{{Key: "zone", Op: "in", Values: []string{"a", "b"}}, {Key: "gpu", Op: "exists"}},
+			MaxConcurrency: 100, ConcurrencyGroups: map[string]int{"io": 2, "compute": 4}, ConcurrencyGroup: "io",
 		}},
 	}
 	for name, spec := range cases {

@@ -203,6 +203,15 @@ func (p parser) options(o *Options) bool {
 		case "selector":
 			bit = 1 << 18
 			o.Selector, ok = p.selector()
+		case "max_concurrency":
+			bit = 1 << 19
+			o.MaxConcurrency, ok = p.int()
+		case "concurrency_groups":
+			bit = 1 << 20
+			o.ConcurrencyGroups, ok = p.intMap()
+		case "concurrency_group":
+			bit = 1 << 21
+			o.ConcurrencyGroup, ok = p.Text()
 		default:
 			return false
 		}
@@ -266,6 +275,26 @@ func (p parser) texts() ([]string, bool) {
 		}
 	}
 	return out, true
+}
+
+func (p parser) intMap() (map[string]int, bool) {
+	n, ok := p.Count(cborlite.MajorMap, maxItems)
+	if !ok {
+		return nil, false
+	}
+	m := make(map[string]int, n)
+	for range n {
+		k, ok := p.Text()
+		if !ok {
+			return nil, false
+		}
+		v, ok := p.int()
+		if _, dup := m[k]; !ok || dup {
+			return nil, false
+		}
+		m[k] = v
+	}
+	return m, true
 }
 
 func (p parser) floatMap() (map[string]float64, bool) {

@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/objects"
@@ -44,6 +45,11 @@ type actor struct {
 	// will run again, in order, before the queue, once it restarts.
 	taskRetries int
 	retrying    []*task
+	// concurrent marks an actor whose instance serves calls side by side
+	// (MaxConcurrency above 1, or concurrency groups): its worker takes
+	// up to limits' sum of calls at once and answers them in any order.
+	concurrent bool
+	limits     map[string]int // by concurrency group; "" is the default group
 
 	// node is where calls go when the actor is not here: the node it lives
 	// on (for its owner), or the job's root (for a stub).
@@ -72,7 +78,13 @@ type pendingReply struct {
 // runs before the submission.
 func (c *Core) createActor(j *job, parent *task, spec abi.TaskSpec, id objects.ID, setup func(*actor)) *actor {
 	a := &actor{id: id, job: j, class: spec.Func, name: spec.Options.Name, restartsLeft: spec.Options.MaxRestarts,
-		taskRetries: spec.Options.MaxTaskRetries}
+		taskRetries: spec.Options.MaxTaskRetries, concurrent: spec.Options.Concurrent()}
+	if a.concurrent {
+		a.limits = map[string]int{"": max(1, spec.Options.MaxConcurrency)}
+		for g, n := range spec.Options.ConcurrencyGroups {
+			a.limits[g] = n
+		}
+	}
 	t := c.newTask(j, parent, spec, wire.ExecActorCreate, c.newID())
 	t.actor = a
 	t.name = a.class
@@ -116,19 +128,35 @@ func actorDiedError(a *actor, t *task) abi.ErrorValue {
 	return abi.ErrorValue{Kind: abi.KindActorDied, Message: fmt.Sprintf("actor %s is dead: %s", a.class, a.cause), Task: t.name}
 }
 
+// pipeline is how many calls the actor's worker may have been sent at
+// once: base, or for a concurrent actor as many as its groups may run.
+func (a *actor) pipeline(base int) int {
+	n := 0
+	for _, l := range a.limits {
+		n += l
+	}
+	return max(base, n)
+}
+
 // actorNext sends the head of the actor's queue once its arguments are
 // ready, until the pipeline is full: to its worker, or to the node it
 // lives on.
 func (c *Core) actorNext(a *actor) {
 	for a.state == actorAlive && len(a.queue) > 0 {
 		if a.node != "" {
-			if a.forwarded >= remoteActorPipeline {
+			if a.forwarded >= a.pipeline(remoteActorPipeline) {
 				return
 			}
-		} else if a.worker == nil || !a.worker.usable() || a.worker.inFlight() >= actorPipeline {
+		} else if a.worker == nil || !a.worker.usable() || a.worker.inFlight() >= a.pipeline(actorPipeline) {
 			return
 		}
-		t := a.queue[0]
+		i := 0
+		if a.concurrent && a.node == "" {
+			if i = c.nextConcurrent(a); i < 0 {
+				return // every group with calls waiting is full
+			}
+		}
+		t := a.queue[i]
 		var deps []objects.ID
 		for _, id := range t.argRefs {
 			if o := c.objs[id]; o != nil && !o.ready {
@@ -142,7 +170,7 @@ func (c *Core) actorNext(a *actor) {
 			}
 			return
 		}
-		a.queue = a.queue[1:]
+		a.queue = slices.Delete(a.queue, i, i+1)
 		t.state = taskRunning
 		if a.node != "" {
 			a.forwarded++
@@ -151,6 +179,29 @@ func (c *Core) actorNext(a *actor) {
 		}
 		c.run(a.worker, t) // a bad argument fails the call at once; the loop goes on
 	}
+}
+
+// nextConcurrent returns the index in a's queue of the first call whose
+// concurrency group runs fewer calls than its limit on a's worker, or -1:
+// a full group's calls wait without holding up the other groups'.
+func (c *Core) nextConcurrent(a *actor) int {
+	running := map[string]int{}
+	count := func(t *task) {
+		if t != nil && t.kind == wire.ExecActorMethod {
+			running[t.spec.Options.ConcurrencyGroup]++
+		}
+	}
+	count(a.worker.task)
+	for _, t := range a.worker.queued {
+		count(t)
+	}
+	for i, t := range a.queue {
+		g := t.spec.Options.ConcurrencyGroup
+		if limit, ok := a.limits[g]; !ok || running[g] < limit {
+			return i // a group it lacks fails the call when it is run
+		}
+	}
+	return -1
 }
 
 // actorLost restarts an actor whose worker died, or declares it dead.

@@ -201,7 +201,7 @@ func (c *Core) groupWait(w *worker, m wire.GroupWait) {
 	done := false
 	var timer TimerID
 	g.waiters = append(g.waiters, func() {
-		if done || w.state == workerDead || w.task != t {
+		if done || w.state == workerDead || !w.runs(t) {
 			return
 		}
 		done = true
@@ -210,7 +210,7 @@ func (c *Core) groupWait(w *worker, m wire.GroupWait) {
 	})
 	if m.TimeoutMs >= 0 {
 		timer = c.setTimer(Time(m.TimeoutMs)*1e6, func() {
-			if done || w.state == workerDead || w.task != t {
+			if done || w.state == workerDead || !w.runs(t) {
 				return
 			}
 			done = true

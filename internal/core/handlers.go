@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/wasmfabric/fabric/internal/abi"
@@ -110,6 +111,16 @@ func (c *Core) workerMessage(w *worker, msg any) error {
 // current returns the execution a worker runs, checking the message names it.
 func (c *Core) current(w *worker, taskID objects.ID) (*task, error) {
 	t := w.task
+	if a := w.actor; a != nil && a.concurrent && (t == nil || t.id != taskID) {
+		// A concurrent actor's calls run side by side; what its serve
+		// loop does for none of them (the nil ID) is the actor's own.
+		if i := slices.IndexFunc(w.queued, func(q *task) bool { return q.id == taskID }); i >= 0 {
+			return w.queued[i], nil
+		}
+		if taskID.IsNil() && a.create != nil && a.state == actorAlive {
+			return a.create, nil
+		}
+	}
 	if t == nil || t.id != taskID {
 		return nil, fmt.Errorf("request for a task this worker is not running")
 	}
@@ -515,7 +526,7 @@ func (c *Core) get(w *worker, m wire.Get) {
 		c.addRef(id) // keep them alive while waiting
 	}
 	finish := func(timedOut bool) {
-		if w.state == workerDead || w.task != t { // the waiting execution is gone
+		if w.state == workerDead || !w.runs(t) { // the waiting execution is gone
 			for _, id := range ids {
 				c.decRef(id)
 			}

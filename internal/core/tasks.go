@@ -147,6 +147,17 @@ func checkDemand(o abi.Options) error {
 	if o.Soft && o.Node == "" {
 		return fmt.Errorf("submit: soft node affinity without a node")
 	}
+	if o.MaxConcurrency < 0 || o.MaxConcurrency > abi.MaxConcurrency {
+		return fmt.Errorf("submit: max concurrency %d is not between 0 and %d", o.MaxConcurrency, abi.MaxConcurrency)
+	}
+	if len(o.ConcurrencyGroups) > 16 {
+		return fmt.Errorf("submit: %d concurrency groups; the limit is 16", len(o.ConcurrencyGroups))
+	}
+	for g, n := range o.ConcurrencyGroups {
+		if g == "" || len(g) > 256 || n < 1 || n > abi.MaxConcurrency {
+			return fmt.Errorf("submit: concurrency group %q: the name must be 1-256 bytes and its limit between 1 and %d (it is %d)", g, abi.MaxConcurrency, n)
+		}
+	}
 	_, err := selectorOf(o.Selector)
 	return err
 }
@@ -385,6 +396,17 @@ func (c *Core) run(w *worker, t *task) {
 		ex.Name = t.spec.Func + abi.ActorInitSuffix
 	case wire.ExecMain:
 		ex.Name = abi.MainFunc
+	case wire.ExecActorMethod:
+		if a := t.actor; a != nil && a.concurrent {
+			g := t.spec.Options.ConcurrencyGroup
+			limit, ok := a.limits[g]
+			if !ok {
+				c.abandon(w, t, abi.ErrorValue{Kind: abi.KindTask, Task: t.name,
+					Message: fmt.Sprintf("actor %s has no concurrency group %q", a.class, g)})
+				return
+			}
+			ex.Serve, ex.Group, ex.Limit = true, g, limit
+		}
 	}
 	if t.rawArgs != nil {
 		ex.Args = []wire.Piece{{Inline: t.rawArgs}}
@@ -428,6 +450,9 @@ func (c *Core) run(w *worker, t *task) {
 		c.started(w, t)
 	} else {
 		w.queued = append(w.queued, t)
+		if ex.Serve { // it may start at once, beside the others
+			c.armTimeout(w, t)
+		}
 	}
 	c.sendWorker(w, wire.TypeExec, ex)
 }
@@ -436,6 +461,14 @@ func (c *Core) run(w *worker, t *task) {
 func (c *Core) started(w *worker, t *task) {
 	w.task = t
 	c.updateParked(w)
+	c.armTimeout(w, t)
+}
+
+// armTimeout notes that t starts on w now and sets its timeout, once.
+func (c *Core) armTimeout(w *worker, t *task) {
+	if t.timed {
+		return // a concurrent actor's call, started when it was sent
+	}
 	t.started, t.timed = c.now, true
 	if t.spec.Options.TimeoutMs <= 0 {
 		return
@@ -443,7 +476,7 @@ func (c *Core) started(w *worker, t *task) {
 	d := Time(t.spec.Options.TimeoutMs) * 1e6
 	t.timer = c.setTimer(d, func() {
 		t.timer = 0
-		if w.task != t || t.state != taskRunning {
+		if !w.runs(t) || t.state != taskRunning {
 			return
 		}
 		ev := abi.ErrorValue{Kind: abi.KindTimeout, Message: fmt.Sprintf("task %s timed out after %s and was stopped", t.name, d), Task: t.name}
@@ -600,9 +633,23 @@ func (c *Core) done(w *worker, d wire.Done) error {
 	if d.Dropped {
 		return c.dropped(w, d)
 	}
+	if a := w.actor; a != nil && a.concurrent && w.task != nil && w.task.id != d.Task {
+		// A concurrent actor answers its calls in any order: the one that
+		// ended takes the head's place, and the head goes back in front.
+		i := slices.IndexFunc(w.queued, func(q *task) bool { return q.id == d.Task })
+		if i < 0 {
+			return fmt.Errorf("done for a task it was not running")
+		}
+		t := w.queued[i]
+		w.queued = slices.Insert(slices.Delete(w.queued, i, i+1), 0, w.task)
+		w.task = t
+	}
 	t := w.task
 	if t == nil || t.id != d.Task {
 		return fmt.Errorf("done for a task it was not running")
+	}
+	if t.cancelled != nil && t.actor != nil && t.actor.concurrent {
+		t.cancelling = true // it was told, at its next park, and is cancelled
 	}
 	c.flushOutput(w, t)
 	c.stopTaskTimer(t)
@@ -631,7 +678,9 @@ func (c *Core) done(w *worker, d wire.Done) error {
 		next.recalled = false // a Drop, if any, came too late: its Done follows
 		if ev := next.cancelled; ev != nil {
 			if next.kind == wire.ExecActorMethod {
-				next.cancelled = nil // an actor call that started runs to its end, as in Ray
+				if a := next.actor; a == nil || !a.concurrent {
+					next.cancelled = nil // an actor call that started runs to its end, as in Ray
+				}
 			} else {
 				c.stopExecution(w, next, *ev)
 			}
@@ -937,7 +986,9 @@ func (c *Core) cancelOne(t *task, force bool) {
 		if t.kind == wire.ExecActorMethod {
 			// Ray cancels an actor call only before it starts: one sent
 			// ahead to the actor's worker is taken back if it has not.
-			if w := t.worker; w != nil && w.task != t {
+			// A concurrent actor's call is told, and stops at its next
+			// park.
+			if w := t.worker; w != nil && (w.task != t || t.actor != nil && t.actor.concurrent) {
 				c.cancelQueued(w, t, ev)
 			}
 			if t.remoteNode != "" { // its node cancels it if it has not started; its answer says

@@ -70,6 +70,21 @@ type worker struct {
 // usable reports whether the worker may be given executions.
 func (w *worker) usable() bool { return w.state == workerReady }
 
+// runs reports whether t runs on w: it is w's execution, or, on a
+// concurrent actor's worker, one of the calls sent to it or the actor's
+// creation.
+func (w *worker) runs(t *task) bool {
+	if w.task == t {
+		return true
+	}
+	a := w.actor
+	if a == nil || !a.concurrent {
+		return false
+	}
+	// What the serve loop does for no call is the actor's own (current).
+	return t == a.create && a.state == actorAlive || t.worker == w && slices.Contains(w.queued, t)
+}
+
 // inFlight counts the executions sent to the worker and not done.
 func (w *worker) inFlight() int {
 	n := len(w.queued)
@@ -552,6 +567,16 @@ const maxLine = 64 << 10
 // prefixed with its name and worker pid, as Ray prefixes worker output.
 func (c *Core) output(w *worker, m wire.Output) {
 	t := w.task
+	if t != nil && t.id != m.Task && w.actor != nil && w.actor.concurrent {
+		// A concurrent actor's calls share one instance and its output:
+		// lines go out under whichever call the worker named.
+		if i := slices.IndexFunc(w.queued, func(q *task) bool { return q.id == m.Task }); i >= 0 {
+			t = w.queued[i]
+		} else {
+			t = w.task
+			m.Task = t.id
+		}
+	}
 	if t == nil || t.id != m.Task || m.Stream == 0 || m.Stream > 3 {
 		return
 	}

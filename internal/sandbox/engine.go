@@ -388,22 +388,33 @@ func (i *Instance) Call(ctx context.Context, host Host, name string, args ArgSou
 	if _, err := i.free.Call(ctx, uint64(ptr)); err != nil {
 		return i.trapped(err), nil
 	}
-	r := CallResult{Dropped: i.out.droppedBytes()}
+	r := cs.result("fabric_call", uint32(res[0]))
+	r.Dropped = i.out.droppedBytes()
+	return r, nil
+}
+
+// result is the outcome of a call that returned status (fabric_call's
+// result, or call_finish's argument), from what the guest set with the
+// return imports; it clears them for the next call.
+func (cs *callState) result(what string, status uint32) CallResult {
+	var r CallResult
 	switch {
 	case cs.hostErr != "":
 		r.Kind, r.Error = "app", cs.hostErr
-	case uint32(res[0]) == 0 && cs.valueSet:
+	case status == 0 && cs.valueSet:
 		r.OK, r.Value, r.Refs = true, cs.value, cs.refs
-	case uint32(res[0]) == 0:
-		r.Kind, r.Error = "app", "fabric_call returned 0 without calling return_value"
+	case status == 0:
+		r.Kind, r.Error = "app", what+" returned 0 without calling return_value"
 	default:
 		r.Kind = "app"
 		r.Error, r.ErrorTypes = cs.errText, cs.errTypes
 		if !cs.errSet {
-			r.Error = fmt.Sprintf("fabric_call returned %d without calling return_error", int32(res[0]))
+			r.Error = fmt.Sprintf("%s returned %d without calling return_error", what, int32(status))
 		}
 	}
-	return r, nil
+	cs.value, cs.valueSet, cs.refs = nil, false, nil
+	cs.errText, cs.errSet, cs.errTypes, cs.hostErr = "", false, nil, ""
+	return r
 }
 
 // trapped turns a failed guest call into a result and marks the instance broken.

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -48,6 +49,48 @@ type Host interface {
 	// PlacementGroups is the job's abi.GroupTable, in CBOR.
 	PlacementGroups() ([]byte, error)
 }
+
+// Server is the host side of a concurrent actor's serve loop (the
+// fabric_call of abi.ServeFunc). A Host that is not a Server fails the
+// serve imports with a message.
+type Server interface {
+	// Poll waits until at least one event is there or timeoutMs passes
+	// (< 0: no timeout), and returns at most max of them.
+	Poll(timeoutMs int64, max int) ([]Event, error)
+	// TakeCall returns a new call's function name, CBOR arguments and
+	// task ID.
+	TakeCall(handle uint32) (name string, args []byte, task objects.ID, err error)
+	// Enter makes the host calls that follow act for call handle (0: for
+	// the actor, none of its calls).
+	Enter(handle uint32) error
+	// FinishCall ends a call with its result.
+	FinishCall(handle uint32, res CallResult) error
+	// StartGet and StartWait begin a get or a wait for the entered call
+	// without blocking, and return the operation's token.
+	StartGet(ids []objects.ID, timeoutMs int64) (uint32, error)
+	StartWait(ids []objects.ID, numReady int, timeoutMs int64) (uint32, error)
+	// TakeOp returns a finished operation's outcome, once.
+	TakeOp(token uint32) (OpResult, error)
+}
+
+// Event is one event of a serve loop (abi.EventCall and the others).
+type Event struct {
+	Kind uint32
+	ID   uint32 // a call handle or an operation token
+}
+
+// OpResult is the outcome of a started get or wait.
+type OpResult struct {
+	Wait     bool
+	Items    []Staged // a get's values
+	Release  func()   // unpins Items
+	TimedOut bool
+	Ready    []bool // a wait's
+	Err      error
+}
+
+// maxEvents bounds the events one serve_poll returns.
+const maxEvents = 4096
 
 // Staged is one result waiting for the guest to read it.
 type Staged struct {
@@ -121,6 +164,16 @@ func (cs *callState) failOrCancelled(err error) uint64 {
 		return uint64(uint32(abi.Cancelled & 0xffffffff))
 	}
 	return cs.fail("%v", err)
+}
+
+// server returns the call's Server, or stages a message for a call that
+// is not a serve loop.
+func (cs *callState) server(name string) (Server, bool) {
+	srv, ok := cs.host.(Server)
+	if !ok {
+		cs.fail("%s: only a concurrent actor's serve loop (fabric_call of %q) may call it", name, abi.ServeFunc)
+	}
+	return srv, ok
 }
 
 // checkStop unwinds the guest's call when its instance was interrupted.
@@ -560,6 +613,165 @@ var hostFuncs = []hostFunc{
 			return
 		}
 		st[0] = 0
+	}},
+	{"serve_poll", []api.ValueType{i32, i32, i64}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// serve_poll(events_out, cap, timeout_ms) -> count: wait for the
+		// serve loop's events (abi.EventSize bytes each).
+		srv, ok := cs.server("serve_poll")
+		if !ok {
+			st[0] = hostErr
+			return
+		}
+		room := u32(st[1])
+		if room == 0 || room > maxEvents {
+			st[0] = cs.fail("serve_poll: room for %d events; pass 1 to %d", room, maxEvents)
+			return
+		}
+		if _, ok := cs.read(u32(st[0]), room*abi.EventSize); !ok {
+			st[0] = cs.fail("serve_poll: event buffer outside guest memory")
+			return
+		}
+		evs, err := srv.Poll(int64(st[2]), int(room))
+		if err != nil {
+			st[0] = cs.fail("serve_poll: %v", err)
+			return
+		}
+		buf := make([]byte, 0, len(evs)*abi.EventSize)
+		for _, e := range evs {
+			buf = binary.LittleEndian.AppendUint32(buf, e.Kind)
+			buf = binary.LittleEndian.AppendUint32(buf, e.ID)
+		}
+		cs.mod.Memory().Write(u32(st[0]), buf)
+		st[0] = uint64(len(evs))
+	}},
+	{"call_take", []api.ValueType{i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// call_take(handle): stage a new call's name (text), arguments
+		// (a CBOR array) and task ID (20 bytes).
+		srv, ok := cs.server("call_take")
+		if !ok {
+			st[0] = hostErr
+			return
+		}
+		name, args, task, err := srv.TakeCall(u32(st[0]))
+		if err != nil {
+			st[0] = cs.fail("call_take: %v", err)
+			return
+		}
+		cs.stage([]Staged{{Kind: abi.StagedText, Data: []byte(name)}, {Kind: abi.StagedValue, Data: args}, {Kind: abi.StagedValue, Data: task[:]}}, nil)
+		st[0] = 0
+	}},
+	{"call_enter", []api.ValueType{i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// call_enter(handle): the host calls that follow act for this call.
+		srv, ok := cs.server("call_enter")
+		if !ok {
+			st[0] = hostErr
+			return
+		}
+		if err := srv.Enter(u32(st[0])); err != nil {
+			st[0] = cs.fail("call_enter: %v", err)
+			return
+		}
+		st[0] = 0
+	}},
+	{"call_finish", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// call_finish(handle, status): end the call with what the return
+		// imports set since the last call_finish (status as fabric_call's).
+		srv, ok := cs.server("call_finish")
+		if !ok {
+			st[0] = hostErr
+			return
+		}
+		if err := srv.FinishCall(u32(st[0]), cs.result("the call", u32(st[1]))); err != nil {
+			st[0] = cs.fail("call_finish: %v", err)
+			return
+		}
+		st[0] = 0
+	}},
+	{"get_start", []api.ValueType{i32, i32, i64}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// get_start(ids, count, timeout_ms) -> token: get without blocking.
+		srv, ok := cs.server("get_start")
+		if !ok {
+			st[0] = hostErr
+			return
+		}
+		ids, ok := cs.readIDs(u32(st[0]), u32(st[1]))
+		if !ok {
+			st[0] = cs.fail("get_start: IDs outside guest memory")
+			return
+		}
+		tok, err := srv.StartGet(ids, int64(st[2]))
+		if err != nil {
+			st[0] = cs.fail("get_start: %v", err)
+			return
+		}
+		st[0] = uint64(tok)
+	}},
+	{"wait_start", []api.ValueType{i32, i32, i32, i64}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// wait_start(ids, count, num_ready, timeout_ms) -> token.
+		srv, ok := cs.server("wait_start")
+		if !ok {
+			st[0] = hostErr
+			return
+		}
+		ids, ok := cs.readIDs(u32(st[0]), u32(st[1]))
+		if !ok {
+			st[0] = cs.fail("wait_start: IDs outside guest memory")
+			return
+		}
+		n := int(int32(u32(st[2])))
+		if n < 0 || n > len(ids) {
+			st[0] = cs.fail("wait_start: num_ready %d is not between 0 and %d", n, len(ids))
+			return
+		}
+		tok, err := srv.StartWait(ids, n, int64(st[3]))
+		if err != nil {
+			st[0] = cs.fail("wait_start: %v", err)
+			return
+		}
+		st[0] = uint64(tok)
+	}},
+	{"op_take", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// op_take(token, ready_out): a finished get's status with its
+		// values staged, or a finished wait's count with its flags at
+		// ready_out.
+		srv, ok := cs.server("op_take")
+		if !ok {
+			st[0] = hostErr
+			return
+		}
+		r, err := srv.TakeOp(u32(st[0]))
+		if err != nil {
+			st[0] = cs.fail("op_take: %v", err)
+			return
+		}
+		if r.Err != nil {
+			if r.Release != nil {
+				r.Release()
+			}
+			st[0] = cs.failOrCancelled(r.Err)
+			return
+		}
+		if !r.Wait {
+			cs.stage(r.Items, r.Release)
+			st[0] = 0
+			if r.TimedOut {
+				st[0] = abi.TimedOut
+			}
+			return
+		}
+		out := make([]byte, len(r.Ready))
+		cnt := 0
+		for i, ok := range r.Ready {
+			if ok {
+				out[i] = 1
+				cnt++
+			}
+		}
+		if !cs.mod.Memory().Write(u32(st[1]), out) {
+			st[0] = cs.fail("op_take: result buffer outside guest memory")
+			return
+		}
+		st[0] = uint64(cnt)
 	}},
 	{"staged_count", nil, []api.ValueType{i32}, func(cs *callState, st []uint64) {
 		st[0] = uint64(len(cs.staged))

@@ -176,6 +176,8 @@ type lane struct {
 	closing bool        // Close came, or the connection closed
 	// leaseKey is the key of the lease it holds, "" for none.
 	leaseKey string
+	// serving is the serve loop of a concurrent actor while it runs.
+	serving *serveLoop
 	// Belong to the lane's goroutine:
 	inst *Instance
 	rng  *rand.ChaCha8 // makes task and actor IDs
@@ -333,6 +335,9 @@ func (w *worker) route(ctx context.Context, ln wire.Lane, t wire.Type, body []by
 		if l := w.lanes[ln]; l != nil && !l.closing {
 			l.pending = append(l.pending, ex)
 			l.cond.Signal()
+			if l.serving != nil {
+				l.serving.notify()
+			}
 		}
 		w.mu.Unlock()
 	case wire.TypeDrop:
@@ -348,7 +353,13 @@ func (w *worker) route(ctx context.Context, ln wire.Lane, t wire.Type, body []by
 			w.releaseLocal(ex.Task) // its gets ask the agent, which runs it elsewhere
 			return err
 		}
-		// an execution that already started: its Done follows
+		// An execution that already started: its Done follows. A
+		// concurrent actor's call is cancelled as a soft Stop would.
+		w.mu.Lock()
+		if l := w.lanes[ln]; l != nil && l.serving != nil {
+			l.serving.cancelLocked(d.Task)
+		}
+		w.mu.Unlock()
 	case wire.TypeStop:
 		var m wire.Stop
 		if err := wire.Unmarshal(body, &m); err != nil {
@@ -388,6 +399,9 @@ func (l *lane) close() {
 	l.pending = nil
 	l.w.dropLeaseLocked(l)
 	l.w.releaseLocalLocked(l, objects.NilID)
+	if l.serving != nil {
+		l.serving.closeLocked()
+	}
 	if cur := l.current; cur != nil {
 		cur.closed = true
 		cur.stopped = true
@@ -445,6 +459,11 @@ func (l *lane) run(ctx context.Context) {
 		if l.closing {
 			w.mu.Unlock()
 			return
+		}
+		if l.servable() {
+			w.mu.Unlock()
+			l.serve(ctx)
+			continue
 		}
 		ex := l.pending[0]
 		l.pending = l.pending[1:]
@@ -512,6 +531,19 @@ func (w *worker) stop(ln wire.Lane, task objects.ID, soft bool) error {
 	if l == nil {
 		w.mu.Unlock()
 		return nil
+	}
+	if s := l.serving; s != nil {
+		if soft && s.cancelLocked(task) {
+			w.mu.Unlock()
+			return nil
+		}
+		if !soft {
+			for _, c := range s.calls {
+				if c.ex.Task == task { // the calls share an instance: all stop
+					task = objects.NilID
+				}
+			}
+		}
 	}
 	if cur := l.current; cur != nil && cur.task == task {
 		switch {
@@ -618,49 +650,25 @@ func (l *lane) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 		w.mu.Lock()
 		closed := cur.closed
 		w.mu.Unlock()
-		if closed { // the agent counts it lost, and unpins what it pinned
-			return
+		if !closed { // else the agent counts it lost, and unpins what it pinned
+			l.sendDone(ex.Task, &ex.Unpin, done)
 		}
-		if len(ex.Unpin) > 0 { // the call failed before its arguments were copied
-			_ = w.queue(l.id, wire.TypeUnpin, wire.Unpin{IDs: ex.Unpin})
-		}
-		err := w.conn.Send(l.id, wire.TypeDone, done)
-		if errors.Is(err, wire.ErrFrameTooLarge) {
-			_ = w.conn.Send(l.id, wire.TypeDone, wire.Done{Task: ex.Task, Kind: "app",
-				Error: fmt.Sprintf("the result is too large to return (%d bytes; the limit is %d)", done.Value.Len(), wire.MaxFrame)})
-			done.OK = false
-		}
-		w.localDone(ex.Task, done)
 	}()
-	if l.inst == nil || l.inst.Broken() || l.inst.Interrupted() != nil {
-		if l.inst != nil {
-			_ = l.inst.Close(ctx)
-			l.inst = nil
+	if err := l.ensureInstance(ctx, cur); err != nil {
+		done.Kind, done.Error = "trap", err.Error()
+		var ie *InterruptedError
+		if errors.As(err, &ie) {
+			done.Kind = "interrupted"
 		}
-		inst, err := l.instantiate(ctx, cur)
-		if err != nil {
-			done.Kind, done.Error = "trap", err.Error()
-			var ie *InterruptedError
-			if errors.As(err, &ie) {
-				done.Kind = "interrupted"
-			}
-			return
-		}
-		l.inst = inst
+		return
 	}
 	w.mu.Lock()
 	cur.attachLocked(l.inst) // stopped while it started: interrupted now
 	w.mu.Unlock()
-	pieces := make([][]byte, len(ex.Args))
-	var total int64
-	for i, p := range ex.Args {
-		b, err := w.pieceBytes(p)
-		if err != nil {
-			done.Kind, done.Error = "trap", err.Error()
-			return
-		}
-		pieces[i] = b
-		total += int64(len(b))
+	pieces, total, err := w.argPieces(ex)
+	if err != nil {
+		done.Kind, done.Error = "trap", err.Error()
+		return
 	}
 	args := ArgSource{Len: total, Write: func(dst []byte) error {
 		off := 0
@@ -690,6 +698,63 @@ func (l *lane) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 		done.Kind, done.Error = "trap", err.Error()
 		return
 	}
+	h.result(&done, res)
+}
+
+// ensureInstance gives the lane a working instance: a new one when it has
+// none, or its last one trapped or was interrupted.
+func (l *lane) ensureInstance(ctx context.Context, cur *execution) error {
+	if l.inst != nil && !l.inst.Broken() && l.inst.Interrupted() == nil {
+		return nil
+	}
+	if l.inst != nil {
+		_ = l.inst.Close(ctx)
+		l.inst = nil
+	}
+	inst, err := l.instantiate(ctx, cur)
+	if err != nil {
+		return err
+	}
+	l.inst = inst
+	return nil
+}
+
+// argPieces returns the bytes of an execution's argument pieces and
+// their total length.
+func (w *worker) argPieces(ex wire.Exec) ([][]byte, int64, error) {
+	pieces := make([][]byte, len(ex.Args))
+	var total int64
+	for i, p := range ex.Args {
+		b, err := w.pieceBytes(p)
+		if err != nil {
+			return nil, 0, err
+		}
+		pieces[i] = b
+		total += int64(len(b))
+	}
+	return pieces, total, nil
+}
+
+// sendDone unpins what the execution still pins and sends its Done; a
+// result too large for a frame becomes an error.
+func (l *lane) sendDone(task objects.ID, unpin *[]objects.ID, done wire.Done) {
+	w := l.w
+	if len(*unpin) > 0 { // the call failed before its arguments were copied
+		_ = w.queue(l.id, wire.TypeUnpin, wire.Unpin{IDs: *unpin})
+		*unpin = nil
+	}
+	err := w.conn.Send(l.id, wire.TypeDone, done)
+	if errors.Is(err, wire.ErrFrameTooLarge) {
+		_ = w.conn.Send(l.id, wire.TypeDone, wire.Done{Task: task, Kind: "app",
+			Error: fmt.Sprintf("the result is too large to return (%d bytes; the limit is %d)", done.Value.Len(), wire.MaxFrame)})
+		done.OK = false
+	}
+	w.localDone(task, done)
+}
+
+// result fills done from a call's result: a value over InlineMax goes
+// into the arena, under a reservation made for the call's return object.
+func (h *workerHost) result(done *wire.Done, res CallResult) {
 	done.OK, done.Error, done.Kind, done.Output, done.ExitCode = res.OK, res.Error, res.Kind, res.Dropped, res.ExitCode
 	done.Refs = append(done.Refs, res.Refs...)
 	if !res.OK {
@@ -698,7 +763,7 @@ func (l *lane) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 		}
 		return
 	}
-	if len(res.Value) <= InlineMax || w.arena == nil {
+	if len(res.Value) <= InlineMax || h.w.arena == nil {
 		done.Value = wire.Piece{Inline: res.Value}
 		return
 	}
@@ -707,7 +772,7 @@ func (l *lane) exec(ctx context.Context, ex wire.Exec, cur *execution) {
 		done.Value = wire.Piece{Inline: res.Value}
 		return
 	}
-	copy(w.arena[off:], res.Value)
+	copy(h.w.arena[off:], res.Value)
 	done.Value = wire.Piece{Arena: true, Off: off, Size: int64(len(res.Value))}
 	done.Created = id
 }

@@ -51,6 +51,12 @@ type Exec struct {
 	// Unpin lists arena objects the agent pinned for Args; the worker sends
 	// Unpin for them once copied.
 	Unpin []objects.ID
+	// Serve marks a method call of a concurrent actor: the worker hands it
+	// to the instance's serve loop, beside the calls running there, while
+	// fewer than Limit calls of its concurrency Group run.
+	Serve bool
+	Group string
+	Limit int
 }
 
 // Done reports the end of an Exec.
