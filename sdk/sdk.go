@@ -36,6 +36,12 @@
 //
 // ActorPool and Queue are ray.util's actor pool and queue.
 //
+// An actor created with MaxConcurrency above 1 (or ConcurrencyGroups) is
+// concurrent, as Ray's async actors are: its methods run side by side on
+// goroutines of its one instance, and a Get or Wait inside a method parks
+// only that method's goroutine. Guard the state its methods share with a
+// mutex, as for any goroutines.
+//
 // Errors keep their types across the trip: register error types with
 // RegisterErrorType and sentinels with RegisterError, and a caller's
 // errors.As and errors.Is see what the task returned. RetryOn and
