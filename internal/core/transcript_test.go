@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -583,8 +584,10 @@ func (h *harness) workerMsg(n *harnessNode, cmd string, a args) Event {
 			d.Error, d.Kind = a.kv["err"], a.kv["kind"]
 			d.ExitCode = uint32(a.int("code", 0))
 		}
-		if q := n.running[w]; len(q) > 0 && q[0] == task {
-			n.running[w] = q[1:]
+		if q := n.running[w]; len(q) > 0 { // a concurrent actor's may end in any order
+			if i := slices.Index(q, task); i >= 0 {
+				n.running[w] = slices.Delete(q, i, i+1)
+			}
 		}
 		msg = d
 	case "dropped":
@@ -703,6 +706,15 @@ func (h *harness) spec(a args) []byte {
 	s.Options.GetIfExists = a.has("get-if-exists")
 	s.Options.MaxRestarts = a.int("restarts", 0)
 	s.Options.MaxTaskRetries = a.int("task-retries", 0)
+	s.Options.MaxConcurrency = a.int("concurrency", 0)
+	s.Options.ConcurrencyGroup = a.kv["cgroup"]
+	if g, ok := a.kv["groups"]; ok { // name:limit,...
+		s.Options.ConcurrencyGroups = map[string]int{}
+		for _, kv := range strings.Split(g, ",") {
+			name, limit, _ := strings.Cut(kv, ":")
+			s.Options.ConcurrencyGroups[name], _ = strconv.Atoi(limit)
+		}
+	}
 	if l, ok := a.kv["labels"]; ok {
 		s.Options.Labels = labels(l)
 	}
@@ -886,6 +898,12 @@ func (h *harness) workerSend(n *harnessNode, e SendWorker) string {
 		s := fmt.Sprintf("exec %s %s(%s)", h.name(m.Task), m.Name, strings.Join(args, ", "))
 		if len(m.Unpin) > 0 {
 			s += " pins=" + h.names_(m.Unpin)
+		}
+		if m.Serve {
+			if m.Group != "" {
+				s += " group=" + m.Group
+			}
+			s += fmt.Sprintf(" serve limit=%d", m.Limit)
 		}
 		return s
 	case wire.Reply:
