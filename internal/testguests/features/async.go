@@ -130,7 +130,7 @@ func asyncActor() error {
 
 // Pool is an actor whose I/O methods run in a group of their own.
 type Pool struct {
-	mu               sync.Mutex
+	mu         sync.Mutex
 	io, ioPeak int
 }
 
