@@ -192,3 +192,42 @@ func TestServeImports(t *testing.T) {
 		t.Errorf("call_take: %d", rc)
 	}
 }
+
+// TestServeOpsBounded: a serve loop that starts gets without taking them
+// is refused past maxServeOps, and what finishes after the loop ended is
+// released, not kept.
+func TestServeOpsBounded(t *testing.T) {
+	w := &worker{lanes: map[wire.Lane]*lane{}}
+	l := &lane{id: 1, w: w}
+	s := &serveLoop{l: l, exec: &execution{stop: make(chan struct{})}, wake: make(chan struct{}, 1),
+		calls: map[uint32]*serveCall{}, running: map[string]int{}, ops: map[uint32]*serveOp{}}
+	s.actor = &workerHost{w: w, l: l, cur: s.exec}
+	block := make(chan struct{})
+	released := make(chan struct{}, maxServeOps)
+	op := func(*workerHost) OpResult {
+		<-block
+		return OpResult{Release: func() { released <- struct{}{} }}
+	}
+	for i := range maxServeOps {
+		if _, err := s.startOp(op); err != nil {
+			t.Fatalf("op %d: %v", i, err)
+		}
+	}
+	if _, err := s.startOp(op); err == nil || !strings.Contains(err.Error(), "the limit is 4096") {
+		t.Fatalf("op past the limit: %v", err)
+	}
+	w.mu.Lock()
+	s.ended = true
+	w.mu.Unlock()
+	close(block)
+	for range maxServeOps {
+		select {
+		case <-released:
+		case <-time.After(10 * time.Second):
+			t.Fatal("an operation that ended after its loop kept its pins")
+		}
+	}
+	if len(s.events) != 0 {
+		t.Fatalf("%d events queued for a loop that ended", len(s.events))
+	}
+}
