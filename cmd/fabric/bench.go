@@ -49,6 +49,8 @@ var baselineOf = map[string]string{
 	"multi_client_tasks_async":            "baseline_goroutine_pool_async",
 	"1_1_actor_calls_sync":                "baseline_goroutine_pool_sync",
 	"1_1_actor_calls_async":               "baseline_goroutine_pool_async",
+	"1_1_async_actor_calls_sync":          "baseline_goroutine_pool_sync",
+	"1_1_async_actor_calls_async":         "baseline_goroutine_pool_async",
 	"1_n_actor_calls_async":               "baseline_goroutine_pool_async",
 	"n_n_actor_calls_async":               "baseline_goroutine_pool_async",
 	"single_client_put_calls":             "baseline_goroutine_pool_sync",

@@ -31,6 +31,14 @@ var actorClass = sdk.Actor("Actor", func() (*Actor, error) { return &Actor{}, ni
 
 var actorSmallValue = sdk.NewMethod0(actorClass, "small_value", func(*Actor) (int, error) { return 0, nil })
 
+// AsyncActor is Ray's async actor of the 1:1 async-actor rows: its calls
+// run concurrently (MaxConcurrency), each on a goroutine of its own.
+type AsyncActor struct{}
+
+var asyncActorClass = sdk.Actor("AsyncActor", func() (*AsyncActor, error) { return &AsyncActor{}, nil }, sdk.MaxConcurrency(1000))
+
+var asyncSmallValue = sdk.NewMethod0(asyncActorClass, "small_value", func(*AsyncActor) (int, error) { return 0, nil })
+
 // Client is Ray's benchmark client actor: it submits batches itself.
 type Client struct {
 	actors []sdk.Handle[Actor]
@@ -293,6 +301,29 @@ func run(args []string) error {
 				refs := make([]sdk.Ref[int], 1000)
 				for i := range refs {
 					refs[i] = actorSmallValue.Remote(a)
+				}
+				_, err := sdk.GetAll(refs)
+				sdk.ReleaseAll(refs)
+				return err
+			}, 1000, "/s")
+		},
+		func() error {
+			if !cfg.filter.MatchString("1_1_async_actor_calls_sync") && !cfg.filter.MatchString("1_1_async_actor_calls_async") {
+				return nil
+			}
+			a := asyncActorClass.Remote()
+			if err := timeit(cfg, "1_1_async_actor_calls_sync", func() error {
+				r := asyncSmallValue.Remote(a)
+				_, err := r.Get()
+				r.Release()
+				return err
+			}, 1, "/s"); err != nil {
+				return err
+			}
+			return timeit(cfg, "1_1_async_actor_calls_async", func() error {
+				refs := make([]sdk.Ref[int], 1000)
+				for i := range refs {
+					refs[i] = asyncSmallValue.Remote(a)
 				}
 				_, err := sdk.GetAll(refs)
 				sdk.ReleaseAll(refs)
