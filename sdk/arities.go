@@ -762,3 +762,619 @@ func (m Method6[S, A, B, C, D, E, F, R]) Options(opts ...Option) Method6[S, A, B
 	m.extra = append(append([]Option(nil), m.extra...), opts...)
 	return m
 }
+
+// Gen0 is a registered generator task with no arguments.
+type Gen0[T any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// Generator0 registers fn as a generator task named name: each value it
+// passes to yield becomes an object at once, which the caller's Stream
+// returns while fn goes on. yield returns an error when the value cannot
+// be stored or the call was cancelled; fn should then return it.
+func Generator0[T any](name string, fn func(func(T) error) error, opts ...Option) Gen0[T] {
+	register(name, 0, func([][]byte) (any, error) {
+		return runGenerator(func(yield func(T) error) error { return fn(yield) })
+	})
+	return Gen0[T]{d: &taskDef{name: name, opts: append([]Option{generatorOption}, opts...)}}
+}
+
+// Options returns the generator with per-call options added.
+func (g Gen0[T]) Options(opts ...Option) Gen0[T] {
+	g.extra = append(append([]Option(nil), g.extra...), opts...)
+	return g
+}
+
+// Remote starts the generator and returns its Stream at once; each
+// argument is a value or a Ref to one.
+func (g Gen0[T]) Remote() *Stream[T] {
+	return submitStream[T](g.d, nil, g.d.name, g.extra)
+}
+
+// Gen1 is a registered generator task with one argument.
+type Gen1[A, T any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// Generator1 registers fn as a generator task named name: each value it
+// passes to yield becomes an object at once, which the caller's Stream
+// returns while fn goes on. yield returns an error when the value cannot
+// be stored or the call was cancelled; fn should then return it.
+func Generator1[A, T any](name string, fn func(A, func(T) error) error, opts ...Option) Gen1[A, T] {
+	register(name, 1, func(raw [][]byte) (any, error) {
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		return runGenerator(func(yield func(T) error) error { return fn(a, yield) })
+	})
+	return Gen1[A, T]{d: &taskDef{name: name, opts: append([]Option{generatorOption}, opts...)}}
+}
+
+// Options returns the generator with per-call options added.
+func (g Gen1[A, T]) Options(opts ...Option) Gen1[A, T] {
+	g.extra = append(append([]Option(nil), g.extra...), opts...)
+	return g
+}
+
+// Remote starts the generator and returns its Stream at once; each
+// argument is a value or a Ref to one.
+func (g Gen1[A, T]) Remote(a any) *Stream[T] {
+	return submitStream[T](g.d, nil, g.d.name, g.extra, a)
+}
+
+// Gen2 is a registered generator task with two arguments.
+type Gen2[A, B, T any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// Generator2 registers fn as a generator task named name: each value it
+// passes to yield becomes an object at once, which the caller's Stream
+// returns while fn goes on. yield returns an error when the value cannot
+// be stored or the call was cancelled; fn should then return it.
+func Generator2[A, B, T any](name string, fn func(A, B, func(T) error) error, opts ...Option) Gen2[A, B, T] {
+	register(name, 2, func(raw [][]byte) (any, error) {
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		b, err := arg[B](raw, 1)
+		if err != nil {
+			return nil, err
+		}
+		return runGenerator(func(yield func(T) error) error { return fn(a, b, yield) })
+	})
+	return Gen2[A, B, T]{d: &taskDef{name: name, opts: append([]Option{generatorOption}, opts...)}}
+}
+
+// Options returns the generator with per-call options added.
+func (g Gen2[A, B, T]) Options(opts ...Option) Gen2[A, B, T] {
+	g.extra = append(append([]Option(nil), g.extra...), opts...)
+	return g
+}
+
+// Remote starts the generator and returns its Stream at once; each
+// argument is a value or a Ref to one.
+func (g Gen2[A, B, T]) Remote(a, b any) *Stream[T] {
+	return submitStream[T](g.d, nil, g.d.name, g.extra, a, b)
+}
+
+// Gen3 is a registered generator task with three arguments.
+type Gen3[A, B, C, T any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// Generator3 registers fn as a generator task named name: each value it
+// passes to yield becomes an object at once, which the caller's Stream
+// returns while fn goes on. yield returns an error when the value cannot
+// be stored or the call was cancelled; fn should then return it.
+func Generator3[A, B, C, T any](name string, fn func(A, B, C, func(T) error) error, opts ...Option) Gen3[A, B, C, T] {
+	register(name, 3, func(raw [][]byte) (any, error) {
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		b, err := arg[B](raw, 1)
+		if err != nil {
+			return nil, err
+		}
+		c, err := arg[C](raw, 2)
+		if err != nil {
+			return nil, err
+		}
+		return runGenerator(func(yield func(T) error) error { return fn(a, b, c, yield) })
+	})
+	return Gen3[A, B, C, T]{d: &taskDef{name: name, opts: append([]Option{generatorOption}, opts...)}}
+}
+
+// Options returns the generator with per-call options added.
+func (g Gen3[A, B, C, T]) Options(opts ...Option) Gen3[A, B, C, T] {
+	g.extra = append(append([]Option(nil), g.extra...), opts...)
+	return g
+}
+
+// Remote starts the generator and returns its Stream at once; each
+// argument is a value or a Ref to one.
+func (g Gen3[A, B, C, T]) Remote(a, b, c any) *Stream[T] {
+	return submitStream[T](g.d, nil, g.d.name, g.extra, a, b, c)
+}
+
+// Gen4 is a registered generator task with four arguments.
+type Gen4[A, B, C, D, T any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// Generator4 registers fn as a generator task named name: each value it
+// passes to yield becomes an object at once, which the caller's Stream
+// returns while fn goes on. yield returns an error when the value cannot
+// be stored or the call was cancelled; fn should then return it.
+func Generator4[A, B, C, D, T any](name string, fn func(A, B, C, D, func(T) error) error, opts ...Option) Gen4[A, B, C, D, T] {
+	register(name, 4, func(raw [][]byte) (any, error) {
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		b, err := arg[B](raw, 1)
+		if err != nil {
+			return nil, err
+		}
+		c, err := arg[C](raw, 2)
+		if err != nil {
+			return nil, err
+		}
+		d, err := arg[D](raw, 3)
+		if err != nil {
+			return nil, err
+		}
+		return runGenerator(func(yield func(T) error) error { return fn(a, b, c, d, yield) })
+	})
+	return Gen4[A, B, C, D, T]{d: &taskDef{name: name, opts: append([]Option{generatorOption}, opts...)}}
+}
+
+// Options returns the generator with per-call options added.
+func (g Gen4[A, B, C, D, T]) Options(opts ...Option) Gen4[A, B, C, D, T] {
+	g.extra = append(append([]Option(nil), g.extra...), opts...)
+	return g
+}
+
+// Remote starts the generator and returns its Stream at once; each
+// argument is a value or a Ref to one.
+func (g Gen4[A, B, C, D, T]) Remote(a, b, c, d any) *Stream[T] {
+	return submitStream[T](g.d, nil, g.d.name, g.extra, a, b, c, d)
+}
+
+// Gen5 is a registered generator task with five arguments.
+type Gen5[A, B, C, D, E, T any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// Generator5 registers fn as a generator task named name: each value it
+// passes to yield becomes an object at once, which the caller's Stream
+// returns while fn goes on. yield returns an error when the value cannot
+// be stored or the call was cancelled; fn should then return it.
+func Generator5[A, B, C, D, E, T any](name string, fn func(A, B, C, D, E, func(T) error) error, opts ...Option) Gen5[A, B, C, D, E, T] {
+	register(name, 5, func(raw [][]byte) (any, error) {
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		b, err := arg[B](raw, 1)
+		if err != nil {
+			return nil, err
+		}
+		c, err := arg[C](raw, 2)
+		if err != nil {
+			return nil, err
+		}
+		d, err := arg[D](raw, 3)
+		if err != nil {
+			return nil, err
+		}
+		e, err := arg[E](raw, 4)
+		if err != nil {
+			return nil, err
+		}
+		return runGenerator(func(yield func(T) error) error { return fn(a, b, c, d, e, yield) })
+	})
+	return Gen5[A, B, C, D, E, T]{d: &taskDef{name: name, opts: append([]Option{generatorOption}, opts...)}}
+}
+
+// Options returns the generator with per-call options added.
+func (g Gen5[A, B, C, D, E, T]) Options(opts ...Option) Gen5[A, B, C, D, E, T] {
+	g.extra = append(append([]Option(nil), g.extra...), opts...)
+	return g
+}
+
+// Remote starts the generator and returns its Stream at once; each
+// argument is a value or a Ref to one.
+func (g Gen5[A, B, C, D, E, T]) Remote(a, b, c, d, e any) *Stream[T] {
+	return submitStream[T](g.d, nil, g.d.name, g.extra, a, b, c, d, e)
+}
+
+// Gen6 is a registered generator task with six arguments.
+type Gen6[A, B, C, D, E, F, T any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// Generator6 registers fn as a generator task named name: each value it
+// passes to yield becomes an object at once, which the caller's Stream
+// returns while fn goes on. yield returns an error when the value cannot
+// be stored or the call was cancelled; fn should then return it.
+func Generator6[A, B, C, D, E, F, T any](name string, fn func(A, B, C, D, E, F, func(T) error) error, opts ...Option) Gen6[A, B, C, D, E, F, T] {
+	register(name, 6, func(raw [][]byte) (any, error) {
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		b, err := arg[B](raw, 1)
+		if err != nil {
+			return nil, err
+		}
+		c, err := arg[C](raw, 2)
+		if err != nil {
+			return nil, err
+		}
+		d, err := arg[D](raw, 3)
+		if err != nil {
+			return nil, err
+		}
+		e, err := arg[E](raw, 4)
+		if err != nil {
+			return nil, err
+		}
+		f, err := arg[F](raw, 5)
+		if err != nil {
+			return nil, err
+		}
+		return runGenerator(func(yield func(T) error) error { return fn(a, b, c, d, e, f, yield) })
+	})
+	return Gen6[A, B, C, D, E, F, T]{d: &taskDef{name: name, opts: append([]Option{generatorOption}, opts...)}}
+}
+
+// Options returns the generator with per-call options added.
+func (g Gen6[A, B, C, D, E, F, T]) Options(opts ...Option) Gen6[A, B, C, D, E, F, T] {
+	g.extra = append(append([]Option(nil), g.extra...), opts...)
+	return g
+}
+
+// Remote starts the generator and returns its Stream at once; each
+// argument is a value or a Ref to one.
+func (g Gen6[A, B, C, D, E, F, T]) Remote(a, b, c, d, e, f any) *Stream[T] {
+	return submitStream[T](g.d, nil, g.d.name, g.extra, a, b, c, d, e, f)
+}
+
+// GenMethod0 is an actor method with no arguments that yields values.
+type GenMethod0[S, T any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// NewGenMethod0 registers fn as generator method name of class c (see
+// Generator0).
+func NewGenMethod0[S, T any](c *ActorClass[S], name string, fn func(*S, func(T) error) error) GenMethod0[S, T] {
+	def := methodDef(c.name, name)
+	def.opts = []Option{generatorOption}
+	register(def.name, 0, func([][]byte) (any, error) {
+		s, err := self[S](c.name)
+		if err != nil {
+			return nil, err
+		}
+		return runGenerator(func(yield func(T) error) error { return fn(s, yield) })
+	})
+	return GenMethod0[S, T]{d: def}
+}
+
+// Remote calls the method and returns its Stream at once.
+func (m GenMethod0[S, T]) Remote(h Handle[S]) *Stream[T] {
+	if h.err != nil {
+		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
+	}
+	return submitStream[T](m.d, &h.id, m.d.name, m.extra)
+}
+
+// Options returns the method with per-call options added.
+func (m GenMethod0[S, T]) Options(opts ...Option) GenMethod0[S, T] {
+	m.extra = append(append([]Option(nil), m.extra...), opts...)
+	return m
+}
+
+// GenMethod1 is an actor method with one argument that yields values.
+type GenMethod1[S, A, T any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// NewGenMethod1 registers fn as generator method name of class c (see
+// Generator0).
+func NewGenMethod1[S, A, T any](c *ActorClass[S], name string, fn func(*S, A, func(T) error) error) GenMethod1[S, A, T] {
+	def := methodDef(c.name, name)
+	def.opts = []Option{generatorOption}
+	register(def.name, 1, func(raw [][]byte) (any, error) {
+		s, err := self[S](c.name)
+		if err != nil {
+			return nil, err
+		}
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		return runGenerator(func(yield func(T) error) error { return fn(s, a, yield) })
+	})
+	return GenMethod1[S, A, T]{d: def}
+}
+
+// Remote calls the method and returns its Stream at once.
+func (m GenMethod1[S, A, T]) Remote(h Handle[S], a any) *Stream[T] {
+	if h.err != nil {
+		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
+	}
+	return submitStream[T](m.d, &h.id, m.d.name, m.extra, a)
+}
+
+// Options returns the method with per-call options added.
+func (m GenMethod1[S, A, T]) Options(opts ...Option) GenMethod1[S, A, T] {
+	m.extra = append(append([]Option(nil), m.extra...), opts...)
+	return m
+}
+
+// GenMethod2 is an actor method with two arguments that yields values.
+type GenMethod2[S, A, B, T any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// NewGenMethod2 registers fn as generator method name of class c (see
+// Generator0).
+func NewGenMethod2[S, A, B, T any](c *ActorClass[S], name string, fn func(*S, A, B, func(T) error) error) GenMethod2[S, A, B, T] {
+	def := methodDef(c.name, name)
+	def.opts = []Option{generatorOption}
+	register(def.name, 2, func(raw [][]byte) (any, error) {
+		s, err := self[S](c.name)
+		if err != nil {
+			return nil, err
+		}
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		b, err := arg[B](raw, 1)
+		if err != nil {
+			return nil, err
+		}
+		return runGenerator(func(yield func(T) error) error { return fn(s, a, b, yield) })
+	})
+	return GenMethod2[S, A, B, T]{d: def}
+}
+
+// Remote calls the method and returns its Stream at once.
+func (m GenMethod2[S, A, B, T]) Remote(h Handle[S], a, b any) *Stream[T] {
+	if h.err != nil {
+		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
+	}
+	return submitStream[T](m.d, &h.id, m.d.name, m.extra, a, b)
+}
+
+// Options returns the method with per-call options added.
+func (m GenMethod2[S, A, B, T]) Options(opts ...Option) GenMethod2[S, A, B, T] {
+	m.extra = append(append([]Option(nil), m.extra...), opts...)
+	return m
+}
+
+// GenMethod3 is an actor method with three arguments that yields values.
+type GenMethod3[S, A, B, C, T any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// NewGenMethod3 registers fn as generator method name of class c (see
+// Generator0).
+func NewGenMethod3[S, A, B, C, T any](c *ActorClass[S], name string, fn func(*S, A, B, C, func(T) error) error) GenMethod3[S, A, B, C, T] {
+	def := methodDef(c.name, name)
+	def.opts = []Option{generatorOption}
+	register(def.name, 3, func(raw [][]byte) (any, error) {
+		s, err := self[S](c.name)
+		if err != nil {
+			return nil, err
+		}
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		b, err := arg[B](raw, 1)
+		if err != nil {
+			return nil, err
+		}
+		c, err := arg[C](raw, 2)
+		if err != nil {
+			return nil, err
+		}
+		return runGenerator(func(yield func(T) error) error { return fn(s, a, b, c, yield) })
+	})
+	return GenMethod3[S, A, B, C, T]{d: def}
+}
+
+// Remote calls the method and returns its Stream at once.
+func (m GenMethod3[S, A, B, C, T]) Remote(h Handle[S], a, b, c any) *Stream[T] {
+	if h.err != nil {
+		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
+	}
+	return submitStream[T](m.d, &h.id, m.d.name, m.extra, a, b, c)
+}
+
+// Options returns the method with per-call options added.
+func (m GenMethod3[S, A, B, C, T]) Options(opts ...Option) GenMethod3[S, A, B, C, T] {
+	m.extra = append(append([]Option(nil), m.extra...), opts...)
+	return m
+}
+
+// GenMethod4 is an actor method with four arguments that yields values.
+type GenMethod4[S, A, B, C, D, T any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// NewGenMethod4 registers fn as generator method name of class c (see
+// Generator0).
+func NewGenMethod4[S, A, B, C, D, T any](c *ActorClass[S], name string, fn func(*S, A, B, C, D, func(T) error) error) GenMethod4[S, A, B, C, D, T] {
+	def := methodDef(c.name, name)
+	def.opts = []Option{generatorOption}
+	register(def.name, 4, func(raw [][]byte) (any, error) {
+		s, err := self[S](c.name)
+		if err != nil {
+			return nil, err
+		}
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		b, err := arg[B](raw, 1)
+		if err != nil {
+			return nil, err
+		}
+		c, err := arg[C](raw, 2)
+		if err != nil {
+			return nil, err
+		}
+		d, err := arg[D](raw, 3)
+		if err != nil {
+			return nil, err
+		}
+		return runGenerator(func(yield func(T) error) error { return fn(s, a, b, c, d, yield) })
+	})
+	return GenMethod4[S, A, B, C, D, T]{d: def}
+}
+
+// Remote calls the method and returns its Stream at once.
+func (m GenMethod4[S, A, B, C, D, T]) Remote(h Handle[S], a, b, c, d any) *Stream[T] {
+	if h.err != nil {
+		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
+	}
+	return submitStream[T](m.d, &h.id, m.d.name, m.extra, a, b, c, d)
+}
+
+// Options returns the method with per-call options added.
+func (m GenMethod4[S, A, B, C, D, T]) Options(opts ...Option) GenMethod4[S, A, B, C, D, T] {
+	m.extra = append(append([]Option(nil), m.extra...), opts...)
+	return m
+}
+
+// GenMethod5 is an actor method with five arguments that yields values.
+type GenMethod5[S, A, B, C, D, E, T any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// NewGenMethod5 registers fn as generator method name of class c (see
+// Generator0).
+func NewGenMethod5[S, A, B, C, D, E, T any](c *ActorClass[S], name string, fn func(*S, A, B, C, D, E, func(T) error) error) GenMethod5[S, A, B, C, D, E, T] {
+	def := methodDef(c.name, name)
+	def.opts = []Option{generatorOption}
+	register(def.name, 5, func(raw [][]byte) (any, error) {
+		s, err := self[S](c.name)
+		if err != nil {
+			return nil, err
+		}
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		b, err := arg[B](raw, 1)
+		if err != nil {
+			return nil, err
+		}
+		c, err := arg[C](raw, 2)
+		if err != nil {
+			return nil, err
+		}
+		d, err := arg[D](raw, 3)
+		if err != nil {
+			return nil, err
+		}
+		e, err := arg[E](raw, 4)
+		if err != nil {
+			return nil, err
+		}
+		return runGenerator(func(yield func(T) error) error { return fn(s, a, b, c, d, e, yield) })
+	})
+	return GenMethod5[S, A, B, C, D, E, T]{d: def}
+}
+
+// Remote calls the method and returns its Stream at once.
+func (m GenMethod5[S, A, B, C, D, E, T]) Remote(h Handle[S], a, b, c, d, e any) *Stream[T] {
+	if h.err != nil {
+		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
+	}
+	return submitStream[T](m.d, &h.id, m.d.name, m.extra, a, b, c, d, e)
+}
+
+// Options returns the method with per-call options added.
+func (m GenMethod5[S, A, B, C, D, E, T]) Options(opts ...Option) GenMethod5[S, A, B, C, D, E, T] {
+	m.extra = append(append([]Option(nil), m.extra...), opts...)
+	return m
+}
+
+// GenMethod6 is an actor method with six arguments that yields values.
+type GenMethod6[S, A, B, C, D, E, F, T any] struct {
+	d     *taskDef
+	extra []Option
+}
+
+// NewGenMethod6 registers fn as generator method name of class c (see
+// Generator0).
+func NewGenMethod6[S, A, B, C, D, E, F, T any](c *ActorClass[S], name string, fn func(*S, A, B, C, D, E, F, func(T) error) error) GenMethod6[S, A, B, C, D, E, F, T] {
+	def := methodDef(c.name, name)
+	def.opts = []Option{generatorOption}
+	register(def.name, 6, func(raw [][]byte) (any, error) {
+		s, err := self[S](c.name)
+		if err != nil {
+			return nil, err
+		}
+		a, err := arg[A](raw, 0)
+		if err != nil {
+			return nil, err
+		}
+		b, err := arg[B](raw, 1)
+		if err != nil {
+			return nil, err
+		}
+		c, err := arg[C](raw, 2)
+		if err != nil {
+			return nil, err
+		}
+		d, err := arg[D](raw, 3)
+		if err != nil {
+			return nil, err
+		}
+		e, err := arg[E](raw, 4)
+		if err != nil {
+			return nil, err
+		}
+		f, err := arg[F](raw, 5)
+		if err != nil {
+			return nil, err
+		}
+		return runGenerator(func(yield func(T) error) error { return fn(s, a, b, c, d, e, f, yield) })
+	})
+	return GenMethod6[S, A, B, C, D, E, F, T]{d: def}
+}
+
+// Remote calls the method and returns its Stream at once.
+func (m GenMethod6[S, A, B, C, D, E, F, T]) Remote(h Handle[S], a, b, c, d, e, f any) *Stream[T] {
+	if h.err != nil {
+		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
+	}
+	return submitStream[T](m.d, &h.id, m.d.name, m.extra, a, b, c, d, e, f)
+}
+
+// Options returns the method with per-call options added.
+func (m GenMethod6[S, A, B, C, D, E, F, T]) Options(opts ...Option) GenMethod6[S, A, B, C, D, E, F, T] {
+	m.extra = append(append([]Option(nil), m.extra...), opts...)
+	return m
+}

@@ -12,6 +12,7 @@ func (noHost) actorCreate([]byte) (ObjectID, error)   { return ObjectID{}, ErrNo
 func (noHost) put([][]byte, []ObjectID) (ObjectID, error) {
 	return ObjectID{}, ErrNotInGuest
 }
+func (noHost) yield([][]byte, []ObjectID, uint32) error    { return ErrNotInGuest }
 func (noHost) get([]ObjectID, int64) ([]staged, error)     { return nil, ErrNotInGuest }
 func (noHost) wait([]ObjectID, int, int64) ([]bool, error) { return nil, ErrNotInGuest }
 func (noHost) cancel(ObjectID, bool, bool) error           { return ErrNotInGuest }

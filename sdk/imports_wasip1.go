@@ -36,6 +36,9 @@ func hostActorCreate(spec, specLen, idOut uint32) int32
 //go:wasmimport fabric put_parts
 func hostPutParts(iov, n, refs, nrefs, idOut uint32) int32
 
+//go:wasmimport fabric yield_value
+func hostYieldValue(iov, n, refs, nrefs, index uint32) int32
+
 //go:wasmimport fabric return_value_parts
 func hostReturnValueParts(iov, n uint32)
 
@@ -217,6 +220,21 @@ func (wasmHost) put(parts [][]byte, refs []ObjectID) (ObjectID, error) {
 		return id, stagedError()
 	}
 	return id, nil
+}
+
+func (wasmHost) yield(parts [][]byte, refs []ObjectID, index uint32) error {
+	enterCurrent()
+	rb := joinIDs(refs)
+	iov := iovec(parts)
+	r := hostYieldValue(ptr(iov), uint32(len(parts)), ptr(rb), uint32(len(refs)), index)
+	runtime.KeepAlive(parts)
+	switch {
+	case r == abi.Cancelled:
+		return ErrCancelled
+	case r < 0:
+		return stagedError()
+	}
+	return nil
 }
 
 func (wasmHost) get(ids []ObjectID, timeoutMs int64) ([]staged, error) {

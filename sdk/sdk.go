@@ -152,6 +152,7 @@ type hostAPI interface {
 	submit(spec []byte, n int) ([]ObjectID, error)
 	actorCreate(spec []byte) (ObjectID, error)
 	put(parts [][]byte, refs []ObjectID) (ObjectID, error)
+	yield(parts [][]byte, refs []ObjectID, index uint32) error
 	get(ids []ObjectID, timeoutMs int64) ([]staged, error)
 	wait(ids []ObjectID, numReady int, timeoutMs int64) ([]bool, error)
 	cancel(id ObjectID, force, recursive bool) error

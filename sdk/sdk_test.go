@@ -24,6 +24,8 @@ type memHost struct {
 	calls    int
 	specs    []abi.TaskSpec // submitted, in order
 	released []ObjectID
+	gen      ObjectID // the generator running, whose items yield makes
+	items    int
 }
 
 func newMemHost(t *testing.T) *memHost {
@@ -74,8 +76,16 @@ func (h *memHost) run(name string, spec abi.TaskSpec, n int) []ObjectID {
 	var value []byte
 	if err == nil {
 		var parts [][]byte
+		gen, items := h.gen, h.items
+		if spec.Options.Generator {
+			h.gen, h.items = ids[0], 0
+		}
 		parts, _, err = dispatch(name, args)
 		value = bytes.Join(parts, nil)
+		if spec.Options.Generator { // the agent counts the items
+			value, _ = cbor.Marshal(h.items)
+		}
+		h.gen, h.items = gen, items
 	}
 	if err != nil {
 		v := abi.ErrorValue{Kind: "task", Message: err.Error(), Task: name}
@@ -131,6 +141,15 @@ func (h *memHost) put(parts [][]byte, refs []ObjectID) (ObjectID, error) {
 	return id, nil
 }
 
+func (h *memHost) yield(parts [][]byte, refs []ObjectID, index uint32) error {
+	if h.gen == (ObjectID{}) {
+		return errHost("yield from a call that is not a generator")
+	}
+	h.objs[objectIDWithIndex(h.gen, index)] = staged{data: bytes.Join(parts, nil)}
+	h.items++
+	return nil
+}
+
 func (h *memHost) get(ids []ObjectID, timeoutMs int64) ([]staged, error) {
 	out := make([]staged, len(ids))
 	for i, id := range ids {
@@ -145,8 +164,8 @@ func (h *memHost) get(ids []ObjectID, timeoutMs int64) ([]staged, error) {
 
 func (h *memHost) wait(ids []ObjectID, numReady int, timeoutMs int64) ([]bool, error) {
 	ready := make([]bool, len(ids))
-	for i := range ready {
-		ready[i] = true
+	for i, id := range ids {
+		_, ready[i] = h.objs[id]
 	}
 	return ready, nil
 }

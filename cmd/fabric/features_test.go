@@ -42,6 +42,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"pg_ready_ref"}, []string{"pg_ready_ref_in_wait", "pg_ready_ref_never"}, nil},
 		{"2", []string{"pg_named"}, pgNamedChecks, []string{"pg trainers: created on 1, bundles [map[CPU:0.5]]"}},
 		{"2", []string{"async_actor", "concurrency_groups"}, asyncChecks, []string{"async: 100 calls of 1 s on one actor took"}},
+		{"2", []string{"generator_stream", "generators"}, generatorChecks, []string{"generator: first of 10 values after"}},
 		{"2", []string{"method_options"}, methodOptionChecks, []string{"(short_nap pid=", "INFO: napping 1 ms"}},
 		{"2", []string{"cancel_cooperative"}, cancelChecks, []string{"polite saw the cancel and returns", "patient's get returned: fabric: this task was cancelled"}},
 		{"2", []string{"exits"}, exitChecks, []string{"task quitter exited (guest exited with code 3); retrying"}},
@@ -106,6 +107,14 @@ var methodOptionChecks = []string{"method_call_named", "method_call_timeout", "a
 var asyncChecks = []string{"async_100_calls_at_once", "async_100_calls_under_2s", "async_get_parks_only_its_call", "async_get_values",
 	"async_calls_own_task_ids", "async_cancel_stops_at_park", "async_cancel_leaves_others",
 	"default_group_beside_full_group", "concurrency_group_limit", "unknown_concurrency_group_fails"}
+
+// generatorChecks are the features guest's checks of generators: the
+// first of 10 values produced 1 s apart within 1.2 s, the values as they
+// come, an error after k items keeping them, all references at the end,
+// items too large to travel inline, an actor's generator method, and a
+// cancelled generator.
+var generatorChecks = []string{"generator_first_within_1200ms", "generator_values_stream", "generator_error_keeps_items",
+	"generator_dynamic_refs", "generator_large_items", "generator_method", "generator_cancelled"}
 
 // utilChecks are the features guest's checks of ray.util's counterparts:
 // an actor pool's ordered map and unordered results, and a bounded queue

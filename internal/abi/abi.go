@@ -128,7 +128,19 @@ type Options struct {
 	// ConcurrencyGroup names the group a method call runs in ("": the
 	// default group, limited by MaxConcurrency).
 	ConcurrencyGroup string `cbor:"concurrency_group,omitempty"`
+	// Generator marks a task that yields values one at a time
+	// (yield_value): item i becomes object i+FirstItem of the task as
+	// soon as it is yielded, and the task's own return object holds the
+	// number of items, or its error, when it ends.
+	Generator bool `cbor:"generator,omitempty"`
 }
+
+// FirstItem is the return index of a generator's first item: index 1 is
+// its end object.
+const FirstItem = 2
+
+// MaxItems bounds the items one generator yields.
+const MaxItems = 1 << 20
 
 // Concurrent reports whether an actor created with these options serves
 // calls side by side.
@@ -468,6 +480,10 @@ func (o *Options) appendFields(dst []byte) []byte {
 	if o.ConcurrencyGroup != "" {
 		field("concurrency_group")
 		body = cborlite.AppendString(body, o.ConcurrencyGroup)
+	}
+	if o.Generator {
+		field("generator")
+		body = cborlite.AppendBool(body, true)
 	}
 	if n == 0 {
 		return dst

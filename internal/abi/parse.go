@@ -212,6 +212,9 @@ func (p parser) options(o *Options) bool {
 		case "concurrency_group":
 			bit = 1 << 21
 			o.ConcurrencyGroup, ok = p.Text()
+		case "generator":
+			bit = 1 << 22
+			o.Generator, ok = p.Bool()
 		default:
 			return false
 		}

@@ -205,6 +205,9 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 		return nil // nothing is made: its results are not found
 	}
 	spec, err := c.checkSpec(w, m.Spec)
+	if err == nil && spec.Options.Generator && spec.NumReturns > 1 {
+		err = fmt.Errorf("submit: a generator returns its items one at a time; it cannot declare %d return values", spec.NumReturns)
+	}
 	if err == nil && max(spec.NumReturns, 1) != len(m.IDs) {
 		err = fmt.Errorf("submit: the spec declares %d return values but the caller made room for %d", max(spec.NumReturns, 1), len(m.IDs))
 	}
@@ -363,7 +366,16 @@ func (c *Core) create(w *worker, m wire.Create) {
 		return
 	}
 	id := c.newID()
-	if m.Result {
+	if m.Item != 0 {
+		if id, err = c.itemID(t, m.Item); err != nil || c.objs[id] != nil && c.objs[id].ready {
+			if err == nil {
+				err = fmt.Errorf("create: item %d was yielded already", m.Item)
+			}
+			c.reply(w, m.Seq, err, wire.Reply{})
+			return
+		}
+		c.store.Abort(id) // a lost earlier attempt may have left a reservation
+	} else if m.Result {
 		if len(t.returns) != 1 {
 			c.reply(w, m.Seq, fmt.Errorf("create: task has %d returns", len(t.returns)), wire.Reply{})
 			return
@@ -411,6 +423,9 @@ func (c *Core) put(w *worker, m wire.Put) error {
 	if err != nil {
 		return err
 	}
+	if m.Item != 0 {
+		return c.yield(w, t, m)
+	}
 	id := m.ID
 	if id.IsNil() || c.objs[id] != nil || c.tasks[id] != nil || c.actors[id] != nil {
 		return fmt.Errorf("put reuses ID %s", id.Short())
@@ -429,6 +444,12 @@ func (c *Core) put(w *worker, m wire.Put) error {
 	}
 	c.newObject(id, w.job)
 	c.hold(t.holder(), id)
+	return c.storePut(w, id, m)
+}
+
+// storePut stores a Put's value in object id, which exists and is not
+// ready: inline, or sealed in the reservation it names.
+func (c *Core) storePut(w *worker, id objects.ID, m wire.Put) error {
 	fail := func(err error) error {
 		if !m.Created.IsNil() {
 			c.store.Abort(id)
@@ -497,6 +518,9 @@ func (c *Core) unpinItems(w *worker, ids []objects.ID, items []wire.Item) {
 // checkIDs checks that every ID names an object of w's job.
 func (c *Core) checkIDs(w *worker, ids []objects.ID) error {
 	for _, id := range ids {
+		if c.objs[id] == nil {
+			c.itemPlaceholder(w, id)
+		}
 		if _, err := c.object(w, id); err != nil {
 			return err
 		}

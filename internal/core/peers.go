@@ -566,6 +566,8 @@ func (e PeerMessage) apply(c *Core) {
 		c.runForPeer(e.From, m)
 	case *peerwire.TaskDone:
 		c.taskDone(e.From, m)
+	case *peerwire.TaskYield:
+		c.taskYield(e.From, m)
 	case *peerwire.CancelTask:
 		c.cancelForPeer(e.From, m)
 	case *peerwire.GetObject:

@@ -26,6 +26,11 @@ const defaultMaxRetries = 3
 
 // task is one task, driver, actor creation or actor method call.
 type task struct {
+	// items counts a generator's items yielded so far (across attempts);
+	// placeholders are items asked for before they were (generators.go).
+	items        uint32
+	placeholders []objects.ID
+
 	id     objects.ID
 	job    *job
 	parent *task
@@ -558,6 +563,9 @@ func (c *Core) failTask(t *task, ev abi.ErrorValue, releaseSched bool) {
 
 // finishTask releases what a finished execution held.
 func (c *Core) finishTask(t *task, releaseSched bool) {
+	if t.spec.Options.Generator {
+		c.endGenerator(t)
+	}
 	t.state = taskDone
 	c.stopTaskTimer(t)
 	if w := t.worker; w != nil && w.task == t {
@@ -896,6 +904,15 @@ func (c *Core) storeResults(t *task, d wire.Done) error {
 		if o := c.objs[id]; o != nil && o.job == t.job {
 			refs = append(refs, id)
 		}
+	}
+	if t.spec.Options.Generator && len(t.returns) == 1 {
+		// The end object holds the number of items, as the agent counted
+		// them, whatever the guest returned.
+		if !d.Created.IsNil() {
+			c.store.Abort(d.Created)
+		}
+		c.storeValue(t.returns[0], cborlite.AppendUint(nil, uint64(t.items)), nil)
+		return nil
 	}
 	if len(t.returns) == 1 {
 		id := t.returns[0]

@@ -612,6 +612,7 @@ func (h *harness) workerMsg(n *harnessNode, cmd string, a args) Event {
 			k, _ := strconv.Atoi(s)
 			p.Data = make([]byte, k)
 		}
+		p.Item = uint32(a.int("item", 0)) // a generator's yield
 		msg = p
 	case "create":
 		msg = wire.Create{Seq: seq, Task: task, Size: int64(a.int("size", 1<<20)), Result: a.has("result")}
@@ -707,6 +708,7 @@ func (h *harness) spec(a args) []byte {
 	s.Options.MaxRestarts = a.int("restarts", 0)
 	s.Options.MaxTaskRetries = a.int("task-retries", 0)
 	s.Options.MaxConcurrency = a.int("concurrency", 0)
+	s.Options.Generator = a.has("generator")
 	s.Options.ConcurrencyGroup = a.kv["cgroup"]
 	if g, ok := a.kv["groups"]; ok { // name:limit,...
 		s.Options.ConcurrencyGroups = map[string]int{}
@@ -777,6 +779,15 @@ func (h *harness) peerMsg(a args) peerwire.Message {
 				panic(err)
 			}
 			m.Busy, _ = wire.Marshal(scheduler.Resources{CPU: int64(cpu * scheduler.Unit)})
+		}
+		return m
+	case "task_yield":
+		m := &peerwire.TaskYield{Job: job, Task: h.id(a.kv["task"]), Attempt: uint32(a.int("attempt", 1)), Index: uint32(a.int("index", 2)), Refs: ids("refs")}
+		if v, ok := a.kv["value"]; ok {
+			m.Result = peerwire.Result{Value: value(v)}
+		}
+		if held, ok := a.kv["held"]; ok {
+			m.Result = peerwire.Result{Held: true, ID: h.id(held), Size: int64(a.int("size", 1<<20))}
 		}
 		return m
 	case "cancel_task":
@@ -998,6 +1009,20 @@ func (h *harness) peerSend(m peerwire.Message) string {
 			var free scheduler.Resources
 			_ = wire.Unmarshal(m.Busy, &free)
 			s += fmt.Sprintf(" busy=%g", float64(free.CPU)/scheduler.Unit)
+		}
+		return s
+	case *peerwire.TaskYield:
+		s := fmt.Sprintf("task_yield job=%s task=%s attempt=%d index=%d", m.Job, h.name(m.Task), m.Attempt, m.Index)
+		switch {
+		case m.Error != nil:
+			s += " " + showError(m.Error)
+		case m.Result.Held:
+			s += fmt.Sprintf(" held=%s size=%d", h.name(m.Result.ID), m.Result.Size)
+		default:
+			s += " value=" + show(m.Result.Value)
+		}
+		if len(m.Refs) > 0 {
+			s += " refs=" + h.names_(m.Refs)
 		}
 		return s
 	case *peerwire.CancelTask:

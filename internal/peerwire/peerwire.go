@@ -41,6 +41,7 @@ const (
 	KindActorRegistered
 	KindKillActor
 	KindShareOpened
+	KindTaskYield
 	kindEnd
 )
 
@@ -49,7 +50,7 @@ var kindNames = [kindEnd]string{
 	KindGetObject: "get_object", KindObjectValue: "object_value", KindRelease: "release",
 	KindEndJob: "end_job", KindOutput: "output", KindActorDied: "actor_died",
 	KindRegisterActor: "register_actor", KindActorRegistered: "actor_registered", KindKillActor: "kill_actor",
-	KindShareOpened: "share_opened",
+	KindShareOpened: "share_opened", KindTaskYield: "task_yield",
 }
 
 // String names the kind.
@@ -75,6 +76,7 @@ var newMessage = [kindEnd]func() Message{
 	KindActorRegistered: func() Message { return new(ActorRegistered) },
 	KindKillActor:       func() Message { return new(KillActor) },
 	KindShareOpened:     func() Message { return new(ShareOpened) },
+	KindTaskYield:       func() Message { return new(TaskYield) },
 }
 
 // Message is one of the structs of this package.
@@ -273,6 +275,23 @@ type ShareOpened struct {
 	Job string
 }
 
+// TaskYield carries one item of a generator that runs for the receiver,
+// as soon as it is yielded (before the TaskDone): its index among the
+// task's returns (abi.FirstItem and up) and its value, inline or held by
+// the sender and exported to the receiver with the references inside it.
+type TaskYield struct {
+	_       struct{} `cbor:",toarray"`
+	Job     string
+	Task    objects.ID // the receiver's ID of the execution
+	Attempt uint32
+	Index   uint32
+	Result  Result
+	Refs    []objects.ID
+	// Error, when set, is the item's error value (an abi.ErrorValue in
+	// CBOR): the sender could not store it.
+	Error []byte
+}
+
 // Kind implementations.
 func (*RunTask) Kind() Kind         { return KindRunTask }
 func (*TaskDone) Kind() Kind        { return KindTaskDone }
@@ -287,6 +306,7 @@ func (*RegisterActor) Kind() Kind   { return KindRegisterActor }
 func (*ActorRegistered) Kind() Kind { return KindActorRegistered }
 func (*KillActor) Kind() Kind       { return KindKillActor }
 func (*ShareOpened) Kind() Kind     { return KindShareOpened }
+func (*TaskYield) Kind() Kind       { return KindTaskYield }
 
 // JobID implementations.
 func (m *RunTask) JobID() string         { return m.Job }
@@ -302,6 +322,7 @@ func (m *RegisterActor) JobID() string   { return m.Job }
 func (m *ActorRegistered) JobID() string { return m.Job }
 func (m *KillActor) JobID() string       { return m.Job }
 func (m *ShareOpened) JobID() string     { return m.Job }
+func (m *TaskYield) JobID() string       { return m.Job }
 
 // Envelope is a message on the wire: its kind and its CBOR body.
 type Envelope struct {

@@ -29,6 +29,7 @@ func every() []Message {
 		&ActorRegistered{Job: "j", Actor: id, Err: "no"},
 		&KillActor{Job: "j", Actor: id, Incarnation: 1, NoRestart: true},
 		&ShareOpened{Job: "j"},
+		&TaskYield{Job: "j", Task: objects.ID{3}, Attempt: 2, Index: 5, Result: Result{Held: true, ID: objects.ID{4}, Size: 9}, Refs: []objects.ID{{5}}},
 	}
 }
 

@@ -22,6 +22,10 @@ type Host interface {
 	Submit(spec []byte, actor bool, n int) (ids []objects.ID, err error)
 	// Put stores the concatenation of parts as one object.
 	Put(parts [][]byte, refs []objects.ID) (id objects.ID, err error)
+	// Yield stores the concatenation of parts as the running generator's
+	// item of return index index; ErrCallCancelled when the call was
+	// cancelled.
+	Yield(parts [][]byte, refs []objects.ID, index uint32) error
 	// Get blocks until every object is ready or the timeout passes
 	// (timeoutMs < 0: no timeout). release, when non-nil, is called once
 	// the guest no longer needs the staged bytes.
@@ -409,6 +413,30 @@ var hostFuncs = []hostFunc{
 			return
 		}
 		cs.mod.Memory().Write(u32(st[4]), id[:])
+		st[0] = 0
+	}},
+	{"yield_value", []api.ValueType{i32, i32, i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// yield_value(iov, count, refs, nrefs, index): the running
+		// generator's next item, as put_parts.
+		parts, ok := cs.readParts(u32(st[0]), u32(st[1]))
+		if !ok {
+			st[0] = cs.fail("yield_value: parts outside guest memory, or more than %d of them", maxParts)
+			return
+		}
+		refs, ok := cs.readIDs(u32(st[2]), u32(st[3]))
+		if !ok {
+			st[0] = cs.fail("yield_value: nested refs outside guest memory")
+			return
+		}
+		index := u32(st[4])
+		if index < abi.FirstItem || index-abi.FirstItem >= abi.MaxItems {
+			st[0] = cs.fail("yield_value: index %d is not between %d and %d", index, abi.FirstItem, abi.FirstItem+abi.MaxItems-1)
+			return
+		}
+		if err := cs.host.Yield(parts, refs, index); err != nil {
+			st[0] = cs.failOrCancelled(err)
+			return
+		}
 		st[0] = 0
 	}},
 	{"return_value_parts", []api.ValueType{i32, i32}, nil, func(cs *callState, st []uint64) {

@@ -17,7 +17,8 @@ type fakeHost struct{}
 func (fakeHost) Submit(spec []byte, actor bool, n int) ([]objects.ID, error) {
 	return make([]objects.ID, n), nil
 }
-func (fakeHost) Put(parts [][]byte, refs []objects.ID) (objects.ID, error) { return objects.NilID, nil }
+func (fakeHost) Put(parts [][]byte, refs []objects.ID) (objects.ID, error)   { return objects.NilID, nil }
+func (fakeHost) Yield(parts [][]byte, refs []objects.ID, index uint32) error { return nil }
 func (fakeHost) Get(ids []objects.ID, timeoutMs int64) ([]Staged, func(), bool, error) {
 	items := make([]Staged, len(ids))
 	for i := range items {

@@ -409,6 +409,9 @@ func (s *serveLoop) Submit(spec []byte, actor bool, n int) ([]objects.ID, error)
 func (s *serveLoop) Put(parts [][]byte, refs []objects.ID) (objects.ID, error) {
 	return s.host().Put(parts, refs)
 }
+func (s *serveLoop) Yield(parts [][]byte, refs []objects.ID, index uint32) error {
+	return s.host().Yield(parts, refs, index)
+}
 func (s *serveLoop) Get(ids []objects.ID, timeoutMs int64) ([]Staged, func(), bool, error) {
 	return s.host().Get(ids, timeoutMs)
 }

@@ -820,8 +820,15 @@ func (h *workerHost) Submit(spec []byte, actor bool, n int) ([]objects.ID, error
 }
 
 func (h *workerHost) create(size int64, result bool) (objects.ID, int64, error) {
+	return h.reserve(wire.Create{Task: h.task, Size: size, Result: result})
+}
+
+// reserve asks the agent for arena space (Create).
+func (h *workerHost) reserve(m wire.Create) (objects.ID, int64, error) {
+	size := m.Size
 	r, err := h.l.rpc(h.cur, wire.TypeCreate, func(seq uint64) any {
-		return wire.Create{Seq: seq, Task: h.task, Size: size, Result: result}
+		m.Seq = seq
+		return m
 	})
 	if err != nil {
 		return objects.NilID, 0, err
@@ -861,6 +868,37 @@ func (h *workerHost) Put(parts [][]byte, refs []objects.ID) (objects.ID, error) 
 		return objects.NilID, err
 	}
 	return msg.ID, nil
+}
+
+// Yield stores a generator's item under its return ID, as Put stores a
+// value, without waiting for the agent.
+func (h *workerHost) Yield(parts [][]byte, refs []objects.ID, index uint32) error {
+	h.w.mu.Lock()
+	cancelled := h.cur.cancelled || h.cur.stopped
+	h.w.mu.Unlock()
+	if cancelled {
+		return ErrCallCancelled
+	}
+	total := 0
+	for _, p := range parts {
+		total += len(p)
+	}
+	msg := wire.Put{Task: h.task, ID: h.task.WithIndex(index), Refs: refs, Item: index}
+	if total > InlineMax && h.w.arena != nil {
+		if id, off, err := h.reserve(wire.Create{Task: h.task, Size: int64(total), Item: index}); err == nil {
+			for _, p := range parts {
+				off += int64(copy(h.w.arena[off:], p))
+			}
+			msg.Created = id
+		}
+	}
+	if msg.Created.IsNil() {
+		msg.Data = make([]byte, 0, total)
+		for _, p := range parts {
+			msg.Data = append(msg.Data, p...)
+		}
+	}
+	return h.w.queue(h.l.id, wire.TypePut, msg)
 }
 
 func (h *workerHost) Get(ids []objects.ID, timeoutMs int64) ([]Staged, func(), bool, error) {

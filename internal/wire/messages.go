@@ -141,6 +141,9 @@ type Put struct {
 	Data    []byte
 	Created objects.ID
 	Refs    []objects.ID
+	// Item, when not 0, makes the Put a generator's yield: ID is the
+	// running task's return ID of that index (abi.FirstItem and up).
+	Item uint32
 }
 
 // Create reserves arena space for a large Put; the reply gives Off and the ID.
@@ -151,6 +154,8 @@ type Create struct {
 	Size int64
 	// Result reserves the space for the running call's return value.
 	Result bool
+	// Item reserves it for a generator's item of that index.
+	Item uint32
 }
 
 // Get waits for objects and returns their values.
