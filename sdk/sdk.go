@@ -36,6 +36,10 @@
 //
 // ActorPool and Queue are ray.util's actor pool and queue.
 //
+// A generator (Generator1, NewGenMethod1, ...) yields values one at a
+// time: each is an object as soon as it is yielded, and the caller's
+// Stream gives its reference while the generator goes on.
+//
 // An actor created with MaxConcurrency above 1 (or ConcurrencyGroups) is
 // concurrent, as Ray's async actors are: its methods run side by side on
 // goroutines of its one instance, and a Get or Wait inside a method parks
