@@ -162,3 +162,37 @@ func TestReturnErrorTypes(t *testing.T) {
 		})
 	}
 }
+
+// TestYieldValue: yield_value checks its pieces, references and index,
+// and hands a good item to the host.
+func TestYieldValue(t *testing.T) {
+	inst := minimalInstance(t)
+	iov := binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, 64), 3)
+	inst.mod.Memory().Write(16, iov)
+	hf := hostFuncNamed(t, "yield_value")
+	cases := []struct {
+		name    string
+		args    []uint64
+		wantErr string
+	}{
+		{"first item", []uint64{16, 1, 0, 0, abi.FirstItem}, ""},
+		{"the end's index", []uint64{16, 1, 0, 0, 1}, "index 1 is not between 2 and"},
+		{"past the last item", []uint64{16, 1, 0, 0, abi.FirstItem + abi.MaxItems}, "is not between"},
+		{"parts outside memory", []uint64{1 << 30, 1, 0, 0, abi.FirstItem}, "parts outside guest memory"},
+		{"refs outside memory", []uint64{16, 1, 1 << 30, 2, abi.FirstItem}, "nested refs outside guest memory"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cs := &callState{host: fakeHost{}, mod: inst.mod}
+			st := append([]uint64(nil), c.args...)
+			hf.fn(cs, st)
+			msg := ""
+			if len(cs.staged) > 0 {
+				msg = string(cs.staged[0].Data)
+			}
+			if c.wantErr == "" && int32(uint32(st[0])) != 0 || c.wantErr != "" && (int32(uint32(st[0])) != -1 || !strings.Contains(msg, c.wantErr)) {
+				t.Errorf("yield_value%v = %d %q, want %q", c.args, int32(uint32(st[0])), msg, c.wantErr)
+			}
+		})
+	}
+}
