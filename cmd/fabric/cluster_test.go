@@ -194,11 +194,11 @@ func TestRayCoreOnCluster(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	wasm := testrig.Guest(t, "internal/testguests/features")
-	res := testrig.Run(t, 2*time.Minute, append(append([]string{"submit", wasm}, auth...), "--", "exits", "named", "context", "cluster", "cancel_actor", "mixed", "error_types", "cancel_cooperative", "scheduling", "method_options", "util", "pg_ready_ref", "pg_named", "async_actor", "concurrency_groups", "generator_stream", "generators")...)
+	res := testrig.Run(t, 2*time.Minute, append(append([]string{"submit", wasm}, auth...), "--", "exits", "named", "context", "cluster", "cancel_actor", "mixed", "error_types", "cancel_cooperative", "scheduling", "method_options", "util", "pg_ready_ref", "pg_named", "async_actor", "concurrency_groups", "generator_stream", "generators", "task_retries_remote")...)
 	if res.Code != 0 || strings.Contains(res.Stdout, "FAIL:") || !strings.Contains(res.Stdout, "cluster: 3 nodes, CPU 3\n") || !strings.Contains(res.Stdout, "spread: 3 tasks on 3 nodes\n") {
 		t.Fatalf("Ray Core cases: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 	}
-	for _, w := range append(append(append(append(append(append(append(append(append(append(append(exitChecks, namedChecks...), contextChecks...), errorChecks...), cancelChecks...), schedulingChecks...), methodOptionChecks...), utilChecks...), pgNamedChecks...), asyncChecks...), generatorChecks...), "pg_ready_ref_in_wait", "pg_ready_ref_never", "cluster_nodes", "cluster_resources",
+	for _, w := range append(append(append(append(append(append(append(append(append(append(append(exitChecks, namedChecks...), contextChecks...), errorChecks...), cancelChecks...), schedulingChecks...), methodOptionChecks...), utilChecks...), pgNamedChecks...), asyncChecks...), generatorChecks...), "remote_actor_call_retried_after_restart", "remote_actor_lives_elsewhere", "pg_ready_ref_in_wait", "pg_ready_ref_never", "cluster_nodes", "cluster_resources",
 		"cancel_queued_actor_call", "cancelled_actor_call_never_ran", "wait_mixed_types", "get_mixed_types") {
 		if !strings.Contains(res.Stdout, "ok: "+w+"\n") {
 			t.Errorf("no %q in:\n%s", "ok: "+w, res.Stdout)

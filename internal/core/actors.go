@@ -236,6 +236,8 @@ func (c *Core) retryCall(t *task) bool {
 // declares it dead, after it or its node died.
 func (c *Core) remoteActorLost(a *actor, cause string) {
 	a.node = ""
+	a.queue = append(a.retrying, a.queue...) // dead, they fail with the rest
+	a.retrying = nil
 	c.restartActor(a, cause)
 }
 
@@ -270,6 +272,10 @@ func (c *Core) remoteCallDone(t *task, node NodeID, m *peerwire.TaskDone, lost s
 		if m != nil {
 			c.dropAnswer(t.job, node, m)
 		}
+	case (lost != "" || m.Refused == "" && m.Error != nil && decodeErrorValue(m.Error).Kind == abi.KindActorDied) && c.retryRemoteCall(t):
+		if m != nil {
+			c.dropAnswer(t.job, node, m)
+		}
 	case lost != "" || m.Refused != "":
 		why := lost
 		if why == "" {
@@ -280,6 +286,34 @@ func (c *Core) remoteCallDone(t *task, node NodeID, m *peerwire.TaskDone, lost s
 		c.applyResult(t, node, m)
 	}
 	c.actorNext(a)
+}
+
+// retryRemoteCall keeps t, a call to an actor on another node that died
+// with the actor, to run again once the actor has restarted (Ray's
+// max_task_retries), and reports whether it did. Until the owner hears
+// of the death the call waits in retrying; once the actor restarts it
+// goes in front of the queue, behind the calls retried before it.
+func (c *Core) retryRemoteCall(t *task) bool {
+	a := t.actor
+	if a == nil || a.stub || t.retriesLeft == 0 || a.noRestart || a.state == actorDead || a.state == actorAlive && a.restartsLeft == 0 {
+		return false
+	}
+	if t.retriesLeft > 0 {
+		t.retriesLeft--
+	}
+	t.retried++
+	c.stopTaskTimer(t)
+	t.state = taskQueued
+	if a.state == actorAlive {
+		a.retrying = append(a.retrying, t)
+		return true
+	}
+	i := 0
+	for i < len(a.queue) && a.queue[i].retried > 0 {
+		i++
+	}
+	a.queue = slices.Insert(a.queue, i, t)
+	return true
 }
 
 // actorDiedThere restarts or ends an actor of this node whose node

@@ -765,7 +765,11 @@ func (h *harness) peerMsg(a args) peerwire.Message {
 	case "task_done":
 		m := &peerwire.TaskDone{Job: job, Task: h.id(a.kv["task"]), Attempt: uint32(a.int("attempt", 1)), Refused: a.kv["refused"], Refs: ids("refs")}
 		if e, ok := a.kv["error"]; ok {
-			m.Error, _ = wire.Marshal(abi.ErrorValue{Kind: abi.KindTask, Message: e})
+			kind := abi.KindTask
+			if k, ok := a.kv["error-kind"]; ok {
+				kind = abi.ErrorKind(k)
+			}
+			m.Error, _ = wire.Marshal(abi.ErrorValue{Kind: kind, Message: e})
 		}
 		if v, ok := a.kv["value"]; ok {
 			m.Results = append(m.Results, peerwire.Result{Value: value(v)})
