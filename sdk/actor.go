@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"fmt"
+	"reflect"
 
 	"github.com/wasmfabric/fabric/internal/abi"
 )
@@ -12,6 +13,10 @@ type ActorClass[S any] struct {
 	name  string
 	opts  []Option
 	extra []Option
+	// nargs and check are the constructor's arity and the check of
+	// Remote's arguments against its parameter types.
+	nargs int
+	check func(args []any) error
 }
 
 // Name returns the class name.
@@ -25,9 +30,26 @@ func (c *ActorClass[S]) Options(opts ...Option) *ActorClass[S] {
 	return &cc
 }
 
-// Remote creates an actor; args are the constructor's (values or Refs).
-// Creation failures surface as ErrActorDied on the actor's method calls.
+// Remote creates an actor; args are the constructor's: each a value of
+// its parameter's type, a Ref to one, or a Val. They are checked here,
+// before anything is sent (the class's type does not carry the
+// constructor's parameter types, so the compiler cannot): a wrong one
+// makes the handle's Err an ErrBadArguments. Creation failures surface as
+// ErrActorDied on the actor's method calls.
 func (c *ActorClass[S]) Remote(args ...any) Handle[S] {
+	if len(args) != c.nargs {
+		return Handle[S]{err: fmt.Errorf("%w: %s's constructor takes %d arguments, got %d", ErrBadArguments, c.name, c.nargs, len(args))}
+	}
+	if c.check != nil {
+		if err := c.check(args); err != nil {
+			return Handle[S]{err: fmt.Errorf("%s's constructor: %w", c.name, err)}
+		}
+	}
+	for i, a := range args {
+		if v, ok := a.(interface{ argValue() any }); ok {
+			args[i] = v.argValue() // a Val
+		}
+	}
 	spec := abi.TaskSpec{Func: c.name, Options: applyOptions(c.opts, c.extra)}
 	var err error
 	var put []ObjectID
@@ -99,6 +121,23 @@ func self[S any](class string) (*S, error) {
 	return s, nil
 }
 
+// argIs checks that args[i] is an A, an Arg[A] (a Ref[A] or a Val), or
+// nil for a type that has nil.
+func argIs[A any](args []any, i int) error {
+	switch args[i].(type) {
+	case A, Arg[A]:
+		return nil
+	}
+	t := reflect.TypeFor[A]()
+	if args[i] == nil {
+		switch t.Kind() {
+		case reflect.Pointer, reflect.Interface, reflect.Slice, reflect.Map, reflect.Func, reflect.Chan:
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: argument %d is %T, want %s or an sdk.Ref to one", ErrBadArguments, i, args[i], t)
+}
+
 func methodDef(class, method string) *taskDef {
 	return &taskDef{name: class + "." + method}
 }
@@ -135,23 +174,23 @@ func NewMethod1N[S, A, R any](c *ActorClass[S], name string, n int, fn func(*S, 
 }
 
 // Remote calls the method and returns one reference per result.
-func (m Method1N[S, A, R]) Remote(h Handle[S], a any) []Ref[R] {
-	refs := make([]Ref[R], m.d.nret)
+func (m Method1N[S, A, R]) Remote(h Handle[S], a A) []Ref[R] { return m.submit(h, a) }
+
+// RemoteRefs is Remote with a Ref to the argument, or a value wrapped
+// with Val.
+func (m Method1N[S, A, R]) RemoteRefs(h Handle[S], a Arg[A]) []Ref[R] {
+	return m.submit(h, argValues(a)[0])
+}
+
+func (m Method1N[S, A, R]) submit(h Handle[S], a any) []Ref[R] {
 	if h.err != nil {
+		refs := make([]Ref[R], m.d.nret)
 		for i := range refs {
 			refs[i] = Ref[R]{err: h.err}
 		}
 		return refs
 	}
-	ids, err := m.d.submit(&h.id, m.d.name, m.extra, []any{a})
-	for i := range refs {
-		if err != nil {
-			refs[i] = Ref[R]{err: err}
-		} else {
-			refs[i] = Ref[R]{id: ids[i]}
-		}
-	}
-	return refs
+	return submitN[R](m.d, &h.id, a, m.extra...)
 }
 
 // Options returns the method with per-call options added (see

@@ -53,10 +53,17 @@ func (t Func1[A, R]) Options(opts ...Option) Func1[A, R] {
 	return t
 }
 
-// Remote submits a call. a is an A or a Ref to one (resolved to its value
-// before the task runs).
-func (t Func1[A, R]) Remote(a any) Ref[R] {
+// Remote submits a call with values of the task's argument types and
+// returns a reference to its result at once (RemoteRefs passes
+// references).
+func (t Func1[A, R]) Remote(a A) Ref[R] {
 	return submitOne[R](t.d, nil, t.d.name, t.extra, a)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (t Func1[A, R]) RemoteRefs(a Arg[A]) Ref[R] {
+	return submitOne[R](t.d, nil, t.d.name, t.extra, argValues(a)...)
 }
 
 // Func2 is a registered task with two arguments.
@@ -87,9 +94,17 @@ func (t Func2[A, B, R]) Options(opts ...Option) Func2[A, B, R] {
 	return t
 }
 
-// Remote submits a call; each argument is a value or a Ref to one.
-func (t Func2[A, B, R]) Remote(a, b any) Ref[R] {
+// Remote submits a call with values of the task's argument types and
+// returns a reference to its result at once (RemoteRefs passes
+// references).
+func (t Func2[A, B, R]) Remote(a A, b B) Ref[R] {
 	return submitOne[R](t.d, nil, t.d.name, t.extra, a, b)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (t Func2[A, B, R]) RemoteRefs(a Arg[A], b Arg[B]) Ref[R] {
+	return submitOne[R](t.d, nil, t.d.name, t.extra, argValues(a, b)...)
 }
 
 // Func3 is a registered task with three arguments.
@@ -124,9 +139,17 @@ func (t Func3[A, B, C, R]) Options(opts ...Option) Func3[A, B, C, R] {
 	return t
 }
 
-// Remote submits a call; each argument is a value or a Ref to one.
-func (t Func3[A, B, C, R]) Remote(a, b, c any) Ref[R] {
+// Remote submits a call with values of the task's argument types and
+// returns a reference to its result at once (RemoteRefs passes
+// references).
+func (t Func3[A, B, C, R]) Remote(a A, b B, c C) Ref[R] {
 	return submitOne[R](t.d, nil, t.d.name, t.extra, a, b, c)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (t Func3[A, B, C, R]) RemoteRefs(a Arg[A], b Arg[B], c Arg[C]) Ref[R] {
+	return submitOne[R](t.d, nil, t.d.name, t.extra, argValues(a, b, c)...)
 }
 
 // Func4 is a registered task with four arguments.
@@ -165,9 +188,17 @@ func (t Func4[A, B, C, D, R]) Options(opts ...Option) Func4[A, B, C, D, R] {
 	return t
 }
 
-// Remote submits a call; each argument is a value or a Ref to one.
-func (t Func4[A, B, C, D, R]) Remote(a, b, c, d any) Ref[R] {
+// Remote submits a call with values of the task's argument types and
+// returns a reference to its result at once (RemoteRefs passes
+// references).
+func (t Func4[A, B, C, D, R]) Remote(a A, b B, c C, d D) Ref[R] {
 	return submitOne[R](t.d, nil, t.d.name, t.extra, a, b, c, d)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (t Func4[A, B, C, D, R]) RemoteRefs(a Arg[A], b Arg[B], c Arg[C], d Arg[D]) Ref[R] {
+	return submitOne[R](t.d, nil, t.d.name, t.extra, argValues(a, b, c, d)...)
 }
 
 // Func5 is a registered task with five arguments.
@@ -210,9 +241,17 @@ func (t Func5[A, B, C, D, E, R]) Options(opts ...Option) Func5[A, B, C, D, E, R]
 	return t
 }
 
-// Remote submits a call; each argument is a value or a Ref to one.
-func (t Func5[A, B, C, D, E, R]) Remote(a, b, c, d, e any) Ref[R] {
+// Remote submits a call with values of the task's argument types and
+// returns a reference to its result at once (RemoteRefs passes
+// references).
+func (t Func5[A, B, C, D, E, R]) Remote(a A, b B, c C, d D, e E) Ref[R] {
 	return submitOne[R](t.d, nil, t.d.name, t.extra, a, b, c, d, e)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (t Func5[A, B, C, D, E, R]) RemoteRefs(a Arg[A], b Arg[B], c Arg[C], d Arg[D], e Arg[E]) Ref[R] {
+	return submitOne[R](t.d, nil, t.d.name, t.extra, argValues(a, b, c, d, e)...)
 }
 
 // Func6 is a registered task with six arguments.
@@ -259,9 +298,17 @@ func (t Func6[A, B, C, D, E, F, R]) Options(opts ...Option) Func6[A, B, C, D, E,
 	return t
 }
 
-// Remote submits a call; each argument is a value or a Ref to one.
-func (t Func6[A, B, C, D, E, F, R]) Remote(a, b, c, d, e, f any) Ref[R] {
+// Remote submits a call with values of the task's argument types and
+// returns a reference to its result at once (RemoteRefs passes
+// references).
+func (t Func6[A, B, C, D, E, F, R]) Remote(a A, b B, c C, d D, e E, f F) Ref[R] {
 	return submitOne[R](t.d, nil, t.d.name, t.extra, a, b, c, d, e, f)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (t Func6[A, B, C, D, E, F, R]) RemoteRefs(a Arg[A], b Arg[B], c Arg[C], d Arg[D], e Arg[E], f Arg[F]) Ref[R] {
+	return submitOne[R](t.d, nil, t.d.name, t.extra, argValues(a, b, c, d, e, f)...)
 }
 
 // Actor registers a class whose constructor takes no arguments.
@@ -274,7 +321,7 @@ func Actor[S any](name string, ctor func() (*S, error), opts ...Option) *ActorCl
 		actor = s
 		return nil, nil
 	})
-	return &ActorClass[S]{name: name, opts: opts}
+	return &ActorClass[S]{name: name, opts: opts, nargs: 0}
 }
 
 // Actor1 registers a class whose constructor takes one argument.
@@ -291,7 +338,12 @@ func Actor1[S, A any](name string, ctor func(A) (*S, error), opts ...Option) *Ac
 		actor = s
 		return nil, nil
 	})
-	return &ActorClass[S]{name: name, opts: opts}
+	return &ActorClass[S]{name: name, opts: opts, nargs: 1, check: func(args []any) error {
+		if err := argIs[A](args, 0); err != nil {
+			return err
+		}
+		return nil
+	}}
 }
 
 // Actor2 registers a class whose constructor takes two arguments.
@@ -312,7 +364,15 @@ func Actor2[S, A, B any](name string, ctor func(A, B) (*S, error), opts ...Optio
 		actor = s
 		return nil, nil
 	})
-	return &ActorClass[S]{name: name, opts: opts}
+	return &ActorClass[S]{name: name, opts: opts, nargs: 2, check: func(args []any) error {
+		if err := argIs[A](args, 0); err != nil {
+			return err
+		}
+		if err := argIs[B](args, 1); err != nil {
+			return err
+		}
+		return nil
+	}}
 }
 
 // Actor3 registers a class whose constructor takes three arguments.
@@ -337,7 +397,18 @@ func Actor3[S, A, B, C any](name string, ctor func(A, B, C) (*S, error), opts ..
 		actor = s
 		return nil, nil
 	})
-	return &ActorClass[S]{name: name, opts: opts}
+	return &ActorClass[S]{name: name, opts: opts, nargs: 3, check: func(args []any) error {
+		if err := argIs[A](args, 0); err != nil {
+			return err
+		}
+		if err := argIs[B](args, 1); err != nil {
+			return err
+		}
+		if err := argIs[C](args, 2); err != nil {
+			return err
+		}
+		return nil
+	}}
 }
 
 // Actor4 registers a class whose constructor takes four arguments.
@@ -366,7 +437,21 @@ func Actor4[S, A, B, C, D any](name string, ctor func(A, B, C, D) (*S, error), o
 		actor = s
 		return nil, nil
 	})
-	return &ActorClass[S]{name: name, opts: opts}
+	return &ActorClass[S]{name: name, opts: opts, nargs: 4, check: func(args []any) error {
+		if err := argIs[A](args, 0); err != nil {
+			return err
+		}
+		if err := argIs[B](args, 1); err != nil {
+			return err
+		}
+		if err := argIs[C](args, 2); err != nil {
+			return err
+		}
+		if err := argIs[D](args, 3); err != nil {
+			return err
+		}
+		return nil
+	}}
 }
 
 // Actor5 registers a class whose constructor takes five arguments.
@@ -399,7 +484,24 @@ func Actor5[S, A, B, C, D, E any](name string, ctor func(A, B, C, D, E) (*S, err
 		actor = s
 		return nil, nil
 	})
-	return &ActorClass[S]{name: name, opts: opts}
+	return &ActorClass[S]{name: name, opts: opts, nargs: 5, check: func(args []any) error {
+		if err := argIs[A](args, 0); err != nil {
+			return err
+		}
+		if err := argIs[B](args, 1); err != nil {
+			return err
+		}
+		if err := argIs[C](args, 2); err != nil {
+			return err
+		}
+		if err := argIs[D](args, 3); err != nil {
+			return err
+		}
+		if err := argIs[E](args, 4); err != nil {
+			return err
+		}
+		return nil
+	}}
 }
 
 // Actor6 registers a class whose constructor takes six arguments.
@@ -436,7 +538,27 @@ func Actor6[S, A, B, C, D, E, F any](name string, ctor func(A, B, C, D, E, F) (*
 		actor = s
 		return nil, nil
 	})
-	return &ActorClass[S]{name: name, opts: opts}
+	return &ActorClass[S]{name: name, opts: opts, nargs: 6, check: func(args []any) error {
+		if err := argIs[A](args, 0); err != nil {
+			return err
+		}
+		if err := argIs[B](args, 1); err != nil {
+			return err
+		}
+		if err := argIs[C](args, 2); err != nil {
+			return err
+		}
+		if err := argIs[D](args, 3); err != nil {
+			return err
+		}
+		if err := argIs[E](args, 4); err != nil {
+			return err
+		}
+		if err := argIs[F](args, 5); err != nil {
+			return err
+		}
+		return nil
+	}}
 }
 
 // Method0 is an actor method without arguments.
@@ -498,12 +620,22 @@ func NewMethod1[S, A, R any](c *ActorClass[S], name string, fn func(*S, A) (R, e
 	return Method1[S, A, R]{d: def}
 }
 
-// Remote calls the method; a is an A or a Ref to one.
-func (m Method1[S, A, R]) Remote(h Handle[S], a any) Ref[R] {
+// Remote calls the method with values of its argument types (RemoteRefs
+// passes references).
+func (m Method1[S, A, R]) Remote(h Handle[S], a A) Ref[R] {
 	if h.err != nil {
 		return Ref[R]{err: h.err}
 	}
 	return submitOne[R](m.d, &h.id, m.d.name, m.extra, a)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (m Method1[S, A, R]) RemoteRefs(h Handle[S], a Arg[A]) Ref[R] {
+	if h.err != nil {
+		return Ref[R]{err: h.err}
+	}
+	return submitOne[R](m.d, &h.id, m.d.name, m.extra, argValues(a)...)
 }
 
 // Options returns the method with per-call options added (see
@@ -540,12 +672,22 @@ func NewMethod2[S, A, B, R any](c *ActorClass[S], name string, fn func(*S, A, B)
 	return Method2[S, A, B, R]{d: def}
 }
 
-// Remote calls the method; each argument is a value or a Ref to one.
-func (m Method2[S, A, B, R]) Remote(h Handle[S], a, b any) Ref[R] {
+// Remote calls the method with values of its argument types (RemoteRefs
+// passes references).
+func (m Method2[S, A, B, R]) Remote(h Handle[S], a A, b B) Ref[R] {
 	if h.err != nil {
 		return Ref[R]{err: h.err}
 	}
 	return submitOne[R](m.d, &h.id, m.d.name, m.extra, a, b)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (m Method2[S, A, B, R]) RemoteRefs(h Handle[S], a Arg[A], b Arg[B]) Ref[R] {
+	if h.err != nil {
+		return Ref[R]{err: h.err}
+	}
+	return submitOne[R](m.d, &h.id, m.d.name, m.extra, argValues(a, b)...)
 }
 
 // Options returns the method with per-call options added (see
@@ -586,12 +728,22 @@ func NewMethod3[S, A, B, C, R any](c *ActorClass[S], name string, fn func(*S, A,
 	return Method3[S, A, B, C, R]{d: def}
 }
 
-// Remote calls the method; each argument is a value or a Ref to one.
-func (m Method3[S, A, B, C, R]) Remote(h Handle[S], a, b, c any) Ref[R] {
+// Remote calls the method with values of its argument types (RemoteRefs
+// passes references).
+func (m Method3[S, A, B, C, R]) Remote(h Handle[S], a A, b B, c C) Ref[R] {
 	if h.err != nil {
 		return Ref[R]{err: h.err}
 	}
 	return submitOne[R](m.d, &h.id, m.d.name, m.extra, a, b, c)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (m Method3[S, A, B, C, R]) RemoteRefs(h Handle[S], a Arg[A], b Arg[B], c Arg[C]) Ref[R] {
+	if h.err != nil {
+		return Ref[R]{err: h.err}
+	}
+	return submitOne[R](m.d, &h.id, m.d.name, m.extra, argValues(a, b, c)...)
 }
 
 // Options returns the method with per-call options added (see
@@ -636,12 +788,22 @@ func NewMethod4[S, A, B, C, D, R any](c *ActorClass[S], name string, fn func(*S,
 	return Method4[S, A, B, C, D, R]{d: def}
 }
 
-// Remote calls the method; each argument is a value or a Ref to one.
-func (m Method4[S, A, B, C, D, R]) Remote(h Handle[S], a, b, c, d any) Ref[R] {
+// Remote calls the method with values of its argument types (RemoteRefs
+// passes references).
+func (m Method4[S, A, B, C, D, R]) Remote(h Handle[S], a A, b B, c C, d D) Ref[R] {
 	if h.err != nil {
 		return Ref[R]{err: h.err}
 	}
 	return submitOne[R](m.d, &h.id, m.d.name, m.extra, a, b, c, d)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (m Method4[S, A, B, C, D, R]) RemoteRefs(h Handle[S], a Arg[A], b Arg[B], c Arg[C], d Arg[D]) Ref[R] {
+	if h.err != nil {
+		return Ref[R]{err: h.err}
+	}
+	return submitOne[R](m.d, &h.id, m.d.name, m.extra, argValues(a, b, c, d)...)
 }
 
 // Options returns the method with per-call options added (see
@@ -690,12 +852,22 @@ func NewMethod5[S, A, B, C, D, E, R any](c *ActorClass[S], name string, fn func(
 	return Method5[S, A, B, C, D, E, R]{d: def}
 }
 
-// Remote calls the method; each argument is a value or a Ref to one.
-func (m Method5[S, A, B, C, D, E, R]) Remote(h Handle[S], a, b, c, d, e any) Ref[R] {
+// Remote calls the method with values of its argument types (RemoteRefs
+// passes references).
+func (m Method5[S, A, B, C, D, E, R]) Remote(h Handle[S], a A, b B, c C, d D, e E) Ref[R] {
 	if h.err != nil {
 		return Ref[R]{err: h.err}
 	}
 	return submitOne[R](m.d, &h.id, m.d.name, m.extra, a, b, c, d, e)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (m Method5[S, A, B, C, D, E, R]) RemoteRefs(h Handle[S], a Arg[A], b Arg[B], c Arg[C], d Arg[D], e Arg[E]) Ref[R] {
+	if h.err != nil {
+		return Ref[R]{err: h.err}
+	}
+	return submitOne[R](m.d, &h.id, m.d.name, m.extra, argValues(a, b, c, d, e)...)
 }
 
 // Options returns the method with per-call options added (see
@@ -748,12 +920,22 @@ func NewMethod6[S, A, B, C, D, E, F, R any](c *ActorClass[S], name string, fn fu
 	return Method6[S, A, B, C, D, E, F, R]{d: def}
 }
 
-// Remote calls the method; each argument is a value or a Ref to one.
-func (m Method6[S, A, B, C, D, E, F, R]) Remote(h Handle[S], a, b, c, d, e, f any) Ref[R] {
+// Remote calls the method with values of its argument types (RemoteRefs
+// passes references).
+func (m Method6[S, A, B, C, D, E, F, R]) Remote(h Handle[S], a A, b B, c C, d D, e E, f F) Ref[R] {
 	if h.err != nil {
 		return Ref[R]{err: h.err}
 	}
 	return submitOne[R](m.d, &h.id, m.d.name, m.extra, a, b, c, d, e, f)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (m Method6[S, A, B, C, D, E, F, R]) RemoteRefs(h Handle[S], a Arg[A], b Arg[B], c Arg[C], d Arg[D], e Arg[E], f Arg[F]) Ref[R] {
+	if h.err != nil {
+		return Ref[R]{err: h.err}
+	}
+	return submitOne[R](m.d, &h.id, m.d.name, m.extra, argValues(a, b, c, d, e, f)...)
 }
 
 // Options returns the method with per-call options added (see
@@ -786,8 +968,7 @@ func (g Gen0[T]) Options(opts ...Option) Gen0[T] {
 	return g
 }
 
-// Remote starts the generator and returns its Stream at once; each
-// argument is a value or a Ref to one.
+// Remote starts the generator and returns its Stream at once.
 func (g Gen0[T]) Remote() *Stream[T] {
 	return submitStream[T](g.d, nil, g.d.name, g.extra)
 }
@@ -819,10 +1000,15 @@ func (g Gen1[A, T]) Options(opts ...Option) Gen1[A, T] {
 	return g
 }
 
-// Remote starts the generator and returns its Stream at once; each
-// argument is a value or a Ref to one.
-func (g Gen1[A, T]) Remote(a any) *Stream[T] {
+// Remote starts the generator and returns its Stream at once.
+func (g Gen1[A, T]) Remote(a A) *Stream[T] {
 	return submitStream[T](g.d, nil, g.d.name, g.extra, a)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (g Gen1[A, T]) RemoteRefs(a Arg[A]) *Stream[T] {
+	return submitStream[T](g.d, nil, g.d.name, g.extra, argValues(a)...)
 }
 
 // Gen2 is a registered generator task with two arguments.
@@ -856,10 +1042,15 @@ func (g Gen2[A, B, T]) Options(opts ...Option) Gen2[A, B, T] {
 	return g
 }
 
-// Remote starts the generator and returns its Stream at once; each
-// argument is a value or a Ref to one.
-func (g Gen2[A, B, T]) Remote(a, b any) *Stream[T] {
+// Remote starts the generator and returns its Stream at once.
+func (g Gen2[A, B, T]) Remote(a A, b B) *Stream[T] {
 	return submitStream[T](g.d, nil, g.d.name, g.extra, a, b)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (g Gen2[A, B, T]) RemoteRefs(a Arg[A], b Arg[B]) *Stream[T] {
+	return submitStream[T](g.d, nil, g.d.name, g.extra, argValues(a, b)...)
 }
 
 // Gen3 is a registered generator task with three arguments.
@@ -897,10 +1088,15 @@ func (g Gen3[A, B, C, T]) Options(opts ...Option) Gen3[A, B, C, T] {
 	return g
 }
 
-// Remote starts the generator and returns its Stream at once; each
-// argument is a value or a Ref to one.
-func (g Gen3[A, B, C, T]) Remote(a, b, c any) *Stream[T] {
+// Remote starts the generator and returns its Stream at once.
+func (g Gen3[A, B, C, T]) Remote(a A, b B, c C) *Stream[T] {
 	return submitStream[T](g.d, nil, g.d.name, g.extra, a, b, c)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (g Gen3[A, B, C, T]) RemoteRefs(a Arg[A], b Arg[B], c Arg[C]) *Stream[T] {
+	return submitStream[T](g.d, nil, g.d.name, g.extra, argValues(a, b, c)...)
 }
 
 // Gen4 is a registered generator task with four arguments.
@@ -942,10 +1138,15 @@ func (g Gen4[A, B, C, D, T]) Options(opts ...Option) Gen4[A, B, C, D, T] {
 	return g
 }
 
-// Remote starts the generator and returns its Stream at once; each
-// argument is a value or a Ref to one.
-func (g Gen4[A, B, C, D, T]) Remote(a, b, c, d any) *Stream[T] {
+// Remote starts the generator and returns its Stream at once.
+func (g Gen4[A, B, C, D, T]) Remote(a A, b B, c C, d D) *Stream[T] {
 	return submitStream[T](g.d, nil, g.d.name, g.extra, a, b, c, d)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (g Gen4[A, B, C, D, T]) RemoteRefs(a Arg[A], b Arg[B], c Arg[C], d Arg[D]) *Stream[T] {
+	return submitStream[T](g.d, nil, g.d.name, g.extra, argValues(a, b, c, d)...)
 }
 
 // Gen5 is a registered generator task with five arguments.
@@ -991,10 +1192,15 @@ func (g Gen5[A, B, C, D, E, T]) Options(opts ...Option) Gen5[A, B, C, D, E, T] {
 	return g
 }
 
-// Remote starts the generator and returns its Stream at once; each
-// argument is a value or a Ref to one.
-func (g Gen5[A, B, C, D, E, T]) Remote(a, b, c, d, e any) *Stream[T] {
+// Remote starts the generator and returns its Stream at once.
+func (g Gen5[A, B, C, D, E, T]) Remote(a A, b B, c C, d D, e E) *Stream[T] {
 	return submitStream[T](g.d, nil, g.d.name, g.extra, a, b, c, d, e)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (g Gen5[A, B, C, D, E, T]) RemoteRefs(a Arg[A], b Arg[B], c Arg[C], d Arg[D], e Arg[E]) *Stream[T] {
+	return submitStream[T](g.d, nil, g.d.name, g.extra, argValues(a, b, c, d, e)...)
 }
 
 // Gen6 is a registered generator task with six arguments.
@@ -1044,10 +1250,15 @@ func (g Gen6[A, B, C, D, E, F, T]) Options(opts ...Option) Gen6[A, B, C, D, E, F
 	return g
 }
 
-// Remote starts the generator and returns its Stream at once; each
-// argument is a value or a Ref to one.
-func (g Gen6[A, B, C, D, E, F, T]) Remote(a, b, c, d, e, f any) *Stream[T] {
+// Remote starts the generator and returns its Stream at once.
+func (g Gen6[A, B, C, D, E, F, T]) Remote(a A, b B, c C, d D, e E, f F) *Stream[T] {
 	return submitStream[T](g.d, nil, g.d.name, g.extra, a, b, c, d, e, f)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (g Gen6[A, B, C, D, E, F, T]) RemoteRefs(a Arg[A], b Arg[B], c Arg[C], d Arg[D], e Arg[E], f Arg[F]) *Stream[T] {
+	return submitStream[T](g.d, nil, g.d.name, g.extra, argValues(a, b, c, d, e, f)...)
 }
 
 // GenMethod0 is an actor method with no arguments that yields values.
@@ -1111,11 +1322,20 @@ func NewGenMethod1[S, A, T any](c *ActorClass[S], name string, fn func(*S, A, fu
 }
 
 // Remote calls the method and returns its Stream at once.
-func (m GenMethod1[S, A, T]) Remote(h Handle[S], a any) *Stream[T] {
+func (m GenMethod1[S, A, T]) Remote(h Handle[S], a A) *Stream[T] {
 	if h.err != nil {
 		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
 	}
 	return submitStream[T](m.d, &h.id, m.d.name, m.extra, a)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (m GenMethod1[S, A, T]) RemoteRefs(h Handle[S], a Arg[A]) *Stream[T] {
+	if h.err != nil {
+		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
+	}
+	return submitStream[T](m.d, &h.id, m.d.name, m.extra, argValues(a)...)
 }
 
 // Options returns the method with per-call options added.
@@ -1154,11 +1374,20 @@ func NewGenMethod2[S, A, B, T any](c *ActorClass[S], name string, fn func(*S, A,
 }
 
 // Remote calls the method and returns its Stream at once.
-func (m GenMethod2[S, A, B, T]) Remote(h Handle[S], a, b any) *Stream[T] {
+func (m GenMethod2[S, A, B, T]) Remote(h Handle[S], a A, b B) *Stream[T] {
 	if h.err != nil {
 		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
 	}
 	return submitStream[T](m.d, &h.id, m.d.name, m.extra, a, b)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (m GenMethod2[S, A, B, T]) RemoteRefs(h Handle[S], a Arg[A], b Arg[B]) *Stream[T] {
+	if h.err != nil {
+		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
+	}
+	return submitStream[T](m.d, &h.id, m.d.name, m.extra, argValues(a, b)...)
 }
 
 // Options returns the method with per-call options added.
@@ -1201,11 +1430,20 @@ func NewGenMethod3[S, A, B, C, T any](c *ActorClass[S], name string, fn func(*S,
 }
 
 // Remote calls the method and returns its Stream at once.
-func (m GenMethod3[S, A, B, C, T]) Remote(h Handle[S], a, b, c any) *Stream[T] {
+func (m GenMethod3[S, A, B, C, T]) Remote(h Handle[S], a A, b B, c C) *Stream[T] {
 	if h.err != nil {
 		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
 	}
 	return submitStream[T](m.d, &h.id, m.d.name, m.extra, a, b, c)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (m GenMethod3[S, A, B, C, T]) RemoteRefs(h Handle[S], a Arg[A], b Arg[B], c Arg[C]) *Stream[T] {
+	if h.err != nil {
+		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
+	}
+	return submitStream[T](m.d, &h.id, m.d.name, m.extra, argValues(a, b, c)...)
 }
 
 // Options returns the method with per-call options added.
@@ -1252,11 +1490,20 @@ func NewGenMethod4[S, A, B, C, D, T any](c *ActorClass[S], name string, fn func(
 }
 
 // Remote calls the method and returns its Stream at once.
-func (m GenMethod4[S, A, B, C, D, T]) Remote(h Handle[S], a, b, c, d any) *Stream[T] {
+func (m GenMethod4[S, A, B, C, D, T]) Remote(h Handle[S], a A, b B, c C, d D) *Stream[T] {
 	if h.err != nil {
 		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
 	}
 	return submitStream[T](m.d, &h.id, m.d.name, m.extra, a, b, c, d)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (m GenMethod4[S, A, B, C, D, T]) RemoteRefs(h Handle[S], a Arg[A], b Arg[B], c Arg[C], d Arg[D]) *Stream[T] {
+	if h.err != nil {
+		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
+	}
+	return submitStream[T](m.d, &h.id, m.d.name, m.extra, argValues(a, b, c, d)...)
 }
 
 // Options returns the method with per-call options added.
@@ -1307,11 +1554,20 @@ func NewGenMethod5[S, A, B, C, D, E, T any](c *ActorClass[S], name string, fn fu
 }
 
 // Remote calls the method and returns its Stream at once.
-func (m GenMethod5[S, A, B, C, D, E, T]) Remote(h Handle[S], a, b, c, d, e any) *Stream[T] {
+func (m GenMethod5[S, A, B, C, D, E, T]) Remote(h Handle[S], a A, b B, c C, d D, e E) *Stream[T] {
 	if h.err != nil {
 		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
 	}
 	return submitStream[T](m.d, &h.id, m.d.name, m.extra, a, b, c, d, e)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (m GenMethod5[S, A, B, C, D, E, T]) RemoteRefs(h Handle[S], a Arg[A], b Arg[B], c Arg[C], d Arg[D], e Arg[E]) *Stream[T] {
+	if h.err != nil {
+		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
+	}
+	return submitStream[T](m.d, &h.id, m.d.name, m.extra, argValues(a, b, c, d, e)...)
 }
 
 // Options returns the method with per-call options added.
@@ -1366,11 +1622,20 @@ func NewGenMethod6[S, A, B, C, D, E, F, T any](c *ActorClass[S], name string, fn
 }
 
 // Remote calls the method and returns its Stream at once.
-func (m GenMethod6[S, A, B, C, D, E, F, T]) Remote(h Handle[S], a, b, c, d, e, f any) *Stream[T] {
+func (m GenMethod6[S, A, B, C, D, E, F, T]) Remote(h Handle[S], a A, b B, c C, d D, e E, f F) *Stream[T] {
 	if h.err != nil {
 		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
 	}
 	return submitStream[T](m.d, &h.id, m.d.name, m.extra, a, b, c, d, e, f)
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (m GenMethod6[S, A, B, C, D, E, F, T]) RemoteRefs(h Handle[S], a Arg[A], b Arg[B], c Arg[C], d Arg[D], e Arg[E], f Arg[F]) *Stream[T] {
+	if h.err != nil {
+		return &Stream[T]{end: Ref[int]{err: h.err}, count: -1}
+	}
+	return submitStream[T](m.d, &h.id, m.d.name, m.extra, argValues(a, b, c, d, e, f)...)
 }
 
 // Options returns the method with per-call options added.

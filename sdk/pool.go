@@ -138,7 +138,7 @@ func (p *ActorPool[S, R]) returned(h Handle[S]) {
 // PoolMap calls method on the pool's actors for each value and returns
 // the results in the values' order (Ray's ActorPool.map). It stops at the
 // first error, after collecting every pending result.
-func PoolMap[S, A, R any](p *ActorPool[S, R], method func(Handle[S], any) Ref[R], values []A) ([]R, error) {
+func PoolMap[S, A, R any](p *ActorPool[S, R], method func(Handle[S], A) Ref[R], values []A) ([]R, error) {
 	for _, v := range values {
 		v := v
 		p.Submit(func(h Handle[S]) Ref[R] { return method(h, v) })

@@ -23,6 +23,40 @@ type anyRef interface {
 
 func (r Ref[T]) objectID() (ObjectID, error) { return r.id, r.err }
 
+// Arg is an argument of type A for RemoteRefs: a Ref[A], whose value the
+// task gets (once it is ready), or a value, wrapped with Val. Nothing else
+// compiles: a Ref[int] is no Arg[string].
+type Arg[A any] interface {
+	argOf(A)
+	argValue() any
+}
+
+func (r Ref[T]) argOf(T)       {}
+func (r Ref[T]) argValue() any { return r }
+
+// Val passes a value beside references in RemoteRefs:
+//
+//	add.RemoteRefs(sq, sdk.Val(1))
+func Val[A any](v A) Arg[A] { return value[A]{v} }
+
+type value[A any] struct{ v A }
+
+func (value[A]) argOf(A)         {}
+func (v value[A]) argValue() any { return v.v }
+
+// argValues unwraps RemoteRefs' arguments for buildArgs.
+func argValues(args ...interface{ argValue() any }) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		if a == nil {
+			out[i] = nil
+			continue
+		}
+		out[i] = a.argValue()
+	}
+	return out
+}
+
 // ID returns the object's ID.
 func (r Ref[T]) ID() ObjectID { return r.id }
 

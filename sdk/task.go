@@ -163,9 +163,19 @@ func (f Func1N[A, R]) Options(opts ...Option) Func1N[A, R] {
 }
 
 // Remote submits a call and returns one reference per result.
-func (f Func1N[A, R]) Remote(a any) []Ref[R] {
-	refs := make([]Ref[R], f.d.nret)
-	ids, err := f.d.submit(nil, f.d.name, f.extra, []any{a})
+func (f Func1N[A, R]) Remote(a A) []Ref[R] { return submitN[R](f.d, nil, a, f.extra...) }
+
+// RemoteRefs is Remote with a Ref to the argument, or a value wrapped
+// with Val.
+func (f Func1N[A, R]) RemoteRefs(a Arg[A]) []Ref[R] {
+	return submitN[R](f.d, nil, argValues(a)[0], f.extra...)
+}
+
+// submitN submits a call of d with n results and returns their
+// references.
+func submitN[R any](d *taskDef, actorID *ObjectID, a any, extra ...Option) []Ref[R] {
+	refs := make([]Ref[R], d.nret)
+	ids, err := d.submit(actorID, d.name, extra, []any{a})
 	for i := range refs {
 		if err != nil {
 			refs[i] = Ref[R]{err: err}
@@ -206,7 +216,15 @@ func (f Func1x2[A, R1, R2]) Options(opts ...Option) Func1x2[A, R1, R2] {
 }
 
 // Remote submits a call and returns one reference per result.
-func (f Func1x2[A, R1, R2]) Remote(a any) (Ref[R1], Ref[R2]) {
+func (f Func1x2[A, R1, R2]) Remote(a A) (Ref[R1], Ref[R2]) { return f.submit(a) }
+
+// RemoteRefs is Remote with a Ref to the argument, or a value wrapped
+// with Val.
+func (f Func1x2[A, R1, R2]) RemoteRefs(a Arg[A]) (Ref[R1], Ref[R2]) {
+	return f.submit(argValues(a)[0])
+}
+
+func (f Func1x2[A, R1, R2]) submit(a any) (Ref[R1], Ref[R2]) {
 	ids, err := f.d.submit(nil, f.d.name, f.extra, []any{a})
 	if err != nil {
 		return Ref[R1]{err: err}, Ref[R2]{err: err}

@@ -35,8 +35,8 @@ func run(args []string) error {
 	var means []sdk.Ref[float64]
 	for i := range 100 {
 		batch := makeBatch.Remote(uint64(i))
-		means = append(means, mean.Remote(batch)) // the batch travels by reference
-		batch.Release()                           // the mean task keeps it alive until it ran
+		means = append(means, mean.RemoteRefs(batch)) // the batch travels by reference
+		batch.Release()                               // the mean task keeps it alive until it ran
 	}
 	vals, err := sdk.GetAll(means)
 	if err != nil {

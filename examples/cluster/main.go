@@ -69,7 +69,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	report, err := measure.Remote(ref).Get()
+	report, err := measure.RemoteRefs(ref).Get()
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ func run(args []string) error {
 	}
 	var sums []sdk.Ref[float64]
 	for i := range 10 {
-		sums = append(sums, sum.Remote(i, ref)) // every task gets the same object
+		sums = append(sums, sum.RemoteRefs(sdk.Val(i), ref)) // every task gets the same object
 	}
 	vals, err := sdk.GetAll(sums)
 	if err != nil {

@@ -523,7 +523,7 @@ func run(args []string) error {
 		}
 		refs := make([]sdk.Ref[int], n)
 		for i := range refs {
-			refs[i] = wideTask.Remote(i, shared)
+			refs[i] = wideTask.RemoteRefs(sdk.Val(i), shared)
 		}
 		vals, err := sdk.GetAll(refs)
 		if err != nil {
@@ -582,7 +582,7 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		n, err := edgeLen.Remote(big).Get()
+		n, err := edgeLen.RemoteRefs(big).Get()
 		if err != nil {
 			return err
 		}
@@ -636,7 +636,7 @@ func run(args []string) error {
 		}
 		var nodes []string
 		for range 5 {
-			n, err := bigWhere.Remote(big).Get()
+			n, err := bigWhere.RemoteRefs(big).Get()
 			if err != nil {
 				return err
 			}

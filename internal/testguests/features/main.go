@@ -330,7 +330,7 @@ func run(args []string) error {
 			check("retry_exceptions", err != nil && strings.Contains(err.Error(), "flaky failure in attempt 2"), err)
 			fmt.Printf("flaky error: %v\n", err)
 		case "error_propagation":
-			_, err := consumer.Remote(failing.Remote()).Get()
+			_, err := consumer.RemoteRefs(failing.Remote()).Get()
 			var te *sdk.TaskError
 			check("error_propagates", errors.As(err, &te) && te.Task == "failing", err)
 		case "put_get":

@@ -25,7 +25,8 @@ type arity struct {
 	types              []string // A, B, ...
 	vars               []string // a, b, ...
 	typeList, varList  string   // "A, B", "a, b"
-	typeParams, params string   // "A, B, " (before R), "a, b any"
+	typeParams, params string   // "A, B, " (before R), "a A, b B"
+	argParams          string   // "a Arg[A], b Arg[B]"
 }
 
 func newArity(n int) arity {
@@ -37,7 +38,14 @@ func newArity(n int) arity {
 	a.varList = strings.Join(a.vars, ", ")
 	if n > 0 {
 		a.typeParams = a.typeList + ", "
-		a.params = a.varList + " any"
+		ps := make([]string, n)
+		as := make([]string, n)
+		for i := range ps {
+			ps[i] = a.vars[i] + " " + a.types[i]
+			as[i] = a.vars[i] + " Arg[" + a.types[i] + "]"
+		}
+		a.params = strings.Join(ps, ", ")
+		a.argParams = strings.Join(as, ", ")
 	}
 	return a
 }
@@ -63,6 +71,25 @@ func (a arity) callArgs() string {
 	return ", " + a.varList
 }
 
+// refArgs is the argument list of a RemoteRefs call of the submit helper.
+func (a arity) refArgs() string {
+	return ", argValues(" + a.varList + ")..."
+}
+
+// remoteRefs writes the RemoteRefs method of typ, whose Remote takes
+// recv (before the arguments) and returns ret through call.
+func remoteRefs(b *bytes.Buffer, a arity, typ, recv, lead, ret, body string) {
+	if a.n == 0 {
+		return
+	}
+	b.WriteString("// RemoteRefs is Remote with each argument a Ref to a value of its type\n// (resolved before the call runs) or a value wrapped with Val.\n")
+	params := a.argParams
+	if lead != "" {
+		params = lead + ", " + params
+	}
+	fmt.Fprintf(b, "func (%s %s) RemoteRefs(%s) %s {\n%s}\n\n", recv, typ, params, ret, body)
+}
+
 func count(n int) string {
 	return []string{"no arguments", "one argument", "two arguments", "three arguments", "four arguments", "five arguments", "six arguments"}[n]
 }
@@ -79,15 +106,13 @@ func task(b *bytes.Buffer, a arity) {
 	fmt.Fprintf(b, "\treturn %s{d: &taskDef{name: name, opts: opts}}\n}\n\n", fn)
 	fmt.Fprintf(b, "// Options returns the task with per-call options added.\n")
 	fmt.Fprintf(b, "func (t %s) Options(opts ...Option) %s {\n\tt.extra = append(append([]Option(nil), t.extra...), opts...)\n\treturn t\n}\n\n", fn, fn)
-	switch a.n {
-	case 0:
+	if a.n == 0 {
 		b.WriteString("// Remote submits a call and returns a reference to its result at once.\n")
-	case 1:
-		b.WriteString("// Remote submits a call. a is an A or a Ref to one (resolved to its value\n// before the task runs).\n")
-	default:
-		b.WriteString("// Remote submits a call; each argument is a value or a Ref to one.\n")
+	} else {
+		b.WriteString("// Remote submits a call with values of the task's argument types and\n// returns a reference to its result at once (RemoteRefs passes\n// references).\n")
 	}
 	fmt.Fprintf(b, "func (t %s) Remote(%s) Ref[R] {\n\treturn submitOne[R](t.d, nil, t.d.name, t.extra%s)\n}\n\n", fn, a.params, a.callArgs())
+	remoteRefs(b, a, fn, "t", "", "Ref[R]", fmt.Sprintf("\treturn submitOne[R](t.d, nil, t.d.name, t.extra%s)\n", a.refArgs()))
 }
 
 func actor(b *bytes.Buffer, a arity) {
@@ -102,7 +127,15 @@ func actor(b *bytes.Buffer, a arity) {
 	fmt.Fprintf(b, "\tregister(name+abi.ActorInitSuffix, %d, func(%s) (any, error) {\n", a.n, a.rawParam())
 	a.decodeArgs(b)
 	fmt.Fprintf(b, "\t\ts, err := ctor(%s)\n\t\tif err != nil {\n\t\t\treturn nil, err\n\t\t}\n\t\tactor = s\n\t\treturn nil, nil\n\t})\n", a.varList)
-	b.WriteString("\treturn &ActorClass[S]{name: name, opts: opts}\n}\n\n")
+	if a.n == 0 {
+		b.WriteString("\treturn &ActorClass[S]{name: name, opts: opts, nargs: 0}\n}\n\n")
+		return
+	}
+	b.WriteString("\treturn &ActorClass[S]{name: name, opts: opts, nargs: " + fmt.Sprint(a.n) + ", check: func(args []any) error {\n")
+	for i, t := range a.types {
+		fmt.Fprintf(b, "\t\tif err := argIs[%s](args, %d); err != nil {\n\t\t\treturn err\n\t\t}\n", t, i)
+	}
+	b.WriteString("\t\treturn nil\n\t}}\n}\n\n")
 }
 
 func prefixed(list string) string {
@@ -129,10 +162,8 @@ func method(b *bytes.Buffer, a arity) {
 	switch a.n {
 	case 0:
 		b.WriteString("// Remote calls the method on the actor; calls from one caller run in the\n// order they were made.\n")
-	case 1:
-		b.WriteString("// Remote calls the method; a is an A or a Ref to one.\n")
 	default:
-		b.WriteString("// Remote calls the method; each argument is a value or a Ref to one.\n")
+		b.WriteString("// Remote calls the method with values of its argument types (RemoteRefs\n// passes references).\n")
 	}
 	params := "h Handle[S]"
 	if a.n > 0 {
@@ -140,6 +171,7 @@ func method(b *bytes.Buffer, a arity) {
 	}
 	fmt.Fprintf(b, "func (m %s) Remote(%s) Ref[R] {\n\tif h.err != nil {\n\t\treturn Ref[R]{err: h.err}\n\t}\n", typ, params)
 	fmt.Fprintf(b, "\treturn submitOne[R](m.d, &h.id, m.d.name, m.extra%s)\n}\n\n", a.callArgs())
+	remoteRefs(b, a, typ, "m", "h Handle[S]", "Ref[R]", fmt.Sprintf("\tif h.err != nil {\n\t\treturn Ref[R]{err: h.err}\n\t}\n\treturn submitOne[R](m.d, &h.id, m.d.name, m.extra%s)\n", a.refArgs()))
 	if a.n == 0 {
 		b.WriteString("// Options returns the method with per-call options added, as .options()\n// on a Ray method: Name (the call's name in output), TaskTimeout and\n// MaxTaskRetries apply to a method call.\n")
 	} else {
@@ -160,8 +192,9 @@ func generator(b *bytes.Buffer, a arity) {
 	fmt.Fprintf(b, "\treturn %s{d: &taskDef{name: name, opts: append([]Option{generatorOption}, opts...)}}\n}\n\n", typ)
 	fmt.Fprintf(b, "// Options returns the generator with per-call options added.\n")
 	fmt.Fprintf(b, "func (g %s) Options(opts ...Option) %s {\n\tg.extra = append(append([]Option(nil), g.extra...), opts...)\n\treturn g\n}\n\n", typ, typ)
-	b.WriteString("// Remote starts the generator and returns its Stream at once; each\n// argument is a value or a Ref to one.\n")
+	b.WriteString("// Remote starts the generator and returns its Stream at once.\n")
 	fmt.Fprintf(b, "func (g %s) Remote(%s) *Stream[T] {\n\treturn submitStream[T](g.d, nil, g.d.name, g.extra%s)\n}\n\n", typ, a.params, a.callArgs())
+	remoteRefs(b, a, typ, "g", "", "*Stream[T]", fmt.Sprintf("\treturn submitStream[T](g.d, nil, g.d.name, g.extra%s)\n", a.refArgs()))
 }
 
 func genMethod(b *bytes.Buffer, a arity) {
@@ -181,6 +214,7 @@ func genMethod(b *bytes.Buffer, a arity) {
 	b.WriteString("// Remote calls the method and returns its Stream at once.\n")
 	fmt.Fprintf(b, "func (m %s) Remote(%s) *Stream[T] {\n\tif h.err != nil {\n\t\treturn &Stream[T]{end: Ref[int]{err: h.err}, count: -1}\n\t}\n", typ, params)
 	fmt.Fprintf(b, "\treturn submitStream[T](m.d, &h.id, m.d.name, m.extra%s)\n}\n\n", a.callArgs())
+	remoteRefs(b, a, typ, "m", "h Handle[S]", "*Stream[T]", fmt.Sprintf("\tif h.err != nil {\n\t\treturn &Stream[T]{end: Ref[int]{err: h.err}, count: -1}\n\t}\n\treturn submitStream[T](m.d, &h.id, m.d.name, m.extra%s)\n", a.refArgs()))
 	b.WriteString("// Options returns the method with per-call options added.\n")
 	fmt.Fprintf(b, "func (m %s) Options(opts ...Option) %s {\n\tm.extra = append(append([]Option(nil), m.extra...), opts...)\n\treturn m\n}\n\n", typ, typ)
 }
