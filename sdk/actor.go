@@ -95,13 +95,58 @@ func (h *Handle[S]) UnmarshalCBOR(b []byte) error {
 	return err
 }
 
-// GetActor looks up a named actor of class c.
-func GetActor[S any](c *ActorClass[S], name string) (Handle[S], error) {
-	id, err := host.actorLookup(name)
+// LookupOption changes where GetActor looks.
+type LookupOption func(*lookup)
+
+type lookup struct{ namespace string }
+
+// InNamespace makes GetActor look in a namespace instead of the job's own
+// (Ray's get_actor(name, namespace=)): an actor created with Namespace,
+// or a detached one (Detached; "default" when it named none).
+func InNamespace(ns string) LookupOption { return func(l *lookup) { l.namespace = ns } }
+
+// GetActor looks up a named actor of class c: in the job's own names, or
+// with InNamespace in a namespace, where other jobs' actors are.
+func GetActor[S any](c *ActorClass[S], name string, opts ...LookupOption) (Handle[S], error) {
+	var l lookup
+	for _, o := range opts {
+		o(&l)
+	}
+	id, err := host.actorLookup(l.namespace, name)
 	if err != nil {
 		return Handle[S]{err: err}, err
 	}
 	return Handle[S]{id: id}, nil
+}
+
+// ActorInfo describes a named actor (ListNamedActors).
+type ActorInfo struct {
+	Name      string
+	Namespace string // "": the job's own
+	Class     string
+	State     string // "pending", "alive" or "restarting"
+	Detached  bool
+	ID        ObjectID
+}
+
+// ListNamedActors lists the named actors that GetActor finds from this
+// job, on this node: the job's own and every namespace's (Ray's
+// list_named_actors(all_namespaces=True)).
+func ListNamedActors() ([]ActorInfo, error) {
+	b, err := host.actorList()
+	if err != nil {
+		return nil, err
+	}
+	var list []abi.ActorInfo
+	if err := decMode.Unmarshal(b, &list); err != nil {
+		return nil, fmt.Errorf("fabric: malformed actor list: %w", err)
+	}
+	out := make([]ActorInfo, len(list))
+	for i, a := range list {
+		out[i] = ActorInfo{Name: a.Name, Namespace: a.Namespace, Class: a.Class, State: a.State, Detached: a.Detached}
+		copy(out[i].ID[:], a.ID)
+	}
+	return out, nil
 }
 
 // Kill stops an actor. With noRestart false it is restarted if it has

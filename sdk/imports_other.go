@@ -12,13 +12,14 @@ func (noHost) actorCreate([]byte) (ObjectID, error)   { return ObjectID{}, ErrNo
 func (noHost) put([][]byte, []ObjectID) (ObjectID, error) {
 	return ObjectID{}, ErrNotInGuest
 }
-func (noHost) yield([][]byte, []ObjectID, uint32) error    { return ErrNotInGuest }
-func (noHost) get([]ObjectID, int64) ([]staged, error)     { return nil, ErrNotInGuest }
-func (noHost) wait([]ObjectID, int, int64) ([]bool, error) { return nil, ErrNotInGuest }
-func (noHost) cancel(ObjectID, bool, bool) error           { return ErrNotInGuest }
-func (noHost) release([]ObjectID)                          {}
-func (noHost) actorLookup(string) (ObjectID, error)        { return ObjectID{}, ErrNotInGuest }
-func (noHost) actorKill(ObjectID, bool) error              { return ErrNotInGuest }
+func (noHost) yield([][]byte, []ObjectID, uint32) error     { return ErrNotInGuest }
+func (noHost) get([]ObjectID, int64) ([]staged, error)      { return nil, ErrNotInGuest }
+func (noHost) wait([]ObjectID, int, int64) ([]bool, error)  { return nil, ErrNotInGuest }
+func (noHost) cancel(ObjectID, bool, bool) error            { return ErrNotInGuest }
+func (noHost) release([]ObjectID)                           {}
+func (noHost) actorLookup(string, string) (ObjectID, error) { return ObjectID{}, ErrNotInGuest }
+func (noHost) actorList() ([]byte, error)                   { return nil, ErrNotInGuest }
+func (noHost) actorKill(ObjectID, bool) error               { return ErrNotInGuest }
 
 func (noHost) groupCreate([]byte) (ObjectID, error)    { return ObjectID{}, ErrNotInGuest }
 func (noHost) groupWait(ObjectID, int64) (bool, error) { return false, ErrNotInGuest }

@@ -76,6 +76,12 @@ func hostRelease(ids, n uint32) int32
 //go:wasmimport fabric actor_lookup
 func hostActorLookup(name, n, idOut uint32) int32
 
+//go:wasmimport fabric actor_lookup_ns
+func hostActorLookupNS(ns, nsLen, name, n, idOut uint32) int32
+
+//go:wasmimport fabric actor_list
+func hostActorList(buf, capacity uint32) int32
+
 //go:wasmimport fabric actor_kill
 func hostActorKill(id, noRestart uint32) int32
 
@@ -303,14 +309,26 @@ func (wasmHost) release(ids []ObjectID) {
 	hostRelease(ptr(b), uint32(len(ids)))
 }
 
-func (wasmHost) actorLookup(name string) (ObjectID, error) {
+func (wasmHost) actorLookup(namespace, name string) (ObjectID, error) {
 	enterCurrent()
 	var id ObjectID
 	nb := []byte(name)
-	if hostActorLookup(ptr(nb), uint32(len(nb)), ptr(id[:])) < 0 {
+	if namespace == "" {
+		if hostActorLookup(ptr(nb), uint32(len(nb)), ptr(id[:])) < 0 {
+			return id, stagedError()
+		}
+		return id, nil
+	}
+	ns := []byte(namespace)
+	if hostActorLookupNS(ptr(ns), uint32(len(ns)), ptr(nb), uint32(len(nb)), ptr(id[:])) < 0 {
 		return id, stagedError()
 	}
 	return id, nil
+}
+
+func (wasmHost) actorList() ([]byte, error) {
+	enterCurrent()
+	return sized(hostActorList)
 }
 
 func (wasmHost) actorKill(id ObjectID, noRestart bool) error {

@@ -79,6 +79,20 @@ func GetIfExists() Option { return func(o *abi.Options) { o.GetIfExists = true }
 // or one of its methods exited (os.Exit).
 func MaxRestarts(n int) Option { return func(o *abi.Options) { o.MaxRestarts = n } }
 
+// Detached makes an actor outlive the job that creates it (Ray's
+// lifetime="detached"): it lives on until it is killed, and later jobs
+// find it with GetActor(class, name, InNamespace(ns)), call it and kill
+// it. It needs a Name; its namespace is Namespace's, or "default". It
+// lives on the node of the job that created it, in a job of its own made
+// from the same module; its output goes to the job of each call.
+func Detached() Option { return func(o *abi.Options) { o.Lifetime = abi.LifetimeDetached } }
+
+// Namespace puts a named actor in a namespace, where other jobs on the
+// node find it (GetActor with InNamespace), call it and kill it; without,
+// only its own job finds it. Values passed to its methods from another
+// job travel inline; references nested in them do not cross jobs.
+func Namespace(ns string) Option { return func(o *abi.Options) { o.Namespace = ns } }
+
 // MaxConcurrency makes an actor serve up to n method calls at once (Ray's
 // max_concurrency on an async actor): each call runs on a goroutine of
 // its own inside the actor's one instance, and a call's Get, Wait and

@@ -161,7 +161,8 @@ type hostAPI interface {
 	wait(ids []ObjectID, numReady int, timeoutMs int64) ([]bool, error)
 	cancel(id ObjectID, force, recursive bool) error
 	release(ids []ObjectID)
-	actorLookup(name string) (ObjectID, error)
+	actorLookup(namespace, name string) (ObjectID, error)
+	actorList() ([]byte, error)
 	actorKill(id ObjectID, noRestart bool) error
 	groupCreate(spec []byte) (ObjectID, error)
 	groupWait(id ObjectID, timeoutMs int64) (timedOut bool, err error)

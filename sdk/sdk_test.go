@@ -172,7 +172,8 @@ func (h *memHost) wait(ids []ObjectID, numReady int, timeoutMs int64) ([]bool, e
 
 func (h *memHost) cancel(ObjectID, bool, bool) error { return nil }
 func (h *memHost) release(ids []ObjectID)            { h.released = append(h.released, ids...) }
-func (h *memHost) actorLookup(name string) (ObjectID, error) {
+func (h *memHost) actorList() ([]byte, error)        { return []byte{0x80}, nil }
+func (h *memHost) actorLookup(ns, name string) (ObjectID, error) {
 	return ObjectID{}, errHost("no actor named " + name)
 }
 func (h *memHost) actorKill(ObjectID, bool) error { return nil }

@@ -194,14 +194,32 @@ func TestRayCoreOnCluster(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	wasm := testrig.Guest(t, "internal/testguests/features")
-	res := testrig.Run(t, 2*time.Minute, append(append([]string{"submit", wasm}, auth...), "--", "exits", "named", "context", "cluster", "cancel_actor", "mixed", "error_types", "cancel_cooperative", "scheduling", "method_options", "util", "pg_ready_ref", "pg_named", "async_actor", "concurrency_groups", "generator_stream", "generators", "task_retries_remote")...)
+	res := testrig.Run(t, 2*time.Minute, append(append([]string{"submit", wasm}, auth...), "--", "exits", "named", "context", "cluster", "cancel_actor", "mixed", "error_types", "cancel_cooperative", "scheduling", "method_options", "util", "pg_ready_ref", "pg_named", "async_actor", "concurrency_groups", "generator_stream", "generators", "task_retries_remote", "namespaces")...)
 	if res.Code != 0 || strings.Contains(res.Stdout, "FAIL:") || !strings.Contains(res.Stdout, "cluster: 3 nodes, CPU 3\n") || !strings.Contains(res.Stdout, "spread: 3 tasks on 3 nodes\n") {
 		t.Fatalf("Ray Core cases: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 	}
-	for _, w := range append(append(append(append(append(append(append(append(append(append(append(exitChecks, namedChecks...), contextChecks...), errorChecks...), cancelChecks...), schedulingChecks...), methodOptionChecks...), utilChecks...), pgNamedChecks...), asyncChecks...), generatorChecks...), "remote_actor_call_retried_after_restart", "remote_actor_lives_elsewhere", "pg_ready_ref_in_wait", "pg_ready_ref_never", "cluster_nodes", "cluster_resources",
+	for _, w := range append(append(append(append(append(append(append(append(append(append(append(exitChecks, namedChecks...), contextChecks...), errorChecks...), cancelChecks...), schedulingChecks...), methodOptionChecks...), utilChecks...), pgNamedChecks...), asyncChecks...), generatorChecks...), "remote_actor_call_retried_after_restart", "remote_actor_lives_elsewhere", "actor_found_in_namespace", "named_actors_listed", "detached_needs_a_name", "pg_ready_ref_in_wait", "pg_ready_ref_never", "cluster_nodes", "cluster_resources",
 		"cancel_queued_actor_call", "cancelled_actor_call_never_ran", "wait_mixed_types", "get_mixed_types") {
 		if !strings.Contains(res.Stdout, "ok: "+w+"\n") {
 			t.Errorf("no %q in:\n%s", "ok: "+w, res.Stdout)
+		}
+	}
+	// A detached actor outlives the job that made it: a later job finds it
+	// with its state, lists it and kills it.
+	for _, step := range []struct {
+		cases []string
+		want  []string
+	}{
+		{[]string{"detached_create"}, []string{"ok: detached_created", "keeper holds 5"}},
+		{[]string{"detached_use"}, []string{"ok: detached_outlives_job", "ok: detached_listed", "ok: detached_killed", "keeper holds 6"}},
+	} {
+		res = testrig.Run(t, time.Minute, append(append([]string{"submit", wasm}, auth...), append([]string{"--"}, step.cases...)...)...)
+		out := res.Stdout + res.Stderr
+		for _, w := range step.want {
+			if res.Code != 0 || !strings.Contains(out, w) || strings.Contains(out, "FAIL:") {
+				t.Errorf("%v: no %q: exit %d\nstdout:\n%s\nstderr:\n%s", step.cases, w, res.Code, res.Stdout, res.Stderr)
+				break
+			}
 		}
 	}
 	res = testrig.Run(t, time.Minute, append(append([]string{"submit", wasm}, auth...), "--", "driver_exit", "5")...)

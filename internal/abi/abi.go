@@ -128,11 +128,35 @@ type Options struct {
 	// ConcurrencyGroup names the group a method call runs in ("": the
 	// default group, limited by MaxConcurrency).
 	ConcurrencyGroup string `cbor:"concurrency_group,omitempty"`
+	// Lifetime "detached" makes an actor outlive the job that created it
+	// (Ray's lifetime="detached"): it lives on the node that created it
+	// until it is killed, and later jobs find it by Namespace and Name.
+	Lifetime string `cbor:"lifetime,omitempty"`
+	// Namespace puts a named actor in a namespace that other jobs look it
+	// up in ("": the job's own, which no other job sees).
+	Namespace string `cbor:"namespace,omitempty"`
 	// Generator marks a task that yields values one at a time
 	// (yield_value): item i becomes object i+FirstItem of the task as
 	// soon as it is yielded, and the task's own return object holds the
 	// number of items, or its error, when it ends.
 	Generator bool `cbor:"generator,omitempty"`
+}
+
+// LifetimeDetached is the Lifetime of an actor that outlives its job.
+const LifetimeDetached = "detached"
+
+// DefaultNamespace is a detached actor's namespace when it names none.
+const DefaultNamespace = "default"
+
+// ActorInfo is one entry of actor_list: a named actor the caller may look
+// up.
+type ActorInfo struct {
+	Name      string `cbor:"name"`
+	Namespace string `cbor:"namespace,omitempty"` // "": the caller's job's own
+	Class     string `cbor:"class"`
+	State     string `cbor:"state"` // "pending", "alive" or "restarting"
+	Detached  bool   `cbor:"detached,omitempty"`
+	ID        []byte `cbor:"id"`
 }
 
 // FirstItem is the return index of a generator's first item: index 1 is
@@ -484,6 +508,14 @@ func (o *Options) appendFields(dst []byte) []byte {
 	if o.Generator {
 		field("generator")
 		body = cborlite.AppendBool(body, true)
+	}
+	if o.Lifetime != "" {
+		field("lifetime")
+		body = cborlite.AppendString(body, o.Lifetime)
+	}
+	if o.Namespace != "" {
+		field("namespace")
+		body = cborlite.AppendString(body, o.Namespace)
 	}
 	if n == 0 {
 		return dst

@@ -24,7 +24,7 @@ func TestTaskSpecAppendCBOR(t *testing.T) {
 			RetryOn: []string{"*main.Transient", "sentinel:busy"}, Strategy: "SPREAD", Node: "n1", Soft: true,
 			Selector:       []LabelTerm{{Key: "zone", Op: "in", Values: []string{"a", "b"}}, {Key: "gpu", Op: "exists"}},
 			MaxConcurrency: 100, ConcurrencyGroups: map[string]int{"io": 2, "compute": 4}, ConcurrencyGroup: "io",
-			Generator: true,
+			Generator: true, Lifetime: "detached", Namespace: "svc",
 		}},
 	}
 	for name, spec := range cases {

@@ -215,6 +215,12 @@ func (p parser) options(o *Options) bool {
 		case "generator":
 			bit = 1 << 22
 			o.Generator, ok = p.Bool()
+		case "lifetime":
+			bit = 1 << 23
+			o.Lifetime, ok = p.Text()
+		case "namespace":
+			bit = 1 << 24
+			o.Namespace, ok = p.Text()
 		default:
 			return false
 		}

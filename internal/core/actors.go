@@ -50,6 +50,12 @@ type actor struct {
 	// up to limits' sum of calls at once and answers them in any order.
 	concurrent bool
 	limits     map[string]int // by concurrency group; "" is the default group
+	// namespace is where a named actor is found by other jobs ("": only
+	// by its own), which may then call and kill it; detached marks one
+	// that outlives the job that created it: it lives in a job of its
+	// own (detachedJob).
+	namespace string
+	detached  bool
 
 	// node is where calls go when the actor is not here: the node it lives
 	// on (for its owner), or the job's root (for a stub).
@@ -78,7 +84,11 @@ type pendingReply struct {
 // runs before the submission.
 func (c *Core) createActor(j *job, parent *task, spec abi.TaskSpec, id objects.ID, setup func(*actor)) *actor {
 	a := &actor{id: id, job: j, class: spec.Func, name: spec.Options.Name, restartsLeft: spec.Options.MaxRestarts,
-		taskRetries: spec.Options.MaxTaskRetries, concurrent: spec.Options.Concurrent()}
+		taskRetries: spec.Options.MaxTaskRetries, concurrent: spec.Options.Concurrent(),
+		namespace: spec.Options.Namespace, detached: spec.Options.Lifetime == abi.LifetimeDetached}
+	if a.detached && a.namespace == "" {
+		a.namespace = abi.DefaultNamespace
+	}
 	if a.concurrent {
 		a.limits = map[string]int{"": max(1, spec.Options.MaxConcurrency)}
 		for g, n := range spec.Options.ConcurrencyGroups {
@@ -91,7 +101,7 @@ func (c *Core) createActor(j *job, parent *task, spec abi.TaskSpec, id objects.I
 	a.create = t
 	c.actors[a.id] = a
 	if a.name != "" {
-		c.named[string(j.id)+"/"+a.name] = a.id
+		c.named[nameKey(j, a.namespace, a.name)] = a.id
 	}
 	if setup != nil {
 		setup(a)
@@ -354,6 +364,7 @@ func (c *Core) actorDead(a *actor, cause string) {
 	a.state = actorDead
 	a.cause = cause
 	c.freeName(a)
+	defer c.detachedActorDead(a)
 	q := a.queue
 	a.queue = nil
 	for _, t := range q {
@@ -405,7 +416,7 @@ func (c *Core) killActorHere(m *peerwire.KillActor) {
 // actorKill serves a worker's ActorKill.
 func (c *Core) actorKill(w *worker, m wire.ActorKill) error {
 	a := c.actors[m.Actor]
-	if a == nil || a.job != w.job {
+	if a == nil || a.job != w.job && !a.shared() {
 		return fmt.Errorf("kill: no actor %s in this job", m.Actor.Short())
 	}
 	if a.stub {
@@ -441,10 +452,74 @@ func (c *Core) freeName(a *actor) {
 	if a.name == "" {
 		return
 	}
-	key := string(a.job.id) + "/" + a.name
+	key := nameKey(a.job, a.namespace, a.name)
 	if c.named[key] == a.id {
 		delete(c.named, key)
 	}
+}
+
+// nameKey is the key of a named actor in Core.named: in namespace ns, or
+// in job j's own when ns is "".
+func nameKey(j *job, ns, name string) string {
+	if ns == "" {
+		return string(j.id) + "/" + name
+	}
+	return "\x00" + ns + "/" + name
+}
+
+// shared reports whether jobs other than a's may call and kill it: it has
+// a namespace.
+func (a *actor) shared() bool { return a.namespace != "" }
+
+// detachedJob returns the job that holds the detached actors made from
+// module digest in namespace ns: it has no driver, and ends when its last
+// actor is dead.
+func (c *Core) detachedJob(ns, digest string) *job {
+	key := ns + "\x00" + digest
+	if j := c.detached[key]; j != nil && !j.done {
+		return j
+	}
+	c.nextDetached++
+	j := c.newJob(JobID(fmt.Sprintf("detached-%d-%s", c.nextDetached, ns)), digest, "")
+	j.detachedKey = key
+	c.detached[key] = j
+	return j
+}
+
+// detachedActorDead ends a's detached job once no actor of it lives.
+func (c *Core) detachedActorDead(a *actor) {
+	j := a.job
+	if j.detachedKey == "" || j.done {
+		return
+	}
+	for _, b := range c.actors {
+		if b.job == j && b.state != actorDead {
+			return
+		}
+	}
+	delete(c.detached, j.detachedKey)
+	c.endJob(j)
+}
+
+// actorList lists the named actors job j may look up: its own, and those
+// of every namespace.
+func (c *Core) actorList(j *job) []abi.ActorInfo {
+	var out []abi.ActorInfo
+	for _, id := range sortedIDs(c.actors) {
+		a := c.actors[id]
+		if a.name == "" || a.state == actorDead || a.stub || (!a.shared() && a.job != j) || c.named[nameKey(a.job, a.namespace, a.name)] != a.id {
+			continue
+		}
+		state := "alive"
+		switch {
+		case a.state == actorPending && a.create.retried == 0 && !a.create.timed:
+			state = "pending"
+		case a.state == actorPending:
+			state = "restarting"
+		}
+		out = append(out, abi.ActorInfo{Name: a.name, Namespace: a.namespace, Class: a.class, State: state, Detached: a.detached, ID: a.id[:]})
+	}
+	return out
 }
 
 func methodName(class, fn string) string {

@@ -107,13 +107,17 @@ type Core struct {
 	sched *scheduler.Core
 	out   []Effect
 
-	tasks   map[objects.ID]*task
-	objs    map[objects.ID]*object
-	actors  map[objects.ID]*actor
-	named   map[string]objects.ID // job ID + "/" + name
-	groups  map[objects.ID]*group
-	jobs    map[JobID]*job
-	workers map[WorkerID]*worker
+	tasks  map[objects.ID]*task
+	objs   map[objects.ID]*object
+	actors map[objects.ID]*actor
+	named  map[string]objects.ID // nameKey: job ID + "/" + name, or a namespace's
+	// detached are the jobs that hold detached actors, by namespace and
+	// module digest (detachedJob).
+	detached     map[string]*job
+	nextDetached int
+	groups       map[objects.ID]*group
+	jobs         map[JobID]*job
+	workers      map[WorkerID]*worker
 	// leases are the workers that hold a lease, by leaseGroupKey;
 	// leasedTasks counts the tasks run under one.
 	leases      map[string]*worker
@@ -190,7 +194,7 @@ func New(cfg Config, store Store) *Core {
 	}
 	c := &Core{cfg: cfg, store: store, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		sched: scheduler.New(), tasks: map[objects.ID]*task{}, objs: map[objects.ID]*object{},
-		actors: map[objects.ID]*actor{}, named: map[string]objects.ID{}, groups: map[objects.ID]*group{},
+		actors: map[objects.ID]*actor{}, named: map[string]objects.ID{}, groups: map[objects.ID]*group{}, detached: map[string]*job{},
 		jobs: map[JobID]*job{}, workers: map[WorkerID]*worker{}, leases: map[string]*worker{}, timers: map[TimerID]func(){},
 		modules: map[string]bool{}, fetchingModules: map[string][]pendingRun{}, peers: map[NodeID]bool{},
 		remote: map[NodeID]map[*task]struct{}{}, ended: map[JobID]bool{}, releases: map[releaseKey]map[objects.ID]uint32{},

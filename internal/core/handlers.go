@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -73,11 +74,19 @@ func (c *Core) workerMessage(w *worker, msg any) error {
 			}
 		}
 	case wire.ActorLookup:
-		id, ok := c.named[string(w.job.id)+"/"+m.Name]
-		if !ok {
-			c.reply(w, m.Seq, fmt.Errorf("no actor named %q in this job", m.Name), wire.Reply{})
-		} else {
+		if m.List {
+			b, err := wire.Marshal(c.actorList(w.job))
+			c.reply(w, m.Seq, err, wire.Reply{Items: []wire.Item{{Data: wire.Piece{Inline: b}}}})
+			break
+		}
+		id, ok := c.named[nameKey(w.job, m.Namespace, m.Name)]
+		switch {
+		case ok:
 			c.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{id}})
+		case m.Namespace != "":
+			c.reply(w, m.Seq, fmt.Errorf("no actor named %q in namespace %q on this node", m.Name, m.Namespace), wire.Reply{})
+		default:
+			c.reply(w, m.Seq, fmt.Errorf("no actor named %q in this job (an actor of another job is found in its namespace)", m.Name), wire.Reply{})
 		}
 	case wire.ActorKill:
 		c.reply(w, m.Seq, c.actorKill(w, m), wire.Reply{})
@@ -167,16 +176,27 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 		}
 		spec, err := c.checkSpec(w, m.Spec)
 		if err == nil && spec.Options.Name != "" {
-			if have, taken := c.named[string(w.job.id)+"/"+spec.Options.Name]; taken {
+			ns := spec.Options.Namespace
+			if ns == "" && spec.Options.Lifetime == abi.LifetimeDetached {
+				ns = abi.DefaultNamespace
+			}
+			if have, taken := c.named[nameKey(w.job, ns, spec.Options.Name)]; taken {
 				if spec.Options.GetIfExists {
 					c.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{have}})
 					return nil
 				}
-				err = fmt.Errorf("submit: an actor named %q already exists in this job (ask for it with get_if_exists, or look it up)", spec.Options.Name)
+				err = fmt.Errorf("submit: an actor named %q already exists in this job or namespace (ask for it with get_if_exists, or look it up)", spec.Options.Name)
 			}
 		}
 		if err != nil {
 			c.reply(w, m.Seq, err, wire.Reply{})
+			return nil
+		}
+		if spec.Options.Lifetime == abi.LifetimeDetached {
+			// Its own job, which outlives this one, and no parent: it is
+			// no part of the creating job's tree.
+			c.createActor(c.detachedJob(cmp.Or(spec.Options.Namespace, abi.DefaultNamespace), w.job.digest), nil, spec, id, nil)
+			c.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{id}})
 			return nil
 		}
 		a := c.createActor(w.job, parent, spec, id, nil)
@@ -224,7 +244,7 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 			a = &actor{id: aid, job: w.job, class: class, state: actorAlive, stub: true, node: w.job.root}
 			c.actors[aid] = a
 		}
-		if a == nil || a.job != w.job {
+		if a == nil || a.job != w.job && !a.shared() {
 			err = fmt.Errorf("submit: no actor %s in this job", aid.Short())
 		}
 	}

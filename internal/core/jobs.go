@@ -47,6 +47,9 @@ type job struct {
 	// objects counts the job's object records; an ended job is forgotten
 	// once they are all dropped too.
 	objects int
+	// detachedKey is set on a job that holds detached actors (its key in
+	// Core.detached).
+	detachedKey string
 }
 
 // maxEndedJobs bounds how many ended job IDs a node remembers.
@@ -116,6 +119,17 @@ func (c *Core) endJob(j *job) {
 		t := c.tasks[id]
 		if t.job != j {
 			continue
+		}
+		if a := t.actor; a != nil && a.job != j && t.kind == wire.ExecActorMethod {
+			// A call to another job's actor (a namespace's): one still
+			// queued there goes; one sent to its worker ends there, and its
+			// answer is dropped (done).
+			if i := slices.Index(a.queue, t); i >= 0 {
+				a.queue = slices.Delete(a.queue, i, i+1)
+			}
+			if i := slices.Index(a.retrying, t); i >= 0 {
+				a.retrying = slices.Delete(a.retrying, i, i+1)
+			}
 		}
 		if t.state == taskQueued {
 			c.sched.Cancel(t.schedID())

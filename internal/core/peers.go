@@ -162,6 +162,9 @@ func (c *Core) movable(t *task) bool {
 	default:
 		return false
 	}
+	if a := t.actor; a != nil && a.shared() {
+		return false // other jobs call it here (see RATIONALE.md)
+	}
 	for _, a := range t.spec.Args {
 		if a.Ref == nil {
 			continue

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/cborlite"
@@ -154,6 +155,15 @@ func checkDemand(o abi.Options) error {
 	}
 	if o.MaxConcurrency < 0 || o.MaxConcurrency > abi.MaxConcurrency {
 		return fmt.Errorf("submit: max concurrency %d is not between 0 and %d", o.MaxConcurrency, abi.MaxConcurrency)
+	}
+	if o.Lifetime != "" && o.Lifetime != abi.LifetimeDetached {
+		return fmt.Errorf("submit: unknown lifetime %q (the default, or %q)", o.Lifetime, abi.LifetimeDetached)
+	}
+	if o.Lifetime == abi.LifetimeDetached && o.Name == "" {
+		return fmt.Errorf("submit: a detached actor needs a name, by which later jobs find it")
+	}
+	if len(o.Namespace) > 256 || strings.ContainsRune(o.Namespace, 0) {
+		return fmt.Errorf("submit: a namespace is at most 256 bytes, without NUL")
 	}
 	if len(o.ConcurrencyGroups) > 16 {
 		return fmt.Errorf("submit: %d concurrency groups; the limit is 16", len(o.ConcurrencyGroups))
@@ -697,9 +707,22 @@ func (c *Core) done(w *worker, d wire.Done) error {
 	t.blocked = false
 	if id := d.Created; !id.IsNil() {
 		delete(w.creates, id)
-		if !d.OK {
+		if !d.OK || t.job.done {
 			c.store.Abort(id)
 		}
+	}
+	if t.job.done && t.job != w.job {
+		// A call of a job that ended, to an actor of a namespace: the
+		// answer goes nowhere. One that lost the actor's instance takes
+		// the worker with it, and the actor restarts (or dies) as when
+		// any call does.
+		if !d.OK && d.Kind != "app" {
+			c.killWorker(w)
+			return nil
+		}
+		c.afterExecution(w)
+		c.schedule()
+		return nil
 	}
 	if !d.OK && stopped != nil && d.Kind == "interrupted" { // only tasks are stopped
 		c.failTask(t, *stopped, true)

@@ -627,7 +627,7 @@ func (h *harness) workerMsg(n *harnessNode, cmd string, a args) Event {
 	case "unpin":
 		msg = wire.Unpin{IDs: ids("ids")}
 	case "lookup":
-		msg = wire.ActorLookup{Seq: seq, Task: task, Name: a.kv["name"]}
+		msg = wire.ActorLookup{Seq: seq, Task: task, Name: a.kv["name"], Namespace: a.kv["ns"], List: a.has("list")}
 	case "kill-actor":
 		msg = wire.ActorKill{Seq: seq, Task: task, Actor: h.id(a.kv["actor"]), NoRestart: a.has("norestart")}
 	case "output":
@@ -709,6 +709,10 @@ func (h *harness) spec(a args) []byte {
 	s.Options.MaxTaskRetries = a.int("task-retries", 0)
 	s.Options.MaxConcurrency = a.int("concurrency", 0)
 	s.Options.Generator = a.has("generator")
+	s.Options.Namespace = a.kv["ns"]
+	if a.has("detached") {
+		s.Options.Lifetime = abi.LifetimeDetached
+	}
 	s.Options.ConcurrencyGroup = a.kv["cgroup"]
 	if g, ok := a.kv["groups"]; ok { // name:limit,...
 		s.Options.ConcurrencyGroups = map[string]int{}

@@ -585,6 +585,7 @@ func (c *Core) output(w *worker, m wire.Output) {
 		c.jobOutput(w.job, stderr, m.Data)
 		return
 	}
+	to := t.job // a call from another job to a namespace's actor: the caller's
 	buf := append(w.partial[m.Stream], m.Data...)
 	var out []byte
 	for {
@@ -601,7 +602,7 @@ func (c *Core) output(w *worker, m wire.Output) {
 	}
 	w.partial[m.Stream] = append(w.partial[m.Stream][:0], buf...)
 	if len(out) > 0 {
-		c.jobOutput(w.job, stderr, out)
+		c.jobOutput(to, stderr, out)
 	}
 }
 
@@ -615,7 +616,7 @@ func appendLine(dst []byte, name string, pid int, line []byte) []byte {
 func (c *Core) flushOutput(w *worker, t *task) {
 	for s := uint8(1); s <= 3; s++ {
 		if len(w.partial[s]) > 0 {
-			c.jobOutput(w.job, s != 1, appendLine(nil, t.name, w.pid, w.partial[s]))
+			c.jobOutput(t.job, s != 1, appendLine(nil, t.name, w.pid, w.partial[s]))
 			w.partial[s] = w.partial[s][:0]
 		}
 	}

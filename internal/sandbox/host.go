@@ -33,7 +33,11 @@ type Host interface {
 	Wait(ids []objects.ID, numReady int, timeoutMs int64) (ready []bool, err error)
 	Cancel(id objects.ID, force, recursive bool) error
 	Release(ids []objects.ID)
-	ActorLookup(name string) (objects.ID, error)
+	// ActorLookup finds a named actor in a namespace ("": the job's own).
+	ActorLookup(namespace, name string) (objects.ID, error)
+	// ActorList lists the named actors the job may look up, a CBOR array
+	// of abi.ActorInfo.
+	ActorList() ([]byte, error)
 	ActorKill(id objects.ID, noRestart bool) error
 	Log(level int32, msg []byte)
 	// GroupCreate creates a placement group and returns its ID.
@@ -576,13 +580,48 @@ var hostFuncs = []hostFunc{
 			st[0] = cs.fail("actor_lookup: ID buffer outside guest memory")
 			return
 		}
-		id, err := cs.host.ActorLookup(string(name))
+		id, err := cs.host.ActorLookup("", string(name))
 		if err != nil {
 			st[0] = cs.fail("%v", err)
 			return
 		}
 		cs.mod.Memory().Write(u32(st[2]), id[:])
 		st[0] = 0
+	}},
+	{"actor_lookup_ns", []api.ValueType{i32, i32, i32, i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// actor_lookup_ns(ns, ns_len, name, name_len, id_out): find a named
+		// actor in a namespace.
+		ns, ok := cs.read(u32(st[0]), u32(st[1]))
+		if !ok || len(ns) > 256 {
+			st[0] = cs.fail("actor_lookup_ns: namespace outside guest memory or longer than 256 bytes")
+			return
+		}
+		name, ok := cs.read(u32(st[2]), u32(st[3]))
+		if !ok || len(name) > 1024 {
+			st[0] = cs.fail("actor_lookup_ns: name outside guest memory or longer than 1024 bytes")
+			return
+		}
+		if _, ok := cs.read(u32(st[4]), abi.IDSize); !ok {
+			st[0] = cs.fail("actor_lookup_ns: ID buffer outside guest memory")
+			return
+		}
+		id, err := cs.host.ActorLookup(string(ns), string(name))
+		if err != nil {
+			st[0] = cs.fail("%v", err)
+			return
+		}
+		cs.mod.Memory().Write(u32(st[4]), id[:])
+		st[0] = 0
+	}},
+	{"actor_list", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
+		// actor_list(buf, cap) -> length: the named actors the job may
+		// look up, a CBOR array.
+		b, err := cs.host.ActorList()
+		if err != nil {
+			st[0] = cs.fail("actor_list: %v", err)
+			return
+		}
+		cs.writeSized("actor_list", b, st)
 	}},
 	{"actor_kill", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(cs *callState, st []uint64) {
 		id, ok := cs.read(u32(st[0]), abi.IDSize)

@@ -31,7 +31,8 @@ func (fakeHost) Wait(ids []objects.ID, n int, timeoutMs int64) ([]bool, error) {
 }
 func (fakeHost) Cancel(id objects.ID, force, recursive bool) error { return nil }
 func (fakeHost) Release(ids []objects.ID)                          {}
-func (fakeHost) ActorLookup(name string) (objects.ID, error)       { return objects.NilID, nil }
+func (fakeHost) ActorLookup(ns, name string) (objects.ID, error)   { return objects.NilID, nil }
+func (fakeHost) ActorList() ([]byte, error)                        { return []byte{0x80}, nil }
 func (fakeHost) ActorKill(id objects.ID, noRestart bool) error     { return nil }
 func (fakeHost) Log(level int32, msg []byte)                       {}
 func (fakeHost) GroupCreate(spec []byte) (objects.ID, error)       { return objects.NilID, nil }

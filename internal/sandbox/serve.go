@@ -422,9 +422,10 @@ func (s *serveLoop) Cancel(id objects.ID, force, recursive bool) error {
 	return s.host().Cancel(id, force, recursive)
 }
 func (s *serveLoop) Release(ids []objects.ID) { s.host().Release(ids) }
-func (s *serveLoop) ActorLookup(name string) (objects.ID, error) {
-	return s.host().ActorLookup(name)
+func (s *serveLoop) ActorLookup(namespace, name string) (objects.ID, error) {
+	return s.host().ActorLookup(namespace, name)
 }
+func (s *serveLoop) ActorList() ([]byte, error) { return s.host().ActorList() }
 func (s *serveLoop) ActorKill(id objects.ID, noRestart bool) error {
 	return s.host().ActorKill(id, noRestart)
 }

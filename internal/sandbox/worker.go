@@ -1034,9 +1034,16 @@ func (h *workerHost) Release(ids []objects.ID) {
 	_ = h.w.queue(h.l.id, wire.TypeRelease, wire.Release{Task: h.task, IDs: ids})
 }
 
-func (h *workerHost) ActorLookup(name string) (objects.ID, error) {
+// ActorList asks the agent for the named actors the job may look up.
+func (h *workerHost) ActorList() ([]byte, error) {
+	return h.askBytes(wire.TypeActorLookup, "actor list", func(seq uint64) any {
+		return wire.ActorLookup{Seq: seq, Task: h.task, List: true}
+	})
+}
+
+func (h *workerHost) ActorLookup(namespace, name string) (objects.ID, error) {
 	r, err := h.l.rpc(h.cur, wire.TypeActorLookup, func(seq uint64) any {
-		return wire.ActorLookup{Seq: seq, Task: h.task, Name: name}
+		return wire.ActorLookup{Seq: seq, Task: h.task, Name: name, Namespace: namespace}
 	})
 	if err != nil {
 		return objects.NilID, err

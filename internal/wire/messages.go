@@ -206,6 +206,11 @@ type ActorLookup struct {
 	Seq  uint64
 	Task objects.ID
 	Name string
+	// Namespace is where to look ("": the job's own).
+	Namespace string
+	// List asks for every named actor the job may look up instead: the
+	// Reply's one Item is a CBOR array of abi.ActorInfo.
+	List bool
 }
 
 // Context asks for the runtime context of the running execution Task: the
