@@ -36,6 +36,10 @@
 //
 // ActorPool and Queue are ray.util's actor pool and queue.
 //
+// Named actors live in the job's own names, or in a namespace (Namespace)
+// where other jobs find them (GetActor with InNamespace); Detached ones
+// outlive the job that made them.
+//
 // A generator (Generator1, NewGenMethod1, ...) yields values one at a
 // time: each is an object as soon as it is yielded, and the caller's
 // Stream gives its reference while the generator goes on.
