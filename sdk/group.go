@@ -36,6 +36,14 @@ type GroupOption func(*abi.GroupSpec)
 // why).
 func GroupName(name string) GroupOption { return func(s *abi.GroupSpec) { s.Name = name } }
 
+// GroupDetached keeps the group when its job ends (Ray's
+// placement_group(lifetime="detached")), until it is removed: later jobs
+// on the node find it by name (GetPlacementGroup), run tasks and actors in
+// it, and remove it. Its name is unique among the node's detached groups.
+func GroupDetached() GroupOption {
+	return func(s *abi.GroupSpec) { s.Lifetime = abi.LifetimeDetached }
+}
+
 // NewPlacementGroup reserves bundles with a strategy (Pack, Spread,
 // StrictPack or StrictSpread). It returns at once; Ready waits until the
 // bundles are placed.
@@ -112,10 +120,12 @@ type PlacementGroupInfo struct {
 	Name, Strategy, State, Reason string
 	Bundles                       []Bundle
 	Nodes                         []string
+	Detached                      bool // it outlives its job (GroupDetached)
 }
 
-// PlacementGroupTable lists the job's placement groups and their states,
-// as Ray's placement_group_table. Removed groups are not listed.
+// PlacementGroupTable lists the job's placement groups and the node's
+// detached ones, with their states, as Ray's placement_group_table.
+// Removed groups are not listed.
 func PlacementGroupTable() ([]PlacementGroupInfo, error) {
 	b, err := host.groupTable()
 	if err != nil {
@@ -127,7 +137,7 @@ func PlacementGroupTable() ([]PlacementGroupInfo, error) {
 	}
 	out := make([]PlacementGroupInfo, len(tab.Groups))
 	for i, g := range tab.Groups {
-		info := PlacementGroupInfo{Name: g.Name, Strategy: g.Strategy, State: g.State, Reason: g.Reason, Nodes: g.Nodes}
+		info := PlacementGroupInfo{Name: g.Name, Strategy: g.Strategy, State: g.State, Reason: g.Reason, Nodes: g.Nodes, Detached: g.Detached}
 		copy(info.Group.id[:], g.ID)
 		for _, bd := range g.Bundles {
 			info.Bundles = append(info.Bundles, Bundle(bd))
@@ -137,8 +147,8 @@ func PlacementGroupTable() ([]PlacementGroupInfo, error) {
 	return out, nil
 }
 
-// GetPlacementGroup returns the job's placement group named name (Ray's
-// get_placement_group).
+// GetPlacementGroup returns the job's placement group named name, or the
+// node's detached one (Ray's get_placement_group).
 func GetPlacementGroup(name string) (PlacementGroup, error) {
 	tab, err := PlacementGroupTable()
 	if err != nil {

@@ -198,7 +198,7 @@ func TestRayCoreOnCluster(t *testing.T) {
 	if res.Code != 0 || strings.Contains(res.Stdout, "FAIL:") || !strings.Contains(res.Stdout, "cluster: 3 nodes, CPU 3\n") || !strings.Contains(res.Stdout, "spread: 3 tasks on 3 nodes\n") {
 		t.Fatalf("Ray Core cases: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 	}
-	for _, w := range append(append(append(append(append(append(append(append(append(append(append(exitChecks, namedChecks...), contextChecks...), errorChecks...), cancelChecks...), schedulingChecks...), methodOptionChecks...), utilChecks...), pgNamedChecks...), asyncChecks...), generatorChecks...), "remote_actor_call_retried_after_restart", "remote_actor_lives_elsewhere", "actor_found_in_namespace", "named_actors_listed", "detached_needs_a_name", "pg_ready_ref_in_wait", "pg_ready_ref_never", "cluster_nodes", "cluster_resources",
+	for _, w := range append(append(append(append(append(append(append(append(append(append(append(exitChecks, namedChecks...), contextChecks...), errorChecks...), cancelChecks...), schedulingChecks...), methodOptionChecks...), utilChecks...), pgNamedChecks...), asyncChecks...), generatorChecks...), "remote_actor_call_retried_after_restart", "remote_actor_lives_elsewhere", "actor_found_in_namespace", "named_actors_listed", "detached_needs_a_name", "detached_group_listed", "pg_ready_ref_in_wait", "pg_ready_ref_never", "cluster_nodes", "cluster_resources",
 		"cancel_queued_actor_call", "cancelled_actor_call_never_ran", "wait_mixed_types", "get_mixed_types") {
 		if !strings.Contains(res.Stdout, "ok: "+w+"\n") {
 			t.Errorf("no %q in:\n%s", "ok: "+w, res.Stdout)
@@ -211,7 +211,7 @@ func TestRayCoreOnCluster(t *testing.T) {
 		want  []string
 	}{
 		{[]string{"detached_create"}, []string{"ok: detached_created", "keeper holds 5"}},
-		{[]string{"detached_use"}, []string{"ok: detached_outlives_job", "ok: detached_listed", "ok: detached_killed", "keeper holds 6"}},
+		{[]string{"detached_use"}, []string{"ok: detached_outlives_job", "ok: detached_listed", "ok: detached_group_outlives_job", "ok: detached_group_removed", "ok: detached_killed", "keeper holds 6"}},
 	} {
 		res = testrig.Run(t, time.Minute, append(append([]string{"submit", wasm}, auth...), append([]string{"--"}, step.cases...)...)...)
 		out := res.Stdout + res.Stderr

@@ -43,7 +43,7 @@ func TestFeatures(t *testing.T) {
 		{"2", []string{"pg_named"}, pgNamedChecks, []string{"pg trainers: created on 1, bundles [map[CPU:0.5]]"}},
 		{"2", []string{"async_actor", "concurrency_groups"}, asyncChecks, []string{"async: 100 calls of 1 s on one actor took"}},
 		{"2", []string{"generator_stream", "generators"}, generatorChecks, []string{"generator: first of 10 values after"}},
-		{"2", []string{"namespaces"}, []string{"actor_found_in_namespace", "named_actors_listed", "detached_needs_a_name"}, []string{"(Keeper.add pid="}},
+		{"2", []string{"namespaces"}, []string{"actor_found_in_namespace", "named_actors_listed", "detached_needs_a_name", "detached_group_listed"}, []string{"(Keeper.add pid="}},
 		{"2", []string{"method_options"}, methodOptionChecks, []string{"(short_nap pid=", "INFO: napping 1 ms"}},
 		{"2", []string{"cancel_cooperative"}, cancelChecks, []string{"polite saw the cancel and returns", "patient's get returned: fabric: this task was cancelled"}},
 		{"2", []string{"exits"}, exitChecks, []string{"task quitter exited (guest exited with code 3); retrying"}},

@@ -231,8 +231,13 @@ type GroupSpec struct {
 	Bundles  []map[string]float64 `cbor:"bundles"`
 	Strategy string               `cbor:"strategy,omitempty"` // PACK (default), SPREAD, STRICT_PACK, STRICT_SPREAD
 	// Name, when set, is the name pg_table lists the group under; it is
-	// unique among the job's groups.
+	// unique among the job's groups (among the node's detached groups,
+	// for a detached one).
 	Name string `cbor:"name,omitempty"`
+	// Lifetime "detached" keeps the group when its job ends, until it is
+	// removed; every job on the node sees it in pg_table and may use and
+	// remove it.
+	Lifetime string `cbor:"lifetime,omitempty"`
 }
 
 // GroupTable is what pg_table writes: the placement groups of the
@@ -252,6 +257,7 @@ type GroupInfo struct {
 	Reason   string               `cbor:"reason,omitempty"`
 	Bundles  []map[string]float64 `cbor:"bundles"`
 	Nodes    []string             `cbor:"nodes,omitempty"` // the node of each bundle, once created
+	Detached bool                 `cbor:"detached,omitempty"`
 }
 
 // TaskSpec is what submit takes: a task, an actor creation or a method call.

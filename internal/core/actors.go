@@ -364,7 +364,7 @@ func (c *Core) actorDead(a *actor, cause string) {
 	a.state = actorDead
 	a.cause = cause
 	c.freeName(a)
-	defer c.detachedActorDead(a)
+	defer c.maybeEndDetached(a.job)
 	q := a.queue
 	a.queue = nil
 	for _, t := range q {
@@ -486,14 +486,19 @@ func (c *Core) detachedJob(ns, digest string) *job {
 	return j
 }
 
-// detachedActorDead ends a's detached job once no actor of it lives.
-func (c *Core) detachedActorDead(a *actor) {
-	j := a.job
+// maybeEndDetached ends a detached job once none of its actors lives
+// and none of its groups is left.
+func (c *Core) maybeEndDetached(j *job) {
 	if j.detachedKey == "" || j.done {
 		return
 	}
 	for _, b := range c.actors {
 		if b.job == j && b.state != actorDead {
+			return
+		}
+	}
+	for _, g := range c.groups {
+		if g.job == j {
 			return
 		}
 	}

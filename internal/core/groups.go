@@ -85,21 +85,31 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 	if c.full(w.job, n) {
 		return nil
 	}
-	g := &group{id: id, job: w.job, charge: n}
-	c.groups[id] = g
-	c.heap += n
 	sg, spec, err := groupSpec(m.Spec)
-	g.spec = spec
+	detached := err == nil && spec.Lifetime == abi.LifetimeDetached
+	var key string
 	if err == nil && spec.Name != "" {
-		key := string(w.job.id) + "/" + spec.Name
+		key = string(w.job.id) + "/" + spec.Name
+		if detached {
+			key = "\x00" + spec.Name // as groupKey
+		}
 		switch other, taken := c.groupNames[key]; {
 		case len(spec.Name) > maxGroupName:
 			err = fmt.Errorf("a name of %d bytes (at most %d)", len(spec.Name), maxGroupName)
 		case taken:
-			err = fmt.Errorf("the name %q is taken by placement group %s in this job", spec.Name, other.Short())
-		default:
-			c.groupNames[key] = id
+			err = fmt.Errorf("the name %q is taken by placement group %s in this job (or, detached, on this node)", spec.Name, other.Short())
 		}
+	}
+	j := w.job
+	if err == nil && detached {
+		j = c.detachedJob(abi.DefaultNamespace, w.job.digest) // outlives w's job
+	}
+	g := &group{id: id, job: j, charge: n}
+	c.groups[id] = g
+	c.heap += n
+	g.spec = spec
+	if err == nil && key != "" {
+		c.groupNames[key] = id
 	}
 	if err != nil {
 		g.failed = "was refused: " + err.Error()
@@ -112,11 +122,26 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 	return nil
 }
 
+// groupKey is a group's key in Core.groupNames: its job's ID and its
+// name, or for a detached group its name alone.
+func groupKey(j *job, name string) string {
+	if j.detachedKey != "" {
+		return "\x00" + name
+	}
+	return string(j.id) + "/" + name
+}
+
+// visible reports whether job j sees group g: its own, or detached.
+func (g *group) visible(j *job) bool { return g.job == j || g.job.detachedKey != "" }
+
 // groupSpec decodes and checks a guest's GroupSpec.
 func groupSpec(raw []byte) (scheduler.Group, abi.GroupSpec, error) {
 	var spec abi.GroupSpec
 	if err := wire.Unmarshal(raw, &spec); err != nil {
 		return scheduler.Group{}, abi.GroupSpec{}, fmt.Errorf("malformed spec: %v", err)
+	}
+	if spec.Lifetime != "" && spec.Lifetime != abi.LifetimeDetached {
+		return scheduler.Group{}, spec, fmt.Errorf("unknown lifetime %q (the default, or %q)", spec.Lifetime, abi.LifetimeDetached)
 	}
 	if len(spec.Bundles) == 0 || len(spec.Bundles) > maxBundles {
 		return scheduler.Group{}, spec, fmt.Errorf("%d bundles; a placement group has 1 to %d", len(spec.Bundles), maxBundles)
@@ -144,11 +169,11 @@ func (c *Core) groupTable(j *job) abi.GroupTable {
 	tab := abi.GroupTable{Groups: []abi.GroupInfo{}}
 	for _, id := range sortedIDs(c.groups) {
 		g := c.groups[id]
-		if g.job != j {
+		if !g.visible(j) {
 			continue
 		}
 		gi := abi.GroupInfo{ID: append([]byte(nil), id[:]...), Name: g.spec.Name, Strategy: g.spec.Strategy, State: "pending",
-			Bundles: g.spec.Bundles, Reason: g.failed}
+			Bundles: g.spec.Bundles, Reason: g.failed, Detached: g.job.detachedKey != ""}
 		if gi.Strategy == "" {
 			gi.Strategy = "PACK"
 		}
@@ -170,7 +195,7 @@ func (c *Core) groupTable(j *job) abi.GroupTable {
 // jobGroup returns a group of w's job by ID.
 func (c *Core) jobGroup(w *worker, id objects.ID) (*group, error) {
 	g := c.groups[id]
-	if g == nil || g.job != w.job {
+	if g == nil || !g.visible(w.job) {
 		return nil, fmt.Errorf("no placement group %s in this job (it was removed, never existed, or was refused because the node's memory for objects and arguments was full)", id.Short())
 	}
 	return g, nil
@@ -238,9 +263,10 @@ func (c *Core) removeGroup(g *group, why string) {
 	delete(c.groups, g.id)
 	c.heap -= g.charge
 	g.charge = 0
-	if key := string(g.job.id) + "/" + g.spec.Name; g.spec.Name != "" && c.groupNames[key] == g.id {
+	if key := groupKey(g.job, g.spec.Name); g.spec.Name != "" && c.groupNames[key] == g.id {
 		delete(c.groupNames, key)
 	}
+	defer c.maybeEndDetached(g.job)
 	if g.failed == "" {
 		g.failed = why
 	}

@@ -633,7 +633,10 @@ func (h *harness) workerMsg(n *harnessNode, cmd string, a args) Event {
 	case "output":
 		msg = wire.Output{Task: task, Stream: uint8(a.int("stream", 1)), Data: []byte(a.kv["data"])}
 	case "pg-create":
-		spec := abi.GroupSpec{Strategy: a.kv["strategy"]}
+		spec := abi.GroupSpec{Strategy: a.kv["strategy"], Name: a.kv["name"]}
+		if a.has("detached") {
+			spec.Lifetime = abi.LifetimeDetached
+		}
 		for _, b := range strings.Split(a.kv["bundles"], ";") {
 			m := map[string]float64{}
 			for _, kv := range strings.Split(b, ",") {

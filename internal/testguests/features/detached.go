@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/wasmfabric/fabric/sdk"
 )
@@ -49,6 +50,17 @@ func namespaces() error {
 	bad := keeperAdd.Remote(keeperClass.Options(sdk.Detached()).Remote(), 1)
 	_, err = bad.Get()
 	check("detached_needs_a_name", err != nil && strings.Contains(err.Error(), "a detached actor needs a name"), err)
+	pg, err := sdk.NewPlacementGroup([]sdk.Bundle{{"CPU": 0.25}}, "PACK", sdk.GroupName("ns-pg"), sdk.GroupDetached())
+	rerr := pg.Ready(sdk.Timeout(10 * time.Second))
+	tab, terr := sdk.PlacementGroupTable()
+	detached := false
+	for _, g := range tab {
+		detached = detached || g.Name == "ns-pg" && g.Detached && g.State == "created"
+	}
+	check("detached_group_listed", err == nil && rerr == nil && terr == nil && detached, fmt.Sprint(tab, err, rerr, terr))
+	if err := sdk.RemovePlacementGroup(pg); err != nil {
+		return err
+	}
 	return sdk.Kill(d, true)
 }
 
@@ -56,7 +68,9 @@ func namespaces() error {
 func detachedCreate() error {
 	h := keeperClass.Options(sdk.Name("keeper"), sdk.Namespace("svc"), sdk.Detached()).Remote()
 	v, err := keeperAdd.Remote(h, 5).Get()
-	check("detached_created", err == nil && v == 5, fmt.Sprint(v, err))
+	pg, perr := sdk.NewPlacementGroup([]sdk.Bundle{{"CPU": 0.25}}, "PACK", sdk.GroupName("keeper-pg"), sdk.GroupDetached())
+	rerr := pg.Ready(sdk.Timeout(10 * time.Second))
+	check("detached_created", err == nil && v == 5 && perr == nil && rerr == nil, fmt.Sprint(v, err, perr, rerr))
 	return nil
 }
 
@@ -76,6 +90,12 @@ func detachedUse() error {
 		listed = listed || a.Name == "keeper" && a.Namespace == "svc" && a.Detached && a.State == "alive"
 	}
 	check("detached_listed", err == nil && listed, fmt.Sprint(list, err))
+	pg, err := sdk.GetPlacementGroup("keeper-pg")
+	sq, serr := square.Options(sdk.InPlacementGroup(pg, 0), sdk.CPUs(0.25)).Remote(4).Get()
+	check("detached_group_outlives_job", err == nil && serr == nil && sq == 16, fmt.Sprint(sq, err, serr))
+	rmerr := sdk.RemovePlacementGroup(pg)
+	_, err = sdk.GetPlacementGroup("keeper-pg")
+	check("detached_group_removed", rmerr == nil && err != nil, fmt.Sprint(rmerr, err))
 	kerr := sdk.Kill(h, true)
 	_, err = sdk.GetActor(keeperClass, "keeper", sdk.InNamespace("svc"))
 	_, cerr := keeperAdd.Remote(h, 1).Get()
