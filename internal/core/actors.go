@@ -467,6 +467,21 @@ func nameKey(j *job, ns, name string) string {
 	return "\x00" + ns + "/" + name
 }
 
+// maxDetachedActors bounds the detached actors living on a node: they
+// outlive the jobs that made them, so no job's end would free them.
+const maxDetachedActors = 256
+
+// detachedCount counts the detached actors that are not dead.
+func (c *Core) detachedCount() int {
+	n := 0
+	for _, a := range c.actors {
+		if a.detached && a.state != actorDead && !a.noRestart { // one killed is going
+			n++
+		}
+	}
+	return n
+}
+
 // shared reports whether jobs other than a's may call and kill it: it has
 // a namespace.
 func (a *actor) shared() bool { return a.namespace != "" }

@@ -68,6 +68,9 @@ func (c *Core) yield(w *worker, t *task, m wire.Put) error {
 		return nil
 	}
 	if o == nil {
+		if m.Created.IsNil() && c.full(w.job, objectOverhead+int64(len(m.Data))) {
+			return nil // nothing is made, as for a put: the item is not found
+		}
 		c.newObject(id, w.job)
 		c.hold(t.callerHolder(), id)
 	}
@@ -133,6 +136,10 @@ func (c *Core) taskYield(from NodeID, m *peerwire.TaskYield) {
 	}
 	o := c.objs[id]
 	if o == nil {
+		if c.full(j, objectOverhead+int64(len(m.Result.Value))) {
+			drop()
+			return
+		}
 		o = c.newObject(id, j)
 		c.hold(t.callerHolder(), id)
 	}

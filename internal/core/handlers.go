@@ -193,6 +193,10 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 			return nil
 		}
 		if spec.Options.Lifetime == abi.LifetimeDetached {
+			if c.detachedCount() >= maxDetachedActors {
+				c.reply(w, m.Seq, fmt.Errorf("submit: the node has %d detached actors, the most it keeps; kill some (they outlive their jobs)", maxDetachedActors), wire.Reply{})
+				return nil
+			}
 			// Its own job, which outlives this one, and no parent: it is
 			// no part of the creating job's tree.
 			c.createActor(c.detachedJob(cmp.Or(spec.Options.Namespace, abi.DefaultNamespace), w.job.digest), nil, spec, id, nil)

@@ -1132,3 +1132,28 @@ func TestEveryEffectDescribed(t *testing.T) {
 		}
 	}
 }
+
+// TestDetachedActorsBounded: a node keeps at most maxDetachedActors
+// detached actors, since no job's end frees them: one more is refused,
+// with a message that says what to do, and killing one makes room.
+func TestDetachedActorsBounded(t *testing.T) {
+	h := newHarness(t)
+	for _, cmd := range []string{"job j1", "started w1", "ready w1"} {
+		h.run(cmd)
+	}
+	for i := range maxDetachedActors {
+		got := h.run(fmt.Sprintf("actor w1 A%d seq=%d class=K name=k%d detached", i, i+1, i))
+		if strings.Contains(strings.Join(got, "\n"), "err=") {
+			t.Fatalf("detached actor %d refused: %v", i, got)
+		}
+	}
+	got := strings.Join(h.run(fmt.Sprintf("actor w1 A%d seq=%d class=K name=extra detached", maxDetachedActors, maxDetachedActors+1)), "\n")
+	if !strings.Contains(got, "the node has 256 detached actors, the most it keeps; kill some") {
+		t.Fatalf("one past the bound: %s", got)
+	}
+	h.run(fmt.Sprintf("kill-actor w1 seq=%d actor=A0 norestart", maxDetachedActors+2))
+	got = strings.Join(h.run(fmt.Sprintf("actor w1 A%d seq=%d class=K name=again detached", maxDetachedActors+1, maxDetachedActors+3)), "\n")
+	if strings.Contains(got, "err=") {
+		t.Fatalf("after a kill: %s", got)
+	}
+}
