@@ -21,6 +21,9 @@ var specs = []abi.TaskSpec{
 		MaxRetries: ptr(-1), RetryExceptions: true, TimeoutMs: 1500, Name: "named", MaxRestarts: 3,
 		Labels: map[string]string{"zone": "eu", "bench": "spill"}, Group: bytes.Repeat([]byte{4}, 20), Bundle: ptr(0), GetIfExists: true, MaxTaskRetries: 2}},
 	{Func: "h", Options: abi.Options{CPU: ptr(0.0), Bundle: ptr(2)}},
+	{Func: "Pool", Options: abi.Options{MaxConcurrency: 100, ConcurrencyGroups: map[string]int{"io": 2, "cpu": 1},
+		Lifetime: abi.LifetimeDetached, Namespace: "svc", Name: "pool"}},
+	{Func: "Pool.io", Actor: bytes.Repeat([]byte{2}, 20), Options: abi.Options{ConcurrencyGroup: "io", Generator: true}},
 }
 
 // ParseTaskSpec reads what AppendCBOR writes, and agrees with the general
