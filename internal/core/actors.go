@@ -362,8 +362,13 @@ func (c *Core) actorDead(a *actor, cause string) {
 		return
 	}
 	a.state = actorDead
-	a.cause = cause
+	if !a.noRestart || a.cause == "" { // a kill's reason stays
+		a.cause = cause
+	}
 	c.freeName(a)
+	if a.shared() {
+		c.rememberDeparted(a)
+	}
 	defer c.maybeEndDetached(a.job)
 	q := a.queue
 	a.queue = nil
@@ -465,6 +470,24 @@ func nameKey(j *job, ns, name string) string {
 		return string(j.id) + "/" + name
 	}
 	return "\x00" + ns + "/" + name
+}
+
+// maxDeparted bounds the departed actors a node remembers.
+const maxDeparted = 4096
+
+// rememberDeparted notes that a (of a namespace, which other jobs may
+// still call) is dead: once its job has ended, calls to it fail as
+// actor_died rather than as calls to no actor.
+func (c *Core) rememberDeparted(a *actor) {
+	if _, ok := c.departed[a.id]; ok {
+		return
+	}
+	c.departed[a.id] = actorDiedError(a, &task{}).Message
+	c.departedIDs = append(c.departedIDs, a.id)
+	if len(c.departedIDs) > maxDeparted {
+		delete(c.departed, c.departedIDs[0])
+		c.departedIDs = c.departedIDs[1:]
+	}
 }
 
 // maxDetachedActors bounds the detached actors living on a node: they

@@ -115,9 +115,13 @@ type Core struct {
 	// module digest (detachedJob).
 	detached     map[string]*job
 	nextDetached int
-	groups       map[objects.ID]*group
-	jobs         map[JobID]*job
-	workers      map[WorkerID]*worker
+	// departed remembers, for a while, why actors of a namespace that
+	// are gone died, so that a later call fails as actor_died (remember).
+	departed    map[objects.ID]string
+	departedIDs []objects.ID
+	groups      map[objects.ID]*group
+	jobs        map[JobID]*job
+	workers     map[WorkerID]*worker
 	// leases are the workers that hold a lease, by leaseGroupKey;
 	// leasedTasks counts the tasks run under one.
 	leases      map[string]*worker
@@ -195,7 +199,8 @@ func New(cfg Config, store Store) *Core {
 	c := &Core{cfg: cfg, store: store, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		sched: scheduler.New(), tasks: map[objects.ID]*task{}, objs: map[objects.ID]*object{},
 		actors: map[objects.ID]*actor{}, named: map[string]objects.ID{}, groups: map[objects.ID]*group{}, detached: map[string]*job{},
-		jobs: map[JobID]*job{}, workers: map[WorkerID]*worker{}, leases: map[string]*worker{}, timers: map[TimerID]func(){},
+		departed: map[objects.ID]string{},
+		jobs:     map[JobID]*job{}, workers: map[WorkerID]*worker{}, leases: map[string]*worker{}, timers: map[TimerID]func(){},
 		modules: map[string]bool{}, fetchingModules: map[string][]pendingRun{}, peers: map[NodeID]bool{},
 		remote: map[NodeID]map[*task]struct{}{}, ended: map[JobID]bool{}, releases: map[releaseKey]map[objects.ID]uint32{},
 		asked: map[askKey]*task{}, askedTasks: map[NodeID]int{}, busyUntil: map[NodeID]Time{}, groupNames: map[string]objects.ID{}, gone: map[NodeID]bool{}}

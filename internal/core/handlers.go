@@ -2,6 +2,7 @@ package core
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -250,6 +251,9 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 		}
 		if a == nil || a.job != w.job && !a.shared() {
 			err = fmt.Errorf("submit: no actor %s in this job", aid.Short())
+			if cause, ok := c.departed[aid]; ok && a == nil {
+				err = &actorDiedErr{cause}
+			}
 		}
 	}
 	if err != nil {
@@ -369,13 +373,23 @@ func (c *Core) checkSpec(w *worker, raw []byte) (abi.TaskSpec, error) {
 
 // refuseSubmit makes the objects of a refused submission hold its error.
 func (c *Core) refuseSubmit(w *worker, parent *task, taskID objects.ID, nret int, fn string, err error) {
+	kind := abi.KindTask
+	var died *actorDiedErr
+	if errors.As(err, &died) {
+		kind = abi.KindActorDied
+	}
 	for i := 1; i <= nret; i++ {
 		id := taskID.WithIndex(uint32(i))
 		c.newObject(id, w.job)
 		c.hold(parent.holder(), id)
-		c.setError(id, abi.ErrorValue{Kind: abi.KindTask, Message: err.Error(), Task: fn})
+		c.setError(id, abi.ErrorValue{Kind: kind, Message: err.Error(), Task: fn})
 	}
 }
+
+// actorDiedErr refuses a call to an actor of a namespace that is gone.
+type actorDiedErr struct{ msg string }
+
+func (e *actorDiedErr) Error() string { return e.msg }
 
 // maxCreatesPerWorker bounds the store reservations one worker may hold
 // before storing them: a worker makes one at a time.

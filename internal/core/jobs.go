@@ -147,6 +147,10 @@ func (c *Core) endJob(j *job) {
 	for _, id := range sortedIDs(c.actors) {
 		a := c.actors[id]
 		if a.job == j {
+			if a.shared() && a.state != actorDead {
+				a.cause = "its job ended"
+				c.rememberDeparted(a)
+			}
 			a.state = actorDead // its worker's exit must not restart it
 			delete(c.actors, id)
 			c.freeName(a)
