@@ -2,54 +2,42 @@ package sdk
 
 import (
 	"fmt"
-	"reflect"
 
 	"github.com/wasmfabric/fabric/internal/abi"
 )
 
-// ActorClass is a Go type S registered as an actor class: Remote creates an
-// actor (an instance of S living in its own sandbox) and returns its handle.
+// ActorClass is a Go type S registered as an actor class, whatever its
+// constructor takes. Actor, Actor1 ... Actor6 return it wrapped in a type
+// of their arity (Class0 ... Class6), whose Remote takes the constructor's
+// arguments with their types.
 type ActorClass[S any] struct {
 	name  string
 	opts  []Option
 	extra []Option
-	// nargs and check are the constructor's arity and the check of
-	// Remote's arguments against its parameter types.
-	nargs int
-	check func(args []any) error
 }
+
+// Class is what takes an actor class of any arity: method registrations
+// and GetActor. *ActorClass and Class0 ... Class6 are Classes.
+type Class[S any] interface {
+	actorClass() *ActorClass[S]
+}
+
+func (c *ActorClass[S]) actorClass() *ActorClass[S] { return c }
 
 // Name returns the class name.
 func (c *ActorClass[S]) Name() string { return c.name }
 
-// Options returns the class with per-actor options added (Name, MaxRestarts,
-// resources).
-func (c *ActorClass[S]) Options(opts ...Option) *ActorClass[S] {
+// with returns the class with per-actor options added.
+func (c *ActorClass[S]) with(opts []Option) *ActorClass[S] {
 	cc := *c
 	cc.extra = append(append([]Option(nil), c.extra...), opts...)
 	return &cc
 }
 
-// Remote creates an actor; args are the constructor's: each a value of
-// its parameter's type, a Ref to one, or a Val. They are checked here,
-// before anything is sent (the class's type does not carry the
-// constructor's parameter types, so the compiler cannot): a wrong one
-// makes the handle's Err an ErrBadArguments. Creation failures surface as
-// ErrActorDied on the actor's method calls.
-func (c *ActorClass[S]) Remote(args ...any) Handle[S] {
-	if len(args) != c.nargs {
-		return Handle[S]{err: fmt.Errorf("%w: %s's constructor takes %d arguments, got %d", ErrBadArguments, c.name, c.nargs, len(args))}
-	}
-	if c.check != nil {
-		if err := c.check(args); err != nil {
-			return Handle[S]{err: fmt.Errorf("%s's constructor: %w", c.name, err)}
-		}
-	}
-	for i, a := range args {
-		if v, ok := a.(interface{ argValue() any }); ok {
-			args[i] = v.argValue() // a Val
-		}
-	}
+// create creates an actor with the constructor's arguments (values or
+// Refs). Creation failures surface as ErrActorDied on the actor's method
+// calls.
+func (c *ActorClass[S]) create(args []any) Handle[S] {
 	spec := abi.TaskSpec{Func: c.name, Options: applyOptions(c.opts, c.extra)}
 	var err error
 	var put []ObjectID
@@ -107,7 +95,7 @@ func InNamespace(ns string) LookupOption { return func(l *lookup) { l.namespace 
 
 // GetActor looks up a named actor of class c: in the job's own names, or
 // with InNamespace in a namespace, where other jobs' actors are.
-func GetActor[S any](c *ActorClass[S], name string, opts ...LookupOption) (Handle[S], error) {
+func GetActor[S any](c Class[S], name string, opts ...LookupOption) (Handle[S], error) {
 	var l lookup
 	for _, o := range opts {
 		o(&l)
@@ -166,23 +154,6 @@ func self[S any](class string) (*S, error) {
 	return s, nil
 }
 
-// argIs checks that args[i] is an A, an Arg[A] (a Ref[A] or a Val), or
-// nil for a type that has nil.
-func argIs[A any](args []any, i int) error {
-	switch args[i].(type) {
-	case A, Arg[A]:
-		return nil
-	}
-	t := reflect.TypeFor[A]()
-	if args[i] == nil {
-		switch t.Kind() {
-		case reflect.Pointer, reflect.Interface, reflect.Slice, reflect.Map, reflect.Func, reflect.Chan:
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: argument %d is %T, want %s or an sdk.Ref to one", ErrBadArguments, i, args[i], t)
-}
-
 func methodDef(class, method string) *taskDef {
 	return &taskDef{name: class + "." + method}
 }
@@ -197,7 +168,8 @@ type Method1N[S, A, R any] struct {
 
 // NewMethod1N registers fn as method name of class c; fn must return
 // exactly n values.
-func NewMethod1N[S, A, R any](c *ActorClass[S], name string, n int, fn func(*S, A) ([]R, error)) Method1N[S, A, R] {
+func NewMethod1N[S, A, R any](class Class[S], name string, n int, fn func(*S, A) ([]R, error)) Method1N[S, A, R] {
+	c := class.actorClass()
 	d := methodDef(c.name, name)
 	d.nret = n
 	register(d.name, 1, func(raw [][]byte) (any, error) {

@@ -311,8 +311,11 @@ func (t Func6[A, B, C, D, E, F, R]) RemoteRefs(a Arg[A], b Arg[B], c Arg[C], d A
 	return submitOne[R](t.d, nil, t.d.name, t.extra, argValues(a, b, c, d, e, f)...)
 }
 
+// Class0 is an actor class whose constructor takes no arguments.
+type Class0[S any] struct{ c *ActorClass[S] }
+
 // Actor registers a class whose constructor takes no arguments.
-func Actor[S any](name string, ctor func() (*S, error), opts ...Option) *ActorClass[S] {
+func Actor[S any](name string, ctor func() (*S, error), opts ...Option) *Class0[S] {
 	register(name+abi.ActorInitSuffix, 0, func([][]byte) (any, error) {
 		s, err := ctor()
 		if err != nil {
@@ -321,11 +324,31 @@ func Actor[S any](name string, ctor func() (*S, error), opts ...Option) *ActorCl
 		actor = s
 		return nil, nil
 	})
-	return &ActorClass[S]{name: name, opts: opts, nargs: 0}
+	return &Class0[S]{c: &ActorClass[S]{name: name, opts: opts}}
 }
 
+func (k *Class0[S]) actorClass() *ActorClass[S] { return k.c }
+
+// Name returns the class name.
+func (k *Class0[S]) Name() string { return k.c.name }
+
+// Options returns the class with per-actor options added (Name,
+// MaxRestarts, resources, Detached, ...).
+func (k *Class0[S]) Options(opts ...Option) *Class0[S] {
+	return &Class0[S]{c: k.c.with(opts)}
+}
+
+// Remote creates an actor and returns its handle at once; a creation
+// that fails surfaces as ErrActorDied on its method calls.
+func (k *Class0[S]) Remote() Handle[S] {
+	return k.c.create(nil)
+}
+
+// Class1 is an actor class whose constructor takes one argument.
+type Class1[S, A any] struct{ c *ActorClass[S] }
+
 // Actor1 registers a class whose constructor takes one argument.
-func Actor1[S, A any](name string, ctor func(A) (*S, error), opts ...Option) *ActorClass[S] {
+func Actor1[S, A any](name string, ctor func(A) (*S, error), opts ...Option) *Class1[S, A] {
 	register(name+abi.ActorInitSuffix, 1, func(raw [][]byte) (any, error) {
 		a, err := arg[A](raw, 0)
 		if err != nil {
@@ -338,16 +361,39 @@ func Actor1[S, A any](name string, ctor func(A) (*S, error), opts ...Option) *Ac
 		actor = s
 		return nil, nil
 	})
-	return &ActorClass[S]{name: name, opts: opts, nargs: 1, check: func(args []any) error {
-		if err := argIs[A](args, 0); err != nil {
-			return err
-		}
-		return nil
-	}}
+	return &Class1[S, A]{c: &ActorClass[S]{name: name, opts: opts}}
 }
 
+func (k *Class1[S, A]) actorClass() *ActorClass[S] { return k.c }
+
+// Name returns the class name.
+func (k *Class1[S, A]) Name() string { return k.c.name }
+
+// Options returns the class with per-actor options added (Name,
+// MaxRestarts, resources, Detached, ...).
+func (k *Class1[S, A]) Options(opts ...Option) *Class1[S, A] {
+	return &Class1[S, A]{c: k.c.with(opts)}
+}
+
+// Remote creates an actor with the constructor's arguments, of its
+// parameters' types (RemoteRefs passes references), and returns its
+// handle at once; a creation that fails surfaces as ErrActorDied on its
+// method calls.
+func (k *Class1[S, A]) Remote(a A) Handle[S] {
+	return k.c.create([]any{a})
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (k *Class1[S, A]) RemoteRefs(a Arg[A]) Handle[S] {
+	return k.c.create(argValues(a))
+}
+
+// Class2 is an actor class whose constructor takes two arguments.
+type Class2[S, A, B any] struct{ c *ActorClass[S] }
+
 // Actor2 registers a class whose constructor takes two arguments.
-func Actor2[S, A, B any](name string, ctor func(A, B) (*S, error), opts ...Option) *ActorClass[S] {
+func Actor2[S, A, B any](name string, ctor func(A, B) (*S, error), opts ...Option) *Class2[S, A, B] {
 	register(name+abi.ActorInitSuffix, 2, func(raw [][]byte) (any, error) {
 		a, err := arg[A](raw, 0)
 		if err != nil {
@@ -364,19 +410,39 @@ func Actor2[S, A, B any](name string, ctor func(A, B) (*S, error), opts ...Optio
 		actor = s
 		return nil, nil
 	})
-	return &ActorClass[S]{name: name, opts: opts, nargs: 2, check: func(args []any) error {
-		if err := argIs[A](args, 0); err != nil {
-			return err
-		}
-		if err := argIs[B](args, 1); err != nil {
-			return err
-		}
-		return nil
-	}}
+	return &Class2[S, A, B]{c: &ActorClass[S]{name: name, opts: opts}}
 }
 
+func (k *Class2[S, A, B]) actorClass() *ActorClass[S] { return k.c }
+
+// Name returns the class name.
+func (k *Class2[S, A, B]) Name() string { return k.c.name }
+
+// Options returns the class with per-actor options added (Name,
+// MaxRestarts, resources, Detached, ...).
+func (k *Class2[S, A, B]) Options(opts ...Option) *Class2[S, A, B] {
+	return &Class2[S, A, B]{c: k.c.with(opts)}
+}
+
+// Remote creates an actor with the constructor's arguments, of its
+// parameters' types (RemoteRefs passes references), and returns its
+// handle at once; a creation that fails surfaces as ErrActorDied on its
+// method calls.
+func (k *Class2[S, A, B]) Remote(a A, b B) Handle[S] {
+	return k.c.create([]any{a, b})
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (k *Class2[S, A, B]) RemoteRefs(a Arg[A], b Arg[B]) Handle[S] {
+	return k.c.create(argValues(a, b))
+}
+
+// Class3 is an actor class whose constructor takes three arguments.
+type Class3[S, A, B, C any] struct{ c *ActorClass[S] }
+
 // Actor3 registers a class whose constructor takes three arguments.
-func Actor3[S, A, B, C any](name string, ctor func(A, B, C) (*S, error), opts ...Option) *ActorClass[S] {
+func Actor3[S, A, B, C any](name string, ctor func(A, B, C) (*S, error), opts ...Option) *Class3[S, A, B, C] {
 	register(name+abi.ActorInitSuffix, 3, func(raw [][]byte) (any, error) {
 		a, err := arg[A](raw, 0)
 		if err != nil {
@@ -397,22 +463,39 @@ func Actor3[S, A, B, C any](name string, ctor func(A, B, C) (*S, error), opts ..
 		actor = s
 		return nil, nil
 	})
-	return &ActorClass[S]{name: name, opts: opts, nargs: 3, check: func(args []any) error {
-		if err := argIs[A](args, 0); err != nil {
-			return err
-		}
-		if err := argIs[B](args, 1); err != nil {
-			return err
-		}
-		if err := argIs[C](args, 2); err != nil {
-			return err
-		}
-		return nil
-	}}
+	return &Class3[S, A, B, C]{c: &ActorClass[S]{name: name, opts: opts}}
 }
 
+func (k *Class3[S, A, B, C]) actorClass() *ActorClass[S] { return k.c }
+
+// Name returns the class name.
+func (k *Class3[S, A, B, C]) Name() string { return k.c.name }
+
+// Options returns the class with per-actor options added (Name,
+// MaxRestarts, resources, Detached, ...).
+func (k *Class3[S, A, B, C]) Options(opts ...Option) *Class3[S, A, B, C] {
+	return &Class3[S, A, B, C]{c: k.c.with(opts)}
+}
+
+// Remote creates an actor with the constructor's arguments, of its
+// parameters' types (RemoteRefs passes references), and returns its
+// handle at once; a creation that fails surfaces as ErrActorDied on its
+// method calls.
+func (k *Class3[S, A, B, C]) Remote(a A, b B, c C) Handle[S] {
+	return k.c.create([]any{a, b, c})
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (k *Class3[S, A, B, C]) RemoteRefs(a Arg[A], b Arg[B], c Arg[C]) Handle[S] {
+	return k.c.create(argValues(a, b, c))
+}
+
+// Class4 is an actor class whose constructor takes four arguments.
+type Class4[S, A, B, C, D any] struct{ c *ActorClass[S] }
+
 // Actor4 registers a class whose constructor takes four arguments.
-func Actor4[S, A, B, C, D any](name string, ctor func(A, B, C, D) (*S, error), opts ...Option) *ActorClass[S] {
+func Actor4[S, A, B, C, D any](name string, ctor func(A, B, C, D) (*S, error), opts ...Option) *Class4[S, A, B, C, D] {
 	register(name+abi.ActorInitSuffix, 4, func(raw [][]byte) (any, error) {
 		a, err := arg[A](raw, 0)
 		if err != nil {
@@ -437,25 +520,39 @@ func Actor4[S, A, B, C, D any](name string, ctor func(A, B, C, D) (*S, error), o
 		actor = s
 		return nil, nil
 	})
-	return &ActorClass[S]{name: name, opts: opts, nargs: 4, check: func(args []any) error {
-		if err := argIs[A](args, 0); err != nil {
-			return err
-		}
-		if err := argIs[B](args, 1); err != nil {
-			return err
-		}
-		if err := argIs[C](args, 2); err != nil {
-			return err
-		}
-		if err := argIs[D](args, 3); err != nil {
-			return err
-		}
-		return nil
-	}}
+	return &Class4[S, A, B, C, D]{c: &ActorClass[S]{name: name, opts: opts}}
 }
 
+func (k *Class4[S, A, B, C, D]) actorClass() *ActorClass[S] { return k.c }
+
+// Name returns the class name.
+func (k *Class4[S, A, B, C, D]) Name() string { return k.c.name }
+
+// Options returns the class with per-actor options added (Name,
+// MaxRestarts, resources, Detached, ...).
+func (k *Class4[S, A, B, C, D]) Options(opts ...Option) *Class4[S, A, B, C, D] {
+	return &Class4[S, A, B, C, D]{c: k.c.with(opts)}
+}
+
+// Remote creates an actor with the constructor's arguments, of its
+// parameters' types (RemoteRefs passes references), and returns its
+// handle at once; a creation that fails surfaces as ErrActorDied on its
+// method calls.
+func (k *Class4[S, A, B, C, D]) Remote(a A, b B, c C, d D) Handle[S] {
+	return k.c.create([]any{a, b, c, d})
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (k *Class4[S, A, B, C, D]) RemoteRefs(a Arg[A], b Arg[B], c Arg[C], d Arg[D]) Handle[S] {
+	return k.c.create(argValues(a, b, c, d))
+}
+
+// Class5 is an actor class whose constructor takes five arguments.
+type Class5[S, A, B, C, D, E any] struct{ c *ActorClass[S] }
+
 // Actor5 registers a class whose constructor takes five arguments.
-func Actor5[S, A, B, C, D, E any](name string, ctor func(A, B, C, D, E) (*S, error), opts ...Option) *ActorClass[S] {
+func Actor5[S, A, B, C, D, E any](name string, ctor func(A, B, C, D, E) (*S, error), opts ...Option) *Class5[S, A, B, C, D, E] {
 	register(name+abi.ActorInitSuffix, 5, func(raw [][]byte) (any, error) {
 		a, err := arg[A](raw, 0)
 		if err != nil {
@@ -484,28 +581,39 @@ func Actor5[S, A, B, C, D, E any](name string, ctor func(A, B, C, D, E) (*S, err
 		actor = s
 		return nil, nil
 	})
-	return &ActorClass[S]{name: name, opts: opts, nargs: 5, check: func(args []any) error {
-		if err := argIs[A](args, 0); err != nil {
-			return err
-		}
-		if err := argIs[B](args, 1); err != nil {
-			return err
-		}
-		if err := argIs[C](args, 2); err != nil {
-			return err
-		}
-		if err := argIs[D](args, 3); err != nil {
-			return err
-		}
-		if err := argIs[E](args, 4); err != nil {
-			return err
-		}
-		return nil
-	}}
+	return &Class5[S, A, B, C, D, E]{c: &ActorClass[S]{name: name, opts: opts}}
 }
 
+func (k *Class5[S, A, B, C, D, E]) actorClass() *ActorClass[S] { return k.c }
+
+// Name returns the class name.
+func (k *Class5[S, A, B, C, D, E]) Name() string { return k.c.name }
+
+// Options returns the class with per-actor options added (Name,
+// MaxRestarts, resources, Detached, ...).
+func (k *Class5[S, A, B, C, D, E]) Options(opts ...Option) *Class5[S, A, B, C, D, E] {
+	return &Class5[S, A, B, C, D, E]{c: k.c.with(opts)}
+}
+
+// Remote creates an actor with the constructor's arguments, of its
+// parameters' types (RemoteRefs passes references), and returns its
+// handle at once; a creation that fails surfaces as ErrActorDied on its
+// method calls.
+func (k *Class5[S, A, B, C, D, E]) Remote(a A, b B, c C, d D, e E) Handle[S] {
+	return k.c.create([]any{a, b, c, d, e})
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (k *Class5[S, A, B, C, D, E]) RemoteRefs(a Arg[A], b Arg[B], c Arg[C], d Arg[D], e Arg[E]) Handle[S] {
+	return k.c.create(argValues(a, b, c, d, e))
+}
+
+// Class6 is an actor class whose constructor takes six arguments.
+type Class6[S, A, B, C, D, E, F any] struct{ c *ActorClass[S] }
+
 // Actor6 registers a class whose constructor takes six arguments.
-func Actor6[S, A, B, C, D, E, F any](name string, ctor func(A, B, C, D, E, F) (*S, error), opts ...Option) *ActorClass[S] {
+func Actor6[S, A, B, C, D, E, F any](name string, ctor func(A, B, C, D, E, F) (*S, error), opts ...Option) *Class6[S, A, B, C, D, E, F] {
 	register(name+abi.ActorInitSuffix, 6, func(raw [][]byte) (any, error) {
 		a, err := arg[A](raw, 0)
 		if err != nil {
@@ -538,27 +646,32 @@ func Actor6[S, A, B, C, D, E, F any](name string, ctor func(A, B, C, D, E, F) (*
 		actor = s
 		return nil, nil
 	})
-	return &ActorClass[S]{name: name, opts: opts, nargs: 6, check: func(args []any) error {
-		if err := argIs[A](args, 0); err != nil {
-			return err
-		}
-		if err := argIs[B](args, 1); err != nil {
-			return err
-		}
-		if err := argIs[C](args, 2); err != nil {
-			return err
-		}
-		if err := argIs[D](args, 3); err != nil {
-			return err
-		}
-		if err := argIs[E](args, 4); err != nil {
-			return err
-		}
-		if err := argIs[F](args, 5); err != nil {
-			return err
-		}
-		return nil
-	}}
+	return &Class6[S, A, B, C, D, E, F]{c: &ActorClass[S]{name: name, opts: opts}}
+}
+
+func (k *Class6[S, A, B, C, D, E, F]) actorClass() *ActorClass[S] { return k.c }
+
+// Name returns the class name.
+func (k *Class6[S, A, B, C, D, E, F]) Name() string { return k.c.name }
+
+// Options returns the class with per-actor options added (Name,
+// MaxRestarts, resources, Detached, ...).
+func (k *Class6[S, A, B, C, D, E, F]) Options(opts ...Option) *Class6[S, A, B, C, D, E, F] {
+	return &Class6[S, A, B, C, D, E, F]{c: k.c.with(opts)}
+}
+
+// Remote creates an actor with the constructor's arguments, of its
+// parameters' types (RemoteRefs passes references), and returns its
+// handle at once; a creation that fails surfaces as ErrActorDied on its
+// method calls.
+func (k *Class6[S, A, B, C, D, E, F]) Remote(a A, b B, c C, d D, e E, f F) Handle[S] {
+	return k.c.create([]any{a, b, c, d, e, f})
+}
+
+// RemoteRefs is Remote with each argument a Ref to a value of its type
+// (resolved before the call runs) or a value wrapped with Val.
+func (k *Class6[S, A, B, C, D, E, F]) RemoteRefs(a Arg[A], b Arg[B], c Arg[C], d Arg[D], e Arg[E], f Arg[F]) Handle[S] {
+	return k.c.create(argValues(a, b, c, d, e, f))
 }
 
 // Method0 is an actor method without arguments.
@@ -568,7 +681,8 @@ type Method0[S, R any] struct {
 }
 
 // NewMethod0 registers fn as method name of class c.
-func NewMethod0[S, R any](c *ActorClass[S], name string, fn func(*S) (R, error)) Method0[S, R] {
+func NewMethod0[S, R any](class Class[S], name string, fn func(*S) (R, error)) Method0[S, R] {
+	c := class.actorClass()
 	def := methodDef(c.name, name)
 	register(def.name, 0, func([][]byte) (any, error) {
 		s, err := self[S](c.name)
@@ -604,7 +718,8 @@ type Method1[S, A, R any] struct {
 }
 
 // NewMethod1 registers fn as method name of class c.
-func NewMethod1[S, A, R any](c *ActorClass[S], name string, fn func(*S, A) (R, error)) Method1[S, A, R] {
+func NewMethod1[S, A, R any](class Class[S], name string, fn func(*S, A) (R, error)) Method1[S, A, R] {
+	c := class.actorClass()
 	def := methodDef(c.name, name)
 	register(def.name, 1, func(raw [][]byte) (any, error) {
 		s, err := self[S](c.name)
@@ -652,7 +767,8 @@ type Method2[S, A, B, R any] struct {
 }
 
 // NewMethod2 registers fn as method name of class c.
-func NewMethod2[S, A, B, R any](c *ActorClass[S], name string, fn func(*S, A, B) (R, error)) Method2[S, A, B, R] {
+func NewMethod2[S, A, B, R any](class Class[S], name string, fn func(*S, A, B) (R, error)) Method2[S, A, B, R] {
+	c := class.actorClass()
 	def := methodDef(c.name, name)
 	register(def.name, 2, func(raw [][]byte) (any, error) {
 		s, err := self[S](c.name)
@@ -704,7 +820,8 @@ type Method3[S, A, B, C, R any] struct {
 }
 
 // NewMethod3 registers fn as method name of class c.
-func NewMethod3[S, A, B, C, R any](c *ActorClass[S], name string, fn func(*S, A, B, C) (R, error)) Method3[S, A, B, C, R] {
+func NewMethod3[S, A, B, C, R any](class Class[S], name string, fn func(*S, A, B, C) (R, error)) Method3[S, A, B, C, R] {
+	c := class.actorClass()
 	def := methodDef(c.name, name)
 	register(def.name, 3, func(raw [][]byte) (any, error) {
 		s, err := self[S](c.name)
@@ -760,7 +877,8 @@ type Method4[S, A, B, C, D, R any] struct {
 }
 
 // NewMethod4 registers fn as method name of class c.
-func NewMethod4[S, A, B, C, D, R any](c *ActorClass[S], name string, fn func(*S, A, B, C, D) (R, error)) Method4[S, A, B, C, D, R] {
+func NewMethod4[S, A, B, C, D, R any](class Class[S], name string, fn func(*S, A, B, C, D) (R, error)) Method4[S, A, B, C, D, R] {
+	c := class.actorClass()
 	def := methodDef(c.name, name)
 	register(def.name, 4, func(raw [][]byte) (any, error) {
 		s, err := self[S](c.name)
@@ -820,7 +938,8 @@ type Method5[S, A, B, C, D, E, R any] struct {
 }
 
 // NewMethod5 registers fn as method name of class c.
-func NewMethod5[S, A, B, C, D, E, R any](c *ActorClass[S], name string, fn func(*S, A, B, C, D, E) (R, error)) Method5[S, A, B, C, D, E, R] {
+func NewMethod5[S, A, B, C, D, E, R any](class Class[S], name string, fn func(*S, A, B, C, D, E) (R, error)) Method5[S, A, B, C, D, E, R] {
+	c := class.actorClass()
 	def := methodDef(c.name, name)
 	register(def.name, 5, func(raw [][]byte) (any, error) {
 		s, err := self[S](c.name)
@@ -884,7 +1003,8 @@ type Method6[S, A, B, C, D, E, F, R any] struct {
 }
 
 // NewMethod6 registers fn as method name of class c.
-func NewMethod6[S, A, B, C, D, E, F, R any](c *ActorClass[S], name string, fn func(*S, A, B, C, D, E, F) (R, error)) Method6[S, A, B, C, D, E, F, R] {
+func NewMethod6[S, A, B, C, D, E, F, R any](class Class[S], name string, fn func(*S, A, B, C, D, E, F) (R, error)) Method6[S, A, B, C, D, E, F, R] {
+	c := class.actorClass()
 	def := methodDef(c.name, name)
 	register(def.name, 6, func(raw [][]byte) (any, error) {
 		s, err := self[S](c.name)
@@ -1269,7 +1389,8 @@ type GenMethod0[S, T any] struct {
 
 // NewGenMethod0 registers fn as generator method name of class c (see
 // Generator0).
-func NewGenMethod0[S, T any](c *ActorClass[S], name string, fn func(*S, func(T) error) error) GenMethod0[S, T] {
+func NewGenMethod0[S, T any](class Class[S], name string, fn func(*S, func(T) error) error) GenMethod0[S, T] {
+	c := class.actorClass()
 	def := methodDef(c.name, name)
 	def.opts = []Option{generatorOption}
 	register(def.name, 0, func([][]byte) (any, error) {
@@ -1304,7 +1425,8 @@ type GenMethod1[S, A, T any] struct {
 
 // NewGenMethod1 registers fn as generator method name of class c (see
 // Generator0).
-func NewGenMethod1[S, A, T any](c *ActorClass[S], name string, fn func(*S, A, func(T) error) error) GenMethod1[S, A, T] {
+func NewGenMethod1[S, A, T any](class Class[S], name string, fn func(*S, A, func(T) error) error) GenMethod1[S, A, T] {
+	c := class.actorClass()
 	def := methodDef(c.name, name)
 	def.opts = []Option{generatorOption}
 	register(def.name, 1, func(raw [][]byte) (any, error) {
@@ -1352,7 +1474,8 @@ type GenMethod2[S, A, B, T any] struct {
 
 // NewGenMethod2 registers fn as generator method name of class c (see
 // Generator0).
-func NewGenMethod2[S, A, B, T any](c *ActorClass[S], name string, fn func(*S, A, B, func(T) error) error) GenMethod2[S, A, B, T] {
+func NewGenMethod2[S, A, B, T any](class Class[S], name string, fn func(*S, A, B, func(T) error) error) GenMethod2[S, A, B, T] {
+	c := class.actorClass()
 	def := methodDef(c.name, name)
 	def.opts = []Option{generatorOption}
 	register(def.name, 2, func(raw [][]byte) (any, error) {
@@ -1404,7 +1527,8 @@ type GenMethod3[S, A, B, C, T any] struct {
 
 // NewGenMethod3 registers fn as generator method name of class c (see
 // Generator0).
-func NewGenMethod3[S, A, B, C, T any](c *ActorClass[S], name string, fn func(*S, A, B, C, func(T) error) error) GenMethod3[S, A, B, C, T] {
+func NewGenMethod3[S, A, B, C, T any](class Class[S], name string, fn func(*S, A, B, C, func(T) error) error) GenMethod3[S, A, B, C, T] {
+	c := class.actorClass()
 	def := methodDef(c.name, name)
 	def.opts = []Option{generatorOption}
 	register(def.name, 3, func(raw [][]byte) (any, error) {
@@ -1460,7 +1584,8 @@ type GenMethod4[S, A, B, C, D, T any] struct {
 
 // NewGenMethod4 registers fn as generator method name of class c (see
 // Generator0).
-func NewGenMethod4[S, A, B, C, D, T any](c *ActorClass[S], name string, fn func(*S, A, B, C, D, func(T) error) error) GenMethod4[S, A, B, C, D, T] {
+func NewGenMethod4[S, A, B, C, D, T any](class Class[S], name string, fn func(*S, A, B, C, D, func(T) error) error) GenMethod4[S, A, B, C, D, T] {
+	c := class.actorClass()
 	def := methodDef(c.name, name)
 	def.opts = []Option{generatorOption}
 	register(def.name, 4, func(raw [][]byte) (any, error) {
@@ -1520,7 +1645,8 @@ type GenMethod5[S, A, B, C, D, E, T any] struct {
 
 // NewGenMethod5 registers fn as generator method name of class c (see
 // Generator0).
-func NewGenMethod5[S, A, B, C, D, E, T any](c *ActorClass[S], name string, fn func(*S, A, B, C, D, E, func(T) error) error) GenMethod5[S, A, B, C, D, E, T] {
+func NewGenMethod5[S, A, B, C, D, E, T any](class Class[S], name string, fn func(*S, A, B, C, D, E, func(T) error) error) GenMethod5[S, A, B, C, D, E, T] {
+	c := class.actorClass()
 	def := methodDef(c.name, name)
 	def.opts = []Option{generatorOption}
 	register(def.name, 5, func(raw [][]byte) (any, error) {
@@ -1584,7 +1710,8 @@ type GenMethod6[S, A, B, C, D, E, F, T any] struct {
 
 // NewGenMethod6 registers fn as generator method name of class c (see
 // Generator0).
-func NewGenMethod6[S, A, B, C, D, E, F, T any](c *ActorClass[S], name string, fn func(*S, A, B, C, D, E, F, func(T) error) error) GenMethod6[S, A, B, C, D, E, F, T] {
+func NewGenMethod6[S, A, B, C, D, E, F, T any](class Class[S], name string, fn func(*S, A, B, C, D, E, F, func(T) error) error) GenMethod6[S, A, B, C, D, E, F, T] {
+	c := class.actorClass()
 	def := methodDef(c.name, name)
 	def.opts = []Option{generatorOption}
 	register(def.name, 6, func(raw [][]byte) (any, error) {

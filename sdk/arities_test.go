@@ -3,7 +3,6 @@
 package sdk
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -46,31 +45,18 @@ func TestSixArguments(t *testing.T) {
 	}
 }
 
-// TestConstructorArgumentsChecked: a constructor's arguments are checked
-// at Remote, before anything is sent: a value of the wrong type or the
-// wrong number of them makes the handle's error; a Ref or a Val of the
-// right type passes.
-func TestConstructorArgumentsChecked(t *testing.T) {
-	h := newMemHost(t)
-	before := len(h.specs)
-	cases := []struct {
-		name string
-		args []any
-		want string
-	}{
-		{"wrong type", []any{"seven", "x", 1.0, false, []int{}, map[string]int{}}, "argument 0 is string, want int"},
-		{"too few", []any{7}, "takes 6 arguments, got 1"},
-		{"ref of the wrong type", []any{7, Ref[int]{}, 1.0, false, []int{}, map[string]int{}}, "argument 1 is sdk.Ref[int], want string"},
+// TestConstructorRefs: a constructor's arguments go as values
+// (Remote) or as references and Vals (RemoteRefs), each of its
+// parameter's type; a wrong one does not compile.
+func TestConstructorRefs(t *testing.T) {
+	newMemHost(t)
+	ref, err := Put("from a ref")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, c := range cases {
-		if err := sixClass.Remote(c.args...).Err(); !errors.Is(err, ErrBadArguments) || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: %v, want %q", c.name, err, c.want)
-		}
-	}
-	if len(h.specs) != before {
-		t.Errorf("a refused creation was sent")
-	}
-	if err := sixClass.Remote(Val(7), "x", 1.0, false, nil, map[string]int{}).Err(); err != nil {
-		t.Errorf("a Val and a nil slice: %v", err)
+	h := sixClass.RemoteRefs(Val(7), ref, Val(1.0), Val(false), Val([]int{}), Val(map[string]int{}))
+	got, err := sixMethod.Remote(h, 1, "b", 0.5, true, []int{1}, map[string]int{"k": 2}).Get()
+	if err != nil || !strings.HasPrefix(got, "7,from a ref,") {
+		t.Fatalf("method of an actor made with RemoteRefs: %q %v", got, err)
 	}
 }

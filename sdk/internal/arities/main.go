@@ -117,25 +117,42 @@ func task(b *bytes.Buffer, a arity) {
 
 func actor(b *bytes.Buffer, a arity) {
 	name := fmt.Sprintf("Actor%d", a.n)
+	typ := fmt.Sprintf("Class%d[S%s]", a.n, prefixed(a.typeList))
 	if a.n == 0 {
 		name = "Actor"
+		b.WriteString("// Class0 is an actor class whose constructor takes no arguments.\n")
+	} else {
+		fmt.Fprintf(b, "// Class%d is an actor class whose constructor takes %s.\n", a.n, count(a.n))
+	}
+	fmt.Fprintf(b, "type Class%d[S%s any] struct{ c *ActorClass[S] }\n\n", a.n, prefixed(a.typeList))
+	if a.n == 0 {
 		b.WriteString("// Actor registers a class whose constructor takes no arguments.\n")
 	} else {
 		fmt.Fprintf(b, "// %s registers a class whose constructor takes %s.\n", name, count(a.n))
 	}
-	fmt.Fprintf(b, "func %s[S%s any](name string, ctor func(%s) (*S, error), opts ...Option) *ActorClass[S] {\n", name, prefixed(a.typeList), a.typeList)
+	fmt.Fprintf(b, "func %s[S%s any](name string, ctor func(%s) (*S, error), opts ...Option) *%s {\n", name, prefixed(a.typeList), a.typeList, typ)
 	fmt.Fprintf(b, "\tregister(name+abi.ActorInitSuffix, %d, func(%s) (any, error) {\n", a.n, a.rawParam())
 	a.decodeArgs(b)
 	fmt.Fprintf(b, "\t\ts, err := ctor(%s)\n\t\tif err != nil {\n\t\t\treturn nil, err\n\t\t}\n\t\tactor = s\n\t\treturn nil, nil\n\t})\n", a.varList)
+	fmt.Fprintf(b, "\treturn &%s{c: &ActorClass[S]{name: name, opts: opts}}\n}\n\n", typ)
+	fmt.Fprintf(b, "func (k *%s) actorClass() *ActorClass[S] { return k.c }\n\n", typ)
+	b.WriteString("// Name returns the class name.\n")
+	fmt.Fprintf(b, "func (k *%s) Name() string { return k.c.name }\n\n", typ)
+	b.WriteString("// Options returns the class with per-actor options added (Name,\n// MaxRestarts, resources, Detached, ...).\n")
+	fmt.Fprintf(b, "func (k *%s) Options(opts ...Option) *%s {\n\treturn &%s{c: k.c.with(opts)}\n}\n\n", typ, typ, typ)
 	if a.n == 0 {
-		b.WriteString("\treturn &ActorClass[S]{name: name, opts: opts, nargs: 0}\n}\n\n")
-		return
+		b.WriteString("// Remote creates an actor and returns its handle at once; a creation\n// that fails surfaces as ErrActorDied on its method calls.\n")
+	} else {
+		b.WriteString("// Remote creates an actor with the constructor's arguments, of its\n// parameters' types (RemoteRefs passes references), and returns its\n// handle at once; a creation that fails surfaces as ErrActorDied on its\n// method calls.\n")
 	}
-	b.WriteString("\treturn &ActorClass[S]{name: name, opts: opts, nargs: " + fmt.Sprint(a.n) + ", check: func(args []any) error {\n")
-	for i, t := range a.types {
-		fmt.Fprintf(b, "\t\tif err := argIs[%s](args, %d); err != nil {\n\t\t\treturn err\n\t\t}\n", t, i)
+	args := "nil"
+	if a.n > 0 {
+		args = "[]any{" + a.varList + "}"
 	}
-	b.WriteString("\t\treturn nil\n\t}}\n}\n\n")
+	fmt.Fprintf(b, "func (k *%s) Remote(%s) Handle[S] {\n\treturn k.c.create(%s)\n}\n\n", typ, a.params, args)
+	if a.n > 0 {
+		remoteRefs(b, a, "*"+typ, "k", "", "Handle[S]", fmt.Sprintf("\treturn k.c.create(argValues(%s))\n", a.varList))
+	}
 }
 
 func prefixed(list string) string {
@@ -154,8 +171,8 @@ func method(b *bytes.Buffer, a arity) {
 	}
 	fmt.Fprintf(b, "type Method%d[S, %sR any] struct {\n\td     *taskDef\n\textra []Option\n}\n\n", a.n, a.typeParams)
 	fmt.Fprintf(b, "// NewMethod%d registers fn as method name of class c.\n", a.n)
-	fmt.Fprintf(b, "func NewMethod%d[S, %sR any](c *ActorClass[S], name string, fn func(*S%s) (R, error)) %s {\n", a.n, a.typeParams, prefixed(a.typeList), typ)
-	fmt.Fprintf(b, "\tdef := methodDef(c.name, name)\n\tregister(def.name, %d, func(%s) (any, error) {\n", a.n, a.rawParam())
+	fmt.Fprintf(b, "func NewMethod%d[S, %sR any](class Class[S], name string, fn func(*S%s) (R, error)) %s {\n", a.n, a.typeParams, prefixed(a.typeList), typ)
+	fmt.Fprintf(b, "\tc := class.actorClass()\n\tdef := methodDef(c.name, name)\n\tregister(def.name, %d, func(%s) (any, error) {\n", a.n, a.rawParam())
 	b.WriteString("\t\ts, err := self[S](c.name)\n\t\tif err != nil {\n\t\t\treturn nil, err\n\t\t}\n")
 	a.decodeArgs(b)
 	fmt.Fprintf(b, "\t\treturn fn(s%s)\n\t})\n\treturn %s{d: def}\n}\n\n", a.callArgs(), typ)
@@ -202,8 +219,8 @@ func genMethod(b *bytes.Buffer, a arity) {
 	fmt.Fprintf(b, "// GenMethod%d is an actor method with %s that yields values.\n", a.n, count(a.n))
 	fmt.Fprintf(b, "type GenMethod%d[S, %sT any] struct {\n\td     *taskDef\n\textra []Option\n}\n\n", a.n, a.typeParams)
 	fmt.Fprintf(b, "// NewGenMethod%d registers fn as generator method name of class c (see\n// Generator0).\n", a.n)
-	fmt.Fprintf(b, "func NewGenMethod%d[S, %sT any](c *ActorClass[S], name string, fn func(*S, %sfunc(T) error) error) %s {\n", a.n, a.typeParams, a.typeParams, typ)
-	fmt.Fprintf(b, "\tdef := methodDef(c.name, name)\n\tdef.opts = []Option{generatorOption}\n\tregister(def.name, %d, func(%s) (any, error) {\n", a.n, a.rawParam())
+	fmt.Fprintf(b, "func NewGenMethod%d[S, %sT any](class Class[S], name string, fn func(*S, %sfunc(T) error) error) %s {\n", a.n, a.typeParams, a.typeParams, typ)
+	fmt.Fprintf(b, "\tc := class.actorClass()\n\tdef := methodDef(c.name, name)\n\tdef.opts = []Option{generatorOption}\n\tregister(def.name, %d, func(%s) (any, error) {\n", a.n, a.rawParam())
 	b.WriteString("\t\ts, err := self[S](c.name)\n\t\tif err != nil {\n\t\t\treturn nil, err\n\t\t}\n")
 	a.decodeArgs(b)
 	fmt.Fprintf(b, "\t\treturn runGenerator(func(yield func(T) error) error { return fn(s, %syield) })\n\t})\n\treturn %s{d: def}\n}\n\n", a.typeParamsVars(), typ)
