@@ -99,7 +99,7 @@ func serve() int32 {
 	}
 }
 
-// start runs a new call on a goroutine of its own.
+// start runs a new call on a goroutine of the call pool.
 func (s *server) start(handle uint32) {
 	if hostCallTake(handle) < 0 {
 		return // the host has no such call
@@ -108,18 +108,54 @@ func (s *server) start(handle uint32) {
 	if err != nil {
 		return
 	}
-	name, args := string(items[0].data), items[1].data
 	s.running++
-	go func() {
-		g := goroutineID()
-		s.byGoroutine[g] = handle
-		value, refs, err := dispatch(name, args)
-		delete(s.byGoroutine, g)
-		s.enter(handle)
-		hostCallFinish(handle, uint32(returnResult(value, refs, err)))
+	var cw *callWorker
+	if n := len(idleWorkers); n > 0 {
+		cw, idleWorkers = idleWorkers[n-1], idleWorkers[:n-1]
+	} else {
+		cw = &callWorker{calls: make(chan callJob, 1)}
+		go cw.loop()
+	}
+	cw.calls <- callJob{s: s, handle: handle, name: string(items[0].data), args: items[1].data}
+}
+
+// A callWorker is a goroutine that runs calls one after another. It
+// learns its goroutine's ID once (runtime.Stack costs tens of
+// microseconds on wasm), so that a call needs no lookup to start.
+type callWorker struct {
+	id    uint64
+	calls chan callJob
+}
+
+type callJob struct {
+	s      *server
+	handle uint32
+	name   string
+	args   []byte
+}
+
+// idleWorkers are call workers waiting for a call, across serve loops;
+// at most maxIdleWorkers are kept.
+var idleWorkers []*callWorker
+
+const maxIdleWorkers = 64
+
+func (cw *callWorker) loop() {
+	cw.id = goroutineID()
+	for job := range cw.calls {
+		s := job.s
+		s.byGoroutine[cw.id] = job.handle
+		value, refs, err := dispatch(job.name, job.args)
+		delete(s.byGoroutine, cw.id)
+		s.enter(job.handle)
+		hostCallFinish(job.handle, uint32(returnResult(value, refs, err)))
 		s.entered = 0
 		s.running--
-	}()
+		if len(idleWorkers) >= maxIdleWorkers {
+			return
+		}
+		idleWorkers = append(idleWorkers, cw)
+	}
 }
 
 // enter makes the host act for call handle.
