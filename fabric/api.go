@@ -2,12 +2,14 @@ package fabric
 
 import (
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,6 +71,34 @@ type WorkersView struct {
 	// with workers here, and one per driver).
 	Processes int `json:"processes"`
 }
+
+// MediaJobStream is the framed form of a job's streamed response, which a
+// client asks for with Accept: the body is frames of one kind byte
+// (FrameStdout, FrameStderr, FrameResult), a 4-byte big-endian length and
+// that many bytes. The last frame is the result, JSON (JobResultView), of
+// any length. Without it, the body is the output as plain text and the
+// result is in the trailers, cut to fit them.
+const MediaJobStream = "application/vnd.fabric.job-stream"
+
+// Kinds of the frames of MediaJobStream.
+const (
+	FrameStdout = 1
+	FrameStderr = 2
+	FrameResult = 3
+)
+
+// maxFrame bounds one frame of a job stream.
+const maxFrame = 16 << 20
+
+// JobResultView is a job's result in its stream's last frame.
+type JobResultView struct {
+	Error    string `json:"error,omitempty"` // "" when the job succeeded
+	ExitCode int    `json:"exit_code,omitempty"`
+}
+
+// maxTrailerError bounds the error a plain job stream's trailer carries:
+// Go's HTTP client refuses a trailer over about 4 KB.
+const maxTrailerError = 2048
 
 // Trailer names of a job's streamed response.
 const (
@@ -183,30 +213,74 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusInternalServerError, "storing the module: "+err.Error())
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Trailer", TrailerJobError+", "+TrailerJobExitCode)
+	framed := strings.Contains(r.Header.Get("Accept"), MediaJobStream)
+	if framed {
+		w.Header().Set("Content-Type", MediaJobStream)
+	} else {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Trailer", TrailerJobError+", "+TrailerJobExitCode)
+	}
 	w.WriteHeader(http.StatusOK)
 	fw, _ := w.(http.Flusher)
 	out := &flushWriter{w: w, f: fw}
 	if fw != nil {
 		fw.Flush()
 	}
+	stdout, stderr := io.Writer(out), io.Writer(out)
+	if framed {
+		stdout, stderr = &frameWriter{out: out, kind: FrameStdout}, &frameWriter{out: out, kind: FrameStderr}
+	}
 	// A client that stops reading holds up only this job's output; once the
 	// job has ended, a write it still blocks is ended by a deadline.
 	rc := http.NewResponseController(w)
 	abort := func() { _ = rc.SetWriteDeadline(time.Now()) }
-	jerr := a.node.runJob(r.Context(), digest, r.URL.Query()["arg"], JobOptions{Stdout: out, Stderr: out, Abort: abort})
-	msg := ""
+	jerr := a.node.runJob(r.Context(), digest, r.URL.Query()["arg"], JobOptions{Stdout: stdout, Stderr: stderr, Abort: abort})
+	var res JobResultView
 	if jerr != nil {
-		msg = jerr.Error()
-		if msg == "" {
-			msg = "job failed"
+		res.Error = jerr.Error()
+		if res.Error == "" {
+			res.Error = "job failed"
 		}
 	}
 	if je := (*JobError)(nil); errors.As(jerr, &je) && je.ExitCode != 0 {
-		w.Header().Set(TrailerJobExitCode, strconv.Itoa(je.ExitCode))
+		res.ExitCode = je.ExitCode
+	}
+	if framed {
+		b, _ := json.Marshal(res)
+		_, _ = (&frameWriter{out: out, kind: FrameResult}).Write(b)
+		return
+	}
+	if res.ExitCode != 0 {
+		w.Header().Set(TrailerJobExitCode, strconv.Itoa(res.ExitCode))
+	}
+	msg := res.Error
+	if len(msg) > maxTrailerError {
+		msg = fmt.Sprintf("%s… [%d more bytes; ask with Accept: %s for the whole error]", msg[:maxTrailerError], len(msg)-maxTrailerError, MediaJobStream)
 	}
 	w.Header().Set(TrailerJobError, strconv.QuoteToASCII(msg)) // a header value holds no newlines
+}
+
+// frameWriter writes each Write as frames of one kind (MediaJobStream).
+type frameWriter struct {
+	out  *flushWriter
+	kind byte
+}
+
+func (f *frameWriter) Write(p []byte) (int, error) {
+	n := 0
+	for {
+		chunk := p[:min(len(p), maxFrame)]
+		buf := make([]byte, 5, 5+len(chunk))
+		buf[0] = f.kind
+		binary.BigEndian.PutUint32(buf[1:], uint32(len(chunk)))
+		if _, err := f.out.Write(append(buf, chunk...)); err != nil {
+			return n, err
+		}
+		n += len(chunk)
+		if p = p[len(chunk):]; len(p) == 0 {
+			return n, nil
+		}
+	}
 }
 
 // DebugState describes the node's core and its shell: jobs, tasks,

@@ -2,14 +2,15 @@ package fabric
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 )
 
@@ -42,7 +43,7 @@ func (c *Client) url(path string, q url.Values) (string, error) {
 	return u.String(), nil
 }
 
-func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader) (*http.Response, error) {
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, headers ...string) (*http.Response, error) {
 	u, err := c.url(path, q)
 	if err != nil {
 		return nil, err
@@ -52,6 +53,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
 	hc := c.HTTP
 	if hc == nil {
 		hc = http.DefaultClient
@@ -102,28 +106,59 @@ func (c *Client) Status(ctx context.Context) (StatusView, error) {
 // arrives. When the job failed it returns a *JobError (which matches
 // ErrJob), with the driver's exit code when it exited with one.
 func (c *Client) Submit(ctx context.Context, wasm []byte, args []string, out io.Writer) error {
-	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs", url.Values{"arg": args}, bytes.NewReader(wasm))
+	return c.SubmitSplit(ctx, wasm, args, out, out)
+}
+
+// SubmitSplit is Submit with the job's stdout and stderr apart. The
+// result, an error of any length included, comes in the stream's last
+// frame (MediaJobStream).
+func (c *Client) SubmitSplit(ctx context.Context, wasm []byte, args []string, stdout, stderr io.Writer) error {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs", url.Values{"arg": args}, bytes.NewReader(wasm), "Accept", MediaJobStream)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if _, err := io.Copy(out, resp.Body); err != nil {
-		return fmt.Errorf("fabric: lost the job's output stream: %w", err)
+	if ct := resp.Header.Get("Content-Type"); ct != MediaJobStream {
+		return fmt.Errorf("%w: the agent answered a job with %q, not %s (is it an older version?)", ErrAPI, ct, MediaJobStream)
 	}
-	raw := resp.Trailer.Get(TrailerJobError)
-	if raw == "" {
-		return fmt.Errorf("fabric: the agent ended the job's stream without its result (did the agent stop?)")
-	}
-	msg, err := strconv.Unquote(raw)
-	if err != nil {
-		return fmt.Errorf("%w: malformed job result %q", ErrAPI, raw)
-	}
-	if msg != "" {
-		je := &JobError{Message: "fabric: job failed: " + msg}
-		if code, err := strconv.Atoi(resp.Trailer.Get(TrailerJobExitCode)); err == nil && code > 0 && code < 256 {
-			je.ExitCode = code
+	var head [5]byte
+	for {
+		if _, err := io.ReadFull(resp.Body, head[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("fabric: the agent ended the job's stream without its result (did the agent stop?)")
+			}
+			return fmt.Errorf("fabric: lost the job's output stream: %w", err)
 		}
-		return je
+		n := binary.BigEndian.Uint32(head[1:])
+		if n > maxFrame {
+			return fmt.Errorf("%w: a job stream frame of %d bytes", ErrAPI, n)
+		}
+		body := io.LimitReader(resp.Body, int64(n))
+		switch head[0] {
+		case FrameStdout, FrameStderr:
+			w := stdout
+			if head[0] == FrameStderr {
+				w = stderr
+			}
+			if m, err := io.Copy(w, body); err != nil || m != int64(n) {
+				return fmt.Errorf("fabric: lost the job's output stream: %v", cmp.Or(err, io.ErrUnexpectedEOF))
+			}
+		case FrameResult:
+			var res JobResultView
+			b, err := io.ReadAll(body)
+			if err != nil || len(b) != int(n) || json.Unmarshal(b, &res) != nil {
+				return fmt.Errorf("%w: malformed job result", ErrAPI)
+			}
+			if res.Error == "" {
+				return nil
+			}
+			je := &JobError{Message: "fabric: job failed: " + res.Error}
+			if res.ExitCode > 0 && res.ExitCode < 256 {
+				je.ExitCode = res.ExitCode
+			}
+			return je
+		default:
+			return fmt.Errorf("%w: a job stream frame of unknown kind %d", ErrAPI, head[0])
+		}
 	}
-	return nil
 }

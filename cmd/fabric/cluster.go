@@ -241,7 +241,7 @@ the job's output and exits 0 when the job succeeds or 1 with its error.`,
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
-			if err := cl.Submit(ctx, wasm, args[1:], cmd.OutOrStdout()); err != nil {
+			if err := cl.SubmitSplit(ctx, wasm, args[1:], cmd.OutOrStdout(), cmd.ErrOrStderr()); err != nil {
 				return jobFailed(fmt.Errorf("%s", strings.TrimPrefix(firstLine(err.Error()), "fabric: ")), err)
 			}
 			return nil

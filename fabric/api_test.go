@@ -1,0 +1,60 @@
+package fabric
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/testrig"
+)
+
+// TestJobErrorOfAnyLength: a job's error of 20 KB reaches the client
+// whole, with its output on the right streams, in the framed job stream;
+// a plain client (curl) gets it cut to fit the trailer, saying how to ask
+// for the whole. Before, Go's client failed such a response with "http:
+// suspiciously long trailer after chunked body".
+func TestJobErrorOfAnyLength(t *testing.T) {
+	a := startAgent(t, "")
+	defer a.Close()
+	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/features"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	var stdout, stderr bytes.Buffer
+	err = cl.SubmitSplit(ctx, wasm, []string{"long_error"}, &stdout, &stderr)
+	var je *JobError
+	if !errors.As(err, &je) || !strings.Contains(je.Message, "a long error begins") || !strings.HasSuffix(je.Message, "and ends here") || len(je.Message) < 20000 {
+		t.Fatalf("error of %d bytes: %.200q", len(err.Error()), err)
+	}
+	if err := cl.SubmitSplit(ctx, wasm, []string{"log"}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), "ok: log") || !strings.Contains(stderr.String(), "INFO: hello from a task") || strings.Contains(stdout.String(), "INFO: hello") {
+		t.Errorf("streams apart:\nstdout %q\nstderr %q", stdout.String(), stderr.String())
+	}
+
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+a.HTTPAddr()+"/v1/jobs?arg=long_error", bytes.NewReader(wasm))
+	req.Header.Set("Authorization", "Bearer "+a.APIToken())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatalf("plain stream: %v", err)
+	}
+	msg, err := strconv.Unquote(resp.Trailer.Get(TrailerJobError))
+	if err != nil || !strings.Contains(msg, "a long error begins") || !strings.Contains(msg, "more bytes; ask with Accept: "+MediaJobStream) {
+		t.Fatalf("plain trailer: %v %.300q", err, msg)
+	}
+}
