@@ -15,6 +15,7 @@ package fabric
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -37,6 +38,7 @@ import (
 	"github.com/wasmfabric/fabric/internal/scheduler"
 	"github.com/wasmfabric/fabric/internal/wire"
 	"github.com/wasmfabric/fabric/internal/workerpool"
+	"golang.org/x/sys/unix"
 )
 
 // Errors of the agent.
@@ -109,6 +111,7 @@ type Node struct {
 	cfg     Config
 	dataDir string
 	tmpDir  bool
+	lock    *os.File // holds the data directory (lockDataDir)
 	shm     *objects.SharedMemory
 	store   *objects.Store
 	pool    *workerpool.Pool
@@ -207,6 +210,10 @@ func Start(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
+	if err := n.lockDataDir(); err != nil {
+		n.cleanup()
+		return nil, err
+	}
 	shm, err := objects.CreateSharedMemory("fabric-arena", cfg.ObjectStoreMemory)
 	if err != nil {
 		n.cleanup()
@@ -279,6 +286,9 @@ func Start(cfg Config) (*Node, error) {
 func (n *Node) cleanup() {
 	if n.store != nil {
 		_ = n.store.Close()
+	}
+	if n.lock != nil {
+		_ = n.lock.Close() // the lock goes with it
 	}
 	if n.shm != nil {
 		_ = n.shm.Close()
@@ -472,6 +482,39 @@ func (n *Node) startWorker(e core.StartWorker) {
 			n.step(core.WorkerStartFailed{Worker: e.Worker, Err: err.Error()})
 		}
 	}()
+}
+
+// ErrDataDirInUse is returned by Start when another agent or node holds
+// the data directory.
+var ErrDataDirInUse = errors.New("fabric: the data directory is in use")
+
+// lockDataDir takes the data directory for this node: a lock on its
+// file "lock" (held while the process lives, so one killed with SIGKILL
+// leaves it free), then clears what a node that died there left: the
+// worker socket and spilled objects, which belonged to its jobs.
+func (n *Node) lockDataDir() error {
+	path := filepath.Join(n.dataDir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("fabric: lock the data directory: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		_ = f.Close()
+		return fmt.Errorf("%w: %s is held by process %s; give each agent its own --data-dir", ErrDataDirInUse, n.dataDir, cmp.Or(strings.TrimSpace(string(holder)), "(unknown)"))
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	n.lock = f
+	if err := os.Remove(n.WorkerSocket()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("fabric: remove the worker socket a dead node left: %w", err)
+	}
+	spill := filepath.Join(n.dataDir, "spill")
+	entries, _ := os.ReadDir(spill)
+	for _, e := range entries {
+		_ = os.RemoveAll(filepath.Join(spill, e.Name()))
+	}
+	return nil
 }
 
 // WorkerSocket returns the Unix socket the node's worker processes

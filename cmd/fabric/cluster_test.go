@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -460,5 +462,38 @@ func TestHostileMemory(t *testing.T) {
 				t.Fatalf("the agent does not serve after %s: exit %d\n%s%s", c.name, res.Code, res.Stdout, res.Stderr)
 			}
 		})
+	}
+}
+
+// TestAgentRestartAfterKill: an agent killed with SIGKILL restarts on the
+// same data directory without manual cleanup, and the spilled objects of
+// the jobs that died with it are gone; a second agent on a directory in
+// use is refused with a message that says so.
+func TestAgentRestartAfterKill(t *testing.T) {
+	dir := t.TempDir()
+	a := startAgentProc(t, "--data-dir", dir)
+	res := testrig.Run(t, 30*time.Second, "agent", "--data-dir", dir, "--gossip-addr", "127.0.0.1:0",
+		"--quic-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
+	if res.Code == 0 || !strings.Contains(res.Stderr, "data directory is in use") || !strings.Contains(res.Stderr, "its own --data-dir") {
+		t.Fatalf("a second agent on the same data directory: exit %d\n%s", res.Code, res.Stderr)
+	}
+	junk := filepath.Join(dir, "node", "spill", "dead-job-object")
+	if err := os.WriteFile(junk, []byte("spilled"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGKILL)
+	err := <-a.exited
+	a.exited <- err
+	if _, err := os.Stat(filepath.Join(dir, "node", "agent.sock")); err != nil {
+		t.Fatalf("the killed agent left no socket, so this tests nothing: %v", err)
+	}
+	b := startAgentProc(t, "--data-dir", dir)
+	if _, err := os.Stat(junk); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the dead agent's spilled object is still there: %v", err)
+	}
+	wasm := testrig.Guest(t, "examples/quickstart")
+	res = testrig.Run(t, time.Minute, "submit", wasm, "--address", b.api, "--token", b.apiTok)
+	if res.Code != 0 || !strings.Contains(res.Stdout, "[0 1 4 9 16]") {
+		t.Fatalf("a job on the restarted agent: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 }
