@@ -20,7 +20,7 @@ all: build examples
 build: $(BIN)
 
 $(BIN): $(GO_SOURCES)
-	$(GO) build -o $@ ./cmd/fabric
+	$(GO) build -buildvcs=auto -o $@ ./cmd/fabric
 
 bin/examples/%.wasm: $(BIN) $(GO_SOURCES)
 	@mkdir -p bin/examples

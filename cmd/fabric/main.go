@@ -116,7 +116,9 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newBuildCmd(), newBenchCmd(), newAgentCmd(), newSubmitCmd(), newListCmd(), newStatusCmd(), newWorkerCmd())
+	root.AddCommand(newRunCmd(), newBuildCmd(), newBenchCmd(), newAgentCmd(), newSubmitCmd(), newListCmd(), newStatusCmd(), newWorkerCmd(), newVersionCmd())
+	root.Version = buildVersion().String()
+	root.SetVersionTemplate("{{.Version}}\n")
 	return root
 }
 
@@ -296,6 +298,7 @@ func ParseSize(s string) (int64, error) {
 		suffix string
 		mult   int64
 	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40}, // as kubectl writes them
 		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
 		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
 	mult := int64(1)

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -115,7 +117,8 @@ func TestParseSize(t *testing.T) {
 	}{
 		{"64MiB", 64 << 20, false}, {"1GiB", 1 << 30, false}, {"512KB", 512000, false},
 		{"100M", 100 << 20, false}, {"1048576", 1 << 20, false}, {"1.5GiB", 3 << 29, false},
-		{"lots", 0, true}, {"-1MiB", 0, true}, {"", 0, true},
+		{"4Gi", 4 << 30, false}, {"256Mi", 256 << 20, false}, {"8Ki", 8 << 10, false},
+		{"lots", 0, true}, {"-1MiB", 0, true}, {"", 0, true}, {"Gi", 0, true},
 	}
 	for _, c := range cases {
 		got, err := ParseSize(c.in)
@@ -217,5 +220,25 @@ func main() {}
 	res := testrig.Run(t, time.Minute, "run", filepath.Join(dir, "myjob.wasm"))
 	if res.Code != 0 || !strings.Contains(res.Stdout, "square of 7 from another module: 49") {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+}
+
+// TestVersion: `fabric version` and `fabric --version` say the version
+// and the commit; -o json has them as fields.
+func TestVersion(t *testing.T) {
+	res := testrig.Run(t, 30*time.Second, "version")
+	if res.Code != 0 || !strings.HasPrefix(res.Stdout, "fabric ") || !strings.Contains(res.Stdout, runtime.Version()) {
+		t.Fatalf("version: exit %d %q %q", res.Code, res.Stdout, res.Stderr)
+	}
+	if again := testrig.Run(t, 30*time.Second, "--version"); again.Stdout != res.Stdout {
+		t.Errorf("--version %q, version %q", again.Stdout, res.Stdout)
+	}
+	res = testrig.Run(t, 30*time.Second, "version", "-o", "json")
+	var v versionInfo
+	if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &v) != nil || v.Version == "" || v.Go != runtime.Version() {
+		t.Fatalf("version -o json: %q", res.Stdout)
+	}
+	if v.Commit == "" {
+		t.Log("this build has no VCS stamp (built outside a git checkout)")
 	}
 }
