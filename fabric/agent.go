@@ -72,7 +72,13 @@ type AgentConfig struct {
 	Log io.Writer
 	// GossipLog receives serf's and memberlist's log lines (nil: discarded).
 	GossipLog io.Writer
+	// UploadIdle bounds how long an upload (a module in a request's body)
+	// may send nothing before it is refused (0: DefaultUploadIdle).
+	UploadIdle time.Duration
 }
+
+// DefaultUploadIdle is AgentConfig.UploadIdle's default.
+const DefaultUploadIdle = 30 * time.Second
 
 // Agent is a node of a cluster: its local Node, its membership and its
 // HTTP API.

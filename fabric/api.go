@@ -1,6 +1,7 @@
 package fabric
 
 import (
+	"cmp"
 	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
@@ -198,7 +199,19 @@ func (f *flushWriter) Write(p []byte) (int, error) {
 // trailer Fabric-Job-Error carries the job's error, empty on success.
 // Query parameters: arg (repeated) are the driver's arguments.
 func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
-	digest, err := a.node.addModule(r.Body)
+	// A body that stalls is cut off: a client that trickles bytes holds
+	// a handler and a temporary file only while it keeps sending.
+	rc := http.NewResponseController(w)
+	body := &idleReader{r: r.Body, rc: rc, idle: cmp.Or(a.cfg.UploadIdle, DefaultUploadIdle)}
+	digest, err := a.node.addModule(body)
+	if body.stalled {
+		// The deadline stays, so the server does not wait to drain the
+		// rest of the body, and the connection closes after the answer.
+		w.Header().Set("Connection", "close")
+		apiError(w, http.StatusRequestTimeout, fmt.Sprintf("the module's upload sent nothing for %s; the agent gave up on it", body.idle))
+		return
+	}
+	_ = rc.SetReadDeadline(time.Time{})
 	switch {
 	case errors.Is(err, ErrModuleTooLarge):
 		apiError(w, http.StatusRequestEntityTooLarge, err.Error())
@@ -232,7 +245,6 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 	}
 	// A client that stops reading holds up only this job's output; once the
 	// job has ended, a write it still blocks is ended by a deadline.
-	rc := http.NewResponseController(w)
 	abort := func() { _ = rc.SetWriteDeadline(time.Now()) }
 	jerr := a.node.runJob(r.Context(), digest, r.URL.Query()["arg"], JobOptions{Stdout: stdout, Stderr: stderr, Abort: abort})
 	var res JobResultView
@@ -258,6 +270,25 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 		msg = fmt.Sprintf("%s… [%d more bytes; ask with Accept: %s for the whole error]", msg[:maxTrailerError], len(msg)-maxTrailerError, MediaJobStream)
 	}
 	w.Header().Set(TrailerJobError, strconv.QuoteToASCII(msg)) // a header value holds no newlines
+}
+
+// idleReader reads a request body with a deadline that each read moves
+// idle into the future.
+type idleReader struct {
+	r       io.Reader
+	rc      *http.ResponseController
+	idle    time.Duration
+	stalled bool
+}
+
+func (b *idleReader) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	n, err := b.r.Read(p)
+	var te interface{ Timeout() bool }
+	if errors.As(err, &te) && te.Timeout() {
+		b.stalled = true
+	}
+	return n, err
 }
 
 // frameWriter writes each Write as frames of one kind (MediaJobStream).

@@ -1,12 +1,16 @@
 package fabric
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -56,5 +60,41 @@ func TestJobErrorOfAnyLength(t *testing.T) {
 	msg, err := strconv.Unquote(resp.Trailer.Get(TrailerJobError))
 	if err != nil || !strings.Contains(msg, "a long error begins") || !strings.Contains(msg, "more bytes; ask with Accept: "+MediaJobStream) {
 		t.Fatalf("plain trailer: %v %.300q", err, msg)
+	}
+}
+
+// TestStalledUpload: a client that sends part of a module and then
+// nothing is answered 408 once the upload has been idle for UploadIdle,
+// and the agent keeps no temporary file of it.
+func TestStalledUpload(t *testing.T) {
+	a, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		UploadIdle: 300 * time.Millisecond,
+		Node:       Config{NumCPUs: 1, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	c, err := net.Dial("tcp", a.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	fmt.Fprintf(c, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 100000\r\n\r\n\x00asm", a.APIToken())
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "sent nothing for 300ms") {
+		t.Fatalf("stalled upload: %s %s", resp.Status, b)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("answered after %s", took)
+	}
+	left, _ := filepath.Glob(filepath.Join(a.Node().dataDir, "modules", "upload.*"))
+	if len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 }
