@@ -126,6 +126,9 @@ the data directory.`,
 					return err
 				}
 			}
+			if unannounce, err := announceLocalAgent(cfg.DataDir); err == nil {
+				defer unannounce()
+			}
 			fmt.Fprintf(out, "fabric agent %s\n", a.ID)
 			fmt.Fprintf(out, "  gossip:     %s\n", a.GossipAddr())
 			fmt.Fprintf(out, "  HTTP API:   http://%s\n", a.HTTPAddr())
@@ -184,22 +187,34 @@ func (c *clientFlags) register(cmd *cobra.Command, withOutput bool) {
 }
 
 // client resolves the address and token: flags, then the environment,
-// then the files a local agent wrote in the default data dir.
+// then the files a local agent wrote in its data dir: the default one
+// (FABRIC_DATA_DIR), or that of the one agent running on this machine.
 func (c *clientFlags) client() (*fabric.Client, error) {
 	if c.output != "table" && c.output != "json" && c.output != "" {
 		return nil, fmt.Errorf("--output %q: use table or json", c.output)
 	}
+	dir := defaultDataDir()
 	local := func(name string) string {
-		b, err := os.ReadFile(filepath.Join(defaultDataDir(), name))
+		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			return ""
 		}
 		return strings.TrimSpace(string(b))
 	}
+	explicit := c.token != "" || os.Getenv("FABRIC_TOKEN") != ""
+	if !explicit && os.Getenv("FABRIC_DATA_DIR") == "" && !agentAlive(dir) {
+		found, err := findLocalAgent()
+		if err != nil {
+			return nil, err
+		}
+		if found != "" {
+			dir = found
+		}
+	}
 	addr := firstNonEmpty(c.address, os.Getenv("FABRIC_ADDR"), local(apiAddrFile), "http://"+fabric.DefaultHTTPAddr)
 	token := firstNonEmpty(c.token, os.Getenv("FABRIC_TOKEN"), local(apiTokenFile))
 	if token == "" {
-		return nil, fmt.Errorf("no API token: pass --token or set FABRIC_TOKEN (the agent printed it as \"API token\")")
+		return nil, fmt.Errorf("no API token: pass --token or set FABRIC_TOKEN (the agent printed it as \"API token\"); no agent runs on this machine")
 	}
 	return &fabric.Client{Address: addr, Token: token}, nil
 }

@@ -497,3 +497,31 @@ func TestAgentRestartAfterKill(t *testing.T) {
 		t.Fatalf("a job on the restarted agent: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 }
+
+// TestLocalAgentFound: commands on an agent's machine find it whatever
+// its --data-dir; with two agents they say so and ask which; a killed
+// agent's pointer is stale and ignored.
+func TestLocalAgentFound(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	t.Setenv("HOME", t.TempDir())
+	for _, k := range []string{"FABRIC_DATA_DIR", "FABRIC_ADDR", "FABRIC_TOKEN"} {
+		t.Setenv(k, "")
+	}
+	a := startAgentProc(t, "--data-dir", filepath.Join(t.TempDir(), "somewhere-else"))
+	res := testrig.Run(t, 30*time.Second, "status")
+	if res.Code != 0 || !strings.Contains(res.Stdout, "alive") {
+		t.Fatalf("status with one local agent: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	b := startAgentProc(t, "--data-dir", filepath.Join(t.TempDir(), "another"))
+	res = testrig.Run(t, 30*time.Second, "status")
+	if res.Code == 0 || !strings.Contains(res.Stderr, "2 agents run on this machine") {
+		t.Fatalf("status with two local agents: exit %d\n%s", res.Code, res.Stderr)
+	}
+	_ = b.cmd.Process.Signal(syscall.SIGKILL)
+	err := <-b.exited
+	b.exited <- err
+	res = testrig.Run(t, 30*time.Second, "status", "-o", "json")
+	if res.Code != 0 || !strings.Contains(res.Stdout, a.api[len("http://"):]) && !strings.Contains(res.Stdout, "alive") {
+		t.Fatalf("status after the second agent was killed: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+}
