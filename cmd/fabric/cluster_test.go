@@ -525,3 +525,34 @@ func TestLocalAgentFound(t *testing.T) {
 		t.Fatalf("status after the second agent was killed: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 }
+
+// TestDev: `fabric dev` runs a node on loopback that `fabric submit`, run
+// with no address or token, finds and runs a job on.
+func TestDev(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	t.Setenv("HOME", t.TempDir())
+	for _, k := range []string{"FABRIC_DATA_DIR", "FABRIC_ADDR", "FABRIC_TOKEN"} {
+		t.Setenv(k, "")
+	}
+	cmd := exec.Command(testrig.Fabric(t), "dev", "--http-addr", "127.0.0.1:0", "--num-cpus", "1")
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "API token:") {
+		if time.Now().After(deadline) {
+			t.Fatalf("fabric dev did not start:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), "HTTP API:   http://127.0.0.1:") || !strings.Contains(out.String(), "find it") {
+		t.Errorf("dev's banner:\n%s", out.String())
+	}
+	res := testrig.Run(t, time.Minute, "submit", testrig.Guest(t, "examples/quickstart"))
+	if res.Code != 0 || !strings.Contains(res.Stdout, "[0 1 4 9 16]") {
+		t.Fatalf("submit to the dev node: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+}
