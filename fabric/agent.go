@@ -216,7 +216,11 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	go a.watchMembers()
 	if len(cfg.Join) > 0 {
 		if err := a.join(cfg.Join); err != nil {
-			return fail(err)
+			// The members it names may not be up yet: the agent runs alone
+			// and keeps trying, saying why each try failed.
+			a.logf("fabric: join %s failed: %v; retrying in the background", strings.Join(cfg.Join, ", "), err)
+			a.wg.Add(1)
+			go a.keepJoining(cfg.Join)
 		}
 	}
 	node.mu.Lock()
@@ -338,7 +342,7 @@ func advertise(addr, host string) string {
 // retry_join does: the first agent may still be starting.
 func (a *Agent) join(addrs []string) error {
 	var err error
-	for attempt := 0; attempt < 10; attempt++ {
+	for attempt := 0; attempt < 3; attempt++ {
 		if _, err = a.members.Join(addrs...); err == nil {
 			return nil
 		}
@@ -349,6 +353,34 @@ func (a *Agent) join(addrs []string) error {
 		}
 	}
 	return err
+}
+
+// Backoff of keepJoining.
+const (
+	joinBackoffMin = time.Second
+	joinBackoffMax = 30 * time.Second
+)
+
+// keepJoining tries to join addrs until it succeeds or the agent stops,
+// waiting twice as long after each failure (up to joinBackoffMax), and
+// logs each failure in full.
+func (a *Agent) keepJoining(addrs []string) {
+	defer a.wg.Done()
+	wait := joinBackoffMin
+	for {
+		select {
+		case <-a.done:
+			return
+		case <-time.After(wait):
+		}
+		_, err := a.members.Join(addrs...)
+		if err == nil {
+			a.logf("fabric: joined the cluster through %s", strings.Join(addrs, ", "))
+			return
+		}
+		wait = min(2*wait, joinBackoffMax)
+		a.logf("fabric: join %s failed: %v; retrying in %s", strings.Join(addrs, ", "), err, wait)
+	}
 }
 
 // watchMembers logs the cluster's changes as they happen.

@@ -556,3 +556,39 @@ func TestDev(t *testing.T) {
 		t.Fatalf("submit to the dev node: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 }
+
+// TestJoinRetries: an agent started before the member it joins runs
+// alone, says why each try failed, and joins once that member is up.
+func TestJoinRetries(t *testing.T) {
+	seedDir := t.TempDir()
+	seed := startAgentProc(t, "--data-dir", seedDir)
+	gossip, token := seed.gossip, seed.joinTok
+	_ = seed.cmd.Process.Signal(syscall.SIGKILL)
+	err := <-seed.exited
+	seed.exited <- err
+
+	b := startAgentProc(t, "--join", gossip, "--token", token)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(b.stderr.String(), "join "+gossip+" failed:") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed join said:\n%s", b.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	startAgentProc(t, "--data-dir", seedDir, "--gossip-addr", gossip)
+	auth := []string{"--address", b.api, "--token", b.apiTok}
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		res := testrig.Run(t, 30*time.Second, append([]string{"status"}, auth...)...)
+		if strings.Contains(res.Stdout, "2 alive") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b never joined the seed once it was up:\n%s\n%s", res.Stdout, b.stderr.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(b.stderr.String(), "joined the cluster through "+gossip) {
+		t.Errorf("b did not say it joined:\n%s", b.stderr.String())
+	}
+}
