@@ -215,7 +215,9 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	go a.gossipUsage()
 	go a.watchMembers()
 	if len(cfg.Join) > 0 {
-		if err := a.join(cfg.Join); err != nil {
+		if err := a.join(cfg.Join); err != nil && !joinRetryable(err) {
+			return fail(err) // they answered, and refused: trying again changes nothing
+		} else if err != nil {
 			// The members it names may not be up yet: the agent runs alone
 			// and keeps trying, saying why each try failed.
 			a.logf("fabric: join %s failed: %v; retrying in the background", strings.Join(cfg.Join, ", "), err)
@@ -353,6 +355,14 @@ func (a *Agent) join(addrs []string) error {
 		}
 	}
 	return err
+}
+
+// joinRetryable reports whether a failed join may succeed later: the
+// members did not answer. One whose answer could not be decrypted is of
+// another cluster (or the token is wrong), which waiting does not change.
+func joinRetryable(err error) bool {
+	msg := strings.ToLower(err.Error())
+	return !strings.Contains(msg, "decrypt") && !strings.Contains(msg, "encrypt")
 }
 
 // Backoff of keepJoining.
