@@ -419,6 +419,9 @@ func (n *Node) apply(effs []core.Effect) {
 			}
 		case core.Log:
 			n.log.write(true, []byte(e.Text+"\n"))
+			if h := n.jobs[e.Job]; e.Job != "" && h != nil && !sameWriter(h.out.stderr, n.cfg.Stderr) {
+				h.out.write(true, []byte(e.Text+"\n")) // a retry or restart notice, for the job's reader too
+			}
 		case core.Reserve:
 			n.storeq.push(func() {
 				off, err := n.store.Create(e.ID, e.Size)
@@ -482,6 +485,17 @@ func (n *Node) startWorker(e core.StartWorker) {
 			n.step(core.WorkerStartFailed{Worker: e.Worker, Err: err.Error()})
 		}
 	}()
+}
+
+// sameWriter reports whether a and b are one writer (false for writers
+// that cannot be compared).
+func sameWriter(a, b io.Writer) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return a == b
 }
 
 // ErrDataDirInUse is returned by Start when another agent or node holds

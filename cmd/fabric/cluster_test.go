@@ -197,7 +197,10 @@ func TestRayCoreOnCluster(t *testing.T) {
 	}
 	wasm := testrig.Guest(t, "internal/testguests/features")
 	res := testrig.Run(t, 2*time.Minute, append(append([]string{"submit", wasm}, auth...), "--", "exits", "named", "context", "cluster", "cancel_actor", "mixed", "error_types", "cancel_cooperative", "scheduling", "method_options", "util", "pg_ready_ref", "pg_named", "async_actor", "concurrency_groups", "generator_stream", "generators", "task_retries_remote", "namespaces")...)
-	if res.Code != 0 || strings.Contains(res.Stdout, "FAIL:") || !strings.Contains(res.Stdout, "cluster: 3 nodes, CPU 3\n") || !strings.Contains(res.Stdout, "spread: 3 tasks on 3 nodes\n") {
+	// A retry's notice reaches the job's own output, not only the log of
+	// the agent where it happened.
+	if res.Code != 0 || strings.Contains(res.Stdout, "FAIL:") || !strings.Contains(res.Stdout, "cluster: 3 nodes, CPU 3\n") || !strings.Contains(res.Stdout, "spread: 3 tasks on 3 nodes\n") ||
+		!strings.Contains(res.Stderr, "fabric: task quitter exited (guest exited with code 3); retrying") {
 		t.Fatalf("Ray Core cases: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 	for _, w := range append(append(append(append(append(append(append(append(append(append(append(exitChecks, namedChecks...), contextChecks...), errorChecks...), cancelChecks...), schedulingChecks...), methodOptionChecks...), utilChecks...), pgNamedChecks...), asyncChecks...), generatorChecks...), "remote_actor_call_retried_after_restart", "remote_actor_lives_elsewhere", "actor_found_in_namespace", "named_actors_listed", "detached_needs_a_name", "detached_group_listed", "pg_ready_ref_in_wait", "pg_ready_ref_never", "cluster_nodes", "cluster_resources",

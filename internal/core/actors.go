@@ -349,7 +349,7 @@ func (c *Core) restartActor(a *actor, cause string) {
 	if a.restartsLeft > 0 {
 		a.restartsLeft--
 	}
-	c.logf("fabric: actor %s lost its worker (%s); restarting it", a.class, firstLine(cause))
+	c.jobLogf(a.job, "fabric: actor %s lost its worker (%s); restarting it", a.class, firstLine(cause))
 	a.state = actorPending
 	c.sched.Finished(a.create.schedID())
 	a.create.state = taskQueued

@@ -242,6 +242,18 @@ func (c *Core) logf(format string, args ...any) {
 	c.emit(Log{Text: fmt.Sprintf(format, args...)})
 }
 
+// jobLogf logs a line about job j: in the node's log, and in the job's
+// own output (at its root, for a share).
+func (c *Core) jobLogf(j *job, format string, args ...any) {
+	text := fmt.Sprintf(format, args...)
+	if j.root != "" {
+		c.emit(Log{Text: text})
+		c.sendPeer(j.root, &peerwire.Output{Job: string(j.id), Stderr: true, Data: []byte(text + "\n")})
+		return
+	}
+	c.emit(Log{Text: text, Job: j.id})
+}
+
 // newID returns a fresh random ID with index 0.
 func (c *Core) newID() objects.ID {
 	var id objects.ID

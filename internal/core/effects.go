@@ -65,7 +65,13 @@ type JobResult struct {
 type JobEnded struct{ Job JobID }
 
 // Log is a line for the agent's own log.
-type Log struct{ Text string }
+type Log struct {
+	Text string
+	// Job, when set, is the job the line is about (a retry, a restart):
+	// the shell also writes it to that job's output, unless that output
+	// is the node's log.
+	Job JobID
+}
 
 // Reserve asks for room in the object store for a worker's large value
 // (objects.Store.Create, which may spill): the shell answers with

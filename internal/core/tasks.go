@@ -836,7 +836,7 @@ func (c *Core) executionExited(w *worker, t *task, d wire.Done) {
 			t.retried++
 			c.sched.Finished(t.schedID())
 			c.afterExecution(w) // the worker is idle first: the retry may go to it
-			c.logf("fabric: task %s exited (%s); retrying", t.name, firstLine(d.Error))
+			c.jobLogf(t.job, "fabric: task %s exited (%s); retrying", t.name, firstLine(d.Error))
 			c.submit(t)
 			return
 		}
@@ -907,7 +907,7 @@ func (c *Core) retry(t *task, why string) {
 	t.retriesLeft--
 	t.retried++
 	c.sched.Finished(t.schedID())
-	c.logf("fabric: task %s %s; retrying", t.name, why)
+	c.jobLogf(t.job, "fabric: task %s %s; retrying", t.name, why)
 	c.submit(t)
 }
 
