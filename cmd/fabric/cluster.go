@@ -59,6 +59,7 @@ func newAgentCmd() *cobra.Command {
 		memory, store      string
 		spill              string
 		cpus, gpus         float64
+		config             string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent [flags]",
@@ -68,12 +69,22 @@ agent creates the cluster's secrets (a gossip key and a CA for mutual TLS) in
 its data directory and prints a join token; start the others with
 --join ADDRESS --token TOKEN. The HTTP API (for fabric submit, list and
 status) needs the API token the agent prints; local commands read it from
-the data directory.`,
+the data directory.
+
+Every flag may also come from the environment (FABRIC_ and its name in
+upper case: --num-cpus is FABRIC_NUM_CPUS; --token is FABRIC_JOIN_TOKEN)
+or from a JSON config file (--config, or config.json in the data
+directory), an object of flag names and values, e.g.
+{"num-cpus": 8, "labels": {"tier": "edge"}, "join": ["10.0.0.1:7946"]}.
+The command line comes first, then the environment, then the file.`,
 		Example: `  fabric agent                                   # first node: prints the join token
   fabric agent --join 10.0.0.1:7946 --token fabric1.…  --labels tier=edge
   fabric agent --data-dir /var/lib/fabric --num-cpus 8 --memory 16GiB`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applySettings(cmd.Flags(), map[string]string{"token": "FABRIC_JOIN_TOKEN"}, config, cfg.DataDir); err != nil {
+				return err
+			}
 			var err error
 			if cfg.Labels, err = parseKVs("labels", labels); err != nil {
 				return err
@@ -83,9 +94,6 @@ the data directory.`,
 				return err
 			}
 			cfg.Join = join
-			if cfg.Token == "" {
-				cfg.Token = os.Getenv("FABRIC_JOIN_TOKEN")
-			}
 			cfg.Node.NumCPUs, cfg.Node.GPUs = cpus, gpus
 			if memory != "" {
 				if cfg.Node.Memory, err = ParseSize(memory); err != nil {
@@ -169,6 +177,7 @@ the data directory.`,
 	f.StringVar(&store, "object-store-memory", "", "size of the shared object arena (default 1GiB); a quarter of it bounds the objects' records and small values in the agent's memory")
 	f.StringVar(&spill, "spill-limit", "", "disk space objects past the arena may spill to (default: 4x the arena)")
 	f.StringSliceVar(&ress, "resources", nil, "custom resources, NAME=AMOUNT,...")
+	f.StringVar(&config, "config", "", "JSON file of flag values (default: config.json in the data directory, when there)")
 	return cmd
 }
 

@@ -595,3 +595,36 @@ func TestJoinRetries(t *testing.T) {
 		t.Errorf("b did not say it joined:\n%s", b.stderr.String())
 	}
 }
+
+// TestAgentSettings: an agent's flags come from the command line, then
+// FABRIC_* variables, then config.json in its data directory; a setting
+// the agent does not have is an error that names it.
+func TestAgentSettings(t *testing.T) {
+	dir := t.TempDir()
+	config := `{"num-cpus": 3, "labels": {"tier": "edge", "zone": "z1"}, "resources": ["tpu=2"]}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FABRIC_MEMORY", "2Gi")
+	a := startAgentProc(t, "--data-dir", dir) // --num-cpus 1 on the command line
+	res := testrig.Run(t, 30*time.Second, "list", "nodes", "-o", "json", "--address", a.api, "--token", a.apiTok)
+	var nodes []struct {
+		Labels map[string]string  `json:"labels"`
+		Total  map[string]float64 `json:"resources"`
+	}
+	if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &nodes) != nil || len(nodes) != 1 {
+		t.Fatalf("list nodes: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	n := nodes[0]
+	if n.Total["CPU"] != 1 || n.Labels["tier"] != "edge" || n.Labels["zone"] != "z1" || n.Total["tpu"] != 2 || n.Total["memory"] != 2<<30 {
+		t.Errorf("settings: labels %v, total %v (want CPU 1 from the command line, memory 2Gi from the environment, labels and tpu from the file)", n.Labels, n.Total)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	if err := os.WriteFile(bad, []byte(`{"num-cpu": 2}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res = testrig.Run(t, 30*time.Second, "agent", "--data-dir", t.TempDir(), "--config", bad)
+	if res.Code == 0 || !strings.Contains(res.Stderr, "no flag --num-cpu") {
+		t.Fatalf("a config with an unknown setting: exit %d\n%s", res.Code, res.Stderr)
+	}
+}
