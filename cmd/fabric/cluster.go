@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/wasmfabric/fabric/fabric"
+	"go.yaml.in/yaml/v3"
 )
 
 // defaultDataDir is where `fabric agent` keeps its state, and where the
@@ -191,7 +194,7 @@ func (c *clientFlags) register(cmd *cobra.Command, withOutput bool) {
 	f.StringVar(&c.address, "address", "", "agent HTTP API, e.g. http://10.0.0.1:7948 (env FABRIC_ADDR; default: the local agent's)")
 	f.StringVar(&c.token, "token", "", "API token (env FABRIC_TOKEN; default: the local agent's)")
 	if withOutput {
-		f.StringVarP(&c.output, "output", "o", "table", "output format: table or json")
+		f.StringVarP(&c.output, "output", "o", "table", "output format: table, wide (more columns), json or yaml")
 	}
 }
 
@@ -199,8 +202,10 @@ func (c *clientFlags) register(cmd *cobra.Command, withOutput bool) {
 // then the files a local agent wrote in its data dir: the default one
 // (FABRIC_DATA_DIR), or that of the one agent running on this machine.
 func (c *clientFlags) client() (*fabric.Client, error) {
-	if c.output != "table" && c.output != "json" && c.output != "" {
-		return nil, fmt.Errorf("--output %q: use table or json", c.output)
+	switch c.output {
+	case "", "table", "wide", "json", "yaml":
+	default:
+		return nil, fmt.Errorf("--output %q: use table, wide, json or yaml", c.output)
 	}
 	dir := defaultDataDir()
 	local := func(name string) string {
@@ -293,15 +298,30 @@ func newListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if cf.output == "json" {
-				return printJSON(cmd.OutOrStdout(), ns)
+			if cf.output == "json" || cf.output == "yaml" {
+				return printAs(cmd.OutOrStdout(), cf.output, ns)
 			}
+			wide := cf.output == "wide"
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATUS\tROLE\tADDRESS\tCPU\tMEMORY\tGPU\tLABELS")
+			head := "ID\tSTATUS\tROLE\tADDRESS\tCPU\tMEMORY\tGPU\tLABELS"
+			if wide {
+				head += "\tQUIC\tHTTP\tOTHER RESOURCES"
+			}
+			fmt.Fprintln(tw, head)
 			for _, n := range ns {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.Status, n.Role, n.Gossip,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", n.ID, n.Status, n.Role, n.Gossip,
 					usedOf(n.Used["CPU"], n.Resources["CPU"], false), usedOf(n.Used["memory"], n.Resources["memory"], true),
 					usedOf(n.Used["GPU"], n.Resources["GPU"], false), joinKVs(n.Labels))
+				if wide {
+					other := map[string]float64{}
+					for k, v := range n.Resources {
+						if k != "CPU" && k != "GPU" && k != "memory" {
+							other[k] = v
+						}
+					}
+					fmt.Fprintf(tw, "\t%s\t%s\t%s", cmp.Or(n.QUIC, "-"), cmp.Or(n.HTTP, "-"), cmp.Or(joinAmounts(other), "-"))
+				}
+				fmt.Fprintln(tw)
 			}
 			return tw.Flush()
 		},
@@ -326,8 +346,8 @@ func newStatusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if cf.output == "json" {
-				return printJSON(cmd.OutOrStdout(), st)
+			if cf.output == "json" || cf.output == "yaml" {
+				return printAs(cmd.OutOrStdout(), cf.output, st)
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "Nodes:  %d alive, %d suspect, %d dead, %d left (as %s sees them)\n",
@@ -355,6 +375,49 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// printAs prints v as JSON, or as YAML with the same field names (it goes
+// through JSON, so that the two agree).
+func printAs(w io.Writer, format string, v any) error {
+	if format != "yaml" {
+		return printJSON(w, v)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var generic any
+	if err := json.Unmarshal(b, &generic); err != nil {
+		return err
+	}
+	enc := yaml.NewEncoder(w)
+	generic = wholeNumbers(generic)
+	enc.SetIndent(2)
+	if err := enc.Encode(generic); err != nil {
+		return err
+	}
+	return enc.Close()
+}
+
+// wholeNumbers turns the whole numbers JSON decoded as float64 back into
+// integers, so that YAML writes 25276510208, not 2.5276510208e+10.
+func wholeNumbers(v any) any {
+	switch v := v.(type) {
+	case float64:
+		if v == math.Trunc(v) && math.Abs(v) < 1<<53 {
+			return int64(v)
+		}
+	case map[string]any:
+		for k, it := range v {
+			v[k] = wholeNumbers(it)
+		}
+	case []any:
+		for i, it := range v {
+			v[i] = wholeNumbers(it)
+		}
+	}
+	return v
 }
 
 func usedOf(used, total float64, bytes bool) string {

@@ -628,3 +628,26 @@ func TestAgentSettings(t *testing.T) {
 		t.Fatalf("a config with an unknown setting: exit %d\n%s", res.Code, res.Stderr)
 	}
 }
+
+// TestOutputFormats: list and status print tables, wide tables, JSON and
+// YAML with the same field names, and refuse other formats.
+func TestOutputFormats(t *testing.T) {
+	a := startAgentProc(t, "--resources", "tpu=2")
+	auth := []string{"--address", a.api, "--token", a.apiTok}
+	run := func(args ...string) testrig.Result {
+		return testrig.Run(t, 30*time.Second, append(args, auth...)...)
+	}
+	if res := run("list", "nodes", "-o", "wide"); res.Code != 0 || !strings.Contains(res.Stdout, "QUIC") || !strings.Contains(res.Stdout, "tpu 2") {
+		t.Errorf("wide: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res := run("list", "nodes", "-o", "yaml")
+	if res.Code != 0 || !strings.Contains(res.Stdout, "- gossip: ") || !strings.Contains(res.Stdout, "    tpu: 2\n") || strings.Contains(res.Stdout, "e+") {
+		t.Errorf("yaml: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	if res := run("status", "-o", "yaml"); res.Code != 0 || !strings.Contains(res.Stdout, "nodes:\n  alive: 1\n") {
+		t.Errorf("status yaml: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	if res := run("status", "-o", "xml"); res.Code == 0 || !strings.Contains(res.Stderr, "use table, wide, json or yaml") {
+		t.Errorf("xml: exit %d\n%s", res.Code, res.Stderr)
+	}
+}
