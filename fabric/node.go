@@ -505,7 +505,8 @@ var ErrDataDirInUse = errors.New("fabric: the data directory is in use")
 // lockDataDir takes the data directory for this node: a lock on its
 // file "lock" (held while the process lives, so one killed with SIGKILL
 // leaves it free), then clears what a node that died there left: the
-// worker socket and spilled objects, which belonged to its jobs.
+// worker socket, spilled objects, which belonged to its jobs, and
+// uploads it was receiving.
 func (n *Node) lockDataDir() error {
 	path := filepath.Join(n.dataDir, "lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
@@ -527,6 +528,10 @@ func (n *Node) lockDataDir() error {
 	entries, _ := os.ReadDir(spill)
 	for _, e := range entries {
 		_ = os.RemoveAll(filepath.Join(spill, e.Name()))
+	}
+	partial, _ := filepath.Glob(filepath.Join(n.dataDir, "modules", "upload.*.tmp"))
+	for _, p := range partial {
+		_ = os.Remove(p)
 	}
 	return nil
 }

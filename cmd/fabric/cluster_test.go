@@ -481,8 +481,11 @@ func TestAgentRestartAfterKill(t *testing.T) {
 		t.Fatalf("a second agent on the same data directory: exit %d\n%s", res.Code, res.Stderr)
 	}
 	junk := filepath.Join(dir, "node", "spill", "dead-job-object")
-	if err := os.WriteFile(junk, []byte("spilled"), 0o600); err != nil {
-		t.Fatal(err)
+	partial := filepath.Join(dir, "node", "modules", "upload.1234.tmp")
+	for _, f := range []string{junk, partial} {
+		if err := os.WriteFile(f, []byte("left by the dead agent"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	_ = a.cmd.Process.Signal(syscall.SIGKILL)
 	err := <-a.exited
@@ -491,8 +494,10 @@ func TestAgentRestartAfterKill(t *testing.T) {
 		t.Fatalf("the killed agent left no socket, so this tests nothing: %v", err)
 	}
 	b := startAgentProc(t, "--data-dir", dir)
-	if _, err := os.Stat(junk); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the dead agent's spilled object is still there: %v", err)
+	for _, f := range []string{junk, partial} {
+		if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s, left by the dead agent, is still there: %v", filepath.Base(f), err)
+		}
 	}
 	wasm := testrig.Guest(t, "examples/quickstart")
 	res = testrig.Run(t, time.Minute, "submit", wasm, "--address", b.api, "--token", b.apiTok)
