@@ -510,11 +510,7 @@ func TestAgentRestartAfterKill(t *testing.T) {
 // its --data-dir; with two agents they say so and ask which; a killed
 // agent's pointer is stale and ignored.
 func TestLocalAgentFound(t *testing.T) {
-	t.Setenv("TMPDIR", t.TempDir())
-	t.Setenv("HOME", t.TempDir())
-	for _, k := range []string{"FABRIC_DATA_DIR", "FABRIC_ADDR", "FABRIC_TOKEN"} {
-		t.Setenv(k, "")
-	}
+	isolateLocalAgents(t)
 	a := startAgentProc(t, "--data-dir", filepath.Join(t.TempDir(), "somewhere-else"))
 	res := testrig.Run(t, 30*time.Second, "status")
 	if res.Code != 0 || !strings.Contains(res.Stdout, "alive") {
@@ -537,11 +533,7 @@ func TestLocalAgentFound(t *testing.T) {
 // TestDev: `fabric dev` runs a node on loopback that `fabric submit`, run
 // with no address or token, finds and runs a job on.
 func TestDev(t *testing.T) {
-	t.Setenv("TMPDIR", t.TempDir())
-	t.Setenv("HOME", t.TempDir())
-	for _, k := range []string{"FABRIC_DATA_DIR", "FABRIC_ADDR", "FABRIC_TOKEN"} {
-		t.Setenv(k, "")
-	}
+	isolateLocalAgents(t)
 	cmd := exec.Command(testrig.Fabric(t), "dev", "--http-addr", "127.0.0.1:0", "--num-cpus", "1")
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -654,5 +646,15 @@ func TestOutputFormats(t *testing.T) {
 	}
 	if res := run("status", "-o", "xml"); res.Code == 0 || !strings.Contains(res.Stderr, "use table, wide, json or yaml") {
 		t.Errorf("xml: exit %d\n%s", res.Code, res.Stderr)
+	}
+}
+
+// isolateLocalAgents gives the test's processes a home, a TMPDIR (where
+// agents leave their pointers) and no FABRIC_* settings of their own.
+func isolateLocalAgents(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	t.Setenv("HOME", t.TempDir())
+	for _, k := range []string{"FABRIC_DATA_DIR", "FABRIC_ADDR", "FABRIC_TOKEN"} {
+		t.Setenv(k, "")
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -71,16 +70,13 @@ func newVersionCmd() *cobra.Command {
 			switch output {
 			case "", "text":
 				fmt.Fprintln(cmd.OutOrStdout(), v)
-			case "json":
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(v)
-			default:
-				return fmt.Errorf("unknown output format %q (text or json)", output)
+				return nil
+			case "json", "yaml":
+				return printAs(cmd.OutOrStdout(), output, v)
 			}
-			return nil
+			return fmt.Errorf("unknown output format %q (text, json or yaml)", output)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json or yaml")
 	return cmd
 }

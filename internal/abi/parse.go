@@ -286,58 +286,25 @@ func (p parser) texts() ([]string, bool) {
 	return out, true
 }
 
-func (p parser) intMap() (map[string]int, bool) {
-	n, ok := p.Count(cborlite.MajorMap, maxItems)
-	if !ok {
-		return nil, false
-	}
-	m := make(map[string]int, n)
-	for range n {
-		k, ok := p.Text()
-		if !ok {
-			return nil, false
-		}
-		v, ok := p.int()
-		if _, dup := m[k]; !ok || dup {
-			return nil, false
-		}
-		m[k] = v
-	}
-	return m, true
-}
+func (p parser) intMap() (map[string]int, bool) { return textKeyed(p, p.int) }
 
-func (p parser) floatMap() (map[string]float64, bool) {
-	n, ok := p.Count(cborlite.MajorMap, maxItems)
-	if !ok {
-		return nil, false
-	}
-	m := make(map[string]float64, n)
-	for range n {
-		k, ok := p.Text()
-		if !ok {
-			return nil, false
-		}
-		v, ok := p.Float64()
-		if _, dup := m[k]; !ok || dup {
-			return nil, false
-		}
-		m[k] = v
-	}
-	return m, true
-}
+func (p parser) floatMap() (map[string]float64, bool) { return textKeyed(p, p.Float64) }
 
-func (p parser) textMap() (map[string]string, bool) {
+func (p parser) textMap() (map[string]string, bool) { return textKeyed(p, p.Text) }
+
+// textKeyed reads a map of text keys, each once, to values value reads.
+func textKeyed[V any](p parser, value func() (V, bool)) (map[string]V, bool) {
 	n, ok := p.Count(cborlite.MajorMap, maxItems)
 	if !ok {
 		return nil, false
 	}
-	m := make(map[string]string, n)
+	m := make(map[string]V, n)
 	for range n {
 		k, ok := p.Text()
 		if !ok {
 			return nil, false
 		}
-		v, ok := p.Text()
+		v, ok := value()
 		if _, dup := m[k]; !ok || dup {
 			return nil, false
 		}
