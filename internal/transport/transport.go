@@ -82,7 +82,17 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Objects are the objects this node serves to Pull (nil: none).
 	Objects ObjectSource
+	// Streams take the streams that a peer opened with OpenStream, by the
+	// type it gave: a long-lived, two-way byte stream (a raft connection, a
+	// followed log). The handler owns the stream and closes it; it runs on
+	// a goroutine of its own.
+	Streams map[Type]StreamHandler
 }
+
+// StreamHandler takes a stream a peer opened with OpenStream: peer is its
+// node ID, body the first frame's body, and conn the rest of the stream
+// both ways.
+type StreamHandler func(peer string, body []byte, conn net.Conn)
 
 // Endpoint is a node's QUIC endpoint: it serves requests and makes calls.
 type Endpoint struct {
@@ -217,7 +227,7 @@ func (e *Endpoint) serveConn(c *quic.Conn) {
 		if err != nil {
 			return
 		}
-		req := streamRequest{ctx: c.Context(), peer: peer, s: s}
+		req := streamRequest{ctx: c.Context(), peer: peer, remote: c.RemoteAddr(), s: s}
 		select {
 		case e.idle <- req: // a server goroutine waiting for work takes it
 		default:
@@ -229,9 +239,10 @@ func (e *Endpoint) serveConn(c *quic.Conn) {
 
 // streamRequest is a stream for a server goroutine.
 type streamRequest struct {
-	ctx  context.Context
-	peer string
-	s    *quic.Stream
+	ctx    context.Context
+	peer   string
+	remote net.Addr
+	s      *quic.Stream
 }
 
 // streamIdle is how long a server goroutine waits for its next stream.
@@ -245,7 +256,7 @@ func (e *Endpoint) streamServer(req streamRequest) {
 	idle := time.NewTimer(streamIdle)
 	defer idle.Stop()
 	for {
-		e.serveStream(req.ctx, req.peer, req.s)
+		e.serveStream(req.ctx, req.peer, req.remote, req.s)
 		idle.Reset(streamIdle)
 		select {
 		case req = <-e.idle:
@@ -257,19 +268,40 @@ func (e *Endpoint) streamServer(req streamRequest) {
 	}
 }
 
-func (e *Endpoint) serveStream(ctx context.Context, peer string, s *quic.Stream) {
-	defer s.Close()
-	// A request is one frame. The stream counts against the peer's limit
-	// of open streams until its receiving side is done too: reading the
-	// end of the stream does that, but the end may come in a packet after
-	// the frame, and nothing reads it. Cancelling the read side (once the
-	// frame is in) completes it either way, so streams are never leaked.
-	defer s.CancelRead(0)
+func (e *Endpoint) serveStream(ctx context.Context, peer string, remote net.Addr, s *quic.Stream) {
+	handedOff := false
+	defer func() {
+		if handedOff {
+			return
+		}
+		// A request is one frame. The stream counts against the peer's
+		// limit of open streams until its receiving side is done too:
+		// reading the end of the stream does that, but the end may come in
+		// a packet after the frame, and nothing reads it. Cancelling the
+		// read side (once the frame is in) completes it either way, so
+		// streams are never leaked.
+		s.CancelRead(0)
+		_ = s.Close()
+	}()
 	_ = s.SetReadDeadline(time.Now().Add(DefaultTimeout))
 	t, body, err := ReadFrame(s, e.cfg.MaxMessage)
 	if err != nil {
 		s.CancelRead(1)
 		_ = WriteFrame(s, TypeError, []byte(err.Error()))
+		return
+	}
+	if h := e.cfg.Streams[t]; h != nil {
+		// The stream is the handler's now: none of the ends below apply.
+		handedOff = true
+		_ = s.SetReadDeadline(time.Time{})
+		c := &streamConn{s: s, local: e.ln.Addr(), remote: remote}
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			stop := context.AfterFunc(e.ctx, func() { _ = c.Close() })
+			defer stop()
+			h(peer, body, c)
+		}()
 		return
 	}
 	if t == TypePull {

@@ -1,0 +1,265 @@
+package controlstate
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+)
+
+// Command is one change to the state: exactly one field is set.
+type Command struct {
+	Submit       *Submit       `cbor:"1,keyasint,omitempty"`
+	Start        *Start        `cbor:"2,keyasint,omitempty"`
+	End          *End          `cbor:"3,keyasint,omitempty"`
+	Stop         *Stop         `cbor:"4,keyasint,omitempty"`
+	Delete       *Delete       `cbor:"5,keyasint,omitempty"`
+	Restart      *Restart      `cbor:"6,keyasint,omitempty"`
+	AddModule    *AddModule    `cbor:"7,keyasint,omitempty"`
+	DeleteModule *DeleteModule `cbor:"8,keyasint,omitempty"`
+}
+
+// Submit records a new job, pending on Node.
+type Submit struct {
+	ID          string   `cbor:"1,keyasint"`
+	Digest      string   `cbor:"2,keyasint"`
+	Args        []string `cbor:"3,keyasint,omitempty"`
+	Node        string   `cbor:"4,keyasint"`
+	Time        int64    `cbor:"5,keyasint"`
+	MaxRestarts uint32   `cbor:"6,keyasint,omitempty"`
+}
+
+// Start records that the attempt's driver started.
+type Start struct {
+	ID      string `cbor:"1,keyasint"`
+	Attempt uint32 `cbor:"2,keyasint"`
+	Time    int64  `cbor:"3,keyasint"`
+}
+
+// End records how the attempt's driver ended: State is Succeeded or
+// Failed.
+type End struct {
+	ID       string   `cbor:"1,keyasint"`
+	Attempt  uint32   `cbor:"2,keyasint"`
+	State    JobState `cbor:"3,keyasint"`
+	Error    string   `cbor:"4,keyasint,omitempty"`
+	ExitCode int      `cbor:"5,keyasint,omitempty"`
+	Time     int64    `cbor:"6,keyasint"`
+}
+
+// Stop ends a job that has not ended as stopped, for Reason.
+type Stop struct {
+	ID     string `cbor:"1,keyasint"`
+	Reason string `cbor:"2,keyasint,omitempty"`
+	Time   int64  `cbor:"3,keyasint"`
+}
+
+// Delete removes a job that has ended.
+type Delete struct {
+	ID string `cbor:"1,keyasint"`
+}
+
+// Restart moves a job whose attempt was lost (its node failed) to Node
+// as its next attempt, when it has restarts left; Cause says why.
+type Restart struct {
+	ID      string `cbor:"1,keyasint"`
+	Attempt uint32 `cbor:"2,keyasint"` // the attempt that was lost
+	Node    string `cbor:"3,keyasint"`
+	Cause   string `cbor:"4,keyasint"`
+	Time    int64  `cbor:"5,keyasint"`
+}
+
+// AddModule records that Node holds a module.
+type AddModule struct {
+	Digest string `cbor:"1,keyasint"`
+	Size   int64  `cbor:"2,keyasint"`
+	Name   string `cbor:"3,keyasint,omitempty"`
+	Node   string `cbor:"4,keyasint"`
+	Time   int64  `cbor:"5,keyasint"`
+}
+
+// DeleteModule removes a module's record (Node empty), or one node's copy.
+type DeleteModule struct {
+	Digest string `cbor:"1,keyasint"`
+	Node   string `cbor:"2,keyasint,omitempty"`
+}
+
+// Apply applies a command. It fails, changing nothing, on a command that
+// is malformed or does not fit the state (a stale attempt, a job that
+// exists); the same command fails the same way on every server.
+func (s *State) Apply(c Command) error {
+	n := 0
+	for _, set := range []bool{c.Submit != nil, c.Start != nil, c.End != nil, c.Stop != nil, c.Delete != nil,
+		c.Restart != nil, c.AddModule != nil, c.DeleteModule != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return fmt.Errorf("%w: %d changes in one command", ErrBadCommand, n)
+	}
+	switch {
+	case c.Submit != nil:
+		return s.submit(c.Submit)
+	case c.Start != nil:
+		j, err := s.attempt(c.Start.ID, c.Start.Attempt)
+		if err != nil {
+			return err
+		}
+		if j.State != Pending {
+			return fmt.Errorf("%w: job %s is %s", ErrStale, j.ID, j.State)
+		}
+		j.State, j.Started = Running, c.Start.Time
+		return nil
+	case c.End != nil:
+		e := c.End
+		if e.State != Succeeded && e.State != Failed {
+			return fmt.Errorf("%w: a job cannot end as %q", ErrBadCommand, e.State)
+		}
+		j, err := s.attempt(e.ID, e.Attempt)
+		if err != nil {
+			return err
+		}
+		j.State, j.Ended, j.Error, j.ExitCode = e.State, e.Time, cut(e.Error, MaxErrorLength), e.ExitCode
+		return nil
+	case c.Stop != nil:
+		j, ok := s.jobs[c.Stop.ID]
+		if !ok {
+			return fmt.Errorf("%w: %q", ErrNoJob, c.Stop.ID)
+		}
+		if j.State.Ended() {
+			return fmt.Errorf("%w: job %s has %s", ErrStale, j.ID, j.State)
+		}
+		j.State, j.Ended, j.Error = Stopped, c.Stop.Time, cut(cmp.Or(c.Stop.Reason, "stopped"), MaxErrorLength)
+		return nil
+	case c.Delete != nil:
+		j, ok := s.jobs[c.Delete.ID]
+		if !ok {
+			return fmt.Errorf("%w: %q", ErrNoJob, c.Delete.ID)
+		}
+		if !j.State.Ended() {
+			return fmt.Errorf("%w: job %s is %s; stop it first", ErrJobRunning, j.ID, j.State)
+		}
+		delete(s.jobs, j.ID)
+		return nil
+	case c.Restart != nil:
+		r := c.Restart
+		if !validNode(r.Node) {
+			return fmt.Errorf("%w: node %q", ErrBadCommand, r.Node)
+		}
+		j, err := s.attempt(r.ID, r.Attempt)
+		if err != nil {
+			return err
+		}
+		if uint32(len(j.Restarts)) >= j.MaxRestarts {
+			return fmt.Errorf("%w: job %s has no restarts left", ErrStale, j.ID)
+		}
+		j.Restarts = append(j.Restarts, cut(r.Cause, 1024))
+		j.Attempt++
+		j.Node, j.State, j.Started = r.Node, Pending, 0
+		return nil
+	case c.AddModule != nil:
+		return s.addModule(c.AddModule)
+	default:
+		d := c.DeleteModule
+		m, ok := s.modules[d.Digest]
+		if !ok {
+			return fmt.Errorf("%w: %q", ErrNoModule, d.Digest)
+		}
+		if d.Node != "" {
+			m.Nodes = slices.DeleteFunc(m.Nodes, func(n string) bool { return n == d.Node })
+			return nil
+		}
+		for _, j := range s.jobs {
+			if j.Digest == d.Digest && !j.State.Ended() {
+				return fmt.Errorf("%w: job %s", ErrModuleInUse, j.ID)
+			}
+		}
+		delete(s.modules, d.Digest)
+		return nil
+	}
+}
+
+// attempt returns the job if it has not ended and is at the attempt.
+func (s *State) attempt(id string, attempt uint32) (*Job, error) {
+	j, ok := s.jobs[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrNoJob, id)
+	}
+	if j.State.Ended() || j.Attempt != attempt {
+		return nil, fmt.Errorf("%w: job %s is %s at attempt %d, not %d", ErrStale, id, j.State, j.Attempt, attempt)
+	}
+	return j, nil
+}
+
+func validNode(s string) bool { return s != "" && len(s) <= MaxIDLength }
+
+func (s *State) submit(c *Submit) error {
+	switch {
+	case !ValidID(c.ID):
+		return fmt.Errorf("%w: job ID %q (1 to 64 letters, digits, '-', '_' or '.')", ErrBadCommand, c.ID)
+	case !ValidDigest(c.Digest):
+		return fmt.Errorf("%w: module digest %q", ErrBadCommand, c.Digest)
+	case !validNode(c.Node):
+		return fmt.Errorf("%w: node %q", ErrBadCommand, c.Node)
+	case len(c.Args) > MaxArgs:
+		return fmt.Errorf("%w: %d arguments, at most %d", ErrBadCommand, len(c.Args), MaxArgs)
+	case c.MaxRestarts > MaxRestarts:
+		return fmt.Errorf("%w: %d restarts, at most %d", ErrBadCommand, c.MaxRestarts, MaxRestarts)
+	}
+	size := 0
+	for _, a := range c.Args {
+		size += len(a)
+	}
+	if size > MaxArgBytes {
+		return fmt.Errorf("%w: %d bytes of arguments, at most %d", ErrBadCommand, size, MaxArgBytes)
+	}
+	if _, ok := s.jobs[c.ID]; ok {
+		return fmt.Errorf("%w: %q", ErrJobExists, c.ID)
+	}
+	if len(s.jobs) >= MaxJobs {
+		// Evict the job that ended first (then by ID: deterministic).
+		var oldest *Job
+		for _, j := range s.jobs {
+			if j.State.Ended() && (oldest == nil || j.Ended < oldest.Ended || j.Ended == oldest.Ended && j.ID < oldest.ID) {
+				oldest = j
+			}
+		}
+		if oldest == nil {
+			return fmt.Errorf("%w: %d", ErrTooManyJobs, len(s.jobs))
+		}
+		delete(s.jobs, oldest.ID)
+	}
+	s.jobs[c.ID] = &Job{ID: c.ID, Digest: c.Digest, Args: slices.Clone(c.Args), Node: c.Node, State: Pending,
+		Submitted: c.Time, Attempt: 1, MaxRestarts: c.MaxRestarts}
+	return nil
+}
+
+func (s *State) addModule(c *AddModule) error {
+	switch {
+	case !ValidDigest(c.Digest):
+		return fmt.Errorf("%w: module digest %q", ErrBadCommand, c.Digest)
+	case !validNode(c.Node):
+		return fmt.Errorf("%w: node %q", ErrBadCommand, c.Node)
+	case c.Size < 0 || len(c.Name) > 256:
+		return fmt.Errorf("%w: module size %d or name of %d bytes", ErrBadCommand, c.Size, len(c.Name))
+	}
+	m, ok := s.modules[c.Digest]
+	if !ok {
+		if len(s.modules) >= MaxModules {
+			return fmt.Errorf("%w: %d; delete some (fabric module delete)", ErrTooManyModule, len(s.modules))
+		}
+		m = &Module{Digest: c.Digest, Size: c.Size, Name: c.Name, Added: c.Time}
+		s.modules[c.Digest] = m
+	}
+	if c.Name != "" {
+		m.Name = c.Name
+	}
+	if i, found := slices.BinarySearch(m.Nodes, c.Node); !found {
+		if len(m.Nodes) >= 1024 {
+			return nil // enough holders are known
+		}
+		m.Nodes = slices.Insert(m.Nodes, i, c.Node)
+	}
+	return nil
+}
+

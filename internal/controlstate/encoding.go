@@ -1,0 +1,62 @@
+package controlstate
+
+import (
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// MaxCommand bounds an encoded command.
+const MaxCommand = 1 << 20
+
+var (
+	encMode, _ = cbor.CoreDetEncOptions().EncMode()
+	decMode, _ = cbor.DecOptions{
+		MaxArrayElements: 1 << 20, MaxMapPairs: 1 << 10, MaxNestedLevels: 8,
+		DupMapKey: cbor.DupMapKeyEnforcedAPF, ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+	}.DecMode()
+)
+
+// EncodeCommand encodes a command for the raft log.
+func EncodeCommand(c Command) ([]byte, error) { return encMode.Marshal(c) }
+
+// DecodeCommand decodes a command from the raft log or from a peer.
+func DecodeCommand(b []byte) (Command, error) {
+	var c Command
+	if len(b) > MaxCommand {
+		return c, fmt.Errorf("%w: %d bytes", ErrBadCommand, len(b))
+	}
+	if err := decMode.Unmarshal(b, &c); err != nil {
+		return Command{}, fmt.Errorf("%w: %v", ErrBadCommand, err)
+	}
+	return c, nil
+}
+
+// snapshot is the state's encoded form.
+type snapshot struct {
+	Jobs    []Job    `cbor:"1,keyasint"`
+	Modules []Module `cbor:"2,keyasint"`
+}
+
+// Snapshot encodes the whole state.
+func (s *State) Snapshot() ([]byte, error) {
+	return encMode.Marshal(snapshot{Jobs: s.Jobs(nil), Modules: s.Modules()})
+}
+
+// Restore returns the state a Snapshot encoded.
+func Restore(b []byte) (*State, error) {
+	var snap snapshot
+	if err := decMode.Unmarshal(b, &snap); err != nil {
+		return nil, fmt.Errorf("controlstate: malformed snapshot: %w", err)
+	}
+	s := New()
+	for i := range snap.Jobs {
+		j := snap.Jobs[i]
+		s.jobs[j.ID] = &j
+	}
+	for i := range snap.Modules {
+		m := snap.Modules[i]
+		s.modules[m.Digest] = &m
+	}
+	return s, nil
+}

@@ -1,0 +1,201 @@
+package controlstate
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+const digest = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+
+func submit(id string) Command {
+	return Command{Submit: &Submit{ID: id, Digest: digest, Node: "n1", Time: 10, Args: []string{"a"}}}
+}
+
+// TestApply steps the state through each command's cases, one table row
+// per step, and checks the error and the job afterwards.
+func TestApply(t *testing.T) {
+	steps := []struct {
+		name  string
+		cmd   Command
+		err   error
+		job   string   // the job to check after the step
+		state JobState // its state then ("" when it is gone)
+	}{
+		{"submit", submit("j1"), nil, "j1", Pending},
+		{"submit again", submit("j1"), ErrJobExists, "j1", Pending},
+		{"bad id", submit("../x"), ErrBadCommand, "../x", ""},
+		{"start a wrong attempt", Command{Start: &Start{ID: "j1", Attempt: 2}}, ErrStale, "j1", Pending},
+		{"start", Command{Start: &Start{ID: "j1", Attempt: 1, Time: 11}}, nil, "j1", Running},
+		{"start twice", Command{Start: &Start{ID: "j1", Attempt: 1, Time: 11}}, ErrStale, "j1", Running},
+		{"delete a running job", Command{Delete: &Delete{ID: "j1"}}, ErrJobRunning, "j1", Running},
+		{"end as running", Command{End: &End{ID: "j1", Attempt: 1, State: Running}}, ErrBadCommand, "j1", Running},
+		{"end", Command{End: &End{ID: "j1", Attempt: 1, State: Failed, Error: "boom", ExitCode: 3, Time: 12}}, nil, "j1", Failed},
+		{"end twice", Command{End: &End{ID: "j1", Attempt: 1, State: Succeeded, Time: 13}}, ErrStale, "j1", Failed},
+		{"stop an ended job", Command{Stop: &Stop{ID: "j1", Time: 14}}, ErrStale, "j1", Failed},
+		{"delete", Command{Delete: &Delete{ID: "j1"}}, nil, "j1", ""},
+		{"delete again", Command{Delete: &Delete{ID: "j1"}}, ErrNoJob, "j1", ""},
+		{"two changes", Command{Delete: &Delete{ID: "j1"}, Stop: &Stop{ID: "j1"}}, ErrBadCommand, "j1", ""},
+		{"none", Command{}, ErrBadCommand, "j1", ""},
+		{"submit j2", Command{Submit: &Submit{ID: "j2", Digest: digest, Node: "n1", Time: 20, MaxRestarts: 1}}, nil, "j2", Pending},
+		{"restart", Command{Restart: &Restart{ID: "j2", Attempt: 1, Node: "n2", Cause: "n1 failed", Time: 21}}, nil, "j2", Pending},
+		{"restart the old attempt", Command{Restart: &Restart{ID: "j2", Attempt: 1, Node: "n3", Time: 22}}, ErrStale, "j2", Pending},
+		{"no restarts left", Command{Restart: &Restart{ID: "j2", Attempt: 2, Node: "n3", Time: 22}}, ErrStale, "j2", Pending},
+		{"the lost attempt ends late", Command{End: &End{ID: "j2", Attempt: 1, State: Succeeded, Time: 23}}, ErrStale, "j2", Pending},
+		{"stop", Command{Stop: &Stop{ID: "j2", Reason: "stopped by the user", Time: 24}}, nil, "j2", Stopped},
+		{"the stopped driver ends", Command{End: &End{ID: "j2", Attempt: 2, State: Failed, Time: 25}}, ErrStale, "j2", Stopped},
+	}
+	s := New()
+	for _, st := range steps {
+		err := s.Apply(st.cmd)
+		if !errors.Is(err, st.err) || (st.err == nil) != (err == nil) {
+			t.Fatalf("%s: error %v, want %v", st.name, err, st.err)
+		}
+		j, ok := s.Job(st.job)
+		if got := map[bool]JobState{true: j.State}[ok]; got != st.state {
+			t.Fatalf("%s: job %s is %q, want %q", st.name, st.job, got, st.state)
+		}
+	}
+	j, _ := s.Job("j2")
+	want := Job{ID: "j2", Digest: digest, Node: "n2", State: Stopped, Submitted: 20, Ended: 24, Error: "stopped by the user",
+		Attempt: 2, MaxRestarts: 1, Restarts: []string{"n1 failed"}}
+	if !reflect.DeepEqual(j, want) {
+		t.Fatalf("j2 is\n%+v, want\n%+v", j, want)
+	}
+}
+
+// TestMaxJobs: past MaxJobs, a submission evicts the job that ended
+// first, and is refused when none has ended.
+func TestMaxJobs(t *testing.T) {
+	s := New()
+	for i := range MaxJobs {
+		c := submit("j" + itoa(i))
+		c.Submit.Time = int64(i)
+		if err := s.Apply(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Apply(submit("extra")); !errors.Is(err, ErrTooManyJobs) {
+		t.Fatalf("submission past the limit: %v", err)
+	}
+	for _, id := range []string{"j7", "j3"} {
+		if err := s.Apply(Command{End: &End{ID: id, Attempt: 1, State: Succeeded, Time: 100}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Apply(submit("extra")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Job("j3"); ok {
+		t.Fatal("j3 (ended first, by ID) was kept")
+	}
+	if _, ok := s.Job("j7"); !ok {
+		t.Fatal("j7 was evicted too")
+	}
+}
+
+func itoa(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; i > 0; i /= 10 {
+		b = append([]byte{byte('0' + i%10)}, b...)
+	}
+	return string(b)
+}
+
+// TestModules: holders are kept sorted and once; a module a running job
+// uses cannot be deleted.
+func TestModules(t *testing.T) {
+	s := New()
+	for _, n := range []string{"n2", "n1", "n2"} {
+		if err := s.Apply(Command{AddModule: &AddModule{Digest: digest, Size: 5, Node: n, Name: "hello.wasm"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m, _ := s.Module(digest); !reflect.DeepEqual(m.Nodes, []string{"n1", "n2"}) || m.Name != "hello.wasm" {
+		t.Fatalf("module %+v", m)
+	}
+	if err := s.Apply(submit("j")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(Command{DeleteModule: &DeleteModule{Digest: digest}}); !errors.Is(err, ErrModuleInUse) {
+		t.Fatalf("deleting a module in use: %v", err)
+	}
+	if err := s.Apply(Command{DeleteModule: &DeleteModule{Digest: digest, Node: "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(Command{Stop: &Stop{ID: "j"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(Command{DeleteModule: &DeleteModule{Digest: digest}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Modules()) != 0 {
+		t.Fatal("module kept")
+	}
+	if err := s.Apply(Command{AddModule: &AddModule{Digest: strings.ToUpper(digest), Node: "n1"}}); !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("upper-case digest: %v", err)
+	}
+}
+
+// TestSnapshotRoundTrip: a restored state equals the one snapshotted.
+func TestSnapshotRoundTrip(t *testing.T) {
+	s := New()
+	for _, c := range []Command{submit("a"), submit("b"), {Start: &Start{ID: "a", Attempt: 1, Time: 3}},
+		{AddModule: &AddModule{Digest: digest, Size: 9, Node: "n1"}}} {
+		if err := s.Apply(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Restore(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(r.Jobs(nil), s.Jobs(nil)) || !reflect.DeepEqual(r.Modules(), s.Modules()) {
+		t.Fatal("restored state differs")
+	}
+	if _, err := Restore([]byte{0xff, 0x00}); err == nil {
+		t.Fatal("garbage restored")
+	}
+}
+
+// FuzzApply decodes commands from arbitrary bytes and applies them: no
+// input panics, and a state that applied them snapshots and restores to
+// an equal one.
+func FuzzApply(f *testing.F) {
+	for _, c := range []Command{submit("a"), {Start: &Start{ID: "a", Attempt: 1}}, {End: &End{ID: "a", Attempt: 1, State: Failed, Error: "x"}},
+		{Restart: &Restart{ID: "a", Attempt: 1, Node: "n"}}, {AddModule: &AddModule{Digest: digest, Node: "n"}}, {DeleteModule: &DeleteModule{Digest: digest}}} {
+		b, err := EncodeCommand(c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s := New()
+		_ = s.Apply(submit("a"))
+		c, err := DecodeCommand(b)
+		if err != nil {
+			return
+		}
+		_ = s.Apply(c)
+		snap, err := s.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Restore(snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(r.Jobs(nil), s.Jobs(nil)) {
+			t.Fatal("restored state differs")
+		}
+	})
+}
