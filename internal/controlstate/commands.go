@@ -262,4 +262,3 @@ func (s *State) addModule(c *AddModule) error {
 	}
 	return nil
 }
-
