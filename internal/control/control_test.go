@@ -1,0 +1,173 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/controlstate"
+	"github.com/wasmfabric/fabric/internal/secrets"
+	"github.com/wasmfabric/fabric/internal/transport"
+)
+
+const raftStream transport.Type = 50
+
+const digest = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+
+// testCluster runs servers on real QUIC endpoints (mutual TLS), as agents do.
+type testCluster struct {
+	t       *testing.T
+	secrets *secrets.Cluster
+	mu      sync.Mutex
+	addrs   map[string]string
+	servers map[string]*Server
+	eps     map[string]*transport.Endpoint
+	dirs    map[string]string
+}
+
+func newTestCluster(t *testing.T) *testCluster {
+	c, err := secrets.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &testCluster{t: t, secrets: c, addrs: map[string]string{}, servers: map[string]*Server{},
+		eps: map[string]*transport.Endpoint{}, dirs: map[string]string{}}
+	t.Cleanup(func() {
+		for id := range tc.servers {
+			tc.stop(id)
+		}
+	})
+	return tc
+}
+
+func (tc *testCluster) start(id string, bootstrap bool) *Server {
+	tc.t.Helper()
+	cert, err := tc.secrets.NodeCertificate(id, []string{"127.0.0.1"})
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	var srv *Server
+	ready := make(chan struct{})
+	ep, err := transport.Listen(transport.Config{Addr: "127.0.0.1:0", TLS: tc.secrets.TLSConfig(cert),
+		Streams: map[transport.Type]transport.StreamHandler{raftStream: func(_ string, _ []byte, c net.Conn) {
+			<-ready
+			srv.Accept(c)
+		}}})
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	if tc.dirs[id] == "" {
+		tc.dirs[id] = tc.t.TempDir()
+	}
+	tc.mu.Lock()
+	tc.addrs[id] = ep.Addr()
+	tc.mu.Unlock()
+	srv, err = Start(Config{NodeID: id, Dir: tc.dirs[id], Bootstrap: bootstrap, Addr: ep.Addr(), Fast: true,
+		Resolve: func(n string) (string, error) {
+			tc.mu.Lock()
+			defer tc.mu.Unlock()
+			if a, ok := tc.addrs[n]; ok {
+				return a, nil
+			}
+			return "", fmt.Errorf("no server %s", n)
+		},
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) { return ep.OpenStream(ctx, addr, raftStream, nil) },
+	})
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	close(ready)
+	tc.servers[id], tc.eps[id] = srv, ep
+	return srv
+}
+
+func (tc *testCluster) stop(id string) {
+	if s := tc.servers[id]; s != nil {
+		_ = s.Close()
+		_ = tc.eps[id].Close()
+		delete(tc.servers, id)
+	}
+}
+
+// leader waits for one of the running servers to lead and be readable.
+func (tc *testCluster) leader() *Server {
+	tc.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, s := range tc.servers {
+			if s.IsLeader() && s.Read(time.Second, func(*controlstate.State) {}) == nil {
+				return s
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tc.t.Fatal("no leader")
+	return nil
+}
+
+func submit(id string) controlstate.Command {
+	return controlstate.Command{Submit: &controlstate.Submit{ID: id, Digest: digest, Node: "n", Time: 1}}
+}
+
+// TestReplication: three servers over QUIC; what the leader acknowledged
+// survives the leader's loss, a follower refuses proposals naming the
+// leader, a restarted server catches up from its own disk and its peers.
+func TestReplication(t *testing.T) {
+	tc := newTestCluster(t)
+	s1 := tc.start("s1", true)
+	tc.start("s2", false)
+	tc.start("s3", false)
+	if l := tc.leader(); l != s1 {
+		t.Fatalf("the bootstrapped server does not lead")
+	}
+	for _, id := range []string{"s2", "s3"} {
+		if err := s1.AddVoter(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 20 {
+		if err := s1.Apply(submit(fmt.Sprintf("j%d", i)), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s1.Apply(submit("j0"), 5*time.Second); !errors.Is(err, controlstate.ErrJobExists) {
+		t.Fatalf("a duplicate submission: %v", err)
+	}
+	var nl *NotLeaderError
+	if err := tc.servers["s2"].Apply(submit("x"), time.Second); !errors.As(err, &nl) || nl.Leader != "s1" {
+		t.Fatalf("a follower's apply: %v", err)
+	}
+	tc.stop("s1")
+	l := tc.leader()
+	var n int
+	if err := l.Read(time.Second, func(s *controlstate.State) { n = len(s.Jobs(nil)) }); err != nil || n != 20 {
+		t.Fatalf("the new leader reads %d jobs, %v", n, err)
+	}
+	if err := l.Apply(submit("after"), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// s1 comes back on another port, from its data directory.
+	s1 = tc.start("s1", true)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var ok bool
+		s1.mu.RLock()
+		_, ok = s1.state.Job("after")
+		s1.mu.RUnlock()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the restarted server did not catch up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	voters, err := tc.leader().Voters()
+	if err != nil || len(voters) != 3 {
+		t.Fatalf("voters %v, %v", voters, err)
+	}
+}
