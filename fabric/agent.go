@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/control"
 	"github.com/wasmfabric/fabric/internal/core"
 	"github.com/wasmfabric/fabric/internal/membership"
 	"github.com/wasmfabric/fabric/internal/objects"
@@ -72,6 +73,9 @@ type AgentConfig struct {
 	Log io.Writer
 	// GossipLog receives serf's and memberlist's log lines (nil: discarded).
 	GossipLog io.Writer
+	// JobLogLimit bounds the output kept of each job whose driver runs on
+	// the agent (0: DefaultJobLogLimit).
+	JobLogLimit int64
 	// UploadIdle bounds how long an upload (a module in a request's body)
 	// may send nothing before it is refused (0: DefaultUploadIdle).
 	UploadIdle time.Duration
@@ -114,6 +118,20 @@ type Agent struct {
 	// them: addresses and states, looked up on every send.
 	tableMu sync.RWMutex
 	table   map[string]membership.Member
+
+	// ctl is the control-plane server of a server agent (nil on a client).
+	ctl *control.Server
+	// leaderHint is the control plane's leader as last heard (a string).
+	leaderHint atomic.Value
+	// reconcile wakes the leader's loop (a member changed).
+	reconcile chan struct{}
+	// agentCtx ends when the agent stops; stopping is set then.
+	agentCtx    context.Context
+	agentCancel context.CancelFunc
+	stopping    atomic.Bool
+	// running are the jobs whose drivers run here, by job ID.
+	jobsMu  sync.Mutex
+	running map[string]*runningJob
 }
 
 // Errors of the agent.
@@ -156,7 +174,9 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{}), ready: make(chan struct{}),
-		usageStop: make(chan struct{}), usageDone: make(chan struct{}), direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{}}
+		usageStop: make(chan struct{}), usageDone: make(chan struct{}), direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
+		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}}
+	a.agentCtx, a.agentCancel = context.WithCancel(context.Background())
 	a.link = peerlink.New(peerlink.Config{
 		Send: a.sendBatch,
 		Log:  func(s string) { a.logf("fabric agent: %s", s) },
@@ -183,12 +203,16 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		_ = ln.Close()
 		return fail(err)
 	}
-	if a.quic, err = transport.Listen(transport.Config{Addr: cfg.QUICAddr, TLS: cluster.TLSConfig(cert), Handler: a.handlePeer, Objects: agentObjects{node}}); err != nil {
+	streams := map[transport.Type]transport.StreamHandler{msgRaft: a.acceptRaft, msgJobLogs: a.serveJobLog}
+	if a.quic, err = transport.Listen(transport.Config{Addr: cfg.QUICAddr, TLS: cluster.TLSConfig(cert), Handler: a.handlePeer, Objects: agentObjects{node}, Streams: streams}); err != nil {
 		_ = ln.Close()
 		return fail(err)
 	}
+	// A server stays one across restarts: its raft state is in the data
+	// directory.
 	role := "client"
-	if cfg.Server || (created && len(cfg.Join) == 0) {
+	_, serr := os.Stat(filepath.Join(cfg.DataDir, "raft", "raft.db"))
+	if cfg.Server || (created && len(cfg.Join) == 0) || serr == nil {
 		role = "server"
 	}
 	u := node.Usage()
@@ -204,6 +228,12 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	if err != nil {
 		_ = ln.Close()
 		return fail(err)
+	}
+	if role == "server" {
+		if err := a.startControl(created && len(cfg.Join) == 0); err != nil {
+			_ = ln.Close()
+			return fail(err)
+		}
 	}
 	close(a.ready)
 	a.http = &http.Server{Handler: a.api(), ReadHeaderTimeout: 10 * time.Second}
@@ -233,6 +263,12 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		if m.Status == membership.Alive && m.ID != a.ID {
 			node.step(core.PeerUp{Node: scheduler.NodeID(m.ID), Resources: resources(m.Resources), Labels: m.Labels})
 		}
+	}
+	a.wg.Add(1)
+	go a.reconcileOwnJobs()
+	if a.ctl != nil {
+		a.wg.Add(1)
+		go a.leadLoop()
 	}
 	return a, nil
 }
@@ -398,6 +434,10 @@ func (a *Agent) watchMembers() {
 	defer a.wg.Done()
 	for e := range a.members.Events() {
 		a.remember(e.Member)
+		select {
+		case a.reconcile <- struct{}{}:
+		default:
+		}
 		if e.Member.ID == a.ID {
 			continue
 		}
@@ -469,6 +509,19 @@ func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, b
 	switch t {
 	case msgPing:
 		return msgPing, []byte(a.ID), nil
+	case msgControl:
+		var req controlRequest
+		if err := wire.Unmarshal(body, &req); err != nil {
+			return 0, nil, fmt.Errorf("malformed control request: %w", err)
+		}
+		b, err := wire.Marshal(a.serveControl(ctx, req))
+		return msgControl, b, err
+	case msgJobStop:
+		a.stopLocal(string(body))
+		return msgAck, nil, nil
+	case msgJobRun:
+		go a.tellRun(string(body), a.ID)
+		return msgAck, nil, nil
 	case msgBatch:
 		err := a.link.Receive(peer, body, func(msgs []peerwire.Message) {
 			evs := make([]core.Event, 0, len(msgs))
@@ -600,6 +653,8 @@ func (a *Agent) Close() error {
 	a.closed = true
 	a.closeMu.Unlock()
 	a.stopUsage()
+	a.stopping.Store(true)
+	a.agentCancel()
 	close(a.done)
 	var errs []error
 	if a.http != nil {
@@ -615,6 +670,9 @@ func (a *Agent) Close() error {
 	}
 	a.link.Close()
 	a.wg.Wait()
+	if a.ctl != nil {
+		errs = append(errs, a.ctl.Close())
+	}
 	errs = append(errs, a.node.Close())
 	return errors.Join(errs...)
 }

@@ -725,7 +725,9 @@ func TestJobOverLossyLink(t *testing.T) {
 // TestStuckOutputReader submits a job whose client opens the output stream
 // and never reads it, while the job prints far more than any socket
 // buffer holds: a second job on the same node finishes within 1.5x of its
-// time alone, and the stuck job ends when its client goes away.
+// time alone. The stuck job runs on when its client goes away (a job does
+// not depend on its connection), its kept output is cut at the job log
+// limit with a notice, and `job stop` ends it.
 func TestStuckOutputReader(t *testing.T) {
 	a, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 		Labels: map[string]string{"tier": "edge"}, Timing: membership.Fast,
@@ -779,11 +781,27 @@ func TestStuckOutputReader(t *testing.T) {
 	if beside > alone*3/2 {
 		t.Errorf("a job beside a stuck output reader took %s, more than 1.5x its %s alone", beside, alone)
 	}
+	id := resp.Header.Get("Fabric-Job-Id")
 	cancel()
 	_ = resp.Body.Close()
-	waitFor(t, 30*time.Second, "the stuck job ends with its client", func() bool {
+	time.Sleep(time.Second)
+	if j, err := cl.Job(context.Background(), id); err != nil || j.State != "running" {
+		t.Fatalf("the job whose client went away: %+v, %v", j, err)
+	}
+	if j, err := cl.StopJob(context.Background(), id); err != nil || j.State != "stopped" {
+		t.Fatalf("stop: %+v, %v", j, err)
+	}
+	waitFor(t, 30*time.Second, "the stopped job ends", func() bool {
 		return a.Node().Stats().Jobs == 0
 	})
+	var out, errOut strings.Builder
+	ended, err := cl.JobLogs(context.Background(), id, false, &out, &errOut)
+	if !ended || err == nil || !strings.Contains(err.Error(), "stopped") {
+		t.Fatalf("logs of the stopped job: ended %v, %v", ended, err)
+	}
+	if n := out.Len() + errOut.Len(); n > DefaultJobLogLimit || !strings.Contains(errOut.String(), "past the job log limit") {
+		t.Fatalf("kept output of %d bytes, stderr ending %q", n, errOut.String()[max(0, errOut.Len()-300):])
+	}
 }
 
 // TestManyTasksOnOnePeer runs 300 tasks on one edge node at once, more

@@ -107,6 +107,9 @@ const (
 	// TrailerJobExitCode is the code the driver passed to os.Exit, when it
 	// exited with one other than 0; absent otherwise.
 	TrailerJobExitCode = "Fabric-Job-Exit-Code"
+	// TrailerJobEnded is "true" when the stream ends with the job's end,
+	// "false" when the job had not ended (a log read without following).
+	TrailerJobEnded = "Fabric-Job-Ended"
 )
 
 func (a *Agent) api() http.Handler {
@@ -114,6 +117,11 @@ func (a *Agent) api() http.Handler {
 	mux.HandleFunc("GET /v1/nodes", a.handleNodes)
 	mux.HandleFunc("GET /v1/status", a.handleStatus)
 	mux.HandleFunc("POST /v1/jobs", a.handleJob)
+	mux.HandleFunc("GET /v1/jobs", a.handleJobList)
+	mux.HandleFunc("GET /v1/jobs/{id}", a.handleJobGet)
+	mux.HandleFunc("GET /v1/jobs/{id}/logs", a.handleJobLogs)
+	mux.HandleFunc("POST /v1/jobs/{id}/stop", a.handleJobStop)
+	mux.HandleFunc("DELETE /v1/jobs/{id}", a.handleJobDelete)
 	mux.HandleFunc("GET /v1/debug/state", a.handleDebugState)
 	token := []byte("Bearer " + a.cluster.APIToken())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -226,12 +234,47 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusInternalServerError, "storing the module: "+err.Error())
 		return
 	}
+	id, maxRestarts, err := jobQuery(r)
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	run, j, err := a.submitJob(r.Context(), digest, r.URL.Query()["arg"], id, maxRestarts)
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	if d := r.URL.Query().Get("detach"); d == "1" || d == "true" {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(jobInfo(j))
+		return
+	}
+	// Attached: the job's output as it comes, then its result. The job
+	// does not depend on the request: a client that goes away stops
+	// following it, and it runs on.
+	w.Header().Set("Fabric-Job-Id", j.ID)
+	out, finish := startJobStream(w, r)
+	_ = copyJobLog(r.Context(), run.log.path, run.log, true, out)
+	select {
+	case <-run.done:
+		res := run.result
+		finish(&res)
+	case <-r.Context().Done():
+	}
+}
+
+// startJobStream starts a job's streamed response: MediaJobStream when
+// the client accepts it, else plain text with the result in trailers.
+// The returned writer takes whole frames (one per Write); finish ends
+// the stream with the result (nil: the job has not ended).
+func startJobStream(w http.ResponseWriter, r *http.Request) (io.Writer, func(*JobResultView)) {
 	framed := strings.Contains(r.Header.Get("Accept"), MediaJobStream)
 	if framed {
 		w.Header().Set("Content-Type", MediaJobStream)
 	} else {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Trailer", TrailerJobError+", "+TrailerJobExitCode)
+		w.Header().Set("Trailer", TrailerJobError+", "+TrailerJobExitCode+", "+TrailerJobEnded)
 	}
 	w.WriteHeader(http.StatusOK)
 	fw, _ := w.(http.Flusher)
@@ -239,37 +282,48 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 	if fw != nil {
 		fw.Flush()
 	}
-	stdout, stderr := io.Writer(out), io.Writer(out)
 	if framed {
-		stdout, stderr = &frameWriter{out: out, kind: FrameStdout}, &frameWriter{out: out, kind: FrameStderr}
-	}
-	// A client that stops reading holds up only this job's output; once the
-	// job has ended, a write it still blocks is ended by a deadline.
-	abort := func() { _ = rc.SetWriteDeadline(time.Now()) }
-	jerr := a.node.runJob(r.Context(), digest, r.URL.Query()["arg"], JobOptions{Stdout: stdout, Stderr: stderr, Abort: abort})
-	var res JobResultView
-	if jerr != nil {
-		res.Error = jerr.Error()
-		if res.Error == "" {
-			res.Error = "job failed"
+		return out, func(res *JobResultView) {
+			if res != nil {
+				b, _ := json.Marshal(res)
+				_, _ = (&frameWriter{out: out, kind: FrameResult}).Write(b)
+			}
 		}
 	}
-	if je := (*JobError)(nil); errors.As(jerr, &je) && je.ExitCode != 0 {
-		res.ExitCode = je.ExitCode
+	return unframer{out}, func(res *JobResultView) {
+		if res == nil {
+			w.Header().Set(TrailerJobEnded, "false")
+			return
+		}
+		w.Header().Set(TrailerJobEnded, "true")
+		if res.ExitCode != 0 {
+			w.Header().Set(TrailerJobExitCode, strconv.Itoa(res.ExitCode))
+		}
+		msg := res.Error
+		if len(msg) > maxTrailerError {
+			msg = fmt.Sprintf("%s… [%d more bytes; ask with Accept: %s for the whole error]", msg[:maxTrailerError], len(msg)-maxTrailerError, MediaJobStream)
+		}
+		w.Header().Set(TrailerJobError, strconv.QuoteToASCII(msg)) // a header value holds no newlines
 	}
-	if framed {
-		b, _ := json.Marshal(res)
-		_, _ = (&frameWriter{out: out, kind: FrameResult}).Write(b)
-		return
+}
+
+// unframer writes the payloads of whole frames, one per Write.
+type unframer struct{ w io.Writer }
+
+func (u unframer) Write(p []byte) (int, error) {
+	if len(p) < 5 {
+		return len(p), nil
 	}
-	if res.ExitCode != 0 {
-		w.Header().Set(TrailerJobExitCode, strconv.Itoa(res.ExitCode))
-	}
-	msg := res.Error
-	if len(msg) > maxTrailerError {
-		msg = fmt.Sprintf("%s… [%d more bytes; ask with Accept: %s for the whole error]", msg[:maxTrailerError], len(msg)-maxTrailerError, MediaJobStream)
-	}
-	w.Header().Set(TrailerJobError, strconv.QuoteToASCII(msg)) // a header value holds no newlines
+	_, err := u.w.Write(p[5:])
+	return len(p), err
+}
+
+// writeNotice writes a line to a job stream's stderr.
+func writeNotice(out io.Writer, msg string) {
+	b := make([]byte, 5, 5+len(msg))
+	b[0] = FrameStderr
+	binary.BigEndian.PutUint32(b[1:], uint32(len(msg)))
+	_, _ = out.Write(append(b, msg...))
 }
 
 // idleReader reads a request body with a deadline that each read moves

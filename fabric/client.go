@@ -84,10 +84,7 @@ func (c *Client) getJSON(ctx context.Context, path string, out any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
-		return fmt.Errorf("%w: malformed reply to %s: %v", ErrAPI, path, err)
-	}
-	return nil
+	return decodeReply(resp, path, out)
 }
 
 // Nodes lists the cluster's nodes as the agent sees them.
@@ -113,25 +110,132 @@ func (c *Client) Submit(ctx context.Context, wasm []byte, args []string, out io.
 // result, an error of any length included, comes in the stream's last
 // frame (MediaJobStream).
 func (c *Client) SubmitSplit(ctx context.Context, wasm []byte, args []string, stdout, stderr io.Writer) error {
-	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs", url.Values{"arg": args}, bytes.NewReader(wasm), "Accept", MediaJobStream)
+	_, err := c.SubmitWith(ctx, wasm, args, SubmitOptions{}, stdout, stderr)
+	return err
+}
+
+// SubmitOptions are a submission's options.
+type SubmitOptions struct {
+	// ID names the job (empty: the agent makes one up).
+	ID string
+	// MaxRestarts is how many times the job's driver is started again
+	// when its node fails.
+	MaxRestarts int
+}
+
+func (o SubmitOptions) query(args []string) url.Values {
+	q := url.Values{"arg": args}
+	if o.ID != "" {
+		q.Set("id", o.ID)
+	}
+	if o.MaxRestarts > 0 {
+		q.Set("max_restarts", fmt.Sprint(o.MaxRestarts))
+	}
+	return q
+}
+
+// SubmitWith submits a job and follows its output to its end, as
+// SubmitSplit does, and returns the job's ID. The job runs on whatever
+// happens to the client: a ctx that ends stops following it only.
+func (c *Client) SubmitWith(ctx context.Context, wasm []byte, args []string, o SubmitOptions, stdout, stderr io.Writer) (string, error) {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs", o.query(args), bytes.NewReader(wasm), "Accept", MediaJobStream)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	id := resp.Header.Get("Fabric-Job-Id")
+	ended, err := readJobStream(resp, stdout, stderr)
+	if err == nil && !ended {
+		err = fmt.Errorf("fabric: the agent ended job %s's stream without its result (did the agent stop?)", id)
+	}
+	return id, err
+}
+
+// SubmitDetached submits a job and returns as soon as it is recorded.
+func (c *Client) SubmitDetached(ctx context.Context, wasm []byte, args []string, o SubmitOptions) (JobInfo, error) {
+	q := o.query(args)
+	q.Set("detach", "1")
+	var j JobInfo
+	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs", q, bytes.NewReader(wasm))
+	if err != nil {
+		return j, err
+	}
+	defer resp.Body.Close()
+	return j, decodeReply(resp, "/v1/jobs", &j)
+}
+
+// Jobs lists the cluster's jobs, by submission time.
+func (c *Client) Jobs(ctx context.Context) ([]JobInfo, error) {
+	var out []JobInfo
+	return out, c.getJSON(ctx, "/v1/jobs", &out)
+}
+
+// Job returns a job.
+func (c *Client) Job(ctx context.Context, id string) (JobInfo, error) {
+	var out JobInfo
+	return out, c.getJSON(ctx, "/v1/jobs/"+url.PathEscape(id), &out)
+}
+
+// StopJob stops a job and returns it as recorded.
+func (c *Client) StopJob(ctx context.Context, id string) (JobInfo, error) {
+	var out JobInfo
+	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs/"+url.PathEscape(id)+"/stop", nil, nil)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	return out, decodeReply(resp, "stop", &out)
+}
+
+// DeleteJob removes a job that has ended, and its kept output.
+func (c *Client) DeleteJob(ctx context.Context, id string) error {
+	resp, err := c.do(ctx, http.MethodDelete, "/v1/jobs/"+url.PathEscape(id), nil, nil)
 	if err != nil {
 		return err
 	}
+	return resp.Body.Close()
+}
+
+// JobLogs copies a job's kept output to stdout and stderr; with follow,
+// it waits for more until the job ends. ended says whether the job had
+// ended; when it had and failed, the error is a *JobError.
+func (c *Client) JobLogs(ctx context.Context, id string, follow bool, stdout, stderr io.Writer) (ended bool, err error) {
+	q := url.Values{}
+	if follow {
+		q.Set("follow", "1")
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id)+"/logs", q, nil, "Accept", MediaJobStream)
+	if err != nil {
+		return false, err
+	}
 	defer resp.Body.Close()
+	return readJobStream(resp, stdout, stderr)
+}
+
+func decodeReply(resp *http.Response, what string, out any) error {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
+		return fmt.Errorf("%w: malformed reply to %s: %v", ErrAPI, what, err)
+	}
+	return nil
+}
+
+// readJobStream copies a MediaJobStream's output frames; ended is whether
+// it ended with a result, and the error is the job's when it failed.
+func readJobStream(resp *http.Response, stdout, stderr io.Writer) (ended bool, err error) {
 	if ct := resp.Header.Get("Content-Type"); ct != MediaJobStream {
-		return fmt.Errorf("%w: the agent answered a job with %q, not %s (is it an older version?)", ErrAPI, ct, MediaJobStream)
+		return false, fmt.Errorf("%w: the agent answered a job with %q, not %s (is it an older version?)", ErrAPI, ct, MediaJobStream)
 	}
 	var head [5]byte
 	for {
 		if _, err := io.ReadFull(resp.Body, head[:]); err != nil {
 			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("fabric: the agent ended the job's stream without its result (did the agent stop?)")
+				return false, nil
 			}
-			return fmt.Errorf("fabric: lost the job's output stream: %w", err)
+			return false, fmt.Errorf("fabric: lost the job's output stream: %w", err)
 		}
 		n := binary.BigEndian.Uint32(head[1:])
 		if n > maxFrame {
-			return fmt.Errorf("%w: a job stream frame of %d bytes", ErrAPI, n)
+			return false, fmt.Errorf("%w: a job stream frame of %d bytes", ErrAPI, n)
 		}
 		body := io.LimitReader(resp.Body, int64(n))
 		switch head[0] {
@@ -141,24 +245,24 @@ func (c *Client) SubmitSplit(ctx context.Context, wasm []byte, args []string, st
 				w = stderr
 			}
 			if m, err := io.Copy(w, body); err != nil || m != int64(n) {
-				return fmt.Errorf("fabric: lost the job's output stream: %v", cmp.Or(err, io.ErrUnexpectedEOF))
+				return false, fmt.Errorf("fabric: lost the job's output stream: %v", cmp.Or(err, io.ErrUnexpectedEOF))
 			}
 		case FrameResult:
 			var res JobResultView
 			b, err := io.ReadAll(body)
 			if err != nil || len(b) != int(n) || json.Unmarshal(b, &res) != nil {
-				return fmt.Errorf("%w: malformed job result", ErrAPI)
+				return false, fmt.Errorf("%w: malformed job result", ErrAPI)
 			}
 			if res.Error == "" {
-				return nil
+				return true, nil
 			}
 			je := &JobError{Message: "fabric: job failed: " + res.Error}
 			if res.ExitCode > 0 && res.ExitCode < 256 {
 				je.ExitCode = res.ExitCode
 			}
-			return je
+			return true, je
 		default:
-			return fmt.Errorf("%w: a job stream frame of unknown kind %d", ErrAPI, head[0])
+			return false, fmt.Errorf("%w: a job stream frame of unknown kind %d", ErrAPI, head[0])
 		}
 	}
 }

@@ -134,6 +134,37 @@ func (n *Node) fetchModule(e core.FetchModule) {
 	}()
 }
 
+// pullModuleFrom makes sure the node holds a module: unless it does, it
+// copies it from the first of holders that sends it, and checks it
+// against the node's limits.
+func (n *Node) pullModuleFrom(ctx context.Context, digest string, holders []string) error {
+	if n.HasModule(digest) {
+		return nil
+	}
+	n.mu.Lock()
+	cl := n.cluster
+	n.mu.Unlock()
+	err := fmt.Errorf("fabric: no alive node is known to hold module %.12s", digest)
+	if cl == nil {
+		return err
+	}
+	for _, h := range holders {
+		if h == n.cfg.NodeID {
+			continue
+		}
+		if err = cl.PullModule(ctx, h, digest); err == nil {
+			var wasm []byte
+			if wasm, err = os.ReadFile(n.modulePath(digest)); err == nil {
+				_, err = sandbox.ValidateSections(wasm, sandbox.Limits{MaxMemoryPages: uint32(n.cfg.GuestMemoryLimit / sandbox.WasmPageSize)})
+			}
+			if err == nil {
+				return nil
+			}
+		}
+	}
+	return err
+}
+
 // pullObject copies a stored object's bytes from the node that holds it
 // into this node's store. ObjectPulled follows.
 func (n *Node) pullObject(e core.PullObject) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -243,41 +241,8 @@ func firstNonEmpty(ss ...string) string {
 }
 
 func newSubmitCmd() *cobra.Command {
-	var (
-		cf      clientFlags
-		timeout time.Duration
-	)
-	cmd := &cobra.Command{
-		Use:   "submit FILE.wasm [flags] [-- ARGS...]",
-		Short: "Run a job on a cluster and stream its output",
-		Long: `Submit uploads a module to an agent, runs its main with ARGS there, streams
-the job's output and exits 0 when the job succeeds or 1 with its error.`,
-		Example: "  fabric submit job.wasm -- input.txt\n  FABRIC_ADDR=http://10.0.0.1:7948 FABRIC_TOKEN=fat1_… fabric submit job.wasm",
-		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			wasm, err := os.ReadFile(args[0])
-			if err != nil {
-				return fmt.Errorf("read module: %w", err)
-			}
-			cl, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			if timeout > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, timeout)
-				defer cancel()
-			}
-			if err := cl.SubmitSplit(ctx, wasm, args[1:], cmd.OutOrStdout(), cmd.ErrOrStderr()); err != nil {
-				return jobFailed(fmt.Errorf("%s", strings.TrimPrefix(firstLine(err.Error()), "fabric: ")), err)
-			}
-			return nil
-		},
-	}
-	cf.register(cmd, false)
-	cmd.Flags().DurationVar(&timeout, "timeout", 0, "bound on the whole job, e.g. 30s (default: none)")
+	cmd := newJobSubmitCmd("submit FILE.wasm [flags] [-- ARGS...]")
+	cmd.Short = "Run a job on the cluster and follow its output (short for job submit)"
 	return cmd
 }
 

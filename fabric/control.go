@@ -1,0 +1,316 @@
+package fabric
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/control"
+	"github.com/wasmfabric/fabric/internal/controlstate"
+	"github.com/wasmfabric/fabric/internal/membership"
+	"github.com/wasmfabric/fabric/internal/transport"
+	"github.com/wasmfabric/fabric/internal/wire"
+)
+
+// Messages of the control plane between agents.
+const (
+	msgRaft    transport.Type = 20 // stream: a raft connection between servers
+	msgControl transport.Type = 21 // body: controlRequest; answer: msgControl, a controlAnswer
+	msgJobLogs transport.Type = 22 // stream: body a logRequest; then the log's frames
+	msgJobStop transport.Type = 23 // body: a job ID; answer: msgAck
+	msgJobRun  transport.Type = 24 // body: a job ID; answer: msgAck
+)
+
+// controlRequest asks a server to propose a command or read the state.
+type controlRequest struct {
+	Op        string `cbor:"1,keyasint"` // "apply", "jobs", "job", "modules", "module"
+	Command   []byte `cbor:"2,keyasint,omitempty"`
+	ID        string `cbor:"3,keyasint,omitempty"`
+	Forwarded bool   `cbor:"4,keyasint,omitempty"` // by a follower to its leader
+}
+
+// controlAnswer is a server's answer: Code names the error's kind.
+type controlAnswer struct {
+	Code    string                `cbor:"1,keyasint,omitempty"`
+	Error   string                `cbor:"2,keyasint,omitempty"`
+	Leader  string                `cbor:"3,keyasint,omitempty"`
+	Jobs    []controlstate.Job    `cbor:"4,keyasint,omitempty"`
+	Modules []controlstate.Module `cbor:"5,keyasint,omitempty"`
+}
+
+// Errors of the control plane, as the API maps them.
+var (
+	ErrNoJob        = errors.New("fabric: no job with that ID")
+	ErrJobExists    = errors.New("fabric: a job with that ID exists")
+	ErrJobNotEnded  = errors.New("fabric: the job has not ended")
+	ErrBadRequest   = errors.New("fabric: bad request")
+	ErrTooMany      = errors.New("fabric: too many")
+	ErrNoModuleHere = errors.New("fabric: no module with that digest")
+	ErrModuleInUse  = errors.New("fabric: the module is in use")
+	ErrStale        = errors.New("fabric: the change is about a state that has passed")
+	// ErrNoLeader means no server of the control plane answered: none is
+	// up, or they are electing a leader.
+	ErrNoLeader = errors.New("fabric: no control-plane server answered")
+)
+
+var errCodes = []struct {
+	code     string
+	internal error
+	public   error
+}{
+	{"no_job", controlstate.ErrNoJob, ErrNoJob},
+	{"exists", controlstate.ErrJobExists, ErrJobExists},
+	{"running", controlstate.ErrJobRunning, ErrJobNotEnded},
+	{"too_many", controlstate.ErrTooManyJobs, ErrTooMany},
+	{"too_many_modules", controlstate.ErrTooManyModule, ErrTooMany},
+	{"bad", controlstate.ErrBadCommand, ErrBadRequest},
+	{"no_module", controlstate.ErrNoModule, ErrNoModuleHere},
+	{"module_in_use", controlstate.ErrModuleInUse, ErrModuleInUse},
+	{"stale", controlstate.ErrStale, ErrStale},
+}
+
+func answerErr(err error) controlAnswer {
+	var nl *control.NotLeaderError
+	if errors.As(err, &nl) {
+		return controlAnswer{Code: "not_leader", Error: err.Error(), Leader: nl.Leader}
+	}
+	for _, c := range errCodes {
+		if errors.Is(err, c.internal) {
+			return controlAnswer{Code: c.code, Error: err.Error()}
+		}
+	}
+	return controlAnswer{Code: "internal", Error: err.Error()}
+}
+
+func (ans controlAnswer) err() error {
+	if ans.Code == "" {
+		return nil
+	}
+	msg := strings.TrimPrefix(ans.Error, "controlstate: ")
+	for _, c := range errCodes {
+		if ans.Code == c.code {
+			return fmt.Errorf("%w (%s)", c.public, msg)
+		}
+	}
+	return fmt.Errorf("fabric: control plane: %s", msg)
+}
+
+// controlTimeout bounds one proposal or read on the leader.
+const controlTimeout = 10 * time.Second
+
+// controlHold is how long a request waits for a leader (an election, a
+// server restarting) before it fails with ErrNoLeader.
+const controlHold = 30 * time.Second
+
+// startControl starts the control-plane server of a server agent.
+func (a *Agent) startControl(bootstrap bool) error {
+	s, err := control.Start(control.Config{
+		NodeID: a.ID, Dir: filepath.Join(a.cfg.DataDir, "raft"), Bootstrap: bootstrap, Addr: a.ID,
+		Resolve: func(id string) (string, error) { return a.addrOf(id) },
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			return a.quic.OpenStream(ctx, addr, msgRaft, nil)
+		},
+		Log: a.cfg.Log, Fast: a.cfg.Timing.ProbeInterval > 0 && a.cfg.Timing.ProbeInterval < 500*time.Millisecond,
+	})
+	if err != nil {
+		return err
+	}
+	a.ctl = s
+	return nil
+}
+
+// acceptRaft takes a raft stream from another server.
+func (a *Agent) acceptRaft(peer string, _ []byte, c net.Conn) {
+	select {
+	case <-a.ready:
+	case <-a.done:
+		_ = c.Close()
+		return
+	}
+	if a.ctl == nil {
+		_ = c.Close()
+		return
+	}
+	a.ctl.Accept(c)
+}
+
+// serveControl answers a control request on this server: on the leader
+// itself, on a follower by forwarding it once to the leader.
+func (a *Agent) serveControl(ctx context.Context, req controlRequest) controlAnswer {
+	if a.ctl == nil {
+		return controlAnswer{Code: "not_server", Error: "fabric: " + a.ID + " is not a server of the control plane"}
+	}
+	if !a.ctl.IsLeader() {
+		leader := a.ctl.Leader()
+		if req.Forwarded || leader == "" || leader == a.ID {
+			return controlAnswer{Code: "not_leader", Error: "fabric: no leader elected yet", Leader: leader}
+		}
+		req.Forwarded = true
+		ans, err := a.callControl(ctx, leader, req)
+		if err != nil {
+			return controlAnswer{Code: "not_leader", Error: err.Error()}
+		}
+		return ans
+	}
+	var ans controlAnswer
+	var err error
+	switch req.Op {
+	case "apply":
+		var c controlstate.Command
+		if c, err = controlstate.DecodeCommand(req.Command); err == nil {
+			err = a.ctl.Apply(c, controlTimeout)
+		}
+	case "jobs":
+		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) { ans.Jobs = s.Jobs(nil) })
+	case "job":
+		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) {
+			if j, ok := s.Job(req.ID); ok {
+				ans.Jobs = []controlstate.Job{j}
+			}
+		})
+		if err == nil && len(ans.Jobs) == 0 {
+			err = fmt.Errorf("%w: %q", controlstate.ErrNoJob, req.ID)
+		}
+	case "modules":
+		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) { ans.Modules = s.Modules() })
+	case "module":
+		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) {
+			if m, ok := s.Module(req.ID); ok {
+				ans.Modules = []controlstate.Module{m}
+			}
+		})
+		if err == nil && len(ans.Modules) == 0 {
+			err = fmt.Errorf("%w: %q", controlstate.ErrNoModule, req.ID)
+		}
+	default:
+		err = fmt.Errorf("%w: control operation %q", controlstate.ErrBadCommand, req.Op)
+	}
+	if err != nil {
+		return answerErr(err)
+	}
+	return ans
+}
+
+// callControl sends a control request to another agent.
+func (a *Agent) callControl(ctx context.Context, node string, req controlRequest) (controlAnswer, error) {
+	addr, err := a.addrOf(node)
+	if err != nil {
+		return controlAnswer{}, err
+	}
+	body, err := wire.Marshal(req)
+	if err != nil {
+		return controlAnswer{}, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, controlTimeout+5*time.Second)
+	defer cancel()
+	_, b, err := a.quic.Call(cctx, addr, msgControl, body)
+	if err != nil {
+		return controlAnswer{}, err
+	}
+	var ans controlAnswer
+	if err := wire.Unmarshal(b, &ans); err != nil {
+		return controlAnswer{}, fmt.Errorf("fabric: a malformed control answer from %s: %w", node, err)
+	}
+	return ans, nil
+}
+
+// servers returns the alive servers, the last known leader first.
+func (a *Agent) servers() []string {
+	var out []string
+	a.tableMu.RLock()
+	for id, m := range a.table {
+		if m.Role == "server" && (m.Status == membership.Alive || m.Status == membership.Suspect) && id != a.ID {
+			out = append(out, id)
+		}
+	}
+	a.tableMu.RUnlock()
+	slices.Sort(out)
+	if h, _ := a.leaderHint.Load().(string); h != "" {
+		if i := slices.Index(out, h); i > 0 {
+			out[0], out[i] = out[i], out[0]
+		}
+	}
+	return out
+}
+
+// control runs a control request wherever a server can answer it: this
+// agent when it is a server, else the servers gossip names, waiting for
+// a leader (controlHold at most).
+func (a *Agent) control(ctx context.Context, req controlRequest) (controlAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, controlHold)
+	defer cancel()
+	wait := 50 * time.Millisecond
+	last := errors.New("no server of the control plane is known (gossip names none)")
+	for {
+		var targets []string
+		if a.ctl != nil {
+			targets = []string{a.ID}
+		} else {
+			targets = a.servers()
+		}
+		for _, t := range targets {
+			var ans controlAnswer
+			var err error
+			if t == a.ID {
+				ans = a.serveControl(ctx, req)
+			} else {
+				ans, err = a.callControl(ctx, t, req)
+			}
+			switch {
+			case err != nil:
+				last = err
+			case ans.Code == "not_leader" || ans.Code == "not_server":
+				last = errors.New(ans.Error)
+				if ans.Leader != "" {
+					a.leaderHint.Store(ans.Leader)
+				}
+			default:
+				return ans, ans.err()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return controlAnswer{}, fmt.Errorf("%w within %s: %v", ErrNoLeader, controlHold, last)
+		case <-a.done:
+			return controlAnswer{}, ErrClosed
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// propose applies a command through the control plane.
+func (a *Agent) propose(ctx context.Context, c controlstate.Command) error {
+	b, err := controlstate.EncodeCommand(c)
+	if err != nil {
+		return err
+	}
+	_, err = a.control(ctx, controlRequest{Op: "apply", Command: b})
+	return err
+}
+
+// lookupJob returns a job's record.
+func (a *Agent) lookupJob(ctx context.Context, id string) (controlstate.Job, error) {
+	ans, err := a.control(ctx, controlRequest{Op: "job", ID: id})
+	if err != nil {
+		return controlstate.Job{}, err
+	}
+	if len(ans.Jobs) != 1 {
+		return controlstate.Job{}, fmt.Errorf("%w: %q", ErrNoJob, id)
+	}
+	return ans.Jobs[0], nil
+}
+
+// listJobs returns every job's record.
+func (a *Agent) listJobs(ctx context.Context) ([]controlstate.Job, error) {
+	ans, err := a.control(ctx, controlRequest{Op: "jobs"})
+	return ans.Jobs, err
+}
+
+// nowMillis is the time commands carry.
+func nowMillis() int64 { return time.Now().UnixMilli() }

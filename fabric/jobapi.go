@@ -1,0 +1,271 @@
+package fabric
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/controlstate"
+	"github.com/wasmfabric/fabric/internal/wire"
+)
+
+// JobInfo is a job as the API and `fabric job` show it.
+type JobInfo struct {
+	ID          string     `json:"id"`
+	Module      string     `json:"module"` // its SHA-256 digest
+	Args        []string   `json:"args,omitempty"`
+	Node        string     `json:"node"` // where its driver runs (ran)
+	State       string     `json:"state"`
+	Submitted   time.Time  `json:"submitted"`
+	Started     *time.Time `json:"started,omitempty"`
+	Ended       *time.Time `json:"ended,omitempty"`
+	Error       string     `json:"error,omitempty"`
+	ExitCode    int        `json:"exit_code,omitempty"`
+	Attempt     uint32     `json:"attempt"`
+	MaxRestarts uint32     `json:"max_restarts,omitempty"`
+	Restarts    []string   `json:"restarts,omitempty"` // why each restart happened
+}
+
+func millis(ms int64) *time.Time {
+	if ms == 0 {
+		return nil
+	}
+	t := time.UnixMilli(ms).UTC()
+	return &t
+}
+
+func jobInfo(j controlstate.Job) JobInfo {
+	return JobInfo{ID: j.ID, Module: j.Digest, Args: j.Args, Node: j.Node, State: string(j.State), Submitted: time.UnixMilli(j.Submitted).UTC(),
+		Started: millis(j.Started), Ended: millis(j.Ended), Error: j.Error, ExitCode: j.ExitCode, Attempt: j.Attempt,
+		MaxRestarts: j.MaxRestarts, Restarts: j.Restarts}
+}
+
+// result is the job's result frame, once it has ended.
+func (j JobInfo) result() JobResultView {
+	r := JobResultView{Error: j.Error, ExitCode: j.ExitCode}
+	if j.State != string(controlstate.Succeeded) && r.Error == "" {
+		r.Error = "job " + j.State
+	}
+	return r
+}
+
+// apiFail answers a request with the status that err's kind calls for.
+func apiFail(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, ErrNoJob), errors.Is(err, ErrNoModuleHere):
+		code = http.StatusNotFound
+	case errors.Is(err, ErrJobExists), errors.Is(err, ErrJobNotEnded), errors.Is(err, ErrModuleInUse), errors.Is(err, ErrStale):
+		code = http.StatusConflict
+	case errors.Is(err, ErrBadRequest):
+		code = http.StatusBadRequest
+	case errors.Is(err, ErrTooMany):
+		code = http.StatusTooManyRequests
+	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrClosed):
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "5")
+	}
+	apiError(w, code, err.Error())
+}
+
+// submitJob records a job whose module this node holds and starts its
+// driver here.
+func (a *Agent) submitJob(ctx context.Context, digest string, args []string, id string, maxRestarts uint32) (*runningJob, controlstate.Job, error) {
+	if id == "" {
+		id = string(newJobID())
+	}
+	size := int64(0)
+	if st, err := os.Stat(a.node.modulePath(digest)); err == nil {
+		size = st.Size()
+	}
+	if err := a.propose(ctx, controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: size, Node: a.ID, Time: nowMillis()}}); err != nil {
+		return nil, controlstate.Job{}, err
+	}
+	sub := controlstate.Submit{ID: id, Digest: digest, Args: args, Node: a.ID, Time: nowMillis(), MaxRestarts: maxRestarts}
+	if err := a.propose(ctx, controlstate.Command{Submit: &sub}); err != nil {
+		return nil, controlstate.Job{}, err
+	}
+	j := controlstate.Job{ID: id, Digest: digest, Args: args, Node: a.ID, State: controlstate.Pending, Submitted: sub.Time, Attempt: 1, MaxRestarts: maxRestarts}
+	a.logf("fabric agent: job %s submitted (module %.12s)", id, digest)
+	r, err := a.launch(j)
+	return r, j, err
+}
+
+// jobQuery reads a submission's options from its query.
+func jobQuery(r *http.Request) (id string, maxRestarts uint32, err error) {
+	q := r.URL.Query()
+	id = q.Get("id")
+	if id != "" && !controlstate.ValidID(id) {
+		return "", 0, fmt.Errorf("%w: job ID %q: 1 to 64 letters, digits, '-', '_' or '.'", ErrBadRequest, id)
+	}
+	if s := q.Get("max_restarts"); s != "" {
+		n, perr := strconv.ParseUint(s, 10, 32)
+		if perr != nil || n > controlstate.MaxRestarts {
+			return "", 0, fmt.Errorf("%w: max_restarts %q: a whole number up to %d", ErrBadRequest, s, controlstate.MaxRestarts)
+		}
+		maxRestarts = uint32(n)
+	}
+	return id, maxRestarts, nil
+}
+
+func (a *Agent) handleJobList(w http.ResponseWriter, r *http.Request) {
+	jobs, err := a.listJobs(r.Context())
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	out := make([]JobInfo, 0, len(jobs))
+	for _, j := range jobs {
+		out = append(out, jobInfo(j))
+	}
+	writeJSON(w, out)
+}
+
+func (a *Agent) handleJobGet(w http.ResponseWriter, r *http.Request) {
+	j, err := a.lookupJob(r.Context(), r.PathValue("id"))
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	writeJSON(w, jobInfo(j))
+}
+
+func (a *Agent) handleJobStop(w http.ResponseWriter, r *http.Request) {
+	j, err := a.StopJob(r.Context(), r.PathValue("id"))
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	writeJSON(w, jobInfo(j))
+}
+
+func (a *Agent) handleJobDelete(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	j, err := a.lookupJob(r.Context(), id)
+	if err == nil {
+		err = a.propose(r.Context(), controlstate.Command{Delete: &controlstate.Delete{ID: id}})
+	}
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	if j.Node == a.ID {
+		a.removeJobLog(id)
+	} else if addr, aerr := a.addrOf(j.Node); aerr == nil {
+		// The node removes the log when asked to serve one of a job that
+		// is gone; asking is enough.
+		if c, err := a.quic.OpenStream(r.Context(), addr, msgJobLogs, mustMarshal(logRequest{ID: id, Remove: true})); err == nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(c, 1))
+			_ = c.Close()
+		}
+	}
+	writeJSON(w, jobInfo(j))
+}
+
+// logRequest asks the node that ran a job's driver for its kept output.
+type logRequest struct {
+	ID     string `cbor:"1,keyasint"`
+	Follow bool   `cbor:"2,keyasint,omitempty"`
+	Remove bool   `cbor:"3,keyasint,omitempty"` // the job was deleted: remove its log
+}
+
+func mustMarshal(v any) []byte {
+	b, err := wire.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// serveJobLog streams a job's kept output to the agent that asked.
+func (a *Agent) serveJobLog(_ string, body []byte, c net.Conn) {
+	defer c.Close()
+	var req logRequest
+	if wire.Unmarshal(body, &req) != nil || !controlstate.ValidID(req.ID) {
+		return
+	}
+	if req.Remove {
+		a.removeJobLog(req.ID)
+		return
+	}
+	ctx, cancel := context.WithCancel(a.agentCtx)
+	defer cancel()
+	go func() { // the asker gone, the stream ends
+		_, _ = io.Copy(io.Discard, c)
+		cancel()
+	}()
+	_ = a.copyLocalLog(ctx, req.ID, req.Follow, c)
+}
+
+// copyLocalLog writes the frames of a job's log kept on this node.
+func (a *Agent) copyLocalLog(ctx context.Context, id string, follow bool, w io.Writer) error {
+	a.jobsMu.Lock()
+	var live *jobLog
+	if r := a.running[id]; r != nil {
+		live = r.log
+	}
+	a.jobsMu.Unlock()
+	return copyJobLog(ctx, jobLogPath(a.jobsDir(), id), live, follow, w)
+}
+
+// copyJobOutput writes the frames of a job's kept output wherever its
+// driver's node keeps it.
+func (a *Agent) copyJobOutput(ctx context.Context, j controlstate.Job, follow bool, w io.Writer) error {
+	if j.Node == a.ID {
+		return a.copyLocalLog(ctx, j.ID, follow, w)
+	}
+	addr, err := a.addrOf(j.Node)
+	if err != nil {
+		return fmt.Errorf("fabric: the job's output is kept on node %s, which is not reachable: %w", j.Node, err)
+	}
+	c, err := a.quic.OpenStream(ctx, addr, msgJobLogs, mustMarshal(logRequest{ID: j.ID, Follow: follow}))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	defer stop()
+	_, err = copyFrames(w, c)
+	return err
+}
+
+// handleJobLogs streams a job's kept output, following it with
+// follow=1, then its result once it has ended (MediaJobStream, or plain
+// text with the result in the trailers).
+func (a *Agent) handleJobLogs(w http.ResponseWriter, r *http.Request) {
+	j, err := a.lookupJob(r.Context(), r.PathValue("id"))
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	follow := r.URL.Query().Get("follow") == "1" || r.URL.Query().Get("follow") == "true"
+	out, finish := startJobStream(w, r)
+	w.Header().Set("Fabric-Job-Id", j.ID)
+	cerr := a.copyJobOutput(r.Context(), j, follow && !j.State.Ended(), out)
+	if cerr != nil && r.Context().Err() == nil {
+		writeNotice(out, fmt.Sprintf("fabric: the job's output stream broke: %v\n", cerr))
+	}
+	if follow && !j.State.Ended() {
+		// The log ended with the driver; its end is recorded just before.
+		deadline := time.Now().Add(controlTimeout)
+		for {
+			j, err = a.lookupJob(r.Context(), j.ID)
+			if err != nil || j.State.Ended() || time.Now().After(deadline) || r.Context().Err() != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if err == nil && j.State.Ended() {
+		res := jobInfo(j).result()
+		finish(&res)
+	} else {
+		finish(nil)
+	}
+}
