@@ -75,7 +75,9 @@ func (tc *testCluster) start(id string, bootstrap bool) *Server {
 			}
 			return "", fmt.Errorf("no server %s", n)
 		},
-		Dial: func(ctx context.Context, addr string) (net.Conn, error) { return ep.OpenStream(ctx, addr, raftStream, nil) },
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			return ep.OpenStream(ctx, addr, raftStream, nil)
+		},
 	})
 	if err != nil {
 		tc.t.Fatal(err)
