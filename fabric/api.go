@@ -53,6 +53,20 @@ type StatusView struct {
 	// Workers are the answering node's workers.
 	Workers WorkersView `json:"workers"`
 	Node    string      `json:"node"` // the node that answered
+	// Control is the control plane as the answering node sees it.
+	Control ControlView `json:"control"`
+}
+
+// ControlView is the control plane as one agent sees it.
+type ControlView struct {
+	Role   string `json:"role"`             // "leader", "follower" or "client"
+	Leader string `json:"leader,omitempty"` // the leader's node ID, when known
+	// Voters are the servers in the raft configuration (on servers).
+	Voters []string `json:"voters,omitempty"`
+	// Applied and Committed are raft indexes (on servers): a server has
+	// caught up when its Applied reaches the leader's Committed.
+	Applied   uint64 `json:"applied,omitempty"`
+	Committed uint64 `json:"committed,omitempty"`
 }
 
 // WorkersView counts a node's workers (instances of jobs' modules) and
@@ -180,6 +194,7 @@ func (a *Agent) handleStatus(w http.ResponseWriter, _ *http.Request) {
 	}
 	u := a.node.Usage()
 	st.Pending, st.PendingDemand = u.Pending, u.PendingDemand
+	st.Control = a.controlView()
 	st.Workers = WorkersView{Busy: u.WorkersBusy, Parked: u.WorkersParked, Idle: u.WorkersIdle, Max: u.MaxWorkers,
 		MaxInstances: u.MaxInstances, Waiting: u.WaitingForWorker, Processes: u.Processes}
 	writeJSON(w, st)

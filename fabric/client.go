@@ -64,7 +64,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	if err != nil {
 		return nil, fmt.Errorf("fabric: cannot reach the agent at %s: %w (is `fabric agent` running? set --address or FABRIC_ADDR)", c.Address, err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		defer resp.Body.Close()
 		var e struct {
 			Error string `json:"error"`

@@ -284,8 +284,11 @@ func (a *Agent) control(ctx context.Context, req controlRequest) (controlAnswer,
 	}
 }
 
-// propose applies a command through the control plane.
+// propose applies a command through the control plane. The command is
+// named, so that its retries (a leader lost after it committed it) apply
+// it once.
 func (a *Agent) propose(ctx context.Context, c controlstate.Command) error {
+	c.Request = string(newJobID()) + string(newJobID())
 	b, err := controlstate.EncodeCommand(c)
 	if err != nil {
 		return err
@@ -314,3 +317,17 @@ func (a *Agent) listJobs(ctx context.Context) ([]controlstate.Job, error) {
 
 // nowMillis is the time commands carry.
 func nowMillis() int64 { return time.Now().UnixMilli() }
+
+// controlView describes the control plane as this agent sees it.
+func (a *Agent) controlView() ControlView {
+	if a.ctl == nil {
+		h, _ := a.leaderHint.Load().(string)
+		return ControlView{Role: "client", Leader: h}
+	}
+	v := ControlView{Role: "follower", Leader: a.ctl.Leader(), Applied: a.ctl.AppliedIndex(), Committed: a.ctl.CommitIndex()}
+	if a.ctl.IsLeader() {
+		v.Role = "leader"
+	}
+	v.Voters, _ = a.ctl.Voters()
+	return v
+}

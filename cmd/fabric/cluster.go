@@ -58,7 +58,7 @@ func newAgentCmd() *cobra.Command {
 		cfg                fabric.AgentConfig
 		join, labels, ress []string
 		memory, store      string
-		spill              string
+		spill, jobLog      string
 		cpus, gpus         float64
 		config             string
 	)
@@ -104,6 +104,11 @@ The command line comes first, then the environment, then the file.`,
 			if spill != "" {
 				if cfg.Node.SpillLimit, err = ParseSize(spill); err != nil {
 					return fmt.Errorf("--spill-limit: %w", err)
+				}
+			}
+			if jobLog != "" {
+				if cfg.JobLogLimit, err = ParseSize(jobLog); err != nil {
+					return fmt.Errorf("--job-log-limit: %w", err)
 				}
 			}
 			if store != "" {
@@ -178,6 +183,7 @@ The command line comes first, then the environment, then the file.`,
 	f.StringVar(&store, "object-store-memory", "", "size of the shared object arena (default 1GiB); a quarter of it bounds the objects' records and small values in the agent's memory")
 	f.StringVar(&spill, "spill-limit", "", "disk space objects past the arena may spill to (default: 4x the arena)")
 	f.StringSliceVar(&ress, "resources", nil, "custom resources, NAME=AMOUNT,...")
+	f.StringVar(&jobLog, "job-log-limit", "", "output kept of each job whose driver runs here (default 16MiB); past it, output is counted, not kept")
 	f.StringVar(&config, "config", "", "JSON file of flag values (default: config.json in the data directory, when there)")
 	return cmd
 }
@@ -317,6 +323,13 @@ func newStatusCmd() *cobra.Command {
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "Nodes:  %d alive, %d suspect, %d dead, %d left (as %s sees them)\n",
 				st.Nodes["alive"], st.Nodes["suspect"], st.Nodes["dead"], st.Nodes["left"], st.Node)
+			switch c := st.Control; {
+			case c.Role == "client":
+				fmt.Fprintf(w, "Control plane: %s is a client; leader %s\n", st.Node, orDash(c.Leader))
+			default:
+				fmt.Fprintf(w, "Control plane: %s is a %s; leader %s; servers %s; applied %d of %d committed\n",
+					st.Node, c.Role, orDash(c.Leader), strings.Join(c.Voters, ", "), c.Applied, c.Committed)
+			}
 			fmt.Fprintln(w, "Resources (used / total, alive nodes):")
 			for _, k := range slices.Sorted(maps.Keys(st.Total)) {
 				fmt.Fprintf(w, "  %-10s %s\n", k, usedOf(st.Used[k], st.Total[k], k == "memory"))

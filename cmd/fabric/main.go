@@ -96,7 +96,7 @@ func run(args []string) int {
 		if errors.As(err, &ee) {
 			return ee.code
 		}
-		fmt.Fprintln(os.Stderr, "fabric:", firstLine(err.Error()))
+		fmt.Fprintln(os.Stderr, "fabric:", strings.TrimPrefix(firstLine(err.Error()), "fabric: "))
 		return 1
 	}
 	return 0

@@ -256,6 +256,11 @@ func (s *Server) RemoveServer(nodeID string) error {
 	return s.leaderErr(s.raft.RemoveServer(raft.ServerID(nodeID), 0, 10*time.Second).Error())
 }
 
+// AppliedIndex is the index of the last command applied to this server's
+// state, and CommitIndex the last it knows to be committed.
+func (s *Server) AppliedIndex() uint64 { return s.raft.AppliedIndex() }
+func (s *Server) CommitIndex() uint64  { return s.raft.CommitIndex() }
+
 // Stats are raft's own figures, for operators.
 func (s *Server) Stats() map[string]string { return s.raft.Stats() }
 

@@ -6,8 +6,13 @@ import (
 	"slices"
 )
 
-// Command is one change to the state: exactly one field is set.
+// Command is one change to the state: exactly one field is set. Request,
+// when set, makes it idempotent: the proposer's unique name for it, so
+// that a proposal retried after its answer was lost (a leader that died
+// after committing it) gets the first application's answer and changes
+// nothing again.
 type Command struct {
+	Request      string        `cbor:"15,keyasint,omitempty"`
 	Submit       *Submit       `cbor:"1,keyasint,omitempty"`
 	Start        *Start        `cbor:"2,keyasint,omitempty"`
 	End          *End          `cbor:"3,keyasint,omitempty"`
@@ -87,6 +92,21 @@ type DeleteModule struct {
 // is malformed or does not fit the state (a stale attempt, a job that
 // exists); the same command fails the same way on every server.
 func (s *State) Apply(c Command) error {
+	if c.Request == "" {
+		return s.apply(c)
+	}
+	if len(c.Request) > 64 {
+		return fmt.Errorf("%w: a request name of %d bytes", ErrBadCommand, len(c.Request))
+	}
+	if r, ok := s.requests[c.Request]; ok {
+		return r.err()
+	}
+	err := s.apply(c)
+	s.remember(c.Request, err)
+	return err
+}
+
+func (s *State) apply(c Command) error {
 	n := 0
 	for _, set := range []bool{c.Submit != nil, c.Start != nil, c.End != nil, c.Stop != nil, c.Delete != nil,
 		c.Restart != nil, c.AddModule != nil, c.DeleteModule != nil} {

@@ -34,13 +34,18 @@ func DecodeCommand(b []byte) (Command, error) {
 
 // snapshot is the state's encoded form.
 type snapshot struct {
-	Jobs    []Job    `cbor:"1,keyasint"`
-	Modules []Module `cbor:"2,keyasint"`
+	Jobs     []Job           `cbor:"1,keyasint"`
+	Modules  []Module        `cbor:"2,keyasint"`
+	Requests []requestResult `cbor:"3,keyasint,omitempty"` // oldest first
 }
 
 // Snapshot encodes the whole state.
 func (s *State) Snapshot() ([]byte, error) {
-	return encMode.Marshal(snapshot{Jobs: s.Jobs(nil), Modules: s.Modules()})
+	snap := snapshot{Jobs: s.Jobs(nil), Modules: s.Modules()}
+	for _, name := range s.order {
+		snap.Requests = append(snap.Requests, s.requests[name])
+	}
+	return encMode.Marshal(snap)
 }
 
 // Restore returns the state a Snapshot encoded.
@@ -57,6 +62,13 @@ func Restore(b []byte) (*State, error) {
 	for i := range snap.Modules {
 		m := snap.Modules[i]
 		s.modules[m.Digest] = &m
+	}
+	for _, r := range snap.Requests {
+		if _, dup := s.requests[r.Name]; dup || len(s.order) >= MaxRequests {
+			continue
+		}
+		s.requests[r.Name] = r
+		s.order = append(s.order, r.Name)
 	}
 	return s, nil
 }

@@ -96,11 +96,59 @@ var (
 type State struct {
 	jobs    map[string]*Job
 	modules map[string]*Module
+	// requests are the answers to the last MaxRequests named commands,
+	// and order their names, oldest first.
+	requests map[string]requestResult
+	order    []string
+}
+
+// MaxRequests bounds the named commands whose answers are kept for
+// retries.
+const MaxRequests = 8192
+
+// requestResult is a named command's answer: the index of its sentinel
+// in sentinels (0: none, -1: no error) and its message.
+type requestResult struct {
+	Name  string `cbor:"1,keyasint"`
+	Kind  int    `cbor:"2,keyasint"`
+	Error string `cbor:"3,keyasint,omitempty"`
+}
+
+var sentinels = []error{nil, ErrJobExists, ErrNoJob, ErrJobRunning, ErrTooManyJobs, ErrStale, ErrBadCommand,
+	ErrNoModule, ErrModuleInUse, ErrTooManyModule}
+
+func (r requestResult) err() error {
+	switch {
+	case r.Kind < 0:
+		return nil
+	case r.Kind > 0 && r.Kind < len(sentinels):
+		return fmt.Errorf("%w%s", sentinels[r.Kind], strings.TrimPrefix(r.Error, sentinels[r.Kind].Error()))
+	}
+	return errors.New(r.Error)
+}
+
+func (s *State) remember(name string, err error) {
+	r := requestResult{Name: name, Kind: -1}
+	if err != nil {
+		r.Kind, r.Error = 0, err.Error()
+		for i, e := range sentinels[1:] {
+			if errors.Is(err, e) {
+				r.Kind = i + 1
+				break
+			}
+		}
+	}
+	s.requests[name] = r
+	s.order = append(s.order, name)
+	if len(s.order) > MaxRequests {
+		delete(s.requests, s.order[0])
+		s.order = s.order[1:]
+	}
 }
 
 // New returns an empty state.
 func New() *State {
-	return &State{jobs: map[string]*Job{}, modules: map[string]*Module{}}
+	return &State{jobs: map[string]*Job{}, modules: map[string]*Module{}, requests: map[string]requestResult{}}
 }
 
 // Job returns a copy of the job with the ID.

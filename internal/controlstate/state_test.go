@@ -199,3 +199,48 @@ func FuzzApply(f *testing.F) {
 		}
 	})
 }
+
+// TestRetriedRequest: a named command applied twice (a proposal retried
+// after the leader that committed it died) answers the same the second
+// time and changes nothing again, also after a snapshot's restore.
+func TestRetriedRequest(t *testing.T) {
+	s := New()
+	c := submit("j")
+	c.Request = "r1"
+	for range 2 {
+		if err := s.Apply(c); err != nil {
+			t.Fatalf("a retried submission: %v", err)
+		}
+	}
+	start := Command{Request: "r2", Start: &Start{ID: "j", Attempt: 1, Time: 5}}
+	if err := s.Apply(start); err != nil {
+		t.Fatal(err)
+	}
+	dup := submit("j")
+	dup.Request = "r3"
+	if err := s.Apply(dup); !errors.Is(err, ErrJobExists) {
+		t.Fatalf("another submission of the ID: %v", err)
+	}
+	b, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Restore(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []*State{s, r} {
+		if err := st.Apply(start); err != nil {
+			t.Fatalf("a retried start: %v", err)
+		}
+		if err := st.Apply(dup); !errors.Is(err, ErrJobExists) || !strings.Contains(err.Error(), `"j"`) {
+			t.Fatalf("a retried refused submission: %v", err)
+		}
+	}
+	for i := range MaxRequests + 1 {
+		_ = s.Apply(Command{Request: "x" + itoa(i), Stop: &Stop{ID: "none"}})
+	}
+	if _, kept := s.requests["r1"]; kept || len(s.requests) != MaxRequests {
+		t.Fatalf("%d request answers kept", len(s.requests))
+	}
+}

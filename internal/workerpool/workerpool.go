@@ -113,6 +113,12 @@ type Pool struct {
 	byPid   map[int]*proc
 	dirty   []*proc
 	closed  bool
+	// warm are the modules a process has loaded (compiled into the cache
+	// directory), and warming the ones a first process is compiling: the
+	// others wait for it, so that a burst of new processes of one module
+	// compiles it once, not once each at a fraction of the CPU.
+	warm    map[string]bool
+	warming map[string]chan struct{}
 }
 
 // proc is one worker process.
@@ -130,6 +136,8 @@ type proc struct {
 	dirty    bool
 	sendErr  bool // a send failed: the process is being stopped
 	loaded   bool // it said Ready: its lanes may be opened
+	module   string
+	gate     chan struct{} // closed when it loaded or failed, if it was the first of its module
 	// lanes are its workers, opened or not.
 	lanes map[ID]*lane
 	// retiring is set once it takes no new lanes: its last lane closed,
@@ -157,7 +165,7 @@ func New(cfg Config) (*Pool, error) {
 		return nil, fmt.Errorf("workerpool: listen on worker socket: %w", err)
 	}
 	p := &Pool{cfg: cfg, ln: ln, lanes: map[ID]*lane{}, groups: map[string]*proc{},
-		procs: map[*proc]struct{}{}, byPid: map[int]*proc{}}
+		procs: map[*proc]struct{}{}, byPid: map[int]*proc{}, warm: map[string]bool{}, warming: map[string]chan struct{}{}}
 	p.wg.Add(1)
 	go p.acceptLoop()
 	return p, nil
@@ -187,6 +195,7 @@ func (p *Pool) Start(id ID, group, modulePath string, started func(pid int)) err
 	p.lanes[id] = l
 	p.mu.Unlock()
 	if fresh {
+		p.awaitWarm(pr, modulePath)
 		p.spawn(pr, modulePath)
 	}
 	<-pr.started
@@ -207,6 +216,43 @@ func (p *Pool) Start(id ID, group, modulePath string, started func(pid int)) err
 	p.mu.Unlock()
 	p.Flush()
 	return nil
+}
+
+// awaitWarm waits, before pr's process starts, until its module is warm
+// (compiled in the cache by a process that loaded it) or no other process
+// is compiling it, in which case pr's process is the one that does.
+func (p *Pool) awaitWarm(pr *proc, module string) {
+	for {
+		p.mu.Lock()
+		if p.warm[module] || p.closed {
+			p.mu.Unlock()
+			return
+		}
+		ch := p.warming[module]
+		if ch == nil {
+			ch = make(chan struct{})
+			p.warming[module] = ch
+			pr.module, pr.gate = module, ch
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+		<-ch
+	}
+}
+
+// releaseGateLocked lets the processes waiting for pr's module start:
+// warm when pr loaded it, else the next one compiles it.
+func (p *Pool) releaseGateLocked(pr *proc, loaded bool) {
+	if pr.gate == nil {
+		return
+	}
+	if loaded {
+		p.warm[pr.module] = true
+	}
+	delete(p.warming, pr.module)
+	close(pr.gate)
+	pr.gate = nil
 }
 
 // spawn starts pr's process and closes pr.started.
@@ -238,6 +284,7 @@ func (p *Pool) spawn(pr *proc, modulePath string) {
 	pr.cmd = cmd
 	fail := func(err error) {
 		p.mu.Lock()
+		p.releaseGateLocked(pr, false)
 		pr.startErr = err
 		pr.retiring = true
 		delete(p.procs, pr)
@@ -280,6 +327,7 @@ func (p *Pool) spawn(pr *proc, modulePath string) {
 			cause += ": " + s
 		}
 		p.mu.Lock()
+		p.releaseGateLocked(pr, false)
 		delete(p.procs, pr)
 		delete(p.byPid, pr.pid)
 		if p.groups[pr.group] == pr {
@@ -573,6 +621,7 @@ func (p *Pool) serve(c *wire.Conn) {
 	}
 	p.mu.Lock()
 	pr.loaded = true
+	p.releaseGateLocked(pr, true)
 	for _, l := range pr.lanes {
 		if l.started && !l.opened && !l.closing {
 			p.openLocked(l)
@@ -603,6 +652,7 @@ func (p *Pool) serve(c *wire.Conn) {
 // of its lanes that may hear it, and stops the process.
 func (p *Pool) loadFailed(pr *proc, reason string) {
 	p.mu.Lock()
+	p.releaseGateLocked(pr, false)
 	var told []ID
 	for _, l := range pr.lanes {
 		if l.started && !l.closing {

@@ -214,7 +214,7 @@ func init() { sdk.Main(run) }
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: hostile panic|timeout|deadline|lease_spin|loop|membomb|recursion|flood|loud|chain|smallputs|badptr")
+		return errors.New("usage: hostile panic|timeout|deadline|lease_spin|loop|ticks|membomb|recursion|flood|loud|chain|smallputs|badptr")
 	}
 	switch args[0] {
 	case "panic":
@@ -257,6 +257,17 @@ func run(args []string) error {
 	case "loop":
 		_, err := spinForever.Remote().Get()
 		return err
+	case "ticks": // ticks N MS: N lines, MS apart, for tests of kept and followed output
+		n, ms := 10, 100
+		if len(args) > 2 {
+			n, _ = strconv.Atoi(args[1])
+			ms, _ = strconv.Atoi(args[2])
+		}
+		for i := range n {
+			fmt.Printf("tick %d\n", i)
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+		}
+		fmt.Println("ticks: done")
 	case "membomb":
 		_, err := membomb.Remote().Get()
 		fmt.Printf("get returned: %v\n", firstLine(err))

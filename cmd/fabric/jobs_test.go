@@ -1,0 +1,333 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wasmfabric/fabric/fabric"
+	"github.com/wasmfabric/fabric/internal/testrig"
+)
+
+// ticksOutput is what `hostile ticks N MS` prints.
+func ticksOutput(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "tick %d\n", i)
+	}
+	return b.String() + "ticks: done\nstill serving: 42\n"
+}
+
+// TestJobLifecycle, on two real agents (a server and a client): a job
+// submitted with --no-wait by a client that exits at once runs to its
+// end, and its kept output is complete, from either agent; list, status,
+// logs -f, stop and delete do what they say; after both agents are
+// killed with SIGKILL and restarted on their data directories, the jobs
+// are still listed and their logs still served.
+func TestJobLifecycle(t *testing.T) {
+	isolateLocalAgents(t)
+	hostile := testrig.Guest(t, "internal/testguests/hostile")
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := startAgentProc(t, "--data-dir", dirA)
+	b := startAgentProc(t, "--data-dir", dirB, "--join", a.gossip, "--token", a.joinTok)
+	on := func(p *agentProc, args ...string) testrig.Result {
+		t.Helper()
+		return testrig.Run(t, 2*time.Minute, withAuth(args, p.api, a.apiTok)...)
+	}
+
+	// Submitted through the client agent, which runs its driver; the
+	// submitting process is gone as soon as it has the ID.
+	res := on(b, "job", "submit", "--no-wait", "--id", "ticks-1", hostile, "--", "ticks", "20", "50")
+	if res.Code != 0 || strings.TrimSpace(res.Stdout) != "ticks-1" {
+		t.Fatalf("job submit --no-wait: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = on(a, "job", "logs", "-f", "ticks-1")
+	if res.Code != 0 || res.Stdout != ticksOutput(20) {
+		t.Fatalf("job logs -f through the server: exit %d\nstdout %q\nstderr %s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = on(b, "job", "submit", "--no-wait", "--id", "ticks-1", hostile, "--", "ticks")
+	if res.Code == 0 || !strings.Contains(res.Stderr, "409") || !strings.Contains(res.Stderr, "exists") {
+		t.Fatalf("a second job with the same ID: exit %d\n%s", res.Code, res.Stderr)
+	}
+
+	// A long job, stopped.
+	res = on(a, "job", "submit", "--no-wait", "-o", "json", hostile, "--", "ticks", "100000", "100")
+	var long fabric.JobInfo
+	if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &long) != nil || long.ID == "" || long.State != "pending" {
+		t.Fatalf("job submit --no-wait -o json: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	waitFor(t, time.Minute, "the long job runs and prints", func() bool {
+		r := on(b, "job", "logs", long.ID)
+		return r.Code == 0 && strings.Contains(r.Stdout, "tick 2\n")
+	})
+	res = on(b, "job", "delete", long.ID)
+	if res.Code == 0 || !strings.Contains(res.Stderr, "has not ended") {
+		t.Fatalf("deleting a running job: exit %d\n%s", res.Code, res.Stderr)
+	}
+	res = on(b, "job", "stop", long.ID)
+	if res.Code != 0 || !strings.Contains(res.Stdout, "stopped") {
+		t.Fatalf("job stop: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = on(a, "job", "logs", "-f", long.ID)
+	if res.Code == 0 || !strings.Contains(res.Stderr, "stopped") {
+		t.Fatalf("logs -f of a stopped job: exit %d\n%s", res.Code, res.Stderr)
+	}
+	waitFor(t, 30*time.Second, "the stopped job's driver ends", func() bool {
+		r := on(a, "status", "-o", "json")
+		var st fabric.StatusView
+		return json.Unmarshal([]byte(r.Stdout), &st) == nil && st.Workers.Busy == 0
+	})
+
+	// A failing job, attached: its exit code and error, its ID listed.
+	res = on(a, "submit", hostile, "--", "panic")
+	res = on(a, "job", "list", "-o", "json")
+	var jobs []fabric.JobInfo
+	if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &jobs) != nil || len(jobs) != 3 {
+		t.Fatalf("job list -o json: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	want := map[string]string{"ticks-1": "succeeded", long.ID: "stopped"}
+	for _, j := range jobs {
+		if s, ok := want[j.ID]; ok && s != j.State {
+			t.Errorf("job %s is %s, want %s", j.ID, j.State, s)
+		}
+	}
+	if jobs[0].ID != "ticks-1" || jobs[0].Node != b.id(t) {
+		t.Errorf("the first job listed: %+v (want ticks-1 on %s)", jobs[0], b.id(t))
+	}
+	res = on(b, "job", "list")
+	if res.Code != 0 || !strings.HasPrefix(res.Stdout, "ID ") || !strings.Contains(res.Stdout, "ticks-1") {
+		t.Fatalf("job list: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+
+	// Both agents killed and restarted on their data directories.
+	for _, p := range []*agentProc{a, b} {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		err := <-p.exited
+		p.exited <- err
+	}
+	a = startAgentProc(t, "--data-dir", dirA)
+	b = startAgentProc(t, "--data-dir", dirB, "--join", a.gossip, "--token", a.joinTok)
+	res = on(b, "job", "logs", "ticks-1")
+	if res.Code != 0 || res.Stdout != ticksOutput(20) {
+		t.Fatalf("logs after the restarts: exit %d\nstdout %q\nstderr %s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = on(a, "job", "status", "ticks-1")
+	if res.Code != 0 || !strings.Contains(res.Stdout, "succeeded") {
+		t.Fatalf("status after the restarts: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = on(a, "job", "delete", "ticks-1")
+	if res.Code != 0 {
+		t.Fatalf("job delete: exit %d\n%s", res.Code, res.Stderr)
+	}
+	res = on(a, "job", "status", "ticks-1")
+	if res.Code == 0 || !strings.Contains(res.Stderr, "404") {
+		t.Fatalf("status of a deleted job: exit %d\n%s", res.Code, res.Stderr)
+	}
+	if _, err := os.Stat(dirB + "/jobs/ticks-1.log"); !os.IsNotExist(err) {
+		t.Errorf("the deleted job's log is still on its node: %v", err)
+	}
+}
+
+// TestControlPlaneLeaderKilled: three server agents as real processes;
+// two clients submit 200 jobs between them through the two followers
+// while the leader is killed with SIGKILL. Every job whose submission was
+// acknowledged is listed afterwards and ends with its right result (or a
+// failure that names its cause); the killed server, restarted, catches
+// up.
+func TestControlPlaneLeaderKilled(t *testing.T) {
+	isolateLocalAgents(t)
+	// A short job (a driver that prints three lines), so that 200 of
+	// them fit a 2-core machine.
+	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/hostile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	s := []*agentProc{startAgentProc(t, "--data-dir", dirs[0], "--num-cpus", "2")}
+	for _, d := range dirs[1:] {
+		s = append(s, startAgentProc(t, "--data-dir", d, "--num-cpus", "2", "--server", "--join", s[0].gossip, "--token", s[0].joinTok))
+	}
+	client := func(p *agentProc) *fabric.Client { return &fabric.Client{Address: p.api, Token: s[0].apiTok} }
+	status := func(p *agentProc) fabric.StatusView {
+		st, _ := client(p).Status(context.Background())
+		return st
+	}
+	waitFor(t, time.Minute, "three voters", func() bool { return len(status(s[0]).Control.Voters) == 3 })
+	leader := -1
+	for i, p := range s {
+		if status(p).Control.Role == "leader" {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatal("no leader")
+	}
+	var followers []*agentProc
+	for i, p := range s {
+		if i != leader {
+			followers = append(followers, p)
+		}
+	}
+
+	const total = 200
+	var (
+		mu    sync.Mutex
+		acked []string
+		fails []string
+		wg    sync.WaitGroup
+		next  = make(chan int, total)
+	)
+	for i := range total {
+		next <- i
+	}
+	close(next)
+	killAt := make(chan struct{})
+	var killOnce sync.Once
+	for c := range 2 {
+		cl := client(followers[c])
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if i == total/3 {
+					killOnce.Do(func() { close(killAt) })
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				j, err := cl.SubmitDetached(ctx, wasm, []string{"ticks", "3", "10"}, fabric.SubmitOptions{ID: fmt.Sprintf("q-%03d", i)})
+				cancel()
+				mu.Lock()
+				if err != nil {
+					fails = append(fails, fmt.Sprintf("q-%03d: %v", i, err))
+				} else {
+					acked = append(acked, j.ID)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	<-killAt
+	_ = s[leader].cmd.Process.Signal(syscall.SIGKILL)
+	killed := time.Now()
+	err = <-s[leader].exited
+	s[leader].exited <- err
+	wg.Wait()
+	t.Logf("%d submissions acknowledged, %d refused, all in %s after the kill", len(acked), len(fails), time.Since(killed).Round(time.Millisecond))
+	for _, f := range fails {
+		t.Log("refused: ", f)
+	}
+	if len(acked) < total*9/10 {
+		t.Fatalf("only %d of %d submissions acknowledged", len(acked), total)
+	}
+
+	// Every acknowledged job is listed and ends right.
+	cl := client(followers[0])
+	var jobs []fabric.JobInfo
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		jobs, err = cl.Jobs(context.Background())
+		var open []fabric.JobInfo
+		for _, j := range jobs {
+			if j.State == "pending" || j.State == "running" {
+				open = append(open, j)
+			}
+		}
+		if err == nil && len(open) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, j := range open[:min(len(open), 3)] {
+				var out strings.Builder
+				_, lerr := cl.JobLogs(context.Background(), j.ID, false, &out, &out)
+				t.Logf("job %+v\noutput %q %v", j, out.String(), lerr)
+			}
+			for _, p := range followers {
+				_ = p.cmd.Process.Signal(syscall.SIGUSR1)
+			}
+			time.Sleep(time.Second)
+			for _, p := range followers {
+				t.Logf("agent stderr:\n%s", p.stderr.String())
+			}
+			t.Fatalf("after 3m, %d jobs have not ended (%v)", len(open), err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	byID := map[string]fabric.JobInfo{}
+	for _, j := range jobs {
+		byID[j.ID] = j
+	}
+	succeeded := 0
+	for _, id := range acked {
+		j, ok := byID[id]
+		switch {
+		case !ok:
+			t.Errorf("acknowledged job %s is not listed", id)
+		case j.State == "succeeded":
+			succeeded++
+		case j.Error == "":
+			t.Errorf("job %s %s without a cause", id, j.State)
+		default:
+			t.Logf("job %s %s: %s", id, j.State, firstLine(j.Error))
+		}
+	}
+	// Spot-check results: the kept output of some succeeded jobs.
+	checked := 0
+	for _, id := range acked {
+		if byID[id].State != "succeeded" || checked == 10 {
+			continue
+		}
+		checked++
+		// Stdout only: stderr may tell of a task retried off the killed node.
+		var out, notices strings.Builder
+		if ended, err := cl.JobLogs(context.Background(), id, false, &out, &notices); !ended || err != nil || out.String() != ticksOutput(3) {
+			t.Errorf("job %s: ended %v, %v, output %q", id, ended, err, out.String())
+		}
+	}
+	t.Logf("%d of %d acknowledged jobs succeeded", succeeded, len(acked))
+
+	// The killed server comes back and catches up.
+	s[leader] = startAgentProc(t, "--data-dir", dirs[leader], "--num-cpus", "2", "--join", followers[0].gossip)
+	waitFor(t, time.Minute, "the restarted server catches up", func() bool {
+		want := status(followers[0]).Control
+		got := status(s[leader]).Control
+		return got.Role == "follower" && want.Committed > 0 && got.Applied >= want.Committed
+	})
+}
+
+// waitFor polls cond until it holds, failing the test after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", d, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// id asks the agent its node ID.
+func (p *agentProc) id(t *testing.T) string {
+	t.Helper()
+	st, err := (&fabric.Client{Address: p.api, Token: p.apiTok}).Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Node
+}
+
+// withAuth adds --address and --token to a command line, before its "--".
+func withAuth(args []string, addr, token string) []string {
+	auth := []string{"--address", addr, "--token", token}
+	for i, a := range args {
+		if a == "--" {
+			return append(append(append([]string{}, args[:i]...), auth...), args[i:]...)
+		}
+	}
+	return append(args, auth...)
+}
