@@ -129,6 +129,9 @@ type Agent struct {
 	agentCtx    context.Context
 	agentCancel context.CancelFunc
 	stopping    atomic.Bool
+	// calls are the calls waiting for their task, by pseudo-peer.
+	callsMu sync.Mutex
+	calls   map[string]*pendingCall
 	// running are the jobs whose drivers run here, by job ID.
 	jobsMu  sync.Mutex
 	running map[string]*runningJob
@@ -175,7 +178,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{}), ready: make(chan struct{}),
 		usageStop: make(chan struct{}), usageDone: make(chan struct{}), direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
-		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}}
+		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}, calls: map[string]*pendingCall{}}
 	a.agentCtx, a.agentCancel = context.WithCancel(context.Background())
 	a.link = peerlink.New(peerlink.Config{
 		Send: a.sendBatch,
@@ -555,6 +558,10 @@ func (a *Agent) sendBatch(ctx context.Context, node string, body []byte) error {
 // Send queues a message for another node (the node's cluster): through the
 // peer link, unless membership says the node is gone.
 func (a *Agent) Send(node string, m peerwire.Message) {
+	if strings.HasPrefix(node, callPeerPrefix) {
+		a.callMessage(node, m)
+		return
+	}
 	if mem, ok := a.member(node); ok && mem.Status != membership.Alive && mem.Status != membership.Suspect {
 		a.discarded.Add(1)
 		return

@@ -136,6 +136,10 @@ func (a *Agent) api() http.Handler {
 	mux.HandleFunc("GET /v1/jobs/{id}/logs", a.handleJobLogs)
 	mux.HandleFunc("POST /v1/jobs/{id}/stop", a.handleJobStop)
 	mux.HandleFunc("DELETE /v1/jobs/{id}", a.handleJobDelete)
+	mux.HandleFunc("POST /v1/modules", a.handleModuleUpload)
+	mux.HandleFunc("GET /v1/modules", a.handleModuleList)
+	mux.HandleFunc("DELETE /v1/modules/{digest}", a.handleModuleDelete)
+	mux.HandleFunc("POST /v1/modules/{digest}/call", a.handleCall)
 	mux.HandleFunc("GET /v1/debug/state", a.handleDebugState)
 	token := []byte("Bearer " + a.cluster.APIToken())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -221,7 +225,9 @@ func (f *flushWriter) Write(p []byte) (int, error) {
 // output (stdout and stderr interleaved) as the response body; the
 // trailer Fabric-Job-Error carries the job's error, empty on success.
 // Query parameters: arg (repeated) are the driver's arguments.
-func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
+// receiveModule stores the module in a request's body, validated, and
+// returns its digest; on failure it has answered the request.
+func (a *Agent) receiveModule(w http.ResponseWriter, r *http.Request) (string, bool) {
 	// A body that stalls is cut off: a client that trickles bytes holds
 	// a handler and a temporary file only while it keeps sending.
 	rc := http.NewResponseController(w)
@@ -232,21 +238,27 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 		// rest of the body, and the connection closes after the answer.
 		w.Header().Set("Connection", "close")
 		apiError(w, http.StatusRequestTimeout, fmt.Sprintf("the module's upload sent nothing for %s; the agent gave up on it", body.idle))
-		return
+		return "", false
 	}
 	_ = rc.SetReadDeadline(time.Time{})
 	switch {
 	case errors.Is(err, ErrModuleTooLarge):
 		apiError(w, http.StatusRequestEntityTooLarge, err.Error())
-		return
 	case errors.Is(err, ErrNoModule):
 		apiError(w, http.StatusBadRequest, "no module in the request body")
-		return
 	case errors.Is(err, sandbox.ErrInvalidModule), errors.Is(err, errUpload):
 		apiError(w, http.StatusBadRequest, err.Error())
-		return
 	case err != nil:
 		apiError(w, http.StatusInternalServerError, "storing the module: "+err.Error())
+	default:
+		return digest, true
+	}
+	return "", false
+}
+
+func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
+	digest, ok := a.receiveModule(w, r)
+	if !ok {
 		return
 	}
 	id, maxRestarts, err := jobQuery(r)

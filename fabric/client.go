@@ -266,3 +266,54 @@ func readJobStream(resp *http.Response, stdout, stderr io.Writer) (ended bool, e
 		}
 	}
 }
+
+// Upload stores a module on the cluster (by its digest) and returns its
+// record. name is a label to know it by (may be empty).
+func (c *Client) Upload(ctx context.Context, module io.Reader, name string) (ModuleInfo, error) {
+	var m ModuleInfo
+	q := url.Values{}
+	if name != "" {
+		q.Set("name", name)
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/v1/modules", q, module)
+	if err != nil {
+		return m, err
+	}
+	defer resp.Body.Close()
+	return m, decodeReply(resp, "upload", &m)
+}
+
+// Modules lists the uploaded modules.
+func (c *Client) Modules(ctx context.Context) ([]ModuleInfo, error) {
+	var out []ModuleInfo
+	return out, c.getJSON(ctx, "/v1/modules", &out)
+}
+
+// DeleteModule removes an uploaded module's record (and the answering
+// agent's copy).
+func (c *Client) DeleteModule(ctx context.Context, digest string) error {
+	resp, err := c.do(ctx, http.MethodDelete, "/v1/modules/"+url.PathEscape(digest), nil, nil)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+// Call runs one task function of an uploaded module with args (a JSON
+// array) and returns its value as JSON.
+func (c *Client) Call(ctx context.Context, digest, function, args string) (CallResult, error) {
+	var out CallResult
+	if args == "" {
+		args = "[]"
+	}
+	body, err := json.Marshal(map[string]any{"function": function, "args": json.RawMessage(args)})
+	if err != nil {
+		return out, fmt.Errorf("%w: --args is not JSON: %v", ErrBadRequest, err)
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/v1/modules/"+url.PathEscape(digest)+"/call", nil, bytes.NewReader(body), "Content-Type", "application/json")
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	return out, decodeReply(resp, "call", &out)
+}

@@ -344,3 +344,23 @@ func (a *Agent) PullObject(ctx context.Context, nodeID string, id objects.ID, o 
 	}
 	return st, err
 }
+
+// removeModule removes the node's copy of a module, unless a job here
+// runs it (that job's workers may start more instances of it).
+func (n *Node) removeModule(digest string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.core.ModuleInUse(digest) {
+		return false
+	}
+	return os.Remove(n.modulePath(digest)) == nil
+}
+
+// statModulePath returns the size of a module file.
+func statModulePath(path string) (int64, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}

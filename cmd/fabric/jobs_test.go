@@ -331,3 +331,81 @@ func withAuth(args []string, addr, token string) []string {
 	}
 	return append(args, auth...)
 }
+
+// TestUploadAndCall: a module uploaded once is listed by digest and
+// name; its task functions run by `fabric call` with JSON arguments and
+// answer JSON; a function that fails answers its error; bad input (not a
+// digest, not JSON, an unknown function) gets a clear 4xx; a module a
+// running job uses cannot be deleted, and one no job uses can.
+func TestUploadAndCall(t *testing.T) {
+	isolateLocalAgents(t)
+	quick, hostile := testrig.Guest(t, "examples/quickstart"), testrig.Guest(t, "internal/testguests/hostile")
+	a := startAgentProc(t)
+	on := func(args ...string) testrig.Result {
+		t.Helper()
+		return testrig.Run(t, 2*time.Minute, withAuth(args, a.api, a.apiTok)...)
+	}
+	res := on("upload", quick)
+	digest := strings.TrimSpace(res.Stdout)
+	if res.Code != 0 || len(digest) != 64 {
+		t.Fatalf("upload: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = on("call", digest, "square", "--args", "[7]")
+	if res.Code != 0 || strings.TrimSpace(res.Stdout) != "49" {
+		t.Fatalf("call square [7]: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = on("upload", "--name", "hostile", hostile)
+	hdigest := strings.TrimSpace(res.Stdout)
+	if res.Code != 0 {
+		t.Fatalf("upload: exit %d\n%s", res.Code, res.Stderr)
+	}
+	res = on("call", hdigest, "answer")
+	if res.Code != 0 || strings.TrimSpace(res.Stdout) != "42" {
+		t.Fatalf("call answer: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"call", hdigest, "panicky"}, "422"},
+		{[]string{"call", hdigest, "no_such_function"}, "no_such_function"},
+		{[]string{"call", digest, "square", "--args", "{not json"}, "JSON"},
+		{[]string{"call", "not-a-digest", "square"}, "400"},
+		{[]string{"call", strings.Repeat("0", 64), "square"}, "404"},
+	} {
+		res = on(c.args...)
+		if res.Code == 0 || !strings.Contains(res.Stderr, c.want) {
+			t.Errorf("%v: exit %d, stderr lacks %q:\n%s%s", c.args, res.Code, c.want, res.Stdout, res.Stderr)
+		}
+	}
+	res = on("module", "list", "-o", "json")
+	var ms []fabric.ModuleInfo
+	if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &ms) != nil || len(ms) != 2 {
+		t.Fatalf("module list -o json: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	for _, m := range ms {
+		if m.Digest == hdigest && (m.Name != "hostile" || len(m.Nodes) != 1) {
+			t.Errorf("module record %+v", m)
+		}
+	}
+	// A running job's module stays.
+	res = on("job", "submit", "--no-wait", "--id", "long", hostile, "--", "ticks", "100000", "100")
+	if res.Code != 0 {
+		t.Fatalf("submit: exit %d\n%s", res.Code, res.Stderr)
+	}
+	res = on("module", "delete", hdigest)
+	if res.Code == 0 || !strings.Contains(res.Stderr, "in use") {
+		t.Fatalf("deleting a module in use: exit %d\n%s", res.Code, res.Stderr)
+	}
+	if res = on("job", "stop", "long"); res.Code != 0 {
+		t.Fatalf("stop: exit %d\n%s", res.Code, res.Stderr)
+	}
+	res = on("module", "delete", digest)
+	if res.Code != 0 {
+		t.Fatalf("module delete: exit %d\n%s", res.Code, res.Stderr)
+	}
+	res = on("module", "list")
+	if res.Code != 0 || strings.Contains(res.Stdout, digest[:12]) || !strings.Contains(res.Stdout, "hostile") {
+		t.Fatalf("module list after the delete: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+}

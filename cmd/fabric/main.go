@@ -116,7 +116,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newBuildCmd(), newBenchCmd(), newAgentCmd(), newSubmitCmd(), newJobCmd(), newListCmd(), newStatusCmd(), newWorkerCmd(), newVersionCmd(), newDevCmd())
+	root.AddCommand(newRunCmd(), newBuildCmd(), newBenchCmd(), newAgentCmd(), newSubmitCmd(), newJobCmd(), newUploadCmd(), newCallCmd(), newModuleCmd(), newListCmd(), newStatusCmd(), newWorkerCmd(), newVersionCmd(), newDevCmd())
 	root.Version = buildVersion().String()
 	root.SetVersionTemplate("{{.Version}}\n")
 	return root

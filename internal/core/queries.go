@@ -114,3 +114,13 @@ func (c *Core) Describe() string {
 	}
 	return b.String()
 }
+
+// ModuleInUse reports whether a job on the node runs the module.
+func (c *Core) ModuleInUse(digest string) bool {
+	for _, j := range c.jobs {
+		if j.digest == digest {
+			return true
+		}
+	}
+	return false
+}
