@@ -144,7 +144,9 @@ type CallError struct {
 	Message string
 }
 
-func (e *CallError) Error() string { return fmt.Sprintf("fabric: the function failed (%s): %s", e.Kind, e.Message) }
+func (e *CallError) Error() string {
+	return fmt.Sprintf("fabric: the function failed (%s): %s", e.Kind, e.Message)
+}
 
 // jsonToCBOR converts a call's JSON arguments (an array) to CBOR values:
 // whole numbers become integers, others floats.
