@@ -76,10 +76,17 @@ type AgentConfig struct {
 	// JobLogLimit bounds the output kept of each job whose driver runs on
 	// the agent (0: DefaultJobLogLimit).
 	JobLogLimit int64
+	// MaxRunningJobs bounds the drivers that run on the agent at once;
+	// the jobs past it stay pending, in order, until one ends (0:
+	// DefaultMaxRunningJobs). Each driver is a worker process.
+	MaxRunningJobs int
 	// UploadIdle bounds how long an upload (a module in a request's body)
 	// may send nothing before it is refused (0: DefaultUploadIdle).
 	UploadIdle time.Duration
 }
+
+// DefaultMaxRunningJobs is AgentConfig.MaxRunningJobs's default.
+const DefaultMaxRunningJobs = 32
 
 // DefaultUploadIdle is AgentConfig.UploadIdle's default.
 const DefaultUploadIdle = 30 * time.Second
@@ -135,6 +142,8 @@ type Agent struct {
 	// running are the jobs whose drivers run here, by job ID.
 	jobsMu  sync.Mutex
 	running map[string]*runningJob
+	// driverSlots bounds the drivers running at once (MaxRunningJobs).
+	driverSlots chan struct{}
 }
 
 // Errors of the agent.
@@ -178,7 +187,8 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{}), ready: make(chan struct{}),
 		usageStop: make(chan struct{}), usageDone: make(chan struct{}), direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
-		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}, calls: map[string]*pendingCall{}}
+		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}, calls: map[string]*pendingCall{},
+		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs))}
 	a.agentCtx, a.agentCancel = context.WithCancel(context.Background())
 	a.link = peerlink.New(peerlink.Config{
 		Send: a.sendBatch,

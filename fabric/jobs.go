@@ -61,6 +61,17 @@ func (a *Agent) runAttempt(ctx context.Context, j controlstate.Job, r *runningJo
 	defer r.cancel(nil)
 	stop := context.AfterFunc(a.agentCtx, func() { r.cancel(errors.New("fabric: the agent stopped")) })
 	defer stop()
+	// A slot first: past MaxRunningJobs, jobs wait here, pending, in the
+	// order they came, so that a flood of submissions cannot start a
+	// process each at once.
+	select {
+	case a.driverSlots <- struct{}{}:
+		defer func() { <-a.driverSlots }()
+	case <-ctx.Done():
+		r.result = JobResultView{Error: context.Cause(ctx).Error()}
+		a.forget(j.ID, r)
+		return
+	}
 	err := a.node.pullModuleFrom(ctx, j.Digest, a.moduleHolders(ctx, j.Digest))
 	if err == nil {
 		err = a.propose(ctx, controlstate.Command{Start: &controlstate.Start{ID: j.ID, Attempt: j.Attempt, Time: nowMillis()}})

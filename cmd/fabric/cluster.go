@@ -183,6 +183,7 @@ The command line comes first, then the environment, then the file.`,
 	f.StringVar(&store, "object-store-memory", "", "size of the shared object arena (default 1GiB); a quarter of it bounds the objects' records and small values in the agent's memory")
 	f.StringVar(&spill, "spill-limit", "", "disk space objects past the arena may spill to (default: 4x the arena)")
 	f.StringSliceVar(&ress, "resources", nil, "custom resources, NAME=AMOUNT,...")
+	f.IntVar(&cfg.MaxRunningJobs, "max-running-jobs", 0, "drivers that run here at once; later jobs wait, pending (default 32)")
 	f.StringVar(&jobLog, "job-log-limit", "", "output kept of each job whose driver runs here (default 16MiB); past it, output is counted, not kept")
 	f.StringVar(&config, "config", "", "JSON file of flag values (default: config.json in the data directory, when there)")
 	return cmd

@@ -1,0 +1,85 @@
+package fabric
+
+import (
+	"context"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/membership"
+	"github.com/wasmfabric/fabric/internal/testrig"
+)
+
+// TestDriverLimit: a flood of detached submissions runs at most
+// MaxRunningJobs drivers at once; the others wait, pending, and start in
+// order as running ones end; a pending job can be stopped.
+func TestDriverLimit(t *testing.T) {
+	a, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Timing: membership.Fast, MaxRunningJobs: 2,
+		Node: Config{NumCPUs: 2, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	hostile, err := os.ReadFile(testrig.Guest(t, "internal/testguests/hostile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var ids []string
+	for range 5 {
+		j, err := cl.SubmitDetached(ctx, hostile, []string{"ticks", "100000", "50"}, SubmitOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	states := func() map[string]string {
+		jobs, err := cl.Jobs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, j := range jobs {
+			out[j.ID] = j.State
+		}
+		return out
+	}
+	deadline := time.Now().Add(time.Minute)
+	for st := states(); st[ids[0]] != "running" || st[ids[1]] != "running"; st = states() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first two jobs do not run: %v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	st := states()
+	for _, id := range ids[2:] {
+		if st[id] != "pending" {
+			t.Fatalf("job %s is %s past the limit of 2 running: %v", id, st[id], st)
+		}
+	}
+	if _, err := cl.StopJob(ctx, ids[4]); err != nil { // a pending one
+		t.Fatal(err)
+	}
+	if _, err := cl.StopJob(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	for st = states(); st[ids[2]] != "running"; st = states() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the next job in order does not start when one ends: %v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st[ids[3]] != "pending" || st[ids[4]] != "stopped" {
+		t.Fatalf("after one ended: %v", st)
+	}
+	for _, id := range ids[1:4] {
+		if _, err := cl.StopJob(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
