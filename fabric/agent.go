@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -126,6 +127,8 @@ type Agent struct {
 	tableMu sync.RWMutex
 	table   map[string]membership.Member
 
+	// log is the agent's structured log (cfg.Log; discarded when nil).
+	log *slog.Logger
 	// ctl is the control-plane server of a server agent (nil on a client).
 	ctl *control.Server
 	// leaderHint is the control plane's leader as last heard (a string).
@@ -190,6 +193,10 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}, calls: map[string]*pendingCall{},
 		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs))}
 	a.agentCtx, a.agentCancel = context.WithCancel(context.Background())
+	a.log = slog.New(slog.DiscardHandler)
+	if cfg.Log != nil {
+		a.log = slog.New(slog.NewTextHandler(cfg.Log, nil))
+	}
 	a.link = peerlink.New(peerlink.Config{
 		Send: a.sendBatch,
 		Log:  func(s string) { a.logf("fabric agent: %s", s) },
@@ -263,7 +270,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		} else if err != nil {
 			// The members it names may not be up yet: the agent runs alone
 			// and keeps trying, saying why each try failed.
-			a.logf("fabric: join %s failed: %v; retrying in the background", strings.Join(cfg.Join, ", "), err)
+			a.warnf("join %s failed: %v; retrying in the background", strings.Join(cfg.Join, ", "), err)
 			a.wg.Add(1)
 			go a.keepJoining(cfg.Join)
 		}
@@ -301,11 +308,16 @@ func (a *Agent) member(id string) (membership.Member, bool) {
 	return m, ok
 }
 
-// logf writes a line to the agent's log, if it has one.
+// logf writes a line to the agent's log (slog's text form: time, level,
+// message), if it has one.
 func (a *Agent) logf(format string, args ...any) {
-	if a.cfg.Log != nil {
-		fmt.Fprintf(a.cfg.Log, format+"\n", args...)
-	}
+	a.log.Info(strings.TrimPrefix(fmt.Sprintf(format, args...), "fabric agent: "))
+}
+
+// warnf is logf at level WARN: something failed, and is retried or
+// given up.
+func (a *Agent) warnf(format string, args ...any) {
+	a.log.Warn(strings.TrimPrefix(fmt.Sprintf(format, args...), "fabric agent: "))
 }
 
 // peerUp tells the node of an alive member again (after the link could
@@ -434,11 +446,11 @@ func (a *Agent) keepJoining(addrs []string) {
 		}
 		_, err := a.members.Join(addrs...)
 		if err == nil {
-			a.logf("fabric: joined the cluster through %s", strings.Join(addrs, ", "))
+			a.logf("joined the cluster through %s", strings.Join(addrs, ", "))
 			return
 		}
 		wait = min(2*wait, joinBackoffMax)
-		a.logf("fabric: join %s failed: %v; retrying in %s", strings.Join(addrs, ", "), err, wait)
+		a.warnf("join %s failed: %v; retrying in %s", strings.Join(addrs, ", "), err, wait)
 	}
 }
 
@@ -466,9 +478,7 @@ func (a *Agent) watchMembers() {
 		}
 		switch e.Kind {
 		case membership.Joined, membership.LeftCluster, membership.Failed:
-			if a.cfg.Log != nil {
-				fmt.Fprintf(a.cfg.Log, "fabric agent: node %s %s (%s)\n", e.Member.ID, e.Kind, e.Member.Gossip)
-			}
+			a.log.Info("node "+e.Kind.String(), "node", e.Member.ID, "gossip", e.Member.Gossip)
 		}
 	}
 }

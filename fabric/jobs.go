@@ -81,8 +81,9 @@ func (a *Agent) runAttempt(ctx context.Context, j controlstate.Job, r *runningJo
 			return
 		}
 	}
+	started := time.Now()
 	if err == nil {
-		a.logf("fabric agent: job %s started (attempt %d, module %.12s)", j.ID, j.Attempt, j.Digest)
+		a.log.Info("job started", "job", j.ID, "attempt", j.Attempt, "module", j.Digest[:12], "args", len(j.Args))
 		err = a.node.runJob(ctx, j.Digest, j.Args, JobOptions{Stdout: r.log.Stdout(), Stderr: r.log.Stderr()})
 	}
 	end := controlstate.End{ID: j.ID, Attempt: j.Attempt, State: controlstate.Succeeded, Time: nowMillis()}
@@ -96,7 +97,11 @@ func (a *Agent) runAttempt(ctx context.Context, j controlstate.Job, r *runningJo
 		}
 	}
 	r.result = JobResultView{Error: end.Error, ExitCode: end.ExitCode}
-	a.logf("fabric agent: job %s %s%s", j.ID, end.State, map[bool]string{true: ": " + firstLine(end.Error)}[end.Error != ""])
+	logEnd := a.log.Info
+	if end.State != controlstate.Succeeded {
+		logEnd = a.log.Warn
+	}
+	logEnd("job "+string(end.State), "job", j.ID, "attempt", j.Attempt, "took", time.Since(started).Round(time.Millisecond), "error", firstLine(end.Error), "exit_code", end.ExitCode)
 	if errors.Is(context.Cause(ctx), errStopped) {
 		r.result.Error = "fabric: the job was stopped"
 		a.forget(j.ID, r)
@@ -111,7 +116,7 @@ func (a *Agent) runAttempt(ctx context.Context, j controlstate.Job, r *runningJo
 		if err == nil || errors.Is(err, ErrStale) || errors.Is(err, ErrNoJob) || a.stopping.Load() {
 			break
 		}
-		a.logf("fabric agent: recording the end of job %s: %v; retrying", j.ID, err)
+		a.warnf("fabric agent: recording the end of job %s: %v; retrying", j.ID, err)
 		select {
 		case <-a.done:
 		case <-time.After(wait):
@@ -182,7 +187,7 @@ func (a *Agent) StopJob(ctx context.Context, id string) (controlstate.Job, error
 		_, _, err = a.quic.Call(cctx, addr, msgJobStop, []byte(id))
 		cancel()
 		if err != nil {
-			a.logf("fabric agent: telling %s to stop job %s: %v", j.Node, id, err)
+			a.warnf("fabric agent: telling %s to stop job %s: %v", j.Node, id, err)
 		}
 	}
 	return j, nil
@@ -238,7 +243,7 @@ func (a *Agent) loseAttempt(j controlstate.Job, cause string) {
 	}
 	err := a.propose(ctx, controlstate.Command{End: &controlstate.End{ID: j.ID, Attempt: j.Attempt, State: controlstate.Failed, Error: "fabric: " + cause, Time: nowMillis()}})
 	if err == nil {
-		a.logf("fabric agent: job %s failed: %s", j.ID, cause)
+		a.warnf("fabric agent: job %s failed: %s", j.ID, cause)
 	}
 }
 
@@ -276,7 +281,7 @@ func (a *Agent) tellRun(id, node string) {
 	ctx, cancel := context.WithTimeout(a.agentCtx, 10*time.Second)
 	defer cancel()
 	if _, _, err := a.quic.Call(ctx, addr, msgJobRun, []byte(id)); err != nil {
-		a.logf("fabric agent: telling %s to run job %s: %v", node, id, err)
+		a.warnf("fabric agent: telling %s to run job %s: %v", node, id, err)
 	}
 }
 
@@ -353,7 +358,7 @@ func (a *Agent) reconcileServers() {
 		switch {
 		case !in && m.Status == membership.Alive:
 			if err := a.ctl.AddVoter(m.ID); err != nil {
-				a.logf("fabric agent: adding server %s to the control plane: %v", m.ID, err)
+				a.warnf("fabric agent: adding server %s to the control plane: %v", m.ID, err)
 			} else {
 				a.logf("fabric agent: server %s joined the control plane", m.ID)
 			}

@@ -51,6 +51,13 @@ func TestJobLifecycle(t *testing.T) {
 	if res.Code != 0 || res.Stdout != ticksOutput(20) {
 		t.Fatalf("job logs -f through the server: exit %d\nstdout %q\nstderr %s", res.Code, res.Stdout, res.Stderr)
 	}
+	// The agent's log says when the job started and ended, one
+	// structured line each.
+	for _, want := range []string{`level=INFO msg="job started" job=ticks-1 attempt=1`, `level=INFO msg="job succeeded" job=ticks-1`} {
+		if !strings.Contains(b.stderr.String(), want) {
+			t.Errorf("the agent's log lacks %q:\n%s", want, b.stderr.String())
+		}
+	}
 	res = on(b, "job", "submit", "--no-wait", "--id", "ticks-1", hostile, "--", "ticks")
 	if res.Code == 0 || !strings.Contains(res.Stderr, "409") || !strings.Contains(res.Stderr, "exists") {
 		t.Fatalf("a second job with the same ID: exit %d\n%s", res.Code, res.Stderr)
