@@ -139,6 +139,7 @@ type Agent struct {
 	agentCtx    context.Context
 	agentCancel context.CancelFunc
 	stopping    atomic.Bool
+	draining    atomic.Bool
 	// calls are the calls waiting for their task, by pseudo-peer.
 	callsMu sync.Mutex
 	calls   map[string]*pendingCall

@@ -257,6 +257,10 @@ func (a *Agent) receiveModule(w http.ResponseWriter, r *http.Request) (string, b
 }
 
 func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
+	if a.draining.Load() {
+		apiFail(w, ErrDraining)
+		return
+	}
 	digest, ok := a.receiveModule(w, r)
 	if !ok {
 		return

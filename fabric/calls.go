@@ -288,6 +288,10 @@ func (a *Agent) handleModuleDelete(w http.ResponseWriter, r *http.Request) {
 // handleCall runs one task function of an uploaded module: the body is
 // JSON, {"function": NAME, "args": [...]}; the answer a CallResult.
 func (a *Agent) handleCall(w http.ResponseWriter, r *http.Request) {
+	if a.draining.Load() {
+		apiFail(w, ErrDraining)
+		return
+	}
 	digest := r.PathValue("digest")
 	if !controlstate.ValidDigest(digest) {
 		apiFail(w, fmt.Errorf("%w: %q is not a module digest (64 hex digits)", ErrBadRequest, digest))

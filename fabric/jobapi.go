@@ -67,7 +67,7 @@ func apiFail(w http.ResponseWriter, err error) {
 		code = http.StatusBadRequest
 	case errors.Is(err, ErrTooMany):
 		code = http.StatusTooManyRequests
-	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrClosed):
+	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrClosed), errors.Is(err, ErrDraining):
 		code = http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", "5")
 	}

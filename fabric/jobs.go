@@ -376,3 +376,42 @@ func (a *Agent) removeJobLog(id string) {
 		_ = os.Remove(jobLogPath(a.jobsDir(), id))
 	}
 }
+
+// ErrDraining refuses new work on an agent that is draining.
+var ErrDraining = errors.New("fabric: the agent is draining (it is stopping); submit to another agent")
+
+// Drain prepares the agent to stop: it takes no new jobs or calls, tells
+// the cluster it offers no resources (so that no new tasks are placed on
+// it), and waits until the jobs whose drivers run here and the tasks
+// running here have ended, or ctx ends. Leave follows; jobs still running
+// then fail, or restart elsewhere when they asked for restarts.
+func (a *Agent) Drain(ctx context.Context) error {
+	if !a.draining.CompareAndSwap(false, true) {
+		return nil
+	}
+	a.log.Info("draining: no new work; waiting for the jobs and tasks here to end")
+	a.stopUsage()
+	info := a.info
+	info.Resources = map[string]float64{}
+	if err := a.members.Update(info); err != nil {
+		a.warnf("draining: telling the cluster: %v", err)
+	}
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		a.jobsMu.Lock()
+		jobs := len(a.running)
+		a.jobsMu.Unlock()
+		tasks := a.node.Stats().Tasks
+		if jobs == 0 && tasks == 0 {
+			a.log.Info("drained")
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			a.warnf("draining: %d jobs and %d tasks had not ended when the drain's time ran out", jobs, tasks)
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -59,6 +61,7 @@ func newAgentCmd() *cobra.Command {
 		join, labels, ress []string
 		memory, store      string
 		spill, jobLog      string
+		drainTimeout       time.Duration
 		cpus, gpus         float64
 		config             string
 	)
@@ -159,9 +162,22 @@ The command line comes first, then the environment, then the file.`,
 					fmt.Fprint(cmd.ErrOrStderr(), a.DebugState())
 				}
 			}()
-			sig := make(chan os.Signal, 1)
+			sig := make(chan os.Signal, 2)
 			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 			<-sig
+			// Drain first: no new work, the work here ends; a second
+			// signal, or --drain-timeout, cuts it short.
+			fmt.Fprintf(out, "fabric agent: draining (up to %s; signal again to leave now)\n", drainTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+			go func() {
+				select {
+				case <-sig:
+				case <-ctx.Done():
+				}
+				cancel()
+			}()
+			_ = a.Drain(ctx)
+			cancel()
 			fmt.Fprintln(out, "fabric agent: leaving the cluster")
 			return a.Leave()
 		},
@@ -183,6 +199,7 @@ The command line comes first, then the environment, then the file.`,
 	f.StringVar(&store, "object-store-memory", "", "size of the shared object arena (default 1GiB); a quarter of it bounds the objects' records and small values in the agent's memory")
 	f.StringVar(&spill, "spill-limit", "", "disk space objects past the arena may spill to (default: 4x the arena)")
 	f.StringSliceVar(&ress, "resources", nil, "custom resources, NAME=AMOUNT,...")
+	f.DurationVar(&drainTimeout, "drain-timeout", 5*time.Minute, "on SIGTERM, how long to wait for the jobs and tasks here to end before leaving")
 	f.IntVar(&cfg.MaxRunningJobs, "max-running-jobs", 0, "drivers that run here at once; later jobs wait, pending (default 32)")
 	f.StringVar(&jobLog, "job-log-limit", "", "output kept of each job whose driver runs here (default 16MiB); past it, output is counted, not kept")
 	f.StringVar(&config, "config", "", "JSON file of flag values (default: config.json in the data directory, when there)")

@@ -416,3 +416,53 @@ func TestUploadAndCall(t *testing.T) {
 		t.Fatalf("module list after the delete: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 }
+
+// TestAgentDrains: SIGTERM drains an agent: it refuses new jobs at once
+// (503, saying it is draining), the job whose driver runs on it ends
+// normally, and only then does it leave and exit 0.
+func TestAgentDrains(t *testing.T) {
+	isolateLocalAgents(t)
+	hostile := testrig.Guest(t, "internal/testguests/hostile")
+	a := startAgentProc(t)
+	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok)
+	on := func(p *agentProc, args ...string) testrig.Result {
+		t.Helper()
+		return testrig.Run(t, 2*time.Minute, withAuth(args, p.api, a.apiTok)...)
+	}
+	res := on(b, "job", "submit", "--no-wait", "--id", "draining", hostile, "--", "ticks", "30", "100")
+	if res.Code != 0 {
+		t.Fatalf("submit: exit %d\n%s", res.Code, res.Stderr)
+	}
+	waitFor(t, time.Minute, "the job runs", func() bool {
+		r := on(a, "job", "logs", "draining")
+		return strings.Contains(r.Stdout, "tick 1\n")
+	})
+	if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the agent says it drains", func() bool { return strings.Contains(b.stderr.String(), "draining") })
+	res = on(b, "job", "submit", "--no-wait", hostile, "--", "ticks")
+	if res.Code == 0 || !strings.Contains(res.Stderr, "503") || !strings.Contains(res.Stderr, "draining") {
+		t.Fatalf("a submission to a draining agent: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	select {
+	case err := <-b.exited:
+		b.exited <- err
+		t.Fatalf("the agent left before its job ended: %v", err)
+	default:
+	}
+	var exit error
+	select {
+	case exit = <-b.exited:
+		b.exited <- exit
+	case <-time.After(time.Minute):
+		t.Fatal("the drained agent did not exit")
+	}
+	if exit != nil {
+		t.Fatalf("the drained agent exited with %v\n%s", exit, b.stderr.String())
+	}
+	res = on(a, "job", "status", "draining")
+	if res.Code != 0 || !strings.Contains(res.Stdout, "succeeded") {
+		t.Fatalf("the job on the drained agent: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+}
