@@ -13,7 +13,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 CLANG     ?= clang
 WASI_LIBC := /usr/lib/wasm32-wasi/libc.a
 
-.PHONY: all build examples guests demo cluster-demo test check bench bench-check clean c-toolchain
+.PHONY: all build examples guests demo cluster-demo test check bench bench-check clean c-toolchain release
 
 all: build examples
 
@@ -84,6 +84,8 @@ test: build examples guests bin/wat2wasm
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	GOOS=darwin GOARCH=arm64 $(GO) vet ./cmd/fabric ./fabric
+	GOOS=windows GOARCH=amd64 $(GO) vet ./cmd/fabric ./fabric
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/ ./examples/... ./internal/testguests/...
 	GOBIN=$(CURDIR)/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	bin/staticcheck ./...
@@ -91,6 +93,24 @@ check:
 	@cd sdk && $(GO) generate . && cd .. && if ! git diff --quiet -- sdk/arities.go; then echo "sdk/arities.go is not what sdk/internal/arities writes: run go generate ./sdk"; exit 1; fi
 	@cp go.mod /tmp/fabric-go.mod.bak; cp go.sum /tmp/fabric-go.sum.bak; $(GO) mod tidy; \
 	  if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod/go.sum"; git diff -- go.mod go.sum; exit 1; fi
+
+# Release binaries, static, with SHA-256 checksums: the agent and every
+# command for Linux; the client commands (submit, job, upload, call,
+# module, list, status, version) for macOS and Windows.
+RELEASE_TARGETS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+# VERSION names the release (make release VERSION=v0.3.0); default: the
+# checkout's tag, or its commit.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+release:
+	@rm -rf bin/release && mkdir -p bin/release
+	@for t in $(RELEASE_TARGETS); do \
+	  os=$${t%/*}; arch=$${t#*/}; ext=; if [ $$os = windows ]; then ext=.exe; fi; \
+	  echo "building bin/release/fabric-$$os-$$arch$$ext"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -buildvcs=auto -ldflags "-s -w -X main.version=$(VERSION)" \
+	    -o bin/release/fabric-$$os-$$arch$$ext ./cmd/fabric || exit 1; \
+	done
+	cd bin/release && sha256sum fabric-* > SHA256SUMS && cat SHA256SUMS
 
 clean:
 	rm -rf bin

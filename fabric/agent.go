@@ -1,3 +1,5 @@
+//go:build linux
+
 package fabric
 
 import (
@@ -30,13 +32,6 @@ import (
 	"github.com/wasmfabric/fabric/internal/secrets"
 	"github.com/wasmfabric/fabric/internal/transport"
 	"github.com/wasmfabric/fabric/internal/wire"
-)
-
-// Default addresses of an agent: one agent per machine.
-const (
-	DefaultGossipAddr = "0.0.0.0:7946"
-	DefaultQUICAddr   = "0.0.0.0:7947"
-	DefaultHTTPAddr   = "127.0.0.1:7948"
 )
 
 // AgentConfig configures a long-running agent (`fabric agent`).

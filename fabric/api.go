@@ -1,3 +1,5 @@
+//go:build linux
+
 package fabric
 
 import (
@@ -27,104 +29,9 @@ var (
 	ErrNoModule       = errors.New("fabric: no module given (an empty file?)")
 )
 
-// NodeView is one node as the HTTP API and `fabric list nodes` show it.
-type NodeView struct {
-	ID        string             `json:"id"`
-	Status    string             `json:"status"`
-	Role      string             `json:"role"`
-	Gossip    string             `json:"gossip"`
-	QUIC      string             `json:"quic"`
-	HTTP      string             `json:"http"`
-	Resources map[string]float64 `json:"resources"`
-	Used      map[string]float64 `json:"used"`
-	Labels    map[string]string  `json:"labels,omitempty"`
-}
-
-// StatusView is the cluster's state as `fabric status` shows it.
-type StatusView struct {
-	Nodes map[string]int `json:"nodes"` // count by status
-	// Total and Used sum the alive nodes' resources, as gossiped.
-	Total map[string]float64 `json:"total"`
-	Used  map[string]float64 `json:"used"`
-	// Pending counts the tasks waiting on the answering node, and
-	// PendingDemand sums what they ask for.
-	Pending       int                `json:"pending"`
-	PendingDemand map[string]float64 `json:"pending_demand"`
-	// Workers are the answering node's workers.
-	Workers WorkersView `json:"workers"`
-	Node    string      `json:"node"` // the node that answered
-	// Control is the control plane as the answering node sees it.
-	Control ControlView `json:"control"`
-}
-
-// ControlView is the control plane as one agent sees it.
-type ControlView struct {
-	Role   string `json:"role"`             // "leader", "follower" or "client"
-	Leader string `json:"leader,omitempty"` // the leader's node ID, when known
-	// Voters are the servers in the raft configuration (on servers).
-	Voters []string `json:"voters,omitempty"`
-	// Applied and Committed are raft indexes (on servers): a server has
-	// caught up when its Applied reaches the leader's Committed.
-	Applied   uint64 `json:"applied,omitempty"`
-	Committed uint64 `json:"committed,omitempty"`
-}
-
-// WorkersView counts a node's workers (instances of jobs' modules) and
-// worker processes for `fabric status`.
-type WorkersView struct {
-	Busy int `json:"busy"` // running an execution or hosting an actor
-	// Parked counts the busy ones that do not count against Max: blocked
-	// in get or wait, drivers, actors.
-	Parked       int `json:"parked"`
-	Idle         int `json:"idle"`          // kept for their job's next tasks
-	Max          int `json:"max"`           // the most that run at once
-	MaxInstances int `json:"max_instances"` // the most the node holds, parked ones included
-	// Waiting counts the executions placed on the node that wait for a
-	// worker.
-	Waiting int `json:"waiting"`
-	// Processes counts the worker processes that host them (one per job
-	// with workers here, and one per driver).
-	Processes int `json:"processes"`
-}
-
-// MediaJobStream is the framed form of a job's streamed response, which a
-// client asks for with Accept: the body is frames of one kind byte
-// (FrameStdout, FrameStderr, FrameResult), a 4-byte big-endian length and
-// that many bytes. The last frame is the result, JSON (JobResultView), of
-// any length. Without it, the body is the output as plain text and the
-// result is in the trailers, cut to fit them.
-const MediaJobStream = "application/vnd.fabric.job-stream"
-
-// Kinds of the frames of MediaJobStream.
-const (
-	FrameStdout = 1
-	FrameStderr = 2
-	FrameResult = 3
-)
-
-// maxFrame bounds one frame of a job stream.
-const maxFrame = 16 << 20
-
-// JobResultView is a job's result in its stream's last frame.
-type JobResultView struct {
-	Error    string `json:"error,omitempty"` // "" when the job succeeded
-	ExitCode int    `json:"exit_code,omitempty"`
-}
-
 // maxTrailerError bounds the error a plain job stream's trailer carries:
 // Go's HTTP client refuses a trailer over about 4 KB.
 const maxTrailerError = 2048
-
-// Trailer names of a job's streamed response.
-const (
-	TrailerJobError = "Fabric-Job-Error" // a Go-quoted string (strconv.Unquote), "" when the job succeeded
-	// TrailerJobExitCode is the code the driver passed to os.Exit, when it
-	// exited with one other than 0; absent otherwise.
-	TrailerJobExitCode = "Fabric-Job-Exit-Code"
-	// TrailerJobEnded is "true" when the stream ends with the job's end,
-	// "false" when the job had not ended (a log read without following).
-	TrailerJobEnded = "Fabric-Job-Ended"
-)
 
 func (a *Agent) api() http.Handler {
 	mux := http.NewServeMux()

@@ -1,3 +1,5 @@
+//go:build linux
+
 package fabric
 
 import (
@@ -23,26 +25,8 @@ import (
 	"github.com/wasmfabric/fabric/internal/wire"
 )
 
-// ModuleInfo is an uploaded module as the API and `fabric module list`
-// show it.
-type ModuleInfo struct {
-	Digest string    `json:"digest"`
-	Size   int64     `json:"size"`
-	Name   string    `json:"name,omitempty"`
-	Added  time.Time `json:"added"`
-	Nodes  []string  `json:"nodes"` // the nodes that hold a copy
-}
-
 func moduleInfo(m controlstate.Module) ModuleInfo {
 	return ModuleInfo{Digest: m.Digest, Size: m.Size, Name: m.Name, Added: time.UnixMilli(m.Added).UTC(), Nodes: m.Nodes}
-}
-
-// CallResult is the answer of `fabric call`: the function's value as
-// JSON, and the output it printed.
-type CallResult struct {
-	Value  json.RawMessage `json:"value"`
-	Node   string          `json:"node"`
-	Output string          `json:"output,omitempty"`
 }
 
 // callPeerPrefix names the pseudo-peers of calls: a call's task is run by
@@ -136,16 +120,6 @@ func (a *Agent) Call(ctx context.Context, digest, function string, args [][]byte
 		return nil, out, fmt.Errorf("fabric: the function's result is too large for a call (%d values); return less, or run it in a job", len(m.Results))
 	}
 	return m.Results[0].Value, out, nil
-}
-
-// CallError is the error a called function failed with.
-type CallError struct {
-	Kind    string
-	Message string
-}
-
-func (e *CallError) Error() string {
-	return fmt.Sprintf("fabric: the function failed (%s): %s", e.Kind, e.Message)
 }
 
 // jsonToCBOR converts a call's JSON arguments (an array) to CBOR values:

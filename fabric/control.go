@@ -1,3 +1,5 @@
+//go:build linux
+
 package fabric
 
 import (
@@ -42,21 +44,6 @@ type controlAnswer struct {
 	Jobs    []controlstate.Job    `cbor:"4,keyasint,omitempty"`
 	Modules []controlstate.Module `cbor:"5,keyasint,omitempty"`
 }
-
-// Errors of the control plane, as the API maps them.
-var (
-	ErrNoJob        = errors.New("fabric: no job with that ID")
-	ErrJobExists    = errors.New("fabric: a job with that ID exists")
-	ErrJobNotEnded  = errors.New("fabric: the job has not ended")
-	ErrBadRequest   = errors.New("fabric: bad request")
-	ErrTooMany      = errors.New("fabric: too many")
-	ErrNoModuleHere = errors.New("fabric: no module with that digest")
-	ErrModuleInUse  = errors.New("fabric: the module is in use")
-	ErrStale        = errors.New("fabric: the change is about a state that has passed")
-	// ErrNoLeader means no server of the control plane answered: none is
-	// up, or they are electing a leader.
-	ErrNoLeader = errors.New("fabric: no control-plane server answered")
-)
 
 var errCodes = []struct {
 	code     string

@@ -1,3 +1,5 @@
+//go:build linux
+
 package fabric
 
 import (
@@ -182,16 +184,3 @@ func (n *Node) runJob(ctx context.Context, digest string, args []string, o JobOp
 	}
 	return nil
 }
-
-// JobError is the error of a job whose driver failed: its message, and the
-// code its driver passed to os.Exit when it exited with one other than 0.
-// It matches ErrJob.
-type JobError struct {
-	Message  string
-	ExitCode int
-}
-
-func (e *JobError) Error() string { return e.Message }
-
-// Is matches ErrJob.
-func (e *JobError) Is(target error) bool { return target == ErrJob }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package fabric
 
 import (
@@ -14,23 +16,6 @@ import (
 	"github.com/wasmfabric/fabric/internal/controlstate"
 	"github.com/wasmfabric/fabric/internal/wire"
 )
-
-// JobInfo is a job as the API and `fabric job` show it.
-type JobInfo struct {
-	ID          string     `json:"id"`
-	Module      string     `json:"module"` // its SHA-256 digest
-	Args        []string   `json:"args,omitempty"`
-	Node        string     `json:"node"` // where its driver runs (ran)
-	State       string     `json:"state"`
-	Submitted   time.Time  `json:"submitted"`
-	Started     *time.Time `json:"started,omitempty"`
-	Ended       *time.Time `json:"ended,omitempty"`
-	Error       string     `json:"error,omitempty"`
-	ExitCode    int        `json:"exit_code,omitempty"`
-	Attempt     uint32     `json:"attempt"`
-	MaxRestarts uint32     `json:"max_restarts,omitempty"`
-	Restarts    []string   `json:"restarts,omitempty"` // why each restart happened
-}
 
 func millis(ms int64) *time.Time {
 	if ms == 0 {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package fabric
 
 import (
@@ -376,9 +378,6 @@ func (a *Agent) removeJobLog(id string) {
 		_ = os.Remove(jobLogPath(a.jobsDir(), id))
 	}
 }
-
-// ErrDraining refuses new work on an agent that is draining.
-var ErrDraining = errors.New("fabric: the agent is draining (it is stopping); submit to another agent")
 
 // Drain prepares the agent to stop: it takes no new jobs or calls, tells
 // the cluster it offers no resources (so that no new tasks are placed on

@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // A local agent leaves a pointer to its data directory in localAgentsDir,
@@ -37,21 +35,6 @@ func announceLocalAgent(dataDir string) (func(), error) {
 		return nil, err
 	}
 	return func() { _ = os.Remove(path) }, nil
-}
-
-// agentAlive reports whether an agent holds dataDir: its node's lock file
-// is locked. A pointer to a directory nobody holds is stale.
-func agentAlive(dataDir string) bool {
-	f, err := os.Open(filepath.Join(dataDir, "node", "lock"))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return true
-	}
-	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return false
 }
 
 // findLocalAgent returns the data directory of the one agent of this user

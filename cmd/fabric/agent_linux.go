@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/wasmfabric/fabric/fabric"
+)
+
+func newAgentCmd() *cobra.Command {
+	var (
+		cfg                fabric.AgentConfig
+		join, labels, ress []string
+		memory, store      string
+		spill, jobLog      string
+		drainTimeout       time.Duration
+		cpus, gpus         float64
+		config             string
+	)
+	cmd := &cobra.Command{
+		Use:   "agent [flags]",
+		Short: "Run a long-lived node of a cluster (agent and workers)",
+		Long: `Agent runs one node of a Fabric cluster until it is interrupted. The first
+agent creates the cluster's secrets (a gossip key and a CA for mutual TLS) in
+its data directory and prints a join token; start the others with
+--join ADDRESS --token TOKEN. The HTTP API (for fabric submit, list and
+status) needs the API token the agent prints; local commands read it from
+the data directory.
+
+Every flag may also come from the environment (FABRIC_ and its name in
+upper case: --num-cpus is FABRIC_NUM_CPUS; --token is FABRIC_JOIN_TOKEN)
+or from a JSON config file (--config, or config.json in the data
+directory), an object of flag names and values, e.g.
+{"num-cpus": 8, "labels": {"tier": "edge"}, "join": ["10.0.0.1:7946"]}.
+The command line comes first, then the environment, then the file.`,
+		Example: `  fabric agent                                   # first node: prints the join token
+  fabric agent --join 10.0.0.1:7946 --token fabric1.…  --labels tier=edge
+  fabric agent --data-dir /var/lib/fabric --num-cpus 8 --memory 16GiB`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applySettings(cmd.Flags(), map[string]string{"token": "FABRIC_JOIN_TOKEN"}, config, cfg.DataDir); err != nil {
+				return err
+			}
+			var err error
+			if cfg.Labels, err = parseKVs("labels", labels); err != nil {
+				return err
+			}
+			res, err := parseKVs("resources", ress)
+			if err != nil {
+				return err
+			}
+			cfg.Join = join
+			cfg.Node.NumCPUs, cfg.Node.GPUs = cpus, gpus
+			if memory != "" {
+				if cfg.Node.Memory, err = ParseSize(memory); err != nil {
+					return fmt.Errorf("--memory: %w", err)
+				}
+			}
+			if spill != "" {
+				if cfg.Node.SpillLimit, err = ParseSize(spill); err != nil {
+					return fmt.Errorf("--spill-limit: %w", err)
+				}
+			}
+			if jobLog != "" {
+				if cfg.JobLogLimit, err = ParseSize(jobLog); err != nil {
+					return fmt.Errorf("--job-log-limit: %w", err)
+				}
+			}
+			if store != "" {
+				if cfg.Node.ObjectStoreMemory, err = ParseSize(store); err != nil {
+					return fmt.Errorf("--object-store-memory: %w", err)
+				}
+			}
+			for k, v := range res {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					return fmt.Errorf("--resources: %s=%q is not a number", k, v)
+				}
+				if cfg.Node.Resources == nil {
+					cfg.Node.Resources = map[string]float64{}
+				}
+				cfg.Node.Resources[k] = f
+			}
+			out := cmd.OutOrStdout()
+			cfg.Node.Stdout, cfg.Node.Stderr = out, cmd.ErrOrStderr()
+			cfg.Log = cmd.ErrOrStderr() // membership changes; serf's own lines stay out
+			cfg.GossipLog = io.Discard
+			a, err := fabric.StartAgent(cfg)
+			if err != nil {
+				return err
+			}
+			for name, v := range map[string]string{apiTokenFile: a.APIToken(), apiAddrFile: "http://" + a.HTTPAddr()} {
+				if err := os.WriteFile(filepath.Join(cfg.DataDir, name), []byte(v+"\n"), 0o600); err != nil {
+					_ = a.Close()
+					return err
+				}
+			}
+			if unannounce, err := announceLocalAgent(cfg.DataDir); err == nil {
+				defer unannounce()
+			}
+			fmt.Fprintf(out, "fabric agent %s\n", a.ID)
+			fmt.Fprintf(out, "  gossip:     %s\n", a.GossipAddr())
+			fmt.Fprintf(out, "  HTTP API:   http://%s\n", a.HTTPAddr())
+			fmt.Fprintf(out, "  data dir:   %s\n", cfg.DataDir)
+			fmt.Fprintf(out, "  join token: %s\n", a.JoinToken())
+			fmt.Fprintf(out, "  API token:  %s\n", a.APIToken())
+			fmt.Fprintf(out, "Join another agent with: fabric agent --join %s --token <join token>\n", a.GossipAddr())
+			// SIGUSR1 writes the node's state to stderr, for operators.
+			usr1 := make(chan os.Signal, 1)
+			signal.Notify(usr1, syscall.SIGUSR1)
+			defer signal.Stop(usr1)
+			go func() {
+				for range usr1 {
+					fmt.Fprint(cmd.ErrOrStderr(), a.DebugState())
+				}
+			}()
+			sig := make(chan os.Signal, 2)
+			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+			<-sig
+			// Drain first: no new work, the work here ends; a second
+			// signal, or --drain-timeout, cuts it short.
+			fmt.Fprintf(out, "fabric agent: draining (up to %s; signal again to leave now)\n", drainTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+			go func() {
+				select {
+				case <-sig:
+				case <-ctx.Done():
+				}
+				cancel()
+			}()
+			_ = a.Drain(ctx)
+			cancel()
+			fmt.Fprintln(out, "fabric agent: leaving the cluster")
+			return a.Leave()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory for the cluster's secrets and the node's state (env FABRIC_DATA_DIR)")
+	f.StringVar(&cfg.GossipAddr, "gossip-addr", fabric.DefaultGossipAddr, "gossip address (UDP and TCP)")
+	f.StringVar(&cfg.QUICAddr, "quic-addr", fabric.DefaultQUICAddr, "QUIC address for objects and control messages")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", fabric.DefaultHTTPAddr, "HTTP API address")
+	f.StringVar(&cfg.AdvertiseHost, "advertise", "", "host or IP other nodes reach this one at (default: picked by the gossip layer)")
+	f.StringVar(&cfg.AdvertiseQUIC, "advertise-quic", "", "host:port other nodes dial for QUIC, when a NAT or relay forwards it (default: the QUIC address)")
+	f.StringSliceVar(&join, "join", nil, "gossip address of any member to join, host:port (repeatable)")
+	f.StringVar(&cfg.Token, "token", "", "join token printed by the cluster's first agent (env FABRIC_JOIN_TOKEN)")
+	f.BoolVar(&cfg.Server, "server", false, "hold the cluster's control state (the first agent always does)")
+	f.StringSliceVar(&labels, "labels", nil, "node labels for label selectors, KEY=VALUE,...")
+	f.Float64Var(&cpus, "num-cpus", 0, "CPUs the node offers (default: the machine's cores)")
+	f.Float64Var(&gpus, "num-gpus", 0, "GPUs the node offers")
+	f.StringVar(&memory, "memory", "", "memory the node offers to tasks, e.g. 16GiB (default: the machine's)")
+	f.StringVar(&store, "object-store-memory", "", "size of the shared object arena (default 1GiB); a quarter of it bounds the objects' records and small values in the agent's memory")
+	f.StringVar(&spill, "spill-limit", "", "disk space objects past the arena may spill to (default: 4x the arena)")
+	f.StringSliceVar(&ress, "resources", nil, "custom resources, NAME=AMOUNT,...")
+	f.DurationVar(&drainTimeout, "drain-timeout", 5*time.Minute, "on SIGTERM, how long to wait for the jobs and tasks here to end before leaving")
+	f.IntVar(&cfg.MaxRunningJobs, "max-running-jobs", 0, "drivers that run here at once; later jobs wait, pending (default 32)")
+	f.StringVar(&jobLog, "job-log-limit", "", "output kept of each job whose driver runs here (default 16MiB); past it, output is counted, not kept")
+	f.StringVar(&config, "config", "", "JSON file of flag values (default: config.json in the data directory, when there)")
+	return cmd
+}

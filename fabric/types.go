@@ -1,0 +1,189 @@
+package fabric
+
+// The types and errors of the HTTP API that clients share with agents:
+// this file and client.go build on every platform, the agent on Linux.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Default addresses of an agent: one agent per machine.
+const (
+	DefaultGossipAddr = "0.0.0.0:7946"
+	DefaultQUICAddr   = "0.0.0.0:7947"
+	DefaultHTTPAddr   = "127.0.0.1:7948"
+)
+
+// NodeView is one node as the HTTP API and `fabric list nodes` show it.
+type NodeView struct {
+	ID        string             `json:"id"`
+	Status    string             `json:"status"`
+	Role      string             `json:"role"`
+	Gossip    string             `json:"gossip"`
+	QUIC      string             `json:"quic"`
+	HTTP      string             `json:"http"`
+	Resources map[string]float64 `json:"resources"`
+	Used      map[string]float64 `json:"used"`
+	Labels    map[string]string  `json:"labels,omitempty"`
+}
+
+// StatusView is the cluster's state as `fabric status` shows it.
+type StatusView struct {
+	Nodes map[string]int `json:"nodes"` // count by status
+	// Total and Used sum the alive nodes' resources, as gossiped.
+	Total map[string]float64 `json:"total"`
+	Used  map[string]float64 `json:"used"`
+	// Pending counts the tasks waiting on the answering node, and
+	// PendingDemand sums what they ask for.
+	Pending       int                `json:"pending"`
+	PendingDemand map[string]float64 `json:"pending_demand"`
+	// Workers are the answering node's workers.
+	Workers WorkersView `json:"workers"`
+	Node    string      `json:"node"` // the node that answered
+	// Control is the control plane as the answering node sees it.
+	Control ControlView `json:"control"`
+}
+
+// ControlView is the control plane as one agent sees it.
+type ControlView struct {
+	Role   string `json:"role"`             // "leader", "follower" or "client"
+	Leader string `json:"leader,omitempty"` // the leader's node ID, when known
+	// Voters are the servers in the raft configuration (on servers).
+	Voters []string `json:"voters,omitempty"`
+	// Applied and Committed are raft indexes (on servers): a server has
+	// caught up when its Applied reaches the leader's Committed.
+	Applied   uint64 `json:"applied,omitempty"`
+	Committed uint64 `json:"committed,omitempty"`
+}
+
+// WorkersView counts a node's workers (instances of jobs' modules) and
+// worker processes for `fabric status`.
+type WorkersView struct {
+	Busy int `json:"busy"` // running an execution or hosting an actor
+	// Parked counts the busy ones that do not count against Max: blocked
+	// in get or wait, drivers, actors.
+	Parked       int `json:"parked"`
+	Idle         int `json:"idle"`          // kept for their job's next tasks
+	Max          int `json:"max"`           // the most that run at once
+	MaxInstances int `json:"max_instances"` // the most the node holds, parked ones included
+	// Waiting counts the executions placed on the node that wait for a
+	// worker.
+	Waiting int `json:"waiting"`
+	// Processes counts the worker processes that host them (one per job
+	// with workers here, and one per driver).
+	Processes int `json:"processes"`
+}
+
+// MediaJobStream is the framed form of a job's streamed response, which a
+// client asks for with Accept: the body is frames of one kind byte
+// (FrameStdout, FrameStderr, FrameResult), a 4-byte big-endian length and
+// that many bytes. The last frame is the result, JSON (JobResultView), of
+// any length. Without it, the body is the output as plain text and the
+// result is in the trailers, cut to fit them.
+const MediaJobStream = "application/vnd.fabric.job-stream"
+
+// JobResultView is a job's result in its stream's last frame.
+type JobResultView struct {
+	Error    string `json:"error,omitempty"` // "" when the job succeeded
+	ExitCode int    `json:"exit_code,omitempty"`
+}
+
+// Kinds of the frames of MediaJobStream.
+const (
+	FrameStdout = 1
+	FrameStderr = 2
+	FrameResult = 3
+)
+
+// maxFrame bounds one frame of a job stream.
+const maxFrame = 16 << 20
+
+// Trailer names of a job's streamed response.
+const (
+	TrailerJobError = "Fabric-Job-Error" // a Go-quoted string (strconv.Unquote), "" when the job succeeded
+	// TrailerJobExitCode is the code the driver passed to os.Exit, when it
+	// exited with one other than 0; absent otherwise.
+	TrailerJobExitCode = "Fabric-Job-Exit-Code"
+	// TrailerJobEnded is "true" when the stream ends with the job's end,
+	// "false" when the job had not ended (a log read without following).
+	TrailerJobEnded = "Fabric-Job-Ended"
+)
+
+// JobInfo is a job as the API and `fabric job` show it.
+type JobInfo struct {
+	ID          string     `json:"id"`
+	Module      string     `json:"module"` // its SHA-256 digest
+	Args        []string   `json:"args,omitempty"`
+	Node        string     `json:"node"` // where its driver runs (ran)
+	State       string     `json:"state"`
+	Submitted   time.Time  `json:"submitted"`
+	Started     *time.Time `json:"started,omitempty"`
+	Ended       *time.Time `json:"ended,omitempty"`
+	Error       string     `json:"error,omitempty"`
+	ExitCode    int        `json:"exit_code,omitempty"`
+	Attempt     uint32     `json:"attempt"`
+	MaxRestarts uint32     `json:"max_restarts,omitempty"`
+	Restarts    []string   `json:"restarts,omitempty"` // why each restart happened
+}
+
+// ModuleInfo is an uploaded module as the API and `fabric module list`
+// show it.
+type ModuleInfo struct {
+	Digest string    `json:"digest"`
+	Size   int64     `json:"size"`
+	Name   string    `json:"name,omitempty"`
+	Added  time.Time `json:"added"`
+	Nodes  []string  `json:"nodes"` // the nodes that hold a copy
+}
+
+// CallResult is the answer of `fabric call`: the function's value as
+// JSON, and the output it printed.
+type CallResult struct {
+	Value  json.RawMessage `json:"value"`
+	Node   string          `json:"node"`
+	Output string          `json:"output,omitempty"`
+}
+
+// CallError is the error a called function failed with.
+type CallError struct {
+	Kind    string
+	Message string
+}
+
+func (e *CallError) Error() string {
+	return fmt.Sprintf("fabric: the function failed (%s): %s", e.Kind, e.Message)
+}
+
+// Errors of the control plane, as the API maps them.
+var (
+	ErrNoJob        = errors.New("fabric: no job with that ID")
+	ErrJobExists    = errors.New("fabric: a job with that ID exists")
+	ErrJobNotEnded  = errors.New("fabric: the job has not ended")
+	ErrBadRequest   = errors.New("fabric: bad request")
+	ErrTooMany      = errors.New("fabric: too many")
+	ErrNoModuleHere = errors.New("fabric: no module with that digest")
+	ErrModuleInUse  = errors.New("fabric: the module is in use")
+	ErrStale        = errors.New("fabric: the change is about a state that has passed")
+	// ErrNoLeader means no server of the control plane answered: none is
+	// up, or they are electing a leader.
+	ErrNoLeader = errors.New("fabric: no control-plane server answered")
+)
+
+// ErrDraining refuses new work on an agent that is draining.
+var ErrDraining = errors.New("fabric: the agent is draining (it is stopping); submit to another agent")
+
+// JobError is the error of a job whose driver failed: its message, and the
+// code its driver passed to os.Exit when it exited with one other than 0.
+// It matches ErrJob.
+type JobError struct {
+	Message  string
+	ExitCode int
+}
+
+func (e *JobError) Error() string { return e.Message }
+
+// Is matches ErrJob.
+func (e *JobError) Is(target error) bool { return target == ErrJob }
