@@ -23,6 +23,7 @@ import (
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/control"
+	"github.com/wasmfabric/fabric/internal/controlstate"
 	"github.com/wasmfabric/fabric/internal/core"
 	"github.com/wasmfabric/fabric/internal/membership"
 	"github.com/wasmfabric/fabric/internal/objects"
@@ -538,6 +539,17 @@ func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, b
 	case msgJobStop:
 		a.stopLocal(string(body))
 		return msgAck, nil, nil
+	case msgModuleCopy:
+		digest := string(body)
+		if !controlstate.ValidDigest(digest) {
+			return 0, nil, fmt.Errorf("%q is not a module digest", digest)
+		}
+		if err := a.node.pullModuleFrom(ctx, digest, []string{peer}); err != nil {
+			return 0, nil, err
+		}
+		size, _ := statModulePath(a.node.modulePath(digest))
+		err := a.propose(ctx, controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: size, Node: a.ID, Time: nowMillis()}})
+		return msgAck, nil, err
 	case msgJobRun:
 		go a.tellRun(string(body), a.ID)
 		return msgAck, nil, nil

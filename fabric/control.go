@@ -26,6 +26,9 @@ const (
 	msgJobLogs transport.Type = 22 // stream: body a logRequest; then the log's frames
 	msgJobStop transport.Type = 23 // body: a job ID; answer: msgAck
 	msgJobRun  transport.Type = 24 // body: a job ID; answer: msgAck
+	// msgModuleCopy asks a node to copy a module from the sender and
+	// record that it holds it: body the digest; answer msgAck once done.
+	msgModuleCopy transport.Type = 25
 )
 
 // controlRequest asks a server to propose a command or read the state.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/controlstate"
+	"github.com/wasmfabric/fabric/internal/membership"
 	"github.com/wasmfabric/fabric/internal/wire"
 )
 
@@ -75,6 +76,11 @@ func (a *Agent) submitJob(ctx context.Context, digest string, args []string, id 
 	sub := controlstate.Submit{ID: id, Digest: digest, Args: args, Node: a.ID, Time: nowMillis(), MaxRestarts: maxRestarts}
 	if err := a.propose(ctx, controlstate.Command{Submit: &sub}); err != nil {
 		return nil, controlstate.Job{}, err
+	}
+	if maxRestarts > 0 {
+		// A job that may restart elsewhere needs its module elsewhere:
+		// a second node copies it now, while this one is alive.
+		a.copyModuleAway(ctx, digest)
 	}
 	j := controlstate.Job{ID: id, Digest: digest, Args: args, Node: a.ID, State: controlstate.Pending, Submitted: sub.Time, Attempt: 1, MaxRestarts: maxRestarts}
 	a.log.Info("job submitted", "job", id, "module", digest[:12], "max_restarts", maxRestarts)
@@ -253,4 +259,32 @@ func (a *Agent) handleJobLogs(w http.ResponseWriter, r *http.Request) {
 	} else {
 		finish(nil)
 	}
+}
+
+// copyModuleAway has one other alive node, a server first, copy a module
+// from this one and record it holds it; it logs a failure (the job then
+// restarts only where the module happens to be).
+func (a *Agent) copyModuleAway(ctx context.Context, digest string) {
+	targets := a.servers()
+	a.tableMu.RLock()
+	for id, m := range a.table {
+		if m.Role != "server" && m.Status == membership.Alive && id != a.ID {
+			targets = append(targets, id)
+		}
+	}
+	a.tableMu.RUnlock()
+	var err error = errors.New("no other alive node")
+	for _, t := range targets {
+		addr, aerr := a.addrOf(t)
+		if aerr != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		_, _, err = a.quic.Call(cctx, addr, msgModuleCopy, []byte(digest))
+		cancel()
+		if err == nil {
+			return
+		}
+	}
+	a.warnf("module %.12s of a job with restarts is on this node only: %v", digest, err)
 }

@@ -468,3 +468,49 @@ func TestAgentDrains(t *testing.T) {
 		t.Fatalf("the job on the drained agent: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 }
+
+// TestDriverNodeLost: when the node running a job's driver is killed,
+// a job submitted with --max-restarts starts again on another node (its
+// module copied there at submission) and succeeds, its status and kept
+// output saying why; a job without restarts fails with a cause that
+// names the node.
+func TestDriverNodeLost(t *testing.T) {
+	isolateLocalAgents(t)
+	hostile := testrig.Guest(t, "internal/testguests/hostile")
+	a := startAgentProc(t)
+	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok)
+	on := func(p *agentProc, args ...string) testrig.Result {
+		t.Helper()
+		return testrig.Run(t, 2*time.Minute, withAuth(args, p.api, a.apiTok)...)
+	}
+	bID := b.id(t)
+	for _, args := range [][]string{
+		{"job", "submit", "--no-wait", "--id", "restarts", "--max-restarts", "1", hostile, "--", "ticks", "40", "100"},
+		{"job", "submit", "--no-wait", "--id", "no-restarts", hostile, "--", "ticks", "100000", "100"},
+	} {
+		if res := on(b, args...); res.Code != 0 {
+			t.Fatalf("%v: exit %d\n%s", args, res.Code, res.Stderr)
+		}
+	}
+	waitFor(t, time.Minute, "both jobs run", func() bool {
+		r1, r2 := on(a, "job", "logs", "restarts"), on(a, "job", "logs", "no-restarts")
+		return strings.Contains(r1.Stdout, "tick 1\n") && strings.Contains(r2.Stdout, "tick 1\n")
+	})
+	_ = b.cmd.Process.Signal(syscall.SIGKILL)
+	var j fabric.JobInfo
+	waitFor(t, 2*time.Minute, "the job with restarts succeeds on the other node", func() bool {
+		r := on(a, "job", "status", "restarts", "-o", "json")
+		return json.Unmarshal([]byte(r.Stdout), &j) == nil && j.State == "succeeded"
+	})
+	if j.Attempt != 2 || j.Node != a.id(t) || len(j.Restarts) != 1 || !strings.Contains(j.Restarts[0], "node "+bID+", which ran the job's driver, failed") {
+		t.Fatalf("the restarted job: %+v", j)
+	}
+	res := on(a, "job", "logs", "restarts")
+	if res.Code != 0 || !strings.Contains(res.Stderr, "attempt 2 of job restarts on node") || !strings.HasSuffix(res.Stdout, ticksOutput(40)) {
+		t.Fatalf("the restarted job's logs: exit %d\nstdout %q\nstderr %s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = on(a, "job", "status", "no-restarts", "-o", "json")
+	if json.Unmarshal([]byte(res.Stdout), &j) != nil || j.State != "failed" || !strings.Contains(j.Error, "node "+bID+", which ran the job's driver, failed") {
+		t.Fatalf("the job without restarts: %+v\n%s", j, res.Stderr)
+	}
+}
