@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -166,19 +167,31 @@ func newListCmd() *cobra.Command {
 }
 
 func newStatusCmd() *cobra.Command {
-	var cf clientFlags
+	var (
+		cf   clientFlags
+		wait time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the cluster: nodes by state, resources used and total, pending demand, worker processes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := cf.client()
-			if err != nil {
-				return err
-			}
-			st, err := cl.Status(cmd.Context())
-			if err != nil {
-				return err
+			// --wait: an agent that is starting answers soon (and a local
+			// one is found once it has written where it listens).
+			var st fabric.StatusView
+			deadline := time.Now().Add(wait)
+			for {
+				cl, err := cf.client()
+				if err == nil {
+					st, err = cl.Status(cmd.Context())
+				}
+				if err == nil {
+					break
+				}
+				if !time.Now().Before(deadline) {
+					return err
+				}
+				time.Sleep(200 * time.Millisecond)
 			}
 			if cf.output == "json" || cf.output == "yaml" {
 				return printAs(cmd.OutOrStdout(), cf.output, st)
@@ -208,6 +221,7 @@ func newStatusCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().DurationVar(&wait, "wait", 0, "wait up to this long for the agent to answer (one that is starting), e.g. 30s")
 	cf.register(cmd, true)
 	return cmd
 }

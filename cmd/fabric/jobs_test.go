@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -512,5 +513,39 @@ func TestDriverNodeLost(t *testing.T) {
 	res = on(a, "job", "status", "no-restarts", "-o", "json")
 	if json.Unmarshal([]byte(res.Stdout), &j) != nil || j.State != "failed" || !strings.Contains(j.Error, "node "+bID+", which ran the job's driver, failed") {
 		t.Fatalf("the job without restarts: %+v\n%s", j, res.Stderr)
+	}
+}
+
+// TestReadmeWalkthrough runs the README's walkthrough (between its
+// walkthrough markers) as it is written, with bash, from the repository's
+// root, and checks what its commands print.
+func TestReadmeWalkthrough(t *testing.T) {
+	isolateLocalAgents(t)
+	root := testrig.Root(t)
+	readme, err := os.ReadFile(root + "/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	start := strings.Index(text, "<!-- walkthrough -->")
+	end := strings.Index(text, "<!-- /walkthrough -->")
+	if start < 0 || end < start {
+		t.Fatal("the README has no walkthrough between <!-- walkthrough --> and <!-- /walkthrough -->")
+	}
+	block := text[start:end]
+	block = block[strings.Index(block, "```sh\n")+6 : strings.LastIndex(block, "```")]
+	testrig.Guest(t, "examples/quickstart") // built where the walkthrough expects it
+	dir := t.TempDir()
+	script := "set -euo pipefail\ncd " + root + "\n" + strings.ReplaceAll(block, "dev.log", dir+"/dev.log") + "wait\n"
+	cmd := exec.Command("bash", "-c", script)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		dev, _ := os.ReadFile(dir + "/dev.log")
+		t.Fatalf("the walkthrough failed: %v\n%s\ndev node:\n%s", err, out, dev)
+	}
+	for _, want := range []string{"Control plane:", "49\n", "first\n", "[0 1 4 9 16]\n", "job second stopped", "first   "} {
+		if !strings.Contains(string(out), want) && !(want == "job second stopped" && strings.Contains(string(out), "job second succeeded")) {
+			t.Errorf("the walkthrough's output lacks %q:\n%s", want, out)
+		}
 	}
 }
