@@ -73,6 +73,10 @@ type AgentConfig struct {
 	// JobLogLimit bounds the output kept of each job whose driver runs on
 	// the agent (0: DefaultJobLogLimit).
 	JobLogLimit int64
+	// ModuleDiskLimit bounds the disk the agent's modules and compiled
+	// code take: past it, unused ones are removed, least recently used
+	// first (0: DefaultModuleDiskLimit).
+	ModuleDiskLimit int64
 	// MaxRunningJobs bounds the drivers that run on the agent at once;
 	// the jobs past it stay pending, in order, until one ends (0:
 	// DefaultMaxRunningJobs). Each driver is a worker process.
@@ -144,6 +148,8 @@ type Agent struct {
 	running map[string]*runningJob
 	// driverSlots bounds the drivers running at once (MaxRunningJobs).
 	driverSlots chan struct{}
+	// gcWake wakes the module collector.
+	gcWake chan struct{}
 }
 
 // Errors of the agent.
@@ -188,7 +194,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{}), ready: make(chan struct{}),
 		usageStop: make(chan struct{}), usageDone: make(chan struct{}), direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
 		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}, calls: map[string]*pendingCall{},
-		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs))}
+		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs)), gcWake: make(chan struct{}, 1)}
 	a.agentCtx, a.agentCancel = context.WithCancel(context.Background())
 	a.log = slog.New(slog.DiscardHandler)
 	if cfg.Log != nil {
@@ -281,8 +287,9 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 			node.step(core.PeerUp{Node: scheduler.NodeID(m.ID), Resources: resources(m.Resources), Labels: m.Labels})
 		}
 	}
-	a.wg.Add(1)
+	a.wg.Add(2)
 	go a.reconcileOwnJobs()
+	go a.collectModules()
 	if a.ctl != nil {
 		a.wg.Add(1)
 		go a.leadLoop()

@@ -26,7 +26,7 @@ import (
 )
 
 func moduleInfo(m controlstate.Module) ModuleInfo {
-	return ModuleInfo{Digest: m.Digest, Size: m.Size, Name: m.Name, Added: time.UnixMilli(m.Added).UTC(), Nodes: m.Nodes}
+	return ModuleInfo{Digest: m.Digest, Size: m.Size, Name: m.Name, Added: time.UnixMilli(m.Added).UTC(), Nodes: m.Nodes, Uploaded: m.Uploaded}
 }
 
 // callPeerPrefix names the pseudo-peers of calls: a call's task is run by
@@ -78,6 +78,7 @@ func (a *Agent) Call(ctx context.Context, digest, function string, args [][]byte
 			return nil, "", fmt.Errorf("%w: %s: %v", ErrNoModuleHere, digest, err)
 		}
 	}
+	a.node.touchModule(digest)
 	var raw [8]byte
 	_, _ = rand.Read(raw[:])
 	peer := callPeerPrefix + hex.EncodeToString(raw[:])
@@ -215,7 +216,9 @@ func (a *Agent) handleModuleUpload(w http.ResponseWriter, r *http.Request) {
 	if len(name) > 256 {
 		name = name[:256]
 	}
-	err := a.propose(r.Context(), controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: size, Name: name, Node: a.ID, Time: nowMillis()}})
+	a.node.touchModule(digest)
+	err := a.propose(r.Context(), controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: size, Name: name, Node: a.ID, Time: nowMillis(), Uploaded: true}})
+	a.wakeCollector()
 	if err != nil {
 		apiFail(w, err)
 		return

@@ -83,6 +83,7 @@ func (a *Agent) submitJob(ctx context.Context, digest string, args []string, id 
 		a.copyModuleAway(ctx, digest)
 	}
 	j := controlstate.Job{ID: id, Digest: digest, Args: args, Node: a.ID, State: controlstate.Pending, Submitted: sub.Time, Attempt: 1, MaxRestarts: maxRestarts}
+	a.wakeCollector()
 	a.log.Info("job submitted", "job", id, "module", digest[:12], "max_restarts", maxRestarts)
 	r, err := a.launch(j)
 	return r, j, err

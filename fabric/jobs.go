@@ -75,6 +75,7 @@ func (a *Agent) runAttempt(ctx context.Context, j controlstate.Job, r *runningJo
 		return
 	}
 	err := a.node.pullModuleFrom(ctx, j.Digest, a.moduleHolders(ctx, j.Digest))
+	a.node.touchModule(j.Digest)
 	if err == nil {
 		err = a.propose(ctx, controlstate.Command{Start: &controlstate.Start{ID: j.ID, Attempt: j.Attempt, Time: nowMillis()}})
 		if errors.Is(err, ErrStale) { // stopped before it started, or moved on

@@ -3,6 +3,7 @@
 package fabric
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"os"
@@ -83,5 +84,65 @@ func TestDriverLimit(t *testing.T) {
 		if _, err := cl.StopJob(ctx, id); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestModuleCollector: past the module disk limit, a job's module that no
+// job uses any more is removed from the node and from the records, while
+// the last copy of an uploaded module and the module of a running job
+// stay; compiled code goes too.
+func TestModuleCollector(t *testing.T) {
+	cache := t.TempDir()
+	a, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Timing: membership.Fast, ModuleDiskLimit: 1,
+		Node: Config{NumCPUs: 2, ObjectStoreMemory: 64 << 20, CacheDir: cache, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	read := func(dir string) []byte {
+		b, err := os.ReadFile(testrig.Guest(t, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	quick, hostile, chaos := read("examples/quickstart"), read("internal/testguests/hostile"), read("internal/testguests/chaos")
+	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	up, err := cl.Upload(ctx, bytes.NewReader(quick), "quick")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.SubmitWith(ctx, hostile, []string{"ticks", "1", "1"}, SubmitOptions{ID: "done"}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	running, err := cl.SubmitDetached(ctx, chaos, []string{"storm", "100000"}, SubmitOptions{ID: "running"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, _ := cl.Job(ctx, "done")
+	a.collectOnce()
+	if !a.Node().HasModule(up.Digest) || !a.Node().HasModule(running.Module) {
+		t.Fatal("the collector removed an uploaded module's last copy, or a running job's module")
+	}
+	if a.Node().HasModule(done.Module) {
+		t.Fatal("the ended job's module is still on the node")
+	}
+	ms, err := cl.Modules(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.Digest == done.Module {
+			t.Fatalf("the removed module is still recorded: %+v", m)
+		}
+	}
+	if files, _ := filesIn(cache, func(string) bool { return true }); len(files) != 0 {
+		t.Fatalf("%d compiled files left past the limit", len(files))
+	}
+	if _, err := cl.StopJob(ctx, "running"); err != nil {
+		t.Fatal(err)
 	}
 }

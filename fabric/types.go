@@ -137,6 +137,10 @@ type ModuleInfo struct {
 	Name   string    `json:"name,omitempty"`
 	Added  time.Time `json:"added"`
 	Nodes  []string  `json:"nodes"` // the nodes that hold a copy
+	// Uploaded is set for modules stored with `fabric upload` (kept until
+	// deleted); the others are jobs' modules, removed from nodes once no
+	// job uses them and the nodes' module disk passes its limit.
+	Uploaded bool `json:"uploaded,omitempty"`
 }
 
 // CallResult is the answer of `fabric call`: the function's value as

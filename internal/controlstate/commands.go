@@ -73,13 +73,15 @@ type Restart struct {
 	Time    int64  `cbor:"5,keyasint"`
 }
 
-// AddModule records that Node holds a module.
+// AddModule records that Node holds a module (Uploaded: by `fabric
+// upload`, which marks the module for good).
 type AddModule struct {
-	Digest string `cbor:"1,keyasint"`
-	Size   int64  `cbor:"2,keyasint"`
-	Name   string `cbor:"3,keyasint,omitempty"`
-	Node   string `cbor:"4,keyasint"`
-	Time   int64  `cbor:"5,keyasint"`
+	Digest   string `cbor:"1,keyasint"`
+	Size     int64  `cbor:"2,keyasint"`
+	Name     string `cbor:"3,keyasint,omitempty"`
+	Node     string `cbor:"4,keyasint"`
+	Time     int64  `cbor:"5,keyasint"`
+	Uploaded bool   `cbor:"6,keyasint,omitempty"`
 }
 
 // DeleteModule removes a module's record (Node empty), or one node's copy.
@@ -274,6 +276,7 @@ func (s *State) addModule(c *AddModule) error {
 	if c.Name != "" {
 		m.Name = c.Name
 	}
+	m.Uploaded = m.Uploaded || c.Uploaded
 	if i, found := slices.BinarySearch(m.Nodes, c.Node); !found {
 		if len(m.Nodes) >= 1024 {
 			return nil // enough holders are known

@@ -59,6 +59,10 @@ type Module struct {
 	Added  int64  `cbor:"4,keyasint" json:"added"`
 	// Nodes hold a copy, sorted.
 	Nodes []string `cbor:"5,keyasint" json:"nodes"`
+	// Uploaded is set for a module stored with `fabric upload`: its last
+	// copy is kept until the module is deleted. A job's module may go once
+	// no job that has not ended uses it.
+	Uploaded bool `cbor:"6,keyasint,omitempty" json:"uploaded,omitempty"`
 }
 
 // Limits of the state, so that no client can grow it without bound.
