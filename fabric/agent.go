@@ -148,8 +148,10 @@ type Agent struct {
 	running map[string]*runningJob
 	// driverSlots bounds the drivers running at once (MaxRunningJobs).
 	driverSlots chan struct{}
-	// gcWake wakes the module collector.
-	gcWake chan struct{}
+	// gcWake wakes the module collector; gcGrace, when set, replaces
+	// moduleGrace (tests; nanoseconds, negative for none).
+	gcWake  chan struct{}
+	gcGrace atomic.Int64
 }
 
 // Errors of the agent.

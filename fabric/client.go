@@ -121,6 +121,9 @@ type SubmitOptions struct {
 	// MaxRestarts is how many times the job's driver is started again
 	// when its node fails.
 	MaxRestarts int
+	// Submitted, when set, is called with the job's ID once the agent has
+	// recorded the job, before its output (SubmitWith).
+	Submitted func(id string)
 }
 
 func (o SubmitOptions) query(args []string) url.Values {
@@ -144,6 +147,9 @@ func (c *Client) SubmitWith(ctx context.Context, wasm []byte, args []string, o S
 	}
 	defer resp.Body.Close()
 	id := resp.Header.Get("Fabric-Job-Id")
+	if o.Submitted != nil && id != "" {
+		o.Submitted(id)
+	}
 	ended, err := readJobStream(resp, stdout, stderr)
 	if err == nil && !ended {
 		err = fmt.Errorf("fabric: the agent ended job %s's stream without its result (did the agent stop?)", id)

@@ -208,7 +208,10 @@ func TestManyJobsAtOnce(t *testing.T) {
 	}
 	t.Logf("the small job took %v beside %d jobs (%d worker processes then); memory of the node (PSS) %d MiB",
 		took.Round(time.Millisecond), jobs, usage.Processes, memory>>20)
-	if took > 2*time.Second {
+	// Alone it takes about 0.3 s; the bound is for starvation (the small
+	// job waiting behind the 100), with room for the other packages'
+	// tests that share the CI machine's two cores.
+	if took > 5*time.Second {
 		t.Errorf("the small job took %v beside %d jobs", took, jobs)
 	}
 }

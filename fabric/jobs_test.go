@@ -123,6 +123,12 @@ func TestModuleCollector(t *testing.T) {
 		t.Fatal(err)
 	}
 	done, _ := cl.Job(ctx, "done")
+	a.gcGrace.Store(int64(time.Hour))
+	a.collectOnce() // all of it was used within the grace period
+	if !a.Node().HasModule(done.Module) {
+		t.Fatal("the collector removed a module used within its grace period")
+	}
+	a.gcGrace.Store(-1)
 	a.collectOnce()
 	if !a.Node().HasModule(up.Digest) || !a.Node().HasModule(running.Module) {
 		t.Fatal("the collector removed an uploaded module's last copy, or a running job's module")

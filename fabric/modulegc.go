@@ -22,6 +22,11 @@ const DefaultModuleDiskLimit = 8 << 30
 // moduleGCInterval is how often an agent checks its modules' disk use.
 const moduleGCInterval = 30 * time.Second
 
+// moduleGrace keeps modules and compiled code used (or made) this recently
+// whatever the disk use: a module stored for a job that is being recorded,
+// or compiled code a burst of new worker processes is about to load.
+const moduleGrace = 10 * time.Minute
+
 // touchModule marks a module used now, for the collector's order.
 func (n *Node) touchModule(digest string) {
 	now := time.Now()
@@ -80,7 +85,7 @@ func (a *Agent) wakeCollector() {
 // first, while their disk use is past the limit: a module that no job on
 // this node runs and no job that has not ended uses, and that is not the
 // last alive copy of an uploaded module; then compiled code, which is
-// made again when it is needed.
+// made again when it is needed. Nothing used within moduleGrace goes.
 func (a *Agent) collectOnce() {
 	limit := cmp.Or(a.cfg.ModuleDiskLimit, DefaultModuleDiskLimit)
 	modDir := filepath.Join(a.node.dataDir, "modules")
@@ -107,9 +112,14 @@ func (a *Agent) collectOnce() {
 			inUse[j.Digest] = true
 		}
 	}
+	grace := moduleGrace
+	if g := a.gcGrace.Load(); g != 0 {
+		grace = time.Duration(g) // tests
+	}
+	recent := time.Now().Add(-grace)
 	for _, f := range mods {
-		if modBytes+cacheBytes <= limit {
-			return
+		if modBytes+cacheBytes <= limit || f.mod.After(recent) {
+			break // oldest first: the rest are more recent
 		}
 		digest := strings.TrimSuffix(filepath.Base(f.path), ".wasm")
 		rec, recorded := records[digest]
@@ -130,7 +140,7 @@ func (a *Agent) collectOnce() {
 		}
 	}
 	for _, f := range cache {
-		if modBytes+cacheBytes <= limit {
+		if modBytes+cacheBytes <= limit || f.mod.After(recent) {
 			return
 		}
 		if os.Remove(f.path) == nil {

@@ -81,6 +81,9 @@ it). With --no-wait it prints the job's ID and returns at once.`,
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
+			o.Submitted = func(id string) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: job %s submitted; following its output (Ctrl-C stops following, not the job)\n", id)
+			}
 			jobID, err := cl.SubmitWith(ctx, wasm, args[1:], o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			if ctx.Err() != nil && jobID != "" {
 				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
