@@ -45,6 +45,10 @@ type Config struct {
 	Log io.Writer
 	// Fast shortens raft's timeouts, for tests on loopback.
 	Fast bool
+	// SnapshotThreshold and TrailingLogs tune snapshots: one is taken
+	// once that many commands came since the last, and that many are
+	// kept in the log after it (0: 4096 and raft's 10240).
+	SnapshotThreshold, TrailingLogs uint64
 }
 
 // Errors of the package.
@@ -126,6 +130,12 @@ func Start(cfg Config) (*Server, error) {
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	rc.Logger = logger
 	rc.SnapshotThreshold = 4096
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
 	if cfg.Fast {
 		rc.HeartbeatTimeout = 300 * time.Millisecond
 		rc.ElectionTimeout = 300 * time.Millisecond
@@ -260,6 +270,9 @@ func (s *Server) RemoveServer(nodeID string) error {
 // state, and CommitIndex the last it knows to be committed.
 func (s *Server) AppliedIndex() uint64 { return s.raft.AppliedIndex() }
 func (s *Server) CommitIndex() uint64  { return s.raft.CommitIndex() }
+
+// Snapshot takes a snapshot now and compacts the log behind it.
+func (s *Server) Snapshot() error { return s.leaderErr(s.raft.Snapshot().Error()) }
 
 // Stats are raft's own figures, for operators.
 func (s *Server) Stats() map[string]string { return s.raft.Stats() }

@@ -45,6 +45,10 @@ func newTestCluster(t *testing.T) *testCluster {
 }
 
 func (tc *testCluster) start(id string, bootstrap bool) *Server {
+	return tc.startWith(id, Config{Bootstrap: bootstrap})
+}
+
+func (tc *testCluster) startWith(id string, cfg Config) *Server {
 	tc.t.Helper()
 	cert, err := tc.secrets.NodeCertificate(id, []string{"127.0.0.1"})
 	if err != nil {
@@ -66,19 +70,19 @@ func (tc *testCluster) start(id string, bootstrap bool) *Server {
 	tc.mu.Lock()
 	tc.addrs[id] = ep.Addr()
 	tc.mu.Unlock()
-	srv, err = Start(Config{NodeID: id, Dir: tc.dirs[id], Bootstrap: bootstrap, Addr: ep.Addr(), Fast: true,
-		Resolve: func(n string) (string, error) {
-			tc.mu.Lock()
-			defer tc.mu.Unlock()
-			if a, ok := tc.addrs[n]; ok {
-				return a, nil
-			}
-			return "", fmt.Errorf("no server %s", n)
-		},
-		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
-			return ep.OpenStream(ctx, addr, raftStream, nil)
-		},
-	})
+	cfg.NodeID, cfg.Dir, cfg.Addr, cfg.Fast = id, tc.dirs[id], ep.Addr(), true
+	cfg.Resolve = func(n string) (string, error) {
+		tc.mu.Lock()
+		defer tc.mu.Unlock()
+		if a, ok := tc.addrs[n]; ok {
+			return a, nil
+		}
+		return "", fmt.Errorf("no server %s", n)
+	}
+	cfg.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+		return ep.OpenStream(ctx, addr, raftStream, nil)
+	}
+	srv, err = Start(cfg)
 	if err != nil {
 		tc.t.Fatal(err)
 	}
@@ -171,5 +175,66 @@ func TestReplication(t *testing.T) {
 	voters, err := tc.leader().Voters()
 	if err != nil || len(voters) != 3 {
 		t.Fatalf("voters %v, %v", voters, err)
+	}
+}
+
+// jobCount reads a server's own state, leader or not.
+func jobCount(s *Server) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.state.Jobs(nil))
+}
+
+// TestSnapshots: after a snapshot compacts the log, a server that joins
+// later catches up from the snapshot (raft's InstallSnapshot over QUIC),
+// and a server restarted on its directory restores it with the commands
+// after it.
+func TestSnapshots(t *testing.T) {
+	tc := newTestCluster(t)
+	s1 := tc.startWith("s1", Config{Bootstrap: true, SnapshotThreshold: 1 << 20, TrailingLogs: 2})
+	tc.leader()
+	for i := range 50 {
+		if err := s1.Apply(submit(fmt.Sprintf("j%d", i)), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s1.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := s1.Apply(submit(fmt.Sprintf("after%d", i)), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, _ := s1.store.FirstIndex()
+	if first <= 2 {
+		t.Fatalf("the log was not compacted: its first index is %d", first)
+	}
+	s2 := tc.startWith("s2", Config{TrailingLogs: 2})
+	if err := s1.AddVoter("s2"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for jobCount(s2) != 53 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new server has %d jobs, not 53", jobCount(s2))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tc.stop("s1")
+	tc.stop("s2")
+	s1 = tc.startWith("s1", Config{Bootstrap: true})
+	// At its start the server has restored the snapshot; the commands
+	// after it apply once a leader commits them again.
+	if n := jobCount(s1); n != 50 {
+		t.Fatalf("the restarted server restored %d jobs from its snapshot, not 50", n)
+	}
+	tc.startWith("s2", Config{})
+	deadline = time.Now().Add(20 * time.Second)
+	for jobCount(s1) != 53 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted server has %d jobs, not 53", jobCount(s1))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
