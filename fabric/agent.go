@@ -148,6 +148,8 @@ type Agent struct {
 	running map[string]*runningJob
 	// driverSlots bounds the drivers running at once (MaxRunningJobs).
 	driverSlots chan struct{}
+	// logReads and remoteLogReads bound the job logs served at once.
+	logReads, remoteLogReads chan struct{}
 	// gcWake wakes the module collector; gcGrace, when set, replaces
 	// moduleGrace (tests; nanoseconds, negative for none).
 	gcWake  chan struct{}
@@ -196,7 +198,8 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{}), ready: make(chan struct{}),
 		usageStop: make(chan struct{}), usageDone: make(chan struct{}), direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
 		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}, calls: map[string]*pendingCall{},
-		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs)), gcWake: make(chan struct{}, 1)}
+		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs)), gcWake: make(chan struct{}, 1),
+		logReads: make(chan struct{}, maxLogReads), remoteLogReads: make(chan struct{}, maxRemoteLogReads)}
 	a.agentCtx, a.agentCancel = context.WithCancel(context.Background())
 	a.log = slog.New(slog.DiscardHandler)
 	if cfg.Log != nil {

@@ -237,6 +237,23 @@ func (a *Agent) handleJobLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	follow := r.URL.Query().Get("follow") == "1" || r.URL.Query().Get("follow") == "true"
+	// Bounded: each log read holds a file or, for another node's job, a
+	// stream on this agent's connection to that node, which also carries
+	// its peer messages.
+	release, ok := acquire(a.logReads)
+	if !ok {
+		apiFail(w, fmt.Errorf("%w: %d job logs are being read through this agent; try again later", ErrTooMany, cap(a.logReads)))
+		return
+	}
+	defer release()
+	if j.Node != a.ID {
+		release, ok := acquire(a.remoteLogReads)
+		if !ok {
+			apiFail(w, fmt.Errorf("%w: %d logs of jobs on other nodes are being read through this agent; try again later, or ask the agent of node %s", ErrTooMany, cap(a.remoteLogReads), j.Node))
+			return
+		}
+		defer release()
+	}
 	out, finish := startJobStream(w, r)
 	w.Header().Set("Fabric-Job-Id", j.ID)
 	cerr := a.copyJobOutput(r.Context(), j, follow && !j.State.Ended(), out)
@@ -288,4 +305,20 @@ func (a *Agent) copyModuleAway(ctx context.Context, digest string) {
 		}
 	}
 	a.warnf("module %.12s of a job with restarts is on this node only: %v", digest, err)
+}
+
+// Bounds on the job logs an agent serves at once.
+const (
+	maxLogReads       = 256
+	maxRemoteLogReads = 32
+)
+
+// acquire takes a slot of sem without waiting.
+func acquire(sem chan struct{}) (release func(), ok bool) {
+	select {
+	case sem <- struct{}{}:
+		return func() { <-sem }, true
+	default:
+		return nil, false
+	}
 }

@@ -6,7 +6,10 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,6 +152,57 @@ func TestModuleCollector(t *testing.T) {
 		t.Fatalf("%d compiled files left past the limit", len(files))
 	}
 	if _, err := cl.StopJob(ctx, "running"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLogReadsBounded: a client that opens more log follows than an agent
+// serves at once gets 429s past the bound, and the agent still answers
+// everything else; closing the follows frees their slots.
+func TestLogReadsBounded(t *testing.T) {
+	a, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Timing: membership.Fast,
+		Node:   Config{NumCPUs: 2, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	hostile, err := os.ReadFile(testrig.Guest(t, "internal/testguests/hostile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := cl.SubmitDetached(ctx, hostile, []string{"ticks", "100000", "100"}, SubmitOptions{ID: "long"}); err != nil {
+		t.Fatal(err)
+	}
+	fctx, stopFollows := context.WithCancel(ctx)
+	var bodies []io.Closer
+	refused := 0
+	for range maxLogReads + 10 {
+		resp, err := cl.do(fctx, http.MethodGet, "/v1/jobs/long/logs", url.Values{"follow": {"1"}}, nil)
+		if err != nil {
+			if !strings.Contains(err.Error(), "429") {
+				t.Fatalf("a follow past the bound: %v", err)
+			}
+			refused++
+			continue
+		}
+		bodies = append(bodies, resp.Body)
+	}
+	if len(bodies) != maxLogReads || refused != 10 {
+		t.Fatalf("%d follows served, %d refused; the bound is %d", len(bodies), refused, maxLogReads)
+	}
+	if _, err := cl.Status(ctx); err != nil {
+		t.Fatalf("the agent with every log slot taken: %v", err)
+	}
+	stopFollows()
+	for _, b := range bodies {
+		_ = b.Close()
+	}
+	waitFor(t, 10*time.Second, "the slots are freed", func() bool { return len(a.logReads) == 0 })
+	if _, err := cl.StopJob(ctx, "long"); err != nil {
 		t.Fatal(err)
 	}
 }
