@@ -58,6 +58,11 @@ type AgentConfig struct {
 	Token string
 	// Server marks the node as a server (it will hold the control state).
 	Server bool
+	// Bootstrap makes a server whose data directory holds no raft state
+	// form a control plane of its own (the first agent of a new cluster
+	// does so by itself): for the first agent of a cluster made before
+	// the control plane existed. Never on two agents of one cluster.
+	Bootstrap bool
 	// Labels are the node's labels, for label selectors.
 	Labels map[string]string
 	// Node configures the local node (resources, workers); its DataDir is
@@ -240,7 +245,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	// directory.
 	role := "client"
 	_, serr := os.Stat(filepath.Join(cfg.DataDir, "raft", "raft.db"))
-	if cfg.Server || (created && len(cfg.Join) == 0) || serr == nil {
+	if cfg.Server || cfg.Bootstrap || (created && len(cfg.Join) == 0) || serr == nil {
 		role = "server"
 	}
 	u := node.Usage()
@@ -258,7 +263,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		return fail(err)
 	}
 	if role == "server" {
-		if err := a.startControl(created && len(cfg.Join) == 0); err != nil {
+		if err := a.startControl((created && len(cfg.Join) == 0) || cfg.Bootstrap); err != nil {
 			_ = ln.Close()
 			return fail(err)
 		}

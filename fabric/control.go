@@ -235,7 +235,7 @@ func (a *Agent) control(ctx context.Context, req controlRequest) (controlAnswer,
 	ctx, cancel := context.WithTimeout(ctx, controlHold)
 	defer cancel()
 	wait := 50 * time.Millisecond
-	last := errors.New("no server of the control plane is known (gossip names none)")
+	last := errors.New("no server of the control plane is known (gossip names none): start agents with --server (for a cluster made before the control plane, its first agent once with --server --bootstrap)")
 	for {
 		var targets []string
 		if a.ctl != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -204,5 +205,42 @@ func TestLogReadsBounded(t *testing.T) {
 	waitFor(t, 10*time.Second, "the slots are freed", func() bool { return len(a.logReads) == 0 })
 	if _, err := cl.StopJob(ctx, "long"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBootstrapExistingCluster: the first agent of a cluster made before
+// the control plane (its data directory has the cluster's secrets but no
+// raft state) forms a control plane with --bootstrap, and runs jobs.
+func TestBootstrapExistingCluster(t *testing.T) {
+	dir := t.TempDir()
+	cfg := AgentConfig{DataDir: dir, GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Timing: membership.Fast,
+		Node: Config{NumCPUs: 2, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}}
+	a, err := StartAgent(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "raft")); err != nil { // as an older version left it
+		t.Fatal(err)
+	}
+	cfg.Bootstrap = true
+	if a, err = StartAgent(cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	hostile, err := os.ReadFile(testrig.Guest(t, "internal/testguests/hostile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := cl.SubmitWith(ctx, hostile, []string{"ticks", "1", "1"}, SubmitOptions{ID: "after-upgrade"}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := cl.Status(ctx); err != nil || st.Control.Role != "leader" {
+		t.Fatalf("control plane %+v, %v", st.Control, err)
 	}
 }

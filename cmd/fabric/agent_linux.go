@@ -158,6 +158,7 @@ The command line comes first, then the environment, then the file.`,
 	f.StringSliceVar(&join, "join", nil, "gossip address of any member to join, host:port (repeatable)")
 	f.StringVar(&cfg.Token, "token", "", "join token printed by the cluster's first agent (env FABRIC_JOIN_TOKEN)")
 	f.BoolVar(&cfg.Server, "server", false, "hold the cluster's control state (the first agent always does)")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "form a new control plane from this server (for the first agent of a cluster made before the control plane; never on two agents)")
 	f.StringSliceVar(&labels, "labels", nil, "node labels for label selectors, KEY=VALUE,...")
 	f.Float64Var(&cpus, "num-cpus", 0, "CPUs the node offers (default: the machine's cores)")
 	f.Float64Var(&gpus, "num-gpus", 0, "GPUs the node offers")
