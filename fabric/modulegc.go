@@ -15,16 +15,15 @@ import (
 	"github.com/wasmfabric/fabric/internal/membership"
 )
 
-// DefaultModuleDiskLimit bounds the disk an agent's modules and compiled
-// code take before unused ones are removed.
+// DefaultModuleDiskLimit bounds the disk an agent's modules take before
+// unused ones are removed.
 const DefaultModuleDiskLimit = 8 << 30
 
 // moduleGCInterval is how often an agent checks its modules' disk use.
 const moduleGCInterval = 30 * time.Second
 
-// moduleGrace keeps modules and compiled code used (or made) this recently
-// whatever the disk use: a module stored for a job that is being recorded,
-// or compiled code a burst of new worker processes is about to load.
+// moduleGrace keeps modules used (or stored) this recently whatever the
+// disk use: a module stored for a job that is being recorded.
 const moduleGrace = 10 * time.Minute
 
 // touchModule marks a module used now, for the collector's order.
@@ -81,17 +80,18 @@ func (a *Agent) wakeCollector() {
 	}
 }
 
-// collectOnce removes modules and compiled code, least recently used
-// first, while their disk use is past the limit: a module that no job on
-// this node runs and no job that has not ended uses, and that is not the
-// last alive copy of an uploaded module; then compiled code, which is
-// made again when it is needed. Nothing used within moduleGrace goes.
+// collectOnce removes modules, least recently used first, while their
+// disk use is past the limit: a module that no job on this node runs and
+// no job that has not ended uses, and that is not the last alive copy of
+// an uploaded module. Nothing used within moduleGrace goes. Compiled
+// code is not collected: its files cannot be told apart by use (reading
+// one does not touch it), and removing code that processes are about to
+// load makes each of them compile it again, at once.
 func (a *Agent) collectOnce() {
 	limit := cmp.Or(a.cfg.ModuleDiskLimit, DefaultModuleDiskLimit)
 	modDir := filepath.Join(a.node.dataDir, "modules")
 	mods, modBytes := filesIn(modDir, func(name string) bool { return strings.HasSuffix(name, ".wasm") })
-	cache, cacheBytes := filesIn(a.node.cfg.CacheDir, func(string) bool { return true })
-	if modBytes+cacheBytes <= limit {
+	if modBytes <= limit {
 		return
 	}
 	ans, err := a.control(a.agentCtx, controlRequest{Op: "modules"})
@@ -118,7 +118,7 @@ func (a *Agent) collectOnce() {
 	}
 	recent := time.Now().Add(-grace)
 	for _, f := range mods {
-		if modBytes+cacheBytes <= limit || f.mod.After(recent) {
+		if modBytes <= limit || f.mod.After(recent) {
 			break // oldest first: the rest are more recent
 		}
 		digest := strings.TrimSuffix(filepath.Base(f.path), ".wasm")
@@ -137,14 +137,6 @@ func (a *Agent) collectOnce() {
 				drop.Node = "" // the last copy of a job's module: the record goes too
 			}
 			_ = a.propose(a.agentCtx, controlstate.Command{DeleteModule: &drop})
-		}
-	}
-	for _, f := range cache {
-		if modBytes+cacheBytes <= limit || f.mod.After(recent) {
-			return
-		}
-		if os.Remove(f.path) == nil {
-			cacheBytes -= f.size
 		}
 	}
 }
