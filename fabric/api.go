@@ -5,7 +5,6 @@ package fabric
 import (
 	"cmp"
 	"crypto/subtle"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -258,10 +257,7 @@ func (u unframer) Write(p []byte) (int, error) {
 
 // writeNotice writes a line to a job stream's stderr.
 func writeNotice(out io.Writer, msg string) {
-	b := make([]byte, 5, 5+len(msg))
-	b[0] = FrameStderr
-	binary.BigEndian.PutUint32(b[1:], uint32(len(msg)))
-	_, _ = out.Write(append(b, msg...))
+	_, _ = out.Write(frame(FrameStderr, []byte(msg)))
 }
 
 // idleReader reads a request body with a deadline that each read moves
@@ -293,10 +289,7 @@ func (f *frameWriter) Write(p []byte) (int, error) {
 	n := 0
 	for {
 		chunk := p[:min(len(p), maxFrame)]
-		buf := make([]byte, 5, 5+len(chunk))
-		buf[0] = f.kind
-		binary.BigEndian.PutUint32(buf[1:], uint32(len(chunk)))
-		if _, err := f.out.Write(append(buf, chunk...)); err != nil {
+		if _, err := f.out.Write(frame(f.kind, chunk)); err != nil {
 			return n, err
 		}
 		n += len(chunk)

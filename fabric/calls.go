@@ -208,16 +208,12 @@ func (a *Agent) handleModuleUpload(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	size := int64(0)
-	if st, err := statModulePath(a.node.modulePath(digest)); err == nil {
-		size = st
-	}
 	name := r.URL.Query().Get("name")
 	if len(name) > 256 {
 		name = name[:256]
 	}
 	a.node.touchModule(digest)
-	err := a.propose(r.Context(), controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: size, Name: name, Node: a.ID, Time: nowMillis(), Uploaded: true}})
+	err := a.propose(r.Context(), controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: a.node.moduleSize(digest), Name: name, Node: a.ID, Time: nowMillis(), Uploaded: true}})
 	a.wakeCollector()
 	if err != nil {
 		apiFail(w, err)

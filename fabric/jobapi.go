@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
@@ -66,11 +65,7 @@ func (a *Agent) submitJob(ctx context.Context, digest string, args []string, id 
 	if id == "" {
 		id = string(newJobID())
 	}
-	size := int64(0)
-	if st, err := os.Stat(a.node.modulePath(digest)); err == nil {
-		size = st.Size()
-	}
-	if err := a.propose(ctx, controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: size, Node: a.ID, Time: nowMillis()}}); err != nil {
+	if err := a.propose(ctx, controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: a.node.moduleSize(digest), Node: a.ID, Time: nowMillis()}}); err != nil {
 		return nil, controlstate.Job{}, err
 	}
 	sub := controlstate.Submit{ID: id, Digest: digest, Args: args, Node: a.ID, Time: nowMillis(), MaxRestarts: maxRestarts}

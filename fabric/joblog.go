@@ -69,15 +69,21 @@ func (l *jobLog) write(kind byte, p []byte) {
 	l.appendFrame(kind, p)
 }
 
+// frame returns p as one frame of kind (MediaJobStream's framing).
+func frame(kind byte, p []byte) []byte {
+	b := make([]byte, 5, 5+len(p))
+	b[0] = kind
+	binary.BigEndian.PutUint32(b[1:], uint32(len(p)))
+	return append(b, p...)
+}
+
 func (l *jobLog) appendFrame(kind byte, p []byte) {
-	buf := make([]byte, 5, 5+len(p))
-	buf[0] = kind
-	binary.BigEndian.PutUint32(buf[1:], uint32(len(p)))
-	if _, err := l.f.Write(append(buf, p...)); err != nil {
+	b := frame(kind, p)
+	if _, err := l.f.Write(b); err != nil {
 		l.dropped += int64(len(p))
 		return
 	}
-	l.size += int64(len(buf) + len(p))
+	l.size += int64(len(b))
 	close(l.changed)
 	l.changed = make(chan struct{})
 }

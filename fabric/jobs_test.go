@@ -22,17 +22,8 @@ import (
 // MaxRunningJobs drivers at once; the others wait, pending, and start in
 // order as running ones end; a pending job can be stopped.
 func TestDriverLimit(t *testing.T) {
-	a, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Timing: membership.Fast, MaxRunningJobs: 2,
-		Node: Config{NumCPUs: 2, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	hostile, err := os.ReadFile(testrig.Guest(t, "internal/testguests/hostile"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startJobsAgent(t, func(c *AgentConfig) { c.MaxRunningJobs = 2 })
+	hostile := guestBytes(t, "internal/testguests/hostile")
 	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -97,21 +88,8 @@ func TestDriverLimit(t *testing.T) {
 // stay; compiled code stays too.
 func TestModuleCollector(t *testing.T) {
 	cache := t.TempDir()
-	a, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Timing: membership.Fast, ModuleDiskLimit: 1,
-		Node: Config{NumCPUs: 2, ObjectStoreMemory: 64 << 20, CacheDir: cache, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	read := func(dir string) []byte {
-		b, err := os.ReadFile(testrig.Guest(t, dir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	quick, hostile, chaos := read("examples/quickstart"), read("internal/testguests/hostile"), read("internal/testguests/chaos")
+	a := startJobsAgent(t, func(c *AgentConfig) { c.ModuleDiskLimit, c.Node.CacheDir = 1, cache })
+	quick, hostile, chaos := guestBytes(t, "examples/quickstart"), guestBytes(t, "internal/testguests/hostile"), guestBytes(t, "internal/testguests/chaos")
 	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -161,17 +139,8 @@ func TestModuleCollector(t *testing.T) {
 // serves at once gets 429s past the bound, and the agent still answers
 // everything else; closing the follows frees their slots.
 func TestLogReadsBounded(t *testing.T) {
-	a, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Timing: membership.Fast,
-		Node:   Config{NumCPUs: 2, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	hostile, err := os.ReadFile(testrig.Guest(t, "internal/testguests/hostile"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startJobsAgent(t, nil)
+	hostile := guestBytes(t, "internal/testguests/hostile")
 	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -212,9 +181,8 @@ func TestLogReadsBounded(t *testing.T) {
 // the control plane (its data directory has the cluster's secrets but no
 // raft state) forms a control plane with --bootstrap, and runs jobs.
 func TestBootstrapExistingCluster(t *testing.T) {
-	dir := t.TempDir()
-	cfg := AgentConfig{DataDir: dir, GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Timing: membership.Fast,
-		Node: Config{NumCPUs: 2, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}}
+	cfg := jobsAgentConfig(t, nil)
+	dir := cfg.DataDir
 	a, err := StartAgent(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -230,10 +198,7 @@ func TestBootstrapExistingCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	hostile, err := os.ReadFile(testrig.Guest(t, "internal/testguests/hostile"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	hostile := guestBytes(t, "internal/testguests/hostile")
 	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -243,4 +208,36 @@ func TestBootstrapExistingCluster(t *testing.T) {
 	if st, err := cl.Status(ctx); err != nil || st.Control.Role != "leader" {
 		t.Fatalf("control plane %+v, %v", st.Control, err)
 	}
+}
+
+// jobsAgentConfig is the one-node agent these tests start; tweak changes
+// it.
+func jobsAgentConfig(t *testing.T, tweak func(*AgentConfig)) AgentConfig {
+	cfg := AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Timing: membership.Fast,
+		Node: Config{NumCPUs: 2, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	return cfg
+}
+
+// startJobsAgent starts jobsAgentConfig's agent, closed with the test.
+func startJobsAgent(t *testing.T, tweak func(*AgentConfig)) *Agent {
+	t.Helper()
+	a, err := StartAgent(jobsAgentConfig(t, tweak))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	return a
+}
+
+// guestBytes returns a guest module, built if missing.
+func guestBytes(t *testing.T, dir string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(testrig.Guest(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -351,18 +351,19 @@ func (a *Agent) PullObject(ctx context.Context, nodeID string, id objects.ID, o 
 // runs it (that job's workers may start more instances of it).
 func (n *Node) removeModule(digest string) bool {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.core.ModuleInUse(digest) {
-		return false
-	}
-	return os.Remove(n.modulePath(digest)) == nil
+	inUse := n.core.ModuleInUse(digest)
+	n.mu.Unlock()
+	// The file goes outside the core's lock: no I/O under it. A job that
+	// starts in between finds the module gone and pulls it from a holder.
+	return !inUse && os.Remove(n.modulePath(digest)) == nil
 }
 
-// statModulePath returns the size of a module file.
-func statModulePath(path string) (int64, error) {
-	st, err := os.Stat(path)
+// moduleSize returns the size of a module the node holds (0 when it
+// holds none).
+func (n *Node) moduleSize(digest string) int64 {
+	st, err := os.Stat(n.modulePath(digest))
 	if err != nil {
-		return 0, err
+		return 0
 	}
-	return st.Size(), nil
+	return st.Size()
 }

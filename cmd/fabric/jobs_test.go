@@ -39,18 +39,14 @@ func TestJobLifecycle(t *testing.T) {
 	dirA, dirB := t.TempDir(), t.TempDir()
 	a := startAgentProc(t, "--data-dir", dirA)
 	b := startAgentProc(t, "--data-dir", dirB, "--join", a.gossip, "--token", a.joinTok)
-	on := func(p *agentProc, args ...string) testrig.Result {
-		t.Helper()
-		return testrig.Run(t, 2*time.Minute, withAuth(args, p.api, a.apiTok)...)
-	}
 
 	// Submitted through the client agent, which runs its driver; the
 	// submitting process is gone as soon as it has the ID.
-	res := on(b, "job", "submit", "--no-wait", "--id", "ticks-1", hostile, "--", "ticks", "20", "50")
+	res := runOn(t, b, "job", "submit", "--no-wait", "--id", "ticks-1", hostile, "--", "ticks", "20", "50")
 	if res.Code != 0 || strings.TrimSpace(res.Stdout) != "ticks-1" {
 		t.Fatalf("job submit --no-wait: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
-	res = on(a, "job", "logs", "-f", "ticks-1")
+	res = runOn(t, a, "job", "logs", "-f", "ticks-1")
 	if res.Code != 0 || res.Stdout != ticksOutput(20) {
 		t.Fatalf("job logs -f through the server: exit %d\nstdout %q\nstderr %s", res.Code, res.Stdout, res.Stderr)
 	}
@@ -61,42 +57,42 @@ func TestJobLifecycle(t *testing.T) {
 			t.Errorf("the agent's log lacks %q:\n%s", want, b.stderr.String())
 		}
 	}
-	res = on(b, "job", "submit", "--no-wait", "--id", "ticks-1", hostile, "--", "ticks")
+	res = runOn(t, b, "job", "submit", "--no-wait", "--id", "ticks-1", hostile, "--", "ticks")
 	if res.Code == 0 || !strings.Contains(res.Stderr, "409") || !strings.Contains(res.Stderr, "exists") {
 		t.Fatalf("a second job with the same ID: exit %d\n%s", res.Code, res.Stderr)
 	}
 
 	// A long job, stopped.
-	res = on(a, "job", "submit", "--no-wait", "-o", "json", hostile, "--", "ticks", "100000", "100")
+	res = runOn(t, a, "job", "submit", "--no-wait", "-o", "json", hostile, "--", "ticks", "100000", "100")
 	var long fabric.JobInfo
 	if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &long) != nil || long.ID == "" || long.State != "pending" {
 		t.Fatalf("job submit --no-wait -o json: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 	waitFor(t, time.Minute, "the long job runs and prints", func() bool {
-		r := on(b, "job", "logs", long.ID)
+		r := runOn(t, b, "job", "logs", long.ID)
 		return r.Code == 0 && strings.Contains(r.Stdout, "tick 2\n")
 	})
-	res = on(b, "job", "delete", long.ID)
+	res = runOn(t, b, "job", "delete", long.ID)
 	if res.Code == 0 || !strings.Contains(res.Stderr, "has not ended") {
 		t.Fatalf("deleting a running job: exit %d\n%s", res.Code, res.Stderr)
 	}
-	res = on(b, "job", "stop", long.ID)
+	res = runOn(t, b, "job", "stop", long.ID)
 	if res.Code != 0 || !strings.Contains(res.Stdout, "stopped") {
 		t.Fatalf("job stop: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
-	res = on(a, "job", "logs", "-f", long.ID)
+	res = runOn(t, a, "job", "logs", "-f", long.ID)
 	if res.Code == 0 || !strings.Contains(res.Stderr, "stopped") {
 		t.Fatalf("logs -f of a stopped job: exit %d\n%s", res.Code, res.Stderr)
 	}
 	waitFor(t, 30*time.Second, "the stopped job's driver ends", func() bool {
-		r := on(a, "status", "-o", "json")
+		r := runOn(t, a, "status", "-o", "json")
 		var st fabric.StatusView
 		return json.Unmarshal([]byte(r.Stdout), &st) == nil && st.Workers.Busy == 0
 	})
 
 	// A failing job, attached: its exit code and error, its ID listed.
-	res = on(a, "submit", hostile, "--", "panic")
-	res = on(a, "job", "list", "-o", "json")
+	res = runOn(t, a, "submit", hostile, "--", "panic")
+	res = runOn(t, a, "job", "list", "-o", "json")
 	var jobs []fabric.JobInfo
 	if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &jobs) != nil || len(jobs) != 3 {
 		t.Fatalf("job list -o json: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
@@ -110,7 +106,7 @@ func TestJobLifecycle(t *testing.T) {
 	if jobs[0].ID != "ticks-1" || jobs[0].Node != b.id(t) {
 		t.Errorf("the first job listed: %+v (want ticks-1 on %s)", jobs[0], b.id(t))
 	}
-	res = on(b, "job", "list")
+	res = runOn(t, b, "job", "list")
 	if res.Code != 0 || !strings.HasPrefix(res.Stdout, "ID ") || !strings.Contains(res.Stdout, "ticks-1") {
 		t.Fatalf("job list: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
@@ -123,19 +119,19 @@ func TestJobLifecycle(t *testing.T) {
 	}
 	a = startAgentProc(t, "--data-dir", dirA)
 	b = startAgentProc(t, "--data-dir", dirB, "--join", a.gossip, "--token", a.joinTok)
-	res = on(b, "job", "logs", "ticks-1")
+	res = runOn(t, b, "job", "logs", "ticks-1")
 	if res.Code != 0 || res.Stdout != ticksOutput(20) {
 		t.Fatalf("logs after the restarts: exit %d\nstdout %q\nstderr %s", res.Code, res.Stdout, res.Stderr)
 	}
-	res = on(a, "job", "status", "ticks-1")
+	res = runOn(t, a, "job", "status", "ticks-1")
 	if res.Code != 0 || !strings.Contains(res.Stdout, "succeeded") {
 		t.Fatalf("status after the restarts: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
-	res = on(a, "job", "delete", "ticks-1")
+	res = runOn(t, a, "job", "delete", "ticks-1")
 	if res.Code != 0 {
 		t.Fatalf("job delete: exit %d\n%s", res.Code, res.Stderr)
 	}
-	res = on(a, "job", "status", "ticks-1")
+	res = runOn(t, a, "job", "status", "ticks-1")
 	if res.Code == 0 || !strings.Contains(res.Stderr, "404") {
 		t.Fatalf("status of a deleted job: exit %d\n%s", res.Code, res.Stderr)
 	}
@@ -331,6 +327,13 @@ func (p *agentProc) id(t *testing.T) string {
 	return st.Node
 }
 
+// runOn runs a fabric command against the agent p, with its address and
+// API token.
+func runOn(t *testing.T, p *agentProc, args ...string) testrig.Result {
+	t.Helper()
+	return testrig.Run(t, 2*time.Minute, withAuth(args, p.api, p.apiTok)...)
+}
+
 // withAuth adds --address and --token to a command line, before its "--".
 func withAuth(args []string, addr, token string) []string {
 	auth := []string{"--address", addr, "--token", token}
@@ -351,25 +354,21 @@ func TestUploadAndCall(t *testing.T) {
 	isolateLocalAgents(t)
 	quick, hostile := testrig.Guest(t, "examples/quickstart"), testrig.Guest(t, "internal/testguests/hostile")
 	a := startAgentProc(t)
-	on := func(args ...string) testrig.Result {
-		t.Helper()
-		return testrig.Run(t, 2*time.Minute, withAuth(args, a.api, a.apiTok)...)
-	}
-	res := on("upload", quick)
+	res := runOn(t, a, "upload", quick)
 	digest := strings.TrimSpace(res.Stdout)
 	if res.Code != 0 || len(digest) != 64 {
 		t.Fatalf("upload: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
-	res = on("call", digest, "square", "--args", "[7]")
+	res = runOn(t, a, "call", digest, "square", "--args", "[7]")
 	if res.Code != 0 || strings.TrimSpace(res.Stdout) != "49" {
 		t.Fatalf("call square [7]: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
-	res = on("upload", "--name", "hostile", hostile)
+	res = runOn(t, a, "upload", "--name", "hostile", hostile)
 	hdigest := strings.TrimSpace(res.Stdout)
 	if res.Code != 0 {
 		t.Fatalf("upload: exit %d\n%s", res.Code, res.Stderr)
 	}
-	res = on("call", hdigest, "answer")
+	res = runOn(t, a, "call", hdigest, "answer")
 	if res.Code != 0 || strings.TrimSpace(res.Stdout) != "42" {
 		t.Fatalf("call answer: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
@@ -383,12 +382,12 @@ func TestUploadAndCall(t *testing.T) {
 		{[]string{"call", "not-a-digest", "square"}, "400"},
 		{[]string{"call", strings.Repeat("0", 64), "square"}, "404"},
 	} {
-		res = on(c.args...)
+		res = runOn(t, a, c.args...)
 		if res.Code == 0 || !strings.Contains(res.Stderr, c.want) {
 			t.Errorf("%v: exit %d, stderr lacks %q:\n%s%s", c.args, res.Code, c.want, res.Stdout, res.Stderr)
 		}
 	}
-	res = on("module", "list", "-o", "json")
+	res = runOn(t, a, "module", "list", "-o", "json")
 	var ms []fabric.ModuleInfo
 	if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &ms) != nil || len(ms) != 2 {
 		t.Fatalf("module list -o json: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
@@ -399,22 +398,22 @@ func TestUploadAndCall(t *testing.T) {
 		}
 	}
 	// A running job's module stays.
-	res = on("job", "submit", "--no-wait", "--id", "long", hostile, "--", "ticks", "100000", "100")
+	res = runOn(t, a, "job", "submit", "--no-wait", "--id", "long", hostile, "--", "ticks", "100000", "100")
 	if res.Code != 0 {
 		t.Fatalf("submit: exit %d\n%s", res.Code, res.Stderr)
 	}
-	res = on("module", "delete", hdigest)
+	res = runOn(t, a, "module", "delete", hdigest)
 	if res.Code == 0 || !strings.Contains(res.Stderr, "in use") {
 		t.Fatalf("deleting a module in use: exit %d\n%s", res.Code, res.Stderr)
 	}
-	if res = on("job", "stop", "long"); res.Code != 0 {
+	if res = runOn(t, a, "job", "stop", "long"); res.Code != 0 {
 		t.Fatalf("stop: exit %d\n%s", res.Code, res.Stderr)
 	}
-	res = on("module", "delete", digest)
+	res = runOn(t, a, "module", "delete", digest)
 	if res.Code != 0 {
 		t.Fatalf("module delete: exit %d\n%s", res.Code, res.Stderr)
 	}
-	res = on("module", "list")
+	res = runOn(t, a, "module", "list")
 	if res.Code != 0 || strings.Contains(res.Stdout, digest[:12]) || !strings.Contains(res.Stdout, "hostile") {
 		t.Fatalf("module list after the delete: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
@@ -428,23 +427,19 @@ func TestAgentDrains(t *testing.T) {
 	hostile := testrig.Guest(t, "internal/testguests/hostile")
 	a := startAgentProc(t)
 	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok)
-	on := func(p *agentProc, args ...string) testrig.Result {
-		t.Helper()
-		return testrig.Run(t, 2*time.Minute, withAuth(args, p.api, a.apiTok)...)
-	}
-	res := on(b, "job", "submit", "--no-wait", "--id", "draining", hostile, "--", "ticks", "30", "100")
+	res := runOn(t, b, "job", "submit", "--no-wait", "--id", "draining", hostile, "--", "ticks", "30", "100")
 	if res.Code != 0 {
 		t.Fatalf("submit: exit %d\n%s", res.Code, res.Stderr)
 	}
 	waitFor(t, time.Minute, "the job runs", func() bool {
-		r := on(a, "job", "logs", "draining")
+		r := runOn(t, a, "job", "logs", "draining")
 		return strings.Contains(r.Stdout, "tick 1\n")
 	})
 	if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the agent says it drains", func() bool { return strings.Contains(b.stderr.String(), "draining") })
-	res = on(b, "job", "submit", "--no-wait", hostile, "--", "ticks")
+	res = runOn(t, b, "job", "submit", "--no-wait", hostile, "--", "ticks")
 	if res.Code == 0 || !strings.Contains(res.Stderr, "503") || !strings.Contains(res.Stderr, "draining") {
 		t.Fatalf("a submission to a draining agent: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
@@ -464,7 +459,7 @@ func TestAgentDrains(t *testing.T) {
 	if exit != nil {
 		t.Fatalf("the drained agent exited with %v\n%s", exit, b.stderr.String())
 	}
-	res = on(a, "job", "status", "draining")
+	res = runOn(t, a, "job", "status", "draining")
 	if res.Code != 0 || !strings.Contains(res.Stdout, "succeeded") {
 		t.Fatalf("the job on the drained agent: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
@@ -480,37 +475,33 @@ func TestDriverNodeLost(t *testing.T) {
 	hostile := testrig.Guest(t, "internal/testguests/hostile")
 	a := startAgentProc(t)
 	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok)
-	on := func(p *agentProc, args ...string) testrig.Result {
-		t.Helper()
-		return testrig.Run(t, 2*time.Minute, withAuth(args, p.api, a.apiTok)...)
-	}
 	bID := b.id(t)
 	for _, args := range [][]string{
 		{"job", "submit", "--no-wait", "--id", "restarts", "--max-restarts", "1", hostile, "--", "ticks", "40", "100"},
 		{"job", "submit", "--no-wait", "--id", "no-restarts", hostile, "--", "ticks", "100000", "100"},
 	} {
-		if res := on(b, args...); res.Code != 0 {
+		if res := runOn(t, b, args...); res.Code != 0 {
 			t.Fatalf("%v: exit %d\n%s", args, res.Code, res.Stderr)
 		}
 	}
 	waitFor(t, time.Minute, "both jobs run", func() bool {
-		r1, r2 := on(a, "job", "logs", "restarts"), on(a, "job", "logs", "no-restarts")
+		r1, r2 := runOn(t, a, "job", "logs", "restarts"), runOn(t, a, "job", "logs", "no-restarts")
 		return strings.Contains(r1.Stdout, "tick 1\n") && strings.Contains(r2.Stdout, "tick 1\n")
 	})
 	_ = b.cmd.Process.Signal(syscall.SIGKILL)
 	var j fabric.JobInfo
 	waitFor(t, 2*time.Minute, "the job with restarts succeeds on the other node", func() bool {
-		r := on(a, "job", "status", "restarts", "-o", "json")
+		r := runOn(t, a, "job", "status", "restarts", "-o", "json")
 		return json.Unmarshal([]byte(r.Stdout), &j) == nil && j.State == "succeeded"
 	})
 	if j.Attempt != 2 || j.Node != a.id(t) || len(j.Restarts) != 1 || !strings.Contains(j.Restarts[0], "node "+bID+", which ran the job's driver, failed") {
 		t.Fatalf("the restarted job: %+v", j)
 	}
-	res := on(a, "job", "logs", "restarts")
+	res := runOn(t, a, "job", "logs", "restarts")
 	if res.Code != 0 || !strings.Contains(res.Stderr, "attempt 2 of job restarts on node") || !strings.HasSuffix(res.Stdout, ticksOutput(40)) {
 		t.Fatalf("the restarted job's logs: exit %d\nstdout %q\nstderr %s", res.Code, res.Stdout, res.Stderr)
 	}
-	res = on(a, "job", "status", "no-restarts", "-o", "json")
+	res = runOn(t, a, "job", "status", "no-restarts", "-o", "json")
 	if json.Unmarshal([]byte(res.Stdout), &j) != nil || j.State != "failed" || !strings.Contains(j.Error, "node "+bID+", which ran the job's driver, failed") {
 		t.Fatalf("the job without restarts: %+v\n%s", j, res.Stderr)
 	}

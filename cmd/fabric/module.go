@@ -92,28 +92,16 @@ func (p *progress) show(w io.Writer) (stop func()) {
 		defer t.Stop()
 		for {
 			d := p.done.Load()
-			fmt.Fprintf(w, "\ruploading: %s of %s (%d%%)", humanBytes(d), humanBytes(p.total), 100*d/max(p.total, 1))
+			fmt.Fprintf(w, "\ruploading: %s of %s (%d%%)", formatBytes(float64(d)), formatBytes(float64(p.total)), 100*d/max(p.total, 1))
 			select {
 			case <-quit:
-				fmt.Fprintf(w, "\ruploaded %s in %s%20s\n", humanBytes(p.done.Load()), time.Since(p.start).Round(time.Millisecond), "")
+				fmt.Fprintf(w, "\ruploaded %s in %s%20s\n", formatBytes(float64(p.done.Load())), time.Since(p.start).Round(time.Millisecond), "")
 				return
 			case <-t.C:
 			}
 		}
 	}()
 	return func() { close(quit); <-finished }
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 func newCallCmd() *cobra.Command {
@@ -184,7 +172,7 @@ func newModuleCmd() *cobra.Command {
 				if lf.output != "wide" {
 					digest = digest[:12]
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", digest, orDash(m.Name), humanBytes(m.Size), m.Added.Local().Format(time.DateTime), strings.Join(m.Nodes, ","))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", digest, orDash(m.Name), formatBytes(float64(m.Size)), m.Added.Local().Format(time.DateTime), strings.Join(m.Nodes, ","))
 			}
 			return tw.Flush()
 		},
