@@ -156,7 +156,7 @@ func (a *Agent) serveControl(ctx context.Context, req controlRequest) controlAns
 			err = a.ctl.Apply(c, controlTimeout)
 		}
 	case "jobs":
-		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) { ans.Jobs = s.Jobs(nil) })
+		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) { ans.Jobs = listed(s.Jobs(nil)) })
 	case "job":
 		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) {
 			if j, ok := s.Job(req.ID); ok {
@@ -299,7 +299,8 @@ func (a *Agent) lookupJob(ctx context.Context, id string) (controlstate.Job, err
 	return ans.Jobs[0], nil
 }
 
-// listJobs returns every job's record.
+// listJobs returns every job's record as a listing has it (listed):
+// lookupJob has one whole.
 func (a *Agent) listJobs(ctx context.Context) ([]controlstate.Job, error) {
 	ans, err := a.control(ctx, controlRequest{Op: "jobs"})
 	return ans.Jobs, err
@@ -320,4 +321,22 @@ func (a *Agent) controlView() ControlView {
 	}
 	v.Voters, _ = a.ctl.Voters()
 	return v
+}
+
+// listErrorLength bounds each job's error in a listing.
+const listErrorLength = 1024
+
+// listed is jobs as a listing carries them: without their arguments and
+// restart causes, errors cut, so that a listing stays small whatever the
+// jobs hold (10,000 jobs of 64 KiB of arguments each would not fit one
+// message). A job's own record ("job") has them whole.
+func listed(jobs []controlstate.Job) []controlstate.Job {
+	for i := range jobs {
+		j := &jobs[i]
+		j.Args, j.Restarts = nil, nil
+		if len(j.Error) > listErrorLength {
+			j.Error = j.Error[:listErrorLength] + "… (fabric job status has the whole error)"
+		}
+	}
+	return jobs
 }

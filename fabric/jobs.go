@@ -211,8 +211,12 @@ func (a *Agent) reconcileOwnJobs() {
 				a.jobsMu.Lock()
 				_, here := a.running[j.ID]
 				a.jobsMu.Unlock()
+				if here {
+					continue
+				}
+				j, err := a.lookupJob(a.agentCtx, j.ID) // whole: its arguments and restarts
 				switch {
-				case here:
+				case err != nil || j.Node != a.ID || j.State.Ended():
 				case j.State == controlstate.Running:
 					a.loseAttempt(j, fmt.Sprintf("the agent on node %s restarted while the job's driver ran there", a.ID))
 				default:
@@ -325,7 +329,9 @@ func (a *Agent) leadLoop() {
 				// Gossip has not told of the node yet (this leader is new).
 			case m.Status == membership.Dead || m.Status == membership.Left:
 				verb := map[membership.Status]string{membership.Dead: "failed", membership.Left: "left the cluster"}[m.Status]
-				a.loseAttempt(j, fmt.Sprintf("node %s, which ran the job's driver, %s", j.Node, verb))
+				if whole, err := a.lookupJob(a.agentCtx, j.ID); err == nil && whole.Attempt == j.Attempt && !whole.State.Ended() {
+					a.loseAttempt(whole, fmt.Sprintf("node %s, which ran the job's driver, %s", j.Node, verb))
+				}
 			case j.State == controlstate.Pending && m.Status == membership.Alive && time.Since(time.UnixMilli(j.Submitted)) > pendingGrace &&
 				time.Since(told[j.ID]) > pendingGrace:
 				told[j.ID] = time.Now()

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wasmfabric/fabric/internal/controlstate"
 	"github.com/wasmfabric/fabric/internal/membership"
 	"github.com/wasmfabric/fabric/internal/testrig"
 )
@@ -240,4 +241,33 @@ func guestBytes(t *testing.T, dir string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestJobListingsStaySmall: a listing leaves out what a job can make
+// large (its arguments, its restart causes) and cuts its error, so that
+// jobs full of 64 KiB of arguments cannot make `job list` (or the
+// leader's own scan) too large for one message; a job's own record has
+// them whole.
+func TestJobListingsStaySmall(t *testing.T) {
+	a := startJobsAgent(t, nil)
+	hostile := guestBytes(t, "internal/testguests/hostile")
+	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	big := strings.Repeat("x", 60<<10)
+	if _, err := cl.SubmitWith(ctx, hostile, []string{"ticks", "1", "1", big}, SubmitOptions{ID: "big"}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := cl.Jobs(ctx)
+	if err != nil || len(jobs) != 1 || jobs[0].Args != nil || jobs[0].State != "succeeded" {
+		t.Fatalf("listing: %+v, %v", jobs, err)
+	}
+	if j, err := cl.Job(ctx, "big"); err != nil || len(j.Args) != 4 || j.Args[3] != big {
+		t.Fatalf("the job's own record lacks its arguments: %v", err)
+	}
+	long := make([]controlstate.Job, 1)
+	long[0].Error = strings.Repeat("e", 64<<10)
+	if got := listed(long)[0].Error; len(got) > listErrorLength+100 {
+		t.Fatalf("a listed error of %d bytes", len(got))
+	}
 }

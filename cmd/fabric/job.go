@@ -121,7 +121,7 @@ func printJobs(w io.Writer, format string, jobs []fabric.JobInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	head := "ID\tSTATE\tNODE\tSUBMITTED\tDURATION\tMODULE\tERROR"
 	if format == "wide" {
-		head += "\tATTEMPT\tARGS"
+		head += "\tATTEMPT\tMAX RESTARTS"
 	}
 	fmt.Fprintln(tw, head)
 	for _, j := range jobs {
@@ -139,7 +139,7 @@ func printJobs(w io.Writer, format string, jobs []fabric.JobInfo) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.12s\t%s", j.ID, j.State, j.Node, j.Submitted.Local().Format(time.DateTime), dur, j.Module, orDash(msg))
 		if format == "wide" {
-			fmt.Fprintf(tw, "\t%d\t%s", j.Attempt, orDash(strings.Join(j.Args, " ")))
+			fmt.Fprintf(tw, "\t%d\t%d", j.Attempt, j.MaxRestarts)
 		}
 		fmt.Fprintln(tw)
 	}
