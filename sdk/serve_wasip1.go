@@ -43,12 +43,13 @@ type server struct {
 	entered     uint32            // the call the host acts for
 	ops         map[uint32]*serveOp
 	running     int // calls not finished
-	parked      int // call goroutines parked in a Get or Wait
+	parked      int // call goroutines parked in a Get or Wait, not yet woken
 }
 
 type serveOp struct {
 	n    int // IDs, for a wait's flags
 	wait bool
+	call bool // a call's goroutine parked on it: counted in server.parked
 	done chan serveResult
 }
 
@@ -182,15 +183,10 @@ func (s *server) park(tok int32, op *serveOp) serveResult {
 	}
 	op.done = make(chan serveResult, 1)
 	s.ops[uint32(tok)] = op
-	_, call := s.byGoroutine[goroutineID()]
-	if call {
+	if _, op.call = s.byGoroutine[goroutineID()]; op.call {
 		s.parked++
 	}
-	r := <-op.done
-	if call {
-		s.parked--
-	}
-	return r
+	return <-op.done
 }
 
 func (s *server) get(ids []ObjectID, timeoutMs int64) ([]staged, error) {
@@ -240,6 +236,14 @@ func (s *server) finishOp(tok uint32) {
 		default:
 			r.items, r.err = readStaged(op.n)
 		}
+	}
+	if op.call {
+		// Woken, the goroutine is no longer parked, though it has not run
+		// yet: the loop polls without blocking until it has. (Counting it
+		// parked until it ran let the loop block in serve_poll for good
+		// whenever the Go scheduler ran the loop again before it: a
+		// Gosched does not promise to run the goroutine it readied.)
+		s.parked--
 	}
 	op.done <- r
 }

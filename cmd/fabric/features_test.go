@@ -107,7 +107,7 @@ var methodOptionChecks = []string{"method_call_named", "method_call_timeout", "a
 // actors: 100 calls that each wait 1 s, served at once in under 2 s; a
 // Get that parks only its call; each call's own task ID; a cancelled call
 // that stops at its Get while the others go on; concurrency groups' limits.
-var asyncChecks = []string{"async_100_calls_at_once", "async_100_calls_under_2s", "async_get_parks_only_its_call", "async_get_values",
+var asyncChecks = []string{"async_100_calls_at_once", "async_100_calls_under_2s", "async_get_parks_only_its_call", "async_get_values", "async_many_wakeups",
 	"async_calls_own_task_ids", "async_cancel_stops_at_park", "async_cancel_leaves_others",
 	"default_group_beside_full_group", "concurrency_group_limit", "unknown_concurrency_group_fails"}
 
