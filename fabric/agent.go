@@ -192,7 +192,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	nodeCfg := cfg.Node
 	nodeCfg.DataDir = filepath.Join(cfg.DataDir, "node")
 	nodeCfg.NodeID, nodeCfg.Labels = id, cfg.Labels
-	nodeCfg.clustered = true
+	nodeCfg.clustered, nodeCfg.registry = true, true
 	if err := os.MkdirAll(nodeCfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -206,6 +206,9 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs)), gcWake: make(chan struct{}, 1),
 		logReads: make(chan struct{}, maxLogReads), remoteLogReads: make(chan struct{}, maxRemoteLogReads)}
 	a.agentCtx, a.agentCancel = context.WithCancel(context.Background())
+	node.mu.Lock()
+	node.names = a // before any job can run: the core asks it for actor names
+	node.mu.Unlock()
 	a.log = slog.New(slog.DiscardHandler)
 	if cfg.Log != nil {
 		a.log = slog.New(slog.NewTextHandler(cfg.Log, nil))

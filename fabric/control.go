@@ -33,19 +33,22 @@ const (
 
 // controlRequest asks a server to propose a command or read the state.
 type controlRequest struct {
-	Op        string `cbor:"1,keyasint"` // "apply", "jobs", "job", "modules", "module"
+	Op        string `cbor:"1,keyasint"` // "apply", "jobs", "job", "modules", "module", "name"
 	Command   []byte `cbor:"2,keyasint,omitempty"`
 	ID        string `cbor:"3,keyasint,omitempty"`
 	Forwarded bool   `cbor:"4,keyasint,omitempty"` // by a follower to its leader
+	Namespace string `cbor:"5,keyasint,omitempty"` // "name": the name's namespace and name (ID: the job)
+	Name      string `cbor:"6,keyasint,omitempty"`
 }
 
 // controlAnswer is a server's answer: Code names the error's kind.
 type controlAnswer struct {
-	Code    string                `cbor:"1,keyasint,omitempty"`
-	Error   string                `cbor:"2,keyasint,omitempty"`
-	Leader  string                `cbor:"3,keyasint,omitempty"`
-	Jobs    []controlstate.Job    `cbor:"4,keyasint,omitempty"`
-	Modules []controlstate.Module `cbor:"5,keyasint,omitempty"`
+	Code    string                   `cbor:"1,keyasint,omitempty"`
+	Error   string                   `cbor:"2,keyasint,omitempty"`
+	Leader  string                   `cbor:"3,keyasint,omitempty"`
+	Jobs    []controlstate.Job       `cbor:"4,keyasint,omitempty"`
+	Modules []controlstate.Module    `cbor:"5,keyasint,omitempty"`
+	Names   []controlstate.ActorName `cbor:"6,keyasint,omitempty"`
 }
 
 var errCodes = []struct {
@@ -62,6 +65,8 @@ var errCodes = []struct {
 	{"no_module", controlstate.ErrNoModule, ErrNoModuleHere},
 	{"module_in_use", controlstate.ErrModuleInUse, ErrModuleInUse},
 	{"stale", controlstate.ErrStale, ErrStale},
+	{"name_taken", controlstate.ErrNameTaken, errNameTaken},
+	{"too_many_names", controlstate.ErrTooManyNames, ErrTooMany},
 }
 
 func answerErr(err error) controlAnswer {
@@ -177,6 +182,12 @@ func (a *Agent) serveControl(ctx context.Context, req controlRequest) controlAns
 		if err == nil && len(ans.Modules) == 0 {
 			err = fmt.Errorf("%w: %q", controlstate.ErrNoModule, req.ID)
 		}
+	case "name":
+		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) {
+			if n, ok := s.Name(req.Namespace, req.ID, req.Name); ok {
+				ans.Names = []controlstate.ActorName{n}
+			}
+		})
 	default:
 		err = fmt.Errorf("%w: control operation %q", controlstate.ErrBadCommand, req.Op)
 	}

@@ -315,6 +315,7 @@ func (a *Agent) leadLoop() {
 			continue
 		}
 		a.reconcileServers()
+		a.forgetLostNames()
 		jobs, err := a.listJobs(a.agentCtx)
 		if err != nil {
 			continue

@@ -93,6 +93,9 @@ type Config struct {
 
 	// clustered lets tasks go to other nodes (set by StartAgent).
 	clustered bool
+	// registry makes the control plane hold actor names (set by
+	// StartAgent, which gives the node its names).
+	registry bool
 }
 
 // Node is one agent with its workers.
@@ -122,6 +125,7 @@ type Node struct {
 	// room in the job's output before it goes in.
 	lossless map[core.WorkerID]*jobOutput
 	cluster  cluster
+	names    names
 	closed   bool
 }
 
@@ -268,7 +272,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.core = core.New(core.Config{Node: scheduler.NodeID(cfg.NodeID), Resources: total, Labels: cfg.Labels,
 		MaxWorkers: cfg.MaxWorkers, MaxInstances: cfg.MaxInstances, Leases: !cfg.NoShortPaths, InlineMax: sandbox.InlineMax, HeapBudget: max(64<<20, cfg.ObjectStoreMemory/4),
-		Seed: binary.LittleEndian.Uint64(seed[:]), Clustered: cfg.clustered}, n.store)
+		Seed: binary.LittleEndian.Uint64(seed[:]), Clustered: cfg.clustered, Registry: cfg.registry}, n.store)
 	return n, nil
 }
 
@@ -444,6 +448,12 @@ func (n *Node) apply(effs []core.Effect) {
 			n.fetchModule(e)
 		case core.PullObject:
 			n.pullObject(e)
+		case core.RegisterName:
+			n.registerName(e)
+		case core.UnregisterName:
+			n.unregisterName(e)
+		case core.LookupName:
+			n.lookupName(e)
 		}
 	}
 	// Deleting spilled objects left files to remove: on the store's

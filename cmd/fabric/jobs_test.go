@@ -540,3 +540,36 @@ func TestReadmeWalkthrough(t *testing.T) {
 		}
 	}
 }
+
+// TestNamesAcrossNodes: a detached actor made by a job on one agent is
+// found by name by a job on another agent, through the control plane, and
+// called there; its name is the cluster's (taken on the other agent too,
+// and get_if_exists gives the same actor); killed, its name is free on
+// every agent.
+func TestNamesAcrossNodes(t *testing.T) {
+	isolateLocalAgents(t)
+	wasm := testrig.Guest(t, "internal/testguests/features")
+	a := startAgentProc(t)
+	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok)
+	b.id(t)
+	for _, step := range []struct {
+		on   *agentProc
+		args []string
+		want []string
+	}{
+		{a, []string{"names_create"}, []string{"names_created"}},
+		{b, []string{"names_use"}, []string{"names_found_on_another_node", "names_taken_in_the_cluster", "names_get_if_exists_across_nodes", "names_kill_elsewhere_refused", "names_unknown_in_the_cluster"}},
+		{a, []string{"names_kill"}, []string{"names_killed"}},
+		{b, []string{"names_gone"}, []string{"names_freed_in_the_cluster", "names_taken_again"}},
+	} {
+		res := runOn(t, step.on, append([]string{"job", "submit", wasm, "--"}, step.args...)...)
+		if res.Code != 0 || strings.Contains(res.Stdout, "FAIL:") {
+			t.Fatalf("%v: exit %d\nstdout:\n%s\nstderr:\n%s", step.args, res.Code, res.Stdout, res.Stderr)
+		}
+		for _, w := range step.want {
+			if !strings.Contains(res.Stdout, "ok: "+w+"\n") {
+				t.Errorf("%v: no %q in:\n%s", step.args, "ok: "+w, res.Stdout)
+			}
+		}
+	}
+}

@@ -21,6 +21,9 @@ type Command struct {
 	Restart      *Restart      `cbor:"6,keyasint,omitempty"`
 	AddModule    *AddModule    `cbor:"7,keyasint,omitempty"`
 	DeleteModule *DeleteModule `cbor:"8,keyasint,omitempty"`
+	NameActor    *NameActor    `cbor:"9,keyasint,omitempty"`
+	UnnameActor  *UnnameActor  `cbor:"10,keyasint,omitempty"`
+	ForgetNode   *ForgetNode   `cbor:"11,keyasint,omitempty"`
 }
 
 // Submit records a new job, pending on Node.
@@ -111,7 +114,7 @@ func (s *State) Apply(c Command) error {
 func (s *State) apply(c Command) error {
 	n := 0
 	for _, set := range []bool{c.Submit != nil, c.Start != nil, c.End != nil, c.Stop != nil, c.Delete != nil,
-		c.Restart != nil, c.AddModule != nil, c.DeleteModule != nil} {
+		c.Restart != nil, c.AddModule != nil, c.DeleteModule != nil, c.NameActor != nil, c.UnnameActor != nil, c.ForgetNode != nil} {
 		if set {
 			n++
 		}
@@ -181,6 +184,12 @@ func (s *State) apply(c Command) error {
 		return nil
 	case c.AddModule != nil:
 		return s.addModule(c.AddModule)
+	case c.NameActor != nil:
+		return s.nameActor(c.NameActor)
+	case c.UnnameActor != nil:
+		return s.unnameActor(c.UnnameActor)
+	case c.ForgetNode != nil:
+		return s.forgetNode(c.ForgetNode)
 	default:
 		d := c.DeleteModule
 		m, ok := s.modules[d.Digest]

@@ -37,11 +37,12 @@ type snapshot struct {
 	Jobs     []Job           `cbor:"1,keyasint"`
 	Modules  []Module        `cbor:"2,keyasint"`
 	Requests []requestResult `cbor:"3,keyasint,omitempty"` // oldest first
+	Names    []ActorName     `cbor:"4,keyasint,omitempty"`
 }
 
 // Snapshot encodes the whole state.
 func (s *State) Snapshot() ([]byte, error) {
-	snap := snapshot{Jobs: s.Jobs(nil), Modules: s.Modules()}
+	snap := snapshot{Jobs: s.Jobs(nil), Modules: s.Modules(), Names: s.Names(nil)}
 	for _, name := range s.order {
 		snap.Requests = append(snap.Requests, s.requests[name])
 	}
@@ -62,6 +63,10 @@ func Restore(b []byte) (*State, error) {
 	for i := range snap.Modules {
 		m := snap.Modules[i]
 		s.modules[m.Digest] = &m
+	}
+	for i := range snap.Names {
+		n := snap.Names[i]
+		s.names[nameKey(n.Namespace, n.Job, n.Name)] = &n
 	}
 	for _, r := range snap.Requests {
 		if _, dup := s.requests[r.Name]; dup || len(s.order) >= MaxRequests {

@@ -1,5 +1,5 @@
-// Package controlstate is the cluster's replicated control state: jobs and
-// uploaded modules. It is a deterministic state machine with no I/O, no
+// Package controlstate is the cluster's replicated control state: jobs,
+// uploaded modules and named actors. It is a deterministic state machine with no I/O, no
 // clock and no randomness: commands come in (carrying the time and every
 // choice their proposer made), and Apply changes the state the same way on
 // every server, so raft can replicate it by replicating the commands. The
@@ -100,6 +100,7 @@ var (
 type State struct {
 	jobs    map[string]*Job
 	modules map[string]*Module
+	names   map[string]*ActorName // by nameKey
 	// requests are the answers to the last MaxRequests named commands,
 	// and order their names, oldest first.
 	requests map[string]requestResult
@@ -119,7 +120,7 @@ type requestResult struct {
 }
 
 var sentinels = []error{nil, ErrJobExists, ErrNoJob, ErrJobRunning, ErrTooManyJobs, ErrStale, ErrBadCommand,
-	ErrNoModule, ErrModuleInUse, ErrTooManyModule}
+	ErrNoModule, ErrModuleInUse, ErrTooManyModule, ErrNameTaken, ErrTooManyNames}
 
 func (r requestResult) err() error {
 	switch {
@@ -152,7 +153,7 @@ func (s *State) remember(name string, err error) {
 
 // New returns an empty state.
 func New() *State {
-	return &State{jobs: map[string]*Job{}, modules: map[string]*Module{}, requests: map[string]requestResult{}}
+	return &State{jobs: map[string]*Job{}, modules: map[string]*Module{}, names: map[string]*ActorName{}, requests: map[string]requestResult{}}
 }
 
 // Job returns a copy of the job with the ID.

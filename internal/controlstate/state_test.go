@@ -1,8 +1,10 @@
 package controlstate
 
 import (
+	"cmp"
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -145,7 +147,7 @@ func TestModules(t *testing.T) {
 func TestSnapshotRoundTrip(t *testing.T) {
 	s := New()
 	for _, c := range []Command{submit("a"), submit("b"), {Start: &Start{ID: "a", Attempt: 1, Time: 3}},
-		{AddModule: &AddModule{Digest: digest, Size: 9, Node: "n1"}}} {
+		{AddModule: &AddModule{Digest: digest, Size: 9, Node: "n1"}}, nameActor("ns", "", "counter", "a1", "n1")} {
 		if err := s.Apply(c); err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +160,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(r.Jobs(nil), s.Jobs(nil)) || !reflect.DeepEqual(r.Modules(), s.Modules()) {
+	if !reflect.DeepEqual(r.Jobs(nil), s.Jobs(nil)) || !reflect.DeepEqual(r.Modules(), s.Modules()) || !reflect.DeepEqual(r.Names(nil), s.Names(nil)) || len(r.Names(nil)) != 1 {
 		t.Fatal("restored state differs")
 	}
 	if _, err := Restore([]byte{0xff, 0x00}); err == nil {
@@ -171,7 +173,9 @@ func TestSnapshotRoundTrip(t *testing.T) {
 // an equal one.
 func FuzzApply(f *testing.F) {
 	for _, c := range []Command{submit("a"), {Start: &Start{ID: "a", Attempt: 1}}, {End: &End{ID: "a", Attempt: 1, State: Failed, Error: "x"}},
-		{Restart: &Restart{ID: "a", Attempt: 1, Node: "n"}}, {AddModule: &AddModule{Digest: digest, Node: "n"}}, {DeleteModule: &DeleteModule{Digest: digest}}} {
+		{Restart: &Restart{ID: "a", Attempt: 1, Node: "n"}}, {AddModule: &AddModule{Digest: digest, Node: "n"}}, {DeleteModule: &DeleteModule{Digest: digest}},
+		nameActor("ns", "", "x", "a1", "n"), nameActor("", "job", "x", "a1", "n"), {UnnameActor: &UnnameActor{Namespace: "ns", Name: "x", Actor: []byte("a1")}},
+		{ForgetNode: &ForgetNode{Node: "n"}}} {
 		b, err := EncodeCommand(c)
 		if err != nil {
 			f.Fatal(err)
@@ -194,7 +198,7 @@ func FuzzApply(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(r.Jobs(nil), s.Jobs(nil)) {
+		if !reflect.DeepEqual(r.Jobs(nil), s.Jobs(nil)) || !reflect.DeepEqual(r.Names(nil), s.Names(nil)) {
 			t.Fatal("restored state differs")
 		}
 	})
@@ -242,5 +246,84 @@ func TestRetriedRequest(t *testing.T) {
 	}
 	if _, kept := s.requests["r1"]; kept || len(s.requests) != MaxRequests {
 		t.Fatalf("%d request answers kept", len(s.requests))
+	}
+}
+
+func nameActor(ns, job, name, actor, node string) Command {
+	return Command{NameActor: &NameActor{ActorName: ActorName{Namespace: ns, Job: cmp.Or(job, "owner"), Name: name, Actor: []byte(actor), Node: node, Class: "C", Time: 1}}}
+}
+
+// TestNames steps the name registry: a name is held by one actor at a
+// time, in its namespace or its job's own; naming again is no change;
+// only the holder frees it; a dead holder is replaced only by name; a
+// node's names go with it; and bad records are refused.
+func TestNames(t *testing.T) {
+	replace := nameActor("ns", "", "counter", "a3", "n2")
+	replace.NameActor.Replaces = []byte("a1")
+	steps := []struct {
+		cmd  Command
+		want error
+	}{
+		{nameActor("ns", "", "counter", "a1", "n1"), nil},
+		{nameActor("ns", "", "counter", "a1", "n1"), nil}, // again: no change
+		{nameActor("ns", "", "counter", "a2", "n2"), ErrNameTaken},
+		{nameActor("other", "", "counter", "a2", "n2"), nil}, // another namespace
+		{nameActor("", "j1", "counter", "a4", "n1"), nil},    // a job's own
+		{nameActor("", "j2", "counter", "a5", "n1"), nil},
+		{Command{UnnameActor: &UnnameActor{Namespace: "ns", Name: "counter", Actor: []byte("a2")}}, nil}, // not the holder: no change
+		{nameActor("ns", "", "counter", "a2", "n2"), ErrNameTaken},
+		{replace, nil},
+		{Command{UnnameActor: &UnnameActor{Namespace: "ns", Name: "counter", Actor: []byte("a3")}}, nil},
+		{nameActor("ns", "", "counter", "a2", "n2"), nil},
+		{Command{ForgetNode: &ForgetNode{Node: "n2"}}, nil},
+		{nameActor("", "", "x", "a1", "n1"), nil}, // no job: the helper's owner job
+		{nameActor("ns", "", "", "a1", "n1"), ErrBadCommand},
+		{nameActor("ns", "", strings.Repeat("x", MaxNameLength+1), "a1", "n1"), ErrBadCommand},
+		{nameActor("ns", "", "y", "", "n1"), ErrBadCommand},
+		{nameActor("ns", "", "y", "a1", ""), ErrBadCommand},
+		{Command{ForgetNode: &ForgetNode{}}, ErrBadCommand},
+	}
+	s := New()
+	for i, st := range steps {
+		if err := s.Apply(st.cmd); !errors.Is(err, st.want) || (st.want == nil) != (err == nil) {
+			t.Fatalf("step %d: %v, want %v", i, err, st.want)
+		}
+	}
+	var got []string
+	for _, n := range s.Names(nil) {
+		got = append(got, n.Namespace+"/"+n.Job+"/"+n.Name+"="+string(n.Actor)+"@"+n.Node)
+	}
+	want := []string{"/j1/counter=a4@n1", "/j2/counter=a5@n1", "/owner/x=a1@n1"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("names %q, want %q", got, want)
+	}
+	if n, ok := s.Name("", "j1", "counter"); !ok || string(n.Actor) != "a4" {
+		t.Fatalf("Name: %+v %v", n, ok)
+	}
+	if _, ok := s.Name("ns", "", "counter"); ok {
+		t.Fatal("a forgotten node's name is found")
+	}
+	if got := s.NamesOwnedBy(); !reflect.DeepEqual(got, []string{"n1"}) {
+		t.Fatalf("owners %q", got)
+	}
+}
+
+// TestMaxNames fills the registry: past MaxNames a new name is refused
+// with ErrTooManyNames, and freeing one makes room.
+func TestMaxNames(t *testing.T) {
+	s := New()
+	for i := range MaxNames {
+		if err := s.Apply(nameActor("ns", "", strconv.Itoa(i), "a"+strconv.Itoa(i), "n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Apply(nameActor("ns", "", "one more", "b", "n")); !errors.Is(err, ErrTooManyNames) {
+		t.Fatalf("past the limit: %v", err)
+	}
+	if err := s.Apply(Command{UnnameActor: &UnnameActor{Namespace: "ns", Name: "7", Actor: []byte("a7")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(nameActor("ns", "", "one more", "b", "n")); err != nil {
+		t.Fatal(err)
 	}
 }

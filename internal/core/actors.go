@@ -424,6 +424,9 @@ func (c *Core) actorKill(w *worker, m wire.ActorKill) error {
 	if a == nil || a.job != w.job && !a.shared() {
 		return fmt.Errorf("kill: no actor %s in this job", m.Actor.Short())
 	}
+	if a.stub && a.shared() {
+		return fmt.Errorf("kill: actor %s lives on node %s; killing an actor of another node is not supported yet (kill it from a job on node %s)", m.Actor.Short(), a.node, a.node)
+	}
 	if a.stub {
 		return fmt.Errorf("kill: actor %s belongs to the job's root; killing it from a task on another node is not supported yet", m.Actor.Short())
 	}
@@ -460,6 +463,12 @@ func (c *Core) freeName(a *actor) {
 	key := nameKey(a.job, a.namespace, a.name)
 	if c.named[key] == a.id {
 		delete(c.named, key)
+		if c.cfg.Registry && a.reportTo == "" && !a.stub { // the owner's: the registry has it
+			c.emit(UnregisterName{Actor: a.id, Namespace: a.namespace, Name: a.name, Job: a.job.id})
+			if !a.detached {
+				a.job.names--
+			}
+		}
 	}
 }
 

@@ -95,6 +95,9 @@ type Config struct {
 	// Clustered says that other nodes may exist: tasks and actors may be
 	// placed on them once PeerUp names them.
 	Clustered bool
+	// Registry says that the cluster's registry holds actor names
+	// (names.go): the shell answers RegisterName and LookupName.
+	Registry bool
 }
 
 // Core is the state machine. It is not safe for concurrent use: the shell
@@ -111,6 +114,15 @@ type Core struct {
 	objs   map[objects.ID]*object
 	actors map[objects.ID]*actor
 	named  map[string]objects.ID // nameKey: job ID + "/" + name, or a namespace's
+	// naming are the creations waiting for the registry to record their
+	// names, by actor and by nameKey; lookups, the lookups waiting for
+	// it; located, the actors of other nodes lookups found (names.go).
+	naming     map[objects.ID]*nameRequest
+	namingKeys map[string]objects.ID
+	lookups    map[uint64]*lookupRequest
+	nextLookup uint64
+	located    map[objects.ID]locatedActor
+	locatedIDs []objects.ID
 	// detached are the jobs that hold detached actors, by namespace and
 	// module digest (detachedJob).
 	detached     map[string]*job
@@ -199,8 +211,9 @@ func New(cfg Config, store Store) *Core {
 	c := &Core{cfg: cfg, store: store, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		sched: scheduler.New(), tasks: map[objects.ID]*task{}, objs: map[objects.ID]*object{},
 		actors: map[objects.ID]*actor{}, named: map[string]objects.ID{}, groups: map[objects.ID]*group{}, detached: map[string]*job{},
-		departed: map[objects.ID]string{},
-		jobs:     map[JobID]*job{}, workers: map[WorkerID]*worker{}, leases: map[string]*worker{}, timers: map[TimerID]func(){},
+		departed: map[objects.ID]string{}, naming: map[objects.ID]*nameRequest{}, namingKeys: map[string]objects.ID{},
+		lookups: map[uint64]*lookupRequest{}, located: map[objects.ID]locatedActor{},
+		jobs: map[JobID]*job{}, workers: map[WorkerID]*worker{}, leases: map[string]*worker{}, timers: map[TimerID]func(){},
 		modules: map[string]bool{}, fetchingModules: map[string][]pendingRun{}, peers: map[NodeID]bool{},
 		remote: map[NodeID]map[*task]struct{}{}, ended: map[JobID]bool{}, releases: map[releaseKey]map[objects.ID]uint32{},
 		asked: map[askKey]*task{}, askedTasks: map[NodeID]int{}, busyUntil: map[NodeID]Time{}, groupNames: map[string]objects.ID{}, gone: map[NodeID]bool{}}

@@ -1,7 +1,6 @@
 package core
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/objects"
-	"github.com/wasmfabric/fabric/internal/peerwire"
 	"github.com/wasmfabric/fabric/internal/wire"
 )
 
@@ -82,6 +80,8 @@ func (c *Core) workerMessage(w *worker, msg any) error {
 		}
 		id, ok := c.named[nameKey(w.job, m.Namespace, m.Name)]
 		switch {
+		case !ok && c.cfg.Registry:
+			c.lookupName(w, m.Seq, m.Namespace, m.Name)
 		case ok:
 			c.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{id}})
 		case m.Namespace != "":
@@ -193,31 +193,15 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 			c.reply(w, m.Seq, err, wire.Reply{})
 			return nil
 		}
-		if spec.Options.Lifetime == abi.LifetimeDetached {
-			if c.detachedCount() >= maxDetachedActors {
-				c.reply(w, m.Seq, fmt.Errorf("submit: the node has %d detached actors, the most it keeps; kill some (they outlive their jobs)", maxDetachedActors), wire.Reply{})
-				return nil
-			}
-			// Its own job, which outlives this one, and no parent: it is
-			// no part of the creating job's tree.
-			c.createActor(c.detachedJob(cmp.Or(spec.Options.Namespace, abi.DefaultNamespace), w.job.digest), nil, spec, id, nil)
-			c.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{id}})
+		if spec.Options.Lifetime == abi.LifetimeDetached && c.detachedCount() >= maxDetachedActors {
+			c.reply(w, m.Seq, fmt.Errorf("submit: the node has %d detached actors, the most it keeps; kill some (they outlive their jobs)", maxDetachedActors), wire.Reply{})
 			return nil
 		}
-		a := c.createActor(w.job, parent, spec, id, nil)
-		if w.job.root == "" {
-			c.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{id}})
+		if c.cfg.Registry && spec.Options.Name != "" {
+			c.registerName(w, m.Seq, parent, spec, id) // makeActor once the cluster's registry holds the name
 			return nil
 		}
-		// A share's actor: the job's root learns of it before the guest
-		// holds a handle it could pass on, so that calls from anywhere,
-		// which go to the root, find it.
-		if a.state == actorDead {
-			c.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{id}})
-			return nil
-		}
-		a.registering = &pendingReply{w: w, seq: m.Seq}
-		c.sendPeer(w.job.root, &peerwire.RegisterActor{Job: string(w.job.id), Actor: id, Class: a.class})
+		c.makeActor(w, m.Seq, parent, spec, id)
 		return nil
 	}
 	taskID, err := c.freshIDs(m.IDs, false)
@@ -242,6 +226,9 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 		a = c.actors[aid]
 		if a != nil && a.reportTo != "" && a.state == actorDead && a.job == w.job {
 			a = nil // a copy that died here: the actor may live on elsewhere, which the root knows
+		}
+		if a == nil {
+			a = c.stubFor(w.job, aid) // an actor of another node that a lookup found
 		}
 		if a == nil && w.job.root != "" && !aid.IsNil() {
 			// A handle this share has not seen: the job's root owns the actor.

@@ -13,6 +13,9 @@ import (
 // node's share of a job whose driver runs on another node (its root).
 type job struct {
 	id JobID
+	// names counts the names the job holds or asks for in the cluster's
+	// registry (names.go).
+	names int
 	// exitCode is the code its driver exited with, when not 0.
 	exitCode uint32
 	digest   string
@@ -147,7 +150,7 @@ func (c *Core) endJob(j *job) {
 	for _, id := range sortedIDs(c.actors) {
 		a := c.actors[id]
 		if a.job == j {
-			if a.shared() && a.state != actorDead {
+			if a.shared() && a.state != actorDead && !a.stub { // a stub's actor lives on
 				a.cause = "its job ended"
 				c.rememberDeparted(a)
 			}

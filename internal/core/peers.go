@@ -103,6 +103,7 @@ func (c *Core) peerDown(node NodeID, gone bool) {
 	if !gone {
 		return
 	}
+	c.forgetLocated(node)
 	jobs := make([]JobID, 0, len(c.jobs))
 	for id := range c.jobs {
 		jobs = append(jobs, id)
@@ -755,8 +756,14 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 	case peerwire.RunActorCall:
 		aid, _ := objects.IDFromBytes(spec.Actor)
 		a := c.actors[aid]
-		if a == nil || a.job != j || (a.stub && j.root != "") || (a.reportTo != "" && a.incarnation != m.Incarnation) {
-			ev, _ := wire.Marshal(abi.ErrorValue{Kind: abi.KindActorDied, Message: fmt.Sprintf("actor %s is not on node %s (it died or moved)", aid.Short(), c.cfg.Node), Task: spec.Func})
+		// Another job's call reaches a namespace's actor (its caller found
+		// it in the registry).
+		if a == nil || a.job != j && !a.shared() || (a.stub && (a.job != j || j.root != "")) || (a.reportTo != "" && a.incarnation != m.Incarnation) {
+			msg := fmt.Sprintf("actor %s is not on node %s (it died or moved)", aid.Short(), c.cfg.Node)
+			if a != nil && a.job != j && !a.shared() {
+				msg = fmt.Sprintf("actor %s is another job's and in no namespace: other jobs cannot call it", aid.Short())
+			}
+			ev, _ := wire.Marshal(abi.ErrorValue{Kind: abi.KindActorDied, Message: msg, Task: spec.Func})
 			c.sendPeer(from, &peerwire.TaskDone{Job: m.Job, Task: m.Task, Attempt: m.Attempt, Error: ev})
 			c.dropImports(j, m.Refs, from)
 			return

@@ -403,7 +403,7 @@ func (h *harness) newNode(name string, a args) {
 	cpu := a.int("cpu", 2)
 	cfg := Config{Node: NodeID(name), Resources: scheduler.Resources{CPU: scheduler.Quantity(float64(cpu)), Memory: 1 << 30},
 		MaxWorkers: a.int("max-workers", 8), MaxInstances: a.int("max-instances", 0), Leases: a.int("leases", 0) == 1, InlineMax: a.int("inline", 1000), HeapBudget: int64(a.int("heap", 1<<20)),
-		Seed: 1, Clustered: a.has("clustered")}
+		Seed: 1, Clustered: a.has("clustered"), Registry: a.has("registry")}
 	if l, ok := a.kv["labels"]; ok {
 		cfg.Labels = labels(l)
 	}
@@ -520,6 +520,18 @@ func (h *harness) run(line string) (out []string) {
 		ev = AddObject{ID: h.id(a.pos[0]), Inline: value(a.kv["value"])}
 	case "continue":
 		ev = Continue{}
+	case "registered": // registered A1 [err=...] [holder=A2 at=n2 class=K]
+		e := NameRegistered{Actor: h.id(a.pos[0]), Err: a.kv["err"]}
+		if hd := a.kv["holder"]; hd != "" {
+			e.Holder = &NamedActor{Actor: h.id(hd), Node: NodeID(a.kv["at"]), Class: a.kv["class"]}
+		}
+		ev = e
+	case "found": // found seq=1 [A1 at=n2 class=K] [err=...]
+		e := NameFound{Seq: uint64(a.int("seq", 0)), Err: a.kv["err"]}
+		if len(a.pos) > 0 {
+			e.Holder = &NamedActor{Actor: h.id(a.pos[0]), Node: NodeID(a.kv["at"]), Class: a.kv["class"]}
+		}
+		ev = e
 	case "delete-object":
 		ev = DeleteObject{ID: h.id(a.pos[0])}
 	case "from":
@@ -893,6 +905,19 @@ func (h *harness) describe(n *harnessNode, e Effect) string {
 		return fmt.Sprintf("pull %s from=%s as=%s size=%d job=%s", h.name(e.ID), e.From, h.name(e.As), e.Size, e.Job)
 	case TrimStore:
 		return "trim"
+	case RegisterName:
+		out := fmt.Sprintf("register-name %s ns=%q name=%q job=%s class=%s", h.name(e.Actor), e.Namespace, e.Name, e.Job, e.Class)
+		if e.Detached {
+			out += " detached"
+		}
+		if !e.Replaces.IsNil() {
+			out += " replaces=" + h.name(e.Replaces)
+		}
+		return out
+	case UnregisterName:
+		return fmt.Sprintf("unregister-name %s ns=%q name=%q job=%s", h.name(e.Actor), e.Namespace, e.Name, e.Job)
+	case LookupName:
+		return fmt.Sprintf("lookup-name seq=%d ns=%q name=%q job=%s", e.Seq, e.Namespace, e.Name, e.Job)
 	case Yield:
 		return "yield"
 	}

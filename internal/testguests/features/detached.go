@@ -15,6 +15,10 @@ func init() {
 	moreCases["namespaces"] = namespaces
 	moreCases["detached_create"] = detachedCreate
 	moreCases["detached_use"] = detachedUse
+	moreCases["names_create"] = namesCreate
+	moreCases["names_use"] = namesUse
+	moreCases["names_kill"] = namesKill
+	moreCases["names_gone"] = namesGone
 }
 
 // Keeper is an actor whose state outlives the job that made it.
@@ -100,5 +104,59 @@ func detachedUse() error {
 	_, err = sdk.GetActor(keeperClass, "keeper", sdk.InNamespace("svc"))
 	_, cerr := keeperAdd.Remote(h, 1).Get()
 	check("detached_killed", kerr == nil && err != nil && errors.Is(cerr, sdk.ErrActorDied), fmt.Sprint(kerr, err, cerr))
+	return nil
+}
+
+// namesCreate makes a detached actor in namespace "xnode" that jobs on
+// other nodes use (TestNamesAcrossNodes).
+func namesCreate() error {
+	h := keeperClass.Options(sdk.Name("shared"), sdk.Namespace("xnode"), sdk.Detached()).Remote()
+	v, err := keeperAdd.Remote(h, 5).Get()
+	check("names_created", err == nil && v == 5, fmt.Sprint(v, err))
+	return nil
+}
+
+// namesUse, in a job on another node: the actor is found through the
+// control plane and called there; its name is taken in the cluster, and
+// get_if_exists gives the same actor.
+func namesUse() error {
+	h, err := sdk.GetActor(keeperClass, "shared", sdk.InNamespace("xnode"))
+	if err != nil {
+		check("names_found_on_another_node", false, err)
+		return nil
+	}
+	v, err := keeperAdd.Remote(h, 1).Get()
+	check("names_found_on_another_node", err == nil && v == 6, fmt.Sprint(v, err))
+	_, err = keeperAdd.Remote(keeperClass.Options(sdk.Name("shared"), sdk.Namespace("xnode"), sdk.Detached()).Remote(), 1).Get()
+	check("names_taken_in_the_cluster", err != nil && strings.Contains(err.Error(), `an actor named "shared" already exists in namespace "xnode", on node`), err)
+	same := keeperClass.Options(sdk.Name("shared"), sdk.Namespace("xnode"), sdk.Detached(), sdk.GetIfExists()).Remote()
+	v, err = keeperAdd.Remote(same, 1).Get()
+	check("names_get_if_exists_across_nodes", err == nil && same.ID() == h.ID() && v == 7, fmt.Sprint(v, err))
+	kerr := sdk.Kill(h, true)
+	check("names_kill_elsewhere_refused", kerr != nil && strings.Contains(kerr.Error(), "killing an actor of another node is not supported yet"), kerr)
+	_, err = sdk.GetActor(keeperClass, "nobody", sdk.InNamespace("xnode"))
+	check("names_unknown_in_the_cluster", err != nil && strings.Contains(err.Error(), `no actor named "nobody" in namespace "xnode" in the cluster`), err)
+	return nil
+}
+
+// namesKill, in a job on the actor's node: kills it, which frees its
+// name in the cluster.
+func namesKill() error {
+	h, err := sdk.GetActor(keeperClass, "shared", sdk.InNamespace("xnode"))
+	if err == nil {
+		err = sdk.Kill(h, true)
+	}
+	check("names_killed", err == nil, err)
+	return nil
+}
+
+// namesGone, in a job on another node: the killed actor's name is free
+// in the cluster; a new actor takes it.
+func namesGone() error {
+	_, err := sdk.GetActor(keeperClass, "shared", sdk.InNamespace("xnode"))
+	check("names_freed_in_the_cluster", err != nil && strings.Contains(err.Error(), "no actor named"), err)
+	h := keeperClass.Options(sdk.Name("shared"), sdk.Namespace("xnode")).Remote()
+	v, err := keeperAdd.Remote(h, 3).Get()
+	check("names_taken_again", err == nil && v == 3, fmt.Sprint(v, err))
 	return nil
 }
