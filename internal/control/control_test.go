@@ -143,6 +143,11 @@ func TestReplication(t *testing.T) {
 	if err := s1.Apply(submit("j0"), 5*time.Second); !errors.Is(err, controlstate.ErrJobExists) {
 		t.Fatalf("a duplicate submission: %v", err)
 	}
+	// A follower that the leader has not reached yet knows no leader
+	// (the 20 commits needed only s1 and s3): wait until s2 has heard.
+	for deadline := time.Now().Add(10 * time.Second); tc.servers["s2"].Leader() != "s1" && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	var nl *NotLeaderError
 	if err := tc.servers["s2"].Apply(submit("x"), time.Second); !errors.As(err, &nl) || nl.Leader != "s1" {
 		t.Fatalf("a follower's apply: %v", err)
