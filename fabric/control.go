@@ -39,6 +39,7 @@ type controlRequest struct {
 	Forwarded bool   `cbor:"4,keyasint,omitempty"` // by a follower to its leader
 	Namespace string `cbor:"5,keyasint,omitempty"` // "name": the name's namespace and name (ID: the job)
 	Name      string `cbor:"6,keyasint,omitempty"`
+	Group     bool   `cbor:"7,keyasint,omitempty"` // "name": a placement group's
 }
 
 // controlAnswer is a server's answer: Code names the error's kind.
@@ -184,7 +185,7 @@ func (a *Agent) serveControl(ctx context.Context, req controlRequest) controlAns
 		}
 	case "name":
 		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) {
-			if n, ok := s.Name(req.Namespace, req.ID, req.Name); ok {
+			if n, ok := s.Name(req.Group, req.Namespace, req.ID, req.Name); ok {
 				ans.Names = []controlstate.ActorName{n}
 			}
 		})

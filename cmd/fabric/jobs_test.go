@@ -545,7 +545,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 // found by name by a job on another agent, through the control plane, and
 // called there; its name is the cluster's (taken on the other agent too,
 // and get_if_exists gives the same actor); killed, its name is free on
-// every agent.
+// every agent. A detached placement group's name is the cluster's too.
 func TestNamesAcrossNodes(t *testing.T) {
 	isolateLocalAgents(t)
 	wasm := testrig.Guest(t, "internal/testguests/features")
@@ -557,10 +557,10 @@ func TestNamesAcrossNodes(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{a, []string{"names_create"}, []string{"names_created"}},
-		{b, []string{"names_use"}, []string{"names_found_on_another_node", "names_taken_in_the_cluster", "names_get_if_exists_across_nodes", "names_kill_elsewhere_refused", "names_unknown_in_the_cluster"}},
-		{a, []string{"names_kill"}, []string{"names_killed"}},
-		{b, []string{"names_gone"}, []string{"names_freed_in_the_cluster", "names_taken_again"}},
+		{a, []string{"names_create"}, []string{"names_created", "names_group_created"}},
+		{b, []string{"names_use"}, []string{"names_found_on_another_node", "names_taken_in_the_cluster", "names_get_if_exists_across_nodes", "names_group_name_taken_in_the_cluster", "names_kill_elsewhere_refused", "names_unknown_in_the_cluster"}},
+		{a, []string{"names_kill"}, []string{"names_killed", "names_group_removed"}},
+		{b, []string{"names_gone"}, []string{"names_freed_in_the_cluster", "names_taken_again", "names_group_name_taken_again"}},
 	} {
 		res := runOn(t, step.on, append([]string{"job", "submit", wasm, "--"}, step.args...)...)
 		if res.Code != 0 || strings.Contains(res.Stdout, "FAIL:") {

@@ -66,7 +66,7 @@ func Restore(b []byte) (*State, error) {
 	}
 	for i := range snap.Names {
 		n := snap.Names[i]
-		s.names[nameKey(n.Namespace, n.Job, n.Name)] = &n
+		s.names[nameKey(n.Group, n.Namespace, n.Job, n.Name)] = &n
 	}
 	for _, r := range snap.Requests {
 		if _, dup := s.requests[r.Name]; dup || len(s.order) >= MaxRequests {

@@ -8,9 +8,11 @@ import (
 	"strings"
 )
 
-// ActorName is a named actor's record: which actor holds a name, and the
-// node that owns it, so that a job on any node finds it. A name is in a
-// namespace, where every job finds it, or (Namespace empty) the job's own.
+// ActorName is a named actor's record, or a named placement group's
+// (Group): which actor or group holds a name, and the node that owns it,
+// so that a job on any node finds it. A name is in a namespace, where
+// every job finds it, or (Namespace empty) the job's own. Actors and
+// groups have names of their own: an actor and a group may share one.
 type ActorName struct {
 	Namespace string `cbor:"1,keyasint,omitempty" json:"namespace,omitempty"`
 	Name      string `cbor:"2,keyasint" json:"name"`
@@ -22,6 +24,7 @@ type ActorName struct {
 	Class    string `cbor:"6,keyasint,omitempty" json:"class,omitempty"`
 	Detached bool   `cbor:"7,keyasint,omitempty" json:"detached,omitempty"`
 	Time     int64  `cbor:"8,keyasint" json:"created"`
+	Group    bool   `cbor:"9,keyasint,omitempty" json:"group,omitempty"`
 }
 
 // NameActor records that Actor, owned by Node, holds a name. It fails
@@ -40,6 +43,7 @@ type UnnameActor struct {
 	Name      string `cbor:"2,keyasint"`
 	Job       string `cbor:"3,keyasint,omitempty"`
 	Actor     []byte `cbor:"4,keyasint"`
+	Group     bool   `cbor:"5,keyasint,omitempty"`
 }
 
 // ForgetNode frees every name a node owns: the node has left the
@@ -64,12 +68,17 @@ var (
 	ErrTooManyNames = errors.New("controlstate: too many named actors")
 )
 
-// nameKey is a name's key: in its namespace, or in its job's own.
-func nameKey(namespace, job, name string) string {
-	if namespace == "" {
-		return "job\x00" + job + "\x00" + name
+// nameKey is a name's key: in its namespace, or in its job's own; a
+// group's apart from actors'.
+func nameKey(group bool, namespace, job, name string) string {
+	kind := "actor\x00"
+	if group {
+		kind = "group\x00"
 	}
-	return "ns\x00" + namespace + "\x00" + name
+	if namespace == "" {
+		return kind + "job\x00" + job + "\x00" + name
+	}
+	return kind + "ns\x00" + namespace + "\x00" + name
 }
 
 func (s *State) nameActor(c *NameActor) error {
@@ -84,13 +93,17 @@ func (s *State) nameActor(c *NameActor) error {
 	case !validNode(n.Node):
 		return fmt.Errorf("%w: node %q", ErrBadCommand, n.Node)
 	}
-	key := nameKey(n.Namespace, n.Job, n.Name)
+	key := nameKey(n.Group, n.Namespace, n.Job, n.Name)
 	if have, ok := s.names[key]; ok {
 		switch {
 		case bytes.Equal(have.Actor, n.Actor):
 			return nil
 		case len(c.Replaces) == 0 || !bytes.Equal(have.Actor, c.Replaces):
-			return fmt.Errorf("%w: %q is actor %x's, owned by node %s", ErrNameTaken, n.Name, have.Actor, have.Node)
+			what := "actor"
+			if n.Group {
+				what = "placement group"
+			}
+			return fmt.Errorf("%w: %q is %s %x's, owned by node %s", ErrNameTaken, n.Name, what, have.Actor, have.Node)
 		}
 	} else if len(s.names) >= MaxNames {
 		return fmt.Errorf("%w: %d; kill some named actors", ErrTooManyNames, len(s.names))
@@ -102,7 +115,7 @@ func (s *State) nameActor(c *NameActor) error {
 }
 
 func (s *State) unnameActor(c *UnnameActor) error {
-	key := nameKey(c.Namespace, c.Job, c.Name)
+	key := nameKey(c.Group, c.Namespace, c.Job, c.Name)
 	if have, ok := s.names[key]; ok && bytes.Equal(have.Actor, c.Actor) {
 		delete(s.names, key)
 	}
@@ -121,10 +134,10 @@ func (s *State) forgetNode(c *ForgetNode) error {
 	return nil
 }
 
-// Name returns the record of a name in a namespace, or (namespace empty)
-// in job's own names.
-func (s *State) Name(namespace, job, name string) (ActorName, bool) {
-	n, ok := s.names[nameKey(namespace, job, name)]
+// Name returns the record of an actor's name (a group's, with group) in
+// a namespace, or (namespace empty) in job's own names.
+func (s *State) Name(group bool, namespace, job, name string) (ActorName, bool) {
+	n, ok := s.names[nameKey(group, namespace, job, name)]
 	if !ok {
 		return ActorName{}, false
 	}
@@ -133,8 +146,8 @@ func (s *State) Name(namespace, job, name string) (ActorName, bool) {
 	return c, true
 }
 
-// Names returns copies of the names that match keep (nil: all), by
-// namespace, job and name.
+// Names returns copies of the names that match keep (nil: all): actors'
+// first, then groups', by namespace, job and name.
 func (s *State) Names(keep func(*ActorName) bool) []ActorName {
 	keys := make([]string, 0, len(s.names))
 	for k, n := range s.names {

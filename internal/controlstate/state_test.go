@@ -259,6 +259,10 @@ func nameActor(ns, job, name, actor, node string) Command {
 // node's names go with it; and bad records are refused.
 func TestNames(t *testing.T) {
 	replace := nameActor("ns", "", "counter", "a3", "n2")
+	group := nameActor("ns", "", "counter", "g1", "n3")
+	group.NameActor.Group = true
+	groupTaken := nameActor("ns", "", "counter", "g2", "n3")
+	groupTaken.NameActor.Group = true
 	replace.NameActor.Replaces = []byte("a1")
 	steps := []struct {
 		cmd  Command
@@ -282,6 +286,10 @@ func TestNames(t *testing.T) {
 		{nameActor("ns", "", "y", "", "n1"), ErrBadCommand},
 		{nameActor("ns", "", "y", "a1", ""), ErrBadCommand},
 		{Command{ForgetNode: &ForgetNode{}}, ErrBadCommand},
+		{group, nil}, // a group's name apart from the actors'
+		{group, nil},
+		{groupTaken, ErrNameTaken},
+		{Command{UnnameActor: &UnnameActor{Namespace: "ns", Name: "counter", Job: "owner", Actor: []byte("g1")}}, nil}, // an actor's: no change
 	}
 	s := New()
 	for i, st := range steps {
@@ -293,17 +301,20 @@ func TestNames(t *testing.T) {
 	for _, n := range s.Names(nil) {
 		got = append(got, n.Namespace+"/"+n.Job+"/"+n.Name+"="+string(n.Actor)+"@"+n.Node)
 	}
-	want := []string{"/j1/counter=a4@n1", "/j2/counter=a5@n1", "/owner/x=a1@n1"}
+	want := []string{"/j1/counter=a4@n1", "/j2/counter=a5@n1", "/owner/x=a1@n1", "ns/owner/counter=g1@n3"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("names %q, want %q", got, want)
 	}
-	if n, ok := s.Name("", "j1", "counter"); !ok || string(n.Actor) != "a4" {
+	if n, ok := s.Name(false, "", "j1", "counter"); !ok || string(n.Actor) != "a4" {
 		t.Fatalf("Name: %+v %v", n, ok)
 	}
-	if _, ok := s.Name("ns", "", "counter"); ok {
+	if _, ok := s.Name(false, "ns", "", "counter"); ok {
 		t.Fatal("a forgotten node's name is found")
 	}
-	if got := s.NamesOwnedBy(); !reflect.DeepEqual(got, []string{"n1"}) {
+	if n, ok := s.Name(true, "ns", "", "counter"); !ok || string(n.Actor) != "g1" {
+		t.Fatalf("a group's Name: %+v %v", n, ok)
+	}
+	if got := s.NamesOwnedBy(); !reflect.DeepEqual(got, []string{"n1", "n3"}) {
 		t.Fatalf("owners %q", got)
 	}
 }

@@ -117,12 +117,15 @@ type Core struct {
 	// naming are the creations waiting for the registry to record their
 	// names, by actor and by nameKey; lookups, the lookups waiting for
 	// it; located, the actors of other nodes lookups found (names.go).
-	naming     map[objects.ID]*nameRequest
-	namingKeys map[string]objects.ID
-	lookups    map[uint64]*lookupRequest
-	nextLookup uint64
-	located    map[objects.ID]locatedActor
-	locatedIDs []objects.ID
+	naming map[objects.ID]*nameRequest
+	// namingGroups are the detached groups waiting for the registry to
+	// record their names (groups.go).
+	namingGroups map[objects.ID]*groupNaming
+	namingKeys   map[string]objects.ID
+	lookups      map[uint64]*lookupRequest
+	nextLookup   uint64
+	located      map[objects.ID]locatedActor
+	locatedIDs   []objects.ID
 	// detached are the jobs that hold detached actors, by namespace and
 	// module digest (detachedJob).
 	detached     map[string]*job
@@ -211,7 +214,7 @@ func New(cfg Config, store Store) *Core {
 	c := &Core{cfg: cfg, store: store, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		sched: scheduler.New(), tasks: map[objects.ID]*task{}, objs: map[objects.ID]*object{},
 		actors: map[objects.ID]*actor{}, named: map[string]objects.ID{}, groups: map[objects.ID]*group{}, detached: map[string]*job{},
-		departed: map[objects.ID]string{}, naming: map[objects.ID]*nameRequest{}, namingKeys: map[string]objects.ID{},
+		departed: map[objects.ID]string{}, naming: map[objects.ID]*nameRequest{}, namingGroups: map[objects.ID]*groupNaming{}, namingKeys: map[string]objects.ID{},
 		lookups: map[uint64]*lookupRequest{}, located: map[objects.ID]locatedActor{},
 		jobs: map[JobID]*job{}, workers: map[WorkerID]*worker{}, leases: map[string]*worker{}, timers: map[TimerID]func(){},
 		modules: map[string]bool{}, fetchingModules: map[string][]pendingRun{}, peers: map[NodeID]bool{},

@@ -117,9 +117,57 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 		return nil
 	}
 	sg.ID = g.schedID()
+	if c.cfg.Registry && detached && spec.Name != "" {
+		// Its name is the cluster's: placed once the registry has it.
+		c.namingGroups[id] = &groupNaming{g: g, sg: sg}
+		c.emit(RegisterName{Group: true, Actor: id, Namespace: abi.DefaultNamespace, Name: spec.Name, Job: j.id, Detached: true})
+		return nil
+	}
 	c.sched.CreateGroup(sg)
 	c.schedule()
 	return nil
+}
+
+// groupNaming is a detached group waiting for the registry to record its
+// name before it is placed.
+type groupNaming struct {
+	g         *group
+	sg        scheduler.Group
+	replacing bool
+}
+
+// groupNamed applies the registry's answer for a group's name.
+func (c *Core) groupNamed(e NameRegistered, r *groupNaming) {
+	g, h := r.g, e.Holder
+	name := g.spec.Name
+	if e.Err != "" && h != nil && h.Node == c.cfg.Node && !r.replacing && c.groups[h.Actor] == nil {
+		// Held by a group of this node that is gone (the registry never
+		// heard): take its place.
+		r.replacing = true
+		c.emit(RegisterName{Group: true, Actor: g.id, Namespace: abi.DefaultNamespace, Name: name, Job: g.job.id, Detached: true, Replaces: h.Actor})
+		return
+	}
+	delete(c.namingGroups, g.id)
+	if c.groups[g.id] != g { // removed meanwhile
+		if e.Err == "" {
+			c.emit(UnregisterName{Group: true, Actor: g.id, Namespace: abi.DefaultNamespace, Name: name, Job: g.job.id})
+		}
+		return
+	}
+	if e.Err == "" {
+		c.sched.CreateGroup(r.sg)
+		c.schedule()
+		return
+	}
+	g.failed = "was refused: the cluster's registry could not record its name: " + e.Err
+	if h != nil {
+		g.failed = fmt.Sprintf("was refused: the name %q is taken by placement group %s on node %s", name, h.Actor.Short(), h.Node)
+	}
+	if key := groupKey(g.job, name); c.groupNames[key] == g.id {
+		delete(c.groupNames, key)
+	}
+	g.spec.Name = "" // not its name
+	g.fire()
 }
 
 // groupKey is a group's key in Core.groupNames: its job's ID and its
@@ -265,6 +313,9 @@ func (c *Core) removeGroup(g *group, why string) {
 	g.charge = 0
 	if key := groupKey(g.job, g.spec.Name); g.spec.Name != "" && c.groupNames[key] == g.id {
 		delete(c.groupNames, key)
+		if c.cfg.Registry && g.job.detachedKey != "" {
+			c.emit(UnregisterName{Group: true, Actor: g.id, Namespace: abi.DefaultNamespace, Name: g.spec.Name, Job: g.job.id})
+		}
 	}
 	defer c.maybeEndDetached(g.job)
 	if g.failed == "" {

@@ -25,7 +25,7 @@ func (c *Core) CheckInvariants() error {
 	}
 	for key, id := range c.groupNames {
 		g := c.groups[id]
-		if g == nil || string(g.job.id)+"/"+g.spec.Name != key {
+		if g == nil || groupKey(g.job, g.spec.Name) != key {
 			bad("placement group name %q names group %s, which is gone or named otherwise", key, id.Short())
 		}
 	}

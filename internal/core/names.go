@@ -21,10 +21,12 @@ import (
 // registry when its actor dies (UnregisterName) or, by the registry's
 // leader, when its node leaves the cluster.
 
-// RegisterName asks the registry to record that Actor holds a name; the
-// shell answers with NameRegistered. Replaces names an actor of this node
-// that held the name and is dead.
+// RegisterName asks the registry to record that Actor (a placement
+// group, with Group) holds a name; the shell answers with NameRegistered.
+// Replaces names an actor or group of this node that held the name and
+// is gone.
 type RegisterName struct {
+	Group     bool
 	Actor     objects.ID
 	Namespace string
 	Name      string
@@ -37,6 +39,7 @@ type RegisterName struct {
 // UnregisterName frees a name in the registry if Actor still holds it.
 // Nothing answers it.
 type UnregisterName struct {
+	Group     bool
 	Actor     objects.ID
 	Namespace string
 	Name      string
@@ -46,6 +49,7 @@ type UnregisterName struct {
 // LookupName asks the registry which actor holds a name in a namespace
 // (or in Job's own names); the shell answers with NameFound.
 type LookupName struct {
+	Group     bool
 	Seq       uint64
 	Namespace string
 	Name      string
@@ -186,6 +190,10 @@ func (c *Core) registration(r *nameRequest, replaces objects.ID) RegisterName {
 func (c *Core) alive(w *worker) bool { return c.workers[w.id] == w && !w.job.done }
 
 func (e NameRegistered) apply(c *Core) {
+	if gr := c.namingGroups[e.Actor]; gr != nil {
+		c.groupNamed(e, gr)
+		return
+	}
 	r := c.naming[e.Actor]
 	if r == nil {
 		return

@@ -906,7 +906,11 @@ func (h *harness) describe(n *harnessNode, e Effect) string {
 	case TrimStore:
 		return "trim"
 	case RegisterName:
-		out := fmt.Sprintf("register-name %s ns=%q name=%q job=%s class=%s", h.name(e.Actor), e.Namespace, e.Name, e.Job, e.Class)
+		kind := "register-name"
+		if e.Group {
+			kind = "register-group-name"
+		}
+		out := fmt.Sprintf(kind+" %s ns=%q name=%q job=%s class=%s", h.name(e.Actor), e.Namespace, e.Name, e.Job, e.Class)
 		if e.Detached {
 			out += " detached"
 		}
@@ -915,6 +919,9 @@ func (h *harness) describe(n *harnessNode, e Effect) string {
 		}
 		return out
 	case UnregisterName:
+		if e.Group {
+			return fmt.Sprintf("unregister-group-name %s ns=%q name=%q job=%s", h.name(e.Actor), e.Namespace, e.Name, e.Job)
+		}
 		return fmt.Sprintf("unregister-name %s ns=%q name=%q job=%s", h.name(e.Actor), e.Namespace, e.Name, e.Job)
 	case LookupName:
 		return fmt.Sprintf("lookup-name seq=%d ns=%q name=%q job=%s", e.Seq, e.Namespace, e.Name, e.Job)

@@ -113,6 +113,11 @@ func namesCreate() error {
 	h := keeperClass.Options(sdk.Name("shared"), sdk.Namespace("xnode"), sdk.Detached()).Remote()
 	v, err := keeperAdd.Remote(h, 5).Get()
 	check("names_created", err == nil && v == 5, fmt.Sprint(v, err))
+	pg, err := sdk.NewPlacementGroup([]sdk.Bundle{{"CPU": 0.25}}, "PACK", sdk.GroupName("xnode-pg"), sdk.GroupDetached())
+	if err == nil {
+		err = pg.Ready(sdk.Timeout(10 * time.Second))
+	}
+	check("names_group_created", err == nil, err)
 	return nil
 }
 
@@ -132,6 +137,11 @@ func namesUse() error {
 	same := keeperClass.Options(sdk.Name("shared"), sdk.Namespace("xnode"), sdk.Detached(), sdk.GetIfExists()).Remote()
 	v, err = keeperAdd.Remote(same, 1).Get()
 	check("names_get_if_exists_across_nodes", err == nil && same.ID() == h.ID() && v == 7, fmt.Sprint(v, err))
+	pg, err := sdk.NewPlacementGroup([]sdk.Bundle{{"CPU": 0.25}}, "PACK", sdk.GroupName("xnode-pg"), sdk.GroupDetached())
+	if err == nil {
+		err = pg.Ready(sdk.Timeout(10 * time.Second))
+	}
+	check("names_group_name_taken_in_the_cluster", err != nil && strings.Contains(err.Error(), `the name "xnode-pg" is taken by placement group`), err)
 	kerr := sdk.Kill(h, true)
 	check("names_kill_elsewhere_refused", kerr != nil && strings.Contains(kerr.Error(), "killing an actor of another node is not supported yet"), kerr)
 	_, err = sdk.GetActor(keeperClass, "nobody", sdk.InNamespace("xnode"))
@@ -147,6 +157,11 @@ func namesKill() error {
 		err = sdk.Kill(h, true)
 	}
 	check("names_killed", err == nil, err)
+	pg, err := sdk.GetPlacementGroup("xnode-pg")
+	if err == nil {
+		err = sdk.RemovePlacementGroup(pg)
+	}
+	check("names_group_removed", err == nil, err)
 	return nil
 }
 
@@ -158,5 +173,13 @@ func namesGone() error {
 	h := keeperClass.Options(sdk.Name("shared"), sdk.Namespace("xnode")).Remote()
 	v, err := keeperAdd.Remote(h, 3).Get()
 	check("names_taken_again", err == nil && v == 3, fmt.Sprint(v, err))
-	return nil
+	pg, err := sdk.NewPlacementGroup([]sdk.Bundle{{"CPU": 0.25}}, "PACK", sdk.GroupName("xnode-pg"), sdk.GroupDetached())
+	if err == nil {
+		err = pg.Ready(sdk.Timeout(10 * time.Second))
+	}
+	check("names_group_name_taken_again", err == nil, err)
+	if err == nil {
+		err = sdk.RemovePlacementGroup(pg)
+	}
+	return err
 }
