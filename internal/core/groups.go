@@ -117,10 +117,10 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 		return nil
 	}
 	sg.ID = g.schedID()
-	if c.cfg.Registry && detached && spec.Name != "" {
+	if c.cfg.Registry && spec.Name != "" {
 		// Its name is the cluster's: placed once the registry has it.
 		c.namingGroups[id] = &groupNaming{g: g, sg: sg}
-		c.emit(RegisterName{Group: true, Actor: id, Namespace: abi.DefaultNamespace, Name: spec.Name, Job: j.id, Detached: true})
+		c.emit(RegisterName{Group: true, Actor: id, Namespace: groupSpace(g), Name: spec.Name, Job: j.id, Detached: detached})
 		return nil
 	}
 	c.sched.CreateGroup(sg)
@@ -128,7 +128,16 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 	return nil
 }
 
-// groupNaming is a detached group waiting for the registry to record its
+// groupSpace is the namespace of a group's name in the registry: the
+// default one for a detached group, none (its job's own) otherwise.
+func groupSpace(g *group) string {
+	if g.job.detachedKey != "" {
+		return abi.DefaultNamespace
+	}
+	return ""
+}
+
+// groupNaming is a named group waiting for the registry to record its
 // name before it is placed.
 type groupNaming struct {
 	g         *group
@@ -144,13 +153,13 @@ func (c *Core) groupNamed(e NameRegistered, r *groupNaming) {
 		// Held by a group of this node that is gone (the registry never
 		// heard): take its place.
 		r.replacing = true
-		c.emit(RegisterName{Group: true, Actor: g.id, Namespace: abi.DefaultNamespace, Name: name, Job: g.job.id, Detached: true, Replaces: h.Actor})
+		c.emit(RegisterName{Group: true, Actor: g.id, Namespace: groupSpace(g), Name: name, Job: g.job.id, Detached: g.job.detachedKey != "", Replaces: h.Actor})
 		return
 	}
 	delete(c.namingGroups, g.id)
 	if c.groups[g.id] != g { // removed meanwhile
 		if e.Err == "" {
-			c.emit(UnregisterName{Group: true, Actor: g.id, Namespace: abi.DefaultNamespace, Name: name, Job: g.job.id})
+			c.emit(UnregisterName{Group: true, Actor: g.id, Namespace: groupSpace(g), Name: name, Job: g.job.id})
 		}
 		return
 	}
@@ -313,8 +322,8 @@ func (c *Core) removeGroup(g *group, why string) {
 	g.charge = 0
 	if key := groupKey(g.job, g.spec.Name); g.spec.Name != "" && c.groupNames[key] == g.id {
 		delete(c.groupNames, key)
-		if c.cfg.Registry && g.job.detachedKey != "" {
-			c.emit(UnregisterName{Group: true, Actor: g.id, Namespace: abi.DefaultNamespace, Name: g.spec.Name, Job: g.job.id})
+		if c.cfg.Registry {
+			c.emit(UnregisterName{Group: true, Actor: g.id, Namespace: groupSpace(g), Name: g.spec.Name, Job: g.job.id})
 		}
 	}
 	defer c.maybeEndDetached(g.job)
