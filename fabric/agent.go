@@ -78,8 +78,9 @@ type AgentConfig struct {
 	// JobLogLimit bounds the output kept of each job whose driver runs on
 	// the agent (0: DefaultJobLogLimit).
 	JobLogLimit int64
-	// ModuleDiskLimit bounds the disk the agent's modules take: past it,
-	// unused ones are removed, least recently used first (0:
+	// ModuleDiskLimit bounds the disk the agent's modules and their
+	// compiled code take: past it, unused compiled code and then unused
+	// modules are removed, least recently used first (0:
 	// DefaultModuleDiskLimit).
 	ModuleDiskLimit int64
 	// MaxRunningJobs bounds the drivers that run on the agent at once;

@@ -17,6 +17,7 @@ import (
 	"github.com/wasmfabric/fabric/internal/controlstate"
 	"github.com/wasmfabric/fabric/internal/membership"
 	"github.com/wasmfabric/fabric/internal/testrig"
+	"github.com/wasmfabric/fabric/internal/workerpool"
 )
 
 // TestDriverLimit: a flood of detached submissions runs at most
@@ -84,9 +85,10 @@ func TestDriverLimit(t *testing.T) {
 }
 
 // TestModuleCollector: past the module disk limit, a job's module that no
-// job uses any more is removed from the node and from the records, while
-// the last copy of an uploaded module and the module of a running job
-// stay; compiled code stays too.
+// job uses any more, and its compiled code, are removed from the node (and
+// the module from the records), while the last copy of an uploaded module
+// and a running job's module and compiled code stay; the module, run
+// again, is compiled again.
 func TestModuleCollector(t *testing.T) {
 	cache := t.TempDir()
 	a := startJobsAgent(t, func(c *AgentConfig) { c.ModuleDiskLimit, c.Node.CacheDir = 1, cache })
@@ -111,8 +113,38 @@ func TestModuleCollector(t *testing.T) {
 	if !a.Node().HasModule(done.Module) {
 		t.Fatal("the collector removed a module used within its grace period")
 	}
+	doneCode := workerpool.CompiledDir(cache, a.Node().modulePath(done.Module))
+	runningCode := workerpool.CompiledDir(cache, a.Node().modulePath(running.Module))
+	for _, d := range []string{doneCode, runningCode} { // the running job's process may still be starting
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			_, err := os.Stat(d)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no compiled code where the pool keeps it: %v", err)
+			}
+		}
+	}
+	if files, _ := filesIn(doneCode, func(string) bool { return true }); len(files) == 0 {
+		t.Fatal("the ended job's worker wrote no compiled code where the pool keeps it")
+	}
 	a.gcGrace.Store(-1)
-	a.collectOnce()
+	// The ended job's process may take a moment to exit: until it has,
+	// its module's compiled code stays.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		a.collectOnce()
+		if _, err := os.Stat(doneCode); os.IsNotExist(err) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := os.Stat(doneCode); !os.IsNotExist(err) {
+		t.Fatalf("the ended job's compiled code is still there: %v", err)
+	}
+	if _, err := os.Stat(runningCode); err != nil {
+		t.Fatalf("the collector removed a running job's compiled code: %v", err)
+	}
 	if !a.Node().HasModule(up.Digest) || !a.Node().HasModule(running.Module) {
 		t.Fatal("the collector removed an uploaded module's last copy, or a running job's module")
 	}
@@ -128,8 +160,12 @@ func TestModuleCollector(t *testing.T) {
 			t.Fatalf("the removed module is still recorded: %+v", m)
 		}
 	}
-	if files, _ := filesIn(cache, func(string) bool { return true }); len(files) == 0 {
-		t.Fatal("the collector removed compiled code, which processes may be about to load")
+	// The module runs again: compiled once more, where the pool keeps it.
+	if _, err := cl.SubmitWith(ctx, hostile, []string{"ticks", "1", "1"}, SubmitOptions{ID: "again"}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(doneCode); err != nil {
+		t.Fatalf("no compiled code after the module ran again: %v", err)
 	}
 	if _, err := cl.StopJob(ctx, "running"); err != nil {
 		t.Fatal(err)

@@ -13,10 +13,11 @@ import (
 
 	"github.com/wasmfabric/fabric/internal/controlstate"
 	"github.com/wasmfabric/fabric/internal/membership"
+	"github.com/wasmfabric/fabric/internal/workerpool"
 )
 
-// DefaultModuleDiskLimit bounds the disk an agent's modules take before
-// unused ones are removed.
+// DefaultModuleDiskLimit bounds the disk an agent's modules and their
+// compiled code take before unused ones are removed.
 const DefaultModuleDiskLimit = 8 << 30
 
 // moduleGCInterval is how often an agent checks its modules' disk use.
@@ -80,18 +81,65 @@ func (a *Agent) wakeCollector() {
 	}
 }
 
-// collectOnce removes modules, least recently used first, while their
-// disk use is past the limit: a module that no job on this node runs and
-// no job that has not ended uses, and that is not the last alive copy of
-// an uploaded module. Nothing used within moduleGrace goes. Compiled
-// code is not collected: its files cannot be told apart by use (reading
-// one does not touch it), and removing code that processes are about to
-// load makes each of them compile it again, at once.
+// compiledDirs lists the compiled code under the node's cache directory,
+// least recently used first: a directory per module (digest set), and
+// the files of the layout before it (one directory for all modules, which
+// no process of this version uses).
+func (n *Node) compiledDirs() ([]compiledCode, int64) {
+	root := n.cfg.CacheDir
+	if root == "" {
+		return nil, 0
+	}
+	var out []compiledCode
+	var total int64
+	add := func(path, digest string) {
+		info, err := os.Stat(path)
+		if err != nil || !info.IsDir() {
+			return
+		}
+		_, size := filesIn(path, func(string) bool { return true })
+		out = append(out, compiledCode{diskFile{path, size, info.ModTime()}, digest})
+		total += size
+	}
+	mods := filepath.Dir(workerpool.CompiledDir(root, "x"))
+	if ents, err := os.ReadDir(mods); err == nil {
+		for _, e := range ents {
+			add(filepath.Join(mods, e.Name()), e.Name())
+		}
+	}
+	if ents, err := os.ReadDir(root); err == nil {
+		for _, e := range ents {
+			if name := e.Name(); name == "instrumented" || strings.HasPrefix(name, "wazero-") {
+				add(filepath.Join(root, name), "")
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b compiledCode) int { return a.mod.Compare(b.mod) })
+	return out, total
+}
+
+// compiledCode is a directory of compiled code: a module's (digest), or
+// of the earlier layout ("").
+type compiledCode struct {
+	diskFile
+	digest string
+}
+
+// collectOnce removes compiled code and modules, least recently used
+// first, while their disk use is past the limit. Compiled code goes first
+// (it can be made again): a module's, when no job that has not ended uses
+// the module and no worker process of this node runs or starts it (the
+// worker pool checks that, and makes processes that start meanwhile wait
+// and compile it once). Then modules: one that no job on this node runs
+// and no job that has not ended uses, and that is not the last alive copy
+// of an uploaded module. Nothing used within moduleGrace goes.
 func (a *Agent) collectOnce() {
 	limit := cmp.Or(a.cfg.ModuleDiskLimit, DefaultModuleDiskLimit)
 	modDir := filepath.Join(a.node.dataDir, "modules")
 	mods, modBytes := filesIn(modDir, func(name string) bool { return strings.HasSuffix(name, ".wasm") })
-	if modBytes <= limit {
+	compiled, compiledBytes := a.node.compiledDirs()
+	total := modBytes + compiledBytes
+	if total <= limit {
 		return
 	}
 	ans, err := a.control(a.agentCtx, controlRequest{Op: "modules"})
@@ -117,8 +165,23 @@ func (a *Agent) collectOnce() {
 		grace = time.Duration(g) // tests
 	}
 	recent := time.Now().Add(-grace)
+	for _, c := range compiled {
+		if total <= limit || c.mod.After(recent) {
+			break
+		}
+		switch {
+		case c.digest == "":
+			if os.RemoveAll(c.path) != nil {
+				continue
+			}
+		case inUse[c.digest] || !a.node.pool.DropCompiled(a.node.modulePath(c.digest)):
+			continue
+		}
+		total -= c.size
+		a.log.Info("compiled code removed: its node's modules were past their disk limit", "module", cmp.Or(c.digest, filepath.Base(c.path)), "bytes", c.size)
+	}
 	for _, f := range mods {
-		if modBytes <= limit || f.mod.After(recent) {
+		if total <= limit || f.mod.After(recent) {
 			break // oldest first: the rest are more recent
 		}
 		digest := strings.TrimSuffix(filepath.Base(f.path), ".wasm")
@@ -129,7 +192,7 @@ func (a *Agent) collectOnce() {
 		if !a.node.removeModule(digest) {
 			continue // a job here runs it
 		}
-		modBytes -= f.size
+		total -= f.size
 		a.log.Info("module removed: its node's modules were past their disk limit", "module", digest[:12], "bytes", f.size)
 		if recorded {
 			drop := controlstate.DeleteModule{Digest: digest, Node: a.ID}

@@ -96,6 +96,8 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 		switch other, taken := c.groupNames[key]; {
 		case len(spec.Name) > maxGroupName:
 			err = fmt.Errorf("a name of %d bytes (at most %d)", len(spec.Name), maxGroupName)
+		case c.cfg.Registry && len(spec.Name) > maxRegisteredName:
+			err = fmt.Errorf("a name of %d bytes (at most %d in a cluster)", len(spec.Name), maxRegisteredName)
 		case taken:
 			err = fmt.Errorf("the name %q is taken by placement group %s in this job (or, detached, on this node)", spec.Name, other.Short())
 		}

@@ -124,6 +124,9 @@ type locatedActor struct {
 // bounds those.)
 const maxJobNames = 1024
 
+// maxRegisteredName bounds a name the registry holds (as it does).
+const maxRegisteredName = 256
+
 // maxLocated bounds the actors of other nodes a node remembers.
 const maxLocated = 4096
 
@@ -160,6 +163,10 @@ func nameSpace(spec abi.TaskSpec) string {
 // creation of a name this node is registering already waits for that
 // one's answer.
 func (c *Core) registerName(w *worker, seq uint64, parent *task, spec abi.TaskSpec, id objects.ID) {
+	if len(spec.Options.Name) > maxRegisteredName {
+		c.reply(w, seq, fmt.Errorf("submit: an actor's name is at most %d bytes in a cluster (it is %d)", maxRegisteredName, len(spec.Options.Name)), wire.Reply{})
+		return
+	}
 	ns := nameSpace(spec)
 	key := nameKey(w.job, ns, spec.Options.Name)
 	if first, pending := c.namingKeys[key]; pending {
@@ -183,7 +190,7 @@ func (c *Core) registerName(w *worker, seq uint64, parent *task, spec abi.TaskSp
 
 func (c *Core) registration(r *nameRequest, replaces objects.ID) RegisterName {
 	return RegisterName{Actor: r.id, Namespace: r.namespace, Name: r.spec.Options.Name, Job: r.w.job.id,
-		Class: r.spec.Func, Detached: r.spec.Options.Lifetime == abi.LifetimeDetached, Replaces: replaces}
+		Class: r.spec.Func[:min(len(r.spec.Func), maxRegisteredName)], Detached: r.spec.Options.Lifetime == abi.LifetimeDetached, Replaces: replaces}
 }
 
 // alive reports whether a worker still waits for answers.

@@ -28,6 +28,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -138,6 +139,7 @@ type proc struct {
 	loaded   bool // it said Ready: its lanes may be opened
 	module   string
 	gate     chan struct{} // closed when it loaded or failed, if it was the first of its module
+	path     string        // its module's path
 	// lanes are its workers, opened or not.
 	lanes map[ID]*lane
 	// retiring is set once it takes no new lanes: its last lane closed,
@@ -186,7 +188,7 @@ func (p *Pool) Start(id ID, group, modulePath string, started func(pid int)) err
 	fresh := pr == nil
 	if fresh {
 		pr = &proc{group: group, started: make(chan struct{}), exited: make(chan struct{}),
-			wake: make(chan struct{}, 1), lanes: map[ID]*lane{}}
+			wake: make(chan struct{}, 1), lanes: map[ID]*lane{}, path: modulePath}
 		p.groups[group] = pr
 		p.procs[pr] = struct{}{}
 	}
@@ -261,11 +263,20 @@ func (p *Pool) spawn(pr *proc, modulePath string) {
 	if limit <= 0 {
 		limit = max(p.cfg.GuestMemoryLimit+2<<30, physicalMemory())
 	}
+	cacheDir := ""
+	if p.cfg.CacheDir != "" {
+		cacheDir = CompiledDir(p.cfg.CacheDir, modulePath)
+		// Used now: the collector removes the least recently used first.
+		if err := os.MkdirAll(cacheDir, 0o700); err == nil {
+			now := time.Now()
+			_ = os.Chtimes(cacheDir, now, now)
+		}
+	}
 	args := append([]string(nil), p.cfg.Command[1:]...)
 	args = append(args,
 		"--socket", p.cfg.Socket,
 		"--module", modulePath,
-		"--cache-dir", p.cfg.CacheDir,
+		"--cache-dir", cacheDir,
 		"--node-id", p.cfg.NodeID,
 		"--memory", strconv.FormatInt(p.cfg.GuestMemoryLimit, 10),
 		"--output-cap", strconv.FormatInt(p.cfg.OutputCap, 10),
@@ -842,4 +853,43 @@ func (p *Pool) Close() {
 	}
 	_ = p.ln.Close()
 	p.wg.Wait()
+}
+
+// CompiledDir is where the workers of the module at modulePath keep its
+// compiled code under the pool's cache directory: a directory of its own
+// per module (named by the module file's name, its digest), so that the
+// code of one module can be told apart, by use, and removed.
+func CompiledDir(cacheDir, modulePath string) string {
+	return filepath.Join(cacheDir, "modules", strings.TrimSuffix(filepath.Base(modulePath), ".wasm"))
+}
+
+// DropCompiled removes the compiled code of the module at modulePath,
+// unless a process of the pool runs or starts it, and reports whether it
+// did. Processes that start meanwhile wait until it is gone, and the first
+// of them compiles the module again, once for all.
+func (p *Pool) DropCompiled(modulePath string) bool {
+	if p.cfg.CacheDir == "" {
+		return false
+	}
+	p.mu.Lock()
+	if p.closed || p.warming[modulePath] != nil {
+		p.mu.Unlock()
+		return false
+	}
+	for pr := range p.procs {
+		if pr.path == modulePath {
+			p.mu.Unlock()
+			return false
+		}
+	}
+	gate := make(chan struct{})
+	p.warming[modulePath] = gate // starts wait in awaitWarm
+	delete(p.warm, modulePath)
+	p.mu.Unlock()
+	err := os.RemoveAll(CompiledDir(p.cfg.CacheDir, modulePath))
+	p.mu.Lock()
+	delete(p.warming, modulePath)
+	close(gate)
+	p.mu.Unlock()
+	return err == nil
 }

@@ -327,3 +327,46 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// DropCompiled removes a module's compiled code only while no process
+// runs the module, and a process started after makes the module's
+// directory again (with its time set: its use).
+func TestDropCompiled(t *testing.T) {
+	p, ev := newPool(t, "echo")
+	defer p.Close()
+	cache := t.TempDir()
+	p.cfg.CacheDir = cache
+	if err := p.Start(1, "a", "mods/m1.wasm", func(int) {}); err != nil {
+		t.Fatal(err)
+	}
+	ev.await(t, "ready", func() bool { _, ok := ev.ready[1]; return ok })
+	dir := CompiledDir(cache, "mods/m1.wasm")
+	if err := os.WriteFile(filepath.Join(dir, "code"), []byte("compiled"), 0o600); err != nil {
+		t.Fatalf("the pool made no directory for the module's code: %v", err)
+	}
+	if p.DropCompiled("mods/m1.wasm") {
+		t.Fatal("dropped the code of a module a process runs")
+	}
+	if p.DropCompiled("mods/other.wasm") != true {
+		t.Fatal("could not drop the code of a module no process runs")
+	}
+	p.Kill(1)
+	p.Flush()
+	ev.await(t, "worker 1 gone", func() bool { _, ok := ev.exited[1]; return ok })
+	deadline := time.Now().Add(5 * time.Second)
+	for !p.DropCompiled("mods/m1.wasm") {
+		if time.Now().After(deadline) {
+			t.Fatal("the code stays after its module's last process exited")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the module's code is still there: %v", err)
+	}
+	if err := p.Start(2, "b", "mods/m1.wasm", func(int) {}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("a new process of the module has no directory for its code: %v", err)
+	}
+}
