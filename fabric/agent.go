@@ -156,6 +156,8 @@ type Agent struct {
 	driverSlots chan struct{}
 	// logReads and remoteLogReads bound the job logs served at once.
 	logReads, remoteLogReads chan struct{}
+	// authSlots bounds the tenants' token checks run at once.
+	authSlots chan struct{}
 	// gcWake wakes the module collector; gcGrace, when set, replaces
 	// moduleGrace (tests; nanoseconds, negative for none).
 	gcWake  chan struct{}
@@ -205,7 +207,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		usageStop: make(chan struct{}), usageDone: make(chan struct{}), direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
 		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}, calls: map[string]*pendingCall{},
 		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs)), gcWake: make(chan struct{}, 1),
-		logReads: make(chan struct{}, maxLogReads), remoteLogReads: make(chan struct{}, maxRemoteLogReads)}
+		logReads: make(chan struct{}, maxLogReads), authSlots: make(chan struct{}, maxAuthChecks), remoteLogReads: make(chan struct{}, maxRemoteLogReads)}
 	a.agentCtx, a.agentCancel = context.WithCancel(context.Background())
 	node.mu.Lock()
 	node.names = a // before any job can run: the core asks it for actor names

@@ -323,3 +323,69 @@ func (c *Client) Call(ctx context.Context, digest, function, args string) (CallR
 	defer resp.Body.Close()
 	return out, decodeReply(resp, "call", &out)
 }
+
+// CreateTenant records a tenant.
+func (c *Client) CreateTenant(ctx context.Context, name string) (TenantInfo, error) {
+	var out TenantInfo
+	return out, c.postJSON(ctx, "/v1/tenants", map[string]string{"name": name}, "create tenant", &out)
+}
+
+// Tenants lists the tenants.
+func (c *Client) Tenants(ctx context.Context) ([]TenantInfo, error) {
+	var out []TenantInfo
+	return out, c.getJSON(ctx, "/v1/tenants", &out)
+}
+
+// DeleteTenant deletes a tenant and its tokens.
+func (c *Client) DeleteTenant(ctx context.Context, name string) error {
+	resp, err := c.do(ctx, http.MethodDelete, "/v1/tenants/"+url.PathEscape(name), nil, nil)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+// CreateToken makes a token; its secret is in the answer only.
+func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (NewToken, error) {
+	var out NewToken
+	return out, c.postJSON(ctx, "/v1/tokens", req, "create token", &out)
+}
+
+// Tokens lists the tokens of a tenant (all: ""), without their secrets.
+func (c *Client) Tokens(ctx context.Context, tenant string) ([]TokenInfo, error) {
+	var out []TokenInfo
+	path := "/v1/tokens"
+	if tenant != "" {
+		path += "?tenant=" + url.QueryEscape(tenant)
+	}
+	return out, c.getJSON(ctx, path, &out)
+}
+
+// RevokeToken revokes a token on every agent at once.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	resp, err := c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+// postJSON posts v as JSON and decodes the answer into out.
+func (c *Client) postJSON(ctx context.Context, path string, v any, what string, out any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, http.MethodPost, path, nil, bytes.NewReader(body), "Content-Type", "application/json")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return decodeReply(resp, what, out)
+}
+
+// Whoami says who the client's token is.
+func (c *Client) Whoami(ctx context.Context) (Identity, error) {
+	var out Identity
+	return out, c.getJSON(ctx, "/v1/whoami", &out)
+}

@@ -3,6 +3,7 @@
 package fabric
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,7 +34,7 @@ const (
 
 // controlRequest asks a server to propose a command or read the state.
 type controlRequest struct {
-	Op        string `cbor:"1,keyasint"` // "apply", "jobs", "job", "modules", "module", "name"
+	Op        string `cbor:"1,keyasint"` // "apply", "jobs", "job", "modules", "module", "name", "tenants", "tokens", "authenticate"
 	Command   []byte `cbor:"2,keyasint,omitempty"`
 	ID        string `cbor:"3,keyasint,omitempty"`
 	Forwarded bool   `cbor:"4,keyasint,omitempty"` // by a follower to its leader
@@ -50,6 +51,8 @@ type controlAnswer struct {
 	Jobs    []controlstate.Job       `cbor:"4,keyasint,omitempty"`
 	Modules []controlstate.Module    `cbor:"5,keyasint,omitempty"`
 	Names   []controlstate.ActorName `cbor:"6,keyasint,omitempty"`
+	Tenants []controlstate.Tenant    `cbor:"7,keyasint,omitempty"`
+	Tokens  []controlstate.Token     `cbor:"8,keyasint,omitempty"`
 }
 
 var errCodes = []struct {
@@ -68,6 +71,14 @@ var errCodes = []struct {
 	{"stale", controlstate.ErrStale, ErrStale},
 	{"name_taken", controlstate.ErrNameTaken, errNameTaken},
 	{"too_many_names", controlstate.ErrTooManyNames, ErrTooMany},
+	{"no_tenant", controlstate.ErrNoTenant, ErrNoTenant},
+	{"tenant_exists", controlstate.ErrTenantExists, ErrTenantExists},
+	{"too_many_tenants", controlstate.ErrTooManyTenants, ErrTooMany},
+	{"no_token", controlstate.ErrNoToken, ErrNoToken},
+	{"too_many_tokens", controlstate.ErrTooManyTokens, ErrTooMany},
+	{"token_unknown", controlstate.ErrTokenUnknown, ErrUnauthorized},
+	{"token_expired", controlstate.ErrTokenExpired, ErrUnauthorized},
+	{"token_revoked", controlstate.ErrTokenRevoked, ErrUnauthorized},
 }
 
 func answerErr(err error) controlAnswer {
@@ -183,6 +194,19 @@ func (a *Agent) serveControl(ctx context.Context, req controlRequest) controlAns
 		if err == nil && len(ans.Modules) == 0 {
 			err = fmt.Errorf("%w: %q", controlstate.ErrNoModule, req.ID)
 		}
+	case "authenticate":
+		var authErr error
+		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) {
+			var t controlstate.Token
+			if t, authErr = s.Authenticate(req.Command, nowMillis()); authErr == nil {
+				ans.Tokens = []controlstate.Token{t}
+			}
+		})
+		err = cmp.Or(err, authErr)
+	case "tenants":
+		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) { ans.Tenants = s.Tenants() })
+	case "tokens":
+		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) { ans.Tokens = s.Tokens(req.ID) })
 	case "name":
 		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) {
 			if n, ok := s.Name(req.Group, req.Namespace, req.ID, req.Name); ok {

@@ -44,9 +44,9 @@ func (j JobInfo) result() JobResultView {
 func apiFail(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
 	switch {
-	case errors.Is(err, ErrNoJob), errors.Is(err, ErrNoModuleHere):
+	case errors.Is(err, ErrNoJob), errors.Is(err, ErrNoModuleHere), errors.Is(err, ErrNoTenant), errors.Is(err, ErrNoToken):
 		code = http.StatusNotFound
-	case errors.Is(err, ErrJobExists), errors.Is(err, ErrJobNotEnded), errors.Is(err, ErrModuleInUse), errors.Is(err, ErrStale):
+	case errors.Is(err, ErrJobExists), errors.Is(err, ErrTenantExists), errors.Is(err, ErrJobNotEnded), errors.Is(err, ErrModuleInUse), errors.Is(err, ErrStale):
 		code = http.StatusConflict
 	case errors.Is(err, ErrBadRequest):
 		code = http.StatusBadRequest

@@ -171,6 +171,10 @@ var (
 	ErrNoModuleHere = errors.New("fabric: no module with that digest")
 	ErrModuleInUse  = errors.New("fabric: the module is in use")
 	ErrStale        = errors.New("fabric: the change is about a state that has passed")
+	ErrNoTenant     = errors.New("fabric: no tenant with that name")
+	ErrTenantExists = errors.New("fabric: a tenant with that name exists")
+	ErrNoToken      = errors.New("fabric: no token with that ID")
+	ErrUnauthorized = errors.New("fabric: the token does not open this")
 	// ErrNoLeader means no server of the control plane answered: none is
 	// up, or they are electing a leader.
 	ErrNoLeader = errors.New("fabric: no control-plane server answered")
@@ -191,3 +195,47 @@ func (e *JobError) Error() string { return e.Message }
 
 // Is matches ErrJob.
 func (e *JobError) Is(target error) bool { return target == ErrJob }
+
+// TenantInfo is a tenant: a party that shares the cluster.
+type TenantInfo struct {
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+}
+
+// TokenInfo is an API token's record; its secret is shown once, when it
+// is made (NewToken), and never stored.
+type TokenInfo struct {
+	ID      string    `json:"id"`
+	Tenant  string    `json:"tenant"`
+	Role    string    `json:"role"` // admin, operator or user
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires,omitzero"`
+	Revoked time.Time `json:"revoked,omitzero"`
+	Note    string    `json:"note,omitempty"`
+	// State is active, expired or revoked, as of the answer.
+	State string `json:"state"`
+}
+
+// NewToken is a token just made, with its secret.
+type NewToken struct {
+	TokenInfo
+	Token string `json:"token"`
+}
+
+// TokenRequest asks for a token of a tenant with a role; TTL 0 makes one
+// that does not expire.
+type TokenRequest struct {
+	Tenant string        `json:"tenant"`
+	Role   string        `json:"role"`
+	TTL    time.Duration `json:"ttl"`
+	Note   string        `json:"note,omitempty"`
+}
+
+// Identity is who a request's token says its bearer is: the cluster's
+// operator (the cluster's API token), or a tenant's token.
+type Identity struct {
+	// Cluster is set for the cluster's API token: every route, every
+	// tenant.
+	Cluster bool      `json:"cluster,omitempty"`
+	Token   TokenInfo `json:"token,omitzero"`
+}

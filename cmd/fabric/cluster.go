@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,13 +55,14 @@ func parseKVs(flag string, items []string) (map[string]string, error) {
 
 // clientFlags are the flags of the commands that talk to an agent.
 type clientFlags struct {
-	address, token, output string
+	address, token, tokenFile, output string
 }
 
 func (c *clientFlags) register(cmd *cobra.Command, withOutput bool) {
 	f := cmd.Flags()
 	f.StringVar(&c.address, "address", "", "agent HTTP API, e.g. http://10.0.0.1:7948 (env FABRIC_ADDR; default: the local agent's)")
 	f.StringVar(&c.token, "token", "", "API token (env FABRIC_TOKEN; default: the local agent's)")
+	f.StringVar(&c.tokenFile, "token-file", "", "read the API token from this file, readable by its owner only (env FABRIC_TOKEN_FILE)")
 	if withOutput {
 		f.StringVarP(&c.output, "output", "o", "table", "output format: table, wide (more columns), json or yaml")
 	}
@@ -83,7 +85,11 @@ func (c *clientFlags) client() (*fabric.Client, error) {
 		}
 		return strings.TrimSpace(string(b))
 	}
-	explicit := c.token != "" || os.Getenv("FABRIC_TOKEN") != ""
+	fromFile, err := readTokenFile(firstNonEmpty(c.tokenFile, os.Getenv("FABRIC_TOKEN_FILE")))
+	if err != nil {
+		return nil, err
+	}
+	explicit := c.token != "" || fromFile != "" || os.Getenv("FABRIC_TOKEN") != ""
 	if !explicit && os.Getenv("FABRIC_DATA_DIR") == "" && !agentAlive(dir) {
 		found, err := findLocalAgent()
 		if err != nil {
@@ -94,11 +100,35 @@ func (c *clientFlags) client() (*fabric.Client, error) {
 		}
 	}
 	addr := firstNonEmpty(c.address, os.Getenv("FABRIC_ADDR"), local(apiAddrFile), "http://"+fabric.DefaultHTTPAddr)
-	token := firstNonEmpty(c.token, os.Getenv("FABRIC_TOKEN"), local(apiTokenFile))
+	token := firstNonEmpty(c.token, fromFile, os.Getenv("FABRIC_TOKEN"), local(apiTokenFile))
 	if token == "" {
 		return nil, fmt.Errorf("no API token: pass --token or set FABRIC_TOKEN (the agent printed it as \"API token\"); no agent runs on this machine")
 	}
 	return &fabric.Client{Address: addr, Token: token}, nil
+}
+
+// readTokenFile reads a token from path ("": none). A file that others
+// may read is refused: the token is a secret.
+func readTokenFile(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 && runtime.GOOS != "windows" {
+		return "", fmt.Errorf("--token-file %s: others may read it (mode %#o); a token is a secret: chmod 600 %s", path, st.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("--token-file %s is empty", path)
+	}
+	return token, nil
 }
 
 func firstNonEmpty(ss ...string) string {

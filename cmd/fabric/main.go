@@ -112,7 +112,8 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(nodeCommands()...)
-	root.AddCommand(newSubmitCmd(), newJobCmd(), newUploadCmd(), newCallCmd(), newModuleCmd(), newListCmd(), newStatusCmd(), newVersionCmd())
+	root.AddCommand(newSubmitCmd(), newJobCmd(), newUploadCmd(), newCallCmd(), newModuleCmd(), newListCmd(), newStatusCmd(), newVersionCmd(),
+		newTenantCmd(), newTokenCmd(), newWhoamiCmd())
 	root.Version = buildVersion().String()
 	root.SetVersionTemplate("{{.Version}}\n")
 	return root

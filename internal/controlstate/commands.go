@@ -24,6 +24,10 @@ type Command struct {
 	NameActor    *NameActor    `cbor:"9,keyasint,omitempty"`
 	UnnameActor  *UnnameActor  `cbor:"10,keyasint,omitempty"`
 	ForgetNode   *ForgetNode   `cbor:"11,keyasint,omitempty"`
+	CreateTenant *CreateTenant `cbor:"12,keyasint,omitempty"`
+	DeleteTenant *DeleteTenant `cbor:"13,keyasint,omitempty"`
+	CreateToken  *CreateToken  `cbor:"14,keyasint,omitempty"`
+	RevokeToken  *RevokeToken  `cbor:"16,keyasint,omitempty"`
 }
 
 // Submit records a new job, pending on Node.
@@ -114,7 +118,8 @@ func (s *State) Apply(c Command) error {
 func (s *State) apply(c Command) error {
 	n := 0
 	for _, set := range []bool{c.Submit != nil, c.Start != nil, c.End != nil, c.Stop != nil, c.Delete != nil,
-		c.Restart != nil, c.AddModule != nil, c.DeleteModule != nil, c.NameActor != nil, c.UnnameActor != nil, c.ForgetNode != nil} {
+		c.Restart != nil, c.AddModule != nil, c.DeleteModule != nil, c.NameActor != nil, c.UnnameActor != nil, c.ForgetNode != nil,
+		c.CreateTenant != nil, c.DeleteTenant != nil, c.CreateToken != nil, c.RevokeToken != nil} {
 		if set {
 			n++
 		}
@@ -190,6 +195,14 @@ func (s *State) apply(c Command) error {
 		return s.unnameActor(c.UnnameActor)
 	case c.ForgetNode != nil:
 		return s.forgetNode(c.ForgetNode)
+	case c.CreateTenant != nil:
+		return s.createTenant(c.CreateTenant)
+	case c.DeleteTenant != nil:
+		return s.deleteTenant(c.DeleteTenant)
+	case c.CreateToken != nil:
+		return s.createToken(c.CreateToken)
+	case c.RevokeToken != nil:
+		return s.revokeToken(c.RevokeToken)
 	default:
 		d := c.DeleteModule
 		m, ok := s.modules[d.Digest]

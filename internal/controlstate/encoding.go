@@ -38,11 +38,13 @@ type snapshot struct {
 	Modules  []Module        `cbor:"2,keyasint"`
 	Requests []requestResult `cbor:"3,keyasint,omitempty"` // oldest first
 	Names    []ActorName     `cbor:"4,keyasint,omitempty"`
+	Tenants  []Tenant        `cbor:"5,keyasint,omitempty"`
+	Tokens   []Token         `cbor:"6,keyasint,omitempty"`
 }
 
 // Snapshot encodes the whole state.
 func (s *State) Snapshot() ([]byte, error) {
-	snap := snapshot{Jobs: s.Jobs(nil), Modules: s.Modules(), Names: s.Names(nil)}
+	snap := snapshot{Jobs: s.Jobs(nil), Modules: s.Modules(), Names: s.Names(nil), Tenants: s.Tenants(), Tokens: s.tokensForSnapshot()}
 	for _, name := range s.order {
 		snap.Requests = append(snap.Requests, s.requests[name])
 	}
@@ -67,6 +69,15 @@ func Restore(b []byte) (*State, error) {
 	for i := range snap.Names {
 		n := snap.Names[i]
 		s.names[nameKey(n.Group, n.Namespace, n.Job, n.Name)] = &n
+	}
+	for i := range snap.Tenants {
+		t := snap.Tenants[i]
+		s.tenants[t.Name] = &t
+	}
+	for i := range snap.Tokens {
+		t := snap.Tokens[i]
+		s.tokens[t.ID] = &t
+		s.tokenHashes[string(t.Hash)] = t.ID
 	}
 	for _, r := range snap.Requests {
 		if _, dup := s.requests[r.Name]; dup || len(s.order) >= MaxRequests {

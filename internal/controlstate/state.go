@@ -1,5 +1,5 @@
 // Package controlstate is the cluster's replicated control state: jobs,
-// uploaded modules and named actors. It is a deterministic state machine with no I/O, no
+// uploaded modules, named actors and groups, tenants and their tokens. It is a deterministic state machine with no I/O, no
 // clock and no randomness: commands come in (carrying the time and every
 // choice their proposer made), and Apply changes the state the same way on
 // every server, so raft can replicate it by replicating the commands. The
@@ -101,6 +101,10 @@ type State struct {
 	jobs    map[string]*Job
 	modules map[string]*Module
 	names   map[string]*ActorName // by nameKey
+	tenants map[string]*Tenant
+	tokens  map[string]*Token // by ID
+	// tokenHashes indexes tokens by their hash (as a string).
+	tokenHashes map[string]string
 	// requests are the answers to the last MaxRequests named commands,
 	// and order their names, oldest first.
 	requests map[string]requestResult
@@ -120,7 +124,8 @@ type requestResult struct {
 }
 
 var sentinels = []error{nil, ErrJobExists, ErrNoJob, ErrJobRunning, ErrTooManyJobs, ErrStale, ErrBadCommand,
-	ErrNoModule, ErrModuleInUse, ErrTooManyModule, ErrNameTaken, ErrTooManyNames}
+	ErrNoModule, ErrModuleInUse, ErrTooManyModule, ErrNameTaken, ErrTooManyNames,
+	ErrTenantExists, ErrNoTenant, ErrTooManyTenants, ErrTokenExists, ErrNoToken, ErrTooManyTokens}
 
 func (r requestResult) err() error {
 	switch {
@@ -153,7 +158,8 @@ func (s *State) remember(name string, err error) {
 
 // New returns an empty state.
 func New() *State {
-	return &State{jobs: map[string]*Job{}, modules: map[string]*Module{}, names: map[string]*ActorName{}, requests: map[string]requestResult{}}
+	return &State{jobs: map[string]*Job{}, modules: map[string]*Module{}, names: map[string]*ActorName{},
+		tenants: map[string]*Tenant{}, tokens: map[string]*Token{}, tokenHashes: map[string]string{}, requests: map[string]requestResult{}}
 }
 
 // Job returns a copy of the job with the ID.

@@ -175,7 +175,8 @@ func FuzzApply(f *testing.F) {
 	for _, c := range []Command{submit("a"), {Start: &Start{ID: "a", Attempt: 1}}, {End: &End{ID: "a", Attempt: 1, State: Failed, Error: "x"}},
 		{Restart: &Restart{ID: "a", Attempt: 1, Node: "n"}}, {AddModule: &AddModule{Digest: digest, Node: "n"}}, {DeleteModule: &DeleteModule{Digest: digest}},
 		nameActor("ns", "", "x", "a1", "n"), nameActor("", "job", "x", "a1", "n"), {UnnameActor: &UnnameActor{Namespace: "ns", Name: "x", Actor: []byte("a1")}},
-		{ForgetNode: &ForgetNode{Node: "n"}}} {
+		{ForgetNode: &ForgetNode{Node: "n"}}, {CreateTenant: &CreateTenant{Name: "t"}}, {DeleteTenant: &DeleteTenant{Name: "t"}},
+		{CreateToken: &CreateToken{Token: Token{ID: "k", Tenant: "t", Role: RoleUser, Hash: make([]byte, 32)}}}, {RevokeToken: &RevokeToken{ID: "k"}}} {
 		b, err := EncodeCommand(c)
 		if err != nil {
 			f.Fatal(err)
@@ -198,7 +199,8 @@ func FuzzApply(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(r.Jobs(nil), s.Jobs(nil)) || !reflect.DeepEqual(r.Names(nil), s.Names(nil)) {
+		if !reflect.DeepEqual(r.Jobs(nil), s.Jobs(nil)) || !reflect.DeepEqual(r.Names(nil), s.Names(nil)) ||
+			!reflect.DeepEqual(r.Tenants(), s.Tenants()) || !reflect.DeepEqual(r.Tokens(""), s.Tokens("")) {
 			t.Fatal("restored state differs")
 		}
 	})

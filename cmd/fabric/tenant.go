@@ -1,0 +1,244 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/wasmfabric/fabric/fabric"
+)
+
+// newTenantCmd is `fabric tenant create | list | delete`.
+func newTenantCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "tenant", Short: "Create, list and delete tenants: the parties that share the cluster",
+		Long: `A tenant is a party that shares the cluster. Its members reach the cluster with
+the tokens made for it (fabric token create). Managing tenants takes the
+cluster's API token, the one the first agent wrote to its data directory.`}
+	var cf, lf, df clientFlags
+	create := &cobra.Command{
+		Use:     "create NAME",
+		Short:   "Create a tenant",
+		Example: "  fabric tenant create acme\n  fabric token create --tenant acme --role user > acme.token",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			t, err := cl.CreateTenant(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "tenant %s created\n", t.Name)
+			return nil
+		},
+	}
+	cf.register(create, false)
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the tenants",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := lf.client()
+			if err != nil {
+				return err
+			}
+			ts, err := cl.Tenants(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if lf.output == "json" || lf.output == "yaml" {
+				return printAs(cmd.OutOrStdout(), lf.output, ts)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tCREATED")
+			for _, t := range ts {
+				fmt.Fprintf(tw, "%s\t%s\n", t.Name, t.Created.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	lf.register(list, true)
+	del := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a tenant and its tokens (they stop working on every agent at once)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := df.client()
+			if err != nil {
+				return err
+			}
+			if err := cl.DeleteTenant(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "tenant %s deleted, with its tokens\n", args[0])
+			return nil
+		},
+	}
+	df.register(del, false)
+	cmd.AddCommand(create, list, del)
+	return cmd
+}
+
+// newTokenCmd is `fabric token create | list | revoke`.
+func newTokenCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Create, list and revoke tenants' API tokens",
+		Long: `A token opens the cluster's API to a tenant's member, with a role: admin
+(the tenant's tokens too), operator (every job and module of the tenant) or
+user (its own jobs). Tokens are stored hashed in the control state: a token's
+secret is printed once, when it is made, and never again. A token may expire
+(--ttl), and a revoked one stops working on every agent at once.
+
+So far a tenant's token opens one route, GET /v1/whoami (fabric whoami); the
+other routes take the cluster's API token until each has its rule for tenants.`}
+	var (
+		cf   clientFlags
+		req  fabric.TokenRequest
+		lf   clientFlags
+		tnt  string
+		rf   clientFlags
+		quit bool
+		save string
+	)
+	create := &cobra.Command{
+		Use:   "create --tenant T --role admin|operator|user [--ttl D]",
+		Short: "Make a token and print it on stdout, alone (or --save it to a new file only its owner reads)",
+		Example: `  fabric token create --tenant acme --role user --ttl 720h --save acme.token
+  fabric whoami --token-file acme.token`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if req.Tenant == "" || req.Role == "" {
+				return fmt.Errorf("--tenant and --role are needed")
+			}
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			var out *os.File
+			if save != "" {
+				// Made before the token, so that a file in the way costs no
+				// token; readable by its owner only, as --token-file wants.
+				if out, err = os.OpenFile(save, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+					return fmt.Errorf("--save: %w", err)
+				}
+				defer out.Close()
+			}
+			t, err := cl.CreateToken(cmd.Context(), req)
+			if err != nil {
+				if out != nil {
+					out.Close()
+					os.Remove(save)
+				}
+				return err
+			}
+			if out != nil {
+				if _, err := fmt.Fprintln(out, t.Token); err != nil {
+					return fmt.Errorf("--save: %w (the token %s was made: revoke it)", err, t.ID)
+				}
+				if err := out.Close(); err != nil {
+					return fmt.Errorf("--save: %w (the token %s was made: revoke it)", err, t.ID)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "token %s of tenant %s, role %s, saved to %s\n", t.ID, t.Tenant, t.Role, save)
+				return nil
+			}
+			if !quit {
+				expires := "never"
+				if !t.Expires.IsZero() {
+					expires = t.Expires.Local().Format(time.DateTime)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "token %s of tenant %s, role %s, expires %s; it is shown once:\n", t.ID, t.Tenant, t.Role, expires)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), t.Token)
+			return nil
+		},
+	}
+	cf.register(create, false)
+	create.Flags().StringVar(&req.Tenant, "tenant", "", "the tenant the token is for")
+	create.Flags().StringVar(&req.Role, "role", "", "admin, operator or user")
+	create.Flags().DurationVar(&req.TTL, "ttl", 0, "how long the token works (default: until revoked)")
+	create.Flags().StringVar(&req.Note, "note", "", "what the token is for, shown in listings")
+	create.Flags().BoolVarP(&quit, "quiet", "q", false, "print the token alone, nothing on stderr")
+	create.Flags().StringVar(&save, "save", "", "write the token to this new file (mode 0600) instead of stdout")
+	list := &cobra.Command{
+		Use:   "list [--tenant T]",
+		Short: "List the tokens (never their secrets): ID, tenant, role, state, expiry",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := lf.client()
+			if err != nil {
+				return err
+			}
+			ts, err := cl.Tokens(cmd.Context(), tnt)
+			if err != nil {
+				return err
+			}
+			if lf.output == "json" || lf.output == "yaml" {
+				return printAs(cmd.OutOrStdout(), lf.output, ts)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTENANT\tROLE\tSTATE\tCREATED\tEXPIRES\tNOTE")
+			for _, t := range ts {
+				expires := "-"
+				if !t.Expires.IsZero() {
+					expires = t.Expires.Local().Format(time.DateTime)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Tenant, t.Role, t.State, t.Created.Local().Format(time.DateTime), expires, orDash(t.Note))
+			}
+			return tw.Flush()
+		},
+	}
+	lf.register(list, true)
+	list.Flags().StringVar(&tnt, "tenant", "", "only this tenant's tokens")
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a token: it stops working on every agent at once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := rf.client()
+			if err != nil {
+				return err
+			}
+			if err := cl.RevokeToken(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked\n", args[0])
+			return nil
+		},
+	}
+	rf.register(revoke, false)
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}
+
+// newWhoamiCmd is `fabric whoami`.
+func newWhoamiCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "whoami",
+		Short: "Say who the API token is: the cluster's, or a tenant's (tenant, role, state)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			id, err := cl.Whoami(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if cf.output == "json" || cf.output == "yaml" {
+				return printAs(cmd.OutOrStdout(), cf.output, id)
+			}
+			if id.Cluster {
+				fmt.Fprintln(cmd.OutOrStdout(), "the cluster's API token: every route, every tenant")
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "token %s of tenant %s, role %s (%s)\n", id.Token.ID, id.Token.Tenant, id.Token.Role, id.Token.State)
+			return nil
+		},
+	}
+	cf.register(cmd, true)
+	return cmd
+}

@@ -1,0 +1,131 @@
+package controlstate
+
+import (
+	"crypto/sha256"
+	"errors"
+	"reflect"
+	"strconv"
+	"testing"
+)
+
+func hashOf(secret string) []byte {
+	h := sha256.Sum256([]byte(secret))
+	return h[:]
+}
+
+func token(id, tenant string, role Role, secret string, created, expires int64) Command {
+	return Command{CreateToken: &CreateToken{Token: Token{ID: id, Tenant: tenant, Role: role, Hash: hashOf(secret), Created: created, Expires: expires}}}
+}
+
+// TestTenantsAndTokens steps tenants and tokens: a token needs its
+// tenant, a role and a fresh ID and secret; it authenticates until it
+// expires or is revoked; deleting a tenant takes its tokens; bad records
+// are refused.
+func TestTenantsAndTokens(t *testing.T) {
+	steps := []struct {
+		cmd  Command
+		want error
+	}{
+		{Command{CreateTenant: &CreateTenant{Name: "acme", Time: 1}}, nil},
+		{Command{CreateTenant: &CreateTenant{Name: "acme", Time: 2}}, ErrTenantExists},
+		{Command{CreateTenant: &CreateTenant{Name: "bad name", Time: 2}}, ErrBadCommand},
+		{Command{CreateTenant: &CreateTenant{Name: "globex", Time: 3}}, nil},
+		{token("t1", "acme", RoleUser, "s1", 10, 0), nil},
+		{token("t2", "acme", RoleAdmin, "s2", 10, 100), nil},
+		{token("t3", "globex", RoleOperator, "s3", 10, 0), nil},
+		{token("t1", "acme", RoleUser, "other", 10, 0), ErrTokenExists},
+		{token("t4", "acme", RoleUser, "s1", 10, 0), ErrTokenExists}, // the same secret
+		{token("t5", "nobody", RoleUser, "s5", 10, 0), ErrNoTenant},
+		{token("t6", "acme", "root", "s6", 10, 0), ErrBadCommand},
+		{token("t7", "acme", RoleUser, "s7", 10, 5), ErrBadCommand}, // expires before it is made
+		{Command{CreateToken: &CreateToken{Token: Token{ID: "t8", Tenant: "acme", Role: RoleUser, Hash: []byte("short"), Created: 1}}}, ErrBadCommand},
+		{Command{RevokeToken: &RevokeToken{ID: "t3", Time: 50}}, nil},
+		{Command{RevokeToken: &RevokeToken{ID: "t3", Time: 60}}, nil}, // again: the first time stays
+		{Command{RevokeToken: &RevokeToken{ID: "nope", Time: 60}}, ErrNoToken},
+	}
+	s := New()
+	for i, st := range steps {
+		if err := s.Apply(st.cmd); !errors.Is(err, st.want) || (st.want == nil) != (err == nil) {
+			t.Fatalf("step %d: %v, want %v", i, err, st.want)
+		}
+	}
+	auth := []struct {
+		secret string
+		now    int64
+		want   error
+		id     string
+	}{
+		{"s1", 1000, nil, "t1"},
+		{"s2", 99, nil, "t2"},
+		{"s2", 100, ErrTokenExpired, ""},
+		{"s3", 20, ErrTokenRevoked, ""}, // revoked is revoked, whenever asked
+		{"unknown", 20, ErrTokenUnknown, ""},
+	}
+	for _, a := range auth {
+		tok, err := s.Authenticate(hashOf(a.secret), a.now)
+		if !errors.Is(err, a.want) || (a.want == nil) != (err == nil) || tok.ID != a.id || tok.Hash != nil {
+			t.Fatalf("Authenticate(%s, %d) = %+v, %v; want %s, %v", a.secret, a.now, tok, err, a.id, a.want)
+		}
+	}
+	if got := s.Tokens("acme"); len(got) != 2 || got[0].Hash != nil || got[0].ID != "t1" {
+		t.Fatalf("acme's tokens: %+v", got)
+	}
+	if err := s.Apply(Command{DeleteTenant: &DeleteTenant{Name: "acme"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(hashOf("s1"), 1000); !errors.Is(err, ErrTokenUnknown) {
+		t.Fatalf("a deleted tenant's token: %v", err)
+	}
+	if got := s.Tokens(""); len(got) != 1 || got[0].ID != "t3" {
+		t.Fatalf("tokens after the tenant's deletion: %+v", got)
+	}
+	if err := s.Apply(Command{DeleteTenant: &DeleteTenant{Name: "acme"}}); !errors.Is(err, ErrNoTenant) {
+		t.Fatalf("deleting it again: %v", err)
+	}
+	// Snapshots keep tenants and tokens, hashes included.
+	b, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Restore(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(r.Tenants(), s.Tenants()) || !reflect.DeepEqual(r.Tokens(""), s.Tokens("")) {
+		t.Fatal("restored tenants or tokens differ")
+	}
+	if _, err := r.Authenticate(hashOf("s3"), 20); !errors.Is(err, ErrTokenRevoked) {
+		t.Fatalf("a restored revoked token: %v", err)
+	}
+}
+
+// TestMaxTokens: past MaxTokens, a new token replaces the one that
+// stopped working first, and is refused while all work.
+func TestMaxTokens(t *testing.T) {
+	s := New()
+	if err := s.Apply(Command{CreateTenant: &CreateTenant{Name: "acme"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range MaxTokens {
+		if err := s.Apply(token("t"+strconv.Itoa(i), "acme", RoleUser, "s"+strconv.Itoa(i), 10, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Apply(token("more", "acme", RoleUser, "more", 10, 0)); !errors.Is(err, ErrTooManyTokens) {
+		t.Fatalf("past the limit: %v", err)
+	}
+	for _, id := range []string{"t9", "t3"} {
+		if err := s.Apply(Command{RevokeToken: &RevokeToken{ID: id, Time: 20}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Apply(token("more", "acme", RoleUser, "more", 30, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(hashOf("s3"), 40); !errors.Is(err, ErrTokenUnknown) {
+		t.Fatalf("the revoked token dropped first (t3, before t9 by ID): %v", err)
+	}
+	if _, err := s.Authenticate(hashOf("s9"), 40); !errors.Is(err, ErrTokenRevoked) {
+		t.Fatalf("the other revoked token: %v", err)
+	}
+}
