@@ -4,7 +4,6 @@ package fabric
 
 import (
 	"cmp"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,40 +33,10 @@ const maxTrailerError = 2048
 
 func (a *Agent) api() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/nodes", a.handleNodes)
-	mux.HandleFunc("GET /v1/status", a.handleStatus)
-	mux.HandleFunc("POST /v1/jobs", a.handleJob)
-	mux.HandleFunc("GET /v1/jobs", a.handleJobList)
-	mux.HandleFunc("GET /v1/jobs/{id}", a.handleJobGet)
-	mux.HandleFunc("GET /v1/jobs/{id}/logs", a.handleJobLogs)
-	mux.HandleFunc("POST /v1/jobs/{id}/stop", a.handleJobStop)
-	mux.HandleFunc("DELETE /v1/jobs/{id}", a.handleJobDelete)
-	mux.HandleFunc("POST /v1/modules", a.handleModuleUpload)
-	mux.HandleFunc("GET /v1/modules", a.handleModuleList)
-	mux.HandleFunc("DELETE /v1/modules/{digest}", a.handleModuleDelete)
-	mux.HandleFunc("POST /v1/modules/{digest}/call", a.handleCall)
-	mux.HandleFunc("GET /v1/debug/state", a.handleDebugState)
-	mux.HandleFunc("POST /v1/tenants", a.handleTenantCreate)
-	mux.HandleFunc("GET /v1/tenants", a.handleTenantList)
-	mux.HandleFunc("DELETE /v1/tenants/{name}", a.handleTenantDelete)
-	mux.HandleFunc("POST /v1/tokens", a.handleTokenCreate)
-	mux.HandleFunc("GET /v1/tokens", a.handleTokenList)
-	mux.HandleFunc("DELETE /v1/tokens/{id}", a.handleTokenRevoke)
-	token := []byte("Bearer " + a.cluster.APIToken())
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v1/whoami" && r.Method == http.MethodGet {
-			// The one route a tenant's token opens so far: what it is.
-			// Every other route takes the cluster's token until each has
-			// its rule for tenants.
-			a.handleWhoami(w, r, subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), token) == 1)
-			return
-		}
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), token) != 1 {
-			apiError(w, http.StatusUnauthorized, "missing or wrong API token: pass the token the first agent printed (--token or FABRIC_TOKEN)")
-			return
-		}
-		mux.ServeHTTP(w, r)
-	})
+	for _, rt := range a.apiRoutes() {
+		mux.HandleFunc(rt.pattern, a.guard(rt))
+	}
+	return mux
 }
 
 func apiError(w http.ResponseWriter, code int, msg string) {
@@ -189,7 +158,7 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, err)
 		return
 	}
-	run, j, err := a.submitJob(r.Context(), digest, r.URL.Query()["arg"], id, maxRestarts)
+	run, j, err := a.submitJob(r.Context(), digest, r.URL.Query()["arg"], id, maxRestarts, callerOf(r))
 	if err != nil {
 		apiFail(w, err)
 		return

@@ -28,7 +28,7 @@ func millis(ms int64) *time.Time {
 func jobInfo(j controlstate.Job) JobInfo {
 	return JobInfo{ID: j.ID, Module: j.Digest, Args: j.Args, Node: j.Node, State: string(j.State), Submitted: time.UnixMilli(j.Submitted).UTC(),
 		Started: millis(j.Started), Ended: millis(j.Ended), Error: j.Error, ExitCode: j.ExitCode, Attempt: j.Attempt,
-		MaxRestarts: j.MaxRestarts, Restarts: j.Restarts}
+		MaxRestarts: j.MaxRestarts, Restarts: j.Restarts, Tenant: j.Tenant, Owner: j.Owner}
 }
 
 // result is the job's result frame, once it has ended.
@@ -50,6 +50,8 @@ func apiFail(w http.ResponseWriter, err error) {
 		code = http.StatusConflict
 	case errors.Is(err, ErrBadRequest):
 		code = http.StatusBadRequest
+	case errors.Is(err, ErrForbidden):
+		code = http.StatusForbidden
 	case errors.Is(err, ErrTooMany):
 		code = http.StatusTooManyRequests
 	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrClosed), errors.Is(err, ErrDraining):
@@ -61,7 +63,7 @@ func apiFail(w http.ResponseWriter, err error) {
 
 // submitJob records a job whose module this node holds and starts its
 // driver here.
-func (a *Agent) submitJob(ctx context.Context, digest string, args []string, id string, maxRestarts uint32) (*runningJob, controlstate.Job, error) {
+func (a *Agent) submitJob(ctx context.Context, digest string, args []string, id string, maxRestarts uint32, by caller) (*runningJob, controlstate.Job, error) {
 	if id == "" {
 		id = string(newJobID())
 	}
@@ -69,6 +71,9 @@ func (a *Agent) submitJob(ctx context.Context, digest string, args []string, id 
 		return nil, controlstate.Job{}, err
 	}
 	sub := controlstate.Submit{ID: id, Digest: digest, Args: args, Node: a.ID, Time: nowMillis(), MaxRestarts: maxRestarts}
+	if !by.cluster {
+		sub.Tenant, sub.Owner = by.token.Tenant, by.token.ID
+	}
 	if err := a.propose(ctx, controlstate.Command{Submit: &sub}); err != nil {
 		return nil, controlstate.Job{}, err
 	}
@@ -77,7 +82,8 @@ func (a *Agent) submitJob(ctx context.Context, digest string, args []string, id 
 		// a second node copies it now, while this one is alive.
 		a.copyModuleAway(ctx, digest)
 	}
-	j := controlstate.Job{ID: id, Digest: digest, Args: args, Node: a.ID, State: controlstate.Pending, Submitted: sub.Time, Attempt: 1, MaxRestarts: maxRestarts}
+	j := controlstate.Job{ID: id, Digest: digest, Args: args, Node: a.ID, State: controlstate.Pending, Submitted: sub.Time, Attempt: 1, MaxRestarts: maxRestarts,
+		Tenant: sub.Tenant, Owner: sub.Owner}
 	a.wakeCollector()
 	a.log.Info("job submitted", "job", id, "module", digest[:12], "max_restarts", maxRestarts)
 	r, err := a.launch(j)
@@ -107,15 +113,18 @@ func (a *Agent) handleJobList(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, err)
 		return
 	}
+	c := callerOf(r)
 	out := make([]JobInfo, 0, len(jobs))
 	for _, j := range jobs {
-		out = append(out, jobInfo(j))
+		if c.sees(j) {
+			out = append(out, jobInfo(j))
+		}
 	}
 	writeJSON(w, out)
 }
 
 func (a *Agent) handleJobGet(w http.ResponseWriter, r *http.Request) {
-	j, err := a.lookupJob(r.Context(), r.PathValue("id"))
+	j, err := a.tenantJob(r, r.PathValue("id"), false)
 	if err != nil {
 		apiFail(w, err)
 		return
@@ -124,6 +133,10 @@ func (a *Agent) handleJobGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handleJobStop(w http.ResponseWriter, r *http.Request) {
+	if _, err := a.tenantJob(r, r.PathValue("id"), true); err != nil {
+		apiFail(w, err)
+		return
+	}
 	j, err := a.StopJob(r.Context(), r.PathValue("id"))
 	if err != nil {
 		apiFail(w, err)
@@ -134,7 +147,7 @@ func (a *Agent) handleJobStop(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handleJobDelete(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	j, err := a.lookupJob(r.Context(), id)
+	j, err := a.tenantJob(r, id, true)
 	if err == nil {
 		err = a.propose(r.Context(), controlstate.Command{Delete: &controlstate.Delete{ID: id}})
 	}
@@ -226,7 +239,7 @@ func (a *Agent) copyJobOutput(ctx context.Context, j controlstate.Job, follow bo
 // follow=1, then its result once it has ended (MediaJobStream, or plain
 // text with the result in the trailers).
 func (a *Agent) handleJobLogs(w http.ResponseWriter, r *http.Request) {
-	j, err := a.lookupJob(r.Context(), r.PathValue("id"))
+	j, err := a.tenantJob(r, r.PathValue("id"), false)
 	if err != nil {
 		apiFail(w, err)
 		return

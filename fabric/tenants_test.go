@@ -5,6 +5,8 @@ package fabric
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -39,5 +41,124 @@ func TestTokenChecksBounded(t *testing.T) {
 	_, err = (&Client{Address: a.HTTPAddr(), Token: wellFormed}).Whoami(ctx)
 	if err == nil || !strings.Contains(err.Error(), "401") || errors.Is(err, ErrTooMany) {
 		t.Fatalf("an unknown token with slots free: %v", err)
+	}
+}
+
+// TestAuthMatrix: every route of the API, called with no token, a wrong
+// one, a malformed tenant's token, an unknown one, an expired one, a
+// revoked one, is refused with 401; a tenant's working token is refused
+// with 403 on the routes that take the cluster's token, and on the
+// tenant routes finds none of another tenant's jobs. Every route needs an
+// expectation here: one added to the API without it fails the test.
+func TestAuthMatrix(t *testing.T) {
+	a := startJobsAgent(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	want := map[string]access{
+		"GET /v1/nodes": clusterOnly, "GET /v1/status": clusterOnly,
+		"POST /v1/jobs": tenantUser, "GET /v1/jobs": tenantUser, "GET /v1/jobs/{id}": tenantUser,
+		"GET /v1/jobs/{id}/logs": tenantUser, "POST /v1/jobs/{id}/stop": tenantUser, "DELETE /v1/jobs/{id}": tenantUser,
+		"POST /v1/modules": clusterOnly, "GET /v1/modules": clusterOnly, "DELETE /v1/modules/{digest}": clusterOnly,
+		"POST /v1/modules/{digest}/call": clusterOnly, "GET /v1/debug/state": clusterOnly,
+		"POST /v1/tenants": clusterOnly, "GET /v1/tenants": clusterOnly, "DELETE /v1/tenants/{name}": clusterOnly,
+		"POST /v1/tokens": clusterOnly, "GET /v1/tokens": clusterOnly, "DELETE /v1/tokens/{id}": clusterOnly,
+		"GET /v1/whoami": tenantUser,
+	}
+	for _, rt := range a.apiRoutes() {
+		if acc, ok := want[rt.pattern]; !ok {
+			t.Errorf("route %s has no expectation in the auth matrix: decide its rule, and add it here", rt.pattern)
+		} else if acc != rt.access {
+			t.Errorf("route %s: access %d, the matrix expects %d", rt.pattern, rt.access, acc)
+		}
+	}
+	for _, tn := range []string{"acme", "globex"} {
+		if _, err := admin.CreateTenant(ctx, tn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk := func(tenant, role string, ttl time.Duration) (*Client, NewToken) {
+		t.Helper()
+		nt, err := admin.CreateToken(ctx, TokenRequest{Tenant: tenant, Role: role, TTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &Client{Address: a.HTTPAddr(), Token: nt.Token}, nt
+	}
+	acme, acmeTok := mk("acme", "user", 0)
+	acme2, _ := mk("acme", "user", 0)
+	acmeOp, _ := mk("acme", "operator", 0)
+	globex, _ := mk("globex", "user", 0)
+	expired, _ := mk("acme", "admin", time.Millisecond)
+	revoked, revokedTok := mk("acme", "admin", 0)
+	if err := admin.RevokeToken(ctx, revokedTok.ID); err != nil {
+		t.Fatal(err)
+	}
+	hostile := guestBytes(t, "internal/testguests/hostile")
+	job, err := acme.SubmitDetached(ctx, hostile, []string{"ticks", "100000", "100"}, SubmitOptions{ID: "ja"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Tenant != "acme" || job.Owner != acmeTok.ID {
+		t.Fatalf("a tenant's job: %+v", job)
+	}
+	path := func(p string) (method, url string) {
+		method, url, _ = strings.Cut(p, " ")
+		url = strings.NewReplacer("{id}", "ja", "{digest}", job.Module, "{name}", "acme").Replace(url)
+		return method, url
+	}
+	call := func(token, p string) int {
+		method, u := path(p)
+		req, _ := http.NewRequestWithContext(ctx, method, "http://"+a.HTTPAddr()+u, strings.NewReader("{}"))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	bad := map[string]string{
+		"no token": "", "a wrong token": "fat1_wrong", "a malformed tenant's token": "fabric_x",
+		"an unknown tenant's token": tokenPrefix + "0123456789ab_" + strings.Repeat("A", 43),
+		"an expired token":          expired.Token, "a revoked token": revoked.Token,
+	}
+	for _, rt := range a.apiRoutes() {
+		for what, tok := range bad {
+			if code := call(tok, rt.pattern); code != http.StatusUnauthorized {
+				t.Errorf("%s with %s: %d, want 401", rt.pattern, what, code)
+			}
+		}
+		if rt.access == clusterOnly {
+			if code := call(globex.Token, rt.pattern); code != http.StatusForbidden {
+				t.Errorf("%s with a tenant's token: %d, want 403", rt.pattern, code)
+			}
+		}
+	}
+	// Another tenant finds none of acme's jobs, whatever it knows.
+	for _, p := range []string{"GET /v1/jobs/{id}", "GET /v1/jobs/{id}/logs", "POST /v1/jobs/{id}/stop", "DELETE /v1/jobs/{id}"} {
+		if code := call(globex.Token, p); code != http.StatusNotFound {
+			t.Errorf("%s of acme's job with globex's token: %d, want 404", p, code)
+		}
+	}
+	if jobs, err := globex.Jobs(ctx); err != nil || len(jobs) != 0 {
+		t.Fatalf("globex lists %+v, %v", jobs, err)
+	}
+	// In acme: another user sees the job and may not stop it; an
+	// operator may; the cluster's operator sees every job.
+	if j, err := acme2.Job(ctx, "ja"); err != nil || j.ID != "ja" {
+		t.Fatalf("acme's other user: %+v, %v", j, err)
+	}
+	if _, err := acme2.StopJob(ctx, "ja"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("acme's other user stops acme's job: %v", err)
+	}
+	if jobs, err := admin.Jobs(ctx); err != nil || len(jobs) != 1 {
+		t.Fatalf("the cluster's operator lists %+v, %v", jobs, err)
+	}
+	if j, err := acmeOp.StopJob(ctx, "ja"); err != nil || j.State != "stopped" {
+		t.Fatalf("acme's operator stops acme's job: %+v, %v", j, err)
 	}
 }

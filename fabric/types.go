@@ -127,6 +127,10 @@ type JobInfo struct {
 	Attempt     uint32     `json:"attempt"`
 	MaxRestarts uint32     `json:"max_restarts,omitempty"`
 	Restarts    []string   `json:"restarts,omitempty"` // why each restart happened
+	// Tenant submitted the job, with the token Owner (both empty: the
+	// cluster's operator, with the cluster's API token).
+	Tenant string `json:"tenant,omitempty"`
+	Owner  string `json:"owner,omitempty"`
 }
 
 // ModuleInfo is an uploaded module as the API and `fabric module list`
@@ -175,6 +179,7 @@ var (
 	ErrTenantExists = errors.New("fabric: a tenant with that name exists")
 	ErrNoToken      = errors.New("fabric: no token with that ID")
 	ErrUnauthorized = errors.New("fabric: the token does not open this")
+	ErrForbidden    = errors.New("fabric: the token's role does not allow this")
 	// ErrNoLeader means no server of the control plane answered: none is
 	// up, or they are electing a leader.
 	ErrNoLeader = errors.New("fabric: no control-plane server answered")

@@ -17,7 +17,8 @@ import (
 // TestTenantTokens: the operator makes a tenant and tokens for it; a
 // token's secret is printed once and listed never; the token says who it
 // is on another agent (fabric whoami, from a 0600 file; a file others may
-// read is refused); it opens no other route yet; revoked on one agent, it
+// read is refused); it lists jobs and does not open the cluster
+// operator's routes (403); revoked on one agent, it
 // stops working on the other at once; one past its time to live is
 // refused as expired; deleting the tenant takes its tokens.
 func TestTenantTokens(t *testing.T) {
@@ -66,8 +67,12 @@ func TestTenantTokens(t *testing.T) {
 	if !strings.Contains(res.Stdout, "of tenant acme, role user (active)") {
 		t.Fatalf("whoami: %q", res.Stdout)
 	}
-	if res := testrig.Run(t, time.Minute, "job", "list", "--address", b.api, "--token-file", file); res.Code == 0 || !strings.Contains(res.Stderr, "401") {
-		t.Fatalf("a tenant's token on a route it does not open yet: exit %d, %s", res.Code, res.Stderr)
+	if res := testrig.Run(t, time.Minute, "list", "nodes", "--address", b.api, "--token-file", file); res.Code == 0 || !strings.Contains(res.Stderr, "403") ||
+		!strings.Contains(res.Stderr, "takes the cluster's API token") {
+		t.Fatalf("a tenant's token on a route of the cluster's operator: exit %d, %s", res.Code, res.Stderr)
+	}
+	if res := must(testrig.Run(t, time.Minute, "job", "list", "--address", b.api, "--token-file", file), "a tenant's job list"); !strings.Contains(res.Stdout, "ID") {
+		t.Fatalf("a tenant's job list: %q", res.Stdout)
 	}
 	loose := filepath.Join(dir, "loose")
 	if err := os.WriteFile(loose, []byte(secret), 0o644); err != nil {

@@ -38,6 +38,8 @@ type Submit struct {
 	Node        string   `cbor:"4,keyasint"`
 	Time        int64    `cbor:"5,keyasint"`
 	MaxRestarts uint32   `cbor:"6,keyasint,omitempty"`
+	Tenant      string   `cbor:"7,keyasint,omitempty"`
+	Owner       string   `cbor:"8,keyasint,omitempty"`
 }
 
 // Start records that the attempt's driver started.
@@ -249,6 +251,8 @@ func (s *State) submit(c *Submit) error {
 		return fmt.Errorf("%w: %d arguments, at most %d", ErrBadCommand, len(c.Args), MaxArgs)
 	case c.MaxRestarts > MaxRestarts:
 		return fmt.Errorf("%w: %d restarts, at most %d", ErrBadCommand, c.MaxRestarts, MaxRestarts)
+	case c.Tenant != "" && !ValidID(c.Tenant), c.Owner != "" && !ValidID(c.Owner):
+		return fmt.Errorf("%w: tenant %q or owner %q", ErrBadCommand, c.Tenant, c.Owner)
 	}
 	size := 0
 	for _, a := range c.Args {
@@ -274,7 +278,7 @@ func (s *State) submit(c *Submit) error {
 		delete(s.jobs, oldest.ID)
 	}
 	s.jobs[c.ID] = &Job{ID: c.ID, Digest: c.Digest, Args: slices.Clone(c.Args), Node: c.Node, State: Pending,
-		Submitted: c.Time, Attempt: 1, MaxRestarts: c.MaxRestarts}
+		Submitted: c.Time, Attempt: 1, MaxRestarts: c.MaxRestarts, Tenant: c.Tenant, Owner: c.Owner}
 	return nil
 }
 

@@ -49,6 +49,10 @@ type Job struct {
 	MaxRestarts uint32 `cbor:"12,keyasint,omitempty" json:"max_restarts,omitempty"`
 	// Restarts lists why each restart happened.
 	Restarts []string `cbor:"13,keyasint,omitempty" json:"restarts,omitempty"`
+	// Tenant submitted the job ("": the cluster's operator), with the
+	// token Owner.
+	Tenant string `cbor:"14,keyasint,omitempty" json:"tenant,omitempty"`
+	Owner  string `cbor:"15,keyasint,omitempty" json:"owner,omitempty"`
 }
 
 // Module is an uploaded module, by its SHA-256 digest (hex).

@@ -1,0 +1,143 @@
+//go:build linux
+
+package fabric
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/wasmfabric/fabric/internal/controlstate"
+)
+
+// Authorization of the HTTP API, in one place: every route is declared
+// in apiRoutes with its access, and the server serves only what that
+// table declares. A request's caller is the cluster's operator (the
+// cluster's API token) or a tenant's token, checked on the leader; the
+// access says which callers a route takes at all, and handlers that
+// serve a tenant's records (jobs) check that the record is the caller's
+// tenant's (a record of another tenant is not found).
+
+// access is who may call a route.
+type access int
+
+const (
+	// clusterOnly routes take the cluster's API token only.
+	clusterOnly access = iota
+	// tenantUser routes also take any tenant's token (a user's and up);
+	// what they serve is the tenant's own.
+	tenantUser
+)
+
+// apiRoute is one route of the API and its access.
+type apiRoute struct {
+	pattern string
+	access  access
+	handler http.HandlerFunc
+}
+
+// apiRoutes is every route the API serves.
+func (a *Agent) apiRoutes() []apiRoute {
+	return []apiRoute{
+		{"GET /v1/nodes", clusterOnly, a.handleNodes},
+		{"GET /v1/status", clusterOnly, a.handleStatus},
+		{"POST /v1/jobs", tenantUser, a.handleJob},
+		{"GET /v1/jobs", tenantUser, a.handleJobList},
+		{"GET /v1/jobs/{id}", tenantUser, a.handleJobGet},
+		{"GET /v1/jobs/{id}/logs", tenantUser, a.handleJobLogs},
+		{"POST /v1/jobs/{id}/stop", tenantUser, a.handleJobStop},
+		{"DELETE /v1/jobs/{id}", tenantUser, a.handleJobDelete},
+		{"POST /v1/modules", clusterOnly, a.handleModuleUpload},
+		{"GET /v1/modules", clusterOnly, a.handleModuleList},
+		{"DELETE /v1/modules/{digest}", clusterOnly, a.handleModuleDelete},
+		{"POST /v1/modules/{digest}/call", clusterOnly, a.handleCall},
+		{"GET /v1/debug/state", clusterOnly, a.handleDebugState},
+		{"POST /v1/tenants", clusterOnly, a.handleTenantCreate},
+		{"GET /v1/tenants", clusterOnly, a.handleTenantList},
+		{"DELETE /v1/tenants/{name}", clusterOnly, a.handleTenantDelete},
+		{"POST /v1/tokens", clusterOnly, a.handleTokenCreate},
+		{"GET /v1/tokens", clusterOnly, a.handleTokenList},
+		{"DELETE /v1/tokens/{id}", clusterOnly, a.handleTokenRevoke},
+		{"GET /v1/whoami", tenantUser, a.handleWhoami},
+	}
+}
+
+// caller is who sent a request.
+type caller struct {
+	cluster bool               // the cluster's API token
+	token   controlstate.Token // a tenant's, when not cluster
+}
+
+type callerKey struct{}
+
+// callerOf returns the request's caller (set by guard).
+func callerOf(r *http.Request) caller {
+	c, _ := r.Context().Value(callerKey{}).(caller)
+	return c
+}
+
+// guard wraps a route's handler with its access rule.
+func (a *Agent) guard(rt apiRoute) http.HandlerFunc {
+	cluster := []byte("Bearer " + a.cluster.APIToken())
+	return func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		if subtle.ConstantTimeCompare([]byte(auth), cluster) == 1 {
+			rt.handler(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{cluster: true})))
+			return
+		}
+		bearer, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || bearer == "" {
+			apiError(w, http.StatusUnauthorized, "missing API token: pass the cluster's API token (which the first agent wrote to its data directory) or a tenant's token, with --token, --token-file, FABRIC_TOKEN or FABRIC_TOKEN_FILE")
+			return
+		}
+		if !strings.HasPrefix(bearer, tokenPrefix) {
+			apiError(w, http.StatusUnauthorized, "wrong API token: it is neither the cluster's nor a tenant's")
+			return
+		}
+		t, err := a.authenticate(r, bearer)
+		switch {
+		case errors.Is(err, ErrUnauthorized):
+			apiError(w, http.StatusUnauthorized, err.Error())
+			return
+		case err != nil:
+			apiFail(w, err)
+			return
+		case rt.access == clusterOnly:
+			apiError(w, http.StatusForbidden, fmt.Sprintf("%s takes the cluster's API token; a tenant's token (tenant %s) does not open it", rt.pattern, t.Tenant))
+			return
+		}
+		rt.handler(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{token: t})))
+	}
+}
+
+// sees reports whether the caller may see a job: the cluster's operator
+// sees every job, a tenant's token its tenant's.
+func (c caller) sees(j controlstate.Job) bool {
+	return c.cluster || j.Tenant == c.token.Tenant && j.Tenant != ""
+}
+
+// manages reports whether the caller may stop or delete a job it sees:
+// an operator or admin of the tenant any of its jobs, a user its own.
+func (c caller) manages(j controlstate.Job) bool {
+	return c.cluster || c.sees(j) && (c.token.Role != controlstate.RoleUser || j.Owner == c.token.ID)
+}
+
+// tenantJob looks a job up for the request's caller: one the caller may
+// not see is not found; manage asks that it may stop or delete it too.
+func (a *Agent) tenantJob(r *http.Request, id string, manage bool) (controlstate.Job, error) {
+	j, err := a.lookupJob(r.Context(), id)
+	if err != nil {
+		return j, err
+	}
+	c := callerOf(r)
+	switch {
+	case !c.sees(j):
+		return controlstate.Job{}, fmt.Errorf("%w: %q", ErrNoJob, id)
+	case manage && !c.manages(j):
+		return controlstate.Job{}, fmt.Errorf("%w: job %s is token %s's, and a user's token manages its own jobs only (an operator's manages the tenant's)", ErrForbidden, id, j.Owner)
+	}
+	return j, nil
+}
