@@ -570,7 +570,7 @@ func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, b
 		if err := a.node.pullModuleFrom(ctx, digest, []string{peer}); err != nil {
 			return 0, nil, err
 		}
-		err := a.propose(ctx, controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: a.node.moduleSize(digest), Node: a.ID, Time: nowMillis()}})
+		err := a.propose(ctx, controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: a.node.moduleSize(digest), Node: a.ID, Time: nowMillis(), Copy: true}})
 		return msgAck, nil, err
 	case msgJobRun:
 		go a.tellRun(string(body), a.ID)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/wasmfabric/fabric/internal/controlstate"
@@ -50,10 +51,10 @@ func (a *Agent) apiRoutes() []apiRoute {
 		{"GET /v1/jobs/{id}/logs", tenantUser, a.handleJobLogs},
 		{"POST /v1/jobs/{id}/stop", tenantUser, a.handleJobStop},
 		{"DELETE /v1/jobs/{id}", tenantUser, a.handleJobDelete},
-		{"POST /v1/modules", clusterOnly, a.handleModuleUpload},
-		{"GET /v1/modules", clusterOnly, a.handleModuleList},
-		{"DELETE /v1/modules/{digest}", clusterOnly, a.handleModuleDelete},
-		{"POST /v1/modules/{digest}/call", clusterOnly, a.handleCall},
+		{"POST /v1/modules", tenantUser, a.handleModuleUpload},
+		{"GET /v1/modules", tenantUser, a.handleModuleList},
+		{"DELETE /v1/modules/{digest}", tenantUser, a.handleModuleDelete},
+		{"POST /v1/modules/{digest}/call", tenantUser, a.handleCall},
 		{"GET /v1/debug/state", clusterOnly, a.handleDebugState},
 		{"POST /v1/tenants", clusterOnly, a.handleTenantCreate},
 		{"GET /v1/tenants", clusterOnly, a.handleTenantList},
@@ -140,4 +141,36 @@ func (a *Agent) tenantJob(r *http.Request, id string, manage bool) (controlstate
 		return controlstate.Job{}, fmt.Errorf("%w: job %s is token %s's, and a user's token manages its own jobs only (an operator's manages the tenant's)", ErrForbidden, id, j.Owner)
 	}
 	return j, nil
+}
+
+// tenant is the caller's tenant ("": the cluster's operator).
+func (c caller) tenant() string {
+	if c.cluster {
+		return ""
+	}
+	return c.token.Tenant
+}
+
+// seesModule reports whether the caller may see and run a module: the
+// cluster's operator every module, a tenant those it stored.
+func (c caller) seesModule(m controlstate.Module) bool {
+	return c.cluster || slices.Contains(m.Tenants, c.token.Tenant)
+}
+
+// tenantModule looks a module up for the request's caller: one the
+// caller may not see is not found; manage asks that it may delete it
+// too (an operator or admin of the tenant).
+func (a *Agent) tenantModule(r *http.Request, digest string, manage bool) (controlstate.Module, error) {
+	ans, err := a.control(r.Context(), controlRequest{Op: "module", ID: digest})
+	if err != nil {
+		return controlstate.Module{}, err
+	}
+	c := callerOf(r)
+	if len(ans.Modules) != 1 || !c.seesModule(ans.Modules[0]) {
+		return controlstate.Module{}, fmt.Errorf("%w: %q", ErrNoModuleHere, digest)
+	}
+	if manage && !c.cluster && c.token.Role == controlstate.RoleUser {
+		return controlstate.Module{}, fmt.Errorf("%w: deleting a module takes an operator's or admin's token of the tenant", ErrForbidden)
+	}
+	return ans.Modules[0], nil
 }

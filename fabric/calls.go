@@ -25,8 +25,12 @@ import (
 	"github.com/wasmfabric/fabric/internal/wire"
 )
 
-func moduleInfo(m controlstate.Module) ModuleInfo {
-	return ModuleInfo{Digest: m.Digest, Size: m.Size, Name: m.Name, Added: time.UnixMilli(m.Added).UTC(), Nodes: m.Nodes, Uploaded: m.Uploaded}
+func moduleInfo(m controlstate.Module, c caller) ModuleInfo {
+	mi := ModuleInfo{Digest: m.Digest, Size: m.Size, Name: m.Name, Added: time.UnixMilli(m.Added).UTC(), Nodes: m.Nodes, Uploaded: m.Uploaded}
+	if c.cluster {
+		mi.Tenants = m.Tenants // a tenant does not learn who else stored it
+	}
+	return mi
 }
 
 // callPeerPrefix names the pseudo-peers of calls: a call's task is run by
@@ -213,7 +217,8 @@ func (a *Agent) handleModuleUpload(w http.ResponseWriter, r *http.Request) {
 		name = name[:256]
 	}
 	a.node.touchModule(digest)
-	err := a.propose(r.Context(), controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: a.node.moduleSize(digest), Name: name, Node: a.ID, Time: nowMillis(), Uploaded: true}})
+	err := a.propose(r.Context(), controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: a.node.moduleSize(digest), Name: name, Node: a.ID, Time: nowMillis(), Uploaded: true,
+		Tenant: callerOf(r).tenant()}})
 	a.wakeCollector()
 	if err != nil {
 		apiFail(w, err)
@@ -226,7 +231,7 @@ func (a *Agent) handleModuleUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
-	_ = json.NewEncoder(w).Encode(moduleInfo(ans.Modules[0]))
+	_ = json.NewEncoder(w).Encode(moduleInfo(ans.Modules[0], callerOf(r)))
 }
 
 func (a *Agent) handleModuleList(w http.ResponseWriter, r *http.Request) {
@@ -235,9 +240,12 @@ func (a *Agent) handleModuleList(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, err)
 		return
 	}
+	c := callerOf(r)
 	out := make([]ModuleInfo, 0, len(ans.Modules))
 	for _, m := range ans.Modules {
-		out = append(out, moduleInfo(m))
+		if c.seesModule(m) {
+			out = append(out, moduleInfo(m, c))
+		}
 	}
 	writeJSON(w, out)
 }
@@ -248,13 +256,21 @@ func (a *Agent) handleModuleDelete(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, fmt.Errorf("%w: %q is not a module digest (64 hex digits)", ErrBadRequest, digest))
 		return
 	}
-	if err := a.propose(r.Context(), controlstate.Command{DeleteModule: &controlstate.DeleteModule{Digest: digest}}); err != nil {
+	if _, err := a.tenantModule(r, digest, true); err != nil {
+		apiFail(w, err)
+		return
+	}
+	// The cluster's operator deletes the record; a tenant its claim (the
+	// record goes with the last one).
+	if err := a.propose(r.Context(), controlstate.Command{DeleteModule: &controlstate.DeleteModule{Digest: digest, Tenant: callerOf(r).tenant()}}); err != nil {
 		apiFail(w, err)
 		return
 	}
 	// Copies on the nodes go when their disk use passes the limit; this
-	// node's goes now.
-	a.node.removeModule(digest)
+	// node's goes now, if the record went.
+	if _, err := a.control(r.Context(), controlRequest{Op: "module", ID: digest}); errors.Is(err, ErrNoModuleHere) {
+		a.node.removeModule(digest)
+	}
 	writeJSON(w, map[string]string{"deleted": digest})
 }
 
@@ -268,6 +284,10 @@ func (a *Agent) handleCall(w http.ResponseWriter, r *http.Request) {
 	digest := r.PathValue("digest")
 	if !controlstate.ValidDigest(digest) {
 		apiFail(w, fmt.Errorf("%w: %q is not a module digest (64 hex digits)", ErrBadRequest, digest))
+		return
+	}
+	if _, err := a.tenantModule(r, digest, false); err != nil {
+		apiFail(w, err)
 		return
 	}
 	var req struct {

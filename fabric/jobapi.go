@@ -67,7 +67,7 @@ func (a *Agent) submitJob(ctx context.Context, digest string, args []string, id 
 	if id == "" {
 		id = string(newJobID())
 	}
-	if err := a.propose(ctx, controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: a.node.moduleSize(digest), Node: a.ID, Time: nowMillis()}}); err != nil {
+	if err := a.propose(ctx, controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: a.node.moduleSize(digest), Node: a.ID, Time: nowMillis(), Tenant: by.tenant()}}); err != nil {
 		return nil, controlstate.Job{}, err
 	}
 	sub := controlstate.Submit{ID: id, Digest: digest, Args: args, Node: a.ID, Time: nowMillis(), MaxRestarts: maxRestarts}

@@ -3,10 +3,12 @@
 package fabric
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,8 +61,8 @@ func TestAuthMatrix(t *testing.T) {
 		"GET /v1/nodes": clusterOnly, "GET /v1/status": clusterOnly,
 		"POST /v1/jobs": tenantUser, "GET /v1/jobs": tenantUser, "GET /v1/jobs/{id}": tenantUser,
 		"GET /v1/jobs/{id}/logs": tenantUser, "POST /v1/jobs/{id}/stop": tenantUser, "DELETE /v1/jobs/{id}": tenantUser,
-		"POST /v1/modules": clusterOnly, "GET /v1/modules": clusterOnly, "DELETE /v1/modules/{digest}": clusterOnly,
-		"POST /v1/modules/{digest}/call": clusterOnly, "GET /v1/debug/state": clusterOnly,
+		"POST /v1/modules": tenantUser, "GET /v1/modules": tenantUser, "DELETE /v1/modules/{digest}": tenantUser,
+		"POST /v1/modules/{digest}/call": tenantUser, "GET /v1/debug/state": clusterOnly,
 		"POST /v1/tenants": clusterOnly, "GET /v1/tenants": clusterOnly, "DELETE /v1/tenants/{name}": clusterOnly,
 		"POST /v1/tokens": clusterOnly, "GET /v1/tokens": clusterOnly, "DELETE /v1/tokens/{id}": clusterOnly,
 		"GET /v1/whoami": tenantUser,
@@ -138,11 +140,31 @@ func TestAuthMatrix(t *testing.T) {
 			}
 		}
 	}
-	// Another tenant finds none of acme's jobs, whatever it knows.
-	for _, p := range []string{"GET /v1/jobs/{id}", "GET /v1/jobs/{id}/logs", "POST /v1/jobs/{id}/stop", "DELETE /v1/jobs/{id}"} {
+	// Another tenant finds none of acme's jobs and modules, whatever it
+	// knows.
+	for _, p := range []string{"GET /v1/jobs/{id}", "GET /v1/jobs/{id}/logs", "POST /v1/jobs/{id}/stop", "DELETE /v1/jobs/{id}",
+		"DELETE /v1/modules/{digest}", "POST /v1/modules/{digest}/call"} {
 		if code := call(globex.Token, p); code != http.StatusNotFound {
-			t.Errorf("%s of acme's job with globex's token: %d, want 404", p, code)
+			t.Errorf("%s of acme's job or module with globex's token: %d, want 404", p, code)
 		}
+	}
+	if ms, err := globex.Modules(ctx); err != nil || len(ms) != 0 {
+		t.Fatalf("globex lists modules %+v, %v", ms, err)
+	}
+	if ms, err := acme.Modules(ctx); err != nil || len(ms) != 1 || ms[0].Digest != job.Module || ms[0].Tenants != nil {
+		t.Fatalf("acme lists modules %+v, %v", ms, err)
+	}
+	if ms, err := admin.Modules(ctx); err != nil || len(ms) != 1 || !slices.Equal(ms[0].Tenants, []string{"acme"}) {
+		t.Fatalf("the cluster's operator lists modules %+v, %v", ms, err)
+	}
+	// The same bytes uploaded by globex: now globex's too, and globex
+	// still does not learn that acme has them.
+	up, err := globex.Upload(ctx, bytes.NewReader(hostile), "renamed")
+	if err != nil || up.Digest != job.Module || up.Tenants != nil {
+		t.Fatalf("globex uploads the same module: %+v, %v", up, err)
+	}
+	if err := acme.DeleteModule(ctx, job.Module); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("acme's user deletes a module: %v", err)
 	}
 	if jobs, err := globex.Jobs(ctx); err != nil || len(jobs) != 0 {
 		t.Fatalf("globex lists %+v, %v", jobs, err)
@@ -160,5 +182,15 @@ func TestAuthMatrix(t *testing.T) {
 	}
 	if j, err := acmeOp.StopJob(ctx, "ja"); err != nil || j.State != "stopped" {
 		t.Fatalf("acme's operator stops acme's job: %+v, %v", j, err)
+	}
+	// acme's operator drops acme's claim: globex still has the module.
+	if err := acmeOp.DeleteModule(ctx, job.Module); err != nil {
+		t.Fatal(err)
+	}
+	if ms, err := acme.Modules(ctx); err != nil || len(ms) != 0 {
+		t.Fatalf("acme lists modules after dropping its claim: %+v, %v", ms, err)
+	}
+	if ms, err := globex.Modules(ctx); err != nil || len(ms) != 1 {
+		t.Fatalf("globex lists modules after acme dropped its claim: %+v, %v", ms, err)
 	}
 }

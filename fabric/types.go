@@ -145,6 +145,8 @@ type ModuleInfo struct {
 	// deleted); the others are jobs' modules, removed from nodes once no
 	// job uses them and the nodes' module disk passes its limit.
 	Uploaded bool `json:"uploaded,omitempty"`
+	// Tenants stored it (shown to the cluster's operator only).
+	Tenants []string `json:"tenants,omitempty"`
 }
 
 // CallResult is the answer of `fabric call`: the function's value as

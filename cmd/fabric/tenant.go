@@ -91,9 +91,9 @@ user (its own jobs). Tokens are stored hashed in the control state: a token's
 secret is printed once, when it is made, and never again. A token may expire
 (--ttl), and a revoked one stops working on every agent at once.
 
-A tenant's token opens the job routes (submit, list, status, logs, stop,
-delete: the tenant's jobs only) and fabric whoami; the other routes take the
-cluster's API token so far.`}
+A tenant's token opens the job and module routes (submit, list, status, logs,
+stop, delete, upload, call: the tenant's own jobs and modules only) and fabric
+whoami; the other routes take the cluster's API token so far.`}
 	var (
 		cf   clientFlags
 		req  fabric.TokenRequest

@@ -91,12 +91,18 @@ type AddModule struct {
 	Node     string `cbor:"4,keyasint"`
 	Time     int64  `cbor:"5,keyasint"`
 	Uploaded bool   `cbor:"6,keyasint,omitempty"`
+	Tenant   string `cbor:"7,keyasint,omitempty"` // "": the cluster's operator
+	// Copy records a node's copy only: no one stored the module anew.
+	Copy bool `cbor:"8,keyasint,omitempty"`
 }
 
-// DeleteModule removes a module's record (Node empty), or one node's copy.
+// DeleteModule removes a module's record (Node and Tenant empty), one
+// node's copy (Node), or a tenant's claim on it (Tenant): the record goes
+// with its last claim, unless the cluster's operator stored it too.
 type DeleteModule struct {
 	Digest string `cbor:"1,keyasint"`
 	Node   string `cbor:"2,keyasint,omitempty"`
+	Tenant string `cbor:"3,keyasint,omitempty"`
 }
 
 // Apply applies a command. It fails, changing nothing, on a command that
@@ -215,6 +221,21 @@ func (s *State) apply(c Command) error {
 			m.Nodes = slices.DeleteFunc(m.Nodes, func(n string) bool { return n == d.Node })
 			return nil
 		}
+		if d.Tenant != "" {
+			i, found := slices.BinarySearch(m.Tenants, d.Tenant)
+			if !found {
+				return fmt.Errorf("%w: %q", ErrNoModule, d.Digest) // not the tenant's to see
+			}
+			for _, j := range s.jobs {
+				if j.Digest == d.Digest && j.Tenant == d.Tenant && !j.State.Ended() {
+					return fmt.Errorf("%w: job %s", ErrModuleInUse, j.ID)
+				}
+			}
+			m.Tenants = slices.Delete(m.Tenants, i, i+1)
+			if len(m.Tenants) > 0 || m.Operator {
+				return nil // others still have it
+			}
+		}
 		for _, j := range s.jobs {
 			if j.Digest == d.Digest && !j.State.Ended() {
 				return fmt.Errorf("%w: job %s", ErrModuleInUse, j.ID)
@@ -290,6 +311,8 @@ func (s *State) addModule(c *AddModule) error {
 		return fmt.Errorf("%w: node %q", ErrBadCommand, c.Node)
 	case c.Size < 0 || len(c.Name) > 256:
 		return fmt.Errorf("%w: module size %d or name of %d bytes", ErrBadCommand, c.Size, len(c.Name))
+	case c.Tenant != "" && !ValidID(c.Tenant):
+		return fmt.Errorf("%w: tenant %q", ErrBadCommand, c.Tenant)
 	}
 	m, ok := s.modules[c.Digest]
 	if !ok {
@@ -299,10 +322,17 @@ func (s *State) addModule(c *AddModule) error {
 		m = &Module{Digest: c.Digest, Size: c.Size, Name: c.Name, Added: c.Time}
 		s.modules[c.Digest] = m
 	}
-	if c.Name != "" {
-		m.Name = c.Name
+	if c.Name != "" && (m.Name == "" || c.Tenant == "") {
+		m.Name = c.Name // a tenant names a module no one named: it does not rename another's
 	}
 	m.Uploaded = m.Uploaded || c.Uploaded
+	if c.Copy {
+		// a node's copy: no claim
+	} else if c.Tenant == "" {
+		m.Operator = true
+	} else if i, found := slices.BinarySearch(m.Tenants, c.Tenant); !found && len(m.Tenants) < MaxTenants {
+		m.Tenants = slices.Insert(m.Tenants, i, c.Tenant)
+	}
 	if i, found := slices.BinarySearch(m.Nodes, c.Node); !found {
 		if len(m.Nodes) >= 1024 {
 			return nil // enough holders are known

@@ -67,6 +67,10 @@ type Module struct {
 	// copy is kept until the module is deleted. A job's module may go once
 	// no job that has not ended uses it.
 	Uploaded bool `cbor:"6,keyasint,omitempty" json:"uploaded,omitempty"`
+	// Tenants stored the module (uploaded it or ran a job of it), sorted:
+	// they see it. Operator is set when the cluster's operator did.
+	Tenants  []string `cbor:"7,keyasint,omitempty" json:"tenants,omitempty"`
+	Operator bool     `cbor:"8,keyasint,omitempty" json:"operator,omitempty"`
 }
 
 // Limits of the state, so that no client can grow it without bound.
@@ -219,6 +223,7 @@ func (j *Job) clone() Job {
 func (m *Module) clone() Module {
 	c := *m
 	c.Nodes = slices.Clone(m.Nodes)
+	c.Tenants = slices.Clone(m.Tenants)
 	return c
 }
 

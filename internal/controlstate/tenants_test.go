@@ -129,3 +129,56 @@ func TestMaxTokens(t *testing.T) {
 		t.Fatalf("the other revoked token: %v", err)
 	}
 }
+
+// TestModuleTenants: a module records the tenants that stored it and
+// whether the cluster's operator did; a node's copy claims nothing; a
+// tenant's deletion drops its claim (refused while a job of its own runs
+// the module), and the record goes with the last claim unless the
+// operator stored it too; a tenant does not rename another's module.
+func TestModuleTenants(t *testing.T) {
+	s := New()
+	add := func(tenant, name string, cp bool) {
+		t.Helper()
+		if err := s.Apply(Command{AddModule: &AddModule{Digest: digest, Node: "n1", Tenant: tenant, Name: name, Copy: cp}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("acme", "mine", false)
+	add("globex", "theirs", false)
+	add("", "", true) // a copy
+	m, _ := s.Module(digest)
+	if !reflect.DeepEqual(m.Tenants, []string{"acme", "globex"}) || m.Operator || m.Name != "mine" {
+		t.Fatalf("module: %+v", m)
+	}
+	sub := submit("j")
+	sub.Submit.Tenant = "acme"
+	if err := s.Apply(sub); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(Command{DeleteModule: &DeleteModule{Digest: digest, Tenant: "acme"}}); !errors.Is(err, ErrModuleInUse) {
+		t.Fatalf("a tenant deletes a module its running job uses: %v", err)
+	}
+	if err := s.Apply(Command{DeleteModule: &DeleteModule{Digest: digest, Tenant: "globex"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(Command{DeleteModule: &DeleteModule{Digest: digest, Tenant: "globex"}}); !errors.Is(err, ErrNoModule) {
+		t.Fatalf("a tenant deletes a module it no longer has: %v", err)
+	}
+	if err := s.Apply(Command{Stop: &Stop{ID: "j", Time: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(Command{DeleteModule: &DeleteModule{Digest: digest, Tenant: "acme"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Module(digest); ok {
+		t.Fatal("the record stays after its last claim went")
+	}
+	add("acme", "", false)
+	add("", "", false) // the operator stores it too
+	if err := s.Apply(Command{DeleteModule: &DeleteModule{Digest: digest, Tenant: "acme"}}); err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := s.Module(digest); !ok || !m.Operator || len(m.Tenants) != 0 {
+		t.Fatalf("the operator's module after a tenant's deletion: %+v %v", m, ok)
+	}
+}
