@@ -43,11 +43,15 @@ func (n *Node) DeleteObject(id objects.ID) {
 	n.step(core.DeleteObject{ID: id})
 }
 
-// objectBytes returns a ready object's value for a peer, pinned until
-// release. Error values are not served.
-func (n *Node) objectBytes(id objects.ID) ([]byte, func(), error) {
+// objectBytes returns a ready object's value for peer, pinned until
+// release: only to a peer the object was sent to ("": any, for this
+// node's own use). Error values are not served.
+func (n *Node) objectBytes(peer string, id objects.ID) ([]byte, func(), error) {
 	n.mu.Lock()
 	inline, stored, ok := n.core.ObjectBytes(id)
+	if ok && peer != "" && !n.core.ObjectServedTo(id, core.NodeID(peer)) {
+		ok = false
+	}
 	if !ok {
 		n.mu.Unlock()
 		return nil, nil, ErrNoObject
@@ -76,8 +80,8 @@ func (n *Node) objectBytes(id objects.ID) ([]byte, func(), error) {
 // agentObjects serves the node's objects to other agents.
 type agentObjects struct{ n *Node }
 
-func (s agentObjects) Object(id [transport.IDSize]byte) ([]byte, func(), bool) {
-	if b, release, err := s.n.objectBytes(objects.ID(id)); err == nil {
+func (s agentObjects) Object(peer string, id [transport.IDSize]byte) ([]byte, func(), bool) {
+	if b, release, err := s.n.objectBytes(peer, objects.ID(id)); err == nil {
 		return b, release, true
 	}
 	// Modules travel as objects too, named by the first bytes of their
@@ -253,7 +257,7 @@ func (a *Agent) PullModule(ctx context.Context, nodeID, digest string) error {
 
 // ReadObject returns a copy of a ready object's value.
 func (n *Node) ReadObject(id objects.ID) ([]byte, error) {
-	b, release, err := n.objectBytes(id)
+	b, release, err := n.objectBytes("", id)
 	if err != nil {
 		return nil, err
 	}

@@ -609,6 +609,14 @@ func (c *Core) serveObject(from NodeID, m *peerwire.GetObject) {
 			Missing: fmt.Sprintf("object %s of job %s is not on node %s (released, or its job ended)", m.ID.Short(), m.Job, c.cfg.Node)})
 		return
 	}
+	if j.exports[exportKey{m.ID, from}] == 0 {
+		// Served only to a node it was sent to (which holds it until it
+		// releases it): a node that learnt the ID some other way, working
+		// for the job or not, gets nothing.
+		c.sendPeer(from, &peerwire.ObjectValue{Job: m.Job, ID: m.ID, For: m.For,
+			Missing: fmt.Sprintf("object %s of job %s was not sent to node %s", m.ID.Short(), m.Job, from)})
+		return
+	}
 	id := m.ID
 	c.addRef(id)
 	answer := func() {

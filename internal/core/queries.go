@@ -74,6 +74,23 @@ func (c *Core) ObjectBytes(id objects.ID) (inline []byte, stored, ok bool) {
 	return o.inline, o.stored, true
 }
 
+// ObjectServedTo reports whether the node serves an object's bytes to
+// node: one of a job only to a node it was sent to (an export, or a copy
+// it was told to pull); one of no job (AddObject) to any node.
+func (c *Core) ObjectServedTo(id objects.ID, node NodeID) bool {
+	o := c.objs[id]
+	if o == nil {
+		return false
+	}
+	if o.job == nil {
+		return true
+	}
+	if _, ok := o.copies[node]; ok {
+		return true
+	}
+	return o.job.exports[exportKey{id, node}] > 0
+}
+
 // HasObject reports whether the node knows an object by ID.
 func (c *Core) HasObject(id objects.ID) bool { return c.objs[id] != nil }
 

@@ -33,9 +33,11 @@ const IDSize = 20
 
 // ObjectSource gives an endpoint the objects it serves.
 type ObjectSource interface {
-	// Object returns the object's bytes, valid until release is called,
-	// or ok=false when this node does not hold it.
-	Object(id [IDSize]byte) (data []byte, release func(), ok bool)
+	// Object returns the object's bytes for peer (the node that asks,
+	// named by its certificate), valid until release is called, or
+	// ok=false when this node does not hold it or does not serve it to
+	// that peer.
+	Object(peer string, id [IDSize]byte) (data []byte, release func(), ok bool)
 }
 
 // Errors of object pulls.
@@ -155,7 +157,7 @@ func (c *metaCache) get(id [IDSize]byte, data []byte) objectMeta {
 }
 
 // servePull answers a pull request on stream s.
-func (e *Endpoint) servePull(s frameWriter, body []byte) error {
+func (e *Endpoint) servePull(s frameWriter, peer string, body []byte) error {
 	req, err := decodePullRequest(body)
 	if err != nil {
 		return err
@@ -163,7 +165,7 @@ func (e *Endpoint) servePull(s frameWriter, body []byte) error {
 	if e.cfg.Objects == nil {
 		return ErrNoObject
 	}
-	data, release, ok := e.cfg.Objects.Object(req.ID)
+	data, release, ok := e.cfg.Objects.Object(peer, req.ID)
 	if !ok {
 		return fmt.Errorf("%w %x", ErrNoObject, req.ID[:8])
 	}

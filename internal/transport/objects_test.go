@@ -20,7 +20,7 @@ type memSource struct {
 	n    atomic.Int64
 }
 
-func (m *memSource) Object(id [IDSize]byte) ([]byte, func(), bool) {
+func (m *memSource) Object(_ string, id [IDSize]byte) ([]byte, func(), bool) {
 	calls := m.n.Add(1)
 	if h := m.hook.Load(); h != nil {
 		(*h)(calls)

@@ -306,7 +306,7 @@ func (e *Endpoint) serveStream(ctx context.Context, peer string, remote net.Addr
 	}
 	if t == TypePull {
 		_ = s.SetWriteDeadline(time.Now().Add(DefaultTimeout))
-		if err := e.servePull(s, body); err != nil {
+		if err := e.servePull(s, peer, body); err != nil {
 			_ = WriteFrame(s, TypeError, []byte(err.Error()))
 		}
 		return
