@@ -43,8 +43,8 @@ type apiRoute struct {
 // apiRoutes is every route the API serves.
 func (a *Agent) apiRoutes() []apiRoute {
 	return []apiRoute{
-		{"GET /v1/nodes", clusterOnly, a.handleNodes},
-		{"GET /v1/status", clusterOnly, a.handleStatus},
+		{"GET /v1/nodes", tenantUser, a.handleNodes}, // the cluster's capacity: no tenant's records
+		{"GET /v1/status", tenantUser, a.handleStatus},
 		{"POST /v1/jobs", tenantUser, a.handleJob},
 		{"GET /v1/jobs", tenantUser, a.handleJobList},
 		{"GET /v1/jobs/{id}", tenantUser, a.handleJobGet},

@@ -58,7 +58,7 @@ func TestAuthMatrix(t *testing.T) {
 	defer cancel()
 	admin := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
 	want := map[string]access{
-		"GET /v1/nodes": clusterOnly, "GET /v1/status": clusterOnly,
+		"GET /v1/nodes": tenantUser, "GET /v1/status": tenantUser,
 		"POST /v1/jobs": tenantUser, "GET /v1/jobs": tenantUser, "GET /v1/jobs/{id}": tenantUser,
 		"GET /v1/jobs/{id}/logs": tenantUser, "POST /v1/jobs/{id}/stop": tenantUser, "DELETE /v1/jobs/{id}": tenantUser,
 		"POST /v1/modules": tenantUser, "GET /v1/modules": tenantUser, "DELETE /v1/modules/{digest}": tenantUser,

@@ -92,8 +92,9 @@ secret is printed once, when it is made, and never again. A token may expire
 (--ttl), and a revoked one stops working on every agent at once.
 
 A tenant's token opens the job and module routes (submit, list, status, logs,
-stop, delete, upload, call: the tenant's own jobs and modules only) and fabric
-whoami; the other routes take the cluster's API token so far.`}
+stop, delete, upload, call: the tenant's own jobs and modules only), the
+cluster's nodes and status, and fabric whoami; managing tenants and tokens
+takes the cluster's API token.`}
 	var (
 		cf   clientFlags
 		req  fabric.TokenRequest

@@ -67,13 +67,14 @@ func TestTenantTokens(t *testing.T) {
 	if !strings.Contains(res.Stdout, "of tenant acme, role user (active)") {
 		t.Fatalf("whoami: %q", res.Stdout)
 	}
-	if res := testrig.Run(t, time.Minute, "list", "nodes", "--address", b.api, "--token-file", file); res.Code == 0 || !strings.Contains(res.Stderr, "403") ||
+	if res := testrig.Run(t, time.Minute, "tenant", "list", "--address", b.api, "--token-file", file); res.Code == 0 || !strings.Contains(res.Stderr, "403") ||
 		!strings.Contains(res.Stderr, "takes the cluster's API token") {
 		t.Fatalf("a tenant's token on a route of the cluster's operator: exit %d, %s", res.Code, res.Stderr)
 	}
 	if res := must(testrig.Run(t, time.Minute, "job", "list", "--address", b.api, "--token-file", file), "a tenant's job list"); !strings.Contains(res.Stdout, "ID") {
 		t.Fatalf("a tenant's job list: %q", res.Stdout)
 	}
+	must(testrig.Run(t, time.Minute, "list", "nodes", "--address", b.api, "--token-file", file), "a tenant's node list")
 	loose := filepath.Join(dir, "loose")
 	if err := os.WriteFile(loose, []byte(secret), 0o644); err != nil {
 		t.Fatal(err)
