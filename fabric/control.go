@@ -41,6 +41,7 @@ type controlRequest struct {
 	Namespace string `cbor:"5,keyasint,omitempty"` // "name": the name's namespace and name (ID: the job)
 	Name      string `cbor:"6,keyasint,omitempty"`
 	Group     bool   `cbor:"7,keyasint,omitempty"` // "name": a placement group's
+	Tenant    string `cbor:"8,keyasint,omitempty"` // "name": the namespace's tenant
 }
 
 // controlAnswer is a server's answer: Code names the error's kind.
@@ -209,7 +210,7 @@ func (a *Agent) serveControl(ctx context.Context, req controlRequest) controlAns
 		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) { ans.Tokens = s.Tokens(req.ID) })
 	case "name":
 		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) {
-			if n, ok := s.Name(req.Group, req.Namespace, req.ID, req.Name); ok {
+			if n, ok := s.Name(req.Group, req.Tenant, req.Namespace, req.ID, req.Name); ok {
 				ans.Names = []controlstate.ActorName{n}
 			}
 		})

@@ -49,6 +49,9 @@ type JobOptions struct {
 	// (`fabric run`), as a program waits for a paused terminal. A waiting
 	// worker keeps its CPUs, so a shared node must not use it.
 	Lossless bool
+	// Tenant owns the job: its actors' namespaces and detached groups are
+	// the tenant's ("": the cluster's operator's).
+	Tenant string
 }
 
 // newJobID returns a fresh job ID: 16 random hex digits.
@@ -159,7 +162,7 @@ func (n *Node) runJob(ctx context.Context, digest string, args []string, o JobOp
 	}
 	n.jobs[id] = h
 	n.mu.Unlock()
-	n.step(core.SubmitJob{Job: id, Digest: digest, Args: argv})
+	n.step(core.SubmitJob{Job: id, Digest: digest, Args: argv, Tenant: o.Tenant})
 
 	var result core.JobResult
 	var res error

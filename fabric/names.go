@@ -86,13 +86,13 @@ func (n *Node) lookupName(e core.LookupName) {
 // the control plane; when another holds the name, it says which.
 func (a *Agent) RegisterName(ctx context.Context, r core.RegisterName) (*core.NamedActor, error) {
 	c := &controlstate.NameActor{ActorName: controlstate.ActorName{Namespace: r.Namespace, Name: r.Name, Job: string(r.Job),
-		Actor: r.Actor[:], Node: a.ID, Class: r.Class, Detached: r.Detached, Time: nowMillis(), Group: r.Group}}
+		Actor: r.Actor[:], Node: a.ID, Class: r.Class, Detached: r.Detached, Time: nowMillis(), Group: r.Group, Tenant: r.Tenant}}
 	if !r.Replaces.IsNil() {
 		c.Replaces = r.Replaces[:]
 	}
 	err := a.propose(ctx, controlstate.Command{NameActor: c})
 	if errors.Is(err, errNameTaken) {
-		if h, lerr := a.LookupName(ctx, core.LookupName{Namespace: r.Namespace, Name: r.Name, Job: r.Job, Group: r.Group}); lerr == nil && h != nil {
+		if h, lerr := a.LookupName(ctx, core.LookupName{Namespace: r.Namespace, Name: r.Name, Job: r.Job, Group: r.Group, Tenant: r.Tenant}); lerr == nil && h != nil {
 			return h, err
 		}
 	}
@@ -102,12 +102,12 @@ func (a *Agent) RegisterName(ctx context.Context, r core.RegisterName) (*core.Na
 // UnregisterName frees a name in the control plane if the actor still
 // holds it.
 func (a *Agent) UnregisterName(ctx context.Context, r core.UnregisterName) error {
-	return a.propose(ctx, controlstate.Command{UnnameActor: &controlstate.UnnameActor{Namespace: r.Namespace, Name: r.Name, Job: string(r.Job), Actor: r.Actor[:], Group: r.Group}})
+	return a.propose(ctx, controlstate.Command{UnnameActor: &controlstate.UnnameActor{Namespace: r.Namespace, Name: r.Name, Job: string(r.Job), Actor: r.Actor[:], Group: r.Group, Tenant: r.Tenant}})
 }
 
 // LookupName asks the control plane which actor holds a name (nil: none).
 func (a *Agent) LookupName(ctx context.Context, r core.LookupName) (*core.NamedActor, error) {
-	ans, err := a.control(ctx, controlRequest{Op: "name", Namespace: r.Namespace, Name: r.Name, ID: string(r.Job), Group: r.Group})
+	ans, err := a.control(ctx, controlRequest{Op: "name", Namespace: r.Namespace, Name: r.Name, ID: string(r.Job), Group: r.Group, Tenant: r.Tenant})
 	if err != nil || len(ans.Names) == 0 {
 		return nil, err
 	}

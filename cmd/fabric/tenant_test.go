@@ -130,3 +130,48 @@ func TestTenantTokens(t *testing.T) {
 		t.Fatalf("whoami with the cluster's token: %q", res.Stdout)
 	}
 }
+
+// TestTenantNamespaces: namespaces are per tenant. A detached actor that
+// a job of tenant acme names on one agent is found and called by another
+// acme job on another agent, and not found by a job of tenant globex,
+// which may take the same name for an actor of its own.
+func TestTenantNamespaces(t *testing.T) {
+	isolateLocalAgents(t)
+	wasm := testrig.Guest(t, "internal/testguests/features")
+	a := startAgentProc(t)
+	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok)
+	b.id(t)
+	dir := t.TempDir()
+	files := map[string]string{}
+	for _, tn := range []string{"acme", "globex"} {
+		if res := runOn(t, a, "tenant", "create", tn); res.Code != 0 {
+			t.Fatalf("tenant create %s: %s", tn, res.Stderr)
+		}
+		files[tn] = filepath.Join(dir, tn)
+		if res := runOn(t, a, "token", "create", "--tenant", tn, "--role", "user", "--save", files[tn]); res.Code != 0 {
+			t.Fatalf("token create %s: %s", tn, res.Stderr)
+		}
+	}
+	job := func(p *agentProc, tenant, cases string) testrig.Result {
+		t.Helper()
+		res := testrig.Run(t, 2*time.Minute, "job", "submit", "--address", p.api, "--token-file", files[tenant], wasm, "--", cases)
+		if res.Code != 0 {
+			t.Fatalf("%s's %s: exit %d\n%s\n%s", tenant, cases, res.Code, res.Stdout, res.Stderr)
+		}
+		return res
+	}
+	if res := job(a, "acme", "names_create"); !strings.Contains(res.Stdout, "ok: names_created\n") {
+		t.Fatalf("acme's names_create:\n%s", res.Stdout)
+	}
+	if res := job(b, "acme", "names_use"); !strings.Contains(res.Stdout, "ok: names_found_on_another_node\n") {
+		t.Fatalf("acme's names_use on the other agent:\n%s", res.Stdout)
+	}
+	res := job(b, "globex", "names_use")
+	if !strings.Contains(res.Stdout, "FAIL: names_found_on_another_node") || !strings.Contains(res.Stdout, `no actor named \"shared\" in namespace \"xnode\" in the cluster`) &&
+		!strings.Contains(res.Stdout, `no actor named "shared" in namespace "xnode" in the cluster`) {
+		t.Fatalf("globex's names_use finds acme's actor:\n%s", res.Stdout)
+	}
+	if res := job(b, "globex", "names_gone"); !strings.Contains(res.Stdout, "ok: names_taken_again\n") {
+		t.Fatalf("globex takes the name in its own namespace:\n%s", res.Stdout)
+	}
+}

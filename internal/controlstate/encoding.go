@@ -68,7 +68,7 @@ func Restore(b []byte) (*State, error) {
 	}
 	for i := range snap.Names {
 		n := snap.Names[i]
-		s.names[nameKey(n.Group, n.Namespace, n.Job, n.Name)] = &n
+		s.names[nameKey(n.Group, n.Tenant, n.Namespace, n.Job, n.Name)] = &n
 	}
 	for i := range snap.Tenants {
 		t := snap.Tenants[i]

@@ -25,6 +25,9 @@ type ActorName struct {
 	Detached bool   `cbor:"7,keyasint,omitempty" json:"detached,omitempty"`
 	Time     int64  `cbor:"8,keyasint" json:"created"`
 	Group    bool   `cbor:"9,keyasint,omitempty" json:"group,omitempty"`
+	// Tenant owns the name's namespace ("": the cluster's operator):
+	// namespaces are per tenant.
+	Tenant string `cbor:"10,keyasint,omitempty" json:"tenant,omitempty"`
 }
 
 // NameActor records that Actor, owned by Node, holds a name. It fails
@@ -44,6 +47,7 @@ type UnnameActor struct {
 	Job       string `cbor:"3,keyasint,omitempty"`
 	Actor     []byte `cbor:"4,keyasint"`
 	Group     bool   `cbor:"5,keyasint,omitempty"`
+	Tenant    string `cbor:"6,keyasint,omitempty"`
 }
 
 // ForgetNode frees every name a node owns: the node has left the
@@ -70,7 +74,7 @@ var (
 
 // nameKey is a name's key: in its namespace, or in its job's own; a
 // group's apart from actors'.
-func nameKey(group bool, namespace, job, name string) string {
+func nameKey(group bool, tenant, namespace, job, name string) string {
 	kind := "actor\x00"
 	if group {
 		kind = "group\x00"
@@ -78,7 +82,7 @@ func nameKey(group bool, namespace, job, name string) string {
 	if namespace == "" {
 		return kind + "job\x00" + job + "\x00" + name
 	}
-	return kind + "ns\x00" + namespace + "\x00" + name
+	return kind + "ns\x00" + tenant + "\x00" + namespace + "\x00" + name
 }
 
 func (s *State) nameActor(c *NameActor) error {
@@ -86,14 +90,14 @@ func (s *State) nameActor(c *NameActor) error {
 	switch {
 	case n.Name == "" || len(n.Name) > MaxNameLength || len(n.Namespace) > MaxNameLength || len(n.Class) > MaxNameLength:
 		return fmt.Errorf("%w: a name, namespace or class of 0 or more than %d bytes", ErrBadCommand, MaxNameLength)
-	case n.Job == "" || len(n.Job) > MaxIDLength:
+	case n.Job == "" || len(n.Job) > MaxIDLength || len(n.Tenant) > MaxIDLength:
 		return fmt.Errorf("%w: job %q", ErrBadCommand, n.Job)
 	case len(n.Actor) == 0 || len(n.Actor) > maxActorID || len(c.Replaces) > maxActorID:
 		return fmt.Errorf("%w: an actor ID of %d bytes", ErrBadCommand, len(n.Actor))
 	case !validNode(n.Node):
 		return fmt.Errorf("%w: node %q", ErrBadCommand, n.Node)
 	}
-	key := nameKey(n.Group, n.Namespace, n.Job, n.Name)
+	key := nameKey(n.Group, n.Tenant, n.Namespace, n.Job, n.Name)
 	if have, ok := s.names[key]; ok {
 		switch {
 		case bytes.Equal(have.Actor, n.Actor):
@@ -115,7 +119,7 @@ func (s *State) nameActor(c *NameActor) error {
 }
 
 func (s *State) unnameActor(c *UnnameActor) error {
-	key := nameKey(c.Group, c.Namespace, c.Job, c.Name)
+	key := nameKey(c.Group, c.Tenant, c.Namespace, c.Job, c.Name)
 	if have, ok := s.names[key]; ok && bytes.Equal(have.Actor, c.Actor) {
 		delete(s.names, key)
 	}
@@ -135,9 +139,9 @@ func (s *State) forgetNode(c *ForgetNode) error {
 }
 
 // Name returns the record of an actor's name (a group's, with group) in
-// a namespace, or (namespace empty) in job's own names.
-func (s *State) Name(group bool, namespace, job, name string) (ActorName, bool) {
-	n, ok := s.names[nameKey(group, namespace, job, name)]
+// a namespace of tenant, or (namespace empty) in job's own names.
+func (s *State) Name(group bool, tenant, namespace, job, name string) (ActorName, bool) {
+	n, ok := s.names[nameKey(group, tenant, namespace, job, name)]
 	if !ok {
 		return ActorName{}, false
 	}

@@ -292,6 +292,9 @@ func TestNames(t *testing.T) {
 		{group, nil},
 		{groupTaken, ErrNameTaken},
 		{Command{UnnameActor: &UnnameActor{Namespace: "ns", Name: "counter", Job: "owner", Actor: []byte("g1")}}, nil}, // an actor's: no change
+		{tenantName("acme", "a20"), nil},   // namespaces are per tenant: acme's ns/shared
+		{tenantName("globex", "a21"), nil}, // and globex's, apart
+		{tenantName("acme", "a22"), ErrNameTaken},
 	}
 	s := New()
 	for i, st := range steps {
@@ -303,18 +306,24 @@ func TestNames(t *testing.T) {
 	for _, n := range s.Names(nil) {
 		got = append(got, n.Namespace+"/"+n.Job+"/"+n.Name+"="+string(n.Actor)+"@"+n.Node)
 	}
-	want := []string{"/j1/counter=a4@n1", "/j2/counter=a5@n1", "/owner/x=a1@n1", "ns/owner/counter=g1@n3"}
+	want := []string{"/j1/counter=a4@n1", "/j2/counter=a5@n1", "/owner/x=a1@n1", "ns/owner/shared=a20@n1", "ns/owner/shared=a21@n1", "ns/owner/counter=g1@n3"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("names %q, want %q", got, want)
 	}
-	if n, ok := s.Name(false, "", "j1", "counter"); !ok || string(n.Actor) != "a4" {
+	if n, ok := s.Name(false, "", "", "j1", "counter"); !ok || string(n.Actor) != "a4" {
 		t.Fatalf("Name: %+v %v", n, ok)
 	}
-	if _, ok := s.Name(false, "ns", "", "counter"); ok {
+	if _, ok := s.Name(false, "", "ns", "", "counter"); ok {
 		t.Fatal("a forgotten node's name is found")
 	}
-	if n, ok := s.Name(true, "ns", "", "counter"); !ok || string(n.Actor) != "g1" {
+	if n, ok := s.Name(true, "", "ns", "", "counter"); !ok || string(n.Actor) != "g1" {
 		t.Fatalf("a group's Name: %+v %v", n, ok)
+	}
+	if n, ok := s.Name(false, "globex", "ns", "", "shared"); !ok || string(n.Actor) != "a21" {
+		t.Fatalf("globex's name: %+v %v", n, ok)
+	}
+	if _, ok := s.Name(false, "", "ns", "", "shared"); ok {
+		t.Fatal("a tenant's name found in the operator's namespace")
 	}
 	if got := s.NamesOwnedBy(); !reflect.DeepEqual(got, []string{"n1", "n3"}) {
 		t.Fatalf("owners %q", got)
@@ -339,4 +348,10 @@ func TestMaxNames(t *testing.T) {
 	if err := s.Apply(nameActor("ns", "", "one more", "b", "n")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func tenantName(tenant, actor string) Command {
+	c := nameActor("ns", "", "shared", actor, "n1")
+	c.NameActor.Tenant = tenant
+	return c
 }

@@ -421,7 +421,7 @@ func (c *Core) killActorHere(m *peerwire.KillActor) {
 // actorKill serves a worker's ActorKill.
 func (c *Core) actorKill(w *worker, m wire.ActorKill) error {
 	a := c.actors[m.Actor]
-	if a == nil || a.job != w.job && !a.shared() {
+	if a == nil || !a.sharedWith(w.job) {
 		return fmt.Errorf("kill: no actor %s in this job", m.Actor.Short())
 	}
 	if a.stub && a.shared() {
@@ -464,7 +464,7 @@ func (c *Core) freeName(a *actor) {
 	if c.named[key] == a.id {
 		delete(c.named, key)
 		if c.cfg.Registry && a.reportTo == "" && !a.stub { // the owner's: the registry has it
-			c.emit(UnregisterName{Actor: a.id, Namespace: a.namespace, Name: a.name, Job: a.job.id})
+			c.emit(UnregisterName{Actor: a.id, Tenant: a.job.tenant, Namespace: a.namespace, Name: a.name, Job: a.job.id})
 			if !a.detached {
 				a.job.names--
 			}
@@ -472,13 +472,13 @@ func (c *Core) freeName(a *actor) {
 	}
 }
 
-// nameKey is the key of a named actor in Core.named: in namespace ns, or
-// in job j's own when ns is "".
+// nameKey is the key of a named actor in Core.named: in namespace ns of
+// job j's tenant, or in job j's own when ns is "".
 func nameKey(j *job, ns, name string) string {
 	if ns == "" {
 		return string(j.id) + "/" + name
 	}
-	return "\x00" + ns + "/" + name
+	return "\x00" + j.tenant + "\x00" + ns + "/" + name
 }
 
 // maxDeparted bounds the departed actors a node remembers.
@@ -518,17 +518,21 @@ func (c *Core) detachedCount() int {
 // a namespace.
 func (a *actor) shared() bool { return a.namespace != "" }
 
+// sharedWith reports whether job j may call and kill a: its own, or one
+// in a namespace of j's tenant (namespaces are per tenant).
+func (a *actor) sharedWith(j *job) bool { return a.job == j || a.shared() && a.job.tenant == j.tenant }
+
 // detachedJob returns the job that holds the detached actors made from
 // module digest in namespace ns: it has no driver, and ends when its last
 // actor is dead.
-func (c *Core) detachedJob(ns, digest string) *job {
-	key := ns + "\x00" + digest
+func (c *Core) detachedJob(tenant, ns, digest string) *job {
+	key := tenant + "\x00" + ns + "\x00" + digest
 	if j := c.detached[key]; j != nil && !j.done {
 		return j
 	}
 	c.nextDetached++
 	j := c.newJob(JobID(fmt.Sprintf("detached-%d-%s", c.nextDetached, ns)), digest, "")
-	j.detachedKey = key
+	j.detachedKey, j.tenant = key, tenant
 	c.detached[key] = j
 	return j
 }
@@ -559,7 +563,7 @@ func (c *Core) actorList(j *job) []abi.ActorInfo {
 	var out []abi.ActorInfo
 	for _, id := range sortedIDs(c.actors) {
 		a := c.actors[id]
-		if a.name == "" || a.state == actorDead || a.stub || (!a.shared() && a.job != j) || c.named[nameKey(a.job, a.namespace, a.name)] != a.id {
+		if a.name == "" || a.state == actorDead || a.stub || !a.sharedWith(j) || c.named[nameKey(a.job, a.namespace, a.name)] != a.id {
 			continue
 		}
 		state := "alive"

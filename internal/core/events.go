@@ -15,6 +15,7 @@ type SubmitJob struct {
 	Job    JobID
 	Digest string
 	Args   []byte
+	Tenant string // its namespaces are the tenant's ("": the operator's)
 }
 
 // CancelJob ends a job that runs its driver here (its client went away or

@@ -91,7 +91,7 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 	if err == nil && spec.Name != "" {
 		key = string(w.job.id) + "/" + spec.Name
 		if detached {
-			key = "\x00" + spec.Name // as groupKey
+			key = "\x00" + w.job.tenant + "\x00" + spec.Name // as groupKey
 		}
 		switch other, taken := c.groupNames[key]; {
 		case len(spec.Name) > maxGroupName:
@@ -104,7 +104,7 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 	}
 	j := w.job
 	if err == nil && detached {
-		j = c.detachedJob(abi.DefaultNamespace, w.job.digest) // outlives w's job
+		j = c.detachedJob(w.job.tenant, abi.DefaultNamespace, w.job.digest) // outlives w's job
 	}
 	g := &group{id: id, job: j, charge: n}
 	c.groups[id] = g
@@ -122,7 +122,7 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 	if c.cfg.Registry && spec.Name != "" {
 		// Its name is the cluster's: placed once the registry has it.
 		c.namingGroups[id] = &groupNaming{g: g, sg: sg}
-		c.emit(RegisterName{Group: true, Actor: id, Namespace: groupSpace(g), Name: spec.Name, Job: j.id, Detached: detached})
+		c.emit(RegisterName{Group: true, Actor: id, Tenant: g.job.tenant, Namespace: groupSpace(g), Name: spec.Name, Job: j.id, Detached: detached})
 		return nil
 	}
 	c.sched.CreateGroup(sg)
@@ -155,13 +155,13 @@ func (c *Core) groupNamed(e NameRegistered, r *groupNaming) {
 		// Held by a group of this node that is gone (the registry never
 		// heard): take its place.
 		r.replacing = true
-		c.emit(RegisterName{Group: true, Actor: g.id, Namespace: groupSpace(g), Name: name, Job: g.job.id, Detached: g.job.detachedKey != "", Replaces: h.Actor})
+		c.emit(RegisterName{Group: true, Actor: g.id, Tenant: g.job.tenant, Namespace: groupSpace(g), Name: name, Job: g.job.id, Detached: g.job.detachedKey != "", Replaces: h.Actor})
 		return
 	}
 	delete(c.namingGroups, g.id)
 	if c.groups[g.id] != g { // removed meanwhile
 		if e.Err == "" {
-			c.emit(UnregisterName{Group: true, Actor: g.id, Namespace: groupSpace(g), Name: name, Job: g.job.id})
+			c.emit(UnregisterName{Group: true, Actor: g.id, Tenant: g.job.tenant, Namespace: groupSpace(g), Name: name, Job: g.job.id})
 		}
 		return
 	}
@@ -185,13 +185,15 @@ func (c *Core) groupNamed(e NameRegistered, r *groupNaming) {
 // name, or for a detached group its name alone.
 func groupKey(j *job, name string) string {
 	if j.detachedKey != "" {
-		return "\x00" + name
+		return "\x00" + j.tenant + "\x00" + name
 	}
 	return string(j.id) + "/" + name
 }
 
 // visible reports whether job j sees group g: its own, or detached.
-func (g *group) visible(j *job) bool { return g.job == j || g.job.detachedKey != "" }
+func (g *group) visible(j *job) bool {
+	return g.job == j || g.job.detachedKey != "" && g.job.tenant == j.tenant
+}
 
 // groupSpec decodes and checks a guest's GroupSpec.
 func groupSpec(raw []byte) (scheduler.Group, abi.GroupSpec, error) {
@@ -325,7 +327,7 @@ func (c *Core) removeGroup(g *group, why string) {
 	if key := groupKey(g.job, g.spec.Name); g.spec.Name != "" && c.groupNames[key] == g.id {
 		delete(c.groupNames, key)
 		if c.cfg.Registry {
-			c.emit(UnregisterName{Group: true, Actor: g.id, Namespace: groupSpace(g), Name: g.spec.Name, Job: g.job.id})
+			c.emit(UnregisterName{Group: true, Actor: g.id, Tenant: g.job.tenant, Namespace: groupSpace(g), Name: g.spec.Name, Job: g.job.id})
 		}
 	}
 	defer c.maybeEndDetached(g.job)

@@ -236,7 +236,7 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 			a = &actor{id: aid, job: w.job, class: class, state: actorAlive, stub: true, node: w.job.root}
 			c.actors[aid] = a
 		}
-		if a == nil || a.job != w.job && !a.shared() {
+		if a == nil || !a.sharedWith(w.job) {
 			err = fmt.Errorf("submit: no actor %s in this job", aid.Short())
 			if cause, ok := c.departed[aid]; ok && a == nil {
 				err = &actorDiedErr{cause}

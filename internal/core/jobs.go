@@ -16,6 +16,9 @@ type job struct {
 	// names counts the names the job holds or asks for in the cluster's
 	// registry (names.go).
 	names int
+	// tenant owns the job ("": the cluster's operator): its namespaces
+	// and detached groups are the tenant's.
+	tenant string
 	// exitCode is the code its driver exited with, when not 0.
 	exitCode uint32
 	digest   string
@@ -71,6 +74,7 @@ func (e SubmitJob) apply(c *Core) {
 	}
 	c.modules[e.Digest] = true
 	j := c.newJob(e.Job, e.Digest, "")
+	j.tenant = e.Tenant
 	zero := 0.0
 	spec := abi.TaskSpec{Func: abi.MainFunc, Options: abi.Options{CPU: &zero, MaxRetries: new(int)}}
 	t := c.newTask(j, nil, spec, wire.ExecMain, c.newID())

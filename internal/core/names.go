@@ -27,6 +27,7 @@ import (
 // is gone.
 type RegisterName struct {
 	Group     bool
+	Tenant    string
 	Actor     objects.ID
 	Namespace string
 	Name      string
@@ -40,6 +41,7 @@ type RegisterName struct {
 // Nothing answers it.
 type UnregisterName struct {
 	Group     bool
+	Tenant    string
 	Actor     objects.ID
 	Namespace string
 	Name      string
@@ -50,6 +52,7 @@ type UnregisterName struct {
 // (or in Job's own names); the shell answers with NameFound.
 type LookupName struct {
 	Group     bool
+	Tenant    string
 	Seq       uint64
 	Namespace string
 	Name      string
@@ -135,7 +138,7 @@ func (c *Core) makeActor(w *worker, seq uint64, parent *task, spec abi.TaskSpec,
 	if spec.Options.Lifetime == abi.LifetimeDetached {
 		// Its own job, which outlives this one, and no parent: it is no
 		// part of the creating job's tree.
-		c.createActor(c.detachedJob(cmp.Or(spec.Options.Namespace, abi.DefaultNamespace), w.job.digest), nil, spec, id, nil)
+		c.createActor(c.detachedJob(w.job.tenant, cmp.Or(spec.Options.Namespace, abi.DefaultNamespace), w.job.digest), nil, spec, id, nil)
 		c.reply(w, seq, nil, wire.Reply{IDs: []objects.ID{id}})
 		return
 	}
@@ -189,7 +192,7 @@ func (c *Core) registerName(w *worker, seq uint64, parent *task, spec abi.TaskSp
 }
 
 func (c *Core) registration(r *nameRequest, replaces objects.ID) RegisterName {
-	return RegisterName{Actor: r.id, Namespace: r.namespace, Name: r.spec.Options.Name, Job: r.w.job.id,
+	return RegisterName{Actor: r.id, Tenant: r.w.job.tenant, Namespace: r.namespace, Name: r.spec.Options.Name, Job: r.w.job.id,
 		Class: r.spec.Func[:min(len(r.spec.Func), maxRegisteredName)], Detached: r.spec.Options.Lifetime == abi.LifetimeDetached, Replaces: replaces}
 }
 
@@ -226,7 +229,7 @@ func (e NameRegistered) apply(c *Core) {
 	switch {
 	case e.Err == "":
 		if !c.alive(r.w) && r.spec.Options.Lifetime != abi.LifetimeDetached {
-			c.emit(UnregisterName{Actor: r.id, Namespace: r.namespace, Name: name, Job: r.w.job.id})
+			c.emit(UnregisterName{Actor: r.id, Tenant: r.w.job.tenant, Namespace: r.namespace, Name: name, Job: r.w.job.id})
 			err = fmt.Errorf("submit: the actor's creator is gone")
 			break
 		}
@@ -274,7 +277,7 @@ func nameScope(ns string) string {
 func (c *Core) lookupName(w *worker, seq uint64, ns, name string) {
 	c.nextLookup++
 	c.lookups[c.nextLookup] = &lookupRequest{w: w, seq: seq, namespace: ns, name: name}
-	c.emit(LookupName{Seq: c.nextLookup, Namespace: ns, Name: name, Job: w.job.id})
+	c.emit(LookupName{Seq: c.nextLookup, Tenant: w.job.tenant, Namespace: ns, Name: name, Job: w.job.id})
 }
 
 func (e NameFound) apply(c *Core) {

@@ -210,7 +210,7 @@ func (c *Core) locality(t *task) NodeID {
 // node; the answer is a TaskDone.
 func (c *Core) runRemote(t *task, node NodeID) {
 	j := t.job
-	msg := &peerwire.RunTask{Job: string(j.id), Root: j.rootNode(c), Digest: j.digest, Task: t.id}
+	msg := &peerwire.RunTask{Job: string(j.id), Root: j.rootNode(c), Digest: j.digest, Task: t.id, Tenant: j.tenant}
 	spec := t.spec
 	// A task in a placement group runs in the reservation the owner's
 	// scheduler made for the bundle on that node: there it is a plain task.
@@ -687,6 +687,7 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 		return
 	case j == nil:
 		j = c.newJob(JobID(m.Job), m.Digest, NodeID(m.Root))
+		j.tenant = m.Tenant
 		if from != j.root && j.root != c.cfg.Node {
 			// Work of the job reached this node through another: the
 			// root learns of the share, to end it with the job.
@@ -758,10 +759,10 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 		a := c.actors[aid]
 		// Another job's call reaches a namespace's actor (its caller found
 		// it in the registry).
-		if a == nil || a.job != j && !a.shared() || (a.stub && (a.job != j || j.root != "")) || (a.reportTo != "" && a.incarnation != m.Incarnation) {
+		if a == nil || !a.sharedWith(j) || (a.stub && (a.job != j || j.root != "")) || (a.reportTo != "" && a.incarnation != m.Incarnation) {
 			msg := fmt.Sprintf("actor %s is not on node %s (it died or moved)", aid.Short(), c.cfg.Node)
-			if a != nil && a.job != j && !a.shared() {
-				msg = fmt.Sprintf("actor %s is another job's and in no namespace: other jobs cannot call it", aid.Short())
+			if a != nil && !a.sharedWith(j) {
+				msg = fmt.Sprintf("actor %s is another job's and in no namespace of its tenant: other jobs cannot call it", aid.Short())
 			}
 			ev, _ := wire.Marshal(abi.ErrorValue{Kind: abi.KindActorDied, Message: msg, Task: spec.Func})
 			c.sendPeer(from, &peerwire.TaskDone{Job: m.Job, Task: m.Task, Attempt: m.Attempt, Error: ev})

@@ -484,7 +484,7 @@ func (h *harness) run(line string) (out []string) {
 		return h.objects(n)
 	case "job":
 		argv, _ := wire.Marshal([]any{a.pos[1:]})
-		ev = SubmitJob{Job: h.job(a.pos[0]), Digest: "mod", Args: argv}
+		ev = SubmitJob{Job: h.job(a.pos[0]), Digest: "mod", Args: argv, Tenant: a.kv["tenant"]}
 	case "cancel-job":
 		ev = CancelJob{Job: h.job(a.pos[0]), Reason: a.kv["reason"]}
 	case "started":
@@ -769,7 +769,7 @@ func (h *harness) peerMsg(a args) peerwire.Message {
 	switch a.pos[1] {
 	case "run_task":
 		m := &peerwire.RunTask{Job: job, Root: a.kv["root"], Digest: "mod", Task: h.id(a.kv["task"]), Attempt: uint32(a.int("attempt", 1)),
-			Spec: h.spec(a), Refs: ids("export"), Incarnation: uint64(a.int("inc", 0))}
+			Spec: h.spec(a), Refs: ids("export"), Incarnation: uint64(a.int("inc", 0)), Tenant: a.kv["tenant"]}
 		if d, ok := a.kv["digest"]; ok {
 			m.Digest = d
 		}
@@ -917,6 +917,9 @@ func (h *harness) describe(n *harnessNode, e Effect) string {
 		if !e.Replaces.IsNil() {
 			out += " replaces=" + h.name(e.Replaces)
 		}
+		if e.Tenant != "" {
+			out += " tenant=" + e.Tenant
+		}
 		return out
 	case UnregisterName:
 		if e.Group {
@@ -924,6 +927,9 @@ func (h *harness) describe(n *harnessNode, e Effect) string {
 		}
 		return fmt.Sprintf("unregister-name %s ns=%q name=%q job=%s", h.name(e.Actor), e.Namespace, e.Name, e.Job)
 	case LookupName:
+		if e.Tenant != "" {
+			return fmt.Sprintf("lookup-name seq=%d ns=%q name=%q job=%s tenant=%s", e.Seq, e.Namespace, e.Name, e.Job, e.Tenant)
+		}
 		return fmt.Sprintf("lookup-name seq=%d ns=%q name=%q job=%s", e.Seq, e.Namespace, e.Name, e.Job)
 	case Yield:
 		return "yield"

@@ -32,7 +32,7 @@ func (r fastReader) uint(max uint64) (uint64, bool) {
 func decodeRunTask(b []byte) (*RunTask, bool) {
 	r := fastReader{cborlite.NewReader(b)}
 	m := new(RunTask)
-	ok := r.Fields(13)
+	ok := r.Fields(14)
 	var what, attempt, retried uint64
 	if ok {
 		m.Job, ok = r.Text()
@@ -75,6 +75,9 @@ func decodeRunTask(b []byte) (*RunTask, bool) {
 	}
 	if ok {
 		m.Bundle, ok = r.Int64()
+	}
+	if ok {
+		m.Tenant, ok = r.Text()
 	}
 	return m, ok && r.Done()
 }
@@ -211,7 +214,7 @@ func appendIDs(dst []byte, ids []objects.ID) []byte {
 }
 
 func appendRunTask(dst []byte, m *RunTask) []byte {
-	dst = cborlite.AppendHead(dst, cborlite.MajorArray, 13)
+	dst = cborlite.AppendHead(dst, cborlite.MajorArray, 14)
 	dst = cborlite.AppendString(dst, m.Job)
 	dst = cborlite.AppendString(dst, m.Root)
 	dst = cborlite.AppendString(dst, m.Digest)
@@ -224,7 +227,8 @@ func appendRunTask(dst []byte, m *RunTask) []byte {
 	dst = cborlite.AppendUint(dst, m.Incarnation)
 	dst = cborlite.AppendUint(dst, uint64(m.Retried))
 	dst = appendBytesOrNull(dst, m.Group)
-	return cborlite.AppendInt(dst, m.Bundle)
+	dst = cborlite.AppendInt(dst, m.Bundle)
+	return cborlite.AppendString(dst, m.Tenant)
 }
 
 func appendTaskDone(dst []byte, m *TaskDone) []byte {
@@ -259,7 +263,7 @@ func encodeFast(m Message) ([]byte, bool) {
 	}
 	switch m := m.(type) {
 	case *RunTask:
-		return appendRunTask(make([]byte, 0, 96+len(m.Job)+len(m.Root)+len(m.Digest)+len(m.Spec)+22*len(m.Refs)), m), true
+		return appendRunTask(make([]byte, 0, 96+len(m.Job)+len(m.Root)+len(m.Digest)+len(m.Tenant)+len(m.Spec)+22*len(m.Refs)), m), true
 	case *TaskDone:
 		n := 80 + len(m.Job) + len(m.Refused) + len(m.Error) + 22*len(m.Refs)
 		for i := range m.Results {

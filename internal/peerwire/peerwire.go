@@ -128,6 +128,9 @@ type RunTask struct {
 	// reservation there), for its runtime context.
 	Group  []byte
 	Bundle int64
+	// Tenant is the job's tenant ("": the cluster's operator): a share
+	// of the job finds names in its tenant's namespaces only.
+	Tenant string
 }
 
 // TaskDone answers a RunTask: the values of its results, its error

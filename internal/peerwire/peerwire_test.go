@@ -14,7 +14,7 @@ import (
 func every() []Message {
 	id := objects.ID{1, 2, 3}.WithIndex(1)
 	return []Message{
-		&RunTask{Job: "j", Root: "n1", Digest: "ab", What: RunActorCall, Task: id, Attempt: 2, Spec: []byte{0x80},
+		&RunTask{Job: "j", Root: "n1", Tenant: "acme", Digest: "ab", What: RunActorCall, Task: id, Attempt: 2, Spec: []byte{0x80},
 			Refs: []objects.ID{id}, Actor: objects.ID{9}, Incarnation: 3},
 		&TaskDone{Job: "j", Task: id, Attempt: 2, Refused: "no", Error: []byte{1}, Refs: []objects.ID{id},
 			Results: []Result{{Value: []byte{2}}, {Held: true, ID: id, Size: 7}}},
@@ -124,7 +124,7 @@ func FuzzDecodeBatch(f *testing.F) {
 func fastSamples() []Message {
 	id := func(b byte) objects.ID { var x objects.ID; x[0], x[19] = b, b; return x }
 	return []Message{
-		&RunTask{Job: "0123456789abcdef", Root: "node-a", Digest: "ff00", What: RunActorCall, Task: id(1), Attempt: 3,
+		&RunTask{Job: "0123456789abcdef", Root: "node-a", Tenant: "t", Digest: "ff00", What: RunActorCall, Task: id(1), Attempt: 3,
 			Spec: []byte{0xa1, 0x62, 'f', 'n', 0x61, 'f'}, Refs: []objects.ID{id(2), id(3)}, Actor: id(4), Incarnation: 7},
 		&RunTask{Job: "j", Task: id(9), Spec: []byte{}},
 		&TaskDone{Job: "j", Task: id(5), Attempt: 1, Results: []Result{{Value: []byte{0x01}}, {Held: true, ID: id(6), Size: 1 << 40}},
