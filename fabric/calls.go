@@ -75,8 +75,10 @@ func (a *Agent) callMessage(peer string, m peerwire.Message) {
 }
 
 // Call runs one task function of a module this node holds, with args
-// (CBOR values), on this node, and returns its value (CBOR) and output.
-func (a *Agent) Call(ctx context.Context, digest, function string, args [][]byte) ([]byte, string, error) {
+// (CBOR values), on this node, for tenant ("": the cluster's operator:
+// the call's job finds names in the tenant's namespaces), and returns its
+// value (CBOR) and output.
+func (a *Agent) Call(ctx context.Context, tenant, digest, function string, args [][]byte) ([]byte, string, error) {
 	if !a.node.HasModule(digest) {
 		if err := a.node.pullModuleFrom(ctx, digest, a.moduleHolders(ctx, digest)); err != nil {
 			return nil, "", fmt.Errorf("%w: %s: %v", ErrNoModuleHere, digest, err)
@@ -104,7 +106,7 @@ func (a *Agent) Call(ctx context.Context, digest, function string, args [][]byte
 		spec.Args = append(spec.Args, abi.Arg{Value: v})
 	}
 	a.node.step(core.PeerMessage{From: from, Msg: &peerwire.RunTask{Job: job, Root: peer, Digest: digest, What: peerwire.RunPlainTask,
-		Task: c.task, Attempt: 1, Spec: spec.AppendCBOR(nil)}})
+		Task: c.task, Attempt: 1, Spec: spec.AppendCBOR(nil), Tenant: tenant}})
 	var m *peerwire.TaskDone
 	select {
 	case m = <-c.done:
@@ -303,7 +305,7 @@ func (a *Agent) handleCall(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, err)
 		return
 	}
-	v, out, err := a.Call(r.Context(), digest, req.Function, args)
+	v, out, err := a.Call(r.Context(), callerOf(r).tenant(), digest, req.Function, args)
 	var ce *CallError
 	if errors.As(err, &ce) {
 		apiError(w, http.StatusUnprocessableEntity, err.Error()+outputNote(out))
