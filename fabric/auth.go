@@ -59,6 +59,7 @@ func (a *Agent) apiRoutes() []apiRoute {
 		{"POST /v1/tenants", clusterOnly, a.handleTenantCreate},
 		{"GET /v1/tenants", clusterOnly, a.handleTenantList},
 		{"DELETE /v1/tenants/{name}", clusterOnly, a.handleTenantDelete},
+		{"POST /v1/tenants/{name}/quota", clusterOnly, a.handleTenantQuota},
 		{"POST /v1/tokens", clusterOnly, a.handleTokenCreate},
 		{"GET /v1/tokens", clusterOnly, a.handleTokenList},
 		{"DELETE /v1/tokens/{id}", clusterOnly, a.handleTokenRevoke},

@@ -326,8 +326,20 @@ func (c *Client) Call(ctx context.Context, digest, function, args string) (CallR
 
 // CreateTenant records a tenant.
 func (c *Client) CreateTenant(ctx context.Context, name string) (TenantInfo, error) {
+	return c.CreateTenantWith(ctx, TenantInfo{Name: name})
+}
+
+// CreateTenantWith records a tenant with its quota.
+func (c *Client) CreateTenantWith(ctx context.Context, t TenantInfo) (TenantInfo, error) {
 	var out TenantInfo
-	return out, c.postJSON(ctx, "/v1/tenants", map[string]string{"name": name}, "create tenant", &out)
+	return out, c.postJSON(ctx, "/v1/tenants", t, "create tenant", &out)
+}
+
+// SetQuota replaces a tenant's quota (what it holds past a lower one
+// stays).
+func (c *Client) SetQuota(ctx context.Context, t TenantInfo) (TenantInfo, error) {
+	var out TenantInfo
+	return out, c.postJSON(ctx, "/v1/tenants/"+url.PathEscape(t.Name)+"/quota", t, "set quota", &out)
 }
 
 // Tenants lists the tenants.

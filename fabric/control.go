@@ -77,6 +77,7 @@ var errCodes = []struct {
 	{"too_many_tenants", controlstate.ErrTooManyTenants, ErrTooMany},
 	{"no_token", controlstate.ErrNoToken, ErrNoToken},
 	{"too_many_tokens", controlstate.ErrTooManyTokens, ErrTooMany},
+	{"quota", controlstate.ErrQuota, ErrQuota},
 	{"token_unknown", controlstate.ErrTokenUnknown, ErrUnauthorized},
 	{"token_expired", controlstate.ErrTokenExpired, ErrUnauthorized},
 	{"token_revoked", controlstate.ErrTokenRevoked, ErrUnauthorized},

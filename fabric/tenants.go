@@ -64,7 +64,7 @@ func tokenHash(token string) []byte {
 }
 
 func tenantInfo(t controlstate.Tenant) TenantInfo {
-	return TenantInfo{Name: t.Name, Created: time.UnixMilli(t.Created).UTC()}
+	return TenantInfo{Name: t.Name, Created: time.UnixMilli(t.Created).UTC(), MaxJobs: t.Quota.Jobs}
 }
 
 func tokenInfo(t controlstate.Token, now time.Time) TokenInfo {
@@ -82,21 +82,35 @@ func tokenInfo(t controlstate.Token, now time.Time) TokenInfo {
 }
 
 func (a *Agent) handleTenantCreate(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Name string `json:"name"`
-	}
+	var req TenantInfo
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil || !controlstate.ValidID(req.Name) {
-		apiFail(w, fmt.Errorf("%w: the body is {\"name\": NAME}, a name of 1 to 64 letters, digits, '-', '_' or '.' (got %q)", ErrBadRequest, req.Name))
+		apiFail(w, fmt.Errorf("%w: the body is {\"name\": NAME, \"max_jobs\": N}, a name of 1 to 64 letters, digits, '-', '_' or '.' (got %q)", ErrBadRequest, req.Name))
 		return
 	}
-	c := controlstate.CreateTenant{Name: req.Name, Time: nowMillis()}
+	c := controlstate.CreateTenant{Name: req.Name, Time: nowMillis(), Quota: controlstate.Quota{Jobs: req.MaxJobs}}
 	if err := a.propose(r.Context(), controlstate.Command{CreateTenant: &c}); err != nil {
 		apiFail(w, err)
 		return
 	}
-	a.log.Info("tenant created", "tenant", req.Name)
+	a.log.Info("tenant created", "tenant", req.Name, "max_jobs", req.MaxJobs)
 	w.WriteHeader(http.StatusCreated)
-	writeJSON(w, tenantInfo(controlstate.Tenant{Name: c.Name, Created: c.Time}))
+	writeJSON(w, tenantInfo(controlstate.Tenant{Name: c.Name, Created: c.Time, Quota: c.Quota}))
+}
+
+func (a *Agent) handleTenantQuota(w http.ResponseWriter, r *http.Request) {
+	var req TenantInfo
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		apiFail(w, fmt.Errorf("%w: the body is {\"max_jobs\": N}: %v", ErrBadRequest, err))
+		return
+	}
+	name := r.PathValue("name")
+	c := controlstate.SetQuota{Name: name, Quota: controlstate.Quota{Jobs: req.MaxJobs}}
+	if err := a.propose(r.Context(), controlstate.Command{SetQuota: &c}); err != nil {
+		apiFail(w, err)
+		return
+	}
+	a.log.Info("tenant's quota set", "tenant", name, "max_jobs", req.MaxJobs)
+	writeJSON(w, TenantInfo{Name: name, MaxJobs: req.MaxJobs})
 }
 
 func (a *Agent) handleTenantList(w http.ResponseWriter, r *http.Request) {

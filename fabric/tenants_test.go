@@ -63,7 +63,7 @@ func TestAuthMatrix(t *testing.T) {
 		"GET /v1/jobs/{id}/logs": tenantUser, "POST /v1/jobs/{id}/stop": tenantUser, "DELETE /v1/jobs/{id}": tenantUser,
 		"POST /v1/modules": tenantUser, "GET /v1/modules": tenantUser, "DELETE /v1/modules/{digest}": tenantUser,
 		"POST /v1/modules/{digest}/call": tenantUser, "GET /v1/debug/state": clusterOnly,
-		"POST /v1/tenants": clusterOnly, "GET /v1/tenants": clusterOnly, "DELETE /v1/tenants/{name}": clusterOnly,
+		"POST /v1/tenants": clusterOnly, "GET /v1/tenants": clusterOnly, "DELETE /v1/tenants/{name}": clusterOnly, "POST /v1/tenants/{name}/quota": clusterOnly,
 		"POST /v1/tokens": clusterOnly, "GET /v1/tokens": clusterOnly, "DELETE /v1/tokens/{id}": clusterOnly,
 		"GET /v1/whoami": tenantUser,
 	}
@@ -192,5 +192,47 @@ func TestAuthMatrix(t *testing.T) {
 	}
 	if ms, err := globex.Modules(ctx); err != nil || len(ms) != 1 {
 		t.Fatalf("globex lists modules after acme dropped its claim: %+v, %v", ms, err)
+	}
+}
+
+// TestTenantQuotaAPI: a tenant past its quota of jobs gets 429 naming the
+// limit, and the job it runs goes on; a job that ends makes room; the
+// operator raises the quota.
+func TestTenantQuotaAPI(t *testing.T) {
+	a := startJobsAgent(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	if _, err := admin.CreateTenantWith(ctx, TenantInfo{Name: "acme", MaxJobs: 1}); err != nil {
+		t.Fatal(err)
+	}
+	nt, err := admin.CreateToken(ctx, TokenRequest{Tenant: "acme", Role: "user"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme := &Client{Address: a.HTTPAddr(), Token: nt.Token}
+	hostile := guestBytes(t, "internal/testguests/hostile")
+	if _, err := acme.SubmitDetached(ctx, hostile, []string{"ticks", "100000", "100"}, SubmitOptions{ID: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = acme.SubmitDetached(ctx, hostile, []string{"ticks", "1", "1"}, SubmitOptions{ID: "second"})
+	if err == nil || !strings.Contains(err.Error(), "429") || !strings.Contains(err.Error(), "tenant acme has 1 jobs that have not ended, its quota of jobs") {
+		t.Fatalf("past the quota: %v", err)
+	}
+	if j, err := acme.Job(ctx, "first"); err != nil || j.State == "stopped" || j.State == "failed" {
+		t.Fatalf("the running job after a refusal: %+v, %v", j, err)
+	}
+	if _, err := admin.SetQuota(ctx, TenantInfo{Name: "acme", MaxJobs: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.SubmitDetached(ctx, hostile, []string{"ticks", "1", "1"}, SubmitOptions{ID: "second"}); err != nil {
+		t.Fatalf("after the quota was raised: %v", err)
+	}
+	ts, err := admin.Tenants(ctx)
+	if err != nil || len(ts) != 1 || ts[0].MaxJobs != 2 {
+		t.Fatalf("tenants: %+v, %v", ts, err)
+	}
+	if _, err := admin.StopJob(ctx, "first"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -182,6 +182,7 @@ var (
 	ErrNoToken      = errors.New("fabric: no token with that ID")
 	ErrUnauthorized = errors.New("fabric: the token does not open this")
 	ErrForbidden    = errors.New("fabric: the token's role does not allow this")
+	ErrQuota        = errors.New("fabric: past the tenant's quota")
 	// ErrNoLeader means no server of the control plane answered: none is
 	// up, or they are electing a leader.
 	ErrNoLeader = errors.New("fabric: no control-plane server answered")
@@ -207,6 +208,8 @@ func (e *JobError) Is(target error) bool { return target == ErrJob }
 type TenantInfo struct {
 	Name    string    `json:"name"`
 	Created time.Time `json:"created"`
+	// MaxJobs bounds the tenant's jobs that have not ended (0: no bound).
+	MaxJobs uint32 `json:"max_jobs,omitempty"`
 }
 
 // TokenInfo is an API token's record; its secret is shown once, when it

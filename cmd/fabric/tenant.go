@@ -16,10 +16,11 @@ func newTenantCmd() *cobra.Command {
 		Long: `A tenant is a party that shares the cluster. Its members reach the cluster with
 the tokens made for it (fabric token create). Managing tenants takes the
 cluster's API token, the one the first agent wrote to its data directory.`}
-	var cf, lf, df clientFlags
+	var cf, lf, df, qf clientFlags
+	var maxJobs, quotaJobs uint32
 	create := &cobra.Command{
-		Use:     "create NAME",
-		Short:   "Create a tenant",
+		Use:     "create NAME [--max-jobs N]",
+		Short:   "Create a tenant, with its quota",
 		Example: "  fabric tenant create acme\n  fabric token create --tenant acme --role user > acme.token",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -27,7 +28,7 @@ cluster's API token, the one the first agent wrote to its data directory.`}
 			if err != nil {
 				return err
 			}
-			t, err := cl.CreateTenant(cmd.Context(), args[0])
+			t, err := cl.CreateTenantWith(cmd.Context(), fabric.TenantInfo{Name: args[0], MaxJobs: maxJobs})
 			if err != nil {
 				return err
 			}
@@ -36,6 +37,26 @@ cluster's API token, the one the first agent wrote to its data directory.`}
 		},
 	}
 	cf.register(create, false)
+	create.Flags().Uint32Var(&maxJobs, "max-jobs", 0, "the most jobs of the tenant that have not ended (default: no bound)")
+	quota := &cobra.Command{
+		Use:   "quota NAME --max-jobs N",
+		Short: "Set a tenant's quota: what it holds past a lower one stays, what comes next is refused",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := qf.client()
+			if err != nil {
+				return err
+			}
+			t, err := cl.SetQuota(cmd.Context(), fabric.TenantInfo{Name: args[0], MaxJobs: quotaJobs})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: at most %s jobs that have not ended\n", t.Name, quotaText(t.MaxJobs))
+			return nil
+		},
+	}
+	qf.register(quota, false)
+	quota.Flags().Uint32Var(&quotaJobs, "max-jobs", 0, "the most jobs of the tenant that have not ended (0: no bound)")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the tenants",
@@ -53,9 +74,9 @@ cluster's API token, the one the first agent wrote to its data directory.`}
 				return printAs(cmd.OutOrStdout(), lf.output, ts)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tCREATED")
+			fmt.Fprintln(tw, "NAME\tMAX JOBS\tCREATED")
 			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\n", t.Name, t.Created.Local().Format(time.DateTime))
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", t.Name, quotaText(t.MaxJobs), t.Created.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},
@@ -78,8 +99,16 @@ cluster's API token, the one the first agent wrote to its data directory.`}
 		},
 	}
 	df.register(del, false)
-	cmd.AddCommand(create, list, del)
+	cmd.AddCommand(create, list, quota, del)
 	return cmd
+}
+
+// quotaText shows a bound, 0 being none.
+func quotaText(n uint32) string {
+	if n == 0 {
+		return "-"
+	}
+	return fmt.Sprint(n)
 }
 
 // newTokenCmd is `fabric token create | list | revoke`.

@@ -28,6 +28,7 @@ type Command struct {
 	DeleteTenant *DeleteTenant `cbor:"13,keyasint,omitempty"`
 	CreateToken  *CreateToken  `cbor:"14,keyasint,omitempty"`
 	RevokeToken  *RevokeToken  `cbor:"16,keyasint,omitempty"`
+	SetQuota     *SetQuota     `cbor:"17,keyasint,omitempty"`
 }
 
 // Submit records a new job, pending on Node.
@@ -127,7 +128,7 @@ func (s *State) apply(c Command) error {
 	n := 0
 	for _, set := range []bool{c.Submit != nil, c.Start != nil, c.End != nil, c.Stop != nil, c.Delete != nil,
 		c.Restart != nil, c.AddModule != nil, c.DeleteModule != nil, c.NameActor != nil, c.UnnameActor != nil, c.ForgetNode != nil,
-		c.CreateTenant != nil, c.DeleteTenant != nil, c.CreateToken != nil, c.RevokeToken != nil} {
+		c.CreateTenant != nil, c.DeleteTenant != nil, c.CreateToken != nil, c.RevokeToken != nil, c.SetQuota != nil} {
 		if set {
 			n++
 		}
@@ -211,6 +212,8 @@ func (s *State) apply(c Command) error {
 		return s.createToken(c.CreateToken)
 	case c.RevokeToken != nil:
 		return s.revokeToken(c.RevokeToken)
+	case c.SetQuota != nil:
+		return s.setQuota(c.SetQuota)
 	default:
 		d := c.DeleteModule
 		m, ok := s.modules[d.Digest]
@@ -284,6 +287,11 @@ func (s *State) submit(c *Submit) error {
 	}
 	if _, ok := s.jobs[c.ID]; ok {
 		return fmt.Errorf("%w: %q", ErrJobExists, c.ID)
+	}
+	if c.Tenant != "" {
+		if err := s.checkQuota(c.Tenant); err != nil {
+			return err
+		}
 	}
 	if len(s.jobs) >= MaxJobs {
 		// Evict the job that ended first (then by ID: deterministic).

@@ -133,7 +133,7 @@ type requestResult struct {
 
 var sentinels = []error{nil, ErrJobExists, ErrNoJob, ErrJobRunning, ErrTooManyJobs, ErrStale, ErrBadCommand,
 	ErrNoModule, ErrModuleInUse, ErrTooManyModule, ErrNameTaken, ErrTooManyNames,
-	ErrTenantExists, ErrNoTenant, ErrTooManyTenants, ErrTokenExists, ErrNoToken, ErrTooManyTokens}
+	ErrTenantExists, ErrNoTenant, ErrTooManyTenants, ErrTokenExists, ErrNoToken, ErrTooManyTokens, ErrQuota}
 
 func (r requestResult) err() error {
 	switch {

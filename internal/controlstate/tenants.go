@@ -14,6 +14,13 @@ import (
 type Tenant struct {
 	Name    string `cbor:"1,keyasint" json:"name"`
 	Created int64  `cbor:"2,keyasint" json:"created"`
+	Quota   Quota  `cbor:"3,keyasint,omitempty" json:"quota,omitzero"`
+}
+
+// Quota bounds what a tenant may hold at once; a zero field is no bound.
+type Quota struct {
+	// Jobs bounds the tenant's jobs that have not ended.
+	Jobs uint32 `cbor:"1,keyasint,omitempty" json:"jobs,omitempty"`
 }
 
 // Role is what a token's holder may do in its tenant.
@@ -48,8 +55,16 @@ type Token struct {
 
 // CreateTenant records a tenant.
 type CreateTenant struct {
-	Name string `cbor:"1,keyasint"`
-	Time int64  `cbor:"2,keyasint"`
+	Name  string `cbor:"1,keyasint"`
+	Time  int64  `cbor:"2,keyasint"`
+	Quota Quota  `cbor:"3,keyasint,omitempty"`
+}
+
+// SetQuota replaces a tenant's quota. What the tenant holds past a lower
+// quota stays; only what comes next is refused.
+type SetQuota struct {
+	Name  string `cbor:"1,keyasint"`
+	Quota Quota  `cbor:"2,keyasint"`
 }
 
 // DeleteTenant removes a tenant and its tokens.
@@ -87,6 +102,7 @@ var (
 	ErrNoTenant       = errors.New("controlstate: no tenant with that name")
 	ErrTooManyTenants = errors.New("controlstate: too many tenants")
 	ErrTokenExists    = errors.New("controlstate: a token with that ID or secret exists")
+	ErrQuota          = errors.New("controlstate: past the tenant's quota")
 	ErrNoToken        = errors.New("controlstate: no token with that ID")
 	ErrTooManyTokens  = errors.New("controlstate: too many tokens")
 	// ErrTokenUnknown, ErrTokenExpired and ErrTokenRevoked are
@@ -109,7 +125,37 @@ func (s *State) createTenant(c *CreateTenant) error {
 	if len(s.tenants) >= MaxTenants {
 		return fmt.Errorf("%w: %d", ErrTooManyTenants, len(s.tenants))
 	}
-	s.tenants[c.Name] = &Tenant{Name: c.Name, Created: c.Time}
+	s.tenants[c.Name] = &Tenant{Name: c.Name, Created: c.Time, Quota: c.Quota}
+	return nil
+}
+
+func (s *State) setQuota(c *SetQuota) error {
+	t, ok := s.tenants[c.Name]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrNoTenant, c.Name)
+	}
+	t.Quota = c.Quota
+	return nil
+}
+
+// checkQuota refuses a job of tenant past its quota.
+func (s *State) checkQuota(tenant string) error {
+	t, ok := s.tenants[tenant]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrNoTenant, tenant)
+	}
+	if t.Quota.Jobs == 0 {
+		return nil
+	}
+	var n uint32
+	for _, j := range s.jobs {
+		if j.Tenant == tenant && !j.State.Ended() {
+			n++
+		}
+	}
+	if n >= t.Quota.Jobs {
+		return fmt.Errorf("%w: tenant %s has %d jobs that have not ended, its quota of jobs (stop one, or ask for a larger quota)", ErrQuota, tenant, n)
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -152,6 +153,12 @@ func TestModuleTenants(t *testing.T) {
 	}
 	sub := submit("j")
 	sub.Submit.Tenant = "acme"
+	if err := s.Apply(sub); !errors.Is(err, ErrNoTenant) {
+		t.Fatalf("a job of a tenant that does not exist: %v", err)
+	}
+	if err := s.Apply(Command{CreateTenant: &CreateTenant{Name: "acme"}}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Apply(sub); err != nil {
 		t.Fatal(err)
 	}
@@ -180,5 +187,58 @@ func TestModuleTenants(t *testing.T) {
 	}
 	if m, ok := s.Module(digest); !ok || !m.Operator || len(m.Tenants) != 0 {
 		t.Fatalf("the operator's module after a tenant's deletion: %+v %v", m, ok)
+	}
+}
+
+// TestTenantQuota: a tenant's jobs that have not ended are bounded by its
+// quota; the refusal names the limit; nothing it holds is lost; a job
+// that ends makes room; a lower quota keeps what runs and refuses what
+// comes; other tenants and the operator are not bound by it.
+func TestTenantQuota(t *testing.T) {
+	s := New()
+	for _, c := range []Command{{CreateTenant: &CreateTenant{Name: "acme", Quota: Quota{Jobs: 2}}}, {CreateTenant: &CreateTenant{Name: "globex"}}} {
+		if err := s.Apply(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	job := func(id, tenant string) error {
+		c := submit(id)
+		c.Submit.Tenant = tenant
+		return s.Apply(c)
+	}
+	for _, id := range []string{"a1", "a2"} {
+		if err := job(id, "acme"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := job("a3", "acme"); !errors.Is(err, ErrQuota) || !strings.Contains(err.Error(), "tenant acme has 2 jobs that have not ended") {
+		t.Fatalf("past the quota: %v", err)
+	}
+	if err := job("g1", "globex"); err != nil {
+		t.Fatalf("another tenant: %v", err)
+	}
+	if err := job("o1", ""); err != nil {
+		t.Fatalf("the operator: %v", err)
+	}
+	if len(s.Jobs(func(j *Job) bool { return j.Tenant == "acme" })) != 2 {
+		t.Fatal("a refused job lost one that ran")
+	}
+	if err := s.Apply(Command{Stop: &Stop{ID: "a1", Time: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := job("a3", "acme"); err != nil {
+		t.Fatalf("after a job ended: %v", err)
+	}
+	if err := s.Apply(Command{SetQuota: &SetQuota{Name: "acme", Quota: Quota{Jobs: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := job("a4", "acme"); !errors.Is(err, ErrQuota) {
+		t.Fatalf("past a lowered quota: %v", err)
+	}
+	if j, ok := s.Job("a3"); !ok || j.State.Ended() {
+		t.Fatalf("a lowered quota ended a job: %+v", j)
+	}
+	if err := s.Apply(Command{SetQuota: &SetQuota{Name: "nobody"}}); !errors.Is(err, ErrNoTenant) {
+		t.Fatalf("the quota of no tenant: %v", err)
 	}
 }
