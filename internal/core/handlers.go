@@ -177,11 +177,7 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 		}
 		spec, err := c.checkSpec(w, m.Spec)
 		if err == nil && spec.Options.Name != "" {
-			ns := spec.Options.Namespace
-			if ns == "" && spec.Options.Lifetime == abi.LifetimeDetached {
-				ns = abi.DefaultNamespace
-			}
-			if have, taken := c.named[nameKey(w.job, ns, spec.Options.Name)]; taken {
+			if have, taken := c.named[nameKey(w.job, nameSpace(spec), spec.Options.Name)]; taken {
 				if spec.Options.GetIfExists {
 					c.reply(w, m.Seq, nil, wire.Reply{IDs: []objects.ID{have}})
 					return nil
