@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -56,8 +57,6 @@ type AgentConfig struct {
 	// Token is a join token from the first agent. Without it the agent
 	// uses the secrets in DataDir, creating them if there are none.
 	Token string
-	// Server marks the node as a server (it will hold the control state).
-	Server bool
 	// Bootstrap makes a server whose data directory holds no raft state
 	// form a control plane of its own (the first agent of a new cluster
 	// does so by itself): for the first agent of a cluster made before
@@ -87,6 +86,10 @@ type AgentConfig struct {
 	// the jobs past it stay pending, in order, until one ends (0:
 	// DefaultMaxRunningJobs). Each driver is a worker process.
 	MaxRunningJobs int
+	// CertTTL is how long the node certificates that servers sign are
+	// valid (0: DefaultCertTTL); a node renews its own when a third of
+	// it is left.
+	CertTTL time.Duration
 	// UploadIdle bounds how long an upload (a module in a request's body)
 	// may send nothing before it is refused (0: DefaultUploadIdle).
 	UploadIdle time.Duration
@@ -162,6 +165,16 @@ type Agent struct {
 	// moduleGrace (tests; nanoseconds, negative for none).
 	gcWake  chan struct{}
 	gcGrace atomic.Int64
+	// cert is the certificate the agent presents (renewed in place);
+	// revoked the nodes revoked, as last read; serverPeers the peers
+	// that showed a server's certificate.
+	cert        atomic.Pointer[tls.Certificate]
+	revoked     atomic.Pointer[map[string]bool]
+	serverPeers sync.Map
+	fakeServers sync.Map // members that gossip a server's role without its certificate
+	// joinServers are the servers when the node joined: raft streams
+	// are taken from them before the raft configuration names them.
+	joinServers []string
 }
 
 // Errors of the agent.
@@ -181,10 +194,6 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	cluster, created, err := clusterSecrets(cfg)
-	if err != nil {
-		return nil, err
-	}
 	id, err := nodeID(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -192,6 +201,18 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	cfg.GossipAddr = cmp.Or(cfg.GossipAddr, DefaultGossipAddr)
 	cfg.QUICAddr = cmp.Or(cfg.QUICAddr, DefaultQUICAddr)
 	cfg.HTTPAddr = cmp.Or(cfg.HTTPAddr, DefaultHTTPAddr)
+	hosts := []string{"127.0.0.1", "::1"}
+	if cfg.AdvertiseHost != "" {
+		hosts = append(hosts, cfg.AdvertiseHost)
+	}
+	idn, err := loadIdentity(context.Background(), cfg, id, hosts)
+	if err != nil {
+		return nil, err
+	}
+	cluster, created := idn.cluster, idn.created
+	if len(cfg.Join) == 0 {
+		cfg.Join = idn.members
+	}
 	nodeCfg := cfg.Node
 	nodeCfg.DataDir = filepath.Join(cfg.DataDir, "node")
 	nodeCfg.NodeID, nodeCfg.Labels = id, cfg.Labels
@@ -233,25 +254,18 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		return fail(fmt.Errorf("fabric: HTTP API on %s: %w (another agent may be running; pass --http-addr)", cfg.HTTPAddr, err))
 	}
 	a.httpAddr = ln.Addr().String()
-	hosts := []string{"127.0.0.1", "::1"}
-	if cfg.AdvertiseHost != "" {
-		hosts = append(hosts, cfg.AdvertiseHost)
-	}
-	cert, err := cluster.NodeCertificate(id, hosts)
-	if err != nil {
-		_ = ln.Close()
-		return fail(err)
-	}
+	a.cert.Store(&idn.cert)
+	a.joinServers = idn.servers
 	streams := map[transport.Type]transport.StreamHandler{msgRaft: a.acceptRaft, msgJobLogs: a.serveJobLog}
-	if a.quic, err = transport.Listen(transport.Config{Addr: cfg.QUICAddr, TLS: cluster.TLSConfig(cert), Handler: a.handlePeer, Objects: agentObjects{node}, Streams: streams}); err != nil {
+	tlsConf := cluster.TLSConfig(idn.cert, secrets.TLSOptions{Refuse: a.refusePeer, Current: a.certificate})
+	if a.quic, err = transport.Listen(transport.Config{Addr: cfg.QUICAddr, TLS: tlsConf, Handler: a.handlePeer, Objects: agentObjects{node, a}, Streams: streams}); err != nil {
 		_ = ln.Close()
 		return fail(err)
 	}
 	// A server stays one across restarts: its raft state is in the data
 	// directory.
 	role := "client"
-	_, serr := os.Stat(filepath.Join(cfg.DataDir, "raft", "raft.db"))
-	if cfg.Server || cfg.Bootstrap || (created && len(cfg.Join) == 0) || serr == nil {
+	if secrets.IsServer(idn.cert.Leaf) {
 		role = "server"
 	}
 	u := node.Usage()
@@ -269,7 +283,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		return fail(err)
 	}
 	if role == "server" {
-		if err := a.startControl((created && len(cfg.Join) == 0) || cfg.Bootstrap); err != nil {
+		if err := a.startControl(created || cfg.Bootstrap); err != nil {
 			_ = ln.Close()
 			return fail(err)
 		}
@@ -303,12 +317,24 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 			node.step(core.PeerUp{Node: scheduler.NodeID(m.ID), Resources: resources(m.Resources), Labels: m.Labels})
 		}
 	}
-	a.wg.Add(2)
+	a.wg.Add(4)
 	go a.reconcileOwnJobs()
 	go a.collectModules()
+	go a.watchRevocations()
+	go a.renewLoop()
 	if a.ctl != nil {
 		a.wg.Add(1)
 		go a.leadLoop()
+	}
+	if a.AdminToken() != "" && (created || cfg.Bootstrap) {
+		// The agent that made the cluster records itself and the admin
+		// token; a new cluster's first API request waits for it.
+		ctx, cancel := context.WithTimeout(a.agentCtx, controlHold)
+		err := a.recordAdmission(ctx)
+		cancel()
+		if err != nil {
+			return fail(fmt.Errorf("fabric: recording the cluster's admin token: %w", err))
+		}
 	}
 	return a, nil
 }
@@ -318,6 +344,23 @@ func (a *Agent) remember(m membership.Member) {
 	a.tableMu.Lock()
 	a.table[m.ID] = m
 	a.tableMu.Unlock()
+}
+
+// dropMember treats a revoked node as gone, whatever gossip says of it.
+func (a *Agent) dropMember(id string) {
+	a.tableMu.Lock()
+	if m, ok := a.table[id]; ok {
+		m.Status = membership.Left
+		a.table[id] = m
+	}
+	a.tableMu.Unlock()
+	a.link.Drop(id)
+	a.link.Forget(id)
+	a.node.step(core.PeerDown{Node: scheduler.NodeID(id), Gone: true})
+	select {
+	case a.reconcile <- struct{}{}:
+	default:
+	}
 }
 
 // member returns what membership last said of a node.
@@ -346,36 +389,6 @@ func (a *Agent) peerUp(id string) {
 	if m, ok := a.member(id); ok && m.Status == membership.Alive {
 		a.node.step(core.PeerUp{Node: scheduler.NodeID(m.ID), Resources: resources(m.Resources), Labels: m.Labels})
 	}
-}
-
-// clusterSecrets returns the secrets to use and whether they were created now.
-func clusterSecrets(cfg AgentConfig) (*secrets.Cluster, bool, error) {
-	dir := filepath.Join(cfg.DataDir, "cluster")
-	saved, err := secrets.Load(dir)
-	if err != nil && !errors.Is(err, secrets.ErrNotFound) {
-		return nil, false, err
-	}
-	if cfg.Token != "" {
-		c, err := secrets.ParseToken(cfg.Token)
-		if err != nil {
-			return nil, false, err
-		}
-		if saved != nil && saved.Token() != c.Token() {
-			return nil, false, fmt.Errorf("%w (%s); use another --data-dir", ErrOtherCluster, cfg.DataDir)
-		}
-		return c, false, c.Save(dir)
-	}
-	if saved != nil {
-		return saved, false, nil
-	}
-	if len(cfg.Join) > 0 {
-		return nil, false, fmt.Errorf("fabric: joining a cluster needs its join token (--token, or FABRIC_JOIN_TOKEN), printed by its first agent")
-	}
-	c, err := secrets.Create()
-	if err != nil {
-		return nil, false, err
-	}
-	return c, true, c.Save(dir)
 }
 
 // nodeID returns the node's ID, made on first start: the host name and
@@ -478,6 +491,9 @@ func (a *Agent) keepJoining(addrs []string) {
 func (a *Agent) watchMembers() {
 	defer a.wg.Done()
 	for e := range a.members.Events() {
+		if a.isRevoked(e.Member.ID) {
+			continue // gone for good: see dropMember
+		}
 		a.remember(e.Member)
 		select {
 		case a.reconcile <- struct{}{}:
@@ -549,23 +565,43 @@ func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, b
 	case <-ctx.Done():
 		return 0, nil, ctx.Err()
 	}
+	if err := a.peerMay(peer, t); err != nil {
+		return 0, nil, err
+	}
 	switch t {
 	case msgPing:
 		return msgPing, []byte(a.ID), nil
+	case msgJoin:
+		b, err := a.handleJoin(ctx, peer, body)
+		return msgJoin, b, err
+	case msgRenew:
+		b, err := a.handleRenew(ctx, peer, body)
+		return msgRenew, b, err
 	case msgControl:
 		var req controlRequest
 		if err := wire.Unmarshal(body, &req); err != nil {
 			return 0, nil, fmt.Errorf("malformed control request: %w", err)
 		}
-		b, err := wire.Marshal(a.serveControl(ctx, req))
+		b, err := wire.Marshal(a.serveControl(ctx, peer, req))
 		return msgControl, b, err
 	case msgJobStop:
-		a.stopLocal(string(body))
+		id := string(body)
+		j, err := a.lookupJob(ctx, id)
+		if err == nil && !j.State.Ended() && j.Node == a.ID {
+			return 0, nil, fmt.Errorf("job %s has not been stopped", id)
+		}
+		if err != nil && !errors.Is(err, ErrNoJob) {
+			return 0, nil, err
+		}
+		a.stopLocal(id)
 		return msgAck, nil, nil
 	case msgModuleCopy:
 		digest := string(body)
 		if !controlstate.ValidDigest(digest) {
 			return 0, nil, fmt.Errorf("%q is not a module digest", digest)
+		}
+		if _, err := a.control(ctx, controlRequest{Op: "module", ID: digest}); err != nil {
+			return 0, nil, err
 		}
 		if err := a.node.pullModuleFrom(ctx, digest, []string{peer}); err != nil {
 			return 0, nil, err
@@ -588,7 +624,7 @@ func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, b
 		})
 		return msgAck, nil, err
 	}
-	return 0, nil, fmt.Errorf("unknown message type %d (is the peer a newer version?)", t)
+	return 0, nil, fmt.Errorf("message type %d is not a request", t)
 }
 
 // sendBatch sends one batch of the peer link and waits for its
@@ -671,11 +707,12 @@ func (a *Agent) HTTPAddr() string { return a.httpAddr }
 // GossipAddr is where other agents join this one.
 func (a *Agent) GossipAddr() string { return a.members.Addr() }
 
-// JoinToken is the token other agents join the cluster with.
-func (a *Agent) JoinToken() string { return a.cluster.Token() }
+// QUICAddr is the address the agent's QUIC endpoint listens on.
+func (a *Agent) QUICAddr() string { return a.quic.Addr() }
 
-// APIToken is the bearer token of the cluster's HTTP APIs.
-func (a *Agent) APIToken() string { return a.cluster.APIToken() }
+// APIToken is the cluster's admin token on the agent that made the
+// cluster ("" elsewhere): what its local commands use.
+func (a *Agent) APIToken() string { return a.AdminToken() }
 
 // stopUsage stops gossipUsage and waits for it, if it was started.
 func (a *Agent) stopUsage() {

@@ -63,8 +63,8 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 func TestAgentsFormCluster(t *testing.T) {
 	before := runtime.NumGoroutine()
 	a := startAgent(t, "")
-	b := startAgent(t, a.JoinToken(), a.GossipAddr())
-	c := startAgent(t, a.JoinToken(), a.GossipAddr())
+	b := startAgent(t, joinToken(t, a), a.GossipAddr())
+	c := startAgent(t, joinToken(t, a), a.GossipAddr())
 	ctx := context.Background()
 	clients := map[string]*Client{}
 	for _, ag := range []*Agent{a, b, c} {
@@ -199,7 +199,7 @@ func TestAgentsFormCluster(t *testing.T) {
 	}
 	stranger := startAgent(t, "")
 	_, err = StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Join: []string{a.GossipAddr()}, Token: stranger.JoinToken(), Timing: membership.Fast,
+		Join: []string{a.GossipAddr()}, Token: joinToken(t, stranger), Timing: membership.Fast,
 		Node: Config{NumCPUs: 1, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}})
 	if !errors.Is(err, membership.ErrNoJoin) {
 		t.Fatalf("agent of another cluster joined: %v", err)
@@ -235,11 +235,11 @@ func TestAgentDataDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, token := a.ID, a.JoinToken()
+	id, ca := a.ID, a.cluster.CA
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"node-id", "cluster/gossip.key", "cluster/ca.pem", "cluster/ca-key.pem"} {
+	for _, f := range []string{"node-id", "cluster/gossip.key", "cluster/ca.pem", "cluster/ca-key.pem", "cluster/node.pem", "cluster/node-key.pem", "cluster/admin.token"} {
 		st, err := os.Stat(filepath.Join(dir, f))
 		if err != nil || st.Mode().Perm()&0o077 != 0 {
 			t.Fatalf("%s: %v, mode %v (want owner-only)", f, err, st.Mode())
@@ -249,7 +249,7 @@ func TestAgentDataDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.ID != id || a.JoinToken() != token {
+	if a.ID != id || !a.cluster.CA.Equal(ca) || a.APIToken() == "" {
 		t.Fatal("restart changed the node ID or the cluster's secrets")
 	}
 	other := startAgent(t, "")
@@ -257,13 +257,30 @@ func TestAgentDataDir(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Token = other.JoinToken()
+	cfg.Token = joinToken(t, other)
 	if _, err := StartAgent(cfg); !errors.Is(err, ErrOtherCluster) {
 		t.Fatalf("start with another cluster's token: %v, want ErrOtherCluster", err)
 	}
 	if _, err := StartAgent(AgentConfig{}); !errors.Is(err, ErrNoDataDir) {
 		t.Fatalf("no data dir: %v", err)
 	}
+}
+
+// joinToken makes a join token on a (a server) for one more node.
+func joinToken(t testing.TB, a *Agent) string {
+	t.Helper()
+	return joinTokenWith(t, a, JoinTokenOptions{})
+}
+
+func joinTokenWith(t testing.TB, a *Agent, o JoinTokenOptions) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tok, _, err := a.CreateJoinToken(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
 
 // oneCPUAgent starts an agent of one CPU with fast failure detection,
@@ -286,8 +303,8 @@ func edgeCluster(t *testing.T) (a, b, c *Agent) {
 	t.Helper()
 	edge := map[string]string{"tier": "edge"}
 	a = oneCPUAgent(t, nil, "")
-	b = oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
-	c = oneCPUAgent(t, edge, a.JoinToken(), a.GossipAddr())
+	b = oneCPUAgent(t, edge, joinToken(t, a), a.GossipAddr())
+	c = oneCPUAgent(t, edge, joinToken(t, a), a.GossipAddr())
 	for _, ag := range []*Agent{a, b, c} {
 		waitSchedulerNodes(t, ag, 3)
 	}
@@ -317,8 +334,8 @@ func waitSchedulerNodes(t *testing.T, a *Agent, n int) {
 // ask for tier=edge run on the only node with that label.
 func TestTasksAcrossNodes(t *testing.T) {
 	a := oneCPUAgent(t, nil, "")
-	b := oneCPUAgent(t, map[string]string{"tier": "edge"}, a.JoinToken(), a.GossipAddr())
-	c := oneCPUAgent(t, nil, a.JoinToken(), a.GossipAddr())
+	b := oneCPUAgent(t, map[string]string{"tier": "edge"}, joinToken(t, a), a.GossipAddr())
+	c := oneCPUAgent(t, nil, joinToken(t, a), a.GossipAddr())
 	waitFor(t, 10*time.Second, "a knows b and c", func() bool {
 		n := 0
 		for _, m := range a.Members().Members() {
@@ -553,7 +570,7 @@ func runChaosWatching(t *testing.T, a *Agent, want string, then func(output func
 // reference: the driver's get fails with owner_died.
 func TestOwnerDied(t *testing.T) {
 	a := oneCPUAgent(t, nil, "")
-	b := oneCPUAgent(t, map[string]string{"tier": "edge"}, a.JoinToken(), a.GossipAddr())
+	b := oneCPUAgent(t, map[string]string{"tier": "edge"}, joinToken(t, a), a.GossipAddr())
 	waitSchedulerNodes(t, a, 2)
 	out, err := runChaosWatching(t, a, "owner_died: made", func(func() string) { _ = b.Close() }, "owner_died")
 	if err != nil || !strings.Contains(out, "owner_died: get after its node died: true\n") {
@@ -566,7 +583,7 @@ func TestOwnerDied(t *testing.T) {
 // where the bytes are, rather than wherever the hybrid policy would pack.
 func TestLocality(t *testing.T) {
 	a := oneCPUAgent(t, nil, "")
-	b := oneCPUAgent(t, nil, a.JoinToken(), a.GossipAddr())
+	b := oneCPUAgent(t, nil, joinToken(t, a), a.GossipAddr())
 	waitSchedulerNodes(t, a, 2)
 	_ = b
 	out := runChaos(t, a, "locality")
@@ -580,8 +597,8 @@ func TestLocality(t *testing.T) {
 // bundle runs on its own node.
 func TestGroupsAcrossNodes(t *testing.T) {
 	a := oneCPUAgent(t, nil, "")
-	b := oneCPUAgent(t, nil, a.JoinToken(), a.GossipAddr())
-	c := oneCPUAgent(t, nil, a.JoinToken(), a.GossipAddr())
+	b := oneCPUAgent(t, nil, joinToken(t, a), a.GossipAddr())
+	c := oneCPUAgent(t, nil, joinToken(t, a), a.GossipAddr())
 	waitSchedulerNodes(t, a, 3)
 	out := runChaos(t, a, "groups")
 	if want := "groups: bundles ran on " + strings.Join(sortedIDs(a.ID, b.ID, c.ID), " ") + "\n"; !strings.Contains(out, want) {
@@ -594,7 +611,7 @@ func TestGroupsAcrossNodes(t *testing.T) {
 // and the task is gone) long before the task would have ended.
 func TestCancelRemoteTask(t *testing.T) {
 	a := oneCPUAgent(t, nil, "")
-	b := oneCPUAgent(t, map[string]string{"tier": "edge"}, a.JoinToken(), a.GossipAddr())
+	b := oneCPUAgent(t, map[string]string{"tier": "edge"}, joinToken(t, a), a.GossipAddr())
 	waitSchedulerNodes(t, a, 2)
 	stopped := make(chan bool, 1)
 	go func() {
@@ -657,7 +674,7 @@ func storedObjects(n *Node) int { return n.Stats().Stored }
 // dropped its reference, both nodes free it while the job goes on.
 func TestHoldsReleased(t *testing.T) {
 	a := oneCPUAgent(t, nil, "")
-	b := oneCPUAgent(t, map[string]string{"tier": "edge"}, a.JoinToken(), a.GossipAddr())
+	b := oneCPUAgent(t, map[string]string{"tier": "edge"}, joinToken(t, a), a.GossipAddr())
 	waitSchedulerNodes(t, a, 2)
 	freed := false
 	_, err := runChaosWatching(t, a, "dropped", func(func() string) {
@@ -713,7 +730,7 @@ func TestJobOverLossyLink(t *testing.T) {
 		return a
 	}
 	a := lossy(nil, "")
-	b := lossy(map[string]string{"tier": "edge"}, a.JoinToken(), a.GossipAddr())
+	b := lossy(map[string]string{"tier": "edge"}, joinToken(t, a), a.GossipAddr())
 	waitSchedulerNodes(t, a, 2)
 	waitSchedulerNodes(t, b, 2)
 	start := time.Now()
@@ -814,7 +831,7 @@ func TestStuckOutputReader(t *testing.T) {
 func TestManyTasksOnOnePeer(t *testing.T) {
 	a := oneCPUAgent(t, nil, "")
 	b, err := StartAgent(AgentConfig{DataDir: t.TempDir(), GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Join: []string{a.GossipAddr()}, Token: a.JoinToken(), Labels: map[string]string{"tier": "edge"}, Timing: membership.Fast,
+		Join: []string{a.GossipAddr()}, Token: joinToken(t, a), Labels: map[string]string{"tier": "edge"}, Timing: membership.Fast,
 		// 300 CPUs of demand fit at once; 8 worker processes run them.
 		Node: Config{NumCPUs: 300, MaxWorkers: 8, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"},
 			Stdout: io.Discard, Stderr: io.Discard}})

@@ -4,7 +4,6 @@ package fabric
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,7 +16,7 @@ import (
 // Authorization of the HTTP API, in one place: every route is declared
 // in apiRoutes with its access, and the server serves only what that
 // table declares. A request's caller is the cluster's operator (the
-// cluster's API token) or a tenant's token, checked on the leader; the
+// cluster's admin token) or a tenant's token, checked on the leader; the
 // access says which callers a route takes at all, and handlers that
 // serve a tenant's records (jobs) check that the record is the caller's
 // tenant's (a record of another tenant is not found).
@@ -26,7 +25,7 @@ import (
 type access int
 
 const (
-	// clusterOnly routes take the cluster's API token only.
+	// clusterOnly routes take a cluster admin token only.
 	clusterOnly access = iota
 	// tenantUser routes also take any tenant's token (a user's and up);
 	// what they serve is the tenant's own.
@@ -64,12 +63,17 @@ func (a *Agent) apiRoutes() []apiRoute {
 		{"GET /v1/tokens", clusterOnly, a.handleTokenList},
 		{"DELETE /v1/tokens/{id}", clusterOnly, a.handleTokenRevoke},
 		{"GET /v1/whoami", tenantUser, a.handleWhoami},
+		{"POST /v1/join-tokens", clusterOnly, a.handleJoinTokenCreate},
+		{"GET /v1/join-tokens", clusterOnly, a.handleJoinTokenList},
+		{"DELETE /v1/join-tokens/{id}", clusterOnly, a.handleJoinTokenDelete},
+		{"GET /v1/admitted", clusterOnly, a.handleAdmitted},
+		{"POST /v1/nodes/{id}/revoke", clusterOnly, a.handleRevoke},
 	}
 }
 
 // caller is who sent a request.
 type caller struct {
-	cluster bool               // the cluster's API token
+	cluster bool               // a cluster admin token (of no tenant)
 	token   controlstate.Token // a tenant's, when not cluster
 }
 
@@ -81,22 +85,15 @@ func callerOf(r *http.Request) caller {
 	return c
 }
 
-// guard wraps a route's handler with its access rule.
+// guard wraps a route's handler with its access rule. Every token is
+// checked by the control plane's leader (the cluster's admin tokens are
+// tokens of no tenant), and travels with the control requests the
+// handler makes, for the leader to check again.
 func (a *Agent) guard(rt apiRoute) http.HandlerFunc {
-	cluster := []byte("Bearer " + a.cluster.APIToken())
 	return func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		if subtle.ConstantTimeCompare([]byte(auth), cluster) == 1 {
-			rt.handler(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{cluster: true})))
-			return
-		}
-		bearer, ok := strings.CutPrefix(auth, "Bearer ")
+		bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || bearer == "" {
-			apiError(w, http.StatusUnauthorized, "missing API token: pass the cluster's API token (which the first agent wrote to its data directory) or a tenant's token, with --token, --token-file, FABRIC_TOKEN or FABRIC_TOKEN_FILE")
-			return
-		}
-		if !strings.HasPrefix(bearer, tokenPrefix) {
-			apiError(w, http.StatusUnauthorized, "wrong API token: it is neither the cluster's nor a tenant's")
+			apiError(w, http.StatusUnauthorized, "missing API token: pass the cluster's admin token (which the first agent wrote to its data directory) or a tenant's token, with --token-file, FABRIC_TOKEN_FILE, --token or FABRIC_TOKEN")
 			return
 		}
 		t, err := a.authenticate(r, bearer)
@@ -107,11 +104,12 @@ func (a *Agent) guard(rt apiRoute) http.HandlerFunc {
 		case err != nil:
 			apiFail(w, err)
 			return
-		case rt.access == clusterOnly:
-			apiError(w, http.StatusForbidden, fmt.Sprintf("%s takes the cluster's API token; a tenant's token (tenant %s) does not open it", rt.pattern, t.Tenant))
+		case rt.access == clusterOnly && t.Tenant != "":
+			apiError(w, http.StatusForbidden, fmt.Sprintf("%s takes a cluster admin token; a tenant's token (tenant %s) does not open it", rt.pattern, t.Tenant))
 			return
 		}
-		rt.handler(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{token: t})))
+		ctx := withCallerToken(context.WithValue(r.Context(), callerKey{}, caller{cluster: t.Tenant == "", token: t}), bearer)
+		rt.handler(w, r.WithContext(ctx))
 	}
 }
 

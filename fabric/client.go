@@ -18,7 +18,7 @@ import (
 type Client struct {
 	// Address is the agent's API, for example http://127.0.0.1:7948.
 	Address string
-	// Token is the cluster's API token.
+	// Token is an API token: a cluster admin token, or a tenant's.
 	Token string
 	// HTTP is the client to use (nil: http.DefaultClient).
 	HTTP *http.Client
@@ -366,11 +366,16 @@ func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (NewToken, e
 // Tokens lists the tokens of a tenant (all: ""), without their secrets.
 func (c *Client) Tokens(ctx context.Context, tenant string) ([]TokenInfo, error) {
 	var out []TokenInfo
-	path := "/v1/tokens"
+	var q url.Values
 	if tenant != "" {
-		path += "?tenant=" + url.QueryEscape(tenant)
+		q = url.Values{"tenant": {tenant}}
 	}
-	return out, c.getJSON(ctx, path, &out)
+	resp, err := c.do(ctx, http.MethodGet, "/v1/tokens", q, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return out, decodeReply(resp, "/v1/tokens", &out)
 }
 
 // RevokeToken revokes a token on every agent at once.
@@ -400,4 +405,41 @@ func (c *Client) postJSON(ctx context.Context, path string, v any, what string, 
 func (c *Client) Whoami(ctx context.Context) (Identity, error) {
 	var out Identity
 	return out, c.getJSON(ctx, "/v1/whoami", &out)
+}
+
+// CreateJoinToken makes a join token; its secret is in the answer only.
+func (c *Client) CreateJoinToken(ctx context.Context, req JoinTokenRequest) (NewJoinToken, error) {
+	var out NewJoinToken
+	return out, c.postJSON(ctx, "/v1/join-tokens", req, "create join token", &out)
+}
+
+// JoinTokens lists the join tokens, without their secrets.
+func (c *Client) JoinTokens(ctx context.Context) ([]JoinTokenInfo, error) {
+	var out []JoinTokenInfo
+	return out, c.getJSON(ctx, "/v1/join-tokens", &out)
+}
+
+// DeleteJoinToken deletes a join token: it admits no one after.
+func (c *Client) DeleteJoinToken(ctx context.Context, id string) error {
+	resp, err := c.do(ctx, http.MethodDelete, "/v1/join-tokens/"+url.PathEscape(id), nil, nil)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+// AdmittedNodes lists the nodes the cluster admitted, revoked ones too.
+func (c *Client) AdmittedNodes(ctx context.Context) ([]NodeRecordInfo, error) {
+	var out []NodeRecordInfo
+	return out, c.getJSON(ctx, "/v1/admitted", &out)
+}
+
+// RevokeNode revokes a node: no member talks to it again, and its
+// certificate is not renewed.
+func (c *Client) RevokeNode(ctx context.Context, id string) error {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(id)+"/revoke", nil, nil)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
 }

@@ -34,7 +34,7 @@ const (
 
 // controlRequest asks a server to propose a command or read the state.
 type controlRequest struct {
-	Op        string `cbor:"1,keyasint"` // "apply", "jobs", "job", "modules", "module", "name", "tenants", "tokens", "authenticate"
+	Op        string `cbor:"1,keyasint"` // "apply", "jobs", "job", "modules", "module", "name", "tenants", "tokens", "authenticate", "node", "nodes", "revoked", "join-tokens"
 	Command   []byte `cbor:"2,keyasint,omitempty"`
 	ID        string `cbor:"3,keyasint,omitempty"`
 	Forwarded bool   `cbor:"4,keyasint,omitempty"` // by a follower to its leader
@@ -42,18 +42,27 @@ type controlRequest struct {
 	Name      string `cbor:"6,keyasint,omitempty"`
 	Group     bool   `cbor:"7,keyasint,omitempty"` // "name": a placement group's
 	Tenant    string `cbor:"8,keyasint,omitempty"` // "name": the namespace's tenant
+	// Token is the API caller's token that the member relays: the leader
+	// allows what it allows too.
+	Token string `cbor:"9,keyasint,omitempty"`
+	// Origin is the member a forwarding server took the request from.
+	Origin string `cbor:"10,keyasint,omitempty"`
 }
 
 // controlAnswer is a server's answer: Code names the error's kind.
 type controlAnswer struct {
-	Code    string                   `cbor:"1,keyasint,omitempty"`
-	Error   string                   `cbor:"2,keyasint,omitempty"`
-	Leader  string                   `cbor:"3,keyasint,omitempty"`
-	Jobs    []controlstate.Job       `cbor:"4,keyasint,omitempty"`
-	Modules []controlstate.Module    `cbor:"5,keyasint,omitempty"`
-	Names   []controlstate.ActorName `cbor:"6,keyasint,omitempty"`
-	Tenants []controlstate.Tenant    `cbor:"7,keyasint,omitempty"`
-	Tokens  []controlstate.Token     `cbor:"8,keyasint,omitempty"`
+	Code    string                    `cbor:"1,keyasint,omitempty"`
+	Error   string                    `cbor:"2,keyasint,omitempty"`
+	Leader  string                    `cbor:"3,keyasint,omitempty"`
+	Jobs    []controlstate.Job        `cbor:"4,keyasint,omitempty"`
+	Modules []controlstate.Module     `cbor:"5,keyasint,omitempty"`
+	Names   []controlstate.ActorName  `cbor:"6,keyasint,omitempty"`
+	Tenants []controlstate.Tenant     `cbor:"7,keyasint,omitempty"`
+	Tokens  []controlstate.Token      `cbor:"8,keyasint,omitempty"`
+	Joins   []controlstate.JoinToken  `cbor:"9,keyasint,omitempty"`
+	Nodes   []controlstate.NodeRecord `cbor:"10,keyasint,omitempty"`
+	Revoked []string                  `cbor:"11,keyasint,omitempty"`
+	Secret  string                    `cbor:"12,keyasint,omitempty"` // a join token made now
 }
 
 var errCodes = []struct {
@@ -81,6 +90,15 @@ var errCodes = []struct {
 	{"token_unknown", controlstate.ErrTokenUnknown, ErrUnauthorized},
 	{"token_expired", controlstate.ErrTokenExpired, ErrUnauthorized},
 	{"token_revoked", controlstate.ErrTokenRevoked, ErrUnauthorized},
+	{"token_exists", controlstate.ErrTokenExists, ErrTokenExists},
+	{"no_join_token", controlstate.ErrNoJoinToken, ErrJoinRefused},
+	{"join_token_used", controlstate.ErrJoinTokenUsed, ErrJoinRefused},
+	{"join_token_expired", controlstate.ErrJoinTokenExpired, ErrJoinRefused},
+	{"node_exists", controlstate.ErrNodeExists, ErrNodeExists},
+	{"no_node", controlstate.ErrNoNode, ErrNoNode},
+	{"node_revoked", controlstate.ErrNodeRevoked, ErrRevoked},
+	{"too_many_nodes", controlstate.ErrTooManyNodes, ErrTooMany},
+	{"not_allowed", errNotAllowed, ErrForbidden},
 }
 
 func answerErr(err error) controlAnswer {
@@ -141,7 +159,7 @@ func (a *Agent) acceptRaft(peer string, _ []byte, c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	if a.ctl == nil {
+	if a.ctl == nil || a.peerMay(peer, msgRaft) != nil {
 		_ = c.Close()
 		return
 	}
@@ -149,17 +167,23 @@ func (a *Agent) acceptRaft(peer string, _ []byte, c net.Conn) {
 }
 
 // serveControl answers a control request on this server: on the leader
-// itself, on a follower by forwarding it once to the leader.
-func (a *Agent) serveControl(ctx context.Context, req controlRequest) controlAnswer {
+// itself, on a follower by forwarding it once to the leader. origin is
+// the member that sent it (a server forwarding a request names the
+// member it came from). The leader checks what the request may read and
+// change (controlauth.go).
+func (a *Agent) serveControl(ctx context.Context, origin string, req controlRequest) controlAnswer {
 	if a.ctl == nil {
 		return controlAnswer{Code: "not_server", Error: "fabric: " + a.ID + " is not a server of the control plane"}
+	}
+	if req.Forwarded && a.isServerPeer(origin) && req.Origin != "" {
+		origin = req.Origin
 	}
 	if !a.ctl.IsLeader() {
 		leader := a.ctl.Leader()
 		if req.Forwarded || leader == "" || leader == a.ID {
 			return controlAnswer{Code: "not_leader", Error: "fabric: no leader elected yet", Leader: leader}
 		}
-		req.Forwarded = true
+		req.Forwarded, req.Origin = true, origin
 		ans, err := a.callControl(ctx, leader, req)
 		if err != nil {
 			return controlAnswer{Code: "not_leader", Error: err.Error()}
@@ -167,61 +191,94 @@ func (a *Agent) serveControl(ctx context.Context, req controlRequest) controlAns
 		return ans
 	}
 	var ans controlAnswer
-	var err error
-	switch req.Op {
-	case "apply":
+	var p controlPrincipal
+	var allowed error
+	err := a.ctl.Read(controlTimeout, func(s *controlstate.State) {
+		p = a.principal(s, origin, req)
+		if req.Op == "apply" || req.Op == "create-join-token" {
+			return
+		}
+		if !p.mayRead(req.Op, req.ID) {
+			allowed = fmt.Errorf("%w: node %s may not read %q from the control state", errNotAllowed, origin, req.Op)
+			return
+		}
+		allowed = a.readControl(s, p, req, &ans)
+	})
+	if err == nil && req.Op == "create-join-token" {
+		return a.createJoinTokenFor(ctx, p, req)
+	}
+	if err = cmp.Or(err, allowed); err == nil && req.Op == "apply" {
 		var c controlstate.Command
 		if c, err = controlstate.DecodeCommand(req.Command); err == nil {
-			err = a.ctl.Apply(c, controlTimeout)
+			if err = a.ctl.Read(controlTimeout, func(s *controlstate.State) { allowed = p.mayApply(s, c) }); err == nil && allowed == nil {
+				err = a.ctl.Apply(c, controlTimeout)
+			}
+			err = cmp.Or(err, allowed)
 		}
-	case "jobs":
-		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) { ans.Jobs = listed(s.Jobs(nil)) })
-	case "job":
-		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) {
-			if j, ok := s.Job(req.ID); ok {
-				ans.Jobs = []controlstate.Job{j}
-			}
-		})
-		if err == nil && len(ans.Jobs) == 0 {
-			err = fmt.Errorf("%w: %q", controlstate.ErrNoJob, req.ID)
-		}
-	case "modules":
-		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) { ans.Modules = s.Modules() })
-	case "module":
-		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) {
-			if m, ok := s.Module(req.ID); ok {
-				ans.Modules = []controlstate.Module{m}
-			}
-		})
-		if err == nil && len(ans.Modules) == 0 {
-			err = fmt.Errorf("%w: %q", controlstate.ErrNoModule, req.ID)
-		}
-	case "authenticate":
-		var authErr error
-		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) {
-			var t controlstate.Token
-			if t, authErr = s.Authenticate(req.Command, nowMillis()); authErr == nil {
-				ans.Tokens = []controlstate.Token{t}
-			}
-		})
-		err = cmp.Or(err, authErr)
-	case "tenants":
-		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) { ans.Tenants = s.Tenants() })
-	case "tokens":
-		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) { ans.Tokens = s.Tokens(req.ID) })
-	case "name":
-		err = a.ctl.Read(controlTimeout, func(s *controlstate.State) {
-			if n, ok := s.Name(req.Group, req.Tenant, req.Namespace, req.ID, req.Name); ok {
-				ans.Names = []controlstate.ActorName{n}
-			}
-		})
-	default:
-		err = fmt.Errorf("%w: control operation %q", controlstate.ErrBadCommand, req.Op)
 	}
 	if err != nil {
+		if errors.Is(err, errNotAllowed) {
+			a.warnf("fabric agent: refused a control request of node %s: %v", origin, err)
+		}
 		return answerErr(err)
 	}
 	return ans
+}
+
+// readControl answers a read of the control state for p.
+func (a *Agent) readControl(s *controlstate.State, p controlPrincipal, req controlRequest, ans *controlAnswer) error {
+	switch req.Op {
+	case "jobs":
+		for _, j := range listed(s.Jobs(nil)) {
+			if p.seesJob(j) {
+				ans.Jobs = append(ans.Jobs, j)
+			}
+		}
+	case "job":
+		if j, ok := s.Job(req.ID); ok && p.seesJob(j) {
+			ans.Jobs = []controlstate.Job{j}
+		} else {
+			return fmt.Errorf("%w: %q", controlstate.ErrNoJob, req.ID)
+		}
+	case "modules":
+		ans.Modules = s.Modules()
+	case "module":
+		m, ok := s.Module(req.ID)
+		if !ok {
+			return fmt.Errorf("%w: %q", controlstate.ErrNoModule, req.ID)
+		}
+		ans.Modules = []controlstate.Module{m}
+	case "authenticate":
+		t, err := s.Authenticate(req.Command, nowMillis())
+		if err != nil {
+			return err
+		}
+		ans.Tokens = []controlstate.Token{t}
+	case "tenants":
+		ans.Tenants = s.Tenants()
+	case "tokens":
+		ans.Tokens = s.Tokens(req.ID)
+		for i := range ans.Tokens {
+			ans.Tokens[i].Hash = nil
+		}
+	case "node":
+		if n, ok := s.NodeRecord(req.ID); ok {
+			ans.Nodes = []controlstate.NodeRecord{n}
+		}
+	case "nodes":
+		ans.Nodes = s.NodeRecords()
+	case "revoked":
+		ans.Revoked = s.Revoked()
+	case "join-tokens":
+		ans.Joins = s.JoinTokens()
+	case "name":
+		if n, ok := s.Name(req.Group, req.Tenant, req.Namespace, req.ID, req.Name); ok {
+			ans.Names = []controlstate.ActorName{n}
+		}
+	default:
+		return fmt.Errorf("%w: control operation %q", controlstate.ErrBadCommand, req.Op)
+	}
+	return nil
 }
 
 // callControl sends a control request to another agent.
@@ -270,10 +327,13 @@ func (a *Agent) servers() []string {
 // agent when it is a server, else the servers gossip names, waiting for
 // a leader (controlHold at most).
 func (a *Agent) control(ctx context.Context, req controlRequest) (controlAnswer, error) {
+	if req.Token == "" {
+		req.Token = callerToken(ctx)
+	}
 	ctx, cancel := context.WithTimeout(ctx, controlHold)
 	defer cancel()
 	wait := 50 * time.Millisecond
-	last := errors.New("no server of the control plane is known (gossip names none): start agents with --server (for a cluster made before the control plane, its first agent once with --server --bootstrap)")
+	last := errors.New("no server of the control plane is known (gossip names none): add servers with join tokens made by fabric join-token create --server (for a cluster made before the control plane, start its first agent once with --bootstrap)")
 	for {
 		var targets []string
 		if a.ctl != nil {
@@ -285,7 +345,7 @@ func (a *Agent) control(ctx context.Context, req controlRequest) (controlAnswer,
 			var ans controlAnswer
 			var err error
 			if t == a.ID {
-				ans = a.serveControl(ctx, req)
+				ans = a.serveControl(ctx, a.ID, req)
 			} else {
 				ans, err = a.callControl(ctx, t, req)
 			}

@@ -44,13 +44,14 @@ func (j JobInfo) result() JobResultView {
 func apiFail(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
 	switch {
-	case errors.Is(err, ErrNoJob), errors.Is(err, ErrNoModuleHere), errors.Is(err, ErrNoTenant), errors.Is(err, ErrNoToken):
+	case errors.Is(err, ErrNoJob), errors.Is(err, ErrNoModuleHere), errors.Is(err, ErrNoTenant), errors.Is(err, ErrNoToken), errors.Is(err, ErrNoNode):
 		code = http.StatusNotFound
-	case errors.Is(err, ErrJobExists), errors.Is(err, ErrTenantExists), errors.Is(err, ErrJobNotEnded), errors.Is(err, ErrModuleInUse), errors.Is(err, ErrStale):
+	case errors.Is(err, ErrJobExists), errors.Is(err, ErrTenantExists), errors.Is(err, ErrJobNotEnded), errors.Is(err, ErrModuleInUse), errors.Is(err, ErrStale),
+		errors.Is(err, ErrTokenExists), errors.Is(err, ErrNodeExists):
 		code = http.StatusConflict
 	case errors.Is(err, ErrBadRequest):
 		code = http.StatusBadRequest
-	case errors.Is(err, ErrForbidden):
+	case errors.Is(err, ErrForbidden), errors.Is(err, ErrRevoked), errors.Is(err, ErrJoinRefused):
 		code = http.StatusForbidden
 	case errors.Is(err, ErrTooMany), errors.Is(err, ErrQuota):
 		code = http.StatusTooManyRequests
@@ -173,6 +174,9 @@ type logRequest struct {
 	ID     string `cbor:"1,keyasint"`
 	Follow bool   `cbor:"2,keyasint,omitempty"`
 	Remove bool   `cbor:"3,keyasint,omitempty"` // the job was deleted: remove its log
+	// Token is the API caller's token, which the node checks: a log is
+	// read for a caller who may see the job.
+	Token string `cbor:"4,keyasint,omitempty"`
 }
 
 func mustMarshal(v any) []byte {
@@ -184,23 +188,43 @@ func mustMarshal(v any) []byte {
 }
 
 // serveJobLog streams a job's kept output to the agent that asked.
-func (a *Agent) serveJobLog(_ string, body []byte, c net.Conn) {
+func (a *Agent) serveJobLog(peer string, body []byte, c net.Conn) {
 	defer c.Close()
 	var req logRequest
-	if wire.Unmarshal(body, &req) != nil || !controlstate.ValidID(req.ID) {
-		return
-	}
-	if req.Remove {
-		a.removeJobLog(req.ID)
+	if a.peerMay(peer, msgJobLogs) != nil || wire.Unmarshal(body, &req) != nil || !controlstate.ValidID(req.ID) {
 		return
 	}
 	ctx, cancel := context.WithCancel(a.agentCtx)
 	defer cancel()
+	if req.Remove {
+		if _, err := a.lookupJob(ctx, req.ID); errors.Is(err, ErrNoJob) {
+			a.removeJobLog(req.ID) // only once the job is deleted
+		}
+		return
+	}
+	if !a.logReader(ctx, req) {
+		return
+	}
 	go func() { // the asker gone, the stream ends
 		_, _ = io.Copy(io.Discard, c)
 		cancel()
 	}()
 	_ = a.copyLocalLog(ctx, req.ID, req.Follow, c)
+}
+
+// logReader reports whether a log request relays the token of a caller
+// who may see the job.
+func (a *Agent) logReader(ctx context.Context, req logRequest) bool {
+	if !wellFormedToken(req.Token) {
+		return false
+	}
+	ans, err := a.control(ctx, controlRequest{Op: "authenticate", Command: tokenHash(req.Token)})
+	if err != nil || len(ans.Tokens) != 1 {
+		return false
+	}
+	t := ans.Tokens[0]
+	j, err := a.lookupJob(ctx, req.ID)
+	return err == nil && (caller{cluster: t.Tenant == "", token: t}).sees(j)
 }
 
 // copyLocalLog writes the frames of a job's log kept on this node.
@@ -224,7 +248,7 @@ func (a *Agent) copyJobOutput(ctx context.Context, j controlstate.Job, follow bo
 	if err != nil {
 		return fmt.Errorf("fabric: the job's output is kept on node %s, which is not reachable: %w", j.Node, err)
 	}
-	c, err := a.quic.OpenStream(ctx, addr, msgJobLogs, mustMarshal(logRequest{ID: j.ID, Follow: follow}))
+	c, err := a.quic.OpenStream(ctx, addr, msgJobLogs, mustMarshal(logRequest{ID: j.ID, Follow: follow, Token: callerToken(ctx)}))
 	if err != nil {
 		return err
 	}

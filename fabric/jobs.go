@@ -366,6 +366,17 @@ func (a *Agent) reconcileServers() {
 		}
 		in := slices.Contains(voters, m.ID)
 		switch {
+		case !in && m.Status == membership.Alive && !a.isServerPeer(m.ID):
+			// Gossip's role is the member's word; a server's certificate
+			// is the CA's. Reaching it shows its certificate.
+			if addr, err := a.addrOf(m.ID); err == nil {
+				ctx, cancel := context.WithTimeout(a.agentCtx, 5*time.Second)
+				_, _, _ = a.quic.Call(ctx, addr, msgPing, nil)
+				cancel()
+			}
+			if _, told := a.fakeServers.LoadOrStore(m.ID, true); !a.isServerPeer(m.ID) && !told {
+				a.warnf("fabric agent: node %s says it is a server, but its certificate does not: not adding it to the control plane", m.ID)
+			}
 		case !in && m.Status == membership.Alive:
 			if err := a.ctl.AddVoter(m.ID); err != nil {
 				a.warnf("fabric agent: adding server %s to the control plane: %v", m.ID, err)

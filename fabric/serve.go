@@ -78,9 +78,15 @@ func (n *Node) objectBytes(peer string, id objects.ID) ([]byte, func(), error) {
 }
 
 // agentObjects serves the node's objects to other agents.
-type agentObjects struct{ n *Node }
+type agentObjects struct {
+	n *Node
+	a *Agent
+}
 
 func (s agentObjects) Object(peer string, id [transport.IDSize]byte) ([]byte, func(), bool) {
+	if s.a.peerMay(peer, transport.TypePull) != nil {
+		return nil, nil, false
+	}
 	if b, release, err := s.n.objectBytes(peer, objects.ID(id)); err == nil {
 		return b, release, true
 	}

@@ -199,7 +199,7 @@ func (a *Agent) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {
 // ErrUnauthorized, saying why.
 func (a *Agent) authenticate(r *http.Request, token string) (controlstate.Token, error) {
 	if !wellFormedToken(token) {
-		return controlstate.Token{}, fmt.Errorf("%w: unknown token (not a tenant's token: they are %q, 12 hex digits, '_' and 43 more characters)", ErrUnauthorized, tokenPrefix)
+		return controlstate.Token{}, fmt.Errorf("%w: unknown token (not an API token: they are %q, 12 hex digits, '_' and 43 more characters)", ErrUnauthorized, tokenPrefix)
 	}
 	// Anyone who reaches the API may present a token: bound the reads
 	// they cause on the leader.
@@ -225,7 +225,7 @@ func (a *Agent) authenticate(r *http.Request, token string) (controlstate.Token,
 func (a *Agent) handleWhoami(w http.ResponseWriter, r *http.Request) {
 	c := callerOf(r)
 	if c.cluster {
-		writeJSON(w, Identity{Cluster: true})
+		writeJSON(w, Identity{Cluster: true, Token: tokenInfo(c.token, time.Now())})
 		return
 	}
 	writeJSON(w, Identity{Token: tokenInfo(c.token, time.Now())})

@@ -128,7 +128,7 @@ type JobInfo struct {
 	MaxRestarts uint32     `json:"max_restarts,omitempty"`
 	Restarts    []string   `json:"restarts,omitempty"` // why each restart happened
 	// Tenant submitted the job, with the token Owner (both empty: the
-	// cluster's operator, with the cluster's API token).
+	// cluster's operator, with a cluster admin token).
 	Tenant string `json:"tenant,omitempty"`
 	Owner  string `json:"owner,omitempty"`
 }
@@ -183,6 +183,9 @@ var (
 	ErrUnauthorized = errors.New("fabric: the token does not open this")
 	ErrForbidden    = errors.New("fabric: the token's role does not allow this")
 	ErrQuota        = errors.New("fabric: past the tenant's quota")
+	ErrTokenExists  = errors.New("fabric: a token with that ID exists")
+	ErrNodeExists   = errors.New("fabric: a node with that ID was admitted already")
+	ErrNoNode       = errors.New("fabric: no node with that ID was admitted")
 	// ErrNoLeader means no server of the control plane answered: none is
 	// up, or they are electing a leader.
 	ErrNoLeader = errors.New("fabric: no control-plane server answered")
@@ -226,6 +229,51 @@ type TokenInfo struct {
 	State string `json:"state"`
 }
 
+// JoinTokenRequest asks for a join token.
+type JoinTokenRequest struct {
+	TTL    time.Duration `json:"ttl,omitempty"`
+	Server bool          `json:"server,omitempty"`
+	Note   string        `json:"note,omitempty"`
+}
+
+// Lifetimes of certificates and join tokens.
+const (
+	// DefaultCertTTL is how long a node's certificate is valid; it is
+	// renewed when a third of that is left.
+	DefaultCertTTL = 30 * 24 * time.Hour
+	// DefaultJoinTokenTTL is how long a join token works when its
+	// creator does not say.
+	DefaultJoinTokenTTL = time.Hour
+	// MaxJoinTokenTTL bounds a join token's life.
+	MaxJoinTokenTTL = 7 * 24 * time.Hour
+)
+
+// JoinTokenInfo is a join token's record: never its secret.
+type JoinTokenInfo struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
+	Server  bool      `json:"server,omitempty"`
+	Note    string    `json:"note,omitempty"`
+	// State is usable, used or expired, as of the answer.
+	State  string `json:"state"`
+	UsedBy string `json:"used_by,omitempty"`
+}
+
+// NewJoinToken is a join token just made, with its secret.
+type NewJoinToken struct {
+	JoinTokenInfo
+	Token string `json:"token"`
+}
+
+// NodeRecordInfo is what the control state knows of a node's admission.
+type NodeRecordInfo struct {
+	ID      string    `json:"id"`
+	Joined  time.Time `json:"joined"`
+	Server  bool      `json:"server,omitempty"`
+	Revoked time.Time `json:"revoked,omitzero"`
+}
+
 // NewToken is a token just made, with its secret.
 type NewToken struct {
 	TokenInfo
@@ -242,9 +290,9 @@ type TokenRequest struct {
 }
 
 // Identity is who a request's token says its bearer is: the cluster's
-// operator (the cluster's API token), or a tenant's token.
+// operator (a cluster admin token), or a tenant's token.
 type Identity struct {
-	// Cluster is set for the cluster's API token: every route, every
+	// Cluster is set for a cluster admin token: every route, every
 	// tenant.
 	Cluster bool      `json:"cluster,omitempty"`
 	Token   TokenInfo `json:"token,omitzero"`

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,17 +25,20 @@ func newAgentCmd() *cobra.Command {
 		moduleDisk         string
 		drainTimeout       time.Duration
 		cpus, gpus         float64
-		config             string
+		config, tokenFile  string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent [flags]",
 		Short: "Run a long-lived node of a cluster (agent and workers)",
 		Long: `Agent runs one node of a Fabric cluster until it is interrupted. The first
-agent creates the cluster's secrets (a gossip key and a CA for mutual TLS) in
-its data directory and prints a join token; start the others with
---join ADDRESS --token TOKEN. The HTTP API (for fabric submit, list and
-status) needs the API token the agent prints; local commands read it from
-the data directory.
+agent creates the cluster: a gossip key, a certificate authority (CA) for
+mutual TLS, and the cluster's admin token, all in its data directory (the
+admin token in api-token, which local commands read; nothing secret is
+printed). Every other node joins with a join token, made on a member with
+fabric join-token create (one-time, expiring; --server for a node that
+holds the control state too): pass it in FABRIC_JOIN_TOKEN or a file
+readable by its owner only (--token-file). The new node makes its own key,
+and a server signs its certificate; the CA's key stays on the servers.
 
 Every flag may also come from the environment (FABRIC_ and its name in
 upper case: --num-cpus is FABRIC_NUM_CPUS; --token is FABRIC_JOIN_TOKEN)
@@ -42,15 +46,24 @@ or from a JSON config file (--config, or config.json in the data
 directory), an object of flag names and values, e.g.
 {"num-cpus": 8, "labels": {"tier": "edge"}, "join": ["10.0.0.1:7946"]}.
 The command line comes first, then the environment, then the file.`,
-		Example: `  fabric agent                                   # first node: prints the join token
-  fabric agent --join 10.0.0.1:7946 --token fabric1.…  --labels tier=edge
+		Example: `  fabric agent                                          # the first node: makes the cluster
+  fabric join-token create --save node2.token           # on the first node
+  fabric agent --token-file node2.token --labels tier=edge   # on the new node
   fabric agent --data-dir /var/lib/fabric --num-cpus 8 --memory 16GiB`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applySettings(cmd.Flags(), map[string]string{"token": "FABRIC_JOIN_TOKEN"}, config, cfg.DataDir); err != nil {
+			if err := applySettings(cmd.Flags(), map[string]string{"token": "FABRIC_JOIN_TOKEN", "token-file": "FABRIC_JOIN_TOKEN_FILE"}, config, cfg.DataDir); err != nil {
 				return err
 			}
 			var err error
+			if tokenFile != "" {
+				if cfg.Token != "" {
+					return errors.New("--token and --token-file: pass one")
+				}
+				if cfg.Token, err = readTokenFile(tokenFile); err != nil {
+					return err
+				}
+			}
 			if cfg.Labels, err = parseKVs("labels", labels); err != nil {
 				return err
 			}
@@ -103,7 +116,11 @@ The command line comes first, then the environment, then the file.`,
 			if err != nil {
 				return err
 			}
-			for name, v := range map[string]string{apiTokenFile: a.APIToken(), apiAddrFile: "http://" + a.HTTPAddr()} {
+			files := map[string]string{apiAddrFile: "http://" + a.HTTPAddr()}
+			if tok := a.APIToken(); tok != "" {
+				files[apiTokenFile] = tok
+			}
+			for name, v := range files {
 				if err := os.WriteFile(filepath.Join(cfg.DataDir, name), []byte(v+"\n"), 0o600); err != nil {
 					_ = a.Close()
 					return err
@@ -116,9 +133,11 @@ The command line comes first, then the environment, then the file.`,
 			fmt.Fprintf(out, "  gossip:     %s\n", a.GossipAddr())
 			fmt.Fprintf(out, "  HTTP API:   http://%s\n", a.HTTPAddr())
 			fmt.Fprintf(out, "  data dir:   %s\n", cfg.DataDir)
-			fmt.Fprintf(out, "  join token: %s\n", a.JoinToken())
-			fmt.Fprintf(out, "  API token:  %s\n", a.APIToken())
-			fmt.Fprintf(out, "Join another agent with: fabric agent --join %s --token <join token>\n", a.GossipAddr())
+			fmt.Fprintf(out, "  QUIC:       %s\n", a.QUICAddr())
+			if a.APIToken() != "" {
+				fmt.Fprintf(out, "  API token:  in %s (local commands read it)\n", filepath.Join(cfg.DataDir, apiTokenFile))
+			}
+			fmt.Fprintln(out, "Add a node: make a join token here (fabric join-token create --save FILE), then on the node: fabric agent --token-file FILE")
 			// SIGUSR1 writes the node's state to stderr, for operators.
 			usr1 := make(chan os.Signal, 1)
 			signal.Notify(usr1, syscall.SIGUSR1)
@@ -156,8 +175,9 @@ The command line comes first, then the environment, then the file.`,
 	f.StringVar(&cfg.AdvertiseHost, "advertise", "", "host or IP other nodes reach this one at (default: picked by the gossip layer)")
 	f.StringVar(&cfg.AdvertiseQUIC, "advertise-quic", "", "host:port other nodes dial for QUIC, when a NAT or relay forwards it (default: the QUIC address)")
 	f.StringSliceVar(&join, "join", nil, "gossip address of any member to join, host:port (repeatable)")
-	f.StringVar(&cfg.Token, "token", "", "join token printed by the cluster's first agent (env FABRIC_JOIN_TOKEN)")
-	f.BoolVar(&cfg.Server, "server", false, "hold the cluster's control state (the first agent always does)")
+	f.StringVar(&cfg.Token, "token", "", "join token, from fabric join-token create on a member (env FABRIC_JOIN_TOKEN; better: --token-file)")
+	f.StringVar(&tokenFile, "token-file", "", "read the join token from this file, readable by its owner only (env FABRIC_JOIN_TOKEN_FILE)")
+	f.DurationVar(&cfg.CertTTL, "cert-ttl", fabric.DefaultCertTTL, "on a server: how long the node certificates it signs are valid (nodes renew theirs when a third is left)")
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "form a new control plane from this server (for the first agent of a cluster made before the control plane; never on two agents)")
 	f.StringSliceVar(&labels, "labels", nil, "node labels for label selectors, KEY=VALUE,...")
 	f.Float64Var(&cpus, "num-cpus", 0, "CPUs the node offers (default: the machine's cores)")

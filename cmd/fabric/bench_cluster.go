@@ -77,11 +77,11 @@ func clusterResults(ctx context.Context, re *regexp.Regexp, o benchOptions, wasm
 	if err != nil {
 		return nil, err
 	}
-	cert, err := c.NodeCertificate("bench", []string{"127.0.0.1"})
+	cert, err := c.NodeCertificate("bench", []string{"127.0.0.1"}, false, time.Hour)
 	if err != nil {
 		return nil, err
 	}
-	qs, err := transport.MeasureQUIC(c.TLSConfig(cert), transferSize, trials)
+	qs, err := transport.MeasureQUIC(c.TLSConfig(cert, secrets.TLSOptions{}), transferSize, trials)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,6 @@ func clusterResults(ctx context.Context, re *regexp.Regexp, o benchOptions, wasm
 			_ = a.Close()
 		}
 	}()
-	var token string
 	for i := range n {
 		dir, err := os.MkdirTemp("", "fabric-bench-agent")
 		if err != nil {
@@ -111,12 +110,15 @@ func clusterResults(ctx context.Context, re *regexp.Regexp, o benchOptions, wasm
 		}
 		defer os.RemoveAll(dir)
 		cfg := fabric.AgentConfig{DataDir: dir, GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-			Token: token, Timing: membership.Fast,
+			Timing: membership.Fast,
 			// Each arena holds the 1 GiB broadcast object; pages are only
 			// used when touched.
 			Node: fabric.Config{NumCPUs: 1, ObjectStoreMemory: 1280 << 20, Stdout: io.Discard, Stderr: stderr}}
 		if i > 0 {
 			cfg.Join = []string{agents[0].GossipAddr()}
+			if cfg.Token, _, err = agents[0].CreateJoinToken(ctx, fabric.JoinTokenOptions{}); err != nil {
+				return nil, err
+			}
 		}
 		if i == 1 { // the node spilled tasks go to, with the machine's CPUs as in single_client_tasks_async
 			cfg.Labels = map[string]string{"bench": "spill"}
@@ -127,7 +129,6 @@ func clusterResults(ctx context.Context, re *regexp.Regexp, o benchOptions, wasm
 			return nil, err
 		}
 		agents = append(agents, a)
-		token = a.JoinToken()
 	}
 	src := agents[0]
 	deadline := time.Now().Add(10 * time.Second)

@@ -38,7 +38,7 @@ func TestJobLifecycle(t *testing.T) {
 	hostile := testrig.Guest(t, "internal/testguests/hostile")
 	dirA, dirB := t.TempDir(), t.TempDir()
 	a := startAgentProc(t, "--data-dir", dirA)
-	b := startAgentProc(t, "--data-dir", dirB, "--join", a.gossip, "--token", a.joinTok)
+	b := startAgentProc(t, "--data-dir", dirB, "--join", a.gossip, "--token", a.joinToken(t))
 
 	// Submitted through the client agent, which runs its driver; the
 	// submitting process is gone as soon as it has the ID.
@@ -118,7 +118,7 @@ func TestJobLifecycle(t *testing.T) {
 		p.exited <- err
 	}
 	a = startAgentProc(t, "--data-dir", dirA)
-	b = startAgentProc(t, "--data-dir", dirB, "--join", a.gossip, "--token", a.joinTok)
+	b = startAgentProc(t, "--data-dir", dirB, "--join", a.gossip, "--token", a.joinToken(t))
 	res = runOn(t, b, "job", "logs", "ticks-1")
 	if res.Code != 0 || res.Stdout != ticksOutput(20) {
 		t.Fatalf("logs after the restarts: exit %d\nstdout %q\nstderr %s", res.Code, res.Stdout, res.Stderr)
@@ -157,7 +157,7 @@ func TestControlPlaneLeaderKilled(t *testing.T) {
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
 	s := []*agentProc{startAgentProc(t, "--data-dir", dirs[0], "--num-cpus", "2")}
 	for _, d := range dirs[1:] {
-		s = append(s, startAgentProc(t, "--data-dir", d, "--num-cpus", "2", "--server", "--join", s[0].gossip, "--token", s[0].joinTok))
+		s = append(s, startAgentProc(t, "--data-dir", d, "--num-cpus", "2", "--join", s[0].gossip, "--token", s[0].joinToken(t, "--server")))
 	}
 	client := func(p *agentProc) *fabric.Client { return &fabric.Client{Address: p.api, Token: s[0].apiTok} }
 	status := func(p *agentProc) fabric.StatusView {
@@ -426,7 +426,7 @@ func TestAgentDrains(t *testing.T) {
 	isolateLocalAgents(t)
 	hostile := testrig.Guest(t, "internal/testguests/hostile")
 	a := startAgentProc(t)
-	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok)
+	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinToken(t))
 	res := runOn(t, b, "job", "submit", "--no-wait", "--id", "draining", hostile, "--", "ticks", "30", "100")
 	if res.Code != 0 {
 		t.Fatalf("submit: exit %d\n%s", res.Code, res.Stderr)
@@ -474,7 +474,7 @@ func TestDriverNodeLost(t *testing.T) {
 	isolateLocalAgents(t)
 	hostile := testrig.Guest(t, "internal/testguests/hostile")
 	a := startAgentProc(t)
-	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok)
+	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinToken(t))
 	bID := b.id(t)
 	for _, args := range [][]string{
 		{"job", "submit", "--no-wait", "--id", "restarts", "--max-restarts", "1", hostile, "--", "ticks", "40", "100"},
@@ -550,7 +550,7 @@ func TestNamesAcrossNodes(t *testing.T) {
 	isolateLocalAgents(t)
 	wasm := testrig.Guest(t, "internal/testguests/features")
 	a := startAgentProc(t)
-	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok)
+	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinToken(t))
 	b.id(t)
 	for _, step := range []struct {
 		on   *agentProc

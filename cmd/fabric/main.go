@@ -113,7 +113,7 @@ func newRoot() *cobra.Command {
 	}
 	root.AddCommand(nodeCommands()...)
 	root.AddCommand(newSubmitCmd(), newJobCmd(), newUploadCmd(), newCallCmd(), newModuleCmd(), newListCmd(), newStatusCmd(), newVersionCmd(),
-		newTenantCmd(), newTokenCmd(), newWhoamiCmd())
+		newTenantCmd(), newTokenCmd(), newWhoamiCmd(), newJoinTokenCmd(), newNodeCmd())
 	root.Version = buildVersion().String()
 	root.SetVersionTemplate("{{.Version}}\n")
 	return root

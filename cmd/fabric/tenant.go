@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -15,7 +16,7 @@ func newTenantCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "tenant", Short: "Create, list and delete tenants: the parties that share the cluster",
 		Long: `A tenant is a party that shares the cluster. Its members reach the cluster with
 the tokens made for it (fabric token create). Managing tenants takes the
-cluster's API token, the one the first agent wrote to its data directory.`}
+cluster's admin token, the one the first agent wrote to its data directory.`}
 	var cf, lf, df, qf clientFlags
 	var maxJobs, quotaJobs uint32
 	create := &cobra.Command{
@@ -123,7 +124,8 @@ secret is printed once, when it is made, and never again. A token may expire
 A tenant's token opens the job and module routes (submit, list, status, logs,
 stop, delete, upload, call: the tenant's own jobs and modules only), the
 cluster's nodes and status, and fabric whoami; managing tenants and tokens
-takes the cluster's API token.`}
+takes a cluster admin token (a token of no tenant: the first agent's, in its
+data directory, or one made with fabric token create --role admin).`}
 	var (
 		cf   clientFlags
 		req  fabric.TokenRequest
@@ -134,14 +136,14 @@ takes the cluster's API token.`}
 		save string
 	)
 	create := &cobra.Command{
-		Use:   "create --tenant T --role admin|operator|user [--ttl D]",
+		Use:   "create [--tenant T] --role admin|operator|user [--ttl D]",
 		Short: "Make a token and print it on stdout, alone (or --save it to a new file only its owner reads)",
 		Example: `  fabric token create --tenant acme --role user --ttl 720h --save acme.token
   fabric whoami --token-file acme.token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if req.Tenant == "" || req.Role == "" {
-				return fmt.Errorf("--tenant and --role are needed")
+			if req.Role == "" || req.Tenant == "" && req.Role != "admin" {
+				return fmt.Errorf("--tenant and --role are needed (a cluster admin token: --role admin alone)")
 			}
 			cl, err := cf.client()
 			if err != nil {
@@ -186,7 +188,7 @@ takes the cluster's API token.`}
 		},
 	}
 	cf.register(create, false)
-	create.Flags().StringVar(&req.Tenant, "tenant", "", "the tenant the token is for")
+	create.Flags().StringVar(&req.Tenant, "tenant", "", "the tenant the token is for (none, with --role admin: the cluster's, over every tenant)")
 	create.Flags().StringVar(&req.Role, "role", "", "admin, operator or user")
 	create.Flags().DurationVar(&req.TTL, "ttl", 0, "how long the token works (default: until revoked)")
 	create.Flags().StringVar(&req.Note, "note", "", "what the token is for, shown in listings")
@@ -263,7 +265,7 @@ func newWhoamiCmd() *cobra.Command {
 				return printAs(cmd.OutOrStdout(), cf.output, id)
 			}
 			if id.Cluster {
-				fmt.Fprintln(cmd.OutOrStdout(), "the cluster's API token: every route, every tenant")
+				fmt.Fprintf(cmd.OutOrStdout(), "token %s: a cluster admin token, every route, every tenant (%s)\n", cmp.Or(id.Token.ID, "-"), cmp.Or(id.Token.State, "active"))
 				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "token %s of tenant %s, role %s (%s)\n", id.Token.ID, id.Token.Tenant, id.Token.Role, id.Token.State)

@@ -24,7 +24,7 @@ import (
 func TestTenantTokens(t *testing.T) {
 	isolateLocalAgents(t)
 	a := startAgentProc(t)
-	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok)
+	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinToken(t))
 	b.id(t)
 	must := func(res testrig.Result, what string) testrig.Result {
 		t.Helper()
@@ -68,7 +68,7 @@ func TestTenantTokens(t *testing.T) {
 		t.Fatalf("whoami: %q", res.Stdout)
 	}
 	if res := testrig.Run(t, time.Minute, "tenant", "list", "--address", b.api, "--token-file", file); res.Code == 0 || !strings.Contains(res.Stderr, "403") ||
-		!strings.Contains(res.Stderr, "takes the cluster's API token") {
+		!strings.Contains(res.Stderr, "takes a cluster admin token") {
 		t.Fatalf("a tenant's token on a route of the cluster's operator: exit %d, %s", res.Code, res.Stderr)
 	}
 	if res := must(testrig.Run(t, time.Minute, "job", "list", "--address", b.api, "--token-file", file), "a tenant's job list"); !strings.Contains(res.Stdout, "ID") {
@@ -82,7 +82,7 @@ func TestTenantTokens(t *testing.T) {
 	if res := whoami(b, loose); res.Code == 0 || !strings.Contains(res.Stderr, "others may read it") {
 		t.Fatalf("a token file others may read: exit %d, %s", res.Code, res.Stderr)
 	}
-	listed := must(runOn(t, a, "token", "list", "-o", "json"), "token list")
+	listed := must(runOn(t, a, "token", "list", "--tenant", "acme", "-o", "json"), "token list")
 	if strings.Contains(listed.Stdout, secret[len("fabric_"):]) || strings.Contains(listed.Stdout, strings.Split(secret, "_")[2]) {
 		t.Fatalf("a listing shows a secret: %s", listed.Stdout)
 	}
@@ -123,10 +123,10 @@ func TestTenantTokens(t *testing.T) {
 	if res := whoami(b, bad); res.Code == 0 || !strings.Contains(res.Stderr, "unknown token") {
 		t.Fatalf("a made-up token: exit %d, %s", res.Code, res.Stderr)
 	}
-	if res := testrig.Run(t, time.Minute, "whoami", "--address", b.api, "--token", "fabric_garbage"); res.Code == 0 || !strings.Contains(res.Stderr, "not a tenant's token") {
+	if res := testrig.Run(t, time.Minute, "whoami", "--address", b.api, "--token", "fabric_garbage"); res.Code == 0 || !strings.Contains(res.Stderr, "not an API token") {
 		t.Fatalf("a malformed token: exit %d, %s", res.Code, res.Stderr)
 	}
-	if res := must(runOn(t, b, "whoami"), "whoami with the cluster's token"); !strings.Contains(res.Stdout, "the cluster's API token") {
+	if res := must(runOn(t, b, "whoami"), "whoami with the cluster's token"); !strings.Contains(res.Stdout, "a cluster admin token") {
 		t.Fatalf("whoami with the cluster's token: %q", res.Stdout)
 	}
 }
@@ -139,7 +139,7 @@ func TestTenantNamespaces(t *testing.T) {
 	isolateLocalAgents(t)
 	wasm := testrig.Guest(t, "internal/testguests/features")
 	a := startAgentProc(t)
-	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinTok)
+	b := startAgentProc(t, "--join", a.gossip, "--token", a.joinToken(t))
 	b.id(t)
 	dir := t.TempDir()
 	files := map[string]string{}

@@ -21,7 +21,7 @@ start() { # start NAME [flags...]: runs an agent, waits for its addresses
 		--http-addr 127.0.0.1:0 --num-cpus 1 "$@" >"$work/$name.log" 2>&1 &
 	pids+=($!)
 	for _ in $(seq 100); do
-		grep -q '^  API token:' "$work/$name.log" 2>/dev/null && return 0
+		grep -q '^Add a node:' "$work/$name.log" 2>/dev/null && return 0
 		sleep 0.1
 	done
 	echo "agent $name did not start:" >&2
@@ -31,10 +31,13 @@ start() { # start NAME [flags...]: runs an agent, waits for its addresses
 field() { grep "^  $2:" "$work/$1.log" | awk '{print $NF}'; }
 
 start a
-gossip=$(field a gossip)
-token=$(field a "join token")
-start b --join "$gossip" --token "$token"
-start c --join "$gossip" --token "$token" --labels tier=edge
+api=$(field a "HTTP API")
+export FABRIC_TOKEN_FILE="$work/a/api-token" # the cluster's admin token, which a wrote
+# One join token per node: each admits one node, once.
+"$fabric" join-token create --address "$api" --save "$work/b.token"
+"$fabric" join-token create --address "$api" --save "$work/c.token"
+start b --token-file "$work/b.token"
+start c --token-file "$work/c.token" --labels tier=edge
 sleep 1 # let gossip reach every agent
 echo "three agents on loopback: $(cat "$work"/*/node-id | tr '\n' ' ')"
-"$fabric" submit "$module" --address "$(field a "HTTP API")" --token "$(field a "API token")"
+"$fabric" submit "$module" --address "$api"

@@ -50,13 +50,13 @@ func (tc *testCluster) start(id string, bootstrap bool) *Server {
 
 func (tc *testCluster) startWith(id string, cfg Config) *Server {
 	tc.t.Helper()
-	cert, err := tc.secrets.NodeCertificate(id, []string{"127.0.0.1"})
+	cert, err := tc.secrets.NodeCertificate(id, []string{"127.0.0.1"}, false, time.Hour)
 	if err != nil {
 		tc.t.Fatal(err)
 	}
 	var srv *Server
 	ready := make(chan struct{})
-	ep, err := transport.Listen(transport.Config{Addr: "127.0.0.1:0", TLS: tc.secrets.TLSConfig(cert),
+	ep, err := transport.Listen(transport.Config{Addr: "127.0.0.1:0", TLS: tc.secrets.TLSConfig(cert, secrets.TLSOptions{}),
 		Streams: map[transport.Type]transport.StreamHandler{raftStream: func(_ string, _ []byte, c net.Conn) {
 			<-ready
 			srv.Accept(c)

@@ -29,6 +29,12 @@ type Command struct {
 	CreateToken  *CreateToken  `cbor:"14,keyasint,omitempty"`
 	RevokeToken  *RevokeToken  `cbor:"16,keyasint,omitempty"`
 	SetQuota     *SetQuota     `cbor:"17,keyasint,omitempty"`
+
+	CreateJoinToken *CreateJoinToken `cbor:"18,keyasint,omitempty"`
+	UseJoinToken    *UseJoinToken    `cbor:"19,keyasint,omitempty"`
+	DeleteJoinToken *DeleteJoinToken `cbor:"20,keyasint,omitempty"`
+	AdmitNode       *AdmitNode       `cbor:"21,keyasint,omitempty"`
+	RevokeNode      *RevokeNode      `cbor:"22,keyasint,omitempty"`
 }
 
 // Submit records a new job, pending on Node.
@@ -128,7 +134,8 @@ func (s *State) apply(c Command) error {
 	n := 0
 	for _, set := range []bool{c.Submit != nil, c.Start != nil, c.End != nil, c.Stop != nil, c.Delete != nil,
 		c.Restart != nil, c.AddModule != nil, c.DeleteModule != nil, c.NameActor != nil, c.UnnameActor != nil, c.ForgetNode != nil,
-		c.CreateTenant != nil, c.DeleteTenant != nil, c.CreateToken != nil, c.RevokeToken != nil, c.SetQuota != nil} {
+		c.CreateTenant != nil, c.DeleteTenant != nil, c.CreateToken != nil, c.RevokeToken != nil, c.SetQuota != nil,
+		c.CreateJoinToken != nil, c.UseJoinToken != nil, c.DeleteJoinToken != nil, c.AdmitNode != nil, c.RevokeNode != nil} {
 		if set {
 			n++
 		}
@@ -137,6 +144,20 @@ func (s *State) apply(c Command) error {
 		return fmt.Errorf("%w: %d changes in one command", ErrBadCommand, n)
 	}
 	switch {
+	case c.CreateJoinToken != nil:
+		return s.createJoinToken(c.CreateJoinToken)
+	case c.UseJoinToken != nil:
+		return s.useJoinToken(c.UseJoinToken)
+	case c.DeleteJoinToken != nil:
+		if _, ok := s.joinTokens[c.DeleteJoinToken.ID]; !ok {
+			return fmt.Errorf("%w: %q", ErrNoJoinToken, c.DeleteJoinToken.ID)
+		}
+		delete(s.joinTokens, c.DeleteJoinToken.ID)
+		return nil
+	case c.AdmitNode != nil:
+		return s.admit(c.AdmitNode.Node, c.AdmitNode.Server, c.AdmitNode.Time, "")
+	case c.RevokeNode != nil:
+		return s.revokeNode(c.RevokeNode)
 	case c.Submit != nil:
 		return s.submit(c.Submit)
 	case c.Start != nil:

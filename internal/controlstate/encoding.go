@@ -40,11 +40,14 @@ type snapshot struct {
 	Names    []ActorName     `cbor:"4,keyasint,omitempty"`
 	Tenants  []Tenant        `cbor:"5,keyasint,omitempty"`
 	Tokens   []Token         `cbor:"6,keyasint,omitempty"`
+	Joins    []JoinToken     `cbor:"7,keyasint,omitempty"`
+	Nodes    []NodeRecord    `cbor:"8,keyasint,omitempty"`
 }
 
 // Snapshot encodes the whole state.
 func (s *State) Snapshot() ([]byte, error) {
-	snap := snapshot{Jobs: s.Jobs(nil), Modules: s.Modules(), Names: s.Names(nil), Tenants: s.Tenants(), Tokens: s.tokensForSnapshot()}
+	snap := snapshot{Jobs: s.Jobs(nil), Modules: s.Modules(), Names: s.Names(nil), Tenants: s.Tenants(), Tokens: s.tokensForSnapshot(),
+		Joins: s.JoinTokens(), Nodes: s.NodeRecords()}
 	for _, name := range s.order {
 		snap.Requests = append(snap.Requests, s.requests[name])
 	}
@@ -78,6 +81,14 @@ func Restore(b []byte) (*State, error) {
 		t := snap.Tokens[i]
 		s.tokens[t.ID] = &t
 		s.tokenHashes[string(t.Hash)] = t.ID
+	}
+	for i := range snap.Joins {
+		t := snap.Joins[i]
+		s.joinTokens[t.ID] = &t
+	}
+	for i := range snap.Nodes {
+		n := snap.Nodes[i]
+		s.nodes[n.ID] = &n
 	}
 	for _, r := range snap.Requests {
 		if _, dup := s.requests[r.Name]; dup || len(s.order) >= MaxRequests {

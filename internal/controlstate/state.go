@@ -113,6 +113,8 @@ type State struct {
 	tokens  map[string]*Token // by ID
 	// tokenHashes indexes tokens by their hash (as a string).
 	tokenHashes map[string]string
+	joinTokens  map[string]*JoinToken
+	nodes       map[string]*NodeRecord
 	// requests are the answers to the last MaxRequests named commands,
 	// and order their names, oldest first.
 	requests map[string]requestResult
@@ -133,7 +135,8 @@ type requestResult struct {
 
 var sentinels = []error{nil, ErrJobExists, ErrNoJob, ErrJobRunning, ErrTooManyJobs, ErrStale, ErrBadCommand,
 	ErrNoModule, ErrModuleInUse, ErrTooManyModule, ErrNameTaken, ErrTooManyNames,
-	ErrTenantExists, ErrNoTenant, ErrTooManyTenants, ErrTokenExists, ErrNoToken, ErrTooManyTokens, ErrQuota}
+	ErrTenantExists, ErrNoTenant, ErrTooManyTenants, ErrTokenExists, ErrNoToken, ErrTooManyTokens, ErrQuota,
+	ErrNoJoinToken, ErrJoinTokenUsed, ErrJoinTokenExpired, ErrNodeExists, ErrNoNode, ErrNodeRevoked, ErrTooManyNodes}
 
 func (r requestResult) err() error {
 	switch {
@@ -167,7 +170,8 @@ func (s *State) remember(name string, err error) {
 // New returns an empty state.
 func New() *State {
 	return &State{jobs: map[string]*Job{}, modules: map[string]*Module{}, names: map[string]*ActorName{},
-		tenants: map[string]*Tenant{}, tokens: map[string]*Token{}, tokenHashes: map[string]string{}, requests: map[string]requestResult{}}
+		tenants: map[string]*Tenant{}, tokens: map[string]*Token{}, tokenHashes: map[string]string{},
+		joinTokens: map[string]*JoinToken{}, nodes: map[string]*NodeRecord{}, requests: map[string]requestResult{}}
 }
 
 // Job returns a copy of the job with the ID.

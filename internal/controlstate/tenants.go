@@ -38,9 +38,10 @@ const (
 // ValidRole reports whether r is a role.
 func ValidRole(r Role) bool { return r == RoleAdmin || r == RoleOperator || r == RoleUser }
 
-// Token is an API token's record. Its secret is never stored: only the
-// SHA-256 of the whole token, which is what a request's token is checked
-// against. ID is public (listings, revocation); times are Unix
+// Token is an API token's record. A token of no tenant (Tenant "") is
+// the cluster's: an admin's, over every tenant and the cluster itself.
+// Its secret is never stored: only the SHA-256 of the whole token, which
+// is what a request's token is checked against. ID is public (listings, revocation); times are Unix
 // milliseconds, Expires 0 for a token that does not expire.
 type Token struct {
 	ID      string `cbor:"1,keyasint" json:"id"`
@@ -188,7 +189,10 @@ func (s *State) createToken(c *CreateToken) error {
 	case t.Revoked != 0:
 		return fmt.Errorf("%w: a token made revoked", ErrBadCommand)
 	}
-	if _, ok := s.tenants[t.Tenant]; !ok {
+	if t.Tenant == "" && t.Role != RoleAdmin {
+		return fmt.Errorf("%w: a cluster token (of no tenant) is an admin's", ErrBadCommand)
+	}
+	if _, ok := s.tenants[t.Tenant]; !ok && t.Tenant != "" {
 		return fmt.Errorf("%w: %q", ErrNoTenant, t.Tenant)
 	}
 	if _, ok := s.tokens[t.ID]; ok {
@@ -262,7 +266,7 @@ func (s *State) Authenticate(hash []byte, now int64) (Token, error) {
 	case t.Expires != 0 && t.Expires <= now:
 		return Token{}, fmt.Errorf("%w (token %s)", ErrTokenExpired, t.ID)
 	}
-	if _, ok := s.tenants[t.Tenant]; !ok {
+	if _, ok := s.tenants[t.Tenant]; !ok && t.Tenant != "" {
 		return Token{}, ErrTokenUnknown
 	}
 	c := *t

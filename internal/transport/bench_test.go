@@ -42,8 +42,8 @@ func BenchmarkPull(b *testing.B) {
 // same TLS setup: the limit for Pull (MeasureQUIC, as fabric bench runs it).
 func BenchmarkBaselineQUIC(b *testing.B) {
 	c, _ := secrets.Create()
-	cert, _ := c.NodeCertificate("n", []string{"127.0.0.1"})
-	ds, err := MeasureQUIC(c.TLSConfig(cert), benchSize, b.N)
+	cert, _ := c.NodeCertificate("n", []string{"127.0.0.1"}, false, time.Hour)
+	ds, err := MeasureQUIC(c.TLSConfig(cert, secrets.TLSOptions{}), benchSize, b.N)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -52,16 +52,16 @@ func TestMain(m *testing.M) {
 }
 
 func netemHolder() error {
-	c, err := secrets.ParseToken(os.Getenv("FABRIC_NETEM_TOKEN"))
+	c, err := secrets.ParseBundle(os.Getenv("FABRIC_NETEM_TOKEN"))
 	if err != nil {
 		return err
 	}
 	size, _ := strconv.Atoi(os.Getenv("FABRIC_NETEM_SIZE"))
-	cert, err := c.NodeCertificate("holder", []string{os.Getenv("FABRIC_NETEM_ADDR")})
+	cert, err := c.NodeCertificate("holder", []string{os.Getenv("FABRIC_NETEM_ADDR")}, false, time.Hour)
 	if err != nil {
 		return err
 	}
-	e, err := Listen(Config{Addr: os.Getenv("FABRIC_NETEM_ADDR") + ":0", TLS: c.TLSConfig(cert), Objects: &memSource{objs: map[[IDSize]byte][]byte{{1}: netemObject(size)}}})
+	e, err := Listen(Config{Addr: os.Getenv("FABRIC_NETEM_ADDR") + ":0", TLS: c.TLSConfig(cert, secrets.TLSOptions{}), Objects: &memSource{objs: map[[IDSize]byte][]byte{{1}: netemObject(size)}}})
 	if err != nil {
 		return err
 	}
@@ -100,8 +100,8 @@ func TestPullOverLossyLink(t *testing.T) {
 		addr, local = testrig.LossyRelay(t, target, 50*time.Millisecond, 0.01), "127.0.0.1"
 		t.Log("link: user-space UDP relay (delay 50ms, loss 1% each way): this kernel or user has no netem")
 	}
-	cert, _ := c.NodeCertificate("puller", []string{local})
-	e, err := Listen(Config{Addr: local + ":0", TLS: c.TLSConfig(cert)})
+	cert, _ := c.NodeCertificate("puller", []string{local}, false, time.Hour)
+	e, err := Listen(Config{Addr: local + ":0", TLS: c.TLSConfig(cert, secrets.TLSOptions{})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func startHolder(t *testing.T, c *secrets.Cluster, size int, inNamespace bool) s
 		addr = nsAddr
 	}
 	holder := exec.Command(args[0], args[1:]...)
-	holder.Env = append(os.Environ(), "FABRIC_NETEM_HOLDER=1", "FABRIC_NETEM_TOKEN="+c.Token(),
+	holder.Env = append(os.Environ(), "FABRIC_NETEM_HOLDER=1", "FABRIC_NETEM_TOKEN="+c.Bundle(),
 		"FABRIC_NETEM_SIZE="+strconv.Itoa(size), "FABRIC_NETEM_ADDR="+addr)
 	stdin, _ := holder.StdinPipe()
 	stdout, _ := holder.StdoutPipe()

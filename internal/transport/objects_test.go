@@ -40,11 +40,11 @@ func pair(t testing.TB, src ObjectSource) (client, server *Endpoint) {
 		t.Fatal(err)
 	}
 	mk := func(id string, objs ObjectSource) *Endpoint {
-		cert, err := c.NodeCertificate(id, []string{"127.0.0.1"})
+		cert, err := c.NodeCertificate(id, []string{"127.0.0.1"}, false, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, err := Listen(Config{Addr: "127.0.0.1:0", TLS: c.TLSConfig(cert), Objects: objs})
+		e, err := Listen(Config{Addr: "127.0.0.1:0", TLS: c.TLSConfig(cert, secrets.TLSOptions{}), Objects: objs})
 		if err != nil {
 			t.Fatal(err)
 		}

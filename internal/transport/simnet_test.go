@@ -60,11 +60,11 @@ func simEndpoints(t *testing.T, router *lossyRouter, rtt time.Duration, src Obje
 	settings := simnet.NodeBiDiLinkSettings{Latency: rtt / 2}
 	mk := func(id string, ip string, objs ObjectSource) *Endpoint {
 		pc := n.NewEndpoint(&net.UDPAddr{IP: net.ParseIP(ip), Port: 9000}, settings)
-		cert, err := c.NodeCertificate(id, []string{ip})
+		cert, err := c.NodeCertificate(id, []string{ip}, false, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, err := Listen(Config{PacketConn: pc, TLS: c.TLSConfig(cert), Handler: handler, Objects: objs, MaxMessage: 1 << 20})
+		e, err := Listen(Config{PacketConn: pc, TLS: c.TLSConfig(cert, secrets.TLSOptions{}), Handler: handler, Objects: objs, MaxMessage: 1 << 20})
 		if err != nil {
 			t.Fatal(err)
 		}

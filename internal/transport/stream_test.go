@@ -23,11 +23,11 @@ func TestOpenStream(t *testing.T) {
 	const echo Type = 40
 	got := make(chan string, 1)
 	mk := func(id string, streams map[Type]StreamHandler) *Endpoint {
-		cert, err := c.NodeCertificate(id, []string{"127.0.0.1"})
+		cert, err := c.NodeCertificate(id, []string{"127.0.0.1"}, false, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, err := Listen(Config{Addr: "127.0.0.1:0", TLS: c.TLSConfig(cert), Streams: streams})
+		e, err := Listen(Config{Addr: "127.0.0.1:0", TLS: c.TLSConfig(cert, secrets.TLSOptions{}), Streams: streams})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -431,6 +431,29 @@ func (e *Endpoint) Call(ctx context.Context, addr string, t Type, body []byte) (
 	return rt, rb, nil
 }
 
+// ClosePeer closes every connection with the peer whose certificate
+// names it, both ways (a node just revoked: its certificate is refused
+// from then on, and its open connections end now).
+func (e *Endpoint) ClosePeer(peer string) {
+	e.mu.Lock()
+	var conns []*quic.Conn
+	for k, c := range e.conns {
+		if peerName(c) == peer {
+			conns = append(conns, c)
+			delete(e.conns, k)
+		}
+	}
+	for c := range e.served {
+		if peerName(c) == peer {
+			conns = append(conns, c)
+		}
+	}
+	e.mu.Unlock()
+	for _, c := range conns {
+		_ = c.CloseWithError(0, "peer refused")
+	}
+}
+
 // Close stops the endpoint: its listener, its connections and its calls.
 func (e *Endpoint) Close() error {
 	e.mu.Lock()

@@ -42,11 +42,11 @@ func handler(ctx context.Context, peer string, t Type, body []byte) (Type, []byt
 
 func endpoint(t *testing.T, c *secrets.Cluster, id string) *Endpoint {
 	t.Helper()
-	cert, err := c.NodeCertificate(id, []string{"127.0.0.1"})
+	cert, err := c.NodeCertificate(id, []string{"127.0.0.1"}, false, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := Listen(Config{Addr: "127.0.0.1:0", TLS: c.TLSConfig(cert), Handler: handler, MaxMessage: 1 << 20})
+	e, err := Listen(Config{Addr: "127.0.0.1:0", TLS: c.TLSConfig(cert, secrets.TLSOptions{}), Handler: handler, MaxMessage: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestStrangerCannotConnect(t *testing.T) {
 		t.Fatal("a member trusted a stranger")
 	}
 	// Without any certificate.
-	noCert := c.TLSConfig(tls.Certificate{})
+	noCert := c.TLSConfig(tls.Certificate{}, secrets.TLSOptions{})
 	noCert.Certificates = nil
 	anon, err := Listen(Config{Addr: "127.0.0.1:0", TLS: noCert, Handler: handler})
 	if err != nil {
@@ -258,11 +258,11 @@ func TestGarbageOnTheWire(t *testing.T) {
 func TestStreamsAreReleased(t *testing.T) {
 	c, _ := secrets.Create()
 	a := endpoint(t, c, "node-a")
-	cert, err := c.NodeCertificate("node-b", []string{"127.0.0.1"})
+	cert, err := c.NodeCertificate("node-b", []string{"127.0.0.1"}, false, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Listen(Config{Addr: "127.0.0.1:0", TLS: c.TLSConfig(cert), Handler: handler, MaxStreams: 4})
+	b, err := Listen(Config{Addr: "127.0.0.1:0", TLS: c.TLSConfig(cert, secrets.TLSOptions{}), Handler: handler, MaxStreams: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
