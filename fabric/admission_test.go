@@ -3,6 +3,7 @@
 package fabric
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -60,7 +61,7 @@ func TestJoinTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	admin := a.Client(a.APIToken())
 	if err := admin.DeleteJoinToken(ctx, info.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +128,7 @@ func TestNodeRevoked(t *testing.T) {
 	if err := ping(b, c); err != nil {
 		t.Fatal(err)
 	}
-	admin := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	admin := a.Client(a.APIToken())
 	if err := admin.RevokeNode(ctx, b.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +255,7 @@ func TestControlAuthority(t *testing.T) {
 	defer b.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	admin := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	admin := a.Client(a.APIToken())
 	if _, err := admin.CreateTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -304,4 +305,55 @@ func TestControlAuthority(t *testing.T) {
 	if err != nil || ans.Revoked != nil {
 		t.Errorf("revoked: %v %v", ans.Revoked, err)
 	}
+}
+
+// TestGossipKeyRotation: after a node is revoked, a rotation moves every
+// other member to a new gossip key, saved for restarts, and the revoked
+// node, which holds only the old one, can no longer join the gossip.
+func TestGossipKeyRotation(t *testing.T) {
+	a := startAgent(t, "")
+	b, err := StartAgent(joinConfig(t, joinToken(t, a)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	c, err := StartAgent(joinConfig(t, joinToken(t, a)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, 15*time.Second, "three members", func() bool { return a.node.NodeCount() == 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := b.Client(a.APIToken()).RevokeNode(ctx, c.ID); err != nil { // through a member: the leader rotates
+		t.Fatal(err)
+	}
+	out, err := b.Client(a.APIToken()).RotateGossipKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Nodes) != 2 || out.OldKeyKept {
+		t.Fatalf("rotation: %+v", out)
+	}
+	for _, m := range []*Agent{a, b} {
+		ks := m.members.Keys()
+		if len(ks) != 1 || bytes.Equal(ks[0], c.members.Keys()[0]) {
+			t.Fatalf("%s: %d keys after the rotation, or the old one", m.ID, len(ks))
+		}
+		saved, err := secrets.Load(filepath.Join(m.cfg.DataDir, "cluster"))
+		if err != nil || !bytes.Equal(saved.GossipKey, ks[0]) || len(secrets.ExtraGossipKeys(filepath.Join(m.cfg.DataDir, "cluster"))) != 0 {
+			t.Fatalf("%s: the new key was not saved: %v", m.ID, err)
+		}
+	}
+	if _, err := c.members.Join(a.GossipAddr()); !errors.Is(err, membership.ErrNoJoin) {
+		t.Fatalf("the revoked node joined the gossip after the rotation: %v", err)
+	}
+	waitFor(t, 15*time.Second, "a and b still gossip", func() bool {
+		for _, m := range b.Members().Members() {
+			if m.ID == a.ID {
+				return m.Status == membership.Alive
+			}
+		}
+		return false
+	})
 }

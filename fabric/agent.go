@@ -8,9 +8,11 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"maps"
 	"net"
@@ -172,6 +174,9 @@ type Agent struct {
 	revoked     atomic.Pointer[map[string]bool]
 	serverPeers sync.Map
 	fakeServers sync.Map // members that gossip a server's role without its certificate
+	// gossipKeyMu orders the steps of gossip key rotations on this
+	// member; rotateMu the rotations this server drives.
+	gossipKeyMu, rotateMu sync.Mutex
 	// joinServers are the servers when the node joined: raft streams
 	// are taken from them before the raft configuration names them.
 	joinServers []string
@@ -217,6 +222,11 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	nodeCfg.DataDir = filepath.Join(cfg.DataDir, "node")
 	nodeCfg.NodeID, nodeCfg.Labels = id, cfg.Labels
 	nodeCfg.clustered, nodeCfg.registry = true, true
+	nodeCfg.verifyGrant = idn.cluster.VerifyGrant
+	var agent *Agent // set below: the node asks it for grants
+	nodeCfg.grant = func(ctx context.Context, job, tenant, root, controlJob string) []byte {
+		return agent.grantFor(ctx, job, tenant, root, controlJob)
+	}
 	if err := os.MkdirAll(nodeCfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -229,6 +239,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}, calls: map[string]*pendingCall{},
 		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs)), gcWake: make(chan struct{}, 1),
 		logReads: make(chan struct{}, maxLogReads), authSlots: make(chan struct{}, maxAuthChecks), remoteLogReads: make(chan struct{}, maxRemoteLogReads)}
+	agent = a
 	a.agentCtx, a.agentCancel = context.WithCancel(context.Background())
 	node.mu.Lock()
 	node.names = a // before any job can run: the core asks it for actor names
@@ -277,7 +288,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		adv = net.JoinHostPort(cfg.AdvertiseHost, port)
 	}
 	a.members, err = membership.Start(membership.Config{Info: a.info, BindAddr: cfg.GossipAddr, AdvertiseAddr: adv,
-		Key: cluster.GossipKey, SnapshotPath: filepath.Join(cfg.DataDir, "serf.snapshot"), Timing: cfg.Timing, Log: cfg.GossipLog})
+		Key: cluster.GossipKey, ExtraKeys: secrets.ExtraGossipKeys(filepath.Join(cfg.DataDir, "cluster")), SnapshotPath: filepath.Join(cfg.DataDir, "serf.snapshot"), Timing: cfg.Timing, Log: cfg.GossipLog})
 	if err != nil {
 		_ = ln.Close()
 		return fail(err)
@@ -289,11 +300,15 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		}
 	}
 	close(a.ready)
-	a.http = &http.Server{Handler: a.api(), ReadHeaderTimeout: 10 * time.Second}
+	// The API is served over TLS with the node's certificate: clients
+	// check it against the cluster's CA (fabric --ca, or the local
+	// agent's data directory).
+	a.http = &http.Server{Handler: a.api(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0),
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return a.certificate(), nil }}}
 	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
-		_ = a.http.Serve(ln)
+		_ = a.http.ServeTLS(ln, "", "")
 	}()
 	go a.gossipUsage()
 	go a.watchMembers()
@@ -611,6 +626,8 @@ func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, b
 	case msgJobRun:
 		go a.tellRun(string(body), a.ID)
 		return msgAck, nil, nil
+	case msgGossipKey:
+		return msgAck, nil, a.handleGossipKey(body)
 	case msgBatch:
 		err := a.link.Receive(peer, body, func(msgs []peerwire.Message) {
 			evs := make([]core.Event, 0, len(msgs))
@@ -707,6 +724,18 @@ func (a *Agent) HTTPAddr() string { return a.httpAddr }
 // GossipAddr is where other agents join this one.
 func (a *Agent) GossipAddr() string { return a.members.Addr() }
 
+// Client returns a client of the agent's API with token, trusting the
+// cluster's CA.
+func (a *Agent) Client(token string) *Client {
+	return &Client{Address: "https://" + a.HTTPAddr(), Token: token, CA: a.cluster.Pool()}
+}
+
+// CAPEM is the cluster's CA certificate, PEM-encoded: what clients of the
+// API trust.
+func (a *Agent) CAPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.cluster.CADER()})
+}
+
 // QUICAddr is the address the agent's QUIC endpoint listens on.
 func (a *Agent) QUICAddr() string { return a.quic.Addr() }
 
@@ -793,7 +822,9 @@ var (
 )
 
 // RunRemote runs a task of the module with the digest on another node, in
-// a job of its own, and returns its value (CBOR). The module must be on
+// a job of its own of the cluster's operator, and returns its value
+// (CBOR). Its grant is signed here on a server; elsewhere the leader signs
+// it for the cluster admin token ctx carries (withCallerToken). The module must be on
 // this node. A task that fails returns an error wrapping ErrRemoteTask
 // with the task's message; one the node refuses, an error wrapping
 // transport.ErrRemote.
@@ -817,7 +848,7 @@ func (a *Agent) RunRemote(ctx context.Context, nodeID, digest string, spec abi.T
 		a.link.Send(nodeID, &peerwire.EndJob{Job: job})
 	}()
 	a.link.Send(nodeID, &peerwire.RunTask{Job: job, Root: a.ID, Digest: digest, What: peerwire.RunPlainTask, Task: task, Attempt: 1,
-		Spec: spec.AppendCBOR(nil)})
+		Spec: spec.AppendCBOR(nil), Grant: a.grantFor(ctx, job, "", a.ID, "")})
 	var m *peerwire.TaskDone
 	select {
 	case m = <-ch:

@@ -68,7 +68,7 @@ func TestAgentsFormCluster(t *testing.T) {
 	ctx := context.Background()
 	clients := map[string]*Client{}
 	for _, ag := range []*Agent{a, b, c} {
-		clients[ag.ID] = &Client{Address: ag.HTTPAddr(), Token: a.APIToken()}
+		clients[ag.ID] = ag.Client(a.APIToken())
 	}
 	for id, cl := range clients {
 		waitFor(t, 10*time.Second, id+" sees three alive nodes", func() bool {
@@ -148,8 +148,15 @@ func TestAgentsFormCluster(t *testing.T) {
 		t.Fatalf("job output: %q", out.String())
 	}
 	digest := sandbox.Digest(wasm)
-	// A task of c's job runs on b: b fetches the module from c.
+	// A task of c's job runs on b: b fetches the module from c. A job's
+	// work opens a share on another node only with the servers' grant: c,
+	// not a server, gets one for the cluster's operator only with an
+	// admin token.
 	seven, _ := wire.Marshal(7)
+	if _, err := c.RunRemote(ctx, b.ID, digest, abi.TaskSpec{Func: "square", Args: []abi.Arg{{Value: seven}}}); !errors.Is(err, transport.ErrRemote) || !strings.Contains(err.Error(), "no grant") {
+		t.Fatalf("a task sent with no grant: %v, want refused", err)
+	}
+	ctx = withCallerToken(ctx, a.APIToken())
 	long, cancelLong := context.WithTimeout(ctx, time.Minute)
 	v, err := c.RunRemote(long, b.ID, digest, abi.TaskSpec{Func: "square", Args: []abi.Arg{{Value: seven}}})
 	cancelLong()
@@ -182,9 +189,9 @@ func TestAgentsFormCluster(t *testing.T) {
 	}
 
 	// The node's state, for operators.
-	req, _ := http.NewRequest("GET", "http://"+a.HTTPAddr()+"/v1/debug/state", nil)
+	req, _ := http.NewRequest("GET", "https://"+a.HTTPAddr()+"/v1/debug/state", nil)
 	req.Header.Set("Authorization", "Bearer "+a.APIToken())
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+	if resp, err := a.Client("").httpClient().Do(req); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("debug state: %v %v", resp, err)
 	} else {
 		b, _ := io.ReadAll(resp.Body)
@@ -193,7 +200,7 @@ func TestAgentsFormCluster(t *testing.T) {
 			t.Fatalf("debug state: %s", b)
 		}
 	}
-	wrong := &Client{Address: a.HTTPAddr(), Token: "fat1_wrong"}
+	wrong := a.Client("fat1_wrong")
 	if _, err := wrong.Nodes(ctx); !errors.Is(err, ErrAPI) || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("wrong token: %v", err)
 	}
@@ -351,7 +358,7 @@ func TestTasksAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	cl := a.Client(a.APIToken())
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	if err := cl.Submit(ctx, wasm, nil, &out); err != nil {
@@ -763,7 +770,7 @@ func TestStuckOutputReader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	cl := a.Client(a.APIToken())
 	storm := func() time.Duration {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

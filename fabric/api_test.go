@@ -6,10 +6,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -35,7 +35,7 @@ func TestJobErrorOfAnyLength(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	cl := a.Client(a.APIToken())
 	var stdout, stderr bytes.Buffer
 	err = cl.SubmitSplit(ctx, wasm, []string{"long_error"}, &stdout, &stderr)
 	var je *JobError
@@ -49,9 +49,9 @@ func TestJobErrorOfAnyLength(t *testing.T) {
 		t.Errorf("streams apart:\nstdout %q\nstderr %q", stdout.String(), stderr.String())
 	}
 
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+a.HTTPAddr()+"/v1/jobs?arg=long_error", bytes.NewReader(wasm))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+a.HTTPAddr()+"/v1/jobs?arg=long_error", bytes.NewReader(wasm))
 	req.Header.Set("Authorization", "Bearer "+a.APIToken())
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := a.Client("").httpClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestStalledUpload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	c, err := net.Dial("tcp", a.HTTPAddr())
+	c, err := tls.Dial("tcp", a.HTTPAddr(), &tls.Config{RootCAs: a.cluster.Pool()})
 	if err != nil {
 		t.Fatal(err)
 	}

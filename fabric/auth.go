@@ -68,6 +68,7 @@ func (a *Agent) apiRoutes() []apiRoute {
 		{"DELETE /v1/join-tokens/{id}", clusterOnly, a.handleJoinTokenDelete},
 		{"GET /v1/admitted", clusterOnly, a.handleAdmitted},
 		{"POST /v1/nodes/{id}/revoke", clusterOnly, a.handleRevoke},
+		{"POST /v1/gossip-key/rotate", clusterOnly, a.handleRotateGossipKey},
 	}
 }
 

@@ -105,8 +105,9 @@ func (a *Agent) Call(ctx context.Context, tenant, digest, function string, args 
 	for _, v := range args {
 		spec.Args = append(spec.Args, abi.Arg{Value: v})
 	}
+	grant := a.grantFor(ctx, job, tenant, peer, "")
 	a.node.step(core.PeerMessage{From: from, Msg: &peerwire.RunTask{Job: job, Root: peer, Digest: digest, What: peerwire.RunPlainTask,
-		Task: c.task, Attempt: 1, Spec: spec.AppendCBOR(nil), Tenant: tenant}})
+		Task: c.task, Attempt: 1, Spec: spec.AppendCBOR(nil), Tenant: tenant, Grant: grant}})
 	var m *peerwire.TaskDone
 	select {
 	case m = <-c.done:

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -12,16 +14,42 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 )
 
 // Client talks to an agent's HTTP API.
 type Client struct {
-	// Address is the agent's API, for example http://127.0.0.1:7948.
+	// Address is the agent's API, for example https://127.0.0.1:7948
+	// (with no scheme: https).
 	Address string
 	// Token is an API token: a cluster admin token, or a tenant's.
 	Token string
-	// HTTP is the client to use (nil: http.DefaultClient).
+	// CA, when set, is what the agent's certificate is checked against:
+	// the cluster's CA (nil: the system's roots).
+	CA *x509.CertPool
+	// HTTP is the client to use (nil: one that trusts CA, or
+	// http.DefaultClient).
 	HTTP *http.Client
+}
+
+// httpClients are the clients made for each CA pool, shared so that
+// their connections are reused.
+var httpClients sync.Map // *x509.CertPool -> *http.Client
+
+func (c *Client) httpClient() *http.Client {
+	switch {
+	case c.HTTP != nil:
+		return c.HTTP
+	case c.CA == nil:
+		return http.DefaultClient
+	}
+	if hc, ok := httpClients.Load(c.CA); ok {
+		return hc.(*http.Client)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: c.CA, MinVersion: tls.VersionTLS12}
+	hc, _ := httpClients.LoadOrStore(c.CA, &http.Client{Transport: tr})
+	return hc.(*http.Client)
 }
 
 // ErrAPI is wrapped by errors the agent's API returned.
@@ -33,7 +61,7 @@ var ErrJob = errors.New("fabric: job failed")
 func (c *Client) url(path string, q url.Values) (string, error) {
 	base := strings.TrimRight(c.Address, "/")
 	if !strings.Contains(base, "://") {
-		base = "http://" + base
+		base = "https://" + base
 	}
 	u, err := url.Parse(base + path)
 	if err != nil {
@@ -56,12 +84,15 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
+	resp, err := c.httpClient().Do(req)
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	switch {
+	case errors.As(err, &unknownCA):
+		return nil, fmt.Errorf("fabric: the agent at %s shows a certificate of a CA this client does not trust: pass the cluster's CA with --ca or FABRIC_CA (cluster/ca.pem in an agent's data directory): %w", c.Address, err)
+	case errors.As(err, &hostErr):
+		return nil, fmt.Errorf("fabric: the agent's certificate does not name the host in %s (it names the node's ID, loopback and its --advertise host): %w", c.Address, err)
+	case err != nil:
 		return nil, fmt.Errorf("fabric: cannot reach the agent at %s: %w (is `fabric agent` running? set --address or FABRIC_ADDR)", c.Address, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -442,4 +473,10 @@ func (c *Client) RevokeNode(ctx context.Context, id string) error {
 		return err
 	}
 	return resp.Body.Close()
+}
+
+// RotateGossipKey moves the cluster to a new gossip key.
+func (c *Client) RotateGossipKey(ctx context.Context) (GossipKeyRotation, error) {
+	var out GossipKeyRotation
+	return out, c.postJSON(ctx, "/v1/gossip-key/rotate", struct{}{}, "rotate the gossip key", &out)
 }

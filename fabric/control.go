@@ -34,7 +34,7 @@ const (
 
 // controlRequest asks a server to propose a command or read the state.
 type controlRequest struct {
-	Op        string `cbor:"1,keyasint"` // "apply", "jobs", "job", "modules", "module", "name", "tenants", "tokens", "authenticate", "node", "nodes", "revoked", "join-tokens"
+	Op        string `cbor:"1,keyasint"` // "apply", "jobs", "job", "modules", "module", "name", "tenants", "tokens", "authenticate", "node", "nodes", "revoked", "join-tokens", "grant"
 	Command   []byte `cbor:"2,keyasint,omitempty"`
 	ID        string `cbor:"3,keyasint,omitempty"`
 	Forwarded bool   `cbor:"4,keyasint,omitempty"` // by a follower to its leader
@@ -63,6 +63,7 @@ type controlAnswer struct {
 	Nodes   []controlstate.NodeRecord `cbor:"10,keyasint,omitempty"`
 	Revoked []string                  `cbor:"11,keyasint,omitempty"`
 	Secret  string                    `cbor:"12,keyasint,omitempty"` // a join token made now
+	Grant   []byte                    `cbor:"13,keyasint,omitempty"` // a job's grant
 }
 
 var errCodes = []struct {
@@ -195,7 +196,11 @@ func (a *Agent) serveControl(ctx context.Context, origin string, req controlRequ
 	var allowed error
 	err := a.ctl.Read(controlTimeout, func(s *controlstate.State) {
 		p = a.principal(s, origin, req)
-		if req.Op == "apply" || req.Op == "create-join-token" {
+		if req.Op == "apply" || req.Op == "create-join-token" || req.Op == "rotate-gossip-key" {
+			return
+		}
+		if req.Op == "grant" {
+			ans, allowed = a.grantAnswer(s, p, req)
 			return
 		}
 		if !p.mayRead(req.Op, req.ID) {
@@ -206,6 +211,9 @@ func (a *Agent) serveControl(ctx context.Context, origin string, req controlRequ
 	})
 	if err == nil && req.Op == "create-join-token" {
 		return a.createJoinTokenFor(ctx, p, req)
+	}
+	if err == nil && req.Op == "rotate-gossip-key" {
+		return a.rotateFor(ctx, p)
 	}
 	if err = cmp.Or(err, allowed); err == nil && req.Op == "apply" {
 		var c controlstate.Command

@@ -52,6 +52,8 @@ type JobOptions struct {
 	// Tenant owns the job: its actors' namespaces and detached groups are
 	// the tenant's ("": the cluster's operator's).
 	Tenant string
+	// controlJob is the job's ID in the control state, for its grant.
+	controlJob string
 }
 
 // newJobID returns a fresh job ID: 16 random hex digits.
@@ -162,7 +164,11 @@ func (n *Node) runJob(ctx context.Context, digest string, args []string, o JobOp
 	}
 	n.jobs[id] = h
 	n.mu.Unlock()
-	n.step(core.SubmitJob{Job: id, Digest: digest, Args: argv, Tenant: o.Tenant})
+	var grant []byte
+	if n.cfg.grant != nil {
+		grant = n.cfg.grant(ctx, string(id), o.Tenant, n.cfg.NodeID, o.controlJob)
+	}
+	n.step(core.SubmitJob{Job: id, Digest: digest, Args: argv, Tenant: o.Tenant, Grant: grant})
 
 	var result core.JobResult
 	var res error

@@ -87,7 +87,7 @@ func (a *Agent) runAttempt(ctx context.Context, j controlstate.Job, r *runningJo
 	started := time.Now()
 	if err == nil {
 		a.log.Info("job started", "job", j.ID, "attempt", j.Attempt, "module", j.Digest[:12], "args", len(j.Args))
-		err = a.node.runJob(ctx, j.Digest, j.Args, JobOptions{Stdout: r.log.Stdout(), Stderr: r.log.Stderr(), Tenant: j.Tenant})
+		err = a.node.runJob(ctx, j.Digest, j.Args, JobOptions{Stdout: r.log.Stdout(), Stderr: r.log.Stderr(), Tenant: j.Tenant, controlJob: j.ID})
 	}
 	end := controlstate.End{ID: j.ID, Attempt: j.Attempt, State: controlstate.Succeeded, Time: nowMillis()}
 	if err != nil {

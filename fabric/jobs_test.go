@@ -26,7 +26,7 @@ import (
 func TestDriverLimit(t *testing.T) {
 	a := startJobsAgent(t, func(c *AgentConfig) { c.MaxRunningJobs = 2 })
 	hostile := guestBytes(t, "internal/testguests/hostile")
-	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	cl := a.Client(a.APIToken())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var ids []string
@@ -93,7 +93,7 @@ func TestModuleCollector(t *testing.T) {
 	cache := t.TempDir()
 	a := startJobsAgent(t, func(c *AgentConfig) { c.ModuleDiskLimit, c.Node.CacheDir = 1, cache })
 	quick, hostile, chaos := guestBytes(t, "examples/quickstart"), guestBytes(t, "internal/testguests/hostile"), guestBytes(t, "internal/testguests/chaos")
-	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	cl := a.Client(a.APIToken())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	up, err := cl.Upload(ctx, bytes.NewReader(quick), "quick")
@@ -178,7 +178,7 @@ func TestModuleCollector(t *testing.T) {
 func TestLogReadsBounded(t *testing.T) {
 	a := startJobsAgent(t, nil)
 	hostile := guestBytes(t, "internal/testguests/hostile")
-	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	cl := a.Client(a.APIToken())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if _, err := cl.SubmitDetached(ctx, hostile, []string{"ticks", "100000", "100"}, SubmitOptions{ID: "long"}); err != nil {
@@ -236,7 +236,7 @@ func TestBootstrapExistingCluster(t *testing.T) {
 	}
 	defer a.Close()
 	hostile := guestBytes(t, "internal/testguests/hostile")
-	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	cl := a.Client(a.APIToken())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := cl.SubmitWith(ctx, hostile, []string{"ticks", "1", "1"}, SubmitOptions{ID: "after-upgrade"}, io.Discard, io.Discard); err != nil {
@@ -287,7 +287,7 @@ func guestBytes(t *testing.T, dir string) []byte {
 func TestJobListingsStaySmall(t *testing.T) {
 	a := startJobsAgent(t, nil)
 	hostile := guestBytes(t, "internal/testguests/hostile")
-	cl := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	cl := a.Client(a.APIToken())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	big := strings.Repeat("x", 60<<10)

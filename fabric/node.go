@@ -96,6 +96,11 @@ type Config struct {
 	// registry makes the control plane hold actor names (set by
 	// StartAgent, which gives the node its names).
 	registry bool
+	// verifyGrant checks a job's grant before a share of it opens here;
+	// grant gets one for a job whose driver starts here (both set by
+	// StartAgent).
+	verifyGrant func(job, tenant, root string, grant []byte) error
+	grant       func(ctx context.Context, job, tenant, root, controlJob string) []byte
 }
 
 // Node is one agent with its workers.
@@ -272,7 +277,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.core = core.New(core.Config{Node: scheduler.NodeID(cfg.NodeID), Resources: total, Labels: cfg.Labels,
 		MaxWorkers: cfg.MaxWorkers, MaxInstances: cfg.MaxInstances, Leases: !cfg.NoShortPaths, InlineMax: sandbox.InlineMax, HeapBudget: max(64<<20, cfg.ObjectStoreMemory/4),
-		Seed: binary.LittleEndian.Uint64(seed[:]), Clustered: cfg.clustered, Registry: cfg.registry}, n.store)
+		Seed: binary.LittleEndian.Uint64(seed[:]), Clustered: cfg.clustered, Registry: cfg.registry, VerifyGrant: cfg.verifyGrant}, n.store)
 	return n, nil
 }
 

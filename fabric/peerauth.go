@@ -56,6 +56,7 @@ var peerRules = map[transport.Type]peerRule{
 	msgJoin:            {joining, "spends the join token in the control state, once"},
 	msgRenew:           {member, "signed for the sender's own node ID while it is not revoked"},
 	msgRaft:            {server, "raft between servers"},
+	msgGossipKey:       {server, "a step of a gossip key rotation, which a server drives"},
 	transport.TypePull: {member, "an object is served only to a node it was sent to"},
 }
 

@@ -29,18 +29,18 @@ func TestTokenChecksBounded(t *testing.T) {
 	for range maxAuthChecks {
 		a.authSlots <- struct{}{}
 	}
-	_, err := (&Client{Address: a.HTTPAddr(), Token: wellFormed}).Whoami(ctx)
+	_, err := (a.Client(wellFormed)).Whoami(ctx)
 	if err == nil || !strings.Contains(err.Error(), "429") {
 		t.Fatalf("a check past the bound: %v", err)
 	}
-	_, err = (&Client{Address: a.HTTPAddr(), Token: "fabric_nope"}).Whoami(ctx)
+	_, err = (a.Client("fabric_nope")).Whoami(ctx)
 	if err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("a malformed token with no slot free: %v", err)
 	}
 	for range maxAuthChecks {
 		<-a.authSlots
 	}
-	_, err = (&Client{Address: a.HTTPAddr(), Token: wellFormed}).Whoami(ctx)
+	_, err = (a.Client(wellFormed)).Whoami(ctx)
 	if err == nil || !strings.Contains(err.Error(), "401") || errors.Is(err, ErrTooMany) {
 		t.Fatalf("an unknown token with slots free: %v", err)
 	}
@@ -56,7 +56,7 @@ func TestAuthMatrix(t *testing.T) {
 	a := startJobsAgent(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	admin := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	admin := a.Client(a.APIToken())
 	want := map[string]access{
 		"GET /v1/nodes": tenantUser, "GET /v1/status": tenantUser,
 		"POST /v1/jobs": tenantUser, "GET /v1/jobs": tenantUser, "GET /v1/jobs/{id}": tenantUser,
@@ -67,7 +67,7 @@ func TestAuthMatrix(t *testing.T) {
 		"POST /v1/tokens": clusterOnly, "GET /v1/tokens": clusterOnly, "DELETE /v1/tokens/{id}": clusterOnly,
 		"GET /v1/whoami":       tenantUser,
 		"POST /v1/join-tokens": clusterOnly, "GET /v1/join-tokens": clusterOnly, "DELETE /v1/join-tokens/{id}": clusterOnly,
-		"GET /v1/admitted": clusterOnly, "POST /v1/nodes/{id}/revoke": clusterOnly,
+		"GET /v1/admitted": clusterOnly, "POST /v1/nodes/{id}/revoke": clusterOnly, "POST /v1/gossip-key/rotate": clusterOnly,
 	}
 	for _, rt := range a.apiRoutes() {
 		if acc, ok := want[rt.pattern]; !ok {
@@ -87,7 +87,7 @@ func TestAuthMatrix(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &Client{Address: a.HTTPAddr(), Token: nt.Token}, nt
+		return a.Client(nt.Token), nt
 	}
 	acme, acmeTok := mk("acme", "user", 0)
 	acme2, _ := mk("acme", "user", 0)
@@ -113,11 +113,11 @@ func TestAuthMatrix(t *testing.T) {
 	}
 	call := func(token, p string) int {
 		method, u := path(p)
-		req, _ := http.NewRequestWithContext(ctx, method, "http://"+a.HTTPAddr()+u, strings.NewReader("{}"))
+		req, _ := http.NewRequestWithContext(ctx, method, "https://"+a.HTTPAddr()+u, strings.NewReader("{}"))
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := a.Client("").httpClient().Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,7 +204,7 @@ func TestTenantQuotaAPI(t *testing.T) {
 	a := startJobsAgent(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	admin := &Client{Address: a.HTTPAddr(), Token: a.APIToken()}
+	admin := a.Client(a.APIToken())
 	if _, err := admin.CreateTenantWith(ctx, TenantInfo{Name: "acme", MaxJobs: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func TestTenantQuotaAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acme := &Client{Address: a.HTTPAddr(), Token: nt.Token}
+	acme := a.Client(nt.Token)
 	hostile := guestBytes(t, "internal/testguests/hostile")
 	if _, err := acme.SubmitDetached(ctx, hostile, []string{"ticks", "100000", "100"}, SubmitOptions{ID: "first"}); err != nil {
 		t.Fatal(err)

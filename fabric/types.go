@@ -248,6 +248,17 @@ const (
 	MaxJoinTokenTTL = 7 * 24 * time.Hour
 )
 
+// GossipKeyRotation says how a rotation went.
+type GossipKeyRotation struct {
+	// Nodes took every step.
+	Nodes []string `json:"nodes"`
+	// Missed could not be told to install the new key: the old key was
+	// kept, so they still gossip; rotate again once they are back.
+	Missed []string `json:"missed,omitempty"`
+	// OldKeyKept is set when the old key was kept for them.
+	OldKeyKept bool `json:"old_key_kept,omitempty"`
+}
+
 // JoinTokenInfo is a join token's record: never its secret.
 type JoinTokenInfo struct {
 	ID      string    `json:"id"`

@@ -219,3 +219,41 @@ func (s *secretFile) write(secret string) error {
 	}
 	return s.f.Close()
 }
+
+// newGossipKeyCmd is `fabric gossip-key rotate`.
+func newGossipKeyCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "gossip-key", Short: "Rotate the key that encrypts the cluster's gossip"}
+	var cf clientFlags
+	rotate := &cobra.Command{
+		Use:   "rotate",
+		Short: "Move every member to a new gossip key (after revoking a node: it still holds the old one)",
+		Long: `Rotate draws a new gossip key on a server and tells every alive member that
+is not revoked, over mutual TLS: install it, use it, drop the old one. A
+revoked node is not told, so it can no longer read or join the gossip. A
+member that could not be told keeps the cluster on both keys (the old one is
+not dropped): rotate again once it is back, or revoke it. A node that was
+down during a rotation must join again with a new join token.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			out, err := cl.RotateGossipKey(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if cf.output == "json" || cf.output == "yaml" {
+				return printAs(cmd.OutOrStdout(), cf.output, out)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "the gossip key was rotated on %d nodes\n", len(out.Nodes))
+			if out.OldKeyKept {
+				fmt.Fprintf(cmd.OutOrStdout(), "not told: %v; the old key is kept for them: rotate again once they are back, or revoke them\n", out.Missed)
+			}
+			return nil
+		},
+	}
+	cf.register(rotate, true)
+	cmd.AddCommand(rotate)
+	return cmd
+}

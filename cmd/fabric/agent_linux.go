@@ -116,7 +116,7 @@ The command line comes first, then the environment, then the file.`,
 			if err != nil {
 				return err
 			}
-			files := map[string]string{apiAddrFile: "http://" + a.HTTPAddr()}
+			files := map[string]string{apiAddrFile: "https://" + a.HTTPAddr()}
 			if tok := a.APIToken(); tok != "" {
 				files[apiTokenFile] = tok
 			}
@@ -131,7 +131,7 @@ The command line comes first, then the environment, then the file.`,
 			}
 			fmt.Fprintf(out, "fabric agent %s\n", a.ID)
 			fmt.Fprintf(out, "  gossip:     %s\n", a.GossipAddr())
-			fmt.Fprintf(out, "  HTTP API:   http://%s\n", a.HTTPAddr())
+			fmt.Fprintf(out, "  HTTP API:   https://%s\n", a.HTTPAddr())
 			fmt.Fprintf(out, "  data dir:   %s\n", cfg.DataDir)
 			fmt.Fprintf(out, "  QUIC:       %s\n", a.QUICAddr())
 			if a.APIToken() != "" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -55,12 +56,13 @@ func parseKVs(flag string, items []string) (map[string]string, error) {
 
 // clientFlags are the flags of the commands that talk to an agent.
 type clientFlags struct {
-	address, token, tokenFile, output string
+	address, token, tokenFile, output, ca string
 }
 
 func (c *clientFlags) register(cmd *cobra.Command, withOutput bool) {
 	f := cmd.Flags()
-	f.StringVar(&c.address, "address", "", "agent HTTP API, e.g. http://10.0.0.1:7948 (env FABRIC_ADDR; default: the local agent's)")
+	f.StringVar(&c.address, "address", "", "agent HTTP API, e.g. https://10.0.0.1:7948 (env FABRIC_ADDR; default: the local agent's)")
+	f.StringVar(&c.ca, "ca", "", "the cluster's CA certificate (PEM), which the agent's is checked against (env FABRIC_CA; default: the local agent's, in its data directory)")
 	f.StringVar(&c.token, "token", "", "API token (env FABRIC_TOKEN; default: the local agent's)")
 	f.StringVar(&c.tokenFile, "token-file", "", "read the API token from this file, readable by its owner only (env FABRIC_TOKEN_FILE)")
 	if withOutput {
@@ -99,12 +101,34 @@ func (c *clientFlags) client() (*fabric.Client, error) {
 			dir = found
 		}
 	}
-	addr := firstNonEmpty(c.address, os.Getenv("FABRIC_ADDR"), local(apiAddrFile), "http://"+fabric.DefaultHTTPAddr)
+	addr := firstNonEmpty(c.address, os.Getenv("FABRIC_ADDR"), local(apiAddrFile), "https://"+fabric.DefaultHTTPAddr)
 	token := firstNonEmpty(c.token, fromFile, os.Getenv("FABRIC_TOKEN"), local(apiTokenFile))
 	if token == "" {
 		return nil, fmt.Errorf("no API token: pass --token or set FABRIC_TOKEN (the agent printed it as \"API token\"); no agent runs on this machine")
 	}
-	return &fabric.Client{Address: addr, Token: token}, nil
+	// The CA comes with the address: the local agent's for the local
+	// agent, --ca or FABRIC_CA for an address given.
+	caFile := c.ca
+	localCA := filepath.Join(dir, "cluster", "ca.pem")
+	if _, err := os.Stat(localCA); caFile == "" && err == nil && c.address == "" && os.Getenv("FABRIC_ADDR") == "" && local(apiAddrFile) != "" {
+		caFile = localCA
+	}
+	caFile = firstNonEmpty(caFile, os.Getenv("FABRIC_CA"))
+	if _, err := os.Stat(localCA); caFile == "" && err == nil {
+		caFile = localCA
+	}
+	cl := &fabric.Client{Address: addr, Token: token}
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+		cl.CA = x509.NewCertPool()
+		if !cl.CA.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--ca %s: no PEM certificate in it (the cluster's CA is cluster/ca.pem in an agent's data directory)", caFile)
+		}
+	}
+	return cl, nil
 }
 
 // readTokenFile reads a token from path ("": none). A file that others

@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wasmfabric/fabric/fabric"
 	"github.com/wasmfabric/fabric/internal/testrig"
 )
 
@@ -27,6 +29,18 @@ type agentProc struct {
 	dataDir                   string
 	exited                    chan error
 	stderr                    *lockedBuffer
+}
+
+// client is a client of the agent's API with token, trusting its CA.
+func (p *agentProc) client(t *testing.T, token string) *fabric.Client {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(p.dataDir, "cluster", "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(b)
+	return &fabric.Client{Address: p.api, Token: token, CA: pool}
 }
 
 // lockedBuffer collects a process's stderr for checks while it runs.
@@ -97,9 +111,13 @@ func launchAgentProc(t *testing.T, extra ...string) (*agentProc, <-chan struct{}
 		t.Fatal(err)
 	}
 	p := &agentProc{cmd: cmd, exited: make(chan error, 1), stderr: errBuf}
+	fresh := true
 	for i, a := range args {
 		if a == "--data-dir" && i+1 < len(args) {
 			p.dataDir = args[i+1]
+		}
+		if a == "--token" || a == "--token-file" {
+			fresh = false
 		}
 		if tok, ok := adminOf.Load(a); ok && i > 0 && args[i-1] == "--token" {
 			p.apiTok = tok.(string)
@@ -109,6 +127,11 @@ func launchAgentProc(t *testing.T, extra ...string) (*agentProc, <-chan struct{}
 		_ = cmd.Process.Kill()
 		<-p.exited
 	})
+	if fresh {
+		// The commands the test runs trust this cluster's CA (the last
+		// one a test made), as --ca would say.
+		t.Setenv("FABRIC_CA", filepath.Join(p.dataDir, "cluster", "ca.pem"))
+	}
 	got := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -564,7 +587,7 @@ func TestLocalAgentFound(t *testing.T) {
 	err := <-b.exited
 	b.exited <- err
 	res = testrig.Run(t, 30*time.Second, "status", "-o", "json")
-	if res.Code != 0 || !strings.Contains(res.Stdout, a.api[len("http://"):]) && !strings.Contains(res.Stdout, "alive") {
+	if res.Code != 0 || !strings.Contains(res.Stdout, strings.TrimPrefix(a.api, "https://")) && !strings.Contains(res.Stdout, "alive") {
 		t.Fatalf("status after the second agent was killed: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 }
@@ -587,7 +610,7 @@ func TestDev(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if !strings.Contains(out.String(), "HTTP API:   http://127.0.0.1:") || !strings.Contains(out.String(), "find it") {
+	if !strings.Contains(out.String(), "HTTP API:   https://127.0.0.1:") || !strings.Contains(out.String(), "find it") {
 		t.Errorf("dev's banner:\n%s", out.String())
 	}
 	res := testrig.Run(t, time.Minute, "submit", testrig.Guest(t, "examples/quickstart"))

@@ -159,7 +159,7 @@ func TestControlPlaneLeaderKilled(t *testing.T) {
 	for _, d := range dirs[1:] {
 		s = append(s, startAgentProc(t, "--data-dir", d, "--num-cpus", "2", "--join", s[0].gossip, "--token", s[0].joinToken(t, "--server")))
 	}
-	client := func(p *agentProc) *fabric.Client { return &fabric.Client{Address: p.api, Token: s[0].apiTok} }
+	client := func(p *agentProc) *fabric.Client { return p.client(t, s[0].apiTok) }
 	status := func(p *agentProc) fabric.StatusView {
 		st, _ := client(p).Status(context.Background())
 		return st
@@ -320,7 +320,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // id asks the agent its node ID.
 func (p *agentProc) id(t *testing.T) string {
 	t.Helper()
-	st, err := (&fabric.Client{Address: p.api, Token: p.apiTok}).Status(context.Background())
+	st, err := p.client(t, p.apiTok).Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -113,7 +113,7 @@ func newRoot() *cobra.Command {
 	}
 	root.AddCommand(nodeCommands()...)
 	root.AddCommand(newSubmitCmd(), newJobCmd(), newUploadCmd(), newCallCmd(), newModuleCmd(), newListCmd(), newStatusCmd(), newVersionCmd(),
-		newTenantCmd(), newTokenCmd(), newWhoamiCmd(), newJoinTokenCmd(), newNodeCmd())
+		newTenantCmd(), newTokenCmd(), newWhoamiCmd(), newJoinTokenCmd(), newNodeCmd(), newGossipKeyCmd())
 	root.Version = buildVersion().String()
 	root.SetVersionTemplate("{{.Version}}\n")
 	return root

@@ -33,6 +33,7 @@ field() { grep "^  $2:" "$work/$1.log" | awk '{print $NF}'; }
 start a
 api=$(field a "HTTP API")
 export FABRIC_TOKEN_FILE="$work/a/api-token" # the cluster's admin token, which a wrote
+export FABRIC_CA="$work/a/cluster/ca.pem"     # the API is served over TLS with the cluster's CA
 # One join token per node: each admits one node, once.
 "$fabric" join-token create --address "$api" --save "$work/b.token"
 "$fabric" join-token create --address "$api" --save "$work/c.token"

@@ -402,11 +402,11 @@ func (c *Core) sendActorKill(j *job, id objects.ID, node NodeID, inc uint64, noR
 }
 
 // killActorHere stops an actor of this node on its owner's word.
-func (c *Core) killActorHere(m *peerwire.KillActor) {
+func (c *Core) killActorHere(from NodeID, m *peerwire.KillActor) {
 	j := c.jobs[JobID(m.Job)]
 	a := c.actors[m.Actor]
-	if j == nil || a == nil || a.job != j || a.stub || a.incarnation != m.Incarnation {
-		return
+	if j == nil || a == nil || a.job != j || a.stub || a.incarnation != m.Incarnation || a.reportTo != from {
+		return // only the owner that placed it here kills it
 	}
 	if a.worker == nil {
 		c.actorDead(a, "it was killed before it started")

@@ -98,6 +98,10 @@ type Config struct {
 	// Registry says that the cluster's registry holds actor names
 	// (names.go): the shell answers RegisterName and LookupName.
 	Registry bool
+	// VerifyGrant, when set, checks a job's grant (the servers'
+	// signature of its ID, tenant and root) before a share of the job
+	// opens here; nil takes every share (no cluster, or tests).
+	VerifyGrant func(job, tenant, root string, grant []byte) error
 }
 
 // Core is the state machine. It is not safe for concurrent use: the shell
@@ -165,7 +169,7 @@ type Core struct {
 	remote map[NodeID]map[*task]struct{}
 	// ended remembers jobs that ended here lately, so that a late message
 	// for one does not open a share nobody would end.
-	ended    map[JobID]bool
+	ended    map[JobID]NodeID // by whom: "" here, else the root that said so
 	endedIDs []JobID
 	// releases are holds to give back to other nodes, sent at the end of
 	// the step, one message per job and node.
@@ -218,7 +222,7 @@ func New(cfg Config, store Store) *Core {
 		lookups: map[uint64]*lookupRequest{}, located: map[objects.ID]locatedActor{},
 		jobs: map[JobID]*job{}, workers: map[WorkerID]*worker{}, leases: map[string]*worker{}, timers: map[TimerID]func(){},
 		modules: map[string]bool{}, fetchingModules: map[string][]pendingRun{}, peers: map[NodeID]bool{},
-		remote: map[NodeID]map[*task]struct{}{}, ended: map[JobID]bool{}, releases: map[releaseKey]map[objects.ID]uint32{},
+		remote: map[NodeID]map[*task]struct{}{}, ended: map[JobID]NodeID{}, releases: map[releaseKey]map[objects.ID]uint32{},
 		asked: map[askKey]*task{}, askedTasks: map[NodeID]int{}, busyUntil: map[NodeID]Time{}, groupNames: map[string]objects.ID{}, gone: map[NodeID]bool{}}
 	c.sched.AddNode(cfg.Node, cfg.Resources, cfg.Labels)
 	return c

@@ -16,6 +16,9 @@ type SubmitJob struct {
 	Digest string
 	Args   []byte
 	Tenant string // its namespaces are the tenant's ("": the operator's)
+	// Grant is the job's grant (the servers' signature of its ID, tenant
+	// and this node), which its work on other nodes carries.
+	Grant []byte
 }
 
 // CancelJob ends a job that runs its driver here (its client went away or

@@ -19,6 +19,9 @@ type job struct {
 	// tenant owns the job ("": the cluster's operator): its namespaces
 	// and detached groups are the tenant's.
 	tenant string
+	// grant is the job's grant: what its work on other nodes carries,
+	// and what a share of it takes work with.
+	grant []byte
 	// exitCode is the code its driver exited with, when not 0.
 	exitCode uint32
 	digest   string
@@ -58,6 +61,19 @@ type job struct {
 	detachedKey string
 }
 
+// endedFor reports whether a job ended here, or its root root said so.
+func (c *Core) endedFor(id JobID, root NodeID) bool {
+	by, ok := c.ended[id]
+	return ok && (by == "" || by == root)
+}
+
+// worksFor reports whether a node works for the job: the job sent it work,
+// or it opened a share of the job with the job's grant.
+func (j *job) worksFor(node NodeID) bool {
+	_, ok := j.sentTo[node]
+	return ok
+}
+
 // maxEndedJobs bounds how many ended job IDs a node remembers.
 const maxEndedJobs = 4096
 
@@ -68,13 +84,13 @@ func (c *Core) newJob(id JobID, digest string, root NodeID) *job {
 }
 
 func (e SubmitJob) apply(c *Core) {
-	if c.jobs[e.Job] != nil || c.ended[e.Job] {
+	if _, ended := c.ended[e.Job]; c.jobs[e.Job] != nil || ended {
 		c.emit(JobResult{Job: e.Job, Err: "a job with this ID exists"})
 		return
 	}
 	c.modules[e.Digest] = true
 	j := c.newJob(e.Job, e.Digest, "")
-	j.tenant = e.Tenant
+	j.tenant, j.grant = e.Tenant, e.Grant
 	zero := 0.0
 	spec := abi.TaskSpec{Func: abi.MainFunc, Options: abi.Options{CPU: &zero, MaxRetries: new(int)}}
 	t := c.newTask(j, nil, spec, wire.ExecMain, c.newID())
@@ -111,7 +127,7 @@ func (c *Core) endJob(j *job) {
 		return
 	}
 	j.done = true
-	c.markEnded(j.id)
+	c.markEnded(j.id, "")
 	nodes := make([]NodeID, 0, len(j.sentTo))
 	for n := range j.sentTo {
 		nodes = append(nodes, n)
@@ -194,12 +210,13 @@ func (c *Core) endJob(j *job) {
 	c.jobMaybeEnded(j)
 }
 
-// markEnded remembers that a job ended here, for a while.
-func (c *Core) markEnded(id JobID) {
-	if c.ended[id] {
+// markEnded remembers that a job ended here (by ""), or that its root by
+// said so, for a while.
+func (c *Core) markEnded(id JobID, by NodeID) {
+	if _, ok := c.ended[id]; ok {
 		return
 	}
-	c.ended[id] = true
+	c.ended[id] = by
 	c.endedIDs = append(c.endedIDs, id)
 	if len(c.endedIDs) > maxEndedJobs {
 		delete(c.ended, c.endedIDs[0])

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"slices"
@@ -210,7 +211,7 @@ func (c *Core) locality(t *task) NodeID {
 // node; the answer is a TaskDone.
 func (c *Core) runRemote(t *task, node NodeID) {
 	j := t.job
-	msg := &peerwire.RunTask{Job: string(j.id), Root: j.rootNode(c), Digest: j.digest, Task: t.id, Tenant: j.tenant}
+	msg := &peerwire.RunTask{Job: string(j.id), Root: j.rootNode(c), Digest: j.digest, Task: t.id, Tenant: j.tenant, Grant: j.grant}
 	spec := t.spec
 	// A task in a placement group runs in the reservation the owner's
 	// scheduler made for the bundle on that node: there it is a plain task.
@@ -585,14 +586,16 @@ func (e PeerMessage) apply(c *Core) {
 			}
 		}
 	case *peerwire.EndJob:
-		if j := c.jobs[JobID(m.Job)]; j != nil && j.root != "" {
+		// Only the job's root ends a share of it.
+		if j := c.jobs[JobID(m.Job)]; j != nil && j.root != "" && j.root == e.From {
 			c.endJob(j)
 		} else if j == nil {
-			c.markEnded(JobID(m.Job)) // work for it still on its way is refused
-			c.unpark(func(r pendingRun) bool { return r.msg.Job == m.Job })
+			c.markEnded(JobID(m.Job), e.From) // work for it still on its way from its root is refused
+			c.unpark(func(r pendingRun) bool { return r.msg.Job == m.Job && NodeID(r.msg.Root) == e.From })
 		}
 	case *peerwire.Output:
-		if j := c.jobs[JobID(m.Job)]; j != nil && j.root == "" && !j.done {
+		// Only from a node the job's work went to.
+		if j := c.jobs[JobID(m.Job)]; j != nil && j.root == "" && !j.done && j.worksFor(e.From) {
 			c.emit(JobOutput{Job: j.id, Stderr: m.Stderr, Data: markNode(m.Data, e.From)})
 		}
 	case *peerwire.ActorDied:
@@ -600,7 +603,7 @@ func (e PeerMessage) apply(c *Core) {
 	case *peerwire.RegisterActor:
 		c.registerActor(e.From, m)
 	case *peerwire.ActorRegistered:
-		if a := c.actors[m.Actor]; a != nil && string(a.job.id) == m.Job && a.registering != nil {
+		if a := c.actors[m.Actor]; a != nil && string(a.job.id) == m.Job && a.registering != nil && a.job.root == e.From {
 			p := a.registering
 			a.registering = nil
 			if m.Err != "" {
@@ -609,14 +612,18 @@ func (e PeerMessage) apply(c *Core) {
 			c.reply(p.w, p.seq, nil, wire.Reply{IDs: []objects.ID{a.id}})
 		}
 	case *peerwire.KillActor:
-		c.killActorHere(m)
+		c.killActorHere(e.From, m)
 	case *peerwire.ShareOpened:
 		switch j := c.jobs[JobID(m.Job)]; {
+		case j != nil && j.root == "" && !j.done && !bytes.Equal(m.Grant, j.grant):
+			// Not opened with the job's grant: not the job's work.
 		case j != nil && j.root == "" && !j.done:
 			if j.sentTo == nil {
 				j.sentTo = map[NodeID]struct{}{}
 			}
 			j.sentTo[e.From] = struct{}{}
+		case j == nil && !c.endedFor(JobID(m.Job), ""):
+			// Not a job of this node's: nothing to tell.
 		case j == nil || j.done:
 			c.sendPeer(e.From, &peerwire.EndJob{Job: m.Job}) // it ended already
 		}
@@ -629,7 +636,7 @@ func (c *Core) registerActor(from NodeID, m *peerwire.RegisterActor) {
 	j := c.jobs[JobID(m.Job)]
 	ans := &peerwire.ActorRegistered{Job: m.Job, Actor: m.Actor}
 	switch {
-	case j == nil || j.root != "" || j.done:
+	case j == nil || j.root != "" || j.done || !j.worksFor(from):
 		ans.Err = fmt.Sprintf("job %s does not run its driver on node %s", m.Job, c.cfg.Node)
 	case c.actors[m.Actor] == nil:
 		c.actors[m.Actor] = &actor{id: m.Actor, job: j, class: m.Class, state: actorAlive, stub: true, node: from}
@@ -670,7 +677,15 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 	}
 	j := c.jobs[JobID(m.Job)]
 	switch {
-	case j != nil && j.done, j == nil && c.ended[JobID(m.Job)]:
+	case j == nil && c.cfg.VerifyGrant != nil && c.cfg.VerifyGrant(m.Job, m.Tenant, m.Root, m.Grant) != nil:
+		c.refuse(from, m, fmt.Sprintf("job %s: its work carries no grant of the servers' for tenant %q and root %s", m.Job, m.Tenant, m.Root))
+		c.releaseRefs(m, from)
+		return
+	case j != nil && (!bytes.Equal(m.Grant, j.grant) || m.Tenant != j.tenant):
+		c.refuse(from, m, fmt.Sprintf("job %s: the work does not carry the job's grant", m.Job))
+		c.releaseRefs(m, from)
+		return
+	case j != nil && j.done, j == nil && c.endedFor(JobID(m.Job), NodeID(m.Root)):
 		c.refuse(from, m, fmt.Sprintf("job %s has ended on node %s", m.Job, c.cfg.Node))
 		c.releaseRefs(m, from)
 		return
@@ -687,11 +702,11 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 		return
 	case j == nil:
 		j = c.newJob(JobID(m.Job), m.Digest, NodeID(m.Root))
-		j.tenant = m.Tenant
+		j.tenant, j.grant = m.Tenant, m.Grant
 		if from != j.root && j.root != c.cfg.Node {
 			// Work of the job reached this node through another: the
 			// root learns of the share, to end it with the job.
-			c.sendPeer(j.root, &peerwire.ShareOpened{Job: m.Job})
+			c.sendPeer(j.root, &peerwire.ShareOpened{Job: m.Job, Grant: j.grant})
 		}
 	}
 	c.importAll(j, m.Refs, from)

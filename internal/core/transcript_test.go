@@ -2,6 +2,7 @@ package core
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -404,6 +405,16 @@ func (h *harness) newNode(name string, a args) {
 	cfg := Config{Node: NodeID(name), Resources: scheduler.Resources{CPU: scheduler.Quantity(float64(cpu)), Memory: 1 << 30},
 		MaxWorkers: a.int("max-workers", 8), MaxInstances: a.int("max-instances", 0), Leases: a.int("leases", 0) == 1, InlineMax: a.int("inline", 1000), HeapBudget: int64(a.int("heap", 1<<20)),
 		Seed: 1, Clustered: a.has("clustered"), Registry: a.has("registry")}
+	if a.has("grants") {
+		// A grant here is "job/tenant/root" in the clear: what the
+		// servers' signature stands for.
+		cfg.VerifyGrant = func(job, tenant, root string, grant []byte) error {
+			if string(grant) != job+"/"+tenant+"/"+root {
+				return errors.New("not the servers' grant")
+			}
+			return nil
+		}
+	}
 	if l, ok := a.kv["labels"]; ok {
 		cfg.Labels = labels(l)
 	}
@@ -485,6 +496,9 @@ func (h *harness) run(line string) (out []string) {
 	case "job":
 		argv, _ := wire.Marshal([]any{a.pos[1:]})
 		ev = SubmitJob{Job: h.job(a.pos[0]), Digest: "mod", Args: argv, Tenant: a.kv["tenant"]}
+		if g, ok := a.kv["grant"]; ok {
+			ev = SubmitJob{Job: h.job(a.pos[0]), Digest: "mod", Args: argv, Tenant: a.kv["tenant"], Grant: []byte(g)}
+		}
 	case "cancel-job":
 		ev = CancelJob{Job: h.job(a.pos[0]), Reason: a.kv["reason"]}
 	case "started":
@@ -770,6 +784,9 @@ func (h *harness) peerMsg(a args) peerwire.Message {
 	case "run_task":
 		m := &peerwire.RunTask{Job: job, Root: a.kv["root"], Digest: "mod", Task: h.id(a.kv["task"]), Attempt: uint32(a.int("attempt", 1)),
 			Spec: h.spec(a), Refs: ids("export"), Incarnation: uint64(a.int("inc", 0)), Tenant: a.kv["tenant"]}
+		if g, ok := a.kv["grant"]; ok {
+			m.Grant = []byte(g)
+		}
 		if d, ok := a.kv["digest"]; ok {
 			m.Digest = d
 		}
@@ -841,6 +858,8 @@ func (h *harness) peerMsg(a args) peerwire.Message {
 		return &peerwire.RegisterActor{Job: job, Actor: h.id(a.kv["actor"]), Class: a.kv["class"]}
 	case "actor_registered":
 		return &peerwire.ActorRegistered{Job: job, Actor: h.id(a.kv["actor"]), Err: a.kv["err"]}
+	case "share_opened":
+		return &peerwire.ShareOpened{Job: job, Grant: []byte(a.kv["grant"])}
 	case "kill_actor":
 		return &peerwire.KillActor{Job: job, Actor: h.id(a.kv["actor"]), Incarnation: uint64(a.int("inc", 1)), NoRestart: a.has("norestart")}
 	}
@@ -1035,6 +1054,9 @@ func (h *harness) peerSend(m peerwire.Message) string {
 		if m.What == peerwire.RunActorCall {
 			s += fmt.Sprintf(" inc=%d", m.Incarnation)
 		}
+		if len(m.Grant) > 0 {
+			s += fmt.Sprintf(" grant=%s", m.Grant)
+		}
 		return s
 	case *peerwire.TaskDone:
 		s := fmt.Sprintf("task_done job=%s task=%s attempt=%d", m.Job, h.name(m.Task), m.Attempt)
@@ -1106,6 +1128,8 @@ func (h *harness) peerSend(m peerwire.Message) string {
 		return fmt.Sprintf("release job=%s %s", m.Job, strings.Join(parts, ","))
 	case *peerwire.EndJob:
 		return fmt.Sprintf("end_job job=%s", m.Job)
+	case *peerwire.ShareOpened:
+		return fmt.Sprintf("share_opened job=%s grant=%s", m.Job, m.Grant)
 	case *peerwire.Output:
 		return fmt.Sprintf("output job=%s %q", m.Job, m.Data)
 	case *peerwire.ActorDied:

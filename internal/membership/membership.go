@@ -112,6 +112,9 @@ type Config struct {
 	AdvertiseAddr string
 	// Key encrypts and authenticates gossip: 16, 24 or 32 bytes.
 	Key []byte
+	// ExtraKeys are more keys gossip is decrypted with (a rotation under
+	// way).
+	ExtraKeys [][]byte
 	// SnapshotPath, when set, keeps the member list on disk so that a
 	// restarted node rejoins the nodes it knew.
 	SnapshotPath string
@@ -130,11 +133,12 @@ var (
 
 // Membership is a running member of a cluster.
 type Membership struct {
-	serf   *serf.Serf
-	events chan Event
-	serfCh chan serf.Event
-	done   chan struct{}
-	wg     sync.WaitGroup
+	serf    *serf.Serf
+	keyring *memberlist.Keyring
+	events  chan Event
+	serfCh  chan serf.Event
+	done    chan struct{}
+	wg      sync.WaitGroup
 
 	mu     sync.Mutex
 	queue  []Event // events not yet taken by the reader of events
@@ -170,7 +174,11 @@ func Start(cfg Config) (*Membership, error) {
 		}
 		ml.AdvertiseAddr, ml.AdvertisePort = ah, ap
 	}
-	ml.SecretKey = append([]byte(nil), cfg.Key...)
+	keyring, err := memberlist.NewKeyring(cfg.ExtraKeys, cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoKey, err)
+	}
+	ml.Keyring = keyring
 	ml.GossipVerifyIncoming, ml.GossipVerifyOutgoing = true, true
 	ml.Logger = log.New(logOut, "", log.LstdFlags)
 	t := cfg.Timing
@@ -199,7 +207,7 @@ func Start(cfg Config) (*Membership, error) {
 		sc.TombstoneTimeout = t.ReapAfter
 		sc.ReapInterval = min(sc.ReapInterval, t.ReapAfter/2)
 	}
-	m := &Membership{events: make(chan Event), serfCh: make(chan serf.Event, 256), done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	m := &Membership{keyring: keyring, events: make(chan Event), serfCh: make(chan serf.Event, 256), done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	sc.EventCh = m.serfCh
 	s, err := serf.Create(sc)
 	if err != nil {
@@ -226,6 +234,22 @@ func splitHostPort(addr string) (string, int, error) {
 	}
 	return host, port, nil
 }
+
+// Keys returns the gossip keys this member decrypts with, the one it
+// encrypts with first.
+func (m *Membership) Keys() [][]byte { return m.keyring.GetKeys() }
+
+// InstallKey adds a gossip key this member decrypts with; UseKey makes an
+// installed key the one it encrypts with; RemoveKey drops one that is
+// not in use. Rotating the cluster's key is: install the new key on every
+// member, use it on every member, remove the old one from every member.
+func (m *Membership) InstallKey(key []byte) error { return m.keyring.AddKey(key) }
+
+// UseKey makes an installed key the one this member encrypts with.
+func (m *Membership) UseKey(key []byte) error { return m.keyring.UseKey(key) }
+
+// RemoveKey drops a key this member does not encrypt with.
+func (m *Membership) RemoveKey(key []byte) error { return m.keyring.RemoveKey(key) }
 
 // Addr is the gossip address others can join this node at.
 func (m *Membership) Addr() string {

@@ -184,3 +184,50 @@ func FuzzDecodeTags(f *testing.F) {
 		}
 	})
 }
+
+// TestKeyRotation: the cluster moves to a new gossip key (installed
+// everywhere, then used, then the old one removed) without a member
+// lost; a member left out of the rotation can no longer join.
+func TestKeyRotation(t *testing.T) {
+	a := start(t, "node-a", key, nil)
+	defer a.Close()
+	b := start(t, "node-b", key, nil)
+	defer b.Close()
+	if _, err := b.Join(a.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "two alive", func() bool { return len(statuses(a)) == 2 && len(statuses(b)) == 2 })
+	fresh := bytes.Repeat([]byte{9}, 32)
+	for _, step := range []func(m *Membership) error{
+		func(m *Membership) error { return m.InstallKey(fresh) },
+		func(m *Membership) error { return m.UseKey(fresh) },
+		func(m *Membership) error { return m.RemoveKey(key) },
+	} {
+		for _, m := range []*Membership{a, b} {
+			if err := step(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if ks := a.Keys(); len(ks) != 1 || !bytes.Equal(ks[0], fresh) {
+		t.Fatalf("a's keys after the rotation: %d", len(ks))
+	}
+	if err := a.RemoveKey(fresh); err == nil {
+		t.Fatal("removed the key in use")
+	}
+	time.Sleep(500 * time.Millisecond)
+	eventually(t, 5*time.Second, "both still alive", func() bool {
+		s := statuses(a)
+		return s["node-a"] == Alive && s["node-b"] == Alive
+	})
+	stale := start(t, "node-stale", key, nil)
+	defer stale.Close()
+	if _, err := stale.Join(a.Addr()); !errors.Is(err, ErrNoJoin) {
+		t.Fatalf("a member with the old key joined: %v", err)
+	}
+	rotated := start(t, "node-c", fresh, nil)
+	defer rotated.Close()
+	if _, err := rotated.Join(a.Addr()); err != nil {
+		t.Fatalf("a member with the new key: %v", err)
+	}
+}

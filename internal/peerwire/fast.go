@@ -32,7 +32,7 @@ func (r fastReader) uint(max uint64) (uint64, bool) {
 func decodeRunTask(b []byte) (*RunTask, bool) {
 	r := fastReader{cborlite.NewReader(b)}
 	m := new(RunTask)
-	ok := r.Fields(14)
+	ok := r.Fields(15)
 	var what, attempt, retried uint64
 	if ok {
 		m.Job, ok = r.Text()
@@ -78,6 +78,9 @@ func decodeRunTask(b []byte) (*RunTask, bool) {
 	}
 	if ok {
 		m.Tenant, ok = r.Text()
+	}
+	if ok {
+		m.Grant, ok = r.BytesCopy()
 	}
 	return m, ok && r.Done()
 }
@@ -214,7 +217,7 @@ func appendIDs(dst []byte, ids []objects.ID) []byte {
 }
 
 func appendRunTask(dst []byte, m *RunTask) []byte {
-	dst = cborlite.AppendHead(dst, cborlite.MajorArray, 14)
+	dst = cborlite.AppendHead(dst, cborlite.MajorArray, 15)
 	dst = cborlite.AppendString(dst, m.Job)
 	dst = cborlite.AppendString(dst, m.Root)
 	dst = cborlite.AppendString(dst, m.Digest)
@@ -228,7 +231,8 @@ func appendRunTask(dst []byte, m *RunTask) []byte {
 	dst = cborlite.AppendUint(dst, uint64(m.Retried))
 	dst = appendBytesOrNull(dst, m.Group)
 	dst = cborlite.AppendInt(dst, m.Bundle)
-	return cborlite.AppendString(dst, m.Tenant)
+	dst = cborlite.AppendString(dst, m.Tenant)
+	return appendBytesOrNull(dst, m.Grant)
 }
 
 func appendTaskDone(dst []byte, m *TaskDone) []byte {
@@ -263,7 +267,7 @@ func encodeFast(m Message) ([]byte, bool) {
 	}
 	switch m := m.(type) {
 	case *RunTask:
-		return appendRunTask(make([]byte, 0, 96+len(m.Job)+len(m.Root)+len(m.Digest)+len(m.Tenant)+len(m.Spec)+22*len(m.Refs)), m), true
+		return appendRunTask(make([]byte, 0, 96+len(m.Job)+len(m.Root)+len(m.Digest)+len(m.Tenant)+len(m.Grant)+len(m.Spec)+22*len(m.Refs)), m), true
 	case *TaskDone:
 		n := 80 + len(m.Job) + len(m.Refused) + len(m.Error) + 22*len(m.Refs)
 		for i := range m.Results {

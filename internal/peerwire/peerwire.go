@@ -131,6 +131,10 @@ type RunTask struct {
 	// Tenant is the job's tenant ("": the cluster's operator): a share
 	// of the job finds names in its tenant's namespaces only.
 	Tenant string
+	// Grant is the job's grant, the servers' signature of its ID, tenant
+	// and root: a node opens a share of the job only with it, and takes
+	// more of the job's work only with the same.
+	Grant []byte
 }
 
 // TaskDone answers a RunTask: the values of its results, its error
@@ -276,6 +280,9 @@ type KillActor struct {
 type ShareOpened struct {
 	_   struct{} `cbor:",toarray"`
 	Job string
+	// Grant is the job's grant, which the share was opened with: the
+	// root takes the notice only with its own.
+	Grant []byte
 }
 
 // TaskYield carries one item of a generator that runs for the receiver,

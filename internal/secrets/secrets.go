@@ -15,6 +15,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -68,6 +69,7 @@ type Cluster struct {
 	CA        *x509.Certificate
 	caDER     []byte
 	caKey     *ecdsa.PrivateKey // nil on a node that is not a server
+	pool      *x509.CertPool
 }
 
 // Create makes new cluster secrets: a random gossip key and a CA.
@@ -124,7 +126,9 @@ func fromParts(key, caDER []byte, caKey *ecdsa.PrivateKey) (*Cluster, error) {
 			return nil, errors.New("secrets: the CA key does not match its certificate")
 		}
 	}
-	return &Cluster{GossipKey: slices.Clone(key), CA: ca, caDER: slices.Clone(caDER), caKey: caKey}, nil
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &Cluster{GossipKey: slices.Clone(key), CA: ca, caDER: slices.Clone(caDER), caKey: caKey, pool: pool}, nil
 }
 
 // CanSign reports whether the node holds the CA's key (it is a server).
@@ -135,7 +139,7 @@ func (c *Cluster) CADER() []byte { return slices.Clone(c.caDER) }
 
 // WithoutCAKey returns the secrets less the CA's key.
 func (c *Cluster) WithoutCAKey() *Cluster {
-	return &Cluster{GossipKey: c.GossipKey, CA: c.CA, caDER: c.caDER}
+	return &Cluster{GossipKey: c.GossipKey, CA: c.CA, caDER: c.caDER, pool: c.pool}
 }
 
 // SameCluster reports whether o has the same CA.
@@ -221,6 +225,7 @@ func ParseBundle(s string) (*Cluster, error) {
 // File names in a node's secrets directory.
 const (
 	gossipFile  = "gossip.key"
+	extraFile   = "gossip-extra.keys" // keys of a rotation under way, a line each
 	caFile      = "ca.pem"
 	caKeyFile   = "ca-key.pem"
 	nodeFile    = "node.pem"
@@ -271,6 +276,44 @@ func readPEM(dir, name string) ([]byte, error) {
 		return nil, fmt.Errorf("secrets: %s holds no PEM block", name)
 	}
 	return p.Bytes, nil
+}
+
+// SaveGossipKeys records the gossip keys after a step of a rotation: the
+// one in use (which becomes GossipKey) and the others still taken.
+func (c *Cluster) SaveGossipKeys(dir string, primary []byte, extra [][]byte) error {
+	if len(primary) != GossipKeySize {
+		return fmt.Errorf("secrets: a gossip key of %d bytes, want %d", len(primary), GossipKeySize)
+	}
+	var lines []string
+	for _, k := range extra {
+		if len(k) != GossipKeySize {
+			return fmt.Errorf("secrets: a gossip key of %d bytes, want %d", len(k), GossipKeySize)
+		}
+		lines = append(lines, base64.StdEncoding.EncodeToString(k))
+	}
+	if err := writeFile(filepath.Join(dir, extraFile), []byte(strings.Join(lines, "\n")+"\n")); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(dir, gossipFile), []byte(base64.StdEncoding.EncodeToString(primary)+"\n")); err != nil {
+		return err
+	}
+	c.GossipKey = slices.Clone(primary)
+	return nil
+}
+
+// ExtraGossipKeys reads the keys of a rotation under way saved in dir.
+func ExtraGossipKeys(dir string) [][]byte {
+	b, err := os.ReadFile(filepath.Join(dir, extraFile))
+	if err != nil {
+		return nil
+	}
+	var out [][]byte
+	for _, l := range strings.Fields(string(b)) {
+		if k, err := base64.StdEncoding.DecodeString(l); err == nil && len(k) == GossipKeySize {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // Load reads secrets saved by Save; ErrNotFound when there are none.
@@ -530,12 +573,9 @@ func (t *JoinToken) TLSConfig(nextProtos ...string) *tls.Config {
 	return tlsConfig(p, t.Cert, TLSOptions{}, nextProtos)
 }
 
-// Pool is a certificate pool holding only the cluster's CA.
-func (c *Cluster) Pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(c.CA)
-	return p
-}
+// Pool is a certificate pool holding only the cluster's CA (the same
+// pool at each call: do not add to it).
+func (c *Cluster) Pool() *x509.CertPool { return c.pool }
 
 // TLSOptions add checks to a node's TLS configuration.
 type TLSOptions struct {
@@ -595,4 +635,37 @@ func tlsConfig(pool *x509.CertPool, cert tls.Certificate, o TLSOptions, nextProt
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return o.Current(), nil }
 	}
 	return cfg
+}
+
+// A grant binds a job to its tenant and its root (the node that runs its
+// driver): a server signs it with the CA's key, and a node opens a share
+// of the job only with it, so that no member can run work in a tenant's
+// name that the servers did not grant.
+func grantDigest(job, tenant, root string) []byte {
+	h := sha256.New()
+	for _, s := range []string{"fabric job grant 1", job, tenant, root} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return h.Sum(nil)
+}
+
+// SignGrant signs a job's grant.
+func (c *Cluster) SignGrant(job, tenant, root string) ([]byte, error) {
+	if c.caKey == nil {
+		return nil, ErrNoCAKey
+	}
+	return ecdsa.SignASN1(rand.Reader, c.caKey, grantDigest(job, tenant, root))
+}
+
+// ErrBadGrant means a job's grant is missing or not the servers'.
+var ErrBadGrant = errors.New("secrets: the job's grant is not the servers'")
+
+// VerifyGrant checks a job's grant against the CA's key.
+func (c *Cluster) VerifyGrant(job, tenant, root string, grant []byte) error {
+	pub, ok := c.CA.PublicKey.(*ecdsa.PublicKey)
+	if !ok || len(grant) == 0 || !ecdsa.VerifyASN1(pub, grantDigest(job, tenant, root), grant) {
+		return ErrBadGrant
+	}
+	return nil
 }

@@ -1,0 +1,63 @@
+//go:build linux
+
+package fabric
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/wasmfabric/fabric/internal/controlstate"
+)
+
+// Grants. A job's work opens a share on another node only with the job's
+// grant: the servers' signature (with the CA's key) of the job's ID, its
+// tenant and its root, the node that runs its driver. The root gets it
+// when the driver starts: from the leader, which signs it for a job the
+// control state says runs on the asking node, or for the tenant of the
+// API caller whose token the node relays (a call). Every node checks a
+// new share's grant against the CA's certificate; a share takes more
+// work, and the root a share's notice, only with the same grant. So no
+// member can run work in a tenant's name that the servers did not grant,
+// and a node that never received a job's work cannot act in it.
+
+// grantFor gets a grant for a job whose root is root: signed here on a
+// server, else by the leader. Without one (no leader) the job runs, but
+// its work stays on this node: it is logged.
+func (a *Agent) grantFor(ctx context.Context, job, tenant, root, controlJob string) []byte {
+	if a.cluster.CanSign() {
+		g, err := a.cluster.SignGrant(job, tenant, root)
+		if err != nil {
+			a.warnf("fabric agent: signing job %s's grant: %v", job, err)
+		}
+		return g
+	}
+	ans, err := a.control(ctx, controlRequest{Op: "grant", ID: job, Tenant: tenant, Name: root, Namespace: controlJob})
+	if err != nil {
+		a.warnf("fabric agent: job %s has no grant, so its work stays on this node: %v", job, err)
+		return nil
+	}
+	return ans.Grant
+}
+
+// grantAnswer signs a grant on the leader for p, when p may have it: a
+// server any; a member for a job the control state says runs its driver
+// there, in the job's tenant, rooted at the member; with a relayed token,
+// for the token's tenant (any, for a cluster admin token), rooted at the
+// member or at a call of it.
+func (a *Agent) grantAnswer(s *controlstate.State, p controlPrincipal, req controlRequest) (controlAnswer, error) {
+	job, tenant, root, controlJob := req.ID, req.Tenant, req.Name, req.Namespace
+	ok := p.server
+	if !ok && (root == p.node || strings.HasPrefix(root, callPeerPrefix)) && p.caller != nil {
+		ok = p.caller.cluster || p.caller.token.Tenant == tenant
+	}
+	if !ok && root == p.node && controlJob != "" {
+		j, found := s.Job(controlJob)
+		ok = found && j.Node == p.node && j.Tenant == tenant && !j.State.Ended()
+	}
+	if !ok {
+		return controlAnswer{}, fmt.Errorf("%w: node %s may not have a grant for a job of tenant %q rooted at %q", errNotAllowed, p.node, tenant, root)
+	}
+	g, err := a.cluster.SignGrant(job, tenant, root)
+	return controlAnswer{Grant: g}, err
+}
