@@ -5,6 +5,7 @@ package fabric
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"os"
@@ -239,6 +240,45 @@ func TestPeerRules(t *testing.T) {
 	_, b, err := ep.Call(ctx, a.quic.Addr(), msgJoin, mustMarshal(joinRequest{Node: "newnode", Request: []byte("garbage")}))
 	if !errors.Is(err, transport.ErrRemote) || !strings.Contains(err.Error(), "certificate request") {
 		t.Errorf("a join with a garbage request: %v %q", err, b)
+	}
+	// No stream at all without a certificate the CA signed and that has
+	// not expired: a stranger's, an expired one.
+	stranger, err := secrets.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	strangerCert, err := stranger.NodeCertificate("stranger", []string{"127.0.0.1"}, true, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, req, err := secrets.NewRequest("expired", []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := a.cluster.Sign(req, "expired", true, time.Minute, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, err := secrets.Pair(der, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tlsConf := range map[string]*tls.Config{
+		"a stranger's certificate": stranger.TLSConfig(strangerCert, secrets.TLSOptions{}),
+		"an expired certificate":   a.cluster.TLSConfig(expired, secrets.TLSOptions{}),
+	} {
+		ep, err := transport.Listen(transport.Config{Addr: "127.0.0.1:0", TLS: tlsConf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		for _, typ := range []transport.Type{msgPing, msgJoin, msgControl} {
+			if _, _, err := ep.Call(cctx, a.quic.Addr(), typ, nil); err == nil || errors.Is(err, transport.ErrRemote) {
+				t.Errorf("%s, type %d: %v, want no connection", name, typ, err)
+			}
+		}
+		ccancel()
+		ep.Close()
 	}
 }
 

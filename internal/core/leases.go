@@ -230,7 +230,7 @@ func (c *Core) leasedSubmit(from *worker, t *task, lane WorkerID) error {
 		c.submit(t)
 		return fmt.Errorf("submit: lane %d holds no lease for %s", lane, t.spec.Func)
 	}
-	if !c.sched.Adopt(l.holder, scheduler.Task{ID: t.schedID(), Demand: t.demand}) {
+	if !c.sched.Adopt(l.holder, scheduler.Task{ID: t.schedID(), Demand: t.demand, Tenant: t.job.tenant, Job: string(t.job.id)}) {
 		c.logf("fabric: lane %d's lease could not take task %s; stopping the lane", lane, t.name)
 		c.killWorker(w)
 		c.submit(t)

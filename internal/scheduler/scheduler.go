@@ -107,6 +107,12 @@ type Task struct {
 	// any bundle of the group (the first with room, in index order).
 	// Ignored when Group is empty.
 	Bundle int
+	// Tenant and Job are whom the task's resources are charged to while
+	// it runs, for fair sharing: queued tasks go by their tenant's
+	// dominant share of what this Core placed first, then by their job's
+	// within the tenant, then in submission order (dominant-resource
+	// fairness, between tenants and between the jobs of one tenant).
+	Tenant, Job string
 }
 
 // LabelOp is the operator of a LabelTerm.
@@ -210,6 +216,8 @@ type taskState struct {
 	grp     *group                 // while running in a bundle
 	bundle  int                    // while running in a bundle: its index
 	leased  bool                   // placed behind another task, charged nothing yet (see Lease)
+	charged bool                   // its demand counts in its tenant's and job's shares
+	accts   [2]*account            // while charged: its tenant's and job's
 }
 
 // class is a scheduling class: tasks with equal demand, labels and node
@@ -229,6 +237,20 @@ type class struct {
 	// feasibleIn is the Core's nodesGen in which the class was found
 	// feasible: it stays so until a node is added, changed or removed.
 	feasibleIn uint64
+	// tenant and job are the accounts its tasks are charged to; tshare
+	// and jshare their dominant shares when last looked at (Schedule).
+	tenant, job    *account
+	tshare, jshare float64
+	served         uint64 // job.served when last looked at
+}
+
+// account is what a tenant's or a job's running tasks hold.
+type account struct {
+	key    string
+	used   Resources
+	tasks  int    // charged tasks
+	queued int    // queued tasks: the account is dropped when both are 0
+	served uint64 // a job's: when Schedule last placed one of its tasks (0: never)
 }
 
 type node struct {
@@ -261,6 +283,16 @@ type Core struct {
 	// spreadNext is where pickSpread starts looking among equal nodes.
 	spreadNext int
 
+	// accounts are the tenants' and jobs' charges, by accountKey;
+	// placed counts the placements Schedule made, to mark when each job
+	// was last served.
+	accounts map[string]*account
+	placed   uint64
+	// total is what the nodes hold, for shares; totalGen the nodesGen it
+	// was summed in.
+	total    Resources
+	totalGen uint64
+
 	groups     map[GroupID]*group
 	gqueue     []*group // groups not fully placed, by creation sequence
 	gseq       uint64
@@ -270,10 +302,11 @@ type Core struct {
 // New returns an empty Core: no nodes, no tasks.
 func New() *Core {
 	return &Core{
-		nodes:   make(map[NodeID]*node),
-		tasks:   make(map[TaskID]*taskState),
-		classes: make(map[string]*class),
-		waiters: make(map[ObjectKey]map[uint64]*taskState),
+		nodes:    make(map[NodeID]*node),
+		tasks:    make(map[TaskID]*taskState),
+		classes:  make(map[string]*class),
+		waiters:  make(map[ObjectKey]map[uint64]*taskState),
+		accounts: make(map[string]*account),
 
 		groups:     make(map[GroupID]*group),
 		groupTasks: make(map[GroupID]map[TaskID]*taskState),
@@ -436,6 +469,9 @@ func (c *Core) Lease(id TaskID, max int, accept func(TaskID) bool) []TaskID {
 		return nil
 	}
 	cl := c.classes[ts.key]
+	if cl != nil && c.othersFirst(cl) {
+		return nil // the reservation goes back to Schedule, for them
+	}
 	var out []TaskID
 	for cl != nil && len(cl.queue) > 0 && len(out) < max {
 		next := cl.queue[0]
@@ -443,6 +479,7 @@ func (c *Core) Lease(id TaskID, max int, accept func(TaskID) bool) []TaskID {
 			break
 		}
 		cl.remove(0)
+		c.dequeued(cl)
 		next.cls, next.idx = nil, -1
 		next.status = statusRunning
 		next.leased = true
@@ -501,6 +538,8 @@ func (c *Core) Detach(id, holder TaskID) bool {
 	c.tasks[holder] = h
 	ts.node.running[holder] = h
 	ts.leased = true
+	h.charged, ts.charged = ts.charged, false // the reservation's charge goes with it
+	h.accts, ts.accts = ts.accts, [2]*account{}
 	return true
 }
 
@@ -519,6 +558,7 @@ func (c *Core) Handoff(from, to TaskID) bool {
 		c.pool(f).CPU += f.t.Demand.CPU
 	}
 	t.leased = false
+	c.charge(t, c.classes[t.key]) // before f's charge goes: the accounts stay
 	delete(f.node.running, from)
 	c.forget(f)
 	return true
@@ -534,6 +574,7 @@ func (c *Core) Blocked(id TaskID) {
 	}
 	ts.blocked = true
 	c.pool(ts).CPU -= ts.t.Demand.CPU
+	c.chargeCPU(ts, -ts.t.Demand.CPU)
 }
 
 // Unblocked records that a blocked task runs again: it takes its CPU back,
@@ -546,6 +587,7 @@ func (c *Core) Unblocked(id TaskID) {
 	}
 	ts.blocked = false
 	c.pool(ts).CPU += ts.t.Demand.CPU
+	c.chargeCPU(ts, ts.t.Demand.CPU)
 }
 
 // Cancel removes a task that is not placed yet, whether waiting on deps or
@@ -578,6 +620,7 @@ func (c *Core) unqueue(ts *taskState) bool {
 	case statusQueued:
 		cl := ts.cls
 		cl.remove(ts.idx)
+		c.dequeued(cl)
 		if len(cl.queue) == 0 {
 			delete(c.classes, cl.key)
 		}
@@ -590,6 +633,7 @@ func (c *Core) unqueue(ts *taskState) bool {
 
 // forget deletes a task from the Core's indexes of known tasks.
 func (c *Core) forget(ts *taskState) {
+	c.uncharge(ts)
 	delete(c.tasks, ts.t.ID)
 	if g := ts.t.Group; g != (GroupID{}) {
 		if m := c.groupTasks[g]; m != nil {
@@ -635,9 +679,20 @@ func (c *Core) Schedule() Plan {
 	for _, cl := range c.classes {
 		h = append(h, cl)
 	}
-	sort.Slice(h, func(i, j int) bool { return h[i].queue[0].seq < h[j].queue[0].seq })
+	for _, cl := range h {
+		c.refreshShares(cl)
+	}
+	sort.Slice(h, h.less)
 	for len(h) > 0 {
 		cl := h[0]
+		if c.refreshShares(cl) && len(h) > 1 {
+			// Its tenant or job was charged since it was ordered: it
+			// may no longer come first.
+			h.down(0)
+			if h[0] != cl {
+				continue
+			}
+		}
 		if cl.gen != c.gen && (cl.group != (GroupID{}) || cl.feasibleIn != c.nodesGen) {
 			cl.gen = c.gen
 			infeasible := c.infeasible
@@ -652,6 +707,7 @@ func (c *Core) Schedule() Plan {
 				for len(cl.queue) > 0 {
 					ts := cl.queue[0]
 					cl.remove(0)
+					c.dequeued(cl)
 					c.forget(ts)
 					c.queued--
 					plan.Infeasible = append(plan.Infeasible, Infeasible{Task: ts.t.ID, Reason: reason})
@@ -679,6 +735,9 @@ func (c *Core) Schedule() Plan {
 		}
 		ts := cl.queue[0]
 		cl.remove(0)
+		c.dequeued(cl)
+		cl.job.served = c.placed + 1 // before charge: the account stays
+		c.placed++
 		ts.cls, ts.idx = nil, -1
 		ts.status = statusRunning
 		ts.node = n
@@ -689,6 +748,7 @@ func (c *Core) Schedule() Plan {
 			n.used = n.used.Add(cl.demand)
 		}
 		n.running[ts.t.ID] = ts
+		c.charge(ts, cl)
 		c.queued--
 		plan.Placements = append(plan.Placements, Placement{Task: ts.t.ID, Node: n.id})
 		if len(cl.queue) == 0 {
@@ -784,6 +844,7 @@ func (c *Core) enqueue(ts *taskState) {
 			group: ts.t.Group, bundle: ts.t.Bundle}
 		c.classes[ts.key] = cl
 	}
+	c.queuedIn(cl, ts)
 	ts.status = statusQueued
 	ts.cls = cl
 	cl.push(ts)
@@ -1074,7 +1135,10 @@ func appendClassKey(dst []byte, t *Task) []byte {
 	str(string(t.Node))
 	str(string(t.Prefer))
 	dst = append(dst, t.Group[:]...)
-	return binary.AppendVarint(dst, int64(t.Bundle))
+	dst = binary.AppendVarint(dst, int64(t.Bundle))
+	str(t.Tenant)
+	str(t.Job)
+	return dst
 }
 
 func sortedKeys(m map[string]string) []string {
@@ -1190,10 +1254,23 @@ func (cl *class) down(i0 int) bool {
 	return i > i0
 }
 
-// classHeap is a min-heap of classes by the sequence of their head task.
+// classHeap is a min-heap of classes by their tenant's dominant share,
+// then their job's, then the sequence of their head task.
 type classHeap []*class
 
-func (h classHeap) less(i, j int) bool { return h[i].queue[0].seq < h[j].queue[0].seq }
+func (h classHeap) less(i, j int) bool {
+	a, b := h[i], h[j]
+	if a.tshare != b.tshare {
+		return a.tshare < b.tshare
+	}
+	if a.jshare != b.jshare {
+		return a.jshare < b.jshare
+	}
+	if a.job != b.job && a.served != b.served {
+		return a.served < b.served // the job served longest ago
+	}
+	return a.queue[0].seq < b.queue[0].seq
+}
 
 func (h *classHeap) pop() {
 	s := *h

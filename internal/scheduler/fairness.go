@@ -1,0 +1,171 @@
+package scheduler
+
+// Fair sharing. Each running task that holds resources (placed and not
+// leased behind another) is charged to its tenant's account and to its
+// job's. A class of queued tasks is ordered by its tenant's dominant share
+// (the largest fraction, over every resource, of the nodes' total that
+// the tenant's tasks hold), then its job's, then by when its job was last
+// served (longest ago first), then by the submission order of its head
+// task. So a tenant that holds little goes before one that holds much,
+// whatever they submitted first; within a tenant a job behind another's
+// long queue takes turns with it; and a reservation is not leased on to a
+// job's next task while another job comes first. That is dominant-resource
+// fairness (Ghodsi et al., NSDI 2011) among the tasks this Core places.
+
+// tenantKey and jobKey name accounts.
+func tenantKey(tenant string) string   { return "t\x00" + tenant }
+func jobKey(tenant, job string) string { return "j\x00" + tenant + "\x00" + job }
+
+// account returns the account named key, making it.
+func (c *Core) account(key string) *account {
+	a := c.accounts[key]
+	if a == nil {
+		a = &account{key: key}
+		c.accounts[key] = a
+	}
+	return a
+}
+
+// maybeDrop forgets an account with nothing running and nothing queued.
+func (c *Core) maybeDrop(a *account) {
+	if a != nil && a.tasks <= 0 && a.queued <= 0 && c.accounts[a.key] == a {
+		delete(c.accounts, a.key)
+	}
+}
+
+// held is what a running task holds: its demand, less its CPU while it
+// is blocked.
+func (ts *taskState) held() Resources {
+	d := ts.t.Demand
+	if ts.blocked {
+		d.CPU = 0
+	}
+	return d
+}
+
+// accountsOf returns a task's tenant's and job's accounts: its class's
+// when it has them (no lookup), else by name.
+func (c *Core) accountsOf(ts *taskState, cl *class) [2]*account {
+	if cl != nil && cl.tenant != nil && c.accounts[cl.tenant.key] == cl.tenant && c.accounts[cl.job.key] == cl.job {
+		return [2]*account{cl.tenant, cl.job}
+	}
+	return [2]*account{c.account(tenantKey(ts.t.Tenant)), c.account(jobKey(ts.t.Tenant, ts.t.Job))}
+}
+
+// charge adds a placed task's holding to its tenant and job (cl: the
+// class it came from, nil when unknown).
+func (c *Core) charge(ts *taskState, cl *class) {
+	if ts.charged || ts.leased {
+		return
+	}
+	ts.charged = true
+	ts.accts = c.accountsOf(ts, cl)
+	d := ts.held()
+	for _, a := range ts.accts {
+		a.used = a.used.Add(d)
+		a.tasks++
+	}
+}
+
+// uncharge gives a task's charge back.
+func (c *Core) uncharge(ts *taskState) {
+	if !ts.charged {
+		return
+	}
+	ts.charged = false
+	d := ts.held()
+	for _, a := range ts.accts {
+		a.used = a.used.Sub(d)
+		a.tasks--
+		c.maybeDrop(a)
+	}
+	ts.accts = [2]*account{}
+}
+
+// chargeCPU moves a charged task's CPU in or out of its accounts (it
+// blocked, or runs again).
+func (c *Core) chargeCPU(ts *taskState, cpu int64) {
+	if !ts.charged {
+		return
+	}
+	for _, a := range ts.accts {
+		a.used.CPU += cpu
+	}
+}
+
+// queuedIn counts a task into its class's accounts' queues.
+func (c *Core) queuedIn(cl *class, ts *taskState) {
+	if cl.tenant == nil || c.accounts[cl.tenant.key] != cl.tenant || c.accounts[cl.job.key] != cl.job {
+		cl.tenant, cl.job = c.account(tenantKey(ts.t.Tenant)), c.account(jobKey(ts.t.Tenant, ts.t.Job))
+	}
+	cl.tenant.queued++
+	cl.job.queued++
+}
+
+// dequeued counts a task out of its class's accounts' queues.
+func (c *Core) dequeued(cl *class) {
+	if cl.tenant == nil {
+		return
+	}
+	cl.tenant.queued--
+	cl.job.queued--
+	c.maybeDrop(cl.tenant)
+	c.maybeDrop(cl.job)
+}
+
+// refreshShares recomputes a class's shares; it reports whether they
+// grew since last.
+func (c *Core) refreshShares(cl *class) bool {
+	if cl.tenant == nil {
+		return false
+	}
+	t, j := c.dominantShare(cl.tenant.used), c.dominantShare(cl.job.used)
+	grew := t > cl.tshare || j > cl.jshare || cl.job.served > cl.served
+	cl.tshare, cl.jshare, cl.served = t, j, cl.job.served
+	return grew
+}
+
+// dominantShare is the largest fraction of the nodes' total that used
+// holds, over every resource.
+func (c *Core) dominantShare(used Resources) float64 {
+	if c.totalGen != c.nodesGen {
+		c.total = Resources{}
+		for _, n := range c.nodes {
+			c.total = c.total.Add(n.total)
+		}
+		c.totalGen = c.nodesGen
+	}
+	share := 0.0
+	frac := func(u, t int64) {
+		if u > 0 && t > 0 {
+			share = max(share, float64(u)/float64(t))
+		}
+	}
+	frac(used.CPU, c.total.CPU)
+	frac(used.Memory, c.total.Memory)
+	frac(used.GPU, c.total.GPU)
+	for k, u := range used.Custom {
+		frac(u, c.total.Custom[k])
+	}
+	return share
+}
+
+// othersFirst reports whether another job's queued tasks come before
+// cl's by fair share: then a reservation of cl's job is not leased on to
+// cl's next task, but freed for Schedule to give.
+func (c *Core) othersFirst(cl *class) bool {
+	if len(c.classes) < 2 || cl.tenant == nil {
+		return false
+	}
+	c.refreshShares(cl)
+	for _, o := range c.classes {
+		if o.job == cl.job || o.tenant == nil || len(o.queue) == 0 {
+			continue
+		}
+		c.refreshShares(o)
+		if o.tshare < cl.tshare || o.tshare == cl.tshare && (o.jshare < cl.jshare || o.jshare == cl.jshare && o.job.served < cl.job.served) {
+			return true
+		}
+	}
+	return false
+}
