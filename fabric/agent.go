@@ -177,6 +177,8 @@ type Agent struct {
 	// gossipKeyMu orders the steps of gossip key rotations on this
 	// member; rotateMu the rotations this server drives.
 	gossipKeyMu, rotateMu sync.Mutex
+	// quotas are the leader's usage reports of the nodes.
+	quotas quotaReports
 	// joinServers are the servers when the node joined: raft streams
 	// are taken from them before the raft configuration names them.
 	joinServers []string
@@ -332,11 +334,12 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 			node.step(core.PeerUp{Node: scheduler.NodeID(m.ID), Resources: resources(m.Resources), Labels: m.Labels})
 		}
 	}
-	a.wg.Add(4)
+	a.wg.Add(5)
 	go a.reconcileOwnJobs()
 	go a.collectModules()
 	go a.watchRevocations()
 	go a.renewLoop()
+	go a.reportUsage()
 	if a.ctl != nil {
 		a.wg.Add(1)
 		go a.leadLoop()

@@ -34,7 +34,7 @@ const (
 
 // controlRequest asks a server to propose a command or read the state.
 type controlRequest struct {
-	Op        string `cbor:"1,keyasint"` // "apply", "jobs", "job", "modules", "module", "name", "tenants", "tokens", "authenticate", "node", "nodes", "revoked", "join-tokens", "grant"
+	Op        string `cbor:"1,keyasint"` // "apply", "jobs", "job", "modules", "module", "name", "tenants", "tokens", "authenticate", "node", "nodes", "revoked", "join-tokens", "grant", "usage"
 	Command   []byte `cbor:"2,keyasint,omitempty"`
 	ID        string `cbor:"3,keyasint,omitempty"`
 	Forwarded bool   `cbor:"4,keyasint,omitempty"` // by a follower to its leader
@@ -201,6 +201,10 @@ func (a *Agent) serveControl(ctx context.Context, origin string, req controlRequ
 		}
 		if req.Op == "grant" {
 			ans, allowed = a.grantAnswer(s, p, req)
+			return
+		}
+		if req.Op == "usage" {
+			ans, allowed = a.usageAnswer(s, origin, req)
 			return
 		}
 		if !p.mayRead(req.Op, req.ID) {

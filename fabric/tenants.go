@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/controlstate"
+	"github.com/wasmfabric/fabric/internal/scheduler"
 )
 
 // Tenants and their API tokens, recorded in the control state. A token's
@@ -64,7 +65,17 @@ func tokenHash(token string) []byte {
 }
 
 func tenantInfo(t controlstate.Tenant) TenantInfo {
-	return TenantInfo{Name: t.Name, Created: time.UnixMilli(t.Created).UTC(), MaxJobs: t.Quota.Jobs}
+	q := t.Quota
+	return TenantInfo{Name: t.Name, Created: time.UnixMilli(t.Created).UTC(), MaxJobs: q.Jobs,
+		MaxCPUs: float64(q.CPU) / scheduler.Unit, MaxGPUs: float64(q.GPU) / scheduler.Unit, MaxMemory: q.Memory, MaxTasks: q.Tasks}
+}
+
+// quotaOf is the quota a request asks for.
+func quotaOf(t TenantInfo) (controlstate.Quota, error) {
+	if t.MaxCPUs < 0 || t.MaxGPUs < 0 || t.MaxMemory < 0 || t.MaxCPUs > 1e9 || t.MaxGPUs > 1e9 {
+		return controlstate.Quota{}, fmt.Errorf("%w: a quota is 0 (no bound) or more", ErrBadRequest)
+	}
+	return controlstate.Quota{Jobs: t.MaxJobs, CPU: scheduler.Quantity(t.MaxCPUs), GPU: scheduler.Quantity(t.MaxGPUs), Memory: t.MaxMemory, Tasks: t.MaxTasks}, nil
 }
 
 func tokenInfo(t controlstate.Token, now time.Time) TokenInfo {
@@ -87,7 +98,12 @@ func (a *Agent) handleTenantCreate(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, fmt.Errorf("%w: the body is {\"name\": NAME, \"max_jobs\": N}, a name of 1 to 64 letters, digits, '-', '_' or '.' (got %q)", ErrBadRequest, req.Name))
 		return
 	}
-	c := controlstate.CreateTenant{Name: req.Name, Time: nowMillis(), Quota: controlstate.Quota{Jobs: req.MaxJobs}}
+	q, err := quotaOf(req)
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	c := controlstate.CreateTenant{Name: req.Name, Time: nowMillis(), Quota: q}
 	if err := a.propose(r.Context(), controlstate.Command{CreateTenant: &c}); err != nil {
 		apiFail(w, err)
 		return
@@ -100,17 +116,24 @@ func (a *Agent) handleTenantCreate(w http.ResponseWriter, r *http.Request) {
 func (a *Agent) handleTenantQuota(w http.ResponseWriter, r *http.Request) {
 	var req TenantInfo
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
-		apiFail(w, fmt.Errorf("%w: the body is {\"max_jobs\": N}: %v", ErrBadRequest, err))
+		apiFail(w, fmt.Errorf("%w: the body is {\"max_jobs\", \"max_cpus\", \"max_gpus\", \"max_memory\", \"max_tasks\"}: %v", ErrBadRequest, err))
 		return
 	}
 	name := r.PathValue("name")
-	c := controlstate.SetQuota{Name: name, Quota: controlstate.Quota{Jobs: req.MaxJobs}}
+	q, err := quotaOf(req)
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	c := controlstate.SetQuota{Name: name, Quota: q}
 	if err := a.propose(r.Context(), controlstate.Command{SetQuota: &c}); err != nil {
 		apiFail(w, err)
 		return
 	}
-	a.log.Info("tenant's quota set", "tenant", name, "max_jobs", req.MaxJobs)
-	writeJSON(w, TenantInfo{Name: name, MaxJobs: req.MaxJobs})
+	a.log.Info("tenant's quota set", "tenant", name, "max_jobs", req.MaxJobs, "max_cpus", req.MaxCPUs, "max_gpus", req.MaxGPUs, "max_memory", req.MaxMemory, "max_tasks", req.MaxTasks)
+	out := tenantInfo(controlstate.Tenant{Name: name, Quota: q})
+	out.Created = time.Time{}
+	writeJSON(w, out)
 }
 
 func (a *Agent) handleTenantList(w http.ResponseWriter, r *http.Request) {

@@ -213,6 +213,13 @@ type TenantInfo struct {
 	Created time.Time `json:"created"`
 	// MaxJobs bounds the tenant's jobs that have not ended (0: no bound).
 	MaxJobs uint32 `json:"max_jobs,omitempty"`
+	// MaxCPUs, MaxGPUs and MaxMemory (bytes) bound what the tenant's
+	// running tasks and actors hold across the cluster, MaxTasks how many
+	// run at once (0: no bound). Tasks past them wait.
+	MaxCPUs   float64 `json:"max_cpus,omitempty"`
+	MaxGPUs   float64 `json:"max_gpus,omitempty"`
+	MaxMemory int64   `json:"max_memory,omitempty"`
+	MaxTasks  uint32  `json:"max_tasks,omitempty"`
 }
 
 // TokenInfo is an API token's record; its secret is shown once, when it

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"os"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -18,9 +19,9 @@ func newTenantCmd() *cobra.Command {
 the tokens made for it (fabric token create). Managing tenants takes the
 cluster's admin token, the one the first agent wrote to its data directory.`}
 	var cf, lf, df, qf clientFlags
-	var maxJobs, quotaJobs uint32
+	var createQ, setQ quotaFlags
 	create := &cobra.Command{
-		Use:     "create NAME [--max-jobs N]",
+		Use:     "create NAME [--max-jobs N] [--max-cpus N] [--max-gpus N] [--max-memory SIZE] [--max-tasks N]",
 		Short:   "Create a tenant, with its quota",
 		Example: "  fabric tenant create acme\n  fabric token create --tenant acme --role user > acme.token",
 		Args:    cobra.ExactArgs(1),
@@ -29,7 +30,11 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 			if err != nil {
 				return err
 			}
-			t, err := cl.CreateTenantWith(cmd.Context(), fabric.TenantInfo{Name: args[0], MaxJobs: maxJobs})
+			info, err := createQ.info(args[0])
+			if err != nil {
+				return err
+			}
+			t, err := cl.CreateTenantWith(cmd.Context(), info)
 			if err != nil {
 				return err
 			}
@@ -38,9 +43,9 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 		},
 	}
 	cf.register(create, false)
-	create.Flags().Uint32Var(&maxJobs, "max-jobs", 0, "the most jobs of the tenant that have not ended (default: no bound)")
+	createQ.register(create)
 	quota := &cobra.Command{
-		Use:   "quota NAME --max-jobs N",
+		Use:   "quota NAME [--max-jobs N] [--max-cpus N] [--max-gpus N] [--max-memory SIZE] [--max-tasks N]",
 		Short: "Set a tenant's quota: what it holds past a lower one stays, what comes next is refused",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -48,16 +53,21 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 			if err != nil {
 				return err
 			}
-			t, err := cl.SetQuota(cmd.Context(), fabric.TenantInfo{Name: args[0], MaxJobs: quotaJobs})
+			info, err := setQ.info(args[0])
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: at most %s jobs that have not ended\n", t.Name, quotaText(t.MaxJobs))
+			t, err := cl.SetQuota(cmd.Context(), info)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: at most %s jobs that have not ended; %s CPUs, %s GPUs, %s of memory, %s tasks running\n",
+				t.Name, quotaText(t.MaxJobs), floatQuota(t.MaxCPUs), floatQuota(t.MaxGPUs), memQuota(t.MaxMemory), quotaText(t.MaxTasks))
 			return nil
 		},
 	}
 	qf.register(quota, false)
-	quota.Flags().Uint32Var(&quotaJobs, "max-jobs", 0, "the most jobs of the tenant that have not ended (0: no bound)")
+	setQ.register(quota)
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the tenants",
@@ -75,9 +85,10 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 				return printAs(cmd.OutOrStdout(), lf.output, ts)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tMAX JOBS\tCREATED")
+			fmt.Fprintln(tw, "NAME\tMAX JOBS\tMAX CPUS\tMAX GPUS\tMAX MEMORY\tMAX TASKS\tCREATED")
 			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", t.Name, quotaText(t.MaxJobs), t.Created.Local().Format(time.DateTime))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, quotaText(t.MaxJobs), floatQuota(t.MaxCPUs), floatQuota(t.MaxGPUs),
+					memQuota(t.MaxMemory), quotaText(t.MaxTasks), t.Created.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},
@@ -102,6 +113,48 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 	df.register(del, false)
 	cmd.AddCommand(create, list, quota, del)
 	return cmd
+}
+
+// quotaFlags are a tenant's quota on the command line.
+type quotaFlags struct {
+	jobs, tasks uint32
+	cpus, gpus  float64
+	memory      string
+}
+
+func (q *quotaFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.Uint32Var(&q.jobs, "max-jobs", 0, "the most jobs of the tenant that have not ended (0: no bound)")
+	f.Float64Var(&q.cpus, "max-cpus", 0, "the most CPUs the tenant's running tasks and actors hold, across the cluster (0: no bound)")
+	f.Float64Var(&q.gpus, "max-gpus", 0, "the most GPUs they hold (0: no bound)")
+	f.StringVar(&q.memory, "max-memory", "", "the most memory they hold, e.g. 8GiB (default: no bound)")
+	f.Uint32Var(&q.tasks, "max-tasks", 0, "the most of the tenant's tasks and actors that run at once (0: no bound)")
+}
+
+func (q *quotaFlags) info(name string) (fabric.TenantInfo, error) {
+	t := fabric.TenantInfo{Name: name, MaxJobs: q.jobs, MaxCPUs: q.cpus, MaxGPUs: q.gpus, MaxTasks: q.tasks}
+	if q.memory != "" {
+		m, err := ParseSize(q.memory)
+		if err != nil {
+			return t, fmt.Errorf("--max-memory: %w", err)
+		}
+		t.MaxMemory = m
+	}
+	return t, nil
+}
+
+func floatQuota(f float64) string {
+	if f == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64)
+}
+
+func memQuota(b int64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d MiB", b>>20)
 }
 
 // quotaText shows a bound, 0 being none.

@@ -21,6 +21,25 @@ type Tenant struct {
 type Quota struct {
 	// Jobs bounds the tenant's jobs that have not ended.
 	Jobs uint32 `cbor:"1,keyasint,omitempty" json:"jobs,omitempty"`
+	// CPU, GPU and Memory bound what the tenant's running tasks and
+	// actors hold across the cluster (CPU and GPU in the scheduler's
+	// fixed point, 10,000 to one; Memory in bytes); Tasks bounds how
+	// many run at once.
+	CPU    int64  `cbor:"2,keyasint,omitempty" json:"cpu,omitempty"`
+	GPU    int64  `cbor:"3,keyasint,omitempty" json:"gpu,omitempty"`
+	Memory int64  `cbor:"4,keyasint,omitempty" json:"memory,omitempty"`
+	Tasks  uint32 `cbor:"5,keyasint,omitempty" json:"tasks,omitempty"`
+}
+
+// Quotas returns the tenants that have a quota on what runs, by name.
+func (s *State) Quotas() map[string]Quota {
+	out := map[string]Quota{}
+	for name, t := range s.tenants {
+		if q := t.Quota; q.CPU != 0 || q.GPU != 0 || q.Memory != 0 || q.Tasks != 0 {
+			out[name] = q
+		}
+	}
+	return out
 }
 
 // Role is what a token's holder may do in its tenant.
@@ -131,6 +150,9 @@ func (s *State) createTenant(c *CreateTenant) error {
 }
 
 func (s *State) setQuota(c *SetQuota) error {
+	if q := c.Quota; q.CPU < 0 || q.GPU < 0 || q.Memory < 0 {
+		return fmt.Errorf("%w: a negative quota", ErrBadCommand)
+	}
 	t, ok := s.tenants[c.Name]
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrNoTenant, c.Name)

@@ -21,6 +21,18 @@ type SubmitJob struct {
 	Grant []byte
 }
 
+// Allowances bound what each tenant's tasks placed by this node may
+// hold: its quota less what it holds on other nodes (the control plane
+// says). Tenants not named have no bound; the last Allowances holds.
+type Allowances struct {
+	Tenants map[string]scheduler.Allowance
+}
+
+func (e Allowances) apply(c *Core) {
+	c.sched.SetAllowances(e.Tenants)
+	c.schedule()
+}
+
 // CancelJob ends a job that runs its driver here (its client went away or
 // its time ran out); JobResult carries Reason.
 type CancelJob struct {

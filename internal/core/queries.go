@@ -141,3 +141,9 @@ func (c *Core) ModuleInUse(digest string) bool {
 	}
 	return false
 }
+
+// TenantUsage is what each tenant's tasks that this node placed hold,
+// wherever they run (not those other nodes placed here).
+func (c *Core) TenantUsage() map[string]scheduler.TenantUsage {
+	return c.sched.Usage()
+}

@@ -277,6 +277,17 @@ func (c *Core) hold(h *task, id objects.ID) {
 	}
 }
 
+// forwarded reports whether another node's scheduler placed t here: it
+// was asked by a node of the cluster (not a call of this node's API).
+// Such a task counts against its tenant's quota there, not here.
+func (c *Core) forwarded(t *task) bool {
+	if t.asker == "" {
+		return false
+	}
+	_, node := c.sched.Total(t.asker)
+	return node
+}
+
 // submit queues a task with the scheduler.
 func (c *Core) submit(t *task) {
 	t.state = taskQueued
@@ -290,7 +301,7 @@ func (c *Core) submit(t *task) {
 	}
 	o := &t.spec.Options
 	st := scheduler.Task{ID: t.schedID(), Demand: t.demand, Deps: deps, Labels: o.Labels, Bundle: -1, Spread: o.Strategy == abi.StrategySpread,
-		Tenant: t.job.tenant, Job: string(t.job.id)}
+		Tenant: t.job.tenant, Job: string(t.job.id), Uncharged: t.kind == wire.ExecMain, Forwarded: c.forwarded(t)}
 	st.Selector, _ = selectorOf(o.Selector) // checked at submit
 	switch {
 	case c.cfg.Clustered && (t.here || !c.movable(t)):
@@ -326,11 +337,15 @@ func (c *Core) schedule() {
 				continue
 			}
 			t.state = taskDone
+			hint := "start the node with more resources"
+			if inf.Quota {
+				hint = "ask for a larger quota (fabric tenant quota)"
+			}
 			if t.kind == wire.ExecActorCreate {
-				c.actorDead(t.actor, inf.Reason+"; lower the actor's demand or start the node with more resources")
+				c.actorDead(t.actor, inf.Reason+"; lower the actor's demand or "+hint)
 				continue
 			}
-			c.failTask(t, abi.ErrorValue{Kind: abi.KindInfeasible, Message: inf.Reason + "; lower the task's demand or start the node with more resources", Task: t.name}, false)
+			c.failTask(t, abi.ErrorValue{Kind: abi.KindInfeasible, Message: inf.Reason + "; lower the task's demand or " + hint, Task: t.name}, false)
 		}
 		for _, p := range plan.Placements {
 			t := c.tasks[objects.ID(p.Task)]

@@ -499,6 +499,26 @@ func (h *harness) run(line string) (out []string) {
 		if g, ok := a.kv["grant"]; ok {
 			ev = SubmitJob{Job: h.job(a.pos[0]), Digest: "mod", Args: argv, Tenant: a.kv["tenant"], Grant: []byte(g)}
 		}
+	case "allowance":
+		// allowance TENANT cpu=N tasks=N quota-cpu=N quota-tasks=N (absent: no bound)
+		bound := func(k string) int64 {
+			if v, ok := a.kv[k]; ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					panic(err)
+				}
+				return scheduler.Quantity(f)
+			}
+			return -1
+		}
+		count := func(k string) int {
+			if _, ok := a.kv[k]; ok {
+				return a.int(k, 0)
+			}
+			return -1
+		}
+		ev = Allowances{Tenants: map[string]scheduler.Allowance{a.pos[0]: {CPU: bound("cpu"), GPU: -1, Memory: -1, Tasks: count("tasks"),
+			Quota: scheduler.Quota{CPU: bound("quota-cpu"), GPU: -1, Memory: -1, Tasks: count("quota-tasks")}}}}
 	case "cancel-job":
 		ev = CancelJob{Job: h.job(a.pos[0]), Reason: a.kv["reason"]}
 	case "started":

@@ -1,5 +1,7 @@
 package scheduler
 
+import "fmt"
+
 // Fair sharing. Each running task that holds resources (placed and not
 // leased behind another) is charged to its tenant's account and to its
 // job's. A class of queued tasks is ordered by its tenant's dominant share
@@ -55,7 +57,7 @@ func (c *Core) accountsOf(ts *taskState, cl *class) [2]*account {
 // charge adds a placed task's holding to its tenant and job (cl: the
 // class it came from, nil when unknown).
 func (c *Core) charge(ts *taskState, cl *class) {
-	if ts.charged || ts.leased {
+	if ts.charged || ts.leased || ts.t.Uncharged {
 		return
 	}
 	ts.charged = true
@@ -64,6 +66,10 @@ func (c *Core) charge(ts *taskState, cl *class) {
 	for _, a := range ts.accts {
 		a.used = a.used.Add(d)
 		a.tasks++
+		if !ts.t.Forwarded {
+			a.own = a.own.Add(d)
+			a.ownTasks++
+		}
 	}
 }
 
@@ -77,6 +83,10 @@ func (c *Core) uncharge(ts *taskState) {
 	for _, a := range ts.accts {
 		a.used = a.used.Sub(d)
 		a.tasks--
+		if !ts.t.Forwarded {
+			a.own = a.own.Sub(d)
+			a.ownTasks--
+		}
 		c.maybeDrop(a)
 	}
 	ts.accts = [2]*account{}
@@ -90,6 +100,9 @@ func (c *Core) chargeCPU(ts *taskState, cpu int64) {
 	}
 	for _, a := range ts.accts {
 		a.used.CPU += cpu
+		if !ts.t.Forwarded {
+			a.own.CPU += cpu
+		}
 	}
 }
 
@@ -168,4 +181,89 @@ func (c *Core) othersFirst(cl *class) bool {
 		}
 	}
 	return false
+}
+
+// Allowance bounds what one tenant's tasks placed by this Core may hold
+// at once: the tenant's quota less what it holds elsewhere in the
+// cluster. A negative field is no bound.
+type Allowance struct {
+	CPU, GPU, Memory int64
+	Tasks            int
+	// Quota is the tenant's whole quota, in the same fields: a task that
+	// asks more than it alone is infeasible, and the message says why.
+	Quota Quota
+}
+
+// Quota is a tenant's whole quota (negative fields: no bound).
+type Quota struct {
+	CPU, GPU, Memory int64
+	Tasks            int
+}
+
+// SetAllowances replaces the tenants' allowances (tenants not named have
+// no bound). Tasks already placed stay; what is queued past an allowance
+// waits until the tenant holds less.
+func (c *Core) SetAllowances(a map[string]Allowance) {
+	c.allowances = a
+	c.nodesGen++ // feasibility may change with the quotas
+}
+
+// TenantUsage is what a tenant's tasks placed by this Core hold.
+type TenantUsage struct {
+	Held  Resources
+	Tasks int
+}
+
+// Usage returns what each tenant's tasks that this Core placed itself
+// (not Forwarded to it) hold, wherever they run: what counts against the
+// tenant's quota here (only tenants that hold something).
+func (c *Core) Usage() map[string]TenantUsage {
+	out := map[string]TenantUsage{}
+	for k, a := range c.accounts {
+		if len(k) > 2 && k[0] == 't' && a.ownTasks > 0 {
+			out[k[2:]] = TenantUsage{Held: a.own, Tasks: a.ownTasks}
+		}
+	}
+	return out
+}
+
+// overAllowance reports whether placing one more of cl's tasks would take
+// its tenant past its allowance.
+func (c *Core) overAllowance(cl *class) bool {
+	if len(c.allowances) == 0 || cl.tenant == nil || cl.forwarded || cl.uncharged {
+		return false // a forwarded task was held to the quota where it was placed
+	}
+	al, ok := c.allowances[cl.tenant.key[2:]]
+	if !ok {
+		return false
+	}
+	u, d := cl.tenant.own, cl.demand
+	over := func(used, dem, lim int64) bool { return lim >= 0 && dem > 0 && used+dem > lim }
+	return over(u.CPU, d.CPU, al.CPU) || over(u.GPU, d.GPU, al.GPU) || over(u.Memory, d.Memory, al.Memory) ||
+		al.Tasks >= 0 && cl.tenant.ownTasks+1 > al.Tasks
+}
+
+// pastQuota says why a class's tasks can never run under their tenant's
+// quota ("" when they can).
+func (c *Core) pastQuota(cl *class) string {
+	if len(c.allowances) == 0 || cl.tenant == nil || cl.forwarded || cl.uncharged {
+		return ""
+	}
+	tenant := cl.tenant.key[2:]
+	al, ok := c.allowances[tenant]
+	if !ok {
+		return ""
+	}
+	q, d := al.Quota, cl.demand
+	switch {
+	case q.CPU >= 0 && d.CPU > q.CPU:
+		return fmt.Sprintf("the task asks %v CPU, past tenant %s's quota of %v CPUs", float64(d.CPU)/Unit, tenant, float64(q.CPU)/Unit)
+	case q.GPU >= 0 && d.GPU > q.GPU:
+		return fmt.Sprintf("the task asks %v GPU, past tenant %s's quota of %v GPUs", float64(d.GPU)/Unit, tenant, float64(q.GPU)/Unit)
+	case q.Memory >= 0 && d.Memory > q.Memory:
+		return fmt.Sprintf("the task asks %d bytes of memory, past tenant %s's quota of %d", d.Memory, tenant, q.Memory)
+	case q.Tasks == 0:
+		return fmt.Sprintf("tenant %s's quota allows no running tasks", tenant)
+	}
+	return ""
 }

@@ -168,3 +168,34 @@ func TestAccountsConsistent(t *testing.T) {
 func (ts *taskState) accountKeysForTest() [2]string {
 	return [2]string{tenantKey(ts.t.Tenant), jobKey(ts.t.Tenant, ts.t.Job)}
 }
+
+// TestAllowance: a tenant's tasks wait while it holds its allowance, and
+// go once it holds less; a task that asks more than the whole quota is
+// infeasible, saying so; another tenant is not held back.
+func TestAllowance(t *testing.T) {
+	c := New()
+	c.AddNode("n1", cpu(8), nil)
+	c.SetAllowances(map[string]Allowance{"a": {CPU: Quantity(2), GPU: -1, Memory: -1, Tasks: -1,
+		Quota: Quota{CPU: Quantity(3), GPU: -1, Memory: -1, Tasks: -1}}})
+	for i := range 4 {
+		submitFor(c, fmt.Sprintf("a-j-%d", i), cpu(1))
+	}
+	submitFor(c, "b-j-0", cpu(1))
+	submitFor(c, "a-big-0", cpu(4))
+	p := c.Schedule()
+	if got := place(p); fmt.Sprint(got) != "[a-j-0@n1 b-j-0@n1 a-j-1@n1]" {
+		t.Fatalf("placements %v", got)
+	}
+	if len(p.Infeasible) != 1 || p.Infeasible[0].Task != tid("a-big-0") || !strings.Contains(p.Infeasible[0].Reason, "past tenant a's quota of 3 CPUs") {
+		t.Fatalf("infeasible %+v", p.Infeasible)
+	}
+	mustPlace(t, c)
+	c.Finished(tid("a-j-0"))
+	mustPlace(t, c, "a-j-2@n1")
+	if u := c.Usage(); u["a"].Tasks != 2 || u["a"].Held.CPU != Quantity(2) || u["b"].Tasks != 1 {
+		t.Fatalf("usage %+v", u)
+	}
+	// A larger allowance lets the rest go.
+	c.SetAllowances(nil)
+	mustPlace(t, c, "a-j-3@n1")
+}

@@ -113,6 +113,13 @@ type Task struct {
 	// within the tenant, then in submission order (dominant-resource
 	// fairness, between tenants and between the jobs of one tenant).
 	Tenant, Job string
+	// Uncharged marks a task charged to no one: a job's driver, which
+	// holds nothing and is the job itself, not one of its tasks.
+	Uncharged bool
+	// Forwarded marks a task another node's scheduler placed here: it
+	// counts in fair shares here, but against its tenant's quota only
+	// there (see Allowance).
+	Forwarded bool
 }
 
 // LabelOp is the operator of a LabelTerm.
@@ -178,6 +185,9 @@ type Placement struct {
 type Infeasible struct {
 	Task   TaskID
 	Reason string
+	// Quota is set when the task asks more than its tenant's quota,
+	// rather than any node holds.
+	Quota bool
 }
 
 // Plan is the outcome of one Schedule call.
@@ -242,15 +252,21 @@ type class struct {
 	tenant, job    *account
 	tshare, jshare float64
 	served         uint64 // job.served when last looked at
+	uncharged      bool   // its tasks are Uncharged
+	forwarded      bool   // its tasks are Forwarded
 }
 
 // account is what a tenant's or a job's running tasks hold.
 type account struct {
-	key    string
-	used   Resources
-	tasks  int    // charged tasks
-	queued int    // queued tasks: the account is dropped when both are 0
-	served uint64 // a job's: when Schedule last placed one of its tasks (0: never)
+	key  string
+	used Resources
+	// own and ownTasks are what used and tasks hold of tasks this Core
+	// placed itself (not Forwarded): what counts against a quota.
+	own      Resources
+	ownTasks int
+	tasks    int    // charged tasks
+	queued   int    // queued tasks: the account is dropped when both are 0
+	served   uint64 // a job's: when Schedule last placed one of its tasks (0: never)
 }
 
 type node struct {
@@ -288,6 +304,8 @@ type Core struct {
 	// was last served.
 	accounts map[string]*account
 	placed   uint64
+	// allowances bound tenants' tasks (SetAllowances).
+	allowances map[string]Allowance
 	// total is what the nodes hold, for shares; totalGen the nodesGen it
 	// was summed in.
 	total    Resources
@@ -700,6 +718,10 @@ func (c *Core) Schedule() Plan {
 				infeasible = c.groupTaskInfeasible
 			}
 			reason, ok := infeasible(cl)
+			quota := false
+			if r := c.pastQuota(cl); r != "" {
+				reason, ok, quota = r, false, true
+			}
 			if ok && cl.group == (GroupID{}) {
 				cl.feasibleIn = c.nodesGen // a group's bundles change without the nodes
 			}
@@ -710,12 +732,16 @@ func (c *Core) Schedule() Plan {
 					c.dequeued(cl)
 					c.forget(ts)
 					c.queued--
-					plan.Infeasible = append(plan.Infeasible, Infeasible{Task: ts.t.ID, Reason: reason})
+					plan.Infeasible = append(plan.Infeasible, Infeasible{Task: ts.t.ID, Reason: reason, Quota: quota})
 				}
 				delete(c.classes, cl.key)
 				h.pop()
 				continue
 			}
+		}
+		if c.overAllowance(cl) {
+			h.pop() // the tenant holds its allowance: the class waits
+			continue
 		}
 		c.visits++
 		var n *node
@@ -735,9 +761,10 @@ func (c *Core) Schedule() Plan {
 		}
 		ts := cl.queue[0]
 		cl.remove(0)
-		c.dequeued(cl)
-		cl.job.served = c.placed + 1 // before charge: the account stays
 		c.placed++
+		if cl.job != nil {
+			cl.job.served = c.placed
+		}
 		ts.cls, ts.idx = nil, -1
 		ts.status = statusRunning
 		ts.node = n
@@ -749,6 +776,7 @@ func (c *Core) Schedule() Plan {
 		}
 		n.running[ts.t.ID] = ts
 		c.charge(ts, cl)
+		c.dequeued(cl) // after the charge: the accounts stay while it runs
 		c.queued--
 		plan.Placements = append(plan.Placements, Placement{Task: ts.t.ID, Node: n.id})
 		if len(cl.queue) == 0 {
@@ -841,7 +869,7 @@ func (c *Core) enqueue(ts *taskState) {
 	cl := c.classes[ts.key]
 	if cl == nil {
 		cl = &class{key: ts.key, demand: ts.t.Demand, labels: ts.t.Labels, sel: ts.t.Selector, spread: ts.t.Spread, node: ts.t.Node, prefer: ts.t.Prefer,
-			group: ts.t.Group, bundle: ts.t.Bundle}
+			group: ts.t.Group, bundle: ts.t.Bundle, uncharged: ts.t.Uncharged, forwarded: ts.t.Forwarded}
 		c.classes[ts.key] = cl
 	}
 	c.queuedIn(cl, ts)
@@ -1138,6 +1166,12 @@ func appendClassKey(dst []byte, t *Task) []byte {
 	dst = binary.AppendVarint(dst, int64(t.Bundle))
 	str(t.Tenant)
 	str(t.Job)
+	if t.Uncharged {
+		dst = append(dst, 1)
+	}
+	if t.Forwarded {
+		dst = append(dst, 2)
+	}
 	return dst
 }
 

@@ -44,6 +44,43 @@ var spinBriefly = sdk.Task0("spin_briefly", func() (int, error) {
 	}
 }, sdk.TaskTimeout(100*time.Millisecond), sdk.CPUs(0.5))
 
+// hold runs for ms milliseconds on one CPU and returns when it started
+// and ended (Unix nanoseconds).
+var hold = sdk.Task1("hold", func(ms int) ([2]int64, error) {
+	start := time.Now().UnixNano()
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	return [2]int64{start, time.Now().UnixNano()}, nil
+}, sdk.CPUs(1))
+
+// overlap runs n hold tasks at once and prints how many ran at the same
+// time at most: a tenant's quota on what runs bounds it.
+func overlap(n, ms int) error {
+	refs := make([]sdk.Ref[[2]int64], n)
+	for i := range refs {
+		refs[i] = hold.Remote(ms)
+	}
+	var spans [][2]int64
+	for _, r := range refs {
+		v, err := r.Get()
+		if err != nil {
+			return err
+		}
+		spans = append(spans, v)
+	}
+	most := 0
+	for _, a := range spans {
+		at := 0
+		for _, b := range spans {
+			if b[0] <= a[0] && a[0] < b[1] {
+				at++
+			}
+		}
+		most = max(most, at)
+	}
+	fmt.Printf("overlap: %d tasks, at most %d at once\n", n, most)
+	return nil
+}
+
 // sibling computes for a while: the sum of i*i mod 1000003 for i < n.
 var sibling = sdk.Task1("sibling", func(n int) (int, error) {
 	s := 0
@@ -214,7 +251,7 @@ func init() { sdk.Main(run) }
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: hostile panic|timeout|deadline|lease_spin|loop|ticks|membomb|recursion|flood|loud|chain|smallputs|badptr")
+		return errors.New("usage: hostile panic|timeout|deadline|lease_spin|loop|overlap|ticks|membomb|recursion|flood|loud|chain|smallputs|badptr")
 	}
 	switch args[0] {
 	case "panic":
@@ -257,6 +294,13 @@ func run(args []string) error {
 	case "loop":
 		_, err := spinForever.Remote().Get()
 		return err
+	case "overlap": // overlap N MS: N one-CPU tasks of MS each; how many ran at once
+		n, ms := 4, 200
+		if len(args) > 2 {
+			n, _ = strconv.Atoi(args[1])
+			ms, _ = strconv.Atoi(args[2])
+		}
+		return overlap(n, ms)
 	case "ticks": // ticks N MS: N lines, MS apart, for tests of kept and followed output
 		n, ms := 10, 100
 		if len(args) > 2 {

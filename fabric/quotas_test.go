@@ -1,0 +1,111 @@
+//go:build linux
+
+package fabric
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/controlstate"
+	"github.com/wasmfabric/fabric/internal/scheduler"
+)
+
+// TestAllowances: the leader gives each node its tenants' quotas less
+// what the other nodes last said they hold; a silent node's report stops
+// counting; a tenant with no quota on what runs gets no bound.
+func TestAllowances(t *testing.T) {
+	var r quotaReports
+	now := time.Unix(1000, 0)
+	quotas := map[string]controlstate.Quota{"acme": {CPU: scheduler.Quantity(4), Tasks: 5}}
+	use := func(cpu float64, tasks int) map[string]scheduler.TenantUsage {
+		return map[string]scheduler.TenantUsage{"acme": {Held: scheduler.Resources{CPU: scheduler.Quantity(cpu)}, Tasks: tasks}}
+	}
+	r.allowances("n1", use(3, 3), quotas, now)
+	al := r.allowances("n2", use(0.5, 1), quotas, now.Add(time.Second))
+	got := al["acme"]
+	if got.CPU != scheduler.Quantity(1) || got.Tasks != 2 || got.GPU != -1 || got.Memory != -1 || got.Quota.CPU != scheduler.Quantity(4) || got.Quota.Tasks != 5 {
+		t.Fatalf("n2's allowance: %+v", got)
+	}
+	// n1 holds more than the quota leaves: n2 gets nothing, not less.
+	r.allowances("n1", use(5, 3), quotas, now.Add(2*time.Second))
+	if got := r.allowances("n2", nil, quotas, now.Add(2*time.Second))["acme"]; got.CPU != 0 {
+		t.Fatalf("past the quota elsewhere: %+v", got)
+	}
+	// n1 falls silent: its report stops counting.
+	if got := r.allowances("n2", nil, quotas, now.Add(2*time.Second+reportStale+time.Second))["acme"]; got.CPU != scheduler.Quantity(4) || got.Tasks != 5 {
+		t.Fatalf("after n1's report went stale: %+v", got)
+	}
+	if _, ok := r.allowances("n2", nil, map[string]controlstate.Quota{}, now)["acme"]; ok {
+		t.Fatal("a tenant with no quota got an allowance")
+	}
+}
+
+// TestTenantQuotaRuns: a tenant's quota on CPUs bounds how many of its
+// one-CPU tasks run at once across a two-node cluster, while the
+// operator's run side by side; a task that asks more than the whole
+// quota fails at once, naming it; a larger quota lets more run.
+func TestTenantQuotaRuns(t *testing.T) {
+	a := startJobsAgent(t, nil)
+	cfg := jobsAgentConfig(t, nil)
+	cfg.Token = joinToken(t, a)
+	b, err := StartAgent(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	waitFor(t, 15*time.Second, "two members", func() bool { return a.node.NodeCount() == 2 && b.node.NodeCount() == 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := a.Client(a.APIToken())
+	if _, err := admin.CreateTenantWith(ctx, TenantInfo{Name: "acme", MaxCPUs: 1}); err != nil {
+		t.Fatal(err)
+	}
+	nt, err := admin.CreateToken(ctx, TokenRequest{Tenant: "acme", Role: "user"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme := a.Client(nt.Token)
+	// The quota reaches both nodes with their next usage reports.
+	waitReports := func() {
+		since := time.Now()
+		waitFor(t, 10*time.Second, "both nodes reported since the quota changed", func() bool {
+			a.quotas.mu.Lock()
+			defer a.quotas.mu.Unlock()
+			return len(a.quotas.nodes) == 2 && a.quotas.nodes[a.ID].at.After(since) && a.quotas.nodes[b.ID].at.After(since)
+		})
+	}
+	waitReports()
+	hostile := guestBytes(t, "internal/testguests/hostile")
+	overlap := func(cl *Client) string {
+		t.Helper()
+		var out strings.Builder
+		if err := cl.Submit(ctx, hostile, []string{"overlap", "4", "400"}, &out); err != nil {
+			t.Fatalf("overlap: %v\n%s", err, out.String())
+		}
+		return out.String()
+	}
+	if out := overlap(acme); !strings.Contains(out, "at most 1 at once") {
+		t.Errorf("acme under a quota of 1 CPU: %q", out)
+	}
+	if out := overlap(admin); strings.Contains(out, "at most 1 at once") {
+		t.Errorf("the operator, with no quota: %q", out)
+	}
+	if _, err := admin.SetQuota(ctx, TenantInfo{Name: "acme", MaxCPUs: 0.5}); err != nil {
+		t.Fatal(err)
+	}
+	waitReports()
+	var out strings.Builder
+	err = acme.Submit(ctx, hostile, []string{"overlap", "1", "10"}, &out)
+	if err == nil || !strings.Contains(err.Error()+out.String(), "past tenant acme's quota of 0.5 CPUs") {
+		t.Errorf("a task past the whole quota: %v\n%s", err, out.String())
+	}
+	if _, err := admin.SetQuota(ctx, TenantInfo{Name: "acme", MaxCPUs: 2}); err != nil {
+		t.Fatal(err)
+	}
+	waitReports()
+	if out := overlap(acme); !strings.Contains(out, "at most 2 at once") {
+		t.Errorf("acme under a quota of 2 CPUs: %q", out)
+	}
+}
