@@ -4,7 +4,9 @@ package fabric
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,5 +109,103 @@ func TestTenantQuotaRuns(t *testing.T) {
 	waitReports()
 	if out := overlap(acme); !strings.Contains(out, "at most 2 at once") {
 		t.Errorf("acme under a quota of 2 CPUs: %q", out)
+	}
+}
+
+// TestFairShareAcrossTenants: two tenants flood a three-node cluster
+// with the same work, one a little after the other, through one agent
+// (whose scheduler places both); while both have work waiting, each gets
+// its share of the CPUs: within 10% of half the CPU time each. (Through
+// two agents, each placing its own tenant's work, it is about 66/34 for
+// the first: fairness between schedulers is not done yet.)
+func TestFairShareAcrossTenants(t *testing.T) {
+	a := startJobsAgent(t, nil)
+	for range 2 {
+		cfg := jobsAgentConfig(t, nil)
+		cfg.Token = joinToken(t, a)
+		o, err := StartAgent(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer o.Close()
+	}
+	waitFor(t, 15*time.Second, "three members", func() bool { return a.node.NodeCount() == 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := a.Client(a.APIToken())
+	clients := map[string]*Client{}
+	for _, name := range []string{"acme", "globex"} {
+		if _, err := admin.CreateTenant(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		nt, err := admin.CreateToken(ctx, TokenRequest{Tenant: name, Role: "user"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[name] = a.Client(nt.Token)
+	}
+	hostile := guestBytes(t, "internal/testguests/hostile")
+	spans := map[string][][2]int64{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, name := range []string{"acme", "globex"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out strings.Builder
+			if err := clients[name].Submit(ctx, hostile, []string{"overlap", "60", "250"}, &out); err != nil {
+				t.Errorf("%s: %v\n%s", name, err, out.String())
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, line := range strings.Split(out.String(), "\n") {
+				if rest, ok := strings.CutPrefix(line, "spans: "); ok {
+					for _, f := range strings.Fields(rest) {
+						var s, e int64
+						if _, err := fmt.Sscanf(f, "%d-%d", &s, &e); err == nil {
+							spans[name] = append(spans[name], [2]int64{s, e})
+						}
+					}
+				}
+			}
+		}()
+		time.Sleep(200 * time.Millisecond) // acme's flood is first
+	}
+	wg.Wait()
+	if len(spans["acme"]) != 60 || len(spans["globex"]) != 60 {
+		t.Fatalf("spans: %d and %d, want 60 each", len(spans["acme"]), len(spans["globex"]))
+	}
+	// The window in which both had work: from globex's first start to
+	// the first of the two floods' last end.
+	first := func(ss [][2]int64) int64 {
+		m := ss[0][0]
+		for _, s := range ss {
+			m = min(m, s[0])
+		}
+		return m
+	}
+	last := func(ss [][2]int64) int64 {
+		m := ss[0][1]
+		for _, s := range ss {
+			m = max(m, s[1])
+		}
+		return m
+	}
+	from, to := first(spans["globex"]), min(last(spans["acme"]), last(spans["globex"]))
+	busy := func(ss [][2]int64) float64 {
+		var d int64
+		for _, s := range ss {
+			if lo, hi := max(s[0], from), min(s[1], to); hi > lo {
+				d += hi - lo
+			}
+		}
+		return float64(d)
+	}
+	ba, bg := busy(spans["acme"]), busy(spans["globex"])
+	share := ba / (ba + bg)
+	t.Logf("while both had work (%s): acme held %.1f%% of the CPU time, globex %.1f%%", time.Duration(to-from), 100*share, 100*(1-share))
+	if share < 0.45 || share > 0.55 {
+		t.Errorf("acme's share %.1f%%, globex's %.1f%%: not within 10%% of half each", 100*share, 100*(1-share))
 	}
 }

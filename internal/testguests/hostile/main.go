@@ -78,6 +78,14 @@ func overlap(n, ms int) error {
 		most = max(most, at)
 	}
 	fmt.Printf("overlap: %d tasks, at most %d at once\n", n, most)
+	var b strings.Builder
+	for i, sp := range spans {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%d-%d", sp[0], sp[1])
+	}
+	fmt.Printf("spans: %s\n", b.String())
 	return nil
 }
 
