@@ -83,13 +83,13 @@ type identity struct {
 	cert    tls.Certificate
 	created bool     // the agent made the cluster now
 	members []string // gossip addresses to join, from the join's answer
-	servers []string // the servers when the node joined
+	servers []string // the servers' QUIC addresses, as last known
 }
 
 // File names in the data directory's cluster directory.
 const (
 	adminTokenFile = "admin.token" // the admin token's secret, on the agent that made the cluster
-	serversFile    = "servers"     // the servers when the node joined, a line each
+	serversFile    = "servers"     // the servers' QUIC addresses, as last known, a line each
 )
 
 // loadIdentity loads the agent's secrets and certificate, makes a new
@@ -136,7 +136,7 @@ func loadIdentity(ctx context.Context, cfg AgentConfig, id string, hosts []strin
 		if err := idn.cluster.Save(dir); err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(filepath.Join(dir, serversFile), []byte(strings.Join(idn.servers, "\n")+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, serversFile), []byte(strings.Join(jt.Servers, "\n")+"\n"), 0o600); err != nil {
 			return nil, err
 		}
 		return idn, secrets.SaveNode(dir, idn.cert)

@@ -195,7 +195,8 @@ func TestCertificateRenewal(t *testing.T) {
 // a revoked node nothing.
 func TestPeerRules(t *testing.T) {
 	a := startAgent(t, "")
-	for _, typ := range []transport.Type{msgPing, msgBatch, msgControl, msgJobStop, msgJobRun, msgModuleCopy, msgJobLogs, msgJoin, msgRenew, msgRaft, transport.TypePull} {
+	for _, typ := range []transport.Type{msgPing, msgBatch, msgControl, msgJobStop, msgJobRun, msgModuleCopy, msgJobLogs, msgJoin, msgRenew, msgRaft,
+		msgGossipKey, msgGossipKeys, transport.TypePull} {
 		if _, ok := peerRules[typ]; !ok {
 			t.Errorf("message type %d has no rule", typ)
 		}
@@ -395,5 +396,33 @@ func TestGossipKeyRotation(t *testing.T) {
 			}
 		}
 		return false
+	})
+
+	// b is away during the next rotation; when it comes back, it takes
+	// the new key from a server before it gossips, and is a member again.
+	bcfg := b.cfg
+	bcfg.GossipAddr, bcfg.QUICAddr = b.GossipAddr(), b.QUICAddr() // the same addresses, as a restarted machine has
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "a sees b gone", func() bool {
+		m, ok := a.member(b.ID)
+		return ok && m.Status != membership.Alive && m.Status != membership.Suspect
+	})
+	out, err = a.Client(a.APIToken()).RotateGossipKey(ctx)
+	if err != nil || len(out.Nodes) != 1 || out.OldKeyKept {
+		t.Fatalf("rotation while b is away: %+v %v", out, err)
+	}
+	b2, err := StartAgent(bcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	if !bytes.Equal(b2.members.Keys()[0], a.members.Keys()[0]) {
+		t.Fatal("b came back with the old gossip key")
+	}
+	waitFor(t, 30*time.Second, "b is a member again", func() bool {
+		m, ok := a.member(b2.ID)
+		return ok && m.Status == membership.Alive
 	})
 }

@@ -179,9 +179,9 @@ type Agent struct {
 	gossipKeyMu, rotateMu sync.Mutex
 	// quotas are the leader's usage reports of the nodes.
 	quotas quotaReports
-	// joinServers are the servers when the node joined: raft streams
-	// are taken from them before the raft configuration names them.
-	joinServers []string
+	// serverAddrs are the servers' QUIC addresses as last saved.
+	serverAddrsMu sync.Mutex
+	serverAddrs   []string
 }
 
 // Errors of the agent.
@@ -268,7 +268,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	a.httpAddr = ln.Addr().String()
 	a.cert.Store(&idn.cert)
-	a.joinServers = idn.servers
+	a.serverAddrs = idn.servers
 	streams := map[transport.Type]transport.StreamHandler{msgRaft: a.acceptRaft, msgJobLogs: a.serveJobLog}
 	tlsConf := cluster.TLSConfig(idn.cert, secrets.TLSOptions{Refuse: a.refusePeer, Current: a.certificate})
 	if a.quic, err = transport.Listen(transport.Config{Addr: cfg.QUICAddr, TLS: tlsConf, Handler: a.handlePeer, Objects: agentObjects{node, a}, Streams: streams}); err != nil {
@@ -289,8 +289,12 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		_, port, _ := net.SplitHostPort(cfg.GossipAddr)
 		adv = net.JoinHostPort(cfg.AdvertiseHost, port)
 	}
+	gossipKey, extraKeys := cluster.GossipKey, secrets.ExtraGossipKeys(filepath.Join(cfg.DataDir, "cluster"))
+	if !created && !cluster.CanSign() {
+		gossipKey, extraKeys = a.catchUpGossipKeys(gossipKey, extraKeys)
+	}
 	a.members, err = membership.Start(membership.Config{Info: a.info, BindAddr: cfg.GossipAddr, AdvertiseAddr: adv,
-		Key: cluster.GossipKey, ExtraKeys: secrets.ExtraGossipKeys(filepath.Join(cfg.DataDir, "cluster")), SnapshotPath: filepath.Join(cfg.DataDir, "serf.snapshot"), Timing: cfg.Timing, Log: cfg.GossipLog})
+		Key: gossipKey, ExtraKeys: extraKeys, SnapshotPath: filepath.Join(cfg.DataDir, "serf.snapshot"), Timing: cfg.Timing, Log: cfg.GossipLog})
 	if err != nil {
 		_ = ln.Close()
 		return fail(err)
@@ -513,6 +517,9 @@ func (a *Agent) watchMembers() {
 			continue // gone for good: see dropMember
 		}
 		a.remember(e.Member)
+		if e.Member.Role == "server" {
+			a.rememberServers()
+		}
 		select {
 		case a.reconcile <- struct{}{}:
 		default:
@@ -631,6 +638,9 @@ func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, b
 		return msgAck, nil, nil
 	case msgGossipKey:
 		return msgAck, nil, a.handleGossipKey(body)
+	case msgGossipKeys:
+		b, err := a.gossipKeys()
+		return msgGossipKeys, b, err
 	case msgBatch:
 		err := a.link.Receive(peer, body, func(msgs []peerwire.Message) {
 			evs := make([]core.Event, 0, len(msgs))

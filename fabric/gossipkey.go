@@ -3,13 +3,17 @@
 package fabric
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/wasmfabric/fabric/internal/membership"
 	"github.com/wasmfabric/fabric/internal/secrets"
@@ -172,4 +176,66 @@ func (a *Agent) rotateFor(ctx context.Context, p controlPrincipal) controlAnswer
 		return answerErr(err)
 	}
 	return controlAnswer{Grant: mustMarshal(out)}
+}
+
+// msgGossipKeys asks a server for the gossip keys: body none; answer the
+// keys (CBOR), the one in use first. A member that was away during a
+// rotation asks at start, before it gossips.
+const msgGossipKeys transport.Type = 29
+
+// gossipKeys answers msgGossipKeys.
+func (a *Agent) gossipKeys() ([]byte, error) {
+	if !a.cluster.CanSign() {
+		return nil, fmt.Errorf("node %s is not a server", a.ID)
+	}
+	return wire.Marshal(a.members.Keys())
+}
+
+// catchUpGossipKeys asks the servers last known for the gossip keys, and
+// takes them when the one in use is not this node's: it was away during a
+// rotation. It returns the keys to start gossip with (primary first).
+func (a *Agent) catchUpGossipKeys(primary []byte, extra [][]byte) ([]byte, [][]byte) {
+	deadline := time.Now().Add(5 * time.Second) // servers that are down do not hold the start long
+	for _, addr := range a.serverAddrs {
+		if time.Now().After(deadline) {
+			break
+		}
+		ctx, cancel := context.WithTimeout(a.agentCtx, 2*time.Second)
+		_, b, err := a.quic.Call(ctx, addr, msgGossipKeys, nil)
+		cancel()
+		var keys [][]byte
+		if err != nil || wire.Unmarshal(b, &keys) != nil || len(keys) == 0 || len(keys[0]) != secrets.GossipKeySize {
+			continue
+		}
+		if bytes.Equal(keys[0], primary) {
+			return primary, extra
+		}
+		if err := a.cluster.SaveGossipKeys(filepath.Join(a.cfg.DataDir, "cluster"), keys[0], keys[1:]); err != nil {
+			a.warnf("fabric agent: saving the gossip keys: %v", err)
+		}
+		a.logf("fabric agent: the gossip key was rotated while this node was away; took the new one from %s", addr)
+		return keys[0], keys[1:]
+	}
+	return primary, extra
+}
+
+// rememberServers saves the alive servers' QUIC addresses, when they
+// changed, for catchUpGossipKeys at the next start.
+func (a *Agent) rememberServers() {
+	var addrs []string
+	a.tableMu.RLock()
+	for _, m := range a.table {
+		if m.Role == "server" && m.Status == membership.Alive && m.QUIC != "" {
+			addrs = append(addrs, m.QUIC)
+		}
+	}
+	a.tableMu.RUnlock()
+	slices.Sort(addrs)
+	a.serverAddrsMu.Lock()
+	defer a.serverAddrsMu.Unlock()
+	if len(addrs) == 0 || slices.Equal(addrs, a.serverAddrs) {
+		return
+	}
+	a.serverAddrs = addrs
+	_ = os.WriteFile(filepath.Join(a.cfg.DataDir, "cluster", serversFile), []byte(strings.Join(addrs, "\n")+"\n"), 0o600)
 }

@@ -57,6 +57,7 @@ var peerRules = map[transport.Type]peerRule{
 	msgRenew:           {member, "signed for the sender's own node ID while it is not revoked"},
 	msgRaft:            {server, "raft between servers"},
 	msgGossipKey:       {server, "a step of a gossip key rotation, which a server drives"},
+	msgGossipKeys:      {member, "a server answers the gossip keys to a member that is not revoked (it was away during a rotation)"},
 	transport.TypePull: {member, "an object is served only to a node it was sent to"},
 }
 

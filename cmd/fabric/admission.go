@@ -232,7 +232,7 @@ is not revoked, over mutual TLS: install it, use it, drop the old one. A
 revoked node is not told, so it can no longer read or join the gossip. A
 member that could not be told keeps the cluster on both keys (the old one is
 not dropped): rotate again once it is back, or revoke it. A node that was
-down during a rotation must join again with a new join token.`,
+down during a rotation asks a server for the new key when it starts again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := cf.client()
