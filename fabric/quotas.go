@@ -3,12 +3,15 @@
 package fabric
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/controlstate"
 	"github.com/wasmfabric/fabric/internal/core"
+	"github.com/wasmfabric/fabric/internal/membership"
 	"github.com/wasmfabric/fabric/internal/scheduler"
 	"github.com/wasmfabric/fabric/internal/wire"
 )
@@ -26,6 +29,14 @@ import (
 // tenant may briefly hold more than its quota while reports travel (for a
 // second at most, on nodes that place its work at the same time); nothing
 // it submitted is lost.
+//
+// The same reports give fair shares between schedulers: each report also
+// says what each tenant has queued, and when the tenants' needs (what they
+// hold and have queued) are more than the cluster holds, the leader
+// divides it by dominant-resource fairness (fairCaps) and bounds each
+// tenant's allowance by its share too. So two tenants whose work different
+// nodes place get half the cluster each, as two whose work one node places
+// do by that node's scheduler alone.
 
 // quotaReports are the leader's latest usage report of each node.
 type quotaReports struct {
@@ -42,42 +53,135 @@ type quotaReport struct {
 // counts (its node is gone, or silent).
 const reportStale = 10 * time.Second
 
-// allowances records origin's report and returns origin's allowances.
-func (r *quotaReports) allowances(origin string, usage map[string]scheduler.TenantUsage, quotas map[string]controlstate.Quota, now time.Time) map[string]scheduler.Allowance {
+// allowances records origin's report and returns origin's allowances:
+// for each tenant with a quota, the quota less what the other nodes
+// placed for it; and, when the cluster is contended (the tenants' needs,
+// what they hold and have queued, are more than it holds), each tenant's
+// fair share of capacity by dominant-resource fairness, less what the
+// other nodes placed for it. Capacity is the alive nodes' total.
+func (r *quotaReports) allowances(origin string, usage map[string]scheduler.TenantUsage, quotas map[string]controlstate.Quota, capacity scheduler.Resources, now time.Time) map[string]scheduler.Allowance {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.nodes == nil {
 		r.nodes = map[string]quotaReport{}
 	}
 	r.nodes[origin] = quotaReport{at: now, usage: usage}
-	out := make(map[string]scheduler.Allowance, len(quotas))
-	for tenant, q := range quotas {
-		var elsewhere scheduler.TenantUsage
-		for node, rep := range r.nodes {
-			if now.Sub(rep.at) > reportStale {
-				delete(r.nodes, node)
-				continue
-			}
-			if u, ok := rep.usage[tenant]; ok && node != origin {
-				elsewhere.Held = elsewhere.Held.Add(u.Held)
-				elsewhere.Tasks += u.Tasks
+	elsewhere := map[string]scheduler.TenantUsage{}
+	need := map[string]scheduler.Resources{}
+	for node, rep := range r.nodes {
+		if now.Sub(rep.at) > reportStale {
+			delete(r.nodes, node)
+			continue
+		}
+		for tenant, u := range rep.usage {
+			need[tenant] = need[tenant].Add(u.Held).Add(u.Queued)
+			if node != origin {
+				e := elsewhere[tenant]
+				e.Held = e.Held.Add(u.Held)
+				e.Tasks += u.Tasks
+				elsewhere[tenant] = e
 			}
 		}
-		whole := schedulerQuota(q)
-		left := func(limit, used int64) int64 {
-			if limit < 0 {
-				return -1
-			}
-			return max(0, limit-used)
+	}
+	caps := fairCaps(need, capacity)
+	out := make(map[string]scheduler.Allowance, len(quotas)+len(caps))
+	left := func(limit, used int64) int64 {
+		if limit < 0 {
+			return -1
 		}
-		al := scheduler.Allowance{CPU: left(whole.CPU, elsewhere.Held.CPU), GPU: left(whole.GPU, elsewhere.Held.GPU),
-			Memory: left(whole.Memory, elsewhere.Held.Memory), Tasks: -1, Quota: whole}
+		return max(0, limit-used)
+	}
+	bound := func(a, b int64) int64 { // the tighter of two bounds (-1: none)
+		switch {
+		case a < 0:
+			return b
+		case b < 0:
+			return a
+		}
+		return min(a, b)
+	}
+	for tenant := range mergeKeys(quotas, caps) {
+		whole := scheduler.Quota{CPU: -1, GPU: -1, Memory: -1, Tasks: -1}
+		if q, ok := quotas[tenant]; ok {
+			whole = schedulerQuota(q)
+		}
+		limit := whole
+		if c, ok := caps[tenant]; ok {
+			limit.CPU, limit.GPU, limit.Memory = bound(limit.CPU, c.CPU), bound(limit.GPU, c.GPU), bound(limit.Memory, c.Memory)
+		}
+		e := elsewhere[tenant]
+		al := scheduler.Allowance{CPU: left(limit.CPU, e.Held.CPU), GPU: left(limit.GPU, e.Held.GPU),
+			Memory: left(limit.Memory, e.Held.Memory), Tasks: -1, Quota: whole}
 		if whole.Tasks >= 0 {
-			al.Tasks = max(0, whole.Tasks-elsewhere.Tasks)
+			al.Tasks = max(0, whole.Tasks-e.Tasks)
 		}
 		out[tenant] = al
 	}
 	return out
+}
+
+func mergeKeys(q map[string]controlstate.Quota, c map[string]scheduler.Quota) map[string]struct{} {
+	out := make(map[string]struct{}, len(q)+len(c))
+	for k := range q {
+		out[k] = struct{}{}
+	}
+	for k := range c {
+		out[k] = struct{}{}
+	}
+	return out
+}
+
+// fairCaps divides a contended cluster between the tenants that need it,
+// by dominant-resource fairness with progressive filling: each tenant's
+// dominant share is its need's largest fraction of capacity; the tenants
+// that need less than an equal share get their need, and the rest share
+// what is left equally. It returns each capped tenant's bound on every
+// resource (its share of capacity), or nothing when the needs fit.
+func fairCaps(need map[string]scheduler.Resources, capacity scheduler.Resources) map[string]scheduler.Quota {
+	type tenantNeed struct {
+		name  string
+		share float64
+	}
+	var needs []tenantNeed
+	total := 0.0
+	for t, n := range need {
+		d := dominant(n, capacity)
+		if d > 0 {
+			needs = append(needs, tenantNeed{t, d})
+			total += d
+		}
+	}
+	if len(needs) < 2 || total <= 1 {
+		return nil
+	}
+	slices.SortFunc(needs, func(a, b tenantNeed) int { return cmp.Compare(a.share, b.share) })
+	level, rest := 1.0, 1.0
+	for i, n := range needs {
+		if k := float64(len(needs) - i); n.share*k >= rest {
+			level = rest / k
+			break
+		}
+		rest -= n.share
+	}
+	out := map[string]scheduler.Quota{}
+	for _, n := range needs {
+		s := min(n.share, level)
+		out[n.name] = scheduler.Quota{CPU: int64(s * float64(capacity.CPU)), GPU: int64(s * float64(capacity.GPU)),
+			Memory: int64(s * float64(capacity.Memory)), Tasks: -1}
+	}
+	return out
+}
+
+// dominant is the largest fraction of capacity that r is, over CPU, GPU
+// and memory.
+func dominant(r, capacity scheduler.Resources) float64 {
+	d := 0.0
+	for _, p := range [][2]int64{{r.CPU, capacity.CPU}, {r.GPU, capacity.GPU}, {r.Memory, capacity.Memory}} {
+		if p[0] > 0 && p[1] > 0 {
+			d = max(d, float64(p[0])/float64(p[1]))
+		}
+	}
+	return d
 }
 
 // schedulerQuota is a quota as the scheduler bounds it: 0 is no bound.
@@ -140,6 +244,14 @@ func (a *Agent) usageAnswer(s *controlstate.State, origin string, req controlReq
 	if len(usage) > controlstate.MaxTenants+1 {
 		usage = nil // more tenants than there can be: not a report
 	}
-	al := a.quotas.allowances(origin, usage, s.Quotas(), time.Now())
+	var capacity scheduler.Resources
+	a.tableMu.RLock()
+	for _, m := range a.table {
+		if m.Status == membership.Alive && !a.isRevoked(m.ID) {
+			capacity = capacity.Add(resources(m.Resources))
+		}
+	}
+	a.tableMu.RUnlock()
+	al := a.quotas.allowances(origin, usage, s.Quotas(), capacity, time.Now())
 	return controlAnswer{Grant: mustMarshal(al)}, nil
 }

@@ -24,22 +24,22 @@ func TestAllowances(t *testing.T) {
 	use := func(cpu float64, tasks int) map[string]scheduler.TenantUsage {
 		return map[string]scheduler.TenantUsage{"acme": {Held: scheduler.Resources{CPU: scheduler.Quantity(cpu)}, Tasks: tasks}}
 	}
-	r.allowances("n1", use(3, 3), quotas, now)
-	al := r.allowances("n2", use(0.5, 1), quotas, now.Add(time.Second))
+	r.allowances("n1", use(3, 3), quotas, scheduler.Resources{}, now)
+	al := r.allowances("n2", use(0.5, 1), quotas, scheduler.Resources{}, now.Add(time.Second))
 	got := al["acme"]
 	if got.CPU != scheduler.Quantity(1) || got.Tasks != 2 || got.GPU != -1 || got.Memory != -1 || got.Quota.CPU != scheduler.Quantity(4) || got.Quota.Tasks != 5 {
 		t.Fatalf("n2's allowance: %+v", got)
 	}
 	// n1 holds more than the quota leaves: n2 gets nothing, not less.
-	r.allowances("n1", use(5, 3), quotas, now.Add(2*time.Second))
-	if got := r.allowances("n2", nil, quotas, now.Add(2*time.Second))["acme"]; got.CPU != 0 {
+	r.allowances("n1", use(5, 3), quotas, scheduler.Resources{}, now.Add(2*time.Second))
+	if got := r.allowances("n2", nil, quotas, scheduler.Resources{}, now.Add(2*time.Second))["acme"]; got.CPU != 0 {
 		t.Fatalf("past the quota elsewhere: %+v", got)
 	}
 	// n1 falls silent: its report stops counting.
-	if got := r.allowances("n2", nil, quotas, now.Add(2*time.Second+reportStale+time.Second))["acme"]; got.CPU != scheduler.Quantity(4) || got.Tasks != 5 {
+	if got := r.allowances("n2", nil, quotas, scheduler.Resources{}, now.Add(2*time.Second+reportStale+time.Second))["acme"]; got.CPU != scheduler.Quantity(4) || got.Tasks != 5 {
 		t.Fatalf("after n1's report went stale: %+v", got)
 	}
-	if _, ok := r.allowances("n2", nil, map[string]controlstate.Quota{}, now)["acme"]; ok {
+	if _, ok := r.allowances("n2", nil, map[string]controlstate.Quota{}, scheduler.Resources{}, now)["acme"]; ok {
 		t.Fatal("a tenant with no quota got an allowance")
 	}
 }
@@ -113,13 +113,21 @@ func TestTenantQuotaRuns(t *testing.T) {
 }
 
 // TestFairShareAcrossTenants: two tenants flood a three-node cluster
-// with the same work, one a little after the other, through one agent
-// (whose scheduler places both); while both have work waiting, each gets
-// its share of the CPUs: within 10% of half the CPU time each. (Through
-// two agents, each placing its own tenant's work, it is about 66/34 for
-// the first: fairness between schedulers is not done yet.)
+// with the same work, one a little after the other; while both have work
+// waiting, each gets its share of the CPUs: within 10% of half the CPU
+// time each. Through one agent, its scheduler shares between them;
+// through two, each placing its own tenant's work, the leader's fair
+// allowances do.
 func TestFairShareAcrossTenants(t *testing.T) {
+	for _, two := range []bool{false, true} {
+		name := map[bool]string{false: "one agent", true: "two agents"}[two]
+		t.Run(name, func(t *testing.T) { fairShareAcrossTenants(t, two) })
+	}
+}
+
+func fairShareAcrossTenants(t *testing.T, twoAgents bool) {
 	a := startJobsAgent(t, nil)
+	var others []*Agent
 	for range 2 {
 		cfg := jobsAgentConfig(t, nil)
 		cfg.Token = joinToken(t, a)
@@ -128,6 +136,7 @@ func TestFairShareAcrossTenants(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer o.Close()
+		others = append(others, o)
 	}
 	waitFor(t, 15*time.Second, "three members", func() bool { return a.node.NodeCount() == 3 })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -143,6 +152,9 @@ func TestFairShareAcrossTenants(t *testing.T) {
 			t.Fatal(err)
 		}
 		clients[name] = a.Client(nt.Token)
+	}
+	if twoAgents {
+		clients["globex"] = others[0].Client(clients["globex"].Token) // another agent's scheduler places globex's work
 	}
 	hostile := guestBytes(t, "internal/testguests/hostile")
 	spans := map[string][][2]int64{}
@@ -207,5 +219,39 @@ func TestFairShareAcrossTenants(t *testing.T) {
 	t.Logf("while both had work (%s): acme held %.1f%% of the CPU time, globex %.1f%%", time.Duration(to-from), 100*share, 100*(1-share))
 	if share < 0.45 || share > 0.55 {
 		t.Errorf("acme's share %.1f%%, globex's %.1f%%: not within 10%% of half each", 100*share, 100*(1-share))
+	}
+}
+
+// TestFairCaps: a contended cluster is divided by progressive filling of
+// dominant shares; one that is not contended, or has one tenant, is not.
+func TestFairCaps(t *testing.T) {
+	cpus := func(n float64) scheduler.Resources { return scheduler.Resources{CPU: scheduler.Quantity(n)} }
+	capacity := scheduler.Resources{CPU: scheduler.Quantity(6), Memory: 6 << 30}
+	for _, tc := range []struct {
+		name string
+		need map[string]scheduler.Resources
+		want map[string]float64 // CPUs each may hold; nil: no caps
+	}{
+		{"equal floods", map[string]scheduler.Resources{"a": cpus(40), "b": cpus(40)}, map[string]float64{"a": 3, "b": 3}},
+		{"a small need", map[string]scheduler.Resources{"a": cpus(1), "b": cpus(40)}, map[string]float64{"a": 1, "b": 5}},
+		{"three tenants", map[string]scheduler.Resources{"a": cpus(1), "b": cpus(40), "c": cpus(40)}, map[string]float64{"a": 1, "b": 2.5, "c": 2.5}},
+		{"room for all", map[string]scheduler.Resources{"a": cpus(2), "b": cpus(3)}, nil},
+		{"one tenant", map[string]scheduler.Resources{"a": cpus(40)}, nil},
+		// b's dominant resource is memory (5 GiB of 6), a's CPU: both need
+		// more than half of theirs, so each gets half of every resource.
+		{"dominant memory", map[string]scheduler.Resources{"a": cpus(40), "b": {CPU: scheduler.Quantity(1), Memory: 5 << 30}}, map[string]float64{"a": 3, "b": 3}},
+	} {
+		got := fairCaps(tc.need, capacity)
+		if tc.want == nil {
+			if got != nil {
+				t.Errorf("%s: caps %v, want none", tc.name, got)
+			}
+			continue
+		}
+		for tenant, cpu := range tc.want {
+			if g := float64(got[tenant].CPU) / scheduler.Unit; g < cpu-0.01 || g > cpu+0.01 {
+				t.Errorf("%s: %s may hold %v CPUs, want %v", tc.name, tenant, g, cpu)
+			}
+		}
 	}
 }

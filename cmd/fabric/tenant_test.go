@@ -83,7 +83,7 @@ func TestTenantTokens(t *testing.T) {
 		t.Fatalf("a token file others may read: exit %d, %s", res.Code, res.Stderr)
 	}
 	listed := must(runOn(t, a, "token", "list", "--tenant", "acme", "-o", "json"), "token list")
-	if strings.Contains(listed.Stdout, secret[len("fabric_"):]) || strings.Contains(listed.Stdout, strings.Split(secret, "_")[2]) {
+	if strings.Contains(listed.Stdout, secret[len("fabric_"):]) || strings.Contains(listed.Stdout, strings.SplitN(secret, "_", 3)[2]) {
 		t.Fatalf("a listing shows a secret: %s", listed.Stdout)
 	}
 	var toks []fabric.TokenInfo

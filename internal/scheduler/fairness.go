@@ -208,10 +208,12 @@ func (c *Core) SetAllowances(a map[string]Allowance) {
 	c.nodesGen++ // feasibility may change with the quotas
 }
 
-// TenantUsage is what a tenant's tasks placed by this Core hold.
+// TenantUsage is what a tenant's tasks placed by this Core hold, and
+// what its tasks queued here ask.
 type TenantUsage struct {
-	Held  Resources
-	Tasks int
+	Held   Resources
+	Tasks  int
+	Queued Resources
 }
 
 // Usage returns what each tenant's tasks that this Core placed itself
@@ -223,6 +225,17 @@ func (c *Core) Usage() map[string]TenantUsage {
 		if len(k) > 2 && k[0] == 't' && a.ownTasks > 0 {
 			out[k[2:]] = TenantUsage{Held: a.own, Tasks: a.ownTasks}
 		}
+	}
+	for _, cl := range c.classes {
+		if cl.tenant == nil || cl.forwarded || cl.uncharged || len(cl.queue) == 0 {
+			continue
+		}
+		tenant := cl.tenant.key[2:]
+		u := out[tenant]
+		n := int64(min(len(cl.queue), 1<<16))
+		d := cl.demand
+		u.Queued = u.Queued.Add(Resources{CPU: d.CPU * n, GPU: d.GPU * n, Memory: min(d.Memory, 1<<40) * n})
+		out[tenant] = u
 	}
 	return out
 }
