@@ -352,7 +352,7 @@ func (a *Agent) isServerPeer(id string) bool {
 
 // revocationPoll is how often an agent reads the revoked nodes.
 func (a *Agent) revocationPoll() time.Duration {
-	if a.cfg.Timing.ProbeInterval > 0 && a.cfg.Timing.ProbeInterval < 500*time.Millisecond {
+	if a.fastTiming() {
 		return 500 * time.Millisecond
 	}
 	return 5 * time.Second

@@ -29,6 +29,18 @@ func joinConfig(t *testing.T, token string) AgentConfig {
 		Node: Config{NumCPUs: 1, ObjectStoreMemory: 64 << 20, WorkerCommand: []string{testrig.Fabric(t), "worker"}, Stdout: io.Discard, Stderr: io.Discard}}
 }
 
+// joinedAgent starts an agent that joins a's cluster with a join token,
+// closed when the test ends.
+func joinedAgent(t *testing.T, a *Agent) *Agent {
+	t.Helper()
+	b, err := StartAgent(joinConfig(t, joinToken(t, a)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
 // TestJoinTokens: a join token admits one node, once, which gets a
 // certificate that names it and no CA key, and finds the cluster from
 // the join's answer alone; a used, expired or deleted token is refused;
@@ -107,16 +119,8 @@ func TestJoinTokens(t *testing.T) {
 // again.
 func TestNodeRevoked(t *testing.T) {
 	a := startAgent(t, "")
-	b, err := StartAgent(joinConfig(t, joinToken(t, a)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	c, err := StartAgent(joinConfig(t, joinToken(t, a)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	b := joinedAgent(t, a)
+	c := joinedAgent(t, a)
 	waitFor(t, 15*time.Second, "three members", func() bool { return a.node.NodeCount() == 3 && c.node.NodeCount() == 3 })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -166,11 +170,7 @@ func TestCertificateRenewal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	b, err := StartAgent(joinConfig(t, joinToken(t, a)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := joinedAgent(t, a)
 	first := b.certificate().Leaf.NotAfter
 	if d := time.Until(first); d > 3*time.Second {
 		t.Fatalf("b's certificate expires in %s, want 3s at most", d)
@@ -289,11 +289,7 @@ func TestPeerRules(t *testing.T) {
 // on another node's jobs, whatever it sends.
 func TestControlAuthority(t *testing.T) {
 	a := startAgent(t, "")
-	b, err := StartAgent(joinConfig(t, joinToken(t, a)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := joinedAgent(t, a)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	admin := a.Client(a.APIToken())
@@ -353,16 +349,8 @@ func TestControlAuthority(t *testing.T) {
 // node, which holds only the old one, can no longer join the gossip.
 func TestGossipKeyRotation(t *testing.T) {
 	a := startAgent(t, "")
-	b, err := StartAgent(joinConfig(t, joinToken(t, a)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	c, err := StartAgent(joinConfig(t, joinToken(t, a)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	b := joinedAgent(t, a)
+	c := joinedAgent(t, a)
 	waitFor(t, 15*time.Second, "three members", func() bool { return a.node.NodeCount() == 3 })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -177,6 +177,8 @@ type Agent struct {
 	// gossipKeyMu orders the steps of gossip key rotations on this
 	// member; rotateMu the rotations this server drives.
 	gossipKeyMu, rotateMu sync.Mutex
+	// grants checks jobs' grants (grants.go).
+	grants *grantChecker
 	// quotas are the leader's usage reports of the nodes.
 	quotas quotaReports
 	// serverAddrs are the servers' QUIC addresses as last saved.
@@ -224,7 +226,8 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	nodeCfg.DataDir = filepath.Join(cfg.DataDir, "node")
 	nodeCfg.NodeID, nodeCfg.Labels = id, cfg.Labels
 	nodeCfg.clustered, nodeCfg.registry = true, true
-	nodeCfg.verifyGrant = idn.cluster.VerifyGrant
+	grants := &grantChecker{verify: idn.cluster.VerifyGrant}
+	nodeCfg.verifyGrant = grants.check
 	var agent *Agent // set below: the node asks it for grants
 	nodeCfg.grant = func(ctx context.Context, job, tenant, root, controlJob string) []byte {
 		return agent.grantFor(ctx, job, tenant, root, controlJob)
@@ -242,6 +245,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs)), gcWake: make(chan struct{}, 1),
 		logReads: make(chan struct{}, maxLogReads), authSlots: make(chan struct{}, maxAuthChecks), remoteLogReads: make(chan struct{}, maxRemoteLogReads)}
 	agent = a
+	a.grants = grants
 	a.agentCtx, a.agentCancel = context.WithCancel(context.Background())
 	node.mu.Lock()
 	node.names = a // before any job can run: the core asks it for actor names
@@ -643,6 +647,7 @@ func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, b
 		return msgGossipKeys, b, err
 	case msgBatch:
 		err := a.link.Receive(peer, body, func(msgs []peerwire.Message) {
+			a.grants.screen(msgs) // outside the node's lock
 			evs := make([]core.Event, 0, len(msgs))
 			for _, m := range msgs {
 				if d, ok := m.(*peerwire.TaskDone); ok && a.directAnswer(d) {

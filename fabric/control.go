@@ -143,7 +143,7 @@ func (a *Agent) startControl(bootstrap bool) error {
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
 			return a.quic.OpenStream(ctx, addr, msgRaft, nil)
 		},
-		Log: a.cfg.Log, Fast: a.cfg.Timing.ProbeInterval > 0 && a.cfg.Timing.ProbeInterval < 500*time.Millisecond,
+		Log: a.cfg.Log, Fast: a.fastTiming(),
 	})
 	if err != nil {
 		return err
@@ -449,4 +449,11 @@ func listed(jobs []controlstate.Job) []controlstate.Job {
 		}
 	}
 	return jobs
+}
+
+// fastTiming reports whether the agent runs with test-speed failure
+// detection (membership.Fast): its periodic work runs faster too.
+func (a *Agent) fastTiming() bool {
+	p := a.cfg.Timing.ProbeInterval
+	return p > 0 && p < 500*time.Millisecond
 }

@@ -6,8 +6,10 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/wasmfabric/fabric/internal/controlstate"
+	"github.com/wasmfabric/fabric/internal/peerwire"
 )
 
 // Grants. A job's work opens a share on another node only with the job's
@@ -60,4 +62,50 @@ func (a *Agent) grantAnswer(s *controlstate.State, p controlPrincipal, req contr
 	}
 	g, err := a.cluster.SignGrant(job, tenant, root)
 	return controlAnswer{Grant: g}, err
+}
+
+// grantChecker checks grants against the CA's certificate and remembers
+// the good ones, so that a job's every message costs one map lookup, not
+// a signature check. The agent checks the grants of a batch's task runs
+// before the batch reaches the core (outside the node's lock), so that a
+// member sending bad grants slows its own link, not the node's jobs; a
+// bad grant is cleared, and the core refuses the run at no cost.
+type grantChecker struct {
+	verify func(job, tenant, root string, grant []byte) error
+	mu     sync.Mutex
+	good   map[string]struct{}
+}
+
+// maxGoodGrants bounds the grants remembered; past it they are forgotten
+// and checked again.
+const maxGoodGrants = 4096
+
+func (g *grantChecker) check(job, tenant, root string, grant []byte) error {
+	key := job + "\x00" + tenant + "\x00" + root + "\x00" + string(grant)
+	g.mu.Lock()
+	_, ok := g.good[key]
+	g.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := g.verify(job, tenant, root, grant); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	if g.good == nil || len(g.good) >= maxGoodGrants {
+		g.good = map[string]struct{}{}
+	}
+	g.good[key] = struct{}{}
+	g.mu.Unlock()
+	return nil
+}
+
+// screen clears the grant of every task run in msgs whose grant is not
+// the servers' (a run with no grant stays as it is).
+func (g *grantChecker) screen(msgs []peerwire.Message) {
+	for _, m := range msgs {
+		if r, ok := m.(*peerwire.RunTask); ok && len(r.Grant) > 0 && g.check(r.Job, r.Tenant, r.Root, r.Grant) != nil {
+			r.Grant = nil
+		}
+	}
 }

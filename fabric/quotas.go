@@ -201,7 +201,7 @@ func schedulerQuota(q controlstate.Quota) scheduler.Quota {
 
 // quotaInterval is how often an agent reports its tenants' usage.
 func (a *Agent) quotaInterval() time.Duration {
-	if a.cfg.Timing.ProbeInterval > 0 && a.cfg.Timing.ProbeInterval < 500*time.Millisecond {
+	if a.fastTiming() {
 		return 250 * time.Millisecond
 	}
 	return time.Second
