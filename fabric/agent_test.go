@@ -810,7 +810,19 @@ func TestStuckOutputReader(t *testing.T) {
 	id := resp.Header.Get("Fabric-Job-Id")
 	cancel()
 	_ = resp.Body.Close()
-	time.Sleep(time.Second)
+	// The floods' output may still be on its way to the log: the notice
+	// is written when the job ends only if the log has dropped bytes.
+	waitFor(t, time.Minute, "the loud job's log passes its limit", func() bool {
+		a.jobsMu.Lock()
+		defer a.jobsMu.Unlock()
+		r := a.running[id]
+		if r == nil {
+			return false
+		}
+		r.log.mu.Lock()
+		defer r.log.mu.Unlock()
+		return r.log.dropped > 0
+	})
 	if j, err := cl.Job(context.Background(), id); err != nil || j.State != "running" {
 		t.Fatalf("the job whose client went away: %+v, %v", j, err)
 	}
