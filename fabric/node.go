@@ -422,7 +422,7 @@ func (n *Node) apply(effs []core.Effect) {
 			}
 		case core.Reserve:
 			n.storeq.push(func() {
-				off, err := n.store.Create(e.ID, e.Size)
+				off, err := n.store.CreateFor(e.Tenant, e.ID, e.Size)
 				ev := core.Reserved{Worker: e.Worker, Seq: e.Seq, ID: e.ID, Off: off}
 				if err != nil {
 					ev.Err = err.Error()
@@ -432,7 +432,7 @@ func (n *Node) apply(effs []core.Effect) {
 		case core.StoreValue:
 			n.storeq.push(func() {
 				ev := core.ValueStored{ID: e.ID}
-				if err := n.store.Put(e.ID, e.Data); err != nil {
+				if err := n.store.PutFor(e.Tenant, e.ID, e.Data); err != nil {
 					ev.Err = err.Error()
 				}
 				n.step(ev)

@@ -12,6 +12,7 @@ import (
 	"github.com/wasmfabric/fabric/internal/controlstate"
 	"github.com/wasmfabric/fabric/internal/core"
 	"github.com/wasmfabric/fabric/internal/membership"
+	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/scheduler"
 	"github.com/wasmfabric/fabric/internal/wire"
 )
@@ -29,6 +30,10 @@ import (
 // tenant may briefly hold more than its quota while reports travel (for a
 // second at most, on nodes that place its work at the same time); nothing
 // it submitted is lost.
+//
+// The answer also carries each tenant's bounds on its objects on every
+// node (ObjectStore, Spill), which the node's store enforces: a put past
+// them fails, naming the quota.
 //
 // The same reports give fair shares between schedulers: each report also
 // says what each tenant has queued, and when the tenants' needs (what they
@@ -227,9 +232,10 @@ func (a *Agent) reportUsage() {
 		if err != nil {
 			continue // the last allowances hold
 		}
-		var al map[string]scheduler.Allowance
-		if wire.Unmarshal(ans.Grant, &al) == nil {
-			a.node.step(core.Allowances{Tenants: al})
+		var u usageReply
+		if wire.Unmarshal(ans.Grant, &u) == nil {
+			a.node.step(core.Allowances{Tenants: u.Allowances})
+			a.node.store.SetLimits(u.Store)
 		}
 	}
 }
@@ -252,6 +258,22 @@ func (a *Agent) usageAnswer(s *controlstate.State, origin string, req controlReq
 		}
 	}
 	a.tableMu.RUnlock()
-	al := a.quotas.allowances(origin, usage, s.Quotas(), capacity, time.Now())
-	return controlAnswer{Grant: mustMarshal(al)}, nil
+	quotas := s.Quotas()
+	u := usageReply{Allowances: a.quotas.allowances(origin, usage, quotas, capacity, time.Now())}
+	for tenant, q := range quotas {
+		if q.ObjectStore != 0 || q.Spill != 0 {
+			if u.Store == nil {
+				u.Store = map[string]objects.Limit{}
+			}
+			u.Store[tenant] = objects.Limit{Held: q.ObjectStore, Spill: q.Spill}
+		}
+	}
+	return controlAnswer{Grant: mustMarshal(u)}, nil
+}
+
+// usageReply answers a usage report: the node's allowances, and the
+// bounds on each tenant's objects in its store.
+type usageReply struct {
+	Allowances map[string]scheduler.Allowance `cbor:"1,keyasint,omitempty"`
+	Store      map[string]objects.Limit       `cbor:"2,keyasint,omitempty"`
 }

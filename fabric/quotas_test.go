@@ -255,3 +255,83 @@ func TestFairCaps(t *testing.T) {
 		}
 	}
 }
+
+// TestTenantObjectBounds: a tenant's object store quota fails its own
+// puts past it, naming the quota; a tenant that fills the node's spill
+// room as far as it may (its share) makes its own puts fail while another
+// tenant's puts on the same node all succeed.
+func TestTenantObjectBounds(t *testing.T) {
+	a := startJobsAgent(t, func(c *AgentConfig) {
+		c.Node.ObjectStoreMemory = 16 << 20
+		c.Node.SpillLimit = 48 << 20
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := a.Client(a.APIToken())
+	tenant := func(info TenantInfo) *Client {
+		t.Helper()
+		if _, err := admin.CreateTenantWith(ctx, info); err != nil {
+			t.Fatal(err)
+		}
+		nt, err := admin.CreateToken(ctx, TokenRequest{Tenant: info.Name, Role: "user"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Client(nt.Token)
+	}
+	filler, other, bounded := tenant(TenantInfo{Name: "filler"}), tenant(TenantInfo{Name: "other"}), tenant(TenantInfo{Name: "bounded", MaxObjectStore: 8 << 20})
+	since := time.Now()
+	waitFor(t, 10*time.Second, "a usage report since the quota", func() bool {
+		a.quotas.mu.Lock()
+		defer a.quotas.mu.Unlock()
+		return a.quotas.nodes[a.ID].at.After(since)
+	})
+	hostile := guestBytes(t, "internal/testguests/hostile")
+	var out strings.Builder
+	if err := bounded.Submit(ctx, hostile, []string{"bigputs", "20", "1", "0"}, &out); err != nil {
+		t.Fatalf("bounded: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "bigputs: 7 puts of 1 MiB held, then:") || !strings.Contains(out.String(), "object store quota of 8388608") {
+		t.Fatalf("a tenant past its object store quota of 8 MiB:\n%s", out.String())
+	}
+
+	// The filler holds what it put for a minute; its puts stop at its
+	// share of the spill room (half of it: no other tenant spilled yet).
+	fillerOut := &syncBuilder{}
+	go func() { _ = filler.Submit(ctx, hostile, []string{"bigputs", "200", "1", "60000"}, fillerOut) }()
+	waitFor(t, time.Minute, "the filler's puts fail", func() bool { return strings.Contains(fillerOut.String(), "bigputs:") })
+	if s := fillerOut.String(); !strings.Contains(s, "its share of 25165824") {
+		t.Fatalf("the filler's puts:\n%s", s)
+	}
+	st := a.node.store.Stats()
+	t.Logf("filler: %s; the store: %+v", strings.TrimSpace(fillerOut.String()), st.Owners)
+	if sp := st.Owners["filler"].Spilled; sp > 24<<20 || sp < 23<<20 {
+		t.Fatalf("the filler's spill files hold %d bytes, want (within a put) its share of 24 MiB", sp)
+	}
+	out.Reset()
+	if err := other.Submit(ctx, hostile, []string{"bigputs", "10", "1", "0"}, &out); err != nil {
+		t.Fatalf("other: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "bigputs: all 10 puts of 1 MiB held") {
+		t.Fatalf("another tenant's puts beside the filler:\n%s", out.String())
+	}
+}
+
+// syncBuilder is a strings.Builder that one goroutine writes while
+// another reads.
+type syncBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuilder) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

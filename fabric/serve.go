@@ -190,7 +190,7 @@ func (n *Node) pullObject(e core.PullObject) {
 		err := errors.New("this node is not in a cluster")
 		if cl != nil {
 			err = cl.Pull(n.ctx, string(e.From), e.As, func(size int64) ([]byte, error) {
-				dst, k, err := n.reserve(e.ID, size)
+				dst, k, err := n.reserve(e.Tenant, e.ID, size)
 				keep, buf = k, dst
 				ev.Size = size
 				return dst, err
@@ -202,7 +202,7 @@ func (n *Node) pullObject(e core.PullObject) {
 				err = kerr
 			}
 			if err == nil && !stored {
-				err = n.store.Put(e.ID, buf) // small: the core wants it in the store
+				err = n.store.PutFor(e.Tenant, e.ID, buf) // small: the core wants it in the store
 			}
 		}
 		if err != nil {
@@ -284,7 +284,7 @@ func (n *Node) receive(id objects.ID, size int64) (dst []byte, commit func(ok bo
 	if taken {
 		return nil, nil, fmt.Errorf("fabric: object %s is already on this node", id.Short())
 	}
-	dst, keep, err := n.reserve(id, size)
+	dst, keep, err := n.reserve("", id, size) // of no job: the operator's
 	if err != nil {
 		return nil, nil, err
 	}
@@ -315,9 +315,9 @@ func (n *Node) receive(id objects.ID, size int64) (dst []byte, commit func(ok bo
 // they fit, else in memory. keep(true) puts them in the store (stored) or
 // leaves them as an inline value in dst (small ones); keep(false) gives the
 // room back. It may spill: call it without n.mu.
-func (n *Node) reserve(id objects.ID, size int64) (dst []byte, keep func(ok bool) (stored bool, err error), err error) {
+func (n *Node) reserve(tenant string, id objects.ID, size int64) (dst []byte, keep func(ok bool) (stored bool, err error), err error) {
 	if size > sandbox.InlineMax {
-		if off, cerr := n.store.Create(id, size); cerr == nil {
+		if off, cerr := n.store.CreateFor(tenant, id, size); cerr == nil {
 			return n.shm.Bytes()[off : off+size], func(ok bool) (bool, error) {
 				if !ok {
 					n.store.Abort(id)
@@ -332,7 +332,7 @@ func (n *Node) reserve(id objects.ID, size int64) (dst []byte, keep func(ok bool
 		if !ok || size <= sandbox.InlineMax {
 			return false, nil
 		}
-		return true, n.store.Put(id, buf)
+		return true, n.store.PutFor(tenant, id, buf)
 	}, nil
 }
 

@@ -67,15 +67,17 @@ func tokenHash(token string) []byte {
 func tenantInfo(t controlstate.Tenant) TenantInfo {
 	q := t.Quota
 	return TenantInfo{Name: t.Name, Created: time.UnixMilli(t.Created).UTC(), MaxJobs: q.Jobs,
-		MaxCPUs: float64(q.CPU) / scheduler.Unit, MaxGPUs: float64(q.GPU) / scheduler.Unit, MaxMemory: q.Memory, MaxTasks: q.Tasks}
+		MaxCPUs: float64(q.CPU) / scheduler.Unit, MaxGPUs: float64(q.GPU) / scheduler.Unit, MaxMemory: q.Memory, MaxTasks: q.Tasks,
+		MaxObjectStore: q.ObjectStore, MaxSpill: q.Spill}
 }
 
 // quotaOf is the quota a request asks for.
 func quotaOf(t TenantInfo) (controlstate.Quota, error) {
-	if t.MaxCPUs < 0 || t.MaxGPUs < 0 || t.MaxMemory < 0 || t.MaxCPUs > 1e9 || t.MaxGPUs > 1e9 {
+	if t.MaxCPUs < 0 || t.MaxGPUs < 0 || t.MaxMemory < 0 || t.MaxObjectStore < 0 || t.MaxSpill < 0 || t.MaxCPUs > 1e9 || t.MaxGPUs > 1e9 {
 		return controlstate.Quota{}, fmt.Errorf("%w: a quota is 0 (no bound) or more", ErrBadRequest)
 	}
-	return controlstate.Quota{Jobs: t.MaxJobs, CPU: scheduler.Quantity(t.MaxCPUs), GPU: scheduler.Quantity(t.MaxGPUs), Memory: t.MaxMemory, Tasks: t.MaxTasks}, nil
+	return controlstate.Quota{Jobs: t.MaxJobs, CPU: scheduler.Quantity(t.MaxCPUs), GPU: scheduler.Quantity(t.MaxGPUs), Memory: t.MaxMemory, Tasks: t.MaxTasks,
+		ObjectStore: t.MaxObjectStore, Spill: t.MaxSpill}, nil
 }
 
 func tokenInfo(t controlstate.Token, now time.Time) TokenInfo {

@@ -220,6 +220,12 @@ type TenantInfo struct {
 	MaxGPUs   float64 `json:"max_gpus,omitempty"`
 	MaxMemory int64   `json:"max_memory,omitempty"`
 	MaxTasks  uint32  `json:"max_tasks,omitempty"`
+	// MaxObjectStore and MaxSpill bound, on each node, the bytes of the
+	// tenant's objects (in memory or spilled) and of its spill files (0:
+	// no bound; without one, a tenant's spill files hold at most an equal
+	// share of a node's spill room). Puts past them fail.
+	MaxObjectStore int64 `json:"max_object_store,omitempty"`
+	MaxSpill       int64 `json:"max_spill,omitempty"`
 }
 
 // TokenInfo is an API token's record; its secret is shown once, when it

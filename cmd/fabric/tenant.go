@@ -21,7 +21,7 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 	var cf, lf, df, qf clientFlags
 	var createQ, setQ quotaFlags
 	create := &cobra.Command{
-		Use:     "create NAME [--max-jobs N] [--max-cpus N] [--max-gpus N] [--max-memory SIZE] [--max-tasks N]",
+		Use:     "create NAME [--max-jobs N] [--max-cpus N] [--max-gpus N] [--max-memory SIZE] [--max-tasks N] [--max-object-store SIZE] [--max-spill SIZE]",
 		Short:   "Create a tenant, with its quota",
 		Example: "  fabric tenant create acme\n  fabric token create --tenant acme --role user > acme.token",
 		Args:    cobra.ExactArgs(1),
@@ -45,7 +45,7 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 	cf.register(create, false)
 	createQ.register(create)
 	quota := &cobra.Command{
-		Use:   "quota NAME [--max-jobs N] [--max-cpus N] [--max-gpus N] [--max-memory SIZE] [--max-tasks N]",
+		Use:   "quota NAME [--max-jobs N] [--max-cpus N] [--max-gpus N] [--max-memory SIZE] [--max-tasks N] [--max-object-store SIZE] [--max-spill SIZE]",
 		Short: "Set a tenant's quota: what it holds past a lower one stays, what comes next is refused",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -61,8 +61,8 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: at most %s jobs that have not ended; %s CPUs, %s GPUs, %s of memory, %s tasks running\n",
-				t.Name, quotaText(t.MaxJobs), floatQuota(t.MaxCPUs), floatQuota(t.MaxGPUs), memQuota(t.MaxMemory), quotaText(t.MaxTasks))
+			fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: at most %s jobs that have not ended; %s CPUs, %s GPUs, %s of memory, %s tasks running; on each node %s of objects, %s of spill files\n",
+				t.Name, quotaText(t.MaxJobs), floatQuota(t.MaxCPUs), floatQuota(t.MaxGPUs), memQuota(t.MaxMemory), quotaText(t.MaxTasks), memQuota(t.MaxObjectStore), memQuota(t.MaxSpill))
 			return nil
 		},
 	}
@@ -85,10 +85,10 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 				return printAs(cmd.OutOrStdout(), lf.output, ts)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tMAX JOBS\tMAX CPUS\tMAX GPUS\tMAX MEMORY\tMAX TASKS\tCREATED")
+			fmt.Fprintln(tw, "NAME\tMAX JOBS\tMAX CPUS\tMAX GPUS\tMAX MEMORY\tMAX TASKS\tMAX OBJECTS\tMAX SPILL\tCREATED")
 			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, quotaText(t.MaxJobs), floatQuota(t.MaxCPUs), floatQuota(t.MaxGPUs),
-					memQuota(t.MaxMemory), quotaText(t.MaxTasks), t.Created.Local().Format(time.DateTime))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, quotaText(t.MaxJobs), floatQuota(t.MaxCPUs), floatQuota(t.MaxGPUs),
+					memQuota(t.MaxMemory), quotaText(t.MaxTasks), memQuota(t.MaxObjectStore), memQuota(t.MaxSpill), t.Created.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},
@@ -117,9 +117,9 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 
 // quotaFlags are a tenant's quota on the command line.
 type quotaFlags struct {
-	jobs, tasks uint32
-	cpus, gpus  float64
-	memory      string
+	jobs, tasks                uint32
+	cpus, gpus                 float64
+	memory, objectStore, spill string
 }
 
 func (q *quotaFlags) register(cmd *cobra.Command) {
@@ -129,6 +129,8 @@ func (q *quotaFlags) register(cmd *cobra.Command) {
 	f.Float64Var(&q.gpus, "max-gpus", 0, "the most GPUs they hold (0: no bound)")
 	f.StringVar(&q.memory, "max-memory", "", "the most memory they hold, e.g. 8GiB (default: no bound)")
 	f.Uint32Var(&q.tasks, "max-tasks", 0, "the most of the tenant's tasks and actors that run at once (0: no bound)")
+	f.StringVar(&q.objectStore, "max-object-store", "", "the most bytes of the tenant's objects on each node, in memory or spilled, e.g. 2GiB (default: no bound)")
+	f.StringVar(&q.spill, "max-spill", "", "the most bytes of the tenant's spill files on each node (default: an equal share of the node's spill room)")
 }
 
 func (q *quotaFlags) info(name string) (fabric.TenantInfo, error) {
@@ -139,6 +141,19 @@ func (q *quotaFlags) info(name string) (fabric.TenantInfo, error) {
 			return t, fmt.Errorf("--max-memory: %w", err)
 		}
 		t.MaxMemory = m
+	}
+	for _, s := range []struct {
+		flag, v string
+		dst     *int64
+	}{{"--max-object-store", q.objectStore, &t.MaxObjectStore}, {"--max-spill", q.spill, &t.MaxSpill}} {
+		if s.v == "" {
+			continue
+		}
+		m, err := ParseSize(s.v)
+		if err != nil {
+			return t, fmt.Errorf("%s: %w", s.flag, err)
+		}
+		*s.dst = m
 	}
 	return t, nil
 }

@@ -29,13 +29,17 @@ type Quota struct {
 	GPU    int64  `cbor:"3,keyasint,omitempty" json:"gpu,omitempty"`
 	Memory int64  `cbor:"4,keyasint,omitempty" json:"memory,omitempty"`
 	Tasks  uint32 `cbor:"5,keyasint,omitempty" json:"tasks,omitempty"`
+	// ObjectStore and Spill bound, on each node, the bytes of the
+	// tenant's objects (in memory or spilled) and of its spill files.
+	ObjectStore int64 `cbor:"6,keyasint,omitempty" json:"object_store,omitempty"`
+	Spill       int64 `cbor:"7,keyasint,omitempty" json:"spill,omitempty"`
 }
 
 // Quotas returns the tenants that have a quota on what runs, by name.
 func (s *State) Quotas() map[string]Quota {
 	out := map[string]Quota{}
 	for name, t := range s.tenants {
-		if q := t.Quota; q.CPU != 0 || q.GPU != 0 || q.Memory != 0 || q.Tasks != 0 {
+		if q := t.Quota; q.CPU != 0 || q.GPU != 0 || q.Memory != 0 || q.Tasks != 0 || q.ObjectStore != 0 || q.Spill != 0 {
 			out[name] = q
 		}
 	}

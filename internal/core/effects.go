@@ -81,13 +81,15 @@ type Reserve struct {
 	Seq    uint64
 	ID     objects.ID
 	Size   int64
+	Tenant string // charged with the object's bytes
 }
 
 // StoreValue stores a value in the object store (objects.Store.Put, which
 // may spill): the shell answers with ValueStored.
 type StoreValue struct {
-	ID   objects.ID
-	Data []byte
+	ID     objects.ID
+	Data   []byte
+	Tenant string // charged with the object's bytes
 }
 
 // PeerSend sends another node a message, through the peer link.
@@ -106,11 +108,12 @@ type FetchModule struct {
 // PullObject copies a stored object's bytes from another node into this
 // node's store under ID: the shell answers with ObjectPulled.
 type PullObject struct {
-	Job  JobID
-	ID   objects.ID // the ID here
-	From NodeID
-	As   objects.ID // the ID the holder keeps it under
-	Size int64
+	Job    JobID
+	Tenant string     // the job's, charged with the copy's bytes
+	ID     objects.ID // the ID here
+	From   NodeID
+	As     objects.ID // the ID the holder keeps it under
+	Size   int64
 }
 
 // TrimStore gives the pages of freed objects back to the OS.

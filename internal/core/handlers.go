@@ -413,7 +413,7 @@ func (c *Core) create(w *worker, m wire.Create) {
 		return
 	}
 	w.reserving++
-	c.emit(Reserve{Worker: w.id, Seq: m.Seq, ID: id, Size: m.Size})
+	c.emit(Reserve{Worker: w.id, Seq: m.Seq, ID: id, Size: m.Size, Tenant: w.job.tenant})
 }
 
 func (e Reserved) apply(c *Core) {

@@ -304,7 +304,11 @@ func (c *Core) storeValue(id objects.ID, data []byte, nested []objects.ID) {
 		c.addRef(r) // held until the value is stored
 	}
 	c.store.Abort(id) // a reservation a lost attempt may have left
-	c.emit(StoreValue{ID: id, Data: data})
+	tenant := ""
+	if o.job != nil {
+		tenant = o.job.tenant
+	}
+	c.emit(StoreValue{ID: id, Data: data, Tenant: tenant})
 }
 
 // valueStored finishes storeValue.
@@ -560,7 +564,7 @@ func (c *Core) objectValue(from NodeID, m *peerwire.ObjectValue) {
 		o.size = m.Size
 		o.pulling = m.Refs
 		c.store.Abort(id)
-		c.emit(PullObject{Job: j.id, ID: id, From: from, As: m.ID, Size: m.Size})
+		c.emit(PullObject{Job: j.id, Tenant: j.tenant, ID: id, From: from, As: m.ID, Size: m.Size})
 		return
 	}
 	o.fetching = false

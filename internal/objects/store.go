@@ -38,6 +38,9 @@ var (
 	// ErrInvalidSize is returned for a negative object size, and by
 	// SharedMemory for a size that cannot be mapped.
 	ErrInvalidSize = errors.New("objects: invalid size")
+	// ErrOverQuota is returned by Create and Put, and for spilling, when
+	// an owner's objects would hold more than its Limit allows.
+	ErrOverQuota = errors.New("objects: over quota")
 )
 
 // storeAlign is the alignment of objects in the arena: a cache line, so
@@ -80,6 +83,28 @@ type StoreStats struct {
 	// DirectCount is the number of objects Put wrote straight to a file
 	// (larger than the arena, or no room while the arena was pinned).
 	DirectCount int64
+	// Owners is what each owner's objects hold, by owner.
+	Owners map[string]OwnerUsage
+}
+
+// OwnerUsage is what one owner's objects hold in a store.
+type OwnerUsage struct {
+	// Held is the bytes of its objects, in the arena or spilled, sealed
+	// or being written.
+	Held int64
+	// Spilled is the bytes of its objects' spill files.
+	Spilled int64
+}
+
+// Limit bounds what one owner's objects may hold in a store; zero is no
+// bound.
+type Limit struct {
+	// Held bounds the bytes of the owner's objects, in the arena or
+	// spilled.
+	Held int64
+	// Spill bounds the bytes of the owner's spill files. With a bound, the
+	// owner's spill files are not held to an equal share (see Store).
+	Spill int64
 }
 
 // entry is the store's record of one object.
@@ -98,6 +123,7 @@ type entry struct {
 	deleted bool // Delete was called; removed at the last Unpin
 	pins    int  // an unsealed object holds one pin for its writer
 	lru     *list.Element
+	owner   string // who the object's bytes are charged to
 }
 
 // Store holds immutable objects in an arena of memory and spills them to
@@ -124,6 +150,19 @@ type entry struct {
 // pinned meanwhile), and the files of deleted objects are removed by Sweep.
 // Restoring (Pin, Read) reads files under the mutex. It starts no
 // goroutines.
+//
+// Every object has an owner (CreateFor, PutFor: a tenant, in the agent),
+// charged with its bytes and with its spill files' bytes, so that owners
+// sharing a node cannot take each other's room. SetLimits bounds what each
+// owner may hold. Without a bound of its own, a named owner's spill files
+// are held to an equal share of the spill limit: the limit divided among
+// the owners with spill files plus one more, for an owner yet to come. So
+// one owner alone takes at most half, and one that fills its share makes
+// its own spills and puts fail, not another's. The owner "" (the
+// cluster's operator) is bounded only by the limit. To make room in the arena, the store spills the least
+// recently used object whose owner has spill room left; an object whose
+// owner has none stays in the arena, and a Put that finds no room there
+// writes its object straight to a spill file charged to its own owner.
 type Store struct {
 	mu         sync.Mutex
 	mem        []byte
@@ -144,6 +183,8 @@ type Store struct {
 	doomedN    atomic.Int64
 	directs    int64
 	closed     bool
+	owners     map[string]*OwnerUsage // what each owner holds; absent when nothing
+	limits     map[string]Limit
 }
 
 // NewStore returns a store over the arena mem (SharedMemory.Bytes() in
@@ -157,7 +198,17 @@ func NewStore(mem []byte, spillDir string) *Store {
 		dir:     spillDir,
 		objects: make(map[ID]*entry),
 		lru:     list.New(),
+		owners:  make(map[string]*OwnerUsage),
 	}
+}
+
+// SetLimits replaces the bounds on what each owner's objects may hold.
+// What an owner already holds past a new bound stays; its next objects
+// and spills are refused until it holds less.
+func (s *Store) SetLimits(limits map[string]Limit) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.limits = limits
 }
 
 // SetReleaser sets f to be called, by Trim, with every free range of the
@@ -183,10 +234,93 @@ func (s *Store) SetSpillLimit(n int64) {
 	s.spillLimit = n
 }
 
-// spillRoomLocked reports whether size more bytes may go to spill files.
-func (s *Store) spillRoomLocked(size int64) error {
+// spillRoomLocked reports whether size more bytes of owner's may go to
+// spill files: within the limit, the owner's own bound, or else (for a
+// named owner) its share.
+func (s *Store) spillRoomLocked(owner string, size int64) error {
 	if s.spillLimit > 0 && s.spillBytes+size > s.spillLimit {
 		return fmt.Errorf("%w: the spill files hold %d bytes of their limit of %d", ErrStoreFull, s.spillBytes, s.spillLimit)
+	}
+	spilled := s.usageLocked(owner).Spilled
+	if lim := s.limits[owner].Spill; lim > 0 {
+		if spilled+size > lim {
+			return fmt.Errorf("%w: %s's spill files on this node hold %d bytes of its quota of %d", ErrOverQuota, ownerName(owner), spilled, lim)
+		}
+		return nil
+	}
+	if owner == "" || s.spillLimit == 0 {
+		return nil
+	}
+	if share := SpillShare(s.spillLimit, owner, s.namedSpills()); spilled+size > share {
+		return fmt.Errorf("%w: %s's spill files hold %d bytes of its share of %d (the node's spill room of %d, shared with the other tenants)", ErrStoreFull, ownerName(owner), spilled, share, s.spillLimit)
+	}
+	return nil
+}
+
+// namedSpills returns the spilled bytes of each named owner that has any.
+func (s *Store) namedSpills() map[string]int64 {
+	m := make(map[string]int64, len(s.owners))
+	for o, u := range s.owners {
+		if o != "" && u.Spilled > 0 {
+			m[o] = u.Spilled
+		}
+	}
+	return m
+}
+
+// SpillShare returns what owner's spill files may hold when limit bounds
+// them all and spills holds the named owners' spilled bytes: an equal
+// share, the limit divided among the other owners in spills, owner, and
+// one more for an owner yet to come. (Letting an owner past its share
+// only while the room left kept a share for the newcomer and what each
+// other owner lacks of its own comes to the same bound.)
+func SpillShare(limit int64, owner string, spills map[string]int64) int64 {
+	n := int64(2) // owner and a newcomer
+	for o := range spills {
+		if o != owner {
+			n++
+		}
+	}
+	return limit / n
+}
+
+// ownerName names an owner in errors.
+func ownerName(owner string) string {
+	if owner == "" {
+		return "the operator"
+	}
+	return fmt.Sprintf("tenant %q", owner)
+}
+
+// usageLocked returns what owner holds (a zero value when nothing).
+func (s *Store) usageLocked(owner string) OwnerUsage {
+	if u := s.owners[owner]; u != nil {
+		return *u
+	}
+	return OwnerUsage{}
+}
+
+// chargeLocked adds held and spilled bytes (either negative to give them
+// back) to owner's usage.
+func (s *Store) chargeLocked(owner string, held, spilled int64) {
+	u := s.owners[owner]
+	if u == nil {
+		u = &OwnerUsage{}
+		s.owners[owner] = u
+	}
+	u.Held += held
+	u.Spilled += spilled
+	s.spillBytes += spilled
+	if u.Held == 0 && u.Spilled == 0 {
+		delete(s.owners, owner)
+	}
+}
+
+// heldRoomLocked reports whether owner may hold size more bytes.
+func (s *Store) heldRoomLocked(owner string, size int64) error {
+	lim := s.limits[owner].Held
+	if held := s.usageLocked(owner).Held; lim > 0 && held+size > lim {
+		return fmt.Errorf("%w: %s's objects on this node hold %d bytes of its object store quota of %d", ErrOverQuota, ownerName(owner), held, lim)
 	}
 	return nil
 }
@@ -198,10 +332,19 @@ func (s *Store) spillRoomLocked(size int64) error {
 // ErrStoreFull when it cannot make room, ErrObjectTooLarge when size is
 // larger than the arena, and ErrObjectExists when id is present.
 func (s *Store) Create(id ID, size int64) (off int64, err error) {
+	return s.CreateFor("", id, size)
+}
+
+// CreateFor is Create of an object charged to owner; it fails with
+// ErrOverQuota past the owner's Limit.
+func (s *Store) CreateFor(owner string, id ID, size int64) (off int64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.checkNewLocked(id, size); err != nil {
 		return 0, fmt.Errorf("%w: create %s", err, id)
+	}
+	if err := s.heldRoomLocked(owner, size); err != nil {
+		return 0, fmt.Errorf("%w: create %s (%d bytes)", err, id, size)
 	}
 	off, err = s.allocateLocked(size, s.spillOutsideLocked)
 	if err != nil {
@@ -210,7 +353,12 @@ func (s *Store) Create(id ID, size int64) (off int64, err error) {
 	if err := s.recheckLocked(id, off); err != nil { // the lock was released while spilling
 		return 0, fmt.Errorf("%w: create %s", err, id)
 	}
-	s.objects[id] = &entry{size: size, off: off, pins: 1}
+	if err := s.heldRoomLocked(owner, size); err != nil { // others of owner's came meanwhile
+		s.alloc.Free(off)
+		return 0, fmt.Errorf("%w: create %s (%d bytes)", err, id, size)
+	}
+	s.objects[id] = &entry{size: size, off: off, pins: 1, owner: owner}
+	s.chargeLocked(owner, size, 0)
 	return off, nil
 }
 
@@ -269,11 +417,21 @@ func (s *Store) Abort(id ID) {
 // An object larger than the whole arena is written straight to its spill
 // file instead (its Location then has a Path).
 func (s *Store) Put(id ID, data []byte) error {
+	return s.PutFor("", id, data)
+}
+
+// PutFor is Put of an object charged to owner; it fails with ErrOverQuota
+// past the owner's Limit.
+func (s *Store) PutFor(owner string, id ID, data []byte) error {
 	size := int64(len(data))
 	s.mu.Lock()
 	if err := s.checkNewLocked(id, size); err != nil {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: put %s", err, id)
+	}
+	if err := s.heldRoomLocked(owner, size); err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: put %s (%d bytes)", err, id, size)
 	}
 	off := int64(-1)
 	if _, fits := s.alloc.roundedSize(size); fits {
@@ -288,6 +446,11 @@ func (s *Store) Put(id ID, data []byte) error {
 				s.mu.Unlock()
 				return fmt.Errorf("%w: put %s", err, id)
 			}
+			if err := s.heldRoomLocked(owner, size); err != nil { // others of owner's came meanwhile
+				s.alloc.Free(off)
+				s.mu.Unlock()
+				return fmt.Errorf("%w: put %s (%d bytes)", err, id, size)
+			}
 		}
 		// ErrStoreFull with a spill directory: everything in the arena is
 		// pinned right now, so the object goes straight to a file below.
@@ -296,8 +459,9 @@ func (s *Store) Put(id ID, data []byte) error {
 		}
 	}
 	if off >= 0 {
-		e := &entry{size: size, off: off, pins: 1}
+		e := &entry{size: size, off: off, pins: 1, owner: owner}
 		s.objects[id] = e
+		s.chargeLocked(owner, size, 0)
 		s.mu.Unlock()
 
 		copy(s.mem[off:off+size], data)
@@ -325,16 +489,20 @@ func (s *Store) Put(id ID, data []byte) error {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: put %s", err, id)
 	}
+	if err := s.heldRoomLocked(owner, size); err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: put %s (%d bytes)", err, id, size)
+	}
 	if err := s.ensureDirLocked(); err != nil {
 		s.mu.Unlock()
 		return fmt.Errorf("objects: put %s: %w", id, err)
 	}
-	if err := s.spillRoomLocked(size); err != nil {
+	if err := s.spillRoomLocked(owner, size); err != nil {
 		s.mu.Unlock()
 		return fmt.Errorf("objects: put %s (%d bytes): %w", id, size, err)
 	}
-	s.spillBytes += size // reserved while the file is written
-	e := &entry{size: size, off: -1, pins: 1, direct: true}
+	s.chargeLocked(owner, size, size) // reserved while the file is written
+	e := &entry{size: size, off: -1, pins: 1, direct: true, owner: owner}
 	s.directs++
 	s.objects[id] = e
 	name, dir := s.fileNameLocked(id), s.dir
@@ -351,7 +519,7 @@ func (s *Store) Put(id ID, data []byte) error {
 		return fmt.Errorf("%w: put %s", ErrStoreClosed, id)
 	}
 	if err != nil {
-		s.spillBytes -= size
+		s.chargeLocked(owner, -size, -size)
 		delete(s.objects, id)
 		return fmt.Errorf("objects: put %s: %w", id, err)
 	}
@@ -470,6 +638,10 @@ func (s *Store) Stats() StoreStats {
 		SpillCount:   s.spills,
 		RestoreCount: s.restores,
 		DirectCount:  s.directs,
+		Owners:       make(map[string]OwnerUsage, len(s.owners)),
+	}
+	for o, u := range s.owners {
+		st.Owners[o] = *u
 	}
 	for _, e := range s.objects {
 		if !e.sealed || e.deleted {
@@ -513,6 +685,8 @@ func (s *Store) Close() error {
 		os.Remove(s.dir) // fails, harmlessly, while a Put is still writing there
 	}
 	s.objects = make(map[ID]*entry)
+	s.owners = make(map[string]*OwnerUsage)
+	s.spillBytes = 0
 	s.lru.Init()
 	s.lruBytes = 0
 	if err := errors.Join(errs...); err != nil {
@@ -544,15 +718,34 @@ func (s *Store) allocateLocked(size int64, spill func(ID, *entry) error) (int64,
 		if off, ok := s.alloc.Alloc(size); ok {
 			return off, nil
 		}
-		back := s.lru.Back()
-		if back == nil || s.dir == "" {
+		if s.dir == "" {
 			return 0, ErrStoreFull
 		}
-		id := back.Value.(ID)
-		if err := spill(id, s.objects[id]); err != nil {
+		id, e := s.victimLocked()
+		if e == nil {
+			return 0, fmt.Errorf("%w: what is in the arena cannot be spilled now", ErrStoreFull)
+		}
+		if err := spill(id, e); err != nil {
 			return 0, err
 		}
 	}
+}
+
+// victimLocked returns the least recently used object in the arena that
+// may be spilled: one with a spill file already, or whose owner has spill
+// room for it. The objects passed over become the most recently used, so
+// that the next search does not pass over them again.
+func (s *Store) victimLocked() (ID, *entry) {
+	for range s.lru.Len() {
+		back := s.lru.Back()
+		id := back.Value.(ID)
+		e := s.objects[id]
+		if e.file != "" || s.spillRoomLocked(e.owner, e.size) == nil {
+			return id, e
+		}
+		s.lru.MoveToFront(back)
+	}
+	return NilID, nil
 }
 
 // spillHook, when set (by tests), runs before a spill file is written
@@ -584,7 +777,7 @@ func (s *Store) spillOutsideLocked(id ID, e *entry) error {
 	if e.file != "" { // written before: nothing to write
 		return s.spillLocked(id, e)
 	}
-	if err := s.spillRoomLocked(e.size); err != nil {
+	if err := s.spillRoomLocked(e.owner, e.size); err != nil {
 		return err
 	}
 	if err := s.ensureDirLocked(); err != nil {
@@ -592,7 +785,7 @@ func (s *Store) spillOutsideLocked(id ID, e *entry) error {
 	}
 	s.offLRULocked(e)
 	e.pins++
-	s.spillBytes += e.size // reserved while the file is written
+	s.chargeLocked(e.owner, 0, e.size) // reserved while the file is written
 	name, dir, data := s.fileNameLocked(id), s.dir, s.mem[e.off:e.off+e.size]
 	s.mu.Unlock()
 	if spillHook != nil {
@@ -601,7 +794,9 @@ func (s *Store) spillOutsideLocked(id ID, e *entry) error {
 	err := writeSpillFile(dir, name, data)
 	s.mu.Lock()
 	if err != nil || s.closed {
-		s.spillBytes -= e.size
+		if !s.closed {
+			s.chargeLocked(e.owner, 0, -e.size)
+		}
 		if err == nil {
 			os.Remove(filepath.Join(dir, name)) // closed: nobody else uses the store
 			err = ErrStoreClosed
@@ -629,7 +824,7 @@ func (s *Store) spillOutsideLocked(id ID, e *entry) error {
 // file and frees its range.
 func (s *Store) spillLocked(id ID, e *entry) error {
 	if e.file == "" {
-		if err := s.spillRoomLocked(e.size); err != nil {
+		if err := s.spillRoomLocked(e.owner, e.size); err != nil {
 			return err
 		}
 		if err := s.ensureDirLocked(); err != nil {
@@ -640,7 +835,7 @@ func (s *Store) spillLocked(id ID, e *entry) error {
 			return fmt.Errorf("spill %s: %w", id, err)
 		}
 		e.file = name
-		s.spillBytes += e.size
+		s.chargeLocked(e.owner, 0, e.size)
 	}
 	s.offLRULocked(e)
 	s.freeRangeLocked(e)
@@ -689,12 +884,14 @@ func (s *Store) removeLocked(id ID, e *entry) {
 	if e.off >= 0 {
 		s.freeRangeLocked(e)
 	}
+	spilled := int64(0)
 	if e.file != "" {
 		s.doomed = append(s.doomed, s.filePath(e))
 		s.doomedN.Store(int64(len(s.doomed)))
 		e.file = ""
-		s.spillBytes -= e.size
+		spilled = e.size
 	}
+	s.chargeLocked(e.owner, -e.size, -spilled)
 	e.spilled = false
 	delete(s.objects, id)
 }

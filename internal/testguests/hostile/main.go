@@ -255,11 +255,36 @@ func smallPuts(n int) error {
 	return nil
 }
 
+// bigPuts keeps puts of mib MiB, each got back to see it stored, until
+// one fails or n are held; then holds them for hold before letting go.
+func bigPuts(n, mib int, hold time.Duration) error {
+	refs := make([]sdk.Ref[[]byte], 0, n)
+	value := make([]byte, mib<<20)
+	for i := range n {
+		value[0] = byte(i)
+		r, err := sdk.Put(value)
+		if err == nil {
+			_, err = r.Get()
+		}
+		if err != nil {
+			fmt.Printf("bigputs: %d puts of %d MiB held, then: %v\n", i, mib, firstLine(err))
+			break
+		}
+		refs = append(refs, r)
+	}
+	if len(refs) == n {
+		fmt.Printf("bigputs: all %d puts of %d MiB held\n", n, mib)
+	}
+	time.Sleep(hold)
+	sdk.ReleaseAll(refs)
+	return nil
+}
+
 func init() { sdk.Main(run) }
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: hostile panic|timeout|deadline|lease_spin|loop|overlap|ticks|membomb|recursion|flood|loud|chain|smallputs|badptr")
+		return errors.New("usage: hostile panic|timeout|deadline|lease_spin|loop|overlap|ticks|membomb|recursion|flood|loud|chain|smallputs|bigputs|badptr")
 	}
 	switch args[0] {
 	case "panic":
@@ -357,6 +382,16 @@ func run(args []string) error {
 			n, _ = strconv.Atoi(args[1])
 		}
 		if err := smallPuts(n); err != nil {
+			return err
+		}
+	case "bigputs": // bigputs N MIB HOLD_MS
+		n, mib, ms := 10, 1, 0
+		if len(args) > 3 {
+			n, _ = strconv.Atoi(args[1])
+			mib, _ = strconv.Atoi(args[2])
+			ms, _ = strconv.Atoi(args[3])
+		}
+		if err := bigPuts(n, mib, time.Duration(ms)*time.Millisecond); err != nil {
 			return err
 		}
 	case "badptr":
