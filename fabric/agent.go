@@ -226,6 +226,9 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	nodeCfg.DataDir = filepath.Join(cfg.DataDir, "node")
 	nodeCfg.NodeID, nodeCfg.Labels = id, cfg.Labels
 	nodeCfg.clustered, nodeCfg.registry = true, true
+	if nodeCfg.TenantCgroups == "" {
+		nodeCfg.TenantCgroups = CgroupsAuto
+	}
 	grants := &grantChecker{verify: idn.cluster.VerifyGrant}
 	nodeCfg.verifyGrant = grants.check
 	var agent *Agent // set below: the node asks it for grants

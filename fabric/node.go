@@ -90,6 +90,15 @@ type Config struct {
 	NodeID string
 	// Labels are the node's labels, for tasks' label selectors.
 	Labels map[string]string
+	// TenantCgroups puts each tenant's worker processes in a control
+	// group of its own: CgroupsAuto where the kernel offers them,
+	// CgroupsOn to require them, CgroupsOff or "" for none (the default
+	// of an embedded node; agents default to auto). See tenantgroups.go.
+	TenantCgroups string
+	// TenantMemory bounds the memory a named tenant's workers on the node
+	// hold together when its quota has no memory bound (0: half of
+	// Memory). It takes control groups.
+	TenantMemory int64
 
 	// clustered lets tasks go to other nodes (set by StartAgent).
 	clustered bool
@@ -113,8 +122,9 @@ type Node struct {
 	store   *objects.Store
 	pool    *workerpool.Pool
 	start   time.Time
-	log     *jobOutput // the agent's own messages, to cfg.Stderr
-	storeq  *workQueue // store operations that may write to disk
+	log     *jobOutput    // the agent's own messages, to cfg.Stderr
+	storeq  *workQueue    // store operations that may write to disk
+	groups  *tenantGroups // nil without control groups
 	// sweepQueued is set while a Sweep of deleted objects' spill files
 	// waits on storeq.
 	sweepQueued atomic.Bool
@@ -264,6 +274,13 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.pool = pool
+	if n.groups, err = openTenantGroups(cfg); err != nil {
+		n.pool.Close()
+		n.storeq.close()
+		n.log.close()
+		n.cleanup()
+		return nil, err
+	}
 	total := scheduler.Resources{CPU: scheduler.Quantity(cfg.NumCPUs), GPU: scheduler.Quantity(cfg.GPUs), Memory: cfg.Memory}
 	for k, v := range cfg.Resources {
 		if total.Custom == nil {
@@ -278,6 +295,10 @@ func Start(cfg Config) (*Node, error) {
 	n.core = core.New(core.Config{Node: scheduler.NodeID(cfg.NodeID), Resources: total, Labels: cfg.Labels,
 		MaxWorkers: cfg.MaxWorkers, MaxInstances: cfg.MaxInstances, Leases: !cfg.NoShortPaths, InlineMax: sandbox.InlineMax, HeapBudget: max(64<<20, cfg.ObjectStoreMemory/4),
 		Seed: binary.LittleEndian.Uint64(seed[:]), Clustered: cfg.clustered, Registry: cfg.registry, VerifyGrant: cfg.verifyGrant}, n.store)
+	if n.groups != nil {
+		n.wg.Add(1)
+		go n.weighLoop()
+	}
 	return n, nil
 }
 
@@ -328,6 +349,11 @@ func (n *Node) Close() error {
 	}
 	n.mu.Unlock()
 	n.wg.Wait()
+	if n.groups != nil {
+		if err := n.groups.m.Close(5 * time.Second); err != nil {
+			n.log.write(true, []byte(err.Error()+"\n"))
+		}
+	}
 	n.storeq.close()
 	n.log.close()
 	n.cleanup()
@@ -482,7 +508,11 @@ func (n *Node) startWorker(e core.StartWorker) {
 		if e.Process != "" {
 			group += "/" + e.Process // the driver's: a task that crashes its process leaves the driver be
 		}
-		err := n.pool.Start(workerpool.ID(e.Worker), group, path, func(pid int) {
+		var place func(int) error
+		if n.groups != nil {
+			place = n.groups.place(e.Tenant)
+		}
+		err := n.pool.Start(workerpool.ID(e.Worker), group, path, place, func(pid int) {
 			n.step(core.WorkerStarted{Worker: e.Worker, Pid: pid})
 		})
 		if err != nil {

@@ -84,6 +84,7 @@ func (r *quotaReports) allowances(origin string, usage map[string]scheduler.Tena
 				e := elsewhere[tenant]
 				e.Held = e.Held.Add(u.Held)
 				e.Tasks += u.Tasks
+				e.Actors += u.Actors
 				elsewhere[tenant] = e
 			}
 		}
@@ -106,7 +107,7 @@ func (r *quotaReports) allowances(origin string, usage map[string]scheduler.Tena
 		return min(a, b)
 	}
 	for tenant := range mergeKeys(quotas, caps) {
-		whole := scheduler.Quota{CPU: -1, GPU: -1, Memory: -1, Tasks: -1}
+		whole := scheduler.Quota{CPU: -1, GPU: -1, Memory: -1, Tasks: -1, Actors: -1}
 		if q, ok := quotas[tenant]; ok {
 			whole = schedulerQuota(q)
 		}
@@ -116,9 +117,12 @@ func (r *quotaReports) allowances(origin string, usage map[string]scheduler.Tena
 		}
 		e := elsewhere[tenant]
 		al := scheduler.Allowance{CPU: left(limit.CPU, e.Held.CPU), GPU: left(limit.GPU, e.Held.GPU),
-			Memory: left(limit.Memory, e.Held.Memory), Tasks: -1, Quota: whole}
+			Memory: left(limit.Memory, e.Held.Memory), Tasks: -1, Actors: -1, Quota: whole}
 		if whole.Tasks >= 0 {
 			al.Tasks = max(0, whole.Tasks-e.Tasks)
+		}
+		if whole.Actors >= 0 {
+			al.Actors = max(0, whole.Actors-e.Actors)
 		}
 		out[tenant] = al
 	}
@@ -172,7 +176,7 @@ func fairCaps(need map[string]scheduler.Resources, capacity scheduler.Resources)
 	for _, n := range needs {
 		s := min(n.share, level)
 		out[n.name] = scheduler.Quota{CPU: int64(s * float64(capacity.CPU)), GPU: int64(s * float64(capacity.GPU)),
-			Memory: int64(s * float64(capacity.Memory)), Tasks: -1}
+			Memory: int64(s * float64(capacity.Memory)), Tasks: -1, Actors: -1}
 	}
 	return out
 }
@@ -197,9 +201,12 @@ func schedulerQuota(q controlstate.Quota) scheduler.Quota {
 		}
 		return v
 	}
-	out := scheduler.Quota{CPU: bound(q.CPU), GPU: bound(q.GPU), Memory: bound(q.Memory), Tasks: -1}
+	out := scheduler.Quota{CPU: bound(q.CPU), GPU: bound(q.GPU), Memory: bound(q.Memory), Tasks: -1, Actors: -1}
 	if q.Tasks != 0 {
 		out.Tasks = int(q.Tasks)
+	}
+	if q.Actors != 0 {
+		out.Actors = int(q.Actors)
 	}
 	return out
 }
@@ -236,6 +243,11 @@ func (a *Agent) reportUsage() {
 		if wire.Unmarshal(ans.Grant, &u) == nil {
 			a.node.step(core.Allowances{Tenants: u.Allowances})
 			a.node.store.SetLimits(u.Store)
+			mem := make(map[string]int64, len(u.Allowances))
+			for tenant, al := range u.Allowances {
+				mem[tenant] = al.Quota.Memory
+			}
+			a.node.SetTenantMemoryQuotas(mem)
 		}
 	}
 }

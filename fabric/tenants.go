@@ -68,7 +68,7 @@ func tenantInfo(t controlstate.Tenant) TenantInfo {
 	q := t.Quota
 	return TenantInfo{Name: t.Name, Created: time.UnixMilli(t.Created).UTC(), MaxJobs: q.Jobs,
 		MaxCPUs: float64(q.CPU) / scheduler.Unit, MaxGPUs: float64(q.GPU) / scheduler.Unit, MaxMemory: q.Memory, MaxTasks: q.Tasks,
-		MaxObjectStore: q.ObjectStore, MaxSpill: q.Spill}
+		MaxObjectStore: q.ObjectStore, MaxSpill: q.Spill, MaxActors: q.Actors}
 }
 
 // quotaOf is the quota a request asks for.
@@ -77,7 +77,7 @@ func quotaOf(t TenantInfo) (controlstate.Quota, error) {
 		return controlstate.Quota{}, fmt.Errorf("%w: a quota is 0 (no bound) or more", ErrBadRequest)
 	}
 	return controlstate.Quota{Jobs: t.MaxJobs, CPU: scheduler.Quantity(t.MaxCPUs), GPU: scheduler.Quantity(t.MaxGPUs), Memory: t.MaxMemory, Tasks: t.MaxTasks,
-		ObjectStore: t.MaxObjectStore, Spill: t.MaxSpill}, nil
+		ObjectStore: t.MaxObjectStore, Spill: t.MaxSpill, Actors: t.MaxActors}, nil
 }
 
 func tokenInfo(t controlstate.Token, now time.Time) TokenInfo {

@@ -226,6 +226,10 @@ type TenantInfo struct {
 	// share of a node's spill room). Puts past them fail.
 	MaxObjectStore int64 `json:"max_object_store,omitempty"`
 	MaxSpill       int64 `json:"max_spill,omitempty"`
+	// MaxActors bounds how many of the tenant's actors live at once
+	// across the cluster (0: no bound); an actor also counts among
+	// MaxTasks. Actors past it wait to be created.
+	MaxActors uint32 `json:"max_actors,omitempty"`
 }
 
 // TokenInfo is an API token's record; its secret is shown once, when it

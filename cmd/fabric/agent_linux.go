@@ -18,14 +18,14 @@ import (
 
 func newAgentCmd() *cobra.Command {
 	var (
-		cfg                fabric.AgentConfig
-		join, labels, ress []string
-		memory, store      string
-		spill, jobLog      string
-		moduleDisk         string
-		drainTimeout       time.Duration
-		cpus, gpus         float64
-		config, tokenFile  string
+		cfg                      fabric.AgentConfig
+		join, labels, ress       []string
+		memory, store            string
+		spill, jobLog, tenantMem string
+		moduleDisk               string
+		drainTimeout             time.Duration
+		cpus, gpus               float64
+		config, tokenFile        string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent [flags]",
@@ -76,6 +76,11 @@ The command line comes first, then the environment, then the file.`,
 			if memory != "" {
 				if cfg.Node.Memory, err = ParseSize(memory); err != nil {
 					return fmt.Errorf("--memory: %w", err)
+				}
+			}
+			if tenantMem != "" {
+				if cfg.Node.TenantMemory, err = ParseSize(tenantMem); err != nil {
+					return fmt.Errorf("--tenant-memory: %w", err)
 				}
 			}
 			if spill != "" {
@@ -185,6 +190,8 @@ The command line comes first, then the environment, then the file.`,
 	f.StringVar(&memory, "memory", "", "memory the node offers to tasks, e.g. 16GiB (default: the machine's)")
 	f.StringVar(&store, "object-store-memory", "", "size of the shared object arena (default 1GiB); a quarter of it bounds the objects' records and small values in the agent's memory")
 	f.StringVar(&spill, "spill-limit", "", "disk space objects past the arena may spill to (default: 4x the arena)")
+	f.StringVar(&cfg.Node.TenantCgroups, "tenant-cgroups", fabric.CgroupsAuto, "put each tenant's worker processes in a control group of its own, with a memory limit and a CPU weight: auto (where the kernel offers cgroups), on (required) or off")
+	f.StringVar(&tenantMem, "tenant-memory", "", "the memory a tenant's workers here hold together when its quota sets none, e.g. 8GiB (default: half the node's memory; needs control groups)")
 	f.StringSliceVar(&ress, "resources", nil, "custom resources, NAME=AMOUNT,...")
 	f.DurationVar(&drainTimeout, "drain-timeout", 5*time.Minute, "on SIGTERM, how long to wait for the jobs and tasks here to end before leaving")
 	f.IntVar(&cfg.MaxRunningJobs, "max-running-jobs", 0, "drivers that run here at once; later jobs wait, pending (default 32)")

@@ -189,5 +189,6 @@ func newWorkerCmd() *cobra.Command {
 	f.IntVar(&cfg.ArenaFD, "arena-fd", 0, "arena file descriptor")
 	f.Int64Var(&cfg.ArenaSize, "arena-size", 0, "arena size")
 	f.Int64Var(&cfg.ProcessLimit, "process-limit", 0, "data segment cap of this process")
+	f.IntVar(&cfg.StartFD, "start-fd", 0, "file descriptor to read one byte from before starting")
 	return cmd
 }

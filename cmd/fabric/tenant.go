@@ -21,7 +21,7 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 	var cf, lf, df, qf clientFlags
 	var createQ, setQ quotaFlags
 	create := &cobra.Command{
-		Use:     "create NAME [--max-jobs N] [--max-cpus N] [--max-gpus N] [--max-memory SIZE] [--max-tasks N] [--max-object-store SIZE] [--max-spill SIZE]",
+		Use:     "create NAME [--max-jobs N] [--max-cpus N] [--max-gpus N] [--max-memory SIZE] [--max-tasks N] [--max-actors N] [--max-object-store SIZE] [--max-spill SIZE]",
 		Short:   "Create a tenant, with its quota",
 		Example: "  fabric tenant create acme\n  fabric token create --tenant acme --role user > acme.token",
 		Args:    cobra.ExactArgs(1),
@@ -45,7 +45,7 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 	cf.register(create, false)
 	createQ.register(create)
 	quota := &cobra.Command{
-		Use:   "quota NAME [--max-jobs N] [--max-cpus N] [--max-gpus N] [--max-memory SIZE] [--max-tasks N] [--max-object-store SIZE] [--max-spill SIZE]",
+		Use:   "quota NAME [--max-jobs N] [--max-cpus N] [--max-gpus N] [--max-memory SIZE] [--max-tasks N] [--max-actors N] [--max-object-store SIZE] [--max-spill SIZE]",
 		Short: "Set a tenant's quota: what it holds past a lower one stays, what comes next is refused",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -61,8 +61,8 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: at most %s jobs that have not ended; %s CPUs, %s GPUs, %s of memory, %s tasks running; on each node %s of objects, %s of spill files\n",
-				t.Name, quotaText(t.MaxJobs), floatQuota(t.MaxCPUs), floatQuota(t.MaxGPUs), memQuota(t.MaxMemory), quotaText(t.MaxTasks), memQuota(t.MaxObjectStore), memQuota(t.MaxSpill))
+			fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: at most %s jobs that have not ended; %s CPUs, %s GPUs, %s of memory, %s tasks running, %s actors; on each node %s of objects, %s of spill files\n",
+				t.Name, quotaText(t.MaxJobs), floatQuota(t.MaxCPUs), floatQuota(t.MaxGPUs), memQuota(t.MaxMemory), quotaText(t.MaxTasks), quotaText(t.MaxActors), memQuota(t.MaxObjectStore), memQuota(t.MaxSpill))
 			return nil
 		},
 	}
@@ -85,10 +85,10 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 				return printAs(cmd.OutOrStdout(), lf.output, ts)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tMAX JOBS\tMAX CPUS\tMAX GPUS\tMAX MEMORY\tMAX TASKS\tMAX OBJECTS\tMAX SPILL\tCREATED")
+			fmt.Fprintln(tw, "NAME\tMAX JOBS\tMAX CPUS\tMAX GPUS\tMAX MEMORY\tMAX TASKS\tMAX ACTORS\tMAX OBJECTS\tMAX SPILL\tCREATED")
 			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, quotaText(t.MaxJobs), floatQuota(t.MaxCPUs), floatQuota(t.MaxGPUs),
-					memQuota(t.MaxMemory), quotaText(t.MaxTasks), memQuota(t.MaxObjectStore), memQuota(t.MaxSpill), t.Created.Local().Format(time.DateTime))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, quotaText(t.MaxJobs), floatQuota(t.MaxCPUs), floatQuota(t.MaxGPUs),
+					memQuota(t.MaxMemory), quotaText(t.MaxTasks), quotaText(t.MaxActors), memQuota(t.MaxObjectStore), memQuota(t.MaxSpill), t.Created.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},
@@ -117,7 +117,7 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 
 // quotaFlags are a tenant's quota on the command line.
 type quotaFlags struct {
-	jobs, tasks                uint32
+	jobs, tasks, actors        uint32
 	cpus, gpus                 float64
 	memory, objectStore, spill string
 }
@@ -129,12 +129,13 @@ func (q *quotaFlags) register(cmd *cobra.Command) {
 	f.Float64Var(&q.gpus, "max-gpus", 0, "the most GPUs they hold (0: no bound)")
 	f.StringVar(&q.memory, "max-memory", "", "the most memory they hold, e.g. 8GiB (default: no bound)")
 	f.Uint32Var(&q.tasks, "max-tasks", 0, "the most of the tenant's tasks and actors that run at once (0: no bound)")
+	f.Uint32Var(&q.actors, "max-actors", 0, "the most of the tenant's actors that live at once, across the cluster (0: no bound)")
 	f.StringVar(&q.objectStore, "max-object-store", "", "the most bytes of the tenant's objects on each node, in memory or spilled, e.g. 2GiB (default: no bound)")
 	f.StringVar(&q.spill, "max-spill", "", "the most bytes of the tenant's spill files on each node (default: an equal share of the node's spill room)")
 }
 
 func (q *quotaFlags) info(name string) (fabric.TenantInfo, error) {
-	t := fabric.TenantInfo{Name: name, MaxJobs: q.jobs, MaxCPUs: q.cpus, MaxGPUs: q.gpus, MaxTasks: q.tasks}
+	t := fabric.TenantInfo{Name: name, MaxJobs: q.jobs, MaxCPUs: q.cpus, MaxGPUs: q.gpus, MaxTasks: q.tasks, MaxActors: q.actors}
 	if q.memory != "" {
 		m, err := ParseSize(q.memory)
 		if err != nil {

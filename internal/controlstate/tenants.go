@@ -33,13 +33,16 @@ type Quota struct {
 	// tenant's objects (in memory or spilled) and of its spill files.
 	ObjectStore int64 `cbor:"6,keyasint,omitempty" json:"object_store,omitempty"`
 	Spill       int64 `cbor:"7,keyasint,omitempty" json:"spill,omitempty"`
+	// Actors bounds how many of the tenant's actors live at once (each
+	// counts among Tasks too).
+	Actors uint32 `cbor:"8,keyasint,omitempty" json:"actors,omitempty"`
 }
 
 // Quotas returns the tenants that have a quota on what runs, by name.
 func (s *State) Quotas() map[string]Quota {
 	out := map[string]Quota{}
 	for name, t := range s.tenants {
-		if q := t.Quota; q.CPU != 0 || q.GPU != 0 || q.Memory != 0 || q.Tasks != 0 || q.ObjectStore != 0 || q.Spill != 0 {
+		if q := t.Quota; q.CPU != 0 || q.GPU != 0 || q.Memory != 0 || q.Tasks != 0 || q.ObjectStore != 0 || q.Spill != 0 || q.Actors != 0 {
 			out[name] = q
 		}
 	}

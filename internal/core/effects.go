@@ -16,6 +16,7 @@ type Effect interface{ effect() }
 type StartWorker struct {
 	Worker WorkerID
 	Job    JobID
+	Tenant string // the job's: its processes go in the tenant's control group
 	Digest string
 	// Process names the job's worker process it goes in: "" for the one
 	// of its tasks and actors, "driver" for its driver's own (a task that

@@ -44,6 +44,7 @@ type lease struct {
 	fn     string
 	opts   []byte
 	holder scheduler.TaskID // the reservation it keeps
+	demand scheduler.Resources
 	// first is the task it was granted for, until the lane runs it.
 	first *task
 	// ending is set once LeaseEnd was sent; over once LeaseOver came.
@@ -101,7 +102,7 @@ func (c *Core) grantLease(t *task) bool {
 		return false
 	}
 	w := c.startWorker(j, nil, false, s.group)
-	w.lease = &lease{key: key, fn: t.spec.Func, opts: opts, holder: holder, first: t}
+	w.lease = &lease{key: key, fn: t.spec.Func, opts: opts, holder: holder, first: t, demand: t.demand}
 	c.leases[gk] = w
 	return true
 }

@@ -147,3 +147,28 @@ func (c *Core) ModuleInUse(digest string) bool {
 func (c *Core) TenantUsage() map[string]scheduler.TenantUsage {
 	return c.sched.Usage()
 }
+
+// LocalCPU returns, for each tenant with a worker on this node, the CPUs
+// (scheduler fixed point) that what runs in its workers here declared:
+// tasks, actors and leases, 0 for a tenant whose work here declared none.
+// The node weighs its tenants' control groups by it.
+func (c *Core) LocalCPU() map[string]int64 {
+	out := map[string]int64{}
+	for _, w := range c.workers {
+		if w.state == workerDead || w.job == nil {
+			continue
+		}
+		cpu := int64(0)
+		if w.task != nil && !w.task.blocked {
+			cpu = w.task.demand.CPU
+		}
+		if w.lease != nil && !w.lease.over {
+			cpu = max(cpu, w.lease.demand.CPU)
+		}
+		if w.actor != nil && w.actor.create != nil && w.actor.create != w.task {
+			cpu += w.actor.create.demand.CPU
+		}
+		out[w.job.tenant] += cpu
+	}
+	return out
+}

@@ -301,7 +301,7 @@ func (c *Core) submit(t *task) {
 	}
 	o := &t.spec.Options
 	st := scheduler.Task{ID: t.schedID(), Demand: t.demand, Deps: deps, Labels: o.Labels, Bundle: -1, Spread: o.Strategy == abi.StrategySpread,
-		Tenant: t.job.tenant, Job: string(t.job.id), Uncharged: t.kind == wire.ExecMain, Forwarded: c.forwarded(t)}
+		Tenant: t.job.tenant, Job: string(t.job.id), Uncharged: t.kind == wire.ExecMain, Forwarded: c.forwarded(t), Actor: t.kind == wire.ExecActorCreate}
 	st.Selector, _ = selectorOf(o.Selector) // checked at submit
 	switch {
 	case c.cfg.Clustered && (t.here || !c.movable(t)):

@@ -500,7 +500,7 @@ func (h *harness) run(line string) (out []string) {
 			ev = SubmitJob{Job: h.job(a.pos[0]), Digest: "mod", Args: argv, Tenant: a.kv["tenant"], Grant: []byte(g)}
 		}
 	case "allowance":
-		// allowance TENANT cpu=N tasks=N quota-cpu=N quota-tasks=N (absent: no bound)
+		// allowance TENANT cpu=N tasks=N actors=N quota-cpu=N quota-tasks=N quota-actors=N (absent: no bound)
 		bound := func(k string) int64 {
 			if v, ok := a.kv[k]; ok {
 				f, err := strconv.ParseFloat(v, 64)
@@ -517,8 +517,8 @@ func (h *harness) run(line string) (out []string) {
 			}
 			return -1
 		}
-		ev = Allowances{Tenants: map[string]scheduler.Allowance{a.pos[0]: {CPU: bound("cpu"), GPU: -1, Memory: -1, Tasks: count("tasks"),
-			Quota: scheduler.Quota{CPU: bound("quota-cpu"), GPU: -1, Memory: -1, Tasks: count("quota-tasks")}}}}
+		ev = Allowances{Tenants: map[string]scheduler.Allowance{a.pos[0]: {CPU: bound("cpu"), GPU: -1, Memory: -1, Tasks: count("tasks"), Actors: count("actors"),
+			Quota: scheduler.Quota{CPU: bound("quota-cpu"), GPU: -1, Memory: -1, Tasks: count("quota-tasks"), Actors: count("quota-actors")}}}}
 	case "cancel-job":
 		ev = CancelJob{Job: h.job(a.pos[0]), Reason: a.kv["reason"]}
 	case "started":

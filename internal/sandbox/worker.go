@@ -41,6 +41,10 @@ type WorkerConfig struct {
 	// guests that escape the linear-memory cap (tables, deep recursion)
 	// kill only this worker. 0: no cap.
 	ProcessLimit int64
+	// StartFD, when not 0, is an inherited descriptor to read one byte
+	// from before anything else: the agent writes it once the process is
+	// in its tenant's control group.
+	StartFD int
 }
 
 // RunWorker is the body of `fabric worker`: it loads the module, tells the
@@ -48,6 +52,15 @@ type WorkerConfig struct {
 // the module each, on goroutines of its own) until the agent closes the
 // connection.
 func RunWorker(ctx context.Context, cfg WorkerConfig) error {
+	if cfg.StartFD > 0 {
+		gate := os.NewFile(uintptr(cfg.StartFD), "start")
+		var b [1]byte
+		n, _ := gate.Read(b[:])
+		gate.Close()
+		if n != 1 {
+			return errors.New("sandbox: the agent did not let this worker start")
+		}
+	}
 	if cfg.ProcessLimit > 0 {
 		lim := uint64(cfg.ProcessLimit)
 		if err := unix.Setrlimit(unix.RLIMIT_DATA, &unix.Rlimit{Cur: lim, Max: lim}); err != nil {

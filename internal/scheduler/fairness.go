@@ -69,6 +69,9 @@ func (c *Core) charge(ts *taskState, cl *class) {
 		if !ts.t.Forwarded {
 			a.own = a.own.Add(d)
 			a.ownTasks++
+			if ts.t.Actor {
+				a.ownActors++
+			}
 		}
 	}
 }
@@ -86,6 +89,9 @@ func (c *Core) uncharge(ts *taskState) {
 		if !ts.t.Forwarded {
 			a.own = a.own.Sub(d)
 			a.ownTasks--
+			if ts.t.Actor {
+				a.ownActors--
+			}
 		}
 		c.maybeDrop(a)
 	}
@@ -188,7 +194,7 @@ func (c *Core) othersFirst(cl *class) bool {
 // cluster. A negative field is no bound.
 type Allowance struct {
 	CPU, GPU, Memory int64
-	Tasks            int
+	Tasks, Actors    int
 	// Quota is the tenant's whole quota, in the same fields: a task that
 	// asks more than it alone is infeasible, and the message says why.
 	Quota Quota
@@ -197,7 +203,7 @@ type Allowance struct {
 // Quota is a tenant's whole quota (negative fields: no bound).
 type Quota struct {
 	CPU, GPU, Memory int64
-	Tasks            int
+	Tasks, Actors    int
 }
 
 // SetAllowances replaces the tenants' allowances (tenants not named have
@@ -211,9 +217,9 @@ func (c *Core) SetAllowances(a map[string]Allowance) {
 // TenantUsage is what a tenant's tasks placed by this Core hold, and
 // what its tasks queued here ask.
 type TenantUsage struct {
-	Held   Resources
-	Tasks  int
-	Queued Resources
+	Held          Resources
+	Tasks, Actors int
+	Queued        Resources
 }
 
 // Usage returns what each tenant's tasks that this Core placed itself
@@ -223,7 +229,7 @@ func (c *Core) Usage() map[string]TenantUsage {
 	out := map[string]TenantUsage{}
 	for k, a := range c.accounts {
 		if len(k) > 2 && k[0] == 't' && a.ownTasks > 0 {
-			out[k[2:]] = TenantUsage{Held: a.own, Tasks: a.ownTasks}
+			out[k[2:]] = TenantUsage{Held: a.own, Tasks: a.ownTasks, Actors: a.ownActors}
 		}
 	}
 	for _, cl := range c.classes {
@@ -253,7 +259,7 @@ func (c *Core) overAllowance(cl *class) bool {
 	u, d := cl.tenant.own, cl.demand
 	over := func(used, dem, lim int64) bool { return lim >= 0 && dem > 0 && used+dem > lim }
 	return over(u.CPU, d.CPU, al.CPU) || over(u.GPU, d.GPU, al.GPU) || over(u.Memory, d.Memory, al.Memory) ||
-		al.Tasks >= 0 && cl.tenant.ownTasks+1 > al.Tasks
+		al.Tasks >= 0 && cl.tenant.ownTasks+1 > al.Tasks || cl.actor && al.Actors >= 0 && cl.tenant.ownActors+1 > al.Actors
 }
 
 // pastQuota says why a class's tasks can never run under their tenant's
@@ -277,6 +283,8 @@ func (c *Core) pastQuota(cl *class) string {
 		return fmt.Sprintf("the task asks %d bytes of memory, past tenant %s's quota of %d", d.Memory, tenant, q.Memory)
 	case q.Tasks == 0:
 		return fmt.Sprintf("tenant %s's quota allows no running tasks", tenant)
+	case cl.actor && q.Actors == 0:
+		return fmt.Sprintf("tenant %s's quota allows no actors", tenant)
 	}
 	return ""
 }

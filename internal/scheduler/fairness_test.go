@@ -199,3 +199,31 @@ func TestAllowance(t *testing.T) {
 	c.SetAllowances(nil)
 	mustPlace(t, c, "a-j-3@n1")
 }
+
+// TestActorAllowance: a tenant's bound on actors holds its actors'
+// creations back, not its tasks; a quota of no actors makes an actor
+// infeasible, naming it.
+func TestActorAllowance(t *testing.T) {
+	c := New()
+	c.AddNode("n1", cpu(8), nil)
+	c.SetAllowances(map[string]Allowance{"a": {CPU: -1, GPU: -1, Memory: -1, Tasks: -1, Actors: 1,
+		Quota: Quota{CPU: -1, GPU: -1, Memory: -1, Tasks: -1, Actors: 1}},
+		"z": {CPU: -1, GPU: -1, Memory: -1, Tasks: -1, Actors: 0, Quota: Quota{CPU: -1, GPU: -1, Memory: -1, Tasks: -1, Actors: 0}}})
+	for i := range 2 {
+		c.Submit(Task{ID: tid(fmt.Sprintf("a-actor-%d", i)), Demand: cpu(1), Tenant: "a", Job: "j", Actor: true})
+	}
+	submitFor(c, "a-j-0", cpu(1))
+	c.Submit(Task{ID: tid("z-actor-0"), Tenant: "z", Job: "j", Actor: true})
+	p := c.Schedule()
+	if got := place(p); fmt.Sprint(got) != "[a-actor-0@n1 a-j-0@n1]" {
+		t.Fatalf("placements %v", got)
+	}
+	if len(p.Infeasible) != 1 || p.Infeasible[0].Task != tid("z-actor-0") || !strings.Contains(p.Infeasible[0].Reason, "tenant z's quota allows no actors") {
+		t.Fatalf("infeasible %+v", p.Infeasible)
+	}
+	if u := c.Usage(); u["a"].Actors != 1 || u["a"].Tasks != 2 {
+		t.Fatalf("usage %+v", u)
+	}
+	c.Finished(tid("a-actor-0"))
+	mustPlace(t, c, "a-actor-1@n1")
+}

@@ -113,6 +113,9 @@ type Task struct {
 	// within the tenant, then in submission order (dominant-resource
 	// fairness, between tenants and between the jobs of one tenant).
 	Tenant, Job string
+	// Actor marks an actor's creation: it holds its resources while the
+	// actor lives, and counts against its tenant's bound on actors.
+	Actor bool
 	// Uncharged marks a task charged to no one: a job's driver, which
 	// holds nothing and is the job itself, not one of its tasks.
 	Uncharged bool
@@ -254,6 +257,7 @@ type class struct {
 	served         uint64 // job.served when last looked at
 	uncharged      bool   // its tasks are Uncharged
 	forwarded      bool   // its tasks are Forwarded
+	actor          bool   // its tasks are Actor
 }
 
 // account is what a tenant's or a job's running tasks hold.
@@ -262,11 +266,12 @@ type account struct {
 	used Resources
 	// own and ownTasks are what used and tasks hold of tasks this Core
 	// placed itself (not Forwarded): what counts against a quota.
-	own      Resources
-	ownTasks int
-	tasks    int    // charged tasks
-	queued   int    // queued tasks: the account is dropped when both are 0
-	served   uint64 // a job's: when Schedule last placed one of its tasks (0: never)
+	own       Resources
+	ownTasks  int
+	ownActors int    // of ownTasks, the actors
+	tasks     int    // charged tasks
+	queued    int    // queued tasks: the account is dropped when both are 0
+	served    uint64 // a job's: when Schedule last placed one of its tasks (0: never)
 }
 
 type node struct {
@@ -869,7 +874,7 @@ func (c *Core) enqueue(ts *taskState) {
 	cl := c.classes[ts.key]
 	if cl == nil {
 		cl = &class{key: ts.key, demand: ts.t.Demand, labels: ts.t.Labels, sel: ts.t.Selector, spread: ts.t.Spread, node: ts.t.Node, prefer: ts.t.Prefer,
-			group: ts.t.Group, bundle: ts.t.Bundle, uncharged: ts.t.Uncharged, forwarded: ts.t.Forwarded}
+			group: ts.t.Group, bundle: ts.t.Bundle, uncharged: ts.t.Uncharged, forwarded: ts.t.Forwarded, actor: ts.t.Actor}
 		c.classes[ts.key] = cl
 	}
 	c.queuedIn(cl, ts)
@@ -1171,6 +1176,9 @@ func appendClassKey(dst []byte, t *Task) []byte {
 	}
 	if t.Forwarded {
 		dst = append(dst, 2)
+	}
+	if t.Actor {
+		dst = append(dst, 3)
 	}
 	return dst
 }

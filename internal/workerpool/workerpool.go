@@ -175,10 +175,13 @@ func New(cfg Config) (*Pool, error) {
 
 // Start starts worker id of group, an instance of the module at
 // modulePath, in the group's process (started first if the group has
-// none), and returns once the process runs. started is called with its pid
-// before any other callback of the worker. After a nil return, Exited
-// follows for id, sooner or later.
-func (p *Pool) Start(id ID, group, modulePath string, started func(pid int)) error {
+// none), and returns once the process runs. A new process is passed to
+// place, when it is not nil, before it runs anything of a guest's (the
+// agent puts it in its tenant's control group); an error kills it and
+// fails the start. started is called with its pid before any other
+// callback of the worker. After a nil return, Exited follows for id,
+// sooner or later.
+func (p *Pool) Start(id ID, group, modulePath string, place func(pid int) error, started func(pid int)) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -198,7 +201,7 @@ func (p *Pool) Start(id ID, group, modulePath string, started func(pid int)) err
 	p.mu.Unlock()
 	if fresh {
 		p.awaitWarm(pr, modulePath)
-		p.spawn(pr, modulePath)
+		p.spawn(pr, modulePath, place)
 	}
 	<-pr.started
 	p.mu.Lock()
@@ -258,7 +261,7 @@ func (p *Pool) releaseGateLocked(pr *proc, loaded bool) {
 }
 
 // spawn starts pr's process and closes pr.started.
-func (p *Pool) spawn(pr *proc, modulePath string) {
+func (p *Pool) spawn(pr *proc, modulePath string, place func(pid int) error) {
 	limit := p.cfg.ProcessLimit
 	if limit <= 0 {
 		limit = max(p.cfg.GuestMemoryLimit+2<<30, physicalMemory())
@@ -284,9 +287,33 @@ func (p *Pool) spawn(pr *proc, modulePath string) {
 		"--arena-size", strconv.FormatInt(p.cfg.ArenaSize, 10),
 		"--process-limit", strconv.FormatInt(limit, 10),
 	)
+	// A process to place waits, before it does anything, for a byte on
+	// a pipe (descriptor 4) that is written once it is placed.
+	var gateR, gateW *os.File
+	if place != nil {
+		var err error
+		if gateR, gateW, err = os.Pipe(); err != nil {
+			p.mu.Lock()
+			p.releaseGateLocked(pr, false)
+			pr.startErr = fmt.Errorf("workerpool: start worker: %w", err)
+			pr.retiring = true
+			delete(p.procs, pr)
+			if p.groups[pr.group] == pr {
+				delete(p.groups, pr.group)
+			}
+			p.mu.Unlock()
+			close(pr.started)
+			return
+		}
+		defer gateW.Close()
+		args = append(args, "--start-fd", "4")
+	}
 	cmd := exec.Command(p.cfg.Command[0], args...)
 	cmd.Env = append(os.Environ(), "FABRIC_WORKER=1")
 	cmd.ExtraFiles = []*os.File{p.cfg.Arena}
+	if gateR != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, gateR)
+	}
 	cmd.Stdout = os.Stderr
 	var stderr bytes.Buffer
 	errTail := &tailBuffer{b: &stderr, max: 64 << 10}
@@ -311,15 +338,35 @@ func (p *Pool) spawn(pr *proc, modulePath string) {
 	p.mu.Unlock()
 	if closed {
 		p.startMu.Unlock()
+		if gateR != nil {
+			gateR.Close()
+		}
 		fail(ErrClosed)
 		return
 	}
-	if err := cmd.Start(); err != nil {
+	err := cmd.Start()
+	if gateR != nil {
+		gateR.Close() // the process's copy stays open
+	}
+	if err != nil {
 		p.startMu.Unlock()
 		fail(fmt.Errorf("workerpool: start worker: %w", err))
 		return
 	}
 	pr.pid = cmd.Process.Pid
+	if place != nil {
+		err := place(pr.pid)
+		if err == nil {
+			_, err = gateW.Write([]byte{1})
+		}
+		if err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			p.startMu.Unlock()
+			fail(fmt.Errorf("workerpool: start worker: %w", err))
+			return
+		}
+	}
 	p.mu.Lock()
 	p.byPid[pr.pid] = pr
 	p.mu.Unlock()

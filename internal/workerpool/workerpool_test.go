@@ -1,12 +1,16 @@
 package workerpool
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,6 +43,15 @@ func fakeWorker(mode string) int {
 	if mode == "crash" {
 		os.Stderr.WriteString("loading the module\npanic: out of luck\n")
 		return 3
+	}
+	for i, a := range os.Args {
+		if a == "--start-fd" && i+1 < len(os.Args) {
+			fd, _ := strconv.Atoi(os.Args[i+1])
+			var b [1]byte
+			if n, _ := os.NewFile(uintptr(fd), "start").Read(b[:]); n != 1 {
+				return 4
+			}
+		}
 	}
 	nc, err := net.Dial("unix", socket)
 	if err != nil {
@@ -161,7 +174,7 @@ func TestWorkerLifecycle(t *testing.T) {
 		id    ID
 		group string
 	}{{1, "a"}, {2, "a"}, {3, "b"}} {
-		if err := p.Start(w.id, w.group, "module.wasm", func(n int) { pids[w.id] = n }); err != nil {
+		if err := p.Start(w.id, w.group, "module.wasm", nil, func(n int) { pids[w.id] = n }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -205,7 +218,7 @@ func TestWorkerLifecycle(t *testing.T) {
 		t.Fatalf("Count = %d after closing every worker of a process, want 1", p.Count())
 	}
 	// The group's next worker gets a new process.
-	if err := p.Start(4, "a", "module.wasm", func(n int) { pids[4] = n }); err != nil {
+	if err := p.Start(4, "a", "module.wasm", nil, func(n int) { pids[4] = n }); err != nil {
 		t.Fatal(err)
 	}
 	if pids[4] == pids[1] {
@@ -218,7 +231,7 @@ func TestWorkerLifecycle(t *testing.T) {
 	if _, ok := ev.exited[4]; !ok {
 		t.Fatal("Close did not report the workers of the processes it killed")
 	}
-	if err := p.Start(5, "a", "module.wasm", func(int) {}); err != ErrClosed {
+	if err := p.Start(5, "a", "module.wasm", nil, func(int) {}); err != ErrClosed {
 		t.Fatalf("Start after Close: %v", err)
 	}
 	deadline = time.Now().Add(5 * time.Second)
@@ -244,7 +257,7 @@ func TestWorkerFailures(t *testing.T) {
 		t.Run(tc.mode, func(t *testing.T) {
 			p, ev := newPool(t, tc.mode)
 			defer p.Close()
-			if err := p.Start(7, "g", "module.wasm", func(int) {}); err != nil {
+			if err := p.Start(7, "g", "module.wasm", nil, func(int) {}); err != nil {
 				t.Fatal(err)
 			}
 			ev.await(t, "exit", func() bool { _, ok := ev.exited[7]; return ok })
@@ -270,7 +283,7 @@ func TestCloseGrace(t *testing.T) {
 	p, ev := newPool(t, "deaf")
 	defer p.Close()
 	for _, id := range []ID{1, 2} {
-		if err := p.Start(id, "g", "module.wasm", func(int) {}); err != nil {
+		if err := p.Start(id, "g", "module.wasm", nil, func(int) {}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -336,7 +349,7 @@ func TestDropCompiled(t *testing.T) {
 	defer p.Close()
 	cache := t.TempDir()
 	p.cfg.CacheDir = cache
-	if err := p.Start(1, "a", "mods/m1.wasm", func(int) {}); err != nil {
+	if err := p.Start(1, "a", "mods/m1.wasm", nil, func(int) {}); err != nil {
 		t.Fatal(err)
 	}
 	ev.await(t, "ready", func() bool { _, ok := ev.ready[1]; return ok })
@@ -363,10 +376,63 @@ func TestDropCompiled(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("the module's code is still there: %v", err)
 	}
-	if err := p.Start(2, "b", "mods/m1.wasm", func(int) {}); err != nil {
+	if err := p.Start(2, "b", "mods/m1.wasm", nil, func(int) {}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(dir); err != nil {
 		t.Fatalf("a new process of the module has no directory for its code: %v", err)
 	}
+}
+
+// TestPlace: a new process is placed before it does anything (it waits
+// for the pool's word), and a process that cannot be placed is killed
+// and fails its start.
+func TestPlace(t *testing.T) {
+	p, ev := newPool(t, "echo")
+	var placedPid int
+	sockets := -1
+	err := p.Start(1, "a", "module.wasm", func(pid int) error {
+		// Ungated, the process would have dialled the pool by now.
+		time.Sleep(300 * time.Millisecond)
+		placedPid, sockets = pid, socketsOf(t, pid)
+		return nil
+	}, func(int) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.await(t, "worker 1 ready", func() bool { _, ok := ev.ready[1]; return ok })
+	if sockets != 0 {
+		t.Fatalf("the process had %d sockets open before it was placed, want none", sockets)
+	}
+	if n := socketsOf(t, placedPid); n == 0 {
+		t.Fatal("the placed process has no socket: is it the pool's?")
+	}
+	var gotPid int
+	err = p.Start(2, "b", "module.wasm", func(pid int) error {
+		gotPid = pid
+		return errors.New("no room in the group")
+	}, func(int) { t.Error("started called for a process that was not placed") })
+	if err == nil || !strings.Contains(err.Error(), "no room in the group") {
+		t.Fatalf("a start whose place failed: %v", err)
+	}
+	if err := syscall.Kill(gotPid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("the process that was not placed: %v, want gone", err)
+	}
+}
+
+// socketsOf counts the sockets process pid has open.
+func socketsOf(t *testing.T, pid int) int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
 }

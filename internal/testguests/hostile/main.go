@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -280,11 +281,52 @@ func bigPuts(n, mib int, hold time.Duration) error {
 	return nil
 }
 
+// memHold touches mib MiB and holds it for ms: a task that declares no
+// CPU and no memory, whose use only its tenant's control group bounds.
+var memHold = sdk.Task2("mem_hold", func(mib, ms int) (int, error) {
+	keep := make([][]byte, 0, mib)
+	for range mib {
+		b := make([]byte, 1<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		keep = append(keep, b)
+	}
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	return len(keep), nil
+}, sdk.CPUs(0), sdk.MaxRetries(0))
+
+// burn spins for ms, declaring no CPU.
+var burn = sdk.Task1("burn", func(ms int) (int, error) {
+	end := time.Now().Add(time.Duration(ms) * time.Millisecond)
+	n := 0
+	for time.Now().Before(end) {
+		for range 10000 {
+			n++
+		}
+	}
+	return n, nil
+}, sdk.CPUs(0))
+
+// work computes a fixed amount on the one CPU it declares and returns
+// how long it took (ns).
+var work = sdk.Task1("work", func(n int) (int64, error) {
+	start := time.Now()
+	s := 0
+	for i := 0; i < n; i++ {
+		s = (s + i*i) % 1000003
+	}
+	if s < 0 {
+		return 0, nil
+	}
+	return int64(time.Since(start)), nil
+}, sdk.CPUs(1))
+
 func init() { sdk.Main(run) }
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: hostile panic|timeout|deadline|lease_spin|loop|overlap|ticks|membomb|recursion|flood|loud|chain|smallputs|bigputs|badptr")
+		return errors.New("usage: hostile panic|timeout|deadline|lease_spin|loop|overlap|ticks|membomb|recursion|flood|loud|chain|smallputs|bigputs|memhold|burn|work|badptr")
 	}
 	switch args[0] {
 	case "panic":
@@ -394,6 +436,50 @@ func run(args []string) error {
 		if err := bigPuts(n, mib, time.Duration(ms)*time.Millisecond); err != nil {
 			return err
 		}
+	case "memhold": // memhold N MIB MS: N tasks of no declared CPU or memory, each holding MIB for MS
+		n, mib, ms := 4, 64, 1000
+		if len(args) > 3 {
+			n, _ = strconv.Atoi(args[1])
+			mib, _ = strconv.Atoi(args[2])
+			ms, _ = strconv.Atoi(args[3])
+		}
+		refs := make([]sdk.Ref[int], n)
+		for i := range refs {
+			refs[i] = memHold.Remote(mib, ms)
+		}
+		held, first := 0, error(nil)
+		for _, r := range refs {
+			if _, err := r.Get(); err != nil {
+				first = cmp.Or(first, err)
+			} else {
+				held++
+			}
+		}
+		fmt.Printf("memhold: %d of %d held %d MiB; first error: %v\n", held, n, mib, firstLine(first))
+	case "burn": // burn N MS: N tasks of no declared CPU spinning for MS
+		n, ms := 4, 1000
+		if len(args) > 2 {
+			n, _ = strconv.Atoi(args[1])
+			ms, _ = strconv.Atoi(args[2])
+		}
+		refs := make([]sdk.Ref[int], n)
+		for i := range refs {
+			refs[i] = burn.Remote(ms)
+		}
+		if _, err := sdk.GetAll(refs); err != nil {
+			return err
+		}
+		fmt.Printf("burn: %d done\n", n)
+	case "work": // work N: one one-CPU task of N steps; how long it took
+		n := 100_000_000
+		if len(args) > 1 {
+			n, _ = strconv.Atoi(args[1])
+		}
+		d, err := work.Remote(n).Get()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("work: %d ns\n", d)
 	case "badptr":
 		msg, err := badPointers.Remote().Get()
 		if err != nil {
