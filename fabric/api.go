@@ -149,6 +149,11 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, ErrDraining)
 		return
 	}
+	sig, err := moduleSignature(r)
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
 	digest, ok := a.receiveModule(w, r)
 	if !ok {
 		return
@@ -158,7 +163,7 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, err)
 		return
 	}
-	run, j, err := a.submitJob(r.Context(), digest, r.URL.Query()["arg"], id, maxRestarts, callerOf(r))
+	run, j, err := a.submitJob(r.Context(), digest, sig, r.URL.Query()["arg"], id, maxRestarts, callerOf(r))
 	if err != nil {
 		apiFail(w, err)
 		return

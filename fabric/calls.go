@@ -211,6 +211,11 @@ func jsonable(v any) any {
 
 // handleModuleUpload stores an uploaded module and records it.
 func (a *Agent) handleModuleUpload(w http.ResponseWriter, r *http.Request) {
+	sig, err := moduleSignature(r)
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
 	digest, ok := a.receiveModule(w, r)
 	if !ok {
 		return
@@ -220,8 +225,8 @@ func (a *Agent) handleModuleUpload(w http.ResponseWriter, r *http.Request) {
 		name = name[:256]
 	}
 	a.node.touchModule(digest)
-	err := a.propose(r.Context(), controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: a.node.moduleSize(digest), Name: name, Node: a.ID, Time: nowMillis(), Uploaded: true,
-		Tenant: callerOf(r).tenant()}})
+	err = a.propose(r.Context(), controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: a.node.moduleSize(digest), Name: name, Node: a.ID, Time: nowMillis(), Uploaded: true,
+		Tenant: callerOf(r).tenant(), Signature: sig}})
 	a.wakeCollector()
 	if err != nil {
 		apiFail(w, err)

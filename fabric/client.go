@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +19,8 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+
+	"github.com/wasmfabric/fabric/internal/controlstate"
 )
 
 // Client talks to an agent's HTTP API.
@@ -155,6 +161,17 @@ type SubmitOptions struct {
 	// Submitted, when set, is called with the job's ID once the agent has
 	// recorded the job, before its output (SubmitWith).
 	Submitted func(id string)
+	// Signature is the module's signature (SignModule), which a tenant
+	// with signing keys needs.
+	Signature []byte
+}
+
+// headers are the submission's request headers.
+func (o SubmitOptions) headers(more ...string) []string {
+	if len(o.Signature) > 0 {
+		more = append(more, HeaderModuleSignature, base64.StdEncoding.EncodeToString(o.Signature))
+	}
+	return more
 }
 
 func (o SubmitOptions) query(args []string) url.Values {
@@ -172,7 +189,7 @@ func (o SubmitOptions) query(args []string) url.Values {
 // SubmitSplit does, and returns the job's ID. The job runs on whatever
 // happens to the client: a ctx that ends stops following it only.
 func (c *Client) SubmitWith(ctx context.Context, wasm []byte, args []string, o SubmitOptions, stdout, stderr io.Writer) (string, error) {
-	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs", o.query(args), bytes.NewReader(wasm), "Accept", MediaJobStream)
+	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs", o.query(args), bytes.NewReader(wasm), o.headers("Accept", MediaJobStream)...)
 	if err != nil {
 		return "", err
 	}
@@ -193,7 +210,7 @@ func (c *Client) SubmitDetached(ctx context.Context, wasm []byte, args []string,
 	q := o.query(args)
 	q.Set("detach", "1")
 	var j JobInfo
-	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs", q, bytes.NewReader(wasm))
+	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs", q, bytes.NewReader(wasm), o.headers()...)
 	if err != nil {
 		return j, err
 	}
@@ -307,12 +324,18 @@ func readJobStream(resp *http.Response, stdout, stderr io.Writer) (ended bool, e
 // Upload stores a module on the cluster (by its digest) and returns its
 // record. name is a label to know it by (may be empty).
 func (c *Client) Upload(ctx context.Context, module io.Reader, name string) (ModuleInfo, error) {
+	return c.UploadSigned(ctx, module, name, nil)
+}
+
+// UploadSigned is Upload with the module's signature (SignModule), which
+// a tenant with signing keys needs.
+func (c *Client) UploadSigned(ctx context.Context, module io.Reader, name string, sig []byte) (ModuleInfo, error) {
 	var m ModuleInfo
 	q := url.Values{}
 	if name != "" {
 		q.Set("name", name)
 	}
-	resp, err := c.do(ctx, http.MethodPost, "/v1/modules", q, module)
+	resp, err := c.do(ctx, http.MethodPost, "/v1/modules", q, module, SubmitOptions{Signature: sig}.headers()...)
 	if err != nil {
 		return m, err
 	}
@@ -480,3 +503,42 @@ func (c *Client) RotateGossipKey(ctx context.Context) (GossipKeyRotation, error)
 	var out GossipKeyRotation
 	return out, c.postJSON(ctx, "/v1/gossip-key/rotate", struct{}{}, "rotate the gossip key", &out)
 }
+
+// AddTenantKey gives a tenant a module signing key (an ed25519 public
+// key): from then on it runs only modules signed with one of its keys.
+func (c *Client) AddTenantKey(ctx context.Context, tenant string, key ed25519.PublicKey, note string) (TenantKeyInfo, error) {
+	var out TenantKeyInfo
+	err := c.postJSON(ctx, "/v1/tenants/"+url.PathEscape(tenant)+"/keys", TenantKeyInfo{Key: base64.StdEncoding.EncodeToString(key), Note: note}, "add key", &out)
+	return out, err
+}
+
+// TenantKeys lists a tenant's module signing keys.
+func (c *Client) TenantKeys(ctx context.Context, tenant string) ([]TenantKeyInfo, error) {
+	var out []TenantKeyInfo
+	return out, c.getJSON(ctx, "/v1/tenants/"+url.PathEscape(tenant)+"/keys", &out)
+}
+
+// RemoveTenantKey removes a tenant's signing key; the modules only it
+// signed no longer run for the tenant.
+func (c *Client) RemoveTenantKey(ctx context.Context, tenant, id string) error {
+	resp, err := c.do(ctx, http.MethodDelete, "/v1/tenants/"+url.PathEscape(tenant)+"/keys/"+url.PathEscape(id), nil, nil)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+// SignModule signs a module with a tenant's private key: what
+// SubmitOptions.Signature and UploadSigned take.
+func SignModule(key ed25519.PrivateKey, module []byte) []byte {
+	return ed25519.Sign(key, controlstate.ModuleSigningMessage(ModuleDigest(module)))
+}
+
+// ModuleDigest is a module's SHA-256 digest in hex: what names it.
+func ModuleDigest(module []byte) string {
+	h := sha256.Sum256(module)
+	return hex.EncodeToString(h[:])
+}
+
+// SigningKeyID names a module signing key as tenants' key lists do.
+func SigningKeyID(key ed25519.PublicKey) string { return controlstate.KeyID(key) }

@@ -100,6 +100,10 @@ var errCodes = []struct {
 	{"node_revoked", controlstate.ErrNodeRevoked, ErrRevoked},
 	{"too_many_nodes", controlstate.ErrTooManyNodes, ErrTooMany},
 	{"not_allowed", errNotAllowed, ErrForbidden},
+	{"unsigned", controlstate.ErrUnsigned, ErrUnsigned},
+	{"no_key", controlstate.ErrNoKey, ErrNoKey},
+	{"key_exists", controlstate.ErrKeyExists, ErrKeyExists},
+	{"too_many_keys", controlstate.ErrTooManyKey, ErrTooMany},
 }
 
 func answerErr(err error) controlAnswer {

@@ -158,6 +158,7 @@ func commandName(c controlstate.Command) string {
 		{c.CreateToken != nil, "create token"}, {c.RevokeToken != nil, "revoke token"}, {c.SetQuota != nil, "set quota"},
 		{c.CreateJoinToken != nil, "create join token"}, {c.UseJoinToken != nil, "use join token"},
 		{c.DeleteJoinToken != nil, "delete join token"}, {c.AdmitNode != nil, "admit node"}, {c.RevokeNode != nil, "revoke node"},
+		{c.AddTenantKey != nil, "add tenant key"}, {c.RemoveTenantKey != nil, "remove tenant key"},
 	} {
 		if f.set {
 			return f.name

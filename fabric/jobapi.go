@@ -44,14 +44,14 @@ func (j JobInfo) result() JobResultView {
 func apiFail(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
 	switch {
-	case errors.Is(err, ErrNoJob), errors.Is(err, ErrNoModuleHere), errors.Is(err, ErrNoTenant), errors.Is(err, ErrNoToken), errors.Is(err, ErrNoNode):
+	case errors.Is(err, ErrNoJob), errors.Is(err, ErrNoModuleHere), errors.Is(err, ErrNoTenant), errors.Is(err, ErrNoToken), errors.Is(err, ErrNoNode), errors.Is(err, ErrNoKey):
 		code = http.StatusNotFound
 	case errors.Is(err, ErrJobExists), errors.Is(err, ErrTenantExists), errors.Is(err, ErrJobNotEnded), errors.Is(err, ErrModuleInUse), errors.Is(err, ErrStale),
-		errors.Is(err, ErrTokenExists), errors.Is(err, ErrNodeExists):
+		errors.Is(err, ErrTokenExists), errors.Is(err, ErrNodeExists), errors.Is(err, ErrKeyExists):
 		code = http.StatusConflict
 	case errors.Is(err, ErrBadRequest):
 		code = http.StatusBadRequest
-	case errors.Is(err, ErrForbidden), errors.Is(err, ErrRevoked), errors.Is(err, ErrJoinRefused):
+	case errors.Is(err, ErrForbidden), errors.Is(err, ErrRevoked), errors.Is(err, ErrJoinRefused), errors.Is(err, ErrUnsigned):
 		code = http.StatusForbidden
 	case errors.Is(err, ErrTooMany), errors.Is(err, ErrQuota):
 		code = http.StatusTooManyRequests
@@ -64,11 +64,11 @@ func apiFail(w http.ResponseWriter, err error) {
 
 // submitJob records a job whose module this node holds and starts its
 // driver here.
-func (a *Agent) submitJob(ctx context.Context, digest string, args []string, id string, maxRestarts uint32, by caller) (*runningJob, controlstate.Job, error) {
+func (a *Agent) submitJob(ctx context.Context, digest string, sig []byte, args []string, id string, maxRestarts uint32, by caller) (*runningJob, controlstate.Job, error) {
 	if id == "" {
 		id = string(newJobID())
 	}
-	if err := a.propose(ctx, controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: a.node.moduleSize(digest), Node: a.ID, Time: nowMillis(), Tenant: by.tenant()}}); err != nil {
+	if err := a.propose(ctx, controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: a.node.moduleSize(digest), Node: a.ID, Time: nowMillis(), Tenant: by.tenant(), Signature: sig}}); err != nil {
 		return nil, controlstate.Job{}, err
 	}
 	sub := controlstate.Submit{ID: id, Digest: digest, Args: args, Node: a.ID, Time: nowMillis(), MaxRestarts: maxRestarts}

@@ -64,6 +64,7 @@ func TestAuthMatrix(t *testing.T) {
 		"POST /v1/modules": tenantUser, "GET /v1/modules": tenantUser, "DELETE /v1/modules/{digest}": tenantUser,
 		"POST /v1/modules/{digest}/call": tenantUser, "GET /v1/debug/state": clusterOnly,
 		"POST /v1/tenants": clusterOnly, "GET /v1/tenants": clusterOnly, "DELETE /v1/tenants/{name}": clusterOnly, "POST /v1/tenants/{name}/quota": clusterOnly,
+		"POST /v1/tenants/{name}/keys": clusterOnly, "GET /v1/tenants/{name}/keys": clusterOnly, "DELETE /v1/tenants/{name}/keys/{id}": clusterOnly,
 		"POST /v1/tokens": clusterOnly, "GET /v1/tokens": clusterOnly, "DELETE /v1/tokens/{id}": clusterOnly,
 		"GET /v1/whoami":       tenantUser,
 		"POST /v1/join-tokens": clusterOnly, "GET /v1/join-tokens": clusterOnly, "DELETE /v1/join-tokens/{id}": clusterOnly,

@@ -186,6 +186,9 @@ var (
 	ErrTokenExists  = errors.New("fabric: a token with that ID exists")
 	ErrNodeExists   = errors.New("fabric: a node with that ID was admitted already")
 	ErrNoNode       = errors.New("fabric: no node with that ID was admitted")
+	ErrUnsigned     = errors.New("fabric: the module is not signed with a key of the tenant")
+	ErrNoKey        = errors.New("fabric: no such key of the tenant")
+	ErrKeyExists    = errors.New("fabric: the tenant has that key")
 	// ErrNoLeader means no server of the control plane answered: none is
 	// up, or they are electing a leader.
 	ErrNoLeader = errors.New("fabric: no control-plane server answered")
@@ -324,4 +327,16 @@ type Identity struct {
 	// tenant.
 	Cluster bool      `json:"cluster,omitempty"`
 	Token   TokenInfo `json:"token,omitzero"`
+}
+
+// HeaderModuleSignature carries a module's signature (base64 of the
+// ed25519 signature of controlstate.ModuleSigningMessage(digest)).
+const HeaderModuleSignature = "Fabric-Module-Signature"
+
+// TenantKeyInfo is a tenant's module signing key.
+type TenantKeyInfo struct {
+	ID    string    `json:"id"`
+	Key   string    `json:"key"` // base64 of the ed25519 public key
+	Added time.Time `json:"added"`
+	Note  string    `json:"note,omitempty"`
 }

@@ -40,6 +40,7 @@ func newJobSubmitCmd(use string) *cobra.Command {
 		noWait      bool
 		id          string
 		maxRestarts int
+		sigFile     string
 	)
 	cmd := &cobra.Command{
 		Use:   use,
@@ -62,7 +63,11 @@ it). With --no-wait it prints the job's ID and returns at once.`,
 			if err != nil {
 				return err
 			}
-			o := fabric.SubmitOptions{ID: id, MaxRestarts: maxRestarts}
+			sig, err := moduleSignatureFor(args[0], sigFile)
+			if err != nil {
+				return err
+			}
+			o := fabric.SubmitOptions{ID: id, MaxRestarts: maxRestarts, Signature: sig}
 			if noWait {
 				j, err := cl.SubmitDetached(cmd.Context(), wasm, args[1:], o)
 				if err != nil {
@@ -108,6 +113,7 @@ it). With --no-wait it prints the job's ID and returns at once.`,
 	f := cmd.Flags()
 	f.DurationVar(&timeout, "timeout", 0, "stop the job if it runs longer, e.g. 30m (default: no bound)")
 	f.BoolVar(&noWait, "no-wait", false, "print the job's ID and return without following it")
+	f.StringVar(&sigFile, "signature", "", "the module's signature file (default: FILE.wasm.sig when it is there)")
 	f.StringVar(&id, "id", "", "the job's ID (default: made up; 1 to 64 letters, digits, '-', '_', '.')")
 	f.IntVar(&maxRestarts, "max-restarts", 0, "start the driver again, up to this many times, when its node fails")
 	f.StringVarP(&cf.output, "output", "o", "", "with --no-wait: json or yaml prints the whole job, not only its ID")

@@ -16,8 +16,9 @@ import (
 
 func newUploadCmd() *cobra.Command {
 	var (
-		cf   clientFlags
-		name string
+		cf      clientFlags
+		name    string
+		sigFile string
 	)
 	cmd := &cobra.Command{
 		Use:   "upload FILE.wasm",
@@ -48,7 +49,11 @@ task functions by that digest. A terminal shows the upload's progress.`,
 				stop := p.show(os.Stderr)
 				defer stop()
 			}
-			m, err := cl.Upload(cmd.Context(), r, strings.TrimSpace(firstNonEmpty(name, filepath.Base(args[0]))))
+			sig, err := moduleSignatureFor(args[0], sigFile)
+			if err != nil {
+				return err
+			}
+			m, err := cl.UploadSigned(cmd.Context(), r, strings.TrimSpace(firstNonEmpty(name, filepath.Base(args[0]))), sig)
 			if err != nil {
 				return err
 			}
@@ -61,6 +66,7 @@ task functions by that digest. A terminal shows the upload's progress.`,
 	}
 	cf.register(cmd, false)
 	cmd.Flags().StringVar(&name, "name", "", "a name to list the module by (default: the file's)")
+	cmd.Flags().StringVar(&sigFile, "signature", "", "the module's signature file (default: FILE.wasm.sig when it is there)")
 	cmd.Flags().StringVarP(&cf.output, "output", "o", "", "json or yaml prints the whole record, not only the digest")
 	return cmd
 }
@@ -147,7 +153,7 @@ prints the value it returns as JSON. What the function prints goes to stderr.`,
 }
 
 func newModuleCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "module", Short: "List and delete uploaded modules"}
+	cmd := &cobra.Command{Use: "module", Short: "List and delete uploaded modules; make keys and sign modules"}
 	var lf clientFlags
 	list := &cobra.Command{
 		Use:   "list",
@@ -196,6 +202,6 @@ func newModuleCmd() *cobra.Command {
 		},
 	}
 	df.register(del, false)
-	cmd.AddCommand(list, del)
+	cmd.AddCommand(list, del, newModuleKeygenCmd(), newModuleSignCmd())
 	return cmd
 }

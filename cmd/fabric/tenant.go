@@ -111,7 +111,7 @@ cluster's admin token, the one the first agent wrote to its data directory.`}
 		},
 	}
 	df.register(del, false)
-	cmd.AddCommand(create, list, quota, del)
+	cmd.AddCommand(create, list, quota, del, newTenantKeyCmd())
 	return cmd
 }
 

@@ -175,3 +175,61 @@ func TestTenantNamespaces(t *testing.T) {
 		t.Fatalf("globex takes the name in its own namespace:\n%s", res.Stdout)
 	}
 }
+
+// TestModuleSigningCLI: keygen makes a key pair, tenant key add gives the
+// public key to a tenant, whose unsigned submission is then refused; sign
+// writes FILE.wasm.sig, which submit sends by itself.
+func TestModuleSigningCLI(t *testing.T) {
+	isolateLocalAgents(t)
+	a := startAgentProc(t)
+	must := func(res testrig.Result, what string) testrig.Result {
+		t.Helper()
+		if res.Code != 0 {
+			t.Fatalf("%s: exit %d\nstdout %s\nstderr %s", what, res.Code, res.Stdout, res.Stderr)
+		}
+		return res
+	}
+	dir := t.TempDir()
+	must(runOn(t, a, "tenant", "create", "acme"), "tenant create")
+	secret := strings.TrimSpace(must(runOn(t, a, "token", "create", "--tenant", "acme", "--role", "user"), "token create").Stdout)
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "acme-signing")
+	if res := must(testrig.Run(t, time.Minute, "module", "keygen", "--out", key), "keygen"); !strings.Contains(res.Stdout, "key ID") {
+		t.Fatalf("keygen: %q", res.Stdout)
+	}
+	if st, err := os.Stat(key); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("the private key file: %v %v", st.Mode(), err)
+	}
+	if res := testrig.Run(t, time.Minute, "module", "keygen", "--out", key); res.Code == 0 {
+		t.Fatal("keygen wrote over a key")
+	}
+	must(runOn(t, a, "tenant", "key", "add", "acme", "--key", key+".pub", "--note", "ci"), "tenant key add")
+	var keys []fabric.TenantKeyInfo
+	if err := json.Unmarshal([]byte(must(runOn(t, a, "tenant", "key", "list", "acme", "-o", "json"), "key list").Stdout), &keys); err != nil || len(keys) != 1 || keys[0].Note != "ci" {
+		t.Fatalf("keys: %+v %v", keys, err)
+	}
+	module := filepath.Join(dir, "job.wasm")
+	b, err := os.ReadFile(testrig.Guest(t, "internal/testguests/hostile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(module, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	submit := func() testrig.Result {
+		return testrig.Run(t, time.Minute, "submit", module, "--address", a.api, "--token-file", tokenFile, "--", "ticks", "1", "1")
+	}
+	if res := submit(); res.Code == 0 || !strings.Contains(res.Stderr, "403") || !strings.Contains(res.Stderr, "fabric module sign") {
+		t.Fatalf("an unsigned submission: exit %d\n%s", res.Code, res.Stderr)
+	}
+	if res := must(testrig.Run(t, time.Minute, "module", "sign", module, "--key", key), "sign"); !strings.Contains(res.Stdout, "job.wasm.sig") {
+		t.Fatalf("sign: %q", res.Stdout)
+	}
+	if res := must(submit(), "a signed submission"); !strings.Contains(res.Stdout, "ticks: done") {
+		t.Fatalf("a signed submission: %q", res.Stdout)
+	}
+	must(runOn(t, a, "tenant", "key", "remove", "acme", keys[0].ID), "key remove")
+}

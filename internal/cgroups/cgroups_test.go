@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,6 +28,8 @@ func TestMain(m *testing.M) {
 	case "":
 		os.Exit(m.Run())
 	case "spin":
+		// Affinity is a thread's: spin on the thread that set it.
+		runtime.LockOSThread()
 		_ = unix.SchedSetaffinity(0, cpuSet(0))
 		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
 		for x := 0; ; x++ {

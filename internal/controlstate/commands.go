@@ -35,6 +35,9 @@ type Command struct {
 	DeleteJoinToken *DeleteJoinToken `cbor:"20,keyasint,omitempty"`
 	AdmitNode       *AdmitNode       `cbor:"21,keyasint,omitempty"`
 	RevokeNode      *RevokeNode      `cbor:"22,keyasint,omitempty"`
+
+	AddTenantKey    *AddTenantKey    `cbor:"23,keyasint,omitempty"`
+	RemoveTenantKey *RemoveTenantKey `cbor:"24,keyasint,omitempty"`
 }
 
 // Submit records a new job, pending on Node.
@@ -101,6 +104,9 @@ type AddModule struct {
 	Tenant   string `cbor:"7,keyasint,omitempty"` // "": the cluster's operator
 	// Copy records a node's copy only: no one stored the module anew.
 	Copy bool `cbor:"8,keyasint,omitempty"`
+	// Signature is the tenant's signature of the module (see keys.go):
+	// needed when the tenant has signing keys.
+	Signature []byte `cbor:"9,keyasint,omitempty"`
 }
 
 // DeleteModule removes a module's record (Node and Tenant empty), one
@@ -135,7 +141,8 @@ func (s *State) apply(c Command) error {
 	for _, set := range []bool{c.Submit != nil, c.Start != nil, c.End != nil, c.Stop != nil, c.Delete != nil,
 		c.Restart != nil, c.AddModule != nil, c.DeleteModule != nil, c.NameActor != nil, c.UnnameActor != nil, c.ForgetNode != nil,
 		c.CreateTenant != nil, c.DeleteTenant != nil, c.CreateToken != nil, c.RevokeToken != nil, c.SetQuota != nil,
-		c.CreateJoinToken != nil, c.UseJoinToken != nil, c.DeleteJoinToken != nil, c.AdmitNode != nil, c.RevokeNode != nil} {
+		c.CreateJoinToken != nil, c.UseJoinToken != nil, c.DeleteJoinToken != nil, c.AdmitNode != nil, c.RevokeNode != nil,
+		c.AddTenantKey != nil, c.RemoveTenantKey != nil} {
 		if set {
 			n++
 		}
@@ -235,6 +242,10 @@ func (s *State) apply(c Command) error {
 		return s.revokeToken(c.RevokeToken)
 	case c.SetQuota != nil:
 		return s.setQuota(c.SetQuota)
+	case c.AddTenantKey != nil:
+		return s.addTenantKey(c.AddTenantKey)
+	case c.RemoveTenantKey != nil:
+		return s.removeTenantKey(c.RemoveTenantKey)
 	default:
 		d := c.DeleteModule
 		m, ok := s.modules[d.Digest]
@@ -313,6 +324,9 @@ func (s *State) submit(c *Submit) error {
 		if err := s.checkQuota(c.Tenant); err != nil {
 			return err
 		}
+		if err := s.checkRunnable(c.Tenant, c.Digest); err != nil {
+			return err
+		}
 	}
 	if len(s.jobs) >= MaxJobs {
 		// Evict the job that ended first (then by ID: deterministic).
@@ -342,6 +356,12 @@ func (s *State) addModule(c *AddModule) error {
 		return fmt.Errorf("%w: module size %d or name of %d bytes", ErrBadCommand, c.Size, len(c.Name))
 	case c.Tenant != "" && !ValidID(c.Tenant):
 		return fmt.Errorf("%w: tenant %q", ErrBadCommand, c.Tenant)
+	case len(c.Signature) > 1024:
+		return fmt.Errorf("%w: a signature of %d bytes", ErrBadCommand, len(c.Signature))
+	}
+	signer, err := s.checkSigned(c)
+	if err != nil {
+		return err
 	}
 	m, ok := s.modules[c.Digest]
 	if !ok {
@@ -361,6 +381,9 @@ func (s *State) addModule(c *AddModule) error {
 		m.Operator = true
 	} else if i, found := slices.BinarySearch(m.Tenants, c.Tenant); !found && len(m.Tenants) < MaxTenants {
 		m.Tenants = slices.Insert(m.Tenants, i, c.Tenant)
+	}
+	if i, found := slices.BinarySearch(m.Signers, signer); signer != "" && !found && len(m.Signers) < MaxTenants {
+		m.Signers = slices.Insert(m.Signers, i, signer)
 	}
 	if i, found := slices.BinarySearch(m.Nodes, c.Node); !found {
 		if len(m.Nodes) >= 1024 {

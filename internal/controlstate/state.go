@@ -71,6 +71,9 @@ type Module struct {
 	// they see it. Operator is set when the cluster's operator did.
 	Tenants  []string `cbor:"7,keyasint,omitempty" json:"tenants,omitempty"`
 	Operator bool     `cbor:"8,keyasint,omitempty" json:"operator,omitempty"`
+	// Signers are the tenants' keys that signed it, as "tenant/key ID",
+	// sorted (see keys.go).
+	Signers []string `cbor:"9,keyasint,omitempty" json:"signers,omitempty"`
 }
 
 // Limits of the state, so that no client can grow it without bound.

@@ -176,7 +176,9 @@ func FuzzApply(f *testing.F) {
 		{Restart: &Restart{ID: "a", Attempt: 1, Node: "n"}}, {AddModule: &AddModule{Digest: digest, Node: "n"}}, {DeleteModule: &DeleteModule{Digest: digest}},
 		nameActor("ns", "", "x", "a1", "n"), nameActor("", "job", "x", "a1", "n"), {UnnameActor: &UnnameActor{Namespace: "ns", Name: "x", Actor: []byte("a1")}},
 		{ForgetNode: &ForgetNode{Node: "n"}}, {CreateTenant: &CreateTenant{Name: "t"}}, {DeleteTenant: &DeleteTenant{Name: "t"}},
-		{CreateToken: &CreateToken{Token: Token{ID: "k", Tenant: "t", Role: RoleUser, Hash: make([]byte, 32)}}}, {RevokeToken: &RevokeToken{ID: "k"}}} {
+		{CreateToken: &CreateToken{Token: Token{ID: "k", Tenant: "t", Role: RoleUser, Hash: make([]byte, 32)}}}, {RevokeToken: &RevokeToken{ID: "k"}},
+		{AddTenantKey: &AddTenantKey{Tenant: "t", Key: make([]byte, 32)}}, {RemoveTenantKey: &RemoveTenantKey{Tenant: "t", ID: "0123456789abcdef"}},
+		{AddModule: &AddModule{Digest: digest, Node: "n", Tenant: "t", Signature: make([]byte, 64)}}} {
 		b, err := EncodeCommand(c)
 		if err != nil {
 			f.Fatal(err)

@@ -15,6 +15,9 @@ type Tenant struct {
 	Name    string `cbor:"1,keyasint" json:"name"`
 	Created int64  `cbor:"2,keyasint" json:"created"`
 	Quota   Quota  `cbor:"3,keyasint,omitempty" json:"quota,omitzero"`
+	// Keys are its module signing keys: with any, it runs only modules
+	// signed with one (keys.go).
+	Keys []TenantKey `cbor:"4,keyasint,omitempty" json:"keys,omitempty"`
 }
 
 // Quota bounds what a tenant may hold at once; a zero field is no bound.
@@ -303,11 +306,24 @@ func (s *State) Authenticate(hash []byte, now int64) (Token, error) {
 	return c, nil
 }
 
+// Tenant returns the tenant named name.
+func (s *State) Tenant(name string) (Tenant, bool) {
+	t, ok := s.tenants[name]
+	if !ok {
+		return Tenant{}, false
+	}
+	c := *t
+	c.Keys = slices.Clone(t.Keys)
+	return c, true
+}
+
 // Tenants returns the tenants, by name.
 func (s *State) Tenants() []Tenant {
 	out := make([]Tenant, 0, len(s.tenants))
 	for _, t := range s.tenants {
-		out = append(out, *t)
+		c := *t
+		c.Keys = slices.Clone(t.Keys)
+		out = append(out, c)
 	}
 	slices.SortFunc(out, func(a, b Tenant) int { return strings.Compare(a.Name, b.Name) })
 	return out
