@@ -208,7 +208,11 @@ func TestOutputCut(t *testing.T) {
 	close(n.block)
 	waitUntil(t, "queue drained", func() bool { return a.Queued("b") == 0 })
 	a.Send("b", &peerwire.Output{Job: "j", Data: []byte("after\n")})
-	waitUntil(t, "drained again", func() bool { return a.Queued("b") == 0 })
+	// Sent is not yet received: wait for the last line to arrive.
+	waitUntil(t, "the last line received", func() bool {
+		got := n.received("b")
+		return len(got) > 0 && got[len(got)-1] == "a:j:after\n"
+	})
 	got := n.received("b")
 	var noticed uint64
 	control := false
