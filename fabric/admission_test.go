@@ -16,6 +16,7 @@ import (
 
 	"github.com/wasmfabric/fabric/internal/controlstate"
 	"github.com/wasmfabric/fabric/internal/membership"
+	"github.com/wasmfabric/fabric/internal/sandbox"
 	"github.com/wasmfabric/fabric/internal/secrets"
 	"github.com/wasmfabric/fabric/internal/testrig"
 	"github.com/wasmfabric/fabric/internal/transport"
@@ -413,4 +414,49 @@ func TestGossipKeyRotation(t *testing.T) {
 		m, ok := a.member(b2.ID)
 		return ok && m.Status == membership.Alive
 	})
+}
+
+// TestModuleServedToItsWorkers: a node serves a module it holds only to
+// a node that works with it (it sent it a job's work, it asked it to
+// copy it, it showed a grant naming it) or to a server: a member that
+// only knows the digest, or shows a forged grant or another module's, is
+// refused.
+func TestModuleServedToItsWorkers(t *testing.T) {
+	a := startAgent(t, "")
+	b, c := joinedAgent(t, a), joinedAgent(t, a)
+	waitFor(t, 15*time.Second, "three members", func() bool { return b.node.NodeCount() == 3 && c.node.NodeCount() == 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	wasm := guestBytes(t, "examples/quickstart")
+	digest := sandbox.Digest(wasm)
+	m, err := c.Client(a.APIToken()).Upload(ctx, bytes.NewReader(wasm), "quickstart")
+	if err != nil || m.Digest != digest {
+		t.Fatalf("upload on c: %+v %v", m, err)
+	}
+	if err := b.PullModule(ctx, c.ID, digest, nil); err == nil {
+		t.Fatal("b copied c's module knowing only its digest")
+	}
+	grant := func(module string) []byte {
+		return b.grantFor(withCallerToken(ctx, a.APIToken()), "j1", "", b.ID, "", module)
+	}
+	other := strings.Repeat("ab", 32)
+	for name, proof := range map[string][]byte{
+		"a forged grant":              encodeModuleProof("j1", "", b.ID, digest, []byte("forged")),
+		"another module's grant":      encodeModuleProof("j1", "", b.ID, other, grant(digest)),
+		"a grant rooted at another":   encodeModuleProof("j1", "", c.ID, digest, grant(digest)),
+		"a grant of another tenant's": encodeModuleProof("j1", "acme", b.ID, digest, grant(digest)),
+	} {
+		if err := b.PullModule(ctx, c.ID, digest, proof); err == nil {
+			t.Errorf("b copied c's module with %s", name)
+		}
+	}
+	if len(grant(digest)) == 0 {
+		t.Fatal("the leader gave no grant for the module to the cluster's operator")
+	}
+	if err := b.PullModule(ctx, c.ID, digest, encodeModuleProof("j1", "", b.ID, digest, grant(digest))); err != nil {
+		t.Fatalf("b, with a grant for the module: %v", err)
+	}
+	if err := a.PullModule(ctx, c.ID, digest, nil); err != nil {
+		t.Fatalf("a server: %v", err)
+	}
 }

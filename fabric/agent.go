@@ -179,6 +179,9 @@ type Agent struct {
 	gossipKeyMu, rotateMu sync.Mutex
 	// grants checks jobs' grants (grants.go).
 	grants *grantChecker
+	// moduleAllows are the nodes that may copy modules from here
+	// (moduleproof.go).
+	moduleAllows moduleAllows
 	// quotas are the leader's usage reports of the nodes.
 	quotas quotaReports
 	// serverAddrs are the servers' QUIC addresses as last saved.
@@ -232,8 +235,8 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	grants := &grantChecker{verify: idn.cluster.VerifyGrant}
 	nodeCfg.verifyGrant = grants.check
 	var agent *Agent // set below: the node asks it for grants
-	nodeCfg.grant = func(ctx context.Context, job, tenant, root, controlJob string) []byte {
-		return agent.grantFor(ctx, job, tenant, root, controlJob)
+	nodeCfg.grant = func(ctx context.Context, job, tenant, root, controlJob, module string) []byte {
+		return agent.grantFor(ctx, job, tenant, root, controlJob, module)
 	}
 	if err := os.MkdirAll(nodeCfg.DataDir, 0o700); err != nil {
 		return nil, err
@@ -635,7 +638,7 @@ func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, b
 		if _, err := a.control(ctx, controlRequest{Op: "module", ID: digest}); err != nil {
 			return 0, nil, err
 		}
-		if err := a.node.pullModuleFrom(ctx, digest, []string{peer}); err != nil {
+		if err := a.node.pullModuleFrom(ctx, digest, []string{peer}, nil); err != nil { // it asked: it allows
 			return 0, nil, err
 		}
 		err := a.propose(ctx, controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: a.node.moduleSize(digest), Node: a.ID, Time: nowMillis(), Copy: true}})
@@ -648,6 +651,8 @@ func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, b
 	case msgGossipKeys:
 		b, err := a.gossipKeys()
 		return msgGossipKeys, b, err
+	case msgModuleProof:
+		return msgAck, nil, a.handleModuleProof(peer, body)
 	case msgBatch:
 		err := a.link.Receive(peer, body, func(msgs []peerwire.Message) {
 			a.grants.screen(msgs) // outside the node's lock
@@ -868,8 +873,9 @@ func (a *Agent) RunRemote(ctx context.Context, nodeID, digest string, spec abi.T
 		a.directMu.Unlock()
 		a.link.Send(nodeID, &peerwire.EndJob{Job: job})
 	}()
+	a.moduleAllows.allow(nodeID, digest, time.Now().Add(moduleAllowTTL)) // it fetches the module from here
 	a.link.Send(nodeID, &peerwire.RunTask{Job: job, Root: a.ID, Digest: digest, What: peerwire.RunPlainTask, Task: task, Attempt: 1,
-		Spec: spec.AppendCBOR(nil), Grant: a.grantFor(ctx, job, "", a.ID, "")})
+		Spec: spec.AppendCBOR(nil), Grant: a.grantFor(ctx, job, "", a.ID, "", digest)})
 	var m *peerwire.TaskDone
 	select {
 	case m = <-ch:

@@ -122,10 +122,10 @@ func TestAgentsFormCluster(t *testing.T) {
 		}
 	}
 	// Modules travel by digest: c ran the quickstart (below), so a takes it from c.
-	if err := a.PullModule(ctx, b.ID, strings.Repeat("ab", 32)); err == nil {
+	if err := a.PullModule(ctx, b.ID, strings.Repeat("ab", 32), nil); err == nil {
 		t.Fatal("pull of a module nobody has succeeded")
 	}
-	if err := a.PullModule(ctx, b.ID, "xyz"); !errors.Is(err, ErrBadDigest) {
+	if err := a.PullModule(ctx, b.ID, "xyz", nil); !errors.Is(err, ErrBadDigest) {
 		t.Fatalf("bad digest: %v", err)
 	}
 	if _, err := a.Ping(ctx, "no-such-node"); !errors.Is(err, ErrUnknownNode) {
@@ -174,7 +174,7 @@ func TestAgentsFormCluster(t *testing.T) {
 	if _, err := c.RunRemote(ctx, b.ID, digest, abi.TaskSpec{Func: "square", Args: []abi.Arg{{Ref: make([]byte, 20)}}}); !errors.Is(err, transport.ErrRemote) || !strings.Contains(err.Error(), "which its sender did not send") {
 		t.Fatalf("reference argument the owner does not hold: %v", err)
 	}
-	if err := a.PullModule(ctx, c.ID, digest); err != nil {
+	if err := a.PullModule(ctx, c.ID, digest, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := os.ReadFile(filepath.Join(a.Node().dataDir, "modules", digest+".wasm")); err != nil || !bytes.Equal(got, wasm) {

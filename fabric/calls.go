@@ -79,16 +79,17 @@ func (a *Agent) callMessage(peer string, m peerwire.Message) {
 // the call's job finds names in the tenant's namespaces), and returns its
 // value (CBOR) and output.
 func (a *Agent) Call(ctx context.Context, tenant, digest, function string, args [][]byte) ([]byte, string, error) {
-	if !a.node.HasModule(digest) {
-		if err := a.node.pullModuleFrom(ctx, digest, a.moduleHolders(ctx, digest)); err != nil {
-			return nil, "", fmt.Errorf("%w: %s: %v", ErrNoModuleHere, digest, err)
-		}
-	}
-	a.node.touchModule(digest)
 	var raw [8]byte
 	_, _ = rand.Read(raw[:])
 	peer := callPeerPrefix + hex.EncodeToString(raw[:])
 	job := string(newJobID())
+	grant := a.grantFor(ctx, job, tenant, peer, "", digest)
+	if !a.node.HasModule(digest) {
+		if err := a.node.pullModuleFrom(ctx, digest, a.moduleHolders(ctx, digest), encodeModuleProof(job, tenant, peer, digest, grant)); err != nil {
+			return nil, "", fmt.Errorf("%w: %s: %v", ErrNoModuleHere, digest, err)
+		}
+	}
+	a.node.touchModule(digest)
 	c := &pendingCall{done: make(chan *peerwire.TaskDone, 1)}
 	_, _ = rand.Read(c.task[:16])
 	a.callsMu.Lock()
@@ -105,7 +106,6 @@ func (a *Agent) Call(ctx context.Context, tenant, digest, function string, args 
 	for _, v := range args {
 		spec.Args = append(spec.Args, abi.Arg{Value: v})
 	}
-	grant := a.grantFor(ctx, job, tenant, peer, "")
 	a.node.step(core.PeerMessage{From: from, Msg: &peerwire.RunTask{Job: job, Root: peer, Digest: digest, What: peerwire.RunPlainTask,
 		Task: c.task, Attempt: 1, Spec: spec.AppendCBOR(nil), Tenant: tenant, Grant: grant}})
 	var m *peerwire.TaskDone

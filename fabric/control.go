@@ -47,6 +47,8 @@ type controlRequest struct {
 	Token string `cbor:"9,keyasint,omitempty"`
 	// Origin is the member a forwarding server took the request from.
 	Origin string `cbor:"10,keyasint,omitempty"`
+	// Module is "grant"'s module digest.
+	Module string `cbor:"11,keyasint,omitempty"`
 }
 
 // controlAnswer is a server's answer: Code names the error's kind.

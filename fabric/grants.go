@@ -14,27 +14,30 @@ import (
 
 // Grants. A job's work opens a share on another node only with the job's
 // grant: the servers' signature (with the CA's key) of the job's ID, its
-// tenant and its root, the node that runs its driver. The root gets it
-// when the driver starts: from the leader, which signs it for a job the
-// control state says runs on the asking node, or for the tenant of the
-// API caller whose token the node relays (a call). Every node checks a
+// tenant, its root (the node that runs its driver) and its module's
+// digest. The root gets it when the driver starts: from the leader, which
+// signs it for a job the control state says runs on the asking node with
+// that module, or for the tenant of the API caller whose token the node
+// relays (a call), when the tenant sees the module. Every node checks a
 // new share's grant against the CA's certificate; a share takes more
-// work, and the root a share's notice, only with the same grant. So no
-// member can run work in a tenant's name that the servers did not grant,
-// and a node that never received a job's work cannot act in it.
+// work, and the root a share's notice, only with the same grant and
+// module. So no member can run work in a tenant's name, or with a module,
+// that the servers did not grant, and a node that never received a job's
+// work cannot act in it. A grant also opens the job's module: a node
+// serves a module only to a node that shows a grant for it (moduleproof.go).
 
 // grantFor gets a grant for a job whose root is root: signed here on a
 // server, else by the leader. Without one (no leader) the job runs, but
 // its work stays on this node: it is logged.
-func (a *Agent) grantFor(ctx context.Context, job, tenant, root, controlJob string) []byte {
+func (a *Agent) grantFor(ctx context.Context, job, tenant, root, controlJob, module string) []byte {
 	if a.cluster.CanSign() {
-		g, err := a.cluster.SignGrant(job, tenant, root)
+		g, err := a.cluster.SignGrant(job, tenant, root, module)
 		if err != nil {
 			a.warnf("fabric agent: signing job %s's grant: %v", job, err)
 		}
 		return g
 	}
-	ans, err := a.control(ctx, controlRequest{Op: "grant", ID: job, Tenant: tenant, Name: root, Namespace: controlJob})
+	ans, err := a.control(ctx, controlRequest{Op: "grant", ID: job, Tenant: tenant, Name: root, Namespace: controlJob, Module: module})
 	if err != nil {
 		a.warnf("fabric agent: job %s has no grant, so its work stays on this node: %v", job, err)
 		return nil
@@ -44,23 +47,25 @@ func (a *Agent) grantFor(ctx context.Context, job, tenant, root, controlJob stri
 
 // grantAnswer signs a grant on the leader for p, when p may have it: a
 // server any; a member for a job the control state says runs its driver
-// there, in the job's tenant, rooted at the member; with a relayed token,
-// for the token's tenant (any, for a cluster admin token), rooted at the
-// member or at a call of it.
+// there, in the job's tenant, with the module, rooted at the member; with
+// a relayed token, for the token's tenant (any, for a cluster admin
+// token) and a module the tenant sees, rooted at the member or at a call
+// of it.
 func (a *Agent) grantAnswer(s *controlstate.State, p controlPrincipal, req controlRequest) (controlAnswer, error) {
-	job, tenant, root, controlJob := req.ID, req.Tenant, req.Name, req.Namespace
+	job, tenant, root, controlJob, module := req.ID, req.Tenant, req.Name, req.Namespace, req.Module
 	ok := p.server
 	if !ok && (root == p.node || strings.HasPrefix(root, callPeerPrefix)) && p.caller != nil {
-		ok = p.caller.cluster || p.caller.token.Tenant == tenant
+		m, found := s.Module(module)
+		ok = found && (p.caller.cluster || p.caller.token.Tenant == tenant && p.caller.seesModule(m))
 	}
 	if !ok && root == p.node && controlJob != "" {
 		j, found := s.Job(controlJob)
-		ok = found && j.Node == p.node && j.Tenant == tenant && !j.State.Ended()
+		ok = found && j.Node == p.node && j.Tenant == tenant && j.Digest == module && !j.State.Ended()
 	}
 	if !ok {
-		return controlAnswer{}, fmt.Errorf("%w: node %s may not have a grant for a job of tenant %q rooted at %q", errNotAllowed, p.node, tenant, root)
+		return controlAnswer{}, fmt.Errorf("%w: node %s may not have a grant for a job of tenant %q rooted at %q with module %.12s", errNotAllowed, p.node, tenant, root, module)
 	}
-	g, err := a.cluster.SignGrant(job, tenant, root)
+	g, err := a.cluster.SignGrant(job, tenant, root, module)
 	return controlAnswer{Grant: g}, err
 }
 
@@ -71,7 +76,7 @@ func (a *Agent) grantAnswer(s *controlstate.State, p controlPrincipal, req contr
 // member sending bad grants slows its own link, not the node's jobs; a
 // bad grant is cleared, and the core refuses the run at no cost.
 type grantChecker struct {
-	verify func(job, tenant, root string, grant []byte) error
+	verify func(job, tenant, root, module string, grant []byte) error
 	mu     sync.Mutex
 	good   map[string]struct{}
 }
@@ -80,15 +85,15 @@ type grantChecker struct {
 // and checked again.
 const maxGoodGrants = 4096
 
-func (g *grantChecker) check(job, tenant, root string, grant []byte) error {
-	key := job + "\x00" + tenant + "\x00" + root + "\x00" + string(grant)
+func (g *grantChecker) check(job, tenant, root, module string, grant []byte) error {
+	key := job + "\x00" + tenant + "\x00" + root + "\x00" + module + "\x00" + string(grant)
 	g.mu.Lock()
 	_, ok := g.good[key]
 	g.mu.Unlock()
 	if ok {
 		return nil
 	}
-	if err := g.verify(job, tenant, root, grant); err != nil {
+	if err := g.verify(job, tenant, root, module, grant); err != nil {
 		return err
 	}
 	g.mu.Lock()
@@ -104,7 +109,7 @@ func (g *grantChecker) check(job, tenant, root string, grant []byte) error {
 // the servers' (a run with no grant stays as it is).
 func (g *grantChecker) screen(msgs []peerwire.Message) {
 	for _, m := range msgs {
-		if r, ok := m.(*peerwire.RunTask); ok && len(r.Grant) > 0 && g.check(r.Job, r.Tenant, r.Root, r.Grant) != nil {
+		if r, ok := m.(*peerwire.RunTask); ok && len(r.Grant) > 0 && g.check(r.Job, r.Tenant, r.Root, r.Digest, r.Grant) != nil {
 			r.Grant = nil
 		}
 	}

@@ -54,6 +54,10 @@ type JobOptions struct {
 	Tenant string
 	// controlJob is the job's ID in the control state, for its grant.
 	controlJob string
+	// id and grant, when id is set, are the job's ID in the core and its
+	// grant, got before (to show for its module).
+	id    core.JobID
+	grant []byte
 }
 
 // newJobID returns a fresh job ID: 16 random hex digits.
@@ -152,7 +156,7 @@ func (n *Node) runJob(ctx context.Context, digest string, args []string, o JobOp
 	if err != nil {
 		return err
 	}
-	id := newJobID()
+	id := cmp.Or(o.id, newJobID())
 	h := &jobHandle{result: make(chan core.JobResult, 1), ended: make(chan struct{}),
 		out: newJobOutput(cmp.Or[io.Writer](o.Stdout, n.cfg.Stdout), cmp.Or[io.Writer](o.Stderr, n.cfg.Stderr), o.OutputBuffer, o.Abort)}
 	h.out.lossless = o.Lossless
@@ -164,9 +168,9 @@ func (n *Node) runJob(ctx context.Context, digest string, args []string, o JobOp
 	}
 	n.jobs[id] = h
 	n.mu.Unlock()
-	var grant []byte
-	if n.cfg.grant != nil {
-		grant = n.cfg.grant(ctx, string(id), o.Tenant, n.cfg.NodeID, o.controlJob)
+	grant := o.grant
+	if n.cfg.grant != nil && o.id == "" {
+		grant = n.cfg.grant(ctx, string(id), o.Tenant, n.cfg.NodeID, o.controlJob, digest)
 	}
 	n.step(core.SubmitJob{Job: id, Digest: digest, Args: argv, Tenant: o.Tenant, Grant: grant})
 

@@ -329,6 +329,7 @@ func (a *Agent) copyModuleAway(ctx context.Context, digest string) {
 		if aerr != nil {
 			continue
 		}
+		a.moduleAllows.allow(t, digest, time.Now().Add(moduleAllowTTL))
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		_, _, err = a.quic.Call(cctx, addr, msgModuleCopy, []byte(digest))
 		cancel()

@@ -74,7 +74,11 @@ func (a *Agent) runAttempt(ctx context.Context, j controlstate.Job, r *runningJo
 		a.forget(j.ID, r)
 		return
 	}
-	err := a.node.pullModuleFrom(ctx, j.Digest, a.moduleHolders(ctx, j.Digest))
+	// The job's grant first: it names the module, and shows a holder of
+	// the module that this node may copy it.
+	id := newJobID()
+	grant := a.grantFor(ctx, string(id), j.Tenant, a.ID, j.ID, j.Digest)
+	err := a.node.pullModuleFrom(ctx, j.Digest, a.moduleHolders(ctx, j.Digest), encodeModuleProof(string(id), j.Tenant, a.ID, j.Digest, grant))
 	a.node.touchModule(j.Digest)
 	if err == nil {
 		err = a.propose(ctx, controlstate.Command{Start: &controlstate.Start{ID: j.ID, Attempt: j.Attempt, Time: nowMillis()}})
@@ -87,7 +91,7 @@ func (a *Agent) runAttempt(ctx context.Context, j controlstate.Job, r *runningJo
 	started := time.Now()
 	if err == nil {
 		a.log.Info("job started", "job", j.ID, "attempt", j.Attempt, "module", j.Digest[:12], "args", len(j.Args))
-		err = a.node.runJob(ctx, j.Digest, j.Args, JobOptions{Stdout: r.log.Stdout(), Stderr: r.log.Stderr(), Tenant: j.Tenant, controlJob: j.ID})
+		err = a.node.runJob(ctx, j.Digest, j.Args, JobOptions{Stdout: r.log.Stdout(), Stderr: r.log.Stderr(), Tenant: j.Tenant, controlJob: j.ID, id: id, grant: grant})
 	}
 	end := controlstate.End{ID: j.ID, Attempt: j.Attempt, State: controlstate.Succeeded, Time: nowMillis()}
 	if err != nil {

@@ -108,8 +108,8 @@ type Config struct {
 	// verifyGrant checks a job's grant before a share of it opens here;
 	// grant gets one for a job whose driver starts here (both set by
 	// StartAgent).
-	verifyGrant func(job, tenant, root string, grant []byte) error
-	grant       func(ctx context.Context, job, tenant, root, controlJob string) []byte
+	verifyGrant func(job, tenant, root, module string, grant []byte) error
+	grant       func(ctx context.Context, job, tenant, root, controlJob, module string) []byte
 }
 
 // Node is one agent with its workers.
@@ -152,7 +152,7 @@ type cluster interface {
 	// Pull copies an object's bytes from a node into memory alloc gives.
 	Pull(ctx context.Context, node string, id objects.ID, alloc func(size int64) ([]byte, error)) error
 	// PullModule copies a module from a node into this node's modules.
-	PullModule(ctx context.Context, node, digest string) error
+	PullModule(ctx context.Context, node, digest string, proof []byte) error
 }
 
 // jobHandle is the shell's side of a job that runs its driver here.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/wasmfabric/fabric/internal/core"
 	"github.com/wasmfabric/fabric/internal/objects"
@@ -91,9 +92,10 @@ func (s agentObjects) Object(peer string, id [transport.IDSize]byte) ([]byte, fu
 		return b, release, true
 	}
 	// Modules travel as objects too, named by the first bytes of their
-	// SHA-256 digest; the puller checks the whole digest.
+	// SHA-256 digest; the puller checks the whole digest. A module goes
+	// only to a node that works with it (moduleproof.go).
 	matches, _ := filepath.Glob(filepath.Join(s.n.dataDir, "modules", hex.EncodeToString(id[:])+"*.wasm"))
-	if len(matches) != 1 {
+	if len(matches) != 1 || !s.a.mayServeModule(peer, strings.TrimSuffix(filepath.Base(matches[0]), ".wasm")) {
 		return nil, nil, false
 	}
 	b, err := os.ReadFile(matches[0])
@@ -105,6 +107,13 @@ func (s agentObjects) Object(peer string, id [transport.IDSize]byte) ([]byte, fu
 
 // ErrBadDigest means a module digest is not 64 hex digits.
 var ErrBadDigest = errors.New("fabric: a module digest is 64 hex digits (sha256)")
+
+// sentModule reports whether a job here with the module sent peer work.
+func (n *Node) sentModule(peer, digest string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.core.SentModule(core.NodeID(peer), digest)
+}
 
 // HasModule reports whether the node has the module with the digest.
 func (n *Node) HasModule(digest string) bool {
@@ -127,7 +136,7 @@ func (n *Node) fetchModule(e core.FetchModule) {
 			if cl == nil {
 				err = fmt.Errorf("module %.12s is not on node %s", e.Digest, n.cfg.NodeID)
 			} else {
-				err = cl.PullModule(n.ctx, string(e.From), e.Digest)
+				err = cl.PullModule(n.ctx, string(e.From), e.Digest, nil)
 			}
 		}
 		if err == nil && !held {
@@ -149,7 +158,7 @@ func (n *Node) fetchModule(e core.FetchModule) {
 // pullModuleFrom makes sure the node holds a module: unless it does, it
 // copies it from the first of holders that sends it, and checks it
 // against the node's limits.
-func (n *Node) pullModuleFrom(ctx context.Context, digest string, holders []string) error {
+func (n *Node) pullModuleFrom(ctx context.Context, digest string, holders []string, proof []byte) error {
 	if n.HasModule(digest) {
 		return nil
 	}
@@ -164,7 +173,7 @@ func (n *Node) pullModuleFrom(ctx context.Context, digest string, holders []stri
 		if h == n.cfg.NodeID {
 			continue
 		}
-		if err = cl.PullModule(ctx, h, digest); err == nil {
+		if err = cl.PullModule(ctx, h, digest, proof); err == nil {
 			var wasm []byte
 			if wasm, err = os.ReadFile(n.modulePath(digest)); err == nil {
 				_, err = sandbox.ValidateSections(wasm, sandbox.Limits{MaxMemoryPages: uint32(n.cfg.GuestMemoryLimit / sandbox.WasmPageSize)})
@@ -215,7 +224,7 @@ func (n *Node) pullObject(e core.PullObject) {
 // PullModule copies a module, by its SHA-256 digest (hex), from another
 // node into this node's modules, unless it is here already. The bytes are
 // checked against the digest.
-func (a *Agent) PullModule(ctx context.Context, nodeID, digest string) error {
+func (a *Agent) PullModule(ctx context.Context, nodeID, digest string, proof []byte) error {
 	raw, err := hex.DecodeString(digest)
 	if err != nil || len(raw) != 32 {
 		return fmt.Errorf("%w: %q", ErrBadDigest, digest)
@@ -225,6 +234,9 @@ func (a *Agent) PullModule(ctx context.Context, nodeID, digest string) error {
 	}
 	addr, err := a.addrOf(nodeID)
 	if err != nil {
+		return err
+	}
+	if err := a.proveModule(ctx, addr, proof); err != nil {
 		return err
 	}
 	var buf []byte

@@ -99,9 +99,10 @@ type Config struct {
 	// (names.go): the shell answers RegisterName and LookupName.
 	Registry bool
 	// VerifyGrant, when set, checks a job's grant (the servers'
-	// signature of its ID, tenant and root) before a share of the job
-	// opens here; nil takes every share (no cluster, or tests).
-	VerifyGrant func(job, tenant, root string, grant []byte) error
+	// signature of its ID, tenant, root and module's digest) before a
+	// share of the job opens here; nil takes every share (no cluster, or
+	// tests).
+	VerifyGrant func(job, tenant, root, module string, grant []byte) error
 }
 
 // Core is the state machine. It is not safe for concurrent use: the shell

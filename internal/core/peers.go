@@ -677,11 +677,11 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 	}
 	j := c.jobs[JobID(m.Job)]
 	switch {
-	case j == nil && c.cfg.VerifyGrant != nil && c.cfg.VerifyGrant(m.Job, m.Tenant, m.Root, m.Grant) != nil:
-		c.refuse(from, m, fmt.Sprintf("job %s: its work carries no grant of the servers' for tenant %q and root %s", m.Job, m.Tenant, m.Root))
+	case j == nil && c.cfg.VerifyGrant != nil && c.cfg.VerifyGrant(m.Job, m.Tenant, m.Root, m.Digest, m.Grant) != nil:
+		c.refuse(from, m, fmt.Sprintf("job %s: its work carries no grant of the servers' for tenant %q, root %s and module %.12s", m.Job, m.Tenant, m.Root, m.Digest))
 		c.releaseRefs(m, from)
 		return
-	case j != nil && (!bytes.Equal(m.Grant, j.grant) || m.Tenant != j.tenant):
+	case j != nil && (!bytes.Equal(m.Grant, j.grant) || m.Tenant != j.tenant || m.Digest != j.digest):
 		c.refuse(from, m, fmt.Sprintf("job %s: the work does not carry the job's grant", m.Job))
 		c.releaseRefs(m, from)
 		return

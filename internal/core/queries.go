@@ -148,6 +148,17 @@ func (c *Core) TenantUsage() map[string]scheduler.TenantUsage {
 	return c.sched.Usage()
 }
 
+// SentModule reports whether a job of this node with the module sent
+// node work: that node may copy the module from here.
+func (c *Core) SentModule(node NodeID, digest string) bool {
+	for _, j := range c.jobs {
+		if j.digest == digest && j.worksFor(node) {
+			return true
+		}
+	}
+	return false
+}
+
 // LocalCPU returns, for each tenant with a worker on this node, the CPUs
 // (scheduler fixed point) that what runs in its workers here declared:
 // tasks, actors and leases, 0 for a tenant whose work here declared none.

@@ -406,10 +406,10 @@ func (h *harness) newNode(name string, a args) {
 		MaxWorkers: a.int("max-workers", 8), MaxInstances: a.int("max-instances", 0), Leases: a.int("leases", 0) == 1, InlineMax: a.int("inline", 1000), HeapBudget: int64(a.int("heap", 1<<20)),
 		Seed: 1, Clustered: a.has("clustered"), Registry: a.has("registry")}
 	if a.has("grants") {
-		// A grant here is "job/tenant/root" in the clear: what the
-		// servers' signature stands for.
-		cfg.VerifyGrant = func(job, tenant, root string, grant []byte) error {
-			if string(grant) != job+"/"+tenant+"/"+root {
+		// A grant here is "job/tenant/root/module" in the clear: what
+		// the servers' signature stands for.
+		cfg.VerifyGrant = func(job, tenant, root, module string, grant []byte) error {
+			if string(grant) != job+"/"+tenant+"/"+root+"/"+module {
 				return errors.New("not the servers' grant")
 			}
 			return nil

@@ -637,13 +637,14 @@ func tlsConfig(pool *x509.CertPool, cert tls.Certificate, o TLSOptions, nextProt
 	return cfg
 }
 
-// A grant binds a job to its tenant and its root (the node that runs its
-// driver): a server signs it with the CA's key, and a node opens a share
-// of the job only with it, so that no member can run work in a tenant's
-// name that the servers did not grant.
-func grantDigest(job, tenant, root string) []byte {
+// A grant binds a job to its tenant, its root (the node that runs its
+// driver) and its module's digest: a server signs it with the CA's key,
+// and a node opens a share of the job, or serves the module, only with
+// it, so that no member can run work in a tenant's name, or with a
+// module, that the servers did not grant.
+func grantDigest(job, tenant, root, module string) []byte {
 	h := sha256.New()
-	for _, s := range []string{"fabric job grant 1", job, tenant, root} {
+	for _, s := range []string{"fabric job grant 2", job, tenant, root, module} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}
@@ -651,20 +652,20 @@ func grantDigest(job, tenant, root string) []byte {
 }
 
 // SignGrant signs a job's grant.
-func (c *Cluster) SignGrant(job, tenant, root string) ([]byte, error) {
+func (c *Cluster) SignGrant(job, tenant, root, module string) ([]byte, error) {
 	if c.caKey == nil {
 		return nil, ErrNoCAKey
 	}
-	return ecdsa.SignASN1(rand.Reader, c.caKey, grantDigest(job, tenant, root))
+	return ecdsa.SignASN1(rand.Reader, c.caKey, grantDigest(job, tenant, root, module))
 }
 
 // ErrBadGrant means a job's grant is missing or not the servers'.
 var ErrBadGrant = errors.New("secrets: the job's grant is not the servers'")
 
 // VerifyGrant checks a job's grant against the CA's key.
-func (c *Cluster) VerifyGrant(job, tenant, root string, grant []byte) error {
+func (c *Cluster) VerifyGrant(job, tenant, root, module string, grant []byte) error {
 	pub, ok := c.CA.PublicKey.(*ecdsa.PublicKey)
-	if !ok || len(grant) == 0 || !ecdsa.VerifyASN1(pub, grantDigest(job, tenant, root), grant) {
+	if !ok || len(grant) == 0 || !ecdsa.VerifyASN1(pub, grantDigest(job, tenant, root, module), grant) {
 		return ErrBadGrant
 	}
 	return nil

@@ -351,27 +351,28 @@ func FuzzParseBundle(f *testing.F) {
 // only under its cluster's CA; a member cannot sign one.
 func TestGrant(t *testing.T) {
 	c := mustCreate(t)
-	g, err := c.SignGrant("j1", "acme", "n1")
+	g, err := c.SignGrant("j1", "acme", "n1", "m1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WithoutCAKey().VerifyGrant("j1", "acme", "n1", g); err != nil {
+	if err := c.WithoutCAKey().VerifyGrant("j1", "acme", "n1", "m1", g); err != nil {
 		t.Fatal(err)
 	}
 	for name, f := range map[string]func() error{
-		"another tenant": func() error { return c.VerifyGrant("j1", "globex", "n1", g) },
-		"another root":   func() error { return c.VerifyGrant("j1", "acme", "n2", g) },
-		"another job":    func() error { return c.VerifyGrant("j2", "acme", "n1", g) },
-		"no grant":       func() error { return c.VerifyGrant("j1", "acme", "n1", nil) },
-		"garbage":        func() error { return c.VerifyGrant("j1", "acme", "n1", []byte("garbage")) },
-		"another CA":     func() error { return mustCreate(t).VerifyGrant("j1", "acme", "n1", g) },
-		"split fields":   func() error { return c.VerifyGrant("j1acme", "", "n1", g) },
+		"another tenant": func() error { return c.VerifyGrant("j1", "globex", "n1", "m1", g) },
+		"another root":   func() error { return c.VerifyGrant("j1", "acme", "n2", "m1", g) },
+		"another job":    func() error { return c.VerifyGrant("j2", "acme", "n1", "m1", g) },
+		"no grant":       func() error { return c.VerifyGrant("j1", "acme", "n1", "m1", nil) },
+		"garbage":        func() error { return c.VerifyGrant("j1", "acme", "n1", "m1", []byte("garbage")) },
+		"another CA":     func() error { return mustCreate(t).VerifyGrant("j1", "acme", "n1", "m1", g) },
+		"split fields":   func() error { return c.VerifyGrant("j1acme", "", "n1", "m1", g) },
+		"another module": func() error { return c.VerifyGrant("j1", "acme", "n1", "m2", g) },
 	} {
 		if err := f(); !errors.Is(err, ErrBadGrant) {
 			t.Errorf("%s: %v, want ErrBadGrant", name, err)
 		}
 	}
-	if _, err := c.WithoutCAKey().SignGrant("j1", "acme", "n1"); !errors.Is(err, ErrNoCAKey) {
+	if _, err := c.WithoutCAKey().SignGrant("j1", "acme", "n1", "m1"); !errors.Is(err, ErrNoCAKey) {
 		t.Errorf("a member signed a grant: %v", err)
 	}
 }
