@@ -343,6 +343,32 @@ func TestControlAuthority(t *testing.T) {
 	if err != nil || ans.Revoked != nil {
 		t.Errorf("revoked: %v %v", ans.Revoked, err)
 	}
+	// A member names an actor in a tenant's namespace only showing the
+	// grant of a job of the tenant's: one whose work it was sent.
+	module := strings.Repeat("ab", 32)
+	name := controlstate.Command{NameActor: &controlstate.NameActor{ActorName: controlstate.ActorName{Namespace: "prod", Name: "db", Job: "acme-j1",
+		Actor: make([]byte, 20), Node: b.ID, Class: "DB", Time: 1, Tenant: "acme"}}}
+	g, err := a.cluster.SignGrant("acme-j1", "acme", a.ID, module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	og, err := a.cluster.SignGrant("ops-j1", "", a.ID, module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, proof := range map[string][]byte{
+		"no grant":                      nil,
+		"a forged grant":                encodeModuleProof("acme-j1", "acme", a.ID, module, []byte("forged")),
+		"a grant shown for another job": encodeModuleProof("acme-j2", "acme", a.ID, module, g),
+		"the operator's grant":          encodeModuleProof("ops-j1", "", a.ID, module, og),
+	} {
+		if err := b.proposeProved(ctx, name, proof); !errors.Is(err, ErrForbidden) {
+			t.Errorf("member names an actor of tenant acme with %s: %v, want ErrForbidden", what, err)
+		}
+	}
+	if err := b.proposeProved(ctx, name, encodeModuleProof("acme-j1", "acme", a.ID, module, g)); err != nil {
+		t.Errorf("member names an actor of a job whose grant it holds: %v", err)
+	}
 }
 
 // TestGossipKeyRotation: after a node is revoked, a rotation moves every

@@ -49,6 +49,9 @@ type controlRequest struct {
 	Origin string `cbor:"10,keyasint,omitempty"`
 	// Module is "grant"'s module digest.
 	Module string `cbor:"11,keyasint,omitempty"`
+	// Proof is a job's grant (an encoded moduleProof) that the member
+	// shows for a change about the job: naming an actor of it.
+	Proof []byte `cbor:"12,keyasint,omitempty"`
 }
 
 // controlAnswer is a server's answer: Code names the error's kind.
@@ -394,12 +397,18 @@ func (a *Agent) control(ctx context.Context, req controlRequest) (controlAnswer,
 // named, so that its retries (a leader lost after it committed it) apply
 // it once.
 func (a *Agent) propose(ctx context.Context, c controlstate.Command) error {
+	return a.proposeProved(ctx, c, nil)
+}
+
+// proposeProved is propose with a job's grant to show (proof: an encoded
+// moduleProof).
+func (a *Agent) proposeProved(ctx context.Context, c controlstate.Command, proof []byte) error {
 	c.Request = string(newJobID()) + string(newJobID())
 	b, err := controlstate.EncodeCommand(c)
 	if err != nil {
 		return err
 	}
-	_, err = a.control(ctx, controlRequest{Op: "apply", Command: b})
+	_, err = a.control(ctx, controlRequest{Op: "apply", Command: b, Proof: proof})
 	return err
 }
 

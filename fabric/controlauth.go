@@ -10,6 +10,7 @@ import (
 	"slices"
 
 	"github.com/wasmfabric/fabric/internal/controlstate"
+	"github.com/wasmfabric/fabric/internal/wire"
 )
 
 // The control plane's leader decides, in one place (controlAuthority),
@@ -30,6 +31,9 @@ type controlPrincipal struct {
 	node   string // the member that sent it
 	server bool   // the member is a server (or this agent)
 	caller *caller
+	// job is the job whose grant the member showed (nil: none): it holds
+	// the job's work.
+	job *moduleProof
 }
 
 // errNotAllowed refuses a control request.
@@ -56,7 +60,19 @@ func (a *Agent) principal(s *controlstate.State, origin string, req controlReque
 			p.caller = &caller{cluster: t.Tenant == "", token: t}
 		}
 	}
+	if len(req.Proof) > 0 {
+		var jp moduleProof
+		if wire.Unmarshal(req.Proof, &jp) == nil && a.grants.check(jp.Job, jp.Tenant, jp.Root, jp.Module, jp.Grant) == nil {
+			p.job = &jp
+		}
+	}
 	return p
+}
+
+// worksFor reports whether the member showed the grant of a job of
+// tenant's.
+func (p controlPrincipal) worksFor(tenant string) bool {
+	return p.job != nil && p.job.Tenant == tenant
 }
 
 // mayRead reports whether p may read the op's records at all; what each
@@ -113,7 +129,9 @@ func (p controlPrincipal) ownsChange(s *controlstate.State, c controlstate.Comma
 	case c.DeleteModule != nil:
 		return c.DeleteModule.Node == p.node && c.DeleteModule.Tenant == ""
 	case c.NameActor != nil:
-		return c.NameActor.Node == p.node
+		// Its own actor, for a tenant whose work it holds: a member cannot
+		// take names in the namespaces of tenants it does not work for.
+		return c.NameActor.Node == p.node && p.worksFor(c.NameActor.Tenant)
 	case c.UnnameActor != nil:
 		u := c.UnnameActor
 		n, ok := s.Name(u.Group, u.Tenant, u.Namespace, u.Job, u.Name)

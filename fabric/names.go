@@ -90,7 +90,7 @@ func (a *Agent) RegisterName(ctx context.Context, r core.RegisterName) (*core.Na
 	if !r.Replaces.IsNil() {
 		c.Replaces = r.Replaces[:]
 	}
-	err := a.propose(ctx, controlstate.Command{NameActor: c})
+	err := a.proposeProved(ctx, controlstate.Command{NameActor: c}, encodeModuleProof(r.Proof.Job, r.Tenant, r.Proof.Root, r.Proof.Module, r.Proof.Grant))
 	if errors.Is(err, errNameTaken) {
 		if h, lerr := a.LookupName(ctx, core.LookupName{Namespace: r.Namespace, Name: r.Name, Job: r.Job, Group: r.Group, Tenant: r.Tenant}); lerr == nil && h != nil {
 			return h, err

@@ -525,14 +525,19 @@ func (a *actor) sharedWith(j *job) bool { return a.job == j || a.shared() && a.j
 // detachedJob returns the job that holds the detached actors made from
 // module digest in namespace ns: it has no driver, and ends when its last
 // actor is dead.
-func (c *Core) detachedJob(tenant, ns, digest string) *job {
+func (c *Core) detachedJob(by *job, ns string) *job {
+	tenant, digest := by.tenant, by.digest
 	key := tenant + "\x00" + ns + "\x00" + digest
 	if j := c.detached[key]; j != nil && !j.done {
+		if j.proof.Grant == nil && by.grant != nil {
+			j.proof = c.grantProof(by)
+		}
 		return j
 	}
 	c.nextDetached++
 	j := c.newJob(JobID(fmt.Sprintf("detached-%d-%s", c.nextDetached, ns)), digest, "")
 	j.detachedKey, j.tenant = key, tenant
+	j.proof = c.grantProof(by) // it has no grant of its own: its maker's shows the registry whose it is
 	c.detached[key] = j
 	return j
 }

@@ -104,7 +104,7 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 	}
 	j := w.job
 	if err == nil && detached {
-		j = c.detachedJob(w.job.tenant, abi.DefaultNamespace, w.job.digest) // outlives w's job
+		j = c.detachedJob(w.job, abi.DefaultNamespace) // outlives w's job
 	}
 	g := &group{id: id, job: j, charge: n}
 	c.groups[id] = g
@@ -122,7 +122,7 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 	if c.cfg.Registry && spec.Name != "" {
 		// Its name is the cluster's: placed once the registry has it.
 		c.namingGroups[id] = &groupNaming{g: g, sg: sg}
-		c.emit(RegisterName{Group: true, Actor: id, Tenant: g.job.tenant, Namespace: groupSpace(g), Name: spec.Name, Job: j.id, Detached: detached})
+		c.emit(c.proved(j, RegisterName{Group: true, Actor: id, Tenant: g.job.tenant, Namespace: groupSpace(g), Name: spec.Name, Job: j.id, Detached: detached}))
 		return nil
 	}
 	c.sched.CreateGroup(sg)
@@ -155,7 +155,7 @@ func (c *Core) groupNamed(e NameRegistered, r *groupNaming) {
 		// Held by a group of this node that is gone (the registry never
 		// heard): take its place.
 		r.replacing = true
-		c.emit(RegisterName{Group: true, Actor: g.id, Tenant: g.job.tenant, Namespace: groupSpace(g), Name: name, Job: g.job.id, Detached: g.job.detachedKey != "", Replaces: h.Actor})
+		c.emit(c.proved(g.job, RegisterName{Group: true, Actor: g.id, Tenant: g.job.tenant, Namespace: groupSpace(g), Name: name, Job: g.job.id, Detached: g.job.detachedKey != "", Replaces: h.Actor}))
 		return
 	}
 	delete(c.namingGroups, g.id)

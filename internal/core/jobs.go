@@ -22,6 +22,9 @@ type job struct {
 	// grant is the job's grant: what its work on other nodes carries,
 	// and what a share of it takes work with.
 	grant []byte
+	// proof is a detached job's maker's grant, which it shows the
+	// registry for its names.
+	proof GrantProof
 	// exitCode is the code its driver exited with, when not 0.
 	exitCode uint32
 	digest   string

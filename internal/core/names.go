@@ -35,6 +35,30 @@ type RegisterName struct {
 	Class     string
 	Detached  bool
 	Replaces  objects.ID
+	// Proof is a grant of a job of the tenant's (the job's own; a
+	// detached job's maker's): the registry names an actor in a tenant's
+	// namespaces only for a node that shows one.
+	Proof GrantProof
+}
+
+// GrantProof is a job's grant and what it binds.
+type GrantProof struct {
+	Job, Root, Module string
+	Grant             []byte
+}
+
+// grantProof is j's grant and what it binds.
+func (c *Core) grantProof(j *job) GrantProof {
+	return GrantProof{Job: string(j.id), Root: string(cmp.Or(j.root, c.cfg.Node)), Module: j.digest, Grant: j.grant}
+}
+
+// proved returns r with a grant of its job's tenant.
+func (c *Core) proved(j *job, r RegisterName) RegisterName {
+	r.Proof = j.proof
+	if j.grant != nil {
+		r.Proof = c.grantProof(j)
+	}
+	return r
 }
 
 // UnregisterName frees a name in the registry if Actor still holds it.
@@ -138,7 +162,7 @@ func (c *Core) makeActor(w *worker, seq uint64, parent *task, spec abi.TaskSpec,
 	if spec.Options.Lifetime == abi.LifetimeDetached {
 		// Its own job, which outlives this one, and no parent: it is no
 		// part of the creating job's tree.
-		c.createActor(c.detachedJob(w.job.tenant, cmp.Or(spec.Options.Namespace, abi.DefaultNamespace), w.job.digest), nil, spec, id, nil)
+		c.createActor(c.detachedJob(w.job, cmp.Or(spec.Options.Namespace, abi.DefaultNamespace)), nil, spec, id, nil)
 		c.reply(w, seq, nil, wire.Reply{IDs: []objects.ID{id}})
 		return
 	}
@@ -192,8 +216,8 @@ func (c *Core) registerName(w *worker, seq uint64, parent *task, spec abi.TaskSp
 }
 
 func (c *Core) registration(r *nameRequest, replaces objects.ID) RegisterName {
-	return RegisterName{Actor: r.id, Tenant: r.w.job.tenant, Namespace: r.namespace, Name: r.spec.Options.Name, Job: r.w.job.id,
-		Class: r.spec.Func[:min(len(r.spec.Func), maxRegisteredName)], Detached: r.spec.Options.Lifetime == abi.LifetimeDetached, Replaces: replaces}
+	return c.proved(r.w.job, RegisterName{Actor: r.id, Tenant: r.w.job.tenant, Namespace: r.namespace, Name: r.spec.Options.Name, Job: r.w.job.id,
+		Class: r.spec.Func[:min(len(r.spec.Func), maxRegisteredName)], Detached: r.spec.Options.Lifetime == abi.LifetimeDetached, Replaces: replaces})
 }
 
 // alive reports whether a worker still waits for answers.
