@@ -175,8 +175,10 @@ type Core struct {
 	// releases are holds to give back to other nodes, sent at the end of
 	// the step, one message per job and node.
 	releases map[releaseKey]map[objects.ID]uint32
-	// heap counts the bytes of values and arguments held in memory.
-	heap int64
+	// heap counts the bytes of values and arguments held in memory;
+	// tenantHeap what of it each tenant's jobs hold (chargeHeap).
+	heap       int64
+	tenantHeap map[string]int64
 	// stored counts the objects whose bytes are in the object store.
 	stored int
 	// dropping is the work list of objects being dropped (no recursion a
@@ -217,7 +219,7 @@ func New(cfg Config, store Store) *Core {
 		cfg.HeapBudget = 256 << 20
 	}
 	c := &Core{cfg: cfg, store: store, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		sched: scheduler.New(), tasks: map[objects.ID]*task{}, objs: map[objects.ID]*object{},
+		sched: scheduler.New(), tasks: map[objects.ID]*task{}, objs: map[objects.ID]*object{}, tenantHeap: map[string]int64{},
 		actors: map[objects.ID]*actor{}, named: map[string]objects.ID{}, groups: map[objects.ID]*group{}, detached: map[string]*job{},
 		departed: map[objects.ID]string{}, naming: map[objects.ID]*nameRequest{}, namingGroups: map[objects.ID]*groupNaming{}, namingKeys: map[string]objects.ID{},
 		lookups: map[uint64]*lookupRequest{}, located: map[objects.ID]locatedActor{},

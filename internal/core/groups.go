@@ -108,7 +108,7 @@ func (c *Core) groupCreate(w *worker, m wire.GroupCreate) error {
 	}
 	g := &group{id: id, job: j, charge: n}
 	c.groups[id] = g
-	c.heap += n
+	c.chargeHeap(j, n)
 	g.spec = spec
 	if err == nil && key != "" {
 		c.groupNames[key] = id
@@ -322,7 +322,7 @@ func (c *Core) groupRemove(w *worker, m wire.GroupRemove) error {
 // Ray does.
 func (c *Core) removeGroup(g *group, why string) {
 	delete(c.groups, g.id)
-	c.heap -= g.charge
+	c.chargeHeap(g.job, -g.charge)
 	g.charge = 0
 	if key := groupKey(g.job, g.spec.Name); g.spec.Name != "" && c.groupNames[key] == g.id {
 		delete(c.groupNames, key)

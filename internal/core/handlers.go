@@ -673,18 +673,58 @@ func (c *Core) cancel(w *worker, m wire.Cancel) error {
 }
 
 // full reports whether n more bytes of records and arguments would take
-// the core past its heap budget; if so, the job is told (once) and counts
-// the refusal, and its guest finds the object it made missing.
+// the core past its heap budget, or the job's tenant past its share of it;
+// if so, the job is told (once) and counts the refusal, and its guest
+// finds the object it made missing.
 func (c *Core) full(j *job, n int64) bool {
-	if c.heap+n <= c.cfg.HeapBudget {
+	share := c.heapShare(j.tenant)
+	if c.heap+n <= c.cfg.HeapBudget && c.tenantHeap[j.tenant]+n <= share {
 		return false
 	}
 	if j.refused == 0 {
-		c.logf("fabric: job %s: the node's memory for objects and arguments is full (%s); its puts and submissions are refused until some are released", j.id, sizeOf(c.cfg.HeapBudget))
-		c.jobOutput(j, true, fmt.Appendf(nil, "fabric: the node's memory for objects and arguments is full (%s): puts and submissions are refused until some are released\n", sizeOf(c.cfg.HeapBudget)))
+		what := fmt.Sprintf("the node's memory for objects and arguments is full (%s)", sizeOf(c.cfg.HeapBudget))
+		if c.heap+n <= c.cfg.HeapBudget {
+			what = fmt.Sprintf("tenant %s's share of the node's memory for objects and arguments is full (%s of %s)", j.tenant, sizeOf(share), sizeOf(c.cfg.HeapBudget))
+		}
+		c.logf("fabric: job %s: %s; its puts and submissions are refused until some are released", j.id, what)
+		c.jobOutput(j, true, fmt.Appendf(nil, "fabric: %s: puts and submissions are refused until some are released\n", what))
 	}
 	j.refused++
 	return true
+}
+
+// chargeHeap adds n bytes (negative: gives them back) to the heap, for
+// j's tenant (j nil: the operator's).
+func (c *Core) chargeHeap(j *job, n int64) {
+	c.heap += n
+	tenant := ""
+	if j != nil {
+		tenant = j.tenant
+	}
+	if v := c.tenantHeap[tenant] + n; v != 0 {
+		c.tenantHeap[tenant] = v
+	} else {
+		delete(c.tenantHeap, tenant)
+	}
+}
+
+// heapShare is what of the heap budget a tenant's jobs may hold: for a
+// named tenant, an equal share, the budget divided among the other
+// tenants holding some, the tenant, and one more for a tenant yet to
+// come (as the object store shares its spill room); the operator's jobs
+// are held to the budget only. So a tenant that fills its share with
+// small puts has its own refused, not another tenant's.
+func (c *Core) heapShare(tenant string) int64 {
+	if tenant == "" {
+		return c.cfg.HeapBudget
+	}
+	n := int64(2)
+	for t, b := range c.tenantHeap {
+		if t != "" && t != tenant && b > 0 {
+			n++
+		}
+	}
+	return c.cfg.HeapBudget / n
 }
 
 // sizeOf formats a number of bytes for people.

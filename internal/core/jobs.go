@@ -98,7 +98,7 @@ func (e SubmitJob) apply(c *Core) {
 	spec := abi.TaskSpec{Func: abi.MainFunc, Options: abi.Options{CPU: &zero, MaxRetries: new(int)}}
 	t := c.newTask(j, nil, spec, wire.ExecMain, c.newID())
 	t.rawArgs = e.Args
-	c.heap += int64(len(e.Args))
+	c.chargeHeap(j, int64(len(e.Args)))
 	t.charge += int64(len(e.Args))
 	j.driver = t
 	c.submit(t)

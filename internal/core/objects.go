@@ -59,7 +59,7 @@ type waiter struct {
 func (c *Core) newObject(id objects.ID, j *job) *object {
 	o := &object{job: j}
 	c.objs[id] = o
-	c.heap += objectOverhead
+	c.chargeHeap(j, objectOverhead)
 	if j != nil {
 		j.objects++
 	}
@@ -88,7 +88,7 @@ func (c *Core) setReady(id objects.ID, v objValue) {
 		c.stored++
 	}
 	o.size = int64(len(v.inline))
-	c.heap += int64(len(v.inline))
+	c.chargeHeap(o.job, int64(len(v.inline)))
 	for _, r := range v.nested {
 		c.addRef(r)
 	}
@@ -181,7 +181,7 @@ func (c *Core) forgetObject(id objects.ID) {
 		return
 	}
 	delete(c.objs, id)
-	c.heap -= objectOverhead + int64(len(o.inline))
+	c.chargeHeap(o.job, -(objectOverhead + int64(len(o.inline))))
 	if j := o.job; j != nil {
 		j.objects--
 		if j.done && j.objects == 0 {

@@ -264,7 +264,7 @@ func (c *Core) newTask(j *job, parent *task, spec abi.TaskSpec, kind wire.ExecKi
 		parent.children[t] = struct{}{}
 	}
 	t.charge = specCharge(spec) + int64(len(t.rawArgs))
-	c.heap += t.charge
+	c.chargeHeap(j, t.charge)
 	c.tasks[t.id] = t
 	return t
 }
@@ -621,7 +621,7 @@ func (c *Core) finishTask(t *task, releaseSched bool) {
 func (c *Core) forgetTask(t *task) {
 	if c.tasks[t.id] == t {
 		delete(c.tasks, t.id)
-		c.heap -= t.charge
+		c.chargeHeap(t.job, -t.charge)
 		t.charge = 0
 	}
 	if t.asker != "" {
