@@ -198,8 +198,10 @@ func openV2(mounts []mount, own map[string]string, name string) (*Manager, error
 }
 
 // enableV2 enables the memory and cpu controllers for parent's children.
-// A group that holds processes cannot (unless it is the root), so they
-// move to a leaf of their own first.
+// A group that holds processes cannot (unless it is the root), so this
+// process moves to a leaf of its own first; when others share the group
+// (a shell's session), they stay, and the controllers cannot be enabled:
+// the agent then runs without groups rather than move what is not its.
 func enableV2(parent string) error {
 	control := filepath.Join(parent, "cgroup.subtree_control")
 	err := os.WriteFile(control, []byte("+memory +cpu"), 0)
@@ -213,17 +215,11 @@ func enableV2(parent string) error {
 	if err := os.Mkdir(leaf, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	procs, err := os.ReadFile(filepath.Join(parent, "cgroup.procs"))
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	for _, pid := range strings.Fields(string(procs)) {
-		// One that exits meanwhile is no matter; one that cannot move
-		// fails the write below.
-		_ = os.WriteFile(filepath.Join(leaf, "cgroup.procs"), []byte(pid), 0)
+	if err := os.WriteFile(filepath.Join(leaf, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+		return fmt.Errorf("%w: move the agent into %s: %v", ErrUnavailable, leaf, err)
 	}
 	if err := os.WriteFile(control, []byte("+memory +cpu"), 0); err != nil {
-		return fmt.Errorf("%w: enable the controllers in %s: %v", ErrUnavailable, parent, err)
+		return fmt.Errorf("%w: enable the controllers in %s (other processes share the agent's group; run it in a group of its own, as a systemd service with Delegate=yes): %v", ErrUnavailable, parent, err)
 	}
 	return nil
 }

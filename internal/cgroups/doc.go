@@ -7,6 +7,6 @@
 // It uses cgroups v2 where the kernel offers them with the memory and cpu
 // controllers to the agent's own group, and otherwise the v1 memory and
 // cpu hierarchies. The groups live under the agent's own group, in a
-// directory of the agent's (Open's name); a v2 group whose own group holds
-// processes moves them into a leaf first ("no internal processes").
+// directory of the agent's (Open's name); on v2 the agent moves itself
+// into a leaf of that group first ("no internal processes").
 package cgroups
