@@ -203,8 +203,10 @@ func (a *Agent) serveControl(ctx context.Context, origin string, req controlRequ
 	var ans controlAnswer
 	var p controlPrincipal
 	var allowed error
+	proved := a.provedJob(req) // a signature check: not under the state's lock
 	err := a.ctl.Read(controlTimeout, func(s *controlstate.State) {
 		p = a.principal(s, origin, req)
+		p.job = proved
 		if req.Op == "apply" || req.Op == "create-join-token" || req.Op == "rotate-gossip-key" {
 			return
 		}

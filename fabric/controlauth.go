@@ -60,13 +60,17 @@ func (a *Agent) principal(s *controlstate.State, origin string, req controlReque
 			p.caller = &caller{cluster: t.Tenant == "", token: t}
 		}
 	}
-	if len(req.Proof) > 0 {
-		var jp moduleProof
-		if wire.Unmarshal(req.Proof, &jp) == nil && a.grants.check(jp.Job, jp.Tenant, jp.Root, jp.Module, jp.Grant) == nil {
-			p.job = &jp
-		}
-	}
 	return p
+}
+
+// provedJob returns the job whose grant a request shows, when the grant
+// is the servers' (nil otherwise).
+func (a *Agent) provedJob(req controlRequest) *moduleProof {
+	var jp moduleProof
+	if len(req.Proof) == 0 || wire.Unmarshal(req.Proof, &jp) != nil || a.grants.check(jp.Job, jp.Tenant, jp.Root, jp.Module, jp.Grant) != nil {
+		return nil
+	}
+	return &jp
 }
 
 // worksFor reports whether the member showed the grant of a job of

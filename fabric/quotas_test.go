@@ -267,25 +267,9 @@ func TestTenantObjectBounds(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	admin := a.Client(a.APIToken())
-	tenant := func(info TenantInfo) *Client {
-		t.Helper()
-		if _, err := admin.CreateTenantWith(ctx, info); err != nil {
-			t.Fatal(err)
-		}
-		nt, err := admin.CreateToken(ctx, TokenRequest{Tenant: info.Name, Role: "user"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a.Client(nt.Token)
-	}
-	filler, other, bounded := tenant(TenantInfo{Name: "filler"}), tenant(TenantInfo{Name: "other"}), tenant(TenantInfo{Name: "bounded", MaxObjectStore: 8 << 20})
-	since := time.Now()
-	waitFor(t, 10*time.Second, "a usage report since the quota", func() bool {
-		a.quotas.mu.Lock()
-		defer a.quotas.mu.Unlock()
-		return a.quotas.nodes[a.ID].at.After(since)
-	})
+	filler, other := tenantClient(t, ctx, a, TenantInfo{Name: "filler"}), tenantClient(t, ctx, a, TenantInfo{Name: "other"})
+	bounded := tenantClient(t, ctx, a, TenantInfo{Name: "bounded", MaxObjectStore: 8 << 20})
+	waitUsageReport(t, a)
 	hostile := guestBytes(t, "internal/testguests/hostile")
 	var out strings.Builder
 	if err := bounded.Submit(ctx, hostile, []string{"bigputs", "20", "1", "0"}, &out); err != nil {

@@ -28,6 +28,18 @@ func tenantClient(t *testing.T, ctx context.Context, a *Agent, info TenantInfo) 
 	return a.Client(nt.Token)
 }
 
+// waitUsageReport waits until a, alone, has reported its usage to itself
+// since now: what the leader answers then holds the quotas set before.
+func waitUsageReport(t *testing.T, a *Agent) {
+	t.Helper()
+	since := time.Now()
+	waitFor(t, 10*time.Second, "a usage report since the quota", func() bool {
+		a.quotas.mu.Lock()
+		defer a.quotas.mu.Unlock()
+		return a.quotas.nodes[a.ID].at.After(since)
+	})
+}
+
 // groupsAgent starts an agent whose tenants' workers go in control
 // groups; the test is skipped only where the kernel offers none.
 func groupsAgent(t *testing.T) *Agent {
@@ -50,12 +62,7 @@ func TestTenantCgroupMemory(t *testing.T) {
 	defer cancel()
 	hog := tenantClient(t, ctx, a, TenantInfo{Name: "hog", MaxMemory: 192 << 20})
 	other := tenantClient(t, ctx, a, TenantInfo{Name: "other"})
-	since := time.Now()
-	waitFor(t, 10*time.Second, "a usage report since the quota", func() bool {
-		a.quotas.mu.Lock()
-		defer a.quotas.mu.Unlock()
-		return a.quotas.nodes[a.ID].at.After(since)
-	})
+	waitUsageReport(t, a)
 	waitFor(t, 10*time.Second, "the node has hog's memory quota", func() bool { return a.node.groups.memoryOf("hog") == 192<<20 })
 	hostile := guestBytes(t, "internal/testguests/hostile")
 	otherDone := make(chan string, 1)
