@@ -335,7 +335,7 @@ func TestControlAuthority(t *testing.T) {
 		t.Errorf("member reads another node's job: %v, want ErrNoJob", err)
 	}
 	// What the relayed token allows, it allows: its own job, in its tenant.
-	sub := controlstate.Submit{ID: "acme-job", Digest: strings.Repeat("0", 64), Node: b.ID, Time: 1, Tenant: "acme", Owner: nt.ID}
+	sub := controlstate.Submit{ID: "acme:job", Digest: strings.Repeat("0", 64), Node: b.ID, Time: 1, Tenant: "acme", Owner: nt.ID}
 	if err := send(withCallerToken(ctx, nt.Token), controlstate.Command{Submit: &sub}); err != nil && !errors.Is(err, ErrNoModuleHere) {
 		t.Errorf("a tenant's own submission, relayed: %v", err)
 	}

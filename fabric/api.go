@@ -171,13 +171,13 @@ func (a *Agent) handleJob(w http.ResponseWriter, r *http.Request) {
 	if d := r.URL.Query().Get("detach"); d == "1" || d == "true" {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusCreated)
-		_ = json.NewEncoder(w).Encode(jobInfo(j))
+		_ = json.NewEncoder(w).Encode(callerOf(r).jobInfo(j))
 		return
 	}
 	// Attached: the job's output as it comes, then its result. The job
 	// does not depend on the request: a client that goes away stops
 	// following it, and it runs on.
-	w.Header().Set("Fabric-Job-Id", j.ID)
+	w.Header().Set("Fabric-Job-Id", callerOf(r).jobID(j.ID))
 	out, finish := startJobStream(w, r)
 	_ = copyJobLog(r.Context(), run.log.path, run.log, true, out)
 	select {

@@ -132,11 +132,15 @@ func (c caller) manages(j controlstate.Job) bool {
 // tenantJob looks a job up for the request's caller: one the caller may
 // not see is not found; manage asks that it may stop or delete it too.
 func (a *Agent) tenantJob(r *http.Request, id string, manage bool) (controlstate.Job, error) {
-	j, err := a.lookupJob(r.Context(), id)
-	if err != nil {
-		return j, err
-	}
 	c := callerOf(r)
+	key, ok := c.jobKey(id)
+	if !ok {
+		return controlstate.Job{}, fmt.Errorf("%w: %q", ErrNoJob, id)
+	}
+	j, err := a.lookupJob(r.Context(), key)
+	if err != nil {
+		return j, fmt.Errorf("%w: %q", ErrNoJob, id)
+	}
 	switch {
 	case !c.sees(j):
 		return controlstate.Job{}, fmt.Errorf("%w: %q", ErrNoJob, id)
@@ -144,6 +148,31 @@ func (a *Agent) tenantJob(r *http.Request, id string, manage bool) (controlstate
 		return controlstate.Job{}, fmt.Errorf("%w: job %s is token %s's, and a user's token manages its own jobs only (an operator's manages the tenant's)", ErrForbidden, id, j.Owner)
 	}
 	return j, nil
+}
+
+// jobKey is the control state's key of the job the caller names id: a
+// tenant names its own jobs (its names are its own), the cluster's
+// operator any job by its key ("tenant:name" for a tenant's).
+func (c caller) jobKey(id string) (string, bool) {
+	if c.cluster {
+		return id, controlstate.ValidJobKey(id)
+	}
+	return controlstate.JobKey(c.token.Tenant, id), controlstate.ValidID(id)
+}
+
+// jobID is the ID the caller knows the job keyed key by.
+func (c caller) jobID(key string) string {
+	if c.cluster {
+		return key
+	}
+	return controlstate.JobName(key)
+}
+
+// jobInfo is a job as the caller sees it, under the ID it knows.
+func (c caller) jobInfo(j controlstate.Job) JobInfo {
+	info := jobInfo(j)
+	info.ID = c.jobID(j.ID)
+	return info
 }
 
 // tenant is the caller's tenant ("": the cluster's operator).

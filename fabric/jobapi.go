@@ -64,10 +64,11 @@ func apiFail(w http.ResponseWriter, err error) {
 
 // submitJob records a job whose module this node holds and starts its
 // driver here.
-func (a *Agent) submitJob(ctx context.Context, digest string, sig []byte, args []string, id string, maxRestarts uint32, by caller) (*runningJob, controlstate.Job, error) {
-	if id == "" {
-		id = string(newJobID())
+func (a *Agent) submitJob(ctx context.Context, digest string, sig []byte, args []string, name string, maxRestarts uint32, by caller) (*runningJob, controlstate.Job, error) {
+	if name == "" {
+		name = string(newJobID())
 	}
+	id := controlstate.JobKey(by.tenant(), name)
 	if err := a.propose(ctx, controlstate.Command{AddModule: &controlstate.AddModule{Digest: digest, Size: a.node.moduleSize(digest), Node: a.ID, Time: nowMillis(), Tenant: by.tenant(), Signature: sig}}); err != nil {
 		return nil, controlstate.Job{}, err
 	}
@@ -118,7 +119,7 @@ func (a *Agent) handleJobList(w http.ResponseWriter, r *http.Request) {
 	out := make([]JobInfo, 0, len(jobs))
 	for _, j := range jobs {
 		if c.sees(j) {
-			out = append(out, jobInfo(j))
+			out = append(out, c.jobInfo(j))
 		}
 	}
 	writeJSON(w, out)
@@ -130,32 +131,31 @@ func (a *Agent) handleJobGet(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, err)
 		return
 	}
-	writeJSON(w, jobInfo(j))
+	writeJSON(w, callerOf(r).jobInfo(j))
 }
 
 func (a *Agent) handleJobStop(w http.ResponseWriter, r *http.Request) {
-	if _, err := a.tenantJob(r, r.PathValue("id"), true); err != nil {
-		apiFail(w, err)
-		return
+	j, err := a.tenantJob(r, r.PathValue("id"), true)
+	if err == nil {
+		j, err = a.StopJob(r.Context(), j.ID)
 	}
-	j, err := a.StopJob(r.Context(), r.PathValue("id"))
 	if err != nil {
 		apiFail(w, err)
 		return
 	}
-	writeJSON(w, jobInfo(j))
+	writeJSON(w, callerOf(r).jobInfo(j))
 }
 
 func (a *Agent) handleJobDelete(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	j, err := a.tenantJob(r, id, true)
+	j, err := a.tenantJob(r, r.PathValue("id"), true)
 	if err == nil {
-		err = a.propose(r.Context(), controlstate.Command{Delete: &controlstate.Delete{ID: id}})
+		err = a.propose(r.Context(), controlstate.Command{Delete: &controlstate.Delete{ID: j.ID}})
 	}
 	if err != nil {
 		apiFail(w, err)
 		return
 	}
+	id := j.ID
 	if j.Node == a.ID {
 		a.removeJobLog(id)
 	} else if addr, aerr := a.addrOf(j.Node); aerr == nil {
@@ -166,7 +166,7 @@ func (a *Agent) handleJobDelete(w http.ResponseWriter, r *http.Request) {
 			_ = c.Close()
 		}
 	}
-	writeJSON(w, jobInfo(j))
+	writeJSON(w, callerOf(r).jobInfo(j))
 }
 
 // logRequest asks the node that ran a job's driver for its kept output.
@@ -191,7 +191,7 @@ func mustMarshal(v any) []byte {
 func (a *Agent) serveJobLog(peer string, body []byte, c net.Conn) {
 	defer c.Close()
 	var req logRequest
-	if a.peerMay(peer, msgJobLogs) != nil || wire.Unmarshal(body, &req) != nil || !controlstate.ValidID(req.ID) {
+	if a.peerMay(peer, msgJobLogs) != nil || wire.Unmarshal(body, &req) != nil || !controlstate.ValidJobKey(req.ID) {
 		return
 	}
 	ctx, cancel := context.WithCancel(a.agentCtx)
@@ -287,7 +287,7 @@ func (a *Agent) handleJobLogs(w http.ResponseWriter, r *http.Request) {
 		defer release()
 	}
 	out, finish := startJobStream(w, r)
-	w.Header().Set("Fabric-Job-Id", j.ID)
+	w.Header().Set("Fabric-Job-Id", callerOf(r).jobID(j.ID))
 	cerr := a.copyJobOutput(r.Context(), j, follow && !j.State.Ended(), out)
 	if cerr != nil && r.Context().Err() == nil {
 		writeNotice(out, fmt.Sprintf("fabric: the job's output stream broke: %v\n", cerr))

@@ -46,7 +46,7 @@ func (a *Agent) launch(j controlstate.Job) (*runningJob, error) {
 		return nil, fmt.Errorf("fabric: the job's log: %w", err)
 	}
 	if j.Attempt > 1 && len(j.Restarts) > 0 {
-		fmt.Fprintf(l.Stderr(), "fabric: attempt %d of job %s on node %s, after: %s\n", j.Attempt, j.ID, a.ID, j.Restarts[len(j.Restarts)-1])
+		fmt.Fprintf(l.Stderr(), "fabric: attempt %d of job %s on node %s, after: %s\n", j.Attempt, controlstate.JobName(j.ID), a.ID, j.Restarts[len(j.Restarts)-1])
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	r := &runningJob{attempt: j.Attempt, cancel: cancel, log: l, done: make(chan struct{})}
@@ -397,7 +397,7 @@ func (a *Agent) reconcileServers() {
 
 // removeJobLog removes a deleted job's kept output.
 func (a *Agent) removeJobLog(id string) {
-	if controlstate.ValidID(id) {
+	if controlstate.ValidJobKey(id) {
 		_ = os.Remove(jobLogPath(a.jobsDir(), id))
 	}
 }

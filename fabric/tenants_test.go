@@ -172,6 +172,25 @@ func TestAuthMatrix(t *testing.T) {
 	if jobs, err := globex.Jobs(ctx); err != nil || len(jobs) != 0 {
 		t.Fatalf("globex lists %+v, %v", jobs, err)
 	}
+	// Each tenant names its jobs in a space of its own: globex's job "ja"
+	// is refused by nothing (no 409 says acme has one), and each sees its
+	// own under that name; the cluster's operator sees both, keyed.
+	if _, err := acme.SubmitDetached(ctx, hostile, []string{"ticks", "1", "1"}, SubmitOptions{ID: "ja"}); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Fatalf("acme's second job ja: %v, want 409", err)
+	}
+	gj, err := globex.SubmitDetached(ctx, hostile, []string{"ticks", "1", "1"}, SubmitOptions{ID: "ja"})
+	if err != nil || gj.ID != "ja" || gj.Tenant != "globex" {
+		t.Fatalf("globex's job ja beside acme's: %+v, %v", gj, err)
+	}
+	if j, err := acme.Job(ctx, "ja"); err != nil || j.ID != "ja" || j.Owner != acmeTok.ID {
+		t.Fatalf("acme's ja after globex's: %+v, %v", j, err)
+	}
+	if j, err := admin.Job(ctx, "globex:ja"); err != nil || j.ID != "globex:ja" || j.Tenant != "globex" {
+		t.Fatalf("the cluster's operator looks globex's ja up: %+v, %v", j, err)
+	}
+	if _, err := globex.Job(ctx, "acme:ja"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("globex names acme's job by its key: %v, want 404", err)
+	}
 	// In acme: another user sees the job and may not stop it; an
 	// operator may; the cluster's operator sees every job.
 	if j, err := acme2.Job(ctx, "ja"); err != nil || j.ID != "ja" {
@@ -180,7 +199,8 @@ func TestAuthMatrix(t *testing.T) {
 	if _, err := acme2.StopJob(ctx, "ja"); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("acme's other user stops acme's job: %v", err)
 	}
-	if jobs, err := admin.Jobs(ctx); err != nil || len(jobs) != 1 {
+	jobs, err := admin.Jobs(ctx)
+	if err != nil || len(jobs) != 2 || jobs[0].ID != "acme:ja" || jobs[1].ID != "globex:ja" {
 		t.Fatalf("the cluster's operator lists %+v, %v", jobs, err)
 	}
 	if j, err := acmeOp.StopJob(ctx, "ja"); err != nil || j.State != "stopped" {
@@ -235,7 +255,7 @@ func TestTenantQuotaAPI(t *testing.T) {
 	if err != nil || len(ts) != 1 || ts[0].MaxJobs != 2 {
 		t.Fatalf("tenants: %+v, %v", ts, err)
 	}
-	if _, err := admin.StopJob(ctx, "first"); err != nil {
+	if _, err := admin.StopJob(ctx, "acme:first"); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -114,7 +114,7 @@ it). With --no-wait it prints the job's ID and returns at once.`,
 	f.DurationVar(&timeout, "timeout", 0, "stop the job if it runs longer, e.g. 30m (default: no bound)")
 	f.BoolVar(&noWait, "no-wait", false, "print the job's ID and return without following it")
 	f.StringVar(&sigFile, "signature", "", "the module's signature file (default: FILE.wasm.sig when it is there)")
-	f.StringVar(&id, "id", "", "the job's ID (default: made up; 1 to 64 letters, digits, '-', '_', '.')")
+	f.StringVar(&id, "id", "", "the job's ID, unique within your tenant (default: made up; 1 to 64 letters, digits, '-', '_', '.'); the cluster's operator sees it as TENANT:ID")
 	f.IntVar(&maxRestarts, "max-restarts", 0, "start the driver again, up to this many times, when its node fails")
 	f.StringVarP(&cf.output, "output", "o", "", "with --no-wait: json or yaml prints the whole job, not only its ID")
 	return cmd

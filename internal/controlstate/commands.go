@@ -297,8 +297,10 @@ func validNode(s string) bool { return s != "" && len(s) <= MaxIDLength }
 
 func (s *State) submit(c *Submit) error {
 	switch {
-	case !ValidID(c.ID):
-		return fmt.Errorf("%w: job ID %q (1 to 64 letters, digits, '-', '_' or '.')", ErrBadCommand, c.ID)
+	case !ValidJobKey(c.ID):
+		return fmt.Errorf("%w: job ID %q (1 to 64 letters, digits, '-', '_' or '.', after \"tenant:\" for a tenant's job)", ErrBadCommand, c.ID)
+	case JobKey(c.Tenant, JobName(c.ID)) != c.ID:
+		return fmt.Errorf("%w: job %q of tenant %q: a tenant's job is keyed \"tenant:name\", the operator's by its name", ErrBadCommand, c.ID, c.Tenant)
 	case !ValidDigest(c.Digest):
 		return fmt.Errorf("%w: module digest %q", ErrBadCommand, c.Digest)
 	case !validNode(c.Node):

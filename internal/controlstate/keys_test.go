@@ -61,16 +61,14 @@ func TestModuleSigning(t *testing.T) {
 	if !reflect.DeepEqual(m.Tenants, []string{"acme", "globex"}) || !reflect.DeepEqual(m.Signers, []string{"acme/" + id1}) {
 		t.Fatalf("the module: %+v", m)
 	}
-	sub := submit("j1")
-	sub.Submit.Tenant = "acme"
-	mustApply(sub)
+	mustApply(tenantSubmit("acme", "j1"))
 	// A job of a module the tenant's keys did not sign, though another
 	// claims it, is refused.
 	if err := s.Apply(Command{AddModule: &AddModule{Digest: other, Node: "n1"}}); err != nil {
 		t.Fatal(err)
 	}
-	sub = submit("j2")
-	sub.Submit.Tenant, sub.Submit.Digest = "acme", other
+	sub := tenantSubmit("acme", "j2")
+	sub.Submit.Digest = other
 	if err := s.Apply(sub); !errors.Is(err, ErrUnsigned) {
 		t.Fatalf("acme's job of the operator's unsigned module: %v", err)
 	}

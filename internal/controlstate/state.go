@@ -248,6 +248,37 @@ func ValidID(s string) bool {
 	return true
 }
 
+// JobKey is the control state's key of a tenant's job named name: the
+// name itself for the cluster's operator (tenant ""), else
+// "tenant:name". Each tenant names its jobs in a space of its own, so
+// no tenant learns which names another uses.
+func JobKey(tenant, name string) string {
+	if tenant == "" {
+		return name
+	}
+	return tenant + ":" + name
+}
+
+// JobName is the name part of a job's key: the ID its tenant knows it by.
+func JobName(key string) string {
+	_, name := splitJobKey(key)
+	return name
+}
+
+func splitJobKey(key string) (tenant, name string) {
+	if i := strings.IndexByte(key, ':'); i >= 0 {
+		return key[:i], key[i+1:]
+	}
+	return "", key
+}
+
+// ValidJobKey reports whether key is a valid job key: a valid ID, or a
+// valid tenant name and ID joined by ':'.
+func ValidJobKey(key string) bool {
+	tenant, name := splitJobKey(key)
+	return ValidID(name) && (tenant == "" && !strings.Contains(key, ":") || ValidID(tenant))
+}
+
 // ValidDigest reports whether s is a SHA-256 digest in lower-case hex.
 func ValidDigest(s string) bool {
 	if len(s) != 64 {

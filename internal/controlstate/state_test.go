@@ -15,6 +15,13 @@ func submit(id string) Command {
 	return Command{Submit: &Submit{ID: id, Digest: digest, Node: "n1", Time: 10, Args: []string{"a"}}}
 }
 
+// tenantSubmit is the submission of tenant's job named name.
+func tenantSubmit(tenant, name string) Command {
+	c := submit(JobKey(tenant, name))
+	c.Submit.Tenant = tenant
+	return c
+}
+
 // TestApply steps the state through each command's cases, one table row
 // per step, and checks the error and the job afterwards.
 func TestApply(t *testing.T) {

@@ -151,15 +151,13 @@ func TestModuleTenants(t *testing.T) {
 	if !reflect.DeepEqual(m.Tenants, []string{"acme", "globex"}) || m.Operator || m.Name != "mine" {
 		t.Fatalf("module: %+v", m)
 	}
-	sub := submit("j")
-	sub.Submit.Tenant = "acme"
-	if err := s.Apply(sub); !errors.Is(err, ErrNoTenant) {
+	if err := s.Apply(tenantSubmit("acme", "j")); !errors.Is(err, ErrNoTenant) {
 		t.Fatalf("a job of a tenant that does not exist: %v", err)
 	}
 	if err := s.Apply(Command{CreateTenant: &CreateTenant{Name: "acme"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Apply(sub); err != nil {
+	if err := s.Apply(tenantSubmit("acme", "j")); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Apply(Command{DeleteModule: &DeleteModule{Digest: digest, Tenant: "acme"}}); !errors.Is(err, ErrModuleInUse) {
@@ -171,7 +169,7 @@ func TestModuleTenants(t *testing.T) {
 	if err := s.Apply(Command{DeleteModule: &DeleteModule{Digest: digest, Tenant: "globex"}}); !errors.Is(err, ErrNoModule) {
 		t.Fatalf("a tenant deletes a module it no longer has: %v", err)
 	}
-	if err := s.Apply(Command{Stop: &Stop{ID: "j", Time: 5}}); err != nil {
+	if err := s.Apply(Command{Stop: &Stop{ID: "acme:j", Time: 5}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Apply(Command{DeleteModule: &DeleteModule{Digest: digest, Tenant: "acme"}}); err != nil {
@@ -201,11 +199,7 @@ func TestTenantQuota(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	job := func(id, tenant string) error {
-		c := submit(id)
-		c.Submit.Tenant = tenant
-		return s.Apply(c)
-	}
+	job := func(id, tenant string) error { return s.Apply(tenantSubmit(tenant, id)) }
 	for _, id := range []string{"a1", "a2"} {
 		if err := job(id, "acme"); err != nil {
 			t.Fatal(err)
@@ -223,7 +217,7 @@ func TestTenantQuota(t *testing.T) {
 	if len(s.Jobs(func(j *Job) bool { return j.Tenant == "acme" })) != 2 {
 		t.Fatal("a refused job lost one that ran")
 	}
-	if err := s.Apply(Command{Stop: &Stop{ID: "a1", Time: 5}}); err != nil {
+	if err := s.Apply(Command{Stop: &Stop{ID: "acme:a1", Time: 5}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := job("a3", "acme"); err != nil {
@@ -235,10 +229,54 @@ func TestTenantQuota(t *testing.T) {
 	if err := job("a4", "acme"); !errors.Is(err, ErrQuota) {
 		t.Fatalf("past a lowered quota: %v", err)
 	}
-	if j, ok := s.Job("a3"); !ok || j.State.Ended() {
+	if j, ok := s.Job("acme:a3"); !ok || j.State.Ended() {
 		t.Fatalf("a lowered quota ended a job: %+v", j)
 	}
 	if err := s.Apply(Command{SetQuota: &SetQuota{Name: "nobody"}}); !errors.Is(err, ErrNoTenant) {
 		t.Fatalf("the quota of no tenant: %v", err)
+	}
+}
+
+// TestJobKeys checks that each tenant names its jobs in a space of its
+// own: two tenants and the operator may each have a job "train", and a
+// submission keyed for another tenant than its own is malformed.
+func TestJobKeys(t *testing.T) {
+	for _, c := range []struct {
+		key   string
+		valid bool
+	}{
+		{"train", true}, {"acme:train", true}, {"acme:", false}, {":train", false}, {"a:b:c", false},
+		{"acme:tr ain", false}, {"-x:train", false}, {"", false}, {"acme:" + strings.Repeat("x", 64), true},
+	} {
+		if got := ValidJobKey(c.key); got != c.valid {
+			t.Errorf("ValidJobKey(%q) = %v", c.key, got)
+		}
+	}
+	if JobName("acme:train") != "train" || JobName("train") != "train" || JobKey("", "x") != "x" || JobKey("acme", "x") != "acme:x" {
+		t.Fatal("JobKey and JobName disagree")
+	}
+	s := New()
+	for _, n := range []string{"acme", "globex"} {
+		if err := s.Apply(Command{CreateTenant: &CreateTenant{Name: n}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tenant := range []string{"acme", "globex", ""} {
+		if err := s.Apply(tenantSubmit(tenant, "train")); err != nil {
+			t.Fatalf("tenant %q's job train: %v", tenant, err)
+		}
+	}
+	if err := s.Apply(tenantSubmit("acme", "train")); !errors.Is(err, ErrJobExists) {
+		t.Fatalf("acme's second train: %v", err)
+	}
+	for _, c := range []struct{ key, tenant string }{{"train2", "acme"}, {"globex:x", "acme"}, {"acme:x", ""}} {
+		sub := submit(c.key)
+		sub.Submit.Tenant = c.tenant
+		if err := s.Apply(sub); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("job %q of tenant %q: %v", c.key, c.tenant, err)
+		}
+	}
+	if j, ok := s.Job("globex:train"); !ok || j.Tenant != "globex" {
+		t.Fatalf("globex's train: %+v", j)
 	}
 }
