@@ -4,7 +4,6 @@ package fabric
 
 import (
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -51,8 +50,7 @@ func openTenantGroups(cfg Config) (*tenantGroups, error) {
 	if mode != CgroupsAuto && mode != CgroupsOn {
 		return nil, fmt.Errorf("fabric: tenant cgroups %q: want %s, %s or %s", mode, CgroupsAuto, CgroupsOn, CgroupsOff)
 	}
-	name := "fabric-" + strings.NewReplacer("/", "_", ".", "_").Replace(cfg.NodeID)
-	m, err := cgroups.Open(name)
+	m, err := cgroups.Open(cgroups.AgentDir(cfg.NodeID))
 	if err != nil {
 		if mode == CgroupsAuto {
 			fmt.Fprintf(cfg.Stderr, "fabric: no control groups for tenants (%v): a guest is held to its process's memory cap, not its tenant's\n", err)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/fabric"
+	"github.com/wasmfabric/fabric/internal/cgroups"
 	"github.com/wasmfabric/fabric/internal/testrig"
 )
 
@@ -94,6 +95,24 @@ func startAgentProc(t *testing.T, extra ...string) *agentProc {
 	return p
 }
 
+// stop kills the agent, and removes the control groups it made outside
+// its data directory, which an agent removes when it leaves or starts
+// again (killed, it does neither).
+func (p *agentProc) stop() {
+	_ = p.cmd.Process.Kill()
+	err := <-p.exited
+	p.exited <- err
+	removeAgentGroups(p.dataDir)
+}
+
+// removeAgentGroups removes the control groups of the agent whose data
+// directory is dir, once it is gone.
+func removeAgentGroups(dir string) {
+	if id, err := os.ReadFile(filepath.Join(dir, "node-id")); err == nil && dir != "" {
+		_ = cgroups.Remove(cgroups.AgentDir(strings.TrimSpace(string(id))), 10*time.Second) // its workers die with their connection
+	}
+}
+
 // launchAgentProc starts an agent; ready is closed once it printed its
 // addresses (and its API token, on the first agent, is read).
 func launchAgentProc(t *testing.T, extra ...string) (*agentProc, <-chan struct{}) {
@@ -123,10 +142,7 @@ func launchAgentProc(t *testing.T, extra ...string) (*agentProc, <-chan struct{}
 			p.apiTok = tok.(string)
 		}
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.exited
-	})
+	t.Cleanup(func() { p.stop() })
 	if fresh {
 		// The commands the test runs trust this cluster's CA (the last
 		// one a test made), as --ca would say.
@@ -602,7 +618,19 @@ func TestDev(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(func() {
+		// Asked to leave, the agent removes its control groups.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(out.String(), "API token:") {
 		if time.Now().After(deadline) {

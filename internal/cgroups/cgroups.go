@@ -68,6 +68,88 @@ func Open(name string) (*Manager, error) {
 	return openV1(mounts, own, name)
 }
 
+// AgentDir is the directory name of the agent of node nodeID: a single
+// path element.
+func AgentDir(nodeID string) string {
+	return "fabric-" + strings.NewReplacer("/", "_", ".", "_", "\x00", "_").Replace(nodeID)
+}
+
+// Remove removes the directory name, and the groups in it, that an agent
+// which is gone left under this process's own control groups (its
+// child's, which it inherited): what Open clears when an agent of that
+// name starts again. It moves no process; a group that still holds one
+// stays past wait (for processes killed with the agent to be gone), and
+// Remove says so.
+func Remove(name string, wait time.Duration) error {
+	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+		return fmt.Errorf("cgroups: bad directory name %q", name)
+	}
+	mounts, err := readMounts("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	own, err := readOwn("/proc/self/cgroup")
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	var errs []error
+	for _, mt := range mounts {
+		group, ok := own[""]
+		if !mt.v2 {
+			group, ok = "", false
+			for _, c := range mt.controllers {
+				if g, has := own[c]; has && (c == "memory" || c == "cpu") {
+					group, ok = g, true
+				}
+			}
+		}
+		if !ok {
+			continue
+		}
+		if mt.v2 && filepath.Base(group) == "agent" {
+			// An agent of v2 moved itself to the leaf "agent": the
+			// directories are its siblings.
+			group = filepath.Dir(group)
+		}
+		parent := within(mt, group)
+		if parent == "" {
+			continue
+		}
+		dir := filepath.Join(parent, name)
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		deadline := time.Now().Add(wait)
+		for _, e := range entries {
+			if e.IsDir() {
+				if err := removeGroup(filepath.Join(dir, e.Name()), deadline); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		if err := removeGroup(dir, deadline); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeGroup removes the group dir, waiting until deadline while
+// processes are still in it.
+func removeGroup(dir string, deadline time.Time) error {
+	for {
+		err := os.Remove(dir)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("cgroups: remove %s: %w", dir, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // V2 reports whether the groups are cgroups v2.
 func (m *Manager) V2() bool { return m.v2 }
 
@@ -437,16 +519,8 @@ func (m *Manager) Close(wait time.Duration) error {
 	var errs []error
 	for _, g := range m.group {
 		for _, d := range g.dirs {
-			for {
-				err := os.Remove(d)
-				if err == nil || errors.Is(err, os.ErrNotExist) {
-					break
-				}
-				if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
-					errs = append(errs, fmt.Errorf("cgroups: remove %s: %w", d, err))
-					break
-				}
-				time.Sleep(10 * time.Millisecond)
+			if err := removeGroup(d, deadline); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -249,4 +250,105 @@ func cpuTime(t *testing.T, pid int) int64 {
 	utime, _ := strconv.ParseInt(fields[11], 10, 64)
 	stime, _ := strconv.ParseInt(fields[12], 10, 64)
 	return utime + stime
+}
+
+// TestRemove: what an agent that is gone left (its directory, a tenant's
+// group in it) is removed by name, on every hierarchy.
+func TestRemove(t *testing.T) {
+	if err := Remove("../x", 0); err == nil {
+		t.Error("Remove took a path")
+	}
+	name := fmt.Sprintf("fabric-test-%d-remove", os.Getpid())
+	m, err := Open(name)
+	if errors.Is(err, ErrUnavailable) {
+		t.Skipf("no cgroups here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(time.Second)
+	g, err := m.Group("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Remove(name, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range append(slices.Clone(m.dirs), g.dirs...) {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is left: %v", d, err)
+		}
+	}
+	if AgentDir("vm-1.a/b") != "fabric-vm-1_a_b" {
+		t.Errorf("AgentDir: %q", AgentDir("vm-1.a/b"))
+	}
+}
+
+// TestV2Files checks what the v2 path writes and reads, on a directory
+// laid out as cgroup2's files (this package's kernel tests run v2 only
+// where the machine offers its controllers).
+func TestV2Files(t *testing.T) {
+	root := t.TempDir()
+	svc := filepath.Join(root, "svc")
+	if err := os.Mkdir(svc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(dir, name, v string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(dir, name string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	mounts := []mount{{point: root, root: "/", v2: true}}
+	write(svc, "cgroup.controllers", "cpuset cpu io pids")
+	if _, err := openV2(mounts, map[string]string{"": "/svc"}, "fabric-n1"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a group without the memory controller: %v", err)
+	}
+	write(svc, "cgroup.controllers", "cpuset cpu io memory pids")
+	m, err := openV2(mounts, map[string]string{"": "/svc"}, "fabric-n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(svc, "fabric-n1")
+	if !m.V2() || read(svc, "cgroup.subtree_control") != "+memory +cpu" || read(dir, "cgroup.subtree_control") != "+memory +cpu" {
+		t.Fatal("the controllers are not enabled for the agent's directory and the tenants' groups")
+	}
+	g, err := m.Group("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme := filepath.Join(dir, "t-acme")
+	for _, c := range []struct {
+		memory               int64
+		weight               uint64
+		max, swap, cpuWeight string
+	}{
+		{1 << 30, 201, "1073741824", "0", "201"},
+		{0, 0, "max", "max", "1"},
+		{5 << 20, 1 << 20, "5242880", "0", "10000"},
+	} {
+		if err := g.SetLimits(c.memory, c.weight); err != nil {
+			t.Fatal(err)
+		}
+		if got := [3]string{read(acme, "memory.max"), read(acme, "memory.swap.max"), read(acme, "cpu.weight")}; got != [3]string{c.max, c.swap, c.cpuWeight} {
+			t.Errorf("SetLimits(%d, %d) wrote memory.max, memory.swap.max, cpu.weight %q", c.memory, c.weight, got)
+		}
+	}
+	if err := g.Add(1234); err != nil || read(acme, "cgroup.procs") != "1234" {
+		t.Fatalf("Add: %v", err)
+	}
+	write(acme, "memory.current", "5\n")
+	write(acme, "memory.peak", "9\n")
+	write(acme, "memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n")
+	if u, err := g.Usage(); err != nil || u != (Usage{Memory: 5, Peak: 9, Killed: 2}) {
+		t.Fatalf("Usage: %+v, %v", u, err)
+	}
 }
