@@ -182,6 +182,7 @@ func (c *Core) actorNext(a *actor) {
 		}
 		a.queue = slices.Delete(a.queue, i, i+1)
 		t.state = taskRunning
+		t.placed = c.now
 		if a.node != "" {
 			a.forwarded++
 			c.runRemote(t, a.node)

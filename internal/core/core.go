@@ -23,6 +23,7 @@
 package core
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -103,6 +104,9 @@ type Config struct {
 	// share of the job opens here; nil takes every share (no cluster, or
 	// tests).
 	VerifyGrant func(job, tenant, root, module string, grant []byte) error
+	// TaskHistory bounds the records of ended tasks the core keeps for the
+	// state API (0: DefaultTaskHistory; < 0: none).
+	TaskHistory int
 }
 
 // Core is the state machine. It is not safe for concurrent use: the shell
@@ -195,6 +199,8 @@ type Core struct {
 	busyUntil map[NodeID]Time
 	// groupNames maps job ID + "/" + name to the named placement group.
 	groupNames map[string]objects.ID
+	// history keeps the records of ended tasks (history.go).
+	history history
 	// later is work deferred to the end of the step, out of loops that
 	// must not see its effects.
 	later []func()
@@ -228,6 +234,7 @@ func New(cfg Config, store Store) *Core {
 		remote: map[NodeID]map[*task]struct{}{}, ended: map[JobID]NodeID{}, releases: map[releaseKey]map[objects.ID]uint32{},
 		asked: map[askKey]*task{}, askedTasks: map[NodeID]int{}, busyUntil: map[NodeID]Time{}, groupNames: map[string]objects.ID{}, gone: map[NodeID]bool{}}
 	c.sched.AddNode(cfg.Node, cfg.Resources, cfg.Labels)
+	c.history.max = cmp.Or(cfg.TaskHistory, DefaultTaskHistory)
 	return c
 }
 

@@ -239,6 +239,7 @@ func (c *Core) leasedSubmit(from *worker, t *task, lane WorkerID) error {
 	}
 	c.leasedTasks++
 	t.state = taskRunning
+	t.placed = c.now
 	t.worker = w
 	if w.task == nil {
 		c.started(w, t)

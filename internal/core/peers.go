@@ -211,6 +211,7 @@ func (c *Core) locality(t *task) NodeID {
 // node; the answer is a TaskDone.
 func (c *Core) runRemote(t *task, node NodeID) {
 	j := t.job
+	t.ranOn = node
 	msg := &peerwire.RunTask{Job: string(j.id), Root: j.rootNode(c), Digest: j.digest, Task: t.id, Tenant: j.tenant, Grant: j.grant}
 	spec := t.spec
 	// A task in a placement group runs in the reservation the owner's
@@ -528,6 +529,7 @@ func (c *Core) leaseRemote(t *task, node NodeID) {
 	for _, id := range ids {
 		next := c.tasks[objects.ID(id)]
 		next.state = taskRunning
+		next.placed = c.now
 		next.leader = t
 		t.followers = append(t.followers, next)
 		c.runRemote(next, node)

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -40,5 +41,40 @@ func TestQueries(t *testing.T) {
 	}
 	if c.CheckInvariants() != nil || c.CheckIdle() == nil {
 		t.Error("a busy node is idle")
+	}
+}
+
+// TestHistoryBound adds records of random tenants and states past the
+// bound: the count stays at the bound, matches a recount, and a tenant
+// with few records keeps them all while another floods.
+func TestHistoryBound(t *testing.T) {
+	h := history{max: 100}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 10_000 {
+		r := TaskRecord{Tenant: []string{"a", "b", "c"}[rng.IntN(3)], State: TaskFinished, Submitted: Time(i)}
+		if rng.IntN(10) == 0 {
+			r.State = TaskFailed
+		}
+		if i%100 == 0 {
+			r.Tenant = "quiet" // 100 records in all, one each 100
+		}
+		h.add(r)
+		n := 0
+		h.each(&TaskFilter{AnyTenant: true}, func(*TaskRecord) { n++ })
+		if n != h.n || h.n > h.max {
+			t.Fatalf("step %d: %d records, counted %d, bound %d", i, n, h.n, h.max)
+		}
+	}
+	quiet := 0
+	h.each(&TaskFilter{Tenant: "quiet"}, func(*TaskRecord) { quiet++ })
+	if quiet == 0 || quiet > 25 {
+		t.Fatalf("the quiet tenant keeps %d records of 100", quiet)
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		failed := 0
+		h.each(&TaskFilter{Tenant: name, State: TaskFailed}, func(*TaskRecord) { failed++ })
+		if failed == 0 {
+			t.Errorf("tenant %s kept none of its failures", name)
+		}
 	}
 }

@@ -93,6 +93,13 @@ type task struct {
 	answered     bool
 	// charge is what the task counts against the heap budget.
 	charge int64
+	// submitted and placed are when it came and when it was placed, and
+	// failure and failureKind its error once it failed, for its record
+	// (history.go).
+	submitted, placed    Time
+	failure, failureKind string
+	pid                  int    // the worker process's it started in
+	ranOn                NodeID // the other node it was sent to last
 }
 
 func (t *task) schedID() scheduler.TaskID { return schedID(t.id) }
@@ -219,7 +226,7 @@ func specCharge(spec abi.TaskSpec) int64 {
 
 // newTask creates a task and its return objects.
 func (c *Core) newTask(j *job, parent *task, spec abi.TaskSpec, kind wire.ExecKind, id objects.ID) *task {
-	t := &task{id: id, job: j, parent: parent, spec: spec, kind: kind, name: spec.Func, held: map[objects.ID]int{}}
+	t := &task{id: id, job: j, parent: parent, spec: spec, kind: kind, name: spec.Func, held: map[objects.ID]int{}, submitted: c.now}
 	if spec.Options.Name != "" && kind != wire.ExecActorCreate {
 		t.name = spec.Options.Name
 	}
@@ -353,7 +360,7 @@ func (c *Core) schedule() {
 				c.sched.Finished(p.Task)
 				continue
 			}
-			t.state = taskRunning
+			t.state, t.placed = taskRunning, c.now
 			if p.Node != c.cfg.Node {
 				c.runRemote(t, p.Node)
 				continue
@@ -500,7 +507,7 @@ func (c *Core) armTimeout(w *worker, t *task) {
 	if t.timed {
 		return // a concurrent actor's call, started when it was sent
 	}
-	t.started, t.timed = c.now, true
+	t.started, t.timed, t.pid = c.now, true, w.pid
 	if t.spec.Options.TimeoutMs <= 0 {
 		return
 	}
@@ -574,6 +581,7 @@ func (c *Core) unpinAll(w *worker, ids []objects.ID) {
 
 // failTask stores ev as the value of every return of t and finishes it.
 func (c *Core) failTask(t *task, ev abi.ErrorValue, releaseSched bool) {
+	t.failure, t.failureKind = truncateError(ev.Message), string(ev.Kind)
 	for _, id := range t.returns {
 		c.store.Abort(id) // a reservation a lost attempt may have left
 		if o := c.objs[id]; o != nil && !o.ready && o.remote != "" {
@@ -613,6 +621,7 @@ func (c *Core) finishTask(t *task, releaseSched bool) {
 		c.releaseHandles(t)
 	}
 	if t.kind != wire.ExecActorCreate {
+		c.keepRecord(t)
 		c.forgetTask(t)
 	}
 }

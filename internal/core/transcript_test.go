@@ -404,7 +404,7 @@ func (h *harness) newNode(name string, a args) {
 	cpu := a.int("cpu", 2)
 	cfg := Config{Node: NodeID(name), Resources: scheduler.Resources{CPU: scheduler.Quantity(float64(cpu)), Memory: 1 << 30},
 		MaxWorkers: a.int("max-workers", 8), MaxInstances: a.int("max-instances", 0), Leases: a.int("leases", 0) == 1, InlineMax: a.int("inline", 1000), HeapBudget: int64(a.int("heap", 1<<20)),
-		Seed: 1, Clustered: a.has("clustered"), Registry: a.has("registry")}
+		Seed: 1, Clustered: a.has("clustered"), Registry: a.has("registry"), TaskHistory: a.int("history", 0)}
 	if a.has("grants") {
 		// A grant here is "job/tenant/root/module" in the clear: what
 		// the servers' signature stands for.
@@ -493,6 +493,15 @@ func (h *harness) run(line string) (out []string) {
 			st.Workers, st.Objects, st.Tasks, st.Jobs, st.Stored, fmtQ(st.Available.CPU), fmtQ(st.Total.CPU), st.Queued, st.Heap)}
 	case "objects":
 		return h.objects(n)
+	case "tasks": // tasks [state=S] [job=J] [name=F] [own=1] [limit=N] [summary=1]
+		f := TaskFilter{AnyTenant: true, State: a.kv["state"], Name: a.kv["name"], Own: a.kv["own"] == "1"}
+		if tenant, ok := a.kv["tenant"]; ok {
+			f.Tenant, f.AnyTenant = tenant, false
+		}
+		if j, ok := a.kv["job"]; ok {
+			f.Job = h.job(j)
+		}
+		return h.tasks(n, f, a.kv["limit"], a.kv["summary"] == "1")
 	case "job":
 		argv, _ := wire.Marshal([]any{a.pos[1:]})
 		ev = SubmitJob{Job: h.job(a.pos[0]), Digest: "mod", Args: argv, Tenant: a.kv["tenant"]}
@@ -1165,6 +1174,47 @@ func (h *harness) peerSend(m peerwire.Message) string {
 }
 
 // objects lists the core's objects with their counts.
+// tasks prints the task records f selects, a line each, or their
+// summary.
+func (h *harness) tasks(n *harnessNode, f TaskFilter, limit string, summary bool) []string {
+	var out []string
+	if summary {
+		for _, c := range n.core.TaskSummary(f) {
+			out = append(out, fmt.Sprintf("%s %s %s=%d", c.Name, c.Kind, c.State, c.Count))
+		}
+		return append(out, "end")
+	}
+	lim, _ := strconv.Atoi(limit)
+	all := n.core.TaskRecords(f)
+	total := len(all)
+	recs := NewestTasks(all, lim)
+	for _, r := range recs {
+		s := fmt.Sprintf("%s %s %s %s node=%s attempt=%d submitted=%s", h.name(r.ID), r.Name, r.Kind, r.State, r.Node, r.Attempt, time.Duration(r.Submitted))
+		for _, t := range []struct {
+			name string
+			at   Time
+		}{{"placed", r.Placed}, {"started", r.Started}, {"ended", r.Ended}} {
+			if t.at != 0 {
+				s += fmt.Sprintf(" %s=%s", t.name, time.Duration(t.at))
+			}
+		}
+		if r.Tenant != "" {
+			s += " tenant=" + r.Tenant
+		}
+		if r.For != "" {
+			s += " for=" + string(r.For)
+		}
+		if r.Actor != (objects.ID{}) {
+			s += " actor=" + h.name(r.Actor)
+		}
+		if r.Error != "" {
+			s += fmt.Sprintf(" error=%s:%q", r.ErrorKind, firstLine(r.Error))
+		}
+		out = append(out, s)
+	}
+	return append(out, fmt.Sprintf("%d of %d", len(recs), total))
+}
+
 func (h *harness) objects(n *harnessNode) []string {
 	var out []string
 	for _, id := range sortedIDs(n.core.objs) {

@@ -489,6 +489,7 @@ func (c *Core) topUp(w *worker) {
 	for _, id := range ids {
 		next := c.tasks[objects.ID(id)]
 		next.state = taskRunning
+		next.placed = c.now
 		c.run(w, next)
 	}
 }

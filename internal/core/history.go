@@ -1,0 +1,288 @@
+package core
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/wasmfabric/fabric/internal/objects"
+	"github.com/wasmfabric/fabric/internal/wire"
+)
+
+// Task states as the state API names them.
+const (
+	// TaskPending waits for its arguments or for resources.
+	TaskPending = "pending"
+	// TaskRunning is placed: it runs, or its worker or node starts it.
+	TaskRunning = "running"
+	// TaskFinished ended with its results.
+	TaskFinished = "finished"
+	// TaskFailed ended with an error as its results.
+	TaskFailed = "failed"
+)
+
+// DefaultTaskHistory is how many ended tasks a core keeps records of
+// when Config.TaskHistory is 0.
+const DefaultTaskHistory = 100_000
+
+// maxRecordError bounds the error text a record keeps.
+const maxRecordError = 4096
+
+// TaskRecord is a task as the state API lists it: built on demand for a
+// task that has not ended, kept (boundedly) for one that has.
+type TaskRecord struct {
+	ID     objects.ID
+	Job    JobID
+	Tenant string
+	// Name is the function's (or the options' name); for an actor's
+	// method, the method's.
+	Name string
+	// Kind is "task", "method" (an actor's) or "driver".
+	Kind  string
+	Actor objects.ID // a method's actor
+	State string     // TaskPending, TaskRunning, TaskFinished or TaskFailed
+	// Node runs (ran) it: this node's ID, or the one it was sent to.
+	Node NodeID
+	// For is the node that sent it here to run, which lists it as its
+	// own ("" for this node's own tasks).
+	For NodeID
+	// Pid is the worker process's that ran it here (0: none yet, or on
+	// another node).
+	Pid int
+	// Attempt counts the runs it took (1: no retry).
+	Attempt int
+	// Error is a failed task's error: its kind, the guest's message and
+	// stack (at most 4 KiB).
+	Error     string
+	ErrorKind string
+	// Submitted, Placed, Started and Ended are the core's times of each
+	// (0: not yet, or not seen here: a task run on another node starts
+	// there).
+	Submitted, Placed, Started, Ended Time
+}
+
+// TaskFilter selects task records; zero fields select all.
+type TaskFilter struct {
+	// Tenant selects a tenant's tasks; AnyTenant every tenant's.
+	Tenant    string
+	AnyTenant bool
+	Job       JobID
+	State     string
+	Name      string
+	// Own leaves out the tasks other nodes sent here (which they list).
+	Own bool
+}
+
+func (f *TaskFilter) match(r *TaskRecord) bool {
+	return (f.AnyTenant || r.Tenant == f.Tenant) && (f.Job == "" || r.Job == f.Job) &&
+		(f.State == "" || r.State == f.State) && (f.Name == "" || r.Name == f.Name) && (!f.Own || r.For == "")
+}
+
+// history keeps the records of ended tasks, at most max in all. When
+// full, the tenant holding the most loses its oldest record of a task
+// that finished, else of one that failed: one tenant's flood of tasks
+// does not wipe out another's records, nor its own failures.
+type history struct {
+	max      int
+	n        int
+	byTenant map[string]*tenantRecords
+}
+
+// tenantRecords are one tenant's records, oldest first in each queue.
+type tenantRecords struct {
+	finished, failed recordQueue
+}
+
+func (t *tenantRecords) len() int { return t.finished.len() + t.failed.len() }
+
+// recordQueue is a queue of records, oldest first.
+type recordQueue struct {
+	recs []TaskRecord
+	head int
+}
+
+func (q *recordQueue) len() int { return len(q.recs) - q.head }
+
+func (q *recordQueue) dropOldest() {
+	q.recs[q.head] = TaskRecord{} // its strings go
+	q.head++
+	switch {
+	case q.head == len(q.recs):
+		q.recs, q.head = q.recs[:0], 0
+	case q.head > 1024 && q.head > q.len():
+		q.recs = slices.Clone(q.recs[q.head:])
+		q.head = 0
+	}
+}
+
+func (h *history) add(r TaskRecord) {
+	if h.max <= 0 {
+		return
+	}
+	if h.byTenant == nil {
+		h.byTenant = map[string]*tenantRecords{}
+	}
+	if h.n >= h.max {
+		h.dropOne()
+	}
+	t := h.byTenant[r.Tenant]
+	if t == nil {
+		t = &tenantRecords{}
+		h.byTenant[r.Tenant] = t
+	}
+	q := &t.finished
+	if r.State == TaskFailed {
+		q = &t.failed
+	}
+	q.recs = append(q.recs, r)
+	h.n++
+}
+
+// dropOne drops the oldest record of a finished task of the tenant that
+// holds the most (ties: the first by name), else its oldest failure.
+func (h *history) dropOne() {
+	var largest *tenantRecords
+	var name string
+	for n, t := range h.byTenant {
+		if largest == nil || t.len() > largest.len() || t.len() == largest.len() && n < name {
+			largest, name = t, n
+		}
+	}
+	if largest.finished.len() > 0 {
+		largest.finished.dropOldest()
+	} else {
+		largest.failed.dropOldest()
+	}
+	h.n--
+	if largest.len() == 0 {
+		delete(h.byTenant, name)
+	}
+}
+
+// each calls fn with every kept record f selects.
+func (h *history) each(f *TaskFilter, fn func(*TaskRecord)) {
+	for name, t := range h.byTenant {
+		if !f.AnyTenant && name != f.Tenant {
+			continue
+		}
+		for _, q := range []*recordQueue{&t.finished, &t.failed} {
+			for i := q.head; i < len(q.recs); i++ {
+				if r := &q.recs[i]; f.match(r) {
+					fn(r)
+				}
+			}
+		}
+	}
+}
+
+// record describes t as it is now.
+func (c *Core) record(t *task) TaskRecord {
+	r := TaskRecord{ID: t.id, Job: t.job.id, Tenant: t.job.tenant, Name: t.name, Kind: "task", Node: c.cfg.Node,
+		For: t.asker, Attempt: t.retried + 1, Submitted: t.submitted, Placed: t.placed, Error: t.failure, ErrorKind: t.failureKind}
+	if t.asker != "" {
+		r.ID = t.askerTask
+	}
+	switch t.kind {
+	case wire.ExecActorMethod:
+		r.Kind = "method"
+		if t.actor != nil {
+			r.Actor = t.actor.id
+		}
+	case wire.ExecMain:
+		r.Kind = "driver"
+	}
+	if t.timed {
+		r.Started, r.Pid = t.started, t.pid
+	}
+	if t.ranOn != "" {
+		r.Node = t.ranOn
+	}
+	switch {
+	case t.state == taskDone && t.failureKind != "":
+		r.State = TaskFailed
+	case t.state == taskDone:
+		r.State = TaskFinished
+	case t.state == taskRunning:
+		r.State = TaskRunning
+	default:
+		r.State = TaskPending
+	}
+	return r
+}
+
+// keepRecord keeps the record of t, which ends now.
+func (c *Core) keepRecord(t *task) {
+	if t.kind == wire.ExecActorCreate {
+		return // the actor's record tells
+	}
+	r := c.record(t)
+	r.Ended = c.now
+	c.history.add(r)
+}
+
+// TaskRecords returns the records of the tasks f selects, live and
+// ended, in no order: the shell sorts them (NewestTasks) after it lets
+// the core go.
+func (c *Core) TaskRecords(f TaskFilter) []TaskRecord {
+	var recs []TaskRecord
+	for _, t := range c.tasks {
+		if t.state == taskDone || t.kind == wire.ExecActorCreate {
+			continue
+		}
+		if r := c.record(t); f.match(&r) {
+			recs = append(recs, r)
+		}
+	}
+	c.history.each(&f, func(r *TaskRecord) { recs = append(recs, *r) })
+	return recs
+}
+
+// NewestTasks sorts records by submission (then ID) and keeps the newest
+// limit of them (all when limit <= 0), oldest first.
+func NewestTasks(recs []TaskRecord, limit int) []TaskRecord {
+	slices.SortFunc(recs, func(a, b TaskRecord) int {
+		return cmp.Or(cmp.Compare(a.Submitted, b.Submitted), slices.Compare(a.ID[:], b.ID[:]), cmp.Compare(a.Attempt, b.Attempt))
+	})
+	if limit > 0 && len(recs) > limit {
+		recs = recs[len(recs)-limit:]
+	}
+	return recs
+}
+
+// TaskCount is one row of a task summary: a function's tasks in one
+// state.
+type TaskCount struct {
+	Name, Kind, State string
+	Count             int
+}
+
+// TaskSummary counts the tasks f selects by function, kind and state,
+// without building their records.
+func (c *Core) TaskSummary(f TaskFilter) []TaskCount {
+	type key struct{ name, kind, state string }
+	counts := map[key]int{}
+	for _, t := range c.tasks {
+		if t.state == taskDone || t.kind == wire.ExecActorCreate {
+			continue
+		}
+		if r := c.record(t); f.match(&r) {
+			counts[key{r.Name, r.Kind, r.State}]++
+		}
+	}
+	c.history.each(&f, func(r *TaskRecord) { counts[key{r.Name, r.Kind, r.State}]++ })
+	out := make([]TaskCount, 0, len(counts))
+	for k, n := range counts {
+		out = append(out, TaskCount{Name: k.name, Kind: k.kind, State: k.state, Count: n})
+	}
+	slices.SortFunc(out, func(a, b TaskCount) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.State, b.State))
+	})
+	return out
+}
+
+// truncateError bounds a record's error text.
+func truncateError(s string) string {
+	if len(s) <= maxRecordError {
+		return s
+	}
+	return s[:maxRecordError-3] + "..."
+}
