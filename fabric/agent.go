@@ -161,6 +161,9 @@ type Agent struct {
 	driverSlots chan struct{}
 	// logReads and remoteLogReads bound the job logs served at once.
 	logReads, remoteLogReads chan struct{}
+	// stateReads bounds the state API's listings answered through this
+	// agent, stateServes the task queries other nodes ask of it.
+	stateReads, stateServes chan struct{}
 	// authSlots bounds the tenants' token checks run at once.
 	authSlots chan struct{}
 	// gcWake wakes the module collector; gcGrace, when set, replaces
@@ -249,7 +252,8 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		usageStop: make(chan struct{}), usageDone: make(chan struct{}), direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
 		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}, calls: map[string]*pendingCall{},
 		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs)), gcWake: make(chan struct{}, 1),
-		logReads: make(chan struct{}, maxLogReads), authSlots: make(chan struct{}, maxAuthChecks), remoteLogReads: make(chan struct{}, maxRemoteLogReads)}
+		logReads: make(chan struct{}, maxLogReads), authSlots: make(chan struct{}, maxAuthChecks), remoteLogReads: make(chan struct{}, maxRemoteLogReads),
+		stateReads: make(chan struct{}, maxStateRequests), stateServes: make(chan struct{}, maxStateRequests)}
 	agent = a
 	a.grants = grants
 	a.agentCtx, a.agentCancel = context.WithCancel(context.Background())
@@ -653,6 +657,9 @@ func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, b
 		return msgGossipKeys, b, err
 	case msgModuleProof:
 		return msgAck, nil, a.handleModuleProof(peer, body)
+	case msgTasks:
+		b, err := a.handleTasksPeer(ctx, body)
+		return msgTasks, b, err
 	case msgBatch:
 		err := a.link.Receive(peer, body, func(msgs []peerwire.Message) {
 			a.grants.screen(msgs) // outside the node's lock

@@ -54,6 +54,8 @@ func (a *Agent) apiRoutes() []apiRoute {
 		{"GET /v1/modules", tenantUser, a.handleModuleList},
 		{"DELETE /v1/modules/{digest}", tenantUser, a.handleModuleDelete},
 		{"POST /v1/modules/{digest}/call", tenantUser, a.handleCall},
+		{"GET /v1/tasks", tenantUser, a.handleTasks},
+		{"GET /v1/tasks/summary", tenantUser, a.handleTaskSummary},
 		{"GET /v1/debug/state", clusterOnly, a.handleDebugState},
 		{"POST /v1/tenants", clusterOnly, a.handleTenantCreate},
 		{"GET /v1/tenants", clusterOnly, a.handleTenantList},

@@ -17,6 +17,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -128,6 +129,49 @@ func (c *Client) getJSON(ctx context.Context, path string, out any) error {
 func (c *Client) Nodes(ctx context.Context) ([]NodeView, error) {
 	var out []NodeView
 	return out, c.getJSON(ctx, "/v1/nodes", &out)
+}
+
+// TaskQuery selects tasks in the state API; zero fields select all.
+type TaskQuery struct {
+	Job   string // a job's ID
+	State string // pending, running, finished or failed
+	Name  string // the function's name
+	Limit int    // the newest this many (0: 100; at most 10,000)
+}
+
+func (q TaskQuery) values() url.Values {
+	v := url.Values{}
+	for k, s := range map[string]string{"job": q.Job, "state": q.State, "name": q.Name} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	return v
+}
+
+// Tasks lists the tasks the caller's token sees, cluster-wide.
+func (c *Client) Tasks(ctx context.Context, q TaskQuery) (TaskList, error) {
+	var out TaskList
+	return out, c.getQuery(ctx, "/v1/tasks", q.values(), &out)
+}
+
+// TaskSummary counts the tasks the caller's token sees by function and
+// state, cluster-wide.
+func (c *Client) TaskSummary(ctx context.Context, q TaskQuery) (TaskSummary, error) {
+	var out TaskSummary
+	return out, c.getQuery(ctx, "/v1/tasks/summary", q.values(), &out)
+}
+
+func (c *Client) getQuery(ctx context.Context, path string, q url.Values, out any) error {
+	resp, err := c.do(ctx, http.MethodGet, path, q, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return decodeReply(resp, path, out)
 }
 
 // Status returns the cluster's state as the agent sees it.

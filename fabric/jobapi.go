@@ -215,16 +215,12 @@ func (a *Agent) serveJobLog(peer string, body []byte, c net.Conn) {
 // logReader reports whether a log request relays the token of a caller
 // who may see the job.
 func (a *Agent) logReader(ctx context.Context, req logRequest) bool {
-	if !wellFormedToken(req.Token) {
+	c, ok := a.relayedCaller(ctx, req.Token)
+	if !ok {
 		return false
 	}
-	ans, err := a.control(ctx, controlRequest{Op: "authenticate", Command: tokenHash(req.Token)})
-	if err != nil || len(ans.Tokens) != 1 {
-		return false
-	}
-	t := ans.Tokens[0]
 	j, err := a.lookupJob(ctx, req.ID)
-	return err == nil && (caller{cluster: t.Tenant == "", token: t}).sees(j)
+	return err == nil && c.sees(j)
 }
 
 // copyLocalLog writes the frames of a job's log kept on this node.

@@ -81,7 +81,7 @@ func (a *Agent) runAttempt(ctx context.Context, j controlstate.Job, r *runningJo
 	err := a.node.pullModuleFrom(ctx, j.Digest, a.moduleHolders(ctx, j.Digest), encodeModuleProof(string(id), j.Tenant, a.ID, j.Digest, grant))
 	a.node.touchModule(j.Digest)
 	if err == nil {
-		err = a.propose(ctx, controlstate.Command{Start: &controlstate.Start{ID: j.ID, Attempt: j.Attempt, Time: nowMillis()}})
+		err = a.propose(ctx, controlstate.Command{Start: &controlstate.Start{ID: j.ID, Attempt: j.Attempt, Time: nowMillis(), Run: string(id)}})
 		if errors.Is(err, ErrStale) { // stopped before it started, or moved on
 			r.result = JobResultView{Error: "fabric: the job was stopped or moved before it started"}
 			a.forget(j.ID, r)

@@ -59,6 +59,7 @@ var peerRules = map[transport.Type]peerRule{
 	msgGossipKey:       {server, "a step of a gossip key rotation, which a server drives"},
 	msgGossipKeys:      {member, "a server answers the gossip keys to a member that is not revoked (it was away during a rotation)"},
 	msgModuleProof:     {member, "a grant for a module, rooted at the sender or a call, lets it copy the module for a while"},
+	msgTasks:           {member, "the state API: answered with the records of the tenants the relayed token sees, authenticated on the leader"},
 	transport.TypePull: {member, "an object is served only to a node it was sent to"},
 }
 

@@ -133,6 +133,58 @@ type JobInfo struct {
 	Owner  string `json:"owner,omitempty"`
 }
 
+// TaskInfo is a task as the state API (`GET /v1/tasks`, `fabric list
+// tasks`) lists it: one row per attempt that ended, and one per task
+// that has not.
+type TaskInfo struct {
+	ID string `json:"task_id"`
+	// Job is the job's ID as the caller knows it (its run's ID for work
+	// of no job of the cluster's records: a module's call).
+	Job    string `json:"job"`
+	Tenant string `json:"tenant,omitempty"`
+	Name   string `json:"name"`
+	// Kind is task, method (an actor's) or driver.
+	Kind  string `json:"kind"`
+	Actor string `json:"actor_id,omitempty"`
+	// State is pending (waiting for its arguments or resources),
+	// running (placed), finished or failed.
+	State     string     `json:"state"`
+	Node      string     `json:"node"`
+	Pid       int        `json:"pid,omitempty"`
+	Attempt   int        `json:"attempt"`
+	Error     string     `json:"error,omitempty"` // the error's message and the guest's stack
+	ErrorType string     `json:"error_type,omitempty"`
+	Submitted time.Time  `json:"submitted"`
+	Placed    *time.Time `json:"placed,omitempty"`
+	Started   *time.Time `json:"started,omitempty"`
+	Ended     *time.Time `json:"ended,omitempty"`
+}
+
+// TaskList is a page of the state API's tasks: the newest that match,
+// oldest first; Total counts all that match; Missing names the nodes
+// that did not answer in time (their tasks are not in it).
+type TaskList struct {
+	Tasks   []TaskInfo `json:"tasks"`
+	Total   int        `json:"total"`
+	Missing []string   `json:"missing_nodes,omitempty"`
+}
+
+// TaskSummary counts the tasks by function (`GET /v1/tasks/summary`,
+// `fabric summary tasks`).
+type TaskSummary struct {
+	Rows    []TaskSummaryRow `json:"functions"`
+	Total   int              `json:"total"`
+	Missing []string         `json:"missing_nodes,omitempty"`
+}
+
+// TaskSummaryRow is one function's tasks by state.
+type TaskSummaryRow struct {
+	Name   string         `json:"name"`
+	Kind   string         `json:"kind"`
+	States map[string]int `json:"states"`
+	Total  int            `json:"total"`
+}
+
 // ModuleInfo is an uploaded module as the API and `fabric module list`
 // show it.
 type ModuleInfo struct {

@@ -57,6 +57,9 @@ type Start struct {
 	ID      string `cbor:"1,keyasint"`
 	Attempt uint32 `cbor:"2,keyasint"`
 	Time    int64  `cbor:"3,keyasint"`
+	// Run is the attempt's run: the ID its driver's tasks, actors and
+	// objects carry on the nodes (the state API's job filter).
+	Run string `cbor:"4,keyasint,omitempty"`
 }
 
 // End records how the attempt's driver ended: State is Succeeded or
@@ -175,7 +178,13 @@ func (s *State) apply(c Command) error {
 		if j.State != Pending {
 			return fmt.Errorf("%w: job %s is %s", ErrStale, j.ID, j.State)
 		}
+		if c.Start.Run != "" && !ValidID(c.Start.Run) {
+			return fmt.Errorf("%w: run %q", ErrBadCommand, c.Start.Run)
+		}
 		j.State, j.Started = Running, c.Start.Time
+		if c.Start.Run != "" {
+			j.Runs = append(j.Runs, c.Start.Run) // one per attempt: bounded by MaxRestarts
+		}
 		return nil
 	case c.End != nil:
 		e := c.End

@@ -53,6 +53,8 @@ type Job struct {
 	// token Owner.
 	Tenant string `cbor:"14,keyasint,omitempty" json:"tenant,omitempty"`
 	Owner  string `cbor:"15,keyasint,omitempty" json:"owner,omitempty"`
+	// Runs are the attempts' runs, in order (Start.Run).
+	Runs []string `cbor:"16,keyasint,omitempty" json:"runs,omitempty"`
 }
 
 // Module is an uploaded module, by its SHA-256 digest (hex).
@@ -224,6 +226,7 @@ func (j *Job) clone() Job {
 	c := *j
 	c.Args = slices.Clone(j.Args)
 	c.Restarts = slices.Clone(j.Restarts)
+	c.Runs = slices.Clone(j.Runs)
 	return c
 }
 

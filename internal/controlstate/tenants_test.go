@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -278,5 +279,15 @@ func TestJobKeys(t *testing.T) {
 	}
 	if j, ok := s.Job("globex:train"); !ok || j.Tenant != "globex" {
 		t.Fatalf("globex's train: %+v", j)
+	}
+	// An attempt's start records its run, which the state API filters by.
+	if err := s.Apply(Command{Start: &Start{ID: "globex:train", Attempt: 1, Time: 20, Run: "0a1b2c3d4e5f6071"}}); err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := s.Job("globex:train"); !slices.Equal(j.Runs, []string{"0a1b2c3d4e5f6071"}) {
+		t.Fatalf("runs: %v", j.Runs)
+	}
+	if err := s.Apply(Command{Start: &Start{ID: "acme:train", Attempt: 1, Run: "not/a run"}}); !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("a malformed run: %v", err)
 	}
 }

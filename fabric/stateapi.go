@@ -1,0 +1,335 @@
+//go:build linux
+
+package fabric
+
+import (
+	"cmp"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/core"
+	"github.com/wasmfabric/fabric/internal/membership"
+	"github.com/wasmfabric/fabric/internal/transport"
+	"github.com/wasmfabric/fabric/internal/wire"
+)
+
+// The state API lists what the nodes' cores hold, cluster-wide: the
+// agent a request reaches asks every alive node (msgTasks), relaying the
+// caller's token, and each answers with the records of the tenants that
+// token sees, its own tasks only (a task another node sent it is that
+// node's to list).
+
+// msgTasks asks a node for its task records (a taskQuery); answer: a
+// taskReply.
+const msgTasks transport.Type = 31
+
+// Bounds of the state API: records one answer holds, listings in flight
+// through one agent, and how long a node has to answer.
+const (
+	maxTaskList      = 10_000
+	defaultTaskList  = 100
+	maxStateRequests = 4
+	stateTimeout     = 5 * time.Second
+	maxQueryRuns     = 64
+)
+
+// taskQuery is msgTasks's body.
+type taskQuery struct {
+	Runs    []string `cbor:"1,keyasint,omitempty"` // the jobs' runs (none: every job's)
+	State   string   `cbor:"2,keyasint,omitempty"`
+	Name    string   `cbor:"3,keyasint,omitempty"`
+	Limit   int      `cbor:"4,keyasint,omitempty"`
+	Summary bool     `cbor:"5,keyasint,omitempty"`
+	Token   string   `cbor:"6,keyasint,omitempty"` // the caller's, relayed
+}
+
+// taskReply is msgTasks's answer.
+type taskReply struct {
+	Tasks  []taskWire  `cbor:"1,keyasint,omitempty"`
+	Total  int         `cbor:"2,keyasint,omitempty"`
+	Counts []countWire `cbor:"3,keyasint,omitempty"`
+}
+
+// taskWire is a task record on the wire, its times in Unix nanoseconds
+// (0: none).
+type taskWire struct {
+	_                                 struct{} `cbor:",toarray"`
+	ID, Run, Tenant, Name, Kind       string
+	Actor, State, Node                string
+	Pid, Attempt                      int
+	Error, ErrorKind                  string
+	Submitted, Placed, Started, Ended int64
+}
+
+type countWire struct {
+	_                 struct{} `cbor:",toarray"`
+	Name, Kind, State string
+	Count             int
+}
+
+// wall is the wall-clock time of a core time of this node (0: none).
+func (n *Node) wall(t core.Time) int64 {
+	if t == 0 {
+		return 0
+	}
+	return n.start.Add(t).UnixNano()
+}
+
+// taskRecords answers a task query on this node for the tenants f
+// selects: the records, sorted and cut outside the core's lock.
+func (n *Node) taskRecords(f core.TaskFilter, q taskQuery) taskReply {
+	f.State, f.Name, f.Own = q.State, q.Name, true
+	runs := q.Runs
+	if len(runs) == 0 {
+		runs = []string{""}
+	}
+	var recs []core.TaskRecord
+	var counts []core.TaskCount
+	n.mu.Lock()
+	for _, run := range runs {
+		f.Job = core.JobID(run)
+		if q.Summary {
+			counts = append(counts, n.core.TaskSummary(f)...)
+		} else {
+			recs = append(recs, n.core.TaskRecords(f)...)
+		}
+	}
+	n.mu.Unlock()
+	var r taskReply
+	for _, c := range counts {
+		r.Counts = append(r.Counts, countWire{Name: c.Name, Kind: c.Kind, State: c.State, Count: c.Count})
+	}
+	r.Total = len(recs)
+	for _, t := range core.NewestTasks(recs, min(cmp.Or(q.Limit, defaultTaskList), maxTaskList)) {
+		w := taskWire{ID: hex.EncodeToString(t.ID[:]), Run: string(t.Job), Tenant: t.Tenant, Name: t.Name, Kind: t.Kind,
+			State: t.State, Node: string(t.Node), Pid: t.Pid, Attempt: t.Attempt, Error: t.Error, ErrorKind: t.ErrorKind,
+			Submitted: n.wall(t.Submitted), Placed: n.wall(t.Placed), Started: n.wall(t.Started), Ended: n.wall(t.Ended)}
+		if t.Actor != (core.TaskRecord{}).Actor {
+			w.Actor = hex.EncodeToString(t.Actor[:])
+		}
+		r.Tasks = append(r.Tasks, w)
+	}
+	return r
+}
+
+// filterFor is the tenants whose records the caller sees: the cluster's
+// operator every tenant's, a tenant's token its own.
+func (c caller) filterFor() core.TaskFilter {
+	if c.cluster {
+		return core.TaskFilter{AnyTenant: true}
+	}
+	return core.TaskFilter{Tenant: c.token.Tenant}
+}
+
+// relayedCaller authenticates a token another node relayed, on the
+// leader.
+func (a *Agent) relayedCaller(ctx context.Context, token string) (caller, bool) {
+	if !wellFormedToken(token) {
+		return caller{}, false
+	}
+	ans, err := a.control(ctx, controlRequest{Op: "authenticate", Command: tokenHash(token)})
+	if err != nil || len(ans.Tokens) != 1 {
+		return caller{}, false
+	}
+	t := ans.Tokens[0]
+	return caller{cluster: t.Tenant == "", token: t}, true
+}
+
+// handleTasksPeer answers another node's msgTasks.
+func (a *Agent) handleTasksPeer(ctx context.Context, body []byte) ([]byte, error) {
+	var q taskQuery
+	if err := wire.Unmarshal(body, &q); err != nil {
+		return nil, fmt.Errorf("a malformed task query: %v", err)
+	}
+	if len(q.Runs) > maxQueryRuns {
+		return nil, fmt.Errorf("a task query of %d jobs' runs, at most %d", len(q.Runs), maxQueryRuns)
+	}
+	release, ok := acquire(a.stateServes)
+	if !ok {
+		return nil, fmt.Errorf("%w: %d state queries are being answered here", ErrTooMany, cap(a.stateServes))
+	}
+	defer release()
+	c, ok := a.relayedCaller(ctx, q.Token)
+	if !ok {
+		return nil, fmt.Errorf("%w: the relayed token", ErrUnauthorized)
+	}
+	return wire.Marshal(a.node.taskRecords(c.filterFor(), q))
+}
+
+// gatherTasks asks this node and every other alive one, in parallel;
+// missing are the nodes that did not answer in time.
+func (a *Agent) gatherTasks(ctx context.Context, c caller, q taskQuery) (replies []taskReply, missing []string) {
+	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
+	defer cancel()
+	var others []string
+	a.tableMu.RLock()
+	for id, m := range a.table {
+		if id != a.ID && m.Status == membership.Alive {
+			others = append(others, id)
+		}
+	}
+	a.tableMu.RUnlock()
+	slices.Sort(others)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	q.Token = callerToken(ctx)
+	body := mustMarshal(q)
+	for _, id := range others {
+		wg.Go(func() {
+			var r taskReply
+			addr, err := a.addrOf(id)
+			if err == nil {
+				var b []byte
+				_, b, err = a.quic.Call(ctx, addr, msgTasks, body)
+				if err == nil {
+					err = wire.Unmarshal(b, &r)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				missing = append(missing, id)
+				return
+			}
+			replies = append(replies, r)
+		})
+	}
+	local := a.node.taskRecords(c.filterFor(), q)
+	wg.Wait()
+	replies = append(replies, local)
+	slices.Sort(missing)
+	return replies, missing
+}
+
+// taskQueryOf reads a task listing's query; runs come from its job.
+func (a *Agent) taskQueryOf(r *http.Request) (taskQuery, error) {
+	v := r.URL.Query()
+	q := taskQuery{State: v.Get("state"), Name: v.Get("name")}
+	switch q.State {
+	case "", core.TaskPending, core.TaskRunning, core.TaskFinished, core.TaskFailed:
+	default:
+		return q, fmt.Errorf("%w: state %q: pending, running, finished or failed", ErrBadRequest, q.State)
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxTaskList {
+			return q, fmt.Errorf("%w: limit %q: 1 to %d", ErrBadRequest, s, maxTaskList)
+		}
+		q.Limit = n
+	}
+	if id := v.Get("job"); id != "" {
+		j, err := a.tenantJob(r, id, false)
+		if err != nil {
+			return q, err
+		}
+		if len(j.Runs) == 0 {
+			q.Runs = []string{"-"} // no attempt has started: no tasks
+		} else {
+			q.Runs = j.Runs[max(0, len(j.Runs)-maxQueryRuns):] // the latest attempts'
+		}
+	}
+	return q, nil
+}
+
+// jobNames maps runs to the IDs the caller knows their jobs by.
+func (a *Agent) jobNames(ctx context.Context, c caller) map[string]string {
+	names := map[string]string{}
+	jobs, err := a.listJobs(ctx)
+	if err != nil {
+		return names
+	}
+	for _, j := range jobs {
+		if c.sees(j) {
+			for _, run := range j.Runs {
+				names[run] = c.jobID(j.ID)
+			}
+		}
+	}
+	return names
+}
+
+func nanos(ns int64) *time.Time {
+	if ns == 0 {
+		return nil
+	}
+	t := time.Unix(0, ns).UTC()
+	return &t
+}
+
+func (a *Agent) handleTasks(w http.ResponseWriter, r *http.Request) {
+	release, ok := acquire(a.stateReads)
+	if !ok {
+		apiFail(w, fmt.Errorf("%w: %d state listings are being answered through this agent; try again later", ErrTooMany, cap(a.stateReads)))
+		return
+	}
+	defer release()
+	q, err := a.taskQueryOf(r)
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	c := callerOf(r)
+	replies, missing := a.gatherTasks(r.Context(), c, q)
+	names := a.jobNames(r.Context(), c)
+	out := TaskList{Tasks: []TaskInfo{}, Missing: missing}
+	for _, rep := range replies {
+		out.Total += rep.Total
+		for _, t := range rep.Tasks {
+			out.Tasks = append(out.Tasks, TaskInfo{ID: t.ID, Job: cmp.Or(names[t.Run], t.Run), Tenant: t.Tenant, Name: t.Name, Kind: t.Kind,
+				Actor: t.Actor, State: t.State, Node: t.Node, Pid: t.Pid, Attempt: t.Attempt, Error: t.Error, ErrorType: t.ErrorKind,
+				Submitted: time.Unix(0, t.Submitted).UTC(), Placed: nanos(t.Placed), Started: nanos(t.Started), Ended: nanos(t.Ended)})
+		}
+	}
+	slices.SortFunc(out.Tasks, func(a, b TaskInfo) int {
+		return cmp.Or(a.Submitted.Compare(b.Submitted), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Attempt, b.Attempt))
+	})
+	if limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList); len(out.Tasks) > limit {
+		out.Tasks = out.Tasks[len(out.Tasks)-limit:]
+	}
+	writeJSON(w, out)
+}
+
+func (a *Agent) handleTaskSummary(w http.ResponseWriter, r *http.Request) {
+	release, ok := acquire(a.stateReads)
+	if !ok {
+		apiFail(w, fmt.Errorf("%w: %d state listings are being answered through this agent; try again later", ErrTooMany, cap(a.stateReads)))
+		return
+	}
+	defer release()
+	q, err := a.taskQueryOf(r)
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	q.Summary = true
+	replies, missing := a.gatherTasks(r.Context(), callerOf(r), q)
+	type key struct{ name, kind string }
+	rows := map[key]*TaskSummaryRow{}
+	for _, rep := range replies {
+		for _, c := range rep.Counts {
+			k := key{c.Name, c.Kind}
+			row := rows[k]
+			if row == nil {
+				row = &TaskSummaryRow{Name: c.Name, Kind: c.Kind, States: map[string]int{}}
+				rows[k] = row
+			}
+			row.States[c.State] += c.Count
+			row.Total += c.Count
+		}
+	}
+	out := TaskSummary{Rows: []TaskSummaryRow{}, Missing: missing}
+	for _, row := range rows {
+		out.Rows = append(out.Rows, *row)
+		out.Total += row.Total
+	}
+	slices.SortFunc(out.Rows, func(a, b TaskSummaryRow) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Kind, b.Kind))
+	})
+	writeJSON(w, out)
+}

@@ -1,0 +1,109 @@
+//go:build linux
+
+package fabric
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestStateTasks: the state API lists a tenant's tasks cluster-wide from
+// any agent (each once, with the node it ran on), keeps a failed task's
+// error, counts them by function, and shows a tenant nothing of
+// another's.
+func TestStateTasks(t *testing.T) {
+	a := startJobsAgent(t, nil)
+	cfg := jobsAgentConfig(t, nil)
+	cfg.Token = joinToken(t, a)
+	b, err := StartAgent(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	waitFor(t, 15*time.Second, "two members", func() bool { return a.node.NodeCount() == 2 && b.node.NodeCount() == 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	acme := tenantClient(t, ctx, a, TenantInfo{Name: "acme"})
+	globex := tenantClient(t, ctx, a, TenantInfo{Name: "globex"})
+	admin := a.Client(a.APIToken())
+	hostile := guestBytes(t, "internal/testguests/hostile")
+	for _, j := range []struct {
+		cl   *Client
+		id   string
+		args []string
+	}{
+		{acme, "spread", []string{"overlap", "6", "200"}},
+		{acme, "boom", []string{"panic"}},
+		{globex, "g", []string{"overlap", "2", "10"}},
+	} {
+		if _, err := j.cl.SubmitWith(ctx, hostile, j.args, SubmitOptions{ID: j.id}, io.Discard, io.Discard); err != nil && j.id != "boom" {
+			t.Fatalf("job %s: %v", j.id, err)
+		}
+	}
+	// From b, which ran none of the drivers: acme's job's six tasks, each
+	// once, on both nodes, and its driver.
+	acmeB := b.Client(acme.Token)
+	spread, err := acmeB.Tasks(ctx, TaskQuery{Job: "spread"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := map[string]int{}
+	for _, tk := range spread.Tasks {
+		if tk.Job != "spread" || tk.Tenant != "acme" || tk.State != "finished" || tk.Ended == nil {
+			t.Errorf("a task of job spread: %+v", tk)
+		}
+		if tk.Name == "hold" {
+			nodes[tk.Node]++
+		}
+	}
+	if spread.Total != 7 || len(spread.Tasks) != 7 || nodes[a.ID]+nodes[b.ID] != 6 || nodes[a.ID] == 0 || nodes[b.ID] == 0 || len(spread.Missing) != 0 {
+		t.Fatalf("job spread: %d of %d tasks, hold on %v, missing %v", len(spread.Tasks), spread.Total, nodes, spread.Missing)
+	}
+	// The failed task keeps its error: the guest's message and stack.
+	failed, err := acme.Tasks(ctx, TaskQuery{State: "failed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(failed.Tasks) != 1 || failed.Tasks[0].Name != "panicky" || failed.Tasks[0].Job != "boom" ||
+		!strings.Contains(failed.Tasks[0].Error, "boom: the guest panicked") || failed.Tasks[0].ErrorType == "" {
+		t.Fatalf("acme's failed tasks: %+v", failed.Tasks)
+	}
+	sum, err := acme.TaskSummary(ctx, TaskQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]map[string]int{}
+	for _, r := range sum.Rows {
+		counts[r.Name] = r.States
+	}
+	if counts["hold"]["finished"] != 6 || counts["panicky"]["failed"] != 1 || counts["main"]["finished"] != 2 || sum.Total < 9 {
+		t.Fatalf("acme's summary: %+v", sum)
+	}
+	// A tenant sees nothing of another's, even naming its job.
+	g, err := globex.Tasks(ctx, TaskQuery{})
+	if err != nil || g.Total < 3 {
+		t.Fatalf("globex's tasks: %+v, %v", g, err)
+	}
+	for _, tk := range g.Tasks {
+		if tk.Tenant != "globex" || tk.Job != "g" {
+			t.Errorf("globex lists %+v", tk)
+		}
+	}
+	if _, err := globex.Tasks(ctx, TaskQuery{Job: "spread"}); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("globex asks for acme's job's tasks: %v", err)
+	}
+	// The cluster's operator sees every tenant's, under the jobs' keys.
+	all, err := admin.Tasks(ctx, TaskQuery{Limit: 2})
+	if err != nil || all.Total != sum.Total+g.Total || len(all.Tasks) != 2 {
+		t.Fatalf("the operator's newest two: %+v, %v", all, err)
+	}
+	if boom, err := admin.Tasks(ctx, TaskQuery{Job: "acme:boom", State: "failed"}); err != nil || len(boom.Tasks) != 1 || boom.Tasks[0].Job != "acme:boom" {
+		t.Fatalf("the operator's view of acme's failure: %+v, %v", boom, err)
+	}
+	if _, err := acme.Tasks(ctx, TaskQuery{State: "lost"}); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Fatalf("a bad state: %v", err)
+	}
+}
