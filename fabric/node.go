@@ -86,6 +86,10 @@ type Config struct {
 	// MaxInstances bounds the workers of the node, parked ones included
 	// (0: 32768); one job holds at most half of them.
 	MaxInstances int
+	// TaskHistory bounds the records of ended tasks the node keeps for
+	// the state API (0: 100,000; < 0: none). Each holds some hundreds of
+	// bytes and its error's text.
+	TaskHistory int
 	// NodeID names the node to its scheduler and its peers (empty: "local").
 	NodeID string
 	// Labels are the node's labels, for tasks' label selectors.
@@ -294,7 +298,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.core = core.New(core.Config{Node: scheduler.NodeID(cfg.NodeID), Resources: total, Labels: cfg.Labels,
 		MaxWorkers: cfg.MaxWorkers, MaxInstances: cfg.MaxInstances, Leases: !cfg.NoShortPaths, InlineMax: sandbox.InlineMax, HeapBudget: max(64<<20, cfg.ObjectStoreMemory/4),
-		Seed: binary.LittleEndian.Uint64(seed[:]), Clustered: cfg.clustered, Registry: cfg.registry, VerifyGrant: cfg.verifyGrant}, n.store)
+		Seed: binary.LittleEndian.Uint64(seed[:]), Clustered: cfg.clustered, Registry: cfg.registry, VerifyGrant: cfg.verifyGrant, TaskHistory: cfg.TaskHistory}, n.store)
 	if n.groups != nil {
 		n.wg.Add(1)
 		go n.weighLoop()

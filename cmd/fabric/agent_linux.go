@@ -194,6 +194,7 @@ The command line comes first, then the environment, then the file.`,
 	f.StringVar(&tenantMem, "tenant-memory", "", "the memory a tenant's workers here hold together when its quota sets none, e.g. 8GiB (default: half the node's memory; needs control groups)")
 	f.StringSliceVar(&ress, "resources", nil, "custom resources, NAME=AMOUNT,...")
 	f.DurationVar(&drainTimeout, "drain-timeout", 5*time.Minute, "on SIGTERM, how long to wait for the jobs and tasks here to end before leaving")
+	f.IntVar(&cfg.Node.TaskHistory, "task-history", 0, "records of ended tasks kept here for fabric list tasks (default 100000; -1: none); when full, the tenant with the most loses its oldest")
 	f.IntVar(&cfg.MaxRunningJobs, "max-running-jobs", 0, "drivers that run here at once; later jobs wait, pending (default 32)")
 	f.StringVar(&moduleDisk, "module-disk-limit", "", "disk for modules and their compiled code (default 8GiB); past it, what no job uses is removed, least recently used first (compiled code first), keeping one copy of each uploaded module")
 	f.StringVar(&jobLog, "job-log-limit", "", "output kept of each job whose driver runs here (default 16MiB); past it, output is counted, not kept")

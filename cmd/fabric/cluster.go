@@ -171,7 +171,7 @@ func newSubmitCmd() *cobra.Command {
 }
 
 func newListCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "list", Short: "List cluster objects (nodes)"}
+	cmd := &cobra.Command{Use: "list", Short: "List the cluster's nodes, jobs and tasks"}
 	var cf clientFlags
 	nodes := &cobra.Command{
 		Use:     "nodes",
@@ -216,7 +216,9 @@ func newListCmd() *cobra.Command {
 		},
 	}
 	cf.register(nodes, true)
-	cmd.AddCommand(nodes)
+	jobs := newJobListCmd()
+	jobs.Use, jobs.Example = "jobs", "  fabric list jobs\n  fabric list jobs -o json"
+	cmd.AddCommand(nodes, jobs, newListTasksCmd())
 	return cmd
 }
 

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/wasmfabric/fabric/fabric"
+)
+
+// taskFilters reads --filter k=v flags into a task query.
+func taskFilters(filters []string, limit int) (fabric.TaskQuery, error) {
+	q := fabric.TaskQuery{Limit: limit}
+	for _, f := range filters {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || v == "" {
+			return q, fmt.Errorf("--filter %q: want KEY=VALUE, KEY one of job, state, name", f)
+		}
+		switch k {
+		case "job":
+			q.Job = v
+		case "state":
+			q.State = v
+		case "name":
+			q.Name = v
+		default:
+			return q, fmt.Errorf("--filter %q: filter by job, state (pending, running, finished, failed) or name", f)
+		}
+	}
+	return q, nil
+}
+
+func newListTasksCmd() *cobra.Command {
+	var (
+		cf      clientFlags
+		filters []string
+		limit   int
+	)
+	cmd := &cobra.Command{
+		Use:   "tasks",
+		Short: "List the cluster's tasks (the newest, oldest first): state, node, attempts, errors",
+		Long: `Tasks lists the tasks your token sees, from every node of the cluster: one
+row per task that has not ended and per attempt that has, with its job,
+function, state (pending, running, finished or failed), the node it ran on
+and a failed task's error. Ended tasks are kept per node up to a bound
+(the agent's --task-history); --limit shows the newest N that match.`,
+		Example: "  fabric list tasks\n  fabric list tasks --filter job=train --filter state=failed\n  fabric list tasks --filter name=square -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q, err := taskFilters(filters, limit)
+			if err != nil {
+				return err
+			}
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			list, err := cl.Tasks(cmd.Context(), q)
+			if err != nil {
+				return err
+			}
+			if len(list.Missing) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: nodes %s did not answer in time: their tasks are not listed\n", strings.Join(list.Missing, ", "))
+			}
+			if cf.output == "json" || cf.output == "yaml" {
+				return printAs(cmd.OutOrStdout(), cf.output, list)
+			}
+			if err := printTasks(cmd.OutOrStdout(), list.Tasks, cf.output == "wide"); err != nil {
+				return err
+			}
+			if len(list.Tasks) < list.Total {
+				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: the newest %d of %d tasks; --limit shows more (up to 10000), --filter fewer\n", len(list.Tasks), list.Total)
+			}
+			return nil
+		},
+	}
+	cf.register(cmd, true)
+	cmd.Flags().StringArrayVar(&filters, "filter", nil, "show only tasks with KEY=VALUE: job, state (pending, running, finished, failed) or name (repeatable)")
+	cmd.Flags().IntVar(&limit, "limit", 100, "show the newest N tasks that match (1 to 10000)")
+	return cmd
+}
+
+func printTasks(w io.Writer, tasks []fabric.TaskInfo, wide bool) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	head := "TASK\tJOB\tNAME\tKIND\tSTATE\tNODE\tATTEMPT\tDURATION\tERROR"
+	if wide {
+		head += "\tTENANT\tPID\tSUBMITTED\tACTOR"
+	}
+	fmt.Fprintln(tw, head)
+	for _, t := range tasks {
+		id := t.ID
+		if !wide && len(id) > 16 {
+			id = id[:16]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s", id, t.Job, t.Name, t.Kind, t.State, t.Node, t.Attempt, taskDuration(t), orDash(errorLine(t.ErrorType, t.Error, wide)))
+		if wide {
+			pid := "-"
+			if t.Pid != 0 {
+				pid = fmt.Sprint(t.Pid)
+			}
+			fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s", orDash(t.Tenant), pid, t.Submitted.Local().Format(time.DateTime), orDash(t.Actor))
+		}
+		fmt.Fprintln(tw)
+	}
+	return tw.Flush()
+}
+
+// taskDuration is how long a task ran (or runs), from its start, else
+// from its placement.
+func taskDuration(t fabric.TaskInfo) string {
+	from := cmp.Or(t.Started, t.Placed)
+	if from == nil {
+		return "-"
+	}
+	to := time.Now()
+	if t.Ended != nil {
+		to = *t.Ended
+	}
+	return to.Sub(*from).Round(time.Millisecond).String()
+}
+
+// errorLine is an error's first line, cut to fit a table unless wide.
+func errorLine(kind, msg string, wide bool) string {
+	if msg == "" {
+		return ""
+	}
+	line, _, _ := strings.Cut(msg, "\n")
+	if kind != "" {
+		line = kind + ": " + line
+	}
+	if !wide && len(line) > 60 {
+		line = line[:57] + "..."
+	}
+	return line
+}
+
+func newSummaryCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "summary", Short: "Count the cluster's tasks by function and state"}
+	var (
+		cf      clientFlags
+		filters []string
+	)
+	tasks := &cobra.Command{
+		Use:     "tasks",
+		Short:   "Count the tasks your token sees, cluster-wide, by function and state",
+		Example: "  fabric summary tasks\n  fabric summary tasks --filter job=train -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q, err := taskFilters(filters, 0)
+			if err != nil {
+				return err
+			}
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			sum, err := cl.TaskSummary(cmd.Context(), q)
+			if err != nil {
+				return err
+			}
+			if len(sum.Missing) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: nodes %s did not answer in time: their tasks are not counted\n", strings.Join(sum.Missing, ", "))
+			}
+			if cf.output == "json" || cf.output == "yaml" {
+				return printAs(cmd.OutOrStdout(), cf.output, sum)
+			}
+			states := []string{"pending", "running", "finished", "failed"}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tKIND\tTOTAL\tPENDING\tRUNNING\tFINISHED\tFAILED")
+			for _, r := range sum.Rows {
+				fmt.Fprintf(tw, "%s\t%s\t%d", r.Name, r.Kind, r.Total)
+				for _, s := range states {
+					fmt.Fprintf(tw, "\t%d", r.States[s])
+				}
+				fmt.Fprintln(tw)
+			}
+			return tw.Flush()
+		},
+	}
+	cf.register(tasks, true)
+	tasks.Flags().StringArrayVar(&filters, "filter", nil, "count only tasks with KEY=VALUE: job, state or name (repeatable)")
+	cmd.AddCommand(tasks)
+	return cmd
+}

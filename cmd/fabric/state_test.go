@@ -1,0 +1,59 @@
+//go:build linux
+
+package main
+
+import (
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/wasmfabric/fabric/fabric"
+	"github.com/wasmfabric/fabric/internal/testrig"
+)
+
+// TestListTasks: `fabric list tasks` and `fabric summary tasks` show a
+// job's tasks, a failed one's error, in a table and as JSON; a bad
+// filter says what filters there are.
+func TestListTasks(t *testing.T) {
+	isolateLocalAgents(t)
+	hostile := testrig.Guest(t, "internal/testguests/hostile")
+	a := startAgentProc(t, "--data-dir", t.TempDir(), "--task-history", "1000")
+	for _, job := range [][]string{{"--id", "hold", hostile, "--", "overlap", "3", "10"}, {"--id", "boom", hostile, "--", "panic"}} {
+		if res := runOn(t, a, append([]string{"job", "submit"}, job...)...); res.Code != 0 && job[1] != "boom" {
+			t.Fatalf("job %s: exit %d\n%s", job[1], res.Code, res.Stderr)
+		}
+	}
+	res := runOn(t, a, "list", "tasks", "--filter", "job=hold")
+	lines := strings.Split(strings.TrimSpace(res.Stdout), "\n")
+	if res.Code != 0 || len(lines) != 5 || !strings.HasPrefix(lines[0], "TASK") || strings.Count(res.Stdout, " hold  task ") != 3 || strings.Count(res.Stdout, "finished") != 4 {
+		t.Fatalf("list tasks --filter job=hold: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = runOn(t, a, "list", "tasks", "--filter", "state=failed", "-o", "json")
+	var failed fabric.TaskList
+	if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &failed) != nil || len(failed.Tasks) != 1 ||
+		failed.Tasks[0].Job != "boom" || !strings.Contains(failed.Tasks[0].Error, "boom: the guest panicked") {
+		t.Fatalf("list tasks --filter state=failed -o json: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = runOn(t, a, "list", "tasks", "--limit", "1")
+	if res.Code != 0 || strings.Count(strings.TrimSpace(res.Stdout), "\n") != 1 || !strings.Contains(res.Stderr, "the newest 1 of") {
+		t.Fatalf("list tasks --limit 1: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = runOn(t, a, "summary", "tasks")
+	if res.Code != 0 || !strings.Contains(res.Stdout, "NAME") || !regexpLine(res.Stdout, `hold\s+task\s+3\s+0\s+0\s+3\s+0`) || !regexpLine(res.Stdout, `panicky\s+task\s+1\s+0\s+0\s+0\s+1`) {
+		t.Fatalf("summary tasks: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = runOn(t, a, "list", "tasks", "--filter", "color=red")
+	if res.Code == 0 || !strings.Contains(res.Stderr, "filter by job, state") {
+		t.Fatalf("a bad filter: exit %d\n%s", res.Code, res.Stderr)
+	}
+	res = runOn(t, a, "list", "jobs")
+	if res.Code != 0 || !strings.Contains(res.Stdout, "hold") || !strings.Contains(res.Stdout, "boom") {
+		t.Fatalf("list jobs: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+}
+
+// regexpLine reports whether a line of out matches pattern.
+func regexpLine(out, pattern string) bool {
+	return regexp.MustCompile(`(?m)^` + pattern + `\s*$`).MatchString(out)
+}
