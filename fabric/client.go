@@ -158,6 +158,24 @@ func (c *Client) Tasks(ctx context.Context, q TaskQuery) (TaskList, error) {
 	return out, c.getQuery(ctx, "/v1/tasks", q.values(), &out)
 }
 
+// ActorQuery selects actors in the state API; zero fields select all.
+type ActorQuery struct {
+	Job   string // a job's ID
+	State string // pending, alive, restarting or dead
+	Class string
+	Limit int // the newest this many (0: 100; at most 10,000)
+}
+
+// Actors lists the actors the caller's token sees, cluster-wide.
+func (c *Client) Actors(ctx context.Context, q ActorQuery) (ActorList, error) {
+	v := TaskQuery{Job: q.Job, State: q.State, Limit: q.Limit}.values()
+	if q.Class != "" {
+		v.Set("class", q.Class)
+	}
+	var out ActorList
+	return out, c.getQuery(ctx, "/v1/actors", v, &out)
+}
+
 // TaskSummary counts the tasks the caller's token sees by function and
 // state, cluster-wide.
 func (c *Client) TaskSummary(ctx context.Context, q TaskQuery) (TaskSummary, error) {

@@ -47,6 +47,7 @@ type taskQuery struct {
 	Limit   int      `cbor:"4,keyasint,omitempty"`
 	Summary bool     `cbor:"5,keyasint,omitempty"`
 	Token   string   `cbor:"6,keyasint,omitempty"` // the caller's, relayed
+	Actors  bool     `cbor:"7,keyasint,omitempty"` // actors (Name: their class), not tasks
 }
 
 // taskReply is msgTasks's answer.
@@ -54,6 +55,18 @@ type taskReply struct {
 	Tasks  []taskWire  `cbor:"1,keyasint,omitempty"`
 	Total  int         `cbor:"2,keyasint,omitempty"`
 	Counts []countWire `cbor:"3,keyasint,omitempty"`
+	Actors []actorWire `cbor:"4,keyasint,omitempty"`
+}
+
+// actorWire is an actor record on the wire.
+type actorWire struct {
+	_                            struct{} `cbor:",toarray"`
+	ID, Run, Tenant, Class, Name string
+	Namespace, State, Node       string
+	Pid, Restarts                int
+	Detached                     bool
+	Cause                        string
+	Created                      int64
 }
 
 // taskWire is a task record on the wire, its times in Unix nanoseconds
@@ -159,7 +172,45 @@ func (a *Agent) handleTasksPeer(ctx context.Context, body []byte) ([]byte, error
 	if !ok {
 		return nil, fmt.Errorf("%w: the relayed token", ErrUnauthorized)
 	}
-	return wire.Marshal(a.node.taskRecords(c.filterFor(), q))
+	return wire.Marshal(a.node.stateRecords(c.filterFor(), q))
+}
+
+// stateRecords answers a state query on this node.
+func (n *Node) stateRecords(f core.TaskFilter, q taskQuery) taskReply {
+	if q.Actors {
+		return n.actorRecords(f, q)
+	}
+	return n.taskRecords(f, q)
+}
+
+// actorRecords answers an actor query on this node for the tenants f
+// selects.
+func (n *Node) actorRecords(tf core.TaskFilter, q taskQuery) taskReply {
+	f := core.ActorFilter{Tenant: tf.Tenant, AnyTenant: tf.AnyTenant, State: q.State, Class: q.Name}
+	runs := q.Runs
+	if len(runs) == 0 {
+		runs = []string{""}
+	}
+	var recs []core.ActorRecord
+	n.mu.Lock()
+	for _, run := range runs {
+		f.Job = core.JobID(run)
+		recs = append(recs, n.core.ActorRecords(f)...)
+	}
+	n.mu.Unlock()
+	slices.SortFunc(recs, func(a, b core.ActorRecord) int {
+		return cmp.Or(cmp.Compare(a.Created, b.Created), slices.Compare(a.ID[:], b.ID[:]))
+	})
+	r := taskReply{Total: len(recs)}
+	if limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList); len(recs) > limit {
+		recs = recs[len(recs)-limit:]
+	}
+	for _, a := range recs {
+		r.Actors = append(r.Actors, actorWire{ID: hex.EncodeToString(a.ID[:]), Run: string(a.Job), Tenant: a.Tenant, Class: a.Class, Name: a.Name,
+			Namespace: a.Namespace, State: a.State, Node: string(a.Node), Pid: a.Pid, Restarts: a.Restarts, Detached: a.Detached,
+			Cause: a.Cause, Created: n.wall(a.Created)})
+	}
+	return r
 }
 
 // gatherTasks asks this node and every other alive one, in parallel;
@@ -200,7 +251,7 @@ func (a *Agent) gatherTasks(ctx context.Context, c caller, q taskQuery) (replies
 			replies = append(replies, r)
 		})
 	}
-	local := a.node.taskRecords(c.filterFor(), q)
+	local := a.node.stateRecords(c.filterFor(), q)
 	wg.Wait()
 	replies = append(replies, local)
 	slices.Sort(missing)
@@ -210,10 +261,14 @@ func (a *Agent) gatherTasks(ctx context.Context, c caller, q taskQuery) (replies
 // taskQueryOf reads a task listing's query; runs come from its job.
 func (a *Agent) taskQueryOf(r *http.Request) (taskQuery, error) {
 	v := r.URL.Query()
-	q := taskQuery{State: v.Get("state"), Name: v.Get("name")}
-	switch q.State {
-	case "", core.TaskPending, core.TaskRunning, core.TaskFinished, core.TaskFailed:
-	default:
+	q := taskQuery{State: v.Get("state"), Name: v.Get("name"), Actors: r.URL.Path == "/v1/actors"}
+	switch {
+	case q.Actors:
+		q.Name = v.Get("class")
+		if !slices.Contains([]string{"", "pending", "alive", "restarting", "dead"}, q.State) {
+			return q, fmt.Errorf("%w: state %q: pending, alive, restarting or dead", ErrBadRequest, q.State)
+		}
+	case !slices.Contains([]string{"", core.TaskPending, core.TaskRunning, core.TaskFinished, core.TaskFailed}, q.State):
 		return q, fmt.Errorf("%w: state %q: pending, running, finished or failed", ErrBadRequest, q.State)
 	}
 	if s := v.Get("limit"); s != "" {
@@ -291,6 +346,37 @@ func (a *Agent) handleTasks(w http.ResponseWriter, r *http.Request) {
 	})
 	if limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList); len(out.Tasks) > limit {
 		out.Tasks = out.Tasks[len(out.Tasks)-limit:]
+	}
+	writeJSON(w, out)
+}
+
+func (a *Agent) handleActors(w http.ResponseWriter, r *http.Request) {
+	release, ok := acquire(a.stateReads)
+	if !ok {
+		apiFail(w, fmt.Errorf("%w: %d state listings are being answered through this agent; try again later", ErrTooMany, cap(a.stateReads)))
+		return
+	}
+	defer release()
+	q, err := a.taskQueryOf(r)
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	c := callerOf(r)
+	replies, missing := a.gatherTasks(r.Context(), c, q)
+	names := a.jobNames(r.Context(), c)
+	out := ActorList{Actors: []ActorInfo{}, Missing: missing}
+	for _, rep := range replies {
+		out.Total += rep.Total
+		for _, x := range rep.Actors {
+			out.Actors = append(out.Actors, ActorInfo{ID: x.ID, Job: cmp.Or(names[x.Run], x.Run), Tenant: x.Tenant, Class: x.Class, Name: x.Name,
+				Namespace: x.Namespace, State: x.State, Node: x.Node, Pid: x.Pid, Restarts: x.Restarts, Detached: x.Detached, DeathCause: x.Cause,
+				Created: time.Unix(0, x.Created).UTC()})
+		}
+	}
+	slices.SortFunc(out.Actors, func(a, b ActorInfo) int { return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID)) })
+	if limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList); len(out.Actors) > limit {
+		out.Actors = out.Actors[len(out.Actors)-limit:]
 	}
 	writeJSON(w, out)
 }

@@ -106,4 +106,28 @@ func TestStateTasks(t *testing.T) {
 	if _, err := acme.Tasks(ctx, TaskQuery{State: "lost"}); err == nil || !strings.Contains(err.Error(), "400") {
 		t.Fatalf("a bad state: %v", err)
 	}
+
+	// Actors: listed from their owner, from any agent, while they live.
+	if _, err := acme.SubmitDetached(ctx, hostile, []string{"actors", "3", "60000"}, SubmitOptions{ID: "keepers"}); err != nil {
+		t.Fatal(err)
+	}
+	var actors ActorList
+	waitFor(t, 30*time.Second, "acme's three actors alive", func() bool {
+		actors, err = acmeB.Actors(ctx, ActorQuery{Job: "keepers", State: "alive"})
+		return err == nil && len(actors.Actors) == 3
+	})
+	for _, x := range actors.Actors {
+		if x.Class != "Keeper" || x.Job != "keepers" || x.Tenant != "acme" || x.Node == "" || x.Created.IsZero() {
+			t.Errorf("an actor: %+v", x)
+		}
+	}
+	if g, err := globex.Actors(ctx, ActorQuery{}); err != nil || len(g.Actors) != 0 {
+		t.Fatalf("globex lists actors %+v, %v", g, err)
+	}
+	if all, err := admin.Actors(ctx, ActorQuery{Class: "Keeper"}); err != nil || len(all.Actors) != 3 || all.Actors[0].Job != "acme:keepers" {
+		t.Fatalf("the operator lists actors %+v, %v", all, err)
+	}
+	if _, err := acme.StopJob(ctx, "keepers"); err != nil {
+		t.Fatal(err)
+	}
 }

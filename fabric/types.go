@@ -169,6 +169,33 @@ type TaskList struct {
 	Missing []string   `json:"missing_nodes,omitempty"`
 }
 
+// ActorInfo is an actor as the state API (`GET /v1/actors`, `fabric
+// list actors`) lists it.
+type ActorInfo struct {
+	ID        string `json:"actor_id"`
+	Job       string `json:"job"`
+	Tenant    string `json:"tenant,omitempty"`
+	Class     string `json:"class"`
+	Name      string `json:"name,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	// State is pending, alive, restarting or dead.
+	State      string    `json:"state"`
+	Node       string    `json:"node"`
+	Pid        int       `json:"pid,omitempty"`
+	Restarts   int       `json:"restarts"`
+	Detached   bool      `json:"detached,omitempty"`
+	DeathCause string    `json:"death_cause,omitempty"`
+	Created    time.Time `json:"created"`
+}
+
+// ActorList is a page of the state API's actors, as TaskList is of
+// tasks.
+type ActorList struct {
+	Actors  []ActorInfo `json:"actors"`
+	Total   int         `json:"total"`
+	Missing []string    `json:"missing_nodes,omitempty"`
+}
+
 // TaskSummary counts the tasks by function (`GET /v1/tasks/summary`,
 // `fabric summary tasks`).
 type TaskSummary struct {

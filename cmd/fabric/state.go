@@ -186,3 +186,86 @@ func newSummaryCmd() *cobra.Command {
 	cmd.AddCommand(tasks)
 	return cmd
 }
+
+func newListActorsCmd() *cobra.Command {
+	var (
+		cf      clientFlags
+		filters []string
+		limit   int
+	)
+	cmd := &cobra.Command{
+		Use:   "actors",
+		Short: "List the cluster's actors: class, name, state, node, restarts, why a dead one died",
+		Long: `Actors lists the actors your token sees, from every node of the cluster, as
+their owners (the nodes whose jobs created them) know them: pending,
+alive, restarting or dead (while their job runs), with the node each lives
+on and its restarts.`,
+		Example: "  fabric list actors\n  fabric list actors --filter state=dead -o wide\n  fabric list actors --filter job=train --filter class=Counter -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q := fabric.ActorQuery{Limit: limit}
+			for _, f := range filters {
+				k, v, ok := strings.Cut(f, "=")
+				switch {
+				case !ok || v == "":
+					return fmt.Errorf("--filter %q: want KEY=VALUE, KEY one of job, state, class", f)
+				case k == "job":
+					q.Job = v
+				case k == "state":
+					q.State = v
+				case k == "class":
+					q.Class = v
+				default:
+					return fmt.Errorf("--filter %q: filter by job, state (pending, alive, restarting, dead) or class", f)
+				}
+			}
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			list, err := cl.Actors(cmd.Context(), q)
+			if err != nil {
+				return err
+			}
+			if len(list.Missing) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: nodes %s did not answer in time: their actors are not listed\n", strings.Join(list.Missing, ", "))
+			}
+			if cf.output == "json" || cf.output == "yaml" {
+				return printAs(cmd.OutOrStdout(), cf.output, list)
+			}
+			wide := cf.output == "wide"
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			head := "ACTOR\tCLASS\tNAME\tJOB\tSTATE\tNODE\tRESTARTS\tAGE"
+			if wide {
+				head += "\tTENANT\tNAMESPACE\tPID\tDETACHED\tDEATH CAUSE"
+			}
+			fmt.Fprintln(tw, head)
+			for _, a := range list.Actors {
+				id := a.ID
+				if !wide && len(id) > 16 {
+					id = id[:16]
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s", id, a.Class, orDash(a.Name), a.Job, a.State, a.Node, a.Restarts, time.Since(a.Created).Round(time.Second))
+				if wide {
+					pid := "-"
+					if a.Pid != 0 {
+						pid = fmt.Sprint(a.Pid)
+					}
+					fmt.Fprintf(tw, "\t%s\t%s\t%s\t%v\t%s", orDash(a.Tenant), orDash(a.Namespace), pid, a.Detached, orDash(errorLine("", a.DeathCause, true)))
+				}
+				fmt.Fprintln(tw)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(list.Actors) < list.Total {
+				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: the newest %d of %d actors; --limit shows more (up to 10000), --filter fewer\n", len(list.Actors), list.Total)
+			}
+			return nil
+		},
+	}
+	cf.register(cmd, true)
+	cmd.Flags().StringArrayVar(&filters, "filter", nil, "show only actors with KEY=VALUE: job, state (pending, alive, restarting, dead) or class (repeatable)")
+	cmd.Flags().IntVar(&limit, "limit", 100, "show the newest N actors that match (1 to 10000)")
+	return cmd
+}

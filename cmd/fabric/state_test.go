@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wasmfabric/fabric/fabric"
 	"github.com/wasmfabric/fabric/internal/testrig"
@@ -46,6 +47,21 @@ func TestListTasks(t *testing.T) {
 	res = runOn(t, a, "list", "tasks", "--filter", "color=red")
 	if res.Code == 0 || !strings.Contains(res.Stderr, "filter by job, state") {
 		t.Fatalf("a bad filter: exit %d\n%s", res.Code, res.Stderr)
+	}
+	res = runOn(t, a, "job", "submit", "--no-wait", "--id", "keepers", hostile, "--", "actors", "2", "60000")
+	if res.Code != 0 {
+		t.Fatalf("job keepers: exit %d\n%s", res.Code, res.Stderr)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res = runOn(t, a, "list", "actors", "--filter", "state=alive", "-o", "wide")
+		if res.Code == 0 && strings.Count(res.Stdout, " Keeper ") == 2 && strings.Contains(res.Stdout, "keepers") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("list actors: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	res = runOn(t, a, "list", "jobs")
 	if res.Code != 0 || !strings.Contains(res.Stdout, "hold") || !strings.Contains(res.Stdout, "boom") {

@@ -45,6 +45,7 @@ type actor struct {
 	// will run again, in order, before the queue, once it restarts.
 	taskRetries int
 	retrying    []*task
+	restarts    int // restarts so far
 	// concurrent marks an actor whose instance serves calls side by side
 	// (MaxConcurrency above 1, or concurrency groups): its worker takes
 	// up to limits' sum of calls at once and answers them in any order.
@@ -350,6 +351,7 @@ func (c *Core) restartActor(a *actor, cause string) {
 	if a.restartsLeft > 0 {
 		a.restartsLeft--
 	}
+	a.restarts++
 	c.jobLogf(a.job, "fabric: actor %s lost its worker (%s); restarting it", a.class, firstLine(cause))
 	a.state = actorPending
 	c.sched.Finished(a.create.schedID())

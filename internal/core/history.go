@@ -286,3 +286,67 @@ func truncateError(s string) string {
 	}
 	return s[:maxRecordError-3] + "..."
 }
+
+// ActorRecord is an actor as the state API lists it, from its owner: the
+// node whose job created it (a node it was placed on, and a share's
+// stand-in, leave it to the owner).
+type ActorRecord struct {
+	ID        objects.ID
+	Job       JobID
+	Tenant    string
+	Class     string
+	Name      string
+	Namespace string
+	// State is "pending" (not yet placed or started), "alive",
+	// "restarting" or "dead".
+	State    string
+	Node     NodeID // where it lives (lived)
+	Pid      int    // its worker process's, when it lives here
+	Restarts int
+	Detached bool
+	// Cause is why it died.
+	Cause   string
+	Created Time
+}
+
+// ActorFilter selects actor records; zero fields select all.
+type ActorFilter struct {
+	Tenant    string
+	AnyTenant bool
+	Job       JobID
+	State     string
+	Class     string
+}
+
+// ActorRecords returns the records of the actors this node owns that f
+// selects, in no order.
+func (c *Core) ActorRecords(f ActorFilter) []ActorRecord {
+	var out []ActorRecord
+	for _, a := range c.actors {
+		if a.stub || a.reportTo != "" || !f.AnyTenant && a.job.tenant != f.Tenant || f.Job != "" && a.job.id != f.Job || f.Class != "" && a.class != f.Class {
+			continue
+		}
+		r := ActorRecord{ID: a.id, Job: a.job.id, Tenant: a.job.tenant, Class: a.class, Name: a.name, Namespace: a.namespace,
+			Node: cmp.Or(a.node, c.cfg.Node), Restarts: a.restarts, Detached: a.detached, Created: a.create.submitted}
+		if a.create.ranOn != "" && a.node == "" {
+			r.Node = a.create.ranOn
+		}
+		switch {
+		case a.state == actorDead:
+			r.State, r.Cause = "dead", a.cause
+		case a.state == actorAlive:
+			r.State = "alive"
+		case a.restarts > 0:
+			r.State = "restarting"
+		default:
+			r.State = "pending"
+		}
+		if a.worker != nil {
+			r.Pid, r.Node = a.worker.pid, c.cfg.Node
+		}
+		if f.State == "" || r.State == f.State {
+			out = append(out, r)
+		}
+	}
+	return out
+}

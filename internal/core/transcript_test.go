@@ -493,6 +493,24 @@ func (h *harness) run(line string) (out []string) {
 			st.Workers, st.Objects, st.Tasks, st.Jobs, st.Stored, fmtQ(st.Available.CPU), fmtQ(st.Total.CPU), st.Queued, st.Heap)}
 	case "objects":
 		return h.objects(n)
+	case "actors": // actors [state=S]
+		var out []string
+		recs := n.core.ActorRecords(ActorFilter{AnyTenant: true, State: a.kv["state"]})
+		sort.Slice(recs, func(i, j int) bool { return h.name(recs[i].ID) < h.name(recs[j].ID) })
+		for _, r := range recs {
+			s := fmt.Sprintf("%s %s %s node=%s restarts=%d created=%s", h.name(r.ID), r.Class, r.State, r.Node, r.Restarts, time.Duration(r.Created))
+			if r.Name != "" {
+				s += fmt.Sprintf(" name=%s ns=%s", r.Name, r.Namespace)
+			}
+			if r.Tenant != "" {
+				s += " tenant=" + r.Tenant
+			}
+			if r.Cause != "" {
+				s += fmt.Sprintf(" cause=%q", firstLine(r.Cause))
+			}
+			out = append(out, s)
+		}
+		return append(out, fmt.Sprintf("%d actors", len(recs)))
 	case "tasks": // tasks [state=S] [job=J] [name=F] [own=1] [limit=N] [summary=1]
 		f := TaskFilter{AnyTenant: true, State: a.kv["state"], Name: a.kv["name"], Own: a.kv["own"] == "1"}
 		if tenant, ok := a.kv["tenant"]; ok {

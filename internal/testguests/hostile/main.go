@@ -19,6 +19,13 @@ import (
 
 var answer = sdk.Task0("answer", func() (int, error) { return 42, nil })
 
+// keeper is an actor that only answers, for listings of live actors.
+type keeper struct{}
+
+var keeperClass = sdk.Actor("Keeper", func() (*keeper, error) { return &keeper{}, nil })
+
+var keeperPing = sdk.NewMethod0(keeperClass, "ping", func(*keeper) (int, error) { return 1, nil })
+
 var panicky = sdk.Task0("panicky", func() (int, error) { panic("boom: the guest panicked") })
 
 var spin = sdk.Task0("spin", func() (int, error) {
@@ -326,7 +333,7 @@ func init() { sdk.Main(run) }
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: hostile panic|timeout|deadline|lease_spin|loop|overlap|ticks|membomb|recursion|flood|loud|chain|smallputs|bigputs|memhold|burn|work|badptr")
+		return errors.New("usage: hostile actors|panic|timeout|deadline|lease_spin|loop|overlap|ticks|membomb|recursion|flood|loud|chain|smallputs|bigputs|memhold|burn|work|badptr")
 	}
 	switch args[0] {
 	case "panic":
@@ -369,6 +376,19 @@ func run(args []string) error {
 	case "loop":
 		_, err := spinForever.Remote().Get()
 		return err
+	case "actors": // actors N MS: N actors, alive for MS, then the job ends
+		n, ms := 2, 1000
+		if len(args) > 2 {
+			n, _ = strconv.Atoi(args[1])
+			ms, _ = strconv.Atoi(args[2])
+		}
+		for range n {
+			if _, err := keeperPing.Remote(keeperClass.Remote()).Get(); err != nil {
+				return err
+			}
+		}
+		fmt.Printf("actors: %d up\n", n)
+		time.Sleep(time.Duration(ms) * time.Millisecond)
 	case "overlap": // overlap N MS: N one-CPU tasks of MS each; how many ran at once
 		n, ms := 4, 200
 		if len(args) > 2 {
