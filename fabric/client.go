@@ -158,6 +158,21 @@ func (c *Client) Tasks(ctx context.Context, q TaskQuery) (TaskList, error) {
 	return out, c.getQuery(ctx, "/v1/tasks", q.values(), &out)
 }
 
+// Timeline returns a job's task spans as a Chrome trace (JSON: an array
+// of complete events), for chrome://tracing or ui.perfetto.dev.
+func (c *Client) Timeline(ctx context.Context, job string) ([]byte, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(job)+"/timeline", nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var raw json.RawMessage
+	if err := decodeReply(resp, "timeline", &raw); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
 // ActorQuery selects actors in the state API; zero fields select all.
 type ActorQuery struct {
 	Job   string // a job's ID

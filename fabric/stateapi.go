@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +49,9 @@ type taskQuery struct {
 	Summary bool     `cbor:"5,keyasint,omitempty"`
 	Token   string   `cbor:"6,keyasint,omitempty"` // the caller's, relayed
 	Actors  bool     `cbor:"7,keyasint,omitempty"` // actors (Name: their class), not tasks
+	// Sent asks for the tasks other nodes sent here too (a timeline's
+	// spans: where they ran, they have their start and worker).
+	Sent bool `cbor:"8,keyasint,omitempty"`
 }
 
 // taskReply is msgTasks's answer.
@@ -78,6 +82,7 @@ type taskWire struct {
 	Pid, Attempt                      int
 	Error, ErrorKind                  string
 	Submitted, Placed, Started, Ended int64
+	For                               string // the node that sent it (Sent)
 }
 
 type countWire struct {
@@ -97,7 +102,7 @@ func (n *Node) wall(t core.Time) int64 {
 // taskRecords answers a task query on this node for the tenants f
 // selects: the records, sorted and cut outside the core's lock.
 func (n *Node) taskRecords(f core.TaskFilter, q taskQuery) taskReply {
-	f.State, f.Name, f.Own = q.State, q.Name, true
+	f.State, f.Name, f.Own = q.State, q.Name, !q.Sent
 	runs := q.Runs
 	if len(runs) == 0 {
 		runs = []string{""}
@@ -122,7 +127,7 @@ func (n *Node) taskRecords(f core.TaskFilter, q taskQuery) taskReply {
 	for _, t := range core.NewestTasks(recs, min(cmp.Or(q.Limit, defaultTaskList), maxTaskList)) {
 		w := taskWire{ID: hex.EncodeToString(t.ID[:]), Run: string(t.Job), Tenant: t.Tenant, Name: t.Name, Kind: t.Kind,
 			State: t.State, Node: string(t.Node), Pid: t.Pid, Attempt: t.Attempt, Error: t.Error, ErrorKind: t.ErrorKind,
-			Submitted: n.wall(t.Submitted), Placed: n.wall(t.Placed), Started: n.wall(t.Started), Ended: n.wall(t.Ended)}
+			Submitted: n.wall(t.Submitted), Placed: n.wall(t.Placed), Started: n.wall(t.Started), Ended: n.wall(t.Ended), For: string(t.For)}
 		if t.Actor != (core.TaskRecord{}).Actor {
 			w.Actor = hex.EncodeToString(t.Actor[:])
 		}
@@ -418,4 +423,77 @@ func (a *Agent) handleTaskSummary(w http.ResponseWriter, r *http.Request) {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Kind, b.Kind))
 	})
 	writeJSON(w, out)
+}
+
+// traceEvent is one event of a Chrome trace (the Trace Event Format's
+// complete events), as `ray timeline` writes them.
+type traceEvent struct {
+	Name  string         `json:"name"`
+	Cat   string         `json:"cat"`
+	Ph    string         `json:"ph"`
+	Ts    float64        `json:"ts"`  // µs
+	Dur   float64        `json:"dur"` // µs
+	Pid   string         `json:"pid"`
+	Tid   string         `json:"tid"`
+	Cname string         `json:"cname,omitempty"`
+	Args  map[string]any `json:"args,omitempty"`
+}
+
+// handleTimeline answers a job's task spans as a Chrome trace: one
+// complete event per task attempt that started, on its node (pid) and
+// worker process (tid), from where it ran.
+func (a *Agent) handleTimeline(w http.ResponseWriter, r *http.Request) {
+	release, ok := acquire(a.stateReads)
+	if !ok {
+		apiFail(w, fmt.Errorf("%w: %d state listings are being answered through this agent; try again later", ErrTooMany, cap(a.stateReads)))
+		return
+	}
+	defer release()
+	j, err := a.tenantJob(r, r.PathValue("id"), false)
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	q := taskQuery{Runs: j.Runs[max(0, len(j.Runs)-maxQueryRuns):], Limit: maxTaskList, Sent: true}
+	if len(q.Runs) == 0 {
+		writeJSON(w, []traceEvent{})
+		return
+	}
+	replies, missing := a.gatherTasks(r.Context(), callerOf(r), q)
+	if len(missing) > 0 {
+		w.Header().Set("Fabric-Missing-Nodes", strings.Join(missing, ","))
+	}
+	// Where a task ran on another node, that node's record has its span;
+	// the owner's only when and where it was sent.
+	ranElsewhere := map[string]bool{}
+	for _, rep := range replies {
+		for _, t := range rep.Tasks {
+			if t.For != "" {
+				ranElsewhere[t.ID] = true
+			}
+		}
+	}
+	events := []traceEvent{}
+	now := time.Now().UnixNano()
+	for _, rep := range replies {
+		for _, t := range rep.Tasks {
+			start := cmp.Or(t.Started, t.Placed)
+			if start == 0 || t.For == "" && ranElsewhere[t.ID] {
+				continue
+			}
+			end := cmp.Or(t.Ended, now)
+			ev := traceEvent{Name: t.Name, Cat: t.Kind, Ph: "X", Ts: float64(start) / 1e3, Dur: float64(max(0, end-start)) / 1e3,
+				Pid: "Node " + t.Node, Tid: "Worker " + strconv.Itoa(t.Pid),
+				Args: map[string]any{"task_id": t.ID, "state": t.State, "attempt": t.Attempt}}
+			if t.Pid == 0 {
+				ev.Tid = "Worker (not seen)"
+			}
+			if t.Error != "" {
+				ev.Args["error"], ev.Cname = t.Error, "terrible"
+			}
+			events = append(events, ev)
+		}
+	}
+	slices.SortFunc(events, func(a, b traceEvent) int { return cmp.Or(cmp.Compare(a.Ts, b.Ts), cmp.Compare(a.Name, b.Name)) })
+	writeJSON(w, events)
 }

@@ -4,6 +4,7 @@ package fabric
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"strings"
 	"testing"
@@ -61,6 +62,31 @@ func TestStateTasks(t *testing.T) {
 	}
 	if spread.Total != 7 || len(spread.Tasks) != 7 || nodes[a.ID]+nodes[b.ID] != 6 || nodes[a.ID] == 0 || nodes[b.ID] == 0 || len(spread.Missing) != 0 {
 		t.Fatalf("job spread: %d of %d tasks, hold on %v, missing %v", len(spread.Tasks), spread.Total, nodes, spread.Missing)
+	}
+	// Its timeline: each hold task's span where it ran, on its worker.
+	raw, err := acme.Timeline(ctx, "spread")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []traceEvent
+	if err := json.Unmarshal(raw, &events); err != nil {
+		t.Fatal(err)
+	}
+	spans := map[string]int{}
+	for _, e := range events {
+		if e.Name != "hold" {
+			continue
+		}
+		spans[e.Pid]++
+		if e.Ph != "X" || e.Dur < 190e3 || e.Dur > 10e6 || e.Tid == "Worker (not seen)" || e.Args["state"] != "finished" {
+			t.Errorf("a span of hold: %+v", e)
+		}
+	}
+	if spans["Node "+a.ID]+spans["Node "+b.ID] != 6 || spans["Node "+a.ID] == 0 || spans["Node "+b.ID] == 0 {
+		t.Fatalf("the timeline's hold spans by node: %v\n%s", spans, raw)
+	}
+	if _, err := globex.Timeline(ctx, "spread"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("globex asks for acme's timeline: %v", err)
 	}
 	// The failed task keeps its error: the guest's message and stack.
 	failed, err := acme.Tasks(ctx, TaskQuery{State: "failed"})

@@ -2,8 +2,10 @@ package main
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -267,5 +269,51 @@ on and its restarts.`,
 	cf.register(cmd, true)
 	cmd.Flags().StringArrayVar(&filters, "filter", nil, "show only actors with KEY=VALUE: job, state (pending, alive, restarting, dead) or class (repeatable)")
 	cmd.Flags().IntVar(&limit, "limit", 100, "show the newest N actors that match (1 to 10000)")
+	return cmd
+}
+
+func newTimelineCmd() *cobra.Command {
+	var (
+		cf  clientFlags
+		out string
+	)
+	cmd := &cobra.Command{
+		Use:   "timeline JOB",
+		Short: "Write a job's task spans as a Chrome trace (chrome://tracing, ui.perfetto.dev)",
+		Long: `Timeline writes the spans of a job's tasks, each attempt where it ran (node)
+and in which worker process, as a Chrome trace: open the file in
+chrome://tracing or https://ui.perfetto.dev. The spans are those of the
+task records the nodes keep (--task-history on the agents).`,
+		Example: "  fabric timeline train\n  fabric timeline train -o trace.json",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			trace, err := cl.Timeline(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			var events []json.RawMessage
+			if err := json.Unmarshal(trace, &events); err != nil {
+				return fmt.Errorf("the agent's timeline: %w", err)
+			}
+			if out == "-" {
+				_, err := cmd.OutOrStdout().Write(append(trace, '\n'))
+				return err
+			}
+			if out == "" {
+				out = "timeline-" + strings.NewReplacer(":", "-", "/", "-").Replace(args[0]) + ".json"
+			}
+			if err := os.WriteFile(out, trace, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %d spans to %s: open it in chrome://tracing or https://ui.perfetto.dev\n", len(events), out)
+			return nil
+		},
+	}
+	cf.register(cmd, false)
+	cmd.Flags().StringVarP(&out, "output", "o", "", "the file to write (default timeline-JOB.json; - for standard output)")
 	return cmd
 }

@@ -4,6 +4,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -43,6 +45,13 @@ func TestListTasks(t *testing.T) {
 	res = runOn(t, a, "summary", "tasks")
 	if res.Code != 0 || !strings.Contains(res.Stdout, "NAME") || !regexpLine(res.Stdout, `hold\s+task\s+3\s+0\s+0\s+3\s+0`) || !regexpLine(res.Stdout, `panicky\s+task\s+1\s+0\s+0\s+0\s+1`) {
 		t.Fatalf("summary tasks: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	trace := filepath.Join(t.TempDir(), "trace.json")
+	res = runOn(t, a, "timeline", "hold", "-o", trace)
+	b, _ := os.ReadFile(trace)
+	var events []map[string]any
+	if res.Code != 0 || json.Unmarshal(b, &events) != nil || len(events) != 4 || !strings.Contains(res.Stderr, "wrote 4 spans") {
+		t.Fatalf("timeline hold: exit %d, %d events\n%s%s", res.Code, len(events), b, res.Stderr)
 	}
 	res = runOn(t, a, "list", "tasks", "--filter", "color=red")
 	if res.Code == 0 || !strings.Contains(res.Stderr, "filter by job, state") {
