@@ -164,6 +164,9 @@ type Agent struct {
 	// stateReads bounds the state API's listings answered through this
 	// agent, stateServes the task queries other nodes ask of it.
 	stateReads, stateServes chan struct{}
+	// metricsHandler serves /metrics, made at the first scrape.
+	metricsOnce    sync.Once
+	metricsHandler http.Handler
 	// authSlots bounds the tenants' token checks run at once.
 	authSlots chan struct{}
 	// gcWake wakes the module collector; gcGrace, when set, replaces

@@ -59,6 +59,7 @@ func (a *Agent) apiRoutes() []apiRoute {
 		{"GET /v1/actors", tenantUser, a.handleActors},
 		{"GET /v1/jobs/{id}/timeline", tenantUser, a.handleTimeline},
 		{"GET /v1/debug/state", clusterOnly, a.handleDebugState},
+		{"GET /metrics", clusterOnly, a.handleMetrics},
 		{"POST /v1/tenants", clusterOnly, a.handleTenantCreate},
 		{"GET /v1/tenants", clusterOnly, a.handleTenantList},
 		{"DELETE /v1/tenants/{name}", clusterOnly, a.handleTenantDelete},

@@ -234,6 +234,7 @@ func (c *Core) retryCall(t *task) bool {
 	}
 	t.retriesLeft--
 	t.retried++
+	c.counts.TaskRetries++
 	c.stopTaskTimer(t)
 	if w := t.worker; w != nil && w.task == t {
 		w.task = nil
@@ -314,6 +315,7 @@ func (c *Core) retryRemoteCall(t *task) bool {
 		t.retriesLeft--
 	}
 	t.retried++
+	c.counts.TaskRetries++
 	c.stopTaskTimer(t)
 	t.state = taskQueued
 	if a.state == actorAlive {
@@ -352,6 +354,7 @@ func (c *Core) restartActor(a *actor, cause string) {
 		a.restartsLeft--
 	}
 	a.restarts++
+	c.counts.ActorRestarts++
 	c.jobLogf(a.job, "fabric: actor %s lost its worker (%s); restarting it", a.class, firstLine(cause))
 	a.state = actorPending
 	c.sched.Finished(a.create.schedID())

@@ -199,8 +199,10 @@ type Core struct {
 	busyUntil map[NodeID]Time
 	// groupNames maps job ID + "/" + name to the named placement group.
 	groupNames map[string]objects.ID
-	// history keeps the records of ended tasks (history.go).
+	// history keeps the records of ended tasks (history.go); counts the
+	// running totals (counters.go).
 	history history
+	counts  counters
 	// later is work deferred to the end of the step, out of loops that
 	// must not see its effects.
 	later []func()

@@ -216,6 +216,7 @@ func (c *Core) keepRecord(t *task) {
 	}
 	r := c.record(t)
 	r.Ended = c.now
+	c.counts.ended(&r)
 	c.history.add(r)
 }
 

@@ -494,6 +494,7 @@ func (c *Core) reconstruct(id objects.ID, o *object) bool {
 	}
 	t.retriesLeft--
 	t.retried++
+	c.counts.TaskRetries++
 	t.lineage = false
 	node := o.remote
 	for _, rid := range t.returns {

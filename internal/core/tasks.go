@@ -361,6 +361,7 @@ func (c *Core) schedule() {
 				continue
 			}
 			t.state, t.placed = taskRunning, c.now
+			c.counts.placed(t, c.now)
 			if p.Node != c.cfg.Node {
 				c.runRemote(t, p.Node)
 				continue
@@ -818,6 +819,7 @@ func (c *Core) executionFailed(w *worker, t *task, d wire.Done) {
 	if t.kind == wire.ExecTask && retriable && t.retriesLeft != 0 {
 		t.retriesLeft--
 		t.retried++
+		c.counts.TaskRetries++
 		c.sched.Finished(t.schedID())
 		c.afterExecution(w) // the worker is idle first: the retry may go to it
 		c.submit(t)
@@ -859,6 +861,7 @@ func (c *Core) executionExited(w *worker, t *task, d wire.Done) {
 		if t.retriesLeft != 0 {
 			t.retriesLeft--
 			t.retried++
+			c.counts.TaskRetries++
 			c.sched.Finished(t.schedID())
 			c.afterExecution(w) // the worker is idle first: the retry may go to it
 			c.jobLogf(t.job, "fabric: task %s exited (%s); retrying", t.name, firstLine(d.Error))
@@ -931,6 +934,7 @@ func (c *Core) executionLost(t *task, w *worker, cause string) {
 func (c *Core) retry(t *task, why string) {
 	t.retriesLeft--
 	t.retried++
+	c.counts.TaskRetries++
 	c.sched.Finished(t.schedID())
 	c.jobLogf(t.job, "fabric: task %s %s; retrying", t.name, why)
 	c.submit(t)

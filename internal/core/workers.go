@@ -121,6 +121,7 @@ func (c *Core) startWorker(j *job, driver *task, parked bool, group string) *wor
 	c.workers[w.id] = w
 	c.live++
 	j.workers = append(j.workers, w) // IDs grow: the list stays in order
+	c.counts.WorkersStarted++
 	c.emit(StartWorker{Worker: w.id, Job: j.id, Tenant: j.tenant, Digest: j.digest, Process: group})
 	c.updateParked(w)
 	return w

@@ -1,0 +1,71 @@
+package core
+
+import "github.com/wasmfabric/fabric/internal/wire"
+
+// SchedBuckets are the upper bounds of the scheduling-latency histogram's
+// buckets: how long a task waited from its submission to its placement.
+var SchedBuckets = []Time{100e3, 500e3, 1e6, 5e6, 10e6, 50e6, 100e6, 500e6, 1e9, 5e9, 10e9, 60e9}
+
+// Counters are the core's running totals since it started, for metrics.
+type Counters struct {
+	// TasksFinished and TasksFailed count tasks (and actor calls and
+	// drivers) that ended; FailedByKind the failures by error kind.
+	TasksFinished, TasksFailed uint64
+	FailedByKind               map[string]uint64
+	// TaskRetries counts the runs again of tasks whose worker or node
+	// was lost (or that raised, with retry_exceptions).
+	TaskRetries uint64
+	// ActorRestarts counts the actors restarted after losing their
+	// worker.
+	ActorRestarts uint64
+	// WorkersStarted counts the workers (sandbox instances) asked for.
+	WorkersStarted uint64
+	// SchedCounts[i] counts the tasks placed within SchedBuckets[i] of
+	// their submission (the last: later); SchedSum is their waits' sum.
+	SchedCounts []uint64
+	SchedSum    Time
+}
+
+// counters are a core's Counters as it keeps them.
+type counters struct {
+	Counters
+}
+
+func (n *counters) placed(t *task, now Time) {
+	if t.kind != wire.ExecTask {
+		return
+	}
+	if n.SchedCounts == nil {
+		n.SchedCounts = make([]uint64, len(SchedBuckets)+1)
+	}
+	wait := max(0, now-t.submitted)
+	i := 0
+	for i < len(SchedBuckets) && wait > SchedBuckets[i] {
+		i++
+	}
+	n.SchedCounts[i]++
+	n.SchedSum += wait
+}
+
+func (n *counters) ended(r *TaskRecord) {
+	if r.State != TaskFailed {
+		n.TasksFinished++
+		return
+	}
+	n.TasksFailed++
+	if n.FailedByKind == nil {
+		n.FailedByKind = map[string]uint64{}
+	}
+	n.FailedByKind[r.ErrorKind]++
+}
+
+// Counters returns the core's running totals.
+func (c *Core) Counters() Counters {
+	out := c.counts.Counters
+	out.FailedByKind = make(map[string]uint64, len(c.counts.FailedByKind))
+	for k, v := range c.counts.FailedByKind {
+		out.FailedByKind[k] = v
+	}
+	out.SchedCounts = append([]uint64(nil), c.counts.SchedCounts...)
+	return out
+}
