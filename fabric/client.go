@@ -173,6 +173,13 @@ func (c *Client) Timeline(ctx context.Context, job string) ([]byte, error) {
 	return raw, nil
 }
 
+// Objects lists the objects the caller's token sees, cluster-wide (of a
+// job: job; limit: 0 for 100, at most 10,000).
+func (c *Client) Objects(ctx context.Context, job string, limit int) (ObjectList, error) {
+	var out ObjectList
+	return out, c.getQuery(ctx, "/v1/objects", TaskQuery{Job: job, Limit: limit}.values(), &out)
+}
+
 // ActorQuery selects actors in the state API; zero fields select all.
 type ActorQuery struct {
 	Job   string // a job's ID

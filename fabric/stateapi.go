@@ -49,6 +49,7 @@ type taskQuery struct {
 	Summary bool     `cbor:"5,keyasint,omitempty"`
 	Token   string   `cbor:"6,keyasint,omitempty"` // the caller's, relayed
 	Actors  bool     `cbor:"7,keyasint,omitempty"` // actors (Name: their class), not tasks
+	Objects bool     `cbor:"9,keyasint,omitempty"` // objects, not tasks
 	// Sent asks for the tasks other nodes sent here too (a timeline's
 	// spans: where they ran, they have their start and worker).
 	Sent bool `cbor:"8,keyasint,omitempty"`
@@ -56,10 +57,24 @@ type taskQuery struct {
 
 // taskReply is msgTasks's answer.
 type taskReply struct {
-	Tasks  []taskWire  `cbor:"1,keyasint,omitempty"`
-	Total  int         `cbor:"2,keyasint,omitempty"`
-	Counts []countWire `cbor:"3,keyasint,omitempty"`
-	Actors []actorWire `cbor:"4,keyasint,omitempty"`
+	Tasks   []taskWire   `cbor:"1,keyasint,omitempty"`
+	Total   int          `cbor:"2,keyasint,omitempty"`
+	Counts  []countWire  `cbor:"3,keyasint,omitempty"`
+	Actors  []actorWire  `cbor:"4,keyasint,omitempty"`
+	Objects []objectWire `cbor:"5,keyasint,omitempty"`
+	Node    string       `cbor:"6,keyasint,omitempty"` // the answering node
+}
+
+// objectWire is a node's record of an object on the wire.
+type objectWire struct {
+	_                     struct{} `cbor:",toarray"`
+	ID, Run, Tenant       string
+	Size                  int64
+	Ready, Error, Spilled bool
+	Where, Remote         string
+	Refs, Borrows         int
+	Producer              string
+	Copies                []string
 }
 
 // actorWire is an actor record on the wire.
@@ -182,10 +197,51 @@ func (a *Agent) handleTasksPeer(ctx context.Context, body []byte) ([]byte, error
 
 // stateRecords answers a state query on this node.
 func (n *Node) stateRecords(f core.TaskFilter, q taskQuery) taskReply {
-	if q.Actors {
-		return n.actorRecords(f, q)
+	var r taskReply
+	switch {
+	case q.Actors:
+		r = n.actorRecords(f, q)
+	case q.Objects:
+		r = n.objectRecords(f, q)
+	default:
+		r = n.taskRecords(f, q)
 	}
-	return n.taskRecords(f, q)
+	r.Node = n.cfg.NodeID
+	return r
+}
+
+// objectRecords answers an object query on this node for the tenants f
+// selects: its records of objects, with whether the store spilled them.
+func (n *Node) objectRecords(tf core.TaskFilter, q taskQuery) taskReply {
+	f := core.ObjectFilter{Tenant: tf.Tenant, AnyTenant: tf.AnyTenant}
+	runs := q.Runs
+	if len(runs) == 0 {
+		runs = []string{""}
+	}
+	var recs []core.ObjectRecord
+	n.mu.Lock()
+	for _, run := range runs {
+		f.Job = core.JobID(run)
+		recs = append(recs, n.core.ObjectRecords(f)...)
+	}
+	n.mu.Unlock()
+	slices.SortFunc(recs, func(a, b core.ObjectRecord) int { return slices.Compare(a.ID[:], b.ID[:]) })
+	r := taskReply{Total: len(recs)}
+	if limit := maxTaskList; len(recs) > limit {
+		recs = recs[:limit]
+	}
+	for _, o := range recs {
+		w := objectWire{ID: hex.EncodeToString(o.ID[:]), Run: string(o.Job), Tenant: o.Tenant, Size: o.Size, Ready: o.Ready, Error: o.Error,
+			Where: o.Where, Remote: string(o.Remote), Refs: o.Refs, Borrows: o.Borrows, Producer: o.Producer}
+		if o.Where == "store" {
+			w.Spilled = n.store.Spilled(o.ID)
+		}
+		for _, c := range o.Copies {
+			w.Copies = append(w.Copies, string(c))
+		}
+		r.Objects = append(r.Objects, w)
+	}
+	return r
 }
 
 // actorRecords answers an actor query on this node for the tenants f
@@ -266,8 +322,10 @@ func (a *Agent) gatherTasks(ctx context.Context, c caller, q taskQuery) (replies
 // taskQueryOf reads a task listing's query; runs come from its job.
 func (a *Agent) taskQueryOf(r *http.Request) (taskQuery, error) {
 	v := r.URL.Query()
-	q := taskQuery{State: v.Get("state"), Name: v.Get("name"), Actors: r.URL.Path == "/v1/actors"}
+	q := taskQuery{State: v.Get("state"), Name: v.Get("name"), Actors: r.URL.Path == "/v1/actors", Objects: r.URL.Path == "/v1/objects"}
 	switch {
+	case q.Objects:
+		q.State, q.Name = "", ""
 	case q.Actors:
 		q.Name = v.Get("class")
 		if !slices.Contains([]string{"", "pending", "alive", "restarting", "dead"}, q.State) {
@@ -382,6 +440,61 @@ func (a *Agent) handleActors(w http.ResponseWriter, r *http.Request) {
 	slices.SortFunc(out.Actors, func(a, b ActorInfo) int { return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID)) })
 	if limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList); len(out.Actors) > limit {
 		out.Actors = out.Actors[len(out.Actors)-limit:]
+	}
+	writeJSON(w, out)
+}
+
+// handleObjects lists objects, cluster-wide: the records of each node
+// merged by ID, with the nodes that hold its bytes.
+func (a *Agent) handleObjects(w http.ResponseWriter, r *http.Request) {
+	release, ok := acquire(a.stateReads)
+	if !ok {
+		apiFail(w, fmt.Errorf("%w: %d state listings are being answered through this agent; try again later", ErrTooMany, cap(a.stateReads)))
+		return
+	}
+	defer release()
+	q, err := a.taskQueryOf(r)
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	c := callerOf(r)
+	replies, missing := a.gatherTasks(r.Context(), c, q)
+	names := a.jobNames(r.Context(), c)
+	byID := map[string]*ObjectInfo{}
+	for _, rep := range replies {
+		for _, o := range rep.Objects {
+			info := byID[o.ID]
+			if info == nil {
+				info = &ObjectInfo{ID: o.ID, Job: cmp.Or(names[o.Run], o.Run), Tenant: o.Tenant, State: "pending", Locations: []string{}}
+				byID[o.ID] = info
+			}
+			info.Size = max(info.Size, o.Size)
+			info.Refs += o.Refs
+			info.Producer = cmp.Or(info.Producer, o.Producer)
+			switch {
+			case o.Error:
+				info.State = "error"
+			case o.Ready && info.State != "error":
+				info.State = "ready"
+			}
+			if o.Where == "store" || o.Where == "inline" {
+				info.Locations = append(info.Locations, rep.Node)
+				info.Inline = info.Inline || o.Where == "inline"
+				info.Spilled = info.Spilled || o.Spilled
+			}
+		}
+	}
+	out := ObjectList{Objects: []ObjectInfo{}, Missing: missing}
+	for _, info := range byID {
+		slices.Sort(info.Locations)
+		info.Locations = slices.Compact(info.Locations)
+		out.Objects = append(out.Objects, *info)
+	}
+	slices.SortFunc(out.Objects, func(a, b ObjectInfo) int { return cmp.Compare(a.ID, b.ID) })
+	out.Total = len(out.Objects)
+	if limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList); len(out.Objects) > limit {
+		out.Objects = out.Objects[:limit]
 	}
 	writeJSON(w, out)
 }

@@ -156,4 +156,28 @@ func TestStateTasks(t *testing.T) {
 	if _, err := acme.StopJob(ctx, "keepers"); err != nil {
 		t.Fatal(err)
 	}
+
+	// Objects: a job's puts, held where they were made.
+	if _, err := acme.SubmitDetached(ctx, hostile, []string{"bigputs", "3", "1", "60000"}, SubmitOptions{ID: "puts"}); err != nil {
+		t.Fatal(err)
+	}
+	var objs ObjectList
+	waitFor(t, 30*time.Second, "acme's three objects", func() bool {
+		objs, err = acmeB.Objects(ctx, "puts", 0)
+		return err == nil && len(objs.Objects) == 3
+	})
+	for _, o := range objs.Objects {
+		if o.Size < 1<<20 || o.State != "ready" || o.Job != "puts" || len(o.Locations) != 1 || o.Locations[0] != a.ID || o.Spilled {
+			t.Errorf("an object: %+v", o)
+		}
+	}
+	if g, err := globex.Objects(ctx, "", 0); err != nil || len(g.Objects) != 0 {
+		t.Fatalf("globex lists objects %+v, %v", g, err)
+	}
+	if all, err := admin.Objects(ctx, "acme:puts", 0); err != nil || len(all.Objects) != 3 || all.Objects[0].Tenant != "acme" {
+		t.Fatalf("the operator lists objects %+v, %v", all, err)
+	}
+	if _, err := acme.StopJob(ctx, "puts"); err != nil {
+		t.Fatal(err)
+	}
 }

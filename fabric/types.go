@@ -188,6 +188,34 @@ type ActorInfo struct {
 	Created    time.Time `json:"created"`
 }
 
+// ObjectInfo is an object as the state API (`GET /v1/objects`, `fabric
+// list objects`) lists it: the records of the nodes that know it,
+// merged.
+type ObjectInfo struct {
+	ID     string `json:"object_id"`
+	Job    string `json:"job,omitempty"`
+	Tenant string `json:"tenant,omitempty"`
+	Size   int64  `json:"size"`
+	// State is pending (not made yet), ready or error (its value is an
+	// error).
+	State string `json:"state"`
+	// Locations are the nodes that hold its bytes (in their object store,
+	// or in the agent's memory when Inline).
+	Locations []string `json:"locations"`
+	Inline    bool     `json:"inline,omitempty"`
+	Spilled   bool     `json:"spilled,omitempty"`
+	// Refs counts the references the nodes' records hold.
+	Refs     int    `json:"refs"`
+	Producer string `json:"producer,omitempty"` // the task that makes or made it
+}
+
+// ObjectList is a page of the state API's objects, by ID.
+type ObjectList struct {
+	Objects []ObjectInfo `json:"objects"`
+	Total   int          `json:"total"`
+	Missing []string     `json:"missing_nodes,omitempty"`
+}
+
 // ActorList is a page of the state API's actors, as TaskList is of
 // tasks.
 type ActorList struct {

@@ -317,3 +317,74 @@ task records the nodes keep (--task-history on the agents).`,
 	cmd.Flags().StringVarP(&out, "output", "o", "", "the file to write (default timeline-JOB.json; - for standard output)")
 	return cmd
 }
+
+func newListObjectsCmd() *cobra.Command {
+	var (
+		cf      clientFlags
+		filters []string
+		limit   int
+	)
+	cmd := &cobra.Command{
+		Use:   "objects",
+		Short: "List the cluster's objects: size, job, the nodes that hold them, spilled or not, references",
+		Long: `Objects lists the objects your token sees, as the nodes' records of them
+tell, merged by ID: its size, its job, its state (pending, ready or error),
+the nodes that hold its bytes, whether the store spilled it to disk, and
+the references the nodes hold.`,
+		Example: "  fabric list objects\n  fabric list objects --filter job=train -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			job := ""
+			for _, f := range filters {
+				k, v, ok := strings.Cut(f, "=")
+				if !ok || k != "job" || v == "" {
+					return fmt.Errorf("--filter %q: filter by job=ID", f)
+				}
+				job = v
+			}
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			list, err := cl.Objects(cmd.Context(), job, limit)
+			if err != nil {
+				return err
+			}
+			if len(list.Missing) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: nodes %s did not answer in time: their objects are not listed\n", strings.Join(list.Missing, ", "))
+			}
+			if cf.output == "json" || cf.output == "yaml" {
+				return printAs(cmd.OutOrStdout(), cf.output, list)
+			}
+			wide := cf.output == "wide"
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			head := "OBJECT\tJOB\tSIZE\tSTATE\tLOCATIONS\tSPILLED\tREFS"
+			if wide {
+				head += "\tTENANT\tPRODUCER\tINLINE"
+			}
+			fmt.Fprintln(tw, head)
+			for _, o := range list.Objects {
+				id := o.ID
+				if !wide && len(id) > 16 {
+					id = id[:16]
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%d", id, orDash(o.Job), formatBytes(float64(o.Size)), o.State, orDash(strings.Join(o.Locations, ",")), o.Spilled, o.Refs)
+				if wide {
+					fmt.Fprintf(tw, "\t%s\t%s\t%v", orDash(o.Tenant), orDash(o.Producer), o.Inline)
+				}
+				fmt.Fprintln(tw)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(list.Objects) < list.Total {
+				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: %d of %d objects; --limit shows more (up to 10000), --filter fewer\n", len(list.Objects), list.Total)
+			}
+			return nil
+		},
+	}
+	cf.register(cmd, true)
+	cmd.Flags().StringArrayVar(&filters, "filter", nil, "show only objects with KEY=VALUE: job")
+	cmd.Flags().IntVar(&limit, "limit", 100, "show at most N objects (1 to 10000)")
+	return cmd
+}

@@ -72,6 +72,20 @@ func TestListTasks(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	res = runOn(t, a, "job", "submit", "--no-wait", "--id", "puts", hostile, "--", "bigputs", "2", "1", "60000")
+	if res.Code != 0 {
+		t.Fatalf("job puts: exit %d\n%s", res.Code, res.Stderr)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		res = runOn(t, a, "list", "objects", "--filter", "job=puts")
+		if res.Code == 0 && strings.Count(res.Stdout, " puts ") == 2 && strings.Contains(res.Stdout, "1MiB") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("list objects: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	res = runOn(t, a, "list", "jobs")
 	if res.Code != 0 || !strings.Contains(res.Stdout, "hold") || !strings.Contains(res.Stdout, "boom") {
 		t.Fatalf("list jobs: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)

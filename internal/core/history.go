@@ -351,3 +351,69 @@ func (c *Core) ActorRecords(f ActorFilter) []ActorRecord {
 	}
 	return out
 }
+
+// ObjectRecord is an object as the state API lists it, from one node:
+// the record its core keeps. An object held on several nodes has a
+// record on each (the shell merges them by ID).
+type ObjectRecord struct {
+	ID     objects.ID
+	Job    JobID // "" for an object of no job
+	Tenant string
+	Size   int64
+	Ready  bool
+	Error  bool // its value is an error
+	// Where its bytes are, for this node: "inline" (in the agent's
+	// memory), "store" (the node's object store), "remote" (held on
+	// Remote, for this node), or "pending" (not made yet).
+	Where    string
+	Remote   NodeID
+	Refs     int
+	Borrows  int
+	Producer string // the task that makes (made) it, while it is known
+	// Copies are the other nodes that pulled its bytes from here.
+	Copies []NodeID
+}
+
+// ObjectFilter selects object records; zero fields select all.
+type ObjectFilter struct {
+	Tenant    string
+	AnyTenant bool
+	Job       JobID
+}
+
+// ObjectRecords returns the records of the objects f selects, in no
+// order.
+func (c *Core) ObjectRecords(f ObjectFilter) []ObjectRecord {
+	var out []ObjectRecord
+	for id, o := range c.objs {
+		var job JobID
+		tenant := ""
+		if o.job != nil {
+			job, tenant = o.job.id, o.job.tenant
+		}
+		if !f.AnyTenant && tenant != f.Tenant || f.Job != "" && job != f.Job {
+			continue
+		}
+		r := ObjectRecord{ID: id, Job: job, Tenant: tenant, Size: o.size, Ready: o.ready, Error: o.isError, Refs: o.refs, Borrows: o.borrows}
+		switch {
+		case o.remote != "":
+			r.Where, r.Remote = "remote", o.remote
+		case !o.ready:
+			r.Where = "pending"
+		case o.stored:
+			r.Where = "store"
+		default:
+			r.Where = "inline"
+			r.Size = max(r.Size, int64(len(o.inline)))
+		}
+		if o.producer != nil {
+			r.Producer = o.producer.name
+		}
+		for n := range o.copies {
+			r.Copies = append(r.Copies, n)
+		}
+		slices.Sort(r.Copies)
+		out = append(out, r)
+	}
+	return out
+}

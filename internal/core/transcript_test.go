@@ -493,6 +493,27 @@ func (h *harness) run(line string) (out []string) {
 			st.Workers, st.Objects, st.Tasks, st.Jobs, st.Stored, fmtQ(st.Available.CPU), fmtQ(st.Total.CPU), st.Queued, st.Heap)}
 	case "objects":
 		return h.objects(n)
+	case "object-records": // the state API's records of the node's objects
+		var out []string
+		recs := n.core.ObjectRecords(ObjectFilter{AnyTenant: true})
+		sort.Slice(recs, func(i, j int) bool { return h.name(recs[i].ID) < h.name(recs[j].ID) })
+		for _, r := range recs {
+			s := fmt.Sprintf("%s %s size=%d refs=%d", h.name(r.ID), r.Where, r.Size, r.Refs)
+			if r.Remote != "" {
+				s += fmt.Sprintf(" remote=%s borrows=%d", r.Remote, r.Borrows)
+			}
+			if r.Producer != "" {
+				s += " producer=" + r.Producer
+			}
+			if r.Error {
+				s += " error"
+			}
+			if len(r.Copies) > 0 {
+				s += fmt.Sprintf(" copies=%v", r.Copies)
+			}
+			out = append(out, s)
+		}
+		return append(out, fmt.Sprintf("%d objects", len(recs)))
 	case "actors": // actors [state=S]
 		var out []string
 		recs := n.core.ActorRecords(ActorFilter{AnyTenant: true, State: a.kv["state"]})

@@ -628,6 +628,15 @@ func (s *Store) Contains(id ID) bool {
 	return ok && e.sealed && !e.deleted
 }
 
+// Spilled reports whether the store holds the object only in a spill
+// file.
+func (s *Store) Spilled(id ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.objects[id]
+	return ok && e.sealed && !e.deleted && e.spilled
+}
+
 // Stats returns a snapshot of the store's counters.
 func (s *Store) Stats() StoreStats {
 	s.mu.Lock()
