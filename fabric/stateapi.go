@@ -122,24 +122,25 @@ func (n *Node) taskRecords(f core.TaskFilter, q taskQuery) taskReply {
 	if len(runs) == 0 {
 		runs = []string{""}
 	}
+	limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList)
 	var recs []core.TaskRecord
 	var counts []core.TaskCount
+	var r taskReply
 	n.mu.Lock()
 	for _, run := range runs {
 		f.Job = core.JobID(run)
 		if q.Summary {
 			counts = append(counts, n.core.TaskSummary(f)...)
 		} else {
-			recs = append(recs, n.core.TaskRecords(f)...)
+			some, total := n.core.TaskRecords(f, limit)
+			recs, r.Total = append(recs, some...), r.Total+total
 		}
 	}
 	n.mu.Unlock()
-	var r taskReply
 	for _, c := range counts {
 		r.Counts = append(r.Counts, countWire{Name: c.Name, Kind: c.Kind, State: c.State, Count: c.Count})
 	}
-	r.Total = len(recs)
-	for _, t := range core.NewestTasks(recs, min(cmp.Or(q.Limit, defaultTaskList), maxTaskList)) {
+	for _, t := range core.NewestTasks(recs, limit) {
 		w := taskWire{ID: hex.EncodeToString(t.ID[:]), Run: string(t.Job), Tenant: t.Tenant, Name: t.Name, Kind: t.Kind,
 			State: t.State, Node: string(t.Node), Pid: t.Pid, Attempt: t.Attempt, Error: t.Error, ErrorKind: t.ErrorKind,
 			Submitted: n.wall(t.Submitted), Placed: n.wall(t.Placed), Started: n.wall(t.Started), Ended: n.wall(t.Ended), For: string(t.For)}

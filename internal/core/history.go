@@ -220,11 +220,12 @@ func (c *Core) keepRecord(t *task) {
 	c.history.add(r)
 }
 
-// TaskRecords returns the records of the tasks f selects, live and
-// ended, in no order: the shell sorts them (NewestTasks) after it lets
-// the core go.
-func (c *Core) TaskRecords(f TaskFilter) []TaskRecord {
-	var recs []TaskRecord
+// TaskRecords returns the newest limit records (all when limit <= 0) of
+// the tasks f selects, oldest submission first, and how many f selects:
+// the live tasks', and of each tenant's kept records the limit that
+// ended last. It copies only those, since the shell holds the core's
+// lock while it runs.
+func (c *Core) TaskRecords(f TaskFilter, limit int) (recs []TaskRecord, total int) {
 	for _, t := range c.tasks {
 		if t.state == taskDone || t.kind == wire.ExecActorCreate {
 			continue
@@ -233,12 +234,29 @@ func (c *Core) TaskRecords(f TaskFilter) []TaskRecord {
 			recs = append(recs, r)
 		}
 	}
-	c.history.each(&f, func(r *TaskRecord) { recs = append(recs, *r) })
-	return recs
+	total = len(recs)
+	for name, t := range c.history.byTenant {
+		if !f.AnyTenant && name != f.Tenant {
+			continue
+		}
+		for _, q := range []*recordQueue{&t.finished, &t.failed} {
+			taken := 0
+			for i := len(q.recs) - 1; i >= q.head; i-- {
+				if r := &q.recs[i]; f.match(r) {
+					total++
+					if limit <= 0 || taken < limit {
+						recs = append(recs, *r)
+						taken++
+					}
+				}
+			}
+		}
+	}
+	return NewestTasks(recs, limit), total
 }
 
-// NewestTasks sorts records by submission (then ID) and keeps the newest
-// limit of them (all when limit <= 0), oldest first.
+// NewestTasks sorts records by submission (then ID and attempt) and
+// keeps the newest limit of them (all when limit <= 0), oldest first.
 func NewestTasks(recs []TaskRecord, limit int) []TaskRecord {
 	slices.SortFunc(recs, func(a, b TaskRecord) int {
 		return cmp.Or(cmp.Compare(a.Submitted, b.Submitted), slices.Compare(a.ID[:], b.ID[:]), cmp.Compare(a.Attempt, b.Attempt))

@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/wasmfabric/fabric/internal/objects"
 )
 
 // TestQueries: what the shell reads of the core.
@@ -77,4 +79,41 @@ func TestHistoryBound(t *testing.T) {
 			t.Errorf("tenant %s kept none of its failures", name)
 		}
 	}
+}
+
+// BenchmarkTaskRecords: what a state API query holds the core's lock
+// for, with a full history of 100,000 ended tasks and 1,000 live ones
+// (the shell sorts and cuts outside the lock).
+func BenchmarkTaskRecords(b *testing.B) {
+	c := New(Config{Node: "n1"}, newFakeStore())
+	j := &job{id: "j", tenant: "acme"}
+	for i := range DefaultTaskHistory {
+		c.history.add(TaskRecord{ID: objects.ID{byte(i), byte(i >> 8), byte(i >> 16)}, Job: j.id, Tenant: "acme", Name: "square", Kind: "task", State: TaskFinished, Submitted: Time(i)})
+	}
+	for i := range 1000 {
+		id := objects.ID{1, byte(i), byte(i >> 8), 7}
+		c.tasks[id] = &task{id: id, job: j, name: "square", state: taskQueued}
+	}
+	b.Run("all", func(b *testing.B) {
+		for b.Loop() {
+			if _, total := c.TaskRecords(TaskFilter{Tenant: "acme"}, 100); total != 101_000 {
+				b.Fatal("records")
+			}
+		}
+	})
+	b.Run("failed", func(b *testing.B) {
+		for b.Loop() {
+			c.TaskRecords(TaskFilter{Tenant: "acme", State: TaskFailed}, 100)
+		}
+	})
+	b.Run("summary", func(b *testing.B) {
+		for b.Loop() {
+			c.TaskSummary(TaskFilter{Tenant: "acme"})
+		}
+	})
+	b.Run("all10000", func(b *testing.B) {
+		for b.Loop() {
+			c.TaskRecords(TaskFilter{Tenant: "acme"}, 10_000)
+		}
+	})
 }

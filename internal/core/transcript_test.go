@@ -1224,9 +1224,7 @@ func (h *harness) tasks(n *harnessNode, f TaskFilter, limit string, summary bool
 		return append(out, "end")
 	}
 	lim, _ := strconv.Atoi(limit)
-	all := n.core.TaskRecords(f)
-	total := len(all)
-	recs := NewestTasks(all, lim)
+	recs, total := n.core.TaskRecords(f, lim)
 	for _, r := range recs {
 		s := fmt.Sprintf("%s %s %s %s node=%s attempt=%d submitted=%s", h.name(r.ID), r.Name, r.Kind, r.State, r.Node, r.Attempt, time.Duration(r.Submitted))
 		for _, t := range []struct {
