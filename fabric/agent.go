@@ -163,7 +163,7 @@ type Agent struct {
 	logReads, remoteLogReads chan struct{}
 	// stateReads bounds the state API's listings answered through this
 	// agent, stateServes the task queries other nodes ask of it.
-	stateReads, stateServes chan struct{}
+	stateReads, stateServes *tenantSlots
 	// metricsHandler serves /metrics, made at the first scrape.
 	metricsOnce    sync.Once
 	metricsHandler http.Handler
@@ -256,7 +256,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}, calls: map[string]*pendingCall{},
 		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs)), gcWake: make(chan struct{}, 1),
 		logReads: make(chan struct{}, maxLogReads), authSlots: make(chan struct{}, maxAuthChecks), remoteLogReads: make(chan struct{}, maxRemoteLogReads),
-		stateReads: make(chan struct{}, maxStateRequests), stateServes: make(chan struct{}, maxStateRequests)}
+		stateReads: newTenantSlots(maxStateRequests, maxStateRequests/2), stateServes: newTenantSlots(maxStateRequests, maxStateRequests/2)}
 	agent = a
 	a.grants = grants
 	a.agentCtx, a.agentCancel = context.WithCancel(context.Background())

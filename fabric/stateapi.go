@@ -40,6 +40,45 @@ const (
 	maxQueryRuns     = 64
 )
 
+// tenantSlots bounds work in flight: at most total at once, and at most
+// per of them for one tenant, so that one tenant's flood of listings
+// leaves room for the others'.
+type tenantSlots struct {
+	mu         sync.Mutex
+	total, per int
+	n          int
+	by         map[string]int
+}
+
+func newTenantSlots(total, per int) *tenantSlots {
+	return &tenantSlots{total: total, per: per, by: map[string]int{}}
+}
+
+// acquire takes a slot for tenant, or reports that none is free for it.
+func (s *tenantSlots) acquire(tenant string) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n >= s.total || s.by[tenant] >= s.per {
+		return nil, false
+	}
+	s.n++
+	s.by[tenant]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.n--
+		if s.by[tenant]--; s.by[tenant] == 0 {
+			delete(s.by, tenant)
+		}
+	}, true
+}
+
+// busy is the error of a listing refused for want of a slot.
+func (s *tenantSlots) busy(tenant string) error {
+	return fmt.Errorf("%w: %d state listings are being answered through this agent (at most %d for one tenant, %d in all); try again later",
+		ErrTooMany, s.total, s.per, s.total)
+}
+
 // taskQuery is msgTasks's body.
 type taskQuery struct {
 	Runs    []string `cbor:"1,keyasint,omitempty"` // the jobs' runs (none: every job's)
@@ -184,15 +223,15 @@ func (a *Agent) handleTasksPeer(ctx context.Context, body []byte) ([]byte, error
 	if len(q.Runs) > maxQueryRuns {
 		return nil, fmt.Errorf("a task query of %d jobs' runs, at most %d", len(q.Runs), maxQueryRuns)
 	}
-	release, ok := acquire(a.stateServes)
-	if !ok {
-		return nil, fmt.Errorf("%w: %d state queries are being answered here", ErrTooMany, cap(a.stateServes))
-	}
-	defer release()
 	c, ok := a.relayedCaller(ctx, q.Token)
 	if !ok {
 		return nil, fmt.Errorf("%w: the relayed token", ErrUnauthorized)
 	}
+	release, ok := a.stateServes.acquire(c.tenant())
+	if !ok {
+		return nil, a.stateServes.busy(c.tenant())
+	}
+	defer release()
 	return wire.Marshal(a.node.stateRecords(c.filterFor(), q))
 }
 
@@ -382,9 +421,9 @@ func nanos(ns int64) *time.Time {
 }
 
 func (a *Agent) handleTasks(w http.ResponseWriter, r *http.Request) {
-	release, ok := acquire(a.stateReads)
+	release, ok := a.stateReads.acquire(callerOf(r).tenant())
 	if !ok {
-		apiFail(w, fmt.Errorf("%w: %d state listings are being answered through this agent; try again later", ErrTooMany, cap(a.stateReads)))
+		apiFail(w, a.stateReads.busy(callerOf(r).tenant()))
 		return
 	}
 	defer release()
@@ -415,9 +454,9 @@ func (a *Agent) handleTasks(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handleActors(w http.ResponseWriter, r *http.Request) {
-	release, ok := acquire(a.stateReads)
+	release, ok := a.stateReads.acquire(callerOf(r).tenant())
 	if !ok {
-		apiFail(w, fmt.Errorf("%w: %d state listings are being answered through this agent; try again later", ErrTooMany, cap(a.stateReads)))
+		apiFail(w, a.stateReads.busy(callerOf(r).tenant()))
 		return
 	}
 	defer release()
@@ -448,9 +487,9 @@ func (a *Agent) handleActors(w http.ResponseWriter, r *http.Request) {
 // handleObjects lists objects, cluster-wide: the records of each node
 // merged by ID, with the nodes that hold its bytes.
 func (a *Agent) handleObjects(w http.ResponseWriter, r *http.Request) {
-	release, ok := acquire(a.stateReads)
+	release, ok := a.stateReads.acquire(callerOf(r).tenant())
 	if !ok {
-		apiFail(w, fmt.Errorf("%w: %d state listings are being answered through this agent; try again later", ErrTooMany, cap(a.stateReads)))
+		apiFail(w, a.stateReads.busy(callerOf(r).tenant()))
 		return
 	}
 	defer release()
@@ -501,9 +540,9 @@ func (a *Agent) handleObjects(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handleTaskSummary(w http.ResponseWriter, r *http.Request) {
-	release, ok := acquire(a.stateReads)
+	release, ok := a.stateReads.acquire(callerOf(r).tenant())
 	if !ok {
-		apiFail(w, fmt.Errorf("%w: %d state listings are being answered through this agent; try again later", ErrTooMany, cap(a.stateReads)))
+		apiFail(w, a.stateReads.busy(callerOf(r).tenant()))
 		return
 	}
 	defer release()
@@ -557,9 +596,9 @@ type traceEvent struct {
 // complete event per task attempt that started, on its node (pid) and
 // worker process (tid), from where it ran.
 func (a *Agent) handleTimeline(w http.ResponseWriter, r *http.Request) {
-	release, ok := acquire(a.stateReads)
+	release, ok := a.stateReads.acquire(callerOf(r).tenant())
 	if !ok {
-		apiFail(w, fmt.Errorf("%w: %d state listings are being answered through this agent; try again later", ErrTooMany, cap(a.stateReads)))
+		apiFail(w, a.stateReads.busy(callerOf(r).tenant()))
 		return
 	}
 	defer release()

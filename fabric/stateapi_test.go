@@ -181,3 +181,32 @@ func TestStateTasks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTenantSlots: a tenant holds at most its share of the slots, and
+// another gets the rest.
+func TestTenantSlots(t *testing.T) {
+	s := newTenantSlots(4, 2)
+	var held []func()
+	for _, c := range []struct {
+		tenant string
+		ok     bool
+	}{{"a", true}, {"a", true}, {"a", false}, {"b", true}, {"", true}, {"b", false}, {"c", false}} {
+		release, ok := s.acquire(c.tenant)
+		if ok != c.ok {
+			t.Fatalf("acquire(%q) = %v, want %v", c.tenant, ok, c.ok)
+		}
+		if ok {
+			held = append(held, release)
+		}
+	}
+	held[0]() // one of a's
+	if _, ok := s.acquire("c"); !ok {
+		t.Fatal("a freed slot is not taken")
+	}
+	if _, ok := s.acquire("a"); ok {
+		t.Fatal("more than the total")
+	}
+	if !strings.Contains(s.busy("a").Error(), "at most 2 for one tenant") {
+		t.Fatal(s.busy("a"))
+	}
+}
