@@ -13,7 +13,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 CLANG     ?= clang
 WASI_LIBC := /usr/lib/wasm32-wasi/libc.a
 
-.PHONY: all build examples guests demo cluster-demo test check bench bench-check clean c-toolchain release
+.PHONY: all build examples guests demo cluster-demo test check bench bench-check clean c-toolchain term-tools release
 
 all: build examples
 
@@ -77,7 +77,15 @@ demo: $(BIN) bin/examples/quickstart.wasm
 cluster-demo: $(BIN) bin/examples/cluster.wasm
 	bash examples/cluster/demo.sh $(BIN) bin/examples/cluster.wasm
 
-test: build examples guests bin/wat2wasm
+# script (util-linux's bsdutils, essential in Debian) runs the CLI on a
+# pty for the tests of what it draws on a terminal.
+term-tools:
+	@if ! command -v script >/dev/null; then \
+	  echo "installing bsdutils (script)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bsdutils >/dev/null; \
+	fi
+
+test: build examples guests bin/wat2wasm term-tools
 	$(GO) test -race -timeout 15m ./...
 	$(MAKE) --no-print-directory bench-check
 

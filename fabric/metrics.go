@@ -64,7 +64,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	descTasks          = desc("tasks", "Tasks (and actor calls and drivers) on this node by state: pending (waiting for arguments or resources) and live (placed or pending).", "state")
-	descTasksEnded     = desc("tasks_ended_total", "Tasks (and actor calls and drivers) this node owned that ended, by result: finished or failed.", "result")
+	descTasksEnded     = desc("tasks_ended_total", "Tasks and actor calls (not drivers) this node owned that ended, by result: finished or failed.", "result")
 	descTasksFailed    = desc("tasks_failed_total", "Tasks this node owned that failed, by error type (task: the guest's error; worker_died: a trap, crash or kill; timeout; ...).", "error_type")
 	descTaskRetries    = desc("task_retries_total", "Runs again of tasks whose worker or node was lost, or that raised with retry_exceptions.")
 	descSched          = desc("task_scheduling_seconds", "How long tasks waited from their submission to their placement, on the node that owned them.")

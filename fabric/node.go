@@ -656,6 +656,16 @@ func (n *Node) Stats() Stats {
 		LeasedTasks: st.LeasedTasks}
 }
 
+// TaskProgress counts the tasks and actor calls (not drivers) the node
+// owned since it started: ended finished, ended failed, and in all (ended
+// and not), for a progress line.
+func (n *Node) TaskProgress() (finished, failed, total int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	finished, failed, live := n.core.Progress()
+	return finished, failed, finished + failed + live
+}
+
 // NodeCount is how many nodes the node's scheduler knows, itself included.
 func (n *Node) NodeCount() int {
 	n.mu.Lock()

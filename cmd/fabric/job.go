@@ -86,10 +86,16 @@ it). With --no-wait it prints the job's ID and returns at once.`,
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
+			prog := newProgress(cmd.ErrOrStderr())
+			defer prog.clear()
 			o.Submitted = func(id string) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: job %s submitted; following its output (Ctrl-C stops following, not the job)\n", id)
+				if prog.on {
+					go followProgress(ctx, cl, id, prog)
+				}
 			}
-			jobID, err := cl.SubmitWith(ctx, wasm, args[1:], o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			jobID, err := cl.SubmitWith(ctx, wasm, args[1:], o, prog.wrap(cmd.OutOrStdout()), prog.wrap(cmd.ErrOrStderr()))
+			prog.clear()
 			if ctx.Err() != nil && jobID != "" {
 				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 					// --timeout bounds the job itself.

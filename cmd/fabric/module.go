@@ -44,7 +44,7 @@ task functions by that digest. A terminal shows the upload's progress.`,
 			}
 			var r io.Reader = f
 			if isTerminal(os.Stderr) {
-				p := &progress{total: st.Size(), start: time.Now()}
+				p := &uploadProgress{total: st.Size(), start: time.Now()}
 				r = io.TeeReader(f, p)
 				stop := p.show(os.Stderr)
 				defer stop()
@@ -77,19 +77,19 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// progress counts bytes and shows them on a terminal.
-type progress struct {
+// uploadProgress counts bytes and shows them on a terminal.
+type uploadProgress struct {
 	total int64
 	done  atomic.Int64
 	start time.Time
 }
 
-func (p *progress) Write(b []byte) (int, error) {
+func (p *uploadProgress) Write(b []byte) (int, error) {
 	p.done.Add(int64(len(b)))
 	return len(b), nil
 }
 
-func (p *progress) show(w io.Writer) (stop func()) {
+func (p *uploadProgress) show(w io.Writer) (stop func()) {
 	quit := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {

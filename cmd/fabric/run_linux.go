@@ -47,7 +47,11 @@ prefixed with the task's name and worker pid.`,
 			if err != nil {
 				return fmt.Errorf("read module: %w", err)
 			}
-			cfg := fabric.Config{NumCPUs: cpus, GPUs: gpus}
+			// On a terminal, a line below the output counts the job's
+			// tasks as they finish.
+			prog := newProgress(os.Stderr)
+			defer prog.clear()
+			cfg := fabric.Config{NumCPUs: cpus, GPUs: gpus, Stdout: prog.wrap(os.Stdout), Stderr: prog.wrap(os.Stderr)}
 			if memory != "" {
 				if cfg.GuestMemoryLimit, err = ParseSize(memory); err != nil {
 					return fmt.Errorf("--memory: %w", err)
@@ -89,9 +93,25 @@ prefixed with the task's name and worker pid.`,
 			if len(args) > 1 {
 				jobArgs = args[1:]
 			}
+			if prog.active() {
+				go func() {
+					t := time.NewTicker(250 * time.Millisecond)
+					defer t.Stop()
+					for range t.C {
+						if finished, failed, total := node.TaskProgress(); total > 0 {
+							prog.set(progressLine(finished, failed, total))
+						}
+						if !prog.active() {
+							return
+						}
+					}
+				}()
+			}
 			// The job has the node to itself: its output waits for a slow
 			// terminal instead of being dropped.
-			if err := node.RunJobWith(ctx, wasm, jobArgs, fabric.JobOptions{Lossless: true}); err != nil {
+			err = node.RunJobWith(ctx, wasm, jobArgs, fabric.JobOptions{Lossless: true})
+			prog.clear()
+			if err != nil {
 				if verbose {
 					fmt.Fprintln(os.Stderr, "fabric: job failed:", err)
 					return exitError{jobExitCode(err)}

@@ -5,6 +5,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -85,6 +86,13 @@ func TestListTasks(t *testing.T) {
 			t.Fatalf("list objects: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	// On a terminal, job submit draws the tasks finished below the output.
+	cmd := exec.Command("script", "-qfec", strings.Join(withAuth([]string{testrig.Fabric(t), "job", "submit", hostile, "--", "overlap", "8", "300"}, a.api, a.apiTok), " "), "/dev/null")
+	cmd.Env = append(cmd.Environ(), "TERM=xterm")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !regexp.MustCompile(`\r\x1b\[Ktasks: \d+/8 finished`).Match(out) {
+		t.Fatalf("job submit on a terminal: %v\n%q", err, out)
 	}
 	res = runOn(t, a, "list", "jobs")
 	if res.Code != 0 || !strings.Contains(res.Stdout, "hold") || !strings.Contains(res.Stdout, "boom") {

@@ -8,7 +8,7 @@ var SchedBuckets = []Time{100e3, 500e3, 1e6, 5e6, 10e6, 50e6, 100e6, 500e6, 1e9,
 
 // Counters are the core's running totals since it started, for metrics.
 type Counters struct {
-	// TasksFinished and TasksFailed count tasks (and actor calls and
+	// TasksFinished and TasksFailed count tasks and actor calls (not
 	// drivers) that ended; FailedByKind the failures by error kind.
 	TasksFinished, TasksFailed uint64
 	FailedByKind               map[string]uint64
@@ -48,6 +48,9 @@ func (n *counters) placed(t *task, now Time) {
 }
 
 func (n *counters) ended(r *TaskRecord) {
+	if r.Kind == "driver" {
+		return
+	}
 	if r.State != TaskFailed {
 		n.TasksFinished++
 		return
@@ -57,6 +60,17 @@ func (n *counters) ended(r *TaskRecord) {
 		n.FailedByKind = map[string]uint64{}
 	}
 	n.FailedByKind[r.ErrorKind]++
+}
+
+// Progress counts the tasks and actor calls (not drivers) this node
+// owned: ended finished, ended failed, and not ended.
+func (c *Core) Progress() (finished, failed, live int) {
+	for _, t := range c.tasks {
+		if t.state != taskDone && t.asker == "" && t.kind != wire.ExecMain && t.kind != wire.ExecActorCreate {
+			live++
+		}
+	}
+	return int(c.counts.TasksFinished), int(c.counts.TasksFailed), live
 }
 
 // Counters returns the core's running totals.
