@@ -58,6 +58,8 @@ func (a *Agent) apiRoutes() []apiRoute {
 		{"GET /v1/tasks/summary", tenantUser, a.handleTaskSummary},
 		{"GET /v1/actors", tenantUser, a.handleActors},
 		{"GET /v1/objects", tenantUser, a.handleObjects},
+		{"GET /v1/placement-groups", tenantUser, a.handleGroupsAndWorkers},
+		{"GET /v1/workers", tenantUser, a.handleGroupsAndWorkers},
 		{"GET /v1/jobs/{id}/timeline", tenantUser, a.handleTimeline},
 		{"GET /v1/debug/state", clusterOnly, a.handleDebugState},
 		{"GET /metrics", clusterOnly, a.handleMetrics},

@@ -180,6 +180,20 @@ func (c *Client) Objects(ctx context.Context, job string, limit int) (ObjectList
 	return out, c.getQuery(ctx, "/v1/objects", TaskQuery{Job: job, Limit: limit}.values(), &out)
 }
 
+// PlacementGroups lists the placement groups the caller's token sees,
+// cluster-wide (of a job: job).
+func (c *Client) PlacementGroups(ctx context.Context, job string, limit int) (PlacementGroupList, error) {
+	var out PlacementGroupList
+	return out, c.getQuery(ctx, "/v1/placement-groups", TaskQuery{Job: job, Limit: limit}.values(), &out)
+}
+
+// Workers lists the workers (sandbox instances) the caller's token sees,
+// cluster-wide (of a job: job).
+func (c *Client) Workers(ctx context.Context, job string, limit int) (WorkerList, error) {
+	var out WorkerList
+	return out, c.getQuery(ctx, "/v1/workers", TaskQuery{Job: job, Limit: limit}.values(), &out)
+}
+
 // ActorQuery selects actors in the state API; zero fields select all.
 type ActorQuery struct {
 	Job   string // a job's ID

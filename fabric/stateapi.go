@@ -86,9 +86,11 @@ type taskQuery struct {
 	Name    string   `cbor:"3,keyasint,omitempty"`
 	Limit   int      `cbor:"4,keyasint,omitempty"`
 	Summary bool     `cbor:"5,keyasint,omitempty"`
-	Token   string   `cbor:"6,keyasint,omitempty"` // the caller's, relayed
-	Actors  bool     `cbor:"7,keyasint,omitempty"` // actors (Name: their class), not tasks
-	Objects bool     `cbor:"9,keyasint,omitempty"` // objects, not tasks
+	Token   string   `cbor:"6,keyasint,omitempty"`  // the caller's, relayed
+	Actors  bool     `cbor:"7,keyasint,omitempty"`  // actors (Name: their class), not tasks
+	Objects bool     `cbor:"9,keyasint,omitempty"`  // objects, not tasks
+	Groups  bool     `cbor:"10,keyasint,omitempty"` // placement groups, not tasks
+	Workers bool     `cbor:"11,keyasint,omitempty"` // workers, not tasks
 	// Sent asks for the tasks other nodes sent here too (a timeline's
 	// spans: where they ran, they have their start and worker).
 	Sent bool `cbor:"8,keyasint,omitempty"`
@@ -102,6 +104,28 @@ type taskReply struct {
 	Actors  []actorWire  `cbor:"4,keyasint,omitempty"`
 	Objects []objectWire `cbor:"5,keyasint,omitempty"`
 	Node    string       `cbor:"6,keyasint,omitempty"` // the answering node
+	Groups  []groupWire  `cbor:"7,keyasint,omitempty"`
+	Workers []workerWire `cbor:"8,keyasint,omitempty"`
+}
+
+// groupWire is a placement group's record on the wire.
+type groupWire struct {
+	_                                      struct{} `cbor:",toarray"`
+	ID, Run, Tenant, Name, Strategy, State string
+	Reason                                 string
+	Bundles                                []map[string]float64
+	Nodes                                  []string
+	Detached                               bool
+}
+
+// workerWire is a worker's record on the wire.
+type workerWire struct {
+	_                    struct{} `cbor:",toarray"`
+	ID                   uint64
+	Run, Tenant          string
+	Pid                  int
+	State, Kind, Running string
+	Leased               bool
 }
 
 // objectWire is a node's record of an object on the wire.
@@ -243,6 +267,8 @@ func (n *Node) stateRecords(f core.TaskFilter, q taskQuery) taskReply {
 		r = n.actorRecords(f, q)
 	case q.Objects:
 		r = n.objectRecords(f, q)
+	case q.Groups, q.Workers:
+		r = n.groupsAndWorkers(f, q)
 	default:
 		r = n.taskRecords(f, q)
 	}
@@ -280,6 +306,40 @@ func (n *Node) objectRecords(tf core.TaskFilter, q taskQuery) taskReply {
 			w.Copies = append(w.Copies, string(c))
 		}
 		r.Objects = append(r.Objects, w)
+	}
+	return r
+}
+
+// groupsAndWorkers answers a query of placement groups or workers on
+// this node for the tenants f selects.
+func (n *Node) groupsAndWorkers(f core.TaskFilter, q taskQuery) taskReply {
+	runs := q.Runs
+	if len(runs) == 0 {
+		runs = []string{""}
+	}
+	var r taskReply
+	n.mu.Lock()
+	for _, run := range runs {
+		f.Job = core.JobID(run)
+		if q.Groups {
+			for _, g := range n.core.GroupRecords(f) {
+				r.Groups = append(r.Groups, groupWire{ID: hex.EncodeToString(g.ID), Run: string(g.Job), Tenant: g.Tenant, Name: g.Name,
+					Strategy: g.Strategy, State: g.State, Reason: g.Reason, Bundles: g.Bundles, Nodes: g.Nodes, Detached: g.Detached})
+			}
+		} else {
+			for _, w := range n.core.WorkerRecords(f) {
+				r.Workers = append(r.Workers, workerWire{ID: uint64(w.ID), Run: string(w.Job), Tenant: w.Tenant, Pid: w.Pid, State: w.State,
+					Kind: w.Kind, Running: w.Running, Leased: w.Leased})
+			}
+		}
+	}
+	n.mu.Unlock()
+	r.Total = len(r.Groups) + len(r.Workers)
+	if len(r.Groups) > maxTaskList {
+		r.Groups = r.Groups[:maxTaskList]
+	}
+	if len(r.Workers) > maxTaskList {
+		r.Workers = r.Workers[:maxTaskList]
 	}
 	return r
 }
@@ -362,9 +422,10 @@ func (a *Agent) gatherTasks(ctx context.Context, c caller, q taskQuery) (replies
 // taskQueryOf reads a task listing's query; runs come from its job.
 func (a *Agent) taskQueryOf(r *http.Request) (taskQuery, error) {
 	v := r.URL.Query()
-	q := taskQuery{State: v.Get("state"), Name: v.Get("name"), Actors: r.URL.Path == "/v1/actors", Objects: r.URL.Path == "/v1/objects"}
+	q := taskQuery{State: v.Get("state"), Name: v.Get("name"), Actors: r.URL.Path == "/v1/actors", Objects: r.URL.Path == "/v1/objects",
+		Groups: r.URL.Path == "/v1/placement-groups", Workers: r.URL.Path == "/v1/workers"}
 	switch {
-	case q.Objects:
+	case q.Objects, q.Groups, q.Workers:
 		q.State, q.Name = "", ""
 	case q.Actors:
 		q.Name = v.Get("class")
@@ -536,6 +597,50 @@ func (a *Agent) handleObjects(w http.ResponseWriter, r *http.Request) {
 	if limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList); len(out.Objects) > limit {
 		out.Objects = out.Objects[:limit]
 	}
+	writeJSON(w, out)
+}
+
+// handleGroupsAndWorkers lists placement groups or workers, cluster-wide.
+func (a *Agent) handleGroupsAndWorkers(w http.ResponseWriter, r *http.Request) {
+	c := callerOf(r)
+	release, ok := a.stateReads.acquire(c.tenant())
+	if !ok {
+		apiFail(w, a.stateReads.busy(c.tenant()))
+		return
+	}
+	defer release()
+	q, err := a.taskQueryOf(r)
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	replies, missing := a.gatherTasks(r.Context(), c, q)
+	names := a.jobNames(r.Context(), c)
+	limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList)
+	if q.Groups {
+		out := PlacementGroupList{Groups: []PlacementGroupInfo{}, Missing: missing}
+		for _, rep := range replies {
+			for _, g := range rep.Groups {
+				out.Groups = append(out.Groups, PlacementGroupInfo{ID: g.ID, Job: cmp.Or(names[g.Run], g.Run), Tenant: g.Tenant, Name: g.Name,
+					Strategy: g.Strategy, State: g.State, Reason: g.Reason, Bundles: g.Bundles, Nodes: g.Nodes, Detached: g.Detached, Node: rep.Node})
+			}
+		}
+		slices.SortFunc(out.Groups, func(a, b PlacementGroupInfo) int { return cmp.Compare(a.ID, b.ID) })
+		out.Total = len(out.Groups)
+		out.Groups = out.Groups[:min(limit, len(out.Groups))]
+		writeJSON(w, out)
+		return
+	}
+	out := WorkerList{Workers: []WorkerInfo{}, Missing: missing}
+	for _, rep := range replies {
+		for _, x := range rep.Workers {
+			out.Workers = append(out.Workers, WorkerInfo{ID: x.ID, Node: rep.Node, Job: cmp.Or(names[x.Run], x.Run), Tenant: x.Tenant, Pid: x.Pid,
+				State: x.State, Kind: x.Kind, Running: x.Running, Leased: x.Leased})
+		}
+	}
+	slices.SortFunc(out.Workers, func(a, b WorkerInfo) int { return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.ID, b.ID)) })
+	out.Total = len(out.Workers)
+	out.Workers = out.Workers[:min(limit, len(out.Workers))]
 	writeJSON(w, out)
 }
 

@@ -134,7 +134,7 @@ func TestStateTasks(t *testing.T) {
 	}
 
 	// Actors: listed from their owner, from any agent, while they live.
-	if _, err := acme.SubmitDetached(ctx, hostile, []string{"actors", "3", "60000"}, SubmitOptions{ID: "keepers"}); err != nil {
+	if _, err := acme.SubmitDetached(ctx, hostile, []string{"actors", "3", "60000", "pg"}, SubmitOptions{ID: "keepers"}); err != nil {
 		t.Fatal(err)
 	}
 	var actors ActorList
@@ -152,6 +152,39 @@ func TestStateTasks(t *testing.T) {
 	}
 	if all, err := admin.Actors(ctx, ActorQuery{Class: "Keeper"}); err != nil || len(all.Actors) != 3 || all.Actors[0].Job != "acme:keepers" {
 		t.Fatalf("the operator lists actors %+v, %v", all, err)
+	}
+	// Its workers (the driver's, one per actor) and its placement group,
+	// spread over the two nodes.
+	var workers WorkerList
+	waitFor(t, 30*time.Second, "the keepers' workers and group", func() bool {
+		workers, err = acmeB.Workers(ctx, "keepers", 0)
+		return err == nil && len(workers.Workers) >= 4
+	})
+	kinds := map[string]int{}
+	for _, w := range workers.Workers {
+		kinds[w.Kind]++
+		if w.Job != "keepers" || w.Pid == 0 || w.Kind == "actor" && w.Running != "Keeper" {
+			t.Errorf("a worker: %+v", w)
+		}
+	}
+	if kinds["driver"] != 1 || kinds["actor"] != 3 {
+		t.Fatalf("the keepers' workers by kind: %v", kinds)
+	}
+	var pgs PlacementGroupList
+	waitFor(t, 30*time.Second, "the keepers' placement group", func() bool {
+		pgs, err = acmeB.PlacementGroups(ctx, "keepers", 0)
+		return err == nil && len(pgs.Groups) == 1 && pgs.Groups[0].State == "created"
+	})
+	if g := pgs.Groups[0]; g.Name != "pair" || g.Strategy != "SPREAD" || len(g.Nodes) != 2 || g.Nodes[0] == g.Nodes[1] || g.Job != "keepers" {
+		t.Fatalf("the keepers' group: %+v", g)
+	}
+	for _, list := range []func() (int, error){
+		func() (int, error) { l, err := globex.Workers(ctx, "", 0); return len(l.Workers), err },
+		func() (int, error) { l, err := globex.PlacementGroups(ctx, "", 0); return len(l.Groups), err },
+	} {
+		if n, err := list(); err != nil || n != 0 {
+			t.Fatalf("globex lists %d of acme's, %v", n, err)
+		}
 	}
 	if _, err := acme.StopJob(ctx, "keepers"); err != nil {
 		t.Fatal(err)

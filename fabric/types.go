@@ -216,6 +216,54 @@ type ObjectList struct {
 	Missing []string     `json:"missing_nodes,omitempty"`
 }
 
+// PlacementGroupInfo is a placement group as the state API (`GET
+// /v1/placement-groups`, `fabric list placement-groups`) lists it.
+type PlacementGroupInfo struct {
+	ID       string `json:"placement_group_id"`
+	Job      string `json:"job"`
+	Tenant   string `json:"tenant,omitempty"`
+	Name     string `json:"name,omitempty"`
+	Strategy string `json:"strategy"`
+	// State is pending, created or failed (Reason says why).
+	State    string               `json:"state"`
+	Reason   string               `json:"reason,omitempty"`
+	Bundles  []map[string]float64 `json:"bundles"`
+	Nodes    []string             `json:"bundle_nodes,omitempty"` // each bundle's node, once created
+	Detached bool                 `json:"detached,omitempty"`
+	Node     string               `json:"node"` // the node whose job made it
+}
+
+// PlacementGroupList is the state API's placement groups, by ID.
+type PlacementGroupList struct {
+	Groups  []PlacementGroupInfo `json:"placement_groups"`
+	Total   int                  `json:"total"`
+	Missing []string             `json:"missing_nodes,omitempty"`
+}
+
+// WorkerInfo is a worker (a sandbox instance of a job's module, in its
+// job's worker process) as the state API (`GET /v1/workers`, `fabric list
+// workers`) lists it.
+type WorkerInfo struct {
+	ID     uint64 `json:"worker_id"` // unique on its node
+	Node   string `json:"node"`
+	Job    string `json:"job"`
+	Tenant string `json:"tenant,omitempty"`
+	Pid    int    `json:"pid,omitempty"`
+	// State is starting, loading, idle, busy, parked (busy, blocked in
+	// get or wait) or stopping.
+	State   string `json:"state"`
+	Kind    string `json:"kind"` // driver, actor or task
+	Running string `json:"running,omitempty"`
+	Leased  bool   `json:"leased,omitempty"`
+}
+
+// WorkerList is the state API's workers, by node.
+type WorkerList struct {
+	Workers []WorkerInfo `json:"workers"`
+	Total   int          `json:"total"`
+	Missing []string     `json:"missing_nodes,omitempty"`
+}
+
 // ActorList is a page of the state API's actors, as TaskList is of
 // tasks.
 type ActorList struct {

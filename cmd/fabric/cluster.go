@@ -171,7 +171,7 @@ func newSubmitCmd() *cobra.Command {
 }
 
 func newListCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "list", Short: "List the cluster's nodes, jobs, tasks, actors and objects"}
+	cmd := &cobra.Command{Use: "list", Short: "List the cluster's nodes, jobs, tasks, actors, objects, placement groups and workers"}
 	var cf clientFlags
 	nodes := &cobra.Command{
 		Use:     "nodes",
@@ -218,7 +218,7 @@ func newListCmd() *cobra.Command {
 	cf.register(nodes, true)
 	jobs := newJobListCmd()
 	jobs.Use, jobs.Example = "jobs", "  fabric list jobs\n  fabric list jobs -o json"
-	cmd.AddCommand(nodes, jobs, newListTasksCmd(), newListActorsCmd(), newListObjectsCmd())
+	cmd.AddCommand(nodes, jobs, newListTasksCmd(), newListActorsCmd(), newListObjectsCmd(), newListGroupsCmd(), newListWorkersCmd())
 	return cmd
 }
 

@@ -334,13 +334,9 @@ the references the nodes hold.`,
 		Example: "  fabric list objects\n  fabric list objects --filter job=train -o json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			job := ""
-			for _, f := range filters {
-				k, v, ok := strings.Cut(f, "=")
-				if !ok || k != "job" || v == "" {
-					return fmt.Errorf("--filter %q: filter by job=ID", f)
-				}
-				job = v
+			job, err := jobFilter(filters)
+			if err != nil {
+				return err
 			}
 			cl, err := cf.client()
 			if err != nil {
@@ -386,5 +382,121 @@ the references the nodes hold.`,
 	cf.register(cmd, true)
 	cmd.Flags().StringArrayVar(&filters, "filter", nil, "show only objects with KEY=VALUE: job")
 	cmd.Flags().IntVar(&limit, "limit", 100, "show at most N objects (1 to 10000)")
+	return cmd
+}
+
+// jobFilter reads --filter job=ID, the one filter of the listings that
+// take no other.
+func jobFilter(filters []string) (string, error) {
+	job := ""
+	for _, f := range filters {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || k != "job" || v == "" {
+			return "", fmt.Errorf("--filter %q: filter by job=ID", f)
+		}
+		job = v
+	}
+	return job, nil
+}
+
+func newListGroupsCmd() *cobra.Command {
+	var (
+		cf      clientFlags
+		filters []string
+		limit   int
+	)
+	cmd := &cobra.Command{
+		Use:     "placement-groups",
+		Aliases: []string{"pgs"},
+		Short:   "List the cluster's placement groups: strategy, state, bundles and their nodes",
+		Example: "  fabric list placement-groups\n  fabric list placement-groups --filter job=train -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			job, err := jobFilter(filters)
+			if err != nil {
+				return err
+			}
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			list, err := cl.PlacementGroups(cmd.Context(), job, limit)
+			if err != nil {
+				return err
+			}
+			if len(list.Missing) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: nodes %s did not answer in time: their groups are not listed\n", strings.Join(list.Missing, ", "))
+			}
+			if cf.output == "json" || cf.output == "yaml" {
+				return printAs(cmd.OutOrStdout(), cf.output, list)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PLACEMENT GROUP\tNAME\tJOB\tSTRATEGY\tSTATE\tBUNDLES\tNODES\tREASON")
+			for _, g := range list.Groups {
+				bundles := make([]string, len(g.Bundles))
+				for i, b := range g.Bundles {
+					bundles[i] = "{" + joinAmounts(b) + "}"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID[:min(16, len(g.ID))], orDash(g.Name), g.Job, g.Strategy, g.State,
+					strings.Join(bundles, " "), orDash(strings.Join(g.Nodes, ",")), orDash(errorLine("", g.Reason, cf.output == "wide")))
+			}
+			return tw.Flush()
+		},
+	}
+	cf.register(cmd, true)
+	cmd.Flags().StringArrayVar(&filters, "filter", nil, "show only the groups of job=ID")
+	cmd.Flags().IntVar(&limit, "limit", 100, "show at most N groups (1 to 10000)")
+	return cmd
+}
+
+func newListWorkersCmd() *cobra.Command {
+	var (
+		cf      clientFlags
+		filters []string
+		limit   int
+	)
+	cmd := &cobra.Command{
+		Use:   "workers",
+		Short: "List the cluster's workers (sandbox instances of jobs' modules): node, process, state, what each runs",
+		Long: `Workers lists the workers your token sees: each is an instance of a job's
+module in its job's worker process on a node, running a driver, an actor
+or tasks; its state is starting, loading, idle, busy, parked (busy,
+blocked in get or wait) or stopping.`,
+		Example: "  fabric list workers\n  fabric list workers --filter job=train -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			job, err := jobFilter(filters)
+			if err != nil {
+				return err
+			}
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			list, err := cl.Workers(cmd.Context(), job, limit)
+			if err != nil {
+				return err
+			}
+			if len(list.Missing) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: nodes %s did not answer in time: their workers are not listed\n", strings.Join(list.Missing, ", "))
+			}
+			if cf.output == "json" || cf.output == "yaml" {
+				return printAs(cmd.OutOrStdout(), cf.output, list)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tWORKER\tPID\tJOB\tKIND\tSTATE\tRUNNING\tLEASED")
+			for _, w := range list.Workers {
+				pid := "-"
+				if w.Pid != 0 {
+					pid = fmt.Sprint(w.Pid)
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%v\n", w.Node, w.ID, pid, w.Job, w.Kind, w.State, orDash(w.Running), w.Leased)
+			}
+			return tw.Flush()
+		},
+	}
+	cf.register(cmd, true)
+	cmd.Flags().StringArrayVar(&filters, "filter", nil, "show only the workers of job=ID")
+	cmd.Flags().IntVar(&limit, "limit", 100, "show at most N workers (1 to 10000)")
 	return cmd
 }

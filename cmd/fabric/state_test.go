@@ -73,6 +73,14 @@ func TestListTasks(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	res = runOn(t, a, "list", "workers", "--filter", "job=keepers")
+	if res.Code != 0 || !regexpLine(res.Stdout, `\S+\s+\d+\s+\d+\s+keepers\s+actor\s+(busy|parked)\s+Keeper\s+false`) || !strings.Contains(res.Stdout, " driver ") {
+		t.Fatalf("list workers: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = runOn(t, a, "list", "placement-groups")
+	if res.Code != 0 || !strings.HasPrefix(res.Stdout, "PLACEMENT GROUP") {
+		t.Fatalf("list placement-groups: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
 	res = runOn(t, a, "job", "submit", "--no-wait", "--id", "puts", hostile, "--", "bigputs", "2", "1", "60000")
 	if res.Code != 0 {
 		t.Fatalf("job puts: exit %d\n%s", res.Code, res.Stderr)

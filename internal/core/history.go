@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 
+	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/wire"
 )
@@ -431,6 +432,92 @@ func (c *Core) ObjectRecords(f ObjectFilter) []ObjectRecord {
 			r.Copies = append(r.Copies, n)
 		}
 		slices.Sort(r.Copies)
+		out = append(out, r)
+	}
+	return out
+}
+
+// GroupRecord is a placement group as the state API lists it, from the
+// node whose job made it.
+type GroupRecord struct {
+	abi.GroupInfo
+	Job    JobID
+	Tenant string
+}
+
+// GroupRecords returns the placement groups of the tenants f selects, in
+// no order (f's State and Name unused).
+func (c *Core) GroupRecords(f TaskFilter) []GroupRecord {
+	var out []GroupRecord
+	for id, g := range c.groups {
+		if !f.AnyTenant && g.job.tenant != f.Tenant || f.Job != "" && g.job.id != f.Job {
+			continue
+		}
+		gi := abi.GroupInfo{ID: append([]byte(nil), id[:]...), Name: g.spec.Name, Strategy: cmp.Or(g.spec.Strategy, "PACK"), State: "pending",
+			Bundles: g.spec.Bundles, Reason: g.failed, Detached: g.job.detachedKey != ""}
+		switch {
+		case g.failed != "":
+			gi.State = "failed"
+		case g.placed:
+			gi.State = "created"
+			nodes, _ := c.sched.GroupNodes(g.schedID())
+			for _, n := range nodes {
+				gi.Nodes = append(gi.Nodes, string(n))
+			}
+		}
+		out = append(out, GroupRecord{GroupInfo: gi, Job: g.job.id, Tenant: g.job.tenant})
+	}
+	return out
+}
+
+// WorkerRecord is a worker (a sandbox instance of a job's module, in its
+// job's worker process) as the state API lists it.
+type WorkerRecord struct {
+	ID     WorkerID
+	Job    JobID
+	Tenant string
+	Pid    int
+	// State is "starting", "loading", "idle", "busy", "parked" (busy,
+	// blocked in get or wait) or "stopping".
+	State string
+	// Kind is "driver", "actor" (its class in Running) or "task".
+	Kind    string
+	Running string // the function or actor class it runs now
+	Leased  bool   // it holds a lease: runs its process's short tasks itself
+}
+
+// WorkerRecords returns the workers of the tenants f selects, in no
+// order (f's State and Name unused).
+func (c *Core) WorkerRecords(f TaskFilter) []WorkerRecord {
+	var out []WorkerRecord
+	for _, w := range c.workers {
+		if w.state == workerDead || !f.AnyTenant && w.job.tenant != f.Tenant || f.Job != "" && w.job.id != f.Job {
+			continue
+		}
+		r := WorkerRecord{ID: w.id, Job: w.job.id, Tenant: w.job.tenant, Pid: w.pid, Kind: "task", Leased: w.lease != nil}
+		switch {
+		case w.driver != nil:
+			r.Kind = "driver"
+		case w.actor != nil:
+			r.Kind, r.Running = "actor", w.actor.class
+		}
+		if w.task != nil && r.Running == "" {
+			r.Running = w.task.name
+		}
+		switch {
+		case w.state == workerStarting:
+			r.State = "starting"
+		case w.state == workerLoading:
+			r.State = "loading"
+		case w.state == workerStopping:
+			r.State = "stopping"
+		case w.parked:
+			r.State = "parked"
+		case w.task != nil || w.actor != nil:
+			r.State = "busy"
+		default:
+			r.State = "idle"
+		}
 		out = append(out, r)
 	}
 	return out

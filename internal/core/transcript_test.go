@@ -514,6 +514,19 @@ func (h *harness) run(line string) (out []string) {
 			out = append(out, s)
 		}
 		return append(out, fmt.Sprintf("%d objects", len(recs)))
+	case "workers-list": // the state API's records of the node's workers and groups
+		var out []string
+		ws := n.core.WorkerRecords(TaskFilter{AnyTenant: true})
+		sort.Slice(ws, func(i, j int) bool { return ws[i].ID < ws[j].ID })
+		for _, w := range ws {
+			out = append(out, fmt.Sprintf("w%d %s %s %s running=%s", w.ID, w.Job, w.Kind, w.State, w.Running))
+		}
+		gs := n.core.GroupRecords(TaskFilter{AnyTenant: true})
+		sort.Slice(gs, func(i, j int) bool { return h.name(objects.ID(gs[i].ID)) < h.name(objects.ID(gs[j].ID)) })
+		for _, g := range gs {
+			out = append(out, fmt.Sprintf("%s %s %s bundles=%d nodes=%v", h.name(objects.ID(g.ID)), g.Strategy, g.State, len(g.Bundles), g.Nodes))
+		}
+		return append(out, "end")
 	case "actors": // actors [state=S]
 		var out []string
 		recs := n.core.ActorRecords(ActorFilter{AnyTenant: true, State: a.kv["state"]})

@@ -376,7 +376,7 @@ func run(args []string) error {
 	case "loop":
 		_, err := spinForever.Remote().Get()
 		return err
-	case "actors": // actors N MS: N actors, alive for MS, then the job ends
+	case "actors": // actors N MS [pg]: N actors (and with pg a placement group of two one-CPU bundles), alive for MS, then the job ends
 		n, ms := 2, 1000
 		if len(args) > 2 {
 			n, _ = strconv.Atoi(args[1])
@@ -388,6 +388,15 @@ func run(args []string) error {
 			}
 		}
 		fmt.Printf("actors: %d up\n", n)
+		if len(args) > 3 && args[3] == "pg" {
+			pg, err := sdk.NewPlacementGroup([]sdk.Bundle{{"CPU": 1}, {"CPU": 1}}, "SPREAD", sdk.GroupName("pair"))
+			if err != nil {
+				return err
+			}
+			if err := pg.Ready(); err != nil {
+				return err
+			}
+		}
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 	case "overlap": // overlap N MS: N one-CPU tasks of MS each; how many ran at once
 		n, ms := 4, 200
