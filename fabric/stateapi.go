@@ -481,26 +481,59 @@ func nanos(ns int64) *time.Time {
 	return &t
 }
 
-func (a *Agent) handleTasks(w http.ResponseWriter, r *http.Request) {
-	release, ok := a.stateReads.acquire(callerOf(r).tenant())
+// stateListing is what a state API handler answers from: its query,
+// every node's answer, the nodes that did not answer, and the IDs the
+// caller knows the jobs of runs by.
+type stateListing struct {
+	q       taskQuery
+	replies []taskReply
+	missing []string
+	names   map[string]string
+}
+
+// job is the ID the caller knows run's job by (the run's own for work of
+// no job of the cluster's records).
+func (l *stateListing) job(run string) string { return cmp.Or(l.names[run], run) }
+
+// limit is how many the listing answers.
+func (l *stateListing) limit() int { return min(cmp.Or(l.q.Limit, defaultTaskList), maxTaskList) }
+
+// listState takes one of the agent's listing slots for the caller's
+// tenant, reads the request's query (a summary's: counts), and asks every
+// node; when it cannot, it answers the request and reports false.
+func (a *Agent) listState(w http.ResponseWriter, r *http.Request, summary bool) (stateListing, bool) {
+	c := callerOf(r)
+	release, ok := a.stateReads.acquire(c.tenant())
 	if !ok {
-		apiFail(w, a.stateReads.busy(callerOf(r).tenant()))
-		return
+		apiFail(w, a.stateReads.busy(c.tenant()))
+		return stateListing{}, false
 	}
 	defer release()
 	q, err := a.taskQueryOf(r)
 	if err != nil {
 		apiFail(w, err)
+		return stateListing{}, false
+	}
+	q.Summary = summary
+	l := stateListing{q: q}
+	l.replies, l.missing = a.gatherTasks(r.Context(), c, q)
+	if !summary {
+		l.names = a.jobNames(r.Context(), c)
+	}
+	return l, true
+}
+
+func (a *Agent) handleTasks(w http.ResponseWriter, r *http.Request) {
+	l, ok := a.listState(w, r, false)
+	if !ok {
 		return
 	}
-	c := callerOf(r)
-	replies, missing := a.gatherTasks(r.Context(), c, q)
-	names := a.jobNames(r.Context(), c)
+	replies, missing := l.replies, l.missing
 	out := TaskList{Tasks: []TaskInfo{}, Missing: missing}
 	for _, rep := range replies {
 		out.Total += rep.Total
 		for _, t := range rep.Tasks {
-			out.Tasks = append(out.Tasks, TaskInfo{ID: t.ID, Job: cmp.Or(names[t.Run], t.Run), Tenant: t.Tenant, Name: t.Name, Kind: t.Kind,
+			out.Tasks = append(out.Tasks, TaskInfo{ID: t.ID, Job: l.job(t.Run), Tenant: t.Tenant, Name: t.Name, Kind: t.Kind,
 				Actor: t.Actor, State: t.State, Node: t.Node, Pid: t.Pid, Attempt: t.Attempt, Error: t.Error, ErrorType: t.ErrorKind,
 				Submitted: time.Unix(0, t.Submitted).UTC(), Placed: nanos(t.Placed), Started: nanos(t.Started), Ended: nanos(t.Ended)})
 		}
@@ -508,38 +541,29 @@ func (a *Agent) handleTasks(w http.ResponseWriter, r *http.Request) {
 	slices.SortFunc(out.Tasks, func(a, b TaskInfo) int {
 		return cmp.Or(a.Submitted.Compare(b.Submitted), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Attempt, b.Attempt))
 	})
-	if limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList); len(out.Tasks) > limit {
+	if limit := l.limit(); len(out.Tasks) > limit {
 		out.Tasks = out.Tasks[len(out.Tasks)-limit:]
 	}
 	writeJSON(w, out)
 }
 
 func (a *Agent) handleActors(w http.ResponseWriter, r *http.Request) {
-	release, ok := a.stateReads.acquire(callerOf(r).tenant())
+	l, ok := a.listState(w, r, false)
 	if !ok {
-		apiFail(w, a.stateReads.busy(callerOf(r).tenant()))
 		return
 	}
-	defer release()
-	q, err := a.taskQueryOf(r)
-	if err != nil {
-		apiFail(w, err)
-		return
-	}
-	c := callerOf(r)
-	replies, missing := a.gatherTasks(r.Context(), c, q)
-	names := a.jobNames(r.Context(), c)
+	replies, missing := l.replies, l.missing
 	out := ActorList{Actors: []ActorInfo{}, Missing: missing}
 	for _, rep := range replies {
 		out.Total += rep.Total
 		for _, x := range rep.Actors {
-			out.Actors = append(out.Actors, ActorInfo{ID: x.ID, Job: cmp.Or(names[x.Run], x.Run), Tenant: x.Tenant, Class: x.Class, Name: x.Name,
+			out.Actors = append(out.Actors, ActorInfo{ID: x.ID, Job: l.job(x.Run), Tenant: x.Tenant, Class: x.Class, Name: x.Name,
 				Namespace: x.Namespace, State: x.State, Node: x.Node, Pid: x.Pid, Restarts: x.Restarts, Detached: x.Detached, DeathCause: x.Cause,
 				Created: time.Unix(0, x.Created).UTC()})
 		}
 	}
 	slices.SortFunc(out.Actors, func(a, b ActorInfo) int { return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID)) })
-	if limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList); len(out.Actors) > limit {
+	if limit := l.limit(); len(out.Actors) > limit {
 		out.Actors = out.Actors[len(out.Actors)-limit:]
 	}
 	writeJSON(w, out)
@@ -548,26 +572,17 @@ func (a *Agent) handleActors(w http.ResponseWriter, r *http.Request) {
 // handleObjects lists objects, cluster-wide: the records of each node
 // merged by ID, with the nodes that hold its bytes.
 func (a *Agent) handleObjects(w http.ResponseWriter, r *http.Request) {
-	release, ok := a.stateReads.acquire(callerOf(r).tenant())
+	l, ok := a.listState(w, r, false)
 	if !ok {
-		apiFail(w, a.stateReads.busy(callerOf(r).tenant()))
 		return
 	}
-	defer release()
-	q, err := a.taskQueryOf(r)
-	if err != nil {
-		apiFail(w, err)
-		return
-	}
-	c := callerOf(r)
-	replies, missing := a.gatherTasks(r.Context(), c, q)
-	names := a.jobNames(r.Context(), c)
+	replies, missing := l.replies, l.missing
 	byID := map[string]*ObjectInfo{}
 	for _, rep := range replies {
 		for _, o := range rep.Objects {
 			info := byID[o.ID]
 			if info == nil {
-				info = &ObjectInfo{ID: o.ID, Job: cmp.Or(names[o.Run], o.Run), Tenant: o.Tenant, State: "pending", Locations: []string{}}
+				info = &ObjectInfo{ID: o.ID, Job: l.job(o.Run), Tenant: o.Tenant, State: "pending", Locations: []string{}}
 				byID[o.ID] = info
 			}
 			info.Size = max(info.Size, o.Size)
@@ -594,7 +609,7 @@ func (a *Agent) handleObjects(w http.ResponseWriter, r *http.Request) {
 	}
 	slices.SortFunc(out.Objects, func(a, b ObjectInfo) int { return cmp.Compare(a.ID, b.ID) })
 	out.Total = len(out.Objects)
-	if limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList); len(out.Objects) > limit {
+	if limit := l.limit(); len(out.Objects) > limit {
 		out.Objects = out.Objects[:limit]
 	}
 	writeJSON(w, out)
@@ -602,26 +617,17 @@ func (a *Agent) handleObjects(w http.ResponseWriter, r *http.Request) {
 
 // handleGroupsAndWorkers lists placement groups or workers, cluster-wide.
 func (a *Agent) handleGroupsAndWorkers(w http.ResponseWriter, r *http.Request) {
-	c := callerOf(r)
-	release, ok := a.stateReads.acquire(c.tenant())
+	l, ok := a.listState(w, r, false)
 	if !ok {
-		apiFail(w, a.stateReads.busy(c.tenant()))
 		return
 	}
-	defer release()
-	q, err := a.taskQueryOf(r)
-	if err != nil {
-		apiFail(w, err)
-		return
-	}
-	replies, missing := a.gatherTasks(r.Context(), c, q)
-	names := a.jobNames(r.Context(), c)
-	limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList)
-	if q.Groups {
+	replies, missing := l.replies, l.missing
+	limit := l.limit()
+	if l.q.Groups {
 		out := PlacementGroupList{Groups: []PlacementGroupInfo{}, Missing: missing}
 		for _, rep := range replies {
 			for _, g := range rep.Groups {
-				out.Groups = append(out.Groups, PlacementGroupInfo{ID: g.ID, Job: cmp.Or(names[g.Run], g.Run), Tenant: g.Tenant, Name: g.Name,
+				out.Groups = append(out.Groups, PlacementGroupInfo{ID: g.ID, Job: l.job(g.Run), Tenant: g.Tenant, Name: g.Name,
 					Strategy: g.Strategy, State: g.State, Reason: g.Reason, Bundles: g.Bundles, Nodes: g.Nodes, Detached: g.Detached, Node: rep.Node})
 			}
 		}
@@ -634,7 +640,7 @@ func (a *Agent) handleGroupsAndWorkers(w http.ResponseWriter, r *http.Request) {
 	out := WorkerList{Workers: []WorkerInfo{}, Missing: missing}
 	for _, rep := range replies {
 		for _, x := range rep.Workers {
-			out.Workers = append(out.Workers, WorkerInfo{ID: x.ID, Node: rep.Node, Job: cmp.Or(names[x.Run], x.Run), Tenant: x.Tenant, Pid: x.Pid,
+			out.Workers = append(out.Workers, WorkerInfo{ID: x.ID, Node: rep.Node, Job: l.job(x.Run), Tenant: x.Tenant, Pid: x.Pid,
 				State: x.State, Kind: x.Kind, Running: x.Running, Leased: x.Leased})
 		}
 	}
@@ -645,19 +651,11 @@ func (a *Agent) handleGroupsAndWorkers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handleTaskSummary(w http.ResponseWriter, r *http.Request) {
-	release, ok := a.stateReads.acquire(callerOf(r).tenant())
+	l, ok := a.listState(w, r, true)
 	if !ok {
-		apiFail(w, a.stateReads.busy(callerOf(r).tenant()))
 		return
 	}
-	defer release()
-	q, err := a.taskQueryOf(r)
-	if err != nil {
-		apiFail(w, err)
-		return
-	}
-	q.Summary = true
-	replies, missing := a.gatherTasks(r.Context(), callerOf(r), q)
+	replies, missing := l.replies, l.missing
 	type key struct{ name, kind string }
 	rows := map[key]*TaskSummaryRow{}
 	for _, rep := range replies {
