@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/wasmfabric/fabric/internal/controlstate"
+	"github.com/wasmfabric/fabric/internal/dashboard"
 )
 
 // Authorization of the HTTP API, in one place: every route is declared
@@ -30,6 +31,9 @@ const (
 	// tenantUser routes also take any tenant's token (a user's and up);
 	// what they serve is the tenant's own.
 	tenantUser
+	// public routes take no token: the dashboard's files, which hold no
+	// data (the page reads the API with the token its user gives).
+	public
 )
 
 // apiRoute is one route of the API and its access.
@@ -63,6 +67,8 @@ func (a *Agent) apiRoutes() []apiRoute {
 		{"GET /v1/jobs/{id}/timeline", tenantUser, a.handleTimeline},
 		{"GET /v1/debug/state", clusterOnly, a.handleDebugState},
 		{"GET /metrics", clusterOnly, a.handleMetrics},
+		{"GET " + dashboard.Prefix, public, dashboard.Handler().ServeHTTP},
+		{"GET /{$}", public, func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, dashboard.Prefix, http.StatusFound) }},
 		{"POST /v1/tenants", clusterOnly, a.handleTenantCreate},
 		{"GET /v1/tenants", clusterOnly, a.handleTenantList},
 		{"DELETE /v1/tenants/{name}", clusterOnly, a.handleTenantDelete},
@@ -102,6 +108,9 @@ func callerOf(r *http.Request) caller {
 // tokens of no tenant), and travels with the control requests the
 // handler makes, for the leader to check again.
 func (a *Agent) guard(rt apiRoute) http.HandlerFunc {
+	if rt.access == public {
+		return rt.handler
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || bearer == "" {

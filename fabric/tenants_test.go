@@ -66,7 +66,7 @@ func TestAuthMatrix(t *testing.T) {
 		"POST /v1/tenants": clusterOnly, "GET /v1/tenants": clusterOnly, "DELETE /v1/tenants/{name}": clusterOnly, "POST /v1/tenants/{name}/quota": clusterOnly,
 		"POST /v1/tenants/{name}/keys": clusterOnly, "GET /v1/tenants/{name}/keys": clusterOnly, "DELETE /v1/tenants/{name}/keys/{id}": clusterOnly,
 		"POST /v1/tokens": clusterOnly, "GET /v1/tokens": clusterOnly, "DELETE /v1/tokens/{id}": clusterOnly,
-		"GET /v1/whoami": tenantUser, "GET /v1/tasks": tenantUser, "GET /v1/tasks/summary": tenantUser, "GET /v1/actors": tenantUser, "GET /v1/objects": tenantUser, "GET /v1/placement-groups": tenantUser, "GET /v1/workers": tenantUser, "GET /v1/jobs/{id}/timeline": tenantUser, "GET /metrics": clusterOnly,
+		"GET /v1/whoami": tenantUser, "GET /v1/tasks": tenantUser, "GET /v1/tasks/summary": tenantUser, "GET /v1/actors": tenantUser, "GET /v1/objects": tenantUser, "GET /v1/placement-groups": tenantUser, "GET /v1/workers": tenantUser, "GET /v1/jobs/{id}/timeline": tenantUser, "GET /metrics": clusterOnly, "GET /ui/": public, "GET /{$}": public,
 		"POST /v1/join-tokens": clusterOnly, "GET /v1/join-tokens": clusterOnly, "DELETE /v1/join-tokens/{id}": clusterOnly,
 		"GET /v1/admitted": clusterOnly, "POST /v1/nodes/{id}/revoke": clusterOnly, "POST /v1/gossip-key/rotate": clusterOnly,
 	}
@@ -132,6 +132,23 @@ func TestAuthMatrix(t *testing.T) {
 		"an expired token":          expired.Token, "a revoked token": revoked.Token,
 	}
 	for _, rt := range a.apiRoutes() {
+		if rt.access == public {
+			// No token: the dashboard's files, the same for everyone, and
+			// nothing of the cluster's in them.
+			_, u := path(rt.pattern)
+			u = strings.TrimSuffix(u, "{$}")
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+a.HTTPAddr()+u, nil)
+			resp, err := a.Client("").httpClient().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || strings.Contains(string(body), a.ID) || strings.Contains(string(body), job.Module) || resp.Header.Get("Content-Security-Policy") == "" {
+				t.Errorf("public route %s: %d, CSP %q\n%.200s", rt.pattern, resp.StatusCode, resp.Header.Get("Content-Security-Policy"), body)
+			}
+			continue
+		}
 		for what, tok := range bad {
 			if code := call(tok, rt.pattern); code != http.StatusUnauthorized {
 				t.Errorf("%s with %s: %d, want 401", rt.pattern, what, code)
