@@ -13,7 +13,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 CLANG     ?= clang
 WASI_LIBC := /usr/lib/wasm32-wasi/libc.a
 
-.PHONY: all build examples guests demo cluster-demo test check bench bench-check clean c-toolchain term-tools release
+.PHONY: all build examples guests demo cluster-demo test check bench bench-check clean c-toolchain test-tools release
 
 all: build examples
 
@@ -78,14 +78,15 @@ cluster-demo: $(BIN) bin/examples/cluster.wasm
 	bash examples/cluster/demo.sh $(BIN) bin/examples/cluster.wasm
 
 # script (util-linux's bsdutils, essential in Debian) runs the CLI on a
-# pty for the tests of what it draws on a terminal.
-term-tools:
-	@if ! command -v script >/dev/null; then \
-	  echo "installing bsdutils (script)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bsdutils >/dev/null; \
+# pty for the tests of what it draws on a terminal; Debian's chromium runs
+# the dashboard's tests in a real, headless browser.
+test-tools:
+	@if ! command -v script >/dev/null || ! command -v chromium >/dev/null; then \
+	  echo "installing bsdutils (script) and chromium for the tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bsdutils chromium >/dev/null; \
 	fi
 
-test: build examples guests bin/wat2wasm term-tools
+test: build examples guests bin/wat2wasm test-tools
 	$(GO) test -race -timeout 15m ./...
 	$(MAKE) --no-print-directory bench-check
 

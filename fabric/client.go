@@ -285,8 +285,10 @@ func (o SubmitOptions) query(args []string) url.Values {
 
 // SubmitWith submits a job and follows its output to its end, as
 // SubmitSplit does, and returns the job's ID. The job runs on whatever
-// happens to the client: a ctx that ends stops following it only.
+// happens to the client: a ctx that ends stops following it only. A nil
+// stdout or stderr discards that stream.
 func (c *Client) SubmitWith(ctx context.Context, wasm []byte, args []string, o SubmitOptions, stdout, stderr io.Writer) (string, error) {
+	stdout, stderr = cmp.Or[io.Writer](stdout, io.Discard), cmp.Or[io.Writer](stderr, io.Discard)
 	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs", o.query(args), bytes.NewReader(wasm), o.headers("Accept", MediaJobStream)...)
 	if err != nil {
 		return "", err

@@ -1,0 +1,122 @@
+//go:build linux
+
+package fabric
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/wasmfabric/fabric/internal/testrig"
+)
+
+// TestDashboardInBrowser drives the dashboard in a real headless
+// Chromium (Debian's, which make test installs) against a real agent: log
+// in, see the node, watch submitted jobs finish, open a job's output, see
+// an actor listed, open a failed task's error. It saves a screenshot of
+// each page under bin/test-artifacts/dashboard.
+func TestDashboardInBrowser(t *testing.T) {
+	browser, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("no chromium: make test installs Debian's (apt-get install chromium)")
+	}
+	a := startJobsAgent(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := a.Client(a.APIToken())
+	hostile := guestBytes(t, "internal/testguests/hostile")
+	shots := filepath.Join(testrig.Root(t), "bin", "test-artifacts", "dashboard")
+	if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.WindowSize(1280, 860),
+		// The agent's certificate is the cluster's CA's, which this
+		// browser does not know; the test is of the page, not of TLS.
+		chromedp.Flag("ignore-certificate-errors", true))...)
+	defer cancelAlloc()
+	b, cancelBrowser := chromedp.NewContext(alloc, chromedp.WithErrorf(t.Logf))
+	defer cancelBrowser()
+	type action = chromedp.Action[chromedp.Void]
+	shot := func(name string) action {
+		return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+			png, err := chromedp.FullScreenshot(100)(ctx, tg)
+			if err != nil {
+				return chromedp.Void{}, err
+			}
+			return chromedp.Void{}, os.WriteFile(filepath.Join(shots, name+".png"), png, 0o644)
+		}
+	}
+	fail := func(what string, err error) {
+		t.Helper()
+		body, _ := chromedp.Run(b, chromedp.Text(chromedp.CSS("body")))
+		t.Fatalf("%s: %v\npage:\n%s", what, err, body)
+	}
+	// The first run starts the browser, which lives as long as its
+	// context: b, not one with a step's timeout.
+	if err := chromedp.Do(b, chromedp.Navigate("https://"+a.HTTPAddr()+"/")); err != nil {
+		fail("open the dashboard", err)
+	}
+	step := func(what string, actions ...action) {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(b, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Do(sctx, actions...); err != nil {
+			fail(what, err)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		s, err := chromedp.Run(b, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			fail("read "+sel, err)
+		}
+		return s
+	}
+	css, xpath := func(s string) chromedp.CSS { return chromedp.CSS(s) }, func(s string) chromedp.Search { return chromedp.Search(s) }
+
+	step("the login page", chromedp.WaitVisible(css("#login")), shot("login"))
+	step("a wrong token", chromedp.SendKeys(css("#token"), "fabric_wrong"), chromedp.Click(css(`#login button[type="submit"]`)),
+		chromedp.WaitVisible(xpath(`//p[@id="login-error"][contains(., "refused")]`)))
+	step("log in", chromedp.SetValue(css("#token"), a.APIToken()), chromedp.Click(css(`#login button[type="submit"]`)),
+		chromedp.WaitVisible(css(`section[data-page="overview"]`)))
+	if who := text("#who"); who != "cluster admin" {
+		t.Fatalf("logged in as %q", who)
+	}
+
+	// Jobs: one that fails a task, one that holds an actor.
+	if _, err := admin.SubmitWith(ctx, hostile, []string{"panic"}, SubmitOptions{ID: "boom"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.SubmitDetached(ctx, hostile, []string{"actors", "1", "60000"}, SubmitOptions{ID: "keeper"}); err != nil {
+		t.Fatal(err)
+	}
+	step("the overview counts the failure", chromedp.WaitVisible(xpath(`//td[contains(., "panicky")]`)), shot("overview"))
+	step("the node", chromedp.Navigate("https://"+a.HTTPAddr()+"/ui/#/nodes"),
+		chromedp.WaitVisible(xpath(`//td[contains(., "`+a.ID+`")]`)), shot("nodes"))
+	step("the finished job", chromedp.Navigate("https://"+a.HTTPAddr()+"/ui/#/jobs"),
+		chromedp.WaitVisible(xpath(`//tr[td[contains(., "boom")]]/td/span[contains(., "succeeded")]`)), shot("jobs"))
+	step("the job's output", chromedp.Click(xpath(`//a[.="boom"]`)),
+		chromedp.WaitVisible(xpath(`//pre[@id="job-log"][contains(., "get returned")]`)), shot("job"))
+	step("the actor", chromedp.Navigate("https://"+a.HTTPAddr()+"/ui/#/actors"),
+		chromedp.WaitVisible(xpath(`//tr[td[.="Keeper"]]/td/span[.="alive"]`)), shot("actors"))
+	step("the failed task's error", chromedp.Navigate("https://"+a.HTTPAddr()+"/ui/#/tasks"),
+		chromedp.WaitVisible(xpath(`//tr[td[.="panicky"]]`)),
+		chromedp.Click(xpath(`//tr[td[.="panicky"]]`)),
+		chromedp.WaitVisible(xpath(`//pre[@id="task-error"][contains(., "boom: the guest panicked")]`)), shot("task-error"))
+	step("the objects", chromedp.Navigate("https://"+a.HTTPAddr()+"/ui/#/objects"),
+		chromedp.WaitVisible(css(`section[data-page="objects"]`)), shot("objects"))
+	if s := text("#status"); !strings.HasPrefix(s, "Updated") {
+		t.Fatalf("the status line: %q", s)
+	}
+	if _, err := admin.StopJob(ctx, "keeper"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshots in %s", shots)
+}
