@@ -94,6 +94,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	if _, err := admin.SubmitWith(ctx, hostile, []string{"panic"}, SubmitOptions{ID: "boom"}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := admin.SubmitWith(ctx, hostile, []string{"markup"}, SubmitOptions{ID: "markup"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := admin.SubmitDetached(ctx, hostile, []string{"actors", "1", "60000"}, SubmitOptions{ID: "keeper"}); err != nil {
 		t.Fatal(err)
 	}
@@ -110,6 +113,18 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.WaitVisible(xpath(`//tr[td[.="panicky"]]`)),
 		chromedp.Click(xpath(`//tr[td[.="panicky"]]`)),
 		chromedp.WaitVisible(xpath(`//pre[@id="task-error"][contains(., "boom: the guest panicked")]`)), shot("task-error"))
+	// A guest's task name and error that are HTML show as text, and run
+	// nothing.
+	step("a guest's markup", chromedp.Navigate("https://"+a.HTTPAddr()+"/ui/#/tasks"),
+		chromedp.WaitVisible(xpath(`//td[starts-with(., "<img src=x onerror=")]`)),
+		chromedp.Click(xpath(`//tr[td[starts-with(., "<img")]]`)),
+		chromedp.WaitVisible(xpath(`//pre[@id="task-error"][contains(., "<script>")]`)), shot("markup"))
+	if title, err := chromedp.Run(b, chromedp.Title()); err != nil || title != "Fabric" {
+		t.Fatalf("the page's title after a guest's markup: %q, %v", title, err)
+	}
+	if n, err := chromedp.Run(b, chromedp.Evaluate[int](`document.querySelectorAll("main img, main script, main b").length`)); err != nil || n != 0 {
+		t.Fatalf("elements made from a guest's markup: %d, %v", n, err)
+	}
 	step("the objects", chromedp.Navigate("https://"+a.HTTPAddr()+"/ui/#/objects"),
 		chromedp.WaitVisible(css(`section[data-page="objects"]`)), shot("objects"))
 	if s := text("#status"); !strings.HasPrefix(s, "Updated") {

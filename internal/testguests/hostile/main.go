@@ -19,6 +19,12 @@ import (
 
 var answer = sdk.Task0("answer", func() (int, error) { return 42, nil })
 
+// markup is a task whose name and error are HTML, for the dashboard's
+// test: a page that put them in as markup would run them.
+var markup = sdk.Task0(`<img src=x onerror="document.title='pwned'">`, func() (int, error) {
+	return 0, errors.New(`<script>document.title='pwned'</script><b>bold</b>`)
+})
+
 // keeper is an actor that only answers, for listings of live actors.
 type keeper struct{}
 
@@ -333,7 +339,7 @@ func init() { sdk.Main(run) }
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: hostile actors|panic|timeout|deadline|lease_spin|loop|overlap|ticks|membomb|recursion|flood|loud|chain|smallputs|bigputs|memhold|burn|work|badptr")
+		return errors.New("usage: hostile actors|markup|panic|timeout|deadline|lease_spin|loop|overlap|ticks|membomb|recursion|flood|loud|chain|smallputs|bigputs|memhold|burn|work|badptr")
 	}
 	switch args[0] {
 	case "panic":
@@ -376,6 +382,9 @@ func run(args []string) error {
 	case "loop":
 		_, err := spinForever.Remote().Get()
 		return err
+	case "markup": // a task whose name and error are HTML
+		_, err := markup.Remote().Get()
+		fmt.Printf("markup: %v\n", firstLine(err))
 	case "actors": // actors N MS [pg]: N actors (and with pg a placement group of two one-CPU bundles), alive for MS, then the job ends
 		n, ms := 2, 1000
 		if len(args) > 2 {
