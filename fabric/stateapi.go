@@ -79,6 +79,15 @@ func (s *tenantSlots) busy(tenant string) error {
 		ErrTooMany, s.total, s.per, s.total)
 }
 
+// boundedLimit is how many records a listing of limit answers: the
+// default for none (or a negative one), at most maxTaskList.
+func boundedLimit(limit int) int {
+	if limit <= 0 {
+		return defaultTaskList
+	}
+	return min(limit, maxTaskList)
+}
+
 // taskQuery is msgTasks's body.
 type taskQuery struct {
 	Runs    []string `cbor:"1,keyasint,omitempty"` // the jobs' runs (none: every job's)
@@ -185,7 +194,7 @@ func (n *Node) taskRecords(f core.TaskFilter, q taskQuery) taskReply {
 	if len(runs) == 0 {
 		runs = []string{""}
 	}
-	limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList)
+	limit := boundedLimit(q.Limit)
 	var recs []core.TaskRecord
 	var counts []core.TaskCount
 	var r taskReply
@@ -247,6 +256,7 @@ func (a *Agent) handleTasksPeer(ctx context.Context, body []byte) ([]byte, error
 	if len(q.Runs) > maxQueryRuns {
 		return nil, fmt.Errorf("a task query of %d jobs' runs, at most %d", len(q.Runs), maxQueryRuns)
 	}
+	q.Limit = boundedLimit(q.Limit) // a member's query is bounded as a client's is
 	c, ok := a.relayedCaller(ctx, q.Token)
 	if !ok {
 		return nil, fmt.Errorf("%w: the relayed token", ErrUnauthorized)
@@ -363,7 +373,7 @@ func (n *Node) actorRecords(tf core.TaskFilter, q taskQuery) taskReply {
 		return cmp.Or(cmp.Compare(a.Created, b.Created), slices.Compare(a.ID[:], b.ID[:]))
 	})
 	r := taskReply{Total: len(recs)}
-	if limit := min(cmp.Or(q.Limit, defaultTaskList), maxTaskList); len(recs) > limit {
+	if limit := boundedLimit(q.Limit); len(recs) > limit {
 		recs = recs[len(recs)-limit:]
 	}
 	for _, a := range recs {
@@ -496,7 +506,7 @@ type stateListing struct {
 func (l *stateListing) job(run string) string { return cmp.Or(l.names[run], run) }
 
 // limit is how many the listing answers.
-func (l *stateListing) limit() int { return min(cmp.Or(l.q.Limit, defaultTaskList), maxTaskList) }
+func (l *stateListing) limit() int { return boundedLimit(l.q.Limit) }
 
 // listState takes one of the agent's listing slots for the caller's
 // tenant, reads the request's query (a summary's: counts), and asks every

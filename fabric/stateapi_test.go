@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wasmfabric/fabric/internal/wire"
 )
 
 // TestStateTasks: the state API lists a tenant's tasks cluster-wide from
@@ -107,6 +109,18 @@ func TestStateTasks(t *testing.T) {
 	}
 	if counts["hold"]["finished"] != 6 || counts["panicky"]["failed"] != 1 || counts["main"]["finished"] != 2 || sum.Total < 9 {
 		t.Fatalf("acme's summary: %+v", sum)
+	}
+	// A member's query past the bounds is answered within them.
+	raw0, err := a.handleTasksPeer(ctx, mustMarshal(taskQuery{Limit: -1, Token: acme.Token}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep taskReply
+	if err := wire.Unmarshal(raw0, &rep); err != nil || rep.Total == 0 || len(rep.Tasks) > defaultTaskList {
+		t.Fatalf("a query with limit -1: %d of %d, %v", len(rep.Tasks), rep.Total, err)
+	}
+	if _, err := b.handleTasksPeer(ctx, mustMarshal(taskQuery{Token: "fabric_forged"})); err == nil {
+		t.Fatal("a forged relayed token was answered")
 	}
 	// A tenant sees nothing of another's, even naming its job.
 	g, err := globex.Tasks(ctx, TaskQuery{})
@@ -217,6 +231,14 @@ func TestStateTasks(t *testing.T) {
 
 // TestTenantSlots: a tenant holds at most its share of the slots, and
 // another gets the rest.
+func TestBoundedLimit(t *testing.T) {
+	for in, want := range map[int]int{-1: defaultTaskList, 0: defaultTaskList, 1: 1, maxTaskList: maxTaskList, maxTaskList + 1: maxTaskList, 1 << 40: maxTaskList} {
+		if got := boundedLimit(in); got != want {
+			t.Errorf("boundedLimit(%d) = %d, want %d", in, got, want)
+		}
+	}
+}
+
 func TestTenantSlots(t *testing.T) {
 	s := newTenantSlots(4, 2)
 	var held []func()
