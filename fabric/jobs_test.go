@@ -270,6 +270,21 @@ func startJobsAgent(t *testing.T, tweak func(*AgentConfig)) *Agent {
 }
 
 // guestBytes returns a guest module, built if missing.
+// joinAgent starts a second agent that joins a's cluster, closed when
+// the test ends, and waits until both see each other.
+func joinAgent(t *testing.T, a *Agent) *Agent {
+	t.Helper()
+	cfg := jobsAgentConfig(t, nil)
+	cfg.Token = joinToken(t, a)
+	b, err := StartAgent(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	waitFor(t, 15*time.Second, "two members", func() bool { return a.node.NodeCount() == 2 && b.node.NodeCount() == 2 })
+	return b
+}
+
 func guestBytes(t *testing.T, dir string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(testrig.Guest(t, dir))

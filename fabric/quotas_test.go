@@ -50,14 +50,7 @@ func TestAllowances(t *testing.T) {
 // quota fails at once, naming it; a larger quota lets more run.
 func TestTenantQuotaRuns(t *testing.T) {
 	a := startJobsAgent(t, nil)
-	cfg := jobsAgentConfig(t, nil)
-	cfg.Token = joinToken(t, a)
-	b, err := StartAgent(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	waitFor(t, 15*time.Second, "two members", func() bool { return a.node.NodeCount() == 2 && b.node.NodeCount() == 2 })
+	b := joinAgent(t, a)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	admin := a.Client(a.APIToken())

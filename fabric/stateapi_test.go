@@ -19,14 +19,7 @@ import (
 // another's.
 func TestStateTasks(t *testing.T) {
 	a := startJobsAgent(t, nil)
-	cfg := jobsAgentConfig(t, nil)
-	cfg.Token = joinToken(t, a)
-	b, err := StartAgent(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	waitFor(t, 15*time.Second, "two members", func() bool { return a.node.NodeCount() == 2 && b.node.NodeCount() == 2 })
+	b := joinAgent(t, a)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	acme := tenantClient(t, ctx, a, TenantInfo{Name: "acme"})

@@ -14,6 +14,19 @@ import (
 	"github.com/wasmfabric/fabric/fabric"
 )
 
+// listed says on stderr which nodes did not answer (so what of theirs is
+// missing), and prints list as JSON or YAML when -o asks; done reports
+// that it printed.
+func (c *clientFlags) listed(cmd *cobra.Command, missing string, nodes []string, list any) (done bool, err error) {
+	if len(nodes) > 0 {
+		fmt.Fprintf(cmd.ErrOrStderr(), "fabric: nodes %s did not answer in time: their %s\n", strings.Join(nodes, ", "), missing)
+	}
+	if c.output == "json" || c.output == "yaml" {
+		return true, printAs(cmd.OutOrStdout(), c.output, list)
+	}
+	return false, nil
+}
+
 // taskFilters reads --filter k=v flags into a task query.
 func taskFilters(filters []string, limit int) (fabric.TaskQuery, error) {
 	q := fabric.TaskQuery{Limit: limit}
@@ -65,11 +78,8 @@ and a failed task's error. Ended tasks are kept per node up to a bound
 			if err != nil {
 				return err
 			}
-			if len(list.Missing) > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: nodes %s did not answer in time: their tasks are not listed\n", strings.Join(list.Missing, ", "))
-			}
-			if cf.output == "json" || cf.output == "yaml" {
-				return printAs(cmd.OutOrStdout(), cf.output, list)
+			if done, err := cf.listed(cmd, "tasks are not listed", list.Missing, list); done {
+				return err
 			}
 			if err := printTasks(cmd.OutOrStdout(), list.Tasks, cf.output == "wide"); err != nil {
 				return err
@@ -164,11 +174,8 @@ func newSummaryCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if len(sum.Missing) > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: nodes %s did not answer in time: their tasks are not counted\n", strings.Join(sum.Missing, ", "))
-			}
-			if cf.output == "json" || cf.output == "yaml" {
-				return printAs(cmd.OutOrStdout(), cf.output, sum)
+			if done, err := cf.listed(cmd, "tasks are not counted", sum.Missing, sum); done {
+				return err
 			}
 			states := []string{"pending", "running", "finished", "failed"}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
@@ -229,11 +236,8 @@ on and its restarts.`,
 			if err != nil {
 				return err
 			}
-			if len(list.Missing) > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: nodes %s did not answer in time: their actors are not listed\n", strings.Join(list.Missing, ", "))
-			}
-			if cf.output == "json" || cf.output == "yaml" {
-				return printAs(cmd.OutOrStdout(), cf.output, list)
+			if done, err := cf.listed(cmd, "actors are not listed", list.Missing, list); done {
+				return err
 			}
 			wide := cf.output == "wide"
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
@@ -346,11 +350,8 @@ the references the nodes hold.`,
 			if err != nil {
 				return err
 			}
-			if len(list.Missing) > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: nodes %s did not answer in time: their objects are not listed\n", strings.Join(list.Missing, ", "))
-			}
-			if cf.output == "json" || cf.output == "yaml" {
-				return printAs(cmd.OutOrStdout(), cf.output, list)
+			if done, err := cf.listed(cmd, "objects are not listed", list.Missing, list); done {
+				return err
 			}
 			wide := cf.output == "wide"
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
@@ -424,11 +425,8 @@ func newListGroupsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if len(list.Missing) > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: nodes %s did not answer in time: their groups are not listed\n", strings.Join(list.Missing, ", "))
-			}
-			if cf.output == "json" || cf.output == "yaml" {
-				return printAs(cmd.OutOrStdout(), cf.output, list)
+			if done, err := cf.listed(cmd, "groups are not listed", list.Missing, list); done {
+				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "PLACEMENT GROUP\tNAME\tJOB\tSTRATEGY\tSTATE\tBUNDLES\tNODES\tREASON")
@@ -477,11 +475,8 @@ blocked in get or wait) or stopping.`,
 			if err != nil {
 				return err
 			}
-			if len(list.Missing) > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: nodes %s did not answer in time: their workers are not listed\n", strings.Join(list.Missing, ", "))
-			}
-			if cf.output == "json" || cf.output == "yaml" {
-				return printAs(cmd.OutOrStdout(), cf.output, list)
+			if done, err := cf.listed(cmd, "workers are not listed", list.Missing, list); done {
+				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NODE\tWORKER\tPID\tJOB\tKIND\tSTATE\tRUNNING\tLEASED")
