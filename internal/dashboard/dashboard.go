@@ -36,3 +36,24 @@ func Handler() http.Handler {
 		files.ServeHTTP(w, r)
 	})
 }
+
+// A Page is one of the dashboard's views and the API requests it sends
+// at once each time it is drawn ({job} stands for the job shown): what
+// the state API's scale benchmark times, page by page.
+type Page struct {
+	Name     string
+	Requests []string
+}
+
+// Pages are the dashboard's views, as app.js draws them (TestPagesMatchScript
+// checks that every request the script makes is listed here).
+var Pages = []Page{
+	{"overview", []string{"/v1/status", "/v1/jobs", "/v1/tasks/summary"}},
+	{"nodes", []string{"/v1/nodes"}},
+	{"jobs", []string{"/v1/jobs"}},
+	{"job", []string{"/v1/jobs/{job}", "/v1/tasks?limit=200&job={job}", "/v1/actors?job={job}", "/v1/jobs/{job}/logs"}},
+	{"tasks", []string{"/v1/tasks?limit=200"}},
+	{"failed tasks", []string{"/v1/tasks?limit=200&state=failed"}},
+	{"actors", []string{"/v1/actors?limit=500"}},
+	{"objects", []string{"/v1/objects?limit=500"}},
+}

@@ -205,11 +205,36 @@ func park(args []string) error {
 	return err
 }
 
+// manyTasks runs `tasks N`: N no-op tasks, a thousand at a time, each
+// got and released; the state API's scale benchmark leaves them as the
+// node's finished task records.
+func manyTasks(args []string) error {
+	n, err := strconv.Atoi(args[1])
+	if err != nil || n < 0 {
+		return fmt.Errorf("usage: tasks N")
+	}
+	for n > 0 {
+		refs := make([]sdk.Ref[int], min(n, 1000))
+		for i := range refs {
+			refs[i] = smallValue.Remote()
+		}
+		if _, err := sdk.GetAll(refs); err != nil {
+			return err
+		}
+		sdk.ReleaseAll(refs)
+		n -= len(refs)
+	}
+	return nil
+}
+
 func init() { sdk.Main(run) }
 
 func run(args []string) error {
 	if len(args) == 3 && args[0] == "park" {
 		return park(args)
+	}
+	if len(args) == 2 && args[0] == "tasks" {
+		return manyTasks(args)
 	}
 	cfg := config{filter: regexp.MustCompile("."), trial: 2 * time.Second, warmup: time.Second, trials: 4, numCPUs: 2}
 	if len(args) >= 5 {
