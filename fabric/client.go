@@ -219,6 +219,21 @@ func (c *Client) TaskSummary(ctx context.Context, q TaskQuery) (TaskSummary, err
 	return out, c.getQuery(ctx, "/v1/tasks/summary", q.values(), &out)
 }
 
+// ActorSummary counts the actors the caller's token sees, cluster-wide,
+// by class and state.
+func (c *Client) ActorSummary(ctx context.Context, q ActorQuery) (ActorSummary, error) {
+	var out ActorSummary
+	v := TaskQuery{Job: q.Job}.values()
+	return out, c.getQuery(ctx, "/v1/actors/summary", v, &out)
+}
+
+// ObjectSummary counts the objects the caller's token sees, cluster-wide,
+// by job (job: one job's only).
+func (c *Client) ObjectSummary(ctx context.Context, job string) (ObjectSummary, error) {
+	var out ObjectSummary
+	return out, c.getQuery(ctx, "/v1/objects/summary", TaskQuery{Job: job}.values(), &out)
+}
+
 func (c *Client) getQuery(ctx context.Context, path string, q url.Values, out any) error {
 	resp, err := c.do(ctx, http.MethodGet, path, q, nil)
 	if err != nil {

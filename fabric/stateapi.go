@@ -33,8 +33,13 @@ const msgTasks transport.Type = 31
 // Bounds of the state API: records one answer holds, listings in flight
 // through one agent, and how long a node has to answer.
 const (
-	maxTaskList      = 10_000
-	defaultTaskList  = 100
+	maxTaskList     = 10_000
+	defaultTaskList = 100
+	// maxObjectSummary bounds the object records a node sends for a
+	// summary (which merges copies across nodes by ID, so needs them).
+	maxObjectSummary = 200_000
+	// restartsCount is the state of an actor summary's count of restarts.
+	restartsCount    = "restarts"
 	maxStateRequests = 4
 	stateTimeout     = 5 * time.Second
 	maxQueryRuns     = 64
@@ -303,7 +308,11 @@ func (n *Node) objectRecords(tf core.TaskFilter, q taskQuery) taskReply {
 	n.mu.Unlock()
 	slices.SortFunc(recs, func(a, b core.ObjectRecord) int { return slices.Compare(a.ID[:], b.ID[:]) })
 	r := taskReply{Total: len(recs)}
-	if limit := maxTaskList; len(recs) > limit {
+	limit := maxTaskList
+	if q.Summary { // every record: the summary counts each object once, merged across nodes
+		limit = maxObjectSummary
+	}
+	if len(recs) > limit {
 		recs = recs[:limit]
 	}
 	for _, o := range recs {
@@ -369,10 +378,24 @@ func (n *Node) actorRecords(tf core.TaskFilter, q taskQuery) taskReply {
 		recs = append(recs, n.core.ActorRecords(f)...)
 	}
 	n.mu.Unlock()
+	r := taskReply{Total: len(recs)}
+	if q.Summary { // counts by class and state, and restarts by class
+		type key struct{ class, state string }
+		counts := map[key]int{}
+		for _, a := range recs {
+			counts[key{a.Class, a.State}]++
+			if a.Restarts > 0 {
+				counts[key{a.Class, restartsCount}] += a.Restarts
+			}
+		}
+		for k, c := range counts {
+			r.Counts = append(r.Counts, countWire{Name: k.class, Kind: "actor", State: k.state, Count: c})
+		}
+		return r
+	}
 	slices.SortFunc(recs, func(a, b core.ActorRecord) int {
 		return cmp.Or(cmp.Compare(a.Created, b.Created), slices.Compare(a.ID[:], b.ID[:]))
 	})
-	r := taskReply{Total: len(recs)}
 	if limit := boundedLimit(q.Limit); len(recs) > limit {
 		recs = recs[len(recs)-limit:]
 	}
@@ -432,7 +455,8 @@ func (a *Agent) gatherTasks(ctx context.Context, c caller, q taskQuery) (replies
 // taskQueryOf reads a task listing's query; runs come from its job.
 func (a *Agent) taskQueryOf(r *http.Request) (taskQuery, error) {
 	v := r.URL.Query()
-	q := taskQuery{State: v.Get("state"), Name: v.Get("name"), Actors: r.URL.Path == "/v1/actors", Objects: r.URL.Path == "/v1/objects",
+	path := strings.TrimSuffix(r.URL.Path, "/summary")
+	q := taskQuery{State: v.Get("state"), Name: v.Get("name"), Actors: path == "/v1/actors", Objects: path == "/v1/objects",
 		Groups: r.URL.Path == "/v1/placement-groups", Workers: r.URL.Path == "/v1/workers"}
 	switch {
 	case q.Objects, q.Groups, q.Workers:
@@ -687,6 +711,102 @@ func (a *Agent) handleTaskSummary(w http.ResponseWriter, r *http.Request) {
 	}
 	slices.SortFunc(out.Rows, func(a, b TaskSummaryRow) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Kind, b.Kind))
+	})
+	writeJSON(w, out)
+}
+
+// handleActorSummary counts the actors by class and state, cluster-wide.
+func (a *Agent) handleActorSummary(w http.ResponseWriter, r *http.Request) {
+	l, ok := a.listState(w, r, true)
+	if !ok {
+		return
+	}
+	rows := map[string]*ActorSummaryRow{}
+	for _, rep := range l.replies {
+		for _, c := range rep.Counts {
+			row := rows[c.Name]
+			if row == nil {
+				row = &ActorSummaryRow{Class: c.Name, States: map[string]int{}}
+				rows[c.Name] = row
+			}
+			if c.State == restartsCount {
+				row.Restarts += c.Count
+				continue
+			}
+			row.States[c.State] += c.Count
+			row.Total += c.Count
+		}
+	}
+	out := ActorSummary{Rows: []ActorSummaryRow{}, Missing: l.missing}
+	for _, row := range rows {
+		out.Rows = append(out.Rows, *row)
+		out.Total += row.Total
+	}
+	slices.SortFunc(out.Rows, func(a, b ActorSummaryRow) int { return cmp.Compare(a.Class, b.Class) })
+	writeJSON(w, out)
+}
+
+// handleObjectSummary counts the objects by job, each once however many
+// nodes hold it: how many, their bytes, by state, and those spilled.
+func (a *Agent) handleObjectSummary(w http.ResponseWriter, r *http.Request) {
+	l, ok := a.listState(w, r, true)
+	if !ok {
+		return
+	}
+	names := a.jobNames(r.Context(), callerOf(r))
+	type seen struct {
+		run, tenant string
+		size        int64
+		state       string
+		spilled     bool
+	}
+	objs := map[string]*seen{}
+	var truncated []string
+	for _, rep := range l.replies {
+		for _, o := range rep.Objects {
+			s := objs[o.ID]
+			if s == nil {
+				s = &seen{run: o.Run, tenant: o.Tenant, state: "pending"}
+				objs[o.ID] = s
+			}
+			s.size = max(s.size, o.Size)
+			switch {
+			case o.Error:
+				s.state = "error"
+			case o.Ready && s.state != "error":
+				s.state = "ready"
+			}
+			s.spilled = s.spilled || o.Spilled
+		}
+		if rep.Total > len(rep.Objects) {
+			truncated = append(truncated, rep.Node)
+		}
+	}
+	type key struct{ run, tenant string }
+	rows := map[key]*ObjectSummaryRow{}
+	out := ObjectSummary{Rows: []ObjectSummaryRow{}, Missing: l.missing, Truncated: truncated}
+	for _, s := range objs {
+		k := key{s.run, s.tenant}
+		row := rows[k]
+		if row == nil {
+			row = &ObjectSummaryRow{Job: cmp.Or(names[s.run], s.run), Tenant: s.tenant, States: map[string]int{}}
+			rows[k] = row
+		}
+		row.Objects++
+		row.Bytes += s.size
+		row.States[s.state]++
+		if s.spilled {
+			row.Spilled++
+			row.SpilledBytes += s.size
+		}
+		out.Total++
+		out.Bytes += s.size
+	}
+	for _, row := range rows {
+		out.Rows = append(out.Rows, *row)
+	}
+	slices.SortFunc(out.Rows, func(a, b ObjectSummaryRow) int {
+		return cmp.Or(cmp.Compare(a.Job, b.Job), cmp.Compare(a.Tenant, b.Tenant))
 	})
 	writeJSON(w, out)
 }

@@ -160,6 +160,14 @@ func TestStateTasks(t *testing.T) {
 	if all, err := admin.Actors(ctx, ActorQuery{Class: "Keeper"}); err != nil || len(all.Actors) != 3 || all.Actors[0].Job != "acme:keepers" {
 		t.Fatalf("the operator lists actors %+v, %v", all, err)
 	}
+	// The summary of acme's actors, from b; globex counts none.
+	if sum, err := acmeB.ActorSummary(ctx, ActorQuery{}); err != nil || sum.Total != 3 || len(sum.Rows) != 1 ||
+		sum.Rows[0].Class != "Keeper" || sum.Rows[0].States["alive"] != 3 || sum.Rows[0].Restarts != 0 {
+		t.Fatalf("acme's actor summary: %+v, %v", sum, err)
+	}
+	if sum, err := globex.ActorSummary(ctx, ActorQuery{}); err != nil || sum.Total != 0 || len(sum.Rows) != 0 {
+		t.Fatalf("globex's actor summary: %+v, %v", sum, err)
+	}
 	// Its workers (the driver's, one per actor) and its placement group,
 	// spread over the two nodes.
 	var workers WorkerList
@@ -216,6 +224,25 @@ func TestStateTasks(t *testing.T) {
 	}
 	if all, err := admin.Objects(ctx, "acme:puts", 0); err != nil || len(all.Objects) != 3 || all.Objects[0].Tenant != "acme" {
 		t.Fatalf("the operator lists objects %+v, %v", all, err)
+	}
+	// Their summary: three objects of job puts, each once, their bytes.
+	osum, err := acmeB.ObjectSummary(ctx, "")
+	if err != nil || len(osum.Rows) == 0 {
+		t.Fatalf("acme's object summary: %+v, %v", osum, err)
+	}
+	for _, row := range osum.Rows {
+		if row.Job != "puts" {
+			continue
+		}
+		if row.Objects != 3 || row.States["ready"] != 3 || row.Bytes < 3<<20 || row.Spilled != 0 || row.Tenant != "acme" {
+			t.Fatalf("acme's object summary of puts: %+v", row)
+		}
+	}
+	if g, err := globex.ObjectSummary(ctx, ""); err != nil || g.Total != 0 {
+		t.Fatalf("globex's object summary: %+v, %v", g, err)
+	}
+	if _, err := globex.ObjectSummary(ctx, "puts"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("globex asks for acme's job's objects: %v", err)
 	}
 	if _, err := acme.StopJob(ctx, "puts"); err != nil {
 		t.Fatal(err)

@@ -288,6 +288,46 @@ type TaskSummaryRow struct {
 	Total  int            `json:"total"`
 }
 
+// ActorSummary counts the actors by class (`GET /v1/actors/summary`,
+// `fabric summary actors`).
+type ActorSummary struct {
+	Rows    []ActorSummaryRow `json:"classes"`
+	Total   int               `json:"total"`
+	Missing []string          `json:"missing_nodes,omitempty"`
+}
+
+// ActorSummaryRow is one class's actors by state, and how many times
+// they were restarted in all.
+type ActorSummaryRow struct {
+	Class    string         `json:"class"`
+	States   map[string]int `json:"states"`
+	Total    int            `json:"total"`
+	Restarts int            `json:"restarts"`
+}
+
+// ObjectSummary counts the objects by job (`GET /v1/objects/summary`,
+// `fabric summary objects`), each once however many nodes hold it.
+type ObjectSummary struct {
+	Rows    []ObjectSummaryRow `json:"jobs"`
+	Total   int                `json:"total"`
+	Bytes   int64              `json:"bytes"`
+	Missing []string           `json:"missing_nodes,omitempty"`
+	// Truncated names the nodes with more objects than a summary counts
+	// (200,000): the figures leave the rest out.
+	Truncated []string `json:"truncated_nodes,omitempty"`
+}
+
+// ObjectSummaryRow is one job's objects ("" for objects of no job).
+type ObjectSummaryRow struct {
+	Job          string         `json:"job"`
+	Tenant       string         `json:"tenant,omitempty"`
+	Objects      int            `json:"objects"`
+	Bytes        int64          `json:"bytes"`
+	States       map[string]int `json:"states"` // pending, ready, error
+	Spilled      int            `json:"spilled"`
+	SpilledBytes int64          `json:"spilled_bytes"`
+}
+
 // ModuleInfo is an uploaded module as the API and `fabric module list`
 // show it.
 type ModuleInfo struct {

@@ -256,5 +256,5 @@ func stateResults(ctx context.Context, re *regexp.Regexp, o benchOptions, rayben
 var stateLists = [][]string{
 	{"list", "nodes"}, {"list", "jobs"}, {"list", "tasks"}, {"list", "tasks", "--filter", "state=failed"},
 	{"list", "actors"}, {"list", "actors", "--filter", "job=actors"}, {"list", "objects"},
-	{"list", "placement-groups"}, {"list", "workers"}, {"summary", "tasks"},
+	{"list", "placement-groups"}, {"list", "workers"}, {"summary", "tasks"}, {"summary", "actors"}, {"summary", "objects"},
 }

@@ -151,7 +151,7 @@ func errorLine(kind, msg string, wide bool) string {
 }
 
 func newSummaryCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "summary", Short: "Count the cluster's tasks by function and state"}
+	cmd := &cobra.Command{Use: "summary", Short: "Count the cluster's tasks, actors and objects"}
 	var (
 		cf      clientFlags
 		filters []string
@@ -192,7 +192,94 @@ func newSummaryCmd() *cobra.Command {
 	}
 	cf.register(tasks, true)
 	tasks.Flags().StringArrayVar(&filters, "filter", nil, "count only tasks with KEY=VALUE: job, state or name (repeatable)")
-	cmd.AddCommand(tasks)
+	cmd.AddCommand(tasks, newSummaryActorsCmd(), newSummaryObjectsCmd())
+	return cmd
+}
+
+func newSummaryActorsCmd() *cobra.Command {
+	var (
+		cf      clientFlags
+		filters []string
+	)
+	cmd := &cobra.Command{
+		Use:     "actors",
+		Short:   "Count the actors your token sees, cluster-wide, by class and state, with their restarts",
+		Example: "  fabric summary actors\n  fabric summary actors --filter job=train -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			job, err := jobFilter(filters)
+			if err != nil {
+				return err
+			}
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			sum, err := cl.ActorSummary(cmd.Context(), fabric.ActorQuery{Job: job})
+			if err != nil {
+				return err
+			}
+			if done, err := cf.listed(cmd, "actors are not counted", sum.Missing, sum); done {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "CLASS\tTOTAL\tPENDING\tALIVE\tRESTARTING\tDEAD\tRESTARTS")
+			for _, r := range sum.Rows {
+				fmt.Fprintf(tw, "%s\t%d", r.Class, r.Total)
+				for _, s := range []string{"pending", "alive", "restarting", "dead"} {
+					fmt.Fprintf(tw, "\t%d", r.States[s])
+				}
+				fmt.Fprintf(tw, "\t%d\n", r.Restarts)
+			}
+			return tw.Flush()
+		},
+	}
+	cf.register(cmd, true)
+	cmd.Flags().StringArrayVar(&filters, "filter", nil, "count only one job's actors: job=ID")
+	return cmd
+}
+
+func newSummaryObjectsCmd() *cobra.Command {
+	var (
+		cf      clientFlags
+		filters []string
+	)
+	cmd := &cobra.Command{
+		Use:     "objects",
+		Short:   "Count the objects your token sees, cluster-wide, by job: how many, their size, their state, spilled",
+		Long:    "Summary objects counts each object once however many nodes hold a copy of it.",
+		Example: "  fabric summary objects\n  fabric summary objects --filter job=train -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			job, err := jobFilter(filters)
+			if err != nil {
+				return err
+			}
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			sum, err := cl.ObjectSummary(cmd.Context(), job)
+			if err != nil {
+				return err
+			}
+			if len(sum.Truncated) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: these nodes hold more objects than a summary counts, and only some are counted: %s\n", strings.Join(sum.Truncated, ", "))
+			}
+			if done, err := cf.listed(cmd, "objects are not counted", sum.Missing, sum); done {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "JOB\tOBJECTS\tSIZE\tPENDING\tREADY\tERROR\tSPILLED\tSPILLED SIZE")
+			for _, r := range sum.Rows {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%s\n", orDash(r.Job), r.Objects, formatBytes(float64(r.Bytes)),
+					r.States["pending"], r.States["ready"], r.States["error"], r.Spilled, formatBytes(float64(r.SpilledBytes)))
+			}
+			return tw.Flush()
+		},
+	}
+	cf.register(cmd, true)
+	cmd.Flags().StringArrayVar(&filters, "filter", nil, "count only one job's objects: job=ID")
 	return cmd
 }
 

@@ -73,6 +73,10 @@ func TestListTasks(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	res = runOn(t, a, "summary", "actors")
+	if res.Code != 0 || !regexpLine(res.Stdout, `Keeper\s+2\s+0\s+2\s+0\s+0\s+0`) {
+		t.Fatalf("summary actors: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
 	res = runOn(t, a, "list", "workers", "--filter", "job=keepers")
 	if res.Code != 0 || !regexpLine(res.Stdout, `\S+\s+\d+\s+\d+\s+keepers\s+actor\s+(busy|parked)\s+Keeper\s+false`) || !strings.Contains(res.Stdout, " driver ") {
 		t.Fatalf("list workers: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
@@ -94,6 +98,10 @@ func TestListTasks(t *testing.T) {
 			t.Fatalf("list objects: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	res = runOn(t, a, "summary", "objects", "--filter", "job=puts")
+	if res.Code != 0 || !regexpLine(res.Stdout, `puts\s+2\s+2MiB\s+0\s+2\s+0\s+0\s+0B`) {
+		t.Fatalf("summary objects: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 	// On a terminal, job submit draws the tasks finished below the output.
 	cmd := exec.Command("script", "-qfec", strings.Join(withAuth([]string{testrig.Fabric(t), "job", "submit", hostile, "--", "overlap", "8", "300"}, a.api, a.apiTok), " "), "/dev/null")
