@@ -65,7 +65,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	descTasks          = desc("tasks", "Tasks (and actor calls and drivers) on this node by state: pending (waiting for arguments or resources) and live (placed or pending).", "state")
 	descTasksEnded     = desc("tasks_ended_total", "Tasks and actor calls (not drivers) this node owned that ended, by result: finished or failed.", "result")
-	descTasksFailed    = desc("tasks_failed_total", "Tasks this node owned that failed, by error type (task: the guest's error; worker_died: a trap, crash or kill; timeout; ...).", "error_type")
+	descTasksFailed    = desc("tasks_failed_total", "Tasks this node owned that failed, by error type (task: the guest's error, panic or trap; worker_died: its worker lost; timeout; ...).", "error_type")
 	descTaskRetries    = desc("task_retries_total", "Runs again of tasks whose worker or node was lost, or that raised with retry_exceptions.")
 	descSched          = desc("task_scheduling_seconds", "How long tasks waited from their submission to their placement, on the node that owned them.")
 	descActorRestarts  = desc("actor_restarts_total", "Actors restarted after losing their worker.")
@@ -82,6 +82,10 @@ var (
 	descResources      = desc("resources", "The node's resources (CPU and GPU as counts, memory in bytes): total and used.", "resource", "kind")
 	descPeerMessages   = desc("peer_messages_total", "Messages between this node and its peers, by what happened: sent (acknowledged), received, dropped (peer gone), refused.", "event")
 	descPeerBatches    = desc("peer_batches_total", "Batches of peer messages acknowledged, and sent again after a failure.", "event")
+	descExecFailed     = desc("sandbox_failures_total", "Executions on this node's sandboxes that ended without a value, by how: app (the guest's error or panic), trap (out-of-bounds access, unreachable, a stack or memory limit), exit, interrupted (a timeout, cancel or kill).", "kind")
+	descTransfers      = desc("object_transfers_total", "Object transfers between this node and its peers: in (objects pulled; result ok or failed), out (ranges of objects served).", "direction", "result")
+	descTransferBytes  = desc("object_transfer_bytes_total", "Bytes of objects moved: in (pulled), out (served); rate() gives the transfer rate.", "direction")
+	descTransferWire   = desc("object_transfer_wire_bytes_total", "Bytes of object chunks received on the wire, after compression.")
 	descMembers        = desc("cluster_members", "The cluster's members as this node's gossip sees them, by status.", "status")
 )
 
@@ -122,6 +126,9 @@ func (c agentCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstHistogram(descSched, cum, time.Duration(counts.SchedSum).Seconds(), buckets)
 	counter(descActorRestarts, float64(counts.ActorRestarts))
 	counter(descWorkersStarted, float64(counts.WorkersStarted))
+	for _, kind := range []string{"app", "trap", "exit", "interrupted"} { // each, even at 0
+		counter(descExecFailed, float64(counts.ExecutionsFailed[kind]), kind)
+	}
 	gauge(descWorkers, float64(st.Busy), "busy")
 	gauge(descWorkers, float64(st.Parked), "parked")
 	gauge(descWorkers, float64(st.Idle), "idle")
@@ -150,6 +157,16 @@ func (c agentCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descPeerMessages, float64(ls.Refused), "refused")
 		counter(descPeerBatches, float64(ls.Batches), "acknowledged")
 		counter(descPeerBatches, float64(ls.Retries), "retried")
+	}
+	if a.quic != nil {
+		ts := a.quic.Transfers()
+		counter(descTransfers, float64(ts.Pulls), "in", "ok")
+		counter(descTransfers, float64(ts.PullsFailed), "in", "failed")
+		counter(descTransfers, float64(ts.Served), "out", "ok")
+		counter(descTransfers, float64(ts.ServeFailed), "out", "failed")
+		counter(descTransferBytes, float64(ts.PulledBytes), "in")
+		counter(descTransferBytes, float64(ts.ServedBytes), "out")
+		counter(descTransferWire, float64(ts.PulledWire))
 	}
 	byStatus := map[string]int{string(membership.Alive): 0}
 	a.tableMu.RLock()

@@ -74,14 +74,27 @@ next:
 // a job runs.
 func TestMetrics(t *testing.T) {
 	a := startJobsAgent(t, nil)
-	joinAgent(t, a)
+	b := joinAgent(t, a)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	acme := tenantClient(t, ctx, a, TenantInfo{Name: "acme"})
 	if _, code := scrape(t, ctx, a, acme.Token); code != http.StatusForbidden {
 		t.Fatalf("a tenant's token: %d, want 403", code)
 	}
-	before, _ := scrape(t, ctx, a, a.APIToken())
+	// The counters of both nodes, added up: a task runs on either.
+	both := func() map[string]*dto.MetricFamily {
+		fa, _ := scrape(t, ctx, a, a.APIToken())
+		fb, _ := scrape(t, ctx, b, a.APIToken())
+		for name, f := range fb {
+			if fa[name] == nil {
+				fa[name] = f
+			} else {
+				fa[name].Metric = append(fa[name].Metric, f.Metric...)
+			}
+		}
+		return fa
+	}
+	before := both()
 	hostile := guestBytes(t, "internal/testguests/hostile")
 	if _, err := acme.SubmitWith(ctx, hostile, []string{"overlap", "4", "10"}, SubmitOptions{}, io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
@@ -89,7 +102,14 @@ func TestMetrics(t *testing.T) {
 	if _, err := acme.SubmitWith(ctx, hostile, []string{"panic"}, SubmitOptions{}, io.Discard, io.Discard); err != nil {
 		t.Fatal(err) // its task fails; the driver prints the error
 	}
-	after, _ := scrape(t, ctx, a, a.APIToken())
+	// A trap (the stack's limit), a timeout, and values made on both
+	// nodes got by the driver: object transfers.
+	for _, args := range [][]string{{"recursion"}, {"timeout"}, {"spreadbytes", "4", "2"}} {
+		if _, err := acme.SubmitWith(ctx, hostile, args, SubmitOptions{}, io.Discard, io.Discard); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	after := both()
 	for _, c := range []struct {
 		name   string
 		labels []string
@@ -100,6 +120,12 @@ func TestMetrics(t *testing.T) {
 		{"fabric_task_scheduling_seconds", nil, 1},
 		{"fabric_sandbox_instantiations_total", nil, 1},
 		{"fabric_peer_messages_total", []string{"event", "sent"}, 1},
+		{"fabric_tasks_failed_total", []string{"error_type", "timeout"}, 1},
+		{"fabric_sandbox_failures_total", []string{"kind", "app"}, 1},  // panicky
+		{"fabric_sandbox_failures_total", []string{"kind", "trap"}, 1}, // recursion
+		{"fabric_object_transfers_total", []string{"direction", "in", "result", "ok"}, 1},
+		{"fabric_object_transfer_bytes_total", []string{"direction", "in"}, 2 << 20},
+		{"fabric_object_transfer_wire_bytes_total", nil, 1},
 	} {
 		b, af := value(before, c.name, c.labels...), value(after, c.name, c.labels...)
 		if af < 0 || af-max(b, 0) < c.more {
@@ -111,7 +137,7 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("no %s", name)
 		}
 	}
-	if v := value(after, "fabric_cluster_members", "status", "alive"); v != 2 {
+	if v := value(after, "fabric_cluster_members", "status", "alive"); v != 4 { // two, as each node sees them
 		t.Errorf("alive members: %v", v)
 	}
 	gossip := 0

@@ -1,6 +1,10 @@
 package core
 
-import "github.com/wasmfabric/fabric/internal/wire"
+import (
+	"maps"
+
+	"github.com/wasmfabric/fabric/internal/wire"
+)
 
 // SchedBuckets are the upper bounds of the scheduling-latency histogram's
 // buckets: how long a task waited from its submission to its placement.
@@ -20,6 +24,12 @@ type Counters struct {
 	ActorRestarts uint64
 	// WorkersStarted counts the workers (sandbox instances) asked for.
 	WorkersStarted uint64
+	// ExecutionsFailed counts the executions on this node's workers that
+	// ended without a value, by how: "app" (the guest returned an error
+	// or panicked), "trap" (the sandbox trapped: an out-of-bounds access,
+	// unreachable, a stack or memory limit), "exit" (the guest exited),
+	// "interrupted" (stopped by a timeout, a cancel or a kill).
+	ExecutionsFailed map[string]uint64
 	// SchedCounts[i] counts the tasks placed within SchedBuckets[i] of
 	// their submission (the last: later); SchedSum is their waits' sum.
 	SchedCounts []uint64
@@ -45,6 +55,16 @@ func (n *counters) placed(t *task, now Time) {
 	}
 	n.SchedCounts[i]++
 	n.SchedSum += wait
+}
+
+func (n *counters) executionFailed(kind string) {
+	if n.ExecutionsFailed == nil {
+		n.ExecutionsFailed = map[string]uint64{}
+	}
+	if kind == "" {
+		kind = "app"
+	}
+	n.ExecutionsFailed[kind]++
 }
 
 func (n *counters) ended(r *TaskRecord) {
@@ -80,6 +100,7 @@ func (c *Core) Counters() Counters {
 	for k, v := range c.counts.FailedByKind {
 		out.FailedByKind[k] = v
 	}
+	out.ExecutionsFailed = maps.Clone(c.counts.ExecutionsFailed)
 	out.SchedCounts = append([]uint64(nil), c.counts.SchedCounts...)
 	return out
 }

@@ -697,6 +697,9 @@ func (c *Core) done(w *worker, d wire.Done) error {
 	}
 	c.flushOutput(w, t)
 	c.stopTaskTimer(t)
+	if !d.OK {
+		c.counts.executionFailed(d.Kind)
+	}
 	t.job.ran(t, c.now)
 	if t.blocked && w.lease != nil { // it ended blocked: the lease's CPU was given back
 		c.sched.Unblocked(w.lease.holder)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -157,27 +158,65 @@ func (c *metaCache) get(id [IDSize]byte, data []byte) objectMeta {
 }
 
 // servePull answers a pull request on stream s.
+// TransferStats counts an endpoint's object transfers since it started:
+// pulls of objects from peers (in) and ranges of objects served to them
+// (out). A pull counts once, whatever ranges and retries it took.
+type TransferStats struct {
+	Pulls, PullsFailed int64 // objects pulled, and pulls that failed
+	PulledBytes        int64 // the objects' bytes
+	PulledWire         int64 // the bytes of chunks received (after compression)
+	Served             int64 // ranges served
+	ServedBytes        int64 // the objects' bytes in them
+	ServeFailed        int64 // ranges that failed (no such object, a peer gone)
+}
+
+type transferCounters struct {
+	pulls, pullsFailed, pulledBytes, pulledWire, served, servedBytes, serveFailed atomic.Int64
+}
+
+// Transfers returns the endpoint's transfer counters.
+func (e *Endpoint) Transfers() TransferStats {
+	c := &e.stats
+	return TransferStats{Pulls: c.pulls.Load(), PullsFailed: c.pullsFailed.Load(), PulledBytes: c.pulledBytes.Load(), PulledWire: c.pulledWire.Load(),
+		Served: c.served.Load(), ServedBytes: c.servedBytes.Load(), ServeFailed: c.serveFailed.Load()}
+}
+
 func (e *Endpoint) servePull(s frameWriter, peer string, body []byte) error {
-	req, err := decodePullRequest(body)
+	n, err := e.servePullRange(s, peer, body)
 	if err != nil {
+		e.stats.serveFailed.Add(1)
 		return err
 	}
+	if n > 0 {
+		e.stats.served.Add(1)
+		e.stats.servedBytes.Add(n)
+	}
+	return nil
+}
+
+// servePullRange serves one pull request: the object's meta, then the
+// chunks asked for; n is the object's bytes in them.
+func (e *Endpoint) servePullRange(s frameWriter, peer string, body []byte) (n int64, err error) {
+	req, err := decodePullRequest(body)
+	if err != nil {
+		return 0, err
+	}
 	if e.cfg.Objects == nil {
-		return ErrNoObject
+		return 0, ErrNoObject
 	}
 	data, release, ok := e.cfg.Objects.Object(peer, req.ID)
 	if !ok {
-		return fmt.Errorf("%w %x", ErrNoObject, req.ID[:8])
+		return 0, fmt.Errorf("%w %x", ErrNoObject, req.ID[:8])
 	}
 	defer release()
 	meta := e.metas.get(req.ID, data)
 	if err := WriteFrame(s, TypePullMeta, meta.encode()); err != nil {
-		return err
+		return 0, err
 	}
 	bounds := meta.Plan.Chunks(meta.Size)
 	nchunks := uint32(len(bounds) - 1)
 	if req.Last > nchunks || req.First > req.Last {
-		return fmt.Errorf("transport: chunks [%d, %d) of %d", req.First, req.Last, nchunks)
+		return 0, fmt.Errorf("transport: chunks [%d, %d) of %d", req.First, req.Last, nchunks)
 	}
 	var buf []byte
 	for i := req.First; i < req.Last; i++ {
@@ -191,19 +230,21 @@ func (e *Endpoint) servePull(s frameWriter, peer string, body []byte) error {
 			binary.BigEndian.PutUint32(hdr[6+2:], uint32(hi-lo))
 			binary.BigEndian.PutUint32(hdr[6+6:], uint32(hi-lo))
 			if _, err := s.Write(hdr[:]); err != nil {
-				return err
+				return n, err
 			}
 			if _, err := s.Write(data[lo:hi]); err != nil {
-				return err
+				return n, err
 			}
+			n += hi - lo
 			continue
 		}
 		buf = meta.Plan.EncodeChunk(buf[:0], data[lo:hi], lo)
 		if err := WriteFrame(s, TypePullChunk, buf); err != nil {
-			return err
+			return n, err
 		}
+		n += hi - lo
 	}
-	return nil
+	return n, nil
 }
 
 type frameWriter interface {
@@ -250,6 +291,18 @@ type PullStats struct {
 // the object's size and returns where to put it (for example a range of
 // the arena). The object is checked against its hash before Pull returns.
 func (e *Endpoint) Pull(ctx context.Context, addr string, id [IDSize]byte, alloc func(size int64) ([]byte, error), o PullOptions) (PullStats, error) {
+	st, err := e.pull(ctx, addr, id, alloc, o)
+	e.stats.pulledWire.Add(st.Wire)
+	if err != nil {
+		e.stats.pullsFailed.Add(1)
+		return st, err
+	}
+	e.stats.pulls.Add(1)
+	e.stats.pulledBytes.Add(st.Size)
+	return st, nil
+}
+
+func (e *Endpoint) pull(ctx context.Context, addr string, id [IDSize]byte, alloc func(size int64) ([]byte, error), o PullOptions) (PullStats, error) {
 	if o.Streams <= 0 {
 		o.Streams = 2
 	}

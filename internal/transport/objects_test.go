@@ -95,6 +95,25 @@ func TestPull(t *testing.T) {
 	if err != nil || st.Lanes != 3 || !bytes.Equal(got, objs[[IDSize]byte{1}]) {
 		t.Fatalf("pull over 3 lanes: %d lanes, %v", st.Lanes, err)
 	}
+	// The counters: seven objects pulled, one pull failed; the server
+	// served their bytes.
+	var total int64
+	for _, b := range objs {
+		total += int64(len(b))
+	}
+	total += int64(len(objs[[IDSize]byte{2}]) + len(objs[[IDSize]byte{1}]))
+	in, out := cl.Transfers(), srv.Transfers()
+	// The server counts a range once its last write returned, which may
+	// be after the client read it.
+	for deadline := time.Now().Add(5 * time.Second); out.ServedBytes < total && time.Now().Before(deadline); out = srv.Transfers() {
+		time.Sleep(time.Millisecond)
+	}
+	if in.Pulls != 7 || in.PullsFailed != 1 || in.PulledBytes != total || in.PulledWire <= 0 || in.PulledWire >= total {
+		t.Fatalf("the client's transfers: %+v (want 7 pulls of %d bytes, 1 failed)", in, total)
+	}
+	if out.ServedBytes != total || out.Served < 5 || out.ServeFailed != 1 || out.Pulls != 0 {
+		t.Fatalf("the server's transfers: %+v (want %d bytes served)", out, total)
+	}
 }
 
 func TestLanesFor(t *testing.T) {

@@ -107,6 +107,7 @@ type Endpoint struct {
 	wg     sync.WaitGroup
 
 	metas  metaCache
+	stats  transferCounters
 	idle   chan streamRequest // to server goroutines waiting for a stream
 	mu     sync.Mutex
 	conns  map[connKey]*quic.Conn  // outgoing

@@ -271,6 +271,16 @@ func smallPuts(n int) error {
 
 // bigPuts keeps puts of mib MiB, each got back to see it stored, until
 // one fails or n are held; then holds them for hold before letting go.
+// bytesSpread returns MIB mebibytes, its tasks spread over the nodes: the
+// driver's get pulls those made elsewhere (object transfers).
+var bytesSpread = sdk.Task1("bytes_spread", func(mib int) ([]byte, error) {
+	b := make([]byte, mib<<20)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	return b, nil
+}, sdk.SchedulingStrategy("SPREAD"))
+
 func bigPuts(n, mib int, hold time.Duration) error {
 	refs := make([]sdk.Ref[[]byte], 0, n)
 	value := make([]byte, mib<<20)
@@ -339,7 +349,7 @@ func init() { sdk.Main(run) }
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: hostile actors|markup|panic|timeout|deadline|lease_spin|loop|overlap|ticks|membomb|recursion|flood|loud|chain|smallputs|bigputs|memhold|burn|work|badptr")
+		return errors.New("usage: hostile actors|markup|panic|timeout|deadline|lease_spin|loop|overlap|ticks|membomb|recursion|flood|loud|chain|smallputs|bigputs|spreadbytes|memhold|burn|work|badptr")
 	}
 	switch args[0] {
 	case "panic":
@@ -464,6 +474,18 @@ func run(args []string) error {
 		if err := smallPuts(n); err != nil {
 			return err
 		}
+	case "spreadbytes": // spreadbytes N MIB: N tasks spread over the nodes, each returning MIB, got by the driver
+		n, _ := strconv.Atoi(args[1])
+		mib, _ := strconv.Atoi(args[2])
+		refs := make([]sdk.Ref[[]byte], n)
+		for i := range refs {
+			refs[i] = bytesSpread.Remote(mib)
+		}
+		vs, err := sdk.GetAll(refs)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("spreadbytes: got %d values of %d bytes\n", len(vs), len(vs[0]))
 	case "bigputs": // bigputs N MIB HOLD_MS
 		n, mib, ms := 10, 1, 0
 		if len(args) > 3 {
