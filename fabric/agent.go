@@ -71,6 +71,9 @@ type AgentConfig struct {
 	Node Config
 	// Timing tunes failure detection (zero: LAN defaults).
 	Timing membership.Timing
+	// historyStep is how often the node is sampled for GET /v1/history
+	// (zero: 10 s; tests take less).
+	historyStep time.Duration
 	// Log receives the agent's own messages, such as nodes joining and
 	// failing (nil: discarded).
 	Log io.Writer
@@ -125,9 +128,11 @@ type Agent struct {
 	// tag update racing a leave waits seconds for an acknowledgement.
 	usageStop chan struct{}
 	usageDone chan struct{}
-	usageOnce sync.Once
-	closeMu   sync.Mutex
-	closed    bool
+	// historyDone closes once sampleHistory, stopped with usageStop, ends.
+	historyDone chan struct{}
+	usageOnce   sync.Once
+	closeMu     sync.Mutex
+	closed      bool
 	// direct are the answers RunRemote waits for, by task ID.
 	directMu sync.Mutex
 	direct   map[objects.ID]chan *peerwire.TaskDone
@@ -252,7 +257,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{}), ready: make(chan struct{}),
-		usageStop: make(chan struct{}), usageDone: make(chan struct{}), direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
+		usageStop: make(chan struct{}), usageDone: make(chan struct{}), historyDone: make(chan struct{}), direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
 		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}, calls: map[string]*pendingCall{},
 		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs)), gcWake: make(chan struct{}, 1),
 		logReads: make(chan struct{}, maxLogReads), authSlots: make(chan struct{}, maxAuthChecks), remoteLogReads: make(chan struct{}, maxRemoteLogReads),
@@ -334,6 +339,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		_ = a.http.ServeTLS(ln, "", "")
 	}()
 	go a.gossipUsage()
+	go a.sampleHistory(a.historyStep(), a.usageStop, a.historyDone)
 	go a.watchMembers()
 	if len(cfg.Join) > 0 {
 		if err := a.join(cfg.Join); err != nil && !joinRetryable(err) {
@@ -783,8 +789,9 @@ func (a *Agent) APIToken() string { return a.AdminToken() }
 func (a *Agent) stopUsage() {
 	a.usageOnce.Do(func() {
 		close(a.usageStop)
-		if a.members != nil && a.http != nil { // gossipUsage was started
+		if a.members != nil && a.http != nil { // gossipUsage and sampleHistory were started
 			<-a.usageDone
+			<-a.historyDone
 		}
 	})
 }

@@ -60,6 +60,7 @@ func (a *Agent) apiRoutes() []apiRoute {
 		{"POST /v1/modules/{digest}/call", tenantUser, a.handleCall},
 		{"GET /v1/tasks", tenantUser, a.handleTasks},
 		{"GET /v1/tasks/summary", tenantUser, a.handleTaskSummary},
+		{"GET /v1/history", tenantUser, a.handleHistory},
 		{"GET /v1/actors", tenantUser, a.handleActors},
 		{"GET /v1/actors/summary", tenantUser, a.handleActorSummary},
 		{"GET /v1/objects", tenantUser, a.handleObjects},

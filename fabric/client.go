@@ -234,6 +234,18 @@ func (c *Client) ObjectSummary(ctx context.Context, job string) (ObjectSummary, 
 	return out, c.getQuery(ctx, "/v1/objects/summary", TaskQuery{Job: job}.values(), &out)
 }
 
+// History returns the cluster's last window seconds (0: an hour), step
+// by step: resources, object stores, worker processes and the caller's
+// tasks.
+func (c *Client) History(ctx context.Context, window int) (HistoryView, error) {
+	var out HistoryView
+	q := url.Values{}
+	if window != 0 {
+		q.Set("window", strconv.Itoa(window))
+	}
+	return out, c.getQuery(ctx, "/v1/history", q, &out)
+}
+
 func (c *Client) getQuery(ctx context.Context, path string, q url.Values, out any) error {
 	resp, err := c.do(ctx, http.MethodGet, path, q, nil)
 	if err != nil {

@@ -272,9 +272,13 @@ func startJobsAgent(t *testing.T, tweak func(*AgentConfig)) *Agent {
 // guestBytes returns a guest module, built if missing.
 // joinAgent starts a second agent that joins a's cluster, closed when
 // the test ends, and waits until both see each other.
-func joinAgent(t *testing.T, a *Agent) *Agent {
+func joinAgent(t *testing.T, a *Agent, tweaks ...func(*AgentConfig)) *Agent {
 	t.Helper()
-	cfg := jobsAgentConfig(t, nil)
+	cfg := jobsAgentConfig(t, func(c *AgentConfig) {
+		for _, tweak := range tweaks {
+			tweak(c)
+		}
+	})
 	cfg.Token = joinToken(t, a)
 	b, err := StartAgent(cfg)
 	if err != nil {

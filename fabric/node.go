@@ -128,6 +128,7 @@ type Node struct {
 	start   time.Time
 	log     *jobOutput    // the agent's own messages, to cfg.Stderr
 	storeq  *workQueue    // store operations that may write to disk
+	history sampleRing    // the last hour, sampled by the agent (GET /v1/history)
 	groups  *tenantGroups // nil without control groups
 	// sweepQueued is set while a Sweep of deleted objects' spill files
 	// waits on storeq.

@@ -108,6 +108,9 @@ type taskQuery struct {
 	// Sent asks for the tasks other nodes sent here too (a timeline's
 	// spans: where they ran, they have their start and worker).
 	Sent bool `cbor:"8,keyasint,omitempty"`
+	// History asks for the node's samples from this Unix second on
+	// (GET /v1/history), not tasks.
+	History int64 `cbor:"12,keyasint,omitempty"`
 }
 
 // taskReply is msgTasks's answer.
@@ -120,6 +123,7 @@ type taskReply struct {
 	Node    string       `cbor:"6,keyasint,omitempty"` // the answering node
 	Groups  []groupWire  `cbor:"7,keyasint,omitempty"`
 	Workers []workerWire `cbor:"8,keyasint,omitempty"`
+	History []nodeSample `cbor:"9,keyasint,omitempty"`
 }
 
 // groupWire is a placement group's record on the wire.
@@ -278,6 +282,8 @@ func (a *Agent) handleTasksPeer(ctx context.Context, body []byte) ([]byte, error
 func (n *Node) stateRecords(f core.TaskFilter, q taskQuery) taskReply {
 	var r taskReply
 	switch {
+	case q.History != 0:
+		r.History = n.history.since(q.History, f)
 	case q.Actors:
 		r = n.actorRecords(f, q)
 	case q.Objects:

@@ -47,6 +47,51 @@ type StatusView struct {
 	Control ControlView `json:"control"`
 }
 
+// HistoryView is the cluster's recent past (`GET /v1/history`): the
+// nodes' samples added up at each step, and each node's latest.
+type HistoryView struct {
+	Step    int            `json:"step_seconds"`
+	Points  []HistoryPoint `json:"points"`
+	Nodes   []NodeStats    `json:"nodes"`
+	Missing []string       `json:"missing_nodes,omitempty"`
+}
+
+// HistoryPoint is one step of the cluster's recent past: the nodes that
+// were sampled then, added up. Tasks are those the caller's token sees.
+type HistoryPoint struct {
+	Time  time.Time          `json:"time"`
+	Nodes int                `json:"nodes"`
+	Used  map[string]float64 `json:"used"`
+	Total map[string]float64 `json:"total"`
+	// StoreUsed counts the object stores' bytes, spilled ones included.
+	StoreUsed     int64 `json:"store_used"`
+	StoreCapacity int64 `json:"store_capacity"`
+	Processes     int   `json:"worker_processes"`
+	// Pending and Running count tasks and actor calls not ended;
+	// Finished and Failed those that ended in the step before.
+	Pending  int    `json:"pending"`
+	Running  int    `json:"running"`
+	Finished uint64 `json:"finished"`
+	Failed   uint64 `json:"failed"`
+}
+
+// NodeStats is a node's latest sample: its object store, its worker
+// processes and sandboxes, and the round trip to it from the node that
+// answered (estimated from gossip's network coordinates).
+type NodeStats struct {
+	Node          string    `json:"node"`
+	Time          time.Time `json:"time"`
+	StoreUsed     int64     `json:"store_used"`
+	StoreCapacity int64     `json:"store_capacity"`
+	Processes     int       `json:"worker_processes"`
+	// Busy, Parked and Idle count its sandboxes (instances of jobs'
+	// modules): running, blocked in get or wait (of the busy), idle.
+	Busy   int     `json:"sandboxes_busy"`
+	Parked int     `json:"sandboxes_parked"`
+	Idle   int     `json:"sandboxes_idle"`
+	RTT    float64 `json:"rtt_ms"`
+}
+
 // ControlView is the control plane as one agent sees it.
 type ControlView struct {
 	Role   string `json:"role"`             // "leader", "follower" or "client"

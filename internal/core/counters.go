@@ -39,6 +39,38 @@ type Counters struct {
 // counters are a core's Counters as it keeps them.
 type counters struct {
 	Counters
+	// ended counts, by tenant, the tasks and actor calls ended.
+	byTenant map[string]*TenantTasks
+}
+
+// TenantTasks counts one tenant's tasks and actor calls (not drivers)
+// that this node owns: those not ended, and those ended since the core
+// started.
+type TenantTasks struct {
+	Pending, Running int
+	Finished, Failed uint64
+}
+
+// TenantTasks counts the tasks and actor calls this node owns by tenant
+// ("" the operator's): one pass over the live tasks.
+func (c *Core) TenantTasks() map[string]TenantTasks {
+	out := make(map[string]TenantTasks, len(c.counts.byTenant))
+	for tenant, n := range c.counts.byTenant {
+		out[tenant] = *n
+	}
+	for _, t := range c.tasks {
+		if t.state == taskDone || t.asker != "" || t.kind == wire.ExecMain || t.kind == wire.ExecActorCreate {
+			continue
+		}
+		n := out[t.job.tenant]
+		if t.state == taskRunning {
+			n.Running++
+		} else {
+			n.Pending++
+		}
+		out[t.job.tenant] = n
+	}
+	return out
 }
 
 func (n *counters) placed(t *task, now Time) {
@@ -71,11 +103,21 @@ func (n *counters) ended(r *TaskRecord) {
 	if r.Kind == "driver" {
 		return
 	}
+	if n.byTenant == nil {
+		n.byTenant = map[string]*TenantTasks{}
+	}
+	t := n.byTenant[r.Tenant]
+	if t == nil {
+		t = &TenantTasks{}
+		n.byTenant[r.Tenant] = t
+	}
 	if r.State != TaskFailed {
 		n.TasksFinished++
+		t.Finished++
 		return
 	}
 	n.TasksFailed++
+	t.Failed++
 	if n.FailedByKind == nil {
 		n.FailedByKind = map[string]uint64{}
 	}

@@ -293,6 +293,21 @@ func (m *Membership) Members() []Member {
 	return out
 }
 
+// RTT estimates the round trip to the member named id from the two
+// nodes' network coordinates (Vivaldi, kept by serf from its probes: no
+// traffic of its own); ok is false until the member's coordinate is known.
+func (m *Membership) RTT(id string) (rtt time.Duration, ok bool) {
+	me, err := m.serf.GetCoordinate()
+	if err != nil {
+		return 0, false
+	}
+	other, ok := m.serf.GetCachedCoordinate(id)
+	if !ok || other == nil || !me.IsCompatibleWith(other) {
+		return 0, false
+	}
+	return me.DistanceTo(other), true
+}
+
 func (m *Membership) member(sm serf.Member, states map[string]memberlist.NodeStateType) (Member, error) {
 	in, err := decodeTags(sm.Tags)
 	if err != nil {

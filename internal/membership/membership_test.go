@@ -74,6 +74,15 @@ func TestClusterOfThree(t *testing.T) {
 		eventually(t, 10*time.Second, "all three alive", func() bool { return reflect.DeepEqual(statuses(m), all) })
 	}
 	waitEvent(t, c, Joined, "node-b")
+	// Round trips, from the probes' network coordinates: known, and short
+	// on loopback.
+	eventually(t, 10*time.Second, "c's round trip to a", func() bool {
+		rtt, ok := c.RTT("node-a")
+		return ok && rtt > 0 && rtt < time.Second
+	})
+	if _, ok := c.RTT("node-z"); ok {
+		t.Fatal("a round trip to a node that does not exist")
+	}
 
 	// What a node gossips reaches the others.
 	var seen Member
