@@ -17,18 +17,20 @@ import (
 
 // TestDashboardInBrowser drives the dashboard in a real headless
 // Chromium (Debian's, which make test installs) against a real agent: log
-// in, see the node, watch submitted jobs finish, open a job's output, see
-// an actor listed, open a failed task's error. It saves a screenshot of
-// each page under bin/test-artifacts/dashboard.
+// in, see the node, submit a job from the page and watch it finish with
+// its output following live, see the overview's charts, an actor listed,
+// open a failed task's error. It saves a screenshot of each page under
+// bin/test-artifacts/dashboard.
 func TestDashboardInBrowser(t *testing.T) {
 	browser, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Fatal("no chromium: make test installs Debian's (apt-get install chromium)")
 	}
-	a := startJobsAgent(t, nil)
+	a := startJobsAgent(t, func(c *AgentConfig) { c.historyStep = time.Second })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	admin := a.Client(a.APIToken())
+	hostilePath := testrig.Guest(t, "internal/testguests/hostile")
 	hostile := guestBytes(t, "internal/testguests/hostile")
 	shots := filepath.Join(testrig.Root(t), "bin", "test-artifacts", "dashboard")
 	if err := os.MkdirAll(shots, 0o755); err != nil {
@@ -100,17 +102,40 @@ func TestDashboardInBrowser(t *testing.T) {
 	if _, err := admin.SubmitDetached(ctx, hostile, []string{"actors", "1", "60000"}, SubmitOptions{ID: "keeper"}); err != nil {
 		t.Fatal(err)
 	}
-	step("the overview counts the failure", chromedp.WaitVisible(xpath(`//td[contains(., "panicky")]`)), shot("overview"))
+	// The overview: the failure counted, and the last hour's charts with
+	// the tasks that ended (the agent samples every second here).
+	step("the overview counts the failure", chromedp.WaitVisible(xpath(`//td[contains(., "panicky")]`)),
+		chromedp.WaitVisible(css(`#chart-cpu svg polyline`)),
+		chromedp.WaitVisible(xpath(`//div[@id="chart-ended"]//span[contains(@class, "s3")][not(contains(., ": 0"))]`)), shot("overview"))
 	step("the node", chromedp.Navigate("https://"+a.HTTPAddr()+"/ui/#/nodes"),
-		chromedp.WaitVisible(xpath(`//td[contains(., "`+a.ID+`")]`)), shot("nodes"))
+		chromedp.WaitVisible(xpath(`//tr[td[contains(., "`+a.ID+`")]]/td[contains(., " ms")]`)), shot("nodes"))
+	// A job submitted from the page: its output follows live, then it
+	// succeeds.
+	step("submit a job", chromedp.Navigate("https://"+a.HTTPAddr()+"/ui/#/jobs"), chromedp.WaitVisible(css("#submit-job")),
+		chromedp.SetUploadFiles(css("#submit-module"), []string{hostilePath}),
+		chromedp.SendKeys(css("#submit-id"), "ticker"), chromedp.SendKeys(css("#submit-args"), "ticks 40 100"),
+		chromedp.Click(css(`#submit-job button[type="submit"]`)),
+		chromedp.WaitVisible(xpath(`//h1[.="Job ticker"]`)))
+	// Live: a line arrives while the job still runs.
+	step("its output, live", chromedp.WaitVisible(xpath(`//pre[@id="job-log"][contains(., "tick 3")]`)))
+	if st := text("#job-state"); !strings.Contains(st, "running") {
+		t.Fatalf("the job's state while its output follows: %q", st)
+	}
+	step("it finishes", chromedp.WaitVisible(xpath(`//p[@id="job-state"]/span[.="succeeded"]`)),
+		chromedp.WaitVisible(xpath(`//pre[@id="job-log"][@data-ended="true"][contains(., "ticks: done")]`)), shot("job-live"))
+	if log := text("#job-log"); strings.Count(log, "tick ") != 40 {
+		t.Fatalf("the job's output: %q", log)
+	}
 	step("the finished job", chromedp.Navigate("https://"+a.HTTPAddr()+"/ui/#/jobs"),
 		chromedp.WaitVisible(xpath(`//tr[td[contains(., "boom")]]/td/span[contains(., "succeeded")]`)), shot("jobs"))
 	step("the job's output", chromedp.Click(xpath(`//a[.="boom"]`)),
 		chromedp.WaitVisible(xpath(`//pre[@id="job-log"][contains(., "get returned")]`)), shot("job"))
 	step("the actor", chromedp.Navigate("https://"+a.HTTPAddr()+"/ui/#/actors"),
-		chromedp.WaitVisible(xpath(`//tr[td[.="Keeper"]]/td/span[.="alive"]`)), shot("actors"))
+		chromedp.WaitVisible(xpath(`//tr[td[.="Keeper"]]/td/span[.="alive"]`)),
+		chromedp.WaitVisible(xpath(`//div[@id="actor-counts"]/div[div[.="Alive"]]/div[@class="value"][.="1"]`)), shot("actors"))
 	step("the failed task's error", chromedp.Navigate("https://"+a.HTTPAddr()+"/ui/#/tasks"),
 		chromedp.WaitVisible(xpath(`//tr[td[.="panicky"]]`)),
+		chromedp.WaitVisible(xpath(`//div[@id="task-counts"]/div[div[.="Failed"]]/div[@class="value"][.!="0"]`)),
 		chromedp.Click(xpath(`//tr[td[.="panicky"]]`)),
 		chromedp.WaitVisible(xpath(`//pre[@id="task-error"][contains(., "boom: the guest panicked")]`)), shot("task-error"))
 	// A guest's task name and error that are HTML show as text, and run

@@ -48,12 +48,14 @@ type Page struct {
 // Pages are the dashboard's views, as app.js draws them (TestPagesMatchScript
 // checks that every request the script makes is listed here).
 var Pages = []Page{
-	{"overview", []string{"/v1/status", "/v1/jobs", "/v1/tasks/summary"}},
-	{"nodes", []string{"/v1/nodes"}},
+	{"overview", []string{"/v1/status", "/v1/jobs", "/v1/tasks/summary", "/v1/history"}},
+	{"nodes", []string{"/v1/nodes", "/v1/history?window=30"}},
 	{"jobs", []string{"/v1/jobs"}},
-	{"job", []string{"/v1/jobs/{job}", "/v1/tasks?limit=200&job={job}", "/v1/actors?job={job}", "/v1/jobs/{job}/logs"}},
-	{"tasks", []string{"/v1/tasks?limit=200"}},
-	{"failed tasks", []string{"/v1/tasks?limit=200&state=failed"}},
-	{"actors", []string{"/v1/actors?limit=500"}},
+	// A job's page follows its output with one request kept open
+	// (logs?follow=1); what it costs to open is the log's kept part.
+	{"job", []string{"/v1/jobs/{job}", "/v1/tasks?limit=200&job={job}", "/v1/actors?limit=200&job={job}", "/v1/jobs/{job}/logs"}},
+	{"tasks", []string{"/v1/tasks?limit=200", "/v1/tasks/summary"}},
+	{"failed tasks", []string{"/v1/tasks?limit=200&state=failed", "/v1/tasks/summary"}},
+	{"actors", []string{"/v1/actors?limit=500", "/v1/actors/summary"}},
 	{"objects", []string{"/v1/objects?limit=500"}},
 }
