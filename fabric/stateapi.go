@@ -706,6 +706,10 @@ func (a *Agent) handleTaskSummary(w http.ResponseWriter, r *http.Request) {
 				row = &TaskSummaryRow{Name: c.Name, Kind: c.Kind, States: map[string]int{}}
 				rows[k] = row
 			}
+			if c.State == core.TaskRetries {
+				row.Retries += c.Count
+				continue
+			}
 			row.States[c.State] += c.Count
 			row.Total += c.Count
 		}
@@ -823,8 +827,9 @@ type traceEvent struct {
 	Name  string         `json:"name"`
 	Cat   string         `json:"cat"`
 	Ph    string         `json:"ph"`
-	Ts    float64        `json:"ts"`  // µs
-	Dur   float64        `json:"dur"` // µs
+	Scope string         `json:"s,omitempty"` // an instant event's: t (its thread)
+	Ts    float64        `json:"ts"`          // µs
+	Dur   float64        `json:"dur"`         // µs
 	Pid   string         `json:"pid"`
 	Tid   string         `json:"tid"`
 	Cname string         `json:"cname,omitempty"`
@@ -882,6 +887,30 @@ func (a *Agent) handleTimeline(w http.ResponseWriter, r *http.Request) {
 			}
 			if t.Error != "" {
 				ev.Args["error"], ev.Cname = t.Error, "terrible"
+			}
+			if t.Actor != "" {
+				ev.Args["actor_id"] = t.Actor
+			}
+			events = append(events, ev)
+		}
+	}
+	// The job's actors: an instant event where and when each was made,
+	// on its worker's track (its calls' spans are above, as methods).
+	q.Actors, q.Sent = true, false
+	actors, _ := a.gatherTasks(r.Context(), callerOf(r), q)
+	for _, rep := range actors {
+		for _, x := range rep.Actors {
+			ev := traceEvent{Name: x.Class + " created", Cat: "actor", Ph: "i", Scope: "t", Ts: float64(x.Created) / 1e3,
+				Pid: "Node " + x.Node, Tid: "Worker " + strconv.Itoa(x.Pid),
+				Args: map[string]any{"actor_id": x.ID, "state": x.State, "restarts": x.Restarts}}
+			if x.Pid == 0 {
+				ev.Tid = "Worker (not seen)"
+			}
+			if x.Name != "" {
+				ev.Args["name"] = x.Name
+			}
+			if x.Cause != "" {
+				ev.Args["death_cause"] = x.Cause
 			}
 			events = append(events, ev)
 		}

@@ -160,6 +160,27 @@ func TestStateTasks(t *testing.T) {
 	if all, err := admin.Actors(ctx, ActorQuery{Class: "Keeper"}); err != nil || len(all.Actors) != 3 || all.Actors[0].Job != "acme:keepers" {
 		t.Fatalf("the operator lists actors %+v, %v", all, err)
 	}
+	// The keepers' timeline: each actor made, an instant on its worker.
+	raw, err = acmeB.Timeline(ctx, "keepers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	events = nil
+	if err := json.Unmarshal(raw, &events); err != nil {
+		t.Fatal(err)
+	}
+	made := map[string]bool{}
+	for _, e := range events {
+		if e.Cat == "actor" {
+			if e.Name != "Keeper created" || e.Ph != "i" || e.Tid == "Worker (not seen)" || e.Args["state"] != "alive" {
+				t.Errorf("an actor's event: %+v", e)
+			}
+			made[e.Args["actor_id"].(string)] = true
+		}
+	}
+	if len(made) != 3 {
+		t.Fatalf("the keepers' timeline has %d actors made: %s", len(made), raw)
+	}
 	// The summary of acme's actors, from b; globex counts none.
 	if sum, err := acmeB.ActorSummary(ctx, ActorQuery{}); err != nil || sum.Total != 3 || len(sum.Rows) != 1 ||
 		sum.Rows[0].Class != "Keeper" || sum.Rows[0].States["alive"] != 3 || sum.Rows[0].Restarts != 0 {

@@ -325,12 +325,15 @@ type TaskSummary struct {
 	Missing []string         `json:"missing_nodes,omitempty"`
 }
 
-// TaskSummaryRow is one function's tasks by state.
+// TaskSummaryRow is one function's tasks by state, and their retries.
 type TaskSummaryRow struct {
 	Name   string         `json:"name"`
 	Kind   string         `json:"kind"`
 	States map[string]int `json:"states"`
 	Total  int            `json:"total"`
+	// Retries counts the runs again of these tasks (attempts past the
+	// first, of a lost worker or node, or of a retried error).
+	Retries int `json:"retries"`
 }
 
 // ActorSummary counts the actors by class (`GET /v1/actors/summary`,

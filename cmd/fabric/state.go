@@ -179,13 +179,13 @@ func newSummaryCmd() *cobra.Command {
 			}
 			states := []string{"pending", "running", "finished", "failed"}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tKIND\tTOTAL\tPENDING\tRUNNING\tFINISHED\tFAILED")
+			fmt.Fprintln(tw, "NAME\tKIND\tTOTAL\tPENDING\tRUNNING\tFINISHED\tFAILED\tRETRIES")
 			for _, r := range sum.Rows {
 				fmt.Fprintf(tw, "%s\t%s\t%d", r.Name, r.Kind, r.Total)
 				for _, s := range states {
 					fmt.Fprintf(tw, "\t%d", r.States[s])
 				}
-				fmt.Fprintln(tw)
+				fmt.Fprintf(tw, "\t%d\n", r.Retries)
 			}
 			return tw.Flush()
 		},

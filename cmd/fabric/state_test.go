@@ -44,7 +44,7 @@ func TestListTasks(t *testing.T) {
 		t.Fatalf("list tasks --limit 1: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 	res = runOn(t, a, "summary", "tasks")
-	if res.Code != 0 || !strings.Contains(res.Stdout, "NAME") || !regexpLine(res.Stdout, `hold\s+task\s+3\s+0\s+0\s+3\s+0`) || !regexpLine(res.Stdout, `panicky\s+task\s+1\s+0\s+0\s+0\s+1`) {
+	if res.Code != 0 || !strings.Contains(res.Stdout, "NAME") || !regexpLine(res.Stdout, `hold\s+task\s+3\s+0\s+0\s+3\s+0\s+0`) || !regexpLine(res.Stdout, `panicky\s+task\s+1\s+0\s+0\s+0\s+1\s+0`) {
 		t.Fatalf("summary tasks: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 	trace := filepath.Join(t.TempDir(), "trace.json")

@@ -100,8 +100,8 @@ func (n *counters) executionFailed(kind string) {
 }
 
 func (n *counters) ended(r *TaskRecord) {
-	if r.Kind == "driver" {
-		return
+	if r.Kind == "driver" || r.For != "" {
+		return // a task another node sent here is counted by its owner
 	}
 	if n.byTenant == nil {
 		n.byTenant = map[string]*TenantTasks{}

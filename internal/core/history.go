@@ -275,20 +275,30 @@ type TaskCount struct {
 	Count             int
 }
 
+// TaskRetries is the state of a summary's count of the runs again of
+// a function's tasks (each task's attempts past its first).
+const TaskRetries = "retries"
+
 // TaskSummary counts the tasks f selects by function, kind and state,
 // without building their records.
 func (c *Core) TaskSummary(f TaskFilter) []TaskCount {
 	type key struct{ name, kind, state string }
 	counts := map[key]int{}
+	count := func(r *TaskRecord) {
+		counts[key{r.Name, r.Kind, r.State}]++
+		if r.Attempt > 1 {
+			counts[key{r.Name, r.Kind, TaskRetries}] += r.Attempt - 1
+		}
+	}
 	for _, t := range c.tasks {
 		if t.state == taskDone || t.kind == wire.ExecActorCreate {
 			continue
 		}
 		if r := c.record(t); f.match(&r) {
-			counts[key{r.Name, r.Kind, r.State}]++
+			count(&r)
 		}
 	}
-	c.history.each(&f, func(r *TaskRecord) { counts[key{r.Name, r.Kind, r.State}]++ })
+	c.history.each(&f, count)
 	out := make([]TaskCount, 0, len(counts))
 	for k, n := range counts {
 		out = append(out, TaskCount{Name: k.name, Kind: k.kind, State: k.state, Count: n})

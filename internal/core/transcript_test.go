@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -485,6 +486,15 @@ func (h *harness) run(line string) (out []string) {
 		for _, id := range due {
 			delete(n.timers, id)
 			out = append(out, h.step(n, TimerFired{Timer: id})...)
+		}
+		return out
+	case "counters": // the running totals metrics read, and each tenant's tasks
+		c := n.core.Counters()
+		out := []string{fmt.Sprintf("finished=%d failed=%d retries=%d restarts=%d exec-failed=%v", c.TasksFinished, c.TasksFailed, c.TaskRetries, c.ActorRestarts, c.ExecutionsFailed)}
+		tt := n.core.TenantTasks()
+		for _, tenant := range slices.Sorted(maps.Keys(tt)) {
+			t := tt[tenant]
+			out = append(out, fmt.Sprintf("tenant %q pending=%d running=%d finished=%d failed=%d", tenant, t.Pending, t.Running, t.Finished, t.Failed))
 		}
 		return out
 	case "stats":

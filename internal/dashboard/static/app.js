@@ -260,11 +260,15 @@ const pages = {
     const [list, sum] = await Promise.all([getJSON("/v1/tasks?limit=200" + (filter ? "&state=" + filter : "")), getJSON("/v1/tasks/summary")]);
     const tasks = list.tasks.slice().reverse();
     const byState = {};
-    for (const r of sum.functions) for (const [s, n] of Object.entries(r.states)) byState[s] = (byState[s] || 0) + n;
+    let retries = 0;
+    for (const r of sum.functions) {
+      retries += r.retries || 0;
+      for (const [s, n] of Object.entries(r.states)) byState[s] = (byState[s] || 0) + n;
+    }
     const sel = el("select", { id: "task-state" }, ["", "pending", "running", "finished", "failed"].map((s) => el("option", { value: s, selected: s === filter }, s || "any state")));
     sel.addEventListener("change", () => { sessionStorage.setItem("taskState", sel.value); selected = null; render(); });
     const out = [el("h1", {}, "Tasks"),
-      el("div", { className: "cards", id: "task-counts" }, ["pending", "running", "finished", "failed"].map((s) => card(s[0].toUpperCase() + s.slice(1), byState[s] || 0))),
+      el("div", { className: "cards", id: "task-counts" }, ["pending", "running", "finished", "failed"].map((s) => card(s[0].toUpperCase() + s.slice(1), byState[s] || 0)), card("Retries", retries)),
       el("div", { className: "filters" }, sel, el("span", { className: "muted" }, tasks.length + " of " + list.total + " (the newest; an attempt past 1 is a retry)"))];
     out.push(table(["Task", "Job", "Function", "Kind", "State", "Node", "Attempt", "Duration", "Error"],
       tasks.map((t) => [short(t.task_id), t.job, t.name, t.kind, state(t.state), t.node, t.attempt, duration(t.started || t.placed, t.ended),
