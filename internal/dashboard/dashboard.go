@@ -48,6 +48,8 @@ type Page struct {
 // Pages are the dashboard's views, as app.js draws them (TestPagesMatchScript
 // checks that every request the script makes is listed here).
 var Pages = []Page{
+	// The overview asks for the whole hour when it opens (timed here),
+	// then for the last 30 s at each refresh.
 	{"overview", []string{"/v1/status", "/v1/jobs", "/v1/tasks/summary", "/v1/history"}},
 	{"nodes", []string{"/v1/nodes", "/v1/history?window=30"}},
 	{"jobs", []string{"/v1/jobs"}},

@@ -187,9 +187,25 @@ function jobForm() {
   return f;
 }
 
+// history keeps the last hour's points: the whole hour once, then the
+// last 30 s at each refresh, merged by time (a step sampled late by a
+// node is replaced by its fuller sum).
+let histPoints = null; // time (ms) -> point
+let histStep = 10;
+async function history() {
+  const h = await getJSON(histPoints ? "/v1/history?window=30" : "/v1/history");
+  histPoints = histPoints || new Map();
+  histStep = h.step_seconds;
+  for (const p of h.points) histPoints.set(new Date(p.time).getTime(), p);
+  const cut = Date.now() - 3600 * 1000;
+  for (const t of histPoints.keys()) if (t < cut) histPoints.delete(t);
+  const points = [...histPoints.entries()].sort((a, b) => a[0] - b[0]).map((e) => e[1]);
+  return { step_seconds: histStep, points };
+}
+
 const pages = {
   async overview() {
-    const [st, jobs, sum, hist] = await Promise.all([getJSON("/v1/status"), getJSON("/v1/jobs"), getJSON("/v1/tasks/summary"), getJSON("/v1/history")]);
+    const [st, jobs, sum, hist] = await Promise.all([getJSON("/v1/status"), getJSON("/v1/jobs"), getJSON("/v1/tasks/summary"), history()]);
     const alive = st.nodes.alive || 0;
     const nodes = Object.values(st.nodes).reduce((a, b) => a + b, 0);
     const byNodeState = Object.entries(st.nodes).filter(([, n]) => n > 0).map(([s, n]) => n + " " + s).join(", ");
@@ -384,6 +400,7 @@ async function login(t) {
 
 function logout(why) {
   token = "";
+  histPoints = null;
   stopLog();
   sessionStorage.removeItem("fabricToken");
   clearInterval(timer);
