@@ -128,6 +128,10 @@ type Agent struct {
 	// tag update racing a leave waits seconds for an acknowledgement.
 	usageStop chan struct{}
 	usageDone chan struct{}
+	// serveMu guards replicaSets, the replica sets hosted here by their
+	// pseudo-peers.
+	serveMu     sync.Mutex
+	replicaSets map[string]*replicaSet
 	// historyDone closes once sampleHistory, stopped with usageStop, ends.
 	historyDone chan struct{}
 	usageOnce   sync.Once
@@ -257,7 +261,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{}), ready: make(chan struct{}),
-		usageStop: make(chan struct{}), usageDone: make(chan struct{}), historyDone: make(chan struct{}), direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
+		usageStop: make(chan struct{}), usageDone: make(chan struct{}), historyDone: make(chan struct{}), replicaSets: map[string]*replicaSet{}, direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
 		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}, calls: map[string]*pendingCall{},
 		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs)), gcWake: make(chan struct{}, 1),
 		logReads: make(chan struct{}, maxLogReads), authSlots: make(chan struct{}, maxAuthChecks), remoteLogReads: make(chan struct{}, maxRemoteLogReads),
@@ -703,6 +707,10 @@ func (a *Agent) sendBatch(ctx context.Context, node string, body []byte) error {
 // Send queues a message for another node (the node's cluster): through the
 // peer link, unless membership says the node is gone.
 func (a *Agent) Send(node string, m peerwire.Message) {
+	if strings.HasPrefix(node, servePeerPrefix) {
+		a.serveMessage(node, m)
+		return
+	}
 	if strings.HasPrefix(node, callPeerPrefix) {
 		a.callMessage(node, m)
 		return

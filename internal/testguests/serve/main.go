@@ -1,0 +1,69 @@
+// Command serve is a guest of Serve deployments for the tests and
+// benchmarks: Echo answers a request with what it received, Model is the
+// ModelDeployment of Ray Serve's example (a prediction of twice the
+// input), Slow sleeps before answering.
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wasmfabric/fabric/sdk"
+)
+
+// Echo answers with the request's method, path, query and body, and
+// which replica answered (its start time) and how many it served.
+type Echo struct {
+	replica int64
+	served  int
+}
+
+var _ = sdk.Deployment("Echo", func() (*Echo, error) { return &Echo{replica: time.Now().UnixNano()}, nil }, func(e *Echo, r sdk.Request) (sdk.Response, error) {
+	e.served++
+	resp := sdk.TextResponse(200, fmt.Sprintf("%s %s?%s route=%s replica=%d served=%d body=%s", r.Method, r.Path, r.Query, r.Route, e.replica, e.served, r.Body))
+	resp.Header["X-Echo-Header"] = r.Header["X-Test"]
+	return resp, nil
+})
+
+// Model predicts twice its input: POST {"input": 42} -> {"prediction": 84}.
+type Model struct{ factor int }
+
+var _ = sdk.Deployment("Model", func() (*Model, error) { return &Model{factor: 2}, nil }, func(m *Model, r sdk.Request) (sdk.Response, error) {
+	var in struct {
+		Input *int `json:"input"`
+	}
+	if err := r.JSON(&in); err != nil || in.Input == nil {
+		return sdk.TextResponse(400, `want a JSON body {"input": N}`), nil
+	}
+	return sdk.JSONResponse(map[string]int{"prediction": *in.Input * m.factor})
+})
+
+// Slow sleeps for ?ms= milliseconds, then answers; ?status= sets the
+// status, ?fail=1 returns an error instead.
+type Slow struct{}
+
+var _ = sdk.Deployment("Slow", func() (*Slow, error) { return &Slow{}, nil }, func(_ *Slow, r sdk.Request) (sdk.Response, error) {
+	q := map[string]string{}
+	for _, kv := range strings.Split(r.Query, "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		q[k] = v
+	}
+	ms, _ := strconv.Atoi(q["ms"])
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	if q["fail"] == "1" {
+		return sdk.Response{}, fmt.Errorf("slow: asked to fail")
+	}
+	status, _ := strconv.Atoi(q["status"])
+	return sdk.TextResponse(status, "slept "+strconv.Itoa(ms)+" ms"), nil
+})
+
+func init() {
+	sdk.Main(func(args []string) error {
+		fmt.Println("serve: a module of deployments (Echo, Model, Slow); deploy it with fabric serve deploy")
+		return nil
+	})
+}
+
+func main() {}

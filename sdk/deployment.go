@@ -1,0 +1,70 @@
+package sdk
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+)
+
+// Request is an HTTP request routed to a deployment's replica: Path is
+// the whole request path (Route, the prefix it matched, included), Query
+// its raw query, Header its canonical headers.
+type Request struct {
+	Method string              `cbor:"1,keyasint"`
+	Path   string              `cbor:"2,keyasint"`
+	Query  string              `cbor:"3,keyasint,omitempty"`
+	Header map[string][]string `cbor:"4,keyasint,omitempty"`
+	Body   []byte              `cbor:"5,keyasint,omitempty"`
+	Route  string              `cbor:"6,keyasint,omitempty"`
+}
+
+// JSON decodes the request's body, JSON, into v.
+func (r Request) JSON(v any) error {
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		return fmt.Errorf("%w: the request's body is not the JSON expected: %v", ErrBadArguments, err)
+	}
+	return nil
+}
+
+// Response is a replica's answer to a Request (Status 0 is 200).
+type Response struct {
+	Status int                 `cbor:"1,keyasint,omitempty"`
+	Header map[string][]string `cbor:"2,keyasint,omitempty"`
+	Body   []byte              `cbor:"3,keyasint,omitempty"`
+}
+
+// JSONResponse answers v as JSON with status 200.
+func JSONResponse(v any) (Response, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return Response{}, err
+	}
+	return Response{Header: map[string][]string{"Content-Type": {"application/json"}}, Body: b}, nil
+}
+
+// TextResponse answers text with a status (0: 200).
+func TextResponse(status int, text string) Response {
+	return Response{Status: status, Header: map[string][]string{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte(text)}
+}
+
+// Deployment registers a class whose actors serve HTTP requests, Ray
+// Serve's @serve.deployment: each replica of the deployment is an actor
+// made with ctor, and each request routed to it is a call of handle
+// (the method "<name>.__call__"). `fabric serve deploy` names the module
+// and the class and gives the route, replicas and limits.
+//
+//	type Model struct{ factor int }
+//	var _ = sdk.Deployment("Model", func() (*Model, error) { return &Model{2}, nil },
+//		func(m *Model, r sdk.Request) (sdk.Response, error) {
+//			var in struct{ Input int }
+//			if err := r.JSON(&in); err != nil {
+//				return sdk.TextResponse(400, err.Error()), nil
+//			}
+//			return sdk.JSONResponse(map[string]int{"prediction": in.Input * m.factor})
+//		})
+func Deployment[S any](name string, ctor func() (*S, error), handle func(*S, Request) (Response, error), opts ...Option) *Class0[S] {
+	c := Actor(name, ctor, opts...)
+	NewMethod1(c, abi.ServeMethod, handle)
+	return c
+}
