@@ -69,6 +69,8 @@ type controlAnswer struct {
 	Revoked []string                  `cbor:"11,keyasint,omitempty"`
 	Secret  string                    `cbor:"12,keyasint,omitempty"` // a join token made now
 	Grant   []byte                    `cbor:"13,keyasint,omitempty"` // a job's grant
+
+	Deployments []controlstate.Deployment `cbor:"14,keyasint,omitempty"`
 }
 
 var errCodes = []struct {
@@ -77,6 +79,8 @@ var errCodes = []struct {
 	public   error
 }{
 	{"no_job", controlstate.ErrNoJob, ErrNoJob},
+	{"no_deployment", controlstate.ErrNoDeployment, ErrNoDeployment},
+	{"route_taken", controlstate.ErrRouteTaken, ErrRouteTaken},
 	{"exists", controlstate.ErrJobExists, ErrJobExists},
 	{"running", controlstate.ErrJobRunning, ErrJobNotEnded},
 	{"too_many", controlstate.ErrTooManyJobs, ErrTooMany},
@@ -294,6 +298,8 @@ func (a *Agent) readControl(s *controlstate.State, p controlPrincipal, req contr
 		ans.Revoked = s.Revoked()
 	case "join-tokens":
 		ans.Joins = s.JoinTokens()
+	case "deployments":
+		ans.Deployments = s.Deployments()
 	case "name":
 		if n, ok := s.Name(req.Group, req.Tenant, req.Namespace, req.ID, req.Name); ok {
 			ans.Names = []controlstate.ActorName{n}

@@ -86,8 +86,8 @@ func (p controlPrincipal) mayRead(op, id string) bool {
 		return true
 	}
 	switch op {
-	case "jobs", "job", "modules", "module", "name", "authenticate", "revoked":
-		return true
+	case "jobs", "job", "modules", "module", "name", "authenticate", "revoked", "deployments":
+		return true // deployments: every ingress routes to every tenant's
 	case "node":
 		return id == p.node
 	}
@@ -149,6 +149,14 @@ func (p controlPrincipal) ownsChange(s *controlstate.State, c controlstate.Comma
 func (c caller) mayChange(s *controlstate.State, cmd controlstate.Command) bool {
 	job := func(id string) (controlstate.Job, bool) { return s.Job(id) }
 	switch {
+	case cmd.PutDeployment != nil:
+		d := cmd.PutDeployment.Deployment
+		m, ok := s.Module(d.Digest)
+		old, exists := s.Deployment(d.Key)
+		return d.Tenant == c.token.Tenant && ok && c.seesModule(m) && (!exists || old.Tenant == d.Tenant)
+	case cmd.DeleteDeployment != nil:
+		d, ok := s.Deployment(cmd.DeleteDeployment.Key)
+		return ok && d.Tenant == c.token.Tenant
 	case cmd.Submit != nil:
 		return cmd.Submit.Tenant == c.token.Tenant && cmd.Submit.Owner == c.token.ID
 	case cmd.Stop != nil:
@@ -181,6 +189,7 @@ func commandName(c controlstate.Command) string {
 		{c.CreateJoinToken != nil, "create join token"}, {c.UseJoinToken != nil, "use join token"},
 		{c.DeleteJoinToken != nil, "delete join token"}, {c.AdmitNode != nil, "admit node"}, {c.RevokeNode != nil, "revoke node"},
 		{c.AddTenantKey != nil, "add tenant key"}, {c.RemoveTenantKey != nil, "remove tenant key"},
+		{c.PutDeployment != nil, "put deployment"}, {c.DeleteDeployment != nil, "delete deployment"},
 	} {
 		if f.set {
 			return f.name

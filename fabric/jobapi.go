@@ -44,10 +44,10 @@ func (j JobInfo) result() JobResultView {
 func apiFail(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
 	switch {
-	case errors.Is(err, ErrNoJob), errors.Is(err, ErrNoModuleHere), errors.Is(err, ErrNoTenant), errors.Is(err, ErrNoToken), errors.Is(err, ErrNoNode), errors.Is(err, ErrNoKey):
+	case errors.Is(err, ErrNoJob), errors.Is(err, ErrNoModuleHere), errors.Is(err, ErrNoTenant), errors.Is(err, ErrNoToken), errors.Is(err, ErrNoNode), errors.Is(err, ErrNoKey), errors.Is(err, ErrNoDeployment):
 		code = http.StatusNotFound
 	case errors.Is(err, ErrJobExists), errors.Is(err, ErrTenantExists), errors.Is(err, ErrJobNotEnded), errors.Is(err, ErrModuleInUse), errors.Is(err, ErrStale),
-		errors.Is(err, ErrTokenExists), errors.Is(err, ErrNodeExists), errors.Is(err, ErrKeyExists):
+		errors.Is(err, ErrTokenExists), errors.Is(err, ErrNodeExists), errors.Is(err, ErrKeyExists), errors.Is(err, ErrRouteTaken):
 		code = http.StatusConflict
 	case errors.Is(err, ErrBadRequest):
 		code = http.StatusBadRequest

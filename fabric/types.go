@@ -432,6 +432,8 @@ var (
 	ErrUnsigned     = errors.New("fabric: the module is not signed with a key of the tenant")
 	ErrNoKey        = errors.New("fabric: no such key of the tenant")
 	ErrKeyExists    = errors.New("fabric: the tenant has that key")
+	ErrNoDeployment = errors.New("fabric: no deployment with that name")
+	ErrRouteTaken   = errors.New("fabric: another deployment holds that route prefix")
 	// ErrNoLeader means no server of the control plane answered: none is
 	// up, or they are electing a leader.
 	ErrNoLeader = errors.New("fabric: no control-plane server answered")

@@ -38,6 +38,9 @@ type Command struct {
 
 	AddTenantKey    *AddTenantKey    `cbor:"23,keyasint,omitempty"`
 	RemoveTenantKey *RemoveTenantKey `cbor:"24,keyasint,omitempty"`
+
+	PutDeployment    *PutDeployment    `cbor:"25,keyasint,omitempty"`
+	DeleteDeployment *DeleteDeployment `cbor:"26,keyasint,omitempty"`
 }
 
 // Submit records a new job, pending on Node.
@@ -145,7 +148,7 @@ func (s *State) apply(c Command) error {
 		c.Restart != nil, c.AddModule != nil, c.DeleteModule != nil, c.NameActor != nil, c.UnnameActor != nil, c.ForgetNode != nil,
 		c.CreateTenant != nil, c.DeleteTenant != nil, c.CreateToken != nil, c.RevokeToken != nil, c.SetQuota != nil,
 		c.CreateJoinToken != nil, c.UseJoinToken != nil, c.DeleteJoinToken != nil, c.AdmitNode != nil, c.RevokeNode != nil,
-		c.AddTenantKey != nil, c.RemoveTenantKey != nil} {
+		c.AddTenantKey != nil, c.RemoveTenantKey != nil, c.PutDeployment != nil, c.DeleteDeployment != nil} {
 		if set {
 			n++
 		}
@@ -154,6 +157,14 @@ func (s *State) apply(c Command) error {
 		return fmt.Errorf("%w: %d changes in one command", ErrBadCommand, n)
 	}
 	switch {
+	case c.PutDeployment != nil:
+		return s.putDeployment(c.PutDeployment)
+	case c.DeleteDeployment != nil:
+		if _, ok := s.deployments[c.DeleteDeployment.Key]; !ok {
+			return fmt.Errorf("%w: %q", ErrNoDeployment, c.DeleteDeployment.Key)
+		}
+		delete(s.deployments, c.DeleteDeployment.Key)
+		return nil
 	case c.CreateJoinToken != nil:
 		return s.createJoinToken(c.CreateJoinToken)
 	case c.UseJoinToken != nil:

@@ -42,12 +42,13 @@ type snapshot struct {
 	Tokens   []Token         `cbor:"6,keyasint,omitempty"`
 	Joins    []JoinToken     `cbor:"7,keyasint,omitempty"`
 	Nodes    []NodeRecord    `cbor:"8,keyasint,omitempty"`
+	Deploys  []Deployment    `cbor:"9,keyasint,omitempty"`
 }
 
 // Snapshot encodes the whole state.
 func (s *State) Snapshot() ([]byte, error) {
 	snap := snapshot{Jobs: s.Jobs(nil), Modules: s.Modules(), Names: s.Names(nil), Tenants: s.Tenants(), Tokens: s.tokensForSnapshot(),
-		Joins: s.JoinTokens(), Nodes: s.NodeRecords()}
+		Joins: s.JoinTokens(), Nodes: s.NodeRecords(), Deploys: s.Deployments()}
 	for _, name := range s.order {
 		snap.Requests = append(snap.Requests, s.requests[name])
 	}
@@ -89,6 +90,10 @@ func Restore(b []byte) (*State, error) {
 	for i := range snap.Nodes {
 		n := snap.Nodes[i]
 		s.nodes[n.ID] = &n
+	}
+	for i := range snap.Deploys {
+		d := snap.Deploys[i]
+		s.deployments[d.Key] = &d
 	}
 	for _, r := range snap.Requests {
 		if _, dup := s.requests[r.Name]; dup || len(s.order) >= MaxRequests {

@@ -120,6 +120,7 @@ type State struct {
 	tokenHashes map[string]string
 	joinTokens  map[string]*JoinToken
 	nodes       map[string]*NodeRecord
+	deployments map[string]*Deployment // by key
 	// requests are the answers to the last MaxRequests named commands,
 	// and order their names, oldest first.
 	requests map[string]requestResult
@@ -141,7 +142,8 @@ type requestResult struct {
 var sentinels = []error{nil, ErrJobExists, ErrNoJob, ErrJobRunning, ErrTooManyJobs, ErrStale, ErrBadCommand,
 	ErrNoModule, ErrModuleInUse, ErrTooManyModule, ErrNameTaken, ErrTooManyNames,
 	ErrTenantExists, ErrNoTenant, ErrTooManyTenants, ErrTokenExists, ErrNoToken, ErrTooManyTokens, ErrQuota,
-	ErrNoJoinToken, ErrJoinTokenUsed, ErrJoinTokenExpired, ErrNodeExists, ErrNoNode, ErrNodeRevoked, ErrTooManyNodes}
+	ErrNoJoinToken, ErrJoinTokenUsed, ErrJoinTokenExpired, ErrNodeExists, ErrNoNode, ErrNodeRevoked, ErrTooManyNodes,
+	ErrNoDeployment, ErrRouteTaken}
 
 func (r requestResult) err() error {
 	switch {
@@ -176,7 +178,7 @@ func (s *State) remember(name string, err error) {
 func New() *State {
 	return &State{jobs: map[string]*Job{}, modules: map[string]*Module{}, names: map[string]*ActorName{},
 		tenants: map[string]*Tenant{}, tokens: map[string]*Token{}, tokenHashes: map[string]string{},
-		joinTokens: map[string]*JoinToken{}, nodes: map[string]*NodeRecord{}, requests: map[string]requestResult{}}
+		joinTokens: map[string]*JoinToken{}, nodes: map[string]*NodeRecord{}, deployments: map[string]*Deployment{}, requests: map[string]requestResult{}}
 }
 
 // Job returns a copy of the job with the ID.
