@@ -46,6 +46,9 @@ type AgentConfig struct {
 	// GossipAddr, QUICAddr and HTTPAddr are where the agent listens
 	// (host:port; port 0 picks a free one).
 	GossipAddr, QUICAddr, HTTPAddr string
+	// ServeAddr is where the Serve ingress answers HTTP requests for the
+	// deployments (host:port; empty: no ingress on this agent).
+	ServeAddr string
 	// AdvertiseHost is the host other nodes reach this one at (empty: the
 	// gossip layer's choice).
 	AdvertiseHost string
@@ -132,6 +135,14 @@ type Agent struct {
 	// pseudo-peers.
 	serveMu     sync.Mutex
 	replicaSets map[string]*replicaSet
+	// serve is the deployments as this agent sees them and the replicas
+	// it hosts; serveDone closes once serveLoop, stopped with usageStop,
+	// has closed them. load counts the ingress's requests in flight.
+	serve       serveState
+	serveDone   chan struct{}
+	load        ingressLoad
+	ingress     *http.Server
+	ingressAddr string
 	// historyDone closes once sampleHistory, stopped with usageStop, ends.
 	historyDone chan struct{}
 	usageOnce   sync.Once
@@ -261,7 +272,8 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{}), ready: make(chan struct{}),
-		usageStop: make(chan struct{}), usageDone: make(chan struct{}), historyDone: make(chan struct{}), replicaSets: map[string]*replicaSet{}, direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
+		usageStop: make(chan struct{}), usageDone: make(chan struct{}), historyDone: make(chan struct{}), replicaSets: map[string]*replicaSet{},
+		serveDone: make(chan struct{}), serve: serveState{sets: map[string]*replicaSet{}, vers: map[string]uint64{}}, direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
 		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}, calls: map[string]*pendingCall{},
 		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs)), gcWake: make(chan struct{}, 1),
 		logReads: make(chan struct{}, maxLogReads), authSlots: make(chan struct{}, maxAuthChecks), remoteLogReads: make(chan struct{}, maxRemoteLogReads),
@@ -344,6 +356,12 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	}()
 	go a.gossipUsage()
 	go a.sampleHistory(a.historyStep(), a.usageStop, a.historyDone)
+	go a.serveLoop(a.usageStop, a.serveDone)
+	if cfg.ServeAddr != "" {
+		if err := a.startIngress(cfg.ServeAddr); err != nil {
+			return fail(err)
+		}
+	}
 	go a.watchMembers()
 	if len(cfg.Join) > 0 {
 		if err := a.join(cfg.Join); err != nil && !joinRetryable(err) {
@@ -673,6 +691,9 @@ func (a *Agent) handlePeer(ctx context.Context, peer string, t transport.Type, b
 	case msgTasks:
 		b, err := a.handleTasksPeer(ctx, body)
 		return msgTasks, b, err
+	case msgServe:
+		b, err := a.handleServePeer(ctx, body)
+		return msgServe, b, err
 	case msgBatch:
 		err := a.link.Receive(peer, body, func(msgs []peerwire.Message) {
 			a.grants.screen(msgs) // outside the node's lock
@@ -800,6 +821,7 @@ func (a *Agent) stopUsage() {
 		if a.members != nil && a.http != nil { // gossipUsage and sampleHistory were started
 			<-a.usageDone
 			<-a.historyDone
+			<-a.serveDone
 		}
 	})
 }
@@ -831,6 +853,9 @@ func (a *Agent) Close() error {
 	a.agentCancel()
 	close(a.done)
 	var errs []error
+	if a.ingress != nil {
+		errs = append(errs, a.ingress.Close())
+	}
 	if a.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		errs = append(errs, a.http.Shutdown(ctx))

@@ -582,6 +582,38 @@ func (c *Client) postJSON(ctx context.Context, path string, v any, what string, 
 	return decodeReply(resp, what, out)
 }
 
+// Deploy creates or replaces a Serve deployment (spec.Name names it).
+func (c *Client) Deploy(ctx context.Context, spec DeploymentSpec) (DeploymentInfo, error) {
+	var out DeploymentInfo
+	body, err := json.Marshal(spec)
+	if err != nil {
+		return out, err
+	}
+	path := "/v1/serve/deployments/" + url.PathEscape(spec.Name)
+	resp, err := c.do(ctx, http.MethodPut, path, nil, bytes.NewReader(body), "Content-Type", "application/json")
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	return out, decodeReply(resp, path, &out)
+}
+
+// Deployments lists the Serve deployments the caller's token sees, with
+// the replicas the nodes run.
+func (c *Client) Deployments(ctx context.Context) ([]DeploymentInfo, error) {
+	var out []DeploymentInfo
+	return out, c.getJSON(ctx, "/v1/serve/deployments", &out)
+}
+
+// DeleteDeployment removes a Serve deployment; its replicas stop.
+func (c *Client) DeleteDeployment(ctx context.Context, name string) error {
+	resp, err := c.do(ctx, http.MethodDelete, "/v1/serve/deployments/"+url.PathEscape(name), nil, nil)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
 // Whoami says who the client's token is.
 func (c *Client) Whoami(ctx context.Context) (Identity, error) {
 	var out Identity

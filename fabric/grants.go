@@ -58,6 +58,12 @@ func (a *Agent) grantAnswer(s *controlstate.State, p controlPrincipal, req contr
 		m, found := s.Module(module)
 		ok = found && (p.caller.cluster || p.caller.token.Tenant == tenant && p.caller.seesModule(m))
 	}
+	if !ok && strings.HasPrefix(root, servePeerPrefix) && p.node != "" {
+		// A member hosts replicas of a deployment of the tenant's module.
+		for _, d := range s.Deployments() {
+			ok = ok || d.Tenant == tenant && d.Digest == module
+		}
+	}
 	if !ok && root == p.node && controlJob != "" {
 		j, found := s.Job(controlJob)
 		ok = found && j.Node == p.node && j.Tenant == tenant && j.Digest == module && !j.State.Ended()

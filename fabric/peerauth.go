@@ -60,6 +60,7 @@ var peerRules = map[transport.Type]peerRule{
 	msgGossipKeys:      {member, "a server answers the gossip keys to a member that is not revoked (it was away during a rotation)"},
 	msgModuleProof:     {member, "a grant for a module, rooted at the sender or a call, lets it copy the module for a while"},
 	msgTasks:           {member, "the state API: answered with the records of the tenants the relayed token sees, authenticated on the leader"},
+	msgServe:           {member, "a request for a deployment's replicas hosted here (the sending ingress checked its token), or what this node hosts"},
 	transport.TypePull: {member, "an object is served only to a node it was sent to"},
 }
 

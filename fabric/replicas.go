@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	mathrand "math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -38,6 +39,8 @@ var (
 	ErrNoReplica = errors.New("fabric: no replica of the deployment is alive")
 	// ErrReplicaDied: the replica died while it held the request.
 	ErrReplicaDied = errors.New("fabric: the replica died while it held the request")
+	// ErrOverloaded: every replica holds its max ongoing requests.
+	ErrOverloaded = errors.New("fabric: every replica of the deployment is at its max ongoing requests")
 )
 
 // replicaSet hosts replicas of one deployment on this node.
@@ -53,6 +56,9 @@ type replicaSet struct {
 	closed                    bool
 	started, died, dispatched atomic.Int64
 	output                    atomic.Int64
+	// maxOngoing bounds each replica's requests in flight (0: none);
+	// past it on every replica, call answers ErrOverloaded.
+	maxOngoing int
 }
 
 // replica is one actor of a replica set.
@@ -156,6 +162,45 @@ func (rs *replicaSet) alive() int {
 	return n
 }
 
+// ongoing sums the requests the set's replicas hold.
+func (rs *replicaSet) ongoing() int64 {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	var n int64
+	for _, r := range rs.replicas {
+		n += r.ongoing.Load()
+	}
+	return n
+}
+
+// prune forgets the replicas that died.
+func (rs *replicaSet) prune() {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.replicas = slices.DeleteFunc(rs.replicas, func(r *replica) bool { return r.dead.Load() })
+}
+
+// remove stops one replica, the one with the fewest requests in flight,
+// once those are answered (the node queues its kill behind them).
+func (rs *replicaSet) remove() {
+	rs.mu.Lock()
+	var victim *replica
+	for _, r := range rs.replicas {
+		if !r.dead.Load() && (victim == nil || r.ongoing.Load() < victim.ongoing.Load()) {
+			victim = r
+		}
+	}
+	if victim != nil {
+		victim.dead.Store(true)
+		victim.cause = "scaled down"
+		rs.replicas = slices.DeleteFunc(rs.replicas, func(r *replica) bool { return r == victim })
+	}
+	rs.mu.Unlock()
+	if victim != nil {
+		rs.step(&peerwire.KillActor{Job: rs.job, Actor: victim.id, Incarnation: victim.inc, NoRestart: true})
+	}
+}
+
 // pick chooses a replica by the power of two choices: of two alive ones
 // at random, the one with fewer requests in flight.
 func (rs *replicaSet) pick() *replica {
@@ -173,7 +218,7 @@ func (rs *replicaSet) pick() *replica {
 	case 1:
 		return alive[0]
 	}
-	i, j := mathrand.IntN(len(alive)), mathrand.IntN(len(alive)-1)
+	i, j := randIntN(len(alive)), randIntN(len(alive)-1)
 	if j >= i {
 		j++
 	}
@@ -189,7 +234,10 @@ func (rs *replicaSet) call(ctx context.Context, req abi.ServeRequest) (abi.Serve
 	if r == nil {
 		return abi.ServeResponse{}, ErrNoReplica
 	}
-	r.ongoing.Add(1)
+	if n := r.ongoing.Add(1); rs.maxOngoing > 0 && n > int64(rs.maxOngoing) {
+		r.ongoing.Add(-1) // the less loaded of two is full: the set is
+		return abi.ServeResponse{}, ErrOverloaded
+	}
 	defer r.ongoing.Add(-1)
 	rs.dispatched.Add(1)
 	arg, err := wire.Marshal(req)
@@ -223,6 +271,8 @@ func (rs *replicaSet) call(ctx context.Context, req abi.ServeRequest) (abi.Serve
 	}
 	return resp, nil
 }
+
+func randIntN(n int) int { return mathrand.IntN(n) }
 
 // maxResponseInline is the largest response a replica's answer carries
 // inline (larger ones stay in the node's store).

@@ -66,7 +66,7 @@ func TestAuthMatrix(t *testing.T) {
 		"POST /v1/tenants": clusterOnly, "GET /v1/tenants": clusterOnly, "DELETE /v1/tenants/{name}": clusterOnly, "POST /v1/tenants/{name}/quota": clusterOnly,
 		"POST /v1/tenants/{name}/keys": clusterOnly, "GET /v1/tenants/{name}/keys": clusterOnly, "DELETE /v1/tenants/{name}/keys/{id}": clusterOnly,
 		"POST /v1/tokens": clusterOnly, "GET /v1/tokens": clusterOnly, "DELETE /v1/tokens/{id}": clusterOnly,
-		"GET /v1/whoami": tenantUser, "GET /v1/tasks": tenantUser, "GET /v1/tasks/summary": tenantUser, "GET /v1/history": tenantUser, "GET /v1/actors": tenantUser, "GET /v1/actors/summary": tenantUser, "GET /v1/objects": tenantUser, "GET /v1/objects/summary": tenantUser, "GET /v1/placement-groups": tenantUser, "GET /v1/workers": tenantUser, "GET /v1/jobs/{id}/timeline": tenantUser, "GET /metrics": clusterOnly, "GET /ui/": public, "GET /{$}": public,
+		"GET /v1/whoami": tenantUser, "GET /v1/tasks": tenantUser, "GET /v1/tasks/summary": tenantUser, "GET /v1/history": tenantUser, "GET /v1/serve/deployments": tenantUser, "PUT /v1/serve/deployments/{name}": tenantUser, "DELETE /v1/serve/deployments/{name}": tenantUser, "GET /v1/actors": tenantUser, "GET /v1/actors/summary": tenantUser, "GET /v1/objects": tenantUser, "GET /v1/objects/summary": tenantUser, "GET /v1/placement-groups": tenantUser, "GET /v1/workers": tenantUser, "GET /v1/jobs/{id}/timeline": tenantUser, "GET /metrics": clusterOnly, "GET /ui/": public, "GET /{$}": public,
 		"POST /v1/join-tokens": clusterOnly, "GET /v1/join-tokens": clusterOnly, "DELETE /v1/join-tokens/{id}": clusterOnly,
 		"GET /v1/admitted": clusterOnly, "POST /v1/nodes/{id}/revoke": clusterOnly, "POST /v1/gossip-key/rotate": clusterOnly,
 	}

@@ -1,0 +1,480 @@
+//go:build linux
+
+package fabric
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/controlstate"
+	"github.com/wasmfabric/fabric/internal/membership"
+	"github.com/wasmfabric/fabric/internal/transport"
+	"github.com/wasmfabric/fabric/internal/wire"
+)
+
+// Serve's deployments on the agents. The control state holds them; each
+// agent reads them every second (serveInterval), works out which of their
+// replicas are its own (assign: the same answer on every agent from the
+// same alive members), hosts those in replica sets, and routes its
+// ingress's requests to the agents that host replicas, itself included.
+
+const (
+	serveInterval = time.Second
+	// msgServe carries a request to an agent that hosts a deployment's
+	// replicas, or asks it what it hosts.
+	msgServe transport.Type = 32
+	// defaultMaxOngoing is a replica's max ongoing requests when the
+	// deployment does not say (Ray Serve's default).
+	defaultMaxOngoing = 5
+)
+
+// assign spreads a deployment's replicas over the alive nodes: node i of
+// the sorted list, from an offset the deployment's key picks, takes
+// replica i, round and round. Every agent computes the same from the same
+// members.
+func assign(key string, replicas int, nodes []string) map[string]int {
+	out := map[string]int{}
+	if len(nodes) == 0 {
+		return out
+	}
+	sorted := slices.Sorted(slices.Values(nodes))
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	off := int(h.Sum32() % uint32(len(sorted)))
+	for i := range replicas {
+		out[sorted[(off+i)%len(sorted)]]++
+	}
+	return out
+}
+
+// serveState is an agent's view of the deployments and what it hosts.
+type serveState struct {
+	mu     sync.Mutex
+	deps   map[string]controlstate.Deployment // by key
+	placed map[string]map[string]int          // by key: replicas by node
+	sets   map[string]*replicaSet             // by key: the replicas hosted here
+	vers   map[string]uint64                  // by key: the version the set runs
+}
+
+// serveLoop reconciles the deployments every serveInterval until stop.
+func (a *Agent) serveLoop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(serveInterval)
+	defer t.Stop()
+	for {
+		a.serveStep(context.Background())
+		select {
+		case <-stop:
+			a.serve.mu.Lock()
+			sets := slices.Collect(maps.Values(a.serve.sets))
+			a.serve.sets = map[string]*replicaSet{}
+			a.serve.mu.Unlock()
+			for _, rs := range sets {
+				rs.close()
+			}
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// serveStep reads the deployments and makes this node host its share.
+func (a *Agent) serveStep(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ans, err := a.control(ctx, controlRequest{Op: "deployments"})
+	if err != nil {
+		return // no leader now: keep what runs
+	}
+	var alive []string
+	a.tableMu.RLock()
+	for id, m := range a.table {
+		if m.Status == membership.Alive {
+			alive = append(alive, id)
+		}
+	}
+	a.tableMu.RUnlock()
+	deps := map[string]controlstate.Deployment{}
+	placed := map[string]map[string]int{}
+	for _, d := range ans.Deployments {
+		deps[d.Key] = d
+		placed[d.Key] = assign(d.Key, d.Replicas, alive)
+	}
+	s := &a.serve
+	s.mu.Lock()
+	s.deps, s.placed = deps, placed
+	var stale []*replicaSet
+	for key, rs := range s.sets {
+		if d, ok := deps[key]; !ok || s.vers[key] != d.Version {
+			stale = append(stale, rs)
+			delete(s.sets, key)
+			delete(s.vers, key)
+		}
+	}
+	type want struct {
+		d    controlstate.Deployment
+		rs   *replicaSet
+		have int
+	}
+	var wants []want
+	for key, d := range deps {
+		n := placed[key][a.ID]
+		rs := s.sets[key]
+		have := 0
+		if rs != nil {
+			have = rs.alive()
+		}
+		if n != have || rs == nil && n > 0 {
+			wants = append(wants, want{d, rs, have})
+		}
+	}
+	s.mu.Unlock()
+	for _, rs := range stale {
+		rs.close()
+	}
+	for _, w := range wants {
+		a.hostReplicas(ctx, w.d, w.rs, placed[w.d.Key][a.ID])
+	}
+}
+
+// hostReplicas brings the replicas of d hosted here to n.
+func (a *Agent) hostReplicas(ctx context.Context, d controlstate.Deployment, rs *replicaSet, n int) {
+	if rs == nil {
+		if n == 0 {
+			return
+		}
+		opts := abi.Options{MaxConcurrency: d.MaxOngoing}
+		if cpu, ok := d.Resources["CPU"]; ok {
+			opts.CPU = &cpu
+		}
+		opts.GPU, opts.Memory = d.Resources["GPU"], int64(d.Resources["memory"])
+		for k, v := range d.Resources {
+			if k != "CPU" && k != "GPU" && k != "memory" {
+				if opts.Resources == nil {
+					opts.Resources = map[string]float64{}
+				}
+				opts.Resources[k] = v
+			}
+		}
+		var err error
+		if rs, err = a.newReplicaSet(ctx, d.Tenant, d.Digest, d.Class, opts); err != nil {
+			a.warnf("fabric serve: deployment %s: cannot host its replicas here: %v", d.Key, err)
+			return
+		}
+		rs.maxOngoing = d.MaxOngoing
+		a.serve.mu.Lock()
+		a.serve.sets[d.Key], a.serve.vers[d.Key] = rs, d.Version
+		a.serve.mu.Unlock()
+	}
+	rs.prune()
+	for rs.alive() < n {
+		if err := rs.add(ctx); err != nil {
+			a.warnf("fabric serve: deployment %s: a replica did not start: %v", d.Key, err)
+			return
+		}
+	}
+	for rs.alive() > n {
+		rs.remove()
+	}
+}
+
+// route finds the deployment whose route prefix is the longest that
+// matches path.
+func (a *Agent) route(path string) (controlstate.Deployment, map[string]int, bool) {
+	a.serve.mu.Lock()
+	defer a.serve.mu.Unlock()
+	var best controlstate.Deployment
+	found := false
+	for _, d := range a.serve.deps {
+		if routeMatches(d.Route, path) && (!found || len(d.Route) > len(best.Route)) {
+			best, found = d, true
+		}
+	}
+	return best, maps.Clone(a.serve.placed[best.Key]), found
+}
+
+// routeMatches reports whether a request path is under a route prefix.
+func routeMatches(route, path string) bool {
+	return route == "/" || path == route || strings.HasPrefix(path, route+"/")
+}
+
+// localSet is the replica set of key hosted here.
+func (a *Agent) localSet(key string) *replicaSet {
+	a.serve.mu.Lock()
+	defer a.serve.mu.Unlock()
+	return a.serve.sets[key]
+}
+
+// serveCall is msgServe's body.
+type serveCall struct {
+	_       struct{} `cbor:",toarray"`
+	Key     string   // the deployment
+	Request abi.ServeRequest
+	Status  bool // what the node hosts, not a request
+}
+
+// serveAnswer is msgServe's answer.
+type serveAnswer struct {
+	_        struct{} `cbor:",toarray"`
+	Response abi.ServeResponse
+	Code     int // an error's HTTP status (0: Response is the replica's)
+	Error    string
+	Hosted   []hostedWire
+}
+
+// hostedWire is what a node hosts of a deployment.
+type hostedWire struct {
+	_                       struct{} `cbor:",toarray"`
+	Key                     string
+	Version                 uint64
+	Alive, Ongoing, Started int
+}
+
+// handleServePeer answers another agent's msgServe.
+func (a *Agent) handleServePeer(ctx context.Context, body []byte) ([]byte, error) {
+	var c serveCall
+	if err := wire.Unmarshal(body, &c); err != nil {
+		return nil, fmt.Errorf("a malformed serve call: %v", err)
+	}
+	if c.Status {
+		return wire.Marshal(serveAnswer{Hosted: a.hosted()})
+	}
+	resp, code, err := a.callLocal(ctx, c.Key, c.Request)
+	ans := serveAnswer{Response: resp, Code: code}
+	if err != nil {
+		ans.Error = err.Error()
+	}
+	return wire.Marshal(ans)
+}
+
+// hosted lists the replica sets hosted here.
+func (a *Agent) hosted() []hostedWire {
+	a.serve.mu.Lock()
+	defer a.serve.mu.Unlock()
+	var out []hostedWire
+	for key, rs := range a.serve.sets {
+		out = append(out, hostedWire{Key: key, Version: a.serve.vers[key], Alive: rs.alive(), Ongoing: int(rs.ongoing()), Started: int(rs.started.Load())})
+	}
+	return out
+}
+
+// DeploymentSpec is a deployment as PUT /v1/serve/deployments/{name} and
+// `fabric serve deploy` take it (Ray Serve's config, in its names).
+type DeploymentSpec struct {
+	Name        string `json:"name"`
+	Module      string `json:"module"` // the digest of a module uploaded or run before
+	Class       string `json:"class"`
+	RoutePrefix string `json:"route_prefix"`
+	// NumReplicas (nil: 1).
+	NumReplicas        *int               `json:"num_replicas,omitempty"`
+	MaxOngoingRequests int                `json:"max_ongoing_requests,omitempty"`
+	Resources          map[string]float64 `json:"resources,omitempty"`
+	// Public routes answer requests without a token.
+	Public bool `json:"public,omitempty"`
+}
+
+// DeploymentInfo is a deployment as the API lists it, with what the
+// nodes host of it.
+type DeploymentInfo struct {
+	Name               string             `json:"name"`
+	Tenant             string             `json:"tenant,omitempty"`
+	Module             string             `json:"module"`
+	Class              string             `json:"class"`
+	RoutePrefix        string             `json:"route_prefix"`
+	NumReplicas        int                `json:"num_replicas"`
+	MaxOngoingRequests int                `json:"max_ongoing_requests"`
+	Resources          map[string]float64 `json:"resources,omitempty"`
+	Public             bool               `json:"public,omitempty"`
+	Version            uint64             `json:"version"`
+	Created            time.Time          `json:"created"`
+	Updated            time.Time          `json:"updated"`
+	// Running counts the replicas alive on the nodes that answered, of
+	// this version; Nodes those replicas by node.
+	Running int            `json:"running"`
+	Nodes   map[string]int `json:"replicas_by_node"`
+	Ongoing int            `json:"ongoing_requests"`
+	// Status is HEALTHY when Running is NumReplicas, else UPDATING.
+	Status  string   `json:"status"`
+	Missing []string `json:"missing_nodes,omitempty"`
+}
+
+func deploymentInfo(d controlstate.Deployment, c caller) DeploymentInfo {
+	name := d.Key
+	if !c.cluster {
+		name = controlstate.JobName(d.Key)
+	}
+	return DeploymentInfo{Name: name, Tenant: d.Tenant, Module: d.Digest, Class: d.Class, RoutePrefix: d.Route, NumReplicas: d.Replicas,
+		MaxOngoingRequests: d.MaxOngoing, Resources: d.Resources, Public: d.Public, Version: d.Version,
+		Created: time.UnixMilli(d.Created).UTC(), Updated: time.UnixMilli(d.Updated).UTC(), Nodes: map[string]int{}}
+}
+
+func (a *Agent) handleDeploymentPut(w http.ResponseWriter, r *http.Request) {
+	c := callerOf(r)
+	var spec DeploymentSpec
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&spec); err != nil {
+		apiFail(w, fmt.Errorf("%w: the body is a deployment's JSON {\"module\", \"class\", \"route_prefix\", \"num_replicas\", ...}: %v", ErrBadRequest, err))
+		return
+	}
+	name := r.PathValue("name")
+	if spec.Name != "" && spec.Name != name {
+		apiFail(w, fmt.Errorf("%w: the body names deployment %q, the path %q", ErrBadRequest, spec.Name, name))
+		return
+	}
+	d := controlstate.Deployment{Key: controlstate.JobKey(c.tenant(), name), Tenant: c.tenant(), Digest: spec.Module, Class: spec.Class,
+		Route: spec.RoutePrefix, Replicas: 1, MaxOngoing: cmp.Or(spec.MaxOngoingRequests, defaultMaxOngoing), Resources: spec.Resources, Public: spec.Public}
+	if spec.NumReplicas != nil {
+		d.Replicas = *spec.NumReplicas
+	}
+	if d.Route == "" {
+		d.Route = "/" + name
+	}
+	if err := a.propose(r.Context(), controlstate.Command{PutDeployment: &controlstate.PutDeployment{Deployment: d, Time: nowMillis()}}); err != nil {
+		apiFail(w, err)
+		return
+	}
+	ans, err := a.control(r.Context(), controlRequest{Op: "deployments"})
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	for _, got := range ans.Deployments {
+		if got.Key == d.Key {
+			a.log.Info("deployment put", "deployment", d.Key, "route", d.Route, "replicas", d.Replicas, "version", got.Version)
+			writeJSON(w, deploymentInfo(got, c))
+			go a.serveStep(context.Background()) // host it without waiting for the tick
+			return
+		}
+	}
+	apiFail(w, fmt.Errorf("%w: %q", ErrNoDeployment, name))
+}
+
+func (a *Agent) handleDeploymentDelete(w http.ResponseWriter, r *http.Request) {
+	c := callerOf(r)
+	key := controlstate.JobKey(c.tenant(), r.PathValue("name"))
+	if c.cluster && strings.Contains(r.PathValue("name"), ":") {
+		key = r.PathValue("name") // the operator names a tenant's as tenant:name
+	}
+	if err := a.propose(r.Context(), controlstate.Command{DeleteDeployment: &controlstate.DeleteDeployment{Key: key}}); err != nil {
+		apiFail(w, err)
+		return
+	}
+	go a.serveStep(context.Background())
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *Agent) handleDeploymentList(w http.ResponseWriter, r *http.Request) {
+	c := callerOf(r)
+	ans, err := a.control(r.Context(), controlRequest{Op: "deployments"})
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	var mine []controlstate.Deployment
+	for _, d := range ans.Deployments {
+		if c.cluster || d.Tenant == c.token.Tenant {
+			mine = append(mine, d)
+		}
+	}
+	hosted, missing := a.gatherHosted(r.Context())
+	out := []DeploymentInfo{}
+	for _, d := range mine {
+		info := deploymentInfo(d, c)
+		info.Missing = missing
+		for node, hs := range hosted {
+			for _, h := range hs {
+				if h.Key == d.Key && h.Version == d.Version && h.Alive > 0 {
+					info.Running += h.Alive
+					info.Nodes[node] += h.Alive
+					info.Ongoing += h.Ongoing
+				}
+			}
+		}
+		info.Status = "UPDATING"
+		if info.Running == d.Replicas {
+			info.Status = "HEALTHY"
+		}
+		out = append(out, info)
+	}
+	writeJSON(w, out)
+}
+
+// gatherHosted asks every alive node what it hosts.
+func (a *Agent) gatherHosted(ctx context.Context) (map[string][]hostedWire, []string) {
+	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
+	defer cancel()
+	var others []string
+	a.tableMu.RLock()
+	for id, m := range a.table {
+		if id != a.ID && m.Status == membership.Alive {
+			others = append(others, id)
+		}
+	}
+	a.tableMu.RUnlock()
+	out := map[string][]hostedWire{a.ID: a.hosted()}
+	var mu sync.Mutex
+	var missing []string
+	var wg sync.WaitGroup
+	body, _ := wire.Marshal(serveCall{Status: true})
+	for _, id := range others {
+		wg.Go(func() {
+			var ans serveAnswer
+			addr, err := a.addrOf(id)
+			if err == nil {
+				var b []byte
+				if _, b, err = a.quic.Call(ctx, addr, msgServe, body); err == nil {
+					err = wire.Unmarshal(b, &ans)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				missing = append(missing, id)
+				return
+			}
+			out[id] = ans.Hosted
+		})
+	}
+	wg.Wait()
+	slices.Sort(missing)
+	return out, missing
+}
+
+// nodeFor picks the node a request goes to: by the power of two
+// choices over the nodes that host replicas, weighing each node's
+// requests in flight from here by its replicas.
+func (a *Agent) nodeFor(placed map[string]int) string {
+	var nodes []string
+	for n, k := range placed {
+		if k > 0 {
+			nodes = append(nodes, n)
+		}
+	}
+	switch len(nodes) {
+	case 0:
+		return ""
+	case 1:
+		return nodes[0]
+	}
+	slices.Sort(nodes)
+	i, j := randIntN(len(nodes)), randIntN(len(nodes)-1)
+	if j >= i {
+		j++
+	}
+	load := func(n string) float64 { return float64(a.inflight(n)+1) / float64(placed[n]) }
+	if load(nodes[j]) < load(nodes[i]) {
+		return nodes[j]
+	}
+	return nodes[i]
+}

@@ -1,0 +1,160 @@
+//go:build linux
+
+package fabric
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestAssign(t *testing.T) {
+	nodes := []string{"c", "a", "b"}
+	for _, c := range []struct {
+		replicas int
+		want     int // the most any node gets
+	}{{0, 0}, {1, 1}, {3, 1}, {4, 2}, {7, 3}} {
+		got := assign("acme:model", c.replicas, nodes)
+		total, most := 0, 0
+		for _, n := range got {
+			total += n
+			most = max(most, n)
+		}
+		if total != c.replicas || most != c.want {
+			t.Errorf("%d replicas over 3 nodes: %v", c.replicas, got)
+		}
+		if again := assign("acme:model", c.replicas, []string{"b", "c", "a"}); fmt.Sprint(again) != fmt.Sprint(got) {
+			t.Errorf("the order of the members changed the assignment: %v, then %v", got, again)
+		}
+	}
+	if len(assign("k", 3, nil)) != 0 {
+		t.Error("replicas assigned with no node alive")
+	}
+}
+
+// servePost sends a request to an ingress and returns its status and body.
+func servePost(t *testing.T, addr, path, token, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestServe: the ModelDeployment of Ray Serve's example, three replicas
+// spread over two agents, answers POST {"input": 42} with
+// {"prediction": 84} through either agent's ingress; a route that is not
+// public takes its tenant's token; unknown routes, oversized bodies and a
+// deleted deployment get clear answers.
+func TestServe(t *testing.T) {
+	serve := func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" }
+	a := startJobsAgent(t, serve)
+	b := joinAgent(t, a, serve)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := a.Client(a.APIToken())
+	acme := tenantClient(t, ctx, a, TenantInfo{Name: "acme"})
+	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	three := 3
+	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "model", Module: mod.Digest, Class: "Model", RoutePrefix: "/model", NumReplicas: &three, Public: true}); err != nil {
+		t.Fatal(err)
+	}
+	var info DeploymentInfo
+	waitFor(t, 60*time.Second, "three replicas of model on two nodes", func() bool {
+		ds, err := admin.Deployments(ctx)
+		if err != nil || len(ds) != 1 {
+			return false
+		}
+		info = ds[0]
+		return info.Running == 3 && len(info.Nodes) == 2 && info.Status == "HEALTHY"
+	})
+	if info.Name != "model" || info.RoutePrefix != "/model" || info.MaxOngoingRequests != 5 || info.Version != 1 {
+		t.Fatalf("the deployment: %+v", info)
+	}
+	for _, ing := range []*Agent{a, b} {
+		for i := range 10 {
+			code, body := servePost(t, ing.IngressAddr(), "/model", "", fmt.Sprintf(`{"input": %d}`, 40+i))
+			if code != 200 || body != fmt.Sprintf(`{"prediction":%d}`, 2*(40+i)) {
+				t.Fatalf("through %s: %d %q", ing.ID, code, body)
+			}
+		}
+	}
+	if code, body := servePost(t, b.IngressAddr(), "/model/sub/path", "", `{"input": 42}`); code != 200 || body != `{"prediction":84}` {
+		t.Fatalf("a path under the route: %d %q", code, body)
+	}
+	if code, body := servePost(t, a.IngressAddr(), "/model", "", `{"inp`); code != 400 || !strings.Contains(body, "want a JSON body") {
+		t.Fatalf("the guest's 400: %d %q", code, body)
+	}
+	for _, c := range []struct {
+		path, token, body string
+		code              int
+		says              string
+	}{
+		{"/nothing", "", "", 404, "no deployment serves /nothing"},
+		{"/modelx", "", "", 404, "no deployment serves /modelx"},
+		{"/model", "", strings.Repeat("x", MaxServeBody+1), 413, "past 1048576 bytes"},
+	} {
+		if code, body := servePost(t, a.IngressAddr(), c.path, c.token, c.body); code != c.code || !strings.Contains(body, c.says) {
+			t.Errorf("POST %s: %d %q, want %d saying %q", c.path, code, body, c.code, c.says)
+		}
+	}
+
+	// A tenant's route that is not public: its token opens it, another
+	// tenant's does not see it.
+	if _, err := acme.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.Deploy(ctx, DeploymentSpec{Name: "echo", Module: mod.Digest, Class: "Echo", RoutePrefix: "/acme/echo"}); err != nil {
+		t.Fatal(err)
+	}
+	globex := tenantClient(t, ctx, a, TenantInfo{Name: "globex"})
+	waitFor(t, 60*time.Second, "acme's echo answers", func() bool {
+		code, _ := servePost(t, b.IngressAddr(), "/acme/echo", acme.Token, "hi")
+		return code == 200
+	})
+	for _, c := range []struct {
+		token string
+		code  int
+	}{{"", 401}, {"fabric_wrong", 401}, {globex.Token, 404}, {acme.Token, 200}, {a.APIToken(), 200}} {
+		if code, body := servePost(t, a.IngressAddr(), "/acme/echo", c.token, "hi"); code != c.code {
+			t.Errorf("acme's echo with token %.12q: %d %q, want %d", c.token, code, body, c.code)
+		}
+	}
+	if ds, err := globex.Deployments(ctx); err != nil || len(ds) != 0 {
+		t.Fatalf("globex lists %+v, %v", ds, err)
+	}
+	if ds, err := acme.Deployments(ctx); err != nil || len(ds) != 1 || ds[0].Name != "echo" {
+		t.Fatalf("acme lists %+v, %v", ds, err)
+	}
+	if _, err := globex.Deploy(ctx, DeploymentSpec{Name: "steal", Module: mod.Digest, Class: "Echo", RoutePrefix: "/acme/echo"}); err == nil {
+		t.Fatal("globex took acme's route (or deployed a module it never stored)")
+	}
+
+	// Deleted: the route is gone from every ingress.
+	if err := admin.DeleteDeployment(ctx, "model"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "model gone from both ingresses", func() bool {
+		c1, _ := servePost(t, a.IngressAddr(), "/model", "", `{"input": 1}`)
+		c2, _ := servePost(t, b.IngressAddr(), "/model", "", `{"input": 1}`)
+		return c1 == 404 && c2 == 404
+	})
+}

@@ -1,0 +1,247 @@
+//go:build linux
+
+package fabric
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/wire"
+)
+
+// The ingress: every agent with a serve address answers HTTP requests
+// for every deployment. It matches the longest route prefix, checks the
+// token of a route that is not public, and sends the request to a node
+// that hosts the deployment's replicas: a replica set here, or another
+// agent's over QUIC (msgServe), which calls one of its own.
+
+const (
+	// MaxServeBody bounds a request's body (413 past it).
+	MaxServeBody = 1 << 20
+	// serveTimeout bounds a request from its arrival to its answer.
+	serveTimeout = 60 * time.Second
+)
+
+// ingressLoad counts the requests this ingress has in flight to each
+// node, for nodeFor's choice.
+type ingressLoad struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (a *Agent) inflight(node string) int {
+	a.load.mu.Lock()
+	defer a.load.mu.Unlock()
+	return a.load.n[node]
+}
+
+func (a *Agent) addInflight(node string, d int) {
+	a.load.mu.Lock()
+	defer a.load.mu.Unlock()
+	if a.load.n == nil {
+		a.load.n = map[string]int{}
+	}
+	a.load.n[node] += d
+	if a.load.n[node] == 0 {
+		delete(a.load.n, node)
+	}
+}
+
+// startIngress listens on addr and serves deployments there.
+func (a *Agent) startIngress(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("fabric: serve address %s: %w", addr, err)
+	}
+	a.ingressAddr = ln.Addr().String()
+	a.ingress = &http.Server{Handler: http.HandlerFunc(a.handleIngress), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		_ = a.ingress.Serve(ln)
+	}()
+	return nil
+}
+
+// IngressAddr is where the agent's ingress listens ("" when it has none).
+func (a *Agent) IngressAddr() string { return a.ingressAddr }
+
+// ingressError answers an ingress error as text.
+func ingressError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg+"\n")
+}
+
+func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
+	d, placed, ok := a.route(r.URL.Path)
+	if !ok {
+		ingressError(w, http.StatusNotFound, fmt.Sprintf("fabric serve: no deployment serves %s (fabric serve status lists the routes)", r.URL.Path))
+		return
+	}
+	if !d.Public {
+		bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || bearer == "" {
+			ingressError(w, http.StatusUnauthorized, "fabric serve: this route takes a token of its tenant: Authorization: Bearer TOKEN")
+			return
+		}
+		t, err := a.authenticate(r, bearer)
+		switch {
+		case errors.Is(err, ErrUnauthorized):
+			ingressError(w, http.StatusUnauthorized, err.Error())
+			return
+		case err != nil:
+			ingressError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		case t.Tenant != "" && t.Tenant != d.Tenant:
+			ingressError(w, http.StatusNotFound, fmt.Sprintf("fabric serve: no deployment serves %s (fabric serve status lists the routes)", r.URL.Path))
+			return
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxServeBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			ingressError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("fabric serve: the body is past %d bytes", MaxServeBody))
+			return
+		}
+		ingressError(w, http.StatusBadRequest, "fabric serve: reading the body: "+err.Error())
+		return
+	}
+	header := r.Header.Clone()
+	header.Del("Authorization") // the replica does not need the caller's token
+	req := abi.ServeRequest{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: header, Body: body, Route: d.Route}
+	ctx, cancel := context.WithTimeout(r.Context(), serveTimeout)
+	defer cancel()
+	node := a.nodeFor(placed)
+	if node == "" {
+		ingressError(w, http.StatusServiceUnavailable, fmt.Sprintf("fabric serve: deployment %s has no replicas (num_replicas 0, or no node alive)", d.Key))
+		return
+	}
+	a.addInflight(node, 1)
+	var resp abi.ServeResponse
+	var code int
+	if node == a.ID {
+		resp, code, err = a.callLocal(ctx, d.Key, req)
+	} else {
+		resp, code, err = a.callRemote(ctx, node, d.Key, req)
+	}
+	a.addInflight(node, -1)
+	if err != nil {
+		ingressError(w, code, "fabric serve: "+err.Error())
+		return
+	}
+	h := w.Header()
+	for k, vs := range resp.Header {
+		if !validHeaderName(k) {
+			continue
+		}
+		for _, v := range vs {
+			if validHeaderValue(v) {
+				h.Add(k, v)
+			}
+		}
+	}
+	status := resp.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	if status < 100 || status > 999 {
+		ingressError(w, http.StatusBadGateway, fmt.Sprintf("fabric serve: the replica answered status %d", status))
+		return
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(resp.Body)
+}
+
+// callLocal sends a request to a replica hosted here; code is the HTTP
+// status of an error.
+func (a *Agent) callLocal(ctx context.Context, key string, req abi.ServeRequest) (abi.ServeResponse, int, error) {
+	rs := a.localSet(key)
+	if rs == nil {
+		return abi.ServeResponse{}, http.StatusServiceUnavailable, fmt.Errorf("deployment %s has no replica on node %s yet", key, a.ID)
+	}
+	resp, err := rs.call(ctx, req)
+	switch {
+	case err == nil:
+		return resp, 0, nil
+	case errors.Is(err, ErrOverloaded), errors.Is(err, ErrNoReplica), errors.Is(err, ErrReplicaDied), errors.Is(err, ErrClosed):
+		return resp, http.StatusServiceUnavailable, err
+	case errors.Is(err, context.DeadlineExceeded):
+		return resp, http.StatusGatewayTimeout, fmt.Errorf("the replica did not answer within %s", serveTimeout)
+	}
+	var ce *CallError
+	if errors.As(err, &ce) {
+		return resp, http.StatusInternalServerError, fmt.Errorf("the replica failed (%s): %s", ce.Kind, firstLineOf(ce.Message))
+	}
+	return resp, http.StatusBadGateway, err
+}
+
+// callRemote sends a request to another node's replicas.
+func (a *Agent) callRemote(ctx context.Context, node, key string, req abi.ServeRequest) (abi.ServeResponse, int, error) {
+	addr, err := a.addrOf(node)
+	if err != nil {
+		return abi.ServeResponse{}, http.StatusServiceUnavailable, err
+	}
+	body, err := wire.Marshal(serveCall{Key: key, Request: req})
+	if err != nil {
+		return abi.ServeResponse{}, http.StatusInternalServerError, err
+	}
+	_, b, err := a.quic.Call(ctx, addr, msgServe, body)
+	if err != nil {
+		return abi.ServeResponse{}, http.StatusServiceUnavailable, fmt.Errorf("node %s did not answer: %v", node, err)
+	}
+	var ans serveAnswer
+	if err := wire.Unmarshal(b, &ans); err != nil {
+		return abi.ServeResponse{}, http.StatusBadGateway, fmt.Errorf("node %s answered garbage: %v", node, err)
+	}
+	if ans.Code != 0 {
+		return abi.ServeResponse{}, ans.Code, errors.New(ans.Error)
+	}
+	return ans.Response, 0, nil
+}
+
+// firstLineOf is s up to its first line break.
+func firstLineOf(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// validHeaderName reports whether k is an HTTP header field name (a
+// token): a replica's header that is not one is dropped.
+func validHeaderName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue reports whether v may be sent as a header's value: no
+// control characters but tab (a CR or LF would split the response).
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
