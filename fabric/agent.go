@@ -49,6 +49,9 @@ type AgentConfig struct {
 	// ServeAddr is where the Serve ingress answers HTTP requests for the
 	// deployments (host:port; empty: no ingress on this agent).
 	ServeAddr string
+	// ServeOptional: when ServeAddr cannot be listened on, the agent runs
+	// without an ingress (and logs why) instead of failing to start.
+	ServeOptional bool
 	// AdvertiseHost is the host other nodes reach this one at (empty: the
 	// gossip layer's choice).
 	AdvertiseHost string
@@ -358,8 +361,10 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	go a.sampleHistory(a.historyStep(), a.usageStop, a.historyDone)
 	go a.serveLoop(a.usageStop, a.serveDone)
 	if cfg.ServeAddr != "" {
-		if err := a.startIngress(cfg.ServeAddr); err != nil {
+		if err := a.startIngress(cfg.ServeAddr); err != nil && !cfg.ServeOptional {
 			return fail(err)
+		} else if err != nil {
+			a.warnf("fabric agent: no Serve ingress here: %v (pass --serve-addr HOST:PORT)", err)
 		}
 	}
 	go a.watchMembers()

@@ -268,46 +268,6 @@ func (a *Agent) hosted() []hostedWire {
 	return out
 }
 
-// DeploymentSpec is a deployment as PUT /v1/serve/deployments/{name} and
-// `fabric serve deploy` take it (Ray Serve's config, in its names).
-type DeploymentSpec struct {
-	Name        string `json:"name"`
-	Module      string `json:"module"` // the digest of a module uploaded or run before
-	Class       string `json:"class"`
-	RoutePrefix string `json:"route_prefix"`
-	// NumReplicas (nil: 1).
-	NumReplicas        *int               `json:"num_replicas,omitempty"`
-	MaxOngoingRequests int                `json:"max_ongoing_requests,omitempty"`
-	Resources          map[string]float64 `json:"resources,omitempty"`
-	// Public routes answer requests without a token.
-	Public bool `json:"public,omitempty"`
-}
-
-// DeploymentInfo is a deployment as the API lists it, with what the
-// nodes host of it.
-type DeploymentInfo struct {
-	Name               string             `json:"name"`
-	Tenant             string             `json:"tenant,omitempty"`
-	Module             string             `json:"module"`
-	Class              string             `json:"class"`
-	RoutePrefix        string             `json:"route_prefix"`
-	NumReplicas        int                `json:"num_replicas"`
-	MaxOngoingRequests int                `json:"max_ongoing_requests"`
-	Resources          map[string]float64 `json:"resources,omitempty"`
-	Public             bool               `json:"public,omitempty"`
-	Version            uint64             `json:"version"`
-	Created            time.Time          `json:"created"`
-	Updated            time.Time          `json:"updated"`
-	// Running counts the replicas alive on the nodes that answered, of
-	// this version; Nodes those replicas by node.
-	Running int            `json:"running"`
-	Nodes   map[string]int `json:"replicas_by_node"`
-	Ongoing int            `json:"ongoing_requests"`
-	// Status is HEALTHY when Running is NumReplicas, else UPDATING.
-	Status  string   `json:"status"`
-	Missing []string `json:"missing_nodes,omitempty"`
-}
-
 func deploymentInfo(d controlstate.Deployment, c caller) DeploymentInfo {
 	name := d.Key
 	if !c.cluster {

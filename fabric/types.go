@@ -15,6 +15,8 @@ const (
 	DefaultGossipAddr = "0.0.0.0:7946"
 	DefaultQUICAddr   = "0.0.0.0:7947"
 	DefaultHTTPAddr   = "127.0.0.1:7948"
+	// DefaultServeAddr is where the Serve ingress listens by default.
+	DefaultServeAddr = "127.0.0.1:8000"
 )
 
 // NodeView is one node as the HTTP API and `fabric list nodes` show it.
@@ -90,6 +92,46 @@ type NodeStats struct {
 	Parked int     `json:"sandboxes_parked"`
 	Idle   int     `json:"sandboxes_idle"`
 	RTT    float64 `json:"rtt_ms"`
+}
+
+// DeploymentSpec is a deployment as PUT /v1/serve/deployments/{name} and
+// `fabric serve deploy` take it (Ray Serve's config, in its names).
+type DeploymentSpec struct {
+	Name        string `json:"name"`
+	Module      string `json:"module"` // the digest of a module uploaded or run before
+	Class       string `json:"class"`
+	RoutePrefix string `json:"route_prefix"`
+	// NumReplicas (nil: 1).
+	NumReplicas        *int               `json:"num_replicas,omitempty"`
+	MaxOngoingRequests int                `json:"max_ongoing_requests,omitempty"`
+	Resources          map[string]float64 `json:"resources,omitempty"`
+	// Public routes answer requests without a token.
+	Public bool `json:"public,omitempty"`
+}
+
+// DeploymentInfo is a deployment as the API lists it, with what the
+// nodes host of it.
+type DeploymentInfo struct {
+	Name               string             `json:"name"`
+	Tenant             string             `json:"tenant,omitempty"`
+	Module             string             `json:"module"`
+	Class              string             `json:"class"`
+	RoutePrefix        string             `json:"route_prefix"`
+	NumReplicas        int                `json:"num_replicas"`
+	MaxOngoingRequests int                `json:"max_ongoing_requests"`
+	Resources          map[string]float64 `json:"resources,omitempty"`
+	Public             bool               `json:"public,omitempty"`
+	Version            uint64             `json:"version"`
+	Created            time.Time          `json:"created"`
+	Updated            time.Time          `json:"updated"`
+	// Running counts the replicas alive on the nodes that answered, of
+	// this version; Nodes those replicas by node.
+	Running int            `json:"running"`
+	Nodes   map[string]int `json:"replicas_by_node"`
+	Ongoing int            `json:"ongoing_requests"`
+	// Status is HEALTHY when Running is NumReplicas, else UPDATING.
+	Status  string   `json:"status"`
+	Missing []string `json:"missing_nodes,omitempty"`
 }
 
 // ControlView is the control plane as one agent sees it.

@@ -114,6 +114,14 @@ The command line comes first, then the environment, then the file.`,
 				cfg.Node.Resources[k] = f
 			}
 			out := cmd.OutOrStdout()
+			switch {
+			case cfg.ServeAddr == "off":
+				cfg.ServeAddr = ""
+			case !cmd.Flags().Changed("serve-addr"):
+				// The default port may be another agent's on this machine:
+				// then this one runs without an ingress, and says so.
+				cfg.ServeOptional = true
+			}
 			cfg.Node.Stdout, cfg.Node.Stderr = out, cmd.ErrOrStderr()
 			cfg.Log = cmd.ErrOrStderr() // membership changes; serf's own lines stay out
 			cfg.GossipLog = io.Discard
@@ -139,6 +147,9 @@ The command line comes first, then the environment, then the file.`,
 			fmt.Fprintf(out, "  HTTP API:   https://%s\n", a.HTTPAddr())
 			fmt.Fprintf(out, "  data dir:   %s\n", cfg.DataDir)
 			fmt.Fprintf(out, "  QUIC:       %s\n", a.QUICAddr())
+			if a.IngressAddr() != "" {
+				fmt.Fprintf(out, "  Serve:      http://%s (fabric serve deploy)\n", a.IngressAddr())
+			}
 			if a.APIToken() != "" {
 				fmt.Fprintf(out, "  API token:  in %s (local commands read it)\n", filepath.Join(cfg.DataDir, apiTokenFile))
 			}
@@ -177,6 +188,7 @@ The command line comes first, then the environment, then the file.`,
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", fabric.DefaultGossipAddr, "gossip address (UDP and TCP)")
 	f.StringVar(&cfg.QUICAddr, "quic-addr", fabric.DefaultQUICAddr, "QUIC address for objects and control messages")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", fabric.DefaultHTTPAddr, "HTTP API address")
+	f.StringVar(&cfg.ServeAddr, "serve-addr", fabric.DefaultServeAddr, "Serve's HTTP ingress, where deployments answer (off: none; when the default is taken, the agent runs without one)")
 	f.StringVar(&cfg.AdvertiseHost, "advertise", "", "host or IP other nodes reach this one at (default: picked by the gossip layer)")
 	f.StringVar(&cfg.AdvertiseQUIC, "advertise-quic", "", "host:port other nodes dial for QUIC, when a NAT or relay forwards it (default: the QUIC address)")
 	f.StringSliceVar(&join, "join", nil, "gossip address of any member to join, host:port (repeatable)")

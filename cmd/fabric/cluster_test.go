@@ -27,6 +27,7 @@ import (
 type agentProc struct {
 	cmd                       *exec.Cmd
 	gossip, quic, api, apiTok string
+	serve                     string // the Serve ingress's host:port
 	dataDir                   string
 	exited                    chan error
 	stderr                    *lockedBuffer
@@ -79,7 +80,7 @@ func (p *agentProc) joinToken(t *testing.T, flags ...string) string {
 // made on: the agents that join with it use it too.
 var adminOf sync.Map
 
-var agentLine = regexp.MustCompile(`^\s+(gossip|QUIC|HTTP API):\s+(\S+)$`)
+var agentLine = regexp.MustCompile(`^\s+(gossip|QUIC|HTTP API|Serve):\s+(\S+)`)
 
 func startAgentProc(t *testing.T, extra ...string) *agentProc {
 	t.Helper()
@@ -118,7 +119,7 @@ func removeAgentGroups(dir string) {
 func launchAgentProc(t *testing.T, extra ...string) (*agentProc, <-chan struct{}) {
 	t.Helper()
 	args := append([]string{"agent", "--data-dir", t.TempDir(), "--gossip-addr", "127.0.0.1:0",
-		"--quic-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--num-cpus", "1"}, extra...)
+		"--quic-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--serve-addr", "127.0.0.1:0", "--num-cpus", "1"}, extra...)
 	cmd := exec.Command(testrig.Fabric(t), args...)
 	errBuf := &lockedBuffer{}
 	cmd.Stderr = errBuf
@@ -160,6 +161,8 @@ func launchAgentProc(t *testing.T, extra ...string) (*agentProc, <-chan struct{}
 					p.quic = m[2]
 				case "HTTP API":
 					p.api = m[2]
+				case "Serve":
+					p.serve = strings.TrimPrefix(strings.Fields(m[2])[0], "http://")
 				}
 			}
 			if strings.HasPrefix(sc.Text(), "Add a node:") {

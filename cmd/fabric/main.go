@@ -112,7 +112,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(nodeCommands()...)
-	root.AddCommand(newSubmitCmd(), newJobCmd(), newUploadCmd(), newCallCmd(), newModuleCmd(), newListCmd(), newSummaryCmd(), newTimelineCmd(), newStatusCmd(), newVersionCmd(),
+	root.AddCommand(newSubmitCmd(), newJobCmd(), newUploadCmd(), newCallCmd(), newModuleCmd(), newListCmd(), newSummaryCmd(), newTimelineCmd(), newServeCmd(), newStatusCmd(), newVersionCmd(),
 		newTenantCmd(), newTokenCmd(), newWhoamiCmd(), newJoinTokenCmd(), newNodeCmd(), newGossipKeyCmd())
 	root.Version = buildVersion().String()
 	root.SetVersionTemplate("{{.Version}}\n")

@@ -4,6 +4,8 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,4 +121,59 @@ func TestListTasks(t *testing.T) {
 // regexpLine reports whether a line of out matches pattern.
 func regexpLine(out, pattern string) bool {
 	return regexp.MustCompile(`(?m)^` + pattern + `\s*$`).MatchString(out)
+}
+
+// TestServeCommands: fabric serve deploy uploads the module a file names
+// and deploys it; the ingress answers; serve status shows the replicas;
+// a file with a typo is refused naming the field; serve delete removes it.
+func TestServeCommands(t *testing.T) {
+	isolateLocalAgents(t)
+	a := startAgentProc(t, "--data-dir", t.TempDir())
+	dir := t.TempDir()
+	wasm, err := os.ReadFile(testrig.Guest(t, "internal/testguests/serve"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "serve.wasm"), wasm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "serve.yaml")
+	if err := os.WriteFile(cfg, []byte("deployments:\n  - name: model\n    module: serve.wasm\n    class: Model\n    num_replicas: 2\n    public: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := runOn(t, a, "serve", "deploy", cfg)
+	if res.Code != 0 || !strings.Contains(res.Stdout, "deployment model: version 1, 2 replicas at /model") {
+		t.Fatalf("serve deploy: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		res = runOn(t, a, "serve", "status")
+		if res.Code == 0 && regexpLine(res.Stdout, `model\s+/model\s+Model\s+HEALTHY\s+2/2\s+0\s+true\s+1\s+\S+=2`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve status: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+		}
+	}
+	resp, err := http.Post("http://"+a.serve+"/model", "application/json", strings.NewReader(`{"input": 42}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != `{"prediction":84}` {
+		t.Fatalf("POST /model: %d %q", resp.StatusCode, body)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("deployments:\n  - name: m\n    module: serve.wasm\n    class: Model\n    num_replicaz: 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res := runOn(t, a, "serve", "deploy", bad); res.Code == 0 || !strings.Contains(res.Stderr, `unknown field "num_replicaz"`) {
+		t.Fatalf("a typo: exit %d\n%s", res.Code, res.Stderr)
+	}
+	if res := runOn(t, a, "serve", "delete", "model"); res.Code != 0 {
+		t.Fatalf("serve delete: exit %d\n%s", res.Code, res.Stderr)
+	}
+	if res := runOn(t, a, "serve", "delete", "model"); res.Code == 0 || !strings.Contains(res.Stderr, "no deployment") {
+		t.Fatalf("serve delete twice: exit %d\n%s", res.Code, res.Stderr)
+	}
 }
