@@ -255,6 +255,13 @@ func runBench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) err
 	for _, r := range cluster {
 		add(r)
 	}
+	served, err := serveResults(ctx, re, o, stderr)
+	if err != nil {
+		return fmt.Errorf("serve benchmarks: %w", err)
+	}
+	for _, r := range served {
+		add(r)
+	}
 	state, misses, err := stateResults(ctx, re, o, wasm, stderr)
 	if err != nil {
 		return fmt.Errorf("state API benchmarks: %w", err)

@@ -1,0 +1,242 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wasmfabric/fabric/fabric"
+	"github.com/wasmfabric/fabric/internal/membership"
+)
+
+// Serve's benchmarks: an Echo deployment behind the ingress of an agent
+// in this process, against a plain net/http handler doing the same (the
+// request's body written back) in the same run, driven by the same
+// client: concurrent keep-alive connections posting small bodies.
+//
+//   - baseline_http_echo_rps, serve_echo_rps: requests answered per
+//     second at full load.
+//   - serve_latency_p50_added_ms, serve_latency_p99_added_ms: at half
+//     the baseline's rate, the deployment's latency less net/http's.
+
+var serveRows = []string{"baseline_http_echo_rps", "serve_echo_rps", "serve_latency_p50_added_ms", "serve_latency_p99_added_ms"}
+
+func init() {
+	baselineOf["serve_echo_rps"] = "baseline_http_echo_rps"
+}
+
+const serveClients = 32
+
+// loadResult is what a load run measured.
+type loadResult struct {
+	rps      float64
+	lat      []time.Duration
+	failures int64
+}
+
+// drive posts to url from serveClients connections for d; rate > 0
+// paces the requests to that many per second in all.
+func drive(ctx context.Context, url string, d time.Duration, rate float64) (loadResult, error) {
+	tr := &http.Transport{MaxIdleConnsPerHost: serveClients, MaxConnsPerHost: serveClients, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	body := []byte(`{"input": 42}`)
+	var (
+		n, fails atomic.Int64
+		mu       sync.Mutex
+		lat      []time.Duration
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	start := time.Now()
+	end := start.Add(d)
+	var tick <-chan time.Time
+	if rate > 0 {
+		t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+		defer t.Stop()
+		tick = t.C
+	}
+	for range serveClients {
+		wg.Go(func() {
+			var mine []time.Duration
+			for time.Now().Before(end) && ctx.Err() == nil {
+				if tick != nil {
+					select {
+					case <-tick:
+					case <-time.After(time.Until(end)):
+						continue
+					}
+				}
+				t0 := time.Now()
+				resp, err := hc.Post(url, "application/json", bytes.NewReader(body))
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %s", resp.Status)
+					}
+				}
+				if err != nil {
+					fails.Add(1)
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+				n.Add(1)
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	r := loadResult{rps: float64(n.Load()) / time.Since(start).Seconds(), lat: lat, failures: fails.Load()}
+	if r.failures > int64(len(lat))/100 {
+		return r, fmt.Errorf("%d of %d requests failed, the first: %v", r.failures, r.failures+int64(len(lat)), firstErr)
+	}
+	return r, nil
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(p*float64(len(s))+0.5) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+// serveResults measures the ingress against net/http.
+func serveResults(ctx context.Context, re *regexp.Regexp, o benchOptions, stderr io.Writer) ([]benchResult, error) {
+	if !wantsAny(re, serveRows...) {
+		return nil, nil
+	}
+	guest := besideBinary(filepath.Join("testguests", "serve.wasm"))
+	wasm, err := os.ReadFile(guest)
+	if err != nil {
+		return nil, fmt.Errorf("read the serve guest: %w (build it with `make guests`)", err)
+	}
+	// The baseline: net/http echoing the body.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	plain := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write(b)
+	})}
+	go func() { _ = plain.Serve(ln) }()
+	defer plain.Close()
+
+	dir, err := os.MkdirTemp("", "fabric-bench-serve")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	a, err := fabric.StartAgent(fabric.AgentConfig{DataDir: dir, GossipAddr: "127.0.0.1:0", QUICAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		ServeAddr: "127.0.0.1:0", Timing: membership.Fast,
+		Node: fabric.Config{NumCPUs: float64(runtime.NumCPU()), ObjectStoreMemory: 256 << 20, Stdout: io.Discard, Stderr: stderr}})
+	if err != nil {
+		return nil, err
+	}
+	defer a.Close()
+	admin := a.Client(a.APIToken())
+	mod, err := admin.Upload(ctx, bytes.NewReader(wasm), "serve.wasm")
+	if err != nil {
+		return nil, err
+	}
+	replicas := runtime.NumCPU()
+	if _, err := admin.Deploy(ctx, fabric.DeploymentSpec{Name: "echo", Module: mod.Digest, Class: "Echo", RoutePrefix: "/echo",
+		NumReplicas: &replicas, MaxOngoingRequests: 100, Public: true}); err != nil {
+		return nil, err
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		ds, err := admin.Deployments(ctx)
+		if err == nil && len(ds) == 1 && ds[0].Status == "HEALTHY" {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the echo deployment was not healthy within a minute: %+v, %v", ds, err)
+		}
+	}
+	plainURL, serveURL := "http://"+ln.Addr().String()+"/echo", "http://"+a.IngressAddr()+"/echo"
+	trial := max(o.trial, time.Second)
+	// Warm both up, then alternate the trials.
+	for _, u := range []string{plainURL, serveURL} {
+		if _, err := drive(ctx, u, o.warmup, 0); err != nil {
+			return nil, fmt.Errorf("warm-up of %s: %w", u, err)
+		}
+	}
+	var plainRPS, serveRPS []float64
+	for range max(o.trials, 1) {
+		p, err := drive(ctx, plainURL, trial, 0)
+		if err != nil {
+			return nil, fmt.Errorf("net/http: %w", err)
+		}
+		var stopProf func()
+		if path := os.Getenv("FABRIC_SERVE_CPUPROFILE"); path != "" { // for the work on the ingress's path
+			if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+				stopProf = func() { pprof.StopCPUProfile(); f.Close() }
+			}
+		}
+		s, err := drive(ctx, serveURL, trial, 0)
+		if stopProf != nil {
+			stopProf()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("the echo deployment: %w", err)
+		}
+		plainRPS, serveRPS = append(plainRPS, p.rps), append(serveRPS, s.rps)
+	}
+	pm, psd := meanSD(plainRPS)
+	sm, ssd := meanSD(serveRPS)
+	out := []benchResult{
+		{Name: "baseline_http_echo_rps", Value: pm, SD: &psd, Unit: "/s", Runs: len(plainRPS)},
+		{Name: "serve_echo_rps", Value: sm, SD: &ssd, Unit: "/s", Runs: len(serveRPS)},
+	}
+	// Latency at half the baseline's rate... or the deployment's full
+	// rate, if that is lower: what is added at a load both sustain.
+	rate := min(pm, sm) / 2
+	p, err := drive(ctx, plainURL, trial, rate)
+	if err != nil {
+		return nil, fmt.Errorf("net/http at %.0f/s: %w", rate, err)
+	}
+	s, err := drive(ctx, serveURL, trial, rate)
+	if err != nil {
+		return nil, fmt.Errorf("the echo deployment at %.0f/s: %w", rate, err)
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	fmt.Fprintf(stderr, "  serve at %.0f/s: net/http p50 %.3f p99 %.3f ms, the deployment p50 %.3f p99 %.3f ms\n", rate,
+		ms(percentile(p.lat, 0.5)), ms(percentile(p.lat, 0.99)), ms(percentile(s.lat, 0.5)), ms(percentile(s.lat, 0.99)))
+	out = append(out,
+		benchResult{Name: "serve_latency_p50_added_ms", Value: ms(percentile(s.lat, 0.5) - percentile(p.lat, 0.5)), Unit: "ms", Runs: len(s.lat)},
+		benchResult{Name: "serve_latency_p99_added_ms", Value: ms(percentile(s.lat, 0.99) - percentile(p.lat, 0.99)), Unit: "ms", Runs: len(s.lat)})
+	var kept []benchResult
+	for _, r := range out {
+		if re.MatchString(r.Name) || anyMatchUses(re, r.Name) || strings.HasPrefix(r.Name, "baseline") && wantsAny(re, serveRows...) {
+			kept = append(kept, r)
+		}
+	}
+	return kept, nil
+}
