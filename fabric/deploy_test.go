@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -136,6 +137,29 @@ func TestServe(t *testing.T) {
 	}{{"", 401}, {"fabric_wrong", 401}, {globex.Token, 404}, {acme.Token, 200}, {a.APIToken(), 200}} {
 		if code, body := servePost(t, a.IngressAddr(), "/acme/echo", c.token, "hi"); code != c.code {
 			t.Errorf("acme's echo with token %.12q: %d %q, want %d", c.token, code, body, c.code)
+		}
+	}
+	// A flood of well-formed tokens that open nothing, at the ingress:
+	// each is refused, and the API's own token checks go on meanwhile.
+	var flood sync.WaitGroup
+	refused := make(chan int, 200)
+	for i := range 200 {
+		flood.Go(func() {
+			bogus := acme.Token[:len(acme.Token)-4] + fmt.Sprintf("%04d", i)
+			code, _ := servePost(t, a.IngressAddr(), "/acme/echo", bogus, "hi")
+			refused <- code
+		})
+	}
+	for range 5 {
+		if _, err := acme.Whoami(ctx); err != nil {
+			t.Fatalf("the API during a flood of bad tokens at the ingress: %v", err)
+		}
+	}
+	flood.Wait()
+	close(refused)
+	for code := range refused {
+		if code != 401 && code != 503 {
+			t.Fatalf("a bogus token at the ingress: %d", code)
 		}
 	}
 	if ds, err := globex.Deployments(ctx); err != nil || len(ds) != 0 {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/controlstate"
 	"github.com/wasmfabric/fabric/internal/wire"
 )
 
@@ -53,6 +54,70 @@ func (a *Agent) addInflight(node string, d int) {
 	if a.load.n[node] == 0 {
 		delete(a.load.n, node)
 	}
+}
+
+// The ingress's token checks: a token's answer is kept a few seconds
+// (a revoked or expired token still opens routes for up to
+// serveAuthTTL), a refusal one second, so that a route's traffic does
+// not cost a read on the leader per request; checks not kept run a few at
+// a time on slots of their own, so that a flood of bad tokens at the
+// ingress does not hold up the API's.
+const (
+	serveAuthTTL     = 5 * time.Second
+	serveAuthRefusal = time.Second
+	serveAuthMax     = 10000 // answers kept; past it, the oldest half goes
+	serveAuthSlots   = 8
+)
+
+type serveAuthEntry struct {
+	tok   controlstate.Token
+	err   error
+	until time.Time
+}
+
+type serveAuthCache struct {
+	mu    sync.Mutex
+	m     map[string]serveAuthEntry
+	slots chan struct{}
+}
+
+// serveAuth checks a token for the ingress.
+func (a *Agent) serveAuth(ctx context.Context, bearer string) (controlstate.Token, error) {
+	if !wellFormedToken(bearer) {
+		return controlstate.Token{}, fmt.Errorf("%w: unknown token", ErrUnauthorized)
+	}
+	key := string(tokenHash(bearer))
+	c := &a.serveAuths
+	now := time.Now()
+	c.mu.Lock()
+	e, ok := c.m[key]
+	c.mu.Unlock()
+	if ok && now.Before(e.until) && (e.tok.Expires == 0 || e.tok.Expires > now.UnixMilli()) {
+		return e.tok, e.err
+	}
+	select {
+	case c.slots <- struct{}{}:
+		defer func() { <-c.slots }()
+	default:
+		return controlstate.Token{}, fmt.Errorf("%w: %d token checks at once on this ingress; try again", ErrTooMany, serveAuthSlots)
+	}
+	ans, err := a.control(ctx, controlRequest{Op: "authenticate", Command: []byte(key)})
+	e = serveAuthEntry{until: now.Add(serveAuthTTL)}
+	switch {
+	case errors.Is(err, ErrUnauthorized) || err == nil && len(ans.Tokens) != 1:
+		e.err, e.until = fmt.Errorf("%w: unknown, expired or revoked token", ErrUnauthorized), now.Add(serveAuthRefusal)
+	case err != nil:
+		return controlstate.Token{}, err // not kept: the leader may answer next time
+	default:
+		e.tok = ans.Tokens[0]
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= serveAuthMax {
+		c.m = map[string]serveAuthEntry{} // a flood of distinct tokens: start again
+	}
+	c.m[key] = e
+	c.mu.Unlock()
+	return e.tok, e.err
 }
 
 // startIngress listens on addr and serves deployments there.
@@ -98,13 +163,13 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 			ingressError(w, http.StatusUnauthorized, "fabric serve: this route takes a token of its tenant: Authorization: Bearer TOKEN")
 			return
 		}
-		t, err := a.authenticate(r, bearer)
+		t, err := a.serveAuth(r.Context(), bearer)
 		switch {
 		case errors.Is(err, ErrUnauthorized):
 			ingressError(w, http.StatusUnauthorized, err.Error())
 			return
 		case err != nil:
-			ingressError(w, http.StatusServiceUnavailable, err.Error())
+			ingressError(w, http.StatusServiceUnavailable, "fabric serve: "+err.Error())
 			return
 		case t.Tenant != "" && t.Tenant != d.Tenant:
 			ingressError(w, http.StatusNotFound, fmt.Sprintf("fabric serve: no deployment serves %s (fabric serve status lists the routes)", r.URL.Path))
