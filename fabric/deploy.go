@@ -59,6 +59,9 @@ func assign(key string, replicas int, nodes []string) map[string]int {
 
 // serveState is an agent's view of the deployments and what it hosts.
 type serveState struct {
+	// kick asks serveLoop for a step now (a replica died, a deployment
+	// changed) rather than at its next tick.
+	kick   chan struct{}
 	mu     sync.Mutex
 	deps   map[string]controlstate.Deployment // by key
 	placed map[string]map[string]int          // by key: replicas by node
@@ -74,6 +77,7 @@ func (a *Agent) serveLoop(stop <-chan struct{}, done chan<- struct{}) {
 	for {
 		a.serveStep(context.Background())
 		select {
+		case <-a.serve.kick:
 		case <-stop:
 			a.serve.mu.Lock()
 			sets := slices.Collect(maps.Values(a.serve.sets))
@@ -85,6 +89,14 @@ func (a *Agent) serveLoop(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// kickServe asks for a reconciling step now.
+func (a *Agent) kickServe() {
+	select {
+	case a.serve.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -313,7 +325,7 @@ func (a *Agent) handleDeploymentPut(w http.ResponseWriter, r *http.Request) {
 		if got.Key == d.Key {
 			a.log.Info("deployment put", "deployment", d.Key, "route", d.Route, "replicas", d.Replicas, "version", got.Version)
 			writeJSON(w, deploymentInfo(got, c))
-			go a.serveStep(context.Background()) // host it without waiting for the tick
+			a.kickServe() // host it without waiting for the tick
 			return
 		}
 	}
@@ -330,7 +342,7 @@ func (a *Agent) handleDeploymentDelete(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, err)
 		return
 	}
-	go a.serveStep(context.Background())
+	a.kickServe()
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -180,5 +181,91 @@ func TestServe(t *testing.T) {
 		c1, _ := servePost(t, a.IngressAddr(), "/model", "", `{"input": 1}`)
 		c2, _ := servePost(t, b.IngressAddr(), "/model", "", `{"input": 1}`)
 		return c1 == 404 && c2 == 404
+	})
+}
+
+// TestServeReplicaKilled: the worker process of a deployment's replicas
+// killed under load: every request is answered, 200 or 503 (retryable),
+// none hangs, and the replicas come back.
+func TestServeReplicaKilled(t *testing.T) {
+	a := startJobsAgent(t, func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := a.Client(a.APIToken())
+	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := 2
+	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "slow", Module: mod.Digest, Class: "Slow", NumReplicas: &two, MaxOngoingRequests: 10, Public: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "two replicas of slow", func() bool {
+		ds, err := admin.Deployments(ctx)
+		return err == nil && len(ds) == 1 && ds[0].Status == "HEALTHY"
+	})
+	hc := &http.Client{Timeout: 30 * time.Second}
+	stop := time.Now().Add(4 * time.Second)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var after200 int // answered after the kill
+	killed := make(chan struct{})
+	for range 8 {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				resp, err := hc.Post("http://"+a.IngressAddr()+"/slow?ms=30", "text/plain", nil)
+				if err != nil {
+					t.Errorf("a request failed outright (or hung): %v", err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				mu.Lock()
+				codes[resp.StatusCode]++
+				select {
+				case <-killed:
+					if resp.StatusCode == 200 {
+						after200++
+					}
+				default:
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	ws, err := admin.Workers(ctx, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := map[int]bool{}
+	for _, w := range ws.Workers {
+		if w.Kind == "actor" && w.Running == "Slow" && w.Pid > 0 {
+			pids[w.Pid] = true
+		}
+	}
+	if len(pids) == 0 {
+		t.Fatalf("no worker process runs the replicas: %+v", ws.Workers)
+	}
+	for pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(killed)
+	wg.Wait()
+	t.Logf("answers by status: %v; 200s after the kill: %d", codes, after200)
+	for code := range codes {
+		if code != 200 && code != 503 {
+			t.Errorf("a request answered %d", code)
+		}
+	}
+	if codes[200] == 0 || after200 == 0 {
+		t.Fatalf("no request answered after the kill: %v", codes)
+	}
+	waitFor(t, 30*time.Second, "the replicas back", func() bool {
+		ds, err := admin.Deployments(ctx)
+		return err == nil && len(ds) == 1 && ds[0].Running == 2
 	})
 }

@@ -301,6 +301,7 @@ func (rs *replicaSet) message(m peerwire.Message) {
 			}
 		}
 		rs.mu.Unlock()
+		rs.a.kickServe() // start another now
 	case *peerwire.Output:
 		rs.output.Add(int64(len(m.Data))) // a replica's prints are counted, not kept (yet)
 	}
