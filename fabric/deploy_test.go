@@ -269,3 +269,71 @@ func TestServeReplicaKilled(t *testing.T) {
 		return err == nil && len(ds) == 1 && ds[0].Running == 2
 	})
 }
+
+// TestServeAgentLost: an agent that hosts replicas stops under load: the
+// requests through the other agent's ingress are answered 200 or 503,
+// none hangs, and the other agent takes the lost replicas.
+func TestServeAgentLost(t *testing.T) {
+	serve := func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" }
+	a := startJobsAgent(t, serve)
+	b := joinAgent(t, a, serve)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := a.Client(a.APIToken())
+	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	four := 4
+	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "model", Module: mod.Digest, Class: "Model", NumReplicas: &four, Public: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "four replicas on two nodes", func() bool {
+		ds, err := admin.Deployments(ctx)
+		return err == nil && len(ds) == 1 && ds[0].Running == 4 && len(ds[0].Nodes) == 2
+	})
+	hc := &http.Client{Timeout: 30 * time.Second}
+	stop := time.Now().Add(8 * time.Second)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	late := 0 // answered 200 in the last two seconds
+	for range 4 {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				resp, err := hc.Post("http://"+a.IngressAddr()+"/model", "application/json", strings.NewReader(`{"input": 1}`))
+				if err != nil {
+					t.Errorf("a request failed outright (or hung): %v", err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				mu.Lock()
+				codes[resp.StatusCode]++
+				if resp.StatusCode == 200 && time.Until(stop) < 2*time.Second {
+					late++
+				}
+				mu.Unlock()
+				if resp.StatusCode == 503 {
+					time.Sleep(10 * time.Millisecond) // as a client honouring Retry-After would, sooner
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	_ = b.Close()
+	wg.Wait()
+	t.Logf("answers by status: %v; 200s in the last 2 s: %d", codes, late)
+	for code := range codes {
+		if code != 200 && code != 503 {
+			t.Errorf("a request answered %d", code)
+		}
+	}
+	if late == 0 {
+		t.Fatalf("no request answered once node %s was lost: %v", b.ID, codes)
+	}
+	waitFor(t, 30*time.Second, "a hosting all four", func() bool {
+		ds, err := admin.Deployments(ctx)
+		return err == nil && len(ds) == 1 && ds[0].Running == 4 && ds[0].Nodes[a.ID] == 4
+	})
+}
