@@ -3,10 +3,12 @@
 package fabric
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -336,4 +338,74 @@ func TestServeAgentLost(t *testing.T) {
 		ds, err := admin.Deployments(ctx)
 		return err == nil && len(ds) == 1 && ds[0].Running == 4 && ds[0].Nodes[a.ID] == 4
 	})
+}
+
+// TestServeBadRequests: clients that send headers slowly, or garbage, get
+// 4xx answers (or are cut) and hold up nobody else's requests.
+func TestServeBadRequests(t *testing.T) {
+	a := startJobsAgent(t, func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin := a.Client(a.APIToken())
+	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "echo", Module: mod.Digest, Class: "Echo", Public: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "echo answers", func() bool {
+		code, _ := servePost(t, a.IngressAddr(), "/echo", "", "x")
+		return code == 200
+	})
+	// Fifty slow clients, each a connection with half a request line.
+	for range 50 {
+		c, err := net.Dial("tcp", a.IngressAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Le")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A body announced and never sent in full.
+	c, err := net.Dial("tcp", a.IngressAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc"))
+	start := time.Now()
+	for i := range 20 {
+		if code, body := servePost(t, a.IngressAddr(), "/echo", "", fmt.Sprint(i)); code != 200 || !strings.HasSuffix(body, "body="+fmt.Sprint(i)) {
+			t.Fatalf("a request beside the slow clients: %d %q", code, body)
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("twenty requests beside the slow clients took %s", d)
+	}
+	for _, raw := range []string{
+		"POST /echo HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",      // a space in a header name
+		"POST /echo HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",          // a NUL in a value
+		"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", // a negative length
+		"GARBAGE\r\n\r\n", // not HTTP
+		"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", // a length past int64
+	} {
+		c, err := net.Dial("tcp", a.IngressAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = c.Write([]byte(raw))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if err != nil || !strings.HasPrefix(line, "HTTP/1.1 4") {
+			t.Errorf("%q: answered %q, %v; want a 4xx", raw, line, err)
+		}
+	}
+	if code, _ := servePost(t, a.IngressAddr(), "/echo", "", "still"); code != 200 {
+		t.Fatalf("after the bad requests: %d", code)
+	}
+
 }
