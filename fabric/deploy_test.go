@@ -409,3 +409,41 @@ func TestServeBadRequests(t *testing.T) {
 	}
 
 }
+
+// TestServeBatching: requests that arrive together at a deployment whose
+// handler batches (sdk.NewBatcher, 4 at a time) run in full batches.
+func TestServeBatching(t *testing.T) {
+	a := startJobsAgent(t, func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin := a.Client(a.APIToken())
+	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "batched", Module: mod.Digest, Class: "Batched", MaxOngoingRequests: 16, Public: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "batched answers", func() bool {
+		code, body := servePost(t, a.IngressAddr(), "/batched", "", "x")
+		return code == 200 && body == "batch=1"
+	})
+	sizes := map[string]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			code, body := servePost(t, a.IngressAddr(), "/batched", "", "x")
+			mu.Lock()
+			defer mu.Unlock()
+			if code != 200 {
+				t.Errorf("a batched request: %d %q", code, body)
+			}
+			sizes[body]++
+		})
+	}
+	wg.Wait()
+	if sizes["batch=4"] < 4 {
+		t.Fatalf("eight requests at once ran in batches %v, want at least one of 4", sizes)
+	}
+}

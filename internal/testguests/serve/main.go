@@ -59,6 +59,27 @@ var _ = sdk.Deployment("Slow", func() (*Slow, error) { return &Slow{}, nil }, fu
 	return sdk.TextResponse(status, "slept "+strconv.Itoa(ms)+" ms"), nil
 })
 
+// Batched answers each request with the size of the batch it ran in:
+// requests that arrive together (the deployment's max_ongoing_requests
+// lets them) run in batches of up to 4, gathered for up to 100 ms.
+type Batched struct{}
+
+var batch = sdk.NewBatcher(4, 100*time.Millisecond, func(bodies [][]byte) ([]int, error) {
+	out := make([]int, len(bodies))
+	for i := range out {
+		out[i] = len(bodies)
+	}
+	return out, nil
+})
+
+var _ = sdk.Deployment("Batched", func() (*Batched, error) { return &Batched{}, nil }, func(_ *Batched, r sdk.Request) (sdk.Response, error) {
+	n, err := batch.Call(r.Body)
+	if err != nil {
+		return sdk.Response{}, err
+	}
+	return sdk.TextResponse(200, "batch="+strconv.Itoa(n)), nil
+})
+
 func init() {
 	sdk.Main(func(args []string) error {
 		fmt.Println("serve: a module of deployments (Echo, Model, Slow); deploy it with fabric serve deploy")
