@@ -145,6 +145,7 @@ type Agent struct {
 	serveDone   chan struct{}
 	load        ingressLoad
 	serveAuths  serveAuthCache
+	autoscaler  autoscaler
 	ingress     *http.Server
 	ingressAddr string
 	// historyDone closes once sampleHistory, stopped with usageStop, ends.

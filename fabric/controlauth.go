@@ -136,6 +136,12 @@ func (p controlPrincipal) ownsChange(s *controlstate.State, c controlstate.Comma
 		// Its own actor, for a tenant whose work it holds: a member cannot
 		// take names in the namespaces of tenants it does not work for.
 		return c.NameActor.Node == p.node && p.worksFor(c.NameActor.Tenant)
+	case c.ScaleDeployment != nil:
+		// An ingress wakes a deployment scaled to zero: to its least
+		// above zero, nothing more.
+		sc := c.ScaleDeployment
+		d, ok := s.Deployment(sc.Key)
+		return ok && d.Autoscaling != nil && d.Replicas == 0 && sc.Replicas == max(1, d.Autoscaling.MinReplicas) && sc.Version == d.Version
 	case c.UnnameActor != nil:
 		u := c.UnnameActor
 		n, ok := s.Name(u.Group, u.Tenant, u.Namespace, u.Job, u.Name)
@@ -190,6 +196,7 @@ func commandName(c controlstate.Command) string {
 		{c.DeleteJoinToken != nil, "delete join token"}, {c.AdmitNode != nil, "admit node"}, {c.RevokeNode != nil, "revoke node"},
 		{c.AddTenantKey != nil, "add tenant key"}, {c.RemoveTenantKey != nil, "remove tenant key"},
 		{c.PutDeployment != nil, "put deployment"}, {c.DeleteDeployment != nil, "delete deployment"},
+		{c.ScaleDeployment != nil, "scale deployment"},
 	} {
 		if f.set {
 			return f.name

@@ -6,9 +6,11 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -76,6 +78,7 @@ func (a *Agent) serveLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer t.Stop()
 	for {
 		a.serveStep(context.Background())
+		a.autoscale(context.Background())
 		select {
 		case <-a.serve.kick:
 		case <-stop:
@@ -287,7 +290,122 @@ func deploymentInfo(d controlstate.Deployment, c caller) DeploymentInfo {
 	}
 	return DeploymentInfo{Name: name, Tenant: d.Tenant, Module: d.Digest, Class: d.Class, RoutePrefix: d.Route, NumReplicas: d.Replicas,
 		MaxOngoingRequests: d.MaxOngoing, Resources: d.Resources, Public: d.Public, Version: d.Version,
-		Created: time.UnixMilli(d.Created).UTC(), Updated: time.UnixMilli(d.Updated).UTC(), Nodes: map[string]int{}}
+		Created: time.UnixMilli(d.Created).UTC(), Updated: time.UnixMilli(d.Updated).UTC(), Nodes: map[string]int{},
+		AutoscalingConfig: autoscalingConfig(d.Autoscaling)}
+}
+
+func autoscalingConfig(as *controlstate.Autoscaling) *AutoscalingConfig {
+	if as == nil {
+		return nil
+	}
+	up, down := float64(as.UpscaleDelay)/1000, float64(as.DownscaleDelay)/1000
+	return &AutoscalingConfig{MinReplicas: as.MinReplicas, MaxReplicas: as.MaxReplicas, TargetOngoingRequests: as.TargetOngoing,
+		UpscaleDelayS: &up, DownscaleDelayS: &down}
+}
+
+// Autoscaling's defaults.
+const (
+	defaultTargetOngoing  = 2
+	defaultUpscaleDelay   = 3 * time.Second
+	defaultDownscaleDelay = 60 * time.Second
+)
+
+// autoscaler remembers, on the leader, since when each deployment has
+// wanted more or fewer replicas.
+type autoscaler struct {
+	mu   sync.Mutex
+	want map[string]scaleWish // by deployment key
+}
+
+type scaleWish struct {
+	replicas int
+	since    time.Time
+}
+
+// desiredReplicas is how many replicas carry ongoing requests at target
+// each, within the bounds.
+func desiredReplicas(as controlstate.Autoscaling, ongoing int) int {
+	n := int(math.Ceil(float64(ongoing) / as.TargetOngoing))
+	return min(max(n, as.MinReplicas), as.MaxReplicas)
+}
+
+// autoscale runs on the leader: it reads the requests in flight for each
+// autoscaled deployment from every node and changes its replicas once it
+// has wanted the change for the deployment's delay.
+func (a *Agent) autoscale(ctx context.Context) {
+	if a.ctl == nil || !a.ctl.IsLeader() {
+		return
+	}
+	var deps []controlstate.Deployment
+	if err := a.ctl.Read(controlTimeout, func(s *controlstate.State) { deps = s.Deployments() }); err != nil {
+		return
+	}
+	var auto []controlstate.Deployment
+	for _, d := range deps {
+		if d.Autoscaling != nil {
+			auto = append(auto, d)
+		}
+	}
+	if len(auto) == 0 {
+		return
+	}
+	hosted, _ := a.gatherHosted(ctx)
+	now := time.Now()
+	as := &a.autoscaler
+	as.mu.Lock()
+	if as.want == nil {
+		as.want = map[string]scaleWish{}
+	}
+	var scales []controlstate.ScaleDeployment
+	for _, d := range auto {
+		ongoing := 0
+		for _, hs := range hosted {
+			for _, h := range hs {
+				if h.Key == d.Key && h.Version == d.Version {
+					ongoing += h.Ongoing
+				}
+			}
+		}
+		want := desiredReplicas(*d.Autoscaling, ongoing)
+		if want == d.Replicas {
+			delete(as.want, d.Key)
+			continue
+		}
+		w, ok := as.want[d.Key]
+		if !ok || (w.replicas > d.Replicas) != (want > d.Replicas) {
+			w = scaleWish{since: now} // wanting the other way now: the delay starts again
+		}
+		w.replicas = want
+		as.want[d.Key] = w
+		delay := time.Duration(d.Autoscaling.DownscaleDelay) * time.Millisecond
+		if want > d.Replicas {
+			delay = time.Duration(d.Autoscaling.UpscaleDelay) * time.Millisecond
+		}
+		if now.Sub(w.since) >= delay {
+			scales = append(scales, controlstate.ScaleDeployment{Key: d.Key, Version: d.Version, Replicas: want, Time: now.UnixMilli()})
+			delete(as.want, d.Key)
+		}
+	}
+	as.mu.Unlock()
+	for _, sc := range scales {
+		if err := a.propose(ctx, controlstate.Command{ScaleDeployment: &sc}); err != nil {
+			a.warnf("fabric serve: scaling %s to %d replicas: %v", sc.Key, sc.Replicas, err)
+			continue
+		}
+		a.log.Info("deployment scaled", "deployment", sc.Key, "replicas", sc.Replicas)
+	}
+}
+
+// wake scales a deployment at zero replicas to its least above zero, for
+// a request that arrived.
+func (a *Agent) wake(ctx context.Context, d controlstate.Deployment) error {
+	sc := controlstate.ScaleDeployment{Key: d.Key, Version: d.Version, Replicas: max(1, d.Autoscaling.MinReplicas), Time: nowMillis()}
+	err := a.propose(ctx, controlstate.Command{ScaleDeployment: &sc})
+	if err != nil && !errors.Is(err, ErrStale) {
+		return err
+	}
+	a.kickServe()
+	return nil
 }
 
 func (a *Agent) handleDeploymentPut(w http.ResponseWriter, r *http.Request) {
@@ -306,6 +424,18 @@ func (a *Agent) handleDeploymentPut(w http.ResponseWriter, r *http.Request) {
 	}
 	d := controlstate.Deployment{Key: controlstate.JobKey(c.tenant(), name), Tenant: c.tenant(), Digest: spec.Module, Class: spec.Class,
 		Route: spec.RoutePrefix, Replicas: 1, MaxOngoing: cmp.Or(spec.MaxOngoingRequests, defaultMaxOngoing), Resources: spec.Resources, Public: spec.Public}
+	if as := spec.AutoscalingConfig; as != nil {
+		d.Autoscaling = &controlstate.Autoscaling{MinReplicas: as.MinReplicas, MaxReplicas: as.MaxReplicas,
+			TargetOngoing: cmp.Or(as.TargetOngoingRequests, defaultTargetOngoing), UpscaleDelay: defaultUpscaleDelay.Milliseconds(),
+			DownscaleDelay: defaultDownscaleDelay.Milliseconds()}
+		if as.UpscaleDelayS != nil {
+			d.Autoscaling.UpscaleDelay = int64(*as.UpscaleDelayS * 1000)
+		}
+		if as.DownscaleDelayS != nil {
+			d.Autoscaling.DownscaleDelay = int64(*as.DownscaleDelayS * 1000)
+		}
+		d.Replicas = as.MinReplicas // Ray's initial_replicas: min_replicas
+	}
 	if spec.NumReplicas != nil {
 		d.Replicas = *spec.NumReplicas
 	}

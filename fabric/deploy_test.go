@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -445,5 +446,74 @@ func TestServeBatching(t *testing.T) {
 	wg.Wait()
 	if sizes["batch=4"] < 4 {
 		t.Fatalf("eight requests at once ran in batches %v, want at least one of 4", sizes)
+	}
+}
+
+// TestServeAutoscaling: a deployment scaled to zero answers its first
+// request after starting a replica; load raises its replicas to the most
+// it may have, and they come back down, to zero, once the load stops.
+func TestServeAutoscaling(t *testing.T) {
+	a := startJobsAgent(t, func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := a.Client(a.APIToken())
+	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, down := 0.3, 1.0
+	info, err := admin.Deploy(ctx, DeploymentSpec{Name: "slow", Module: mod.Digest, Class: "Slow", MaxOngoingRequests: 4, Public: true,
+		AutoscalingConfig: &AutoscalingConfig{MinReplicas: 0, MaxReplicas: 3, TargetOngoingRequests: 1, UpscaleDelayS: &up, DownscaleDelayS: &down}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumReplicas != 0 || info.AutoscalingConfig == nil || info.AutoscalingConfig.MaxReplicas != 3 {
+		t.Fatalf("deployed: %+v", info)
+	}
+	replicas := func() (wanted, running int) {
+		ds, err := admin.Deployments(ctx)
+		if err != nil || len(ds) != 1 {
+			t.Fatalf("deployments: %+v, %v", ds, err)
+		}
+		return ds[0].NumReplicas, ds[0].Running
+	}
+	start := time.Now()
+	if code, body := servePost(t, a.IngressAddr(), "/slow?ms=1", "", ""); code != 200 {
+		t.Fatalf("the first request, at zero replicas: %d %q", code, body)
+	}
+	t.Logf("the first request at zero replicas answered in %s", time.Since(start))
+	// Load: six requests in flight at a time, for a while.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 6 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if code, _ := servePost(t, a.IngressAddr(), "/slow?ms=200", "", ""); code != 200 && code != 503 {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	waitFor(t, 30*time.Second, "three replicas under load", func() bool {
+		w, r := replicas()
+		return w == 3 && r == 3
+	})
+	close(stop)
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d requests failed under load", failed.Load())
+	}
+	waitFor(t, 30*time.Second, "back to zero once the load stopped", func() bool {
+		w, r := replicas()
+		return w == 0 && r == 0
+	})
+	if code, body := servePost(t, a.IngressAddr(), "/slow?ms=1", "", ""); code != 200 {
+		t.Fatalf("a request after scaling to zero again: %d %q", code, body)
 	}
 }

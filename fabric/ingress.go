@@ -29,6 +29,9 @@ const (
 	MaxServeBody = 1 << 20
 	// serveTimeout bounds a request from its arrival to its answer.
 	serveTimeout = 60 * time.Second
+	// coldStartWait bounds how long a request to a deployment scaled to
+	// zero waits for its first replica.
+	coldStartWait = 30 * time.Second
 )
 
 // ingressLoad counts the requests this ingress has in flight to each
@@ -191,23 +194,49 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 	req := abi.ServeRequest{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: header, Body: body, Route: d.Route}
 	ctx, cancel := context.WithTimeout(r.Context(), serveTimeout)
 	defer cancel()
-	node := a.nodeFor(placed)
-	if node == "" {
-		ingressError(w, http.StatusServiceUnavailable, fmt.Sprintf("fabric serve: deployment %s has no replicas (num_replicas 0, or no node alive)", d.Key))
-		return
-	}
-	a.addInflight(node, 1)
+	// A deployment scaled to zero wakes for the request, which waits for
+	// its first replica (and retries while that one starts).
 	var resp abi.ServeResponse
-	var code int
-	if node == a.ID {
-		resp, code, err = a.callLocal(ctx, d.Key, req)
-	} else {
-		resp, code, err = a.callRemote(ctx, node, d.Key, req)
-	}
-	a.addInflight(node, -1)
-	if err != nil {
-		ingressError(w, code, "fabric serve: "+err.Error())
-		return
+	deadline, woke := time.Now().Add(coldStartWait), false
+	for {
+		node := a.nodeFor(placed)
+		if node == "" && (d.Autoscaling == nil || d.Replicas > 0 && !woke) {
+			ingressError(w, http.StatusServiceUnavailable, fmt.Sprintf("fabric serve: deployment %s has no replicas (num_replicas 0, or no node alive)", d.Key))
+			return
+		}
+		if node == "" && !woke {
+			if err := a.wake(ctx, d); err != nil {
+				ingressError(w, http.StatusServiceUnavailable, fmt.Sprintf("fabric serve: deployment %s is scaled to zero and could not start a replica: %v", d.Key, err))
+				return
+			}
+			woke = true
+		}
+		var code int
+		if node != "" {
+			a.addInflight(node, 1)
+			if node == a.ID {
+				resp, code, err = a.callLocal(ctx, d.Key, req)
+			} else {
+				resp, code, err = a.callRemote(ctx, node, d.Key, req)
+			}
+			a.addInflight(node, -1)
+			if err == nil {
+				break
+			}
+			if !woke || code != http.StatusServiceUnavailable {
+				ingressError(w, code, "fabric serve: "+err.Error())
+				return
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			ingressError(w, http.StatusServiceUnavailable, fmt.Sprintf("fabric serve: deployment %s was scaled to zero and no replica started within %s", d.Key, coldStartWait))
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+		if d, placed, ok = a.route(r.URL.Path); !ok {
+			ingressError(w, http.StatusNotFound, fmt.Sprintf("fabric serve: no deployment serves %s (fabric serve status lists the routes)", r.URL.Path))
+			return
+		}
 	}
 	h := w.Header()
 	for k, vs := range resp.Header {

@@ -107,6 +107,24 @@ type DeploymentSpec struct {
 	Resources          map[string]float64 `json:"resources,omitempty"`
 	// Public routes answer requests without a token.
 	Public bool `json:"public,omitempty"`
+	// AutoscalingConfig lets the cluster choose the replicas (then
+	// NumReplicas is how many to start with; nil: min_replicas, at least
+	// one... or zero when min_replicas is 0).
+	AutoscalingConfig *AutoscalingConfig `json:"autoscaling_config,omitempty"`
+}
+
+// AutoscalingConfig is Ray Serve's autoscaling_config: the replicas aim
+// at TargetOngoingRequests requests in flight each (default 2), between
+// MinReplicas (0: scale to zero when idle; the next request starts one)
+// and MaxReplicas, adding after UpscaleDelayS seconds of wanting more
+// (default 3) and removing after DownscaleDelayS of wanting fewer
+// (default 60).
+type AutoscalingConfig struct {
+	MinReplicas           int      `json:"min_replicas"`
+	MaxReplicas           int      `json:"max_replicas"`
+	TargetOngoingRequests float64  `json:"target_ongoing_requests,omitempty"`
+	UpscaleDelayS         *float64 `json:"upscale_delay_s,omitempty"`
+	DownscaleDelayS       *float64 `json:"downscale_delay_s,omitempty"`
 }
 
 // DeploymentInfo is a deployment as the API lists it, with what the
@@ -121,6 +139,7 @@ type DeploymentInfo struct {
 	MaxOngoingRequests int                `json:"max_ongoing_requests"`
 	Resources          map[string]float64 `json:"resources,omitempty"`
 	Public             bool               `json:"public,omitempty"`
+	AutoscalingConfig  *AutoscalingConfig `json:"autoscaling_config,omitempty"`
 	Version            uint64             `json:"version"`
 	Created            time.Time          `json:"created"`
 	Updated            time.Time          `json:"updated"`

@@ -105,7 +105,16 @@ version. Each deployment takes:
                         past it on every replica the ingress answers 503
   resources             what each replica reserves: {CPU: 0.5, memory: 1e9}
   public                answer requests without a token (default: a token
-                        of your tenant, Authorization: Bearer TOKEN)`,
+                        of your tenant, Authorization: Bearer TOKEN)
+  autoscaling_config    let the cluster choose the replicas:
+    min_replicas            0 scales to zero when idle; the next request
+                            starts a replica and waits for it
+    max_replicas
+    target_ongoing_requests requests in flight per replica aimed at (2)
+    upscale_delay_s         wanting more this long before adding (3)
+    downscale_delay_s       wanting fewer this long before removing (60)
+                        num_replicas is then how many to start with
+                        (default: min_replicas)`,
 		Example: `  cat > serve.yaml <<EOF
   deployments:
     - name: model

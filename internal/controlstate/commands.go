@@ -41,6 +41,7 @@ type Command struct {
 
 	PutDeployment    *PutDeployment    `cbor:"25,keyasint,omitempty"`
 	DeleteDeployment *DeleteDeployment `cbor:"26,keyasint,omitempty"`
+	ScaleDeployment  *ScaleDeployment  `cbor:"27,keyasint,omitempty"`
 }
 
 // Submit records a new job, pending on Node.
@@ -148,7 +149,7 @@ func (s *State) apply(c Command) error {
 		c.Restart != nil, c.AddModule != nil, c.DeleteModule != nil, c.NameActor != nil, c.UnnameActor != nil, c.ForgetNode != nil,
 		c.CreateTenant != nil, c.DeleteTenant != nil, c.CreateToken != nil, c.RevokeToken != nil, c.SetQuota != nil,
 		c.CreateJoinToken != nil, c.UseJoinToken != nil, c.DeleteJoinToken != nil, c.AdmitNode != nil, c.RevokeNode != nil,
-		c.AddTenantKey != nil, c.RemoveTenantKey != nil, c.PutDeployment != nil, c.DeleteDeployment != nil} {
+		c.AddTenantKey != nil, c.RemoveTenantKey != nil, c.PutDeployment != nil, c.DeleteDeployment != nil, c.ScaleDeployment != nil} {
 		if set {
 			n++
 		}
@@ -159,6 +160,8 @@ func (s *State) apply(c Command) error {
 	switch {
 	case c.PutDeployment != nil:
 		return s.putDeployment(c.PutDeployment)
+	case c.ScaleDeployment != nil:
+		return s.scaleDeployment(c.ScaleDeployment)
 	case c.DeleteDeployment != nil:
 		if _, ok := s.deployments[c.DeleteDeployment.Key]; !ok {
 			return fmt.Errorf("%w: %q", ErrNoDeployment, c.DeleteDeployment.Key)

@@ -33,6 +33,31 @@ type Deployment struct {
 	Created int64  `cbor:"10,keyasint" json:"created"`
 	Updated int64  `cbor:"11,keyasint" json:"updated"`
 	Version uint64 `cbor:"12,keyasint" json:"version"`
+	// Autoscaling, when set, lets the cluster change Replicas (without a
+	// new version) between its bounds, from the requests in flight.
+	Autoscaling *Autoscaling `cbor:"13,keyasint,omitempty" json:"autoscaling,omitempty"`
+}
+
+// Autoscaling bounds and paces a deployment's replicas: the cluster aims
+// at TargetOngoing requests in flight per replica, waiting UpscaleDelay
+// (milliseconds) of wanting more before it adds, DownscaleDelay of
+// wanting fewer before it removes. MinReplicas 0 scales to zero: the
+// first request then starts one.
+type Autoscaling struct {
+	MinReplicas    int     `cbor:"1,keyasint" json:"min_replicas"`
+	MaxReplicas    int     `cbor:"2,keyasint" json:"max_replicas"`
+	TargetOngoing  float64 `cbor:"3,keyasint" json:"target_ongoing_requests"`
+	UpscaleDelay   int64   `cbor:"4,keyasint,omitempty" json:"upscale_delay_ms,omitempty"`
+	DownscaleDelay int64   `cbor:"5,keyasint,omitempty" json:"downscale_delay_ms,omitempty"`
+}
+
+// ScaleDeployment sets an autoscaled deployment's replicas, at Version
+// (a scale decided for an older version is stale).
+type ScaleDeployment struct {
+	Key      string `cbor:"1,keyasint"`
+	Version  uint64 `cbor:"2,keyasint"`
+	Replicas int    `cbor:"3,keyasint"`
+	Time     int64  `cbor:"4,keyasint"`
 }
 
 // Limits of deployments.
@@ -102,6 +127,20 @@ func (s *State) putDeployment(c *PutDeployment) error {
 	case len(d.Resources) > 16:
 		return fmt.Errorf("%w: %d resources, at most 16", ErrBadCommand, len(d.Resources))
 	}
+	if as := d.Autoscaling; as != nil {
+		switch {
+		case as.MinReplicas < 0 || as.MaxReplicas < max(1, as.MinReplicas) || as.MaxReplicas > MaxReplicas:
+			return fmt.Errorf("%w: autoscaling between %d and %d replicas: 0 <= min <= max, 1 <= max <= %d", ErrBadCommand, as.MinReplicas, as.MaxReplicas, MaxReplicas)
+		case d.Replicas < as.MinReplicas || d.Replicas > as.MaxReplicas:
+			return fmt.Errorf("%w: %d replicas to start with, outside autoscaling's %d to %d", ErrBadCommand, d.Replicas, as.MinReplicas, as.MaxReplicas)
+		case !(as.TargetOngoing > 0 && as.TargetOngoing <= MaxOngoingRequests):
+			return fmt.Errorf("%w: target_ongoing_requests %v: past 0, at most %d", ErrBadCommand, as.TargetOngoing, MaxOngoingRequests)
+		case as.UpscaleDelay < 0 || as.DownscaleDelay < 0 || as.UpscaleDelay > 86_400_000 || as.DownscaleDelay > 86_400_000:
+			return fmt.Errorf("%w: scaling delays of 0 to a day", ErrBadCommand)
+		}
+		c := *as
+		d.Autoscaling = &c
+	}
 	for k, v := range d.Resources {
 		if !ValidID(k) || v < 0 || v > 1e15 || v != v {
 			return fmt.Errorf("%w: resource %q: %v", ErrBadCommand, k, v)
@@ -128,6 +167,22 @@ func (s *State) putDeployment(c *PutDeployment) error {
 	return nil
 }
 
+func (s *State) scaleDeployment(c *ScaleDeployment) error {
+	d, ok := s.deployments[c.Key]
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: %q", ErrNoDeployment, c.Key)
+	case d.Version != c.Version:
+		return fmt.Errorf("%w: deployment %s is at version %d, the scale was for %d", ErrStale, c.Key, d.Version, c.Version)
+	case d.Autoscaling == nil:
+		return fmt.Errorf("%w: deployment %s does not autoscale", ErrBadCommand, c.Key)
+	case c.Replicas < d.Autoscaling.MinReplicas || c.Replicas > d.Autoscaling.MaxReplicas:
+		return fmt.Errorf("%w: %d replicas, outside %d to %d", ErrBadCommand, c.Replicas, d.Autoscaling.MinReplicas, d.Autoscaling.MaxReplicas)
+	}
+	d.Replicas, d.Updated = c.Replicas, c.Time
+	return nil
+}
+
 // Deployment returns the deployment of key.
 func (s *State) Deployment(key string) (Deployment, bool) {
 	d, ok := s.deployments[key]
@@ -136,6 +191,10 @@ func (s *State) Deployment(key string) (Deployment, bool) {
 	}
 	out := *d
 	out.Resources = maps.Clone(d.Resources)
+	if d.Autoscaling != nil {
+		as := *d.Autoscaling
+		out.Autoscaling = &as
+	}
 	return out, true
 }
 

@@ -87,6 +87,50 @@ func TestDeployments(t *testing.T) {
 	if err := s.Apply(Command{DeleteDeployment: &DeleteDeployment{Key: "acme:model"}}); !errors.Is(err, ErrNoDeployment) {
 		t.Fatalf("deleted twice: %v", err)
 	}
+	// Autoscaling: bounds checked; a scale changes the replicas, not the
+	// version; a scale for an older version is stale.
+	auto := Deployment{Key: "auto", Digest: mod, Class: "Model", Route: "/auto", Replicas: 1, MaxOngoing: 5,
+		Autoscaling: &Autoscaling{MinReplicas: 0, MaxReplicas: 4, TargetOngoing: 2}}
+	for _, c := range []struct {
+		name string
+		edit func(*Autoscaling, *Deployment)
+	}{
+		{"max below min", func(a *Autoscaling, _ *Deployment) { a.MinReplicas, a.MaxReplicas = 3, 2 }},
+		{"max zero", func(a *Autoscaling, _ *Deployment) { a.MaxReplicas = 0 }},
+		{"no target", func(a *Autoscaling, _ *Deployment) { a.TargetOngoing = 0 }},
+		{"starting outside", func(_ *Autoscaling, d *Deployment) { d.Replicas = 5 }},
+		{"a negative delay", func(a *Autoscaling, _ *Deployment) { a.UpscaleDelay = -1 }},
+	} {
+		d := auto
+		as := *auto.Autoscaling
+		d.Autoscaling = &as
+		c.edit(&as, &d)
+		if err := put(d, 500); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("autoscaling, %s: %v", c.name, err)
+		}
+	}
+	if err := put(auto, 500); err != nil {
+		t.Fatal(err)
+	}
+	scale := func(n int, version uint64) error {
+		return s.Apply(Command{ScaleDeployment: &ScaleDeployment{Key: "auto", Version: version, Replicas: n, Time: 600}})
+	}
+	if err := scale(0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := s.Deployment("auto"); d.Replicas != 0 || d.Version != 1 || d.Updated != 600 {
+		t.Fatalf("scaled to zero: %+v", d)
+	}
+	if err := scale(5, 1); !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("past max: %v", err)
+	}
+	if err := scale(2, 7); !errors.Is(err, ErrStale) {
+		t.Fatalf("for another version: %v", err)
+	}
+	if err := s.Apply(Command{ScaleDeployment: &ScaleDeployment{Key: "globex:m", Version: 1, Replicas: 1}}); !errors.Is(err, ErrNoDeployment) && !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("a deployment that does not autoscale: %v", err)
+	}
+
 	// The route is free again.
 	model.Key, model.Tenant = "globex:m", "globex"
 	if err := put(model, 400); err != nil {
