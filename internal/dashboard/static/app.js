@@ -105,8 +105,10 @@ function chart(title, series, fmt, id) {
     if (s.values.length === 0) continue;
     const pts = s.values.map((p) => x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1)).join(" ");
     g.append(svg("polyline", { points: pts, class: "line " + s.cls }));
-    const last = s.values[s.values.length - 1][1];
-    legend.append(el("span", { className: "key " + s.cls }, s.label + ": " + fmt(last)));
+    // A gauge shows its latest value; a count per step (total: true) its
+    // sum over the chart.
+    const shown = s.total ? s.values.reduce((a, p) => a + p[1], 0) : s.values[s.values.length - 1][1];
+    legend.append(el("span", { className: "key " + s.cls }, s.label + (s.total ? " in all" : "") + ": " + fmt(shown)));
   }
   wrap.append(g, legend);
   return wrap;
@@ -221,7 +223,7 @@ const pages = {
       chart("Memory", [{ label: "reserved", cls: "s1", values: at((p) => p.used.memory || 0) }, { label: "total", cls: "s0", values: at((p) => p.total.memory || 0) }], fmtBytes),
       chart("Object store", [{ label: "used", cls: "s1", values: at((p) => p.store_used) }, { label: "capacity", cls: "s0", values: at((p) => p.store_capacity) }], fmtBytes),
       chart("Tasks", [{ label: "running", cls: "s1", values: at((p) => p.running) }, { label: "pending", cls: "s2", values: at((p) => p.pending) }], num, "chart-tasks"),
-      chart("Tasks ended per " + hist.step_seconds + " s", [{ label: "finished", cls: "s3", values: at((p) => p.finished) }, { label: "failed", cls: "s4", values: at((p) => p.failed) }], num, "chart-ended"),
+      chart("Tasks ended per " + hist.step_seconds + " s", [{ label: "finished", cls: "s3", total: true, values: at((p) => p.finished) }, { label: "failed", cls: "s4", total: true, values: at((p) => p.failed) }], num, "chart-ended"),
     ];
     if (pts.some((p) => p.total.GPU)) charts.push(chart("GPU", [{ label: "used", cls: "s1", values: at((p) => p.used.GPU || 0) }, { label: "total", cls: "s0", values: at((p) => p.total.GPU || 0) }], num));
     return [
