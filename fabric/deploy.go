@@ -19,7 +19,6 @@ import (
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/controlstate"
-	"github.com/wasmfabric/fabric/internal/membership"
 	"github.com/wasmfabric/fabric/internal/transport"
 	"github.com/wasmfabric/fabric/internal/wire"
 )
@@ -111,14 +110,7 @@ func (a *Agent) serveStep(ctx context.Context) {
 	if err != nil {
 		return // no leader now: keep what runs
 	}
-	var alive []string
-	a.tableMu.RLock()
-	for id, m := range a.table {
-		if m.Status == membership.Alive {
-			alive = append(alive, id)
-		}
-	}
-	a.tableMu.RUnlock()
+	alive := a.aliveMembers(true)
 	deps := map[string]controlstate.Deployment{}
 	placed := map[string]map[string]int{}
 	for _, d := range ans.Deployments {
@@ -516,14 +508,7 @@ func (a *Agent) handleDeploymentList(w http.ResponseWriter, r *http.Request) {
 func (a *Agent) gatherHosted(ctx context.Context) (map[string][]hostedWire, []string) {
 	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
 	defer cancel()
-	var others []string
-	a.tableMu.RLock()
-	for id, m := range a.table {
-		if id != a.ID && m.Status == membership.Alive {
-			others = append(others, id)
-		}
-	}
-	a.tableMu.RUnlock()
+	others := a.aliveMembers(false)
 	out := map[string][]hostedWire{a.ID: a.hosted()}
 	var mu sync.Mutex
 	var missing []string

@@ -42,6 +42,21 @@ func TestAssign(t *testing.T) {
 	}
 }
 
+// serveAgent starts an agent with an ingress and uploads the serve guest
+// with the admin client it returns.
+func serveAgent(t *testing.T) (*Agent, *Client, ModuleInfo) {
+	t.Helper()
+	a := startJobsAgent(t, func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin := a.Client(a.APIToken())
+	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, admin, mod
+}
+
 // servePost sends a request to an ingress and returns its status and body.
 func servePost(t *testing.T, addr, path, token, body string) (int, string) {
 	t.Helper()
@@ -191,14 +206,9 @@ func TestServe(t *testing.T) {
 // killed under load: every request is answered, 200 or 503 (retryable),
 // none hangs, and the replicas come back.
 func TestServeReplicaKilled(t *testing.T) {
-	a := startJobsAgent(t, func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" })
+	a, admin, mod := serveAgent(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	admin := a.Client(a.APIToken())
-	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
-	if err != nil {
-		t.Fatal(err)
-	}
 	two := 2
 	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "slow", Module: mod.Digest, Class: "Slow", NumReplicas: &two, MaxOngoingRequests: 10, Public: true}); err != nil {
 		t.Fatal(err)
@@ -344,14 +354,9 @@ func TestServeAgentLost(t *testing.T) {
 // TestServeBadRequests: clients that send headers slowly, or garbage, get
 // 4xx answers (or are cut) and hold up nobody else's requests.
 func TestServeBadRequests(t *testing.T) {
-	a := startJobsAgent(t, func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" })
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	a, admin, mod := serveAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	admin := a.Client(a.APIToken())
-	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "echo", Module: mod.Digest, Class: "Echo", Public: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -414,14 +419,9 @@ func TestServeBadRequests(t *testing.T) {
 // TestServeBatching: requests that arrive together at a deployment whose
 // handler batches (sdk.NewBatcher, 4 at a time) run in full batches.
 func TestServeBatching(t *testing.T) {
-	a := startJobsAgent(t, func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" })
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	a, admin, mod := serveAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	admin := a.Client(a.APIToken())
-	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "batched", Module: mod.Digest, Class: "Batched", MaxOngoingRequests: 16, Public: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -453,14 +453,9 @@ func TestServeBatching(t *testing.T) {
 // request after starting a replica; load raises its replicas to the most
 // it may have, and they come back down, to zero, once the load stops.
 func TestServeAutoscaling(t *testing.T) {
-	a := startJobsAgent(t, func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" })
+	a, admin, mod := serveAgent(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	admin := a.Client(a.APIToken())
-	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
-	if err != nil {
-		t.Fatal(err)
-	}
 	up, down := 0.3, 1.0
 	info, err := admin.Deploy(ctx, DeploymentSpec{Name: "slow", Module: mod.Digest, Class: "Slow", MaxOngoingRequests: 4, Public: true,
 		AutoscalingConfig: &AutoscalingConfig{MinReplicas: 0, MaxReplicas: 3, TargetOngoingRequests: 1, UpscaleDelayS: &up, DownscaleDelayS: &down}})

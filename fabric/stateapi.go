@@ -413,20 +413,27 @@ func (n *Node) actorRecords(tf core.TaskFilter, q taskQuery) taskReply {
 	return r
 }
 
+// aliveMembers lists the members gossip says are alive, sorted; this
+// node among them when self.
+func (a *Agent) aliveMembers(self bool) []string {
+	var out []string
+	a.tableMu.RLock()
+	for id, m := range a.table {
+		if m.Status == membership.Alive && (self || id != a.ID) {
+			out = append(out, id)
+		}
+	}
+	a.tableMu.RUnlock()
+	slices.Sort(out)
+	return out
+}
+
 // gatherTasks asks this node and every other alive one, in parallel;
 // missing are the nodes that did not answer in time.
 func (a *Agent) gatherTasks(ctx context.Context, c caller, q taskQuery) (replies []taskReply, missing []string) {
 	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
 	defer cancel()
-	var others []string
-	a.tableMu.RLock()
-	for id, m := range a.table {
-		if id != a.ID && m.Status == membership.Alive {
-			others = append(others, id)
-		}
-	}
-	a.tableMu.RUnlock()
-	slices.Sort(others)
+	others := a.aliveMembers(false)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	q.Token = callerToken(ctx)
