@@ -240,10 +240,7 @@ func (rs *replicaSet) call(ctx context.Context, req abi.ServeRequest) (abi.Serve
 	}
 	defer r.ongoing.Add(-1)
 	rs.dispatched.Add(1)
-	arg, err := wire.Marshal(req)
-	if err != nil {
-		return abi.ServeResponse{}, err
-	}
+	arg := req.AppendCBOR(nil)
 	spec := abi.TaskSpec{Func: rs.class + "." + abi.ServeMethod, Actor: r.id[:], NumReturns: 1, Args: []abi.Arg{{Value: arg}}}
 	d, err := rs.run(ctx, peerwire.RunActorCall, r.id, r.inc, spec)
 	if err != nil {
@@ -264,6 +261,9 @@ func (rs *replicaSet) call(ctx context.Context, req abi.ServeRequest) (abi.Serve
 	case d.Results[0].Held:
 		rs.step(&peerwire.Release{Job: rs.job, IDs: []objects.ID{d.Results[0].ID}, Counts: []uint32{1}})
 		return abi.ServeResponse{}, fmt.Errorf("fabric: the replica's response is %d bytes, past the %d a response may have", d.Results[0].Size, maxResponseInline)
+	}
+	if resp, ok := abi.ParseServeResponse(d.Results[0].Value); ok {
+		return resp, nil
 	}
 	var resp abi.ServeResponse
 	if err := wire.Unmarshal(d.Results[0].Value, &resp); err != nil {

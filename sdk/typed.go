@@ -1,8 +1,11 @@
 package sdk
 
 import (
+	"bytes"
 	"encoding/binary"
 	"unsafe"
+
+	"github.com/wasmfabric/fabric/internal/abi"
 )
 
 // Numeric slices travel as RFC 8746 typed arrays (a CBOR tag around a byte
@@ -118,6 +121,8 @@ func typedParts(v any) (head, body []byte, ok bool) {
 // encodeTyped returns the typed-array encoding of v when it is a numeric slice.
 func encodeTyped(v any) ([]byte, bool) {
 	switch x := v.(type) {
+	case Response:
+		return abi.ServeResponse(x).AppendCBOR(nil), true
 	case []float64:
 		return typedArray(tagFloat64LE, rawBytes(x)), true
 	case []float32:
@@ -154,6 +159,13 @@ func decodeInto[E any](b []byte, tag byte, dst *[]E) bool {
 // a []byte result shares its memory instead of copying it.
 func decodeTyped(b []byte, v any) bool {
 	switch p := v.(type) {
+	case *Request:
+		r, ok := abi.ParseServeRequest(b)
+		if ok {
+			r.Body = bytes.Clone(r.Body) // b is the call's, reused after it
+			*p = Request(r)
+		}
+		return ok
 	case *[]byte:
 		body, ok := byteStringBody(b)
 		if ok {

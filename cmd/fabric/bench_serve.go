@@ -167,7 +167,7 @@ func serveResults(ctx context.Context, re *regexp.Regexp, o benchOptions, stderr
 		return nil, err
 	}
 	replicas := runtime.NumCPU()
-	if _, err := admin.Deploy(ctx, fabric.DeploymentSpec{Name: "echo", Module: mod.Digest, Class: "Echo", RoutePrefix: "/echo",
+	if _, err := admin.Deploy(ctx, fabric.DeploymentSpec{Name: "echo", Module: mod.Digest, Class: "BodyEcho", RoutePrefix: "/echo",
 		NumReplicas: &replicas, MaxOngoingRequests: 100, Public: true}); err != nil {
 		return nil, err
 	}

@@ -1,5 +1,11 @@
 package abi
 
+import (
+	"math"
+
+	"github.com/wasmfabric/fabric/internal/cborlite"
+)
+
 // Serve: an HTTP request routed to a deployment is a call of its replica
 // actor's method ServeMethod with one argument, a ServeRequest, which
 // returns a ServeResponse. Both are CBOR maps with small-integer keys,
@@ -28,4 +34,192 @@ type ServeResponse struct {
 	Status int                 `cbor:"1,keyasint,omitempty"`
 	Header map[string][]string `cbor:"2,keyasint,omitempty"`
 	Body   []byte              `cbor:"3,keyasint,omitempty"`
+}
+
+// AppendCBOR appends the request's encoding (the map with its fields'
+// integer keys, empty ones left out), which ParseServeRequest and any
+// CBOR decoder read.
+func (r ServeRequest) AppendCBOR(dst []byte) []byte {
+	n := uint64(2)
+	for _, set := range []bool{r.Query != "", len(r.Header) > 0, len(r.Body) > 0, r.Route != ""} {
+		if set {
+			n++
+		}
+	}
+	dst = cborlite.AppendHead(dst, cborlite.MajorMap, n)
+	dst = cborlite.AppendString(cborlite.AppendUint(dst, 1), r.Method)
+	dst = cborlite.AppendString(cborlite.AppendUint(dst, 2), r.Path)
+	if r.Query != "" {
+		dst = cborlite.AppendString(cborlite.AppendUint(dst, 3), r.Query)
+	}
+	if len(r.Header) > 0 {
+		dst = appendHeader(cborlite.AppendUint(dst, 4), r.Header)
+	}
+	if len(r.Body) > 0 {
+		dst = cborlite.AppendBytes(cborlite.AppendUint(dst, 5), r.Body)
+	}
+	if r.Route != "" {
+		dst = cborlite.AppendString(cborlite.AppendUint(dst, 6), r.Route)
+	}
+	return dst
+}
+
+// AppendCBOR appends the response's encoding, which ParseServeResponse
+// and any CBOR decoder read.
+func (r ServeResponse) AppendCBOR(dst []byte) []byte {
+	n := uint64(0)
+	for _, set := range []bool{r.Status != 0, len(r.Header) > 0, len(r.Body) > 0} {
+		if set {
+			n++
+		}
+	}
+	dst = cborlite.AppendHead(dst, cborlite.MajorMap, n)
+	if r.Status != 0 {
+		dst = cborlite.AppendInt(cborlite.AppendUint(dst, 1), int64(r.Status))
+	}
+	if len(r.Header) > 0 {
+		dst = appendHeader(cborlite.AppendUint(dst, 2), r.Header)
+	}
+	if len(r.Body) > 0 {
+		dst = cborlite.AppendBytes(cborlite.AppendUint(dst, 3), r.Body)
+	}
+	return dst
+}
+
+func appendHeader(dst []byte, h map[string][]string) []byte {
+	dst = cborlite.AppendHead(dst, cborlite.MajorMap, uint64(len(h)))
+	for k, vs := range h {
+		dst = cborlite.AppendHead(cborlite.AppendString(dst, k), cborlite.MajorArray, uint64(len(vs)))
+		for _, v := range vs {
+			dst = cborlite.AppendString(dst, v)
+		}
+	}
+	return dst
+}
+
+// maxServeFields bounds the headers and values the fast parsers read (a
+// request past it goes to the general decoder).
+const maxServeFields = 1 << 12
+
+// ParseServeRequest reads a request as AppendCBOR writes it (or as a
+// general encoder does, in any order of keys). ok is false for anything
+// else: a duplicate or unknown key, another type, bytes left over; the
+// caller then decodes with a general decoder, for its precise error.
+// Strings are copied; the body aliases b.
+func ParseServeRequest(b []byte) (r ServeRequest, ok bool) {
+	p := cborlite.NewReader(b)
+	n, ok := p.Count(cborlite.MajorMap, 6)
+	if !ok {
+		return ServeRequest{}, false
+	}
+	var seen uint8
+	for range n {
+		key, ok := p.Uint64()
+		if !ok || key < 1 || key > 6 || seen&(1<<key) != 0 {
+			return ServeRequest{}, false
+		}
+		seen |= 1 << key
+		switch key {
+		case 1:
+			r.Method, ok = p.Text()
+		case 2:
+			r.Path, ok = p.Text()
+		case 3:
+			r.Query, ok = p.Text()
+		case 4:
+			r.Header, ok = parseHeader(p)
+		case 5:
+			r.Body, ok = p.Bytes()
+		case 6:
+			r.Route, ok = p.Text()
+		}
+		if !ok {
+			return ServeRequest{}, false
+		}
+	}
+	return r, p.Done()
+}
+
+// ParseServeResponse reads a response as ParseServeRequest reads a
+// request.
+func ParseServeResponse(b []byte) (r ServeResponse, ok bool) {
+	p := cborlite.NewReader(b)
+	n, ok := p.Count(cborlite.MajorMap, 3)
+	if !ok {
+		return ServeResponse{}, false
+	}
+	var seen uint8
+	for range n {
+		key, ok := p.Uint64()
+		if !ok || key < 1 || key > 3 || seen&(1<<key) != 0 {
+			return ServeResponse{}, false
+		}
+		seen |= 1 << key
+		switch key {
+		case 1:
+			var s int64
+			s, ok = p.Int64()
+			ok = ok && s >= math.MinInt32 && s <= math.MaxInt32
+			r.Status = int(s)
+		case 2:
+			r.Header, ok = parseHeader(p)
+		case 3:
+			r.Body, ok = p.Bytes()
+		}
+		if !ok {
+			return ServeResponse{}, false
+		}
+	}
+	return r, p.Done()
+}
+
+// parseHeader reads a header map with few allocations (a guest pays
+// dearly for each): its strings are substrings of one copy of the
+// header's bytes, its values subslices of one slice.
+func parseHeader(p *cborlite.Reader) (map[string][]string, bool) {
+	if p.Null() {
+		return nil, true
+	}
+	raw, ok := p.Raw()
+	if !ok {
+		return nil, false
+	}
+	hr := cborlite.NewReader(raw)
+	n, ok := hr.Count(cborlite.MajorMap, maxServeFields)
+	if !ok {
+		return nil, false
+	}
+	all := string(raw)
+	text := func() (string, bool) {
+		i, j, ok := hr.TextSpan()
+		return all[i:j], ok
+	}
+	h := make(map[string][]string, n)
+	values := make([]string, 0, min(len(raw)/2, 64))
+	for range n {
+		k, ok := text()
+		if !ok {
+			return nil, false
+		}
+		if _, dup := h[k]; dup {
+			return nil, false
+		}
+		m, ok := hr.Count(cborlite.MajorArray, maxServeFields)
+		if !ok {
+			return nil, false
+		}
+		if len(values)+m > cap(values) {
+			values = make([]string, 0, max(m, 64))
+		}
+		first := len(values)
+		for range m {
+			v, ok := text()
+			if !ok {
+				return nil, false
+			}
+			values = append(values, v)
+		}
+		h[k] = values[first:len(values):len(values)]
+	}
+	return h, hr.Done()
 }

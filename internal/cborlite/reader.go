@@ -75,6 +75,23 @@ func (r *Reader) Text() (string, bool) {
 	return string(body), true
 }
 
+// TextSpan reads a text string of valid UTF-8 and returns where its
+// bytes are in the input, for a decoder that takes many strings out of
+// one copy of the input.
+func (r *Reader) TextSpan() (start, end int, ok bool) {
+	begin := r.off
+	n, ok := r.Head(MajorText)
+	if !ok {
+		return 0, 0, false
+	}
+	body, ok := r.payload(n)
+	if !ok || !utf8.Valid(body) {
+		r.off = begin
+		return 0, 0, false
+	}
+	return r.off - len(body), r.off, true
+}
+
 // Bytes reads a byte string; the result aliases the input.
 func (r *Reader) Bytes() ([]byte, bool) {
 	start := r.off

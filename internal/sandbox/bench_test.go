@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/wasmfabric/fabric/internal/abi"
+	"github.com/wasmfabric/fabric/internal/cborlite"
 	"github.com/wasmfabric/fabric/internal/testrig"
 )
 
@@ -79,6 +81,39 @@ func BenchmarkGuestCall(b *testing.B) {
 		res, err := inst.Call(ctx, fakeHost{}, "noop", args, nil, 0)
 		if err != nil || !res.OK {
 			b.Fatalf("%v %+v", err, res)
+		}
+	}
+}
+
+// BenchmarkServeCall is one request to a Go guest's deployment replica
+// (the serve guest's BodyEcho, an actor) as the ingress sends it: a
+// request with a body and four headers decoded, a response with a
+// header encoded. BenchmarkGuestCall is its floor.
+func BenchmarkServeCall(b *testing.B) {
+	ctx := context.Background()
+	e, m := compileGuest(b, "internal/testguests/serve")
+	defer e.Close(ctx)
+	inst, err := m.Instantiate(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	empty := ArgSource{Len: 1, Write: func(dst []byte) error { dst[0] = 0x80; return nil }}
+	if res, err := inst.Call(ctx, fakeHost{}, "BodyEcho.__init__", empty, nil, 0); err != nil || !res.OK {
+		b.Fatalf("the constructor: %v %+v", err, res)
+	}
+	req := abi.ServeRequest{Method: "POST", Path: "/echo", Route: "/echo", Body: []byte(`{"input": 42}`),
+		Header: map[string][]string{"Content-Type": {"application/json"}, "User-Agent": {"Go-http-client/1.1"},
+			"Accept-Encoding": {"gzip"}, "Content-Length": {"13"}}}
+	arg := req.AppendCBOR(cborlite.AppendHead(nil, cborlite.MajorArray, 1))
+	args := ArgSource{Len: int64(len(arg)), Write: func(dst []byte) error { copy(dst, arg); return nil }}
+	b.ResetTimer()
+	for range b.N {
+		res, err := inst.Call(ctx, fakeHost{}, "BodyEcho.__call__", args, nil, 0)
+		if err != nil || !res.OK {
+			b.Fatalf("%v %+v", err, res)
+		}
+		if resp, ok := abi.ParseServeResponse(res.Value); !ok || string(resp.Body) != `{"input": 42}` {
+			b.Fatalf("the response: %x", res.Value)
 		}
 	}
 }

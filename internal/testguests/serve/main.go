@@ -1,5 +1,6 @@
 // Command serve is a guest of Serve deployments for the tests and
-// benchmarks: Echo answers a request with what it received, Model is the
+// benchmarks: Echo answers a request with what it received, BodyEcho with
+// its body (the benchmark's deployment), Model is the
 // ModelDeployment of Ray Serve's example (a prediction of twice the
 // input), Slow sleeps before answering.
 package main
@@ -25,6 +26,14 @@ var _ = sdk.Deployment("Echo", func() (*Echo, error) { return &Echo{replica: tim
 	resp := sdk.TextResponse(200, fmt.Sprintf("%s %s?%s route=%s replica=%d served=%d body=%s", r.Method, r.Path, r.Query, r.Route, e.replica, e.served, r.Body))
 	resp.Header["X-Echo-Header"] = r.Header["X-Test"]
 	return resp, nil
+})
+
+// BodyEcho answers with the request's body, as the benchmark's plain
+// net/http handler does.
+type BodyEcho struct{}
+
+var _ = sdk.Deployment("BodyEcho", func() (*BodyEcho, error) { return &BodyEcho{}, nil }, func(_ *BodyEcho, r sdk.Request) (sdk.Response, error) {
+	return sdk.Response{Header: map[string][]string{"Content-Type": {"text/plain; charset=utf-8"}}, Body: r.Body}, nil
 })
 
 // Model predicts twice its input: POST {"input": 42} -> {"prediction": 84}.
