@@ -184,11 +184,12 @@ func (a *Agent) hostReplicas(ctx context.Context, d controlstate.Deployment, rs 
 		a.serve.mu.Unlock()
 	}
 	rs.prune()
-	for rs.alive() < n {
-		if err := rs.add(ctx); err != nil {
-			a.warnf("fabric serve: deployment %s: a replica did not start: %v", d.Key, err)
-			return
-		}
+	for range n - rs.alive() {
+		go func() {
+			if err := rs.add(); err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, context.Canceled) {
+				a.warnf("fabric serve: deployment %s: a replica did not start: %v", d.Key, err)
+			}
+		}()
 	}
 	for rs.alive() > n {
 		rs.remove()
@@ -245,6 +246,7 @@ type hostedWire struct {
 	Key                     string
 	Version                 uint64
 	Alive, Ongoing, Started int
+	Starting                int // alive, not yet ready
 }
 
 // handleServePeer answers another agent's msgServe.
@@ -270,7 +272,7 @@ func (a *Agent) hosted() []hostedWire {
 	defer a.serve.mu.Unlock()
 	var out []hostedWire
 	for key, rs := range a.serve.sets {
-		out = append(out, hostedWire{Key: key, Version: a.serve.vers[key], Alive: rs.alive(), Ongoing: int(rs.ongoing()), Started: int(rs.started.Load())})
+		out = append(out, hostedWire{Key: key, Version: a.serve.vers[key], Alive: rs.ready(), Starting: rs.alive() - rs.ready(), Ongoing: int(rs.ongoing()), Started: int(rs.started.Load())})
 	}
 	return out
 }
@@ -488,8 +490,9 @@ func (a *Agent) handleDeploymentList(w http.ResponseWriter, r *http.Request) {
 		info.Missing = missing
 		for node, hs := range hosted {
 			for _, h := range hs {
-				if h.Key == d.Key && h.Version == d.Version && h.Alive > 0 {
+				if h.Key == d.Key && h.Version == d.Version && (h.Alive > 0 || h.Starting > 0) {
 					info.Running += h.Alive
+					info.Starting += h.Starting
 					info.Nodes[node] += h.Alive
 					info.Ongoing += h.Ongoing
 				}

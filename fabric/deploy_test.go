@@ -512,3 +512,47 @@ func TestServeAutoscaling(t *testing.T) {
 		t.Fatalf("a request after scaling to zero again: %d %q", code, body)
 	}
 }
+
+// TestServeQuota: a deployment's replicas are its tenant's actors and
+// count against its quota: with max_actors 1, one of three replicas
+// runs, and the two others wait (starting) while the one answers; once
+// the quota is raised, all three run.
+func TestServeQuota(t *testing.T) {
+	a, admin, mod := serveAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	acme := tenantClient(t, ctx, a, TenantInfo{Name: "acme", MaxActors: 1})
+	waitUsageReport(t, a)
+	three := 3
+	if _, err := acme.Deploy(ctx, DeploymentSpec{Name: "model", Module: mod.Digest, Class: "Model", RoutePrefix: "/model", NumReplicas: &three, Public: true}); err != nil {
+		t.Fatal(err)
+	}
+	var info DeploymentInfo
+	waitFor(t, 30*time.Second, "one replica running, two starting", func() bool {
+		ds, err := acme.Deployments(ctx)
+		if err == nil && len(ds) == 1 {
+			info = ds[0]
+		}
+		return info.Running == 1 && info.Starting == 2
+	})
+	if info.Status != "UPDATING" {
+		t.Fatalf("the deployment held by its quota: %+v", info)
+	}
+	for i := range 20 {
+		if code, body := servePost(t, a.IngressAddr(), "/model", "", fmt.Sprintf(`{"input": %d}`, i)); code != 200 || body != fmt.Sprintf(`{"prediction":%d}`, 2*i) {
+			t.Fatalf("request %d to the one replica: %d %q", i, code, body)
+		}
+	}
+	// Still held: the quota counts the replicas, and nothing else started.
+	time.Sleep(1500 * time.Millisecond)
+	if ds, err := acme.Deployments(ctx); err != nil || len(ds) != 1 || ds[0].Running != 1 || ds[0].Starting != 2 {
+		t.Fatalf("after a while: %+v, %v", ds, err)
+	}
+	if _, err := admin.SetQuota(ctx, TenantInfo{Name: "acme", MaxActors: 3}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "three replicas running once the quota allows them", func() bool {
+		ds, err := acme.Deployments(ctx)
+		return err == nil && len(ds) == 1 && ds[0].Running == 3 && ds[0].Starting == 0 && ds[0].Status == "HEALTHY"
+	})
+}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/core"
@@ -54,6 +55,9 @@ type replicaSet struct {
 	replicas                  []*replica
 	waiting                   map[objects.ID]chan *peerwire.TaskDone // calls and creations by task ID
 	closed                    bool
+	ctx                       context.Context // ended by close
+	cancel                    context.CancelFunc
+	readyNow                  chan struct{} // closed (and replaced) when a replica becomes ready
 	started, died, dispatched atomic.Int64
 	output                    atomic.Int64
 	// maxOngoing bounds each replica's requests in flight (0: none);
@@ -61,11 +65,13 @@ type replicaSet struct {
 	maxOngoing int
 }
 
-// replica is one actor of a replica set.
+// replica is one actor of a replica set. It takes requests once ready:
+// its constructor ran.
 type replica struct {
 	id      objects.ID
 	inc     uint64
 	ongoing atomic.Int64
+	ready   atomic.Bool
 	dead    atomic.Bool
 	cause   string
 }
@@ -76,7 +82,8 @@ func (a *Agent) newReplicaSet(ctx context.Context, tenant, digest, class string,
 	var raw [8]byte
 	_, _ = rand.Read(raw[:])
 	rs := &replicaSet{a: a, peer: servePeerPrefix + hex.EncodeToString(raw[:]), job: string(newJobID()), tenant: tenant, digest: digest,
-		class: class, opts: opts, waiting: map[objects.ID]chan *peerwire.TaskDone{}}
+		class: class, opts: opts, waiting: map[objects.ID]chan *peerwire.TaskDone{}, readyNow: make(chan struct{})}
+	rs.ctx, rs.cancel = context.WithCancel(context.Background())
 	rs.grant = a.grantFor(ctx, rs.job, tenant, rs.peer, "", digest)
 	if !a.node.HasModule(digest) {
 		if err := a.node.pullModuleFrom(ctx, digest, a.moduleHolders(ctx, digest), encodeModuleProof(rs.job, tenant, rs.peer, digest, rs.grant)); err != nil {
@@ -115,47 +122,86 @@ func (rs *replicaSet) run(ctx context.Context, what peerwire.Run, actor objects.
 	m := &peerwire.RunTask{Job: rs.job, Root: rs.peer, Digest: rs.digest, What: what, Task: task, Attempt: 1, Spec: spec.AppendCBOR(nil),
 		Incarnation: inc, Tenant: rs.tenant, Grant: rs.grant}
 	if what == peerwire.RunActorCreate {
-		m.Actor = actor
+		m.Actor, m.Ready = actor, true
 	}
 	rs.step(m)
 	select {
 	case d := <-done:
 		return d, nil
 	case <-ctx.Done():
-		if what == peerwire.RunActorCall {
+		switch what {
+		case peerwire.RunActorCall:
 			rs.step(&peerwire.CancelTask{Job: rs.job, Task: task, Attempt: 1, Force: true})
+		case peerwire.RunActorCreate:
+			rs.step(&peerwire.KillActor{Job: rs.job, Actor: actor, Incarnation: inc, NoRestart: true})
 		}
 		return nil, ctx.Err()
 	}
 }
 
-// add creates one more replica; it takes requests once its constructor
-// ran (the node queues calls behind it).
-func (rs *replicaSet) add(ctx context.Context) error {
+// add creates one more replica and waits until it is ready (its
+// constructor ran), or failed. The replica counts as alive (starting)
+// from the first moment: it may wait long, for its tenant's quota or the
+// node's room, and the set must not start another in its place.
+func (rs *replicaSet) add() error {
 	var id objects.ID
 	_, _ = rand.Read(id[:16])
 	r := &replica{id: id, inc: 1}
-	d, err := rs.run(ctx, peerwire.RunActorCreate, id, r.inc, abi.TaskSpec{Func: rs.class, Options: rs.opts})
-	if err != nil {
-		return err
-	}
-	if d.Refused != "" {
-		return fmt.Errorf("%w: the node refused the replica: %s", ErrBadRequest, d.Refused)
-	}
 	rs.mu.Lock()
+	if rs.closed {
+		rs.mu.Unlock()
+		return ErrClosed
+	}
 	rs.replicas = append(rs.replicas, r)
 	rs.mu.Unlock()
 	rs.started.Add(1)
+	d, err := rs.run(rs.ctx, peerwire.RunActorCreate, id, r.inc, abi.TaskSpec{Func: rs.class, Options: rs.opts})
+	switch {
+	case err != nil:
+	case d.Refused != "":
+		err = fmt.Errorf("%w: the node refused the replica: %s", ErrBadRequest, d.Refused)
+	case d.Error != nil:
+		var ev abi.ErrorValue
+		_ = wire.Unmarshal(d.Error, &ev)
+		err = fmt.Errorf("the replica's constructor failed: %s", firstLineOf(ev.Message))
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if err != nil {
+		if !r.dead.Swap(true) {
+			r.cause = err.Error()
+		}
+		rs.replicas = slices.DeleteFunc(rs.replicas, func(x *replica) bool { return x == r })
+		return err
+	}
+	if !r.dead.Load() {
+		r.ready.Store(true)
+		close(rs.readyNow)
+		rs.readyNow = make(chan struct{})
+	}
 	return nil
 }
 
-// alive counts the replicas alive.
+// alive counts the replicas alive: ready, or starting.
 func (rs *replicaSet) alive() int {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	n := 0
 	for _, r := range rs.replicas {
 		if !r.dead.Load() {
+			n++
+		}
+	}
+	return n
+}
+
+// ready counts the replicas that take requests.
+func (rs *replicaSet) ready() int {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	n := 0
+	for _, r := range rs.replicas {
+		if r.ready.Load() && !r.dead.Load() {
 			n++
 		}
 	}
@@ -180,13 +226,20 @@ func (rs *replicaSet) prune() {
 	rs.replicas = slices.DeleteFunc(rs.replicas, func(r *replica) bool { return r.dead.Load() })
 }
 
-// remove stops one replica, the one with the fewest requests in flight,
-// once those are answered (the node queues its kill behind them).
+// remove stops one replica: one that has not started, else the one
+// with the fewest requests in flight, once those are answered (the node
+// queues its kill behind them).
 func (rs *replicaSet) remove() {
 	rs.mu.Lock()
 	var victim *replica
+	better := func(r *replica) bool {
+		if r.ready.Load() != victim.ready.Load() {
+			return !r.ready.Load()
+		}
+		return r.ongoing.Load() < victim.ongoing.Load()
+	}
 	for _, r := range rs.replicas {
-		if !r.dead.Load() && (victim == nil || r.ongoing.Load() < victim.ongoing.Load()) {
+		if !r.dead.Load() && (victim == nil || better(r)) {
 			victim = r
 		}
 	}
@@ -201,36 +254,62 @@ func (rs *replicaSet) remove() {
 	}
 }
 
-// pick chooses a replica by the power of two choices: of two alive ones
-// at random, the one with fewer requests in flight.
-func (rs *replicaSet) pick() *replica {
+// pick chooses a replica by the power of two choices: of two ready ones
+// at random, the one with fewer requests in flight. With none ready, it
+// returns a channel closed when one becomes ready, or nil when none is
+// starting either.
+func (rs *replicaSet) pick() (*replica, <-chan struct{}) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	var alive []*replica
+	starting := false
 	for _, r := range rs.replicas {
-		if !r.dead.Load() {
+		switch {
+		case r.dead.Load():
+		case r.ready.Load():
 			alive = append(alive, r)
+		default:
+			starting = true
 		}
 	}
 	switch len(alive) {
 	case 0:
-		return nil
+		if starting && !rs.closed {
+			return nil, rs.readyNow
+		}
+		return nil, nil
 	case 1:
-		return alive[0]
+		return alive[0], nil
 	}
 	i, j := randIntN(len(alive)), randIntN(len(alive)-1)
 	if j >= i {
 		j++
 	}
 	if alive[j].ongoing.Load() < alive[i].ongoing.Load() {
-		return alive[j]
+		return alive[j], nil
 	}
-	return alive[i]
+	return alive[i], nil
 }
 
-// call sends req to a replica and returns its response.
+// call sends req to a replica and returns its response. While no
+// replica is ready and some are starting, it waits for one (up to
+// coldStartWait).
 func (rs *replicaSet) call(ctx context.Context, req abi.ServeRequest) (abi.ServeResponse, error) {
-	r := rs.pick()
+	r, readyNow := rs.pick()
+	if r == nil && readyNow != nil {
+		wait := time.NewTimer(coldStartWait)
+		defer wait.Stop()
+		for r == nil && readyNow != nil {
+			select {
+			case <-readyNow:
+			case <-wait.C:
+				return abi.ServeResponse{}, fmt.Errorf("%w: none of its replicas here started within %s", ErrNoReplica, coldStartWait)
+			case <-ctx.Done():
+				return abi.ServeResponse{}, ctx.Err()
+			}
+			r, readyNow = rs.pick()
+		}
+	}
 	if r == nil {
 		return abi.ServeResponse{}, ErrNoReplica
 	}
@@ -316,6 +395,7 @@ func (rs *replicaSet) close() {
 	}
 	rs.closed = true
 	rs.mu.Unlock()
+	rs.cancel()
 	rs.step(&peerwire.EndJob{Job: rs.job})
 	rs.a.serveMu.Lock()
 	delete(rs.a.replicaSets, rs.peer)

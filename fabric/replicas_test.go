@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,7 +34,7 @@ func TestReplicaSet(t *testing.T) {
 	}
 	defer echo.close()
 	for range 2 {
-		if err := echo.add(ctx); err != nil {
+		if err := echo.add(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -71,7 +72,7 @@ func TestReplicaSet(t *testing.T) {
 	if _, err := model.call(ctx, abi.ServeRequest{Method: "POST"}); !errors.Is(err, ErrNoReplica) {
 		t.Fatalf("a call with no replica: %v", err)
 	}
-	if err := model.add(ctx); err != nil {
+	if err := model.add(); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -86,11 +87,23 @@ func TestReplicaSet(t *testing.T) {
 			t.Fatalf("Model %s: %d %q, %v", c.body, resp.Status, resp.Body, err)
 		}
 	}
+	if model.ready() != 1 || model.alive() != 1 {
+		t.Fatalf("after add: %d ready of %d alive", model.ready(), model.alive())
+	}
+	// A constructor that fails: add says so, and nothing is left alive.
+	nope, err := a.newReplicaSet(ctx, "", mod.Digest, "Nope", abi.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nope.close()
+	if err := nope.add(); err == nil || !strings.Contains(err.Error(), "constructor failed") || nope.alive() != 0 {
+		t.Fatalf("a replica whose constructor fails: %v, %d alive", err, nope.alive())
+	}
 	slow, err := a.newReplicaSet(ctx, "", mod.Digest, "Slow", abi.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := slow.add(ctx); err != nil {
+	if err := slow.add(); err != nil {
 		t.Fatal(err)
 	}
 	var ce *CallError

@@ -147,7 +147,11 @@ type DeploymentInfo struct {
 	// this version; Nodes those replicas by node.
 	Running int            `json:"running"`
 	Nodes   map[string]int `json:"replicas_by_node"`
-	Ongoing int            `json:"ongoing_requests"`
+	// Starting counts the replicas placed whose constructor has not run
+	// yet: they wait for a worker, the node's room or their tenant's
+	// quota (max_actors, CPUs, memory).
+	Starting int `json:"starting,omitempty"`
+	Ongoing  int `json:"ongoing_requests"`
 	// Status is HEALTHY when Running is NumReplicas, else UPDATING.
 	Status  string   `json:"status"`
 	Missing []string `json:"missing_nodes,omitempty"`

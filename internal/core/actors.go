@@ -73,6 +73,10 @@ type actor struct {
 	// registering is the worker request (a share's actor creation) that
 	// waits for the root to know the actor.
 	registering *pendingReply
+	// readyAnswer answers reportTo's creation once the constructor ran
+	// (a RunTask with Ready), or with the cause once the actor died
+	// before.
+	readyAnswer *peerwire.TaskDone
 }
 
 // pendingReply is a worker request answered later.
@@ -122,6 +126,10 @@ func (c *Core) actorWorkerReady(a *actor, w *worker) {
 
 func (c *Core) actorCreated(a *actor) {
 	a.state = actorAlive
+	if d := a.readyAnswer; d != nil {
+		a.readyAnswer = nil
+		c.sendPeer(a.reportTo, d)
+	}
 	c.actorNext(a)
 }
 
@@ -389,6 +397,11 @@ func (c *Core) actorDead(a *actor, cause string) {
 	c.forgetTask(a.create)
 	if a.worker != nil {
 		c.killWorker(a.worker)
+	}
+	if d := a.readyAnswer; d != nil && a.reportTo != "" {
+		a.readyAnswer = nil
+		d.Error, _ = wire.Marshal(abi.ErrorValue{Kind: abi.KindActorDied, Message: fmt.Sprintf("actor %s died before it was created: %s", a.class, a.cause), Task: a.class})
+		c.sendPeer(a.reportTo, d)
 	}
 	if a.reportTo != "" {
 		c.sendPeer(a.reportTo, &peerwire.ActorDied{Job: string(a.job.id), Actor: a.id, Incarnation: a.incarnation, Cause: cause})

@@ -769,8 +769,13 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 			if len(m.Group) > 0 {
 				a.create.ctxGroup, a.create.ctxBundle = m.Group, int(m.Bundle)
 			}
+			if m.Ready {
+				a.readyAnswer = &peerwire.TaskDone{Job: m.Job, Task: m.Task, Attempt: m.Attempt}
+			}
 		})
-		c.sendPeer(from, &peerwire.TaskDone{Job: m.Job, Task: m.Task, Attempt: m.Attempt})
+		if !m.Ready {
+			c.sendPeer(from, &peerwire.TaskDone{Job: m.Job, Task: m.Task, Attempt: m.Attempt})
+		}
 		return
 	case peerwire.RunActorCall:
 		aid, _ := objects.IDFromBytes(spec.Actor)

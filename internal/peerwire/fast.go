@@ -32,7 +32,7 @@ func (r fastReader) uint(max uint64) (uint64, bool) {
 func decodeRunTask(b []byte) (*RunTask, bool) {
 	r := fastReader{cborlite.NewReader(b)}
 	m := new(RunTask)
-	ok := r.Fields(15)
+	ok := r.Fields(16)
 	var what, attempt, retried uint64
 	if ok {
 		m.Job, ok = r.Text()
@@ -81,6 +81,9 @@ func decodeRunTask(b []byte) (*RunTask, bool) {
 	}
 	if ok {
 		m.Grant, ok = r.BytesCopy()
+	}
+	if ok {
+		m.Ready, ok = r.Bool()
 	}
 	return m, ok && r.Done()
 }
@@ -217,7 +220,7 @@ func appendIDs(dst []byte, ids []objects.ID) []byte {
 }
 
 func appendRunTask(dst []byte, m *RunTask) []byte {
-	dst = cborlite.AppendHead(dst, cborlite.MajorArray, 15)
+	dst = cborlite.AppendHead(dst, cborlite.MajorArray, 16)
 	dst = cborlite.AppendString(dst, m.Job)
 	dst = cborlite.AppendString(dst, m.Root)
 	dst = cborlite.AppendString(dst, m.Digest)
@@ -232,7 +235,8 @@ func appendRunTask(dst []byte, m *RunTask) []byte {
 	dst = appendBytesOrNull(dst, m.Group)
 	dst = cborlite.AppendInt(dst, m.Bundle)
 	dst = cborlite.AppendString(dst, m.Tenant)
-	return appendBytesOrNull(dst, m.Grant)
+	dst = appendBytesOrNull(dst, m.Grant)
+	return cborlite.AppendBool(dst, m.Ready)
 }
 
 func appendTaskDone(dst []byte, m *TaskDone) []byte {

@@ -98,7 +98,7 @@ type Run uint8
 // What a RunTask may ask for.
 const (
 	RunPlainTask   Run = iota // a task
-	RunActorCreate            // create an actor (answered once accepted)
+	RunActorCreate            // create an actor (answered once accepted, or with Ready once created)
 	RunActorCall              // call a method of an actor that lives there
 )
 
@@ -135,6 +135,10 @@ type RunTask struct {
 	// and root: a node opens a share of the job only with it, and takes
 	// more of the job's work only with the same.
 	Grant []byte
+	// Ready asks that a creation be answered once the actor's
+	// constructor ran (its TaskDone then carries the constructor's error,
+	// if it failed), not once accepted.
+	Ready bool
 }
 
 // TaskDone answers a RunTask: the values of its results, its error

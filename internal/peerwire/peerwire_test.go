@@ -125,7 +125,7 @@ func fastSamples() []Message {
 	id := func(b byte) objects.ID { var x objects.ID; x[0], x[19] = b, b; return x }
 	return []Message{
 		&RunTask{Job: "0123456789abcdef", Root: "node-a", Tenant: "t", Digest: "ff00", What: RunActorCall, Task: id(1), Attempt: 3,
-			Spec: []byte{0xa1, 0x62, 'f', 'n', 0x61, 'f'}, Refs: []objects.ID{id(2), id(3)}, Actor: id(4), Incarnation: 7},
+			Spec: []byte{0xa1, 0x62, 'f', 'n', 0x61, 'f'}, Refs: []objects.ID{id(2), id(3)}, Actor: id(4), Incarnation: 7, Ready: true},
 		&RunTask{Job: "j", Task: id(9), Spec: []byte{}},
 		&TaskDone{Job: "j", Task: id(5), Attempt: 1, Results: []Result{{Value: []byte{0x01}}, {Held: true, ID: id(6), Size: 1 << 40}},
 			Refs: []objects.ID{id(7)}, Ran: 12345},
