@@ -19,6 +19,8 @@ import (
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/controlstate"
+	"github.com/wasmfabric/fabric/internal/core"
+	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/transport"
 	"github.com/wasmfabric/fabric/internal/wire"
 )
@@ -160,7 +162,7 @@ func (a *Agent) hostReplicas(ctx context.Context, d controlstate.Deployment, rs 
 		if n == 0 {
 			return
 		}
-		opts := abi.Options{MaxConcurrency: d.MaxOngoing}
+		opts := abi.Options{MaxConcurrency: d.MaxOngoing, Namespace: abi.ServeNamespace}
 		if cpu, ok := d.Resources["CPU"]; ok {
 			opts.CPU = &cpu
 		}
@@ -229,6 +231,7 @@ type serveCall struct {
 	Key     string   // the deployment
 	Request abi.ServeRequest
 	Status  bool // what the node hosts, not a request
+	Pick    bool // a ready replica of Key for a lookup, not a request
 }
 
 // serveAnswer is msgServe's answer.
@@ -238,6 +241,7 @@ type serveAnswer struct {
 	Code     int // an error's HTTP status (0: Response is the replica's)
 	Error    string
 	Hosted   []hostedWire
+	Replica  []byte // Pick's answer: the replica's actor ID
 }
 
 // hostedWire is what a node hosts of a deployment.
@@ -249,6 +253,82 @@ type hostedWire struct {
 	Starting                int // alive, not yet ready
 }
 
+// pickReplica answers a lookup of a deployment's name in
+// abi.ServeNamespace (a replica's guest composing deployments): a ready
+// replica of the tenant's deployment, on this node when it hosts one,
+// else on a node that does, chosen as the ingress chooses; a deployment
+// scaled to zero is woken. It answers nil when the tenant has no such
+// deployment.
+func (a *Agent) pickReplica(ctx context.Context, tenant, name string) (*core.NamedActor, error) {
+	key := controlstate.JobKey(tenant, name)
+	ctx, cancel := context.WithTimeout(ctx, coldStartWait)
+	defer cancel()
+	woke := false
+	for {
+		a.serve.mu.Lock()
+		d, ok := a.serve.deps[key]
+		placed := maps.Clone(a.serve.placed[key])
+		a.serve.mu.Unlock()
+		if !ok {
+			return nil, nil
+		}
+		local := a.localSet(key)
+		if local != nil && local.ready() > 0 {
+			if r, _ := local.pick(); r != nil {
+				return &core.NamedActor{Actor: r.id, Node: core.NodeID(a.ID), Class: d.Class, Local: true}, nil
+			}
+		}
+		node := a.nodeFor(placed)
+		switch {
+		case node == "" && d.Autoscaling != nil && !woke:
+			if err := a.wake(ctx, d); err != nil {
+				return nil, fmt.Errorf("deployment %s is scaled to zero and could not start a replica: %w", name, err)
+			}
+			woke = true
+		case node == "" && !woke:
+			return nil, fmt.Errorf("deployment %s has no replicas (num_replicas 0, or no node alive)", name)
+		case node == a.ID && local != nil:
+			r, err := local.pickWait(ctx)
+			if err == nil {
+				return &core.NamedActor{Actor: r.id, Node: core.NodeID(a.ID), Class: d.Class, Local: true}, nil
+			}
+		case node != "" && node != a.ID:
+			if id, err := a.pickRemote(ctx, node, key); err == nil {
+				return &core.NamedActor{Actor: id, Node: core.NodeID(node), Class: d.Class}, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("deployment %s: no replica was ready within %s", name, coldStartWait)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// pickRemote asks node for a ready replica of the deployment key.
+func (a *Agent) pickRemote(ctx context.Context, node, key string) (objects.ID, error) {
+	addr, err := a.addrOf(node)
+	if err != nil {
+		return objects.NilID, err
+	}
+	body, err := wire.Marshal(serveCall{Key: key, Pick: true})
+	if err != nil {
+		return objects.NilID, err
+	}
+	_, b, err := a.quic.Call(ctx, addr, msgServe, body)
+	if err != nil {
+		return objects.NilID, err
+	}
+	var ans serveAnswer
+	if err := wire.Unmarshal(b, &ans); err != nil {
+		return objects.NilID, err
+	}
+	if ans.Error != "" {
+		return objects.NilID, errors.New(ans.Error)
+	}
+	return objects.IDFromBytes(ans.Replica)
+}
+
 // handleServePeer answers another agent's msgServe.
 func (a *Agent) handleServePeer(ctx context.Context, body []byte) ([]byte, error) {
 	var c serveCall
@@ -257,6 +337,17 @@ func (a *Agent) handleServePeer(ctx context.Context, body []byte) ([]byte, error
 	}
 	if c.Status {
 		return wire.Marshal(serveAnswer{Hosted: a.hosted()})
+	}
+	if c.Pick {
+		var ans serveAnswer
+		if rs := a.localSet(c.Key); rs == nil {
+			ans.Error = fmt.Sprintf("deployment %s has no replica on node %s", c.Key, a.ID)
+		} else if r, err := rs.pickWait(ctx); err != nil {
+			ans.Error = err.Error()
+		} else {
+			ans.Replica = r.id[:]
+		}
+		return wire.Marshal(ans)
 	}
 	resp, code, err := a.callLocal(ctx, c.Key, c.Request)
 	ans := serveAnswer{Response: resp, Code: code}

@@ -556,3 +556,101 @@ func TestServeQuota(t *testing.T) {
 		return err == nil && len(ds) == 1 && ds[0].Running == 3 && ds[0].Starting == 0 && ds[0].Status == "HEALTHY"
 	})
 }
+
+// TestServeSeed: Ray Serve's example programs through real HTTP on a
+// three-agent cluster: the ModelDeployment with three replicas, one on
+// each agent, answering {"input": 42} with {"prediction": 84} through
+// every agent's ingress; and the Pipeline composing the deployments
+// "preprocessor" and "classifier", whose replicas it calls through
+// deployment handles (sdk.GetDeploymentHandle), passing the features
+// from one to the other by reference.
+func TestServeSeed(t *testing.T) {
+	serve := func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" }
+	a := startJobsAgent(t, serve)
+	b := joinAgent(t, a, serve)
+	c := joinAgent(t, a, serve)
+	ingresses := []*Agent{a, b, c}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	admin := a.Client(a.APIToken())
+	acme := tenantClient(t, ctx, a, TenantInfo{Name: "acme"})
+	mod, err := acme.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deploy := func(name, class, route string, replicas int) {
+		t.Helper()
+		if _, err := acme.Deploy(ctx, DeploymentSpec{Name: name, Module: mod.Digest, Class: class, RoutePrefix: route, NumReplicas: &replicas, Public: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	healthy := func(what string, want map[string]int) {
+		t.Helper()
+		var ds []DeploymentInfo
+		waitFor(t, 60*time.Second, what, func() bool {
+			var err error
+			if ds, err = acme.Deployments(ctx); err != nil {
+				return false
+			}
+			ok := 0
+			for _, d := range ds {
+				if n, in := want[d.Name]; in && d.Status == "HEALTHY" && d.Running == n {
+					ok++
+				}
+			}
+			return ok == len(want)
+		})
+	}
+	deploy("model", "Model", "/model", 3)
+	healthy("three replicas of model", map[string]int{"model": 3})
+	ds, err := admin.Deployments(ctx)
+	if err != nil || len(ds) != 1 || len(ds[0].Nodes) != 3 {
+		t.Fatalf("the model's replicas by node: %+v, %v", ds, err)
+	}
+	for _, ing := range ingresses {
+		for i := range 5 {
+			code, body := servePost(t, ing.IngressAddr(), "/model", "", fmt.Sprintf(`{"input": %d}`, 42+i))
+			if code != 200 || body != fmt.Sprintf(`{"prediction":%d}`, 2*(42+i)) {
+				t.Fatalf("model through %s: %d %q", ing.ID, code, body)
+			}
+		}
+	}
+
+	deploy("preprocessor", "Preprocessor", "/preprocessor", 2)
+	deploy("classifier", "Classifier", "/classifier", 2)
+	deploy("pipeline", "Pipeline", "/pipeline", 2)
+	healthy("the pipeline's deployments", map[string]int{"preprocessor": 2, "classifier": 2, "pipeline": 2})
+	for _, ing := range ingresses {
+		for i := range 10 {
+			in, want := `{"input": [1, 2, 3]}`, `{"label":"positive (12)"}`
+			if i%2 == 1 {
+				in, want = `{"input": [1, -4]}`, `{"label":"negative (-6)"}`
+			}
+			if code, body := servePost(t, ing.IngressAddr(), "/pipeline", "", in); code != 200 || body != want {
+				t.Fatalf("pipeline through %s: %d %q", ing.ID, code, body)
+			}
+		}
+	}
+	// The parts answer on their own routes too.
+	if code, body := servePost(t, b.IngressAddr(), "/preprocessor", "", `[1, 2.5]`); code != 200 || body != `[2,5]` {
+		t.Fatalf("preprocessor: %d %q", code, body)
+	}
+	// Another tenant's guest cannot reach acme's deployments by name: the
+	// lookup is in its own tenant's deployments.
+	globex := tenantClient(t, ctx, a, TenantInfo{Name: "globex"})
+	gmod, err := globex.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := 1
+	if _, err := globex.Deploy(ctx, DeploymentSpec{Name: "pipeline", Module: gmod.Digest, Class: "Pipeline", RoutePrefix: "/globex", NumReplicas: &one, Public: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "globex's pipeline", func() bool {
+		ds, err := globex.Deployments(ctx)
+		return err == nil && len(ds) == 1 && ds[0].Running == 1
+	})
+	if code, body := servePost(t, a.IngressAddr(), "/globex", "", `{"input": [1]}`); code != 500 || !strings.Contains(body, `no actor named "preprocessor"`) {
+		t.Fatalf("globex's pipeline, which has no preprocessor of its own: %d %q", code, body)
+	}
+}

@@ -5,6 +5,7 @@ package fabric
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -269,9 +270,8 @@ func startJobsAgent(t *testing.T, tweak func(*AgentConfig)) *Agent {
 	return a
 }
 
-// guestBytes returns a guest module, built if missing.
-// joinAgent starts a second agent that joins a's cluster, closed when
-// the test ends, and waits until both see each other.
+// joinAgent starts another agent that joins a's cluster, closed when
+// the test ends, and waits until it and a see every member.
 func joinAgent(t *testing.T, a *Agent, tweaks ...func(*AgentConfig)) *Agent {
 	t.Helper()
 	cfg := jobsAgentConfig(t, func(c *AgentConfig) {
@@ -280,15 +280,19 @@ func joinAgent(t *testing.T, a *Agent, tweaks ...func(*AgentConfig)) *Agent {
 		}
 	})
 	cfg.Token = joinToken(t, a)
+	n := a.node.NodeCount() + 1
 	b, err := StartAgent(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	waitFor(t, 15*time.Second, "two members", func() bool { return a.node.NodeCount() == 2 && b.node.NodeCount() == 2 })
+	waitFor(t, 15*time.Second, fmt.Sprintf("%d members", n), func() bool {
+		return a.node.NodeCount() == n && b.node.NodeCount() == n
+	})
 	return b
 }
 
+// guestBytes returns a guest module, built if missing.
 func guestBytes(t *testing.T, dir string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(testrig.Guest(t, dir))

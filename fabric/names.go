@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/controlstate"
 	"github.com/wasmfabric/fabric/internal/core"
 	"github.com/wasmfabric/fabric/internal/membership"
@@ -107,6 +108,9 @@ func (a *Agent) UnregisterName(ctx context.Context, r core.UnregisterName) error
 
 // LookupName asks the control plane which actor holds a name (nil: none).
 func (a *Agent) LookupName(ctx context.Context, r core.LookupName) (*core.NamedActor, error) {
+	if r.Namespace == abi.ServeNamespace && !r.Group {
+		return a.pickReplica(ctx, r.Tenant, r.Name)
+	}
 	ans, err := a.control(ctx, controlRequest{Op: "name", Namespace: r.Namespace, Name: r.Name, ID: string(r.Job), Group: r.Group, Tenant: r.Tenant})
 	if err != nil || len(ans.Names) == 0 {
 		return nil, err

@@ -291,10 +291,9 @@ func (rs *replicaSet) pick() (*replica, <-chan struct{}) {
 	return alive[i], nil
 }
 
-// call sends req to a replica and returns its response. While no
-// replica is ready and some are starting, it waits for one (up to
-// coldStartWait).
-func (rs *replicaSet) call(ctx context.Context, req abi.ServeRequest) (abi.ServeResponse, error) {
+// pickWait picks a ready replica; while none is ready and some are
+// starting, it waits for one (up to coldStartWait).
+func (rs *replicaSet) pickWait(ctx context.Context) (*replica, error) {
 	r, readyNow := rs.pick()
 	if r == nil && readyNow != nil {
 		wait := time.NewTimer(coldStartWait)
@@ -303,15 +302,24 @@ func (rs *replicaSet) call(ctx context.Context, req abi.ServeRequest) (abi.Serve
 			select {
 			case <-readyNow:
 			case <-wait.C:
-				return abi.ServeResponse{}, fmt.Errorf("%w: none of its replicas here started within %s", ErrNoReplica, coldStartWait)
+				return nil, fmt.Errorf("%w: none of its replicas here started within %s", ErrNoReplica, coldStartWait)
 			case <-ctx.Done():
-				return abi.ServeResponse{}, ctx.Err()
+				return nil, ctx.Err()
 			}
 			r, readyNow = rs.pick()
 		}
 	}
 	if r == nil {
-		return abi.ServeResponse{}, ErrNoReplica
+		return nil, ErrNoReplica
+	}
+	return r, nil
+}
+
+// call sends req to a replica and returns its response.
+func (rs *replicaSet) call(ctx context.Context, req abi.ServeRequest) (abi.ServeResponse, error) {
+	r, err := rs.pickWait(ctx)
+	if err != nil {
+		return abi.ServeResponse{}, err
 	}
 	if n := r.ongoing.Add(1); rs.maxOngoing > 0 && n > int64(rs.maxOngoing) {
 		r.ongoing.Add(-1) // the less loaded of two is full: the set is

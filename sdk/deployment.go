@@ -68,3 +68,35 @@ func Deployment[S any](name string, ctor func() (*S, error), handle func(*S, Req
 	NewMethod1(c, abi.ServeMethod, handle)
 	return c
 }
+
+// DeploymentHandle calls the replicas of another deployment of the same
+// tenant, Ray Serve's DeploymentHandle: a deployment composes others by
+// holding handles to them and calling their methods.
+//
+//	var pre = sdk.GetDeploymentHandle(PreprocessorClass, "preprocessor")
+//	...
+//	h, err := pre.Replica()             // one replica, chosen per call
+//	features := Preprocess.Remote(h, x) // a Ref: not copied here
+//	label := Classify.RemoteRefs(cls, features)
+//
+// A result passed on as a reference goes from the replica that made it
+// to the one that takes it, never through the caller.
+type DeploymentHandle[S any] struct {
+	class Class[S]
+	name  string
+}
+
+// GetDeploymentHandle returns a handle to the tenant's deployment name,
+// whose replicas are actors of class c.
+func GetDeploymentHandle[S any](c Class[S], name string) DeploymentHandle[S] {
+	return DeploymentHandle[S]{class: c, name: name}
+}
+
+// Replica returns a handle to one ready replica of the deployment, which
+// the host chooses by the power of two choices over the requests the
+// replicas hold (a deployment scaled to zero starts one). Ask for one
+// per call, or per few: a replica may be scaled away, and a handle to it
+// then fails its calls with ErrActorDied.
+func (d DeploymentHandle[S]) Replica() (Handle[S], error) {
+	return GetActor(d.class, d.name, InNamespace(abi.ServeNamespace))
+}

@@ -15,6 +15,14 @@ import (
 // "<Class>.__call__".
 const ServeMethod = "__call__"
 
+// ServeNamespace is the actor namespace of deployments: a lookup of the
+// name of one of its tenant's deployments in it (fabric_actor_lookup)
+// answers a handle to one of the deployment's replicas, chosen by the
+// host (the power of two choices over the requests they hold), whose
+// methods the caller then calls as any actor's. A replica is in this
+// namespace: its tenant's other jobs may call it.
+const ServeNamespace = "fabric.serve"
+
 // ServeRequest is an HTTP request as a replica receives it: the path is
 // the whole request path (the route's prefix included), the query its
 // raw form, the headers canonical, the body whole.

@@ -92,6 +92,9 @@ type NamedActor struct {
 	Actor objects.ID
 	Node  NodeID
 	Class string
+	// Local marks an actor of this node that the shell found without a
+	// name (a deployment's replica).
+	Local bool
 }
 
 // NameRegistered answers RegisterName: Err is empty when the name is
@@ -321,6 +324,13 @@ func (e NameFound) apply(c *Core) {
 	case h == nil:
 		c.reply(r.w, r.seq, fmt.Errorf("no actor named %q in %s in the cluster", r.name, nameScope(r.namespace)), wire.Reply{})
 		return
+	case h.Node == c.cfg.Node && h.Local:
+		// An actor of this node that holds no name (a deployment's
+		// replica, which the shell chose).
+		if a := c.actors[h.Actor]; a == nil || a.state == actorDead || a.stub || !a.sharedWith(r.w.job) {
+			c.reply(r.w, r.seq, fmt.Errorf("no actor %q in %s on this node (it is gone)", r.name, nameScope(r.namespace)), wire.Reply{})
+			return
+		}
 	case h.Node == c.cfg.Node:
 		// This node knows its own names: had the actor still held the
 		// name, the lookup would not have asked. It died or was killed,

@@ -782,7 +782,7 @@ func (c *Core) runForPeer(from NodeID, m *peerwire.RunTask) {
 		a := c.actors[aid]
 		// Another job's call reaches a namespace's actor (its caller found
 		// it in the registry).
-		if a == nil || !a.sharedWith(j) || (a.stub && (a.job != j || j.root != "")) || (a.reportTo != "" && a.incarnation != m.Incarnation) {
+		if a == nil || !a.sharedWith(j) || (a.stub && (a.job != j || j.root != "")) || (a.reportTo != "" && a.job == j && a.incarnation != m.Incarnation) {
 			msg := fmt.Sprintf("actor %s is not on node %s (it died or moved)", aid.Short(), c.cfg.Node)
 			if a != nil && !a.sharedWith(j) {
 				msg = fmt.Sprintf("actor %s is another job's and in no namespace of its tenant: other jobs cannot call it", aid.Short())

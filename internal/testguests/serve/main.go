@@ -97,3 +97,93 @@ func init() {
 }
 
 func main() {}
+
+// The pipeline of Ray Serve's composition example: Pipeline takes
+// {"input": [numbers]}, has a replica of the deployment "preprocessor"
+// scale them and one of "classifier" label them, the scaled features
+// going from the one replica to the other by reference, never through
+// the pipeline's replica.
+
+// Preprocessor scales its input by a factor.
+type Preprocessor struct{ factor float64 }
+
+// PreprocessorClass is also served on its own: POST [numbers].
+var PreprocessorClass = sdk.Deployment("Preprocessor", func() (*Preprocessor, error) { return &Preprocessor{factor: 2}, nil },
+	func(p *Preprocessor, r sdk.Request) (sdk.Response, error) {
+		var xs []float64
+		if err := r.JSON(&xs); err != nil {
+			return sdk.TextResponse(400, "want a JSON list of numbers"), nil
+		}
+		out, _ := p.preprocess(xs)
+		return sdk.JSONResponse(out)
+	})
+
+func (p *Preprocessor) preprocess(xs []float64) ([]float64, error) {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = x * p.factor
+	}
+	return out, nil
+}
+
+// Preprocess is the method the pipeline calls.
+var Preprocess = sdk.NewMethod1(PreprocessorClass, "preprocess", (*Preprocessor).preprocess)
+
+// Classifier labels features by their sum.
+type Classifier struct{ threshold float64 }
+
+// ClassifierClass is also served on its own: POST [numbers].
+var ClassifierClass = sdk.Deployment("Classifier", func() (*Classifier, error) { return &Classifier{threshold: 0}, nil },
+	func(c *Classifier, r sdk.Request) (sdk.Response, error) {
+		var xs []float64
+		if err := r.JSON(&xs); err != nil {
+			return sdk.TextResponse(400, "want a JSON list of numbers"), nil
+		}
+		label, _ := c.classify(xs)
+		return sdk.JSONResponse(map[string]string{"label": label})
+	})
+
+func (c *Classifier) classify(xs []float64) (string, error) {
+	sum := 0.0
+	for _, x := range xs {
+		sum += x
+	}
+	if sum > c.threshold {
+		return fmt.Sprintf("positive (%g)", sum), nil
+	}
+	return fmt.Sprintf("negative (%g)", sum), nil
+}
+
+// Classify is the method the pipeline calls.
+var Classify = sdk.NewMethod1(ClassifierClass, "classify", (*Classifier).classify)
+
+// Pipeline composes the two deployments.
+type Pipeline struct {
+	pre sdk.DeploymentHandle[Preprocessor]
+	cls sdk.DeploymentHandle[Classifier]
+}
+
+var _ = sdk.Deployment("Pipeline", func() (*Pipeline, error) {
+	return &Pipeline{pre: sdk.GetDeploymentHandle(PreprocessorClass, "preprocessor"), cls: sdk.GetDeploymentHandle(ClassifierClass, "classifier")}, nil
+}, func(p *Pipeline, r sdk.Request) (sdk.Response, error) {
+	var in struct {
+		Input []float64 `json:"input"`
+	}
+	if err := r.JSON(&in); err != nil {
+		return sdk.TextResponse(400, `want a JSON body {"input": [numbers]}`), nil
+	}
+	pre, err := p.pre.Replica()
+	if err != nil {
+		return sdk.Response{}, err
+	}
+	cls, err := p.cls.Replica()
+	if err != nil {
+		return sdk.Response{}, err
+	}
+	features := Preprocess.Remote(pre, in.Input)
+	label, err := Classify.RemoteRefs(cls, features).Get()
+	if err != nil {
+		return sdk.Response{}, err
+	}
+	return sdk.JSONResponse(map[string]string{"label": label})
+})
