@@ -312,7 +312,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	a.httpAddr = ln.Addr().String()
 	a.cert.Store(&idn.cert)
 	a.serverAddrs = idn.servers
-	streams := map[transport.Type]transport.StreamHandler{msgRaft: a.acceptRaft, msgJobLogs: a.serveJobLog}
+	streams := map[transport.Type]transport.StreamHandler{msgRaft: a.acceptRaft, msgJobLogs: a.serveJobLog, msgServeStream: a.serveStreamPeer}
 	tlsConf := cluster.TLSConfig(idn.cert, secrets.TLSOptions{Refuse: a.refusePeer, Current: a.certificate})
 	if a.quic, err = transport.Listen(transport.Config{Addr: cfg.QUICAddr, TLS: tlsConf, Handler: a.handlePeer, Objects: agentObjects{node, a}, Streams: streams}); err != nil {
 		_ = ln.Close()

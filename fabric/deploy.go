@@ -36,6 +36,10 @@ const (
 	// msgServe carries a request to an agent that hosts a deployment's
 	// replicas, or asks it what it hosts.
 	msgServe transport.Type = 32
+	// msgServeStream carries a request to a deployment that streams its
+	// responses: a stream whose first frame is a serveCall, answered by
+	// the response's items and its end (serveFrame).
+	msgServeStream transport.Type = 33
 	// defaultMaxOngoing is a replica's max ongoing requests when the
 	// deployment does not say (Ray Serve's default).
 	defaultMaxOngoing = 5
@@ -70,6 +74,10 @@ type serveState struct {
 	placed map[string]map[string]int          // by key: replicas by node
 	sets   map[string]*replicaSet             // by key: the replicas hosted here
 	vers   map[string]uint64                  // by key: the version the set runs
+	// streams holds the keys of deployments that stream their responses
+	// (a hosting node said so): requests to other nodes' replicas go over
+	// msgServeStream at once.
+	streams sync.Map
 }
 
 // serveLoop reconciles the deployments every serveInterval until stop.
@@ -242,6 +250,7 @@ type serveAnswer struct {
 	Error    string
 	Hosted   []hostedWire
 	Replica  []byte // Pick's answer: the replica's actor ID
+	Stream   bool   // the deployment streams: ask again with msgServeStream
 }
 
 // hostedWire is what a node hosts of a deployment.
@@ -349,8 +358,11 @@ func (a *Agent) handleServePeer(ctx context.Context, body []byte) ([]byte, error
 		}
 		return wire.Marshal(ans)
 	}
-	resp, code, err := a.callLocal(ctx, c.Key, c.Request)
+	resp, code, err := a.callLocal(ctx, c.Key, c.Request, nil)
 	ans := serveAnswer{Response: resp, Code: code}
+	if errors.Is(err, errStreams) {
+		return wire.Marshal(serveAnswer{Stream: true})
+	}
 	if err != nil {
 		ans.Error = err.Error()
 	}

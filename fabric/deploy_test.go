@@ -654,3 +654,129 @@ func TestServeSeed(t *testing.T) {
 		t.Fatalf("globex's pipeline, which has no preprocessor of its own: %d %q", code, body)
 	}
 }
+
+// TestServeStreaming: a deployment that streams (sdk.StreamingDeployment)
+// has each chunk reach the client as it is written, through the ingress
+// of the agent that hosts its replica and through another's (over a
+// QUIC stream); its status and headers come first; a failure midway
+// cuts the response short; a client that leaves stops the call; and a
+// whole response past what a call's answer carries inline (300 KiB)
+// comes from the node's store.
+func TestServeStreaming(t *testing.T) {
+	serve := func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" }
+	a := startJobsAgent(t, serve)
+	b := joinAgent(t, a, serve)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := a.Client(a.APIToken())
+	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := 1
+	for _, d := range []DeploymentSpec{{Name: "ticker", Class: "Ticker", RoutePrefix: "/ticker"}, {Name: "big", Class: "Big", RoutePrefix: "/big"}} {
+		d.Module, d.NumReplicas, d.Public = mod.Digest, &one, true
+		if _, err := admin.Deploy(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 60*time.Second, "both deployments running", func() bool {
+		ds, err := admin.Deployments(ctx)
+		return err == nil && len(ds) == 2 && ds[0].Running == 1 && ds[1].Running == 1
+	})
+	for _, ing := range []*Agent{a, b} {
+		// Five lines 300 ms apart: the first arrives long before the end.
+		start := time.Now()
+		resp, err := http.Get("http://" + ing.IngressAddr() + "/ticker?n=5&ms=300")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 201 || resp.Header.Get("X-Ticker") != "5" || resp.Header.Get("Content-Type") != "text/plain; charset=utf-8" {
+			t.Fatalf("through %s: %s %v", ing.ID, resp.Status, resp.Header)
+		}
+		r := bufio.NewReader(resp.Body)
+		var firstAt time.Duration
+		var lines []string
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				break
+			}
+			if len(lines) == 0 {
+				firstAt = time.Since(start)
+			}
+			lines = append(lines, strings.TrimSpace(line))
+		}
+		all := time.Since(start)
+		resp.Body.Close()
+		if strings.Join(lines, ",") != "tick 0,tick 1,tick 2,tick 3,tick 4" || all-firstAt < time.Second {
+			t.Fatalf("through %s: %q, the first line after %v, the end after %v", ing.ID, lines, firstAt, all)
+		}
+		t.Logf("through %s: the first line after %v, the last after %v", ing.ID, firstAt, all)
+
+		// A failure after two lines: the response ends early.
+		resp, err = http.Get("http://" + ing.IngressAddr() + "/ticker?n=5&fail=2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 201 || string(body) != "tick 0\ntick 1\n" || err == nil {
+			t.Fatalf("a stream that fails midway through %s: %s %q, %v", ing.ID, resp.Status, body, err)
+		}
+
+		// A failure before any line: a plain 500.
+		if code, body := servePost(t, ing.IngressAddr(), "/ticker?n=5&fail=0", "", ""); code != 500 || !strings.Contains(body, "asked to fail after 0 lines") {
+			t.Fatalf("a stream that fails at once through %s: %d %q", ing.ID, code, body)
+		}
+
+		// A client that leaves after one line of a long stream.
+		resp, err = http.Get("http://" + ing.IngressAddr() + "/ticker?n=100000&ms=5&pad=1000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || !strings.HasPrefix(line, "tick 0") {
+			t.Fatalf("the long stream through %s: %q, %v", ing.ID, line, err)
+		}
+		resp.Body.Close()
+
+		// 300 KiB whole.
+		code, body300 := servePost(t, ing.IngressAddr(), "/big?kib=300", "", "")
+		if code != 200 || len(body300) != 300<<10 || body300[:3] != "abc" || body300[len(body300)-1] != byte('a'+(300<<10-1)%26) {
+			t.Fatalf("300 KiB through %s: %d, %d bytes", ing.ID, code, len(body300))
+		}
+	}
+	// The streams the clients left were stopped: no item comes after a
+	// moment, nothing is held, and the replica answers.
+	orphans := func() int64 {
+		n := int64(0)
+		for _, ag := range []*Agent{a, b} {
+			if rs := ag.localSet("ticker"); rs != nil {
+				n += rs.orphans.Load()
+			}
+		}
+		return n
+	}
+	time.Sleep(300 * time.Millisecond)
+	before := orphans()
+	time.Sleep(500 * time.Millisecond)
+	t.Logf("items that came after their clients left: %d", before)
+	if after := orphans(); after != before {
+		t.Fatalf("the streams the clients left go on: %d items after they left, then %d", before, after)
+	}
+	waitFor(t, 20*time.Second, "no request in flight", func() bool {
+		ds, err := admin.Deployments(ctx)
+		if err != nil {
+			return false
+		}
+		for _, d := range ds {
+			if d.Ongoing != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if code, body := servePost(t, b.IngressAddr(), "/ticker?n=2", "", ""); code != 201 || body != "tick 0\ntick 1\n" {
+		t.Fatalf("after the clients left: %d %q", code, body)
+	}
+}

@@ -3,6 +3,7 @@
 package fabric
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/controlstate"
+	"github.com/wasmfabric/fabric/internal/transport"
 	"github.com/wasmfabric/fabric/internal/wire"
 )
 
@@ -197,6 +199,30 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 	// A deployment scaled to zero wakes for the request, which waits for
 	// its first replica (and retries while that one starts).
 	var resp abi.ServeResponse
+	// A streamed response is written as its items come, each flushed;
+	// once the first is written, an error can only cut it short.
+	streamed := false
+	flusher, _ := w.(http.Flusher)
+	emit := func(item abi.ServeResponse) error {
+		if !streamed {
+			status := cmp.Or(item.Status, http.StatusOK)
+			if status < 100 || status > 999 {
+				return fmt.Errorf("the replica answered status %d", status)
+			}
+			streamed = true
+			copyHeader(w.Header(), item.Header)
+			w.WriteHeader(status)
+		}
+		if len(item.Body) > 0 {
+			if _, err := w.Write(item.Body); err != nil {
+				return err
+			}
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return nil
+	}
 	deadline, woke := time.Now().Add(coldStartWait), false
 	for {
 		node := a.nodeFor(placed)
@@ -215,11 +241,18 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 		if node != "" {
 			a.addInflight(node, 1)
 			if node == a.ID {
-				resp, code, err = a.callLocal(ctx, d.Key, req)
+				resp, code, err = a.callLocal(ctx, d.Key, req, emit)
 			} else {
-				resp, code, err = a.callRemote(ctx, node, d.Key, req)
+				resp, code, err = a.callRemote(ctx, node, d.Key, req, emit)
 			}
 			a.addInflight(node, -1)
+			if streamed {
+				if err != nil {
+					a.log.Debug("fabric serve: a streamed response was cut short", "deployment", d.Key, "err", err)
+					panic(http.ErrAbortHandler) // the client sees the response end early
+				}
+				return
+			}
 			if err == nil {
 				break
 			}
@@ -238,17 +271,7 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	h := w.Header()
-	for k, vs := range resp.Header {
-		if !validHeaderName(k) {
-			continue
-		}
-		for _, v := range vs {
-			if validHeaderValue(v) {
-				h.Add(k, v)
-			}
-		}
-	}
+	copyHeader(w.Header(), resp.Header)
 	status := resp.Status
 	if status == 0 {
 		status = http.StatusOK
@@ -261,14 +284,29 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(resp.Body)
 }
 
+// copyHeader adds a replica's headers to h, leaving out those that are
+// not HTTP's (a guest cannot split a response).
+func copyHeader(h http.Header, from map[string][]string) {
+	for k, vs := range from {
+		if !validHeaderName(k) {
+			continue
+		}
+		for _, v := range vs {
+			if validHeaderValue(v) {
+				h.Add(k, v)
+			}
+		}
+	}
+}
+
 // callLocal sends a request to a replica hosted here; code is the HTTP
-// status of an error.
-func (a *Agent) callLocal(ctx context.Context, key string, req abi.ServeRequest) (abi.ServeResponse, int, error) {
+// status of an error. A streamed response goes to emit.
+func (a *Agent) callLocal(ctx context.Context, key string, req abi.ServeRequest, emit func(abi.ServeResponse) error) (abi.ServeResponse, int, error) {
 	rs := a.localSet(key)
 	if rs == nil {
 		return abi.ServeResponse{}, http.StatusServiceUnavailable, fmt.Errorf("deployment %s has no replica on node %s yet", key, a.ID)
 	}
-	resp, err := rs.call(ctx, req)
+	resp, err := rs.call(ctx, req, emit)
 	switch {
 	case err == nil:
 		return resp, 0, nil
@@ -284,8 +322,9 @@ func (a *Agent) callLocal(ctx context.Context, key string, req abi.ServeRequest)
 	return resp, http.StatusBadGateway, err
 }
 
-// callRemote sends a request to another node's replicas.
-func (a *Agent) callRemote(ctx context.Context, node, key string, req abi.ServeRequest) (abi.ServeResponse, int, error) {
+// callRemote sends a request to another node's replicas; a streamed
+// response comes over a stream of its own (msgServeStream) to emit.
+func (a *Agent) callRemote(ctx context.Context, node, key string, req abi.ServeRequest, emit func(abi.ServeResponse) error) (abi.ServeResponse, int, error) {
 	addr, err := a.addrOf(node)
 	if err != nil {
 		return abi.ServeResponse{}, http.StatusServiceUnavailable, err
@@ -293,6 +332,9 @@ func (a *Agent) callRemote(ctx context.Context, node, key string, req abi.ServeR
 	body, err := wire.Marshal(serveCall{Key: key, Request: req})
 	if err != nil {
 		return abi.ServeResponse{}, http.StatusInternalServerError, err
+	}
+	if _, streams := a.serve.streams.Load(key); streams {
+		return a.streamRemote(ctx, node, addr, body, emit)
 	}
 	_, b, err := a.quic.Call(ctx, addr, msgServe, body)
 	if err != nil {
@@ -302,10 +344,94 @@ func (a *Agent) callRemote(ctx context.Context, node, key string, req abi.ServeR
 	if err := wire.Unmarshal(b, &ans); err != nil {
 		return abi.ServeResponse{}, http.StatusBadGateway, fmt.Errorf("node %s answered garbage: %v", node, err)
 	}
+	if ans.Stream {
+		a.serve.streams.Store(key, true)
+		return a.streamRemote(ctx, node, addr, body, emit)
+	}
 	if ans.Code != 0 {
 		return abi.ServeResponse{}, ans.Code, errors.New(ans.Error)
 	}
 	return ans.Response, 0, nil
+}
+
+// serveFrame is a frame of msgServeStream's answer: an item of the
+// response, or its end (with the error's status and message).
+type serveFrame struct {
+	_     struct{} `cbor:",toarray"`
+	Item  abi.ServeResponse
+	End   bool
+	Code  int
+	Error string
+}
+
+// maxServeFrame bounds a frame of a streamed response.
+const maxServeFrame = maxServeResponse + 1<<20
+
+// streamRemote takes a streamed response from node.
+func (a *Agent) streamRemote(ctx context.Context, node, addr string, body []byte, emit func(abi.ServeResponse) error) (abi.ServeResponse, int, error) {
+	conn, err := a.quic.OpenStream(ctx, addr, msgServeStream, body)
+	if err != nil {
+		return abi.ServeResponse{}, http.StatusServiceUnavailable, fmt.Errorf("node %s did not answer: %v", node, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	for {
+		_, b, err := transport.ReadFrame(conn, maxServeFrame)
+		if err != nil {
+			return abi.ServeResponse{}, http.StatusBadGateway, fmt.Errorf("node %s: the stream broke: %v", node, err)
+		}
+		var f serveFrame
+		if err := wire.Unmarshal(b, &f); err != nil {
+			return abi.ServeResponse{}, http.StatusBadGateway, fmt.Errorf("node %s answered garbage: %v", node, err)
+		}
+		if f.End {
+			if f.Code != 0 {
+				return abi.ServeResponse{}, f.Code, errors.New(f.Error)
+			}
+			return abi.ServeResponse{}, 0, nil
+		}
+		if err := emit(f.Item); err != nil {
+			return abi.ServeResponse{}, http.StatusBadGateway, err
+		}
+	}
+}
+
+// serveStreamPeer answers another agent's msgServeStream: a request to a
+// deployment that streams, its items written as they come.
+func (a *Agent) serveStreamPeer(peer string, body []byte, conn net.Conn) {
+	defer conn.Close()
+	var c serveCall
+	if a.peerMay(peer, msgServeStream) != nil || wire.Unmarshal(body, &c) != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(a.agentCtx, serveTimeout)
+	defer cancel()
+	go func() { // the asker gone, the call stops
+		_, _ = io.Copy(io.Discard, conn)
+		cancel()
+	}()
+	frame := func(f serveFrame) error {
+		b, err := wire.Marshal(f)
+		if err == nil {
+			err = transport.WriteFrame(conn, msgServeStream, b)
+		}
+		return err
+	}
+	resp, code, err := a.callLocal(ctx, c.Key, c.Request, func(item abi.ServeResponse) error { return frame(serveFrame{Item: item}) })
+	end := serveFrame{End: true, Code: code}
+	switch {
+	case err != nil:
+		end.Error = err.Error()
+		if end.Code == 0 {
+			end.Code = http.StatusBadGateway
+		}
+	case resp.Status != 0 || resp.Header != nil || resp.Body != nil: // not streamed after all (a new version)
+		if frame(serveFrame{Item: resp}) != nil {
+			return
+		}
+	}
+	_ = frame(end)
 }
 
 // firstLineOf is s up to its first line break.

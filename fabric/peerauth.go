@@ -61,6 +61,7 @@ var peerRules = map[transport.Type]peerRule{
 	msgModuleProof:     {member, "a grant for a module, rooted at the sender or a call, lets it copy the module for a while"},
 	msgTasks:           {member, "the state API: answered with the records of the tenants the relayed token sees, authenticated on the leader"},
 	msgServe:           {member, "a request for a deployment's replicas hosted here (the sending ingress checked its token), or what this node hosts"},
+	msgServeStream:     {member, "a request for a deployment's replicas hosted here whose response streams (the sending ingress checked its token)"},
 	transport.TypePull: {member, "an object is served only to a node it was sent to"},
 }
 

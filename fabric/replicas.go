@@ -40,25 +40,33 @@ var (
 	ErrNoReplica = errors.New("fabric: no replica of the deployment is alive")
 	// ErrReplicaDied: the replica died while it held the request.
 	ErrReplicaDied = errors.New("fabric: the replica died while it held the request")
+	// errStreams: the deployment streams its responses, which the caller
+	// takes on a stream of its own.
+	errStreams = errors.New("fabric: the deployment streams its responses")
 	// ErrOverloaded: every replica holds its max ongoing requests.
 	ErrOverloaded = errors.New("fabric: every replica of the deployment is at its max ongoing requests")
 )
 
 // replicaSet hosts replicas of one deployment on this node.
 type replicaSet struct {
-	a                         *Agent
-	peer, job                 string
-	tenant, digest, class     string
-	grant                     []byte
-	opts                      abi.Options
-	mu                        sync.Mutex
-	replicas                  []*replica
-	waiting                   map[objects.ID]chan *peerwire.TaskDone // calls and creations by task ID
-	closed                    bool
-	ctx                       context.Context // ended by close
-	cancel                    context.CancelFunc
-	readyNow                  chan struct{} // closed (and replaced) when a replica becomes ready
+	a                     *Agent
+	peer, job             string
+	tenant, digest, class string
+	grant                 []byte
+	opts                  abi.Options
+	mu                    sync.Mutex
+	replicas              []*replica
+	waiting               map[objects.ID]chan *peerwire.TaskDone // calls and creations by task ID
+	closed                bool
+	ctx                   context.Context // ended by close
+	cancel                context.CancelFunc
+	readyNow              chan struct{}             // closed (and replaced) when a replica becomes ready
+	yields                map[objects.ID]*itemQueue // streamed calls' items by task ID
+	// streaming: the deployment streams its responses (its __call__
+	// said so): requests go to its __stream__ method.
+	streaming                 atomic.Bool
 	started, died, dispatched atomic.Int64
+	orphans                   atomic.Int64 // streamed items that came after their request left
 	output                    atomic.Int64
 	// maxOngoing bounds each replica's requests in flight (0: none);
 	// past it on every replica, call answers ErrOverloaded.
@@ -82,7 +90,8 @@ func (a *Agent) newReplicaSet(ctx context.Context, tenant, digest, class string,
 	var raw [8]byte
 	_, _ = rand.Read(raw[:])
 	rs := &replicaSet{a: a, peer: servePeerPrefix + hex.EncodeToString(raw[:]), job: string(newJobID()), tenant: tenant, digest: digest,
-		class: class, opts: opts, waiting: map[objects.ID]chan *peerwire.TaskDone{}, readyNow: make(chan struct{})}
+		class: class, opts: opts, waiting: map[objects.ID]chan *peerwire.TaskDone{}, readyNow: make(chan struct{}),
+		yields: map[objects.ID]*itemQueue{}}
 	rs.ctx, rs.cancel = context.WithCancel(context.Background())
 	rs.grant = a.grantFor(ctx, rs.job, tenant, rs.peer, "", digest)
 	if !a.node.HasModule(digest) {
@@ -315,8 +324,10 @@ func (rs *replicaSet) pickWait(ctx context.Context) (*replica, error) {
 	return r, nil
 }
 
-// call sends req to a replica and returns its response.
-func (rs *replicaSet) call(ctx context.Context, req abi.ServeRequest) (abi.ServeResponse, error) {
+// call sends req to a replica and returns its response. A deployment
+// that streams its responses has them given to emit, item by item (the
+// first has the status and headers), and call returns no response.
+func (rs *replicaSet) call(ctx context.Context, req abi.ServeRequest, emit func(abi.ServeResponse) error) (abi.ServeResponse, error) {
 	r, err := rs.pickWait(ctx)
 	if err != nil {
 		return abi.ServeResponse{}, err
@@ -328,6 +339,12 @@ func (rs *replicaSet) call(ctx context.Context, req abi.ServeRequest) (abi.Serve
 	defer r.ongoing.Add(-1)
 	rs.dispatched.Add(1)
 	arg := req.AppendCBOR(nil)
+	if rs.streaming.Load() {
+		if emit == nil {
+			return abi.ServeResponse{}, errStreams
+		}
+		return abi.ServeResponse{}, rs.stream(ctx, r, arg, emit)
+	}
 	spec := abi.TaskSpec{Func: rs.class + "." + abi.ServeMethod, Actor: r.id[:], NumReturns: 1, Args: []abi.Arg{{Value: arg}}}
 	d, err := rs.run(ctx, peerwire.RunActorCall, r.id, r.inc, spec)
 	if err != nil {
@@ -344,26 +361,208 @@ func (rs *replicaSet) call(ctx context.Context, req abi.ServeRequest) (abi.Serve
 		}
 		return abi.ServeResponse{}, &CallError{Kind: string(ev.Kind), Message: ev.Message}
 	case len(d.Results) != 1:
+		rs.releaseAll(d.Results, d.Refs)
 		return abi.ServeResponse{}, fmt.Errorf("fabric: the replica answered %d values, not one response", len(d.Results))
-	case d.Results[0].Held:
-		rs.step(&peerwire.Release{Job: rs.job, IDs: []objects.ID{d.Results[0].ID}, Counts: []uint32{1}})
-		return abi.ServeResponse{}, fmt.Errorf("fabric: the replica's response is %d bytes, past the %d a response may have", d.Results[0].Size, maxResponseInline)
 	}
-	if resp, ok := abi.ParseServeResponse(d.Results[0].Value); ok {
-		return resp, nil
+	rs.releaseAll(nil, d.Refs)
+	resp, err := rs.response(d.Results[0])
+	if err == nil && resp.Status == abi.ServeStreamStatus {
+		rs.streaming.Store(true) // this request and the next ones go to __stream__
+		if emit == nil {
+			return abi.ServeResponse{}, errStreams
+		}
+		return abi.ServeResponse{}, rs.stream(ctx, r, arg, emit)
 	}
-	var resp abi.ServeResponse
-	if err := wire.Unmarshal(d.Results[0].Value, &resp); err != nil {
-		return abi.ServeResponse{}, fmt.Errorf("fabric: the replica's answer is not a response (return an sdk.Response): %v", err)
+	return resp, err
+}
+
+// maxServeResponse bounds a response a replica answers whole (a larger
+// one streams: sdk.StreamingDeployment).
+const maxServeResponse = 64 << 20
+
+// response decodes a replica's answer: inline, or held in this node's
+// store (a large one), read and let go.
+func (rs *replicaSet) response(res peerwire.Result) (abi.ServeResponse, error) {
+	b := res.Value
+	if res.Held {
+		defer rs.step(&peerwire.Release{Job: rs.job, IDs: []objects.ID{res.ID}, Counts: []uint32{1}})
+		if res.Size > maxServeResponse {
+			return abi.ServeResponse{}, fmt.Errorf("fabric: the replica's response is %d bytes, past the %d a whole response may have (stream it: sdk.StreamingDeployment)", res.Size, maxServeResponse)
+		}
+		held, release, err := rs.a.node.objectBytes(rs.peer, res.ID)
+		if err != nil {
+			return abi.ServeResponse{}, fmt.Errorf("fabric: the replica's response could not be read: %v", err)
+		}
+		defer release()
+		b = held
+	}
+	resp, ok := abi.ParseServeResponse(b)
+	if !ok {
+		if err := wire.Unmarshal(b, &resp); err != nil {
+			return abi.ServeResponse{}, fmt.Errorf("fabric: the replica's answer is not a response (return an sdk.Response): %v", err)
+		}
+	}
+	if res.Held {
+		resp.Body = slices.Clone(resp.Body) // the store's bytes are let go
+		for k, vs := range resp.Header {
+			resp.Header[k] = slices.Clone(vs)
+		}
 	}
 	return resp, nil
 }
 
-func randIntN(n int) int { return mathrand.IntN(n) }
+// releaseAll lets go of the exports of held results and references.
+func (rs *replicaSet) releaseAll(results []peerwire.Result, refs []objects.ID) {
+	var ids []objects.ID
+	for _, r := range results {
+		if r.Held {
+			ids = append(ids, r.ID)
+		}
+	}
+	ids = append(ids, refs...)
+	if len(ids) > 0 {
+		counts := make([]uint32, len(ids))
+		for i := range counts {
+			counts[i] = 1
+		}
+		rs.step(&peerwire.Release{Job: rs.job, IDs: ids, Counts: counts})
+	}
+}
 
-// maxResponseInline is the largest response a replica's answer carries
-// inline (larger ones stay in the node's store).
-const maxResponseInline = 100 << 10
+// maxStreamBuffer bounds the items of one streamed response that wait
+// for its client: past it, the call is stopped (the client reads slower
+// than the replica writes).
+const maxStreamBuffer = 8 << 20
+
+// itemQueue holds a streamed call's items until its request takes them.
+type itemQueue struct {
+	mu     sync.Mutex
+	items  []*peerwire.TaskYield
+	bytes  int64
+	notify chan struct{}
+}
+
+func (q *itemQueue) push(m *peerwire.TaskYield) {
+	q.mu.Lock()
+	q.items = append(q.items, m)
+	q.bytes += int64(len(m.Result.Value)) + m.Result.Size
+	q.mu.Unlock()
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (q *itemQueue) take() ([]*peerwire.TaskYield, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	items, over := q.items, q.bytes > maxStreamBuffer
+	q.items, q.bytes = nil, 0
+	return items, over
+}
+
+// stream calls r's __stream__ generator with the encoded request arg and
+// gives emit each item as it comes.
+func (rs *replicaSet) stream(ctx context.Context, r *replica, arg []byte, emit func(abi.ServeResponse) error) error {
+	var task objects.ID
+	_, _ = rand.Read(task[:16])
+	q := &itemQueue{notify: make(chan struct{}, 1)}
+	done := make(chan *peerwire.TaskDone, 1)
+	rs.mu.Lock()
+	if rs.closed {
+		rs.mu.Unlock()
+		return ErrClosed
+	}
+	rs.waiting[task], rs.yields[task] = done, q
+	rs.mu.Unlock()
+	finished := false
+	defer func() {
+		rs.mu.Lock()
+		delete(rs.waiting, task)
+		delete(rs.yields, task)
+		rs.mu.Unlock()
+		if !finished {
+			rs.step(&peerwire.CancelTask{Job: rs.job, Task: task, Attempt: 1, Force: true})
+		}
+		items, _ := q.take()
+		for _, it := range items {
+			rs.releaseItem(it)
+		}
+	}()
+	spec := abi.TaskSpec{Func: rs.class + "." + abi.ServeStreamMethod, Actor: r.id[:], NumReturns: 1, Args: []abi.Arg{{Value: arg}},
+		Options: abi.Options{Generator: true}}
+	rs.step(&peerwire.RunTask{Job: rs.job, Root: rs.peer, Digest: rs.digest, What: peerwire.RunActorCall, Task: task, Attempt: 1,
+		Spec: spec.AppendCBOR(nil), Incarnation: r.inc, Tenant: rs.tenant, Grant: rs.grant})
+	emitted := false
+	var final *peerwire.TaskDone
+	for {
+		items, over := q.take()
+		for _, it := range items {
+			if over {
+				rs.releaseItem(it)
+				continue
+			}
+			resp, err := rs.item(it)
+			if err == nil {
+				err = emit(resp)
+			}
+			if err != nil {
+				return err
+			}
+			emitted = true
+		}
+		if over {
+			return fmt.Errorf("fabric: the client reads the streamed response slower than the replica writes it (past %d bytes waiting)", maxStreamBuffer)
+		}
+		if final != nil {
+			break
+		}
+		select {
+		case <-q.notify:
+		case final = <-done: // the items before it are queued: take them, then end
+			finished = true
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	rs.releaseAll(final.Results, final.Refs)
+	switch {
+	case final.Refused != "":
+		return fmt.Errorf("%w: %s", ErrReplicaDied, final.Refused)
+	case final.Error != nil:
+		var ev abi.ErrorValue
+		_ = wire.Unmarshal(final.Error, &ev)
+		if ev.Kind == abi.KindActorDied || ev.Kind == abi.KindWorkerDied {
+			return fmt.Errorf("%w: %s", ErrReplicaDied, ev.Message)
+		}
+		return &CallError{Kind: string(ev.Kind), Message: ev.Message}
+	case !emitted:
+		return emit(abi.ServeResponse{}) // a generator that yielded nothing: an empty 200
+	}
+	return nil
+}
+
+// item decodes a streamed item (and lets go of what it holds).
+func (rs *replicaSet) item(it *peerwire.TaskYield) (abi.ServeResponse, error) {
+	rs.releaseAll(nil, it.Refs)
+	if it.Error != nil {
+		var ev abi.ErrorValue
+		_ = wire.Unmarshal(it.Error, &ev)
+		return abi.ServeResponse{}, fmt.Errorf("fabric: a streamed item was lost: %s", ev.Message)
+	}
+	return rs.response(it.Result)
+}
+
+// releaseItem lets go of an item not taken.
+func (rs *replicaSet) releaseItem(it *peerwire.TaskYield) {
+	if it.Error == nil {
+		rs.releaseAll([]peerwire.Result{it.Result}, it.Refs)
+	} else {
+		rs.releaseAll(nil, it.Refs)
+	}
+}
+
+func randIntN(n int) int { return mathrand.IntN(n) }
 
 // message takes a message the node sent the set's pseudo-peer.
 func (rs *replicaSet) message(m peerwire.Message) {
@@ -377,6 +576,16 @@ func (rs *replicaSet) message(m peerwire.Message) {
 			case done <- m:
 			default:
 			}
+		}
+	case *peerwire.TaskYield:
+		rs.mu.Lock()
+		q := rs.yields[m.Task]
+		rs.mu.Unlock()
+		if q != nil {
+			q.push(m)
+		} else {
+			rs.orphans.Add(1)
+			go rs.releaseItem(m) // the request is gone (not under the node's lock: step takes it)
 		}
 	case *peerwire.ActorDied:
 		rs.mu.Lock()

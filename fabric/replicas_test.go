@@ -44,7 +44,7 @@ func TestReplicaSet(t *testing.T) {
 	for i := range 40 {
 		wg.Go(func() {
 			resp, err := echo.call(ctx, abi.ServeRequest{Method: "POST", Path: "/echo/x", Query: fmt.Sprint("i=", i), Route: "/echo",
-				Header: map[string][]string{"X-Test": {"yes"}}, Body: []byte("hello")})
+				Header: map[string][]string{"X-Test": {"yes"}}, Body: []byte("hello")}, nil)
 			if err != nil {
 				t.Errorf("request %d: %v", i, err)
 				return
@@ -69,7 +69,7 @@ func TestReplicaSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer model.close()
-	if _, err := model.call(ctx, abi.ServeRequest{Method: "POST"}); !errors.Is(err, ErrNoReplica) {
+	if _, err := model.call(ctx, abi.ServeRequest{Method: "POST"}, nil); !errors.Is(err, ErrNoReplica) {
 		t.Fatalf("a call with no replica: %v", err)
 	}
 	if err := model.add(); err != nil {
@@ -82,7 +82,7 @@ func TestReplicaSet(t *testing.T) {
 		{`{"input": 42}`, `{"prediction":84}`, 0},
 		{`{"inp`, `want a JSON body {"input": N}`, http.StatusBadRequest},
 	} {
-		resp, err := model.call(ctx, abi.ServeRequest{Method: "POST", Path: "/", Body: []byte(c.body)})
+		resp, err := model.call(ctx, abi.ServeRequest{Method: "POST", Path: "/", Body: []byte(c.body)}, nil)
 		if err != nil || resp.Status != c.status || string(resp.Body) != c.want {
 			t.Fatalf("Model %s: %d %q, %v", c.body, resp.Status, resp.Body, err)
 		}
@@ -107,11 +107,11 @@ func TestReplicaSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ce *CallError
-	if _, err := slow.call(ctx, abi.ServeRequest{Query: "fail=1"}); !errors.As(err, &ce) || ce.Message == "" {
+	if _, err := slow.call(ctx, abi.ServeRequest{Query: "fail=1"}, nil); !errors.As(err, &ce) || ce.Message == "" {
 		t.Fatalf("a handler's error: %v", err)
 	}
 	slow.close()
-	if _, err := slow.call(ctx, abi.ServeRequest{}); err == nil {
+	if _, err := slow.call(ctx, abi.ServeRequest{}, nil); err == nil {
 		t.Fatal("a call after close answered")
 	}
 }

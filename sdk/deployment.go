@@ -100,3 +100,70 @@ func GetDeploymentHandle[S any](c Class[S], name string) DeploymentHandle[S] {
 func (d DeploymentHandle[S]) Replica() (Handle[S], error) {
 	return GetActor(d.class, d.name, InNamespace(abi.ServeNamespace))
 }
+
+// ResponseWriter writes a streamed response: set Header and call
+// WriteHeader before the first Write; each Write goes to the client at
+// once (a chunk of the body), as a flushed http.ResponseWriter's does.
+type ResponseWriter struct {
+	header  map[string][]string
+	status  int
+	started bool
+	yield   func(Response) error
+}
+
+// Header is the response's header, sent with the first Write.
+func (w *ResponseWriter) Header() map[string][]string { return w.header }
+
+// WriteHeader sets the response's status (200 unless set), sent with the
+// first Write.
+func (w *ResponseWriter) WriteHeader(status int) {
+	if !w.started {
+		w.status = status
+	}
+}
+
+// Write sends p to the client as the next chunk of the body.
+func (w *ResponseWriter) Write(p []byte) (int, error) {
+	item := Response{Body: p}
+	if !w.started {
+		item.Status, item.Header = w.status, w.header
+	}
+	if err := w.yield(item); err != nil {
+		return 0, err
+	}
+	w.started = true
+	return len(p), nil
+}
+
+// StreamingDeployment registers a deployment whose responses stream:
+// handle writes the response through a ResponseWriter, and each Write
+// reaches the client as it is made (Ray Serve's StreamingResponse).
+//
+//	var _ = sdk.StreamingDeployment("Ticker", newTicker, func(t *Ticker, r sdk.Request, w *sdk.ResponseWriter) error {
+//		w.Header()["Content-Type"] = []string{"text/event-stream"}
+//		for i := range 10 {
+//			if _, err := fmt.Fprintf(w, "data: %d\n\n", i); err != nil {
+//				return err
+//			}
+//		}
+//		return nil
+//	})
+//
+// An error before the first Write answers 500; after it, the response is
+// cut short.
+func StreamingDeployment[S any](name string, ctor func() (*S, error), handle func(*S, Request, *ResponseWriter) error, opts ...Option) *Class0[S] {
+	c := Actor(name, ctor, opts...)
+	NewMethod1(c, abi.ServeMethod, func(*S, Request) (Response, error) { return Response{Status: abi.ServeStreamStatus}, nil })
+	NewGenMethod1(c, abi.ServeStreamMethod, func(s *S, r Request, yield func(Response) error) error {
+		w := &ResponseWriter{header: map[string][]string{}, yield: yield}
+		if err := handle(s, r, w); err != nil {
+			return err
+		}
+		if !w.started {
+			_, err := w.Write(nil)
+			return err
+		}
+		return nil
+	})
+	return c
+}

@@ -15,6 +15,18 @@ import (
 // "<Class>.__call__".
 const ServeMethod = "__call__"
 
+// A deployment that streams its responses answers ServeMethod with a
+// ServeResponse whose Status is ServeStreamStatus (and nothing else),
+// and has a generator method ServeStreamMethod taking the same
+// ServeRequest: the host then calls that one (for this request and the
+// ones after it). Each item the generator yields is a ServeResponse: the
+// first one's status and headers are the response's, and every item's
+// body goes to the client as it comes.
+const (
+	ServeStreamMethod = "__stream__"
+	ServeStreamStatus = -2
+)
+
 // ServeNamespace is the actor namespace of deployments: a lookup of the
 // name of one of its tenant's deployments in it (fabric_actor_lookup)
 // answers a handle to one of the deployment's replicas, chosen by the

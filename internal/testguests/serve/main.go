@@ -68,6 +68,59 @@ var _ = sdk.Deployment("Slow", func() (*Slow, error) { return &Slow{}, nil }, fu
 	return sdk.TextResponse(status, "slept "+strconv.Itoa(ms)+" ms"), nil
 })
 
+// query parses a raw query into its keys' first values.
+func query(raw string) map[string]string {
+	q := map[string]string{}
+	for _, kv := range strings.Split(raw, "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		q[k] = v
+	}
+	return q
+}
+
+// Ticker streams ?n= lines "tick I", ?ms= milliseconds apart, each of
+// ?pad= bytes more; ?fail=K fails after K lines.
+type Ticker struct{}
+
+var _ = sdk.StreamingDeployment("Ticker", func() (*Ticker, error) { return &Ticker{}, nil }, func(_ *Ticker, r sdk.Request, w *sdk.ResponseWriter) error {
+	q := query(r.Query)
+	n, _ := strconv.Atoi(q["n"])
+	ms, _ := strconv.Atoi(q["ms"])
+	pad, _ := strconv.Atoi(q["pad"])
+	fail, err := strconv.Atoi(q["fail"])
+	if err != nil {
+		fail = -1
+	}
+	w.Header()["Content-Type"] = []string{"text/plain; charset=utf-8"}
+	w.Header()["X-Ticker"] = []string{strconv.Itoa(n)}
+	w.WriteHeader(201)
+	for i := range n {
+		if i == fail {
+			return fmt.Errorf("ticker: asked to fail after %d lines", i)
+		}
+		if i > 0 {
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+		}
+		if _, err := fmt.Fprintf(w, "tick %d%s\n", i, strings.Repeat(".", pad)); err != nil {
+			return err
+		}
+	}
+	return nil
+})
+
+// Big answers a body of ?kib= KiB: past what a call's answer carries
+// inline, it is read from the node's store.
+type Big struct{}
+
+var _ = sdk.Deployment("Big", func() (*Big, error) { return &Big{}, nil }, func(_ *Big, r sdk.Request) (sdk.Response, error) {
+	kib, _ := strconv.Atoi(query(r.Query)["kib"])
+	body := make([]byte, kib<<10)
+	for i := range body {
+		body[i] = byte('a' + i%26)
+	}
+	return sdk.Response{Body: body}, nil
+})
+
 // Batched answers each request with the size of the batch it ran in:
 // requests that arrive together (the deployment's max_ongoing_requests
 // lets them) run in batches of up to 4, gathered for up to 100 ms.
@@ -91,7 +144,7 @@ var _ = sdk.Deployment("Batched", func() (*Batched, error) { return &Batched{}, 
 
 func init() {
 	sdk.Main(func(args []string) error {
-		fmt.Println("serve: a module of deployments (Echo, Model, Slow); deploy it with fabric serve deploy")
+		fmt.Println("serve: a module of deployments (Echo, Model, Slow, Ticker, Pipeline, ...); deploy it with fabric serve deploy")
 		return nil
 	})
 }
