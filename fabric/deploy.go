@@ -74,6 +74,8 @@ type serveState struct {
 	placed map[string]map[string]int          // by key: replicas by node
 	sets   map[string]*replicaSet             // by key: the replicas hosted here
 	vers   map[string]uint64                  // by key: the version the set runs
+	// stepped is closed (and replaced) at the end of each serveStep.
+	stepped chan struct{}
 	// streams holds the keys of deployments that stream their responses
 	// (a hosting node said so): requests to other nodes' replicas go over
 	// msgServeStream at once.
@@ -162,6 +164,18 @@ func (a *Agent) serveStep(ctx context.Context) {
 	for _, w := range wants {
 		a.hostReplicas(ctx, w.d, w.rs, placed[w.d.Key][a.ID])
 	}
+	s.mu.Lock()
+	close(s.stepped)
+	s.stepped = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// serveStepped returns a channel closed once serveStep next ends: a
+// request that woke a deployment waits on it for its replica's place.
+func (a *Agent) serveStepped() <-chan struct{} {
+	a.serve.mu.Lock()
+	defer a.serve.mu.Unlock()
+	return a.serve.stepped
 }
 
 // hostReplicas brings the replicas of d hosted here to n.
@@ -195,8 +209,12 @@ func (a *Agent) hostReplicas(ctx context.Context, d controlstate.Deployment, rs 
 	}
 	rs.prune()
 	for range n - rs.alive() {
+		r := rs.reserve() // at once: a request that comes now waits for it
+		if r == nil {
+			return
+		}
 		go func() {
-			if err := rs.add(); err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, context.Canceled) {
+			if err := rs.create(r); err != nil && !errors.Is(err, context.Canceled) {
 				a.warnf("fabric serve: deployment %s: a replica did not start: %v", d.Key, err)
 			}
 		}()
@@ -287,6 +305,7 @@ func (a *Agent) pickReplica(ctx context.Context, tenant, name string) (*core.Nam
 				return &core.NamedActor{Actor: r.id, Node: core.NodeID(a.ID), Class: d.Class, Local: true}, nil
 			}
 		}
+		stepped := a.serveStepped() // before a wake, whose step may end at once
 		node := a.nodeFor(placed)
 		switch {
 		case node == "" && d.Autoscaling != nil && !woke:
@@ -309,6 +328,7 @@ func (a *Agent) pickReplica(ctx context.Context, tenant, name string) (*core.Nam
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("deployment %s: no replica was ready within %s", name, coldStartWait)
+		case <-stepped:
 		case <-time.After(5 * time.Millisecond):
 		}
 	}

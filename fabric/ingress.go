@@ -225,6 +225,7 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 	}
 	deadline, woke := time.Now().Add(coldStartWait), false
 	for {
+		stepped := a.serveStepped() // before a wake, whose step may end at once
 		node := a.nodeFor(placed)
 		if node == "" && (d.Autoscaling == nil || d.Replicas > 0 && !woke) {
 			ingressError(w, http.StatusServiceUnavailable, fmt.Sprintf("fabric serve: deployment %s has no replicas (num_replicas 0, or no node alive)", d.Key))
@@ -265,7 +266,10 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 			ingressError(w, http.StatusServiceUnavailable, fmt.Sprintf("fabric serve: deployment %s was scaled to zero and no replica started within %s", d.Key, coldStartWait))
 			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		select { // this node's next step, which may host a replica, or a moment for another node's
+		case <-stepped:
+		case <-time.After(5 * time.Millisecond):
+		}
 		if d, placed, ok = a.route(r.URL.Path); !ok {
 			ingressError(w, http.StatusNotFound, fmt.Sprintf("fabric serve: no deployment serves %s (fabric serve status lists the routes)", r.URL.Path))
 			return

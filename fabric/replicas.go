@@ -34,6 +34,14 @@ import (
 // callPeerPrefix: grants and module proofs for calls hold for it.
 const servePeerPrefix = callPeerPrefix + "serve:"
 
+// replicaLinger is how long the worker process of a replica set outlives
+// its last replica (workerpool's Linger): a deployment scaled to zero
+// that gets a request within it starts a replica in a process that has
+// its module loaded, in milliseconds, instead of starting a process and
+// loading the module (a tenth of a second for a Go guest). The process
+// holds no instance meanwhile, and uses no CPU.
+const replicaLinger = 10 * time.Minute
+
 // Errors of a replica set.
 var (
 	// ErrNoReplica: the deployment has no replica alive to take the request.
@@ -100,6 +108,7 @@ func (a *Agent) newReplicaSet(ctx context.Context, tenant, digest, class string,
 		}
 	}
 	a.node.touchModule(digest)
+	a.node.pool.Linger(rs.job, replicaLinger)
 	a.serveMu.Lock()
 	a.replicaSets[rs.peer] = rs
 	a.serveMu.Unlock()
@@ -149,22 +158,37 @@ func (rs *replicaSet) run(ctx context.Context, what peerwire.Run, actor objects.
 }
 
 // add creates one more replica and waits until it is ready (its
-// constructor ran), or failed. The replica counts as alive (starting)
-// from the first moment: it may wait long, for its tenant's quota or the
-// node's room, and the set must not start another in its place.
+// constructor ran), or failed.
 func (rs *replicaSet) add() error {
+	r := rs.reserve()
+	if r == nil {
+		return ErrClosed
+	}
+	return rs.create(r)
+}
+
+// reserve adds a replica that is starting, for create. It counts as
+// alive from this moment: it may wait long, for its tenant's quota or
+// the node's room, and the set must not start another in its place; and
+// a request that comes meanwhile waits for it (pickWait).
+func (rs *replicaSet) reserve() *replica {
 	var id objects.ID
 	_, _ = rand.Read(id[:16])
 	r := &replica{id: id, inc: 1}
 	rs.mu.Lock()
+	defer rs.mu.Unlock()
 	if rs.closed {
-		rs.mu.Unlock()
-		return ErrClosed
+		return nil
 	}
 	rs.replicas = append(rs.replicas, r)
-	rs.mu.Unlock()
 	rs.started.Add(1)
-	d, err := rs.run(rs.ctx, peerwire.RunActorCreate, id, r.inc, abi.TaskSpec{Func: rs.class, Options: rs.opts})
+	return r
+}
+
+// create creates a reserved replica's actor and waits until it is ready,
+// or failed (and then forgotten).
+func (rs *replicaSet) create(r *replica) error {
+	d, err := rs.run(rs.ctx, peerwire.RunActorCreate, r.id, r.inc, abi.TaskSpec{Func: rs.class, Options: rs.opts})
 	switch {
 	case err != nil:
 	case d.Refused != "":
@@ -181,6 +205,8 @@ func (rs *replicaSet) add() error {
 			r.cause = err.Error()
 		}
 		rs.replicas = slices.DeleteFunc(rs.replicas, func(x *replica) bool { return x == r })
+		close(rs.readyNow) // waiters look again: none may be starting any more
+		rs.readyNow = make(chan struct{})
 		return err
 	}
 	if !r.dead.Load() {
@@ -614,6 +640,7 @@ func (rs *replicaSet) close() {
 	rs.mu.Unlock()
 	rs.cancel()
 	rs.step(&peerwire.EndJob{Job: rs.job})
+	rs.a.node.pool.Linger(rs.job, 0)
 	rs.a.serveMu.Lock()
 	delete(rs.a.replicaSets, rs.peer)
 	rs.a.serveMu.Unlock()

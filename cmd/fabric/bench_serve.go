@@ -33,11 +33,19 @@ import (
 //     second at full load.
 //   - serve_latency_p50_added_ms, serve_latency_p99_added_ms: at half
 //     the baseline's rate, the deployment's latency less net/http's.
+//   - serve_c_echo_rps: the same echo written in C (cactors' Echo).
+//   - serve_cold_start_go_ms, serve_cold_start_c_ms: a request to a
+//     deployment scaled to zero, answered (the median of a few; each
+//     time the deployment went back to zero first). The first such
+//     request, which also starts the worker process and loads the
+//     module, is printed beside them.
 
-var serveRows = []string{"baseline_http_echo_rps", "serve_echo_rps", "serve_latency_p50_added_ms", "serve_latency_p99_added_ms"}
+var serveRows = []string{"baseline_http_echo_rps", "serve_echo_rps", "serve_latency_p50_added_ms", "serve_latency_p99_added_ms",
+	"serve_c_echo_rps", "serve_cold_start_go_ms", "serve_cold_start_c_ms"}
 
 func init() {
 	baselineOf["serve_echo_rps"] = "baseline_http_echo_rps"
+	baselineOf["serve_c_echo_rps"] = "baseline_http_echo_rps"
 }
 
 const serveClients = 32
@@ -166,29 +174,48 @@ func serveResults(ctx context.Context, re *regexp.Regexp, o benchOptions, stderr
 	if err != nil {
 		return nil, err
 	}
+	cwasm, err := os.ReadFile(besideBinary(filepath.Join("testguests", "cactors.wasm")))
+	if err != nil {
+		return nil, fmt.Errorf("read the C guest: %w (build it with `make guests`)", err)
+	}
+	cmod, err := admin.Upload(ctx, bytes.NewReader(cwasm), "cactors.wasm")
+	if err != nil {
+		return nil, err
+	}
 	replicas := runtime.NumCPU()
 	if _, err := admin.Deploy(ctx, fabric.DeploymentSpec{Name: "echo", Module: mod.Digest, Class: "BodyEcho", RoutePrefix: "/echo",
 		NumReplicas: &replicas, MaxOngoingRequests: 100, Public: true}); err != nil {
 		return nil, err
 	}
+	if _, err := admin.Deploy(ctx, fabric.DeploymentSpec{Name: "cecho", Module: cmod.Digest, Class: "Echo", RoutePrefix: "/cecho",
+		NumReplicas: &replicas, MaxOngoingRequests: 100, Public: true}); err != nil {
+		return nil, err
+	}
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
 		ds, err := admin.Deployments(ctx)
-		if err == nil && len(ds) == 1 && ds[0].Status == "HEALTHY" {
+		if err == nil && len(ds) == 2 && ds[0].Status == "HEALTHY" && ds[1].Status == "HEALTHY" {
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the echo deployment was not healthy within a minute: %+v, %v", ds, err)
+			return nil, fmt.Errorf("the echo deployments were not healthy within a minute: %+v, %v", ds, err)
 		}
 	}
-	plainURL, serveURL := "http://"+ln.Addr().String()+"/echo", "http://"+a.IngressAddr()+"/echo"
+	plainURL, serveURL, cURL := "http://"+ln.Addr().String()+"/echo", "http://"+a.IngressAddr()+"/echo", "http://"+a.IngressAddr()+"/cecho"
 	trial := max(o.trial, time.Second)
 	// Warm both up, then alternate the trials.
-	for _, u := range []string{plainURL, serveURL} {
+	for _, u := range []string{plainURL, serveURL, cURL} {
+		if resp, err := http.Post(u, "text/plain", strings.NewReader("probe")); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return nil, fmt.Errorf("%s answers %s: %s", u, resp.Status, b)
+			}
+		}
 		if _, err := drive(ctx, u, o.warmup, 0); err != nil {
 			return nil, fmt.Errorf("warm-up of %s: %w", u, err)
 		}
 	}
-	var plainRPS, serveRPS []float64
+	var plainRPS, serveRPS, cRPS []float64
 	for range max(o.trials, 1) {
 		p, err := drive(ctx, plainURL, trial, 0)
 		if err != nil {
@@ -207,13 +234,19 @@ func serveResults(ctx context.Context, re *regexp.Regexp, o benchOptions, stderr
 		if err != nil {
 			return nil, fmt.Errorf("the echo deployment: %w", err)
 		}
-		plainRPS, serveRPS = append(plainRPS, p.rps), append(serveRPS, s.rps)
+		c, err := drive(ctx, cURL, trial, 0)
+		if err != nil {
+			return nil, fmt.Errorf("the C echo deployment: %w", err)
+		}
+		plainRPS, serveRPS, cRPS = append(plainRPS, p.rps), append(serveRPS, s.rps), append(cRPS, c.rps)
 	}
 	pm, psd := meanSD(plainRPS)
 	sm, ssd := meanSD(serveRPS)
+	cm, csd := meanSD(cRPS)
 	out := []benchResult{
 		{Name: "baseline_http_echo_rps", Value: pm, SD: &psd, Unit: "/s", Runs: len(plainRPS)},
 		{Name: "serve_echo_rps", Value: sm, SD: &ssd, Unit: "/s", Runs: len(serveRPS)},
+		{Name: "serve_c_echo_rps", Value: cm, SD: &csd, Unit: "/s", Runs: len(cRPS)},
 	}
 	// Latency at half the baseline's rate... or the deployment's full
 	// rate, if that is lower: what is added at a load both sustain.
@@ -232,6 +265,17 @@ func serveResults(ctx context.Context, re *regexp.Regexp, o benchOptions, stderr
 	out = append(out,
 		benchResult{Name: "serve_latency_p50_added_ms", Value: ms(percentile(s.lat, 0.5) - percentile(p.lat, 0.5)), Unit: "ms", Runs: len(s.lat)},
 		benchResult{Name: "serve_latency_p99_added_ms", Value: ms(percentile(s.lat, 0.99) - percentile(p.lat, 0.99)), Unit: "ms", Runs: len(s.lat)})
+	if wantsAny(re, "serve_cold_start_go_ms", "serve_cold_start_c_ms") {
+		for _, g := range []struct{ row, name, module, class string }{
+			{"serve_cold_start_go_ms", "coldgo", mod.Digest, "BodyEcho"}, {"serve_cold_start_c_ms", "coldc", cmod.Digest, "Echo"}} {
+			ms, first, err := coldStarts(ctx, admin, a.IngressAddr(), g.name, g.module, g.class, max(o.trials, 1)+1)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", g.row, err)
+			}
+			fmt.Fprintf(stderr, "  %s: %.2f ms at the median of %d; the first, which also started the worker process: %.1f ms\n", g.row, ms, max(o.trials, 1)+1, first)
+			out = append(out, benchResult{Name: g.row, Value: ms, Unit: "ms", Runs: max(o.trials, 1) + 1})
+		}
+	}
 	var kept []benchResult
 	for _, r := range out {
 		if re.MatchString(r.Name) || anyMatchUses(re, r.Name) || strings.HasPrefix(r.Name, "baseline") && wantsAny(re, serveRows...) {
@@ -239,4 +283,54 @@ func serveResults(ctx context.Context, re *regexp.Regexp, o benchOptions, stderr
 		}
 	}
 	return kept, nil
+}
+
+// coldStarts deploys class of module scaled to zero and times n+1
+// requests, each once the deployment is back at zero: it returns the
+// median of the last n, in milliseconds, and the first (which starts
+// the deployment's worker process and loads its module).
+func coldStarts(ctx context.Context, admin *fabric.Client, ingress, name, module, class string, n int) (float64, float64, error) {
+	down := 0.05
+	if _, err := admin.Deploy(ctx, fabric.DeploymentSpec{Name: name, Module: module, Class: class, RoutePrefix: "/" + name, Public: true,
+		AutoscalingConfig: &fabric.AutoscalingConfig{MinReplicas: 0, MaxReplicas: 1, DownscaleDelayS: &down}}); err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = admin.DeleteDeployment(context.Background(), name) }()
+	url := "http://" + ingress + "/" + name
+	var times []float64
+	for i := range n + 1 {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			ds, err := admin.Deployments(ctx)
+			if err != nil {
+				return 0, 0, err
+			}
+			zero := false
+			for _, d := range ds {
+				if d.Name == name {
+					zero = d.NumReplicas == 0 && d.Running == 0 && d.Starting == 0
+				}
+			}
+			if zero {
+				break
+			}
+			if time.Now().After(deadline) {
+				return 0, 0, fmt.Errorf("deployment %s did not scale to zero within 30 s (request %d)", name, i)
+			}
+		}
+		start := time.Now()
+		resp, err := http.Post(url, "text/plain", strings.NewReader("cold"))
+		if err != nil {
+			return 0, 0, err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		took := time.Since(start)
+		if err != nil || resp.StatusCode != http.StatusOK || string(body) != "cold" {
+			return 0, 0, fmt.Errorf("request %d at zero replicas: %s %q, %v", i, resp.Status, body, err)
+		}
+		times = append(times, float64(took.Microseconds())/1000)
+	}
+	rest := slices.Clone(times[1:])
+	slices.Sort(rest)
+	return rest[len(rest)/2], times[0], nil
 }

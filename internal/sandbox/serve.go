@@ -12,7 +12,8 @@ import (
 )
 
 // A concurrent actor's lane runs its method calls side by side in one
-// instance: the lane calls fabric_call(abi.ServeFunc) and the guest's
+// instance (a module whose fabric_call(abi.ServeFunc) fails at once, one
+// without a serve loop, runs them one at a time instead): the lane calls fabric_call(abi.ServeFunc) and the guest's
 // serve loop takes the calls (serve_poll, call_take), runs each on a
 // goroutine of its own, and ends each with call_finish. A call's get or
 // wait does not block the instance: get_start and wait_start hand it to a
@@ -62,7 +63,7 @@ type serveOp struct {
 // servable reports whether the lane's next execution is a concurrent
 // actor's call. The caller holds worker.mu.
 func (l *lane) servable() bool {
-	return len(l.pending) > 0 && l.pending[0].Serve
+	return !l.sequential && len(l.pending) > 0 && l.pending[0].Serve
 }
 
 // serve runs the serve loop until the guest returns from it, then ends
@@ -104,7 +105,11 @@ func (l *lane) serve(ctx context.Context) {
 		}
 	}
 	var unserved []wire.Exec
-	if s.took == 0 && !closed { // a module that cannot serve: its calls fail
+	if s.took == 0 && !closed && err == nil && !res.OK && res.Kind == "app" {
+		// A module without a serve loop (a C guest's fabric_call knows no
+		// such function): its calls run one at a time.
+		l.sequential = true
+	} else if s.took == 0 && !closed { // a module that cannot serve: its calls fail
 		for len(l.pending) > 0 && l.pending[0].Serve {
 			unserved = append(unserved, l.pending[0])
 			l.pending = l.pending[1:]

@@ -191,6 +191,10 @@ type lane struct {
 	leaseKey string
 	// serving is the serve loop of a concurrent actor while it runs.
 	serving *serveLoop
+	// sequential: the module has no serve loop (its fabric_call of
+	// abi.ServeFunc failed without taking a call), so a concurrent
+	// actor's calls run one at a time, as a plain actor's.
+	sequential bool
 	// Belong to the lane's goroutine:
 	inst *Instance
 	rng  *rand.ChaCha8 // makes task and actor IDs

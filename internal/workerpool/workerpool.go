@@ -120,7 +120,15 @@ type Pool struct {
 	// compiles it once, not once each at a fraction of the CPU.
 	warm    map[string]bool
 	warming map[string]chan struct{}
+	// lingers are the groups whose process outlives its last lane, by
+	// how long (Linger); lingering counts the processes that do now.
+	lingers   map[string]time.Duration
+	lingering int
 }
+
+// MaxLingering bounds the processes that linger at once: past it, a
+// process whose last lane closes stops, lingering or not.
+const MaxLingering = 32
 
 // proc is one worker process.
 type proc struct {
@@ -145,6 +153,9 @@ type proc struct {
 	// retiring is set once it takes no new lanes: its last lane closed,
 	// or it failed.
 	retiring bool
+	// linger stops it once it has lingered long enough (no lanes, kept
+	// for its group's next one); nil when it has lanes.
+	linger *time.Timer
 }
 
 // lane is one worker: an instance in a process. Under Pool.mu.
@@ -167,7 +178,8 @@ func New(cfg Config) (*Pool, error) {
 		return nil, fmt.Errorf("workerpool: listen on worker socket: %w", err)
 	}
 	p := &Pool{cfg: cfg, ln: ln, lanes: map[ID]*lane{}, groups: map[string]*proc{},
-		procs: map[*proc]struct{}{}, byPid: map[int]*proc{}, warm: map[string]bool{}, warming: map[string]chan struct{}{}}
+		procs: map[*proc]struct{}{}, byPid: map[int]*proc{}, warm: map[string]bool{}, warming: map[string]chan struct{}{},
+		lingers: map[string]time.Duration{}}
 	p.wg.Add(1)
 	go p.acceptLoop()
 	return p, nil
@@ -189,6 +201,11 @@ func (p *Pool) Start(id ID, group, modulePath string, place func(pid int) error,
 	}
 	pr := p.groups[group]
 	fresh := pr == nil
+	if pr != nil && pr.linger != nil { // a lingering process takes its group's lane
+		pr.linger.Stop()
+		pr.linger = nil
+		p.lingering--
+	}
 	if fresh {
 		pr = &proc{group: group, started: make(chan struct{}), exited: make(chan struct{}),
 			wake: make(chan struct{}, 1), lanes: map[ID]*lane{}, path: modulePath}
@@ -391,6 +408,11 @@ func (p *Pool) spawn(pr *proc, modulePath string, place func(pid int) error) {
 		if p.groups[pr.group] == pr {
 			delete(p.groups, pr.group)
 		}
+		if pr.linger != nil { // it died lingering
+			pr.linger.Stop()
+			pr.linger = nil
+			p.lingering--
+		}
 		pr.retiring = true
 		gone := p.dropLanesLocked(pr)
 		p.mu.Unlock()
@@ -449,7 +471,12 @@ func (p *Pool) removeLaneLocked(l *lane) bool {
 	if l.timer != nil {
 		l.timer.Stop()
 	}
-	if len(pr.lanes) > 0 || pr.retiring {
+	if len(pr.lanes) > 0 || pr.retiring || pr.linger != nil {
+		return false
+	}
+	if d := p.lingers[pr.group]; d > 0 && pr.loaded && !pr.sendErr && !p.closed && p.lingering < MaxLingering && p.groups[pr.group] == pr {
+		p.lingering++
+		pr.linger = time.AfterFunc(d, func() { p.stopLingering(pr) })
 		return false
 	}
 	pr.retiring = true
@@ -457,6 +484,50 @@ func (p *Pool) removeLaneLocked(l *lane) bool {
 		delete(p.groups, pr.group)
 	}
 	return true
+}
+
+// Linger keeps the process of group, once its last lane closes, for d
+// more: a lane the group starts meanwhile opens in it at once, with its
+// module loaded (a deployment's replicas scaled to zero and back). d = 0
+// ends that, and stops the group's process if it lingers now.
+func (p *Pool) Linger(group string, d time.Duration) {
+	p.mu.Lock()
+	if d > 0 {
+		p.lingers[group] = d
+		p.mu.Unlock()
+		return
+	}
+	delete(p.lingers, group)
+	pr := p.groups[group]
+	p.mu.Unlock()
+	if pr != nil {
+		p.stopLingering(pr)
+	}
+}
+
+// stopLingering stops pr if it lingers.
+func (p *Pool) stopLingering(pr *proc) {
+	p.mu.Lock()
+	if pr.linger == nil || len(pr.lanes) > 0 {
+		p.mu.Unlock()
+		return
+	}
+	pr.linger.Stop()
+	pr.linger = nil
+	p.lingering--
+	pr.retiring = true
+	if p.groups[pr.group] == pr {
+		delete(p.groups, pr.group)
+	}
+	p.mu.Unlock()
+	p.kill(pr, false)
+}
+
+// Lingering counts the processes that linger now.
+func (p *Pool) Lingering() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lingering
 }
 
 // tailBuffer keeps what a process writes to stderr: the first line

@@ -436,3 +436,62 @@ func socketsOf(t *testing.T, pid int) int {
 	}
 	return n
 }
+
+// A lingering group's process outlives its last worker: the group's
+// next worker opens in it (no new process), until the linger passes or
+// Linger(0) ends it; another group's process does not linger.
+func TestLinger(t *testing.T) {
+	p, ev := newPool(t, "echo")
+	defer p.Close()
+	p.Linger("serve", time.Minute)
+	pids := map[ID]int{}
+	start := func(id ID, group string) {
+		t.Helper()
+		if err := p.Start(id, group, "module.wasm", nil, func(n int) { pids[id] = n }); err != nil {
+			t.Fatal(err)
+		}
+		ev.await(t, "ready", func() bool { _, ok := ev.ready[id]; return ok })
+	}
+	stop := func(id ID) {
+		t.Helper()
+		p.Kill(id)
+		p.Flush()
+		ev.await(t, "gone", func() bool { _, ok := ev.exited[id]; return ok })
+	}
+	start(1, "serve")
+	start(2, "job")
+	stop(1)
+	stop(2)
+	waitCount := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for p.Count() != n && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if p.Count() != n {
+			t.Fatalf("Count = %d, want %d", p.Count(), n)
+		}
+	}
+	waitCount(1) // the job's process went; the lingering one stays
+	if p.Lingering() != 1 {
+		t.Fatalf("Lingering = %d, want 1", p.Lingering())
+	}
+	start(3, "serve")
+	if pids[3] != pids[1] || p.Lingering() != 0 {
+		t.Fatalf("the group's next worker is in process %d, the lingering one was %d (lingering %d)", pids[3], pids[1], p.Lingering())
+	}
+	stop(3)
+	if p.Lingering() != 1 {
+		t.Fatalf("Lingering = %d after the last worker again, want 1", p.Lingering())
+	}
+	p.Linger("serve", 0)
+	waitCount(0)
+	if p.Lingering() != 0 {
+		t.Fatalf("Lingering = %d after Linger(0)", p.Lingering())
+	}
+	// A short linger passes on its own.
+	p.Linger("short", 50*time.Millisecond)
+	start(4, "short")
+	stop(4)
+	waitCount(0)
+}

@@ -9,7 +9,10 @@
  * milliseconds (default 0), holding the actors, then how many of the
  * actors call Counter.dive instead (default 0): a recursion without end,
  * which the host's stack budget must end with only that actor's instance
- * lost. The driver returns the sum as its value. */
+ * lost. The driver returns the sum as its value.
+ *
+ * It is also a Serve deployment: class Echo answers a request with its
+ * body (the serve benchmarks' C guest). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +113,62 @@ __attribute__((noinline)) static uint64_t dive(uint64_t depth) {
 }
 
 static int32_t counter_dive(void) { return return_uint(dive(0)); }
+
+/* ---- The deployment: Echo answers a request with its body. ---- */
+
+/* skip steps over one CBOR item of definite length; returns 0, or -1. */
+static int skip(const uint8_t **p, const uint8_t *end, int depth) {
+    uint64_t n;
+    int major = read_head(p, end, &n);
+    if (major < 0 || depth > 16) return -1;
+    switch (major) {
+    case 2:
+    case 3:
+        if ((uint64_t)(end - *p) < n) return -1;
+        *p += n;
+        return 0;
+    case 4:
+    case 5:
+        for (uint64_t i = 0; i < (major == 5 ? 2 * n : n); i++)
+            if (skip(p, end, depth + 1) < 0) return -1;
+        return 0;
+    default:
+        return 0; /* integers, simple values */
+    }
+}
+
+static int32_t echo_init(void) {
+    static const uint8_t null_value[] = {0xf6};
+    fabric_return_value(null_value, sizeof null_value);
+    return 0;
+}
+
+/* echo_call reads [ServeRequest] ({1: method, 2: path, ..., 5: body})
+ * and answers the ServeResponse {3: body}. */
+static int32_t echo_call(const uint8_t *args, uint32_t len) {
+    const uint8_t *p = args, *end = args + len, *body = NULL;
+    uint64_t n, key, blen = 0;
+    if (read_head(&p, end, &n) != 4 || n != 1 || read_head(&p, end, &n) != 5) return fail("Echo.__call__ takes one request");
+    for (uint64_t i = 0; i < n; i++) {
+        if (read_head(&p, end, &key) != 0) return fail("a request's keys are integers");
+        if (key == 5) {
+            if (read_head(&p, end, &blen) != 2 || (uint64_t)(end - p) < blen) return fail("a request's body is bytes");
+            body = p;
+            p += blen;
+        } else if (skip(&p, end, 0) < 0) {
+            return fail("a malformed request");
+        }
+    }
+    uint8_t *out = malloc(blen + 16);
+    if (out == NULL) return fail("out of memory");
+    size_t k = put_head(out, 5, 1);
+    k += put_head(out + k, 0, 3);
+    k += put_head(out + k, 2, blen);
+    if (blen > 0) memcpy(out + k, body, blen);
+    fabric_return_value(out, (uint32_t)(k + blen));
+    free(out);
+    return 0;
+}
 
 /* ---- The driver. ---- */
 
@@ -229,5 +288,7 @@ int32_t fabric_call(const char *name, uint32_t name_len, const uint8_t *args, ui
     if (IS("Counter.__init__")) return counter_init();
     if (IS("Counter.add")) return counter_add(args, args_len);
     if (IS("Counter.dive")) return counter_dive();
+    if (IS("Echo.__init__")) return echo_init();
+    if (IS("Echo.__call__")) return echo_call(args, args_len);
     return fail("no such function");
 }
