@@ -67,7 +67,7 @@ bench: build examples guests
 
 # A short run of the benchmarks that fails when a figure, as a ratio to its
 # same-run baseline, falls below its floor in docs/bench-floors.json.
-BENCH_CHECK_FILTER := ^(single_client_tasks_sync|single_client_tasks_async|1_1_actor_calls_sync|1_1_actor_calls_async|single_client_put_calls|single_client_get_calls|placement_group_create/removal|cold_start_go_guest|cold_start_c_guest|matmul_256_go_guest|matmul_256_c_guest|actor_creation_go_guest|actor_creation_c_guest|parked_go_task_memory|baseline_api_p99|state_pages_p99_at_scale|state_list_p99_at_scale)$$
+BENCH_CHECK_FILTER := ^(single_client_tasks_sync|single_client_tasks_async|1_1_actor_calls_sync|1_1_actor_calls_async|single_client_put_calls|single_client_get_calls|placement_group_create/removal|cold_start_go_guest|cold_start_c_guest|matmul_256_go_guest|matmul_256_c_guest|actor_creation_go_guest|actor_creation_c_guest|parked_go_task_memory|baseline_api_p99|state_pages_p99_at_scale|state_list_p99_at_scale|baseline_http_echo_rps|serve_echo_rps|serve_c_echo_rps|baseline_http_p50_ms|serve_cold_start_go_ms|serve_cold_start_c_ms)$$
 bench-check: build examples guests
 	$(BIN) bench --trial 500ms --warmup 200ms --trials 2 --filter '$(BENCH_CHECK_FILTER)' --check docs/bench-floors.json
 

@@ -36,16 +36,19 @@ import (
 //   - serve_c_echo_rps: the same echo written in C (cactors' Echo).
 //   - serve_cold_start_go_ms, serve_cold_start_c_ms: a request to a
 //     deployment scaled to zero, answered (the median of a few; each
-//     time the deployment went back to zero first). The first such
-//     request, which also starts the worker process and loads the
-//     module, is printed beside them.
+//     time the deployment went back to zero first), against
+//     baseline_http_p50_ms, net/http's median latency at half load. The
+//     first such request, which also starts the worker process and
+//     loads the module, is printed beside them.
 
 var serveRows = []string{"baseline_http_echo_rps", "serve_echo_rps", "serve_latency_p50_added_ms", "serve_latency_p99_added_ms",
-	"serve_c_echo_rps", "serve_cold_start_go_ms", "serve_cold_start_c_ms"}
+	"serve_c_echo_rps", "baseline_http_p50_ms", "serve_cold_start_go_ms", "serve_cold_start_c_ms"}
 
 func init() {
 	baselineOf["serve_echo_rps"] = "baseline_http_echo_rps"
 	baselineOf["serve_c_echo_rps"] = "baseline_http_echo_rps"
+	baselineOf["serve_cold_start_go_ms"] = "baseline_http_p50_ms"
+	baselineOf["serve_cold_start_c_ms"] = "baseline_http_p50_ms"
 }
 
 const serveClients = 32
@@ -263,6 +266,7 @@ func serveResults(ctx context.Context, re *regexp.Regexp, o benchOptions, stderr
 	fmt.Fprintf(stderr, "  serve at %.0f/s: net/http p50 %.3f p99 %.3f ms, the deployment p50 %.3f p99 %.3f ms\n", rate,
 		ms(percentile(p.lat, 0.5)), ms(percentile(p.lat, 0.99)), ms(percentile(s.lat, 0.5)), ms(percentile(s.lat, 0.99)))
 	out = append(out,
+		benchResult{Name: "baseline_http_p50_ms", Value: ms(percentile(p.lat, 0.5)), Unit: "ms", Runs: len(p.lat)},
 		benchResult{Name: "serve_latency_p50_added_ms", Value: ms(percentile(s.lat, 0.5) - percentile(p.lat, 0.5)), Unit: "ms", Runs: len(s.lat)},
 		benchResult{Name: "serve_latency_p99_added_ms", Value: ms(percentile(s.lat, 0.99) - percentile(p.lat, 0.99)), Unit: "ms", Runs: len(s.lat)})
 	if wantsAny(re, "serve_cold_start_go_ms", "serve_cold_start_c_ms") {
