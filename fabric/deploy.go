@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
@@ -76,6 +77,10 @@ type serveState struct {
 	vers   map[string]uint64                  // by key: the version the set runs
 	// stepped is closed (and replaced) at the end of each serveStep.
 	stepped chan struct{}
+	// refreshing is set while a route miss waits for a step; refreshed
+	// is when the last one began (unix nanoseconds).
+	refreshing atomic.Bool
+	refreshed  atomic.Int64
 	// streams holds the keys of deployments that stream their responses
 	// (a hosting node said so): requests to other nodes' replicas go over
 	// msgServeStream at once.
@@ -237,6 +242,35 @@ func (a *Agent) route(path string) (controlstate.Deployment, map[string]int, boo
 		}
 	}
 	return best, maps.Clone(a.serve.placed[best.Key]), found
+}
+
+// routeRefresh bounds how often a route miss asks for a step.
+const routeRefresh = 200 * time.Millisecond
+
+// routeFresh is route for a request: when path matches no deployment this
+// agent knows, it has the serve loop step now (reading the deployments)
+// and looks again, so that a deployment made a moment ago answers at once
+// on every agent. One such wait runs at a time, and one begins per
+// routeRefresh at most: a flood of unknown paths costs nothing more.
+func (a *Agent) routeFresh(ctx context.Context, path string) (controlstate.Deployment, map[string]int, bool) {
+	d, placed, ok := a.route(path)
+	if ok || !a.serve.refreshing.CompareAndSwap(false, true) {
+		return d, placed, ok
+	}
+	defer a.serve.refreshing.Store(false)
+	now := time.Now().UnixNano()
+	if now-a.serve.refreshed.Load() < int64(routeRefresh) {
+		return d, placed, ok
+	}
+	a.serve.refreshed.Store(now)
+	stepped := a.serveStepped()
+	a.kickServe()
+	select {
+	case <-stepped:
+	case <-time.After(2 * time.Second):
+	case <-ctx.Done():
+	}
+	return a.route(path)
 }
 
 // routeMatches reports whether a request path is under a route prefix.

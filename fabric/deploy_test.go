@@ -617,6 +617,11 @@ func TestServeSeed(t *testing.T) {
 	}
 
 	deploy("preprocessor", "Preprocessor", "/preprocessor", 2)
+	// A deployment made a moment ago is routed at once by every ingress
+	// (a route miss reads the deployments again): never a 404.
+	if code, body := servePost(t, c.IngressAddr(), "/preprocessor", "", `[1]`); code == 404 {
+		t.Fatalf("a deployment just made, through another agent: %d %q", code, body)
+	}
 	deploy("classifier", "Classifier", "/classifier", 2)
 	deploy("pipeline", "Pipeline", "/pipeline", 2)
 	healthy("the pipeline's deployments", map[string]int{"preprocessor": 2, "classifier": 2, "pipeline": 2})

@@ -157,7 +157,7 @@ func ingressError(w http.ResponseWriter, code int, msg string) {
 }
 
 func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
-	d, placed, ok := a.route(r.URL.Path)
+	d, placed, ok := a.routeFresh(r.Context(), r.URL.Path)
 	if !ok {
 		ingressError(w, http.StatusNotFound, fmt.Sprintf("fabric serve: no deployment serves %s (fabric serve status lists the routes)", r.URL.Path))
 		return

@@ -33,7 +33,9 @@ import (
 //     second at full load.
 //   - serve_latency_p50_added_ms, serve_latency_p99_added_ms: at half
 //     the baseline's rate, the deployment's latency less net/http's.
-//   - serve_c_echo_rps: the same echo written in C (cactors' Echo).
+//   - serve_c_echo_rps, serve_c_latency_*: the same with the echo
+//     written in C (cactors' Echo): the ingress's own cost, with little
+//     of the guest's.
 //   - serve_cold_start_go_ms, serve_cold_start_c_ms: a request to a
 //     deployment scaled to zero, answered (the median of a few; each
 //     time the deployment went back to zero first), against
@@ -42,7 +44,8 @@ import (
 //     loads the module, is printed beside them.
 
 var serveRows = []string{"baseline_http_echo_rps", "serve_echo_rps", "serve_latency_p50_added_ms", "serve_latency_p99_added_ms",
-	"serve_c_echo_rps", "baseline_http_p50_ms", "serve_cold_start_go_ms", "serve_cold_start_c_ms"}
+	"serve_c_echo_rps", "serve_c_latency_p50_added_ms", "serve_c_latency_p99_added_ms", "baseline_http_p50_ms",
+	"serve_cold_start_go_ms", "serve_cold_start_c_ms"}
 
 func init() {
 	baselineOf["serve_echo_rps"] = "baseline_http_echo_rps"
@@ -269,6 +272,22 @@ func serveResults(ctx context.Context, re *regexp.Regexp, o benchOptions, stderr
 		benchResult{Name: "baseline_http_p50_ms", Value: ms(percentile(p.lat, 0.5)), Unit: "ms", Runs: len(p.lat)},
 		benchResult{Name: "serve_latency_p50_added_ms", Value: ms(percentile(s.lat, 0.5) - percentile(p.lat, 0.5)), Unit: "ms", Runs: len(s.lat)},
 		benchResult{Name: "serve_latency_p99_added_ms", Value: ms(percentile(s.lat, 0.99) - percentile(p.lat, 0.99)), Unit: "ms", Runs: len(s.lat)})
+	if wantsAny(re, "serve_c_latency_p50_added_ms", "serve_c_latency_p99_added_ms") {
+		crate := min(pm, cm) / 2
+		p, err := drive(ctx, plainURL, trial, crate)
+		if err != nil {
+			return nil, fmt.Errorf("net/http at %.0f/s: %w", crate, err)
+		}
+		c, err := drive(ctx, cURL, trial, crate)
+		if err != nil {
+			return nil, fmt.Errorf("the C echo deployment at %.0f/s: %w", crate, err)
+		}
+		fmt.Fprintf(stderr, "  serve (C) at %.0f/s: net/http p50 %.3f p99 %.3f ms, the deployment p50 %.3f p99 %.3f ms\n", crate,
+			ms(percentile(p.lat, 0.5)), ms(percentile(p.lat, 0.99)), ms(percentile(c.lat, 0.5)), ms(percentile(c.lat, 0.99)))
+		out = append(out,
+			benchResult{Name: "serve_c_latency_p50_added_ms", Value: ms(percentile(c.lat, 0.5) - percentile(p.lat, 0.5)), Unit: "ms", Runs: len(c.lat)},
+			benchResult{Name: "serve_c_latency_p99_added_ms", Value: ms(percentile(c.lat, 0.99) - percentile(p.lat, 0.99)), Unit: "ms", Runs: len(c.lat)})
+	}
 	if wantsAny(re, "serve_cold_start_go_ms", "serve_cold_start_c_ms") {
 		for _, g := range []struct{ row, name, module, class string }{
 			{"serve_cold_start_go_ms", "coldgo", mod.Digest, "BodyEcho"}, {"serve_cold_start_c_ms", "coldc", cmod.Digest, "Echo"}} {
