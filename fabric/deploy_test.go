@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -784,4 +785,67 @@ func TestServeStreaming(t *testing.T) {
 	if code, body := servePost(t, b.IngressAddr(), "/ticker?n=2", "", ""); code != 201 || body != "tick 0\ntick 1\n" {
 		t.Fatalf("after the clients left: %d %q", code, body)
 	}
+}
+
+// TestServeStreamSlowClient: a replica that streams faster than its
+// client reads holds at most maxStreamBuffer of the response in the
+// agent: past it, the call is stopped, and the agent and the replica
+// answer other requests meanwhile and after.
+func TestServeStreamSlowClient(t *testing.T) {
+	a, admin, mod := serveAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	one := 1
+	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "ticker", Module: mod.Digest, Class: "Ticker", RoutePrefix: "/ticker", NumReplicas: &one, Public: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the ticker running", func() bool {
+		ds, err := admin.Deployments(ctx)
+		return err == nil && len(ds) == 1 && ds[0].Running == 1
+	})
+	// 100,000 lines of 64 KiB as fast as the replica makes them (6 GiB),
+	// to a client that reads the first and then nothing.
+	conn, err := net.Dial("tcp", a.IngressAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4 << 10)
+	}
+	fmt.Fprintf(conn, "GET /ticker?n=100000&pad=65536 HTTP/1.1\r\nHost: x\r\n\r\n")
+	if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || !strings.Contains(line, "201") {
+		t.Fatalf("the stream's status line: %q, %v", line, err)
+	}
+	rs := a.localSet("ticker")
+	// The agent stops the call once it holds maxStreamBuffer for the
+	// client: no items come after (the request itself waits for its
+	// client until the write timeout, holding nothing more).
+	waitFor(t, 60*time.Second, "the call stopped", func() bool {
+		rs.mu.Lock()
+		var q *itemQueue
+		for _, x := range rs.yields {
+			q = x
+		}
+		rs.mu.Unlock()
+		if q == nil {
+			return false
+		}
+		q.mu.Lock()
+		over := q.over
+		q.mu.Unlock()
+		before := rs.orphans.Load()
+		time.Sleep(300 * time.Millisecond)
+		return over && rs.orphans.Load() == before
+	})
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	if m.HeapInuse > 512<<20 {
+		t.Fatalf("the agent's heap holds %d MiB", m.HeapInuse>>20)
+	}
+	if code, body := servePost(t, a.IngressAddr(), "/ticker?n=2", "", ""); code != 201 || body != "tick 0\ntick 1\n" {
+		t.Fatalf("beside the slow client: %d %q", code, body)
+	}
+	conn.Close()
+	waitFor(t, 30*time.Second, "the slow client's request ended", func() bool { return rs.ongoing() == 0 })
 }

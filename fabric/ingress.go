@@ -34,6 +34,10 @@ const (
 	// coldStartWait bounds how long a request to a deployment scaled to
 	// zero waits for its first replica.
 	coldStartWait = 30 * time.Second
+	// ingressWriteTimeout bounds a write of a response to its client
+	// (each chunk of a streamed one): a client that reads nothing for
+	// that long is cut off, and what the agent held for it let go.
+	ingressWriteTimeout = 30 * time.Second
 )
 
 // ingressLoad counts the requests this ingress has in flight to each
@@ -203,7 +207,9 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 	// once the first is written, an error can only cut it short.
 	streamed := false
 	flusher, _ := w.(http.Flusher)
+	rc := http.NewResponseController(w)
 	emit := func(item abi.ServeResponse) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(ingressWriteTimeout))
 		if !streamed {
 			status := cmp.Or(item.Status, http.StatusOK)
 			if status < 100 || status > 999 {
@@ -284,6 +290,7 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 		ingressError(w, http.StatusBadGateway, fmt.Sprintf("fabric serve: the replica answered status %d", status))
 		return
 	}
+	_ = rc.SetWriteDeadline(time.Now().Add(ingressWriteTimeout))
 	w.WriteHeader(status)
 	_, _ = w.Write(resp.Body)
 }
@@ -416,6 +423,7 @@ func (a *Agent) serveStreamPeer(peer string, body []byte, conn net.Conn) {
 		cancel()
 	}()
 	frame := func(f serveFrame) error {
+		_ = conn.SetWriteDeadline(time.Now().Add(ingressWriteTimeout))
 		b, err := wire.Marshal(f)
 		if err == nil {
 			err = transport.WriteFrame(conn, msgServeStream, b)

@@ -74,7 +74,7 @@ type replicaSet struct {
 	// said so): requests go to its __stream__ method.
 	streaming                 atomic.Bool
 	started, died, dispatched atomic.Int64
-	orphans                   atomic.Int64 // streamed items that came after their request left
+	orphans                   atomic.Int64 // streamed items no request took (it left, or held its bound)
 	output                    atomic.Int64
 	// maxOngoing bounds each replica's requests in flight (0: none);
 	// past it on every replica, call answers ErrOverloaded.
@@ -460,31 +460,42 @@ func (rs *replicaSet) releaseAll(results []peerwire.Result, refs []objects.ID) {
 // than the replica writes).
 const maxStreamBuffer = 8 << 20
 
-// itemQueue holds a streamed call's items until its request takes them.
+// itemQueue holds a streamed call's items until its request takes them:
+// at most maxStreamBuffer bytes, past which it takes no more (over).
 type itemQueue struct {
 	mu     sync.Mutex
 	items  []*peerwire.TaskYield
 	bytes  int64
+	over   bool
 	notify chan struct{}
 }
 
-func (q *itemQueue) push(m *peerwire.TaskYield) {
+// push queues an item; it reports whether the item was queued, and
+// whether this push made the queue over its bound.
+func (q *itemQueue) push(m *peerwire.TaskYield) (queued, overNow bool) {
 	q.mu.Lock()
-	q.items = append(q.items, m)
-	q.bytes += int64(len(m.Result.Value)) + m.Result.Size
+	if !q.over {
+		q.items = append(q.items, m)
+		q.bytes += int64(len(m.Result.Value)) + m.Result.Size
+		queued = true
+		if q.bytes > maxStreamBuffer {
+			q.over, overNow = true, true
+		}
+	}
 	q.mu.Unlock()
 	select {
 	case q.notify <- struct{}{}:
 	default:
 	}
+	return queued, overNow
 }
 
 func (q *itemQueue) take() ([]*peerwire.TaskYield, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	items, over := q.items, q.bytes > maxStreamBuffer
+	items := q.items
 	q.items, q.bytes = nil, 0
-	return items, over
+	return items, q.over
 }
 
 // stream calls r's __stream__ generator with the encoded request arg and
@@ -607,11 +618,18 @@ func (rs *replicaSet) message(m peerwire.Message) {
 		rs.mu.Lock()
 		q := rs.yields[m.Task]
 		rs.mu.Unlock()
-		if q != nil {
-			q.push(m)
-		} else {
+		if q == nil {
 			rs.orphans.Add(1)
 			go rs.releaseItem(m) // the request is gone (not under the node's lock: step takes it)
+			return
+		}
+		queued, overNow := q.push(m)
+		if !queued {
+			rs.orphans.Add(1)
+			go rs.releaseItem(m)
+		}
+		if overNow { // the client reads slower than the replica writes: stop the call now
+			go rs.step(&peerwire.CancelTask{Job: rs.job, Task: m.Task, Attempt: 1, Force: true})
 		}
 	case *peerwire.ActorDied:
 		rs.mu.Lock()
