@@ -92,6 +92,9 @@ func (a *Agent) serveLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	t := time.NewTicker(serveInterval)
 	defer t.Stop()
+	sampling := make(chan struct{})
+	defer close(sampling)
+	go a.sampleLoads(sampling)
 	for {
 		a.serveStep(context.Background())
 		a.autoscale(context.Background())
@@ -107,6 +110,26 @@ func (a *Agent) serveLoop(stop <-chan struct{}, done chan<- struct{}) {
 			}
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// sampleLoads samples the load of the replica sets every loadSample
+// until stop.
+func (a *Agent) sampleLoads(stop <-chan struct{}) {
+	t := time.NewTicker(loadSample)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		a.serve.mu.Lock()
+		sets := slices.Collect(maps.Values(a.serve.sets))
+		a.serve.mu.Unlock()
+		for _, rs := range sets {
+			rs.sample()
 		}
 	}
 }
@@ -312,6 +335,10 @@ type hostedWire struct {
 	Version                 uint64
 	Alive, Ongoing, Started int
 	Starting                int // alive, not yet ready
+	// Load is the requests and calls its replicas held on average over
+	// the last second; Active says that some came in it.
+	Load   float64
+	Active bool
 }
 
 // pickReplica answers a lookup of a deployment's name in
@@ -429,7 +456,9 @@ func (a *Agent) hosted() []hostedWire {
 	defer a.serve.mu.Unlock()
 	var out []hostedWire
 	for key, rs := range a.serve.sets {
-		out = append(out, hostedWire{Key: key, Version: a.serve.vers[key], Alive: rs.ready(), Starting: rs.alive() - rs.ready(), Ongoing: int(rs.ongoing()), Started: int(rs.started.Load())})
+		load, active := rs.load()
+		out = append(out, hostedWire{Key: key, Version: a.serve.vers[key], Alive: rs.ready(), Starting: rs.alive() - rs.ready(), Ongoing: int(rs.ongoing()),
+			Started: int(rs.started.Load()), Load: load, Active: active})
 	}
 	return out
 }
@@ -473,10 +502,14 @@ type scaleWish struct {
 	since    time.Time
 }
 
-// desiredReplicas is how many replicas carry ongoing requests at target
-// each, within the bounds.
-func desiredReplicas(as controlstate.Autoscaling, ongoing int) int {
-	n := int(math.Ceil(float64(ongoing) / as.TargetOngoing))
+// desiredReplicas is how many replicas carry the load (the requests and
+// calls held on average) at target each, within the bounds, and one at
+// least while requests come.
+func desiredReplicas(as controlstate.Autoscaling, load float64, active bool) int {
+	n := int(math.Ceil(load / as.TargetOngoing))
+	if active {
+		n = max(n, 1) // requests came: not zero, however quick they are
+	}
 	return min(max(n, as.MinReplicas), as.MaxReplicas)
 }
 
@@ -509,15 +542,16 @@ func (a *Agent) autoscale(ctx context.Context) {
 	}
 	var scales []controlstate.ScaleDeployment
 	for _, d := range auto {
-		ongoing := 0
+		load, active := 0.0, false
 		for _, hs := range hosted {
 			for _, h := range hs {
 				if h.Key == d.Key && h.Version == d.Version {
-					ongoing += h.Ongoing
+					load += h.Load
+					active = active || h.Active
 				}
 			}
 		}
-		want := desiredReplicas(*d.Autoscaling, ongoing)
+		want := desiredReplicas(*d.Autoscaling, load, active)
 		if want == d.Replicas {
 			delete(as.want, d.Key)
 			continue

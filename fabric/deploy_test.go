@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wasmfabric/fabric/internal/controlstate"
 )
 
 func TestAssign(t *testing.T) {
@@ -848,4 +850,90 @@ func TestServeStreamSlowClient(t *testing.T) {
 	}
 	conn.Close()
 	waitFor(t, 30*time.Second, "the slow client's request ended", func() bool { return rs.ongoing() == 0 })
+}
+
+// TestDesiredReplicas: the load at target each, within the bounds, and
+// one at least while requests come, however quick.
+func TestDesiredReplicas(t *testing.T) {
+	as := controlstate.Autoscaling{MinReplicas: 0, MaxReplicas: 5, TargetOngoing: 2}
+	for _, c := range []struct {
+		load   float64
+		active bool
+		want   int
+	}{
+		{0, false, 0}, {0, true, 1}, {0.1, false, 1}, {2, true, 1}, {2.1, true, 2}, {9, true, 5}, {100, false, 5},
+	} {
+		if got := desiredReplicas(as, c.load, c.active); got != c.want {
+			t.Errorf("load %v, active %v: %d replicas, want %d", c.load, c.active, got, c.want)
+		}
+	}
+	as.MinReplicas = 2
+	if got := desiredReplicas(as, 0, false); got != 2 {
+		t.Errorf("below the minimum: %d", got)
+	}
+}
+
+// TestServeCompositionAutoscaling: a deployment called only through
+// handles (the pipeline's preprocessor and classifier, autoscaled from
+// zero) counts those calls as its load: it wakes for them, stays up
+// while they come, however quick each is, and goes back to zero once
+// they stop.
+func TestServeCompositionAutoscaling(t *testing.T) {
+	a, admin, mod := serveAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	down := 0.5
+	for _, d := range []DeploymentSpec{{Name: "preprocessor", Class: "Preprocessor"}, {Name: "classifier", Class: "Classifier"}} {
+		d.Module, d.RoutePrefix = mod.Digest, "/"+d.Name
+		d.AutoscalingConfig = &AutoscalingConfig{MinReplicas: 0, MaxReplicas: 2, DownscaleDelayS: &down}
+		if _, err := admin.Deploy(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	one := 1
+	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "pipeline", Module: mod.Digest, Class: "Pipeline", RoutePrefix: "/pipeline", NumReplicas: &one, Public: true}); err != nil {
+		t.Fatal(err)
+	}
+	info := func(name string) DeploymentInfo {
+		ds, err := admin.Deployments(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			if d.Name == name {
+				return d
+			}
+		}
+		return DeploymentInfo{NumReplicas: -1}
+	}
+	replicas := func(name string) int { return info(name).NumReplicas }
+	waitFor(t, 60*time.Second, "the pipeline running", func() bool { return info("pipeline").Running == 1 })
+	// Four seconds of requests, eight times the downscale delay.
+	end := time.Now().Add(4 * time.Second)
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			for time.Now().Before(end) {
+				if code, body := servePost(t, a.IngressAddr(), "/pipeline", "", `{"input": [1, 2]}`); code != 200 || body != `{"label":"positive (6)"}` {
+					failed.Add(1)
+					t.Logf("%d %q", code, body)
+				}
+			}
+		})
+	}
+	lowest := 10
+	for time.Now().Before(end) {
+		time.Sleep(200 * time.Millisecond)
+		if time.Until(end) < 3*time.Second { // once woken
+			lowest = min(lowest, replicas("preprocessor"), replicas("classifier"))
+		}
+	}
+	wg.Wait()
+	if failed.Load() > 0 || lowest < 1 {
+		t.Fatalf("under load through the pipeline: %d requests failed, the parts went down to %d replicas", failed.Load(), lowest)
+	}
+	waitFor(t, 30*time.Second, "the parts back to zero once the load stopped", func() bool {
+		return replicas("preprocessor") == 0 && replicas("classifier") == 0
+	})
 }

@@ -647,6 +647,14 @@ type Stats struct {
 	LeasedTasks int
 }
 
+// actorCalls returns the calls each actor holds, and was given in all
+// (core.ActorCalls).
+func (n *Node) actorCalls(ids []objects.ID) ([]int, []uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.core.ActorCalls(ids)
+}
+
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
 	n.mu.Lock()

@@ -75,6 +75,7 @@ type replicaSet struct {
 	streaming                 atomic.Bool
 	started, died, dispatched atomic.Int64
 	orphans                   atomic.Int64 // streamed items no request took (it left, or held its bound)
+	loads                     loadSamples
 	output                    atomic.Int64
 	// maxOngoing bounds each replica's requests in flight (0: none);
 	// past it on every replica, call answers ErrOverloaded.
@@ -252,6 +253,71 @@ func (rs *replicaSet) ongoing() int64 {
 		n += r.ongoing.Load()
 	}
 	return n
+}
+
+// loadWindow is how many load samples (one each loadSample) a set's
+// reported load averages.
+const (
+	loadWindow = 10
+	loadSample = serveInterval / loadWindow
+)
+
+// loadSamples is a set's recent load, for autoscaling: sampled every
+// loadSample, the requests and calls its replicas hold (the more, for
+// each replica, of the requests this agent sent it and the calls the node
+// says it holds, which counts the calls other deployments make to it
+// through handles), and whether any came since the sample before.
+type loadSamples struct {
+	mu     sync.Mutex
+	held   [loadWindow]int64
+	active [loadWindow]bool
+	next   int
+	given  map[objects.ID]uint64 // each replica's calls in all, at the last sample
+}
+
+// sample takes a load sample.
+func (rs *replicaSet) sample() {
+	rs.mu.Lock()
+	ids := make([]objects.ID, len(rs.replicas))
+	sent := make([]int64, len(rs.replicas))
+	for i, r := range rs.replicas {
+		ids[i], sent[i] = r.id, r.ongoing.Load()
+	}
+	rs.mu.Unlock()
+	holds, given := rs.a.node.actorCalls(ids)
+	var held int64
+	for i := range ids {
+		held += max(sent[i], int64(holds[i]))
+	}
+	l := &rs.loads
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	active := held > 0
+	seen := make(map[objects.ID]uint64, len(ids))
+	for i, id := range ids {
+		seen[id] = given[i]
+		if given[i] > l.given[id] {
+			active = true
+		}
+	}
+	l.given = seen
+	l.held[l.next], l.active[l.next] = held, active
+	l.next = (l.next + 1) % loadWindow
+}
+
+// load returns the requests and calls the set held on average over the
+// last samples, and whether any came.
+func (rs *replicaSet) load() (float64, bool) {
+	l := &rs.loads
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var sum int64
+	active := false
+	for i := range loadWindow {
+		sum += l.held[i]
+		active = active || l.active[i]
+	}
+	return float64(sum) / loadWindow, active
 }
 
 // prune forgets the replicas that died.

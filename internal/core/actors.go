@@ -73,6 +73,8 @@ type actor struct {
 	// registering is the worker request (a share's actor creation) that
 	// waits for the root to know the actor.
 	registering *pendingReply
+	// calls counts the method calls it was given, for load reports.
+	calls uint64
 	// readyAnswer answers reportTo's creation once the constructor ran
 	// (a RunTask with Ready), or with the cause once the actor died
 	// before.
@@ -135,6 +137,7 @@ func (c *Core) actorCreated(a *actor) {
 
 func (c *Core) actorEnqueue(a *actor, t *task) {
 	t.state = taskQueued
+	a.calls++
 	if a.state == actorDead {
 		c.failTask(t, actorDiedError(a, t), false)
 		return

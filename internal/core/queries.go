@@ -132,6 +132,28 @@ func (c *Core) Describe() string {
 	return b.String()
 }
 
+// ActorCalls returns, for each of the actors of this node, how many calls
+// it holds now, queued or running, and how many it was given in all (its
+// owner's and other jobs' alike); zeros for one it does not know.
+func (c *Core) ActorCalls(ids []objects.ID) (holds []int, given []uint64) {
+	holds, given = make([]int, len(ids)), make([]uint64, len(ids))
+	for i, id := range ids {
+		a := c.actors[id]
+		if a == nil || a.stub || a.state == actorDead {
+			continue
+		}
+		n := len(a.queue) + len(a.retrying)
+		if w := a.worker; w != nil && w.actor == a {
+			n += len(w.queued)
+			if w.task != nil && w.task != a.create {
+				n++
+			}
+		}
+		holds[i], given[i] = n, a.calls
+	}
+	return holds, given
+}
+
 // ModuleInUse reports whether a job on the node runs the module.
 func (c *Core) ModuleInUse(digest string) bool {
 	for _, j := range c.jobs {
