@@ -328,8 +328,8 @@ func (rs *replicaSet) prune() {
 }
 
 // remove stops one replica: one that has not started, else the one
-// with the fewest requests in flight, once those are answered (the node
-// queues its kill behind them).
+// with the fewest requests in flight, after replicaDrain (the node
+// queues its kill behind the calls it holds then).
 func (rs *replicaSet) remove() {
 	rs.mu.Lock()
 	var victim *replica
@@ -350,10 +350,26 @@ func (rs *replicaSet) remove() {
 		rs.replicas = slices.DeleteFunc(rs.replicas, func(r *replica) bool { return r == victim })
 	}
 	rs.mu.Unlock()
-	if victim != nil {
-		rs.step(&peerwire.KillActor{Job: rs.job, Actor: victim.id, Incarnation: victim.inc, NoRestart: true})
+	if victim == nil {
+		return
 	}
+	kill := func() {
+		if rs.ctx.Err() == nil { // else the set's job ended, and its replicas with it
+			rs.step(&peerwire.KillActor{Job: rs.job, Actor: victim.id, Incarnation: victim.inc, NoRestart: true})
+		}
+	}
+	if !victim.ready.Load() {
+		kill() // it never took a request
+		return
+	}
+	// Taken out of the picks now, it goes after replicaDrain: a call
+	// through a handle that picked it a moment ago still finds it.
+	time.AfterFunc(replicaDrain, kill)
 }
+
+// replicaDrain is how long a replica scaled down lives on, out of the
+// picks, for the calls of handles that chose it before.
+const replicaDrain = 2 * time.Second
 
 // pick chooses a replica by the power of two choices: of two ready ones
 // at random, the one with fewer requests in flight. With none ready, it
