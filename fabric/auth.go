@@ -64,6 +64,7 @@ func (a *Agent) apiRoutes() []apiRoute {
 		{"GET /v1/serve/deployments", tenantUser, a.handleDeploymentList},
 		{"PUT /v1/serve/deployments/{name}", tenantUser, a.handleDeploymentPut},
 		{"DELETE /v1/serve/deployments/{name}", tenantUser, a.handleDeploymentDelete},
+		{"GET /v1/serve/deployments/{name}/logs", tenantUser, a.handleDeploymentLogs},
 		{"GET /v1/actors", tenantUser, a.handleActors},
 		{"GET /v1/actors/summary", tenantUser, a.handleActorSummary},
 		{"GET /v1/objects", tenantUser, a.handleObjects},

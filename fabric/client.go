@@ -605,6 +605,13 @@ func (c *Client) Deployments(ctx context.Context) ([]DeploymentInfo, error) {
 	return out, c.getJSON(ctx, "/v1/serve/deployments", &out)
 }
 
+// DeploymentLogs returns the latest output of a deployment's replicas,
+// by node.
+func (c *Client) DeploymentLogs(ctx context.Context, name string) (DeploymentLogs, error) {
+	var out DeploymentLogs
+	return out, c.getJSON(ctx, "/v1/serve/deployments/"+url.PathEscape(name)+"/logs", &out)
+}
+
 // DeleteDeployment removes a Serve deployment; its replicas stop.
 func (c *Client) DeleteDeployment(ctx context.Context, name string) error {
 	resp, err := c.do(ctx, http.MethodDelete, "/v1/serve/deployments/"+url.PathEscape(name), nil, nil)

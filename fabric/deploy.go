@@ -315,6 +315,7 @@ type serveCall struct {
 	Request abi.ServeRequest
 	Status  bool // what the node hosts, not a request
 	Pick    bool // a ready replica of Key for a lookup, not a request
+	Logs    bool // the latest output of Key's replicas here
 }
 
 // serveAnswer is msgServe's answer.
@@ -326,6 +327,7 @@ type serveAnswer struct {
 	Hosted   []hostedWire
 	Replica  []byte // Pick's answer: the replica's actor ID
 	Stream   bool   // the deployment streams: ask again with msgServeStream
+	Logs     []byte // Logs' answer
 }
 
 // hostedWire is what a node hosts of a deployment.
@@ -427,6 +429,13 @@ func (a *Agent) handleServePeer(ctx context.Context, body []byte) ([]byte, error
 	}
 	if c.Status {
 		return wire.Marshal(serveAnswer{Hosted: a.hosted()})
+	}
+	if c.Logs {
+		var ans serveAnswer
+		if rs := a.localSet(c.Key); rs != nil {
+			ans.Logs = rs.logs.bytes()
+		}
+		return wire.Marshal(ans)
 	}
 	if c.Pick {
 		var ans serveAnswer
@@ -645,6 +654,58 @@ func (a *Agent) handleDeploymentPut(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	apiFail(w, fmt.Errorf("%w: %q", ErrNoDeployment, name))
+}
+
+// handleDeploymentLogs answers the latest output of a deployment's
+// replicas on every node that hosts them (each node keeps the last 64
+// KiB of its own).
+func (a *Agent) handleDeploymentLogs(w http.ResponseWriter, r *http.Request) {
+	c := callerOf(r)
+	key := controlstate.JobKey(c.tenant(), r.PathValue("name"))
+	if c.cluster && strings.Contains(r.PathValue("name"), ":") {
+		key = r.PathValue("name") // the operator names a tenant's as tenant:name
+	}
+	ans, err := a.control(r.Context(), controlRequest{Op: "deployments"})
+	if err != nil {
+		apiFail(w, err)
+		return
+	}
+	if !slices.ContainsFunc(ans.Deployments, func(d controlstate.Deployment) bool { return d.Key == key }) {
+		apiFail(w, fmt.Errorf("%w: %q", ErrNoDeployment, r.PathValue("name")))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), stateTimeout)
+	defer cancel()
+	out := DeploymentLogs{Nodes: map[string]string{}}
+	if rs := a.localSet(key); rs != nil {
+		out.Nodes[a.ID] = string(rs.logs.bytes())
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	body, _ := wire.Marshal(serveCall{Key: key, Logs: true})
+	for _, id := range a.aliveMembers(false) {
+		wg.Go(func() {
+			var ans serveAnswer
+			addr, err := a.addrOf(id)
+			if err == nil {
+				var b []byte
+				if _, b, err = a.quic.Call(ctx, addr, msgServe, body); err == nil {
+					err = wire.Unmarshal(b, &ans)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				out.Missing = append(out.Missing, id)
+			case len(ans.Logs) > 0:
+				out.Nodes[id] = string(ans.Logs)
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(out.Missing)
+	writeJSON(w, out)
 }
 
 func (a *Agent) handleDeploymentDelete(w http.ResponseWriter, r *http.Request) {

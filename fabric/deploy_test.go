@@ -619,6 +619,19 @@ func TestServeSeed(t *testing.T) {
 		}
 	}
 
+	// Each node keeps its replicas' output: the model printed on all three.
+	waitFor(t, 10*time.Second, "the model's output from its three nodes", func() bool {
+		logs, err := acme.DeploymentLogs(ctx, "model")
+		if err != nil || len(logs.Nodes) != 3 {
+			return false
+		}
+		for _, out := range logs.Nodes {
+			if !strings.Contains(out, "model: ") {
+				return false
+			}
+		}
+		return true
+	})
 	deploy("preprocessor", "Preprocessor", "/preprocessor", 2)
 	// A deployment made a moment ago is routed at once by every ingress
 	// (a route miss reads the deployments again): never a 404.
@@ -660,6 +673,9 @@ func TestServeSeed(t *testing.T) {
 	})
 	if code, body := servePost(t, a.IngressAddr(), "/globex", "", `{"input": [1]}`); code != 500 || !strings.Contains(body, `no actor named "preprocessor"`) {
 		t.Fatalf("globex's pipeline, which has no preprocessor of its own: %d %q", code, body)
+	}
+	if _, err := globex.DeploymentLogs(ctx, "model"); err == nil || !strings.Contains(err.Error(), "no deployment") {
+		t.Fatalf("another tenant's logs of acme's model: %v", err)
 	}
 }
 

@@ -3,6 +3,7 @@
 package fabric
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -76,6 +77,7 @@ type replicaSet struct {
 	started, died, dispatched atomic.Int64
 	orphans                   atomic.Int64 // streamed items no request took (it left, or held its bound)
 	loads                     loadSamples
+	logs                      logTail // the replicas' latest output
 	output                    atomic.Int64
 	// maxOngoing bounds each replica's requests in flight (0: none);
 	// past it on every replica, call answers ErrOverloaded.
@@ -725,7 +727,8 @@ func (rs *replicaSet) message(m peerwire.Message) {
 		rs.mu.Unlock()
 		rs.a.kickServe() // start another now
 	case *peerwire.Output:
-		rs.output.Add(int64(len(m.Data))) // a replica's prints are counted, not kept (yet)
+		rs.output.Add(int64(len(m.Data)))
+		rs.logs.write(m.Data)
 	}
 }
 
@@ -754,4 +757,34 @@ func (a *Agent) serveMessage(peer string, m peerwire.Message) {
 	if rs != nil {
 		rs.message(m)
 	}
+}
+
+// maxReplicaLogs is how much of its replicas' latest output a replica
+// set keeps (`fabric serve logs`).
+const maxReplicaLogs = 64 << 10
+
+// logTail keeps the latest maxReplicaLogs bytes written to it, from a
+// line's start.
+type logTail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (l *logTail) write(p []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	if over := len(l.buf) - maxReplicaLogs; over > 0 {
+		cut := over
+		if i := bytes.IndexByte(l.buf[over:], '\n'); i >= 0 && over+i+1 < len(l.buf) {
+			cut = over + i + 1
+		}
+		l.buf = append(l.buf[:0:0], l.buf[cut:]...)
+	}
+}
+
+func (l *logTail) bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.buf)
 }

@@ -157,6 +157,14 @@ type DeploymentInfo struct {
 	Missing []string `json:"missing_nodes,omitempty"`
 }
 
+// DeploymentLogs is the latest output of a deployment's replicas, by
+// node (each keeps the last 64 KiB of its replicas'); Missing names the
+// nodes that did not answer.
+type DeploymentLogs struct {
+	Nodes   map[string]string `json:"nodes"`
+	Missing []string          `json:"missing_nodes,omitempty"`
+}
+
 // ControlView is the control plane as one agent sees it.
 type ControlView struct {
 	Role   string `json:"role"`             // "leader", "follower" or "client"

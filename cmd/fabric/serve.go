@@ -82,7 +82,7 @@ func newServeCmd() *cobra.Command {
 whose replicas (actors) answer the HTTP requests under a route prefix on every
 agent's ingress (fabric agent --serve-addr, default 127.0.0.1:8000).`,
 	}
-	cmd.AddCommand(newServeDeployCmd(), newServeStatusCmd(), newServeDeleteCmd())
+	cmd.AddCommand(newServeDeployCmd(), newServeStatusCmd(), newServeLogsCmd(), newServeDeleteCmd())
 	return cmd
 }
 
@@ -215,6 +215,54 @@ func newServeStatusCmd() *cobra.Command {
 					d.Ongoing, d.Public, d.Version, orDash(strings.Join(nodes, ",")))
 			}
 			return tw.Flush()
+		},
+	}
+	cf.register(cmd, true)
+	return cmd
+}
+
+func newServeLogsCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "logs NAME",
+		Short: "Print the latest output of a deployment's replicas, each line prefixed with its node",
+		Long: `Logs prints what a deployment's replicas wrote (stdout and stderr), the
+latest 64 KiB on each node that hosts them, each line prefixed with its
+node: every line already names the replica's call and worker process.`,
+		Example: "  fabric serve logs model\n  fabric serve logs model -o json",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			logs, err := cl.DeploymentLogs(cmd.Context(), args[0])
+			if err != nil {
+				return fmt.Errorf("deployment %s: %w", args[0], err)
+			}
+			if cf.output == "json" || cf.output == "yaml" {
+				return printAs(cmd.OutOrStdout(), cf.output, logs)
+			}
+			nodes := make([]string, 0, len(logs.Nodes))
+			for n := range logs.Nodes {
+				nodes = append(nodes, n)
+			}
+			sort.Strings(nodes)
+			out := cmd.OutOrStdout()
+			for _, n := range nodes {
+				for _, line := range strings.SplitAfter(logs.Nodes[n], "\n") {
+					if line != "" {
+						fmt.Fprintf(out, "[%s] %s", n, line)
+						if !strings.HasSuffix(line, "\n") {
+							fmt.Fprintln(out)
+						}
+					}
+				}
+			}
+			if len(logs.Missing) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "fabric: nodes %s did not answer: their replicas' output is not shown\n", strings.Join(logs.Missing, ", "))
+			}
+			return nil
 		},
 	}
 	cf.register(cmd, true)

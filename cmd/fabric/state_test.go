@@ -124,8 +124,9 @@ func regexpLine(out, pattern string) bool {
 }
 
 // TestServeCommands: fabric serve deploy uploads the module a file names
-// and deploys it; the ingress answers; serve status shows the replicas;
-// a file with a typo is refused naming the field; serve delete removes it.
+// and deploys it; the ingress answers; serve status shows the replicas,
+// serve logs what they printed; a file with a typo is refused naming the
+// field; serve delete removes it.
 func TestServeCommands(t *testing.T) {
 	isolateLocalAgents(t)
 	a := startAgentProc(t, "--data-dir", t.TempDir())
@@ -162,6 +163,19 @@ func TestServeCommands(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || string(body) != `{"prediction":84}` {
 		t.Fatalf("POST /model: %d %q", resp.StatusCode, body)
+	}
+	// The replica's print, in serve logs (its node keeps it).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		res = runOn(t, a, "serve", "logs", "model")
+		if res.Code == 0 && regexpLine(res.Stdout, `^\[\S+\] .*model: 42 -> 84$`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve logs: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+		}
+	}
+	if res := runOn(t, a, "serve", "logs", "nosuch"); res.Code == 0 || !strings.Contains(res.Stderr, "no deployment") {
+		t.Fatalf("serve logs of no deployment: exit %d\n%s", res.Code, res.Stderr)
 	}
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("deployments:\n  - name: m\n    module: serve.wasm\n    class: Model\n    num_replicaz: 2\n"), 0o644); err != nil {

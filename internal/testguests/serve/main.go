@@ -46,6 +46,7 @@ var _ = sdk.Deployment("Model", func() (*Model, error) { return &Model{factor: 2
 	if err := r.JSON(&in); err != nil || in.Input == nil {
 		return sdk.TextResponse(400, `want a JSON body {"input": N}`), nil
 	}
+	fmt.Printf("model: %d -> %d\n", *in.Input, *in.Input*m.factor)
 	return sdk.JSONResponse(map[string]int{"prediction": *in.Input * m.factor})
 })
 
