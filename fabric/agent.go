@@ -145,6 +145,7 @@ type Agent struct {
 	serveDone   chan struct{}
 	load        ingressLoad
 	serveAuths  serveAuthCache
+	serveBudget byteBudget // the bytes the ingress holds (serveBudget)
 	autoscaler  autoscaler
 	ingress     *http.Server
 	ingressAddr string
@@ -278,7 +279,7 @@ func StartAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, ID: id, node: node, cluster: cluster, done: make(chan struct{}), ready: make(chan struct{}),
 		usageStop: make(chan struct{}), usageDone: make(chan struct{}), historyDone: make(chan struct{}), replicaSets: map[string]*replicaSet{},
-		serveDone: make(chan struct{}), serveAuths: serveAuthCache{slots: make(chan struct{}, serveAuthSlots)}, serve: serveState{kick: make(chan struct{}, 1), stepped: make(chan struct{}), sets: map[string]*replicaSet{}, vers: map[string]uint64{}}, direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
+		serveDone: make(chan struct{}), serveAuths: serveAuthCache{slots: make(chan struct{}, serveAuthSlots)}, serveBudget: byteBudget{max: serveBudget}, serve: serveState{kick: make(chan struct{}, 1), stepped: make(chan struct{}), sets: map[string]*replicaSet{}, vers: map[string]uint64{}}, direct: map[objects.ID]chan *peerwire.TaskDone{}, table: map[string]membership.Member{},
 		reconcile: make(chan struct{}, 1), running: map[string]*runningJob{}, calls: map[string]*pendingCall{},
 		driverSlots: make(chan struct{}, cmp.Or(cfg.MaxRunningJobs, DefaultMaxRunningJobs)), gcWake: make(chan struct{}, 1),
 		logReads: make(chan struct{}, maxLogReads), authSlots: make(chan struct{}, maxAuthChecks), remoteLogReads: make(chan struct{}, maxRemoteLogReads),

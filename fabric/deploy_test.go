@@ -953,3 +953,54 @@ func TestServeCompositionAutoscaling(t *testing.T) {
 		return replicas("preprocessor") == 0 && replicas("classifier") == 0
 	})
 }
+
+// TestServeBudget: the bytes an ingress holds for requests and whole
+// responses are bounded together: clients that take large responses and
+// read nothing fill the budget, and the next large response gets a quick
+// 503 with Retry-After instead of more of the agent's memory; once they
+// go, requests are answered again.
+func TestServeBudget(t *testing.T) {
+	a, admin, mod := serveAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a.serveBudget.max = 33 << 20 // the test's: two responses of 16 MiB, and a little
+	one := 1
+	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "big", Module: mod.Digest, Class: "Big", RoutePrefix: "/big", NumReplicas: &one, Public: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "big running", func() bool {
+		ds, err := admin.Deployments(ctx)
+		return err == nil && len(ds) == 1 && ds[0].Running == 1
+	})
+	var stuck []net.Conn
+	for range 2 { // 16 MiB each, never read (the kernel takes a few MiB of each)
+		conn, err := net.Dial("tcp", a.IngressAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(4 << 10)
+		}
+		fmt.Fprintf(conn, "GET /big?kib=16384 HTTP/1.1\r\nHost: x\r\n\r\n")
+		stuck = append(stuck, conn)
+	}
+	waitFor(t, 20*time.Second, "the budget held by the stuck clients", func() bool { return a.serveBudget.used.Load() >= 32<<20 })
+	req, _ := http.NewRequest(http.MethodGet, "http://"+a.IngressAddr()+"/big?kib=2048", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "holds the most") {
+		t.Fatalf("past the budget: %s %q", resp.Status, body)
+	}
+	for _, c := range stuck {
+		c.Close()
+	}
+	waitFor(t, 40*time.Second, "the budget given back", func() bool { return a.serveBudget.used.Load() == 0 })
+	if code, body := servePost(t, a.IngressAddr(), "/big?kib=1", "", ""); code != 200 || len(body) != 1024 {
+		t.Fatalf("after the stuck clients went: %d, %d bytes", code, len(body))
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wasmfabric/fabric/internal/abi"
@@ -185,7 +186,26 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// The bytes held for requests and responses are bounded, together:
+	// past the budget, 503 (the body's size is charged before it is read
+	// when the request says it, else 64 KiB, and then what it was).
+	charged := int64(64 << 10)
+	if r.ContentLength >= 0 && r.ContentLength <= MaxServeBody {
+		charged = r.ContentLength
+	}
+	if !a.serveBudget.take(charged) {
+		busy(w)
+		return
+	}
+	defer func() { a.serveBudget.give(charged) }()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxServeBody))
+	if err == nil && int64(len(body)) > charged {
+		if !a.serveBudget.take(int64(len(body)) - charged) {
+			busy(w)
+			return
+		}
+		charged = int64(len(body))
+	}
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -281,6 +301,11 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if !a.serveBudget.take(int64(len(resp.Body))) {
+		busy(w)
+		return
+	}
+	charged += int64(len(resp.Body))
 	copyHeader(w.Header(), resp.Header)
 	status := resp.Status
 	if status == 0 {
@@ -293,6 +318,36 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetWriteDeadline(time.Now().Add(ingressWriteTimeout))
 	w.WriteHeader(status)
 	_, _ = w.Write(resp.Body)
+}
+
+// serveBudget bounds the bytes the ingress holds at once for requests'
+// bodies and whole responses.
+const serveBudget = 256 << 20
+
+// byteBudget counts bytes held against a bound; take never waits.
+type byteBudget struct {
+	used atomic.Int64
+	max  int64
+}
+
+// take charges n bytes, unless that goes past the bound.
+func (b *byteBudget) take(n int64) bool {
+	if b.used.Add(n) > b.max {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+// fits reports whether n more bytes would fit now.
+func (b *byteBudget) fits(n int64) bool { return b.used.Load()+n <= b.max }
+
+func (b *byteBudget) give(n int64) { b.used.Add(-n) }
+
+// busy answers 503 when the ingress holds all the bytes it may.
+func busy(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	ingressError(w, http.StatusServiceUnavailable, fmt.Sprintf("fabric serve: this agent holds the most request and response bytes it may (%d MiB); retry", serveBudget>>20))
 }
 
 // copyHeader adds a replica's headers to h, leaving out those that are

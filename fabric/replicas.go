@@ -499,6 +499,9 @@ func (rs *replicaSet) response(res peerwire.Result) (abi.ServeResponse, error) {
 		if res.Size > maxServeResponse {
 			return abi.ServeResponse{}, fmt.Errorf("fabric: the replica's response is %d bytes, past the %d a whole response may have (stream it: sdk.StreamingDeployment)", res.Size, maxServeResponse)
 		}
+		if !rs.a.serveBudget.fits(res.Size) {
+			return abi.ServeResponse{}, fmt.Errorf("%w: this agent holds the most response bytes it may", ErrOverloaded)
+		}
 		held, release, err := rs.a.node.objectBytes(rs.peer, res.ID)
 		if err != nil {
 			return abi.ServeResponse{}, fmt.Errorf("fabric: the replica's response could not be read: %v", err)
