@@ -176,6 +176,9 @@ func (c *Core) submitFrom(w *worker, m wire.Submit) error {
 			return err
 		}
 		spec, err := c.checkSpec(w, m.Spec)
+		if err == nil && spec.Options.Namespace == abi.ServeNamespace {
+			err = fmt.Errorf("submit: the namespace %q holds deployments' replicas: a guest makes no actor there", abi.ServeNamespace)
+		}
 		if err == nil && spec.Options.Name != "" {
 			if have, taken := c.named[nameKey(w.job, nameSpace(spec), spec.Options.Name)]; taken {
 				if spec.Options.GetIfExists {

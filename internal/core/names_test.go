@@ -34,3 +34,18 @@ func TestJobNamesBounded(t *testing.T) {
 		t.Fatalf("after a name was freed: %q", out)
 	}
 }
+
+// TestServeNamespaceReserved: a guest makes no actor in the namespace of
+// deployments' replicas (whose lookups the shell answers), named or not.
+func TestServeNamespaceReserved(t *testing.T) {
+	h := newHarness(t)
+	for _, l := range []string{"node n1 clustered registry cpu=2", "job j1", "started w1", "ready w1"} {
+		h.run(l)
+	}
+	for i, extra := range []string{"name=preprocessor", ""} {
+		out := h.run(fmt.Sprintf("actor w1 A%d seq=%d class=K %s ns=fabric.serve", i, i+1, extra))
+		if len(out) != 1 || !strings.Contains(out[0], "fabric.serve") || !strings.Contains(out[0], "holds deployments' replicas: a guest makes no actor there") {
+			t.Fatalf("an actor in fabric.serve (%s): %q", extra, out)
+		}
+	}
+}
