@@ -146,9 +146,11 @@ type Agent struct {
 	load        ingressLoad
 	serveAuths  serveAuthCache
 	serveBudget byteBudget // the bytes the ingress holds (serveBudget)
-	autoscaler  autoscaler
-	ingress     *http.Server
-	ingressAddr string
+	// serveTimeout, when set (tests), replaces the const serveTimeout.
+	serveTimeout atomic.Int64
+	autoscaler   autoscaler
+	ingress      *http.Server
+	ingressAddr  string
 	// historyDone closes once sampleHistory, stopped with usageStop, ends.
 	historyDone chan struct{}
 	usageOnce   sync.Once

@@ -685,7 +685,8 @@ func TestServeSeed(t *testing.T) {
 // QUIC stream); its status and headers come first; a failure midway
 // cuts the response short; a client that leaves stops the call; and a
 // whole response past what a call's answer carries inline (300 KiB)
-// comes from the node's store.
+// comes from the node's store; and a stream may last longer than the
+// time a request has to begin its answer.
 func TestServeStreaming(t *testing.T) {
 	serve := func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" }
 	a := startJobsAgent(t, serve)
@@ -802,6 +803,16 @@ func TestServeStreaming(t *testing.T) {
 	})
 	if code, body := servePost(t, b.IngressAddr(), "/ticker?n=2", "", ""); code != 201 || body != "tick 0\ntick 1\n" {
 		t.Fatalf("after the clients left: %d %q", code, body)
+	}
+	// The answer's time bound ends at its first item: a stream goes on
+	// past it (here 1 s, the stream 2 s), through both ingresses.
+	for _, ag := range []*Agent{a, b} {
+		ag.serveTimeout.Store(int64(time.Second))
+	}
+	for _, ing := range []*Agent{a, b} {
+		if code, body := servePost(t, ing.IngressAddr(), "/ticker?n=5&ms=500", "", ""); code != 201 || body != "tick 0\ntick 1\ntick 2\ntick 3\ntick 4\n" {
+			t.Fatalf("a stream longer than the answer's bound through %s: %d %q", ing.ID, code, body)
+		}
 	}
 }
 

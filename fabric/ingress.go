@@ -30,7 +30,9 @@ import (
 const (
 	// MaxServeBody bounds a request's body (413 past it).
 	MaxServeBody = 1 << 20
-	// serveTimeout bounds a request from its arrival to its answer.
+	// serveTimeout bounds a request from its arrival to its answer: to
+	// the first item of a streamed one, which may then go on as long as
+	// its client reads.
 	serveTimeout = 60 * time.Second
 	// coldStartWait bounds how long a request to a deployment scaled to
 	// zero waits for its first replica.
@@ -218,8 +220,8 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 	header := r.Header.Clone()
 	header.Del("Authorization") // the replica does not need the caller's token
 	req := abi.ServeRequest{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: header, Body: body, Route: d.Route}
-	ctx, cancel := context.WithTimeout(r.Context(), serveTimeout)
-	defer cancel()
+	ctx, stop := answerWithin(r.Context(), a.answerTimeout())
+	defer stop()
 	// A deployment scaled to zero wakes for the request, which waits for
 	// its first replica (and retries while that one starts).
 	var resp abi.ServeResponse
@@ -229,6 +231,7 @@ func (a *Agent) handleIngress(w http.ResponseWriter, r *http.Request) {
 	flusher, _ := w.(http.Flusher)
 	rc := http.NewResponseController(w)
 	emit := func(item abi.ServeResponse) error {
+		answering(ctx)
 		_ = rc.SetWriteDeadline(time.Now().Add(ingressWriteTimeout))
 		if !streamed {
 			status := cmp.Or(item.Status, http.StatusOK)
@@ -350,6 +353,43 @@ func busy(w http.ResponseWriter) {
 	ingressError(w, http.StatusServiceUnavailable, fmt.Sprintf("fabric serve: this agent holds the most request and response bytes it may (%d MiB); retry", serveBudget>>20))
 }
 
+// answerTimeout is serveTimeout, unless a test set the agent's own.
+func (a *Agent) answerTimeout() time.Duration {
+	if d := time.Duration(a.serveTimeout.Load()); d > 0 {
+		return d
+	}
+	return serveTimeout
+}
+
+// errNoAnswer is the cause of a request's context ended by answerWithin.
+var errNoAnswer = errors.New("fabric: the replica did not answer in time")
+
+// answerKey holds a request's answer timer in its context.
+type answerKey struct{}
+
+// answerWithin returns a context that ends, with cause errNoAnswer, when
+// no answer began within d (answering says one did), or when stop is
+// called.
+func answerWithin(parent context.Context, d time.Duration) (context.Context, func()) {
+	var ctx context.Context
+	var cancel context.CancelCauseFunc
+	ctx, cancel = context.WithCancelCause(parent)
+	t := time.AfterFunc(d, func() { cancel(errNoAnswer) })
+	ctx = context.WithValue(ctx, answerKey{}, t)
+	return ctx, func() {
+		t.Stop()
+		cancel(nil)
+	}
+}
+
+// answering says that the answer of ctx's request began: its time is no
+// longer bounded.
+func answering(ctx context.Context) {
+	if t, ok := ctx.Value(answerKey{}).(*time.Timer); ok {
+		t.Stop()
+	}
+}
+
 // copyHeader adds a replica's headers to h, leaving out those that are
 // not HTTP's (a guest cannot split a response).
 func copyHeader(h http.Header, from map[string][]string) {
@@ -378,8 +418,8 @@ func (a *Agent) callLocal(ctx context.Context, key string, req abi.ServeRequest,
 		return resp, 0, nil
 	case errors.Is(err, ErrOverloaded), errors.Is(err, ErrNoReplica), errors.Is(err, ErrReplicaDied), errors.Is(err, ErrClosed):
 		return resp, http.StatusServiceUnavailable, err
-	case errors.Is(err, context.DeadlineExceeded):
-		return resp, http.StatusGatewayTimeout, fmt.Errorf("the replica did not answer within %s", serveTimeout)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(context.Cause(ctx), errNoAnswer):
+		return resp, http.StatusGatewayTimeout, fmt.Errorf("the replica did not answer within %s", a.answerTimeout())
 	}
 	var ce *CallError
 	if errors.As(err, &ce) {
@@ -471,13 +511,14 @@ func (a *Agent) serveStreamPeer(peer string, body []byte, conn net.Conn) {
 	if a.peerMay(peer, msgServeStream) != nil || wire.Unmarshal(body, &c) != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(a.agentCtx, serveTimeout)
+	ctx, cancel := answerWithin(a.agentCtx, a.answerTimeout())
 	defer cancel()
 	go func() { // the asker gone, the call stops
 		_, _ = io.Copy(io.Discard, conn)
 		cancel()
 	}()
 	frame := func(f serveFrame) error {
+		answering(ctx)
 		_ = conn.SetWriteDeadline(time.Now().Add(ingressWriteTimeout))
 		b, err := wire.Marshal(f)
 		if err == nil {
