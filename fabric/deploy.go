@@ -556,7 +556,7 @@ func (a *Agent) autoscale(ctx context.Context) {
 			for _, h := range hs {
 				if h.Key == d.Key && h.Version == d.Version {
 					load += h.Load
-					active = active || h.Active
+					active = active || h.Active || h.Starting > 0 // a replica starting was wanted (a wake): no load is seen yet
 				}
 			}
 		}

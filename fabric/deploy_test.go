@@ -935,13 +935,19 @@ func TestServeCompositionAutoscaling(t *testing.T) {
 	}
 	replicas := func(name string) int { return info(name).NumReplicas }
 	waitFor(t, 60*time.Second, "the pipeline running", func() bool { return info("pipeline").Running == 1 })
-	// Four seconds of requests, eight times the downscale delay.
-	end := time.Now().Add(4 * time.Second)
+	// Requests until the parts have been up for 2.5 s, five times the
+	// downscale delay.
 	var failed atomic.Int64
 	var wg sync.WaitGroup
+	stop := make(chan struct{})
 	for range 3 {
 		wg.Go(func() {
-			for time.Now().Before(end) {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
 				if code, body := servePost(t, a.IngressAddr(), "/pipeline", "", `{"input": [1, 2]}`); code != 200 || body != `{"label":"positive (6)"}` {
 					failed.Add(1)
 					t.Logf("%d %q", code, body)
@@ -949,13 +955,14 @@ func TestServeCompositionAutoscaling(t *testing.T) {
 			}
 		})
 	}
+	waitFor(t, 30*time.Second, "the parts woken by the pipeline's calls", func() bool {
+		return replicas("preprocessor") >= 1 && replicas("classifier") >= 1
+	})
 	lowest := 10
-	for time.Now().Before(end) {
-		time.Sleep(200 * time.Millisecond)
-		if time.Until(end) < 3*time.Second { // once woken
-			lowest = min(lowest, replicas("preprocessor"), replicas("classifier"))
-		}
+	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		lowest = min(lowest, replicas("preprocessor"), replicas("classifier"))
 	}
+	close(stop)
 	wg.Wait()
 	if failed.Load() > 0 || lowest < 1 {
 		t.Fatalf("under load through the pipeline: %d requests failed, the parts went down to %d replicas", failed.Load(), lowest)
