@@ -399,20 +399,8 @@ func (a *Agent) pickReplica(ctx context.Context, tenant, name string) (*core.Nam
 
 // pickRemote asks node for a ready replica of the deployment key.
 func (a *Agent) pickRemote(ctx context.Context, node, key string) (objects.ID, error) {
-	addr, err := a.addrOf(node)
+	ans, err := a.askServe(ctx, node, serveCall{Key: key, Pick: true})
 	if err != nil {
-		return objects.NilID, err
-	}
-	body, err := wire.Marshal(serveCall{Key: key, Pick: true})
-	if err != nil {
-		return objects.NilID, err
-	}
-	_, b, err := a.quic.Call(ctx, addr, msgServe, body)
-	if err != nil {
-		return objects.NilID, err
-	}
-	var ans serveAnswer
-	if err := wire.Unmarshal(b, &ans); err != nil {
 		return objects.NilID, err
 	}
 	if ans.Error != "" {
@@ -680,31 +668,13 @@ func (a *Agent) handleDeploymentLogs(w http.ResponseWriter, r *http.Request) {
 	if rs := a.localSet(key); rs != nil {
 		out.Nodes[a.ID] = string(rs.logs.bytes())
 	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	body, _ := wire.Marshal(serveCall{Key: key, Logs: true})
-	for _, id := range a.aliveMembers(false) {
-		wg.Go(func() {
-			var ans serveAnswer
-			addr, err := a.addrOf(id)
-			if err == nil {
-				var b []byte
-				if _, b, err = a.quic.Call(ctx, addr, msgServe, body); err == nil {
-					err = wire.Unmarshal(b, &ans)
-				}
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err != nil:
-				out.Missing = append(out.Missing, id)
-			case len(ans.Logs) > 0:
-				out.Nodes[id] = string(ans.Logs)
-			}
-		})
+	answers, missing := a.askServeAll(ctx, serveCall{Key: key, Logs: true})
+	for id, ans := range answers {
+		if len(ans.Logs) > 0 {
+			out.Nodes[id] = string(ans.Logs)
+		}
 	}
-	wg.Wait()
-	slices.Sort(out.Missing)
+	out.Missing = missing
 	writeJSON(w, out)
 }
 
@@ -763,29 +733,50 @@ func (a *Agent) handleDeploymentList(w http.ResponseWriter, r *http.Request) {
 func (a *Agent) gatherHosted(ctx context.Context) (map[string][]hostedWire, []string) {
 	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
 	defer cancel()
-	others := a.aliveMembers(false)
+	answers, missing := a.askServeAll(ctx, serveCall{Status: true})
 	out := map[string][]hostedWire{a.ID: a.hosted()}
-	var mu sync.Mutex
+	for id, ans := range answers {
+		out[id] = ans.Hosted
+	}
+	return out, missing
+}
+
+// askServe sends node a msgServe and returns its answer.
+func (a *Agent) askServe(ctx context.Context, node string, c serveCall) (serveAnswer, error) {
+	var ans serveAnswer
+	addr, err := a.addrOf(node)
+	if err != nil {
+		return ans, err
+	}
+	body, err := wire.Marshal(c)
+	if err != nil {
+		return ans, err
+	}
+	_, b, err := a.quic.Call(ctx, addr, msgServe, body)
+	if err == nil {
+		err = wire.Unmarshal(b, &ans)
+	}
+	return ans, err
+}
+
+// askServeAll sends every other alive member a msgServe at once and
+// returns their answers by node, and the nodes that did not answer,
+// sorted.
+func (a *Agent) askServeAll(ctx context.Context, c serveCall) (map[string]serveAnswer, []string) {
+	out := map[string]serveAnswer{}
 	var missing []string
+	var mu sync.Mutex
 	var wg sync.WaitGroup
-	body, _ := wire.Marshal(serveCall{Status: true})
-	for _, id := range others {
+	for _, id := range a.aliveMembers(false) {
 		wg.Go(func() {
-			var ans serveAnswer
-			addr, err := a.addrOf(id)
-			if err == nil {
-				var b []byte
-				if _, b, err = a.quic.Call(ctx, addr, msgServe, body); err == nil {
-					err = wire.Unmarshal(b, &ans)
-				}
-			}
+			ans, err := a.askServe(ctx, id, c)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				missing = append(missing, id)
 				return
 			}
-			out[id] = ans.Hosted
+			out[id] = ans
 		})
 	}
 	wg.Wait()

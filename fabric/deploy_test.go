@@ -49,15 +49,27 @@ func TestAssign(t *testing.T) {
 // with the admin client it returns.
 func serveAgent(t *testing.T) (*Agent, *Client, ModuleInfo) {
 	t.Helper()
-	a := startJobsAgent(t, func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" })
+	as, admin, mod := serveCluster(t, 1)
+	return as[0], admin, mod
+}
+
+// serveCluster starts n agents with ingresses in one cluster, and
+// uploads the serve guest with the operator's token.
+func serveCluster(t *testing.T, n int) ([]*Agent, *Client, ModuleInfo) {
+	t.Helper()
+	serve := func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" }
+	as := []*Agent{startJobsAgent(t, serve)}
+	for len(as) < n {
+		as = append(as, joinAgent(t, as[0], serve))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	admin := a.Client(a.APIToken())
+	admin := as[0].Client(as[0].APIToken())
 	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a, admin, mod
+	return as, admin, mod
 }
 
 // servePost sends a request to an ingress and returns its status and body.
@@ -85,17 +97,11 @@ func servePost(t *testing.T, addr, path, token, body string) (int, string) {
 // public takes its tenant's token; unknown routes, oversized bodies and a
 // deleted deployment get clear answers.
 func TestServe(t *testing.T) {
-	serve := func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" }
-	a := startJobsAgent(t, serve)
-	b := joinAgent(t, a, serve)
+	as, admin, mod := serveCluster(t, 2)
+	a, b := as[0], as[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	admin := a.Client(a.APIToken())
 	acme := tenantClient(t, ctx, a, TenantInfo{Name: "acme"})
-	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
-	if err != nil {
-		t.Fatal(err)
-	}
 	three := 3
 	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "model", Module: mod.Digest, Class: "Model", RoutePrefix: "/model", NumReplicas: &three, Public: true}); err != nil {
 		t.Fatal(err)
@@ -290,16 +296,10 @@ func TestServeReplicaKilled(t *testing.T) {
 // requests through the other agent's ingress are answered 200 or 503,
 // none hangs, and the other agent takes the lost replicas.
 func TestServeAgentLost(t *testing.T) {
-	serve := func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" }
-	a := startJobsAgent(t, serve)
-	b := joinAgent(t, a, serve)
+	as, admin, mod := serveCluster(t, 2)
+	a, b := as[0], as[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	admin := a.Client(a.APIToken())
-	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
-	if err != nil {
-		t.Fatal(err)
-	}
 	four := 4
 	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "model", Module: mod.Digest, Class: "Model", NumReplicas: &four, Public: true}); err != nil {
 		t.Fatal(err)
@@ -688,16 +688,10 @@ func TestServeSeed(t *testing.T) {
 // comes from the node's store; and a stream may last longer than the
 // time a request has to begin its answer.
 func TestServeStreaming(t *testing.T) {
-	serve := func(c *AgentConfig) { c.ServeAddr = "127.0.0.1:0" }
-	a := startJobsAgent(t, serve)
-	b := joinAgent(t, a, serve)
+	as, admin, mod := serveCluster(t, 2)
+	a, b := as[0], as[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	admin := a.Client(a.APIToken())
-	mod, err := admin.Upload(ctx, bytes.NewReader(guestBytes(t, "internal/testguests/serve")), "serve")
-	if err != nil {
-		t.Fatal(err)
-	}
 	one := 1
 	for _, d := range []DeploymentSpec{{Name: "ticker", Class: "Ticker", RoutePrefix: "/ticker"}, {Name: "big", Class: "Big", RoutePrefix: "/big"}} {
 		d.Module, d.NumReplicas, d.Public = mod.Digest, &one, true
