@@ -73,12 +73,11 @@ type replicaSet struct {
 	yields                map[objects.ID]*itemQueue // streamed calls' items by task ID
 	// streaming: the deployment streams its responses (its __call__
 	// said so): requests go to its __stream__ method.
-	streaming                 atomic.Bool
-	started, died, dispatched atomic.Int64
-	orphans                   atomic.Int64 // streamed items no request took (it left, or held its bound)
-	loads                     loadSamples
-	logs                      logTail // the replicas' latest output
-	output                    atomic.Int64
+	streaming atomic.Bool
+	started   atomic.Int64
+	orphans   atomic.Int64 // streamed items no request took (it left, or held its bound)
+	loads     loadSamples
+	logs      logTail // the replicas' latest output
 	// maxOngoing bounds each replica's requests in flight (0: none);
 	// past it on every replica, call answers ErrOverloaded.
 	maxOngoing int
@@ -447,7 +446,6 @@ func (rs *replicaSet) call(ctx context.Context, req abi.ServeRequest, emit func(
 		return abi.ServeResponse{}, ErrOverloaded
 	}
 	defer r.ongoing.Add(-1)
-	rs.dispatched.Add(1)
 	arg := req.AppendCBOR(nil)
 	if rs.streaming.Load() {
 		if emit == nil {
@@ -724,13 +722,11 @@ func (rs *replicaSet) message(m peerwire.Message) {
 			if r.id == m.Actor && !r.dead.Load() {
 				r.cause = m.Cause
 				r.dead.Store(true)
-				rs.died.Add(1)
 			}
 		}
 		rs.mu.Unlock()
 		rs.a.kickServe() // start another now
 	case *peerwire.Output:
-		rs.output.Add(int64(len(m.Data)))
 		rs.logs.write(m.Data)
 	}
 }
