@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/wasmfabric/fabric/fabric"
+	"github.com/wasmfabric/fabric/internal/gcpace"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -125,6 +126,9 @@ The command line comes first, then the environment, then the file.`,
 			cfg.Node.Stdout, cfg.Node.Stderr = out, cmd.ErrOrStderr()
 			cfg.Log = cmd.ErrOrStderr() // membership changes; serf's own lines stay out
 			cfg.GossipLog = io.Discard
+			// The agent serves others: its collector runs at the pace
+			// of a server's tail latency (internal/gcpace).
+			defer gcpace.Start(gcpace.DefaultHeadroom)()
 			a, err := fabric.StartAgent(cfg)
 			if err != nil {
 				return err

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/wasmfabric/fabric/fabric"
+	"github.com/wasmfabric/fabric/internal/gcpace"
 	"github.com/wasmfabric/fabric/internal/membership"
 )
 
@@ -145,6 +146,9 @@ func serveResults(ctx context.Context, re *regexp.Regexp, o benchOptions, stderr
 	if !wantsAny(re, serveRows...) {
 		return nil, nil
 	}
+	// The agent in this process runs at the pace `fabric agent` sets
+	// (net/http and the client, in the same process, at it too).
+	defer gcpace.Start(gcpace.DefaultHeadroom)()
 	guest := besideBinary(filepath.Join("testguests", "serve.wasm"))
 	wasm, err := os.ReadFile(guest)
 	if err != nil {

@@ -82,37 +82,146 @@ func (f *TaskFilter) match(r *TaskRecord) bool {
 // full, the tenant holding the most loses its oldest record of a task
 // that finished, else of one that failed: one tenant's flood of tasks
 // does not wipe out another's records, nor its own failures.
+//
+// The records it keeps hold no pointers: their strings are kept once,
+// in strs, and named by index. A full history (100,000 records by
+// default, about 12 MB) is then nothing a garbage collection has to
+// scan, where records holding their strings were a million pointers
+// that every collection walked, on every node under load.
 type history struct {
 	max      int
 	n        int
 	byTenant map[string]*tenantRecords
+	strs     stringTable
 }
 
-// tenantRecords are one tenant's records, oldest first in each queue.
+// tenantRecords are one tenant's records, oldest first in each ring.
 type tenantRecords struct {
-	finished, failed recordQueue
+	finished, failed recordRing
 }
 
-func (t *tenantRecords) len() int { return t.finished.len() + t.failed.len() }
+func (t *tenantRecords) len() int { return t.finished.n + t.failed.n }
 
-// recordQueue is a queue of records, oldest first.
-type recordQueue struct {
-	recs []TaskRecord
-	head int
+// The strings of a stored record, by index in storedRecord.strs.
+const (
+	strJob = iota
+	strTenant
+	strName
+	strKind
+	strState
+	strNode
+	strFor
+	strError
+	strErrorKind
+	recordStrings
+)
+
+// storedRecord is a TaskRecord as the history keeps it: its strings as
+// references into the history's stringTable.
+type storedRecord struct {
+	id, actor                         objects.ID
+	strs                              [recordStrings]uint32
+	pid, attempt                      int32
+	submitted, placed, started, ended Time
 }
 
-func (q *recordQueue) len() int { return len(q.recs) - q.head }
+// recordRing is a queue of stored records, oldest first, in a ring
+// whose size is a power of two (grown and shrunk by halves).
+type recordRing struct {
+	buf     []storedRecord
+	head, n int
+}
 
-func (q *recordQueue) dropOldest() {
-	q.recs[q.head] = TaskRecord{} // its strings go
-	q.head++
-	switch {
-	case q.head == len(q.recs):
-		q.recs, q.head = q.recs[:0], 0
-	case q.head > 1024 && q.head > q.len():
-		q.recs = slices.Clone(q.recs[q.head:])
-		q.head = 0
+func (q *recordRing) at(i int) *storedRecord { return &q.buf[(q.head+i)&(len(q.buf)-1)] }
+
+func (q *recordRing) push(r *storedRecord) {
+	if q.n == len(q.buf) {
+		q.resize(max(16, 2*len(q.buf)))
 	}
+	*q.at(q.n) = *r
+	q.n++
+}
+
+// popOldest removes the oldest record and returns it.
+func (q *recordRing) popOldest() storedRecord {
+	r := q.buf[q.head]
+	q.head = (q.head + 1) & (len(q.buf) - 1)
+	q.n--
+	if len(q.buf) > 64 && q.n < len(q.buf)/4 {
+		q.resize(len(q.buf) / 2)
+	}
+	return r
+}
+
+func (q *recordRing) resize(size int) {
+	buf := make([]storedRecord, size)
+	for i := range q.n {
+		buf[i] = *q.at(i)
+	}
+	q.buf, q.head = buf, 0
+}
+
+// stringTable keeps each string of the stored records once, counted by
+// the records that name it; reference 0 is "".
+type stringTable struct {
+	index map[string]uint32
+	strs  []string
+	refs  []int32
+	free  []uint32
+	// last is, per string of a record, the reference the last record
+	// took: consecutive records mostly share their job, tenant, name,
+	// kind, state and node, and a string comparison is cheaper than a
+	// map lookup.
+	last [recordStrings]uint32
+}
+
+// ref returns v's reference, counting one more record that names it.
+func (s *stringTable) ref(field int, v string) uint32 {
+	if v == "" {
+		return 0
+	}
+	if i := s.last[field]; i != 0 && s.strs[i] == v {
+		s.refs[i]++
+		return i
+	}
+	i, ok := s.index[v]
+	if !ok {
+		if s.index == nil {
+			s.index, s.strs, s.refs = map[string]uint32{}, []string{""}, []int32{0}
+		}
+		if n := len(s.free); n > 0 {
+			i, s.free = s.free[n-1], s.free[:n-1]
+			s.strs[i] = v
+		} else {
+			i = uint32(len(s.strs))
+			s.strs, s.refs = append(s.strs, v), append(s.refs, 0)
+		}
+		s.index[v] = i
+	}
+	s.refs[i]++
+	s.last[field] = i
+	return i
+}
+
+// release counts one record less that names reference i.
+func (s *stringTable) release(i uint32) {
+	if i == 0 {
+		return
+	}
+	if s.refs[i]--; s.refs[i] == 0 {
+		delete(s.index, s.strs[i])
+		s.strs[i] = ""
+		s.free = append(s.free, i)
+	}
+}
+
+// lookup returns v's reference, false when no record names v.
+func (s *stringTable) lookup(v string) (uint32, bool) {
+	if v == "" {
+		return 0, true
+	}
+	i, ok := s.index[v]
+	return i, ok
 }
 
 func (h *history) add(r TaskRecord) {
@@ -134,8 +243,24 @@ func (h *history) add(r TaskRecord) {
 	if r.State == TaskFailed {
 		q = &t.failed
 	}
-	q.recs = append(q.recs, r)
+	s := &h.strs
+	sr := storedRecord{id: r.ID, actor: r.Actor, pid: int32(r.Pid), attempt: int32(r.Attempt),
+		submitted: r.Submitted, placed: r.Placed, started: r.Started, ended: r.Ended}
+	sr.strs = [recordStrings]uint32{
+		strJob: s.ref(strJob, string(r.Job)), strTenant: s.ref(strTenant, r.Tenant), strName: s.ref(strName, r.Name),
+		strKind: s.ref(strKind, r.Kind), strState: s.ref(strState, r.State), strNode: s.ref(strNode, string(r.Node)),
+		strFor: s.ref(strFor, string(r.For)), strError: s.ref(strError, r.Error), strErrorKind: s.ref(strErrorKind, r.ErrorKind)}
+	q.push(&sr)
 	h.n++
+}
+
+// record returns r as a TaskRecord.
+func (h *history) record(r *storedRecord) TaskRecord {
+	s := h.strs.strs
+	return TaskRecord{ID: r.id, Job: JobID(s[r.strs[strJob]]), Tenant: s[r.strs[strTenant]], Name: s[r.strs[strName]],
+		Kind: s[r.strs[strKind]], Actor: r.actor, State: s[r.strs[strState]], Node: NodeID(s[r.strs[strNode]]),
+		For: NodeID(s[r.strs[strFor]]), Pid: int(r.pid), Attempt: int(r.attempt), Error: s[r.strs[strError]],
+		ErrorKind: s[r.strs[strErrorKind]], Submitted: r.submitted, Placed: r.placed, Started: r.started, Ended: r.ended}
 }
 
 // dropOne drops the oldest record of a finished task of the tenant that
@@ -148,10 +273,14 @@ func (h *history) dropOne() {
 			largest, name = t, n
 		}
 	}
-	if largest.finished.len() > 0 {
-		largest.finished.dropOldest()
+	var r storedRecord
+	if largest.finished.n > 0 {
+		r = largest.finished.popOldest()
 	} else {
-		largest.failed.dropOldest()
+		r = largest.failed.popOldest()
+	}
+	for _, i := range r.strs {
+		h.strs.release(i)
 	}
 	h.n--
 	if largest.len() == 0 {
@@ -159,20 +288,52 @@ func (h *history) dropOne() {
 	}
 }
 
-// each calls fn with every kept record f selects.
-func (h *history) each(f *TaskFilter, fn func(*TaskRecord)) {
+// storedFilter is a TaskFilter's strings as references.
+type storedFilter struct {
+	job, state, name uint32
+	own              bool
+}
+
+// storedFilter returns f's strings as references, false when f names
+// a string no record holds (it selects none). f's tenant is for the
+// caller to select.
+func (h *history) storedFilter(f *TaskFilter) (storedFilter, bool) {
+	job, ok1 := h.strs.lookup(string(f.Job))
+	state, ok2 := h.strs.lookup(f.State)
+	name, ok3 := h.strs.lookup(f.Name)
+	return storedFilter{job: job, state: state, name: name, own: f.Own}, ok1 && ok2 && ok3
+}
+
+func (f *storedFilter) match(r *storedRecord) bool {
+	return (f.job == 0 || r.strs[strJob] == f.job) && (f.state == 0 || r.strs[strState] == f.state) &&
+		(f.name == 0 || r.strs[strName] == f.name) && (!f.own || r.strs[strFor] == 0)
+}
+
+// eachQueue calls fn with every ring of the tenants f selects and the
+// filter for their records; nothing when f selects none.
+func (h *history) eachQueue(f *TaskFilter, fn func(q *recordRing, sf *storedFilter)) {
+	sf, ok := h.storedFilter(f)
+	if !ok {
+		return
+	}
 	for name, t := range h.byTenant {
-		if !f.AnyTenant && name != f.Tenant {
-			continue
-		}
-		for _, q := range []*recordQueue{&t.finished, &t.failed} {
-			for i := q.head; i < len(q.recs); i++ {
-				if r := &q.recs[i]; f.match(r) {
-					fn(r)
-				}
-			}
+		if f.AnyTenant || name == f.Tenant {
+			fn(&t.finished, &sf)
+			fn(&t.failed, &sf)
 		}
 	}
+}
+
+// each calls fn with every kept record f selects.
+func (h *history) each(f *TaskFilter, fn func(*TaskRecord)) {
+	h.eachQueue(f, func(q *recordRing, sf *storedFilter) {
+		for i := range q.n {
+			if r := q.at(i); sf.match(r) {
+				rec := h.record(r)
+				fn(&rec)
+			}
+		}
+	})
 }
 
 // record describes t as it is now.
@@ -236,23 +397,18 @@ func (c *Core) TaskRecords(f TaskFilter, limit int) (recs []TaskRecord, total in
 		}
 	}
 	total = len(recs)
-	for name, t := range c.history.byTenant {
-		if !f.AnyTenant && name != f.Tenant {
-			continue
-		}
-		for _, q := range []*recordQueue{&t.finished, &t.failed} {
-			taken := 0
-			for i := len(q.recs) - 1; i >= q.head; i-- {
-				if r := &q.recs[i]; f.match(r) {
-					total++
-					if limit <= 0 || taken < limit {
-						recs = append(recs, *r)
-						taken++
-					}
+	c.history.eachQueue(&f, func(q *recordRing, sf *storedFilter) {
+		taken := 0
+		for i := q.n - 1; i >= 0; i-- {
+			if r := q.at(i); sf.match(r) {
+				total++
+				if limit <= 0 || taken < limit {
+					recs = append(recs, c.history.record(r))
+					taken++
 				}
 			}
 		}
-	}
+	})
 	return NewestTasks(recs, limit), total
 }
 
@@ -298,7 +454,29 @@ func (c *Core) TaskSummary(f TaskFilter) []TaskCount {
 			count(&r)
 		}
 	}
-	c.history.each(&f, count)
+	// The kept records are counted by their strings' references, which
+	// makes no TaskRecord of each.
+	type refKey struct{ name, kind, state uint32 }
+	kept := map[refKey]int{}
+	retried := map[refKey]int{}
+	c.history.eachQueue(&f, func(q *recordRing, sf *storedFilter) {
+		for i := range q.n {
+			if r := q.at(i); sf.match(r) {
+				k := refKey{r.strs[strName], r.strs[strKind], r.strs[strState]}
+				kept[k]++
+				if r.attempt > 1 {
+					retried[k] += int(r.attempt) - 1
+				}
+			}
+		}
+	})
+	str := c.history.strs.strs
+	for k, n := range kept {
+		counts[key{str[k.name], str[k.kind], str[k.state]}] += n
+	}
+	for k, n := range retried {
+		counts[key{str[k.name], str[k.kind], TaskRetries}] += n
+	}
 	out := make([]TaskCount, 0, len(counts))
 	for k, n := range counts {
 		out = append(out, TaskCount{Name: k.name, Kind: k.kind, State: k.state, Count: n})

@@ -1,7 +1,10 @@
 package core
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -60,11 +63,17 @@ func TestHistoryBound(t *testing.T) {
 		if i%100 == 0 {
 			r.Tenant = "quiet" // 100 records in all, one each 100
 		}
+		if rng.IntN(3) == 0 {
+			r.Error = fmt.Sprintf("error %d", i) // a string of its own
+		}
 		h.add(r)
 		n := 0
 		h.each(&TaskFilter{AnyTenant: true}, func(*TaskRecord) { n++ })
 		if n != h.n || h.n > h.max {
 			t.Fatalf("step %d: %d records, counted %d, bound %d", i, n, h.n, h.max)
+		}
+		if err := h.checkStrings(); err != nil {
+			t.Fatalf("step %d: %v", i, err)
 		}
 	}
 	quiet := 0
@@ -78,6 +87,50 @@ func TestHistoryBound(t *testing.T) {
 		if failed == 0 {
 			t.Errorf("tenant %s kept none of its failures", name)
 		}
+	}
+}
+
+// TestHistoryRecords: a record comes back as it was added, every field,
+// and a filter naming a string no record holds selects none.
+func TestHistoryRecords(t *testing.T) {
+	h := history{max: 10}
+	want := []TaskRecord{
+		{ID: objects.ID{1}, Job: "j1", Tenant: "acme", Name: "Model.predict", Kind: "method", Actor: objects.ID{9}, State: TaskFinished,
+			Node: "n1", For: "n2", Pid: 4242, Attempt: 2, Submitted: 1, Placed: 2, Started: 3, Ended: 4},
+		{ID: objects.ID{2}, Job: "j1", Tenant: "acme", Name: "square", Kind: "task", State: TaskFailed, Node: "n1",
+			Error: "trap: unreachable", ErrorKind: "task_error", Attempt: 1, Submitted: 5, Ended: 6},
+		{ID: objects.ID{3}, Job: "j2", Tenant: "other", Name: "main", Kind: "driver", State: TaskFinished, Node: "n1", Attempt: 1},
+	}
+	for _, r := range want {
+		h.add(r)
+	}
+	var got []TaskRecord
+	h.each(&TaskFilter{AnyTenant: true}, func(r *TaskRecord) { got = append(got, *r) })
+	slices.SortFunc(got, func(a, b TaskRecord) int { return slices.Compare(a.ID[:], b.ID[:]) })
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("records\n got %+v\nwant %+v", got, want)
+	}
+	for _, f := range []TaskFilter{{AnyTenant: true, Job: "j3"}, {AnyTenant: true, Name: "cube"}, {Tenant: "nobody"}, {AnyTenant: true, State: TaskPending}} {
+		h.each(&f, func(r *TaskRecord) { t.Errorf("filter %+v selects %+v", f, r) })
+	}
+	n := 0
+	h.each(&TaskFilter{Tenant: "acme", Own: true}, func(*TaskRecord) { n++ })
+	if n != 1 {
+		t.Errorf("acme's own records: %d, want 1", n)
+	}
+}
+
+// BenchmarkHistoryAdd: what keeping an ended task's record costs the
+// core, the history full.
+func BenchmarkHistoryAdd(b *testing.B) {
+	h := history{max: DefaultTaskHistory}
+	r := TaskRecord{Job: "j", Tenant: "acme", Name: "Echo.__call__", Kind: "method", State: TaskFinished, Node: "n1", Attempt: 1}
+	i := 0
+	for b.Loop() {
+		r.ID = objects.ID{byte(i), byte(i >> 8), byte(i >> 16)}
+		r.Submitted = Time(i)
+		h.add(r)
+		i++
 	}
 }
 
@@ -116,4 +169,35 @@ func BenchmarkTaskRecords(b *testing.B) {
 			c.TaskRecords(TaskFilter{Tenant: "acme"}, 10_000)
 		}
 	})
+}
+
+// checkStrings checks that the string table counts, for each string,
+// the references the kept records hold.
+func (h *history) checkStrings() error {
+	refs := make([]int32, len(h.strs.refs))
+	for _, t := range h.byTenant {
+		for _, q := range []*recordRing{&t.finished, &t.failed} {
+			for i := range q.n {
+				for _, s := range q.at(i).strs {
+					refs[s]++
+				}
+			}
+		}
+	}
+	live := 0
+	for i := 1; i < len(refs); i++ {
+		if refs[i] != h.strs.refs[i] {
+			return fmt.Errorf("core: string %d (%q) counts %d references, the records hold %d", i, h.strs.strs[i], h.strs.refs[i], refs[i])
+		}
+		if refs[i] > 0 {
+			live++
+			if h.strs.index[h.strs.strs[i]] != uint32(i) {
+				return fmt.Errorf("core: string %d (%q) is not indexed", i, h.strs.strs[i])
+			}
+		}
+	}
+	if live != len(h.strs.index) {
+		return fmt.Errorf("core: %d strings are indexed, %d are held", len(h.strs.index), live)
+	}
+	return nil
 }
