@@ -504,19 +504,13 @@ func (rs *replicaSet) response(res peerwire.Result) (abi.ServeResponse, error) {
 		if err != nil {
 			return abi.ServeResponse{}, fmt.Errorf("fabric: the replica's response could not be read: %v", err)
 		}
-		defer release()
-		b = held
+		b = slices.Clone(held) // the store's bytes are let go; the response aliases its copy
+		release()
 	}
 	resp, ok := abi.ParseServeResponse(b)
 	if !ok {
 		if err := wire.Unmarshal(b, &resp); err != nil {
 			return abi.ServeResponse{}, fmt.Errorf("fabric: the replica's answer is not a response (return an sdk.Response): %v", err)
-		}
-	}
-	if res.Held {
-		resp.Body = slices.Clone(resp.Body) // the store's bytes are let go
-		for k, vs := range resp.Header {
-			resp.Header[k] = slices.Clone(vs)
 		}
 	}
 	return resp, nil

@@ -55,3 +55,27 @@ func BenchmarkDecodeStagedInt(b *testing.B) {
 		}
 	}
 }
+
+type benchEcho struct{}
+
+var _ = Deployment("BenchEcho", func() (*benchEcho, error) { return &benchEcho{}, nil }, func(_ *benchEcho, r Request) (Response, error) {
+	return Response{Header: map[string][]string{"Content-Type": {"text/plain; charset=utf-8"}}, Body: r.Body}, nil
+})
+
+// BenchmarkDispatchServe is the guest-side cost of a request to a Go
+// deployment (natively; in wasm multiply by the guest slowdown).
+func BenchmarkDispatchServe(b *testing.B) {
+	if _, _, err := dispatch("BenchEcho.__init__", []byte{0x80}); err != nil {
+		b.Fatal(err)
+	}
+	req := abi.ServeRequest{Method: "POST", Path: "/echo", Route: "/echo", Body: []byte(`{"input": 42}`),
+		Header: map[string][]string{"Content-Type": {"application/json"}, "User-Agent": {"Go-http-client/1.1"},
+			"Accept-Encoding": {"gzip"}, "Content-Length": {"13"}}}
+	args := req.AppendCBOR([]byte{0x81})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := dispatch("BenchEcho.__call__", args); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -160,9 +160,10 @@ func decodeInto[E any](b []byte, tag byte, dst *[]E) bool {
 func decodeTyped(b []byte, v any) bool {
 	switch p := v.(type) {
 	case *Request:
-		r, ok := abi.ParseServeRequest(b)
+		// b is the call's, reused after it: one copy, which the
+		// request's strings and body alias.
+		r, ok := abi.ParseServeRequest(bytes.Clone(b))
 		if ok {
-			r.Body = bytes.Clone(r.Body) // b is the call's, reused after it
 			*p = Request(r)
 		}
 		return ok

@@ -2,6 +2,7 @@ package abi
 
 import (
 	"math"
+	"slices"
 
 	"github.com/wasmfabric/fabric/internal/cborlite"
 )
@@ -60,6 +61,7 @@ type ServeResponse struct {
 // integer keys, empty ones left out), which ParseServeRequest and any
 // CBOR decoder read.
 func (r ServeRequest) AppendCBOR(dst []byte) []byte {
+	dst = slices.Grow(dst, 48+len(r.Method)+len(r.Path)+len(r.Query)+len(r.Route)+headerSize(r.Header)+len(r.Body))
 	n := uint64(2)
 	for _, set := range []bool{r.Query != "", len(r.Header) > 0, len(r.Body) > 0, r.Route != ""} {
 		if set {
@@ -87,6 +89,7 @@ func (r ServeRequest) AppendCBOR(dst []byte) []byte {
 // AppendCBOR appends the response's encoding, which ParseServeResponse
 // and any CBOR decoder read.
 func (r ServeResponse) AppendCBOR(dst []byte) []byte {
+	dst = slices.Grow(dst, 16+headerSize(r.Header)+len(r.Body))
 	n := uint64(0)
 	for _, set := range []bool{r.Status != 0, len(r.Header) > 0, len(r.Body) > 0} {
 		if set {
@@ -104,6 +107,18 @@ func (r ServeResponse) AppendCBOR(dst []byte) []byte {
 		dst = cborlite.AppendBytes(cborlite.AppendUint(dst, 3), r.Body)
 	}
 	return dst
+}
+
+// headerSize bounds the bytes of h's encoding.
+func headerSize(h map[string][]string) int {
+	n := 9
+	for k, vs := range h {
+		n += 18 + len(k)
+		for _, v := range vs {
+			n += 9 + len(v)
+		}
+	}
+	return n
 }
 
 func appendHeader(dst []byte, h map[string][]string) []byte {
@@ -125,7 +140,9 @@ const maxServeFields = 1 << 12
 // general encoder does, in any order of keys). ok is false for anything
 // else: a duplicate or unknown key, another type, bytes left over; the
 // caller then decodes with a general decoder, for its precise error.
-// Strings are copied; the body aliases b.
+// Its strings and body alias b, which must not change while they are
+// used: a guest pays dearly for each allocation, so a caller that
+// needs its own copy clones b once, before.
 func ParseServeRequest(b []byte) (r ServeRequest, ok bool) {
 	p := cborlite.NewReader(b)
 	n, ok := p.Count(cborlite.MajorMap, 6)
@@ -141,17 +158,17 @@ func ParseServeRequest(b []byte) (r ServeRequest, ok bool) {
 		seen |= 1 << key
 		switch key {
 		case 1:
-			r.Method, ok = p.Text()
+			r.Method, ok = p.TextAlias()
 		case 2:
-			r.Path, ok = p.Text()
+			r.Path, ok = p.TextAlias()
 		case 3:
-			r.Query, ok = p.Text()
+			r.Query, ok = p.TextAlias()
 		case 4:
 			r.Header, ok = parseHeader(p)
 		case 5:
 			r.Body, ok = p.Bytes()
 		case 6:
-			r.Route, ok = p.Text()
+			r.Route, ok = p.TextAlias()
 		}
 		if !ok {
 			return ServeRequest{}, false
@@ -161,7 +178,7 @@ func ParseServeRequest(b []byte) (r ServeRequest, ok bool) {
 }
 
 // ParseServeResponse reads a response as ParseServeRequest reads a
-// request.
+// request; its strings and body alias b likewise.
 func ParseServeResponse(b []byte) (r ServeResponse, ok bool) {
 	p := cborlite.NewReader(b)
 	n, ok := p.Count(cborlite.MajorMap, 3)
@@ -193,53 +210,53 @@ func ParseServeResponse(b []byte) (r ServeResponse, ok bool) {
 	return r, p.Done()
 }
 
-// parseHeader reads a header map with few allocations (a guest pays
-// dearly for each): its strings are substrings of one copy of the
-// header's bytes, its values subslices of one slice.
+// parseHeader reads a header map whose strings alias the input, its
+// values subslices of one slice: three allocations (the map's two and
+// the values') whatever the header holds.
 func parseHeader(p *cborlite.Reader) (map[string][]string, bool) {
 	if p.Null() {
 		return nil, true
 	}
-	raw, ok := p.Raw()
+	n, ok := p.Count(cborlite.MajorMap, maxServeFields)
 	if !ok {
 		return nil, false
 	}
-	hr := cborlite.NewReader(raw)
-	n, ok := hr.Count(cborlite.MajorMap, maxServeFields)
-	if !ok {
-		return nil, false
-	}
-	all := string(raw)
-	text := func() (string, bool) {
-		i, j, ok := hr.TextSpan()
-		return all[i:j], ok
-	}
-	h := make(map[string][]string, n)
-	values := make([]string, 0, min(len(raw)/2, 64))
+	// The strings in order: per key the key, then its values; counts
+	// holds each key's count of values.
+	var smallStrs [32]string
+	var smallCounts [16]int
+	strs, counts := smallStrs[:0], smallCounts[:0]
 	for range n {
-		k, ok := text()
+		k, ok := p.TextAlias()
 		if !ok {
 			return nil, false
 		}
-		if _, dup := h[k]; dup {
-			return nil, false
-		}
-		m, ok := hr.Count(cborlite.MajorArray, maxServeFields)
+		m, ok := p.Count(cborlite.MajorArray, maxServeFields)
 		if !ok {
 			return nil, false
 		}
-		if len(values)+m > cap(values) {
-			values = make([]string, 0, max(m, 64))
-		}
-		first := len(values)
+		strs = append(strs, k)
+		counts = append(counts, m)
 		for range m {
-			v, ok := text()
+			v, ok := p.TextAlias()
 			if !ok {
 				return nil, false
 			}
-			values = append(values, v)
+			strs = append(strs, v)
 		}
-		h[k] = values[first:len(values):len(values)]
 	}
-	return h, hr.Done()
+	h := make(map[string][]string, n)
+	vs := make([]string, 0, len(strs)-n)
+	i := 0
+	for _, m := range counts {
+		key := strs[i]
+		if _, dup := h[key]; dup {
+			return nil, false
+		}
+		from := len(vs)
+		vs = append(vs, strs[i+1:i+1+m]...)
+		h[key] = vs[from:len(vs):len(vs)]
+		i += 1 + m
+	}
+	return h, true
 }

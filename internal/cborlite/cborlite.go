@@ -158,6 +158,22 @@ func skip(b []byte, depth int) (int, error) {
 	if depth > MaxDepth {
 		return 0, fmt.Errorf("%w: deeper than %d", ErrTooDeep, MaxDepth)
 	}
+	// Most items are small integers and short strings: a byte or two of
+	// head, read here without a Head.
+	if len(b) > 0 {
+		switch c := b[0]; {
+		case c < 0x18, c >= 0x20 && c < 0x38: // an integer below 24
+			return 1, nil
+		case c >= 0x40 && c < 0x58, c >= 0x60 && c < 0x78: // a string shorter than 24 bytes
+			if n := 1 + int(c&0x1f); n <= len(b) {
+				return n, nil
+			}
+		case (c == 0x58 || c == 0x78) && len(b) > 1: // a string shorter than 256 bytes
+			if n := 2 + int(b[1]); n <= len(b) {
+				return n, nil
+			}
+		}
+	}
 	h, err := ReadHead(b)
 	if err != nil {
 		return 0, err

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Reader reads the items of a CBOR encoding one after another, for
@@ -73,6 +74,25 @@ func (r *Reader) Text() (string, bool) {
 		return "", false
 	}
 	return string(body), true
+}
+
+// TextAlias reads a text string of valid UTF-8 that aliases the input,
+// without a copy: the input must not change while the string is used.
+func (r *Reader) TextAlias() (string, bool) {
+	start := r.off
+	n, ok := r.Head(MajorText)
+	if !ok {
+		return "", false
+	}
+	body, ok := r.payload(n)
+	if !ok || !utf8.Valid(body) {
+		r.off = start
+		return "", false
+	}
+	if len(body) == 0 {
+		return "", true
+	}
+	return unsafe.String(&body[0], len(body)), true
 }
 
 // TextSpan reads a text string of valid UTF-8 and returns where its

@@ -2,11 +2,14 @@ package sandbox
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"testing"
 
 	"github.com/wasmfabric/fabric/internal/abi"
 	"github.com/wasmfabric/fabric/internal/cborlite"
+	"github.com/wasmfabric/fabric/internal/objects"
 	"github.com/wasmfabric/fabric/internal/testrig"
 )
 
@@ -115,5 +118,80 @@ func BenchmarkServeCall(b *testing.B) {
 		if resp, ok := abi.ParseServeResponse(res.Value); !ok || string(resp.Body) != `{"input": 42}` {
 			b.Fatalf("the response: %x", res.Value)
 		}
+	}
+}
+
+// benchServer feeds a serve loop calls of one method, batch at a time
+// (as the worker's loop takes them when requests arrive together), until
+// n finished.
+type benchServer struct {
+	fakeHost
+	method      string
+	args        []byte
+	batch, n    int
+	next, done  int
+	outstanding int
+	b           *testing.B
+}
+
+func (s *benchServer) Poll(timeoutMs int64, room int) ([]Event, error) {
+	if s.done == s.n {
+		return []Event{{abi.EventIdle, 0}}, nil
+	}
+	var evs []Event
+	for s.outstanding < s.batch && s.next < s.n && len(evs) < room {
+		s.next++
+		s.outstanding++
+		evs = append(evs, Event{abi.EventCall, uint32(s.next)})
+	}
+	return evs, nil
+}
+func (s *benchServer) TakeCall(handle uint32) (string, []byte, objects.ID, error) {
+	return s.method, s.args, objects.ID{byte(handle)}, nil
+}
+func (s *benchServer) Enter(handle uint32) error { return nil }
+func (s *benchServer) FinishCall(handle uint32, res CallResult) error {
+	if !res.OK {
+		s.b.Fatalf("call %d: %+v", handle, res)
+	}
+	s.done++
+	s.outstanding--
+	return nil
+}
+func (s *benchServer) StartGet(ids []objects.ID, timeoutMs int64) (uint32, error) {
+	return 0, errors.New("no gets")
+}
+func (s *benchServer) StartWait(ids []objects.ID, n int, timeoutMs int64) (uint32, error) {
+	return 0, errors.New("no waits")
+}
+func (s *benchServer) TakeOp(token uint32) (OpResult, error) { return OpResult{}, errors.New("no ops") }
+
+// BenchmarkServeLoop is BenchmarkServeCall's request through a Go
+// guest's serve loop (a concurrent actor's), calls arriving one or 8 at
+// a time: what the loop adds to each call.
+func BenchmarkServeLoop(b *testing.B) {
+	ctx := context.Background()
+	e, m := compileGuest(b, "internal/testguests/serve")
+	defer e.Close(ctx)
+	inst, err := m.Instantiate(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	empty := ArgSource{Len: 1, Write: func(dst []byte) error { dst[0] = 0x80; return nil }}
+	if res, err := inst.Call(ctx, fakeHost{}, "BodyEcho.__init__", empty, nil, 0); err != nil || !res.OK {
+		b.Fatalf("the constructor: %v %+v", err, res)
+	}
+	req := abi.ServeRequest{Method: "POST", Path: "/echo", Route: "/echo", Body: []byte(`{"input": 42}`),
+		Header: map[string][]string{"Content-Type": {"application/json"}, "User-Agent": {"Go-http-client/1.1"},
+			"Accept-Encoding": {"gzip"}, "Content-Length": {"13"}}}
+	arg := req.AppendCBOR(cborlite.AppendHead(nil, cborlite.MajorArray, 1))
+	for _, batch := range []int{1, 8} {
+		b.Run(fmt.Sprintf("batch%d", batch), func(b *testing.B) {
+			s := &benchServer{method: "BodyEcho.__call__", args: arg, batch: batch, n: b.N, b: b}
+			res, err := inst.Call(ctx, s, abi.ServeFunc, empty, nil, 0)
+			if err != nil || !res.OK || s.done != b.N {
+				b.Fatalf("%v %+v: %d of %d calls", err, res, s.done, b.N)
+			}
+		})
 	}
 }
