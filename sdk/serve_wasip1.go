@@ -44,6 +44,10 @@ type server struct {
 	ops         map[uint32]*serveOp
 	running     int // calls not finished
 	parked      int // call goroutines parked in a Get or Wait, not yet woken
+	// readied counts the call goroutines handed a call or woken from a
+	// park that have not run since: the loop lets them run before it
+	// polls.
+	readied int
 }
 
 type serveOp struct {
@@ -72,7 +76,14 @@ func serve() int32 {
 	defer func() { serving = nil }()
 	events := make([]byte, 64*abi.EventSize)
 	for {
-		runtime.Gosched() // the calls that can run do, until they block
+		// The calls that can run do, until they block. One Gosched does
+		// not promise to run them (the scheduler may pick this goroutine
+		// again first), and a loop that polled before they ran waited for
+		// the poll's timeout, a millisecond, now and then.
+		runtime.Gosched()
+		for s.readied > 0 {
+			runtime.Gosched()
+		}
 		timeout := int64(-1)
 		if s.running > s.parked {
 			timeout = busyPoll
@@ -117,6 +128,7 @@ func (s *server) start(handle uint32) {
 		cw = &callWorker{calls: make(chan callJob, 1)}
 		go cw.loop()
 	}
+	s.readied++
 	cw.calls <- callJob{s: s, handle: handle, name: string(items[0].data), args: items[1].data}
 }
 
@@ -145,6 +157,7 @@ func (cw *callWorker) loop() {
 	cw.id = goroutineID()
 	for job := range cw.calls {
 		s := job.s
+		s.readied--
 		s.byGoroutine[cw.id] = job.handle
 		value, refs, err := dispatch(job.name, job.args)
 		delete(s.byGoroutine, cw.id)
@@ -186,7 +199,11 @@ func (s *server) park(tok int32, op *serveOp) serveResult {
 	if _, op.call = s.byGoroutine[goroutineID()]; op.call {
 		s.parked++
 	}
-	return <-op.done
+	r := <-op.done
+	if op.call {
+		s.readied--
+	}
+	return r
 }
 
 func (s *server) get(ids []ObjectID, timeoutMs int64) ([]staged, error) {
@@ -244,6 +261,7 @@ func (s *server) finishOp(tok uint32) {
 		// whenever the Go scheduler ran the loop again before it: a
 		// Gosched does not promise to run the goroutine it readied.)
 		s.parked--
+		s.readied++
 	}
 	op.done <- r
 }
