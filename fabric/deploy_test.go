@@ -873,6 +873,93 @@ func TestServeStreamSlowClient(t *testing.T) {
 	waitFor(t, 30*time.Second, "the slow client's request ended", func() bool { return rs.ongoing() == 0 })
 }
 
+// TestServeStreamBudget: streams to clients that stop reading hold no
+// more together than the ingress's byte budget (here 12 MiB: one stream
+// holds 8 at most of its own): past it a call is stopped, or a request
+// refused (503), and every byte is given back once the requests end.
+func TestServeStreamBudget(t *testing.T) {
+	a, admin, mod := serveAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	one := 1
+	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "ticker", Module: mod.Digest, Class: "Ticker", RoutePrefix: "/ticker", NumReplicas: &one,
+		MaxOngoingRequests: 8, Public: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the ticker running", func() bool {
+		ds, err := admin.Deployments(ctx)
+		return err == nil && len(ds) == 1 && ds[0].Running == 1
+	})
+	a.serveBudget.max = 12 << 20
+	rs := a.localSet("ticker")
+	seen := map[*itemQueue]bool{}
+	look := func() (running int) {
+		rs.mu.Lock()
+		defer rs.mu.Unlock()
+		for _, q := range rs.yields {
+			seen[q] = true
+			q.mu.Lock()
+			if !q.over {
+				running++
+			}
+			q.mu.Unlock()
+		}
+		if used := a.serveBudget.used.Load(); used > a.serveBudget.max {
+			t.Fatalf("the streams hold %d bytes, past the budget of %d", used, a.serveBudget.max)
+		}
+		return running
+	}
+	refused := 0
+	var conns []net.Conn
+	for range 3 {
+		conn, err := net.Dial("tcp", a.IngressAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(4 << 10)
+		}
+		fmt.Fprintf(conn, "GET /ticker?n=100000&pad=65536 HTTP/1.1\r\nHost: x\r\n\r\n")
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		switch {
+		case err == nil && strings.Contains(line, "503"):
+			refused++
+		case err != nil || !strings.Contains(line, "201"):
+			t.Fatalf("a stream's status line: %q, %v", line, err)
+		}
+		look()
+		conns = append(conns, conn)
+	}
+	waitFor(t, 60*time.Second, "the calls stopped", func() bool {
+		running := look()
+		before := rs.orphans.Load()
+		time.Sleep(300 * time.Millisecond)
+		return running == 0 && rs.orphans.Load() == before
+	})
+	exhausted := 0
+	for q := range seen {
+		q.mu.Lock()
+		if q.exhausted {
+			exhausted++
+		}
+		q.mu.Unlock()
+	}
+	if exhausted+refused == 0 {
+		t.Fatalf("%d streams, none stopped by the budget nor refused", len(seen))
+	}
+	t.Logf("%d streams ran, %d stopped by the budget, %d refused", len(seen), exhausted, refused)
+	for _, c := range conns {
+		c.Close()
+	}
+	waitFor(t, 30*time.Second, "the requests ended", func() bool { return rs.ongoing() == 0 })
+	waitFor(t, 10*time.Second, "every byte given back", func() bool { return a.serveBudget.used.Load() == 0 })
+	a.serveBudget.max = serveBudget
+	if code, body := servePost(t, a.IngressAddr(), "/ticker?n=2", "", ""); code != 201 || body != "tick 0\ntick 1\n" {
+		t.Fatalf("after: %d %q", code, body)
+	}
+}
+
 // TestDesiredReplicas: the load at target each, within the bounds, and
 // one at least while requests come, however quick.
 func TestDesiredReplicas(t *testing.T) {

@@ -540,25 +540,41 @@ func (rs *replicaSet) releaseAll(results []peerwire.Result, refs []objects.ID) {
 const maxStreamBuffer = 8 << 20
 
 // itemQueue holds a streamed call's items until its request takes them:
-// at most maxStreamBuffer bytes, past which it takes no more (over).
+// at most maxStreamBuffer bytes, past which it takes no more (over). Each
+// item's bytes are also charged to the ingress's budget (byteBudget, the
+// same as request bodies and whole responses) from the push until the
+// request wrote or dropped the item, so that many streams to slow clients
+// together hold no more than the budget; a push past the budget stops the
+// call too (exhausted).
 type itemQueue struct {
-	mu     sync.Mutex
-	items  []*peerwire.TaskYield
-	bytes  int64
-	over   bool
-	notify chan struct{}
+	mu        sync.Mutex
+	items     []*peerwire.TaskYield
+	bytes     int64
+	over      bool
+	exhausted bool
+	budget    *byteBudget
+	notify    chan struct{}
 }
+
+// itemBytes is what an item holds in the agent: its inline value, or its
+// value in the store.
+func itemBytes(m *peerwire.TaskYield) int64 { return int64(len(m.Result.Value)) + m.Result.Size }
 
 // push queues an item; it reports whether the item was queued, and
 // whether this push made the queue over its bound.
 func (q *itemQueue) push(m *peerwire.TaskYield) (queued, overNow bool) {
 	q.mu.Lock()
 	if !q.over {
-		q.items = append(q.items, m)
-		q.bytes += int64(len(m.Result.Value)) + m.Result.Size
-		queued = true
-		if q.bytes > maxStreamBuffer {
-			q.over, overNow = true, true
+		switch n := itemBytes(m); {
+		case !q.budget.take(n):
+			q.over, q.exhausted, overNow = true, true, true
+		default:
+			q.items = append(q.items, m)
+			q.bytes += n
+			queued = true
+			if q.bytes > maxStreamBuffer {
+				q.over, overNow = true, true
+			}
 		}
 	}
 	q.mu.Unlock()
@@ -569,6 +585,8 @@ func (q *itemQueue) push(m *peerwire.TaskYield) (queued, overNow bool) {
 	return queued, overNow
 }
 
+// take returns the queued items, each still charged to the budget until
+// done gives it back.
 func (q *itemQueue) take() ([]*peerwire.TaskYield, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -577,12 +595,15 @@ func (q *itemQueue) take() ([]*peerwire.TaskYield, bool) {
 	return items, q.over
 }
 
+// done gives back an item's bytes, written or dropped.
+func (q *itemQueue) done(it *peerwire.TaskYield) { q.budget.give(itemBytes(it)) }
+
 // stream calls r's __stream__ generator with the encoded request arg and
 // gives emit each item as it comes.
 func (rs *replicaSet) stream(ctx context.Context, r *replica, arg []byte, emit func(abi.ServeResponse) error) error {
 	var task objects.ID
 	_, _ = rand.Read(task[:16])
-	q := &itemQueue{notify: make(chan struct{}, 1)}
+	q := &itemQueue{notify: make(chan struct{}, 1), budget: &rs.a.serveBudget}
 	done := make(chan *peerwire.TaskDone, 1)
 	rs.mu.Lock()
 	if rs.closed {
@@ -603,6 +624,7 @@ func (rs *replicaSet) stream(ctx context.Context, r *replica, arg []byte, emit f
 		items, _ := q.take()
 		for _, it := range items {
 			rs.releaseItem(it)
+			q.done(it)
 		}
 	}()
 	spec := abi.TaskSpec{Func: rs.class + "." + abi.ServeStreamMethod, Actor: r.id[:], NumReturns: 1, Args: []abi.Arg{{Value: arg}},
@@ -613,21 +635,33 @@ func (rs *replicaSet) stream(ctx context.Context, r *replica, arg []byte, emit f
 	var final *peerwire.TaskDone
 	for {
 		items, over := q.take()
-		for _, it := range items {
+		for i, it := range items {
 			if over {
 				rs.releaseItem(it)
+				q.done(it)
 				continue
 			}
 			resp, err := rs.item(it)
 			if err == nil {
 				err = emit(resp)
 			}
+			q.done(it)
 			if err != nil {
+				for _, rest := range items[i+1:] {
+					rs.releaseItem(rest)
+					q.done(rest)
+				}
 				return err
 			}
 			emitted = true
 		}
 		if over {
+			q.mu.Lock()
+			exhausted := q.exhausted
+			q.mu.Unlock()
+			if exhausted {
+				return fmt.Errorf("%w: this agent holds the most streamed bytes it may (%d MiB) for its clients", ErrOverloaded, serveBudget>>20)
+			}
 			return fmt.Errorf("fabric: the client reads the streamed response slower than the replica writes it (past %d bytes waiting)", maxStreamBuffer)
 		}
 		if final != nil {
