@@ -110,7 +110,7 @@ func (a *Agent) newReplicaSet(ctx context.Context, tenant, digest, class string,
 		}
 	}
 	a.node.touchModule(digest)
-	a.node.pool.Linger(rs.job, replicaLinger)
+	a.node.pool.Linger(rs.job, rs.tenant, replicaLinger)
 	a.serveMu.Lock()
 	a.replicaSets[rs.peer] = rs
 	a.serveMu.Unlock()
@@ -770,7 +770,7 @@ func (rs *replicaSet) close() {
 	rs.mu.Unlock()
 	rs.cancel()
 	rs.step(&peerwire.EndJob{Job: rs.job})
-	rs.a.node.pool.Linger(rs.job, 0)
+	rs.a.node.pool.Linger(rs.job, "", 0)
 	rs.a.serveMu.Lock()
 	delete(rs.a.replicaSets, rs.peer)
 	rs.a.serveMu.Unlock()

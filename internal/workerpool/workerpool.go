@@ -122,12 +122,26 @@ type Pool struct {
 	warming map[string]chan struct{}
 	// lingers are the groups whose process outlives its last lane, by
 	// how long (Linger); lingering counts the processes that do now.
-	lingers   map[string]time.Duration
+	lingers   map[string]lingerSpec
 	lingering int
+	// lingeringBy counts the lingering processes of each owner (a
+	// tenant), and lingerSeq orders them by when they began.
+	lingeringBy  map[string]int
+	lingerSeq    uint64
+	maxLingering int // MaxLingering; tests set fewer
 }
 
-// MaxLingering bounds the processes that linger at once: past it, a
-// process whose last lane closes stops, lingering or not.
+// lingerSpec is how long a group's process lingers, and whose it is.
+type lingerSpec struct {
+	d     time.Duration
+	owner string
+}
+
+// MaxLingering bounds the processes that linger at once. The owners
+// share the places: when all are taken, a process whose owner holds at
+// least two fewer than the owner holding the most takes the oldest of
+// that one's places; else it stops, lingering or not. One tenant's many
+// deployments at zero do not keep another's from lingering.
 const MaxLingering = 32
 
 // proc is one worker process.
@@ -154,8 +168,11 @@ type proc struct {
 	// or it failed.
 	retiring bool
 	// linger stops it once it has lingered long enough (no lanes, kept
-	// for its group's next one); nil when it has lanes.
-	linger *time.Timer
+	// for its group's next one); nil when it has lanes. lingerOwner and
+	// lingerSeq are its owner's and when it began, while it lingers.
+	linger      *time.Timer
+	lingerOwner string
+	lingerSeq   uint64
 }
 
 // lane is one worker: an instance in a process. Under Pool.mu.
@@ -179,7 +196,7 @@ func New(cfg Config) (*Pool, error) {
 	}
 	p := &Pool{cfg: cfg, ln: ln, lanes: map[ID]*lane{}, groups: map[string]*proc{},
 		procs: map[*proc]struct{}{}, byPid: map[int]*proc{}, warm: map[string]bool{}, warming: map[string]chan struct{}{},
-		lingers: map[string]time.Duration{}}
+		lingers: map[string]lingerSpec{}, lingeringBy: map[string]int{}, maxLingering: MaxLingering}
 	p.wg.Add(1)
 	go p.acceptLoop()
 	return p, nil
@@ -202,9 +219,7 @@ func (p *Pool) Start(id ID, group, modulePath string, place func(pid int) error,
 	pr := p.groups[group]
 	fresh := pr == nil
 	if pr != nil && pr.linger != nil { // a lingering process takes its group's lane
-		pr.linger.Stop()
-		pr.linger = nil
-		p.lingering--
+		p.unlingerLocked(pr)
 	}
 	if fresh {
 		pr = &proc{group: group, started: make(chan struct{}), exited: make(chan struct{}),
@@ -409,9 +424,7 @@ func (p *Pool) spawn(pr *proc, modulePath string, place func(pid int) error) {
 			delete(p.groups, pr.group)
 		}
 		if pr.linger != nil { // it died lingering
-			pr.linger.Stop()
-			pr.linger = nil
-			p.lingering--
+			p.unlingerLocked(pr)
 		}
 		pr.retiring = true
 		gone := p.dropLanesLocked(pr)
@@ -474,9 +487,12 @@ func (p *Pool) removeLaneLocked(l *lane) bool {
 	if len(pr.lanes) > 0 || pr.retiring || pr.linger != nil {
 		return false
 	}
-	if d := p.lingers[pr.group]; d > 0 && pr.loaded && !pr.sendErr && !p.closed && p.lingering < MaxLingering && p.groups[pr.group] == pr {
+	if spec := p.lingers[pr.group]; spec.d > 0 && pr.loaded && !pr.sendErr && !p.closed && p.groups[pr.group] == pr && p.placeToLingerLocked(spec.owner) {
 		p.lingering++
-		pr.linger = time.AfterFunc(d, func() { p.stopLingering(pr) })
+		p.lingeringBy[spec.owner]++
+		p.lingerSeq++
+		pr.lingerOwner, pr.lingerSeq = spec.owner, p.lingerSeq
+		pr.linger = time.AfterFunc(spec.d, func() { p.stopLingering(pr) })
 		return false
 	}
 	pr.retiring = true
@@ -486,14 +502,61 @@ func (p *Pool) removeLaneLocked(l *lane) bool {
 	return true
 }
 
-// Linger keeps the process of group, once its last lane closes, for d
-// more: a lane the group starts meanwhile opens in it at once, with its
-// module loaded (a deployment's replicas scaled to zero and back). d = 0
-// ends that, and stops the group's process if it lingers now.
-func (p *Pool) Linger(group string, d time.Duration) {
+// placeToLingerLocked reports whether a process of owner may linger
+// now: a place is free, or it takes the oldest place of the owner that
+// holds the most, if that one holds at least two more (whose process
+// stops). The caller holds p.mu.
+func (p *Pool) placeToLingerLocked(owner string) bool {
+	if p.lingering < p.maxLingering {
+		return true
+	}
+	most := ""
+	for o, n := range p.lingeringBy {
+		if n > p.lingeringBy[most] || n == p.lingeringBy[most] && o < most {
+			most = o
+		}
+	}
+	if p.lingeringBy[most] < p.lingeringBy[owner]+2 {
+		return false
+	}
+	var victim *proc
+	for pr := range p.procs {
+		if pr.linger != nil && pr.lingerOwner == most && (victim == nil || pr.lingerSeq < victim.lingerSeq) {
+			victim = pr
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	p.unlingerLocked(victim)
+	victim.retiring = true
+	if p.groups[victim.group] == victim {
+		delete(p.groups, victim.group)
+	}
+	p.kill(victim, false)
+	return true
+}
+
+// unlingerLocked ends pr's lingering: it takes a lane, stops or died.
+// The caller holds p.mu.
+func (p *Pool) unlingerLocked(pr *proc) {
+	pr.linger.Stop()
+	pr.linger = nil
+	p.lingering--
+	if p.lingeringBy[pr.lingerOwner]--; p.lingeringBy[pr.lingerOwner] == 0 {
+		delete(p.lingeringBy, pr.lingerOwner)
+	}
+}
+
+// Linger keeps the process of group, owner's (a tenant), once its last
+// lane closes, for d more: a lane the group starts meanwhile opens in it
+// at once, with its module loaded (a deployment's replicas scaled to zero
+// and back). d = 0 ends that, and stops the group's process if it
+// lingers now.
+func (p *Pool) Linger(group, owner string, d time.Duration) {
 	p.mu.Lock()
 	if d > 0 {
-		p.lingers[group] = d
+		p.lingers[group] = lingerSpec{d: d, owner: owner}
 		p.mu.Unlock()
 		return
 	}
@@ -512,9 +575,7 @@ func (p *Pool) stopLingering(pr *proc) {
 		p.mu.Unlock()
 		return
 	}
-	pr.linger.Stop()
-	pr.linger = nil
-	p.lingering--
+	p.unlingerLocked(pr)
 	pr.retiring = true
 	if p.groups[pr.group] == pr {
 		delete(p.groups, pr.group)

@@ -443,7 +443,7 @@ func socketsOf(t *testing.T, pid int) int {
 func TestLinger(t *testing.T) {
 	p, ev := newPool(t, "echo")
 	defer p.Close()
-	p.Linger("serve", time.Minute)
+	p.Linger("serve", "acme", time.Minute)
 	pids := map[ID]int{}
 	start := func(id ID, group string) {
 		t.Helper()
@@ -484,14 +484,71 @@ func TestLinger(t *testing.T) {
 	if p.Lingering() != 1 {
 		t.Fatalf("Lingering = %d after the last worker again, want 1", p.Lingering())
 	}
-	p.Linger("serve", 0)
+	p.Linger("serve", "", 0)
 	waitCount(0)
 	if p.Lingering() != 0 {
 		t.Fatalf("Lingering = %d after Linger(0)", p.Lingering())
 	}
 	// A short linger passes on its own.
-	p.Linger("short", 50*time.Millisecond)
+	p.Linger("short", "acme", 50*time.Millisecond)
 	start(4, "short")
 	stop(4)
 	waitCount(0)
+}
+
+// TestLingerShared: the lingering places are shared by their owners. With
+// two places, acme's two processes take both; beta's takes the older of
+// acme's (which stops), and acme's third finds none it may take.
+func TestLingerShared(t *testing.T) {
+	p, ev := newPool(t, "echo")
+	defer p.Close()
+	p.maxLingering = 2
+	pids := map[ID]int{}
+	groups := map[ID]string{1: "acme-1", 2: "acme-2", 3: "beta-1", 4: "acme-3"}
+	for id, g := range groups {
+		owner := g[:4]
+		p.Linger(g, owner, time.Minute)
+		if err := p.Start(id, g, "module.wasm", nil, func(n int) { pids[id] = n }); err != nil {
+			t.Fatal(err)
+		}
+		ev.await(t, "ready", func() bool { _, ok := ev.ready[id]; return ok })
+	}
+	stop := func(id ID) {
+		t.Helper()
+		p.Kill(id)
+		p.Flush()
+		ev.await(t, "gone", func() bool { _, ok := ev.exited[id]; return ok })
+	}
+	lingering := func() map[string]bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		out := map[string]bool{}
+		for pr := range p.procs {
+			if pr.linger != nil {
+				out[pr.group] = true
+			}
+		}
+		return out
+	}
+	stop(1)
+	stop(2)
+	if l := lingering(); !l["acme-1"] || !l["acme-2"] || p.Lingering() != 2 {
+		t.Fatalf("after acme's two: lingering %v", l)
+	}
+	stop(3)
+	if l := lingering(); l["acme-1"] || !l["acme-2"] || !l["beta-1"] || p.Lingering() != 2 {
+		t.Fatalf("after beta's: lingering %v, want acme-2 and beta-1", l)
+	}
+	stop(4)
+	if l := lingering(); !l["acme-2"] || !l["beta-1"] || l["acme-3"] || p.Lingering() != 2 {
+		t.Fatalf("after acme's third: lingering %v, want acme-2 and beta-1", l)
+	}
+	// acme-1's process, which gave its place up, is gone.
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Count() != 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p.Count() != 2 {
+		t.Fatalf("Count = %d, want the 2 lingering", p.Count())
+	}
 }
