@@ -93,11 +93,22 @@ type history struct {
 	n        int
 	byTenant map[string]*tenantRecords
 	strs     stringTable
+	// errBytes counts the error texts the records hold (each record's
+	// own, though equal texts are kept once), at most maxErrorBytes: past
+	// it the tenant whose records hold the most loses its oldest failure.
+	// A tenant's failures with long unique messages (4 KiB each) would
+	// otherwise hold 400 MB at the record bound.
+	errBytes int64
 }
+
+// maxErrorBytes bounds the error texts a core's records of ended tasks
+// hold.
+const maxErrorBytes = 32 << 20
 
 // tenantRecords are one tenant's records, oldest first in each ring.
 type tenantRecords struct {
 	finished, failed recordRing
+	errBytes         int64
 }
 
 func (t *tenantRecords) len() int { return t.finished.n + t.failed.n }
@@ -252,6 +263,43 @@ func (h *history) add(r TaskRecord) {
 		strFor: s.ref(strFor, string(r.For)), strError: s.ref(strError, r.Error), strErrorKind: s.ref(strErrorKind, r.ErrorKind)}
 	q.push(&sr)
 	h.n++
+	t.errBytes += int64(len(r.Error))
+	h.errBytes += int64(len(r.Error))
+	for h.errBytes > maxErrorBytes {
+		h.dropError()
+	}
+}
+
+// dropError drops the oldest failure (else finished record) of the
+// tenant whose records hold the most error text.
+func (h *history) dropError() {
+	var most *tenantRecords
+	var name string
+	for n, t := range h.byTenant {
+		if most == nil || t.errBytes > most.errBytes || t.errBytes == most.errBytes && n < name {
+			most, name = t, n
+		}
+	}
+	if most.failed.n > 0 {
+		h.drop(name, most, &most.failed)
+	} else {
+		h.drop(name, most, &most.finished)
+	}
+}
+
+// drop drops the oldest record of q, tenant name's.
+func (h *history) drop(name string, t *tenantRecords, q *recordRing) {
+	r := q.popOldest()
+	errLen := int64(len(h.strs.strs[r.strs[strError]]))
+	t.errBytes -= errLen
+	h.errBytes -= errLen
+	for _, i := range r.strs {
+		h.strs.release(i)
+	}
+	h.n--
+	if t.len() == 0 {
+		delete(h.byTenant, name)
+	}
 }
 
 // record returns r as a TaskRecord.
@@ -273,18 +321,10 @@ func (h *history) dropOne() {
 			largest, name = t, n
 		}
 	}
-	var r storedRecord
 	if largest.finished.n > 0 {
-		r = largest.finished.popOldest()
+		h.drop(name, largest, &largest.finished)
 	} else {
-		r = largest.failed.popOldest()
-	}
-	for _, i := range r.strs {
-		h.strs.release(i)
-	}
-	h.n--
-	if largest.len() == 0 {
-		delete(h.byTenant, name)
+		h.drop(name, largest, &largest.failed)
 	}
 }
 

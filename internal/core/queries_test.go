@@ -201,3 +201,32 @@ func (h *history) checkStrings() error {
 	}
 	return nil
 }
+
+// TestHistoryErrorBytes: failures with long unique messages hold at most
+// maxErrorBytes of text; the tenant whose records hold the most loses
+// its oldest, and another tenant's few failures stay.
+func TestHistoryErrorBytes(t *testing.T) {
+	h := history{max: DefaultTaskHistory}
+	h.add(TaskRecord{Tenant: "quiet", State: TaskFailed, Error: "a short failure"})
+	msg := strings.Repeat("x", maxRecordError-16)
+	n := 2 * maxErrorBytes / len(msg)
+	for i := range n {
+		h.add(TaskRecord{Tenant: "loud", State: TaskFailed, Error: fmt.Sprintf("%s %08d", msg, i)})
+		if h.errBytes > maxErrorBytes {
+			t.Fatalf("record %d: %d bytes of errors", i, h.errBytes)
+		}
+	}
+	if err := h.checkStrings(); err != nil {
+		t.Fatal(err)
+	}
+	kept := 0
+	h.each(&TaskFilter{Tenant: "loud"}, func(*TaskRecord) { kept++ })
+	if kept == 0 || kept >= n {
+		t.Errorf("loud keeps %d of %d failures", kept, n)
+	}
+	quiet := 0
+	h.each(&TaskFilter{Tenant: "quiet"}, func(*TaskRecord) { quiet++ })
+	if quiet != 1 {
+		t.Errorf("quiet keeps %d failures, want 1", quiet)
+	}
+}
