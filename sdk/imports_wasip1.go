@@ -5,7 +5,9 @@
 package sdk
 
 import (
+	"bytes"
 	"encoding/binary"
+	"math"
 	"runtime"
 	"unsafe"
 
@@ -112,11 +114,11 @@ func hostClusterInfo(buf, capacity uint32) int32
 //go:wasmimport fabric staged_len
 func hostStagedLen(i uint32) int64
 
-//go:wasmimport fabric staged_kind
-func hostStagedKind(i uint32) int32
-
 //go:wasmimport fabric staged_read
 func hostStagedRead(i, ptr, n uint32) int32
+
+//go:wasmimport fabric staged_read_all
+func hostStagedReadAll(ptr, capacity uint32) int64
 
 // ptr returns the guest address of b's first byte (0 for an empty slice).
 func ptr(b []byte) uint32 {
@@ -259,19 +261,40 @@ func (wasmHost) get(ids []ObjectID, timeoutMs int64) ([]staged, error) {
 	return readStaged(len(ids))
 }
 
-// readStaged copies the n items a get staged.
+// stagedScratch takes the staged items of a read that fits it; their
+// bytes are then copied out in one block.
+var stagedScratch = make([]byte, 4<<10)
+
+// readStaged copies the n items a get (or call_take) staged, with one or
+// two host calls (staged_read_all) and two allocations: the items'
+// bytes are one block.
 func readStaged(n int) ([]staged, error) {
+	buf := stagedScratch
+	need := hostStagedReadAll(ptr(buf), uint32(len(buf)))
+	switch {
+	case need < 0:
+		return nil, errHost("get: cannot read results")
+	case need <= int64(len(buf)):
+		buf = bytes.Clone(buf[:need]) // the scratch is reused
+	case need > math.MaxInt32:
+		return nil, errHost("get: results too large")
+	default: // read into a block of their own
+		buf = make([]byte, need)
+		if hostStagedReadAll(ptr(buf), uint32(need)) != need {
+			return nil, errHost("get: cannot read results")
+		}
+	}
 	out := make([]staged, n)
 	for i := range out {
-		n := hostStagedLen(uint32(i))
-		if n < 0 {
+		if len(buf) < 8 {
 			return nil, errHost("get: result missing")
 		}
-		data := make([]byte, n)
-		if hostStagedRead(uint32(i), ptr(data), uint32(n)) < 0 {
+		size, kind := binary.LittleEndian.Uint32(buf), int32(binary.LittleEndian.Uint32(buf[4:]))
+		if uint64(size) > uint64(len(buf)-8) {
 			return nil, errHost("get: cannot read result")
 		}
-		out[i] = staged{kind: hostStagedKind(uint32(i)), data: data}
+		out[i] = staged{kind: kind, data: buf[8 : 8+size : 8+size]}
+		buf = buf[8+size:]
 	}
 	return out, nil
 }

@@ -876,6 +876,33 @@ var hostFuncs = []hostFunc{
 		}
 		st[0] = 0
 	}},
+	{"staged_read_all", []api.ValueType{i32, i32}, []api.ValueType{i64}, func(cs *callState, st []uint64) {
+		// staged_read_all(dst, cap): every staged item in order, each a
+		// little-endian u32 length and u32 kind, then its bytes. Returns
+		// the bytes that takes, written only when they fit in cap (-1: a
+		// buffer outside memory). One host call where staged_len,
+		// staged_kind and staged_read take three per item.
+		need := uint64(0)
+		for _, it := range cs.staged {
+			need += 8 + uint64(len(it.Data))
+		}
+		if need > uint64(u32(st[1])) {
+			st[0] = need
+			return
+		}
+		buf, ok := cs.mod.Memory().Read(u32(st[0]), uint32(need))
+		if !ok {
+			st[0] = uint64(0xffffffffffffffff)
+			return
+		}
+		off := 0
+		for _, it := range cs.staged {
+			binary.LittleEndian.PutUint32(buf[off:], uint32(len(it.Data)))
+			binary.LittleEndian.PutUint32(buf[off+4:], uint32(it.Kind))
+			off += 8 + copy(buf[off+8:], it.Data)
+		}
+		st[0] = need
+	}},
 }
 
 func instantiateHostModule(ctx context.Context, rt wazero.Runtime, extra func(wazero.HostModuleBuilder)) error {
