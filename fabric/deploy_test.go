@@ -810,6 +810,39 @@ func TestServeStreaming(t *testing.T) {
 	}
 }
 
+// deployTicker deploys the serve guest's Ticker (module digest) with one
+// replica, and waits until it runs.
+func deployTicker(ctx context.Context, t *testing.T, admin *Client, digest string, maxOngoing int) {
+	t.Helper()
+	one := 1
+	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "ticker", Module: digest, Class: "Ticker", RoutePrefix: "/ticker", NumReplicas: &one,
+		MaxOngoingRequests: maxOngoing, Public: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the ticker running", func() bool {
+		ds, err := admin.Deployments(ctx)
+		return err == nil && len(ds) == 1 && ds[0].Running == 1
+	})
+}
+
+// slowStream asks the ticker at ingress for 100,000 lines of 64 KiB
+// (6 GiB) on a connection with a small read buffer, and reads only the
+// status line: a client that then reads nothing (closed with the test).
+func slowStream(t *testing.T, ingress string) (net.Conn, string, error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", ingress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4 << 10)
+	}
+	fmt.Fprintf(conn, "GET /ticker?n=100000&pad=65536 HTTP/1.1\r\nHost: x\r\n\r\n")
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	return conn, line, err
+}
+
 // TestServeStreamSlowClient: a replica that streams faster than its
 // client reads holds at most maxStreamBuffer of the response in the
 // agent: past it, the call is stopped, and the agent and the replica
@@ -818,26 +851,10 @@ func TestServeStreamSlowClient(t *testing.T) {
 	a, admin, mod := serveAgent(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	one := 1
-	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "ticker", Module: mod.Digest, Class: "Ticker", RoutePrefix: "/ticker", NumReplicas: &one, Public: true}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 60*time.Second, "the ticker running", func() bool {
-		ds, err := admin.Deployments(ctx)
-		return err == nil && len(ds) == 1 && ds[0].Running == 1
-	})
-	// 100,000 lines of 64 KiB as fast as the replica makes them (6 GiB),
-	// to a client that reads the first and then nothing.
-	conn, err := net.Dial("tcp", a.IngressAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetReadBuffer(4 << 10)
-	}
-	fmt.Fprintf(conn, "GET /ticker?n=100000&pad=65536 HTTP/1.1\r\nHost: x\r\n\r\n")
-	if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || !strings.Contains(line, "201") {
+	deployTicker(ctx, t, admin, mod.Digest, 0)
+	// As fast as the replica makes them, to a client that reads nothing.
+	conn, line, err := slowStream(t, a.IngressAddr())
+	if err != nil || !strings.Contains(line, "201") {
 		t.Fatalf("the stream's status line: %q, %v", line, err)
 	}
 	rs := a.localSet("ticker")
@@ -881,15 +898,7 @@ func TestServeStreamBudget(t *testing.T) {
 	a, admin, mod := serveAgent(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	one := 1
-	if _, err := admin.Deploy(ctx, DeploymentSpec{Name: "ticker", Module: mod.Digest, Class: "Ticker", RoutePrefix: "/ticker", NumReplicas: &one,
-		MaxOngoingRequests: 8, Public: true}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 60*time.Second, "the ticker running", func() bool {
-		ds, err := admin.Deployments(ctx)
-		return err == nil && len(ds) == 1 && ds[0].Running == 1
-	})
+	deployTicker(ctx, t, admin, mod.Digest, 8)
 	a.serveBudget.max = 12 << 20
 	rs := a.localSet("ticker")
 	seen := map[*itemQueue]bool{}
@@ -912,16 +921,7 @@ func TestServeStreamBudget(t *testing.T) {
 	refused := 0
 	var conns []net.Conn
 	for range 3 {
-		conn, err := net.Dial("tcp", a.IngressAddr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if tc, ok := conn.(*net.TCPConn); ok {
-			_ = tc.SetReadBuffer(4 << 10)
-		}
-		fmt.Fprintf(conn, "GET /ticker?n=100000&pad=65536 HTTP/1.1\r\nHost: x\r\n\r\n")
-		line, err := bufio.NewReader(conn).ReadString('\n')
+		conn, line, err := slowStream(t, a.IngressAddr())
 		switch {
 		case err == nil && strings.Contains(line, "503"):
 			refused++

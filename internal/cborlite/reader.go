@@ -63,41 +63,25 @@ func (r *Reader) payload(n uint64) ([]byte, bool) {
 
 // Text reads a text string of valid UTF-8.
 func (r *Reader) Text() (string, bool) {
-	start := r.off
-	n, ok := r.Head(MajorText)
+	i, j, ok := r.TextSpan()
 	if !ok {
 		return "", false
 	}
-	body, ok := r.payload(n)
-	if !ok || !utf8.Valid(body) {
-		r.off = start
-		return "", false
-	}
-	return string(body), true
+	return string(r.b[i:j]), true
 }
 
 // TextAlias reads a text string of valid UTF-8 that aliases the input,
 // without a copy: the input must not change while the string is used.
 func (r *Reader) TextAlias() (string, bool) {
-	start := r.off
-	n, ok := r.Head(MajorText)
-	if !ok {
-		return "", false
+	i, j, ok := r.TextSpan()
+	if !ok || i == j {
+		return "", ok
 	}
-	body, ok := r.payload(n)
-	if !ok || !utf8.Valid(body) {
-		r.off = start
-		return "", false
-	}
-	if len(body) == 0 {
-		return "", true
-	}
-	return unsafe.String(&body[0], len(body)), true
+	return unsafe.String(&r.b[i], j-i), true
 }
 
 // TextSpan reads a text string of valid UTF-8 and returns where its
-// bytes are in the input, for a decoder that takes many strings out of
-// one copy of the input.
+// bytes are in the input (Text copies them, TextAlias does not).
 func (r *Reader) TextSpan() (start, end int, ok bool) {
 	begin := r.off
 	n, ok := r.Head(MajorText)

@@ -88,26 +88,36 @@ func BenchmarkGuestCall(b *testing.B) {
 	}
 }
 
+// bodyEchoReplica is an instance of the serve guest whose BodyEcho
+// constructor ran, and the arguments of a request as the ingress sends
+// it: a body and four headers.
+func bodyEchoReplica(b *testing.B) (*Instance, []byte) {
+	ctx := context.Background()
+	e, m := compileGuest(b, "internal/testguests/serve")
+	b.Cleanup(func() { e.Close(ctx) })
+	inst, err := m.Instantiate(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if res, err := inst.Call(ctx, fakeHost{}, "BodyEcho.__init__", emptyArgs, nil, 0); err != nil || !res.OK {
+		b.Fatalf("the constructor: %v %+v", err, res)
+	}
+	req := abi.ServeRequest{Method: "POST", Path: "/echo", Route: "/echo", Body: []byte(`{"input": 42}`),
+		Header: map[string][]string{"Content-Type": {"application/json"}, "User-Agent": {"Go-http-client/1.1"},
+			"Accept-Encoding": {"gzip"}, "Content-Length": {"13"}}}
+	return inst, req.AppendCBOR(cborlite.AppendHead(nil, cborlite.MajorArray, 1))
+}
+
+// emptyArgs are a call's arguments when it has none.
+var emptyArgs = ArgSource{Len: 1, Write: func(dst []byte) error { dst[0] = 0x80; return nil }}
+
 // BenchmarkServeCall is one request to a Go guest's deployment replica
 // (the serve guest's BodyEcho, an actor) as the ingress sends it: a
 // request with a body and four headers decoded, a response with a
 // header encoded. BenchmarkGuestCall is its floor.
 func BenchmarkServeCall(b *testing.B) {
 	ctx := context.Background()
-	e, m := compileGuest(b, "internal/testguests/serve")
-	defer e.Close(ctx)
-	inst, err := m.Instantiate(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	empty := ArgSource{Len: 1, Write: func(dst []byte) error { dst[0] = 0x80; return nil }}
-	if res, err := inst.Call(ctx, fakeHost{}, "BodyEcho.__init__", empty, nil, 0); err != nil || !res.OK {
-		b.Fatalf("the constructor: %v %+v", err, res)
-	}
-	req := abi.ServeRequest{Method: "POST", Path: "/echo", Route: "/echo", Body: []byte(`{"input": 42}`),
-		Header: map[string][]string{"Content-Type": {"application/json"}, "User-Agent": {"Go-http-client/1.1"},
-			"Accept-Encoding": {"gzip"}, "Content-Length": {"13"}}}
-	arg := req.AppendCBOR(cborlite.AppendHead(nil, cborlite.MajorArray, 1))
+	inst, arg := bodyEchoReplica(b)
 	args := ArgSource{Len: int64(len(arg)), Write: func(dst []byte) error { copy(dst, arg); return nil }}
 	b.ResetTimer()
 	for range b.N {
@@ -171,24 +181,11 @@ func (s *benchServer) TakeOp(token uint32) (OpResult, error) { return OpResult{}
 // a time: what the loop adds to each call.
 func BenchmarkServeLoop(b *testing.B) {
 	ctx := context.Background()
-	e, m := compileGuest(b, "internal/testguests/serve")
-	defer e.Close(ctx)
-	inst, err := m.Instantiate(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	empty := ArgSource{Len: 1, Write: func(dst []byte) error { dst[0] = 0x80; return nil }}
-	if res, err := inst.Call(ctx, fakeHost{}, "BodyEcho.__init__", empty, nil, 0); err != nil || !res.OK {
-		b.Fatalf("the constructor: %v %+v", err, res)
-	}
-	req := abi.ServeRequest{Method: "POST", Path: "/echo", Route: "/echo", Body: []byte(`{"input": 42}`),
-		Header: map[string][]string{"Content-Type": {"application/json"}, "User-Agent": {"Go-http-client/1.1"},
-			"Accept-Encoding": {"gzip"}, "Content-Length": {"13"}}}
-	arg := req.AppendCBOR(cborlite.AppendHead(nil, cborlite.MajorArray, 1))
+	inst, arg := bodyEchoReplica(b)
 	for _, batch := range []int{1, 8} {
 		b.Run(fmt.Sprintf("batch%d", batch), func(b *testing.B) {
 			s := &benchServer{method: "BodyEcho.__call__", args: arg, batch: batch, n: b.N, b: b}
-			res, err := inst.Call(ctx, s, abi.ServeFunc, empty, nil, 0)
+			res, err := inst.Call(ctx, s, abi.ServeFunc, emptyArgs, nil, 0)
 			if err != nil || !res.OK || s.done != b.N {
 				b.Fatalf("%v %+v: %d of %d calls", err, res, s.done, b.N)
 			}

@@ -437,6 +437,24 @@ func socketsOf(t *testing.T, pid int) int {
 	return n
 }
 
+// startReady starts worker id of group and waits until it is ready,
+// noting its process in pids.
+func startReady(t *testing.T, p *Pool, ev *events, id ID, group string, pids map[ID]int) {
+	t.Helper()
+	if err := p.Start(id, group, "module.wasm", nil, func(n int) { pids[id] = n }); err != nil {
+		t.Fatal(err)
+	}
+	ev.await(t, "ready", func() bool { _, ok := ev.ready[id]; return ok })
+}
+
+// killGone stops worker id and waits until it is gone.
+func killGone(t *testing.T, p *Pool, ev *events, id ID) {
+	t.Helper()
+	p.Kill(id)
+	p.Flush()
+	ev.await(t, "gone", func() bool { _, ok := ev.exited[id]; return ok })
+}
+
 // A lingering group's process outlives its last worker: the group's
 // next worker opens in it (no new process), until the linger passes or
 // Linger(0) ends it; another group's process does not linger.
@@ -445,19 +463,8 @@ func TestLinger(t *testing.T) {
 	defer p.Close()
 	p.Linger("serve", "acme", time.Minute)
 	pids := map[ID]int{}
-	start := func(id ID, group string) {
-		t.Helper()
-		if err := p.Start(id, group, "module.wasm", nil, func(n int) { pids[id] = n }); err != nil {
-			t.Fatal(err)
-		}
-		ev.await(t, "ready", func() bool { _, ok := ev.ready[id]; return ok })
-	}
-	stop := func(id ID) {
-		t.Helper()
-		p.Kill(id)
-		p.Flush()
-		ev.await(t, "gone", func() bool { _, ok := ev.exited[id]; return ok })
-	}
+	start := func(id ID, group string) { startReady(t, p, ev, id, group, pids) }
+	stop := func(id ID) { killGone(t, p, ev, id) }
 	start(1, "serve")
 	start(2, "job")
 	stop(1)
@@ -503,22 +510,12 @@ func TestLingerShared(t *testing.T) {
 	p, ev := newPool(t, "echo")
 	defer p.Close()
 	p.maxLingering = 2
-	pids := map[ID]int{}
 	groups := map[ID]string{1: "acme-1", 2: "acme-2", 3: "beta-1", 4: "acme-3"}
 	for id, g := range groups {
-		owner := g[:4]
-		p.Linger(g, owner, time.Minute)
-		if err := p.Start(id, g, "module.wasm", nil, func(n int) { pids[id] = n }); err != nil {
-			t.Fatal(err)
-		}
-		ev.await(t, "ready", func() bool { _, ok := ev.ready[id]; return ok })
+		p.Linger(g, g[:4], time.Minute)
+		startReady(t, p, ev, id, g, map[ID]int{})
 	}
-	stop := func(id ID) {
-		t.Helper()
-		p.Kill(id)
-		p.Flush()
-		ev.await(t, "gone", func() bool { _, ok := ev.exited[id]; return ok })
-	}
+	stop := func(id ID) { killGone(t, p, ev, id) }
 	lingering := func() map[string]bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
