@@ -497,6 +497,14 @@ func WriteFrame(w io.Writer, t Type, body []byte) error {
 	if _, err := w.Write(hdr[:]); err != nil {
 		return err
 	}
+	if len(body) == 0 {
+		// No write of nothing: a peer that read the header has the whole
+		// frame, may have answered and stopped its reading side already,
+		// and a QUIC stream fails even an empty write after that (a call
+		// without a body failed now and then: "canceled by remote with
+		// error code 0").
+		return nil
+	}
 	_, err := w.Write(body)
 	return err
 }
